@@ -1,0 +1,143 @@
+// SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause)
+/*
+ * edgeproxy's sk_lookup dispatcher: (protocol, destination ip, destination
+ * port) -> service -> listening socket.
+ *
+ * See Documentation/bpf/prog_sk_lookup.rst: the program runs when the kernel
+ * looks for a listening TCP socket or an unconnected UDP socket for a new
+ * packet. SK_PASS without an assignment lets the normal lookup continue;
+ * SK_PASS after bpf_sk_assign() delivers to the assigned socket (and the
+ * kernel then applies SO_REUSEPORT selection within its group); SK_DROP
+ * refuses the packet.
+ */
+#include <linux/bpf.h>
+#include <linux/in.h>
+#include <bpf/bpf_helpers.h>
+#include "dispatcher.h"
+
+#define AF_INET 2
+#define AF_INET6 10
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct ep_state);
+} ep_state SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	/* Grown by the loader before load when a config needs more. */
+	__uint(max_entries, 16384);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, struct ep_prefix_key);
+	__type(value, struct ep_prefix_table);
+} ep_prefixes SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 2 * EP_RANGES_PER_GEN);
+	__type(key, __u32);
+	__type(value, struct ep_port_range);
+} ep_ranges SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_SOCKMAP);
+	__uint(max_entries, EP_SOCKET_SLOTS);
+	__type(key, __u32);
+	__type(value, __u64);
+} ep_sockets SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, EP_MAX_SERVICES);
+	__type(key, __u32);
+	__type(value, struct ep_service_counters);
+} ep_counters SEC(".maps");
+
+/* Index of the last range whose start <= port, in [first, first + count). */
+static __always_inline int find_service(const struct ep_prefix_table *t, __u32 port, __u32 *service)
+{
+	__u32 lo = t->first, hi = t->first + t->count;
+	struct ep_port_range *r;
+
+	/* A table has at most 65536 ranges, so 17 halvings always finish. */
+	for (int i = 0; i < 17 && hi - lo > 1; i++) {
+		__u32 mid = lo + (hi - lo) / 2;
+
+		r = bpf_map_lookup_elem(&ep_ranges, &mid);
+		if (!r)
+			return -1;
+		if (r->start <= port)
+			lo = mid;
+		else
+			hi = mid;
+	}
+	r = bpf_map_lookup_elem(&ep_ranges, &lo);
+	if (!r)
+		return -1;
+	*service = r->service;
+	return 0;
+}
+
+SEC("sk_lookup")
+int ep_dispatch(struct bpf_sk_lookup *ctx)
+{
+	struct ep_prefix_key key = {};
+	struct ep_prefix_table *table;
+	struct ep_service_counters *cnt;
+	struct ep_state *state;
+	__u32 zero = 0, service = 0, slot;
+	struct bpf_sock *sk;
+	long err;
+
+	state = bpf_map_lookup_elem(&ep_state, &zero);
+	if (!state)
+		return SK_PASS;
+
+	key.gen = state->gen;
+	key.protocol = ctx->protocol;
+	key.family = ctx->family;
+	if (ctx->family == AF_INET) {
+		key.prefixlen = EP_PREFIX_KEY_HEADER_BITS + 32;
+		__builtin_memcpy(key.addr, &ctx->local_ip4, 4);
+	} else if (ctx->family == AF_INET6) {
+		key.prefixlen = EP_PREFIX_KEY_HEADER_BITS + 128;
+		__builtin_memcpy(key.addr, ctx->local_ip6, 16);
+	} else {
+		return SK_PASS;
+	}
+
+	table = bpf_map_lookup_elem(&ep_prefixes, &key);
+	if (table && find_service(table, ctx->local_port, &service) < 0)
+		service = 0;
+	if (service >= EP_MAX_SERVICES)
+		service = 0;
+
+	cnt = bpf_map_lookup_elem(&ep_counters, &service);
+	if (cnt)
+		cnt->lookups++;
+	if (!service)
+		return SK_PASS;
+
+	slot = ep_socket_slot(service, ctx->protocol == IPPROTO_UDP, ctx->family == AF_INET6);
+	sk = bpf_map_lookup_elem(&ep_sockets, &slot);
+	if (!sk) {
+		/* Bound but no socket: refuse rather than reach another process's socket. */
+		if (cnt)
+			cnt->missing_socket++;
+		return SK_DROP;
+	}
+	err = bpf_sk_assign(ctx, sk, 0);
+	bpf_sk_release(sk);
+	if (err) {
+		if (cnt)
+			cnt->assign_error++;
+		return SK_DROP;
+	}
+	if (cnt)
+		cnt->steered++;
+	return SK_PASS;
+}
+
+char _license[] SEC("license") = "Dual BSD/GPL";
