@@ -1,0 +1,250 @@
+import { dlopen, JSCallback, FFIType, type Pointer } from "bun:ffi";
+import { EdgeError, EnvironmentError } from "../errors";
+import { errno, errnoText, libc } from "./libc";
+import { libbpfSymbols } from "./symbols";
+
+/** A libbpf or bpf(2) call failed. Carries the errno and libbpf's (or the verifier's) log. */
+export class KernelError extends EdgeError {
+  readonly errno: number;
+  readonly log: string;
+
+  constructor(where: string, code: number, log = "") {
+    const text = errnoText(code);
+    super(where, log ? `${text}\n${log.trimEnd()}` : text, "kernel");
+    this.errno = Math.abs(code);
+    this.log = log;
+  }
+}
+
+type Libbpf = ReturnType<typeof dlopen<typeof libbpfSymbols>>["symbols"];
+
+let symbols: Libbpf | undefined;
+// libbpf's own messages, kept instead of printed so errors can carry them.
+const recentLog: string[] = [];
+const logBuffer = new Uint8Array(4096);
+let printCallback: JSCallback | undefined;
+
+/** libbpf.so.1, opened on first use; throws EnvironmentError when it is missing. */
+export function libbpf(): Libbpf {
+  if (symbols) return symbols;
+  try {
+    symbols = dlopen("libbpf.so.1", libbpfSymbols).symbols;
+  } catch {
+    throw new EnvironmentError("load libbpf", "libbpf.so.1 not found: install it (Debian: apt-get install libbpf1)");
+  }
+  // libbpf_print_fn_t is (level, const char *fmt, va_list ap); va_list reaches
+  // us as a pointer on x86_64 and aarch64, so vsnprintf can format it.
+  printCallback = new JSCallback(
+    (_level: number, format: Pointer, args: Pointer) => {
+      const n = libc.vsnprintf(logBuffer, logBuffer.length, format, args);
+      if (n <= 0) return 0;
+      recentLog.push(new TextDecoder().decode(logBuffer.subarray(0, Math.min(n, logBuffer.length - 1))).trimEnd());
+      if (recentLog.length > 50) recentLog.shift();
+      return 0;
+    },
+    { args: [FFIType.i32, FFIType.ptr, FFIType.ptr], returns: FFIType.i32 },
+  );
+  symbols.libbpf_set_print(printCallback.ptr);
+  return symbols;
+}
+
+/** libbpf's messages since the last call, for error reports. */
+export function takeLibbpfLog(): string {
+  const text = recentLog.join("\n");
+  recentLog.length = 0;
+  return text;
+}
+
+function check(where: string, rc: number): void {
+  if (rc < 0) throw new KernelError(where, rc, takeLibbpfLog());
+}
+
+function cstr(s: string): Buffer {
+  return Buffer.from(`${s}\0`);
+}
+
+/** A map inside a loaded BpfObject; valid while its object is open. */
+export class BpfMap {
+  constructor(
+    readonly name: string,
+    private readonly owner: BpfObject,
+    private readonly handle: Pointer,
+  ) {}
+
+  get fd(): number {
+    this.owner.assertOpen(`map ${this.name}`);
+    return libbpf().bpf_map__fd(this.handle);
+  }
+
+  update(key: Uint8Array, value: Uint8Array, flags = 0): void {
+    check(`update map ${this.name}`, libbpf().bpf_map_update_elem(this.fd, key, value, flags));
+  }
+
+  /** The value, or undefined when the key is absent. */
+  lookup(key: Uint8Array, value: Uint8Array): Uint8Array | undefined {
+    const rc = libbpf().bpf_map_lookup_elem(this.fd, key, value);
+    if (rc === -2 /* ENOENT */) return undefined;
+    check(`lookup map ${this.name}`, rc);
+    return value;
+  }
+
+  /** True when the key was there. */
+  delete(key: Uint8Array): boolean {
+    const rc = libbpf().bpf_map_delete_elem(this.fd, key);
+    if (rc === -2 /* ENOENT */) return false;
+    check(`delete from map ${this.name}`, rc);
+    return true;
+  }
+
+  /** Every key, copied; keySize bytes each. */
+  keys(keySize: number): Uint8Array[] {
+    const out: Uint8Array[] = [];
+    let prev: Uint8Array | null = null;
+    for (;;) {
+      const next = new Uint8Array(keySize);
+      const rc = libbpf().bpf_map_get_next_key(this.fd, prev, next);
+      if (rc === -2 /* ENOENT: no more keys */) return out;
+      check(`iterate map ${this.name}`, rc);
+      out.push(next);
+      prev = next;
+    }
+  }
+
+  setMaxEntries(n: number): void {
+    check(`resize map ${this.name}`, libbpf().bpf_map__set_max_entries(this.handle, n));
+  }
+}
+
+/** A BPF link (here: sk_lookup attached to a network namespace). Owns the link; close() detaches. */
+export class BpfLink {
+  private handle: Pointer | null;
+
+  constructor(handle: Pointer) {
+    this.handle = handle;
+  }
+
+  get fd(): number {
+    if (!this.handle) throw new EdgeError("link", "used after close", "internal");
+    return libbpf().bpf_link__fd(this.handle);
+  }
+
+  /** Detach. Idempotent. */
+  close(): void {
+    if (!this.handle) return;
+    const h = this.handle;
+    this.handle = null;
+    libbpf().bpf_link__destroy(h);
+  }
+}
+
+/** A program inside a BpfObject; valid while its object is open. */
+export class BpfProgram {
+  // Kept referenced while libbpf may write into it (during load).
+  private logBuf: Uint8Array | undefined;
+
+  constructor(
+    readonly name: string,
+    private readonly owner: BpfObject,
+    private readonly handle: Pointer,
+  ) {}
+
+  get fd(): number {
+    this.owner.assertOpen(`program ${this.name}`);
+    return libbpf().bpf_program__fd(this.handle);
+  }
+
+  /** With log level 0 libbpf asks the verifier for a log only when a load fails. */
+  captureVerifierLog(size = 1 << 20): void {
+    this.logBuf = new Uint8Array(size);
+    libbpf().bpf_program__set_log_buf(this.handle, this.logBuf, size);
+  }
+
+  verifierLog(): string {
+    if (!this.logBuf) return "";
+    const end = this.logBuf.indexOf(0);
+    return new TextDecoder().decode(this.logBuf.subarray(0, end < 0 ? undefined : end));
+  }
+
+  /** Attach to the network namespace open at netnsFd (BPF_LINK_TYPE_NETNS). */
+  attachNetns(netnsFd: number): BpfLink {
+    const h = libbpf().bpf_program__attach_netns(this.handle, netnsFd);
+    if (!h) throw new KernelError(`attach ${this.name} to netns`, errno(), takeLibbpfLog());
+    return new BpfLink(h);
+  }
+}
+
+/**
+ * An ELF BPF object opened from memory: owns the bpf_object and, through it,
+ * every program and map fd. close() frees them all and is idempotent.
+ */
+export class BpfObject {
+  private handle: Pointer | null;
+  // libelf reads the ELF image in place until load finishes: keep it alive.
+  private readonly image: Uint8Array;
+  private readonly programs = new Map<string, BpfProgram>();
+
+  private constructor(handle: Pointer, image: Uint8Array) {
+    this.handle = handle;
+    this.image = image;
+  }
+
+  static open(image: Uint8Array): BpfObject {
+    const h = libbpf().bpf_object__open_mem(image, image.length, null);
+    if (!h) throw new KernelError("open BPF object", errno(), takeLibbpfLog());
+    return new BpfObject(h, image);
+  }
+
+  assertOpen(what: string): void {
+    if (!this.handle) throw new EdgeError(what, "BPF object used after close", "internal");
+  }
+
+  program(name: string): BpfProgram {
+    this.assertOpen(`program ${name}`);
+    let p = this.programs.get(name);
+    if (!p) {
+      const h = libbpf().bpf_object__find_program_by_name(this.handle, cstr(name));
+      if (!h) throw new EdgeError(`program ${name}`, "not in the BPF object", "internal");
+      p = new BpfProgram(name, this, h);
+      this.programs.set(name, p);
+    }
+    return p;
+  }
+
+  map(name: string): BpfMap {
+    this.assertOpen(`map ${name}`);
+    const h = libbpf().bpf_object__find_map_by_name(this.handle, cstr(name));
+    if (!h) throw new EdgeError(`map ${name}`, "not in the BPF object", "internal");
+    return new BpfMap(name, this, h);
+  }
+
+  /** Create the maps and load every program; a failure carries the verifier log. */
+  load(): void {
+    this.assertOpen("load BPF object");
+    for (const p of this.programs.values()) p.captureVerifierLog();
+    const rc = libbpf().bpf_object__load(this.handle);
+    if (rc < 0) {
+      const verifier = [...this.programs.values()].map((p) => p.verifierLog()).join("\n");
+      throw new KernelError("load BPF object", rc, [takeLibbpfLog(), verifier].filter(Boolean).join("\n"));
+    }
+    void this.image;
+  }
+
+  /** Free the object, its programs and maps. Idempotent. */
+  close(): void {
+    if (!this.handle) return;
+    const h = this.handle;
+    this.handle = null;
+    libbpf().bpf_object__close(h);
+  }
+}
+
+/** 1 supported, 0 not, negative errno when the probe itself failed (e.g. EPERM). */
+export function probeProgramType(type: number): number {
+  return libbpf().libbpf_probe_bpf_prog_type(type, null);
+}
+
+export function possibleCpus(): number {
+  const n = libbpf().libbpf_num_possible_cpus();
+  if (n <= 0) throw new KernelError("count possible CPUs", n);
+  return n;
+}

@@ -1,0 +1,41 @@
+// The native symbol table: libbpf.so.1 and the few libc calls edgeproxy needs.
+// Logic-free on purpose: every wrapper with behaviour lives in libbpf.ts / libc.ts.
+import { FFIType } from "bun:ffi";
+
+const { i32, u32, u64, usize, ptr, cstring, function: fn } = FFIType;
+
+/** libbpf 1.x symbols (Debian 12: libbpf1 1.1). */
+export const libbpfSymbols = {
+  libbpf_set_print: { args: [fn], returns: ptr },
+  libbpf_probe_bpf_prog_type: { args: [i32, ptr], returns: i32 },
+  bpf_object__open_mem: { args: [ptr, usize, ptr], returns: ptr },
+  bpf_object__load: { args: [ptr], returns: i32 },
+  bpf_object__close: { args: [ptr], returns: FFIType.void },
+  bpf_object__find_program_by_name: { args: [ptr, cstring], returns: ptr },
+  bpf_object__find_map_by_name: { args: [ptr, cstring], returns: ptr },
+  bpf_program__fd: { args: [ptr], returns: i32 },
+  bpf_program__set_log_buf: { args: [ptr, ptr, usize], returns: i32 },
+  bpf_program__set_log_level: { args: [ptr, u32], returns: i32 },
+  bpf_program__attach_netns: { args: [ptr, i32], returns: ptr },
+  bpf_map__fd: { args: [ptr], returns: i32 },
+  bpf_map__set_max_entries: { args: [ptr, u32], returns: i32 },
+  bpf_link__fd: { args: [ptr], returns: i32 },
+  bpf_link__destroy: { args: [ptr], returns: i32 },
+  bpf_map_update_elem: { args: [i32, ptr, ptr, u64], returns: i32 },
+  bpf_map_lookup_elem: { args: [i32, ptr, ptr], returns: i32 },
+  bpf_map_delete_elem: { args: [i32, ptr], returns: i32 },
+  bpf_map_get_next_key: { args: [i32, ptr, ptr], returns: i32 },
+  bpf_obj_get_info_by_fd: { args: [i32, ptr, ptr], returns: i32 },
+  libbpf_num_possible_cpus: { args: [], returns: i32 },
+} as const;
+
+/** glibc symbols. */
+export const libcSymbols = {
+  __errno_location: { args: [], returns: ptr },
+  strerror: { args: [i32], returns: cstring },
+  vsnprintf: { args: [ptr, usize, ptr, ptr], returns: i32 },
+  unshare: { args: [i32], returns: i32 },
+  setns: { args: [i32, i32], returns: i32 },
+  gettid: { args: [], returns: i32 },
+  close: { args: [i32], returns: i32 },
+} as const;
