@@ -1,0 +1,45 @@
+import { expect, test } from "bun:test";
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import * as abi from "./abi";
+
+// Compile a host program against the real header and compare what it prints.
+test("abi.ts matches bpf/dispatcher.h", () => {
+  const dir = mkdtempSync(join(tmpdir(), "ep-abi-"));
+  try {
+    const src = join(dir, "abi.c");
+    const field = (k: string) => {
+      const [s, f] = k.split(".");
+      return `printf("\\"${k}\\": %zu,\\n", offsetof(struct ${s}, ${f}));`;
+    };
+    const code = `#include <stdio.h>
+#include <stddef.h>
+#include "dispatcher.h"
+int main(void) {
+  printf("{\\n");
+  ${Object.keys(abi.sizes).map((s) => `printf("\\"${s}\\": %zu,\\n", sizeof(struct ${s}));`).join("\n  ")}
+  ${Object.keys(abi.offsets).map(field).join("\n  ")}
+  printf("\\"EP_MAX_SERVICES\\": %d, \\"EP_RANGES_PER_GEN\\": %d, \\"EP_SOCKET_SLOTS\\": %d, \\"EP_PREFIX_KEY_HEADER_BITS\\": %d,\\n",
+    EP_MAX_SERVICES, EP_RANGES_PER_GEN, EP_SOCKET_SLOTS, EP_PREFIX_KEY_HEADER_BITS);
+  printf("\\"slot\\": %u}\\n", ep_socket_slot(7, 1, 1));
+  return 0;
+}`;
+    writeFileSync(src, code);
+    const bin = join(dir, "abi");
+    const cc = Bun.spawnSync(["clang", "-I", join(import.meta.dir, "../../bpf"), "-o", bin, src]);
+    expect(cc.stderr.toString()).toBe("");
+    const got = JSON.parse(Bun.spawnSync([bin]).stdout.toString());
+    expect(got).toEqual({
+      ...abi.sizes,
+      ...abi.offsets,
+      EP_MAX_SERVICES: abi.EP_MAX_SERVICES,
+      EP_RANGES_PER_GEN: abi.EP_RANGES_PER_GEN,
+      EP_SOCKET_SLOTS: abi.EP_SOCKET_SLOTS,
+      EP_PREFIX_KEY_HEADER_BITS: abi.EP_PREFIX_KEY_HEADER_BITS,
+      slot: abi.socketSlot(7, "udp", 6),
+    });
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
