@@ -1,0 +1,66 @@
+import { describe, expect, test } from "bun:test";
+import { formatPrefix } from "../config/address";
+import { parseArgs } from "./args";
+
+const serve = (argv: string[]) => {
+  const c = parseArgs(argv);
+  if (c.kind !== "serve") throw new Error(c.kind);
+  return c.config.services[0]!;
+};
+
+describe("parseArgs", () => {
+  test("defaults: the embedded responder on 127.0.0.1/32, all ports", () => {
+    const s = serve([]);
+    expect(s.origin).toBeUndefined();
+    expect(s.prefixes.map(formatPrefix)).toEqual(["127.0.0.1/32"]);
+    expect(s.ports).toEqual([{ lo: 1, hi: 65535 }]);
+    expect(s.mode).toBe("tcp");
+  });
+
+  test("lists and repeats", () => {
+    const s = serve(["--ports", "22,80,8000-8999", "--ports=443", "--prefix", "127.0.0.2/32", "--prefix", "::1/128,192.0.2.0/24"]);
+    expect(s.ports).toEqual([
+      { lo: 22, hi: 22 },
+      { lo: 80, hi: 80 },
+      { lo: 8000, hi: 8999 },
+      { lo: 443, hi: 443 },
+    ]);
+    expect(s.prefixes.map(formatPrefix)).toEqual(["127.0.0.2/32", "::1/128", "192.0.2.0/24"]);
+  });
+
+  test("origins with and without a port", () => {
+    expect(serve(["--origin", "127.0.0.1:9000"]).origin).toEqual({ host: "127.0.0.1", port: 9000 });
+    expect(serve(["--origin", "10.0.0.1"]).origin).toEqual({ host: "10.0.0.1" });
+    expect(serve(["--origin", "[::1]:80"]).origin).toEqual({ host: "::1", port: 80 });
+    expect(serve(["--origin", "::1"]).origin).toEqual({ host: "::1" });
+    expect(serve(["--origin", "origin.example:8080"]).origin).toEqual({ host: "origin.example", port: 8080 });
+  });
+
+  test("timeouts", () => {
+    const s = serve(["--connect-timeout", "250ms", "--idle-timeout", "2m"]);
+    expect([s.connectTimeoutMs, s.idleTimeoutMs]).toEqual([250, 120_000]);
+  });
+
+  test.each([
+    [["--ports", "0-5"], /--ports/],
+    [["--ports", "70000"], /--ports/],
+    [["--ports", "5-3"], /--ports/],
+    [["--prefix", "10.0.0.0/33"], /--prefix/],
+    [["--bogus"], /unknown option/],
+    [["garbage"], /unexpected argument/],
+    [["--ports"], /needs a value/],
+    [["--origin", "a:b:c:d:"], /--origin/],
+    [["--origin", "1.2.3.4:0"], /--origin/],
+    [["--mode", "quic"], /--mode/],
+    [["--mode", "udp"], /not available yet/],
+    [["--idle-timeout", "soon"], /duration/],
+    [["--origin", "a:1", "--origin", "b:2"], /given twice/],
+  ])("%p is rejected", (argv, message) => {
+    expect(() => parseArgs(argv as string[])).toThrow(message);
+  });
+
+  test("help and version", () => {
+    expect(parseArgs(["--help"]).kind).toBe("help");
+    expect(parseArgs(["-V"]).kind).toBe("version");
+  });
+});

@@ -1,0 +1,125 @@
+import { parsePrefix, type Prefix } from "../config/address";
+import { parseDuration, parseOrigin } from "../config/origin";
+import { parsePorts, type PortRange } from "../config/ports";
+import { DEFAULTS, type Mode, type OriginConfig, type ServeConfig } from "../config/service";
+import { ConfigError } from "../errors";
+
+export type Command = { kind: "help" } | { kind: "version" } | { kind: "serve"; config: ServeConfig };
+
+export const USAGE = `Usage: edgeproxy [serve] [options]
+
+Answer on whole port ranges and IP prefixes with one socket per address family,
+steered by a BPF sk_lookup program, and proxy every connection to an origin.
+
+Options:
+  --ports LIST          ports and ranges, e.g. 22,80,8000-8999 (repeatable; default ${DEFAULTS.ports})
+  --prefix LIST         IPv4/IPv6 prefixes, e.g. 192.0.2.0/24,2001:db8::/64 (repeatable; default ${DEFAULTS.prefix})
+  --origin HOST[:PORT]  forward to HOST; without PORT, to the port the client dialled.
+                        Without --origin: a built-in responder (HTTP page naming the
+                        original destination, echo for anything else)
+  --mode tcp            service mode (tcp; udp and http are planned)
+  --name NAME           service name (default: default)
+  --take-over           also steer ports where another socket already listens
+  --connect-timeout D   origin connect timeout (default 5s)
+  --idle-timeout D      close connections idle this long (default 300s)
+  -h, --help            this text
+  -V, --version         version
+
+Needs CAP_BPF and CAP_NET_ADMIN (or root) and Linux 5.9 or later with libbpf.so.1.
+Exit codes: 0 ok, 1 runtime failure, 2 usage, config or environment error.`;
+
+const MODES: readonly Mode[] = ["tcp", "udp", "http"];
+
+/** Parse argv (without the program name). Throws ConfigError with a one-line message. */
+export function parseArgs(argv: readonly string[]): Command {
+  const args = [...argv];
+  if (args[0] === "serve") args.shift();
+  const ports: PortRange[] = [];
+  const prefixes: Prefix[] = [];
+  let origin: OriginConfig | undefined;
+  let mode: Mode = "tcp";
+  let name = "default";
+  let takeOver = false;
+  let connectTimeoutMs: number = DEFAULTS.connectTimeoutMs;
+  let idleTimeoutMs: number = DEFAULTS.idleTimeoutMs;
+  const seen = new Set<string>();
+
+  for (let i = 0; i < args.length; i++) {
+    const arg = args[i]!;
+    const eq = arg.startsWith("--") ? arg.indexOf("=") : -1;
+    const flag = eq > 0 ? arg.slice(0, eq) : arg;
+    const value = (): string => {
+      if (eq > 0) return arg.slice(eq + 1);
+      const v = args[++i];
+      if (v === undefined || v === "") throw new ConfigError(flag, "needs a value");
+      return v;
+    };
+    const once = () => {
+      if (seen.has(flag)) throw new ConfigError(flag, "given twice");
+      seen.add(flag);
+    };
+    switch (flag) {
+      case "-h":
+      case "--help":
+        return { kind: "help" };
+      case "-V":
+      case "--version":
+        return { kind: "version" };
+      case "--ports":
+        ports.push(...parsePorts(value(), "--ports"));
+        break;
+      case "--prefix":
+        for (const p of value().split(",")) prefixes.push(parsePrefix(p.trim(), "--prefix"));
+        break;
+      case "--origin":
+        once();
+        origin = parseOrigin(value(), "--origin");
+        break;
+      case "--mode": {
+        once();
+        const m = value();
+        if (!MODES.includes(m as Mode)) throw new ConfigError("--mode", `"${m}" is not one of ${MODES.join(", ")}`);
+        if (m !== "tcp") throw new ConfigError("--mode", `${m} services are not available yet in this version`);
+        mode = m as Mode;
+        break;
+      }
+      case "--name":
+        once();
+        name = value();
+        if (!/^[a-zA-Z0-9_.-]{1,64}$/.test(name)) throw new ConfigError("--name", `"${name}": use 1-64 of a-z A-Z 0-9 _ . -`);
+        break;
+      case "--take-over":
+        if (eq > 0) throw new ConfigError(flag, "takes no value");
+        takeOver = true;
+        break;
+      case "--connect-timeout":
+        once();
+        connectTimeoutMs = parseDuration(value(), flag);
+        break;
+      case "--idle-timeout":
+        once();
+        idleTimeoutMs = parseDuration(value(), flag);
+        break;
+      default:
+        throw new ConfigError(arg, arg.startsWith("-") ? "unknown option (see --help)" : "unexpected argument (see --help)");
+    }
+  }
+  return {
+    kind: "serve",
+    config: {
+      takeOver,
+      services: [
+        {
+          name,
+          mode,
+          protocols: ["tcp"],
+          prefixes: prefixes.length ? prefixes : [parsePrefix(DEFAULTS.prefix)],
+          ports: ports.length ? ports : parsePorts(DEFAULTS.ports),
+          origin,
+          connectTimeoutMs,
+          idleTimeoutMs,
+        },
+      ],
+    },
+  };
+}

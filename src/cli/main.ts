@@ -1,0 +1,63 @@
+import { ConfigError, EdgeError, EnvironmentError } from "../errors";
+import { dispatcherImage } from "../dispatcher/image";
+import { describeBindings } from "../server/bindings";
+import { Server } from "../server/server";
+import { VERSION } from "../version";
+import { parseArgs, USAGE } from "./args";
+
+const say = (line: string) => process.stderr.write(`edgeproxy: ${line}\n`);
+
+/** Exit code for an error: 2 for the operator's input or the environment, 1 for runtime failures. */
+function report(e: unknown): number {
+  if (e instanceof ConfigError || e instanceof EnvironmentError) {
+    say(e.message);
+    return 2;
+  }
+  if (e instanceof EdgeError) {
+    say(e.message);
+    return 1;
+  }
+  say(`internal error: ${(e as Error)?.stack ?? e}`);
+  return 1;
+}
+
+/** Run the CLI; resolves to the process exit code. */
+export async function main(argv: readonly string[]): Promise<number> {
+  let command;
+  try {
+    command = parseArgs(argv);
+  } catch (e) {
+    return report(e);
+  }
+  if (command.kind === "help") {
+    process.stdout.write(`${USAGE}\n`);
+    return 0;
+  }
+  if (command.kind === "version") {
+    process.stdout.write(`edgeproxy ${VERSION}\n`);
+    return 0;
+  }
+  let server: Server;
+  const image = await dispatcherImage();
+  const t0 = performance.now();
+  try {
+    server = await Server.start(command.config, image);
+  } catch (e) {
+    return report(e);
+  }
+  for (const line of describeBindings(command.config.services)) say(line);
+  for (const { service, socket } of server.report.sockets) say(`service ${service}: ipv${socket.family} socket ${socket.address} (fd ${socket.fd})`);
+  if (server.report.skipped.length) {
+    say(`left alone ${server.report.skipped.length} already-listening socket(s): ${server.report.skipped.join(", ")} (--take-over steers them too)`);
+  }
+  say(`ready (setup ${(performance.now() - t0).toFixed(1)} ms)`);
+  return await new Promise<number>((resolve) => {
+    const stop = (signal: string) => {
+      server.close();
+      say(`${signal}: detached and freed the dispatcher`);
+      resolve(0);
+    };
+    process.once("SIGINT", () => stop("SIGINT"));
+    process.once("SIGTERM", () => stop("SIGTERM"));
+  });
+}

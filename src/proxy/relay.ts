@@ -1,0 +1,246 @@
+import type { Socket } from "bun";
+import { unmapAddress } from "../config/address";
+import type { CoarseClock } from "./clock";
+import { errorClass, type ServiceStats } from "./stats";
+
+/*
+ * One proxied TCP connection: client <-> origin.
+ *
+ * Backpressure: when a write to one side is partial, the rest is queued and
+ * the other side is paused (socket.pause() stops reading, so the kernel's
+ * receive window closes on the sender); `drain` flushes and resumes. At most
+ * a read's worth of bytes is queued per direction.
+ * Half-close: a FIN from one side becomes shutdown() of the other once its
+ * queue is flushed; the pair closes when both directions are done.
+ * Resets: an RST (close with an error) on one side becomes terminate(),
+ * which sends an RST, on the other.
+ */
+
+/** Queued bytes above which the sending side is paused. */
+const HIGH_WATER = 256 * 1024;
+
+export interface RelayTarget {
+  readonly host: string;
+  readonly port: number;
+}
+
+export interface RelayOptions {
+  readonly connectTimeoutMs: number;
+  readonly idleTimeoutMs: number;
+  readonly clock: CoarseClock;
+  readonly stats: ServiceStats;
+}
+
+interface Direction {
+  /** Bytes waiting for the destination to drain (or, client->origin, to connect). */
+  queue: Uint8Array[];
+  queued: number;
+  /** The source sent FIN. */
+  ended: boolean;
+  /** We sent FIN to the destination. */
+  shut: boolean;
+}
+
+type Peer = { relay: Relay; side: "client" | "origin" };
+
+/** Handlers for the origin-side sockets (shared by every relay). */
+export const originHandlers = {
+  open(s: Socket<Peer>) {
+    s.data.relay.originOpen(s);
+  },
+  data(s: Socket<Peer>, chunk: Buffer) {
+    s.data.relay.fromOrigin(chunk);
+  },
+  drain(s: Socket<Peer>) {
+    s.data.relay.drained("origin");
+  },
+  end(s: Socket<Peer>) {
+    s.data.relay.ended("origin");
+  },
+  close(s: Socket<Peer>, error?: Error) {
+    s.data.relay.closed("origin", error);
+  },
+  error(s: Socket<Peer>, error: Error) {
+    s.data.relay.closed("origin", error);
+  },
+  connectError(s: Socket<Peer>, error: Error) {
+    s.data.relay.originFailed(error);
+  },
+};
+
+export class Relay {
+  private origin: Socket<Peer> | undefined;
+  private readonly up: Direction = { queue: [], queued: 0, ended: false, shut: false };
+  private readonly down: Direction = { queue: [], queued: 0, ended: false, shut: false };
+  private done = false;
+  private connecting = true;
+  lastActive: number;
+  private readonly deadline: number;
+
+  constructor(
+    private readonly client: Socket<unknown>,
+    private readonly options: RelayOptions,
+    private readonly active: Set<Relay>,
+  ) {
+    this.lastActive = options.clock.now;
+    this.deadline = options.clock.now + options.connectTimeoutMs;
+    active.add(this);
+    options.stats.connectionsActive++;
+    options.stats.connectionsTotal++;
+  }
+
+  connect(target: RelayTarget): void {
+    Bun.connect<Peer>({
+      hostname: target.host,
+      port: target.port,
+      allowHalfOpen: true,
+      data: { relay: this, side: "origin" },
+      socket: originHandlers,
+    }).catch((e) => this.originFailed(e));
+  }
+
+  /** Called by the sweep timer. */
+  sweep(now: number): void {
+    if (this.done) return;
+    if (this.connecting && now >= this.deadline) {
+      this.options.stats.originError("timeout");
+      this.abort();
+    } else if (now - this.lastActive >= this.options.idleTimeoutMs) {
+      this.options.stats.idleTimeouts++;
+      this.finish(false);
+    }
+  }
+
+  originOpen(s: Socket<Peer>): void {
+    if (this.done) {
+      s.terminate();
+      return;
+    }
+    this.connecting = false;
+    this.origin = s;
+    this.flush(this.up, s, this.client);
+  }
+
+  originFailed(error: unknown): void {
+    if (this.done) return;
+    this.options.stats.originError(errorClass((error as { code?: string })?.code));
+    this.abort();
+  }
+
+  fromClient(chunk: Uint8Array): void {
+    this.lastActive = this.options.clock.now;
+    this.options.stats.bytesFromClients += chunk.length;
+    this.send(this.up, this.origin, chunk, this.client);
+  }
+
+  fromOrigin(chunk: Uint8Array): void {
+    this.lastActive = this.options.clock.now;
+    this.options.stats.bytesFromOrigins += chunk.length;
+    this.send(this.down, this.client, chunk, this.origin!);
+  }
+
+  private send(d: Direction, to: Socket<any> | undefined, chunk: Uint8Array, from: Socket<any>): void {
+    if (to && d.queued === 0) {
+      const n = to.write(chunk);
+      if (n === chunk.length) return;
+      if (n < 0) return; // the destination is closing; its close handler ends the pair
+      chunk = chunk.subarray(n);
+    }
+    d.queue.push(chunk);
+    d.queued += chunk.length;
+    if (d.queued >= HIGH_WATER || to) from.pause();
+  }
+
+  private flush(d: Direction, to: Socket<any>, from: Socket<any>): void {
+    while (d.queue.length) {
+      const chunk = d.queue[0]!;
+      const n = to.write(chunk);
+      if (n < 0) return;
+      if (n < chunk.length) {
+        d.queue[0] = chunk.subarray(n);
+        d.queued -= n;
+        return;
+      }
+      d.queue.shift();
+      d.queued -= n;
+    }
+    from.resume();
+    if (d.ended && !d.shut) {
+      d.shut = true;
+      to.shutdown();
+    }
+    this.maybeFinish();
+  }
+
+  drained(side: "client" | "origin"): void {
+    if (this.done) return;
+    if (side === "origin" && this.origin) this.flush(this.up, this.origin, this.client);
+    if (side === "client" && this.origin) this.flush(this.down, this.client, this.origin);
+  }
+
+  ended(side: "client" | "origin"): void {
+    if (this.done) return;
+    this.lastActive = this.options.clock.now;
+    const d = side === "client" ? this.up : this.down;
+    d.ended = true;
+    const to = side === "client" ? this.origin : this.client;
+    if (to && d.queued === 0 && !d.shut) {
+      d.shut = true;
+      to.shutdown();
+    }
+    this.maybeFinish();
+  }
+
+  closed(side: "client" | "origin", error?: Error): void {
+    if (this.done) return;
+    const reset = error !== undefined;
+    if (reset) {
+      if (side === "client") this.options.stats.clientResets++;
+      else this.options.stats.originError(errorClass((error as { code?: string }).code));
+      this.abort();
+      return;
+    }
+    // A clean close: deliver what is queued for the other side, then close it.
+    this.finish(true);
+  }
+
+  private maybeFinish(): void {
+    if (this.up.shut && this.down.shut) this.finish(true);
+  }
+
+  /** Close both sides with FIN (after queued bytes, where graceful). */
+  private finish(graceful: boolean): void {
+    if (this.done) return;
+    this.release();
+    if (graceful) {
+      if (this.origin && this.up.queued) this.origin.write(concat(this.up.queue));
+      if (this.down.queued) this.client.write(concat(this.down.queue));
+    }
+    this.origin?.end();
+    this.client.end();
+  }
+
+  /** Close both sides with RST. */
+  abort(): void {
+    if (this.done) return;
+    this.release();
+    this.origin?.terminate();
+    this.client.terminate();
+  }
+
+  private release(): void {
+    this.done = true;
+    this.up.queue = this.down.queue = [];
+    this.active.delete(this);
+    this.options.stats.connectionsActive--;
+  }
+}
+
+function concat(chunks: Uint8Array[]): Uint8Array {
+  return chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks);
+}
+
+/** The original destination of an accepted, steered socket. */
+export function originalDestination(s: Socket<unknown>): { address: string; port: number } {
+  return { address: unmapAddress(s.localAddress), port: s.localPort };
+}

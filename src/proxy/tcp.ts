@@ -1,0 +1,95 @@
+import type { Socket, TCPSocketListener } from "bun";
+import { fstatSync } from "node:fs";
+import type { Family } from "../config/address";
+import type { ServiceConfig } from "../config/service";
+import { EdgeError } from "../errors";
+import type { CoarseClock } from "./clock";
+import { Relay } from "./relay";
+import { responderHandlers } from "./responder";
+import { ServiceStats } from "./stats";
+
+/** One listening socket of a service; the dispatcher steers its whole family's bindings here. */
+export interface ServiceSocket {
+  readonly family: Family;
+  readonly fd: number;
+  readonly inode: number;
+  readonly address: string;
+}
+
+// Bound to an ephemeral loopback port: the address does not matter to
+// bpf_sk_assign, and loopback keeps the socket off every real interface.
+const LISTEN_ADDRESS: Record<Family, string> = { 4: "127.0.0.1", 6: "::1" };
+
+/** A tcp-mode service: one listener per address family, every steered connection relayed to the origin. */
+export class TcpService {
+  readonly stats = new ServiceStats();
+  private readonly active = new Set<Relay>();
+  private readonly listeners: { family: Family; listener: TCPSocketListener<any> }[] = [];
+  private readonly stopSweep: () => void;
+
+  constructor(
+    readonly config: ServiceConfig,
+    private readonly clock: CoarseClock,
+  ) {
+    this.stopSweep = clock.onTick((now) => {
+      for (const r of this.active) r.sweep(now);
+    });
+  }
+
+  /** Open the listeners (one per family the service's prefixes use). Undo on failure. */
+  listen(): ServiceSocket[] {
+    const families = [...new Set(this.config.prefixes.map((p) => p.family))].sort();
+    try {
+      return families.map((family) => {
+        const listener = Bun.listen<any>({
+          hostname: LISTEN_ADDRESS[family],
+          port: 0,
+          allowHalfOpen: true,
+          socket: this.config.origin ? this.relayHandlers() : responderHandlers(),
+        });
+        this.listeners.push({ family, listener });
+        const fd = (listener as unknown as { fd: number }).fd;
+        return { family, fd, inode: fstatSync(fd).ino, address: `${family === 6 ? `[${listener.hostname}]` : listener.hostname}:${listener.port}` };
+      });
+    } catch (cause) {
+      this.close();
+      throw new EdgeError(`service ${this.config.name}`, `cannot open a listening socket: ${(cause as Error).message}`, "kernel", { cause });
+    }
+  }
+
+  private relayHandlers() {
+    const origin = this.config.origin!;
+    const options = { connectTimeoutMs: this.config.connectTimeoutMs, idleTimeoutMs: this.config.idleTimeoutMs, clock: this.clock, stats: this.stats };
+    const active = this.active;
+    return {
+      open(s: Socket<Relay>) {
+        const relay = new Relay(s, options, active);
+        s.data = relay;
+        // No origin port: the port the client dialled, which is the accepted socket's local port.
+        relay.connect({ host: origin.host, port: origin.port ?? s.localPort });
+      },
+      data(s: Socket<Relay>, chunk: Buffer) {
+        s.data.fromClient(chunk);
+      },
+      drain(s: Socket<Relay>) {
+        s.data.drained("client");
+      },
+      end(s: Socket<Relay>) {
+        s.data.ended("client");
+      },
+      close(s: Socket<Relay>, error?: Error) {
+        s.data?.closed("client", error);
+      },
+      error(s: Socket<Relay>, error: Error) {
+        s.data?.closed("client", error);
+      },
+    };
+  }
+
+  /** Stop accepting; with `abort`, reset every relayed connection too. Idempotent. */
+  close(abort = false): void {
+    this.stopSweep();
+    for (const { listener } of this.listeners.splice(0)) listener.stop(false);
+    if (abort) for (const r of [...this.active]) r.abort();
+  }
+}

@@ -1,0 +1,44 @@
+import { readFileSync } from "node:fs";
+import { release } from "node:os";
+import { EnvironmentError } from "../errors";
+import { probeProgramType } from "../ebpf/libbpf";
+import { errnoText } from "../ebpf/libc";
+
+const CAP_NET_ADMIN = 12;
+const CAP_SYS_ADMIN = 21;
+const CAP_BPF = 39;
+const BPF_PROG_TYPE_SK_LOOKUP = 30;
+
+function effectiveCapabilities(): bigint {
+  const status = readFileSync("/proc/self/status", "utf8");
+  const m = /^CapEff:\s*([0-9a-f]+)$/m.exec(status);
+  return m ? BigInt(`0x${m[1]}`) : 0n;
+}
+
+/** [major, minor] of the running kernel. */
+export function kernelVersion(text = release()): [number, number] {
+  const m = /^(\d+)\.(\d+)/.exec(text);
+  return m ? [Number(m[1]), Number(m[2])] : [0, 0];
+}
+
+/**
+ * Fail early, with one line each, when edgeproxy cannot work here: kernel
+ * older than 5.9 (BPF sk_lookup, Documentation/bpf/prog_sk_lookup.rst),
+ * missing CAP_BPF / CAP_NET_ADMIN (netns links need CAP_NET_ADMIN; loading
+ * needs CAP_BPF, or CAP_SYS_ADMIN before 5.8), or no libbpf.so.1.
+ */
+export function checkEnvironment(): void {
+  const [major, minor] = kernelVersion();
+  if (major < 5 || (major === 5 && minor < 9)) {
+    throw new EnvironmentError("kernel", `Linux ${release()} has no BPF sk_lookup; edgeproxy needs Linux 5.9 or later`);
+  }
+  const caps = effectiveCapabilities();
+  const has = (c: number) => (caps & (1n << BigInt(c))) !== 0n;
+  const missing = [...(has(CAP_BPF) || has(CAP_SYS_ADMIN) ? [] : ["CAP_BPF"]), ...(has(CAP_NET_ADMIN) ? [] : ["CAP_NET_ADMIN"])];
+  if (missing.length) {
+    throw new EnvironmentError("privileges", `missing ${missing.join(", ")}: run as root or grant them (e.g. setcap cap_bpf,cap_net_admin+ep edgeproxy)`);
+  }
+  const probe = probeProgramType(BPF_PROG_TYPE_SK_LOOKUP);
+  if (probe === 0) throw new EnvironmentError("kernel", `Linux ${release()} does not support BPF sk_lookup programs (CONFIG_BPF_SYSCALL, CONFIG_NET)`);
+  if (probe < 0) throw new EnvironmentError("kernel", `cannot probe for BPF sk_lookup support: ${errnoText(probe)}`);
+}
