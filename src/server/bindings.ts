@@ -27,7 +27,9 @@ export function serviceBindings(services: readonly ServiceConfig[]): Binding[] {
 export function holesForListeners(bindings: readonly Binding[], listening: readonly Listener[]): { holes: Binding[]; skipped: string[] } {
   const holes: Binding[] = [];
   const skipped: string[] = [];
-  for (const l of listening) {
+  // Sorted by port, then address, so the report does not follow the kernel's hash order.
+  const ordered = [...listening].sort((a, b) => a.port - b.port || a.family - b.family || Buffer.compare(a.addr, b.addr));
+  for (const l of ordered) {
     const wildcard = isWildcard(l.addr);
     const families: Family[] = wildcard && l.family === 6 ? [4, 6] : [l.family];
     const owner = `listener ${l.family === 6 ? `[${formatAddress(l.addr)}]` : formatAddress(l.addr)}:${l.port}`;

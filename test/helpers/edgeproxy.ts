@@ -1,0 +1,64 @@
+import type { Subprocess } from "bun";
+import { join } from "node:path";
+
+export const ROOT = join(import.meta.dir, "../..");
+export const MAIN = join(ROOT, "src/main.ts");
+
+/** An edgeproxy process started by a test (in the test's namespace). */
+export class EdgeproxyProcess {
+  stderr = "";
+  private constructor(readonly proc: Subprocess<"ignore", "pipe", "pipe">) {}
+
+  static async start(args: string[], env: Record<string, string> = {}): Promise<EdgeproxyProcess> {
+    const proc = Bun.spawn([process.execPath, MAIN, ...args], { stdin: "ignore", stdout: "pipe", stderr: "pipe", env: { ...process.env, ...env } });
+    const ep = new EdgeproxyProcess(proc);
+    const reader = proc.stderr.getReader();
+    const decoder = new TextDecoder();
+    const deadline = Date.now() + 15_000;
+    // Read until "ready" or exit; keep reading in the background afterwards.
+    while (!ep.stderr.includes("edgeproxy: ready")) {
+      const timeout = new Promise<{ done: true; value: undefined }>((r) => setTimeout(() => r({ done: true, value: undefined }), Math.max(0, deadline - Date.now())));
+      const { done, value } = await Promise.race([reader.read(), timeout]);
+      if (value) ep.stderr += decoder.decode(value);
+      if (done) {
+        proc.kill("SIGKILL");
+        throw new Error(`edgeproxy ${args.join(" ")} did not become ready (exit ${await proc.exited}):\n${ep.stderr}`);
+      }
+    }
+    void (async () => {
+      for (;;) {
+        const { done, value } = await reader.read();
+        if (value) ep.stderr += decoder.decode(value);
+        if (done) return;
+      }
+    })();
+    return ep;
+  }
+
+  get pid(): number {
+    return this.proc.pid;
+  }
+
+  /** SIGTERM and wait; the exit code. */
+  async stop(signal: "SIGTERM" | "SIGINT" = "SIGTERM"): Promise<number> {
+    if (this.proc.exitCode === null) this.proc.kill(signal);
+    const timer = setTimeout(() => this.proc.kill("SIGKILL"), 10_000);
+    const code = await this.proc.exited;
+    clearTimeout(timer);
+    return code;
+  }
+
+  rssKiB(): number {
+    const status = require("node:fs").readFileSync(`/proc/${this.pid}/status`, "utf8") as string;
+    return Number(/^VmRSS:\s+(\d+)/m.exec(status)?.[1] ?? 0);
+  }
+}
+
+/** Run edgeproxy to completion (for flag errors); never lets it serve for long. */
+export async function runEdgeproxy(args: string[], env: Record<string, string> = {}): Promise<{ code: number; stdout: string; stderr: string }> {
+  const proc = Bun.spawn([process.execPath, MAIN, ...args], { stdin: "ignore", stdout: "pipe", stderr: "pipe", env: { ...process.env, ...env } });
+  const timer = setTimeout(() => proc.kill("SIGKILL"), 15_000);
+  const [stdout, stderr, code] = await Promise.all([new Response(proc.stdout).text(), new Response(proc.stderr).text(), proc.exited]);
+  clearTimeout(timer);
+  return { code, stdout, stderr };
+}

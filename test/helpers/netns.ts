@@ -1,0 +1,72 @@
+import { closeSync, openSync, readlinkSync } from "node:fs";
+import { libc } from "../../src/ebpf/libc";
+
+const CLONE_NEWNET = 0x40000000;
+
+function sh(cmd: string[]): void {
+  const p = Bun.spawnSync(cmd, { stderr: "pipe" });
+  if (p.exitCode !== 0) throw new Error(`${cmd.join(" ")}: ${p.stderr.toString().trim()}`);
+}
+
+/** Test addresses, routed to lo inside every test namespace (RFC 5737 / RFC 3849 documentation ranges). */
+export const TEST_V4 = "192.0.2.0/24";
+export const TEST_V6 = "2001:db8::/64";
+
+/**
+ * A fresh network namespace for the calling (JS) thread, so the test's
+ * sockets and every process it spawns live there, never in the machine's
+ * own namespace. Namespaces are per thread (unshare(2), setns(2)); Bun runs
+ * JavaScript on the main thread, whose namespace /proc/self/ns/net shows,
+ * so a child edgeproxy attaches to this namespace too.
+ */
+export class TestNetns {
+  private readonly home: number;
+  private left = false;
+  readonly inode: string;
+
+  private constructor(home: number) {
+    this.home = home;
+    this.inode = readlinkSync(`/proc/thread-self/ns/net`).replace(/\D/g, "");
+  }
+
+  static enter(): TestNetns {
+    const home = openSync(`/proc/thread-self/ns/net`, "r");
+    if (libc.unshare(CLONE_NEWNET) !== 0) {
+      closeSync(home);
+      throw new Error("unshare(CLONE_NEWNET) failed: tests need root (CAP_SYS_ADMIN)");
+    }
+    const ns = new TestNetns(home);
+    try {
+      sh(["ip", "link", "set", "lo", "up"]);
+      sh(["ip", "route", "add", "local", TEST_V4, "dev", "lo"]);
+      sh(["ip", "-6", "route", "add", "local", TEST_V6, "dev", "lo"]);
+    } catch (e) {
+      ns.leave();
+      throw e;
+    }
+    return ns;
+  }
+
+  /** Back to the namespace we came from; the test namespace dies with its last user. Idempotent. */
+  leave(): void {
+    if (this.left) return;
+    this.left = true;
+    const rc = libc.setns(this.home, CLONE_NEWNET);
+    closeSync(this.home);
+    if (rc !== 0) throw new Error("setns back to the original network namespace failed");
+  }
+}
+
+/** Run fn in a namespace of its own. */
+export async function inNetns<T>(fn: (ns: TestNetns) => Promise<T>): Promise<T> {
+  const ns = TestNetns.enter();
+  try {
+    return await fn(ns);
+  } finally {
+    ns.leave();
+  }
+}
+
+export function ip(...args: string[]): void {
+  sh(["ip", ...args]);
+}
