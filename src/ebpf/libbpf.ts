@@ -24,13 +24,14 @@ const recentLog: string[] = [];
 const logBuffer = new Uint8Array(4096);
 let printCallback: JSCallback | undefined;
 
-/** libbpf.so.1, opened on first use; throws EnvironmentError when it is missing. */
+/** libbpf.so.1 (or $EDGEPROXY_LIBBPF), opened on first use; throws EnvironmentError when it is missing. */
 export function libbpf(): Libbpf {
   if (symbols) return symbols;
+  const path = process.env.EDGEPROXY_LIBBPF || "libbpf.so.1";
   try {
-    symbols = dlopen("libbpf.so.1", libbpfSymbols).symbols;
+    symbols = dlopen(path, libbpfSymbols).symbols;
   } catch {
-    throw new EnvironmentError("load libbpf", "libbpf.so.1 not found: install it (Debian: apt-get install libbpf1)");
+    throw new EnvironmentError("load libbpf", `${path} not found: install libbpf 1.x (Debian: apt-get install libbpf1)`);
   }
   // libbpf_print_fn_t is (level, const char *fmt, va_list ap); va_list reaches
   // us as a pointer on x86_64 and aarch64, so vsnprintf can format it.

@@ -1,4 +1,5 @@
 import type { Subprocess } from "bun";
+import { readFileSync } from "node:fs";
 import { join } from "node:path";
 
 export const ROOT = join(import.meta.dir, "../..");
@@ -9,8 +10,9 @@ export class EdgeproxyProcess {
   stderr = "";
   private constructor(readonly proc: Subprocess<"ignore", "pipe", "pipe">) {}
 
-  static async start(args: string[], env: Record<string, string> = {}): Promise<EdgeproxyProcess> {
-    const proc = Bun.spawn([process.execPath, MAIN, ...args], { stdin: "ignore", stdout: "pipe", stderr: "pipe", env: { ...process.env, ...env } });
+  /** Start edgeproxy from source (or `command`, e.g. the compiled binary) and wait for "ready". */
+  static async start(args: string[], env: Record<string, string> = {}, command = [process.execPath, MAIN]): Promise<EdgeproxyProcess> {
+    const proc = Bun.spawn([...command, ...args], { stdin: "ignore", stdout: "pipe", stderr: "pipe", env: { ...process.env, ...env } });
     const ep = new EdgeproxyProcess(proc);
     const reader = proc.stderr.getReader();
     const decoder = new TextDecoder();
@@ -49,7 +51,7 @@ export class EdgeproxyProcess {
   }
 
   rssKiB(): number {
-    const status = require("node:fs").readFileSync(`/proc/${this.pid}/status`, "utf8") as string;
+    const status = readFileSync(`/proc/${this.pid}/status`, "utf8");
     return Number(/^VmRSS:\s+(\d+)/m.exec(status)?.[1] ?? 0);
   }
 }

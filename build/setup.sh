@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Install what building, running and testing edgeproxy needs on Debian 12, as
+# root: clang and the libbpf headers for the BPF object, libbpf1 at run time,
+# iproute2 and bpftool for the tests, and Bun (from npm). Idempotent.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+need=()
+for pkg in clang libbpf-dev libbpf1 iproute2 bpftool linux-libc-dev util-linux ca-certificates; do
+  dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || need+=("$pkg")
+done
+command -v npm >/dev/null || need+=(npm)
+if ((${#need[@]})); then
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+fi
+command -v bun >/dev/null || npm install -g --silent bun
+bun install --frozen-lockfile --silent

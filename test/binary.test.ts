@@ -1,0 +1,46 @@
+// The single binary: built by the one build command, the BPF object embedded,
+// serving the built-in default with nothing but libbpf.so.1 from the host.
+import { afterAll, beforeAll, expect, test } from "bun:test";
+import { existsSync, mkdtempSync, rmSync, copyFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { EdgeproxyProcess, ROOT } from "./helpers/edgeproxy";
+import { exchange, text } from "./helpers/net";
+import { TestNetns } from "./helpers/netns";
+
+let ns: TestNetns;
+let dir: string;
+
+beforeAll(() => {
+  const build = Bun.spawnSync([process.execPath, "build/build.ts"], { cwd: ROOT, stderr: "pipe", stdout: "pipe" });
+  if (build.exitCode !== 0) throw new Error(`build failed:\n${build.stderr}`);
+  // Run a copy from an empty directory: nothing from the source tree may be needed.
+  dir = mkdtempSync(join(tmpdir(), "ep-bin-"));
+  copyFileSync(join(ROOT, "edgeproxy"), join(dir, "edgeproxy"));
+  Bun.spawnSync(["chmod", "+x", join(dir, "edgeproxy")]);
+  ns = TestNetns.enter();
+}, 120_000);
+
+afterAll(() => {
+  ns.leave();
+  rmSync(dir, { recursive: true, force: true });
+});
+
+test("./edgeproxy --version names the build", () => {
+  const p = Bun.spawnSync([join(dir, "edgeproxy"), "--version"], { cwd: dir });
+  expect(p.exitCode).toBe(0);
+  expect(p.stdout.toString()).toMatch(/^edgeproxy \d+\.\d+\.\d+/);
+});
+
+test("./edgeproxy with no origin serves the embedded responder on every port of the prefix", async () => {
+  expect(existsSync(join(dir, "dist"))).toBe(false);
+  const ep = await EdgeproxyProcess.start(["--ports", "1-65535", "--prefix", "192.0.2.0/24"], {}, [join(dir, "edgeproxy")]);
+  try {
+    const page = text(await exchange("192.0.2.44", 4242, "GET / HTTP/1.0\r\nAccept: application/json\r\n\r\n"));
+    expect(page).toMatch(/^HTTP\/1\.0 200/);
+    expect(page).toContain('"destination":"192.0.2.44:4242"');
+    expect(text(await exchange("192.0.2.45", 1, "echo me"))).toBe("echo me");
+  } finally {
+    expect(await ep.stop()).toBe(0);
+  }
+}, 30_000);
