@@ -45,7 +45,7 @@ export function libbpf(): Libbpf {
     },
     { args: [FFIType.i32, FFIType.ptr, FFIType.ptr], returns: FFIType.i32 },
   );
-  symbols.libbpf_set_print(printCallback.ptr);
+  symbols.libbpf_set_print(printCallback);
   return symbols;
 }
 
@@ -170,7 +170,7 @@ export class BpfProgram {
   attachNetns(netnsFd: number): BpfLink {
     const h = libbpf().bpf_program__attach_netns(this.handle, netnsFd);
     if (!h) throw new KernelError(`attach ${this.name} to netns`, errno(), takeLibbpfLog());
-    return new BpfLink(h);
+    return new BpfLink(h as Pointer);
   }
 }
 
@@ -192,7 +192,7 @@ export class BpfObject {
   static open(image: Uint8Array): BpfObject {
     const h = libbpf().bpf_object__open_mem(image, image.length, null);
     if (!h) throw new KernelError("open BPF object", errno(), takeLibbpfLog());
-    return new BpfObject(h, image);
+    return new BpfObject(h as Pointer, image);
   }
 
   assertOpen(what: string): void {
@@ -205,7 +205,7 @@ export class BpfObject {
     if (!p) {
       const h = libbpf().bpf_object__find_program_by_name(this.handle, cstr(name));
       if (!h) throw new EdgeError(`program ${name}`, "not in the BPF object", "internal");
-      p = new BpfProgram(name, this, h);
+      p = new BpfProgram(name, this, h as Pointer);
       this.programs.set(name, p);
     }
     return p;
@@ -215,7 +215,7 @@ export class BpfObject {
     this.assertOpen(`map ${name}`);
     const h = libbpf().bpf_object__find_map_by_name(this.handle, cstr(name));
     if (!h) throw new EdgeError(`map ${name}`, "not in the BPF object", "internal");
-    return new BpfMap(name, this, h);
+    return new BpfMap(name, this, h as Pointer);
   }
 
   /** Create the maps and load every program; a failure carries the verifier log. */

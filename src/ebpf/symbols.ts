@@ -2,7 +2,9 @@
 // Logic-free on purpose: every wrapper with behaviour lives in libbpf.ts / libc.ts.
 import { FFIType } from "bun:ffi";
 
-const { i32, u32, u64, usize, ptr, cstring, function: fn } = FFIType;
+const { i32, u32, u64, ptr, cstring, function: fn } = FFIType;
+// size_t: edgeproxy runs on 64-bit Linux only (x86_64, aarch64).
+const usize = FFIType.u64;
 
 /** libbpf 1.x symbols (Debian 12: libbpf1 1.1). */
 export const libbpfSymbols = {
