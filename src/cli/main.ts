@@ -37,6 +37,17 @@ export async function main(argv: readonly string[]): Promise<number> {
     process.stdout.write(`edgeproxy ${VERSION}\n`);
     return 0;
   }
+  // Handlers go in before anything is created, so a signal at any point of
+  // startup still ends in a full teardown and exit 0.
+  let signal: string | undefined;
+  let wake: (() => void) | undefined;
+  const onSignal = (name: string) => {
+    signal ??= name;
+    wake?.();
+  };
+  process.on("SIGINT", onSignal);
+  process.on("SIGTERM", onSignal);
+
   let server: Server;
   const image = await dispatcherImage();
   const t0 = performance.now();
@@ -51,13 +62,8 @@ export async function main(argv: readonly string[]): Promise<number> {
     say(`left alone ${server.report.skipped.length} already-listening socket(s): ${server.report.skipped.join(", ")} (--take-over steers them too)`);
   }
   say(`ready (setup ${(performance.now() - t0).toFixed(1)} ms)`);
-  return await new Promise<number>((resolve) => {
-    const stop = (signal: string) => {
-      server.close();
-      say(`${signal}: detached and freed the dispatcher`);
-      resolve(0);
-    };
-    process.once("SIGINT", () => stop("SIGINT"));
-    process.once("SIGTERM", () => stop("SIGTERM"));
-  });
+  if (!signal) await new Promise<void>((resolve) => (wake = resolve));
+  server.close();
+  say(`${signal}: detached and freed the dispatcher`);
+  return 0;
 }
