@@ -1,24 +1,13 @@
 // Streaming through the proxy: backpressure, half-close, resets, timeouts.
-import { afterEach, beforeEach, describe, expect, test } from "bun:test";
-import type { Socket, TCPSocketListener } from "bun";
+import { describe, expect, test } from "bun:test";
+import type { Socket } from "bun";
 import { EdgeproxyProcess } from "./helpers/edgeproxy";
 import { echoOrigin, exchange, text } from "./helpers/net";
-import { ip, TestNetns } from "./helpers/netns";
+import { proxyFixture } from "./helpers/fixture";
+import { ip } from "./helpers/netns";
 
-let ns: TestNetns;
-let ep: EdgeproxyProcess | undefined;
-const servers: TCPSocketListener<any>[] = [];
-
-beforeEach(() => {
-  ns = TestNetns.enter();
-});
-
-afterEach(async () => {
-  if (ep) expect(await ep.stop()).toBe(0);
-  ep = undefined;
-  for (const s of servers.splice(0)) s.stop(true);
-  ns.leave();
-});
+const f = proxyFixture();
+const servers = f.servers;
 
 const proxy = (origin: string, ...extra: string[]) => EdgeproxyProcess.start(["--ports", "1000-2000", "--prefix", "192.0.2.0/24", "--origin", origin, ...extra]);
 
@@ -63,13 +52,13 @@ describe("streaming", () => {
         },
       }),
     );
-    ep = await proxy(`127.0.0.1:${servers[0]!.port}`);
+    f.ep = await proxy(`127.0.0.1:${servers[0]!.port}`);
     expect(text(await exchange("192.0.2.1", 1234, "request"))).toBe('after your FIN I got "request"');
   }, 20_000);
 
   test("an origin reset is propagated to the client as a reset", async () => {
     servers.push(Bun.listen({ hostname: "127.0.0.1", port: 0, socket: { data: (s) => void s.terminate() } }));
-    ep = await proxy(`127.0.0.1:${servers[0]!.port}`);
+    f.ep = await proxy(`127.0.0.1:${servers[0]!.port}`);
     const c = client("192.0.2.1", 1500);
     (await c.sock).write("boom");
     expect((await c.closed).error).toBe("ECONNRESET");
@@ -81,7 +70,7 @@ describe("streaming", () => {
     servers.push(
       Bun.listen({ hostname: "127.0.0.1", port: 0, socket: { data() {}, close: (_s, err) => originSaw((err as { code?: string } | undefined)?.code) } }),
     );
-    ep = await proxy(`127.0.0.1:${servers[0]!.port}`);
+    f.ep = await proxy(`127.0.0.1:${servers[0]!.port}`);
     const c = client("192.0.2.1", 1500);
     const s = await c.sock;
     s.write("hello");
@@ -94,7 +83,7 @@ describe("streaming", () => {
     const closedPort = Bun.listen({ hostname: "127.0.0.1", port: 0, socket: { data() {} } });
     const port = closedPort.port;
     closedPort.stop(true);
-    ep = await proxy(`127.0.0.1:${port}`);
+    f.ep = await proxy(`127.0.0.1:${port}`);
     const c = client("192.0.2.1", 1500);
     const r = await c.closed;
     expect(r.error).toBe("ECONNRESET");
@@ -107,7 +96,7 @@ describe("streaming", () => {
     ip("link", "set", "blackhole0", "up");
     ip("addr", "add", "198.51.100.1/24", "dev", "blackhole0");
     ip("neigh", "add", "198.51.100.2", "lladdr", "02:00:00:00:00:02", "dev", "blackhole0");
-    ep = await proxy("198.51.100.2:80", "--connect-timeout", "400ms");
+    f.ep = await proxy("198.51.100.2:80", "--connect-timeout", "400ms");
     const c = client("192.0.2.1", 1500);
     const r = await c.closed;
     expect(r.error).toBe("ECONNRESET");
@@ -117,7 +106,7 @@ describe("streaming", () => {
 
   test("idle timeout: a silent connection is closed after --idle-timeout", async () => {
     servers.push(echoOrigin("127.0.0.1"));
-    ep = await proxy(`127.0.0.1:${servers[0]!.port}`, "--idle-timeout", "500ms");
+    f.ep = await proxy(`127.0.0.1:${servers[0]!.port}`, "--idle-timeout", "500ms");
     const c = client("192.0.2.1", 1500);
     (await c.sock).write("ping");
     const r = await c.closed;
@@ -155,13 +144,13 @@ describe("streaming", () => {
         },
       }),
     );
-    ep = await proxy(`127.0.0.1:${servers[0]!.port}`);
-    const before = ep.rssKiB();
+    f.ep = await proxy(`127.0.0.1:${servers[0]!.port}`);
+    const before = f.ep!.rssKiB();
     const c = client("192.0.2.1", 1500);
     const s = await c.sock;
     s.pause(); // a slow reader: nothing is read for a second
     await Bun.sleep(1000);
-    const stalled = ep.rssKiB();
+    const stalled = f.ep!.rssKiB();
     expect(c.bytesReceived()).toBe(0);
     // Without backpressure the proxy would hold most of the 128 MiB by now.
     expect(stalled - before).toBeLessThan(32 * 1024);

@@ -1,32 +1,19 @@
 // edgeproxy end to end: the CLI in a namespace of each test's own, real
 // clients and origins, the real kernel path.
-import { afterEach, beforeEach, describe, expect, test } from "bun:test";
-import type { TCPSocketListener } from "bun";
+import { describe, expect, test } from "bun:test";
 import { randomBytes } from "node:crypto";
 import { EdgeproxyProcess } from "./helpers/edgeproxy";
 import { echoOrigin, exchange, greeter, pool, randomPorts, text } from "./helpers/net";
-import { TestNetns } from "./helpers/netns";
+import { proxyFixture } from "./helpers/fixture";
 
-let ns: TestNetns;
-let ep: EdgeproxyProcess | undefined;
-const servers: TCPSocketListener<any>[] = [];
-
-beforeEach(() => {
-  ns = TestNetns.enter();
-});
-
-afterEach(async () => {
-  if (ep) expect(await ep.stop()).toBe(0);
-  ep = undefined;
-  for (const s of servers.splice(0)) s.stop(true);
-  ns.leave();
-});
+const f = proxyFixture();
+const servers = f.servers;
 
 describe("tcp proxy", () => {
   test("200+ random ports, and 1 and 65535, on 3 addresses of a /24 and of an IPv6 /64 reach the origin, bytes intact both ways", async () => {
     const origin = echoOrigin("127.0.0.1");
     servers.push(origin);
-    ep = await EdgeproxyProcess.start(["--ports", "1-65535", "--prefix", "192.0.2.0/24", "--prefix", "2001:db8::/64", "--origin", `127.0.0.1:${origin.port}`]);
+    f.ep = await EdgeproxyProcess.start(["--ports", "1-65535", "--prefix", "192.0.2.0/24", "--prefix", "2001:db8::/64", "--origin", `127.0.0.1:${origin.port}`]);
     const ports = randomPorts(200, 7);
     const targets = ["192.0.2.1", "192.0.2.77", "192.0.2.254", "2001:db8::1", "2001:db8::beef", "2001:db8::ffff:ffff:ffff:fffe"].flatMap((host) =>
       ports.map((port) => ({ host, port })),
@@ -45,7 +32,7 @@ describe("tcp proxy", () => {
   test("ports outside the ranges and addresses outside the prefixes reach their ordinary listeners", async () => {
     const origin = echoOrigin("127.0.0.1");
     servers.push(origin, greeter("192.0.2.10", 3000, "ordinary-port"), greeter("192.0.2.200", 1500, "ordinary-prefix"));
-    ep = await EdgeproxyProcess.start(["--ports", "1000-2000", "--prefix", "192.0.2.0/25", "--origin", `127.0.0.1:${origin.port}`]);
+    f.ep = await EdgeproxyProcess.start(["--ports", "1000-2000", "--prefix", "192.0.2.0/25", "--origin", `127.0.0.1:${origin.port}`]);
     expect(text(await exchange("192.0.2.10", 1500, "via edgeproxy"))).toBe("via edgeproxy");
     expect(text(await exchange("192.0.2.10", 3000))).toBe("ordinary-port");
     expect(text(await exchange("192.0.2.200", 1500))).toBe("ordinary-prefix");
@@ -53,7 +40,7 @@ describe("tcp proxy", () => {
 
   test("an origin without a port gets the port the client dialled", async () => {
     for (const p of [7001, 7050, 7100]) servers.push(greeter("127.0.0.1", p, `origin ${p}`));
-    ep = await EdgeproxyProcess.start(["--ports", "7000-7100", "--prefix", "192.0.2.0/24", "--origin", "127.0.0.1"]);
+    f.ep = await EdgeproxyProcess.start(["--ports", "7000-7100", "--prefix", "192.0.2.0/24", "--origin", "127.0.0.1"]);
     expect(text(await exchange("192.0.2.3", 7050))).toBe("origin 7050");
     expect(text(await exchange("192.0.2.4", 7100))).toBe("origin 7100");
     expect(text(await exchange("192.0.2.5", 7001))).toBe("origin 7001");
@@ -63,22 +50,22 @@ describe("tcp proxy", () => {
     const origin = echoOrigin("127.0.0.1");
     servers.push(origin, greeter("192.0.2.10", 8080, "specific"), greeter("0.0.0.0", 8081, "wildcard"));
     const args = ["--ports", "8000-8100", "--prefix", "192.0.2.0/24", "--origin", `127.0.0.1:${origin.port}`];
-    ep = await EdgeproxyProcess.start(args);
-    expect(ep.stderr).toMatch(/left alone 2 already-listening socket\(s\): tcp 192\.0\.2\.10:8080, tcp 0\.0\.0\.0:8081/);
+    f.ep = await EdgeproxyProcess.start(args);
+    expect(f.ep!.stderr).toMatch(/left alone 2 already-listening socket\(s\): tcp 192\.0\.2\.10:8080, tcp 0\.0\.0\.0:8081/);
     expect(text(await exchange("192.0.2.10", 8080))).toBe("specific");
     expect(text(await exchange("192.0.2.11", 8080, "proxied"))).toBe("proxied");
     expect(text(await exchange("192.0.2.50", 8081))).toBe("wildcard");
     expect(text(await exchange("192.0.2.50", 8082, "proxied"))).toBe("proxied");
-    expect(await ep.stop()).toBe(0);
+    expect(await f.ep!.stop()).toBe(0);
 
-    ep = await EdgeproxyProcess.start([...args, "--take-over"]);
-    expect(ep.stderr).not.toMatch(/left alone/);
+    f.ep = await EdgeproxyProcess.start([...args, "--take-over"]);
+    expect(f.ep!.stderr).not.toMatch(/left alone/);
     expect(text(await exchange("192.0.2.10", 8080, "taken"))).toBe("taken");
     expect(text(await exchange("192.0.2.50", 8081, "taken"))).toBe("taken");
   }, 20_000);
 
   test("the built-in responder: an HTTP page naming both ends, JSON on request, echo for anything else", async () => {
-    ep = await EdgeproxyProcess.start(["--ports", "1-65535", "--prefix", "192.0.2.0/24,2001:db8::/64"]);
+    f.ep = await EdgeproxyProcess.start(["--ports", "1-65535", "--prefix", "192.0.2.0/24,2001:db8::/64"]);
     const page = text(await exchange("192.0.2.9", 8443, "GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"));
     expect(page).toStartWith("HTTP/1.1 200");
     expect(page).toContain("192.0.2.9:8443");

@@ -1,6 +1,7 @@
 import type { Socket } from "bun";
 import { unmapAddress } from "../config/address";
 import type { CoarseClock } from "./clock";
+import { Outbox } from "./outbox";
 import { errorClass, type ServiceStats } from "./stats";
 
 /*
@@ -33,8 +34,7 @@ export interface RelayOptions {
 
 interface Direction {
   /** Bytes waiting for the destination to drain (or, client->origin, to connect). */
-  queue: Uint8Array[];
-  queued: number;
+  readonly out: Outbox;
   /** The source sent FIN. */
   ended: boolean;
   /** We sent FIN to the destination. */
@@ -70,8 +70,8 @@ export const originHandlers = {
 
 export class Relay {
   private origin: Socket<Peer> | undefined;
-  private readonly up: Direction = { queue: [], queued: 0, ended: false, shut: false };
-  private readonly down: Direction = { queue: [], queued: 0, ended: false, shut: false };
+  private readonly up: Direction = { out: new Outbox(), ended: false, shut: false };
+  private readonly down: Direction = { out: new Outbox(), ended: false, shut: false };
   private done = false;
   private connecting = true;
   lastActive: number;
@@ -140,30 +140,13 @@ export class Relay {
   }
 
   private send(d: Direction, to: Socket<any> | undefined, chunk: Uint8Array, from: Socket<any>): void {
-    if (to && d.queued === 0) {
-      const n = to.write(chunk);
-      if (n === chunk.length) return;
-      if (n < 0) return; // the destination is closing; its close handler ends the pair
-      chunk = chunk.subarray(n);
-    }
-    d.queue.push(chunk);
-    d.queued += chunk.length;
-    if (d.queued >= HIGH_WATER || to) from.pause();
+    if (d.out.write(to, chunk)) return;
+    // Before the origin connects, up to HIGH_WATER is held; after, any backlog pauses the source.
+    if (to || d.out.queued >= HIGH_WATER) from.pause();
   }
 
   private flush(d: Direction, to: Socket<any>, from: Socket<any>): void {
-    while (d.queue.length) {
-      const chunk = d.queue[0]!;
-      const n = to.write(chunk);
-      if (n < 0) return;
-      if (n < chunk.length) {
-        d.queue[0] = chunk.subarray(n);
-        d.queued -= n;
-        return;
-      }
-      d.queue.shift();
-      d.queued -= n;
-    }
+    if (!d.out.flush(to)) return;
     from.resume();
     if (d.ended && !d.shut) {
       d.shut = true;
@@ -184,7 +167,7 @@ export class Relay {
     const d = side === "client" ? this.up : this.down;
     d.ended = true;
     const to = side === "client" ? this.origin : this.client;
-    if (to && d.queued === 0 && !d.shut) {
+    if (to && d.out.queued === 0 && !d.shut) {
       d.shut = true;
       to.shutdown();
     }
@@ -213,8 +196,8 @@ export class Relay {
     if (this.done) return;
     this.release();
     if (graceful) {
-      if (this.origin && this.up.queued) this.origin.write(concat(this.up.queue));
-      if (this.down.queued) this.client.write(concat(this.down.queue));
+      if (this.origin && this.up.out.queued) this.origin.write(this.up.out.take());
+      if (this.down.out.queued) this.client.write(this.down.out.take());
     }
     this.origin?.end();
     this.client.end();
@@ -230,14 +213,11 @@ export class Relay {
 
   private release(): void {
     this.done = true;
-    this.up.queue = this.down.queue = [];
+    this.up.out.clear();
+    this.down.out.clear();
     this.active.delete(this);
     this.options.stats.connectionsActive--;
   }
-}
-
-function concat(chunks: Uint8Array[]): Uint8Array {
-  return chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks);
 }
 
 /** The original destination of an accepted, steered socket. */

@@ -2,6 +2,7 @@ import type { Socket } from "bun";
 import { Hono } from "hono";
 import { unmapAddress } from "../config/address";
 import { VERSION } from "../version";
+import { Outbox } from "./outbox";
 
 /*
  * The embedded default service: an HTTP request gets a small page (JSON with
@@ -42,7 +43,7 @@ type State = {
   /** Request body bytes still to discard. */
   skip: number;
   /** Echo bytes the socket has not taken yet. */
-  pending: Uint8Array[];
+  readonly out: Outbox;
   ended: boolean;
   busy: boolean;
 };
@@ -58,14 +59,7 @@ export function responderHandlers() {
   });
 
   const echo = (s: Socket<State>, chunk: Uint8Array) => {
-    const st = s.data;
-    if (st.pending.length === 0) {
-      const n = s.write(chunk);
-      if (n === chunk.length || n < 0) return;
-      chunk = chunk.subarray(n);
-    }
-    st.pending.push(chunk);
-    s.pause();
+    if (!s.data.out.write(s, chunk)) s.pause();
   };
 
   const serveHttp = async (s: Socket<State>) => {
@@ -131,7 +125,7 @@ export function responderHandlers() {
 
   return {
     open(s: Socket<State>) {
-      s.data = { mode: "sniff", buffered: new Uint8Array(), skip: 0, pending: [], ended: false, busy: false };
+      s.data = { mode: "sniff", buffered: new Uint8Array(), skip: 0, out: new Outbox(), ended: false, busy: false };
     },
     data(s: Socket<State>, chunk: Buffer) {
       const st = s.data;
@@ -159,16 +153,7 @@ export function responderHandlers() {
     },
     drain(s: Socket<State>) {
       const st = s.data;
-      while (st.pending.length) {
-        const chunk = st.pending[0]!;
-        const n = s.write(chunk);
-        if (n < 0) return;
-        if (n < chunk.length) {
-          st.pending[0] = chunk.subarray(n);
-          return;
-        }
-        st.pending.shift();
-      }
+      if (!st.out.flush(s)) return;
       s.resume();
       if (st.ended) s.end();
     },
@@ -179,7 +164,7 @@ export function responderHandlers() {
         st.mode = "echo";
         echo(s, st.buffered);
       }
-      if (st.pending.length === 0 && !st.busy) s.end();
+      if (st.out.queued === 0 && !st.busy) s.end();
     },
     close() {},
     error() {},

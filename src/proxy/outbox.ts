@@ -1,0 +1,53 @@
+import type { Socket } from "bun";
+
+/**
+ * Bytes a socket has not taken yet. Bun's write() returns how much the kernel
+ * accepted; the rest waits here until `drain`, while the caller pauses the
+ * source, so at most about one read per direction is ever held.
+ */
+export class Outbox {
+  private chunks: Uint8Array[] = [];
+  queued = 0;
+
+  /** Write now if nothing is waiting, else queue. True when everything went out. */
+  write(to: Socket<any> | undefined, chunk: Uint8Array): boolean {
+    if (to && this.queued === 0) {
+      const n = to.write(chunk);
+      // n < 0: the socket is closing; its close handler ends the connection.
+      if (n === chunk.length || n < 0) return true;
+      chunk = chunk.subarray(n);
+    }
+    this.chunks.push(chunk);
+    this.queued += chunk.length;
+    return false;
+  }
+
+  /** Write what is queued, in order. True when the queue is empty. */
+  flush(to: Socket<any>): boolean {
+    while (this.chunks.length) {
+      const chunk = this.chunks[0]!;
+      const n = to.write(chunk);
+      if (n < 0) return false;
+      if (n < chunk.length) {
+        this.chunks[0] = chunk.subarray(n);
+        this.queued -= n;
+        return false;
+      }
+      this.chunks.shift();
+      this.queued -= n;
+    }
+    return true;
+  }
+
+  /** Everything queued, as one buffer (for a last write before close). */
+  take(): Uint8Array {
+    const all = this.chunks.length === 1 ? this.chunks[0]! : Buffer.concat(this.chunks);
+    this.clear();
+    return all;
+  }
+
+  clear(): void {
+    this.chunks = [];
+    this.queued = 0;
+  }
+}
