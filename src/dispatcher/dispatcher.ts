@@ -25,6 +25,7 @@ export interface AppliedBindings {
 }
 
 const PROGRAM = "ep_dispatch";
+const EAGAIN = 11;
 
 /**
  * The live sk_lookup dispatcher: owns the loaded BPF object (program and maps)
@@ -52,15 +53,24 @@ export class Dispatcher {
 
   /** Create the maps and load the program; nothing steers until attach(). */
   static load(image: Uint8Array, options: DispatcherOptions = {}): Dispatcher {
-    const object = BpfObject.open(image);
-    try {
-      const d = new Dispatcher(object);
-      if (options.maxPrefixes) d.prefixes.setMaxEntries(options.maxPrefixes);
-      object.load();
-      return d;
-    } catch (cause) {
-      object.close();
-      throw new DispatcherError("load dispatcher", { cause });
+    // The verifier gives up with EAGAIN when a signal interrupts it (libbpf
+    // retries 5 times at once); a busy signal source, such as a profiler,
+    // can outlast that, so try again a few times after a pause.
+    for (let attempt = 1; ; attempt++) {
+      const object = BpfObject.open(image);
+      try {
+        const d = new Dispatcher(object);
+        if (options.maxPrefixes) d.prefixes.setMaxEntries(options.maxPrefixes);
+        object.load();
+        return d;
+      } catch (cause) {
+        object.close();
+        if (cause instanceof KernelError && cause.errno === EAGAIN && attempt < 5) {
+          Bun.sleepSync(10 * attempt);
+          continue;
+        }
+        throw new DispatcherError("load dispatcher", { cause });
+      }
     }
   }
 

@@ -36,7 +36,9 @@ export function libbpf(): Libbpf {
   // libbpf_print_fn_t is (level, const char *fmt, va_list ap); va_list reaches
   // us as a pointer on x86_64 and aarch64, so vsnprintf can format it.
   printCallback = new JSCallback(
-    (_level: number, format: Pointer, args: Pointer) => {
+    (level: number, format: Pointer, args: Pointer) => {
+      // LIBBPF_WARN 0, LIBBPF_INFO 1, LIBBPF_DEBUG 2: debug lines are noise in an error report.
+      if (level >= 2) return 0;
       const n = libc.vsnprintf(logBuffer, logBuffer.length, format, args);
       if (n <= 0) return 0;
       recentLog.push(new TextDecoder().decode(logBuffer.subarray(0, Math.min(n, logBuffer.length - 1))).trimEnd());
