@@ -22,6 +22,8 @@ Options:
   --take-over           also steer ports where another socket already listens
   --connect-timeout D   origin connect timeout (default 5s)
   --idle-timeout D      close connections idle this long (default 300s)
+  --max-connections N   refuse new connections beyond N open ones
+                        (default: what the open-file limit allows)
   -h, --help            this text
   -V, --version         version
 
@@ -42,6 +44,7 @@ export function parseArgs(argv: readonly string[]): Command {
   let takeOver = false;
   let connectTimeoutMs: number = DEFAULTS.connectTimeoutMs;
   let idleTimeoutMs: number = DEFAULTS.idleTimeoutMs;
+  let maxConnections: number | undefined;
   const seen = new Set<string>();
 
   for (let i = 0; i < args.length; i++) {
@@ -100,6 +103,13 @@ export function parseArgs(argv: readonly string[]): Command {
         once();
         idleTimeoutMs = parseDuration(value(), flag);
         break;
+      case "--max-connections": {
+        once();
+        const v = value();
+        if (!/^\d+$/.test(v) || Number(v) < 1) throw new ConfigError(flag, `"${v}" is not a positive whole number`);
+        maxConnections = Number(v);
+        break;
+      }
       default:
         throw new ConfigError(arg, arg.startsWith("-") ? "unknown option (see --help)" : "unexpected argument (see --help)");
     }
@@ -108,6 +118,7 @@ export function parseArgs(argv: readonly string[]): Command {
     kind: "serve",
     config: {
       takeOver,
+      maxConnections,
       services: [
         {
           name,

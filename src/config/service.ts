@@ -28,6 +28,8 @@ export interface ServeConfig {
   readonly services: readonly ServiceConfig[];
   /** Steer ports even where another socket already listens. */
   readonly takeOver: boolean;
+  /** Cap on open connections for the process; default: what the open-file limit allows. */
+  readonly maxConnections?: number;
 }
 
 export const DEFAULTS = {

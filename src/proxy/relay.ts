@@ -1,5 +1,5 @@
 import type { Socket } from "bun";
-import { unmapAddress } from "../config/address";
+import type { Admission } from "./admission";
 import type { CoarseClock } from "./clock";
 import { Outbox } from "./outbox";
 import { errorClass, type ServiceStats } from "./stats";
@@ -30,6 +30,8 @@ export interface RelayOptions {
   readonly idleTimeoutMs: number;
   readonly clock: CoarseClock;
   readonly stats: ServiceStats;
+  /** Told when this relay ends (the caller admitted it). */
+  readonly admission: Admission;
 }
 
 interface Direction {
@@ -217,10 +219,6 @@ export class Relay {
     this.down.out.clear();
     this.active.delete(this);
     this.options.stats.connectionsActive--;
+    this.options.admission.leave();
   }
-}
-
-/** The original destination of an accepted, steered socket. */
-export function originalDestination(s: Socket<unknown>): { address: string; port: number } {
-  return { address: unmapAddress(s.localAddress), port: s.localPort };
 }

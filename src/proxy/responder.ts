@@ -2,6 +2,7 @@ import type { Socket } from "bun";
 import { Hono } from "hono";
 import { unmapAddress } from "../config/address";
 import { VERSION } from "../version";
+import type { Admission } from "./admission";
 import { Outbox } from "./outbox";
 
 /*
@@ -49,7 +50,7 @@ type State = {
 };
 
 /** Socket handlers for the built-in responder. */
-export function responderHandlers() {
+export function responderHandlers(admission: Admission) {
   const app = responderApp();
   const decoder = new TextDecoder("latin1");
 
@@ -125,10 +126,12 @@ export function responderHandlers() {
 
   return {
     open(s: Socket<State>) {
+      if (!admission.admit()) return void s.terminate();
       s.data = { mode: "sniff", buffered: new Uint8Array(), skip: 0, out: new Outbox(), ended: false, busy: false };
     },
     data(s: Socket<State>, chunk: Buffer) {
       const st = s.data;
+      if (!st) return;
       if (st.mode === "sniff") {
         const all = st.buffered.length ? Buffer.concat([st.buffered, chunk]) : chunk;
         const nl = all.indexOf(10);
@@ -153,12 +156,14 @@ export function responderHandlers() {
     },
     drain(s: Socket<State>) {
       const st = s.data;
+      if (!st) return;
       if (!st.out.flush(s)) return;
       s.resume();
       if (st.ended) s.end();
     },
     end(s: Socket<State>) {
       const st = s.data;
+      if (!st) return;
       st.ended = true;
       if (st.mode === "sniff" && st.buffered.length) {
         st.mode = "echo";
@@ -166,7 +171,11 @@ export function responderHandlers() {
       }
       if (st.out.queued === 0 && !st.busy) s.end();
     },
-    close() {},
+    close(s: Socket<State>) {
+      if (!s.data) return;
+      s.data = undefined as unknown as State; // leave exactly once
+      admission.leave();
+    },
     error() {},
   };
 }

@@ -3,6 +3,7 @@ import { fstatSync } from "node:fs";
 import type { Family } from "../config/address";
 import type { ServiceConfig } from "../config/service";
 import { EdgeError } from "../errors";
+import type { Admission } from "./admission";
 import type { CoarseClock } from "./clock";
 import { Relay } from "./relay";
 import { responderHandlers } from "./responder";
@@ -30,6 +31,7 @@ export class TcpService {
   constructor(
     readonly config: ServiceConfig,
     private readonly clock: CoarseClock,
+    private readonly admission: Admission,
   ) {
     this.stopSweep = clock.onTick((now) => {
       for (const r of this.active) r.sweep(now);
@@ -45,7 +47,7 @@ export class TcpService {
           hostname: LISTEN_ADDRESS[family],
           port: 0,
           allowHalfOpen: true,
-          socket: this.config.origin ? this.relayHandlers() : responderHandlers(),
+          socket: this.config.origin ? this.relayHandlers() : responderHandlers(this.admission),
         });
         this.listeners.push({ family, listener });
         const fd = (listener as unknown as { fd: number }).fd;
@@ -59,23 +61,26 @@ export class TcpService {
 
   private relayHandlers() {
     const origin = this.config.origin!;
-    const options = { connectTimeoutMs: this.config.connectTimeoutMs, idleTimeoutMs: this.config.idleTimeoutMs, clock: this.clock, stats: this.stats };
+    const admission = this.admission;
+    const options = { connectTimeoutMs: this.config.connectTimeoutMs, idleTimeoutMs: this.config.idleTimeoutMs, clock: this.clock, stats: this.stats, admission };
     const active = this.active;
     return {
       open(s: Socket<Relay>) {
+        // Over the cap: this one was already queued in the kernel when steering stopped.
+        if (!admission.admit()) return void s.terminate();
         const relay = new Relay(s, options, active);
         s.data = relay;
         // No origin port: the port the client dialled, which is the accepted socket's local port.
         relay.connect({ host: origin.host, port: origin.port ?? s.localPort });
       },
       data(s: Socket<Relay>, chunk: Buffer) {
-        s.data.fromClient(chunk);
+        s.data?.fromClient(chunk);
       },
       drain(s: Socket<Relay>) {
-        s.data.drained("client");
+        s.data?.drained("client");
       },
       end(s: Socket<Relay>) {
-        s.data.ended("client");
+        s.data?.ended("client");
       },
       close(s: Socket<Relay>, error?: Error) {
         s.data?.closed("client", error);

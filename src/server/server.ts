@@ -1,6 +1,8 @@
 import type { ServeConfig } from "../config/service";
 import { Dispatcher } from "../dispatcher/dispatcher";
 import type { Binding } from "../dispatcher/binding";
+import { ConfigError } from "../errors";
+import { Admission, connectionCapacity, openFileLimit } from "../proxy/admission";
 import { CoarseClock } from "../proxy/clock";
 import { TcpService, type ServiceSocket } from "../proxy/tcp";
 import { checkEnvironment } from "../system/environment";
@@ -8,7 +10,8 @@ import { listeners } from "../system/listeners";
 import { holesForListeners, rejectLoops, serviceBindings } from "./bindings";
 
 export interface StartReport {
-  readonly sockets: { service: string; socket: ServiceSocket }[];
+  readonly sockets: { service: string; id: number; socket: ServiceSocket }[];
+  readonly maxConnections: number;
   /** Listeners left alone because they were there first. */
   readonly skipped: string[];
   readonly bindings: Binding[];
@@ -25,6 +28,7 @@ export class Server {
     readonly dispatcher: Dispatcher,
     readonly services: TcpService[],
     private readonly clock: CoarseClock,
+    readonly admission: Admission,
     readonly report: StartReport,
   ) {}
 
@@ -32,19 +36,42 @@ export class Server {
     checkEnvironment();
     const bindings = serviceBindings(config.services);
     await rejectLoops(config.services, bindings);
+    const nofile = openFileLimit();
+    const capacity = connectionCapacity(nofile);
+    const maxConnections = config.maxConnections ?? capacity;
+    if (maxConnections > capacity || capacity < 1) {
+      throw new ConfigError(
+        "--max-connections",
+        `${maxConnections} connections need ${2 * maxConnections} file descriptors plus a reserve, but the open-file limit is ${nofile}; raise it (ulimit -n) or lower --max-connections`,
+      );
+    }
 
+    const sockets: StartReport["sockets"] = [];
+    let dispatcher: Dispatcher | undefined;
+    // At the cap, stop steering: the kernel refuses new connections (SK_DROP,
+    // counted as missing_socket) instead of queueing them for an accept() that
+    // would fail with EMFILE.
+    const admission = new Admission(maxConnections, (accepting) => {
+      for (const { id, socket } of sockets) {
+        try {
+          if (accepting) dispatcher?.setSocket(id, "tcp", socket.family, socket.fd);
+          else dispatcher?.removeSocket(id, "tcp", socket.family);
+        } catch (e) {
+          process.stderr.write(`edgeproxy: ${accepting ? "resume" : "pause"} steering: ${(e as Error).message}\n`);
+        }
+      }
+      process.stderr.write(`edgeproxy: ${accepting ? "below" : "at"} --max-connections ${maxConnections}: ${accepting ? "accepting again" : "refusing new connections"}\n`);
+    });
     const clock = new CoarseClock();
     const services: TcpService[] = [];
-    let dispatcher: Dispatcher | undefined;
     try {
       dispatcher = Dispatcher.load(image);
-      const sockets: StartReport["sockets"] = [];
       config.services.forEach((cfg, i) => {
-        const svc = new TcpService(cfg, clock);
+        const svc = new TcpService(cfg, clock, admission);
         services.push(svc);
         for (const socket of svc.listen()) {
           dispatcher!.setSocket(i + 1, "tcp", socket.family, socket.fd);
-          sockets.push({ service: cfg.name, socket });
+          sockets.push({ service: cfg.name, id: i + 1, socket });
         }
       });
       let skipped: string[] = [];
@@ -58,7 +85,7 @@ export class Server {
       }
       dispatcher.apply(all);
       dispatcher.attach();
-      return new Server(dispatcher, services, clock, { sockets, skipped, bindings: all });
+      return new Server(dispatcher, services, clock, admission, { sockets, skipped, bindings: all, maxConnections });
     } catch (e) {
       for (const s of services) s.close(true);
       dispatcher?.close();
