@@ -64,6 +64,11 @@ export async function main(argv: readonly string[]): Promise<number> {
   }
   say(`ready (setup ${(performance.now() - t0).toFixed(1)} ms)`);
   if (!signal) await new Promise<void>((resolve) => (wake = resolve));
+  try {
+    for (const line of server.summary()) say(line);
+  } catch (e) {
+    say(`counters unavailable: ${(e as Error).message}`);
+  }
   server.close();
   say(`${signal}: detached and freed the dispatcher`);
   return 0;

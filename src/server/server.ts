@@ -94,6 +94,20 @@ export class Server {
     }
   }
 
+  /** One line per service: the kernel's counters and the data plane's. */
+  summary(): string[] {
+    return this.services.map((svc, i) => {
+      const k = this.dispatcher.counters(i + 1);
+      const s = svc.stats;
+      const errors = [...s.originErrors].map(([kind, n]) => `${kind} ${n}`).join(", ") || "none";
+      return (
+        `service ${svc.config.name}: ${k.lookups} lookups, ${k.steered} steered, ${k.missingSocket} refused without a socket, ` +
+        `${k.assignError} assign errors; ${s.connectionsTotal} connections, ${s.bytesFromClients} bytes in, ${s.bytesFromOrigins} bytes out, ` +
+        `origin errors: ${errors}`
+      );
+    });
+  }
+
   /** Detach and free every kernel object, stop the services. Idempotent. */
   close(): void {
     if (this.closed) return;
