@@ -51,23 +51,19 @@ export function encodePrefixKey(gen: number, protocol: Protocol, prefix: Prefix)
 /** Generation byte of an encoded struct ep_prefix_key. */
 export const prefixKeyGen = (key: Uint8Array): number => key[4]!;
 
-/** struct ep_prefix_table */
-export function encodePrefixTable(first: number, count: number): Uint8Array {
-  const b = new Uint8Array(sizes.ep_prefix_table);
-  const v = new DataView(b.buffer);
-  v.setUint32(0, first, le);
-  v.setUint32(4, count, le);
-  return b;
+function twoU32(a: number, b: number): Uint8Array {
+  const out = new Uint8Array(8);
+  const v = new DataView(out.buffer);
+  v.setUint32(0, a, le);
+  v.setUint32(4, b, le);
+  return out;
 }
 
+/** struct ep_prefix_table */
+export const encodePrefixTable = (first: number, count: number): Uint8Array => twoU32(first, count);
+
 /** struct ep_port_range */
-export function encodePortRange(start: number, service: number): Uint8Array {
-  const b = new Uint8Array(sizes.ep_port_range);
-  const v = new DataView(b.buffer);
-  v.setUint32(0, start, le);
-  v.setUint32(4, service, le);
-  return b;
-}
+export const encodePortRange = (start: number, service: number): Uint8Array => twoU32(start, service);
 
 /** struct ep_state */
 export function encodeState(gen: number): Uint8Array {
