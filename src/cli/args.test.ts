@@ -12,20 +12,20 @@ describe("parseArgs", () => {
   test("defaults: the embedded responder on 127.0.0.1/32, all ports", () => {
     const s = serve([]);
     expect(s.origin).toBeUndefined();
-    expect(s.prefixes.map(formatPrefix)).toEqual(["127.0.0.1/32"]);
-    expect(s.ports).toEqual([{ lo: 1, hi: 65535 }]);
+    expect(s.bindings[0]!.prefixes.map(formatPrefix)).toEqual(["127.0.0.1/32"]);
+    expect(s.bindings[0]!.ports).toEqual([{ lo: 1, hi: 65535 }]);
     expect(s.mode).toBe("tcp");
   });
 
   test("lists and repeats", () => {
     const s = serve(["--ports", "22,80,8000-8999", "--ports=443", "--prefix", "127.0.0.2/32", "--prefix", "::1/128,192.0.2.0/24"]);
-    expect(s.ports).toEqual([
+    expect(s.bindings[0]!.ports).toEqual([
       { lo: 22, hi: 22 },
       { lo: 80, hi: 80 },
       { lo: 8000, hi: 8999 },
       { lo: 443, hi: 443 },
     ]);
-    expect(s.prefixes.map(formatPrefix)).toEqual(["127.0.0.2/32", "::1/128", "192.0.2.0/24"]);
+    expect(s.bindings[0]!.prefixes.map(formatPrefix)).toEqual(["127.0.0.2/32", "::1/128", "192.0.2.0/24"]);
   });
 
   test("origins with and without a port", () => {

@@ -119,16 +119,22 @@ export function parseArgs(argv: readonly string[]): Command {
     config: {
       takeOver,
       maxConnections,
+      admin: { kind: "off" },
       services: [
         {
           name,
           mode,
-          protocols: ["tcp"],
-          prefixes: prefixes.length ? prefixes : [parsePrefix(DEFAULTS.prefix)],
-          ports: ports.length ? ports : parsePorts(DEFAULTS.ports),
+          bindings: [
+            {
+              protocol: "tcp",
+              prefixes: prefixes.length ? prefixes : [parsePrefix(DEFAULTS.prefix)],
+              ports: ports.length ? ports : parsePorts(DEFAULTS.ports),
+            },
+          ],
           origin,
           connectTimeoutMs,
           idleTimeoutMs,
+          access: { allow: [], deny: [] },
         },
       ],
     },

@@ -10,18 +10,40 @@ export interface OriginConfig {
   readonly port?: number;
 }
 
+/** Traffic a service answers: every (prefix, port range) pair, for one protocol. */
+export interface BindingConfig {
+  readonly protocol: "tcp" | "udp";
+  readonly prefixes: readonly Prefix[];
+  readonly ports: readonly PortRange[];
+}
+
+/**
+ * Source-address rules, enforced in the BPF program before a connection
+ * reaches any socket. The longest matching prefix of allow ∪ deny decides;
+ * with any allow rule, a source matching none is denied.
+ */
+export interface AccessConfig {
+  readonly allow: readonly Prefix[];
+  readonly deny: readonly Prefix[];
+}
+
 /** One service as configured: parsed and validated, not yet running. */
 export interface ServiceConfig {
   readonly name: string;
   readonly mode: Mode;
-  readonly protocols: readonly ("tcp" | "udp")[];
-  readonly prefixes: readonly Prefix[];
-  readonly ports: readonly PortRange[];
+  readonly bindings: readonly BindingConfig[];
   /** Absent: the built-in responder (HTTP page or echo). */
   readonly origin?: OriginConfig;
   readonly connectTimeoutMs: number;
   readonly idleTimeoutMs: number;
+  readonly access: AccessConfig;
 }
+
+/** Where the admin API listens: a unix socket (default), or loopback with a bearer token. */
+export type AdminConfig =
+  | { readonly kind: "unix"; readonly path: string }
+  | { readonly kind: "tcp"; readonly host: string; readonly port: number; readonly token: string }
+  | { readonly kind: "off" };
 
 /** Everything `edgeproxy serve` needs. */
 export interface ServeConfig {
@@ -30,6 +52,9 @@ export interface ServeConfig {
   readonly takeOver: boolean;
   /** Cap on open connections for the process; default: what the open-file limit allows. */
   readonly maxConnections?: number;
+  readonly admin: AdminConfig;
+  /** The file it came from, for reload; absent for the command-line shortcut. */
+  readonly source?: string;
 }
 
 export const DEFAULTS = {
@@ -37,4 +62,10 @@ export const DEFAULTS = {
   ports: "1-65535",
   connectTimeoutMs: 5_000,
   idleTimeoutMs: 300_000,
+  adminSocket: "/run/edgeproxy/admin.sock",
 } as const;
+
+/** Every address family a service's bindings use, for its listening sockets. */
+export function serviceFamilies(s: ServiceConfig): (4 | 6)[] {
+  return [...new Set(s.bindings.flatMap((b) => b.prefixes.map((p) => p.family)))].sort();
+}

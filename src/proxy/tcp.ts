@@ -1,7 +1,7 @@
 import type { Socket, TCPSocketListener } from "bun";
 import { fstatSync } from "node:fs";
 import type { Family } from "../config/address";
-import type { ServiceConfig } from "../config/service";
+import { serviceFamilies, type ServiceConfig } from "../config/service";
 import { EdgeError } from "../errors";
 import type { Admission } from "./admission";
 import type { CoarseClock } from "./clock";
@@ -40,7 +40,7 @@ export class TcpService {
 
   /** Open the listeners (one per family the service's prefixes use). Undo on failure. */
   listen(): ServiceSocket[] {
-    const families = [...new Set(this.config.prefixes.map((p) => p.family))].sort();
+    const families = serviceFamilies(this.config);
     try {
       return families.map((family) => {
         const listener = Bun.listen<any>({

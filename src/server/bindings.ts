@@ -10,8 +10,8 @@ import { isWildcard, type Listener } from "../system/listeners";
 /** Service i of the config is dispatcher service i + 1 (0 means "not bound"). */
 export function serviceBindings(services: readonly ServiceConfig[]): Binding[] {
   return services.flatMap((s, i) =>
-    s.protocols.flatMap((protocol) =>
-      s.prefixes.flatMap((prefix) => s.ports.map((ports) => ({ protocol, prefix, ports, service: i + 1, owner: `service ${s.name}` }))),
+    s.bindings.flatMap(({ protocol, prefixes, ports }) =>
+      prefixes.flatMap((prefix) => ports.map((range) => ({ protocol, prefix, ports: range, service: i + 1, owner: `service ${s.name}` }))),
     ),
   );
 }
@@ -79,7 +79,11 @@ export async function rejectLoops(services: readonly ServiceConfig[], bindings: 
         if (serviceForPort(table, s.origin.port) !== 0) port = s.origin.port;
       } else {
         // Port-preserving: any dialled port that is itself steered at the origin's address loops.
-        port = s.ports.map((r) => firstSteered(table.ranges, r.lo, r.hi)).find((p) => p !== undefined);
+        port = s.bindings
+          .filter((b) => b.protocol === "tcp")
+          .flatMap((b) => b.ports)
+          .map((r) => firstSteered(table.ranges, r.lo, r.hi))
+          .find((p) => p !== undefined);
       }
       if (port !== undefined) {
         const where = addr.length === 16 ? `[${formatAddress(addr)}]:${port}` : `${formatAddress(addr)}:${port}`;
@@ -103,7 +107,7 @@ function firstSteered(ranges: readonly { start: number; service: number }[], lo:
 
 export function describeBindings(services: readonly ServiceConfig[]): string[] {
   return services.map((s) =>
-    `service ${s.name} (${s.mode}): ${s.prefixes.map(formatPrefix).join(",")} ports ${s.ports.map(formatPorts).join(",")} -> ${
+    `service ${s.name} (${s.mode}): ${s.bindings.map((b) => `${b.protocol} ${b.prefixes.map(formatPrefix).join(",")} ports ${b.ports.map(formatPorts).join(",")}`).join("; ")} -> ${
       s.origin ? `${s.origin.host}${s.origin.port ? `:${s.origin.port}` : " (port-preserving)"}` : "built-in responder"
     }`,
   );

@@ -1,0 +1,83 @@
+import type { Mode } from "../config/service";
+
+/** Kernel-side counters of one service (struct ep_service_counters, summed over CPUs). */
+export interface KernelCounters {
+  readonly lookups: bigint;
+  readonly steered: bigint;
+  readonly missingSocket: bigint;
+  readonly assignError: bigint;
+  /** Refused by the service's access rules (SK_DROP at lookup). */
+  readonly denied: bigint;
+}
+
+/** Data-plane figures of one service run by this process. */
+export interface ConnectionStats {
+  readonly active: number;
+  readonly total: number;
+  readonly bytesFromClients: number;
+  readonly bytesFromOrigins: number;
+  /** Origin failures by class: refused, timeout, reset, unreachable, other. */
+  readonly originErrors: Readonly<Record<string, number>>;
+  readonly clientResets: number;
+  readonly idleTimeouts: number;
+  /** Connection durations in seconds, cumulative Prometheus-style buckets (le ascending, last is +Inf). */
+  readonly duration: { readonly buckets: readonly { le: number; count: number }[]; readonly sum: number; readonly count: number };
+}
+
+export interface BindingSnapshot {
+  readonly protocol: "tcp" | "udp";
+  /** "192.0.2.0/24" */
+  readonly prefix: string;
+  /** "80" or "8000-8999" */
+  readonly ports: string;
+}
+
+export interface SocketSnapshot {
+  readonly protocol: "tcp" | "udp";
+  readonly family: 4 | 6;
+  /** The process that registered it and its fd number there (0 when unknown). */
+  readonly pid: number;
+  readonly fd: number;
+}
+
+export interface ServiceSnapshot {
+  readonly name: string;
+  readonly id: number;
+  /** Absent for services this process does not run (registered external sockets). */
+  readonly mode?: Mode;
+  /** "127.0.0.1:9000", "10.0.0.1 (port-preserving)", "built-in responder", or absent. */
+  readonly origin?: string;
+  readonly bindings: readonly BindingSnapshot[];
+  readonly sockets: readonly SocketSnapshot[];
+  readonly kernel: KernelCounters;
+  /** Absent for services this process does not run. */
+  readonly connections?: ConnectionStats;
+}
+
+export interface StatusSnapshot {
+  readonly version: string;
+  readonly pid: number;
+  /** Unix seconds. */
+  readonly startedAt: number;
+  /** Where the dispatcher is pinned, e.g. /sys/fs/bpf/edgeproxy/4026532177. */
+  readonly pinPath: string;
+  readonly services: readonly ServiceSnapshot[];
+  /** Lookups that matched no binding (service 0). */
+  readonly unmatchedLookups: bigint;
+  readonly capacity: { readonly max: number; readonly active: number; readonly refused: number };
+}
+
+/**
+ * What the admin API needs from a running edgeproxy. Methods throw
+ * ConfigError (src/errors.ts) for bad input, which the API maps to 4xx;
+ * any other error is a 5xx.
+ */
+export interface AdminBackend {
+  status(): StatusSnapshot;
+  /** Add (protocol, prefix, ports) to a service; idempotent. Throws ConfigError on bad input or unknown service. */
+  addBinding(service: string, protocol: string, prefix: string, ports: string): void;
+  /** Remove a binding; false when it was not there. */
+  removeBinding(service: string, protocol: string, prefix: string, ports: string): boolean;
+  /** Re-read the config file and apply the difference. Throws ConfigError when the new config is bad (nothing changes). */
+  reload(): Promise<void>;
+}
