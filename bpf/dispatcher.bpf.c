@@ -13,6 +13,7 @@
 #include <linux/bpf.h>
 #include <linux/in.h>
 #include <bpf/bpf_helpers.h>
+#include <bpf/bpf_endian.h>
 #include "dispatcher.h"
 
 #define AF_INET 2
@@ -54,6 +55,79 @@ struct {
 	__type(key, __u32);
 	__type(value, struct ep_service_counters);
 } ep_counters SEC(".maps");
+
+/* Per generation: gen * EP_MAX_SERVICES + service -> EP_SERVICE_* flags. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 2 * EP_MAX_SERVICES);
+	__type(key, __u32);
+	__type(value, __u32);
+} ep_service_flags SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__uint(max_entries, EP_MAX_ACCESS_RULES);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, struct ep_access_key);
+	__type(value, __u32);
+} ep_access SEC(".maps");
+
+/* Control-plane state (see dispatcher.h); pinned, never read here. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, EP_MAX_SERVICES);
+	__type(key, __u32);
+	__type(value, struct ep_service_info);
+} ep_services SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 1 << 17);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, struct ep_binding);
+	__type(value, __u32);
+} ep_bindings SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, EP_MAX_ACCESS_RULES / 2);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, struct ep_rule);
+	__type(value, __u32);
+} ep_rules SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, EP_SOCKET_SLOTS);
+	__type(key, __u32);
+	__type(value, struct ep_owner);
+} ep_owners SEC(".maps");
+
+/* The service's access rules allow this client? */
+static __always_inline int allowed(struct bpf_sk_lookup *ctx, __u32 gen, __u32 service)
+{
+	__u32 idx = gen * EP_MAX_SERVICES + service;
+	struct ep_access_key key = {};
+	__u32 *flags, *verdict;
+
+	flags = bpf_map_lookup_elem(&ep_service_flags, &idx);
+	if (!flags || !(*flags & EP_SERVICE_HAS_RULES))
+		return 1;
+	key.gen = gen;
+	key.family = ctx->family;
+	key.service = bpf_htonl(service);
+	if (ctx->family == AF_INET) {
+		key.prefixlen = EP_ACCESS_KEY_HEADER_BITS + 32;
+		__builtin_memcpy(key.addr, &ctx->remote_ip4, 4);
+	} else {
+		key.prefixlen = EP_ACCESS_KEY_HEADER_BITS + 128;
+		__builtin_memcpy(key.addr, ctx->remote_ip6, 16);
+	}
+	verdict = bpf_map_lookup_elem(&ep_access, &key);
+	if (verdict)
+		return *verdict == EP_VERDICT_ALLOW;
+	return !(*flags & EP_SERVICE_DEFAULT_DENY);
+}
 
 /* Index of the last range whose start <= port, in [first, first + count). */
 static __always_inline int find_service(const struct ep_prefix_table *t, __u32 port, __u32 *service)
@@ -119,6 +193,12 @@ int ep_dispatch(struct bpf_sk_lookup *ctx)
 		cnt->lookups++;
 	if (!service)
 		return SK_PASS;
+
+	if (!allowed(ctx, key.gen, service)) {
+		if (cnt)
+			cnt->denied++;
+		return SK_DROP;
+	}
 
 	slot = ep_socket_slot(service, ctx->protocol == IPPROTO_UDP, ctx->family == AF_INET6);
 	sk = bpf_map_lookup_elem(&ep_sockets, &slot);

@@ -17,6 +17,18 @@
 #define EP_SOCKET_SLOTS (EP_MAX_SERVICES * 4)
 /* Bits of ep_prefix_key before the address: always matched in full. */
 #define EP_PREFIX_KEY_HEADER_BITS 32
+/* Bits of ep_access_key before the address. */
+#define EP_ACCESS_KEY_HEADER_BITS 64
+/* Access rules per generation and service fit here (LPM trie, both generations). */
+#define EP_MAX_ACCESS_RULES 65536
+
+/* ep_service_flags values */
+#define EP_SERVICE_HAS_RULES 1 /* look the source up in ep_access */
+#define EP_SERVICE_DEFAULT_DENY 2 /* a source no rule matches is denied (there are allow rules) */
+
+/* ep_access values */
+#define EP_VERDICT_ALLOW 1
+#define EP_VERDICT_DENY 2
 
 /*
  * LPM trie key. The header bytes (gen, protocol, family, reserved) are part of
@@ -55,6 +67,63 @@ struct ep_service_counters {
 	__u64 steered;
 	__u64 missing_socket;
 	__u64 assign_error;
+	__u64 denied; /* refused by the service's access rules */
+};
+
+/*
+ * Access rules: LPM trie on the client's (remote) address, per generation and
+ * service, so a rule set is switched together with the bindings.
+ * prefixlen = EP_ACCESS_KEY_HEADER_BITS + source prefix length.
+ */
+struct ep_access_key {
+	__u32 prefixlen;
+	__u8 gen;
+	__u8 family;
+	__u16 reserved;
+	__u32 service; /* network byte order, so the trie matches it byte by byte */
+	__u8 addr[16];
+};
+
+/*
+ * The control plane's source of truth, pinned with the dispatcher so any
+ * edgeproxy invocation can rebuild the lookup tables. The program never reads
+ * these maps.
+ */
+
+/* ep_services: service id -> what it is. */
+struct ep_service_info {
+	char name[64]; /* NUL-padded */
+	__u32 flags;   /* EP_SERVICE_TAKE_OVER */
+	__u32 reserved;
+};
+#define EP_SERVICE_TAKE_OVER 1 /* steer ports where another socket already listens */
+
+/* ep_bindings: one configured binding (value: unused __u32). */
+struct ep_binding {
+	__u32 service;
+	__u8 protocol;
+	__u8 family;
+	__u8 prefix_len;
+	__u8 reserved;
+	__u16 port_lo;
+	__u16 port_hi;
+	__u8 addr[16];
+};
+
+/* ep_rules: one configured access rule (value: unused __u32). */
+struct ep_rule {
+	__u32 service;
+	__u8 family;
+	__u8 prefix_len;
+	__u8 verdict; /* EP_VERDICT_* */
+	__u8 reserved;
+	__u8 addr[16];
+};
+
+/* ep_owners: socket slot -> who registered the socket, for status. */
+struct ep_owner {
+	__u32 pid;
+	__u32 fd;
 };
 
 /* Single-entry array: which generation of the trie and ranges is live. */

@@ -131,6 +131,32 @@ describe("dispatcher in the kernel", () => {
     expect(await who("192.0.2.1", 90)).toBe("s1");
   });
 
+  test("access rules: denied sources are refused in the kernel and counted, allowed ones pass", async () => {
+    service(1);
+    service(2);
+    const p = (s: string) => parsePrefix(s);
+    dispatcher.apply(
+      [bind(1, "192.0.2.0/24", "80"), bind(2, "192.0.2.0/24", "81")],
+      [
+        { service: 1, allow: [p("192.0.2.0/25")], deny: [p("192.0.2.66/32")] }, // allow list: default deny
+        { service: 2, allow: [], deny: [p("192.0.2.128/25")] }, // deny list only: default allow
+      ],
+    );
+    dispatcher.attach();
+    const from = async (src: string, port: number) => text(await exchange("192.0.2.1", port, "", 5000, src));
+    expect(await from("192.0.2.10", 80)).toBe("s1");
+    expect(await from("192.0.2.66", 80)).toBe("<refused>"); // the longer deny inside the allow
+    expect(await from("192.0.2.200", 80)).toBe("<refused>"); // matches no allow
+    expect(await from("192.0.2.10", 81)).toBe("s2");
+    expect(await from("192.0.2.200", 81)).toBe("<refused>");
+    expect(dispatcher.counters(1).denied).toBe(2n);
+    expect(dispatcher.counters(1).steered).toBe(1n);
+    expect(dispatcher.counters(2).denied).toBe(1n);
+    // Rules change with the bindings, atomically: dropping them lets everyone in.
+    dispatcher.apply([bind(1, "192.0.2.0/24", "80")]);
+    expect(await from("192.0.2.200", 80)).toBe("s1");
+  });
+
   test("close() detaches and is idempotent", async () => {
     service(1);
     dispatcher.apply([bind(1, "192.0.2.0/24", "1-65535")]);

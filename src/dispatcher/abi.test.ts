@@ -22,6 +22,8 @@ int main(void) {
   ${Object.keys(abi.offsets).map(field).join("\n  ")}
   printf("\\"EP_MAX_SERVICES\\": %d, \\"EP_RANGES_PER_GEN\\": %d, \\"EP_SOCKET_SLOTS\\": %d, \\"EP_PREFIX_KEY_HEADER_BITS\\": %d,\\n",
     EP_MAX_SERVICES, EP_RANGES_PER_GEN, EP_SOCKET_SLOTS, EP_PREFIX_KEY_HEADER_BITS);
+  printf("\\"EP_ACCESS_KEY_HEADER_BITS\\": %d, \\"EP_MAX_ACCESS_RULES\\": %d, \\"EP_SERVICE_HAS_RULES\\": %d, \\"EP_SERVICE_DEFAULT_DENY\\": %d, \\"EP_SERVICE_TAKE_OVER\\": %d, \\"EP_VERDICT_ALLOW\\": %d, \\"EP_VERDICT_DENY\\": %d,\\n",
+    EP_ACCESS_KEY_HEADER_BITS, EP_MAX_ACCESS_RULES, EP_SERVICE_HAS_RULES, EP_SERVICE_DEFAULT_DENY, EP_SERVICE_TAKE_OVER, EP_VERDICT_ALLOW, EP_VERDICT_DENY);
   printf("\\"slot\\": %u}\\n", ep_socket_slot(7, 1, 1));
   return 0;
 }`;
@@ -37,6 +39,13 @@ int main(void) {
       EP_RANGES_PER_GEN: abi.EP_RANGES_PER_GEN,
       EP_SOCKET_SLOTS: abi.EP_SOCKET_SLOTS,
       EP_PREFIX_KEY_HEADER_BITS: abi.EP_PREFIX_KEY_HEADER_BITS,
+      EP_ACCESS_KEY_HEADER_BITS: abi.EP_ACCESS_KEY_HEADER_BITS,
+      EP_MAX_ACCESS_RULES: abi.EP_MAX_ACCESS_RULES,
+      EP_SERVICE_HAS_RULES: abi.EP_SERVICE_HAS_RULES,
+      EP_SERVICE_DEFAULT_DENY: abi.EP_SERVICE_DEFAULT_DENY,
+      EP_SERVICE_TAKE_OVER: abi.EP_SERVICE_TAKE_OVER,
+      EP_VERDICT_ALLOW: abi.EP_VERDICT_ALLOW,
+      EP_VERDICT_DENY: abi.EP_VERDICT_DENY,
       slot: abi.socketSlot(7, "udp", 6),
     });
   } finally {

@@ -7,6 +7,13 @@ export const EP_MAX_SERVICES = 1024;
 export const EP_RANGES_PER_GEN = 1 << 17;
 export const EP_SOCKET_SLOTS = EP_MAX_SERVICES * 4;
 export const EP_PREFIX_KEY_HEADER_BITS = 32;
+export const EP_ACCESS_KEY_HEADER_BITS = 64;
+export const EP_MAX_ACCESS_RULES = 65536;
+export const EP_SERVICE_HAS_RULES = 1;
+export const EP_SERVICE_DEFAULT_DENY = 2;
+export const EP_SERVICE_TAKE_OVER = 1;
+export const EP_VERDICT_ALLOW = 1;
+export const EP_VERDICT_DENY = 2;
 
 export const AF_INET = 2;
 export const AF_INET6 = 10;
@@ -18,8 +25,13 @@ export const sizes = {
   ep_prefix_key: 24,
   ep_prefix_table: 8,
   ep_port_range: 8,
-  ep_service_counters: 32,
+  ep_service_counters: 40,
   ep_state: 8,
+  ep_access_key: 28,
+  ep_service_info: 72,
+  ep_binding: 28,
+  ep_rule: 24,
+  ep_owner: 8,
 } as const;
 
 export const offsets = {
@@ -32,6 +44,23 @@ export const offsets = {
   "ep_service_counters.steered": 8,
   "ep_service_counters.missing_socket": 16,
   "ep_service_counters.assign_error": 24,
+  "ep_service_counters.denied": 32,
+  "ep_access_key.gen": 4,
+  "ep_access_key.family": 5,
+  "ep_access_key.service": 8,
+  "ep_access_key.addr": 12,
+  "ep_service_info.flags": 64,
+  "ep_binding.protocol": 4,
+  "ep_binding.family": 5,
+  "ep_binding.prefix_len": 6,
+  "ep_binding.port_lo": 8,
+  "ep_binding.port_hi": 10,
+  "ep_binding.addr": 12,
+  "ep_rule.family": 4,
+  "ep_rule.prefix_len": 5,
+  "ep_rule.verdict": 6,
+  "ep_rule.addr": 8,
+  "ep_owner.fd": 4,
 } as const;
 
 const le = true;
@@ -82,11 +111,12 @@ export interface ServiceCounters {
   steered: bigint;
   missingSocket: bigint;
   assignError: bigint;
+  denied: bigint;
 }
 
 export function decodeServiceCounters(perCpu: Uint8Array, cpus: number): ServiceCounters {
   const v = new DataView(perCpu.buffer, perCpu.byteOffset, perCpu.byteLength);
-  const c: ServiceCounters = { lookups: 0n, steered: 0n, missingSocket: 0n, assignError: 0n };
+  const c: ServiceCounters = { lookups: 0n, steered: 0n, missingSocket: 0n, assignError: 0n, denied: 0n };
   // Each per-CPU value is padded to 8 bytes; ours already is (kernel: bpf_map_value_size).
   for (let cpu = 0; cpu < cpus; cpu++) {
     const o = cpu * sizes.ep_service_counters;
@@ -94,6 +124,7 @@ export function decodeServiceCounters(perCpu: Uint8Array, cpus: number): Service
     c.steered += v.getBigUint64(o + 8, le);
     c.missingSocket += v.getBigUint64(o + 16, le);
     c.assignError += v.getBigUint64(o + 24, le);
+    c.denied += v.getBigUint64(o + 32, le);
   }
   return c;
 }
@@ -113,4 +144,107 @@ export function u64(n: number): Uint8Array {
   const b = new Uint8Array(8);
   new DataView(b.buffer).setBigUint64(0, BigInt(n), le);
   return b;
+}
+
+const familyCode = (f: 4 | 6) => (f === 4 ? AF_INET : AF_INET6);
+const familyOf = (code: number): 4 | 6 => (code === AF_INET6 ? 6 : 4);
+
+/** struct ep_access_key */
+export function encodeAccessKey(gen: number, service: number, prefix: Prefix): Uint8Array {
+  const b = new Uint8Array(sizes.ep_access_key);
+  const v = new DataView(b.buffer);
+  v.setUint32(0, EP_ACCESS_KEY_HEADER_BITS + prefix.length, le);
+  b[4] = gen;
+  b[5] = familyCode(prefix.family);
+  v.setUint32(8, service, false); // network order: the trie compares bytes
+  b.set(prefix.addr, 12);
+  return b;
+}
+
+/** Generation byte of an encoded struct ep_access_key. */
+export const accessKeyGen = (key: Uint8Array): number => key[4]!;
+
+/** struct ep_service_info */
+export function encodeServiceInfo(name: string, flags: number): Uint8Array {
+  const b = new Uint8Array(sizes.ep_service_info);
+  const bytes = new TextEncoder().encode(name);
+  if (bytes.length > 63) throw new RangeError(`service name longer than 63 bytes: ${name}`);
+  b.set(bytes, 0);
+  new DataView(b.buffer).setUint32(64, flags, le);
+  return b;
+}
+
+export function decodeServiceInfo(b: Uint8Array): { name: string; flags: number } {
+  const end = b.indexOf(0);
+  return { name: new TextDecoder().decode(b.subarray(0, end < 0 ? 64 : Math.min(end, 64))), flags: new DataView(b.buffer, b.byteOffset).getUint32(64, le) };
+}
+
+/** A configured binding as stored in ep_bindings. */
+export interface StoredBinding {
+  service: number;
+  protocol: Protocol;
+  prefix: Prefix;
+  lo: number;
+  hi: number;
+}
+
+/** struct ep_binding */
+export function encodeBinding(x: StoredBinding): Uint8Array {
+  const b = new Uint8Array(sizes.ep_binding);
+  const v = new DataView(b.buffer);
+  v.setUint32(0, x.service, le);
+  b[4] = ipProtocol(x.protocol);
+  b[5] = familyCode(x.prefix.family);
+  b[6] = x.prefix.length;
+  v.setUint16(8, x.lo, le);
+  v.setUint16(10, x.hi, le);
+  b.set(x.prefix.addr, 12);
+  return b;
+}
+
+export function decodeBinding(b: Uint8Array): StoredBinding {
+  const v = new DataView(b.buffer, b.byteOffset);
+  const family = familyOf(b[5]!);
+  return {
+    service: v.getUint32(0, le),
+    protocol: b[4] === IPPROTO_UDP ? "udp" : "tcp",
+    prefix: { family, addr: b.slice(12, family === 4 ? 16 : 28), length: b[6]! },
+    lo: v.getUint16(8, le),
+    hi: v.getUint16(10, le),
+  };
+}
+
+/** A configured access rule as stored in ep_rules. */
+export interface StoredRule {
+  service: number;
+  prefix: Prefix;
+  verdict: "allow" | "deny";
+}
+
+/** struct ep_rule */
+export function encodeRule(x: StoredRule): Uint8Array {
+  const b = new Uint8Array(sizes.ep_rule);
+  new DataView(b.buffer).setUint32(0, x.service, le);
+  b[4] = familyCode(x.prefix.family);
+  b[5] = x.prefix.length;
+  b[6] = x.verdict === "allow" ? EP_VERDICT_ALLOW : EP_VERDICT_DENY;
+  b.set(x.prefix.addr, 8);
+  return b;
+}
+
+export function decodeRule(b: Uint8Array): StoredRule {
+  const family = familyOf(b[4]!);
+  return {
+    service: new DataView(b.buffer, b.byteOffset).getUint32(0, le),
+    prefix: { family, addr: b.slice(8, family === 4 ? 12 : 24), length: b[5]! },
+    verdict: b[6] === EP_VERDICT_ALLOW ? "allow" : "deny",
+  };
+}
+
+/** struct ep_owner */
+export const encodeOwner = (pid: number, fd: number): Uint8Array => twoU32(pid, fd);
+
+export function decodeOwner(b: Uint8Array): { pid: number; fd: number } {
+  const v = new DataView(b.buffer, b.byteOffset);
+  return { pid: v.getUint32(0, le), fd: v.getUint32(4, le) };
 }

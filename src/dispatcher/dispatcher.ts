@@ -1,6 +1,7 @@
-import { openSync, closeSync } from "node:fs";
-import { EdgeError, ConfigError } from "../errors";
-import { BpfObject, KernelError, possibleCpus, type BpfLink, type BpfMap, type BpfProgram } from "../ebpf/libbpf";
+import { closeSync, openSync } from "node:fs";
+import type { Prefix } from "../config/address";
+import { ConfigError, EdgeError } from "../errors";
+import { BpfMap, BpfObject, KernelError, possibleCpus, type BpfLink, type BpfProgram } from "../ebpf/libbpf";
 import * as abi from "./abi";
 import type { Binding, Protocol } from "./binding";
 import { compileBindings, type PortTable } from "./compile";
@@ -13,9 +14,11 @@ export class DispatcherError extends EdgeError {
   }
 }
 
-export interface DispatcherOptions {
-  /** LPM trie capacity (both generations together). */
-  maxPrefixes?: number;
+/** A service's source-address rules (see AccessConfig). */
+export interface ServiceAccess {
+  readonly service: number;
+  readonly allow: readonly Prefix[];
+  readonly deny: readonly Prefix[];
 }
 
 /** What apply() installed. */
@@ -24,45 +27,40 @@ export interface AppliedBindings {
   readonly gen: number;
 }
 
-const PROGRAM = "ep_dispatch";
+export const PROGRAM = "ep_dispatch";
+/** Every map of bpf/dispatcher.bpf.c, by its pin name. */
+export const MAPS = ["ep_state", "ep_prefixes", "ep_ranges", "ep_sockets", "ep_counters", "ep_service_flags", "ep_access", "ep_services", "ep_bindings", "ep_rules", "ep_owners"] as const;
+export type MapName = (typeof MAPS)[number];
 const EAGAIN = 11;
 
 /**
- * The live sk_lookup dispatcher: owns the loaded BPF object (program and maps)
- * and, once attached, the netns link. close() detaches and frees all of it.
+ * The sk_lookup dispatcher's maps and the operations on them. The maps come
+ * either from a BPF object loaded by this process (load(): it owns program,
+ * maps and, after attach(), the link) or from bpffs pins (fromMaps(): it owns
+ * only its fds). close() releases what it owns and is idempotent.
  */
 export class Dispatcher {
   private link: BpfLink | undefined;
-  private readonly program: BpfProgram;
-  private readonly state: BpfMap;
-  private readonly prefixes: BpfMap;
-  private readonly ranges: BpfMap;
-  private readonly sockets: BpfMap;
-  private readonly counterMap: BpfMap;
-  private readonly cpus: number;
+  private readonly cpus = possibleCpus();
 
-  private constructor(private readonly object: BpfObject) {
-    this.program = object.program(PROGRAM);
-    this.state = object.map("ep_state");
-    this.prefixes = object.map("ep_prefixes");
-    this.ranges = object.map("ep_ranges");
-    this.sockets = object.map("ep_sockets");
-    this.counterMap = object.map("ep_counters");
-    this.cpus = possibleCpus();
-  }
+  private constructor(
+    readonly maps: Readonly<Record<MapName, BpfMap>>,
+    private readonly object?: BpfObject,
+    readonly program?: BpfProgram,
+  ) {}
 
   /** Create the maps and load the program; nothing steers until attach(). */
-  static load(image: Uint8Array, options: DispatcherOptions = {}): Dispatcher {
+  static load(image: Uint8Array): Dispatcher {
     // The verifier gives up with EAGAIN when a signal interrupts it (libbpf
     // retries 5 times at once); a busy signal source, such as a profiler,
     // can outlast that, so try again a few times after a pause.
     for (let attempt = 1; ; attempt++) {
       const object = BpfObject.open(image);
       try {
-        const d = new Dispatcher(object);
-        if (options.maxPrefixes) d.prefixes.setMaxEntries(options.maxPrefixes);
+        const program = object.program(PROGRAM);
+        const maps = Object.fromEntries(MAPS.map((m) => [m, object.map(m)])) as Record<MapName, BpfMap>;
         object.load();
-        return d;
+        return new Dispatcher(maps, object, program);
       } catch (cause) {
         object.close();
         if (cause instanceof KernelError && cause.errno === EAGAIN && attempt < 5) {
@@ -74,13 +72,20 @@ export class Dispatcher {
     }
   }
 
-  /** Attach to the calling process's network namespace. */
-  attach(): void {
-    if (this.link) return;
+  /** A dispatcher over maps opened elsewhere (from pins); takes ownership of their fds. */
+  static fromMaps(maps: Record<MapName, BpfMap>): Dispatcher {
+    return new Dispatcher(maps);
+  }
+
+  /** Attach to the calling process's network namespace. Returns the link (owned here). */
+  attach(): BpfLink {
+    if (this.link) return this.link;
+    if (!this.program) throw new EdgeError("attach netns", "a pinned dispatcher is attached already", "internal");
     let ns: number | undefined;
     try {
       ns = openSync("/proc/self/ns/net", "r");
       this.link = this.program.attachNetns(ns);
+      return this.link;
     } catch (cause) {
       throw new DispatcherError("attach netns", { cause });
     } finally {
@@ -88,23 +93,19 @@ export class Dispatcher {
     }
   }
 
-  get attached(): boolean {
-    return this.link !== undefined;
-  }
-
   private currentGen(): number {
-    const v = this.state.lookup(abi.u32(0), new Uint8Array(abi.sizes.ep_state));
+    const v = this.maps.ep_state.lookup(abi.u32(0), new Uint8Array(abi.sizes.ep_state));
     return v ? abi.decodeState(v).gen : 0;
   }
 
   /**
-   * Replace every binding at once. The new trie entries and port tables are
-   * written under the idle generation, then one write of ep_state switches
-   * lookups over; a failure before the switch removes what was written and
-   * leaves the live generation untouched.
+   * Replace every binding and access rule at once. The new trie entries, port
+   * tables and rules are written under the idle generation, then one write of
+   * ep_state switches lookups over; a failure before the switch removes what
+   * was written and leaves the live generation untouched.
    */
-  apply(bindings: readonly Binding[]): AppliedBindings {
-    for (const b of bindings) {
+  apply(bindings: readonly Binding[], access: readonly ServiceAccess[] = []): AppliedBindings {
+    for (const b of [...bindings, ...access]) {
       if (b.service < 0 || b.service >= abi.EP_MAX_SERVICES) {
         throw new ConfigError("bindings", `service id ${b.service} is outside 0-${abi.EP_MAX_SERVICES - 1}`);
       }
@@ -114,6 +115,7 @@ export class Dispatcher {
     if (total > abi.EP_RANGES_PER_GEN) {
       throw new ConfigError("bindings", `they compile to ${total} port ranges, more than the ${abi.EP_RANGES_PER_GEN} the dispatcher holds`);
     }
+    const m = this.maps;
     const live = this.currentGen();
     const gen = live ^ 1;
     try {
@@ -121,10 +123,21 @@ export class Dispatcher {
       let next = gen * abi.EP_RANGES_PER_GEN;
       for (const t of tables) {
         const first = next;
-        for (const r of t.ranges) this.ranges.update(abi.u32(next++), abi.encodePortRange(r.start, r.service));
-        this.prefixes.update(abi.encodePrefixKey(gen, t.protocol, t.prefix), abi.encodePrefixTable(first, t.ranges.length));
+        for (const r of t.ranges) m.ep_ranges.update(abi.u32(next++), abi.encodePortRange(r.start, r.service));
+        m.ep_prefixes.update(abi.encodePrefixKey(gen, t.protocol, t.prefix), abi.encodePrefixTable(first, t.ranges.length));
       }
-      this.state.update(abi.u32(0), abi.encodeState(gen));
+      const flags = new Map<number, number>();
+      for (const a of access) {
+        if (!a.allow.length && !a.deny.length) continue;
+        flags.set(a.service, abi.EP_SERVICE_HAS_RULES | (a.allow.length ? abi.EP_SERVICE_DEFAULT_DENY : 0));
+        // Deny is written last: the same prefix in both lists denies.
+        for (const p of a.allow) m.ep_access.update(abi.encodeAccessKey(gen, a.service, p), abi.u32(abi.EP_VERDICT_ALLOW));
+        for (const p of a.deny) m.ep_access.update(abi.encodeAccessKey(gen, a.service, p), abi.u32(abi.EP_VERDICT_DENY));
+      }
+      for (let s = 1; s < abi.EP_MAX_SERVICES; s++) {
+        m.ep_service_flags.update(abi.u32(gen * abi.EP_MAX_SERVICES + s), abi.u32(flags.get(s) ?? 0));
+      }
+      m.ep_state.update(abi.u32(0), abi.encodeState(gen));
     } catch (cause) {
       try {
         this.dropGeneration(gen);
@@ -138,36 +151,50 @@ export class Dispatcher {
   }
 
   private dropGeneration(gen: number): void {
-    for (const key of this.prefixes.keys(abi.sizes.ep_prefix_key)) {
-      if (abi.prefixKeyGen(key) === gen) this.prefixes.delete(key);
+    for (const key of this.maps.ep_prefixes.keys(abi.sizes.ep_prefix_key)) {
+      if (abi.prefixKeyGen(key) === gen) this.maps.ep_prefixes.delete(key);
+    }
+    for (const key of this.maps.ep_access.keys(abi.sizes.ep_access_key)) {
+      if (abi.accessKeyGen(key) === gen) this.maps.ep_access.delete(key);
     }
   }
 
   /** Steer (service, protocol, family) to the socket open at fd (SOCKMAP takes its own reference). */
   setSocket(service: number, protocol: Protocol, family: 4 | 6, fd: number): void {
     try {
-      this.sockets.update(abi.u32(abi.socketSlot(service, protocol, family)), abi.u64(fd));
+      this.maps.ep_sockets.update(abi.u32(abi.socketSlot(service, protocol, family)), abi.u64(fd));
     } catch (cause) {
       throw new DispatcherError(`register ${protocol}/ipv${family} socket of service ${service}`, { cause });
     }
   }
 
   removeSocket(service: number, protocol: Protocol, family: 4 | 6): boolean {
-    return this.sockets.delete(abi.u32(abi.socketSlot(service, protocol, family)));
+    return this.maps.ep_sockets.delete(abi.u32(abi.socketSlot(service, protocol, family)));
+  }
+
+  /** Is a socket registered in this slot? (A SOCKMAP lookup from user space yields the socket's cookie.) */
+  hasSocket(service: number, protocol: Protocol, family: 4 | 6): boolean {
+    return this.maps.ep_sockets.lookup(abi.u32(abi.socketSlot(service, protocol, family)), new Uint8Array(8)) !== undefined;
   }
 
   /** Counters summed over CPUs; service 0 counts lookups that matched no binding. */
   counters(service: number): abi.ServiceCounters {
     const buf = new Uint8Array(abi.sizes.ep_service_counters * this.cpus);
-    const v = this.counterMap.lookup(abi.u32(service), buf);
+    const v = this.maps.ep_counters.lookup(abi.u32(service), buf);
     if (!v) throw new KernelError(`read counters of service ${service}`, 2);
     return abi.decodeServiceCounters(v, this.cpus);
   }
 
-  /** Detach and free the program and maps. Idempotent. */
+  /** Zero a service's counters (a new service must not inherit a removed one's). */
+  resetCounters(service: number): void {
+    this.maps.ep_counters.update(abi.u32(service), new Uint8Array(abi.sizes.ep_service_counters * this.cpus));
+  }
+
+  /** Detach (unless the link is pinned) and free what this owns. Idempotent. */
   close(): void {
     this.link?.close();
     this.link = undefined;
-    this.object.close();
+    if (this.object) this.object.close();
+    else for (const m of Object.values(this.maps)) m.close();
   }
 }

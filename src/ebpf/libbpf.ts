@@ -66,17 +66,32 @@ function cstr(s: string): Buffer {
   return Buffer.from(`${s}\0`);
 }
 
-/** A map inside a loaded BpfObject; valid while its object is open. */
+/**
+ * A BPF map: either inside a loaded BpfObject (the object owns the fd) or
+ * opened from a bpffs pin (this owns the fd; close() releases it).
+ */
 export class BpfMap {
+  private ownedFd: number | undefined;
+
   constructor(
     readonly name: string,
-    private readonly owner: BpfObject,
-    private readonly handle: Pointer,
-  ) {}
+    private readonly source: { owner: BpfObject; handle: Pointer } | { fd: number },
+  ) {
+    if ("fd" in source) this.ownedFd = source.fd;
+  }
+
+  /** Open a pinned map. */
+  static fromPin(path: string, name: string): BpfMap {
+    return new BpfMap(name, { fd: objGet(path, `open pinned map ${name}`) });
+  }
 
   get fd(): number {
-    this.owner.assertOpen(`map ${this.name}`);
-    return libbpf().bpf_map__fd(this.handle);
+    if ("owner" in this.source) {
+      this.source.owner.assertOpen(`map ${this.name}`);
+      return libbpf().bpf_map__fd(this.source.handle);
+    }
+    if (this.ownedFd === undefined) throw new EdgeError(`map ${this.name}`, "used after close", "internal");
+    return this.ownedFd;
   }
 
   update(key: Uint8Array, value: Uint8Array, flags = 0): void {
@@ -114,8 +129,41 @@ export class BpfMap {
   }
 
   setMaxEntries(n: number): void {
-    check(`resize map ${this.name}`, libbpf().bpf_map__set_max_entries(this.handle, n));
+    if (!("owner" in this.source)) throw new EdgeError(`map ${this.name}`, "cannot resize a pinned map", "internal");
+    check(`resize map ${this.name}`, libbpf().bpf_map__set_max_entries(this.source.handle, n));
   }
+
+  pin(path: string): void {
+    check(`pin map ${this.name} at ${path}`, libbpf().bpf_obj_pin(this.fd, cstr(path)));
+  }
+
+  /** Release an fd opened from a pin; maps of an object close with it. Idempotent. */
+  close(): void {
+    if (this.ownedFd === undefined) return;
+    libc.close(this.ownedFd);
+    this.ownedFd = undefined;
+  }
+}
+
+/** bpf_obj_get: an fd for a pinned object. */
+export function objGet(path: string, where: string): number {
+  const fd = libbpf().bpf_obj_get(cstr(path));
+  if (fd < 0) throw new KernelError(where, fd === -1 ? -errno() : fd, takeLibbpfLog());
+  return fd;
+}
+
+/** bpf_obj_pin: pin the object open at fd. */
+export function objPin(fd: number, path: string, where: string): void {
+  check(where, libbpf().bpf_obj_pin(fd, cstr(path)));
+}
+
+/** A program's kernel id and tag (struct bpf_prog_info: type u32, id u32, tag[8]). */
+export function programInfo(fd: number): { id: number; tag: string } {
+  const info = new Uint8Array(256);
+  const len = new Uint32Array([info.length]);
+  check("read program info", libbpf().bpf_obj_get_info_by_fd(fd, info, len));
+  const v = new DataView(info.buffer);
+  return { id: v.getUint32(4, true), tag: Buffer.from(info.subarray(8, 16)).toString("hex") };
 }
 
 /** A BPF link (here: sk_lookup attached to a network namespace). Owns the link; close() detaches. */
@@ -131,7 +179,11 @@ export class BpfLink {
     return libbpf().bpf_link__fd(this.handle);
   }
 
-  /** Detach. Idempotent. */
+  pin(path: string): void {
+    objPin(this.fd, path, `pin link at ${path}`);
+  }
+
+  /** Detach (unless pinned: then the pin keeps it attached). Idempotent. */
   close(): void {
     if (!this.handle) return;
     const h = this.handle;
@@ -217,7 +269,7 @@ export class BpfObject {
     this.assertOpen(`map ${name}`);
     const h = libbpf().bpf_object__find_map_by_name(this.handle, cstr(name));
     if (!h) throw new EdgeError(`map ${name}`, "not in the BPF object", "internal");
-    return new BpfMap(name, this, h as Pointer);
+    return new BpfMap(name, { owner: this, handle: h as Pointer });
   }
 
   /** Create the maps and load every program; a failure carries the verifier log. */

@@ -29,6 +29,8 @@ export const libbpfSymbols = {
   bpf_map_get_next_key: { args: [i32, ptr, ptr], returns: i32 },
   bpf_obj_get_info_by_fd: { args: [i32, ptr, ptr], returns: i32 },
   libbpf_num_possible_cpus: { args: [], returns: i32 },
+  bpf_obj_pin: { args: [i32, cstring], returns: i32 },
+  bpf_obj_get: { args: [cstring], returns: i32 },
 } as const;
 
 /** glibc symbols. */
@@ -40,4 +42,9 @@ export const libcSymbols = {
   setns: { args: [i32, i32], returns: i32 },
   gettid: { args: [], returns: i32 },
   close: { args: [i32], returns: i32 },
+  flock: { args: [i32, i32], returns: i32 },
+  pidfd_open: { args: [i32, u32], returns: i32 },
+  pidfd_getfd: { args: [i32, i32, u32], returns: i32 },
+  getsockopt: { args: [i32, i32, i32, ptr, ptr], returns: i32 },
+  mount: { args: [cstring, cstring, cstring, u64, cstring], returns: i32 },
 } as const;

@@ -3,10 +3,10 @@ import type { Socket, TCPSocketListener } from "bun";
 export type Outcome = { kind: "data"; bytes: Uint8Array } | { kind: "refused" } | { kind: "reset"; bytes: Uint8Array } | { kind: "timeout" };
 
 /**
- * Connect, send `payload`, half-close, and collect everything until the peer
- * closes. Bounded by `timeoutMs`.
+ * Connect (from `localAddress` when given), send `payload`, half-close, and
+ * collect everything until the peer closes. Bounded by `timeoutMs`.
  */
-export function exchange(host: string, port: number, payload: Uint8Array | string = "", timeoutMs = 5000): Promise<Outcome> {
+export function exchange(host: string, port: number, payload: Uint8Array | string = "", timeoutMs = 5000, localAddress?: string): Promise<Outcome> {
   return new Promise((resolve) => {
     const chunks: Uint8Array[] = [];
     let settled = false;
@@ -26,6 +26,7 @@ export function exchange(host: string, port: number, payload: Uint8Array | strin
       hostname: host,
       port,
       allowHalfOpen: true,
+      ...(localAddress ? { localAddress } : {}),
       socket: {
         open(s) {
           sock = s;
