@@ -1,0 +1,273 @@
+import { afterAll, describe, expect, test } from "bun:test";
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { parseArgs } from "../cli/args";
+import { ConfigError } from "../errors";
+import { parsePrefix } from "./address";
+import { loadConfig, parseConfig } from "./file";
+import { DEFAULTS } from "./service";
+
+const FILE = "edgeproxy.toml";
+const TOKEN = "0123456789abcdef0123";
+
+/** One service "web" with one bind; extra lines go into the service and the bind. */
+const web = (bind = 'prefixes = "192.0.2.0/24"\nports = 80', service = "", name = "web") =>
+  `[[service]]\nname = "${name}"\n${service}\n[[service.bind]]\n${bind}\n`;
+
+function error(text: string, readFile?: (path: string) => string): string {
+  try {
+    parseConfig(text, FILE, { readFile });
+  } catch (e) {
+    expect(e).toBeInstanceOf(ConfigError);
+    const message = (e as Error).message;
+    expect(message).not.toContain("\n");
+    return message;
+  }
+  throw new Error("parsed without error");
+}
+
+const dir = mkdtempSync(join(tmpdir(), "edgeproxy-config-"));
+afterAll(() => rmSync(dir, { recursive: true, force: true }));
+
+describe("valid configs", () => {
+  test("full config round-trip", () => {
+    const text = `
+take_over = true
+max_connections = 5000
+
+[admin]
+listen = "127.0.0.1:9901"
+token = "${TOKEN}"
+
+[[service]]
+name = "web"
+origin = "127.0.0.1:8080"
+connect_timeout = "2s"
+idle_timeout = "10m"
+allow = ["192.0.2.0/24", "2001:db8::/32"]
+deny = "192.0.2.66/32"
+
+  [[service.bind]]
+  prefixes = ["192.0.2.0/24", "2001:db8::/64"]
+  ports = ["80", "443", "8000-8999"]
+
+  [[service.bind]]
+  protocol = "tcp"
+  prefixes = "198.51.100.0/24, 2001:db8:1::/48"
+  ports = "53,5000-5100"
+
+[[service]]
+name = "ssh.bastion"
+connect_timeout = 3
+
+  [[service.bind]]
+  prefixes = "192.0.2.0/24"
+  ports = [22, "2222"]
+`;
+    const c = parseConfig(text, FILE);
+    expect(c).toStrictEqual({
+      services: [
+        {
+          name: "web",
+          mode: "tcp",
+          bindings: [
+            {
+              protocol: "tcp",
+              prefixes: [parsePrefix("192.0.2.0/24"), parsePrefix("2001:db8::/64")],
+              ports: [{ lo: 80, hi: 80 }, { lo: 443, hi: 443 }, { lo: 8000, hi: 8999 }],
+            },
+            {
+              protocol: "tcp",
+              prefixes: [parsePrefix("198.51.100.0/24"), parsePrefix("2001:db8:1::/48")],
+              ports: [{ lo: 53, hi: 53 }, { lo: 5000, hi: 5100 }],
+            },
+          ],
+          origin: { host: "127.0.0.1", port: 8080 },
+          connectTimeoutMs: 2_000,
+          idleTimeoutMs: 600_000,
+          access: { allow: [parsePrefix("192.0.2.0/24"), parsePrefix("2001:db8::/32")], deny: [parsePrefix("192.0.2.66/32")] },
+        },
+        {
+          name: "ssh.bastion",
+          mode: "tcp",
+          bindings: [{ protocol: "tcp", prefixes: [parsePrefix("192.0.2.0/24")], ports: [{ lo: 22, hi: 22 }, { lo: 2222, hi: 2222 }] }],
+          origin: undefined,
+          connectTimeoutMs: 3_000,
+          idleTimeoutMs: DEFAULTS.idleTimeoutMs,
+          access: { allow: [], deny: [] },
+        },
+      ],
+      takeOver: true,
+      maxConnections: 5000,
+      admin: { kind: "tcp", host: "127.0.0.1", port: 9901, token: TOKEN },
+      source: FILE,
+    });
+  });
+
+  test("defaults", () => {
+    const c = parseConfig(web(), FILE);
+    expect(c.takeOver).toBe(false);
+    expect(c.maxConnections).toBeUndefined();
+    expect(c.admin).toEqual({ kind: "unix", path: DEFAULTS.adminSocket });
+    expect(c.services[0]).toMatchObject({ mode: "tcp", connectTimeoutMs: DEFAULTS.connectTimeoutMs, idleTimeoutMs: DEFAULTS.idleTimeoutMs });
+  });
+
+  test.each([
+    ["[admin]\n", { kind: "unix", path: DEFAULTS.adminSocket }],
+    ['[admin]\nsocket = "/run/ep/admin.sock"\n', { kind: "unix", path: "/run/ep/admin.sock" }],
+    ["[admin]\nenabled = false\n", { kind: "off" }],
+    ["[admin]\nenabled = true\n", { kind: "unix", path: DEFAULTS.adminSocket }],
+    [`[admin]\nlisten = "[::1]:9901"\ntoken = "${TOKEN}"\n`, { kind: "tcp", host: "::1", port: 9901, token: TOKEN }],
+    [`[admin]\nlisten = "127.0.0.2:9901"\ntoken_file = "/etc/ep/token"\n`, { kind: "tcp", host: "127.0.0.2", port: 9901, token: "from-the-file-0123" }],
+  ])("admin %p", (admin, expected) => {
+    const readFile = (path: string) => (path === "/etc/ep/token" ? "  from-the-file-0123\n" : "");
+    expect(parseConfig(admin + web(), FILE, { readFile }).admin).toEqual(expected as never);
+  });
+
+  test("a one-service file and the command-line shortcut agree", () => {
+    const cli = parseArgs([
+      "serve", "--name", "web", "--ports", "80,443,8000-8999", "--prefix", "192.0.2.0/24,2001:db8::/64",
+      "--origin", "[2001:db8::1]:8080", "--connect-timeout", "750ms", "--idle-timeout", "1h", "--take-over", "--max-connections", "100",
+    ]);
+    if (cli.kind !== "serve") throw new Error("expected serve");
+    const text = `take_over = true\nmax_connections = 100\n${web(
+      'prefixes = "192.0.2.0/24,2001:db8::/64"\nports = "80,443,8000-8999"',
+      'origin = "[2001:db8::1]:8080"\nconnect_timeout = "750ms"\nidle_timeout = "1h"',
+    )}`;
+    const { source, admin, ...fromFile } = parseConfig(text, FILE);
+    const { source: _, admin: __, bpffs: ___, ...fromCli } = cli.config; // --bpffs is a command-line-only setting
+    expect(source).toBe(FILE);
+    expect(admin).toEqual({ kind: "unix", path: DEFAULTS.adminSocket });
+    expect(fromFile).toStrictEqual(fromCli);
+  });
+
+  test("loadConfig reads the file and token_file", async () => {
+    const tokenFile = join(dir, "token");
+    writeFileSync(tokenFile, `${TOKEN}\n`);
+    const file = join(dir, "ok.toml");
+    writeFileSync(file, `[admin]\nlisten = "127.0.0.1:9901"\ntoken_file = "${tokenFile}"\n${web()}`);
+    const c = await loadConfig(file);
+    expect(c.source).toBe(file);
+    expect(c.admin).toEqual({ kind: "tcp", host: "127.0.0.1", port: 9901, token: TOKEN });
+  });
+});
+
+describe("errors name the file, the service and the field", () => {
+  test.each([
+    // TOML syntax
+    ['take_over = false\n\n[[service]]\nname = "web"\nmode = tcp\n', 'edgeproxy.toml:5: TOML syntax error: Strings must be quoted: "tcp"'],
+    ["take_over = false\ntake_over = true\n", "edgeproxy.toml:2: TOML syntax error: Cannot redefine key 'take_over'"],
+    ['a = [\n 1,\n]\n[[service]]\nname = "web"\nports = [1,\n2,\n', "edgeproxy.toml:6: TOML syntax error: Unterminated array; expected ']'"],
+    ['a = """\nx\n"""\nb = "abc\n', "edgeproxy.toml:4: TOML syntax error: Unterminated string; newlines must be escaped in basic strings"],
+    ["b = 1\r\nc = [1, 2\r\n[d]\r\n", "edgeproxy.toml:3: TOML syntax error: Expected ',' or ']' in an array but found '['"],
+    // unknown fields, at every level
+    [`takeover = true\n${web()}`, 'edgeproxy.toml: unknown field "takeover" (did you mean "take_over"?)'],
+    [`ports = 80\n${web()}`, 'edgeproxy.toml: unknown field "ports" (it belongs in a [[service.bind]] table)'],
+    [`[admin]\nsocet = "/x"\n${web()}`, 'edgeproxy.toml: admin: unknown field "socet" (did you mean "socket"?)'],
+    [web(undefined, 'orign = "x"'), 'edgeproxy.toml: service "web": unknown field "orign" (did you mean "origin"?)'],
+    [web(undefined, "ports = 80"), 'edgeproxy.toml: service "web": unknown field "ports" (it belongs in a [[service.bind]] table)'],
+    [web('prefix = "192.0.2.0/24"\nports = 80'), 'edgeproxy.toml: service "web": bind[1]: unknown field "prefix" (did you mean "prefixes"?)'],
+    [web(undefined, "xyz = 1"), 'edgeproxy.toml: service "web": unknown field "xyz" (known: name, mode, origin, connect_timeout, idle_timeout, allow, deny, bind)'],
+    // types and required fields
+    [`take_over = "yes"\n${web()}`, "edgeproxy.toml: take_over: expected true or false, got a string"],
+    [`max_connections = 0\n${web()}`, "edgeproxy.toml: max_connections: 0 is not a positive integer"],
+    [`max_connections = 1.5\n${web()}`, "edgeproxy.toml: max_connections: expected a positive integer, got a float"],
+    [`admin = "/x"\n${web()}`, "edgeproxy.toml: admin: expected a table, got a string"],
+    ["take_over = true\n", 'edgeproxy.toml: missing required field "service" (add a [[service]] table)'],
+    ['[service]\nname = "web"\n', "edgeproxy.toml: service: expected an array of tables ([[service]]), got a table"],
+    ['[[service]]\nname = "web"\n', 'edgeproxy.toml: service "web": missing required field "bind" (add a [[service.bind]] table with prefixes and ports)'],
+    ['[[service]]\nname = "web"\n[service.bind]\nports = 80\n', 'edgeproxy.toml: service "web": bind: expected an array of tables ([[service.bind]]), got a table'],
+    ['[[service]]\n[[service.bind]]\nprefixes = "192.0.2.0/24"\nports = 80\n', 'edgeproxy.toml: service[1]: missing required field "name"'],
+    [web().replace('"web"', "7"), "edgeproxy.toml: service[1]: name: expected a string, got an integer"],
+    [web().replace('"web"', '"a b"'), 'edgeproxy.toml: service[1]: name: "a b": use 1-64 of a-z A-Z 0-9 _ . -'],
+    [web("ports = 80"), 'edgeproxy.toml: service "web": bind[1]: missing required field "prefixes"'],
+    [web('prefixes = "192.0.2.0/24"'), 'edgeproxy.toml: service "web": bind[1]: missing required field "ports"'],
+    [web('prefixes = []\nports = 80'), 'edgeproxy.toml: service "web": bind[1].prefixes: must not be empty'],
+    [web('prefixes = "192.0.2.0/24"\nports = []'), 'edgeproxy.toml: service "web": bind[1].ports: must not be empty'],
+    [web('prefixes = [1]\nports = 80'), 'edgeproxy.toml: service "web": bind[1].prefixes: item 1 is an integer; expected a string'],
+    [web('prefixes = "192.0.2.0/24"\nports = true'), 'edgeproxy.toml: service "web": bind[1].ports: expected an array of strings or integers, or a string, got a boolean'],
+    [web('prefixes = "192.0.2.0/24"\nports = [80, 1.5]'), 'edgeproxy.toml: service "web": bind[1].ports: item 2 is a float; expected a string or an integer'],
+    [web(undefined, "allow = 1"), 'edgeproxy.toml: service "web": allow: expected an array of strings, or a string, got an integer'],
+    // values
+    [web('prefixes = "192.0.2.0/24"\nports = ["80", "70000"]'), 'edgeproxy.toml: service "web": bind[1].ports: "70000": port 70000 is outside 1-65535'],
+    [web('prefixes = "192.0.2.0/24"\nports = [80, 70000]'), 'edgeproxy.toml: service "web": bind[1].ports: "70000": port 70000 is outside 1-65535'],
+    [web('prefixes = "192.0.2.0/24"\nports = "0-5"'), 'edgeproxy.toml: service "web": bind[1].ports: "0-5": port 0 is outside 1-65535'],
+    [web('prefixes = "192.0.2.0/24"\nports = "80,5-3"'), 'edgeproxy.toml: service "web": bind[1].ports: "5-3": range start is above its end'],
+    [web('prefixes = "192.0.2.0/24"\nports = "80,,443"'), 'edgeproxy.toml: service "web": bind[1].ports: "80,,443" has an empty item'],
+    [web('protocol = "sctp"\nprefixes = "192.0.2.0/24"\nports = 80'), 'edgeproxy.toml: service "web": bind[1].protocol: "sctp" is not one of tcp, udp'],
+    [web('prefixes = ["192.0.2.1/24"]\nports = 80'), 'edgeproxy.toml: service "web": bind[1].prefixes: "192.0.2.1/24" has host bits set (did you mean 192.0.2.0/24?)'],
+    [web('prefixes = "192.0.2.0/24, 2001:db8::/129"\nports = 80'), 'edgeproxy.toml: service "web": bind[1].prefixes: "2001:db8::/129": prefix length must be 0-128 for IPv6'],
+    [web() + '[[service.bind]]\nprefixes = "example.com"\nports = 80\n', 'edgeproxy.toml: service "web": bind[2].prefixes: "example.com" is not an IPv4 or IPv6 prefix'],
+    [web(undefined, 'deny = ["10.0.0.1/8"]'), 'edgeproxy.toml: service "web": deny: "10.0.0.1/8" has host bits set (did you mean 10.0.0.0/8?)'],
+    [web(undefined, 'connect_timeout = "5 seconds"'), 'edgeproxy.toml: service "web": connect_timeout: "5 seconds" is not a duration (like 500ms, 5s, 2m)'],
+    [web(undefined, 'idle_timeout = "0s"'), 'edgeproxy.toml: service "web": idle_timeout: "0s" must be above 0 and at most 7 days'],
+    [web(undefined, 'origin = "10.0.0.1:0"'), 'edgeproxy.toml: service "web": origin: "10.0.0.1:0": port must be 1-65535'],
+    [web(undefined, 'origin = "bad host!"'), 'edgeproxy.toml: service "web": origin: "bad host!" is not HOST, HOST:PORT or [IPv6]:PORT'],
+    [web(undefined, 'mode = "udp"'), 'edgeproxy.toml: service "web": mode: udp services are not available yet in this version'],
+    [web(undefined, 'mode = "http"'), 'edgeproxy.toml: service "web": mode: http services are not available yet in this version'],
+    [web(undefined, 'mode = "sctp"'), 'edgeproxy.toml: service "web": mode: "sctp" is not one of tcp, udp, http'],
+    // admin
+    [`[admin]\nlisten = "0.0.0.0:9901"\ntoken = "${TOKEN}"\n${web()}`, 'edgeproxy.toml: admin.listen: "0.0.0.0:9901" must be a loopback address (127.0.0.0/8 or [::1]); the admin API is not for the network'],
+    [`[admin]\nlisten = "localhost:9901"\ntoken = "${TOKEN}"\n${web()}`, 'edgeproxy.toml: admin.listen: "localhost:9901" must be a loopback address (127.0.0.0/8 or [::1]); the admin API is not for the network'],
+    [`[admin]\nlisten = "127.0.0.1"\ntoken = "${TOKEN}"\n${web()}`, 'edgeproxy.toml: admin.listen: "127.0.0.1" needs a port'],
+    [`[admin]\nlisten = "127.0.0.1:9901"\n${web()}`, "edgeproxy.toml: admin: listen needs token or token_file"],
+    [`[admin]\nlisten = "[::1]:9901"\ntoken = "short"\n${web()}`, "edgeproxy.toml: admin.token: the token has 5 characters; use at least 16"],
+    [`[admin]\nlisten = "[::1]:9901"\ntoken = "with space 0123456789"\n${web()}`, "edgeproxy.toml: admin.token: the token must be printable ASCII without spaces"],
+    [`[admin]\nlisten = "[::1]:9901"\ntoken = "${TOKEN}"\ntoken_file = "/t"\n${web()}`, "edgeproxy.toml: admin: set token or token_file, not both"],
+    [`[admin]\nlisten = "[::1]:9901"\ntoken_file = "token"\n${web()}`, 'edgeproxy.toml: admin.token_file: "token" is not an absolute path'],
+    [`[admin]\ntoken = "${TOKEN}"\n${web()}`, "edgeproxy.toml: admin: token and token_file only apply with listen"],
+    [`[admin]\nsocket = "admin.sock"\n${web()}`, 'edgeproxy.toml: admin.socket: "admin.sock" is not an absolute path'],
+    [`[admin]\nsocket = "/${"a".repeat(107)}"\n${web()}`, `edgeproxy.toml: admin.socket: "/${"a".repeat(107)}" is longer than 107 bytes`],
+    [`[admin]\nsocket = "/a.sock"\nlisten = "127.0.0.1:1"\n${web()}`, "edgeproxy.toml: admin: set socket or listen, not both"],
+    [`[admin]\nenabled = false\nsocket = "/a.sock"\n${web()}`, "edgeproxy.toml: admin.enabled: false cannot be combined with socket"],
+    // across services
+    [web() + web('prefixes = "198.51.100.0/24"\nports = 80'), 'edgeproxy.toml: service[2]: name: "web" is already the name of service[1]'],
+    [web() + web(undefined, "", "api"), "edgeproxy.toml: bindings: tcp 192.0.2.0/24 80 is bound by both service web and service api"],
+    [
+      web('prefixes = "192.0.2.0/24"\nports = "1000-1999"') + web('prefixes = "192.0.2.0/24"\nports = "1500-2499"', "", "api"),
+      "edgeproxy.toml: bindings: tcp 192.0.2.0/24 1000-1999 (service web) and tcp 192.0.2.0/24 1500-2499 (service api) overlap with equal precedence",
+    ],
+  ])("%#", (text, expected) => {
+    expect(error(text, () => "")).toBe(expected);
+  });
+
+  test("token_file that cannot be read", () => {
+    const text = `[admin]\nlisten = "127.0.0.1:9901"\ntoken_file = "${join(dir, "absent")}"\n${web()}`;
+    expect(error(text, undefined)).toBe(`edgeproxy.toml: admin.token_file: cannot read "${join(dir, "absent")}": no such file (ENOENT)`);
+  });
+
+  test("token_file whose token is too short", () => {
+    const text = `[admin]\nlisten = "127.0.0.1:9901"\ntoken_file = "/t"\n${web()}`;
+    expect(error(text, () => "abc\n")).toBe("edgeproxy.toml: admin.token_file: the token has 3 characters; use at least 16");
+  });
+
+  test("nested ranges are not conflicts", () => {
+    const text = web('prefixes = "192.0.2.0/24"\nports = "1-65535"') + web('prefixes = "192.0.2.0/24"\nports = [80]', "", "api");
+    expect(parseConfig(text, FILE).services.map((s) => s.name)).toEqual(["web", "api"]);
+  });
+
+  test("udp bindings wait for udp services", () => {
+    const text = web('protocol = "udp"\nprefixes = "192.0.2.0/24"\nports = 80', "", "dns");
+    expect(error(text)).toBe('edgeproxy.toml: service "dns": bind[1].protocol: udp bindings are not available yet in this version');
+  });
+
+  test("at most 1023 services", () => {
+    const many = (n: number) =>
+      Array.from({ length: n }, (_, i) => web(`prefixes = "10.${i >> 8}.${i & 255}.0/24"\nports = 80`, "", `s${i}`)).join("");
+    expect(parseConfig(many(1023), FILE).services).toHaveLength(1023);
+    expect(error(many(1024))).toBe("edgeproxy.toml: service: 1024 services; at most 1023 are supported");
+  });
+
+  test("loadConfig: missing file and directory", async () => {
+    const missing = join(dir, "nope.toml");
+    await expect(loadConfig(missing)).rejects.toThrow(new ConfigError(missing, "cannot read config file: no such file (ENOENT)"));
+    await expect(loadConfig(dir)).rejects.toThrow(new ConfigError(dir, "cannot read config file: is a directory (EISDIR)"));
+  });
+
+  test("loadConfig passes parse errors through with the file name", async () => {
+    const file = join(dir, "bad.toml");
+    writeFileSync(file, web('prefixes = "192.0.2.0/24"\nports = "70000"'));
+    await expect(loadConfig(file)).rejects.toThrow(`${file}: service "web": bind[1].ports: "70000": port 70000 is outside 1-65535`);
+  });
+});

@@ -1,0 +1,235 @@
+import { readFileSync } from "node:fs";
+import { readFile } from "node:fs/promises";
+import { EP_MAX_SERVICES } from "../dispatcher/abi";
+import { compileBindings } from "../dispatcher/compile";
+import { ConfigError } from "../errors";
+import { serviceBindings } from "../server/bindings";
+import { parseAddress, parsePrefix, type Prefix } from "./address";
+import { parseDuration, parseOrigin } from "./origin";
+import { parsePorts } from "./ports";
+import { Fields, isTable } from "./schema";
+import { DEFAULTS, type AdminConfig, type BindingConfig, type Mode, type ServeConfig, type ServiceConfig } from "./service";
+
+const NAME = /^[a-zA-Z0-9_.-]{1,64}$/;
+const MODES: readonly Mode[] = ["tcp", "udp", "http"];
+// Dispatcher id 0 means "not bound", so ids 1..EP_MAX_SERVICES-1 are left for services.
+const MAX_SERVICES = EP_MAX_SERVICES - 1;
+const MIN_TOKEN = 16;
+// sun_path is 108 bytes including the terminating NUL.
+const MAX_SOCKET_PATH = 107;
+
+const TOP_FIELDS = ["take_over", "max_connections", "admin", "service"];
+const ADMIN_FIELDS = ["enabled", "socket", "listen", "token", "token_file"];
+const SERVICE_FIELDS = ["name", "mode", "origin", "connect_timeout", "idle_timeout", "allow", "deny", "bind"];
+const BIND_FIELDS = ["protocol", "prefixes", "ports"];
+const IN_SERVICE = "it belongs in a [[service]] table";
+const IN_BIND = "it belongs in a [[service.bind]] table";
+const TOP_HINTS = { name: IN_SERVICE, origin: IN_SERVICE, mode: IN_SERVICE, bind: IN_SERVICE, ports: IN_BIND, prefixes: IN_BIND, services: "the tables are [[service]]" };
+const SERVICE_HINTS = { ports: IN_BIND, prefixes: IN_BIND, protocol: IN_BIND, prefix: IN_BIND };
+
+/** How parseConfig reads files the config points at (token_file); tests pass their own. */
+export interface ParseOptions {
+  readonly readFile?: (path: string) => string;
+}
+
+/**
+ * Parse and validate an edgeproxy.toml. Every error is a one-line ConfigError
+ * naming the file, the service and the field. Origins that loop back into the
+ * bindings are checked at startup (rejectLoops), not here.
+ */
+export function parseConfig(text: string, file: string, options: ParseOptions = {}): ServeConfig {
+  const top = Fields.of(parseToml(text, file), file, ": ", TOP_FIELDS, TOP_HINTS);
+  const takeOver = top.boolean("take_over") ?? false;
+  const maxConnections = top.positiveInteger("max_connections");
+  const admin = parseAdmin(top, file, options.readFile ?? ((p) => readFileSync(p, "utf8")));
+
+  const raw = top.tables("service", "[[service]]");
+  if (!raw || raw.length === 0) throw top.missing("service", "add a [[service]] table");
+  if (raw.length > MAX_SERVICES) throw new ConfigError(top.at("service"), `${raw.length} services; at most ${MAX_SERVICES} are supported`);
+  const services = raw.map((t, i) => parseService(t, i, file));
+
+  const seen = new Map<string, number>();
+  services.forEach((s, i) => {
+    const first = seen.get(s.name);
+    if (first !== undefined) throw new ConfigError(`${file}: service[${i + 1}]: name`, `"${s.name}" is already the name of service[${first + 1}]`);
+    seen.set(s.name, i);
+  });
+
+  try {
+    compileBindings(serviceBindings(services));
+  } catch (e) {
+    if (e instanceof ConfigError) throw new ConfigError(`${file}: ${e.where}`, e.message.slice(e.where.length + 2));
+    throw e;
+  }
+  return { services, takeOver, maxConnections, admin, source: file };
+}
+
+/** Read and parse a config file; an unreadable file is a ConfigError naming it. */
+export async function loadConfig(file: string, options: ParseOptions = {}): Promise<ServeConfig> {
+  let text: string;
+  try {
+    text = await readFile(file, "utf8");
+  } catch (e) {
+    throw new ConfigError(file, `cannot read config file: ${ioReason(e)}`);
+  }
+  return parseConfig(text, file, options);
+}
+
+function ioReason(e: unknown): string {
+  const code = (e as { code?: string }).code;
+  const words: Record<string, string> = { ENOENT: "no such file", EACCES: "permission denied", EISDIR: "is a directory" };
+  return code ? `${words[code] ?? "error"} (${code})` : (e as Error).message;
+}
+
+function parseToml(text: string, file: string): unknown {
+  try {
+    return Bun.TOML.parse(text);
+  } catch (e) {
+    const message = (e as Error).message;
+    const line = errorLine(text, message);
+    throw new ConfigError(line ? `${file}:${line}` : file, `TOML syntax error: ${message.replace(/^TOML Parse error: /, "")}`);
+  }
+}
+
+/*
+ * Bun's TOML errors carry no position (their line/column point into our own
+ * source), so find the line by parsing prefixes of the file: the first line
+ * from which every prefix fails with the same message is where the parser
+ * gave up. Most errors appear as soon as their line is included and persist,
+ * so binary search finds it. An unterminated array, inline table or
+ * multi-line string also "fails" in the middle of every valid multi-line one
+ * before it, so for those walk back from the end instead, a bounded distance.
+ */
+const UNTERMINATED = /end of file$|Unterminated (array|inline table|string)($|; expected)/;
+const WALK_BACK = 200;
+
+function errorLine(text: string, message: string): number | undefined {
+  const lines = text.split("\n");
+  const failsAt = (n: number) => {
+    try {
+      // Keep each line's newline: "unterminated" messages differ with and without it.
+      Bun.TOML.parse(n === lines.length ? text : `${lines.slice(0, n).join("\n")}\n`);
+      return false;
+    } catch (e) {
+      return (e as Error).message === message;
+    }
+  };
+  if (!failsAt(lines.length)) return undefined;
+  if (UNTERMINATED.test(message)) {
+    for (let n = lines.length - 1; n >= Math.max(0, lines.length - WALK_BACK); n--) {
+      if (n === 0 || !failsAt(n)) return n + 1;
+    }
+    return undefined;
+  }
+  let lo = 1;
+  let hi = lines.length;
+  while (lo < hi) {
+    const mid = (lo + hi) >> 1;
+    if (failsAt(mid)) hi = mid;
+    else lo = mid + 1;
+  }
+  return lo;
+}
+
+function parseAdmin(top: Fields, file: string, read: (path: string) => string): AdminConfig {
+  if (!top.has("admin")) return { kind: "unix", path: DEFAULTS.adminSocket };
+  const f = Fields.of(top.value("admin"), `${file}: admin`, ".", ADMIN_FIELDS);
+  const set = ["socket", "listen", "token", "token_file"].filter((k) => f.has(k));
+  if (f.boolean("enabled") === false) {
+    if (set.length) throw new ConfigError(f.at("enabled"), `false cannot be combined with ${set.join(", ")}`);
+    return { kind: "off" };
+  }
+  if (f.has("socket") && f.has("listen")) throw new ConfigError(f.where, "set socket or listen, not both");
+  if (f.has("token") && f.has("token_file")) throw new ConfigError(f.where, "set token or token_file, not both");
+  const listen = f.string("listen");
+  if (listen === undefined) {
+    if (f.has("token") || f.has("token_file")) throw new ConfigError(f.where, "token and token_file only apply with listen");
+    const path = f.string("socket") ?? DEFAULTS.adminSocket;
+    if (!path.startsWith("/")) throw new ConfigError(f.at("socket"), `"${path}" is not an absolute path`);
+    if (Buffer.byteLength(path) > MAX_SOCKET_PATH) throw new ConfigError(f.at("socket"), `"${path}" is longer than ${MAX_SOCKET_PATH} bytes`);
+    return { kind: "unix", path };
+  }
+  const { host, port } = parseOrigin(listen, f.at("listen"));
+  if (port === undefined) throw new ConfigError(f.at("listen"), `"${listen}" needs a port`);
+  const addr = parseAddress(host);
+  const loopback = addr && (addr.length === 4 ? addr[0] === 127 : addr.every((b, i) => b === (i === 15 ? 1 : 0)));
+  if (!loopback) throw new ConfigError(f.at("listen"), `"${listen}" must be a loopback address (127.0.0.0/8 or [::1]); the admin API is not for the network`);
+  return { kind: "tcp", host, port, token: adminToken(f, read) };
+}
+
+function adminToken(f: Fields, read: (path: string) => string): string {
+  let token = f.string("token");
+  let key = "token";
+  if (token === undefined) {
+    const path = f.string("token_file");
+    if (path === undefined) throw new ConfigError(f.where, "listen needs token or token_file");
+    key = "token_file";
+    if (!path.startsWith("/")) throw new ConfigError(f.at(key), `"${path}" is not an absolute path`);
+    try {
+      token = read(path).trim();
+    } catch (e) {
+      throw new ConfigError(f.at(key), `cannot read "${path}": ${ioReason(e)}`);
+    }
+  }
+  // Sent as an HTTP bearer token, so it must fit in a header as one word.
+  if (!/^[\x21-\x7e]*$/.test(token)) throw new ConfigError(f.at(key), "the token must be printable ASCII without spaces");
+  if (token.length < MIN_TOKEN) throw new ConfigError(f.at(key), `the token has ${token.length} characters; use at least ${MIN_TOKEN}`);
+  return token;
+}
+
+function parseService(raw: unknown, index: number, file: string): ServiceConfig {
+  // Name the service in messages as soon as possible, even before its name is checked.
+  const rawName = isTable(raw) ? raw.name : undefined;
+  const label = typeof rawName === "string" && NAME.test(rawName) ? `service "${rawName}"` : `service[${index + 1}]`;
+  const f = Fields.of(raw, `${file}: ${label}`, ": ", SERVICE_FIELDS, SERVICE_HINTS);
+
+  const name = f.string("name");
+  if (name === undefined) throw f.missing("name");
+  if (!NAME.test(name)) throw new ConfigError(f.at("name"), `"${name}": use 1-64 of a-z A-Z 0-9 _ . -`);
+
+  const mode = (f.string("mode") ?? "tcp") as Mode;
+  if (!MODES.includes(mode)) throw new ConfigError(f.at("mode"), `"${mode}" is not one of ${MODES.join(", ")}`);
+  if (mode !== "tcp") throw new ConfigError(f.at("mode"), `${mode} services are not available yet in this version`);
+
+  const originText = f.string("origin");
+  const origin = originText === undefined ? undefined : parseOrigin(originText, f.at("origin"));
+  const duration = (key: string, fallback: number) => {
+    const t = f.text(key);
+    return t === undefined ? fallback : parseDuration(t, f.at(key));
+  };
+  const connectTimeoutMs = duration("connect_timeout", DEFAULTS.connectTimeoutMs);
+  const idleTimeoutMs = duration("idle_timeout", DEFAULTS.idleTimeoutMs);
+  const access = { allow: prefixes(f, "allow") ?? [], deny: prefixes(f, "deny") ?? [] };
+
+  const binds = f.tables("bind", "[[service.bind]]");
+  if (!binds || binds.length === 0) throw f.missing("bind", "add a [[service.bind]] table with prefixes and ports");
+  const bindings = binds.map((b, i) => parseBind(b, `${f.where}: bind[${i + 1}]`));
+
+  // origin stays a key even when undefined, as on the command line, so both configs compare equal.
+  return { name, mode, bindings, origin, connectTimeoutMs, idleTimeoutMs, access };
+}
+
+function parseBind(raw: unknown, where: string): BindingConfig {
+  const f = Fields.of(raw, where, ".", BIND_FIELDS);
+  const protocol = f.string("protocol") ?? "tcp";
+  if (protocol !== "tcp" && protocol !== "udp") throw new ConfigError(f.at("protocol"), `"${protocol}" is not one of tcp, udp`);
+  // A udp binding would steer datagrams to a service with no UDP socket: the kernel would drop them all.
+  if (protocol === "udp") throw new ConfigError(f.at("protocol"), "udp bindings are not available yet in this version");
+
+  const prefixList = prefixes(f, "prefixes");
+  if (!prefixList) throw f.missing("prefixes");
+  if (prefixList.length === 0) throw new ConfigError(f.at("prefixes"), "must not be empty");
+
+  const portItems = f.list("ports", true);
+  if (!portItems) throw f.missing("ports");
+  if (portItems.length === 0) throw new ConfigError(f.at("ports"), "must not be empty");
+  const ports = portItems.flatMap((item) => parsePorts(item, f.at("ports")));
+  return { protocol, prefixes: prefixList, ports };
+}
+
+function prefixes(f: Fields, key: string): Prefix[] | undefined {
+  return f
+    .list(key)
+    ?.flatMap((item) => item.split(","))
+    .map((text) => parsePrefix(text.trim(), f.at(key)));
+}
