@@ -78,12 +78,15 @@ export class Relay {
   private connecting = true;
   lastActive: number;
   private readonly deadline: number;
+  // performance.now() at accept, for the duration histogram.
+  private readonly startedAt: number;
 
   constructor(
     private readonly client: Socket<unknown>,
     private readonly options: RelayOptions,
     private readonly active: Set<Relay>,
   ) {
+    this.startedAt = performance.now();
     this.lastActive = options.clock.now;
     this.deadline = options.clock.now + options.connectTimeoutMs;
     active.add(this);
@@ -219,6 +222,7 @@ export class Relay {
     this.down.out.clear();
     this.active.delete(this);
     this.options.stats.connectionsActive--;
+    this.options.stats.observe((performance.now() - this.startedAt) / 1000);
     this.options.admission.leave();
   }
 }

@@ -1,3 +1,13 @@
+import type { ConnectionStats } from "../admin/backend";
+
+/** Upper bounds in seconds of the connection-duration histogram's buckets (+Inf is implicit). */
+export const DURATION_BUCKETS: readonly number[] = [
+  0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 1800, 3600,
+];
+
+// A typed copy so observe() scans flat doubles.
+const BOUNDS = Float64Array.from(DURATION_BUCKETS);
+
 /** Per-service data-plane counters, read by status and metrics. */
 export class ServiceStats {
   connectionsActive = 0;
@@ -8,9 +18,44 @@ export class ServiceStats {
   readonly originErrors = new Map<string, number>();
   clientResets = 0;
   idleTimeouts = 0;
+  /** Connection durations: per-bucket (not cumulative) counts; the last slot is +Inf. */
+  readonly durationCounts = new Float64Array(BOUNDS.length + 1);
+  durationSum = 0;
+  durationCount = 0;
 
   originError(kind: string): void {
     this.originErrors.set(kind, (this.originErrors.get(kind) ?? 0) + 1);
+  }
+
+  /** Record one connection's duration; allocates nothing (runs once per connection). */
+  observe(seconds: number): void {
+    // Buckets are "less than or equal" (Prometheus `le`); a linear scan beats
+    // bisection on 16 bounds and most connections end in the first few.
+    let i = 0;
+    while (i < BOUNDS.length && seconds > BOUNDS[i]!) i++;
+    this.durationCounts[i]!++;
+    this.durationSum += seconds;
+    this.durationCount++;
+  }
+
+  /** A copy in the admin API's shape, with cumulative buckets. */
+  snapshot(): ConnectionStats {
+    const buckets: { le: number; count: number }[] = [];
+    let cumulative = 0;
+    for (let i = 0; i < this.durationCounts.length; i++) {
+      cumulative += this.durationCounts[i]!;
+      buckets.push({ le: i < BOUNDS.length ? BOUNDS[i]! : Infinity, count: cumulative });
+    }
+    return {
+      active: this.connectionsActive,
+      total: this.connectionsTotal,
+      bytesFromClients: this.bytesFromClients,
+      bytesFromOrigins: this.bytesFromOrigins,
+      originErrors: Object.fromEntries(this.originErrors),
+      clientResets: this.clientResets,
+      idleTimeouts: this.idleTimeouts,
+      duration: { buckets, sum: this.durationSum, count: this.durationCount },
+    };
   }
 }
 

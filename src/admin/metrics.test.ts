@@ -1,0 +1,144 @@
+import { expect, test } from "bun:test";
+import parse, { type ParsedFamily } from "parse-prometheus-text-format";
+import type { StatusSnapshot } from "./backend";
+import { sampleStatus } from "./fixture";
+import { renderMetrics } from "./metrics";
+
+function families(text: string): Map<string, ParsedFamily> {
+  return new Map(parse(text).map((f) => [f.name, f]));
+}
+
+// The value of the one sample of `name` whose labels are exactly `labels`.
+function value(fams: Map<string, ParsedFamily>, name: string, labels: Record<string, string> = {}): string {
+  const fam = fams.get(name);
+  if (!fam) throw new Error(`no family ${name}`);
+  const hits = fam.metrics.filter((m) => Bun.deepEquals(m.labels ?? {}, labels));
+  expect(hits).toHaveLength(1);
+  return hits[0]!.value!;
+}
+
+test("every family parses, is typed and has help; counters end in _total", () => {
+  const text = renderMetrics(sampleStatus());
+  const fams = parse(text);
+  expect(fams.map((f) => f.name).sort()).toEqual(
+    [
+      "build_info",
+      "bytes_total",
+      "client_resets_total",
+      "connection_cap_active",
+      "connection_cap_max",
+      "connection_cap_refused_total",
+      "connection_duration_seconds",
+      "connections_active",
+      "connections_total",
+      "idle_timeouts_total",
+      "kernel_drops_total",
+      "kernel_lookups_total",
+      "kernel_steered_total",
+      "kernel_unmatched_lookups_total",
+      "origin_errors_total",
+      "process_start_time_seconds",
+    ].map((n) => `edgeproxy_${n}`),
+  );
+  for (const f of fams) {
+    expect(f.help).not.toBe("");
+    expect(["COUNTER", "GAUGE", "HISTOGRAM"]).toContain(f.type);
+    if (f.type === "COUNTER") expect(f.name).toEndWith("_total");
+  }
+  expect(text.endsWith("\n")).toBe(true);
+});
+
+test("every sample line is well formed", () => {
+  // The parser is lenient about names and values; check them line by line as Prometheus would.
+  const label = String.raw`[a-zA-Z_][a-zA-Z0-9_]*="(?:[^"\\\n]|\\[\\"n])*"`;
+  const line = new RegExp(String.raw`^[a-zA-Z_:][a-zA-Z0-9_:]*(?:\{${label}(?:,${label})*\})? (\S+)$`);
+  for (const l of renderMetrics(sampleStatus()).trimEnd().split("\n")) {
+    if (l.startsWith("# ")) {
+      expect(l).toMatch(/^# (HELP|TYPE) edgeproxy_[a-z_]+ \S/);
+      continue;
+    }
+    const m = line.exec(l);
+    expect(m, l).not.toBeNull();
+    expect(Number.isNaN(Number(m![1]!.replace("Inf", "Infinity")))).toBe(false);
+  }
+});
+
+test("values match the snapshot, bigints to the last digit", () => {
+  const fams = families(renderMetrics(sampleStatus()));
+  expect(value(fams, "edgeproxy_build_info", { version: "1.2.3-test" })).toBe("1");
+  expect(value(fams, "edgeproxy_process_start_time_seconds")).toBe("1700000000");
+  expect(value(fams, "edgeproxy_kernel_lookups_total", { service: "web" })).toBe("18446744073709551615");
+  expect(value(fams, "edgeproxy_kernel_lookups_total", { service: "ext" })).toBe("10");
+  expect(value(fams, "edgeproxy_kernel_steered_total", { service: "web" })).toBe("100");
+  expect(value(fams, "edgeproxy_kernel_drops_total", { service: "web", reason: "missing_socket" })).toBe("1");
+  expect(value(fams, "edgeproxy_kernel_drops_total", { service: "web", reason: "assign_error" })).toBe("2");
+  expect(value(fams, "edgeproxy_kernel_drops_total", { service: "web", reason: "denied" })).toBe("3");
+  expect(value(fams, "edgeproxy_kernel_unmatched_lookups_total")).toBe("9007199254740993");
+  expect(value(fams, "edgeproxy_connections_active", { service: "web" })).toBe("2");
+  expect(value(fams, "edgeproxy_connections_total", { service: "web" })).toBe("7");
+  expect(value(fams, "edgeproxy_bytes_total", { service: "web", direction: "client_to_origin" })).toBe("1234");
+  expect(value(fams, "edgeproxy_bytes_total", { service: "web", direction: "origin_to_client" })).toBe("98765");
+  expect(value(fams, "edgeproxy_origin_errors_total", { service: "web", class: "refused" })).toBe("2");
+  expect(value(fams, "edgeproxy_origin_errors_total", { service: "web", class: "timeout" })).toBe("0");
+  expect(value(fams, "edgeproxy_origin_errors_total", { service: "web", class: "weird" })).toBe("1");
+  expect(value(fams, "edgeproxy_client_resets_total", { service: "web" })).toBe("1");
+  expect(value(fams, "edgeproxy_idle_timeouts_total", { service: "web" })).toBe("3");
+  expect(value(fams, "edgeproxy_connection_cap_max")).toBe("9950");
+  expect(value(fams, "edgeproxy_connection_cap_active")).toBe("2");
+  expect(value(fams, "edgeproxy_connection_cap_refused_total")).toBe("5");
+});
+
+test("a service without connections gets only kernel series", () => {
+  const fams = parse(renderMetrics(sampleStatus()));
+  for (const f of fams) {
+    const services = new Set(f.metrics.map((m) => m.labels?.service).filter(Boolean));
+    if (f.name.startsWith("edgeproxy_kernel_") && f.name !== "edgeproxy_kernel_unmatched_lookups_total") {
+      expect([...services].sort()).toEqual(["ext", "web"]);
+    } else {
+      expect(services.has("ext")).toBe(false);
+    }
+  }
+});
+
+test("the duration histogram: cumulative buckets, +Inf last, sum and count", () => {
+  const text = renderMetrics(sampleStatus());
+  expect(families(text).get("edgeproxy_connection_duration_seconds")?.type).toBe("HISTOGRAM");
+  // parse-prometheus-text-format merges labelled histograms into one and drops their
+  // _sum/_count (yunyu/parse-prometheus-text-format#13); read the series untyped instead.
+  const fams = families(text.replace(/^# TYPE (edgeproxy_connection_duration_seconds) histogram$/m, "# TYPE $1 untyped"));
+  const buckets = fams.get("edgeproxy_connection_duration_seconds_bucket")!.metrics;
+  expect(buckets.every((b) => b.labels?.service === "web")).toBe(true);
+  const les = buckets.map((b) => b.labels!.le!);
+  expect(les.at(-1)).toBe("+Inf");
+  expect(les.slice(0, 4)).toEqual(["0.005", "0.01", "0.025", "0.05"]);
+  const counts = buckets.map((b) => Number(b.value));
+  expect(counts).toEqual([...counts].sort((a, b) => a - b)); // cumulative
+  const at = (le: string) => buckets.find((b) => b.labels!.le === le)!.value;
+  expect(at("0.005")).toBe("2");
+  expect(at("0.25")).toBe("2");
+  expect(at("0.5")).toBe("4");
+  expect(at("3600")).toBe("4");
+  expect(at("+Inf")).toBe("5");
+  expect(value(fams, "edgeproxy_connection_duration_seconds_count", { service: "web" })).toBe("5");
+  expect(Number(value(fams, "edgeproxy_connection_duration_seconds_sum", { service: "web" }))).toBeCloseTo(7200.606, 9);
+});
+
+test("label values and help are escaped", () => {
+  const odd = 'a"b\\c\nd';
+  const s = sampleStatus();
+  const status: StatusSnapshot = { ...s, version: odd, services: [{ ...s.services[0]!, name: odd }] };
+  const text = renderMetrics(status);
+  expect(text).toContain(String.raw`version="a\"b\\c\nd"`);
+  const fams = families(text);
+  expect(value(fams, "edgeproxy_build_info", { version: odd })).toBe("1");
+  expect(value(fams, "edgeproxy_kernel_steered_total", { service: odd })).toBe("100");
+});
+
+test("a histogram snapshot without a +Inf bucket gets one", () => {
+  const s = sampleStatus();
+  const web = s.services[0]!;
+  const duration = { buckets: [{ le: 1, count: 1 }], sum: 3, count: 2 };
+  const text = renderMetrics({ ...s, services: [{ ...web, connections: { ...web.connections!, duration } }] });
+  expect(text).toContain('edgeproxy_connection_duration_seconds_bucket{service="web",le="1"} 1\n');
+  expect(text).toContain('edgeproxy_connection_duration_seconds_bucket{service="web",le="+Inf"} 2\n');
+});

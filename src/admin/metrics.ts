@@ -1,0 +1,128 @@
+import type { ConnectionStats, ServiceSnapshot, StatusSnapshot } from "./backend";
+
+/** The Content-Type of renderMetrics' output. */
+export const METRICS_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8";
+
+type Value = number | bigint;
+type Labels = Readonly<Record<string, string>>;
+type Kind = "counter" | "gauge" | "histogram";
+
+// Classes every proxied service reports, even at zero, so rate() has a series from the start.
+const ORIGIN_ERROR_CLASSES = ["refused", "timeout", "reset", "unreachable", "other"];
+
+/** Render a status snapshot in the Prometheus text exposition format 0.0.4. */
+export function renderMetrics(s: StatusSnapshot): string {
+  const out: string[] = [];
+  const family = (name: string, kind: Kind, help: string) => {
+    out.push(`# HELP edgeproxy_${name} ${escapeHelp(help)}`, `# TYPE edgeproxy_${name} ${kind}`);
+  };
+  const sample = (name: string, labels: Labels, value: Value) => {
+    out.push(`edgeproxy_${name}${formatLabels(labels)} ${formatValue(value)}`);
+  };
+  const perService = <S extends ServiceSnapshot>(
+    services: readonly S[],
+    name: string,
+    kind: Kind,
+    help: string,
+    each: (s: S, emit: (labels: Labels, v: Value) => void) => void,
+  ) => {
+    family(name, kind, help);
+    for (const svc of services) each(svc, (labels, v) => sample(name, { service: svc.name, ...labels }, v));
+  };
+
+  family("build_info", "gauge", "Always 1; the version label says which edgeproxy is running.");
+  sample("build_info", { version: s.version }, 1);
+  family("process_start_time_seconds", "gauge", "When this process started, in Unix seconds.");
+  sample("process_start_time_seconds", {}, s.startedAt);
+
+  const all = s.services;
+  perService(all, "kernel_lookups_total", "counter", "Socket lookups the dispatcher matched to the service.", (svc, emit) =>
+    emit({}, svc.kernel.lookups),
+  );
+  perService(all, "kernel_steered_total", "counter", "Lookups steered to the service's socket.", (svc, emit) =>
+    emit({}, svc.kernel.steered),
+  );
+  perService(all, "kernel_drops_total", "counter", "Lookups of the service that were not steered, by reason.", (svc, emit) => {
+    emit({ reason: "missing_socket" }, svc.kernel.missingSocket);
+    emit({ reason: "assign_error" }, svc.kernel.assignError);
+    emit({ reason: "denied" }, svc.kernel.denied);
+  });
+  family("kernel_unmatched_lookups_total", "counter", "Socket lookups that matched no binding.");
+  sample("kernel_unmatched_lookups_total", {}, s.unmatchedLookups);
+
+  // External registered sockets have no data plane here: kernel series only.
+  const proxied = all.filter((svc): svc is ServiceSnapshot & { connections: ConnectionStats } => !!svc.connections);
+  perService(proxied, "connections_active", "gauge", "Proxied connections open now.", (svc, emit) =>
+    emit({}, svc.connections.active),
+  );
+  perService(proxied, "connections_total", "counter", "Proxied connections accepted.", (svc, emit) =>
+    emit({}, svc.connections.total),
+  );
+  perService(proxied, "bytes_total", "counter", "Bytes relayed, by direction.", (svc, emit) => {
+    emit({ direction: "client_to_origin" }, svc.connections.bytesFromClients);
+    emit({ direction: "origin_to_client" }, svc.connections.bytesFromOrigins);
+  });
+  family("connection_duration_seconds", "histogram", "How long proxied connections lasted, from accept to close.");
+  for (const svc of proxied) histogram(svc.name, svc.connections.duration, sample);
+  perService(proxied, "origin_errors_total", "counter", "Failures talking to the origin, by class.", (svc, emit) => {
+    const errors = svc.connections.originErrors;
+    const classes = [...new Set([...ORIGIN_ERROR_CLASSES, ...Object.keys(errors).sort()])];
+    for (const c of classes) emit({ class: c }, errors[c] ?? 0);
+  });
+  perService(proxied, "client_resets_total", "counter", "Connections the client reset.", (svc, emit) =>
+    emit({}, svc.connections.clientResets),
+  );
+  perService(proxied, "idle_timeouts_total", "counter", "Connections closed for being idle too long.", (svc, emit) =>
+    emit({}, svc.connections.idleTimeouts),
+  );
+
+  family("connection_cap_max", "gauge", "The cap on open proxied connections for the process.");
+  sample("connection_cap_max", {}, s.capacity.max);
+  family("connection_cap_active", "gauge", "Open proxied connections counted against the cap.");
+  sample("connection_cap_active", {}, s.capacity.active);
+  family("connection_cap_refused_total", "counter", "Connections refused because the cap was reached.");
+  sample("connection_cap_refused_total", {}, s.capacity.refused);
+
+  out.push("");
+  return out.join("\n");
+}
+
+function histogram(
+  service: string,
+  d: ConnectionStats["duration"],
+  sample: (name: string, labels: Labels, value: Value) => void,
+): void {
+  const name = "connection_duration_seconds";
+  let sawInf = false;
+  for (const b of d.buckets) {
+    sample(`${name}_bucket`, { service, le: formatValue(b.le) }, b.count);
+    sawInf ||= b.le === Infinity;
+  }
+  // The format requires a +Inf bucket equal to _count; supply it if the snapshot lacks one.
+  if (!sawInf) sample(`${name}_bucket`, { service, le: "+Inf" }, d.count);
+  sample(`${name}_sum`, { service }, d.sum);
+  sample(`${name}_count`, { service }, d.count);
+}
+
+function formatLabels(labels: Labels): string {
+  const parts = Object.entries(labels).map(([k, v]) => `${k}="${escapeLabelValue(v)}"`);
+  return parts.length ? `{${parts.join(",")}}` : "";
+}
+
+/** Label values escape backslash, double quote and line feed (exposition format 0.0.4). */
+export function escapeLabelValue(v: string): string {
+  return v.replace(/[\\"\n]/g, (c) => (c === "\n" ? "\\n" : `\\${c}`));
+}
+
+function escapeHelp(v: string): string {
+  return v.replace(/[\\\n]/g, (c) => (c === "\n" ? "\\n" : "\\\\"));
+}
+
+/** A sample value as Go's ParseFloat reads it; bigints print every digit. */
+export function formatValue(v: Value): string {
+  if (typeof v === "bigint") return v.toString();
+  if (Number.isNaN(v)) return "NaN";
+  if (v === Infinity) return "+Inf";
+  if (v === -Infinity) return "-Inf";
+  return String(v);
+}

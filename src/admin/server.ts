@@ -1,0 +1,141 @@
+import { chmodSync, lstatSync, mkdirSync, unlinkSync } from "node:fs";
+import { isIPv4, isIPv6 } from "node:net";
+import { dirname } from "node:path";
+import type { AdminConfig } from "../config/service";
+import { ConfigError } from "../errors";
+import { createAdminApp } from "./api";
+import type { AdminBackend } from "./backend";
+
+/** A running admin server. */
+export interface AdminServer {
+  /** "unix:/run/edgeproxy/admin.sock", "http://127.0.0.1:9100", or "off". */
+  readonly address: string;
+  /** Stop serving; for a unix socket, remove its file. Safe to call more than once. */
+  close(): void;
+}
+
+// How long a connect to an existing socket file may take before we call its owner alive.
+const PROBE_TIMEOUT_MS = 1_000;
+
+/** Serve the admin API as `config` says. Throws ConfigError for an unusable address. */
+export async function startAdminServer(backend: AdminBackend, config: AdminConfig): Promise<AdminServer> {
+  switch (config.kind) {
+    case "off":
+      return { address: "off", close() {} };
+    case "unix":
+      return startUnix(backend, config.path);
+    case "tcp":
+      return startTcp(backend, config.host, config.port, config.token);
+  }
+}
+
+async function startUnix(backend: AdminBackend, path: string): Promise<AdminServer> {
+  const where = `admin socket ${path}`;
+  // Only directories we create get 0700; an existing one (/run) is the operator's.
+  mkdirSync(dirname(path), { recursive: true, mode: 0o700 });
+  await removeStale(path, where);
+
+  const app = createAdminApp(backend);
+  // The umask makes the socket 0600 from bind() on, so no one can connect in between; chmod is a backstop.
+  const umask = process.umask(0o177);
+  let server: ReturnType<typeof Bun.serve>;
+  try {
+    server = Bun.serve({ unix: path, fetch: app.fetch });
+  } catch (e) {
+    throw new ConfigError(where, `cannot listen: ${(e as Error).message}`);
+  } finally {
+    process.umask(umask);
+  }
+  chmodSync(path, 0o600);
+  const inode = lstatSync(path).ino;
+
+  let closed = false;
+  return {
+    address: `unix:${path}`,
+    close() {
+      if (closed) return;
+      closed = true;
+      server.stop(true);
+      // Bun removes the file on stop; make sure, but never remove a socket another process made since.
+      try {
+        if (lstatSync(path).ino === inode) unlinkSync(path);
+      } catch (e) {
+        if ((e as NodeJS.ErrnoException).code !== "ENOENT") throw e;
+      }
+    },
+  };
+}
+
+// Remove a socket file left by a process that died; refuse if something still listens on it.
+async function removeStale(path: string, where: string): Promise<void> {
+  let st;
+  try {
+    st = lstatSync(path);
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === "ENOENT") return;
+    throw e;
+  }
+  if (!st.isSocket()) throw new ConfigError(where, "exists and is not a socket; refusing to replace it");
+  if (await answers(path)) throw new ConfigError(where, "another server is listening on it (is edgeproxy already running?)");
+  try {
+    unlinkSync(path);
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code !== "ENOENT") throw e;
+  }
+}
+
+async function answers(path: string): Promise<boolean> {
+  let timer: Timer | undefined;
+  const timeout = new Promise<boolean>((resolve) => (timer = setTimeout(() => resolve(true), PROBE_TIMEOUT_MS)));
+  const connect = Bun.connect({ unix: path, socket: { data() {} } }).then(
+    (s) => {
+      s.end();
+      return true;
+    },
+    (e) => {
+      const code = (e as NodeJS.ErrnoException).code;
+      // ECONNREFUSED: nobody listens; ENOENT: removed meanwhile. Anything else (EACCES...) is a real problem.
+      if (code === "ECONNREFUSED" || code === "ENOENT") return false;
+      throw new ConfigError(`admin socket ${path}`, `cannot probe the existing socket: ${(e as Error).message}`);
+    },
+  );
+  try {
+    return await Promise.race([connect, timeout]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+async function startTcp(backend: AdminBackend, host: string, port: number, token: string): Promise<AdminServer> {
+  const where = `admin address ${host}:${port}`;
+  const hostname = loopback(host);
+  if (!hostname) throw new ConfigError(where, "the TCP admin API listens on loopback only (127.0.0.0/8 or ::1)");
+  if (!token) throw new ConfigError(where, "the TCP admin API needs a token");
+
+  const app = createAdminApp(backend, { token });
+  let server: ReturnType<typeof Bun.serve>;
+  try {
+    server = Bun.serve({ hostname, port, fetch: app.fetch });
+  } catch (e) {
+    throw new ConfigError(where, `cannot listen: ${(e as Error).message}`);
+  }
+  let closed = false;
+  const shown = hostname.includes(":") ? `[${hostname}]` : hostname;
+  return {
+    address: `http://${shown}:${server.port}`,
+    close() {
+      if (closed) return;
+      closed = true;
+      server.stop(true);
+    },
+  };
+}
+
+/** The host as an address to bind when it is a loopback literal, else undefined. Names are refused: they may resolve elsewhere. */
+export function loopback(host: string): string | undefined {
+  const h = host.startsWith("[") && host.endsWith("]") ? host.slice(1, -1) : host;
+  if (isIPv4(h)) return h.split(".")[0] === "127" ? h : undefined;
+  // The URL parser canonicalises IPv6 (0:0::1 -> ::1).
+  if (isIPv6(h) && URL.canParse(`http://[${h}]/`)) return new URL(`http://[${h}]/`).hostname === "[::1]" ? "::1" : undefined;
+  return undefined;
+}
