@@ -20,6 +20,7 @@ Options:
   --mode tcp            service mode (tcp; udp and http are planned)
   --name NAME           service name (default: default)
   --take-over           also steer ports where another socket already listens
+  --bpffs PATH          bpffs mount for pinned state (default $EDGEPROXY_BPFFS or /sys/fs/bpf)
   --connect-timeout D   origin connect timeout (default 5s)
   --idle-timeout D      close connections idle this long (default 300s)
   --max-connections N   refuse new connections beyond N open ones
@@ -45,6 +46,7 @@ export function parseArgs(argv: readonly string[]): Command {
   let connectTimeoutMs: number = DEFAULTS.connectTimeoutMs;
   let idleTimeoutMs: number = DEFAULTS.idleTimeoutMs;
   let maxConnections: number | undefined;
+  let bpffs: string | undefined;
   const seen = new Set<string>();
 
   for (let i = 0; i < args.length; i++) {
@@ -91,6 +93,10 @@ export function parseArgs(argv: readonly string[]): Command {
         name = value();
         if (!/^[a-zA-Z0-9_.-]{1,64}$/.test(name)) throw new ConfigError("--name", `"${name}": use 1-64 of a-z A-Z 0-9 _ . -`);
         break;
+      case "--bpffs":
+        once();
+        bpffs = value();
+        break;
       case "--take-over":
         if (eq > 0) throw new ConfigError(flag, "takes no value");
         takeOver = true;
@@ -119,6 +125,7 @@ export function parseArgs(argv: readonly string[]): Command {
     config: {
       takeOver,
       maxConnections,
+      bpffs,
       admin: { kind: "off" },
       services: [
         {

@@ -58,6 +58,7 @@ export async function main(argv: readonly string[]): Promise<number> {
   }
   for (const line of describeBindings(command.config.services)) say(line);
   for (const { service, socket } of server.report.sockets) say(`service ${service}: ipv${socket.family} socket ${socket.address} (fd ${socket.fd})`);
+  say(`dispatcher ${server.report.createdPins ? "created and pinned at" : "joined at"} ${server.report.pinDir}`);
   say(`at most ${server.report.maxConnections} open connections`);
   if (server.report.skipped.length) {
     say(`left alone ${server.report.skipped.length} already-listening socket(s): ${server.report.skipped.join(", ")} (--take-over steers them too)`);
@@ -69,7 +70,11 @@ export async function main(argv: readonly string[]): Promise<number> {
   } catch (e) {
     say(`counters unavailable: ${(e as Error).message}`);
   }
-  server.close();
-  say(`${signal}: detached and freed the dispatcher`);
+  try {
+    server.close();
+  } catch (e) {
+    return report(e);
+  }
+  say(`${signal}: withdrew its services from the dispatcher and stopped`);
   return 0;
 }

@@ -55,6 +55,8 @@ export interface ServeConfig {
   readonly admin: AdminConfig;
   /** The file it came from, for reload; absent for the command-line shortcut. */
   readonly source?: string;
+  /** bpffs mount for pinned state (--bpffs, $EDGEPROXY_BPFFS, /sys/fs/bpf). */
+  readonly bpffs?: string;
 }
 
 export const DEFAULTS = {

@@ -168,8 +168,15 @@ export class Dispatcher {
     }
   }
 
+  /** False when the slot was empty. */
   removeSocket(service: number, protocol: Protocol, family: 4 | 6): boolean {
-    return this.maps.ep_sockets.delete(abi.u32(abi.socketSlot(service, protocol, family)));
+    try {
+      return this.maps.ep_sockets.delete(abi.u32(abi.socketSlot(service, protocol, family)));
+    } catch (e) {
+      // An empty SOCKMAP slot answers delete with EINVAL, not ENOENT (net/core/sock_map.c).
+      if (e instanceof KernelError && e.errno === 22) return false;
+      throw e;
+    }
   }
 
   /** Is a socket registered in this slot? (A SOCKMAP lookup from user space yields the socket's cookie.) */

@@ -220,6 +220,10 @@ export class BpfProgram {
     return new TextDecoder().decode(this.logBuf.subarray(0, end < 0 ? undefined : end));
   }
 
+  pinAt(path: string): void {
+    objPin(this.fd, path, `pin program ${this.name} at ${path}`);
+  }
+
   /** Attach to the network namespace open at netnsFd (BPF_LINK_TYPE_NETNS). */
   attachNetns(netnsFd: number): BpfLink {
     const h = libbpf().bpf_program__attach_netns(this.handle, netnsFd);

@@ -1,13 +1,15 @@
-import type { ServeConfig } from "../config/service";
-import { Dispatcher } from "../dispatcher/dispatcher";
-import type { Binding } from "../dispatcher/binding";
+import type { ServeConfig, ServiceConfig } from "../config/service";
 import { ConfigError } from "../errors";
+import type { StoredBinding, StoredRule } from "../dispatcher/abi";
+import type { Binding } from "../dispatcher/binding";
+import type { Dispatcher } from "../dispatcher/dispatcher";
+import { bpffsPath, openPinned, removePinned, withPinLock } from "../dispatcher/pins";
+import { Registry } from "../dispatcher/registry";
 import { Admission, connectionCapacity, openFileLimit } from "../proxy/admission";
 import { CoarseClock } from "../proxy/clock";
 import { TcpService, type ServiceSocket } from "../proxy/tcp";
 import { checkEnvironment } from "../system/environment";
-import { listeners } from "../system/listeners";
-import { holesForListeners, rejectLoops, serviceBindings } from "./bindings";
+import { rejectLoops, serviceBindings } from "./bindings";
 
 export interface StartReport {
   readonly sockets: { service: string; id: number; socket: ServiceSocket }[];
@@ -15,20 +17,39 @@ export interface StartReport {
   /** Listeners left alone because they were there first. */
   readonly skipped: string[];
   readonly bindings: Binding[];
+  /** Where the dispatcher is pinned, and whether this start created it. */
+  readonly pinDir: string;
+  readonly createdPins: boolean;
+}
+
+/** A service's configured bindings and rules as the registry stores them. */
+export function storedState(cfg: ServiceConfig, id: number): { bindings: StoredBinding[]; rules: StoredRule[] } {
+  return {
+    bindings: cfg.bindings.flatMap((b) => b.prefixes.flatMap((prefix) => b.ports.map((r) => ({ service: id, protocol: b.protocol, prefix, lo: r.lo, hi: r.hi })))),
+    rules: [
+      ...cfg.access.allow.map((prefix) => ({ service: id, prefix, verdict: "allow" as const })),
+      ...cfg.access.deny.map((prefix) => ({ service: id, prefix, verdict: "deny" as const })),
+    ],
+  };
 }
 
 /**
- * A running edgeproxy: the dispatcher, its link and every service. Built
- * aside and attached last, so a failure at any step leaves nothing behind.
+ * A running edgeproxy: its services in the namespace's pinned dispatcher
+ * (created and attached if there was none), their listeners and the data
+ * plane. Every change holds the pin lock, and a failed start undoes its own
+ * changes.
  */
 export class Server {
   private closed = false;
+  readonly startedAt = Date.now() / 1000;
 
   private constructor(
     readonly dispatcher: Dispatcher,
-    readonly services: TcpService[],
+    readonly registry: Registry,
+    readonly services: { id: number; svc: TcpService }[],
     private readonly clock: CoarseClock,
     readonly admission: Admission,
+    readonly bpffs: string,
     readonly report: StartReport,
   ) {}
 
@@ -45,75 +66,108 @@ export class Server {
         `${maxConnections} connections need ${2 * maxConnections} file descriptors plus a reserve, but the open-file limit is ${nofile}; raise it (ulimit -n) or lower --max-connections`,
       );
     }
-
-    const sockets: StartReport["sockets"] = [];
-    let dispatcher: Dispatcher | undefined;
-    // At the cap, stop steering: the kernel refuses new connections (SK_DROP,
-    // counted as missing_socket) instead of queueing them for an accept() that
-    // would fail with EMFILE.
-    const admission = new Admission(maxConnections, (accepting) => {
-      for (const { id, socket } of sockets) {
-        try {
-          if (accepting) dispatcher?.setSocket(id, "tcp", socket.family, socket.fd);
-          else dispatcher?.removeSocket(id, "tcp", socket.family);
-        } catch (e) {
-          process.stderr.write(`edgeproxy: ${accepting ? "resume" : "pause"} steering: ${(e as Error).message}\n`);
+    const bpffs = bpffsPath(config.bpffs);
+    return withPinLock(bpffs, () => {
+      const pinned = openPinned(bpffs, image, true)!;
+      const registry = new Registry(pinned.dispatcher);
+      const sockets: StartReport["sockets"] = [];
+      const services: { id: number; svc: TcpService }[] = [];
+      // At the cap, stop steering: the kernel refuses new connections (SK_DROP,
+      // counted as missing_socket) instead of queueing them for an accept()
+      // that would fail with EMFILE.
+      const admission = new Admission(maxConnections, (accepting) => {
+        for (const { id, socket } of sockets) {
+          try {
+            if (accepting) pinned.dispatcher.setSocket(id, "tcp", socket.family, socket.fd);
+            else pinned.dispatcher.removeSocket(id, "tcp", socket.family);
+          } catch (e) {
+            process.stderr.write(`edgeproxy: ${accepting ? "resume" : "pause"} steering: ${(e as Error).message}\n`);
+          }
         }
-      }
-      process.stderr.write(`edgeproxy: ${accepting ? "below" : "at"} --max-connections ${maxConnections}: ${accepting ? "accepting again" : "refusing new connections"}\n`);
-    });
-    const clock = new CoarseClock();
-    const services: TcpService[] = [];
-    try {
-      dispatcher = Dispatcher.load(image);
-      config.services.forEach((cfg, i) => {
-        const svc = new TcpService(cfg, clock, admission);
-        services.push(svc);
-        for (const socket of svc.listen()) {
-          dispatcher!.setSocket(i + 1, "tcp", socket.family, socket.fd);
-          sockets.push({ service: cfg.name, id: i + 1, socket });
-        }
+        process.stderr.write(`edgeproxy: ${accepting ? "below" : "at"} --max-connections ${maxConnections}: ${accepting ? "accepting again" : "refusing new connections"}\n`);
       });
-      let skipped: string[] = [];
-      let all = bindings;
-      if (!config.takeOver) {
-        const ours = new Set(sockets.map((s) => s.socket.inode));
-        const theirs = listeners("tcp").filter((l) => !ours.has(l.inode));
-        const h = holesForListeners(bindings, theirs);
-        all = [...bindings, ...h.holes];
-        skipped = h.skipped;
+      const clock = new CoarseClock();
+      const before = new Map(registry.services().map((s) => [s.name, { entry: s, ...{ bindings: registry.bindings(s.id), rules: registry.rules(s.id) } }]));
+      try {
+        for (const cfg of config.services) {
+          const entry = registry.ensure(cfg.name, config.takeOver);
+          const state = storedState(cfg, entry.id);
+          registry.setBindings(entry.id, state.bindings);
+          registry.setRules(entry.id, state.rules);
+          const svc = new TcpService(cfg, clock, admission);
+          services.push({ id: entry.id, svc });
+          for (const socket of svc.listen()) {
+            registry.setSocket(entry.id, "tcp", socket.family, socket.fd, { pid: process.pid, fd: socket.fd });
+            sockets.push({ service: cfg.name, id: entry.id, socket });
+          }
+        }
+        const { skipped } = registry.commit(new Set(sockets.map((s) => s.socket.inode)));
+        return new Server(pinned.dispatcher, registry, services, clock, admission, bpffs, {
+          sockets,
+          skipped,
+          bindings,
+          maxConnections,
+          pinDir: pinned.dir,
+          createdPins: pinned.created,
+        });
+      } catch (e) {
+        for (const { svc } of services) svc.close(true);
+        clock.close();
+        try {
+          // Put back what was there before this start.
+          for (const cfg of config.services) {
+            const was = before.get(cfg.name);
+            const now = registry.find(cfg.name);
+            if (!was) {
+              if (now) registry.remove(now.id);
+              continue;
+            }
+            registry.ensure(cfg.name, was.entry.takeOver);
+            registry.setBindings(was.entry.id, was.bindings);
+            registry.setRules(was.entry.id, was.rules);
+          }
+          if (pinned.created) removePinned(bpffs);
+          else registry.commit();
+        } finally {
+          pinned.dispatcher.close();
+        }
+        throw e;
       }
-      dispatcher.apply(all);
-      dispatcher.attach();
-      return new Server(dispatcher, services, clock, admission, { sockets, skipped, bindings: all, maxConnections });
-    } catch (e) {
-      for (const s of services) s.close(true);
-      dispatcher?.close();
-      clock.close();
-      throw e;
-    }
+    });
   }
 
   /** One line per service: the kernel's counters and the data plane's. */
   summary(): string[] {
-    return this.services.map((svc, i) => {
-      const k = this.dispatcher.counters(i + 1);
+    return this.services.map(({ id, svc }) => {
+      const k = this.dispatcher.counters(id);
       const s = svc.stats;
       const errors = [...s.originErrors].map(([kind, n]) => `${kind} ${n}`).join(", ") || "none";
       return (
-        `service ${svc.config.name}: ${k.lookups} lookups, ${k.steered} steered, ${k.missingSocket} refused without a socket, ` +
+        `service ${svc.config.name}: ${k.lookups} lookups, ${k.steered} steered, ${k.missingSocket} refused without a socket, ${k.denied} denied, ` +
         `${k.assignError} assign errors; ${s.connectionsTotal} connections, ${s.bytesFromClients} bytes in, ${s.bytesFromOrigins} bytes out, ` +
         `origin errors: ${errors}`
       );
     });
   }
 
-  /** Detach and free every kernel object, stop the services. Idempotent. */
+  /**
+   * Withdraw this process's services from the pinned dispatcher and stop
+   * them. When no service is left, the pins go too, which detaches the
+   * program and frees every map. Idempotent.
+   */
   close(): void {
     if (this.closed) return;
     this.closed = true;
-    this.dispatcher.close();
-    for (const s of this.services) s.close(true);
-    this.clock.close();
+    try {
+      withPinLock(this.bpffs, () => {
+        for (const { id } of this.services) this.registry.remove(id);
+        if (this.registry.services().length === 0) removePinned(this.bpffs);
+        else this.registry.commit();
+      });
+    } finally {
+      this.dispatcher.close();
+      for (const { svc } of this.services) svc.close(true);
+      this.clock.close();
+    }
   }
 }

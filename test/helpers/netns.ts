@@ -1,4 +1,6 @@
-import { closeSync, openSync, readlinkSync } from "node:fs";
+import { closeSync, mkdtempSync, openSync, readlinkSync, rmdirSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { libc } from "../../src/ebpf/libc";
 
 const CLONE_NEWNET = 0x40000000;
@@ -23,6 +25,8 @@ export class TestNetns {
   private readonly home: number;
   private left = false;
   readonly inode: string;
+  /** A bpffs instance of this test's own, passed to children as $EDGEPROXY_BPFFS. */
+  bpffs = "";
 
   private constructor(home: number) {
     this.home = home;
@@ -30,6 +34,11 @@ export class TestNetns {
   }
 
   static enter(): TestNetns {
+    // Pinned state goes to a bpffs mounted by the test; mounts must stay out of the machine's namespace.
+    // `bun run test` runs `unshare --mount bun test`: our parent is still in the original namespace.
+    if (readlinkSync("/proc/self/ns/mnt") === readlinkSync(`/proc/${process.ppid}/ns/mnt`)) {
+      throw new Error("kernel tests need a private mount namespace: run them with `bun run test`");
+    }
     const home = openSync(`/proc/thread-self/ns/net`, "r");
     if (libc.unshare(CLONE_NEWNET) !== 0) {
       closeSync(home);
@@ -40,6 +49,9 @@ export class TestNetns {
       sh(["ip", "link", "set", "lo", "up"]);
       sh(["ip", "route", "add", "local", TEST_V4, "dev", "lo"]);
       sh(["ip", "-6", "route", "add", "local", TEST_V6, "dev", "lo"]);
+      ns.bpffs = mkdtempSync(join(tmpdir(), "ep-bpffs-"));
+      sh(["mount", "-t", "bpf", "bpf", ns.bpffs]);
+      process.env.EDGEPROXY_BPFFS = ns.bpffs;
     } catch (e) {
       ns.leave();
       throw e;
@@ -51,6 +63,11 @@ export class TestNetns {
   leave(): void {
     if (this.left) return;
     this.left = true;
+    if (this.bpffs) {
+      delete process.env.EDGEPROXY_BPFFS;
+      Bun.spawnSync(["umount", this.bpffs]);
+      rmdirSync(this.bpffs);
+    }
     const rc = libc.setns(this.home, CLONE_NEWNET);
     closeSync(this.home);
     if (rc !== 0) throw new Error("setns back to the original network namespace failed");

@@ -1,0 +1,169 @@
+import { ConfigError } from "../errors";
+import { listeners } from "../system/listeners";
+import * as abi from "./abi";
+import type { Binding, Protocol } from "./binding";
+import type { Dispatcher, ServiceAccess } from "./dispatcher";
+import { holesForListeners } from "./holes";
+
+/** A service as stored in ep_services. */
+export interface ServiceEntry {
+  readonly id: number;
+  readonly name: string;
+  readonly takeOver: boolean;
+}
+
+export interface SocketEntry {
+  readonly service: number;
+  readonly protocol: Protocol;
+  readonly family: 4 | 6;
+  readonly pid: number;
+  readonly fd: number;
+}
+
+const sameBinding = (a: abi.StoredBinding, b: abi.StoredBinding) => Buffer.compare(abi.encodeBinding(a), abi.encodeBinding(b)) === 0;
+
+/**
+ * The control plane's stored state (services, bindings, access rules, socket
+ * owners), kept in the dispatcher's pinned maps, and commit(), which rebuilds
+ * the lookup tables from it. Callers hold the pin lock.
+ */
+export class Registry {
+  constructor(readonly dispatcher: Dispatcher) {}
+
+  private get maps() {
+    return this.dispatcher.maps;
+  }
+
+  services(): ServiceEntry[] {
+    const out: ServiceEntry[] = [];
+    for (const key of this.maps.ep_services.keys(4)) {
+      const v = this.maps.ep_services.lookup(key, new Uint8Array(abi.sizes.ep_service_info));
+      if (!v) continue;
+      const info = abi.decodeServiceInfo(v);
+      out.push({ id: new DataView(key.buffer).getUint32(0, true), name: info.name, takeOver: (info.flags & abi.EP_SERVICE_TAKE_OVER) !== 0 });
+    }
+    return out.sort((a, b) => a.id - b.id);
+  }
+
+  find(name: string): ServiceEntry | undefined {
+    return this.services().find((s) => s.name === name);
+  }
+
+  /** The service called `name`, created (lowest free id, zeroed counters) when missing. */
+  ensure(name: string, takeOver?: boolean): ServiceEntry {
+    if (!/^[a-zA-Z0-9_.-]{1,63}$/.test(name)) throw new ConfigError("service", `"${name}": use 1-63 of a-z A-Z 0-9 _ . -`);
+    const all = this.services();
+    const found = all.find((s) => s.name === name);
+    if (found && (takeOver === undefined || found.takeOver === takeOver)) return found;
+    let id = found?.id;
+    if (id === undefined) {
+      const used = new Set(all.map((s) => s.id));
+      id = 1;
+      while (used.has(id)) id++;
+      if (id >= abi.EP_MAX_SERVICES) throw new ConfigError("service", `no room for service ${name}: ${abi.EP_MAX_SERVICES - 1} services at most`);
+      this.dispatcher.resetCounters(id);
+    }
+    const flags = takeOver ?? found?.takeOver ? abi.EP_SERVICE_TAKE_OVER : 0;
+    this.maps.ep_services.update(abi.u32(id), abi.encodeServiceInfo(name, flags));
+    return { id, name, takeOver: (flags & abi.EP_SERVICE_TAKE_OVER) !== 0 };
+  }
+
+  /** Forget a service: its bindings, rules, sockets and owners too. */
+  remove(id: number): void {
+    this.setBindings(id, []);
+    this.setRules(id, []);
+    for (const s of this.sockets().filter((s) => s.service === id)) this.removeSocket(id, s.protocol, s.family);
+    for (const protocol of ["tcp", "udp"] as const) for (const family of [4, 6] as const) this.dispatcher.removeSocket(id, protocol, family);
+    this.maps.ep_services.delete(abi.u32(id));
+  }
+
+  bindings(service?: number): abi.StoredBinding[] {
+    return this.maps.ep_bindings
+      .keys(abi.sizes.ep_binding)
+      .map(abi.decodeBinding)
+      .filter((b) => service === undefined || b.service === service);
+  }
+
+  /** Add; false when it was there already. */
+  addBinding(b: abi.StoredBinding): boolean {
+    const had = this.bindings(b.service).some((x) => sameBinding(x, b));
+    this.maps.ep_bindings.update(abi.encodeBinding(b), abi.u32(0));
+    return !had;
+  }
+
+  removeBinding(b: abi.StoredBinding): boolean {
+    return this.maps.ep_bindings.delete(abi.encodeBinding(b));
+  }
+
+  /** Replace a service's bindings with `list`. */
+  setBindings(service: number, list: readonly abi.StoredBinding[]): void {
+    const keep = new Set(list.map((b) => abi.encodeBinding(b).toString()));
+    for (const b of this.bindings(service)) if (!keep.has(abi.encodeBinding(b).toString())) this.removeBinding(b);
+    for (const b of list) this.maps.ep_bindings.update(abi.encodeBinding(b), abi.u32(0));
+  }
+
+  rules(service?: number): abi.StoredRule[] {
+    return this.maps.ep_rules
+      .keys(abi.sizes.ep_rule)
+      .map(abi.decodeRule)
+      .filter((r) => service === undefined || r.service === service);
+  }
+
+  setRules(service: number, list: readonly abi.StoredRule[]): void {
+    for (const r of this.rules(service)) this.maps.ep_rules.delete(abi.encodeRule(r));
+    for (const r of list) this.maps.ep_rules.update(abi.encodeRule(r), abi.u32(0));
+  }
+
+  /** Register the socket open at fd (in this process) for a service; pid/fd name its owner for status. */
+  setSocket(service: number, protocol: Protocol, family: 4 | 6, fd: number, owner: { pid: number; fd: number }): void {
+    this.dispatcher.setSocket(service, protocol, family, fd);
+    this.maps.ep_owners.update(abi.u32(abi.socketSlot(service, protocol, family)), abi.encodeOwner(owner.pid, owner.fd));
+  }
+
+  removeSocket(service: number, protocol: Protocol, family: 4 | 6): boolean {
+    this.maps.ep_owners.delete(abi.u32(abi.socketSlot(service, protocol, family)));
+    return this.dispatcher.removeSocket(service, protocol, family);
+  }
+
+  /** Registered sockets that are still open (the kernel drops closed ones from the SOCKMAP). */
+  sockets(): SocketEntry[] {
+    const out: SocketEntry[] = [];
+    for (const key of this.maps.ep_owners.keys(4)) {
+      const slot = new DataView(key.buffer).getUint32(0, true);
+      const service = slot >> 2;
+      const protocol: Protocol = slot & 2 ? "udp" : "tcp";
+      const family = slot & 1 ? 6 : 4;
+      if (!this.dispatcher.hasSocket(service, protocol, family)) continue;
+      const v = this.maps.ep_owners.lookup(key, new Uint8Array(abi.sizes.ep_owner));
+      if (v) out.push({ service, protocol, family, ...abi.decodeOwner(v) });
+    }
+    return out.sort((a, b) => a.service - b.service);
+  }
+
+  /**
+   * Rebuild the lookup tables from the stored bindings and rules. Sockets
+   * that already listen where a binding points are left alone (a hole),
+   * unless their service takes over; `own` are socket inodes of ours that
+   * must not count as someone else's.
+   */
+  commit(own: ReadonlySet<number> = new Set()): { skipped: string[] } {
+    const services = this.services();
+    const byId = new Map(services.map((s) => [s.id, s]));
+    const bindings: Binding[] = this.bindings()
+      .filter((b) => byId.has(b.service))
+      .map((b) => ({ protocol: b.protocol, prefix: b.prefix, ports: { lo: b.lo, hi: b.hi }, service: b.service, owner: `service ${byId.get(b.service)!.name}` }));
+    const theirs = [...listeners("tcp"), ...listeners("udp")].filter((l) => !own.has(l.inode));
+    const { holes, skipped } = holesForListeners(
+      bindings.filter((b) => !byId.get(b.service)!.takeOver),
+      theirs,
+    );
+    const rules = this.rules();
+    const access: ServiceAccess[] = services.map((s) => ({
+      service: s.id,
+      allow: rules.filter((r) => r.service === s.id && r.verdict === "allow").map((r) => r.prefix),
+      deny: rules.filter((r) => r.service === s.id && r.verdict === "deny").map((r) => r.prefix),
+    }));
+    this.dispatcher.apply([...bindings, ...holes], access);
+    return { skipped };
+  }
+}
