@@ -4,6 +4,7 @@ import { describeBindings } from "../server/bindings";
 import { Server } from "../server/server";
 import { VERSION } from "../version";
 import { parseArgs, USAGE } from "./args";
+import { CONTROL_COMMANDS, CONTROL_USAGE, parseControl, runControl } from "./control";
 
 const say = (line: string) => process.stderr.write(`edgeproxy: ${line}\n`);
 
@@ -23,6 +24,14 @@ function report(e: unknown): number {
 
 /** Run the CLI; resolves to the process exit code. */
 export async function main(argv: readonly string[]): Promise<number> {
+  if ((CONTROL_COMMANDS as readonly string[]).includes(argv[0] ?? "")) {
+    try {
+      const { command, options } = parseControl(argv);
+      return runControl(command, options, await dispatcherImage(), (line) => process.stdout.write(`${line}\n`));
+    } catch (e) {
+      return report(e);
+    }
+  }
   let command;
   try {
     command = parseArgs(argv);
@@ -30,7 +39,7 @@ export async function main(argv: readonly string[]): Promise<number> {
     return report(e);
   }
   if (command.kind === "help") {
-    process.stdout.write(`${USAGE}\n`);
+    process.stdout.write(`${USAGE}\n\n${CONTROL_USAGE}\n`);
     return 0;
   }
   if (command.kind === "version") {

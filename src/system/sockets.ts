@@ -1,0 +1,65 @@
+import { EdgeError } from "../errors";
+import { errno, errnoText, libc } from "../ebpf/libc";
+
+const SOL_SOCKET = 1;
+const SO_ACCEPTCONN = 30;
+const SO_PROTOCOL = 38;
+const SO_DOMAIN = 39;
+const IPPROTO_IPV6 = 41;
+const IPV6_V6ONLY = 26;
+const AF_INET = 2;
+const AF_INET6 = 10;
+
+function intOption(fd: number, level: number, name: number, what: string): number {
+  const value = new Int32Array(1);
+  const len = new Uint32Array([4]);
+  if (libc.getsockopt(fd, level, name, value, len) !== 0) throw new EdgeError(what, errnoText(errno()), "config");
+  return value[0]!;
+}
+
+/** What kind of socket is open at fd. */
+export interface SocketKind {
+  readonly protocol: "tcp" | "udp";
+  readonly family: 4 | 6;
+  /** TCP: listen() was called. UDP: always true. */
+  readonly listening: boolean;
+  /** An IPv6 socket that also takes IPv4 (IPV6_V6ONLY off). */
+  readonly dualStack: boolean;
+}
+
+export function socketKind(fd: number, what = "socket"): SocketKind {
+  const domain = intOption(fd, SOL_SOCKET, SO_DOMAIN, what);
+  if (domain !== AF_INET && domain !== AF_INET6) throw new EdgeError(what, "is not an IPv4 or IPv6 socket", "config");
+  const proto = intOption(fd, SOL_SOCKET, SO_PROTOCOL, what);
+  if (proto !== 6 && proto !== 17) throw new EdgeError(what, "is neither TCP nor UDP", "config");
+  return {
+    protocol: proto === 17 ? "udp" : "tcp",
+    family: domain === AF_INET6 ? 6 : 4,
+    listening: proto === 17 || intOption(fd, SOL_SOCKET, SO_ACCEPTCONN, what) === 1,
+    dualStack: domain === AF_INET6 && intOption(fd, IPPROTO_IPV6, IPV6_V6ONLY, what) === 0,
+  };
+}
+
+/**
+ * A duplicate, in this process, of file descriptor `fd` of process `pid`
+ * (pidfd_open(2) + pidfd_getfd(2), Linux 5.6; needs PTRACE_MODE_ATTACH_REALCREDS
+ * on the target: root, or CAP_SYS_PTRACE). The caller closes it.
+ */
+export function takeFd(pid: number, fd: number): number {
+  const pidfd = libc.pidfd_open(pid, 0);
+  if (pidfd < 0) {
+    const e = errno();
+    throw new EdgeError(`process ${pid}`, e === 3 ? "no such process" : errnoText(e), e === 3 ? "config" : "kernel");
+  }
+  try {
+    const ours = libc.pidfd_getfd(pidfd, fd, 0);
+    if (ours < 0) {
+      const e = errno();
+      const why = e === 9 ? `has no file descriptor ${fd}` : e === 1 ? `cannot be read from: ${errnoText(e)} (needs root or CAP_SYS_PTRACE)` : errnoText(e);
+      throw new EdgeError(`process ${pid}`, why, e === 9 ? "config" : "kernel");
+    }
+    return ours;
+  } finally {
+    libc.close(pidfd);
+  }
+}
