@@ -10,7 +10,7 @@ const say = (line: string) => process.stderr.write(`edgeproxy: ${line}\n`);
 
 /** Exit code for an error: 2 for the operator's input or the environment, 1 for runtime failures. */
 function report(e: unknown): number {
-  if (e instanceof ConfigError || e instanceof EnvironmentError) {
+  if (e instanceof ConfigError || e instanceof EnvironmentError || (e instanceof EdgeError && e.fault === "config")) {
     say(e.message);
     return 2;
   }
