@@ -87,8 +87,8 @@ export function createAdminApp(backend: AdminBackend, options: AdminAppOptions =
   });
 
   app.post("/reload", async (c) => {
-    await backend.reload();
-    return json(c, { reloaded: true });
+    const summary = await backend.reload();
+    return json(c, { reloaded: true, ...(summary ? { summary } : {}) });
   });
 
   app.notFound((c) => c.json({ error: `no route ${c.req.method} ${c.req.path}` }, 404));

@@ -78,6 +78,6 @@ export interface AdminBackend {
   addBinding(service: string, protocol: string, prefix: string, ports: string): void;
   /** Remove a binding; false when it was not there. */
   removeBinding(service: string, protocol: string, prefix: string, ports: string): boolean;
-  /** Re-read the config file and apply the difference. Throws ConfigError when the new config is bad (nothing changes). */
-  reload(): Promise<void>;
+  /** Re-read the config file and apply the difference; resolves to a one-line summary. Throws ConfigError when the new config is bad (nothing changes). */
+  reload(): Promise<string | void>;
 }

@@ -4,14 +4,24 @@ import { parsePorts, type PortRange } from "../config/ports";
 import { DEFAULTS, type Mode, type OriginConfig, type ServeConfig } from "../config/service";
 import { ConfigError } from "../errors";
 
-export type Command = { kind: "help" } | { kind: "version" } | { kind: "serve"; config: ServeConfig };
+export type Command =
+  | { kind: "help" }
+  | { kind: "version" }
+  | { kind: "serve"; config: ServeConfig }
+  /** serve from a config file; --bpffs may still come from the command line. */
+  | { kind: "serve-file"; file: string; bpffs?: string };
 
 export const USAGE = `Usage: edgeproxy [serve] [options]
 
 Answer on whole port ranges and IP prefixes with one socket per address family,
 steered by a BPF sk_lookup program, and proxy every connection to an origin.
 
+       edgeproxy [serve] --config edgeproxy.toml
+
 Options:
+  --config FILE         many services from a TOML file (the flags below are the one-service shortcut);
+                        SIGHUP or 'edgeproxy reload' re-reads it
+  --admin PATH          serve the admin API (status, bindings, /metrics) on this unix socket
   --ports LIST          ports and ranges, e.g. 22,80,8000-8999 (repeatable; default ${DEFAULTS.ports})
   --prefix LIST         IPv4/IPv6 prefixes, e.g. 192.0.2.0/24,2001:db8::/64 (repeatable; default ${DEFAULTS.prefix})
   --origin HOST[:PORT]  forward to HOST; without PORT, to the port the client dialled.
@@ -47,6 +57,8 @@ export function parseArgs(argv: readonly string[]): Command {
   let idleTimeoutMs: number = DEFAULTS.idleTimeoutMs;
   let maxConnections: number | undefined;
   let bpffs: string | undefined;
+  let configFile: string | undefined;
+  let admin: ServeConfig["admin"] = { kind: "off" };
   const seen = new Set<string>();
 
   for (let i = 0; i < args.length; i++) {
@@ -93,6 +105,14 @@ export function parseArgs(argv: readonly string[]): Command {
         name = value();
         if (!/^[a-zA-Z0-9_.-]{1,64}$/.test(name)) throw new ConfigError("--name", `"${name}": use 1-64 of a-z A-Z 0-9 _ . -`);
         break;
+      case "--config":
+        once();
+        configFile = value();
+        break;
+      case "--admin":
+        once();
+        admin = { kind: "unix", path: value() };
+        break;
       case "--bpffs":
         once();
         bpffs = value();
@@ -120,13 +140,20 @@ export function parseArgs(argv: readonly string[]): Command {
         throw new ConfigError(arg, arg.startsWith("-") ? "unknown option (see --help)" : "unexpected argument (see --help)");
     }
   }
+  if (configFile !== undefined) {
+    const shortcut = [...seen].filter((f) => f !== "--config" && f !== "--bpffs");
+    if (shortcut.length || ports.length || prefixes.length || takeOver) {
+      throw new ConfigError("--config", `cannot be combined with the one-service flags (${[...shortcut, ...(ports.length ? ["--ports"] : []), ...(prefixes.length ? ["--prefix"] : []), ...(takeOver ? ["--take-over"] : [])].join(", ")}); put them in the file`);
+    }
+    return { kind: "serve-file", file: configFile, bpffs };
+  }
   return {
     kind: "serve",
     config: {
       takeOver,
       maxConnections,
       bpffs,
-      admin: { kind: "off" },
+      admin,
       services: [
         {
           name,

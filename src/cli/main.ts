@@ -1,8 +1,13 @@
+import { DEFAULTS } from "../config/service";
 import { ConfigError, EdgeError, EnvironmentError } from "../errors";
 import { dispatcherImage } from "../dispatcher/image";
 import { describeBindings } from "../server/bindings";
 import { Server } from "../server/server";
 import { VERSION } from "../version";
+import { startAdminServer } from "../admin/server";
+import { loadConfig } from "../config/file";
+import { serverBackend } from "../server/admin";
+import { describeReload, reload } from "../server/reload";
 import { parseArgs, USAGE } from "./args";
 import { CONTROL_COMMANDS, CONTROL_USAGE, parseControl, runControl } from "./control";
 
@@ -24,6 +29,7 @@ function report(e: unknown): number {
 
 /** Run the CLI; resolves to the process exit code. */
 export async function main(argv: readonly string[]): Promise<number> {
+  if (argv[0] === "reload") return reloadCommand(argv.slice(1));
   if ((CONTROL_COMMANDS as readonly string[]).includes(argv[0] ?? "")) {
     try {
       const { command, options } = parseControl(argv);
@@ -58,20 +64,36 @@ export async function main(argv: readonly string[]): Promise<number> {
   process.on("SIGTERM", onSignal);
 
   let server: Server;
+  let admin: { address: string; close(): void } | undefined;
   const image = await dispatcherImage();
   const t0 = performance.now();
   try {
-    server = await Server.start(command.config, image);
+    const config = command.kind === "serve" ? command.config : { ...(await loadConfig(command.file)), bpffs: command.bpffs };
+    server = await Server.start(config, image);
+    try {
+      admin = await startAdminServer(serverBackend(server), config.admin);
+    } catch (e) {
+      server.close();
+      throw e;
+    }
   } catch (e) {
     return report(e);
   }
-  for (const line of describeBindings(command.config.services)) say(line);
+  for (const line of describeBindings(server.config.services)) say(line);
   for (const { service, socket } of server.report.sockets) say(`service ${service}: ipv${socket.family} socket ${socket.address} (fd ${socket.fd})`);
   say(`dispatcher ${server.report.createdPins ? "created and pinned at" : "joined at"} ${server.report.pinDir}`);
   say(`at most ${server.report.maxConnections} open connections`);
+  if (admin.address !== "off") say(`admin API on ${admin.address}`);
   if (server.report.skipped.length) {
     say(`left alone ${server.report.skipped.length} already-listening socket(s): ${server.report.skipped.join(", ")} (--take-over steers them too)`);
   }
+  // SIGHUP re-reads the config file; a bad file changes nothing.
+  process.on("SIGHUP", () => {
+    reload(server).then(
+      (r) => say(`reloaded ${server.config.source}: ${describeReload(r)}`),
+      (e) => say(`reload rejected, nothing changed: ${(e as Error).message}`),
+    );
+  });
   say(`ready (setup ${(performance.now() - t0).toFixed(1)} ms)`);
   if (!signal) await new Promise<void>((resolve) => (wake = resolve));
   try {
@@ -80,10 +102,30 @@ export async function main(argv: readonly string[]): Promise<number> {
     say(`counters unavailable: ${(e as Error).message}`);
   }
   try {
+    admin.close();
     server.close();
   } catch (e) {
     return report(e);
   }
   say(`${signal}: withdrew its services from the dispatcher and stopped`);
+  return 0;
+}
+
+/** `edgeproxy reload [--admin PATH]`: ask the running serve, through its admin socket, to re-read its config. */
+async function reloadCommand(args: readonly string[]): Promise<number> {
+  let path: string = DEFAULTS.adminSocket;
+  for (let i = 0; i < args.length; i++) {
+    if (args[i] === "--admin" && args[i + 1]) path = args[++i]!;
+    else return report(new ConfigError(`reload ${args[i]}`, "usage: edgeproxy reload [--admin PATH]"));
+  }
+  let res: Response;
+  try {
+    res = await fetch("http://localhost/reload", { method: "POST", unix: path } as RequestInit);
+  } catch (e) {
+    return report(new EdgeError(`reload`, `no edgeproxy admin API answers on ${path} (${(e as { code?: string }).code ?? (e as Error).message}); is serve running with --admin or [admin]?`, "config"));
+  }
+  const body = (await res.json().catch(() => ({}))) as { error?: string; summary?: string };
+  if (!res.ok) return report(new ConfigError("reload rejected, nothing changed", body.error ?? `HTTP ${res.status}`));
+  process.stdout.write(`reloaded${body.summary ? `: ${body.summary}` : ""}\n`);
   return 0;
 }

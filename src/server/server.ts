@@ -11,6 +11,13 @@ import { TcpService, type ServiceSocket } from "../proxy/tcp";
 import { checkEnvironment } from "../system/environment";
 import { rejectLoops, serviceBindings } from "./bindings";
 
+/** A service this process runs: its registry id, data plane and listening sockets. */
+export interface RunningService {
+  readonly id: number;
+  readonly svc: TcpService;
+  readonly sockets: ServiceSocket[];
+}
+
 export interface StartReport {
   readonly sockets: { service: string; id: number; socket: ServiceSocket }[];
   readonly maxConnections: number;
@@ -46,10 +53,12 @@ export class Server {
   private constructor(
     readonly dispatcher: Dispatcher,
     readonly registry: Registry,
-    readonly services: { id: number; svc: TcpService }[],
-    private readonly clock: CoarseClock,
+    /** Services this process runs, by name. */
+    readonly running: Map<string, RunningService>,
+    readonly clock: CoarseClock,
     readonly admission: Admission,
     readonly bpffs: string,
+    public config: ServeConfig,
     readonly report: StartReport,
   ) {}
 
@@ -71,7 +80,7 @@ export class Server {
       const pinned = openPinned(bpffs, image, true)!;
       const registry = new Registry(pinned.dispatcher);
       const sockets: StartReport["sockets"] = [];
-      const services: { id: number; svc: TcpService }[] = [];
+      const running = new Map<string, RunningService>();
       // At the cap, stop steering: the kernel refuses new connections (SK_DROP,
       // counted as missing_socket) instead of queueing them for an accept()
       // that would fail with EMFILE.
@@ -95,14 +104,15 @@ export class Server {
           registry.setBindings(entry.id, state.bindings);
           registry.setRules(entry.id, state.rules);
           const svc = new TcpService(cfg, clock, admission);
-          services.push({ id: entry.id, svc });
-          for (const socket of svc.listen()) {
+          const own = svc.listen();
+          running.set(cfg.name, { id: entry.id, svc, sockets: own });
+          for (const socket of own) {
             registry.setSocket(entry.id, "tcp", socket.family, socket.fd, { pid: process.pid, fd: socket.fd });
             sockets.push({ service: cfg.name, id: entry.id, socket });
           }
         }
         const { skipped } = registry.commit(new Set(sockets.map((s) => s.socket.inode)));
-        return new Server(pinned.dispatcher, registry, services, clock, admission, bpffs, {
+        return new Server(pinned.dispatcher, registry, running, clock, admission, bpffs, config, {
           sockets,
           skipped,
           bindings,
@@ -111,7 +121,7 @@ export class Server {
           createdPins: pinned.created,
         });
       } catch (e) {
-        for (const { svc } of services) svc.close(true);
+        for (const { svc } of running.values()) svc.close(true);
         clock.close();
         try {
           // Put back what was there before this start.
@@ -136,9 +146,14 @@ export class Server {
     });
   }
 
+  /** Listening sockets of every running service: ours, not someone else's already-listening ones. */
+  ownInodes(): Set<number> {
+    return new Set([...this.running.values()].flatMap((r) => r.sockets.map((s) => s.inode)));
+  }
+
   /** One line per service: the kernel's counters and the data plane's. */
   summary(): string[] {
-    return this.services.map(({ id, svc }) => {
+    return [...this.running.values()].map(({ id, svc }) => {
       const k = this.dispatcher.counters(id);
       const s = svc.stats;
       const errors = [...s.originErrors].map(([kind, n]) => `${kind} ${n}`).join(", ") || "none";
@@ -160,13 +175,13 @@ export class Server {
     this.closed = true;
     try {
       withPinLock(this.bpffs, () => {
-        for (const { id } of this.services) this.registry.remove(id);
+        for (const { id } of this.running.values()) this.registry.remove(id);
         if (this.registry.services().length === 0) removePinned(this.bpffs);
         else this.registry.commit();
       });
     } finally {
       this.dispatcher.close();
-      for (const { svc } of this.services) svc.close(true);
+      for (const { svc } of this.running.values()) svc.close(true);
       this.clock.close();
     }
   }

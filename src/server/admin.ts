@@ -1,0 +1,79 @@
+import type { AdminBackend, StatusSnapshot } from "../admin/backend";
+import { formatPrefix, parsePrefix } from "../config/address";
+import { formatPorts, parsePorts } from "../config/ports";
+import { ConfigError } from "../errors";
+import type { StoredBinding } from "../dispatcher/abi";
+import { withPinLock } from "../dispatcher/pins";
+import { VERSION } from "../version";
+import { describeReload, reload } from "./reload";
+import type { Server } from "./server";
+
+function origin(s: Server, name: string): string | undefined {
+  const cfg = s.config.services.find((c) => c.name === name);
+  if (!cfg) return undefined;
+  if (!cfg.origin) return "built-in responder";
+  return cfg.origin.port === undefined ? `${cfg.origin.host} (port-preserving)` : `${cfg.origin.host}:${cfg.origin.port}`;
+}
+
+/** The admin API's view of a running server. */
+export function serverBackend(server: Server): AdminBackend {
+  const reg = server.registry;
+  const parse = (service: string, protocol: string, prefix: string, ports: string): StoredBinding[] => {
+    if (protocol !== "tcp" && protocol !== "udp") throw new ConfigError("protocol", `"${protocol}" is not tcp or udp`);
+    const svc = reg.find(service);
+    if (!svc) throw new ConfigError(`service ${service}`, "no such service");
+    const p = parsePrefix(prefix, "prefix");
+    return parsePorts(String(ports), "ports").map((r) => ({ service: svc.id, protocol, prefix: p, lo: r.lo, hi: r.hi }));
+  };
+  // Change a service's stored bindings and rebuild, or put them back.
+  const change = (list: StoredBinding[], edit: (b: StoredBinding) => boolean): number =>
+    withPinLock(server.bpffs, () => {
+      const id = list[0]!.service;
+      const before = reg.bindings(id);
+      const n = list.filter(edit).length;
+      try {
+        reg.commit(server.ownInodes());
+      } catch (e) {
+        reg.setBindings(id, before);
+        throw e;
+      }
+      return n;
+    });
+
+  return {
+    status(): StatusSnapshot {
+      const sockets = reg.sockets();
+      const runningById = new Map([...server.running.entries()].map(([name, r]) => [r.id, { name, ...r }]));
+      return {
+        version: VERSION,
+        pid: process.pid,
+        startedAt: server.startedAt,
+        pinPath: server.report.pinDir,
+        unmatchedLookups: server.dispatcher.counters(0).lookups,
+        capacity: { max: server.admission.max, active: server.admission.active, refused: server.admission.refused },
+        services: reg.services().map((s) => {
+          const mine = runningById.get(s.id);
+          return {
+            name: s.name,
+            id: s.id,
+            mode: mine?.svc.config.mode,
+            origin: mine ? origin(server, s.name) : undefined,
+            bindings: reg.bindings(s.id).map((b) => ({ protocol: b.protocol, prefix: formatPrefix(b.prefix), ports: formatPorts(b) })),
+            sockets: sockets.filter((k) => k.service === s.id).map(({ protocol, family, pid, fd }) => ({ protocol, family, pid, fd })),
+            kernel: server.dispatcher.counters(s.id),
+            connections: mine?.svc.stats.snapshot(),
+          };
+        }),
+      };
+    },
+    addBinding(service, protocol, prefix, ports) {
+      change(parse(service, protocol, prefix, ports), (b) => reg.addBinding(b));
+    },
+    removeBinding(service, protocol, prefix, ports) {
+      return change(parse(service, protocol, prefix, ports), (b) => reg.removeBinding(b)) > 0;
+    },
+    async reload() {
+      return describeReload(await reload(server));
+    },
+  };
+}

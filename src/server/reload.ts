@@ -1,0 +1,142 @@
+import { loadConfig } from "../config/file";
+import { serviceFamilies, type ServeConfig, type ServiceConfig } from "../config/service";
+import { ConfigError } from "../errors";
+import { withPinLock } from "../dispatcher/pins";
+import { TcpService } from "../proxy/tcp";
+import { rejectLoops, serviceBindings } from "./bindings";
+import { storedState, type RunningService, type Server } from "./server";
+
+/** What a reload changed. */
+export interface ReloadReport {
+  readonly added: string[];
+  readonly removed: string[];
+  /** New listening sockets (origin, mode, timeouts or families changed). */
+  readonly restarted: string[];
+  /** Bindings or access rules changed in place. */
+  readonly rebound: string[];
+  readonly skipped: string[];
+}
+
+/** How long a replaced listener keeps accepting what the kernel already queued for it. */
+const LISTENER_GRACE_MS = 500;
+
+const dataPlaneOf = (s: ServiceConfig) => JSON.stringify([s.mode, s.origin ?? null, s.connectTimeoutMs, s.idleTimeoutMs, serviceFamilies(s)]);
+const steeringOf = (s: ServiceConfig) => JSON.stringify(storedState(s, 0));
+
+/**
+ * Re-read the config file and apply only the difference. The new file is
+ * validated whole first; then, under the pin lock: new listeners open, the
+ * registry takes the new bindings and rules, and one commit flips every
+ * binding at once (the generation switch, so no connection ever sees a mix of
+ * old and new tables); then replaced sockets are swapped in their SOCKMAP
+ * slots and removed services withdrawn. Established connections are never
+ * touched: old listeners close after a grace period without aborting
+ * anything. Any failure restores the registry and leaves the running state
+ * as it was.
+ */
+export async function reload(server: Server): Promise<ReloadReport> {
+  const file = server.config.source;
+  if (!file) throw new ConfigError("reload", "edgeproxy was started without --config: there is no file to re-read");
+  const loaded = await loadConfig(file);
+  const next: ServeConfig = { ...loaded, bpffs: server.config.bpffs, maxConnections: server.config.maxConnections };
+  await rejectLoops(next.services, serviceBindings(next.services));
+
+  const reg = server.registry;
+  const current = new Map(server.config.services.map((s) => [s.name, s]));
+  const wanted = new Map(next.services.map((s) => [s.name, s]));
+  const added = next.services.filter((s) => !current.has(s.name));
+  const removed = server.config.services.filter((s) => !wanted.has(s.name));
+  const restarted = next.services.filter((s) => current.has(s.name) && dataPlaneOf(s) !== dataPlaneOf(current.get(s.name)!));
+  const rebound = next.services.filter((s) => current.has(s.name) && steeringOf(s) !== steeringOf(current.get(s.name)!));
+
+  return withPinLock(server.bpffs, () => {
+    const before = new Map(reg.services().map((s) => [s.name, { entry: s, bindings: reg.bindings(s.id), rules: reg.rules(s.id) }]));
+    const fresh = new Map<string, RunningService>();
+    try {
+      for (const cfg of [...added, ...restarted]) {
+        const entry = reg.ensure(cfg.name, next.takeOver);
+        const svc = new TcpService(cfg, server.clock, server.admission);
+        fresh.set(cfg.name, { id: entry.id, svc, sockets: svc.listen() });
+      }
+      for (const cfg of next.services) {
+        const entry = reg.ensure(cfg.name, next.takeOver);
+        const state = storedState(cfg, entry.id);
+        reg.setBindings(entry.id, state.bindings);
+        reg.setRules(entry.id, state.rules);
+      }
+      for (const cfg of removed) {
+        const id = server.running.get(cfg.name)!.id;
+        reg.setBindings(id, []);
+        reg.setRules(id, []);
+      }
+      // New services get their sockets before their bindings go live.
+      for (const cfg of added) for (const s of fresh.get(cfg.name)!.sockets) reg.setSocket(fresh.get(cfg.name)!.id, "tcp", s.family, s.fd, { pid: process.pid, fd: s.fd });
+      const own = new Set([...server.ownInodes(), ...[...fresh.values()].flatMap((r) => r.sockets.map((s) => s.inode))]);
+      const { skipped } = reg.commit(own);
+
+      for (const cfg of restarted) {
+        const old = server.running.get(cfg.name)!;
+        const now = fresh.get(cfg.name)!;
+        for (const s of now.sockets) reg.setSocket(now.id, "tcp", s.family, s.fd, { pid: process.pid, fd: s.fd });
+        for (const s of old.sockets) if (!now.sockets.some((n) => n.family === s.family)) reg.removeSocket(now.id, "tcp", s.family);
+      }
+      const retired: RunningService[] = [];
+      for (const cfg of removed) {
+        const old = server.running.get(cfg.name)!;
+        reg.remove(old.id);
+        retired.push(old);
+        server.running.delete(cfg.name);
+      }
+      for (const cfg of restarted) retired.push(server.running.get(cfg.name)!);
+      for (const [name, r] of fresh) server.running.set(name, r);
+      setTimeout(() => {
+        for (const r of retired) r.svc.close(false);
+      }, LISTENER_GRACE_MS).unref();
+      server.config = next;
+      return {
+        added: added.map((s) => s.name),
+        removed: removed.map((s) => s.name),
+        restarted: restarted.map((s) => s.name),
+        rebound: rebound.map((s) => s.name),
+        skipped,
+      };
+    } catch (e) {
+      for (const r of fresh.values()) r.svc.close(true);
+      for (const cfg of next.services) {
+        const was = before.get(cfg.name);
+        const now = reg.find(cfg.name);
+        if (!was) {
+          if (now) reg.remove(now.id);
+          continue;
+        }
+        reg.ensure(cfg.name, was.entry.takeOver);
+        reg.setBindings(was.entry.id, was.bindings);
+        reg.setRules(was.entry.id, was.rules);
+      }
+      for (const cfg of removed) {
+        const was = before.get(cfg.name);
+        if (was) {
+          reg.setBindings(was.entry.id, was.bindings);
+          reg.setRules(was.entry.id, was.rules);
+        }
+      }
+      reg.commit(server.ownInodes());
+      throw e;
+    }
+  });
+}
+
+/** "added a; removed b; ..." or "no change". */
+export function describeReload(r: ReloadReport): string {
+  const parts = (
+    [
+      ["added", r.added],
+      ["removed", r.removed],
+      ["new sockets for", r.restarted],
+      ["new bindings or rules for", r.rebound],
+    ] as const
+  )
+    .filter(([, names]) => names.length)
+    .map(([what, names]) => `${what} ${names.join(", ")}`);
+  return parts.join("; ") || "no change";
+}
