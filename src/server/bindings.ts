@@ -1,7 +1,7 @@
 import { lookup } from "node:dns/promises";
 import { formatAddress, formatPrefix, parseAddress, prefixContains } from "../config/address";
 import { formatPorts } from "../config/ports";
-import type { ServiceConfig } from "../config/service";
+import type { ServeConfig, ServiceConfig } from "../config/service";
 import { formatBinding, type Binding } from "../dispatcher/binding";
 import { compileBindings, serviceForPort } from "../dispatcher/compile";
 import { ConfigError } from "../errors";
@@ -57,6 +57,21 @@ export async function rejectLoops(services: readonly ServiceConfig[], bindings: 
         );
       }
     }
+  }
+}
+
+/** Refuse a TCP admin listener that service bindings would capture: nothing admin-facing on steered ports. */
+export function rejectAdminInBindings(admin: ServeConfig["admin"], bindings: readonly Binding[]): void {
+  if (admin.kind !== "tcp") return;
+  const addr = parseAddress(admin.host);
+  if (!addr) return;
+  const table = compileBindings(bindings.filter((b) => b.service !== 0 && b.protocol === "tcp"))
+    .filter((t) => prefixContains(t.prefix, addr))
+    .sort((a, b) => b.prefix.length - a.prefix.length)[0];
+  const service = table ? serviceForPort(table, admin.port) : 0;
+  if (service !== 0) {
+    const owner = bindings.find((b) => b.service === service)?.owner ?? `service ${service}`;
+    throw new ConfigError("admin.listen", `${admin.host}:${admin.port} lies inside the bindings of ${owner}; the admin API must not be reachable from steered ports`);
   }
 }
 

@@ -3,7 +3,7 @@ import { serviceFamilies, type ServeConfig, type ServiceConfig } from "../config
 import { ConfigError } from "../errors";
 import { withPinLock } from "../dispatcher/pins";
 import { TcpService } from "../proxy/tcp";
-import { rejectLoops, serviceBindings } from "./bindings";
+import { rejectAdminInBindings, rejectLoops, serviceBindings } from "./bindings";
 import { storedState, type RunningService, type Server } from "./server";
 
 /** What a reload changed. */
@@ -40,6 +40,7 @@ export async function reload(server: Server): Promise<ReloadReport> {
   const loaded = await loadConfig(file);
   const next: ServeConfig = { ...loaded, bpffs: server.config.bpffs, maxConnections: server.config.maxConnections };
   await rejectLoops(next.services, serviceBindings(next.services));
+  rejectAdminInBindings(server.config.admin, serviceBindings(next.services));
 
   const reg = server.registry;
   const current = new Map(server.config.services.map((s) => [s.name, s]));

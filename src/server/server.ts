@@ -9,7 +9,7 @@ import { Admission, connectionCapacity, openFileLimit } from "../proxy/admission
 import { CoarseClock } from "../proxy/clock";
 import { TcpService, type ServiceSocket } from "../proxy/tcp";
 import { checkEnvironment } from "../system/environment";
-import { rejectLoops, serviceBindings } from "./bindings";
+import { rejectAdminInBindings, rejectLoops, serviceBindings } from "./bindings";
 
 /** A service this process runs: its registry id, data plane and listening sockets. */
 export interface RunningService {
@@ -66,6 +66,7 @@ export class Server {
     checkEnvironment();
     const bindings = serviceBindings(config.services);
     await rejectLoops(config.services, bindings);
+    rejectAdminInBindings(config.admin, bindings);
     const nofile = openFileLimit();
     const capacity = connectionCapacity(nofile);
     const maxConnections = config.maxConnections ?? capacity;
