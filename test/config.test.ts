@@ -219,3 +219,25 @@ test("an admin API on a port the services steer is refused", async () => {
     w.done();
   }
 });
+
+test("a reload that conflicts with bindings made outside the file fails at commit and restores everything", async () => {
+  const w = workdir();
+  try {
+    const a = namedOrigin("A");
+    const config = (ports: string) => `[admin]\nsocket = "${w.admin}"\n` + service("a", a.port, `prefixes = "192.0.2.0/24"\nports = "${ports}"`);
+    writeFileSync(w.file, config("1000-1099"));
+    f.ep = await EdgeproxyProcess.start(["--config", w.file]);
+    const other = await runEdgeproxy(["bind", "other", "tcp", "192.0.2.0/24", "3000-3099"]);
+    expect(other.code).toBe(0);
+    writeFileSync(w.file, config("1000-1099,3000-3099"));
+    const r = await runEdgeproxy(["reload", "--admin", w.admin]);
+    expect(r.code).toBe(2);
+    expect(r.stderr).toMatch(/tcp 192\.0\.2\.0\/24 3000-3099 is bound by both service a and service other/);
+    const bindings = JSON.parse((await runEdgeproxy(["bindings", "--json"])).stdout) as { service: string; ports: string }[];
+    expect(bindings.map((b) => `${b.service} ${b.ports}`).sort()).toEqual(["a 1000-1099", "other 3000-3099"]);
+    expect(await who("192.0.2.1", 1050)).toBe("A");
+    expect(await who("192.0.2.1", 3050)).toBe("refused"); // other's binding, no socket
+  } finally {
+    w.done();
+  }
+}, 30_000);

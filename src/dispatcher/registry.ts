@@ -20,6 +20,9 @@ export interface SocketEntry {
   readonly fd: number;
 }
 
+/** Services' stored state by name; undefined where the service did not exist. */
+export type RegistrySnapshot = Map<string, { entry: ServiceEntry; bindings: abi.StoredBinding[]; rules: abi.StoredRule[] } | undefined>;
+
 const sameBinding = (a: abi.StoredBinding, b: abi.StoredBinding) => Buffer.compare(abi.encodeBinding(a), abi.encodeBinding(b)) === 0;
 
 /**
@@ -138,6 +141,31 @@ export class Registry {
       if (v) out.push({ service, protocol, family, ...abi.decodeOwner(v) });
     }
     return out.sort((a, b) => a.service - b.service);
+  }
+
+  /** What the registry holds for these services (undefined: absent), to put back after a failed change. */
+  snapshot(names: Iterable<string>): RegistrySnapshot {
+    const all = new Map(this.services().map((s) => [s.name, s]));
+    return new Map(
+      [...names].map((name) => {
+        const s = all.get(name);
+        return [name, s && { entry: s, bindings: this.bindings(s.id), rules: this.rules(s.id) }];
+      }),
+    );
+  }
+
+  /** Put the snapshot's services back as they were: absent ones removed, others' bindings and rules restored. */
+  restore(snapshot: RegistrySnapshot): void {
+    for (const [name, was] of snapshot) {
+      const now = this.find(name);
+      if (!was) {
+        if (now) this.remove(now.id);
+        continue;
+      }
+      const entry = this.ensure(name, was.entry.takeOver);
+      this.setBindings(entry.id, was.bindings);
+      this.setRules(entry.id, was.rules);
+    }
   }
 
   /**

@@ -51,7 +51,7 @@ export async function reload(server: Server): Promise<ReloadReport> {
   const rebound = next.services.filter((s) => current.has(s.name) && steeringOf(s) !== steeringOf(current.get(s.name)!));
 
   return withPinLock(server.bpffs, () => {
-    const before = new Map(reg.services().map((s) => [s.name, { entry: s, bindings: reg.bindings(s.id), rules: reg.rules(s.id) }]));
+    const before = reg.snapshot([...next.services, ...removed].map((s) => s.name));
     const fresh = new Map<string, RunningService>();
     try {
       for (const cfg of [...added, ...restarted]) {
@@ -103,24 +103,7 @@ export async function reload(server: Server): Promise<ReloadReport> {
       };
     } catch (e) {
       for (const r of fresh.values()) r.svc.close(true);
-      for (const cfg of next.services) {
-        const was = before.get(cfg.name);
-        const now = reg.find(cfg.name);
-        if (!was) {
-          if (now) reg.remove(now.id);
-          continue;
-        }
-        reg.ensure(cfg.name, was.entry.takeOver);
-        reg.setBindings(was.entry.id, was.bindings);
-        reg.setRules(was.entry.id, was.rules);
-      }
-      for (const cfg of removed) {
-        const was = before.get(cfg.name);
-        if (was) {
-          reg.setBindings(was.entry.id, was.bindings);
-          reg.setRules(was.entry.id, was.rules);
-        }
-      }
+      reg.restore(before);
       reg.commit(server.ownInodes());
       throw e;
     }

@@ -97,7 +97,7 @@ export class Server {
         process.stderr.write(`edgeproxy: ${accepting ? "below" : "at"} --max-connections ${maxConnections}: ${accepting ? "accepting again" : "refusing new connections"}\n`);
       });
       const clock = new CoarseClock();
-      const before = new Map(registry.services().map((s) => [s.name, { entry: s, ...{ bindings: registry.bindings(s.id), rules: registry.rules(s.id) } }]));
+      const before = registry.snapshot(config.services.map((s) => s.name));
       try {
         for (const cfg of config.services) {
           const entry = registry.ensure(cfg.name, config.takeOver);
@@ -126,17 +126,7 @@ export class Server {
         clock.close();
         try {
           // Put back what was there before this start.
-          for (const cfg of config.services) {
-            const was = before.get(cfg.name);
-            const now = registry.find(cfg.name);
-            if (!was) {
-              if (now) registry.remove(now.id);
-              continue;
-            }
-            registry.ensure(cfg.name, was.entry.takeOver);
-            registry.setBindings(was.entry.id, was.bindings);
-            registry.setRules(was.entry.id, was.rules);
-          }
+          registry.restore(before);
           if (pinned.created) removePinned(bpffs);
           else registry.commit();
         } finally {
