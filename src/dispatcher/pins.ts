@@ -110,8 +110,8 @@ function openMaps(dir: string): Record<MapName, BpfMap> {
  */
 export function openPinned(bpffs: string, image: Uint8Array, create: boolean): Pinned | undefined {
   const dir = pinDir(bpffs);
-  const want = tagOf(image);
   if (existsSync(dir)) {
+    const want = tagOf(image);
     const fd = objGet(join(dir, "prog"), "open pinned program");
     let tag: string;
     try {
@@ -133,7 +133,9 @@ export function openPinned(bpffs: string, image: Uint8Array, create: boolean): P
   const tmp = join(bpffs, "edgeproxy", `tmp_${process.pid}`);
   rmSync(tmp, { recursive: true, force: true });
   const d = Dispatcher.load(image);
+  let tag: string;
   try {
+    tag = embeddedTag ??= programInfo(d.program!.fd).tag;
     mkdirSync(tmp, { mode: 0o700 });
     d.apply([]);
     for (const m of MAPS) d.maps[m].pin(join(tmp, m));
@@ -147,7 +149,7 @@ export function openPinned(bpffs: string, image: Uint8Array, create: boolean): P
     throw e;
   }
   d.close();
-  return { dispatcher: Dispatcher.fromMaps(openMaps(dir)), dir, tag: want, created: true };
+  return { dispatcher: Dispatcher.fromMaps(openMaps(dir)), dir, tag, created: true };
 }
 
 /** Remove every pin of the namespace: the link goes with its last reference, so steering stops. */
