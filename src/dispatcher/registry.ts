@@ -177,8 +177,10 @@ export class Registry {
   commit(own: ReadonlySet<number> = new Set()): { skipped: string[] } {
     const services = this.services();
     const byId = new Map(services.map((s) => [s.id, s]));
+    // A hash map hands keys out in no fixed order; sort so errors name services the same way every time.
     const bindings: Binding[] = this.bindings()
       .filter((b) => byId.has(b.service))
+      .sort((a, b) => a.service - b.service || a.lo - b.lo || a.hi - b.hi || a.prefix.length - b.prefix.length)
       .map((b) => ({ protocol: b.protocol, prefix: b.prefix, ports: { lo: b.lo, hi: b.hi }, service: b.service, owner: `service ${byId.get(b.service)!.name}` }));
     const theirs = [...listeners("tcp"), ...listeners("udp")].filter((l) => !own.has(l.inode));
     const { holes, skipped } = holesForListeners(
