@@ -241,3 +241,56 @@ test("a reload that conflicts with bindings made outside the file fails at commi
     w.done();
   }
 }, 30_000);
+
+test("after a reload gives a service new sockets, the connection cap pauses and resumes those sockets", async () => {
+  const w = workdir();
+  try {
+    const a = namedOrigin("A");
+    const a2 = namedOrigin("A2");
+    const config = (origin: number) => `max_connections = 3\n[admin]\nsocket = "${w.admin}"\n` + service("a", origin, 'prefixes = "192.0.2.0/24"\nports = "1000-1099"');
+    writeFileSync(w.file, config(a.port));
+    f.ep = await EdgeproxyProcess.start(["--config", w.file]);
+    writeFileSync(w.file, config(a2.port)); // a new origin: the service gets new listening sockets
+    expect((await runEdgeproxy(["reload", "--admin", w.admin])).stdout).toContain("new sockets for a");
+    await Bun.sleep(700); // the old listeners' grace period
+    const held = await Promise.all(
+      [1000, 1001, 1002].map(
+        (port) => new Promise<import("bun").Socket>((resolve) => Bun.connect({ hostname: "192.0.2.1", port, socket: { data: (s) => resolve(s) } })),
+      ),
+    );
+    expect(await who("192.0.2.1", 1003)).toBe("refused"); // at the cap
+    held[0]!.end();
+    let back = "";
+    for (let i = 0; i < 100 && back !== "A2"; i++) {
+      await Bun.sleep(20);
+      back = await who("192.0.2.1", 1004);
+    }
+    expect(back).toBe("A2"); // steering resumed with the new socket, not the closed one
+    for (const s of held) s.end();
+  } finally {
+    w.done();
+  }
+}, 30_000);
+
+test("connections of a service replaced by reload still get their idle timeout", async () => {
+  const w = workdir();
+  try {
+    const a = namedOrigin("A");
+    const a2 = namedOrigin("A2");
+    const config = (origin: number) => `[admin]\nsocket = "${w.admin}"\n` + service("a", origin, 'prefixes = "192.0.2.0/24"\nports = "1000-1099"', 'idle_timeout = "600ms"');
+    writeFileSync(w.file, config(a.port));
+    f.ep = await EdgeproxyProcess.start(["--config", w.file]);
+    let closedAt = 0;
+    const t0 = performance.now();
+    await new Promise<void>((resolve) =>
+      Bun.connect({ hostname: "192.0.2.1", port: 1000, socket: { data: () => resolve(), close: () => void (closedAt = performance.now()) } }),
+    );
+    writeFileSync(w.file, config(a2.port));
+    expect((await runEdgeproxy(["reload", "--admin", w.admin])).code).toBe(0);
+    for (let i = 0; i < 150 && !closedAt; i++) await Bun.sleep(20);
+    expect(closedAt).toBeGreaterThan(0); // closed by the idle timeout, under the old service's settings
+    expect(closedAt - t0).toBeLessThan(2500);
+  } finally {
+    w.done();
+  }
+}, 30_000);

@@ -33,7 +33,3 @@ export function parsePorts(text: string, where = "ports"): PortRange[] {
 export function formatPorts(r: PortRange): string {
   return r.lo === r.hi ? `${r.lo}` : `${r.lo}-${r.hi}`;
 }
-
-export function portsContain(ranges: readonly PortRange[], port: number): boolean {
-  return ranges.some((r) => r.lo <= port && port <= r.hi);
-}

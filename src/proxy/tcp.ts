@@ -27,6 +27,7 @@ export class TcpService {
   private readonly active = new Set<Relay>();
   private readonly listeners: { family: Family; listener: TCPSocketListener<any> }[] = [];
   private readonly stopSweep: () => void;
+  private closing = false;
 
   constructor(
     readonly config: ServiceConfig,
@@ -35,6 +36,7 @@ export class TcpService {
   ) {
     this.stopSweep = clock.onTick((now) => {
       for (const r of this.active) r.sweep(now);
+      if (this.closing && this.active.size === 0) this.stopSweep();
     });
   }
 
@@ -91,10 +93,15 @@ export class TcpService {
     };
   }
 
-  /** Stop accepting; with `abort`, reset every relayed connection too. Idempotent. */
+  /**
+   * Stop accepting. With `abort`, reset every relayed connection too;
+   * without, they run on, still under their timeouts, and the sweep stops
+   * with the last of them. Idempotent.
+   */
   close(abort = false): void {
-    this.stopSweep();
+    this.closing = true;
     for (const { listener } of this.listeners.splice(0)) listener.stop(false);
     if (abort) for (const r of [...this.active]) r.abort();
+    if (this.active.size === 0) this.stopSweep();
   }
 }

@@ -84,14 +84,17 @@ export class Server {
       const running = new Map<string, RunningService>();
       // At the cap, stop steering: the kernel refuses new connections (SK_DROP,
       // counted as missing_socket) instead of queueing them for an accept()
-      // that would fail with EMFILE.
+      // that would fail with EMFILE. It acts on the sockets running now, which
+      // a reload may have replaced since startup.
       const admission = new Admission(maxConnections, (accepting) => {
-        for (const { id, socket } of sockets) {
-          try {
-            if (accepting) pinned.dispatcher.setSocket(id, "tcp", socket.family, socket.fd);
-            else pinned.dispatcher.removeSocket(id, "tcp", socket.family);
-          } catch (e) {
-            process.stderr.write(`edgeproxy: ${accepting ? "resume" : "pause"} steering: ${(e as Error).message}\n`);
+        for (const { id, sockets: own } of running.values()) {
+          for (const socket of own) {
+            try {
+              if (accepting) pinned.dispatcher.setSocket(id, "tcp", socket.family, socket.fd);
+              else pinned.dispatcher.removeSocket(id, "tcp", socket.family);
+            } catch (e) {
+              process.stderr.write(`edgeproxy: ${accepting ? "resume" : "pause"} steering: ${(e as Error).message}\n`);
+            }
           }
         }
         process.stderr.write(`edgeproxy: ${accepting ? "below" : "at"} --max-connections ${maxConnections}: ${accepting ? "accepting again" : "refusing new connections"}\n`);
