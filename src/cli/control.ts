@@ -212,11 +212,12 @@ function act(command: Exclude<ControlCommand, { kind: "down" }>, reg: Registry, 
 function status(reg: Registry, pinned: Pinned, emit: (human: string[], json: unknown) => void): number {
   const d = pinned.dispatcher;
   const sockets = reg.sockets();
+  const bindings = reg.bindingsByService();
   const services = reg.services().map((s) => ({
     name: s.name,
     id: s.id,
     takeOver: s.takeOver,
-    bindings: reg.bindings(s.id).length,
+    bindings: bindings.get(s.id)?.length ?? 0,
     sockets: sockets.filter((k) => k.service === s.id).map(({ protocol, family, pid, fd }) => ({ protocol, family, pid, fd })),
     counters: d.counters(s.id),
   }));

@@ -23,8 +23,6 @@ export interface SocketEntry {
 /** Services' stored state by name; undefined where the service did not exist. */
 export type RegistrySnapshot = Map<string, { entry: ServiceEntry; bindings: abi.StoredBinding[]; rules: abi.StoredRule[] } | undefined>;
 
-const sameBinding = (a: abi.StoredBinding, b: abi.StoredBinding) => Buffer.compare(abi.encodeBinding(a), abi.encodeBinding(b)) === 0;
-
 /**
  * The control plane's stored state (services, bindings, access rules, socket
  * owners), kept in the dispatcher's pinned maps, and commit(), which rebuilds
@@ -87,10 +85,22 @@ export class Registry {
       .filter((b) => service === undefined || b.service === service);
   }
 
-  /** Add; false when it was there already. */
+  /** Every stored binding, grouped by service: one walk of the map (a syscall per key). */
+  bindingsByService(): Map<number, abi.StoredBinding[]> {
+    const out = new Map<number, abi.StoredBinding[]>();
+    for (const b of this.bindings()) {
+      let list = out.get(b.service);
+      if (!list) out.set(b.service, (list = []));
+      list.push(b);
+    }
+    return out;
+  }
+
+  /** Add; false when it was there already. One lookup, not a walk of the map. */
   addBinding(b: abi.StoredBinding): boolean {
-    const had = this.bindings(b.service).some((x) => sameBinding(x, b));
-    this.maps.ep_bindings.update(abi.encodeBinding(b), abi.u32(0));
+    const key = abi.encodeBinding(b);
+    const had = this.maps.ep_bindings.lookup(key, new Uint8Array(4)) !== undefined;
+    this.maps.ep_bindings.update(key, abi.u32(0));
     return !had;
   }
 

@@ -43,6 +43,7 @@ export function serverBackend(server: Server): AdminBackend {
   return {
     status(): StatusSnapshot {
       const sockets = reg.sockets();
+      const bindings = reg.bindingsByService();
       const runningById = new Map([...server.running.entries()].map(([name, r]) => [r.id, { name, ...r }]));
       return {
         version: VERSION,
@@ -58,7 +59,7 @@ export function serverBackend(server: Server): AdminBackend {
             id: s.id,
             mode: mine?.svc.config.mode,
             origin: mine ? origin(server, s.name) : undefined,
-            bindings: reg.bindings(s.id).map((b) => ({ protocol: b.protocol, prefix: formatPrefix(b.prefix), ports: formatPorts(b) })),
+            bindings: (bindings.get(s.id) ?? []).map((b) => ({ protocol: b.protocol, prefix: formatPrefix(b.prefix), ports: formatPorts(b) })),
             sockets: sockets.filter((k) => k.service === s.id).map(({ protocol, family, pid, fd }) => ({ protocol, family, pid, fd })),
             kernel: server.dispatcher.counters(s.id),
             connections: mine?.svc.stats.snapshot(),
