@@ -5,7 +5,7 @@ import type { Subprocess } from "bun";
 import { readdirSync, readFileSync, readlinkSync, rmSync, writeFileSync, existsSync, mkdtempSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { EdgeproxyProcess, runEdgeproxy } from "./helpers/edgeproxy";
+import { EdgeproxyProcess, MAIN, runEdgeproxy } from "./helpers/edgeproxy";
 import { echoOrigin, exchange, pool, text } from "./helpers/net";
 import { TestNetns } from "./helpers/netns";
 
@@ -172,3 +172,14 @@ describe("control commands", () => {
     }
   }, 30_000);
 });
+
+test("large --json output arrives whole through a pipe", async () => {
+  const ports = Array.from({ length: 3000 }, (_, i) => 10000 + i).join(",");
+  await ep("bind", "big", "tcp", "192.0.2.0/24", ports);
+  // A reader that starts late: the pipe fills, and whatever edgeproxy has not flushed when it exits is lost.
+  const slow = Bun.spawn(["sh", "-c", `"$0" "$1" bindings --json | (sleep 1; cat)`, process.execPath, MAIN], { stdout: "pipe", stderr: "pipe" });
+  const out = await new Response(slow.stdout).text();
+  expect(await slow.exited).toBe(0);
+  expect(out.length).toBeGreaterThan(128 * 1024);
+  expect(JSON.parse(out)).toHaveLength(3000);
+}, 30_000);

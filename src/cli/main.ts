@@ -13,6 +13,15 @@ import { CONTROL_COMMANDS, CONTROL_USAGE, parseControl, runControl } from "./con
 
 const say = (line: string) => process.stderr.write(`edgeproxy: ${line}\n`);
 
+/**
+ * Write to stdout and wait until all of it is written: process.stdout.write
+ * only queues, and the process.exit that follows main() drops whatever a slow
+ * reader has not taken yet (seen: --json output cut at the 64 KiB pipe buffer).
+ */
+async function print(text: string): Promise<void> {
+  await Bun.write(Bun.stdout, text);
+}
+
 /** Exit code for an error: 2 for the operator's input or the environment, 1 for runtime failures. */
 function report(e: unknown): number {
   if (e instanceof ConfigError || e instanceof EnvironmentError || (e instanceof EdgeError && e.fault === "config")) {
@@ -33,7 +42,10 @@ export async function main(argv: readonly string[]): Promise<number> {
   if ((CONTROL_COMMANDS as readonly string[]).includes(argv[0] ?? "")) {
     try {
       const { command, options } = parseControl(argv);
-      return runControl(command, options, await dispatcherImage(), (line) => process.stdout.write(`${line}\n`));
+      const lines: string[] = [];
+      const code = runControl(command, options, await dispatcherImage(), (line) => lines.push(`${line}\n`));
+      await print(lines.join(""));
+      return code;
     } catch (e) {
       return report(e);
     }
@@ -45,11 +57,11 @@ export async function main(argv: readonly string[]): Promise<number> {
     return report(e);
   }
   if (command.kind === "help") {
-    process.stdout.write(`${USAGE}\n\n${CONTROL_USAGE}\n`);
+    await print(`${USAGE}\n\n${CONTROL_USAGE}\n`);
     return 0;
   }
   if (command.kind === "version") {
-    process.stdout.write(`edgeproxy ${VERSION}\n`);
+    await print(`edgeproxy ${VERSION}\n`);
     return 0;
   }
   // Handlers go in before anything is created, so a signal at any point of
@@ -126,6 +138,6 @@ async function reloadCommand(args: readonly string[]): Promise<number> {
   }
   const body = (await res.json().catch(() => ({}))) as { error?: string; summary?: string };
   if (!res.ok) return report(new ConfigError("reload rejected, nothing changed", body.error ?? `HTTP ${res.status}`));
-  process.stdout.write(`reloaded${body.summary ? `: ${body.summary}` : ""}\n`);
+  await print(`reloaded${body.summary ? `: ${body.summary}` : ""}\n`);
   return 0;
 }

@@ -27,6 +27,7 @@ export class TestNetns {
   readonly inode: string;
   /** A bpffs instance of this test's own, passed to children as $EDGEPROXY_BPFFS. */
   bpffs = "";
+  private shadowed = false;
 
   private constructor(home: number) {
     this.home = home;
@@ -51,6 +52,10 @@ export class TestNetns {
       sh(["ip", "-6", "route", "add", "local", TEST_V6, "dev", "lo"]);
       ns.bpffs = mkdtempSync(join(tmpdir(), "ep-bpffs-"));
       sh(["mount", "-t", "bpf", "bpf", ns.bpffs]);
+      // Also over /sys/fs/bpf (in this private mount namespace only), so a child
+      // that misses $EDGEPROXY_BPFFS still cannot reach the machine's bpffs.
+      sh(["mount", "--bind", ns.bpffs, "/sys/fs/bpf"]);
+      ns.shadowed = true;
       process.env.EDGEPROXY_BPFFS = ns.bpffs;
     } catch (e) {
       ns.leave();
@@ -63,6 +68,7 @@ export class TestNetns {
   leave(): void {
     if (this.left) return;
     this.left = true;
+    if (this.shadowed) Bun.spawnSync(["umount", "/sys/fs/bpf"]);
     if (this.bpffs) {
       delete process.env.EDGEPROXY_BPFFS;
       Bun.spawnSync(["umount", this.bpffs]);
