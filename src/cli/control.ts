@@ -52,14 +52,17 @@ export function parseControl(argv: readonly string[]): { command: ControlCommand
     const a = rest[i]!;
     if (a === "--json") json = true;
     else if (a === "--take-over" && kind === "bind") takeOver = true;
-    else if (a === "--bpffs") bpffs = rest[++i] ?? "";
+    else if (a === "--bpffs") {
+      bpffs = rest[++i];
+      if (!bpffs) throw new ConfigError(`${kind} --bpffs`, "needs a path");
+    }
     else if (a === "--pid" && kind === "register") pid = number(a, rest[++i]);
     else if (a === "--fd" && kind === "register") fd = number(a, rest[++i]);
     else if (a.startsWith("-")) throw new ConfigError(`${kind} ${a}`, "unknown option (see --help)");
     else positional.push(a);
   }
   const arity = (n: number, shape: string) => {
-    if (positional.length !== n) throw new ConfigError(kind, `usage: edgeproxy ${kind} ${shape}`);
+    if (positional.length !== n) throw new ConfigError(kind, `usage: edgeproxy ${kind}${shape ? ` ${shape}` : ""}`);
   };
   const options = { json, bpffs };
   switch (kind) {
