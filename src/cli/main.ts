@@ -92,7 +92,7 @@ export async function main(argv: readonly string[]): Promise<number> {
     return report(e);
   }
   for (const line of describeBindings(server.config.services)) say(line);
-  for (const { service, socket } of server.report.sockets) say(`service ${service}: ipv${socket.family} socket ${socket.address} (fd ${socket.fd})`);
+  for (const [name, r] of server.running) for (const s of r.sockets) say(`service ${name}: ipv${s.family} socket ${s.address} (fd ${s.fd})`);
   say(`dispatcher ${server.report.createdPins ? "created and pinned at" : "joined at"} ${server.report.pinDir}`);
   say(`at most ${server.report.maxConnections} open connections`);
   if (admin.address !== "off") say(`admin API on ${admin.address}`);

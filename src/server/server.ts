@@ -1,7 +1,6 @@
 import type { ServeConfig, ServiceConfig } from "../config/service";
 import { ConfigError } from "../errors";
 import type { StoredBinding, StoredRule } from "../dispatcher/abi";
-import type { Binding } from "../dispatcher/binding";
 import type { Dispatcher } from "../dispatcher/dispatcher";
 import { bpffsPath, openPinned, removePinned, withPinLock } from "../dispatcher/pins";
 import { Registry } from "../dispatcher/registry";
@@ -18,12 +17,13 @@ export interface RunningService {
   readonly sockets: ServiceSocket[];
 }
 
+const inodesOf = (running: Map<string, RunningService>) => new Set([...running.values()].flatMap((r) => r.sockets.map((s) => s.inode)));
+
+/** What startup found and did, for its log lines. */
 export interface StartReport {
-  readonly sockets: { service: string; id: number; socket: ServiceSocket }[];
   readonly maxConnections: number;
   /** Listeners left alone because they were there first. */
   readonly skipped: string[];
-  readonly bindings: Binding[];
   /** Where the dispatcher is pinned, and whether this start created it. */
   readonly pinDir: string;
   readonly createdPins: boolean;
@@ -80,7 +80,6 @@ export class Server {
     return withPinLock(bpffs, () => {
       const pinned = openPinned(bpffs, image, true)!;
       const registry = new Registry(pinned.dispatcher);
-      const sockets: StartReport["sockets"] = [];
       const running = new Map<string, RunningService>();
       // At the cap, stop steering: the kernel refuses new connections (SK_DROP,
       // counted as missing_socket) instead of queueing them for an accept()
@@ -110,16 +109,11 @@ export class Server {
           const svc = new TcpService(cfg, clock, admission);
           const own = svc.listen();
           running.set(cfg.name, { id: entry.id, svc, sockets: own });
-          for (const socket of own) {
-            registry.setSocket(entry.id, "tcp", socket.family, socket.fd, { pid: process.pid, fd: socket.fd });
-            sockets.push({ service: cfg.name, id: entry.id, socket });
-          }
+          for (const socket of own) registry.setSocket(entry.id, "tcp", socket.family, socket.fd, { pid: process.pid, fd: socket.fd });
         }
-        const { skipped } = registry.commit(new Set(sockets.map((s) => s.socket.inode)));
+        const { skipped } = registry.commit(inodesOf(running));
         return new Server(pinned.dispatcher, registry, running, clock, admission, bpffs, config, {
-          sockets,
           skipped,
-          bindings,
           maxConnections,
           pinDir: pinned.dir,
           createdPins: pinned.created,
@@ -142,7 +136,7 @@ export class Server {
 
   /** Listening sockets of every running service: ours, not someone else's already-listening ones. */
   ownInodes(): Set<number> {
-    return new Set([...this.running.values()].flatMap((r) => r.sockets.map((s) => s.inode)));
+    return inodesOf(this.running);
   }
 
   /** One line per service: the kernel's counters and the data plane's. */
