@@ -1,0 +1,99 @@
+// epoll(7) and eventfd(2) through bun:ffi: Bun's own event loop cannot watch
+// a file descriptor it did not create, so the UDP data plane runs its own.
+import { ptr, read, type Pointer } from "bun:ffi";
+import { EdgeError } from "../errors";
+import { errno, errnoText, libc } from "../ebpf/libc";
+
+const EPOLL_CLOEXEC = 0o2000000;
+const EPOLL_CTL_ADD = 1;
+const EPOLL_CTL_DEL = 2;
+export const EPOLLIN = 0x001;
+export const EPOLLERR = 0x008;
+const EFD_NONBLOCK = 0o4000;
+const EFD_CLOEXEC = 0o2000000;
+const EINTR = 4;
+
+// struct epoll_event is packed on x86_64 (12 bytes, data at 4) and naturally
+// aligned elsewhere (16 bytes, data at 8): include/uapi/linux/eventpoll.h.
+const PACKED = process.arch === "x64";
+export const EPOLL_EVENT_SIZE = PACKED ? 12 : 16;
+const DATA_AT = PACKED ? 4 : 8;
+
+/** One epoll instance; the owner of its fd. Only `data` (the watched fd) is kept per event. */
+export class Epoll {
+  private fd: number;
+  private readonly events: Uint8Array;
+  private readonly eventsPtr: Pointer;
+  private readonly one = new Uint8Array(EPOLL_EVENT_SIZE);
+  private readonly oneView = new DataView(this.one.buffer);
+
+  constructor(readonly capacity = 256) {
+    this.fd = libc.epoll_create1(EPOLL_CLOEXEC);
+    if (this.fd < 0) throw new EdgeError("epoll_create1", errnoText(errno()), "kernel");
+    this.events = new Uint8Array(capacity * EPOLL_EVENT_SIZE);
+    this.eventsPtr = ptr(this.events);
+  }
+
+  /** Watch fd for input (level-triggered); events report fd as their data. */
+  add(fd: number): void {
+    this.oneView.setUint32(0, EPOLLIN, true);
+    this.oneView.setUint32(DATA_AT, fd, true);
+    this.oneView.setUint32(DATA_AT + 4, 0, true);
+    if (libc.epoll_ctl(this.fd, EPOLL_CTL_ADD, fd, this.one) !== 0) throw new EdgeError(`epoll add fd ${fd}`, errnoText(errno()), "kernel");
+  }
+
+  /** Stop watching fd; closing an fd removes it too, so this is only for fds kept open. */
+  remove(fd: number): void {
+    libc.epoll_ctl(this.fd, EPOLL_CTL_DEL, fd, this.one);
+  }
+
+  /** Wait up to timeoutMs; returns how many events are ready (0 on timeout or signal). */
+  wait(timeoutMs: number): number {
+    const n = libc.epoll_wait(this.fd, this.eventsPtr, this.capacity, timeoutMs);
+    if (n < 0) {
+      if (errno() === EINTR) return 0;
+      throw new EdgeError("epoll_wait", errnoText(errno()), "kernel");
+    }
+    return n;
+  }
+
+  /** The fd of ready event i (0 ≤ i < the count wait returned). */
+  fdAt(i: number): number {
+    return read.u32(this.eventsPtr, i * EPOLL_EVENT_SIZE + DATA_AT);
+  }
+
+  close(): void {
+    if (this.fd < 0) return;
+    libc.close(this.fd);
+    this.fd = -1;
+  }
+}
+
+/** A non-blocking eventfd: one side signals, the epoll side drains. */
+export class EventFd {
+  fd: number;
+  private readonly word = new BigUint64Array([1n]);
+
+  constructor() {
+    this.fd = libc.eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    if (this.fd < 0) throw new EdgeError("eventfd", errnoText(errno()), "kernel");
+  }
+
+  signal(): void {
+    this.word[0] = 1n;
+    libc.write(this.fd, this.word, 8);
+  }
+
+  close(): void {
+    if (this.fd < 0) return;
+    libc.close(this.fd);
+    this.fd = -1;
+  }
+}
+
+const drained = new BigUint64Array(1);
+
+/** Reset an eventfd's counter (it is another thread's EventFd; this side only reads). */
+export function drainEventFd(fd: number): void {
+  libc.read(fd, drained, 8);
+}
