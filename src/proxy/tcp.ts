@@ -7,22 +7,12 @@ import type { Admission } from "./admission";
 import type { CoarseClock } from "./clock";
 import { Relay } from "./relay";
 import { responderHandlers } from "./responder";
+import { LISTEN_ADDRESS, type DataPlaneService, type ServiceSocket } from "./service";
 import { ServiceStats } from "./stats";
 
-/** One listening socket of a service; the dispatcher steers its whole family's bindings here. */
-export interface ServiceSocket {
-  readonly family: Family;
-  readonly fd: number;
-  readonly inode: number;
-  readonly address: string;
-}
-
-// Bound to an ephemeral loopback port: the address does not matter to
-// bpf_sk_assign, and loopback keeps the socket off every real interface.
-const LISTEN_ADDRESS: Record<Family, string> = { 4: "127.0.0.1", 6: "::1" };
-
 /** A tcp-mode service: one listener per address family, every steered connection relayed to the origin. */
-export class TcpService {
+export class TcpService implements DataPlaneService {
+  readonly protocol = "tcp";
   readonly stats = new ServiceStats();
   private readonly active = new Set<Relay>();
   private readonly listeners: { family: Family; listener: TCPSocketListener<any> }[] = [];
@@ -91,6 +81,16 @@ export class TcpService {
         s.data?.closed("client", error);
       },
     };
+  }
+
+  report() {
+    return { connections: this.stats.snapshot() };
+  }
+
+  summary(): string {
+    const s = this.stats;
+    const errors = [...s.originErrors].map(([kind, n]) => `${kind} ${n}`).join(", ") || "none";
+    return `${s.connectionsTotal} connections, ${s.bytesFromClients} bytes in, ${s.bytesFromOrigins} bytes out, origin errors: ${errors}`;
   }
 
   /**

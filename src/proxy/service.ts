@@ -1,0 +1,31 @@
+import type { ConnectionStats } from "../admin/backend";
+import type { Family } from "../config/address";
+import type { ServiceConfig } from "../config/service";
+import type { DatagramStats } from "./udp/stats";
+
+/** One listening socket of a service; the dispatcher steers its whole family's bindings here. */
+export interface ServiceSocket {
+  readonly family: Family;
+  readonly fd: number;
+  readonly inode: number;
+  readonly address: string;
+}
+
+/** A service's data plane, whatever its mode. */
+export interface DataPlaneService {
+  readonly config: ServiceConfig;
+  /** The protocol of its sockets, for their SOCKMAP slots. */
+  readonly protocol: "tcp" | "udp";
+  /** Open the listening sockets (one per family the service's prefixes use). Undo on failure. */
+  listen(): ServiceSocket[];
+  /** Stop taking new connections or flows; with `abort`, end the open ones too. Idempotent. */
+  close(abort?: boolean): void;
+  /** Data-plane figures for the admin API. */
+  report(): { connections?: ConnectionStats; datagrams?: DatagramStats };
+  /** One line for the shutdown log. */
+  summary(): string;
+}
+
+// Bound to an ephemeral loopback port: the address does not matter to
+// bpf_sk_assign, and loopback keeps the socket off every real interface.
+export const LISTEN_ADDRESS: Record<Family, string> = { 4: "127.0.0.1", 6: "::1" };

@@ -1,0 +1,151 @@
+// A batch of datagram buffers for recvmmsg(2) / sendmmsg(2): one syscall
+// moves every datagram a socket has queued (up to the batch size), and the
+// count it returns tells when the queue is empty, so no extra call ends in
+// EAGAIN.
+import { ptr, type Pointer } from "bun:ffi";
+import { libc } from "../../ebpf/libc";
+import { decodeSockaddr, SOCKADDR_IN6_SIZE, type Endpoint } from "../../system/sockaddr";
+import { IP_RECVORIGDSTADDR, IPV6_RECVORIGDSTADDR, SOL_IP, SOL_IPV6 } from "../../system/udp";
+
+// LP64 layouts from <sys/socket.h> / <bits/uio.h>:
+// struct msghdr { void *name @0; socklen_t namelen @8; struct iovec *iov @16;
+//   size_t iovlen @24; void *control @32; size_t controllen @40; int flags @48 } = 56
+// struct mmsghdr { struct msghdr hdr; unsigned int len @56 } = 64
+// struct iovec { void *base @0; size_t len @8 } = 16
+const MMSG = 64;
+const IOV = 16;
+const NAME = 32; // sockaddr_in6 (28) rounded up
+const CONTROL = 64; // CMSG_SPACE(sizeof(struct sockaddr_in6)) = 48, with room to spare
+const MSG_DONTWAIT = 0x40;
+const MSG_TRUNC = 0x20;
+
+/** Room kept before every datagram for a PROXY v2 (≤ 52 bytes) or SPP (38 bytes) header. */
+export const HEADROOM = 64;
+/** Largest datagram read: above the 65,507 / 65,527-byte UDP payload limits, so MSG_TRUNC means a jumbogram. */
+export const MAX_DATAGRAM = 65_536;
+const SLOT = HEADROOM + MAX_DATAGRAM;
+
+const splitPtr = (v: DataView, at: number, p: number) => {
+  v.setUint32(at, p >>> 0, true);
+  v.setUint32(at + 4, Math.floor(p / 4294967296), true);
+};
+
+/** Receive and send buffers for up to `size` datagrams. One per thread; reused for every socket. */
+export class DatagramBatch {
+  /** Datagram i's payload starts at dataAt(i) in `data`. */
+  readonly data: Uint8Array;
+  private readonly names: Uint8Array;
+  private readonly controls: Uint8Array;
+  private readonly recvHdr: Uint8Array;
+  private readonly recvIov: Uint8Array;
+  private readonly sendHdr: Uint8Array;
+  private readonly sendIov: Uint8Array;
+  private readonly rh: DataView;
+  private readonly si: DataView;
+  private readonly dataPtr: number;
+  private readonly recvPtr: Pointer;
+  private readonly sendPtr: Pointer;
+  private readonly cv: DataView;
+  private used = 0;
+
+  constructor(readonly size = 16) {
+    this.data = new Uint8Array(size * SLOT);
+    this.names = new Uint8Array(size * NAME);
+    this.controls = new Uint8Array(size * CONTROL);
+    this.recvHdr = new Uint8Array(size * MMSG);
+    this.recvIov = new Uint8Array(size * IOV);
+    this.sendHdr = new Uint8Array(size * MMSG);
+    this.sendIov = new Uint8Array(size * IOV);
+    this.dataPtr = ptr(this.data);
+    this.recvPtr = ptr(this.recvHdr);
+    this.sendPtr = ptr(this.sendHdr);
+    this.rh = new DataView(this.recvHdr.buffer);
+    this.si = new DataView(this.sendIov.buffer);
+    this.cv = new DataView(this.controls.buffer);
+    const ri = new DataView(this.recvIov.buffer);
+    const sh = new DataView(this.sendHdr.buffer);
+    const namesPtr = ptr(this.names);
+    const controlsPtr = ptr(this.controls);
+    const recvIovPtr = ptr(this.recvIov);
+    const sendIovPtr = ptr(this.sendIov);
+    for (let i = 0; i < size; i++) {
+      splitPtr(ri, i * IOV, this.dataPtr + i * SLOT + HEADROOM);
+      ri.setUint32(i * IOV + 8, MAX_DATAGRAM, true);
+      const h = i * MMSG;
+      splitPtr(this.rh, h, namesPtr + i * NAME);
+      splitPtr(this.rh, h + 16, recvIovPtr + i * IOV);
+      this.rh.setUint32(h + 24, 1, true);
+      splitPtr(this.rh, h + 32, controlsPtr + i * CONTROL);
+      // Sends go to connected sockets: no name, no control.
+      splitPtr(sh, h + 16, sendIovPtr + i * IOV);
+      sh.setUint32(h + 24, 1, true);
+    }
+    this.used = size;
+  }
+
+  /** Read what fd has queued, up to the batch size. Returns the count, or -1 with errno set. */
+  recv(fd: number): number {
+    // The kernel rewrites namelen and controllen; restore the ones last used.
+    for (let i = 0; i < this.used; i++) {
+      const h = i * MMSG;
+      this.rh.setUint32(h + 8, SOCKADDR_IN6_SIZE, true);
+      this.rh.setUint32(h + 40, CONTROL, true);
+    }
+    const n = libc.recvmmsg(fd, this.recvPtr, this.size, MSG_DONTWAIT | MSG_TRUNC, null);
+    this.used = n > 0 ? n : 0;
+    return n;
+  }
+
+  /** Offset of datagram i's payload in `data`. */
+  dataAt(i: number): number {
+    return i * SLOT + HEADROOM;
+  }
+
+  /** Datagram i's length: with MSG_TRUNC its full length, even if longer than the buffer. */
+  length(i: number): number {
+    return this.rh.getUint32(i * MMSG + 56, true);
+  }
+
+  truncated(i: number): boolean {
+    return (this.rh.getInt32(i * MMSG + 48, true) & MSG_TRUNC) !== 0;
+  }
+
+  /** Who sent datagram i. */
+  source(i: number): Endpoint | undefined {
+    return decodeSockaddr(this.names, i * NAME);
+  }
+
+  /** Datagram i's destination before steering (IP_ORIGDSTADDR / IPV6_ORIGDSTADDR control message, ip(7), ipv6(7)). */
+  originalDestination(i: number): Endpoint | undefined {
+    const base = i * CONTROL;
+    const end = base + this.rh.getUint32(i * MMSG + 40, true);
+    // struct cmsghdr { size_t len @0; int level @8; int type @12; data @16 }, each CMSG_ALIGN'd to 8.
+    for (let at = base; at + 16 <= end; ) {
+      const len = this.cv.getUint32(at, true);
+      const level = this.cv.getInt32(at + 8, true);
+      const type = this.cv.getInt32(at + 12, true);
+      if ((level === SOL_IP && type === IP_RECVORIGDSTADDR) || (level === SOL_IPV6 && type === IPV6_RECVORIGDSTADDR)) {
+        return decodeSockaddr(this.controls, at + 16);
+      }
+      if (len < 16) break;
+      at += (len + 7) & ~7;
+    }
+    return undefined;
+  }
+
+  /** Queue datagram i for sendSlots, as the j-th message, starting `header` bytes before its payload. */
+  queue(j: number, i: number, header: number, length: number): void {
+    splitPtr(this.si, j * IOV, this.dataPtr + i * SLOT + HEADROOM - header);
+    this.si.setUint32(j * IOV + 8, length, true);
+  }
+
+  /** Length of the j-th queued message. */
+  queuedLength(j: number): number {
+    return this.si.getUint32(j * IOV + 8, true);
+  }
+
+  /** Send queued messages [from, from+count) on a connected socket. Returns how many left, or -1 with errno set. */
+  send(fd: number, from: number, count: number): number {
+    return libc.sendmmsg(fd, (this.sendPtr + from * MMSG) as Pointer, count, MSG_DONTWAIT);
+  }
+}

@@ -1,0 +1,373 @@
+// The UDP data plane: flows keyed by (client ip:port, original destination
+// ip:port), each with a socket bound to the original destination and
+// connected to the client (so replies leave from the address the client sent
+// to, and the kernel delivers the client's later datagrams straight to it:
+// connected UDP sockets win the lookup before sk_lookup runs,
+// net/ipv4/udp.c:__udp4_lib_lookup) and, with an origin, a socket connected
+// to the origin. Runs on one thread, driven by the epoll loop in worker.ts.
+import type { Family } from "../../config/address";
+import { errno } from "../../ebpf/libc";
+import type { Endpoint } from "../../system/sockaddr";
+import type { Epoll } from "../../system/epoll";
+import {
+  bindTo,
+  closeFd,
+  connectTo,
+  IP_FREEBIND,
+  IPV6_FREEBIND,
+  openUdpSocket,
+  setIntOption,
+  SO_REUSEADDR,
+  SOL_IP,
+  SOL_IPV6,
+  SOL_SOCKET,
+} from "../../system/udp";
+import { DatagramBatch } from "./batch";
+import type { ProxyProtocol } from "../../config/service";
+import { proxyV2Header, sppHeader, hasSppHeader, SPP_HEADER_SIZE } from "./headers";
+import { C, dropIndex, ROW, type UdpDropReason } from "./stats";
+
+const EMSGSIZE = 90;
+const ECONNREFUSED = 111;
+
+const bump = (row: Float64Array, i: number, n = 1) => {
+  row[i] = row[i]! + n;
+};
+
+/** What the worker is told about a service. */
+export interface UdpServiceSpec {
+  readonly slot: number;
+  readonly name: string;
+  readonly listeners: readonly { readonly fd: number; readonly family: Family }[];
+  /** Absent: echo every datagram back (the built-in responder). */
+  readonly origin?: Endpoint;
+  /** The origin's port is the one the client sent to. */
+  readonly portPreserving: boolean;
+  readonly proxyProtocol: ProxyProtocol;
+  readonly idleMs: number;
+}
+
+class Service {
+  readonly kind = "listener";
+  flows = 0;
+  retired = false;
+  constructor(
+    readonly spec: UdpServiceSpec,
+    readonly row: Float64Array,
+  ) {}
+}
+
+class Flow {
+  readonly kind = "flow";
+  datagrams = 0;
+  constructor(
+    readonly key: string,
+    readonly service: Service,
+    readonly client: number,
+    /** -1 for the echo responder. */
+    readonly upstream: number,
+    /** Sent before the first datagram only (PROXY v2) or before each (SPP). */
+    public header: Uint8Array | undefined,
+    readonly everyDatagram: boolean,
+    public last: number,
+  ) {}
+}
+
+const keyOf = (src: Endpoint, dst: Endpoint) => `${src.addr.join(".")}:${src.port}>${dst.addr.join(".")}:${dst.port}`;
+
+/** Flows, the sockets they own, and the forwarding between them. */
+export class Engine {
+  private readonly batch = new DatagramBatch(16);
+  private readonly byFd: (Service | Flow | undefined)[] = [];
+  private readonly flows = new Map<string, Flow>();
+  /** Flows the client has sent one datagram on, oldest first: evicted first when the cap is full. */
+  private readonly unconfirmed = new Map<string, Flow>();
+  private readonly services = new Map<number, Service>();
+  now = performance.now();
+
+  constructor(
+    private readonly epoll: Epoll,
+    private readonly counters: Float64Array,
+    public maxFlows: number,
+    private readonly log: (line: string) => void,
+    /** A retired service's last flow ended: its slot is free. */
+    private readonly onRetired: (slot: number) => void,
+  ) {}
+
+  /** The shortest idle timeout of the services, for the sweep interval. */
+  get minIdleMs(): number {
+    let min = 30_000;
+    for (const s of this.services.values()) min = Math.min(min, s.spec.idleMs);
+    return min;
+  }
+
+  get activeFlows(): number {
+    return this.flows.size;
+  }
+
+  add(spec: UdpServiceSpec): void {
+    const row = this.counters.subarray(spec.slot * ROW, (spec.slot + 1) * ROW);
+    row.fill(0);
+    const svc = new Service(spec, row);
+    this.services.set(spec.slot, svc);
+    for (const l of spec.listeners) {
+      this.byFd[l.fd] = svc;
+      this.epoll.add(l.fd);
+    }
+  }
+
+  /** Close a service's listeners; with `abort` its flows too. Its remaining flows run until idle. */
+  retire(slot: number, abort: boolean): void {
+    const svc = this.services.get(slot);
+    if (!svc) return;
+    if (!svc.retired) {
+      svc.retired = true;
+      for (const l of svc.spec.listeners) {
+        this.byFd[l.fd] = undefined;
+        closeFd(l.fd);
+      }
+    }
+    if (abort) for (const f of [...this.flows.values()]) if (f.service === svc) this.close(f);
+    this.settle(svc);
+  }
+
+  /** Handle readiness of fd. */
+  ready(fd: number): void {
+    const o = this.byFd[fd];
+    if (o === undefined) return;
+    if (o.kind === "listener") this.fromListener(o, fd);
+    else if (fd === o.client) this.fromClient(o);
+    else this.fromOrigin(o);
+  }
+
+  /** Close flows idle for longer than their service allows. */
+  sweep(): void {
+    for (const f of this.flows.values()) {
+      if (this.now - f.last > f.service.spec.idleMs) {
+        bump(f.service.row, C.flowsExpired);
+        this.close(f);
+      }
+    }
+  }
+
+  closeAll(): void {
+    for (const f of [...this.flows.values()]) this.close(f);
+    for (const slot of [...this.services.keys()]) this.retire(slot, true);
+  }
+
+  private drop(svc: Service, reason: UdpDropReason, n = 1): void {
+    bump(svc.row, dropIndex(reason), n);
+  }
+
+  // A datagram on the steered socket: the first of a flow (or one that raced
+  // the flow's socket into being).
+  private fromListener(svc: Service, fd: number): void {
+    const b = this.batch;
+    // Bounded per wake-up, so one busy listener cannot starve the flows.
+    for (let round = 0; round < 8; round++) {
+      const n = b.recv(fd);
+      if (n <= 0) return;
+      for (let i = 0; i < n; i++) {
+        const len = b.length(i);
+        if (b.truncated(i)) {
+          this.drop(svc, "truncated");
+          continue;
+        }
+        const src = b.source(i);
+        const dst = b.originalDestination(i);
+        if (!src || !dst) {
+          this.drop(svc, "no_destination");
+          continue;
+        }
+        const key = keyOf(src, dst);
+        const flow = this.flows.get(key) ?? this.open(svc, key, src, dst);
+        if (!flow) continue;
+        bump(svc.row, C.datagramsFromClients);
+        bump(svc.row, C.bytesFromClients, len);
+        this.forward(flow, i, 1, flow.upstream >= 0 ? flow.upstream : flow.client, flow.upstream < 0);
+      }
+      if (n < b.size) return;
+    }
+  }
+
+  private fromClient(f: Flow): void {
+    const b = this.batch;
+    const n = b.recv(f.client);
+    if (n < 0) {
+      // ICMP port unreachable from the client: it has gone; so has the flow.
+      if (errno() === ECONNREFUSED) this.close(f);
+      return;
+    }
+    if (n === 0) return;
+    f.last = this.now;
+    if (f.datagrams++ === 1) this.unconfirmed.delete(f.key);
+    f.datagrams += n - 1;
+    const row = f.service.row;
+    let good = 0;
+    for (let i = 0; i < n; i++) {
+      if (b.truncated(i)) {
+        this.drop(f.service, "truncated");
+        continue;
+      }
+      bump(row, C.bytesFromClients, b.length(i));
+      good++;
+    }
+    bump(row, C.datagramsFromClients, good);
+    this.forward(f, 0, n, f.upstream >= 0 ? f.upstream : f.client, f.upstream < 0);
+  }
+
+  private fromOrigin(f: Flow): void {
+    const b = this.batch;
+    const n = b.recv(f.upstream);
+    if (n < 0) {
+      if (errno() === ECONNREFUSED) {
+        this.drop(f.service, "origin_refused");
+        this.close(f);
+      }
+      return;
+    }
+    f.last = this.now;
+    const spp = f.everyDatagram;
+    let q = 0;
+    for (let i = 0; i < n; i++) {
+      let len = b.length(i);
+      if (b.truncated(i)) {
+        this.drop(f.service, "truncated");
+        continue;
+      }
+      let skip = 0;
+      if (spp) {
+        if (!hasSppHeader(b.data, b.dataAt(i), len)) {
+          this.drop(f.service, "bad_header");
+          continue;
+        }
+        skip = SPP_HEADER_SIZE;
+        len -= skip;
+      }
+      b.queue(q++, i, -skip, len);
+    }
+    this.send(f, f.client, q, true);
+  }
+
+  // Forward datagrams [first, first+n) of the batch to fd, behind the flow's header.
+  private forward(f: Flow, first: number, n: number, fd: number, toClient: boolean): void {
+    const b = this.batch;
+    let h = toClient ? undefined : f.header;
+    if (h && !f.everyDatagram) {
+      // PROXY v2 rides on the flow's first datagram only.
+      f.header = undefined;
+      b.data.set(h, b.dataAt(first) - h.length);
+      b.queue(0, first, h.length, b.length(first) + h.length);
+      this.send(f, fd, 1, toClient);
+      h = undefined;
+      if (--n === 0 || this.byFd[fd] === undefined) return;
+      first++;
+    }
+    const hl = h ? h.length : 0;
+    let q = 0;
+    for (let i = first; i < first + n; i++) {
+      if (b.truncated(i)) continue;
+      if (h) b.data.set(h, b.dataAt(i) - hl);
+      b.queue(q++, i, hl, b.length(i) + hl);
+    }
+    this.send(f, fd, q, toClient);
+  }
+
+  // Send q queued messages; count what the kernel refused, one message at a time.
+  private send(f: Flow, fd: number, q: number, toClient: boolean): void {
+    const b = this.batch;
+    const row = f.service.row;
+    let at = 0;
+    while (at < q) {
+      const sent = b.send(fd, at, q - at);
+      if (sent < 0) {
+        const e = errno();
+        if (e === ECONNREFUSED && !toClient) {
+          this.drop(f.service, "origin_refused", q - at);
+          return this.close(f);
+        }
+        this.drop(f.service, e === EMSGSIZE ? "too_big" : "send_failed");
+        at++;
+        continue;
+      }
+      if (toClient) {
+        bump(row, C.datagramsFromOrigins, sent);
+        for (let j = at; j < at + sent; j++) bump(row, C.bytesFromOrigins, b.queuedLength(j));
+      }
+      at += sent;
+    }
+  }
+
+  private open(svc: Service, key: string, src: Endpoint, dst: Endpoint): Flow | undefined {
+    if (svc.retired) return undefined;
+    if (this.flows.size >= this.maxFlows) {
+      const victim = this.unconfirmed.values().next().value as Flow | undefined;
+      if (!victim) {
+        this.drop(svc, "flow_limit");
+        return undefined;
+      }
+      bump(victim.service.row, C.flowsEvicted);
+      this.close(victim);
+    }
+    const spec = svc.spec;
+    let client = -1;
+    let upstream = -1;
+    try {
+      client = openUdpSocket(dst.family, "flow socket");
+      setIntOption(client, SOL_SOCKET, SO_REUSEADDR, 1, "flow socket");
+      // The original destination is local (it was routed here), but may not be
+      // on any interface (AnyIP routes): freebind makes bind() not care.
+      if (dst.family === 4) setIntOption(client, SOL_IP, IP_FREEBIND, 1, "flow socket");
+      else setIntOption(client, SOL_IPV6, IPV6_FREEBIND, 1, "flow socket");
+      bindTo(client, dst, "flow socket");
+      connectTo(client, src, "flow socket", "client");
+      if (spec.origin) {
+        upstream = openUdpSocket(spec.origin.family, "origin socket");
+        const port = spec.portPreserving ? dst.port : spec.origin.port;
+        connectTo(upstream, { ...spec.origin, port }, "origin socket", "origin");
+      }
+      this.epoll.add(client);
+      if (upstream >= 0) this.epoll.add(upstream);
+    } catch (e) {
+      if (client >= 0) closeFd(client);
+      if (upstream >= 0) closeFd(upstream);
+      this.drop(svc, "flow_setup");
+      if (svc.row[dropIndex("flow_setup")] === 1) this.log(`service ${spec.name}: ${(e as Error).message}`);
+      return undefined;
+    }
+    const header = spec.proxyProtocol === "v2" ? proxyV2Header(src, dst) : spec.proxyProtocol === "spp" ? sppHeader(src, dst) : undefined;
+    const f = new Flow(key, svc, client, upstream, header, spec.proxyProtocol === "spp", this.now);
+    this.flows.set(key, f);
+    this.unconfirmed.set(key, f);
+    this.byFd[client] = f;
+    if (upstream >= 0) this.byFd[upstream] = f;
+    svc.flows++;
+    bump(svc.row, C.flowsActive);
+    bump(svc.row, C.flowsTotal);
+    return f;
+  }
+
+  private close(f: Flow): void {
+    if (this.flows.get(f.key) !== f) return;
+    this.flows.delete(f.key);
+    this.unconfirmed.delete(f.key);
+    // close() also takes the fd out of the epoll set (it is never dup'ed).
+    this.byFd[f.client] = undefined;
+    closeFd(f.client);
+    if (f.upstream >= 0) {
+      this.byFd[f.upstream] = undefined;
+      closeFd(f.upstream);
+    }
+    const svc = f.service;
+    svc.flows--;
+    bump(svc.row, C.flowsActive, -1);
+    this.settle(svc);
+  }
+
+  private settle(svc: Service): void {
+    if (!svc.retired || svc.flows > 0 || !this.services.has(svc.spec.slot)) return;
+    this.services.delete(svc.spec.slot);
+    this.onRetired(svc.spec.slot);
+  }
+}
+

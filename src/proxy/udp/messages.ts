@@ -1,0 +1,14 @@
+import type { UdpServiceSpec } from "./engine";
+
+/** Main thread → UDP worker. */
+export type ToWorker =
+  | { readonly op: "init"; readonly wakeFd: number; readonly counters: SharedArrayBuffer; readonly maxFlows: number }
+  | { readonly op: "add"; readonly spec: UdpServiceSpec }
+  | { readonly op: "retire"; readonly slot: number; readonly abort: boolean }
+  | { readonly op: "stop" };
+
+/** UDP worker → main thread. */
+export type FromWorker =
+  | { readonly op: "log"; readonly line: string }
+  | { readonly op: "retired"; readonly slot: number }
+  | { readonly op: "stopped" };

@@ -1,0 +1,63 @@
+import { EventFd } from "../../system/epoll";
+import type { UdpServiceSpec } from "./engine";
+import type { FromWorker, ToWorker } from "./messages";
+import { ROW, SLOTS } from "./stats";
+
+/**
+ * The UDP data plane of the process: one worker thread running an epoll
+ * loop over every UDP service's sockets, and the counters it shares. The
+ * owner of the worker and of its wake-up eventfd; close() is idempotent.
+ */
+export class UdpPlane {
+  private readonly worker: Worker;
+  private readonly wake = new EventFd();
+  private readonly counters = new Float64Array(new SharedArrayBuffer(SLOTS * ROW * 8));
+  // Lowest slot first, so rows stay near the start of the shared buffer.
+  private readonly free = Array.from({ length: SLOTS }, (_, i) => SLOTS - 1 - i);
+  private closed = false;
+
+  constructor(readonly maxFlows: number) {
+    this.worker = new Worker(new URL("./worker.ts", import.meta.url).href);
+    this.worker.onmessage = (event: MessageEvent<FromWorker>) => {
+      const m = event.data;
+      if (m.op === "log") process.stderr.write(`edgeproxy: ${m.line}\n`);
+      else if (m.op === "retired") this.free.push(m.slot);
+      else if (m.op === "stopped") this.wake.close();
+    };
+    // The process ends when its servers do; the worker never holds it open.
+    this.worker.unref();
+    this.post({ op: "init", wakeFd: this.wake.fd, counters: this.counters.buffer as SharedArrayBuffer, maxFlows });
+  }
+
+  /** Hand a service's listening sockets to the worker, which owns them from now on. Returns its counter slot. */
+  add(spec: Omit<UdpServiceSpec, "slot">): number {
+    const slot = this.free.pop();
+    if (slot === undefined) throw new Error(`more than ${SLOTS} UDP services`);
+    this.counters.fill(0, slot * ROW, (slot + 1) * ROW);
+    this.post({ op: "add", spec: { ...spec, slot } });
+    return slot;
+  }
+
+  /** Close a service's listeners; with `abort` its flows too, else they run until idle. */
+  retire(slot: number, abort: boolean): void {
+    this.post({ op: "retire", slot, abort });
+  }
+
+  /** A service's counters (struct layout in stats.ts), live. */
+  row(slot: number): Float64Array {
+    return this.counters.subarray(slot * ROW, (slot + 1) * ROW);
+  }
+
+  private post(m: ToWorker): void {
+    if (this.closed) return;
+    this.worker.postMessage(m);
+    this.wake.signal();
+  }
+
+  /** Close every flow and listener and stop the worker. Idempotent. */
+  close(): void {
+    if (this.closed) return;
+    this.post({ op: "stop" });
+    this.closed = true;
+  }
+}

@@ -1,0 +1,103 @@
+import { fstatSync } from "node:fs";
+import { parseAddress, type Family } from "../../config/address";
+import { serviceFamilies, type OriginConfig, type ServiceConfig } from "../../config/service";
+import { ConfigError, EdgeError } from "../../errors";
+import type { Endpoint } from "../../system/sockaddr";
+import {
+  bindTo,
+  closeFd,
+  IP_RECVORIGDSTADDR,
+  IPV6_RECVORIGDSTADDR,
+  localEndpoint,
+  openUdpSocket,
+  setIntOption,
+  SO_RCVBUFFORCE,
+  SOL_IP,
+  SOL_IPV6,
+  SOL_SOCKET,
+} from "../../system/udp";
+import { LISTEN_ADDRESS, type DataPlaneService, type ServiceSocket } from "../service";
+import type { UdpPlane } from "./plane";
+import { readRow, UDP_DROP_REASONS, type DatagramStats } from "./stats";
+
+// The steered socket takes every flow's first datagram: a deep queue absorbs
+// bursts of new flows (SO_RCVBUFFORCE passes net.core.rmem_max; CAP_NET_ADMIN).
+const LISTENER_RCVBUF = 4 << 20;
+
+/** Resolve a UDP origin once, at start or reload: a literal address, or the first answer for a name. */
+export async function resolveOrigin(o: OriginConfig, where: string): Promise<Endpoint> {
+  const literal = parseAddress(o.host);
+  if (literal) return { family: literal.length === 4 ? 4 : 6, addr: literal, port: o.port ?? 0 };
+  try {
+    const [first] = await Bun.dns.lookup(o.host, {});
+    const addr = first && parseAddress(first.address);
+    if (!addr) throw new Error("no address");
+    return { family: addr.length === 4 ? 4 : 6, addr, port: o.port ?? 0 };
+  } catch (cause) {
+    throw new ConfigError(where, `cannot resolve origin host "${o.host}": ${(cause as Error).message}`);
+  }
+}
+
+/** A udp-mode service: one unconnected socket per family receives every steered datagram; the worker makes the flows. */
+export class UdpService implements DataPlaneService {
+  readonly protocol = "udp";
+  private slot = -1;
+  private row: Float64Array | undefined;
+
+  constructor(
+    readonly config: ServiceConfig,
+    private readonly plane: UdpPlane,
+    /** Resolved origin; absent for the echo responder. */
+    private readonly origin: Endpoint | undefined,
+  ) {}
+
+  listen(): ServiceSocket[] {
+    const opened: { fd: number; family: Family }[] = [];
+    try {
+      const sockets = serviceFamilies(this.config).map((family) => {
+        const fd = openUdpSocket(family, `service ${this.config.name}`);
+        opened.push({ fd, family });
+        if (family === 4) setIntOption(fd, SOL_IP, IP_RECVORIGDSTADDR, 1, "listener");
+        else setIntOption(fd, SOL_IPV6, IPV6_RECVORIGDSTADDR, 1, "listener");
+        try {
+          setIntOption(fd, SOL_SOCKET, SO_RCVBUFFORCE, LISTENER_RCVBUF, "listener");
+        } catch {
+          // Without CAP_NET_ADMIN: the default buffer still works, only shallower.
+        }
+        bindTo(fd, { family, addr: parseAddress(LISTEN_ADDRESS[family])!, port: 0 }, "listener");
+        const port = localEndpoint(fd, "listener").port;
+        const host = family === 6 ? `[${LISTEN_ADDRESS[family]}]` : LISTEN_ADDRESS[family];
+        return { family, fd, inode: fstatSync(fd).ino, address: `${host}:${port}` };
+      });
+      this.slot = this.plane.add({
+        name: this.config.name,
+        listeners: opened,
+        origin: this.origin,
+        portPreserving: this.config.origin?.port === undefined,
+        proxyProtocol: this.config.proxyProtocol,
+        idleMs: this.config.idleTimeoutMs,
+      });
+      this.row = this.plane.row(this.slot);
+      return sockets;
+    } catch (cause) {
+      for (const { fd } of opened) closeFd(fd);
+      throw new EdgeError(`service ${this.config.name}`, `cannot open a UDP socket: ${(cause as Error).message}`, "kernel", { cause });
+    }
+  }
+
+  close(abort = false): void {
+    if (this.slot < 0) return;
+    this.plane.retire(this.slot, abort);
+    this.slot = -1;
+  }
+
+  report(): { datagrams: DatagramStats } {
+    return { datagrams: readRow(this.row ?? new Float64Array(64)) };
+  }
+
+  summary(): string {
+    const s = this.report().datagrams;
+    const drops = UDP_DROP_REASONS.filter((r) => s.drops[r] > 0).map((r) => `${r} ${s.drops[r]}`).join(", ") || "none";
+    return `${s.flowsTotal} flows, ${s.datagramsFromClients} datagrams in, ${s.datagramsFromOrigins} out, ${s.bytesFromClients} bytes in, ${s.bytesFromOrigins} bytes out, drops: ${drops}`;
+  }
+}

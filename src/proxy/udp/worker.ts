@@ -1,0 +1,88 @@
+// Entry point of the UDP data plane's thread. Bun's event loop cannot watch
+// sockets it did not create, so this thread blocks in epoll_wait(2) and
+// returns to its own event loop (for control messages) only when the main
+// thread signals the wake-up eventfd, when epoll_wait times out, or every
+// YIELD_MS under load.
+import { drainEventFd, Epoll } from "../../system/epoll";
+import { Engine } from "./engine";
+import type { ToWorker, FromWorker } from "./messages";
+
+declare const self: Worker;
+
+const YIELD_MS = 20;
+const IDLE_WAIT_MS = 250;
+
+let engine: Engine | undefined;
+let epoll: Epoll | undefined;
+let wakeFd = -1;
+let running = false;
+
+const post = (m: FromWorker) => self.postMessage(m);
+
+function sweepEvery(): number {
+  // A quarter of the shortest idle timeout, so flows end at most 25% late.
+  return Math.max(10, Math.min(1000, engine!.minIdleMs / 4));
+}
+
+async function loop(): Promise<void> {
+  const e = engine!;
+  const ep = epoll!;
+  let yielded = performance.now();
+  let nextSweep = yielded + sweepEvery();
+  while (running) {
+    const n = ep.wait(Math.max(0, Math.min(IDLE_WAIT_MS, Math.ceil(nextSweep - e.now))));
+    e.now = performance.now();
+    let woken = false;
+    for (let i = 0; i < n; i++) {
+      const fd = ep.fdAt(i);
+      if (fd === wakeFd) {
+        drainEventFd(fd);
+        woken = true;
+      } else e.ready(fd);
+    }
+    if (e.now >= nextSweep) {
+      e.sweep();
+      nextSweep = e.now + sweepEvery();
+    }
+    if (woken || n === 0 || e.now - yielded > YIELD_MS) {
+      await new Promise((r) => setTimeout(r, 0));
+      yielded = performance.now();
+    }
+  }
+}
+
+self.onmessage = (event: MessageEvent<ToWorker>) => {
+  const m = event.data;
+  try {
+    switch (m.op) {
+      case "init":
+        epoll = new Epoll(256);
+        wakeFd = m.wakeFd;
+        epoll.add(wakeFd);
+        engine = new Engine(
+          epoll,
+          new Float64Array(m.counters),
+          m.maxFlows,
+          (line) => post({ op: "log", line }),
+          (slot) => post({ op: "retired", slot }),
+        );
+        running = true;
+        void loop().catch((err) => post({ op: "log", line: `udp data plane stopped: ${(err as Error).stack ?? err}` }));
+        break;
+      case "add":
+        engine!.add(m.spec);
+        break;
+      case "retire":
+        engine!.retire(m.slot, m.abort);
+        break;
+      case "stop":
+        running = false;
+        engine?.closeAll();
+        epoll?.close();
+        post({ op: "stopped" });
+        break;
+    }
+  } catch (err) {
+    post({ op: "log", line: `udp data plane: ${m.op}: ${(err as Error).message}` });
+  }
+};
