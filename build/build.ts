@@ -27,5 +27,5 @@ if (process.argv.includes("--bpf-only")) process.exit(0);
 const pkg = await Bun.file(join(root, "package.json")).json();
 const rev = Bun.spawnSync(["git", "rev-parse", "--short", "HEAD"], { cwd: root }).stdout.toString().trim();
 const version = rev ? `${pkg.version}+${rev}` : pkg.version;
-run(["bun", "build", "--compile", "--minify", "--sourcemap", `--define`, `EDGEPROXY_VERSION=${JSON.stringify(version)}`, "src/main.ts", "--outfile", "edgeproxy"]);
+run(["bun", "build", "--compile", "--minify", "--sourcemap", `--define`, `EDGEPROXY_VERSION=${JSON.stringify(version)}`, "src/main.ts", "src/proxy/udp/worker.ts", "--outfile", "edgeproxy"]);
 console.log(`build: ./edgeproxy ${version}`);

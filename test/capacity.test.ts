@@ -79,6 +79,6 @@ describe("connection cap", () => {
     const r = await runEdgeproxy(["--prefix", "192.0.2.0/24", "--max-connections", "99999999"]);
     expect(r.code).toBe(2);
     expect(r.stderr.trim().split("\n")).toHaveLength(1);
-    expect(r.stderr).toMatch(/--max-connections: 99999999 connections need .* open-file limit is \d+/);
+    expect(r.stderr).toMatch(/--max-connections: 99999999 connections and 0 UDP flows need .* open-file limit is \d+/);
   });
 });

@@ -52,11 +52,22 @@ describe("parseArgs", () => {
     [["--origin", "a:b:c:d:"], /--origin/],
     [["--origin", "1.2.3.4:0"], /--origin/],
     [["--mode", "quic"], /--mode/],
-    [["--mode", "udp"], /not available yet/],
+    [["--mode", "http"], /not available yet/],
+    [["--mode", "udp", "--connect-timeout", "1s"], /UDP has no connections/],
+    [["--proxy-protocol", "v2"], /for udp services/],
+    [["--mode", "udp", "--proxy-protocol", "v1"], /not one of off, v2, spp/],
+    [["--max-flows", "0"], /positive whole number/],
     [["--idle-timeout", "soon"], /duration/],
     [["--origin", "a:1", "--origin", "b:2"], /given twice/],
   ])("%p is rejected", (argv, message) => {
     expect(() => parseArgs(argv as string[])).toThrow(message);
+  });
+
+  test("--mode udp binds udp, flows idle 30 s by default", () => {
+    const s = serve(["--mode", "udp", "--proxy-protocol", "v2", "--ports", "53"]);
+    expect([s.mode, s.bindings[0]!.protocol, s.idleTimeoutMs, s.proxyProtocol]).toEqual(["udp", "udp", 30_000, "v2"]);
+    const c = parseArgs(["--mode", "udp", "--max-flows", "100"]);
+    expect(c.kind === "serve" && c.config.maxFlows).toBe(100);
   });
 
   test("help and version", () => {

@@ -1,7 +1,7 @@
 import { parsePrefix, type Prefix } from "../config/address";
-import { parseDuration, parseOrigin } from "../config/origin";
+import { parseDuration, parseOrigin, parseProxyProtocol } from "../config/origin";
 import { parsePorts, type PortRange } from "../config/ports";
-import { DEFAULTS, type Mode, type OriginConfig, type ServeConfig } from "../config/service";
+import { DEFAULTS, transportOf, type Mode, type OriginConfig, type ServeConfig } from "../config/service";
 import { ConfigError } from "../errors";
 
 export type Command =
@@ -27,14 +27,19 @@ Options:
   --origin HOST[:PORT]  forward to HOST; without PORT, to the port the client dialled.
                         Without --origin: a built-in responder (HTTP page naming the
                         original destination, echo for anything else)
-  --mode tcp            service mode (tcp; udp and http are planned)
+  --mode tcp|udp        service mode (default tcp; http is planned). udp keeps every
+                        (client, original destination) pair as a flow with its own origin socket
+  --proxy-protocol P    udp: tell the origin the client's address: v2 (PROXY v2 on a flow's
+                        first datagram) or spp (Cloudflare's Simple Proxy Protocol); default off
   --name NAME           service name (default: default)
   --take-over           also steer ports where another socket already listens
   --bpffs PATH          bpffs mount for pinned state (default $EDGEPROXY_BPFFS or /sys/fs/bpf)
   --connect-timeout D   origin connect timeout (default 5s)
-  --idle-timeout D      close connections idle this long (default 300s)
+  --idle-timeout D      close connections idle this long (default 300s; udp flows 30s)
   --max-connections N   refuse new connections beyond N open ones
                         (default: what the open-file limit allows)
+  --max-flows N         at most N UDP flows at once; when full, flows the client sent
+                        only one datagram on are evicted first (default: open-file limit)
   -h, --help            this text
   -V, --version         version
 
@@ -54,8 +59,10 @@ export function parseArgs(argv: readonly string[]): Command {
   let name = "default";
   let takeOver = false;
   let connectTimeoutMs: number = DEFAULTS.connectTimeoutMs;
-  let idleTimeoutMs: number = DEFAULTS.idleTimeoutMs;
+  let idleTimeoutMs: number | undefined;
+  let proxyProtocolText = "off";
   let maxConnections: number | undefined;
+  let maxFlows: number | undefined;
   let bpffs: string | undefined;
   let configFile: string | undefined;
   let admin: ServeConfig["admin"] = { kind: "off" };
@@ -96,7 +103,7 @@ export function parseArgs(argv: readonly string[]): Command {
         once();
         const m = value();
         if (!MODES.includes(m as Mode)) throw new ConfigError("--mode", `"${m}" is not one of ${MODES.join(", ")}`);
-        if (m !== "tcp") throw new ConfigError("--mode", `${m} services are not available yet in this version`);
+        if (m === "http") throw new ConfigError("--mode", `${m} services are not available yet in this version`);
         mode = m as Mode;
         break;
       }
@@ -129,13 +136,18 @@ export function parseArgs(argv: readonly string[]): Command {
         once();
         idleTimeoutMs = parseDuration(value(), flag);
         break;
-      case "--max-connections": {
+      case "--proxy-protocol":
         once();
-        const v = value();
-        if (!/^\d+$/.test(v) || Number(v) < 1) throw new ConfigError(flag, `"${v}" is not a positive whole number`);
-        maxConnections = Number(v);
+        proxyProtocolText = value();
         break;
-      }
+      case "--max-connections":
+        once();
+        maxConnections = positive(flag, value());
+        break;
+      case "--max-flows":
+        once();
+        maxFlows = positive(flag, value());
+        break;
       default:
         throw new ConfigError(arg, arg.startsWith("-") ? "unknown option (see --help)" : "unexpected argument (see --help)");
     }
@@ -147,11 +159,15 @@ export function parseArgs(argv: readonly string[]): Command {
     }
     return { kind: "serve-file", file: configFile, bpffs };
   }
+  const transport = transportOf(mode);
+  if (transport === "udp" && seen.has("--connect-timeout")) throw new ConfigError("--connect-timeout", "UDP has no connections to time out; use --idle-timeout for flows");
+  const proxyProtocol = parseProxyProtocol(proxyProtocolText, mode, "--proxy-protocol");
   return {
     kind: "serve",
     config: {
       takeOver,
       maxConnections,
+      maxFlows,
       bpffs,
       admin,
       services: [
@@ -160,17 +176,23 @@ export function parseArgs(argv: readonly string[]): Command {
           mode,
           bindings: [
             {
-              protocol: "tcp",
+              protocol: transport,
               prefixes: prefixes.length ? prefixes : [parsePrefix(DEFAULTS.prefix)],
               ports: ports.length ? ports : parsePorts(DEFAULTS.ports),
             },
           ],
           origin,
           connectTimeoutMs,
-          idleTimeoutMs,
+          idleTimeoutMs: idleTimeoutMs ?? (transport === "udp" ? DEFAULTS.udpIdleTimeoutMs : DEFAULTS.idleTimeoutMs),
+          proxyProtocol,
           access: { allow: [], deny: [] },
         },
       ],
     },
   };
+}
+
+function positive(flag: string, v: string): number {
+  if (!/^\d+$/.test(v) || Number(v) < 1) throw new ConfigError(flag, `"${v}" is not a positive whole number`);
+  return Number(v);
 }

@@ -86,6 +86,7 @@ connect_timeout = 3
           origin: { host: "127.0.0.1", port: 8080 },
           connectTimeoutMs: 2_000,
           idleTimeoutMs: 600_000,
+          proxyProtocol: "off",
           access: { allow: [parsePrefix("192.0.2.0/24"), parsePrefix("2001:db8::/32")], deny: [parsePrefix("192.0.2.66/32")] },
         },
         {
@@ -95,11 +96,13 @@ connect_timeout = 3
           origin: undefined,
           connectTimeoutMs: 3_000,
           idleTimeoutMs: DEFAULTS.idleTimeoutMs,
+          proxyProtocol: "off",
           access: { allow: [], deny: [] },
         },
       ],
       takeOver: true,
       maxConnections: 5000,
+      maxFlows: undefined,
       admin: { kind: "tcp", host: "127.0.0.1", port: 9901, token: TOKEN },
       source: FILE,
     });
@@ -168,7 +171,7 @@ describe("errors name the file, the service and the field", () => {
     [web(undefined, 'orign = "x"'), 'edgeproxy.toml: service "web": unknown field "orign" (did you mean "origin"?)'],
     [web(undefined, "ports = 80"), 'edgeproxy.toml: service "web": unknown field "ports" (it belongs in a [[service.bind]] table)'],
     [web('prefix = "192.0.2.0/24"\nports = 80'), 'edgeproxy.toml: service "web": bind[1]: unknown field "prefix" (did you mean "prefixes"?)'],
-    [web(undefined, "xyz = 1"), 'edgeproxy.toml: service "web": unknown field "xyz" (known: name, mode, origin, connect_timeout, idle_timeout, allow, deny, bind)'],
+    [web(undefined, "xyz = 1"), 'edgeproxy.toml: service "web": unknown field "xyz" (known: name, mode, origin, connect_timeout, idle_timeout, proxy_protocol, allow, deny, bind)'],
     // types and required fields
     [`take_over = "yes"\n${web()}`, "edgeproxy.toml: take_over: expected true or false, got a string"],
     [`max_connections = 0\n${web()}`, "edgeproxy.toml: max_connections: 0 is not a positive integer"],
@@ -204,7 +207,10 @@ describe("errors name the file, the service and the field", () => {
     [web(undefined, 'idle_timeout = "0s"'), 'edgeproxy.toml: service "web": idle_timeout: "0s" must be above 0 and at most 7 days'],
     [web(undefined, 'origin = "10.0.0.1:0"'), 'edgeproxy.toml: service "web": origin: "10.0.0.1:0": port must be 1-65535'],
     [web(undefined, 'origin = "bad host!"'), 'edgeproxy.toml: service "web": origin: "bad host!" is not HOST, HOST:PORT or [IPv6]:PORT'],
-    [web(undefined, 'mode = "udp"'), 'edgeproxy.toml: service "web": mode: udp services are not available yet in this version'],
+    [web('protocol = "tcp"\nprefixes = "192.0.2.0/24"\nports = 80', 'mode = "udp"'), 'edgeproxy.toml: service "web": bind[1].protocol: a udp service binds udp only; make a second service (mode = "tcp") for the same ports'],
+    [web(undefined, 'proxy_protocol = "v2"'), 'edgeproxy.toml: service "web": proxy_protocol: v2 is for udp services; tcp services cannot send a PROXY header yet'],
+    [web(undefined, 'proxy_protocol = "v3"'), 'edgeproxy.toml: service "web": proxy_protocol: "v3" is not one of off, v2, spp'],
+    [web('protocol = "udp"\nprefixes = "192.0.2.0/24"\nports = 80', 'mode = "udp"\nconnect_timeout = "1s"'), 'edgeproxy.toml: service "web": connect_timeout: UDP has no connections to time out; use idle_timeout for flows'],
     [web(undefined, 'mode = "http"'), 'edgeproxy.toml: service "web": mode: http services are not available yet in this version'],
     [web(undefined, 'mode = "sctp"'), 'edgeproxy.toml: service "web": mode: "sctp" is not one of tcp, udp, http'],
     // admin
@@ -247,9 +253,21 @@ describe("errors name the file, the service and the field", () => {
     expect(parseConfig(text, FILE).services.map((s) => s.name)).toEqual(["web", "api"]);
   });
 
-  test("udp bindings wait for udp services", () => {
+  test("a tcp service cannot bind udp", () => {
     const text = web('protocol = "udp"\nprefixes = "192.0.2.0/24"\nports = 80', "", "dns");
-    expect(error(text)).toBe('edgeproxy.toml: service "dns": bind[1].protocol: udp bindings are not available yet in this version');
+    expect(error(text)).toBe('edgeproxy.toml: service "dns": bind[1].protocol: a tcp service binds tcp only; make a second service (mode = "udp") for the same ports');
+  });
+
+  test("udp service: binds udp by default, 30 s idle flows, proxy protocol, max_flows; tcp beside it on the same ports", () => {
+    const text = `max_flows = 5000\n` + web(undefined, 'mode = "udp"\nproxy_protocol = "spp"', "dns") + web(undefined, "", "web");
+    const c = parseConfig(text, FILE);
+    expect(c.maxFlows).toBe(5000);
+    const [dns, tcp] = c.services;
+    expect(dns!.mode).toBe("udp");
+    expect(dns!.bindings[0]!.protocol).toBe("udp");
+    expect(dns!.idleTimeoutMs).toBe(DEFAULTS.udpIdleTimeoutMs);
+    expect(dns!.proxyProtocol).toBe("spp");
+    expect(tcp!.bindings[0]!.protocol).toBe("tcp");
   });
 
   test("at most 1023 services", () => {

@@ -5,10 +5,10 @@ import { compileBindings } from "../dispatcher/compile";
 import { ConfigError } from "../errors";
 import { serviceBindings } from "../server/bindings";
 import { parseAddress, parsePrefix, type Prefix } from "./address";
-import { parseDuration, parseOrigin } from "./origin";
+import { parseDuration, parseOrigin, parseProxyProtocol } from "./origin";
 import { parsePorts } from "./ports";
 import { Fields, isTable } from "./schema";
-import { DEFAULTS, type AdminConfig, type BindingConfig, type Mode, type ServeConfig, type ServiceConfig } from "./service";
+import { DEFAULTS, transportOf, type AdminConfig, type BindingConfig, type Mode, type ServeConfig, type ServiceConfig } from "./service";
 
 const NAME = /^[a-zA-Z0-9_.-]{1,64}$/;
 const MODES: readonly Mode[] = ["tcp", "udp", "http"];
@@ -18,9 +18,9 @@ const MIN_TOKEN = 16;
 // sun_path is 108 bytes including the terminating NUL.
 const MAX_SOCKET_PATH = 107;
 
-const TOP_FIELDS = ["take_over", "max_connections", "admin", "service"];
+const TOP_FIELDS = ["take_over", "max_connections", "max_flows", "admin", "service"];
 const ADMIN_FIELDS = ["enabled", "socket", "listen", "token", "token_file"];
-const SERVICE_FIELDS = ["name", "mode", "origin", "connect_timeout", "idle_timeout", "allow", "deny", "bind"];
+const SERVICE_FIELDS = ["name", "mode", "origin", "connect_timeout", "idle_timeout", "proxy_protocol", "allow", "deny", "bind"];
 const BIND_FIELDS = ["protocol", "prefixes", "ports"];
 const IN_SERVICE = "it belongs in a [[service]] table";
 const IN_BIND = "it belongs in a [[service.bind]] table";
@@ -41,6 +41,7 @@ export function parseConfig(text: string, file: string, options: ParseOptions = 
   const top = Fields.of(parseToml(text, file), file, ": ", TOP_FIELDS, TOP_HINTS);
   const takeOver = top.boolean("take_over") ?? false;
   const maxConnections = top.positiveInteger("max_connections");
+  const maxFlows = top.positiveInteger("max_flows");
   const admin = parseAdmin(top, file, options.readFile ?? ((p) => readFileSync(p, "utf8")));
 
   const raw = top.tables("service", "[[service]]");
@@ -61,7 +62,7 @@ export function parseConfig(text: string, file: string, options: ParseOptions = 
     if (e instanceof ConfigError) throw new ConfigError(`${file}: ${e.where}`, e.message.slice(e.where.length + 2));
     throw e;
   }
-  return { services, takeOver, maxConnections, admin, source: file };
+  return { services, takeOver, maxConnections, maxFlows, admin, source: file };
 }
 
 /** Read and parse a config file; an unreadable file is a ConfigError naming it. */
@@ -189,7 +190,8 @@ function parseService(raw: unknown, index: number, file: string): ServiceConfig 
 
   const mode = (f.string("mode") ?? "tcp") as Mode;
   if (!MODES.includes(mode)) throw new ConfigError(f.at("mode"), `"${mode}" is not one of ${MODES.join(", ")}`);
-  if (mode !== "tcp") throw new ConfigError(f.at("mode"), `${mode} services are not available yet in this version`);
+  if (mode === "http") throw new ConfigError(f.at("mode"), `${mode} services are not available yet in this version`);
+  const transport = transportOf(mode);
 
   const originText = f.string("origin");
   const origin = originText === undefined ? undefined : parseOrigin(originText, f.at("origin"));
@@ -197,24 +199,30 @@ function parseService(raw: unknown, index: number, file: string): ServiceConfig 
     const t = f.text(key);
     return t === undefined ? fallback : parseDuration(t, f.at(key));
   };
+  if (transport === "udp" && f.text("connect_timeout") !== undefined) {
+    throw new ConfigError(f.at("connect_timeout"), "UDP has no connections to time out; use idle_timeout for flows");
+  }
   const connectTimeoutMs = duration("connect_timeout", DEFAULTS.connectTimeoutMs);
-  const idleTimeoutMs = duration("idle_timeout", DEFAULTS.idleTimeoutMs);
+  const idleTimeoutMs = duration("idle_timeout", transport === "udp" ? DEFAULTS.udpIdleTimeoutMs : DEFAULTS.idleTimeoutMs);
+  const proxyProtocol = parseProxyProtocol(f.string("proxy_protocol") ?? "off", mode, f.at("proxy_protocol"));
   const access = { allow: prefixes(f, "allow") ?? [], deny: prefixes(f, "deny") ?? [] };
 
   const binds = f.tables("bind", "[[service.bind]]");
   if (!binds || binds.length === 0) throw f.missing("bind", "add a [[service.bind]] table with prefixes and ports");
-  const bindings = binds.map((b, i) => parseBind(b, `${f.where}: bind[${i + 1}]`));
+  const bindings = binds.map((b, i) => parseBind(b, `${f.where}: bind[${i + 1}]`, transport));
 
   // origin stays a key even when undefined, as on the command line, so both configs compare equal.
-  return { name, mode, bindings, origin, connectTimeoutMs, idleTimeoutMs, access };
+  return { name, mode, bindings, origin, connectTimeoutMs, idleTimeoutMs, proxyProtocol, access };
 }
 
-function parseBind(raw: unknown, where: string): BindingConfig {
+function parseBind(raw: unknown, where: string, transport: "tcp" | "udp"): BindingConfig {
   const f = Fields.of(raw, where, ".", BIND_FIELDS);
-  const protocol = f.string("protocol") ?? "tcp";
+  const protocol = f.string("protocol") ?? transport;
   if (protocol !== "tcp" && protocol !== "udp") throw new ConfigError(f.at("protocol"), `"${protocol}" is not one of tcp, udp`);
-  // A udp binding would steer datagrams to a service with no UDP socket: the kernel would drop them all.
-  if (protocol === "udp") throw new ConfigError(f.at("protocol"), "udp bindings are not available yet in this version");
+  // A binding of the other protocol would steer traffic to a socket the service does not have: the kernel would drop it all.
+  if (protocol !== transport) {
+    throw new ConfigError(f.at("protocol"), `a ${transport} service binds ${transport} only; make a second service (mode = "${protocol}") for the same ports`);
+  }
 
   const prefixList = prefixes(f, "prefixes");
   if (!prefixList) throw f.missing("prefixes");

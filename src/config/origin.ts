@@ -1,6 +1,8 @@
 import { ConfigError } from "../errors";
 import { parseAddress } from "./address";
-import type { OriginConfig } from "./service";
+import type { Mode, OriginConfig, ProxyProtocol } from "./service";
+
+const PROXY_PROTOCOLS: readonly ProxyProtocol[] = ["off", "v2", "spp"];
 
 const HOSTNAME = /^(?=.{1,253}$)[a-zA-Z0-9]([a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?(\.[a-zA-Z0-9]([a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?)*\.?$/;
 
@@ -34,4 +36,11 @@ export function parseDuration(text: string, where: string): number {
   const ms = Number(m[1]) * { ms: 1, s: 1000, m: 60_000, h: 3_600_000 }[(m[2] ?? "s") as "ms"];
   if (ms <= 0 || ms > 86_400_000 * 7) throw new ConfigError(where, `"${text}" must be above 0 and at most 7 days`);
   return Math.round(ms);
+}
+
+/** "off", "v2" or "spp"; the headers a UDP origin can take (TCP's PROXY protocol is not built yet). */
+export function parseProxyProtocol(text: string, mode: Mode, where: string): ProxyProtocol {
+  if (!PROXY_PROTOCOLS.includes(text as ProxyProtocol)) throw new ConfigError(where, `"${text}" is not one of ${PROXY_PROTOCOLS.join(", ")}`);
+  if (text !== "off" && mode !== "udp") throw new ConfigError(where, `${text} is for udp services; ${mode} services cannot send a PROXY header yet`);
+  return text as ProxyProtocol;
 }

@@ -1,8 +1,15 @@
 import type { Prefix } from "./address";
 import type { PortRange } from "./ports";
 
-/** tcp today; udp and http services arrive with their own data planes. */
+/** tcp and udp today; http services arrive with their own data plane. */
 export type Mode = "tcp" | "udp" | "http";
+
+/**
+ * How a service tells its origin who the client is: off, PROXY protocol v2
+ * (on a UDP flow's first datagram), or Cloudflare's Simple Proxy Protocol
+ * (UDP, every datagram, both ways).
+ */
+export type ProxyProtocol = "off" | "v2" | "spp";
 
 /** Where a service forwards to. No port: the port the client dialled (Spectrum's default). */
 export interface OriginConfig {
@@ -34,8 +41,11 @@ export interface ServiceConfig {
   readonly bindings: readonly BindingConfig[];
   /** Absent: the built-in responder (HTTP page or echo). */
   readonly origin?: OriginConfig;
+  /** TCP only. */
   readonly connectTimeoutMs: number;
+  /** A TCP connection's or a UDP flow's. */
   readonly idleTimeoutMs: number;
+  readonly proxyProtocol: ProxyProtocol;
   readonly access: AccessConfig;
 }
 
@@ -52,6 +62,8 @@ export interface ServeConfig {
   readonly takeOver: boolean;
   /** Cap on open connections for the process; default: what the open-file limit allows. */
   readonly maxConnections?: number;
+  /** Cap on concurrent UDP flows for the process; default: a share of the open-file limit. */
+  readonly maxFlows?: number;
   readonly admin: AdminConfig;
   /** The file it came from, for reload; absent for the command-line shortcut. */
   readonly source?: string;
@@ -64,6 +76,7 @@ export const DEFAULTS = {
   ports: "1-65535",
   connectTimeoutMs: 5_000,
   idleTimeoutMs: 300_000,
+  udpIdleTimeoutMs: 30_000,
   adminSocket: "/run/edgeproxy/admin.sock",
 } as const;
 
@@ -71,3 +84,6 @@ export const DEFAULTS = {
 export function serviceFamilies(s: ServiceConfig): (4 | 6)[] {
   return [...new Set(s.bindings.flatMap((b) => b.prefixes.map((p) => p.family)))].sort();
 }
+
+/** The transport a mode's bindings and sockets use. */
+export const transportOf = (mode: Mode): "tcp" | "udp" => (mode === "udp" ? "udp" : "tcp");

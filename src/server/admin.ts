@@ -51,7 +51,7 @@ export function serverBackend(server: Server): AdminBackend {
         startedAt: server.startedAt,
         pinPath: server.report.pinDir,
         unmatchedLookups: server.dispatcher.counters(0).lookups,
-        capacity: { max: server.admission.max, active: server.admission.active, refused: server.admission.refused },
+        capacity: { max: server.planes.admission.max, active: server.planes.admission.active, refused: server.planes.admission.refused },
         services: reg.services().map((s) => {
           const mine = runningById.get(s.id);
           return {
@@ -62,7 +62,7 @@ export function serverBackend(server: Server): AdminBackend {
             bindings: (bindings.get(s.id) ?? []).map((b) => ({ protocol: b.protocol, prefix: formatPrefix(b.prefix), ports: formatPorts(b) })),
             sockets: sockets.filter((k) => k.service === s.id).map(({ protocol, family, pid, fd }) => ({ protocol, family, pid, fd })),
             kernel: server.dispatcher.counters(s.id),
-            connections: mine?.svc.stats.snapshot(),
+            ...mine?.svc.report(),
           };
         }),
       };

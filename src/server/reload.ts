@@ -2,9 +2,9 @@ import { loadConfig } from "../config/file";
 import { serviceFamilies, type ServeConfig, type ServiceConfig } from "../config/service";
 import { ConfigError } from "../errors";
 import { withPinLock } from "../dispatcher/pins";
-import { TcpService } from "../proxy/tcp";
 import { rejectAdminInBindings, rejectLoops, serviceBindings } from "./bindings";
 import { storedState, type RunningService, type Server } from "./server";
+import { resolveUdpOrigins } from "./services";
 
 /** What a reload changed. */
 export interface ReloadReport {
@@ -20,7 +20,7 @@ export interface ReloadReport {
 /** How long a replaced listener keeps accepting what the kernel already queued for it. */
 const LISTENER_GRACE_MS = 500;
 
-const dataPlaneOf = (s: ServiceConfig) => JSON.stringify([s.mode, s.origin ?? null, s.connectTimeoutMs, s.idleTimeoutMs, serviceFamilies(s)]);
+const dataPlaneOf = (s: ServiceConfig) => JSON.stringify([s.mode, s.origin ?? null, s.connectTimeoutMs, s.idleTimeoutMs, s.proxyProtocol, serviceFamilies(s)]);
 const steeringOf = (s: ServiceConfig) => JSON.stringify(storedState(s, 0));
 
 /**
@@ -38,9 +38,11 @@ export async function reload(server: Server): Promise<ReloadReport> {
   const file = server.config.source;
   if (!file) throw new ConfigError("reload", "edgeproxy was started without --config: there is no file to re-read");
   const loaded = await loadConfig(file);
-  const next: ServeConfig = { ...loaded, bpffs: server.config.bpffs, maxConnections: server.config.maxConnections };
+  // The descriptor budget is fixed at start.
+  const next: ServeConfig = { ...loaded, bpffs: server.config.bpffs, maxConnections: server.config.maxConnections, maxFlows: server.config.maxFlows };
   await rejectLoops(next.services, serviceBindings(next.services));
   rejectAdminInBindings(server.config.admin, serviceBindings(next.services));
+  const origins = await resolveUdpOrigins(next.services);
 
   const reg = server.registry;
   const current = new Map(server.config.services.map((s) => [s.name, s]));
@@ -56,7 +58,7 @@ export async function reload(server: Server): Promise<ReloadReport> {
     try {
       for (const cfg of [...added, ...restarted]) {
         const entry = reg.ensure(cfg.name, next.takeOver);
-        const svc = new TcpService(cfg, server.clock, server.admission);
+        const svc = server.planes.create(cfg, origins);
         fresh.set(cfg.name, { id: entry.id, svc, sockets: svc.listen() });
       }
       for (const cfg of next.services) {
@@ -71,15 +73,18 @@ export async function reload(server: Server): Promise<ReloadReport> {
         reg.setRules(id, []);
       }
       // New services get their sockets before their bindings go live.
-      for (const cfg of added) for (const s of fresh.get(cfg.name)!.sockets) reg.setSocket(fresh.get(cfg.name)!.id, "tcp", s.family, s.fd, { pid: process.pid, fd: s.fd });
+      for (const cfg of added) for (const s of fresh.get(cfg.name)!.sockets) reg.setSocket(fresh.get(cfg.name)!.id, fresh.get(cfg.name)!.svc.protocol, s.family, s.fd, { pid: process.pid, fd: s.fd });
       const own = new Set([...server.ownInodes(), ...[...fresh.values()].flatMap((r) => r.sockets.map((s) => s.inode))]);
       const { skipped } = reg.commit(own);
 
       for (const cfg of restarted) {
         const old = server.running.get(cfg.name)!;
         const now = fresh.get(cfg.name)!;
-        for (const s of now.sockets) reg.setSocket(now.id, "tcp", s.family, s.fd, { pid: process.pid, fd: s.fd });
-        for (const s of old.sockets) if (!now.sockets.some((n) => n.family === s.family)) reg.removeSocket(now.id, "tcp", s.family);
+        for (const s of now.sockets) reg.setSocket(now.id, now.svc.protocol, s.family, s.fd, { pid: process.pid, fd: s.fd });
+        // Slots the new sockets do not replace: a family dropped, or a mode changed between tcp and udp.
+        for (const s of old.sockets) {
+          if (old.svc.protocol !== now.svc.protocol || !now.sockets.some((n) => n.family === s.family)) reg.removeSocket(now.id, old.svc.protocol, s.family);
+        }
       }
       const retired: RunningService[] = [];
       for (const cfg of removed) {

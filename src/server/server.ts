@@ -6,14 +6,15 @@ import { bpffsPath, openPinned, removePinned, withPinLock } from "../dispatcher/
 import { Registry } from "../dispatcher/registry";
 import { Admission, connectionCapacity, openFileLimit } from "../proxy/admission";
 import { CoarseClock } from "../proxy/clock";
-import { TcpService, type ServiceSocket } from "../proxy/tcp";
+import type { DataPlaneService, ServiceSocket } from "../proxy/service";
 import { checkEnvironment } from "../system/environment";
 import { rejectAdminInBindings, rejectLoops, serviceBindings } from "./bindings";
+import { DataPlanes, resolveUdpOrigins } from "./services";
 
 /** A service this process runs: its registry id, data plane and listening sockets. */
 export interface RunningService {
   readonly id: number;
-  readonly svc: TcpService;
+  readonly svc: DataPlaneService;
   readonly sockets: ServiceSocket[];
 }
 
@@ -22,6 +23,7 @@ const inodesOf = (running: Map<string, RunningService>) => new Set([...running.v
 /** What startup found and did, for its log lines. */
 export interface StartReport {
   readonly maxConnections: number;
+  readonly maxFlows: number;
   /** Listeners left alone because they were there first. */
   readonly skipped: string[];
   /** Where the dispatcher is pinned, and whether this start created it. */
@@ -55,8 +57,7 @@ export class Server {
     readonly registry: Registry,
     /** Services this process runs, by name. */
     readonly running: Map<string, RunningService>,
-    readonly clock: CoarseClock,
-    readonly admission: Admission,
+    readonly planes: DataPlanes,
     readonly bpffs: string,
     public config: ServeConfig,
     readonly report: StartReport,
@@ -67,15 +68,8 @@ export class Server {
     const bindings = serviceBindings(config.services);
     await rejectLoops(config.services, bindings);
     rejectAdminInBindings(config.admin, bindings);
-    const nofile = openFileLimit();
-    const capacity = connectionCapacity(nofile);
-    const maxConnections = config.maxConnections ?? capacity;
-    if (maxConnections > capacity || capacity < 1) {
-      throw new ConfigError(
-        "--max-connections",
-        `${maxConnections} connections need ${2 * maxConnections} file descriptors plus a reserve, but the open-file limit is ${nofile}; raise it (ulimit -n) or lower --max-connections`,
-      );
-    }
+    const origins = await resolveUdpOrigins(config.services);
+    const { maxConnections, maxFlows } = fdBudget(config);
     const bpffs = bpffsPath(config.bpffs);
     return withPinLock(bpffs, () => {
       const pinned = openPinned(bpffs, image, true)!;
@@ -86,7 +80,8 @@ export class Server {
       // that would fail with EMFILE. It acts on the sockets running now, which
       // a reload may have replaced since startup.
       const admission = new Admission(maxConnections, (accepting) => {
-        for (const { id, sockets: own } of running.values()) {
+        for (const { id, svc, sockets: own } of running.values()) {
+          if (svc.protocol !== "tcp") continue;
           for (const socket of own) {
             try {
               if (accepting) pinned.dispatcher.setSocket(id, "tcp", socket.family, socket.fd);
@@ -98,7 +93,7 @@ export class Server {
         }
         process.stderr.write(`edgeproxy: ${accepting ? "below" : "at"} --max-connections ${maxConnections}: ${accepting ? "accepting again" : "refusing new connections"}\n`);
       });
-      const clock = new CoarseClock();
+      const planes = new DataPlanes(new CoarseClock(), admission, maxFlows);
       const before = registry.snapshot(config.services.map((s) => s.name));
       try {
         for (const cfg of config.services) {
@@ -106,21 +101,22 @@ export class Server {
           const state = storedState(cfg, entry.id);
           registry.setBindings(entry.id, state.bindings);
           registry.setRules(entry.id, state.rules);
-          const svc = new TcpService(cfg, clock, admission);
+          const svc = planes.create(cfg, origins);
           const own = svc.listen();
           running.set(cfg.name, { id: entry.id, svc, sockets: own });
-          for (const socket of own) registry.setSocket(entry.id, "tcp", socket.family, socket.fd, { pid: process.pid, fd: socket.fd });
+          for (const socket of own) registry.setSocket(entry.id, svc.protocol, socket.family, socket.fd, { pid: process.pid, fd: socket.fd });
         }
         const { skipped } = registry.commit(inodesOf(running));
-        return new Server(pinned.dispatcher, registry, running, clock, admission, bpffs, config, {
+        return new Server(pinned.dispatcher, registry, running, planes, bpffs, config, {
           skipped,
           maxConnections,
+          maxFlows,
           pinDir: pinned.dir,
           createdPins: pinned.created,
         });
       } catch (e) {
         for (const { svc } of running.values()) svc.close(true);
-        clock.close();
+        planes.close();
         try {
           // Put back what was there before this start.
           registry.restore(before);
@@ -143,12 +139,9 @@ export class Server {
   summary(): string[] {
     return [...this.running.values()].map(({ id, svc }) => {
       const k = this.dispatcher.counters(id);
-      const s = svc.stats;
-      const errors = [...s.originErrors].map(([kind, n]) => `${kind} ${n}`).join(", ") || "none";
       return (
         `service ${svc.config.name}: ${k.lookups} lookups, ${k.steered} steered, ${k.missingSocket} refused without a socket, ${k.denied} denied, ` +
-        `${k.assignError} assign errors; ${s.connectionsTotal} connections, ${s.bytesFromClients} bytes in, ${s.bytesFromOrigins} bytes out, ` +
-        `origin errors: ${errors}`
+        `${k.assignError} assign errors; ${svc.summary()}`
       );
     });
   }
@@ -170,7 +163,29 @@ export class Server {
     } finally {
       this.dispatcher.close();
       for (const { svc } of this.running.values()) svc.close(true);
-      this.clock.close();
+      this.planes.close();
     }
   }
+}
+
+/**
+ * Split the open-file limit between TCP connections and UDP flows (two
+ * descriptors each). Defaults: half each when the config uses both; all of
+ * it to TCP when there is no UDP service; 95% to UDP flows when there is no
+ * TCP service (the rest lets a reload add one).
+ */
+export function fdBudget(config: ServeConfig, nofile = openFileLimit()): { maxConnections: number; maxFlows: number } {
+  const capacity = connectionCapacity(nofile);
+  const udp = config.services.some((s) => s.mode === "udp");
+  const tcp = config.services.some((s) => s.mode !== "udp");
+  const maxFlows = config.maxFlows ?? (!udp ? 0 : tcp ? Math.floor(capacity / 2) : capacity - Math.max(1, Math.floor(capacity / 20)));
+  const maxConnections = config.maxConnections ?? Math.max(1, capacity - maxFlows);
+  if (maxConnections + maxFlows > capacity || capacity < 1) {
+    throw new ConfigError(
+      config.maxConnections === undefined ? "--max-flows" : "--max-connections",
+      `${maxConnections} connections and ${maxFlows} UDP flows need ${2 * (maxConnections + maxFlows)} file descriptors plus a reserve, ` +
+        `but the open-file limit is ${nofile}; raise it (ulimit -n) or lower max_connections / max_flows`,
+    );
+  }
+  return { maxConnections, maxFlows };
 }
