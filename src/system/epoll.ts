@@ -30,7 +30,8 @@ export class Epoll {
   constructor(readonly capacity = 256) {
     this.fd = libc.epoll_create1(EPOLL_CLOEXEC);
     if (this.fd < 0) throw new EdgeError("epoll_create1", errnoText(errno()), "kernel");
-    this.events = new Uint8Array(capacity * EPOLL_EVENT_SIZE);
+    // Its own ArrayBuffer: the address must not move (small typed arrays live in the GC heap).
+    this.events = new Uint8Array(new ArrayBuffer(capacity * EPOLL_EVENT_SIZE));
     this.eventsPtr = ptr(this.events);
   }
 

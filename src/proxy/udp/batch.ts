@@ -25,6 +25,11 @@ export const HEADROOM = 64;
 export const MAX_DATAGRAM = 65_536;
 const SLOT = HEADROOM + MAX_DATAGRAM;
 
+// Memory whose address the kernel keeps (in msghdrs) must not move: JSC
+// keeps typed arrays up to 1000 bytes inline in the GC heap, where they can
+// be moved, so every buffer here gets an ArrayBuffer of its own.
+const pinned = (n: number) => new Uint8Array(new ArrayBuffer(n));
+
 const splitPtr = (v: DataView, at: number, p: number) => {
   v.setUint32(at, p >>> 0, true);
   v.setUint32(at + 4, Math.floor(p / 4294967296), true);
@@ -49,13 +54,13 @@ export class DatagramBatch {
   private used = 0;
 
   constructor(readonly size = 16) {
-    this.data = new Uint8Array(size * SLOT);
-    this.names = new Uint8Array(size * NAME);
-    this.controls = new Uint8Array(size * CONTROL);
-    this.recvHdr = new Uint8Array(size * MMSG);
-    this.recvIov = new Uint8Array(size * IOV);
-    this.sendHdr = new Uint8Array(size * MMSG);
-    this.sendIov = new Uint8Array(size * IOV);
+    this.data = pinned(size * SLOT);
+    this.names = pinned(size * NAME);
+    this.controls = pinned(size * CONTROL);
+    this.recvHdr = pinned(size * MMSG);
+    this.recvIov = pinned(size * IOV);
+    this.sendHdr = pinned(size * MMSG);
+    this.sendIov = pinned(size * IOV);
     this.dataPtr = ptr(this.data);
     this.recvPtr = ptr(this.recvHdr);
     this.sendPtr = ptr(this.sendHdr);
