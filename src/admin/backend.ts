@@ -1,4 +1,5 @@
 import type { Mode } from "../config/service";
+import type { DatagramStats } from "../proxy/udp/stats";
 
 /** Kernel-side counters of one service (struct ep_service_counters, summed over CPUs). */
 export interface KernelCounters {
@@ -50,8 +51,10 @@ export interface ServiceSnapshot {
   readonly bindings: readonly BindingSnapshot[];
   readonly sockets: readonly SocketSnapshot[];
   readonly kernel: KernelCounters;
-  /** Absent for services this process does not run. */
+  /** TCP services this process runs. */
   readonly connections?: ConnectionStats;
+  /** UDP services this process runs. */
+  readonly datagrams?: DatagramStats;
 }
 
 export interface StatusSnapshot {

@@ -1,3 +1,4 @@
+import { UDP_DROP_REASONS, type DatagramStats } from "../proxy/udp/stats";
 import type { ConnectionStats, ServiceSnapshot, StatusSnapshot } from "./backend";
 
 /** The Content-Type of renderMetrics' output. */
@@ -75,6 +76,25 @@ export function renderMetrics(s: StatusSnapshot): string {
   perService(proxied, "idle_timeouts_total", "counter", "Connections closed for being idle too long.", (svc, emit) =>
     emit({}, svc.connections.idleTimeouts),
   );
+
+  const udp = all.filter((svc): svc is ServiceSnapshot & { datagrams: DatagramStats } => !!svc.datagrams);
+  perService(udp, "udp_flows_active", "gauge", "UDP flows open now.", (svc, emit) => emit({}, svc.datagrams.flowsActive));
+  perService(udp, "udp_flows_total", "counter", "UDP flows made.", (svc, emit) => emit({}, svc.datagrams.flowsTotal));
+  perService(udp, "udp_flows_closed_total", "counter", "UDP flows ended early or idle, by reason.", (svc, emit) => {
+    emit({ reason: "idle" }, svc.datagrams.flowsExpired);
+    emit({ reason: "evicted" }, svc.datagrams.flowsEvicted);
+  });
+  perService(udp, "udp_datagrams_total", "counter", "UDP datagrams relayed, by direction.", (svc, emit) => {
+    emit({ direction: "client_to_origin" }, svc.datagrams.datagramsFromClients);
+    emit({ direction: "origin_to_client" }, svc.datagrams.datagramsFromOrigins);
+  });
+  perService(udp, "udp_bytes_total", "counter", "UDP payload bytes relayed, by direction (headers excluded).", (svc, emit) => {
+    emit({ direction: "client_to_origin" }, svc.datagrams.bytesFromClients);
+    emit({ direction: "origin_to_client" }, svc.datagrams.bytesFromOrigins);
+  });
+  perService(udp, "udp_drops_total", "counter", "UDP datagrams dropped, by reason.", (svc, emit) => {
+    for (const r of UDP_DROP_REASONS) emit({ reason: r }, svc.datagrams.drops[r]);
+  });
 
   family("connection_cap_max", "gauge", "The cap on open proxied connections for the process.");
   sample("connection_cap_max", {}, s.capacity.max);

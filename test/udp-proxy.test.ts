@@ -1,0 +1,77 @@
+// UDP end to end: edgeproxy --mode udp in a namespace of each test's own,
+// connected UDP clients (which accept replies only from the address they
+// sent to), origins that record what they get.
+import { describe, expect, test } from "bun:test";
+import { randomBytes } from "node:crypto";
+import { EdgeproxyProcess } from "./helpers/edgeproxy";
+import { proxyFixture } from "./helpers/fixture";
+import { pool, randomPorts } from "./helpers/net";
+import { UdpClient, udpExchange, udpOrigin, udpText } from "./helpers/udp";
+
+const f = proxyFixture();
+
+describe("udp proxy", () => {
+  test("200+ random ports on 3 addresses of a /24 and of a /64 reach the origin; replies reach connected clients", async () => {
+    const origin = await udpOrigin();
+    f.ep = await EdgeproxyProcess.start([
+      "--mode", "udp", "--ports", "1-65535", "--prefix", "192.0.2.0/24", "--prefix", "2001:db8::/64", "--origin", `127.0.0.1:${origin.port}`,
+    ]);
+    const ports = randomPorts(200, 11);
+    const targets = ["192.0.2.1", "192.0.2.77", "192.0.2.254", "2001:db8::1", "2001:db8::beef", "2001:db8::ffff:ffff:ffff:fffe"].flatMap((host) =>
+      ports.map((port) => ({ host, port })),
+    );
+    expect(targets.length).toBeGreaterThanOrEqual(6 * 202);
+    const failures = (
+      await pool(targets, 64, async ({ host, port }) => {
+        const payload = `${host} ${port} ${randomBytes(8).toString("hex")}`;
+        const got = udpText(await udpExchange(host, port, payload));
+        return got === payload ? undefined : `${host} ${port}: ${got}`;
+      })
+    ).filter(Boolean);
+    expect(failures).toEqual([]);
+    expect(origin.received.length).toBe(targets.length);
+    origin.socket.close();
+  }, 60_000);
+
+  test("without an origin the built-in responder echoes, IPv4 and IPv6, up to 65,507 bytes intact", async () => {
+    f.ep = await EdgeproxyProcess.start(["--mode", "udp", "--ports", "53,5000-6000", "--prefix", "192.0.2.0/24", "--prefix", "2001:db8::/64"]);
+    expect(udpText(await udpExchange("192.0.2.53", 53, "v4 echo"))).toBe("v4 echo");
+    expect(udpText(await udpExchange("2001:db8::53", 5999, "v6 echo"))).toBe("v6 echo");
+    const big = randomBytes(65_507);
+    const got = await udpExchange("192.0.2.53", 5000, big);
+    expect(got.kind === "data" && Buffer.from(got.bytes).equals(big)).toBe(true);
+  }, 20_000);
+
+  test("an origin without a port gets the port the client sent to", async () => {
+    const origins = await Promise.all([7001, 7050].map(() => udpOrigin("127.0.0.1", (d) => `origin saw ${d.bytes.length} bytes`)));
+    // Port-preserving: bind the range onto the origins' own ports.
+    const [a, b] = origins.map((o) => o.port);
+    f.ep = await EdgeproxyProcess.start(["--mode", "udp", "--ports", `${a},${b}`, "--prefix", "192.0.2.0/24", "--origin", "127.0.0.1"]);
+    expect(udpText(await udpExchange("192.0.2.3", a!, "abc"))).toBe("origin saw 3 bytes");
+    expect(udpText(await udpExchange("192.0.2.4", b!, "abcd"))).toBe("origin saw 4 bytes");
+    expect([origins[0]!.received.length, origins[1]!.received.length]).toEqual([1, 1]);
+    for (const o of origins) o.socket.close();
+  }, 20_000);
+
+  test("200 concurrent flows to one address and port stay apart over 5 rounds each", async () => {
+    // The origin answers with what it got and the source port it got it from:
+    // each flow must come from its own origin-side socket.
+    const origin = await udpOrigin("127.0.0.1", (d) => `${Buffer.from(d.bytes).toString()} via ${d.port}`);
+    f.ep = await EdgeproxyProcess.start(["--mode", "udp", "--ports", "53", "--prefix", "192.0.2.0/24", "--origin", `127.0.0.1:${origin.port}`]);
+    const clients = await Promise.all(Array.from({ length: 200 }, () => UdpClient.connect("192.0.2.53", 53)));
+    const upstreamPortOf = new Map<number, number>();
+    for (let round = 0; round < 5; round++) {
+      const replies = await Promise.all(clients.map((c, i) => c.request(`client ${i} round ${round}`)));
+      replies.forEach((r, i) => {
+        const m = /^client (\d+) round (\d+) via (\d+)$/.exec(r);
+        expect(m && [Number(m[1]), Number(m[2])]).toEqual([i, round]);
+        const via = Number(m![3]);
+        if (round === 0) upstreamPortOf.set(i, via);
+        else expect(via).toBe(upstreamPortOf.get(i)!);
+      });
+    }
+    expect(new Set(upstreamPortOf.values()).size).toBe(200);
+    for (const c of clients) c.close();
+    origin.socket.close();
+  }, 30_000);
+});
