@@ -59,7 +59,8 @@ class Service {
 
 class Flow {
   readonly kind = "flow";
-  datagrams = 0;
+  /** From the client; the first came through the listener. */
+  datagrams = 1;
   constructor(
     readonly key: string,
     readonly service: Service,
@@ -200,8 +201,9 @@ export class Engine {
     }
     if (n === 0) return;
     f.last = this.now;
-    if (f.datagrams++ === 1) this.unconfirmed.delete(f.key);
-    f.datagrams += n - 1;
+    // A second datagram confirms the flow: the client hears us (a spoofed source would not).
+    if (f.datagrams === 1) this.unconfirmed.delete(f.key);
+    f.datagrams += n;
     const row = f.service.row;
     let good = 0;
     for (let i = 0; i < n; i++) {
