@@ -142,4 +142,107 @@ describe("udp flows", () => {
       w.done();
     }
   }, 120_000);
+
+  test("when every flow is confirmed, a new flow is refused and counted", async () => {
+    const w = workdir();
+    try {
+      const origin = await udpOrigin();
+      f.ep = await EdgeproxyProcess.start(["--mode", "udp", "--ports", "53", "--prefix", "192.0.2.0/24", "--origin", `127.0.0.1:${origin.port}`, "--max-flows", "2", "--admin", w.admin]);
+      const clients = await Promise.all([1, 2, 3].map(() => UdpClient.connect("192.0.2.53", 53)));
+      for (const c of clients.slice(0, 2)) {
+        expect(await c.request("a")).toBe("a");
+        expect(await c.request("b")).toBe("b");
+      }
+      expect(await clients[2]!.request("c", 500)).toBe("<timeout>");
+      const m = await scrape(w.admin);
+      expect(m("edgeproxy_udp_drops_total", { reason: "flow_limit" })).toBe(1);
+      expect([m("edgeproxy_udp_flows_active"), m("edgeproxy_udp_flows_total")]).toEqual([2, 2]);
+      for (const c of clients) c.close();
+      origin.socket.close();
+    } finally {
+      w.done();
+    }
+  }, 20_000);
+
+  test("PROXY v2: the origin parses the client and edge addresses on a flow's first datagram only, IPv4 and IPv6", async () => {
+    const origin = await udpOrigin("127.0.0.1", (d) => {
+      const h = parseProxyV2(d.bytes);
+      return h ? JSON.stringify({ ...h, payload: Buffer.from(h.payload).toString() }) : `plain ${Buffer.from(d.bytes).toString()}`;
+    });
+    f.ep = await EdgeproxyProcess.start(["--mode", "udp", "--ports", "1000-2000", "--prefix", "192.0.2.0/24", "--prefix", "2001:db8::/64", "--origin", `127.0.0.1:${origin.port}`, "--proxy-protocol", "v2"]);
+    for (const [host, port] of [["192.0.2.40", 1234], ["2001:db8::40", 1999]] as const) {
+      const c = await UdpClient.connect(host, port);
+      const first = JSON.parse(await c.request("hello"));
+      expect(first).toEqual({ source: c.local.address, sourcePort: c.local.port, destination: host, destinationPort: port, payload: "hello" });
+      expect(await c.request("again")).toBe("plain again");
+      c.close();
+    }
+    origin.socket.close();
+  }, 20_000);
+
+  test("SPP: the origin parses the 38-byte header on every datagram; its replies' headers are stripped; replies without one are dropped and counted", async () => {
+    const w = workdir();
+    try {
+      const seen: string[] = [];
+      const origin = await udpOrigin("127.0.0.1", (d) => {
+        const h = parseSpp(d.bytes);
+        if (!h) return "no header";
+        const payload = Buffer.from(h.payload).toString();
+        seen.push(`${h.source}:${h.sourcePort}>${h.destination}:${h.destinationPort} ${payload}`);
+        // An SPP origin answers with the header first (Spectrum strips it).
+        return payload === "bare" ? "reply without header" : Buffer.concat([d.bytes.subarray(0, 38), Buffer.from(`re: ${payload}`)]);
+      });
+      f.ep = await EdgeproxyProcess.start(["--mode", "udp", "--ports", "1000-2000", "--prefix", "192.0.2.0/24", "--prefix", "2001:db8::/64", "--origin", `127.0.0.1:${origin.port}`, "--proxy-protocol", "spp", "--admin", w.admin]);
+      const v4 = await UdpClient.connect("192.0.2.41", 1053);
+      const v6 = await UdpClient.connect("2001:db8::41", 1054);
+      for (const c of [v4, v6]) {
+        expect(await c.request("one")).toBe("re: one");
+        expect(await c.request("two")).toBe("re: two");
+      }
+      expect(seen).toEqual([
+        `${v4.local.address}:${v4.local.port}>192.0.2.41:1053 one`,
+        `${v4.local.address}:${v4.local.port}>192.0.2.41:1053 two`,
+        `${v6.local.address}:${v6.local.port}>2001:db8::41:1054 one`,
+        `${v6.local.address}:${v6.local.port}>2001:db8::41:1054 two`,
+      ]);
+      expect(await v4.request("bare", 500)).toBe("<timeout>");
+      expect(await metric(w.admin, "edgeproxy_udp_drops_total", { reason: "bad_header" })).toBe(1);
+      // With the header, a 65,507-byte payload no longer fits an IPv4 datagram: dropped and counted, never cut.
+      v4.send(new Uint8Array(65_507));
+      expect(await eventually(async () => (await metric(w.admin, "edgeproxy_udp_drops_total", { reason: "too_big" })) === 1)).toBe(true);
+      v4.close();
+      v6.close();
+      origin.socket.close();
+    } finally {
+      w.done();
+    }
+  }, 20_000);
+
+  test("tcp and udp services on the same ports reach their own sockets", async () => {
+    const w = workdir();
+    try {
+      const tcpOrigin = Bun.listen({ hostname: "127.0.0.1", port: 0, socket: { data: (s, d) => void s.write(`tcp: ${d}`) } });
+      f.servers.push(tcpOrigin);
+      const udp = await udpOrigin("127.0.0.1", (d) => `udp: ${Buffer.from(d.bytes).toString()}`);
+      const bind = 'prefixes = ["192.0.2.0/24", "2001:db8::/64"]\nports = "1000-2000"';
+      writeFileSync(
+        w.file,
+        `[admin]\nsocket = "${w.admin}"\n` +
+          `[[service]]\nname = "web"\norigin = "127.0.0.1:${tcpOrigin.port}"\n[[service.bind]]\n${bind}\n` +
+          `[[service]]\nname = "dns"\nmode = "udp"\norigin = "127.0.0.1:${udp.port}"\n[[service.bind]]\n${bind}\n`,
+      );
+      f.ep = await EdgeproxyProcess.start(["--config", w.file]);
+      for (const [host, port] of [["192.0.2.7", 1000], ["192.0.2.8", 2000], ["2001:db8::7", 1500]] as const) {
+        expect(text(await exchange(host, port, "hi"))).toBe("tcp: hi");
+        const c = await UdpClient.connect(host, port);
+        expect(await c.request("hi")).toBe("udp: hi");
+        c.close();
+      }
+      const m = await scrape(w.admin);
+      expect([m("edgeproxy_connections_total", { service: "web" }), m("edgeproxy_udp_flows_total", { service: "dns" })]).toEqual([3, 3]);
+      udp.socket.close();
+    } finally {
+      w.done();
+    }
+  }, 20_000);
 });
