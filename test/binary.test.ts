@@ -7,6 +7,7 @@ import { join } from "node:path";
 import { EdgeproxyProcess, ROOT } from "./helpers/edgeproxy";
 import { exchange, text } from "./helpers/net";
 import { TestNetns } from "./helpers/netns";
+import { udpExchange, udpText } from "./helpers/udp";
 
 let ns: TestNetns;
 let dir: string;
@@ -40,6 +41,15 @@ test("./edgeproxy with no origin serves the embedded responder on every port of 
     expect(page).toMatch(/^HTTP\/1\.0 200/);
     expect(page).toContain('"destination":"192.0.2.44:4242"');
     expect(text(await exchange("192.0.2.45", 1, "echo me"))).toBe("echo me");
+  } finally {
+    expect(await ep.stop()).toBe(0);
+  }
+}, 30_000);
+
+test("./edgeproxy --mode udp runs its UDP worker from inside the binary and echoes", async () => {
+  const ep = await EdgeproxyProcess.start(["--mode", "udp", "--ports", "1-65535", "--prefix", "192.0.2.0/24"], {}, [join(dir, "edgeproxy")]);
+  try {
+    expect(udpText(await udpExchange("192.0.2.46", 5353, "datagram"))).toBe("datagram");
   } finally {
     expect(await ep.stop()).toBe(0);
   }

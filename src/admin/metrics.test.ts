@@ -38,6 +38,12 @@ test("every family parses, is typed and has help; counters end in _total", () =>
       "kernel_unmatched_lookups_total",
       "origin_errors_total",
       "process_start_time_seconds",
+      "udp_bytes_total",
+      "udp_datagrams_total",
+      "udp_drops_total",
+      "udp_flows_active",
+      "udp_flows_closed_total",
+      "udp_flows_total",
     ].map((n) => `edgeproxy_${n}`),
   );
   for (const f of fams) {

@@ -83,6 +83,7 @@ export async function main(argv: readonly string[]): Promise<number> {
     const config = command.kind === "serve" ? command.config : { ...(await loadConfig(command.file)), bpffs: command.bpffs };
     server = await Server.start(config, image);
     try {
+      await server.planes.started();
       admin = await startAdminServer(serverBackend(server), config.admin);
     } catch (e) {
       server.close();
@@ -94,7 +95,7 @@ export async function main(argv: readonly string[]): Promise<number> {
   for (const line of describeBindings(server.config.services)) say(line);
   for (const [name, r] of server.running) for (const s of r.sockets) say(`service ${name}: ipv${s.family} socket ${s.address} (fd ${s.fd})`);
   say(`dispatcher ${server.report.createdPins ? "created and pinned at" : "joined at"} ${server.report.pinDir}`);
-  say(`at most ${server.report.maxConnections} open connections`);
+  say(`at most ${server.report.maxConnections} open connections${server.report.maxFlows ? ` and ${server.report.maxFlows} UDP flows` : ""}`);
   if (admin.address !== "off") say(`admin API on ${admin.address}`);
   if (server.report.skipped.length) {
     say(`left alone ${server.report.skipped.length} already-listening socket(s): ${server.report.skipped.join(", ")} (--take-over steers them too)`);

@@ -29,6 +29,11 @@ export class DataPlanes {
     return new UdpService(cfg, this.udp, origins.get(cfg.name));
   }
 
+  /** Resolves when every data plane runs (the UDP worker has started); rejects if one failed to. */
+  async started(): Promise<void> {
+    await this.udp?.started;
+  }
+
   close(): void {
     this.udp?.close();
     this.clock.close();

@@ -1,5 +1,10 @@
 import type { udp } from "bun";
 
+// Clients send from loopback, not from the steered prefixes: a client's
+// ephemeral port on an edge address would hold that ip:port, and a flow
+// for it could not bind there (EADDRINUSE, counted as flow_setup).
+const clientAddress = (host: string) => (host.includes(":") ? "::1" : "127.0.0.1");
+
 /** What a UDP exchange got: the first reply, or nothing before the timeout. */
 export type UdpOutcome = { kind: "data"; bytes: Uint8Array } | { kind: "timeout" };
 
@@ -13,7 +18,7 @@ export async function udpExchange(host: string, port: number, payload: Uint8Arra
   let done: (o: UdpOutcome) => void = () => {};
   const result = new Promise<UdpOutcome>((r) => (done = r));
   const sock = await Bun.udpSocket({
-    hostname: host.includes(":") ? "::" : "0.0.0.0",
+    hostname: clientAddress(host),
     connect: { hostname: host, port },
     socket: {
       data(_s, data) {
@@ -71,7 +76,7 @@ export class UdpClient {
   static async connect(host: string, port: number): Promise<UdpClient> {
     let self: UdpClient | undefined;
     const socket = await Bun.udpSocket({
-      hostname: host.includes(":") ? "::" : "0.0.0.0",
+      hostname: clientAddress(host),
       connect: { hostname: host, port },
       socket: {
         data(_s, data) {

@@ -9,6 +9,7 @@ export type ToWorker =
 
 /** UDP worker → main thread. */
 export type FromWorker =
+  | { readonly op: "started" }
   | { readonly op: "log"; readonly line: string }
   | { readonly op: "retired"; readonly slot: number }
   | { readonly op: "stopped" };

@@ -1,7 +1,13 @@
+import { EdgeError } from "../../errors";
 import { EventFd } from "../../system/epoll";
 import type { UdpServiceSpec } from "./engine";
 import type { FromWorker, ToWorker } from "./messages";
 import { ROW, SLOTS } from "./stats";
+
+// In the compiled binary every module is bundled into one, and the worker is
+// a second entry point that `bun build --compile` (build/build.ts) stores
+// under its path relative to src/, the entry points' common directory.
+const WORKER_ENTRY = import.meta.path.startsWith("/$bunfs/") ? "./proxy/udp/worker.ts" : new URL("./worker.ts", import.meta.url).href;
 
 /**
  * The UDP data plane of the process: one worker thread running an epoll
@@ -15,12 +21,26 @@ export class UdpPlane {
   // Lowest slot first, so rows stay near the start of the shared buffer.
   private readonly free = Array.from({ length: SLOTS }, (_, i) => SLOTS - 1 - i);
   private closed = false;
+  /** Settles when the worker has its epoll loop running, or failed to start. */
+  readonly started: Promise<void>;
 
   constructor(readonly maxFlows: number) {
-    this.worker = new Worker(new URL("./worker.ts", import.meta.url).href);
+    this.worker = new Worker(WORKER_ENTRY);
+    let started = () => {};
+    let failed = (_: Error) => {};
+    this.started = new Promise<void>((resolve, reject) => {
+      started = resolve;
+      failed = reject;
+    });
+    this.worker.onerror = (e) => {
+      const err = new EdgeError("udp data plane", `worker failed: ${e.message}`, "internal");
+      failed(err);
+      process.stderr.write(`edgeproxy: ${err.message}\n`);
+    };
     this.worker.onmessage = (event: MessageEvent<FromWorker>) => {
       const m = event.data;
-      if (m.op === "log") process.stderr.write(`edgeproxy: ${m.line}\n`);
+      if (m.op === "started") started();
+      else if (m.op === "log") process.stderr.write(`edgeproxy: ${m.line}\n`);
       else if (m.op === "retired") this.free.push(m.slot);
       else if (m.op === "stopped") this.wake.close();
     };

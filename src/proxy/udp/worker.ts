@@ -67,6 +67,7 @@ self.onmessage = (event: MessageEvent<ToWorker>) => {
           (slot) => post({ op: "retired", slot }),
         );
         running = true;
+        post({ op: "started" });
         void loop().catch((err) => post({ op: "log", line: `udp data plane stopped: ${(err as Error).stack ?? err}` }));
         break;
       case "add":
