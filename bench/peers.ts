@@ -33,7 +33,7 @@ export interface Peer {
 }
 
 /** `load_module` line for Debian's dynamic stream module ("" when nginx has it built in). */
-function streamModuleLine(): string {
+export function streamModuleLine(): string {
   const built = run(["nginx", "-V"]).out;
   if (!/--with-stream=dynamic/.test(built)) return "";
   for (const dir of ["/usr/lib/nginx/modules", "/usr/share/nginx/modules"]) {
@@ -44,7 +44,7 @@ function streamModuleLine(): string {
 }
 
 // Shared nginx preamble: foreground, one worker, everything under the temp dir.
-const nginxMain = (dir: string, name: string) => `daemon off;
+export const nginxMain = (dir: string, name: string) => `daemon off;
 master_process on;
 worker_processes 1;
 pid ${dir}/${name}.pid;

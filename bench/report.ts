@@ -2,6 +2,7 @@
 import type { CoverageReport } from "./coverage";
 import { MODES, summarize, wrkCommand, type LoadOptions, type LoadReport } from "./load";
 import { front, ORIGIN } from "./peers";
+import { summarizeUdp, type UdpReport } from "./udp";
 
 export interface Machine {
   date: string;
@@ -27,11 +28,42 @@ const table = (head: string[], rows: string[][]) =>
   ].join("\n");
 const fence = (text: string, lang = "") => `\`\`\`${lang}\n${text.trimEnd()}\n\`\`\``;
 
-export function renderReport(o: { m: Machine; quick: boolean; argv: string; cov: CoverageReport; load: LoadReport; opts: LoadOptions; netnsSetup: string[] }): string {
+export function renderReport(o: { m: Machine; quick: boolean; argv: string; cov?: CoverageReport; load?: LoadReport; udp: UdpReport; opts: LoadOptions; netnsSetup: string[] }): string {
   const { m, cov, load, opts } = o;
   const out: string[] = [];
   out.push(`# edgeproxy benchmark: ${m.date}, ${m.host}${o.quick ? " (quick)" : ""}`, "");
   out.push(`${m.versions.edgeproxy ?? "edgeproxy ?"}; ${opts.runs} run(s) × ${opts.seconds} s per peer and mode (after a ${opts.warmupSeconds} s warm-up), median shown. Produced by \`${o.argv}\`.`, "");
+  if (load) renderTcp(out, load, opts);
+  renderUdp(out, o.udp);
+  if (cov) renderCoverage(out, cov);
+  renderTail(out, o);
+  return out.join("\n");
+}
+
+function renderUdp(out: string[], u: UdpReport): void {
+  const o = u.opts;
+  out.push("## UDP proxy: CPU per request/response", "");
+  out.push(
+    `bench/udp-load.ts (${o.flows} connected sockets, one ${o.size}-byte request outstanding each, core ${o.loadCore}) → proxy (core ${o.proxyCore}, alone on it) → Bun echo origin (core ${o.loadCore}). ` +
+      "One exchange is one datagram each way through the proxy. Proxy CPU = utime+stime delta of the proxy's processes while the load generator counts ÷ exchanges. " +
+      "Ratio is to nginx stream udp (lower is better). Lost: requests unanswered for 200 ms (resent).",
+    "",
+  );
+  const rows = summarizeUdp(u.samples);
+  const nginx = rows.find((r) => r.peer.startsWith("nginx"))?.proxyUs ?? NaN;
+  out.push(
+    table(
+      ["peer", "proxy µs/exchange", "ratio to nginx", "proxy CPU %", "exchanges/s", "p50 ms", "p99 ms", "lost", "runs"],
+      rows.map((r) => [r.peer, f(r.proxyUs), Number.isFinite(r.proxyUs) ? `${f(r.proxyUs / nginx, 2)}×` : "–", f(r.proxyCpuPct, 0), i(r.rps), f(r.p50Ms, 3), f(r.p99Ms, 3), i(r.lost), i(r.runs)]),
+    ),
+    "",
+  );
+  out.push("Commands (run 1):", "", ...u.commands.map((c) => `- \`${c}\``), "");
+  for (const c of u.configs) out.push(`${c.file} (run 1):`, "", fence(c.text), "");
+  if (u.anomalies.length) out.push("UDP anomalies:", "", ...u.anomalies.map((a) => `- ${a}`), "");
+}
+
+function renderTcp(out: string[], load: LoadReport, opts: LoadOptions): void {
 
   out.push("## TCP proxy: CPU per request", "");
   out.push(
@@ -65,6 +97,9 @@ export function renderReport(o: { m: Machine; quick: boolean; argv: string; cov:
     );
   }
 
+}
+
+function renderCoverage(out: string[], cov: CoverageReport): void {
   out.push("## Coverage: every port of one address, and of a /24", "");
   out.push(
     "Listening sockets: the process's fds that are LISTEN sockets in /proc/net/tcp{,6} of the benchmark netns. " +
@@ -100,8 +135,12 @@ export function renderReport(o: { m: Machine; quick: boolean; argv: string; cov:
     out.push(`Issue target for a /24 (≤ 4 listening sockets, setup ≤ 100 ms): ${sockets} socket(s), setup ${f(worst)} ms — ${sockets <= 4 && worst <= 100 ? "met" : Number.isFinite(worst) ? "NOT met" : "setup not reported by this edgeproxy build"}.`, "");
   }
 
+}
+
+function renderTail(out: string[], o: { m: Machine; argv: string; cov?: CoverageReport; load?: LoadReport; opts: LoadOptions; netnsSetup: string[] }): void {
+  const { m, cov, load, opts } = o;
   out.push("## Anomalies", "");
-  const anomalies = [...cov.anomalies, ...load.anomalies];
+  const anomalies = [...(cov?.anomalies ?? []), ...(load?.anomalies ?? [])];
   out.push(anomalies.length ? anomalies.map((a) => `- ${a.includes("\n") ? `${a.split("\n")[0]}\n\n${fence(a.split("\n").slice(1).join("\n"))}\n` : a}`).join("\n") : "None: every wrk run completed with 0 socket errors and 0 non-2xx responses; every process stopped on SIGTERM without SIGKILL (edgeproxy and nginx with exit 0; HAProxy dies of the signal).", "");
 
   out.push("## Machine", "");
@@ -114,6 +153,7 @@ export function renderReport(o: { m: Machine; quick: boolean; argv: string; cov:
 
   out.push("## Commands", "");
   out.push(`Everything ran inside a private network and mount namespace (\`unshare --net --mount\`), set up with:`, "", fence(o.netnsSetup.join("\n"), "sh"), "");
+  if (!load || !cov) return;
   out.push("Origin:", "", fence(load.originCommand.join(" "), "sh"), "", fence(load.originConfig, "nginx"), "");
   out.push(
     `Proxies (each started, warmed up with a ${opts.warmupSeconds} s keep-alive wrk, measured in both modes, stopped with SIGTERM; peers round-robin within each run). ` +
@@ -132,5 +172,4 @@ export function renderReport(o: { m: Machine; quick: boolean; argv: string; cov:
     if (c) out.push(`${c.file} (run 1):`, "", fence(c.text), "");
   }
   out.push("Coverage:", "", fence(cov.rows.map((r) => r.command).join("\n"), "sh"), "");
-  return out.join("\n");
 }

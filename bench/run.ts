@@ -2,14 +2,16 @@
 //   bun run bench            full: 3 runs × 5 s per peer and mode
 //   bun bench/run.ts --quick 1 run × 3 s, for a first look
 //   bun bench/run.ts --build rebuild ./edgeproxy first (default: only if missing)
+//   bun bench/run.ts --udp   only the UDP scenario
 // Run as root from the repo root. Installs missing tools with apt-get, then
 // re-executes itself inside a private network+mount namespace: nothing here
 // attaches BPF or listens in the host's own namespace.
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, readlinkSync, rmSync, writeFileSync } from "node:fs";
 import { cpus, hostname, tmpdir, totalmem } from "node:os";
 import { join } from "node:path";
-import { coverageScenario } from "./coverage";
-import { loadScenario, type LoadOptions } from "./load";
+import { coverageScenario, type CoverageReport } from "./coverage";
+import { loadScenario, type LoadOptions, type LoadReport } from "./load";
+import { udpScenario, type UdpOptions } from "./udp";
 import { renderReport, type Machine } from "./report";
 import { killAll, must, run, which } from "./sys";
 
@@ -18,11 +20,12 @@ const EDGEPROXY = join(ROOT, "edgeproxy");
 const IN_NETNS = "EDGEPROXY_BENCH_NETNS";
 const args = process.argv.slice(2);
 const quick = args.includes("--quick");
+const udpOnly = args.includes("--udp");
 const log = (s: string) => process.stderr.write(`bench: ${s}\n`);
 
 for (const a of args) {
-  if (!["--quick", "--build"].includes(a)) {
-    console.error(`bench: unknown argument ${a}\nusage: bun bench/run.ts [--quick] [--build]`);
+  if (!["--quick", "--build", "--udp"].includes(a)) {
+    console.error(`bench: unknown argument ${a}\nusage: bun bench/run.ts [--quick] [--build] [--udp]`);
     process.exit(2);
   }
 }
@@ -131,16 +134,23 @@ async function inner(): Promise<number> {
     const opts: LoadOptions = quick
       ? { runs: 1, seconds: 3, warmupSeconds: 1, connections: 50, proxyCore: PROXY_CORE, loadCore: LOAD_CORE }
       : { runs: 3, seconds: 5, warmupSeconds: 1, connections: 50, proxyCore: PROXY_CORE, loadCore: LOAD_CORE };
+    const udpOpts: UdpOptions = { runs: opts.runs, seconds: opts.seconds, flows: 50, size: 64, proxyCore: PROXY_CORE, loadCore: LOAD_CORE };
     const m = machine();
-    log(`coverage (${quick ? 1 : 3} run(s) per edgeproxy case)`);
-    const cov = await coverageScenario(EDGEPROXY, quick ? 1 : 3, PROXY_CORE, log);
-    log(`proxy CPU (${opts.runs} × ${opts.seconds} s per peer and mode)`);
-    const load = await loadScenario(dir, EDGEPROXY, opts, log);
-    const md = renderReport({ m, quick, argv: `bun bench/run.ts${args.length ? ` ${args.join(" ")}` : ""}`, cov, load, opts, netnsSetup });
+    let cov: CoverageReport | undefined;
+    let load: LoadReport | undefined;
+    if (!udpOnly) {
+      log(`coverage (${quick ? 1 : 3} run(s) per edgeproxy case)`);
+      cov = await coverageScenario(EDGEPROXY, quick ? 1 : 3, PROXY_CORE, log);
+      log(`proxy CPU (${opts.runs} × ${opts.seconds} s per peer and mode)`);
+      load = await loadScenario(dir, EDGEPROXY, opts, log);
+    }
+    log(`udp request/response (${udpOpts.runs} × ${udpOpts.seconds} s per peer, ${udpOpts.flows} flows)`);
+    const udp = await udpScenario(dir, EDGEPROXY, udpOpts, log);
+    const md = renderReport({ m, quick, argv: `bun bench/run.ts${args.length ? ` ${args.join(" ")}` : ""}`, cov, load, udp, opts, netnsSetup });
     const resultsDir = join(import.meta.dir, "results");
     mkdirSync(resultsDir, { recursive: true });
     // A quick look never overwrites the day's full results.
-    const file = join(resultsDir, `${m.date}-${m.host}${quick ? "-quick" : ""}.md`);
+    const file = join(resultsDir, `${m.date}-${m.host}${udpOnly ? "-udp" : ""}${quick ? "-quick" : ""}.md`);
     writeFileSync(file, md);
     process.stdout.write(`${md}\n`);
     log(`wrote ${file}`);

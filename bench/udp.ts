@@ -1,0 +1,154 @@
+// Scenario: UDP request/response through edgeproxy --mode udp and nginx's
+// stream UDP proxy. Closed-loop load (bench/udp-load.ts, load core) → proxy
+// (proxy core, alone) → Bun echo origin (load core). Proxy CPU is the
+// utime+stime delta of its processes while the load generator counts.
+import { writeFileSync } from "node:fs";
+import { join } from "node:path";
+import { nginxCommand, nginxMain, streamModuleLine, type Endpoint } from "./peers";
+import { Child, cpuMicros, median, processTree, sleep } from "./sys";
+
+export const UDP_ORIGIN: Endpoint = { host: "127.0.0.1", port: 9053 };
+const udpFront = (run: number, peer: number): Endpoint => ({ host: `192.0.2.${100 + 10 * run + peer}`, port: 8053 });
+
+export interface UdpOptions {
+  runs: number;
+  seconds: number;
+  flows: number;
+  size: number;
+  proxyCore: number;
+  loadCore: number;
+}
+
+export interface UdpSample {
+  peer: string;
+  /** Request/response exchanges counted (one datagram each way). */
+  replies: number;
+  rps: number;
+  lost: number;
+  p50Ms: number;
+  p99Ms: number;
+  /** Proxy CPU per exchange, µs (NaN for the direct path). */
+  proxyUs: number;
+  proxyCpuPct: number;
+}
+
+interface UdpPeer {
+  name: string;
+  command?: (at: Endpoint) => string[];
+  config?: (at: Endpoint) => { file: string; text: string };
+}
+
+export interface UdpReport {
+  samples: UdpSample[];
+  anomalies: string[];
+  commands: string[];
+  configs: { file: string; text: string }[];
+  opts: UdpOptions;
+}
+
+function udpPeers(dir: string, edgeproxy: string): UdpPeer[] {
+  const moduleLine = streamModuleLine();
+  return [
+    { name: "direct (no proxy)" },
+    {
+      name: "edgeproxy udp",
+      command: () => [edgeproxy, "--mode", "udp", "--ports", "1-65535", "--prefix", "192.0.2.0/24", "--origin", `${UDP_ORIGIN.host}:${UDP_ORIGIN.port}`],
+    },
+    {
+      name: "nginx stream udp",
+      command: () => nginxCommand(dir, "stream-udp.conf"),
+      // Sessions last while traffic flows (no proxy_responses limit), like edgeproxy's flows.
+      config: (at) => ({
+        file: "stream-udp.conf",
+        text: `${moduleLine}${nginxMain(dir, "stream-udp")}stream {
+  server {
+    listen ${at.host}:${at.port} udp;
+    proxy_pass ${UDP_ORIGIN.host}:${UDP_ORIGIN.port};
+    proxy_timeout 60s;
+  }
+}
+`,
+      }),
+    },
+  ];
+}
+
+const loadCommand = (at: Endpoint, o: UdpOptions) => [
+  "taskset", "-c", String(o.loadCore), process.execPath, join(import.meta.dir, "udp-load.ts"), at.host, String(at.port), String(o.flows), String(o.seconds), String(o.size),
+];
+
+export async function udpScenario(dir: string, edgeproxy: string, o: UdpOptions, log: (s: string) => void): Promise<UdpReport> {
+  const origin = new Child("udp origin", ["taskset", "-c", String(o.loadCore), process.execPath, join(import.meta.dir, "udp-echo.ts"), UDP_ORIGIN.host, String(UDP_ORIGIN.port)]);
+  const all = udpPeers(dir, edgeproxy);
+  const samples: UdpSample[] = [];
+  const anomalies: string[] = [];
+  const commands: string[] = [];
+  const configs: { file: string; text: string }[] = [];
+  try {
+    await origin.waitFor(/udp echo on/, 10_000);
+    for (let r = 1; r <= o.runs; r++) {
+      for (const [index, peer] of all.entries()) {
+        const at = peer.command ? udpFront(r, index) : UDP_ORIGIN;
+        if (peer.config) {
+          const c = peer.config(at);
+          writeFileSync(join(dir, c.file), c.text);
+          if (r === 1) configs.push(c);
+        }
+        const cmd = peer.command ? ["taskset", "-c", String(o.proxyCore), ...peer.command(at)] : undefined;
+        if (r === 1) commands.push(`${peer.name}: ${cmd ? cmd.join(" ") : "(none)"}; load: ${loadCommand(at, o).join(" ")}`);
+        const proc = cmd ? new Child(peer.name, cmd) : undefined;
+        try {
+          if (proc && peer.name.startsWith("edgeproxy")) await proc.waitFor(/ready/, 10_000);
+          else if (proc) await sleep(300);
+          const pids = proc ? processTree(proc.pid) : [];
+          const load = new Child("udp load", loadCommand(at, o));
+          await load.waitFor(/counting/, 10_000);
+          const p0 = cpuMicros(pids);
+          const done = await load.waitFor(/^\{.*\}$/m, (o.seconds + 10) * 1000);
+          const p1 = cpuMicros(pids);
+          await load.stop();
+          const res = JSON.parse(done[0]) as { replies: number; seconds: number; rps: number; lost: number; p50Ms: number; p99Ms: number };
+          const s: UdpSample = {
+            peer: peer.name,
+            replies: res.replies,
+            rps: res.rps,
+            lost: res.lost,
+            p50Ms: res.p50Ms,
+            p99Ms: res.p99Ms,
+            proxyUs: proc ? (p1 - p0) / res.replies : NaN,
+            proxyCpuPct: proc ? ((p1 - p0) / 1e6 / res.seconds) * 100 : NaN,
+          };
+          samples.push(s);
+          log(`  run ${r} ${peer.name.padEnd(20)} ${s.rps.toFixed(0).padStart(7)} exchanges/s  proxy ${Number.isNaN(s.proxyUs) ? "   -" : s.proxyUs.toFixed(1)} µs/exchange (${Number.isNaN(s.proxyCpuPct) ? "-" : s.proxyCpuPct.toFixed(0)}% cpu)  lost ${s.lost}`);
+          if (s.replies === 0) anomalies.push(`${peer.name} run ${r}: no replies; its output: ${proc?.text.trim() || "(none)"}`);
+        } finally {
+          if (proc) {
+            const end = await proc.stop();
+            if (end.forced || (peer.name.startsWith("edgeproxy") && end.code !== 0)) anomalies.push(`${peer.name} run ${r}: after SIGTERM: exit ${end.code}, signal ${end.signal}; output:\n${proc.text.trim()}`);
+          }
+        }
+        await sleep(200);
+      }
+    }
+  } finally {
+    await origin.stop();
+  }
+  return { samples, anomalies, commands, configs, opts: o };
+}
+
+/** Median per peer across runs. */
+export function summarizeUdp(samples: readonly UdpSample[]) {
+  return [...new Set(samples.map((s) => s.peer))].map((peer) => {
+    const ss = samples.filter((s) => s.peer === peer);
+    return {
+      peer,
+      runs: ss.length,
+      proxyUs: median(ss.map((s) => s.proxyUs)),
+      proxyCpuPct: median(ss.map((s) => s.proxyCpuPct)),
+      rps: median(ss.map((s) => s.rps)),
+      p50Ms: median(ss.map((s) => s.p50Ms)),
+      p99Ms: median(ss.map((s) => s.p99Ms)),
+      lost: ss.reduce((a, s) => a + s.lost, 0),
+    };
+  });
+}
