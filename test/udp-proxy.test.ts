@@ -3,6 +3,7 @@
 // sent to), origins that record what they get.
 import { describe, expect, test } from "bun:test";
 import { randomBytes } from "node:crypto";
+import { readFileSync } from "node:fs";
 import { EdgeproxyProcess } from "./helpers/edgeproxy";
 import { proxyFixture } from "./helpers/fixture";
 import { pool, randomPorts } from "./helpers/net";
@@ -40,6 +41,17 @@ describe("udp proxy", () => {
     const big = randomBytes(65_507);
     const got = await udpExchange("192.0.2.53", 5000, big);
     expect(got.kind === "data" && Buffer.from(got.bytes).equals(big)).toBe(true);
+  }, 20_000);
+
+  test("an idle UDP-only server does not spin", async () => {
+    // Regression: with nothing but signal handlers referenced, Bun's loop spun a core at 100%.
+    f.ep = await EdgeproxyProcess.start(["--mode", "udp", "--ports", "53", "--prefix", "192.0.2.0/24"]);
+    const ticks = () => readFileSync(`/proc/${f.ep!.pid}/stat`, "utf8").split(") ")[1]!.split(" ").slice(11, 13).map(Number).reduce((a, b) => a + b);
+    await Bun.sleep(300);
+    const t0 = ticks();
+    await Bun.sleep(1000);
+    // A spinning loop takes ~100 ticks a second; an idle one takes a few at most.
+    expect(ticks() - t0).toBeLessThan(30);
   }, 20_000);
 
   test("an origin without a port gets the port the client sent to", async () => {

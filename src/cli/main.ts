@@ -108,7 +108,12 @@ export async function main(argv: readonly string[]): Promise<number> {
     );
   });
   say(`ready (setup ${(performance.now() - t0).toFixed(1)} ms)`);
+  // Serving holds the event loop open itself: signal handlers do not count as
+  // work for Bun, and with nothing else referenced (a UDP-only server's
+  // sockets live in an unref'd worker) its loop spins at 100% of a core.
+  const hold = setInterval(() => {}, 1 << 30);
   if (!signal) await new Promise<void>((resolve) => (wake = resolve));
+  clearInterval(hold);
   try {
     for (const line of server.summary()) say(line);
   } catch (e) {
