@@ -54,6 +54,7 @@ export const libcSymbols = {
   setsockopt: { args: [i32, i32, i32, ptr, u32], returns: i32 },
   getsockname: { args: [i32, ptr, ptr], returns: i32 },
   send: { args: [i32, ptr, usize, i32], returns: FFIType.i64_fast },
+  recv: { args: [i32, ptr, usize, i32], returns: FFIType.i64_fast },
   sendto: { args: [i32, ptr, usize, i32, ptr, u32], returns: FFIType.i64_fast },
   recvmmsg: { args: [i32, ptr, u32, i32, ptr], returns: i32 },
   sendmmsg: { args: [i32, ptr, u32, i32], returns: i32 },

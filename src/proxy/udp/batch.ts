@@ -52,6 +52,8 @@ export class DatagramBatch {
   private readonly sendPtr: Pointer;
   private readonly cv: DataView;
   private used = 0;
+  /** Where slot 0's payload starts. */
+  private readonly slot0: Pointer;
 
   constructor(readonly size = 16) {
     this.data = pinned(size * SLOT);
@@ -62,6 +64,7 @@ export class DatagramBatch {
     this.sendHdr = pinned(size * MMSG);
     this.sendIov = pinned(size * IOV);
     this.dataPtr = ptr(this.data);
+    this.slot0 = (this.dataPtr + HEADROOM) as Pointer;
     this.recvPtr = ptr(this.recvHdr);
     this.sendPtr = ptr(this.sendHdr);
     this.rh = new DataView(this.recvHdr.buffer);
@@ -99,6 +102,21 @@ export class DatagramBatch {
     const n = libc.recvmmsg(fd, this.recvPtr, this.size, MSG_DONTWAIT | MSG_TRUNC, null);
     this.used = n > 0 ? n : 0;
     return n;
+  }
+
+  /**
+   * Read one datagram of a connected socket into slot 0. One recv per
+   * readiness event: recvmmsg would try again for a second datagram, which
+   * a request/response flow seldom has. Returns its full length (above
+   * MAX_DATAGRAM when cut), or -1 with errno set.
+   */
+  recvOne(fd: number): number {
+    return libc.recv(fd, this.slot0, MAX_DATAGRAM, MSG_DONTWAIT | MSG_TRUNC) as number;
+  }
+
+  /** Send `length` bytes of slot 0 on a connected socket, starting `header` bytes before the payload (negative: after). */
+  sendOne(fd: number, header: number, length: number): number {
+    return libc.send(fd, (this.slot0 - header) as Pointer, length, MSG_DONTWAIT) as number;
   }
 
   /** Offset of datagram i's payload in `data`. */

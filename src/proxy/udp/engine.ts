@@ -22,7 +22,7 @@ import {
   SOL_IPV6,
   SOL_SOCKET,
 } from "../../system/udp";
-import { DatagramBatch } from "./batch";
+import { DatagramBatch, MAX_DATAGRAM } from "./batch";
 import type { ProxyProtocol } from "../../config/service";
 import { proxyV2Header, sppHeader, hasSppHeader, SPP_HEADER_SIZE } from "./headers";
 import { C, dropIndex, ROW, type UdpDropReason } from "./stats";
@@ -193,35 +193,32 @@ export class Engine {
 
   private fromClient(f: Flow): void {
     const b = this.batch;
-    const n = b.recv(f.client);
-    if (n < 0) {
+    const len = b.recvOne(f.client);
+    if (len < 0) {
       // ICMP port unreachable from the client: it has gone; so has the flow.
       if (errno() === ECONNREFUSED) this.close(f);
       return;
     }
-    if (n === 0) return;
     f.last = this.now;
     // A second datagram confirms the flow: the client hears us (a spoofed source would not).
-    if (f.datagrams === 1) this.unconfirmed.delete(f.key);
-    f.datagrams += n;
-    const row = f.service.row;
-    let good = 0;
-    for (let i = 0; i < n; i++) {
-      if (b.truncated(i)) {
-        this.drop(f.service, "truncated");
-        continue;
-      }
-      bump(row, C.bytesFromClients, b.length(i));
-      good++;
-    }
-    bump(row, C.datagramsFromClients, good);
-    this.forward(f, 0, n, f.upstream >= 0 ? f.upstream : f.client, f.upstream < 0);
+    if (f.datagrams++ === 1) this.unconfirmed.delete(f.key);
+    const svc = f.service;
+    if (len > MAX_DATAGRAM) return this.drop(svc, "truncated");
+    bump(svc.row, C.datagramsFromClients);
+    bump(svc.row, C.bytesFromClients, len);
+    if (f.upstream < 0) return this.sendOne(f, f.client, 0, len, true);
+    const h = f.header;
+    if (!h) return this.sendOne(f, f.upstream, 0, len, false);
+    b.data.set(h, b.dataAt(0) - h.length);
+    // PROXY v2 rides on the flow's first datagram only; SPP on every one.
+    if (!f.everyDatagram) f.header = undefined;
+    this.sendOne(f, f.upstream, h.length, len + h.length, false);
   }
 
   private fromOrigin(f: Flow): void {
     const b = this.batch;
-    const n = b.recv(f.upstream);
-    if (n < 0) {
+    let len = b.recvOne(f.upstream);
+    if (len < 0) {
       if (errno() === ECONNREFUSED) {
         this.drop(f.service, "origin_refused");
         this.close(f);
@@ -229,26 +226,31 @@ export class Engine {
       return;
     }
     f.last = this.now;
-    const spp = f.everyDatagram;
-    let q = 0;
-    for (let i = 0; i < n; i++) {
-      let len = b.length(i);
-      if (b.truncated(i)) {
-        this.drop(f.service, "truncated");
-        continue;
-      }
-      let skip = 0;
-      if (spp) {
-        if (!hasSppHeader(b.data, b.dataAt(i), len)) {
-          this.drop(f.service, "bad_header");
-          continue;
-        }
-        skip = SPP_HEADER_SIZE;
-        len -= skip;
-      }
-      b.queue(q++, i, -skip, len);
+    if (len > MAX_DATAGRAM) return this.drop(f.service, "truncated");
+    let skip = 0;
+    if (f.everyDatagram) {
+      if (!hasSppHeader(b.data, b.dataAt(0), len)) return this.drop(f.service, "bad_header");
+      skip = SPP_HEADER_SIZE;
+      len -= skip;
     }
-    this.send(f, f.client, q, true);
+    this.sendOne(f, f.client, -skip, len, true);
+  }
+
+  // Send slot 0 to fd; count it, or count why the kernel refused it.
+  private sendOne(f: Flow, fd: number, header: number, length: number, toClient: boolean): void {
+    if (this.batch.sendOne(fd, header, length) >= 0) {
+      if (toClient) {
+        bump(f.service.row, C.datagramsFromOrigins);
+        bump(f.service.row, C.bytesFromOrigins, length);
+      }
+      return;
+    }
+    const e = errno();
+    if (e === ECONNREFUSED && !toClient) {
+      this.drop(f.service, "origin_refused");
+      return this.close(f);
+    }
+    this.drop(f.service, e === EMSGSIZE ? "too_big" : "send_failed");
   }
 
   // Forward datagrams [first, first+n) of the batch to fd, behind the flow's header.
