@@ -141,7 +141,7 @@ function renderTail(out: string[], o: { m: Machine; argv: string; cov?: Coverage
   const { m, cov, load, opts } = o;
   out.push("## Anomalies", "");
   const anomalies = [...(cov?.anomalies ?? []), ...(load?.anomalies ?? [])];
-  out.push(anomalies.length ? anomalies.map((a) => `- ${a.includes("\n") ? `${a.split("\n")[0]}\n\n${fence(a.split("\n").slice(1).join("\n"))}\n` : a}`).join("\n") : "None: every wrk run completed with 0 socket errors and 0 non-2xx responses; every process stopped on SIGTERM without SIGKILL (edgeproxy and nginx with exit 0; HAProxy dies of the signal).", "");
+  out.push(anomalies.length ? anomalies.map((a) => `- ${a.includes("\n") ? `${a.split("\n")[0]}\n\n${fence(a.split("\n").slice(1).join("\n"))}\n` : a}`).join("\n") : load ? "None: every wrk run completed with 0 socket errors and 0 non-2xx responses; every process stopped on SIGTERM without SIGKILL (edgeproxy and nginx with exit 0; HAProxy dies of the signal)." : "None beyond the UDP section's.", "");
 
   out.push("## Machine", "");
   out.push(
