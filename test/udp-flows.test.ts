@@ -245,4 +245,38 @@ describe("udp flows", () => {
       w.done();
     }
   }, 20_000);
+
+  test("reload: a new origin takes new flows at once, open flows finish on the old one; tcp -> udp swaps the socket", async () => {
+    const w = workdir();
+    try {
+      const a = await udpOrigin("127.0.0.1", (d) => `A ${Buffer.from(d.bytes).toString()}`);
+      const b = await udpOrigin("127.0.0.1", (d) => `B ${Buffer.from(d.bytes).toString()}`);
+      const tcpOrigin = Bun.listen({ hostname: "127.0.0.1", port: 0, socket: { data: (s, d) => void s.write(`tcp ${d}`) } });
+      f.servers.push(tcpOrigin);
+      const svc = (name: string, mode: string, origin: number, ports: string) =>
+        `[[service]]\nname = "${name}"\nmode = "${mode}"\norigin = "127.0.0.1:${origin}"\n[[service.bind]]\nprefixes = ["192.0.2.0/24"]\nports = "${ports}"\n`;
+      const head = `max_flows = 100\n[admin]\nsocket = "${w.admin}"\n`;
+      writeFileSync(w.file, head + svc("dns", "udp", a.port, "53") + svc("flip", "tcp", tcpOrigin.port, "6000"));
+      f.ep = await EdgeproxyProcess.start(["--config", w.file]);
+      const old = await UdpClient.connect("192.0.2.53", 53);
+      expect(await old.request("1")).toBe("A 1");
+      expect(text(await exchange("192.0.2.60", 6000, "x"))).toBe("tcp x");
+
+      writeFileSync(w.file, head + svc("dns", "udp", b.port, "53") + svc("flip", "udp", b.port, "6000"));
+      const res = await fetch("http://localhost/reload", { method: "POST", unix: w.admin } as RequestInit);
+      expect(res.status).toBe(200);
+      const fresh = await UdpClient.connect("192.0.2.53", 53);
+      expect(await fresh.request("2")).toBe("B 2");
+      // The open flow keeps its origin-side socket until it is idle.
+      expect(await old.request("3")).toBe("A 3");
+      const flipped = await UdpClient.connect("192.0.2.60", 6000);
+      expect(await flipped.request("y")).toBe("B y");
+      expect((await exchange("192.0.2.60", 6000, "x", 1000)).kind).not.toBe("data");
+      for (const c of [old, fresh, flipped]) c.close();
+      a.socket.close();
+      b.socket.close();
+    } finally {
+      w.done();
+    }
+  }, 20_000);
 });
