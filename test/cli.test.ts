@@ -4,6 +4,9 @@ import { afterEach, beforeEach, describe, expect, test } from "bun:test";
 import { EdgeproxyProcess, ROOT, runEdgeproxy } from "./helpers/edgeproxy";
 import { echoOrigin, exchange, text } from "./helpers/net";
 import { TestNetns } from "./helpers/netns";
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 
 let ns: TestNetns;
 
@@ -75,6 +78,26 @@ describe("edgeproxy command", () => {
     // The same origin outside the bound ports is fine.
     const ok = await EdgeproxyProcess.start(["--prefix", "127.0.0.1/32", "--ports", "9001-9100", "--origin", "127.0.0.1:9000"]);
     expect(await ok.stop()).toBe(0);
+  }, 20_000);
+
+  test("a udp origin inside its own udp bindings is a loop; tcp bindings on the same ports are not", async () => {
+    // The default prefix and ports cover 127.0.0.1:9000: every datagram to the origin would come back as a new flow.
+    const udp = await runEdgeproxy(["--mode", "udp", "--origin", "127.0.0.1:9000"]);
+    expect(udp.code).toBe(2);
+    expectOneLine(udp.stderr, /origin 127\.0\.0\.1:9000 is inside edgeproxy's own bindings \(udp 127\.0\.0\.1\/32\), so datagrams would loop back/);
+    const preserving = await runEdgeproxy(["--mode", "udp", "--prefix", "192.0.2.0/24", "--ports", "53", "--origin", "192.0.2.9"]);
+    expectOneLine(preserving.stderr, /origin 192\.0\.2\.9:53 is inside .*\(udp/);
+    // A tcp service owns the tcp side of these ports only: a udp origin there is fine.
+    const dir = mkdtempSync(join(tmpdir(), "ep-loop-"));
+    try {
+      const file = join(dir, "edgeproxy.toml");
+      const bind = '[[service.bind]]\nprefixes = "192.0.2.0/24"\nports = "53"\n';
+      writeFileSync(file, `[admin]\nenabled = false\n[[service]]\nname = "t"\n${bind}[[service]]\nname = "u"\nmode = "udp"\norigin = "192.0.2.9:53"\n[[service.bind]]\nprefixes = "192.0.2.0/24"\nports = "54"\n`);
+      const ok = await EdgeproxyProcess.start(["--config", file]);
+      expect(await ok.stop()).toBe(0);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   }, 20_000);
 
   test("missing capabilities: one line naming them, exit 2", async () => {

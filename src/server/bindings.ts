@@ -1,7 +1,7 @@
 import { lookup } from "node:dns/promises";
 import { formatAddress, formatPrefix, parseAddress, prefixContains } from "../config/address";
 import { formatPorts } from "../config/ports";
-import type { ServeConfig, ServiceConfig } from "../config/service";
+import { transportOf, type ServeConfig, type ServiceConfig } from "../config/service";
 import { formatBinding, type Binding } from "../dispatcher/binding";
 import { compileBindings, serviceForPort } from "../dispatcher/compile";
 import { ConfigError } from "../errors";
@@ -15,11 +15,22 @@ export function serviceBindings(services: readonly ServiceConfig[]): Binding[] {
   );
 }
 
+/** Every address of each service's origin host, by service name: resolved once per start or reload. */
+export type ResolvedOrigins = ReadonlyMap<string, readonly Uint8Array[]>;
+
+export async function resolveOrigins(services: readonly ServiceConfig[]): Promise<ResolvedOrigins> {
+  const out = new Map<string, Uint8Array[]>();
+  for (const s of services) if (s.origin) out.set(s.name, await resolve(s.origin.host));
+  return out;
+}
+
 async function resolve(host: string): Promise<Uint8Array[]> {
   const literal = parseAddress(host);
   if (literal) return [literal];
   try {
-    return (await lookup(host, { all: true })).map((a) => parseAddress(a.address)!).filter(Boolean);
+    const all = (await lookup(host, { all: true })).map((a) => parseAddress(a.address)).filter((a): a is Uint8Array => !!a);
+    if (all.length === 0) throw Object.assign(new Error("no address"), { code: "ENODATA" });
+    return all;
   } catch (e) {
     throw new ConfigError(`origin ${host}`, `cannot resolve: ${(e as { code?: string }).code ?? (e as Error).message}`);
   }
@@ -27,14 +38,18 @@ async function resolve(host: string): Promise<Uint8Array[]> {
 
 /**
  * Refuse origins that the bindings would steer back to edgeproxy itself: the
- * connection to the origin would be dispatched to our own listener, forever.
+ * connection (or datagram) to the origin would be dispatched to our own
+ * socket, forever. A service's origin is reached over the service's own
+ * protocol, so only bindings of that protocol can loop it.
  */
-export async function rejectLoops(services: readonly ServiceConfig[], bindings: readonly Binding[]): Promise<void> {
-  const tables = compileBindings(bindings.filter((b) => b.service !== 0 && b.protocol === "tcp"));
+export function rejectLoops(services: readonly ServiceConfig[], bindings: readonly Binding[], origins: ResolvedOrigins): void {
+  const live = bindings.filter((b) => b.service !== 0);
+  const tablesOf = { tcp: compileBindings(live.filter((b) => b.protocol === "tcp")), udp: compileBindings(live.filter((b) => b.protocol === "udp")) };
   for (const s of services) {
     if (!s.origin) continue;
-    for (const addr of await resolve(s.origin.host)) {
-      const table = tables
+    const protocol = transportOf(s.mode);
+    for (const addr of origins.get(s.name) ?? []) {
+      const table = tablesOf[protocol]
         .filter((t) => prefixContains(t.prefix, addr))
         .sort((a, b) => b.prefix.length - a.prefix.length)[0];
       if (!table) continue;
@@ -44,7 +59,7 @@ export async function rejectLoops(services: readonly ServiceConfig[], bindings: 
       } else {
         // Port-preserving: any dialled port that is itself steered at the origin's address loops.
         port = s.bindings
-          .filter((b) => b.protocol === "tcp")
+          .filter((b) => b.protocol === protocol)
           .flatMap((b) => b.ports)
           .map((r) => firstSteered(table.ranges, r.lo, r.hi))
           .find((p) => p !== undefined);
@@ -53,7 +68,7 @@ export async function rejectLoops(services: readonly ServiceConfig[], bindings: 
         const where = addr.length === 16 ? `[${formatAddress(addr)}]:${port}` : `${formatAddress(addr)}:${port}`;
         throw new ConfigError(
           `service ${s.name}`,
-          `origin ${where} is inside edgeproxy's own bindings (tcp ${formatPrefix(table.prefix)}), so connections would loop back; exclude it from --ports/--prefix`,
+          `origin ${where} is inside edgeproxy's own bindings (${protocol} ${formatPrefix(table.prefix)}), so ${protocol === "udp" ? "datagrams" : "connections"} would loop back; exclude it from --ports/--prefix`,
         );
       }
     }

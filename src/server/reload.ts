@@ -2,9 +2,8 @@ import { loadConfig } from "../config/file";
 import { serviceFamilies, type ServeConfig, type ServiceConfig } from "../config/service";
 import { ConfigError } from "../errors";
 import { withPinLock } from "../dispatcher/pins";
-import { rejectAdminInBindings, rejectLoops, serviceBindings } from "./bindings";
+import { rejectAdminInBindings, rejectLoops, resolveOrigins, serviceBindings } from "./bindings";
 import { storedState, type RunningService, type Server } from "./server";
-import { resolveUdpOrigins } from "./services";
 
 /** What a reload changed. */
 export interface ReloadReport {
@@ -40,9 +39,9 @@ export async function reload(server: Server): Promise<ReloadReport> {
   const loaded = await loadConfig(file);
   // The descriptor budget is fixed at start.
   const next: ServeConfig = { ...loaded, bpffs: server.config.bpffs, maxConnections: server.config.maxConnections, maxFlows: server.config.maxFlows };
-  await rejectLoops(next.services, serviceBindings(next.services));
+  const origins = await resolveOrigins(next.services);
+  rejectLoops(next.services, serviceBindings(next.services), origins);
   rejectAdminInBindings(server.config.admin, serviceBindings(next.services));
-  const origins = await resolveUdpOrigins(next.services);
 
   const reg = server.registry;
   const current = new Map(server.config.services.map((s) => [s.name, s]));

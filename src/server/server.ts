@@ -4,12 +4,12 @@ import type { StoredBinding, StoredRule } from "../dispatcher/abi";
 import type { Dispatcher } from "../dispatcher/dispatcher";
 import { bpffsPath, openPinned, removePinned, withPinLock } from "../dispatcher/pins";
 import { Registry } from "../dispatcher/registry";
-import { Admission, connectionCapacity, openFileLimit } from "../proxy/admission";
+import { Admission, connectionCapacity, FD_RESERVE, openFileLimit } from "../proxy/admission";
 import { CoarseClock } from "../proxy/clock";
 import type { DataPlaneService, ServiceSocket } from "../proxy/service";
 import { checkEnvironment } from "../system/environment";
-import { rejectAdminInBindings, rejectLoops, serviceBindings } from "./bindings";
-import { DataPlanes, resolveUdpOrigins } from "./services";
+import { rejectAdminInBindings, rejectLoops, resolveOrigins, serviceBindings } from "./bindings";
+import { DataPlanes } from "./services";
 
 /** A service this process runs: its registry id, data plane and listening sockets. */
 export interface RunningService {
@@ -66,9 +66,9 @@ export class Server {
   static async start(config: ServeConfig, image: Uint8Array): Promise<Server> {
     checkEnvironment();
     const bindings = serviceBindings(config.services);
-    await rejectLoops(config.services, bindings);
+    const origins = await resolveOrigins(config.services);
+    rejectLoops(config.services, bindings, origins);
     rejectAdminInBindings(config.admin, bindings);
-    const origins = await resolveUdpOrigins(config.services);
     const { maxConnections, maxFlows } = fdBudget(config);
     const bpffs = bpffsPath(config.bpffs);
     return withPinLock(bpffs, () => {

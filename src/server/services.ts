@@ -5,8 +5,8 @@ import type { CoarseClock } from "../proxy/clock";
 import type { DataPlaneService } from "../proxy/service";
 import { TcpService } from "../proxy/tcp";
 import { UdpPlane } from "../proxy/udp/plane";
-import { resolveOrigin, UdpService } from "../proxy/udp/service";
-import type { Endpoint } from "../system/sockaddr";
+import { UdpService } from "../proxy/udp/service";
+import type { ResolvedOrigins } from "./bindings";
 
 /** What services share in one process: the clock, the TCP connection cap, the UDP data plane. */
 export class DataPlanes {
@@ -19,14 +19,21 @@ export class DataPlanes {
     readonly maxFlows: number,
   ) {}
 
-  /** A service's data plane, not yet listening. */
-  create(cfg: ServiceConfig, origins: Map<string, Endpoint>): DataPlaneService {
-    if (cfg.mode !== "udp") return new TcpService(cfg, this.clock, this.admission);
+  /** A service's data plane, not yet listening. TCP dials its origin by name per connection; UDP takes the first address resolved at start or reload. */
+  create(cfg: ServiceConfig, origins: ResolvedOrigins): DataPlaneService {
+    if (cfg.mode !== "udp") {
+      if (this.admission.max < 1) {
+        throw new ConfigError(`service ${cfg.name}`, "no file descriptors were set aside for TCP connections at startup; restart with max_connections (--max-connections) set");
+      }
+      return new TcpService(cfg, this.clock, this.admission);
+    }
     if (this.maxFlows < 1) {
       throw new ConfigError(`service ${cfg.name}`, "no file descriptors were set aside for UDP flows at startup; restart with max_flows (--max-flows) set");
     }
     this.udp ??= new UdpPlane(this.maxFlows);
-    return new UdpService(cfg, this.udp, origins.get(cfg.name));
+    const addr = origins.get(cfg.name)?.[0];
+    const origin = cfg.origin && addr ? { family: addr.length === 4 ? (4 as const) : (6 as const), addr, port: cfg.origin.port ?? 0 } : undefined;
+    return new UdpService(cfg, this.udp, origin);
   }
 
   /** Resolves when every data plane runs (the UDP worker has started); rejects if one failed to. */
@@ -40,9 +47,3 @@ export class DataPlanes {
   }
 }
 
-/** Resolve the origins of UDP services, by service name (TCP resolves per connection). Call before the pin lock: it awaits DNS. */
-export async function resolveUdpOrigins(services: readonly ServiceConfig[]): Promise<Map<string, Endpoint>> {
-  const out = new Map<string, Endpoint>();
-  for (const s of services) if (s.mode === "udp" && s.origin) out.set(s.name, await resolveOrigin(s.origin, `service ${s.name}: origin`));
-  return out;
-}

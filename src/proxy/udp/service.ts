@@ -1,7 +1,7 @@
 import { fstatSync } from "node:fs";
 import { parseAddress, type Family } from "../../config/address";
-import { serviceFamilies, type OriginConfig, type ServiceConfig } from "../../config/service";
-import { ConfigError, EdgeError } from "../../errors";
+import { serviceFamilies, type ServiceConfig } from "../../config/service";
+import { EdgeError } from "../../errors";
 import type { Endpoint } from "../../system/sockaddr";
 import {
   bindTo,
@@ -18,25 +18,11 @@ import {
 } from "../../system/udp";
 import { LISTEN_ADDRESS, type DataPlaneService, type ServiceSocket } from "../service";
 import type { UdpPlane } from "./plane";
-import { readRow, UDP_DROP_REASONS, type DatagramStats } from "./stats";
+import { readRow, ROW, UDP_DROP_REASONS, type DatagramStats } from "./stats";
 
 // The steered socket takes every flow's first datagram: a deep queue absorbs
 // bursts of new flows (SO_RCVBUFFORCE passes net.core.rmem_max; CAP_NET_ADMIN).
 const LISTENER_RCVBUF = 4 << 20;
-
-/** Resolve a UDP origin once, at start or reload: a literal address, or the first answer for a name. */
-export async function resolveOrigin(o: OriginConfig, where: string): Promise<Endpoint> {
-  const literal = parseAddress(o.host);
-  if (literal) return { family: literal.length === 4 ? 4 : 6, addr: literal, port: o.port ?? 0 };
-  try {
-    const [first] = await Bun.dns.lookup(o.host, {});
-    const addr = first && parseAddress(first.address);
-    if (!addr) throw new Error("no address");
-    return { family: addr.length === 4 ? 4 : 6, addr, port: o.port ?? 0 };
-  } catch (cause) {
-    throw new ConfigError(where, `cannot resolve origin host "${o.host}": ${(cause as Error).message}`);
-  }
-}
 
 /** A udp-mode service: one unconnected socket per family receives every steered datagram; the worker makes the flows. */
 export class UdpService implements DataPlaneService {
@@ -92,7 +78,8 @@ export class UdpService implements DataPlaneService {
   }
 
   report(): { datagrams: DatagramStats } {
-    return { datagrams: readRow(this.row ?? new Float64Array(64)) };
+    // Before listen() there are no figures yet: a row of zeros.
+    return { datagrams: readRow(this.row ?? new Float64Array(ROW)) };
   }
 
   summary(): string {
