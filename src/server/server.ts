@@ -172,20 +172,22 @@ export class Server {
  * Split the open-file limit between TCP connections and UDP flows (two
  * descriptors each). Defaults: half each when the config uses both; all of
  * it to TCP when there is no UDP service; 95% to UDP flows when there is no
- * TCP service (the rest lets a reload add one).
+ * TCP service (the rest lets a reload add one). A given figure takes its
+ * share first; the other kind gets the rest.
  */
 export function fdBudget(config: ServeConfig, nofile = openFileLimit()): { maxConnections: number; maxFlows: number } {
   const capacity = connectionCapacity(nofile);
   const udp = config.services.some((s) => s.mode === "udp");
   const tcp = config.services.some((s) => s.mode !== "udp");
-  const maxFlows = config.maxFlows ?? (!udp ? 0 : tcp ? Math.floor(capacity / 2) : capacity - Math.max(1, Math.floor(capacity / 20)));
-  const maxConnections = config.maxConnections ?? Math.max(1, capacity - maxFlows);
-  if (maxConnections + maxFlows > capacity || capacity < 1) {
-    throw new ConfigError(
-      config.maxConnections === undefined ? "--max-flows" : "--max-connections",
-      `${maxConnections} connections and ${maxFlows} UDP flows need ${2 * (maxConnections + maxFlows)} file descriptors plus a reserve, ` +
-        `but the open-file limit is ${nofile}; raise it (ulimit -n) or lower max_connections / max_flows`,
-    );
+  const flowShare = !udp ? 0 : tcp ? Math.floor(capacity / 2) : capacity - Math.max(1, Math.floor(capacity / 20));
+  const maxFlows = config.maxFlows ?? (config.maxConnections === undefined ? flowShare : Math.max(0, capacity - config.maxConnections));
+  const maxConnections = config.maxConnections ?? Math.max(0, capacity - maxFlows);
+  const fail = (where: string, what: string) =>
+    new ConfigError(where, `${what}, but the open-file limit is ${nofile} (two descriptors each, ${FD_RESERVE} kept in reserve); raise it (ulimit -n) or lower --max-connections / --max-flows`);
+  if (maxConnections + maxFlows > capacity) {
+    throw fail(config.maxConnections === undefined ? "--max-flows" : "--max-connections", `${maxConnections} connections and ${maxFlows} UDP flows need ${2 * (maxConnections + maxFlows) + FD_RESERVE} file descriptors`);
   }
+  if (tcp && maxConnections < 1) throw fail("--max-flows", `${maxFlows} UDP flows leave no descriptors for the TCP services' connections`);
+  if (udp && maxFlows < 1) throw fail("--max-connections", `${maxConnections} connections leave no descriptors for the UDP services' flows`);
   return { maxConnections, maxFlows };
 }
