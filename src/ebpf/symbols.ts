@@ -57,7 +57,6 @@ export const libcSymbols = {
   recv: { args: [i32, ptr, usize, i32], returns: FFIType.i64_fast },
   sendto: { args: [i32, ptr, usize, i32, ptr, u32], returns: FFIType.i64_fast },
   recvmmsg: { args: [i32, ptr, u32, i32, ptr], returns: i32 },
-  sendmmsg: { args: [i32, ptr, u32, i32], returns: i32 },
   epoll_create1: { args: [i32], returns: i32 },
   epoll_ctl: { args: [i32, i32, i32, ptr], returns: i32 },
   epoll_wait: { args: [i32, ptr, i32, i32], returns: i32 },

@@ -1,7 +1,8 @@
-// A batch of datagram buffers for recvmmsg(2) / sendmmsg(2): one syscall
-// moves every datagram a socket has queued (up to the batch size), and the
-// count it returns tells when the queue is empty, so no extra call ends in
-// EAGAIN.
+// The UDP data plane's datagram buffers: recvmmsg(2) on the steered socket,
+// where bursts of new flows arrive (one syscall takes every datagram queued,
+// up to the batch size, each with its source and original destination), and
+// plain recv/send on flow sockets. Every datagram keeps HEADROOM bytes in
+// front of it for a PROXY/SPP header.
 import { ptr, type Pointer } from "bun:ffi";
 import { libc } from "../../ebpf/libc";
 import { decodeSockaddr, SOCKADDR_IN6_SIZE, type Endpoint } from "../../system/sockaddr";
@@ -35,7 +36,7 @@ const splitPtr = (v: DataView, at: number, p: number) => {
   v.setUint32(at + 4, Math.floor(p / 4294967296), true);
 };
 
-/** Receive and send buffers for up to `size` datagrams. One per thread; reused for every socket. */
+/** Buffers for up to `size` datagrams. One per thread; reused for every socket. */
 export class DatagramBatch {
   /** Datagram i's payload starts at dataAt(i) in `data`. */
   readonly data: Uint8Array;
@@ -43,13 +44,9 @@ export class DatagramBatch {
   private readonly controls: Uint8Array;
   private readonly recvHdr: Uint8Array;
   private readonly recvIov: Uint8Array;
-  private readonly sendHdr: Uint8Array;
-  private readonly sendIov: Uint8Array;
   private readonly rh: DataView;
-  private readonly si: DataView;
   private readonly dataPtr: number;
   private readonly recvPtr: Pointer;
-  private readonly sendPtr: Pointer;
   private readonly cv: DataView;
   private used = 0;
   /** Where slot 0's payload starts. */
@@ -61,21 +58,15 @@ export class DatagramBatch {
     this.controls = pinned(size * CONTROL);
     this.recvHdr = pinned(size * MMSG);
     this.recvIov = pinned(size * IOV);
-    this.sendHdr = pinned(size * MMSG);
-    this.sendIov = pinned(size * IOV);
     this.dataPtr = ptr(this.data);
     this.slot0 = (this.dataPtr + HEADROOM) as Pointer;
     this.recvPtr = ptr(this.recvHdr);
-    this.sendPtr = ptr(this.sendHdr);
     this.rh = new DataView(this.recvHdr.buffer);
-    this.si = new DataView(this.sendIov.buffer);
     this.cv = new DataView(this.controls.buffer);
     const ri = new DataView(this.recvIov.buffer);
-    const sh = new DataView(this.sendHdr.buffer);
     const namesPtr = ptr(this.names);
     const controlsPtr = ptr(this.controls);
     const recvIovPtr = ptr(this.recvIov);
-    const sendIovPtr = ptr(this.sendIov);
     for (let i = 0; i < size; i++) {
       splitPtr(ri, i * IOV, this.dataPtr + i * SLOT + HEADROOM);
       ri.setUint32(i * IOV + 8, MAX_DATAGRAM, true);
@@ -84,9 +75,6 @@ export class DatagramBatch {
       splitPtr(this.rh, h + 16, recvIovPtr + i * IOV);
       this.rh.setUint32(h + 24, 1, true);
       splitPtr(this.rh, h + 32, controlsPtr + i * CONTROL);
-      // Sends go to connected sockets: no name, no control.
-      splitPtr(sh, h + 16, sendIovPtr + i * IOV);
-      sh.setUint32(h + 24, 1, true);
     }
     this.used = size;
   }
@@ -114,9 +102,9 @@ export class DatagramBatch {
     return libc.recv(fd, this.slot0, MAX_DATAGRAM, MSG_DONTWAIT | MSG_TRUNC) as number;
   }
 
-  /** Send `length` bytes of slot 0 on a connected socket, starting `header` bytes before the payload (negative: after). */
-  sendOne(fd: number, header: number, length: number): number {
-    return libc.send(fd, (this.slot0 - header) as Pointer, length, MSG_DONTWAIT) as number;
+  /** Send `length` bytes from offset `at` of `data` on a connected socket. Returns -1 with errno set on failure. */
+  sendAt(fd: number, at: number, length: number): number {
+    return libc.send(fd, (this.dataPtr + at) as Pointer, length, MSG_DONTWAIT) as number;
   }
 
   /** Offset of datagram i's payload in `data`. */
@@ -154,21 +142,5 @@ export class DatagramBatch {
       at += (len + 7) & ~7;
     }
     return undefined;
-  }
-
-  /** Queue datagram i for sendSlots, as the j-th message, starting `header` bytes before its payload. */
-  queue(j: number, i: number, header: number, length: number): void {
-    splitPtr(this.si, j * IOV, this.dataPtr + i * SLOT + HEADROOM - header);
-    this.si.setUint32(j * IOV + 8, length, true);
-  }
-
-  /** Length of the j-th queued message. */
-  queuedLength(j: number): number {
-    return this.si.getUint32(j * IOV + 8, true);
-  }
-
-  /** Send queued messages [from, from+count) on a connected socket. Returns how many left, or -1 with errno set. */
-  send(fd: number, from: number, count: number): number {
-    return libc.sendmmsg(fd, (this.sendPtr + from * MMSG) as Pointer, count, MSG_DONTWAIT);
   }
 }

@@ -49,7 +49,6 @@ export interface UdpServiceSpec {
 
 class Service {
   readonly kind = "listener";
-  flows = 0;
   retired = false;
   constructor(
     readonly spec: UdpServiceSpec,
@@ -59,8 +58,8 @@ class Service {
 
 class Flow {
   readonly kind = "flow";
-  /** From the client; the first came through the listener. */
-  datagrams = 1;
+  /** From the client; a second one confirms the flow. */
+  datagrams = 0;
   constructor(
     readonly key: string,
     readonly service: Service,
@@ -89,7 +88,7 @@ export class Engine {
   constructor(
     private readonly epoll: Epoll,
     private readonly counters: Float64Array,
-    public maxFlows: number,
+    private readonly maxFlows: number,
     private readonly log: (line: string) => void,
     /** A retired service's last flow ended: its slot is free. */
     private readonly onRetired: (slot: number) => void,
@@ -102,14 +101,9 @@ export class Engine {
     return min;
   }
 
-  get activeFlows(): number {
-    return this.flows.size;
-  }
-
   add(spec: UdpServiceSpec): void {
-    const row = this.counters.subarray(spec.slot * ROW, (spec.slot + 1) * ROW);
-    row.fill(0);
-    const svc = new Service(spec, row);
+    // The main thread zeroed the row when it gave out the slot.
+    const svc = new Service(spec, this.counters.subarray(spec.slot * ROW, (spec.slot + 1) * ROW));
     this.services.set(spec.slot, svc);
     for (const l of spec.listeners) {
       this.byFd[l.fd] = svc;
@@ -156,8 +150,8 @@ export class Engine {
     for (const slot of [...this.services.keys()]) this.retire(slot, true);
   }
 
-  private drop(svc: Service, reason: UdpDropReason, n = 1): void {
-    bump(svc.row, dropIndex(reason), n);
+  private drop(svc: Service, reason: UdpDropReason): void {
+    bump(svc.row, dropIndex(reason));
   }
 
   // A datagram on the steered socket: the first of a flow (or one that raced
@@ -182,37 +176,35 @@ export class Engine {
         }
         const key = keyOf(src, dst);
         const flow = this.flows.get(key) ?? this.open(svc, key, src, dst);
-        if (!flow) continue;
-        bump(svc.row, C.datagramsFromClients);
-        bump(svc.row, C.bytesFromClients, len);
-        this.forward(flow, i, 1, flow.upstream >= 0 ? flow.upstream : flow.client, flow.upstream < 0);
+        if (flow) this.fromClientAt(flow, b.dataAt(i), len);
       }
       if (n < b.size) return;
     }
   }
 
   private fromClient(f: Flow): void {
-    const b = this.batch;
-    const len = b.recvOne(f.client);
-    if (len < 0) {
-      // ICMP port unreachable from the client: it has gone; so has the flow.
-      if (errno() === ECONNREFUSED) this.close(f);
-      return;
-    }
+    const len = this.batch.recvOne(f.client);
+    if (len >= 0) return this.fromClientAt(f, this.batch.dataAt(0), len);
+    // ICMP port unreachable from the client: it has gone; so has the flow.
+    if (errno() === ECONNREFUSED) this.close(f);
+  }
+
+  // A datagram from the flow's client, at `at` in the batch (from the listener or the flow socket).
+  private fromClientAt(f: Flow, at: number, len: number): void {
     f.last = this.now;
     // A second datagram confirms the flow: the client hears us (a spoofed source would not).
-    if (f.datagrams++ === 1) this.unconfirmed.delete(f.key);
+    if (++f.datagrams === 2) this.unconfirmed.delete(f.key);
     const svc = f.service;
     if (len > MAX_DATAGRAM) return this.drop(svc, "truncated");
     bump(svc.row, C.datagramsFromClients);
     bump(svc.row, C.bytesFromClients, len);
-    if (f.upstream < 0) return this.sendOne(f, f.client, 0, len, true);
+    if (f.upstream < 0) return this.send(f, f.client, at, len, true);
     const h = f.header;
-    if (!h) return this.sendOne(f, f.upstream, 0, len, false);
-    b.data.set(h, b.dataAt(0) - h.length);
+    if (!h) return this.send(f, f.upstream, at, len, false);
+    this.batch.data.set(h, at - h.length);
     // PROXY v2 rides on the flow's first datagram only; SPP on every one.
     if (!f.everyDatagram) f.header = undefined;
-    this.sendOne(f, f.upstream, h.length, len + h.length, false);
+    this.send(f, f.upstream, at - h.length, len + h.length, false);
   }
 
   private fromOrigin(f: Flow): void {
@@ -227,18 +219,18 @@ export class Engine {
     }
     f.last = this.now;
     if (len > MAX_DATAGRAM) return this.drop(f.service, "truncated");
-    let skip = 0;
+    let at = b.dataAt(0);
     if (f.everyDatagram) {
-      if (!hasSppHeader(b.data, b.dataAt(0), len)) return this.drop(f.service, "bad_header");
-      skip = SPP_HEADER_SIZE;
-      len -= skip;
+      if (!hasSppHeader(b.data, at, len)) return this.drop(f.service, "bad_header");
+      at += SPP_HEADER_SIZE;
+      len -= SPP_HEADER_SIZE;
     }
-    this.sendOne(f, f.client, -skip, len, true);
+    this.send(f, f.client, at, len, true);
   }
 
-  // Send slot 0 to fd; count it, or count why the kernel refused it.
-  private sendOne(f: Flow, fd: number, header: number, length: number, toClient: boolean): void {
-    if (this.batch.sendOne(fd, header, length) >= 0) {
+  // Send `length` bytes at `at` in the batch to fd; count it, or why the kernel refused it.
+  private send(f: Flow, fd: number, at: number, length: number, toClient: boolean): void {
+    if (this.batch.sendAt(fd, at, length) >= 0) {
       if (toClient) {
         bump(f.service.row, C.datagramsFromOrigins);
         bump(f.service.row, C.bytesFromOrigins, length);
@@ -251,55 +243,6 @@ export class Engine {
       return this.close(f);
     }
     this.drop(f.service, e === EMSGSIZE ? "too_big" : "send_failed");
-  }
-
-  // Forward datagrams [first, first+n) of the batch to fd, behind the flow's header.
-  private forward(f: Flow, first: number, n: number, fd: number, toClient: boolean): void {
-    const b = this.batch;
-    let h = toClient ? undefined : f.header;
-    if (h && !f.everyDatagram) {
-      // PROXY v2 rides on the flow's first datagram only.
-      f.header = undefined;
-      b.data.set(h, b.dataAt(first) - h.length);
-      b.queue(0, first, h.length, b.length(first) + h.length);
-      this.send(f, fd, 1, toClient);
-      h = undefined;
-      if (--n === 0 || this.byFd[fd] === undefined) return;
-      first++;
-    }
-    const hl = h ? h.length : 0;
-    let q = 0;
-    for (let i = first; i < first + n; i++) {
-      if (b.truncated(i)) continue;
-      if (h) b.data.set(h, b.dataAt(i) - hl);
-      b.queue(q++, i, hl, b.length(i) + hl);
-    }
-    this.send(f, fd, q, toClient);
-  }
-
-  // Send q queued messages; count what the kernel refused, one message at a time.
-  private send(f: Flow, fd: number, q: number, toClient: boolean): void {
-    const b = this.batch;
-    const row = f.service.row;
-    let at = 0;
-    while (at < q) {
-      const sent = b.send(fd, at, q - at);
-      if (sent < 0) {
-        const e = errno();
-        if (e === ECONNREFUSED && !toClient) {
-          this.drop(f.service, "origin_refused", q - at);
-          return this.close(f);
-        }
-        this.drop(f.service, e === EMSGSIZE ? "too_big" : "send_failed");
-        at++;
-        continue;
-      }
-      if (toClient) {
-        bump(row, C.datagramsFromOrigins, sent);
-        for (let j = at; j < at + sent; j++) bump(row, C.bytesFromOrigins, b.queuedLength(j));
-      }
-      at += sent;
-    }
   }
 
   private open(svc: Service, key: string, src: Endpoint, dst: Endpoint): Flow | undefined {
@@ -345,7 +288,6 @@ export class Engine {
     this.unconfirmed.set(key, f);
     this.byFd[client] = f;
     if (upstream >= 0) this.byFd[upstream] = f;
-    svc.flows++;
     bump(svc.row, C.flowsActive);
     bump(svc.row, C.flowsTotal);
     return f;
@@ -362,14 +304,12 @@ export class Engine {
       this.byFd[f.upstream] = undefined;
       closeFd(f.upstream);
     }
-    const svc = f.service;
-    svc.flows--;
-    bump(svc.row, C.flowsActive, -1);
-    this.settle(svc);
+    bump(f.service.row, C.flowsActive, -1);
+    this.settle(f.service);
   }
 
   private settle(svc: Service): void {
-    if (!svc.retired || svc.flows > 0 || !this.services.has(svc.spec.slot)) return;
+    if (!svc.retired || svc.row[C.flowsActive]! > 0 || !this.services.has(svc.spec.slot)) return;
     this.services.delete(svc.spec.slot);
     this.onRetired(svc.spec.slot);
   }

@@ -42,7 +42,10 @@ export class UdpPlane {
       if (m.op === "started") started();
       else if (m.op === "log") process.stderr.write(`edgeproxy: ${m.line}\n`);
       else if (m.op === "retired") this.free.push(m.slot);
-      else if (m.op === "stopped") this.wake.close();
+      else if (m.op === "stopped") {
+        this.wake.close();
+        void this.worker.terminate();
+      }
     };
     // The process ends when its servers do; the worker never holds it open.
     this.worker.unref();
