@@ -2,6 +2,7 @@
 // offset and constant here against the header compiled by a C compiler.
 import type { Prefix } from "../config/address";
 import type { Protocol } from "./binding";
+import { AF_INET, AF_INET6 } from "../system/sockaddr";
 
 export const EP_MAX_SERVICES = 1024;
 export const EP_RANGES_PER_GEN = 1 << 17;
@@ -15,8 +16,6 @@ export const EP_SERVICE_TAKE_OVER = 1;
 export const EP_VERDICT_ALLOW = 1;
 export const EP_VERDICT_DENY = 2;
 
-export const AF_INET = 2;
-export const AF_INET6 = 10;
 export const IPPROTO_TCP = 6;
 export const IPPROTO_UDP = 17;
 export const ipProtocol = (p: Protocol) => (p === "udp" ? IPPROTO_UDP : IPPROTO_TCP);

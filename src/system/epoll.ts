@@ -6,9 +6,7 @@ import { errno, errnoText, libc } from "../ebpf/libc";
 
 const EPOLL_CLOEXEC = 0o2000000;
 const EPOLL_CTL_ADD = 1;
-const EPOLL_CTL_DEL = 2;
-export const EPOLLIN = 0x001;
-export const EPOLLERR = 0x008;
+const EPOLLIN = 0x001;
 const EFD_NONBLOCK = 0o4000;
 const EFD_CLOEXEC = 0o2000000;
 const EINTR = 4;
@@ -41,11 +39,6 @@ export class Epoll {
     this.oneView.setUint32(DATA_AT, fd, true);
     this.oneView.setUint32(DATA_AT + 4, 0, true);
     if (libc.epoll_ctl(this.fd, EPOLL_CTL_ADD, fd, this.one) !== 0) throw new EdgeError(`epoll add fd ${fd}`, errnoText(errno()), "kernel");
-  }
-
-  /** Stop watching fd; closing an fd removes it too, so this is only for fds kept open. */
-  remove(fd: number): void {
-    libc.epoll_ctl(this.fd, EPOLL_CTL_DEL, fd, this.one);
   }
 
   /** Wait up to timeoutMs; returns how many events are ready (0 on timeout or signal). */

@@ -1,14 +1,12 @@
 import { EdgeError } from "../errors";
 import { errno, errnoText, libc } from "../ebpf/libc";
 
-const SOL_SOCKET = 1;
+import { AF_INET, AF_INET6 } from "./sockaddr";
+import { IPV6_V6ONLY, SOL_IPV6, SOL_SOCKET } from "./udp";
+
 const SO_ACCEPTCONN = 30;
 const SO_PROTOCOL = 38;
 const SO_DOMAIN = 39;
-const IPPROTO_IPV6 = 41;
-const IPV6_V6ONLY = 26;
-const AF_INET = 2;
-const AF_INET6 = 10;
 
 function intOption(fd: number, level: number, name: number, what: string): number {
   const value = new Int32Array(1);
@@ -36,7 +34,7 @@ export function socketKind(fd: number, what = "socket"): SocketKind {
     protocol: proto === 17 ? "udp" : "tcp",
     family: domain === AF_INET6 ? 6 : 4,
     listening: proto === 17 || intOption(fd, SOL_SOCKET, SO_ACCEPTCONN, what) === 1,
-    dualStack: domain === AF_INET6 && intOption(fd, IPPROTO_IPV6, IPV6_V6ONLY, what) === 0,
+    dualStack: domain === AF_INET6 && intOption(fd, SOL_IPV6, IPV6_V6ONLY, what) === 0,
   };
 }
 
