@@ -43,6 +43,15 @@ describe("udp proxy", () => {
     expect(got.kind === "data" && Buffer.from(got.bytes).equals(big)).toBe(true);
   }, 20_000);
 
+  test("UDP sockets already bound in the ranges are left alone and reported", async () => {
+    const ordinary = await udpOrigin("192.0.2.10", () => "ordinary");
+    f.ep = await EdgeproxyProcess.start(["--mode", "udp", "--ports", "1-65535", "--prefix", "192.0.2.0/24"]);
+    expect(f.ep.stderr).toContain(`left alone 1 already-listening socket(s): udp 192.0.2.10:${ordinary.port}`);
+    expect(udpText(await udpExchange("192.0.2.10", ordinary.port, "hi"))).toBe("ordinary");
+    expect(udpText(await udpExchange("192.0.2.11", ordinary.port, "hi"))).toBe("hi");
+    ordinary.socket.close();
+  }, 20_000);
+
   test("an idle UDP-only server does not spin", async () => {
     // Regression: with nothing but signal handlers referenced, Bun's loop spun a core at 100%.
     f.ep = await EdgeproxyProcess.start(["--mode", "udp", "--ports", "53", "--prefix", "192.0.2.0/24"]);
