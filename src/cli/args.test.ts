@@ -11,7 +11,7 @@ const serve = (argv: string[]) => {
 describe("parseArgs", () => {
   test("defaults: the embedded responder on 127.0.0.1/32, all ports", () => {
     const s = serve([]);
-    expect(s.origin).toBeUndefined();
+    expect(s.pool).toBeUndefined();
     expect(s.bindings[0]!.prefixes.map(formatPrefix)).toEqual(["127.0.0.1/32"]);
     expect(s.bindings[0]!.ports).toEqual([{ lo: 1, hi: 65535 }]);
     expect(s.mode).toBe("tcp");
@@ -29,11 +29,19 @@ describe("parseArgs", () => {
   });
 
   test("origins with and without a port", () => {
-    expect(serve(["--origin", "127.0.0.1:9000"]).origin).toEqual({ host: "127.0.0.1", port: 9000 });
-    expect(serve(["--origin", "10.0.0.1"]).origin).toEqual({ host: "10.0.0.1" });
-    expect(serve(["--origin", "[::1]:80"]).origin).toEqual({ host: "::1", port: 80 });
-    expect(serve(["--origin", "::1"]).origin).toEqual({ host: "::1" });
-    expect(serve(["--origin", "origin.example:8080"]).origin).toEqual({ host: "origin.example", port: 8080 });
+    const first = (args: string[]) => serve(args).pool?.origins[0];
+    expect(first(["--origin", "127.0.0.1:9000"])).toEqual({ host: "127.0.0.1", port: 9000, weight: 1 });
+    expect(first(["--origin", "10.0.0.1"])).toEqual({ host: "10.0.0.1", weight: 1 });
+    expect(first(["--origin", "[::1]:80"])).toEqual({ host: "::1", port: 80, weight: 1 });
+    expect(first(["--origin", "::1"])).toEqual({ host: "::1", weight: 1 });
+    expect(first(["--origin", "origin.example:8080 weight=5"])).toEqual({ host: "origin.example", port: 8080, weight: 5 });
+    expect(first(["--origin", "10.0.0.1:3000-4000"])).toEqual({ host: "10.0.0.1", ports: { lo: 3000, hi: 4000 }, weight: 1 });
+  });
+
+  test("repeated --origin makes a pool", () => {
+    const pool = serve(["--origin", "10.0.0.1:80", "--origin", "10.0.0.2:80 weight=3", "--balance", "least-connections"]).pool!;
+    expect(pool.origins.map((o) => o.weight)).toEqual([1, 3]);
+    expect(pool.balance).toBe("least-connections");
   });
 
   test("timeouts", () => {
@@ -54,11 +62,13 @@ describe("parseArgs", () => {
     [["--mode", "quic"], /--mode/],
     [["--mode", "http"], /not available yet/],
     [["--mode", "udp", "--connect-timeout", "1s"], /UDP has no connections/],
-    [["--proxy-protocol", "v2"], /for udp services/],
-    [["--mode", "udp", "--proxy-protocol", "v1"], /not one of off, v2, spp/],
+    [["--proxy-protocol", "spp"], /tcp services take v1 or v2/],
+    [["--mode", "udp", "--proxy-protocol", "v1"], /udp services take v2 or spp/],
     [["--max-flows", "0"], /positive whole number/],
     [["--idle-timeout", "soon"], /duration/],
-    [["--origin", "a:1", "--origin", "b:2"], /given twice/],
+    [["--balance", "random"], /--balance: "random" is not one of/],
+    [["--origin", "1.2.3.4:80 weight=0"], /weight=N/],
+    [["--origin", "1.2.3.4:90-80"], /port range/],
   ])("%p is rejected", (argv, message) => {
     expect(() => parseArgs(argv as string[])).toThrow(message);
   });

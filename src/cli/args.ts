@@ -1,7 +1,7 @@
 import { parsePrefix, type Prefix } from "../config/address";
-import { parseDuration, parseOrigin, parseProxyProtocol } from "../config/origin";
+import { parseBalance, parseDuration, parseOrigin, parseProxyProtocol, poolOf } from "../config/origin";
 import { parsePorts, type PortRange } from "../config/ports";
-import { DEFAULTS, transportOf, type Mode, type OriginConfig, type ServeConfig } from "../config/service";
+import { DEFAULTS, transportOf, type Balance, type Mode, type OriginConfig, type ServeConfig } from "../config/service";
 import { ConfigError } from "../errors";
 
 export type Command =
@@ -54,7 +54,8 @@ export function parseArgs(argv: readonly string[]): Command {
   if (args[0] === "serve") args.shift();
   const ports: PortRange[] = [];
   const prefixes: Prefix[] = [];
-  let origin: OriginConfig | undefined;
+  const origins: OriginConfig[] = [];
+  let balance: Balance | undefined;
   let mode: Mode = "tcp";
   let name = "default";
   let takeOver = false;
@@ -96,8 +97,11 @@ export function parseArgs(argv: readonly string[]): Command {
         for (const p of value().split(",")) prefixes.push(parsePrefix(p.trim(), "--prefix"));
         break;
       case "--origin":
+        origins.push(parseOrigin(value(), "--origin"));
+        break;
+      case "--balance":
         once();
-        origin = parseOrigin(value(), "--origin");
+        balance = parseBalance(value(), flag);
         break;
       case "--mode": {
         once();
@@ -181,11 +185,12 @@ export function parseArgs(argv: readonly string[]): Command {
               ports: ports.length ? ports : parsePorts(DEFAULTS.ports),
             },
           ],
-          origin,
+          pool: origins.length ? poolOf(origins, { balance }) : undefined,
           connectTimeoutMs,
           idleTimeoutMs: idleTimeoutMs ?? (transport === "udp" ? DEFAULTS.udpIdleTimeoutMs : DEFAULTS.idleTimeoutMs),
           proxyProtocol,
           access: { allow: [], deny: [] },
+          acceptProxy: [],
         },
       ],
     },

@@ -1,3 +1,4 @@
+import { poolOf } from "./origin";
 import { afterAll, describe, expect, test } from "bun:test";
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -83,21 +84,23 @@ connect_timeout = 3
               ports: [{ lo: 53, hi: 53 }, { lo: 5000, hi: 5100 }],
             },
           ],
-          origin: { host: "127.0.0.1", port: 8080 },
+          pool: poolOf([{ host: "127.0.0.1", port: 8080, weight: 1 }]),
           connectTimeoutMs: 2_000,
           idleTimeoutMs: 600_000,
           proxyProtocol: "off",
           access: { allow: [parsePrefix("192.0.2.0/24"), parsePrefix("2001:db8::/32")], deny: [parsePrefix("192.0.2.66/32")] },
+          acceptProxy: [],
         },
         {
           name: "ssh.bastion",
           mode: "tcp",
           bindings: [{ protocol: "tcp", prefixes: [parsePrefix("192.0.2.0/24")], ports: [{ lo: 22, hi: 22 }, { lo: 2222, hi: 2222 }] }],
-          origin: undefined,
+          pool: undefined,
           connectTimeoutMs: 3_000,
           idleTimeoutMs: DEFAULTS.idleTimeoutMs,
           proxyProtocol: "off",
           access: { allow: [], deny: [] },
+          acceptProxy: [],
         },
       ],
       takeOver: true,
@@ -171,7 +174,7 @@ describe("errors name the file, the service and the field", () => {
     [web(undefined, 'orign = "x"'), 'edgeproxy.toml: service "web": unknown field "orign" (did you mean "origin"?)'],
     [web(undefined, "ports = 80"), 'edgeproxy.toml: service "web": unknown field "ports" (it belongs in a [[service.bind]] table)'],
     [web('prefix = "192.0.2.0/24"\nports = 80'), 'edgeproxy.toml: service "web": bind[1]: unknown field "prefix" (did you mean "prefixes"?)'],
-    [web(undefined, "xyz = 1"), 'edgeproxy.toml: service "web": unknown field "xyz" (known: name, mode, origin, connect_timeout, idle_timeout, proxy_protocol, allow, deny, bind)'],
+    [web(undefined, "xyz = 1"), 'edgeproxy.toml: service "web": unknown field "xyz" (known: name, mode, origin, origins, balance, connect_timeout, idle_timeout, proxy_protocol, allow, deny, bind)'],
     // types and required fields
     [`take_over = "yes"\n${web()}`, "edgeproxy.toml: take_over: expected true or false, got a string"],
     [`max_connections = 0\n${web()}`, "edgeproxy.toml: max_connections: 0 is not a positive integer"],
@@ -206,10 +209,10 @@ describe("errors name the file, the service and the field", () => {
     [web(undefined, 'connect_timeout = "5 seconds"'), 'edgeproxy.toml: service "web": connect_timeout: "5 seconds" is not a duration (like 500ms, 5s, 2m)'],
     [web(undefined, 'idle_timeout = "0s"'), 'edgeproxy.toml: service "web": idle_timeout: "0s" must be above 0 and at most 7 days'],
     [web(undefined, 'origin = "10.0.0.1:0"'), 'edgeproxy.toml: service "web": origin: "10.0.0.1:0": port must be 1-65535'],
-    [web(undefined, 'origin = "bad host!"'), 'edgeproxy.toml: service "web": origin: "bad host!" is not HOST, HOST:PORT or [IPv6]:PORT'],
+    [web(undefined, 'origin = "bad host!"'), 'edgeproxy.toml: service "web": origin: "bad host!" is not HOST, HOST:PORT, HOST:LO-HI or [IPv6]:PORT, then options like weight=N'],
     [web('protocol = "tcp"\nprefixes = "192.0.2.0/24"\nports = 80', 'mode = "udp"'), 'edgeproxy.toml: service "web": bind[1].protocol: a udp service binds udp only; make a second service (mode = "tcp") for the same ports'],
-    [web(undefined, 'proxy_protocol = "v2"'), 'edgeproxy.toml: service "web": proxy_protocol: v2 is for udp services; tcp services cannot send a PROXY header yet'],
-    [web(undefined, 'proxy_protocol = "v3"'), 'edgeproxy.toml: service "web": proxy_protocol: "v3" is not one of off, v2, spp'],
+    [web(undefined, 'proxy_protocol = "spp"'), 'edgeproxy.toml: service "web": proxy_protocol: spp: tcp services take v1 or v2'],
+    [web(undefined, 'proxy_protocol = "v3"'), 'edgeproxy.toml: service "web": proxy_protocol: "v3" is not one of off, v1, v2, spp'],
     [web('protocol = "udp"\nprefixes = "192.0.2.0/24"\nports = 80', 'mode = "udp"\nconnect_timeout = "1s"'), 'edgeproxy.toml: service "web": connect_timeout: UDP has no connections to time out; use idle_timeout for flows'],
     [web(undefined, 'mode = "http"'), 'edgeproxy.toml: service "web": mode: http services are not available yet in this version'],
     [web(undefined, 'mode = "sctp"'), 'edgeproxy.toml: service "web": mode: "sctp" is not one of tcp, udp, http'],

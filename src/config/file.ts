@@ -5,7 +5,7 @@ import { compileBindings } from "../dispatcher/compile";
 import { ConfigError } from "../errors";
 import { serviceBindings } from "../server/bindings";
 import { parseAddress, parsePrefix, type Prefix } from "./address";
-import { parseDuration, parseOrigin, parseProxyProtocol } from "./origin";
+import { parseBalance, parseDuration, parseOrigin, parseProxyProtocol, poolOf } from "./origin";
 import { parsePorts } from "./ports";
 import { Fields, isTable } from "./schema";
 import { DEFAULTS, transportOf, type AdminConfig, type BindingConfig, type Mode, type ServeConfig, type ServiceConfig } from "./service";
@@ -20,7 +20,7 @@ const MAX_SOCKET_PATH = 107;
 
 const TOP_FIELDS = ["take_over", "max_connections", "max_flows", "admin", "service"];
 const ADMIN_FIELDS = ["enabled", "socket", "listen", "token", "token_file"];
-const SERVICE_FIELDS = ["name", "mode", "origin", "connect_timeout", "idle_timeout", "proxy_protocol", "allow", "deny", "bind"];
+const SERVICE_FIELDS = ["name", "mode", "origin", "origins", "balance", "connect_timeout", "idle_timeout", "proxy_protocol", "allow", "deny", "bind"];
 const BIND_FIELDS = ["protocol", "prefixes", "ports"];
 const IN_SERVICE = "it belongs in a [[service]] table";
 const IN_BIND = "it belongs in a [[service.bind]] table";
@@ -193,8 +193,12 @@ function parseService(raw: unknown, index: number, file: string): ServiceConfig 
   if (mode === "http") throw new ConfigError(f.at("mode"), `${mode} services are not available yet in this version`);
   const transport = transportOf(mode);
 
-  const originText = f.string("origin");
-  const origin = originText === undefined ? undefined : parseOrigin(originText, f.at("origin"));
+  if (f.has("origin") && f.has("origins")) throw new ConfigError(f.where, "set origin (one) or origins (a pool), not both");
+  const originTexts = f.has("origins") ? f.list("origins")! : f.has("origin") ? [f.string("origin")!] : [];
+  const key = f.has("origins") ? "origins" : "origin";
+  if (f.has("origins") && originTexts.length === 0) throw new ConfigError(f.at("origins"), "must not be empty");
+  const balanceText = f.string("balance");
+  const pool = originTexts.length ? poolOf(originTexts.map((t) => parseOrigin(t, f.at(key))), { balance: balanceText === undefined ? undefined : parseBalance(balanceText, f.at("balance")) }) : undefined;
   const duration = (key: string, fallback: number) => {
     const t = f.text(key);
     return t === undefined ? fallback : parseDuration(t, f.at(key));
@@ -211,8 +215,8 @@ function parseService(raw: unknown, index: number, file: string): ServiceConfig 
   if (!binds || binds.length === 0) throw f.missing("bind", "add a [[service.bind]] table with prefixes and ports");
   const bindings = binds.map((b, i) => parseBind(b, `${f.where}: bind[${i + 1}]`, transport));
 
-  // origin stays a key even when undefined, as on the command line, so both configs compare equal.
-  return { name, mode, bindings, origin, connectTimeoutMs, idleTimeoutMs, proxyProtocol, access };
+  // pool stays a key even when undefined, as on the command line, so both configs compare equal.
+  return { name, mode, bindings, pool, connectTimeoutMs, idleTimeoutMs, proxyProtocol, access, acceptProxy: [] };
 }
 
 function parseBind(raw: unknown, where: string, transport: "tcp" | "udp"): BindingConfig {

@@ -1,21 +1,19 @@
 import type { Prefix } from "./address";
+import type { HttpConfig, PoolConfig, TlsConfig } from "./pool";
 import type { PortRange } from "./ports";
 
-/** tcp and udp today; http services arrive with their own data plane. */
+export type { Balance, EjectConfig, HealthConfig, HttpConfig, OriginConfig, PoolConfig, RouteConfig, TlsConfig } from "./pool";
+
+/** tcp and udp relay bytes and datagrams; http proxies requests. */
 export type Mode = "tcp" | "udp" | "http";
 
 /**
- * How a service tells its origin who the client is: off, PROXY protocol v2
- * (on a UDP flow's first datagram), or Cloudflare's Simple Proxy Protocol
- * (UDP, every datagram, both ways).
+ * How a service tells its origin who the client is: off, PROXY protocol v1
+ * or v2 (tcp: at the start of each origin connection; udp, v2 only: on a
+ * flow's first datagram), or Cloudflare's Simple Proxy Protocol (udp, every
+ * datagram, both ways).
  */
-export type ProxyProtocol = "off" | "v2" | "spp";
-
-/** Where a service forwards to. No port: the port the client dialled (Spectrum's default). */
-export interface OriginConfig {
-  readonly host: string;
-  readonly port?: number;
-}
+export type ProxyProtocol = "off" | "v1" | "v2" | "spp";
 
 /** Traffic a service answers: every (prefix, port range) pair, for one protocol. */
 export interface BindingConfig {
@@ -39,14 +37,20 @@ export interface ServiceConfig {
   readonly name: string;
   readonly mode: Mode;
   readonly bindings: readonly BindingConfig[];
-  /** Absent: the built-in responder (HTTP page or echo). */
-  readonly origin?: OriginConfig;
-  /** TCP only. */
+  /** Absent: the built-in responder (HTTP page or echo). In http mode, the catch-all route's pool. */
+  readonly pool?: PoolConfig;
+  /** tcp and http. */
   readonly connectTimeoutMs: number;
   /** A TCP connection's or a UDP flow's. */
   readonly idleTimeoutMs: number;
   readonly proxyProtocol: ProxyProtocol;
   readonly access: AccessConfig;
+  /** tcp and http: source prefixes (trusted load balancers) whose connections must start with a PROXY v1 or v2 header; empty: off. */
+  readonly acceptProxy: readonly Prefix[];
+  /** tcp and http: terminate TLS; absent: bytes pass through as they are. */
+  readonly tls?: TlsConfig;
+  /** http mode only. */
+  readonly http?: HttpConfig;
 }
 
 /** Where the admin API listens: a unix socket (default), or loopback with a bearer token. */

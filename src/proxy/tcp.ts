@@ -39,7 +39,7 @@ export class TcpService implements DataPlaneService {
           hostname: LISTEN_ADDRESS[family],
           port: 0,
           allowHalfOpen: true,
-          socket: this.config.origin ? this.relayHandlers() : responderHandlers(this.admission),
+          socket: this.config.pool ? this.relayHandlers() : responderHandlers(this.admission),
         });
         this.listeners.push({ family, listener });
         const fd = (listener as unknown as { fd: number }).fd;
@@ -52,7 +52,7 @@ export class TcpService implements DataPlaneService {
   }
 
   private relayHandlers() {
-    const origin = this.config.origin!;
+    const origin = this.config.pool!.origins[0]!;
     const admission = this.admission;
     const options = { connectTimeoutMs: this.config.connectTimeoutMs, idleTimeoutMs: this.config.idleTimeoutMs, clock: this.clock, stats: this.stats, admission };
     const active = this.active;

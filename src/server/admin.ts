@@ -1,5 +1,6 @@
 import type { AdminBackend, StatusSnapshot } from "../admin/backend";
 import { formatPrefix, parsePrefix } from "../config/address";
+import { describePool } from "../config/pool";
 import { formatPorts, parsePorts } from "../config/ports";
 import { ConfigError } from "../errors";
 import type { StoredBinding } from "../dispatcher/abi";
@@ -10,9 +11,7 @@ import type { Server } from "./server";
 
 function origin(s: Server, name: string): string | undefined {
   const cfg = s.config.services.find((c) => c.name === name);
-  if (!cfg) return undefined;
-  if (!cfg.origin) return "built-in responder";
-  return cfg.origin.port === undefined ? `${cfg.origin.host} (port-preserving)` : `${cfg.origin.host}:${cfg.origin.port}`;
+  return cfg && describePool(cfg.pool);
 }
 
 /** The admin API's view of a running server. */

@@ -1,5 +1,6 @@
 import { lookup } from "node:dns/promises";
 import { formatAddress, formatPrefix, parseAddress, prefixContains } from "../config/address";
+import { describePool, poolsOf } from "../config/pool";
 import { formatPorts } from "../config/ports";
 import { transportOf, type ServeConfig, type ServiceConfig } from "../config/service";
 import { formatBinding, type Binding } from "../dispatcher/binding";
@@ -15,12 +16,12 @@ export function serviceBindings(services: readonly ServiceConfig[]): Binding[] {
   );
 }
 
-/** Every address of each service's origin host, by service name: resolved once per start or reload. */
+/** Every address of every origin host the services name, by host: resolved once per start or reload. */
 export type ResolvedOrigins = ReadonlyMap<string, readonly Uint8Array[]>;
 
 export async function resolveOrigins(services: readonly ServiceConfig[]): Promise<ResolvedOrigins> {
   const out = new Map<string, Uint8Array[]>();
-  for (const s of services) if (s.origin) out.set(s.name, await resolve(s.origin.host));
+  for (const s of services) for (const p of poolsOf(s)) for (const o of p.origins) if (!out.has(o.host)) out.set(o.host, await resolve(o.host));
   return out;
 }
 
@@ -46,16 +47,17 @@ export function rejectLoops(services: readonly ServiceConfig[], bindings: readon
   const live = bindings.filter((b) => b.service !== 0);
   const tablesOf = { tcp: compileBindings(live.filter((b) => b.protocol === "tcp")), udp: compileBindings(live.filter((b) => b.protocol === "udp")) };
   for (const s of services) {
-    if (!s.origin) continue;
     const protocol = transportOf(s.mode);
-    for (const addr of origins.get(s.name) ?? []) {
+    for (const o of poolsOf(s).flatMap((p) => p.origins)) for (const addr of origins.get(o.host) ?? []) {
       const table = tablesOf[protocol]
         .filter((t) => prefixContains(t.prefix, addr))
         .sort((a, b) => b.prefix.length - a.prefix.length)[0];
       if (!table) continue;
       let port: number | undefined;
-      if (s.origin.port !== undefined) {
-        if (serviceForPort(table, s.origin.port) !== 0) port = s.origin.port;
+      if (o.ports) {
+        port = firstSteered(table.ranges, o.ports.lo, o.ports.hi);
+      } else if (o.port !== undefined) {
+        if (serviceForPort(table, o.port) !== 0) port = o.port;
       } else {
         // Port-preserving: any dialled port that is itself steered at the origin's address loops.
         port = s.bindings
@@ -102,8 +104,8 @@ function firstSteered(ranges: readonly { start: number; service: number }[], lo:
 export function describeBindings(services: readonly ServiceConfig[]): string[] {
   return services.map((s) =>
     `service ${s.name} (${s.mode}): ${s.bindings.map((b) => `${b.protocol} ${b.prefixes.map(formatPrefix).join(",")} ports ${b.ports.map(formatPorts).join(",")}`).join("; ")} -> ${
-      s.origin ? `${s.origin.host}${s.origin.port ? `:${s.origin.port}` : " (port-preserving)"}` : "built-in responder"
-    }`,
+      describePool(s.pool)
+    }${s.http?.routes.length ? ` (+${s.http.routes.length} routes)` : ""}`,
   );
 }
 

@@ -19,7 +19,8 @@ export interface ReloadReport {
 /** How long a replaced listener keeps accepting what the kernel already queued for it. */
 const LISTENER_GRACE_MS = 500;
 
-const dataPlaneOf = (s: ServiceConfig) => JSON.stringify([s.mode, s.origin ?? null, s.connectTimeoutMs, s.idleTimeoutMs, s.proxyProtocol, serviceFamilies(s)]);
+const dataPlaneOf = (s: ServiceConfig) =>
+  JSON.stringify([s.mode, s.pool ?? null, s.http ?? null, s.tls ?? null, s.acceptProxy, s.connectTimeoutMs, s.idleTimeoutMs, s.proxyProtocol, serviceFamilies(s)]);
 const steeringOf = (s: ServiceConfig) => JSON.stringify(storedState(s, 0));
 
 /**

@@ -31,8 +31,9 @@ export class DataPlanes {
       throw new ConfigError(`service ${cfg.name}`, "no file descriptors were set aside for UDP flows at startup; restart with max_flows (--max-flows) set");
     }
     this.udp ??= new UdpPlane(this.maxFlows);
-    const addr = origins.get(cfg.name)?.[0];
-    const origin = cfg.origin && addr ? { family: addr.length === 4 ? (4 as const) : (6 as const), addr, port: cfg.origin.port ?? 0 } : undefined;
+    const first = cfg.pool?.origins[0];
+    const addr = first && origins.get(first.host)?.[0];
+    const origin = first && addr ? { family: addr.length === 4 ? (4 as const) : (6 as const), addr, port: first.port ?? 0 } : undefined;
     return new UdpService(cfg, this.udp, origin);
   }
 

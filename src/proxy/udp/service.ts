@@ -59,7 +59,7 @@ export class UdpService implements DataPlaneService {
         name: this.config.name,
         listeners: opened,
         origin: this.origin,
-        portPreserving: this.config.origin?.port === undefined,
+        portPreserving: this.config.pool?.origins[0]?.port === undefined,
         proxyProtocol: this.config.proxyProtocol,
         idleMs: this.config.idleTimeoutMs,
       });

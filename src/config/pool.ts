@@ -1,0 +1,103 @@
+import type { PortRange } from "./ports";
+
+/** How a pool picks an origin for a new connection, flow or request. */
+export type Balance = "round-robin" | "least-connections" | "hash";
+
+/**
+ * One origin of a pool. No port: the port the client dialled (Spectrum's
+ * default). A port range maps an edge range of the same size by offset
+ * (edge 1005 of 1000-2000 goes to 3005 of 3000-4000).
+ */
+export interface OriginConfig {
+  readonly host: string;
+  readonly port?: number;
+  readonly ports?: PortRange;
+  /** Relative share of new connections, 1-1000. */
+  readonly weight: number;
+}
+
+/** Active checks: TCP connect (tcp, udp) or HTTP GET (http), every interval. */
+export interface HealthConfig {
+  readonly intervalMs: number;
+  readonly timeoutMs: number;
+  /** Consecutive passes that bring an ejected origin back. */
+  readonly rise: number;
+  /** Consecutive failures that eject an origin. */
+  readonly fall: number;
+  /** http: the path checked with GET; 2xx and 3xx pass. */
+  readonly path: string;
+}
+
+/** Passive ejection: consecutive connect failures of live traffic take an origin out for a while. */
+export interface EjectConfig {
+  readonly failures: number;
+  readonly durationMs: number;
+}
+
+/** Where a service (or an HTTP route) sends traffic. */
+export interface PoolConfig {
+  readonly origins: readonly OriginConfig[];
+  readonly balance: Balance;
+  /** Absent: no active checks (passive ejection still applies). */
+  readonly health?: HealthConfig;
+  readonly eject: EjectConfig;
+}
+
+/** http: requests whose Host (and port, if given) and path prefix match go to this pool. */
+export interface RouteConfig {
+  /** Lower case; "example.com" matches any port, "example.com:8080" only that one. Absent: any host. */
+  readonly host?: string;
+  /** Starts with "/"; matches whole segments ("/api" matches "/api" and "/api/x", not "/apix"). */
+  readonly path: string;
+  /** Absent: the built-in responder. */
+  readonly pool?: PoolConfig;
+}
+
+/** http-mode limits. */
+export interface HttpConfig {
+  /** The first byte of the origin's response must come within this (504 otherwise). */
+  readonly firstByteTimeoutMs: number;
+  /** Request bodies above this get 413. */
+  readonly maxBodyBytes: number;
+  /** Request line plus headers at most this long (431 otherwise). */
+  readonly maxHeaderBytes: number;
+  /** Most specific first: longer host (with port before without), then longer path; the service's own pool is the last, catch-all route. */
+  readonly routes: readonly RouteConfig[];
+}
+
+/** TLS termination: PEM texts read when the config is parsed. */
+export interface TlsConfig {
+  readonly certFile: string;
+  readonly keyFile: string;
+  readonly cert: string;
+  readonly key: string;
+}
+
+export const POOL_DEFAULTS = {
+  weight: 1,
+  balance: "round-robin" as Balance,
+  health: { intervalMs: 5_000, timeoutMs: 2_000, rise: 2, fall: 3, path: "/" },
+  eject: { failures: 3, durationMs: 30_000 },
+  http: { firstByteTimeoutMs: 60_000, maxBodyBytes: 1 << 30, maxHeaderBytes: 16 * 1024 },
+  /** Names whose answer carries no TTL (/etc/hosts) are looked up again this often. */
+  resolveMs: 30_000,
+} as const;
+
+/** Every pool a service uses: its routes' and its own. */
+export function poolsOf(s: { readonly pool?: PoolConfig; readonly http?: HttpConfig }): PoolConfig[] {
+  return [...(s.http?.routes ?? []).flatMap((r) => (r.pool ? [r.pool] : [])), ...(s.pool ? [s.pool] : [])];
+}
+
+/** "10.0.0.1:80", "[2001:db8::1]:3000-4000", "origin.internal" (port-preserving), with " weight=N" when not 1. */
+export function formatOrigin(o: OriginConfig): string {
+  const host = o.host.includes(":") ? `[${o.host}]` : o.host;
+  const where = o.ports ? `${host}:${o.ports.lo}-${o.ports.hi}` : o.port !== undefined ? `${host}:${o.port}` : `${o.host} (port-preserving)`;
+  return o.weight === 1 ? where : `${where} weight=${o.weight}`;
+}
+
+/** One line for logs and status: "a, b (least-connections)". */
+export function describePool(p: PoolConfig | undefined): string {
+  if (!p) return "built-in responder";
+  const list = p.origins.map(formatOrigin).join(", ");
+  return p.origins.length > 1 ? `${list} (${p.balance})` : list;
+}
