@@ -1,4 +1,5 @@
 import type { Mode } from "../config/service";
+import type { HttpStatsSnapshot } from "../proxy/http/stats";
 import type { DatagramStats } from "../proxy/udp/stats";
 
 /** Kernel-side counters of one service (struct ep_service_counters, summed over CPUs). */
@@ -55,6 +56,8 @@ export interface ServiceSnapshot {
   readonly connections?: ConnectionStats;
   /** UDP services this process runs. */
   readonly datagrams?: DatagramStats;
+  /** HTTP services this process runs: responses by status class, origin connection reuse. */
+  readonly http?: HttpStatsSnapshot;
 }
 
 export interface StatusSnapshot {

@@ -60,7 +60,6 @@ describe("parseArgs", () => {
     [["--origin", "a:b:c:d:"], /--origin/],
     [["--origin", "1.2.3.4:0"], /--origin/],
     [["--mode", "quic"], /--mode/],
-    [["--mode", "http"], /not available yet/],
     [["--mode", "udp", "--connect-timeout", "1s"], /UDP has no connections/],
     [["--proxy-protocol", "spp"], /tcp services take v1 or v2/],
     [["--mode", "udp", "--proxy-protocol", "v1"], /udp services take v2 or spp/],

@@ -27,8 +27,9 @@ Options:
   --origin HOST[:PORT]  forward to HOST; without PORT, to the port the client dialled.
                         Without --origin: a built-in responder (HTTP page naming the
                         original destination, echo for anything else)
-  --mode tcp|udp        service mode (default tcp; http is planned). udp keeps every
-                        (client, original destination) pair as a flow with its own origin socket
+  --mode tcp|udp|http   service mode (default tcp). udp keeps every (client, original
+                        destination) pair as a flow with its own origin socket; http proxies
+                        HTTP/1.1 requests (keep-alive to the origin, forwarding headers)
   --proxy-protocol P    udp: tell the origin the client's address: v2 (PROXY v2 on a flow's
                         first datagram) or spp (Cloudflare's Simple Proxy Protocol); default off
   --name NAME           service name (default: default)
@@ -107,7 +108,6 @@ export function parseArgs(argv: readonly string[]): Command {
         once();
         const m = value();
         if (!MODES.includes(m as Mode)) throw new ConfigError("--mode", `"${m}" is not one of ${MODES.join(", ")}`);
-        if (m === "http") throw new ConfigError("--mode", `${m} services are not available yet in this version`);
         mode = m as Mode;
         break;
       }

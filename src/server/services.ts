@@ -3,6 +3,7 @@ import { ConfigError } from "../errors";
 import type { Admission } from "../proxy/admission";
 import type { CoarseClock } from "../proxy/clock";
 import type { DataPlaneService } from "../proxy/service";
+import { HttpService } from "../proxy/http/service";
 import { TcpService } from "../proxy/tcp";
 import { UdpPlane } from "../proxy/udp/plane";
 import { UdpService } from "../proxy/udp/service";
@@ -25,6 +26,7 @@ export class DataPlanes {
       if (this.admission.max < 1) {
         throw new ConfigError(`service ${cfg.name}`, "no file descriptors were set aside for TCP connections at startup; restart with max_connections (--max-connections) set");
       }
+      if (cfg.mode === "http") return new HttpService(cfg, this.clock, this.admission, origins);
       return new TcpService(cfg, this.clock, this.admission);
     }
     if (this.maxFlows < 1) {
