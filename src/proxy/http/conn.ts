@@ -136,8 +136,7 @@ export class HttpConnection implements OriginUser {
         this.ctx.stats.clientResets++;
         return this.abort();
       case Phase.Wait:
-        this.keepAlive = false; // answer, then close
-        return;
+        return; // answer what was asked (pipelined requests too), then close
       case Phase.Tunnel:
         this.tunnelUp = true;
         if (this.toOrigin.queued === 0) this.origin?.socket?.shutdown();
@@ -454,10 +453,11 @@ export class HttpConnection implements OriginUser {
     this.deadlineKind = Deadline.None;
     this.releaseOrigin(this.originReusable ? "reuse" : this.requestDone ? "close" : "reset");
     this.res = undefined;
-    if (!this.keepAlive || this.clientEnded) return this.endClient();
+    if (!this.keepAlive) return this.endClient();
     this.phase = Phase.Head;
     this.client.resume();
     if (this.inbuf.length) this.readHeads();
+    if (this.phase === Phase.Head && this.clientEnded) this.endClient();
   }
 
   /** Done with the origin connection: back to the pool, closed (FIN), or reset (it may be mid-request). */
