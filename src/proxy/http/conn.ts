@@ -4,7 +4,7 @@ import type { Member } from "../../origin/pool";
 import { Outbox } from "../outbox";
 import { ChunkedDecoder } from "./chunked";
 import { HIGH_WATER, LINGER_MS, MAX_RESPONSE_HEAD, idempotent, originCause, type HttpContext } from "./context";
-import { clientResponseHead, errorResponse, originRequestHead, type ResponseFraming } from "./headers";
+import { clientResponseHead, errorResponse, extendable, forwardingFields, originRequestHead, verbatimResponse, type ResponseFraming } from "./headers";
 import { serveLocal } from "./local";
 import type { OriginConn, OriginUser } from "./origins";
 import { HeadError, hasToken, headEnd, parseRequestHead, parseResponseHead, type RequestHead, type ResponseHead } from "./parse";
@@ -44,6 +44,14 @@ const enum Deadline {
 const EMPTY = new Uint8Array(0);
 
 const concat = (a: Uint8Array, b: Uint8Array) => (a.length ? Buffer.concat([a, b]) : b);
+
+/** A latin1 head followed by `body`, in one buffer. */
+function withHead(head: string, body: Uint8Array): Uint8Array {
+  const buf = Buffer.allocUnsafe(head.length + body.length);
+  buf.write(head, 0, "latin1");
+  if (body.length) buf.set(body, head.length);
+  return buf;
+}
 
 export class HttpConnection implements OriginUser {
   private phase = Phase.Head;
@@ -165,15 +173,17 @@ export class HttpConnection implements OriginUser {
       }
       if (end + 4 > max) return this.fail(431, `request head larger than ${max} bytes`);
       const parsed = parseRequestHead(this.inbuf, end);
+      const raw = this.inbuf.subarray(0, end + 2);
       const rest = this.inbuf.subarray(end + 4);
       this.inbuf = EMPTY;
       this.scanFrom = 0;
       if (parsed instanceof HeadError) return this.fail(parsed.status, parsed.reason);
-      this.startRequest(parsed, rest);
+      this.startRequest(parsed, raw, rest);
     }
   }
 
-  private startRequest(req: RequestHead, rest: Uint8Array): void {
+  /** `raw`: the head as received, up to the CRLF of its last field line. */
+  private startRequest(req: RequestHead, raw: Uint8Array, rest: Uint8Array): void {
     const ctx = this.ctx;
     ctx.httpStats.requests++;
     this.req = req;
@@ -197,8 +207,17 @@ export class HttpConnection implements OriginUser {
       this.member = pick.member;
       pick.member.acquired();
       const destination = this.client.localAddress.includes(":") ? `[${this.client.localAddress}]` : this.client.localAddress;
-      const head = originRequestHead(req, { clientIp: this.clientIp, proto: ctx.proto, fallbackHost: `${destination}:${this.client.localPort}`, upgrade: this.upgrade });
-      this.headBytes = Buffer.from(head, "latin1");
+      const fwd = { clientIp: this.clientIp, proto: ctx.proto, fallbackHost: `${destination}:${this.client.localPort}`, upgrade: this.upgrade };
+      if (!this.upgrade && extendable(req)) {
+        // The head as it came plus our fields: one copy, no rebuilding.
+        const extra = forwardingFields(req, fwd);
+        const buf = Buffer.allocUnsafe(raw.length + extra.length);
+        buf.set(raw, 0);
+        buf.write(extra, raw.length, "latin1");
+        this.headBytes = buf;
+      } else {
+        this.headBytes = Buffer.from(originRequestHead(req, fwd), "latin1");
+      }
       this.attach(ctx.origins.get(pick.host, pick.port, this));
       this.sendOrigin(this.headBytes);
     }
@@ -360,6 +379,7 @@ export class HttpConnection implements OriginUser {
       return;
     }
     const parsed = parseResponseHead(this.resBuf, end);
+    const whole = this.resBuf;
     const rest = this.resBuf.subarray(end + 4);
     this.resBuf = EMPTY;
     if (parsed instanceof HeadError) return this.originBroken(parsed.reason);
@@ -400,12 +420,54 @@ export class HttpConnection implements OriginUser {
     if (framing === "close" || !this.requestDone) this.keepAlive = false;
     this.resLeft = parsed.contentLength;
     this.resChunks = this.originFraming === "chunked" ? new ChunkedDecoder() : undefined;
-    this.sendClient(Buffer.from(clientResponseHead(parsed, req.minor, framing, this.keepAlive, false), "latin1"));
+    if (this.keepAlive && req.minor === 1 && framing === this.originFraming && verbatimResponse(parsed)) {
+      // The origin's head goes on as it came, with the body bytes that came with it: no copy at all.
+      return this.responseVerbatim(whole, whole.length - rest.length, rest);
+    }
+    const head = clientResponseHead(parsed, req.minor, framing, this.keepAlive, false);
+    if (rest.length && (this.originFraming === "length" || framing === "chunked")) {
+      // The head and the body bytes that came with it in one write: one syscall, not two.
+      let n: number;
+      if (this.originFraming === "length") {
+        n = Math.min(this.resLeft, rest.length);
+        this.resLeft -= n;
+      } else {
+        n = this.resChunks!.feed(rest, 0);
+        if (n < 0) return this.originBroken(`malformed chunked response body: ${this.resChunks!.error}`);
+      }
+      this.sendClient(withHead(head, rest.subarray(0, n)));
+      if (this.originFraming === "length" ? this.resLeft === 0 : this.resChunks!.done) {
+        this.resDone = true;
+        this.exchangeDone();
+      }
+      return;
+    }
+    this.sendClient(withHead(head, EMPTY));
     if (this.originFraming === "none" || (this.originFraming === "length" && this.resLeft === 0)) {
       this.resDone = true;
       return this.exchangeDone();
     }
     if (rest.length) this.responseBody(rest);
+  }
+
+  /** Send `whole[0..headLen)` (the origin's head) and as much of `rest` as belongs to this response, in one write. */
+  private responseVerbatim(whole: Uint8Array, headLen: number, rest: Uint8Array): void {
+    let n = 0;
+    let done = this.originFraming === "none";
+    if (this.originFraming === "length") {
+      n = Math.min(this.resLeft, rest.length);
+      this.resLeft -= n;
+      done = this.resLeft === 0;
+    } else if (this.originFraming === "chunked" && rest.length) {
+      n = this.resChunks!.feed(rest, 0);
+      if (n < 0) return this.originBroken(`malformed chunked response body: ${this.resChunks!.error}`);
+      done = this.resChunks!.done;
+    }
+    this.sendClient(whole.subarray(0, headLen + n));
+    if (done) {
+      this.resDone = true;
+      this.exchangeDone();
+    }
   }
 
   private responseBody(chunk: Uint8Array): void {

@@ -84,6 +84,58 @@ export function originRequestHead(req: RequestHead, ctx: ForwardContext): string
   return out;
 }
 
+/**
+ * Whether the client's head can go to the origin as it came, followed by our
+ * forwarding fields: nothing hop-by-hop, no forwarding fields of the
+ * client's own to merge, an origin-form HTTP/1.1 request line. The common
+ * case, and it spares rebuilding the head field by field.
+ */
+export function extendable(req: RequestHead): boolean {
+  if (req.minor !== 1 || req.absolute || req.host === undefined) return false;
+  const names = req.names;
+  for (let i = 0; i < names.length; i++) {
+    const name = names[i]!;
+    if (name === "content-length") continue; // kept as it came: one value (parseFields checked)
+    if (HOP_BY_HOP.has(name) || name === "x-forwarded-for" || name === "forwarded" || name === "x-forwarded-proto" || name === "x-forwarded-host") return false;
+  }
+  return true;
+}
+
+/** The fields we add to an extendable request, and the blank line that ends the head. */
+export function forwardingFields(req: RequestHead, ctx: ForwardContext): string {
+  const host = req.host!;
+  const ip = ctx.clientIp;
+  return `x-forwarded-for: ${ip}\r\nx-forwarded-proto: ${ctx.proto}\r\nx-forwarded-host: ${host}\r\nforwarded: for=${forwardedFor(ip)};proto=${ctx.proto};host=${forwardedValue(host)}\r\n\r\n`;
+}
+
+/**
+ * Whether the origin's head can go to the client byte for byte: HTTP/1.1,
+ * no hop-by-hop field except "Connection: keep-alive" (a proxy may put its
+ * own options in place of Connection, RFC 9110 §7.6.1, and keep-alive is
+ * ours), Transfer-Encoding exactly chunked and alone.
+ */
+export function verbatimResponse(res: ResponseHead): boolean {
+  if (res.minor !== 1) return false;
+  const { names, values } = res;
+  for (let i = 0; i < names.length; i++) {
+    switch (names[i]) {
+      case "connection":
+        if (values[i]!.toLowerCase() !== "keep-alive") return false;
+        break;
+      case "transfer-encoding":
+        if (values[i]!.toLowerCase() !== "chunked" || names.includes("content-length") || names.indexOf("transfer-encoding") !== i || names.lastIndexOf("transfer-encoding") !== i) return false;
+        break;
+      case "keep-alive":
+      case "proxy-connection":
+      case "te":
+      case "trailer":
+      case "upgrade":
+        return false;
+    }
+  }
+  return true;
+}
+
 /** How the response body reaches the client. */
 export type ResponseFraming = "none" | "length" | "chunked" | "close";
 

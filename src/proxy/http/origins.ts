@@ -58,12 +58,14 @@ const handlers = {
     c.socket = s;
     c.open = true;
     if (c.dead || !c.user) return void s.end();
+    // Request heads are written whole, once: Nagle would only hold them back for an ACK.
+    s.setNoDelay(true);
     c.user.originOpen(c);
   },
   connectError(s: Socket<OriginConn>, error: Error) {
     failed(s.data, error);
   },
-  data(s: Socket<OriginConn>, chunk: Buffer) {
+  data(s: Socket<OriginConn>, chunk: Uint8Array) {
     const c = s.data;
     if (c.user) return c.user.originData(c, chunk);
     // Bytes on an idle connection answer no request: it can no longer be trusted.
@@ -123,7 +125,7 @@ export class OriginConnections {
     const c = new OriginConn(this, key, host, port);
     c.user = user;
     this.opened++;
-    Bun.connect<OriginConn>({ hostname: host, port, data: c, socket: handlers }).catch((e) => {
+    Bun.connect<OriginConn>({ hostname: host, port, data: c, socket: { ...handlers, binaryType: "uint8array" } }).catch((e) => {
       if (!c.dead) failed(c, e);
     });
     return c;

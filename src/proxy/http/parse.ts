@@ -42,6 +42,8 @@ export interface RequestHead extends Message {
   readonly minor: number;
   /** The Host field's value, or the absolute-form authority; undefined when absent. */
   host: string | undefined;
+  /** The target came in absolute-form (or leading empty lines came first): the request line is rewritten. */
+  readonly absolute: boolean;
 }
 
 export interface ResponseHead extends Message {
@@ -71,10 +73,6 @@ export function headEnd(buf: Uint8Array, from = 0): number {
 }
 
 const decoder = new TextDecoder("latin1");
-
-function emptyMessage(): Message {
-  return { names: [], values: [], contentLength: -1, chunked: false, otherCoding: false, connection: "", upgrade: "" };
-}
 
 /** Field lines from `pos` up to `text.length` (each ending CRLF) into m; the framing fields interpreted. */
 function parseFields(text: string, pos: number, m: Message, who: "request" | "response"): HeadError | undefined {
@@ -185,7 +183,7 @@ export function parseRequestHead(buf: Uint8Array, end: number): RequestHead | He
       return new HeadError(method === "CONNECT" ? 501 : 400, method === "CONNECT" ? "CONNECT is not supported" : "malformed request target");
     }
   }
-  const req: RequestHead = { ...emptyMessage(), method, target, minor: minorCode === 0 ? 0 : 1, host: undefined };
+  const req: RequestHead = { names: [], values: [], contentLength: -1, chunked: false, otherCoding: false, connection: "", upgrade: "", method, target, minor: minorCode === 0 ? 0 : 1, host: undefined, absolute: host !== undefined || pos > 0 };
   const err = parseFields(text, eol + 2, req, "request");
   if (err) return err;
   let hosts = 0;
@@ -221,7 +219,7 @@ export function parseResponseHead(buf: Uint8Array, end: number): ResponseHead | 
   }
   const reason = eol > 13 ? text.slice(13, eol) : "";
   for (let i = 0; i < reason.length; i++) if (!isFieldChar(reason.charCodeAt(i))) return new HeadError(502, "malformed origin reason phrase");
-  const res: ResponseHead = { ...emptyMessage(), status, reason, minor: minor === 0 ? 0 : 1 };
+  const res: ResponseHead = { names: [], values: [], contentLength: -1, chunked: false, otherCoding: false, connection: "", upgrade: "", status, reason, minor: minor === 0 ? 0 : 1 };
   const err = parseFields(text, eol + 2, res, "response");
   if (err) return err;
   // RFC 9112 §6.3 rule 3: with Transfer-Encoding, Content-Length is ignored (and removed on forwarding).

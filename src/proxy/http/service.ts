@@ -68,7 +68,7 @@ export class HttpService implements DataPlaneService {
     const tls = this.config.tls ? { tls: { cert: this.config.tls.cert, key: this.config.tls.key } } : {};
     try {
       return families.map((family) => {
-        const listener = Bun.listen<HttpConnection>({ hostname: LISTEN_ADDRESS[family], port: 0, allowHalfOpen: true, socket: this.handlers(), ...tls });
+        const listener = Bun.listen<HttpConnection>({ hostname: LISTEN_ADDRESS[family], port: 0, allowHalfOpen: true, socket: { ...this.handlers(), binaryType: "uint8array" }, ...tls });
         this.listeners.push({ family, listener });
         const fd = (listener as unknown as { fd: number }).fd;
         return { family, fd, inode: fstatSync(fd).ino, address: `${family === 6 ? `[${listener.hostname}]` : listener.hostname}:${listener.port}` };
@@ -85,9 +85,11 @@ export class HttpService implements DataPlaneService {
       open(s: Socket<HttpConnection>) {
         // Over the cap: this one was already queued in the kernel when steering stopped.
         if (!ctx.admission.admit()) return void s.terminate();
+        // Responses are written whole, once: Nagle would only hold the last segment back for an ACK.
+        s.setNoDelay(true);
         s.data = new HttpConnection(s, ctx);
       },
-      data(s: Socket<HttpConnection>, chunk: Buffer) {
+      data(s: Socket<HttpConnection>, chunk: Uint8Array) {
         s.data?.clientData(chunk);
       },
       drain(s: Socket<HttpConnection>) {
