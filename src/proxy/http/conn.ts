@@ -1,13 +1,9 @@
-import type { Socket } from "bun";
-import { unmapAddress } from "../../config/address";
-import type { Member } from "../../origin/pool";
-import { Outbox } from "../outbox";
 import { ChunkedDecoder } from "./chunked";
-import { HIGH_WATER, LINGER_MS, MAX_RESPONSE_HEAD, idempotent, originCause, type HttpContext } from "./context";
-import { clientResponseHead, errorResponse, extendable, forwardingFields, originRequestHead, verbatimResponse, type ResponseFraming } from "./headers";
+import { HIGH_WATER, LINGER_MS } from "./context";
+import { Deadline, EMPTY, Exchange, Phase, concat } from "./exchange";
+import { errorResponse, extendable, forwardingFields, originRequestHead } from "./headers";
 import { serveLocal } from "./local";
-import type { OriginConn, OriginUser } from "./origins";
-import { HeadError, hasToken, headEnd, parseRequestHead, parseResponseHead, type RequestHead, type ResponseHead } from "./parse";
+import { HeadError, hasToken, headEnd, parseRequestHead, type RequestHead } from "./parse";
 
 /*
  * One client connection of an http service: a sequence of request/response
@@ -21,88 +17,8 @@ import { HeadError, hasToken, headEnd, parseRequestHead, parseResponseHead, type
  * timers per request.
  */
 
-const enum Phase {
-  /** Reading a request head. */
-  Head,
-  /** Forwarding the request body. */
-  Body,
-  /** The request is sent; the response is on its way (later requests wait in `inbuf`). */
-  Wait,
-  /** After a 101: bytes both ways. */
-  Tunnel,
-  /** Closing: input is discarded. */
-  Done,
-}
-
-const enum Deadline {
-  None,
-  Connect,
-  FirstByte,
-  Linger,
-}
-
-const EMPTY = new Uint8Array(0);
-
-const concat = (a: Uint8Array, b: Uint8Array) => (a.length ? Buffer.concat([a, b]) : b);
-
-/** A latin1 head followed by `body`, in one buffer. */
-function withHead(head: string, body: Uint8Array): Uint8Array {
-  const buf = Buffer.allocUnsafe(head.length + body.length);
-  buf.write(head, 0, "latin1");
-  if (body.length) buf.set(body, head.length);
-  return buf;
-}
-
-export class HttpConnection implements OriginUser {
-  private phase = Phase.Head;
-  private inbuf: Uint8Array = EMPTY;
-  private scanFrom = 0;
-  private req: RequestHead | undefined;
-  private bodyLeft = 0;
-  private reqChunks: ChunkedDecoder | undefined;
-  private requestDone = false;
-  private local = false;
-  private upgrade = false;
-  private keepAlive = true;
-  private clientEnded = false;
-  private closed = false;
-  // The origin side of the current exchange.
-  private origin: OriginConn | undefined;
-  private member: Member | undefined;
-  private headBytes: Uint8Array = EMPTY;
-  private retried = false;
-  private readonly toOrigin = new Outbox();
-  private readonly toClient = new Outbox();
-  private originPaused = false;
-  // The response.
-  private resBuf: Uint8Array = EMPTY;
-  private res: ResponseHead | undefined;
-  private gotByte = false;
-  private originFraming: ResponseFraming = "none";
-  private decodeForClient = false;
-  private resLeft = 0;
-  private resChunks: ChunkedDecoder | undefined;
-  private originReusable = false;
-  private endAfterFlush = false;
-  private tunnelUp = false;
-  private tunnelDown = false;
-  // Timeouts.
-  private lastActive: number;
-  private deadline = 0;
-  private deadlineKind = Deadline.None;
-  readonly clientIp: string;
-
-  constructor(
-    private readonly client: Socket<HttpConnection>,
-    private readonly ctx: HttpContext,
-  ) {
-    this.lastActive = ctx.clock.now;
-    this.clientIp = unmapAddress(client.remoteAddress);
-    ctx.active.add(this);
-    ctx.stats.connectionsActive++;
-    ctx.stats.connectionsTotal++;
-  }
-
+/** A client connection of an http service (see above). */
+export class HttpConnection extends Exchange {
   // ---- client events ----
 
   clientData(chunk: Uint8Array): void {
@@ -174,7 +90,7 @@ export class HttpConnection implements OriginUser {
       if (end + 4 > max) return this.fail(431, `request head larger than ${max} bytes`);
       const parsed = parseRequestHead(this.inbuf, end);
       const raw = this.inbuf.subarray(0, end + 2);
-      const rest = this.inbuf.subarray(end + 4);
+      const rest = end + 4 === this.inbuf.length ? EMPTY : this.inbuf.subarray(end + 4);
       this.inbuf = EMPTY;
       this.scanFrom = 0;
       if (parsed instanceof HeadError) return this.fail(parsed.status, parsed.reason);
@@ -196,18 +112,18 @@ export class HttpConnection implements OriginUser {
     this.reqChunks = req.chunked ? new ChunkedDecoder() : undefined;
     if (req.contentLength > ctx.http.maxBodyBytes) return this.fail(413, `request body larger than ${ctx.http.maxBodyBytes} bytes`);
     const q = req.target.indexOf("?");
-    const route = ctx.router.match(req.host, this.client.localPort, q < 0 ? req.target : req.target.slice(0, q));
+    const route = ctx.router.match(req.host, this.localPort, q < 0 ? req.target : req.target.slice(0, q));
     // Only WebSocket is tunnelled (RFC 6455 §4.1); other Upgrade offers are dropped as hop-by-hop.
     this.upgrade = req.upgrade !== "" && hasToken(req.connection, "upgrade") && /^websocket$/i.test(req.upgrade);
     this.local = route.pool === undefined;
     this.phase = this.reqChunks || this.bodyLeft > 0 ? Phase.Body : Phase.Wait;
     if (!this.local) {
-      const pick = ctx.pools.get(route.pool!)!.pick(this.clientIp, this.client.localPort);
+      const pick = ctx.pools.get(route.pool!)!.pick(this.clientIp, this.localPort);
       if (!pick) return this.fail(503, "no healthy origin");
       this.member = pick.member;
       pick.member.acquired();
-      const destination = this.client.localAddress.includes(":") ? `[${this.client.localAddress}]` : this.client.localAddress;
-      const fwd = { clientIp: this.clientIp, proto: ctx.proto, fallbackHost: `${destination}:${this.client.localPort}`, upgrade: this.upgrade };
+      const destination = this.localAddress.includes(":") ? `[${this.localAddress}]` : this.localAddress;
+      const fwd = { clientIp: this.clientIp, proto: ctx.proto, fallbackHost: `${destination}:${this.localPort}`, upgrade: this.upgrade };
       if (!this.upgrade && extendable(req)) {
         // The head as it came plus our fields: one copy, no rebuilding.
         const extra = forwardingFields(req, fwd);
@@ -263,250 +179,8 @@ export class HttpConnection implements OriginUser {
     this.exchangeDone();
   }
 
-  private sendOrigin(bytes: Uint8Array): void {
-    if (!this.origin || this.local) return;
-    const s = this.origin.open ? this.origin.socket : undefined;
-    if (this.toOrigin.write(s, bytes)) return;
-    if (s || this.toOrigin.queued >= HIGH_WATER) this.client.pause();
-  }
-
-  private sendClient(bytes: Uint8Array): void {
-    if (this.toClient.write(this.client, bytes)) return;
-    if (this.origin?.socket && !this.originPaused) {
-      this.originPaused = true;
-      this.origin.socket.pause();
-    }
-  }
-
-  // ---- origin events ----
-
-  private attach(c: OriginConn): void {
-    this.origin = c;
-    if (!c.open) this.setDeadline(Deadline.Connect, this.ctx.config.connectTimeoutMs);
-  }
-
-  originOpen(c: OriginConn): void {
-    this.member?.succeeded();
-    this.deadlineKind = Deadline.None;
-    if (this.toOrigin.flush(c.socket!)) this.client.resume();
-    if (this.requestDone && !this.gotByte) this.setDeadline(Deadline.FirstByte, this.ctx.http.firstByteTimeoutMs);
-  }
-
-  originFailed(c: OriginConn, error: unknown): void {
-    if (c !== this.origin) return;
-    const cause = originCause(error);
-    this.ctx.stats.originError(cause.kind);
-    this.member?.failed(cause.kind);
-    this.fail(502, `origin ${c.host}:${c.port}: ${cause.text}`);
-  }
-
-  originDrain(c: OriginConn): void {
-    if (c !== this.origin || !this.toOrigin.flush(c.socket!)) return;
-    this.client.resume();
-    if (this.phase === Phase.Tunnel && this.tunnelUp) c.socket!.shutdown();
-  }
-
-  originData(c: OriginConn, chunk: Uint8Array): void {
-    this.lastActive = this.ctx.clock.now;
-    this.ctx.stats.bytesFromOrigins += chunk.length;
-    if (!this.gotByte) {
-      this.gotByte = true;
-      this.deadlineKind = Deadline.None;
-    }
-    if (this.phase === Phase.Tunnel) return this.sendClient(chunk);
-    if (this.res) return this.responseBody(chunk);
-    this.resBuf = concat(this.resBuf, chunk);
-    this.responseHead(c);
-  }
-
-  originEnd(c: OriginConn): void {
-    if (this.phase === Phase.Tunnel) {
-      this.tunnelDown = true;
-      if (this.toClient.queued === 0) this.client.shutdown();
-      if (this.tunnelUp) this.endClient();
-      return;
-    }
-    this.originGone(c, undefined);
-  }
-
-  originClosed(c: OriginConn, error?: Error): void {
-    if (this.phase === Phase.Tunnel) {
-      if (error) return this.abort();
-      return this.endClient();
-    }
-    this.originGone(c, error);
-  }
-
-  /** The origin connection ended mid-exchange. */
-  private originGone(c: OriginConn, error: Error | undefined): void {
-    if (c !== this.origin) return;
-    if (this.res && this.originFraming === "close" && !this.decodeForClient) {
-      this.originReusable = false;
-      this.resDone = true;
-      return this.exchangeDone();
-    }
-    if (!this.gotByte) {
-      // A kept-alive connection the origin closed while we picked it: send again, once (RFC 9112 §9.3.1).
-      if (c.uses > 1 && !this.retried && this.requestDone && this.bodyless && idempotent(this.req!.method)) {
-        this.retried = true;
-        this.ctx.httpStats.retries++;
-        c.destroy(false);
-        this.toOrigin.clear();
-        this.attach(this.ctx.origins.get(c.host, c.port, this, true));
-        return this.sendOrigin(this.headBytes);
-      }
-      const cause = error ? originCause(error) : { kind: "reset" as const, text: "closed the connection before responding" };
-      this.ctx.stats.originError(cause.kind);
-      return this.fail(502, `origin ${c.host}:${c.port}: ${cause.text}`);
-    }
-    // Mid-response: the client must not mistake a truncated body for a whole one.
-    this.ctx.stats.originError(error ? originCause(error).kind : "reset");
-    this.abort();
-  }
-
-  private get bodyless(): boolean {
-    return !this.req!.chunked && this.req!.contentLength <= 0;
-  }
-
-  // ---- responses ----
-
-  private resDone = false;
-
-  private responseHead(c: OriginConn): void {
-    const end = headEnd(this.resBuf);
-    if (end < 0) {
-      if (this.resBuf.length > MAX_RESPONSE_HEAD) this.originBroken(`response head larger than ${MAX_RESPONSE_HEAD} bytes`);
-      return;
-    }
-    const parsed = parseResponseHead(this.resBuf, end);
-    const whole = this.resBuf;
-    const rest = this.resBuf.subarray(end + 4);
-    this.resBuf = EMPTY;
-    if (parsed instanceof HeadError) return this.originBroken(parsed.reason);
-    const req = this.req!;
-    if (parsed.status < 200) {
-      if (parsed.status === 101) {
-        if (!this.upgrade) return this.originBroken("101 Switching Protocols without an upgrade request");
-        this.ctx.httpStats.response(101);
-        this.sendClient(Buffer.from(clientResponseHead(parsed, req.minor, "none", true, true), "latin1"));
-        this.phase = Phase.Tunnel;
-        this.deadlineKind = Deadline.None;
-        if (rest.length) this.sendClient(rest);
-        const early = this.inbuf;
-        this.inbuf = EMPTY;
-        if (early.length) this.sendOrigin(early);
-        this.client.resume();
-        return;
-      }
-      // Interim responses (100-continue, 103) go on, except to an HTTP/1.0 client (RFC 9110 §15.2).
-      this.ctx.httpStats.response(parsed.status);
-      if (req.minor === 1) this.sendClient(Buffer.from(clientResponseHead(parsed, 1, "none", true, false), "latin1"));
-      if (rest.length) this.originData(c, rest);
-      return;
-    }
-    this.res = parsed;
-    this.resDone = false;
-    this.ctx.httpStats.response(parsed.status);
-    // Message body length, RFC 9112 §6.3.
-    if (req.method === "HEAD" || parsed.status === 204 || parsed.status === 304) this.originFraming = "none";
-    else if (parsed.chunked) this.originFraming = "chunked";
-    else if (parsed.otherCoding) this.originFraming = "close";
-    else if (parsed.contentLength >= 0) this.originFraming = "length";
-    else this.originFraming = "close";
-    this.originReusable = parsed.minor === 1 && !hasToken(parsed.connection, "close") && this.originFraming !== "close";
-    // An HTTP/1.0 client cannot take chunked: decode, and frame by close.
-    this.decodeForClient = this.originFraming === "chunked" && req.minor === 0;
-    const framing = this.decodeForClient ? "close" : this.originFraming;
-    if (framing === "close" || !this.requestDone) this.keepAlive = false;
-    this.resLeft = parsed.contentLength;
-    this.resChunks = this.originFraming === "chunked" ? new ChunkedDecoder() : undefined;
-    if (this.keepAlive && req.minor === 1 && framing === this.originFraming && verbatimResponse(parsed)) {
-      // The origin's head goes on as it came, with the body bytes that came with it: no copy at all.
-      return this.responseVerbatim(whole, whole.length - rest.length, rest);
-    }
-    const head = clientResponseHead(parsed, req.minor, framing, this.keepAlive, false);
-    if (rest.length && (this.originFraming === "length" || framing === "chunked")) {
-      // The head and the body bytes that came with it in one write: one syscall, not two.
-      let n: number;
-      if (this.originFraming === "length") {
-        n = Math.min(this.resLeft, rest.length);
-        this.resLeft -= n;
-      } else {
-        n = this.resChunks!.feed(rest, 0);
-        if (n < 0) return this.originBroken(`malformed chunked response body: ${this.resChunks!.error}`);
-      }
-      this.sendClient(withHead(head, rest.subarray(0, n)));
-      if (this.originFraming === "length" ? this.resLeft === 0 : this.resChunks!.done) {
-        this.resDone = true;
-        this.exchangeDone();
-      }
-      return;
-    }
-    this.sendClient(withHead(head, EMPTY));
-    if (this.originFraming === "none" || (this.originFraming === "length" && this.resLeft === 0)) {
-      this.resDone = true;
-      return this.exchangeDone();
-    }
-    if (rest.length) this.responseBody(rest);
-  }
-
-  /** Send `whole[0..headLen)` (the origin's head) and as much of `rest` as belongs to this response, in one write. */
-  private responseVerbatim(whole: Uint8Array, headLen: number, rest: Uint8Array): void {
-    let n = 0;
-    let done = this.originFraming === "none";
-    if (this.originFraming === "length") {
-      n = Math.min(this.resLeft, rest.length);
-      this.resLeft -= n;
-      done = this.resLeft === 0;
-    } else if (this.originFraming === "chunked" && rest.length) {
-      n = this.resChunks!.feed(rest, 0);
-      if (n < 0) return this.originBroken(`malformed chunked response body: ${this.resChunks!.error}`);
-      done = this.resChunks!.done;
-    }
-    this.sendClient(whole.subarray(0, headLen + n));
-    if (done) {
-      this.resDone = true;
-      this.exchangeDone();
-    }
-  }
-
-  private responseBody(chunk: Uint8Array): void {
-    switch (this.originFraming) {
-      case "length": {
-        const n = Math.min(this.resLeft, chunk.length);
-        this.resLeft -= n;
-        this.sendClient(n === chunk.length ? chunk : chunk.subarray(0, n));
-        if (this.resLeft === 0) {
-          this.resDone = true;
-          this.exchangeDone();
-        }
-        return;
-      }
-      case "chunked": {
-        const d = this.resChunks!;
-        const n = d.feed(chunk, 0, this.decodeForClient ? (data) => this.sendClient(data) : undefined);
-        if (n < 0) return this.originBroken(`malformed chunked response body: ${d.error}`);
-        if (!this.decodeForClient) this.sendClient(n === chunk.length ? chunk : chunk.subarray(0, n));
-        if (d.done) {
-          this.resDone = true;
-          this.exchangeDone();
-        }
-        return;
-      }
-      case "close":
-        return this.sendClient(chunk);
-    }
-  }
-
-  /** The origin broke HTTP: 502 if nothing was sent yet, else the client is reset. */
-  private originBroken(why: string): void {
-    this.ctx.stats.originError("protocol");
-    if (this.res) return this.abort();
-    this.fail(502, `origin ${this.origin?.host}:${this.origin?.port}: ${why}`);
-  }
-
   /** Response complete (and, once the request is too) the exchange is over. */
-  private exchangeDone(): void {
+  protected exchangeDone(): void {
     if (!this.requestDone && !this.local) {
       // The origin answered before the whole body arrived: the rest is not read, the connections close.
       this.keepAlive = false;
@@ -539,7 +213,7 @@ export class HttpConnection implements OriginUser {
   // ---- endings ----
 
   /** Answer with our own error (if no response started), then close. */
-  private fail(status: number, message: string): void {
+  protected fail(status: number, message: string): void {
     if (this.phase === Phase.Done || this.closed) return;
     if (this.res || this.phase === Phase.Tunnel) return this.abort();
     this.ctx.httpStats.response(status);
@@ -550,7 +224,7 @@ export class HttpConnection implements OriginUser {
   }
 
   /** Close after what is queued for the client; keep reading (and discarding) for a while, so our answer is not lost to an RST. */
-  private endClient(): void {
+  protected endClient(): void {
     this.releaseOrigin("close");
     this.phase = Phase.Done;
     this.inbuf = EMPTY;
@@ -588,10 +262,6 @@ export class HttpConnection implements OriginUser {
     }
   }
 
-  private setDeadline(kind: Deadline, ms: number): void {
-    this.deadlineKind = kind;
-    this.deadline = this.ctx.clock.now + ms;
-  }
 
   private release(reset: boolean): void {
     if (this.closed) return;

@@ -72,7 +72,8 @@ export function headEnd(buf: Uint8Array, from = 0): number {
   return -1;
 }
 
-const decoder = new TextDecoder("latin1");
+// Buffer's latin1Slice works on any Uint8Array and takes a range: no subarray view, no TextDecoder.
+const latin1Slice = (Buffer.prototype as unknown as { latin1Slice(this: Uint8Array, start: number, end: number): string }).latin1Slice;
 
 /** Field lines from `pos` up to `text.length` (each ending CRLF) into m; the framing fields interpreted. */
 function parseFields(text: string, pos: number, m: Message, who: "request" | "response"): HeadError | undefined {
@@ -150,7 +151,7 @@ export function hasToken(list: string, token: string): boolean {
  * CRLFCRLF. Leading empty lines are skipped (RFC 9112 §2.2).
  */
 export function parseRequestHead(buf: Uint8Array, end: number): RequestHead | HeadError {
-  const text = decoder.decode(buf.subarray(0, end + 2));
+  const text = latin1Slice.call(buf, 0, end + 2);
   let pos = 0;
   while (text.startsWith("\r\n", pos)) pos += 2;
   const eol = text.indexOf("\r\n", pos);
@@ -208,7 +209,7 @@ export function parseRequestHead(buf: Uint8Array, end: number): RequestHead | He
 
 /** Parse a response head (`buf[0..end)`, `end` from headEnd). Errors are the origin's: 502. */
 export function parseResponseHead(buf: Uint8Array, end: number): ResponseHead | HeadError {
-  const text = decoder.decode(buf.subarray(0, end + 2));
+  const text = latin1Slice.call(buf, 0, end + 2);
   const eol = text.indexOf("\r\n");
   // status-line = HTTP-version SP status-code SP [ reason-phrase ] (RFC 9112 §4)
   if (eol < 12 || !text.startsWith("HTTP/1.") || text.charCodeAt(12) !== 32 && eol !== 12) return new HeadError(502, "malformed origin status line");
