@@ -61,6 +61,7 @@ describe("http service", () => {
     expect(r.body).toBe("origin first byte timeout\n");
     expect(performance.now() - t0).toBeGreaterThan(250);
     expect(svc.svc.report().connections.originErrors).toEqual({ timeout: 1 });
+    expect(svc.svc.report().http).toMatchObject({ requests: 1, responses: { "5xx": 1, "2xx": 0 } });
   }, 20_000);
 
   test("413 when a chunked body crosses max body size mid-stream; under it, it passes", async () => {

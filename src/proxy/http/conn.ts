@@ -19,6 +19,9 @@ import { HeadError, hasToken, headEnd, parseRequestHead, type RequestHead } from
 
 /** A client connection of an http service (see above). */
 export class HttpConnection extends Exchange {
+  /** Close by shutdown and a wait for the client's FIN, not at once. */
+  private linger = false;
+
   // ---- client events ----
 
   clientData(chunk: Uint8Array): void {
@@ -98,6 +101,12 @@ export class HttpConnection extends Exchange {
     }
   }
 
+  /** The address:port the client dialled (HTTP/1.0 requests without Host get it as their Host). */
+  private destination(): string {
+    const a = this.client.localAddress;
+    return a.includes(":") ? `[${a}]:${this.localPort}` : `${a}:${this.localPort}`;
+  }
+
   /** `raw`: the head as received, up to the CRLF of its last field line. */
   private startRequest(req: RequestHead, raw: Uint8Array, rest: Uint8Array): void {
     const ctx = this.ctx;
@@ -122,8 +131,7 @@ export class HttpConnection extends Exchange {
       if (!pick) return this.fail(503, "no healthy origin");
       this.member = pick.member;
       pick.member.acquired();
-      const destination = this.localAddress.includes(":") ? `[${this.localAddress}]` : this.localAddress;
-      const fwd = { clientIp: this.clientIp, proto: ctx.proto, fallbackHost: `${destination}:${this.localPort}`, upgrade: this.upgrade };
+      const fwd = { clientIp: this.clientIp, proto: ctx.proto, fallbackHost: req.host === undefined ? this.destination() : "", upgrade: this.upgrade };
       if (!this.upgrade && extendable(req)) {
         // The head as it came plus our fields: one copy, no rebuilding.
         const extra = forwardingFields(req, fwd);
@@ -217,6 +225,7 @@ export class HttpConnection extends Exchange {
     if (this.phase === Phase.Done || this.closed) return;
     if (this.res || this.phase === Phase.Tunnel) return this.abort();
     this.ctx.httpStats.response(status);
+    this.linger = true;
     this.releaseOrigin("reset");
     this.toClient.write(this.client, errorResponse(status, message));
     this.keepAlive = false;
@@ -227,12 +236,14 @@ export class HttpConnection extends Exchange {
   protected endClient(): void {
     this.releaseOrigin("close");
     this.phase = Phase.Done;
+    // Unread input (a request we refused, pipelined ones after "close") would make close() send an RST that can destroy our answer in flight: linger then.
+    if (this.inbuf.length) this.linger = true;
     this.inbuf = EMPTY;
     if (this.toClient.queued) {
       this.endAfterFlush = true;
       return;
     }
-    if (this.clientEnded) return void this.client.end();
+    if (this.clientEnded || !this.linger) return void this.client.end();
     this.client.shutdown();
     this.client.resume();
     this.setDeadline(Deadline.Linger, LINGER_MS);

@@ -91,7 +91,6 @@ export abstract class Exchange implements OriginUser {
   readonly clientIp: string;
   // The original destination (sk_lookup keeps it as the accepted socket's local address).
   protected readonly localPort: number;
-  protected readonly localAddress: string;
 
   constructor(
     protected readonly client: Socket<any>,
@@ -99,8 +98,8 @@ export abstract class Exchange implements OriginUser {
   ) {
     this.lastActive = ctx.clock.now;
     this.clientIp = unmapAddress(client.remoteAddress);
+    // Each of Bun's local* getters is a getsockname(2): the port is needed per request, the address rarely.
     this.localPort = client.localPort;
-    this.localAddress = client.localAddress;
     ctx.active.add(this);
     ctx.stats.connectionsActive++;
     ctx.stats.connectionsTotal++;

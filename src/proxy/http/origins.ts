@@ -58,8 +58,6 @@ const handlers = {
     c.socket = s;
     c.open = true;
     if (c.dead || !c.user) return void s.end();
-    // Request heads are written whole, once: Nagle would only hold them back for an ACK.
-    s.setNoDelay(true);
     c.user.originOpen(c);
   },
   connectError(s: Socket<OriginConn>, error: Error) {

@@ -85,8 +85,6 @@ export class HttpService implements DataPlaneService {
       open(s: Socket<HttpConnection>) {
         // Over the cap: this one was already queued in the kernel when steering stopped.
         if (!ctx.admission.admit()) return void s.terminate();
-        // Responses are written whole, once: Nagle would only hold the last segment back for an ACK.
-        s.setNoDelay(true);
         s.data = new HttpConnection(s, ctx);
       },
       data(s: Socket<HttpConnection>, chunk: Uint8Array) {
