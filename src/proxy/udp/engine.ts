@@ -24,7 +24,7 @@ import {
 } from "../../system/udp";
 import { DatagramBatch, MAX_DATAGRAM } from "./batch";
 import type { ProxyProtocol } from "../../config/service";
-import { proxyV2Header, sppHeader, hasSppHeader, SPP_HEADER_SIZE } from "./headers";
+import { proxyV2Header, sppHeader, hasSppHeader, SPP_HEADER_SIZE } from "../proxyheader/encode";
 import { C, dropIndex, ROW, type UdpDropReason } from "./stats";
 
 const EMSGSIZE = 90;
@@ -282,7 +282,7 @@ export class Engine {
       if (svc.row[dropIndex("flow_setup")] === 1) this.log(`service ${spec.name}: ${(e as Error).message}`);
       return undefined;
     }
-    const header = spec.proxyProtocol === "v2" ? proxyV2Header(src, dst) : spec.proxyProtocol === "spp" ? sppHeader(src, dst) : undefined;
+    const header = spec.proxyProtocol === "v2" ? proxyV2Header(src, dst, "dgram") : spec.proxyProtocol === "spp" ? sppHeader(src, dst) : undefined;
     const f = new Flow(key, svc, client, upstream, header, spec.proxyProtocol === "spp", this.now);
     this.flows.set(key, f);
     this.unconfirmed.set(key, f);
