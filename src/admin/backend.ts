@@ -21,6 +21,8 @@ export interface ConnectionStats {
   readonly originErrors: Readonly<Record<string, number>>;
   readonly clientResets: number;
   readonly idleTimeouts: number;
+  /** Inbound PROXY headers refused (accept_proxy), by reason: signature, malformed, too_long, truncated, timeout. */
+  readonly proxyHeaderErrors: Readonly<Record<string, number>>;
   /** Connection durations in seconds, cumulative Prometheus-style buckets (le ascending, last is +Inf). */
   readonly duration: { readonly buckets: readonly { le: number; count: number }[]; readonly sum: number; readonly count: number };
 }

@@ -10,6 +10,8 @@ export function sampleStatus(): StatusSnapshot {
   stats.bytesFromOrigins = 98765;
   stats.clientResets = 1;
   stats.idleTimeouts = 3;
+  stats.proxyHeaderError("malformed");
+  stats.proxyHeaderError("malformed");
   stats.originError("refused");
   stats.originError("refused");
   stats.originError("weird");

@@ -10,6 +10,7 @@ type Kind = "counter" | "gauge" | "histogram";
 
 // Classes every proxied service reports, even at zero, so rate() has a series from the start.
 const ORIGIN_ERROR_CLASSES = ["refused", "timeout", "reset", "unreachable", "other"];
+const PROXY_HEADER_ERRORS = ["signature", "malformed", "too_long", "truncated", "timeout"];
 
 /** Render a status snapshot in the Prometheus text exposition format 0.0.4. */
 export function renderMetrics(s: StatusSnapshot): string {
@@ -76,6 +77,11 @@ export function renderMetrics(s: StatusSnapshot): string {
   perService(proxied, "idle_timeouts_total", "counter", "Connections closed for being idle too long.", (svc, emit) =>
     emit({}, svc.connections.idleTimeouts),
   );
+
+  perService(proxied, "proxy_header_errors_total", "counter", "Inbound PROXY headers refused (connection reset), by reason.", (svc, emit) => {
+    const errors = svc.connections.proxyHeaderErrors;
+    for (const r of [...new Set([...PROXY_HEADER_ERRORS, ...Object.keys(errors).sort()])]) emit({ reason: r }, errors[r] ?? 0);
+  });
 
   const udp = all.filter((svc): svc is ServiceSnapshot & { datagrams: DatagramStats } => !!svc.datagrams);
   perService(udp, "udp_flows_active", "gauge", "UDP flows open now.", (svc, emit) => emit({}, svc.datagrams.flowsActive));
