@@ -1,4 +1,7 @@
 import { describe, expect, test } from "bun:test";
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { formatPrefix } from "../config/address";
 import { parseArgs } from "./args";
 
@@ -83,5 +86,38 @@ describe("parseArgs", () => {
   test("help and version", () => {
     expect(parseArgs(["--help"]).kind).toBe("help");
     expect(parseArgs(["-V"]).kind).toBe("version");
+  });
+});
+
+describe("PROXY protocol and TLS flags", () => {
+  test("--accept-proxy lists and repeats; --proxy-protocol v1/v2 for tcp", () => {
+    const s = serve(["--accept-proxy", "10.0.0.0/8,2001:db8::/32", "--accept-proxy=192.0.2.1", "--proxy-protocol", "v1", "--origin", "127.0.0.1:1"]);
+    expect(s.acceptProxy.map(formatPrefix)).toEqual(["10.0.0.0/8", "2001:db8::/32", "192.0.2.1/32"]);
+    expect(s.proxyProtocol).toBe("v1");
+    expect(serve([]).acceptProxy).toEqual([]);
+    expect(() => serve(["--accept-proxy", "10.0.0.1/8"])).toThrow("--accept-proxy: \"10.0.0.1/8\" has host bits set");
+    expect(() => serve(["--mode", "udp", "--accept-proxy", "10.0.0.0/8"])).toThrow("--accept-proxy: UDP datagrams carry no PROXY header");
+  });
+
+  test("--tls-cert and --tls-key read PEM files at parse time, with one-line errors", () => {
+    const dir = mkdtempSync(join(tmpdir(), "ep-args-"));
+    try {
+      const cert = join(dir, "c.pem");
+      const key = join(dir, "k.pem");
+      writeFileSync(cert, "-----BEGIN CERTIFICATE-----\nAA==\n-----END CERTIFICATE-----\n");
+      writeFileSync(key, "-----BEGIN PRIVATE KEY-----\nAA==\n-----END PRIVATE KEY-----\n");
+      const s = serve(["--tls-cert", cert, "--tls-key", key]);
+      expect(s.tls).toEqual({ certFile: cert, keyFile: key, cert: readFileSync(cert, "utf8"), key: readFileSync(key, "utf8") });
+      expect(serve([]).tls).toBeUndefined();
+      expect(() => serve(["--tls-cert", cert])).toThrow("--tls-cert: needs --tls-key too");
+      expect(() => serve(["--tls-key", key])).toThrow("--tls-key: needs --tls-cert too");
+      expect(() => serve(["--tls-cert", join(dir, "nope"), "--tls-key", key])).toThrow(`--tls-cert: cannot read ${join(dir, "nope")}: ENOENT`);
+      expect(() => serve(["--tls-cert", key, "--tls-key", key])).toThrow(`--tls-cert: ${key} holds no PEM certificate`);
+      expect(() => serve(["--tls-cert", cert, "--tls-key", cert])).toThrow(`--tls-key: ${cert} holds no PEM private key`);
+      expect(() => serve(["--mode", "udp", "--tls-cert", cert, "--tls-key", key])).toThrow("TLS termination is for tcp services");
+      expect(() => serve(["--tls-cert", cert, "--tls-key", key, "--accept-proxy", "10.0.0.0/8"])).toThrow("--accept-proxy: cannot be combined with --tls-cert");
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 });

@@ -1,7 +1,8 @@
+import { readFileSync } from "node:fs";
 import { parsePrefix, type Prefix } from "../config/address";
 import { parseBalance, parseDuration, parseOrigin, parseProxyProtocol, poolOf } from "../config/origin";
 import { parsePorts, type PortRange } from "../config/ports";
-import { DEFAULTS, transportOf, type Balance, type Mode, type OriginConfig, type ServeConfig } from "../config/service";
+import { DEFAULTS, transportOf, type Balance, type Mode, type OriginConfig, type ServeConfig, type TlsConfig } from "../config/service";
 import { ConfigError } from "../errors";
 
 export type Command =
@@ -29,8 +30,13 @@ Options:
                         original destination, echo for anything else)
   --mode tcp|udp        service mode (default tcp; http is planned). udp keeps every
                         (client, original destination) pair as a flow with its own origin socket
-  --proxy-protocol P    udp: tell the origin the client's address: v2 (PROXY v2 on a flow's
+  --proxy-protocol P    tell the origin the client's address; tcp: v1 or v2 (PROXY header at
+                        the start of each origin connection); udp: v2 (PROXY v2 on a flow's
                         first datagram) or spp (Cloudflare's Simple Proxy Protocol); default off
+  --accept-proxy LIST   tcp: source prefixes (trusted load balancers) whose connections must
+                        start with a PROXY v1 or v2 header naming the real client (repeatable)
+  --tls-cert FILE       tcp: terminate TLS with this PEM certificate (chain) and --tls-key FILE;
+  --tls-key FILE        the origin gets plaintext (default: bytes pass through as they are)
   --name NAME           service name (default: default)
   --take-over           also steer ports where another socket already listens
   --bpffs PATH          bpffs mount for pinned state (default $EDGEPROXY_BPFFS or /sys/fs/bpf)
@@ -67,6 +73,9 @@ export function parseArgs(argv: readonly string[]): Command {
   let bpffs: string | undefined;
   let configFile: string | undefined;
   let admin: ServeConfig["admin"] = { kind: "off" };
+  const acceptProxy: Prefix[] = [];
+  let tlsCertFile: string | undefined;
+  let tlsKeyFile: string | undefined;
   const seen = new Set<string>();
 
   for (let i = 0; i < args.length; i++) {
@@ -144,6 +153,17 @@ export function parseArgs(argv: readonly string[]): Command {
         once();
         proxyProtocolText = value();
         break;
+      case "--accept-proxy":
+        for (const p of value().split(",")) acceptProxy.push(parsePrefix(p.trim(), "--accept-proxy"));
+        break;
+      case "--tls-cert":
+        once();
+        tlsCertFile = value();
+        break;
+      case "--tls-key":
+        once();
+        tlsKeyFile = value();
+        break;
       case "--max-connections":
         once();
         maxConnections = positive(flag, value());
@@ -166,6 +186,9 @@ export function parseArgs(argv: readonly string[]): Command {
   const transport = transportOf(mode);
   if (transport === "udp" && seen.has("--connect-timeout")) throw new ConfigError("--connect-timeout", "UDP has no connections to time out; use --idle-timeout for flows");
   const proxyProtocol = parseProxyProtocol(proxyProtocolText, mode, "--proxy-protocol");
+  if (transport === "udp" && acceptProxy.length) throw new ConfigError("--accept-proxy", "UDP datagrams carry no PROXY header to accept; it is for tcp services");
+  const tls = tlsFlags(tlsCertFile, tlsKeyFile, transport);
+  if (tls && acceptProxy.length) throw new ConfigError("--accept-proxy", "cannot be combined with --tls-cert yet (the PROXY header precedes the TLS handshake)");
   return {
     kind: "serve",
     config: {
@@ -190,12 +213,34 @@ export function parseArgs(argv: readonly string[]): Command {
           idleTimeoutMs: idleTimeoutMs ?? (transport === "udp" ? DEFAULTS.udpIdleTimeoutMs : DEFAULTS.idleTimeoutMs),
           proxyProtocol,
           access: { allow: [], deny: [] },
-          acceptProxy: [],
+          acceptProxy,
+          ...(tls ? { tls } : {}),
         },
       ],
     },
   };
 }
+
+function tlsFlags(certFile: string | undefined, keyFile: string | undefined, transport: "tcp" | "udp"): TlsConfig | undefined {
+  if (certFile === undefined && keyFile === undefined) return undefined;
+  if (transport === "udp") throw new ConfigError(certFile !== undefined ? "--tls-cert" : "--tls-key", "TLS termination is for tcp services");
+  if (certFile === undefined) throw new ConfigError("--tls-key", "needs --tls-cert too");
+  if (keyFile === undefined) throw new ConfigError("--tls-cert", "needs --tls-key too");
+  const read = (flag: string, file: string, what: RegExp) => {
+    let text: string;
+    try {
+      text = readFileSync(file, "utf8");
+    } catch (e) {
+      throw new ConfigError(flag, `cannot read ${file}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`);
+    }
+    if (!what.test(text)) throw new ConfigError(flag, `${file} holds no PEM ${what === PEM_CERT ? "certificate" : "private key"}`);
+    return text;
+  };
+  return { certFile, keyFile, cert: read("--tls-cert", certFile, PEM_CERT), key: read("--tls-key", keyFile, PEM_KEY) };
+}
+
+const PEM_CERT = /-----BEGIN CERTIFICATE-----/;
+const PEM_KEY = /-----BEGIN (RSA |EC |ENCRYPTED )?PRIVATE KEY-----/;
 
 function positive(flag: string, v: string): number {
   if (!/^\d+$/.test(v) || Number(v) < 1) throw new ConfigError(flag, `"${v}" is not a positive whole number`);
