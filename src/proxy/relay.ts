@@ -104,6 +104,11 @@ export class Relay {
     }).catch((e) => this.originFailed(e));
   }
 
+  /** Bytes the origin gets before anything from the client (a PROXY header); call before connect(). */
+  preamble(bytes: Uint8Array): void {
+    this.up.out.write(undefined, bytes);
+  }
+
   /** Called by the sweep timer. */
   sweep(now: number): void {
     if (this.done) return;

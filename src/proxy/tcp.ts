@@ -2,19 +2,26 @@ import type { Socket, TCPSocketListener } from "bun";
 import { fstatSync } from "node:fs";
 import type { Family } from "../config/address";
 import { serviceFamilies, type ServiceConfig } from "../config/service";
-import { EdgeError } from "../errors";
+import { ConfigError, EdgeError } from "../errors";
 import type { Admission } from "./admission";
 import type { CoarseClock } from "./clock";
+import { InboundHeader, mustSendHeader, socketEnds, type Ends } from "./inbound";
+import { proxyV1Header, proxyV2Header } from "./proxyheader/encode";
 import { Relay } from "./relay";
 import { responderHandlers } from "./responder";
 import { LISTEN_ADDRESS, type DataPlaneService, type ServiceSocket } from "./service";
 import { ServiceStats } from "./stats";
+
+// What a client socket's `data` is: the PROXY header reader first (accept_proxy sources only), then the relay.
+type Stage = Relay | InboundHeader;
 
 /** A tcp-mode service: one listener per address family, every steered connection relayed to the origin. */
 export class TcpService implements DataPlaneService {
   readonly protocol = "tcp";
   readonly stats = new ServiceStats();
   private readonly active = new Set<Relay>();
+  // Connections from accept_proxy sources whose PROXY header is still incomplete.
+  private readonly pending = new Set<InboundHeader>();
   private readonly listeners: { family: Family; listener: TCPSocketListener<any> }[] = [];
   private readonly stopSweep: () => void;
   private closing = false;
@@ -26,19 +33,26 @@ export class TcpService implements DataPlaneService {
   ) {
     this.stopSweep = clock.onTick((now) => {
       for (const r of this.active) r.sweep(now);
-      if (this.closing && this.active.size === 0) this.stopSweep();
+      for (const h of this.pending) h.sweep(now);
+      if (this.closing && this.active.size === 0 && this.pending.size === 0) this.stopSweep();
     });
   }
 
   /** Open the listeners (one per family the service's prefixes use). Undo on failure. */
   listen(): ServiceSocket[] {
     const families = serviceFamilies(this.config);
+    if (this.config.tls && this.config.acceptProxy.length) {
+      // Bun's TLS listener starts the handshake on accept; the PROXY header precedes it on the wire.
+      throw new ConfigError(`service ${this.config.name}`, "accept_proxy with TLS termination is not supported yet");
+    }
     try {
       return families.map((family) => {
         const listener = Bun.listen<any>({
           hostname: LISTEN_ADDRESS[family],
           port: 0,
           allowHalfOpen: true,
+          // Terminate TLS here; the origin gets plaintext. Without it, bytes pass through as they are.
+          ...(this.config.tls ? { tls: { cert: this.config.tls.cert, key: this.config.tls.key } } : {}),
           socket: this.config.pool ? this.relayHandlers() : responderHandlers(this.admission),
         });
         this.listeners.push({ family, listener });
@@ -56,28 +70,47 @@ export class TcpService implements DataPlaneService {
     const admission = this.admission;
     const options = { connectTimeoutMs: this.config.connectTimeoutMs, idleTimeoutMs: this.config.idleTimeoutMs, clock: this.clock, stats: this.stats, admission };
     const active = this.active;
+    const { proxyProtocol, acceptProxy } = this.config;
+    // §2 of proxy-protocol.txt: at least 3 s for the header, to cover a TCP retransmit.
+    const inbound = { timeoutMs: Math.max(3_000, this.config.connectTimeoutMs), stats: this.stats, admission, pending: this.pending };
+    const clock = this.clock;
+    const start = (s: Socket<any>, ends: Ends, rest: Uint8Array) => {
+      const relay = new Relay(s, options, active);
+      s.data = relay;
+      if (proxyProtocol === "v1") relay.preamble(proxyV1Header(ends.client, ends.edge));
+      if (proxyProtocol === "v2") relay.preamble(proxyV2Header(ends.client, ends.edge, "stream"));
+      // No origin port: the port the client dialled (the accepted socket's local port, or a trusted PROXY header's destination port).
+      relay.connect({ host: origin.host, port: origin.port ?? ends.edge.port });
+      if (rest.length) relay.fromClient(rest);
+    };
     return {
-      open(s: Socket<Relay>) {
+      open(s: Socket<any>) {
         // Over the cap: this one was already queued in the kernel when steering stopped.
         if (!admission.admit()) return void s.terminate();
-        const relay = new Relay(s, options, active);
-        s.data = relay;
-        // No origin port: the port the client dialled, which is the accepted socket's local port.
-        relay.connect({ host: origin.host, port: origin.port ?? s.localPort });
+        const ends = socketEnds(s);
+        if (!ends) {
+          admission.leave();
+          return void s.terminate();
+        }
+        if (acceptProxy.length && mustSendHeader(acceptProxy, ends.client)) {
+          s.data = new InboundHeader(s, ends, inbound, clock.now, (e, rest) => start(s, e, rest));
+          return;
+        }
+        start(s, ends, new Uint8Array(0));
       },
-      data(s: Socket<Relay>, chunk: Buffer) {
+      data(s: Socket<Stage>, chunk: Buffer) {
         s.data?.fromClient(chunk);
       },
-      drain(s: Socket<Relay>) {
+      drain(s: Socket<Stage>) {
         s.data?.drained("client");
       },
-      end(s: Socket<Relay>) {
+      end(s: Socket<Stage>) {
         s.data?.ended("client");
       },
-      close(s: Socket<Relay>, error?: Error) {
+      close(s: Socket<Stage>, error?: Error) {
         s.data?.closed("client", error);
       },
-      error(s: Socket<Relay>, error: Error) {
+      error(s: Socket<Stage>, error: Error) {
         s.data?.closed("client", error);
       },
     };
@@ -102,6 +135,7 @@ export class TcpService implements DataPlaneService {
     this.closing = true;
     for (const { listener } of this.listeners.splice(0)) listener.stop(false);
     if (abort) for (const r of [...this.active]) r.abort();
-    if (this.active.size === 0) this.stopSweep();
+    if (abort) for (const h of [...this.pending]) h.abort();
+    if (this.active.size === 0 && this.pending.size === 0) this.stopSweep();
   }
 }
