@@ -39,6 +39,13 @@ export function mustSendHeader(trusted: readonly Prefix[], client: Endpoint): bo
   return trusted.some((p) => prefixContains(p, client.addr));
 }
 
+/** A connection before its relay exists (PROXY header or TLS handshake pending), swept by the service's timer. */
+export interface Pending {
+  sweep(now: number): void;
+  /** Reset without counting (the service is shutting down, or the stage gave up). */
+  abort(): void;
+}
+
 export interface InboundOptions {
   /** §2 of proxy-protocol.txt: the header must be complete within a few seconds ("at least 3"). */
   readonly timeoutMs: number;
@@ -46,11 +53,11 @@ export interface InboundOptions {
   /** Released here when the connection is refused; the next stage takes it over otherwise. */
   readonly admission: Admission;
   /** Headers in progress, swept by the service's timer. */
-  readonly pending: Set<InboundHeader>;
+  readonly pending: Set<Pending>;
 }
 
 /** A connection whose PROXY header is not complete yet. */
-export class InboundHeader {
+export class InboundHeader implements Pending {
   private received: Uint8Array = new Uint8Array(0);
   private done = false;
   private readonly deadline: number;

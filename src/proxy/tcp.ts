@@ -5,7 +5,8 @@ import { serviceFamilies, type ServiceConfig } from "../config/service";
 import { ConfigError, EdgeError } from "../errors";
 import type { Admission } from "./admission";
 import type { CoarseClock } from "./clock";
-import { InboundHeader, mustSendHeader, socketEnds, type Ends } from "./inbound";
+import { TlsHandshake } from "./handshake";
+import { InboundHeader, mustSendHeader, socketEnds, type Ends, type Pending } from "./inbound";
 import { proxyV1Header, proxyV2Header } from "./proxyheader/encode";
 import { Relay } from "./relay";
 import { responderHandlers } from "./responder";
@@ -13,15 +14,15 @@ import { LISTEN_ADDRESS, type DataPlaneService, type ServiceSocket } from "./ser
 import { ServiceStats } from "./stats";
 
 // What a client socket's `data` is: the PROXY header reader first (accept_proxy sources only), then the relay.
-type Stage = Relay | InboundHeader;
+type Stage = Relay | InboundHeader | TlsHandshake;
 
 /** A tcp-mode service: one listener per address family, every steered connection relayed to the origin. */
 export class TcpService implements DataPlaneService {
   readonly protocol = "tcp";
   readonly stats = new ServiceStats();
   private readonly active = new Set<Relay>();
-  // Connections from accept_proxy sources whose PROXY header is still incomplete.
-  private readonly pending = new Set<InboundHeader>();
+  // Connections whose PROXY header (accept_proxy) or TLS handshake is still incomplete.
+  private readonly pending = new Set<Pending>();
   private readonly listeners: { family: Family; listener: TCPSocketListener<any> }[] = [];
   private readonly stopSweep: () => void;
   private closing = false;
@@ -74,6 +75,7 @@ export class TcpService implements DataPlaneService {
     // §2 of proxy-protocol.txt: at least 3 s for the header, to cover a TCP retransmit.
     const inbound = { timeoutMs: Math.max(3_000, this.config.connectTimeoutMs), stats: this.stats, admission, pending: this.pending };
     const clock = this.clock;
+    const tls = this.config.tls !== undefined;
     const start = (s: Socket<any>, ends: Ends, rest: Uint8Array) => {
       const relay = new Relay(s, options, active);
       s.data = relay;
@@ -96,7 +98,14 @@ export class TcpService implements DataPlaneService {
           s.data = new InboundHeader(s, ends, inbound, clock.now, (e, rest) => start(s, e, rest));
           return;
         }
+        if (tls) {
+          s.data = new TlsHandshake(s, inbound, clock.now, () => start(s, ends, new Uint8Array(0)));
+          return;
+        }
         start(s, ends, new Uint8Array(0));
+      },
+      handshake(s: Socket<Stage>, success: boolean) {
+        if (s.data instanceof TlsHandshake) s.data.handshaken(success);
       },
       data(s: Socket<Stage>, chunk: Buffer) {
         s.data?.fromClient(chunk);
