@@ -69,16 +69,19 @@ export interface Seen {
 /**
  * A TCP origin that reads a whole connection (until FIN), parses a PROXY v1
  * or v2 header at its start with the parsers above, and answers with what it
- * saw as JSON (a Seen), then closes. Every connection's Seen is kept too.
+ * saw as JSON (a Seen), then closes. Every connection's Seen is kept too,
+ * and `accepted` counts connections, finished or not.
  */
-export function headerOrigin(host = "127.0.0.1", port = 0): { listener: TCPSocketListener<{ chunks: Buffer[] }>; seen: Seen[] } {
+export function headerOrigin(host = "127.0.0.1", port = 0): { listener: TCPSocketListener<{ chunks: Buffer[] }>; seen: Seen[]; accepted: () => number } {
   const seen: Seen[] = [];
+  let accepted = 0;
   const listener = Bun.listen<{ chunks: Buffer[] }>({
     hostname: host,
     port,
     allowHalfOpen: true,
     socket: {
       open(s) {
+        accepted++;
         s.data = { chunks: [] };
       },
       data(s, d) {
@@ -96,5 +99,5 @@ export function headerOrigin(host = "127.0.0.1", port = 0): { listener: TCPSocke
       },
     },
   });
-  return { listener, seen };
+  return { listener, seen, accepted: () => accepted };
 }
