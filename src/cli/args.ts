@@ -1,8 +1,11 @@
-import { readFileSync } from "node:fs";
 import { parsePrefix, type Prefix } from "../config/address";
-import { parseBalance, parseDuration, parseOrigin, parseProxyProtocol, poolOf } from "../config/origin";
+import { readFileSync } from "node:fs";
+import { parseBalance, parseDuration, parseOrigin, parseProxyProtocol, parseSize, poolOf } from "../config/origin";
+import { POOL_DEFAULTS, type HealthConfig } from "../config/pool";
+import { healthOf, parseTls } from "../config/pool-file";
+import { checkService } from "../config/validate";
 import { parsePorts, type PortRange } from "../config/ports";
-import { DEFAULTS, transportOf, type Balance, type Mode, type OriginConfig, type ServeConfig, type TlsConfig } from "../config/service";
+import { DEFAULTS, transportOf, type Balance, type Mode, type OriginConfig, type ServeConfig, type ServiceConfig } from "../config/service";
 import { ConfigError } from "../errors";
 
 export type Command =
@@ -28,15 +31,23 @@ Options:
   --origin HOST[:PORT]  forward to HOST; without PORT, to the port the client dialled.
                         Without --origin: a built-in responder (HTTP page naming the
                         original destination, echo for anything else)
-  --mode tcp|udp        service mode (default tcp; http is planned). udp keeps every
-                        (client, original destination) pair as a flow with its own origin socket
-  --proxy-protocol P    tell the origin the client's address; tcp: v1 or v2 (PROXY header at
-                        the start of each origin connection); udp: v2 (PROXY v2 on a flow's
-                        first datagram) or spp (Cloudflare's Simple Proxy Protocol); default off
-  --accept-proxy LIST   tcp: source prefixes (trusted load balancers) whose connections must
-                        start with a PROXY v1 or v2 header naming the real client (repeatable)
-  --tls-cert FILE       tcp: terminate TLS with this PEM certificate (chain) and --tls-key FILE;
-  --tls-key FILE        the origin gets plaintext (default: bytes pass through as they are)
+  --origin 'HOST:PORT weight=N'
+                        repeat --origin for a pool; HOST:LO-HI maps the edge range by offset
+  --balance B           round-robin (default), least-connections or hash (client address)
+  --health-interval D   check origins actively every D (TCP connect; http: GET --health-path)
+  --health-timeout D    a check's timeout (default 2s, at most the interval)
+  --health-path PATH    http: the path checked (default /; 2xx and 3xx pass)
+  --mode tcp|udp|http   service mode (default tcp). udp keeps every (client, original
+                        destination) pair as a flow with its own origin socket; http proxies
+                        HTTP/1.1 requests with X-Forwarded-* and Forwarded headers
+  --proxy-protocol P    tell the origin the client's address: tcp v1 or v2 (PROXY header at the
+                        start of each origin connection); udp v2 (on a flow's first datagram)
+                        or spp (Cloudflare's Simple Proxy Protocol); default off
+  --accept-proxy LIST   tcp/http: connections from these prefixes (your load balancers) must
+                        start with a PROXY v1/v2 header naming the real client
+  --tls-cert FILE       tcp/http: terminate TLS with this PEM certificate (and --tls-key FILE)
+  --first-byte-timeout D  http: the origin's response must start within D (default 60s)
+  --max-body-size SIZE  http: larger request bodies get 413 (default 1GiB; 100MiB, 512KiB ...)
   --name NAME           service name (default: default)
   --take-over           also steer ports where another socket already listens
   --bpffs PATH          bpffs mount for pinned state (default $EDGEPROXY_BPFFS or /sys/fs/bpf)
@@ -62,6 +73,12 @@ export function parseArgs(argv: readonly string[]): Command {
   const prefixes: Prefix[] = [];
   const origins: OriginConfig[] = [];
   let balance: Balance | undefined;
+  const health: { -readonly [K in keyof HealthConfig]?: HealthConfig[K] } = {};
+  const acceptProxy: Prefix[] = [];
+  let tlsCert: string | undefined;
+  let tlsKey: string | undefined;
+  let firstByteTimeoutMs: number | undefined;
+  let maxBodyBytes: number | undefined;
   let mode: Mode = "tcp";
   let name = "default";
   let takeOver = false;
@@ -73,9 +90,6 @@ export function parseArgs(argv: readonly string[]): Command {
   let bpffs: string | undefined;
   let configFile: string | undefined;
   let admin: ServeConfig["admin"] = { kind: "off" };
-  const acceptProxy: Prefix[] = [];
-  let tlsCertFile: string | undefined;
-  let tlsKeyFile: string | undefined;
   const seen = new Set<string>();
 
   for (let i = 0; i < args.length; i++) {
@@ -112,11 +126,42 @@ export function parseArgs(argv: readonly string[]): Command {
         once();
         balance = parseBalance(value(), flag);
         break;
+      case "--health-interval":
+        once();
+        health.intervalMs = parseDuration(value(), flag);
+        break;
+      case "--health-timeout":
+        once();
+        health.timeoutMs = parseDuration(value(), flag);
+        break;
+      case "--health-path":
+        once();
+        health.path = value();
+        if (!/^\/[\x21-\x7e]*$/.test(health.path)) throw new ConfigError(flag, `"${health.path}" must start with / and hold no spaces or control characters`);
+        break;
+      case "--accept-proxy":
+        for (const p of value().split(",")) acceptProxy.push(parsePrefix(p.trim(), flag));
+        break;
+      case "--tls-cert":
+        once();
+        tlsCert = value();
+        break;
+      case "--tls-key":
+        once();
+        tlsKey = value();
+        break;
+      case "--first-byte-timeout":
+        once();
+        firstByteTimeoutMs = parseDuration(value(), flag);
+        break;
+      case "--max-body-size":
+        once();
+        maxBodyBytes = parseSize(value(), flag);
+        break;
       case "--mode": {
         once();
         const m = value();
         if (!MODES.includes(m as Mode)) throw new ConfigError("--mode", `"${m}" is not one of ${MODES.join(", ")}`);
-        if (m === "http") throw new ConfigError("--mode", `${m} services are not available yet in this version`);
         mode = m as Mode;
         break;
       }
@@ -153,17 +198,6 @@ export function parseArgs(argv: readonly string[]): Command {
         once();
         proxyProtocolText = value();
         break;
-      case "--accept-proxy":
-        for (const p of value().split(",")) acceptProxy.push(parsePrefix(p.trim(), "--accept-proxy"));
-        break;
-      case "--tls-cert":
-        once();
-        tlsCertFile = value();
-        break;
-      case "--tls-key":
-        once();
-        tlsKeyFile = value();
-        break;
       case "--max-connections":
         once();
         maxConnections = positive(flag, value());
@@ -186,61 +220,38 @@ export function parseArgs(argv: readonly string[]): Command {
   const transport = transportOf(mode);
   if (transport === "udp" && seen.has("--connect-timeout")) throw new ConfigError("--connect-timeout", "UDP has no connections to time out; use --idle-timeout for flows");
   const proxyProtocol = parseProxyProtocol(proxyProtocolText, mode, "--proxy-protocol");
-  if (transport === "udp" && acceptProxy.length) throw new ConfigError("--accept-proxy", "UDP datagrams carry no PROXY header to accept; it is for tcp services");
-  const tls = tlsFlags(tlsCertFile, tlsKeyFile, transport);
-  if (tls && acceptProxy.length) throw new ConfigError("--accept-proxy", "cannot be combined with --tls-cert yet (the PROXY header precedes the TLS handshake)");
-  return {
-    kind: "serve",
-    config: {
-      takeOver,
-      maxConnections,
-      maxFlows,
-      bpffs,
-      admin,
-      services: [
-        {
-          name,
-          mode,
-          bindings: [
-            {
-              protocol: transport,
-              prefixes: prefixes.length ? prefixes : [parsePrefix(DEFAULTS.prefix)],
-              ports: ports.length ? ports : parsePorts(DEFAULTS.ports),
-            },
-          ],
-          pool: origins.length ? poolOf(origins, { balance }) : undefined,
-          connectTimeoutMs,
-          idleTimeoutMs: idleTimeoutMs ?? (transport === "udp" ? DEFAULTS.udpIdleTimeoutMs : DEFAULTS.idleTimeoutMs),
-          proxyProtocol,
-          access: { allow: [], deny: [] },
-          acceptProxy,
-          ...(tls ? { tls } : {}),
-        },
-      ],
-    },
+  const checks = Object.keys(health).length ? healthOf(health, "--health-interval") : undefined;
+  if (checks && !seen.has("--health-interval")) throw new ConfigError(seen.has("--health-timeout") ? "--health-timeout" : "--health-path", "needs --health-interval");
+  if (health.path !== undefined && mode !== "http") throw new ConfigError("--health-path", `${mode} pools are checked by TCP connect; --health-path is for --mode http`);
+  if ((balance || checks) && origins.length === 0) throw new ConfigError(balance ? "--balance" : "--health-interval", "applies to a pool: give --origin too");
+  for (const flag of ["--first-byte-timeout", "--max-body-size"]) if (seen.has(flag) && mode !== "http") throw new ConfigError(flag, `is for --mode http`);
+  const tls = parseTls({ file: tlsCert, where: "--tls-cert" }, { file: tlsKey, where: "--tls-key" }, mode, (p) => readFileSync(p, "utf8"));
+  const http =
+    mode === "http"
+      ? { ...POOL_DEFAULTS.http, firstByteTimeoutMs: firstByteTimeoutMs ?? POOL_DEFAULTS.http.firstByteTimeoutMs, maxBodyBytes: maxBodyBytes ?? POOL_DEFAULTS.http.maxBodyBytes, routes: [] }
+      : undefined;
+  const service: ServiceConfig = {
+    name,
+    mode,
+    bindings: [
+      {
+        protocol: transport,
+        prefixes: prefixes.length ? prefixes : [parsePrefix(DEFAULTS.prefix)],
+        ports: ports.length ? ports : parsePorts(DEFAULTS.ports),
+      },
+    ],
+    pool: origins.length ? poolOf(origins, { balance, health: checks }) : undefined,
+    connectTimeoutMs,
+    idleTimeoutMs: idleTimeoutMs ?? (transport === "udp" ? DEFAULTS.udpIdleTimeoutMs : DEFAULTS.idleTimeoutMs),
+    proxyProtocol,
+    access: { allow: [], deny: [] },
+    acceptProxy,
+    tls,
+    http,
   };
+  checkService(service, (key) => ({ origins: "--origin", route: "--origin", accept_proxy: "--accept-proxy" })[key] ?? key);
+  return { kind: "serve", config: { takeOver, maxConnections, maxFlows, bpffs, admin, services: [service] } };
 }
-
-function tlsFlags(certFile: string | undefined, keyFile: string | undefined, transport: "tcp" | "udp"): TlsConfig | undefined {
-  if (certFile === undefined && keyFile === undefined) return undefined;
-  if (transport === "udp") throw new ConfigError(certFile !== undefined ? "--tls-cert" : "--tls-key", "TLS termination is for tcp services");
-  if (certFile === undefined) throw new ConfigError("--tls-key", "needs --tls-cert too");
-  if (keyFile === undefined) throw new ConfigError("--tls-cert", "needs --tls-key too");
-  const read = (flag: string, file: string, what: RegExp) => {
-    let text: string;
-    try {
-      text = readFileSync(file, "utf8");
-    } catch (e) {
-      throw new ConfigError(flag, `cannot read ${file}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`);
-    }
-    if (!what.test(text)) throw new ConfigError(flag, `${file} holds no PEM ${what === PEM_CERT ? "certificate" : "private key"}`);
-    return text;
-  };
-  return { certFile, keyFile, cert: read("--tls-cert", certFile, PEM_CERT), key: read("--tls-key", keyFile, PEM_KEY) };
-}
-
-const PEM_CERT = /-----BEGIN CERTIFICATE-----/;
-const PEM_KEY = /-----BEGIN (RSA |EC |ENCRYPTED )?PRIVATE KEY-----/;
 
 function positive(flag: string, v: string): number {
   if (!/^\d+$/.test(v) || Number(v) < 1) throw new ConfigError(flag, `"${v}" is not a positive whole number`);
