@@ -219,9 +219,13 @@ describe("PROXY headers from trusted load balancers (--accept-proxy)", () => {
 
       expect(o.seen).toEqual([]);
       expect(await headerErrors(w.admin)).toEqual({ signature: 1, malformed: 2, too_long: 1, truncated: 1, timeout: 1 });
+      const status = (await (await fetch("http://localhost/status", { unix: w.admin } as RequestInit)).json()) as { services: { name: string; connections?: { proxyHeaderErrors: Record<string, number> } }[] };
+      expect(status.services.find((s) => s.name === "default")?.connections?.proxyHeaderErrors).toEqual({ signature: 1, malformed: 2, too_long: 1, truncated: 1, timeout: 1 });
       // And a good one still goes through afterwards.
       const ok = seen(await exchange(host, 7000, "PROXY TCP4 203.0.113.7 198.51.100.9 5555 7000\r\nok", 5000, LB4));
       expect(ok.payload).toBe("ok");
+      expect(await f.ep!.stop()).toBe(0);
+      expect(f.ep!.stderr).toContain("PROXY header errors: signature 1, malformed 2, too_long 1, truncated 1, timeout 1");
     } finally {
       w.done();
     }

@@ -132,7 +132,8 @@ export class TcpService implements DataPlaneService {
   summary(): string {
     const s = this.stats;
     const errors = [...s.originErrors].map(([kind, n]) => `${kind} ${n}`).join(", ") || "none";
-    return `${s.connectionsTotal} connections, ${s.bytesFromClients} bytes in, ${s.bytesFromOrigins} bytes out, origin errors: ${errors}`;
+    const header = [...s.proxyHeaderErrors].map(([reason, n]) => `${reason} ${n}`).join(", ");
+    return `${s.connectionsTotal} connections, ${s.bytesFromClients} bytes in, ${s.bytesFromOrigins} bytes out, origin errors: ${errors}${header ? `, PROXY header errors: ${header}` : ""}`;
   }
 
   /**
