@@ -192,6 +192,11 @@ export class OriginPool {
     }
   }
 
+  /** The service's edge port range the pool maps origin port ranges into. */
+  get edgeRange(): PortRange | undefined {
+    return this.options.edgeRange;
+  }
+
   /** Start checking endpoints and watching names; resolves when every name has been resolved once (or failed to). */
   async start(): Promise<void> {
     if (this.closed || this.running) return;

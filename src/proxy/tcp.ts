@@ -3,6 +3,7 @@ import { fstatSync } from "node:fs";
 import type { Family } from "../config/address";
 import { serviceFamilies, type ServiceConfig } from "../config/service";
 import { EdgeError } from "../errors";
+import type { OriginPool } from "../origin/pool";
 import type { Admission } from "./admission";
 import type { CoarseClock } from "./clock";
 import { Relay } from "./relay";
@@ -23,6 +24,8 @@ export class TcpService implements DataPlaneService {
     readonly config: ServiceConfig,
     private readonly clock: CoarseClock,
     private readonly admission: Admission,
+    /** Absent for the built-in responder. Owned: started on listen, closed with the service. */
+    readonly pool?: OriginPool,
   ) {
     this.stopSweep = clock.onTick((now) => {
       for (const r of this.active) r.sweep(now);
@@ -39,20 +42,20 @@ export class TcpService implements DataPlaneService {
           hostname: LISTEN_ADDRESS[family],
           port: 0,
           allowHalfOpen: true,
-          socket: this.config.pool ? this.relayHandlers() : responderHandlers(this.admission),
+          socket: this.pool ? this.relayHandlers(this.pool) : responderHandlers(this.admission),
         });
         this.listeners.push({ family, listener });
         const fd = (listener as unknown as { fd: number }).fd;
         return { family, fd, inode: fstatSync(fd).ino, address: `${family === 6 ? `[${listener.hostname}]` : listener.hostname}:${listener.port}` };
       });
+      void this.pool?.start();
     } catch (cause) {
       this.close();
       throw new EdgeError(`service ${this.config.name}`, `cannot open a listening socket: ${(cause as Error).message}`, "kernel", { cause });
     }
   }
 
-  private relayHandlers() {
-    const origin = this.config.pool!.origins[0]!;
+  private relayHandlers(pool: OriginPool) {
     const admission = this.admission;
     const options = { connectTimeoutMs: this.config.connectTimeoutMs, idleTimeoutMs: this.config.idleTimeoutMs, clock: this.clock, stats: this.stats, admission };
     const active = this.active;
@@ -62,8 +65,13 @@ export class TcpService implements DataPlaneService {
         if (!admission.admit()) return void s.terminate();
         const relay = new Relay(s, options, active);
         s.data = relay;
-        // No origin port: the port the client dialled, which is the accepted socket's local port.
-        relay.connect({ host: origin.host, port: origin.port ?? s.localPort });
+        // The edge port is the accepted socket's local port (port-preserving and port-range origins need it).
+        const pick = pool.pick(s.remoteAddress, s.localPort);
+        if (!pick) {
+          options.stats.originError("no_origin");
+          return relay.abort();
+        }
+        relay.connect(pick);
       },
       data(s: Socket<Relay>, chunk: Buffer) {
         s.data?.fromClient(chunk);
@@ -84,7 +92,7 @@ export class TcpService implements DataPlaneService {
   }
 
   report() {
-    return { connections: this.stats.snapshot() };
+    return { connections: this.stats.snapshot(), ...(this.pool ? { origins: this.pool.snapshot() } : {}) };
   }
 
   summary(): string {
@@ -100,6 +108,7 @@ export class TcpService implements DataPlaneService {
    */
   close(abort = false): void {
     this.closing = true;
+    this.pool?.close();
     for (const { listener } of this.listeners.splice(0)) listener.stop(false);
     if (abort) for (const r of [...this.active]) r.abort();
     if (this.active.size === 0) this.stopSweep();
