@@ -7,6 +7,7 @@ import { serviceBindings } from "../server/bindings";
 import { parseAddress, parsePrefix, type Prefix } from "./address";
 import { parseBalance, parseDuration, parseOrigin, parseProxyProtocol, poolOf } from "./origin";
 import { parsePorts } from "./ports";
+import { POOL_DEFAULTS, type PoolConfig } from "./pool";
 import { Fields, isTable } from "./schema";
 import { DEFAULTS, transportOf, type AdminConfig, type BindingConfig, type Mode, type ServeConfig, type ServiceConfig } from "./service";
 
@@ -20,7 +21,9 @@ const MAX_SOCKET_PATH = 107;
 
 const TOP_FIELDS = ["take_over", "max_connections", "max_flows", "admin", "service"];
 const ADMIN_FIELDS = ["enabled", "socket", "listen", "token", "token_file"];
-const SERVICE_FIELDS = ["name", "mode", "origin", "origins", "balance", "connect_timeout", "idle_timeout", "proxy_protocol", "allow", "deny", "bind"];
+const SERVICE_FIELDS = ["name", "mode", "origin", "origins", "balance", "connect_timeout", "idle_timeout", "proxy_protocol", "allow", "deny", "bind", "health", "eject"];
+const HEALTH_FIELDS = ["interval", "timeout", "rise", "fall", "path"];
+const EJECT_FIELDS = ["failures", "duration"];
 const BIND_FIELDS = ["protocol", "prefixes", "ports"];
 const IN_SERVICE = "it belongs in a [[service]] table";
 const IN_BIND = "it belongs in a [[service.bind]] table";
@@ -198,7 +201,13 @@ function parseService(raw: unknown, index: number, file: string): ServiceConfig 
   const key = f.has("origins") ? "origins" : "origin";
   if (f.has("origins") && originTexts.length === 0) throw new ConfigError(f.at("origins"), "must not be empty");
   const balanceText = f.string("balance");
-  const pool = originTexts.length ? poolOf(originTexts.map((t) => parseOrigin(t, f.at(key))), { balance: balanceText === undefined ? undefined : parseBalance(balanceText, f.at("balance")) }) : undefined;
+  const pool = originTexts.length
+    ? poolOf(originTexts.map((t) => parseOrigin(t, f.at(key))), {
+        balance: balanceText === undefined ? undefined : parseBalance(balanceText, f.at("balance")),
+        health: f.has("health") ? parseHealth(f.value("health"), f.at("health")) : undefined,
+        eject: f.has("eject") ? parseEject(f.value("eject"), f.at("eject")) : undefined,
+      })
+    : undefined;
   const duration = (key: string, fallback: number) => {
     const t = f.text(key);
     return t === undefined ? fallback : parseDuration(t, f.at(key));
@@ -217,6 +226,20 @@ function parseService(raw: unknown, index: number, file: string): ServiceConfig 
 
   // pool stays a key even when undefined, as on the command line, so both configs compare equal.
   return { name, mode, bindings, pool, connectTimeoutMs, idleTimeoutMs, proxyProtocol, access, acceptProxy: [] };
+}
+
+// Minimal: the full parsing (and its flags) lands with the config work on main.
+function parseHealth(raw: unknown, where: string): PoolConfig["health"] {
+  const f = Fields.of(raw, where, ".", HEALTH_FIELDS);
+  const d = POOL_DEFAULTS.health;
+  const ms = (k: string, fallback: number) => (f.text(k) === undefined ? fallback : parseDuration(f.text(k)!, f.at(k)));
+  return { intervalMs: ms("interval", d.intervalMs), timeoutMs: ms("timeout", d.timeoutMs), rise: f.positiveInteger("rise") ?? d.rise, fall: f.positiveInteger("fall") ?? d.fall, path: f.string("path") ?? d.path };
+}
+
+function parseEject(raw: unknown, where: string): PoolConfig["eject"] {
+  const f = Fields.of(raw, where, ".", EJECT_FIELDS);
+  const d = POOL_DEFAULTS.eject;
+  return { failures: f.positiveInteger("failures") ?? d.failures, durationMs: f.text("duration") === undefined ? d.durationMs : parseDuration(f.text("duration")!, f.at("duration")) };
 }
 
 function parseBind(raw: unknown, where: string, transport: "tcp" | "udp"): BindingConfig {

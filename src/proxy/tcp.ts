@@ -37,7 +37,7 @@ export class TcpService implements DataPlaneService {
   listen(): ServiceSocket[] {
     const families = serviceFamilies(this.config);
     try {
-      return families.map((family) => {
+      const sockets = families.map((family) => {
         const listener = Bun.listen<any>({
           hostname: LISTEN_ADDRESS[family],
           port: 0,
@@ -49,6 +49,7 @@ export class TcpService implements DataPlaneService {
         return { family, fd, inode: fstatSync(fd).ino, address: `${family === 6 ? `[${listener.hostname}]` : listener.hostname}:${listener.port}` };
       });
       void this.pool?.start();
+      return sockets;
     } catch (cause) {
       this.close();
       throw new EdgeError(`service ${this.config.name}`, `cannot open a listening socket: ${(cause as Error).message}`, "kernel", { cause });
