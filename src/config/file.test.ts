@@ -174,7 +174,7 @@ describe("errors name the file, the service and the field", () => {
     [web(undefined, 'orign = "x"'), 'edgeproxy.toml: service "web": unknown field "orign" (did you mean "origin"?)'],
     [web(undefined, "ports = 80"), 'edgeproxy.toml: service "web": unknown field "ports" (it belongs in a [[service.bind]] table)'],
     [web('prefix = "192.0.2.0/24"\nports = 80'), 'edgeproxy.toml: service "web": bind[1]: unknown field "prefix" (did you mean "prefixes"?)'],
-    [web(undefined, "xyz = 1"), 'edgeproxy.toml: service "web": unknown field "xyz" (known: name, mode, origin, origins, balance, connect_timeout, idle_timeout, proxy_protocol, allow, deny, bind)'],
+    [web(undefined, "xyz = 1"), 'edgeproxy.toml: service "web": unknown field "xyz" (known: name, mode, origin, origins, balance, connect_timeout, idle_timeout, proxy_protocol, allow, deny, bind, health, eject)'],
     // types and required fields
     [`take_over = "yes"\n${web()}`, "edgeproxy.toml: take_over: expected true or false, got a string"],
     [`max_connections = 0\n${web()}`, "edgeproxy.toml: max_connections: 0 is not a positive integer"],
