@@ -36,6 +36,8 @@ export class DataPlanes {
    * re-resolving when the service listens, and closes with it).
    */
   create(cfg: ServiceConfig, origins: ResolvedOrigins): DataPlaneService {
+    // The config parses http services now; their data plane lands separately (src/proxy/http).
+    if (cfg.mode === "http") throw new ConfigError(`service ${cfg.name}`, "http services are not available yet in this version");
     const pool = cfg.pool && new OriginPool(cfg.pool, { edgeRange: edgeRangeOf(cfg), resolved: origins, kind: cfg.mode, owner: `service ${cfg.name}` });
     if (cfg.mode !== "udp") {
       if (this.admission.max < 1) {
