@@ -1,4 +1,5 @@
 import type { Mode } from "../config/service";
+import type { OriginStatus } from "../origin/pool";
 import type { DatagramStats } from "../proxy/udp/stats";
 
 /** Kernel-side counters of one service (struct ep_service_counters, summed over CPUs). */
@@ -57,6 +58,8 @@ export interface ServiceSnapshot {
   readonly connections?: ConnectionStats;
   /** UDP services this process runs. */
   readonly datagrams?: DatagramStats;
+  /** Services this process runs with an origin pool: each origin's endpoints, health and load. */
+  readonly origins?: readonly OriginStatus[];
 }
 
 export interface StatusSnapshot {

@@ -1,4 +1,5 @@
 import { UDP_DROP_REASONS, type DatagramStats } from "../proxy/udp/stats";
+import type { OriginStatus } from "../origin/pool";
 import type { ConnectionStats, ServiceSnapshot, StatusSnapshot } from "./backend";
 
 /** The Content-Type of renderMetrics' output. */
@@ -9,7 +10,8 @@ type Labels = Readonly<Record<string, string>>;
 type Kind = "counter" | "gauge" | "histogram";
 
 // Classes every proxied service reports, even at zero, so rate() has a series from the start.
-const ORIGIN_ERROR_CLASSES = ["refused", "timeout", "reset", "unreachable", "other"];
+// no_origin: every origin of the pool was down or ejected, so none was tried.
+const ORIGIN_ERROR_CLASSES = ["refused", "timeout", "reset", "unreachable", "other", "no_origin"];
 const PROXY_HEADER_ERRORS = ["signature", "malformed", "too_long", "truncated", "timeout"];
 
 /** Render a status snapshot in the Prometheus text exposition format 0.0.4. */
@@ -81,6 +83,19 @@ export function renderMetrics(s: StatusSnapshot): string {
   perService(proxied, "proxy_header_errors_total", "counter", "Inbound PROXY headers refused (connection reset), by reason.", (svc, emit) => {
     const errors = svc.connections.proxyHeaderErrors;
     for (const r of [...new Set([...PROXY_HEADER_ERRORS, ...Object.keys(errors).sort()])]) emit({ reason: r }, errors[r] ?? 0);
+  });
+
+  // One series per endpoint (an origin's address): a name's addresses come and go with DNS.
+  const pooled = all.filter((svc) => svc.origins);
+  const perEndpoint = (name: string, kind: Kind, help: string, value: (e: OriginStatus["endpoints"][number]) => number) =>
+    perService(pooled, name, kind, help, (svc, emit) => {
+      for (const o of svc.origins!) for (const e of o.endpoints) emit({ origin: o.origin, address: e.address }, value(e));
+    });
+  perEndpoint("origin_up", "gauge", "1 when the origin endpoint takes new connections (active checks pass, not ejected).", (e) => (e.up ? 1 : 0));
+  perEndpoint("origin_active", "gauge", "Connections (tcp) open to the origin endpoint now.", (e) => e.active);
+  perEndpoint("origin_ejections_total", "counter", "Times the origin endpoint was ejected after consecutive connect failures.", (e) => e.ejections);
+  perService(pooled, "origin_resolve_failures_total", "counter", "Failed re-resolutions of an origin name (its last good addresses stay in use).", (svc, emit) => {
+    for (const o of svc.origins!) emit({ origin: o.origin }, o.resolveFailures);
   });
 
   const udp = all.filter((svc): svc is ServiceSnapshot & { datagrams: DatagramStats } => !!svc.datagrams);

@@ -1,8 +1,9 @@
 import type { Socket, TCPSocketListener } from "bun";
 import { fstatSync } from "node:fs";
-import type { Family } from "../config/address";
+import { formatAddress, type Family } from "../config/address";
 import { serviceFamilies, type ServiceConfig } from "../config/service";
 import { ConfigError, EdgeError } from "../errors";
+import type { OriginPool } from "../origin/pool";
 import type { Admission } from "./admission";
 import type { CoarseClock } from "./clock";
 import { TlsHandshake } from "./handshake";
@@ -31,6 +32,8 @@ export class TcpService implements DataPlaneService {
     readonly config: ServiceConfig,
     private readonly clock: CoarseClock,
     private readonly admission: Admission,
+    /** Absent for the built-in responder. Owned: started on listen, closed with the service. */
+    readonly pool?: OriginPool,
   ) {
     this.stopSweep = clock.onTick((now) => {
       for (const r of this.active) r.sweep(now);
@@ -47,27 +50,28 @@ export class TcpService implements DataPlaneService {
       throw new ConfigError(`service ${this.config.name}`, "accept_proxy with TLS termination is not supported yet");
     }
     try {
-      return families.map((family) => {
+      const sockets = families.map((family) => {
         const listener = Bun.listen<any>({
           hostname: LISTEN_ADDRESS[family],
           port: 0,
           allowHalfOpen: true,
           // Terminate TLS here; the origin gets plaintext. Without it, bytes pass through as they are.
           ...(this.config.tls ? { tls: { cert: this.config.tls.cert, key: this.config.tls.key } } : {}),
-          socket: this.config.pool ? this.relayHandlers() : responderHandlers(this.admission),
+          socket: this.pool ? this.relayHandlers(this.pool) : responderHandlers(this.admission),
         });
         this.listeners.push({ family, listener });
         const fd = (listener as unknown as { fd: number }).fd;
         return { family, fd, inode: fstatSync(fd).ino, address: `${family === 6 ? `[${listener.hostname}]` : listener.hostname}:${listener.port}` };
       });
+      void this.pool?.start();
+      return sockets;
     } catch (cause) {
       this.close();
       throw new EdgeError(`service ${this.config.name}`, `cannot open a listening socket: ${(cause as Error).message}`, "kernel", { cause });
     }
   }
 
-  private relayHandlers() {
-    const origin = this.config.pool!.origins[0]!;
+  private relayHandlers(pool: OriginPool) {
     const admission = this.admission;
     const options = { connectTimeoutMs: this.config.connectTimeoutMs, idleTimeoutMs: this.config.idleTimeoutMs, clock: this.clock, stats: this.stats, admission };
     const active = this.active;
@@ -81,8 +85,14 @@ export class TcpService implements DataPlaneService {
       s.data = relay;
       if (proxyProtocol === "v1") relay.preamble(proxyV1Header(ends.client, ends.edge));
       if (proxyProtocol === "v2") relay.preamble(proxyV2Header(ends.client, ends.edge, "stream"));
-      // No origin port: the port the client dialled (the accepted socket's local port, or a trusted PROXY header's destination port).
-      relay.connect({ host: origin.host, port: origin.port ?? ends.edge.port });
+      // Balancing sees the client, and port-preserving and port-range origins the edge port, as a
+      // trusted PROXY header names them (else the socket's peer and local port).
+      const pick = pool.pick(formatAddress(ends.client.addr), ends.edge.port);
+      if (!pick) {
+        options.stats.originError("no_origin");
+        return relay.abort();
+      }
+      relay.connect(pick);
       if (rest.length) relay.fromClient(rest);
     };
     return {
@@ -126,7 +136,7 @@ export class TcpService implements DataPlaneService {
   }
 
   report() {
-    return { connections: this.stats.snapshot() };
+    return { connections: this.stats.snapshot(), ...(this.pool ? { origins: this.pool.snapshot() } : {}) };
   }
 
   summary(): string {
@@ -143,6 +153,7 @@ export class TcpService implements DataPlaneService {
    */
   close(abort = false): void {
     this.closing = true;
+    this.pool?.close();
     for (const { listener } of this.listeners.splice(0)) listener.stop(false);
     if (abort) for (const r of [...this.active]) r.abort();
     if (abort) for (const h of [...this.pending]) h.abort();

@@ -25,6 +25,7 @@ import {
 import { DatagramBatch, MAX_DATAGRAM } from "./batch";
 import type { ProxyProtocol } from "../../config/service";
 import { proxyV2Header, sppHeader, hasSppHeader, SPP_HEADER_SIZE } from "../proxyheader/encode";
+import { EndpointSet, type UdpOrigins, type WorkerEndpoint } from "./origins";
 import { C, dropIndex, ROW, type UdpDropReason } from "./stats";
 
 const EMSGSIZE = 90;
@@ -40,9 +41,7 @@ export interface UdpServiceSpec {
   readonly name: string;
   readonly listeners: readonly { readonly fd: number; readonly family: Family }[];
   /** Absent: echo every datagram back (the built-in responder). */
-  readonly origin?: Endpoint;
-  /** The origin's port is the one the client sent to. */
-  readonly portPreserving: boolean;
+  readonly origins?: UdpOrigins;
   readonly proxyProtocol: ProxyProtocol;
   readonly idleMs: number;
 }
@@ -50,10 +49,14 @@ export interface UdpServiceSpec {
 class Service {
   readonly kind = "listener";
   retired = false;
+  readonly endpoints: EndpointSet | undefined;
   constructor(
     readonly spec: UdpServiceSpec,
     readonly row: Float64Array,
-  ) {}
+  ) {
+    const o = spec.origins;
+    this.endpoints = o && new EndpointSet(o.balance, o.edgeRange, o.endpoints);
+  }
 }
 
 class Flow {
@@ -70,6 +73,8 @@ class Flow {
     public header: Uint8Array | undefined,
     readonly everyDatagram: boolean,
     public last: number,
+    /** The pool endpoint whose flow count this flow holds. */
+    readonly endpoint: WorkerEndpoint | undefined,
   ) {}
 }
 
@@ -109,6 +114,11 @@ export class Engine {
       this.byFd[l.fd] = svc;
       this.epoll.add(l.fd);
     }
+  }
+
+  /** A service's eligible origin endpoints changed (main thread: health, ejection, DNS). Open flows keep theirs. */
+  setOrigins(slot: number, endpoints: UdpOrigins["endpoints"]): void {
+    this.services.get(slot)?.endpoints?.update(endpoints);
   }
 
   /** Close a service's listeners; with `abort` its flows too. Its remaining flows run until idle. */
@@ -257,6 +267,11 @@ export class Engine {
       this.close(victim);
     }
     const spec = svc.spec;
+    const chosen = svc.endpoints?.pick(src.addr, dst.port);
+    if (svc.endpoints && !chosen) {
+      this.drop(svc, "no_origin");
+      return undefined;
+    }
     let client = -1;
     let upstream = -1;
     try {
@@ -268,10 +283,9 @@ export class Engine {
       else setIntOption(client, SOL_IPV6, IPV6_FREEBIND, 1, "flow socket");
       bindTo(client, dst, "flow socket");
       connectTo(client, src, "flow socket", "client");
-      if (spec.origin) {
-        upstream = openUdpSocket(spec.origin.family, "origin socket");
-        const port = spec.portPreserving ? dst.port : spec.origin.port;
-        connectTo(upstream, { ...spec.origin, port }, "origin socket", "origin");
+      if (chosen) {
+        upstream = openUdpSocket(chosen.target.family, "origin socket");
+        connectTo(upstream, chosen.target, "origin socket", "origin");
       }
       this.epoll.add(client);
       if (upstream >= 0) this.epoll.add(upstream);
@@ -283,7 +297,8 @@ export class Engine {
       return undefined;
     }
     const header = spec.proxyProtocol === "v2" ? proxyV2Header(src, dst, "dgram") : spec.proxyProtocol === "spp" ? sppHeader(src, dst) : undefined;
-    const f = new Flow(key, svc, client, upstream, header, spec.proxyProtocol === "spp", this.now);
+    const f = new Flow(key, svc, client, upstream, header, spec.proxyProtocol === "spp", this.now, chosen?.endpoint);
+    if (chosen) chosen.endpoint.active++;
     this.flows.set(key, f);
     this.unconfirmed.set(key, f);
     this.byFd[client] = f;
@@ -304,6 +319,7 @@ export class Engine {
       this.byFd[f.upstream] = undefined;
       closeFd(f.upstream);
     }
+    if (f.endpoint) f.endpoint.active--;
     bump(f.service.row, C.flowsActive, -1);
     this.settle(f.service);
   }

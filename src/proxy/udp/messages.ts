@@ -1,3 +1,4 @@
+import type { EndpointSpec } from "../../origin/pool";
 import type { UdpServiceSpec } from "./engine";
 
 /** Main thread → UDP worker. */
@@ -5,6 +6,7 @@ export type ToWorker =
   | { readonly op: "init"; readonly wakeFd: number; readonly counters: SharedArrayBuffer; readonly maxFlows: number }
   | { readonly op: "add"; readonly spec: UdpServiceSpec }
   | { readonly op: "retire"; readonly slot: number; readonly abort: boolean }
+  | { readonly op: "origins"; readonly slot: number; readonly endpoints: readonly EndpointSpec[] }
   | { readonly op: "stop" };
 
 /** UDP worker → main thread. */

@@ -1,4 +1,5 @@
 import { EdgeError } from "../../errors";
+import type { EndpointSpec } from "../../origin/pool";
 import { EventFd } from "../../system/epoll";
 import type { UdpServiceSpec } from "./engine";
 import type { FromWorker, ToWorker } from "./messages";
@@ -59,6 +60,11 @@ export class UdpPlane {
     this.counters.fill(0, slot * ROW, (slot + 1) * ROW);
     this.post({ op: "add", spec: { ...spec, slot } });
     return slot;
+  }
+
+  /** A service's eligible origin endpoints changed: new flows go to these. */
+  setOrigins(slot: number, endpoints: readonly EndpointSpec[]): void {
+    this.post({ op: "origins", slot, endpoints });
   }
 
   /** Close a service's listeners; with `abort` its flows too, else they run until idle. */

@@ -74,6 +74,9 @@ self.onmessage = (event: MessageEvent<ToWorker>) => {
       case "add":
         engine!.add(m.spec);
         break;
+      case "origins":
+        engine!.setOrigins(m.slot, m.endpoints);
+        break;
       case "retire":
         engine!.retire(m.slot, m.abort);
         break;
