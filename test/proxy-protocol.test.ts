@@ -162,6 +162,29 @@ describe("PROXY headers from trusted load balancers (--accept-proxy)", () => {
     }
   }, 20_000);
 
+  test("balancing sees the header's client: --balance hash spreads one balancer's clients over the pool, each client always to the same origin", async () => {
+    const a = headerOrigin();
+    const b = headerOrigin();
+    f.servers.push(a.listener, b.listener);
+    f.ep = await EdgeproxyProcess.start([
+      "--ports", PORTS, "--prefix", PREFIXES, "--origin", `127.0.0.1:${a.listener.port}`, "--origin", `127.0.0.1:${b.listener.port}`,
+      "--balance", "hash", "--proxy-protocol", "v1", "--accept-proxy", `${LB4}/32`,
+    ]);
+    for (let round = 0; round < 2; round++) {
+      for (let i = 1; i <= 16; i++) {
+        const r = seen(await exchange("192.0.2.10", 7000, `PROXY TCP4 203.0.113.${i} 198.51.100.9 5555 7000\r\n`, 5000, LB4));
+        expect(r.header?.source).toBe(`203.0.113.${i}`);
+      }
+    }
+    const clients = (o: ReturnType<typeof headerOrigin>) => new Set(o.seen.map((x) => x.header!.source));
+    // All from one socket address: hashing that would send all 32 to one origin.
+    expect(a.seen.length).toBeGreaterThan(0);
+    expect(b.seen.length).toBeGreaterThan(0);
+    expect(a.seen.length + b.seen.length).toBe(32);
+    // The same client went to the same origin both rounds.
+    expect([...clients(a)].filter((c) => clients(b).has(c))).toEqual([]);
+  }, 20_000);
+
   test("v2 LOCAL and v1 UNKNOWN keep the socket's own addresses", async () => {
     const o = headerOrigin();
     f.servers.push(o.listener);
