@@ -80,14 +80,16 @@ export class TcpService implements DataPlaneService {
     const inbound = { timeoutMs: Math.max(3_000, this.config.connectTimeoutMs), stats: this.stats, admission, pending: this.pending };
     const clock = this.clock;
     const tls = this.config.tls !== undefined;
-    const start = (s: Socket<any>, ends: Ends, rest: Uint8Array) => {
+    // `ends` is parsed only when a PROXY header is sent or accepted; plain connections skip the address parsing.
+    const needEnds = proxyProtocol !== "off" || acceptProxy.length > 0;
+    const start = (s: Socket<any>, ends: Ends | undefined, rest: Uint8Array) => {
       const relay = new Relay(s, options, active);
       s.data = relay;
-      if (proxyProtocol === "v1") relay.preamble(proxyV1Header(ends.client, ends.edge));
-      if (proxyProtocol === "v2") relay.preamble(proxyV2Header(ends.client, ends.edge, "stream"));
+      if (ends && proxyProtocol === "v1") relay.preamble(proxyV1Header(ends.client, ends.edge));
+      if (ends && proxyProtocol === "v2") relay.preamble(proxyV2Header(ends.client, ends.edge, "stream"));
       // Balancing sees the client, and port-preserving and port-range origins the edge port, as a
       // trusted PROXY header names them (else the socket's peer and local port).
-      const pick = pool.pick(formatAddress(ends.client.addr), ends.edge.port);
+      const pick = ends ? pool.pick(formatAddress(ends.client.addr), ends.edge.port) : pool.pick(s.remoteAddress, s.localPort);
       if (!pick) {
         options.stats.originError("no_origin");
         return relay.abort();
@@ -99,12 +101,13 @@ export class TcpService implements DataPlaneService {
       open(s: Socket<any>) {
         // Over the cap: this one was already queued in the kernel when steering stopped.
         if (!admission.admit()) return void s.terminate();
-        const ends = socketEnds(s);
-        if (!ends) {
+        const ends = needEnds ? socketEnds(s) : undefined;
+        if (needEnds && !ends) {
+          // The peer is already gone (Bun no longer knows its address).
           admission.leave();
           return void s.terminate();
         }
-        if (acceptProxy.length && mustSendHeader(acceptProxy, ends.client)) {
+        if (ends && acceptProxy.length && mustSendHeader(acceptProxy, ends.client)) {
           s.data = new InboundHeader(s, ends, inbound, clock.now, (e, rest) => start(s, e, rest));
           return;
         }
