@@ -143,7 +143,8 @@ describe("TLS termination (--tls-cert, --tls-key)", () => {
   test("the origin is dialled only after the handshake: a plaintext client and a silent one cost no origin connection; the silent one is reset after the timeout", async () => {
     const o = headerOrigin();
     f.servers.push(o.listener);
-    f.ep = await EdgeproxyProcess.start(["--ports", "8443", "--prefix", "192.0.2.0/24", "--origin", `127.0.0.1:${o.listener.port}`, "--tls-cert", certFile, "--tls-key", keyFile, "--connect-timeout", "3s"]);
+    const admin = join(dir, "admin.sock");
+    f.ep = await EdgeproxyProcess.start(["--ports", "8443", "--prefix", "192.0.2.0/24", "--origin", `127.0.0.1:${o.listener.port}`, "--tls-cert", certFile, "--tls-key", keyFile, "--connect-timeout", "3s", "--admin", admin]);
     const plain = await exchange("192.0.2.10", 8443, "GET / HTTP/1.1\r\nHost: x\r\n\r\n", 5000);
     expect(plain.kind === "data" || plain.kind === "reset").toBe(true);
     // A TLS alert at most (content type 21), never bytes from the origin.
@@ -167,6 +168,12 @@ describe("TLS termination (--tls-cert, --tls-key)", () => {
     // A real client afterwards: one origin connection.
     expect((await tlsExchange("192.0.2.10", 8443, "x")).kind).toBe("data");
     expect(o.accepted()).toBe(1);
+    // Both failures counted: the plaintext one as failed, the silent one as timeout.
+    const metrics = await (await fetch("http://localhost/metrics", { unix: admin } as RequestInit)).text();
+    expect(metrics).toContain('edgeproxy_tls_handshake_errors_total{service="default",reason="failed"} 1');
+    expect(metrics).toContain('edgeproxy_tls_handshake_errors_total{service="default",reason="timeout"} 1');
+    expect(await f.ep.stop()).toBe(0);
+    expect(f.ep.stderr).toContain("TLS handshake errors: failed 1, timeout 1");
   }, 20_000);
 
   test("PROXY v2 to the origin with TLS terminated: the header, then the plaintext", async () => {

@@ -24,6 +24,8 @@ export interface ConnectionStats {
   readonly idleTimeouts: number;
   /** Inbound PROXY headers refused (accept_proxy), by reason: signature, malformed, too_long, truncated, timeout. */
   readonly proxyHeaderErrors: Readonly<Record<string, number>>;
+  /** TLS-terminating services: handshakes that failed or did not finish in time, by reason: failed, timeout. */
+  readonly tlsHandshakeErrors: Readonly<Record<string, number>>;
   /** Connection durations in seconds, cumulative Prometheus-style buckets (le ascending, last is +Inf). */
   readonly duration: { readonly buckets: readonly { le: number; count: number }[]; readonly sum: number; readonly count: number };
 }

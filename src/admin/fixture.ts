@@ -12,6 +12,7 @@ export function sampleStatus(): StatusSnapshot {
   stats.idleTimeouts = 3;
   stats.proxyHeaderError("malformed");
   stats.proxyHeaderError("malformed");
+  for (let i = 0; i < 4; i++) stats.tlsHandshakeError("failed");
   stats.originError("refused");
   stats.originError("refused");
   stats.originError("weird");

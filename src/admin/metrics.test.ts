@@ -43,6 +43,7 @@ test("every family parses, is typed and has help; counters end in _total", () =>
       "origin_up",
       "process_start_time_seconds",
       "proxy_header_errors_total",
+      "tls_handshake_errors_total",
       "udp_bytes_total",
       "udp_datagrams_total",
       "udp_drops_total",
@@ -103,6 +104,8 @@ test("values match the snapshot, bigints to the last digit", () => {
   expect(value(fams, "edgeproxy_idle_timeouts_total", { service: "web" })).toBe("3");
   expect(value(fams, "edgeproxy_proxy_header_errors_total", { service: "web", reason: "malformed" })).toBe("2");
   expect(value(fams, "edgeproxy_proxy_header_errors_total", { service: "web", reason: "timeout" })).toBe("0");
+  expect(value(fams, "edgeproxy_tls_handshake_errors_total", { service: "web", reason: "failed" })).toBe("4");
+  expect(value(fams, "edgeproxy_tls_handshake_errors_total", { service: "web", reason: "timeout" })).toBe("0");
   expect(value(fams, "edgeproxy_connection_cap_max")).toBe("9950");
   expect(value(fams, "edgeproxy_connection_cap_active")).toBe("2");
   expect(value(fams, "edgeproxy_connection_cap_refused_total")).toBe("5");

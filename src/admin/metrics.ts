@@ -13,6 +13,7 @@ type Kind = "counter" | "gauge" | "histogram";
 // no_origin: every origin of the pool was down or ejected, so none was tried.
 const ORIGIN_ERROR_CLASSES = ["refused", "timeout", "reset", "unreachable", "other", "no_origin"];
 const PROXY_HEADER_ERRORS = ["signature", "malformed", "too_long", "truncated", "timeout"];
+const TLS_HANDSHAKE_ERRORS = ["failed", "timeout"];
 
 /** Render a status snapshot in the Prometheus text exposition format 0.0.4. */
 export function renderMetrics(s: StatusSnapshot): string {
@@ -83,6 +84,10 @@ export function renderMetrics(s: StatusSnapshot): string {
   perService(proxied, "proxy_header_errors_total", "counter", "Inbound PROXY headers refused (connection reset), by reason.", (svc, emit) => {
     const errors = svc.connections.proxyHeaderErrors;
     for (const r of [...new Set([...PROXY_HEADER_ERRORS, ...Object.keys(errors).sort()])]) emit({ reason: r }, errors[r] ?? 0);
+  });
+  perService(proxied, "tls_handshake_errors_total", "counter", "TLS handshakes that failed or did not finish in time (connection reset), by reason.", (svc, emit) => {
+    const errors = svc.connections.tlsHandshakeErrors;
+    for (const r of [...new Set([...TLS_HANDSHAKE_ERRORS, ...Object.keys(errors).sort()])]) emit({ reason: r }, errors[r] ?? 0);
   });
 
   // One series per endpoint (an origin's address): a name's addresses come and go with DNS.

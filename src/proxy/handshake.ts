@@ -1,6 +1,7 @@
 import type { Socket } from "bun";
 import type { Admission } from "./admission";
 import type { Pending } from "./inbound";
+import type { ServiceStats } from "./stats";
 
 /*
  * The first stage of a connection to a TLS-terminating service: Bun's TLS
@@ -15,7 +16,7 @@ export class TlsHandshake implements Pending {
 
   constructor(
     private readonly socket: Socket<any>,
-    private readonly options: { readonly timeoutMs: number; readonly admission: Admission; readonly pending: Set<Pending> },
+    private readonly options: { readonly timeoutMs: number; readonly admission: Admission; readonly pending: Set<Pending>; readonly stats: ServiceStats },
     now: number,
     /** Next stage, once the handshake succeeded. */
     private readonly start: () => void,
@@ -31,7 +32,7 @@ export class TlsHandshake implements Pending {
    */
   handshaken(success: boolean): void {
     if (this.done) return;
-    if (!success) return this.abort();
+    if (!success) return this.fail("failed");
     this.leave();
     this.start();
   }
@@ -51,7 +52,13 @@ export class TlsHandshake implements Pending {
   }
 
   sweep(now: number): void {
-    if (!this.done && now >= this.deadline) this.abort();
+    if (!this.done && now >= this.deadline) this.fail("timeout");
+  }
+
+  private fail(reason: "failed" | "timeout"): void {
+    if (this.done) return;
+    this.options.stats.tlsHandshakeError(reason);
+    this.abort();
   }
 
   abort(): void {

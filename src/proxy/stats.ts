@@ -20,6 +20,8 @@ export class ServiceStats {
   idleTimeouts = 0;
   /** Inbound PROXY headers refused, by reason: signature, malformed, too_long, truncated, timeout. */
   readonly proxyHeaderErrors = new Map<string, number>();
+  /** TLS handshakes that failed or did not finish in time (tls services): failed, timeout. */
+  readonly tlsHandshakeErrors = new Map<string, number>();
   /** Connection durations: per-bucket (not cumulative) counts; the last slot is +Inf. */
   readonly durationCounts = new Float64Array(BOUNDS.length + 1);
   durationSum = 0;
@@ -27,6 +29,10 @@ export class ServiceStats {
 
   originError(kind: string): void {
     this.originErrors.set(kind, (this.originErrors.get(kind) ?? 0) + 1);
+  }
+
+  tlsHandshakeError(reason: "failed" | "timeout"): void {
+    this.tlsHandshakeErrors.set(reason, (this.tlsHandshakeErrors.get(reason) ?? 0) + 1);
   }
 
   proxyHeaderError(reason: string): void {
@@ -61,6 +67,7 @@ export class ServiceStats {
       clientResets: this.clientResets,
       idleTimeouts: this.idleTimeouts,
       proxyHeaderErrors: Object.fromEntries(this.proxyHeaderErrors),
+      tlsHandshakeErrors: Object.fromEntries(this.tlsHandshakeErrors),
       duration: { buckets, sum: this.durationSum, count: this.durationCount },
     };
   }

@@ -145,8 +145,8 @@ export class TcpService implements DataPlaneService {
   summary(): string {
     const s = this.stats;
     const errors = [...s.originErrors].map(([kind, n]) => `${kind} ${n}`).join(", ") || "none";
-    const header = [...s.proxyHeaderErrors].map(([reason, n]) => `${reason} ${n}`).join(", ");
-    return `${s.connectionsTotal} connections, ${s.bytesFromClients} bytes in, ${s.bytesFromOrigins} bytes out, origin errors: ${errors}${header ? `, PROXY header errors: ${header}` : ""}`;
+    const list = (m: Map<string, number>, what: string) => (m.size ? `, ${what}: ${[...m].map(([reason, n]) => `${reason} ${n}`).join(", ")}` : "");
+    return `${s.connectionsTotal} connections, ${s.bytesFromClients} bytes in, ${s.bytesFromOrigins} bytes out, origin errors: ${errors}${list(s.proxyHeaderErrors, "PROXY header errors")}${list(s.tlsHandshakeErrors, "TLS handshake errors")}`;
   }
 
   /**
