@@ -5,7 +5,8 @@ import { createHash, randomBytes, X509Certificate } from "node:crypto";
 import { mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { EdgeproxyProcess } from "./helpers/edgeproxy";
+import { writeFileSync } from "node:fs";
+import { EdgeproxyProcess, runEdgeproxy } from "./helpers/edgeproxy";
 import { proxyFixture } from "./helpers/fixture";
 import { echoOrigin, exchange, text } from "./helpers/net";
 import { headerOrigin, type Seen } from "./helpers/proxyheaders";
@@ -216,5 +217,36 @@ describe("passthrough (the default)", () => {
     expect(await f.ep.stop()).toBe(0);
     f.ep = await EdgeproxyProcess.start(["--ports", "8443", "--prefix", "192.0.2.0/24", "--origin", `127.0.0.1:${raw.listener.port}`]);
     expect(JSON.parse(text(await exchange("192.0.2.10", 8443, "\x16\x03\x01 not really tls"))).payload).toBe("\x16\x03\x01 not really tls");
+  }, 30_000);
+});
+
+describe("from a config file", () => {
+  test("tls_cert/tls_key, proxy_protocol and accept_proxy in edgeproxy.toml; reload switches v1 to v2 for new connections", async () => {
+    const o = headerOrigin();
+    const echo = echoOrigin("127.0.0.1");
+    f.servers.push(o.listener, echo);
+    const file = join(dir, "edgeproxy.toml");
+    const admin = join(dir, "file-admin.sock");
+    const config = (pp: string) =>
+      `[admin]\nsocket = "${admin}"\n` +
+      `[[service]]\nname = "edge"\norigin = "127.0.0.1:${o.listener.port}"\nproxy_protocol = "${pp}"\naccept_proxy = ["192.0.2.200/32"]\n` +
+      `[[service.bind]]\nprefixes = ["192.0.2.0/25"]\nports = ["7000"]\n` +
+      `[[service]]\nname = "secure"\norigin = "127.0.0.1:${echo.port}"\ntls_cert = "${certFile}"\ntls_key = "${keyFile}"\n` +
+      `[[service.bind]]\nprefixes = ["192.0.2.0/25"]\nports = ["8443"]\n`;
+    writeFileSync(file, config("v1"));
+    f.ep = await EdgeproxyProcess.start(["serve", "--config", file]);
+    const viaLb = (host: string) => exchange(host, 7000, "PROXY TCP4 203.0.113.9 192.0.2.10 4444 7000\r\nbody", 5000, "192.0.2.200");
+    const first = JSON.parse(text(await viaLb("192.0.2.10"))) as Seen;
+    expect(first).toEqual({ version: 1, header: { source: "203.0.113.9", sourcePort: 4444, destination: "192.0.2.10", destinationPort: 7000 }, payload: "body" } as Seen);
+    const secure = await tlsExchange("192.0.2.11", 8443, "secret");
+    expect([secure.kind, secure.bytes.toString(), secure.peerCert]).toEqual(["data", "secret", fingerprint()]);
+
+    writeFileSync(file, config("v2"));
+    const r = await runEdgeproxy(["reload", "--admin", admin]);
+    expect(r.code).toBe(0);
+    const second = JSON.parse(text(await viaLb("192.0.2.12"))) as Seen;
+    expect(second.version).toBe(2);
+    expect(second.header).toMatchObject({ source: "203.0.113.9", destinationPort: 7000, transport: "stream" });
+    expect((await tlsExchange("192.0.2.11", 8443, "still")).bytes.toString()).toBe("still");
   }, 30_000);
 });
