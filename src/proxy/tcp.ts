@@ -2,7 +2,7 @@ import type { Socket, TCPSocketListener } from "bun";
 import { fstatSync } from "node:fs";
 import { formatAddress, type Family } from "../config/address";
 import { serviceFamilies, type ServiceConfig } from "../config/service";
-import { ConfigError, EdgeError } from "../errors";
+import { EdgeError } from "../errors";
 import type { OriginPool } from "../origin/pool";
 import type { Admission } from "./admission";
 import type { CoarseClock } from "./clock";
@@ -45,10 +45,6 @@ export class TcpService implements DataPlaneService {
   /** Open the listeners (one per family the service's prefixes use). Undo on failure. */
   listen(): ServiceSocket[] {
     const families = serviceFamilies(this.config);
-    if (this.config.tls && this.config.acceptProxy.length) {
-      // Bun's TLS listener starts the handshake on accept; the PROXY header precedes it on the wire.
-      throw new ConfigError(`service ${this.config.name}`, "accept_proxy with TLS termination is not supported yet");
-    }
     try {
       const sockets = families.map((family) => {
         const listener = Bun.listen<any>({
@@ -111,6 +107,7 @@ export class TcpService implements DataPlaneService {
           s.data = new InboundHeader(s, ends, inbound, clock.now, (e, rest) => start(s, e, rest));
           return;
         }
+        // (config/validate.ts refuses accept_proxy with tls on tcp: a connection is in one stage or the other.)
         if (tls) {
           s.data = new TlsHandshake(s, inbound, clock.now, () => start(s, ends, new Uint8Array(0)));
           return;
