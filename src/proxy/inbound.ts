@@ -52,7 +52,7 @@ export interface InboundOptions {
   readonly stats: ServiceStats;
   /** Released here when the connection is refused; the next stage takes it over otherwise. */
   readonly admission: Admission;
-  /** Headers in progress, swept by the service's timer. */
+  /** Connections not yet relayed (this stage or the TLS handshake), swept by the service's timer. */
   readonly pending: Set<Pending>;
 }
 
