@@ -81,8 +81,18 @@ describe("udp proxy", () => {
     f.ep = await EdgeproxyProcess.start(["--mode", "udp", "--ports", "53", "--prefix", "192.0.2.0/24", "--origin", `127.0.0.1:${origin.port}`]);
     const clients = await Promise.all(Array.from({ length: 200 }, () => UdpClient.connect("192.0.2.53", 53)));
     const upstreamPortOf = new Map<number, number>();
+    let retries = 0;
     for (let round = 0; round < 5; round++) {
-      const replies = await Promise.all(clients.map((c, i) => c.request(`client ${i} round ${round}`)));
+      // UDP may drop under load (the test origin's socket has the default
+      // 208 KiB receive buffer and takes 200 datagrams at once), so a client
+      // asks again once, as a resolver would; what is checked is which flow answers.
+      const ask = async (c: UdpClient, payload: string) => {
+        const first = await c.request(payload, 1500);
+        if (first !== "<timeout>") return first;
+        retries++;
+        return c.request(payload);
+      };
+      const replies = await Promise.all(clients.map((c, i) => ask(c, `client ${i} round ${round}`)));
       replies.forEach((r, i) => {
         const m = /^client (\d+) round (\d+) via (\d+)$/.exec(r);
         expect(m && [Number(m[1]), Number(m[2])]).toEqual([i, round]);
@@ -92,6 +102,7 @@ describe("udp proxy", () => {
       });
     }
     expect(new Set(upstreamPortOf.values()).size).toBe(200);
+    expect(retries).toBeLessThan(20);
     for (const c of clients) c.close();
     origin.socket.close();
   }, 30_000);
