@@ -271,6 +271,45 @@ describe("origin pools", () => {
     }
   }, 30_000);
 
+  test("udp passive ejection: an origin that refuses datagrams (ICMP port unreachable) is taken out, then tried again", async () => {
+    const w = workdir();
+    const clients: UdpClient[] = [];
+    try {
+      const a = await Bun.udpSocket({ hostname: "127.0.0.1", port: 0, socket: { data: (s, _d, port, addr) => void s.send("a", port, addr) } });
+      // Bound and closed: datagrams to it draw ICMP port unreachable.
+      const gone = await Bun.udpSocket({ hostname: "127.0.0.1", port: 0 });
+      const deadPort = gone.port;
+      gone.close();
+      writeConfig(w, { mode: "udp", origins: [`127.0.0.1:${a.port}`, `127.0.0.1:${deadPort}`], ports: "53", extra: `eject = { failures = 2, duration = "1500ms" }` });
+      f.ep = await EdgeproxyProcess.start(["serve", "--config", w.file]);
+      const ask = async (timeoutMs: number) => {
+        const c = await UdpClient.connect("192.0.2.53", 53);
+        clients.push(c);
+        return c.request("hi", timeoutMs);
+      };
+      // Round-robin: a, dead, a, dead: two refusals eject the dead one.
+      const first = [];
+      for (let i = 0; i < 4; i++) first.push(await ask(300));
+      expect(first).toEqual(["a", "<timeout>", "a", "<timeout>"]);
+      const ejectedAt = Date.now();
+      const during: string[] = [];
+      while (Date.now() - ejectedAt < 1000 && during.length < 200) during.push(await ask(300));
+      expect(during.length).toBeGreaterThan(5);
+      expect(new Set(during)).toEqual(new Set(["a"]));
+      const m = await scrape(w.admin);
+      expect(m("edgeproxy_origin_ejections_total", { origin: `127.0.0.1:${deadPort}`, address: "127.0.0.1" })).toBe(1);
+      expect(m("edgeproxy_udp_drops_total", { reason: "origin_refused" })).toBe(2);
+      const b = await Bun.udpSocket({ hostname: "127.0.0.1", port: deadPort, socket: { data: (s, _d, port, addr) => void s.send("b", port, addr) } });
+      await Bun.sleep(Math.max(0, ejectedAt + 1600 - Date.now()));
+      expect([await ask(1000), await ask(1000)].sort()).toEqual(["a", "b"]);
+      a.close();
+      b.close();
+    } finally {
+      for (const c of clients) c.close();
+      w.done();
+    }
+  }, 30_000);
+
   test("port ranges map by offset: edge 1005 reaches origin 3005, for tcp and for udp", async () => {
     const w = workdir();
     try {

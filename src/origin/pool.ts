@@ -233,6 +233,11 @@ export class OriginPool {
     return this.members.filter((m) => m.eligible(now)).map((m) => ({ key: m.key, address: m.address, port: m.origin.port, ports: m.origin.ports, weight: m.weight }));
   }
 
+  /** The endpoint with this key (EndpointSpec.key), for reports from another thread; undefined once it is gone. */
+  member(key: string): Member | undefined {
+    return this.members.find((m) => m.key === key);
+  }
+
   /** Call `fn` whenever the eligible endpoints may have changed (health, ejection, DNS). Returns the unsubscribe. */
   onChange(fn: () => void): () => void {
     this.listeners.add(fn);

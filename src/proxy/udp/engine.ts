@@ -63,6 +63,8 @@ class Flow {
   readonly kind = "flow";
   /** From the client; a second one confirms the flow. */
   datagrams = 0;
+  /** The origin has answered on this flow. */
+  answered = false;
   constructor(
     readonly key: string,
     readonly service: Service,
@@ -97,7 +99,16 @@ export class Engine {
     private readonly log: (line: string) => void,
     /** A retired service's last flow ended: its slot is free. */
     private readonly onRetired: (slot: number) => void,
+    /** An endpoint refused a flow, or answered one for the first time. */
+    private readonly onOrigin: (slot: number, key: string, ok: boolean) => void = () => {},
   ) {}
+
+  // ICMP port unreachable from the origin: the flow ends, and the pool hears of it.
+  private refused(f: Flow): void {
+    this.drop(f.service, "origin_refused");
+    if (f.endpoint) this.onOrigin(f.service.spec.slot, f.endpoint.key, false);
+    this.close(f);
+  }
 
   /** The shortest idle timeout of the services, for the sweep interval. */
   get minIdleMs(): number {
@@ -221,13 +232,14 @@ export class Engine {
     const b = this.batch;
     let len = b.recvOne(f.upstream);
     if (len < 0) {
-      if (errno() === ECONNREFUSED) {
-        this.drop(f.service, "origin_refused");
-        this.close(f);
-      }
+      if (errno() === ECONNREFUSED) this.refused(f);
       return;
     }
     f.last = this.now;
+    if (!f.answered) {
+      f.answered = true;
+      if (f.endpoint) this.onOrigin(f.service.spec.slot, f.endpoint.key, true);
+    }
     if (len > MAX_DATAGRAM) return this.drop(f.service, "truncated");
     let at = b.dataAt(0);
     if (f.everyDatagram) {
@@ -248,10 +260,7 @@ export class Engine {
       return;
     }
     const e = errno();
-    if (e === ECONNREFUSED && !toClient) {
-      this.drop(f.service, "origin_refused");
-      return this.close(f);
-    }
+    if (e === ECONNREFUSED && !toClient) return this.refused(f);
     this.drop(f.service, e === EMSGSIZE ? "too_big" : "send_failed");
   }
 

@@ -69,6 +69,12 @@ export class UdpService implements DataPlaneService {
       // Health checks and ejection run on this thread; the worker gets each new eligible set.
       if (pool) {
         this.unsubscribe = pool.onChange(() => this.plane.setOrigins(slot, pool.eligible()));
+        // A refused datagram (ICMP port unreachable) is UDP's failed connect.
+        this.plane.onOrigin(slot, (key, ok) => {
+          const m = pool.member(key);
+          if (ok) m?.succeeded();
+          else m?.failed("refused");
+        });
         void pool.start();
       }
       return sockets;
@@ -82,6 +88,7 @@ export class UdpService implements DataPlaneService {
     this.unsubscribe();
     this.pool?.close();
     if (this.slot < 0) return;
+    this.plane.onOrigin(this.slot, undefined);
     this.plane.retire(this.slot, abort);
     this.slot = -1;
   }

@@ -66,6 +66,7 @@ self.onmessage = (event: MessageEvent<ToWorker>) => {
           m.maxFlows,
           (line) => post({ op: "log", line }),
           (slot) => post({ op: "retired", slot }),
+          (slot, key, ok) => post({ op: "origin", slot, key, ok }),
         );
         running = true;
         post({ op: "started" });
