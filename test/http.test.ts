@@ -155,3 +155,23 @@ describe("http proxy", () => {
     expect(ms).toBeLessThan(3000);
   }, 20_000);
 });
+
+describe("http behind a trusted load balancer (accept_proxy)", () => {
+  test("a PROXY header from a trusted source names the client in the forwarding headers; others need none", async () => {
+    const o = httpOrigin("127.0.0.1", "hi");
+    servers.push(o.listener);
+    f.ep = await proxy(`127.0.0.1:${o.port}`, "--accept-proxy", "192.0.2.200/32");
+    const viaLb = await get("192.0.2.9", 80, "PROXY TCP4 203.0.113.7 192.0.2.9 5555 80\r\nGET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n", "192.0.2.200");
+    expect(viaLb.status).toBe(200);
+    expect(o.seen[0]!.headers.get("x-forwarded-for")).toEqual(["203.0.113.7"]);
+    expect(o.seen[0]!.headers.get("forwarded")).toEqual(["for=203.0.113.7;proto=http;host=a"]);
+    // The balancer without a header is refused (reset), not parsed as HTTP.
+    const bare = await exchange("192.0.2.9", 80, "GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n", 5000, "192.0.2.200");
+    expect(text(bare)).not.toContain("200 OK");
+    expect(o.seen.length).toBe(1);
+    // Anyone else speaks HTTP directly.
+    const direct = await get("192.0.2.9", 80, "GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n", "192.0.2.201");
+    expect(direct.status).toBe(200);
+    expect(o.seen[1]!.headers.get("x-forwarded-for")).toEqual(["192.0.2.201"]);
+  }, 20_000);
+});

@@ -175,7 +175,7 @@ describe("udp flows", () => {
     for (const [host, port] of [["192.0.2.40", 1234], ["2001:db8::40", 1999]] as const) {
       const c = await UdpClient.connect(host, port);
       const first = JSON.parse(await c.request("hello"));
-      expect(first).toEqual({ source: c.local.address, sourcePort: c.local.port, destination: host, destinationPort: port, payload: "hello" });
+      expect(first).toEqual({ transport: "dgram", source: c.local.address, sourcePort: c.local.port, destination: host, destinationPort: port, payload: "hello" });
       expect(await c.request("again")).toBe("plain again");
       c.close();
     }

@@ -1,4 +1,5 @@
 import type { Mode } from "../config/service";
+import type { OriginStatus } from "../origin/pool";
 import type { HttpStatsSnapshot } from "../proxy/http/stats";
 import type { DatagramStats } from "../proxy/udp/stats";
 
@@ -22,6 +23,10 @@ export interface ConnectionStats {
   readonly originErrors: Readonly<Record<string, number>>;
   readonly clientResets: number;
   readonly idleTimeouts: number;
+  /** Inbound PROXY headers refused (accept_proxy), by reason: signature, malformed, too_long, truncated, timeout. */
+  readonly proxyHeaderErrors: Readonly<Record<string, number>>;
+  /** TLS-terminating services: handshakes that failed or did not finish in time, by reason: failed, timeout. */
+  readonly tlsHandshakeErrors: Readonly<Record<string, number>>;
   /** Connection durations in seconds, cumulative Prometheus-style buckets (le ascending, last is +Inf). */
   readonly duration: { readonly buckets: readonly { le: number; count: number }[]; readonly sum: number; readonly count: number };
 }
@@ -56,6 +61,8 @@ export interface ServiceSnapshot {
   readonly connections?: ConnectionStats;
   /** UDP services this process runs. */
   readonly datagrams?: DatagramStats;
+  /** Services this process runs with an origin pool: each origin's endpoints, health and load. */
+  readonly origins?: readonly OriginStatus[];
   /** HTTP services this process runs: responses by status class, origin connection reuse. */
   readonly http?: HttpStatsSnapshot;
 }

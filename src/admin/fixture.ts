@@ -10,6 +10,9 @@ export function sampleStatus(): StatusSnapshot {
   stats.bytesFromOrigins = 98765;
   stats.clientResets = 1;
   stats.idleTimeouts = 3;
+  stats.proxyHeaderError("malformed");
+  stats.proxyHeaderError("malformed");
+  for (let i = 0; i < 4; i++) stats.tlsHandshakeError("failed");
   stats.originError("refused");
   stats.originError("refused");
   stats.originError("weird");
@@ -31,6 +34,29 @@ export function sampleStatus(): StatusSnapshot {
         sockets: [{ protocol: "tcp", family: 4, pid: 4242, fd: 7 }],
         kernel: { lookups: 18_446_744_073_709_551_615n, steered: 100n, missingSocket: 1n, assignError: 2n, denied: 3n },
         connections: stats.snapshot(),
+        origins: [
+          {
+            origin: "127.0.0.1:9000",
+            addresses: ["127.0.0.1"],
+            weight: 1,
+            healthy: false,
+            active: 2,
+            resolveFailures: 0,
+            endpoints: [{ address: "127.0.0.1", up: false, healthy: true, ejectedUntil: 1_700_000_030_000, ejections: 4, active: 2 }],
+          },
+          {
+            origin: "origin.test:9000 weight=3",
+            addresses: ["10.0.0.1", "10.0.0.2"],
+            weight: 3,
+            healthy: true,
+            active: 0,
+            resolveFailures: 1,
+            endpoints: [
+              { address: "10.0.0.1", up: true, healthy: true, ejections: 0, active: 0, lastCheck: "pass: connected" },
+              { address: "10.0.0.2", up: false, healthy: false, ejections: 0, active: 0, lastCheck: "fail: ECONNREFUSED" },
+            ],
+          },
+        ],
       },
       {
         name: "ext",

@@ -38,8 +38,14 @@ test("every family parses, is typed and has help; counters end in _total", () =>
       "kernel_lookups_total",
       "kernel_steered_total",
       "kernel_unmatched_lookups_total",
+      "origin_active",
+      "origin_ejections_total",
       "origin_errors_total",
+      "origin_resolve_failures_total",
+      "origin_up",
       "process_start_time_seconds",
+      "proxy_header_errors_total",
+      "tls_handshake_errors_total",
       "udp_bytes_total",
       "udp_datagrams_total",
       "udp_drops_total",
@@ -89,8 +95,19 @@ test("values match the snapshot, bigints to the last digit", () => {
   expect(value(fams, "edgeproxy_origin_errors_total", { service: "web", class: "refused" })).toBe("2");
   expect(value(fams, "edgeproxy_origin_errors_total", { service: "web", class: "timeout" })).toBe("0");
   expect(value(fams, "edgeproxy_origin_errors_total", { service: "web", class: "weird" })).toBe("1");
+  expect(value(fams, "edgeproxy_origin_errors_total", { service: "web", class: "no_origin" })).toBe("0");
+  expect(value(fams, "edgeproxy_origin_up", { service: "web", origin: "127.0.0.1:9000", address: "127.0.0.1" })).toBe("0");
+  expect(value(fams, "edgeproxy_origin_up", { service: "web", origin: "origin.test:9000 weight=3", address: "10.0.0.1" })).toBe("1");
+  expect(value(fams, "edgeproxy_origin_up", { service: "web", origin: "origin.test:9000 weight=3", address: "10.0.0.2" })).toBe("0");
+  expect(value(fams, "edgeproxy_origin_active", { service: "web", origin: "127.0.0.1:9000", address: "127.0.0.1" })).toBe("2");
+  expect(value(fams, "edgeproxy_origin_ejections_total", { service: "web", origin: "127.0.0.1:9000", address: "127.0.0.1" })).toBe("4");
+  expect(value(fams, "edgeproxy_origin_resolve_failures_total", { service: "web", origin: "origin.test:9000 weight=3" })).toBe("1");
   expect(value(fams, "edgeproxy_client_resets_total", { service: "web" })).toBe("1");
   expect(value(fams, "edgeproxy_idle_timeouts_total", { service: "web" })).toBe("3");
+  expect(value(fams, "edgeproxy_proxy_header_errors_total", { service: "web", reason: "malformed" })).toBe("2");
+  expect(value(fams, "edgeproxy_proxy_header_errors_total", { service: "web", reason: "timeout" })).toBe("0");
+  expect(value(fams, "edgeproxy_tls_handshake_errors_total", { service: "web", reason: "failed" })).toBe("4");
+  expect(value(fams, "edgeproxy_tls_handshake_errors_total", { service: "web", reason: "timeout" })).toBe("0");
   expect(value(fams, "edgeproxy_connection_cap_max")).toBe("9950");
   expect(value(fams, "edgeproxy_connection_cap_active")).toBe("2");
   expect(value(fams, "edgeproxy_connection_cap_refused_total")).toBe("5");

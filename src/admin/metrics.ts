@@ -1,4 +1,5 @@
 import { UDP_DROP_REASONS, type DatagramStats } from "../proxy/udp/stats";
+import type { OriginStatus } from "../origin/pool";
 import type { HttpStatsSnapshot } from "../proxy/http/stats";
 import type { ConnectionStats, ServiceSnapshot, StatusSnapshot } from "./backend";
 
@@ -10,7 +11,10 @@ type Labels = Readonly<Record<string, string>>;
 type Kind = "counter" | "gauge" | "histogram";
 
 // Classes every proxied service reports, even at zero, so rate() has a series from the start.
-const ORIGIN_ERROR_CLASSES = ["refused", "timeout", "reset", "unreachable", "other"];
+// no_origin: every origin of the pool was down or ejected, so none was tried.
+const ORIGIN_ERROR_CLASSES = ["refused", "timeout", "reset", "unreachable", "other", "no_origin"];
+const PROXY_HEADER_ERRORS = ["signature", "malformed", "too_long", "truncated", "timeout"];
+const TLS_HANDSHAKE_ERRORS = ["failed", "timeout"];
 
 /** Render a status snapshot in the Prometheus text exposition format 0.0.4. */
 export function renderMetrics(s: StatusSnapshot): string {
@@ -77,6 +81,28 @@ export function renderMetrics(s: StatusSnapshot): string {
   perService(proxied, "idle_timeouts_total", "counter", "Connections closed for being idle too long.", (svc, emit) =>
     emit({}, svc.connections.idleTimeouts),
   );
+
+  perService(proxied, "proxy_header_errors_total", "counter", "Inbound PROXY headers refused (connection reset), by reason.", (svc, emit) => {
+    const errors = svc.connections.proxyHeaderErrors;
+    for (const r of [...new Set([...PROXY_HEADER_ERRORS, ...Object.keys(errors).sort()])]) emit({ reason: r }, errors[r] ?? 0);
+  });
+  perService(proxied, "tls_handshake_errors_total", "counter", "TLS handshakes that failed or did not finish in time (connection reset), by reason.", (svc, emit) => {
+    const errors = svc.connections.tlsHandshakeErrors;
+    for (const r of [...new Set([...TLS_HANDSHAKE_ERRORS, ...Object.keys(errors).sort()])]) emit({ reason: r }, errors[r] ?? 0);
+  });
+
+  // One series per endpoint (an origin's address): a name's addresses come and go with DNS.
+  const pooled = all.filter((svc) => svc.origins);
+  const perEndpoint = (name: string, kind: Kind, help: string, value: (e: OriginStatus["endpoints"][number]) => number) =>
+    perService(pooled, name, kind, help, (svc, emit) => {
+      for (const o of svc.origins!) for (const e of o.endpoints) emit({ origin: o.origin, address: e.address }, value(e));
+    });
+  perEndpoint("origin_up", "gauge", "1 when the origin endpoint takes new connections (active checks pass, not ejected).", (e) => (e.up ? 1 : 0));
+  perEndpoint("origin_active", "gauge", "Connections (tcp) open to the origin endpoint now.", (e) => e.active);
+  perEndpoint("origin_ejections_total", "counter", "Times the origin endpoint was ejected after consecutive connect failures.", (e) => e.ejections);
+  perService(pooled, "origin_resolve_failures_total", "counter", "Failed re-resolutions of an origin name (its last good addresses stay in use).", (svc, emit) => {
+    for (const o of svc.origins!) emit({ origin: o.origin }, o.resolveFailures);
+  });
 
   const udp = all.filter((svc): svc is ServiceSnapshot & { datagrams: DatagramStats } => !!svc.datagrams);
   perService(udp, "udp_flows_active", "gauge", "UDP flows open now.", (svc, emit) => emit({}, svc.datagrams.flowsActive));

@@ -35,7 +35,16 @@ describe("parseArgs", () => {
     expect(first(["--origin", "[::1]:80"])).toEqual({ host: "::1", port: 80, weight: 1 });
     expect(first(["--origin", "::1"])).toEqual({ host: "::1", weight: 1 });
     expect(first(["--origin", "origin.example:8080 weight=5"])).toEqual({ host: "origin.example", port: 8080, weight: 5 });
-    expect(first(["--origin", "10.0.0.1:3000-4000"])).toEqual({ host: "10.0.0.1", ports: { lo: 3000, hi: 4000 }, weight: 1 });
+    expect(first(["--origin", "10.0.0.1:3000-4000", "--ports", "1000-2000"])).toEqual({ host: "10.0.0.1", ports: { lo: 3000, hi: 4000 }, weight: 1 });
+  });
+
+  test("http mode, health checks, accepted PROXY headers", () => {
+    const s = serve(["--mode", "http", "--origin", "10.0.0.1:80", "--health-interval", "500ms", "--health-path", "/healthz", "--max-body-size", "100MiB", "--accept-proxy", "10.1.0.0/16,2001:db8::/32"]);
+    expect(s.mode).toBe("http");
+    expect(s.pool!.health).toEqual({ intervalMs: 500, timeoutMs: 500, rise: 2, fall: 3, path: "/healthz" });
+    expect(s.http).toEqual({ firstByteTimeoutMs: 60_000, maxBodyBytes: 100 * 1024 ** 2, maxHeaderBytes: 16 * 1024, routes: [] });
+    expect(s.acceptProxy.map((p) => p.family)).toEqual([4, 6]);
+    expect(serve(["--origin", "10.0.0.1:80"]).http).toBeUndefined();
   });
 
   test("repeated --origin makes a pool", () => {
@@ -60,6 +69,18 @@ describe("parseArgs", () => {
     [["--origin", "a:b:c:d:"], /--origin/],
     [["--origin", "1.2.3.4:0"], /--origin/],
     [["--mode", "quic"], /--mode/],
+    [["--health-timeout", "1s", "--origin", "10.0.0.1:80"], /--health-timeout: needs --health-interval/],
+    [["--health-interval", "1s", "--health-timeout", "2s", "--origin", "10.0.0.1:80"], /longer than the interval/],
+    [["--health-interval", "1s", "--health-path", "/h", "--origin", "10.0.0.1:80"], /--health-path is for --mode http/],
+    [["--balance", "hash"], /--balance: applies to a pool/],
+    [["--max-body-size", "1MiB"], /--max-body-size: is for --mode http/],
+    [["--mode", "http", "--max-body-size", "lots"], /not a size/],
+    [["--origin", "10.0.0.1:3000-3100", "--ports", "1000-2000"], /differ in size/],
+    [["--origin", "10.0.0.1:3000-3100", "--ports", "1000-1100,2000"], /one edge port range/],
+    [["--mode", "udp", "--accept-proxy", "10.0.0.0/8"], /tcp and http services only/],
+    [["--mode", "udp", "--tls-cert", "/x", "--tls-key", "/y"], /udp has no TLS/],
+    [["--tls-cert", "/nonexistent.pem", "--tls-key", "/nonexistent.key"], /--tls-cert: cannot read "\/nonexistent.pem": ENOENT/],
+    [["--tls-cert", "/x"], /--tls-key: is needed/],
     [["--mode", "udp", "--connect-timeout", "1s"], /UDP has no connections/],
     [["--proxy-protocol", "spp"], /tcp services take v1 or v2/],
     [["--mode", "udp", "--proxy-protocol", "v1"], /udp services take v2 or spp/],

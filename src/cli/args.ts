@@ -1,7 +1,11 @@
 import { parsePrefix, type Prefix } from "../config/address";
-import { parseBalance, parseDuration, parseOrigin, parseProxyProtocol, poolOf } from "../config/origin";
+import { readFileSync } from "node:fs";
+import { parseBalance, parseDuration, parseOrigin, parseProxyProtocol, parseSize, poolOf } from "../config/origin";
+import { POOL_DEFAULTS, type HealthConfig } from "../config/pool";
+import { healthOf, parseTls } from "../config/pool-file";
+import { checkService } from "../config/validate";
 import { parsePorts, type PortRange } from "../config/ports";
-import { DEFAULTS, transportOf, type Balance, type Mode, type OriginConfig, type ServeConfig } from "../config/service";
+import { DEFAULTS, transportOf, type Balance, type Mode, type OriginConfig, type ServeConfig, type ServiceConfig } from "../config/service";
 import { ConfigError } from "../errors";
 
 export type Command =
@@ -27,11 +31,23 @@ Options:
   --origin HOST[:PORT]  forward to HOST; without PORT, to the port the client dialled.
                         Without --origin: a built-in responder (HTTP page naming the
                         original destination, echo for anything else)
+  --origin 'HOST:PORT weight=N'
+                        repeat --origin for a pool; HOST:LO-HI maps the edge range by offset
+  --balance B           round-robin (default), least-connections or hash (client address)
+  --health-interval D   check origins actively every D (TCP connect; http: GET --health-path)
+  --health-timeout D    a check's timeout (default 2s, at most the interval)
+  --health-path PATH    http: the path checked (default /; 2xx and 3xx pass)
   --mode tcp|udp|http   service mode (default tcp). udp keeps every (client, original
                         destination) pair as a flow with its own origin socket; http proxies
-                        HTTP/1.1 requests (keep-alive to the origin, forwarding headers)
-  --proxy-protocol P    udp: tell the origin the client's address: v2 (PROXY v2 on a flow's
-                        first datagram) or spp (Cloudflare's Simple Proxy Protocol); default off
+                        HTTP/1.1 requests with X-Forwarded-* and Forwarded headers
+  --proxy-protocol P    tell the origin the client's address: tcp v1 or v2 (PROXY header at the
+                        start of each origin connection); udp v2 (on a flow's first datagram)
+                        or spp (Cloudflare's Simple Proxy Protocol); default off
+  --accept-proxy LIST   tcp/http: connections from these prefixes (your load balancers) must
+                        start with a PROXY v1/v2 header naming the real client
+  --tls-cert FILE       tcp/http: terminate TLS with this PEM certificate (and --tls-key FILE)
+  --first-byte-timeout D  http: the origin's response must start within D (default 60s)
+  --max-body-size SIZE  http: larger request bodies get 413 (default 1GiB; 100MiB, 512KiB ...)
   --name NAME           service name (default: default)
   --take-over           also steer ports where another socket already listens
   --bpffs PATH          bpffs mount for pinned state (default $EDGEPROXY_BPFFS or /sys/fs/bpf)
@@ -57,6 +73,12 @@ export function parseArgs(argv: readonly string[]): Command {
   const prefixes: Prefix[] = [];
   const origins: OriginConfig[] = [];
   let balance: Balance | undefined;
+  const health: { -readonly [K in keyof HealthConfig]?: HealthConfig[K] } = {};
+  const acceptProxy: Prefix[] = [];
+  let tlsCert: string | undefined;
+  let tlsKey: string | undefined;
+  let firstByteTimeoutMs: number | undefined;
+  let maxBodyBytes: number | undefined;
   let mode: Mode = "tcp";
   let name = "default";
   let takeOver = false;
@@ -103,6 +125,38 @@ export function parseArgs(argv: readonly string[]): Command {
       case "--balance":
         once();
         balance = parseBalance(value(), flag);
+        break;
+      case "--health-interval":
+        once();
+        health.intervalMs = parseDuration(value(), flag);
+        break;
+      case "--health-timeout":
+        once();
+        health.timeoutMs = parseDuration(value(), flag);
+        break;
+      case "--health-path":
+        once();
+        health.path = value();
+        if (!/^\/[\x21-\x7e]*$/.test(health.path)) throw new ConfigError(flag, `"${health.path}" must start with / and hold no spaces or control characters`);
+        break;
+      case "--accept-proxy":
+        for (const p of value().split(",")) acceptProxy.push(parsePrefix(p.trim(), flag));
+        break;
+      case "--tls-cert":
+        once();
+        tlsCert = value();
+        break;
+      case "--tls-key":
+        once();
+        tlsKey = value();
+        break;
+      case "--first-byte-timeout":
+        once();
+        firstByteTimeoutMs = parseDuration(value(), flag);
+        break;
+      case "--max-body-size":
+        once();
+        maxBodyBytes = parseSize(value(), flag);
         break;
       case "--mode": {
         once();
@@ -166,35 +220,37 @@ export function parseArgs(argv: readonly string[]): Command {
   const transport = transportOf(mode);
   if (transport === "udp" && seen.has("--connect-timeout")) throw new ConfigError("--connect-timeout", "UDP has no connections to time out; use --idle-timeout for flows");
   const proxyProtocol = parseProxyProtocol(proxyProtocolText, mode, "--proxy-protocol");
-  return {
-    kind: "serve",
-    config: {
-      takeOver,
-      maxConnections,
-      maxFlows,
-      bpffs,
-      admin,
-      services: [
-        {
-          name,
-          mode,
-          bindings: [
-            {
-              protocol: transport,
-              prefixes: prefixes.length ? prefixes : [parsePrefix(DEFAULTS.prefix)],
-              ports: ports.length ? ports : parsePorts(DEFAULTS.ports),
-            },
-          ],
-          pool: origins.length ? poolOf(origins, { balance }) : undefined,
-          connectTimeoutMs,
-          idleTimeoutMs: idleTimeoutMs ?? (transport === "udp" ? DEFAULTS.udpIdleTimeoutMs : DEFAULTS.idleTimeoutMs),
-          proxyProtocol,
-          access: { allow: [], deny: [] },
-          acceptProxy: [],
-        },
-      ],
-    },
+  const checks = Object.keys(health).length ? healthOf(health, "--health-interval") : undefined;
+  if (checks && !seen.has("--health-interval")) throw new ConfigError(seen.has("--health-timeout") ? "--health-timeout" : "--health-path", "needs --health-interval");
+  if (health.path !== undefined && mode !== "http") throw new ConfigError("--health-path", `${mode} pools are checked by TCP connect; --health-path is for --mode http`);
+  if ((balance || checks) && origins.length === 0) throw new ConfigError(balance ? "--balance" : "--health-interval", "applies to a pool: give --origin too");
+  for (const flag of ["--first-byte-timeout", "--max-body-size"]) if (seen.has(flag) && mode !== "http") throw new ConfigError(flag, `is for --mode http`);
+  const tls = parseTls({ file: tlsCert, where: "--tls-cert" }, { file: tlsKey, where: "--tls-key" }, mode, (p) => readFileSync(p, "utf8"));
+  const http =
+    mode === "http"
+      ? { ...POOL_DEFAULTS.http, firstByteTimeoutMs: firstByteTimeoutMs ?? POOL_DEFAULTS.http.firstByteTimeoutMs, maxBodyBytes: maxBodyBytes ?? POOL_DEFAULTS.http.maxBodyBytes, routes: [] }
+      : undefined;
+  const service: ServiceConfig = {
+    name,
+    mode,
+    bindings: [
+      {
+        protocol: transport,
+        prefixes: prefixes.length ? prefixes : [parsePrefix(DEFAULTS.prefix)],
+        ports: ports.length ? ports : parsePorts(DEFAULTS.ports),
+      },
+    ],
+    pool: origins.length ? poolOf(origins, { balance, health: checks }) : undefined,
+    connectTimeoutMs,
+    idleTimeoutMs: idleTimeoutMs ?? (transport === "udp" ? DEFAULTS.udpIdleTimeoutMs : DEFAULTS.idleTimeoutMs),
+    proxyProtocol,
+    access: { allow: [], deny: [] },
+    acceptProxy,
+    tls,
+    http,
   };
+  checkService(service, (key) => ({ origins: "--origin", route: "--origin", accept_proxy: "--accept-proxy" })[key] ?? key);
+  return { kind: "serve", config: { takeOver, maxConnections, maxFlows, bpffs, admin, services: [service] } };
 }
 
 function positive(flag: string, v: string): number {

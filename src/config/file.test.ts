@@ -90,6 +90,8 @@ connect_timeout = 3
           proxyProtocol: "off",
           access: { allow: [parsePrefix("192.0.2.0/24"), parsePrefix("2001:db8::/32")], deny: [parsePrefix("192.0.2.66/32")] },
           acceptProxy: [],
+          tls: undefined,
+          http: undefined,
         },
         {
           name: "ssh.bastion",
@@ -101,6 +103,8 @@ connect_timeout = 3
           proxyProtocol: "off",
           access: { allow: [], deny: [] },
           acceptProxy: [],
+          tls: undefined,
+          http: undefined,
         },
       ],
       takeOver: true,
@@ -159,6 +163,68 @@ connect_timeout = 3
   });
 });
 
+describe("pools, routes, http and TLS", () => {
+  const PEM = { "/tls/cert.pem": "-----BEGIN CERTIFICATE-----\nAA==\n-----END CERTIFICATE-----\n", "/tls/key.pem": "-----BEGIN PRIVATE KEY-----\nAA==\n-----END PRIVATE KEY-----\n" } as Record<string, string>;
+  const read = (path: string) => {
+    if (PEM[path] === undefined) throw Object.assign(new Error("no"), { code: "ENOENT" });
+    return PEM[path]!;
+  };
+
+  test("a pool with weights, balance, health and eject", () => {
+    const text = web(undefined, 'origins = ["10.0.0.1:80", "10.0.0.2:80 weight=3"]\nbalance = "least-connections"\n[service.health]\ninterval = "2s"\nfall = 2\n[service.eject]\nfailures = 5\nduration = "1m"');
+    expect(parseConfig(text, FILE).services[0]!.pool).toEqual({
+      origins: [{ host: "10.0.0.1", port: 80, weight: 1 }, { host: "10.0.0.2", port: 80, weight: 3 }],
+      balance: "least-connections",
+      health: { intervalMs: 2000, timeoutMs: 2000, rise: 2, fall: 2, path: "/" },
+      eject: { failures: 5, durationMs: 60_000 },
+    });
+  });
+
+  test("http routes, most specific first, limits, TLS", () => {
+    const text =
+      web('prefixes = "192.0.2.0/24"\nports = [80, 443]', 'mode = "http"\norigin = "10.0.0.9:80"\nmax_body_size = "10MiB"\nfirst_byte_timeout = "5s"\ntls_cert = "/tls/cert.pem"\ntls_key = "/tls/key.pem"') +
+      '[[service.route]]\npath = "/api/"\norigin = "10.0.0.1:80"\n' +
+      '[[service.route]]\nhost = "Shop.Example"\norigins = ["10.0.0.2:80", "10.0.0.3:80"]\n[service.route.health]\npath = "/up"\n' +
+      '[[service.route]]\nhost = "shop.example:443"\npath = "/static"\n';
+    const s = parseConfig(text, FILE, { readFile: read }).services[0]!;
+    expect(s.http!.routes.map((r) => [r.host, r.path, r.pool?.origins.length])).toEqual([
+      ["shop.example:443", "/static", undefined],
+      ["shop.example", "/", 2],
+      [undefined, "/api", 1],
+    ]);
+    expect(s.http!.routes[1]!.pool!.health!.path).toBe("/up");
+    expect(s.http!.maxBodyBytes).toBe(10 * 1024 * 1024);
+    expect(s.http!.firstByteTimeoutMs).toBe(5000);
+    expect(s.tls!.cert).toContain("BEGIN CERTIFICATE");
+  });
+
+  test.each([
+    [web(undefined, 'mode = "http"') + '[[service.route]]\norigin = "10.0.0.1"\n', 'edgeproxy.toml: service "web": route[1]: a route needs host, path or both'],
+    [web(undefined, 'mode = "http"') + '[[service.route]]\npath = "api"\n', 'edgeproxy.toml: service "web": route[1].path: "api" is not an absolute path prefix (like /api/)'],
+    [web(undefined, 'mode = "http"') + '[[service.route]]\npath = "/a/../b"\n', 'edgeproxy.toml: service "web": route[1].path: "/a/../b" is not an absolute path prefix (like /api/)'],
+    [web(undefined, 'mode = "http"') + '[[service.route]]\nhost = "a b"\n', 'edgeproxy.toml: service "web": route[1].host: "a b" is not a host name or IP literal with an optional port'],
+    [web(undefined, 'mode = "http"') + '[[service.route]]\npath = "/x"\n[[service.route]]\npath = "/x/"\n', 'edgeproxy.toml: service "web": route[2]: host (any) and path /x are already route[1]\'s'],
+    [web(undefined, 'origin = "10.0.0.1:80"\norigins = ["10.0.0.2:80"]'), 'edgeproxy.toml: service "web": set origin (one) or origins (a pool), not both'],
+    [web(undefined, 'origins = []'), 'edgeproxy.toml: service "web": origins: must not be empty'],
+    [web(undefined, 'balance = "hash"'), 'edgeproxy.toml: service "web": balance: applies to a pool: set origin or origins too'],
+    [web(undefined, 'origin = "10.0.0.1:80"\n[service.health]\npath = "/x"'), 'edgeproxy.toml: service "web": health.path: tcp pools are checked by TCP connect; path is for http services'],
+    [web(undefined, 'origin = "10.0.0.1:80"\n[service.health]\ninterval = "1s"\ntimeout = "3s"'), 'edgeproxy.toml: service "web": health: the check timeout (3000 ms) is longer than the interval (1000 ms)'],
+    [web(undefined, 'origin = "10.0.0.1:80"\n[service.eject]\nfailures = 0'), 'edgeproxy.toml: service "web": eject.failures: 0 is not a positive integer'],
+    [web('prefixes = "192.0.2.0/24"\nports = "1000-2000"', 'origin = "10.0.0.1:3000-3999"'), 'edgeproxy.toml: service "web": origins: origin ports 3000-3999 (1000) and edge ports 1000-2000 (1001) differ in size'],
+    [web(undefined, 'mode = "http"\nmax_body_size = "0"'), 'edgeproxy.toml: service "web": max_body_size: "0" must be at least 1 byte and at most 1 PiB'],
+    [web(undefined, 'tls_cert = "/tls/cert.pem"\ntls_key = "/tls/cert.pem"'), 'edgeproxy.toml: service "web": tls_key: "/tls/cert.pem" holds no PEM private key'],
+    [web(undefined, 'tls_cert = "/tls/none.pem"\ntls_key = "/tls/key.pem"'), 'edgeproxy.toml: service "web": tls_cert: cannot read "/tls/none.pem": ENOENT'],
+    [web('protocol = "udp"\nprefixes = "192.0.2.0/24"\nports = 53', 'mode = "udp"\naccept_proxy = "10.0.0.0/8"'), 'edgeproxy.toml: service "web": accept_proxy: PROXY headers are accepted on tcp and http services only'],
+  ])("%#", (text, expected) => {
+    expect(error(text, read)).toBe(expected);
+  });
+
+  test("a one-range edge maps onto an origin range of the same size", () => {
+    const s = parseConfig(web('prefixes = "192.0.2.0/24"\nports = "1000-2000"', 'origin = "10.0.0.1:3000-4000"'), FILE).services[0]!;
+    expect(s.pool!.origins[0]!.ports).toEqual({ lo: 3000, hi: 4000 });
+  });
+});
+
 describe("errors name the file, the service and the field", () => {
   test.each([
     // TOML syntax
@@ -174,7 +240,7 @@ describe("errors name the file, the service and the field", () => {
     [web(undefined, 'orign = "x"'), 'edgeproxy.toml: service "web": unknown field "orign" (did you mean "origin"?)'],
     [web(undefined, "ports = 80"), 'edgeproxy.toml: service "web": unknown field "ports" (it belongs in a [[service.bind]] table)'],
     [web('prefix = "192.0.2.0/24"\nports = 80'), 'edgeproxy.toml: service "web": bind[1]: unknown field "prefix" (did you mean "prefixes"?)'],
-    [web(undefined, "xyz = 1"), 'edgeproxy.toml: service "web": unknown field "xyz" (known: name, mode, origin, origins, balance, connect_timeout, idle_timeout, proxy_protocol, allow, deny, bind)'],
+    [web(undefined, "xyz = 1"), 'edgeproxy.toml: service "web": unknown field "xyz" (known: name, mode, origin, origins, balance, health, eject, connect_timeout, idle_timeout, proxy_protocol, accept_proxy, tls_cert, tls_key, first_byte_timeout, max_body_size, max_header_size, allow, deny, bind, route)'],
     // types and required fields
     [`take_over = "yes"\n${web()}`, "edgeproxy.toml: take_over: expected true or false, got a string"],
     [`max_connections = 0\n${web()}`, "edgeproxy.toml: max_connections: 0 is not a positive integer"],
@@ -214,7 +280,7 @@ describe("errors name the file, the service and the field", () => {
     [web(undefined, 'proxy_protocol = "spp"'), 'edgeproxy.toml: service "web": proxy_protocol: spp: tcp services take v1 or v2'],
     [web(undefined, 'proxy_protocol = "v3"'), 'edgeproxy.toml: service "web": proxy_protocol: "v3" is not one of off, v1, v2, spp'],
     [web('protocol = "udp"\nprefixes = "192.0.2.0/24"\nports = 80', 'mode = "udp"\nconnect_timeout = "1s"'), 'edgeproxy.toml: service "web": connect_timeout: UDP has no connections to time out; use idle_timeout for flows'],
-    [web(undefined, 'mode = "http"'), 'edgeproxy.toml: service "web": mode: http services are not available yet in this version'],
+    [web(undefined, 'route = []'), 'edgeproxy.toml: service "web": route: is for http services; this one is tcp'],
     [web(undefined, 'mode = "sctp"'), 'edgeproxy.toml: service "web": mode: "sctp" is not one of tcp, udp, http'],
     // admin
     [`[admin]\nlisten = "0.0.0.0:9901"\ntoken = "${TOKEN}"\n${web()}`, 'edgeproxy.toml: admin.listen: "0.0.0.0:9901" must be a loopback address (127.0.0.0/8 or [::1]); the admin API is not for the network'],

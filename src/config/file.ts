@@ -5,9 +5,11 @@ import { compileBindings } from "../dispatcher/compile";
 import { ConfigError } from "../errors";
 import { serviceBindings } from "../server/bindings";
 import { parseAddress, parsePrefix, type Prefix } from "./address";
-import { parseBalance, parseDuration, parseOrigin, parseProxyProtocol, poolOf } from "./origin";
+import { parseDuration, parseEndpoint, parseProxyProtocol } from "./origin";
+import { parseHttp, parsePool, parseTls, POOL_FIELDS } from "./pool-file";
 import { parsePorts } from "./ports";
 import { Fields, isTable } from "./schema";
+import { checkService } from "./validate";
 import { DEFAULTS, transportOf, type AdminConfig, type BindingConfig, type Mode, type ServeConfig, type ServiceConfig } from "./service";
 
 const NAME = /^[a-zA-Z0-9_.-]{1,64}$/;
@@ -20,7 +22,10 @@ const MAX_SOCKET_PATH = 107;
 
 const TOP_FIELDS = ["take_over", "max_connections", "max_flows", "admin", "service"];
 const ADMIN_FIELDS = ["enabled", "socket", "listen", "token", "token_file"];
-const SERVICE_FIELDS = ["name", "mode", "origin", "origins", "balance", "connect_timeout", "idle_timeout", "proxy_protocol", "allow", "deny", "bind"];
+const SERVICE_FIELDS = [
+  "name", "mode", ...POOL_FIELDS, "connect_timeout", "idle_timeout", "proxy_protocol", "accept_proxy", "tls_cert", "tls_key",
+  "first_byte_timeout", "max_body_size", "max_header_size", "allow", "deny", "bind", "route",
+];
 const BIND_FIELDS = ["protocol", "prefixes", "ports"];
 const IN_SERVICE = "it belongs in a [[service]] table";
 const IN_BIND = "it belongs in a [[service.bind]] table";
@@ -47,7 +52,8 @@ export function parseConfig(text: string, file: string, options: ParseOptions = 
   const raw = top.tables("service", "[[service]]");
   if (!raw || raw.length === 0) throw top.missing("service", "add a [[service]] table");
   if (raw.length > MAX_SERVICES) throw new ConfigError(top.at("service"), `${raw.length} services; at most ${MAX_SERVICES} are supported`);
-  const services = raw.map((t, i) => parseService(t, i, file));
+  const read = options.readFile ?? ((p: string) => readFileSync(p, "utf8"));
+  const services = raw.map((t, i) => parseService(t, i, file, read));
 
   const seen = new Map<string, number>();
   services.forEach((s, i) => {
@@ -150,7 +156,7 @@ function parseAdmin(top: Fields, file: string, read: (path: string) => string): 
     if (Buffer.byteLength(path) > MAX_SOCKET_PATH) throw new ConfigError(f.at("socket"), `"${path}" is longer than ${MAX_SOCKET_PATH} bytes`);
     return { kind: "unix", path };
   }
-  const { host, port } = parseOrigin(listen, f.at("listen"));
+  const { host, port } = parseEndpoint(listen, listen, f.at("listen"));
   if (port === undefined) throw new ConfigError(f.at("listen"), `"${listen}" needs a port`);
   const addr = parseAddress(host);
   const loopback = addr && (addr.length === 4 ? addr[0] === 127 : addr.every((b, i) => b === (i === 15 ? 1 : 0)));
@@ -178,7 +184,7 @@ function adminToken(f: Fields, read: (path: string) => string): string {
   return token;
 }
 
-function parseService(raw: unknown, index: number, file: string): ServiceConfig {
+function parseService(raw: unknown, index: number, file: string, read: (path: string) => string): ServiceConfig {
   // Name the service in messages as soon as possible, even before its name is checked.
   const rawName = isTable(raw) ? raw.name : undefined;
   const label = typeof rawName === "string" && NAME.test(rawName) ? `service "${rawName}"` : `service[${index + 1}]`;
@@ -190,15 +196,9 @@ function parseService(raw: unknown, index: number, file: string): ServiceConfig 
 
   const mode = (f.string("mode") ?? "tcp") as Mode;
   if (!MODES.includes(mode)) throw new ConfigError(f.at("mode"), `"${mode}" is not one of ${MODES.join(", ")}`);
-  if (mode === "http") throw new ConfigError(f.at("mode"), `${mode} services are not available yet in this version`);
   const transport = transportOf(mode);
 
-  if (f.has("origin") && f.has("origins")) throw new ConfigError(f.where, "set origin (one) or origins (a pool), not both");
-  const originTexts = f.has("origins") ? f.list("origins")! : f.has("origin") ? [f.string("origin")!] : [];
-  const key = f.has("origins") ? "origins" : "origin";
-  if (f.has("origins") && originTexts.length === 0) throw new ConfigError(f.at("origins"), "must not be empty");
-  const balanceText = f.string("balance");
-  const pool = originTexts.length ? poolOf(originTexts.map((t) => parseOrigin(t, f.at(key))), { balance: balanceText === undefined ? undefined : parseBalance(balanceText, f.at("balance")) }) : undefined;
+  const pool = parsePool(f, mode);
   const duration = (key: string, fallback: number) => {
     const t = f.text(key);
     return t === undefined ? fallback : parseDuration(t, f.at(key));
@@ -210,13 +210,18 @@ function parseService(raw: unknown, index: number, file: string): ServiceConfig 
   const idleTimeoutMs = duration("idle_timeout", transport === "udp" ? DEFAULTS.udpIdleTimeoutMs : DEFAULTS.idleTimeoutMs);
   const proxyProtocol = parseProxyProtocol(f.string("proxy_protocol") ?? "off", mode, f.at("proxy_protocol"));
   const access = { allow: prefixes(f, "allow") ?? [], deny: prefixes(f, "deny") ?? [] };
+  const acceptProxy = prefixes(f, "accept_proxy") ?? [];
+  const tls = parseTls({ file: f.string("tls_cert"), where: f.at("tls_cert") }, { file: f.string("tls_key"), where: f.at("tls_key") }, mode, read);
+  const http = parseHttp(f, mode);
 
   const binds = f.tables("bind", "[[service.bind]]");
   if (!binds || binds.length === 0) throw f.missing("bind", "add a [[service.bind]] table with prefixes and ports");
   const bindings = binds.map((b, i) => parseBind(b, `${f.where}: bind[${i + 1}]`, transport));
 
   // pool stays a key even when undefined, as on the command line, so both configs compare equal.
-  return { name, mode, bindings, pool, connectTimeoutMs, idleTimeoutMs, proxyProtocol, access, acceptProxy: [] };
+  const service: ServiceConfig = { name, mode, bindings, pool, connectTimeoutMs, idleTimeoutMs, proxyProtocol, access, acceptProxy, tls, http };
+  checkService(service, (key) => f.at(key));
+  return service;
 }
 
 function parseBind(raw: unknown, where: string, transport: "tcp" | "udp"): BindingConfig {

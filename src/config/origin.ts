@@ -86,3 +86,13 @@ export function parseBalance(text: string, where: string): Balance {
 export function poolOf(origins: OriginConfig[], parts: Partial<Omit<PoolConfig, "origins">> = {}): PoolConfig {
   return { origins, balance: parts.balance ?? POOL_DEFAULTS.balance, health: parts.health, eject: parts.eject ?? POOL_DEFAULTS.eject };
 }
+
+/** "1048576", "512KiB", "100MiB", "1GiB" (also k/m/g and KB/MB/GB, all powers of 1024). */
+export function parseSize(text: string, where: string): number {
+  const m = /^(\d+)\s*(b|k|kb|kib|m|mb|mib|g|gb|gib)?$/i.exec(text.trim());
+  if (!m) throw new ConfigError(where, `"${text}" is not a size (like 1048576, 512KiB, 100MiB, 1GiB)`);
+  const unit = (m[2] ?? "b").toLowerCase()[0] as "b" | "k" | "m" | "g";
+  const bytes = Number(m[1]) * { b: 1, k: 1024, m: 1024 ** 2, g: 1024 ** 3 }[unit];
+  if (bytes < 1 || bytes > 2 ** 50) throw new ConfigError(where, `"${text}" must be at least 1 byte and at most 1 PiB`);
+  return bytes;
+}

@@ -1,4 +1,5 @@
 import type { Socket } from "bun";
+import type { Member, OriginFailure } from "../origin/pool";
 import type { Admission } from "./admission";
 import type { CoarseClock } from "./clock";
 import { Outbox } from "./outbox";
@@ -23,7 +24,11 @@ const HIGH_WATER = 256 * 1024;
 export interface RelayTarget {
   readonly host: string;
   readonly port: number;
+  /** The pool endpoint: told of the connection and of how its connect went. */
+  readonly member?: Member;
 }
+
+const FAILURES: ReadonlySet<string> = new Set<OriginFailure>(["refused", "timeout", "unreachable", "reset"]);
 
 export interface RelayOptions {
   readonly connectTimeoutMs: number;
@@ -72,6 +77,7 @@ export const originHandlers = {
 
 export class Relay {
   private origin: Socket<Peer> | undefined;
+  private member: Member | undefined;
   private readonly up: Direction = { out: new Outbox(), ended: false, shut: false };
   private readonly down: Direction = { out: new Outbox(), ended: false, shut: false };
   private done = false;
@@ -95,6 +101,8 @@ export class Relay {
   }
 
   connect(target: RelayTarget): void {
+    this.member = target.member;
+    this.member?.acquired();
     Bun.connect<Peer>({
       hostname: target.host,
       port: target.port,
@@ -104,11 +112,17 @@ export class Relay {
     }).catch((e) => this.originFailed(e));
   }
 
+  /** Bytes the origin gets before anything from the client (a PROXY header); call before connect(). */
+  preamble(bytes: Uint8Array): void {
+    this.up.out.write(undefined, bytes);
+  }
+
   /** Called by the sweep timer. */
   sweep(now: number): void {
     if (this.done) return;
     if (this.connecting && now >= this.deadline) {
       this.options.stats.originError("timeout");
+      this.member?.failed("timeout");
       this.abort();
     } else if (now - this.lastActive >= this.options.idleTimeoutMs) {
       this.options.stats.idleTimeouts++;
@@ -122,13 +136,16 @@ export class Relay {
       return;
     }
     this.connecting = false;
+    this.member?.succeeded();
     this.origin = s;
     this.flush(this.up, s, this.client);
   }
 
   originFailed(error: unknown): void {
     if (this.done) return;
-    this.options.stats.originError(errorClass((error as { code?: string })?.code));
+    const kind = errorClass((error as { code?: string })?.code);
+    this.options.stats.originError(kind);
+    this.member?.failed(FAILURES.has(kind) ? (kind as OriginFailure) : "other");
     this.abort();
   }
 
@@ -221,6 +238,7 @@ export class Relay {
     this.up.out.clear();
     this.down.out.clear();
     this.active.delete(this);
+    this.member?.released();
     this.options.stats.connectionsActive--;
     this.options.stats.observe((performance.now() - this.startedAt) / 1000);
     this.options.admission.leave();

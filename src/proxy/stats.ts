@@ -18,6 +18,10 @@ export class ServiceStats {
   readonly originErrors = new Map<string, number>();
   clientResets = 0;
   idleTimeouts = 0;
+  /** Inbound PROXY headers refused, by reason: signature, malformed, too_long, truncated, timeout. */
+  readonly proxyHeaderErrors = new Map<string, number>();
+  /** TLS handshakes that failed or did not finish in time (tls services): failed, timeout. */
+  readonly tlsHandshakeErrors = new Map<string, number>();
   /** Connection durations: per-bucket (not cumulative) counts; the last slot is +Inf. */
   readonly durationCounts = new Float64Array(BOUNDS.length + 1);
   durationSum = 0;
@@ -25,6 +29,14 @@ export class ServiceStats {
 
   originError(kind: string): void {
     this.originErrors.set(kind, (this.originErrors.get(kind) ?? 0) + 1);
+  }
+
+  tlsHandshakeError(reason: "failed" | "timeout"): void {
+    this.tlsHandshakeErrors.set(reason, (this.tlsHandshakeErrors.get(reason) ?? 0) + 1);
+  }
+
+  proxyHeaderError(reason: string): void {
+    this.proxyHeaderErrors.set(reason, (this.proxyHeaderErrors.get(reason) ?? 0) + 1);
   }
 
   /** Record one connection's duration; allocates nothing (runs once per connection). */
@@ -54,6 +66,8 @@ export class ServiceStats {
       originErrors: Object.fromEntries(this.originErrors),
       clientResets: this.clientResets,
       idleTimeouts: this.idleTimeouts,
+      proxyHeaderErrors: Object.fromEntries(this.proxyHeaderErrors),
+      tlsHandshakeErrors: Object.fromEntries(this.tlsHandshakeErrors),
       duration: { buckets, sum: this.durationSum, count: this.durationCount },
     };
   }

@@ -1,20 +1,29 @@
 import type { Socket, TCPSocketListener } from "bun";
 import { fstatSync } from "node:fs";
-import type { Family } from "../config/address";
+import { formatAddress, type Family } from "../config/address";
 import { serviceFamilies, type ServiceConfig } from "../config/service";
 import { EdgeError } from "../errors";
+import type { OriginPool } from "../origin/pool";
 import type { Admission } from "./admission";
 import type { CoarseClock } from "./clock";
+import { TlsHandshake } from "./handshake";
+import { InboundHeader, mustSendHeader, socketEnds, type Ends, type Pending } from "./inbound";
+import { proxyV1Header, proxyV2Header } from "./proxyheader/encode";
 import { Relay } from "./relay";
 import { responderHandlers } from "./responder";
 import { LISTEN_ADDRESS, type DataPlaneService, type ServiceSocket } from "./service";
 import { ServiceStats } from "./stats";
+
+// What a client socket's `data` is: the PROXY header reader first (accept_proxy sources only), then the relay.
+type Stage = Relay | InboundHeader | TlsHandshake;
 
 /** A tcp-mode service: one listener per address family, every steered connection relayed to the origin. */
 export class TcpService implements DataPlaneService {
   readonly protocol = "tcp";
   readonly stats = new ServiceStats();
   private readonly active = new Set<Relay>();
+  // Connections whose PROXY header (accept_proxy) or TLS handshake is still incomplete.
+  private readonly pending = new Set<Pending>();
   private readonly listeners: { family: Family; listener: TCPSocketListener<any> }[] = [];
   private readonly stopSweep: () => void;
   private closing = false;
@@ -23,10 +32,13 @@ export class TcpService implements DataPlaneService {
     readonly config: ServiceConfig,
     private readonly clock: CoarseClock,
     private readonly admission: Admission,
+    /** Absent for the built-in responder. Owned: started on listen, closed with the service. */
+    readonly pool?: OriginPool,
   ) {
     this.stopSweep = clock.onTick((now) => {
       for (const r of this.active) r.sweep(now);
-      if (this.closing && this.active.size === 0) this.stopSweep();
+      for (const h of this.pending) h.sweep(now);
+      if (this.closing && this.active.size === 0 && this.pending.size === 0) this.stopSweep();
     });
   }
 
@@ -34,63 +46,104 @@ export class TcpService implements DataPlaneService {
   listen(): ServiceSocket[] {
     const families = serviceFamilies(this.config);
     try {
-      return families.map((family) => {
+      const sockets = families.map((family) => {
         const listener = Bun.listen<any>({
           hostname: LISTEN_ADDRESS[family],
           port: 0,
           allowHalfOpen: true,
-          socket: this.config.pool ? this.relayHandlers() : responderHandlers(this.admission),
+          // Terminate TLS here; the origin gets plaintext. Without it, bytes pass through as they are.
+          ...(this.config.tls ? { tls: { cert: this.config.tls.cert, key: this.config.tls.key } } : {}),
+          socket: this.pool ? this.relayHandlers(this.pool) : responderHandlers(this.admission),
         });
         this.listeners.push({ family, listener });
         const fd = (listener as unknown as { fd: number }).fd;
         return { family, fd, inode: fstatSync(fd).ino, address: `${family === 6 ? `[${listener.hostname}]` : listener.hostname}:${listener.port}` };
       });
+      void this.pool?.start();
+      return sockets;
     } catch (cause) {
       this.close();
       throw new EdgeError(`service ${this.config.name}`, `cannot open a listening socket: ${(cause as Error).message}`, "kernel", { cause });
     }
   }
 
-  private relayHandlers() {
-    const origin = this.config.pool!.origins[0]!;
+  private relayHandlers(pool: OriginPool) {
     const admission = this.admission;
     const options = { connectTimeoutMs: this.config.connectTimeoutMs, idleTimeoutMs: this.config.idleTimeoutMs, clock: this.clock, stats: this.stats, admission };
     const active = this.active;
+    const { proxyProtocol, acceptProxy } = this.config;
+    // §2 of proxy-protocol.txt: at least 3 s for the header, to cover a TCP retransmit.
+    const inbound = { timeoutMs: Math.max(3_000, this.config.connectTimeoutMs), stats: this.stats, admission, pending: this.pending };
+    const clock = this.clock;
+    const tls = this.config.tls !== undefined;
+    // `ends` is parsed only when a PROXY header is sent or accepted; plain connections skip the address parsing.
+    const needEnds = proxyProtocol !== "off" || acceptProxy.length > 0;
+    const start = (s: Socket<any>, ends: Ends | undefined, rest: Uint8Array) => {
+      const relay = new Relay(s, options, active);
+      s.data = relay;
+      if (ends && proxyProtocol === "v1") relay.preamble(proxyV1Header(ends.client, ends.edge));
+      if (ends && proxyProtocol === "v2") relay.preamble(proxyV2Header(ends.client, ends.edge, "stream"));
+      // Balancing sees the client, and port-preserving and port-range origins the edge port, as a
+      // trusted PROXY header names them (else the socket's peer and local port).
+      const pick = ends ? pool.pick(formatAddress(ends.client.addr), ends.edge.port) : pool.pick(s.remoteAddress, s.localPort);
+      if (!pick) {
+        options.stats.originError("no_origin");
+        return relay.abort();
+      }
+      relay.connect(pick);
+      if (rest.length) relay.fromClient(rest);
+    };
     return {
-      open(s: Socket<Relay>) {
+      open(s: Socket<any>) {
         // Over the cap: this one was already queued in the kernel when steering stopped.
         if (!admission.admit()) return void s.terminate();
-        const relay = new Relay(s, options, active);
-        s.data = relay;
-        // No origin port: the port the client dialled, which is the accepted socket's local port.
-        relay.connect({ host: origin.host, port: origin.port ?? s.localPort });
+        const ends = needEnds ? socketEnds(s) : undefined;
+        if (needEnds && !ends) {
+          // The peer is already gone (Bun no longer knows its address).
+          admission.leave();
+          return void s.terminate();
+        }
+        if (ends && acceptProxy.length && mustSendHeader(acceptProxy, ends.client)) {
+          s.data = new InboundHeader(s, ends, inbound, clock.now, (e, rest) => start(s, e, rest));
+          return;
+        }
+        // (config/validate.ts refuses accept_proxy with tls on tcp: a connection is in one stage or the other.)
+        if (tls) {
+          s.data = new TlsHandshake(s, inbound, clock.now, () => start(s, ends, new Uint8Array(0)));
+          return;
+        }
+        start(s, ends, new Uint8Array(0));
       },
-      data(s: Socket<Relay>, chunk: Buffer) {
+      handshake(s: Socket<Stage>, success: boolean) {
+        if (s.data instanceof TlsHandshake) s.data.handshaken(success);
+      },
+      data(s: Socket<Stage>, chunk: Buffer) {
         s.data?.fromClient(chunk);
       },
-      drain(s: Socket<Relay>) {
+      drain(s: Socket<Stage>) {
         s.data?.drained("client");
       },
-      end(s: Socket<Relay>) {
+      end(s: Socket<Stage>) {
         s.data?.ended("client");
       },
-      close(s: Socket<Relay>, error?: Error) {
+      close(s: Socket<Stage>, error?: Error) {
         s.data?.closed("client", error);
       },
-      error(s: Socket<Relay>, error: Error) {
+      error(s: Socket<Stage>, error: Error) {
         s.data?.closed("client", error);
       },
     };
   }
 
   report() {
-    return { connections: this.stats.snapshot() };
+    return { connections: this.stats.snapshot(), ...(this.pool ? { origins: this.pool.snapshot() } : {}) };
   }
 
   summary(): string {
     const s = this.stats;
     const errors = [...s.originErrors].map(([kind, n]) => `${kind} ${n}`).join(", ") || "none";
-    return `${s.connectionsTotal} connections, ${s.bytesFromClients} bytes in, ${s.bytesFromOrigins} bytes out, origin errors: ${errors}`;
+    const list = (m: Map<string, number>, what: string) => (m.size ? `, ${what}: ${[...m].map(([reason, n]) => `${reason} ${n}`).join(", ")}` : "");
+    return `${s.connectionsTotal} connections, ${s.bytesFromClients} bytes in, ${s.bytesFromOrigins} bytes out, origin errors: ${errors}${list(s.proxyHeaderErrors, "PROXY header errors")}${list(s.tlsHandshakeErrors, "TLS handshake errors")}`;
   }
 
   /**
@@ -100,8 +153,10 @@ export class TcpService implements DataPlaneService {
    */
   close(abort = false): void {
     this.closing = true;
+    this.pool?.close();
     for (const { listener } of this.listeners.splice(0)) listener.stop(false);
     if (abort) for (const r of [...this.active]) r.abort();
-    if (this.active.size === 0) this.stopSweep();
+    if (abort) for (const h of [...this.pending]) h.abort();
+    if (this.active.size === 0 && this.pending.size === 0) this.stopSweep();
   }
 }

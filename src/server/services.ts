@@ -7,7 +7,18 @@ import { HttpService } from "../proxy/http/service";
 import { TcpService } from "../proxy/tcp";
 import { UdpPlane } from "../proxy/udp/plane";
 import { UdpService } from "../proxy/udp/service";
+import { OriginPool } from "../origin/pool";
+import type { PortRange } from "../config/ports";
 import type { ResolvedOrigins } from "./bindings";
+
+/**
+ * The edge range origins given as port ranges map into: the service's lowest
+ * bound range (config validation makes it the only one when an origin has a
+ * range); also the port a port-preserving origin's health checks use.
+ */
+export function edgeRangeOf(cfg: ServiceConfig): PortRange | undefined {
+  return cfg.bindings.flatMap((b) => b.ports).sort((a, b) => a.lo - b.lo)[0];
+}
 
 /** What services share in one process: the clock, the TCP connection cap, the UDP data plane. */
 export class DataPlanes {
@@ -20,23 +31,29 @@ export class DataPlanes {
     readonly maxFlows: number,
   ) {}
 
-  /** A service's data plane, not yet listening. TCP dials its origin by name per connection; UDP takes the first address resolved at start or reload. */
+  /**
+   * A service's data plane, not yet listening, with its origin pool (seeded
+   * with the addresses resolved at start or reload; it starts checking and
+   * re-resolving when the service listens, and closes with it).
+   */
   create(cfg: ServiceConfig, origins: ResolvedOrigins): DataPlaneService {
+    if (cfg.mode !== "udp" && this.admission.max < 1) {
+      throw new ConfigError(`service ${cfg.name}`, "no file descriptors were set aside for TCP connections at startup; restart with max_connections (--max-connections) set");
+    }
+    // http: a pool per route, made by the service.
+    if (cfg.mode === "http") return new HttpService(cfg, this.clock, this.admission, { edgeRange: edgeRangeOf(cfg), resolved: origins });
+    const pool = cfg.pool && new OriginPool(cfg.pool, { edgeRange: edgeRangeOf(cfg), resolved: origins, kind: cfg.mode, owner: `service ${cfg.name}` });
     if (cfg.mode !== "udp") {
       if (this.admission.max < 1) {
         throw new ConfigError(`service ${cfg.name}`, "no file descriptors were set aside for TCP connections at startup; restart with max_connections (--max-connections) set");
       }
-      if (cfg.mode === "http") return new HttpService(cfg, this.clock, this.admission, origins);
-      return new TcpService(cfg, this.clock, this.admission);
+      return new TcpService(cfg, this.clock, this.admission, pool);
     }
     if (this.maxFlows < 1) {
       throw new ConfigError(`service ${cfg.name}`, "no file descriptors were set aside for UDP flows at startup; restart with max_flows (--max-flows) set");
     }
     this.udp ??= new UdpPlane(this.maxFlows);
-    const first = cfg.pool?.origins[0];
-    const addr = first && origins.get(first.host)?.[0];
-    const origin = first && addr ? { family: addr.length === 4 ? (4 as const) : (6 as const), addr, port: first.port ?? 0 } : undefined;
-    return new UdpService(cfg, this.udp, origin);
+    return new UdpService(cfg, this.udp, pool);
   }
 
   /** Resolves when every data plane runs (the UDP worker has started); rejects if one failed to. */

@@ -1,3 +1,4 @@
+import { formatAddress } from "../../config/address";
 import { ChunkedDecoder } from "./chunked";
 import { HIGH_WATER, LINGER_MS } from "./context";
 import { Deadline, EMPTY, Exchange, Phase, concat } from "./exchange";
@@ -103,7 +104,7 @@ export class HttpConnection extends Exchange {
 
   /** The address:port the client dialled (HTTP/1.0 requests without Host get it as their Host). */
   private destination(): string {
-    const a = this.client.localAddress;
+    const a = this.ends ? formatAddress(this.ends.edge.addr) : this.client.localAddress;
     return a.includes(":") ? `[${a}]:${this.localPort}` : `${a}:${this.localPort}`;
   }
 

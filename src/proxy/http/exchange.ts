@@ -1,6 +1,7 @@
 import type { Socket } from "bun";
-import { unmapAddress } from "../../config/address";
+import { formatAddress, unmapAddress } from "../../config/address";
 import type { Member } from "../../origin/pool";
+import type { Ends } from "../inbound";
 import { Outbox } from "../outbox";
 import { ChunkedDecoder } from "./chunked";
 import { HIGH_WATER, MAX_RESPONSE_HEAD, idempotent, originCause, type HttpContext } from "./context";
@@ -95,11 +96,13 @@ export abstract class Exchange implements OriginUser {
   constructor(
     protected readonly client: Socket<any>,
     protected readonly ctx: HttpContext,
+    /** Both ends as a trusted load balancer's PROXY header named them (accept_proxy); else the socket's. */
+    protected readonly ends?: Ends,
   ) {
     this.lastActive = ctx.clock.now;
-    this.clientIp = unmapAddress(client.remoteAddress);
+    this.clientIp = ends ? formatAddress(ends.client.addr) : unmapAddress(client.remoteAddress);
     // Each of Bun's local* getters is a getsockname(2): the port is needed per request, the address rarely.
-    this.localPort = client.localPort;
+    this.localPort = ends ? ends.edge.port : client.localPort;
     ctx.active.add(this);
     ctx.stats.connectionsActive++;
     ctx.stats.connectionsTotal++;

@@ -24,7 +24,8 @@ import {
 } from "../../system/udp";
 import { DatagramBatch, MAX_DATAGRAM } from "./batch";
 import type { ProxyProtocol } from "../../config/service";
-import { proxyV2Header, sppHeader, hasSppHeader, SPP_HEADER_SIZE } from "./headers";
+import { proxyV2Header, sppHeader, hasSppHeader, SPP_HEADER_SIZE } from "../proxyheader/encode";
+import { EndpointSet, type UdpOrigins, type WorkerEndpoint } from "./origins";
 import { C, dropIndex, ROW, type UdpDropReason } from "./stats";
 
 const EMSGSIZE = 90;
@@ -40,9 +41,7 @@ export interface UdpServiceSpec {
   readonly name: string;
   readonly listeners: readonly { readonly fd: number; readonly family: Family }[];
   /** Absent: echo every datagram back (the built-in responder). */
-  readonly origin?: Endpoint;
-  /** The origin's port is the one the client sent to. */
-  readonly portPreserving: boolean;
+  readonly origins?: UdpOrigins;
   readonly proxyProtocol: ProxyProtocol;
   readonly idleMs: number;
 }
@@ -50,16 +49,22 @@ export interface UdpServiceSpec {
 class Service {
   readonly kind = "listener";
   retired = false;
+  readonly endpoints: EndpointSet | undefined;
   constructor(
     readonly spec: UdpServiceSpec,
     readonly row: Float64Array,
-  ) {}
+  ) {
+    const o = spec.origins;
+    this.endpoints = o && new EndpointSet(o.balance, o.edgeRange, o.endpoints);
+  }
 }
 
 class Flow {
   readonly kind = "flow";
   /** From the client; a second one confirms the flow. */
   datagrams = 0;
+  /** The origin has answered on this flow. */
+  answered = false;
   constructor(
     readonly key: string,
     readonly service: Service,
@@ -70,6 +75,8 @@ class Flow {
     public header: Uint8Array | undefined,
     readonly everyDatagram: boolean,
     public last: number,
+    /** The pool endpoint whose flow count this flow holds. */
+    readonly endpoint: WorkerEndpoint | undefined,
   ) {}
 }
 
@@ -92,7 +99,16 @@ export class Engine {
     private readonly log: (line: string) => void,
     /** A retired service's last flow ended: its slot is free. */
     private readonly onRetired: (slot: number) => void,
+    /** An endpoint refused a flow, or answered one for the first time. */
+    private readonly onOrigin: (slot: number, key: string, ok: boolean) => void = () => {},
   ) {}
+
+  // ICMP port unreachable from the origin: the flow ends, and the pool hears of it.
+  private refused(f: Flow): void {
+    this.drop(f.service, "origin_refused");
+    if (f.endpoint) this.onOrigin(f.service.spec.slot, f.endpoint.key, false);
+    this.close(f);
+  }
 
   /** The shortest idle timeout of the services, for the sweep interval. */
   get minIdleMs(): number {
@@ -109,6 +125,11 @@ export class Engine {
       this.byFd[l.fd] = svc;
       this.epoll.add(l.fd);
     }
+  }
+
+  /** A service's eligible origin endpoints changed (main thread: health, ejection, DNS). Open flows keep theirs. */
+  setOrigins(slot: number, endpoints: UdpOrigins["endpoints"]): void {
+    this.services.get(slot)?.endpoints?.update(endpoints);
   }
 
   /** Close a service's listeners; with `abort` its flows too. Its remaining flows run until idle. */
@@ -211,13 +232,14 @@ export class Engine {
     const b = this.batch;
     let len = b.recvOne(f.upstream);
     if (len < 0) {
-      if (errno() === ECONNREFUSED) {
-        this.drop(f.service, "origin_refused");
-        this.close(f);
-      }
+      if (errno() === ECONNREFUSED) this.refused(f);
       return;
     }
     f.last = this.now;
+    if (!f.answered) {
+      f.answered = true;
+      if (f.endpoint) this.onOrigin(f.service.spec.slot, f.endpoint.key, true);
+    }
     if (len > MAX_DATAGRAM) return this.drop(f.service, "truncated");
     let at = b.dataAt(0);
     if (f.everyDatagram) {
@@ -238,10 +260,7 @@ export class Engine {
       return;
     }
     const e = errno();
-    if (e === ECONNREFUSED && !toClient) {
-      this.drop(f.service, "origin_refused");
-      return this.close(f);
-    }
+    if (e === ECONNREFUSED && !toClient) return this.refused(f);
     this.drop(f.service, e === EMSGSIZE ? "too_big" : "send_failed");
   }
 
@@ -257,6 +276,11 @@ export class Engine {
       this.close(victim);
     }
     const spec = svc.spec;
+    const chosen = svc.endpoints?.pick(src.addr, dst.port);
+    if (svc.endpoints && !chosen) {
+      this.drop(svc, "no_origin");
+      return undefined;
+    }
     let client = -1;
     let upstream = -1;
     try {
@@ -268,10 +292,9 @@ export class Engine {
       else setIntOption(client, SOL_IPV6, IPV6_FREEBIND, 1, "flow socket");
       bindTo(client, dst, "flow socket");
       connectTo(client, src, "flow socket", "client");
-      if (spec.origin) {
-        upstream = openUdpSocket(spec.origin.family, "origin socket");
-        const port = spec.portPreserving ? dst.port : spec.origin.port;
-        connectTo(upstream, { ...spec.origin, port }, "origin socket", "origin");
+      if (chosen) {
+        upstream = openUdpSocket(chosen.target.family, "origin socket");
+        connectTo(upstream, chosen.target, "origin socket", "origin");
       }
       this.epoll.add(client);
       if (upstream >= 0) this.epoll.add(upstream);
@@ -282,8 +305,9 @@ export class Engine {
       if (svc.row[dropIndex("flow_setup")] === 1) this.log(`service ${spec.name}: ${(e as Error).message}`);
       return undefined;
     }
-    const header = spec.proxyProtocol === "v2" ? proxyV2Header(src, dst) : spec.proxyProtocol === "spp" ? sppHeader(src, dst) : undefined;
-    const f = new Flow(key, svc, client, upstream, header, spec.proxyProtocol === "spp", this.now);
+    const header = spec.proxyProtocol === "v2" ? proxyV2Header(src, dst, "dgram") : spec.proxyProtocol === "spp" ? sppHeader(src, dst) : undefined;
+    const f = new Flow(key, svc, client, upstream, header, spec.proxyProtocol === "spp", this.now, chosen?.endpoint);
+    if (chosen) chosen.endpoint.active++;
     this.flows.set(key, f);
     this.unconfirmed.set(key, f);
     this.byFd[client] = f;
@@ -304,6 +328,7 @@ export class Engine {
       this.byFd[f.upstream] = undefined;
       closeFd(f.upstream);
     }
+    if (f.endpoint) f.endpoint.active--;
     bump(f.service.row, C.flowsActive, -1);
     this.settle(f.service);
   }

@@ -1,3 +1,4 @@
+import type { EndpointSpec } from "../../origin/pool";
 import type { UdpServiceSpec } from "./engine";
 
 /** Main thread → UDP worker. */
@@ -5,6 +6,7 @@ export type ToWorker =
   | { readonly op: "init"; readonly wakeFd: number; readonly counters: SharedArrayBuffer; readonly maxFlows: number }
   | { readonly op: "add"; readonly spec: UdpServiceSpec }
   | { readonly op: "retire"; readonly slot: number; readonly abort: boolean }
+  | { readonly op: "origins"; readonly slot: number; readonly endpoints: readonly EndpointSpec[] }
   | { readonly op: "stop" };
 
 /** UDP worker → main thread. */
@@ -12,4 +14,6 @@ export type FromWorker =
   | { readonly op: "started" }
   | { readonly op: "log"; readonly line: string }
   | { readonly op: "retired"; readonly slot: number }
+  /** A flow's origin refused (ICMP port unreachable) or answered for the first time: passive ejection's input. */
+  | { readonly op: "origin"; readonly slot: number; readonly key: string; readonly ok: boolean }
   | { readonly op: "stopped" };

@@ -1,4 +1,5 @@
 import { EdgeError } from "../../errors";
+import type { EndpointSpec } from "../../origin/pool";
 import { EventFd } from "../../system/epoll";
 import type { UdpServiceSpec } from "./engine";
 import type { FromWorker, ToWorker } from "./messages";
@@ -21,6 +22,7 @@ export class UdpPlane {
   // Lowest slot first, so rows stay near the start of the shared buffer.
   private readonly free = Array.from({ length: SLOTS }, (_, i) => SLOTS - 1 - i);
   private closed = false;
+  private readonly originEvents = new Map<number, (key: string, ok: boolean) => void>();
   /** Settles when the worker has its epoll loop running, or failed to start. */
   readonly started: Promise<void>;
 
@@ -42,6 +44,7 @@ export class UdpPlane {
       if (m.op === "started") started();
       else if (m.op === "log") process.stderr.write(`edgeproxy: ${m.line}\n`);
       else if (m.op === "retired") this.free.push(m.slot);
+      else if (m.op === "origin") this.originEvents.get(m.slot)?.(m.key, m.ok);
       else if (m.op === "stopped") {
         this.wake.close();
         void this.worker.terminate();
@@ -59,6 +62,17 @@ export class UdpPlane {
     this.counters.fill(0, slot * ROW, (slot + 1) * ROW);
     this.post({ op: "add", spec: { ...spec, slot } });
     return slot;
+  }
+
+  /** Hear a service's origin refusals and first answers (its pool's passive ejection). */
+  onOrigin(slot: number, fn: ((key: string, ok: boolean) => void) | undefined): void {
+    if (fn) this.originEvents.set(slot, fn);
+    else this.originEvents.delete(slot);
+  }
+
+  /** A service's eligible origin endpoints changed: new flows go to these. */
+  setOrigins(slot: number, endpoints: readonly EndpointSpec[]): void {
+    this.post({ op: "origins", slot, endpoints });
   }
 
   /** Close a service's listeners; with `abort` its flows too, else they run until idle. */

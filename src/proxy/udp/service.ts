@@ -2,7 +2,7 @@ import { fstatSync } from "node:fs";
 import { parseAddress, type Family } from "../../config/address";
 import { serviceFamilies, type ServiceConfig } from "../../config/service";
 import { EdgeError } from "../../errors";
-import type { Endpoint } from "../../system/sockaddr";
+import type { OriginPool, OriginStatus } from "../../origin/pool";
 import {
   bindTo,
   closeFd,
@@ -29,12 +29,13 @@ export class UdpService implements DataPlaneService {
   readonly protocol = "udp";
   private slot = -1;
   private row: Float64Array | undefined;
+  private unsubscribe = () => {};
 
   constructor(
     readonly config: ServiceConfig,
     private readonly plane: UdpPlane,
-    /** Resolved origin; absent for the echo responder. */
-    private readonly origin: Endpoint | undefined,
+    /** Absent for the echo responder. Owned: closed with the service. */
+    readonly pool: OriginPool | undefined,
   ) {}
 
   listen(): ServiceSocket[] {
@@ -55,15 +56,27 @@ export class UdpService implements DataPlaneService {
         const host = family === 6 ? `[${LISTEN_ADDRESS[family]}]` : LISTEN_ADDRESS[family];
         return { family, fd, inode: fstatSync(fd).ino, address: `${host}:${port}` };
       });
-      this.slot = this.plane.add({
+      const pool = this.pool;
+      const slot = this.plane.add({
         name: this.config.name,
         listeners: opened,
-        origin: this.origin,
-        portPreserving: this.config.pool?.origins[0]?.port === undefined,
+        origins: pool && { balance: pool.config.balance, edgeRange: pool.edgeRange, endpoints: pool.eligible() },
         proxyProtocol: this.config.proxyProtocol,
         idleMs: this.config.idleTimeoutMs,
       });
-      this.row = this.plane.row(this.slot);
+      this.slot = slot;
+      this.row = this.plane.row(slot);
+      // Health checks and ejection run on this thread; the worker gets each new eligible set.
+      if (pool) {
+        this.unsubscribe = pool.onChange(() => this.plane.setOrigins(slot, pool.eligible()));
+        // A refused datagram (ICMP port unreachable) is UDP's failed connect.
+        this.plane.onOrigin(slot, (key, ok) => {
+          const m = pool.member(key);
+          if (ok) m?.succeeded();
+          else m?.failed("refused");
+        });
+        void pool.start();
+      }
       return sockets;
     } catch (cause) {
       for (const { fd } of opened) closeFd(fd);
@@ -72,14 +85,17 @@ export class UdpService implements DataPlaneService {
   }
 
   close(abort = false): void {
+    this.unsubscribe();
+    this.pool?.close();
     if (this.slot < 0) return;
+    this.plane.onOrigin(this.slot, undefined);
     this.plane.retire(this.slot, abort);
     this.slot = -1;
   }
 
-  report(): { datagrams: DatagramStats } {
+  report(): { datagrams: DatagramStats; origins?: OriginStatus[] } {
     // Before listen() there are no figures yet: a row of zeros.
-    return { datagrams: readRow(this.row ?? new Float64Array(ROW)) };
+    return { datagrams: readRow(this.row ?? new Float64Array(ROW)), ...(this.pool ? { origins: this.pool.snapshot() } : {}) };
   }
 
   summary(): string {

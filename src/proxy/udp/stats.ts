@@ -20,6 +20,8 @@ export const UDP_DROP_REASONS = [
   "bad_header",
   /** Steered without an original destination (not through the dispatcher). */
   "no_destination",
+  /** Every origin of the pool was down or ejected. */
+  "no_origin",
 ] as const;
 export type UdpDropReason = (typeof UDP_DROP_REASONS)[number];
 

@@ -66,6 +66,7 @@ self.onmessage = (event: MessageEvent<ToWorker>) => {
           m.maxFlows,
           (line) => post({ op: "log", line }),
           (slot) => post({ op: "retired", slot }),
+          (slot, key, ok) => post({ op: "origin", slot, key, ok }),
         );
         running = true;
         post({ op: "started" });
@@ -73,6 +74,9 @@ self.onmessage = (event: MessageEvent<ToWorker>) => {
         break;
       case "add":
         engine!.add(m.spec);
+        break;
+      case "origins":
+        engine!.setOrigins(m.slot, m.endpoints);
         break;
       case "retire":
         engine!.retire(m.slot, m.abort);

@@ -1,0 +1,152 @@
+import { ConfigError } from "../errors";
+import { parseBalance, parseDuration, parseOrigin, parseSize, poolOf } from "./origin";
+import { POOL_DEFAULTS, type EjectConfig, type HealthConfig, type HttpConfig, type PoolConfig, type RouteConfig, type TlsConfig } from "./pool";
+import { Fields } from "./schema";
+import type { Mode } from "./service";
+
+/** The keys of a [[service]] or [[service.route]] table that make its pool. */
+export const POOL_FIELDS = ["origin", "origins", "balance", "health", "eject"];
+const HEALTH_FIELDS = ["interval", "timeout", "rise", "fall", "path"];
+const EJECT_FIELDS = ["failures", "duration"];
+const ROUTE_FIELDS = ["host", "path", ...POOL_FIELDS];
+// RFC 3986 §3.2.2 reg-name, lower-cased, or an IP literal, with an optional port.
+const ROUTE_HOST = /^(\[[0-9a-f:.]+\]|[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*\.?)(:\d{1,5})?$/;
+// RFC 3986 §3.3 path characters; no query, no fragment, no dot segments.
+const ROUTE_PATH = /^\/([A-Za-z0-9\-._~!$&'()*+,;=:@%]+\/?)*$/;
+
+/** A pool from origin/origins, balance, [health] and [eject]; undefined when the table names no origin. */
+export function parsePool(f: Fields, mode: Mode): PoolConfig | undefined {
+  if (f.has("origin") && f.has("origins")) throw new ConfigError(f.where, "set origin (one) or origins (a pool), not both");
+  const key = f.has("origins") ? "origins" : "origin";
+  const texts = f.has("origins") ? f.list("origins")! : f.has("origin") ? [f.string("origin")!] : [];
+  if (f.has("origins") && texts.length === 0) throw new ConfigError(f.at("origins"), "must not be empty");
+  if (texts.length === 0) {
+    const stray = ["balance", "health", "eject"].find((k) => f.has(k));
+    if (stray) throw new ConfigError(f.at(stray), "applies to a pool: set origin or origins too");
+    return undefined;
+  }
+  const balanceText = f.string("balance");
+  return poolOf(
+    texts.map((t) => parseOrigin(t, f.at(key))),
+    {
+      balance: balanceText === undefined ? undefined : parseBalance(balanceText, f.at("balance")),
+      health: f.has("health") ? parseHealth(Fields.of(f.value("health"), f.at("health"), ".", HEALTH_FIELDS), mode) : undefined,
+      eject: f.has("eject") ? parseEject(Fields.of(f.value("eject"), f.at("eject"), ".", EJECT_FIELDS)) : undefined,
+    },
+  );
+}
+
+/** [health]: interval, timeout, rise, fall, path (http). */
+export function parseHealth(f: Fields, mode: Mode): HealthConfig {
+  const d = POOL_DEFAULTS.health;
+  const duration = (key: string, fallback: number) => {
+    const t = f.text(key);
+    return t === undefined ? fallback : parseDuration(t, f.at(key));
+  };
+  const path = f.string("path");
+  if (path !== undefined && mode !== "http") throw new ConfigError(f.at("path"), `${mode} pools are checked by TCP connect; path is for http services`);
+  if (path !== undefined && !/^\/[\x21-\x7e]*$/.test(path)) throw new ConfigError(f.at("path"), `"${path}" must start with / and hold no spaces or control characters`);
+  return healthOf({
+    intervalMs: duration("interval", d.intervalMs),
+    timeoutMs: duration("timeout", d.timeoutMs),
+    rise: f.positiveInteger("rise") ?? d.rise,
+    fall: f.positiveInteger("fall") ?? d.fall,
+    path: path ?? d.path,
+  }, f.where);
+}
+
+/** Checks with defaults filled in; a timeout must end before the next check starts. */
+export function healthOf(h: Partial<HealthConfig>, where: string): HealthConfig {
+  const out = { ...POOL_DEFAULTS.health, ...h };
+  if (h.intervalMs !== undefined && h.timeoutMs === undefined) out.timeoutMs = Math.min(out.timeoutMs, h.intervalMs);
+  if (out.timeoutMs > out.intervalMs) throw new ConfigError(where, `the check timeout (${out.timeoutMs} ms) is longer than the interval (${out.intervalMs} ms)`);
+  return out;
+}
+
+function parseEject(f: Fields): EjectConfig {
+  const t = f.text("duration");
+  return {
+    failures: f.positiveInteger("failures") ?? POOL_DEFAULTS.eject.failures,
+    durationMs: t === undefined ? POOL_DEFAULTS.eject.durationMs : parseDuration(t, f.at("duration")),
+  };
+}
+
+/** [[service.route]] tables (http only), ordered most specific first. */
+export function parseRoutes(raw: readonly unknown[], where: string): RouteConfig[] {
+  const routes = raw.map((r, i) => {
+    const f = Fields.of(r, `${where}: route[${i + 1}]`, ".", ROUTE_FIELDS);
+    const hostText = f.string("host");
+    const host = hostText?.toLowerCase();
+    if (host !== undefined && !ROUTE_HOST.test(host)) throw new ConfigError(f.at("host"), `"${hostText}" is not a host name or IP literal with an optional port`);
+    const port = host && /:(\d+)$/.exec(host)?.[1];
+    if (port && (Number(port) < 1 || Number(port) > 65535)) throw new ConfigError(f.at("host"), `"${hostText}": port must be 1-65535`);
+    const path = f.string("path") ?? "/";
+    if (!ROUTE_PATH.test(path) || /(^|\/)\.\.?(\/|$)/.test(path)) throw new ConfigError(f.at("path"), `"${path}" is not an absolute path prefix (like /api/)`);
+    if (host === undefined && !f.has("path")) throw new ConfigError(f.where, "a route needs host, path or both");
+    const route: RouteConfig = { host, path: path.length > 1 ? path.replace(/\/$/, "") : path, pool: parsePool(f, "http") };
+    return route;
+  });
+  const key = (r: RouteConfig) => `${r.host ?? "*"} ${r.path}`;
+  const seen = new Map<string, number>();
+  routes.forEach((r, i) => {
+    const first = seen.get(key(r));
+    if (first !== undefined) throw new ConfigError(`${where}: route[${i + 1}]`, `host ${r.host ?? "(any)"} and path ${r.path} are already route[${first + 1}]'s`);
+    seen.set(key(r), i);
+  });
+  return sortRoutes(routes);
+}
+
+/** Most specific first: a host with a port, then a host, then any host; within each, longer paths first. */
+export function sortRoutes(routes: readonly RouteConfig[]): RouteConfig[] {
+  const rank = (r: RouteConfig) => (r.host === undefined ? 2 : /:\d+$/.test(r.host) ? 0 : 1);
+  return [...routes].sort((a, b) => rank(a) - rank(b) || b.path.length - a.path.length);
+}
+
+/** http options of a [[service]]: first_byte_timeout, max_body_size, max_header_size, routes. */
+export function parseHttp(f: Fields, mode: Mode): HttpConfig | undefined {
+  const keys = ["first_byte_timeout", "max_body_size", "max_header_size", "route"];
+  if (mode !== "http") {
+    const stray = keys.find((k) => f.has(k));
+    if (stray) throw new ConfigError(f.at(stray), `is for http services; this one is ${mode}`);
+    return undefined;
+  }
+  const d = POOL_DEFAULTS.http;
+  const t = f.text("first_byte_timeout");
+  const size = (key: string, fallback: number) => {
+    const v = f.text(key);
+    return v === undefined ? fallback : parseSize(v, f.at(key));
+  };
+  const maxHeaderBytes = size("max_header_size", d.maxHeaderBytes);
+  if (maxHeaderBytes < 1024 || maxHeaderBytes > 1 << 20) throw new ConfigError(f.at("max_header_size"), "must be 1KiB-1MiB");
+  return {
+    firstByteTimeoutMs: t === undefined ? d.firstByteTimeoutMs : parseDuration(t, f.at("first_byte_timeout")),
+    maxBodyBytes: size("max_body_size", d.maxBodyBytes),
+    maxHeaderBytes,
+    routes: parseRoutes(f.tables("route", "[[service.route]]") ?? [], f.where),
+  };
+}
+
+/** tls_cert and tls_key: both or neither; PEM files read now, so a bad path fails the config, not the first handshake. */
+export function parseTls(cert: { file?: string; where: string }, key: { file?: string; where: string }, mode: Mode, read: (path: string) => string): TlsConfig | undefined {
+  if (cert.file === undefined && key.file === undefined) return undefined;
+  if (mode === "udp") throw new ConfigError(cert.file !== undefined ? cert.where : key.where, "TLS terminates tcp and http services; udp has no TLS (DTLS is not supported)");
+  if (cert.file === undefined) throw new ConfigError(cert.where, "is needed with the key");
+  if (key.file === undefined) throw new ConfigError(key.where, "is needed with the certificate");
+  const pem = (file: string, where: string, label: RegExp, what: string) => {
+    let text: string;
+    try {
+      text = read(file);
+    } catch (e) {
+      const code = (e as { code?: string }).code;
+      throw new ConfigError(where, `cannot read "${file}": ${code ?? (e as Error).message}`);
+    }
+    if (!label.test(text)) throw new ConfigError(where, `"${file}" holds no PEM ${what}`);
+    return text;
+  };
+  return {
+    certFile: cert.file,
+    keyFile: key.file,
+    cert: pem(cert.file, cert.where, /-----BEGIN CERTIFICATE-----/, "certificate"),
+    key: pem(key.file, key.where, /-----BEGIN ([A-Z]+ )?PRIVATE KEY-----/, "private key"),
+  };
+}
