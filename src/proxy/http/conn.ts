@@ -36,7 +36,7 @@ export class HttpConnection extends Exchange {
         return this.feedBody(chunk);
       case Phase.Wait:
         this.inbuf = concat(this.inbuf, chunk);
-        if (this.inbuf.length > this.ctx.http.maxHeaderBytes + HIGH_WATER) this.client.pause();
+        if (this.inbuf.length > this.ctx.http.maxHeaderBytes + HIGH_WATER) this.pauseClient();
         return;
       case Phase.Tunnel:
         return this.sendOrigin(chunk);
@@ -183,7 +183,7 @@ export class HttpConnection extends Exchange {
     if (this.closed || this.phase === Phase.Done) return;
     this.ctx.httpStats.response(bytes.status);
     this.res = undefined;
-    this.toClient.write(this.client, bytes.data) || this.client.pause();
+    this.toClient.write(this.client, bytes.data) || this.pauseClient();
     this.resDone = true;
     this.exchangeDone();
   }
@@ -200,7 +200,7 @@ export class HttpConnection extends Exchange {
     this.res = undefined;
     if (!this.keepAlive) return this.endClient();
     this.phase = Phase.Head;
-    this.client.resume();
+    this.resumeClient();
     if (this.inbuf.length) this.readHeads();
     if (this.phase === Phase.Head && this.clientEnded) this.endClient();
   }
@@ -210,8 +210,11 @@ export class HttpConnection extends Exchange {
     const c = this.origin;
     this.origin = undefined;
     if (c) {
-      if (how === "reuse" && this.toOrigin.queued === 0) this.ctx.origins.release(c, this.ctx.clock.now);
-      else c.destroy(how !== "reset");
+      if (how === "reuse" && this.toOrigin.queued === 0) {
+        // Paused for a slow client: an idle connection must see the origin's FIN.
+        if (this.originPaused) c.socket?.resume();
+        this.ctx.origins.release(c, this.ctx.clock.now);
+      } else c.destroy(how !== "reset");
     }
     this.toOrigin.clear();
     this.originPaused = false;
@@ -246,7 +249,7 @@ export class HttpConnection extends Exchange {
     }
     if (this.clientEnded || !this.linger) return void this.client.end();
     this.client.shutdown();
-    this.client.resume();
+    this.resumeClient();
     this.setDeadline(Deadline.Linger, LINGER_MS);
   }
 

@@ -112,7 +112,7 @@ export abstract class Exchange implements OriginUser {
     if (!this.origin || this.local) return;
     const s = this.origin.open ? this.origin.socket : undefined;
     if (this.toOrigin.write(s, bytes)) return;
-    if (s || this.toOrigin.queued >= HIGH_WATER) this.client.pause();
+    if (s || this.toOrigin.queued >= HIGH_WATER) this.pauseClient();
   }
 
   protected sendClient(bytes: Uint8Array): void {
@@ -133,7 +133,7 @@ export abstract class Exchange implements OriginUser {
   originOpen(c: OriginConn): void {
     this.member?.succeeded();
     this.deadlineKind = Deadline.None;
-    if (this.toOrigin.flush(c.socket!)) this.client.resume();
+    if (this.toOrigin.flush(c.socket!)) this.resumeClient();
     if (this.requestDone && !this.gotByte) this.setDeadline(Deadline.FirstByte, this.ctx.http.firstByteTimeoutMs);
   }
 
@@ -147,7 +147,7 @@ export abstract class Exchange implements OriginUser {
 
   originDrain(c: OriginConn): void {
     if (c !== this.origin || !this.toOrigin.flush(c.socket!)) return;
-    this.client.resume();
+    this.resumeClient();
     if (this.phase === Phase.Tunnel && this.tunnelUp) c.socket!.shutdown();
   }
 
@@ -240,7 +240,7 @@ export abstract class Exchange implements OriginUser {
         const early = this.inbuf;
         this.inbuf = EMPTY;
         if (early.length) this.sendOrigin(early);
-        this.client.resume();
+        this.resumeClient();
         return;
       }
       // Interim responses (100-continue, 103) go on, except to an HTTP/1.0 client (RFC 9110 §15.2).
@@ -348,6 +348,21 @@ export abstract class Exchange implements OriginUser {
     this.ctx.stats.originError("protocol");
     if (this.res) return this.abort();
     this.fail(502, `origin ${this.origin?.host}:${this.origin?.port}: ${why}`);
+  }
+
+  // pause()/resume() are calls into Bun's native code: made only when they change something.
+  private clientPaused = false;
+
+  protected pauseClient(): void {
+    if (this.clientPaused) return;
+    this.clientPaused = true;
+    this.client.pause();
+  }
+
+  protected resumeClient(): void {
+    if (!this.clientPaused) return;
+    this.clientPaused = false;
+    this.client.resume();
   }
 
   protected setDeadline(kind: Deadline, ms: number): void {

@@ -137,8 +137,6 @@ export class OriginConnections {
     if (!list) this.idle.set(c.key, (list = []));
     if (list.length >= MAX_IDLE_PER_ORIGIN) return c.destroy(true);
     c.idleSince = now;
-    // It may have been paused for a slow client; an idle one must see the origin's FIN.
-    c.socket.resume();
     list.push(c);
   }
 
