@@ -129,7 +129,10 @@ export class HttpConnection extends Exchange {
     this.phase = this.reqChunks || this.bodyLeft > 0 ? Phase.Body : Phase.Wait;
     if (!this.local) {
       const pick = ctx.pools.get(route.pool!)!.pick(this.clientIp, this.localPort);
-      if (!pick) return this.fail(503, "no healthy origin");
+      if (!pick) {
+        ctx.stats.originError("no_origin");
+        return this.fail(503, "no healthy origin");
+      }
       this.member = pick.member;
       pick.member.acquired();
       const fwd = { clientIp: this.clientIp, proto: ctx.proto, fallbackHost: req.host === undefined ? this.destination() : "", upgrade: this.upgrade };
