@@ -85,11 +85,10 @@ export interface LoadReport {
 }
 
 /** Start the origin, then for each run start every peer in turn (round-robin spreads host noise across peers). */
-export async function loadScenario(dir: string, edgeproxy: string, o: LoadOptions, log: (s: string) => void): Promise<LoadReport> {
+export async function loadScenario(dir: string, edgeproxy: string, o: LoadOptions, log: (s: string) => void, all: Peer[] = peers(dir, edgeproxy)): Promise<LoadReport> {
   writeFileSync(join(dir, "origin.conf"), originConfig(dir));
   const originCommand = ["taskset", "-c", String(o.loadCore), ...nginxCommand(dir, "origin.conf")];
   const origin = new Child("nginx origin", originCommand);
-  const all = peers(dir, edgeproxy);
   const samples: Sample[] = [];
   const anomalies: string[] = [];
   try {
@@ -108,7 +107,7 @@ export async function loadScenario(dir: string, edgeproxy: string, o: LoadOption
           } catch (e) {
             throw new Error(`${peer.name} did not come up: ${(e as Error).message}; its output: ${proc?.text.trim() || "(none)"}`);
           }
-          if (proc && peer.name === "edgeproxy") await proc.waitFor(/ready/, 10_000);
+          if (proc && peer.name.startsWith("edgeproxy")) await proc.waitFor(/ready/, 10_000);
           const status = await httpStatus(target.host, target.port);
           if (status !== 200) anomalies.push(`${peer.name}: a plain GET through it returned status ${status || "none"} before the load`);
           // Warm up (JIT, caches, connection pools) off the books.
@@ -138,10 +137,10 @@ export async function loadScenario(dir: string, edgeproxy: string, o: LoadOption
           if (proc) {
             // edgeproxy promises exit 0 on SIGTERM; HAProxy may simply die of the signal.
             const end = await proc.stop();
-            const clean = !end.forced && (end.code === 0 || (peer.name !== "edgeproxy" && end.signal === "SIGTERM"));
+            const clean = !end.forced && (end.code === 0 || (!peer.name.startsWith("edgeproxy") && end.signal === "SIGTERM"));
             if (!clean) anomalies.push(`${peer.name} run ${r}: after SIGTERM: exit ${end.code}, signal ${end.signal}${end.forced ? " (needed SIGKILL)" : ""}; output:\n${proc.text.trim() || "(none)"}`);
             // The shutdown summary counts errors ("0 assign errors", "origin errors: none"); it is not one.
-            else if (peer.name === "edgeproxy" && proc.text.split("\n").some((l) => /error|warn/i.test(l) && !/^edgeproxy: service \S+: \d+ lookups/.test(l)))
+            else if (peer.name.startsWith("edgeproxy") && proc.text.split("\n").some((l) => /error|warn/i.test(l) && !/^edgeproxy: service \S+: \d+ lookups/.test(l)))
               anomalies.push(`edgeproxy run ${r} printed:\n${proc.text.trim()}`);
           }
         }

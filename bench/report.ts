@@ -28,13 +28,14 @@ const table = (head: string[], rows: string[][]) =>
   ].join("\n");
 const fence = (text: string, lang = "") => `\`\`\`${lang}\n${text.trimEnd()}\n\`\`\``;
 
-export function renderReport(o: { m: Machine; quick: boolean; argv: string; cov?: CoverageReport; load?: LoadReport; udp: UdpReport; opts: LoadOptions; netnsSetup: string[] }): string {
+export function renderReport(o: { m: Machine; quick: boolean; argv: string; cov?: CoverageReport; load?: LoadReport; udp?: UdpReport; http?: LoadReport; opts: LoadOptions; netnsSetup: string[] }): string {
   const { m, cov, load, opts } = o;
   const out: string[] = [];
   out.push(`# edgeproxy benchmark: ${m.date}, ${m.host}${o.quick ? " (quick)" : ""}`, "");
   out.push(`${m.versions.edgeproxy ?? "edgeproxy ?"}; ${opts.runs} run(s) × ${opts.seconds} s per peer and mode (after a ${opts.warmupSeconds} s warm-up), median shown. Produced by \`${o.argv}\`.`, "");
-  if (load) renderTcp(out, load, opts);
-  renderUdp(out, o.udp);
+  if (o.http) renderTcp(out, o.http, opts, "HTTP proxy (L7)");
+  if (load) renderTcp(out, load, opts, "TCP proxy");
+  if (o.udp) renderUdp(out, o.udp);
   if (cov) renderCoverage(out, cov);
   renderTail(out, o);
   return out.join("\n");
@@ -63,9 +64,8 @@ function renderUdp(out: string[], u: UdpReport): void {
   if (u.anomalies.length) out.push("UDP anomalies:", "", ...u.anomalies.map((a) => `- ${a}`), "");
 }
 
-function renderTcp(out: string[], load: LoadReport, opts: LoadOptions): void {
-
-  out.push("## TCP proxy: CPU per request", "");
+function renderTcp(out: string[], load: LoadReport, opts: LoadOptions, title: string): void {
+  out.push(`## ${title}: CPU per request`, "");
   out.push(
     `wrk (\`-t1 -c${opts.connections}\`, core ${opts.loadCore}) → proxy (core ${opts.proxyCore}, alone on it) → nginx origin \`return 200 "ok"\` (1 worker, core ${opts.loadCore}, shared with wrk). ` +
       `Proxy CPU = utime+stime delta of the proxy's processes (/proc/<pid>/stat, all threads; for nginx master+worker) over the wrk run ÷ requests completed. ` +
@@ -137,10 +137,11 @@ function renderCoverage(out: string[], cov: CoverageReport): void {
 
 }
 
-function renderTail(out: string[], o: { m: Machine; argv: string; cov?: CoverageReport; load?: LoadReport; opts: LoadOptions; netnsSetup: string[] }): void {
-  const { m, cov, load, opts } = o;
+function renderTail(out: string[], o: { m: Machine; argv: string; cov?: CoverageReport; load?: LoadReport; http?: LoadReport; opts: LoadOptions; netnsSetup: string[] }): void {
+  const { m, cov, opts } = o;
+  const load = o.load ?? o.http;
   out.push("## Anomalies", "");
-  const anomalies = [...(cov?.anomalies ?? []), ...(load?.anomalies ?? [])];
+  const anomalies = [...(cov?.anomalies ?? []), ...(o.load?.anomalies ?? []), ...(o.http?.anomalies ?? [])];
   out.push(anomalies.length ? anomalies.map((a) => `- ${a.includes("\n") ? `${a.split("\n")[0]}\n\n${fence(a.split("\n").slice(1).join("\n"))}\n` : a}`).join("\n") : load ? "None: every wrk run completed with 0 socket errors and 0 non-2xx responses; every process stopped on SIGTERM without SIGKILL (edgeproxy and nginx with exit 0; HAProxy dies of the signal)." : "None beyond the UDP section's.", "");
 
   out.push("## Machine", "");
@@ -153,7 +154,7 @@ function renderTail(out: string[], o: { m: Machine; argv: string; cov?: Coverage
 
   out.push("## Commands", "");
   out.push(`Everything ran inside a private network and mount namespace (\`unshare --net --mount\`), set up with:`, "", fence(o.netnsSetup.join("\n"), "sh"), "");
-  if (!load || !cov) return;
+  if (!load) return;
   out.push("Origin:", "", fence(load.originCommand.join(" "), "sh"), "", fence(load.originConfig, "nginx"), "");
   out.push(
     `Proxies (each started, warmed up with a ${opts.warmupSeconds} s keep-alive wrk, measured in both modes, stopped with SIGTERM; peers round-robin within each run). ` +
@@ -171,5 +172,5 @@ function renderTail(out: string[], o: { m: Machine; argv: string; cov?: Coverage
     const c = p.config?.(front(1, index));
     if (c) out.push(`${c.file} (run 1):`, "", fence(c.text), "");
   }
-  out.push("Coverage:", "", fence(cov.rows.map((r) => r.command).join("\n"), "sh"), "");
+  if (cov) out.push("Coverage:", "", fence(cov.rows.map((r) => r.command).join("\n"), "sh"), "");
 }

@@ -3,6 +3,7 @@
 //   bun bench/run.ts --quick 1 run × 3 s, for a first look
 //   bun bench/run.ts --build rebuild ./edgeproxy first (default: only if missing)
 //   bun bench/run.ts --udp   only the UDP scenario
+//   bun bench/run.ts --http  only the HTTP (L7) scenario: edgeproxy --mode http, nginx, HAProxy mode http
 // Run as root from the repo root. Installs missing tools with apt-get, then
 // re-executes itself inside a private network+mount namespace: nothing here
 // attaches BPF or listens in the host's own namespace.
@@ -10,6 +11,7 @@ import { existsSync, mkdirSync, mkdtempSync, readFileSync, readlinkSync, rmSync,
 import { cpus, hostname, tmpdir, totalmem } from "node:os";
 import { join } from "node:path";
 import { coverageScenario, type CoverageReport } from "./coverage";
+import { httpPeers } from "./http";
 import { loadScenario, type LoadOptions, type LoadReport } from "./load";
 import { udpScenario, type UdpOptions } from "./udp";
 import { renderReport, type Machine } from "./report";
@@ -21,11 +23,12 @@ const IN_NETNS = "EDGEPROXY_BENCH_NETNS";
 const args = process.argv.slice(2);
 const quick = args.includes("--quick");
 const udpOnly = args.includes("--udp");
+const httpOnly = args.includes("--http");
 const log = (s: string) => process.stderr.write(`bench: ${s}\n`);
 
 for (const a of args) {
-  if (!["--quick", "--build", "--udp"].includes(a)) {
-    console.error(`bench: unknown argument ${a}\nusage: bun bench/run.ts [--quick] [--build] [--udp]`);
+  if (!["--quick", "--build", "--udp", "--http"].includes(a) || (a === "--http" && args.includes("--udp"))) {
+    console.error(`bench: unknown argument ${a}\nusage: bun bench/run.ts [--quick] [--build] [--udp | --http]`);
     process.exit(2);
   }
 }
@@ -138,6 +141,17 @@ async function inner(): Promise<number> {
     const m = machine();
     let cov: CoverageReport | undefined;
     let load: LoadReport | undefined;
+    if (httpOnly) {
+      log(`http proxy CPU (${opts.runs} × ${opts.seconds} s per peer and mode)`);
+      const http = await loadScenario(dir, EDGEPROXY, opts, log, httpPeers(dir, EDGEPROXY));
+      const md = renderReport({ m, quick, argv: `bun bench/run.ts ${args.join(" ")}`, http, opts, netnsSetup });
+      const file = join(import.meta.dir, "results", `${m.date}-${m.host}-http${quick ? "-quick" : ""}.md`);
+      mkdirSync(join(import.meta.dir, "results"), { recursive: true });
+      writeFileSync(file, md);
+      process.stdout.write(`${md}\n`);
+      log(`wrote ${file}`);
+      return 0;
+    }
     if (!udpOnly) {
       log(`coverage (${quick ? 1 : 3} run(s) per edgeproxy case)`);
       cov = await coverageScenario(EDGEPROXY, quick ? 1 : 3, PROXY_CORE, log);

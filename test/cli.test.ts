@@ -49,7 +49,6 @@ describe("edgeproxy command", () => {
     [["garbage"], /garbage: unexpected argument/],
     [["--ports", "1-10", "--bogus"], /--bogus: unknown option/],
     [["--origin", "1.2.3.4:99999"], /--origin: .*port must be 1-65535/],
-    [["--mode", "http"], /not available yet/],
   ])("bad flags %p: one line, exit 2, nothing attached", async (args, pattern) => {
     const r = await runEdgeproxy(args as string[]);
     expect(r.code).toBe(2);

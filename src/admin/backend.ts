@@ -1,5 +1,6 @@
 import type { Mode } from "../config/service";
 import type { OriginStatus } from "../origin/pool";
+import type { HttpStatsSnapshot } from "../proxy/http/stats";
 import type { DatagramStats } from "../proxy/udp/stats";
 
 /** Kernel-side counters of one service (struct ep_service_counters, summed over CPUs). */
@@ -62,6 +63,8 @@ export interface ServiceSnapshot {
   readonly datagrams?: DatagramStats;
   /** Services this process runs with an origin pool: each origin's endpoints, health and load. */
   readonly origins?: readonly OriginStatus[];
+  /** HTTP services this process runs: responses by status class, origin connection reuse. */
+  readonly http?: HttpStatsSnapshot;
 }
 
 export interface StatusSnapshot {

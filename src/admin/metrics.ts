@@ -1,5 +1,6 @@
 import { UDP_DROP_REASONS, type DatagramStats } from "../proxy/udp/stats";
 import type { OriginStatus } from "../origin/pool";
+import type { HttpStatsSnapshot } from "../proxy/http/stats";
 import type { ConnectionStats, ServiceSnapshot, StatusSnapshot } from "./backend";
 
 /** The Content-Type of renderMetrics' output. */
@@ -122,6 +123,14 @@ export function renderMetrics(s: StatusSnapshot): string {
     for (const r of UDP_DROP_REASONS) emit({ reason: r }, svc.datagrams.drops[r]);
   });
 
+  const http = all.filter((svc): svc is ServiceSnapshot & { http: HttpStatsSnapshot } => !!svc.http);
+  perService(http, "http_responses_total", "counter", "HTTP responses sent to clients (ours included), by status class.", (svc, emit) => {
+    for (const [cls, n] of Object.entries(svc.http.responses)) emit({ class: cls }, n);
+  });
+  perService(http, "http_origin_connections_total", "counter", "Requests sent to origins, by how the origin connection was got.", (svc, emit) => {
+    emit({ how: "opened" }, svc.http.originConnectionsOpened);
+    emit({ how: "reused" }, svc.http.originConnectionsReused);
+  });
   family("connection_cap_max", "gauge", "The cap on open proxied connections for the process.");
   sample("connection_cap_max", {}, s.capacity.max);
   family("connection_cap_active", "gauge", "Open proxied connections counted against the cap.");

@@ -2,6 +2,7 @@ import type { ConnectionStats } from "../admin/backend";
 import type { Family } from "../config/address";
 import type { ServiceConfig } from "../config/service";
 import type { OriginStatus } from "../origin/pool";
+import type { HttpStatsSnapshot } from "./http/stats";
 import type { DatagramStats } from "./udp/stats";
 
 /** One listening socket of a service; the dispatcher steers its whole family's bindings here. */
@@ -22,7 +23,7 @@ export interface DataPlaneService {
   /** Stop taking new connections or flows; with `abort`, end the open ones too. Idempotent. */
   close(abort?: boolean): void;
   /** Data-plane figures for the admin API. */
-  report(): { connections?: ConnectionStats; datagrams?: DatagramStats; origins?: OriginStatus[] };
+  report(): { connections?: ConnectionStats; datagrams?: DatagramStats; origins?: OriginStatus[]; http?: HttpStatsSnapshot };
   /** One line for the shutdown log. */
   summary(): string;
 }

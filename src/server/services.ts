@@ -3,6 +3,7 @@ import { ConfigError } from "../errors";
 import type { Admission } from "../proxy/admission";
 import type { CoarseClock } from "../proxy/clock";
 import type { DataPlaneService } from "../proxy/service";
+import { HttpService } from "../proxy/http/service";
 import { TcpService } from "../proxy/tcp";
 import { UdpPlane } from "../proxy/udp/plane";
 import { UdpService } from "../proxy/udp/service";
@@ -36,8 +37,11 @@ export class DataPlanes {
    * re-resolving when the service listens, and closes with it).
    */
   create(cfg: ServiceConfig, origins: ResolvedOrigins): DataPlaneService {
-    // The config parses http services now; their data plane lands separately (src/proxy/http).
-    if (cfg.mode === "http") throw new ConfigError(`service ${cfg.name}`, "http services are not available yet in this version");
+    if (cfg.mode !== "udp" && this.admission.max < 1) {
+      throw new ConfigError(`service ${cfg.name}`, "no file descriptors were set aside for TCP connections at startup; restart with max_connections (--max-connections) set");
+    }
+    // http: a pool per route, made by the service.
+    if (cfg.mode === "http") return new HttpService(cfg, this.clock, this.admission, { edgeRange: edgeRangeOf(cfg), resolved: origins });
     const pool = cfg.pool && new OriginPool(cfg.pool, { edgeRange: edgeRangeOf(cfg), resolved: origins, kind: cfg.mode, owner: `service ${cfg.name}` });
     if (cfg.mode !== "udp") {
       if (this.admission.max < 1) {

@@ -1,0 +1,77 @@
+// Scenario: HTTP/1.1 reverse proxying, L7 proxies side by side: edgeproxy
+// --mode http, nginx (proxy_pass to an upstream with keepalive) and HAProxy
+// mode http, each adding X-Forwarded-For / -Proto / -Host and keeping
+// origin connections alive. Run through loadScenario (bench/load.ts): same
+// origin, wrk, core pinning and CPU accounting as the TCP scenario.
+import { join } from "node:path";
+import { nginxCommand, nginxMain, ORIGIN, type Peer } from "./peers";
+
+export function httpPeers(dir: string, edgeproxy: string): Peer[] {
+  const nginx = (at: { host: string; port: number }) => ({
+    file: "http-proxy.conf",
+    // keepalive 64: idle origin connections per worker, like edgeproxy's pool;
+    // proxy_http_version 1.1 and an empty Connection are what upstream keep-alive needs.
+    text: `${nginxMain(dir, "http-proxy")}http {
+  access_log off;
+  client_body_temp_path ${dir}/hp-body;
+  proxy_temp_path ${dir}/hp-proxy;
+  fastcgi_temp_path ${dir}/hp-fastcgi;
+  uwsgi_temp_path ${dir}/hp-uwsgi;
+  scgi_temp_path ${dir}/hp-scgi;
+  keepalive_requests 100000000;
+  upstream origin {
+    server ${ORIGIN.host}:${ORIGIN.port};
+    keepalive 64;
+    keepalive_requests 100000000;
+  }
+  server {
+    listen ${at.host}:${at.port} backlog=4096;
+    location / {
+      proxy_pass http://origin;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+      proxy_set_header Host $http_host;
+      proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
+      proxy_set_header X-Forwarded-Proto $scheme;
+      proxy_set_header X-Forwarded-Host $http_host;
+      proxy_set_header Forwarded "for=$remote_addr;proto=$scheme;host=\\"$http_host\\"";
+    }
+  }
+}
+`,
+  });
+  const haproxy = (at: { host: string; port: number }) => ({
+    file: "haproxy-http.cfg",
+    // http-reuse always: idle origin connections are shared between clients, as edgeproxy's are.
+    text: `global
+  nbthread 1
+  maxconn 8000
+defaults
+  mode http
+  option http-keep-alive
+  option forwardfor
+  http-reuse always
+  timeout connect 5s
+  timeout client 60s
+  timeout server 60s
+  timeout http-keep-alive 60s
+listen bench
+  bind ${at.host}:${at.port}
+  http-request set-header X-Forwarded-Proto http
+  http-request set-header X-Forwarded-Host %[req.hdr(host)]
+  http-request set-header Forwarded "for=%[src];proto=http;host=\\"%[req.hdr(host)]\\""
+  server origin ${ORIGIN.host}:${ORIGIN.port}
+`,
+  });
+  return [
+    { name: "direct (no proxy)", proxied: false, command: () => [] },
+    {
+      name: "edgeproxy http",
+      proxied: true,
+      // Every port of the /24, as in the TCP scenario.
+      command: () => [edgeproxy, "--mode", "http", "--ports", "1-65535", "--prefix", "192.0.2.0/24", "--origin", `${ORIGIN.host}:${ORIGIN.port}`],
+    },
+    { name: "haproxy (mode http)", proxied: true, command: () => ["haproxy", "-db", "-f", join(dir, "haproxy-http.cfg")], config: haproxy },
+    { name: "nginx http proxy", proxied: true, command: () => nginxCommand(dir, "http-proxy.conf"), config: nginx },
+  ];
+}

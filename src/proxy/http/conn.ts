@@ -1,0 +1,297 @@
+import { formatAddress } from "../../config/address";
+import { ChunkedDecoder } from "./chunked";
+import { HIGH_WATER, LINGER_MS } from "./context";
+import { Deadline, EMPTY, Exchange, Phase, concat } from "./exchange";
+import { errorResponse, extendable, forwardingFields, originRequestHead } from "./headers";
+import { serveLocal } from "./local";
+import { HeadError, hasToken, headEnd, parseRequestHead, type RequestHead } from "./parse";
+
+/*
+ * One client connection of an http service: a sequence of request/response
+ * exchanges (RFC 9112 §9.3, pipelined requests answered in order), each
+ * streamed to an origin connection taken from the keep-alive pool, or, after
+ * a 101, a plain byte tunnel.
+ *
+ * Backpressure as in relay.ts: a partial write queues the rest in an Outbox
+ * and pauses the sending side until `drain`; nothing buffers a whole body.
+ * Deadlines are numbers checked by the service's sweep (CoarseClock), not
+ * timers per request.
+ */
+
+/** A client connection of an http service (see above). */
+export class HttpConnection extends Exchange {
+  /** Close by shutdown and a wait for the client's FIN, not at once. */
+  private linger = false;
+
+  // ---- client events ----
+
+  clientData(chunk: Uint8Array): void {
+    this.lastActive = this.ctx.clock.now;
+    this.ctx.stats.bytesFromClients += chunk.length;
+    switch (this.phase) {
+      case Phase.Head:
+        this.inbuf = concat(this.inbuf, chunk);
+        return this.readHeads();
+      case Phase.Body:
+        return this.feedBody(chunk);
+      case Phase.Wait:
+        this.inbuf = concat(this.inbuf, chunk);
+        if (this.inbuf.length > this.ctx.http.maxHeaderBytes + HIGH_WATER) this.pauseClient();
+        return;
+      case Phase.Tunnel:
+        return this.sendOrigin(chunk);
+    }
+  }
+
+  clientDrain(): void {
+    if (!this.toClient.flush(this.client)) return;
+    if (this.endAfterFlush) return this.endClient();
+    if (this.originPaused && this.origin?.socket) {
+      this.originPaused = false;
+      this.origin.socket.resume();
+    }
+    if (this.phase === Phase.Tunnel && this.tunnelDown) this.client.shutdown();
+  }
+
+  clientEnd(): void {
+    this.clientEnded = true;
+    switch (this.phase) {
+      case Phase.Head:
+        // Between requests, a FIN is a goodbye; mid-head, the request is abandoned.
+        return this.endClient();
+      case Phase.Body:
+        // The body will never be complete: the origin must not take a truncated one as whole.
+        this.ctx.stats.clientResets++;
+        return this.abort();
+      case Phase.Wait:
+        return; // answer what was asked (pipelined requests too), then close
+      case Phase.Tunnel:
+        this.tunnelUp = true;
+        if (this.toOrigin.queued === 0) this.origin?.socket?.shutdown();
+        if (this.tunnelDown) this.endClient();
+        return;
+      case Phase.Done:
+        return void this.client.end();
+    }
+  }
+
+  clientClosed(error?: Error): void {
+    if (error && this.phase !== Phase.Done && this.phase !== Phase.Head) this.ctx.stats.clientResets++;
+    this.release(error !== undefined);
+  }
+
+  // ---- requests ----
+
+  private readHeads(): void {
+    const max = this.ctx.http.maxHeaderBytes;
+    while (this.phase === Phase.Head && this.inbuf.length) {
+      const end = headEnd(this.inbuf, this.scanFrom);
+      if (end < 0) {
+        if (this.inbuf.length > max) return this.fail(431, `request head larger than ${max} bytes`);
+        this.scanFrom = Math.max(0, this.inbuf.length - 3);
+        return;
+      }
+      if (end + 4 > max) return this.fail(431, `request head larger than ${max} bytes`);
+      const parsed = parseRequestHead(this.inbuf, end);
+      const raw = this.inbuf.subarray(0, end + 2);
+      const rest = end + 4 === this.inbuf.length ? EMPTY : this.inbuf.subarray(end + 4);
+      this.inbuf = EMPTY;
+      this.scanFrom = 0;
+      if (parsed instanceof HeadError) return this.fail(parsed.status, parsed.reason);
+      this.startRequest(parsed, raw, rest);
+    }
+  }
+
+  /** The address:port the client dialled (HTTP/1.0 requests without Host get it as their Host). */
+  private destination(): string {
+    const a = this.ends ? formatAddress(this.ends.edge.addr) : this.client.localAddress;
+    return a.includes(":") ? `[${a}]:${this.localPort}` : `${a}:${this.localPort}`;
+  }
+
+  /** `raw`: the head as received, up to the CRLF of its last field line. */
+  private startRequest(req: RequestHead, raw: Uint8Array, rest: Uint8Array): void {
+    const ctx = this.ctx;
+    ctx.httpStats.requests++;
+    this.req = req;
+    this.requestDone = false;
+    this.res = undefined;
+    this.gotByte = false;
+    this.retried = false;
+    this.keepAlive = req.minor === 1 ? !hasToken(req.connection, "close") : hasToken(req.connection, "keep-alive");
+    this.bodyLeft = req.contentLength > 0 ? req.contentLength : 0;
+    this.reqChunks = req.chunked ? new ChunkedDecoder() : undefined;
+    if (req.contentLength > ctx.http.maxBodyBytes) return this.fail(413, `request body larger than ${ctx.http.maxBodyBytes} bytes`);
+    const q = req.target.indexOf("?");
+    const route = ctx.router.match(req.host, this.localPort, q < 0 ? req.target : req.target.slice(0, q));
+    // Only WebSocket is tunnelled (RFC 6455 §4.1); other Upgrade offers are dropped as hop-by-hop.
+    this.upgrade = req.upgrade !== "" && hasToken(req.connection, "upgrade") && /^websocket$/i.test(req.upgrade);
+    this.local = route.pool === undefined;
+    this.phase = this.reqChunks || this.bodyLeft > 0 ? Phase.Body : Phase.Wait;
+    if (!this.local) {
+      const pick = ctx.pools.get(route.pool!)!.pick(this.clientIp, this.localPort);
+      if (!pick) return this.fail(503, "no healthy origin");
+      this.member = pick.member;
+      pick.member.acquired();
+      const fwd = { clientIp: this.clientIp, proto: ctx.proto, fallbackHost: req.host === undefined ? this.destination() : "", upgrade: this.upgrade };
+      if (!this.upgrade && extendable(req)) {
+        // The head as it came plus our fields: one copy, no rebuilding.
+        const extra = forwardingFields(req, fwd);
+        const buf = Buffer.allocUnsafe(raw.length + extra.length);
+        buf.set(raw, 0);
+        buf.write(extra, raw.length, "latin1");
+        this.headBytes = buf;
+      } else {
+        this.headBytes = Buffer.from(originRequestHead(req, fwd), "latin1");
+      }
+      this.attach(ctx.origins.get(pick.host, pick.port, this));
+      this.sendOrigin(this.headBytes);
+    }
+    if (this.phase === Phase.Body) {
+      if (rest.length) this.feedBody(rest);
+    } else {
+      this.inbuf = rest;
+      this.requestComplete();
+    }
+  }
+
+  private feedBody(buf: Uint8Array): void {
+    let n: number;
+    if (this.reqChunks) {
+      n = this.reqChunks.feed(buf, 0);
+      if (n < 0) return this.fail(400, `malformed chunked request body: ${this.reqChunks.error}`);
+      if (this.reqChunks.dataBytes > this.ctx.http.maxBodyBytes) return this.fail(413, `request body larger than ${this.ctx.http.maxBodyBytes} bytes`);
+    } else {
+      n = Math.min(this.bodyLeft, buf.length);
+      this.bodyLeft -= n;
+    }
+    if (n) this.sendOrigin(n === buf.length ? buf : buf.subarray(0, n));
+    if (this.reqChunks ? this.reqChunks.done : this.bodyLeft === 0) {
+      this.inbuf = n < buf.length ? buf.subarray(n) : EMPTY;
+      this.phase = Phase.Wait;
+      this.requestComplete();
+    }
+  }
+
+  private requestComplete(): void {
+    this.requestDone = true;
+    if (this.local) return void serveLocal(this.req!, this.client, this.ctx).then((bytes) => this.localAnswered(bytes));
+    if (this.origin?.open && !this.gotByte) this.setDeadline(Deadline.FirstByte, this.ctx.http.firstByteTimeoutMs);
+    if (this.res && this.resDone) this.exchangeDone();
+  }
+
+  private localAnswered(bytes: { data: Uint8Array; status: number }): void {
+    if (this.closed || this.phase === Phase.Done) return;
+    this.ctx.httpStats.response(bytes.status);
+    this.res = undefined;
+    this.toClient.write(this.client, bytes.data) || this.pauseClient();
+    this.resDone = true;
+    this.exchangeDone();
+  }
+
+  /** Response complete (and, once the request is too) the exchange is over. */
+  protected exchangeDone(): void {
+    if (!this.requestDone && !this.local) {
+      // The origin answered before the whole body arrived: the rest is not read, the connections close.
+      this.keepAlive = false;
+      this.originReusable = false;
+    }
+    this.deadlineKind = Deadline.None;
+    this.releaseOrigin(this.originReusable ? "reuse" : this.requestDone ? "close" : "reset");
+    this.res = undefined;
+    if (!this.keepAlive) return this.endClient();
+    this.phase = Phase.Head;
+    this.resumeClient();
+    if (this.inbuf.length) this.readHeads();
+    if (this.phase === Phase.Head && this.clientEnded) this.endClient();
+  }
+
+  /** Done with the origin connection: back to the pool, closed (FIN), or reset (it may be mid-request). */
+  private releaseOrigin(how: "reuse" | "close" | "reset"): void {
+    const c = this.origin;
+    this.origin = undefined;
+    if (c) {
+      if (how === "reuse" && this.toOrigin.queued === 0) {
+        // Paused for a slow client: an idle connection must see the origin's FIN.
+        if (this.originPaused) c.socket?.resume();
+        this.ctx.origins.release(c, this.ctx.clock.now);
+      } else c.destroy(how !== "reset");
+    }
+    this.toOrigin.clear();
+    this.originPaused = false;
+    this.member?.released();
+    this.member = undefined;
+  }
+
+  // ---- endings ----
+
+  /** Answer with our own error (if no response started), then close. */
+  protected fail(status: number, message: string): void {
+    if (this.phase === Phase.Done || this.closed) return;
+    if (this.res || this.phase === Phase.Tunnel) return this.abort();
+    this.ctx.httpStats.response(status);
+    this.linger = true;
+    this.releaseOrigin("reset");
+    this.toClient.write(this.client, errorResponse(status, message));
+    this.keepAlive = false;
+    this.endClient();
+  }
+
+  /** Close after what is queued for the client; keep reading (and discarding) for a while, so our answer is not lost to an RST. */
+  protected endClient(): void {
+    this.releaseOrigin("close");
+    this.phase = Phase.Done;
+    // Unread input (a request we refused, pipelined ones after "close") would make close() send an RST that can destroy our answer in flight: linger then.
+    if (this.inbuf.length) this.linger = true;
+    this.inbuf = EMPTY;
+    if (this.toClient.queued) {
+      this.endAfterFlush = true;
+      return;
+    }
+    if (this.clientEnded || !this.linger) return void this.client.end();
+    this.client.shutdown();
+    this.resumeClient();
+    this.setDeadline(Deadline.Linger, LINGER_MS);
+  }
+
+  /** Reset both sides. */
+  abort(): void {
+    this.releaseOrigin("reset");
+    this.phase = Phase.Done;
+    this.client.terminate();
+  }
+
+  sweep(now: number): void {
+    if (this.closed) return;
+    if (this.deadlineKind !== Deadline.None && now >= this.deadline) {
+      const kind = this.deadlineKind;
+      this.deadlineKind = Deadline.None;
+      if (kind === Deadline.Linger) return void this.client.end();
+      this.ctx.stats.originError("timeout");
+      if (kind === Deadline.Connect) this.member?.failed("timeout");
+      return this.fail(504, kind === Deadline.Connect ? "origin connect timeout" : "origin first byte timeout");
+    }
+    if (now - this.lastActive >= this.ctx.config.idleTimeoutMs) {
+      this.ctx.stats.idleTimeouts++;
+      if (this.phase === Phase.Head || this.phase === Phase.Done) this.client.end();
+      else this.abort();
+    }
+  }
+
+
+  private release(reset: boolean): void {
+    if (this.closed) return;
+    this.closed = true;
+    this.phase = Phase.Done;
+    if (this.origin) {
+      this.origin.destroy(!reset);
+      this.origin = undefined;
+    }
+    this.member?.released();
+    this.member = undefined;
+    this.toClient.clear();
+    this.toOrigin.clear();
+    this.ctx.active.delete(this);
+    this.ctx.stats.connectionsActive--;
+    this.ctx.admission.leave();
+  }
+}

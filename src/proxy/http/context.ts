@@ -1,0 +1,57 @@
+import type { HttpConfig, PoolConfig, ServiceConfig } from "../../config/service";
+import type { OriginPool } from "../../origin/pool";
+import type { Admission } from "../admission";
+import type { CoarseClock } from "../clock";
+import type { ServiceStats } from "../stats";
+import type { OriginConnections } from "./origins";
+import type { HttpRouter } from "./router";
+import type { HttpStats } from "./stats";
+
+/** What every client connection of one http service shares. */
+export interface HttpContext {
+  readonly config: ServiceConfig;
+  readonly http: HttpConfig;
+  readonly router: HttpRouter;
+  readonly pools: ReadonlyMap<PoolConfig, OriginPool>;
+  readonly origins: OriginConnections;
+  readonly clock: CoarseClock;
+  readonly stats: ServiceStats;
+  readonly httpStats: HttpStats;
+  readonly admission: Admission;
+  readonly proto: "http" | "https";
+  /** Open client connections, for the timeout sweep and abort. */
+  readonly active: Set<{ sweep(now: number): void; abort(): void }>;
+}
+
+/** Queued bytes above which the sending side is paused (as in relay.ts). */
+export const HIGH_WATER = 256 * 1024;
+
+/** An origin's response head may be at most this long. */
+export const MAX_RESPONSE_HEAD = 64 * 1024;
+
+/** After our own error response, how long a client may go on sending before the connection is closed (RFC 9112 §9.6 lingering close). */
+export const LINGER_MS = 2_000;
+
+// RFC 9110 §9.2.2.
+const IDEMPOTENT = new Set(["GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"]);
+export const idempotent = (method: string) => IDEMPOTENT.has(method);
+
+/** Class of a socket error, for metrics and ejection, and a phrase for the 502 body. */
+export function originCause(error: unknown): { kind: "refused" | "timeout" | "unreachable" | "reset" | "other"; text: string } {
+  const code = (error as { code?: string } | undefined)?.code ?? "";
+  switch (code) {
+    case "ECONNREFUSED":
+      return { kind: "refused", text: "connection refused" };
+    case "ECONNRESET":
+    case "EPIPE":
+      return { kind: "reset", text: "connection reset" };
+    case "ETIMEDOUT":
+      return { kind: "timeout", text: "connect timed out" };
+    case "EHOSTUNREACH":
+    case "ENETUNREACH":
+    case "EADDRNOTAVAIL":
+      return { kind: "unreachable", text: `unreachable (${code})` };
+    default:
+      return { kind: "other", text: code || (error as Error | undefined)?.message || "unknown error" };
+  }
+}

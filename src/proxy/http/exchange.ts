@@ -1,0 +1,378 @@
+import type { Socket } from "bun";
+import { formatAddress, unmapAddress } from "../../config/address";
+import type { Member } from "../../origin/pool";
+import type { Ends } from "../inbound";
+import { Outbox } from "../outbox";
+import { ChunkedDecoder } from "./chunked";
+import { HIGH_WATER, MAX_RESPONSE_HEAD, idempotent, originCause, type HttpContext } from "./context";
+import { clientResponseHead, verbatimResponse, type ResponseFraming } from "./headers";
+import type { OriginConn, OriginUser } from "./origins";
+import { HeadError, hasToken, headEnd, parseResponseHead, type RequestHead, type ResponseHead } from "./parse";
+
+/*
+ * The state of one client connection's current exchange, and its origin
+ * side: origin connection events and the response, streamed to the client.
+ * The client side (requests, endings, timeouts) is HttpConnection (conn.ts).
+ */
+
+/** Where a client connection is in its current exchange. */
+export const enum Phase {
+  /** Reading a request head. */
+  Head,
+  /** Forwarding the request body. */
+  Body,
+  /** The request is sent; the response is on its way (later requests wait in `inbuf`). */
+  Wait,
+  /** After a 101: bytes both ways. */
+  Tunnel,
+  /** Closing: input is discarded. */
+  Done,
+}
+
+/** Which deadline the sweep checks for a connection. */
+export const enum Deadline {
+  None,
+  Connect,
+  FirstByte,
+  Linger,
+}
+
+/** No bytes (shared, never written to). */
+export const EMPTY = new Uint8Array(0);
+
+/** `a` then `b`; `b` itself when `a` is empty (the common case: no copy). */
+export const concat = (a: Uint8Array, b: Uint8Array) => (a.length ? Buffer.concat([a, b]) : b);
+
+/** A latin1 head followed by `body`, in one buffer. */
+export function withHead(head: string, body: Uint8Array): Uint8Array {
+  const buf = Buffer.allocUnsafe(head.length + body.length);
+  buf.write(head, 0, "latin1");
+  if (body.length) buf.set(body, head.length);
+  return buf;
+}
+
+/** One client connection's state and its origin side; HttpConnection adds the client side. */
+export abstract class Exchange implements OriginUser {
+  protected phase = Phase.Head;
+  protected inbuf: Uint8Array = EMPTY;
+  protected scanFrom = 0;
+  protected req: RequestHead | undefined;
+  protected bodyLeft = 0;
+  protected reqChunks: ChunkedDecoder | undefined;
+  protected requestDone = false;
+  protected local = false;
+  protected upgrade = false;
+  protected keepAlive = true;
+  protected clientEnded = false;
+  protected closed = false;
+  // The origin side of the current exchange.
+  protected origin: OriginConn | undefined;
+  protected member: Member | undefined;
+  protected headBytes: Uint8Array = EMPTY;
+  protected retried = false;
+  protected readonly toOrigin = new Outbox();
+  protected readonly toClient = new Outbox();
+  protected originPaused = false;
+  // The response.
+  protected resBuf: Uint8Array = EMPTY;
+  protected res: ResponseHead | undefined;
+  protected gotByte = false;
+  protected originFraming: ResponseFraming = "none";
+  protected decodeForClient = false;
+  protected resLeft = 0;
+  protected resChunks: ChunkedDecoder | undefined;
+  protected originReusable = false;
+  protected endAfterFlush = false;
+  protected tunnelUp = false;
+  protected tunnelDown = false;
+  // Timeouts.
+  protected lastActive: number;
+  protected deadline = 0;
+  protected deadlineKind = Deadline.None;
+  readonly clientIp: string;
+  // The original destination (sk_lookup keeps it as the accepted socket's local address).
+  protected readonly localPort: number;
+
+  constructor(
+    protected readonly client: Socket<any>,
+    protected readonly ctx: HttpContext,
+    /** Both ends as a trusted load balancer's PROXY header named them (accept_proxy); else the socket's. */
+    protected readonly ends?: Ends,
+  ) {
+    this.lastActive = ctx.clock.now;
+    this.clientIp = ends ? formatAddress(ends.client.addr) : unmapAddress(client.remoteAddress);
+    // Each of Bun's local* getters is a getsockname(2): the port is needed per request, the address rarely.
+    this.localPort = ends ? ends.edge.port : client.localPort;
+    ctx.active.add(this);
+    ctx.stats.connectionsActive++;
+    ctx.stats.connectionsTotal++;
+  }
+
+  protected sendOrigin(bytes: Uint8Array): void {
+    if (!this.origin || this.local) return;
+    const s = this.origin.open ? this.origin.socket : undefined;
+    if (this.toOrigin.write(s, bytes)) return;
+    if (s || this.toOrigin.queued >= HIGH_WATER) this.pauseClient();
+  }
+
+  protected sendClient(bytes: Uint8Array): void {
+    if (this.toClient.write(this.client, bytes)) return;
+    if (this.origin?.socket && !this.originPaused) {
+      this.originPaused = true;
+      this.origin.socket.pause();
+    }
+  }
+
+  // ---- origin events ----
+
+  protected attach(c: OriginConn): void {
+    this.origin = c;
+    if (!c.open) this.setDeadline(Deadline.Connect, this.ctx.config.connectTimeoutMs);
+  }
+
+  originOpen(c: OriginConn): void {
+    this.member?.succeeded();
+    this.deadlineKind = Deadline.None;
+    if (this.toOrigin.flush(c.socket!)) this.resumeClient();
+    if (this.requestDone && !this.gotByte) this.setDeadline(Deadline.FirstByte, this.ctx.http.firstByteTimeoutMs);
+  }
+
+  originFailed(c: OriginConn, error: unknown): void {
+    if (c !== this.origin) return;
+    const cause = originCause(error);
+    this.ctx.stats.originError(cause.kind);
+    this.member?.failed(cause.kind);
+    this.fail(502, `origin ${c.host}:${c.port}: ${cause.text}`);
+  }
+
+  originDrain(c: OriginConn): void {
+    if (c !== this.origin || !this.toOrigin.flush(c.socket!)) return;
+    this.resumeClient();
+    if (this.phase === Phase.Tunnel && this.tunnelUp) c.socket!.shutdown();
+  }
+
+  originData(c: OriginConn, chunk: Uint8Array): void {
+    this.lastActive = this.ctx.clock.now;
+    this.ctx.stats.bytesFromOrigins += chunk.length;
+    if (!this.gotByte) {
+      this.gotByte = true;
+      this.deadlineKind = Deadline.None;
+    }
+    if (this.phase === Phase.Tunnel) return this.sendClient(chunk);
+    if (this.res) return this.responseBody(chunk);
+    this.resBuf = concat(this.resBuf, chunk);
+    this.responseHead(c);
+  }
+
+  originEnd(c: OriginConn): void {
+    if (this.phase === Phase.Tunnel) {
+      this.tunnelDown = true;
+      if (this.toClient.queued === 0) this.client.shutdown();
+      if (this.tunnelUp) this.endClient();
+      return;
+    }
+    this.originGone(c, undefined);
+  }
+
+  originClosed(c: OriginConn, error?: Error): void {
+    if (this.phase === Phase.Tunnel) {
+      if (error) return this.abort();
+      return this.endClient();
+    }
+    this.originGone(c, error);
+  }
+
+  /** The origin connection ended mid-exchange. */
+  protected originGone(c: OriginConn, error: Error | undefined): void {
+    if (c !== this.origin) return;
+    if (this.res && this.originFraming === "close" && !this.decodeForClient) {
+      this.originReusable = false;
+      this.resDone = true;
+      return this.exchangeDone();
+    }
+    if (!this.gotByte) {
+      // A kept-alive connection the origin closed while we picked it: send again, once (RFC 9112 §9.3.1).
+      if (c.uses > 1 && !this.retried && this.requestDone && this.bodyless && idempotent(this.req!.method)) {
+        this.retried = true;
+        this.ctx.httpStats.retries++;
+        c.destroy(false);
+        this.toOrigin.clear();
+        this.attach(this.ctx.origins.get(c.host, c.port, this, true));
+        return this.sendOrigin(this.headBytes);
+      }
+      const cause = error ? originCause(error) : { kind: "reset" as const, text: "closed the connection before responding" };
+      this.ctx.stats.originError(cause.kind);
+      return this.fail(502, `origin ${c.host}:${c.port}: ${cause.text}`);
+    }
+    // Mid-response: the client must not mistake a truncated body for a whole one.
+    this.ctx.stats.originError(error ? originCause(error).kind : "reset");
+    this.abort();
+  }
+
+  protected get bodyless(): boolean {
+    return !this.req!.chunked && this.req!.contentLength <= 0;
+  }
+
+  // ---- responses ----
+
+  protected resDone = false;
+
+  protected responseHead(c: OriginConn): void {
+    const end = headEnd(this.resBuf);
+    if (end < 0) {
+      if (this.resBuf.length > MAX_RESPONSE_HEAD) this.originBroken(`response head larger than ${MAX_RESPONSE_HEAD} bytes`);
+      return;
+    }
+    const parsed = parseResponseHead(this.resBuf, end);
+    const whole = this.resBuf;
+    const rest = end + 4 === whole.length ? EMPTY : whole.subarray(end + 4);
+    this.resBuf = EMPTY;
+    if (parsed instanceof HeadError) return this.originBroken(parsed.reason);
+    const req = this.req!;
+    if (parsed.status < 200) {
+      if (parsed.status === 101) {
+        if (!this.upgrade) return this.originBroken("101 Switching Protocols without an upgrade request");
+        this.ctx.httpStats.response(101);
+        this.sendClient(Buffer.from(clientResponseHead(parsed, req.minor, "none", true, true), "latin1"));
+        this.phase = Phase.Tunnel;
+        this.deadlineKind = Deadline.None;
+        if (rest.length) this.sendClient(rest);
+        const early = this.inbuf;
+        this.inbuf = EMPTY;
+        if (early.length) this.sendOrigin(early);
+        this.resumeClient();
+        return;
+      }
+      // Interim responses (100-continue, 103) go on, except to an HTTP/1.0 client (RFC 9110 §15.2).
+      this.ctx.httpStats.response(parsed.status);
+      if (req.minor === 1) this.sendClient(Buffer.from(clientResponseHead(parsed, 1, "none", true, false), "latin1"));
+      if (rest.length) this.originData(c, rest);
+      return;
+    }
+    this.res = parsed;
+    this.resDone = false;
+    this.ctx.httpStats.response(parsed.status);
+    // Message body length, RFC 9112 §6.3.
+    if (req.method === "HEAD" || parsed.status === 204 || parsed.status === 304) this.originFraming = "none";
+    else if (parsed.chunked) this.originFraming = "chunked";
+    else if (parsed.otherCoding) this.originFraming = "close";
+    else if (parsed.contentLength >= 0) this.originFraming = "length";
+    else this.originFraming = "close";
+    this.originReusable = parsed.minor === 1 && !hasToken(parsed.connection, "close") && this.originFraming !== "close";
+    // An HTTP/1.0 client cannot take chunked: decode, and frame by close.
+    this.decodeForClient = this.originFraming === "chunked" && req.minor === 0;
+    const framing = this.decodeForClient ? "close" : this.originFraming;
+    if (framing === "close" || !this.requestDone) this.keepAlive = false;
+    this.resLeft = parsed.contentLength;
+    this.resChunks = this.originFraming === "chunked" ? new ChunkedDecoder() : undefined;
+    if (this.keepAlive && req.minor === 1 && framing === this.originFraming && verbatimResponse(parsed)) {
+      // The origin's head goes on as it came, with the body bytes that came with it: no copy at all.
+      return this.responseVerbatim(whole, whole.length - rest.length, rest);
+    }
+    const head = clientResponseHead(parsed, req.minor, framing, this.keepAlive, false);
+    if (rest.length && (this.originFraming === "length" || framing === "chunked")) {
+      // The head and the body bytes that came with it in one write: one syscall, not two.
+      let n: number;
+      if (this.originFraming === "length") {
+        n = Math.min(this.resLeft, rest.length);
+        this.resLeft -= n;
+      } else {
+        n = this.resChunks!.feed(rest, 0);
+        if (n < 0) return this.originBroken(`malformed chunked response body: ${this.resChunks!.error}`);
+      }
+      this.sendClient(withHead(head, rest.subarray(0, n)));
+      if (this.originFraming === "length" ? this.resLeft === 0 : this.resChunks!.done) {
+        this.resDone = true;
+        this.exchangeDone();
+      }
+      return;
+    }
+    this.sendClient(withHead(head, EMPTY));
+    if (this.originFraming === "none" || (this.originFraming === "length" && this.resLeft === 0)) {
+      this.resDone = true;
+      return this.exchangeDone();
+    }
+    if (rest.length) this.responseBody(rest);
+  }
+
+  /** Send `whole[0..headLen)` (the origin's head) and as much of `rest` as belongs to this response, in one write. */
+  protected responseVerbatim(whole: Uint8Array, headLen: number, rest: Uint8Array): void {
+    let n = 0;
+    let done = this.originFraming === "none";
+    if (this.originFraming === "length") {
+      n = Math.min(this.resLeft, rest.length);
+      this.resLeft -= n;
+      done = this.resLeft === 0;
+    } else if (this.originFraming === "chunked" && rest.length) {
+      n = this.resChunks!.feed(rest, 0);
+      if (n < 0) return this.originBroken(`malformed chunked response body: ${this.resChunks!.error}`);
+      done = this.resChunks!.done;
+    }
+    this.sendClient(headLen + n === whole.length ? whole : whole.subarray(0, headLen + n));
+    if (done) {
+      this.resDone = true;
+      this.exchangeDone();
+    }
+  }
+
+  protected responseBody(chunk: Uint8Array): void {
+    switch (this.originFraming) {
+      case "length": {
+        const n = Math.min(this.resLeft, chunk.length);
+        this.resLeft -= n;
+        this.sendClient(n === chunk.length ? chunk : chunk.subarray(0, n));
+        if (this.resLeft === 0) {
+          this.resDone = true;
+          this.exchangeDone();
+        }
+        return;
+      }
+      case "chunked": {
+        const d = this.resChunks!;
+        const n = d.feed(chunk, 0, this.decodeForClient ? (data) => this.sendClient(data) : undefined);
+        if (n < 0) return this.originBroken(`malformed chunked response body: ${d.error}`);
+        if (!this.decodeForClient) this.sendClient(n === chunk.length ? chunk : chunk.subarray(0, n));
+        if (d.done) {
+          this.resDone = true;
+          this.exchangeDone();
+        }
+        return;
+      }
+      case "close":
+        return this.sendClient(chunk);
+    }
+  }
+
+  /** The origin broke HTTP: 502 if nothing was sent yet, else the client is reset. */
+  protected originBroken(why: string): void {
+    this.ctx.stats.originError("protocol");
+    if (this.res) return this.abort();
+    this.fail(502, `origin ${this.origin?.host}:${this.origin?.port}: ${why}`);
+  }
+
+  // pause()/resume() are calls into Bun's native code: made only when they change something.
+  private clientPaused = false;
+
+  protected pauseClient(): void {
+    if (this.clientPaused) return;
+    this.clientPaused = true;
+    this.client.pause();
+  }
+
+  protected resumeClient(): void {
+    if (!this.clientPaused) return;
+    this.clientPaused = false;
+    this.client.resume();
+  }
+
+  protected setDeadline(kind: Deadline, ms: number): void {
+    this.deadlineKind = kind;
+    this.deadline = this.ctx.clock.now + ms;
+  }
+
+  protected abstract exchangeDone(): void;
+  protected abstract fail(status: number, message: string): void;
+  protected abstract endClient(): void;
+  abstract abort(): void;
+  abstract sweep(now: number): void;
+}

@@ -1,0 +1,182 @@
+import { hasToken, type RequestHead, type ResponseHead } from "./parse";
+
+/*
+ * Heads as the proxy sends them on: hop-by-hop fields removed (RFC 9110
+ * §7.6.1), framing re-stated by us, forwarding fields added.
+ */
+
+// Always hop-by-hop (RFC 9110 §7.6.1), plus Proxy-Connection (never standard,
+// still sent by old clients) and the framing fields, which we set ourselves.
+const HOP_BY_HOP = new Set(["connection", "keep-alive", "proxy-connection", "te", "trailer", "transfer-encoding", "upgrade", "content-length"]);
+
+/** Whether field `name` of a message with Connection tokens `connection` stops at this hop. */
+function hopByHop(name: string, connection: string): boolean {
+  return HOP_BY_HOP.has(name) || (connection !== "" && hasToken(connection, name));
+}
+
+// token (RFC 9110 §5.6.2), for RFC 7239 values that need no quotes.
+const TOKEN = /^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/;
+
+/** An RFC 7239 §4 value: a token as is, anything else as a quoted-string. */
+function forwardedValue(v: string): string {
+  return TOKEN.test(v) ? v : `"${v.replace(/["\\]/g, "\\$&")}"`;
+}
+
+/**
+ * The client as an RFC 7239 node (§6): IPv4 as is; IPv6 in brackets, and
+ * since ":" "[" "]" are not token characters, the whole quoted
+ * (for="[2001:db8::1]"). The port is left out (§6.1 makes it optional).
+ */
+export function forwardedFor(ip: string): string {
+  return ip.includes(":") ? `"[${ip}]"` : ip;
+}
+
+export interface ForwardContext {
+  /** The client's IP, IPv4-mapped addresses unmapped. */
+  readonly clientIp: string;
+  readonly proto: "http" | "https";
+  /** Host for the origin when the request had none (HTTP/1.0): the address:port the client dialled. */
+  readonly fallbackHost: string;
+  /** Keep Upgrade and say Connection: upgrade (a WebSocket handshake). */
+  readonly upgrade: boolean;
+}
+
+/** The request head for the origin, as latin1 text. Always HTTP/1.1: we speak 1.1 to origins. */
+export function originRequestHead(req: RequestHead, ctx: ForwardContext): string {
+  let out = `${req.method} ${req.target} HTTP/1.1\r\n`;
+  let xff = "";
+  let fwd = "";
+  let sawHost = false;
+  const { names, values, connection } = req;
+  for (let i = 0; i < names.length; i++) {
+    const name = names[i]!;
+    if (hopByHop(name, connection)) continue;
+    switch (name) {
+      case "x-forwarded-for":
+        xff = xff ? `${xff}, ${values[i]}` : values[i]!;
+        continue;
+      case "forwarded":
+        fwd = fwd ? `${fwd}, ${values[i]}` : values[i]!;
+        continue;
+      // Ours to say, at the edge: a client's own claims are dropped.
+      case "x-forwarded-proto":
+      case "x-forwarded-host":
+        continue;
+      case "host":
+        sawHost = true;
+        // absolute-form's authority wins over Host (RFC 9112 §3.2.2).
+        out += `host: ${req.host}\r\n`;
+        continue;
+    }
+    out += `${name}: ${values[i]}\r\n`;
+  }
+  const host = req.host ?? ctx.fallbackHost;
+  if (!sawHost) out += `host: ${host}\r\n`;
+  if (req.chunked) out += "transfer-encoding: chunked\r\n";
+  else if (req.contentLength >= 0) out += `content-length: ${req.contentLength}\r\n`;
+  if (ctx.upgrade) out += `upgrade: ${req.upgrade}\r\nconnection: upgrade\r\n`;
+  const ip = ctx.clientIp;
+  out += `x-forwarded-for: ${xff ? `${xff}, ${ip}` : ip}\r\n`;
+  out += `x-forwarded-proto: ${ctx.proto}\r\nx-forwarded-host: ${host}\r\n`;
+  // RFC 7239 §4: one forwarded-element per proxy, appended to the list.
+  const element = `for=${forwardedFor(ip)};proto=${ctx.proto};host=${forwardedValue(host)}`;
+  out += `forwarded: ${fwd ? `${fwd}, ${element}` : element}\r\n\r\n`;
+  return out;
+}
+
+/**
+ * Whether the client's head can go to the origin as it came, followed by our
+ * forwarding fields: nothing hop-by-hop, no forwarding fields of the
+ * client's own to merge, an origin-form HTTP/1.1 request line. The common
+ * case, and it spares rebuilding the head field by field.
+ */
+export function extendable(req: RequestHead): boolean {
+  if (req.minor !== 1 || req.absolute || req.host === undefined) return false;
+  const names = req.names;
+  for (let i = 0; i < names.length; i++) {
+    const name = names[i]!;
+    if (name === "content-length") continue; // kept as it came: one value (parseFields checked)
+    if (HOP_BY_HOP.has(name) || name === "x-forwarded-for" || name === "forwarded" || name === "x-forwarded-proto" || name === "x-forwarded-host") return false;
+  }
+  return true;
+}
+
+/** The fields we add to an extendable request, and the blank line that ends the head. */
+export function forwardingFields(req: RequestHead, ctx: ForwardContext): string {
+  const host = req.host!;
+  const ip = ctx.clientIp;
+  return `x-forwarded-for: ${ip}\r\nx-forwarded-proto: ${ctx.proto}\r\nx-forwarded-host: ${host}\r\nforwarded: for=${forwardedFor(ip)};proto=${ctx.proto};host=${forwardedValue(host)}\r\n\r\n`;
+}
+
+/**
+ * Whether the origin's head can go to the client byte for byte: HTTP/1.1,
+ * no hop-by-hop field except "Connection: keep-alive" (a proxy may put its
+ * own options in place of Connection, RFC 9110 §7.6.1, and keep-alive is
+ * ours), Transfer-Encoding exactly chunked and alone.
+ */
+export function verbatimResponse(res: ResponseHead): boolean {
+  if (res.minor !== 1) return false;
+  const { names, values } = res;
+  for (let i = 0; i < names.length; i++) {
+    switch (names[i]) {
+      case "connection":
+        if (values[i]!.toLowerCase() !== "keep-alive") return false;
+        break;
+      case "transfer-encoding":
+        if (values[i]!.toLowerCase() !== "chunked" || names.includes("content-length") || names.indexOf("transfer-encoding") !== i || names.lastIndexOf("transfer-encoding") !== i) return false;
+        break;
+      case "keep-alive":
+      case "proxy-connection":
+      case "te":
+      case "trailer":
+      case "upgrade":
+        return false;
+    }
+  }
+  return true;
+}
+
+/** How the response body reaches the client. */
+export type ResponseFraming = "none" | "length" | "chunked" | "close";
+
+/**
+ * The response head for the client. `framing` is how the body goes on;
+ * `keepAlive` whether the client connection stays open after it.
+ */
+export function clientResponseHead(res: ResponseHead, clientMinor: number, framing: ResponseFraming, keepAlive: boolean, upgrade: boolean): string {
+  const reason = res.reason;
+  let out = `HTTP/1.${clientMinor} ${res.status}${reason ? ` ${reason}` : ""}\r\n`;
+  const { names, values, connection } = res;
+  for (let i = 0; i < names.length; i++) {
+    const name = names[i]!;
+    if (hopByHop(name, connection)) continue;
+    out += `${name}: ${values[i]}\r\n`;
+  }
+  if (upgrade) return `${out}upgrade: ${res.upgrade}\r\nconnection: upgrade\r\n\r\n`;
+  if (framing === "chunked") out += "transfer-encoding: chunked\r\n";
+  else if (framing === "length" || (framing === "none" && res.contentLength >= 0 && res.status !== 204 && res.status >= 200)) out += `content-length: ${res.contentLength}\r\n`;
+  if (res.status >= 200) {
+    if (!keepAlive) out += "connection: close\r\n";
+    else if (clientMinor === 0) out += "connection: keep-alive\r\n";
+  }
+  return `${out}\r\n`;
+}
+
+const STATUS_TEXT: Record<number, string> = {
+  400: "Bad Request",
+  413: "Content Too Large",
+  431: "Request Header Fields Too Large",
+  501: "Not Implemented",
+  502: "Bad Gateway",
+  503: "Service Unavailable",
+  504: "Gateway Timeout",
+  505: "HTTP Version Not Supported",
+};
+
+/** A response of our own: a one-line text body naming the cause; the connection closes after it. */
+export function errorResponse(status: number, message: string): Uint8Array {
+  const body = `${message}\n`;
+  return Buffer.from(
+    `HTTP/1.1 ${status} ${STATUS_TEXT[status] ?? "Error"}\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n\r\n${body}`,
+  );
+}

@@ -1,0 +1,134 @@
+import { describe, expect, test } from "bun:test";
+import { ChunkedDecoder } from "./chunked";
+import { HeadError, hasToken, headEnd, parseRequestHead, parseResponseHead, type RequestHead } from "./parse";
+
+const req = (s: string) => {
+  const b = Buffer.from(s, "latin1");
+  const end = headEnd(b);
+  expect(end).toBeGreaterThanOrEqual(0);
+  return parseRequestHead(b, end);
+};
+const ok = (s: string) => {
+  const r = req(s);
+  if (r instanceof HeadError) throw new Error(`unexpected ${r.status} ${r.reason}`);
+  return r as RequestHead;
+};
+const status = (s: string) => {
+  const r = req(s);
+  return r instanceof HeadError ? r.status : 200;
+};
+
+describe("request heads (RFC 9112)", () => {
+  test("finds the end of the head across any alignment", () => {
+    for (let pad = 0; pad < 8; pad++) {
+      const b = Buffer.from(`${"x".repeat(pad)}\r\n\r\nrest`);
+      expect(headEnd(b)).toBe(pad);
+    }
+    expect(headEnd(Buffer.from("GET / HTTP/1.1\r\nHost: a\r\n\r"))).toBe(-1);
+    expect(headEnd(Buffer.from("a\n\n\r\n\r\n"))).toBe(3);
+  });
+
+  test("a plain request: method, target, version, fields in order, names lower-cased", () => {
+    const r = ok("GET /a?b=c HTTP/1.1\r\nHost: Example.COM:8080\r\nX-Thing:  spaced value \t\r\nAccept: */*\r\n\r\n");
+    expect([r.method, r.target, r.minor, r.host]).toEqual(["GET", "/a?b=c", 1, "Example.COM:8080"]);
+    expect(r.names).toEqual(["host", "x-thing", "accept"]);
+    expect(r.values[1]).toBe("spaced value");
+    expect(r.contentLength).toBe(-1);
+    expect(r.chunked).toBe(false);
+  });
+
+  test("leading empty lines are skipped; absolute-form's authority becomes the host", () => {
+    const r = ok("\r\nGET http://a.example:81/x?y HTTP/1.1\r\nHost: other\r\n\r\n");
+    expect([r.target, r.host]).toEqual(["/x?y", "a.example:81"]);
+  });
+
+  test("framing: Content-Length, identical repeats, chunked", () => {
+    expect(ok("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 12\r\n\r\n").contentLength).toBe(12);
+    expect(ok("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nContent-Length: 5, 5\r\n\r\n").contentLength).toBe(5);
+    expect(ok("POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: Chunked\r\n\r\n").chunked).toBe(true);
+  });
+
+  test.each([
+    ["obs-fold", "GET / HTTP/1.1\r\nHost: a\r\nX: a\r\n  folded\r\n\r\n", 400],
+    ["space before colon", "GET / HTTP/1.1\r\nHost : a\r\n\r\n", 400],
+    ["CL and TE", "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n", 400],
+    ["differing CLs", "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\n", 400],
+    ["differing CL list", "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3, 4\r\n\r\n", 400],
+    ["signed CL", "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: +3\r\n\r\n", 400],
+    ["TE not ending in chunked", "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked, gzip\r\n\r\n", 400],
+    ["other coding before chunked", "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip, chunked\r\n\r\n", 501],
+    ["TE in 1.0", "POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n", 400],
+    ["no Host in 1.1", "GET / HTTP/1.1\r\nX: y\r\n\r\n", 400],
+    ["two Hosts", "GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", 400],
+    ["bare CR in a value", "GET / HTTP/1.1\r\nHost: a\r\nX: a\rb\r\n\r\n", 400],
+    ["bare LF line", "GET / HTTP/1.1\nHost: a\r\n\r\n", 400],
+    ["NUL in a value", "GET / HTTP/1.1\r\nHost: a\r\nX: a\0b\r\n\r\n", 400],
+    ["no target", "GET  HTTP/1.1\r\nHost: a\r\n\r\n", 400],
+    ["lower-case version", "GET / http/1.1\r\nHost: a\r\n\r\n", 400],
+    ["HTTP/2.0", "GET / HTTP/2.0\r\nHost: a\r\n\r\n", 505],
+    ["junk", "\x16\x03\x01\x02\x00\x01\x00\r\n\r\n", 400],
+    ["bad Host", "GET / HTTP/1.1\r\nHost: a b\r\n\r\n", 400],
+    ["CONNECT", "CONNECT a.example:443 HTTP/1.1\r\nHost: a.example:443\r\n\r\n", 501],
+  ])("refused: %s", (_name, text, want) => {
+    expect(status(text)).toBe(want);
+  });
+
+  test("HTTP/1.0 without Host is fine", () => {
+    const r = ok("GET / HTTP/1.0\r\n\r\n");
+    expect([r.minor, r.host]).toEqual([0, undefined]);
+  });
+
+  test("Connection tokens", () => {
+    expect(hasToken("keep-alive, close", "close")).toBe(true);
+    expect(hasToken("x-close", "close")).toBe(false);
+    expect(hasToken("upgrade", "upgrade")).toBe(true);
+    expect(hasToken("", "close")).toBe(false);
+  });
+});
+
+describe("response heads", () => {
+  const res = (s: string) => {
+    const b = Buffer.from(s);
+    return parseResponseHead(b, headEnd(b));
+  };
+  test("status, reason, framing; TE wins over CL", () => {
+    const r = res("HTTP/1.1 404 Not Found\r\nContent-Length: 3\r\n\r\n");
+    expect(r).not.toBeInstanceOf(HeadError);
+    expect(r).toMatchObject({ status: 404, reason: "Not Found", contentLength: 3 });
+    expect(res("HTTP/1.1 200 OK\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n")).toMatchObject({ chunked: true, contentLength: -1 });
+    expect(res("HTTP/1.1 204\r\n\r\n")).toMatchObject({ status: 204, reason: "" });
+  });
+  test("malformed is the origin's fault: 502", () => {
+    for (const t of ["HTTP/1.1 20 OK\r\n\r\n", "ICY 200 OK\r\n\r\n", "HTTP/1.1 200 OK\r\nX : y\r\n\r\n", "HTTP/1.1 200 OK\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n"]) {
+      const r = res(t);
+      expect(r).toBeInstanceOf(HeadError);
+      expect((r as HeadError).status).toBe(502);
+    }
+  });
+});
+
+describe("chunked bodies (RFC 9112 §7.1)", () => {
+  const body = Buffer.from("4\r\nWiki\r\n5;ext=1\r\npedia\r\nE\r\n in\r\n\r\nchunks.\r\n0\r\nTrailer: x\r\n\r\nNEXT");
+  test("finds the end byte by byte and in one piece, with the data", () => {
+    for (const step of [1, 3, body.length]) {
+      const d = new ChunkedDecoder();
+      let data = "";
+      let consumed = 0;
+      for (let i = 0; i < body.length && !d.done; i += step) {
+        const piece = body.subarray(i, Math.min(body.length, i + step));
+        const n = d.feed(piece, 0, (x) => (data += Buffer.from(x).toString()));
+        expect(n).toBeGreaterThanOrEqual(0);
+        consumed += n;
+      }
+      expect(d.done).toBe(true);
+      expect(body.subarray(consumed).toString()).toBe("NEXT");
+      expect(data).toBe("Wikipedia in\r\n\r\nchunks.");
+      expect(d.dataBytes).toBe(23);
+    }
+  });
+  test.each(["x\r\n", "4\nWiki", "4\r\nWikiX\r\n", "ffffffffffffff\r\n", "0\r\n\n"])("refuses %p", (bad) => {
+    const d = new ChunkedDecoder();
+    expect(d.feed(Buffer.from(bad), 0)).toBe(-1);
+    expect(d.error).not.toBe("");
+  });
+});

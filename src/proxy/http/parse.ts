@@ -1,0 +1,229 @@
+/*
+ * Strict HTTP/1.1 message heads (RFC 9112). Strict because edgeproxy sits in
+ * front of origins that may parse differently: anything two parsers could
+ * read two ways (obs-fold, whitespace before the colon, bare CR, CL with TE,
+ * differing Content-Lengths) is refused, which is what closes the request
+ * smuggling gap (RFC 9112 §11.2).
+ *
+ * A head is decoded once as latin1 (one string, byte-for-byte) and scanned
+ * with charCodeAt: no regular expressions, no per-line slices but the field
+ * names and values themselves.
+ */
+
+/** A head that cannot be proxied: the status to answer with and one line saying why. */
+export class HeadError {
+  constructor(
+    readonly status: number,
+    readonly reason: string,
+  ) {}
+}
+
+/** Header fields in arrival order; names lower-cased. */
+export interface Message {
+  readonly names: string[];
+  readonly values: string[];
+  /** -1: no Content-Length. */
+  contentLength: number;
+  /** Transfer-Encoding ends in chunked (RFC 9112 §6.3 rule 4). */
+  chunked: boolean;
+  /** Transfer-Encoding present but not ending in chunked: a response framed by close. */
+  otherCoding: boolean;
+  /** Connection's tokens, lower case, comma-joined ("" when absent). */
+  connection: string;
+  /** The Upgrade field's value ("" when absent). */
+  upgrade: string;
+}
+
+export interface RequestHead extends Message {
+  readonly method: string;
+  /** origin-form (absolute-form is rewritten to it, its authority becoming `host`). */
+  readonly target: string;
+  /** 0 or 1: HTTP/1.0 or HTTP/1.1. */
+  readonly minor: number;
+  /** The Host field's value, or the absolute-form authority; undefined when absent. */
+  host: string | undefined;
+  /** The target came in absolute-form (or leading empty lines came first): the request line is rewritten. */
+  readonly absolute: boolean;
+}
+
+export interface ResponseHead extends Message {
+  readonly status: number;
+  readonly reason: string;
+  readonly minor: number;
+}
+
+// tchar (RFC 9110 §5.6.2).
+const TCHAR = new Uint8Array(128);
+for (const c of "!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ") TCHAR[c.charCodeAt(0)] = 1;
+
+const isTchar = (c: number) => c < 128 && TCHAR[c] === 1;
+// field-vchar / SP / HTAB (RFC 9110 §5.5): no CTL but HTAB, no DEL; obs-text allowed.
+const isFieldChar = (c: number) => c === 9 || (c >= 32 && c !== 127 && c < 256);
+
+/** Index of the CRLFCRLF ending the head in `buf` (searching from `from`), or -1. */
+export function headEnd(buf: Uint8Array, from = 0): number {
+  for (let i = Math.max(0, from); i + 3 < buf.length; i++) {
+    if (buf[i + 3] === 10) {
+      if (buf[i + 2] === 13 && buf[i + 1] === 10 && buf[i] === 13) return i;
+    } else if (buf[i + 3] !== 13) {
+      i += 3; // neither CR nor LF at i+3: no CRLFCRLF can start at i..i+3
+    }
+  }
+  return -1;
+}
+
+// Buffer's latin1Slice works on any Uint8Array and takes a range: no subarray view, no TextDecoder.
+const latin1Slice = (Buffer.prototype as unknown as { latin1Slice(this: Uint8Array, start: number, end: number): string }).latin1Slice;
+
+/** Field lines from `pos` up to `text.length` (each ending CRLF) into m; the framing fields interpreted. */
+function parseFields(text: string, pos: number, m: Message, who: "request" | "response"): HeadError | undefined {
+  const status = who === "request" ? 400 : 502;
+  let te = "";
+  let sawTe = false;
+  while (pos < text.length) {
+    const eol = text.indexOf("\r\n", pos);
+    const first = text.charCodeAt(pos);
+    // obs-fold (RFC 9112 §5.2): a server may reject it; a proxy must not pass it on as is.
+    if (first === 32 || first === 9) return new HeadError(status, `${who} header line folding (obs-fold) is not accepted`);
+    let i = pos;
+    while (i < eol && isTchar(text.charCodeAt(i))) i++;
+    // No whitespace between name and colon (RFC 9112 §5.1: MUST reject with 400).
+    if (i === pos || i === eol || text.charCodeAt(i) !== 58) return new HeadError(status, `malformed ${who} header line`);
+    const name = text.slice(pos, i).toLowerCase();
+    let v = i + 1;
+    while (v < eol && (text.charCodeAt(v) === 32 || text.charCodeAt(v) === 9)) v++;
+    let e = eol;
+    while (e > v && (text.charCodeAt(e - 1) === 32 || text.charCodeAt(e - 1) === 9)) e--;
+    for (let k = v; k < e; k++) if (!isFieldChar(text.charCodeAt(k))) return new HeadError(status, `invalid character in ${who} header ${name}`);
+    const value = text.slice(v, e);
+    m.names.push(name);
+    m.values.push(value);
+    switch (name) {
+      case "content-length": {
+        // A list of identical values is one value (RFC 9110 §8.6); anything else is a smuggling attempt.
+        for (const part of value.split(",")) {
+          const p = part.trim();
+          if (!/^\d{1,15}$/.test(p)) return new HeadError(status, `invalid ${who} Content-Length "${value}"`);
+          const n = Number(p);
+          if (m.contentLength >= 0 && m.contentLength !== n) return new HeadError(status, `conflicting ${who} Content-Length values`);
+          m.contentLength = n;
+        }
+        break;
+      }
+      case "transfer-encoding":
+        sawTe = true;
+        te = te ? `${te},${value}` : value;
+        break;
+      case "connection":
+        m.connection = m.connection ? `${m.connection},${value.toLowerCase()}` : value.toLowerCase();
+        break;
+      case "upgrade":
+        m.upgrade = value;
+        break;
+    }
+    pos = eol + 2;
+  }
+  if (sawTe) {
+    const codings = te.toLowerCase().split(",").map((c) => c.trim()).filter(Boolean);
+    m.chunked = codings[codings.length - 1] === "chunked";
+    m.otherCoding = !m.chunked || codings.length > 1;
+  }
+  return undefined;
+}
+
+/** True when a comma-separated, lower-case list contains `token`. */
+export function hasToken(list: string, token: string): boolean {
+  if (!list) return false;
+  let from = 0;
+  for (;;) {
+    const i = list.indexOf(token, from);
+    if (i < 0) return false;
+    const before = i === 0 ? 44 : list.charCodeAt(i - 1);
+    const after = i + token.length >= list.length ? 44 : list.charCodeAt(i + token.length);
+    const sep = (c: number) => c === 44 || c === 32 || c === 9;
+    if (sep(before) && sep(after)) return true;
+    from = i + 1;
+  }
+}
+
+/**
+ * Parse a request head: `buf[0..end)` where `end` is where headEnd found
+ * CRLFCRLF. Leading empty lines are skipped (RFC 9112 §2.2).
+ */
+export function parseRequestHead(buf: Uint8Array, end: number): RequestHead | HeadError {
+  const text = latin1Slice.call(buf, 0, end + 2);
+  let pos = 0;
+  while (text.startsWith("\r\n", pos)) pos += 2;
+  const eol = text.indexOf("\r\n", pos);
+  // request-line = method SP request-target SP HTTP-version (RFC 9112 §3)
+  const sp1 = text.indexOf(" ", pos);
+  if (sp1 <= pos || sp1 > eol) return new HeadError(400, "malformed request line");
+  for (let i = pos; i < sp1; i++) if (!isTchar(text.charCodeAt(i))) return new HeadError(400, "malformed request method");
+  const sp2 = text.indexOf(" ", sp1 + 1);
+  if (sp2 <= sp1 + 1 || sp2 > eol || eol - sp2 !== 9 || !text.startsWith("HTTP/1.", sp2 + 1)) {
+    if (sp2 > sp1 + 1 && sp2 < eol && text.startsWith("HTTP/", sp2 + 1) && /^HTTP\/\d\.\d$/.test(text.slice(sp2 + 1, eol))) return new HeadError(505, "HTTP version not supported");
+    return new HeadError(400, "malformed request line");
+  }
+  const minorCode = text.charCodeAt(eol - 1) - 48;
+  if (minorCode < 0 || minorCode > 9) return new HeadError(400, "malformed HTTP version");
+  for (let i = sp1 + 1; i < sp2; i++) {
+    const c = text.charCodeAt(i);
+    if (c <= 32 || c >= 127) return new HeadError(400, "invalid character in request target");
+  }
+  const method = text.slice(pos, sp1);
+  let target = text.slice(sp1 + 1, sp2);
+  let host: string | undefined;
+  if (target.charCodeAt(0) !== 47 /* / */) {
+    // absolute-form (RFC 9112 §3.2.2): its authority replaces Host.
+    const m = /^https?:\/\/([^/?#@]+)([^#]*)$/i.exec(target);
+    if (m) {
+      host = m[1]!;
+      target = m[2] || "/";
+      if (target.charCodeAt(0) === 63 /* ? */) target = `/${target}`;
+    } else if (!(target === "*" && method === "OPTIONS")) {
+      return new HeadError(method === "CONNECT" ? 501 : 400, method === "CONNECT" ? "CONNECT is not supported" : "malformed request target");
+    }
+  }
+  const req: RequestHead = { names: [], values: [], contentLength: -1, chunked: false, otherCoding: false, connection: "", upgrade: "", method, target, minor: minorCode === 0 ? 0 : 1, host: undefined, absolute: host !== undefined || pos > 0 };
+  const err = parseFields(text, eol + 2, req, "request");
+  if (err) return err;
+  let hosts = 0;
+  for (let i = 0; i < req.names.length; i++) {
+    if (req.names[i] !== "host") continue;
+    hosts++;
+    host ??= req.values[i];
+  }
+  // RFC 9112 §3.2: a 1.1 request without Host, or with more than one, gets 400.
+  if (hosts > 1 || (hosts === 0 && req.minor === 1 && host === undefined)) return new HeadError(400, hosts > 1 ? "more than one Host header" : "missing Host header");
+  if (host !== undefined && !/^[A-Za-z0-9._~!$&'()*+,;=%:[\]-]*$/.test(host)) return new HeadError(400, "invalid Host header");
+  req.host = host;
+  if (req.names.includes("transfer-encoding")) {
+    // RFC 9112 §6.1: TE in 1.0 means faulty framing; with CL, a smuggling attempt (§6.3 rule 3).
+    if (req.minor === 0) return new HeadError(400, "Transfer-Encoding in an HTTP/1.0 request");
+    if (req.contentLength >= 0) return new HeadError(400, "both Content-Length and Transfer-Encoding");
+    if (!req.chunked) return new HeadError(400, "request Transfer-Encoding does not end in chunked");
+    if (req.otherCoding) return new HeadError(501, "transfer codings other than chunked are not supported");
+  }
+  return req;
+}
+
+/** Parse a response head (`buf[0..end)`, `end` from headEnd). Errors are the origin's: 502. */
+export function parseResponseHead(buf: Uint8Array, end: number): ResponseHead | HeadError {
+  const text = latin1Slice.call(buf, 0, end + 2);
+  const eol = text.indexOf("\r\n");
+  // status-line = HTTP-version SP status-code SP [ reason-phrase ] (RFC 9112 §4)
+  if (eol < 12 || !text.startsWith("HTTP/1.") || text.charCodeAt(12) !== 32 && eol !== 12) return new HeadError(502, "malformed origin status line");
+  const minor = text.charCodeAt(7) - 48;
+  const status = Number(text.slice(9, 12));
+  if (text.charCodeAt(8) !== 32 || minor < 0 || minor > 9 || !(status >= 100 && status <= 999) || !/^\d{3}$/.test(text.slice(9, 12))) {
+    return new HeadError(502, "malformed origin status line");
+  }
+  const reason = eol > 13 ? text.slice(13, eol) : "";
+  for (let i = 0; i < reason.length; i++) if (!isFieldChar(reason.charCodeAt(i))) return new HeadError(502, "malformed origin reason phrase");
+  const res: ResponseHead = { names: [], values: [], contentLength: -1, chunked: false, otherCoding: false, connection: "", upgrade: "", status, reason, minor: minor === 0 ? 0 : 1 };
+  const err = parseFields(text, eol + 2, res, "response");
+  if (err) return err;
+  // RFC 9112 §6.3 rule 3: with Transfer-Encoding, Content-Length is ignored (and removed on forwarding).
+  if (res.names.includes("transfer-encoding")) res.contentLength = -1;
+  return res;
+}

@@ -1,0 +1,170 @@
+import type { Socket, TCPSocketListener } from "bun";
+import { fstatSync } from "node:fs";
+import type { Family } from "../../config/address";
+import { POOL_DEFAULTS, type PoolConfig } from "../../config/pool";
+import { serviceFamilies, type ServiceConfig } from "../../config/service";
+import { EdgeError } from "../../errors";
+import { OriginPool, type PoolOptions } from "../../origin/pool";
+import type { Admission } from "../admission";
+import type { CoarseClock } from "../clock";
+import { InboundHeader, mustSendHeader, socketEnds, type Pending } from "../inbound";
+import { LISTEN_ADDRESS, type DataPlaneService, type ServiceSocket } from "../service";
+import { ServiceStats } from "../stats";
+import { HttpConnection } from "./conn";
+import type { HttpContext } from "./context";
+import { OriginConnections } from "./origins";
+import { HttpRouter } from "./router";
+import { HttpStats } from "./stats";
+
+// A client socket's `data`: the PROXY header reader first (accept_proxy sources only), then the connection.
+type Stage = HttpConnection | InboundHeader;
+
+/**
+ * An http-mode service: one listener per address family (the dispatcher
+ * steers every bound port and prefix to it), HTTP/1.1 proxied per request to
+ * the pool its route names. Optionally TLS-terminating.
+ */
+export class HttpService implements DataPlaneService {
+  readonly protocol = "tcp";
+  readonly stats = new ServiceStats();
+  readonly httpStats = new HttpStats();
+  private readonly ctx: HttpContext;
+  private readonly pools = new Map<PoolConfig, OriginPool>();
+  private readonly listeners: { family: Family; listener: TCPSocketListener<any> }[] = [];
+  private readonly stopSweep: () => void;
+  private closing = false;
+  /** Connections whose PROXY header (accept_proxy) is not complete yet. */
+  private readonly pending = new Set<Pending>();
+
+  constructor(
+    readonly config: ServiceConfig,
+    clock: CoarseClock,
+    admission: Admission,
+    /** Edge range and start-time addresses for the pools (kind and owner are set here). */
+    poolOptions: Pick<PoolOptions, "edgeRange" | "resolved"> = {},
+  ) {
+    // A service made from the command line has no http section: the defaults, no routes.
+    const http = config.http ?? { ...POOL_DEFAULTS.http, routes: [] };
+    http.routes.forEach((r, i) => {
+      if (r.pool && !this.pools.has(r.pool)) this.pools.set(r.pool, new OriginPool(r.pool, { ...poolOptions, kind: "http", owner: `service ${config.name} route ${i + 1} (${r.host ?? ""}${r.path})` }));
+    });
+    if (config.pool && !this.pools.has(config.pool)) this.pools.set(config.pool, new OriginPool(config.pool, { ...poolOptions, kind: "http", owner: `service ${config.name}` }));
+    // The PROXY header would precede the TLS handshake, which Bun's TLS listener cannot take.
+    if (config.tls && config.acceptProxy.length) throw new EdgeError(`service ${config.name}`, "accept_proxy cannot be combined with TLS termination on an http service yet", "config");
+    let router: HttpRouter;
+    try {
+      router = new HttpRouter(http.routes, config.pool);
+    } catch (cause) {
+      throw new EdgeError(`service ${config.name}`, `bad route: ${(cause as Error).message}`, "config", { cause });
+    }
+    const origins = new OriginConnections();
+    const active = new Set<{ sweep(now: number): void; abort(): void }>();
+    this.ctx = { config, http, router, pools: this.pools, origins, clock, stats: this.stats, httpStats: this.httpStats, admission, proto: config.tls ? "https" : "http", active };
+    this.stopSweep = clock.onTick((now) => {
+      for (const c of active) c.sweep(now);
+      for (const p of this.pending) p.sweep(now);
+      origins.sweep(now);
+      if (this.closing && active.size === 0) {
+        origins.close();
+        this.stopSweep();
+      }
+    });
+  }
+
+  /** Open the listeners (one per family the service's prefixes use). Undo on failure. */
+  listen(): ServiceSocket[] {
+    for (const p of this.pools.values()) void p.start();
+    const families = serviceFamilies(this.config);
+    const tls = this.config.tls ? { tls: { cert: this.config.tls.cert, key: this.config.tls.key } } : {};
+    try {
+      return families.map((family) => {
+        const listener = Bun.listen<Stage>({ hostname: LISTEN_ADDRESS[family], port: 0, allowHalfOpen: true, socket: { ...this.handlers(), binaryType: "uint8array" }, ...tls });
+        this.listeners.push({ family, listener });
+        const fd = (listener as unknown as { fd: number }).fd;
+        return { family, fd, inode: fstatSync(fd).ino, address: `${family === 6 ? `[${listener.hostname}]` : listener.hostname}:${listener.port}` };
+      });
+    } catch (cause) {
+      this.close();
+      throw new EdgeError(`service ${this.config.name}`, `cannot open a listening socket: ${(cause as Error).message}`, "kernel", { cause });
+    }
+  }
+
+  private handlers() {
+    const ctx = this.ctx;
+    const acceptProxy = this.config.acceptProxy;
+    // §2 of proxy-protocol.txt: at least 3 s for the header, to cover a TCP retransmit.
+    const inbound = { timeoutMs: Math.max(3_000, this.config.connectTimeoutMs), stats: this.stats, admission: ctx.admission, pending: this.pending };
+    return {
+      open(s: Socket<Stage>) {
+        // Over the cap: this one was already queued in the kernel when steering stopped.
+        if (!ctx.admission.admit()) return void s.terminate();
+        if (acceptProxy.length) {
+          const ends = socketEnds(s);
+          if (!ends) {
+            // The peer is already gone (Bun no longer knows its address).
+            ctx.admission.leave();
+            return void s.terminate();
+          }
+          if (mustSendHeader(acceptProxy, ends.client)) {
+            // A trusted load balancer: its PROXY header names the client (and the edge) first.
+            s.data = new InboundHeader(s, ends, inbound, ctx.clock.now, (e, rest) => {
+              const c = new HttpConnection(s, ctx, e);
+              s.data = c;
+              if (rest.length) c.clientData(rest);
+            });
+            return;
+          }
+        }
+        s.data = new HttpConnection(s, ctx);
+      },
+      data(s: Socket<Stage>, chunk: Uint8Array) {
+        const d = s.data;
+        if (d instanceof HttpConnection) d.clientData(chunk);
+        else d?.fromClient(chunk);
+      },
+      drain(s: Socket<Stage>) {
+        if (s.data instanceof HttpConnection) s.data.clientDrain();
+      },
+      end(s: Socket<Stage>) {
+        const d = s.data;
+        if (d instanceof HttpConnection) d.clientEnd();
+        else d?.ended();
+      },
+      close(s: Socket<Stage>, error?: Error) {
+        const d = s.data;
+        if (d instanceof HttpConnection) d.clientClosed(error);
+        else d?.closed("client", error);
+      },
+      error(s: Socket<Stage>, error: Error) {
+        const d = s.data;
+        if (d instanceof HttpConnection) d.clientClosed(error);
+        else d?.closed("client", error);
+      },
+    };
+  }
+
+  report() {
+    const origins = [...this.pools.values()].flatMap((p) => p.snapshot());
+    return { connections: this.stats.snapshot(), http: this.httpStats.snapshot(this.ctx.origins.opened, this.ctx.origins.reused), ...(origins.length ? { origins } : {}) };
+  }
+
+  summary(): string {
+    const s = this.stats;
+    const h = this.httpStats;
+    const classes = [1, 2, 3, 4, 5].map((c) => `${c}xx ${h.byClass[c]}`).join(", ");
+    const errors = [...s.originErrors].map(([kind, n]) => `${kind} ${n}`).join(", ") || "none";
+    return `${s.connectionsTotal} connections, ${h.requests} requests (${classes}), origin errors: ${errors}`;
+  }
+
+  /** Stop accepting; with `abort`, reset every open connection too. Idempotent. */
+  close(abort = false): void {
+    this.closing = true;
+    for (const { listener } of this.listeners.splice(0)) listener.stop(false);
+    if (abort) for (const c of [...this.ctx.active, ...this.pending]) c.abort();
+    for (const p of this.pools.values()) p.close();
+    if (this.ctx.active.size === 0) {
+      this.ctx.origins.close();
+      this.stopSweep();
+    }
+  }
+}
