@@ -1,0 +1,94 @@
+import { describe, expect, test } from "bun:test";
+import { clientResponseHead, errorResponse, extendable, forwardedFor, forwardingFields, originRequestHead, verbatimResponse } from "./headers";
+import { HeadError, headEnd, parseRequestHead, parseResponseHead, type RequestHead, type ResponseHead } from "./parse";
+
+const req = (s: string) => {
+  const b = Buffer.from(s);
+  const r = parseRequestHead(b, headEnd(b));
+  if (r instanceof HeadError) throw new Error(r.reason);
+  return r as RequestHead;
+};
+const res = (s: string) => {
+  const b = Buffer.from(s);
+  const r = parseResponseHead(b, headEnd(b));
+  if (r instanceof HeadError) throw new Error(r.reason);
+  return r as ResponseHead;
+};
+const ctx = { clientIp: "192.0.2.1", proto: "http" as const, fallbackHost: "192.0.2.80:8080", upgrade: false };
+
+describe("forwarding headers (RFC 7239, X-Forwarded-*)", () => {
+  test("RFC 7239 §6: IPv4 bare, IPv6 bracketed and quoted", () => {
+    expect(forwardedFor("192.0.2.43")).toBe("192.0.2.43");
+    expect(forwardedFor("2001:db8:cafe::17")).toBe('"[2001:db8:cafe::17]"');
+  });
+
+  test("appended to the client's own; host quoted when not a token; a client's X-Forwarded-Proto dropped", () => {
+    const head = originRequestHead(
+      req("GET /p HTTP/1.1\r\nHost: a.example:8080\r\nX-Forwarded-For: 203.0.113.1\r\nX-Forwarded-For: 203.0.113.2\r\nForwarded: for=203.0.113.1\r\nX-Forwarded-Proto: https\r\n\r\n"),
+      { ...ctx, clientIp: "2001:db8::1", proto: "https" },
+    );
+    expect(head).toStartWith("GET /p HTTP/1.1\r\nhost: a.example:8080\r\n");
+    expect(head).toContain("x-forwarded-for: 203.0.113.1, 203.0.113.2, 2001:db8::1\r\n");
+    expect(head).toContain('forwarded: for=203.0.113.1, for="[2001:db8::1]";proto=https;host="a.example:8080"\r\n');
+    expect(head).toContain("x-forwarded-proto: https\r\n");
+    expect(head.match(/x-forwarded-proto/g)).toHaveLength(1);
+    expect(head).toEndWith("\r\n\r\n");
+  });
+
+  test("HTTP/1.0 without Host gets the address dialled; absolute-form's authority is the Host", () => {
+    expect(originRequestHead(req("GET / HTTP/1.0\r\n\r\n"), ctx)).toContain("host: 192.0.2.80:8080\r\n");
+    const abs = originRequestHead(req("GET http://b.example/x HTTP/1.1\r\nHost: ignored\r\n\r\n"), ctx);
+    expect(abs).toStartWith("GET /x HTTP/1.1\r\nhost: b.example\r\n");
+  });
+
+  test("the fast path (head as it came plus our fields) only for heads with nothing to strip or merge", () => {
+    const plain = req("GET / HTTP/1.1\r\nHost: a\r\nAccept: */*\r\n\r\n");
+    expect(extendable(plain)).toBe(true);
+    expect(forwardingFields(plain, ctx)).toBe("x-forwarded-for: 192.0.2.1\r\nx-forwarded-proto: http\r\nx-forwarded-host: a\r\nforwarded: for=192.0.2.1;proto=http;host=a\r\n\r\n");
+    for (const extra of ["Connection: close", "Keep-Alive: 5", "TE: trailers", "X-Forwarded-For: 1.2.3.4", "Forwarded: for=1.2.3.4", "Transfer-Encoding: chunked"]) {
+      expect(extendable(req(`POST / HTTP/1.1\r\nHost: a\r\n${extra}\r\n\r\n`))).toBe(false);
+    }
+    expect(extendable(req("GET / HTTP/1.0\r\nHost: a\r\n\r\n"))).toBe(false);
+    expect(extendable(req("GET http://a/ HTTP/1.1\r\nHost: a\r\n\r\n"))).toBe(false);
+  });
+});
+
+describe("hop-by-hop fields (RFC 9110 §7.6.1)", () => {
+  test("request: Connection and what it names, the fixed list; framing re-stated", () => {
+    const head = originRequestHead(
+      req("POST / HTTP/1.1\r\nHost: a\r\nConnection: keep-alive, X-Hop\r\nX-Hop: 1\r\nKeep-Alive: 5\r\nTE: trailers\r\nTrailer: X-T\r\nProxy-Connection: x\r\nUpgrade: h2c\r\nTransfer-Encoding: chunked\r\nX-Keep: 2\r\n\r\n"),
+      ctx,
+    );
+    for (const h of ["connection", "x-hop", "keep-alive", "te:", "trailer", "proxy-connection", "upgrade"]) expect(head.toLowerCase()).not.toContain(`\r\n${h}`);
+    expect(head).toContain("x-keep: 2\r\n");
+    expect(head.match(/transfer-encoding: chunked/g)).toHaveLength(1);
+  });
+
+  test("WebSocket: Upgrade kept and Connection: upgrade said", () => {
+    const head = originRequestHead(req("GET /ws HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: k\r\n\r\n"), { ...ctx, upgrade: true });
+    expect(head).toContain("upgrade: websocket\r\nconnection: upgrade\r\n");
+    expect(head).toContain("sec-websocket-key: k\r\n");
+  });
+
+  test("response: stripped, framing and connection options ours", () => {
+    const r = res("HTTP/1.1 200 OK\r\nConnection: X-Hop\r\nX-Hop: 1\r\nKeep-Alive: timeout=5\r\nContent-Length: 2\r\nX-Keep: 2\r\n\r\n");
+    const to11 = clientResponseHead(r, 1, "length", true, false);
+    expect(to11).toBe("HTTP/1.1 200 OK\r\nx-keep: 2\r\ncontent-length: 2\r\n\r\n");
+    expect(clientResponseHead(r, 0, "length", true, false)).toBe("HTTP/1.0 200 OK\r\nx-keep: 2\r\ncontent-length: 2\r\nconnection: keep-alive\r\n\r\n");
+    expect(clientResponseHead(r, 1, "close", false, false)).toBe("HTTP/1.1 200 OK\r\nx-keep: 2\r\nconnection: close\r\n\r\n");
+  });
+
+  test("verbatim only with nothing hop-by-hop but Connection: keep-alive", () => {
+    expect(verbatimResponse(res("HTTP/1.1 200 OK\r\nConnection: keep-alive\r\nContent-Length: 2\r\n\r\n"))).toBe(true);
+    expect(verbatimResponse(res("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"))).toBe(true);
+    expect(verbatimResponse(res("HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 2\r\n\r\n"))).toBe(false);
+    expect(verbatimResponse(res("HTTP/1.1 200 OK\r\nKeep-Alive: timeout=5\r\nContent-Length: 2\r\n\r\n"))).toBe(false);
+    expect(verbatimResponse(res("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Length: 2\r\n\r\n"))).toBe(false);
+    expect(verbatimResponse(res("HTTP/1.0 200 OK\r\nContent-Length: 2\r\n\r\n"))).toBe(false);
+  });
+
+  test("our own errors: one line, length-framed, closing", () => {
+    const e = Buffer.from(errorResponse(502, "origin 10.0.0.1:80: connection refused")).toString();
+    expect(e).toBe("HTTP/1.1 502 Bad Gateway\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: 39\r\nconnection: close\r\n\r\norigin 10.0.0.1:80: connection refused\n");
+  });
+});
