@@ -17,4 +17,5 @@ test("tcp: accept_proxy with TLS termination is refused (the PROXY header would 
   expect(() => checkService({ ...base(), tls, acceptProxy: lb }, at)).toThrow("accept_proxy: cannot be combined with TLS termination on a tcp service yet");
   expect(() => checkService({ ...base(), tls }, at)).not.toThrow();
   expect(() => checkService({ ...base(), acceptProxy: lb }, at)).not.toThrow();
+  expect(() => checkService({ ...base(), mode: "http", tls, acceptProxy: lb }, at)).toThrow("accept_proxy: cannot be combined with TLS termination on a http service yet");
 });
