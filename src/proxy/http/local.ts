@@ -16,11 +16,10 @@ const app = responderApp();
 export async function serveLocal(req: RequestHead, client: Socket<unknown>, ctx: HttpContext): Promise<{ data: Uint8Array; status: number }> {
   const headers = new Headers();
   for (let i = 0; i < req.names.length; i++) headers.append(req.names[i]!, req.values[i]!);
-  const method = req.method === "HEAD" ? "HEAD" : req.method === "GET" ? "GET" : req.method;
   const url = `${ctx.proto}://${req.host || "edgeproxy"}${req.target.startsWith("/") ? req.target : "/"}`;
   let res: Response;
   try {
-    res = await app.fetch(new Request(url, { method, headers }), {
+    res = await app.fetch(new Request(url, { method: req.method, headers }), {
       destination: formatHostPort(unmapAddress(client.localAddress), client.localPort),
       client: formatHostPort(unmapAddress(client.remoteAddress), client.remotePort),
     });

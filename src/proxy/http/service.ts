@@ -49,8 +49,6 @@ export class HttpService implements DataPlaneService {
       if (r.pool && !this.pools.has(r.pool)) this.pools.set(r.pool, new OriginPool(r.pool, { ...poolOptions, kind: "http", owner: `service ${config.name} route ${i + 1} (${r.host ?? ""}${r.path})` }));
     });
     if (config.pool && !this.pools.has(config.pool)) this.pools.set(config.pool, new OriginPool(config.pool, { ...poolOptions, kind: "http", owner: `service ${config.name}` }));
-    // The PROXY header would precede the TLS handshake, which Bun's TLS listener cannot take.
-    if (config.tls && config.acceptProxy.length) throw new EdgeError(`service ${config.name}`, "accept_proxy cannot be combined with TLS termination on an http service yet", "config");
     let router: HttpRouter;
     try {
       router = new HttpRouter(http.routes, config.pool);
@@ -64,7 +62,7 @@ export class HttpService implements DataPlaneService {
       for (const c of active) c.sweep(now);
       for (const p of this.pending) p.sweep(now);
       origins.sweep(now);
-      if (this.closing && active.size === 0) {
+      if (this.closing && active.size === 0 && this.pending.size === 0) {
         origins.close();
         this.stopSweep();
       }
@@ -162,7 +160,7 @@ export class HttpService implements DataPlaneService {
     for (const { listener } of this.listeners.splice(0)) listener.stop(false);
     if (abort) for (const c of [...this.ctx.active, ...this.pending]) c.abort();
     for (const p of this.pools.values()) p.close();
-    if (this.ctx.active.size === 0) {
+    if (this.ctx.active.size === 0 && this.pending.size === 0) {
       this.ctx.origins.close();
       this.stopSweep();
     }
