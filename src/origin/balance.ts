@@ -97,7 +97,7 @@ export function originPort(o: { readonly port?: number; readonly ports?: PortRan
 }
 
 /** FNV-1a over the string's UTF-16 units, seeded, with murmur3's finalizer so close inputs spread. */
-export function hash32(s: string, seed: number): number {
+function hash32(s: string, seed: number): number {
   let h = (0x811c9dc5 ^ seed) >>> 0;
   for (let i = 0; i < s.length; i++) {
     h ^= s.charCodeAt(i);

@@ -63,8 +63,6 @@ class Flow {
   readonly kind = "flow";
   /** From the client; a second one confirms the flow. */
   datagrams = 0;
-  /** The origin has answered on this flow. */
-  answered = false;
   constructor(
     readonly key: string,
     readonly service: Service,
@@ -99,14 +97,17 @@ export class Engine {
     private readonly log: (line: string) => void,
     /** A retired service's last flow ended: its slot is free. */
     private readonly onRetired: (slot: number) => void,
-    /** An endpoint refused a flow, or answered one for the first time. */
+    /** An endpoint refused a flow, or answered again after a refusal. */
     private readonly onOrigin: (slot: number, key: string, ok: boolean) => void = () => {},
   ) {}
 
   // ICMP port unreachable from the origin: the flow ends, and the pool hears of it.
   private refused(f: Flow): void {
     this.drop(f.service, "origin_refused");
-    if (f.endpoint) this.onOrigin(f.service.spec.slot, f.endpoint.key, false);
+    if (f.endpoint) {
+      f.endpoint.failing = true;
+      this.onOrigin(f.service.spec.slot, f.endpoint.key, false);
+    }
     this.close(f);
   }
 
@@ -236,9 +237,10 @@ export class Engine {
       return;
     }
     f.last = this.now;
-    if (!f.answered) {
-      f.answered = true;
-      if (f.endpoint) this.onOrigin(f.service.spec.slot, f.endpoint.key, true);
+    // Only an answer after a refusal is news to the pool: a message per new flow would cost the main thread on every flow.
+    if (f.endpoint?.failing) {
+      f.endpoint.failing = false;
+      this.onOrigin(f.service.spec.slot, f.endpoint.key, true);
     }
     if (len > MAX_DATAGRAM) return this.drop(f.service, "truncated");
     let at = b.dataAt(0);

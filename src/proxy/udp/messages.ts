@@ -14,6 +14,6 @@ export type FromWorker =
   | { readonly op: "started" }
   | { readonly op: "log"; readonly line: string }
   | { readonly op: "retired"; readonly slot: number }
-  /** A flow's origin refused (ICMP port unreachable) or answered for the first time: passive ejection's input. */
+  /** An origin endpoint refused a flow (ICMP port unreachable), or answered again after that: passive ejection's input. */
   | { readonly op: "origin"; readonly slot: number; readonly key: string; readonly ok: boolean }
   | { readonly op: "stopped" };

@@ -1,7 +1,7 @@
 // The UDP worker's copy of a service's pool: the eligible endpoints as the
 // main thread last sent them (health checks and ejection run there), picked
 // with the same balancing code as the TCP data plane.
-import { parseAddress, type Family } from "../../config/address";
+import { formatAddress, parseAddress, type Family } from "../../config/address";
 import type { Balance } from "../../config/pool";
 import type { PortRange } from "../../config/ports";
 import { choose, originPort, type Weighted } from "../../origin/balance";
@@ -20,6 +20,8 @@ export interface UdpOrigins {
 export class WorkerEndpoint implements Weighted {
   current = 0;
   active = 0;
+  /** A refusal was reported and no answer since: the next answer is reported too (it resets the pool's count). */
+  failing = false;
   readonly family: Family;
   readonly addr: Uint8Array;
   weight: number;
@@ -62,8 +64,8 @@ export class EndpointSet {
 
   /** The endpoint and origin address for a new flow from `client` (address bytes) to edge port `dstPort`. */
   pick(client: Uint8Array, dstPort: number): { endpoint: WorkerEndpoint; target: Endpoint } | undefined {
-    // The hash key only needs to be stable per client address, not pretty.
-    const e = choose(this.balance, this.list, always, this.balance === "hash" ? client.join(".") : "");
+    // The same text as the TCP and HTTP planes hash, so one client reaches the same endpoint over each.
+    const e = choose(this.balance, this.list, always, this.balance === "hash" ? formatAddress(client) : "");
     if (!e) return undefined;
     return { endpoint: e, target: { family: e.family, addr: e.addr, port: originPort(e.spec, dstPort, this.edgeRange) } };
   }
