@@ -185,7 +185,7 @@ describe("pools, routes, http and TLS", () => {
       web('prefixes = "192.0.2.0/24"\nports = [80, 443]', 'mode = "http"\norigin = "10.0.0.9:80"\nmax_body_size = "10MiB"\nfirst_byte_timeout = "5s"\ntls_cert = "/tls/cert.pem"\ntls_key = "/tls/key.pem"') +
       '[[service.route]]\npath = "/api/"\norigin = "10.0.0.1:80"\n' +
       '[[service.route]]\nhost = "Shop.Example"\norigins = ["10.0.0.2:80", "10.0.0.3:80"]\n[service.route.health]\npath = "/up"\n' +
-      '[[service.route]]\nhost = "shop.example:443"\npath = "/static"\n';
+      '[[service.route]]\nhost = "shop.example.:443"\npath = "/static"\n';
     const s = parseConfig(text, FILE, { readFile: read }).services[0]!;
     expect(s.http!.routes.map((r) => [r.host, r.path, r.pool?.origins.length])).toEqual([
       ["shop.example:443", "/static", undefined],
@@ -202,6 +202,7 @@ describe("pools, routes, http and TLS", () => {
     [web(undefined, 'mode = "http"') + '[[service.route]]\norigin = "10.0.0.1"\n', 'edgeproxy.toml: service "web": route[1]: a route needs host, path or both'],
     [web(undefined, 'mode = "http"') + '[[service.route]]\npath = "api"\n', 'edgeproxy.toml: service "web": route[1].path: "api" is not an absolute path prefix (like /api/)'],
     [web(undefined, 'mode = "http"') + '[[service.route]]\npath = "/a/../b"\n', 'edgeproxy.toml: service "web": route[1].path: "/a/../b" is not an absolute path prefix (like /api/)'],
+    [web(undefined, 'mode = "http"') + '[[service.route]]\npath = "/users/:id"\n', 'edgeproxy.toml: service "web": route[1].path: "/users/:id" is not an absolute path prefix (like /api/)'],
     [web(undefined, 'mode = "http"') + '[[service.route]]\nhost = "a b"\n', 'edgeproxy.toml: service "web": route[1].host: "a b" is not a host name or IP literal with an optional port'],
     [web(undefined, 'mode = "http"') + '[[service.route]]\npath = "/x"\n[[service.route]]\npath = "/x/"\n', 'edgeproxy.toml: service "web": route[2]: host (any) and path /x are already route[1]\'s'],
     [web(undefined, 'origin = "10.0.0.1:80"\norigins = ["10.0.0.2:80"]'), 'edgeproxy.toml: service "web": set origin (one) or origins (a pool), not both'],

@@ -11,8 +11,9 @@ const EJECT_FIELDS = ["failures", "duration"];
 const ROUTE_FIELDS = ["host", "path", ...POOL_FIELDS];
 // RFC 3986 §3.2.2 reg-name, lower-cased, or an IP literal, with an optional port.
 const ROUTE_HOST = /^(\[[0-9a-f:.]+\]|[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*\.?)(:\d{1,5})?$/;
-// RFC 3986 §3.3 path characters; no query, no fragment, no dot segments.
-const ROUTE_PATH = /^\/([A-Za-z0-9\-._~!$&'()*+,;=:@%]+\/?)*$/;
+// RFC 3986 §3.3 path characters, less those Hono's router path syntax gives a
+// meaning to (: * ( ) — a prefix is literal); no query, no fragment, no dot segments.
+const ROUTE_PATH = /^\/([A-Za-z0-9\-._~!$&'+,;=@%]+\/?)*$/;
 
 /** A pool from origin/origins, balance, [health] and [eject]; undefined when the table names no origin. */
 export function parsePool(f: Fields, mode: Mode): PoolConfig | undefined {
@@ -37,7 +38,7 @@ export function parsePool(f: Fields, mode: Mode): PoolConfig | undefined {
 }
 
 /** [health]: interval, timeout, rise, fall, path (http). */
-export function parseHealth(f: Fields, mode: Mode): HealthConfig {
+function parseHealth(f: Fields, mode: Mode): HealthConfig {
   const d = POOL_DEFAULTS.health;
   const duration = (key: string, fallback: number) => {
     const t = f.text(key);
@@ -72,11 +73,12 @@ function parseEject(f: Fields): EjectConfig {
 }
 
 /** [[service.route]] tables (http only), ordered most specific first. */
-export function parseRoutes(raw: readonly unknown[], where: string): RouteConfig[] {
+function parseRoutes(raw: readonly unknown[], where: string): RouteConfig[] {
   const routes = raw.map((r, i) => {
     const f = Fields.of(r, `${where}: route[${i + 1}]`, ".", ROUTE_FIELDS);
     const hostText = f.string("host");
-    const host = hostText?.toLowerCase();
+    // Requests' Host is compared without a trailing dot (an absolute name is the same host).
+    const host = hostText?.toLowerCase().replace(/\.(?=(:\d+)?$)/, "");
     if (host !== undefined && !ROUTE_HOST.test(host)) throw new ConfigError(f.at("host"), `"${hostText}" is not a host name or IP literal with an optional port`);
     const port = host && /:(\d+)$/.exec(host)?.[1];
     if (port && (Number(port) < 1 || Number(port) > 65535)) throw new ConfigError(f.at("host"), `"${hostText}": port must be 1-65535`);
@@ -97,7 +99,7 @@ export function parseRoutes(raw: readonly unknown[], where: string): RouteConfig
 }
 
 /** Most specific first: a host with a port, then a host, then any host; within each, longer paths first. */
-export function sortRoutes(routes: readonly RouteConfig[]): RouteConfig[] {
+function sortRoutes(routes: readonly RouteConfig[]): RouteConfig[] {
   const rank = (r: RouteConfig) => (r.host === undefined ? 2 : /:\d+$/.test(r.host) ? 0 : 1);
   return [...routes].sort((a, b) => rank(a) - rank(b) || b.path.length - a.path.length);
 }
