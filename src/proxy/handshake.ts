@@ -1,6 +1,6 @@
 import type { Socket } from "bun";
 import type { Admission } from "./admission";
-import type { Pending } from "./inbound";
+import { PendingStage, type Pending } from "./inbound";
 import type { ServiceStats } from "./stats";
 
 /*
@@ -10,19 +10,15 @@ import type { ServiceStats } from "./stats";
  * handshakes cost no origin connection (and send no PROXY header), and a
  * client that never finishes is reset after the timeout.
  */
-export class TlsHandshake implements Pending {
-  private done = false;
-  private readonly deadline: number;
-
+export class TlsHandshake extends PendingStage {
   constructor(
-    private readonly socket: Socket<any>,
-    private readonly options: { readonly timeoutMs: number; readonly admission: Admission; readonly pending: Set<Pending>; readonly stats: ServiceStats },
+    socket: Socket<any>,
+    protected override readonly options: { readonly timeoutMs: number; readonly admission: Admission; readonly pending: Set<Pending>; readonly stats: ServiceStats },
     now: number,
     /** Next stage, once the handshake succeeded. */
     private readonly start: () => void,
   ) {
-    this.deadline = now + options.timeoutMs;
-    options.pending.add(this);
+    super(socket, options, now);
   }
 
   /**
@@ -46,30 +42,16 @@ export class TlsHandshake implements Pending {
   }
 
   closed(_side: "client", _error?: Error): void {
-    if (this.done) return;
-    this.leave();
-    this.options.admission.leave();
+    if (!this.done) this.giveUp();
   }
 
-  sweep(now: number): void {
-    if (!this.done && now >= this.deadline) this.fail("timeout");
+  protected expired(): void {
+    this.fail("timeout");
   }
 
   private fail(reason: "failed" | "timeout"): void {
     if (this.done) return;
     this.options.stats.tlsHandshakeError(reason);
     this.abort();
-  }
-
-  abort(): void {
-    if (this.done) return;
-    this.leave();
-    this.options.admission.leave();
-    this.socket.terminate();
-  }
-
-  private leave(): void {
-    this.done = true;
-    this.options.pending.delete(this);
   }
 }

@@ -46,6 +46,51 @@ export interface Pending {
   abort(): void;
 }
 
+/**
+ * What the pre-relay stages share: a deadline checked by the sweep, a place
+ * in the service's pending set, and the connection-cap slot, given back
+ * unless the next stage takes the connection over. Subclasses say what an
+ * expired deadline means.
+ */
+export abstract class PendingStage implements Pending {
+  protected done = false;
+  private readonly deadline: number;
+
+  constructor(
+    protected readonly socket: Socket<any>,
+    protected readonly options: { readonly timeoutMs: number; readonly admission: Admission; readonly pending: Set<Pending> },
+    now: number,
+  ) {
+    this.deadline = now + options.timeoutMs;
+    options.pending.add(this);
+  }
+
+  sweep(now: number): void {
+    if (!this.done && now >= this.deadline) this.expired();
+  }
+
+  protected abstract expired(): void;
+
+  /** Reset without counting (the service is shutting down). */
+  abort(): void {
+    if (this.done) return;
+    this.giveUp();
+    this.socket.terminate();
+  }
+
+  /** The connection goes no further: out of the pending set, its cap slot back. */
+  protected giveUp(): void {
+    this.leave();
+    this.options.admission.leave();
+  }
+
+  /** Out of the pending set (the next stage, if any, owns the connection now). */
+  protected leave(): void {
+    this.done = true;
+    this.options.pending.delete(this);
+  }
+}
+
 export interface InboundOptions {
   /** §2 of proxy-protocol.txt: the header must be complete within a few seconds ("at least 3"). */
   readonly timeoutMs: number;
@@ -57,21 +102,18 @@ export interface InboundOptions {
 }
 
 /** A connection whose PROXY header is not complete yet. */
-export class InboundHeader implements Pending {
+export class InboundHeader extends PendingStage {
   private received: Uint8Array = new Uint8Array(0);
-  private done = false;
-  private readonly deadline: number;
 
   constructor(
-    private readonly socket: Socket<any>,
+    socket: Socket<any>,
     private readonly ends: Ends,
-    private readonly options: InboundOptions,
+    protected override readonly options: InboundOptions,
     now: number,
     /** Next stage: the addresses to use from now on, and the bytes after the header. */
     private readonly start: (ends: Ends, rest: Uint8Array) => void,
   ) {
-    this.deadline = now + options.timeoutMs;
-    options.pending.add(this);
+    super(socket, options, now);
   }
 
   fromClient(chunk: Uint8Array): void {
@@ -96,8 +138,7 @@ export class InboundHeader implements Pending {
     if (this.done) return;
     // A balancer's TCP health check connects and closes without a byte: not an error.
     if (this.received.length === 0) {
-      this.leave();
-      this.options.admission.leave();
+      this.giveUp();
       this.socket.end();
       return;
     }
@@ -107,34 +148,22 @@ export class InboundHeader implements Pending {
   closed(_side: "client", _error?: Error): void {
     if (this.done) return;
     if (this.received.length) this.options.stats.proxyHeaderError("truncated");
-    this.leave();
-    this.options.admission.leave();
+    this.giveUp();
   }
 
-  sweep(now: number): void {
-    if (!this.done && now >= this.deadline) this.refuse("timeout");
+  protected expired(): void {
+    this.refuse("timeout");
   }
 
   /** Reset the connection (§2.1: "abort the connection as soon as possible so that the sender ... notice[s]"). */
   refuse(reason: string): void {
     if (this.done) return;
     this.options.stats.proxyHeaderError(reason);
-    this.leave();
-    this.options.admission.leave();
-    this.socket.terminate();
+    this.abort();
   }
 
-  /** Reset without counting (the service is shutting down). */
-  abort(): void {
-    if (this.done) return;
-    this.leave();
-    this.options.admission.leave();
-    this.socket.terminate();
-  }
-
-  private leave(): void {
-    this.done = true;
+  protected override leave(): void {
+    super.leave();
     this.received = new Uint8Array(0);
-    this.options.pending.delete(this);
   }
 }

@@ -44,7 +44,7 @@ export const EMPTY = new Uint8Array(0);
 export const concat = (a: Uint8Array, b: Uint8Array) => (a.length ? Buffer.concat([a, b]) : b);
 
 /** A latin1 head followed by `body`, in one buffer. */
-export function withHead(head: string, body: Uint8Array): Uint8Array {
+function withHead(head: string, body: Uint8Array): Uint8Array {
   const buf = Buffer.allocUnsafe(head.length + body.length);
   buf.write(head, 0, "latin1");
   if (body.length) buf.set(body, head.length);
