@@ -1,10 +1,13 @@
-// The http data plane run in this process (in a namespace of each test's
-// own) with hand-built service configs: routes, limits and TLS that the
-// command line does not set.
+// The http data plane's protocol details, run in this process (in a
+// namespace of each test's own) with hand-built service configs, clients
+// connecting to its listener directly; what users configure is also tested
+// through edgeproxy and sk_lookup (http.test.ts, http-config.test.ts, and
+// TLS here).
 import { afterEach, describe, expect, test } from "bun:test";
-import { mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { EdgeproxyProcess } from "./helpers/edgeproxy";
 import { proxyFixture } from "./helpers/fixture";
 import { httpOrigin, inProcessService, parseReply, poolOf, rawClient } from "./helpers/http";
 import { exchange, text } from "./helpers/net";
@@ -158,18 +161,18 @@ describe("http service", () => {
       expect(gen.exitCode).toBe(0);
       const o = httpOrigin("127.0.0.1", "secret");
       f.servers.push(o.listener);
-      const cert = readFileSync(join(dir, "cert.pem"), "utf8");
-      svc = inProcessService({ pool: poolOf("127.0.0.1", o.port), tls: { certFile: "cert.pem", keyFile: "key.pem", cert, key: readFileSync(join(dir, "key.pem"), "utf8") } });
+      // Through the real path: edgeproxy steers 192.0.2.0/24 port 8443 to its TLS listener.
+      f.ep = await EdgeproxyProcess.start(["--mode", "http", "--ports", "8443", "--prefix", "192.0.2.0/24", "--origin", `127.0.0.1:${o.port}`, "--tls-cert", join(dir, "cert.pem"), "--tls-key", join(dir, "key.pem")]);
       // curl verifies the certificate against the test CA (itself) and the name.
-      const curl = Bun.spawn(["curl", "-sS", "--max-time", "5", "--cacert", join(dir, "cert.pem"), "--resolve", `secure.example:${svc.port}:127.0.0.1`, `https://secure.example:${svc.port}/account`], { stdout: "pipe", stderr: "pipe" });
+      const curl = Bun.spawn(["curl", "-sS", "--max-time", "5", "--cacert", join(dir, "cert.pem"), "--resolve", "secure.example:8443:192.0.2.9", "https://secure.example:8443/account"], { stdout: "pipe", stderr: "pipe" });
       const [out, err] = await Promise.all([new Response(curl.stdout).text(), new Response(curl.stderr).text()]);
       expect(err).toBe("");
       expect(out).toBe("secret");
       const seen = o.seen[0]!;
       expect(seen.headers.get("x-forwarded-proto")).toEqual(["https"]);
-      expect(seen.headers.get("forwarded")![0]).toBe(`for=127.0.0.1;proto=https;host="secure.example:${svc.port}"`);
+      expect(seen.headers.get("forwarded")![0]).toBe(`for=192.0.2.9;proto=https;host="secure.example:8443"`); // a local destination is its own source
       // Plain HTTP on the TLS port is no request: no answer.
-      const plain = await exchange("127.0.0.1", svc.port, "GET / HTTP/1.1\r\nHost: a\r\n\r\n", 3000);
+      const plain = await exchange("192.0.2.9", 8443, "GET / HTTP/1.1\r\nHost: a\r\n\r\n", 3000);
       expect(text(plain)).not.toContain("secret");
     } finally {
       rmSync(dir, { recursive: true, force: true });
