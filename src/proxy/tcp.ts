@@ -78,6 +78,10 @@ export class TcpService implements DataPlaneService {
     const tls = this.config.tls !== undefined;
     // `ends` is parsed only when a PROXY header is sent or accepted; plain connections skip the address parsing.
     const needEnds = proxyProtocol !== "off" || acceptProxy.length > 0;
+    // Each of Bun's address getters is a syscall or a string: ask only for what the pool uses
+    // (the client's address to hash on; the dialled port for port-preserving and port-range origins).
+    const needClient = pool.config.balance === "hash";
+    const needEdgePort = pool.config.origins.some((o) => o.port === undefined);
     const start = (s: Socket<any>, ends: Ends | undefined, rest: Uint8Array) => {
       const relay = new Relay(s, options, active);
       s.data = relay;
@@ -85,7 +89,9 @@ export class TcpService implements DataPlaneService {
       if (ends && proxyProtocol === "v2") relay.preamble(proxyV2Header(ends.client, ends.edge, "stream"));
       // Balancing sees the client, and port-preserving and port-range origins the edge port, as a
       // trusted PROXY header names them (else the socket's peer and local port).
-      const pick = ends ? pool.pick(formatAddress(ends.client.addr), ends.edge.port) : pool.pick(s.remoteAddress, s.localPort);
+      const pick = ends
+        ? pool.pick(formatAddress(ends.client.addr), ends.edge.port)
+        : pool.pick(needClient ? s.remoteAddress : "", needEdgePort ? s.localPort : 0);
       if (!pick) {
         options.stats.originError("no_origin");
         return relay.abort();
