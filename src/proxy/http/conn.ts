@@ -128,7 +128,7 @@ export class HttpConnection extends Exchange {
     this.local = route.pool === undefined;
     this.phase = this.reqChunks || this.bodyLeft > 0 ? Phase.Body : Phase.Wait;
     if (!this.local) {
-      const pick = ctx.pools.get(route.pool!)!.pick(this.clientIp, this.localPort);
+      const pick = route.pool!.pick(this.clientIp, this.localPort);
       if (!pick) {
         ctx.stats.originError("no_origin");
         return this.fail(503, "no healthy origin");

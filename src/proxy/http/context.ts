@@ -1,4 +1,4 @@
-import type { HttpConfig, PoolConfig, ServiceConfig } from "../../config/service";
+import type { HttpConfig, ServiceConfig } from "../../config/service";
 import type { OriginPool } from "../../origin/pool";
 import type { Admission } from "../admission";
 import type { CoarseClock } from "../clock";
@@ -11,8 +11,8 @@ import type { HttpStats } from "./stats";
 export interface HttpContext {
   readonly config: ServiceConfig;
   readonly http: HttpConfig;
-  readonly router: HttpRouter;
-  readonly pools: ReadonlyMap<PoolConfig, OriginPool>;
+  /** Routes straight to the running pools. */
+  readonly router: HttpRouter<OriginPool>;
   readonly origins: OriginConnections;
   readonly clock: CoarseClock;
   readonly stats: ServiceStats;

@@ -13,32 +13,32 @@ import type { PoolConfig, RouteConfig } from "../../config/pool";
  * one exec whatever the number of routes.
  */
 
-/** Where a request goes: a pool, or (pool undefined) the built-in responder. */
-export interface Route {
+/** Where a request goes: a pool (as the service runs it, `P`), or (pool undefined) the built-in responder. */
+export interface Route<P> {
   /** Index in the service's routes; the catch-all is routes.length. */
   readonly index: number;
-  readonly pool: PoolConfig | undefined;
+  readonly pool: P | undefined;
 }
 
-type Matcher = RegExpRouter<Route>;
-
-export class HttpRouter {
+/** Routes to pools; `running` turns a configured pool into what requests are sent through (the service's OriginPool). */
+export class HttpRouter<P = PoolConfig> {
   // Keys: "host:port" for routes with a port, "host" for the rest; "" for any host.
-  private readonly byHost = new Map<string, Matcher>();
-  private readonly catchAll: Route;
+  private readonly byHost = new Map<string, RegExpRouter<Route<P>>>();
+  private readonly catchAll: Route<P>;
 
-  constructor(routes: readonly RouteConfig[], catchAllPool: PoolConfig | undefined) {
-    this.catchAll = { index: routes.length, pool: catchAllPool };
-    const grouped = new Map<string, Route[]>();
-    const paths = new Map<Route, string>();
+  constructor(routes: readonly RouteConfig[], catchAllPool: PoolConfig | undefined, running: (p: PoolConfig) => P = (p) => p as P) {
+    const runningOf = (p: PoolConfig | undefined) => (p ? running(p) : undefined);
+    this.catchAll = { index: routes.length, pool: runningOf(catchAllPool) };
+    const grouped = new Map<string, Route<P>[]>();
+    const paths = new Map<Route<P>, string>();
     routes.forEach((r, index) => {
       const key = r.host?.toLowerCase() ?? "";
-      const route = { index, pool: r.pool };
+      const route = { index, pool: runningOf(r.pool) };
       paths.set(route, r.path);
       grouped.set(key, [...(grouped.get(key) ?? []), route]);
     });
     for (const [key, list] of grouped) {
-      const m = new RegExpRouter<Route>();
+      const m = new RegExpRouter<Route<P>>();
       for (const route of list) {
         const path = paths.get(route)!.replace(/\/+$/, "");
         // Whole segments: "/api" is "/api" itself and anything under "/api/".
@@ -53,7 +53,7 @@ export class HttpRouter {
    * The route for `host` (the Host field, as sent; undefined for none), the
    * port the client dialled and `path` (the target without its query).
    */
-  match(host: string | undefined, edgePort: number, path: string): Route {
+  match(host: string | undefined, edgePort: number, path: string): Route<P> {
     if (this.byHost.size === 0) return this.catchAll;
     let name = "";
     let port = edgePort;
@@ -74,7 +74,7 @@ export class HttpRouter {
     return this.lookup("", path) ?? this.catchAll;
   }
 
-  private lookup(key: string, path: string): Route | undefined {
+  private lookup(key: string, path: string): Route<P> | undefined {
     const m = this.byHost.get(key);
     if (!m) return undefined;
     const found = m.match(METHOD_NAME_ALL, path)[0];

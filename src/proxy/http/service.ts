@@ -49,15 +49,15 @@ export class HttpService implements DataPlaneService {
       if (r.pool && !this.pools.has(r.pool)) this.pools.set(r.pool, new OriginPool(r.pool, { ...poolOptions, kind: "http", owner: `service ${config.name} route ${i + 1} (${r.host ?? ""}${r.path})` }));
     });
     if (config.pool && !this.pools.has(config.pool)) this.pools.set(config.pool, new OriginPool(config.pool, { ...poolOptions, kind: "http", owner: `service ${config.name}` }));
-    let router: HttpRouter;
+    let router: HttpRouter<OriginPool>;
     try {
-      router = new HttpRouter(http.routes, config.pool);
+      router = new HttpRouter(http.routes, config.pool, (p) => this.pools.get(p)!);
     } catch (cause) {
       throw new EdgeError(`service ${config.name}`, `bad route: ${(cause as Error).message}`, "config", { cause });
     }
     const origins = new OriginConnections();
     const active = new Set<{ sweep(now: number): void; abort(): void }>();
-    this.ctx = { config, http, router, pools: this.pools, origins, clock, stats: this.stats, httpStats: this.httpStats, admission, proto: config.tls ? "https" : "http", active };
+    this.ctx = { config, http, router, origins, clock, stats: this.stats, httpStats: this.httpStats, admission, proto: config.tls ? "https" : "http", active };
     this.stopSweep = clock.onTick((now) => {
       for (const c of active) c.sweep(now);
       for (const p of this.pending) p.sweep(now);
