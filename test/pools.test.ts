@@ -8,7 +8,7 @@ import { EdgeproxyProcess } from "./helpers/edgeproxy";
 import { proxyFixture } from "./helpers/fixture";
 import { exchange, greeter, text } from "./helpers/net";
 import { dnsServer, hold, holdingOrigin, scrape, workdir, writeConfig, type Held } from "./helpers/pools";
-import { UdpClient } from "./helpers/udp";
+import { UdpClient, udpGreeter } from "./helpers/udp";
 
 const f = proxyFixture();
 
@@ -248,9 +248,8 @@ describe("origin pools", () => {
     const w = workdir();
     const clients: UdpClient[] = [];
     try {
-      const origin = (name: string) => Bun.udpSocket({ hostname: "127.0.0.1", port: 0, socket: { data: (s, _d, port, addr) => void s.send(name, port, addr) } });
-      const a = await origin("a");
-      const b = await origin("b");
+      const a = await udpGreeter("a");
+      const b = await udpGreeter("b");
       writeConfig(w, { mode: "udp", origins: [`127.0.0.1:${a.port}`, `127.0.0.1:${b.port} weight=3`], ports: "53" });
       f.ep = await EdgeproxyProcess.start(["serve", "--config", w.file]);
       const got: string[] = [];
@@ -263,8 +262,8 @@ describe("origin pools", () => {
       expect(got.filter((x) => x === "b").length).toBe(30);
       // A flow stays with its origin.
       for (const [i, c] of clients.slice(0, 8).entries()) expect(await c.request("again")).toBe(got[i]!);
-      a.close();
-      b.close();
+      a.socket.close();
+      b.socket.close();
     } finally {
       for (const c of clients) c.close();
       w.done();
@@ -275,7 +274,7 @@ describe("origin pools", () => {
     const w = workdir();
     const clients: UdpClient[] = [];
     try {
-      const a = await Bun.udpSocket({ hostname: "127.0.0.1", port: 0, socket: { data: (s, _d, port, addr) => void s.send("a", port, addr) } });
+      const a = await udpGreeter("a");
       // Bound and closed: datagrams to it draw ICMP port unreachable.
       const gone = await Bun.udpSocket({ hostname: "127.0.0.1", port: 0 });
       const deadPort = gone.port;
@@ -299,11 +298,11 @@ describe("origin pools", () => {
       const m = await scrape(w.admin);
       expect(m("edgeproxy_origin_ejections_total", { origin: `127.0.0.1:${deadPort}`, address: "127.0.0.1" })).toBe(1);
       expect(m("edgeproxy_udp_drops_total", { reason: "origin_refused" })).toBe(2);
-      const b = await Bun.udpSocket({ hostname: "127.0.0.1", port: deadPort, socket: { data: (s, _d, port, addr) => void s.send("b", port, addr) } });
+      const b = await udpGreeter("b", deadPort);
       await Bun.sleep(Math.max(0, ejectedAt + 1600 - Date.now()));
       expect([await ask(1000), await ask(1000)].sort()).toEqual(["a", "b"]);
-      a.close();
-      b.close();
+      a.socket.close();
+      b.socket.close();
     } finally {
       for (const c of clients) c.close();
       w.done();
@@ -319,7 +318,7 @@ describe("origin pools", () => {
       expect([await who(1005), await who(1000), await who(1099)]).toEqual(["tcp 3005", "tcp 3000", "tcp 3099"]);
       expect(await f.ep.stop()).toBe(0);
 
-      const u = await Promise.all([3000, 3005, 3099].map((p) => Bun.udpSocket({ hostname: "127.0.0.1", port: p, socket: { data: (s, _d, port, addr) => void s.send(`udp ${p}`, port, addr) } })));
+      const u = await Promise.all([3000, 3005, 3099].map((p) => udpGreeter(`udp ${p}`, p)));
       writeConfig(w, { mode: "udp", origins: ["127.0.0.1:3000-3099"], ports: "1000-1099" });
       f.ep = await EdgeproxyProcess.start(["serve", "--config", w.file]);
       const got: string[] = [];
@@ -329,7 +328,7 @@ describe("origin pools", () => {
         c.close();
       }
       expect(got).toEqual(["udp 3005", "udp 3000", "udp 3099"]);
-      for (const s of u) s.close();
+      for (const s of u) s.socket.close();
     } finally {
       w.done();
     }

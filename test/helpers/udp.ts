@@ -49,11 +49,12 @@ export interface Received {
 export async function udpOrigin(
   host = "127.0.0.1",
   reply: (d: Received) => Uint8Array | string | undefined = (d) => d.bytes,
+  port = 0,
 ): Promise<{ socket: udp.Socket<"buffer">; port: number; received: Received[] }> {
   const received: Received[] = [];
   const socket = await Bun.udpSocket({
     hostname: host,
-    port: 0,
+    port,
     socket: {
       data(s, data, port, address) {
         const d = { bytes: new Uint8Array(data), address, port };
@@ -64,6 +65,11 @@ export async function udpOrigin(
     },
   });
   return { socket, port: socket.port, received };
+}
+
+/** A UDP origin on 127.0.0.1 that answers every datagram with its name. */
+export async function udpGreeter(name: string, port = 0) {
+  return udpOrigin("127.0.0.1", () => name, port);
 }
 
 /** A connected UDP client kept open for several exchanges. */
