@@ -44,7 +44,7 @@ struct {
 
 struct {
 	__uint(type, BPF_MAP_TYPE_SOCKMAP);
-	__uint(max_entries, EP_SOCKET_SLOTS);
+	__uint(max_entries, EP_SOCKET_SLOTS * EP_SOCKET_MEMBERS);
 	__type(key, __u32);
 	__type(value, __u64);
 } ep_sockets SEC(".maps");
@@ -98,10 +98,17 @@ struct {
 
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, EP_SOCKET_SLOTS);
+	__uint(max_entries, EP_SOCKET_SLOTS * EP_SOCKET_MEMBERS);
 	__type(key, __u32);
 	__type(value, struct ep_owner);
 } ep_owners SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, EP_SOCKET_SLOTS);
+	__type(key, __u32);
+	__type(value, struct ep_group);
+} ep_groups SEC(".maps");
 
 /* The service's access rules allow this client? */
 static __always_inline int allowed(struct bpf_sk_lookup *ctx, __u32 gen, __u32 service)
@@ -161,7 +168,7 @@ int ep_dispatch(struct bpf_sk_lookup *ctx)
 	struct ep_prefix_table *table;
 	struct ep_service_counters *cnt;
 	struct ep_state *state;
-	__u32 zero = 0, service = 0, slot;
+	__u32 zero = 0, service = 0, slot, member, key_m;
 	struct bpf_sock *sk;
 	long err;
 
@@ -201,7 +208,14 @@ int ep_dispatch(struct bpf_sk_lookup *ctx)
 	}
 
 	slot = ep_socket_slot(service, ctx->protocol == IPPROTO_UDP, ctx->family == AF_INET6);
-	sk = bpf_map_lookup_elem(&ep_sockets, &slot);
+	/* Any registered member will do: they share one reuseport group. */
+	sk = NULL;
+	for (member = 0; member < EP_SOCKET_MEMBERS; member++) {
+		key_m = ep_member_key(slot, member);
+		sk = bpf_map_lookup_elem(&ep_sockets, &key_m);
+		if (sk)
+			break;
+	}
 	if (!sk) {
 		/* Bound but no socket: refuse rather than reach another process's socket. */
 		if (cnt)
@@ -217,6 +231,21 @@ int ep_dispatch(struct bpf_sk_lookup *ctx)
 	}
 	if (cnt)
 		cnt->steered++;
+	return SK_PASS;
+}
+
+/*
+ * Attached to every TCP reuseport group edgeproxy listens in, for its type:
+ * with a BPF_SK_REUSEPORT_SELECT_OR_MIGRATE program attached, a closing
+ * listener's queued and half-open connections move to another member of the
+ * group instead of being reset (net/core/sock_reuseport.c,
+ * reuseport_migrate_sock(); the alternative, net.ipv4.tcp_migrate_req, is a
+ * namespace-wide sysctl). SK_PASS without a selection leaves the choice to
+ * the kernel's hash, for new connections and migrations alike.
+ */
+SEC("sk_reuseport/migrate")
+int ep_migrate(struct sk_reuseport_md *md)
+{
 	return SK_PASS;
 }
 

@@ -15,6 +15,14 @@
 #define EP_RANGES_PER_GEN (1 << 17)
 /* One socket slot per (service, protocol, family): see ep_socket_slot(). */
 #define EP_SOCKET_SLOTS (EP_MAX_SERVICES * 4)
+/*
+ * Each slot has this many SOCKMAP entries, one per registered member of the
+ * slot's SO_REUSEPORT group (one per worker process, up to this many). The
+ * program assigns the first member present; the kernel then picks among all
+ * listening members of the group. A member that closes drops out of the
+ * SOCKMAP by itself, so steering falls through to the next one at once.
+ */
+#define EP_SOCKET_MEMBERS 4
 /* Bits of ep_prefix_key before the address: always matched in full. */
 #define EP_PREFIX_KEY_HEADER_BITS 32
 /* Bits of ep_access_key before the address. */
@@ -120,7 +128,7 @@ struct ep_rule {
 	__u8 addr[16];
 };
 
-/* ep_owners: socket slot -> who registered the socket, for status. */
+/* ep_owners: member key (see ep_member_key()) -> who registered the socket, for status. */
 struct ep_owner {
 	__u32 pid;
 	__u32 fd;
@@ -132,9 +140,25 @@ struct ep_state {
 	__u32 reserved;
 };
 
+/*
+ * ep_groups: socket slot -> the slot's SO_REUSEPORT group, so every worker and
+ * the next process of an upgrade listen in the same group (the kernel applies
+ * reuseport selection after bpf_sk_assign(), see inet_lookup_run_sk_lookup()).
+ */
+struct ep_group {
+	__u32 port; /* loopback port the members listen on (127.0.0.1 or ::1) */
+	__u32 reserved;
+};
+
 static inline __u32 ep_socket_slot(__u32 service, __u32 is_udp, __u32 is_ipv6)
 {
 	return service * 4 + is_udp * 2 + is_ipv6;
+}
+
+/* Key of member m of a slot in ep_sockets and ep_owners. */
+static inline __u32 ep_member_key(__u32 slot, __u32 member)
+{
+	return slot * EP_SOCKET_MEMBERS + member;
 }
 
 #endif

@@ -7,6 +7,7 @@ import { AF_INET, AF_INET6 } from "../system/sockaddr";
 export const EP_MAX_SERVICES = 1024;
 export const EP_RANGES_PER_GEN = 1 << 17;
 export const EP_SOCKET_SLOTS = EP_MAX_SERVICES * 4;
+export const EP_SOCKET_MEMBERS = 4;
 export const EP_PREFIX_KEY_HEADER_BITS = 32;
 export const EP_ACCESS_KEY_HEADER_BITS = 64;
 export const EP_MAX_ACCESS_RULES = 65536;
@@ -31,6 +32,7 @@ export const sizes = {
   ep_binding: 28,
   ep_rule: 24,
   ep_owner: 8,
+  ep_group: 8,
 } as const;
 
 export const offsets = {
@@ -131,6 +133,17 @@ export function decodeServiceCounters(perCpu: Uint8Array, cpus: number): Service
 /** ep_socket_slot() */
 export function socketSlot(service: number, protocol: Protocol, family: 4 | 6): number {
   return service * 4 + (protocol === "udp" ? 2 : 0) + (family === 6 ? 1 : 0);
+}
+
+/** ep_member_key() */
+export function memberKey(slot: number, member: number): number {
+  return slot * EP_SOCKET_MEMBERS + member;
+}
+
+/** The (slot, member) an ep_sockets / ep_owners key names. */
+export function splitMemberKey(key: number): { service: number; protocol: Protocol; family: 4 | 6; member: number } {
+  const slot = Math.floor(key / EP_SOCKET_MEMBERS);
+  return { service: slot >> 2, protocol: slot & 2 ? "udp" : "tcp", family: slot & 1 ? 6 : 4, member: key % EP_SOCKET_MEMBERS };
 }
 
 export function u32(n: number): Uint8Array {
@@ -247,3 +260,8 @@ export function decodeOwner(b: Uint8Array): { pid: number; fd: number } {
   const v = new DataView(b.buffer, b.byteOffset);
   return { pid: v.getUint32(0, le), fd: v.getUint32(4, le) };
 }
+
+/** struct ep_group */
+export const encodeGroup = (port: number): Uint8Array => twoU32(port, 0);
+
+export const decodeGroup = (b: Uint8Array): { port: number } => ({ port: new DataView(b.buffer, b.byteOffset).getUint32(0, le) });

@@ -2,6 +2,7 @@ import { closeSync, openSync } from "node:fs";
 import type { Prefix } from "../config/address";
 import { ConfigError, EdgeError } from "../errors";
 import { BpfMap, BpfObject, KernelError, possibleCpus, type BpfLink, type BpfProgram } from "../ebpf/libbpf";
+import { libc } from "../ebpf/libc";
 import * as abi from "./abi";
 import type { Binding, Protocol } from "./binding";
 import { compileBindings, type PortTable } from "./compile";
@@ -28,8 +29,10 @@ export interface AppliedBindings {
 }
 
 export const PROGRAM = "ep_dispatch";
+/** The sk_reuseport program attached to every TCP group, so a closing listener's queue migrates (bpf/dispatcher.bpf.c). */
+export const MIGRATE_PROGRAM = "ep_migrate";
 /** Every map of bpf/dispatcher.bpf.c, by its pin name. */
-export const MAPS = ["ep_state", "ep_prefixes", "ep_ranges", "ep_sockets", "ep_counters", "ep_service_flags", "ep_access", "ep_services", "ep_bindings", "ep_rules", "ep_owners"] as const;
+export const MAPS = ["ep_state", "ep_prefixes", "ep_ranges", "ep_sockets", "ep_counters", "ep_service_flags", "ep_access", "ep_services", "ep_bindings", "ep_rules", "ep_owners", "ep_groups"] as const;
 export type MapName = (typeof MAPS)[number];
 const EAGAIN = 11;
 
@@ -47,7 +50,15 @@ export class Dispatcher {
     readonly maps: Readonly<Record<MapName, BpfMap>>,
     private readonly object?: BpfObject,
     readonly program?: BpfProgram,
+    /** The migrate program's fd when it came from a pin (owned); a loaded object's is `object`'s. */
+    private pinnedMigrateFd?: number,
   ) {}
+
+  /** An fd of the sk_reuseport migrate program, for SO_ATTACH_REUSEPORT_EBPF; undefined if there is none. */
+  get migrateFd(): number | undefined {
+    if (this.object) return this.object.program(MIGRATE_PROGRAM).fd;
+    return this.pinnedMigrateFd;
+  }
 
   /** Create the maps and load the program; nothing steers until attach(). */
   static load(image: Uint8Array): Dispatcher {
@@ -73,8 +84,8 @@ export class Dispatcher {
   }
 
   /** A dispatcher over maps opened elsewhere (from pins); takes ownership of their fds. */
-  static fromMaps(maps: Record<MapName, BpfMap>): Dispatcher {
-    return new Dispatcher(maps);
+  static fromMaps(maps: Record<MapName, BpfMap>, migrateFd?: number): Dispatcher {
+    return new Dispatcher(maps, undefined, undefined, migrateFd);
   }
 
   /** Attach to the calling process's network namespace. Returns the link (owned here). */
@@ -159,19 +170,23 @@ export class Dispatcher {
     }
   }
 
-  /** Steer (service, protocol, family) to the socket open at fd (SOCKMAP takes its own reference). */
-  setSocket(service: number, protocol: Protocol, family: 4 | 6, fd: number): void {
+  /**
+   * Steer (service, protocol, family) to the socket open at fd, as member
+   * `member` of the slot (SOCKMAP takes its own reference). The program uses
+   * the first member present; members are expected to share one reuseport group.
+   */
+  setSocket(service: number, protocol: Protocol, family: 4 | 6, fd: number, member = 0): void {
     try {
-      this.maps.ep_sockets.update(abi.u32(abi.socketSlot(service, protocol, family)), abi.u64(fd));
+      this.maps.ep_sockets.update(abi.u32(abi.memberKey(abi.socketSlot(service, protocol, family), member)), abi.u64(fd));
     } catch (cause) {
-      throw new DispatcherError(`register ${protocol}/ipv${family} socket of service ${service}`, { cause });
+      throw new DispatcherError(`register ${protocol}/ipv${family} socket of service ${service} (member ${member})`, { cause });
     }
   }
 
-  /** False when the slot was empty. */
-  removeSocket(service: number, protocol: Protocol, family: 4 | 6): boolean {
+  /** False when the member's entry was empty. */
+  removeSocket(service: number, protocol: Protocol, family: 4 | 6, member = 0): boolean {
     try {
-      return this.maps.ep_sockets.delete(abi.u32(abi.socketSlot(service, protocol, family)));
+      return this.maps.ep_sockets.delete(abi.u32(abi.memberKey(abi.socketSlot(service, protocol, family), member)));
     } catch (e) {
       // An empty SOCKMAP slot answers delete with EINVAL, not ENOENT (net/core/sock_map.c).
       if (e instanceof KernelError && e.errno === 22) return false;
@@ -179,9 +194,18 @@ export class Dispatcher {
     }
   }
 
-  /** Is a socket registered in this slot? (A SOCKMAP lookup from user space yields the socket's cookie.) */
-  hasSocket(service: number, protocol: Protocol, family: 4 | 6): boolean {
-    return this.maps.ep_sockets.lookup(abi.u32(abi.socketSlot(service, protocol, family)), new Uint8Array(8)) !== undefined;
+  /**
+   * The socket cookie of the member's socket, or undefined when none is
+   * registered (a SOCKMAP lookup from user space yields the cookie).
+   */
+  socketCookie(service: number, protocol: Protocol, family: 4 | 6, member = 0): bigint | undefined {
+    const v = this.maps.ep_sockets.lookup(abi.u32(abi.memberKey(abi.socketSlot(service, protocol, family), member)), new Uint8Array(8));
+    return v && new DataView(v.buffer).getBigUint64(0, true);
+  }
+
+  /** Is a socket registered as this member? */
+  hasSocket(service: number, protocol: Protocol, family: 4 | 6, member = 0): boolean {
+    return this.socketCookie(service, protocol, family, member) !== undefined;
   }
 
   /** Counters summed over CPUs; service 0 counts lookups that matched no binding. */
@@ -203,5 +227,7 @@ export class Dispatcher {
     this.link = undefined;
     if (this.object) this.object.close();
     else for (const m of Object.values(this.maps)) m.close();
+    if (this.pinnedMigrateFd !== undefined) libc.close(this.pinnedMigrateFd);
+    this.pinnedMigrateFd = undefined;
   }
 }

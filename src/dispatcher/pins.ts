@@ -1,7 +1,7 @@
 import { existsSync, mkdirSync, readFileSync, renameSync, rmSync, statSync, openSync, closeSync } from "node:fs";
 import { join } from "node:path";
 import { EdgeError, EnvironmentError } from "../errors";
-import { BpfMap, objGet, programInfo } from "../ebpf/libbpf";
+import { BpfMap, objGet, objPin, programInfo } from "../ebpf/libbpf";
 import { errno, errnoText, libc } from "../ebpf/libc";
 import { Dispatcher, MAPS, type MapName } from "./dispatcher";
 
@@ -103,6 +103,10 @@ function openMaps(dir: string): Record<MapName, BpfMap> {
   }
 }
 
+function openMigrate(dir: string): number {
+  return objGet(join(dir, "migrate"), "open pinned program ep_migrate");
+}
+
 /**
  * Open the namespace's pinned dispatcher, or create, attach and pin one when
  * there is none and `create` is set. A pinned program that differs from this
@@ -126,7 +130,7 @@ export function openPinned(bpffs: string, image: Uint8Array, create: boolean): P
         "kernel",
       );
     }
-    return { dispatcher: Dispatcher.fromMaps(openMaps(dir)), dir, tag, created: false };
+    return { dispatcher: Dispatcher.fromMaps(openMaps(dir), openMigrate(dir)), dir, tag, created: false };
   }
   if (!create) return undefined;
 
@@ -140,6 +144,7 @@ export function openPinned(bpffs: string, image: Uint8Array, create: boolean): P
     d.apply([]);
     for (const m of MAPS) d.maps[m].pin(join(tmp, m));
     d.program!.pinAt(join(tmp, "prog"));
+    objPin(d.migrateFd!, join(tmp, "migrate"), "pin program ep_migrate");
     // Attach last: until then nothing steers. The pinned link keeps it attached after we exit.
     d.attach().pin(join(tmp, "link"));
     renameSync(tmp, dir);
@@ -149,7 +154,7 @@ export function openPinned(bpffs: string, image: Uint8Array, create: boolean): P
     throw e;
   }
   d.close();
-  return { dispatcher: Dispatcher.fromMaps(openMaps(dir)), dir, tag, created: true };
+  return { dispatcher: Dispatcher.fromMaps(openMaps(dir), openMigrate(dir)), dir, tag, created: true };
 }
 
 /** Remove every pin of the namespace: the link goes with its last reference, so steering stops. */

@@ -16,6 +16,8 @@ export interface SocketEntry {
   readonly service: number;
   readonly protocol: Protocol;
   readonly family: 4 | 6;
+  /** Which of the slot's EP_SOCKET_MEMBERS entries (one per worker). */
+  readonly member: number;
   readonly pid: number;
   readonly fd: number;
 }
@@ -69,12 +71,16 @@ export class Registry {
     return { id, name, takeOver: (flags & abi.EP_SERVICE_TAKE_OVER) !== 0 };
   }
 
-  /** Forget a service: its bindings, rules, sockets and owners too. */
+  /** Forget a service: its bindings, rules, sockets, owners and groups too. */
   remove(id: number): void {
     this.setBindings(id, []);
     this.setRules(id, []);
-    for (const s of this.sockets().filter((s) => s.service === id)) this.removeSocket(id, s.protocol, s.family);
-    for (const protocol of ["tcp", "udp"] as const) for (const family of [4, 6] as const) this.dispatcher.removeSocket(id, protocol, family);
+    for (const protocol of ["tcp", "udp"] as const) {
+      for (const family of [4, 6] as const) {
+        for (let m = 0; m < abi.EP_SOCKET_MEMBERS; m++) this.removeSocket(id, protocol, family, m);
+        this.maps.ep_groups.delete(abi.u32(abi.socketSlot(id, protocol, family)));
+      }
+    }
     this.maps.ep_services.delete(abi.u32(id));
   }
 
@@ -127,30 +133,60 @@ export class Registry {
     for (const r of list) this.maps.ep_rules.update(abi.encodeRule(r), abi.u32(0));
   }
 
-  /** Register the socket open at fd (in this process) for a service; pid/fd name its owner for status. */
-  setSocket(service: number, protocol: Protocol, family: 4 | 6, fd: number, owner: { pid: number; fd: number }): void {
-    this.dispatcher.setSocket(service, protocol, family, fd);
-    this.maps.ep_owners.update(abi.u32(abi.socketSlot(service, protocol, family)), abi.encodeOwner(owner.pid, owner.fd));
+  /**
+   * Register the socket open at fd (in this process) as member `member` of a
+   * service's slot; pid/fd name its owner for status.
+   */
+  setSocket(service: number, protocol: Protocol, family: 4 | 6, fd: number, owner: { pid: number; fd: number }, member = 0): void {
+    this.dispatcher.setSocket(service, protocol, family, fd, member);
+    this.maps.ep_owners.update(abi.u32(abi.memberKey(abi.socketSlot(service, protocol, family), member)), abi.encodeOwner(owner.pid, owner.fd));
   }
 
-  removeSocket(service: number, protocol: Protocol, family: 4 | 6): boolean {
-    this.maps.ep_owners.delete(abi.u32(abi.socketSlot(service, protocol, family)));
-    return this.dispatcher.removeSocket(service, protocol, family);
+  removeSocket(service: number, protocol: Protocol, family: 4 | 6, member = 0): boolean {
+    this.maps.ep_owners.delete(abi.u32(abi.memberKey(abi.socketSlot(service, protocol, family), member)));
+    return this.dispatcher.removeSocket(service, protocol, family, member);
+  }
+
+  /** Who registered the member's socket, if one is registered and still open. */
+  owner(service: number, protocol: Protocol, family: 4 | 6, member: number): { pid: number; fd: number } | undefined {
+    if (!this.dispatcher.hasSocket(service, protocol, family, member)) return undefined;
+    const v = this.maps.ep_owners.lookup(abi.u32(abi.memberKey(abi.socketSlot(service, protocol, family), member)), new Uint8Array(abi.sizes.ep_owner));
+    return v && abi.decodeOwner(v);
   }
 
   /** Registered sockets that are still open (the kernel drops closed ones from the SOCKMAP). */
   sockets(): SocketEntry[] {
     const out: SocketEntry[] = [];
     for (const key of this.maps.ep_owners.keys(4)) {
-      const slot = new DataView(key.buffer).getUint32(0, true);
-      const service = slot >> 2;
-      const protocol: Protocol = slot & 2 ? "udp" : "tcp";
-      const family = slot & 1 ? 6 : 4;
-      if (!this.dispatcher.hasSocket(service, protocol, family)) continue;
-      const v = this.maps.ep_owners.lookup(key, new Uint8Array(abi.sizes.ep_owner));
-      if (v) out.push({ service, protocol, family, ...abi.decodeOwner(v) });
+      const at = abi.splitMemberKey(new DataView(key.buffer).getUint32(0, true));
+      const owner = this.owner(at.service, at.protocol, at.family, at.member);
+      if (owner) out.push({ ...at, ...owner });
     }
-    return out.sort((a, b) => a.service - b.service);
+    return out.sort((a, b) => a.service - b.service || a.member - b.member);
+  }
+
+  /** The loopback port of the slot's reuseport group, if one was recorded. */
+  groupPort(service: number, protocol: Protocol, family: 4 | 6): number | undefined {
+    const v = this.maps.ep_groups.lookup(abi.u32(abi.socketSlot(service, protocol, family)), new Uint8Array(abi.sizes.ep_group));
+    return v && abi.decodeGroup(v).port;
+  }
+
+  /** Record the port of the slot's reuseport group. */
+  setGroupPort(service: number, protocol: Protocol, family: 4 | 6, port: number): void {
+    this.maps.ep_groups.update(abi.u32(abi.socketSlot(service, protocol, family)), abi.encodeGroup(port));
+  }
+
+  /** Ports recorded for other slots of the same protocol and family: a new group must not join one of them. */
+  otherGroupPorts(service: number, protocol: Protocol, family: 4 | 6): Set<number> {
+    const mine = abi.socketSlot(service, protocol, family);
+    const out = new Set<number>();
+    for (const key of this.maps.ep_groups.keys(4)) {
+      const slot = new DataView(key.buffer).getUint32(0, true);
+      if (slot === mine || (slot & 3) !== (mine & 3)) continue;
+      const v = this.maps.ep_groups.lookup(key, new Uint8Array(abi.sizes.ep_group));
+      if (v) out.add(abi.decodeGroup(v).port);
+    }
+    return out;
   }
 
   /** What the registry holds for these services (undefined: absent), to put back after a failed change. */
