@@ -28,6 +28,22 @@ class HttpError extends Error {
   }
 }
 
+/** Every route of `app` but /healthz needs `Authorization: Bearer <token>`. */
+export function requireToken(app: Hono, token: string): void {
+  const expected = digest(token);
+  app.use("*", async (c, next) => {
+    if (c.req.path === "/healthz") return next();
+    const header = c.req.header("authorization") ?? "";
+    const match = /^Bearer (.+)$/i.exec(header);
+    // Comparing fixed-size digests keeps the time independent of where, and whether lengths, differ.
+    if (!match || !timingSafeEqual(digest(match[1]!), expected)) {
+      c.header("WWW-Authenticate", 'Bearer realm="edgeproxy"');
+      return c.json({ error: "missing or wrong bearer token" }, 401);
+    }
+    return next();
+  });
+}
+
 /**
  * The admin HTTP API over an AdminBackend.
  *
@@ -39,20 +55,7 @@ export function createAdminApp(backend: AdminBackend, options: AdminAppOptions =
   const app = new Hono();
   const log = options.log ?? ((line: string) => console.error(line));
 
-  if (options.token !== undefined) {
-    const expected = digest(options.token);
-    app.use("*", async (c, next) => {
-      if (c.req.path === "/healthz") return next();
-      const header = c.req.header("authorization") ?? "";
-      const match = /^Bearer (.+)$/i.exec(header);
-      // Comparing fixed-size digests keeps the time independent of where, and whether lengths, differ.
-      if (!match || !timingSafeEqual(digest(match[1]!), expected)) {
-        c.header("WWW-Authenticate", 'Bearer realm="edgeproxy"');
-        return c.json({ error: "missing or wrong bearer token" }, 401);
-      }
-      return next();
-    });
-  }
+  if (options.token !== undefined) requireToken(app, options.token);
 
   app.get("/healthz", (c) => c.text("ok"));
 
@@ -89,6 +92,13 @@ export function createAdminApp(backend: AdminBackend, options: AdminAppOptions =
   app.post("/reload", async (c) => {
     const summary = await backend.reload();
     return json(c, { reloaded: true, ...(summary ? { summary } : {}) });
+  });
+
+  app.post("/upgrade", async (c) => {
+    if (!backend.upgrade) throw new HttpError(404, "this process cannot be upgraded through its admin API (a worker: ask its supervisor)");
+    const body = (await c.req.json().catch(() => ({}))) as { binary?: unknown };
+    if (body.binary !== undefined && typeof body.binary !== "string") throw new ConfigError("upgrade", "binary must be a path");
+    return json(c, { upgraded: true, summary: await backend.upgrade(body.binary as string | undefined) });
   });
 
   app.notFound((c) => c.json({ error: `no route ${c.req.method} ${c.req.path}` }, 404));

@@ -93,4 +93,11 @@ export interface AdminBackend {
   removeBinding(service: string, protocol: string, prefix: string, ports: string): boolean;
   /** Re-read the config file and apply the difference; resolves to a one-line summary. Throws ConfigError when the new config is bad (nothing changes). */
   reload(): Promise<string | void>;
+  /**
+   * Start a new edgeproxy process (this binary, or `binary`) with the same
+   * arguments, wait until it serves, then drain this one. Resolves to a
+   * one-line summary once the new process is ready; throws when it fails to
+   * start (this one keeps serving). Absent where upgrades are not possible.
+   */
+  upgrade?(binary?: string): Promise<string>;
 }

@@ -1,4 +1,4 @@
-import { chmodSync, lstatSync, mkdirSync, unlinkSync } from "node:fs";
+import { chmodSync, lstatSync, mkdirSync, rmSync, unlinkSync } from "node:fs";
 import { isIPv4, isIPv6 } from "node:net";
 import { dirname } from "node:path";
 import type { AdminConfig } from "../config/service";
@@ -18,24 +18,31 @@ export interface AdminServer {
 const PROBE_TIMEOUT_MS = 1_000;
 
 /** Serve the admin API as `config` says. Throws ConfigError for an unusable address. */
-export async function startAdminServer(backend: AdminBackend, config: AdminConfig): Promise<AdminServer> {
+export async function startAdminServer(backend: AdminBackend, config: AdminConfig, options: { replace?: boolean; app?: { fetch(req: Request): Response | Promise<Response> } } = {}): Promise<AdminServer> {
   switch (config.kind) {
     case "off":
       return { address: "off", close() {} };
     case "unix":
-      return startUnix(backend, config.path);
+      return startUnix(backend, config.path, options);
     case "tcp":
-      return startTcp(backend, config.host, config.port, config.token);
+      return startTcp(backend, config.host, config.port, config.token, options);
   }
 }
 
-async function startUnix(backend: AdminBackend, path: string): Promise<AdminServer> {
+/*
+ * options.replace: the process an upgrade starts takes the socket path over
+ * from the running one (which keeps its listener, now unreachable, until it
+ * exits, and never removes a socket file it did not make).
+ * options.app: serve this instead of the API over `backend` (a supervisor's).
+ */
+async function startUnix(backend: AdminBackend, path: string, options: { replace?: boolean; app?: { fetch(req: Request): Response | Promise<Response> } }): Promise<AdminServer> {
   const where = `admin socket ${path}`;
   // Only directories we create get 0700; an existing one (/run) is the operator's.
   mkdirSync(dirname(path), { recursive: true, mode: 0o700 });
-  await removeStale(path, where);
+  if (options.replace) rmSync(path, { force: true });
+  else await removeStale(path, where);
 
-  const app = createAdminApp(backend);
+  const app = options.app ?? createAdminApp(backend);
   // The umask makes the socket 0600 from bind() on, so no one can connect in between; chmod is a backstop.
   const umask = process.umask(0o177);
   let server: ReturnType<typeof Bun.serve>;
@@ -106,16 +113,17 @@ async function answers(path: string): Promise<boolean> {
   }
 }
 
-async function startTcp(backend: AdminBackend, host: string, port: number, token: string): Promise<AdminServer> {
+async function startTcp(backend: AdminBackend, host: string, port: number, token: string, options: { replace?: boolean; app?: { fetch(req: Request): Response | Promise<Response> } }): Promise<AdminServer> {
   const where = `admin address ${host}:${port}`;
   const hostname = loopback(host);
   if (!hostname) throw new ConfigError(where, "the TCP admin API listens on loopback only (127.0.0.0/8 or ::1)");
   if (!token) throw new ConfigError(where, "the TCP admin API needs a token");
 
-  const app = createAdminApp(backend, { token });
+  const app = options.app ?? createAdminApp(backend, { token });
   let server: ReturnType<typeof Bun.serve>;
   try {
-    server = Bun.serve({ hostname, port, fetch: app.fetch });
+    // An upgrade's new process listens beside the old one until the old one exits.
+    server = Bun.serve({ hostname, port, fetch: app.fetch, reusePort: true });
   } catch (e) {
     throw new ConfigError(where, `cannot listen: ${(e as Error).message}`);
   }

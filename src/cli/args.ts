@@ -13,7 +13,7 @@ export type Command =
   | { kind: "version" }
   | { kind: "serve"; config: ServeConfig }
   /** serve from a config file; --bpffs may still come from the command line. */
-  | { kind: "serve-file"; file: string; bpffs?: string };
+  | { kind: "serve-file"; file: string; bpffs?: string; workers?: number; drainTimeoutMs?: number };
 
 export const USAGE = `Usage: edgeproxy [serve] [options]
 
@@ -50,6 +50,9 @@ Options:
   --max-body-size SIZE  http: larger request bodies get 413 (default 1GiB; 100MiB, 512KiB ...)
   --name NAME           service name (default: default)
   --take-over           also steer ports where another socket already listens
+  --workers N           worker processes sharing each service's sockets (default: one per CPU;
+                        a supervisor restarts any that dies)
+  --drain-timeout D     on upgrade (or SIGQUIT), how long open connections may finish (default 30s)
   --bpffs PATH          bpffs mount for pinned state (default $EDGEPROXY_BPFFS or /sys/fs/bpf)
   --connect-timeout D   origin connect timeout (default 5s)
   --idle-timeout D      close connections idle this long (default 300s; udp flows 30s)
@@ -88,6 +91,8 @@ export function parseArgs(argv: readonly string[]): Command {
   let maxConnections: number | undefined;
   let maxFlows: number | undefined;
   let bpffs: string | undefined;
+  let workers: number | undefined;
+  let drainTimeoutMs: number | undefined;
   let configFile: string | undefined;
   let admin: ServeConfig["admin"] = { kind: "off" };
   const seen = new Set<string>();
@@ -182,6 +187,14 @@ export function parseArgs(argv: readonly string[]): Command {
         once();
         bpffs = value();
         break;
+      case "--workers":
+        once();
+        workers = positive(flag, value());
+        break;
+      case "--drain-timeout":
+        once();
+        drainTimeoutMs = parseDuration(value(), flag);
+        break;
       case "--take-over":
         if (eq > 0) throw new ConfigError(flag, "takes no value");
         takeOver = true;
@@ -211,11 +224,11 @@ export function parseArgs(argv: readonly string[]): Command {
     }
   }
   if (configFile !== undefined) {
-    const shortcut = [...seen].filter((f) => f !== "--config" && f !== "--bpffs");
+    const shortcut = [...seen].filter((f) => !["--config", "--bpffs", "--workers", "--drain-timeout"].includes(f));
     if (shortcut.length || ports.length || prefixes.length || takeOver) {
       throw new ConfigError("--config", `cannot be combined with the one-service flags (${[...shortcut, ...(ports.length ? ["--ports"] : []), ...(prefixes.length ? ["--prefix"] : []), ...(takeOver ? ["--take-over"] : [])].join(", ")}); put them in the file`);
     }
-    return { kind: "serve-file", file: configFile, bpffs };
+    return { kind: "serve-file", file: configFile, bpffs, workers, drainTimeoutMs };
   }
   const transport = transportOf(mode);
   if (transport === "udp" && seen.has("--connect-timeout")) throw new ConfigError("--connect-timeout", "UDP has no connections to time out; use --idle-timeout for flows");
@@ -250,7 +263,7 @@ export function parseArgs(argv: readonly string[]): Command {
     http,
   };
   checkService(service, (key) => ({ origins: "--origin", route: "--origin", accept_proxy: "--accept-proxy" })[key] ?? key);
-  return { kind: "serve", config: { takeOver, maxConnections, maxFlows, bpffs, admin, services: [service] } };
+  return { kind: "serve", config: { takeOver, maxConnections, maxFlows, bpffs, admin, services: [service], ...(workers ? { workers } : {}), ...(drainTimeoutMs !== undefined ? { drainTimeoutMs } : {}) } };
 }
 
 function positive(flag: string, v: string): number {

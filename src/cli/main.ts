@@ -1,13 +1,13 @@
 import { DEFAULTS } from "../config/service";
 import { ConfigError, EdgeError, EnvironmentError } from "../errors";
 import { dispatcherImage } from "../dispatcher/image";
-import { describeBindings } from "../server/bindings";
-import { Server } from "../server/server";
+import { availableParallelism } from "node:os";
+import type { ServeConfig } from "../config/service";
 import { VERSION } from "../version";
-import { startAdminServer } from "../admin/server";
 import { loadConfig } from "../config/file";
-import { serverBackend } from "../server/admin";
-import { describeReload, reload } from "../server/reload";
+import { serveInProcess } from "./serve";
+import { checkEnvironment } from "../system/environment";
+import { Supervisor, WORKER_ADMIN_ENV, WORKER_ENV } from "./supervisor";
 import { parseArgs, USAGE } from "./args";
 import { CONTROL_COMMANDS, CONTROL_USAGE, parseControl, runControl } from "./control";
 
@@ -37,11 +37,12 @@ function report(e: unknown): number {
 }
 
 /** Run the CLI; resolves to the process exit code. */
-export async function main(argv: readonly string[]): Promise<number> {
-  if (argv[0] === "reload") return reloadCommand(argv.slice(1));
-  if ((CONTROL_COMMANDS as readonly string[]).includes(argv[0] ?? "")) {
+export async function main(args: readonly string[]): Promise<number> {
+  if (args[0] === "reload") return reloadCommand(args.slice(1));
+  if (args[0] === "upgrade") return upgradeCommand(args.slice(1));
+  if ((CONTROL_COMMANDS as readonly string[]).includes(args[0] ?? "")) {
     try {
-      const { command, options } = parseControl(argv);
+      const { command, options } = parseControl(args);
       const lines: string[] = [];
       const code = runControl(command, options, await dispatcherImage(), (line) => lines.push(`${line}\n`));
       await print(lines.join(""));
@@ -52,7 +53,8 @@ export async function main(argv: readonly string[]): Promise<number> {
   }
   let command;
   try {
-    command = parseArgs(argv);
+    command = parseArgs(args);
+    if (command.kind === "serve") command = { ...command, config: { ...command.config, workers: command.config.workers ?? defaultWorkers() } };
   } catch (e) {
     return report(e);
   }
@@ -64,69 +66,49 @@ export async function main(argv: readonly string[]): Promise<number> {
     await print(`edgeproxy ${VERSION}\n`);
     return 0;
   }
-  // Handlers go in before anything is created, so a signal at any point of
-  // startup still ends in a full teardown and exit 0.
-  let signal: string | undefined;
-  let wake: (() => void) | undefined;
-  const onSignal = (name: string) => {
-    signal ??= name;
-    wake?.();
-  };
-  process.on("SIGINT", onSignal);
-  process.on("SIGTERM", onSignal);
-
-  let server: Server;
-  let admin: { address: string; close(): void } | undefined;
+  let config: ServeConfig;
+  try {
+    config = command.kind === "serve" ? command.config : await fileConfig(command);
+  } catch (e) {
+    return report(e);
+  }
   const image = await dispatcherImage();
-  const t0 = performance.now();
+  const argv = [...args];
+  const worker = process.env[WORKER_ENV];
+  if (worker !== undefined && worker !== "") {
+    const index = Number(worker);
+    const say = (line: string) => process.stderr.write(`edgeproxy: worker ${index}: ${line}\n`);
+    return serveInProcess(config, image, { worker: index, workerAdmin: process.env[WORKER_ADMIN_ENV] || undefined, argv, say, report });
+  }
+  if ((config.workers ?? 1) <= 1) return serveInProcess(config, image, { argv, say, report });
   try {
-    const config = command.kind === "serve" ? command.config : { ...(await loadConfig(command.file)), bpffs: command.bpffs };
-    server = await Server.start(config, image);
-    try {
-      await server.planes.started();
-      admin = await startAdminServer(serverBackend(server), config.admin);
-    } catch (e) {
-      server.close();
-      throw e;
-    }
+    // Checked here too, so a missing privilege is one line from the supervisor, not one per worker.
+    checkEnvironment();
+    return await new Supervisor(config, argv, say).run();
   } catch (e) {
     return report(e);
   }
-  for (const line of describeBindings(server.config.services)) say(line);
-  for (const [name, r] of server.running) for (const s of r.sockets) say(`service ${name}: ipv${s.family} socket ${s.address} (fd ${s.fd})`);
-  say(`dispatcher ${server.report.createdPins ? "created and pinned at" : "joined at"} ${server.report.pinDir}`);
-  say(`at most ${server.report.maxConnections} open connections${server.report.maxFlows ? ` and ${server.report.maxFlows} UDP flows` : ""}`);
-  if (admin.address !== "off") say(`admin API on ${admin.address}`);
-  if (server.report.skipped.length) {
-    say(`left alone ${server.report.skipped.length} already-listening socket(s): ${server.report.skipped.join(", ")} (--take-over steers them too)`);
+}
+
+/** A config file's settings, with --bpffs, --workers and --drain-timeout from the command line over the file's. */
+async function fileConfig(command: { file: string; bpffs?: string; workers?: number; drainTimeoutMs?: number }): Promise<ServeConfig> {
+  const file = await loadConfig(command.file);
+  return {
+    ...file,
+    bpffs: command.bpffs,
+    workers: command.workers ?? file.workers ?? defaultWorkers(),
+    drainTimeoutMs: command.drainTimeoutMs ?? file.drainTimeoutMs,
+  };
+}
+
+/** $EDGEPROXY_WORKERS, else one worker per CPU this process may run on. */
+export function defaultWorkers(): number {
+  const env = process.env.EDGEPROXY_WORKERS;
+  if (env !== undefined && env !== "") {
+    if (!/^\d+$/.test(env) || Number(env) < 1) throw new ConfigError("$EDGEPROXY_WORKERS", `"${env}" is not a positive whole number`);
+    return Number(env);
   }
-  // SIGHUP re-reads the config file; a bad file changes nothing.
-  process.on("SIGHUP", () => {
-    reload(server).then(
-      (r) => say(`reloaded ${server.config.source}: ${describeReload(r)}`),
-      (e) => say(`reload rejected, nothing changed: ${(e as Error).message}`),
-    );
-  });
-  say(`ready (setup ${(performance.now() - t0).toFixed(1)} ms)`);
-  // Serving holds the event loop open itself: signal handlers do not count as
-  // work for Bun, and with nothing else referenced (a UDP-only server's
-  // sockets live in an unref'd worker) its loop spins at 100% of a core.
-  const hold = setInterval(() => {}, 1 << 30);
-  if (!signal) await new Promise<void>((resolve) => (wake = resolve));
-  clearInterval(hold);
-  try {
-    for (const line of server.summary()) say(line);
-  } catch (e) {
-    say(`counters unavailable: ${(e as Error).message}`);
-  }
-  try {
-    admin.close();
-    server.close();
-  } catch (e) {
-    return report(e);
-  }
-  say(`${signal}: withdrew its services from the dispatcher and stopped`);
-  return 0;
+  return availableParallelism();
 }
 
 /** `edgeproxy reload [--admin PATH]`: ask the running serve, through its admin socket, to re-read its config. */
@@ -145,5 +127,26 @@ async function reloadCommand(args: readonly string[]): Promise<number> {
   const body = (await res.json().catch(() => ({}))) as { error?: string; summary?: string };
   if (!res.ok) return report(new ConfigError("reload rejected, nothing changed", body.error ?? `HTTP ${res.status}`));
   await print(`reloaded${body.summary ? `: ${body.summary}` : ""}\n`);
+  return 0;
+}
+
+/** `edgeproxy upgrade [--admin PATH] [--binary PATH]`: ask the running edgeproxy to start its successor and drain. */
+async function upgradeCommand(args: readonly string[]): Promise<number> {
+  let path: string = DEFAULTS.adminSocket;
+  let binary: string | undefined;
+  for (let i = 0; i < args.length; i++) {
+    if (args[i] === "--admin" && args[i + 1]) path = args[++i]!;
+    else if (args[i] === "--binary" && args[i + 1]) binary = args[++i]!;
+    else return report(new ConfigError(`upgrade ${args[i]}`, "usage: edgeproxy upgrade [--admin PATH] [--binary PATH]"));
+  }
+  let res: Response;
+  try {
+    res = await fetch("http://localhost/upgrade", { method: "POST", unix: path, body: JSON.stringify(binary ? { binary } : {}), headers: { "content-type": "application/json" } } as RequestInit);
+  } catch (e) {
+    return report(new EdgeError(`upgrade`, `no edgeproxy admin API answers on ${path} (${(e as { code?: string }).code ?? (e as Error).message}); is serve running with --admin or [admin]?`, "config"));
+  }
+  const body = (await res.json().catch(() => ({}))) as { error?: string; summary?: string };
+  if (!res.ok) return report(new EdgeError("upgrade failed, the running edgeproxy keeps serving", body.error ?? `HTTP ${res.status}`, "config"));
+  await print(`upgraded: ${body.summary ?? ""}\n`);
   return 0;
 }

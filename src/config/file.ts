@@ -20,7 +20,7 @@ const MIN_TOKEN = 16;
 // sun_path is 108 bytes including the terminating NUL.
 const MAX_SOCKET_PATH = 107;
 
-const TOP_FIELDS = ["take_over", "max_connections", "max_flows", "admin", "service"];
+const TOP_FIELDS = ["take_over", "max_connections", "max_flows", "workers", "drain_timeout", "admin", "service"];
 const ADMIN_FIELDS = ["enabled", "socket", "listen", "token", "token_file"];
 const SERVICE_FIELDS = [
   "name", "mode", ...POOL_FIELDS, "connect_timeout", "idle_timeout", "proxy_protocol", "accept_proxy", "tls_cert", "tls_key",
@@ -47,6 +47,9 @@ export function parseConfig(text: string, file: string, options: ParseOptions = 
   const takeOver = top.boolean("take_over") ?? false;
   const maxConnections = top.positiveInteger("max_connections");
   const maxFlows = top.positiveInteger("max_flows");
+  const workers = top.positiveInteger("workers");
+  const drainText = top.text("drain_timeout");
+  const drainTimeoutMs = drainText === undefined ? undefined : parseDuration(drainText, top.at("drain_timeout"));
   const admin = parseAdmin(top, file, options.readFile ?? ((p) => readFileSync(p, "utf8")));
 
   const raw = top.tables("service", "[[service]]");
@@ -68,7 +71,7 @@ export function parseConfig(text: string, file: string, options: ParseOptions = 
     if (e instanceof ConfigError) throw new ConfigError(`${file}: ${e.where}`, e.message.slice(e.where.length + 2));
     throw e;
   }
-  return { services, takeOver, maxConnections, maxFlows, admin, source: file };
+  return { services, takeOver, maxConnections, maxFlows, admin, source: file, ...(workers ? { workers } : {}), ...(drainTimeoutMs !== undefined ? { drainTimeoutMs } : {}) };
 }
 
 /** Read and parse a config file; an unreadable file is a ConfigError naming it. */

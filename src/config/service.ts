@@ -73,6 +73,10 @@ export interface ServeConfig {
   readonly source?: string;
   /** bpffs mount for pinned state (--bpffs, $EDGEPROXY_BPFFS, /sys/fs/bpf). */
   readonly bpffs?: string;
+  /** Worker processes (--workers, `workers`); default: the number of CPUs. */
+  readonly workers?: number;
+  /** How long a replaced process may finish its open connections (--drain-timeout, `drain_timeout`); default 30 s. */
+  readonly drainTimeoutMs?: number;
 }
 
 export const DEFAULTS = {

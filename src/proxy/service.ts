@@ -4,6 +4,8 @@ import type { ServiceConfig } from "../config/service";
 import type { OriginStatus } from "../origin/pool";
 import type { HttpStatsSnapshot } from "./http/stats";
 import type { DatagramStats } from "./udp/stats";
+import { attachMigrate, type GroupPlan } from "./group";
+import { fstatSync } from "node:fs";
 
 /** One listening socket of a service; the dispatcher steers its whole family's bindings here. */
 export interface ServiceSocket {
@@ -11,6 +13,8 @@ export interface ServiceSocket {
   readonly fd: number;
   readonly inode: number;
   readonly address: string;
+  /** The loopback port: its reuseport group's. */
+  readonly port: number;
 }
 
 /** A service's data plane, whatever its mode. */
@@ -18,10 +22,15 @@ export interface DataPlaneService {
   readonly config: ServiceConfig;
   /** The protocol of its sockets, for their SOCKMAP slots. */
   readonly protocol: "tcp" | "udp";
-  /** Open the listening sockets (one per family the service's prefixes use). Undo on failure. */
-  listen(): ServiceSocket[];
+  /**
+   * Open the listening sockets (one per family the service's prefixes use),
+   * each in the plan's SO_REUSEPORT group. Undo on failure.
+   */
+  listen(plan?: GroupPlan): ServiceSocket[];
   /** Stop taking new connections or flows; with `abort`, end the open ones too. Idempotent. */
   close(abort?: boolean): void;
+  /** Connections (or UDP flows) still open: what a drain waits for. */
+  openCount(): number;
   /** Data-plane figures for the admin API. */
   report(): { connections?: ConnectionStats; datagrams?: DatagramStats; origins?: OriginStatus[]; http?: HttpStatsSnapshot };
   /** One line for the shutdown log. */
@@ -31,3 +40,10 @@ export interface DataPlaneService {
 // Bound to an ephemeral loopback port: the address does not matter to
 // bpf_sk_assign, and loopback keeps the socket off every real interface.
 export const LISTEN_ADDRESS: Record<Family, string> = { 4: "127.0.0.1", 6: "::1" };
+
+/** A Bun TCP listener as a ServiceSocket, with the plan's migrate program attached to its group. */
+export function listenerSocket(family: Family, listener: { hostname: string; port: number }, plan: GroupPlan): ServiceSocket {
+  const fd = (listener as unknown as { fd: number }).fd;
+  attachMigrate(fd, plan);
+  return { family, fd, inode: fstatSync(fd).ino, port: listener.port, address: `${family === 6 ? `[${listener.hostname}]` : listener.hostname}:${listener.port}` };
+}

@@ -1,5 +1,4 @@
 import type { Socket, TCPSocketListener } from "bun";
-import { fstatSync } from "node:fs";
 import { formatAddress, type Family } from "../config/address";
 import { serviceFamilies, type ServiceConfig } from "../config/service";
 import { EdgeError } from "../errors";
@@ -11,7 +10,8 @@ import { InboundHeader, mustSendHeader, socketEnds, type Ends, type Pending } fr
 import { proxyV1Header, proxyV2Header } from "./proxyheader/encode";
 import { Relay } from "./relay";
 import { responderHandlers } from "./responder";
-import { LISTEN_ADDRESS, type DataPlaneService, type ServiceSocket } from "./service";
+import { joinGroup, NEW_GROUPS, REUSE_PORT, type GroupPlan } from "./group";
+import { LISTEN_ADDRESS, listenerSocket, type DataPlaneService, type ServiceSocket } from "./service";
 import { ServiceStats } from "./stats";
 
 // What a client socket's `data` is: the PROXY header reader first (accept_proxy sources only), then the relay.
@@ -43,21 +43,23 @@ export class TcpService implements DataPlaneService {
   }
 
   /** Open the listeners (one per family the service's prefixes use). Undo on failure. */
-  listen(): ServiceSocket[] {
+  listen(plan: GroupPlan = NEW_GROUPS): ServiceSocket[] {
     const families = serviceFamilies(this.config);
     try {
       const sockets = families.map((family) => {
-        const listener = Bun.listen<any>({
-          hostname: LISTEN_ADDRESS[family],
-          port: 0,
-          allowHalfOpen: true,
-          // Terminate TLS here; the origin gets plaintext. Without it, bytes pass through as they are.
-          ...(this.config.tls ? { tls: { cert: this.config.tls.cert, key: this.config.tls.key } } : {}),
-          socket: this.pool ? this.relayHandlers(this.pool) : responderHandlers(this.admission),
-        });
+        const listener = joinGroup(family, plan, (port) =>
+          Bun.listen<any>({
+            hostname: LISTEN_ADDRESS[family],
+            port,
+            ...REUSE_PORT,
+            allowHalfOpen: true,
+            // Terminate TLS here; the origin gets plaintext. Without it, bytes pass through as they are.
+            ...(this.config.tls ? { tls: { cert: this.config.tls.cert, key: this.config.tls.key } } : {}),
+            socket: this.pool ? this.relayHandlers(this.pool) : responderHandlers(this.admission),
+          }),
+        );
         this.listeners.push({ family, listener });
-        const fd = (listener as unknown as { fd: number }).fd;
-        return { family, fd, inode: fstatSync(fd).ino, address: `${family === 6 ? `[${listener.hostname}]` : listener.hostname}:${listener.port}` };
+        return listenerSocket(family, listener, plan);
       });
       void this.pool?.start();
       return sockets;
@@ -157,6 +159,10 @@ export class TcpService implements DataPlaneService {
    * without, they run on, still under their timeouts, and the sweep stops
    * with the last of them. Idempotent.
    */
+  openCount(): number {
+    return this.active.size + this.pending.size;
+  }
+
   close(abort = false): void {
     this.closing = true;
     this.pool?.close();

@@ -3,6 +3,7 @@ import { serviceFamilies, type ServeConfig, type ServiceConfig } from "../config
 import { ConfigError } from "../errors";
 import { withPinLock } from "../dispatcher/pins";
 import { rejectAdminInBindings, rejectLoops, resolveOrigins, serviceBindings } from "./bindings";
+import { groupPlan, registerMembers, withdrawMembers } from "./members";
 import { storedState, type RunningService, type Server } from "./server";
 
 /** What a reload changed. */
@@ -59,7 +60,7 @@ export async function reload(server: Server): Promise<ReloadReport> {
       for (const cfg of [...added, ...restarted]) {
         const entry = reg.ensure(cfg.name, next.takeOver);
         const svc = server.planes.create(cfg, origins);
-        fresh.set(cfg.name, { id: entry.id, svc, sockets: svc.listen() });
+        fresh.set(cfg.name, { id: entry.id, svc, sockets: svc.listen(groupPlan(reg, entry.id, svc.protocol, server.dispatcher.migrateFd)) });
       }
       for (const cfg of next.services) {
         const entry = reg.ensure(cfg.name, next.takeOver);
@@ -73,23 +74,27 @@ export async function reload(server: Server): Promise<ReloadReport> {
         reg.setRules(id, []);
       }
       // New services get their sockets before their bindings go live.
-      for (const cfg of added) for (const s of fresh.get(cfg.name)!.sockets) reg.setSocket(fresh.get(cfg.name)!.id, fresh.get(cfg.name)!.svc.protocol, s.family, s.fd, { pid: process.pid, fd: s.fd });
+      for (const cfg of added) {
+        const r = fresh.get(cfg.name)!;
+        registerMembers(reg, r.id, r.svc.protocol, r.sockets, server.member);
+      }
       const own = new Set([...server.ownInodes(), ...[...fresh.values()].flatMap((r) => r.sockets.map((s) => s.inode))]);
       const { skipped } = reg.commit(own);
 
       for (const cfg of restarted) {
         const old = server.running.get(cfg.name)!;
         const now = fresh.get(cfg.name)!;
-        for (const s of now.sockets) reg.setSocket(now.id, now.svc.protocol, s.family, s.fd, { pid: process.pid, fd: s.fd });
+        registerMembers(reg, now.id, now.svc.protocol, now.sockets, server.member);
         // Slots the new sockets do not replace: a family dropped, or a mode changed between tcp and udp.
         for (const s of old.sockets) {
-          if (old.svc.protocol !== now.svc.protocol || !now.sockets.some((n) => n.family === s.family)) reg.removeSocket(now.id, old.svc.protocol, s.family);
+          if (old.svc.protocol !== now.svc.protocol || !now.sockets.some((n) => n.family === s.family)) reg.removeSocket(now.id, old.svc.protocol, s.family, server.member);
         }
       }
       const retired: RunningService[] = [];
       for (const cfg of removed) {
         const old = server.running.get(cfg.name)!;
-        reg.remove(old.id);
+        // Other workers may still serve it until their own reload: they withdraw it last.
+        if (!withdrawMembers(reg, old.id)) reg.remove(old.id);
         retired.push(old);
         server.running.delete(cfg.name);
       }

@@ -9,6 +9,7 @@ import { CoarseClock } from "../proxy/clock";
 import type { DataPlaneService, ServiceSocket } from "../proxy/service";
 import { checkEnvironment } from "../system/environment";
 import { rejectAdminInBindings, rejectLoops, resolveOrigins, serviceBindings } from "./bindings";
+import { groupPlan, memberOf, registerMembers, withdrawMembers } from "./members";
 import { DataPlanes } from "./services";
 
 /** A service this process runs: its registry id, data plane and listening sockets. */
@@ -60,10 +61,18 @@ export class Server {
     readonly planes: DataPlanes,
     readonly bpffs: string,
     public config: ServeConfig,
+    /** This process's member entry in every slot (see members.ts). */
+    readonly member: number,
     readonly report: StartReport,
   ) {}
 
-  static async start(config: ServeConfig, image: Uint8Array): Promise<Server> {
+  /**
+   * Start serving `config`. `worker` is this process's worker index: its
+   * sockets register as member memberOf(worker) of each slot, so workers and
+   * the next process of an upgrade share each service's reuseport group.
+   */
+  static async start(config: ServeConfig, image: Uint8Array, worker = 0): Promise<Server> {
+    const member = memberOf(worker);
     checkEnvironment();
     const bindings = serviceBindings(config.services);
     const origins = await resolveOrigins(config.services);
@@ -84,8 +93,8 @@ export class Server {
           if (svc.protocol !== "tcp") continue;
           for (const socket of own) {
             try {
-              if (accepting) pinned.dispatcher.setSocket(id, "tcp", socket.family, socket.fd);
-              else pinned.dispatcher.removeSocket(id, "tcp", socket.family);
+              if (accepting) pinned.dispatcher.setSocket(id, "tcp", socket.family, socket.fd, member);
+              else pinned.dispatcher.removeSocket(id, "tcp", socket.family, member);
             } catch (e) {
               process.stderr.write(`edgeproxy: ${accepting ? "resume" : "pause"} steering: ${(e as Error).message}\n`);
             }
@@ -102,12 +111,12 @@ export class Server {
           registry.setBindings(entry.id, state.bindings);
           registry.setRules(entry.id, state.rules);
           const svc = planes.create(cfg, origins);
-          const own = svc.listen();
+          const own = svc.listen(groupPlan(registry, entry.id, svc.protocol, pinned.dispatcher.migrateFd));
           running.set(cfg.name, { id: entry.id, svc, sockets: own });
-          for (const socket of own) registry.setSocket(entry.id, svc.protocol, socket.family, socket.fd, { pid: process.pid, fd: socket.fd });
+          registerMembers(registry, entry.id, svc.protocol, own, member);
         }
         const { skipped } = registry.commit(inodesOf(running));
-        return new Server(pinned.dispatcher, registry, running, planes, bpffs, config, {
+        return new Server(pinned.dispatcher, registry, running, planes, bpffs, config, member, {
           skipped,
           maxConnections,
           maxFlows,
@@ -155,16 +164,52 @@ export class Server {
     if (this.closed) return;
     this.closed = true;
     try {
-      withPinLock(this.bpffs, () => {
-        for (const { id } of this.running.values()) this.registry.remove(id);
-        if (this.registry.services().length === 0) removePinned(this.bpffs);
-        else this.registry.commit();
-      });
+      this.withdraw();
     } finally {
       this.dispatcher.close();
       for (const { svc } of this.running.values()) svc.close(true);
       this.planes.close();
     }
+  }
+
+  /**
+   * Take this process's sockets out of the dispatcher. A service that another
+   * process still serves (another worker, or the process that replaces this
+   * one in an upgrade) keeps its bindings; the others are removed, and the
+   * pins with the last one.
+   */
+  private withdraw(): void {
+    withPinLock(this.bpffs, () => {
+      for (const { id } of this.running.values()) if (!withdrawMembers(this.registry, id)) this.registry.remove(id);
+      if (this.registry.services().length === 0) removePinned(this.bpffs);
+      else this.registry.commit();
+    });
+  }
+
+  /**
+   * Stop accepting and let open connections finish: the listeners close
+   * first, so they leave their reuseport groups and the kernel moves what
+   * they had queued to the members that remain (the migrate program); then
+   * wait until nothing is open or `timeoutMs` passes, and end the rest.
+   * Resolves to the number of connections and flows that had to be cut.
+   */
+  async drain(timeoutMs: number, progress?: (open: number) => void): Promise<number> {
+    if (this.closed) return 0;
+    for (const { svc } of this.running.values()) svc.close(false);
+    this.withdraw();
+    this.closed = true;
+    const open = () => [...this.running.values()].reduce((n, { svc }) => n + svc.openCount(), 0);
+    const deadline = Date.now() + timeoutMs;
+    let last = -1;
+    while (open() > 0 && Date.now() < deadline) {
+      if (open() !== last) progress?.((last = open()));
+      await Bun.sleep(Math.min(100, Math.max(1, deadline - Date.now())));
+    }
+    const cut = open();
+    this.dispatcher.close();
+    for (const { svc } of this.running.values()) svc.close(true);
+    this.planes.close();
+    return cut;
   }
 }
 

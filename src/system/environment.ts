@@ -23,14 +23,16 @@ export function kernelVersion(text = release()): [number, number] {
 
 /**
  * Fail early, with one line each, when edgeproxy cannot work here: kernel
- * older than 5.9 (BPF sk_lookup, Documentation/bpf/prog_sk_lookup.rst),
+ * older than 5.14 (BPF sk_lookup arrived in 5.9, Documentation/bpf/prog_sk_lookup.rst;
+ * migrating a closing listener's queue within its reuseport group, which
+ * workers and upgrades rely on, in 5.14: BPF_SK_REUSEPORT_SELECT_OR_MIGRATE),
  * missing CAP_BPF / CAP_NET_ADMIN (netns links need CAP_NET_ADMIN; loading
  * needs CAP_BPF, or CAP_SYS_ADMIN before 5.8), or no libbpf.so.1.
  */
 export function checkEnvironment(): void {
   const [major, minor] = kernelVersion();
-  if (major < 5 || (major === 5 && minor < 9)) {
-    throw new EnvironmentError("kernel", `Linux ${release()} has no BPF sk_lookup; edgeproxy needs Linux 5.9 or later`);
+  if (major < 5 || (major === 5 && minor < 14)) {
+    throw new EnvironmentError("kernel", `Linux ${release()} is too old: edgeproxy needs Linux 5.14 or later (BPF sk_lookup, reuseport socket migration)`);
   }
   const caps = effectiveCapabilities();
   const has = (c: number) => (caps & (1n << BigInt(c))) !== 0n;

@@ -12,6 +12,7 @@ const SOCK_CLOEXEC = 0o2000000;
 export const SOL_SOCKET = 1;
 export const SO_REUSEADDR = 2;
 export const SO_RCVBUFFORCE = 33;
+export const SO_REUSEPORT = 15;
 export const SOL_IP = 0;
 export const SOL_IPV6 = 41;
 export const IP_FREEBIND = 15;

@@ -1,5 +1,4 @@
 import type { Socket, TCPSocketListener } from "bun";
-import { fstatSync } from "node:fs";
 import type { Family } from "../../config/address";
 import { POOL_DEFAULTS, type PoolConfig } from "../../config/pool";
 import { serviceFamilies, type ServiceConfig } from "../../config/service";
@@ -8,7 +7,8 @@ import { OriginPool, type PoolOptions } from "../../origin/pool";
 import type { Admission } from "../admission";
 import type { CoarseClock } from "../clock";
 import { InboundHeader, mustSendHeader, socketEnds, type Pending } from "../inbound";
-import { LISTEN_ADDRESS, type DataPlaneService, type ServiceSocket } from "../service";
+import { joinGroup, NEW_GROUPS, REUSE_PORT, type GroupPlan } from "../group";
+import { LISTEN_ADDRESS, listenerSocket, type DataPlaneService, type ServiceSocket } from "../service";
 import { ServiceStats } from "../stats";
 import { HttpConnection } from "./conn";
 import type { HttpContext } from "./context";
@@ -70,16 +70,17 @@ export class HttpService implements DataPlaneService {
   }
 
   /** Open the listeners (one per family the service's prefixes use). Undo on failure. */
-  listen(): ServiceSocket[] {
+  listen(plan: GroupPlan = NEW_GROUPS): ServiceSocket[] {
     for (const p of this.pools.values()) void p.start();
     const families = serviceFamilies(this.config);
     const tls = this.config.tls ? { tls: { cert: this.config.tls.cert, key: this.config.tls.key } } : {};
     try {
       return families.map((family) => {
-        const listener = Bun.listen<Stage>({ hostname: LISTEN_ADDRESS[family], port: 0, allowHalfOpen: true, socket: { ...this.handlers(), binaryType: "uint8array" }, ...tls });
+        const listener = joinGroup(family, plan, (port) =>
+          Bun.listen<Stage>({ hostname: LISTEN_ADDRESS[family], port, ...REUSE_PORT, allowHalfOpen: true, socket: { ...this.handlers(), binaryType: "uint8array" }, ...tls }),
+        );
         this.listeners.push({ family, listener });
-        const fd = (listener as unknown as { fd: number }).fd;
-        return { family, fd, inode: fstatSync(fd).ino, address: `${family === 6 ? `[${listener.hostname}]` : listener.hostname}:${listener.port}` };
+        return listenerSocket(family, listener, plan);
       });
     } catch (cause) {
       this.close();
@@ -152,6 +153,10 @@ export class HttpService implements DataPlaneService {
     const classes = [1, 2, 3, 4, 5].map((c) => `${c}xx ${h.byClass[c]}`).join(", ");
     const errors = [...s.originErrors].map(([kind, n]) => `${kind} ${n}`).join(", ") || "none";
     return `${s.connectionsTotal} connections, ${h.requests} requests (${classes}), origin errors: ${errors}`;
+  }
+
+  openCount(): number {
+    return this.ctx.active.size + this.pending.size;
   }
 
   /** Stop accepting; with `abort`, reset every open connection too. Idempotent. */

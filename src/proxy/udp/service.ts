@@ -12,10 +12,12 @@ import {
   openUdpSocket,
   setIntOption,
   SO_RCVBUFFORCE,
+  SO_REUSEPORT,
   SOL_IP,
   SOL_IPV6,
   SOL_SOCKET,
 } from "../../system/udp";
+import { joinGroup, NEW_GROUPS, type GroupPlan } from "../group";
 import { LISTEN_ADDRESS, type DataPlaneService, type ServiceSocket } from "../service";
 import type { UdpPlane } from "./plane";
 import { readRow, ROW, UDP_DROP_REASONS, type DatagramStats } from "./stats";
@@ -38,7 +40,7 @@ export class UdpService implements DataPlaneService {
     readonly pool: OriginPool | undefined,
   ) {}
 
-  listen(): ServiceSocket[] {
+  listen(plan: GroupPlan = NEW_GROUPS): ServiceSocket[] {
     const opened: { fd: number; family: Family }[] = [];
     try {
       const sockets = serviceFamilies(this.config).map((family) => {
@@ -51,10 +53,13 @@ export class UdpService implements DataPlaneService {
         } catch {
           // Without CAP_NET_ADMIN: the default buffer still works, only shallower.
         }
-        bindTo(fd, { family, addr: parseAddress(LISTEN_ADDRESS[family])!, port: 0 }, "listener");
+        // In the service's reuseport group: every worker's socket takes a share
+        // of new flows (by 4-tuple hash), and an upgrade's new socket joins it.
+        setIntOption(fd, SOL_SOCKET, SO_REUSEPORT, 1, "listener");
+        joinGroup(family, plan, (port) => bindTo(fd, { family, addr: parseAddress(LISTEN_ADDRESS[family])!, port }, "listener"));
         const port = localEndpoint(fd, "listener").port;
         const host = family === 6 ? `[${LISTEN_ADDRESS[family]}]` : LISTEN_ADDRESS[family];
-        return { family, fd, inode: fstatSync(fd).ino, address: `${host}:${port}` };
+        return { family, fd, inode: fstatSync(fd).ino, port, address: `${host}:${port}` };
       });
       const pool = this.pool;
       const slot = this.plane.add({
@@ -82,6 +87,10 @@ export class UdpService implements DataPlaneService {
       for (const { fd } of opened) closeFd(fd);
       throw new EdgeError(`service ${this.config.name}`, `cannot open a UDP socket: ${(cause as Error).message}`, "kernel", { cause });
     }
+  }
+
+  openCount(): number {
+    return this.report().datagrams.flowsActive;
   }
 
   close(abort = false): void {

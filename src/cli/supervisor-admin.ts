@@ -1,0 +1,124 @@
+import { Hono } from "hono";
+import { requireToken } from "../admin/api";
+import { METRICS_CONTENT_TYPE } from "../admin/metrics";
+import type { Supervisor, WorkerState } from "./supervisor";
+
+/** What GET /workers (and /status's `workers`) say of one worker. */
+export interface WorkerSnapshot {
+  readonly index: number;
+  readonly pid: number | undefined;
+  readonly ready: boolean;
+  readonly restarts: number;
+  /** Unix seconds. */
+  readonly startedAt: number;
+  /** Per service: connections (tcp, http) or flows (udp) this worker has open and has had. */
+  readonly services: readonly { name: string; active: number; total: number }[];
+}
+
+async function ask(w: WorkerState, path: string, init: RequestInit = {}): Promise<Response> {
+  if (!w.admin) throw new Error("the admin API is off");
+  return fetch(`http://localhost${path}`, { ...init, unix: w.admin } as RequestInit);
+}
+
+const live = (sup: Supervisor) => sup.workers.filter((w) => w.ready && w.admin);
+
+interface WorkerStatus {
+  services: { name: string; connections?: { active: number; total: number }; datagrams?: { flowsActive: number; flowsTotal: number } }[];
+}
+
+async function snapshot(w: WorkerState): Promise<WorkerSnapshot> {
+  let services: WorkerSnapshot["services"] = [];
+  if (w.ready) {
+    try {
+      const s = (await (await ask(w, "/status")).json()) as WorkerStatus;
+      services = s.services.map((v) => ({
+        name: v.name,
+        active: v.connections?.active ?? v.datagrams?.flowsActive ?? 0,
+        total: v.connections?.total ?? v.datagrams?.flowsTotal ?? 0,
+      }));
+    } catch {
+      // Restarting or draining: no figures this time.
+    }
+  }
+  return { index: w.index, pid: w.proc?.pid, ready: w.ready, restarts: w.restarts, startedAt: w.startedAt / 1000, services };
+}
+
+/**
+ * Prometheus text of every worker as one exposition: each sample gains a
+ * `worker` label, and a family's samples stay together under one HELP/TYPE
+ * (the text format wants a family in one group). Kernel counters are the
+ * same in every worker (one dispatcher), so they are taken from one worker only.
+ */
+export function mergeMetrics(texts: readonly { worker: number; text: string }[]): string {
+  const families = new Map<string, { head: string[]; samples: string[] }>();
+  const shared = /^edgeproxy_(kernel_|build_info)/;
+  for (const { worker, text } of texts) {
+    let current: { head: string[]; samples: string[] } | undefined;
+    let name = "";
+    for (const line of text.split("\n")) {
+      if (!line) continue;
+      const m = /^# (HELP|TYPE) (\S+)/.exec(line);
+      if (m) {
+        name = m[2]!;
+        current = families.get(name);
+        if (!current) families.set(name, (current = { head: [], samples: [] }));
+        if (current.head.length < 2 && !current.head.some((h) => h.startsWith(`# ${m[1]} `))) current.head.push(line);
+        continue;
+      }
+      if (!current) continue;
+      if (shared.test(name)) {
+        if (worker === texts[0]!.worker) current.samples.push(line);
+        continue;
+      }
+      const brace = line.indexOf("{");
+      const space = line.indexOf(" ");
+      current.samples.push(
+        brace >= 0 && brace < space ? `${line.slice(0, brace + 1)}worker="${worker}",${line.slice(brace + 1)}` : `${line.slice(0, space)}{worker="${worker}"}${line.slice(space)}`,
+      );
+    }
+  }
+  return [...families.values()].flatMap((f) => [...f.head, ...f.samples]).join("\n") + "\n";
+}
+
+/** The supervisor's admin API: its own routes, the rest answered by a worker (they share one dispatcher). */
+export function supervisorApp(sup: Supervisor): Hono {
+  const app = new Hono();
+  if (sup.config.admin.kind === "tcp") requireToken(app, sup.config.admin.token);
+  app.get("/healthz", (c) => (sup.workers.some((w) => w.ready) ? c.text("ok") : c.text("no worker is ready", 503)));
+  app.get("/workers", async (c) => c.json(await Promise.all(sup.workers.map(snapshot))));
+  app.get("/metrics", async (c) => {
+    const texts = await Promise.all(live(sup).map(async (w) => ({ worker: w.index, text: await (await ask(w, "/metrics")).text() })));
+    return c.body(mergeMetrics(texts), 200, { "Content-Type": METRICS_CONTENT_TYPE });
+  });
+  app.get("/status", async (c) => {
+    const first = live(sup)[0];
+    if (!first) return c.json({ error: "no worker is ready" }, 503);
+    const status = (await (await ask(first, "/status")).json()) as Record<string, unknown>;
+    return c.json({ ...status, pid: process.pid, startedAt: sup.startedAt, workers: await Promise.all(sup.workers.map(snapshot)) });
+  });
+  app.post("/reload", async (c) => {
+    const answers = await Promise.all(live(sup).map(async (w) => ({ res: await ask(w, "/reload", { method: "POST" }) })));
+    const bad = answers.find((a) => !a.res.ok);
+    if (bad) return c.json(await bad.res.json(), bad.res.status as 400);
+    return c.json(answers.length ? await answers[0]!.res.json() : { reloaded: false });
+  });
+  app.post("/upgrade", async (c) => {
+    const body = (await c.req.json().catch(() => ({}))) as { binary?: unknown };
+    if (body.binary !== undefined && typeof body.binary !== "string") return c.json({ error: "upgrade: binary must be a path" }, 400);
+    try {
+      return c.json({ upgraded: true, summary: await sup.upgrade(body.binary as string | undefined) });
+    } catch (e) {
+      return c.json({ error: (e as Error).message }, 400);
+    }
+  });
+  // Bindings and services live in the shared dispatcher: any worker answers for all.
+  app.all("*", async (c) => {
+    const first = live(sup)[0];
+    if (!first) return c.json({ error: "no worker is ready" }, 503);
+    const init: RequestInit = { method: c.req.method, headers: { "content-type": c.req.header("content-type") ?? "application/json" } };
+    if (c.req.method !== "GET" && c.req.method !== "HEAD") init.body = await c.req.text();
+    const res = await ask(first, c.req.path, init);
+    return new Response(res.body, { status: res.status, headers: { "content-type": res.headers.get("content-type") ?? "application/json" } });
+  });
+  return app;
+}

@@ -1,0 +1,199 @@
+import type { Subprocess } from "bun";
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import type { ServeConfig } from "../config/service";
+import { startAdminServer, type AdminServer } from "../admin/server";
+import { supervisorApp } from "./supervisor-admin";
+import { announceReady, childEnv, selfCommand, startSuccessor, UPGRADE_ENV } from "./upgrade";
+import { DRAIN_TIMEOUT_MS } from "./serve";
+
+/** Env var naming a worker's index; its presence makes a process a worker. */
+export const WORKER_ENV = "EDGEPROXY_WORKER";
+/** Env var naming a worker's private admin socket. */
+export const WORKER_ADMIN_ENV = "EDGEPROXY_WORKER_ADMIN";
+
+// A worker that dies sooner than this after starting is restarted after a
+// growing pause (100 ms doubling to 5 s), so a crash loop costs little CPU.
+const STABLE_MS = 10_000;
+const MAX_BACKOFF_MS = 5_000;
+const STOP_GRACE_MS = 10_000;
+
+class WorkerStartError extends Error {
+  constructor(
+    message: string,
+    readonly code: number,
+  ) {
+    super(message);
+  }
+}
+
+/** One worker process as the supervisor sees it. */
+export interface WorkerState {
+  readonly index: number;
+  proc?: Subprocess;
+  ready: boolean;
+  restarts: number;
+  startedAt: number;
+  backoffMs: number;
+  /** Its private admin socket (absent when the admin API is off). */
+  readonly admin?: string;
+}
+
+/**
+ * The supervisor of `--workers N`: N worker processes (this binary again,
+ * with the same arguments and EDGEPROXY_WORKER=i) serve every service
+ * through shared SO_REUSEPORT groups; the supervisor holds no sockets of the
+ * data plane. It restarts a worker that dies; SIGINT/SIGTERM stop them all,
+ * SIGQUIT drains them, SIGHUP reloads them, SIGUSR2 (or POST /upgrade)
+ * upgrades the whole set. Its admin API answers for all workers.
+ */
+export class Supervisor {
+  readonly workers: WorkerState[];
+  private stopping: "now" | "drain" | undefined;
+  private readonly runtime: string | undefined;
+  private upgrading: Promise<string> | undefined;
+  readonly startedAt = Date.now() / 1000;
+
+  constructor(
+    readonly config: ServeConfig,
+    private readonly argv: readonly string[],
+    readonly say: (line: string) => void,
+  ) {
+    // Workers' private admin sockets: a directory of this supervisor's own (an upgrade's next supervisor has another).
+    this.runtime = config.admin.kind === "off" ? undefined : mkdtempSync(join(tmpdir(), "edgeproxy-"));
+    this.workers = Array.from({ length: config.workers ?? 1 }, (_, index) => ({
+      index,
+      ready: false,
+      restarts: 0,
+      startedAt: 0,
+      backoffMs: 100,
+      admin: this.runtime && join(this.runtime, `worker-${index}.sock`),
+    }));
+  }
+
+  private spawn(w: WorkerState): void {
+    w.ready = false;
+    w.startedAt = Date.now();
+    const proc: Subprocess = Bun.spawn([...selfCommand(), ...this.argv], {
+      stdio: ["ignore", "inherit", "inherit"],
+      env: childEnv({ [WORKER_ENV]: String(w.index), ...(w.admin ? { [WORKER_ADMIN_ENV]: w.admin } : {}), [UPGRADE_ENV]: "" }),
+      ipc: (message) => {
+        if ((message as { op?: string })?.op === "ready") w.ready = true;
+      },
+      onExit: (_p, code, signal): void => this.exited(w, proc, code, signal),
+    });
+    w.proc = proc;
+  }
+
+  private exited(w: WorkerState, proc: Subprocess, code: number | null, signal: number | string | null): void {
+    if (w.proc !== proc) return;
+    w.ready = false;
+    if (this.stopping) return;
+    const lived = Date.now() - w.startedAt;
+    w.backoffMs = lived >= STABLE_MS ? 100 : Math.min(MAX_BACKOFF_MS, w.backoffMs * 2);
+    const pause = lived >= STABLE_MS ? 0 : w.backoffMs;
+    this.say(`worker ${w.index} (pid ${proc.pid}) ${signal ? `was killed by ${signal}` : `exited with code ${code}`}; restarting it${pause ? ` in ${pause} ms` : ""}`);
+    w.restarts++;
+    setTimeout(() => {
+      if (!this.stopping) this.spawn(w);
+    }, pause);
+  }
+
+  /** Start every worker; resolves when all serve, rejects (after stopping them) if one exits first. */
+  async start(): Promise<void> {
+    for (const w of this.workers) this.spawn(w);
+    const deadline = Date.now() + 60_000;
+    while (!this.workers.every((w) => w.ready)) {
+      const dead = this.workers.find((w) => w.proc?.exitCode !== null && w.proc?.exitCode !== undefined && !w.ready);
+      if (dead || Date.now() > deadline) {
+        this.stopping = "now";
+        await this.signalAll("SIGTERM");
+        // The worker has said why on stderr (which it shares); its exit code says whose fault.
+        throw new WorkerStartError(dead ? `worker ${dead.index} exited with code ${dead.proc!.exitCode} while starting` : "workers were not ready within 60 s", dead?.proc?.exitCode || 1);
+      }
+      await Bun.sleep(20);
+    }
+  }
+
+  /** Send a signal to every live worker and wait for them to exit (SIGKILL after a grace period). */
+  private async signalAll(signal: NodeJS.Signals, graceMs = STOP_GRACE_MS): Promise<void> {
+    const live = this.workers.map((w) => w.proc).filter((p): p is Subprocess => !!p && p.exitCode === null && p.signalCode === null);
+    for (const p of live) p.kill(signal);
+    const timer = setTimeout(() => {
+      for (const p of live) if (p.exitCode === null) p.kill("SIGKILL");
+    }, graceMs);
+    await Promise.all(live.map((p) => p.exited));
+    clearTimeout(timer);
+  }
+
+  forward(signal: NodeJS.Signals): void {
+    for (const w of this.workers) if (w.proc && w.proc.exitCode === null) w.proc.kill(signal);
+  }
+
+  /** Start the next supervisor (and its workers) and, once it serves, drain ours. */
+  upgrade(binary?: string): Promise<string> {
+    this.upgrading ??= startSuccessor(this.argv, binary).then(
+      (pid) => {
+        void this.stop("drain");
+        return `new edgeproxy pid ${pid} serves; pid ${process.pid} and its workers drain (at most ${(this.config.drainTimeoutMs ?? DRAIN_TIMEOUT_MS) / 1000} s)`;
+      },
+      (e) => {
+        this.upgrading = undefined;
+        throw e;
+      },
+    );
+    return this.upgrading;
+  }
+
+  private stopped: Promise<void> | undefined;
+  private wakeStopped: (() => void) | undefined;
+
+  /** Stop every worker: at once (SIGTERM) or by draining (SIGQUIT). */
+  stop(how: "now" | "drain"): Promise<void> {
+    if (this.stopping) return this.stopped!;
+    this.stopping = how;
+    const grace = how === "drain" ? (this.config.drainTimeoutMs ?? DRAIN_TIMEOUT_MS) + STOP_GRACE_MS : STOP_GRACE_MS;
+    this.stopped = this.signalAll(how === "drain" ? "SIGQUIT" : "SIGTERM", grace).then(() => {
+      if (this.runtime) rmSync(this.runtime, { recursive: true, force: true });
+      this.wakeStopped?.();
+    });
+    return this.stopped;
+  }
+
+  /** Run until stopped. Resolves to the exit code. */
+  async run(): Promise<number> {
+    const say = this.say;
+    const t0 = performance.now();
+    let admin: AdminServer = { address: "off", close() {} };
+    process.on("SIGINT", () => void this.stop("now"));
+    process.on("SIGTERM", () => void this.stop("now"));
+    process.on("SIGQUIT", () => void this.stop("drain"));
+    process.on("SIGHUP", () => this.forward("SIGHUP"));
+    process.on("SIGUSR2", () => {
+      say("SIGUSR2: upgrading");
+      this.upgrade().then(say, (e) => say(`upgrade failed: ${(e as Error).message}`));
+    });
+    try {
+      await this.start();
+    } catch (e) {
+      if (!(e instanceof WorkerStartError)) throw e;
+      say(e.message);
+      return e.code;
+    }
+    admin = await startAdminServer({} as never, this.config.admin, { replace: !!process.env[UPGRADE_ENV], app: supervisorApp(this) });
+    if (admin.address !== "off") say(`admin API on ${admin.address}`);
+    say(`${this.workers.length} workers: pids ${this.workers.map((w) => w.proc!.pid).join(", ")}`);
+    say(`ready (setup ${(performance.now() - t0).toFixed(1)} ms)`);
+    announceReady();
+    const hold = setInterval(() => {}, 1 << 30);
+    await new Promise<void>((resolve) => {
+      this.wakeStopped = resolve;
+      if (this.stopped) void this.stopped.then(resolve);
+    });
+    clearInterval(hold);
+    admin.close();
+    say(`${this.stopping === "drain" ? "drained" : "stopped"} ${this.workers.length} workers`);
+    return 0;
+  }
+}

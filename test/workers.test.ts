@@ -1,0 +1,83 @@
+// --workers: N processes share each service's SO_REUSEPORT group; the
+// dispatcher reaches the group through any registered member.
+import { describe, expect, test } from "bun:test";
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { EdgeproxyProcess } from "./helpers/edgeproxy";
+import { echoOrigin, exchange, pool, text } from "./helpers/net";
+import { proxyFixture } from "./helpers/fixture";
+
+const f = proxyFixture();
+
+interface Worker {
+  index: number;
+  pid: number;
+  ready: boolean;
+  restarts: number;
+  services: { name: string; active: number; total: number }[];
+}
+
+async function workers(admin: string): Promise<Worker[]> {
+  return (await (await fetch("http://localhost/workers", { unix: admin } as RequestInit)).json()) as Worker[];
+}
+
+/** n new connections, `width` at a time, each one echo exchange; the failures. */
+async function connections(n: number, width = 16, port = (i: number) => 7000 + (i % 100)): Promise<string[]> {
+  const results = await pool(
+    Array.from({ length: n }, (_, i) => i),
+    width,
+    async (i) => {
+      const got = await exchange("192.0.2.1", port(i), `hello ${i}`, 3000);
+      return text(got) === `hello ${i}` ? undefined : `${i}: ${got.kind}`;
+    },
+  );
+  return results.filter((r): r is string => !!r);
+}
+
+describe("workers", () => {
+  test("two workers share the load, and killing one loses no new connection", async () => {
+    const dir = mkdtempSync(join(tmpdir(), "ep-workers-"));
+    const admin = join(dir, "admin.sock");
+    try {
+      const origin = echoOrigin("127.0.0.1");
+      f.servers.push(origin);
+      f.ep = await EdgeproxyProcess.start(["--workers", "2", "--admin", admin, "--ports", "7000-7099", "--prefix", "192.0.2.0/24", "--origin", `127.0.0.1:${origin.port}`]);
+      expect(f.ep.stderr).toMatch(/2 workers: pids \d+, \d+/);
+      expect(await connections(400)).toEqual([]);
+      const before = await workers(admin);
+      const totals = before.map((w) => w.services[0]!.total);
+      console.log(`connections per worker: ${totals.join(", ")}`);
+      expect(totals.reduce((a, b) => a + b, 0)).toBe(400);
+      // The kernel's reuseport hash spreads them; each worker gets a fair share.
+      for (const t of totals) expect(t).toBeGreaterThan(100);
+
+      // Kill one worker under load. Stopped first, so that its share of the
+      // new connections is queued on its listener (handshake done, never
+      // accepted) when it dies: its SOCKMAP entry goes with its socket, the
+      // program falls through to the other member, and the kernel moves the
+      // queue to the other worker (the migrate program). Connections a worker
+      // has already accepted die with it; these were all still queued.
+      const victim = before[0]!.pid;
+      process.kill(victim, "SIGSTOP");
+      const load = connections(200, 32);
+      await Bun.sleep(300);
+      process.kill(victim, "SIGKILL");
+      expect(await load).toEqual([]);
+      // The supervisor restarts it, and the new one takes connections again.
+      const deadline = Date.now() + 10_000;
+      let after = await workers(admin);
+      while (!(after[0]!.ready && after[0]!.pid !== victim) && Date.now() < deadline) {
+        await Bun.sleep(50);
+        after = await workers(admin);
+      }
+      expect(after[0]!.pid).not.toBe(victim);
+      expect(after[0]!.restarts).toBe(1);
+      expect(f.ep.stderr).toMatch(new RegExp(`worker 0 \\(pid ${victim}\\) was killed by SIGKILL; restarting it`));
+      expect(await connections(200)).toEqual([]);
+      expect((await workers(admin))[0]!.services[0]!.total).toBeGreaterThan(20);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  }, 40_000);
+});
