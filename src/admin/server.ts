@@ -12,6 +12,8 @@ export interface AdminServer {
   readonly address: string;
   /** Stop serving; for a unix socket, remove its file. Safe to call more than once. */
   close(): void;
+  /** Stop taking requests, let the ones under way (an upgrade's answer) finish, then close. */
+  closeGracefully?(): Promise<void>;
 }
 
 // How long a connect to an existing socket file may take before we call its owner alive.
@@ -57,18 +59,42 @@ async function startUnix(backend: AdminBackend, path: string, options: { replace
   const inode = lstatSync(path).ino;
 
   let closed = false;
+  const unlink = () => {
+    // Bun removes the file on stop; make sure, but never remove a socket another process made since.
+    try {
+      if (lstatSync(path).ino === inode) unlinkSync(path);
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code !== "ENOENT") throw e;
+    }
+  };
+  // Bun's stop() unlinks the path, whoever's socket is there now: after an
+  // upgrade took the path over, ours is left to close with the process.
+  const replaced = () => {
+    try {
+      return lstatSync(path).ino !== inode;
+    } catch {
+      return true;
+    }
+  };
   return {
     address: `unix:${path}`,
     close() {
       if (closed) return;
       closed = true;
+      if (replaced()) return;
       server.stop(true);
-      // Bun removes the file on stop; make sure, but never remove a socket another process made since.
-      try {
-        if (lstatSync(path).ino === inode) unlinkSync(path);
-      } catch (e) {
-        if ((e as NodeJS.ErrnoException).code !== "ENOENT") throw e;
+      unlink();
+    },
+    async closeGracefully() {
+      if (closed) return;
+      closed = true;
+      if (replaced()) {
+        // Let the answers under way (the upgrade's own) go out first.
+        for (let i = 0; i < 100 && server.pendingRequests > 0; i++) await Bun.sleep(10);
+        return;
       }
+      await server.stop(false);
+      unlink();
     },
   };
 }
@@ -135,6 +161,11 @@ async function startTcp(backend: AdminBackend, host: string, port: number, token
       if (closed) return;
       closed = true;
       server.stop(true);
+    },
+    async closeGracefully() {
+      if (closed) return;
+      closed = true;
+      await server.stop(false);
     },
   };
 }

@@ -116,7 +116,8 @@ export async function serveInProcess(config: ServeConfig, image: Uint8Array, rol
     if (stop === "drain") {
       say(`${signal}: draining: no new connections; open ones may finish within ${drainMs / 1000} s`);
       const cut = await server.drain(drainMs);
-      admin.close();
+      // An upgrade's own request is still being answered here.
+      await (admin.closeGracefully?.() ?? admin.close());
       say(`${signal}: drained${cut ? `; cut ${cut} connection(s) still open at the drain timeout` : ""}; stopped`);
       return 0;
     }

@@ -192,7 +192,8 @@ export class Supervisor {
       if (this.stopped) void this.stopped.then(resolve);
     });
     clearInterval(hold);
-    admin.close();
+    // An upgrade's own request may still be being answered.
+    await (admin.closeGracefully?.() ?? admin.close());
     say(`${this.stopping === "drain" ? "drained" : "stopped"} ${this.workers.length} workers`);
     return 0;
   }

@@ -1,5 +1,7 @@
-import { readFileSync } from "node:fs";
 import type { Family } from "../config/address";
+import { errno, errnoText, libc } from "../ebpf/libc";
+import { EdgeError } from "../errors";
+import { AF_INET, AF_INET6 } from "./sockaddr";
 
 /** A socket of this network namespace that already listens (TCP) or is bound unconnected (UDP). */
 export interface Listener {
@@ -10,41 +12,72 @@ export interface Listener {
   readonly inode: number;
 }
 
-// /proc/net/{tcp,udp}[6] (Documentation/networking/proc_net_tcp.rst): the
-// local address is hex of the in-memory u32 words, so each 4-byte group is
-// byte-swapped on little-endian machines. st 0A = TCP_LISTEN, 07 = TCP_CLOSE
-// (an unconnected UDP socket).
-function parseHexAddress(hex: string): Uint8Array {
-  const out = new Uint8Array(hex.length / 2);
-  for (let w = 0; w < out.length; w += 4) {
-    for (let b = 0; b < 4; b++) out[w + b] = parseInt(hex.slice(2 * (w + 3 - b), 2 * (w + 3 - b) + 2), 16);
-  }
-  return out;
-}
+/*
+ * Asked of the kernel over NETLINK_SOCK_DIAG (sock_diag(7), linux/inet_diag.h) rather than read from
+ * /proc/net/tcp: with a state filter of LISTEN alone the kernel walks only
+ * its listening hash, while /proc/net/tcp lists every connection and
+ * TIME_WAIT socket of the namespace (seconds on a busy edge machine, under
+ * the pin lock). UDP: unconnected sockets are in state TCP_CLOSE with no
+ * remote address.
+ */
+const AF_NETLINK = 16;
+const SOCK_DGRAM = 2;
+const SOCK_CLOEXEC = 0o2000000;
+const NETLINK_SOCK_DIAG = 4;
+const SOCK_DIAG_BY_FAMILY = 20;
+const NLM_F_REQUEST = 1;
+const NLM_F_DUMP = 0x300;
+const NLMSG_ERROR = 2;
+const NLMSG_DONE = 3;
+const TCP_LISTEN = 10;
+const TCP_CLOSE = 7;
+const IPPROTO = { tcp: 6, udp: 17 } as const;
 
-function parseTable(text: string, protocol: "tcp" | "udp", family: Family): Listener[] {
-  const wanted = protocol === "tcp" ? "0A" : "07";
-  const out: Listener[] = [];
-  for (const line of text.split("\n").slice(1)) {
-    const f = line.trim().split(/\s+/);
-    if (f.length < 10 || f[3] !== wanted) continue;
-    const [addrHex, portHex] = f[1]!.split(":") as [string, string];
-    if (protocol === "udp" && f[2] !== (family === 4 ? "00000000:0000" : "00000000000000000000000000000000:0000")) continue;
-    out.push({ protocol, family, addr: parseHexAddress(addrHex), port: parseInt(portHex, 16), inode: Number(f[9]) });
+function dump(protocol: "tcp" | "udp", family: Family): Listener[] {
+  const fd = libc.socket(AF_NETLINK, SOCK_DGRAM | SOCK_CLOEXEC, NETLINK_SOCK_DIAG);
+  if (fd < 0) throw new EdgeError("list listening sockets", `netlink socket: ${errnoText(errno())}`, "kernel");
+  try {
+    // struct nlmsghdr (16) + struct inet_diag_req_v2 (56)
+    const req = new Uint8Array(72);
+    const v = new DataView(req.buffer);
+    v.setUint32(0, req.length, true);
+    v.setUint16(4, SOCK_DIAG_BY_FAMILY, true);
+    v.setUint16(6, NLM_F_REQUEST | NLM_F_DUMP, true);
+    v.setUint32(8, 1, true);
+    req[16] = family === 4 ? AF_INET : AF_INET6;
+    req[17] = IPPROTO[protocol];
+    v.setUint32(20, 1 << (protocol === "tcp" ? TCP_LISTEN : TCP_CLOSE), true);
+    if (libc.send(fd, req, req.length, 0) !== req.length) throw new EdgeError("list listening sockets", `netlink send: ${errnoText(errno())}`, "kernel");
+    const out: Listener[] = [];
+    const buf = new Uint8Array(1 << 16);
+    const bv = new DataView(buf.buffer);
+    for (;;) {
+      const n = Number(libc.recv(fd, buf, buf.length, 0));
+      if (n < 0) throw new EdgeError("list listening sockets", `netlink recv: ${errnoText(errno())}`, "kernel");
+      for (let off = 0; off + 16 <= n; ) {
+        const len = bv.getUint32(off, true);
+        const type = bv.getUint16(off + 4, true);
+        if (type === NLMSG_DONE) return out;
+        if (type === NLMSG_ERROR) throw new EdgeError("list listening sockets", `netlink: ${errnoText(-bv.getInt32(off + 16, true))}`, "kernel");
+        // struct inet_diag_msg: family, state, timer, retrans; id {sport, dport (big-endian), src[16], dst[16], if, cookie}; expires, rqueue, wqueue, uid, inode
+        const m = off + 16;
+        const dst = buf.subarray(m + 24, m + 24 + (family === 4 ? 4 : 16));
+        if (protocol === "tcp" || dst.every((b) => b === 0)) {
+          out.push({ protocol, family, addr: buf.slice(m + 8, m + 8 + (family === 4 ? 4 : 16)), port: bv.getUint16(m + 4, false), inode: bv.getUint32(m + 68, true) });
+        }
+        if (len < 16) break;
+        off += (len + 3) & ~3;
+      }
+      if (n === 0) return out;
+    }
+  } finally {
+    libc.close(fd);
   }
-  return out;
 }
 
 /** Listening sockets of the calling process's network namespace. */
 export function listeners(protocol: "tcp" | "udp"): Listener[] {
-  const read = (path: string) => {
-    try {
-      return readFileSync(path, "utf8");
-    } catch {
-      return ""; // no IPv6 in this kernel
-    }
-  };
-  return [...parseTable(read(`/proc/net/${protocol}`), protocol, 4), ...parseTable(read(`/proc/net/${protocol}6`), protocol, 6)];
+  return [...dump(protocol, 4), ...dump(protocol, 6)];
 }
 
 export const isWildcard = (addr: Uint8Array) => addr.every((b) => b === 0);
