@@ -3,6 +3,8 @@ import { serviceFamilies, type ServeConfig, type ServiceConfig } from "../config
 import { ConfigError } from "../errors";
 import { withPinLock } from "../dispatcher/pins";
 import { rejectAdminInBindings, rejectLoops, resolveOrigins, serviceBindings } from "./bindings";
+import { NEW_GROUPS } from "../proxy/group";
+import type { Registry } from "../dispatcher/registry";
 import { groupPlan, registerMembers, withdrawMembers } from "./members";
 import { storedState, type RunningService, type Server } from "./server";
 
@@ -60,7 +62,10 @@ export async function reload(server: Server): Promise<ReloadReport> {
       for (const cfg of [...added, ...restarted]) {
         const entry = reg.ensure(cfg.name, next.takeOver);
         const svc = server.planes.create(cfg, origins);
-        fresh.set(cfg.name, { id: entry.id, svc, sockets: svc.listen(groupPlan(reg, entry.id, svc.protocol, server.dispatcher.migrateFd)) });
+        // A restarted UDP service starts a new group (see the retirement below); other
+        // workers reloading after this one join it through the recorded port.
+        const plan = svc.protocol === "udp" && restarted.includes(cfg) && !replacedBySibling(reg, entry.id, server) ? NEW_GROUPS : groupPlan(reg, entry.id, svc.protocol, server.dispatcher.migrateFd);
+        fresh.set(cfg.name, { id: entry.id, svc, sockets: svc.listen(plan) });
       }
       for (const cfg of next.services) {
         const entry = reg.ensure(cfg.name, next.takeOver);
@@ -98,7 +103,15 @@ export async function reload(server: Server): Promise<ReloadReport> {
         retired.push(old);
         server.running.delete(cfg.name);
       }
-      for (const cfg of restarted) retired.push(server.running.get(cfg.name)!);
+      for (const cfg of restarted) {
+        const old = server.running.get(cfg.name)!;
+        // A replaced TCP listener shares its reuseport group with the new one, which would
+        // give it a share of new connections: it closes now, and the kernel moves what it
+        // had queued to the new listener (ep_migrate). UDP sockets have no queue to move:
+        // the new ones start a group of their own (below) and the old drain theirs.
+        if (old.svc.protocol === "tcp" && fresh.get(cfg.name)!.svc.protocol === "tcp") old.svc.close(false);
+        else retired.push(old);
+      }
       for (const [name, r] of fresh) server.running.set(name, r);
       setTimeout(() => {
         for (const r of retired) r.svc.close(false);
@@ -117,6 +130,18 @@ export async function reload(server: Server): Promise<ReloadReport> {
       reg.commit(server.ownInodes());
       throw e;
     }
+  });
+}
+
+/**
+ * Has another worker already reloaded this UDP service into a new group? Then
+ * the recorded port is that new group (it differs from our own socket's).
+ */
+function replacedBySibling(reg: Registry, id: number, server: Server): boolean {
+  const mine = server.running.get([...server.running.keys()].find((n) => server.running.get(n)!.id === id) ?? "");
+  return !!mine?.sockets.some((s) => {
+    const port = reg.groupPort(id, "udp", s.family);
+    return port !== undefined && port !== s.port;
   });
 }
 
