@@ -106,9 +106,23 @@ struct {
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, EP_SOCKET_SLOTS);
+#ifdef EP_TEST_INCOMPATIBLE
+	/* test/program-upgrade.test.ts: a changed map definition, which an upgrade must refuse. */
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+#endif
 	__type(key, __u32);
 	__type(value, struct ep_group);
 } ep_groups SEC(".maps");
+
+#ifdef EP_TEST_VARIANT
+/* test/program-upgrade.test.ts: a map only the variant has, which an upgrade creates and pins. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u32);
+} ep_variant SEC(".maps");
+#endif
 
 /* The service's access rules allow this client? */
 static __always_inline int allowed(struct bpf_sk_lookup *ctx, __u32 gen, __u32 service)
@@ -172,6 +186,16 @@ int ep_dispatch(struct bpf_sk_lookup *ctx)
 	struct bpf_sock *sk;
 	long err;
 
+#ifdef EP_TEST_VARIANT
+	/*
+	 * test/program-upgrade.test.ts upgrades to this variant: other
+	 * instructions, hence another tag, and the same verdicts. Ports are
+	 * 1-65535, so no binding covers local port 0 and the full path passes
+	 * such a packet too; only service 0's lookup count misses it.
+	 */
+	if (ctx->local_port == 0)
+		return SK_PASS;
+#endif
 	state = bpf_map_lookup_elem(&ep_state, &zero);
 	if (!state)
 		return SK_PASS;

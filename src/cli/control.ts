@@ -2,7 +2,8 @@ import { formatPrefix, parsePrefix, type Prefix } from "../config/address";
 import { formatPorts, parsePorts, type PortRange } from "../config/ports";
 import { ConfigError } from "../errors";
 import type { Protocol } from "../dispatcher/binding";
-import { bpffsPath, openPinned, pinDir, removePinned, withPinLock, type Pinned } from "../dispatcher/pins";
+import { readFileSync } from "node:fs";
+import { bpffsPath, openPinned, pinDir, removePinned, upgradeProgram, withPinLock, type Pinned } from "../dispatcher/pins";
 import { Registry } from "../dispatcher/registry";
 import { libc } from "../ebpf/libc";
 import { checkEnvironment } from "../system/environment";
@@ -16,14 +17,15 @@ export type ControlCommand =
   | { kind: "down" }
   | { kind: "bind" | "unbind"; service: string; protocol: Protocol; prefixes: Prefix[]; ports: PortRange[]; takeOver: boolean }
   | { kind: "register"; service: string; pid: number; fd: number }
-  | { kind: "unregister"; service: string };
+  | { kind: "unregister"; service: string }
+  | { kind: "upgrade-program"; object?: string };
 
 export interface ControlOptions {
   readonly json: boolean;
   readonly bpffs?: string;
 }
 
-export const CONTROL_COMMANDS = ["status", "bindings", "bind", "unbind", "register", "unregister", "down"] as const;
+export const CONTROL_COMMANDS = ["status", "bindings", "bind", "unbind", "register", "unregister", "down", "upgrade-program"] as const;
 
 export const CONTROL_USAGE = `Commands on the pinned dispatcher of this network namespace (no serve process needed):
   edgeproxy status                                   services, bindings, sockets (owner pid and fd), counters
@@ -33,6 +35,8 @@ export const CONTROL_USAGE = `Commands on the pinned dispatcher of this network 
   edgeproxy register SERVICE --pid PID --fd FD       steer SERVICE to another process's socket
   edgeproxy unregister SERVICE                       drop SERVICE's sockets (its bindings then refuse)
   edgeproxy down                                     remove all of edgeproxy's kernel state here
+  edgeproxy upgrade-program [--object FILE]          switch the pinned dispatcher to this edgeproxy's BPF
+                                                     program (or FILE's), keeping its maps and steering
 Options: --json (machine-readable output), --bpffs PATH, --take-over (bind).`;
 
 /** Parse `edgeproxy <command> ...`. Throws ConfigError (exit 2). */
@@ -44,6 +48,7 @@ export function parseControl(argv: readonly string[]): { command: ControlCommand
   let takeOver = false;
   let pid: number | undefined;
   let fd: number | undefined;
+  let object: string | undefined;
   const number = (flag: string, v: string | undefined) => {
     if (v === undefined || !/^\d+$/.test(v)) throw new ConfigError(`${kind} ${flag}`, `needs a whole number, got ${v === undefined ? "nothing" : `"${v}"`}`);
     return Number(v);
@@ -58,6 +63,10 @@ export function parseControl(argv: readonly string[]): { command: ControlCommand
     }
     else if (a === "--pid" && kind === "register") pid = number(a, rest[++i]);
     else if (a === "--fd" && kind === "register") fd = number(a, rest[++i]);
+    else if (a === "--object" && kind === "upgrade-program") {
+      object = rest[++i];
+      if (!object) throw new ConfigError(`${kind} --object`, "needs an ELF file (a compiled bpf/dispatcher.bpf.c)");
+    }
     else if (a.startsWith("-")) throw new ConfigError(`${kind} ${a}`, "unknown option (see --help)");
     else positional.push(a);
   }
@@ -95,6 +104,9 @@ export function parseControl(argv: readonly string[]): { command: ControlCommand
     case "unregister":
       arity(1, "SERVICE");
       return { command: { kind, service: positional[0]! }, options };
+    case "upgrade-program":
+      arity(0, "[--object FILE]");
+      return { command: { kind, object }, options };
     default:
       throw new ConfigError(String(kind), "unknown command (see --help)");
   }
@@ -117,9 +129,21 @@ export function runControl(command: ControlCommand, options: ControlOptions, ima
     return 0;
   }
 
+  if (command.kind === "upgrade-program") {
+    const use = command.object === undefined ? image : readObject(command.object);
+    const u = withPinLock(bpffs, () => upgradeProgram(bpffs, use));
+    const line = u.unchanged
+      ? `dispatcher program unchanged (tag ${u.to})`
+      : `dispatcher program upgraded from tag ${u.from} to ${u.to} (maps kept${u.created.length ? `; created ${u.created.join(", ")}` : ""})`;
+    emit([line], { ...u, dir: pinDir(bpffs) });
+    return 0;
+  }
+
   const creates = command.kind === "bind" || command.kind === "register";
   return withPinLock(bpffs, () => {
-    const pinned = openPinned(bpffs, image, creates);
+    // Never upgrades: a differing pinned program is used as it is (status
+    // shows both tags); serve and upgrade-program switch programs.
+    const pinned = openPinned(bpffs, image, creates, false);
     if (!pinned) {
       if (command.kind === "status" || command.kind === "bindings") {
         emit([`edgeproxy is not loaded in this network namespace (${pinDir(bpffs)} does not exist)`], { loaded: false, dir: pinDir(bpffs) });
@@ -139,7 +163,21 @@ export function runControl(command: ControlCommand, options: ControlOptions, ima
   });
 }
 
-function act(command: Exclude<ControlCommand, { kind: "down" }>, reg: Registry, pinned: Pinned, emit: (human: string[], json: unknown) => void): number {
+function readObject(path: string): Uint8Array {
+  let bytes: Uint8Array;
+  try {
+    bytes = new Uint8Array(readFileSync(path));
+  } catch (e) {
+    throw new ConfigError("upgrade-program --object", `cannot read ${path}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`);
+  }
+  // libbpf would say so in an errno of its own (LIBBPF_ERRNO__FORMAT) and a log line.
+  if (bytes.length < 4 || bytes[0] !== 0x7f || String.fromCharCode(...bytes.subarray(1, 4)) !== "ELF") {
+    throw new ConfigError("upgrade-program --object", `${path} is not an ELF file (build it with clang -target bpf, as build/build.ts does)`);
+  }
+  return bytes;
+}
+
+function act(command: Exclude<ControlCommand, { kind: "down" | "upgrade-program" }>, reg: Registry, pinned: Pinned, emit: (human: string[], json: unknown) => void): number {
   const named = (name: string) => {
     const s = reg.find(name);
     if (!s) throw new ConfigError(`service ${name}`, "no such service (see edgeproxy status)");
@@ -238,11 +276,11 @@ function status(reg: Registry, pinned: Pinned, emit: (human: string[], json: unk
   ]);
   emit(
     [
-      `dispatcher ${pinned.dir} (program tag ${pinned.tag})`,
+      `dispatcher ${pinned.dir} (program tag ${pinned.tag}${pinned.tag === pinned.binaryTag ? "" : `; this edgeproxy's is ${pinned.binaryTag}: 'edgeproxy upgrade-program' switches to it`})`,
       ...table(["SERVICE", "ID", "BINDINGS", "SOCKETS", "LOOKUPS", "STEERED", "NO-SOCKET", "DENIED", "ASSIGN-ERR"], rows),
       `lookups that matched no binding: ${unmatched}`,
     ],
-    { loaded: true, dir: pinned.dir, tag: pinned.tag, services, unmatchedLookups: unmatched },
+    { loaded: true, dir: pinned.dir, tag: pinned.tag, binaryTag: pinned.binaryTag, services, unmatchedLookups: unmatched },
   );
   return 0;
 }

@@ -62,6 +62,30 @@ export class Dispatcher {
 
   /** Create the maps and load the program; nothing steers until attach(). */
   static load(image: Uint8Array): Dispatcher {
+    return Dispatcher.loadWith(image, () => {});
+  }
+
+  /**
+   * Load the object over existing maps: each of its maps named in `existing`
+   * reuses that map (bpf_map__reuse_fd) instead of being created, so the new
+   * program sees the same bindings, sockets and counters. The caller checks
+   * the definitions first (compat.ts). `created` are the object's other maps,
+   * made by the load and owned by the returned dispatcher's object.
+   */
+  static loadOver(image: Uint8Array, existing: ReadonlyMap<string, BpfMap>): { dispatcher: Dispatcher; created: BpfMap[] } {
+    let created: BpfMap[] = [];
+    const dispatcher = Dispatcher.loadWith(image, (object) => {
+      const all = object.maps();
+      for (const m of all) {
+        const have = existing.get(m.name);
+        if (have) m.reuseFd(have.fd);
+      }
+      created = all.filter((m) => !existing.has(m.name));
+    });
+    return { dispatcher, created };
+  }
+
+  private static loadWith(image: Uint8Array, prepare: (object: BpfObject) => void): Dispatcher {
     // The verifier gives up with EAGAIN when a signal interrupts it (libbpf
     // retries 5 times at once); a busy signal source, such as a profiler,
     // can outlast that, so try again a few times after a pause.
@@ -70,6 +94,7 @@ export class Dispatcher {
       try {
         const program = object.program(PROGRAM);
         const maps = Object.fromEntries(MAPS.map((m) => [m, object.map(m)])) as Record<MapName, BpfMap>;
+        prepare(object);
         object.load();
         return new Dispatcher(maps, object, program);
       } catch (cause) {

@@ -1,8 +1,9 @@
 import { existsSync, mkdirSync, readFileSync, renameSync, rmSync, statSync, openSync, closeSync } from "node:fs";
 import { join } from "node:path";
-import { EdgeError, EnvironmentError } from "../errors";
-import { BpfMap, objGet, objPin, programInfo } from "../ebpf/libbpf";
+import { ConfigError, EdgeError, EnvironmentError } from "../errors";
+import { BpfMap, linkUpdate, objGet, objPin, programInfo } from "../ebpf/libbpf";
 import { errno, errnoText, libc } from "../ebpf/libc";
+import { compareMaps, objectMapDefinitions } from "./compat";
 import { Dispatcher, MAPS, type MapName } from "./dispatcher";
 
 /*
@@ -69,68 +70,130 @@ export function withPinLock<T>(bpffs: string, fn: () => T): T {
   }
 }
 
-let embeddedTag: string | undefined;
+// Per image: the embedded one, or an object given to upgrade-program.
+const tags = new WeakMap<Uint8Array, string>();
 
-/** The tag the kernel gives the embedded program (loaded once, never attached). */
+/** The tag the kernel gives the image's sk_lookup program (loaded once, never attached). */
 function tagOf(image: Uint8Array): string {
-  if (!embeddedTag) {
+  let tag = tags.get(image);
+  if (!tag) {
     const d = Dispatcher.load(image);
     try {
-      embeddedTag = programInfo(d.program!.fd).tag;
+      tag = programInfo(d.program!.fd).tag;
     } finally {
       d.close();
     }
+    tags.set(image, tag);
   }
-  return embeddedTag;
+  return tag;
+}
+
+function pinnedTag(path: string, what: string): string {
+  const fd = objGet(path, `open pinned program ${what}`);
+  try {
+    return programInfo(fd).tag;
+  } finally {
+    libc.close(fd);
+  }
 }
 
 /** A dispatcher opened from, or created as, pins. */
 export interface Pinned {
   readonly dispatcher: Dispatcher;
   readonly dir: string;
+  /** The pinned program's tag (after an upgrade on open, the new one's). */
   readonly tag: string;
+  /** This edgeproxy's program's tag: differs from `tag` when a control command opened another version's dispatcher. */
+  readonly binaryTag: string;
   readonly created: boolean;
+  /** Set when opening upgraded the pinned program in place: the tag it had. */
+  readonly upgradedFrom?: string;
+}
+
+/** What upgradeProgram() did. */
+export interface ProgramUpgrade {
+  readonly from: string;
+  readonly to: string;
+  /** Maps the new program has that were not pinned: created and pinned. */
+  readonly created: string[];
+  /** The pinned program was this one already: nothing changed. */
+  readonly unchanged: boolean;
+}
+
+let lastUpgrade: ProgramUpgrade | undefined;
+
+/**
+ * The upgrade the last openPinned() of this process made, once; for callers
+ * that do not see its Pinned (serve's log line: Server keeps it to itself).
+ */
+export function takeProgramUpgrade(): ProgramUpgrade | undefined {
+  const u = lastUpgrade;
+  lastUpgrade = undefined;
+  return u;
 }
 
 function openMaps(dir: string): Record<MapName, BpfMap> {
-  const maps: Partial<Record<MapName, BpfMap>> = {};
+  return Object.fromEntries(openSomeMaps(dir, MAPS)) as Record<MapName, BpfMap>;
+}
+
+/** The maps pinned in dir under these names; absent ones are left out when `optional`. */
+function openSomeMaps(dir: string, names: Iterable<string>, optional = false): Map<string, BpfMap> {
+  const maps = new Map<string, BpfMap>();
   try {
-    for (const m of MAPS) maps[m] = BpfMap.fromPin(join(dir, m), m);
-    return maps as Record<MapName, BpfMap>;
+    for (const m of names) if (!optional || existsSync(join(dir, m))) maps.set(m, BpfMap.fromPin(join(dir, m), m));
+    return maps;
   } catch (e) {
-    for (const m of Object.values(maps)) m?.close();
+    for (const m of maps.values()) m.close();
     throw e;
   }
 }
+
+const definitions = (maps: Map<string, BpfMap>) => new Map([...maps].map(([name, m]) => [name, m.definition()]));
 
 function openMigrate(dir: string): number {
   return objGet(join(dir, "migrate"), "open pinned program ep_migrate");
 }
 
+const DOWN_HINT = "'edgeproxy down' removes the pinned dispatcher and its steering, then serve or bind anew";
+
+/**
+ * Refuse a pinned dispatcher whose maps this edgeproxy cannot use (the
+ * pinned program is another version's, so its maps may be too).
+ */
+function checkPinnedMaps(dir: string, image: Uint8Array): void {
+  const pinned = openSomeMaps(dir, MAPS, true);
+  try {
+    const wanted = objectMapDefinitions(image);
+    const { problems, unpinned } = compareMaps(definitions(pinned), wanted, MAPS, "this edgeproxy's program");
+    for (const name of unpinned) if ((MAPS as readonly string[]).includes(name)) problems.push(`map ${name}: not pinned ('edgeproxy upgrade-program' adds it)`);
+    if (problems.length) throw new ConfigError(`pinned dispatcher ${dir}`, `this edgeproxy cannot use its maps: ${problems.join("; ")}; ${DOWN_HINT}`);
+  } finally {
+    for (const m of pinned.values()) m.close();
+  }
+}
+
 /**
  * Open the namespace's pinned dispatcher, or create, attach and pin one when
  * there is none and `create` is set. A pinned program that differs from this
- * edgeproxy's (by tag) is refused, never silently reused. Call under withPinLock.
+ * edgeproxy's (by tag) is upgraded in place when `upgrade` is set (serve),
+ * and otherwise used as it is (control commands): either way only when its
+ * maps are compatible. Call under withPinLock.
  */
-export function openPinned(bpffs: string, image: Uint8Array, create: boolean): Pinned | undefined {
+export function openPinned(bpffs: string, image: Uint8Array, create: boolean, upgrade = create): Pinned | undefined {
   const dir = pinDir(bpffs);
   if (existsSync(dir)) {
-    const want = tagOf(image);
-    const fd = objGet(join(dir, "prog"), "open pinned program");
-    let tag: string;
-    try {
-      tag = programInfo(fd).tag;
-    } finally {
-      libc.close(fd);
+    const binaryTag = tagOf(image);
+    let tag = pinnedTag(join(dir, "prog"), "ep_dispatch");
+    let upgradedFrom: string | undefined;
+    if (tag !== binaryTag) {
+      if (upgrade) {
+        const u = upgradeProgram(bpffs, image);
+        lastUpgrade = u;
+        upgradedFrom = u.from;
+        tag = u.to;
+      } else checkPinnedMaps(dir, image);
     }
-    if (tag !== want) {
-      throw new EdgeError(
-        "pinned dispatcher",
-        `${dir} runs program tag ${tag}, but this edgeproxy's program has tag ${want}: not reusing it; 'edgeproxy down' removes it (and its steering)`,
-        "kernel",
-      );
-    }
-    return { dispatcher: Dispatcher.fromMaps(openMaps(dir), openMigrate(dir)), dir, tag, created: false };
+    return { dispatcher: Dispatcher.fromMaps(openMaps(dir), openMigrate(dir)), dir, tag, binaryTag, created: false, upgradedFrom };
   }
   if (!create) return undefined;
 
@@ -139,7 +202,8 @@ export function openPinned(bpffs: string, image: Uint8Array, create: boolean): P
   const d = Dispatcher.load(image);
   let tag: string;
   try {
-    tag = embeddedTag ??= programInfo(d.program!.fd).tag;
+    tag = programInfo(d.program!.fd).tag;
+    tags.set(image, tag);
     mkdirSync(tmp, { mode: 0o700 });
     d.apply([]);
     for (const m of MAPS) d.maps[m].pin(join(tmp, m));
@@ -154,7 +218,82 @@ export function openPinned(bpffs: string, image: Uint8Array, create: boolean): P
     throw e;
   }
   d.close();
-  return { dispatcher: Dispatcher.fromMaps(openMaps(dir), openMigrate(dir)), dir, tag, created: true };
+  return { dispatcher: Dispatcher.fromMaps(openMaps(dir), openMigrate(dir)), dir, tag, binaryTag: tag, created: true };
+}
+
+/**
+ * Switch the namespace's pinned dispatcher to the program in `image`, keeping
+ * its maps: the object is loaded over the pinned maps (so bindings, rules,
+ * registered sockets, group ports and counters stay, being the same kernel
+ * objects), maps it adds are created and pinned, the pinned link is switched
+ * to the new program in one step (BPF_LINK_UPDATE), and the "prog" and
+ * "migrate" pins are replaced. Refused, with nothing changed, when a pinned
+ * map's definition differs from the new program's. Call under withPinLock.
+ */
+export function upgradeProgram(bpffs: string, image: Uint8Array): ProgramUpgrade {
+  const dir = pinDir(bpffs);
+  if (!existsSync(dir)) throw new ConfigError("upgrade-program", `edgeproxy is not loaded in this network namespace (${dir} does not exist)`);
+  const oldProg = objGet(join(dir, "prog"), "open pinned program ep_dispatch");
+  let pinned = new Map<string, BpfMap>();
+  let d: Dispatcher | undefined;
+  try {
+    const from = programInfo(oldProg).tag;
+    // Checked before anything is loaded: reuse_fd itself would accept any pin.
+    const wanted = objectMapDefinitions(image);
+    pinned = openSomeMaps(dir, wanted.keys(), true);
+    const { problems } = compareMaps(definitions(pinned), wanted, MAPS, "the new program");
+    if (problems.length) throw new ConfigError(`upgrade ${dir}`, `refused, nothing changed: ${problems.join("; ")}; ${DOWN_HINT}`);
+    const loaded = Dispatcher.loadOver(image, pinned);
+    d = loaded.dispatcher;
+    const to = programInfo(d.program!.fd).tag;
+    const sameMigrate = pinnedTag(join(dir, "migrate"), "ep_migrate") === programInfo(d.migrateFd!).tag;
+    if (to === from && sameMigrate && !loaded.created.length) return { from, to, created: [], unchanged: true };
+    switchOver(dir, d, loaded.created, oldProg);
+    return { from, to, created: loaded.created.map((m) => m.name), unchanged: false };
+  } finally {
+    d?.close();
+    for (const m of pinned.values()) m.close();
+    libc.close(oldProg);
+  }
+}
+
+/**
+ * Put a dispatcher loaded over the pinned maps in place. New maps are pinned
+ * first (no pinned program uses them yet), then the link is switched: the
+ * commit point. The program pins are made aside and renamed over the old
+ * ones afterwards (bpffs renames replace in place, kernel/bpf/inode.c uses
+ * simple_rename). A failure before the switch removes what was pinned; one
+ * after it switches the link back to `oldProg`.
+ */
+function switchOver(dir: string, d: Dispatcher, created: BpfMap[], oldProg: number): void {
+  const tmp = (name: string) => join(dir, `tmp_${process.pid}_${name}`);
+  const placed: string[] = [];
+  const link = objGet(join(dir, "link"), `open pinned link ${join(dir, "link")}`);
+  let switched = false;
+  try {
+    for (const m of created) {
+      rmSync(tmp(m.name), { force: true });
+      m.pin(tmp(m.name));
+      renameSync(tmp(m.name), join(dir, m.name));
+      placed.push(join(dir, m.name));
+    }
+    for (const [name, fd] of [["prog", d.program!.fd], ["migrate", d.migrateFd!]] as const) {
+      rmSync(tmp(name), { force: true });
+      objPin(fd, tmp(name), `pin the new ${name} at ${tmp(name)}`);
+      placed.push(tmp(name));
+    }
+    linkUpdate(link, d.program!.fd, `switch ${join(dir, "link")} to the new program`);
+    switched = true;
+    // migrate first: if "prog" then failed, the link goes back to the program "prog" names.
+    renameSync(tmp("migrate"), join(dir, "migrate"));
+    renameSync(tmp("prog"), join(dir, "prog"));
+  } catch (e) {
+    if (switched) linkUpdate(link, oldProg, `switch ${join(dir, "link")} back to the old program`);
+    for (const p of placed) rmSync(p, { force: true });
+    throw e;
+  } finally {
+    libc.close(link);
+  }
 }
 
 /** Remove every pin of the namespace: the link goes with its last reference, so steering stops. */

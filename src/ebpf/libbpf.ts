@@ -128,6 +128,29 @@ export class BpfMap {
     }
   }
 
+  /**
+   * The definition: of a pinned map, the kernel's (bpf_obj_get_info_by_fd);
+   * of an object's map, what the object declares (after reuseFd(), the reused map's).
+   */
+  definition(): MapDefinition {
+    if (!("owner" in this.source)) return mapInfo(this.fd, `read info of map ${this.name}`);
+    this.source.owner.assertOpen(`map ${this.name}`);
+    const h = this.source.handle;
+    const lib = libbpf();
+    return { type: lib.bpf_map__type(h), keySize: lib.bpf_map__key_size(h), valueSize: lib.bpf_map__value_size(h), maxEntries: lib.bpf_map__max_entries(h), flags: lib.bpf_map__map_flags(h) };
+  }
+
+  /**
+   * Make this map of an unloaded object use the map open at fd instead of
+   * creating its own (libbpf dups fd; the caller keeps its copy). libbpf then
+   * takes the definition from the kernel's, so check compatibility first.
+   */
+  reuseFd(fd: number): void {
+    if (!("owner" in this.source)) throw new EdgeError(`map ${this.name}`, "only a map of an unloaded object can reuse another's fd", "internal");
+    this.source.owner.assertOpen(`map ${this.name}`);
+    check(`reuse pinned map for ${this.name}`, libbpf().bpf_map__reuse_fd(this.source.handle, fd));
+  }
+
   setMaxEntries(n: number): void {
     if (!("owner" in this.source)) throw new EdgeError(`map ${this.name}`, "cannot resize a pinned map", "internal");
     check(`resize map ${this.name}`, libbpf().bpf_map__set_max_entries(this.source.handle, n));
@@ -155,6 +178,41 @@ export function objGet(path: string, where: string): number {
 /** bpf_obj_pin: pin the object open at fd. */
 export function objPin(fd: number, path: string, where: string): void {
   check(where, libbpf().bpf_obj_pin(fd, cstr(path)));
+}
+
+/** What a map is, as far as a program using it and its pins are concerned. */
+export interface MapDefinition {
+  readonly type: number;
+  readonly keySize: number;
+  readonly valueSize: number;
+  readonly maxEntries: number;
+  readonly flags: number;
+}
+
+/**
+ * struct bpf_map_info of the map open at fd (include/uapi/linux/bpf.h): type,
+ * id, key_size, value_size, max_entries, map_flags, all u32, from offset 0.
+ * The buffer is larger than the struct: the kernel accepts that when the
+ * excess is zero (bpf_check_uarg_tail_zero) and fills what it knows.
+ */
+export function mapInfo(fd: number, where = "read map info"): MapDefinition & { id: number } {
+  const info = new Uint8Array(256);
+  const len = new Uint32Array([info.length]);
+  check(where, libbpf().bpf_obj_get_info_by_fd(fd, info, len));
+  const v = new DataView(info.buffer);
+  const u = (i: number) => v.getUint32(i * 4, true);
+  return { type: u(0), id: u(1), keySize: u(2), valueSize: u(3), maxEntries: u(4), flags: u(5) };
+}
+
+/**
+ * Switch a BPF link to another program (BPF_LINK_UPDATE). For a netns link
+ * (sk_lookup) the kernel swaps the program in the namespace's run array under
+ * its mutex (kernel/bpf/net_namespace.c, bpf_netns_link_update_prog), so each
+ * lookup runs either the old program or the new one; the new one must be of
+ * the link's program and attach type.
+ */
+export function linkUpdate(linkFd: number, progFd: number, where = "update link"): void {
+  check(where, libbpf().bpf_link_update(linkFd, progFd, null));
 }
 
 /** A program's kernel id and tag (struct bpf_prog_info: type u32, id u32, tag[8]). */
@@ -274,6 +332,18 @@ export class BpfObject {
     const h = libbpf().bpf_object__find_map_by_name(this.handle, cstr(name));
     if (!h) throw new EdgeError(`map ${name}`, "not in the BPF object", "internal");
     return new BpfMap(name, { owner: this, handle: h as Pointer });
+  }
+
+  /** The maps declared in .maps, in the object's order (libbpf's internal .data/.rodata/.bss maps left out). */
+  maps(): BpfMap[] {
+    this.assertOpen("list maps");
+    const lib = libbpf();
+    const out: BpfMap[] = [];
+    for (let h = lib.bpf_object__next_map(this.handle, null); h; h = lib.bpf_object__next_map(this.handle, h)) {
+      if (lib.bpf_map__is_internal(h)) continue;
+      out.push(new BpfMap(String(lib.bpf_map__name(h)), { owner: this, handle: h as Pointer }));
+    }
+    return out;
   }
 
   /** Create the maps and load every program; a failure carries the verifier log. */
