@@ -5,26 +5,17 @@ import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { mkdtempSync, readdirSync, readlinkSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { EdgeproxyProcess, ROOT, runEdgeproxy } from "./helpers/edgeproxy";
+import { EdgeproxyProcess, runEdgeproxy } from "./helpers/edgeproxy";
 import { proxyFixture } from "./helpers/fixture";
 import { echoOrigin, exchange, text } from "./helpers/net";
+import { compileDispatcherVariant } from "./helpers/bpf";
 
 const f = proxyFixture();
 let dir: string;
 let variant: string;
 let incompatible: string;
 
-/** bpf/dispatcher.bpf.c built as build/build.ts builds it, plus `define`. */
-function compileVariant(define: string): string {
-  const arch = process.arch === "arm64" ? "aarch64" : "x86_64";
-  const out = join(dir, `${define}.o`);
-  const cc = Bun.spawnSync(
-    ["clang", "-target", "bpf", "-O2", "-g", "-Wall", "-Werror", `-I/usr/include/${arch}-linux-gnu`, `-D${define}`, "-c", join(ROOT, "bpf/dispatcher.bpf.c"), "-o", out],
-    { stderr: "pipe" },
-  );
-  if (cc.exitCode !== 0) throw new Error(`clang -D${define}: ${cc.stderr}`);
-  return out;
-}
+const compileVariant = (define: string) => compileDispatcherVariant(dir, define);
 
 beforeAll(() => {
   dir = mkdtempSync(join(tmpdir(), "ep-upgrade-"));
