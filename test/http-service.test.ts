@@ -179,3 +179,29 @@ describe("http service", () => {
     }
   }, 20_000);
 });
+
+describe("http drain", () => {
+  test("a drain closes idle keep-alive connections and tells busy ones Connection: close after their response", async () => {
+    const o = httpOrigin("127.0.0.1", "o");
+    f.servers.push(o.listener);
+    svc = inProcessService({ pool: poolOf("127.0.0.1", o.port) });
+    const idle = await rawClient(svc.host, svc.port);
+    const busy = await rawClient(svc.host, svc.port);
+    const req = "GET /x HTTP/1.1\r\nHost: a.example\r\n\r\n";
+    idle.send(req);
+    expect(parseReply(await idle.until((t) => t.includes("\r\n\r\n"))).headers.get("connection")).toBeUndefined();
+    // Half a request: busy when the drain starts.
+    busy.send("GET /y HTTP/1.1\r\n");
+    await Bun.sleep(50);
+    svc.svc.close(false);
+    await idle.until(() => false, 2000);
+    expect(idle.closed).toBe(true);
+    busy.send("Host: a.example\r\n\r\n");
+    const reply = parseReply(await busy.until((t) => t.includes("\r\n\r\n")));
+    expect(reply.status).toBe(200);
+    expect(reply.headers.get("connection")).toBe("close");
+    await busy.until(() => false, 2000);
+    expect(busy.closed).toBe(true);
+    expect(svc.svc.openCount()).toBe(0);
+  });
+});

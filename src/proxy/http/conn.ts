@@ -191,6 +191,13 @@ export class HttpConnection extends Exchange {
     this.exchangeDone();
   }
 
+  /** The service is draining: a connection waiting for its next request closes now; a busy one after its response. */
+  drain(): void {
+    if (this.closed || this.phase !== Phase.Head || this.inbuf.length > 0) return;
+    this.keepAlive = false;
+    this.endClient();
+  }
+
   /** Response complete (and, once the request is too) the exchange is over. */
   protected exchangeDone(): void {
     if (!this.requestDone && !this.local) {

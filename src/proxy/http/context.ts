@@ -19,8 +19,10 @@ export interface HttpContext {
   readonly httpStats: HttpStats;
   readonly admission: Admission;
   readonly proto: "http" | "https";
-  /** Open client connections, for the timeout sweep and abort. */
-  readonly active: Set<{ sweep(now: number): void; abort(): void }>;
+  /** Open client connections, for the timeout sweep, abort and drain. */
+  readonly active: Set<{ sweep(now: number): void; abort(): void; drain(): void }>;
+  /** Stopping (an upgrade or SIGQUIT): every response says `Connection: close` and ends its connection. */
+  draining: boolean;
 }
 
 /** Queued bytes above which the sending side is paused (as in relay.ts). */

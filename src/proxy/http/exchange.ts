@@ -262,7 +262,7 @@ export abstract class Exchange implements OriginUser {
     // An HTTP/1.0 client cannot take chunked: decode, and frame by close.
     this.decodeForClient = this.originFraming === "chunked" && req.minor === 0;
     const framing = this.decodeForClient ? "close" : this.originFraming;
-    if (framing === "close" || !this.requestDone) this.keepAlive = false;
+    if (framing === "close" || !this.requestDone || this.ctx.draining) this.keepAlive = false;
     this.resLeft = parsed.contentLength;
     this.resChunks = this.originFraming === "chunked" ? new ChunkedDecoder() : undefined;
     if (this.keepAlive && req.minor === 1 && framing === this.originFraming && verbatimResponse(parsed)) {
@@ -374,5 +374,6 @@ export abstract class Exchange implements OriginUser {
   protected abstract fail(status: number, message: string): void;
   protected abstract endClient(): void;
   abstract abort(): void;
+  abstract drain(): void;
   abstract sweep(now: number): void;
 }

@@ -56,8 +56,8 @@ export class HttpService implements DataPlaneService {
       throw new EdgeError(`service ${config.name}`, `bad route: ${(cause as Error).message}`, "config", { cause });
     }
     const origins = new OriginConnections();
-    const active = new Set<{ sweep(now: number): void; abort(): void }>();
-    this.ctx = { config, http, router, origins, clock, stats: this.stats, httpStats: this.httpStats, admission, proto: config.tls ? "https" : "http", active };
+    const active = new Set<{ sweep(now: number): void; abort(): void; drain(): void }>();
+    this.ctx = { config, http, router, origins, clock, stats: this.stats, httpStats: this.httpStats, admission, proto: config.tls ? "https" : "http", active, draining: false };
     this.stopSweep = clock.onTick((now) => {
       for (const c of active) c.sweep(now);
       for (const p of this.pending) p.sweep(now);
@@ -164,6 +164,12 @@ export class HttpService implements DataPlaneService {
     this.closing = true;
     for (const { listener } of this.listeners.splice(0)) listener.stop(false);
     if (abort) for (const c of [...this.ctx.active, ...this.pending]) c.abort();
+    else {
+      // Draining: connections between requests close now (RFC 9112 §9.6: a client retries a
+      // request it had not sent yet), the others after their response, which says so.
+      this.ctx.draining = true;
+      for (const c of [...this.ctx.active]) c.drain();
+    }
     for (const p of this.pools.values()) p.close();
     if (this.ctx.active.size === 0 && this.pending.size === 0) {
       this.ctx.origins.close();
