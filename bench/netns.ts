@@ -16,7 +16,30 @@ const IN_NETNS = "EDGEPROXY_BENCH_NETNS";
 export const cores = cpus().length;
 
 /** True in the re-executed copy, inside the private namespaces. */
-export const inPrivateNetns = (): boolean => Boolean(process.env[IN_NETNS]);
+const inPrivateNetns = (): boolean => Boolean(process.env[IN_NETNS]);
+
+/**
+ * A benchmark script's entry: parse the flags (a bad one: the message and
+ * `usage`, exit 2), then outside the private namespace check for root and
+ * run `outer` (which re-executes the script), inside it run `inner`. Exits
+ * with their code.
+ */
+export async function benchMain<O>(name: string, usage: string, parse: (argv: string[]) => O, outer: (o: O, argv: string[]) => Promise<number>, inner: (o: O) => Promise<number>): Promise<never> {
+  const argv = process.argv.slice(2);
+  let o: O;
+  try {
+    o = parse(argv);
+  } catch (e) {
+    console.error(`${name}: ${(e as Error).message}\n${usage}`);
+    process.exit(2);
+  }
+  if (inPrivateNetns()) process.exit(await inner(o));
+  if (process.getuid?.() !== 0) {
+    console.error(`${name}: run as root (it creates a network namespace and attaches BPF inside it)`);
+    process.exit(2);
+  }
+  process.exit(await outer(o, argv));
+}
 
 /** Install what is missing: [command, Debian package] pairs. */
 export function ensureTools(want: [string, string][], log: (s: string) => void): void {

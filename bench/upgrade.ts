@@ -17,7 +17,7 @@ import { join, resolve } from "node:path";
 import { table } from "../src/cli/table";
 import { now, REASONS, type LoadResult } from "../test/helpers/load";
 import { describeLoad, spawnLoad, spawnOrigin, type LoadProcess } from "../test/helpers/load-main";
-import { becomeSubreaper, cores, ensureTools, features, inPrivateNetns, multiarch, ppid, processesOf, reexec, ROOT, setupNetns, stopPids, type Features } from "./netns";
+import { becomeSubreaper, benchMain, cores, ensureTools, features, multiarch, ppid, processesOf, reexec, ROOT, setupNetns, stopPids, type Features } from "./netns";
 import { Child, must, run } from "./sys";
 
 const log = (s: string) => process.stderr.write(`upgrade: ${s}\n`);
@@ -241,10 +241,6 @@ function report(o: Options, f: Features, results: LoadResult[], events: Event[],
 }
 
 async function outer(o: Options, argv: string[]): Promise<number> {
-  if (process.getuid?.() !== 0) {
-    log("run as root (it creates a network namespace and attaches BPF inside it)");
-    return 2;
-  }
   ensureTools([["clang", "clang"], ["ip", "iproute2"], ["unshare", "util-linux"], ["taskset", "util-linux"]], log);
   if (!existsSync(o.binary)) {
     if (o.binary !== join(ROOT, "edgeproxy")) return log(`${o.binary} does not exist`), 2;
@@ -254,14 +250,4 @@ async function outer(o: Options, argv: string[]): Promise<number> {
   return reexec(import.meta.path, argv, LOAD_CORE, (o.seconds + 120) * 1000, log);
 }
 
-if (import.meta.main) {
-  const argv = process.argv.slice(2);
-  let o: Options;
-  try {
-    o = parse(argv);
-  } catch (e) {
-    console.error(`upgrade: ${(e as Error).message}\n${USAGE}`);
-    process.exit(2);
-  }
-  process.exit(inPrivateNetns() ? await inner(o) : await outer(o, argv));
-}
+if (import.meta.main) await benchMain("upgrade", USAGE, parse, outer, inner);

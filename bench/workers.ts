@@ -15,7 +15,7 @@ import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { table } from "../src/cli/table";
 import { parseWrk, wrkCommand, type WrkResult } from "./load";
-import { becomeSubreaper, cores, ensureTools, features, inPrivateNetns, processesOf, reexec, ROOT, setupNetns, stopPids } from "./netns";
+import { becomeSubreaper, benchMain, cores, ensureTools, features, processesOf, reexec, ROOT, setupNetns, stopPids } from "./netns";
 import { nginxCommand, ORIGIN, originConfig, type Endpoint } from "./peers";
 import { Child, cpuMicros, httpStatus, median, must, processTree, run, sleep, waitConnectable } from "./sys";
 
@@ -147,10 +147,6 @@ async function inner(o: Options): Promise<number> {
 }
 
 async function outer(o: Options, argv: string[]): Promise<number> {
-  if (process.getuid?.() !== 0) {
-    log("run as root (it creates a network namespace and attaches BPF inside it)");
-    return 2;
-  }
   if (!(await Bun.file(o.binary).exists())) {
     log(`${o.binary} does not exist: build it first (bun run build)`);
     return 2;
@@ -164,14 +160,4 @@ async function outer(o: Options, argv: string[]): Promise<number> {
   return reexec(import.meta.path, argv, o.loadCore, (o.runs * 2 * (o.seconds + 20) + 120) * 1000, log);
 }
 
-if (import.meta.main) {
-  const argv = process.argv.slice(2);
-  let o: Options;
-  try {
-    o = parse(argv);
-  } catch (e) {
-    console.error(`workers: ${(e as Error).message}\n${USAGE}`);
-    process.exit(2);
-  }
-  process.exit(inPrivateNetns() ? await inner(o) : await outer(o, argv));
-}
+if (import.meta.main) await benchMain("workers", USAGE, parse, outer, inner);

@@ -7,10 +7,9 @@
 // (asserted spawn -> first success for the compiled binary, ready -> first
 // success for both it and `bun src/main.ts`).
 import { afterAll, beforeAll, expect, test } from "bun:test";
-import { copyFileSync, mkdtempSync, rmSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { rmSync } from "node:fs";
 import { join } from "node:path";
-import { EdgeproxyProcess, MAIN, ROOT, runEdgeproxy } from "./helpers/edgeproxy";
+import { builtBinary, EdgeproxyProcess, MAIN, runEdgeproxy } from "./helpers/edgeproxy";
 import { now, oneRequest, startOrigin } from "./helpers/load";
 import { describeLoad, spawnLoad } from "./helpers/load-main";
 import { exchange, greeter, text } from "./helpers/net";
@@ -24,12 +23,7 @@ beforeAll(() => {
   // The compiled binary, as deployed: `bun src/main.ts` also transpiles
   // before it can act, which is not what a restart costs in production.
   // Building takes about a second.
-  const build = Bun.spawnSync([process.execPath, "build/build.ts"], { cwd: ROOT, stderr: "pipe", stdout: "pipe" });
-  if (build.exitCode !== 0) throw new Error(`build failed:\n${build.stderr}`);
-  dir = mkdtempSync(join(tmpdir(), "ep-crash-"));
-  binary = join(dir, "edgeproxy");
-  copyFileSync(join(ROOT, "edgeproxy"), binary);
-  Bun.spawnSync(["chmod", "+x", binary]);
+  ({ dir, binary } = builtBinary());
   ns = TestNetns.enter();
 }, 120_000);
 
