@@ -88,7 +88,7 @@ export function setupNetns(): string[] {
   return setup;
 }
 
-/** The flags and commands this edgeproxy binary knows, from its --help (which lists every command). */
+/** The flags and commands this edgeproxy binary knows. */
 export interface Features {
   workers: boolean;
   drainTimeout: boolean;
@@ -96,14 +96,21 @@ export interface Features {
   upgradeProgram: boolean;
 }
 
-export function features(binary: string): Features {
+/**
+ * Flags from --help; commands by asking the binary, which names an unknown
+ * one ("edgeproxy: upgrade: unexpected argument"). The probes point at
+ * nothing (no admin socket, no object file), so a binary that has the
+ * command fails harmlessly; run them only inside the private namespace.
+ */
+export function features(binary: string, probe: boolean): Features {
   const help = run([binary, "--help"]).out;
+  const has = (cmd: string, args: string[]) =>
+    probe ? !new RegExp(`^edgeproxy: ${cmd}: (unexpected argument|unknown command)`, "m").test(run([binary, cmd, ...args]).out) : new RegExp(`edgeproxy ${cmd}(?![-\\w])`).test(help);
   return {
     workers: /--workers\b/.test(help),
     drainTimeout: /--drain-timeout\b/.test(help),
-    // "upgrade" as a command of its own, not only inside "upgrade-program".
-    upgrade: /edgeproxy upgrade(?!-)\b/.test(help),
-    upgradeProgram: /\bupgrade-program\b/.test(help),
+    upgrade: has("upgrade", ["--admin", "/nonexistent/edgeproxy-probe.sock"]),
+    upgradeProgram: has("upgrade-program", ["--object", "/nonexistent/edgeproxy-probe.o"]),
   };
 }
 

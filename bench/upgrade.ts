@@ -107,7 +107,7 @@ export function schedule(o: Pick<Options, "seconds" | "upgrades" | "programUpgra
 async function inner(o: Options): Promise<number> {
   const netnsSetup = setupNetns();
   becomeSubreaper();
-  const f: Features = features(o.binary);
+  const f: Features = features(o.binary, true);
   const exes = [o.binary, ...(o.upgradeTo ? [o.upgradeTo] : [])];
   if (o.workers !== undefined && !f.workers) log(`this edgeproxy has no --workers (issue 6 not landed): running it as one process`);
   if (o.upgrades && !f.upgrade) log(`this edgeproxy has no 'upgrade' command (issue 6 not landed): the ${o.upgrades} process upgrade(s) are skipped`);

@@ -152,7 +152,7 @@ async function outer(o: Options, argv: string[]): Promise<number> {
     return 2;
   }
   // Before installing anything: without --workers there is nothing to compare.
-  if (!features(o.binary).workers) {
+  if (!features(o.binary, false).workers) {
     log(`${o.binary} has no --workers option yet (issue 6: a supervisor running N worker processes); nothing to compare. Build a binary that has it and run this again.`);
     return 2;
   }
