@@ -67,7 +67,13 @@ async function main(argv: string[]): Promise<number> {
   return 2;
 }
 
-if (import.meta.main) process.exit(await main(process.argv.slice(2)));
+if (import.meta.main) {
+  // Never outlive whoever started us (a test or benchmark that died): a
+  // leftover origin or generator would hold its port or keep sending.
+  const parent = process.ppid;
+  setInterval(() => process.ppid !== parent && process.exit(3), 500).unref();
+  process.exit(await main(process.argv.slice(2)));
+}
 
 /** Read a child's stdout as lines, in order. */
 async function* lines(stream: ReadableStream<Uint8Array>): AsyncGenerator<string> {
