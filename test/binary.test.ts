@@ -1,10 +1,9 @@
 // The single binary: built by the one build command, the BPF object embedded,
 // serving the built-in default with nothing but libbpf.so.1 from the host.
 import { afterAll, beforeAll, expect, test } from "bun:test";
-import { existsSync, mkdtempSync, rmSync, copyFileSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { existsSync, rmSync } from "node:fs";
 import { join } from "node:path";
-import { EdgeproxyProcess, ROOT } from "./helpers/edgeproxy";
+import { builtBinary, EdgeproxyProcess } from "./helpers/edgeproxy";
 import { exchange, text } from "./helpers/net";
 import { TestNetns } from "./helpers/netns";
 import { udpExchange, udpText } from "./helpers/udp";
@@ -13,12 +12,8 @@ let ns: TestNetns;
 let dir: string;
 
 beforeAll(() => {
-  const build = Bun.spawnSync([process.execPath, "build/build.ts"], { cwd: ROOT, stderr: "pipe", stdout: "pipe" });
-  if (build.exitCode !== 0) throw new Error(`build failed:\n${build.stderr}`);
   // Run a copy from an empty directory: nothing from the source tree may be needed.
-  dir = mkdtempSync(join(tmpdir(), "ep-bin-"));
-  copyFileSync(join(ROOT, "edgeproxy"), join(dir, "edgeproxy"));
-  Bun.spawnSync(["chmod", "+x", join(dir, "edgeproxy")]);
+  dir = builtBinary().dir;
   ns = TestNetns.enter();
 }, 120_000);
 

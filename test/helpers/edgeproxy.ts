@@ -1,5 +1,6 @@
 import type { Subprocess } from "bun";
-import { readFileSync } from "node:fs";
+import { copyFileSync, chmodSync, mkdtempSync, readFileSync } from "node:fs";
+import { tmpdir } from "node:os";
 import { join } from "node:path";
 
 export const ROOT = join(import.meta.dir, "../..");
@@ -63,4 +64,18 @@ export async function runEdgeproxy(args: string[], env: Record<string, string> =
   const [stdout, stderr, code] = await Promise.all([new Response(proc.stdout).text(), new Response(proc.stderr).text(), proc.exited]);
   clearTimeout(timer);
   return { code, stdout, stderr };
+}
+
+/**
+ * Build ./edgeproxy as `bun run build` does (about a second) and copy it into
+ * a new empty directory, so nothing from the source tree can be used by it.
+ */
+export function builtBinary(): { dir: string; binary: string } {
+  const build = Bun.spawnSync([process.execPath, "build/build.ts"], { cwd: ROOT, stderr: "pipe", stdout: "pipe" });
+  if (build.exitCode !== 0) throw new Error(`build failed:\n${build.stderr}`);
+  const dir = mkdtempSync(join(tmpdir(), "ep-bin-"));
+  const binary = join(dir, "edgeproxy");
+  copyFileSync(join(ROOT, "edgeproxy"), binary);
+  chmodSync(binary, 0o755);
+  return { dir, binary };
 }
