@@ -1,6 +1,5 @@
 import type { ServeConfig } from "../config/service";
 import { startAdminServer, type AdminServer } from "../admin/server";
-import { takeProgramUpgrade } from "../dispatcher/pins";
 import { describeBindings } from "../server/bindings";
 import { serverBackend } from "../server/admin";
 import { describeReload, reload } from "../server/reload";
@@ -82,7 +81,7 @@ export async function serveInProcess(config: ServeConfig, image: Uint8Array, rol
   for (const line of describeBindings(server.config.services)) say(line);
   for (const [name, r] of server.running) for (const s of r.sockets) say(`service ${name}: ipv${s.family} socket ${s.address} (fd ${s.fd})`);
   say(`dispatcher ${server.report.createdPins ? "created and pinned at" : "joined at"} ${server.report.pinDir}`);
-  const upgraded = takeProgramUpgrade();
+  const upgraded = server.report.programUpgrade;
   if (upgraded) say(`dispatcher program upgraded from tag ${upgraded.from} to ${upgraded.to} (maps kept${upgraded.created.length ? `; created ${upgraded.created.join(", ")}` : ""})`);
   say(`at most ${server.report.maxConnections} open connections${server.report.maxFlows ? ` and ${server.report.maxFlows} UDP flows` : ""}`);
   if (admin.address !== "off" && leader) say(`admin API on ${admin.address}`);

@@ -106,8 +106,8 @@ export interface Pinned {
   /** This edgeproxy's program's tag: differs from `tag` when a control command opened another version's dispatcher. */
   readonly binaryTag: string;
   readonly created: boolean;
-  /** Set when opening upgraded the pinned program in place: the tag it had. */
-  readonly upgradedFrom?: string;
+  /** Set when opening upgraded the pinned program in place. */
+  readonly upgraded?: ProgramUpgrade;
 }
 
 /** What upgradeProgram() did. */
@@ -118,18 +118,6 @@ export interface ProgramUpgrade {
   readonly created: string[];
   /** The pinned program was this one already: nothing changed. */
   readonly unchanged: boolean;
-}
-
-let lastUpgrade: ProgramUpgrade | undefined;
-
-/**
- * The upgrade the last openPinned() of this process made, once; for callers
- * that do not see its Pinned (serve's log line: Server keeps it to itself).
- */
-export function takeProgramUpgrade(): ProgramUpgrade | undefined {
-  const u = lastUpgrade;
-  lastUpgrade = undefined;
-  return u;
 }
 
 function openMaps(dir: string): Record<MapName, BpfMap> {
@@ -184,16 +172,14 @@ export function openPinned(bpffs: string, image: Uint8Array, create: boolean, up
   if (existsSync(dir)) {
     const binaryTag = tagOf(image);
     let tag = pinnedTag(join(dir, "prog"), "ep_dispatch");
-    let upgradedFrom: string | undefined;
+    let upgraded: ProgramUpgrade | undefined;
     if (tag !== binaryTag) {
       if (upgrade) {
-        const u = upgradeProgram(bpffs, image);
-        lastUpgrade = u;
-        upgradedFrom = u.from;
-        tag = u.to;
+        upgraded = upgradeProgram(bpffs, image);
+        tag = upgraded.to;
       } else checkPinnedMaps(dir, image);
     }
-    return { dispatcher: Dispatcher.fromMaps(openMaps(dir), openMigrate(dir)), dir, tag, binaryTag, created: false, upgradedFrom };
+    return { dispatcher: Dispatcher.fromMaps(openMaps(dir), openMigrate(dir)), dir, tag, binaryTag, created: false, ...(upgraded ? { upgraded } : {}) };
   }
   if (!create) return undefined;
 

@@ -2,7 +2,7 @@ import type { ServeConfig, ServiceConfig } from "../config/service";
 import { ConfigError } from "../errors";
 import type { StoredBinding, StoredRule } from "../dispatcher/abi";
 import type { Dispatcher } from "../dispatcher/dispatcher";
-import { bpffsPath, openPinned, removePinned, withPinLock } from "../dispatcher/pins";
+import { bpffsPath, openPinned, removePinned, withPinLock, type ProgramUpgrade } from "../dispatcher/pins";
 import { Registry } from "../dispatcher/registry";
 import { Admission, connectionCapacity, FD_RESERVE, openFileLimit } from "../proxy/admission";
 import { CoarseClock } from "../proxy/clock";
@@ -30,6 +30,8 @@ export interface StartReport {
   /** Where the dispatcher is pinned, and whether this start created it. */
   readonly pinDir: string;
   readonly createdPins: boolean;
+  /** Joining upgraded the pinned program in place (serve does when its program differs). */
+  readonly programUpgrade?: ProgramUpgrade;
 }
 
 /** A service's configured bindings and rules as the registry stores them. */
@@ -122,6 +124,7 @@ export class Server {
           maxFlows,
           pinDir: pinned.dir,
           createdPins: pinned.created,
+          ...(pinned.upgraded ? { programUpgrade: pinned.upgraded } : {}),
         });
       } catch (e) {
         for (const { svc } of running.values()) svc.close(true);
