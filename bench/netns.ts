@@ -16,7 +16,7 @@ const IN_NETNS = "EDGEPROXY_BENCH_NETNS";
 export const cores = cpus().length;
 
 /** True in the re-executed copy, inside the private namespaces. */
-const inPrivateNetns = (): boolean => Boolean(process.env[IN_NETNS]);
+export const inPrivateNetns = (): boolean => Boolean(process.env[IN_NETNS]);
 
 /**
  * A benchmark script's entry: parse the flags (a bad one: the message and
@@ -41,16 +41,16 @@ export async function benchMain<O>(name: string, usage: string, parse: (argv: st
   process.exit(await outer(o, argv));
 }
 
-/** Install what is missing: [command, Debian package] pairs. */
-export function ensureTools(want: [string, string][], log: (s: string) => void): void {
-  const pkgs = new Set(want.filter(([cmd]) => !which(cmd)).map(([, pkg]) => pkg));
+/** Install what is missing: [command, Debian package] pairs, and `also` packages. */
+export function ensureTools(want: [string, string][], log: (s: string) => void, also: string[] = []): void {
+  const pkgs = new Set([...want.filter(([cmd]) => !which(cmd)).map(([, pkg]) => pkg), ...also]);
   if (run(["sh", "-c", "ldconfig -p | grep -q 'libbpf.so.1 '"]).code !== 0) pkgs.add("libbpf1");
   if (!pkgs.size) return;
   log(`installing ${[...pkgs].join(" ")}`);
   must(["apt-get", "update"], 300_000);
   must(["env", "DEBIAN_FRONTEND=noninteractive", "apt-get", "install", "-y", "--no-install-recommends", ...pkgs], 600_000);
   // Debian starts packaged services; the benchmarks run their own instances.
-  if (pkgs.has("nginx")) run(["systemctl", "disable", "--now", "nginx"]);
+  for (const svc of ["nginx", "haproxy"]) if (pkgs.has(svc)) run(["systemctl", "disable", "--now", svc]);
 }
 
 /**

@@ -7,7 +7,7 @@
 // Run as root from the repo root. Installs missing tools with apt-get, then
 // re-executes itself inside a private network+mount namespace: nothing here
 // attaches BPF or listens in the host's own namespace.
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, readlinkSync, rmSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { cpus, hostname, tmpdir, totalmem } from "node:os";
 import { join } from "node:path";
 import { coverageScenario, type CoverageReport } from "./coverage";
@@ -15,11 +15,11 @@ import { httpPeers } from "./http";
 import { loadScenario, type LoadOptions, type LoadReport } from "./load";
 import { udpScenario, type UdpOptions } from "./udp";
 import { renderReport, type Machine } from "./report";
+import { ensureTools, inPrivateNetns, reexec, setupNetns } from "./netns";
 import { killAll, must, run, which } from "./sys";
 
 const ROOT = join(import.meta.dir, "..");
 const EDGEPROXY = join(ROOT, "edgeproxy");
-const IN_NETNS = "EDGEPROXY_BENCH_NETNS";
 const args = process.argv.slice(2);
 const quick = args.includes("--quick");
 const udpOnly = args.includes("--udp");
@@ -39,19 +39,11 @@ const PROXY_CORE = 0;
 const LOAD_CORE = cores > 1 ? 1 : 0;
 
 /** Install what is missing, Debian package names. */
-function ensureTools(): void {
+function ensurePeers(): void {
   const want: [string, string][] = [["nginx", "nginx"], ["haproxy", "haproxy"], ["wrk", "wrk"], ["ip", "iproute2"], ["unshare", "util-linux"], ["taskset", "util-linux"], ["getconf", "libc-bin"]];
   if (!existsSync(EDGEPROXY) || args.includes("--build")) want.push(["clang", "clang"]);
-  const pkgs = new Set(want.filter(([cmd]) => !which(cmd)).map(([, pkg]) => pkg));
-  if (run(["sh", "-c", "ldconfig -p | grep -q 'libbpf.so.1 '"]).code !== 0) pkgs.add("libbpf1");
   const streamMissing = () => which("nginx") && /--with-stream=dynamic/.test(run(["nginx", "-V"]).out) && !existsSync("/usr/lib/nginx/modules/ngx_stream_module.so");
-  if (!which("nginx") || streamMissing()) pkgs.add("libnginx-mod-stream");
-  if (!pkgs.size) return;
-  log(`installing ${[...pkgs].join(" ")}`);
-  must(["apt-get", "update"], 300_000);
-  must(["env", "DEBIAN_FRONTEND=noninteractive", "apt-get", "install", "-y", "--no-install-recommends", ...pkgs], 600_000);
-  // Debian starts the packaged services; the benchmark runs its own instances.
-  for (const svc of ["nginx", "haproxy"]) if (pkgs.has(svc)) run(["systemctl", "disable", "--now", svc]);
+  ensureTools(want, log, !which("nginx") || streamMissing() ? ["libnginx-mod-stream"] : []);
 }
 
 async function outer(): Promise<number> {
@@ -59,26 +51,12 @@ async function outer(): Promise<number> {
     log("run as root (it creates a network namespace and attaches BPF inside it)");
     return 2;
   }
-  ensureTools();
+  ensurePeers();
   if (!existsSync(EDGEPROXY) || args.includes("--build")) {
     log("building ./edgeproxy");
     must(["bun", "run", "build"], 300_000);
   }
-  // unshare and taskset exec in place, so the child pid is the inner bench.
-  const limitMs = (quick ? 10 : 30) * 60_000;
-  const child = Bun.spawn(["unshare", "--net", "--mount", "--", "taskset", "-c", String(LOAD_CORE), process.execPath, import.meta.path, ...args], {
-    cwd: ROOT,
-    // The value is the host's netns, so the inner run can check it left it.
-    env: { ...process.env, [IN_NETNS]: readlinkSync("/proc/self/ns/net") },
-    stdio: ["inherit", "inherit", "inherit"],
-  });
-  const timer = setTimeout(() => {
-    log(`no result after ${limitMs / 60_000} min: stopping`);
-    child.kill("SIGTERM");
-  }, limitMs);
-  const code = await child.exited;
-  clearTimeout(timer);
-  return code;
+  return reexec(import.meta.path, args, LOAD_CORE, (quick ? 10 : 30) * 60_000, log);
 }
 
 function machine(): Machine {
@@ -103,23 +81,13 @@ function machine(): Machine {
 }
 
 async function inner(): Promise<number> {
-  // Refuse to run unless this really is a fresh namespace.
-  if (readlinkSync("/proc/self/ns/net") === process.env[IN_NETNS]) {
-    log("not in a private network namespace; refusing to run");
+  let netnsSetup: string[];
+  try {
+    netnsSetup = setupNetns();
+  } catch (e) {
+    log((e as Error).message);
     return 2;
   }
-  // The port range: twice the default ephemeral ports, so a 5 s
-  // one-connection-per-request run does not wrap onto its own TIME_WAIT
-  // sockets; starting above 9000 so a client never picks the port it dials
-  // (edgeproxy steers every port, and would be handed a self-connect).
-  const netnsSetup = [
-    "ip link set lo up",
-    "ip route add local 192.0.2.0/24 dev lo",
-    "echo 10000 65535 > /proc/sys/net/ipv4/ip_local_port_range",
-    "mount -t bpf bpf /sys/fs/bpf",
-  ];
-  if (existsSync("/proc/sys/net/ipv6")) netnsSetup.splice(2, 0, "ip -6 route add local 2001:db8::/64 dev lo");
-  for (const c of netnsSetup) must(["sh", "-c", c]);
 
   const dir = mkdtempSync(join(tmpdir(), "edgeproxy-bench-"));
   const cleanup = () => {
@@ -174,4 +142,4 @@ async function inner(): Promise<number> {
   }
 }
 
-process.exit(process.env[IN_NETNS] ? await inner() : await outer());
+process.exit(inPrivateNetns() ? await inner() : await outer());
