@@ -64,7 +64,8 @@ export async function reload(server: Server): Promise<ReloadReport> {
         const svc = server.planes.create(cfg, origins);
         // A restarted UDP service starts a new group (see the retirement below); other
         // workers reloading after this one join it through the recorded port.
-        const plan = svc.protocol === "udp" && restarted.includes(cfg) && !replacedBySibling(reg, entry.id, server) ? NEW_GROUPS : groupPlan(reg, entry.id, svc.protocol, server.dispatcher.migrateFd);
+        const old = restarted.includes(cfg) ? server.running.get(cfg.name) : undefined;
+        const plan = svc.protocol === "udp" && old && !groupMovedOn(reg, old) ? NEW_GROUPS : groupPlan(reg, entry.id, svc.protocol, server.dispatcher.migrateFd);
         fresh.set(cfg.name, { id: entry.id, svc, sockets: svc.listen(plan) });
       }
       for (const cfg of next.services) {
@@ -135,12 +136,11 @@ export async function reload(server: Server): Promise<ReloadReport> {
 
 /**
  * Has another worker already reloaded this UDP service into a new group? Then
- * the recorded port is that new group (it differs from our own socket's).
+ * the recorded port is that group's, not the one our old socket is in.
  */
-function replacedBySibling(reg: Registry, id: number, server: Server): boolean {
-  const mine = server.running.get([...server.running.keys()].find((n) => server.running.get(n)!.id === id) ?? "");
-  return !!mine?.sockets.some((s) => {
-    const port = reg.groupPort(id, "udp", s.family);
+function groupMovedOn(reg: Registry, old: RunningService): boolean {
+  return old.sockets.some((s) => {
+    const port = reg.groupPort(old.id, "udp", s.family);
     return port !== undefined && port !== s.port;
   });
 }

@@ -196,18 +196,14 @@ export class Server {
    * wait until nothing is open or `timeoutMs` passes, and end the rest.
    * Resolves to the number of connections and flows that had to be cut.
    */
-  async drain(timeoutMs: number, progress?: (open: number) => void): Promise<number> {
+  async drain(timeoutMs: number): Promise<number> {
     if (this.closed) return 0;
     for (const { svc } of this.running.values()) svc.close(false);
     this.withdraw();
     this.closed = true;
     const open = () => [...this.running.values()].reduce((n, { svc }) => n + svc.openCount(), 0);
     const deadline = Date.now() + timeoutMs;
-    let last = -1;
-    while (open() > 0 && Date.now() < deadline) {
-      if (open() !== last) progress?.((last = open()));
-      await Bun.sleep(Math.min(100, Math.max(1, deadline - Date.now())));
-    }
+    while (open() > 0 && Date.now() < deadline) await Bun.sleep(Math.min(100, Math.max(1, deadline - Date.now())));
     const cut = open();
     this.dispatcher.close();
     for (const { svc } of this.running.values()) svc.close(true);
