@@ -4,7 +4,7 @@ import { describeBindings } from "../server/bindings";
 import { serverBackend } from "../server/admin";
 import { describeReload, reload } from "../server/reload";
 import { Server } from "../server/server";
-import { announceReady, startSuccessor, UPGRADE_ENV } from "./upgrade";
+import { announceReady, startSuccessor, untilReady, UPGRADE_ENV } from "./upgrade";
 
 /** Default --drain-timeout. */
 export const DRAIN_TIMEOUT_MS = 30_000;
@@ -46,6 +46,7 @@ export async function serveInProcess(config: ServeConfig, image: Uint8Array, rol
   process.on("SIGQUIT", () => onSignal("SIGQUIT", "drain"));
   // A worker whose supervisor is gone drains and leaves: nothing would restart or stop it.
   if (!leader) process.on("disconnect", () => onSignal("supervisor gone", "drain"));
+  const ready = leader ? untilReady(() => onSignal("the upgrading process went away first", "now")) : () => {};
 
   let server: Server;
   let admin: AdminServer;
@@ -102,6 +103,7 @@ export async function serveInProcess(config: ServeConfig, image: Uint8Array, rol
     });
   }
   say(`ready (setup ${(performance.now() - t0).toFixed(1)} ms)`);
+  ready();
   announceReady();
   // Serving holds the event loop open itself: signal handlers do not count as
   // work for Bun, and with nothing else referenced (a UDP-only server's

@@ -5,7 +5,7 @@ import { join } from "node:path";
 import type { ServeConfig } from "../config/service";
 import { startAdminServer, type AdminServer } from "../admin/server";
 import { supervisorApp } from "./supervisor-admin";
-import { announceReady, childEnv, selfCommand, startSuccessor, UPGRADE_ENV } from "./upgrade";
+import { announceReady, childEnv, selfCommand, startSuccessor, untilReady, UPGRADE_ENV } from "./upgrade";
 import { DRAIN_TIMEOUT_MS } from "./serve";
 
 /** Env var naming a worker's index; its presence makes a process a worker. */
@@ -53,6 +53,7 @@ export class Supervisor {
   private stopping: "now" | "drain" | undefined;
   private readonly runtime: string | undefined;
   private upgrading: Promise<string> | undefined;
+  private starting = true;
   readonly startedAt = Date.now() / 1000;
 
   constructor(
@@ -89,7 +90,8 @@ export class Supervisor {
   private exited(w: WorkerState, proc: Subprocess, code: number | null, signal: number | string | null): void {
     if (w.proc !== proc) return;
     w.ready = false;
-    if (this.stopping) return;
+    // While starting, a worker that exits fails the start (start() reports it) instead of looping.
+    if (this.stopping || this.starting) return;
     const lived = Date.now() - w.startedAt;
     w.backoffMs = lived >= STABLE_MS ? 100 : Math.min(MAX_BACKOFF_MS, w.backoffMs * 2);
     const pause = lived >= STABLE_MS ? 0 : w.backoffMs;
@@ -105,15 +107,17 @@ export class Supervisor {
     for (const w of this.workers) this.spawn(w);
     const deadline = Date.now() + 60_000;
     while (!this.workers.every((w) => w.ready)) {
-      const dead = this.workers.find((w) => w.proc?.exitCode !== null && w.proc?.exitCode !== undefined && !w.ready);
+      const dead = this.workers.find((w) => w.proc && (w.proc.exitCode !== null || w.proc.signalCode !== null));
       if (dead || Date.now() > deadline) {
         this.stopping = "now";
         await this.signalAll("SIGTERM");
         // The worker has said why on stderr (which it shares); its exit code says whose fault.
-        throw new WorkerStartError(dead ? `worker ${dead.index} exited with code ${dead.proc!.exitCode} while starting` : "workers were not ready within 60 s", dead?.proc?.exitCode || 1);
+        const how = dead && (dead.proc!.signalCode ? `was killed by ${dead.proc!.signalCode}` : `exited with code ${dead.proc!.exitCode}`);
+        throw new WorkerStartError(dead ? `worker ${dead.index} ${how} while starting` : "workers were not ready within 60 s", dead?.proc?.exitCode || 1);
       }
       await Bun.sleep(20);
     }
+    this.starting = false;
   }
 
   /** Send a signal to every live worker and wait for them to exit (SIGKILL after a grace period). */
@@ -174,6 +178,7 @@ export class Supervisor {
       say("SIGUSR2: upgrading");
       this.upgrade().then(say, (e) => say(`upgrade failed: ${(e as Error).message}`));
     });
+    const ready = untilReady(() => void this.stop("now"));
     try {
       await this.start();
     } catch (e) {
@@ -185,6 +190,7 @@ export class Supervisor {
     if (admin.address !== "off") say(`admin API on ${admin.address}`);
     say(`${this.workers.length} workers: pids ${this.workers.map((w) => w.proc!.pid).join(", ")}`);
     say(`ready (setup ${(performance.now() - t0).toFixed(1)} ms)`);
+    ready();
     announceReady();
     const hold = setInterval(() => {}, 1 << 30);
     await new Promise<void>((resolve) => {

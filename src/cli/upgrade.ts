@@ -50,7 +50,7 @@ export async function startSuccessor(argv: readonly string[], binary?: string): 
   clearTimeout(timer);
   if (outcome !== "ready") {
     if (child.exitCode === null) child.kill("SIGTERM");
-    throw new EdgeError("upgrade", `the new edgeproxy (${cmd.join(" ")}, pid ${child.pid}) ${outcome}; this one keeps serving`, "config");
+    throw new EdgeError("upgrade", `the new edgeproxy (${cmd.join(" ")}, pid ${child.pid}) ${outcome}; this one keeps serving`, "internal");
   }
   // It outlives us: nothing of ours may keep it, or our exit, waiting.
   child.unref();
@@ -58,7 +58,19 @@ export async function startSuccessor(argv: readonly string[], binary?: string): 
   return child.pid;
 }
 
-/** Tell the process that started us by an upgrade that we serve now. */
+/**
+ * In a process an upgrade started: if the process that started it goes away
+ * (it gave up waiting, or was stopped) before this one is ready, call
+ * `giveUp`: nobody would stop this one otherwise. Returns what to call once
+ * ready, before announceReady(), from when the old process may leave.
+ */
+export function untilReady(giveUp: () => void): () => void {
+  if (!process.env[UPGRADE_ENV]) return () => {};
+  process.on("disconnect", giveUp);
+  return () => process.off("disconnect", giveUp);
+}
+
+/** Tell the process that started us (an upgrade's old process, or our supervisor) that we serve now. */
 export function announceReady(): void {
   if (process.env[UPGRADE_ENV] || process.env.EDGEPROXY_WORKER !== undefined) process.send?.({ op: "ready", pid: process.pid });
 }
