@@ -148,4 +148,28 @@ describe("upgrade", () => {
       }
     }, 60_000);
   }
+  test("an upgrade whose new process fails to start changes nothing: one line, exit 1, the old one serves on", async () => {
+    const dir = mkdtempSync(join(tmpdir(), "ep-upgrade-"));
+    const admin = join(dir, "admin.sock");
+    try {
+      const origin = echoOrigin("127.0.0.1");
+      f.servers.push(origin);
+      f.ep = await EdgeproxyProcess.start(["--admin", admin, "--ports", "7000-7099", "--prefix", "192.0.2.0/24", "--origin", `127.0.0.1:${origin.port}`]);
+      const r = await runEdgeproxy(["upgrade", "--admin", admin, "--binary", "/bin/false"]);
+      expect(r.code).toBe(1);
+      expect(r.stderr.trim().split("\n")).toHaveLength(1);
+      expect(r.stderr).toMatch(/upgrade failed, the running edgeproxy keeps serving: .*exited with code 1 before it was ready/);
+      expect(text(await exchange("192.0.2.9", 7042, "still here"))).toBe("still here");
+      // And a later upgrade still works (the failed one did not stick).
+      const ok = await runEdgeproxy(["upgrade", "--admin", admin]);
+      expect(ok.code).toBe(0);
+      const pid = Number(/new edgeproxy pid (\d+) serves/.exec(ok.stdout)?.[1]);
+      expect(text(await exchange("192.0.2.9", 7043, "new one"))).toBe("new one");
+      process.kill(pid, "SIGTERM");
+      const deadline = Date.now() + 10_000;
+      while (alive(pid) && Date.now() < deadline) await Bun.sleep(20);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  }, 30_000);
 });

@@ -98,7 +98,13 @@ export function createAdminApp(backend: AdminBackend, options: AdminAppOptions =
     if (!backend.upgrade) throw new HttpError(404, "this process cannot be upgraded through its admin API (a worker: ask its supervisor)");
     const body = (await c.req.json().catch(() => ({}))) as { binary?: unknown };
     if (body.binary !== undefined && typeof body.binary !== "string") throw new ConfigError("upgrade", "binary must be a path");
-    return json(c, { upgraded: true, summary: await backend.upgrade(body.binary as string | undefined) });
+    try {
+      return json(c, { upgraded: true, summary: await backend.upgrade(body.binary as string | undefined) });
+    } catch (e) {
+      // The new process failed (not this request): 502, with its reason.
+      if (e instanceof ConfigError) throw e;
+      return c.json({ error: oneLine((e as Error).message) }, 502);
+    }
   });
 
   app.notFound((c) => c.json({ error: `no route ${c.req.method} ${c.req.path}` }, 404));

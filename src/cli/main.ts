@@ -146,7 +146,8 @@ async function upgradeCommand(args: readonly string[]): Promise<number> {
     return report(new EdgeError(`upgrade`, `no edgeproxy admin API answers on ${path} (${(e as { code?: string }).code ?? (e as Error).message}); is serve running with --admin or [admin]?`, "config"));
   }
   const body = (await res.json().catch(() => ({}))) as { error?: string; summary?: string };
-  if (!res.ok) return report(new EdgeError("upgrade failed, the running edgeproxy keeps serving", body.error ?? `HTTP ${res.status}`, "config"));
+  // 400: the request was bad (exit 2); otherwise the new process failed (exit 1).
+  if (!res.ok) return report(new EdgeError("upgrade failed, the running edgeproxy keeps serving", body.error ?? `HTTP ${res.status}`, res.status === 400 ? "config" : "internal"));
   await print(`upgraded: ${body.summary ?? ""}\n`);
   return 0;
 }

@@ -1,5 +1,6 @@
 import { Hono } from "hono";
 import { requireToken } from "../admin/api";
+import { ConfigError } from "../errors";
 import { METRICS_CONTENT_TYPE } from "../admin/metrics";
 import type { Supervisor, WorkerState } from "./supervisor";
 
@@ -108,7 +109,8 @@ export function supervisorApp(sup: Supervisor): Hono {
     try {
       return c.json({ upgraded: true, summary: await sup.upgrade(body.binary as string | undefined) });
     } catch (e) {
-      return c.json({ error: (e as Error).message }, 400);
+      // A bad request (400), or the new process failed (502).
+      return c.json({ error: (e as Error).message }, e instanceof ConfigError ? 400 : 502);
     }
   });
   // Bindings and services live in the shared dispatcher: any worker answers for all.
