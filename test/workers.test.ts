@@ -4,8 +4,9 @@ import { describe, expect, test } from "bun:test";
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { EdgeproxyProcess } from "./helpers/edgeproxy";
-import { echoOrigin, exchange, pool, text } from "./helpers/net";
+import { EdgeproxyProcess, runEdgeproxy } from "./helpers/edgeproxy";
+import { echoOrigin, exchange, greeter, pool, text } from "./helpers/net";
+import { workdir, writeConfig } from "./helpers/pools";
 import { proxyFixture } from "./helpers/fixture";
 
 const f = proxyFixture();
@@ -51,6 +52,14 @@ describe("workers", () => {
       expect(totals.reduce((a, b) => a + b, 0)).toBe(400);
       // The kernel's reuseport hash spreads them; each worker gets a fair share.
       for (const t of totals) expect(t).toBeGreaterThan(100);
+      // /metrics: each worker's series under a worker label; the kernel's counters once.
+      const metrics = await (await fetch("http://localhost/metrics", { unix: admin } as RequestInit)).text();
+      const perWorker = [...metrics.matchAll(/^edgeproxy_connections_total\{worker="(\d)",service="default"\} (\d+)$/gm)].map((m) => Number(m[2]));
+      expect(perWorker.sort()).toEqual([...totals].sort());
+      const steered = [...metrics.matchAll(/^edgeproxy_kernel_steered_total\{(.*)\} (\d+)$/gm)];
+      expect(steered).toHaveLength(1);
+      expect(steered[0]![1]).not.toContain("worker");
+      expect(Number(steered[0]![2])).toBeGreaterThanOrEqual(400);
 
       // Kill one worker under load. Stopped first, so that its share of the
       // new connections is queued on its listener (handshake done, never
@@ -80,4 +89,26 @@ describe("workers", () => {
       rmSync(dir, { recursive: true, force: true });
     }
   }, 40_000);
+  test("a reload through the supervisor reaches every worker: all new connections go to the new origin", async () => {
+    const w = workdir();
+    try {
+      const a = greeter("127.0.0.1", 0, "A");
+      const b = greeter("127.0.0.1", 0, "B");
+      f.servers.push(a, b);
+      writeConfig(w, { origins: [`127.0.0.1:${a.port}`], ports: "7000-7099" });
+      f.ep = await EdgeproxyProcess.start(["--config", w.file, "--workers", "2"]);
+      const greet = async (n: number) => (await pool(Array.from({ length: n }, (_, i) => i), 16, async (i) => text(await exchange("192.0.2.1", 7000 + (i % 100), "", 3000))));
+      expect(new Set(await greet(100))).toEqual(new Set(["A"]));
+      writeConfig(w, { origins: [`127.0.0.1:${b.port}`], ports: "7000-7099" });
+      const r = await runEdgeproxy(["reload", "--admin", w.admin]);
+      expect(r.stderr).toBe("");
+      expect(r.code).toBe(0);
+      // Each worker's old listener has left the group: 200 new connections, spread over both workers, all reach B.
+      expect(new Set(await greet(200))).toEqual(new Set(["B"]));
+      const ws = await workers(w.admin);
+      expect(ws.every((x) => x.services[0]!.total > 50)).toBe(true);
+    } finally {
+      w.done();
+    }
+  }, 30_000);
 });
