@@ -198,12 +198,16 @@ const drainMs = (d: string | undefined): number => {
 async function watchDrain(e: Event, before: number[], exes: string[], start: number, boundMs: number): Promise<void> {
   const deadline = start + boundMs;
   const secs = () => ((now() - start) / 1000).toFixed(1);
+  // The successor is the set that appeared first (the command returned once it was ready);
+  // processes of later upgrades must not be counted as this one's.
   let fresh: number[] = [];
   let appeared = "";
   while (now() < deadline) {
     const live = processesOf(exes);
-    fresh = live.filter((p) => !before.includes(p));
-    if (fresh.length && !appeared) appeared = secs();
+    if (!fresh.length) {
+      fresh = live.filter((p) => !before.includes(p));
+      if (fresh.length) appeared = secs();
+    }
     if (fresh.length && !before.some((p) => live.includes(p))) {
       e.detail.push(`pid ${before.join(",")} -> ${fresh.join(",")}: new after ${appeared} s, the old exited after ${secs()} s`);
       return;
