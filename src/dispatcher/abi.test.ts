@@ -15,6 +15,7 @@ test("abi.ts matches bpf/dispatcher.h", () => {
     };
     const code = `#include <stdio.h>
 #include <stddef.h>
+#include <linux/bpf.h>
 #include "dispatcher.h"
 int main(void) {
   printf("{\\n");

@@ -33,6 +33,8 @@ export const sizes = {
   ep_rule: 24,
   ep_owner: 8,
   ep_group: 8,
+  // The kernel's sk_lookup context (linux/bpf.h), for BPF_PROG_TEST_RUN.
+  bpf_sk_lookup: 72,
 } as const;
 
 export const offsets = {
@@ -62,6 +64,14 @@ export const offsets = {
   "ep_rule.verdict": 6,
   "ep_rule.addr": 8,
   "ep_owner.fd": 4,
+  "bpf_sk_lookup.family": 8,
+  "bpf_sk_lookup.protocol": 12,
+  "bpf_sk_lookup.remote_ip4": 16,
+  "bpf_sk_lookup.remote_ip6": 20,
+  "bpf_sk_lookup.remote_port": 36,
+  "bpf_sk_lookup.local_ip4": 40,
+  "bpf_sk_lookup.local_ip6": 44,
+  "bpf_sk_lookup.local_port": 60,
 } as const;
 
 const le = true;
@@ -94,6 +104,38 @@ export const encodePrefixTable = (first: number, count: number): Uint8Array => t
 
 /** struct ep_port_range */
 export const encodePortRange = (start: number, service: number): Uint8Array => twoU32(start, service);
+
+/** One connection's view for the program, as BPF_PROG_TEST_RUN takes it. */
+export interface SkLookupInput {
+  readonly protocol: Protocol;
+  /** Local (destination) address: 4 or 16 bytes; the family follows from it. */
+  readonly local: Uint8Array;
+  readonly localPort: number;
+  /** Remote (source) address, same family as `local`. */
+  readonly remote: Uint8Array;
+  readonly remotePort: number;
+}
+
+/**
+ * struct bpf_sk_lookup (linux/bpf.h) as ctx_in of a test run: the kernel
+ * rejects a set `sk` and anything after local_port (net/bpf/test_run.c). Its
+ * remote_port is in network byte order, local_port in host order.
+ */
+export function encodeSkLookup(x: SkLookupInput): Uint8Array {
+  const b = new Uint8Array(sizes.bpf_sk_lookup);
+  const v = new DataView(b.buffer);
+  const v6 = x.local.length === 16;
+  v.setUint32(8, v6 ? AF_INET6 : AF_INET, le);
+  v.setUint32(12, ipProtocol(x.protocol), le);
+  b.set(x.remote, v6 ? 20 : 16);
+  v.setUint16(36, x.remotePort, false);
+  b.set(x.local, v6 ? 44 : 40);
+  v.setUint32(60, x.localPort, le);
+  return b;
+}
+
+/** The cookie of the socket a test run assigned (0: none), from the context it wrote back. */
+export const skLookupCookie = (ctxOut: Uint8Array): bigint => new DataView(ctxOut.buffer, ctxOut.byteOffset).getBigUint64(0, le);
 
 /** struct ep_state */
 export function encodeState(gen: number): Uint8Array {

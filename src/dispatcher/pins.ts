@@ -73,16 +73,11 @@ export function withPinLock<T>(bpffs: string, fn: () => T): T {
 // Per image: the embedded one, or an object given to upgrade-program.
 const tags = new WeakMap<Uint8Array, string>();
 
-/** The tag the kernel gives the image's sk_lookup program (loaded once, never attached). */
+/** The tag the kernel gives the image's sk_lookup program (loaded once, with tiny maps, never attached). */
 function tagOf(image: Uint8Array): string {
   let tag = tags.get(image);
   if (!tag) {
-    const d = Dispatcher.load(image);
-    try {
-      tag = programInfo(d.program!.fd).tag;
-    } finally {
-      d.close();
-    }
+    tag = Dispatcher.programTag(image);
     tags.set(image, tag);
   }
   return tag;

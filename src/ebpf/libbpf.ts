@@ -1,4 +1,4 @@
-import { dlopen, JSCallback, FFIType, type Pointer } from "bun:ffi";
+import { dlopen, JSCallback, FFIType, ptr, type Pointer } from "bun:ffi";
 import { EdgeError, EnvironmentError } from "../errors";
 import { errno, errnoText, libc } from "./libc";
 import { libbpfSymbols } from "./symbols";
@@ -96,6 +96,19 @@ export class BpfMap {
 
   update(key: Uint8Array, value: Uint8Array, flags = 0): void {
     check(`update map ${this.name}`, libbpf().bpf_map_update_elem(this.fd, key, value, flags));
+  }
+
+  /**
+   * Write `count` entries in one bpf(BPF_MAP_UPDATE_BATCH) call: `keys` and
+   * `values` hold them back to back. The kernel implements it for array and
+   * hash maps (kernel/bpf/syscall.c, generic_map_update_batch; not for LPM
+   * tries). On failure the kernel reports how many went in; the error names that.
+   */
+  updateBatch(keys: Uint8Array, values: Uint8Array, count: number): void {
+    if (count === 0) return;
+    const n = new Uint32Array([count]);
+    const rc = libbpf().bpf_map_update_batch(this.fd, keys, values, n, null);
+    if (rc < 0) throw new KernelError(`update map ${this.name} (batch of ${count}, ${n[0]} written)`, rc, takeLibbpfLog());
   }
 
   /** The value, or undefined when the key is absent. */
@@ -250,6 +263,13 @@ export class BpfLink {
   }
 }
 
+/*
+ * struct bpf_test_run_opts of libbpf 1.x (bpf.h): sz, data_in, data_out,
+ * data_size_in/out, ctx_in, ctx_out, ctx_size_in/out, retval, repeat,
+ * duration, flags, cpu, batch_size: 80 bytes on 64-bit (libbpf.test.ts).
+ */
+export const TEST_RUN_OPTS_SIZE = 80;
+
 /** A program inside a BpfObject; valid while its object is open. */
 export class BpfProgram {
   // Kept referenced while libbpf may write into it (during load).
@@ -276,6 +296,27 @@ export class BpfProgram {
     if (!this.logBuf) return "";
     const end = this.logBuf.indexOf(0);
     return new TextDecoder().decode(this.logBuf.subarray(0, end < 0 ? undefined : end));
+  }
+
+  /**
+   * Run the loaded program `repeat` times in the kernel on one context
+   * (BPF_PROG_TEST_RUN; for sk_lookup, net/bpf/test_run.c
+   * bpf_prog_test_run_sk_lookup, Linux 5.14+). Returns the program's verdict,
+   * the kernel's mean ns per run, and the context as the kernel wrote it back.
+   */
+  testRun(ctx: Uint8Array, repeat: number): { retval: number; nsPerRun: number; ctxOut: Uint8Array } {
+    const ctxOut = new Uint8Array(ctx.length);
+    const opts = new Uint8Array(TEST_RUN_OPTS_SIZE);
+    const v = new DataView(opts.buffer);
+    v.setBigUint64(0, BigInt(TEST_RUN_OPTS_SIZE), true); // sz
+    v.setBigUint64(32, BigInt(ptr(ctx)), true); // ctx_in
+    v.setBigUint64(40, BigInt(ptr(ctxOut)), true); // ctx_out
+    v.setUint32(48, ctx.length, true); // ctx_size_in
+    v.setUint32(52, ctxOut.length, true); // ctx_size_out
+    v.setInt32(60, repeat, true); // repeat
+    const rc = libbpf().bpf_prog_test_run_opts(this.fd, opts);
+    if (rc < 0) throw new KernelError(`test-run program ${this.name}`, rc, takeLibbpfLog());
+    return { retval: v.getUint32(56, true), nsPerRun: v.getUint32(64, true), ctxOut };
   }
 
   pinAt(path: string): void {

@@ -34,6 +34,8 @@ export const libbpfSymbols = {
   bpf_link__destroy: { args: [ptr], returns: i32 },
   bpf_link_update: { args: [i32, i32, ptr], returns: i32 },
   bpf_map_update_elem: { args: [i32, ptr, ptr, u64], returns: i32 },
+  bpf_map_update_batch: { args: [i32, ptr, ptr, ptr, ptr], returns: i32 },
+  bpf_prog_test_run_opts: { args: [i32, ptr], returns: i32 },
   bpf_map_lookup_elem: { args: [i32, ptr, ptr], returns: i32 },
   bpf_map_delete_elem: { args: [i32, ptr], returns: i32 },
   bpf_map_get_next_key: { args: [i32, ptr, ptr], returns: i32 },
