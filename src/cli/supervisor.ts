@@ -54,6 +54,7 @@ export class Supervisor {
   private readonly runtime: string | undefined;
   private upgrading: Promise<string> | undefined;
   private starting = true;
+  private wakeStart: (() => void) | undefined;
   readonly startedAt = Date.now() / 1000;
 
   constructor(
@@ -80,7 +81,10 @@ export class Supervisor {
       stdio: ["ignore", "inherit", "inherit"],
       env: childEnv({ [WORKER_ENV]: String(w.index), ...(w.admin ? { [WORKER_ADMIN_ENV]: w.admin } : {}), [UPGRADE_ENV]: "" }),
       ipc: (message) => {
-        if ((message as { op?: string })?.op === "ready") w.ready = true;
+        if ((message as { op?: string })?.op === "ready") {
+          w.ready = true;
+          this.wakeStart?.();
+        }
       },
       onExit: (_p, code, signal): void => this.exited(w, proc, code, signal),
     });
@@ -115,8 +119,16 @@ export class Supervisor {
         const how = dead && (dead.proc!.signalCode ? `was killed by ${dead.proc!.signalCode}` : `exited with code ${dead.proc!.exitCode}`);
         throw new WorkerStartError(dead ? `worker ${dead.index} ${how} while starting` : "workers were not ready within 60 s", dead?.proc?.exitCode || 1);
       }
-      await Bun.sleep(20);
+      // Woken by a worker's "ready" at once (the poll only notices exits and the deadline).
+      await new Promise<void>((resolve) => {
+        const timer = setTimeout(resolve, 20);
+        this.wakeStart = () => {
+          clearTimeout(timer);
+          resolve();
+        };
+      });
     }
+    this.wakeStart = undefined;
     this.starting = false;
   }
 
