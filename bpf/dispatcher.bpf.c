@@ -35,6 +35,19 @@ struct {
 	__type(value, struct ep_prefix_table);
 } ep_prefixes SEC(".maps");
 
+/*
+ * Full-length prefixes only, keyed like ep_prefixes (prefixlen = header + 32
+ * or 128), both generations; consulted when ep_state says so. The trie keeps
+ * them too, so a program that predates this map still finds every table.
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 16384);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, struct ep_prefix_key);
+	__type(value, struct ep_prefix_table);
+} ep_hosts SEC(".maps");
+
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
 	__uint(max_entries, 2 * EP_RANGES_PER_GEN);
@@ -213,7 +226,11 @@ int ep_dispatch(struct bpf_sk_lookup *ctx)
 		return SK_PASS;
 	}
 
-	table = bpf_map_lookup_elem(&ep_prefixes, &key);
+	table = NULL;
+	if (state->flags & EP_STATE_HOSTS)
+		table = bpf_map_lookup_elem(&ep_hosts, &key);
+	if (!table)
+		table = bpf_map_lookup_elem(&ep_prefixes, &key);
 	if (table && find_service(table, ctx->local_port, &service) < 0)
 		service = 0;
 	if (service >= EP_MAX_SERVICES)

@@ -137,8 +137,14 @@ struct ep_owner {
 /* Single-entry array: which generation of the trie and ranges is live. */
 struct ep_state {
 	__u32 gen;
-	__u32 reserved;
+	__u32 flags; /* EP_STATE_*, for the live generation; 0 from older control planes */
 };
+/*
+ * The live generation's full-length prefixes (/32, /128) are in ep_hosts as
+ * well as in ep_prefixes: look there first. An exact match is the longest
+ * match, and a hash lookup costs a fraction of a deep trie walk.
+ */
+#define EP_STATE_HOSTS 1
 
 /*
  * ep_groups: socket slot -> the slot's SO_REUSEPORT group, so every worker and

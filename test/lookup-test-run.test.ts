@@ -70,3 +70,26 @@ test("apply writes large port tables in one batch, and a second apply replaces t
 test("the tag from a load with one-entry maps is the tag of the full load", () => {
   expect(Dispatcher.programTag(image)).toBe(programInfo(dispatcher.program!.fd).tag);
 });
+
+test("with many /32 bindings the exact-match hash answers, and shorter prefixes still come from the trie", () => {
+  const l1 = greeter("127.0.0.1", 0, "s1");
+  const l2 = greeter("127.0.0.1", 0, "s2");
+  listeners.push(l1, l2);
+  dispatcher.setSocket(1, "tcp", 4, (l1 as unknown as { fd: number }).fd);
+  dispatcher.setSocket(2, "tcp", 4, (l2 as unknown as { fd: number }).fd);
+  const hosts = Array.from({ length: 100 }, (_, i) => bind(2, `192.0.2.${i}/32`, 80, 80));
+  dispatcher.apply([bind(1, "192.0.2.0/24", 1, 65535), ...hosts]);
+  const state = dispatcher.maps.ep_state.lookup(new Uint8Array(4), new Uint8Array(8))!;
+  expect(new DataView(state.buffer).getUint32(4, true)).toBe(1); // EP_STATE_HOSTS
+  const s1 = dispatcher.socketCookie(1, "tcp", 4)!;
+  const s2 = dispatcher.socketCookie(2, "tcp", 4)!;
+  expect(run("192.0.2.42", 80).cookie).toBe(s2);
+  expect(run("192.0.2.42", 81).cookie).toBe(s1); // the /32's table folds in the /24
+  expect(run("192.0.2.200", 80).cookie).toBe(s1); // no /32 there: the trie
+  // Fewer hosts than the threshold: the flag goes, and the old generation's hash entries with it.
+  dispatcher.apply([bind(2, "192.0.2.42/32", 80, 80)]);
+  expect(new DataView(dispatcher.maps.ep_state.lookup(new Uint8Array(4), new Uint8Array(8))!.buffer).getUint32(4, true)).toBe(0);
+  expect(dispatcher.maps.ep_hosts.keys(24).length).toBe(0);
+  expect(run("192.0.2.42", 80).cookie).toBe(s2);
+  expect(run("192.0.2.43", 80).cookie).toBe(0n);
+});

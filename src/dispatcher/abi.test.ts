@@ -25,6 +25,7 @@ int main(void) {
     EP_MAX_SERVICES, EP_RANGES_PER_GEN, EP_SOCKET_SLOTS, EP_PREFIX_KEY_HEADER_BITS);
   printf("\\"EP_ACCESS_KEY_HEADER_BITS\\": %d, \\"EP_MAX_ACCESS_RULES\\": %d, \\"EP_SERVICE_HAS_RULES\\": %d, \\"EP_SERVICE_DEFAULT_DENY\\": %d, \\"EP_SERVICE_TAKE_OVER\\": %d, \\"EP_VERDICT_ALLOW\\": %d, \\"EP_VERDICT_DENY\\": %d,\\n",
     EP_ACCESS_KEY_HEADER_BITS, EP_MAX_ACCESS_RULES, EP_SERVICE_HAS_RULES, EP_SERVICE_DEFAULT_DENY, EP_SERVICE_TAKE_OVER, EP_VERDICT_ALLOW, EP_VERDICT_DENY);
+  printf("\\"EP_STATE_HOSTS\\": %d,\\n", EP_STATE_HOSTS);
   printf("\\"EP_SOCKET_MEMBERS\\": %d, \\"member\\": %u,\\n", EP_SOCKET_MEMBERS, ep_member_key(ep_socket_slot(7, 1, 1), 3));
   printf("\\"slot\\": %u}\\n", ep_socket_slot(7, 1, 1));
   return 0;
@@ -49,6 +50,7 @@ int main(void) {
       EP_VERDICT_ALLOW: abi.EP_VERDICT_ALLOW,
       EP_VERDICT_DENY: abi.EP_VERDICT_DENY,
       EP_SOCKET_MEMBERS: abi.EP_SOCKET_MEMBERS,
+      EP_STATE_HOSTS: abi.EP_STATE_HOSTS,
       member: abi.memberKey(abi.socketSlot(7, "udp", 6), 3),
       slot: abi.socketSlot(7, "udp", 6),
     });

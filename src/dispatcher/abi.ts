@@ -16,6 +16,7 @@ export const EP_SERVICE_DEFAULT_DENY = 2;
 export const EP_SERVICE_TAKE_OVER = 1;
 export const EP_VERDICT_ALLOW = 1;
 export const EP_VERDICT_DENY = 2;
+export const EP_STATE_HOSTS = 1;
 
 export const IPPROTO_TCP = 6;
 export const IPPROTO_UDP = 17;
@@ -64,6 +65,7 @@ export const offsets = {
   "ep_rule.verdict": 6,
   "ep_rule.addr": 8,
   "ep_owner.fd": 4,
+  "ep_state.flags": 4,
   "bpf_sk_lookup.family": 8,
   "bpf_sk_lookup.protocol": 12,
   "bpf_sk_lookup.remote_ip4": 16,
@@ -138,14 +140,17 @@ export function encodeSkLookup(x: SkLookupInput): Uint8Array {
 export const skLookupCookie = (ctxOut: Uint8Array): bigint => new DataView(ctxOut.buffer, ctxOut.byteOffset).getBigUint64(0, le);
 
 /** struct ep_state */
-export function encodeState(gen: number): Uint8Array {
+export function encodeState(gen: number, flags = 0): Uint8Array {
   const b = new Uint8Array(sizes.ep_state);
-  new DataView(b.buffer).setUint32(0, gen, le);
+  const v = new DataView(b.buffer);
+  v.setUint32(0, gen, le);
+  v.setUint32(4, flags, le);
   return b;
 }
 
-export function decodeState(b: Uint8Array): { gen: number } {
-  return { gen: new DataView(b.buffer, b.byteOffset).getUint32(0, le) };
+export function decodeState(b: Uint8Array): { gen: number; flags: number } {
+  const v = new DataView(b.buffer, b.byteOffset);
+  return { gen: v.getUint32(0, le), flags: v.getUint32(4, le) };
 }
 
 /** struct ep_service_counters, summed over the per-CPU copies of a PERCPU_ARRAY value. */

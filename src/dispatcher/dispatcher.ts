@@ -32,9 +32,28 @@ export const PROGRAM = "ep_dispatch";
 /** The sk_reuseport program attached to every TCP group, so a closing listener's queue migrates (bpf/dispatcher.bpf.c). */
 export const MIGRATE_PROGRAM = "ep_migrate";
 /** Every map of bpf/dispatcher.bpf.c, by its pin name. */
-export const MAPS = ["ep_state", "ep_prefixes", "ep_ranges", "ep_sockets", "ep_counters", "ep_service_flags", "ep_access", "ep_services", "ep_bindings", "ep_rules", "ep_owners", "ep_groups"] as const;
+export const MAPS = ["ep_state", "ep_prefixes", "ep_hosts", "ep_ranges", "ep_sockets", "ep_counters", "ep_service_flags", "ep_access", "ep_services", "ep_bindings", "ep_rules", "ep_owners", "ep_groups"] as const;
 export type MapName = (typeof MAPS)[number];
 const EAGAIN = 11;
+
+/*
+ * From how many full-length prefixes (/32, /128) on the program looks them up
+ * in ep_hosts before the trie. A trie walk grows with the number of entries
+ * (about 15 ns with one, 60 ns with 1,000 in bench/lookup.ts) while a hash
+ * lookup costs about the same always (20-30 ns), so below this the hash
+ * would only add its cost to every lookup.
+ */
+const HOSTS_MIN = 32;
+
+function concat(parts: readonly Uint8Array[]): Uint8Array {
+  const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
+  let at = 0;
+  for (const p of parts) {
+    out.set(p, at);
+    at += p.length;
+  }
+  return out;
+}
 
 /**
  * The sk_lookup dispatcher's maps and the operations on them. The maps come
@@ -197,10 +216,22 @@ export class Dispatcher {
       }
       m.ep_ranges.updateBatch(new Uint8Array(keys.buffer), new Uint8Array(values.buffer), total);
       next = base;
+      const hostKeys: Uint8Array[] = [];
+      const hostValues: Uint8Array[] = [];
       for (const t of tables) {
-        m.ep_prefixes.update(abi.encodePrefixKey(gen, t.protocol, t.prefix), abi.encodePrefixTable(next, t.ranges.length));
+        const key = abi.encodePrefixKey(gen, t.protocol, t.prefix);
+        const value = abi.encodePrefixTable(next, t.ranges.length);
+        m.ep_prefixes.update(key, value);
+        if (t.prefix.length === t.prefix.addr.length * 8) {
+          hostKeys.push(key);
+          hostValues.push(value);
+        }
         next += t.ranges.length;
       }
+      // Many full-length prefixes: also put them in the exact-match hash the
+      // program then tries first (bpf/dispatcher.h, EP_STATE_HOSTS).
+      const hosts = hostKeys.length >= HOSTS_MIN ? hostKeys.length : 0;
+      if (hosts) m.ep_hosts.updateBatch(concat(hostKeys), concat(hostValues), hosts);
       const flags = new Map<number, number>();
       for (const a of access) {
         if (!a.allow.length && !a.deny.length) continue;
@@ -217,7 +248,7 @@ export class Dispatcher {
         flagValues[s - 1] = flags.get(s) ?? 0;
       }
       m.ep_service_flags.updateBatch(new Uint8Array(flagKeys.buffer), new Uint8Array(flagValues.buffer), flagKeys.length);
-      m.ep_state.update(abi.u32(0), abi.encodeState(gen));
+      m.ep_state.update(abi.u32(0), abi.encodeState(gen, hosts ? abi.EP_STATE_HOSTS : 0));
     } catch (cause) {
       try {
         this.dropGeneration(gen);
@@ -231,8 +262,8 @@ export class Dispatcher {
   }
 
   private dropGeneration(gen: number): void {
-    for (const key of this.maps.ep_prefixes.keys(abi.sizes.ep_prefix_key)) {
-      if (abi.prefixKeyGen(key) === gen) this.maps.ep_prefixes.delete(key);
+    for (const map of [this.maps.ep_prefixes, this.maps.ep_hosts]) {
+      for (const key of map.keys(abi.sizes.ep_prefix_key)) if (abi.prefixKeyGen(key) === gen) map.delete(key);
     }
     for (const key of this.maps.ep_access.keys(abi.sizes.ep_access_key)) {
       if (abi.accessKeyGen(key) === gen) this.maps.ep_access.delete(key);
