@@ -4,7 +4,7 @@
 // and HAProxy / nginx port ranges, which stop at the open-file cap: their
 // failure is recorded as text, not as a number.
 import { mkdtempSync, readFileSync, rmSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { cpus, tmpdir } from "node:os";
 import { join } from "node:path";
 import { haproxyRange, nginxRange, type RangePeer } from "./coverage-peers";
 import type { BenchContext, PlotSpec, RatioRow, ScenarioResult } from "./scenario";
@@ -61,7 +61,8 @@ type EdgeRun = Omit<CoverageRow, "approach" | "scope" | "reps" | "outcome" | "co
 const edgeCommand = (c: EdgeCase) => [...(c.workers ? ["--workers", String(c.workers)] : []), "--ports", "1-65535", "--prefix", c.prefix];
 
 async function edgeOnce(edgeproxy: string, c: EdgeCase, core: number, anomalies: string[]): Promise<EdgeRun> {
-  const cmd = ["taskset", "-c", String(core), edgeproxy, ...edgeCommand(c)];
+  // Workers get a core each (all the machine has), as they would in production; one process gets the proxy core.
+  const cmd = ["taskset", "-c", (c.workers ?? 1) > 1 ? `0-${cpus().length - 1}` : String(core), edgeproxy, ...edgeCommand(c)];
   const k0 = kernelKiB();
   const t0 = performance.now();
   const proc = new Child("edgeproxy", cmd);
@@ -258,7 +259,7 @@ function report(ctx: BenchContext, edge: CoverageRow[], perPortList: CoverageRow
   const bestPeer = perPortList.find((r) => r.approach.includes("4 processes"))!;
   const met = (r: CoverageRow) => r.sockets <= 4 && r.setupMs <= 50;
   const lines = [
-    `Every case: ports 1-65535. Listening sockets: the processes' fds that are LISTEN sockets in /proc/net/tcp{,6} of the benchmark netns. Setup: edgeproxy's own \`ready (setup X ms)\` line of the top process (with --workers 2, the supervisor's: spawning the workers until every one is ready; with --workers 1, the serving process's own start: load/verify or join the pinned dispatcher, listen, register, commit the bindings); for socket per port, the slowest process's socket()+bind()+listen() loop. Wall: spawn → first steered connection accepted (edgeproxy, polling a random address:port every ms; before the program is attached the kernel answers RST) or spawn → every process done binding. Kernel Δ: growth of Slab+Percpu from before spawn to 300 ms after setup — machine-wide, so it includes the processes themselves and other work on the host (drift over an idle second before the test: ${noiseKiB} KiB). BPF: memlock of the dispatcher's maps and programs from /proc/<pid>/fdinfo (largely vmalloc'd, so mostly not in the Slab figure). RSS: summed over the processes. Medians of ${ctx.runs} run(s); edgeproxy's six cases interleaved in each run. A /24 by socket per port would need 256 × 65,535 = 16.8 million sockets: not attempted.`,
+    `Every case: ports 1-65535. Listening sockets: the processes' fds that are LISTEN sockets in /proc/net/tcp{,6} of the benchmark netns. Setup: edgeproxy's own \`ready (setup X ms)\` line of the top process (with --workers 2, run on every core, the supervisor's: spawning the workers — each a Bun process start, ~30-40 ms here — until every one is ready; with --workers 1, the serving process's own start: load/verify or join the pinned dispatcher, listen, register, commit the bindings); for socket per port, the slowest process's socket()+bind()+listen() loop. Wall: spawn → first steered connection accepted (edgeproxy, polling a random address:port every ms; before the program is attached the kernel answers RST) or spawn → every process done binding. Kernel Δ: growth of Slab+Percpu from before spawn to 300 ms after setup — machine-wide, so it includes the processes themselves and other work on the host (drift over an idle second before the test: ${noiseKiB} KiB). BPF: memlock of the dispatcher's maps and programs from /proc/<pid>/fdinfo (largely vmalloc'd, so mostly not in the Slab figure). RSS: summed over the processes. Medians of ${ctx.runs} run(s); edgeproxy's six cases interleaved in each run. A /24 by socket per port would need 256 × 65,535 = 16.8 million sockets: not attempted.`,
     "",
     "| approach | scope | listening sockets | processes | setup ms | wall ms | kernel Δ | BPF memlock | RSS | runs | outcome |",
     "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
