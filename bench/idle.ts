@@ -2,6 +2,7 @@
 // connections held open through each proxy, and the time from start to the
 // first steered (or accepted) connection.
 import { writeFileSync } from "node:fs";
+import { cpus } from "node:os";
 import { join } from "node:path";
 import { nginxCommand, nginxMain, streamModuleLine } from "./peers";
 import type { BenchContext, PlotSpec, RatioRow, ScenarioResult } from "./scenario";
@@ -20,13 +21,14 @@ interface Peer {
   shown: string;
 }
 
-function peers(ctx: BenchContext, workers?: number): Peer[] {
-  const edge = (w?: number): Peer => ({
-    name: w === undefined ? "edgeproxy (default workers)" : `edgeproxy --workers ${w}`,
+function peers(ctx: BenchContext, workers: number): Peer[] {
+  const edge = (w: number): Peer => ({
+    name: `edgeproxy --workers ${w}`,
     at: { host: "192.0.2.60", port: 8080 },
+    // More than one worker: a core each (every core of the machine), as in production.
     start: (c, at) =>
-      new Child("edgeproxy", ["taskset", "-c", String(c.proxyCore), c.edgeproxy, ...(w === undefined ? [] : ["--workers", String(w)]), "--ports", String(at.port), "--prefix", `${at.host}/32`, "--origin", `${ORIGIN.host}:${ORIGIN.port}`]),
-    shown: `edgeproxy${w === undefined ? "" : ` --workers ${w}`} --ports 8080 --prefix 192.0.2.60/32 --origin ${ORIGIN.host}:${ORIGIN.port}`,
+      new Child("edgeproxy", ["taskset", "-c", w > 1 ? `0-${cpus().length - 1}` : String(c.proxyCore), c.edgeproxy, "--workers", String(w), "--ports", String(at.port), "--prefix", `${at.host}/32`, "--origin", `${ORIGIN.host}:${ORIGIN.port}`]),
+    shown: `edgeproxy --workers ${w} --ports 8080 --prefix 192.0.2.60/32 --origin ${ORIGIN.host}:${ORIGIN.port}`,
   });
   const haproxyCfg = (at: { host: string; port: number }) =>
     `global\n  nbthread 1\n  maxconn 8000\ndefaults\n  mode tcp\n  timeout connect 5s\n  timeout client 300s\n  timeout server 300s\nlisten idle\n  bind ${at.host}:${at.port}\n  server origin ${ORIGIN.host}:${ORIGIN.port}\n`;
@@ -134,7 +136,7 @@ export async function idleScenario(ctx: BenchContext): Promise<ScenarioResult> {
       if (r) runs.get(p.name)!.push(r);
     }
   }
-  const firstPeers = [...peers(ctx, 1), peers(ctx)[0]!];
+  const firstPeers = [...peers(ctx, 1), peers(ctx, 2)[0]!];
   const first = new Map<string, number[]>(firstPeers.map((p) => [p.name, []]));
   for (let i = 0; i < Math.max(3, ctx.runs); i++) for (const p of firstPeers) first.get(p.name)!.push(await firstConnection(ctx, p, anomalies));
 
@@ -163,7 +165,7 @@ export async function idleScenario(ctx: BenchContext): Promise<ScenarioResult> {
     "| --- | --- | --- | --- | --- | --- |",
     ...rows.map((r) => `| ${r.p.name} | \`${r.p.shown}\` | ${r.p.at ? fmt(r.rss, 0) : "—"} | ${fmt(r.kernel, 0)} | ${r.p.at ? fmt(r.proxyKernel, 0) : "—"} | ${r.n} |`),
     "",
-    `Time to first connection: from spawning the proxy to the first TCP connection accepted on its address (polled every 1 ms; before edgeproxy's program is attached the kernel answers RST, so for edgeproxy this is the first connection the program steered; for HAProxy and nginx, the first one their own listening socket accepted on 192.0.2.6x:8080). Median of ${Math.max(3, ctx.runs)} runs. This includes each program's own start (Bun runtime, nginx/HAProxy config parsing).`,
+    `Time to first connection: from spawning the proxy to the first TCP connection accepted on its address (polled every 1 ms; before edgeproxy's program is attached the kernel answers RST, so for edgeproxy this is the first connection the program steered; for HAProxy and nginx, the first one their own listening socket accepted on 192.0.2.6x:8080). Median of ${Math.max(3, ctx.runs)} runs; edgeproxy --workers 2 runs on every core. This includes each program's own start (Bun runtime, nginx/HAProxy config parsing).`,
     "",
     "| proxy | spawn → first connection, ms |",
     "| --- | --- |",
