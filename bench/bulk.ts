@@ -6,6 +6,7 @@
 // While the stream runs, the proxy's processes' VmRSS is sampled every 50 ms
 // and the largest sum kept (VmHWM would be the peak since start, not during
 // the transfer).
+import { readFileSync } from "node:fs";
 import { parseIperf3, type IperfResult } from "./iperf";
 import { f, int, mib, table, times } from "./md";
 import { peers, startPeer, type Endpoint } from "./peers";
@@ -37,11 +38,28 @@ interface BulkSample {
   processPct: number;
   /** Largest sum of the proxy processes' VmRSS seen during the transfer. */
   peakRssKiB: number;
+  /** How many processes that sum is over (nginx: master + worker). */
+  processes: number;
 }
 
 export const iperfClient = (at: Endpoint, core: number, seconds: number, direction: Direction) => [
   "taskset", "-c", String(core), "iperf3", "-c", at.host, "-p", String(at.port), "-t", String(seconds), "-J", ...(direction === "download" ? ["-R"] : []),
 ];
+
+/**
+ * Wait until something listens on 127.0.0.1:`port` (/proc/net/tcp, state 0A).
+ * Not by connecting: iperf3 takes any connection as a test's control channel,
+ * and not by its "Server listening" line, which stdio buffers when not a tty.
+ */
+async function listening(port: number, timeoutMs: number): Promise<void> {
+  const local = `0100007F:${port.toString(16).toUpperCase().padStart(4, "0")}`;
+  const deadline = performance.now() + timeoutMs;
+  while (performance.now() < deadline) {
+    if (readFileSync("/proc/net/tcp", "utf8").split("\n").some((l) => l.trim().split(/\s+/)[1] === local && l.trim().split(/\s+/)[3] === "0A")) return;
+    await sleep(20);
+  }
+  throw new Error(`nothing listened on 127.0.0.1:${port} within ${timeoutMs} ms`);
+}
 
 /** Run the client to completion (bounded), sampling `pids`' RSS meanwhile. */
 async function transfer(cmd: string[], seconds: number, pids: number[]): Promise<{ r: IperfResult; peakRssKiB: number; wallS: number }> {
@@ -87,14 +105,14 @@ export const bulkScenario: Scenario = async (ctx: BenchContext): Promise<Scenari
   const anomalies: string[] = [];
   const commands = new Map<string, string>();
   try {
-    await server.waitFor(/Server listening/, 10_000);
+    await listening(IPERF_ORIGIN.port, 10_000);
     for (let r = 1; r <= ctx.runs; r++) {
       for (const [index, peer] of all.entries()) {
         // iperf3 serves one test at a time and a failed one can end it: start it again if so.
         if (server.exited) {
           anomalies.push(`the iperf3 server had exited before ${peer.name} run ${r}: ${server.text.trim().split("\n").slice(-3).join(" / ")}`);
           server = new Child("iperf3 server", serverCmd);
-          await server.waitFor(/Server listening/, 10_000);
+          await listening(IPERF_ORIGIN.port, 10_000);
         }
         const at = peer.proxied ? bulkFront(r, index) : IPERF_ORIGIN;
         const proc = startPeer(peer, at, ctx.proxyCore, ctx.dir);
@@ -121,6 +139,7 @@ export const bulkScenario: Scenario = async (ctx: BenchContext): Promise<Scenari
               corePct: proc ? (c1.busyMicrosSince(c0, ctx.proxyCore) / 1e4 / t.wallS) : NaN,
               processPct: proc ? (p1 - p0) / 1e4 / t.wallS : NaN,
               peakRssKiB: proc ? t.peakRssKiB : NaN,
+              processes: pids.length,
             };
             samples.push(s);
             ctx.log(`  run ${r} ${peer.name.padEnd(24)} ${direction.padEnd(8)} ${s.gbit.toFixed(2).padStart(6)} Gbit/s  core ${f(s.corePct, 0)}%  process ${f(s.processPct, 0)}%  peak RSS ${mib(s.peakRssKiB)}`);
@@ -146,13 +165,13 @@ function render(ctx: BenchContext, names: string[], samples: BulkSample[], comma
   const med = (peer: string, d: Direction | undefined, k: keyof Omit<BulkSample, "peer" | "direction">) => median(samples.filter((s) => s.peer === peer && (!d || s.direction === d)).map((s) => s[k]));
   const peak = (peer: string) => Math.max(...samples.filter((s) => s.peer === peer).map((s) => s.peakRssKiB));
   const rows = names.flatMap((peer) =>
-    DIRECTIONS.map((d) => [peer, DIRECTION_LABEL[d], f(med(peer, d, "gbit"), 2), f(med(peer, d, "corePct"), 0), f(med(peer, d, "processPct"), 0), mib(med(peer, d, "peakRssKiB")), int(med(peer, d, "retransmits"))]),
+    DIRECTIONS.map((d) => [peer, DIRECTION_LABEL[d], f(med(peer, d, "gbit"), 2), f(med(peer, d, "corePct"), 0), f(med(peer, d, "processPct"), 0), `${mib(med(peer, d, "peakRssKiB"))}${peer === "direct (no proxy)" ? "" : ` (${int(med(peer, d, "processes"))} proc.)`}`, int(med(peer, d, "retransmits"))]),
   );
   const out = [
     `iperf3 server (the origin, \`${serverCmd.join(" ")}\`) and client on core ${ctx.loadCore}; each proxy alone on core ${ctx.proxyCore}; one TCP stream for ${ctx.seconds} s per direction after a 1 s stream off the books; ${ctx.runs} run(s), medians. ` +
       `Direct: the client on core ${ctx.proxyCore} and the server on core ${ctx.loadCore}, no proxy: the physical limit (through a proxy, client and server share one core). ` +
       "Gbit/s is what the receiving side counted (iperf3 `end.sum_received`). Core %: busy share of the proxy core from /proc/stat over the transfer (100% = the whole core). Process %: utime+stime of the proxy's processes. " +
-      "Peak RSS: the largest sum of VmRSS over the proxy's processes, sampled every 50 ms during the transfer. Proxies at their defaults for buffers (HAProxy tune.bufsize 16 KiB, nginx proxy_buffer_size 16k).",
+      "Peak RSS: the largest sum of VmRSS over the proxy's processes, sampled every 50 ms during the transfer (pages shared between them, such as the executable, count once per process). Proxies at their defaults for buffers (HAProxy tune.bufsize 16 KiB, nginx proxy_buffer_size 16k).",
     "",
     table(["peer", "direction", "Gbit/s", "core %", "process %", "peak RSS", "retransmits"], rows),
     "",

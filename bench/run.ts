@@ -37,7 +37,7 @@ function plan(o: Flags): number {
     total += s;
     log(`  ${e.name.padEnd(9)} ~${String(Math.round(s)).padStart(4)} s  ${e.what}`);
   }
-  log(`  total    ~${Math.round(total / 60)} min ${Math.round(total % 60)} s (${o.runs} run(s) × ${o.seconds} s per measurement)`);
+  log(`  total    ~${Math.floor(total / 60)} min ${Math.round(total % 60)} s (${o.runs} run(s) × ${o.seconds} s per measurement)`);
   return total;
 }
 
