@@ -21,8 +21,10 @@ export interface Ran {
   name: string;
   seconds: number;
   result?: ScenarioResult;
-  /** Set when the scenario threw or was not available in this checkout. */
+  /** Set when the scenario threw, overran or was skipped. */
   failure?: string;
+  /** Set when this checkout has no module for it. */
+  unavailable?: string;
   /** PNG file names (relative to the report) per plot name. */
   pngs: Map<string, string>;
 }
@@ -81,7 +83,7 @@ export function renderReport(o: ReportInput): string {
     "",
   );
   const missing = o.ran.filter((r) => !r.result);
-  if (missing.length) out.push(...missing.map((r) => `- **${r.name}**: not measured: ${r.failure}`), "");
+  if (missing.length) out.push(...missing.map((r) => `- **${r.name}**: not measured: ${r.failure ?? r.unavailable}`), "");
 
   out.push("## Machine", "");
   out.push(
