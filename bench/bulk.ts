@@ -14,6 +14,7 @@ import { CpuSnapshot } from "./procstat";
 import type { BenchContext, Scenario, ScenarioResult } from "./scenario";
 import { Child, cpuMicros, median, processTree, rssKiB, sleep, waitConnectable } from "./sys";
 import { oneWorker, spliceVariants, withArgs } from "./tcp";
+import { variantName } from "./wrk-scenario";
 
 const IPERF_ORIGIN: Endpoint = { host: "127.0.0.1", port: 5201 };
 /** Run r, peer p answers here: away from the TCP (10–99) and UDP (110–199) scenarios' addresses. */
@@ -186,7 +187,7 @@ function render(ctx: BenchContext, names: string[], samples: BulkSample[], comma
   const gbit = (n: string) => med(n, undefined, "gbit");
   const bestPeer = others.length ? others.reduce((a, b) => (gbit(b) > gbit(a) ? b : a)) : undefined;
   const ratios = edges.flatMap((e) => {
-    const suffix = edges.length > 1 ? ` (${e})` : "";
+    const suffix = edges.length > 1 ? ` (${variantName(e)})` : "";
     const vsHa = gbit(e) / (haproxy ? gbit(haproxy) : NaN);
     const leanest = others.length ? others.reduce((a, b) => (peak(b) < peak(a) ? b : a)) : undefined;
     return [

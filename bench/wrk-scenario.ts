@@ -23,6 +23,8 @@ export interface WrkSpec {
 }
 
 const ours = (p: string) => p.startsWith("edgeproxy");
+/** "edgeproxy (splice auto)" → "splice auto"; plain "edgeproxy" stays. */
+export const variantName = (peer: string): string => peer.replace(/^edgeproxy\s*/, "").replace(/^\((.*)\)$/, "$1") || "edgeproxy";
 
 /** Ratio rows for every edgeproxy variant against the best non-edgeproxy proxy of the same mode. */
 export function cpuRatios(kind: string, rows: readonly { peer: string; mode: string; value: number }[], metric: string, modes: readonly string[] = MODES): RatioRow[] {
@@ -35,7 +37,7 @@ export function cpuRatios(kind: string, rows: readonly { peer: string; mode: str
     for (const e of variants) {
       const ratio = e.value / best.value;
       out.push({
-        scenario: `${kind} ${MODE_LABEL[mode as Mode] ?? mode}${variants.length > 1 ? ` (${e.peer})` : ""}`,
+        scenario: `${kind} ${MODE_LABEL[mode as Mode] ?? mode}${variants.length > 1 ? ` (${variantName(e.peer)})` : ""}`,
         metric,
         unit: "µs",
         better: "lower",
