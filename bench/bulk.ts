@@ -12,7 +12,7 @@ import { f, int, mib, table, times } from "./md";
 import { peers, startPeer, type Endpoint } from "./peers";
 import { CpuSnapshot } from "./procstat";
 import type { BenchContext, Scenario, ScenarioResult } from "./scenario";
-import { Child, cpuMicros, median, processTree, rssKiB, sleep, waitConnectable } from "./sys";
+import { Child, cpuMicros, median, processTree, rssKiB, sleep } from "./sys";
 import { oneWorker, spliceVariants, withArgs } from "./tcp";
 import { variantName } from "./wrk-scenario";
 
@@ -47,19 +47,27 @@ export const iperfClient = (at: Endpoint, core: number, seconds: number, directi
   "taskset", "-c", String(core), "iperf3", "-c", at.host, "-p", String(at.port), "-t", String(seconds), "-J", ...(direction === "download" ? ["-R"] : []),
 ];
 
+/** /proc/net/tcp's hex form of an IPv4 `host`:`port` (the address in host byte order, little-endian here). */
+export function procNetTcpAddress(at: Endpoint): string {
+  const ip = at.host.split(".").map(Number).reverse().map((b) => b.toString(16).toUpperCase().padStart(2, "0")).join("");
+  return `${ip}:${at.port.toString(16).toUpperCase().padStart(4, "0")}`;
+}
+
 /**
- * Wait until something listens on 127.0.0.1:`port` (/proc/net/tcp, state 0A).
- * Not by connecting: iperf3 takes any connection as a test's control channel,
- * and not by its "Server listening" line, which stdio buffers when not a tty.
+ * Wait until a socket listens on `at` (/proc/net/tcp, state 0A). Not by
+ * connecting: iperf3 takes any connection, also one relayed by a proxy, as a
+ * test's control channel and then refuses the real test as busy; and not by
+ * its "Server listening" line, which stdio buffers when not a tty.
  */
-async function listening(port: number, timeoutMs: number): Promise<void> {
-  const local = `0100007F:${port.toString(16).toUpperCase().padStart(4, "0")}`;
+async function listening(at: Endpoint, timeoutMs: number): Promise<void> {
+  const local = procNetTcpAddress(at);
   const deadline = performance.now() + timeoutMs;
   while (performance.now() < deadline) {
-    if (readFileSync("/proc/net/tcp", "utf8").split("\n").some((l) => l.trim().split(/\s+/)[1] === local && l.trim().split(/\s+/)[3] === "0A")) return;
+    const rows = readFileSync("/proc/net/tcp", "utf8").split("\n").map((l) => l.trim().split(/\s+/));
+    if (rows.some((f) => f[1] === local && f[3] === "0A")) return;
     await sleep(20);
   }
-  throw new Error(`nothing listened on 127.0.0.1:${port} within ${timeoutMs} ms`);
+  throw new Error(`nothing listened on ${at.host}:${at.port} within ${timeoutMs} ms`);
 }
 
 /** Run the client to completion (bounded), sampling `pids`' RSS meanwhile. */
@@ -106,20 +114,20 @@ export const bulkScenario: Scenario = async (ctx: BenchContext): Promise<Scenari
   const anomalies: string[] = [];
   const commands = new Map<string, string>();
   try {
-    await listening(IPERF_ORIGIN.port, 10_000);
+    await listening(IPERF_ORIGIN, 10_000);
     for (let r = 1; r <= ctx.runs; r++) {
       for (const [index, peer] of all.entries()) {
         // iperf3 serves one test at a time and a failed one can end it: start it again if so.
         if (server.exited) {
           anomalies.push(`the iperf3 server had exited before ${peer.name} run ${r}: ${server.text.trim().split("\n").slice(-3).join(" / ")}`);
           server = new Child("iperf3 server", serverCmd);
-          await listening(IPERF_ORIGIN.port, 10_000);
+          await listening(IPERF_ORIGIN, 10_000);
         }
         const at = peer.proxied ? bulkFront(r, index) : IPERF_ORIGIN;
         const proc = startPeer(peer, at, ctx.proxyCore, ctx.dir);
         try {
           if (proc && peer.name.startsWith("edgeproxy")) await proc.waitFor(/ready/, 10_000);
-          else if (proc) await waitConnectable(at.host, at.port, 10_000, 5);
+          else if (proc) await listening(at, 10_000);
           const pids = proc ? processTree(proc.pid) : [];
           const clientCore = proc ? ctx.loadCore : ctx.proxyCore;
           // A 1 s stream off the books: connection setup, JIT, buffers.
@@ -146,11 +154,11 @@ export const bulkScenario: Scenario = async (ctx: BenchContext): Promise<Scenari
             ctx.log(`  run ${r} ${peer.name.padEnd(24)} ${direction.padEnd(8)} ${s.gbit.toFixed(2).padStart(6)} Gbit/s  core ${f(s.corePct, 0)}%  process ${f(s.processPct, 0)}%  peak RSS ${mib(s.peakRssKiB)}`);
           }
         } catch (e) {
-          anomalies.push(`bulk ${peer.name} run ${r}: ${(e as Error).message}${proc ? `; its output: ${proc.text.trim() || "(none)"}` : ""}`);
+          anomalies.push(`${peer.name} run ${r}: ${(e as Error).message}${proc ? `; its output: ${proc.text.trim() || "(none)"}` : ""}`);
         } finally {
           if (proc) {
             const end = await proc.stop();
-            if (end.forced || (peer.name.startsWith("edgeproxy") && end.code !== 0)) anomalies.push(`${peer.name} bulk run ${r}: after SIGTERM: exit ${end.code}, signal ${end.signal}; output:\n${proc.text.trim()}`);
+            if (end.forced || (peer.name.startsWith("edgeproxy") && end.code !== 0)) anomalies.push(`${peer.name} run ${r}: after SIGTERM: exit ${end.code}, signal ${end.signal}; output:\n${proc.text.trim()}`);
           }
         }
         await sleep(200);

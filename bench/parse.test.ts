@@ -79,3 +79,11 @@ describe("parseIperf3", () => {
     expect(() => parseIperf3(`{"end":{}}`)).toThrow("no end.sum_received");
   });
 });
+
+describe("procNetTcpAddress", () => {
+  test("IPv4 in host byte order (x86, arm64: little-endian), port in big-endian hex", async () => {
+    const { procNetTcpAddress } = await import("./bulk");
+    expect(procNetTcpAddress({ host: "127.0.0.1", port: 5201 })).toBe("0100007F:1451");
+    expect(procNetTcpAddress({ host: "192.0.2.201", port: 8080 })).toBe("C90200C0:1F90");
+  });
+});
