@@ -12,7 +12,7 @@ import { f, int, mib, table, times } from "./md";
 import { peers, startPeer, type Endpoint } from "./peers";
 import { CpuSnapshot } from "./procstat";
 import type { BenchContext, Scenario, ScenarioResult } from "./scenario";
-import { Child, cpuMicros, median, processTree, rssKiB, sleep } from "./sys";
+import { Child, cpuMicros, median, processTree, sleep } from "./sys";
 import { oneWorker, spliceVariants, withArgs } from "./tcp";
 import { variantName } from "./wrk-scenario";
 
@@ -39,6 +39,8 @@ interface BulkSample {
   processPct: number;
   /** Largest sum of the proxy processes' VmRSS seen during the transfer. */
   peakRssKiB: number;
+  /** The same for RssAnon (heap and buffers, without the mapped executable and libraries). */
+  peakAnonKiB: number;
   /** How many processes that sum is over (nginx: master + worker). */
   processes: number;
 }
@@ -71,18 +73,23 @@ async function listening(at: Endpoint, timeoutMs: number): Promise<void> {
 }
 
 /** Run the client to completion (bounded), sampling `pids`' RSS meanwhile. */
-async function transfer(cmd: string[], seconds: number, pids: number[]): Promise<{ r: IperfResult; peakRssKiB: number; wallS: number }> {
+async function transfer(cmd: string[], seconds: number, pids: number[]): Promise<{ r: IperfResult; peakRssKiB: number; peakAnonKiB: number; wallS: number }> {
   let peak = 0;
+  let peakAnon = 0;
   const sample = () => {
     let sum = 0;
+    let anon = 0;
     for (const pid of pids) {
       try {
-        sum += rssKiB(pid);
+        const status = readFileSync(`/proc/${pid}/status`, "utf8");
+        sum += Number(status.match(/^VmRSS:\s+(\d+) kB/m)?.[1] ?? 0);
+        anon += Number(status.match(/^RssAnon:\s+(\d+) kB/m)?.[1] ?? 0);
       } catch {
         // a process gone meanwhile counts nothing
       }
     }
     peak = Math.max(peak, sum);
+    peakAnon = Math.max(peakAnon, anon);
   };
   const t0 = performance.now();
   const client = new Child("iperf3 client", cmd);
@@ -99,7 +106,7 @@ async function transfer(cmd: string[], seconds: number, pids: number[]): Promise
   }
   const wallS = (performance.now() - t0) / 1000;
   const json = client.text.slice(client.text.indexOf("{"), client.text.lastIndexOf("}") + 1);
-  return { r: parseIperf3(json || client.text), peakRssKiB: peak, wallS };
+  return { r: parseIperf3(json || client.text), peakRssKiB: peak, peakAnonKiB: peakAnon, wallS };
 }
 
 export const bulkScenario: Scenario = async (ctx: BenchContext): Promise<ScenarioResult> => {
@@ -148,6 +155,7 @@ export const bulkScenario: Scenario = async (ctx: BenchContext): Promise<Scenari
               corePct: proc ? (c1.busyMicrosSince(c0, ctx.proxyCore) / 1e4 / t.wallS) : NaN,
               processPct: proc ? (p1 - p0) / 1e4 / t.wallS : NaN,
               peakRssKiB: proc ? t.peakRssKiB : NaN,
+              peakAnonKiB: proc ? t.peakAnonKiB : NaN,
               processes: pids.length,
             };
             samples.push(s);
@@ -174,15 +182,15 @@ function render(ctx: BenchContext, names: string[], samples: BulkSample[], comma
   const med = (peer: string, d: Direction | undefined, k: keyof Omit<BulkSample, "peer" | "direction">) => median(samples.filter((s) => s.peer === peer && (!d || s.direction === d)).map((s) => s[k]));
   const peak = (peer: string) => Math.max(...samples.filter((s) => s.peer === peer).map((s) => s.peakRssKiB));
   const rows = names.flatMap((peer) =>
-    DIRECTIONS.map((d) => [peer, DIRECTION_LABEL[d], f(med(peer, d, "gbit"), 2), f(med(peer, d, "corePct"), 0), f(med(peer, d, "processPct"), 0), `${mib(med(peer, d, "peakRssKiB"))}${peer === "direct (no proxy)" ? "" : ` (${int(med(peer, d, "processes"))} proc.)`}`, int(med(peer, d, "retransmits"))]),
+    DIRECTIONS.map((d) => [peer, DIRECTION_LABEL[d], f(med(peer, d, "gbit"), 2), f(med(peer, d, "corePct"), 0), f(med(peer, d, "processPct"), 0), `${mib(med(peer, d, "peakRssKiB"))}${peer === "direct (no proxy)" ? "" : ` (${int(med(peer, d, "processes"))} proc.)`}`, mib(med(peer, d, "peakAnonKiB")), int(med(peer, d, "retransmits"))]),
   );
   const out = [
     `iperf3 server (the origin, \`${serverCmd.join(" ")}\`) and client on core ${ctx.loadCore}; each proxy alone on core ${ctx.proxyCore}; one TCP stream for ${ctx.seconds} s per direction after a 1 s stream off the books; ${ctx.runs} run(s), medians. ` +
       `Direct: the client on core ${ctx.proxyCore} and the server on core ${ctx.loadCore}, no proxy: the physical limit (through a proxy, client and server share one core). ` +
       "Gbit/s is what the receiving side counted (iperf3 `end.sum_received`). Core %: busy share of the proxy core from /proc/stat over the transfer (100% = the whole core). Process %: utime+stime of the proxy's processes. " +
-      "Peak RSS: the largest sum of VmRSS over the proxy's processes, sampled every 50 ms during the transfer (pages shared between them, such as the executable, count once per process). Proxies at their defaults for buffers (HAProxy tune.bufsize 16 KiB, nginx proxy_buffer_size 16k).",
+      "Peak RSS: the largest sum of VmRSS over the proxy's processes, sampled every 50 ms during the transfer (pages shared between them, such as the executable, count once per process); the anonymous column is the same for RssAnon (heap and buffers, without file-backed pages such as the executable). Proxies at their defaults for buffers (HAProxy tune.bufsize 16 KiB, nginx proxy_buffer_size 16k).",
     "",
-    table(["peer", "direction", "Gbit/s", "core %", "process %", "peak RSS", "retransmits"], rows),
+    table(["peer", "direction", "Gbit/s", "core %", "process %", "peak RSS", "of it anonymous", "retransmits"], rows),
     "",
     "Commands (run 1, upload; download adds `-R`):",
     "",
