@@ -1,10 +1,13 @@
-// Scenario: HTTP/1.1 reverse proxying, L7 proxies side by side: edgeproxy
+// Scenario 2: HTTP/1.1 reverse proxying, L7 proxies side by side: edgeproxy
 // --mode http, nginx (proxy_pass to an upstream with keepalive) and HAProxy
 // mode http, each adding X-Forwarded-For / -Proto / -Host and keeping
-// origin connections alive. Run through loadScenario (bench/load.ts): same
-// origin, wrk, core pinning and CPU accounting as the TCP scenario.
+// origin connections alive. Run through bench/wrk-scenario.ts: same origin,
+// wrk, core pinning and CPU accounting as the TCP scenario.
 import { join } from "node:path";
 import { nginxCommand, nginxMain, ORIGIN, type Peer } from "./peers";
+import type { Scenario } from "./scenario";
+import { oneWorker, withArgs } from "./tcp";
+import { wrkScenario } from "./wrk-scenario";
 
 export function httpPeers(dir: string, edgeproxy: string): Peer[] {
   const nginx = (at: { host: string; port: number }) => ({
@@ -75,3 +78,15 @@ listen bench
     { name: "nginx http proxy", proxied: true, command: () => nginxCommand(dir, "http-proxy.conf"), config: nginx },
   ];
 }
+
+/** Scenario 2: HTTP/1.1 keep-alive and one connection per request through each L7 proxy. */
+export const httpScenario: Scenario = (ctx) =>
+  wrkScenario(ctx, {
+    kind: "HTTP",
+    plot: "http",
+    title: "HTTP proxy (L7): CPU per request",
+    peers: httpPeers(ctx.dir, ctx.edgeproxy).map((p) => (p.name.startsWith("edgeproxy") ? withArgs(p, oneWorker(ctx.edgeproxy)) : p)),
+    method:
+      "Each proxy parses the request, adds X-Forwarded-For/-Proto/-Host and Forwarded, and keeps origin connections alive (nginx `keepalive 64`, HAProxy `http-reuse always`, edgeproxy's pool). " +
+      "One worker each: edgeproxy `--mode http --workers 1`, HAProxy `nbthread 1`, nginx `worker_processes 1`.",
+  });

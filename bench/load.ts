@@ -1,9 +1,12 @@
-// Scenario 2: CPU per proxied request. wrk (load core) -> proxy (proxy core)
-// -> nginx origin (load core). Proxy CPU is the utime+stime delta of the
-// proxy's process tree across one wrk run, divided by completed requests.
+// CPU per proxied request, the engine of the TCP and HTTP scenarios. wrk
+// (load core) -> proxy (proxy core) -> nginx origin (load core). Three CPU
+// figures per wrk run, each divided by completed requests: the proxy core's
+// busy time (/proc/stat cpuN, includes softirq and kworker work done for the
+// proxy), the whole machine's, and the utime+stime of the proxy's processes.
 import { writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { front, nginxCommand, ORIGIN, originConfig, peers, startPeer, type Endpoint, type Peer } from "./peers";
+import { CpuSnapshot } from "./procstat";
 import { Child, cpuMicros, httpStatus, median, processTree, run, sleep, waitConnectable } from "./sys";
 
 export type Mode = "keep-alive" | "close";
@@ -23,8 +26,12 @@ export interface WrkResult {
 export interface Sample extends WrkResult {
   peer: string;
   mode: Mode;
-  /** Proxy CPU per request in µs (NaN for the direct path). */
+  /** Proxy process CPU per request in µs (NaN for the direct path). */
   proxyUs: number;
+  /** Busy time of the proxy's core per request, µs (NaN for the direct path: nothing runs there). */
+  coreUs: number;
+  /** Busy time of every core per request, µs: proxy, wrk, origin and kernel together. */
+  machineUs: number;
   /** Proxy CPU use over the run, in % of one core. */
   proxyCpuPct: number;
   /** Origin CPU per request in µs: the same work for every peer, a sanity check. */
@@ -117,7 +124,9 @@ export async function loadScenario(dir: string, edgeproxy: string, o: LoadOption
             const cmd = wrkCommand(target, mode, o.seconds, o.connections, o.loadCore);
             const p0 = cpuMicros(proxyPids);
             const o0 = cpuMicros(originPids);
+            const c0 = CpuSnapshot.now();
             const w = runWrk(cmd, o.seconds);
+            const c1 = CpuSnapshot.now();
             const p1 = cpuMicros(proxyPids);
             const o1 = cpuMicros(originPids);
             const s: Sample = {
@@ -125,11 +134,13 @@ export async function loadScenario(dir: string, edgeproxy: string, o: LoadOption
               peer: peer.name,
               mode,
               proxyUs: proc ? (p1 - p0) / w.requests : NaN,
+              coreUs: proc ? c1.busyMicrosSince(c0, o.proxyCore) / w.requests : NaN,
+              machineUs: c1.busyMicrosSince(c0, "all") / w.requests,
               proxyCpuPct: proc ? ((p1 - p0) / 1e6 / w.seconds) * 100 : NaN,
               originUs: (o1 - o0) / w.requests,
             };
             samples.push(s);
-            log(`  run ${r} ${peer.name.padEnd(20)} ${mode.padEnd(10)} ${w.rps.toFixed(0).padStart(7)} req/s  proxy ${Number.isNaN(s.proxyUs) ? "   -" : s.proxyUs.toFixed(1)} µs/req (${Number.isNaN(s.proxyCpuPct) ? "-" : s.proxyCpuPct.toFixed(0)}% cpu)  origin ${s.originUs.toFixed(1)} µs/req  errors ${w.socketErrors} non-2xx ${w.non2xx}`);
+            log(`  run ${r} ${peer.name.padEnd(20)} ${mode.padEnd(10)} ${w.rps.toFixed(0).padStart(7)} req/s  core ${Number.isNaN(s.coreUs) ? "   -" : s.coreUs.toFixed(1)} proxy ${Number.isNaN(s.proxyUs) ? "   -" : s.proxyUs.toFixed(1)} machine ${s.machineUs.toFixed(1)} µs/req (${Number.isNaN(s.proxyCpuPct) ? "-" : s.proxyCpuPct.toFixed(0)}% cpu)  origin ${s.originUs.toFixed(1)} µs/req  errors ${w.socketErrors} non-2xx ${w.non2xx}`);
             if (w.socketErrors || w.non2xx) anomalies.push(`${peer.name}, ${mode}, run ${r}: ${w.socketErrors} socket errors, ${w.non2xx} non-2xx responses from \`${cmd.join(" ")}\`:\n${w.raw.trim()}`);
             if (proc?.exited) throw new Error(`${peer.name} exited during the ${mode} run: ${proc.text.trim()}`);
           }
@@ -168,6 +179,9 @@ export function summarize(samples: readonly Sample[]) {
       proxyUsMin: Math.min(...ss.map((s) => s.proxyUs)),
       proxyUsMax: Math.max(...ss.map((s) => s.proxyUs)),
       proxyCpuPct: median(ss.map((s) => s.proxyCpuPct)),
+      coreUs: median(ss.map((s) => s.coreUs)),
+      machineUs: median(ss.map((s) => s.machineUs)),
+      p50Ms: median(ss.map((s) => s.p50Ms)),
       rps: median(ss.map((s) => s.rps)),
       originUs: median(ss.map((s) => s.originUs)),
       p99Ms: median(ss.map((s) => s.p99Ms)),

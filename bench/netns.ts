@@ -94,6 +94,8 @@ export interface Features {
   drainTimeout: boolean;
   upgrade: boolean;
   upgradeProgram: boolean;
+  /** `--splice auto|off`: kernel splicing of TCP relays (sockmap). */
+  splice: boolean;
 }
 
 /**
@@ -111,6 +113,7 @@ export function features(binary: string, probe: boolean): Features {
     drainTimeout: /--drain-timeout\b/.test(help),
     upgrade: has("upgrade", ["--admin", "/nonexistent/edgeproxy-probe.sock"]),
     upgradeProgram: has("upgrade-program", ["--object", "/nonexistent/edgeproxy-probe.o"]),
+    splice: /--splice\b/.test(help),
   };
 }
 

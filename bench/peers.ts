@@ -75,14 +75,15 @@ export function originConfig(dir: string): string {
 /** Command line for an nginx with config `file` in `dir`. */
 export const nginxCommand = (dir: string, file: string) => ["nginx", "-p", dir, "-e", join(dir, "nginx-startup.log"), "-c", join(dir, file)];
 
-export function peers(dir: string, edgeproxy: string): Peer[] {
+/** The TCP proxies, each forwarding to `origin` (the HTTP origin unless told otherwise). */
+export function peers(dir: string, edgeproxy: string, origin: Endpoint = ORIGIN): Peer[] {
   const moduleLine = streamModuleLine();
   const stream = (at: Endpoint) => ({
     file: "stream.conf",
     text: `${moduleLine}${nginxMain(dir, "stream")}stream {
   server {
     listen ${at.host}:${at.port} backlog=4096;
-    proxy_pass ${ORIGIN.host}:${ORIGIN.port};
+    proxy_pass ${origin.host}:${origin.port};
   }
 }
 `,
@@ -101,7 +102,7 @@ defaults
   timeout server 60s
 listen bench
   bind ${at.host}:${at.port}
-  server origin ${ORIGIN.host}:${ORIGIN.port}
+  server origin ${origin.host}:${origin.port}
 `,
   });
   return [
@@ -110,7 +111,7 @@ listen bench
       name: "edgeproxy",
       proxied: true,
       // The realistic configuration: every port of the /24, not just the one wrk dials.
-      command: () => [edgeproxy, "--ports", "1-65535", "--prefix", "192.0.2.0/24", "--origin", `${ORIGIN.host}:${ORIGIN.port}`],
+      command: () => [edgeproxy, "--ports", "1-65535", "--prefix", "192.0.2.0/24", "--origin", `${origin.host}:${origin.port}`],
     },
     { name: "haproxy (mode tcp)", proxied: true, command: () => ["haproxy", "-db", "-f", join(dir, "haproxy.cfg")], config: haproxy },
     { name: "nginx stream", proxied: true, command: () => nginxCommand(dir, "stream.conf"), config: stream },

@@ -1,62 +1,71 @@
-// edgeproxy benchmark (issue 2): port coverage and TCP proxy CPU per request.
-//   bun run bench            full: 3 runs × 5 s per peer and mode
-//   bun bench/run.ts --quick 1 run × 3 s, for a first look
-//   bun bench/run.ts --build rebuild ./edgeproxy first (default: only if missing)
-//   bun bench/run.ts --udp   only the UDP scenario
-//   bun bench/run.ts --http  only the HTTP (L7) scenario: edgeproxy --mode http, nginx, HAProxy mode http
-// Run as root from the repo root. Installs missing tools with apt-get, then
-// re-executes itself inside a private network+mount namespace: nothing here
-// attaches BPF or listens in the host's own namespace.
+// `bun run bench`: every scenario of issue 7, side by side with the peers,
+// in one command. Run as root from the repo root: installs missing tools from
+// Debian, builds ./edgeproxy if it is missing (or with --build), re-executes
+// itself inside a private network + mount namespace (nothing attaches BPF or
+// listens in the host's namespace), runs the selected scenarios one after
+// another, each bounded in time, and writes bench/results/<date>-<host>.md
+// plus one PNG per plot. See bench/flags.ts for the flags.
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { cpus, hostname, tmpdir, totalmem } from "node:os";
 import { join } from "node:path";
-import { coverageScenario, type CoverageReport } from "./coverage";
-import { httpPeers } from "./http";
-import { loadScenario, type LoadOptions, type LoadReport } from "./load";
-import { udpScenario, type UdpOptions } from "./udp";
-import { renderReport, type Machine } from "./report";
-import { ensureTools, inPrivateNetns, reexec, setupNetns } from "./netns";
+import { parseFlags, USAGE, type Flags, type ScenarioName } from "./flags";
+import { becomeSubreaper, benchMain, cores, ensureTools, processesOf, reexec, ROOT, setupNetns, stopPids } from "./netns";
+import { renderPlot } from "./plot";
+import { renderReport, type Machine, type Ran } from "./report";
+import { CpuSnapshot } from "./procstat";
+import { REGISTRY, type Entry } from "./registry";
+import type { BenchContext, Scenario } from "./scenario";
 import { killAll, must, run, which } from "./sys";
 
-const ROOT = join(import.meta.dir, "..");
 const EDGEPROXY = join(ROOT, "edgeproxy");
-const args = process.argv.slice(2);
-const quick = args.includes("--quick");
-const udpOnly = args.includes("--udp");
-const httpOnly = args.includes("--http");
 const log = (s: string) => process.stderr.write(`bench: ${s}\n`);
 
-for (const a of args) {
-  if (!["--quick", "--build", "--udp", "--http"].includes(a) || (a === "--http" && args.includes("--udp"))) {
-    console.error(`bench: unknown argument ${a}\nusage: bun bench/run.ts [--quick] [--build] [--udp | --http]`);
-    process.exit(2);
-  }
-}
-
-// Two cores: the proxy alone on one, wrk + origin on the other. On one core, everything shares it.
-const cores = cpus().length;
+// Two cores: the proxy alone on one, load generators and origins on the other. On one core, everything shares it.
 const PROXY_CORE = 0;
 const LOAD_CORE = cores > 1 ? 1 : 0;
 
-/** Install what is missing, Debian package names. */
-function ensurePeers(): void {
-  const want: [string, string][] = [["nginx", "nginx"], ["haproxy", "haproxy"], ["wrk", "wrk"], ["ip", "iproute2"], ["unshare", "util-linux"], ["taskset", "util-linux"], ["getconf", "libc-bin"]];
-  if (!existsSync(EDGEPROXY) || args.includes("--build")) want.push(["clang", "clang"]);
-  const streamMissing = () => which("nginx") && /--with-stream=dynamic/.test(run(["nginx", "-V"]).out) && !existsSync("/usr/lib/nginx/modules/ngx_stream_module.so");
-  ensureTools(want, log, !which("nginx") || streamMissing() ? ["libnginx-mod-stream"] : []);
+/** Busy share of the idle proxy core above which the run warns that core figures include others' work. */
+const IDLE_NOISE_PCT = 3;
+
+const selected = (o: Flags): Entry[] => o.only.map((n: ScenarioName) => REGISTRY.find((e) => e.name === n)!);
+
+/** The plan, one line per scenario with its estimate; returns the total in seconds. */
+function plan(o: Flags): number {
+  let total = 0;
+  for (const e of selected(o)) {
+    const s = e.estimate(o.runs, o.seconds);
+    total += s;
+    log(`  ${e.name.padEnd(9)} ~${String(Math.round(s)).padStart(4)} s  ${e.what}`);
+  }
+  log(`  total    ~${Math.floor(total / 60)} min ${Math.round(total % 60)} s (${o.runs} run(s) × ${o.seconds} s per measurement)`);
+  return total;
 }
 
-async function outer(): Promise<number> {
-  if (process.getuid?.() !== 0) {
-    log("run as root (it creates a network namespace and attaches BPF inside it)");
-    return 2;
-  }
-  ensurePeers();
-  if (!existsSync(EDGEPROXY) || args.includes("--build")) {
+/** Install what is missing, Debian package names. */
+function ensurePeers(build: boolean): void {
+  const want: [string, string][] = [
+    ["nginx", "nginx"], ["haproxy", "haproxy"], ["wrk", "wrk"], ["iperf3", "iperf3"], ["gnuplot", "gnuplot-nox"],
+    ["ip", "iproute2"], ["unshare", "util-linux"], ["taskset", "util-linux"], ["getconf", "libc-bin"],
+  ];
+  if (build) want.push(["clang", "clang"]);
+  const streamMissing = () => which("nginx") && /--with-stream=dynamic/.test(run(["nginx", "-V"]).out) && !existsSync("/usr/lib/nginx/modules/ngx_stream_module.so");
+  const hadIperf = which("iperf3");
+  ensureTools(want, log, !which("nginx") || streamMissing() ? ["libnginx-mod-stream"] : []);
+  // Debian may start iperf3's daemon (it asks; noninteractive answers no); the benchmark runs its own.
+  if (!hadIperf) run(["systemctl", "disable", "--now", "iperf3"]);
+}
+
+async function outer(o: Flags, argv: string[]): Promise<number> {
+  log(`plan (${o.quick ? "quick" : "full"}):`);
+  const estimate = plan(o);
+  const build = !existsSync(EDGEPROXY) || o.build;
+  ensurePeers(build);
+  if (build) {
     log("building ./edgeproxy");
     must(["bun", "run", "build"], 300_000);
   }
-  return reexec(import.meta.path, args, LOAD_CORE, (quick ? 10 : 30) * 60_000, log);
+  // Each scenario is bounded inside; this bounds the whole run if one hangs anyway.
+  return reexec(import.meta.path, argv, LOAD_CORE, (estimate * 2 + 300) * 1000, log);
 }
 
 function machine(): Machine {
@@ -76,11 +85,36 @@ function machine(): Machine {
       nginx: first(["nginx", "-v"]),
       haproxy: first(["haproxy", "-v"]),
       wrk: first(["wrk", "-v"]),
+      iperf3: first(["iperf3", "--version"]),
+      gnuplot: first(["gnuplot", "--version"]),
     },
   };
 }
 
-async function inner(): Promise<number> {
+/** Run one scenario, bounded: a scenario that overruns is abandoned and its processes killed. */
+async function runOne(e: Entry, scenario: Scenario, ctx: BenchContext, limitS: number): Promise<Omit<Ran, "pngs"> & { overran: boolean }> {
+  const t0 = performance.now();
+  const took = () => (performance.now() - t0) / 1000;
+  let timer: Timer | undefined;
+  try {
+    const overrun = new Promise<"overran">((r) => (timer = setTimeout(() => r("overran"), limitS * 1000)));
+    const result = await Promise.race([scenario(ctx), overrun]);
+    if (result === "overran") {
+      killAll();
+      return { name: e.name, seconds: took(), failure: `did not finish within ${Math.round(limitS)} s (3× its estimate + 60 s); its processes were killed and later scenarios skipped`, overran: true };
+    }
+    return { name: e.name, seconds: took(), result, overran: false };
+  } catch (err) {
+    return { name: e.name, seconds: took(), failure: `failed: ${(err as Error).message}`, overran: false };
+  } finally {
+    clearTimeout(timer);
+    // Whatever a scenario left behind (an upgrade's or supervisor's orphans) goes before the next.
+    await stopPids(processesOf([EDGEPROXY]));
+  }
+}
+
+async function inner(o: Flags): Promise<number> {
+  const t0 = performance.now();
   let netnsSetup: string[];
   try {
     netnsSetup = setupNetns();
@@ -88,7 +122,7 @@ async function inner(): Promise<number> {
     log((e as Error).message);
     return 2;
   }
-
+  becomeSubreaper();
   const dir = mkdtempSync(join(tmpdir(), "edgeproxy-bench-"));
   const cleanup = () => {
     killAll();
@@ -102,44 +136,61 @@ async function inner(): Promise<number> {
     });
   }
   try {
-    const opts: LoadOptions = quick
-      ? { runs: 1, seconds: 3, warmupSeconds: 1, connections: 50, proxyCore: PROXY_CORE, loadCore: LOAD_CORE }
-      : { runs: 3, seconds: 5, warmupSeconds: 1, connections: 50, proxyCore: PROXY_CORE, loadCore: LOAD_CORE };
-    const udpOpts: UdpOptions = { runs: opts.runs, seconds: opts.seconds, flows: 50, size: 64, proxyCore: PROXY_CORE, loadCore: LOAD_CORE };
+    const ctx: BenchContext = { dir, edgeproxy: EDGEPROXY, quick: o.quick, runs: o.runs, seconds: o.seconds, proxyCore: PROXY_CORE, loadCore: LOAD_CORE, log };
     const m = machine();
-    let cov: CoverageReport | undefined;
-    let load: LoadReport | undefined;
-    if (httpOnly) {
-      log(`http proxy CPU (${opts.runs} × ${opts.seconds} s per peer and mode)`);
-      const http = await loadScenario(dir, EDGEPROXY, opts, log, httpPeers(dir, EDGEPROXY));
-      const md = renderReport({ m, quick, argv: `bun bench/run.ts ${args.join(" ")}`, http, opts, netnsSetup });
-      const file = join(import.meta.dir, "results", `${m.date}-${m.host}-http${quick ? "-quick" : ""}.md`);
-      mkdirSync(join(import.meta.dir, "results"), { recursive: true });
-      writeFileSync(file, md);
-      process.stdout.write(`${md}\n`);
-      log(`wrote ${file}`);
-      return 0;
-    }
-    if (!udpOnly) {
-      log(`coverage (${quick ? 1 : 3} run(s) per edgeproxy case)`);
-      cov = await coverageScenario(EDGEPROXY, quick ? 1 : 3, PROXY_CORE, log);
-      log(`proxy CPU (${opts.runs} × ${opts.seconds} s per peer and mode)`);
-      load = await loadScenario(dir, EDGEPROXY, opts, log);
-    }
-    log(`udp request/response (${udpOpts.runs} × ${udpOpts.seconds} s per peer, ${udpOpts.flows} flows)`);
-    const udp = await udpScenario(dir, EDGEPROXY, udpOpts, log);
-    const md = renderReport({ m, quick, argv: `bun bench/run.ts${args.length ? ` ${args.join(" ")}` : ""}`, cov, load, udp, opts, netnsSetup });
     const resultsDir = join(import.meta.dir, "results");
     mkdirSync(resultsDir, { recursive: true });
-    // A quick look never overwrites the day's full results.
-    const file = join(resultsDir, `${m.date}-${m.host}${udpOnly ? "-udp" : ""}${quick ? "-quick" : ""}.md`);
+    // A partial or quick run never overwrites the day's full results.
+    const partial = o.only.length < REGISTRY.length ? `-${o.only.join("-")}` : "";
+    const base = `${m.date}-${m.host}${partial}${o.quick ? "-quick" : ""}`;
+    const ran: Ran[] = [];
+    const anomalies: string[] = [];
+    let stopped = false;
+    for (const e of selected(o)) {
+      if (stopped) {
+        ran.push({ name: e.name, seconds: 0, failure: "skipped: an earlier scenario overran", pngs: new Map() });
+        continue;
+      }
+      const scenario = await e.load();
+      if (typeof scenario === "string") {
+        log(`scenario ${e.name}: not available: ${scenario}`);
+        ran.push({ name: e.name, seconds: 0, unavailable: scenario, pngs: new Map() });
+        continue;
+      }
+      log(`scenario ${e.name}`);
+      // Core CPU counts whatever else runs on the proxy core (another user's processes): measure that floor first.
+      const idle0 = CpuSnapshot.now();
+      await Bun.sleep(1000);
+      const idlePct = CpuSnapshot.now().busyMicrosSince(idle0, PROXY_CORE) / 1e4;
+      if (idlePct > IDLE_NOISE_PCT) anomalies.push(`before scenario ${e.name}, with nothing of ours running, core ${PROXY_CORE} was ${idlePct.toFixed(0)}% busy for a second: something else on this machine adds to its core CPU figures`);
+      const r = await runOne(e, scenario, ctx, e.estimate(o.runs, o.seconds) * 3 + 60);
+      stopped = r.overran;
+      log(`scenario ${e.name}: ${r.failure ?? "done"} (${r.seconds.toFixed(0)} s)`);
+      const pngs = new Map<string, string>();
+      for (const p of r.result?.plots ?? []) {
+        const file = `${base}-${p.name}.png`;
+        try {
+          renderPlot(p, join(resultsDir, file), dir);
+          pngs.set(p.name, file);
+        } catch (err) {
+          anomalies.push((err as Error).message);
+        }
+      }
+      ran.push({ ...r, pngs });
+    }
+    const md = renderReport({
+      m, quick: o.quick, argv: `bun run bench${process.argv.length > 2 ? ` ${process.argv.slice(2).join(" ")}` : ""}`, runs: o.runs, seconds: o.seconds,
+      proxyCore: PROXY_CORE, loadCore: LOAD_CORE, netnsSetup, ran, anomalies, wallSeconds: (performance.now() - t0) / 1000,
+    });
+    const file = join(resultsDir, `${base}.md`);
     writeFileSync(file, md);
     process.stdout.write(`${md}\n`);
-    log(`wrote ${file}`);
-    return 0;
+    log(`wrote ${file} and ${ran.reduce((a, r) => a + r.pngs.size, 0)} plot(s)`);
+    // A scenario another helper has not delivered yet is listed, not a failure.
+    return ran.every((r) => r.result || r.unavailable) ? 0 : 1;
   } finally {
     cleanup();
   }
 }
 
-process.exit(inPrivateNetns() ? await inner() : await outer());
+if (import.meta.main) await benchMain("bench", USAGE, parseFlags, outer, inner);

@@ -1,11 +1,17 @@
-// Scenario: UDP request/response through edgeproxy --mode udp and nginx's
+// Scenario 4: UDP request/response through edgeproxy --mode udp and nginx's
 // stream UDP proxy. Closed-loop load (bench/udp-load.ts, load core) → proxy
-// (proxy core, alone) → Bun echo origin (load core). Proxy CPU is the
-// utime+stime delta of its processes while the load generator counts.
+// (proxy core, alone) → Bun echo origin (load core). CPU while the load
+// generator counts: the proxy core's busy time (/proc/stat), the machine's,
+// and the utime+stime of the proxy's processes.
 import { writeFileSync } from "node:fs";
 import { join } from "node:path";
+import { f, fence, int, table, times } from "./md";
 import { nginxCommand, nginxMain, streamModuleLine, type Endpoint } from "./peers";
+import { CpuSnapshot } from "./procstat";
+import type { BenchContext, Scenario, ScenarioResult } from "./scenario";
 import { Child, cpuMicros, median, processTree, sleep } from "./sys";
+import { oneWorker } from "./tcp";
+import { CPU_TARGET } from "./wrk-scenario";
 
 export const UDP_ORIGIN: Endpoint = { host: "127.0.0.1", port: 9053 };
 const udpFront = (run: number, peer: number): Endpoint => ({ host: `192.0.2.${100 + 10 * run + peer}`, port: 8053 });
@@ -27,8 +33,12 @@ export interface UdpSample {
   lost: number;
   p50Ms: number;
   p99Ms: number;
-  /** Proxy CPU per exchange, µs (NaN for the direct path). */
+  /** Proxy process CPU per exchange, µs (NaN for the direct path). */
   proxyUs: number;
+  /** Busy time of the proxy core per exchange, µs (NaN for the direct path). */
+  coreUs: number;
+  /** Busy time of every core per exchange, µs. */
+  machineUs: number;
   proxyCpuPct: number;
 }
 
@@ -46,13 +56,13 @@ export interface UdpReport {
   opts: UdpOptions;
 }
 
-function udpPeers(dir: string, edgeproxy: string): UdpPeer[] {
+function udpPeers(dir: string, edgeproxy: string, edgeArgs: string[]): UdpPeer[] {
   const moduleLine = streamModuleLine();
   return [
     { name: "direct (no proxy)" },
     {
       name: "edgeproxy udp",
-      command: () => [edgeproxy, "--mode", "udp", "--ports", "1-65535", "--prefix", "192.0.2.0/24", "--origin", `${UDP_ORIGIN.host}:${UDP_ORIGIN.port}`],
+      command: () => [edgeproxy, "--mode", "udp", "--ports", "1-65535", "--prefix", "192.0.2.0/24", "--origin", `${UDP_ORIGIN.host}:${UDP_ORIGIN.port}`, ...edgeArgs],
     },
     {
       name: "nginx stream udp",
@@ -77,9 +87,10 @@ const loadCommand = (at: Endpoint, o: UdpOptions) => [
   "taskset", "-c", String(o.loadCore), process.execPath, join(import.meta.dir, "udp-load.ts"), at.host, String(at.port), String(o.flows), String(o.seconds), String(o.size),
 ];
 
-export async function udpScenario(dir: string, edgeproxy: string, o: UdpOptions, log: (s: string) => void): Promise<UdpReport> {
+/** Every peer in turn, `o.runs` times; the samples and what was run. */
+export async function measureUdp(dir: string, edgeproxy: string, o: UdpOptions, log: (s: string) => void): Promise<UdpReport> {
   const origin = new Child("udp origin", ["taskset", "-c", String(o.loadCore), process.execPath, join(import.meta.dir, "udp-echo.ts"), UDP_ORIGIN.host, String(UDP_ORIGIN.port)]);
-  const all = udpPeers(dir, edgeproxy);
+  const all = udpPeers(dir, edgeproxy, oneWorker(edgeproxy));
   const samples: UdpSample[] = [];
   const anomalies: string[] = [];
   const commands: string[] = [];
@@ -104,7 +115,9 @@ export async function udpScenario(dir: string, edgeproxy: string, o: UdpOptions,
           const load = new Child("udp load", loadCommand(at, o));
           await load.waitFor(/counting/, 10_000);
           const p0 = cpuMicros(pids);
+          const c0 = CpuSnapshot.now();
           const done = await load.waitFor(/^\{.*\}$/m, (o.seconds + 10) * 1000);
+          const c1 = CpuSnapshot.now();
           const p1 = cpuMicros(pids);
           await load.stop();
           const res = JSON.parse(done[0]) as { replies: number; seconds: number; rps: number; lost: number; p50Ms: number; p99Ms: number };
@@ -116,10 +129,12 @@ export async function udpScenario(dir: string, edgeproxy: string, o: UdpOptions,
             p50Ms: res.p50Ms,
             p99Ms: res.p99Ms,
             proxyUs: proc ? (p1 - p0) / res.replies : NaN,
+            coreUs: proc ? c1.busyMicrosSince(c0, o.proxyCore) / res.replies : NaN,
+            machineUs: c1.busyMicrosSince(c0, "all") / res.replies,
             proxyCpuPct: proc ? ((p1 - p0) / 1e6 / res.seconds) * 100 : NaN,
           };
           samples.push(s);
-          log(`  run ${r} ${peer.name.padEnd(20)} ${s.rps.toFixed(0).padStart(7)} exchanges/s  proxy ${Number.isNaN(s.proxyUs) ? "   -" : s.proxyUs.toFixed(1)} µs/exchange (${Number.isNaN(s.proxyCpuPct) ? "-" : s.proxyCpuPct.toFixed(0)}% cpu)  lost ${s.lost}`);
+          log(`  run ${r} ${peer.name.padEnd(20)} ${s.rps.toFixed(0).padStart(7)} exchanges/s  core ${Number.isNaN(s.coreUs) ? "   -" : s.coreUs.toFixed(1)} proxy ${Number.isNaN(s.proxyUs) ? "   -" : s.proxyUs.toFixed(1)} machine ${s.machineUs.toFixed(1)} µs/exchange (${Number.isNaN(s.proxyCpuPct) ? "-" : s.proxyCpuPct.toFixed(0)}% cpu)  lost ${s.lost}`);
           if (s.replies === 0) anomalies.push(`${peer.name} run ${r}: no replies; its output: ${proc?.text.trim() || "(none)"}`);
         } finally {
           if (proc) {
@@ -145,6 +160,8 @@ export function summarizeUdp(samples: readonly UdpSample[]) {
       runs: ss.length,
       proxyUs: median(ss.map((s) => s.proxyUs)),
       proxyCpuPct: median(ss.map((s) => s.proxyCpuPct)),
+      coreUs: median(ss.map((s) => s.coreUs)),
+      machineUs: median(ss.map((s) => s.machineUs)),
       rps: median(ss.map((s) => s.rps)),
       p50Ms: median(ss.map((s) => s.p50Ms)),
       p99Ms: median(ss.map((s) => s.p99Ms)),
@@ -152,3 +169,49 @@ export function summarizeUdp(samples: readonly UdpSample[]) {
     };
   });
 }
+
+/** Scenario 4 for `bun run bench`: UDP exchanges through edgeproxy and nginx stream udp. */
+export const udpScenario: Scenario = async (ctx: BenchContext): Promise<ScenarioResult> => {
+  const o: UdpOptions = { runs: ctx.runs, seconds: ctx.seconds, flows: 50, size: 64, proxyCore: ctx.proxyCore, loadCore: ctx.loadCore };
+  ctx.log(`UDP: ${o.runs} run(s) × ${o.seconds} s per peer, ${o.flows} flows`);
+  const u = await measureUdp(ctx.dir, ctx.edgeproxy, o, ctx.log);
+  const rows = summarizeUdp(u.samples);
+  const nginx = rows.find((r) => r.peer.startsWith("nginx"));
+  const edge = rows.find((r) => r.peer.startsWith("edgeproxy"));
+  const out = [
+    `bench/udp-load.ts (${o.flows} connected sockets, one ${o.size}-byte request outstanding each, core ${o.loadCore}) → proxy (core ${o.proxyCore}, alone on it) → Bun echo origin (core ${o.loadCore}). ` +
+      `${o.runs} run(s) × ${o.seconds} s per peer after 0.5 s of warm-up; medians. One exchange is one datagram each way through the proxy, so CPU per datagram is half the CPU per exchange. ` +
+      "CPU is read from when the load generator starts counting to when it prints its result (a few ms longer than its count window, the same for every peer): " +
+      `**core** = busy time of core ${o.proxyCore} from /proc/stat; **process** = utime+stime of the proxy's processes; **machine** = busy time of every core. ` +
+      "Ratio: core CPU to nginx stream udp's (lower is better). Lost: requests unanswered for 200 ms (resent).",
+    "",
+    table(
+      ["peer", "core µs/datagram", "ratio to nginx", "core µs/exchange", "process µs/exchange", "machine µs/exchange", "exchanges/s", "p50 ms", "p99 ms", "lost", "runs"],
+      rows.map((r) => [r.peer, f(r.coreUs / 2), Number.isFinite(r.coreUs) ? times(r.coreUs / (nginx?.coreUs ?? NaN)) : "–", f(r.coreUs), f(r.proxyUs), f(r.machineUs), int(r.rps), f(r.p50Ms, 3), f(r.p99Ms, 3), int(r.lost), int(r.runs)]),
+    ),
+    "",
+    "Commands (run 1):",
+    "",
+    ...u.commands.map((c) => `- \`${c}\``),
+    "",
+    ...u.configs.flatMap((c) => [`${c.file} (run 1):`, "", fence(c.text), ""]),
+  ];
+  const ratio = (edge?.coreUs ?? NaN) / (nginx?.coreUs ?? NaN);
+  return {
+    title: "UDP proxy: CPU per datagram",
+    markdown: out.join("\n"),
+    ratios: edge
+      ? [{ scenario: "UDP request/response", metric: "CPU µs/datagram on the proxy core", unit: "µs", better: "lower", edgeproxy: edge.coreUs / 2, best: { peer: nginx?.peer ?? "nginx stream udp (not measured)", value: (nginx?.coreUs ?? NaN) / 2 }, target: { text: `≤ ${CPU_TARGET}× nginx`, met: ratio <= CPU_TARGET } }]
+      : [],
+    plots: [
+      {
+        name: "udp-cpu",
+        title: `UDP: CPU µs per datagram (median of ${o.runs}; lower is better)`,
+        ylabel: "µs per datagram",
+        kind: "bars",
+        series: rows.filter((r) => Number.isFinite(r.coreUs)).map((r) => ({ label: r.peer, points: [{ x: "proxy core", y: r.coreUs / 2 }, { x: "proxy process", y: r.proxyUs / 2 }] })),
+      },
+    ],
+    anomalies: u.anomalies,
+  };
+};

@@ -219,6 +219,11 @@ export class OriginPool {
     );
   }
 
+  /** Whether an endpoint's port depends on the edge port (port-preserving or port-range origins); else pick() ignores it. */
+  get followsEdgePort(): boolean {
+    return this.config.origins.some((o) => o.port === undefined || o.ports !== undefined);
+  }
+
   /** The endpoint for a new connection from `client` (an IP literal) to edge port `edgePort`; undefined when none is usable. */
   pick(client: string, edgePort: number): Pick | undefined {
     const now = Date.now();

@@ -7,6 +7,7 @@ import { errno, errnoText, libc } from "../ebpf/libc";
 const EPOLL_CLOEXEC = 0o2000000;
 const EPOLL_CTL_ADD = 1;
 const EPOLLIN = 0x001;
+const EPOLLET = 1 << 31;
 const EFD_NONBLOCK = 0o4000;
 const EFD_CLOEXEC = 0o2000000;
 const EINTR = 4;
@@ -33,9 +34,13 @@ export class Epoll {
     this.eventsPtr = ptr(this.events);
   }
 
-  /** Watch fd for input (level-triggered); events report fd as their data. */
-  add(fd: number): void {
-    this.oneView.setUint32(0, EPOLLIN, true);
+  /**
+   * Watch fd for input; events report fd as their data. Level-triggered by
+   * default; `edge` asks for an event only when new input arrives, so the
+   * reader must drain fd until it would block (epoll(7)).
+   */
+  add(fd: number, edge = false): void {
+    this.oneView.setUint32(0, (edge ? EPOLLET : 0) | EPOLLIN, true);
     this.oneView.setUint32(DATA_AT, fd, true);
     this.oneView.setUint32(DATA_AT + 4, 0, true);
     if (libc.epoll_ctl(this.fd, EPOLL_CTL_ADD, fd, this.one) !== 0) throw new EdgeError(`epoll add fd ${fd}`, errnoText(errno()), "kernel");

@@ -122,13 +122,13 @@ export class HttpConnection extends Exchange {
     this.reqChunks = req.chunked ? new ChunkedDecoder() : undefined;
     if (req.contentLength > ctx.http.maxBodyBytes) return this.fail(413, `request body larger than ${ctx.http.maxBodyBytes} bytes`);
     const q = req.target.indexOf("?");
-    const route = ctx.router.match(req.host, this.localPort, q < 0 ? req.target : req.target.slice(0, q));
+    const route = ctx.router.match(req.host, ctx.router.byPort ? this.localPort : 0, q < 0 ? req.target : req.target.slice(0, q));
     // Only WebSocket is tunnelled (RFC 6455 §4.1); other Upgrade offers are dropped as hop-by-hop.
     this.upgrade = req.upgrade !== "" && hasToken(req.connection, "upgrade") && /^websocket$/i.test(req.upgrade);
     this.local = route.pool === undefined;
     this.phase = this.reqChunks || this.bodyLeft > 0 ? Phase.Body : Phase.Wait;
     if (!this.local) {
-      const pick = route.pool!.pick(this.clientIp, this.localPort);
+      const pick = route.pool!.pick(this.clientIp, route.pool!.followsEdgePort ? this.localPort : 0);
       if (!pick) {
         ctx.stats.originError("no_origin");
         return this.fail(503, "no healthy origin");

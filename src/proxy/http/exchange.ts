@@ -90,8 +90,14 @@ export abstract class Exchange implements OriginUser {
   protected deadline = 0;
   protected deadlineKind = Deadline.None;
   readonly clientIp: string;
-  // The original destination (sk_lookup keeps it as the accepted socket's local address).
-  protected readonly localPort: number;
+  // The original destination's port (sk_lookup keeps it as the accepted
+  // socket's local address), read on first use: each of Bun's local*
+  // getters is a getsockname(2), and most configs never need it.
+  private edgePort = -1;
+  protected get localPort(): number {
+    if (this.edgePort < 0) this.edgePort = this.ends ? this.ends.edge.port : this.client.localPort;
+    return this.edgePort;
+  }
 
   constructor(
     protected readonly client: Socket<any>,
@@ -101,8 +107,6 @@ export abstract class Exchange implements OriginUser {
   ) {
     this.lastActive = ctx.clock.now;
     this.clientIp = ends ? formatAddress(ends.client.addr) : unmapAddress(client.remoteAddress);
-    // Each of Bun's local* getters is a getsockname(2): the port is needed per request, the address rarely.
-    this.localPort = ends ? ends.edge.port : client.localPort;
     ctx.active.add(this);
     ctx.stats.connectionsActive++;
     ctx.stats.connectionsTotal++;

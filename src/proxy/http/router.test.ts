@@ -41,4 +41,10 @@ describe("routing by host and path prefix", () => {
   test("no routes: everything to the service's pool", () => {
     expect(new HttpRouter([], CATCH).match("x", 1, "/y").pool).toBe(CATCH);
   });
+  test("byPort: only routes naming a port make the edge port matter", () => {
+    expect(r.byPort).toBe(true);
+    expect(new HttpRouter([], CATCH).byPort).toBe(false);
+    expect(new HttpRouter([{ host: "a.example", path: "/" }, { host: "[2001:db8::1]", path: "/x" }] as never, CATCH).byPort).toBe(false);
+    expect(new HttpRouter([{ host: "[2001:db8::1]:8080", path: "/" }] as never, CATCH).byPort).toBe(true);
+  });
 });

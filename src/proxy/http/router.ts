@@ -25,6 +25,8 @@ export class HttpRouter<P = PoolConfig> {
   // Keys: "host:port" for routes with a port, "host" for the rest; "" for any host.
   private readonly byHost = new Map<string, RegExpRouter<Route<P>>>();
   private readonly catchAll: Route<P>;
+  /** Some route names a port: match() needs the edge port (else any value does). */
+  readonly byPort: boolean;
 
   constructor(routes: readonly RouteConfig[], catchAllPool: PoolConfig | undefined, running: (p: PoolConfig) => P = (p) => p as P) {
     const runningOf = (p: PoolConfig | undefined) => (p ? running(p) : undefined);
@@ -47,6 +49,7 @@ export class HttpRouter<P = PoolConfig> {
       }
       this.byHost.set(key, m);
     }
+    this.byPort = [...this.byHost.keys()].some((k) => /:\d+$/.test(k));
   }
 
   /**

@@ -1,7 +1,7 @@
 // The UDP data plane's datagram buffers: recvmmsg(2) on the steered socket,
 // where bursts of new flows arrive (one syscall takes every datagram queued,
 // up to the batch size, each with its source and original destination), and
-// plain recv/send on flow sockets. Every datagram keeps HEADROOM bytes in
+// on flow sockets (without them), and plain send on flow sockets. Every datagram keeps HEADROOM bytes in
 // front of it for a PROXY/SPP header.
 import { ptr, type Pointer } from "bun:ffi";
 import { libc } from "../../ebpf/libc";
@@ -45,12 +45,16 @@ export class DatagramBatch {
   private readonly recvHdr: Uint8Array;
   private readonly recvIov: Uint8Array;
   private readonly rh: DataView;
+  /** mmsghdrs without name or control, for connected sockets (recvConnected). */
+  private readonly connHdr: Uint8Array;
+  private readonly connPtr: Pointer;
+  /** The headers the last receive filled: rh or the connected ones. */
+  private last: DataView;
+  private readonly connView: DataView;
   private readonly dataPtr: number;
   private readonly recvPtr: Pointer;
   private readonly cv: DataView;
   private used = 0;
-  /** Where slot 0's payload starts. */
-  private readonly slot0: Pointer;
 
   constructor(readonly size = 16) {
     this.data = pinned(size * SLOT);
@@ -59,9 +63,12 @@ export class DatagramBatch {
     this.recvHdr = pinned(size * MMSG);
     this.recvIov = pinned(size * IOV);
     this.dataPtr = ptr(this.data);
-    this.slot0 = (this.dataPtr + HEADROOM) as Pointer;
     this.recvPtr = ptr(this.recvHdr);
     this.rh = new DataView(this.recvHdr.buffer);
+    this.last = this.rh;
+    this.connHdr = pinned(size * MMSG);
+    this.connPtr = ptr(this.connHdr);
+    const ch = (this.connView = new DataView(this.connHdr.buffer));
     this.cv = new DataView(this.controls.buffer);
     const ri = new DataView(this.recvIov.buffer);
     const namesPtr = ptr(this.names);
@@ -75,6 +82,9 @@ export class DatagramBatch {
       splitPtr(this.rh, h + 16, recvIovPtr + i * IOV);
       this.rh.setUint32(h + 24, 1, true);
       splitPtr(this.rh, h + 32, controlsPtr + i * CONTROL);
+      // name and control stay NULL (the kernel then writes neither, nor their lengths back).
+      splitPtr(ch, h + 16, recvIovPtr + i * IOV);
+      ch.setUint32(h + 24, 1, true);
     }
     this.used = size;
   }
@@ -89,17 +99,23 @@ export class DatagramBatch {
     }
     const n = libc.recvmmsg(fd, this.recvPtr, this.size, MSG_DONTWAIT | MSG_TRUNC, null);
     this.used = n > 0 ? n : 0;
+    this.last = this.rh;
     return n;
   }
 
   /**
-   * Read one datagram of a connected socket into slot 0. One recv per
-   * readiness event: recvmmsg would try again for a second datagram, which
-   * a request/response flow seldom has. Returns its full length (above
-   * MAX_DATAGRAM when cut), or -1 with errno set.
+   * Read what a connected socket has queued, up to the batch size, without
+   * source or control data. Fewer than the batch size means the queue was
+   * empty when the kernel tried again (recvmmsg stops at EAGAIN), which
+   * is what an edge-triggered reader needs to know. Returns the count, or
+   * -1 with errno set (EAGAIN: nothing queued; ECONNREFUSED: an ICMP
+   * error, udp(7)). An error after the first datagram is kept by the
+   * kernel for the next call (recvmmsg(2)).
    */
-  recvOne(fd: number): number {
-    return libc.recv(fd, this.slot0, MAX_DATAGRAM, MSG_DONTWAIT | MSG_TRUNC) as number;
+  recvConnected(fd: number): number {
+    const n = libc.recvmmsg(fd, this.connPtr, this.size, MSG_DONTWAIT | MSG_TRUNC, null);
+    this.last = this.connView;
+    return n;
   }
 
   /** Send `length` bytes from offset `at` of `data` on a connected socket. Returns -1 with errno set on failure. */
@@ -114,11 +130,11 @@ export class DatagramBatch {
 
   /** Datagram i's length: with MSG_TRUNC its full length, even if longer than the buffer. */
   length(i: number): number {
-    return this.rh.getUint32(i * MMSG + 56, true);
+    return this.last.getUint32(i * MMSG + 56, true);
   }
 
   truncated(i: number): boolean {
-    return (this.rh.getInt32(i * MMSG + 48, true) & MSG_TRUNC) !== 0;
+    return (this.last.getInt32(i * MMSG + 48, true) & MSG_TRUNC) !== 0;
   }
 
   /** Who sent datagram i. */

@@ -29,6 +29,8 @@ import { EndpointSet, type UdpOrigins, type WorkerEndpoint } from "./origins";
 import { C, dropIndex, ROW, type UdpDropReason } from "./stats";
 
 const EMSGSIZE = 90;
+/** Batches read from one socket per readiness event, so one busy socket cannot starve the rest. */
+const ROUNDS = 8;
 const ECONNREFUSED = 111;
 
 const bump = (row: Float64Array, i: number, n = 1) => {
@@ -88,6 +90,7 @@ export class Engine {
   /** Flows the client has sent one datagram on, oldest first: evicted first when the cap is full. */
   private readonly unconfirmed = new Map<string, Flow>();
   private readonly services = new Map<number, Service>();
+  private again: number[] = [];
   now = performance.now();
 
   constructor(
@@ -181,7 +184,7 @@ export class Engine {
   private fromListener(svc: Service, fd: number): void {
     const b = this.batch;
     // Bounded per wake-up, so one busy listener cannot starve the flows.
-    for (let round = 0; round < 8; round++) {
+    for (let round = 0; round < ROUNDS; round++) {
       const n = b.recv(fd);
       if (n <= 0) return;
       for (let i = 0; i < n; i++) {
@@ -204,11 +207,24 @@ export class Engine {
     }
   }
 
+  // Flow sockets are edge-triggered: epoll reports each one once per burst
+  // of arrivals instead of re-polling it on every epoll_wait, as level
+  // triggering does (fs/eventpoll.c re-queues a level-triggered item after
+  // reporting it). So each is drained here, up to ROUNDS batches per event;
+  // one still full after that waits in `again` for the next loop turn.
   private fromClient(f: Flow): void {
-    const len = this.batch.recvOne(f.client);
-    if (len >= 0) return this.fromClientAt(f, this.batch.dataAt(0), len);
-    // ICMP port unreachable from the client: it has gone; so has the flow.
-    if (errno() === ECONNREFUSED) this.close(f);
+    const b = this.batch;
+    for (let round = 0; round < ROUNDS; round++) {
+      const n = b.recvConnected(f.client);
+      if (n < 0) {
+        // ICMP port unreachable from the client: it has gone; so has the flow.
+        if (errno() === ECONNREFUSED) this.close(f);
+        return;
+      }
+      for (let i = 0; i < n; i++) this.fromClientAt(f, b.dataAt(i), b.length(i));
+      if (n < b.size || this.flows.get(f.key) !== f) return;
+    }
+    this.again.push(f.client);
   }
 
   // A datagram from the flow's client, at `at` in the batch (from the listener or the flow socket).
@@ -231,25 +247,50 @@ export class Engine {
 
   private fromOrigin(f: Flow): void {
     const b = this.batch;
-    let len = b.recvOne(f.upstream);
-    if (len < 0) {
-      if (errno() === ECONNREFUSED) this.refused(f);
-      return;
+    for (let round = 0; round < ROUNDS; round++) {
+      const n = b.recvConnected(f.upstream);
+      if (n < 0) {
+        if (errno() === ECONNREFUSED) this.refused(f);
+        return;
+      }
+      f.last = this.now;
+      // Only an answer after a refusal is news to the pool: a message per new flow would cost the main thread on every flow.
+      if (f.endpoint?.failing) {
+        f.endpoint.failing = false;
+        this.onOrigin(f.service.spec.slot, f.endpoint.key, true);
+      }
+      for (let i = 0; i < n; i++) {
+        let len = b.length(i);
+        if (len > MAX_DATAGRAM) {
+          this.drop(f.service, "truncated");
+          continue;
+        }
+        let at = b.dataAt(i);
+        if (f.everyDatagram) {
+          if (!hasSppHeader(b.data, at, len)) {
+            this.drop(f.service, "bad_header");
+            continue;
+          }
+          at += SPP_HEADER_SIZE;
+          len -= SPP_HEADER_SIZE;
+        }
+        this.send(f, f.client, at, len, true);
+      }
+      if (n < b.size || this.flows.get(f.key) !== f) return;
     }
-    f.last = this.now;
-    // Only an answer after a refusal is news to the pool: a message per new flow would cost the main thread on every flow.
-    if (f.endpoint?.failing) {
-      f.endpoint.failing = false;
-      this.onOrigin(f.service.spec.slot, f.endpoint.key, true);
-    }
-    if (len > MAX_DATAGRAM) return this.drop(f.service, "truncated");
-    let at = b.dataAt(0);
-    if (f.everyDatagram) {
-      if (!hasSppHeader(b.data, at, len)) return this.drop(f.service, "bad_header");
-      at += SPP_HEADER_SIZE;
-      len -= SPP_HEADER_SIZE;
-    }
-    this.send(f, f.client, at, len, true);
+    this.again.push(f.upstream);
+  }
+
+  /** Flow sockets left undrained by their last event (see fromClient); the worker waits without blocking while there are any. */
+  get pending(): boolean {
+    return this.again.length > 0;
+  }
+
+  /** Go on draining the sockets a busy burst left unfinished. */
+  resume(): void {
+    const fds = this.again;
+    this.again = [];
+    for (const fd of fds) this.ready(fd);
   }
 
   // Send `length` bytes at `at` in the batch to fd; count it, or why the kernel refused it.
@@ -298,8 +339,8 @@ export class Engine {
         upstream = openUdpSocket(chosen.target.family, "origin socket");
         connectTo(upstream, chosen.target, "origin socket", "origin");
       }
-      this.epoll.add(client);
-      if (upstream >= 0) this.epoll.add(upstream);
+      this.epoll.add(client, true);
+      if (upstream >= 0) this.epoll.add(upstream, true);
     } catch (e) {
       if (client >= 0) closeFd(client);
       if (upstream >= 0) closeFd(upstream);

@@ -30,7 +30,7 @@ async function loop(): Promise<void> {
   let yielded = performance.now();
   let nextSweep = yielded + sweepEvery();
   while (running) {
-    const n = ep.wait(Math.max(0, Math.min(IDLE_WAIT_MS, Math.ceil(nextSweep - e.now))));
+    const n = ep.wait(e.pending ? 0 : Math.max(0, Math.min(IDLE_WAIT_MS, Math.ceil(nextSweep - e.now))));
     e.now = performance.now();
     let woken = false;
     for (let i = 0; i < n; i++) {
@@ -40,6 +40,7 @@ async function loop(): Promise<void> {
         woken = true;
       } else e.ready(fd);
     }
+    if (e.pending) e.resume();
     if (e.now >= nextSweep) {
       e.sweep();
       nextSweep = e.now + sweepEvery();

@@ -1,0 +1,40 @@
+// Scenario 1: TCP proxying, keep-alive and one connection per request:
+// edgeproxy (--mode tcp), HAProxy mode tcp, nginx stream and the direct path,
+// measured by bench/wrk-scenario.ts. When the binary has --splice, edgeproxy
+// runs twice, with kernel splicing off and on (auto), as two rows.
+import { features } from "./netns";
+import { peers, type Peer } from "./peers";
+import type { BenchContext, Scenario } from "./scenario";
+import { wrkScenario } from "./wrk-scenario";
+
+/** `peer` with `args` appended to its command line (and `suffix` on its name). */
+export const withArgs = (peer: Peer, args: string[], suffix = ""): Peer => ({ ...peer, name: peer.name + suffix, command: (at) => [...peer.command(at), ...args] });
+
+/**
+ * The edgeproxy arguments every scenario adds: one worker (its default is one
+ * per CPU), so each proxy runs one process on the proxy core, like HAProxy
+ * `nbthread 1` and nginx `worker_processes 1`.
+ */
+export function oneWorker(edgeproxy: string): string[] {
+  return features(edgeproxy, false).workers ? ["--workers", "1"] : [];
+}
+
+/** The edgeproxy entries of `list` expanded by `--splice off` / `--splice auto` when the binary has it. */
+export function spliceVariants(list: Peer[], edgeproxy: string): Peer[] {
+  if (!features(edgeproxy, false).splice) return list;
+  return list.flatMap((p) => (p.name.startsWith("edgeproxy") ? [withArgs(p, ["--splice", "off"], " (splice off)"), withArgs(p, ["--splice", "auto"], " (splice auto)")] : [p]));
+}
+
+export const tcpScenario: Scenario = (ctx: BenchContext) => {
+  const base = peers(ctx.dir, ctx.edgeproxy).map((p) => (p.name.startsWith("edgeproxy") ? withArgs(p, oneWorker(ctx.edgeproxy)) : p));
+  return wrkScenario(ctx, {
+    kind: "TCP",
+    plot: "tcp",
+    title: "TCP proxy: CPU per request",
+    peers: spliceVariants(base, ctx.edgeproxy),
+    method:
+      "Each proxy passes bytes through unchanged (L4). One worker each: edgeproxy `--workers 1` (one Bun process), HAProxy `nbthread 1`, nginx `worker_processes 1`. " +
+      "edgeproxy answers on every port of the /24 (the realistic configuration), not just the one wrk dials." +
+      (features(ctx.edgeproxy, false).splice ? " edgeproxy runs twice: `--splice off` (user-space relay) and `--splice auto` (kernel splicing where it applies)." : ""),
+  });
+};
