@@ -3,8 +3,8 @@
 // by sk_lookup) against one listening socket per port (bench/bind-ports.ts)
 // and HAProxy / nginx port ranges, which stop at the open-file cap: their
 // failure is recorded as text, not as a number.
-import { mkdtempSync, readFileSync, rmSync } from "node:fs";
-import { cpus, tmpdir } from "node:os";
+import { readFileSync } from "node:fs";
+import { cpus } from "node:os";
 import { join } from "node:path";
 import { haproxyRange, nginxRange, type RangePeer } from "./coverage-peers";
 import type { BenchContext, PlotSpec, RatioRow, ScenarioResult } from "./scenario";
@@ -217,37 +217,14 @@ async function measure(ctx: BenchContext): Promise<Measured> {
   await sleep(1000);
   ctx.log(`coverage: edgeproxy (${ctx.runs} run(s) per case)`);
   const edge = await edgeRows(ctx, anomalies);
+  must(["ip", "-6", "addr", "del", "2001:db8::1/128", "dev", "lo"]); // later scenarios share this netns
   return { edge, perPortList, peers, noiseKiB, anomalies };
 }
 
-/** What the runner before the scenario contract (bench/run.ts, report.ts on main) renders. */
-export interface CoverageReport {
-  rows: CoverageRow[];
-  noiseKiB: number;
-  anomalies: string[];
-}
-
-/**
- * Scenario 5: see the file comment. The four-argument form is the entry
- * bench/run.ts used before the scenario contract; a rest parameter keeps this
- * function's length 1, which the new runner reads as a Scenario. Drop that
- * form once run.ts calls coverageScenario(ctx).
- */
-export function coverageScenario(ctx: BenchContext): Promise<ScenarioResult>;
-export function coverageScenario(edgeproxy: string, reps: number, core: number, log: (s: string) => void): Promise<CoverageReport>;
-export async function coverageScenario(a: BenchContext | string, ...legacy: unknown[]): Promise<ScenarioResult | CoverageReport> {
-  if (typeof a !== "string") {
-    const m = await measure(a);
-    return report(a, m.edge, m.perPortList, m.peers, m.noiseKiB, m.anomalies);
-  }
-  const [reps, core, log] = legacy as [number, number, (s: string) => void];
-  const dir = mkdtempSync(join(tmpdir(), "edgeproxy-coverage-"));
-  try {
-    const m = await measure({ dir, edgeproxy: a, quick: reps < 2, runs: reps, seconds: 1, proxyCore: core, loadCore: core, log });
-    return { rows: [...m.edge, ...m.perPortList], noiseKiB: m.noiseKiB, anomalies: [...m.anomalies, ...m.peers.map((p) => `${p.name} ${p.command}: ${p.code === undefined ? "started" : `exit ${p.code}`}: ${p.output}`)] };
-  } finally {
-    rmSync(dir, { recursive: true, force: true });
-  }
+/** Scenario 5: see the file comment. */
+export async function coverageScenario(ctx: BenchContext): Promise<ScenarioResult> {
+  const m = await measure(ctx);
+  return report(ctx, m.edge, m.perPortList, m.peers, m.noiseKiB, m.anomalies);
 }
 
 function report(ctx: BenchContext, edge: CoverageRow[], perPortList: CoverageRow[], peers: RangePeer[], noiseKiB: number, anomalies: string[]): ScenarioResult {

@@ -139,10 +139,13 @@ interface Rate {
   perSecond: number;
 }
 
+/** Seconds per connection-rate run: at most 2, as five paths are measured per run. */
+const rateSeconds = (ctx: BenchContext) => Math.min(ctx.seconds, 2);
+
 async function connectRate(ctx: BenchContext, targets: string[], anomalies: string[], what: string): Promise<Rate> {
-  const c = new Child(`connect-loop ${what}`, ["taskset", "-c", String(ctx.loadCore), process.execPath, join(import.meta.dir, "connect-loop.ts"), String(ctx.seconds), "8", ...targets]);
+  const c = new Child(`connect-loop ${what}`, ["taskset", "-c", String(ctx.loadCore), process.execPath, join(import.meta.dir, "connect-loop.ts"), String(rateSeconds(ctx)), "8", ...targets]);
   try {
-    const r = JSON.parse((await c.waitFor(/^\{.*\}$/m, (ctx.seconds + 20) * 1000))[0]) as { ok: number; failed: number; ms: number };
+    const r = JSON.parse((await c.waitFor(/^\{.*\}$/m, (rateSeconds(ctx) + 20) * 1000))[0]) as { ok: number; failed: number; ms: number };
     if (r.failed) anomalies.push(`connection rate, ${what}: ${r.failed} of ${r.ok + r.failed} connections failed`);
     return { ...r, perSecond: (r.ok * 1000) / r.ms };
   } finally {
@@ -160,6 +163,7 @@ export async function lookupScenario(ctx: BenchContext): Promise<ScenarioResult>
   must(["ip", "route", "add", "local", NET, "dev", "lo"]);
   // Client-side TIME_WAIT ports are reused at once (per netns), so a
   // connect/close loop never runs out of ephemeral ports.
+  const twReuse = readFileSync("/proc/sys/net/ipv4/tcp_tw_reuse", "utf8").trim();
   must(["sysctl", "-qw", "net.ipv4.tcp_tw_reuse=1"]);
   const sink = new Child("accept-sink", ["taskset", "-c", String(ctx.proxyCore), process.execPath, join(import.meta.dir, "accept-sink.ts"), String(SERVICES)]);
   const loaded: Loaded[] = [];
@@ -225,6 +229,7 @@ export async function lookupScenario(ctx: BenchContext): Promise<ScenarioResult>
     for (const fd of fds) libc.close(fd);
     await sink.stop();
     must(["ip", "route", "del", "local", NET, "dev", "lo"]);
+    must(["sysctl", "-qw", `net.ipv4.tcp_tw_reuse=${twReuse}`]); // the runner's later scenarios share this netns
   }
 }
 
@@ -259,7 +264,7 @@ function report(
     "",
     `Target (issue 7): lookup ≤ 100 ns with 100,000 bindings: ${fmt(big)} ns per test run — ${big <= 100 ? "met" : "not met"}; the program's own part (minus the ${fmt(floor)} ns of an empty program) ${fmt(bigNet)} ns — ${bigNet <= 100 ? "met" : "not met"}.`,
     "",
-    `Connection rate: bench/connect-loop.ts (Bun, 8 connections in flight, open then close, ${ctx.seconds} s, core ${ctx.loadCore}) against the ${SERVICES} listeners of the accept process (core ${ctx.proxyCore}). "plain": to 127.0.0.1:port with no sk_lookup program attached; "steered": to the ${probeCount} probe address:ports, which only the attached program delivers to those same listeners; "plain, program attached": the plain targets while the 100,000-binding program is attached (every lookup in the netns runs it and misses). net.ipv4.tcp_tw_reuse=1 in the netns. Median of ${ctx.runs} run(s), the cases interleaved in each run.`,
+    `Connection rate: bench/connect-loop.ts (Bun, 8 connections in flight, open then close, ${rateSeconds(ctx)} s, core ${ctx.loadCore}) against the ${SERVICES} listeners of the accept process (core ${ctx.proxyCore}). "plain": to 127.0.0.1:port with no sk_lookup program attached; "steered": to the ${probeCount} probe address:ports, which only the attached program delivers to those same listeners; "plain, program attached": the plain targets while the 100,000-binding program is attached (every lookup in the netns runs it and misses). net.ipv4.tcp_tw_reuse=1 in the netns. Median of ${ctx.runs} run(s), the cases interleaved in each run.`,
     "",
     "| path | connections/s | vs plain |",
     "| --- | --- | --- |",

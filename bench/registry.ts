@@ -44,8 +44,8 @@ export const REGISTRY: Entry[] = [
   { name: "http", what: "HTTP keep-alive and per connection: edgeproxy, HAProxy, nginx", estimate: (r, s) => 4 * r * (3 + 2 * s), load: now(httpScenario) },
   { name: "bulk", what: "iperf3 through each proxy, both directions, peak RSS", estimate: (r, s) => 5 * r * (3 + 2 * s), load: now(bulkScenario) },
   { name: "udp", what: "UDP request/response: edgeproxy, nginx stream udp, direct", estimate: (r, s) => 3 * r * (2 + s), load: now(udpScenario) },
-  { name: "coverage", what: "ports 1-65535 on an address and a /24: sockets, setup", estimate: (r) => 20 + 6 * r, load: () => byName("coverage", "coverageScenario") },
-  { name: "lookup", what: "sk_lookup cost against the number of bindings", estimate: (r) => 10 + 5 * r, load: () => byName("lookup", "lookupScenario") },
-  { name: "idle", what: "memory per idle connection", estimate: (r) => 10 + 5 * r, load: () => byName("idle", "idleScenario") },
+  { name: "coverage", what: "ports 1-65535 on a /24 and a /120: sockets, setup; socket per port, HAProxy and nginx ranges", estimate: (r) => 30 + 12 * r, load: () => byName("coverage", "coverageScenario") },
+  { name: "lookup", what: "sk_lookup cost against the number of bindings, connection rate with and without it", estimate: (r) => 15 + 15 * r, load: () => byName("lookup", "lookupScenario") },
+  { name: "idle", what: "memory per idle connection (5,000), time to first connection", estimate: (r) => 10 + 20 * r, load: () => byName("idle", "idleScenario") },
   { name: "workers", what: "edgeproxy --workers 2 against 1, keep-alive", estimate: (r, s) => 2 * r * (4 + s), load: now(workersScenario) },
 ];
