@@ -5,7 +5,7 @@ export const f = (n: number, digits = 1): string => (Number.isFinite(n) ? n.toLo
 export const int = (n: number): string => f(n, 0);
 export const mib = (kib: number): string => (Number.isFinite(kib) ? (Math.abs(kib) >= 1024 ? `${f(kib / 1024)} MiB` : `${int(kib)} KiB`) : "–");
 /** "1.23×" or "–". */
-export const times = (r: number): string => (Number.isFinite(r) ? `${f(r, 2)}×` : "–");
+export const times = (r: number): string => (!Number.isFinite(r) ? "–" : r > 0 && r < 0.01 ? "< 0.01×" : `${f(r, 2)}×`);
 
 // Columns whose cells are all numbers (or "–") are right-aligned.
 const numeric = (cell: string) => /^[\d,.–×%-]+$/.test(cell);
