@@ -9,7 +9,7 @@
 import { readFileSync } from "node:fs";
 import { parseIperf3, type IperfResult } from "./iperf";
 import { f, int, mib, table, times } from "./md";
-import { peers, startPeer, type Endpoint } from "./peers";
+import { peers, startPeer, stopPeer, type Endpoint } from "./peers";
 import { CpuSnapshot } from "./procstat";
 import type { BenchContext, Scenario, ScenarioResult } from "./scenario";
 import { Child, cpuMicros, median, processTree, sleep } from "./sys";
@@ -164,10 +164,7 @@ export const bulkScenario: Scenario = async (ctx: BenchContext): Promise<Scenari
         } catch (e) {
           anomalies.push(`${peer.name} run ${r}: ${(e as Error).message}${proc ? `; its output: ${proc.text.trim() || "(none)"}` : ""}`);
         } finally {
-          if (proc) {
-            const end = await proc.stop();
-            if (end.forced || (peer.name.startsWith("edgeproxy") && end.code !== 0)) anomalies.push(`${peer.name} run ${r}: after SIGTERM: exit ${end.code}, signal ${end.signal}; output:\n${proc.text.trim()}`);
-          }
+          if (proc) await stopPeer(proc, peer.name, r, anomalies);
         }
         await sleep(200);
       }

@@ -5,7 +5,7 @@
 // proxy), the whole machine's, and the utime+stime of the proxy's processes.
 import { writeFileSync } from "node:fs";
 import { join } from "node:path";
-import { front, nginxCommand, ORIGIN, originConfig, peers, startPeer, type Endpoint, type Peer } from "./peers";
+import { front, nginxCommand, ORIGIN, originConfig, peers, startPeer, stopPeer, type Endpoint, type Peer } from "./peers";
 import { CpuSnapshot } from "./procstat";
 import { Child, cpuMicros, httpStatus, median, processTree, run, sleep, waitConnectable } from "./sys";
 
@@ -145,15 +145,7 @@ export async function loadScenario(dir: string, edgeproxy: string, o: LoadOption
             if (proc?.exited) throw new Error(`${peer.name} exited during the ${mode} run: ${proc.text.trim()}`);
           }
         } finally {
-          if (proc) {
-            // edgeproxy promises exit 0 on SIGTERM; HAProxy may simply die of the signal.
-            const end = await proc.stop();
-            const clean = !end.forced && (end.code === 0 || (!peer.name.startsWith("edgeproxy") && end.signal === "SIGTERM"));
-            if (!clean) anomalies.push(`${peer.name} run ${r}: after SIGTERM: exit ${end.code}, signal ${end.signal}${end.forced ? " (needed SIGKILL)" : ""}; output:\n${proc.text.trim() || "(none)"}`);
-            // The shutdown summary counts errors ("0 assign errors", "origin errors: none"); it is not one.
-            else if (peer.name.startsWith("edgeproxy") && proc.text.split("\n").some((l) => /error|warn/i.test(l) && !/^edgeproxy: service \S+: \d+ lookups/.test(l)))
-              anomalies.push(`edgeproxy run ${r} printed:\n${proc.text.trim()}`);
-          }
+          if (proc) await stopPeer(proc, peer.name, r, anomalies);
         }
         // Let the last connections' FIN/TIME_WAIT traffic settle before the next peer.
         await sleep(300);

@@ -127,3 +127,16 @@ export function startPeer(peer: Peer, at: Endpoint, core: number, dir: string): 
   }
   return new Child(peer.name, ["taskset", "-c", String(core), ...peer.command(at)]);
 }
+
+/**
+ * Stop a peer started for run `r` and note an unclean end among `anomalies`:
+ * edgeproxy promises exit 0 on SIGTERM; HAProxy may simply die of the signal.
+ */
+export async function stopPeer(proc: Child, name: string, r: number, anomalies: string[]): Promise<void> {
+  const end = await proc.stop();
+  const clean = !end.forced && (end.code === 0 || (!name.startsWith("edgeproxy") && end.signal === "SIGTERM"));
+  if (!clean) anomalies.push(`${name} run ${r}: after SIGTERM: exit ${end.code}, signal ${end.signal}${end.forced ? " (needed SIGKILL)" : ""}; output:\n${proc.text.trim() || "(none)"}`);
+  // The shutdown summary counts errors ("0 assign errors", "origin errors: none"); it is not one.
+  else if (name.startsWith("edgeproxy") && proc.text.split("\n").some((l) => /error|warn/i.test(l) && !/^edgeproxy: service \S+: \d+ lookups/.test(l)))
+    anomalies.push(`${name} run ${r} printed:\n${proc.text.trim()}`);
+}

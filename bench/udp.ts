@@ -6,7 +6,7 @@
 import { writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { f, fence, int, table, times } from "./md";
-import { nginxCommand, nginxMain, streamModuleLine, type Endpoint } from "./peers";
+import { nginxCommand, nginxMain, stopPeer, streamModuleLine, type Endpoint } from "./peers";
 import { CpuSnapshot } from "./procstat";
 import type { BenchContext, Scenario, ScenarioResult } from "./scenario";
 import { Child, cpuMicros, median, processTree, sleep } from "./sys";
@@ -137,10 +137,7 @@ export async function measureUdp(dir: string, edgeproxy: string, o: UdpOptions, 
           log(`  run ${r} ${peer.name.padEnd(20)} ${s.rps.toFixed(0).padStart(7)} exchanges/s  core ${Number.isNaN(s.coreUs) ? "   -" : s.coreUs.toFixed(1)} proxy ${Number.isNaN(s.proxyUs) ? "   -" : s.proxyUs.toFixed(1)} machine ${s.machineUs.toFixed(1)} µs/exchange (${Number.isNaN(s.proxyCpuPct) ? "-" : s.proxyCpuPct.toFixed(0)}% cpu)  lost ${s.lost}`);
           if (s.replies === 0) anomalies.push(`${peer.name} run ${r}: no replies; its output: ${proc?.text.trim() || "(none)"}`);
         } finally {
-          if (proc) {
-            const end = await proc.stop();
-            if (end.forced || (peer.name.startsWith("edgeproxy") && end.code !== 0)) anomalies.push(`${peer.name} run ${r}: after SIGTERM: exit ${end.code}, signal ${end.signal}; output:\n${proc.text.trim()}`);
-          }
+          if (proc) await stopPeer(proc, peer.name, r, anomalies);
         }
         await sleep(200);
       }
