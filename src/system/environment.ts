@@ -41,6 +41,12 @@ export function checkEnvironment(): void {
     throw new EnvironmentError("privileges", `missing ${missing.join(", ")}: run as root or grant them (e.g. setcap cap_bpf,cap_net_admin+ep edgeproxy)`);
   }
   const probe = probeProgramType(BPF_PROG_TYPE_SK_LOOKUP);
-  if (probe === 0) throw new EnvironmentError("kernel", `Linux ${release()} does not support BPF sk_lookup programs (CONFIG_BPF_SYSCALL, CONFIG_NET)`);
+  if (probe === 0) {
+    // A container runtime's default seccomp profile may refuse bpf() to a process
+    // without CAP_SYS_ADMIN (podman 4.3's does), which the probe cannot tell apart.
+    const filtered = /^Seccomp:\s*2$/m.test(readFileSync("/proc/self/status", "utf8"));
+    const hint = filtered ? `, or a seccomp filter refuses bpf() (in a container: --security-opt seccomp=unconfined or a profile that allows bpf)` : "";
+    throw new EnvironmentError("kernel", `Linux ${release()} does not support BPF sk_lookup programs (CONFIG_BPF_SYSCALL, CONFIG_NET)${hint}`);
+  }
   if (probe < 0) throw new EnvironmentError("kernel", `cannot probe for BPF sk_lookup support: ${errnoText(probe)}`);
 }
