@@ -16,8 +16,8 @@
 # 3. Run, in a network and mount namespace of this script's own (steering never
 #    touches the machine's namespace) with a private bpffs mounted into the
 #    containers at /sys/fs/bpf:
-#    - capabilities: the container as uid 10001 with only CAP_BPF and
-#      CAP_NET_ADMIN serves; without either it does not start;
+#    - capabilities: the container as uid 10001 with only CAP_BPF,
+#      CAP_NET_ADMIN and CAP_PERFMON serves; without any one it does not start;
 #    - a steered port range answers; the health check passes;
 #    - replacement: a second container joins the pinned state, the first stops
 #      (SIGQUIT, the image's stop signal) while a client loops: no failure;
@@ -131,7 +131,7 @@ cleanup() {
 trap cleanup EXIT
 
 # podman 4.3's default seccomp profile allows bpf() only with CAP_SYS_ADMIN.
-CAPS=(--cap-drop all --cap-add BPF,NET_ADMIN --security-opt seccomp=unconfined)
+CAPS=(--cap-drop all --cap-add BPF,NET_ADMIN,PERFMON --security-opt seccomp=unconfined)
 # run NAME [podman run options] -- [command]: start a container detached.
 run() {
   local name=$1; shift
@@ -178,14 +178,14 @@ while True:
 say "run: in network namespace $(stat -L -c %i /proc/self/ns/net), bpffs $BPFFS"
 
 # --- capabilities --------------------------------------------------------------
-for caps in "--cap-drop all --cap-add BPF" "--cap-drop all --cap-add NET_ADMIN" "--cap-drop all"; do
+for caps in "--cap-drop all --cap-add NET_ADMIN,PERFMON" "--cap-drop all --cap-add BPF,PERFMON" "--cap-drop all --cap-add BPF,NET_ADMIN" "--cap-drop all"; do
   # shellcheck disable=SC2086
   out=$(timeout 60 "${PODMAN[@]}" run --rm "${RUN_LIMITS[@]}" --network host -v "$BPFFS:/sys/fs/bpf" $caps "$IMAGE" 2>&1) && fail "started with only '$caps'"
   say "caps: '$caps': does not start: $(tail -1 <<<"$out")"
   [[ $out == *"the container lacks"* ]] || fail "no clear message for a missing capability: $out"
 done
-out=$(timeout 60 "${PODMAN[@]}" run --rm "${RUN_LIMITS[@]}" --network host -v "$BPFFS:/sys/fs/bpf" --cap-drop all --cap-add BPF,NET_ADMIN "$IMAGE" 2>&1) && fail "started under podman's default seccomp profile"
-say "caps: BPF,NET_ADMIN under podman's default seccomp profile: $(tail -1 <<<"$out")"
+out=$(timeout 60 "${PODMAN[@]}" run --rm "${RUN_LIMITS[@]}" --network host -v "$BPFFS:/sys/fs/bpf" --cap-drop all --cap-add BPF,NET_ADMIN,PERFMON "$IMAGE" 2>&1) && fail "started under podman's default seccomp profile"
+say "caps: BPF,NET_ADMIN,PERFMON under podman's default seccomp profile: $(tail -1 <<<"$out")"
 [[ $out == *"seccomp filter refuses bpf()"* ]] || fail "no seccomp hint"
 [[ -e $PINS ]] && fail "a failed start left pins"
 
