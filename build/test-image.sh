@@ -195,7 +195,7 @@ A=$(run ep-a "${CAPS[@]}" --pid host)
 until_serves 8123 30 || { logs "$A"; fail "container A does not answer on 127.0.0.1:8123"; }
 say "serve: container A answers on 127.0.0.1:8123 after $((SECONDS - t)) s"
 for p in $PORT_LO 8500 $PORT_HI; do [[ $(get $p) == *"127.0.0.1:$p"* ]] || fail "port $p not steered"; done
-say "serve: ports $PORT_LO, 8500, $PORT_HI steered; one listening socket: $(ss -Hltn | grep -c 127.0.0.1) loopback listener(s) in the namespace"
+say "serve: ports $PORT_LO, 8500, $PORT_HI steered by $(ss -Hltn | grep -c 127.0.0.1) listening socket(s) in the namespace (one per worker, one reuseport group)"
 pid=$("${PODMAN[@]}" inspect --format '{{.State.Pid}}' "$A")
 kids=$(pgrep -P "$pid" | head -1)
 say "serve: supervisor pid $pid: $(grep -E '^(Uid|CapEff)' /proc/"$pid"/status | tr -s '\t\n' ' ')"
