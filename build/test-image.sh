@@ -124,6 +124,7 @@ LISTEN_PID=
 cleanup() {
   [[ -n $LOAD_PID ]] && kill "$LOAD_PID" 2>/dev/null
   [[ -n $LISTEN_PID ]] && kill "$LISTEN_PID" 2>/dev/null
+  rm -f "${LOAD:-}" "${LOAD:-}.tmp"
   for c in "${CONTAINERS[@]}"; do timeout 60 "${PODMAN[@]}" rm -f -t 0 "$c" >/dev/null 2>&1 || true; done
   umount "$BPFFS" 2>/dev/null || true
   rmdir "$BPFFS" 2>/dev/null || true
@@ -132,7 +133,8 @@ trap cleanup EXIT
 
 # podman 4.3's default seccomp profile allows bpf() only with CAP_SYS_ADMIN.
 CAPS=(--cap-drop all --cap-add BPF,NET_ADMIN,PERFMON --security-opt seccomp=unconfined)
-# run NAME [podman run options] -- [command]: start a container detached.
+# run NAME [podman run options] -- [command]: start a container detached; its id
+# in $RUN_ID (not printed: a command substitution's subshell would lose CONTAINERS).
 run() {
   local name=$1; shift
   local opts=() cmd=()
@@ -141,7 +143,7 @@ run() {
   local id
   id=$("${PODMAN[@]}" run -d --name "$name-$$" "${RUN_LIMITS[@]}" --network host -v "$BPFFS:/sys/fs/bpf" "${opts[@]}" "$IMAGE" "${cmd[@]}")
   CONTAINERS+=("$id")
-  echo "$id"
+  RUN_ID=$id
 }
 # get PORT: the built-in responder's page, or nothing.
 get() { curl -s -m 2 "http://127.0.0.1:$1/" 2>/dev/null || true; }
@@ -191,7 +193,7 @@ say "caps: BPF,NET_ADMIN,PERFMON under podman's default seccomp profile: $(tail 
 
 # --- a steered port range answers ---------------------------------------------------------
 t=$SECONDS
-A=$(run ep-a "${CAPS[@]}" --pid host)
+run ep-a "${CAPS[@]}" --pid host; A=$RUN_ID
 until_serves 8123 30 || { logs "$A"; fail "container A does not answer on 127.0.0.1:8123"; }
 say "serve: container A answers on 127.0.0.1:8123 after $((SECONDS - t)) s"
 for p in $PORT_LO 8500 $PORT_HI; do [[ $(get $p) == *"127.0.0.1:$p"* ]] || fail "port $p not steered"; done
@@ -207,7 +209,7 @@ say "health: podman healthcheck run: ${hc:-ok (exit 0)}"
 say "pins: $(ls "$PINS" | tr '\n' ' ')"
 
 # --- replacement: B joins, A drains, a client keeps going --------------------------------
-B=$(run ep-b "${CAPS[@]}" --pid host)
+run ep-b "${CAPS[@]}" --pid host; B=$RUN_ID
 t=$SECONDS
 until_exited_or_ready() { # wait for B's ready line
   local end=$((SECONDS + 30))
@@ -251,7 +253,7 @@ kill "$LISTEN_PID"; wait "$LISTEN_PID" 2>/dev/null || true; LISTEN_PID=
 say "stop: pins removed; 127.0.0.1:8124 reaches a plain listener again (no steering)"
 
 # --- a killed container leaves the pins; a new one picks them up --------------------------
-C=$(run ep-c "${CAPS[@]}")
+run ep-c "${CAPS[@]}"; C=$RUN_ID
 until_serves 8123 30 || { logs "$C"; fail "container C does not serve"; }
 timeout 30 "${PODMAN[@]}" kill -s KILL "$C" >/dev/null
 until_exited "$C" 20 || fail "C did not exit on SIGKILL"
@@ -262,7 +264,7 @@ kill "$LISTEN_PID"; wait "$LISTEN_PID" 2>/dev/null || true; LISTEN_PID=
 [[ $r == *plain* ]] && fail "a killed container's ports fell through to a plain listener"
 say "kill: podman kill -s KILL C: pins kept ($(ls "$PINS" | wc -l) entries); 127.0.0.1:8125 refused (curl $(tail -1 <<<"$r")), not given to the plain listener there"
 t=$SECONDS
-D=$(run ep-d "${CAPS[@]}")
+run ep-d "${CAPS[@]}"; D=$RUN_ID
 until_serves 8125 30 || { logs "$D"; fail "container D does not serve after C was killed"; }
 say "kill: container D with the same bpffs mount serves 127.0.0.1:8125 after $((SECONDS - t)) s"
 "${PODMAN[@]}" logs "$D" 2>&1 | grep -E "dispatcher (joined|created)" | sed 's/^/    | /'
