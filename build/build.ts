@@ -25,7 +25,15 @@ for (const src of readdirSync(join(root, "bpf")).filter((f) => f.endsWith(".bpf.
 if (process.argv.includes("--bpf-only")) process.exit(0);
 
 const pkg = await Bun.file(join(root, "package.json")).json();
-const rev = Bun.spawnSync(["git", "rev-parse", "--short", "HEAD"], { cwd: root }).stdout.toString().trim();
+// $EDGEPROXY_REVISION when there is no git checkout (the container build copies the sources only).
+function gitRevision(): string {
+  try {
+    return Bun.spawnSync(["git", "rev-parse", "--short", "HEAD"], { cwd: root, stderr: "ignore" }).stdout.toString().trim();
+  } catch {
+    return "";
+  }
+}
+const rev = process.env.EDGEPROXY_REVISION || gitRevision();
 const version = rev ? `${pkg.version}+${rev}` : pkg.version;
 run(["bun", "build", "--compile", "--minify", "--sourcemap", `--define`, `EDGEPROXY_VERSION=${JSON.stringify(version)}`, "src/main.ts", "src/proxy/udp/worker.ts", "--outfile", "edgeproxy"]);
 console.log(`build: ./edgeproxy ${version}`);

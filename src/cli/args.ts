@@ -63,7 +63,7 @@ Options:
   -h, --help            this text
   -V, --version         version
 
-Needs CAP_BPF and CAP_NET_ADMIN (or root) and Linux 5.9 or later with libbpf.so.1.
+Needs CAP_BPF, CAP_NET_ADMIN and CAP_PERFMON (or root) and Linux 5.9 or later with libbpf.so.1.
 Exit codes: 0 ok, 1 runtime failure, 2 usage, config or environment error.`;
 
 const MODES: readonly Mode[] = ["tcp", "udp", "http"];

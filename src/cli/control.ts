@@ -37,7 +37,12 @@ export const CONTROL_USAGE = `Commands on the pinned dispatcher of this network 
   edgeproxy down                                     remove all of edgeproxy's kernel state here
   edgeproxy upgrade-program [--object FILE]          switch the pinned dispatcher to this edgeproxy's BPF
                                                      program (or FILE's), keeping its maps and steering
-Options: --json (machine-readable output), --bpffs PATH, --take-over (bind).`;
+Options: --json (machine-readable output), --bpffs PATH, --take-over (bind).
+
+Commands on a running serve, through its admin socket (--admin PATH, default /run/edgeproxy/admin.sock):
+  edgeproxy reload                                   re-read the config file
+  edgeproxy upgrade [--binary PATH]                  start a successor, then drain
+  edgeproxy health                                   exit 0 if the admin API answers /healthz (probes)`;
 
 /** Parse `edgeproxy <command> ...`. Throws ConfigError (exit 2). */
 export function parseControl(argv: readonly string[]): { command: ControlCommand; options: ControlOptions } {

@@ -40,6 +40,7 @@ function report(e: unknown): number {
 export async function main(args: readonly string[]): Promise<number> {
   if (args[0] === "reload") return reloadCommand(args.slice(1));
   if (args[0] === "upgrade") return upgradeCommand(args.slice(1));
+  if (args[0] === "health") return healthCommand(args.slice(1));
   if ((CONTROL_COMMANDS as readonly string[]).includes(args[0] ?? "")) {
     try {
       const { command, options } = parseControl(args);
@@ -127,6 +128,27 @@ async function reloadCommand(args: readonly string[]): Promise<number> {
   const body = (await res.json().catch(() => ({}))) as { error?: string; summary?: string };
   if (!res.ok) return report(new ConfigError("reload rejected, nothing changed", body.error ?? `HTTP ${res.status}`));
   await print(`reloaded${body.summary ? `: ${body.summary}` : ""}\n`);
+  return 0;
+}
+
+/**
+ * `edgeproxy health [--admin PATH]`: GET /healthz on the admin socket, exit 0
+ * when it answers ok, else 1. For container health checks and Kubernetes exec
+ * probes: the image has no curl, and a probe cannot reach a unix socket itself.
+ */
+async function healthCommand(args: readonly string[]): Promise<number> {
+  let path: string = DEFAULTS.adminSocket;
+  for (let i = 0; i < args.length; i++) {
+    if (args[i] === "--admin" && args[i + 1]) path = args[++i]!;
+    else return report(new ConfigError(`health ${args[i]}`, "usage: edgeproxy health [--admin PATH]"));
+  }
+  try {
+    const res = await fetch("http://localhost/healthz", { unix: path, signal: AbortSignal.timeout(2000) } as RequestInit);
+    if (!res.ok) return report(new EdgeError("health", `admin API on ${path} answered HTTP ${res.status}`, "internal"));
+  } catch (e) {
+    return report(new EdgeError("health", `no edgeproxy admin API answers on ${path} (${(e as { code?: string }).code ?? (e as Error).message})`, "internal"));
+  }
+  await print("ok\n");
   return 0;
 }
 
