@@ -64,7 +64,7 @@ describe("control commands", () => {
 
     const status = JSON.parse(await ep("status", "--json"));
     const svc = status.services.find((s: { name: string }) => s.name === "echo");
-    expect(svc.sockets).toEqual([{ protocol: "tcp", family: 4, pid: echo.pid, fd: echo.fd }]);
+    expect(svc.sockets).toEqual([{ protocol: "tcp", family: 4, pid: echo.pid, fd: echo.fd, cookie: expect.stringMatching(/^[1-9]\d*$/) }]);
     expect(svc.bindings).toBe(3);
     expect(BigInt(svc.counters.steered)).toBe(6n); // 3 exchanges + 3 scan hits
     expect(JSON.parse(await ep("bindings", "--json")).map((b: { ports: string }) => b.ports)).toEqual(["7", "77", "777"]);

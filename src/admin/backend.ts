@@ -42,9 +42,11 @@ export interface BindingSnapshot {
 export interface SocketSnapshot {
   readonly protocol: "tcp" | "udp";
   readonly family: 4 | 6;
-  /** The process that registered it and its fd number there (0 when unknown). */
+  /** The process that registered it and its fd number there (0 when unknown), as seen in its own PID namespace. */
   readonly pid: number;
   readonly fd: number;
+  /** The socket's cookie (SO_COOKIE): what identifies it across namespaces. A decimal string in JSON. */
+  readonly cookie: bigint;
 }
 
 export interface ServiceSnapshot {

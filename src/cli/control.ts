@@ -264,7 +264,7 @@ function status(reg: Registry, pinned: Pinned, emit: (human: string[], json: unk
     id: s.id,
     takeOver: s.takeOver,
     bindings: bindings.get(s.id)?.length ?? 0,
-    sockets: sockets.filter((k) => k.service === s.id).map(({ protocol, family, pid, fd }) => ({ protocol, family, pid, fd })),
+    sockets: sockets.filter((k) => k.service === s.id).map(({ protocol, family, pid, fd, cookie }) => ({ protocol, family, pid, fd, cookie })),
     counters: d.counters(s.id),
   }));
   const unmatched = d.counters(0).lookups;

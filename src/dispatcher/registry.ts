@@ -18,8 +18,11 @@ export interface SocketEntry {
   readonly family: 4 | 6;
   /** Which of the slot's EP_SOCKET_MEMBERS entries (one per worker). */
   readonly member: number;
+  /** Who registered it, as that process saw itself: for display only (see owner()). */
   readonly pid: number;
   readonly fd: number;
+  /** The socket's cookie (SO_COOKIE): unique per boot, whatever namespace the socket's owner is in. */
+  readonly cookie: bigint;
 }
 
 /** Services' stored state by name; undefined where the service did not exist. */
@@ -147,11 +150,17 @@ export class Registry {
     return this.dispatcher.removeSocket(service, protocol, family, member);
   }
 
-  /** Who registered the member's socket, if one is registered and still open. */
-  owner(service: number, protocol: Protocol, family: 4 | 6, member: number): { pid: number; fd: number } | undefined {
-    if (!this.dispatcher.hasSocket(service, protocol, family, member)) return undefined;
+  /**
+   * The member's socket, if one is registered and still open: its cookie, and
+   * who registered it (pid and fd as that process saw them). pid/fd are for
+   * display only: processes in different PID namespaces (containers sharing a
+   * bpffs) have the same pids and fd numbers; the cookie names the socket.
+   */
+  owner(service: number, protocol: Protocol, family: 4 | 6, member: number): { pid: number; fd: number; cookie: bigint } | undefined {
+    const cookie = this.dispatcher.socketCookie(service, protocol, family, member);
+    if (cookie === undefined) return undefined;
     const v = this.maps.ep_owners.lookup(abi.u32(abi.memberKey(abi.socketSlot(service, protocol, family), member)), new Uint8Array(abi.sizes.ep_owner));
-    return v && abi.decodeOwner(v);
+    return v && { ...abi.decodeOwner(v), cookie };
   }
 
   /** Registered sockets that are still open (the kernel drops closed ones from the SOCKMAP). */

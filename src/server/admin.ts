@@ -59,7 +59,7 @@ export function serverBackend(server: Server): AdminBackend {
             mode: mine?.svc.config.mode,
             origin: mine ? origin(server, s.name) : undefined,
             bindings: (bindings.get(s.id) ?? []).map((b) => ({ protocol: b.protocol, prefix: formatPrefix(b.prefix), ports: formatPorts(b) })),
-            sockets: sockets.filter((k) => k.service === s.id).map(({ protocol, family, pid, fd }) => ({ protocol, family, pid, fd })),
+            sockets: sockets.filter((k) => k.service === s.id).map(({ protocol, family, pid, fd, cookie }) => ({ protocol, family, pid, fd, cookie })),
             kernel: server.dispatcher.counters(s.id),
             ...mine?.svc.report(),
           };
