@@ -6,12 +6,15 @@ import type { HttpStatsSnapshot } from "./http/stats";
 import type { DatagramStats } from "./udp/stats";
 import { attachMigrate, type GroupPlan } from "./group";
 import { fstatSync } from "node:fs";
+import { socketCookie } from "../system/sockets";
 
 /** One listening socket of a service; the dispatcher steers its whole family's bindings here. */
 export interface ServiceSocket {
   readonly family: Family;
   readonly fd: number;
   readonly inode: number;
+  /** Its socket cookie: how this process recognises its own member entries in the shared SOCKMAP (see members.ts). */
+  readonly cookie: bigint;
   readonly address: string;
   /** The loopback port: its reuseport group's. */
   readonly port: number;
@@ -45,5 +48,5 @@ export const LISTEN_ADDRESS: Record<Family, string> = { 4: "127.0.0.1", 6: "::1"
 export function listenerSocket(family: Family, listener: { hostname: string; port: number }, plan: GroupPlan): ServiceSocket {
   const fd = (listener as unknown as { fd: number }).fd;
   attachMigrate(fd, plan);
-  return { family, fd, inode: fstatSync(fd).ino, port: listener.port, address: `${family === 6 ? `[${listener.hostname}]` : listener.hostname}:${listener.port}` };
+  return { family, fd, inode: fstatSync(fd).ino, cookie: socketCookie(fd, "listener"), port: listener.port, address: `${family === 6 ? `[${listener.hostname}]` : listener.hostname}:${listener.port}` };
 }

@@ -40,19 +40,30 @@ export function registerMembers(registry: Registry, service: number, protocol: P
   }
 }
 
+/** The cookies of a service's sockets: what makes a member entry this process's own. */
+export const cookiesOf = (sockets: readonly ServiceSocket[]): Set<bigint> => new Set(sockets.map((s) => s.cookie));
+
 /**
- * Remove the member entries this process registered for a service (entries
- * another process has taken over since are left alone). Returns whether some
- * other process still serves the service, in which case its bindings stay.
+ * Remove the member entries that hold one of `mine` (this process's sockets
+ * of the service, by cookie); entries another process has taken over since
+ * are left alone. Returns whether some other socket is still registered for
+ * the service, in which case its bindings stay.
+ *
+ * Identity is the socket cookie the SOCKMAP itself returns, not ep_owners'
+ * pid/fd: edgeproxy instances in separate PID namespaces (containers sharing
+ * a bpffs) have the same pids and fd numbers. Liveness is the entry's
+ * presence: a closed socket leaves the SOCKMAP by itself (sock_map_close(),
+ * Documentation/bpf/map_sockmap.rst), so an entry that is there belongs to a
+ * socket that is open, wherever its owner is. Call under the pin lock.
  */
-export function withdrawMembers(registry: Registry, service: number): boolean {
+export function withdrawMembers(registry: Registry, service: number, mine: ReadonlySet<bigint>): boolean {
   let others = false;
   for (const protocol of ["tcp", "udp"] as const) {
     for (const family of [4, 6] as const) {
       for (let m = 0; m < EP_SOCKET_MEMBERS; m++) {
-        const owner = registry.owner(service, protocol, family, m);
-        if (!owner) continue;
-        if (owner.pid === process.pid) registry.removeSocket(service, protocol, family, m);
+        const cookie = registry.dispatcher.socketCookie(service, protocol, family, m);
+        if (cookie === undefined) continue;
+        if (mine.has(cookie)) registry.removeSocket(service, protocol, family, m);
         else others = true;
       }
     }

@@ -5,7 +5,7 @@ import { withPinLock } from "../dispatcher/pins";
 import { rejectAdminInBindings, rejectLoops, resolveOrigins, serviceBindings } from "./bindings";
 import { NEW_GROUPS } from "../proxy/group";
 import type { Registry } from "../dispatcher/registry";
-import { groupPlan, registerMembers, withdrawMembers } from "./members";
+import { cookiesOf, groupPlan, registerMembers, withdrawMembers } from "./members";
 import { storedState, type RunningService, type Server } from "./server";
 
 /** What a reload changed. */
@@ -92,15 +92,18 @@ export async function reload(server: Server): Promise<ReloadReport> {
         const now = fresh.get(cfg.name)!;
         registerMembers(reg, now.id, now.svc.protocol, now.sockets, server.member);
         // Slots the new sockets do not replace: a family dropped, or a mode changed between tcp and udp.
+        // Only while the entry still holds the old socket (by cookie): another process may have taken it over.
         for (const s of old.sockets) {
-          if (old.svc.protocol !== now.svc.protocol || !now.sockets.some((n) => n.family === s.family)) reg.removeSocket(now.id, old.svc.protocol, s.family, server.member);
+          if (old.svc.protocol !== now.svc.protocol || !now.sockets.some((n) => n.family === s.family)) {
+            if (reg.dispatcher.socketCookie(now.id, old.svc.protocol, s.family, server.member) === s.cookie) reg.removeSocket(now.id, old.svc.protocol, s.family, server.member);
+          }
         }
       }
       const retired: RunningService[] = [];
       for (const cfg of removed) {
         const old = server.running.get(cfg.name)!;
         // Other workers may still serve it until their own reload: they withdraw it last.
-        if (!withdrawMembers(reg, old.id)) reg.remove(old.id);
+        if (!withdrawMembers(reg, old.id, cookiesOf(old.sockets))) reg.remove(old.id);
         retired.push(old);
         server.running.delete(cfg.name);
       }

@@ -9,7 +9,7 @@ import { CoarseClock } from "../proxy/clock";
 import type { DataPlaneService, ServiceSocket } from "../proxy/service";
 import { checkEnvironment } from "../system/environment";
 import { rejectAdminInBindings, rejectLoops, resolveOrigins, serviceBindings } from "./bindings";
-import { groupPlan, memberOf, registerMembers, withdrawMembers } from "./members";
+import { cookiesOf, groupPlan, memberOf, registerMembers, withdrawMembers } from "./members";
 import { DataPlanes } from "./services";
 
 /** A service this process runs: its registry id, data plane and listening sockets. */
@@ -95,8 +95,15 @@ export class Server {
           if (svc.protocol !== "tcp") continue;
           for (const socket of own) {
             try {
-              if (accepting) pinned.dispatcher.setSocket(id, "tcp", socket.family, socket.fd, member);
-              else pinned.dispatcher.removeSocket(id, "tcp", socket.family, member);
+              // Only our own entry, by cookie: another process (an upgrade's successor, a
+              // replacement container, a worker sharing the member) may hold it now, and
+              // pausing or resuming must not undo that. This runs outside the pin lock, so
+              // a registration between the lookup and the write can still lose; it is rare
+              // (a cap reached while another process joins) and any entry reaches the group.
+              const there = pinned.dispatcher.socketCookie(id, "tcp", socket.family, member);
+              if (accepting) {
+                if (there === undefined) pinned.dispatcher.setSocket(id, "tcp", socket.family, socket.fd, member);
+              } else if (there === socket.cookie) pinned.dispatcher.removeSocket(id, "tcp", socket.family, member);
             } catch (e) {
               process.stderr.write(`edgeproxy: ${accepting ? "resume" : "pause"} steering: ${(e as Error).message}\n`);
             }
@@ -183,7 +190,7 @@ export class Server {
    */
   private withdraw(): void {
     withPinLock(this.bpffs, () => {
-      for (const { id } of this.running.values()) if (!withdrawMembers(this.registry, id)) this.registry.remove(id);
+      for (const { id, sockets } of this.running.values()) if (!withdrawMembers(this.registry, id, cookiesOf(sockets))) this.registry.remove(id);
       if (this.registry.services().length === 0) removePinned(this.bpffs);
       else this.registry.commit();
     });

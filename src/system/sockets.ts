@@ -7,11 +7,26 @@ import { IPV6_V6ONLY, SOL_IPV6, SOL_SOCKET } from "./udp";
 const SO_ACCEPTCONN = 30;
 const SO_PROTOCOL = 38;
 const SO_DOMAIN = 39;
+const SO_COOKIE = 57;
 
 function intOption(fd: number, level: number, name: number, what: string): number {
   const value = new Int32Array(1);
   const len = new Uint32Array([4]);
   if (libc.getsockopt(fd, level, name, value, len) !== 0) throw new EdgeError(what, errnoText(errno()), "config");
+  return value[0]!;
+}
+
+/**
+ * The socket's cookie (SO_COOKIE, Linux 4.12): a u64 the kernel gives each
+ * socket once, unique for the whole boot and across namespaces, and the value
+ * a user-space lookup of a SOCKMAP entry returns (Documentation/bpf/map_sockmap.rst).
+ * Unlike a pid or an fd number it does not repeat in another PID namespace or
+ * after a close, so it is what says "this member entry holds my socket".
+ */
+export function socketCookie(fd: number, what = "socket"): bigint {
+  const value = new BigUint64Array(1);
+  const len = new Uint32Array([8]);
+  if (libc.getsockopt(fd, SOL_SOCKET, SO_COOKIE, value, len) !== 0) throw new EdgeError(`${what} (fd ${fd}): read its cookie (SO_COOKIE)`, errnoText(errno()), "kernel");
   return value[0]!;
 }
 

@@ -1,4 +1,5 @@
 import { fstatSync } from "node:fs";
+import { socketCookie } from "../../system/sockets";
 import { parseAddress, type Family } from "../../config/address";
 import { serviceFamilies, type ServiceConfig } from "../../config/service";
 import { EdgeError } from "../../errors";
@@ -59,7 +60,7 @@ export class UdpService implements DataPlaneService {
         joinGroup(family, plan, (port) => bindTo(fd, { family, addr: parseAddress(LISTEN_ADDRESS[family])!, port }, "listener"));
         const port = localEndpoint(fd, "listener").port;
         const host = family === 6 ? `[${LISTEN_ADDRESS[family]}]` : LISTEN_ADDRESS[family];
-        return { family, fd, inode: fstatSync(fd).ino, port, address: `${host}:${port}` };
+        return { family, fd, inode: fstatSync(fd).ino, cookie: socketCookie(fd, "listener"), port, address: `${host}:${port}` };
       });
       const pool = this.pool;
       const slot = this.plane.add({
