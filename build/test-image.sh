@@ -166,6 +166,11 @@ until_exited() {
   return 1
 }
 logs() { "${PODMAN[@]}" logs "$1" 2>&1 | sed 's/^/    | /'; }
+# sockets_of ID: "pid/fd/cookie ..." of the registered sockets, from `edgeproxy status` in the container
+sockets_of() {
+  timeout 30 "${PODMAN[@]}" exec "$1" edgeproxy status --json | python3 -c 'import json, sys
+print(" ".join(sorted("%s/%s/%s" % (s["pid"], s["fd"], s["cookie"]) for v in json.load(sys.stdin)["services"] for s in v["sockets"])))'
+}
 # A plain listener on 127.0.0.1:PORT that writes "plain" to each connection:
 # reaching it proves the kernel's normal lookup, not edgeproxy, got the connection.
 plain_listener() {
@@ -193,7 +198,7 @@ say "caps: BPF,NET_ADMIN,PERFMON under podman's default seccomp profile: $(tail 
 
 # --- a steered port range answers ---------------------------------------------------------
 t=$SECONDS
-run ep-a "${CAPS[@]}" --pid host; A=$RUN_ID
+run ep-a "${CAPS[@]}"; A=$RUN_ID
 until_serves 8123 30 || { logs "$A"; fail "container A does not answer on 127.0.0.1:8123"; }
 say "serve: container A answers on 127.0.0.1:8123 after $((SECONDS - t)) s"
 for p in $PORT_LO 8500 $PORT_HI; do [[ $(get $p) == *"127.0.0.1:$p"* ]] || fail "port $p not steered"; done
@@ -209,7 +214,7 @@ say "health: podman healthcheck run: ${hc:-ok (exit 0)}"
 say "pins: $(ls "$PINS" | tr '\n' ' ')"
 
 # --- replacement: B joins, A drains, a client keeps going --------------------------------
-run ep-b "${CAPS[@]}" --pid host; B=$RUN_ID
+run ep-b "${CAPS[@]}"; B=$RUN_ID
 t=$SECONDS
 until_exited_or_ready() { # wait for B's ready line
   local end=$((SECONDS + 30))
@@ -218,6 +223,12 @@ until_exited_or_ready() { # wait for B's ready line
 }
 until_exited_or_ready || { logs "$B"; fail "container B not ready"; }
 say "replace: container B joined the pinned state, ready after $((SECONDS - t)) s"
+# Each container has its own PID namespace: the registered sockets' pid/fd pairs
+# may be the same for A and B; the cookies say whose they are.
+SOCKETS_A=$(sockets_of "$A")
+SOCKETS_B=$(sockets_of "$B")
+say "replace: registered sockets (pid/fd/cookie) seen from A: $SOCKETS_A; from B: $SOCKETS_B"
+[[ -n $SOCKETS_B ]] || fail "no sockets registered after B joined"
 LOAD=$(mktemp /tmp/edgeproxy-image-load.XXXXXX)
 (
   ok=0 bad=0
@@ -239,6 +250,9 @@ say "replace: client during the stop of A: $ok ok, $bad failed"
 logs "$A" | grep -E "drain|withdrew|stopped" | tail -4
 ((bad == 0 && ok > 0)) || { logs "$B"; fail "requests failed while A was replaced by B"; }
 [[ $(get 8123) == *"127.0.0.1:8123"* ]] || fail "B does not serve after A stopped"
+after=$(sockets_of "$B")
+say "replace: registered sockets after A stopped: $after"
+[[ $after == "$SOCKETS_B" ]] || fail "A's stop changed B's registered sockets (was: $SOCKETS_B)"
 
 # --- stopping the last container removes the steering -----------------------------------
 t=$SECONDS

@@ -28,7 +28,7 @@ export interface ControlOptions {
 export const CONTROL_COMMANDS = ["status", "bindings", "bind", "unbind", "register", "unregister", "down", "upgrade-program"] as const;
 
 export const CONTROL_USAGE = `Commands on the pinned dispatcher of this network namespace (no serve process needed):
-  edgeproxy status                                   services, bindings, sockets (owner pid and fd), counters
+  edgeproxy status                                   services, bindings, sockets (owner pid and fd, cookie), counters
   edgeproxy bindings                                 every binding
   edgeproxy bind SERVICE tcp|udp PREFIXES PORTS      steer, e.g. bind echo tcp 127.0.0.1/32 7,77,777
   edgeproxy unbind SERVICE tcp|udp PREFIXES PORTS    stop steering those
@@ -272,7 +272,7 @@ function status(reg: Registry, pinned: Pinned, emit: (human: string[], json: unk
     s.name,
     String(s.id),
     String(s.bindings),
-    s.sockets.map((k) => `${k.protocol}/${k.family} pid ${k.pid} fd ${k.fd}`).join("; ") || "none",
+    s.sockets.map((k) => `${k.protocol}/${k.family} pid ${k.pid} fd ${k.fd} cookie ${k.cookie}`).join("; ") || "none",
     String(s.counters.lookups),
     String(s.counters.steered),
     String(s.counters.missingSocket),
