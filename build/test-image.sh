@@ -214,6 +214,7 @@ say "health: podman healthcheck run: ${hc:-ok (exit 0)}"
 say "pins: $(ls "$PINS" | tr '\n' ' ')"
 
 # --- replacement: B joins, A drains, a client keeps going --------------------------------
+SOCKETS_A=$(sockets_of "$A")
 run ep-b "${CAPS[@]}"; B=$RUN_ID
 t=$SECONDS
 until_exited_or_ready() { # wait for B's ready line
@@ -223,12 +224,11 @@ until_exited_or_ready() { # wait for B's ready line
 }
 until_exited_or_ready || { logs "$B"; fail "container B not ready"; }
 say "replace: container B joined the pinned state, ready after $((SECONDS - t)) s"
-# Each container has its own PID namespace: the registered sockets' pid/fd pairs
-# may be the same for A and B; the cookies say whose they are.
-SOCKETS_A=$(sockets_of "$A")
+# Each container has its own PID namespace: B's workers may register with the
+# same pid/fd pairs as A's did; the cookies say whose sockets they are.
 SOCKETS_B=$(sockets_of "$B")
-say "replace: registered sockets (pid/fd/cookie) seen from A: $SOCKETS_A; from B: $SOCKETS_B"
-[[ -n $SOCKETS_B ]] || fail "no sockets registered after B joined"
+say "replace: registered sockets (pid/fd/cookie): A's before B joined: $SOCKETS_A; after B joined: $SOCKETS_B"
+[[ -n $SOCKETS_B && $SOCKETS_B != "$SOCKETS_A" ]] || fail "B did not take the member entries over"
 LOAD=$(mktemp /tmp/edgeproxy-image-load.XXXXXX)
 (
   ok=0 bad=0
