@@ -27,6 +27,11 @@ const count = (p: OriginPool, n: number, client = (i: number) => `198.51.100.${i
 };
 
 describe("OriginPool", () => {
+  test("followsEdgePort: only port-preserving and port-range origins need the edge port", () => {
+    expect(make({ origins: [{ host: "10.0.0.1", port: 80, weight: 1 }] }).followsEdgePort).toBe(false);
+    expect(make({ origins: [{ host: "10.0.0.1", port: 80, weight: 1 }, { host: "10.0.0.2", weight: 1 }] }).followsEdgePort).toBe(true);
+    expect(make({ origins: [{ host: "10.0.0.1", ports: { lo: 3000, hi: 3999 }, weight: 1 }] }).followsEdgePort).toBe(true);
+  });
   test("weighted round-robin over literal origins; ports fixed, preserved or mapped by offset", () => {
     const p = make(
       { origins: [{ host: "10.0.0.1", port: 9000, weight: 1 }, { host: "10.0.0.2", weight: 3 }, { host: "10.0.0.3", ports: { lo: 3000, hi: 4000 }, weight: 1 }] },

@@ -179,11 +179,18 @@ export class OriginPool {
   private readonly log: (line: string) => void;
   private closed = false;
   private running = false;
+  /**
+   * Whether an endpoint's port depends on the edge port (port-preserving and
+   * port-range origins, which have no fixed `port`); else pick() ignores it,
+   * and callers need not read it (with Bun sockets, a getsockname(2)).
+   */
+  readonly followsEdgePort: boolean;
 
   constructor(
     readonly config: PoolConfig,
     private readonly options: PoolOptions = {},
   ) {
+    this.followsEdgePort = config.origins.some((o) => o.port === undefined);
     this.log = options.log ?? ((line) => process.stderr.write(`edgeproxy: ${line}\n`));
     this.groups = config.origins.map((origin) => ({ origin, members: [] }));
     for (const g of this.groups) {
@@ -219,10 +226,6 @@ export class OriginPool {
     );
   }
 
-  /** Whether an endpoint's port depends on the edge port (port-preserving or port-range origins); else pick() ignores it. */
-  get followsEdgePort(): boolean {
-    return this.config.origins.some((o) => o.port === undefined || o.ports !== undefined);
-  }
 
   /** The endpoint for a new connection from `client` (an IP literal) to edge port `edgePort`; undefined when none is usable. */
   pick(client: string, edgePort: number): Pick | undefined {

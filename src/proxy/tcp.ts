@@ -83,7 +83,6 @@ export class TcpService implements DataPlaneService {
     // Each of Bun's address getters is a syscall or a string: ask only for what the pool uses
     // (the client's address to hash on; the dialled port for port-preserving and port-range origins).
     const needClient = pool.config.balance === "hash";
-    const needEdgePort = pool.config.origins.some((o) => o.port === undefined);
     const start = (s: Socket<any>, ends: Ends | undefined, rest: Uint8Array) => {
       const relay = new Relay(s, options, active);
       s.data = relay;
@@ -93,7 +92,7 @@ export class TcpService implements DataPlaneService {
       // trusted PROXY header names them (else the socket's peer and local port).
       const pick = ends
         ? pool.pick(formatAddress(ends.client.addr), ends.edge.port)
-        : pool.pick(needClient ? s.remoteAddress : "", needEdgePort ? s.localPort : 0);
+        : pool.pick(needClient ? s.remoteAddress : "", pool.followsEdgePort ? s.localPort : 0);
       if (!pick) {
         options.stats.originError("no_origin");
         return relay.abort();
