@@ -58,3 +58,8 @@ int main(void) {
     rmSync(dir, { recursive: true, force: true });
   }
 });
+
+test("encodePortRanges lays struct ep_port_range out back to back, little-endian", () => {
+  const b = abi.encodePortRanges([{ start: 1, service: 2 }, { start: 0x10203, service: 7 }]);
+  expect([...b]).toEqual([1, 0, 0, 0, 2, 0, 0, 0, 3, 2, 1, 0, 7, 0, 0, 0]);
+});

@@ -104,8 +104,16 @@ function twoU32(a: number, b: number): Uint8Array {
 /** struct ep_prefix_table */
 export const encodePrefixTable = (first: number, count: number): Uint8Array => twoU32(first, count);
 
-/** struct ep_port_range */
-export const encodePortRange = (start: number, service: number): Uint8Array => twoU32(start, service);
+/** struct ep_port_range, back to back: the values of one ep_ranges batch update. */
+export function encodePortRanges(ranges: readonly { start: number; service: number }[]): Uint8Array {
+  const b = new Uint8Array(ranges.length * sizes.ep_port_range);
+  const v = new DataView(b.buffer);
+  ranges.forEach((r, i) => {
+    v.setUint32(i * sizes.ep_port_range, r.start, le);
+    v.setUint32(i * sizes.ep_port_range + offsets["ep_port_range.service"], r.service, le);
+  });
+  return b;
+}
 
 /** One connection's view for the program, as BPF_PROG_TEST_RUN takes it. */
 export interface SkLookupInput {

@@ -45,16 +45,6 @@ const EAGAIN = 11;
  */
 const HOSTS_MIN = 32;
 
-function concat(parts: readonly Uint8Array[]): Uint8Array {
-  const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
-  let at = 0;
-  for (const p of parts) {
-    out.set(p, at);
-    at += p.length;
-  }
-  return out;
-}
-
 /**
  * The sk_lookup dispatcher's maps and the operations on them. The maps come
  * either from a BPF object loaded by this process (load(): it owns program,
@@ -203,19 +193,9 @@ export class Dispatcher {
       // 100,000 bindings about a third of a second); then the trie entries
       // that point at them, which LPM tries only take one at a time.
       const base = gen * abi.EP_RANGES_PER_GEN;
-      const keys = new Uint32Array(total);
-      const values = new Uint32Array(2 * total);
-      let next = 0;
-      for (const t of tables) {
-        for (const r of t.ranges) {
-          keys[next] = base + next;
-          values[2 * next] = r.start; // struct ep_port_range
-          values[2 * next + 1] = r.service;
-          next++;
-        }
-      }
-      m.ep_ranges.updateBatch(new Uint8Array(keys.buffer), new Uint8Array(values.buffer), total);
-      next = base;
+      const keys = Uint32Array.from({ length: total }, (_, i) => base + i);
+      m.ep_ranges.updateBatch(new Uint8Array(keys.buffer), abi.encodePortRanges(tables.flatMap((t) => t.ranges)), total);
+      let next = base;
       const hostKeys: Uint8Array[] = [];
       const hostValues: Uint8Array[] = [];
       for (const t of tables) {
@@ -231,7 +211,7 @@ export class Dispatcher {
       // Many full-length prefixes: also put them in the exact-match hash the
       // program then tries first (bpf/dispatcher.h, EP_STATE_HOSTS).
       const hosts = hostKeys.length >= HOSTS_MIN ? hostKeys.length : 0;
-      if (hosts) m.ep_hosts.updateBatch(concat(hostKeys), concat(hostValues), hosts);
+      if (hosts) m.ep_hosts.updateBatch(Buffer.concat(hostKeys), Buffer.concat(hostValues), hosts);
       const flags = new Map<number, number>();
       for (const a of access) {
         if (!a.allow.length && !a.deny.length) continue;
