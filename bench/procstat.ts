@@ -44,17 +44,3 @@ export class CpuSnapshot {
     return ((b.busy - a.busy) * 1e6) / CLK_TCK;
   }
 }
-
-/** CPU over a measured interval: the proxy's core, the whole machine and the proxy's processes, in µs. */
-export interface CpuDelta {
-  coreUs: number;
-  machineUs: number;
-}
-
-/** Measure the busy time of `core` and of the machine around `body`. */
-export async function withCpu<T>(core: number, body: () => Promise<T> | T): Promise<{ value: T } & CpuDelta> {
-  const c0 = CpuSnapshot.now();
-  const value = await body();
-  const c1 = CpuSnapshot.now();
-  return { value, coreUs: c1.busyMicrosSince(c0, core), machineUs: c1.busyMicrosSince(c0, "all") };
-}
