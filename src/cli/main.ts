@@ -112,23 +112,48 @@ export function defaultWorkers(): number {
   return availableParallelism();
 }
 
+/**
+ * The flags of a command that talks to a running serve through its admin
+ * socket: `--admin PATH` (default DEFAULTS.adminSocket) and the command's own
+ * `--name VALUE` flags. Throws ConfigError (exit 2) with the usage line.
+ */
+function adminFlags(command: string, args: readonly string[], own: readonly string[] = []): { path: string; flags: Map<string, string> } {
+  const usage = `usage: edgeproxy ${command} [--admin PATH]${own.map((f) => ` [--${f} PATH]`).join("")}`;
+  let path: string = DEFAULTS.adminSocket;
+  const flags = new Map<string, string>();
+  for (let i = 0; i < args.length; i++) {
+    const name = args[i]!.replace(/^--/, "");
+    const value = args[i + 1];
+    if (!args[i]!.startsWith("--") || value === undefined || !(name === "admin" || own.includes(name))) throw new ConfigError(`${command} ${args[i]}`, usage);
+    if (name === "admin") path = value;
+    else flags.set(name, value);
+    i++;
+  }
+  return { path, flags };
+}
+
+/** Send `init` to `route` of the admin API on `path`; an unreachable API is an EdgeError of `fault`. */
+async function askAdmin(command: string, path: string, route: string, init: RequestInit, fault: "config" | "internal"): Promise<Response> {
+  try {
+    return await fetch(`http://localhost${route}`, { ...init, unix: path } as RequestInit);
+  } catch (e) {
+    const hint = fault === "config" ? "; is serve running with --admin or [admin]?" : "";
+    throw new EdgeError(command, `no edgeproxy admin API answers on ${path} (${(e as { code?: string }).code ?? (e as Error).message})${hint}`, fault);
+  }
+}
+
 /** `edgeproxy reload [--admin PATH]`: ask the running serve, through its admin socket, to re-read its config. */
 async function reloadCommand(args: readonly string[]): Promise<number> {
-  let path: string = DEFAULTS.adminSocket;
-  for (let i = 0; i < args.length; i++) {
-    if (args[i] === "--admin" && args[i + 1]) path = args[++i]!;
-    else return report(new ConfigError(`reload ${args[i]}`, "usage: edgeproxy reload [--admin PATH]"));
-  }
-  let res: Response;
   try {
-    res = await fetch("http://localhost/reload", { method: "POST", unix: path } as RequestInit);
+    const { path } = adminFlags("reload", args);
+    const res = await askAdmin("reload", path, "/reload", { method: "POST" }, "config");
+    const body = (await res.json().catch(() => ({}))) as { error?: string; summary?: string };
+    if (!res.ok) return report(new ConfigError("reload rejected, nothing changed", body.error ?? `HTTP ${res.status}`));
+    await print(`reloaded${body.summary ? `: ${body.summary}` : ""}\n`);
+    return 0;
   } catch (e) {
-    return report(new EdgeError(`reload`, `no edgeproxy admin API answers on ${path} (${(e as { code?: string }).code ?? (e as Error).message}); is serve running with --admin or [admin]?`, "config"));
+    return report(e);
   }
-  const body = (await res.json().catch(() => ({}))) as { error?: string; summary?: string };
-  if (!res.ok) return report(new ConfigError("reload rejected, nothing changed", body.error ?? `HTTP ${res.status}`));
-  await print(`reloaded${body.summary ? `: ${body.summary}` : ""}\n`);
-  return 0;
 }
 
 /**
@@ -137,39 +162,29 @@ async function reloadCommand(args: readonly string[]): Promise<number> {
  * probes: the image has no curl, and a probe cannot reach a unix socket itself.
  */
 async function healthCommand(args: readonly string[]): Promise<number> {
-  let path: string = DEFAULTS.adminSocket;
-  for (let i = 0; i < args.length; i++) {
-    if (args[i] === "--admin" && args[i + 1]) path = args[++i]!;
-    else return report(new ConfigError(`health ${args[i]}`, "usage: edgeproxy health [--admin PATH]"));
-  }
   try {
-    const res = await fetch("http://localhost/healthz", { unix: path, signal: AbortSignal.timeout(2000) } as RequestInit);
+    const { path } = adminFlags("health", args);
+    const res = await askAdmin("health", path, "/healthz", { signal: AbortSignal.timeout(2000) }, "internal");
     if (!res.ok) return report(new EdgeError("health", `admin API on ${path} answered HTTP ${res.status}`, "internal"));
+    await print("ok\n");
+    return 0;
   } catch (e) {
-    return report(new EdgeError("health", `no edgeproxy admin API answers on ${path} (${(e as { code?: string }).code ?? (e as Error).message})`, "internal"));
+    return report(e);
   }
-  await print("ok\n");
-  return 0;
 }
 
 /** `edgeproxy upgrade [--admin PATH] [--binary PATH]`: ask the running edgeproxy to start its successor and drain. */
 async function upgradeCommand(args: readonly string[]): Promise<number> {
-  let path: string = DEFAULTS.adminSocket;
-  let binary: string | undefined;
-  for (let i = 0; i < args.length; i++) {
-    if (args[i] === "--admin" && args[i + 1]) path = args[++i]!;
-    else if (args[i] === "--binary" && args[i + 1]) binary = args[++i]!;
-    else return report(new ConfigError(`upgrade ${args[i]}`, "usage: edgeproxy upgrade [--admin PATH] [--binary PATH]"));
-  }
-  let res: Response;
   try {
-    res = await fetch("http://localhost/upgrade", { method: "POST", unix: path, body: JSON.stringify(binary ? { binary } : {}), headers: { "content-type": "application/json" } } as RequestInit);
+    const { path, flags } = adminFlags("upgrade", args, ["binary"]);
+    const binary = flags.get("binary");
+    const res = await askAdmin("upgrade", path, "/upgrade", { method: "POST", body: JSON.stringify(binary ? { binary } : {}), headers: { "content-type": "application/json" } }, "config");
+    const body = (await res.json().catch(() => ({}))) as { error?: string; summary?: string };
+    // 400: the request was bad (exit 2); otherwise the new process failed (exit 1).
+    if (!res.ok) return report(new EdgeError("upgrade failed, the running edgeproxy keeps serving", body.error ?? `HTTP ${res.status}`, res.status === 400 ? "config" : "internal"));
+    await print(`upgraded: ${body.summary ?? ""}\n`);
+    return 0;
   } catch (e) {
-    return report(new EdgeError(`upgrade`, `no edgeproxy admin API answers on ${path} (${(e as { code?: string }).code ?? (e as Error).message}); is serve running with --admin or [admin]?`, "config"));
+    return report(e);
   }
-  const body = (await res.json().catch(() => ({}))) as { error?: string; summary?: string };
-  // 400: the request was bad (exit 2); otherwise the new process failed (exit 1).
-  if (!res.ok) return report(new EdgeError("upgrade failed, the running edgeproxy keeps serving", body.error ?? `HTTP ${res.status}`, res.status === 400 ? "config" : "internal"));
-  await print(`upgraded: ${body.summary ?? ""}\n`);
-  return 0;
 }
