@@ -81,6 +81,11 @@ describe("serve --config", () => {
         ["b", 4],
       ]);
       expect((await admin(w.admin, "/healthz")).status).toBe(200);
+      // The probe command the image and the DaemonSet use: ok here, exit 1 where nothing answers.
+      expect(await runEdgeproxy(["health", "--admin", w.admin])).toMatchObject({ code: 0, stdout: "ok\n" });
+      const none = await runEdgeproxy(["health", "--admin", `${w.admin}.none`]);
+      expect(none.code).toBe(1);
+      expect(none.stderr).toContain("no edgeproxy admin API answers");
     } finally {
       w.done();
     }
