@@ -2,29 +2,38 @@ import { formatAddress, parseAddress } from "../config/address";
 import { formatOrigin, POOL_DEFAULTS, type OriginConfig, type PoolConfig } from "../config/pool";
 import type { PortRange } from "../config/ports";
 import { choose, originPort, type Weighted } from "./balance";
+import { PortEjections } from "./eject";
 import { HealthChecker, HealthState, type PoolKind, type ProbeResult } from "./health";
 import { NameWatcher, type DnsApi } from "./resolver";
 
 /*
  * A pool's unit is the endpoint: one address of one configured origin (a
  * name with three A records is three endpoints sharing the origin's weight).
- * Health checks and passive ejection act per endpoint, since one address of a
- * name can die while the others serve.
+ * Active checks act per endpoint, since one address of a name can die while
+ * the others serve; passive ejection per endpoint PORT, since one port of a
+ * port-preserving origin can be closed while the others serve.
+ *
+ * Ejection never leaves a pool with nothing to try: when no endpoint is
+ * eligible for a connection, it goes to any of them, balanced as usual (the
+ * panic mode of Envoy's healthy_panic_threshold at 0%), and is counted.
+ * An origin that is down refuses fast; one that was merely ejected answers.
  */
 
 /** What failed when talking to an origin, for passive ejection and metrics. */
 export type OriginFailure = "refused" | "timeout" | "unreachable" | "reset" | "other";
 
-/** One endpoint of a pool as the data plane sees it: tell it how its connections go. */
+/** One endpoint port of a pool as the data plane sees it: tell it how its connections go. */
 export interface Member {
   readonly origin: OriginConfig;
   /** The IP literal this endpoint is. */
   readonly address: string;
+  /** The origin port these reports are about. */
+  readonly port: number;
   /** A connection (request, flow) to it began: least-connections counts these. */
   acquired(): void;
   /** ...and ended. */
   released(): void;
-  /** A connect to it failed (passive ejection counts consecutive ones). */
+  /** A connect to it failed (passive ejection counts consecutive ones, per port). */
   failed(kind: OriginFailure): void;
   /** A connect to it succeeded. */
   succeeded(): void;
@@ -45,9 +54,16 @@ export interface EndpointStatus {
   readonly up: boolean;
   /** Active checks pass (true when none run). */
   readonly healthy: boolean;
-  /** Passively ejected until this Unix time in ms; absent when not. */
+  /** Passively ejected until this Unix time in ms; absent when not (origins with a fixed port). */
   readonly ejectedUntil?: number;
+  /** Ports ejected now and until when (origins without a fixed port: each port on its own). */
+  readonly ejectedPorts?: readonly { readonly port: number; readonly until: number }[];
+  /** Ejections of any of its ports. */
   readonly ejections: number;
+  /** Connections sent to it while it was not eligible, because no endpoint of the pool was (panic). */
+  readonly panics: number;
+  /** Ports whose ejection state was forgotten because the bounded per-port map was full. */
+  readonly portStatesEvicted: number;
   readonly active: number;
   readonly lastCheck?: string;
 }
@@ -66,17 +82,21 @@ export interface OriginStatus {
   readonly resolveFailures: number;
 }
 
-/** An eligible endpoint as plain data, for a data plane on another thread (the UDP worker). */
+/** An endpoint as plain data, for a data plane on another thread (the UDP worker). */
 export interface EndpointSpec {
   readonly key: string;
   readonly address: string;
   readonly port?: number;
   readonly ports?: PortRange;
   readonly weight: number;
+  /** Active checks pass (true when none run). */
+  readonly healthy: boolean;
+  /** Origin ports passively ejected now. */
+  readonly ejectedPorts: readonly number[];
 }
 
 export interface PoolOptions {
-  /** The service's edge port range: origins given as a port range map by offset into it; a port-preserving origin is checked at its first port. */
+  /** The service's edge port range: origins given as a port range map by offset into it; a port-preserving origin is checked at its first port (or health.port). */
   readonly edgeRange?: PortRange;
   /** Addresses already resolved (by host), so a start needs no second lookup. */
   readonly resolved?: ReadonlyMap<string, readonly Uint8Array[]>;
@@ -88,18 +108,45 @@ export interface PoolOptions {
   readonly dns?: DnsApi;
 }
 
-class PoolMember implements Member, Weighted {
+/** Reports about one port of an endpoint. */
+class PortMember implements Member {
+  constructor(
+    private readonly m: PoolMember,
+    readonly port: number,
+  ) {}
+  get origin(): OriginConfig {
+    return this.m.origin;
+  }
+  get address(): string {
+    return this.m.address;
+  }
+  acquired(): void {
+    this.m.active++;
+  }
+  released(): void {
+    this.m.active--;
+  }
+  failed(kind: OriginFailure): void {
+    this.m.failed(this.port, kind);
+  }
+  succeeded(): void {
+    this.m.ports.succeeded(this.port, Date.now());
+  }
+}
+
+class PoolMember implements Weighted {
   readonly key: string;
   weight: number;
   current = 0;
   active = 0;
+  panics = 0;
   readonly health: HealthState | undefined;
+  readonly ports: PortEjections;
   checker: HealthChecker | undefined;
   lastCheck: string | undefined;
-  failuresInRow = 0;
-  ejectedUntil = 0;
-  ejections = 0;
   private ejectTimer: ReturnType<typeof setTimeout> | undefined;
+  // An origin with a fixed port reports through one object, made once.
+  private readonly fixed: PortMember | undefined;
 
   constructor(
     private readonly pool: OriginPool,
@@ -110,54 +157,67 @@ class PoolMember implements Member, Weighted {
     this.key = `${address}|${origin.port ?? ""}|${origin.ports ? `${origin.ports.lo}-${origin.ports.hi}` : ""}`;
     this.weight = weight;
     this.health = pool.config.health && new HealthState(pool.config.health);
+    this.ports = new PortEjections(pool.config.eject);
+    this.fixed = origin.port === undefined ? undefined : new PortMember(this, origin.port);
   }
 
-  eligible(now: number): boolean {
-    return (this.health?.healthy ?? true) && now >= this.ejectedUntil;
+  /** New connections to origin port `port` may come here. */
+  eligible(now: number, port: number): boolean {
+    return (this.health?.healthy ?? true) && !this.ports.out(port, now);
   }
 
-  acquired(): void {
-    this.active++;
+  /** The reports object for origin port `port`. */
+  at(port: number): PortMember {
+    return this.fixed ?? new PortMember(this, port);
   }
 
-  released(): void {
-    this.active--;
+  failed(port: number, kind: OriginFailure): void {
+    const now = Date.now();
+    const ms = this.ports.failed(port, now);
+    if (ms === 0) return;
+    this.pool.changed(`${this.describe(port)} ejected for ${ms}ms after ${this.pool.config.eject.failures} failed connects (last: ${kind})`);
+    this.wakeAtNextEnd(now);
   }
 
-  failed(kind: OriginFailure): void {
-    const { failures, durationMs } = this.pool.config.eject;
-    if (++this.failuresInRow < failures || Date.now() < this.ejectedUntil) return;
-    this.failuresInRow = 0;
-    this.ejections++;
-    this.ejectedUntil = Date.now() + durationMs;
-    // With active checks, it comes back only once they pass again.
-    this.health?.markDown();
-    this.pool.changed(`${this.describe()} ejected for ${durationMs}ms after ${failures} failed connects (last: ${kind})`);
+  // One timer per endpoint, at the earliest end of its ports' ejections, so
+  // that listeners (the UDP worker's copy) hear when a port is back.
+  private wakeAtNextEnd(now: number): void {
     clearTimeout(this.ejectTimer);
-    this.ejectTimer = setTimeout(() => this.pool.changed(this.eligible(Date.now()) ? `${this.describe()} back after ejection` : undefined), durationMs);
+    const next = this.ports.nextEnd(now);
+    if (next === undefined) return;
+    this.ejectTimer = setTimeout(() => {
+      const t = Date.now();
+      this.pool.changed(this.health?.healthy === false ? undefined : `${this.describe()} ${this.fixed ? "back" : "port(s) back"} after ejection`);
+      this.wakeAtNextEnd(t);
+    }, next - now);
     this.ejectTimer.unref?.();
-  }
-
-  succeeded(): void {
-    this.failuresInRow = 0;
   }
 
   checked(r: ProbeResult): void {
     this.lastCheck = `${r.pass ? "pass" : "fail"}: ${r.detail}`;
     if (!this.health?.record(r.pass)) return;
     const up = this.health.healthy;
-    this.pool.changed(up && Date.now() < this.ejectedUntil ? undefined : `${this.describe()} ${up ? "up" : "down"}: check ${r.pass ? "passed" : `failed (${r.detail})`}`);
+    this.pool.changed(`${this.describe()} ${up ? "up" : "down"}: check ${r.pass ? "passed" : `failed (${r.detail})`}`);
   }
 
-  describe(): string {
+  describe(port?: number): string {
     const o = formatOrigin({ ...this.origin, weight: 1 });
-    return parseAddress(this.origin.host) ? `origin ${o}` : `origin ${o} at ${this.address}`;
+    const where = parseAddress(this.origin.host) ? `origin ${o}` : `origin ${o} at ${this.address}`;
+    return port === undefined || this.fixed ? where : `${where} port ${port}`;
   }
 
   stop(): void {
     this.checker?.stop();
     clearTimeout(this.ejectTimer);
   }
+}
+
+const always = () => true;
+const LOG_BURST = 20;
+const LOG_EVERY_MS = 10_000;
+
+function describePanics(members: readonly PoolMember[]): string {
+  return `${members.reduce((n, m) => n + m.panics, 0)} connection(s) so far`;
 }
 
 /** One configured origin and the endpoints its host resolves to. */
@@ -179,6 +239,10 @@ export class OriginPool {
   private readonly log: (line: string) => void;
   private closed = false;
   private running = false;
+  private logTokens: number = LOG_BURST;
+  private logRefilled = Date.now();
+  private logSuppressed = 0;
+  private lastPanicLog = -Infinity;
   /**
    * Whether an endpoint's port depends on the edge port (port-preserving and
    * port-range origins, which have no fixed `port`); else pick() ignores it,
@@ -227,23 +291,48 @@ export class OriginPool {
   }
 
 
-  /** The endpoint for a new connection from `client` (an IP literal) to edge port `edgePort`; undefined when none is usable. */
+  /**
+   * The endpoint for a new connection from `client` (an IP literal) to edge
+   * port `edgePort`: an eligible one (healthy, that origin port not
+   * ejected); with none, any (panic, counted). Undefined only when the pool
+   * has no endpoint at all (a name that resolves to nothing).
+   */
   pick(client: string, edgePort: number): Pick | undefined {
     const now = Date.now();
-    const m = choose(this.config.balance, this.members, (x) => x.eligible(now), client);
-    if (!m) return undefined;
-    return { host: m.address, port: originPort(m.origin, edgePort, this.options.edgeRange), member: m };
+    const range = this.options.edgeRange;
+    let m = choose(this.config.balance, this.members, (x) => x.eligible(now, originPort(x.origin, edgePort, range)), client);
+    if (!m) {
+      m = choose(this.config.balance, this.members, always, client);
+      if (!m) return undefined;
+      this.panicked(m, 1);
+    }
+    const port = originPort(m.origin, edgePort, range);
+    return { host: m.address, port, member: m.at(port) };
   }
 
-  /** The endpoints new connections may go to now, as plain data (for the UDP worker). */
-  eligible(): EndpointSpec[] {
+  /** Every endpoint with its health and ejected ports, as plain data (for the UDP worker, which picks and panics alike). */
+  endpoints(): EndpointSpec[] {
     const now = Date.now();
-    return this.members.filter((m) => m.eligible(now)).map((m) => ({ key: m.key, address: m.address, port: m.origin.port, ports: m.origin.ports, weight: m.weight }));
+    return this.members.map((m) => ({
+      key: m.key,
+      address: m.address,
+      port: m.origin.port,
+      ports: m.origin.ports,
+      weight: m.weight,
+      healthy: m.health?.healthy ?? true,
+      ejectedPorts: m.ports.ejected(now).map((e) => e.port),
+    }));
   }
 
-  /** The endpoint with this key (EndpointSpec.key), for reports from another thread; undefined once it is gone. */
-  member(key: string): Member | undefined {
-    return this.members.find((m) => m.key === key);
+  /** Reports about origin port `port` of the endpoint with this key (EndpointSpec.key), from another thread; undefined once it is gone. */
+  member(key: string, port: number): Member | undefined {
+    return this.members.find((m) => m.key === key)?.at(port);
+  }
+
+  /** Another thread sent `n` connections (flows) to the endpoint with this key in panic. */
+  panics(key: string, n: number): void {
+    const m = this.members.find((x) => x.key === key);
+    if (m) this.panicked(m, n);
   }
 
   /** Call `fn` whenever the eligible endpoints may have changed (health, ejection, DNS). Returns the unsubscribe. */
@@ -255,15 +344,23 @@ export class OriginPool {
   snapshot(): OriginStatus[] {
     const now = Date.now();
     return this.groups.map((g) => {
-      const endpoints = g.members.map((m) => ({
-        address: m.address,
-        up: m.eligible(now),
-        healthy: m.health?.healthy ?? true,
-        ...(m.ejectedUntil > now ? { ejectedUntil: m.ejectedUntil } : {}),
-        ejections: m.ejections,
-        active: m.active,
-        ...(m.lastCheck ? { lastCheck: m.lastCheck } : {}),
-      }));
+      const endpoints = g.members.map((m): EndpointStatus => {
+        const out = m.ports.ejected(now);
+        const fixed = m.origin.port;
+        return {
+          address: m.address,
+          // A port-following endpoint takes new connections on its other ports while some are ejected.
+          up: fixed === undefined ? (m.health?.healthy ?? true) : m.eligible(now, fixed),
+          healthy: m.health?.healthy ?? true,
+          ...(fixed !== undefined && out.length ? { ejectedUntil: out[0]!.until } : {}),
+          ...(fixed === undefined && out.length ? { ejectedPorts: out } : {}),
+          ejections: m.ports.ejections,
+          panics: m.panics,
+          portStatesEvicted: m.ports.evicted,
+          active: m.active,
+          ...(m.lastCheck ? { lastCheck: m.lastCheck } : {}),
+        };
+      });
       return {
         origin: formatOrigin(g.origin),
         addresses: g.members.map((m) => m.address),
@@ -288,8 +385,34 @@ export class OriginPool {
   /** @internal A member's eligibility changed: log why (if given) and tell the listeners. */
   changed(why: string | undefined): void {
     if (this.closed) return;
-    if (why) this.log(`${this.owner()}: ${why}`);
+    if (why) this.logLimited(why);
     for (const fn of this.listeners) fn();
+  }
+
+  private panicked(m: PoolMember, n: number): void {
+    m.panics += n;
+    const now = Date.now();
+    if (now - this.lastPanicLog < LOG_EVERY_MS) return;
+    this.lastPanicLog = now;
+    this.logLimited(`no endpoint eligible (all down or ejected): trying them anyway (panic), ${describePanics(this.members)}`);
+  }
+
+  // Clients choose which ports fail (each closed port of a port-preserving
+  // origin is ejected on its own), so ejection lines are rate limited: a
+  // bucket of LOG_BURST lines refilled one per second; what is left out is
+  // counted in the next line.
+  private logLimited(line: string): void {
+    const now = Date.now();
+    this.logTokens = Math.min(LOG_BURST, this.logTokens + (now - this.logRefilled) / 1000);
+    this.logRefilled = now;
+    if (this.logTokens < 1) {
+      this.logSuppressed++;
+      return;
+    }
+    this.logTokens--;
+    const more = this.logSuppressed ? ` (${this.logSuppressed} earlier lines left out)` : "";
+    this.logSuppressed = 0;
+    this.log(`${this.owner()}: ${line}${more}`);
   }
 
   private owner(): string {
@@ -316,9 +439,13 @@ export class OriginPool {
     this.changed(before === "" ? undefined : `origin ${g.origin.host} now at ${unique.join(", ") || "no addresses"}`);
   }
 
+  // Which port active checks probe: an origin's fixed port; else health.port
+  // if set; else the first of the origin's port range, or of the service's
+  // edge range for a port-preserving origin. A check speaks for the whole
+  // endpoint (every port): pick a port the origin always serves.
   private startChecks(m: PoolMember): void {
     const h = this.config.health;
-    const port = m.origin.port ?? m.origin.ports?.lo ?? this.options.edgeRange?.lo;
+    const port = m.origin.port ?? h?.port ?? m.origin.ports?.lo ?? this.options.edgeRange?.lo;
     if (!h || port === undefined || m.checker) return;
     m.checker = new HealthChecker(this.options.kind ?? "tcp", { address: m.address, port, hostHeader: m.origin.host }, h, (r) => m.checked(r));
     m.checker.start();
