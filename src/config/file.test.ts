@@ -220,7 +220,7 @@ describe("pools, routes, http and TLS", () => {
     [web(undefined, 'origin = "10.0.0.1:80"\n[service.health]\ninterval = "1s"\ntimeout = "3s"'), 'edgeproxy.toml: service "web": health: the check timeout (3000 ms) is longer than the interval (1000 ms)'],
     [web(undefined, 'origin = "10.0.0.1:80"\n[service.eject]\nfailures = 0'), 'edgeproxy.toml: service "web": eject.failures: 0 is not a positive integer'],
     [web(undefined, 'origin = "10.0.0.1:80"\n[service.eject]\nbase_duration = "5s"\nduration = "2s"'), 'edgeproxy.toml: service "web": eject.base_duration: the first ejection (5000 ms) is longer than the longest (duration, 2000 ms)'],
-    [web(undefined, 'origin = "10.0.0.1"\n[service.health]\nport = 70000'), 'edgeproxy.toml: service "web": health.port: 70000 is not a port (1-65535)'],
+    [web(undefined, 'origin = "10.0.0.1"\n[service.health]\nport = 70000'), 'edgeproxy.toml: service "web": health.port: "70000" is not a port (1-65535)'],
     [web('prefixes = "192.0.2.0/24"\nports = "1000-2000"', 'origin = "10.0.0.1:3000-3999"'), 'edgeproxy.toml: service "web": origins: origin ports 3000-3999 (1000) and edge ports 1000-2000 (1001) differ in size'],
     [web(undefined, 'mode = "http"\nmax_body_size = "0"'), 'edgeproxy.toml: service "web": max_body_size: "0" must be at least 1 byte and at most 1 PiB'],
     [web(undefined, 'tls_cert = "/tls/cert.pem"\ntls_key = "/tls/cert.pem"'), 'edgeproxy.toml: service "web": tls_key: "/tls/cert.pem" holds no PEM private key'],

@@ -45,8 +45,7 @@ function parseHealth(f: Fields, mode: Mode): HealthConfig {
     return t === undefined ? fallback : parseDuration(t, f.at(key));
   };
   const path = f.string("path");
-  const port = f.positiveInteger("port");
-  if (port !== undefined && port > 65535) throw new ConfigError(f.at("port"), `${port} is not a port (1-65535)`);
+  const port = f.has("port") ? parseHealthPort(String(f.value("port")), f.at("port")) : undefined;
   if (path !== undefined && mode !== "http") throw new ConfigError(f.at("path"), `${mode} pools are checked by TCP connect; path is for http services`);
   if (path !== undefined && !/^\/[\x21-\x7e]*$/.test(path)) throw new ConfigError(f.at("path"), `"${path}" must start with / and hold no spaces or control characters`);
   return healthOf({
@@ -57,6 +56,13 @@ function parseHealth(f: Fields, mode: Mode): HealthConfig {
     path: path ?? d.path,
     ...(port !== undefined ? { port } : {}),
   }, f.where);
+}
+
+/** health.port / --health-port: the port checked on origins without a fixed port. */
+export function parseHealthPort(text: string, where: string): number {
+  const port = /^\d{1,5}$/.test(text) ? Number(text) : 0;
+  if (port < 1 || port > 65535) throw new ConfigError(where, `"${text}" is not a port (1-65535)`);
+  return port;
 }
 
 /** Checks with defaults filled in; a timeout must end before the next check starts. */

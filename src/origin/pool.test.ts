@@ -136,6 +136,22 @@ describe("OriginPool", () => {
     expect(Date.now() - up).toBeLessThan(50 * 1.1 * 3);
   });
 
+  test("active checks of a port-preserving origin probe health.port if set, else the first port of the service's range", async () => {
+    const live = Bun.listen({ hostname: "127.0.0.1", port: 0, socket: { data() {} } });
+    listeners.push(live);
+    const dead = Bun.listen({ hostname: "127.0.0.1", port: 0, socket: { data() {} } });
+    const deadPort = dead.port;
+    dead.stop(true);
+    const health = { intervalMs: 50, timeoutMs: 40, rise: 1, fall: 1, path: "/" };
+    const edgeRange = { lo: deadPort, hi: deadPort };
+    const first = make({ origins: [{ host: "127.0.0.1", weight: 1 }], health }, { edgeRange });
+    const chosen = make({ origins: [{ host: "127.0.0.1", weight: 1 }], health: { ...health, port: live.port } }, { edgeRange });
+    await Promise.all([first.start(), chosen.start()]);
+    await Bun.sleep(200);
+    expect(first.snapshot()[0]!.endpoints[0]).toMatchObject({ up: false, lastCheck: "fail: ECONNREFUSED" });
+    expect(chosen.snapshot()[0]!.endpoints[0]).toMatchObject({ up: true, lastCheck: "pass: connected" });
+  });
+
   test("a name's addresses are endpoints sharing its weight; a new answer keeps the endpoints that stay", async () => {
     let answer = ["10.0.0.1", "10.0.0.2"];
     const dns = {
