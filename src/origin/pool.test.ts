@@ -152,6 +152,17 @@ describe("OriginPool", () => {
     expect(chosen.snapshot()[0]!.endpoints[0]).toMatchObject({ up: true, lastCheck: "pass: connected" });
   });
 
+  test("with active checks, ejecting the probed port marks the endpoint down until rise passes; another port does not", () => {
+    const health = { intervalMs: 60_000, timeoutMs: 1_000, rise: 2, fall: 3, path: "/", port: 7000 };
+    const p = make({ origins: [{ host: "10.0.0.1", weight: 1 }, { host: "10.0.0.2", weight: 1 }], health, eject: { failures: 1, durationMs: 30_000, baseMs: 1_000 } }, { edgeRange: { lo: 7000, hi: 7010 } });
+    const k = p.pick("c", 7005)!;
+    k.member.failed("refused");
+    expect(p.snapshot().map((o) => o.endpoints[0]!.healthy)).toEqual([true, true]);
+    const j = p.pick("c", 7000)!;
+    j.member.failed("refused");
+    expect(p.snapshot().find((o) => o.addresses[0] === j.host)!.endpoints[0]).toMatchObject({ healthy: false, up: false });
+  });
+
   test("a name's addresses are endpoints sharing its weight; a new answer keeps the endpoints that stay", async () => {
     let answer = ["10.0.0.1", "10.0.0.2"];
     const dns = {

@@ -175,6 +175,9 @@ class PoolMember implements Weighted {
     const now = Date.now();
     const ms = this.ports.failed(port, now);
     if (ms === 0) return;
+    // With active checks, the port they probe comes back only once they pass
+    // again (they speak for the whole endpoint); other ports when their time ends.
+    if (port === this.pool.checkPort(this.origin)) this.health?.markDown();
     this.pool.changed(`${this.describe(port)} ejected for ${ms}ms after ${this.pool.config.eject.failures} failed connects (last: ${kind})`);
     this.wakeAtNextEnd(now);
   }
@@ -443,9 +446,15 @@ export class OriginPool {
   // if set; else the first of the origin's port range, or of the service's
   // edge range for a port-preserving origin. A check speaks for the whole
   // endpoint (every port): pick a port the origin always serves.
+  /** @internal The port active checks probe on an endpoint of origin `o`; undefined without checks. */
+  checkPort(o: OriginConfig): number | undefined {
+    const h = this.config.health;
+    return h && (o.port ?? h.port ?? o.ports?.lo ?? this.options.edgeRange?.lo);
+  }
+
   private startChecks(m: PoolMember): void {
     const h = this.config.health;
-    const port = m.origin.port ?? h?.port ?? m.origin.ports?.lo ?? this.options.edgeRange?.lo;
+    const port = this.checkPort(m.origin);
     if (!h || port === undefined || m.checker) return;
     m.checker = new HealthChecker(this.options.kind ?? "tcp", { address: m.address, port, hostHeader: m.origin.host }, h, (r) => m.checked(r));
     m.checker.start();
