@@ -163,6 +163,23 @@ describe("OriginPool", () => {
     expect(p.snapshot().find((o) => o.addresses[0] === j.host)!.endpoints[0]).toMatchObject({ healthy: false, up: false });
   });
 
+  test("a client spraying closed ports: per-port state stays bounded (counted) and ejection lines are rate limited", async () => {
+    const lines: string[] = [];
+    const p = make({ origins: [{ host: "10.0.0.1", weight: 1 }], eject: { failures: 1, durationMs: 30_000, baseMs: 1_000 } }, { edgeRange: { lo: 1, hi: 65535 }, log: (l) => lines.push(l) });
+    for (let port = 1; port <= 1_000; port++) p.pick("c", port)!.member.failed("refused");
+    const [e] = p.snapshot()[0]!.endpoints;
+    expect(e!.ejectedPorts!.length).toBe(256);
+    expect(e!.portStatesEvicted).toBe(744);
+    expect(e!.ejections).toBe(1_000);
+    expect(lines.length).toBeLessThanOrEqual(21);
+    expect(lines[0]).toBe("pool: origin 10.0.0.1 (port-preserving) port 1 ejected for 1000ms after 1 failed connects (last: refused)");
+    const logged = lines.length;
+    const deadline = Date.now() + 3_000;
+    while (lines.length === logged && Date.now() < deadline) await Bun.sleep(20);
+    // The next line says how many were left out (the ejections' "back" line, a second on).
+    expect(lines[logged]).toEndWith(`(${1_000 - logged} earlier lines left out)`);
+  });
+
   test("a name's addresses are endpoints sharing its weight; a new answer keeps the endpoints that stay", async () => {
     let answer = ["10.0.0.1", "10.0.0.2"];
     const dns = {
