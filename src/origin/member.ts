@@ -61,6 +61,10 @@ export class PortMember implements Member {
   }
 }
 
+/**
+ * One endpoint: an address of one configured origin, with its active-check
+ * state (for the whole endpoint), its ports' ejection state and its counts.
+ */
 export class PoolMember implements Weighted {
   readonly key: string;
   weight: number;

@@ -90,14 +90,11 @@ export interface PoolOptions {
   readonly dns?: DnsApi;
 }
 
-
 const always = () => true;
+// Ejection and panic lines: a burst of this many, then one a second.
 const LOG_BURST = 20;
+// A pool in panic says so at most this often.
 const LOG_EVERY_MS = 10_000;
-
-function describePanics(members: readonly PoolMember[]): string {
-  return `${members.reduce((n, m) => n + m.panics, 0)} connection(s) so far`;
-}
 
 /** One configured origin and the endpoints its host resolves to. */
 interface Group {
@@ -107,9 +104,9 @@ interface Group {
 }
 
 /**
- * The origins of one service or route, and the choice among them: only
- * healthy, non-ejected endpoints are picked. Owns its health checkers, name
- * watchers and timers until close().
+ * The origins of one service or route, and the choice among them: healthy
+ * endpoints not ejected on the port in question, else (panic) any. Owns its
+ * health checkers, name watchers and timers until close().
  */
 export class OriginPool implements MemberOwner {
   private readonly groups: Group[];
@@ -273,7 +270,7 @@ export class OriginPool implements MemberOwner {
     const now = Date.now();
     if (now - this.lastPanicLog < LOG_EVERY_MS) return;
     this.lastPanicLog = now;
-    this.logLimited(`no endpoint eligible (all down or ejected): trying them anyway (panic), ${describePanics(this.members)}`);
+    this.logLimited(`no endpoint eligible (all down or ejected): trying them anyway (panic), ${this.members.reduce((n, x) => n + x.panics, 0)} connection(s) so far`);
   }
 
   // Clients choose which ports fail (each closed port of a port-preserving
