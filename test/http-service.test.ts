@@ -67,17 +67,17 @@ describe("http service", () => {
     expect(svc.svc.report().http).toMatchObject({ requests: 1, responses: { "5xx": 1, "2xx": 0 } });
   }, 20_000);
 
-  test("connect failures are reported to the pool: after eject.failures 502s the origin is ejected and requests get 503", async () => {
+  test("connect failures are reported to the pool: after eject.failures 502s the origin is ejected, yet tried in panic (the pool's only endpoint)", async () => {
     const gone = Bun.listen({ hostname: "127.0.0.1", port: 0, socket: { data() {} } });
     const port = gone.port;
     gone.stop(true);
-    svc = inProcessService({ pool: { ...poolOf("127.0.0.1", port), eject: { failures: 2, durationMs: 60_000 } } });
+    svc = inProcessService({ pool: { ...poolOf("127.0.0.1", port), eject: { failures: 2, durationMs: 60_000, baseMs: 60_000 } } });
     const statuses: number[] = [];
-    for (let i = 0; i < 4; i++) statuses.push((await get(svc.port, "GET / HTTP/1.1\r\nHost: a\r\n\r\n")).status);
-    expect(statuses).toEqual([502, 502, 503, 503]);
-    const r = await get(svc.port, "GET / HTTP/1.1\r\nHost: a\r\n\r\n");
-    expect(r.body).toBe("no healthy origin\n");
-    expect(svc.svc.report().connections.originErrors).toMatchObject({ refused: 2, no_origin: 3 });
+    for (let i = 0; i < 5; i++) statuses.push((await get(svc.port, "GET / HTTP/1.1\r\nHost: a\r\n\r\n")).status);
+    expect(statuses).toEqual([502, 502, 502, 502, 502]);
+    const [endpoint] = svc.svc.report().origins![0]!.endpoints;
+    expect(endpoint).toMatchObject({ up: false, ejections: 1, panics: 3 });
+    expect(svc.svc.report().connections.originErrors).toMatchObject({ refused: 5 });
   }, 20_000);
 
   test("413 when a chunked body crosses max body size mid-stream; under it, it passes", async () => {

@@ -42,7 +42,7 @@ export function sampleStatus(): StatusSnapshot {
             healthy: false,
             active: 2,
             resolveFailures: 0,
-            endpoints: [{ address: "127.0.0.1", up: false, healthy: true, ejectedUntil: 1_700_000_030_000, ejections: 4, active: 2 }],
+            endpoints: [{ address: "127.0.0.1", up: false, healthy: true, ejectedUntil: 1_700_000_030_000, ejections: 4, panics: 7, portStatesEvicted: 0, active: 2 }],
           },
           {
             origin: "origin.test:9000 weight=3",
@@ -52,8 +52,8 @@ export function sampleStatus(): StatusSnapshot {
             active: 0,
             resolveFailures: 1,
             endpoints: [
-              { address: "10.0.0.1", up: true, healthy: true, ejections: 0, active: 0, lastCheck: "pass: connected" },
-              { address: "10.0.0.2", up: false, healthy: false, ejections: 0, active: 0, lastCheck: "fail: ECONNREFUSED" },
+              { address: "10.0.0.1", up: true, healthy: true, ejections: 0, panics: 0, portStatesEvicted: 0, active: 0, lastCheck: "pass: connected" },
+              { address: "10.0.0.2", up: false, healthy: false, ejections: 0, panics: 0, portStatesEvicted: 0, active: 0, lastCheck: "fail: ECONNREFUSED" },
             ],
           },
         ],

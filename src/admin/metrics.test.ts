@@ -41,6 +41,8 @@ test("every family parses, is typed and has help; counters end in _total", () =>
       "origin_active",
       "origin_ejections_total",
       "origin_errors_total",
+      "origin_panic_total",
+      "origin_port_state_evictions_total",
       "origin_resolve_failures_total",
       "origin_up",
       "process_start_time_seconds",
@@ -101,6 +103,7 @@ test("values match the snapshot, bigints to the last digit", () => {
   expect(value(fams, "edgeproxy_origin_up", { service: "web", origin: "origin.test:9000 weight=3", address: "10.0.0.2" })).toBe("0");
   expect(value(fams, "edgeproxy_origin_active", { service: "web", origin: "127.0.0.1:9000", address: "127.0.0.1" })).toBe("2");
   expect(value(fams, "edgeproxy_origin_ejections_total", { service: "web", origin: "127.0.0.1:9000", address: "127.0.0.1" })).toBe("4");
+  expect(value(fams, "edgeproxy_origin_panic_total", { service: "web" })).toBe("7");
   expect(value(fams, "edgeproxy_origin_resolve_failures_total", { service: "web", origin: "origin.test:9000 weight=3" })).toBe("1");
   expect(value(fams, "edgeproxy_client_resets_total", { service: "web" })).toBe("1");
   expect(value(fams, "edgeproxy_idle_timeouts_total", { service: "web" })).toBe("3");

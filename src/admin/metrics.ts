@@ -11,7 +11,7 @@ type Labels = Readonly<Record<string, string>>;
 type Kind = "counter" | "gauge" | "histogram";
 
 // Classes every proxied service reports, even at zero, so rate() has a series from the start.
-// no_origin: every origin of the pool was down or ejected, so none was tried.
+// no_origin: the pool had no endpoint at all (a name resolving to nothing); down or ejected ones are tried in panic.
 const ORIGIN_ERROR_CLASSES = ["refused", "timeout", "reset", "unreachable", "other", "no_origin"];
 const PROXY_HEADER_ERRORS = ["signature", "malformed", "too_long", "truncated", "timeout"];
 const TLS_HANDSHAKE_ERRORS = ["failed", "timeout"];
@@ -99,7 +99,11 @@ export function renderMetrics(s: StatusSnapshot): string {
     });
   perEndpoint("origin_up", "gauge", "1 when the origin endpoint takes new connections (active checks pass, not ejected).", (e) => (e.up ? 1 : 0));
   perEndpoint("origin_active", "gauge", "Connections (tcp) open to the origin endpoint now.", (e) => e.active);
-  perEndpoint("origin_ejections_total", "counter", "Times the origin endpoint was ejected after consecutive connect failures.", (e) => e.ejections);
+  perEndpoint("origin_ejections_total", "counter", "Times a port of the origin endpoint was ejected after consecutive connect failures.", (e) => e.ejections);
+  perEndpoint("origin_port_state_evictions_total", "counter", "Ports whose ejection state the origin endpoint forgot because its bounded per-port map was full.", (e) => e.portStatesEvicted);
+  perService(pooled, "origin_panic_total", "counter", "Connections (flows, requests) sent to a down or ejected origin endpoint because no endpoint of the pool was eligible (panic).", (svc, emit) =>
+    emit({}, svc.origins!.reduce((n, o) => n + o.endpoints.reduce((m, e) => m + e.panics, 0), 0)),
+  );
   perService(pooled, "origin_resolve_failures_total", "counter", "Failed re-resolutions of an origin name (its last good addresses stay in use).", (svc, emit) => {
     for (const o of svc.origins!) emit({ origin: o.origin }, o.resolveFailures);
   });

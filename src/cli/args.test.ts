@@ -44,6 +44,7 @@ describe("parseArgs", () => {
     expect(s.pool!.health).toEqual({ intervalMs: 500, timeoutMs: 500, rise: 2, fall: 3, path: "/healthz" });
     expect(s.http).toEqual({ firstByteTimeoutMs: 60_000, maxBodyBytes: 100 * 1024 ** 2, maxHeaderBytes: 16 * 1024, routes: [] });
     expect(s.acceptProxy.map((p) => p.family)).toEqual([4, 6]);
+    expect(serve(["--origin", "10.0.0.1", "--health-interval", "1s", "--health-port", "7001"]).pool!.health!.port).toBe(7001);
     expect(serve(["--origin", "10.0.0.1:80"]).http).toBeUndefined();
   });
 
@@ -70,6 +71,9 @@ describe("parseArgs", () => {
     [["--origin", "1.2.3.4:0"], /--origin/],
     [["--mode", "quic"], /--mode/],
     [["--health-timeout", "1s", "--origin", "10.0.0.1:80"], /--health-timeout: needs --health-interval/],
+    [["--health-port", "7001", "--origin", "10.0.0.1"], /--health-port: needs --health-interval/],
+    [["--health-interval", "1s", "--health-port", "0", "--origin", "10.0.0.1"], /--health-port: "0" is not a port \(1-65535\)/],
+    [["--health-interval", "1s", "--health-port", "65536", "--origin", "10.0.0.1"], /--health-port: "65536" is not a port/],
     [["--health-interval", "1s", "--health-timeout", "2s", "--origin", "10.0.0.1:80"], /longer than the interval/],
     [["--health-interval", "1s", "--health-path", "/h", "--origin", "10.0.0.1:80"], /--health-path is for --mode http/],
     [["--balance", "hash"], /--balance: applies to a pool/],

@@ -2,7 +2,7 @@ import { parsePrefix, type Prefix } from "../config/address";
 import { readFileSync } from "node:fs";
 import { parseBalance, parseDuration, parseOrigin, parseProxyProtocol, parseSize, poolOf } from "../config/origin";
 import { POOL_DEFAULTS, type HealthConfig } from "../config/pool";
-import { healthOf, parseTls } from "../config/pool-file";
+import { healthOf, parseHealthPort, parseTls } from "../config/pool-file";
 import { checkService } from "../config/validate";
 import { parsePorts, type PortRange } from "../config/ports";
 import { DEFAULTS, transportOf, type Balance, type Mode, type OriginConfig, type ServeConfig, type ServiceConfig } from "../config/service";
@@ -37,6 +37,8 @@ Options:
   --health-interval D   check origins actively every D (TCP connect; http: GET --health-path)
   --health-timeout D    a check's timeout (default 2s, at most the interval)
   --health-path PATH    http: the path checked (default /; 2xx and 3xx pass)
+  --health-port N       the port checked on origins without a fixed port (default: the first
+                        of the origin's range, or of the service's ports if port-preserving)
   --mode tcp|udp|http   service mode (default tcp). udp keeps every (client, original
                         destination) pair as a flow with its own origin socket; http proxies
                         HTTP/1.1 requests with X-Forwarded-* and Forwarded headers
@@ -139,6 +141,10 @@ export function parseArgs(argv: readonly string[]): Command {
         once();
         health.timeoutMs = parseDuration(value(), flag);
         break;
+      case "--health-port":
+        once();
+        health.port = parseHealthPort(value(), flag);
+        break;
       case "--health-path":
         once();
         health.path = value();
@@ -234,7 +240,7 @@ export function parseArgs(argv: readonly string[]): Command {
   if (transport === "udp" && seen.has("--connect-timeout")) throw new ConfigError("--connect-timeout", "UDP has no connections to time out; use --idle-timeout for flows");
   const proxyProtocol = parseProxyProtocol(proxyProtocolText, mode, "--proxy-protocol");
   const checks = Object.keys(health).length ? healthOf(health, "--health-interval") : undefined;
-  if (checks && !seen.has("--health-interval")) throw new ConfigError(seen.has("--health-timeout") ? "--health-timeout" : "--health-path", "needs --health-interval");
+  if (checks && !seen.has("--health-interval")) throw new ConfigError(["--health-timeout", "--health-path", "--health-port"].find((x) => seen.has(x))!, "needs --health-interval");
   if (health.path !== undefined && mode !== "http") throw new ConfigError("--health-path", `${mode} pools are checked by TCP connect; --health-path is for --mode http`);
   if ((balance || checks) && origins.length === 0) throw new ConfigError(balance ? "--balance" : "--health-interval", "applies to a pool: give --origin too");
   for (const flag of ["--first-byte-timeout", "--max-body-size"]) if (seen.has(flag) && mode !== "http") throw new ConfigError(flag, `is for --mode http`);

@@ -176,8 +176,16 @@ describe("pools, routes, http and TLS", () => {
       origins: [{ host: "10.0.0.1", port: 80, weight: 1 }, { host: "10.0.0.2", port: 80, weight: 3 }],
       balance: "least-connections",
       health: { intervalMs: 2000, timeoutMs: 2000, rise: 2, fall: 2, path: "/" },
-      eject: { failures: 5, durationMs: 60_000 },
+      eject: { failures: 5, durationMs: 60_000, baseMs: 1_000 },
     });
+  });
+
+  test("eject.base_duration and health.port; without base_duration the first ejection is 1s or the maximum if shorter", () => {
+    const pool = (extra: string) => parseConfig(web(undefined, `origin = "10.0.0.1"\n${extra}`), FILE).services[0]!.pool!;
+    expect(pool('[service.eject]\nbase_duration = "250ms"\nduration = "10s"').eject).toEqual({ failures: 3, durationMs: 10_000, baseMs: 250 });
+    expect(pool('[service.eject]\nduration = "500ms"').eject).toEqual({ failures: 3, durationMs: 500, baseMs: 500 });
+    expect(pool("").eject).toEqual({ failures: 3, durationMs: 30_000, baseMs: 1_000 });
+    expect(pool("[service.health]\nport = 7001").health!.port).toBe(7001);
   });
 
   test("http routes, most specific first, limits, TLS", () => {
@@ -211,6 +219,8 @@ describe("pools, routes, http and TLS", () => {
     [web(undefined, 'origin = "10.0.0.1:80"\n[service.health]\npath = "/x"'), 'edgeproxy.toml: service "web": health.path: tcp pools are checked by TCP connect; path is for http services'],
     [web(undefined, 'origin = "10.0.0.1:80"\n[service.health]\ninterval = "1s"\ntimeout = "3s"'), 'edgeproxy.toml: service "web": health: the check timeout (3000 ms) is longer than the interval (1000 ms)'],
     [web(undefined, 'origin = "10.0.0.1:80"\n[service.eject]\nfailures = 0'), 'edgeproxy.toml: service "web": eject.failures: 0 is not a positive integer'],
+    [web(undefined, 'origin = "10.0.0.1:80"\n[service.eject]\nbase_duration = "5s"\nduration = "2s"'), 'edgeproxy.toml: service "web": eject.base_duration: the first ejection (5000 ms) is longer than the longest (duration, 2000 ms)'],
+    [web(undefined, 'origin = "10.0.0.1"\n[service.health]\nport = 70000'), 'edgeproxy.toml: service "web": health.port: "70000" is not a port (1-65535)'],
     [web('prefixes = "192.0.2.0/24"\nports = "1000-2000"', 'origin = "10.0.0.1:3000-3999"'), 'edgeproxy.toml: service "web": origins: origin ports 3000-3999 (1000) and edge ports 1000-2000 (1001) differ in size'],
     [web(undefined, 'mode = "http"\nmax_body_size = "0"'), 'edgeproxy.toml: service "web": max_body_size: "0" must be at least 1 byte and at most 1 PiB'],
     [web(undefined, 'tls_cert = "/tls/cert.pem"\ntls_key = "/tls/cert.pem"'), 'edgeproxy.toml: service "web": tls_key: "/tls/cert.pem" holds no PEM private key'],

@@ -6,8 +6,8 @@ import type { Mode } from "./service";
 
 /** The keys of a [[service]] or [[service.route]] table that make its pool. */
 export const POOL_FIELDS = ["origin", "origins", "balance", "health", "eject"];
-const HEALTH_FIELDS = ["interval", "timeout", "rise", "fall", "path"];
-const EJECT_FIELDS = ["failures", "duration"];
+const HEALTH_FIELDS = ["interval", "timeout", "rise", "fall", "path", "port"];
+const EJECT_FIELDS = ["failures", "duration", "base_duration"];
 const ROUTE_FIELDS = ["host", "path", ...POOL_FIELDS];
 // RFC 3986 §3.2.2 reg-name, lower-cased, or an IP literal, with an optional port.
 const ROUTE_HOST = /^(\[[0-9a-f:.]+\]|[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*\.?)(:\d{1,5})?$/;
@@ -45,6 +45,7 @@ function parseHealth(f: Fields, mode: Mode): HealthConfig {
     return t === undefined ? fallback : parseDuration(t, f.at(key));
   };
   const path = f.string("path");
+  const port = f.has("port") ? parseHealthPort(String(f.value("port")), f.at("port")) : undefined;
   if (path !== undefined && mode !== "http") throw new ConfigError(f.at("path"), `${mode} pools are checked by TCP connect; path is for http services`);
   if (path !== undefined && !/^\/[\x21-\x7e]*$/.test(path)) throw new ConfigError(f.at("path"), `"${path}" must start with / and hold no spaces or control characters`);
   return healthOf({
@@ -53,7 +54,15 @@ function parseHealth(f: Fields, mode: Mode): HealthConfig {
     rise: f.positiveInteger("rise") ?? d.rise,
     fall: f.positiveInteger("fall") ?? d.fall,
     path: path ?? d.path,
+    ...(port !== undefined ? { port } : {}),
   }, f.where);
+}
+
+/** health.port / --health-port: the port checked on origins without a fixed port. */
+export function parseHealthPort(text: string, where: string): number {
+  const port = /^\d{1,5}$/.test(text) ? Number(text) : 0;
+  if (port < 1 || port > 65535) throw new ConfigError(where, `"${text}" is not a port (1-65535)`);
+  return port;
 }
 
 /** Checks with defaults filled in; a timeout must end before the next check starts. */
@@ -65,11 +74,24 @@ export function healthOf(h: Partial<HealthConfig>, where: string): HealthConfig 
 }
 
 function parseEject(f: Fields): EjectConfig {
-  const t = f.text("duration");
-  return {
-    failures: f.positiveInteger("failures") ?? POOL_DEFAULTS.eject.failures,
-    durationMs: t === undefined ? POOL_DEFAULTS.eject.durationMs : parseDuration(t, f.at("duration")),
+  const duration = (key: string) => {
+    const t = f.text(key);
+    return t === undefined ? undefined : parseDuration(t, f.at(key));
   };
+  return ejectOf({ failures: f.positiveInteger("failures"), durationMs: duration("duration"), baseMs: duration("base_duration") }, f.at("base_duration"));
+}
+
+/**
+ * Ejection with defaults filled in. Without base_duration, the first
+ * ejection is the default base or the maximum if that is shorter; a base
+ * longer than the maximum is a mistake.
+ */
+export function ejectOf(e: { failures?: number; durationMs?: number; baseMs?: number }, where: string): EjectConfig {
+  const d = POOL_DEFAULTS.eject;
+  const durationMs = e.durationMs ?? d.durationMs;
+  const baseMs = e.baseMs ?? Math.min(d.baseMs, durationMs);
+  if (baseMs > durationMs) throw new ConfigError(where, `the first ejection (${baseMs} ms) is longer than the longest (duration, ${durationMs} ms)`);
+  return { failures: e.failures ?? d.failures, durationMs, baseMs };
 }
 
 /** [[service.route]] tables (http only), ordered most specific first. */

@@ -26,12 +26,25 @@ export interface HealthConfig {
   readonly fall: number;
   /** http: the path checked with GET; 2xx and 3xx pass. */
   readonly path: string;
+  /**
+   * The port checked on origins without a fixed port (port-preserving and
+   * port-range ones); absent: the first port of the origin's range, or of
+   * the service's edge range for a port-preserving origin.
+   */
+  readonly port?: number;
 }
 
-/** Passive ejection: consecutive connect failures of live traffic take an origin out for a while. */
+/**
+ * Passive ejection: `failures` consecutive connect failures of live traffic
+ * take an endpoint port out, first for baseMs, doubling on repeats up to
+ * durationMs; after durationMs without an ejection it starts at baseMs again.
+ */
 export interface EjectConfig {
   readonly failures: number;
+  /** The longest ejection (TOML `duration`). */
   readonly durationMs: number;
+  /** The first ejection (TOML `base_duration`); at most durationMs. */
+  readonly baseMs: number;
 }
 
 /** Where a service (or an HTTP route) sends traffic. */
@@ -77,7 +90,7 @@ export const POOL_DEFAULTS = {
   weight: 1,
   balance: "round-robin" as Balance,
   health: { intervalMs: 5_000, timeoutMs: 2_000, rise: 2, fall: 3, path: "/" },
-  eject: { failures: 3, durationMs: 30_000 },
+  eject: { failures: 3, durationMs: 30_000, baseMs: 1_000 },
   http: { firstByteTimeoutMs: 60_000, maxBodyBytes: 1 << 30, maxHeaderBytes: 16 * 1024 },
   /** Names whose answer carries no TTL (/etc/hosts) are looked up again this often. */
   resolveMs: 30_000,

@@ -1,34 +1,25 @@
 import { formatAddress, parseAddress } from "../config/address";
 import { formatOrigin, POOL_DEFAULTS, type OriginConfig, type PoolConfig } from "../config/pool";
 import type { PortRange } from "../config/ports";
-import { choose, originPort, type Weighted } from "./balance";
-import { HealthChecker, HealthState, type PoolKind, type ProbeResult } from "./health";
+import { choose, originPort } from "./balance";
+import { HealthChecker, type PoolKind } from "./health";
+import { PoolMember, type Member, type MemberOwner } from "./member";
 import { NameWatcher, type DnsApi } from "./resolver";
 
 /*
  * A pool's unit is the endpoint: one address of one configured origin (a
  * name with three A records is three endpoints sharing the origin's weight).
- * Health checks and passive ejection act per endpoint, since one address of a
- * name can die while the others serve.
+ * Active checks act per endpoint, since one address of a name can die while
+ * the others serve; passive ejection per endpoint PORT, since one port of a
+ * port-preserving origin can be closed while the others serve.
+ *
+ * Ejection never leaves a pool with nothing to try: when no endpoint is
+ * eligible for a connection, it goes to any of them, balanced as usual (the
+ * panic mode of Envoy's healthy_panic_threshold at 0%), and is counted.
+ * An origin that is down refuses fast; one that was merely ejected answers.
  */
 
-/** What failed when talking to an origin, for passive ejection and metrics. */
-export type OriginFailure = "refused" | "timeout" | "unreachable" | "reset" | "other";
-
-/** One endpoint of a pool as the data plane sees it: tell it how its connections go. */
-export interface Member {
-  readonly origin: OriginConfig;
-  /** The IP literal this endpoint is. */
-  readonly address: string;
-  /** A connection (request, flow) to it began: least-connections counts these. */
-  acquired(): void;
-  /** ...and ended. */
-  released(): void;
-  /** A connect to it failed (passive ejection counts consecutive ones). */
-  failed(kind: OriginFailure): void;
-  /** A connect to it succeeded. */
-  succeeded(): void;
-}
+export type { Member, OriginFailure } from "./member";
 
 /** Where one new connection goes. */
 export interface Pick {
@@ -45,9 +36,16 @@ export interface EndpointStatus {
   readonly up: boolean;
   /** Active checks pass (true when none run). */
   readonly healthy: boolean;
-  /** Passively ejected until this Unix time in ms; absent when not. */
+  /** Passively ejected until this Unix time in ms; absent when not (origins with a fixed port). */
   readonly ejectedUntil?: number;
+  /** Ports ejected now and until when (origins without a fixed port: each port on its own). */
+  readonly ejectedPorts?: readonly { readonly port: number; readonly until: number }[];
+  /** Ejections of any of its ports. */
   readonly ejections: number;
+  /** Connections sent to it while it was not eligible, because no endpoint of the pool was (panic). */
+  readonly panics: number;
+  /** Ports whose ejection state was forgotten because the bounded per-port map was full. */
+  readonly portStatesEvicted: number;
   readonly active: number;
   readonly lastCheck?: string;
 }
@@ -66,17 +64,21 @@ export interface OriginStatus {
   readonly resolveFailures: number;
 }
 
-/** An eligible endpoint as plain data, for a data plane on another thread (the UDP worker). */
+/** An endpoint as plain data, for a data plane on another thread (the UDP worker). */
 export interface EndpointSpec {
   readonly key: string;
   readonly address: string;
   readonly port?: number;
   readonly ports?: PortRange;
   readonly weight: number;
+  /** Active checks pass (true when none run). */
+  readonly healthy: boolean;
+  /** Origin ports passively ejected now. */
+  readonly ejectedPorts: readonly number[];
 }
 
 export interface PoolOptions {
-  /** The service's edge port range: origins given as a port range map by offset into it; a port-preserving origin is checked at its first port. */
+  /** The service's edge port range: origins given as a port range map by offset into it; a port-preserving origin is checked at its first port (or health.port). */
   readonly edgeRange?: PortRange;
   /** Addresses already resolved (by host), so a start needs no second lookup. */
   readonly resolved?: ReadonlyMap<string, readonly Uint8Array[]>;
@@ -88,77 +90,11 @@ export interface PoolOptions {
   readonly dns?: DnsApi;
 }
 
-class PoolMember implements Member, Weighted {
-  readonly key: string;
-  weight: number;
-  current = 0;
-  active = 0;
-  readonly health: HealthState | undefined;
-  checker: HealthChecker | undefined;
-  lastCheck: string | undefined;
-  failuresInRow = 0;
-  ejectedUntil = 0;
-  ejections = 0;
-  private ejectTimer: ReturnType<typeof setTimeout> | undefined;
-
-  constructor(
-    private readonly pool: OriginPool,
-    readonly origin: OriginConfig,
-    readonly address: string,
-    weight: number,
-  ) {
-    this.key = `${address}|${origin.port ?? ""}|${origin.ports ? `${origin.ports.lo}-${origin.ports.hi}` : ""}`;
-    this.weight = weight;
-    this.health = pool.config.health && new HealthState(pool.config.health);
-  }
-
-  eligible(now: number): boolean {
-    return (this.health?.healthy ?? true) && now >= this.ejectedUntil;
-  }
-
-  acquired(): void {
-    this.active++;
-  }
-
-  released(): void {
-    this.active--;
-  }
-
-  failed(kind: OriginFailure): void {
-    const { failures, durationMs } = this.pool.config.eject;
-    if (++this.failuresInRow < failures || Date.now() < this.ejectedUntil) return;
-    this.failuresInRow = 0;
-    this.ejections++;
-    this.ejectedUntil = Date.now() + durationMs;
-    // With active checks, it comes back only once they pass again.
-    this.health?.markDown();
-    this.pool.changed(`${this.describe()} ejected for ${durationMs}ms after ${failures} failed connects (last: ${kind})`);
-    clearTimeout(this.ejectTimer);
-    this.ejectTimer = setTimeout(() => this.pool.changed(this.eligible(Date.now()) ? `${this.describe()} back after ejection` : undefined), durationMs);
-    this.ejectTimer.unref?.();
-  }
-
-  succeeded(): void {
-    this.failuresInRow = 0;
-  }
-
-  checked(r: ProbeResult): void {
-    this.lastCheck = `${r.pass ? "pass" : "fail"}: ${r.detail}`;
-    if (!this.health?.record(r.pass)) return;
-    const up = this.health.healthy;
-    this.pool.changed(up && Date.now() < this.ejectedUntil ? undefined : `${this.describe()} ${up ? "up" : "down"}: check ${r.pass ? "passed" : `failed (${r.detail})`}`);
-  }
-
-  describe(): string {
-    const o = formatOrigin({ ...this.origin, weight: 1 });
-    return parseAddress(this.origin.host) ? `origin ${o}` : `origin ${o} at ${this.address}`;
-  }
-
-  stop(): void {
-    this.checker?.stop();
-    clearTimeout(this.ejectTimer);
-  }
-}
+const always = () => true;
+// Ejection and panic lines: a burst of this many, then one a second.
+const LOG_BURST = 20;
+// A pool in panic says so at most this often.
+const LOG_EVERY_MS = 10_000;
 
 /** One configured origin and the endpoints its host resolves to. */
 interface Group {
@@ -168,17 +104,21 @@ interface Group {
 }
 
 /**
- * The origins of one service or route, and the choice among them: only
- * healthy, non-ejected endpoints are picked. Owns its health checkers, name
- * watchers and timers until close().
+ * The origins of one service or route, and the choice among them: healthy
+ * endpoints not ejected on the port in question, else (panic) any. Owns its
+ * health checkers, name watchers and timers until close().
  */
-export class OriginPool {
+export class OriginPool implements MemberOwner {
   private readonly groups: Group[];
   private members: PoolMember[] = [];
   private readonly listeners = new Set<() => void>();
   private readonly log: (line: string) => void;
   private closed = false;
   private running = false;
+  private logTokens: number = LOG_BURST;
+  private logRefilled = Date.now();
+  private logSuppressed = 0;
+  private lastPanicLog = -Infinity;
   /**
    * Whether an endpoint's port depends on the edge port (port-preserving and
    * port-range origins, which have no fixed `port`); else pick() ignores it,
@@ -227,23 +167,48 @@ export class OriginPool {
   }
 
 
-  /** The endpoint for a new connection from `client` (an IP literal) to edge port `edgePort`; undefined when none is usable. */
+  /**
+   * The endpoint for a new connection from `client` (an IP literal) to edge
+   * port `edgePort`: an eligible one (healthy, that origin port not
+   * ejected); with none, any (panic, counted). Undefined only when the pool
+   * has no endpoint at all (a name that resolves to nothing).
+   */
   pick(client: string, edgePort: number): Pick | undefined {
     const now = Date.now();
-    const m = choose(this.config.balance, this.members, (x) => x.eligible(now), client);
-    if (!m) return undefined;
-    return { host: m.address, port: originPort(m.origin, edgePort, this.options.edgeRange), member: m };
+    const range = this.options.edgeRange;
+    let m = choose(this.config.balance, this.members, (x) => x.eligible(now, originPort(x.origin, edgePort, range)), client);
+    if (!m) {
+      m = choose(this.config.balance, this.members, always, client);
+      if (!m) return undefined;
+      this.panicked(m, 1);
+    }
+    const port = originPort(m.origin, edgePort, range);
+    return { host: m.address, port, member: m.at(port) };
   }
 
-  /** The endpoints new connections may go to now, as plain data (for the UDP worker). */
-  eligible(): EndpointSpec[] {
+  /** Every endpoint with its health and ejected ports, as plain data (for the UDP worker, which picks and panics alike). */
+  endpoints(): EndpointSpec[] {
     const now = Date.now();
-    return this.members.filter((m) => m.eligible(now)).map((m) => ({ key: m.key, address: m.address, port: m.origin.port, ports: m.origin.ports, weight: m.weight }));
+    return this.members.map((m) => ({
+      key: m.key,
+      address: m.address,
+      port: m.origin.port,
+      ports: m.origin.ports,
+      weight: m.weight,
+      healthy: m.health?.healthy ?? true,
+      ejectedPorts: m.ports.ejected(now).map((e) => e.port),
+    }));
   }
 
-  /** The endpoint with this key (EndpointSpec.key), for reports from another thread; undefined once it is gone. */
-  member(key: string): Member | undefined {
-    return this.members.find((m) => m.key === key);
+  /** Reports about origin port `port` of the endpoint with this key (EndpointSpec.key), from another thread; undefined once it is gone. */
+  member(key: string, port: number): Member | undefined {
+    return this.members.find((m) => m.key === key)?.at(port);
+  }
+
+  /** Another thread sent `n` connections (flows) to the endpoint with this key in panic. */
+  panics(key: string, n: number): void {
+    const m = this.members.find((x) => x.key === key);
+    if (m) this.panicked(m, n);
   }
 
   /** Call `fn` whenever the eligible endpoints may have changed (health, ejection, DNS). Returns the unsubscribe. */
@@ -255,15 +220,23 @@ export class OriginPool {
   snapshot(): OriginStatus[] {
     const now = Date.now();
     return this.groups.map((g) => {
-      const endpoints = g.members.map((m) => ({
-        address: m.address,
-        up: m.eligible(now),
-        healthy: m.health?.healthy ?? true,
-        ...(m.ejectedUntil > now ? { ejectedUntil: m.ejectedUntil } : {}),
-        ejections: m.ejections,
-        active: m.active,
-        ...(m.lastCheck ? { lastCheck: m.lastCheck } : {}),
-      }));
+      const endpoints = g.members.map((m): EndpointStatus => {
+        const out = m.ports.ejected(now);
+        const fixed = m.origin.port;
+        return {
+          address: m.address,
+          // A port-following endpoint takes new connections on its other ports while some are ejected.
+          up: fixed === undefined ? (m.health?.healthy ?? true) : m.eligible(now, fixed),
+          healthy: m.health?.healthy ?? true,
+          ...(fixed !== undefined && out.length ? { ejectedUntil: out[0]!.until } : {}),
+          ...(fixed === undefined && out.length ? { ejectedPorts: out } : {}),
+          ejections: m.ports.ejections,
+          panics: m.panics,
+          portStatesEvicted: m.ports.evicted,
+          active: m.active,
+          ...(m.lastCheck ? { lastCheck: m.lastCheck } : {}),
+        };
+      });
       return {
         origin: formatOrigin(g.origin),
         addresses: g.members.map((m) => m.address),
@@ -288,8 +261,34 @@ export class OriginPool {
   /** @internal A member's eligibility changed: log why (if given) and tell the listeners. */
   changed(why: string | undefined): void {
     if (this.closed) return;
-    if (why) this.log(`${this.owner()}: ${why}`);
+    if (why) this.logLimited(why);
     for (const fn of this.listeners) fn();
+  }
+
+  private panicked(m: PoolMember, n: number): void {
+    m.panics += n;
+    const now = Date.now();
+    if (now - this.lastPanicLog < LOG_EVERY_MS) return;
+    this.lastPanicLog = now;
+    this.logLimited(`no endpoint eligible (all down or ejected): trying them anyway (panic), ${this.members.reduce((n, x) => n + x.panics, 0)} connection(s) so far`);
+  }
+
+  // Clients choose which ports fail (each closed port of a port-preserving
+  // origin is ejected on its own), so ejection lines are rate limited: a
+  // bucket of LOG_BURST lines refilled one per second; what is left out is
+  // counted in the next line.
+  private logLimited(line: string): void {
+    const now = Date.now();
+    this.logTokens = Math.min(LOG_BURST, this.logTokens + (now - this.logRefilled) / 1000);
+    this.logRefilled = now;
+    if (this.logTokens < 1) {
+      this.logSuppressed++;
+      return;
+    }
+    this.logTokens--;
+    const more = this.logSuppressed ? ` (${this.logSuppressed} earlier lines left out)` : "";
+    this.logSuppressed = 0;
+    this.log(`${this.owner()}: ${line}${more}`);
   }
 
   private owner(): string {
@@ -316,9 +315,19 @@ export class OriginPool {
     this.changed(before === "" ? undefined : `origin ${g.origin.host} now at ${unique.join(", ") || "no addresses"}`);
   }
 
+  // Which port active checks probe: an origin's fixed port; else health.port
+  // if set; else the first of the origin's port range, or of the service's
+  // edge range for a port-preserving origin. A check speaks for the whole
+  // endpoint (every port): pick a port the origin always serves.
+  /** @internal The port active checks probe on an endpoint of origin `o`; undefined without checks. */
+  checkPort(o: OriginConfig): number | undefined {
+    const h = this.config.health;
+    return h && (o.port ?? h.port ?? o.ports?.lo ?? this.options.edgeRange?.lo);
+  }
+
   private startChecks(m: PoolMember): void {
     const h = this.config.health;
-    const port = m.origin.port ?? m.origin.ports?.lo ?? this.options.edgeRange?.lo;
+    const port = this.checkPort(m.origin);
     if (!h || port === undefined || m.checker) return;
     m.checker = new HealthChecker(this.options.kind ?? "tcp", { address: m.address, port, hostHeader: m.origin.host }, h, (r) => m.checked(r));
     m.checker.start();

@@ -25,7 +25,7 @@ import {
 import { DatagramBatch, MAX_DATAGRAM } from "./batch";
 import type { ProxyProtocol } from "../../config/service";
 import { proxyV2Header, sppHeader, hasSppHeader, SPP_HEADER_SIZE } from "../proxyheader/encode";
-import { EndpointSet, type UdpOrigins, type WorkerEndpoint } from "./origins";
+import { EndpointSet, type PanicCounts, type UdpOrigins, type WorkerEndpoint } from "./origins";
 import { C, dropIndex, ROW, type UdpDropReason } from "./stats";
 
 const EMSGSIZE = 90;
@@ -77,6 +77,8 @@ class Flow {
     public last: number,
     /** The pool endpoint whose flow count this flow holds. */
     readonly endpoint: WorkerEndpoint | undefined,
+    /** The origin port it talks to: ejection counts per endpoint port. */
+    readonly originPort: number,
   ) {}
 }
 
@@ -100,16 +102,18 @@ export class Engine {
     private readonly log: (line: string) => void,
     /** A retired service's last flow ended: its slot is free. */
     private readonly onRetired: (slot: number) => void,
-    /** An endpoint refused a flow, or answered again after a refusal. */
-    private readonly onOrigin: (slot: number, key: string, ok: boolean) => void = () => {},
+    /** An endpoint's origin port refused a flow, or answered again after a refusal. */
+    private readonly onOrigin: (slot: number, key: string, port: number, ok: boolean) => void = () => {},
+    /** Flows opened in panic (no endpoint eligible), per endpoint, since the last report. */
+    private readonly onPanics: (slot: number, counts: PanicCounts) => void = () => {},
   ) {}
 
   // ICMP port unreachable from the origin: the flow ends, and the pool hears of it.
   private refused(f: Flow): void {
     this.drop(f.service, "origin_refused");
     if (f.endpoint) {
-      f.endpoint.failing = true;
-      this.onOrigin(f.service.spec.slot, f.endpoint.key, false);
+      f.endpoint.refused(f.originPort);
+      this.onOrigin(f.service.spec.slot, f.endpoint.key, f.originPort, false);
     }
     this.close(f);
   }
@@ -160,8 +164,12 @@ export class Engine {
     else this.fromOrigin(o);
   }
 
-  /** Close flows idle for longer than their service allows. */
+  /** Close flows idle for longer than their service allows; report panic flows (batched here, not a message per flow). */
   sweep(): void {
+    for (const [slot, svc] of this.services) {
+      const counts = svc.endpoints?.takePanics();
+      if (counts?.length) this.onPanics(slot, counts);
+    }
     for (const f of this.flows.values()) {
       if (this.now - f.last > f.service.spec.idleMs) {
         bump(f.service.row, C.flowsExpired);
@@ -255,10 +263,7 @@ export class Engine {
       }
       f.last = this.now;
       // Only an answer after a refusal is news to the pool: a message per new flow would cost the main thread on every flow.
-      if (f.endpoint?.failing) {
-        f.endpoint.failing = false;
-        this.onOrigin(f.service.spec.slot, f.endpoint.key, true);
-      }
+      if (f.endpoint?.failing.delete(f.originPort)) this.onOrigin(f.service.spec.slot, f.endpoint.key, f.originPort, true);
       for (let i = 0; i < n; i++) {
         let len = b.length(i);
         if (len > MAX_DATAGRAM) {
@@ -349,7 +354,7 @@ export class Engine {
       return undefined;
     }
     const header = spec.proxyProtocol === "v2" ? proxyV2Header(src, dst, "dgram") : spec.proxyProtocol === "spp" ? sppHeader(src, dst) : undefined;
-    const f = new Flow(key, svc, client, upstream, header, spec.proxyProtocol === "spp", this.now, chosen?.endpoint);
+    const f = new Flow(key, svc, client, upstream, header, spec.proxyProtocol === "spp", this.now, chosen?.endpoint, chosen?.target.port ?? 0);
     if (chosen) chosen.endpoint.active++;
     this.flows.set(key, f);
     this.unconfirmed.set(key, f);

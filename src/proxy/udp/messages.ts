@@ -1,5 +1,6 @@
 import type { EndpointSpec } from "../../origin/pool";
 import type { UdpServiceSpec } from "./engine";
+import type { PanicCounts } from "./origins";
 
 /** Main thread → UDP worker. */
 export type ToWorker =
@@ -14,6 +15,8 @@ export type FromWorker =
   | { readonly op: "started" }
   | { readonly op: "log"; readonly line: string }
   | { readonly op: "retired"; readonly slot: number }
-  /** An origin endpoint refused a flow (ICMP port unreachable), or answered again after that: passive ejection's input. */
-  | { readonly op: "origin"; readonly slot: number; readonly key: string; readonly ok: boolean }
+  /** An origin endpoint's port refused a flow (ICMP port unreachable), or answered again after that: passive ejection's input. */
+  | { readonly op: "origin"; readonly slot: number; readonly key: string; readonly port: number; readonly ok: boolean }
+  /** Flows opened in panic (no endpoint eligible) per endpoint key, since the last such message. */
+  | { readonly op: "panics"; readonly slot: number; readonly counts: PanicCounts }
   | { readonly op: "stopped" };

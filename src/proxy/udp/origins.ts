@@ -1,10 +1,12 @@
-// The UDP worker's copy of a service's pool: the eligible endpoints as the
-// main thread last sent them (health checks and ejection run there), picked
-// with the same balancing code as the TCP data plane.
+// The UDP worker's copy of a service's pool: the endpoints, their health and
+// ejected ports as the main thread last sent them (health checks and
+// ejection run there), picked with the same balancing code and the same
+// panic rule as the TCP data plane (origin/pool.ts).
 import { formatAddress, parseAddress, type Family } from "../../config/address";
 import type { Balance } from "../../config/pool";
 import type { PortRange } from "../../config/ports";
 import { choose, originPort, type Weighted } from "../../origin/balance";
+import { MAX_PORT_STATES } from "../../origin/eject";
 import type { EndpointSpec } from "../../origin/pool";
 import type { Endpoint } from "../../system/sockaddr";
 
@@ -12,7 +14,7 @@ import type { Endpoint } from "../../system/sockaddr";
 export interface UdpOrigins {
   readonly balance: Balance;
   readonly edgeRange?: PortRange;
-  /** The eligible endpoints now; replaced by an "origins" message whenever that changes. */
+  /** The endpoints now; replaced by an "origins" message whenever their health or ejected ports change. */
   readonly endpoints: readonly EndpointSpec[];
 }
 
@@ -20,16 +22,45 @@ export interface UdpOrigins {
 export class WorkerEndpoint implements Weighted {
   current = 0;
   active = 0;
-  /** A refusal was reported and no answer since: the next answer is reported too (it resets the pool's count). */
-  failing = false;
+  /**
+   * Origin ports with a refusal reported and no answer since: the next
+   * answer from one is reported too (it resets the pool's count). Bounded
+   * like the pool's per-port state; when full, it starts over (an answer
+   * then goes unreported, and the pool's count resets at the next success).
+   */
+  readonly failing = new Set<number>();
+  /** Flows opened in panic (nothing eligible), not yet told to the main thread. */
+  panics = 0;
   readonly family: Family;
   readonly addr: Uint8Array;
   weight: number;
+  spec: EndpointSpec;
+  private ejected: ReadonlySet<number>;
 
-  constructor(readonly spec: EndpointSpec) {
+  constructor(spec: EndpointSpec) {
+    this.spec = spec;
     this.addr = parseAddress(spec.address)!;
     this.family = this.addr.length === 4 ? 4 : 6;
     this.weight = spec.weight;
+    this.ejected = new Set(spec.ejectedPorts);
+  }
+
+  /** The main thread's new view of this endpoint. */
+  set(spec: EndpointSpec): void {
+    this.spec = spec;
+    this.weight = spec.weight;
+    this.ejected = new Set(spec.ejectedPorts);
+  }
+
+  /** New flows to origin port `port` may come here. */
+  eligible(port: number): boolean {
+    return this.spec.healthy && !this.ejected.has(port);
+  }
+
+  /** A refusal from origin `port` was reported. */
+  refused(port: number): void {
+    if (this.failing.size >= MAX_PORT_STATES) this.failing.clear();
+    this.failing.add(port);
   }
 
   get key(): string {
@@ -38,6 +69,9 @@ export class WorkerEndpoint implements Weighted {
 }
 
 const always = () => true;
+
+/** Flows opened in panic, per endpoint key, since the last call. */
+export type PanicCounts = [key: string, flows: number][];
 
 /** A service's endpoints in the worker and the choice among them. */
 export class EndpointSet {
@@ -57,16 +91,36 @@ export class EndpointSet {
     this.list = endpoints.map((s) => {
       const kept = old.get(s.key);
       if (!kept) return new WorkerEndpoint(s);
-      kept.weight = s.weight;
+      kept.set(s);
       return kept;
     });
   }
 
-  /** The endpoint and origin address for a new flow from `client` (address bytes) to edge port `dstPort`. */
+  /**
+   * The endpoint and origin address for a new flow from `client` (address
+   * bytes) to edge port `dstPort`: an eligible endpoint, else (panic) any,
+   * counted; undefined only when there is none at all.
+   */
   pick(client: Uint8Array, dstPort: number): { endpoint: WorkerEndpoint; target: Endpoint } | undefined {
     // The same text as the TCP and HTTP planes hash, so one client reaches the same endpoint over each.
-    const e = choose(this.balance, this.list, always, this.balance === "hash" ? formatAddress(client) : "");
-    if (!e) return undefined;
+    const text = this.balance === "hash" ? formatAddress(client) : "";
+    let e = choose(this.balance, this.list, (x) => x.eligible(originPort(x.spec, dstPort, this.edgeRange)), text);
+    if (!e) {
+      e = choose(this.balance, this.list, always, text);
+      if (!e) return undefined;
+      e.panics++;
+    }
     return { endpoint: e, target: { family: e.family, addr: e.addr, port: originPort(e.spec, dstPort, this.edgeRange) } };
+  }
+
+  /** Flows opened in panic since the last call, per endpoint key (for the main thread's counts); empty when none. */
+  takePanics(): PanicCounts {
+    const out: PanicCounts = [];
+    for (const e of this.list) {
+      if (e.panics === 0) continue;
+      out.push([e.key, e.panics]);
+      e.panics = 0;
+    }
+    return out;
   }
 }

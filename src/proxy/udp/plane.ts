@@ -3,12 +3,21 @@ import type { EndpointSpec } from "../../origin/pool";
 import { EventFd } from "../../system/epoll";
 import type { UdpServiceSpec } from "./engine";
 import type { FromWorker, ToWorker } from "./messages";
+import type { PanicCounts } from "./origins";
 import { ROW, SLOTS } from "./stats";
 
 // In the compiled binary every module is bundled into one, and the worker is
 // a second entry point that `bun build --compile` (build/build.ts) stores
 // under its path relative to src/, the entry points' common directory.
 const WORKER_ENTRY = import.meta.path.startsWith("/$bunfs/") ? "./proxy/udp/worker.ts" : new URL("./worker.ts", import.meta.url).href;
+
+/** What the worker tells a service's pool. */
+export interface OriginEvents {
+  /** Origin port `port` of endpoint `key` refused a flow (ok false), or answered after that (ok true). */
+  report(key: string, port: number, ok: boolean): void;
+  /** Flows opened in panic, per endpoint key. */
+  panics(counts: PanicCounts): void;
+}
 
 /**
  * The UDP data plane of the process: one worker thread running an epoll
@@ -22,7 +31,7 @@ export class UdpPlane {
   // Lowest slot first, so rows stay near the start of the shared buffer.
   private readonly free = Array.from({ length: SLOTS }, (_, i) => SLOTS - 1 - i);
   private closed = false;
-  private readonly originEvents = new Map<number, (key: string, ok: boolean) => void>();
+  private readonly originEvents = new Map<number, OriginEvents>();
   /** Settles when the worker has its epoll loop running, or failed to start. */
   readonly started: Promise<void>;
 
@@ -44,7 +53,8 @@ export class UdpPlane {
       if (m.op === "started") started();
       else if (m.op === "log") process.stderr.write(`edgeproxy: ${m.line}\n`);
       else if (m.op === "retired") this.free.push(m.slot);
-      else if (m.op === "origin") this.originEvents.get(m.slot)?.(m.key, m.ok);
+      else if (m.op === "origin") this.originEvents.get(m.slot)?.report(m.key, m.port, m.ok);
+      else if (m.op === "panics") this.originEvents.get(m.slot)?.panics(m.counts);
       else if (m.op === "stopped") {
         this.wake.close();
         void this.worker.terminate();
@@ -64,8 +74,8 @@ export class UdpPlane {
     return slot;
   }
 
-  /** Hear a service's origin refusals and first answers (its pool's passive ejection). */
-  onOrigin(slot: number, fn: ((key: string, ok: boolean) => void) | undefined): void {
+  /** Hear a service's origin refusals and first answers (its pool's passive ejection), and its panic flows. */
+  onOrigin(slot: number, fn: OriginEvents | undefined): void {
     if (fn) this.originEvents.set(slot, fn);
     else this.originEvents.delete(slot);
   }

@@ -66,20 +66,25 @@ export class UdpService implements DataPlaneService {
       const slot = this.plane.add({
         name: this.config.name,
         listeners: opened,
-        origins: pool && { balance: pool.config.balance, edgeRange: pool.edgeRange, endpoints: pool.eligible() },
+        origins: pool && { balance: pool.config.balance, edgeRange: pool.edgeRange, endpoints: pool.endpoints() },
         proxyProtocol: this.config.proxyProtocol,
         idleMs: this.config.idleTimeoutMs,
       });
       this.slot = slot;
       this.row = this.plane.row(slot);
-      // Health checks and ejection run on this thread; the worker gets each new eligible set.
+      // Health checks and ejection run on this thread; the worker gets each change of health or ejected ports.
       if (pool) {
-        this.unsubscribe = pool.onChange(() => this.plane.setOrigins(slot, pool.eligible()));
-        // A refused datagram (ICMP port unreachable) is UDP's failed connect.
-        this.plane.onOrigin(slot, (key, ok) => {
-          const m = pool.member(key);
-          if (ok) m?.succeeded();
-          else m?.failed("refused");
+        this.unsubscribe = pool.onChange(() => this.plane.setOrigins(slot, pool.endpoints()));
+        this.plane.onOrigin(slot, {
+          // A refused datagram (ICMP port unreachable) is UDP's failed connect.
+          report: (key, port, ok) => {
+            const m = pool.member(key, port);
+            if (ok) m?.succeeded();
+            else m?.failed("refused");
+          },
+          panics: (counts) => {
+            for (const [key, n] of counts) pool.panics(key, n);
+          },
         });
         void pool.start();
       }

@@ -67,7 +67,8 @@ self.onmessage = (event: MessageEvent<ToWorker>) => {
           m.maxFlows,
           (line) => post({ op: "log", line }),
           (slot) => post({ op: "retired", slot }),
-          (slot, key, ok) => post({ op: "origin", slot, key, ok }),
+          (slot, key, port, ok) => post({ op: "origin", slot, key, port, ok }),
+          (slot, counts) => post({ op: "panics", slot, counts }),
         );
         running = true;
         post({ op: "started" });
