@@ -1,6 +1,7 @@
 import { parsePrefix, type Prefix } from "../config/address";
 import { readFileSync } from "node:fs";
 import { parseBalance, parseDuration, parseOrigin, parseProxyProtocol, parseSize, poolOf } from "../config/origin";
+import { parseCount, WORKER_BOUNDS } from "../config/numbers";
 import { POOL_DEFAULTS, type HealthConfig } from "../config/pool";
 import { healthOf, parseTls } from "../config/pool-file";
 import { checkService } from "../config/validate";
@@ -189,7 +190,7 @@ export function parseArgs(argv: readonly string[]): Command {
         break;
       case "--workers":
         once();
-        workers = positive(flag, value());
+        workers = parseCount(value(), flag, WORKER_BOUNDS);
         break;
       case "--drain-timeout":
         once();
@@ -213,11 +214,11 @@ export function parseArgs(argv: readonly string[]): Command {
         break;
       case "--max-connections":
         once();
-        maxConnections = positive(flag, value());
+        maxConnections = parseCount(value(), flag);
         break;
       case "--max-flows":
         once();
-        maxFlows = positive(flag, value());
+        maxFlows = parseCount(value(), flag);
         break;
       default:
         throw new ConfigError(arg, arg.startsWith("-") ? "unknown option (see --help)" : "unexpected argument (see --help)");
@@ -264,9 +265,4 @@ export function parseArgs(argv: readonly string[]): Command {
   };
   checkService(service, (key) => ({ origins: "--origin", route: "--origin", accept_proxy: "--accept-proxy" })[key] ?? key);
   return { kind: "serve", config: { takeOver, maxConnections, maxFlows, bpffs, admin, services: [service], ...(workers ? { workers } : {}), ...(drainTimeoutMs !== undefined ? { drainTimeoutMs } : {}) } };
-}
-
-function positive(flag: string, v: string): number {
-  if (!/^\d+$/.test(v) || Number(v) < 1) throw new ConfigError(flag, `"${v}" is not a positive whole number`);
-  return Number(v);
 }
