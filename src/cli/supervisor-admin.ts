@@ -1,6 +1,6 @@
 import { Hono } from "hono";
-import { requireToken } from "../admin/api";
-import { ConfigError } from "../errors";
+import { bodyOf, clientErrorResponse, limitBodies, readBodies, requireToken, upgradeBody } from "../admin/api";
+import { ConfigError, errorLine } from "../errors";
 import { METRICS_CONTENT_TYPE } from "../admin/metrics";
 import type { Supervisor, WorkerState } from "./supervisor";
 
@@ -84,7 +84,15 @@ export function mergeMetrics(texts: readonly { worker: number; text: string }[])
 /** The supervisor's admin API: its own routes, the rest answered by a worker (they share one dispatcher). */
 export function supervisorApp(sup: Supervisor): Hono {
   const app = new Hono();
+  limitBodies(app);
   if (sup.config.admin.kind === "tcp") requireToken(app, sup.config.admin.token);
+  readBodies(app);
+  app.onError((err, c) => {
+    const answer = clientErrorResponse(c, err);
+    if (answer) return answer;
+    sup.say(`admin: ${c.req.method} ${c.req.path}: ${errorLine(err)}`);
+    return c.json({ error: "internal error" }, 500);
+  });
   app.get("/healthz", (c) => (sup.workers.some((w) => w.ready) ? c.text("ok") : c.text("no worker is ready", 503)));
   app.get("/workers", async (c) => c.json(await Promise.all(sup.workers.map(snapshot))));
   app.get("/metrics", async (c) => {
@@ -104,7 +112,7 @@ export function supervisorApp(sup: Supervisor): Hono {
     return c.json(answers.length ? await answers[0]!.res.json() : { reloaded: false });
   });
   app.post("/upgrade", async (c) => {
-    const body = (await c.req.json().catch(() => ({}))) as { binary?: unknown };
+    const body = upgradeBody(c);
     if (body.binary !== undefined && typeof body.binary !== "string") return c.json({ error: "upgrade: binary must be a path" }, 400);
     try {
       return c.json({ upgraded: true, summary: await sup.upgrade(body.binary as string | undefined) });
@@ -118,7 +126,8 @@ export function supervisorApp(sup: Supervisor): Hono {
     const first = live(sup)[0];
     if (!first) return c.json({ error: "no worker is ready" }, 503);
     const init: RequestInit = { method: c.req.method, headers: { "content-type": c.req.header("content-type") ?? "application/json" } };
-    if (c.req.method !== "GET" && c.req.method !== "HEAD") init.body = await c.req.text();
+    // Read by readBodies with the API's limit: at most ADMIN_MAX_BODY_BYTES held.
+    if (c.req.method !== "GET" && c.req.method !== "HEAD") init.body = bodyOf(c);
     const res = await ask(first, c.req.path, init);
     return new Response(res.body, { status: res.status, headers: { "content-type": res.headers.get("content-type") ?? "application/json" } });
   });
