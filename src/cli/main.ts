@@ -7,6 +7,7 @@ import { VERSION } from "../version";
 import { loadConfig } from "../config/file";
 import { serveInProcess } from "./serve";
 import { checkEnvironment } from "../system/environment";
+import { refuseSelfReach } from "../server/bindings";
 import { Supervisor, WORKER_ADMIN_ENV, WORKER_ENV } from "./supervisor";
 import { parseArgs, USAGE } from "./args";
 import { parseCount, WORKER_BOUNDS } from "../config/numbers";
@@ -113,6 +114,8 @@ export async function main(args: readonly string[]): Promise<number> {
   try {
     // Checked here too, so a missing privilege is one line from the supervisor, not one per worker.
     checkEnvironment();
+    // And a config that reaches edgeproxy itself: one line here, not one per worker.
+    await refuseSelfReach(config.admin, config.services);
     return await new Supervisor(config, argv, say).run();
   } catch (e) {
     return report(e);

@@ -2,7 +2,7 @@ import { loadConfig } from "../config/file";
 import { serviceFamilies, type ServeConfig, type ServiceConfig } from "../config/service";
 import { ConfigError } from "../errors";
 import { withPinLock } from "../dispatcher/pins";
-import { rejectAdminInBindings, rejectLoops, resolveOrigins, serviceBindings } from "./bindings";
+import { refuseSelfReach } from "./bindings";
 import { NEW_GROUPS } from "../proxy/group";
 import type { Registry } from "../dispatcher/registry";
 import { cookiesOf, groupPlan, registerMembers, withdrawMembers } from "./members";
@@ -43,9 +43,8 @@ export async function reload(server: Server): Promise<ReloadReport> {
   const loaded = await loadConfig(file);
   // The descriptor budget is fixed at start.
   const next: ServeConfig = { ...loaded, bpffs: server.config.bpffs, maxConnections: server.config.maxConnections, maxFlows: server.config.maxFlows };
-  const origins = await resolveOrigins(next.services);
-  rejectLoops(next.services, serviceBindings(next.services), origins);
-  rejectAdminInBindings(server.config.admin, serviceBindings(next.services));
+  // Against the admin listener that runs (a reload does not move it).
+  const origins = await refuseSelfReach(server.config.admin, next.services);
 
   const reg = server.registry;
   const current = new Map(server.config.services.map((s) => [s.name, s]));
