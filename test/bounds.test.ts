@@ -6,6 +6,7 @@ import { describe, expect, test } from "bun:test";
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { availableParallelism, tmpdir } from "node:os";
 import { join } from "node:path";
+import parsePrometheusTextFormat from "parse-prometheus-text-format";
 import { EdgeproxyProcess, runEdgeproxy } from "./helpers/edgeproxy";
 import { proxyFixture } from "./helpers/fixture";
 
@@ -143,6 +144,10 @@ describe("admin request bodies are limited and never buffered whole", () => {
       // The API still answers, and nothing changed.
       const r = await fetch("http://localhost/services/web/bindings", { unix: w.admin } as RequestInit);
       expect(await r.json()).toEqual([{ protocol: "tcp", prefix: "192.0.2.0/24", ports: "80" }]);
+      // Counted once each, by the process whose API refused them, in an exposition a Prometheus parser reads.
+      const metrics = parsePrometheusTextFormat(await (await fetch("http://localhost/metrics", { unix: w.admin } as RequestInit)).text());
+      const refused = metrics.find((m) => m.name === "edgeproxy_admin_requests_refused_total")!;
+      expect(refused.metrics.map((m: any) => [m.labels.reason, m.value])).toEqual([["too_large", "10"], ["timeout", "0"]]);
     } finally {
       w.done();
     }

@@ -36,7 +36,23 @@ export const ADMIN_MAX_BODY_BYTES = 4 << 20;
 /** How long a request body may take to arrive, whole: a local client sends 4 MiB in milliseconds. */
 export const ADMIN_BODY_TIMEOUT_MS = 10_000;
 
-const tooLarge = () => new HttpError(413, `request body larger than ${ADMIN_MAX_BODY_BYTES >> 20} MiB; the admin API takes small JSON objects`);
+// Requests this process's admin API refused for their body, by reason: every limit is counted.
+const refusals = { too_large: 0, timeout: 0 };
+
+/** edgeproxy_admin_requests_refused_total, this process's (a supervisor renders its own, not its workers'). */
+export function renderAdminRefusals(): string {
+  return [
+    "# HELP edgeproxy_admin_requests_refused_total Admin API requests refused for their body: too_large (over 4 MiB, 413), timeout (not received within 10 s, 408).",
+    "# TYPE edgeproxy_admin_requests_refused_total counter",
+    ...Object.entries(refusals).map(([reason, n]) => `edgeproxy_admin_requests_refused_total{reason="${reason}"} ${n}`),
+    "",
+  ].join("\n");
+}
+
+const tooLarge = () => {
+  refusals.too_large++;
+  return new HttpError(413, `request body larger than ${ADMIN_MAX_BODY_BYTES >> 20} MiB; the admin API takes small JSON objects`);
+};
 
 /**
  * A request's body as text, read as it arrives and refused past `maxBytes`:
@@ -54,7 +70,10 @@ export async function readBody(req: Request, maxBytes = ADMIN_MAX_BODY_BYTES, ti
   let total = 0;
   let timer: Timer | undefined;
   const deadline = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new HttpError(408, `request body not received within ${timeoutMs / 1000} s`)), timeoutMs);
+    timer = setTimeout(() => {
+      refusals.timeout++;
+      reject(new HttpError(408, `request body not received within ${timeoutMs / 1000} s`));
+    }, timeoutMs);
   });
   try {
     for (;;) {
@@ -153,7 +172,7 @@ export function createAdminApp(backend: AdminBackend, options: AdminAppOptions =
 
   app.get("/healthz", (c) => c.text("ok"));
 
-  app.get("/metrics", (c) => c.body(renderMetrics(backend.status()), 200, { "Content-Type": METRICS_CONTENT_TYPE }));
+  app.get("/metrics", (c) => c.body(renderMetrics(backend.status()) + renderAdminRefusals(), 200, { "Content-Type": METRICS_CONTENT_TYPE }));
 
   app.get("/status", (c) => json(c, backend.status()));
 

@@ -1,5 +1,5 @@
 import { Hono } from "hono";
-import { bodyOf, clientErrorResponse, limitBodies, readBodies, requireToken, upgradeBody } from "../admin/api";
+import { bodyOf, clientErrorResponse, limitBodies, readBodies, renderAdminRefusals, requireToken, upgradeBody } from "../admin/api";
 import { ConfigError, errorLine } from "../errors";
 import { METRICS_CONTENT_TYPE } from "../admin/metrics";
 import type { Supervisor, WorkerState } from "./supervisor";
@@ -53,6 +53,8 @@ async function snapshot(w: WorkerState): Promise<WorkerSnapshot> {
 export function mergeMetrics(texts: readonly { worker: number; text: string }[]): string {
   const families = new Map<string, { head: string[]; samples: string[] }>();
   const shared = /^edgeproxy_(kernel_|build_info)/;
+  // Workers' admin sockets only see what the supervisor's API passed on: its own refusals are the ones that count.
+  const own = /^edgeproxy_admin_/;
   for (const { worker, text } of texts) {
     let current: { head: string[]; samples: string[] } | undefined;
     let name = "";
@@ -61,6 +63,10 @@ export function mergeMetrics(texts: readonly { worker: number; text: string }[])
       const m = /^# (HELP|TYPE) (\S+)/.exec(line);
       if (m) {
         name = m[2]!;
+        if (own.test(name)) {
+          current = undefined;
+          continue;
+        }
         current = families.get(name);
         if (!current) families.set(name, (current = { head: [], samples: [] }));
         if (current.head.length < 2 && !current.head.some((h) => h.startsWith(`# ${m[1]} `))) current.head.push(line);
@@ -97,7 +103,7 @@ export function supervisorApp(sup: Supervisor): Hono {
   app.get("/workers", async (c) => c.json(await Promise.all(sup.workers.map(snapshot))));
   app.get("/metrics", async (c) => {
     const texts = await Promise.all(live(sup).map(async (w) => ({ worker: w.index, text: await (await ask(w, "/metrics")).text() })));
-    return c.body(mergeMetrics(texts), 200, { "Content-Type": METRICS_CONTENT_TYPE });
+    return c.body(mergeMetrics(texts) + renderAdminRefusals(), 200, { "Content-Type": METRICS_CONTENT_TYPE });
   });
   app.get("/status", async (c) => {
     const first = live(sup)[0];
