@@ -51,8 +51,8 @@ Options:
   --max-body-size SIZE  http: larger request bodies get 413 (default 1GiB; 100MiB, 512KiB ...)
   --name NAME           service name (default: default)
   --take-over           also steer ports where another socket already listens
-  --workers N           worker processes sharing each service's sockets (default: one per CPU;
-                        a supervisor restarts any that dies)
+  --workers N           worker processes sharing each service's sockets, 1-256 (default: one per
+                        CPU; a supervisor restarts any that dies)
   --drain-timeout D     on upgrade (or SIGQUIT), how long open connections may finish (default 30s)
   --bpffs PATH          bpffs mount for pinned state (default $EDGEPROXY_BPFFS or /sys/fs/bpf)
   --connect-timeout D   origin connect timeout (default 5s)
@@ -63,6 +63,8 @@ Options:
                         only one datagram on are evicted first (default: open-file limit)
   -h, --help            this text
   -V, --version         version
+
+Durations (D) are like 500ms, 5s, 2m, 1h, from 1ms to 7 days; counts (N) are whole numbers.
 
 Needs CAP_BPF, CAP_NET_ADMIN and CAP_PERFMON (or root) and Linux 5.9 or later with libbpf.so.1.
 Exit codes: 0 ok, 1 runtime failure, 2 usage, config or environment error.`;
