@@ -36,3 +36,16 @@ export class EnvironmentError extends EdgeError {
     super(where, message, "kernel");
   }
 }
+
+/**
+ * An error as one line for a log: our own errors' message; anything else
+ * (a bug) with its name and the frame that threw, so the line still points
+ * at the code without a multi-line stack trace.
+ */
+export function errorLine(e: unknown): string {
+  if (!(e instanceof Error)) return String(e).split("\n", 1)[0]!;
+  const message = e.message.split("\n", 1)[0]!;
+  if (e instanceof EdgeError) return message;
+  const frame = e.stack?.split("\n").find((l) => /^\s+at /.test(l))?.trim();
+  return `${e.name}: ${message}${frame ? ` (${frame})` : ""}`;
+}

@@ -1,4 +1,4 @@
 #!/usr/bin/env bun
-import { main } from "./cli/main";
+import { run } from "./cli/main";
 
-process.exit(await main(process.argv.slice(2)));
+process.exit(await run(process.argv.slice(2)));

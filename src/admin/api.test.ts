@@ -1,6 +1,6 @@
 import { expect, test } from "bun:test";
 import { ConfigError, EnvironmentError } from "../errors";
-import { createAdminApp } from "./api";
+import { ADMIN_MAX_BODY_BYTES, createAdminApp, HttpError, readBody } from "./api";
 import type { AdminBackend, BindingSnapshot, StatusSnapshot } from "./backend";
 import { sampleStatus } from "./fixture";
 
@@ -178,4 +178,66 @@ test("with a token every route but /healthz needs it", async () => {
   expect((await req("/status", ok)).status).toBe(200);
   expect((await req("/metrics", ok)).status).toBe(200);
   expect((await req("/nope", ok)).status).toBe(404);
+});
+
+test("request bodies: a declared Content-Length over 4 MiB is refused before a byte is read, with 413, one JSON line and Connection: close", async () => {
+  const { backend, app } = setup("0123456789abcdef");
+  let pulled = 0;
+  const body = new ReadableStream<Uint8Array>({
+    pull(c) {
+      pulled++;
+      c.enqueue(new Uint8Array(64 << 10));
+    },
+  });
+  const r = await app.request("/services/web/bindings", {
+    method: "POST",
+    body,
+    headers: { "Content-Length": String(100 << 20), Authorization: "Bearer 0123456789abcdef" },
+    duplex: "half",
+  } as RequestInit);
+  expect(r.status).toBe(413);
+  expect(r.headers.get("connection")).toBe("close");
+  const text = await r.text();
+  expect(text).not.toContain("\n");
+  expect(JSON.parse(text)).toEqual({ error: `request body larger than ${ADMIN_MAX_BODY_BYTES >> 20} MiB; the admin API takes small JSON objects` });
+  // A stream starts one pull on its own; nothing more was asked for.
+  expect(pulled).toBeLessThanOrEqual(1);
+  expect(backend.bindings.get("web")!.length).toBe(1);
+  // Even without the token: the size is checked first, and says nothing about the API.
+  const anonymous = await app.request("/status", { method: "POST", body: "x", headers: { "Content-Length": String(5 << 20) } });
+  expect(anonymous.status).toBe(413);
+});
+
+test("request bodies without a length (chunked) are counted as they arrive and refused just past the limit", async () => {
+  const { backend, app } = setup();
+  let sent = 0;
+  const body = new ReadableStream<Uint8Array>({
+    pull(c) {
+      if (sent >= 100 << 20) return c.close();
+      sent += 256 << 10;
+      c.enqueue(new Uint8Array(256 << 10).fill(0x20));
+    },
+  });
+  const r = await app.request("/services/web/bindings", { method: "POST", body, duplex: "half" } as RequestInit);
+  expect(r.status).toBe(413);
+  expect((await json(r)).error).toMatch(/^request body larger than 4 MiB/);
+  // Read no further than the limit and the chunk that crossed it (plus what the stream had queued).
+  expect(sent).toBeLessThanOrEqual(ADMIN_MAX_BODY_BYTES + (1 << 20));
+  expect(backend.bindings.get("web")!.length).toBe(1);
+});
+
+test("readBody: small bodies pass whole; a body that stalls is refused with 408", async () => {
+  const ok = await readBody(new Request("http://x/", { method: "POST", body: JSON.stringify(BINDING) }));
+  expect(JSON.parse(ok)).toEqual(BINDING);
+  const stalled = new ReadableStream<Uint8Array>({
+    start(c) {
+      c.enqueue(new TextEncoder().encode("{"));
+    },
+  });
+  const req = new Request("http://x/", { method: "POST", body: stalled, duplex: "half" } as RequestInit);
+  const t0 = performance.now();
+  const e: unknown = await readBody(req, ADMIN_MAX_BODY_BYTES, 200).catch((x: unknown) => x);
+  expect(e).toBeInstanceOf(HttpError);
+  expect((e as HttpError).status).toBe(408);
+  expect(performance.now() - t0).toBeLessThan(2_000);
 });

@@ -1,6 +1,6 @@
 import { createHash, timingSafeEqual } from "node:crypto";
 import { Hono, type Context } from "hono";
-import { ConfigError } from "../errors";
+import { ConfigError, errorLine } from "../errors";
 import type { AdminBackend, ServiceSnapshot } from "./backend";
 import { METRICS_CONTENT_TYPE, renderMetrics } from "./metrics";
 
@@ -19,13 +19,124 @@ interface BindingInput {
 }
 
 // An error whose status and one-line message go to the client as is.
-class HttpError extends Error {
+export class HttpError extends Error {
   constructor(
-    readonly status: 400 | 401 | 404,
+    readonly status: 400 | 401 | 404 | 408 | 413,
     message: string,
   ) {
     super(message);
   }
+}
+
+/**
+ * The largest admin request body. Every body the API takes is a small JSON
+ * object (a binding, an upgrade's binary path): a few hundred bytes.
+ */
+export const ADMIN_MAX_BODY_BYTES = 4 << 20;
+/** How long a request body may take to arrive, whole: a local client sends 4 MiB in milliseconds. */
+export const ADMIN_BODY_TIMEOUT_MS = 10_000;
+
+// Requests this process's admin API refused for their body, by reason: every limit is counted.
+const refusals = { too_large: 0, timeout: 0 };
+
+/** edgeproxy_admin_requests_refused_total, this process's (a supervisor renders its own, not its workers'). */
+export function renderAdminRefusals(): string {
+  return [
+    "# HELP edgeproxy_admin_requests_refused_total Admin API requests refused for their body: too_large (over 4 MiB, 413), timeout (not received within 10 s, 408).",
+    "# TYPE edgeproxy_admin_requests_refused_total counter",
+    ...Object.entries(refusals).map(([reason, n]) => `edgeproxy_admin_requests_refused_total{reason="${reason}"} ${n}`),
+    "",
+  ].join("\n");
+}
+
+const tooLarge = () => {
+  refusals.too_large++;
+  return new HttpError(413, `request body larger than ${ADMIN_MAX_BODY_BYTES >> 20} MiB; the admin API takes small JSON objects`);
+};
+
+/**
+ * A request's body as text, read as it arrives and refused past `maxBytes`:
+ * at once on its Content-Length, else (chunked) as soon as the bytes counted
+ * pass it, so the API never holds more than `maxBytes` of one request
+ * (buffering it whole let five 100 MB uploads grow the supervisor by 600 MB).
+ * A body that has not arrived within `timeoutMs` is refused with 408.
+ */
+export async function readBody(req: Request, maxBytes = ADMIN_MAX_BODY_BYTES, timeoutMs = ADMIN_BODY_TIMEOUT_MS): Promise<string> {
+  const length = req.headers.get("content-length");
+  if (length !== null && Number(length) > maxBytes) throw tooLarge();
+  if (!req.body) return "";
+  const reader = req.body.getReader();
+  const chunks: Uint8Array[] = [];
+  let total = 0;
+  let timer: Timer | undefined;
+  const deadline = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => {
+      refusals.timeout++;
+      reject(new HttpError(408, `request body not received within ${timeoutMs / 1000} s`));
+    }, timeoutMs);
+  });
+  try {
+    for (;;) {
+      const { done, value } = await Promise.race([reader.read(), deadline]);
+      if (done) break;
+      total += value.byteLength;
+      if (total > maxBytes) throw tooLarge();
+      chunks.push(value);
+    }
+  } catch (e) {
+    reader.cancel().catch(() => {});
+    throw e;
+  } finally {
+    clearTimeout(timer);
+  }
+  return Buffer.concat(chunks).toString("utf8");
+}
+
+const bodies = new WeakMap<Request, string>();
+
+/**
+ * Refuse a declared Content-Length over the limit before anything else runs,
+ * the token check included (the answer says nothing about the API).
+ */
+export function limitBodies(app: Hono): void {
+  app.use("*", async (c, next) => {
+    const length = c.req.header("content-length");
+    if (length !== undefined && Number(length) > ADMIN_MAX_BODY_BYTES) throw tooLarge();
+    return next();
+  });
+}
+
+/**
+ * Read every request's body, with readBody's limit and deadline, before any
+ * route runs: routes that ignore their body are bounded as well as those that
+ * use it. Registered after the token check, so only an authenticated client
+ * makes the API hold a body. Routes take it with bodyOf.
+ */
+export function readBodies(app: Hono): void {
+  app.use("*", async (c, next) => {
+    bodies.set(c.req.raw, await readBody(c.req.raw));
+    return next();
+  });
+}
+
+/** The body readBodies read ("" when there was none). */
+export function bodyOf(c: Context): string {
+  return bodies.get(c.req.raw) ?? "";
+}
+
+/**
+ * The answer to an error a request caused (HttpError, ConfigError): its
+ * status and one-line JSON message; undefined for anything else (a bug).
+ * A refused body is not read further: the connection closes after the answer
+ * instead of the server reading the rest of it.
+ */
+export function clientErrorResponse(c: Context, err: Error): Response | undefined {
+  if (err instanceof HttpError) {
+    if (err.status === 413 || err.status === 408) c.header("Connection", "close");
+    return c.json({ error: err.message }, err.status);
+  }
+  if (err instanceof ConfigError) return c.json({ error: oneLine(err.message) }, 400);
+  return undefined;
 }
 
 /** Every route of `app` but /healthz needs `Authorization: Bearer <token>`. */
@@ -55,11 +166,13 @@ export function createAdminApp(backend: AdminBackend, options: AdminAppOptions =
   const app = new Hono();
   const log = options.log ?? ((line: string) => console.error(line));
 
+  limitBodies(app);
   if (options.token !== undefined) requireToken(app, options.token);
+  readBodies(app);
 
   app.get("/healthz", (c) => c.text("ok"));
 
-  app.get("/metrics", (c) => c.body(renderMetrics(backend.status()), 200, { "Content-Type": METRICS_CONTENT_TYPE }));
+  app.get("/metrics", (c) => c.body(renderMetrics(backend.status()) + renderAdminRefusals(), 200, { "Content-Type": METRICS_CONTENT_TYPE }));
 
   app.get("/status", (c) => json(c, backend.status()));
 
@@ -73,7 +186,7 @@ export function createAdminApp(backend: AdminBackend, options: AdminAppOptions =
     const name = c.req.param("name");
     service(backend, name);
     const b = bindingInput(await jsonBody(c));
-    backend.addBinding(name, b.protocol, b.prefix, b.ports);
+    await backend.addBinding(name, b.protocol, b.prefix, b.ports);
     return json(c, b, 201);
   });
 
@@ -96,7 +209,7 @@ export function createAdminApp(backend: AdminBackend, options: AdminAppOptions =
 
   app.post("/upgrade", async (c) => {
     if (!backend.upgrade) throw new HttpError(404, "this process cannot be upgraded through its admin API (a worker: ask its supervisor)");
-    const body = (await c.req.json().catch(() => ({}))) as { binary?: unknown };
+    const body = upgradeBody(c);
     if (body.binary !== undefined && typeof body.binary !== "string") throw new ConfigError("upgrade", "binary must be a path");
     try {
       return json(c, { upgraded: true, summary: await backend.upgrade(body.binary as string | undefined) });
@@ -110,9 +223,9 @@ export function createAdminApp(backend: AdminBackend, options: AdminAppOptions =
   app.notFound((c) => c.json({ error: `no route ${c.req.method} ${c.req.path}` }, 404));
 
   app.onError((err, c) => {
-    if (err instanceof HttpError) return c.json({ error: err.message }, err.status);
-    if (err instanceof ConfigError) return c.json({ error: oneLine(err.message) }, 400);
-    log(`admin: ${c.req.method} ${c.req.path}: ${err.stack ?? err.message}`);
+    const answer = clientErrorResponse(c, err);
+    if (answer) return answer;
+    log(`admin: ${c.req.method} ${c.req.path}: ${errorLine(err)}`);
     return c.json({ error: "internal error" }, 500);
   });
 
@@ -133,8 +246,19 @@ function service(backend: AdminBackend, name: string): ServiceSnapshot {
   return found;
 }
 
-async function jsonBody(c: Context): Promise<unknown> {
-  const text = await c.req.text();
+/** POST /upgrade's optional body {binary}: no body, or one that is not JSON, asks for no binary, as before. */
+export function upgradeBody(c: Context): { binary?: unknown } {
+  const text = bodyOf(c);
+  try {
+    const v = JSON.parse(text) as unknown;
+    return typeof v === "object" && v !== null ? (v as { binary?: unknown }) : {};
+  } catch {
+    return {};
+  }
+}
+
+function jsonBody(c: Context): unknown {
+  const text = bodyOf(c);
   if (text.trim() === "") throw new HttpError(400, "expected a JSON body {protocol, prefix, ports}");
   try {
     return JSON.parse(text);

@@ -90,7 +90,7 @@ export interface StatusSnapshot {
 export interface AdminBackend {
   status(): StatusSnapshot;
   /** Add (protocol, prefix, ports) to a service; idempotent. Throws ConfigError on bad input or unknown service. */
-  addBinding(service: string, protocol: string, prefix: string, ports: string): void;
+  addBinding(service: string, protocol: string, prefix: string, ports: string): void | Promise<void>;
   /** Remove a binding; false when it was not there. */
   removeBinding(service: string, protocol: string, prefix: string, ports: string): boolean;
   /** Re-read the config file and apply the difference; resolves to a one-line summary. Throws ConfigError when the new config is bad (nothing changes). */

@@ -19,6 +19,19 @@ export interface AdminServer {
 // How long a connect to an existing socket file may take before we call its owner alive.
 const PROBE_TIMEOUT_MS = 1_000;
 
+/*
+ * What Bun's server bounds for every admin connection, on top of the API's
+ * own body limit (readBody, ADMIN_MAX_BODY_BYTES, answered with a JSON 413):
+ * - idleTimeout: a connection that sends nothing for this long is closed; a
+ *   request head trickled a line at a time is closed too (measured with 10 s:
+ *   a header line every 5 s, closed at 15 s; Bun's timer is coarse);
+ * - maxRequestBodySize: Bun's own cap, kept at its default of 128 MiB and
+ *   given here so it is ours: a larger declared Content-Length gets Bun's
+ *   bare 413 before any route runs; anything below it meets readBody's 4 MiB.
+ * Request heads are capped by Bun at 16 KiB (431), its --max-http-header-size.
+ */
+const ADMIN_SERVE_LIMITS = { idleTimeout: 10, maxRequestBodySize: 128 << 20 } as const;
+
 /** Serve the admin API as `config` says. Throws ConfigError for an unusable address. */
 export async function startAdminServer(backend: AdminBackend, config: AdminConfig, options: { replace?: boolean; app?: { fetch(req: Request): Response | Promise<Response> } } = {}): Promise<AdminServer> {
   switch (config.kind) {
@@ -49,7 +62,8 @@ async function startUnix(backend: AdminBackend, path: string, options: { replace
   const umask = process.umask(0o177);
   let server: ReturnType<typeof Bun.serve>;
   try {
-    server = Bun.serve({ unix: path, fetch: app.fetch });
+    // Bun applies idleTimeout to unix sockets too (measured); its types only list it for TCP.
+    server = Bun.serve({ unix: path, fetch: app.fetch, ...(ADMIN_SERVE_LIMITS as { maxRequestBodySize: number }) });
   } catch (e) {
     throw new ConfigError(where, `cannot listen: ${(e as Error).message}`);
   } finally {
@@ -149,7 +163,7 @@ async function startTcp(backend: AdminBackend, host: string, port: number, token
   let server: ReturnType<typeof Bun.serve>;
   try {
     // An upgrade's new process listens beside the old one until the old one exits.
-    server = Bun.serve({ hostname, port, fetch: app.fetch, reusePort: true });
+    server = Bun.serve({ hostname, port, fetch: app.fetch, reusePort: true, ...ADMIN_SERVE_LIMITS });
   } catch (e) {
     throw new ConfigError(where, `cannot listen: ${(e as Error).message}`);
   }

@@ -88,7 +88,7 @@ describe("parseArgs", () => {
     [["--mode", "udp", "--connect-timeout", "1s"], /UDP has no connections/],
     [["--proxy-protocol", "spp"], /tcp services take v1 or v2/],
     [["--mode", "udp", "--proxy-protocol", "v1"], /udp services take v2 or spp/],
-    [["--max-flows", "0"], /positive whole number/],
+    [["--max-flows", "0"], /--max-flows: 0 is not a whole number from 1 to/],
     [["--idle-timeout", "soon"], /duration/],
     [["--balance", "random"], /--balance: "random" is not one of/],
     [["--origin", "1.2.3.4:80 weight=0"], /weight=N/],

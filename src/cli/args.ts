@@ -1,6 +1,7 @@
 import { parsePrefix, type Prefix } from "../config/address";
 import { readFileSync } from "node:fs";
 import { parseBalance, parseDuration, parseOrigin, parseProxyProtocol, parseSize, poolOf } from "../config/origin";
+import { parseCount, WORKER_BOUNDS } from "../config/numbers";
 import { POOL_DEFAULTS, type HealthConfig } from "../config/pool";
 import { healthOf, parseHealthPort, parseTls } from "../config/pool-file";
 import { checkService } from "../config/validate";
@@ -52,8 +53,8 @@ Options:
   --max-body-size SIZE  http: larger request bodies get 413 (default 1GiB; 100MiB, 512KiB ...)
   --name NAME           service name (default: default)
   --take-over           also steer ports where another socket already listens
-  --workers N           worker processes sharing each service's sockets (default: one per CPU;
-                        a supervisor restarts any that dies)
+  --workers N           worker processes sharing each service's sockets, 1-256 (default: one per
+                        CPU; a supervisor restarts any that dies)
   --drain-timeout D     on upgrade (or SIGQUIT), how long open connections may finish (default 30s)
   --bpffs PATH          bpffs mount for pinned state (default $EDGEPROXY_BPFFS or /sys/fs/bpf)
   --connect-timeout D   origin connect timeout (default 5s)
@@ -64,6 +65,8 @@ Options:
                         only one datagram on are evicted first (default: open-file limit)
   -h, --help            this text
   -V, --version         version
+
+Durations (D) are like 500ms, 5s, 2m, 1h, from 1ms to 7 days; counts (N) are whole numbers.
 
 Needs CAP_BPF, CAP_NET_ADMIN and CAP_PERFMON (or root) and Linux 5.9 or later with libbpf.so.1.
 Exit codes: 0 ok, 1 runtime failure, 2 usage, config or environment error.`;
@@ -195,7 +198,7 @@ export function parseArgs(argv: readonly string[]): Command {
         break;
       case "--workers":
         once();
-        workers = positive(flag, value());
+        workers = parseCount(value(), flag, WORKER_BOUNDS);
         break;
       case "--drain-timeout":
         once();
@@ -219,11 +222,11 @@ export function parseArgs(argv: readonly string[]): Command {
         break;
       case "--max-connections":
         once();
-        maxConnections = positive(flag, value());
+        maxConnections = parseCount(value(), flag);
         break;
       case "--max-flows":
         once();
-        maxFlows = positive(flag, value());
+        maxFlows = parseCount(value(), flag);
         break;
       default:
         throw new ConfigError(arg, arg.startsWith("-") ? "unknown option (see --help)" : "unexpected argument (see --help)");
@@ -270,9 +273,4 @@ export function parseArgs(argv: readonly string[]): Command {
   };
   checkService(service, (key) => ({ origins: "--origin", route: "--origin", accept_proxy: "--accept-proxy" })[key] ?? key);
   return { kind: "serve", config: { takeOver, maxConnections, maxFlows, bpffs, admin, services: [service], ...(workers ? { workers } : {}), ...(drainTimeoutMs !== undefined ? { drainTimeoutMs } : {}) } };
-}
-
-function positive(flag: string, v: string): number {
-  if (!/^\d+$/.test(v) || Number(v) < 1) throw new ConfigError(flag, `"${v}" is not a positive whole number`);
-  return Number(v);
 }

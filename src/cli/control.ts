@@ -1,3 +1,4 @@
+import { parseCount } from "../config/numbers";
 import { formatPrefix, parsePrefix, type Prefix } from "../config/address";
 import { formatPorts, parsePorts, type PortRange } from "../config/ports";
 import { ConfigError } from "../errors";
@@ -54,9 +55,10 @@ export function parseControl(argv: readonly string[]): { command: ControlCommand
   let pid: number | undefined;
   let fd: number | undefined;
   let object: string | undefined;
+  // pid_max is at most 2^22 (PID_MAX_LIMIT); a descriptor is a non-negative int.
   const number = (flag: string, v: string | undefined) => {
-    if (v === undefined || !/^\d+$/.test(v)) throw new ConfigError(`${kind} ${flag}`, `needs a whole number, got ${v === undefined ? "nothing" : `"${v}"`}`);
-    return Number(v);
+    if (v === undefined) throw new ConfigError(`${kind} ${flag}`, "needs a whole number, got nothing");
+    return parseCount(v, `${kind} ${flag}`, flag === "--pid" ? { min: 1, max: 2 ** 22 } : { min: 0 });
   };
   for (let i = 0; i < rest.length; i++) {
     const a = rest[i]!;

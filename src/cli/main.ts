@@ -1,5 +1,5 @@
 import { DEFAULTS } from "../config/service";
-import { ConfigError, EdgeError, EnvironmentError } from "../errors";
+import { ConfigError, EdgeError, EnvironmentError, errorLine } from "../errors";
 import { dispatcherImage } from "../dispatcher/image";
 import { availableParallelism } from "node:os";
 import type { ServeConfig } from "../config/service";
@@ -7,8 +7,10 @@ import { VERSION } from "../version";
 import { loadConfig } from "../config/file";
 import { serveInProcess } from "./serve";
 import { checkEnvironment } from "../system/environment";
+import { refuseSelfReach } from "../server/bindings";
 import { Supervisor, WORKER_ADMIN_ENV, WORKER_ENV } from "./supervisor";
 import { parseArgs, USAGE } from "./args";
+import { parseCount, WORKER_BOUNDS } from "../config/numbers";
 import { CONTROL_COMMANDS, CONTROL_USAGE, parseControl, runControl } from "./control";
 
 const say = (line: string) => process.stderr.write(`edgeproxy: ${line}\n`);
@@ -32,8 +34,28 @@ function report(e: unknown): number {
     say(e.message);
     return 1;
   }
-  say(`internal error: ${(e as Error)?.stack ?? e}`);
+  say(`internal error: ${errorLine(e)}`);
   return 1;
+}
+
+/**
+ * The process's entry: main() with nothing escaping as a stack trace. A
+ * throw main() does not catch, or one from a callback later (an uncaught
+ * exception, an unhandled rejection), is one line and exit 1, as Bun would
+ * have exited, so a supervisor still restarts a worker that hit a bug.
+ */
+export async function run(args: readonly string[]): Promise<number> {
+  const crash = (e: unknown) => {
+    say(`internal error: ${errorLine(e)}`);
+    process.exit(1);
+  };
+  process.on("uncaughtException", crash);
+  process.on("unhandledRejection", crash);
+  try {
+    return await main(args);
+  } catch (e) {
+    return report(e);
+  }
 }
 
 /** Run the CLI; resolves to the process exit code. */
@@ -68,16 +90,23 @@ export async function main(args: readonly string[]): Promise<number> {
     return 0;
   }
   let config: ServeConfig;
+  let worker: number | undefined;
+  let image: Uint8Array;
   try {
     config = command.kind === "serve" ? command.config : await fileConfig(command);
+    // Set by our supervisor only, but checked as any input is.
+    const index = process.env[WORKER_ENV];
+    worker = index === undefined || index === "" ? undefined : parseCount(index, `$${WORKER_ENV}`, { min: 0, max: WORKER_BOUNDS.max! - 1 });
+    image = await dispatcherImage();
   } catch (e) {
     return report(e);
   }
-  const image = await dispatcherImage();
   const argv = [...args];
-  const worker = process.env[WORKER_ENV];
-  if (worker !== undefined && worker !== "") {
-    const index = Number(worker);
+  // Said once, by the process that starts the workers: more of them than CPUs only share the CPUs.
+  const cpus = availableParallelism();
+  if (worker === undefined && (config.workers ?? 1) > cpus) say(`${config.workers} workers on ${cpus} CPU(s): workers will share CPUs (the default is one per CPU)`);
+  if (worker !== undefined) {
+    const index = worker;
     const say = (line: string) => process.stderr.write(`edgeproxy: worker ${index}: ${line}\n`);
     return serveInProcess(config, image, { worker: index, workerAdmin: process.env[WORKER_ADMIN_ENV] || undefined, argv, say, report });
   }
@@ -85,6 +114,8 @@ export async function main(args: readonly string[]): Promise<number> {
   try {
     // Checked here too, so a missing privilege is one line from the supervisor, not one per worker.
     checkEnvironment();
+    // And a config that reaches edgeproxy itself: one line here, not one per worker.
+    await refuseSelfReach(config.admin, config.services);
     return await new Supervisor(config, argv, say).run();
   } catch (e) {
     return report(e);
@@ -105,11 +136,9 @@ async function fileConfig(command: { file: string; bpffs?: string; workers?: num
 /** $EDGEPROXY_WORKERS, else one worker per CPU this process may run on. */
 export function defaultWorkers(): number {
   const env = process.env.EDGEPROXY_WORKERS;
-  if (env !== undefined && env !== "") {
-    if (!/^\d+$/.test(env) || Number(env) < 1) throw new ConfigError("$EDGEPROXY_WORKERS", `"${env}" is not a positive whole number`);
-    return Number(env);
-  }
-  return availableParallelism();
+  if (env !== undefined && env !== "") return parseCount(env, "$EDGEPROXY_WORKERS", WORKER_BOUNDS);
+  // More CPUs than workers may exist (a 512-CPU host): the default stays within the bound too.
+  return Math.min(availableParallelism(), WORKER_BOUNDS.max!);
 }
 
 /**

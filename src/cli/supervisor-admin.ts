@@ -1,6 +1,6 @@
 import { Hono } from "hono";
-import { requireToken } from "../admin/api";
-import { ConfigError } from "../errors";
+import { bodyOf, clientErrorResponse, limitBodies, readBodies, renderAdminRefusals, requireToken, upgradeBody } from "../admin/api";
+import { ConfigError, errorLine } from "../errors";
 import { METRICS_CONTENT_TYPE } from "../admin/metrics";
 import type { Supervisor, WorkerState } from "./supervisor";
 
@@ -53,6 +53,8 @@ async function snapshot(w: WorkerState): Promise<WorkerSnapshot> {
 export function mergeMetrics(texts: readonly { worker: number; text: string }[]): string {
   const families = new Map<string, { head: string[]; samples: string[] }>();
   const shared = /^edgeproxy_(kernel_|build_info)/;
+  // Workers' admin sockets only see what the supervisor's API passed on: its own refusals are the ones that count.
+  const own = /^edgeproxy_admin_/;
   for (const { worker, text } of texts) {
     let current: { head: string[]; samples: string[] } | undefined;
     let name = "";
@@ -61,6 +63,10 @@ export function mergeMetrics(texts: readonly { worker: number; text: string }[])
       const m = /^# (HELP|TYPE) (\S+)/.exec(line);
       if (m) {
         name = m[2]!;
+        if (own.test(name)) {
+          current = undefined;
+          continue;
+        }
         current = families.get(name);
         if (!current) families.set(name, (current = { head: [], samples: [] }));
         if (current.head.length < 2 && !current.head.some((h) => h.startsWith(`# ${m[1]} `))) current.head.push(line);
@@ -84,12 +90,20 @@ export function mergeMetrics(texts: readonly { worker: number; text: string }[])
 /** The supervisor's admin API: its own routes, the rest answered by a worker (they share one dispatcher). */
 export function supervisorApp(sup: Supervisor): Hono {
   const app = new Hono();
+  limitBodies(app);
   if (sup.config.admin.kind === "tcp") requireToken(app, sup.config.admin.token);
+  readBodies(app);
+  app.onError((err, c) => {
+    const answer = clientErrorResponse(c, err);
+    if (answer) return answer;
+    sup.say(`admin: ${c.req.method} ${c.req.path}: ${errorLine(err)}`);
+    return c.json({ error: "internal error" }, 500);
+  });
   app.get("/healthz", (c) => (sup.workers.some((w) => w.ready) ? c.text("ok") : c.text("no worker is ready", 503)));
   app.get("/workers", async (c) => c.json(await Promise.all(sup.workers.map(snapshot))));
   app.get("/metrics", async (c) => {
     const texts = await Promise.all(live(sup).map(async (w) => ({ worker: w.index, text: await (await ask(w, "/metrics")).text() })));
-    return c.body(mergeMetrics(texts), 200, { "Content-Type": METRICS_CONTENT_TYPE });
+    return c.body(mergeMetrics(texts) + renderAdminRefusals(), 200, { "Content-Type": METRICS_CONTENT_TYPE });
   });
   app.get("/status", async (c) => {
     const first = live(sup)[0];
@@ -104,7 +118,7 @@ export function supervisorApp(sup: Supervisor): Hono {
     return c.json(answers.length ? await answers[0]!.res.json() : { reloaded: false });
   });
   app.post("/upgrade", async (c) => {
-    const body = (await c.req.json().catch(() => ({}))) as { binary?: unknown };
+    const body = upgradeBody(c);
     if (body.binary !== undefined && typeof body.binary !== "string") return c.json({ error: "upgrade: binary must be a path" }, 400);
     try {
       return c.json({ upgraded: true, summary: await sup.upgrade(body.binary as string | undefined) });
@@ -118,7 +132,8 @@ export function supervisorApp(sup: Supervisor): Hono {
     const first = live(sup)[0];
     if (!first) return c.json({ error: "no worker is ready" }, 503);
     const init: RequestInit = { method: c.req.method, headers: { "content-type": c.req.header("content-type") ?? "application/json" } };
-    if (c.req.method !== "GET" && c.req.method !== "HEAD") init.body = await c.req.text();
+    // Read by readBodies with the API's limit: at most ADMIN_MAX_BODY_BYTES held.
+    if (c.req.method !== "GET" && c.req.method !== "HEAD") init.body = bodyOf(c);
     const res = await ask(first, c.req.path, init);
     return new Response(res.body, { status: res.status, headers: { "content-type": res.headers.get("content-type") ?? "application/json" } });
   });

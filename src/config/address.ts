@@ -137,3 +137,16 @@ export function prefixContains(outer: Prefix, addr: Uint8Array): boolean {
 export function unmapAddress(text: string): string {
   return text.startsWith("::ffff:") && text.includes(".") ? text.slice(7) : text;
 }
+
+/**
+ * The address a connect() to `addr` really reaches: an IPv4-mapped IPv6
+ * address is its IPv4 address, and the unspecified address (0.0.0.0, ::)
+ * means this host's loopback (Linux ip_route_connect and tcp_v6_connect
+ * rewrite it to 127.0.0.1 and ::1). For checks of what an origin reaches.
+ */
+export function dialledAddress(addr: Uint8Array): Uint8Array {
+  const mapped = addr.length === 16 && addr.subarray(0, 10).every((b) => b === 0) && addr[10] === 0xff && addr[11] === 0xff;
+  const v = mapped ? addr.slice(12) : addr;
+  if (!v.every((b) => b === 0)) return v;
+  return v.length === 4 ? Uint8Array.of(127, 0, 0, 1) : Uint8Array.from({ length: 16 }, (_, i) => (i === 15 ? 1 : 0));
+}

@@ -218,7 +218,7 @@ describe("pools, routes, http and TLS", () => {
     [web(undefined, 'balance = "hash"'), 'edgeproxy.toml: service "web": balance: applies to a pool: set origin or origins too'],
     [web(undefined, 'origin = "10.0.0.1:80"\n[service.health]\npath = "/x"'), 'edgeproxy.toml: service "web": health.path: tcp pools are checked by TCP connect; path is for http services'],
     [web(undefined, 'origin = "10.0.0.1:80"\n[service.health]\ninterval = "1s"\ntimeout = "3s"'), 'edgeproxy.toml: service "web": health: the check timeout (3000 ms) is longer than the interval (1000 ms)'],
-    [web(undefined, 'origin = "10.0.0.1:80"\n[service.eject]\nfailures = 0'), 'edgeproxy.toml: service "web": eject.failures: 0 is not a positive integer'],
+    [web(undefined, 'origin = "10.0.0.1:80"\n[service.eject]\nfailures = 0'), 'edgeproxy.toml: service "web": eject.failures: 0 is not a whole number from 1 to 2147483647'],
     [web(undefined, 'origin = "10.0.0.1:80"\n[service.eject]\nbase_duration = "5s"\nduration = "2s"'), 'edgeproxy.toml: service "web": eject.base_duration: the first ejection (5000 ms) is longer than the longest (duration, 2000 ms)'],
     [web(undefined, 'origin = "10.0.0.1"\n[service.health]\nport = 70000'), 'edgeproxy.toml: service "web": health.port: "70000" is not a port (1-65535)'],
     [web('prefixes = "192.0.2.0/24"\nports = "1000-2000"', 'origin = "10.0.0.1:3000-3999"'), 'edgeproxy.toml: service "web": origins: origin ports 3000-3999 (1000) and edge ports 1000-2000 (1001) differ in size'],
@@ -254,7 +254,7 @@ describe("errors name the file, the service and the field", () => {
     [web(undefined, "xyz = 1"), 'edgeproxy.toml: service "web": unknown field "xyz" (known: name, mode, origin, origins, balance, health, eject, connect_timeout, idle_timeout, proxy_protocol, accept_proxy, tls_cert, tls_key, first_byte_timeout, max_body_size, max_header_size, allow, deny, bind, route)'],
     // types and required fields
     [`take_over = "yes"\n${web()}`, "edgeproxy.toml: take_over: expected true or false, got a string"],
-    [`max_connections = 0\n${web()}`, "edgeproxy.toml: max_connections: 0 is not a positive integer"],
+    [`max_connections = 0\n${web()}`, "edgeproxy.toml: max_connections: 0 is not a whole number from 1 to 2147483647"],
     [`max_connections = 1.5\n${web()}`, "edgeproxy.toml: max_connections: expected a positive integer, got a float"],
     [`admin = "/x"\n${web()}`, "edgeproxy.toml: admin: expected a table, got a string"],
     ["take_over = true\n", 'edgeproxy.toml: missing required field "service" (add a [[service]] table)'],
@@ -284,7 +284,7 @@ describe("errors name the file, the service and the field", () => {
     [web() + '[[service.bind]]\nprefixes = "example.com"\nports = 80\n', 'edgeproxy.toml: service "web": bind[2].prefixes: "example.com" is not an IPv4 or IPv6 prefix'],
     [web(undefined, 'deny = ["10.0.0.1/8"]'), 'edgeproxy.toml: service "web": deny: "10.0.0.1/8" has host bits set (did you mean 10.0.0.0/8?)'],
     [web(undefined, 'connect_timeout = "5 seconds"'), 'edgeproxy.toml: service "web": connect_timeout: "5 seconds" is not a duration (like 500ms, 5s, 2m)'],
-    [web(undefined, 'idle_timeout = "0s"'), 'edgeproxy.toml: service "web": idle_timeout: "0s" must be above 0 and at most 7 days'],
+    [web(undefined, 'idle_timeout = "0s"'), 'edgeproxy.toml: service "web": idle_timeout: "0s" must be at least 1ms and at most 7 days'],
     [web(undefined, 'origin = "10.0.0.1:0"'), 'edgeproxy.toml: service "web": origin: "10.0.0.1:0": port must be 1-65535'],
     [web(undefined, 'origin = "bad host!"'), 'edgeproxy.toml: service "web": origin: "bad host!" is not HOST, HOST:PORT, HOST:LO-HI or [IPv6]:PORT, then options like weight=N'],
     [web('protocol = "tcp"\nprefixes = "192.0.2.0/24"\nports = 80', 'mode = "udp"'), 'edgeproxy.toml: service "web": bind[1].protocol: a udp service binds udp only; make a second service (mode = "tcp") for the same ports'],
@@ -367,5 +367,42 @@ describe("errors name the file, the service and the field", () => {
     const file = join(dir, "bad.toml");
     writeFileSync(file, web('prefixes = "192.0.2.0/24"\nports = "70000"'));
     await expect(loadConfig(file)).rejects.toThrow(`${file}: service "web": bind[1].ports: "70000": port 70000 is outside 1-65535`);
+  });
+});
+
+describe("numbers are bounded where they are parsed (numbers.ts), for every key", () => {
+  const pool = 'origin = "10.0.0.1:80"';
+  test.each([
+    [`workers = 257\n${web()}`, "edgeproxy.toml: workers: 257 is not a whole number from 1 to 256"],
+    [`workers = 0\n${web()}`, "edgeproxy.toml: workers: 0 is not a whole number from 1 to 256"],
+    [`workers = -1\n${web()}`, "edgeproxy.toml: workers: -1 is not a whole number from 1 to 256"],
+    [`workers = inf\n${web()}`, "edgeproxy.toml: workers: expected a positive integer, got a float"],
+    [`workers = nan\n${web()}`, "edgeproxy.toml: workers: expected a positive integer, got a float"],
+    [`max_connections = 2147483648\n${web()}`, "edgeproxy.toml: max_connections: 2147483648 is not a whole number from 1 to 2147483647"],
+    [`max_flows = 9007199254740991\n${web()}`, "edgeproxy.toml: max_flows: 9007199254740991 is not a whole number from 1 to 2147483647"],
+    [`drain_timeout = "0.4ms"\n${web()}`, 'edgeproxy.toml: drain_timeout: "0.4ms" must be at least 1ms and at most 7 days'],
+    [web(undefined, "idle_timeout = 0.0004"), 'edgeproxy.toml: service "web": idle_timeout: "0.0004" must be at least 1ms and at most 7 days'],
+    [web(undefined, "connect_timeout = 1e400"), 'edgeproxy.toml: service "web": connect_timeout: expected a string, got a float'],
+    [web(undefined, 'connect_timeout = "8d"'), 'edgeproxy.toml: service "web": connect_timeout: "8d" is not a duration (like 500ms, 5s, 2m)'],
+    [web(undefined, 'connect_timeout = "169h"'), 'edgeproxy.toml: service "web": connect_timeout: "169h" must be at least 1ms and at most 7 days'],
+    [web(undefined, `${pool}\n[service.health]\ninterval = "0.5ms"`), 'edgeproxy.toml: service "web": health.interval: "0.5ms" must be at least 1ms and at most 7 days'],
+    [web(undefined, `${pool}\n[service.health]\nrise = 4294967296`), 'edgeproxy.toml: service "web": health.rise: 4294967296 is not a whole number from 1 to 2147483647'],
+    [web(undefined, `${pool}\n[service.eject]\nduration = "0ms"`), 'edgeproxy.toml: service "web": eject.duration: "0ms" must be at least 1ms and at most 7 days'],
+    [web(undefined, 'mode = "http"\nmax_body_size = "0"'), 'edgeproxy.toml: service "web": max_body_size: "0" must be at least 1 byte and at most 1 PiB'],
+    [web(undefined, 'mode = "http"\nmax_body_size = "2000000GiB"'), 'edgeproxy.toml: service "web": max_body_size: "2000000GiB" must be at least 1 byte and at most 1 PiB'],
+    [web(undefined, 'mode = "http"\nfirst_byte_timeout = "0.1ms"'), 'edgeproxy.toml: service "web": first_byte_timeout: "0.1ms" must be at least 1ms and at most 7 days'],
+    [web(undefined, 'origin = "10.0.0.1:0"'), 'edgeproxy.toml: service "web": origin: "10.0.0.1:0": port must be 1-65535'],
+    [web(undefined, 'origin = "10.0.0.1:80 weight=1001"'), 'edgeproxy.toml: service "web": origin: "10.0.0.1:80 weight=1001": "weight=1001" is not weight=N with N 1-1000'],
+    [web('prefixes = "192.0.2.0/24"\nports = 65536'), 'edgeproxy.toml: service "web": bind[1].ports: "65536": port 65536 is outside 1-65535'],
+  ])("%#: %s", (text, message) => {
+    expect(error(text)).toBe(message);
+  });
+
+  test("the largest values are accepted", () => {
+    const c = parseConfig(`workers = 256\nmax_connections = 2147483647\n${web(undefined, 'idle_timeout = "168h"\nconnect_timeout = "1ms"')}`, FILE);
+    expect(c.workers).toBe(256);
+    expect(c.maxConnections).toBe(2 ** 31 - 1);
+    expect(c.services[0]!.idleTimeoutMs).toBe(7 * 86_400_000);
+    expect(c.services[0]!.connectTimeoutMs).toBe(1);
   });
 });

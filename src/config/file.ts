@@ -5,6 +5,7 @@ import { compileBindings } from "../dispatcher/compile";
 import { ConfigError } from "../errors";
 import { serviceBindings } from "../server/bindings";
 import { parseAddress, parsePrefix, type Prefix } from "./address";
+import { WORKER_BOUNDS } from "./numbers";
 import { parseDuration, parseEndpoint, parseProxyProtocol } from "./origin";
 import { parseHttp, parsePool, parseTls, POOL_FIELDS } from "./pool-file";
 import { parsePorts } from "./ports";
@@ -47,7 +48,7 @@ export function parseConfig(text: string, file: string, options: ParseOptions = 
   const takeOver = top.boolean("take_over") ?? false;
   const maxConnections = top.positiveInteger("max_connections");
   const maxFlows = top.positiveInteger("max_flows");
-  const workers = top.positiveInteger("workers");
+  const workers = top.positiveInteger("workers", WORKER_BOUNDS);
   const drainText = top.text("drain_timeout");
   const drainTimeoutMs = drainText === undefined ? undefined : parseDuration(drainText, top.at("drain_timeout"));
   const admin = parseAdmin(top, file, options.readFile ?? ((p) => readFileSync(p, "utf8")));

@@ -4,6 +4,9 @@ import { POOL_DEFAULTS, type Balance, type OriginConfig, type PoolConfig } from 
 import type { PortRange } from "./ports";
 import type { Mode, ProxyProtocol } from "./service";
 
+// The bounded number parsers live in numbers.ts; re-exported for the parsers that import them from here.
+export { parseDuration, parseSize } from "./numbers";
+
 const PROXY_PROTOCOLS: readonly ProxyProtocol[] = ["off", "v1", "v2", "spp"];
 const BALANCES: readonly Balance[] = ["round-robin", "least-connections", "hash"];
 const MAX_WEIGHT = 1000;
@@ -57,15 +60,6 @@ export function parseEndpoint(text: string, spec = text, where = "origin"): { ho
   return { host, port: Number(portText) };
 }
 
-/** "500ms", "5s", "2m", "1h"; a bare number is seconds. */
-export function parseDuration(text: string, where: string): number {
-  const m = /^(\d+(?:\.\d+)?)(ms|s|m|h)?$/.exec(text);
-  if (!m) throw new ConfigError(where, `"${text}" is not a duration (like 500ms, 5s, 2m)`);
-  const ms = Number(m[1]) * { ms: 1, s: 1000, m: 60_000, h: 3_600_000 }[(m[2] ?? "s") as "ms"];
-  if (ms <= 0 || ms > 86_400_000 * 7) throw new ConfigError(where, `"${text}" must be above 0 and at most 7 days`);
-  return Math.round(ms);
-}
-
 /** "off", "v1", "v2" or "spp", as the mode allows: tcp v1/v2, udp v2/spp, http none (it sends X-Forwarded-For and Forwarded). */
 export function parseProxyProtocol(text: string, mode: Mode, where: string): ProxyProtocol {
   if (!PROXY_PROTOCOLS.includes(text as ProxyProtocol)) throw new ConfigError(where, `"${text}" is not one of ${PROXY_PROTOCOLS.join(", ")}`);
@@ -85,14 +79,4 @@ export function parseBalance(text: string, where: string): Balance {
 /** A pool from its origins, with the defaults for what is not given. */
 export function poolOf(origins: OriginConfig[], parts: Partial<Omit<PoolConfig, "origins">> = {}): PoolConfig {
   return { origins, balance: parts.balance ?? POOL_DEFAULTS.balance, health: parts.health, eject: parts.eject ?? POOL_DEFAULTS.eject };
-}
-
-/** "1048576", "512KiB", "100MiB", "1GiB" (also k/m/g and KB/MB/GB, all powers of 1024). */
-export function parseSize(text: string, where: string): number {
-  const m = /^(\d+)\s*(b|k|kb|kib|m|mb|mib|g|gb|gib)?$/i.exec(text.trim());
-  if (!m) throw new ConfigError(where, `"${text}" is not a size (like 1048576, 512KiB, 100MiB, 1GiB)`);
-  const unit = (m[2] ?? "b").toLowerCase()[0] as "b" | "k" | "m" | "g";
-  const bytes = Number(m[1]) * { b: 1, k: 1024, m: 1024 ** 2, g: 1024 ** 3 }[unit];
-  if (bytes < 1 || bytes > 2 ** 50) throw new ConfigError(where, `"${text}" must be at least 1 byte and at most 1 PiB`);
-  return bytes;
 }

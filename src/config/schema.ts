@@ -1,4 +1,5 @@
 import { ConfigError } from "../errors";
+import { checkCount, type CountBounds } from "./numbers";
 
 /** A TOML table as Bun.TOML.parse returns it. */
 export type Table = Record<string, unknown>;
@@ -93,12 +94,12 @@ export class Fields {
     throw this.wrong(key, "true or false");
   }
 
-  positiveInteger(key: string): number | undefined {
+  /** A count within `bounds` (default 1 to LIMITS.maxCount; see numbers.ts). */
+  positiveInteger(key: string, bounds?: CountBounds): number | undefined {
     const v = this.table[key];
     if (v === undefined) return undefined;
     if (typeof v !== "number" || !Number.isInteger(v)) throw this.wrong(key, "a positive integer");
-    if (v < 1) throw new ConfigError(this.at(key), `${v} is not a positive integer`);
-    return v;
+    return checkCount(v, this.at(key), bounds);
   }
 
   /** A string or integer kept as text, for values (durations) whose parser takes a bare number. */

@@ -6,6 +6,7 @@ import { ConfigError } from "../errors";
 import type { StoredBinding } from "../dispatcher/abi";
 import { withPinLock } from "../dispatcher/pins";
 import { VERSION } from "../version";
+import { refuseSelfReach } from "./bindings";
 import { describeReload, reload } from "./reload";
 import type { Server } from "./server";
 
@@ -66,8 +67,19 @@ export function serverBackend(server: Server): AdminBackend {
         }),
       };
     },
-    addBinding(service, protocol, prefix, ports) {
-      change(parse(service, protocol, prefix, ports), (b) => reg.addBinding(b));
+    async addBinding(service, protocol, prefix, ports) {
+      const list = parse(service, protocol, prefix, ports);
+      // The bindings as they would be, checked as a start or reload checks a config:
+      // no origin looping back into them, nothing reaching the admin listener.
+      const stored = [...reg.bindings(), ...list];
+      const names = new Map(reg.services().map((e) => [e.id, e.name]));
+      const bindings = stored.map((b) => ({ protocol: b.protocol, prefix: b.prefix, ports: { lo: b.lo, hi: b.hi }, service: b.service, owner: `service ${names.get(b.service)}` }));
+      const services = server.config.services.map((cfg) => {
+        const id = reg.find(cfg.name)?.id;
+        return { ...cfg, bindings: stored.filter((b) => b.service === id).map((b) => ({ protocol: b.protocol, prefixes: [b.prefix], ports: [{ lo: b.lo, hi: b.hi }] })) };
+      });
+      await refuseSelfReach(server.config.admin, services, bindings);
+      change(list, (b) => reg.addBinding(b));
     },
     removeBinding(service, protocol, prefix, ports) {
       return change(parse(service, protocol, prefix, ports), (b) => reg.removeBinding(b)) > 0;

@@ -1,8 +1,8 @@
 import { lookup } from "node:dns/promises";
-import { formatAddress, formatPrefix, parseAddress, prefixContains } from "../config/address";
-import { describePool, poolsOf } from "../config/pool";
-import { formatPorts } from "../config/ports";
-import { transportOf, type ServeConfig, type ServiceConfig } from "../config/service";
+import { dialledAddress, formatAddress, formatPrefix, parseAddress, prefixContains } from "../config/address";
+import { describePool, formatOrigin, poolsOf } from "../config/pool";
+import { formatPorts, type PortRange } from "../config/ports";
+import { transportOf, type AdminConfig, type OriginConfig, type ServiceConfig } from "../config/service";
 import { formatBinding, type Binding } from "../dispatcher/binding";
 import { compileBindings, serviceForPort } from "../dispatcher/compile";
 import { ConfigError } from "../errors";
@@ -38,6 +38,31 @@ async function resolve(host: string): Promise<Uint8Array[]> {
 }
 
 /**
+ * Every check that a config (at start, at reload, or with the admin API's
+ * bindings) cannot reach edgeproxy itself: origins are resolved, then
+ * rejectLoops and rejectAdminReach run. Resolves to the resolved origins.
+ */
+export async function refuseSelfReach(admin: AdminConfig, services: readonly ServiceConfig[], bindings: readonly Binding[] = serviceBindings(services)): Promise<ResolvedOrigins> {
+  const origins = await resolveOrigins(services);
+  rejectLoops(services, bindings, origins);
+  rejectAdminReach(admin, services, bindings, origins);
+  return origins;
+}
+
+/**
+ * The ports an origin of service `s` may be dialled on: its port, its port
+ * range, or (port-preserving) every port the service binds over its own
+ * protocol.
+ */
+function originPorts(s: ServiceConfig, o: OriginConfig): readonly PortRange[] {
+  if (o.ports) return [o.ports];
+  if (o.port !== undefined) return [{ lo: o.port, hi: o.port }];
+  return s.bindings.filter((b) => b.protocol === transportOf(s.mode)).flatMap((b) => b.ports);
+}
+
+const shownAt = (addr: Uint8Array, port: number) => (addr.length === 16 ? `[${formatAddress(addr)}]:${port}` : `${formatAddress(addr)}:${port}`);
+
+/**
  * Refuse origins that the bindings would steer back to edgeproxy itself: the
  * connection (or datagram) to the origin would be dispatched to our own
  * socket, forever. A service's origin is reached over the service's own
@@ -48,49 +73,57 @@ export function rejectLoops(services: readonly ServiceConfig[], bindings: readon
   const tablesOf = { tcp: compileBindings(live.filter((b) => b.protocol === "tcp")), udp: compileBindings(live.filter((b) => b.protocol === "udp")) };
   for (const s of services) {
     const protocol = transportOf(s.mode);
-    for (const o of poolsOf(s).flatMap((p) => p.origins)) for (const addr of origins.get(o.host) ?? []) {
+    for (const o of poolsOf(s).flatMap((p) => p.origins)) for (const addr of (origins.get(o.host) ?? []).map(dialledAddress)) {
       const table = tablesOf[protocol]
         .filter((t) => prefixContains(t.prefix, addr))
         .sort((a, b) => b.prefix.length - a.prefix.length)[0];
       if (!table) continue;
-      let port: number | undefined;
-      if (o.ports) {
-        port = firstSteered(table.ranges, o.ports.lo, o.ports.hi);
-      } else if (o.port !== undefined) {
-        if (serviceForPort(table, o.port) !== 0) port = o.port;
-      } else {
-        // Port-preserving: any dialled port that is itself steered at the origin's address loops.
-        port = s.bindings
-          .filter((b) => b.protocol === protocol)
-          .flatMap((b) => b.ports)
-          .map((r) => firstSteered(table.ranges, r.lo, r.hi))
-          .find((p) => p !== undefined);
-      }
+      const port = originPorts(s, o)
+        .map((r) => firstSteered(table.ranges, r.lo, r.hi))
+        .find((p) => p !== undefined);
       if (port !== undefined) {
-        const where = addr.length === 16 ? `[${formatAddress(addr)}]:${port}` : `${formatAddress(addr)}:${port}`;
         throw new ConfigError(
           `service ${s.name}`,
-          `origin ${where} is inside edgeproxy's own bindings (${protocol} ${formatPrefix(table.prefix)}), so ${protocol === "udp" ? "datagrams" : "connections"} would loop back; exclude it from --ports/--prefix`,
+          `origin ${shownAt(addr, port)} is inside edgeproxy's own bindings (${protocol} ${formatPrefix(table.prefix)}), so ${protocol === "udp" ? "datagrams" : "connections"} would loop back; exclude it from --ports/--prefix`,
         );
       }
     }
   }
 }
 
-/** Refuse a TCP admin listener that service bindings would capture: nothing admin-facing on steered ports. */
-export function rejectAdminInBindings(admin: ServeConfig["admin"], bindings: readonly Binding[]): void {
+/**
+ * Refuse every way a client could reach a TCP admin listener through a
+ * service: a binding that steers its address and port to a service, or an
+ * origin (of the service's pool or of a route's) that is its address and
+ * port (0.0.0.0, :: and IPv4-mapped forms included: see dialledAddress), to
+ * which clients would be proxied. Nothing admin-facing on steered ports. A
+ * unix-socket admin API is reachable by neither.
+ */
+export function rejectAdminReach(admin: AdminConfig, services: readonly ServiceConfig[], bindings: readonly Binding[], origins: ResolvedOrigins): void {
   if (admin.kind !== "tcp") return;
   const addr = parseAddress(admin.host);
   if (!addr) return;
+  const at = shownAt(addr, admin.port);
   const table = compileBindings(bindings.filter((b) => b.service !== 0 && b.protocol === "tcp"))
     .filter((t) => prefixContains(t.prefix, addr))
     .sort((a, b) => b.prefix.length - a.prefix.length)[0];
   const service = table ? serviceForPort(table, admin.port) : 0;
   if (service !== 0) {
     const owner = bindings.find((b) => b.service === service)?.owner ?? `service ${service}`;
-    throw new ConfigError("admin.listen", `${admin.host}:${admin.port} lies inside the bindings of ${owner}; the admin API must not be reachable from steered ports`);
+    throw new ConfigError("admin.listen", `${at} lies inside the bindings of ${owner}; the admin API must not be reachable from steered ports`);
+  }
+  for (const s of services) {
+    if (transportOf(s.mode) !== "tcp") continue;
+    for (const o of poolsOf(s).flatMap((p) => p.origins)) {
+      if (!(origins.get(o.host) ?? []).some((a) => sameAddress(dialledAddress(a), addr))) continue;
+      if (originPorts(s, o).some((r) => r.lo <= admin.port && admin.port <= r.hi)) {
+        throw new ConfigError(`service ${s.name}`, `origin ${formatOrigin(o)} reaches the admin API on ${at}; clients would be proxied to it: use another origin or move the admin listener`);
+      }
+    }
   }
 }
+
+const sameAddress = (a: Uint8Array, b: Uint8Array) => a.length === b.length && a.every((x, i) => x === b[i]);
 
 function firstSteered(ranges: readonly { start: number; service: number }[], lo: number, hi: number): number | undefined {
   for (let i = 0; i < ranges.length; i++) {

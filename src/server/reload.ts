@@ -2,7 +2,7 @@ import { loadConfig } from "../config/file";
 import { serviceFamilies, type ServeConfig, type ServiceConfig } from "../config/service";
 import { ConfigError } from "../errors";
 import { withPinLock } from "../dispatcher/pins";
-import { rejectAdminInBindings, rejectLoops, resolveOrigins, serviceBindings } from "./bindings";
+import { refuseSelfReach } from "./bindings";
 import { NEW_GROUPS } from "../proxy/group";
 import type { Registry } from "../dispatcher/registry";
 import { cookiesOf, groupPlan, registerMembers, withdrawMembers } from "./members";
@@ -41,11 +41,9 @@ export async function reload(server: Server): Promise<ReloadReport> {
   const file = server.config.source;
   if (!file) throw new ConfigError("reload", "edgeproxy was started without --config: there is no file to re-read");
   const loaded = await loadConfig(file);
-  // The descriptor budget is fixed at start.
-  const next: ServeConfig = { ...loaded, bpffs: server.config.bpffs, maxConnections: server.config.maxConnections, maxFlows: server.config.maxFlows };
-  const origins = await resolveOrigins(next.services);
-  rejectLoops(next.services, serviceBindings(next.services), origins);
-  rejectAdminInBindings(server.config.admin, serviceBindings(next.services));
+  // The descriptor budget is fixed at start, and so is the admin listener (a reload does not move it).
+  const next: ServeConfig = { ...loaded, admin: server.config.admin, bpffs: server.config.bpffs, maxConnections: server.config.maxConnections, maxFlows: server.config.maxFlows };
+  const origins = await refuseSelfReach(next.admin, next.services);
 
   const reg = server.registry;
   const current = new Map(server.config.services.map((s) => [s.name, s]));

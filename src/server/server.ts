@@ -8,7 +8,7 @@ import { Admission, connectionCapacity, FD_RESERVE, openFileLimit } from "../pro
 import { CoarseClock } from "../proxy/clock";
 import type { DataPlaneService, ServiceSocket } from "../proxy/service";
 import { checkEnvironment } from "../system/environment";
-import { rejectAdminInBindings, rejectLoops, resolveOrigins, serviceBindings } from "./bindings";
+import { refuseSelfReach, serviceBindings } from "./bindings";
 import { cookiesOf, groupPlan, memberOf, registerMembers, withdrawMembers } from "./members";
 import { DataPlanes } from "./services";
 
@@ -77,9 +77,7 @@ export class Server {
     const member = memberOf(worker);
     checkEnvironment();
     const bindings = serviceBindings(config.services);
-    const origins = await resolveOrigins(config.services);
-    rejectLoops(config.services, bindings, origins);
-    rejectAdminInBindings(config.admin, bindings);
+    const origins = await refuseSelfReach(config.admin, config.services, bindings);
     const { maxConnections, maxFlows } = fdBudget(config);
     const bpffs = bpffsPath(config.bpffs);
     return withPinLock(bpffs, () => {
