@@ -1,0 +1,93 @@
+// Counting clients' open connections in the dispatcher's shared map
+// (bpf/dispatcher.h, EP_SOURCE_OWNERS and struct ep_source_op), for every
+// process of the instance at once.
+import { PreparedTestRun, KernelError } from "../ebpf/libbpf";
+import { bindTo, closeFd, openUdpSocket } from "../system/udp";
+import * as abi from "./abi";
+import type { Dispatcher } from "./dispatcher";
+
+/**
+ * Adds to and takes from one owner slot's counts through the ep_source
+ * program: one bpf(2) syscall per call, atomic in the kernel, so every worker
+ * and thread can count the same client at once. Threads each make their own
+ * (the buffers are not shared); the slot and the fd are the process's.
+ */
+export class SourceCounter {
+  private readonly run: PreparedTestRun;
+
+  constructor(
+    progFd: number,
+    readonly owner: number,
+  ) {
+    this.run = new PreparedTestRun(progFd, abi.sizes.ep_source_op, "ep_source");
+  }
+
+  /** Add +1 (a connection accepted) or -1 (closed) to the client's count; its count over all processes afterwards. */
+  add(key: abi.SourceKey, delta: 1 | -1): number {
+    abi.writeSourceKey(this.run.ctx, key);
+    abi.writeSourceOp(this.run.ctx, abi.EP_SOURCE_OP_ADD, this.owner, delta);
+    return this.run.run();
+  }
+
+  /** Charge a new connection to the client's rate (its service's source_rate): true when it is over. */
+  rateExceeded(key: abi.SourceKey): boolean {
+    abi.writeSourceKey(this.run.ctx, key);
+    abi.writeSourceOp(this.run.ctx, abi.EP_SOURCE_OP_RATE, this.owner, 0);
+    return this.run.run() === 1;
+  }
+
+  /** Zero slot `owner` in every count (its process is gone); how many counts had something there. */
+  reclaim(owner: number): number {
+    this.run.ctx.fill(0);
+    abi.writeSourceOp(this.run.ctx, abi.EP_SOURCE_OP_RECLAIM, owner, 0);
+    return this.run.run();
+  }
+}
+
+/** This process's owner slot: the counter, and the socket that marks the slot taken while the process lives. */
+export class SourceOwner {
+  private constructor(
+    readonly counter: SourceCounter,
+    /** Owned: a bound UDP socket nobody sends to; its SOCKMAP entry is the slot's claim. */
+    private liveness: number,
+    /** Counts of dead owners zeroed when the slot was claimed. */
+    readonly reclaimed: number,
+  ) {}
+
+  /**
+   * Claim a free slot. A slot is free when its ep_source_owners entry is
+   * empty: never used, or its process has exited (the kernel drops a closed
+   * socket from a SOCKMAP, net/core/sock_map.c sock_map_close), however it
+   * died. Every free slot's counts are zeroed first, so a crashed worker's
+   * connections stop counting at the latest when the next process claims a
+   * slot (the supervisor's restart of it does). Call under the pin lock, so
+   * two processes never take the same slot. Undefined when all are taken.
+   */
+  static claim(dispatcher: Dispatcher): SourceOwner | undefined {
+    const progFd = dispatcher.sourceFd;
+    if (progFd === undefined) return undefined;
+    const owners = dispatcher.maps.ep_source_owners;
+    const free: number[] = [];
+    for (let slot = 0; slot < abi.EP_SOURCE_OWNERS; slot++) if (!owners.lookup(abi.u32(slot), new Uint8Array(8))) free.push(slot);
+    if (!free.length) return undefined;
+    const counter = new SourceCounter(progFd, free[0]!);
+    let reclaimed = 0;
+    for (const slot of free) reclaimed += counter.reclaim(slot);
+    const fd = openUdpSocket(4, "source-count owner socket");
+    try {
+      bindTo(fd, { family: 4, addr: Uint8Array.from([127, 0, 0, 1]), port: 0 }, "source-count owner socket");
+      owners.update(abi.u32(free[0]!), abi.u64(fd));
+    } catch (e) {
+      closeFd(fd);
+      throw e instanceof KernelError ? new KernelError(`claim source-count slot ${free[0]}`, -e.errno, e.log) : e;
+    }
+    return new SourceOwner(counter, fd, reclaimed);
+  }
+
+  /** Give the slot up: this process's counts are stale from now on (the next claim zeroes them). */
+  close(): void {
+    if (this.liveness < 0) return;
+    closeFd(this.liveness);
+    this.liveness = -1;
+  }
+}
