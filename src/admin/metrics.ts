@@ -52,6 +52,11 @@ export function renderMetrics(s: StatusSnapshot): string {
     emit({ reason: "missing_socket" }, svc.kernel.missingSocket);
     emit({ reason: "assign_error" }, svc.kernel.assignError);
     emit({ reason: "denied" }, svc.kernel.denied);
+    emit({ reason: "limited" }, (svc.kernel.limited?.connections ?? 0n) + (svc.kernel.limited?.rate ?? 0n));
+  });
+  perService(all, "kernel_source_limited_total", "counter", "SYNs refused at socket lookup by a per-client limit (source_connections, source_rate), by limit.", (svc, emit) => {
+    emit({ limit: "connections" }, svc.kernel.limited?.connections ?? 0n);
+    emit({ limit: "rate" }, svc.kernel.limited?.rate ?? 0n);
   });
   family("kernel_unmatched_lookups_total", "counter", "Socket lookups that matched no binding.");
   sample("kernel_unmatched_lookups_total", {}, s.unmatchedLookups);
@@ -89,6 +94,12 @@ export function renderMetrics(s: StatusSnapshot): string {
   perService(proxied, "tls_handshake_errors_total", "counter", "TLS handshakes that failed or did not finish in time (connection reset), by reason.", (svc, emit) => {
     const errors = svc.connections.tlsHandshakeErrors;
     for (const r of [...new Set([...TLS_HANDSHAKE_ERRORS, ...Object.keys(errors).sort()])]) emit({ reason: r }, errors[r] ?? 0);
+  });
+
+  const limitedHere = all.filter((svc) => svc.sourceLimited);
+  perService(limitedHere, "source_limited_total", "counter", "Connections (udp: flows) refused after accept by a per-client limit, by limit: clients a PROXY header names, SYNs that raced each other past the kernel's check, UDP flows.", (svc, emit) => {
+    emit({ limit: "connections" }, svc.sourceLimited!.connections);
+    emit({ limit: "rate" }, svc.sourceLimited!.rate);
   });
 
   // One series per endpoint (an origin's address): a name's addresses come and go with DNS.

@@ -14,6 +14,7 @@ import type { Dispatcher } from "./dispatcher";
  */
 export class SourceCounter {
   private readonly run: PreparedTestRun;
+  private closed = false;
 
   constructor(
     progFd: number,
@@ -24,6 +25,7 @@ export class SourceCounter {
 
   /** Add +1 (a connection accepted) or -1 (closed) to the client's count; its count over all processes afterwards. */
   add(key: abi.SourceKey, delta: 1 | -1): number {
+    if (this.closed) return 0;
     abi.writeSourceKey(this.run.ctx, key);
     abi.writeSourceOp(this.run.ctx, abi.EP_SOURCE_OP_ADD, this.owner, delta);
     return this.run.run();
@@ -31,9 +33,15 @@ export class SourceCounter {
 
   /** Charge a new connection to the client's rate (its service's source_rate): true when it is over. */
   rateExceeded(key: abi.SourceKey): boolean {
+    if (this.closed) return false;
     abi.writeSourceKey(this.run.ctx, key);
     abi.writeSourceOp(this.run.ctx, abi.EP_SOURCE_OP_RATE, this.owner, 0);
     return this.run.run() === 1;
+  }
+
+  /** Stop counting (the program's fd is about to close; later connection closes are not counted). */
+  close(): void {
+    this.closed = true;
   }
 
   /** Zero slot `owner` in every count (its process is gone); how many counts had something there. */
@@ -86,6 +94,7 @@ export class SourceOwner {
 
   /** Give the slot up: this process's counts are stale from now on (the next claim zeroes them). */
   close(): void {
+    this.counter.close();
     if (this.liveness < 0) return;
     closeFd(this.liveness);
     this.liveness = -1;

@@ -13,6 +13,7 @@ import { responderHandlers } from "./responder";
 import { joinGroup, NEW_GROUPS, REUSE_PORT, type GroupPlan } from "./group";
 import { LISTEN_ADDRESS, listenerSocket, type DataPlaneService, type ServiceSocket } from "./service";
 import { ServiceStats } from "./stats";
+import type { SourceLimit } from "./sourcelimit";
 
 // What a client socket's `data` is: the PROXY header reader first (accept_proxy sources only), then the relay.
 type Stage = Relay | InboundHeader | TlsHandshake;
@@ -34,6 +35,8 @@ export class TcpService implements DataPlaneService {
     private readonly admission: Admission,
     /** Absent for the built-in responder. Owned: started on listen, closed with the service. */
     readonly pool?: OriginPool,
+    /** Per-client limits at accept (source_connections, source_rate); absent: none. */
+    readonly sourceLimit?: SourceLimit,
   ) {
     this.stopSweep = clock.onTick((now) => {
       for (const r of this.active) r.sweep(now);
@@ -83,7 +86,13 @@ export class TcpService implements DataPlaneService {
     // Each of Bun's address getters is a syscall or a string: ask only for what the pool uses
     // (the client's address to hash on; the dialled port for port-preserving and port-range origins).
     const needClient = pool.config.balance === "hash";
-    const start = (s: Socket<any>, ends: Ends | undefined, rest: Uint8Array) => {
+    const limit = this.sourceLimit;
+    const start = (s: Socket<any>, ends: Ends | undefined, rest: Uint8Array, named = false) => {
+      // --- per-client limits (issue 15), admission stage: a client a PROXY header names is counted here.
+      if (limit && named && ends && !limit.admit(s, ends.client, true)) {
+        admission.leave();
+        return void s.terminate();
+      }
       const relay = new Relay(s, options, active);
       s.data = relay;
       if (ends && proxyProtocol === "v1") relay.preamble(proxyV1Header(ends.client, ends.edge));
@@ -110,8 +119,17 @@ export class TcpService implements DataPlaneService {
           admission.leave();
           return void s.terminate();
         }
-        if (ends && acceptProxy.length && mustSendHeader(acceptProxy, ends.client)) {
-          s.data = new InboundHeader(s, ends, inbound, clock.now, (e, rest) => start(s, e, rest));
+        const balancer = ends !== undefined && acceptProxy.length > 0 && mustSendHeader(acceptProxy, ends.client);
+        // --- per-client limits (issue 15), admission stage: the peer is the client unless it is a trusted load balancer.
+        if (limit && !balancer) {
+          const client = ends?.client ?? socketEnds(s)?.client;
+          if (!client || !limit.admit(s, client)) {
+            admission.leave();
+            return void s.terminate();
+          }
+        }
+        if (balancer) {
+          s.data = new InboundHeader(s, ends!, inbound, clock.now, (e, rest) => start(s, e, rest, true));
           return;
         }
         // (config/validate.ts refuses accept_proxy with tls on tcp: a connection is in one stage or the other.)
@@ -134,9 +152,11 @@ export class TcpService implements DataPlaneService {
         s.data?.ended("client");
       },
       close(s: Socket<Stage>, error?: Error) {
+        limit?.released(s);
         s.data?.closed("client", error);
       },
       error(s: Socket<Stage>, error: Error) {
+        limit?.released(s);
         s.data?.closed("client", error);
       },
     };

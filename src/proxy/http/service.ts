@@ -15,6 +15,7 @@ import type { HttpContext } from "./context";
 import { OriginConnections } from "./origins";
 import { HttpRouter } from "./router";
 import { HttpStats } from "./stats";
+import type { SourceLimit } from "../sourcelimit";
 
 // A client socket's `data`: the PROXY header reader first (accept_proxy sources only), then the connection.
 type Stage = HttpConnection | InboundHeader;
@@ -42,6 +43,8 @@ export class HttpService implements DataPlaneService {
     admission: Admission,
     /** Edge range and start-time addresses for the pools (kind and owner are set here). */
     poolOptions: Pick<PoolOptions, "edgeRange" | "resolved"> = {},
+    /** Per-client limits at accept (source_connections, source_rate); absent: none. */
+    readonly sourceLimit?: SourceLimit,
   ) {
     // A service made from the command line has no http section: the defaults, no routes.
     const http = config.http ?? { ...POOL_DEFAULTS.http, routes: [] };
@@ -93,20 +96,32 @@ export class HttpService implements DataPlaneService {
     const acceptProxy = this.config.acceptProxy;
     // §2 of proxy-protocol.txt: at least 3 s for the header, to cover a TCP retransmit.
     const inbound = { timeoutMs: Math.max(3_000, this.config.connectTimeoutMs), stats: this.stats, admission: ctx.admission, pending: this.pending };
+    const limit = this.sourceLimit;
     return {
       open(s: Socket<Stage>) {
         // Over the cap: this one was already queued in the kernel when steering stopped.
         if (!ctx.admission.admit()) return void s.terminate();
+        const ends = acceptProxy.length || limit ? socketEnds(s) : undefined;
+        if ((acceptProxy.length || limit) && !ends) {
+          // The peer is already gone (Bun no longer knows its address).
+          ctx.admission.leave();
+          return void s.terminate();
+        }
+        const balancer = ends !== undefined && acceptProxy.length > 0 && mustSendHeader(acceptProxy, ends.client);
+        // --- per-client limits (issue 15), admission stage: the peer is the client unless it is a trusted load balancer.
+        if (limit && !balancer && !limit.admit(s, ends!.client)) {
+          ctx.admission.leave();
+          return void s.terminate();
+        }
         if (acceptProxy.length) {
-          const ends = socketEnds(s);
-          if (!ends) {
-            // The peer is already gone (Bun no longer knows its address).
-            ctx.admission.leave();
-            return void s.terminate();
-          }
-          if (mustSendHeader(acceptProxy, ends.client)) {
+          if (balancer) {
             // A trusted load balancer: its PROXY header names the client (and the edge) first.
-            s.data = new InboundHeader(s, ends, inbound, ctx.clock.now, (e, rest) => {
+            s.data = new InboundHeader(s, ends!, inbound, ctx.clock.now, (e, rest) => {
+              // --- per-client limits (issue 15): the client the header names.
+              if (limit && !limit.admit(s, e.client, true)) {
+                ctx.admission.leave();
+                return void s.terminate();
+              }
               const c = new HttpConnection(s, ctx, e);
               s.data = c;
               if (rest.length) c.clientData(rest);
@@ -130,11 +145,13 @@ export class HttpService implements DataPlaneService {
         else d?.ended();
       },
       close(s: Socket<Stage>, error?: Error) {
+        limit?.released(s);
         const d = s.data;
         if (d instanceof HttpConnection) d.clientClosed(error);
         else d?.closed("client", error);
       },
       error(s: Socket<Stage>, error: Error) {
+        limit?.released(s);
         const d = s.data;
         if (d instanceof HttpConnection) d.clientClosed(error);
         else d?.closed("client", error);
