@@ -1,0 +1,209 @@
+// Per-client limits end to end (issue 15): edgeproxy processes in the test's
+// own namespace, the real BPF program, real connections from several client
+// addresses. The program's parts alone: test/source-limits-bpf.test.ts.
+import { describe, expect, test } from "bun:test";
+import type { Socket } from "bun";
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { EdgeproxyProcess } from "./helpers/edgeproxy";
+import { proxyFixture } from "./helpers/fixture";
+import { echoOrigin, exchange, text } from "./helpers/net";
+import { proxyV1Header } from "../src/proxy/proxyheader/encode";
+import { parseAddress } from "../src/config/address";
+
+const f = proxyFixture();
+
+interface Held {
+  readonly outcome: "open" | "refused" | "reset" | "timeout";
+  close(): void;
+}
+
+/** A connection from `from` that proves it reached the origin (an echo) and stays open until close(). */
+function hold(host: string, port: number, from: string, preamble: Uint8Array = new Uint8Array(0), timeoutMs = 3000): Promise<Held> {
+  return new Promise((resolve) => {
+    let sock: Socket<undefined> | undefined;
+    let settled = false;
+    let got = "";
+    const close = () => sock?.end();
+    const settle = (outcome: Held["outcome"]) => {
+      if (settled) return;
+      settled = true;
+      clearTimeout(timer);
+      if (outcome !== "open") sock?.terminate();
+      resolve({ outcome, close });
+    };
+    const timer = setTimeout(() => settle("timeout"), timeoutMs);
+    Bun.connect({
+      hostname: host,
+      port,
+      localAddress: from,
+      socket: {
+        open(s) {
+          sock = s;
+          s.write(Buffer.concat([preamble, Buffer.from("ping")]));
+        },
+        data(_s, d) {
+          got += d.toString();
+          if (got === "ping") settle("open");
+        },
+        close() {
+          settle("reset");
+        },
+        connectError(_s, err) {
+          settle((err as { code?: string }).code === "ECONNREFUSED" ? "refused" : "reset");
+        },
+      },
+    }).catch((err) => settle(err?.code === "ECONNREFUSED" ? "refused" : "reset"));
+  });
+}
+
+async function metrics(admin: string): Promise<string> {
+  return (await fetch("http://localhost/metrics", { unix: admin } as RequestInit)).text();
+}
+
+/** Sum of the samples of `name` whose label text contains every one of `labels`. */
+function sum(text: string, name: string, ...labels: string[]): number {
+  let n = 0;
+  for (const m of text.matchAll(new RegExp(`^edgeproxy_${name}\\{([^}]*)\\} (\\d+)$`, "gm"))) if (labels.every((l) => m[1]!.includes(l))) n += Number(m[2]);
+  return n;
+}
+
+function adminDir(): { admin: string; done: () => void } {
+  const dir = mkdtempSync(join(tmpdir(), "ep-srclimit-"));
+  return { admin: join(dir, "admin.sock"), done: () => rmSync(dir, { recursive: true, force: true }) };
+}
+
+/** Wait until `ok()` or `ms` pass. */
+async function until(ok: () => Promise<boolean>, ms = 3000): Promise<boolean> {
+  const deadline = Date.now() + ms;
+  while (Date.now() < deadline) {
+    if (await ok()) return true;
+    await Bun.sleep(20);
+  }
+  return ok();
+}
+
+describe("per-client limits", () => {
+  test("--source-connections holds exactly across 2 workers: N open, the next refused in the kernel, another client unaffected, a close frees a place", async () => {
+    const { admin, done } = adminDir();
+    const origin = echoOrigin("127.0.0.1");
+    f.servers.push(origin);
+    const N = 6;
+    try {
+      f.ep = await EdgeproxyProcess.start(["--workers", "2", "--admin", admin, "--ports", "7000-7099", "--prefix", "192.0.2.0/25", "--origin", `127.0.0.1:${origin.port}`, "--source-connections", String(N)]);
+      const A = "192.0.2.201";
+      const B = "192.0.2.202";
+      const held: Held[] = [];
+      for (let i = 0; i < N; i++) held.push(await hold("192.0.2.1", 7000 + i, A));
+      expect(held.map((h) => h.outcome)).toEqual(new Array(N).fill("open"));
+      const workers = (await (await fetch("http://localhost/workers", { unix: admin } as RequestInit)).json()) as { services: { total: number }[] }[];
+      console.log(`connections per worker: ${workers.map((w) => w.services[0]!.total).join(", ")}`);
+      // The N+1th, to another port too: the count is the client's, for the whole service.
+      for (const port of [7000, 7050]) expect((await hold("192.0.2.1", port, A)).outcome).toBe("refused");
+      const other = await hold("192.0.2.1", 7000, B);
+      expect(other.outcome).toBe("open");
+      other.close();
+      const m = await metrics(admin);
+      expect(sum(m, "kernel_source_limited_total", 'limit="connections"')).toBe(2);
+      expect(sum(m, "kernel_drops_total", 'reason="limited"')).toBe(2);
+      // Only the accepted ones reached user space.
+      expect(sum(m, "connections_total")).toBe(N + 1);
+      // Close one: its count goes at close, and a new one is let in; then the limit holds again.
+      held.pop()!.close();
+      expect(
+        await until(async () => {
+          const h = await hold("192.0.2.1", 7001, A, undefined, 1000);
+          if (h.outcome === "open") held.push(h);
+          return h.outcome === "open";
+        }),
+      ).toBe(true);
+      expect((await hold("192.0.2.1", 7002, A)).outcome).toBe("refused");
+      for (const h of held) h.close();
+      // All closed: the client's count is back to zero, N open again.
+      await Bun.sleep(200);
+      const again: Held[] = [];
+      for (let i = 0; i < N; i++) again.push(await hold("192.0.2.1", 7010 + i, A));
+      expect(again.map((h) => h.outcome)).toEqual(new Array(N).fill("open"));
+      for (const h of again) h.close();
+    } finally {
+      done();
+    }
+  }, 40_000);
+
+  test("--source-rate: a flooding client is refused in the kernel (limited moves, user space accepts none of them); other clients pass", async () => {
+    const { admin, done } = adminDir();
+    const origin = echoOrigin("127.0.0.1");
+    f.servers.push(origin);
+    try {
+      f.ep = await EdgeproxyProcess.start(["--admin", admin, "--ports", "7000-7099", "--prefix", "192.0.2.0/25", "--origin", `127.0.0.1:${origin.port}`, "--source-rate", "2", "--source-rate-burst", "5"]);
+      const attempts = 40;
+      const t0 = performance.now();
+      const outcomes = await Promise.all(Array.from({ length: attempts }, (_, i) => exchange("192.0.2.1", 7000 + i, "x", 3000, "192.0.2.201")));
+      const seconds = (performance.now() - t0) / 1000;
+      const ok = outcomes.filter((o) => text(o) === "x").length;
+      const refused = outcomes.filter((o) => o.kind === "refused").length;
+      // The burst, plus what 2/s refills while the attempts run.
+      expect(ok).toBeGreaterThanOrEqual(5);
+      expect(ok).toBeLessThanOrEqual(5 + Math.ceil(2 * seconds) + 1);
+      expect(ok + refused).toBe(attempts);
+      const m = await metrics(admin);
+      expect(sum(m, "kernel_source_limited_total", 'limit="rate"')).toBe(refused);
+      // Every refusal happened in the kernel: user space accepted exactly the ones that got through.
+      expect(sum(m, "connections_total")).toBe(ok);
+      expect(sum(m, "source_limited_total")).toBe(0);
+      expect(text(await exchange("192.0.2.1", 7000, "y", 3000, "192.0.2.202"))).toBe("y");
+    } finally {
+      done();
+    }
+  }, 30_000);
+
+  test("IPv6 clients count per /64 (--source-prefix-v6 default): another address of the /64 is the same client, another /64 is not", async () => {
+    const origin = echoOrigin("127.0.0.1");
+    f.servers.push(origin);
+    const addrs = ["2001:db8:5:1::a", "2001:db8:5:1::b", "2001:db8:5:2::a"];
+    for (const a of addrs) {
+      const p = Bun.spawnSync(["ip", "-6", "addr", "add", `${a}/128`, "dev", "lo", "nodad"], { stderr: "pipe" });
+      expect(p.stderr.toString()).toBe("");
+    }
+    f.ep = await EdgeproxyProcess.start(["--ports", "7000-7099", "--prefix", "2001:db8::/64", "--origin", `127.0.0.1:${origin.port}`, "--source-connections", "2"]);
+    const a1 = await hold("2001:db8::1", 7000, addrs[0]!);
+    const a2 = await hold("2001:db8::1", 7001, addrs[1]!);
+    expect([a1.outcome, a2.outcome]).toEqual(["open", "open"]);
+    expect((await hold("2001:db8::1", 7002, addrs[0]!)).outcome).toBe("refused");
+    expect((await hold("2001:db8::1", 7002, addrs[1]!)).outcome).toBe("refused");
+    const b = await hold("2001:db8::1", 7003, addrs[2]!);
+    expect(b.outcome).toBe("open");
+    for (const h of [a1, a2, b]) h.close();
+  }, 30_000);
+
+  test("accept_proxy: the load balancer is not limited in the kernel; the client its PROXY header names is counted (and refused at its limit, counted at accept)", async () => {
+    const { admin, done } = adminDir();
+    const origin = echoOrigin("127.0.0.1");
+    f.servers.push(origin);
+    const LB = "192.0.2.200";
+    try {
+      f.ep = await EdgeproxyProcess.start([
+        "--admin", admin, "--ports", "7000-7099", "--prefix", "192.0.2.0/25", "--origin", `127.0.0.1:${origin.port}`,
+        "--accept-proxy", `${LB}/32`, "--source-connections", "2",
+      ]);
+      const edge = { family: 4 as const, addr: parseAddress("192.0.2.1")!, port: 7000 };
+      const via = (client: string) => proxyV1Header({ family: 4, addr: parseAddress(client)!, port: 40000 }, edge);
+      // Five connections from the balancer: more than the limit, for three clients.
+      const c1 = await hold("192.0.2.1", 7000, LB, via("198.51.100.1"));
+      const c2 = await hold("192.0.2.1", 7000, LB, via("198.51.100.1"));
+      const d1 = await hold("192.0.2.1", 7000, LB, via("198.51.100.2"));
+      expect([c1.outcome, c2.outcome, d1.outcome]).toEqual(["open", "open", "open"]);
+      // The named client is at its limit: refused after its header (reset), counted at accept.
+      expect((await hold("192.0.2.1", 7000, LB, via("198.51.100.1"))).outcome).toBe("reset");
+      const m = await metrics(admin);
+      expect(sum(m, "source_limited_total", 'limit="connections"')).toBe(1);
+      expect(sum(m, "kernel_drops_total", 'reason="limited"')).toBe(0);
+      // The same client connecting directly is counted against the same shared count.
+      expect((await hold("192.0.2.1", 7000, "192.0.2.210")).outcome).toBe("open");
+      for (const h of [c1, c2, d1]) h.close();
+    } finally {
+      done();
+    }
+  }, 30_000);
+});
