@@ -131,6 +131,39 @@ describe("per-client limits", () => {
     }
   }, 40_000);
 
+  test("a crashed worker's counts are not stuck: the restarted workers reclaim them", async () => {
+    const { admin, done } = adminDir();
+    const origin = echoOrigin("127.0.0.1");
+    f.servers.push(origin);
+    const N = 3;
+    type W = { index: number; pid: number; ready: boolean };
+    const workers = async () => (await (await fetch("http://localhost/workers", { unix: admin } as RequestInit)).json()) as W[];
+    try {
+      f.ep = await EdgeproxyProcess.start(["--workers", "2", "--admin", admin, "--ports", "7000-7099", "--prefix", "192.0.2.0/25", "--origin", `127.0.0.1:${origin.port}`, "--source-connections", String(N)]);
+      const A = "192.0.2.201";
+      const held: Held[] = [];
+      for (let i = 0; i < N; i++) held.push(await hold("192.0.2.1", 7000 + i, A));
+      expect(held.map((h) => h.outcome)).toEqual(new Array(N).fill("open"));
+      expect((await hold("192.0.2.1", 7000, A)).outcome).toBe("refused");
+      // SIGKILL: no close handler runs, so nothing takes the counts back but the reclaim.
+      const before = await workers();
+      for (const w of before) process.kill(w.pid, "SIGKILL");
+      const restarted = await until(async () => {
+        const now = await workers();
+        return now.every((w) => w.ready && !before.some((b) => b.pid === w.pid));
+      }, 15_000);
+      expect(restarted).toBe(true);
+      expect(f.ep.stderr).toMatch(/released \d+ client connection counts of processes that are gone/);
+      const again: Held[] = [];
+      for (let i = 0; i < N; i++) again.push(await hold("192.0.2.1", 7010 + i, A));
+      expect(again.map((h) => h.outcome)).toEqual(new Array(N).fill("open"));
+      expect((await hold("192.0.2.1", 7020, A)).outcome).toBe("refused");
+      for (const h of [...held, ...again]) h.close();
+    } finally {
+      done();
+    }
+  }, 40_000);
+
   test("--source-rate: a flooding client is refused in the kernel (limited moves, user space accepts none of them); other clients pass", async () => {
     const { admin, done } = adminDir();
     const origin = echoOrigin("127.0.0.1");
