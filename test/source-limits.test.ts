@@ -11,6 +11,22 @@ import { proxyFixture } from "./helpers/fixture";
 import { echoOrigin, exchange, text } from "./helpers/net";
 import { proxyV1Header } from "../src/proxy/proxyheader/encode";
 import { parseAddress } from "../src/config/address";
+import { udpOrigin } from "./helpers/udp";
+
+/** One datagram from a new socket on `from` (a new flow) and its reply, or "<timeout>". */
+async function udpFrom(from: string, host: string, port: number, payload: string, timeoutMs = 1500): Promise<string> {
+  let done: (s: string) => void = () => {};
+  const result = new Promise<string>((r) => (done = r));
+  const sock = await Bun.udpSocket({ hostname: from, connect: { hostname: host, port }, socket: { data: (_s, d) => done(Buffer.from(d).toString()) } });
+  const timer = setTimeout(() => done("<timeout>"), timeoutMs);
+  try {
+    sock.send(payload);
+    return await result;
+  } finally {
+    clearTimeout(timer);
+    sock.close();
+  }
+}
 
 const f = proxyFixture();
 
@@ -37,7 +53,7 @@ function hold(host: string, port: number, from: string, preamble: Uint8Array = n
     Bun.connect({
       hostname: host,
       port,
-      localAddress: from,
+      ...{ localAddress: from },
       socket: {
         open(s) {
           sock = s;
@@ -236,6 +252,29 @@ describe("per-client limits", () => {
       expect((await hold("192.0.2.1", 7000, "192.0.2.210")).outcome).toBe("open");
       for (const h of [c1, c2, d1]) h.close();
     } finally {
+      done();
+    }
+  }, 30_000);
+
+  test("udp: --source-connections limits flows per client (all workers together); the flows' end frees places", async () => {
+    const { admin, done } = adminDir();
+    const origin = await udpOrigin();
+    try {
+      f.ep = await EdgeproxyProcess.start(["--mode", "udp", "--workers", "2", "--admin", admin, "--ports", "5300-5399", "--prefix", "192.0.2.0/24", "--origin", `127.0.0.1:${origin.port}`, "--source-connections", "3", "--idle-timeout", "1s"]);
+      // Each datagram from a new socket is a new flow of client 127.0.0.1.
+      const first = [];
+      for (let i = 0; i < 3; i++) first.push(await udpFrom("127.0.0.1", "192.0.2.53", 5300 + i, `a${i}`));
+      expect(first).toEqual(["a0", "a1", "a2"]);
+      expect(await udpFrom("127.0.0.1", "192.0.2.53", 5310, "over")).toBe("<timeout>");
+      expect(await udpFrom("127.0.0.2", "192.0.2.53", 5310, "other")).toBe("other");
+      const m = await metrics(admin);
+      expect(sum(m, "udp_drops_total", 'reason="source_limit"')).toBe(1);
+      expect(sum(m, "source_limited_total", 'limit="connections"')).toBe(1);
+      expect(sum(m, "udp_flows_total")).toBe(4);
+      // The flows idle out (1 s): their counts go with them.
+      expect(await until(async () => (await udpFrom("127.0.0.1", "192.0.2.53", 5320, "later", 500)) === "later", 6000)).toBe(true);
+    } finally {
+      origin.socket.close();
       done();
     }
   }, 30_000);

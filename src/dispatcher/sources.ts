@@ -17,7 +17,8 @@ export class SourceCounter {
   private closed = false;
 
   constructor(
-    progFd: number,
+    /** The ep_source program; not owned (the process's dispatcher holds it). */
+    readonly progFd: number,
     readonly owner: number,
   ) {
     this.run = new PreparedTestRun(progFd, abi.sizes.ep_source_op, "ep_source");

@@ -12,6 +12,15 @@ export function sourceLimitEntry(l: SourceLimits | undefined): SourceLimitEntry 
   return { connections: l.connections, prefixV4: 32, prefixV6: l.prefixV6, rateIntervalNs: interval, rateToleranceNs: l.rate ? interval * BigInt(l.rate.burst - 1) : 0n };
 }
 
+/** A service's connection (flow) limit for a thread that counts on its own: structured-clone safe. */
+export interface SourceCounting {
+  readonly progFd: number;
+  readonly owner: number;
+  readonly service: number;
+  readonly connections: number;
+  readonly prefixV6: number;
+}
+
 /**
  * A service's per-client limits at accept, against the counts every process
  * shares (bpf/dispatcher.h, ep_source_conns). The BPF program refuses the SYNs
@@ -35,6 +44,12 @@ export class SourceLimit {
     /** Absent when no owner slot was free (see SourceOwner.claim): then connections are not counted here. */
     private readonly counter: SourceCounter | undefined,
   ) {}
+
+  /** What another thread (the UDP data plane) needs to count with its own SourceCounter; undefined when nothing is counted. */
+  counting(): SourceCounting | undefined {
+    if (!this.limits.connections || !this.counter) return undefined;
+    return { progFd: this.counter.progFd, owner: this.counter.owner, service: this.service, connections: this.limits.connections, prefixV6: this.limits.prefixV6 };
+  }
 
   private key(client: Endpoint): SourceKey {
     return { service: this.service, addr: client.addr, prefixLen: client.family === 4 ? 32 : this.limits.prefixV6 };

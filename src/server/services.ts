@@ -49,7 +49,7 @@ export class DataPlanes {
       throw new ConfigError(`service ${cfg.name}`, "no file descriptors were set aside for UDP flows at startup; restart with max_flows (--max-flows) set");
     }
     this.udp ??= new UdpPlane(this.maxFlows);
-    return new UdpService(cfg, this.udp, pool);
+    return new UdpService(cfg, this.udp, pool, sourceLimit);
   }
 
   /** Resolves when every data plane runs (the UDP worker has started); rejects if one failed to. */
