@@ -311,7 +311,7 @@ static __always_inline int source_limited(struct bpf_sk_lookup *ctx, __u32 servi
 	/* UDP: a datagram is not a new flow; the flow limit is user space's. */
 	if (ctx->protocol != IPPROTO_TCP)
 		return 0;
-	if (limit_exempt(ctx, service))
+	if ((lim->flags & EP_SOURCE_LIMIT_EXEMPT) && limit_exempt(ctx, service))
 		return 0;
 	source_key(ctx, service, lim, &key);
 	lc = bpf_map_lookup_elem(&ep_limit_counters, &service);

@@ -198,7 +198,7 @@ struct ep_source_limit {
 	__u32 connections; /* open connections per client, whole instance; 0: unlimited */
 	__u8 prefix_v4;    /* grouping prefix length of IPv4 clients (1-32) */
 	__u8 prefix_v6;    /* of IPv6 clients (1-128) */
-	__u16 reserved;
+	__u16 flags;       /* EP_SOURCE_LIMIT_* */
 	/*
 	 * New connections per client as a GCRA (the token bucket as a virtual
 	 * clock, RFC 2697's idea without the per-token state): one connection
@@ -208,6 +208,9 @@ struct ep_source_limit {
 	__u64 rate_interval_ns;
 	__u64 rate_tolerance_ns;
 };
+
+/* The service has sources in ep_limit_exempt (skip the trie walk otherwise). */
+#define EP_SOURCE_LIMIT_EXEMPT 1
 
 /* ep_source_conns value: open connections of one client, per owner slot. */
 struct ep_source_count {

@@ -226,7 +226,7 @@ describe("per-client limits", () => {
     for (const h of [a1, a2, b]) h.close();
   }, 30_000);
 
-  test("accept_proxy: the load balancer is not limited in the kernel; the client its PROXY header names is counted (and refused at its limit, counted at accept)", async () => {
+  test("accept_proxy: the load balancer is not limited in the kernel; the client its PROXY header names is counted and rate-charged in user space", async () => {
     const { admin, done } = adminDir();
     const origin = echoOrigin("127.0.0.1");
     f.servers.push(origin);
@@ -234,22 +234,33 @@ describe("per-client limits", () => {
     try {
       f.ep = await EdgeproxyProcess.start([
         "--admin", admin, "--ports", "7000-7099", "--prefix", "192.0.2.0/25", "--origin", `127.0.0.1:${origin.port}`,
-        "--accept-proxy", `${LB}/32`, "--source-connections", "2",
+        "--accept-proxy", `${LB}/32`, "--source-connections", "2", "--source-rate", "1", "--source-rate-burst", "3",
       ]);
       const edge = { family: 4 as const, addr: parseAddress("192.0.2.1")!, port: 7000 };
       const via = (client: string) => proxyV1Header({ family: 4, addr: parseAddress(client)!, port: 40000 }, edge);
-      // Five connections from the balancer: more than the limit, for three clients.
-      const c1 = await hold("192.0.2.1", 7000, LB, via("198.51.100.1"));
-      const c2 = await hold("192.0.2.1", 7000, LB, via("198.51.100.1"));
+      // Eight connections from the balancer, far over its own burst of 3: none refused in the kernel.
+      const c1 = await hold("192.0.2.1", 7000, LB, via("192.0.2.210"));
+      const c2 = await hold("192.0.2.1", 7000, LB, via("192.0.2.210"));
       const d1 = await hold("192.0.2.1", 7000, LB, via("198.51.100.2"));
       expect([c1.outcome, c2.outcome, d1.outcome]).toEqual(["open", "open", "open"]);
-      // The named client is at its limit: refused after its header (reset), counted at accept.
-      expect((await hold("192.0.2.1", 7000, LB, via("198.51.100.1"))).outcome).toBe("reset");
+      // The named client is at its connection limit: refused after its header (reset), counted at accept.
+      expect((await hold("192.0.2.1", 7000, LB, via("192.0.2.210"))).outcome).toBe("reset");
+      // Another named client over its rate (burst 3, then 1/s).
+      const e: Held[] = [];
+      for (let i = 0; i < 4; i++) {
+        const h = await hold("192.0.2.1", 7000, LB, via("198.51.100.3"));
+        e.push(h);
+        h.close();
+      }
+      expect(e.map((h) => h.outcome)).toEqual(["open", "open", "open", "reset"]);
       const m = await metrics(admin);
       expect(sum(m, "source_limited_total", 'limit="connections"')).toBe(1);
+      expect(sum(m, "source_limited_total", 'limit="rate"')).toBe(1);
       expect(sum(m, "kernel_drops_total", 'reason="limited"')).toBe(0);
-      // The same client connecting directly is counted against the same shared count.
-      expect((await hold("192.0.2.1", 7000, "192.0.2.210")).outcome).toBe("open");
+      // The client connecting directly is counted against the same shared count: it has 2 already, so the kernel refuses it.
+      expect((await hold("192.0.2.1", 7000, "192.0.2.210")).outcome).toBe("refused");
+      expect(sum(await metrics(admin), "kernel_source_limited_total", 'limit="connections"')).toBe(1);
+      expect((await hold("192.0.2.1", 7000, "192.0.2.211")).outcome).toBe("open");
       for (const h of [c1, c2, d1]) h.close();
     } finally {
       done();

@@ -26,7 +26,7 @@ int main(void) {
   printf("\\"EP_ACCESS_KEY_HEADER_BITS\\": %d, \\"EP_MAX_ACCESS_RULES\\": %d, \\"EP_SERVICE_HAS_RULES\\": %d, \\"EP_SERVICE_DEFAULT_DENY\\": %d, \\"EP_SERVICE_TAKE_OVER\\": %d, \\"EP_VERDICT_ALLOW\\": %d, \\"EP_VERDICT_DENY\\": %d,\\n",
     EP_ACCESS_KEY_HEADER_BITS, EP_MAX_ACCESS_RULES, EP_SERVICE_HAS_RULES, EP_SERVICE_DEFAULT_DENY, EP_SERVICE_TAKE_OVER, EP_VERDICT_ALLOW, EP_VERDICT_DENY);
   printf("\\"EP_STATE_HOSTS\\": %d,\\n", EP_STATE_HOSTS);
-  printf("\\"EP_SOURCE_OWNERS\\": %d, \\"EP_SOURCE_OP_ADD\\": %d, \\"EP_SOURCE_OP_RECLAIM\\": %d, \\"EP_SOURCE_OP_RATE\\": %d,\\n", EP_SOURCE_OWNERS, EP_SOURCE_OP_ADD, EP_SOURCE_OP_RECLAIM, EP_SOURCE_OP_RATE);
+  printf("\\"EP_SOURCE_OWNERS\\": %d, \\"EP_SOURCE_OP_ADD\\": %d, \\"EP_SOURCE_OP_RECLAIM\\": %d, \\"EP_SOURCE_OP_RATE\\": %d, \\"EP_SOURCE_LIMIT_EXEMPT\\": %d,\\n", EP_SOURCE_OWNERS, EP_SOURCE_OP_ADD, EP_SOURCE_OP_RECLAIM, EP_SOURCE_OP_RATE, EP_SOURCE_LIMIT_EXEMPT);
   printf("\\"EP_SOCKET_MEMBERS\\": %d, \\"member\\": %u,\\n", EP_SOCKET_MEMBERS, ep_member_key(ep_socket_slot(7, 1, 1), 3));
   printf("\\"slot\\": %u}\\n", ep_socket_slot(7, 1, 1));
   return 0;
@@ -56,6 +56,7 @@ int main(void) {
       EP_SOURCE_OP_ADD: abi.EP_SOURCE_OP_ADD,
       EP_SOURCE_OP_RECLAIM: abi.EP_SOURCE_OP_RECLAIM,
       EP_SOURCE_OP_RATE: abi.EP_SOURCE_OP_RATE,
+      EP_SOURCE_LIMIT_EXEMPT: abi.EP_SOURCE_LIMIT_EXEMPT,
       member: abi.memberKey(abi.socketSlot(7, "udp", 6), 3),
       slot: abi.socketSlot(7, "udp", 6),
     });
@@ -79,9 +80,9 @@ test("writeSourceKey masks the address to the grouping prefix (IPv6 /64, IPv4 /2
 });
 
 test("encodeSourceLimit / decodeSourceLimit round-trip struct ep_source_limit, little-endian", () => {
-  const x = { connections: 0x01020304, prefixV4: 32, prefixV6: 56, rateIntervalNs: 100_000_000n, rateToleranceNs: 0x0102030405n };
+  const x = { connections: 0x01020304, prefixV4: 32, prefixV6: 56, flags: abi.EP_SOURCE_LIMIT_EXEMPT, rateIntervalNs: 100_000_000n, rateToleranceNs: 0x0102030405n };
   const b = abi.encodeSourceLimit(x);
-  expect([...b.subarray(0, 8)]).toEqual([4, 3, 2, 1, 32, 56, 0, 0]);
+  expect([...b.subarray(0, 8)]).toEqual([4, 3, 2, 1, 32, 56, 1, 0]);
   expect([...b.subarray(16, 24)]).toEqual([5, 4, 3, 2, 1, 0, 0, 0]);
   expect(abi.decodeSourceLimit(b)).toEqual(x);
 });

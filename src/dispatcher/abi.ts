@@ -21,6 +21,7 @@ export const EP_SOURCE_OWNERS = 32;
 export const EP_SOURCE_OP_ADD = 1;
 export const EP_SOURCE_OP_RECLAIM = 2;
 export const EP_SOURCE_OP_RATE = 3;
+export const EP_SOURCE_LIMIT_EXEMPT = 1;
 
 export const IPPROTO_TCP = 6;
 export const IPPROTO_UDP = 17;
@@ -80,6 +81,7 @@ export const offsets = {
   "ep_source_key.addr": 8,
   "ep_source_limit.prefix_v4": 4,
   "ep_source_limit.prefix_v6": 5,
+  "ep_source_limit.flags": 6,
   "ep_source_limit.rate_interval_ns": 8,
   "ep_source_limit.rate_tolerance_ns": 16,
   "ep_limit_counters.rate": 8,
@@ -376,11 +378,13 @@ export interface SourceLimitEntry {
   readonly connections: number;
   readonly prefixV4: number;
   readonly prefixV6: number;
+  /** EP_SOURCE_LIMIT_* */
+  readonly flags: number;
   readonly rateIntervalNs: bigint;
   readonly rateToleranceNs: bigint;
 }
 
-export const NO_SOURCE_LIMIT: SourceLimitEntry = { connections: 0, prefixV4: 32, prefixV6: 128, rateIntervalNs: 0n, rateToleranceNs: 0n };
+export const NO_SOURCE_LIMIT: SourceLimitEntry = { connections: 0, prefixV4: 32, prefixV6: 128, flags: 0, rateIntervalNs: 0n, rateToleranceNs: 0n };
 
 /** struct ep_source_limit */
 export function encodeSourceLimit(x: SourceLimitEntry): Uint8Array {
@@ -389,6 +393,7 @@ export function encodeSourceLimit(x: SourceLimitEntry): Uint8Array {
   v.setUint32(0, x.connections, le);
   b[4] = x.prefixV4;
   b[5] = x.prefixV6;
+  v.setUint16(6, x.flags, le);
   v.setBigUint64(8, x.rateIntervalNs, le);
   v.setBigUint64(16, x.rateToleranceNs, le);
   return b;
@@ -396,7 +401,7 @@ export function encodeSourceLimit(x: SourceLimitEntry): Uint8Array {
 
 export function decodeSourceLimit(b: Uint8Array): SourceLimitEntry {
   const v = new DataView(b.buffer, b.byteOffset);
-  return { connections: v.getUint32(0, le), prefixV4: b[4]!, prefixV6: b[5]!, rateIntervalNs: v.getBigUint64(8, le), rateToleranceNs: v.getBigUint64(16, le) };
+  return { connections: v.getUint32(0, le), prefixV4: b[4]!, prefixV6: b[5]!, flags: v.getUint16(6, le), rateIntervalNs: v.getBigUint64(8, le), rateToleranceNs: v.getBigUint64(16, le) };
 }
 
 /** struct ep_limit_counters summed over CPUs: SYNs refused at lookup by a per-client limit. */

@@ -1,15 +1,15 @@
 import type { Socket } from "bun";
 import type { SourceLimits } from "../config/service";
-import type { SourceLimitEntry, SourceKey } from "../dispatcher/abi";
+import { EP_SOURCE_LIMIT_EXEMPT, NO_SOURCE_LIMIT, type SourceLimitEntry, type SourceKey } from "../dispatcher/abi";
 import type { SourceCounter } from "../dispatcher/sources";
 import type { Endpoint } from "../system/sockaddr";
 
 /** A service's per-client limits as the BPF program takes them (struct ep_source_limit). */
-export function sourceLimitEntry(l: SourceLimits | undefined): SourceLimitEntry {
-  if (!l) return { connections: 0, prefixV4: 32, prefixV6: 128, rateIntervalNs: 0n, rateToleranceNs: 0n };
+export function sourceLimitEntry(l: SourceLimits | undefined, exempt: boolean): SourceLimitEntry {
+  if (!l) return NO_SOURCE_LIMIT;
   // GCRA: one connection per interval; `burst` back to back is a tolerance of burst - 1 intervals.
   const interval = l.rate ? BigInt(Math.round(1e9 / l.rate.perSecond)) : 0n;
-  return { connections: l.connections, prefixV4: 32, prefixV6: l.prefixV6, rateIntervalNs: interval, rateToleranceNs: l.rate ? interval * BigInt(l.rate.burst - 1) : 0n };
+  return { connections: l.connections, prefixV4: 32, prefixV6: l.prefixV6, flags: exempt ? EP_SOURCE_LIMIT_EXEMPT : 0, rateIntervalNs: interval, rateToleranceNs: l.rate ? interval * BigInt(l.rate.burst - 1) : 0n };
 }
 
 /** A service's connection (flow) limit for a thread that counts on its own: structured-clone safe. */

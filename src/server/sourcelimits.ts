@@ -20,7 +20,7 @@ export class SourceLimiting {
    * service writes the same. Call under the pin lock.
    */
   publish(cfg: ServiceConfig, id: number): void {
-    this.dispatcher.setSourceLimit(id, sourceLimitEntry(cfg.sourceLimits));
+    this.dispatcher.setSourceLimit(id, sourceLimitEntry(cfg.sourceLimits, cfg.acceptProxy.length > 0));
     this.dispatcher.setLimitExempt(id, cfg.sourceLimits ? cfg.acceptProxy : []);
   }
 

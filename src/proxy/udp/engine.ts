@@ -68,6 +68,19 @@ class Service {
     this.counter = spec.sourceLimit && new SourceCounter(spec.sourceLimit.progFd, spec.sourceLimit.owner);
   }
 
+  /**
+   * Add to the client's count; 0 when the kernel refuses (it should not; at
+   * shutdown the program's fd may already be closed): a flow is then let in
+   * uncounted rather than dropping every client's datagrams.
+   */
+  count(key: SourceKey, delta: 1 | -1): number {
+    try {
+      return this.counter!.add(key, delta);
+    } catch {
+      return 0;
+    }
+  }
+
   /** The client as source_connections counts it. */
   sourceKey(src: Endpoint): SourceKey {
     const l = this.spec.sourceLimit!;
@@ -349,8 +362,8 @@ export class Engine {
     let source: SourceKey | undefined;
     if (svc.counter) {
       source = svc.sourceKey(src);
-      if (svc.counter.add(source, 1) > spec.sourceLimit!.connections) {
-        svc.counter.add(source, -1);
+      if (svc.count(source, 1) > spec.sourceLimit!.connections) {
+        svc.count(source, -1);
         this.drop(svc, "source_limit");
         return undefined;
       }
@@ -375,7 +388,7 @@ export class Engine {
     } catch (e) {
       if (client >= 0) closeFd(client);
       if (upstream >= 0) closeFd(upstream);
-      if (source) svc.counter!.add(source, -1);
+      if (source) svc.count(source, -1);
       this.drop(svc, "flow_setup");
       if (svc.row[dropIndex("flow_setup")] === 1) this.log(`service ${spec.name}: ${(e as Error).message}`);
       return undefined;
@@ -404,7 +417,7 @@ export class Engine {
       closeFd(f.upstream);
     }
     if (f.endpoint) f.endpoint.active--;
-    if (f.source) f.service.counter!.add(f.source, -1);
+    if (f.source) f.service.count(f.source, -1);
     bump(f.service.row, C.flowsActive, -1);
     this.settle(f.service);
   }
