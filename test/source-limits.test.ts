@@ -12,6 +12,7 @@ import { echoOrigin, exchange, text } from "./helpers/net";
 import { proxyV1Header } from "../src/proxy/proxyheader/encode";
 import { parseAddress } from "../src/config/address";
 import { udpOrigin } from "./helpers/udp";
+import { httpOrigin } from "./helpers/http";
 
 /** One datagram from a new socket on `from` (a new flow) and its reply, or "<timeout>". */
 async function udpFrom(from: string, host: string, port: number, payload: string, timeoutMs = 1500): Promise<string> {
@@ -36,7 +37,7 @@ interface Held {
 }
 
 /** A connection from `from` that proves it reached the origin (an echo) and stays open until close(). */
-function hold(host: string, port: number, from: string, preamble: Uint8Array = new Uint8Array(0), timeoutMs = 3000): Promise<Held> {
+function hold(host: string, port: number, from: string, preamble: Uint8Array = new Uint8Array(0), timeoutMs = 3000, say = "ping", answered: (got: string) => boolean = (got) => got === "ping"): Promise<Held> {
   return new Promise((resolve) => {
     let sock: Socket<undefined> | undefined;
     let settled = false;
@@ -57,11 +58,11 @@ function hold(host: string, port: number, from: string, preamble: Uint8Array = n
       socket: {
         open(s) {
           sock = s;
-          s.write(Buffer.concat([preamble, Buffer.from("ping")]));
+          s.write(Buffer.concat([preamble, Buffer.from(say)]));
         },
         data(_s, d) {
           got += d.toString();
-          if (got === "ping") settle("open");
+          if (answered(got)) settle("open");
         },
         close() {
           settle("reset");
@@ -265,6 +266,29 @@ describe("per-client limits", () => {
     } finally {
       done();
     }
+  }, 30_000);
+
+  test("http: --source-connections counts keep-alive connections; the next is refused in the kernel", async () => {
+    const o = httpOrigin("127.0.0.1", "origin");
+    f.servers.push(o.listener);
+    f.ep = await EdgeproxyProcess.start(["--mode", "http", "--ports", "8080", "--prefix", "192.0.2.0/25", "--origin", `127.0.0.1:${o.port}`, "--source-connections", "2"]);
+    const request = "GET / HTTP/1.1\r\nHost: shop.example\r\n\r\n";
+    const ok = (got: string) => got.startsWith("HTTP/1.1 200") && got.endsWith("origin");
+    const get = (from: string) => hold("192.0.2.1", 8080, from, undefined, 3000, request, ok);
+    const a = [await get("192.0.2.201"), await get("192.0.2.201")];
+    expect(a.map((h) => h.outcome)).toEqual(["open", "open"]);
+    expect((await get("192.0.2.201")).outcome).toBe("refused");
+    const b = await get("192.0.2.202");
+    expect(b.outcome).toBe("open");
+    a[0]!.close();
+    expect(
+      await until(async () => {
+        const h = await get("192.0.2.201");
+        if (h.outcome === "open") a.push(h);
+        return h.outcome === "open";
+      }),
+    ).toBe(true);
+    for (const h of [...a, b]) h.close();
   }, 30_000);
 
   test("udp: --source-connections limits flows per client (all workers together); the flows' end frees places", async () => {
