@@ -469,19 +469,22 @@ int ep_migrate(struct sk_reuseport_md *md)
 struct bpf_map;
 
 struct reclaim_ctx {
-	__u32 owner;
+	__u32 mask;
 	__u32 touched;
 };
 
 static long reclaim_one(struct bpf_map *map, struct ep_source_key *key, struct ep_source_count *c, struct reclaim_ctx *rc)
 {
-	__u32 o = rc->owner;
+	int touched = 0;
 
-	if (o < EP_SOURCE_OWNERS && c->owner[o]) {
-		/* Its owner is gone, so nothing else writes this slot. */
-		c->owner[o] = 0;
-		rc->touched++;
+	for (int i = 0; i < EP_SOURCE_OWNERS; i++) {
+		/* Their owners are gone, so nothing else writes these slots. */
+		if ((rc->mask & (1U << i)) && c->owner[i]) {
+			c->owner[i] = 0;
+			touched = 1;
+		}
 	}
+	rc->touched += touched;
 	return 0;
 }
 
@@ -496,15 +499,15 @@ int ep_source(struct ep_source_op *op)
 	__u32 o = op->owner;
 	__u64 old;
 
-	if (o >= EP_SOURCE_OWNERS)
-		return 0;
 	if (op->op == EP_SOURCE_OP_RECLAIM) {
-		rc.owner = o;
+		rc.mask = o;
 		rc.touched = 0;
 		bpf_for_each_map_elem(&ep_source_conns, reclaim_one, &rc, 0);
 		op->result = rc.touched;
 		return rc.touched;
 	}
+	if (o >= EP_SOURCE_OWNERS)
+		return 0;
 	__builtin_memcpy(&key, &op->key, sizeof(key));
 	if (op->op == EP_SOURCE_OP_RATE) {
 		lim = bpf_map_lookup_elem(&ep_limits, &key.service);

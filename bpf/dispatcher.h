@@ -179,8 +179,9 @@ static inline __u32 ep_member_key(__u32 slot, __u32 member)
  * claimed by putting a socket the process keeps open for its lifetime in
  * ep_source_owners at the slot's index: a process that dies closes it, the
  * kernel drops it from the SOCKMAP, and the slot reads as free. The next
- * process to claim a slot first zeroes every free slot's counts (reclaim), so
- * a crashed worker's connections are not counted forever.
+ * process to claim a slot first zeroes every free slot's counts (reclaim), and
+ * every counting process does so every so often, so a crashed worker's
+ * connections are not counted forever.
  */
 #define EP_SOURCE_OWNERS 32
 
@@ -228,15 +229,15 @@ struct ep_limit_counters {
  * BPF_PROG_TEST_RUN; the kernel copies it back, `result` filled in.
  * ADD: add delta (+1 at accept, -1 at close; never below 0) to key's count in
  * slot `owner`; result: the client's count over all owners afterwards.
- * RECLAIM: zero slot `owner` of every entry (its process is gone); result:
- * how many entries had a count there.
+ * RECLAIM: zero the slots whose bits are set in `owner` (a mask: their
+ * processes are gone) in every entry; result: how many entries had a count there.
  * RATE: charge one new connection to key's rate (source_rate of key.service);
  * result 1 when the client is over it (for clients a PROXY header names).
  */
 struct ep_source_op {
 	struct ep_source_key key;
 	__u32 op; /* EP_SOURCE_OP_* */
-	__u32 owner;
+	__u32 owner; /* slot; for RECLAIM a mask of slots (EP_SOURCE_OWNERS <= 32) */
 	__s32 delta;
 	__u32 result;
 };

@@ -45,12 +45,22 @@ export class SourceCounter {
     this.closed = true;
   }
 
-  /** Zero slot `owner` in every count (its process is gone); how many counts had something there. */
-  reclaim(owner: number): number {
+  /** Zero these slots in every count (their processes are gone): one pass over the map. How many counts had something there. */
+  reclaim(slots: readonly number[]): number {
+    if (this.closed || !slots.length) return 0;
     this.run.ctx.fill(0);
-    abi.writeSourceOp(this.run.ctx, abi.EP_SOURCE_OP_RECLAIM, owner, 0);
+    const mask = slots.reduce((m, s) => (m | (1 << s)) >>> 0, 0);
+    abi.writeSourceOp(this.run.ctx, abi.EP_SOURCE_OP_RECLAIM, mask, 0);
     return this.run.run();
   }
+}
+
+/** Owner slots whose socket has left ep_source_owners (never used, or their process is gone). */
+function freeSlots(dispatcher: Dispatcher): number[] {
+  const owners = dispatcher.maps.ep_source_owners;
+  const free: number[] = [];
+  for (let slot = 0; slot < abi.EP_SOURCE_OWNERS; slot++) if (!owners.lookup(abi.u32(slot), new Uint8Array(8))) free.push(slot);
+  return free;
 }
 
 /** This process's owner slot: the counter, and the socket that marks the slot taken while the process lives. */
@@ -76,12 +86,10 @@ export class SourceOwner {
     const progFd = dispatcher.sourceFd;
     if (progFd === undefined) return undefined;
     const owners = dispatcher.maps.ep_source_owners;
-    const free: number[] = [];
-    for (let slot = 0; slot < abi.EP_SOURCE_OWNERS; slot++) if (!owners.lookup(abi.u32(slot), new Uint8Array(8))) free.push(slot);
+    const free = freeSlots(dispatcher);
     if (!free.length) return undefined;
     const counter = new SourceCounter(progFd, free[0]!);
-    let reclaimed = 0;
-    for (const slot of free) reclaimed += counter.reclaim(slot);
+    const reclaimed = counter.reclaim(free);
     const fd = openUdpSocket(4, "source-count owner socket");
     try {
       bindTo(fd, { family: 4, addr: Uint8Array.from([127, 0, 0, 1]), port: 0 }, "source-count owner socket");
@@ -91,6 +99,16 @@ export class SourceOwner {
       throw e instanceof KernelError ? new KernelError(`claim source-count slot ${free[0]}`, -e.errno, e.log) : e;
     }
     return new SourceOwner(counter, fd, reclaimed);
+  }
+
+  /**
+   * Zero the counts of every free slot: processes that died since the last
+   * claim (a worker the supervisor did not restart, a process an upgrade
+   * replaced whose last connections were cut). Call under the pin lock, so
+   * no process claims a slot meanwhile. How many counts had something there.
+   */
+  sweep(dispatcher: Dispatcher): number {
+    return this.counter.reclaim(freeSlots(dispatcher));
   }
 
   /** Give the slot up: this process's counts are stale from now on (the next claim zeroes them). */

@@ -113,7 +113,7 @@ export class Server {
         process.stderr.write(`edgeproxy: ${accepting ? "below" : "at"} --max-connections ${maxConnections}: ${accepting ? "accepting again" : "refusing new connections"}\n`);
       });
       const planes = new DataPlanes(new CoarseClock(), admission, maxFlows);
-      const sourceLimiting = new SourceLimiting(pinned.dispatcher);
+      const sourceLimiting = new SourceLimiting(pinned.dispatcher, bpffs);
       const before = registry.snapshot(config.services.map((s) => s.name));
       try {
         for (const cfg of config.services) {
