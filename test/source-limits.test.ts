@@ -6,13 +6,14 @@ import type { Socket } from "bun";
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { EdgeproxyProcess } from "./helpers/edgeproxy";
+import { EdgeproxyProcess, runEdgeproxy } from "./helpers/edgeproxy";
 import { proxyFixture } from "./helpers/fixture";
 import { echoOrigin, exchange, text } from "./helpers/net";
 import { proxyV1Header } from "../src/proxy/proxyheader/encode";
 import { parseAddress } from "../src/config/address";
 import { udpOrigin } from "./helpers/udp";
 import { httpOrigin } from "./helpers/http";
+import { workdir, writeConfig } from "./helpers/pools";
 
 /** One datagram from a new socket on `from` (a new flow) and its reply, or "<timeout>". */
 async function udpFrom(from: string, host: string, port: number, payload: string, timeoutMs = 1500): Promise<string> {
@@ -180,6 +181,38 @@ describe("per-client limits", () => {
       done();
     }
   }, 40_000);
+
+  test("a reload changes the limit: connections open before it still count, and are given back when they close", async () => {
+    const w = workdir();
+    const origin = echoOrigin("127.0.0.1");
+    f.servers.push(origin);
+    try {
+      writeConfig(w, { origins: [`127.0.0.1:${origin.port}`], ports: "7000-7099", extra: "source_connections = 1" });
+      f.ep = await EdgeproxyProcess.start(["--config", w.file, "--workers", "1"]);
+      const A = "192.0.2.201";
+      const first = await hold("192.0.2.1", 7000, A);
+      expect(first.outcome).toBe("open");
+      expect((await hold("192.0.2.1", 7001, A)).outcome).toBe("refused");
+      writeConfig(w, { origins: [`127.0.0.1:${origin.port}`], ports: "7000-7099", extra: "source_connections = 3" });
+      const r = await runEdgeproxy(["reload", "--admin", w.admin]);
+      expect([r.code, r.stderr]).toEqual([0, ""]);
+      const more = [await hold("192.0.2.1", 7002, A), await hold("192.0.2.1", 7003, A)];
+      expect(more.map((h) => h.outcome)).toEqual(["open", "open"]);
+      expect((await hold("192.0.2.1", 7004, A)).outcome).toBe("refused");
+      // The connection from before the reload gives its count back through the old data plane.
+      first.close();
+      let last: Held | undefined;
+      expect(
+        await until(async () => {
+          last = await hold("192.0.2.1", 7005, A, undefined, 1000);
+          return last.outcome === "open";
+        }),
+      ).toBe(true);
+      for (const h of [...more, last!]) h.close();
+    } finally {
+      w.done();
+    }
+  }, 30_000);
 
   test("--source-rate: a flooding client is refused in the kernel (limited moves, user space accepts none of them); other clients pass", async () => {
     const { admin, done } = adminDir();
