@@ -5,6 +5,7 @@ import { afterEach, beforeEach, expect, test } from "bun:test";
 import type { TCPSocketListener } from "bun";
 import { parseAddress, parsePrefix } from "../src/config/address";
 import * as abi from "../src/dispatcher/abi";
+import * as sabi from "../src/dispatcher/sourceabi";
 import { Dispatcher } from "../src/dispatcher/dispatcher";
 import { dispatcherImage } from "../src/dispatcher/image";
 import { SourceCounter, SourceOwner } from "../src/dispatcher/sources";
@@ -44,8 +45,8 @@ const from = (remote: string) => {
 };
 const SK_PASS = 1;
 const SK_DROP = 0;
-const limit = (x: Partial<abi.SourceLimitEntry>) => dispatcher.setSourceLimit(1, { ...abi.NO_SOURCE_LIMIT, prefixV6: 64, ...x });
-const key = (addr: string, prefixLen = 64): abi.SourceKey => ({ service: 1, addr: parseAddress(addr)!, prefixLen: parseAddress(addr)!.length === 4 ? 32 : prefixLen });
+const limit = (x: Partial<sabi.SourceLimitEntry>) => dispatcher.setSourceLimit(1, { ...sabi.NO_SOURCE_LIMIT, prefixV6: 64, ...x });
+const key = (addr: string, prefixLen = 64): sabi.SourceKey => ({ service: 1, addr: parseAddress(addr)!, prefixLen: parseAddress(addr)!.length === 4 ? 32 : prefixLen });
 
 test("source_rate: a burst, then refusals in the program (counted), per IPv6 /64; another /64 and IPv4 clients unaffected", () => {
   // 1 per 10 s, burst 3: tolerance = 2 intervals.

@@ -4,6 +4,7 @@ import { ConfigError, EdgeError } from "../errors";
 import { BpfMap, BpfObject, KernelError, possibleCpus, programInfo, type BpfLink, type BpfProgram } from "../ebpf/libbpf";
 import { libc } from "../ebpf/libc";
 import * as abi from "./abi";
+import * as sabi from "./sourceabi";
 import type { Binding, Protocol } from "./binding";
 import { compileBindings, type PortTable } from "./compile";
 
@@ -313,21 +314,21 @@ export class Dispatcher {
   resetCounters(service: number): void {
     this.maps.ep_counters.update(abi.u32(service), new Uint8Array(abi.sizes.ep_service_counters * this.cpus));
     this.maps.ep_limit_counters.update(abi.u32(service), new Uint8Array(abi.sizes.ep_limit_counters * this.cpus));
-    this.setSourceLimit(service, abi.NO_SOURCE_LIMIT);
+    this.setSourceLimit(service, sabi.NO_SOURCE_LIMIT);
   }
 
   /** SYNs the program refused for a per-client limit, summed over CPUs. */
-  limitCounters(service: number): abi.LimitCounters {
+  limitCounters(service: number): sabi.LimitCounters {
     const buf = new Uint8Array(abi.sizes.ep_limit_counters * this.cpus);
     const v = this.maps.ep_limit_counters.lookup(abi.u32(service), buf);
     if (!v) throw new KernelError(`read limit counters of service ${service}`, 2);
-    return abi.decodeLimitCounters(v, this.cpus);
+    return sabi.decodeLimitCounters(v, this.cpus);
   }
 
   /** Set a service's per-client limits (ep_limits); NO_SOURCE_LIMIT turns them off. */
-  setSourceLimit(service: number, limit: abi.SourceLimitEntry): void {
+  setSourceLimit(service: number, limit: sabi.SourceLimitEntry): void {
     try {
-      this.maps.ep_limits.update(abi.u32(service), abi.encodeSourceLimit(limit));
+      this.maps.ep_limits.update(abi.u32(service), sabi.encodeSourceLimit(limit));
     } catch (cause) {
       throw new DispatcherError(`set per-client limits of service ${service}`, { cause });
     }
@@ -347,9 +348,9 @@ export class Dispatcher {
     }
   }
 
-  sourceLimit(service: number): abi.SourceLimitEntry {
+  sourceLimit(service: number): sabi.SourceLimitEntry {
     const v = this.maps.ep_limits.lookup(abi.u32(service), new Uint8Array(abi.sizes.ep_source_limit));
-    return v ? abi.decodeSourceLimit(v) : abi.NO_SOURCE_LIMIT;
+    return v ? sabi.decodeSourceLimit(v) : sabi.NO_SOURCE_LIMIT;
   }
 
   /**

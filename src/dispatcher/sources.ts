@@ -4,6 +4,7 @@
 import { PreparedTestRun, KernelError } from "../ebpf/libbpf";
 import { bindTo, closeFd, openUdpSocket } from "../system/udp";
 import * as abi from "./abi";
+import * as sabi from "./sourceabi";
 import type { Dispatcher } from "./dispatcher";
 
 /**
@@ -25,18 +26,18 @@ export class SourceCounter {
   }
 
   /** Add +1 (a connection accepted) or -1 (closed) to the client's count; its count over all processes afterwards. */
-  add(key: abi.SourceKey, delta: 1 | -1): number {
+  add(key: sabi.SourceKey, delta: 1 | -1): number {
     if (this.closed) return 0;
-    abi.writeSourceKey(this.run.ctx, key);
-    abi.writeSourceOp(this.run.ctx, abi.EP_SOURCE_OP_ADD, this.owner, delta);
+    sabi.writeSourceKey(this.run.ctx, key);
+    sabi.writeSourceOp(this.run.ctx, abi.EP_SOURCE_OP_ADD, this.owner, delta);
     return this.run.run();
   }
 
   /** Charge a new connection to the client's rate (its service's source_rate): true when it is over. */
-  rateExceeded(key: abi.SourceKey): boolean {
+  rateExceeded(key: sabi.SourceKey): boolean {
     if (this.closed) return false;
-    abi.writeSourceKey(this.run.ctx, key);
-    abi.writeSourceOp(this.run.ctx, abi.EP_SOURCE_OP_RATE, this.owner, 0);
+    sabi.writeSourceKey(this.run.ctx, key);
+    sabi.writeSourceOp(this.run.ctx, abi.EP_SOURCE_OP_RATE, this.owner, 0);
     return this.run.run() === 1;
   }
 
@@ -50,7 +51,7 @@ export class SourceCounter {
     if (this.closed || !slots.length) return 0;
     this.run.ctx.fill(0);
     const mask = slots.reduce((m, s) => (m | (1 << s)) >>> 0, 0);
-    abi.writeSourceOp(this.run.ctx, abi.EP_SOURCE_OP_RECLAIM, mask, 0);
+    sabi.writeSourceOp(this.run.ctx, abi.EP_SOURCE_OP_RECLAIM, mask, 0);
     return this.run.run();
   }
 }

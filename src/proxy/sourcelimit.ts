@@ -1,6 +1,6 @@
 import type { Socket } from "bun";
 import type { SourceLimits } from "../config/service";
-import { EP_SOURCE_LIMIT_EXEMPT, NO_SOURCE_LIMIT, type SourceLimitEntry, type SourceKey } from "../dispatcher/abi";
+import { EP_SOURCE_LIMIT_EXEMPT, NO_SOURCE_LIMIT, type SourceLimitEntry, type SourceKey } from "../dispatcher/sourceabi";
 import type { SourceCounter } from "../dispatcher/sources";
 import type { Endpoint } from "../system/sockaddr";
 

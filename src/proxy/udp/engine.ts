@@ -28,7 +28,7 @@ import { proxyV2Header, sppHeader, hasSppHeader, SPP_HEADER_SIZE } from "../prox
 import { EndpointSet, type PanicCounts, type UdpOrigins, type WorkerEndpoint } from "./origins";
 import { C, dropIndex, ROW, type UdpDropReason } from "./stats";
 import { SourceCounter } from "../../dispatcher/sources";
-import type { SourceKey } from "../../dispatcher/abi";
+import type { SourceKey } from "../../dispatcher/sourceabi";
 import type { SourceCounting } from "../sourcelimit";
 
 const EMSGSIZE = 90;
