@@ -301,6 +301,14 @@ describe("per-client limits", () => {
     }
   }, 30_000);
 
+  test("the built-in responder (no --origin) counts connections too", async () => {
+    f.ep = await EdgeproxyProcess.start(["--ports", "7000-7099", "--prefix", "192.0.2.0/25", "--source-connections", "1"]);
+    const a = await hold("192.0.2.1", 7000, "192.0.2.201");
+    expect(a.outcome).toBe("open");
+    expect((await hold("192.0.2.1", 7001, "192.0.2.201")).outcome).toBe("refused");
+    a.close();
+  }, 30_000);
+
   test("http: --source-connections counts keep-alive connections; the next is refused in the kernel", async () => {
     const o = httpOrigin("127.0.0.1", "origin");
     f.servers.push(o.listener);

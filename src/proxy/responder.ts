@@ -3,6 +3,8 @@ import { Hono } from "hono";
 import { unmapAddress } from "../config/address";
 import { VERSION } from "../version";
 import type { Admission } from "./admission";
+import type { SourceLimit } from "./sourcelimit";
+import { socketEnds } from "./inbound";
 import { Outbox } from "./outbox";
 
 /*
@@ -50,7 +52,7 @@ type State = {
 };
 
 /** Socket handlers for the built-in responder. */
-export function responderHandlers(admission: Admission) {
+export function responderHandlers(admission: Admission, limit?: SourceLimit) {
   const app = responderApp();
   const decoder = new TextDecoder("latin1");
 
@@ -127,6 +129,14 @@ export function responderHandlers(admission: Admission) {
   return {
     open(s: Socket<State>) {
       if (!admission.admit()) return void s.terminate();
+      // --- per-client limits (issue 15), admission stage.
+      if (limit) {
+        const client = socketEnds(s)?.client;
+        if (!client || !limit.admit(s, client)) {
+          admission.leave();
+          return void s.terminate();
+        }
+      }
       s.data = { mode: "sniff", buffered: new Uint8Array(), skip: 0, out: new Outbox(), ended: false, busy: false };
     },
     data(s: Socket<State>, chunk: Buffer) {
@@ -172,6 +182,7 @@ export function responderHandlers(admission: Admission) {
       if (st.out.queued === 0 && !st.busy) s.end();
     },
     close(s: Socket<State>) {
+      limit?.released(s);
       if (!s.data) return;
       s.data = undefined as unknown as State; // leave exactly once
       admission.leave();

@@ -58,7 +58,7 @@ export class TcpService implements DataPlaneService {
             allowHalfOpen: true,
             // Terminate TLS here; the origin gets plaintext. Without it, bytes pass through as they are.
             ...(this.config.tls ? { tls: { cert: this.config.tls.cert, key: this.config.tls.key } } : {}),
-            socket: this.pool ? this.relayHandlers(this.pool) : responderHandlers(this.admission),
+            socket: this.pool ? this.relayHandlers(this.pool) : responderHandlers(this.admission, this.sourceLimit),
           }),
         );
         this.listeners.push({ family, listener });
