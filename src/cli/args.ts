@@ -8,7 +8,7 @@ import { checkService } from "../config/validate";
 import { parsePorts, type PortRange } from "../config/ports";
 import { DEFAULTS, transportOf, type Balance, type Mode, type OriginConfig, type ServeConfig, type ServiceConfig } from "../config/service";
 import { ConfigError } from "../errors";
-import { sourceLimitsOf } from "../config/sourcelimits";
+import { SOURCE_BOUNDS, sourceLimitsOf } from "../config/sourcelimits";
 
 export type Command =
   | { kind: "help" }
@@ -238,19 +238,19 @@ export function parseArgs(argv: readonly string[]): Command {
         break;
       case "--source-connections":
         once();
-        source.connections = positive(flag, value());
+        source.connections = parseCount(value(), flag, SOURCE_BOUNDS.connections);
         break;
       case "--source-rate":
         once();
-        source.rate = positive(flag, value());
+        source.rate = parseCount(value(), flag, SOURCE_BOUNDS.rate);
         break;
       case "--source-rate-burst":
         once();
-        source.burst = positive(flag, value());
+        source.burst = parseCount(value(), flag, SOURCE_BOUNDS.burst);
         break;
       case "--source-prefix-v6":
         once();
-        source.prefixV6 = positive(flag, value());
+        source.prefixV6 = parseCount(value(), flag, SOURCE_BOUNDS.prefixV6);
         break;
       default:
         throw new ConfigError(arg, arg.startsWith("-") ? "unknown option (see --help)" : "unexpected argument (see --help)");

@@ -11,7 +11,7 @@ import { parseHttp, parsePool, parseTls, POOL_FIELDS } from "./pool-file";
 import { parsePorts } from "./ports";
 import { Fields, isTable } from "./schema";
 import { checkService } from "./validate";
-import { sourceLimitsOf } from "./sourcelimits";
+import { SOURCE_BOUNDS, sourceLimitsOf } from "./sourcelimits";
 import { DEFAULTS, transportOf, type AdminConfig, type BindingConfig, type Mode, type ServeConfig, type ServiceConfig } from "./service";
 
 const NAME = /^[a-zA-Z0-9_.-]{1,64}$/;
@@ -220,7 +220,12 @@ function parseService(raw: unknown, index: number, file: string, read: (path: st
   const tls = parseTls({ file: f.string("tls_cert"), where: f.at("tls_cert") }, { file: f.string("tls_key"), where: f.at("tls_key") }, mode, read);
   const http = parseHttp(f, mode);
   const sourceLimits = sourceLimitsOf(
-    { connections: f.positiveInteger("source_connections"), rate: f.positiveInteger("source_rate"), burst: f.positiveInteger("source_rate_burst"), prefixV6: f.positiveInteger("source_prefix_v6") },
+    {
+      connections: f.positiveInteger("source_connections", SOURCE_BOUNDS.connections),
+      rate: f.positiveInteger("source_rate", SOURCE_BOUNDS.rate),
+      burst: f.positiveInteger("source_rate_burst", SOURCE_BOUNDS.burst),
+      prefixV6: f.positiveInteger("source_prefix_v6", SOURCE_BOUNDS.prefixV6),
+    },
     mode,
     { connections: f.at("source_connections"), rate: f.at("source_rate"), burst: f.at("source_rate_burst"), prefixV6: f.at("source_prefix_v6") },
   );

@@ -1,4 +1,5 @@
 import { ConfigError } from "../errors";
+import { checkCount, LIMITS, type CountBounds } from "./numbers";
 import { DEFAULTS, type Mode, type SourceLimits } from "./service";
 
 /** What the config file or the flags gave, as text or numbers not yet checked. */
@@ -17,10 +18,17 @@ export interface SourceLimitNames {
   readonly prefixV6: string;
 }
 
-// struct ep_source_limit holds the count as a u32; a rate of more than 1e9/s would be an interval under 1 ns.
-const MAX_CONNECTIONS = 0xffffffff;
-const MAX_RATE = 1_000_000;
-const MAX_BURST = 1_000_000;
+/*
+ * Bounds of each figure, for the flags and the file alike. A count fits
+ * struct ep_source_limit's u32; a rate is at most 1,000,000/s (the program's
+ * interval is 1e9 / rate ns, so it stays a whole microsecond or more).
+ */
+export const SOURCE_BOUNDS = {
+  connections: { min: 1, max: LIMITS.maxCount },
+  rate: { min: 1, max: 1_000_000 },
+  burst: { min: 1, max: 1_000_000 },
+  prefixV6: { min: 1, max: 128 },
+} as const satisfies Record<string, CountBounds>;
 
 /**
  * Complete the per-client limits of a service: burst defaults to one
@@ -28,13 +36,7 @@ const MAX_BURST = 1_000_000;
  * Undefined when no limit is set.
  */
 export function sourceLimitsOf(x: SourceLimitInput, mode: Mode, names: SourceLimitNames): SourceLimits | undefined {
-  const within = (v: number | undefined, name: string, lo: number, hi: number) => {
-    if (v !== undefined && (!Number.isInteger(v) || v < lo || v > hi)) throw new ConfigError(name, `${v} is not a whole number from ${lo} to ${hi}`);
-  };
-  within(x.connections, names.connections, 1, MAX_CONNECTIONS);
-  within(x.rate, names.rate, 1, MAX_RATE);
-  within(x.burst, names.burst, 1, MAX_BURST);
-  within(x.prefixV6, names.prefixV6, 1, 128);
+  for (const k of ["connections", "rate", "burst", "prefixV6"] as const) if (x[k] !== undefined) checkCount(x[k], names[k], SOURCE_BOUNDS[k]);
   if (x.burst !== undefined && x.rate === undefined) throw new ConfigError(names.burst, `needs ${names.rate}`);
   // A datagram is not a new flow to the kernel, so UDP gets the flow count only.
   if (mode === "udp" && x.rate !== undefined) throw new ConfigError(names.rate, `applies to tcp and http connections; for udp flows use ${names.connections}`);
