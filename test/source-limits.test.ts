@@ -287,6 +287,14 @@ describe("per-client limits", () => {
         h.close();
       }
       expect(e.map((h) => h.outcome)).toEqual(["open", "open", "open", "reset"]);
+      // Headers naming no client (UNKNOWN, as a balancer's health check sends): the balancer itself, never limited.
+      const unknown = [];
+      for (let i = 0; i < 6; i++) {
+        const h = await hold("192.0.2.1", 7000, LB, Buffer.from("PROXY UNKNOWN\r\n"));
+        unknown.push(h.outcome);
+        h.close();
+      }
+      expect(unknown).toEqual(new Array(6).fill("open"));
       const m = await metrics(admin);
       expect(sum(m, "source_limited_total", 'limit="connections"')).toBe(1);
       expect(sum(m, "source_limited_total", 'limit="rate"')).toBe(1);

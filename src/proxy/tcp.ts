@@ -129,7 +129,8 @@ export class TcpService implements DataPlaneService {
           }
         }
         if (balancer) {
-          s.data = new InboundHeader(s, ends!, inbound, clock.now, (e, rest) => start(s, e, rest, true));
+          // A header without addresses (LOCAL, UNKNOWN: the balancer's own health check) hands back `ends` itself: not a client to limit.
+          s.data = new InboundHeader(s, ends!, inbound, clock.now, (e, rest) => start(s, e, rest, e !== ends));
           return;
         }
         // (config/validate.ts refuses accept_proxy with tls on tcp: a connection is in one stage or the other.)

@@ -117,8 +117,8 @@ export class HttpService implements DataPlaneService {
           if (balancer) {
             // A trusted load balancer: its PROXY header names the client (and the edge) first.
             s.data = new InboundHeader(s, ends!, inbound, ctx.clock.now, (e, rest) => {
-              // --- per-client limits (issue 15): the client the header names.
-              if (limit && !limit.admit(s, e.client, true)) {
+              // --- per-client limits (issue 15): the client the header names (LOCAL, UNKNOWN: the balancer itself, not limited).
+              if (limit && e !== ends && !limit.admit(s, e.client, true)) {
                 ctx.admission.leave();
                 return void s.terminate();
               }
