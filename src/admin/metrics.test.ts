@@ -31,6 +31,7 @@ test("every family parses, is typed and has help; counters end in _total", () =>
       "connection_duration_seconds",
       "connections_active",
       "connections_total",
+      "deadline_expired_total",
       "http_origin_connections_total",
       "http_responses_total",
       "idle_timeouts_total",
