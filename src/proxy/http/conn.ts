@@ -294,6 +294,10 @@ export class HttpConnection extends Exchange implements Session {
         if (this.toClient.queued === 0 && now - this.waitFrom >= d.keepaliveMs) return this.expired("keepalive");
       } else if (now - this.headFrom >= d.headerMs) return this.expired("request_head");
     } else if (this.phase === Phase.Body && !this.clientPaused && now - this.clientAt >= d.bodyMs) {
+      // A gap, not a minimum rate (nginx's client_body_timeout, not Apache's MinRate): a rate needs a
+      // window and a second knob, and cuts honest uploads on slow links; a gap costs one number per
+      // chunk. What a gap leaves open (a body dribbled just under it) is bounded in number by the
+      // connection cap and the per-source limits. Gaps we cause (client paused for the origin) do not count.
       return this.expired("request_body");
     }
     if (this.deadlineKind !== Deadline.None && now >= this.deadline) {
