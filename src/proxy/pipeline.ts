@@ -61,6 +61,14 @@ export interface PipelineOptions {
   readonly acceptProxy: readonly Prefix[];
   readonly tls: boolean;
   readonly deadlines: Deadlines;
+  /**
+   * The admission check with the client's address (per-source limits hook in
+   * here): at accept with the peer, and again once an accepted PROXY header
+   * names the real client. false: the connection is reset (the check counts
+   * its refusals). The connection cap was taken before. Absent: no check, and
+   * no address parsed at accept for it.
+   */
+  readonly admitClient?: (client: Endpoint, when: "accept" | "proxy_header") => boolean;
 }
 
 const enum Stage {
@@ -94,21 +102,16 @@ export class Pipeline {
     private readonly o: PipelineOptions,
     private readonly protocol: Protocol,
   ) {
-    this.needEnds = protocol.needEnds || o.acceptProxy.length > 0;
+    this.needEnds = protocol.needEnds || o.acceptProxy.length > 0 || o.admitClient !== undefined;
   }
 
   get size(): number {
     return this.conns.size;
   }
 
-  /**
-   * The admission check with the client's address: at accept (the peer) and
-   * again once an accepted PROXY header names the real client. The
-   * connection cap was taken before; per-source limits hook in here.
-   * false: the connection is reset (the caller counts nothing; the check does).
-   */
-  private admitClient(_client: Endpoint, _when: "accept" | "proxy_header"): boolean {
-    return true;
+  /** The one place a client is admitted by address (see PipelineOptions.admitClient). */
+  private admitClient(client: Endpoint, when: "accept" | "proxy_header"): boolean {
+    return this.o.admitClient ? this.o.admitClient(client, when) : true;
   }
 
   /** Bun socket handlers for the service's listeners. */
@@ -168,6 +171,7 @@ export class Pipeline {
         if (c?.stage === Stage.Protocol) return c.session!.clientEnd();
         if (c?.stage === Stage.Header && !c.header!.started) {
           // A balancer's TCP health check connects and closes without a byte: not an error.
+          c.stage = Stage.Ending;
           return void s.end();
         }
         // Mid-header: truncated (counted at `close`). Mid-handshake: a client (or a TCP check) gave up.
