@@ -27,6 +27,8 @@ export interface ConnectionStats {
   readonly proxyHeaderErrors: Readonly<Record<string, number>>;
   /** TLS-terminating services: handshakes that failed or did not finish in time, by reason: failed, timeout. */
   readonly tlsHandshakeErrors: Readonly<Record<string, number>>;
+  /** Connections closed at a client stage's deadline, by stage: proxy_header, tls_handshake, request_head, keepalive, request_body. */
+  readonly deadlinesExpired: Readonly<Record<string, number>>;
   /** Connection durations in seconds, cumulative Prometheus-style buckets (le ascending, last is +Inf). */
   readonly duration: { readonly buckets: readonly { le: number; count: number }[]; readonly sum: number; readonly count: number };
 }

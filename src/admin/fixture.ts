@@ -13,6 +13,7 @@ export function sampleStatus(): StatusSnapshot {
   stats.proxyHeaderError("malformed");
   stats.proxyHeaderError("malformed");
   for (let i = 0; i < 4; i++) stats.tlsHandshakeError("failed");
+  stats.deadlineExpired("tls_handshake");
   stats.originError("refused");
   stats.originError("refused");
   stats.originError("weird");

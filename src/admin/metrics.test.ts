@@ -31,6 +31,7 @@ test("every family parses, is typed and has help; counters end in _total", () =>
       "connection_duration_seconds",
       "connections_active",
       "connections_total",
+      "deadline_expired_total",
       "http_origin_connections_total",
       "http_responses_total",
       "idle_timeouts_total",
@@ -111,6 +112,10 @@ test("values match the snapshot, bigints to the last digit", () => {
   expect(value(fams, "edgeproxy_proxy_header_errors_total", { service: "web", reason: "timeout" })).toBe("0");
   expect(value(fams, "edgeproxy_tls_handshake_errors_total", { service: "web", reason: "failed" })).toBe("4");
   expect(value(fams, "edgeproxy_tls_handshake_errors_total", { service: "web", reason: "timeout" })).toBe("0");
+  // A tcp service shows its two stages' deadlines (http ones would read 0 forever).
+  expect(value(fams, "edgeproxy_deadline_expired_total", { service: "web", stage: "tls_handshake" })).toBe("1");
+  expect(value(fams, "edgeproxy_deadline_expired_total", { service: "web", stage: "proxy_header" })).toBe("0");
+  expect(fams.get("edgeproxy_deadline_expired_total")!.metrics.map((m) => m.labels!.stage)).toEqual(["proxy_header", "tls_handshake"]);
   expect(value(fams, "edgeproxy_connection_cap_max")).toBe("9950");
   expect(value(fams, "edgeproxy_connection_cap_active")).toBe("2");
   expect(value(fams, "edgeproxy_connection_cap_refused_total")).toBe("5");

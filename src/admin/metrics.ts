@@ -1,6 +1,7 @@
 import { UDP_DROP_REASONS, type DatagramStats } from "../proxy/udp/stats";
 import type { OriginStatus } from "../origin/pool";
 import type { HttpStatsSnapshot } from "../proxy/http/stats";
+import { DEADLINE_STAGES } from "../config/deadlines";
 import type { ConnectionStats, ServiceSnapshot, StatusSnapshot } from "./backend";
 
 /** The Content-Type of renderMetrics' output. */
@@ -89,6 +90,12 @@ export function renderMetrics(s: StatusSnapshot): string {
   perService(proxied, "tls_handshake_errors_total", "counter", "TLS handshakes that failed or did not finish in time (connection reset), by reason.", (svc, emit) => {
     const errors = svc.connections.tlsHandshakeErrors;
     for (const r of [...new Set([...TLS_HANDSHAKE_ERRORS, ...Object.keys(errors).sort()])]) emit({ reason: r }, errors[r] ?? 0);
+  });
+
+  perService(proxied, "deadline_expired_total", "counter", "Connections closed because a client stage did not finish in time, by stage.", (svc, emit) => {
+    const expired = svc.connections.deadlinesExpired;
+    const stages = DEADLINE_STAGES[svc.mode === "http" ? "http" : "tcp"];
+    for (const st of [...new Set([...stages, ...Object.keys(expired).sort()])]) emit({ stage: st }, expired[st] ?? 0);
   });
 
   // One series per endpoint (an origin's address): a name's addresses come and go with DNS.

@@ -1,6 +1,7 @@
 import type { Prefix } from "./address";
 import type { HttpConfig, PoolConfig, TlsConfig } from "./pool";
 import type { PortRange } from "./ports";
+import type { Deadlines } from "./deadlines";
 
 export type { Balance, EjectConfig, HealthConfig, HttpConfig, OriginConfig, PoolConfig, RouteConfig, TlsConfig } from "./pool";
 
@@ -51,6 +52,8 @@ export interface ServiceConfig {
   readonly tls?: TlsConfig;
   /** http mode only. */
   readonly http?: HttpConfig;
+  /** tcp and http: how long each client stage may take (PROXY header, TLS handshake, and http's request head, keep-alive wait, body gaps). */
+  readonly deadlines: Deadlines;
 }
 
 /** Where the admin API listens: a unix socket (default), or loopback with a bearer token. */

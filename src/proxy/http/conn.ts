@@ -1,4 +1,6 @@
 import { formatAddress } from "../../config/address";
+import type { DeadlineStage } from "../../config/deadlines";
+import type { Session } from "../pipeline";
 import { ChunkedDecoder } from "./chunked";
 import { HIGH_WATER, LINGER_MS } from "./context";
 import { Deadline, EMPTY, Exchange, Phase, concat } from "./exchange";
@@ -18,18 +20,28 @@ import { HeadError, hasToken, headEnd, parseRequestHead, type RequestHead } from
  * timers per request.
  */
 
-/** A client connection of an http service (see above). */
-export class HttpConnection extends Exchange {
+/** A client connection of an http service (see above), the pipeline's last stage. */
+export class HttpConnection extends Exchange implements Session {
   /** Close by shutdown and a wait for the client's FIN, not at once. */
   private linger = false;
 
-  // ---- client events ----
+  /** The pipeline hands over: `rest` are the bytes that came after a PROXY header. */
+  started(rest: Uint8Array): this {
+    if (rest.length) this.clientData(rest);
+    return this;
+  }
+
+  // ---- client events (the pipeline's Session) ----
 
   clientData(chunk: Uint8Array): void {
-    this.lastActive = this.ctx.clock.now;
+    const now = this.ctx.clock.now;
+    this.lastActive = now;
+    this.clientAt = now;
     this.ctx.stats.bytesFromClients += chunk.length;
     switch (this.phase) {
       case Phase.Head:
+        // A later request's head has its time from its first byte (the first request's from accept).
+        if (this.inbuf.length === 0 && this.served) this.headFrom = now;
         this.inbuf = concat(this.inbuf, chunk);
         return this.readHeads();
       case Phase.Body:
@@ -192,7 +204,7 @@ export class HttpConnection extends Exchange {
   }
 
   /** The service is draining: a connection waiting for its next request closes now; a busy one after its response. */
-  drain(): void {
+  drainService(): void {
     if (this.closed || this.phase !== Phase.Head || this.inbuf.length > 0) return;
     this.keepAlive = false;
     this.endClient();
@@ -210,6 +222,8 @@ export class HttpConnection extends Exchange {
     this.res = undefined;
     if (!this.keepAlive) return this.endClient();
     this.phase = Phase.Head;
+    this.served = true;
+    this.waitFrom = this.headFrom = this.ctx.clock.now;
     this.resumeClient();
     if (this.inbuf.length) this.readHeads();
     if (this.phase === Phase.Head && this.clientEnded) this.endClient();
@@ -272,6 +286,20 @@ export class HttpConnection extends Exchange {
 
   sweep(now: number): void {
     if (this.closed) return;
+    const d = this.ctx.config.deadlines;
+    if (this.phase === Phase.Head) {
+      // Waiting for a next request (nothing of it yet, our answer written out): keep-alive.
+      // Else a head is coming (or a new connection's first one is due): the head deadline.
+      if (this.inbuf.length === 0 && this.served) {
+        if (this.toClient.queued === 0 && now - this.waitFrom >= d.keepaliveMs) return this.expired("keepalive");
+      } else if (now - this.headFrom >= d.headerMs) return this.expired("request_head");
+    } else if (this.phase === Phase.Body && !this.clientPaused && now - this.clientAt >= d.bodyMs) {
+      // A gap, not a minimum rate (nginx's client_body_timeout, not Apache's MinRate): a rate needs a
+      // window and a second knob, and cuts honest uploads on slow links; a gap costs one number per
+      // chunk. What a gap leaves open (a body dribbled just under it) is bounded in number by the
+      // connection cap and the per-source limits. Gaps we cause (client paused for the origin) do not count.
+      return this.expired("request_body");
+    }
     if (this.deadlineKind !== Deadline.None && now >= this.deadline) {
       const kind = this.deadlineKind;
       this.deadlineKind = Deadline.None;
@@ -287,6 +315,25 @@ export class HttpConnection extends Exchange {
     }
   }
 
+  /**
+   * A client stage's deadline passed: counted, then a quiet close between
+   * requests, or a 408 (RFC 9110 §15.5.9) when a request was under way and
+   * nothing of its response was sent. No lingering: a client this slow is
+   * not owed one, and its slot is freed now.
+   */
+  private expired(stage: DeadlineStage): void {
+    this.ctx.stats.deadlineExpired(stage);
+    if (stage !== "keepalive") {
+      if (this.res) return this.abort();
+      this.ctx.httpStats.response(408);
+      this.releaseOrigin("reset");
+      this.toClient.write(this.client, errorResponse(408, stage === "request_head" ? "request head timeout" : "request body timeout"));
+    }
+    this.keepAlive = false;
+    this.inbuf = EMPTY;
+    this.linger = false;
+    this.endClient();
+  }
 
   private release(reset: boolean): void {
     if (this.closed) return;
@@ -302,6 +349,5 @@ export class HttpConnection extends Exchange {
     this.toOrigin.clear();
     this.ctx.active.delete(this);
     this.ctx.stats.connectionsActive--;
-    this.ctx.admission.leave();
   }
 }

@@ -164,6 +164,7 @@ export function clientResponseHead(res: ResponseHead, clientMinor: number, frami
 
 const STATUS_TEXT: Record<number, string> = {
   400: "Bad Request",
+  408: "Request Timeout",
   413: "Content Too Large",
   431: "Request Header Fields Too Large",
   501: "Not Implemented",
