@@ -268,7 +268,7 @@ describe("errors name the file, the service and the field", () => {
     [web(undefined, 'header_timeout = "5s"'), 'edgeproxy.toml: service "web": header_timeout: is for http services; this one is tcp'],
     [web(undefined, 'handshake_timeout = "5s"'), 'edgeproxy.toml: service "web": handshake_timeout: applies to TLS-terminating services (give a certificate and key too)'],
     [web(undefined, 'proxy_header_timeout = "5s"'), 'edgeproxy.toml: service "web": proxy_header_timeout: applies to services that accept PROXY headers (give accept_proxy prefixes too)'],
-    [web(undefined, 'mode = "http"\nbody_timeout = "0s"'), 'edgeproxy.toml: service "web": body_timeout: "0s" must be above 0 and at most 7 days'],
+    [web(undefined, 'mode = "http"\nbody_timeout = "0s"'), 'edgeproxy.toml: service "web": body_timeout: "0s" must be at least 1ms and at most 7 days'],
     [web(undefined, "xyz = 1"), 'edgeproxy.toml: service "web": unknown field "xyz" (known: name, mode, origin, origins, balance, health, eject, connect_timeout, idle_timeout, proxy_protocol, accept_proxy, tls_cert, tls_key, first_byte_timeout, max_body_size, max_header_size, allow, deny, bind, route, proxy_header_timeout, handshake_timeout, header_timeout, keepalive_timeout, body_timeout)'],
     // types and required fields
     [`take_over = "yes"\n${web()}`, "edgeproxy.toml: take_over: expected true or false, got a string"],
