@@ -156,6 +156,41 @@ struct ep_group {
 	__u32 reserved;
 };
 
+/*
+ * Member selection in a TCP reuseport group (ep_migrate, see
+ * dispatcher.bpf.c): the listeners of workers below their connection cap.
+ */
+/* Positions per group: one per worker (--workers is at most this). */
+#define EP_REUSE_MAX_MEMBERS 256
+/* ep_reuse_members entries in all: 256 groups of 256 workers. */
+#define EP_REUSE_MAX_ENTRIES 65536
+
+/* ep_reuse_members key: a listener with room, at its worker's position in its group. */
+struct ep_reuse_key {
+	__u32 group;    /* ep_reuse_group_id() */
+	__u32 position; /* the worker index, < ep_reuse_group.members */
+};
+
+/* ep_reuse_groups: ep_reuse_group_id() -> the group's size and service. */
+struct ep_reuse_group {
+	__u32 members; /* positions in use: the workers of the process that registered last */
+	__u32 service; /* for ep_reuse_counters */
+};
+
+/* Per-CPU, per-service. */
+struct ep_reuse_counters {
+	__u64 redirected;          /* the hashed member was at its cap: another one took the connection */
+	__u64 full;                /* every member at its cap: refused (SK_DROP) */
+	__u64 migrated;            /* a closing listener's connection moved to a member with room */
+	__u64 migrated_unselected; /* ... with none having room: left to the kernel's hash */
+};
+
+/* A TCP group by its listeners' loopback port (host order) and family. */
+static inline __u32 ep_reuse_group_id(__u32 is_ipv6, __u32 port)
+{
+	return is_ipv6 << 16 | (port & 0xffff);
+}
+
 static inline __u32 ep_socket_slot(__u32 service, __u32 is_udp, __u32 is_ipv6)
 {
 	return service * 4 + is_udp * 2 + is_ipv6;

@@ -32,9 +32,11 @@ export const PROGRAM = "ep_dispatch";
 /** The sk_reuseport program attached to every TCP group, so a closing listener's queue migrates (bpf/dispatcher.bpf.c). */
 export const MIGRATE_PROGRAM = "ep_migrate";
 /** Every map of bpf/dispatcher.bpf.c, by its pin name. */
-export const MAPS = ["ep_state", "ep_prefixes", "ep_hosts", "ep_ranges", "ep_sockets", "ep_counters", "ep_service_flags", "ep_access", "ep_services", "ep_bindings", "ep_rules", "ep_owners", "ep_groups"] as const;
+export const MAPS = ["ep_state", "ep_prefixes", "ep_hosts", "ep_ranges", "ep_sockets", "ep_counters", "ep_service_flags", "ep_access", "ep_services", "ep_bindings", "ep_rules", "ep_owners", "ep_groups", "ep_reuse_members", "ep_reuse_groups", "ep_reuse_counters"] as const;
 export type MapName = (typeof MAPS)[number];
 const EAGAIN = 11;
+const EEXIST = 17;
+const BPF_NOEXIST = 1;
 
 /*
  * From how many full-length prefixes (/32, /128) on the program looks them up
@@ -288,6 +290,64 @@ export class Dispatcher {
     return this.socketCookie(service, protocol, family, member) !== undefined;
   }
 
+  /*
+   * Member selection in TCP reuseport groups (bpf/dispatcher.bpf.c, ep_migrate):
+   * a group is named by its listeners' loopback port and family; position p of
+   * a group holds worker p's listener while that worker is below its cap.
+   */
+
+  /** Record a TCP group's size (its registrant's worker count) and service, which the selector needs. */
+  setReuseGroup(family: 4 | 6, port: number, members: number, service: number): void {
+    try {
+      this.maps.ep_reuse_groups.update(abi.u32(abi.reuseGroupId(family, port)), abi.encodeReuseGroup(members, service));
+    } catch (cause) {
+      throw new DispatcherError(`record the reuseport group of ipv${family} port ${port} (service ${service})`, { cause });
+    }
+  }
+
+  reuseGroup(family: 4 | 6, port: number): { members: number; service: number } | undefined {
+    const v = this.maps.ep_reuse_groups.lookup(abi.u32(abi.reuseGroupId(family, port)), new Uint8Array(abi.sizes.ep_reuse_group));
+    return v && abi.decodeReuseGroup(v);
+  }
+
+  /** Forget a group: its port may go to another service's group later. */
+  removeReuseGroup(family: 4 | 6, port: number): void {
+    this.maps.ep_reuse_groups.delete(abi.u32(abi.reuseGroupId(family, port)));
+  }
+
+  /**
+   * Offer the listener open at fd for selection at `position` of its group
+   * (SOCKHASH takes its own reference). With `ifEmpty` (BPF_NOEXIST) a
+   * position another socket holds is left to it: false then.
+   */
+  setReuseMember(family: 4 | 6, port: number, position: number, fd: number, ifEmpty = false): boolean {
+    try {
+      this.maps.ep_reuse_members.update(abi.encodeReuseKey(abi.reuseGroupId(family, port), position), abi.u64(fd), ifEmpty ? BPF_NOEXIST : 0);
+      return true;
+    } catch (cause) {
+      if (ifEmpty && cause instanceof KernelError && cause.errno === EEXIST) return false;
+      throw new DispatcherError(`offer the ipv${family} listener on port ${port} for selection (position ${position})`, { cause });
+    }
+  }
+
+  /** False when the position was empty. */
+  removeReuseMember(family: 4 | 6, port: number, position: number): boolean {
+    return this.maps.ep_reuse_members.delete(abi.encodeReuseKey(abi.reuseGroupId(family, port), position));
+  }
+
+  /** The cookie of the listener at the position, or undefined when it is empty. */
+  reuseMemberCookie(family: 4 | 6, port: number, position: number): bigint | undefined {
+    const v = this.maps.ep_reuse_members.lookup(abi.encodeReuseKey(abi.reuseGroupId(family, port), position), new Uint8Array(8));
+    return v && new DataView(v.buffer).getBigUint64(0, true);
+  }
+
+  /** The selector's counters of a service, summed over CPUs. */
+  reuseCounters(service: number): abi.ReuseCounters {
+    const v = this.maps.ep_reuse_counters.lookup(abi.u32(service), new Uint8Array(abi.sizes.ep_reuse_counters * this.cpus));
+    if (!v) throw new KernelError(`read reuseport counters of service ${service}`, 2);
+    return abi.decodeReuseCounters(v, this.cpus);
+  }
+
   /** Counters summed over CPUs; service 0 counts lookups that matched no binding. */
   counters(service: number): abi.ServiceCounters {
     const buf = new Uint8Array(abi.sizes.ep_service_counters * this.cpus);
@@ -299,6 +359,7 @@ export class Dispatcher {
   /** Zero a service's counters (a new service must not inherit a removed one's). */
   resetCounters(service: number): void {
     this.maps.ep_counters.update(abi.u32(service), new Uint8Array(abi.sizes.ep_service_counters * this.cpus));
+    this.maps.ep_reuse_counters.update(abi.u32(service), new Uint8Array(abi.sizes.ep_reuse_counters * this.cpus));
   }
 
   /**

@@ -1,0 +1,94 @@
+import type { Dispatcher } from "../dispatcher/dispatcher";
+import type { ServiceSocket } from "../proxy/service";
+import { socketCookie } from "../system/sockets";
+
+/** A TCP service this process runs, as steering sees it. */
+interface SteeredService {
+  readonly svc: { readonly protocol: "tcp" | "udp" };
+  readonly sockets: readonly ServiceSocket[];
+}
+
+/**
+ * This worker's place in the member selection of its TCP services' reuseport
+ * groups (bpf/dispatcher.bpf.c, ep_migrate): its listeners are offered at
+ * position `position` (its worker index) while it is below its connection
+ * cap, and taken out at the cap, so the kernel gives newcomers to a worker
+ * with room instead of to this one, which would reset them. The SOCKMAP
+ * member entries (ep_sockets) are left alone: any live member of a group
+ * reaches the selection, and a worker at its cap still belongs to its group.
+ * When no worker of a group has room the selector refuses the newcomer in
+ * the kernel (counted as kernel_drops_total{reason="full"}).
+ */
+export class CapSteering {
+  /** Below the cap: the listeners are offered. */
+  accepting = true;
+  /** Times this worker left the selection at its cap, and came back below its resume mark. */
+  left = 0;
+  rejoined = 0;
+  private stopped = false;
+
+  constructor(
+    private readonly dispatcher: Dispatcher,
+    /** This worker's position in every group: its index, < `workers`. */
+    readonly position: number,
+    /** The group size recorded for the selector: the worker count of this process's instance. */
+    readonly workers: number,
+    private readonly running: () => Iterable<SteeredService>,
+    private readonly say: (line: string) => void,
+  ) {}
+
+  /**
+   * Record the TCP sockets' groups (size and service, for the selector) and
+   * offer them when below the cap. A socket registered while this worker is
+   * at its cap (a reload's new listener) waits for the resume like the rest.
+   * Under the pin lock; a successor of an upgrade overwrites our positions,
+   * as it does the SOCKMAP members.
+   */
+  register(service: number, sockets: readonly ServiceSocket[]): void {
+    for (const s of sockets) {
+      this.dispatcher.setReuseGroup(s.family, s.port, this.workers, service);
+      if (this.accepting && !this.stopped) this.dispatcher.setReuseMember(s.family, s.port, this.position, s.fd);
+    }
+  }
+
+  /** Take our listeners out of the selection (a service withdrawn, a drain): only entries that still hold them. */
+  withdraw(sockets: readonly ServiceSocket[]): void {
+    for (const s of sockets) this.takeOut(s);
+  }
+
+  private takeOut(s: ServiceSocket): void {
+    if (this.dispatcher.reuseMemberCookie(s.family, s.port, this.position) === s.cookie) this.dispatcher.removeReuseMember(s.family, s.port, this.position);
+  }
+
+  /** No more offers: the listeners are closing (drain, stop). */
+  stop(): void {
+    this.stopped = true;
+  }
+
+  /**
+   * The connection cap's change callback (Admission's onChange): at the cap
+   * leave the selection, below the resume mark come back. Runs outside the
+   * pin lock, so it only touches its own position: leaving removes the entry
+   * only while it holds our listener (by cookie); coming back fills the
+   * position only when it is empty (BPF_NOEXIST), so a successor that took it
+   * meanwhile keeps it. The listener's fd is checked to still be that
+   * listener (by its cookie) before it is offered.
+   */
+  change(accepting: boolean): void {
+    if (this.stopped || accepting === this.accepting) return;
+    this.accepting = accepting;
+    if (accepting) this.rejoined++;
+    else this.left++;
+    for (const { svc, sockets } of this.running()) {
+      if (svc.protocol !== "tcp") continue;
+      for (const s of sockets) {
+        try {
+          if (!accepting) this.takeOut(s);
+          else if (socketCookie(s.fd) === s.cookie) this.dispatcher.setReuseMember(s.family, s.port, this.position, s.fd, true);
+        } catch (e) {
+          this.say(`${accepting ? "rejoin" : "leave"} the selection of ipv${s.family} group port ${s.port}: ${(e as Error).message}`);
+        }
+      }
+    }
+  }
+}

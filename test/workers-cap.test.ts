@@ -1,0 +1,169 @@
+// --max-connections with --workers: the cap holds for the instance. A worker
+// at its share leaves the reuseport selection (bpf/dispatcher.bpf.c,
+// ep_migrate), so a newcomer goes to a worker with room and is never reset
+// while one has room; with every worker full the kernel refuses newcomers
+// (counted), and a worker below its resume mark takes connections again.
+import { describe, expect, test } from "bun:test";
+import type { Socket } from "bun";
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { EdgeproxyProcess, runEdgeproxy } from "./helpers/edgeproxy";
+import { proxyFixture } from "./helpers/fixture";
+import { echoOrigin, exchange, pool, text } from "./helpers/net";
+
+const f = proxyFixture();
+
+/** An open connection through the proxy, proven by one echoed byte; "refused" when it was reset or refused. */
+function hold(port: number): Promise<Socket | "refused"> {
+  return new Promise((resolve) => {
+    const timer = setTimeout(() => resolve("refused"), 3000);
+    const done = (r: Socket | "refused") => {
+      clearTimeout(timer);
+      resolve(r);
+    };
+    Bun.connect({
+      hostname: "192.0.2.1",
+      port,
+      socket: {
+        open: (s) => void s.write("x"),
+        data: (s) => done(s),
+        close: () => done("refused"),
+        connectError: () => done("refused"),
+      },
+    }).catch(() => done("refused"));
+  });
+}
+
+interface WorkerView {
+  index: number;
+  services: { name: string; active: number; total: number }[];
+}
+
+const get = async (admin: string, path: string) => fetch(`http://localhost${path}`, { unix: admin } as RequestInit);
+const active = async (admin: string) => ((await (await get(admin, "/workers")).json()) as WorkerView[]).map((w) => w.services[0]?.active ?? 0);
+const totals = async (admin: string) => ((await (await get(admin, "/workers")).json()) as WorkerView[]).map((w) => w.services[0]?.total ?? 0);
+
+/** One sample of the merged /metrics: by worker when `worker` is given. */
+async function metric(admin: string, name: string, labels = "", worker?: number): Promise<number> {
+  const text = await (await get(admin, "/metrics")).text();
+  const re = new RegExp(`^edgeproxy_${name}\\{([^}]*)\\} (\\d+)$`, "gm");
+  let sum = 0;
+  for (const m of text.matchAll(re)) {
+    if (labels && !m[1]!.includes(labels)) continue;
+    if (worker !== undefined && !m[1]!.includes(`worker="${worker}"`)) continue;
+    sum += Number(m[2]);
+  }
+  return sum;
+}
+
+/** n short exchanges, `width` at a time: the ones that did not echo. */
+async function newcomers(n: number, width: number, base: number): Promise<string[]> {
+  const r = await pool(
+    Array.from({ length: n }, (_, i) => i),
+    width,
+    async (i) => {
+      const got = await exchange("192.0.2.1", base + (i % 50), `new ${i}`, 3000);
+      return text(got) === `new ${i}` ? undefined : `${i}: ${got.kind}`;
+    },
+  );
+  return r.filter((x): x is string => !!x);
+}
+
+describe("connection cap with workers", () => {
+  test("a worker at its share leaves the selection: no reset while the other has room; both full: refused in the kernel; then back", async () => {
+    const dir = mkdtempSync(join(tmpdir(), "ep-cap-"));
+    const admin = join(dir, "admin.sock");
+    const held: { socket: Socket; worker: number }[] = [];
+    try {
+      const origin = echoOrigin("127.0.0.1");
+      f.servers.push(origin);
+      f.ep = await EdgeproxyProcess.start(["--workers", "2", "--admin", admin, "--ports", "7000-7099", "--prefix", "192.0.2.0/24", "--origin", `127.0.0.1:${origin.port}`, "--max-connections", "40"]);
+      // The cap is the instance's: each worker has half of it.
+      const caps = [await metric(admin, "connection_cap_max", "", 0), await metric(admin, "connection_cap_max", "", 1)];
+      expect(caps).toEqual([20, 20]);
+      const cap = 20;
+
+      // Fill one worker to its share: held connections, one at a time, each
+      // attributed to the worker whose active count rose. Bounded: 2 * cap.
+      let counts = await active(admin);
+      let refusedWhileFilling = 0;
+      while (Math.max(...counts) < cap && held.length + refusedWhileFilling < 2 * cap) {
+        const s = await hold(7000 + held.length);
+        if (s === "refused") {
+          refusedWhileFilling++;
+          continue;
+        }
+        const now = await active(admin);
+        const worker = now.findIndex((n, i) => n > counts[i]!);
+        expect(worker).toBeGreaterThanOrEqual(0);
+        held.push({ socket: s, worker });
+        counts = now;
+      }
+      expect(refusedWhileFilling).toBe(0);
+      const full = counts.indexOf(cap);
+      const other = 1 - full;
+      expect(full).toBeGreaterThanOrEqual(0);
+      console.log(`filled worker ${full} to ${cap}; worker ${other} holds ${counts[other]}`);
+      // Room on the other worker for the newcomers below, whatever the hash gave it.
+      const mine = held.filter((h) => h.worker === other);
+      while (mine.length > cap - 8) {
+        const h = mine.pop()!;
+        h.socket.end();
+        held.splice(held.indexOf(h), 1);
+      }
+      const settle = Date.now() + 5000;
+      while ((await active(admin))[other]! > cap - 8 && Date.now() < settle) await Bun.sleep(20);
+      expect((await active(admin))[other]).toBeLessThanOrEqual(cap - 8);
+
+      // 100 newcomers, 4 at a time (the other worker has room for all of them at once): none reset.
+      const before = await totals(admin);
+      const redirectedBefore = await metric(admin, "kernel_cap_redirected_total");
+      const failures = await newcomers(100, 4, 7100 - 100);
+      expect(failures).toEqual([]);
+      const after = await totals(admin);
+      expect(after[full]).toBe(before[full]!);
+      expect(after[other]! - before[other]!).toBe(100);
+      // About half of them hashed to the full worker and were moved by the selector.
+      const redirected = (await metric(admin, "kernel_cap_redirected_total")) - redirectedBefore;
+      console.log(`100 newcomers while worker ${full} was full: ${redirected} redirected, 0 reset`);
+      expect(redirected).toBeGreaterThan(20);
+      expect(await metric(admin, "connection_cap_steering_total", 'event="left"', full)).toBeGreaterThanOrEqual(1);
+
+      // Fill the other worker too: still no refusal until the instance's cap.
+      while (held.length < 2 * cap) {
+        const s = await hold(7000 + held.length);
+        expect(s).not.toBe("refused");
+        held.push({ socket: s as Socket, worker: other });
+      }
+      expect(await active(admin)).toEqual([cap, cap]);
+
+      // Both full: newcomers are refused by the kernel (no worker accepts them), counted.
+      const fullBefore = await metric(admin, "kernel_drops_total", 'reason="full"');
+      const totalBefore = await totals(admin);
+      const refused = await newcomers(20, 4, 7000);
+      expect(refused).toHaveLength(20);
+      expect(refused.every((r) => r.endsWith("refused"))).toBe(true);
+      expect((await metric(admin, "kernel_drops_total", 'reason="full"')) - fullBefore).toBeGreaterThanOrEqual(20);
+      expect(await totals(admin)).toEqual(totalBefore);
+
+      // Close 5 of the first worker's: below its resume mark, it takes newcomers again.
+      for (const h of held.filter((h) => h.worker === full).slice(0, 5)) h.socket.end();
+      const deadline = Date.now() + 5000;
+      while ((await active(admin))[full]! > cap - 5 && Date.now() < deadline) await Bun.sleep(20);
+      expect(await metric(admin, "connection_cap_steering_total", 'event="rejoined"', full)).toBeGreaterThanOrEqual(1);
+      // 2 at a time: the worker has room for 5.
+      expect(await newcomers(50, 2, 7000)).toEqual([]);
+    } finally {
+      for (const h of held) h.socket.end();
+      rmSync(dir, { recursive: true, force: true });
+    }
+  }, 60_000);
+
+  test("--max-connections below --workers is one line and exit 2", async () => {
+    const r = await runEdgeproxy(["--workers", "4", "--prefix", "192.0.2.0/24", "--max-connections", "3"]);
+    expect(r.code).toBe(2);
+    expect(r.stderr.trim().split("\n")).toHaveLength(1);
+    expect(r.stderr).toMatch(/--max-connections: 3 .*4 workers/);
+  });
+});
