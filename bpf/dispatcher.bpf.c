@@ -331,6 +331,21 @@ struct {
 	__type(value, struct ep_reuse_group);
 } ep_reuse_groups SEC(".maps");
 
+/*
+ * Listener cookie -> ep_reuse_group_id(). A closing listener has given its
+ * port back (inet_put_port() zeroes skc_num, which bpf_sock's src_port reads)
+ * by the time its queue migrates, so the group of a migration is found by
+ * the listener's cookie. Stale entries (a killed worker's) are pruned by the
+ * control plane when it registers (steering.ts).
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, EP_REUSE_MAX_ENTRIES);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, __u64);
+	__type(value, __u32);
+} ep_reuse_listeners SEC(".maps");
+
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
 	__uint(max_entries, EP_MAX_SERVICES);
@@ -350,7 +365,16 @@ int ep_migrate(struct sk_reuseport_md *md)
 
 	if (!sk || sk->protocol != IPPROTO_TCP)
 		return SK_PASS;
-	key.group = ep_reuse_group_id(sk->family == AF_INET6, sk->src_port);
+	if (sk->src_port) {
+		key.group = ep_reuse_group_id(sk->family == AF_INET6, sk->src_port);
+	} else {
+		__u64 cookie = bpf_get_socket_cookie(sk);
+		__u32 *id = bpf_map_lookup_elem(&ep_reuse_listeners, &cookie);
+
+		if (!id)
+			return SK_PASS;
+		key.group = *id;
+	}
 	group = bpf_map_lookup_elem(&ep_reuse_groups, &key.group);
 	if (!group || !group->members)
 		return SK_PASS;

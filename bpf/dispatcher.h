@@ -18,8 +18,9 @@
 /*
  * Each slot has this many SOCKMAP entries, one per registered member of the
  * slot's SO_REUSEPORT group (one per worker process, up to this many). The
- * program assigns the first member present; the kernel then picks among all
- * listening members of the group. A member that closes drops out of the
+ * program assigns the first member present; the kernel then runs the group's
+ * reuseport selection (ep_migrate: a worker below its connection cap, see
+ * ep_reuse_members). A member that closes drops out of the
  * SOCKMAP by itself, so steering falls through to the next one at once.
  */
 #define EP_SOCKET_MEMBERS 4

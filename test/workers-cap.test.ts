@@ -5,7 +5,7 @@
 // (counted), and a worker below its resume mark takes connections again.
 import { describe, expect, test } from "bun:test";
 import type { Socket } from "bun";
-import { mkdtempSync, rmSync } from "node:fs";
+import { mkdtempSync, readlinkSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { EdgeproxyProcess, runEdgeproxy } from "./helpers/edgeproxy";
@@ -154,6 +154,68 @@ describe("connection cap with workers", () => {
       expect(await metric(admin, "connection_cap_steering_total", 'event="rejoined"', full)).toBeGreaterThanOrEqual(1);
       // 2 at a time: the worker has room for 5.
       expect(await newcomers(50, 2, 7000)).toEqual([]);
+    } finally {
+      for (const h of held) h.socket.end();
+      rmSync(dir, { recursive: true, force: true });
+    }
+  }, 60_000);
+
+  test("a killed worker's queue goes to the worker with room, never to the full one; its listener record is pruned", async () => {
+    const dir = mkdtempSync(join(tmpdir(), "ep-cap-"));
+    const admin = join(dir, "admin.sock");
+    const held: { socket: Socket; worker: number }[] = [];
+    try {
+      const origin = echoOrigin("127.0.0.1");
+      f.servers.push(origin);
+      f.ep = await EdgeproxyProcess.start(["--workers", "3", "--admin", admin, "--ports", "7000-7099", "--prefix", "192.0.2.0/24", "--origin", `127.0.0.1:${origin.port}`, "--max-connections", "90"]);
+      const cap = 30;
+      // Fill one worker (A) to its share, as above.
+      let counts = await active(admin);
+      while (Math.max(...counts) < cap && held.length < 3 * cap) {
+        const s = await hold(7000 + (held.length % 100));
+        expect(s).not.toBe("refused");
+        const now = await active(admin);
+        held.push({ socket: s as Socket, worker: now.findIndex((n, i) => n > counts[i]!) });
+        counts = now;
+      }
+      const a = counts.indexOf(cap);
+      expect(a).toBeGreaterThanOrEqual(0);
+      const [b, c] = [0, 1, 2].filter((w) => w !== a) as [number, number];
+      // C keeps room for every newcomer below at once.
+      for (const h of held.filter((h) => h.worker === c).slice(5)) {
+        h.socket.end();
+        held.splice(held.indexOf(h), 1);
+      }
+      const settle = Date.now() + 5000;
+      while ((await active(admin))[c]! > 5 && Date.now() < settle) await Bun.sleep(20);
+      expect((await active(admin))[c]).toBeLessThanOrEqual(5);
+
+      const pids = ((await (await get(admin, "/workers")).json()) as { pid: number }[]).map((w) => w.pid);
+      const migratedBefore = await metric(admin, "kernel_migrations_total", 'to="room"');
+      const totalA = (await totals(admin))[a]!;
+      // B stops: the newcomers selected for it queue on its listener (handshake done, never
+      // accepted); killed, its queue moves. A is full, so the selection puts all of it on C.
+      process.kill(pids[b]!, "SIGSTOP");
+      const load = newcomers(20, 20, 7000);
+      await Bun.sleep(300);
+      process.kill(pids[b]!, "SIGKILL");
+      expect(await load).toEqual([]);
+      const migrated = (await metric(admin, "kernel_migrations_total", 'to="room"')) - migratedBefore;
+      console.log(`worker ${b} killed with a queue: ${migrated} connections moved to worker ${c}, none to full worker ${a}`);
+      expect(migrated).toBeGreaterThan(0);
+      expect((await totals(admin))[a]).toBe(totalA);
+      expect(await metric(admin, "kernel_migrations_total", 'to="hash"')).toBe(0);
+
+      // Restarted, B registers again: the killed listener's record is gone, one per live listener is left.
+      const deadline = Date.now() + 10_000;
+      let ws = (await (await get(admin, "/workers")).json()) as { pid: number; ready: boolean }[];
+      while (!(ws[b]!.ready && ws[b]!.pid !== pids[b]) && Date.now() < deadline) {
+        await Bun.sleep(50);
+        ws = (await (await get(admin, "/workers")).json()) as { pid: number; ready: boolean }[];
+      }
+      const pinned = join(process.env.EDGEPROXY_BPFFS!, "edgeproxy", readlinkSync("/proc/thread-self/ns/net").replace(/\D/g, ""), "ep_reuse_listeners");
+      const records = JSON.parse(Bun.spawnSync(["bpftool", "-j", "map", "dump", "pinned", pinned]).stdout.toString()) as unknown[];
+      expect(records).toHaveLength(3);
     } finally {
       for (const h of held) h.socket.end();
       rmSync(dir, { recursive: true, force: true });

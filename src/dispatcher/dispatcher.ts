@@ -32,7 +32,7 @@ export const PROGRAM = "ep_dispatch";
 /** The sk_reuseport program attached to every TCP group, so a closing listener's queue migrates (bpf/dispatcher.bpf.c). */
 export const MIGRATE_PROGRAM = "ep_migrate";
 /** Every map of bpf/dispatcher.bpf.c, by its pin name. */
-export const MAPS = ["ep_state", "ep_prefixes", "ep_hosts", "ep_ranges", "ep_sockets", "ep_counters", "ep_service_flags", "ep_access", "ep_services", "ep_bindings", "ep_rules", "ep_owners", "ep_groups", "ep_reuse_members", "ep_reuse_groups", "ep_reuse_counters"] as const;
+export const MAPS = ["ep_state", "ep_prefixes", "ep_hosts", "ep_ranges", "ep_sockets", "ep_counters", "ep_service_flags", "ep_access", "ep_services", "ep_bindings", "ep_rules", "ep_owners", "ep_groups", "ep_reuse_members", "ep_reuse_groups", "ep_reuse_listeners", "ep_reuse_counters"] as const;
 export type MapName = (typeof MAPS)[number];
 const EAGAIN = 11;
 const EEXIST = 17;
@@ -339,6 +339,25 @@ export class Dispatcher {
   reuseMemberCookie(family: 4 | 6, port: number, position: number): bigint | undefined {
     const v = this.maps.ep_reuse_members.lookup(abi.encodeReuseKey(abi.reuseGroupId(family, port), position), new Uint8Array(8));
     return v && new DataView(v.buffer).getBigUint64(0, true);
+  }
+
+  /** Record which group the listener with this cookie is in: a migration finds its group by it. */
+  setReuseListener(cookie: bigint, family: 4 | 6, port: number): void {
+    const key = new Uint8Array(new BigUint64Array([cookie]).buffer);
+    try {
+      this.maps.ep_reuse_listeners.update(key, abi.u32(abi.reuseGroupId(family, port)));
+    } catch (cause) {
+      throw new DispatcherError(`record the group of the ipv${family} listener on port ${port}`, { cause });
+    }
+  }
+
+  /** The cookies ep_reuse_listeners holds. */
+  reuseListeners(): bigint[] {
+    return this.maps.ep_reuse_listeners.keys(8).map((k) => new DataView(k.buffer).getBigUint64(0, true));
+  }
+
+  removeReuseListener(cookie: bigint): void {
+    this.maps.ep_reuse_listeners.delete(new Uint8Array(new BigUint64Array([cookie]).buffer));
   }
 
   /** The selector's counters of a service, summed over CPUs. */

@@ -59,6 +59,7 @@ export async function reload(server: Server): Promise<ReloadReport> {
     const before = reg.snapshot([...next.services, ...removed].map((s) => s.name));
     const fresh = new Map<string, RunningService>();
     try {
+      server.steering.prune();
       for (const cfg of [...added, ...restarted]) {
         const entry = reg.ensure(cfg.name, next.takeOver);
         const svc = server.planes.create(cfg, origins);

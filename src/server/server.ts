@@ -109,6 +109,7 @@ export class Server {
       const planes = new DataPlanes(new CoarseClock(), admission, maxFlows);
       const before = registry.snapshot(config.services.map((s) => s.name));
       try {
+        steering.prune();
         for (const cfg of config.services) {
           const entry = registry.ensure(cfg.name, config.takeOver);
           const state = storedState(cfg, entry.id);

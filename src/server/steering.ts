@@ -1,5 +1,6 @@
 import type { Dispatcher } from "../dispatcher/dispatcher";
 import type { ServiceSocket } from "../proxy/service";
+import { listeners } from "../system/listeners";
 import { socketCookie } from "../system/sockets";
 
 /** A TCP service this process runs, as steering sees it. */
@@ -47,8 +48,20 @@ export class CapSteering {
   register(service: number, sockets: readonly ServiceSocket[]): void {
     for (const s of sockets) {
       this.dispatcher.setReuseGroup(s.family, s.port, this.workers, service);
+      this.dispatcher.setReuseListener(s.cookie, s.family, s.port);
       if (this.accepting && !this.stopped) this.dispatcher.setReuseMember(s.family, s.port, this.position, s.fd);
     }
+  }
+
+  /**
+   * Drop the listener records (ep_reuse_listeners) of sockets that no longer
+   * listen: a killed process leaves its own. The namespace's listeners come
+   * from sock_diag (one dump), so this bounds the map by the live listeners.
+   * Under the pin lock, before registering (start, reload).
+   */
+  prune(): void {
+    const live = new Set(listeners("tcp").map((l) => l.cookie));
+    for (const cookie of this.dispatcher.reuseListeners()) if (!live.has(cookie)) this.dispatcher.removeReuseListener(cookie);
   }
 
   /** Take our listeners out of the selection (a service withdrawn, a drain): only entries that still hold them. */
