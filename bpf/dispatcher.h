@@ -180,7 +180,7 @@ struct ep_reuse_group {
 
 /* Per-CPU, per-service. */
 struct ep_reuse_counters {
-	__u64 redirected;          /* the hashed member was at its cap: another one took the connection */
+	__u64 redirected;          /* the hashed position was empty (its worker at its cap, or restarting): another one took the connection */
 	__u64 full;                /* every member at its cap: refused (SK_DROP) */
 	__u64 migrated;            /* a closing listener's connection moved to a member with room */
 	__u64 migrated_unselected; /* ... with none having room: left to the kernel's hash */

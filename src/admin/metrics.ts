@@ -54,7 +54,7 @@ export function renderMetrics(s: StatusSnapshot): string {
     emit({ reason: "denied" }, svc.kernel.denied);
     emit({ reason: "full" }, svc.kernel.full);
   });
-  perService(all, "kernel_cap_redirected_total", "counter", "New connections the reuseport selection gave to another worker because the hashed one was at its connection cap.", (svc, emit) =>
+  perService(all, "kernel_cap_redirected_total", "counter", "New connections the reuseport selection gave to another worker because the hashed one was at its connection cap (or not serving: restarting).", (svc, emit) =>
     emit({}, svc.kernel.redirected),
   );
   perService(all, "kernel_migrations_total", "counter", "Connections queued on a closing listener moved to another worker, by where: one with room, or the kernel's hash (none had room).", (svc, emit) => {
