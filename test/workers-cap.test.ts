@@ -57,6 +57,9 @@ async function metric(admin: string, name: string, labels = "", worker?: number)
   return sum;
 }
 
+/** A pinned map of the test namespace's dispatcher. */
+const pinned = (map: string) => join(process.env.EDGEPROXY_BPFFS!, "edgeproxy", readlinkSync("/proc/thread-self/ns/net").replace(/\D/g, ""), map);
+
 /** n short exchanges, `width` at a time: the ones that did not echo. */
 async function newcomers(n: number, width: number, base: number): Promise<string[]> {
   const r = await pool(
@@ -213,14 +216,31 @@ describe("connection cap with workers", () => {
         await Bun.sleep(50);
         ws = (await (await get(admin, "/workers")).json()) as { pid: number; ready: boolean }[];
       }
-      const pinned = join(process.env.EDGEPROXY_BPFFS!, "edgeproxy", readlinkSync("/proc/thread-self/ns/net").replace(/\D/g, ""), "ep_reuse_listeners");
-      const records = JSON.parse(Bun.spawnSync(["bpftool", "-j", "map", "dump", "pinned", pinned]).stdout.toString()) as unknown[];
+      const records = JSON.parse(Bun.spawnSync(["bpftool", "-j", "map", "dump", "pinned", pinned("ep_reuse_listeners")]).stdout.toString()) as unknown[];
       expect(records).toHaveLength(3);
     } finally {
       for (const h of held) h.socket.end();
       rmSync(dir, { recursive: true, force: true });
     }
   }, 60_000);
+
+  test("a worker below its cap puts its emptied position back within seconds", async () => {
+    const origin = echoOrigin("127.0.0.1");
+    f.servers.push(origin);
+    f.ep = await EdgeproxyProcess.start(["--workers", "2", "--ports", "7000-7099", "--prefix", "192.0.2.0/24", "--origin", `127.0.0.1:${origin.port}`]);
+    const members = pinned("ep_reuse_members");
+    const dump = () => JSON.parse(Bun.spawnSync(["bpftool", "-j", "map", "dump", "pinned", members]).stdout.toString()) as { key: string[] }[];
+    const before = dump();
+    expect(before).toHaveLength(2);
+    // Empty one position from outside, as a successor at its cap or a lost race would.
+    const del = Bun.spawnSync(["bpftool", "map", "delete", "pinned", members, "key", "hex", ...before[0]!.key.map((b) => b.replace(/^0x/, ""))]);
+    expect(del.exitCode).toBe(0);
+    expect(dump()).toHaveLength(1);
+    const deadline = Date.now() + 5000;
+    while (dump().length < 2 && Date.now() < deadline) await Bun.sleep(100);
+    expect(dump()).toHaveLength(2);
+    expect(await newcomers(20, 4, 7000)).toEqual([]);
+  }, 30_000);
 
   test("--max-connections below --workers is one line and exit 2", async () => {
     const r = await runEdgeproxy(["--workers", "4", "--prefix", "192.0.2.0/24", "--max-connections", "3"]);

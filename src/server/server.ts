@@ -121,6 +121,7 @@ export class Server {
           registerMembers(registry, entry.id, svc.protocol, own, member, steering);
         }
         const { skipped } = registry.commit(inodesOf(running));
+        steering.start();
         return new Server(pinned.dispatcher, registry, running, planes, bpffs, config, member, steering, {
           skipped,
           maxConnections,

@@ -3,6 +3,8 @@ import type { ServiceSocket } from "../proxy/service";
 import { listeners } from "../system/listeners";
 import { socketCookie } from "../system/sockets";
 
+const REPAIR_MS = 1000;
+
 /** A TCP service this process runs, as steering sees it. */
 interface SteeredService {
   readonly svc: { readonly protocol: "tcp" | "udp" };
@@ -73,9 +75,26 @@ export class CapSteering {
     if (this.dispatcher.reuseMemberCookie(s.family, s.port, this.position) === s.cookie) this.dispatcher.removeReuseMember(s.family, s.port, this.position);
   }
 
+  private repairTimer: ReturnType<typeof setInterval> | undefined;
+
+  /**
+   * Every second, below the cap, fill our positions that are empty. change()
+   * leaves a position another socket holds alone; when that socket leaves
+   * (a predecessor draining, a successor at its own cap), nothing else would
+   * put ours back. One map lookup per listener.
+   */
+  start(): void {
+    this.repairTimer ??= setInterval(() => {
+      // Quiet: a failure here is retried in a second, and a cap crossing says why.
+      if (!this.stopped && this.accepting) this.forEachListener((s) => this.offer(s));
+    }, REPAIR_MS);
+    this.repairTimer.unref();
+  }
+
   /** No more offers: the listeners are closing (drain, stop). */
   stop(): void {
     this.stopped = true;
+    clearInterval(this.repairTimer);
   }
 
   /**
@@ -92,16 +111,25 @@ export class CapSteering {
     this.accepting = accepting;
     if (accepting) this.rejoined++;
     else this.left++;
+    this.forEachListener((s) => (accepting ? this.offer(s) : this.takeOut(s)), accepting ? "rejoin" : "leave");
+  }
+
+  private forEachListener(fn: (s: ServiceSocket) => void, what?: string): void {
     for (const { svc, sockets } of this.running()) {
       if (svc.protocol !== "tcp") continue;
       for (const s of sockets) {
         try {
-          if (!accepting) this.takeOut(s);
-          else if (socketCookie(s.fd) === s.cookie) this.dispatcher.setReuseMember(s.family, s.port, this.position, s.fd, true);
+          fn(s);
         } catch (e) {
-          this.say(`${accepting ? "rejoin" : "leave"} the selection of ipv${s.family} group port ${s.port}: ${(e as Error).message}`);
+          if (what) this.say(`${what} the selection of ipv${s.family} group port ${s.port}: ${(e as Error).message}`);
         }
       }
     }
+  }
+
+  /** Fill our position when it is empty (BPF_NOEXIST), with the listener the fd still is (by cookie). */
+  private offer(s: ServiceSocket): void {
+    if (this.dispatcher.reuseMemberCookie(s.family, s.port, this.position) !== undefined) return;
+    if (socketCookie(s.fd) === s.cookie) this.dispatcher.setReuseMember(s.family, s.port, this.position, s.fd, true);
   }
 }
