@@ -159,7 +159,7 @@ struct ep_group {
 
 /*
  * Member selection in a TCP reuseport group (ep_migrate, see
- * dispatcher.bpf.c): the listeners of workers below their connection cap.
+ * reuseport.h): the listeners of workers below their connection cap.
  */
 /* Positions per group: one per worker (--workers is at most this). */
 #define EP_REUSE_MAX_MEMBERS 256

@@ -6,6 +6,7 @@ import { libc } from "../ebpf/libc";
 import * as abi from "./abi";
 import type { Binding, Protocol } from "./binding";
 import { compileBindings, type PortTable } from "./compile";
+import { Selection } from "./selection";
 
 /** A dispatcher step failed; `cause` has the kernel's or libbpf's reason. */
 export class DispatcherError extends EdgeError {
@@ -29,14 +30,12 @@ export interface AppliedBindings {
 }
 
 export const PROGRAM = "ep_dispatch";
-/** The sk_reuseport program attached to every TCP group, so a closing listener's queue migrates (bpf/dispatcher.bpf.c). */
+/** The sk_reuseport program attached to every TCP group: a closing listener's queue migrates, and new connections go to a worker below its cap (bpf/reuseport.h). */
 export const MIGRATE_PROGRAM = "ep_migrate";
-/** Every map of bpf/dispatcher.bpf.c, by its pin name. */
+/** Every map of bpf/dispatcher.bpf.c (and bpf/reuseport.h), by its pin name. */
 export const MAPS = ["ep_state", "ep_prefixes", "ep_hosts", "ep_ranges", "ep_sockets", "ep_counters", "ep_service_flags", "ep_access", "ep_services", "ep_bindings", "ep_rules", "ep_owners", "ep_groups", "ep_reuse_members", "ep_reuse_groups", "ep_reuse_listeners", "ep_reuse_counters"] as const;
 export type MapName = (typeof MAPS)[number];
 const EAGAIN = 11;
-const EEXIST = 17;
-const BPF_NOEXIST = 1;
 
 /*
  * From how many full-length prefixes (/32, /128) on the program looks them up
@@ -290,82 +289,11 @@ export class Dispatcher {
     return this.socketCookie(service, protocol, family, member) !== undefined;
   }
 
-  /*
-   * Member selection in TCP reuseport groups (bpf/dispatcher.bpf.c, ep_migrate):
-   * a group is named by its listeners' loopback port and family; position p of
-   * a group holds worker p's listener while that worker is below its cap.
-   */
-
-  /** Record a TCP group's size (its registrant's worker count) and service, which the selector needs. */
-  setReuseGroup(family: 4 | 6, port: number, members: number, service: number): void {
-    try {
-      this.maps.ep_reuse_groups.update(abi.u32(abi.reuseGroupId(family, port)), abi.encodeReuseGroup(members, service));
-    } catch (cause) {
-      throw new DispatcherError(`record the reuseport group of ipv${family} port ${port} (service ${service})`, { cause });
-    }
+  /** The member selection of TCP reuseport groups (ep_migrate): its maps. */
+  get selection(): Selection {
+    return (this.selectionView ??= new Selection(this.maps, this.cpus));
   }
-
-  reuseGroup(family: 4 | 6, port: number): { members: number; service: number } | undefined {
-    const v = this.maps.ep_reuse_groups.lookup(abi.u32(abi.reuseGroupId(family, port)), new Uint8Array(abi.sizes.ep_reuse_group));
-    return v && abi.decodeReuseGroup(v);
-  }
-
-  /** Forget a group: its port may go to another service's group later. */
-  removeReuseGroup(family: 4 | 6, port: number): void {
-    this.maps.ep_reuse_groups.delete(abi.u32(abi.reuseGroupId(family, port)));
-  }
-
-  /**
-   * Offer the listener open at fd for selection at `position` of its group
-   * (SOCKHASH takes its own reference). With `ifEmpty` (BPF_NOEXIST) a
-   * position another socket holds is left to it: false then.
-   */
-  setReuseMember(family: 4 | 6, port: number, position: number, fd: number, ifEmpty = false): boolean {
-    try {
-      this.maps.ep_reuse_members.update(abi.encodeReuseKey(abi.reuseGroupId(family, port), position), abi.u64(fd), ifEmpty ? BPF_NOEXIST : 0);
-      return true;
-    } catch (cause) {
-      if (ifEmpty && cause instanceof KernelError && cause.errno === EEXIST) return false;
-      throw new DispatcherError(`offer the ipv${family} listener on port ${port} for selection (position ${position})`, { cause });
-    }
-  }
-
-  /** False when the position was empty. */
-  removeReuseMember(family: 4 | 6, port: number, position: number): boolean {
-    return this.maps.ep_reuse_members.delete(abi.encodeReuseKey(abi.reuseGroupId(family, port), position));
-  }
-
-  /** The cookie of the listener at the position, or undefined when it is empty. */
-  reuseMemberCookie(family: 4 | 6, port: number, position: number): bigint | undefined {
-    const v = this.maps.ep_reuse_members.lookup(abi.encodeReuseKey(abi.reuseGroupId(family, port), position), new Uint8Array(8));
-    return v && new DataView(v.buffer).getBigUint64(0, true);
-  }
-
-  /** Record which group the listener with this cookie is in: a migration finds its group by it. */
-  setReuseListener(cookie: bigint, family: 4 | 6, port: number): void {
-    const key = new Uint8Array(new BigUint64Array([cookie]).buffer);
-    try {
-      this.maps.ep_reuse_listeners.update(key, abi.u32(abi.reuseGroupId(family, port)));
-    } catch (cause) {
-      throw new DispatcherError(`record the group of the ipv${family} listener on port ${port}`, { cause });
-    }
-  }
-
-  /** The cookies ep_reuse_listeners holds. */
-  reuseListeners(): bigint[] {
-    return this.maps.ep_reuse_listeners.keys(8).map((k) => new DataView(k.buffer).getBigUint64(0, true));
-  }
-
-  removeReuseListener(cookie: bigint): void {
-    this.maps.ep_reuse_listeners.delete(new Uint8Array(new BigUint64Array([cookie]).buffer));
-  }
-
-  /** The selector's counters of a service, summed over CPUs. */
-  reuseCounters(service: number): abi.ReuseCounters {
-    const v = this.maps.ep_reuse_counters.lookup(abi.u32(service), new Uint8Array(abi.sizes.ep_reuse_counters * this.cpus));
-    if (!v) throw new KernelError(`read reuseport counters of service ${service}`, 2);
-    return abi.decodeReuseCounters(v, this.cpus);
-  }
+  private selectionView: Selection | undefined;
 
   /** Counters summed over CPUs; service 0 counts lookups that matched no binding. */
   counters(service: number): abi.ServiceCounters {
@@ -378,7 +306,7 @@ export class Dispatcher {
   /** Zero a service's counters (a new service must not inherit a removed one's). */
   resetCounters(service: number): void {
     this.maps.ep_counters.update(abi.u32(service), new Uint8Array(abi.sizes.ep_service_counters * this.cpus));
-    this.maps.ep_reuse_counters.update(abi.u32(service), new Uint8Array(abi.sizes.ep_reuse_counters * this.cpus));
+    this.selection.resetCounters(service);
   }
 
   /**

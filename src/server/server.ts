@@ -96,7 +96,7 @@ export class Server {
       // them itself (SK_DROP in ep_migrate, kernel_drops_total{reason="full"})
       // instead of queueing them for an accept() that would fail with EMFILE.
       // It acts on the sockets running now, which a reload may have replaced.
-      const steering = new CapSteering(pinned.dispatcher, worker, workers, () => running.values(), (line) => process.stderr.write(`edgeproxy: ${line}\n`));
+      const steering = new CapSteering(pinned.dispatcher.selection, worker, workers, () => running.values(), (line) => process.stderr.write(`edgeproxy: ${line}\n`));
       const cap =
         workers === 1
           ? `--max-connections ${maxConnections}`

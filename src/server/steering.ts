@@ -1,4 +1,4 @@
-import type { Dispatcher } from "../dispatcher/dispatcher";
+import type { Selection } from "../dispatcher/selection";
 import type { ServiceSocket } from "../proxy/service";
 import { listeners } from "../system/listeners";
 import { socketCookie } from "../system/sockets";
@@ -13,7 +13,7 @@ interface SteeredService {
 
 /**
  * This worker's place in the member selection of its TCP services' reuseport
- * groups (bpf/dispatcher.bpf.c, ep_migrate): its listeners are offered at
+ * groups (bpf/reuseport.h, ep_migrate): its listeners are offered at
  * position `position` (its worker index) while it is below its connection
  * cap, and taken out at the cap, so the kernel gives newcomers to a worker
  * with room instead of to this one, which would reset them. The SOCKMAP
@@ -31,7 +31,7 @@ export class CapSteering {
   private stopped = false;
 
   constructor(
-    private readonly dispatcher: Dispatcher,
+    private readonly selection: Selection,
     /** This worker's position in every group: its index, < `workers`. */
     readonly position: number,
     /** The group size recorded for the selector: the worker count of this process's instance. */
@@ -49,9 +49,9 @@ export class CapSteering {
    */
   register(service: number, sockets: readonly ServiceSocket[]): void {
     for (const s of sockets) {
-      this.dispatcher.setReuseGroup(s.family, s.port, this.workers, service);
-      this.dispatcher.setReuseListener(s.cookie, s.family, s.port);
-      if (this.accepting && !this.stopped) this.dispatcher.setReuseMember(s.family, s.port, this.position, s.fd);
+      this.selection.setGroup(s.family, s.port, this.workers, service);
+      this.selection.setListener(s.cookie, s.family, s.port);
+      if (this.accepting && !this.stopped) this.selection.offer(s.family, s.port, this.position, s.fd);
     }
   }
 
@@ -63,7 +63,7 @@ export class CapSteering {
    */
   prune(): void {
     const live = new Set(listeners("tcp").map((l) => l.cookie));
-    for (const cookie of this.dispatcher.reuseListeners()) if (!live.has(cookie)) this.dispatcher.removeReuseListener(cookie);
+    for (const cookie of this.selection.listeners()) if (!live.has(cookie)) this.selection.removeListener(cookie);
   }
 
   /** Take our listeners out of the selection (a service withdrawn, a drain): only entries that still hold them. */
@@ -72,7 +72,7 @@ export class CapSteering {
   }
 
   private takeOut(s: ServiceSocket): void {
-    if (this.dispatcher.reuseMemberCookie(s.family, s.port, this.position) === s.cookie) this.dispatcher.removeReuseMember(s.family, s.port, this.position);
+    if (this.selection.cookieAt(s.family, s.port, this.position) === s.cookie) this.selection.remove(s.family, s.port, this.position);
   }
 
   private repairTimer: ReturnType<typeof setInterval> | undefined;
@@ -129,7 +129,7 @@ export class CapSteering {
 
   /** Fill our position when it is empty (BPF_NOEXIST), with the listener the fd still is (by cookie). */
   private offer(s: ServiceSocket): void {
-    if (this.dispatcher.reuseMemberCookie(s.family, s.port, this.position) !== undefined) return;
-    if (socketCookie(s.fd) === s.cookie) this.dispatcher.setReuseMember(s.family, s.port, this.position, s.fd, true);
+    if (this.selection.cookieAt(s.family, s.port, this.position) !== undefined) return;
+    if (socketCookie(s.fd) === s.cookie) this.selection.offer(s.family, s.port, this.position, s.fd, true);
   }
 }
