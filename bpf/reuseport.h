@@ -25,9 +25,10 @@
  * kernel hashes over every listening member, a worker at its connection cap
  * included, which then resets what it is given. So each worker registers its
  * listener in ep_reuse_members while it has room, at its own position, and
- * takes it out at its cap: the program starts at the 4-tuple hash's position
- * and takes the first member present, so a newcomer reaches a worker with
- * room whenever there is one.
+ * takes it out at its cap: the program tries the 4-tuple hash's position,
+ * then (empty) walks every position from a second one the hash gives, so a
+ * newcomer reaches a worker with room whenever there is one, and a full
+ * worker's share spreads over the others instead of doubling its neighbour's.
  *
  * Why here, and why a SOCKHASH:
  *  - Selecting in ep_dispatch instead (BPF_SK_LOOKUP_F_NO_REUSEPORT over the
@@ -93,7 +94,7 @@ int ep_migrate(struct sk_reuseport_md *md)
 	struct ep_reuse_counters *cnt;
 	struct ep_reuse_group *group;
 	struct ep_reuse_key key = {};
-	__u32 members, first, i, service;
+	__u32 members, first, start, i, service;
 	int migrating = md->migrating_sk != NULL;
 
 	if (!sk || sk->protocol != IPPROTO_TCP)
@@ -117,15 +118,25 @@ int ep_migrate(struct sk_reuseport_md *md)
 	service = group->service;
 	cnt = bpf_map_lookup_elem(&ep_reuse_counters, &service);
 	first = md->hash % members;
+	key.position = first;
+	if (bpf_sk_select_reuseport(md, &ep_reuse_members, &key, 0) == 0) {
+		if (cnt && migrating)
+			cnt->migrated++;
+		return SK_PASS;
+	}
+	/* The hashed worker is at its cap (or restarting): the rest, from a second position. */
+	start = md->hash / members % members;
 	for (i = 0; i < EP_REUSE_MAX_MEMBERS && i < members; i++) {
-		key.position = first + i;
+		key.position = start + i;
 		if (key.position >= members)
 			key.position -= members;
+		if (key.position == first)
+			continue;
 		if (bpf_sk_select_reuseport(md, &ep_reuse_members, &key, 0) == 0) {
 			if (cnt) {
 				if (migrating)
 					cnt->migrated++;
-				else if (i)
+				else
 					cnt->redirected++;
 			}
 			return SK_PASS;

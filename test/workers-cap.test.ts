@@ -73,11 +73,48 @@ async function newcomers(n: number, width: number, base: number): Promise<string
   return r.filter((x): x is string => !!x);
 }
 
+interface Held {
+  socket: Socket;
+  worker: number;
+}
+
+/**
+ * Fill one worker to `cap`: held connections, one at a time, each attributed
+ * to the worker whose active count rose. Bounded by `limit` connections.
+ * Every connection must be admitted (no worker is full before the first).
+ */
+async function fillOne(admin: string, cap: number, limit: number, held: Held[]): Promise<{ full: number; counts: number[] }> {
+  let counts = await active(admin);
+  while (Math.max(...counts) < cap && held.length < limit) {
+    const s = await hold(7000 + (held.length % 100));
+    expect(s).not.toBe("refused");
+    const now = await active(admin);
+    const worker = now.findIndex((n, i) => n > counts[i]!);
+    expect(worker).toBeGreaterThanOrEqual(0);
+    held.push({ socket: s as Socket, worker });
+    counts = now;
+  }
+  const full = counts.indexOf(cap);
+  expect(full).toBeGreaterThanOrEqual(0);
+  return { full, counts };
+}
+
+/** Close `worker`'s held connections beyond `keep` and wait until it counts no more than that. */
+async function trim(admin: string, held: Held[], worker: number, keep: number): Promise<void> {
+  for (const h of held.filter((h) => h.worker === worker).slice(keep)) {
+    h.socket.end();
+    held.splice(held.indexOf(h), 1);
+  }
+  const deadline = Date.now() + 5000;
+  while ((await active(admin))[worker]! > keep && Date.now() < deadline) await Bun.sleep(20);
+  expect((await active(admin))[worker]).toBeLessThanOrEqual(keep);
+}
+
 describe("connection cap with workers", () => {
   test("a worker at its share leaves the selection: no reset while the other has room; both full: refused in the kernel; then back", async () => {
     const dir = mkdtempSync(join(tmpdir(), "ep-cap-"));
     const admin = join(dir, "admin.sock");
-    const held: { socket: Socket; worker: number }[] = [];
+    const held: Held[] = [];
     try {
       const origin = echoOrigin("127.0.0.1");
       f.servers.push(origin);
@@ -87,37 +124,11 @@ describe("connection cap with workers", () => {
       expect(caps).toEqual([20, 20]);
       const cap = 20;
 
-      // Fill one worker to its share: held connections, one at a time, each
-      // attributed to the worker whose active count rose. Bounded: 2 * cap.
-      let counts = await active(admin);
-      let refusedWhileFilling = 0;
-      while (Math.max(...counts) < cap && held.length + refusedWhileFilling < 2 * cap) {
-        const s = await hold(7000 + held.length);
-        if (s === "refused") {
-          refusedWhileFilling++;
-          continue;
-        }
-        const now = await active(admin);
-        const worker = now.findIndex((n, i) => n > counts[i]!);
-        expect(worker).toBeGreaterThanOrEqual(0);
-        held.push({ socket: s, worker });
-        counts = now;
-      }
-      expect(refusedWhileFilling).toBe(0);
-      const full = counts.indexOf(cap);
+      // Fill one worker to its share; leave the other room for the newcomers below, whatever the hash gave it.
+      const { full, counts } = await fillOne(admin, cap, 2 * cap, held);
       const other = 1 - full;
-      expect(full).toBeGreaterThanOrEqual(0);
       console.log(`filled worker ${full} to ${cap}; worker ${other} holds ${counts[other]}`);
-      // Room on the other worker for the newcomers below, whatever the hash gave it.
-      const mine = held.filter((h) => h.worker === other);
-      while (mine.length > cap - 8) {
-        const h = mine.pop()!;
-        h.socket.end();
-        held.splice(held.indexOf(h), 1);
-      }
-      const settle = Date.now() + 5000;
-      while ((await active(admin))[other]! > cap - 8 && Date.now() < settle) await Bun.sleep(20);
-      expect((await active(admin))[other]).toBeLessThanOrEqual(cap - 8);
+      await trim(admin, held, other, cap - 8);
 
       // 100 newcomers, 4 at a time (the other worker has room for all of them at once): none reset.
       const before = await totals(admin);
@@ -163,35 +174,46 @@ describe("connection cap with workers", () => {
     }
   }, 60_000);
 
+  test("a full worker's share spreads over the others (4 workers), not onto one neighbour", async () => {
+    const dir = mkdtempSync(join(tmpdir(), "ep-cap-"));
+    const admin = join(dir, "admin.sock");
+    const held: Held[] = [];
+    try {
+      const origin = echoOrigin("127.0.0.1");
+      f.servers.push(origin);
+      f.ep = await EdgeproxyProcess.start(["--workers", "4", "--admin", admin, "--ports", "7000-7099", "--prefix", "192.0.2.0/24", "--origin", `127.0.0.1:${origin.port}`, "--max-connections", "80"]);
+      const { full } = await fillOne(admin, 20, 80, held);
+      const before = await totals(admin);
+      const redirectedBefore = await metric(admin, "kernel_cap_redirected_total");
+      expect(await newcomers(300, 2, 7000)).toEqual([]);
+      const gained = (await totals(admin)).map((t, i) => t - before[i]!);
+      const redirected = (await metric(admin, "kernel_cap_redirected_total")) - redirectedBefore;
+      console.log(`300 newcomers with worker ${full} full: gained ${gained.join(", ")}; ${redirected} redirected`);
+      expect(gained[full]).toBe(0);
+      // Each of the three takes about a third (100); walking on from the full one's
+      // position would give its neighbour about half (150) and the others a quarter (75).
+      const others = gained.filter((_, i) => i !== full);
+      expect(Math.max(...others)).toBeLessThan(135);
+      expect(Math.min(...others)).toBeGreaterThan(65);
+    } finally {
+      for (const h of held) h.socket.end();
+      rmSync(dir, { recursive: true, force: true });
+    }
+  }, 60_000);
+
   test("a killed worker's queue goes to the worker with room, never to the full one; its listener record is pruned", async () => {
     const dir = mkdtempSync(join(tmpdir(), "ep-cap-"));
     const admin = join(dir, "admin.sock");
-    const held: { socket: Socket; worker: number }[] = [];
+    const held: Held[] = [];
     try {
       const origin = echoOrigin("127.0.0.1");
       f.servers.push(origin);
       f.ep = await EdgeproxyProcess.start(["--workers", "3", "--admin", admin, "--ports", "7000-7099", "--prefix", "192.0.2.0/24", "--origin", `127.0.0.1:${origin.port}`, "--max-connections", "90"]);
       const cap = 30;
-      // Fill one worker (A) to its share, as above.
-      let counts = await active(admin);
-      while (Math.max(...counts) < cap && held.length < 3 * cap) {
-        const s = await hold(7000 + (held.length % 100));
-        expect(s).not.toBe("refused");
-        const now = await active(admin);
-        held.push({ socket: s as Socket, worker: now.findIndex((n, i) => n > counts[i]!) });
-        counts = now;
-      }
-      const a = counts.indexOf(cap);
-      expect(a).toBeGreaterThanOrEqual(0);
+      // Fill one worker (A) to its share; C keeps room for every newcomer below at once.
+      const { full: a } = await fillOne(admin, cap, 3 * cap, held);
       const [b, c] = [0, 1, 2].filter((w) => w !== a) as [number, number];
-      // C keeps room for every newcomer below at once.
-      for (const h of held.filter((h) => h.worker === c).slice(5)) {
-        h.socket.end();
-        held.splice(held.indexOf(h), 1);
-      }
-      const settle = Date.now() + 5000;
-      while ((await active(admin))[c]! > 5 && Date.now() < settle) await Bun.sleep(20);
-      expect((await active(admin))[c]).toBeLessThanOrEqual(5);
+      await trim(admin, held, c, 5);
 
       const pids = ((await (await get(admin, "/workers")).json()) as { pid: number }[]).map((w) => w.pid);
       const migratedBefore = await metric(admin, "kernel_migrations_total", 'to="room"');
