@@ -15,7 +15,7 @@ import { echoOrigin, exchange, pool, text } from "./helpers/net";
 const f = proxyFixture();
 
 /** An open connection through the proxy, proven by one echoed byte; "refused" when it was reset or refused. */
-function hold(port: number): Promise<Socket | "refused"> {
+function hold(port: number, hostname = "192.0.2.1"): Promise<Socket | "refused"> {
   return new Promise((resolve) => {
     const timer = setTimeout(() => resolve("refused"), 3000);
     const done = (r: Socket | "refused") => {
@@ -23,7 +23,7 @@ function hold(port: number): Promise<Socket | "refused"> {
       resolve(r);
     };
     Bun.connect({
-      hostname: "192.0.2.1",
+      hostname,
       port,
       socket: {
         open: (s) => void s.write("x"),
@@ -61,12 +61,12 @@ async function metric(admin: string, name: string, labels = "", worker?: number)
 const pinned = (map: string) => join(process.env.EDGEPROXY_BPFFS!, "edgeproxy", readlinkSync("/proc/thread-self/ns/net").replace(/\D/g, ""), map);
 
 /** n short exchanges, `width` at a time: the ones that did not echo. */
-async function newcomers(n: number, width: number, base: number): Promise<string[]> {
+async function newcomers(n: number, width: number, base: number, host = "192.0.2.1"): Promise<string[]> {
   const r = await pool(
     Array.from({ length: n }, (_, i) => i),
     width,
     async (i) => {
-      const got = await exchange("192.0.2.1", base + (i % 50), `new ${i}`, 3000);
+      const got = await exchange(host, base + (i % 50), `new ${i}`, 3000);
       return text(got) === `new ${i}` ? undefined : `${i}: ${got.kind}`;
     },
   );
@@ -83,10 +83,10 @@ interface Held {
  * to the worker whose active count rose. Bounded by `limit` connections.
  * Every connection must be admitted (no worker is full before the first).
  */
-async function fillOne(admin: string, cap: number, limit: number, held: Held[]): Promise<{ full: number; counts: number[] }> {
+async function fillOne(admin: string, cap: number, limit: number, held: Held[], host?: string): Promise<{ full: number; counts: number[] }> {
   let counts = await active(admin);
   while (Math.max(...counts) < cap && held.length < limit) {
-    const s = await hold(7000 + (held.length % 100));
+    const s = await hold(7000 + (held.length % 100), host);
     expect(s).not.toBe("refused");
     const now = await active(admin);
     const worker = now.findIndex((n, i) => n > counts[i]!);
@@ -111,68 +111,73 @@ async function trim(admin: string, held: Held[], worker: number, keep: number): 
 }
 
 describe("connection cap with workers", () => {
-  test("a worker at its share leaves the selection: no reset while the other has room; both full: refused in the kernel; then back", async () => {
-    const dir = mkdtempSync(join(tmpdir(), "ep-cap-"));
-    const admin = join(dir, "admin.sock");
-    const held: Held[] = [];
-    try {
-      const origin = echoOrigin("127.0.0.1");
-      f.servers.push(origin);
-      f.ep = await EdgeproxyProcess.start(["--workers", "2", "--admin", admin, "--ports", "7000-7099", "--prefix", "192.0.2.0/24", "--origin", `127.0.0.1:${origin.port}`, "--max-connections", "40"]);
-      // The cap is the instance's: each worker has half of it.
-      const caps = [await metric(admin, "connection_cap_max", "", 0), await metric(admin, "connection_cap_max", "", 1)];
-      expect(caps).toEqual([20, 20]);
-      const cap = 20;
+  for (const [family, host, prefix] of [
+    [4, "192.0.2.1", "192.0.2.0/24"],
+    [6, "2001:db8::1", "2001:db8::/64"],
+  ] as const) {
+    test(`ipv${family}: a worker at its share leaves the selection: no reset while the other has room; both full: refused in the kernel; then back`, async () => {
+      const dir = mkdtempSync(join(tmpdir(), "ep-cap-"));
+      const admin = join(dir, "admin.sock");
+      const held: Held[] = [];
+      try {
+        const origin = echoOrigin("127.0.0.1");
+        f.servers.push(origin);
+        f.ep = await EdgeproxyProcess.start(["--workers", "2", "--admin", admin, "--ports", "7000-7099", "--prefix", prefix, "--origin", `127.0.0.1:${origin.port}`, "--max-connections", "40"]);
+        // The cap is the instance's: each worker has half of it.
+        const caps = [await metric(admin, "connection_cap_max", "", 0), await metric(admin, "connection_cap_max", "", 1)];
+        expect(caps).toEqual([20, 20]);
+        const cap = 20;
 
-      // Fill one worker to its share; leave the other room for the newcomers below, whatever the hash gave it.
-      const { full, counts } = await fillOne(admin, cap, 2 * cap, held);
-      const other = 1 - full;
-      console.log(`filled worker ${full} to ${cap}; worker ${other} holds ${counts[other]}`);
-      await trim(admin, held, other, cap - 8);
+        // Fill one worker to its share; leave the other room for the newcomers below, whatever the hash gave it.
+        const { full, counts } = await fillOne(admin, cap, 2 * cap, held, host);
+        const other = 1 - full;
+        console.log(`filled worker ${full} to ${cap}; worker ${other} holds ${counts[other]}`);
+        await trim(admin, held, other, cap - 8);
 
-      // 100 newcomers, 4 at a time (the other worker has room for all of them at once): none reset.
-      const before = await totals(admin);
-      const redirectedBefore = await metric(admin, "kernel_cap_redirected_total");
-      const failures = await newcomers(100, 4, 7100 - 100);
-      expect(failures).toEqual([]);
-      const after = await totals(admin);
-      expect(after[full]).toBe(before[full]!);
-      expect(after[other]! - before[other]!).toBe(100);
-      // About half of them hashed to the full worker and were moved by the selector.
-      const redirected = (await metric(admin, "kernel_cap_redirected_total")) - redirectedBefore;
-      console.log(`100 newcomers while worker ${full} was full: ${redirected} redirected, 0 reset`);
-      expect(redirected).toBeGreaterThan(20);
-      expect(await metric(admin, "connection_cap_steering_total", 'event="left"', full)).toBeGreaterThanOrEqual(1);
+        // 100 newcomers, 4 at a time (the other worker has room for all of them at once): none reset.
+        const before = await totals(admin);
+        const redirectedBefore = await metric(admin, "kernel_cap_redirected_total");
+        const failures = await newcomers(100, 4, 7000, host);
+        expect(failures).toEqual([]);
+        const after = await totals(admin);
+        expect(after[full]).toBe(before[full]!);
+        expect(after[other]! - before[other]!).toBe(100);
+        // About half of them hashed to the full worker and were moved by the selector.
+        const redirected = (await metric(admin, "kernel_cap_redirected_total")) - redirectedBefore;
+        console.log(`100 newcomers while worker ${full} was full: ${redirected} redirected, 0 reset`);
+        expect(redirected).toBeGreaterThan(20);
+        expect(await metric(admin, "connection_cap_steering_total", 'event="left"', full)).toBeGreaterThanOrEqual(1);
 
-      // Fill the other worker too: still no refusal until the instance's cap.
-      while (held.length < 2 * cap) {
-        const s = await hold(7000 + held.length);
-        expect(s).not.toBe("refused");
-        held.push({ socket: s as Socket, worker: other });
+        // Fill the other worker too: still no refusal until the instance's cap.
+        while (held.length < 2 * cap) {
+          const s = await hold(7000 + (held.length % 100), host);
+          expect(s).not.toBe("refused");
+          held.push({ socket: s as Socket, worker: other });
+        }
+        expect(await active(admin)).toEqual([cap, cap]);
+
+        // Both full: newcomers are refused by the kernel (no worker accepts them), counted.
+        const fullBefore = await metric(admin, "kernel_drops_total", 'reason="full"');
+        const totalBefore = await totals(admin);
+        const refused = await newcomers(20, 4, 7000, host);
+        expect(refused).toHaveLength(20);
+        expect(refused.every((r) => r.endsWith("refused"))).toBe(true);
+        expect((await metric(admin, "kernel_drops_total", 'reason="full"')) - fullBefore).toBeGreaterThanOrEqual(20);
+        expect(await totals(admin)).toEqual(totalBefore);
+
+        // Close 5 of the first worker's: below its resume mark, it takes newcomers again.
+        for (const h of held.filter((h) => h.worker === full).slice(0, 5)) h.socket.end();
+        const deadline = Date.now() + 5000;
+        while ((await active(admin))[full]! > cap - 5 && Date.now() < deadline) await Bun.sleep(20);
+        expect(await metric(admin, "connection_cap_steering_total", 'event="rejoined"', full)).toBeGreaterThanOrEqual(1);
+        // 2 at a time: the worker has room for 5.
+        expect(await newcomers(50, 2, 7000, host)).toEqual([]);
+      } finally {
+        for (const h of held) h.socket.end();
+        rmSync(dir, { recursive: true, force: true });
       }
-      expect(await active(admin)).toEqual([cap, cap]);
-
-      // Both full: newcomers are refused by the kernel (no worker accepts them), counted.
-      const fullBefore = await metric(admin, "kernel_drops_total", 'reason="full"');
-      const totalBefore = await totals(admin);
-      const refused = await newcomers(20, 4, 7000);
-      expect(refused).toHaveLength(20);
-      expect(refused.every((r) => r.endsWith("refused"))).toBe(true);
-      expect((await metric(admin, "kernel_drops_total", 'reason="full"')) - fullBefore).toBeGreaterThanOrEqual(20);
-      expect(await totals(admin)).toEqual(totalBefore);
-
-      // Close 5 of the first worker's: below its resume mark, it takes newcomers again.
-      for (const h of held.filter((h) => h.worker === full).slice(0, 5)) h.socket.end();
-      const deadline = Date.now() + 5000;
-      while ((await active(admin))[full]! > cap - 5 && Date.now() < deadline) await Bun.sleep(20);
-      expect(await metric(admin, "connection_cap_steering_total", 'event="rejoined"', full)).toBeGreaterThanOrEqual(1);
-      // 2 at a time: the worker has room for 5.
-      expect(await newcomers(50, 2, 7000)).toEqual([]);
-    } finally {
-      for (const h of held) h.socket.end();
-      rmSync(dir, { recursive: true, force: true });
-    }
-  }, 60_000);
+    }, 60_000);
+  }
 
   test("a full worker's share spreads over the others (4 workers), not onto one neighbour", async () => {
     const dir = mkdtempSync(join(tmpdir(), "ep-cap-"));
