@@ -31,17 +31,22 @@
  * worker's share spreads over the others instead of doubling its neighbour's.
  *
  * Why here, and why a SOCKHASH:
- *  - Selecting in ep_dispatch instead (BPF_SK_LOOKUP_F_NO_REUSEPORT over the
- *    SOCKMAP members) would need one member entry per worker (4 today, up to
- *    256 workers), and an upgrade's successor overwrites the members; closing
- *    and re-opening the full worker's listener would churn the group and its
- *    SOCKMAP entry on every cap crossing. The reuseport program sees the
- *    group the kernel already chose, and is where the kernel asks.
- *  - BPF_MAP_TYPE_REUSEPORT_SOCKARRAY refuses a socket that is in a SOCKMAP
- *    (both use sk_user_data: reuseport_array_update_check() gives EBUSY), and
- *    every listener is in ep_sockets. bpf_sk_select_reuseport() takes a
- *    SOCKHASH too; a closing socket leaves it by itself (sock_map_close()),
- *    before its queue migrates, so a closed member is never selected.
+ *  - Selecting in ep_dispatch instead (BPF_SK_LOOKUP_F_NO_REUSEPORT, hashing
+ *    over the SOCKMAP members) would need a member entry per worker (there
+ *    are EP_SOCKET_MEMBERS = 4 per slot, for up to 256 workers), changing
+ *    ep_sockets' layout for every pinned dispatcher; an upgrade's successor
+ *    overwrites those entries while the old process still serves.
+ *  - Closing the full worker's listener and re-joining the group below the
+ *    resume mark would move its queue away (migration) but churn the
+ *    listener, its fd and its SOCKMAP entry on every cap crossing, and the
+ *    group dies when every worker is full at once (its port may be taken).
+ *  - Here the kernel asks for exactly this choice, per group, for new and
+ *    migrating connections alike. BPF_MAP_TYPE_REUSEPORT_SOCKARRAY, made for
+ *    it, refuses a socket that is in a SOCKMAP (both use sk_user_data:
+ *    reuseport_array_update_check() gives EBUSY), and every listener is in
+ *    ep_sockets; bpf_sk_select_reuseport() takes a SOCKHASH too. A closing
+ *    socket leaves the SOCKHASH by itself (sock_map_close()) before its queue
+ *    migrates, so a closed member is never selected.
  *
  * With no member present (every worker of the group at its cap) a new
  * connection is refused here (SK_DROP: the kernel answers the SYN with a
