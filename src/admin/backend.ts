@@ -11,6 +11,17 @@ export interface KernelCounters {
   readonly assignError: bigint;
   /** Refused by the service's access rules (SK_DROP at lookup). */
   readonly denied: bigint;
+  /*
+   * The member selection of the service's TCP groups (ep_migrate, struct
+   * ep_reuse_counters): the hashed worker was at its cap and another took
+   * the connection; every worker was at its cap and the kernel refused it;
+   * a closing listener's connection moved to a worker with room, or (none
+   * had room) to the kernel's hash.
+   */
+  readonly redirected: bigint;
+  readonly full: bigint;
+  readonly migrated: bigint;
+  readonly migratedUnselected: bigint;
 }
 
 /** Data-plane figures of one service run by this process. */
@@ -81,7 +92,20 @@ export interface StatusSnapshot {
   readonly services: readonly ServiceSnapshot[];
   /** Lookups that matched no binding (service 0). */
   readonly unmatchedLookups: bigint;
-  readonly capacity: { readonly max: number; readonly active: number; readonly refused: number };
+  /**
+   * This process's connection cap: its share of --max-connections with
+   * workers; refused = admitted by the kernel over the cap and reset here;
+   * accepting = offered in its groups' member selection (below the cap), and
+   * how often it left it at the cap and rejoined below the resume mark.
+   */
+  readonly capacity: {
+    readonly max: number;
+    readonly active: number;
+    readonly refused: number;
+    readonly accepting: boolean;
+    readonly left: number;
+    readonly rejoined: number;
+  };
 }
 
 /**

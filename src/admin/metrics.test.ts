@@ -25,9 +25,11 @@ test("every family parses, is typed and has help; counters end in _total", () =>
       "build_info",
       "bytes_total",
       "client_resets_total",
+      "connection_cap_accepting",
       "connection_cap_active",
       "connection_cap_max",
       "connection_cap_refused_total",
+      "connection_cap_steering_total",
       "connection_duration_seconds",
       "connections_active",
       "connections_total",
@@ -35,8 +37,10 @@ test("every family parses, is typed and has help; counters end in _total", () =>
       "http_origin_connections_total",
       "http_responses_total",
       "idle_timeouts_total",
+      "kernel_cap_redirected_total",
       "kernel_drops_total",
       "kernel_lookups_total",
+      "kernel_migrations_total",
       "kernel_steered_total",
       "kernel_unmatched_lookups_total",
       "origin_active",
@@ -90,6 +94,9 @@ test("values match the snapshot, bigints to the last digit", () => {
   expect(value(fams, "edgeproxy_kernel_drops_total", { service: "web", reason: "missing_socket" })).toBe("1");
   expect(value(fams, "edgeproxy_kernel_drops_total", { service: "web", reason: "assign_error" })).toBe("2");
   expect(value(fams, "edgeproxy_kernel_drops_total", { service: "web", reason: "denied" })).toBe("3");
+  expect(value(fams, "edgeproxy_kernel_drops_total", { service: "web", reason: "full" })).toBe("5");
+  expect(value(fams, "edgeproxy_kernel_cap_redirected_total", { service: "web" })).toBe("4");
+  expect(value(fams, "edgeproxy_kernel_migrations_total", { service: "web", to: "room" })).toBe("6");
   expect(value(fams, "edgeproxy_kernel_unmatched_lookups_total")).toBe("9007199254740993");
   expect(value(fams, "edgeproxy_connections_active", { service: "web" })).toBe("2");
   expect(value(fams, "edgeproxy_connections_total", { service: "web" })).toBe("7");
@@ -119,6 +126,8 @@ test("values match the snapshot, bigints to the last digit", () => {
   expect(value(fams, "edgeproxy_connection_cap_max")).toBe("9950");
   expect(value(fams, "edgeproxy_connection_cap_active")).toBe("2");
   expect(value(fams, "edgeproxy_connection_cap_refused_total")).toBe("5");
+  expect(value(fams, "edgeproxy_connection_cap_accepting")).toBe("1");
+  expect(value(fams, "edgeproxy_connection_cap_steering_total", { event: "left" })).toBe("3");
 });
 
 test("a service without connections gets only kernel series", () => {

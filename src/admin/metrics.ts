@@ -53,6 +53,14 @@ export function renderMetrics(s: StatusSnapshot): string {
     emit({ reason: "missing_socket" }, svc.kernel.missingSocket);
     emit({ reason: "assign_error" }, svc.kernel.assignError);
     emit({ reason: "denied" }, svc.kernel.denied);
+    emit({ reason: "full" }, svc.kernel.full);
+  });
+  perService(all, "kernel_cap_redirected_total", "counter", "New connections the reuseport selection gave to another worker because the hashed one was at its connection cap (or not serving: restarting).", (svc, emit) =>
+    emit({}, svc.kernel.redirected),
+  );
+  perService(all, "kernel_migrations_total", "counter", "Connections queued on a closing listener moved to another worker, by where: one with room, or the kernel's hash (none had room).", (svc, emit) => {
+    emit({ to: "room" }, svc.kernel.migrated);
+    emit({ to: "hash" }, svc.kernel.migratedUnselected);
   });
   family("kernel_unmatched_lookups_total", "counter", "Socket lookups that matched no binding.");
   sample("kernel_unmatched_lookups_total", {}, s.unmatchedLookups);
@@ -148,6 +156,11 @@ export function renderMetrics(s: StatusSnapshot): string {
   sample("connection_cap_active", {}, s.capacity.active);
   family("connection_cap_refused_total", "counter", "Connections refused because the cap was reached.");
   sample("connection_cap_refused_total", {}, s.capacity.refused);
+  family("connection_cap_accepting", "gauge", "1 while the process is below its cap and offered for new connections; 0 while at its cap (out of the member selection).");
+  sample("connection_cap_accepting", {}, s.capacity.accepting ? 1 : 0);
+  family("connection_cap_steering_total", "counter", "Times the process left the member selection at its cap (left) and rejoined it below the resume mark (rejoined).");
+  sample("connection_cap_steering_total", { event: "left" }, s.capacity.left);
+  sample("connection_cap_steering_total", { event: "rejoined" }, s.capacity.rejoined);
 
   out.push("");
   return out.join("\n");

@@ -66,8 +66,8 @@ Options:
   --bpffs PATH          bpffs mount for pinned state (default $EDGEPROXY_BPFFS or /sys/fs/bpf)
   --connect-timeout D   origin connect timeout (default 5s)
   --idle-timeout D      close connections idle this long (default 300s; udp flows 30s)
-  --max-connections N   refuse new connections beyond N open ones
-                        (default: what the open-file limit allows)
+  --max-connections N   refuse new connections beyond N open ones, all workers together
+                        (default: what the open-file limit allows each worker)
   --max-flows N         at most N UDP flows at once; when full, flows the client sent
                         only one datagram on are evicted first (default: open-file limit)
   -h, --help            this text

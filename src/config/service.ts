@@ -67,7 +67,7 @@ export interface ServeConfig {
   readonly services: readonly ServiceConfig[];
   /** Steer ports even where another socket already listens. */
   readonly takeOver: boolean;
-  /** Cap on open connections for the process; default: what the open-file limit allows. */
+  /** Cap on open connections for the instance, shared by its workers (server.ts, connectionShare); default: what each worker's open-file limit allows. */
   readonly maxConnections?: number;
   /** Cap on concurrent UDP flows for the process; default: a share of the open-file limit. */
   readonly maxFlows?: number;

@@ -6,6 +6,7 @@ import { libc } from "../ebpf/libc";
 import * as abi from "./abi";
 import type { Binding, Protocol } from "./binding";
 import { compileBindings, type PortTable } from "./compile";
+import { Selection } from "./selection";
 
 /** A dispatcher step failed; `cause` has the kernel's or libbpf's reason. */
 export class DispatcherError extends EdgeError {
@@ -29,10 +30,10 @@ export interface AppliedBindings {
 }
 
 export const PROGRAM = "ep_dispatch";
-/** The sk_reuseport program attached to every TCP group, so a closing listener's queue migrates (bpf/dispatcher.bpf.c). */
+/** The sk_reuseport program attached to every TCP group: a closing listener's queue migrates, and new connections go to a worker below its cap (bpf/reuseport.h). */
 export const MIGRATE_PROGRAM = "ep_migrate";
-/** Every map of bpf/dispatcher.bpf.c, by its pin name. */
-export const MAPS = ["ep_state", "ep_prefixes", "ep_hosts", "ep_ranges", "ep_sockets", "ep_counters", "ep_service_flags", "ep_access", "ep_services", "ep_bindings", "ep_rules", "ep_owners", "ep_groups"] as const;
+/** Every map of bpf/dispatcher.bpf.c (and bpf/reuseport.h), by its pin name. */
+export const MAPS = ["ep_state", "ep_prefixes", "ep_hosts", "ep_ranges", "ep_sockets", "ep_counters", "ep_service_flags", "ep_access", "ep_services", "ep_bindings", "ep_rules", "ep_owners", "ep_groups", "ep_reuse_members", "ep_reuse_groups", "ep_reuse_listeners", "ep_reuse_counters"] as const;
 export type MapName = (typeof MAPS)[number];
 const EAGAIN = 11;
 
@@ -288,6 +289,12 @@ export class Dispatcher {
     return this.socketCookie(service, protocol, family, member) !== undefined;
   }
 
+  /** The member selection of TCP reuseport groups (ep_migrate): its maps. */
+  get selection(): Selection {
+    return (this.selectionView ??= new Selection(this.maps, this.cpus));
+  }
+  private selectionView: Selection | undefined;
+
   /** Counters summed over CPUs; service 0 counts lookups that matched no binding. */
   counters(service: number): abi.ServiceCounters {
     const buf = new Uint8Array(abi.sizes.ep_service_counters * this.cpus);
@@ -299,6 +306,7 @@ export class Dispatcher {
   /** Zero a service's counters (a new service must not inherit a removed one's). */
   resetCounters(service: number): void {
     this.maps.ep_counters.update(abi.u32(service), new Uint8Array(abi.sizes.ep_service_counters * this.cpus));
+    this.selection.resetCounters(service);
   }
 
   /**

@@ -57,6 +57,7 @@ export async function reload(server: Server): Promise<ReloadReport> {
     const before = reg.snapshot([...next.services, ...removed].map((s) => s.name));
     const fresh = new Map<string, RunningService>();
     try {
+      server.steering.prune();
       for (const cfg of [...added, ...restarted]) {
         const entry = reg.ensure(cfg.name, next.takeOver);
         const svc = server.planes.create(cfg, origins);
@@ -80,7 +81,7 @@ export async function reload(server: Server): Promise<ReloadReport> {
       // New services get their sockets before their bindings go live.
       for (const cfg of added) {
         const r = fresh.get(cfg.name)!;
-        registerMembers(reg, r.id, r.svc.protocol, r.sockets, server.member);
+        registerMembers(reg, r.id, r.svc.protocol, r.sockets, server.member, server.steering);
       }
       const own = new Set([...server.ownInodes(), ...[...fresh.values()].flatMap((r) => r.sockets.map((s) => s.inode))]);
       const { skipped } = reg.commit(own);
@@ -88,7 +89,7 @@ export async function reload(server: Server): Promise<ReloadReport> {
       for (const cfg of restarted) {
         const old = server.running.get(cfg.name)!;
         const now = fresh.get(cfg.name)!;
-        registerMembers(reg, now.id, now.svc.protocol, now.sockets, server.member);
+        registerMembers(reg, now.id, now.svc.protocol, now.sockets, server.member, server.steering);
         // Slots the new sockets do not replace: a family dropped, or a mode changed between tcp and udp.
         // Only while the entry still holds the old socket (by cookie): another process may have taken it over.
         for (const s of old.sockets) {
