@@ -129,8 +129,17 @@ int ep_migrate(struct sk_reuseport_md *md)
 			cnt->migrated++;
 		return SK_PASS;
 	}
-	/* The hashed worker is at its cap (or restarting): the rest, from a second position. */
-	start = md->hash / members % members;
+	/*
+	 * The hashed worker is at its cap (or restarting): the rest, from a
+	 * second position drawn uniformly among the OTHER positions, so one full
+	 * worker's share spreads evenly (a start drawn over all positions would
+	 * land its own draws on the next one, doubling that neighbour's share).
+	 */
+	if (members < 2)
+		goto none;
+	start = first + 1 + md->hash / members % (members - 1);
+	if (start >= members)
+		start -= members;
 	for (i = 0; i < EP_REUSE_MAX_MEMBERS && i < members; i++) {
 		key.position = start + i;
 		if (key.position >= members)
@@ -147,6 +156,7 @@ int ep_migrate(struct sk_reuseport_md *md)
 			return SK_PASS;
 		}
 	}
+none:
 	if (migrating) {
 		if (cnt)
 			cnt->migrated_unselected++;

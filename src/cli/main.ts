@@ -103,9 +103,6 @@ export async function main(args: readonly string[]): Promise<number> {
     return report(e);
   }
   const argv = [...args];
-  // Said once, by the process that starts the workers: more of them than CPUs only share the CPUs.
-  const cpus = availableParallelism();
-  if (worker === undefined && (config.workers ?? 1) > cpus) say(`${config.workers} workers on ${cpus} CPU(s): workers will share CPUs (the default is one per CPU)`);
   if (worker !== undefined) {
     const index = worker;
     const say = (line: string) => process.stderr.write(`edgeproxy: worker ${index}: ${line}\n`);
@@ -118,6 +115,9 @@ export async function main(args: readonly string[]): Promise<number> {
     checkEnvironment();
     // And a config that reaches edgeproxy itself: one line here, not one per worker.
     await refuseSelfReach(config.admin, config.services);
+    // Said once, by the process that starts the workers, once the config is known to start: more of them than CPUs only share the CPUs.
+    const cpus = availableParallelism();
+    if ((config.workers ?? 1) > cpus) say(`${config.workers} workers on ${cpus} CPU(s): workers will share CPUs (the default is one per CPU)`);
     return await new Supervisor(config, argv, say).run();
   } catch (e) {
     return report(e);
