@@ -1,10 +1,10 @@
 import { formatAddress } from "../../config/address";
-import { ChunkedDecoder } from "./chunked";
+import { ChunkedDecoder, reframe } from "./chunked";
 import { HIGH_WATER, LINGER_MS } from "./context";
 import { Deadline, EMPTY, Exchange, Phase, concat } from "./exchange";
-import { errorResponse, extendable, forwardingFields, originRequestHead } from "./headers";
+import { H2_REFUSAL, errorResponse, extendable, forwardingFields, originRequestHead } from "./headers";
 import { serveLocal } from "./local";
-import { HeadError, hasToken, headEnd, parseRequestHead, type RequestHead } from "./parse";
+import { HeadError, bareLineBreak, hasToken, headEnd, parseRequestHead, type RequestHead } from "./parse";
 
 /*
  * One client connection of an http service: a sequence of request/response
@@ -88,6 +88,7 @@ export class HttpConnection extends Exchange {
       const end = headEnd(this.inbuf, this.scanFrom);
       if (end < 0) {
         if (this.inbuf.length > max) return this.fail(431, `request head larger than ${max} bytes`);
+        if (bareLineBreak(this.inbuf, this.scanFrom)) return this.fail(400, "bare LF or CR in request head (lines end with CRLF)");
         this.scanFrom = Math.max(0, this.inbuf.length - 3);
         return;
       }
@@ -97,7 +98,7 @@ export class HttpConnection extends Exchange {
       const rest = end + 4 === this.inbuf.length ? EMPTY : this.inbuf.subarray(end + 4);
       this.inbuf = EMPTY;
       this.scanFrom = 0;
-      if (parsed instanceof HeadError) return this.fail(parsed.status, parsed.reason);
+      if (parsed instanceof HeadError) return this.fail(parsed.status, parsed.reason, parsed.h2Preface ? H2_REFUSAL : undefined);
       this.startRequest(parsed, raw, rest);
     }
   }
@@ -119,7 +120,8 @@ export class HttpConnection extends Exchange {
     this.retried = false;
     this.keepAlive = req.minor === 1 ? !hasToken(req.connection, "close") : hasToken(req.connection, "keep-alive");
     this.bodyLeft = req.contentLength > 0 ? req.contentLength : 0;
-    this.reqChunks = req.chunked ? new ChunkedDecoder() : undefined;
+    this.reqChunks = req.chunked ? new ChunkedDecoder(ctx.http.maxHeaderBytes) : undefined;
+    this.bodyBytes = 0;
     if (req.contentLength > ctx.http.maxBodyBytes) return this.fail(413, `request body larger than ${ctx.http.maxBodyBytes} bytes`);
     const q = req.target.indexOf("?");
     const route = ctx.router.match(req.host, ctx.router.byPort ? this.localPort : 0, q < 0 ? req.target : req.target.slice(0, q));
@@ -157,17 +159,31 @@ export class HttpConnection extends Exchange {
     }
   }
 
+  /** Data runs of the current feed, for reframe() (one array per connection, reused). */
+  private readonly runs: Uint8Array[] = [];
+  private readonly collect = (data: Uint8Array) => void this.runs.push(data);
+  /** Request body bytes as received, framing included (chunk sizes, extensions, trailers). */
+  private bodyBytes = 0;
+
   private feedBody(buf: Uint8Array): void {
     let n: number;
     if (this.reqChunks) {
-      n = this.reqChunks.feed(buf, 0);
-      if (n < 0) return this.fail(400, `malformed chunked request body: ${this.reqChunks.error}`);
-      if (this.reqChunks.dataBytes > this.ctx.http.maxBodyBytes) return this.fail(413, `request body larger than ${this.ctx.http.maxBodyBytes} bytes`);
+      const d = this.reqChunks;
+      this.runs.length = 0;
+      n = d.feed(buf, 0, this.collect);
+      if (n < 0) return this.fail(400, `malformed chunked request body: ${d.error}`);
+      // Every byte counts against the limit, not only data: else extensions and trailers are free.
+      this.bodyBytes += n;
+      if (this.bodyBytes > this.ctx.http.maxBodyBytes) return this.fail(413, `request body larger than ${this.ctx.http.maxBodyBytes} bytes`);
+      // Re-framed, never passed on as it came: the origin sees canonical chunks whatever the client sent.
+      const out = reframe(this.runs, d.done);
+      this.runs.length = 0;
+      if (out.length) this.sendOrigin(out);
     } else {
       n = Math.min(this.bodyLeft, buf.length);
       this.bodyLeft -= n;
+      if (n) this.sendOrigin(n === buf.length ? buf : buf.subarray(0, n));
     }
-    if (n) this.sendOrigin(n === buf.length ? buf : buf.subarray(0, n));
     if (this.reqChunks ? this.reqChunks.done : this.bodyLeft === 0) {
       this.inbuf = n < buf.length ? buf.subarray(n) : EMPTY;
       this.phase = Phase.Wait;
@@ -235,13 +251,13 @@ export class HttpConnection extends Exchange {
   // ---- endings ----
 
   /** Answer with our own error (if no response started), then close. */
-  protected fail(status: number, message: string): void {
+  protected fail(status: number, message: string, answer?: Uint8Array): void {
     if (this.phase === Phase.Done || this.closed) return;
     if (this.res || this.phase === Phase.Tunnel) return this.abort();
     this.ctx.httpStats.response(status);
     this.linger = true;
     this.releaseOrigin("reset");
-    this.toClient.write(this.client, errorResponse(status, message));
+    this.toClient.write(this.client, answer ?? errorResponse(status, message));
     this.keepAlive = false;
     this.endClient();
   }
