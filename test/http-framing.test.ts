@@ -34,6 +34,8 @@ interface Case {
   readonly origin?: Want[];
   /** Keep the connection open (no FIN): the answer must come anyway, at once. */
   readonly noFin?: boolean;
+  /** edgeproxy resets the origin connection mid-request (a request it gave up after forwarding its head). */
+  readonly cutOff?: boolean;
 }
 
 const H = "Host: a.example\r\n";
@@ -124,6 +126,15 @@ const CASES: Case[] = [
     send: `POST /t HTTP/1.1\r\n${H}Content-Length: 5\r\n\r\nhello0\r\n\r\nGET /x HTTP/1.1\r\n\r\n`,
     status: 200,
     origin: [post("/t", "hello")],
+  },
+  { name: "a method origins may not know", send: `xxGET / HTTP/1.1\r\n${H}\r\n`, status: 501 },
+  { name: "a registered method", send: `PROPFIND /dav HTTP/1.1\r\n${H}Connection: close\r\n\r\n`, status: 200, origin: [{ method: "PROPFIND", url: "/dav", body: "" }] },
+  {
+    name: "a pipelined request whose body stops short, then FIN: reset at once, not left waiting",
+    send: `GET /one HTTP/1.1\r\n${H}\r\nPOST /t HTTP/1.1\r\n${H}Content-Length: 5\r\n\r\nab`,
+    status: 200,
+    origin: [ok("/one")],
+    cutOff: true,
   },
   { name: "leading empty line", send: `\r\nGET /lead HTTP/1.1\r\n${H}Connection: close\r\n\r\n`, status: 200, origin: [ok("/lead")] },
   { name: "HTTP/1.0 without Host", send: "GET /old HTTP/1.0\r\n\r\n", status: 200, origin: [ok("/old")] },
@@ -223,9 +234,11 @@ describe("strict HTTP/1.1 framing, checked by an independent parser at the origi
           got = r.got;
           quick = r.closed && r.ms < 1500;
         } else {
+          const t0 = performance.now();
           const r = await exchange("192.0.2.1", 80, bytes, 10_000);
           got = Buffer.from(r.kind === "data" || r.kind === "reset" ? r.bytes : new Uint8Array());
-          if (r.kind === "timeout") quick = false;
+          // exchange() resets at its bound and the close may report first: the time tells.
+          if (r.kind === "timeout" || performance.now() - t0 > 3000) quick = false;
         }
         await origin.sync();
         const problems: string[] = [];
@@ -241,7 +254,7 @@ describe("strict HTTP/1.1 framing, checked by an independent parser at the origi
         for (const e of origin.errors.slice(beforeErrors)) {
           if (isParseError(e)) problems.push(`origin parse error ${e.code} ${e.reason}: ${JSON.stringify(e.raw)}`);
           // A cut-off message only where edgeproxy refused the request after forwarding its head.
-          else if (isTruncation(e) && (c.status === 200 || c.status === "goaway")) problems.push(`origin saw a request cut off (${e.code})`);
+          else if (isTruncation(e) && !c.cutOff && (c.status === 200 || c.status === "goaway")) problems.push(`origin saw a request cut off (${e.code})`);
         }
         if (problems.length) failures.push(`${c.name}:\n    ${problems.join("\n    ")}`);
       }

@@ -66,3 +66,22 @@ describe("chunked request bodies re-framed (RFC 9112 §7.1)", () => {
     expect(Buffer.from(reframe([Buffer.from("ab"), Buffer.from("c".repeat(20))], false)).toString()).toBe(`16\r\nab${"c".repeat(20)}\r\n`);
   });
 });
+
+describe("the body limit counts every byte of a chunked body", () => {
+  test("framing, extensions and trailers count; the error says too large", () => {
+    const body = Buffer.from(`1\r\nx\r\n0\r\n${`X-T: ${"t".repeat(100)}\r\n`.repeat(20)}\r\n`);
+    for (const step of [1, 50, body.length]) {
+      const d = new ChunkedDecoder(1 << 20, 1024);
+      let r = 0;
+      for (let i = 0; i < body.length && r >= 0; i += step) r = d.feed(body.subarray(i, i + step), 0);
+      expect(r).toBe(-1);
+      expect(d.tooLarge).toBe(true);
+      expect(d.bytes).toBe(1025); // read one byte past the limit, no more
+    }
+    // Exactly at the limit is fine.
+    const exact = Buffer.from(`5\r\nhello\r\n0\r\n\r\n`);
+    const d = new ChunkedDecoder(1024, exact.length);
+    expect(d.feed(exact, 0)).toBe(exact.length);
+    expect(d.done).toBe(true);
+  });
+});

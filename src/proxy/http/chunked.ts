@@ -55,11 +55,23 @@ export class ChunkedDecoder {
   private trailerBytes = 0;
   /** Data bytes seen so far. */
   dataBytes = 0;
+  /** Bytes consumed so far, framing included. */
+  bytes = 0;
   /** What was wrong, once feed returned -1. */
   error = "";
+  /** The error was the body outgrowing `maxBytes`. */
+  tooLarge = false;
 
-  /** `maxTrailer`: the most trailer-section bytes accepted (a head's limit is the natural one). */
-  constructor(private readonly maxTrailer = 16 * 1024) {}
+  /**
+   * `maxTrailer`: the most trailer-section bytes accepted (a head's limit is
+   * the natural one); `maxBytes`: the most bytes of the whole chunked body,
+   * framing, extensions and trailers included (a body limit that only counted
+   * data would let megabytes of extensions through).
+   */
+  constructor(
+    private readonly maxTrailer = 16 * 1024,
+    private readonly maxBytes = Number.MAX_SAFE_INTEGER,
+  ) {}
 
   get done(): boolean {
     return this.state === S.Done;
@@ -71,8 +83,19 @@ export class ChunkedDecoder {
    * given, gets each run of chunk data.
    */
   feed(buf: Uint8Array, start: number, onData?: (data: Uint8Array) => void): number {
+    const used = this.run(buf, start, Math.min(buf.length, start + (this.maxBytes - this.bytes) + 1), onData);
+    if (used < 0) return used;
+    this.bytes += used;
+    if (this.bytes > this.maxBytes) {
+      this.tooLarge = true;
+      return this.fail(`chunked body larger than ${this.maxBytes} bytes`);
+    }
+    return used;
+  }
+
+  /** feed() over buf[start..n): one byte past the budget is read, only to tell "too large". */
+  private run(buf: Uint8Array, start: number, n: number, onData?: (data: Uint8Array) => void): number {
     let i = start;
-    const n = buf.length;
     while (i < n) {
       const c = buf[i]!;
       switch (this.state) {

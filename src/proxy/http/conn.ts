@@ -120,8 +120,8 @@ export class HttpConnection extends Exchange {
     this.retried = false;
     this.keepAlive = req.minor === 1 ? !hasToken(req.connection, "close") : hasToken(req.connection, "keep-alive");
     this.bodyLeft = req.contentLength > 0 ? req.contentLength : 0;
-    this.reqChunks = req.chunked ? new ChunkedDecoder(ctx.http.maxHeaderBytes) : undefined;
-    this.bodyBytes = 0;
+    // Every byte counts against the body limit, not only data: else extensions and trailers are free.
+    this.reqChunks = req.chunked ? new ChunkedDecoder(ctx.http.maxHeaderBytes, ctx.http.maxBodyBytes) : undefined;
     if (req.contentLength > ctx.http.maxBodyBytes) return this.fail(413, `request body larger than ${ctx.http.maxBodyBytes} bytes`);
     const q = req.target.indexOf("?");
     const route = ctx.router.match(req.host, ctx.router.byPort ? this.localPort : 0, q < 0 ? req.target : req.target.slice(0, q));
@@ -162,8 +162,6 @@ export class HttpConnection extends Exchange {
   /** Data runs of the current feed, for reframe() (one array per connection, reused). */
   private readonly runs: Uint8Array[] = [];
   private readonly collect = (data: Uint8Array) => void this.runs.push(data);
-  /** Request body bytes as received, framing included (chunk sizes, extensions, trailers). */
-  private bodyBytes = 0;
 
   private feedBody(buf: Uint8Array): void {
     let n: number;
@@ -171,10 +169,7 @@ export class HttpConnection extends Exchange {
       const d = this.reqChunks;
       this.runs.length = 0;
       n = d.feed(buf, 0, this.collect);
-      if (n < 0) return this.fail(400, `malformed chunked request body: ${d.error}`);
-      // Every byte counts against the limit, not only data: else extensions and trailers are free.
-      this.bodyBytes += n;
-      if (this.bodyBytes > this.ctx.http.maxBodyBytes) return this.fail(413, `request body larger than ${this.ctx.http.maxBodyBytes} bytes`);
+      if (n < 0) return d.tooLarge ? this.fail(413, `request body larger than ${this.ctx.http.maxBodyBytes} bytes`) : this.fail(400, `malformed chunked request body: ${d.error}`);
       // Re-framed, never passed on as it came: the origin sees canonical chunks whatever the client sent.
       const out = reframe(this.runs, d.done);
       this.runs.length = 0;
@@ -228,7 +223,14 @@ export class HttpConnection extends Exchange {
     this.phase = Phase.Head;
     this.resumeClient();
     if (this.inbuf.length) this.readHeads();
-    if (this.phase === Phase.Head && this.clientEnded) this.endClient();
+    if (!this.clientEnded) return;
+    // The client's FIN came while an earlier request was answered: nothing more will arrive.
+    if (this.phase === Phase.Head) this.endClient();
+    else if (this.phase === Phase.Body) {
+      // A pipelined request whose body stops short of its framing: the origin must not take it as whole.
+      this.ctx.stats.clientResets++;
+      this.abort();
+    }
   }
 
   /** Done with the origin connection: back to the pool, closed (FIN), or reset (it may be mid-request). */

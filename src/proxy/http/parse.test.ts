@@ -86,6 +86,8 @@ describe("request heads (RFC 9112)", () => {
     ["bad %-encoding", "GET /a%zz HTTP/1.1\r\nHost: a\r\n\r\n", 400],
     ["CONNECT origin-form", "CONNECT /x HTTP/1.1\r\nHost: a\r\n\r\n", 501],
     ["CONNECT absolute-form", "CONNECT http://a/ HTTP/1.1\r\nHost: a\r\n\r\n", 501],
+    ["unknown method", "XGET / HTTP/1.1\r\nHost: a\r\n\r\n", 501],
+    ["lower-case method", "get / HTTP/1.1\r\nHost: a\r\n\r\n", 501],
     ["asterisk but not OPTIONS", "GET * HTTP/1.1\r\nHost: a\r\n\r\n", 400],
     ["junk", "\x16\x03\x01\x02\x00\x01\x00\r\n\r\n", 400],
     ["bad Host", "GET / HTTP/1.1\r\nHost: a b\r\n\r\n", 400],

@@ -208,6 +208,19 @@ export function hasToken(list: string, token: string): boolean {
   }
 }
 
+/**
+ * Methods forwarded: the IANA HTTP Method Registry (RFC 9110 §16.1), and
+ * PURGE, which caches take. A method is a token (§9.1), so any word would
+ * parse here; but origins' parsers commonly know a fixed list (llhttp does),
+ * and a method they cannot parse is a request they read differently from
+ * us. RFC 9110 §9.1: an unrecognised method may be answered 501.
+ */
+const METHODS = new Set([
+  "ACL", "BASELINE-CONTROL", "BIND", "CHECKIN", "CHECKOUT", "CONNECT", "COPY", "DELETE", "GET", "HEAD", "LABEL", "LINK", "LOCK", "MERGE", "MKACTIVITY",
+  "MKCALENDAR", "MKCOL", "MKREDIRECTREF", "MKWORKSPACE", "MOVE", "OPTIONS", "ORDERPATCH", "PATCH", "POST", "PROPFIND", "PROPPATCH", "PURGE", "PUT", "QUERY",
+  "REBIND", "REPORT", "SEARCH", "TRACE", "UNBIND", "UNCHECKOUT", "UNLINK", "UNLOCK", "UPDATE", "UPDATEREDIRECTREF", "VERSION-CONTROL",
+]);
+
 /** The HTTP/2 connection preface's first line (RFC 9113 §3.4), which an HTTP/1.1 parser sees as a request line. */
 const H2_PREFACE_LINE = "PRI * HTTP/2.0\r\n";
 
@@ -228,6 +241,7 @@ export function parseRequestHead(buf: Uint8Array, end: number): RequestHead | He
   const method = text.slice(pos, sp1);
   // Tunnels are not proxied, whatever form the target has (the README's promise).
   if (method === "CONNECT") return new HeadError(501, "CONNECT is not supported");
+  if (!METHODS.has(method)) return new HeadError(501, "unknown request method");
   const sp2 = text.indexOf(" ", sp1 + 1);
   if (sp2 <= sp1 + 1 || sp2 > eol) return new HeadError(400, "malformed request line");
   // HTTP-version = "HTTP/" DIGIT "." DIGIT, case-sensitive (RFC 9112 §2.3); only 1.0 and 1.1 are spoken.
