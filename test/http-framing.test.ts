@@ -265,4 +265,27 @@ describe("strict HTTP/1.1 framing, checked by an independent parser at the origi
       rmSync(dir, { recursive: true, force: true });
     }
   }, 120_000);
+
+  test("HTTP/2 clients read the refusal: GOAWAY with HTTP_1_1_REQUIRED (node's http2, curl)", async () => {
+    f.ep = await EdgeproxyProcess.start(["--mode", "http", "--ports", "80", "--prefix", "192.0.2.0/24", "--origin", "127.0.0.1:9"]);
+    const run = async (cmd: string[]) => {
+      const p = Bun.spawn(cmd, { stdout: "pipe", stderr: "pipe" });
+      const timer = setTimeout(() => p.kill("SIGKILL"), 10_000);
+      const [out, err] = await Promise.all([new Response(p.stdout).text(), new Response(p.stderr).text(), p.exited]);
+      clearTimeout(timer);
+      return out + err;
+    };
+    const node = await run([
+      "node",
+      "-e",
+      `const c = require("http2").connect("http://192.0.2.1:80");
+       c.on("goaway", (code, last, data) => console.log("goaway", code, last, String(data)));
+       c.on("error", () => {});
+       const r = c.request({ ":path": "/" }); r.on("error", () => {}); r.end();`,
+    ]);
+    expect(node).toContain("goaway 13 0 HTTP/1.1 only");
+    const curl = await run(["curl", "-sS", "-v", "--http2-prior-knowledge", "http://192.0.2.1:80/"]);
+    expect(curl).toMatch(/GOAWAY, error=13/);
+    expect(curl).not.toContain("Empty reply");
+  }, 30_000);
 });
