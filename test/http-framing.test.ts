@@ -260,6 +260,19 @@ describe("strict HTTP/1.1 framing, checked by an independent parser at the origi
       }
       expect(failures).toEqual([]);
       expect(origin.parseErrors()).toEqual([]);
+      // Every refusal counted by reason; the CL.TE case's junk after its body is one more "malformed".
+      const want: Record<string, number> = { malformed: 1, too_large: 0, version: 0, unsupported: 0, http2: 0 };
+      for (const c of CASES) {
+        if (c.status === "goaway") want.http2!++;
+        else if (c.status === 400) want.malformed!++;
+        else if (c.status === 413) want.too_large!++;
+        else if (c.status === 505) want.version!++;
+        else if (c.status === 501) want.unsupported!++;
+      }
+      const metrics = await (await fetch("http://localhost/metrics", { unix: join(dir, "admin.sock") } as RequestInit)).text();
+      const got: Record<string, number> = {};
+      for (const m of metrics.matchAll(/^edgeproxy_http_requests_refused_total\{service="web",reason="(\w+)"\} (\d+)$/gm)) got[m[1]!] = Number(m[2]);
+      expect(got).toEqual(want);
     } finally {
       await origin.stop();
       rmSync(dir, { recursive: true, force: true });

@@ -32,6 +32,7 @@ test("every family parses, is typed and has help; counters end in _total", () =>
       "connections_active",
       "connections_total",
       "http_origin_connections_total",
+      "http_requests_refused_total",
       "http_responses_total",
       "idle_timeouts_total",
       "kernel_drops_total",

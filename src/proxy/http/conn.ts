@@ -4,6 +4,7 @@ import { HIGH_WATER, LINGER_MS } from "./context";
 import { Deadline, EMPTY, Exchange, Phase, concat } from "./exchange";
 import { H2_REFUSAL, errorResponse, extendable, forwardingFields, originRequestHead } from "./headers";
 import { serveLocal } from "./local";
+import { refusalReason } from "./stats";
 import { HeadError, bareLineBreak, hasToken, headEnd, parseRequestHead, type RequestHead } from "./parse";
 
 /*
@@ -87,18 +88,18 @@ export class HttpConnection extends Exchange {
     while (this.phase === Phase.Head && this.inbuf.length) {
       const end = headEnd(this.inbuf, this.scanFrom);
       if (end < 0) {
-        if (this.inbuf.length > max) return this.fail(431, `request head larger than ${max} bytes`);
-        if (bareLineBreak(this.inbuf, this.scanFrom)) return this.fail(400, "bare LF or CR in request head (lines end with CRLF)");
+        if (this.inbuf.length > max) return this.refuse(431, `request head larger than ${max} bytes`);
+        if (bareLineBreak(this.inbuf, this.scanFrom)) return this.refuse(400, "bare LF or CR in request head (lines end with CRLF)");
         this.scanFrom = Math.max(0, this.inbuf.length - 3);
         return;
       }
-      if (end + 4 > max) return this.fail(431, `request head larger than ${max} bytes`);
+      if (end + 4 > max) return this.refuse(431, `request head larger than ${max} bytes`);
       const parsed = parseRequestHead(this.inbuf, end);
       const raw = this.inbuf.subarray(0, end + 2);
       const rest = end + 4 === this.inbuf.length ? EMPTY : this.inbuf.subarray(end + 4);
       this.inbuf = EMPTY;
       this.scanFrom = 0;
-      if (parsed instanceof HeadError) return this.fail(parsed.status, parsed.reason, parsed.h2Preface ? H2_REFUSAL : undefined);
+      if (parsed instanceof HeadError) return this.refuse(parsed.status, parsed.reason, parsed.h2Preface);
       this.startRequest(parsed, raw, rest);
     }
   }
@@ -122,7 +123,7 @@ export class HttpConnection extends Exchange {
     this.bodyLeft = req.contentLength > 0 ? req.contentLength : 0;
     // Every byte counts against the body limit, not only data: else extensions and trailers are free.
     this.reqChunks = req.chunked ? new ChunkedDecoder(ctx.http.maxHeaderBytes, ctx.http.maxBodyBytes) : undefined;
-    if (req.contentLength > ctx.http.maxBodyBytes) return this.fail(413, `request body larger than ${ctx.http.maxBodyBytes} bytes`);
+    if (req.contentLength > ctx.http.maxBodyBytes) return this.refuse(413, `request body larger than ${ctx.http.maxBodyBytes} bytes`);
     const q = req.target.indexOf("?");
     const route = ctx.router.match(req.host, ctx.router.byPort ? this.localPort : 0, q < 0 ? req.target : req.target.slice(0, q));
     // Only WebSocket is tunnelled (RFC 6455 §4.1); other Upgrade offers are dropped as hop-by-hop.
@@ -169,7 +170,7 @@ export class HttpConnection extends Exchange {
       const d = this.reqChunks;
       this.runs.length = 0;
       n = d.feed(buf, 0, this.collect);
-      if (n < 0) return d.tooLarge ? this.fail(413, `request body larger than ${this.ctx.http.maxBodyBytes} bytes`) : this.fail(400, `malformed chunked request body: ${d.error}`);
+      if (n < 0) return d.tooLarge ? this.refuse(413, `request body larger than ${this.ctx.http.maxBodyBytes} bytes`) : this.refuse(400, `malformed chunked request body: ${d.error}`);
       // Re-framed, never passed on as it came: the origin sees canonical chunks whatever the client sent.
       const out = reframe(this.runs, d.done);
       this.runs.length = 0;
@@ -251,6 +252,12 @@ export class HttpConnection extends Exchange {
   }
 
   // ---- endings ----
+
+  /** A request the framing checks refuse: counted by reason, answered (an HTTP/2 preface in HTTP/2), closed. */
+  private refuse(status: number, message: string, h2Preface = false): void {
+    this.ctx.httpStats.refused[refusalReason(status, h2Preface)]++;
+    this.fail(status, message, h2Preface ? H2_REFUSAL : undefined);
+  }
 
   /** Answer with our own error (if no response started), then close. */
   protected fail(status: number, message: string, answer?: Uint8Array): void {
