@@ -69,6 +69,17 @@ describe("forwarding headers (RFC 7239, X-Forwarded-*)", () => {
   });
 });
 
+describe("responses: one Content-Length to the client", () => {
+  test("a list or a repeat is re-stated as one value", () => {
+    expect(verbatimResponse(res("HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n"))).toBe(true);
+    for (const cl of ["Content-Length: 5, 5", "Content-Length: 5\r\nContent-Length: 5", "Content-Length: 05"]) {
+      const r = res(`HTTP/1.1 200 OK\r\n${cl}\r\n\r\n`);
+      expect(verbatimResponse(r)).toBe(false);
+      expect(clientResponseHead(r, 1, "length", true, false).match(/content-length: 5\r\n/g)).toHaveLength(1);
+    }
+  });
+});
+
 describe("hop-by-hop fields (RFC 9110 §7.6.1)", () => {
   test("request: Connection and what it names, the fixed list; framing re-stated", () => {
     const head = originRequestHead(

@@ -123,8 +123,13 @@ export function forwardingFields(req: RequestHead, ctx: ForwardContext): string 
 export function verbatimResponse(res: ResponseHead): boolean {
   if (res.minor !== 1) return false;
   const { names, values } = res;
+  let lengths = 0;
   for (let i = 0; i < names.length; i++) {
     switch (names[i]) {
+      case "content-length":
+        // One plain value, as for requests: "5, 5" or a repeat is re-stated once (RFC 9110 §8.6).
+        if (++lengths > 1 || values[i] !== String(res.contentLength)) return false;
+        break;
       case "connection":
         if (values[i]!.toLowerCase() !== "keep-alive") return false;
         break;
