@@ -108,7 +108,7 @@ const CASES: Case[] = [
   { name: "Host with userinfo", send: "GET / HTTP/1.1\r\nHost: u@a.example\r\n\r\n", status: 400 },
   { name: "TAB in the request line", send: `GET\t/ HTTP/1.1\r\n${H}\r\n`, status: 400 },
   { name: "fragment in the target", send: `GET /a#b HTTP/1.1\r\n${H}\r\n`, status: 400 },
-  { name: "a TLS ClientHello on a plain port is refused at once", send: "\x16\x03\x01\x00\xa5\x01\x00\x00\xa1\x03\x03\x0a\x0d", status: 400, noFin: true },
+  { name: "a TLS ClientHello on a plain port is refused at once", send: "\x16\x03\x01\x00\xa5\x01\x00\x00\xa1\x03\x03\x5f\x11", status: 400, noFin: true },
   {
     name: "CL.0: what follows a zero-length body is the next request",
     send: `GET /one HTTP/1.1\r\n${H}Content-Length: 0\r\n\r\nGET /two HTTP/1.1\r\n${H}Connection: close\r\n\r\n`,

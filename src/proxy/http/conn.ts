@@ -5,7 +5,7 @@ import { Deadline, EMPTY, Exchange, Phase, concat } from "./exchange";
 import { H2_REFUSAL, errorResponse, extendable, forwardingFields, originRequestHead } from "./headers";
 import { serveLocal } from "./local";
 import { refusalReason } from "./stats";
-import { HeadError, bareLineBreak, hasToken, headEnd, parseRequestHead, type RequestHead } from "./parse";
+import { HeadError, hasToken, headEnd, hopelessHead, parseRequestHead, type RequestHead } from "./parse";
 
 /*
  * One client connection of an http service: a sequence of request/response
@@ -89,7 +89,8 @@ export class HttpConnection extends Exchange {
       const end = headEnd(this.inbuf, this.scanFrom);
       if (end < 0) {
         if (this.inbuf.length > max) return this.refuse(431, `request head larger than ${max} bytes`);
-        if (bareLineBreak(this.inbuf, this.scanFrom)) return this.refuse(400, "bare LF or CR in request head (lines end with CRLF)");
+        const hopeless = hopelessHead(this.inbuf, this.scanFrom);
+        if (hopeless) return this.refuse(400, hopeless);
         this.scanFrom = Math.max(0, this.inbuf.length - 3);
         return;
       }

@@ -1,6 +1,6 @@
 import { describe, expect, test } from "bun:test";
 import { ChunkedDecoder } from "./chunked";
-import { HeadError, bareLineBreak, hasToken, headEnd, parseRequestHead, parseResponseHead, type RequestHead } from "./parse";
+import { HeadError, hasToken, headEnd, hopelessHead, parseRequestHead, parseResponseHead, type RequestHead } from "./parse";
 
 const req = (s: string) => {
   const b = Buffer.from(s, "latin1");
@@ -120,14 +120,20 @@ describe("request heads (RFC 9112)", () => {
     expect((req("GET / HTTP/2.0\r\nHost: a\r\n\r\n") as HeadError).h2Preface).toBe(false);
   });
 
-  test("bare LF and bare CR are seen in an incomplete head", () => {
+  test("an incomplete head that can never parse is seen at once: bare LF or CR, no method token", () => {
     const b = (s: string) => Buffer.from(s, "latin1");
-    expect(bareLineBreak(b("GET / HTTP/1.1\r\nHost: a\r\n"), 0)).toBe(false);
-    expect(bareLineBreak(b("GET / HTTP/1.1\r"), 0)).toBe(false); // the LF may be next
-    expect(bareLineBreak(b("GET / HTTP/1.1\nHost: a\n\n"), 0)).toBe(true);
-    expect(bareLineBreak(b("\n"), 0)).toBe(true);
-    expect(bareLineBreak(b("GET / HTTP/1.1\rX"), 0)).toBe(true);
-    expect(bareLineBreak(b("ab\r\ncd"), 3)).toBe(false); // the scan resumes after the CR: still paired
+    expect(hopelessHead(b("GET / HTTP/1.1\r\nHost: a\r\n"), 0)).toBeUndefined();
+    expect(hopelessHead(b("GET / HTTP/1.1\r"), 0)).toBeUndefined(); // the LF may be next
+    expect(hopelessHead(b("GE"), 0)).toBeUndefined();
+    expect(hopelessHead(b("\r\n\r\nPOS"), 0)).toBeUndefined();
+    expect(hopelessHead(b("GET / HTTP/1.1\nHost: a\n\n"), 0)).toMatch(/bare LF/);
+    expect(hopelessHead(b("\n"), 0)).toMatch(/bare LF/);
+    expect(hopelessHead(b("GET / HTTP/1.1\rX"), 0)).toMatch(/bare LF or CR/);
+    expect(hopelessHead(b("ab\r\ncd"), 3)).toBeUndefined(); // the scan resumes after the CR: still paired
+    expect(hopelessHead(b("\x16\x03\x01\x02\x00\x01"), 0)).toBe("malformed request line"); // a TLS ClientHello
+    expect(hopelessHead(b("G\0T"), 0)).toBe("malformed request line");
+    expect(hopelessHead(b("A".repeat(21)), 0)).toBe("malformed request line");
+    expect(hopelessHead(b("VERSION-CONTROL"), 0)).toBeUndefined();
   });
 
   test("HTTP/1.0 without Host is fine", () => {

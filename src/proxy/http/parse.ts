@@ -76,19 +76,30 @@ export function headEnd(buf: Uint8Array, from = 0): number {
   return -1;
 }
 
+/** No registered method is longer (VERSION-CONTROL, UPDATEREDIRECTREF). */
+const MAX_METHOD = 20;
+
 /**
- * Whether `buf` from `from` holds a bare LF, or a CR followed by anything but
- * LF: a head that can never parse (we do not take a single LF as a line end,
- * which RFC 9112 §2.2 leaves optional), refused when it arrives instead of
- * waiting for a CRLFCRLF that may never come. Only incomplete heads are
- * scanned; a complete one is checked by the parser.
+ * Why an incomplete head can already never parse, or undefined: a bare LF,
+ * or a CR followed by anything but LF, from `from` on (we do not take a
+ * single LF as a line end, which RFC 9112 §2.2 leaves optional); or a first
+ * line that does not start with a method token (a TLS ClientHello on a plain
+ * port, binary noise). Refused when it arrives instead of waiting for a
+ * CRLFCRLF that may never come. Only incomplete heads are scanned, the new
+ * bytes and at most the first MAX_METHOD; a complete one is the parser's.
  */
-export function bareLineBreak(buf: Uint8Array, from: number): boolean {
+export function hopelessHead(buf: Uint8Array, from: number): string | undefined {
   for (let i = Math.max(0, from); i < buf.length; i++) {
     const c = buf[i]!;
-    if (c === 10 ? i === 0 || buf[i - 1] !== 13 : c === 13 && i + 1 < buf.length && buf[i + 1] !== 10) return true;
+    if (c === 10 ? i === 0 || buf[i - 1] !== 13 : c === 13 && i + 1 < buf.length && buf[i + 1] !== 10) return "bare LF or CR in request head (lines end with CRLF)";
   }
-  return false;
+  let i = 0;
+  while (i + 1 < buf.length && buf[i] === 13 && buf[i + 1] === 10) i += 2;
+  const start = i;
+  for (; i < buf.length && buf[i] !== 32 && buf[i] !== 13; i++) {
+    if (i - start >= MAX_METHOD || !isTchar(buf[i]!)) return "malformed request line";
+  }
+  return undefined;
 }
 
 // Buffer's latin1Slice works on any Uint8Array and takes a range: no subarray view, no TextDecoder.
