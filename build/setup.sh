@@ -6,7 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 need=()
-for pkg in clang libbpf-dev libbpf1 iproute2 bpftool linux-libc-dev util-linux ca-certificates; do
+for pkg in clang libbpf-dev libbpf1 iproute2 bpftool linux-libc-dev util-linux ca-certificates curl; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || need+=("$pkg")
 done
 command -v npm >/dev/null || need+=(npm)
