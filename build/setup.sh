@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Install what building, running and testing edgeproxy needs on Debian 12, as
 # root: clang and the libbpf headers for the BPF object, libbpf1 at run time,
-# iproute2 and bpftool for the tests, node for its HTTP parser in the tests, and Bun (from npm). Idempotent.
+# iproute2, bpftool, curl and node (its HTTP parser) for the tests, and Bun (from npm). Idempotent.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
