@@ -35,6 +35,7 @@ test("every family parses, is typed and has help; counters end in _total", () =>
       "connections_total",
       "deadline_expired_total",
       "http_origin_connections_total",
+      "http_requests_refused_total",
       "http_responses_total",
       "idle_timeouts_total",
       "kernel_cap_redirected_total",

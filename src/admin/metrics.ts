@@ -1,6 +1,6 @@
 import { UDP_DROP_REASONS, type DatagramStats } from "../proxy/udp/stats";
 import type { OriginStatus } from "../origin/pool";
-import type { HttpStatsSnapshot } from "../proxy/http/stats";
+import { REFUSAL_REASONS, type HttpStatsSnapshot } from "../proxy/http/stats";
 import { DEADLINE_STAGES } from "../config/deadlines";
 import type { ConnectionStats, ServiceSnapshot, StatusSnapshot } from "./backend";
 
@@ -145,6 +145,9 @@ export function renderMetrics(s: StatusSnapshot): string {
   const http = all.filter((svc): svc is ServiceSnapshot & { http: HttpStatsSnapshot } => !!svc.http);
   perService(http, "http_responses_total", "counter", "HTTP responses sent to clients (ours included), by status class.", (svc, emit) => {
     for (const [cls, n] of Object.entries(svc.http.responses)) emit({ class: cls }, n);
+  });
+  perService(http, "http_requests_refused_total", "counter", "Requests refused by strict HTTP/1.1 framing before reaching an origin, by reason.", (svc, emit) => {
+    for (const r of REFUSAL_REASONS) emit({ reason: r }, svc.http.refused?.[r] ?? 0);
   });
   perService(http, "http_origin_connections_total", "counter", "Requests sent to origins, by how the origin connection was got.", (svc, emit) => {
     emit({ how: "opened" }, svc.http.originConnectionsOpened);

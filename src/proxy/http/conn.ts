@@ -1,12 +1,13 @@
 import { formatAddress } from "../../config/address";
 import type { DeadlineStage } from "../../config/deadlines";
 import type { Session } from "../pipeline";
-import { ChunkedDecoder } from "./chunked";
+import { ChunkedDecoder, reframe } from "./chunked";
 import { HIGH_WATER, LINGER_MS } from "./context";
 import { Deadline, EMPTY, Exchange, Phase, concat } from "./exchange";
-import { errorResponse, extendable, forwardingFields, originRequestHead } from "./headers";
+import { H2_REFUSAL, errorResponse, extendable, forwardingFields, originRequestHead } from "./headers";
 import { serveLocal } from "./local";
-import { HeadError, hasToken, headEnd, parseRequestHead, type RequestHead } from "./parse";
+import { refusalReason } from "./stats";
+import { HeadError, hasToken, headEnd, hopelessHead, parseRequestHead, type RequestHead } from "./parse";
 
 /*
  * One client connection of an http service: a sequence of request/response
@@ -99,17 +100,19 @@ export class HttpConnection extends Exchange implements Session {
     while (this.phase === Phase.Head && this.inbuf.length) {
       const end = headEnd(this.inbuf, this.scanFrom);
       if (end < 0) {
-        if (this.inbuf.length > max) return this.fail(431, `request head larger than ${max} bytes`);
+        if (this.inbuf.length > max) return this.refuse(431, `request head larger than ${max} bytes`);
+        const hopeless = hopelessHead(this.inbuf, this.scanFrom);
+        if (hopeless) return this.refuse(400, hopeless);
         this.scanFrom = Math.max(0, this.inbuf.length - 3);
         return;
       }
-      if (end + 4 > max) return this.fail(431, `request head larger than ${max} bytes`);
+      if (end + 4 > max) return this.refuse(431, `request head larger than ${max} bytes`);
       const parsed = parseRequestHead(this.inbuf, end);
       const raw = this.inbuf.subarray(0, end + 2);
       const rest = end + 4 === this.inbuf.length ? EMPTY : this.inbuf.subarray(end + 4);
       this.inbuf = EMPTY;
       this.scanFrom = 0;
-      if (parsed instanceof HeadError) return this.fail(parsed.status, parsed.reason);
+      if (parsed instanceof HeadError) return this.refuse(parsed.status, parsed.reason, parsed.h2Preface);
       this.startRequest(parsed, raw, rest);
     }
   }
@@ -131,8 +134,9 @@ export class HttpConnection extends Exchange implements Session {
     this.retried = false;
     this.keepAlive = req.minor === 1 ? !hasToken(req.connection, "close") : hasToken(req.connection, "keep-alive");
     this.bodyLeft = req.contentLength > 0 ? req.contentLength : 0;
-    this.reqChunks = req.chunked ? new ChunkedDecoder() : undefined;
-    if (req.contentLength > ctx.http.maxBodyBytes) return this.fail(413, `request body larger than ${ctx.http.maxBodyBytes} bytes`);
+    // Every byte counts against the body limit, not only data: else extensions and trailers are free.
+    this.reqChunks = req.chunked ? new ChunkedDecoder(ctx.http.maxHeaderBytes, ctx.http.maxBodyBytes) : undefined;
+    if (req.contentLength > ctx.http.maxBodyBytes) return this.refuse(413, `request body larger than ${ctx.http.maxBodyBytes} bytes`);
     const q = req.target.indexOf("?");
     const route = ctx.router.match(req.host, ctx.router.byPort ? this.localPort : 0, q < 0 ? req.target : req.target.slice(0, q));
     // Only WebSocket is tunnelled (RFC 6455 §4.1); other Upgrade offers are dropped as hop-by-hop.
@@ -169,17 +173,26 @@ export class HttpConnection extends Exchange implements Session {
     }
   }
 
+  /** Data runs of the current feed, for reframe() (one array per connection, reused). */
+  private readonly runs: Uint8Array[] = [];
+  private readonly collect = (data: Uint8Array) => void this.runs.push(data);
+
   private feedBody(buf: Uint8Array): void {
     let n: number;
     if (this.reqChunks) {
-      n = this.reqChunks.feed(buf, 0);
-      if (n < 0) return this.fail(400, `malformed chunked request body: ${this.reqChunks.error}`);
-      if (this.reqChunks.dataBytes > this.ctx.http.maxBodyBytes) return this.fail(413, `request body larger than ${this.ctx.http.maxBodyBytes} bytes`);
+      const d = this.reqChunks;
+      this.runs.length = 0;
+      n = d.feed(buf, 0, this.collect);
+      if (n < 0) return d.tooLarge ? this.refuse(413, `request body larger than ${this.ctx.http.maxBodyBytes} bytes`) : this.refuse(400, `malformed chunked request body: ${d.error}`);
+      // Re-framed, never passed on as it came: the origin sees canonical chunks whatever the client sent.
+      const out = reframe(this.runs, d.done);
+      this.runs.length = 0;
+      if (out.length) this.sendOrigin(out);
     } else {
       n = Math.min(this.bodyLeft, buf.length);
       this.bodyLeft -= n;
+      if (n) this.sendOrigin(n === buf.length ? buf : buf.subarray(0, n));
     }
-    if (n) this.sendOrigin(n === buf.length ? buf : buf.subarray(0, n));
     if (this.reqChunks ? this.reqChunks.done : this.bodyLeft === 0) {
       this.inbuf = n < buf.length ? buf.subarray(n) : EMPTY;
       this.phase = Phase.Wait;
@@ -226,7 +239,14 @@ export class HttpConnection extends Exchange implements Session {
     this.waitFrom = this.headFrom = this.ctx.clock.now;
     this.resumeClient();
     if (this.inbuf.length) this.readHeads();
-    if (this.phase === Phase.Head && this.clientEnded) this.endClient();
+    if (!this.clientEnded) return;
+    // The client's FIN came while an earlier request was answered: nothing more will arrive.
+    if (this.phase === Phase.Head) this.endClient();
+    else if (this.phase === Phase.Body) {
+      // A pipelined request whose body stops short of its framing: the origin must not take it as whole.
+      this.ctx.stats.clientResets++;
+      this.abort();
+    }
   }
 
   /** Done with the origin connection: back to the pool, closed (FIN), or reset (it may be mid-request). */
@@ -248,14 +268,20 @@ export class HttpConnection extends Exchange implements Session {
 
   // ---- endings ----
 
+  /** A request the framing checks refuse: counted by reason, answered (an HTTP/2 preface in HTTP/2), closed. */
+  private refuse(status: number, message: string, h2Preface = false): void {
+    this.ctx.httpStats.refused[refusalReason(status, h2Preface)]++;
+    this.fail(status, message, h2Preface ? H2_REFUSAL : undefined);
+  }
+
   /** Answer with our own error (if no response started), then close. */
-  protected fail(status: number, message: string): void {
+  protected fail(status: number, message: string, answer?: Uint8Array): void {
     if (this.phase === Phase.Done || this.closed) return;
     if (this.res || this.phase === Phase.Tunnel) return this.abort();
     this.ctx.httpStats.response(status);
     this.linger = true;
     this.releaseOrigin("reset");
-    this.toClient.write(this.client, errorResponse(status, message));
+    this.toClient.write(this.client, answer ?? errorResponse(status, message));
     this.keepAlive = false;
     this.endClient();
   }

@@ -279,7 +279,7 @@ export abstract class Exchange implements OriginUser {
     const framing = this.decodeForClient ? "close" : this.originFraming;
     if (framing === "close" || !this.requestDone || this.ctx.draining) this.keepAlive = false;
     this.resLeft = parsed.contentLength;
-    this.resChunks = this.originFraming === "chunked" ? new ChunkedDecoder() : undefined;
+    this.resChunks = this.originFraming === "chunked" ? new ChunkedDecoder(MAX_RESPONSE_HEAD) : undefined;
     if (this.keepAlive && req.minor === 1 && framing === this.originFraming && verbatimResponse(parsed)) {
       // The origin's head goes on as it came, with the body bytes that came with it: no copy at all.
       return this.responseVerbatim(whole, whole.length - rest.length, rest);
@@ -387,7 +387,7 @@ export abstract class Exchange implements OriginUser {
   }
 
   protected abstract exchangeDone(): void;
-  protected abstract fail(status: number, message: string): void;
+  protected abstract fail(status: number, message: string, answer?: Uint8Array): void;
   protected abstract endClient(): void;
   abstract abort(): void;
   abstract drainService(): void;
