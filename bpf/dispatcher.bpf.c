@@ -279,19 +279,7 @@ int ep_dispatch(struct bpf_sk_lookup *ctx)
 	return SK_PASS;
 }
 
-/*
- * Attached to every TCP reuseport group edgeproxy listens in, for its type:
- * with a BPF_SK_REUSEPORT_SELECT_OR_MIGRATE program attached, a closing
- * listener's queued and half-open connections move to another member of the
- * group instead of being reset (net/core/sock_reuseport.c,
- * reuseport_migrate_sock(); the alternative, net.ipv4.tcp_migrate_req, is a
- * namespace-wide sysctl). SK_PASS without a selection leaves the choice to
- * the kernel's hash, for new connections and migrations alike.
- */
-SEC("sk_reuseport/migrate")
-int ep_migrate(struct sk_reuseport_md *md)
-{
-	return SK_PASS;
-}
+/* The sk_reuseport program (migration and member selection): its own file. */
+#include "reuseport.h"
 
 char _license[] SEC("license") = "Dual BSD/GPL";

@@ -18,8 +18,9 @@
 /*
  * Each slot has this many SOCKMAP entries, one per registered member of the
  * slot's SO_REUSEPORT group (one per worker process, up to this many). The
- * program assigns the first member present; the kernel then picks among all
- * listening members of the group. A member that closes drops out of the
+ * program assigns the first member present; the kernel then runs the group's
+ * reuseport selection (ep_migrate: a worker below its connection cap, see
+ * ep_reuse_members). A member that closes drops out of the
  * SOCKMAP by itself, so steering falls through to the next one at once.
  */
 #define EP_SOCKET_MEMBERS 4
@@ -155,6 +156,41 @@ struct ep_group {
 	__u32 port; /* loopback port the members listen on (127.0.0.1 or ::1) */
 	__u32 reserved;
 };
+
+/*
+ * Member selection in a TCP reuseport group (ep_migrate, see
+ * reuseport.h): the listeners of workers below their connection cap.
+ */
+/* Positions per group: one per worker (--workers is at most this). */
+#define EP_REUSE_MAX_MEMBERS 256
+/* ep_reuse_members entries in all: 256 groups of 256 workers. */
+#define EP_REUSE_MAX_ENTRIES 65536
+
+/* ep_reuse_members key: a listener with room, at its worker's position in its group. */
+struct ep_reuse_key {
+	__u32 group;    /* ep_reuse_group_id() */
+	__u32 position; /* the worker index, < ep_reuse_group.members */
+};
+
+/* ep_reuse_groups: ep_reuse_group_id() -> the group's size and service. */
+struct ep_reuse_group {
+	__u32 members; /* positions in use: the workers of the process that registered last */
+	__u32 service; /* for ep_reuse_counters */
+};
+
+/* Per-CPU, per-service. */
+struct ep_reuse_counters {
+	__u64 redirected;          /* the hashed position was empty (its worker at its cap, or restarting): another one took the connection */
+	__u64 full;                /* every member at its cap: refused (SK_DROP) */
+	__u64 migrated;            /* a closing listener's connection moved to a member with room */
+	__u64 migrated_unselected; /* ... with none having room: left to the kernel's hash */
+};
+
+/* A TCP group by its listeners' loopback port (host order) and family. */
+static inline __u32 ep_reuse_group_id(__u32 is_ipv6, __u32 port)
+{
+	return is_ipv6 << 16 | (port & 0xffff);
+}
 
 static inline __u32 ep_socket_slot(__u32 service, __u32 is_udp, __u32 is_ipv6)
 {

@@ -83,7 +83,9 @@ describe("http service", () => {
   test("413 when a chunked body crosses max body size mid-stream; under it, it passes", async () => {
     const o = httpOrigin("127.0.0.1", "ok");
     f.servers.push(o.listener);
-    svc = inProcessService({ pool: poolOf("127.0.0.1", o.port), http: { maxBodyBytes: 1000 } });
+    // The limit counts the chunked body as received, framing included: 1,000 data bytes take
+    // 1,019 ("258\r\n", 600, CRLF, "190\r\n", 400, CRLF, "0\r\n\r\n").
+    svc = inProcessService({ pool: poolOf("127.0.0.1", o.port), http: { maxBodyBytes: 1019 } });
     const chunk = (s: string) => `${s.length.toString(16)}\r\n${s}\r\n`;
     const small = await get(svc.port, `POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n${chunk("a".repeat(600))}${chunk("b".repeat(400))}0\r\n\r\n`);
     expect(small.status).toBe(200);
@@ -91,7 +93,7 @@ describe("http service", () => {
     const big = await get(svc.port, `POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n${chunk("a".repeat(600))}${chunk("b".repeat(401))}0\r\n\r\n`);
     expect(big.status).toBe(413);
     expect(o.seen.length).toBe(1);
-    const byLength = await get(svc.port, `POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 1001\r\n\r\n`);
+    const byLength = await get(svc.port, `POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 1020\r\n\r\n`);
     expect(byLength.status).toBe(413);
   }, 20_000);
 

@@ -145,7 +145,7 @@ describe("TLS termination (--tls-cert, --tls-key)", () => {
     const o = headerOrigin();
     f.servers.push(o.listener);
     const admin = join(dir, "admin.sock");
-    f.ep = await EdgeproxyProcess.start(["--ports", "8443", "--prefix", "192.0.2.0/24", "--origin", `127.0.0.1:${o.listener.port}`, "--tls-cert", certFile, "--tls-key", keyFile, "--connect-timeout", "3s", "--admin", admin]);
+    f.ep = await EdgeproxyProcess.start(["--ports", "8443", "--prefix", "192.0.2.0/24", "--origin", `127.0.0.1:${o.listener.port}`, "--tls-cert", certFile, "--tls-key", keyFile, "--handshake-timeout", "3s", "--admin", admin]);
     const plain = await exchange("192.0.2.10", 8443, "GET / HTTP/1.1\r\nHost: x\r\n\r\n", 5000);
     expect(plain.kind === "data" || plain.kind === "reset").toBe(true);
     // A TLS alert at most (content type 21), never bytes from the origin.

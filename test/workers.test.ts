@@ -73,6 +73,9 @@ describe("workers", () => {
       await Bun.sleep(300);
       process.kill(victim, "SIGKILL");
       expect(await load).toEqual([]);
+      // The victim's queue went to the worker with room, placed by ep_migrate's selection.
+      const migrated = await (await fetch("http://localhost/metrics", { unix: admin } as RequestInit)).text();
+      expect(Number(/^edgeproxy_kernel_migrations_total\{service="default",to="room"\} (\d+)$/m.exec(migrated)?.[1])).toBeGreaterThan(0);
       // The supervisor restarts it, and the new one takes connections again.
       const deadline = Date.now() + 10_000;
       let after = await workers(admin);

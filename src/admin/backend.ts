@@ -13,6 +13,17 @@ export interface KernelCounters {
   readonly denied: bigint;
   /** SYNs refused at lookup by a per-client limit (source_connections, source_rate). */
   readonly limited?: { readonly connections: bigint; readonly rate: bigint };
+  /*
+   * The member selection of the service's TCP groups (ep_migrate, struct
+   * ep_reuse_counters): the hashed worker was at its cap and another took
+   * the connection; every worker was at its cap and the kernel refused it;
+   * a closing listener's connection moved to a worker with room, or (none
+   * had room) to the kernel's hash.
+   */
+  readonly redirected: bigint;
+  readonly full: bigint;
+  readonly migrated: bigint;
+  readonly migratedUnselected: bigint;
 }
 
 /** Data-plane figures of one service run by this process. */
@@ -29,6 +40,8 @@ export interface ConnectionStats {
   readonly proxyHeaderErrors: Readonly<Record<string, number>>;
   /** TLS-terminating services: handshakes that failed or did not finish in time, by reason: failed, timeout. */
   readonly tlsHandshakeErrors: Readonly<Record<string, number>>;
+  /** Connections closed at a client stage's deadline, by stage: proxy_header, tls_handshake, request_head, keepalive, request_body. */
+  readonly deadlinesExpired: Readonly<Record<string, number>>;
   /** Connection durations in seconds, cumulative Prometheus-style buckets (le ascending, last is +Inf). */
   readonly duration: { readonly buckets: readonly { le: number; count: number }[]; readonly sum: number; readonly count: number };
 }
@@ -83,7 +96,20 @@ export interface StatusSnapshot {
   readonly services: readonly ServiceSnapshot[];
   /** Lookups that matched no binding (service 0). */
   readonly unmatchedLookups: bigint;
-  readonly capacity: { readonly max: number; readonly active: number; readonly refused: number };
+  /**
+   * This process's connection cap: its share of --max-connections with
+   * workers; refused = admitted by the kernel over the cap and reset here;
+   * accepting = offered in its groups' member selection (below the cap), and
+   * how often it left it at the cap and rejoined below the resume mark.
+   */
+  readonly capacity: {
+    readonly max: number;
+    readonly active: number;
+    readonly refused: number;
+    readonly accepting: boolean;
+    readonly left: number;
+    readonly rejoined: number;
+  };
 }
 
 /**

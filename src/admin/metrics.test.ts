@@ -25,17 +25,23 @@ test("every family parses, is typed and has help; counters end in _total", () =>
       "build_info",
       "bytes_total",
       "client_resets_total",
+      "connection_cap_accepting",
       "connection_cap_active",
       "connection_cap_max",
       "connection_cap_refused_total",
+      "connection_cap_steering_total",
       "connection_duration_seconds",
       "connections_active",
       "connections_total",
+      "deadline_expired_total",
       "http_origin_connections_total",
+      "http_requests_refused_total",
       "http_responses_total",
       "idle_timeouts_total",
+      "kernel_cap_redirected_total",
       "kernel_drops_total",
       "kernel_lookups_total",
+      "kernel_migrations_total",
       "kernel_source_limited_total",
       "kernel_steered_total",
       "kernel_unmatched_lookups_total",
@@ -91,6 +97,9 @@ test("values match the snapshot, bigints to the last digit", () => {
   expect(value(fams, "edgeproxy_kernel_drops_total", { service: "web", reason: "missing_socket" })).toBe("1");
   expect(value(fams, "edgeproxy_kernel_drops_total", { service: "web", reason: "assign_error" })).toBe("2");
   expect(value(fams, "edgeproxy_kernel_drops_total", { service: "web", reason: "denied" })).toBe("3");
+  expect(value(fams, "edgeproxy_kernel_drops_total", { service: "web", reason: "full" })).toBe("5");
+  expect(value(fams, "edgeproxy_kernel_cap_redirected_total", { service: "web" })).toBe("4");
+  expect(value(fams, "edgeproxy_kernel_migrations_total", { service: "web", to: "room" })).toBe("6");
   expect(value(fams, "edgeproxy_kernel_unmatched_lookups_total")).toBe("9007199254740993");
   expect(value(fams, "edgeproxy_connections_active", { service: "web" })).toBe("2");
   expect(value(fams, "edgeproxy_connections_total", { service: "web" })).toBe("7");
@@ -113,9 +122,15 @@ test("values match the snapshot, bigints to the last digit", () => {
   expect(value(fams, "edgeproxy_proxy_header_errors_total", { service: "web", reason: "timeout" })).toBe("0");
   expect(value(fams, "edgeproxy_tls_handshake_errors_total", { service: "web", reason: "failed" })).toBe("4");
   expect(value(fams, "edgeproxy_tls_handshake_errors_total", { service: "web", reason: "timeout" })).toBe("0");
+  // A tcp service shows its two stages' deadlines (http ones would read 0 forever).
+  expect(value(fams, "edgeproxy_deadline_expired_total", { service: "web", stage: "tls_handshake" })).toBe("1");
+  expect(value(fams, "edgeproxy_deadline_expired_total", { service: "web", stage: "proxy_header" })).toBe("0");
+  expect(fams.get("edgeproxy_deadline_expired_total")!.metrics.map((m) => m.labels!.stage)).toEqual(["proxy_header", "tls_handshake"]);
   expect(value(fams, "edgeproxy_connection_cap_max")).toBe("9950");
   expect(value(fams, "edgeproxy_connection_cap_active")).toBe("2");
   expect(value(fams, "edgeproxy_connection_cap_refused_total")).toBe("5");
+  expect(value(fams, "edgeproxy_connection_cap_accepting")).toBe("1");
+  expect(value(fams, "edgeproxy_connection_cap_steering_total", { event: "left" })).toBe("3");
 });
 
 test("a service without connections gets only kernel series", () => {

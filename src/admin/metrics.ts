@@ -1,6 +1,7 @@
 import { UDP_DROP_REASONS, type DatagramStats } from "../proxy/udp/stats";
 import type { OriginStatus } from "../origin/pool";
-import type { HttpStatsSnapshot } from "../proxy/http/stats";
+import { REFUSAL_REASONS, type HttpStatsSnapshot } from "../proxy/http/stats";
+import { DEADLINE_STAGES } from "../config/deadlines";
 import type { ConnectionStats, ServiceSnapshot, StatusSnapshot } from "./backend";
 
 /** The Content-Type of renderMetrics' output. */
@@ -53,10 +54,18 @@ export function renderMetrics(s: StatusSnapshot): string {
     emit({ reason: "assign_error" }, svc.kernel.assignError);
     emit({ reason: "denied" }, svc.kernel.denied);
     emit({ reason: "limited" }, (svc.kernel.limited?.connections ?? 0n) + (svc.kernel.limited?.rate ?? 0n));
+    emit({ reason: "full" }, svc.kernel.full);
   });
   perService(all, "kernel_source_limited_total", "counter", "SYNs refused at socket lookup by a per-client limit (source_connections, source_rate), by limit.", (svc, emit) => {
     emit({ limit: "connections" }, svc.kernel.limited?.connections ?? 0n);
     emit({ limit: "rate" }, svc.kernel.limited?.rate ?? 0n);
+  });
+  perService(all, "kernel_cap_redirected_total", "counter", "New connections the reuseport selection gave to another worker because the hashed one was at its connection cap (or not serving: restarting).", (svc, emit) =>
+    emit({}, svc.kernel.redirected),
+  );
+  perService(all, "kernel_migrations_total", "counter", "Connections queued on a closing listener moved to another worker, by where: one with room, or the kernel's hash (none had room).", (svc, emit) => {
+    emit({ to: "room" }, svc.kernel.migrated);
+    emit({ to: "hash" }, svc.kernel.migratedUnselected);
   });
   family("kernel_unmatched_lookups_total", "counter", "Socket lookups that matched no binding.");
   sample("kernel_unmatched_lookups_total", {}, s.unmatchedLookups);
@@ -94,6 +103,12 @@ export function renderMetrics(s: StatusSnapshot): string {
   perService(proxied, "tls_handshake_errors_total", "counter", "TLS handshakes that failed or did not finish in time (connection reset), by reason.", (svc, emit) => {
     const errors = svc.connections.tlsHandshakeErrors;
     for (const r of [...new Set([...TLS_HANDSHAKE_ERRORS, ...Object.keys(errors).sort()])]) emit({ reason: r }, errors[r] ?? 0);
+  });
+
+  perService(proxied, "deadline_expired_total", "counter", "Connections closed because a client stage did not finish in time, by stage.", (svc, emit) => {
+    const expired = svc.connections.deadlinesExpired;
+    const stages = DEADLINE_STAGES[svc.mode === "http" ? "http" : "tcp"];
+    for (const st of [...new Set([...stages, ...Object.keys(expired).sort()])]) emit({ stage: st }, expired[st] ?? 0);
   });
 
   const limitedHere = all.filter((svc) => svc.sourceLimited);
@@ -142,6 +157,9 @@ export function renderMetrics(s: StatusSnapshot): string {
   perService(http, "http_responses_total", "counter", "HTTP responses sent to clients (ours included), by status class.", (svc, emit) => {
     for (const [cls, n] of Object.entries(svc.http.responses)) emit({ class: cls }, n);
   });
+  perService(http, "http_requests_refused_total", "counter", "Requests refused by strict HTTP/1.1 framing before reaching an origin, by reason.", (svc, emit) => {
+    for (const r of REFUSAL_REASONS) emit({ reason: r }, svc.http.refused?.[r] ?? 0);
+  });
   perService(http, "http_origin_connections_total", "counter", "Requests sent to origins, by how the origin connection was got.", (svc, emit) => {
     emit({ how: "opened" }, svc.http.originConnectionsOpened);
     emit({ how: "reused" }, svc.http.originConnectionsReused);
@@ -152,6 +170,11 @@ export function renderMetrics(s: StatusSnapshot): string {
   sample("connection_cap_active", {}, s.capacity.active);
   family("connection_cap_refused_total", "counter", "Connections refused because the cap was reached.");
   sample("connection_cap_refused_total", {}, s.capacity.refused);
+  family("connection_cap_accepting", "gauge", "1 while the process is below its cap and offered for new connections; 0 while at its cap (out of the member selection).");
+  sample("connection_cap_accepting", {}, s.capacity.accepting ? 1 : 0);
+  family("connection_cap_steering_total", "counter", "Times the process left the member selection at its cap (left) and rejoined it below the resume mark (rejoined).");
+  sample("connection_cap_steering_total", { event: "left" }, s.capacity.left);
+  sample("connection_cap_steering_total", { event: "rejoined" }, s.capacity.rejoined);
 
   out.push("");
   return out.join("\n");

@@ -1,5 +1,6 @@
 import { describe, expect, test } from "bun:test";
 import { formatPrefix } from "../config/address";
+import { DEADLINE_DEFAULTS } from "../config/deadlines";
 import { parseArgs } from "./args";
 
 const serve = (argv: string[]) => {
@@ -59,6 +60,13 @@ describe("parseArgs", () => {
     expect([s.connectTimeoutMs, s.idleTimeoutMs]).toEqual([250, 120_000]);
   });
 
+  test("client deadlines: on by default, one flag each", () => {
+    expect(serve([]).deadlines).toEqual(DEADLINE_DEFAULTS);
+    const h = serve(["--mode", "http", "--header-timeout", "2s", "--keepalive-timeout", "3s", "--body-timeout", "4s"]).deadlines;
+    expect([h.headerMs, h.keepaliveMs, h.bodyMs]).toEqual([2000, 3000, 4000]);
+    expect(serve(["--accept-proxy", "10.0.0.0/8", "--proxy-header-timeout", "3500ms"]).deadlines.proxyHeaderMs).toBe(3500);
+  });
+
   test.each([
     [["--ports", "0-5"], /--ports/],
     [["--ports", "70000"], /--ports/],
@@ -85,6 +93,10 @@ describe("parseArgs", () => {
     [["--mode", "udp", "--tls-cert", "/x", "--tls-key", "/y"], /udp has no TLS/],
     [["--tls-cert", "/nonexistent.pem", "--tls-key", "/nonexistent.key"], /--tls-cert: cannot read "\/nonexistent.pem": ENOENT/],
     [["--tls-cert", "/x"], /--tls-key: is needed/],
+    [["--header-timeout", "2s"], /--header-timeout: is for http services; this one is tcp/],
+    [["--mode", "http", "--handshake-timeout", "2s"], /--handshake-timeout: applies to TLS-terminating services/],
+    [["--proxy-header-timeout", "2s"], /--proxy-header-timeout: applies to services that accept PROXY headers/],
+    [["--mode", "http", "--body-timeout", "2s", "--body-timeout", "3s"], /--body-timeout: given twice/],
     [["--mode", "udp", "--connect-timeout", "1s"], /UDP has no connections/],
     [["--proxy-protocol", "spp"], /tcp services take v1 or v2/],
     [["--mode", "udp", "--proxy-protocol", "v1"], /udp services take v2 or spp/],

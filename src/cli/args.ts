@@ -7,6 +7,7 @@ import { healthOf, parseHealthPort, parseTls } from "../config/pool-file";
 import { checkService } from "../config/validate";
 import { parsePorts, type PortRange } from "../config/ports";
 import { DEFAULTS, transportOf, type Balance, type Mode, type OriginConfig, type ServeConfig, type ServiceConfig } from "../config/service";
+import { completeDeadlines, DEADLINE_KEYS, type Deadlines } from "../config/deadlines";
 import { ConfigError } from "../errors";
 import { SOURCE_BOUNDS, sourceLimitsOf } from "../config/sourcelimits";
 
@@ -52,6 +53,12 @@ Options:
   --tls-cert FILE       tcp/http: terminate TLS with this PEM certificate (and --tls-key FILE)
   --first-byte-timeout D  http: the origin's response must start within D (default 60s)
   --max-body-size SIZE  http: larger request bodies get 413 (default 1GiB; 100MiB, 512KiB ...)
+  --proxy-header-timeout D  --accept-proxy: the PROXY header must be complete within D (default 5s)
+  --handshake-timeout D TLS: the handshake must be complete within D of accept (default 10s)
+  --header-timeout D    http: a request head must be complete within D of its first byte
+                        (a new connection's first request: of accept) (default 30s)
+  --keepalive-timeout D http: close a connection when no next request starts within D (default 60s)
+  --body-timeout D      http: cut a request body after D without a byte of it (default 60s)
   --name NAME           service name (default: default)
   --take-over           also steer ports where another socket already listens
   --workers N           worker processes sharing each service's sockets, 1-256 (default: one per
@@ -60,8 +67,8 @@ Options:
   --bpffs PATH          bpffs mount for pinned state (default $EDGEPROXY_BPFFS or /sys/fs/bpf)
   --connect-timeout D   origin connect timeout (default 5s)
   --idle-timeout D      close connections idle this long (default 300s; udp flows 30s)
-  --max-connections N   refuse new connections beyond N open ones
-                        (default: what the open-file limit allows)
+  --max-connections N   refuse new connections beyond N open ones, all workers together
+                        (default: what the open-file limit allows each worker)
   --max-flows N         at most N UDP flows at once; when full, flows the client sent
                         only one datagram on are evicted first (default: open-file limit)
   --source-connections N  at most N open connections (udp: flows) per client, all workers
@@ -94,6 +101,7 @@ export function parseArgs(argv: readonly string[]): Command {
   let tlsKey: string | undefined;
   let firstByteTimeoutMs: number | undefined;
   let maxBodyBytes: number | undefined;
+  const deadlines: Partial<Record<keyof Deadlines, number>> = {};
   let mode: Mode = "tcp";
   let name = "default";
   let takeOver = false;
@@ -252,6 +260,14 @@ export function parseArgs(argv: readonly string[]): Command {
         once();
         source.prefixV6 = parseCount(value(), flag, SOURCE_BOUNDS.prefixV6);
         break;
+      case "--proxy-header-timeout":
+      case "--handshake-timeout":
+      case "--header-timeout":
+      case "--keepalive-timeout":
+      case "--body-timeout":
+        once();
+        deadlines[DEADLINE_KEYS.find((k) => k.flag === flag)!.field] = parseDuration(value(), flag);
+        break;
       default:
         throw new ConfigError(arg, arg.startsWith("-") ? "unknown option (see --help)" : "unexpected argument (see --help)");
     }
@@ -296,6 +312,7 @@ export function parseArgs(argv: readonly string[]): Command {
     tls,
     http,
     ...(sourceLimits ? { sourceLimits } : {}),
+    deadlines: completeDeadlines(deadlines, { mode, tls: tls !== undefined, acceptProxy: acceptProxy.length > 0 }, (k) => k.flag),
   };
   checkService(service, (key) => ({ origins: "--origin", route: "--origin", accept_proxy: "--accept-proxy" })[key] ?? key);
   return { kind: "serve", config: { takeOver, maxConnections, maxFlows, bpffs, admin, services: [service], ...(workers ? { workers } : {}), ...(drainTimeoutMs !== undefined ? { drainTimeoutMs } : {}) } };

@@ -9,6 +9,7 @@ import { serveInProcess } from "./serve";
 import { checkEnvironment } from "../system/environment";
 import { refuseSelfReach } from "../server/bindings";
 import { Supervisor, WORKER_ADMIN_ENV, WORKER_ENV } from "./supervisor";
+import { connectionShare } from "../server/server";
 import { parseArgs, USAGE } from "./args";
 import { parseCount, WORKER_BOUNDS } from "../config/numbers";
 import { CONTROL_COMMANDS, CONTROL_USAGE, parseControl, runControl } from "./control";
@@ -102,9 +103,6 @@ export async function main(args: readonly string[]): Promise<number> {
     return report(e);
   }
   const argv = [...args];
-  // Said once, by the process that starts the workers: more of them than CPUs only share the CPUs.
-  const cpus = availableParallelism();
-  if (worker === undefined && (config.workers ?? 1) > cpus) say(`${config.workers} workers on ${cpus} CPU(s): workers will share CPUs (the default is one per CPU)`);
   if (worker !== undefined) {
     const index = worker;
     const say = (line: string) => process.stderr.write(`edgeproxy: worker ${index}: ${line}\n`);
@@ -112,10 +110,14 @@ export async function main(args: readonly string[]): Promise<number> {
   }
   if ((config.workers ?? 1) <= 1) return serveInProcess(config, image, { argv, say, report });
   try {
-    // Checked here too, so a missing privilege is one line from the supervisor, not one per worker.
+    // Checked here too, so a missing privilege or a cap the workers cannot share is one line from the supervisor, not one per worker.
+    connectionShare(config.maxConnections, config.workers ?? 1, 0);
     checkEnvironment();
     // And a config that reaches edgeproxy itself: one line here, not one per worker.
     await refuseSelfReach(config.admin, config.services);
+    // Said once, by the process that starts the workers, once the config is known to start: more of them than CPUs only share the CPUs.
+    const cpus = availableParallelism();
+    if ((config.workers ?? 1) > cpus) say(`${config.workers} workers on ${cpus} CPU(s): workers will share CPUs (the default is one per CPU)`);
     return await new Supervisor(config, argv, say).run();
   } catch (e) {
     return report(e);

@@ -1,3 +1,4 @@
+import { DEADLINE_DEFAULTS } from "./deadlines";
 import { poolOf } from "./origin";
 import { afterAll, describe, expect, test } from "bun:test";
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
@@ -87,6 +88,7 @@ connect_timeout = 3
           pool: poolOf([{ host: "127.0.0.1", port: 8080, weight: 1 }]),
           connectTimeoutMs: 2_000,
           idleTimeoutMs: 600_000,
+          deadlines: DEADLINE_DEFAULTS,
           proxyProtocol: "off",
           access: { allow: [parsePrefix("192.0.2.0/24"), parsePrefix("2001:db8::/32")], deny: [parsePrefix("192.0.2.66/32")] },
           acceptProxy: [],
@@ -100,6 +102,7 @@ connect_timeout = 3
           pool: undefined,
           connectTimeoutMs: 3_000,
           idleTimeoutMs: DEFAULTS.idleTimeoutMs,
+          deadlines: DEADLINE_DEFAULTS,
           proxyProtocol: "off",
           access: { allow: [], deny: [] },
           acceptProxy: [],
@@ -219,6 +222,17 @@ describe("pools, routes, http and TLS", () => {
     expect(s.tls!.cert).toContain("BEGIN CERTIFICATE");
   });
 
+  test("client deadlines: defaults, and every key set", () => {
+    expect(parseConfig(web(), FILE).services[0]!.deadlines).toEqual(DEADLINE_DEFAULTS);
+    const keys = 'proxy_header_timeout = "3s"\nhandshake_timeout = "4s"\nheader_timeout = "5s"\nkeepalive_timeout = "6s"\nbody_timeout = "7s"';
+    const text = web(undefined, `mode = "http"\naccept_proxy = "10.0.0.0/8"\ntls_cert = "/tls/cert.pem"\ntls_key = "/tls/key.pem"\n${keys}`);
+    // (PROXY header + TLS is refused for now: set each on a service of its own.)
+    expect(() => parseConfig(text, FILE, { readFile: read })).toThrow(/accept_proxy: cannot be combined with TLS/);
+    const http = parseConfig(web(undefined, `mode = "http"\ntls_cert = "/tls/cert.pem"\ntls_key = "/tls/key.pem"\n${keys.split("\n").slice(1).join("\n")}`), FILE, { readFile: read }).services[0]!;
+    expect(http.deadlines).toEqual({ proxyHeaderMs: DEADLINE_DEFAULTS.proxyHeaderMs, handshakeMs: 4000, headerMs: 5000, keepaliveMs: 6000, bodyMs: 7000 });
+    expect(parseConfig(web(undefined, 'accept_proxy = "10.0.0.0/8"\nproxy_header_timeout = "3s"'), FILE).services[0]!.deadlines.proxyHeaderMs).toBe(3000);
+  });
+
   test.each([
     [web(undefined, 'mode = "http"') + '[[service.route]]\norigin = "10.0.0.1"\n', 'edgeproxy.toml: service "web": route[1]: a route needs host, path or both'],
     [web(undefined, 'mode = "http"') + '[[service.route]]\npath = "api"\n', 'edgeproxy.toml: service "web": route[1].path: "api" is not an absolute path prefix (like /api/)'],
@@ -264,7 +278,11 @@ describe("errors name the file, the service and the field", () => {
     [web(undefined, 'orign = "x"'), 'edgeproxy.toml: service "web": unknown field "orign" (did you mean "origin"?)'],
     [web(undefined, "ports = 80"), 'edgeproxy.toml: service "web": unknown field "ports" (it belongs in a [[service.bind]] table)'],
     [web('prefix = "192.0.2.0/24"\nports = 80'), 'edgeproxy.toml: service "web": bind[1]: unknown field "prefix" (did you mean "prefixes"?)'],
-    [web(undefined, "xyz = 1"), 'edgeproxy.toml: service "web": unknown field "xyz" (known: name, mode, origin, origins, balance, health, eject, connect_timeout, idle_timeout, proxy_protocol, accept_proxy, tls_cert, tls_key, first_byte_timeout, max_body_size, max_header_size, allow, deny, bind, route, source_connections, source_rate, source_rate_burst, source_prefix_v6)'],
+    [web(undefined, 'header_timeout = "5s"'), 'edgeproxy.toml: service "web": header_timeout: is for http services; this one is tcp'],
+    [web(undefined, 'handshake_timeout = "5s"'), 'edgeproxy.toml: service "web": handshake_timeout: applies to TLS-terminating services (give a certificate and key too)'],
+    [web(undefined, 'proxy_header_timeout = "5s"'), 'edgeproxy.toml: service "web": proxy_header_timeout: applies to services that accept PROXY headers (give accept_proxy prefixes too)'],
+    [web(undefined, 'mode = "http"\nbody_timeout = "0s"'), 'edgeproxy.toml: service "web": body_timeout: "0s" must be at least 1ms and at most 7 days'],
+    [web(undefined, "xyz = 1"), 'edgeproxy.toml: service "web": unknown field "xyz" (known: name, mode, origin, origins, balance, health, eject, connect_timeout, idle_timeout, proxy_protocol, accept_proxy, tls_cert, tls_key, first_byte_timeout, max_body_size, max_header_size, allow, deny, bind, route, source_connections, source_rate, source_rate_burst, source_prefix_v6, proxy_header_timeout, handshake_timeout, header_timeout, keepalive_timeout, body_timeout)'],
     // types and required fields
     [`take_over = "yes"\n${web()}`, "edgeproxy.toml: take_over: expected true or false, got a string"],
     [`max_connections = 0\n${web()}`, "edgeproxy.toml: max_connections: 0 is not a whole number from 1 to 2147483647"],

@@ -5,6 +5,7 @@ import { compileBindings } from "../dispatcher/compile";
 import { ConfigError } from "../errors";
 import { serviceBindings } from "../server/bindings";
 import { parseAddress, parsePrefix, type Prefix } from "./address";
+import { completeDeadlines, DEADLINE_KEYS } from "./deadlines";
 import { WORKER_BOUNDS } from "./numbers";
 import { parseDuration, parseEndpoint, parseProxyProtocol } from "./origin";
 import { parseHttp, parsePool, parseTls, POOL_FIELDS } from "./pool-file";
@@ -28,6 +29,8 @@ const SERVICE_FIELDS = [
   "name", "mode", ...POOL_FIELDS, "connect_timeout", "idle_timeout", "proxy_protocol", "accept_proxy", "tls_cert", "tls_key",
   "first_byte_timeout", "max_body_size", "max_header_size", "allow", "deny", "bind", "route",
   "source_connections", "source_rate", "source_rate_burst", "source_prefix_v6",
+  // config/deadlines.ts DEADLINE_KEYS
+  "proxy_header_timeout", "handshake_timeout", "header_timeout", "keepalive_timeout", "body_timeout",
 ];
 const BIND_FIELDS = ["protocol", "prefixes", "ports"];
 const IN_SERVICE = "it belongs in a [[service]] table";
@@ -229,13 +232,18 @@ function parseService(raw: unknown, index: number, file: string, read: (path: st
     mode,
     { connections: f.at("source_connections"), rate: f.at("source_rate"), burst: f.at("source_rate_burst"), prefixV6: f.at("source_prefix_v6") },
   );
+  const deadlines = completeDeadlines(
+    Object.fromEntries(DEADLINE_KEYS.map((k) => [k.field, f.text(k.key) === undefined ? undefined : duration(k.key, 0)])),
+    { mode, tls: tls !== undefined, acceptProxy: acceptProxy.length > 0 },
+    (k) => f.at(k.key),
+  );
 
   const binds = f.tables("bind", "[[service.bind]]");
   if (!binds || binds.length === 0) throw f.missing("bind", "add a [[service.bind]] table with prefixes and ports");
   const bindings = binds.map((b, i) => parseBind(b, `${f.where}: bind[${i + 1}]`, transport));
 
   // pool stays a key even when undefined, as on the command line, so both configs compare equal.
-  const service: ServiceConfig = { name, mode, bindings, pool, connectTimeoutMs, idleTimeoutMs, proxyProtocol, access, acceptProxy, tls, http, ...(sourceLimits ? { sourceLimits } : {}) };
+  const service: ServiceConfig = { name, mode, bindings, pool, connectTimeoutMs, idleTimeoutMs, proxyProtocol, access, acceptProxy, tls, http, deadlines, ...(sourceLimits ? { sourceLimits } : {}) };
   checkService(service, (key) => f.at(key));
   return service;
 }

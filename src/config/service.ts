@@ -1,6 +1,7 @@
 import type { Prefix } from "./address";
 import type { HttpConfig, PoolConfig, TlsConfig } from "./pool";
 import type { PortRange } from "./ports";
+import type { Deadlines } from "./deadlines";
 
 export type { Balance, EjectConfig, HealthConfig, HttpConfig, OriginConfig, PoolConfig, RouteConfig, TlsConfig } from "./pool";
 
@@ -66,6 +67,8 @@ export interface ServiceConfig {
   readonly tls?: TlsConfig;
   /** http mode only. */
   readonly http?: HttpConfig;
+  /** tcp and http: how long each client stage may take (PROXY header, TLS handshake, and http's request head, keep-alive wait, body gaps). */
+  readonly deadlines: Deadlines;
   /** Absent: no per-client limits. */
   readonly sourceLimits?: SourceLimits;
 }
@@ -81,7 +84,7 @@ export interface ServeConfig {
   readonly services: readonly ServiceConfig[];
   /** Steer ports even where another socket already listens. */
   readonly takeOver: boolean;
-  /** Cap on open connections for the process; default: what the open-file limit allows. */
+  /** Cap on open connections for the instance, shared by its workers (server.ts, connectionShare); default: what each worker's open-file limit allows. */
   readonly maxConnections?: number;
   /** Cap on concurrent UDP flows for the process; default: a share of the open-file limit. */
   readonly maxFlows?: number;

@@ -22,6 +22,8 @@ export const EP_SOURCE_OP_ADD = 1;
 export const EP_SOURCE_OP_RECLAIM = 2;
 export const EP_SOURCE_OP_RATE = 3;
 export const EP_SOURCE_LIMIT_EXEMPT = 1;
+export const EP_REUSE_MAX_MEMBERS = 256;
+export const EP_REUSE_MAX_ENTRIES = 65536;
 
 export const IPPROTO_TCP = 6;
 export const IPPROTO_UDP = 17;
@@ -44,6 +46,9 @@ export const sizes = {
   ep_source_count: 8 * EP_SOURCE_OWNERS,
   ep_limit_counters: 16,
   ep_source_op: 40,
+  ep_reuse_key: 8,
+  ep_reuse_group: 8,
+  ep_reuse_counters: 32,
   // The kernel's sk_lookup context (linux/bpf.h), for BPF_PROG_TEST_RUN.
   bpf_sk_lookup: 72,
 } as const;
@@ -89,6 +94,11 @@ export const offsets = {
   "ep_source_op.owner": 28,
   "ep_source_op.delta": 32,
   "ep_source_op.result": 36,
+  "ep_reuse_key.position": 4,
+  "ep_reuse_group.service": 4,
+  "ep_reuse_counters.full": 8,
+  "ep_reuse_counters.migrated": 16,
+  "ep_reuse_counters.migrated_unselected": 24,
   "bpf_sk_lookup.family": 8,
   "bpf_sk_lookup.protocol": 12,
   "bpf_sk_lookup.remote_ip4": 16,
@@ -344,3 +354,37 @@ export const encodeGroup = (port: number): Uint8Array => twoU32(port, 0);
 
 export const decodeGroup = (b: Uint8Array): { port: number } => ({ port: new DataView(b.buffer, b.byteOffset).getUint32(0, le) });
 
+/** ep_reuse_group_id(): a TCP reuseport group by its loopback port and family. */
+export const reuseGroupId = (family: 4 | 6, port: number): number => ((family === 6 ? 1 : 0) << 16) | (port & 0xffff);
+
+/** struct ep_reuse_key */
+export const encodeReuseKey = (group: number, position: number): Uint8Array => twoU32(group, position);
+
+/** struct ep_reuse_group */
+export const encodeReuseGroup = (members: number, service: number): Uint8Array => twoU32(members, service);
+
+export function decodeReuseGroup(b: Uint8Array): { members: number; service: number } {
+  const v = new DataView(b.buffer, b.byteOffset);
+  return { members: v.getUint32(0, le), service: v.getUint32(4, le) };
+}
+
+/** struct ep_reuse_counters, summed over the per-CPU copies. */
+export interface ReuseCounters {
+  redirected: bigint;
+  full: bigint;
+  migrated: bigint;
+  migratedUnselected: bigint;
+}
+
+export function decodeReuseCounters(perCpu: Uint8Array, cpus: number): ReuseCounters {
+  const v = new DataView(perCpu.buffer, perCpu.byteOffset, perCpu.byteLength);
+  const c: ReuseCounters = { redirected: 0n, full: 0n, migrated: 0n, migratedUnselected: 0n };
+  for (let cpu = 0; cpu < cpus; cpu++) {
+    const o = cpu * sizes.ep_reuse_counters;
+    c.redirected += v.getBigUint64(o, le);
+    c.full += v.getBigUint64(o + 8, le);
+    c.migrated += v.getBigUint64(o + 16, le);
+    c.migratedUnselected += v.getBigUint64(o + 24, le);
+  }
+  return c;
+}

@@ -7,6 +7,7 @@ import * as abi from "./abi";
 import * as sabi from "./sourceabi";
 import type { Binding, Protocol } from "./binding";
 import { compileBindings, type PortTable } from "./compile";
+import { Selection } from "./selection";
 
 /** A dispatcher step failed; `cause` has the kernel's or libbpf's reason. */
 export class DispatcherError extends EdgeError {
@@ -30,14 +31,15 @@ export interface AppliedBindings {
 }
 
 export const PROGRAM = "ep_dispatch";
-/** The sk_reuseport program attached to every TCP group, so a closing listener's queue migrates (bpf/dispatcher.bpf.c). */
+/** The sk_reuseport program attached to every TCP group: a closing listener's queue migrates, and new connections go to a worker below its cap (bpf/reuseport.h). */
 export const MIGRATE_PROGRAM = "ep_migrate";
-/** The syscall program that counts clients' open connections (bpf/dispatcher.bpf.c, ep_source). */
+/** The syscall program that counts clients' open connections (bpf/sourcelimit.h, ep_source). */
 export const SOURCE_PROGRAM = "ep_source";
-/** Every map of bpf/dispatcher.bpf.c, by its pin name. */
+/** Every map of bpf/dispatcher.bpf.c (and bpf/sourcelimit.h, bpf/reuseport.h), by its pin name. */
 export const MAPS = [
   "ep_state", "ep_prefixes", "ep_hosts", "ep_ranges", "ep_sockets", "ep_counters", "ep_service_flags", "ep_access", "ep_services", "ep_bindings", "ep_rules", "ep_owners", "ep_groups",
   "ep_limits", "ep_source_conns", "ep_source_rate", "ep_source_owners", "ep_limit_counters", "ep_limit_exempt",
+  "ep_reuse_members", "ep_reuse_groups", "ep_reuse_listeners", "ep_reuse_counters",
 ] as const;
 export type MapName = (typeof MAPS)[number];
 const EAGAIN = 11;
@@ -302,6 +304,12 @@ export class Dispatcher {
     return this.socketCookie(service, protocol, family, member) !== undefined;
   }
 
+  /** The member selection of TCP reuseport groups (ep_migrate): its maps. */
+  get selection(): Selection {
+    return (this.selectionView ??= new Selection(this.maps, this.cpus));
+  }
+  private selectionView: Selection | undefined;
+
   /** Counters summed over CPUs; service 0 counts lookups that matched no binding. */
   counters(service: number): abi.ServiceCounters {
     const buf = new Uint8Array(abi.sizes.ep_service_counters * this.cpus);
@@ -313,6 +321,7 @@ export class Dispatcher {
   /** Zero a service's counters and limits (a new service must not inherit a removed one's). */
   resetCounters(service: number): void {
     this.maps.ep_counters.update(abi.u32(service), new Uint8Array(abi.sizes.ep_service_counters * this.cpus));
+    this.selection.resetCounters(service);
     this.maps.ep_limit_counters.update(abi.u32(service), new Uint8Array(abi.sizes.ep_limit_counters * this.cpus));
     this.setSourceLimit(service, sabi.NO_SOURCE_LIMIT);
   }

@@ -81,6 +81,9 @@ export class Registry {
     for (const protocol of ["tcp", "udp"] as const) {
       for (const family of [4, 6] as const) {
         for (let m = 0; m < abi.EP_SOCKET_MEMBERS; m++) this.removeSocket(id, protocol, family, m);
+        // The group's port may go to another service's group later: its selection record goes too.
+        const port = protocol === "tcp" ? this.groupPort(id, protocol, family) : undefined;
+        if (port !== undefined) this.dispatcher.selection.removeGroup(family, port);
         this.maps.ep_groups.delete(abi.u32(abi.socketSlot(id, protocol, family)));
       }
     }

@@ -9,7 +9,7 @@ import { errno, errnoText, libc } from "../ebpf/libc";
 /** Where a service's listeners go: per family, its group's port (0: start a new group), and the migrate program. */
 export interface GroupPlan {
   port(family: Family): number;
-  /** fd of the sk_reuseport migrate program attached to TCP groups (see bpf/dispatcher.bpf.c, ep_migrate). */
+  /** fd of the sk_reuseport migrate program attached to TCP groups (see bpf/reuseport.h, ep_migrate). */
   readonly migrateFd?: number;
 }
 

@@ -1,8 +1,8 @@
 import type { Socket } from "bun";
 import type { Member, OriginFailure } from "../origin/pool";
-import type { Admission } from "./admission";
 import type { CoarseClock } from "./clock";
 import { Outbox } from "./outbox";
+import type { Session } from "./pipeline";
 import { errorClass, type ServiceStats } from "./stats";
 
 /*
@@ -35,8 +35,6 @@ export interface RelayOptions {
   readonly idleTimeoutMs: number;
   readonly clock: CoarseClock;
   readonly stats: ServiceStats;
-  /** Told when this relay ends (the caller admitted it). */
-  readonly admission: Admission;
 }
 
 interface Direction {
@@ -65,17 +63,18 @@ export const originHandlers = {
     s.data.relay.ended("origin");
   },
   close(s: Socket<Peer>, error?: Error) {
-    s.data.relay.closed("origin", error);
+    s.data.relay.sideClosed("origin", error);
   },
   error(s: Socket<Peer>, error: Error) {
-    s.data.relay.closed("origin", error);
+    s.data.relay.sideClosed("origin", error);
   },
   connectError(s: Socket<Peer>, error: Error) {
     s.data.relay.originFailed(error);
   },
 };
 
-export class Relay {
+/** The pipeline's last stage of a tcp service (the pipeline owns the client's cap slot). */
+export class Relay implements Session {
   private origin: Socket<Peer> | undefined;
   private member: Member | undefined;
   private readonly up: Direction = { out: new Outbox(), ended: false, shut: false };
@@ -90,12 +89,10 @@ export class Relay {
   constructor(
     private readonly client: Socket<unknown>,
     private readonly options: RelayOptions,
-    private readonly active: Set<Relay>,
   ) {
     this.startedAt = performance.now();
     this.lastActive = options.clock.now;
     this.deadline = options.clock.now + options.connectTimeoutMs;
-    active.add(this);
     options.stats.connectionsActive++;
     options.stats.connectionsTotal++;
   }
@@ -149,6 +146,24 @@ export class Relay {
     this.abort();
   }
 
+  // ---- the client side, as the pipeline's Session ----
+
+  clientData(chunk: Uint8Array): void {
+    this.fromClient(chunk);
+  }
+
+  clientDrain(): void {
+    this.drained("client");
+  }
+
+  clientEnd(): void {
+    this.ended("client");
+  }
+
+  clientClosed(error?: Error): void {
+    this.sideClosed("client", error);
+  }
+
   fromClient(chunk: Uint8Array): void {
     this.lastActive = this.options.clock.now;
     this.options.stats.bytesFromClients += chunk.length;
@@ -196,7 +211,7 @@ export class Relay {
     this.maybeFinish();
   }
 
-  closed(side: "client" | "origin", error?: Error): void {
+  sideClosed(side: "client" | "origin", error?: Error): void {
     if (this.done) return;
     const reset = error !== undefined;
     if (reset) {
@@ -237,10 +252,8 @@ export class Relay {
     this.done = true;
     this.up.out.clear();
     this.down.out.clear();
-    this.active.delete(this);
     this.member?.released();
     this.options.stats.connectionsActive--;
     this.options.stats.observe((performance.now() - this.startedAt) / 1000);
-    this.options.admission.leave();
   }
 }

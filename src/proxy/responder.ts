@@ -2,10 +2,8 @@ import type { Socket } from "bun";
 import { Hono } from "hono";
 import { unmapAddress } from "../config/address";
 import { VERSION } from "../version";
-import type { Admission } from "./admission";
-import type { SourceLimit } from "./sourcelimit";
-import { socketEnds } from "./inbound";
 import { Outbox } from "./outbox";
+import type { Protocol, Session } from "./pipeline";
 
 /*
  * The embedded default service: an HTTP request gets a small page (JSON with
@@ -51,22 +49,21 @@ type State = {
   busy: boolean;
 };
 
-/** Socket handlers for the built-in responder. */
-export function responderHandlers(admission: Admission, limit?: SourceLimit) {
+/** The built-in responder, as the pipeline's last stage. */
+export function responder(): Protocol {
   const app = responderApp();
   const decoder = new TextDecoder("latin1");
 
-  const endpoints = (s: Socket<State>): Endpoints => ({
+  const endpoints = (s: Socket<any>): Endpoints => ({
     destination: formatHostPort(unmapAddress(s.localAddress), s.localPort),
     client: formatHostPort(unmapAddress(s.remoteAddress), s.remotePort),
   });
 
-  const echo = (s: Socket<State>, chunk: Uint8Array) => {
-    if (!s.data.out.write(s, chunk)) s.pause();
+  const echo = (s: Socket<any>, st: State, chunk: Uint8Array) => {
+    if (!st.out.write(s, chunk)) s.pause();
   };
 
-  const serveHttp = async (s: Socket<State>) => {
-    const st = s.data;
+  const serveHttp = async (s: Socket<any>, st: State) => {
     st.busy = true;
     try {
       while (st.mode === "http") {
@@ -127,67 +124,57 @@ export function responderHandlers(admission: Admission, limit?: SourceLimit) {
   };
 
   return {
-    open(s: Socket<State>) {
-      if (!admission.admit()) return void s.terminate();
-      // --- per-client limits (issue 15), admission stage.
-      if (limit) {
-        const client = socketEnds(s)?.client;
-        if (!client || !limit.admit(s, client)) {
-          admission.leave();
-          return void s.terminate();
-        }
-      }
-      s.data = { mode: "sniff", buffered: new Uint8Array(), skip: 0, out: new Outbox(), ended: false, busy: false };
-    },
-    data(s: Socket<State>, chunk: Buffer) {
-      const st = s.data;
-      if (!st) return;
-      if (st.mode === "sniff") {
-        const all = st.buffered.length ? Buffer.concat([st.buffered, chunk]) : chunk;
-        const nl = all.indexOf(10);
-        const line = decoder.decode(all.subarray(0, nl < 0 ? Math.min(all.length, 64) : nl + 1));
-        if (nl >= 0 && REQUEST_LINE.test(line)) {
-          st.mode = "http";
-          st.buffered = all;
-          if (!st.busy) void serveHttp(s);
-        } else if (nl < 0 && all.length < 64 && MAYBE_REQUEST_LINE.test(line)) {
-          st.buffered = all; // could still become a request line
-        } else {
+    needEnds: false,
+    start(s: Socket<any>): Session {
+      const st: State = { mode: "sniff", buffered: new Uint8Array(), skip: 0, out: new Outbox(), ended: false, busy: false };
+      return {
+        clientData(chunk: Uint8Array) {
+          if (st.mode === "sniff") {
+            const all = st.buffered.length ? Buffer.concat([st.buffered, chunk]) : chunk;
+            const nl = all.indexOf(10);
+            const line = decoder.decode(all.subarray(0, nl < 0 ? Math.min(all.length, 64) : nl + 1));
+            if (nl >= 0 && REQUEST_LINE.test(line)) {
+              st.mode = "http";
+              st.buffered = all;
+              if (!st.busy) void serveHttp(s, st);
+            } else if (nl < 0 && all.length < 64 && MAYBE_REQUEST_LINE.test(line)) {
+              st.buffered = all; // could still become a request line
+            } else {
+              st.mode = "echo";
+              st.buffered = new Uint8Array();
+              echo(s, st, all);
+            }
+            return;
+          }
+          if (st.mode === "echo") return echo(s, st, chunk);
+          st.buffered = st.buffered.length ? Buffer.concat([st.buffered, chunk]) : chunk;
+          if (st.buffered.length > MAX_HEAD + HIGH_WATER) s.pause();
+          if (!st.busy) void serveHttp(s, st);
+        },
+        clientDrain() {
+          if (!st.out.flush(s)) return;
+          s.resume();
+          if (st.ended) s.end();
+        },
+        clientEnd() {
+          st.ended = true;
+          if (st.mode === "sniff" && st.buffered.length) {
+            st.mode = "echo";
+            echo(s, st, st.buffered);
+          }
+          if (st.out.queued === 0 && !st.busy) s.end();
+        },
+        clientClosed() {
           st.mode = "echo";
           st.buffered = new Uint8Array();
-          echo(s, all);
-        }
-        return;
-      }
-      if (st.mode === "echo") return echo(s, chunk);
-      st.buffered = st.buffered.length ? Buffer.concat([st.buffered, chunk]) : chunk;
-      if (st.buffered.length > MAX_HEAD + HIGH_WATER) s.pause();
-      if (!st.busy) void serveHttp(s);
+        },
+        // A demo page and echo: no deadlines of its own beyond the pipeline's stages.
+        sweep() {},
+        abort() {
+          s.terminate();
+        },
+      };
     },
-    drain(s: Socket<State>) {
-      const st = s.data;
-      if (!st) return;
-      if (!st.out.flush(s)) return;
-      s.resume();
-      if (st.ended) s.end();
-    },
-    end(s: Socket<State>) {
-      const st = s.data;
-      if (!st) return;
-      st.ended = true;
-      if (st.mode === "sniff" && st.buffered.length) {
-        st.mode = "echo";
-        echo(s, st.buffered);
-      }
-      if (st.out.queued === 0 && !st.busy) s.end();
-    },
-    close(s: Socket<State>) {
-      limit?.released(s);
-      if (!s.data) return;
-      s.data = undefined as unknown as State; // leave exactly once
-      admission.leave();
-    },
-    error() {},
   };
 }
 

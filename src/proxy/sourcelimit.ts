@@ -1,8 +1,8 @@
-import type { Socket } from "bun";
 import type { SourceLimits } from "../config/service";
 import { EP_SOURCE_LIMIT_EXEMPT, NO_SOURCE_LIMIT, type SourceLimitEntry, type SourceKey } from "../dispatcher/sourceabi";
 import type { SourceCounter } from "../dispatcher/sources";
 import type { Endpoint } from "../system/sockaddr";
+import type { PipelineOptions } from "./pipeline";
 
 /** A service's per-client limits as the BPF program takes them (struct ep_source_limit). */
 export function sourceLimitEntry(l: SourceLimits | undefined, exempt: boolean): SourceLimitEntry {
@@ -30,13 +30,13 @@ export interface SourceCounting {
  * program cannot see: a few SYNs racing each other's accept, and clients a
  * trusted PROXY header names (the kernel saw their load balancer).
  *
- * Admission stage of the client pipeline: acquire() once a connection's
- * client is known, release() when it closes (at most once per acquire).
+ * Admission stage of the client pipeline (pipelineHooks): acquire() once a
+ * connection's client is known, release() when it closes (once per acquire
+ * that returned true).
  */
 export class SourceLimit {
   /** Connections (udp: flows) refused here, by the limit they hit. */
   readonly refused = { connections: 0, rate: 0 };
-  private readonly held = new WeakMap<object, Endpoint>();
 
   constructor(
     readonly service: number,
@@ -100,18 +100,15 @@ export class SourceLimit {
     }
   }
 
-  /** acquire() for a socket: its close handler calls released(). */
-  admit(s: Socket<any> | object, client: Endpoint, named = false): boolean {
-    if (!this.acquire(client, named)) return false;
-    if (this.limits.connections) this.held.set(s, client);
-    return true;
-  }
-
-  /** The socket closed: give its count back (once; nothing if it held none). */
-  released(s: Socket<any> | object): void {
-    const client = this.held.get(s);
-    if (!client) return;
-    this.held.delete(s);
-    this.release(client);
+  /**
+   * The client pipeline's admission hooks (pipeline.ts): acquire() at accept,
+   * or for the client a trusted PROXY header names (rate-charged here: the
+   * program charged its load balancer, which is exempt); release() at close.
+   */
+  pipelineHooks(): Required<Pick<PipelineOptions, "admitClient" | "releaseClient">> {
+    return {
+      admitClient: (client, when) => this.acquire(client, when === "proxy_header"),
+      releaseClient: (client) => this.release(client),
+    };
   }
 }

@@ -1,4 +1,5 @@
 import type { ConnectionStats } from "../admin/backend";
+import type { DeadlineStage } from "../config/deadlines";
 
 /** Upper bounds in seconds of the connection-duration histogram's buckets (+Inf is implicit). */
 export const DURATION_BUCKETS: readonly number[] = [
@@ -22,6 +23,8 @@ export class ServiceStats {
   readonly proxyHeaderErrors = new Map<string, number>();
   /** TLS handshakes that failed or did not finish in time (tls services): failed, timeout. */
   readonly tlsHandshakeErrors = new Map<string, number>();
+  /** Connections closed because a client stage's deadline passed (see config/deadlines.ts), by stage. */
+  readonly deadlinesExpired = new Map<DeadlineStage, number>();
   /** Connection durations: per-bucket (not cumulative) counts; the last slot is +Inf. */
   readonly durationCounts = new Float64Array(BOUNDS.length + 1);
   durationSum = 0;
@@ -33,6 +36,10 @@ export class ServiceStats {
 
   tlsHandshakeError(reason: "failed" | "timeout"): void {
     this.tlsHandshakeErrors.set(reason, (this.tlsHandshakeErrors.get(reason) ?? 0) + 1);
+  }
+
+  deadlineExpired(stage: DeadlineStage): void {
+    this.deadlinesExpired.set(stage, (this.deadlinesExpired.get(stage) ?? 0) + 1);
   }
 
   proxyHeaderError(reason: string): void {
@@ -68,6 +75,7 @@ export class ServiceStats {
       idleTimeouts: this.idleTimeouts,
       proxyHeaderErrors: Object.fromEntries(this.proxyHeaderErrors),
       tlsHandshakeErrors: Object.fromEntries(this.tlsHandshakeErrors),
+      deadlinesExpired: Object.fromEntries(this.deadlinesExpired),
       duration: { buckets, sum: this.durationSum, count: this.durationCount },
     };
   }

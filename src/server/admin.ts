@@ -51,7 +51,14 @@ export function serverBackend(server: Server): AdminBackend {
         startedAt: server.startedAt,
         pinPath: server.report.pinDir,
         unmatchedLookups: server.dispatcher.counters(0).lookups,
-        capacity: { max: server.planes.admission.max, active: server.planes.admission.active, refused: server.planes.admission.refused },
+        capacity: {
+          max: server.planes.admission.max,
+          active: server.planes.admission.active,
+          refused: server.planes.admission.refused,
+          accepting: server.steering.accepting,
+          left: server.steering.left,
+          rejoined: server.steering.rejoined,
+        },
         services: reg.services().map((s) => {
           const mine = runningById.get(s.id);
           return {
@@ -61,7 +68,7 @@ export function serverBackend(server: Server): AdminBackend {
             origin: mine ? origin(server, s.name) : undefined,
             bindings: (bindings.get(s.id) ?? []).map((b) => ({ protocol: b.protocol, prefix: formatPrefix(b.prefix), ports: formatPorts(b) })),
             sockets: sockets.filter((k) => k.service === s.id).map(({ protocol, family, pid, fd, cookie }) => ({ protocol, family, pid, fd, cookie })),
-            kernel: { ...server.dispatcher.counters(s.id), limited: server.dispatcher.limitCounters(s.id) },
+            kernel: { ...server.dispatcher.counters(s.id), ...server.dispatcher.selection.counters(s.id), limited: server.dispatcher.limitCounters(s.id) },
             ...mine?.svc.report(),
             ...(mine?.svc.sourceLimit ? { sourceLimited: { ...mine.svc.sourceLimit.refused } } : {}),
           };

@@ -4,6 +4,7 @@ import type { Registry } from "../dispatcher/registry";
 import { EP_SOCKET_MEMBERS } from "../dispatcher/abi";
 import type { GroupPlan } from "../proxy/group";
 import type { ServiceSocket } from "../proxy/service";
+import type { CapSteering } from "./steering";
 
 /*
  * A service's slot (service, protocol, family) holds up to EP_SOCKET_MEMBERS
@@ -32,12 +33,17 @@ export function groupPlan(registry: Registry, service: number, protocol: Protoco
   return { port: (f) => ports.get(f) ?? 0, migrateFd: protocol === "tcp" ? migrateFd : undefined };
 }
 
-/** Record the sockets' groups and register them as this process's member of the service's slots. */
-export function registerMembers(registry: Registry, service: number, protocol: Protocol, sockets: readonly ServiceSocket[], member: number): void {
+/**
+ * Record the sockets' groups and register them as this process's member of
+ * the service's slots; TCP listeners also join their group's member
+ * selection (steering.ts) when `steering` is given.
+ */
+export function registerMembers(registry: Registry, service: number, protocol: Protocol, sockets: readonly ServiceSocket[], member: number, steering?: CapSteering): void {
   for (const s of sockets) {
     registry.setGroupPort(service, protocol, s.family, s.port);
     registry.setSocket(service, protocol, s.family, s.fd, { pid: process.pid, fd: s.fd }, member);
   }
+  if (protocol === "tcp") steering?.register(service, sockets);
 }
 
 /** The cookies of a service's sockets: what makes a member entry this process's own. */

@@ -23,7 +23,7 @@ export interface ReloadReport {
 const LISTENER_GRACE_MS = 500;
 
 const dataPlaneOf = (s: ServiceConfig) =>
-  JSON.stringify([s.mode, s.pool ?? null, s.http ?? null, s.tls ?? null, s.acceptProxy, s.connectTimeoutMs, s.idleTimeoutMs, s.proxyProtocol, serviceFamilies(s), s.sourceLimits ?? null]);
+  JSON.stringify([s.mode, s.pool ?? null, s.http ?? null, s.tls ?? null, s.acceptProxy, s.connectTimeoutMs, s.idleTimeoutMs, s.deadlines, s.proxyProtocol, serviceFamilies(s), s.sourceLimits ?? null]);
 const steeringOf = (s: ServiceConfig) => JSON.stringify(storedState(s, 0));
 
 /**
@@ -57,6 +57,7 @@ export async function reload(server: Server): Promise<ReloadReport> {
     const before = reg.snapshot([...next.services, ...removed].map((s) => s.name));
     const fresh = new Map<string, RunningService>();
     try {
+      server.steering.prune();
       for (const cfg of [...added, ...restarted]) {
         const entry = reg.ensure(cfg.name, next.takeOver);
         const svc = server.planes.create(cfg, origins, server.sourceLimiting.limiter(cfg, entry.id));
@@ -81,7 +82,7 @@ export async function reload(server: Server): Promise<ReloadReport> {
       // New services get their sockets before their bindings go live.
       for (const cfg of added) {
         const r = fresh.get(cfg.name)!;
-        registerMembers(reg, r.id, r.svc.protocol, r.sockets, server.member);
+        registerMembers(reg, r.id, r.svc.protocol, r.sockets, server.member, server.steering);
       }
       const own = new Set([...server.ownInodes(), ...[...fresh.values()].flatMap((r) => r.sockets.map((s) => s.inode))]);
       const { skipped } = reg.commit(own);
@@ -89,7 +90,7 @@ export async function reload(server: Server): Promise<ReloadReport> {
       for (const cfg of restarted) {
         const old = server.running.get(cfg.name)!;
         const now = fresh.get(cfg.name)!;
-        registerMembers(reg, now.id, now.svc.protocol, now.sockets, server.member);
+        registerMembers(reg, now.id, now.svc.protocol, now.sockets, server.member, server.steering);
         // Slots the new sockets do not replace: a family dropped, or a mode changed between tcp and udp.
         // Only while the entry still holds the old socket (by cookie): another process may have taken it over.
         for (const s of old.sockets) {

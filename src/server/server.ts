@@ -12,6 +12,8 @@ import { refuseSelfReach, serviceBindings } from "./bindings";
 import { cookiesOf, groupPlan, memberOf, registerMembers, withdrawMembers } from "./members";
 import { DataPlanes } from "./services";
 import { SourceLimiting } from "./sourcelimits";
+import { CapSteering } from "./steering";
+import { EP_REUSE_MAX_MEMBERS } from "../dispatcher/abi";
 
 /** A service this process runs: its registry id, data plane and listening sockets. */
 export interface RunningService {
@@ -66,6 +68,8 @@ export class Server {
     public config: ServeConfig,
     /** This process's member entry in every slot (see members.ts). */
     readonly member: number,
+    /** This worker's place in its TCP groups' member selection (steering.ts). */
+    readonly steering: CapSteering,
     readonly report: StartReport,
     /** Per-client limits: published for the program, counted at accept. */
     readonly sourceLimiting: SourceLimiting,
@@ -81,41 +85,33 @@ export class Server {
     checkEnvironment();
     const bindings = serviceBindings(config.services);
     const origins = await refuseSelfReach(config.admin, config.services, bindings);
-    const { maxConnections, maxFlows } = fdBudget(config);
+    const workers = config.workers ?? 1;
+    const { maxConnections, maxFlows } = fdBudget({ ...config, maxConnections: connectionShare(config.maxConnections, workers, worker) });
     const bpffs = bpffsPath(config.bpffs);
     return withPinLock(bpffs, () => {
       const pinned = openPinned(bpffs, image, true)!;
       const registry = new Registry(pinned.dispatcher);
       const running = new Map<string, RunningService>();
-      // At the cap, stop steering: the kernel refuses new connections (SK_DROP,
-      // counted as missing_socket) instead of queueing them for an accept()
-      // that would fail with EMFILE. It acts on the sockets running now, which
-      // a reload may have replaced since startup.
+      // At its cap this worker leaves its TCP groups' member selection, so the
+      // kernel gives newcomers to a worker with room; with none left it refuses
+      // them itself (SK_DROP in ep_migrate, kernel_drops_total{reason="full"})
+      // instead of queueing them for an accept() that would fail with EMFILE.
+      // It acts on the sockets running now, which a reload may have replaced.
+      const steering = new CapSteering(pinned.dispatcher.selection, worker, workers, () => running.values(), (line) => process.stderr.write(`edgeproxy: ${line}\n`));
+      const cap =
+        workers === 1
+          ? `--max-connections ${maxConnections}`
+          : `${maxConnections} open connections (worker ${worker}'s ${config.maxConnections === undefined ? "open-file limit" : `share of --max-connections ${config.maxConnections}`})`;
       const admission = new Admission(maxConnections, (accepting) => {
-        for (const { id, svc, sockets: own } of running.values()) {
-          if (svc.protocol !== "tcp") continue;
-          for (const socket of own) {
-            try {
-              // Only our own entry, by cookie: another process (an upgrade's successor, a
-              // replacement container, a worker sharing the member) may hold it now, and
-              // pausing or resuming must not undo that. This runs outside the pin lock, so
-              // a registration between the lookup and the write can still lose; it is rare
-              // (a cap reached while another process joins) and any entry reaches the group.
-              const there = pinned.dispatcher.socketCookie(id, "tcp", socket.family, member);
-              if (accepting) {
-                if (there === undefined) pinned.dispatcher.setSocket(id, "tcp", socket.family, socket.fd, member);
-              } else if (there === socket.cookie) pinned.dispatcher.removeSocket(id, "tcp", socket.family, member);
-            } catch (e) {
-              process.stderr.write(`edgeproxy: ${accepting ? "resume" : "pause"} steering: ${(e as Error).message}\n`);
-            }
-          }
-        }
-        process.stderr.write(`edgeproxy: ${accepting ? "below" : "at"} --max-connections ${maxConnections}: ${accepting ? "accepting again" : "refusing new connections"}\n`);
+        steering.change(accepting);
+        const what = workers > 1 ? (accepting ? "taking new connections again" : "new connections go to the workers with room") : accepting ? "accepting again" : "refusing new connections";
+        process.stderr.write(`edgeproxy: ${accepting ? "below" : "at"} ${cap}: ${what}\n`);
       });
       const planes = new DataPlanes(new CoarseClock(), admission, maxFlows);
       const sourceLimiting = new SourceLimiting(pinned.dispatcher, bpffs);
       const before = registry.snapshot(config.services.map((s) => s.name));
       try {
+        steering.prune();
         for (const cfg of config.services) {
           const entry = registry.ensure(cfg.name, config.takeOver);
           const state = storedState(cfg, entry.id);
@@ -125,10 +121,11 @@ export class Server {
           const svc = planes.create(cfg, origins, sourceLimiting.limiter(cfg, entry.id));
           const own = svc.listen(groupPlan(registry, entry.id, svc.protocol, pinned.dispatcher.migrateFd));
           running.set(cfg.name, { id: entry.id, svc, sockets: own });
-          registerMembers(registry, entry.id, svc.protocol, own, member);
+          registerMembers(registry, entry.id, svc.protocol, own, member, steering);
         }
         const { skipped } = registry.commit(inodesOf(running));
-        return new Server(pinned.dispatcher, registry, running, planes, bpffs, config, member, {
+        steering.start();
+        return new Server(pinned.dispatcher, registry, running, planes, bpffs, config, member, steering, {
           skipped,
           maxConnections,
           maxFlows,
@@ -196,7 +193,9 @@ export class Server {
    * pins with the last one.
    */
   private withdraw(): void {
+    this.steering.stop();
     withPinLock(this.bpffs, () => {
+      for (const { svc, sockets } of this.running.values()) if (svc.protocol === "tcp") this.steering.withdraw(sockets);
       for (const { id, sockets } of this.running.values()) if (!withdrawMembers(this.registry, id, cookiesOf(sockets))) this.registry.remove(id);
       if (this.registry.services().length === 0) removePinned(this.bpffs);
       else this.registry.commit();
@@ -212,6 +211,8 @@ export class Server {
    */
   async drain(timeoutMs: number): Promise<number> {
     if (this.closed) return 0;
+    // No offer after this: a connection closing below the resume mark must not re-offer a closed listener.
+    this.steering.stop();
     for (const { svc } of this.running.values()) svc.close(false);
     this.withdraw();
     this.closed = true;
@@ -225,6 +226,23 @@ export class Server {
     this.dispatcher.close();
     return cut;
   }
+}
+
+/**
+ * This worker's part of --max-connections (`max_connections`), which is the
+ * instance's: with W workers each admits max / W (the first max % W one
+ * more), so together they admit exactly `max`, and the member selection
+ * (steering.ts) gives a newcomer to whichever worker has room: an operator's
+ * figure holds for the instance, not W times over, and nothing is reset
+ * while any worker has room. Without a figure each worker's cap is what its
+ * own open-file limit allows (a per-process resource), so the instance's is
+ * W times that. Throws when a worker would get no connection at all.
+ */
+export function connectionShare(max: number | undefined, workers: number, worker: number): number | undefined {
+  if (workers > EP_REUSE_MAX_MEMBERS) throw new ConfigError("--workers", `${workers} workers: at most ${EP_REUSE_MAX_MEMBERS}`);
+  if (max === undefined) return undefined;
+  if (max < workers) throw new ConfigError("--max-connections", `${max} connections cannot be shared by ${workers} workers: give each at least one, or run fewer workers`);
+  return Math.floor(max / workers) + (worker < max % workers ? 1 : 0);
 }
 
 /**

@@ -10,6 +10,8 @@ export interface Listener {
   readonly addr: Uint8Array;
   readonly port: number;
   readonly inode: number;
+  /** Its socket cookie (inet_diag_sockid.idiag_cookie). */
+  readonly cookie: bigint;
 }
 
 /*
@@ -63,7 +65,7 @@ function dump(protocol: "tcp" | "udp", family: Family): Listener[] {
         const m = off + 16;
         const dst = buf.subarray(m + 24, m + 24 + (family === 4 ? 4 : 16));
         if (protocol === "tcp" || dst.every((b) => b === 0)) {
-          out.push({ protocol, family, addr: buf.slice(m + 8, m + 8 + (family === 4 ? 4 : 16)), port: bv.getUint16(m + 4, false), inode: bv.getUint32(m + 68, true) });
+          out.push({ protocol, family, addr: buf.slice(m + 8, m + 8 + (family === 4 ? 4 : 16)), port: bv.getUint16(m + 4, false), inode: bv.getUint32(m + 68, true), cookie: cookieAt(bv, m + 44) });
         }
         if (len < 16) break;
         off += (len + 3) & ~3;
@@ -74,6 +76,9 @@ function dump(protocol: "tcp" | "udp", family: Family): Listener[] {
     libc.close(fd);
   }
 }
+
+/** idiag_cookie: two u32, the low half first (sock_diag_save_cookie()). */
+const cookieAt = (v: DataView, at: number): bigint => (BigInt(v.getUint32(at + 4, true)) << 32n) | BigInt(v.getUint32(at, true));
 
 /** Listening sockets of the calling process's network namespace. */
 export function listeners(protocol: "tcp" | "udp"): Listener[] {

@@ -5,6 +5,7 @@ import type { Socket, TCPSocketListener } from "bun";
 import { parsePrefix } from "../../src/config/address";
 import { POOL_DEFAULTS, type HttpConfig, type PoolConfig, type RouteConfig, type TlsConfig } from "../../src/config/pool";
 import type { ServiceConfig } from "../../src/config/service";
+import { DEADLINE_DEFAULTS, type Deadlines } from "../../src/config/deadlines";
 import { Admission } from "../../src/proxy/admission";
 import { CoarseClock } from "../../src/proxy/clock";
 import { HttpService } from "../../src/proxy/http/service";
@@ -109,7 +110,7 @@ export function parseReply(raw: string): HttpReply {
 }
 
 /** A minimal http service run in this process (its listener on 127.0.0.1 or ::1, port 0). */
-export function inProcessService(o: { pool?: PoolConfig; routes?: RouteConfig[]; http?: Partial<HttpConfig>; tls?: TlsConfig; connectTimeoutMs?: number; idleTimeoutMs?: number; family?: 4 | 6 }) {
+export function inProcessService(o: { pool?: PoolConfig; routes?: RouteConfig[]; http?: Partial<HttpConfig>; tls?: TlsConfig; connectTimeoutMs?: number; idleTimeoutMs?: number; deadlines?: Partial<Deadlines>; family?: 4 | 6 }) {
   const cfg: ServiceConfig = {
     name: "test",
     mode: "http",
@@ -122,6 +123,7 @@ export function inProcessService(o: { pool?: PoolConfig; routes?: RouteConfig[];
     acceptProxy: [],
     ...(o.tls ? { tls: o.tls } : {}),
     http: { ...POOL_DEFAULTS.http, routes: o.routes ?? [], ...o.http },
+    deadlines: { ...DEADLINE_DEFAULTS, ...o.deadlines },
   };
   const clock = new CoarseClock(50);
   const svc = new HttpService(cfg, clock, new Admission(1000, () => {}));

@@ -1,10 +1,13 @@
 import { formatAddress } from "../../config/address";
-import { ChunkedDecoder } from "./chunked";
+import type { DeadlineStage } from "../../config/deadlines";
+import type { Session } from "../pipeline";
+import { ChunkedDecoder, reframe } from "./chunked";
 import { HIGH_WATER, LINGER_MS } from "./context";
 import { Deadline, EMPTY, Exchange, Phase, concat } from "./exchange";
-import { errorResponse, extendable, forwardingFields, originRequestHead } from "./headers";
+import { H2_REFUSAL, errorResponse, extendable, forwardingFields, originRequestHead } from "./headers";
 import { serveLocal } from "./local";
-import { HeadError, hasToken, headEnd, parseRequestHead, type RequestHead } from "./parse";
+import { refusalReason } from "./stats";
+import { HeadError, hasToken, headEnd, hopelessHead, parseRequestHead, type RequestHead } from "./parse";
 
 /*
  * One client connection of an http service: a sequence of request/response
@@ -18,18 +21,28 @@ import { HeadError, hasToken, headEnd, parseRequestHead, type RequestHead } from
  * timers per request.
  */
 
-/** A client connection of an http service (see above). */
-export class HttpConnection extends Exchange {
+/** A client connection of an http service (see above), the pipeline's last stage. */
+export class HttpConnection extends Exchange implements Session {
   /** Close by shutdown and a wait for the client's FIN, not at once. */
   private linger = false;
 
-  // ---- client events ----
+  /** The pipeline hands over: `rest` are the bytes that came after a PROXY header. */
+  started(rest: Uint8Array): this {
+    if (rest.length) this.clientData(rest);
+    return this;
+  }
+
+  // ---- client events (the pipeline's Session) ----
 
   clientData(chunk: Uint8Array): void {
-    this.lastActive = this.ctx.clock.now;
+    const now = this.ctx.clock.now;
+    this.lastActive = now;
+    this.clientAt = now;
     this.ctx.stats.bytesFromClients += chunk.length;
     switch (this.phase) {
       case Phase.Head:
+        // A later request's head has its time from its first byte (the first request's from accept).
+        if (this.inbuf.length === 0 && this.served) this.headFrom = now;
         this.inbuf = concat(this.inbuf, chunk);
         return this.readHeads();
       case Phase.Body:
@@ -87,17 +100,19 @@ export class HttpConnection extends Exchange {
     while (this.phase === Phase.Head && this.inbuf.length) {
       const end = headEnd(this.inbuf, this.scanFrom);
       if (end < 0) {
-        if (this.inbuf.length > max) return this.fail(431, `request head larger than ${max} bytes`);
+        if (this.inbuf.length > max) return this.refuse(431, `request head larger than ${max} bytes`);
+        const hopeless = hopelessHead(this.inbuf, this.scanFrom);
+        if (hopeless) return this.refuse(400, hopeless);
         this.scanFrom = Math.max(0, this.inbuf.length - 3);
         return;
       }
-      if (end + 4 > max) return this.fail(431, `request head larger than ${max} bytes`);
+      if (end + 4 > max) return this.refuse(431, `request head larger than ${max} bytes`);
       const parsed = parseRequestHead(this.inbuf, end);
       const raw = this.inbuf.subarray(0, end + 2);
       const rest = end + 4 === this.inbuf.length ? EMPTY : this.inbuf.subarray(end + 4);
       this.inbuf = EMPTY;
       this.scanFrom = 0;
-      if (parsed instanceof HeadError) return this.fail(parsed.status, parsed.reason);
+      if (parsed instanceof HeadError) return this.refuse(parsed.status, parsed.reason, parsed.h2Preface);
       this.startRequest(parsed, raw, rest);
     }
   }
@@ -119,8 +134,9 @@ export class HttpConnection extends Exchange {
     this.retried = false;
     this.keepAlive = req.minor === 1 ? !hasToken(req.connection, "close") : hasToken(req.connection, "keep-alive");
     this.bodyLeft = req.contentLength > 0 ? req.contentLength : 0;
-    this.reqChunks = req.chunked ? new ChunkedDecoder() : undefined;
-    if (req.contentLength > ctx.http.maxBodyBytes) return this.fail(413, `request body larger than ${ctx.http.maxBodyBytes} bytes`);
+    // Every byte counts against the body limit, not only data: else extensions and trailers are free.
+    this.reqChunks = req.chunked ? new ChunkedDecoder(ctx.http.maxHeaderBytes, ctx.http.maxBodyBytes) : undefined;
+    if (req.contentLength > ctx.http.maxBodyBytes) return this.refuse(413, `request body larger than ${ctx.http.maxBodyBytes} bytes`);
     const q = req.target.indexOf("?");
     const route = ctx.router.match(req.host, ctx.router.byPort ? this.localPort : 0, q < 0 ? req.target : req.target.slice(0, q));
     // Only WebSocket is tunnelled (RFC 6455 §4.1); other Upgrade offers are dropped as hop-by-hop.
@@ -157,17 +173,26 @@ export class HttpConnection extends Exchange {
     }
   }
 
+  /** Data runs of the current feed, for reframe() (one array per connection, reused). */
+  private readonly runs: Uint8Array[] = [];
+  private readonly collect = (data: Uint8Array) => void this.runs.push(data);
+
   private feedBody(buf: Uint8Array): void {
     let n: number;
     if (this.reqChunks) {
-      n = this.reqChunks.feed(buf, 0);
-      if (n < 0) return this.fail(400, `malformed chunked request body: ${this.reqChunks.error}`);
-      if (this.reqChunks.dataBytes > this.ctx.http.maxBodyBytes) return this.fail(413, `request body larger than ${this.ctx.http.maxBodyBytes} bytes`);
+      const d = this.reqChunks;
+      this.runs.length = 0;
+      n = d.feed(buf, 0, this.collect);
+      if (n < 0) return d.tooLarge ? this.refuse(413, `request body larger than ${this.ctx.http.maxBodyBytes} bytes`) : this.refuse(400, `malformed chunked request body: ${d.error}`);
+      // Re-framed, never passed on as it came: the origin sees canonical chunks whatever the client sent.
+      const out = reframe(this.runs, d.done);
+      this.runs.length = 0;
+      if (out.length) this.sendOrigin(out);
     } else {
       n = Math.min(this.bodyLeft, buf.length);
       this.bodyLeft -= n;
+      if (n) this.sendOrigin(n === buf.length ? buf : buf.subarray(0, n));
     }
-    if (n) this.sendOrigin(n === buf.length ? buf : buf.subarray(0, n));
     if (this.reqChunks ? this.reqChunks.done : this.bodyLeft === 0) {
       this.inbuf = n < buf.length ? buf.subarray(n) : EMPTY;
       this.phase = Phase.Wait;
@@ -192,7 +217,7 @@ export class HttpConnection extends Exchange {
   }
 
   /** The service is draining: a connection waiting for its next request closes now; a busy one after its response. */
-  drain(): void {
+  drainService(): void {
     if (this.closed || this.phase !== Phase.Head || this.inbuf.length > 0) return;
     this.keepAlive = false;
     this.endClient();
@@ -210,9 +235,18 @@ export class HttpConnection extends Exchange {
     this.res = undefined;
     if (!this.keepAlive) return this.endClient();
     this.phase = Phase.Head;
+    this.served = true;
+    this.waitFrom = this.headFrom = this.ctx.clock.now;
     this.resumeClient();
     if (this.inbuf.length) this.readHeads();
-    if (this.phase === Phase.Head && this.clientEnded) this.endClient();
+    if (!this.clientEnded) return;
+    // The client's FIN came while an earlier request was answered: nothing more will arrive.
+    if (this.phase === Phase.Head) this.endClient();
+    else if (this.phase === Phase.Body) {
+      // A pipelined request whose body stops short of its framing: the origin must not take it as whole.
+      this.ctx.stats.clientResets++;
+      this.abort();
+    }
   }
 
   /** Done with the origin connection: back to the pool, closed (FIN), or reset (it may be mid-request). */
@@ -234,14 +268,20 @@ export class HttpConnection extends Exchange {
 
   // ---- endings ----
 
+  /** A request the framing checks refuse: counted by reason, answered (an HTTP/2 preface in HTTP/2), closed. */
+  private refuse(status: number, message: string, h2Preface = false): void {
+    this.ctx.httpStats.refused[refusalReason(status, h2Preface)]++;
+    this.fail(status, message, h2Preface ? H2_REFUSAL : undefined);
+  }
+
   /** Answer with our own error (if no response started), then close. */
-  protected fail(status: number, message: string): void {
+  protected fail(status: number, message: string, answer?: Uint8Array): void {
     if (this.phase === Phase.Done || this.closed) return;
     if (this.res || this.phase === Phase.Tunnel) return this.abort();
     this.ctx.httpStats.response(status);
     this.linger = true;
     this.releaseOrigin("reset");
-    this.toClient.write(this.client, errorResponse(status, message));
+    this.toClient.write(this.client, answer ?? errorResponse(status, message));
     this.keepAlive = false;
     this.endClient();
   }
@@ -272,6 +312,20 @@ export class HttpConnection extends Exchange {
 
   sweep(now: number): void {
     if (this.closed) return;
+    const d = this.ctx.config.deadlines;
+    if (this.phase === Phase.Head) {
+      // Waiting for a next request (nothing of it yet, our answer written out): keep-alive.
+      // Else a head is coming (or a new connection's first one is due): the head deadline.
+      if (this.inbuf.length === 0 && this.served) {
+        if (this.toClient.queued === 0 && now - this.waitFrom >= d.keepaliveMs) return this.expired("keepalive");
+      } else if (now - this.headFrom >= d.headerMs) return this.expired("request_head");
+    } else if (this.phase === Phase.Body && !this.clientPaused && now - this.clientAt >= d.bodyMs) {
+      // A gap, not a minimum rate (nginx's client_body_timeout, not Apache's MinRate): a rate needs a
+      // window and a second knob, and cuts honest uploads on slow links; a gap costs one number per
+      // chunk. What a gap leaves open (a body dribbled just under it) is bounded in number by the
+      // connection cap and the per-source limits. Gaps we cause (client paused for the origin) do not count.
+      return this.expired("request_body");
+    }
     if (this.deadlineKind !== Deadline.None && now >= this.deadline) {
       const kind = this.deadlineKind;
       this.deadlineKind = Deadline.None;
@@ -287,6 +341,25 @@ export class HttpConnection extends Exchange {
     }
   }
 
+  /**
+   * A client stage's deadline passed: counted, then a quiet close between
+   * requests, or a 408 (RFC 9110 §15.5.9) when a request was under way and
+   * nothing of its response was sent. No lingering: a client this slow is
+   * not owed one, and its slot is freed now.
+   */
+  private expired(stage: DeadlineStage): void {
+    this.ctx.stats.deadlineExpired(stage);
+    if (stage !== "keepalive") {
+      if (this.res) return this.abort();
+      this.ctx.httpStats.response(408);
+      this.releaseOrigin("reset");
+      this.toClient.write(this.client, errorResponse(408, stage === "request_head" ? "request head timeout" : "request body timeout"));
+    }
+    this.keepAlive = false;
+    this.inbuf = EMPTY;
+    this.linger = false;
+    this.endClient();
+  }
 
   private release(reset: boolean): void {
     if (this.closed) return;
@@ -302,6 +375,5 @@ export class HttpConnection extends Exchange {
     this.toOrigin.clear();
     this.ctx.active.delete(this);
     this.ctx.stats.connectionsActive--;
-    this.ctx.admission.leave();
   }
 }

@@ -1,6 +1,5 @@
 import type { HttpConfig, ServiceConfig } from "../../config/service";
 import type { OriginPool } from "../../origin/pool";
-import type { Admission } from "../admission";
 import type { CoarseClock } from "../clock";
 import type { ServiceStats } from "../stats";
 import type { OriginConnections } from "./origins";
@@ -17,10 +16,9 @@ export interface HttpContext {
   readonly clock: CoarseClock;
   readonly stats: ServiceStats;
   readonly httpStats: HttpStats;
-  readonly admission: Admission;
   readonly proto: "http" | "https";
-  /** Open client connections, for the timeout sweep, abort and drain. */
-  readonly active: Set<{ sweep(now: number): void; abort(): void; drain(): void }>;
+  /** Client connections past the pipeline's stages, for a drain (the pipeline sweeps and aborts them). */
+  readonly active: Set<{ drainService(): void }>;
   /** Stopping (an upgrade or SIGQUIT): every response says `Connection: close` and ends its connection. */
   draining: boolean;
 }

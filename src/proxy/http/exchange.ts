@@ -87,6 +87,15 @@ export abstract class Exchange implements OriginUser {
   protected tunnelDown = false;
   // Timeouts.
   protected lastActive: number;
+  // The client-side deadlines (config/deadlines.ts), numbers on the coarse clock the sweep compares:
+  /** When the current request head's time started: accept for the first request, its first byte for later ones. */
+  protected headFrom: number;
+  /** When the connection began waiting for a next request (keep-alive). */
+  protected waitFrom = 0;
+  /** A response was sent on this connection: an empty head phase is a keep-alive wait. */
+  protected served = false;
+  /** The last client byte, or the last time we let the client send again (a gap we caused is not the client's). */
+  protected clientAt: number;
   protected deadline = 0;
   protected deadlineKind = Deadline.None;
   readonly clientIp: string;
@@ -106,6 +115,8 @@ export abstract class Exchange implements OriginUser {
     protected readonly ends?: Ends,
   ) {
     this.lastActive = ctx.clock.now;
+    this.headFrom = ctx.clock.now;
+    this.clientAt = ctx.clock.now;
     this.clientIp = ends ? formatAddress(ends.client.addr) : unmapAddress(client.remoteAddress);
     ctx.active.add(this);
     ctx.stats.connectionsActive++;
@@ -268,7 +279,7 @@ export abstract class Exchange implements OriginUser {
     const framing = this.decodeForClient ? "close" : this.originFraming;
     if (framing === "close" || !this.requestDone || this.ctx.draining) this.keepAlive = false;
     this.resLeft = parsed.contentLength;
-    this.resChunks = this.originFraming === "chunked" ? new ChunkedDecoder() : undefined;
+    this.resChunks = this.originFraming === "chunked" ? new ChunkedDecoder(MAX_RESPONSE_HEAD) : undefined;
     if (this.keepAlive && req.minor === 1 && framing === this.originFraming && verbatimResponse(parsed)) {
       // The origin's head goes on as it came, with the body bytes that came with it: no copy at all.
       return this.responseVerbatim(whole, whole.length - rest.length, rest);
@@ -355,7 +366,7 @@ export abstract class Exchange implements OriginUser {
   }
 
   // pause()/resume() are calls into Bun's native code: made only when they change something.
-  private clientPaused = false;
+  protected clientPaused = false;
 
   protected pauseClient(): void {
     if (this.clientPaused) return;
@@ -366,6 +377,7 @@ export abstract class Exchange implements OriginUser {
   protected resumeClient(): void {
     if (!this.clientPaused) return;
     this.clientPaused = false;
+    this.clientAt = this.ctx.clock.now;
     this.client.resume();
   }
 
@@ -375,9 +387,9 @@ export abstract class Exchange implements OriginUser {
   }
 
   protected abstract exchangeDone(): void;
-  protected abstract fail(status: number, message: string): void;
+  protected abstract fail(status: number, message: string, answer?: Uint8Array): void;
   protected abstract endClient(): void;
   abstract abort(): void;
-  abstract drain(): void;
+  abstract drainService(): void;
   abstract sweep(now: number): void;
 }

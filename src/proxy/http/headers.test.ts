@@ -50,6 +50,33 @@ describe("forwarding headers (RFC 7239, X-Forwarded-*)", () => {
     }
     expect(extendable(req("GET / HTTP/1.0\r\nHost: a\r\n\r\n"))).toBe(false);
     expect(extendable(req("GET http://a/ HTTP/1.1\r\nHost: a\r\n\r\n"))).toBe(false);
+    expect(extendable(req("GET /a/../b HTTP/1.1\r\nHost: a\r\n\r\n"))).toBe(false);
+    expect(extendable(req("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\n"))).toBe(true);
+  });
+
+  test("one Content-Length reaches the origin: lists, repeats and leading zeros re-stated (RFC 9110 §8.6)", () => {
+    for (const cl of ["Content-Length: 5, 5", "Content-Length: 5\r\nContent-Length: 5", "Content-Length: 005", "Content-Length: 5,"]) {
+      const r = req(`POST / HTTP/1.1\r\nHost: a\r\n${cl}\r\n\r\n`);
+      expect(extendable(r)).toBe(false);
+      const head = originRequestHead(r, ctx);
+      expect(head.match(/content-length/gi)).toEqual(["content-length"]);
+      expect(head).toContain("content-length: 5\r\n");
+    }
+  });
+
+  test("the normalised target is what the origin's request line says", () => {
+    expect(originRequestHead(req("GET /x/%2e%2e//admin/%7euser?q=/../ HTTP/1.1\r\nHost: a\r\n\r\n"), ctx)).toStartWith("GET /admin/~user?q=/../ HTTP/1.1\r\n");
+  });
+});
+
+describe("responses: one Content-Length to the client", () => {
+  test("a list or a repeat is re-stated as one value", () => {
+    expect(verbatimResponse(res("HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n"))).toBe(true);
+    for (const cl of ["Content-Length: 5, 5", "Content-Length: 5\r\nContent-Length: 5", "Content-Length: 05"]) {
+      const r = res(`HTTP/1.1 200 OK\r\n${cl}\r\n\r\n`);
+      expect(verbatimResponse(r)).toBe(false);
+      expect(clientResponseHead(r, 1, "length", true, false).match(/content-length: 5\r\n/g)).toHaveLength(1);
+    }
   });
 });
 

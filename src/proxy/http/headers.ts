@@ -91,11 +91,17 @@ export function originRequestHead(req: RequestHead, ctx: ForwardContext): string
  * case, and it spares rebuilding the head field by field.
  */
 export function extendable(req: RequestHead): boolean {
-  if (req.minor !== 1 || req.absolute || req.host === undefined) return false;
+  if (req.minor !== 1 || req.rewritten || req.host === undefined) return false;
   const names = req.names;
+  let lengths = 0;
   for (let i = 0; i < names.length; i++) {
     const name = names[i]!;
-    if (name === "content-length") continue; // kept as it came: one value (parseFields checked)
+    if (name === "content-length") {
+      // Kept as it came only when it is one line of plain digits; "5, 5", "05" or a repeated line is
+      // re-stated as one value (RFC 9110 §8.6): the origin gets one Content-Length, not our reading of a list.
+      if (++lengths > 1 || req.values[i] !== String(req.contentLength)) return false;
+      continue;
+    }
     if (HOP_BY_HOP.has(name) || name === "x-forwarded-for" || name === "forwarded" || name === "x-forwarded-proto" || name === "x-forwarded-host") return false;
   }
   return true;
@@ -117,8 +123,13 @@ export function forwardingFields(req: RequestHead, ctx: ForwardContext): string 
 export function verbatimResponse(res: ResponseHead): boolean {
   if (res.minor !== 1) return false;
   const { names, values } = res;
+  let lengths = 0;
   for (let i = 0; i < names.length; i++) {
     switch (names[i]) {
+      case "content-length":
+        // One plain value, as for requests: "5, 5" or a repeat is re-stated once (RFC 9110 §8.6).
+        if (++lengths > 1 || values[i] !== String(res.contentLength)) return false;
+        break;
       case "connection":
         if (values[i]!.toLowerCase() !== "keep-alive") return false;
         break;
@@ -164,6 +175,7 @@ export function clientResponseHead(res: ResponseHead, clientMinor: number, frami
 
 const STATUS_TEXT: Record<number, string> = {
   400: "Bad Request",
+  408: "Request Timeout",
   413: "Content Too Large",
   431: "Request Header Fields Too Large",
   501: "Not Implemented",
@@ -180,3 +192,26 @@ export function errorResponse(status: number, message: string): Uint8Array {
     `HTTP/1.1 ${status} ${STATUS_TEXT[status] ?? "Error"}\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n\r\n${body}`,
   );
 }
+
+/**
+ * What an HTTP/2 client that sent the connection preface gets (RFC 9113
+ * §3.4: the server preface is a SETTINGS frame, first): an empty SETTINGS
+ * frame, then GOAWAY (§6.8) with last-stream-id 0 and HTTP_1_1_REQUIRED
+ * (0xd, §7), whose debug data says why. Clients then retry over HTTP/1.1 or
+ * say so, instead of reporting an empty reply to an HTTP/1.1 status line.
+ */
+export const H2_REFUSAL: Uint8Array = (() => {
+  const debug = Buffer.from("HTTP/1.1 only");
+  const frame = (type: number, payload: Uint8Array) => {
+    // Frame header (§4.1): 24-bit length, type, flags 0, stream 0.
+    const h = Buffer.alloc(9);
+    h.writeUIntBE(payload.length, 0, 3);
+    h[3] = type;
+    return Buffer.concat([h, payload]);
+  };
+  const goaway = Buffer.alloc(8 + debug.length);
+  goaway.writeUInt32BE(0, 0); // last-stream-id: no stream was processed
+  goaway.writeUInt32BE(0xd, 4); // HTTP_1_1_REQUIRED
+  debug.copy(goaway, 8);
+  return new Uint8Array(Buffer.concat([frame(0x4, new Uint8Array(0)), frame(0x7, goaway)]));
+})();

@@ -1,6 +1,6 @@
 import { describe, expect, test } from "bun:test";
 import { ChunkedDecoder } from "./chunked";
-import { HeadError, hasToken, headEnd, parseRequestHead, parseResponseHead, type RequestHead } from "./parse";
+import { HeadError, hasToken, headEnd, hopelessHead, parseRequestHead, parseResponseHead, type RequestHead } from "./parse";
 
 const req = (s: string) => {
   const b = Buffer.from(s, "latin1");
@@ -66,11 +66,74 @@ describe("request heads (RFC 9112)", () => {
     ["no target", "GET  HTTP/1.1\r\nHost: a\r\n\r\n", 400],
     ["lower-case version", "GET / http/1.1\r\nHost: a\r\n\r\n", 400],
     ["HTTP/2.0", "GET / HTTP/2.0\r\nHost: a\r\n\r\n", 505],
+    ["HTTP/1.9", "GET / HTTP/1.9\r\nHost: a\r\n\r\n", 505],
+    ["HTTP/0.9", "GET / HTTP/0.9\r\nHost: a\r\n\r\n", 505],
+    ["HTTP/1.10", "GET / HTTP/1.10\r\nHost: a\r\n\r\n", 400],
+    ["HTTP/1.1 and more", "GET / HTTP/1.1 x\r\nHost: a\r\n\r\n", 400],
+    ["NBSP before a Content-Length", "POST / HTTP/1.1\r\nHost: a\r\nContent-Length:\xa04\r\n\r\n", 400],
+    ["NBSP after a Content-Length", "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 4\xa0\r\n\r\n", 400],
+    ["negative CL", "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: -1\r\n\r\n", 400],
+    ["hex CL", "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 0x10\r\n\r\n", 400],
+    ["empty CL", "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: \r\n\r\n", 400],
+    ["CL list with a blank between digits", "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5 5\r\n\r\n", 400],
+    ["16-digit CL", "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 1234567890123456\r\n\r\n", 400],
+    ["TE chunked with NBSP", "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\xa0\r\n\r\n", 400],
+    ["TE xchunked", "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: xchunked\r\n\r\n", 400],
+    ["TE chunked, identity", "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked, identity\r\n\r\n", 400],
+    ["userinfo", "GET http://user:pw@evil.example/t/x HTTP/1.1\r\nHost: a\r\n\r\n", 400],
+    ["other scheme", "GET ftp://a/x HTTP/1.1\r\nHost: a\r\n\r\n", 400],
+    ["fragment", "GET /a#b HTTP/1.1\r\nHost: a\r\n\r\n", 400],
+    ["bad %-encoding", "GET /a%zz HTTP/1.1\r\nHost: a\r\n\r\n", 400],
+    ["CONNECT origin-form", "CONNECT /x HTTP/1.1\r\nHost: a\r\n\r\n", 501],
+    ["CONNECT absolute-form", "CONNECT http://a/ HTTP/1.1\r\nHost: a\r\n\r\n", 501],
+    ["unknown method", "XGET / HTTP/1.1\r\nHost: a\r\n\r\n", 501],
+    ["lower-case method", "get / HTTP/1.1\r\nHost: a\r\n\r\n", 501],
+    ["asterisk but not OPTIONS", "GET * HTTP/1.1\r\nHost: a\r\n\r\n", 400],
     ["junk", "\x16\x03\x01\x02\x00\x01\x00\r\n\r\n", 400],
     ["bad Host", "GET / HTTP/1.1\r\nHost: a b\r\n\r\n", 400],
     ["CONNECT", "CONNECT a.example:443 HTTP/1.1\r\nHost: a.example:443\r\n\r\n", 501],
   ])("refused: %s", (_name, text, want) => {
     expect(status(text)).toBe(want);
+  });
+
+  test("Content-Length: a list of one value and repeated lines are one value", () => {
+    expect(ok("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5, 5\r\n\r\n").contentLength).toBe(5);
+    expect(ok("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nContent-Length: 5\r\n\r\n").contentLength).toBe(5);
+    expect(ok("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 007\r\n\r\n").contentLength).toBe(7);
+    expect(ok("POST / HTTP/1.1\r\nHost: a\r\nContent-Length:\t9\t\r\n\r\n").contentLength).toBe(9);
+  });
+
+  test("the target is normalised and, when changed, the request line is rewritten", () => {
+    for (const t of ["/x/../admin", "/./admin", "//admin", "/%61dmin"]) {
+      const r = ok(`GET ${t} HTTP/1.1\r\nHost: a\r\n\r\n`);
+      expect([r.target, r.rewritten]).toEqual(["/admin", true]);
+    }
+    expect(ok("GET /admin?x=/../ HTTP/1.1\r\nHost: a\r\n\r\n")).toMatchObject({ target: "/admin?x=/../", rewritten: false });
+    expect(ok("OPTIONS * HTTP/1.1\r\nHost: a\r\n\r\n")).toMatchObject({ target: "*", rewritten: false });
+    expect(ok("GET http://b.example/x/../y HTTP/1.1\r\nHost: a\r\n\r\n")).toMatchObject({ target: "/y", host: "b.example", rewritten: true });
+  });
+
+  test("the HTTP/2 preface is told apart from a bad request", () => {
+    const r = req("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n");
+    expect(r).toBeInstanceOf(HeadError);
+    expect((r as HeadError).h2Preface).toBe(true);
+    expect((req("GET / HTTP/2.0\r\nHost: a\r\n\r\n") as HeadError).h2Preface).toBe(false);
+  });
+
+  test("an incomplete head that can never parse is seen at once: bare LF or CR, no method token", () => {
+    const b = (s: string) => Buffer.from(s, "latin1");
+    expect(hopelessHead(b("GET / HTTP/1.1\r\nHost: a\r\n"), 0)).toBeUndefined();
+    expect(hopelessHead(b("GET / HTTP/1.1\r"), 0)).toBeUndefined(); // the LF may be next
+    expect(hopelessHead(b("GE"), 0)).toBeUndefined();
+    expect(hopelessHead(b("\r\n\r\nPOS"), 0)).toBeUndefined();
+    expect(hopelessHead(b("GET / HTTP/1.1\nHost: a\n\n"), 0)).toMatch(/bare LF/);
+    expect(hopelessHead(b("\n"), 0)).toMatch(/bare LF/);
+    expect(hopelessHead(b("GET / HTTP/1.1\rX"), 0)).toMatch(/bare LF or CR/);
+    expect(hopelessHead(b("ab\r\ncd"), 3)).toBeUndefined(); // the scan resumes after the CR: still paired
+    expect(hopelessHead(b("\x16\x03\x01\x02\x00\x01"), 0)).toBe("malformed request line"); // a TLS ClientHello
+    expect(hopelessHead(b("G\0T"), 0)).toBe("malformed request line");
+    expect(hopelessHead(b("A".repeat(21)), 0)).toBe("malformed request line");
+    expect(hopelessHead(b("VERSION-CONTROL"), 0)).toBeUndefined();
   });
 
   test("HTTP/1.0 without Host is fine", () => {

@@ -1,3 +1,5 @@
+import { normalizeTarget, splitAbsolute } from "./target";
+
 /*
  * Strict HTTP/1.1 message heads (RFC 9112). Strict because edgeproxy sits in
  * front of origins that may parse differently: anything two parsers could
@@ -15,6 +17,8 @@ export class HeadError {
   constructor(
     readonly status: number,
     readonly reason: string,
+    /** The HTTP/2 connection preface (RFC 9113 §3.4): answered in HTTP/2, not with an HTTP/1.1 status. */
+    readonly h2Preface = false,
   ) {}
 }
 
@@ -42,8 +46,8 @@ export interface RequestHead extends Message {
   readonly minor: number;
   /** The Host field's value, or the absolute-form authority; undefined when absent. */
   host: string | undefined;
-  /** The target came in absolute-form (or leading empty lines came first): the request line is rewritten. */
-  readonly absolute: boolean;
+  /** The request line is not sent as it came (absolute-form, a normalised path, leading empty lines). */
+  readonly rewritten: boolean;
 }
 
 export interface ResponseHead extends Message {
@@ -70,6 +74,32 @@ export function headEnd(buf: Uint8Array, from = 0): number {
     }
   }
   return -1;
+}
+
+/** No registered method is longer (VERSION-CONTROL, UPDATEREDIRECTREF). */
+const MAX_METHOD = 20;
+
+/**
+ * Why an incomplete head can already never parse, or undefined: a bare LF,
+ * or a CR followed by anything but LF, from `from` on (we do not take a
+ * single LF as a line end, which RFC 9112 §2.2 leaves optional); or a first
+ * line that does not start with a method token (a TLS ClientHello on a plain
+ * port, binary noise). Refused when it arrives instead of waiting for a
+ * CRLFCRLF that may never come. Only incomplete heads are scanned, the new
+ * bytes and at most the first MAX_METHOD; a complete one is the parser's.
+ */
+export function hopelessHead(buf: Uint8Array, from: number): string | undefined {
+  for (let i = Math.max(0, from); i < buf.length; i++) {
+    const c = buf[i]!;
+    if (c === 10 ? i === 0 || buf[i - 1] !== 13 : c === 13 && i + 1 < buf.length && buf[i + 1] !== 10) return "bare LF or CR in request head (lines end with CRLF)";
+  }
+  let i = 0;
+  while (i + 1 < buf.length && buf[i] === 13 && buf[i + 1] === 10) i += 2;
+  const start = i;
+  for (; i < buf.length && buf[i] !== 32 && buf[i] !== 13; i++) {
+    if (i - start >= MAX_METHOD || !isTchar(buf[i]!)) return "malformed request line";
+  }
+  return undefined;
 }
 
 // Buffer's latin1Slice works on any Uint8Array and takes a range: no subarray view, no TextDecoder.
@@ -101,13 +131,10 @@ function parseFields(text: string, pos: number, m: Message, who: "request" | "re
     switch (name) {
       case "content-length": {
         // A list of identical values is one value (RFC 9110 §8.6); anything else is a smuggling attempt.
-        for (const part of value.split(",")) {
-          const p = part.trim();
-          if (!/^\d{1,15}$/.test(p)) return new HeadError(status, `invalid ${who} Content-Length "${value}"`);
-          const n = Number(p);
-          if (m.contentLength >= 0 && m.contentLength !== n) return new HeadError(status, `conflicting ${who} Content-Length values`);
-          m.contentLength = n;
-        }
+        const n = contentLength(value, m.contentLength);
+        if (n === -2) return new HeadError(status, `conflicting ${who} Content-Length values`);
+        if (n < 0) return new HeadError(status, `invalid ${who} Content-Length "${value}"`);
+        m.contentLength = n;
         break;
       }
       case "transfer-encoding":
@@ -124,11 +151,57 @@ function parseFields(text: string, pos: number, m: Message, who: "request" | "re
     pos = eol + 2;
   }
   if (sawTe) {
-    const codings = te.toLowerCase().split(",").map((c) => c.trim()).filter(Boolean);
+    // OWS is SP / HTAB only (RFC 9110 §5.6.3): String.trim() would also take NBSP and turn "chunked\xa0" into chunked.
+    const codings = te.toLowerCase().split(",").map(trimOws).filter(Boolean);
     m.chunked = codings[codings.length - 1] === "chunked";
     m.otherCoding = !m.chunked || codings.length > 1;
   }
   return undefined;
+}
+
+const isOws = (c: number) => c === 32 || c === 9;
+
+/** `s` without leading and trailing SP / HTAB. */
+function trimOws(s: string): string {
+  let a = 0;
+  let b = s.length;
+  while (a < b && isOws(s.charCodeAt(a))) a++;
+  while (b > a && isOws(s.charCodeAt(b - 1))) b--;
+  return a === 0 && b === s.length ? s : s.slice(a, b);
+}
+
+/**
+ * A Content-Length field value: 1*DIGIT, or a list of them (RFC 9110 §5.6.1
+ * list, OWS = SP / HTAB only) that must all equal `seen` (-1: none yet) and
+ * each other. Returns the value, -1 when malformed, -2 when values differ.
+ * At most 15 digits: exact in a double, and far beyond any body limit.
+ */
+function contentLength(value: string, seen: number): number {
+  let n = seen;
+  let any = false;
+  let k = 0;
+  while (k < value.length) {
+    const c = value.charCodeAt(k);
+    if (isOws(c) || c === 44 /* , */) {
+      k++;
+      continue;
+    }
+    const start = k;
+    let v = 0;
+    while (k < value.length) {
+      const d = value.charCodeAt(k) - 48;
+      if (d < 0 || d > 9) break;
+      v = v * 10 + d;
+      k++;
+    }
+    if (k === start || k - start > 15) return -1;
+    while (k < value.length && isOws(value.charCodeAt(k))) k++;
+    if (k < value.length && value.charCodeAt(k) !== 44) return -1;
+    if (n >= 0 && n !== v) return -2;
+    n = v;
+    any = true;
+  }
+  return any ? n : -1;
 }
 
 /** True when a comma-separated, lower-case list contains `token`. */
@@ -147,6 +220,22 @@ export function hasToken(list: string, token: string): boolean {
 }
 
 /**
+ * Methods forwarded: the IANA HTTP Method Registry (RFC 9110 §16.1), and
+ * PURGE, which caches take. A method is a token (§9.1), so any word would
+ * parse here; but origins' parsers commonly know a fixed list (llhttp does),
+ * and a method they cannot parse is a request they read differently from
+ * us. RFC 9110 §9.1: an unrecognised method may be answered 501.
+ */
+const METHODS = new Set([
+  "ACL", "BASELINE-CONTROL", "BIND", "CHECKIN", "CHECKOUT", "CONNECT", "COPY", "DELETE", "GET", "HEAD", "LABEL", "LINK", "LOCK", "MERGE", "MKACTIVITY",
+  "MKCALENDAR", "MKCOL", "MKREDIRECTREF", "MKWORKSPACE", "MOVE", "OPTIONS", "ORDERPATCH", "PATCH", "POST", "PROPFIND", "PROPPATCH", "PURGE", "PUT", "QUERY",
+  "REBIND", "REPORT", "SEARCH", "TRACE", "UNBIND", "UNCHECKOUT", "UNLINK", "UNLOCK", "UPDATE", "UPDATEREDIRECTREF", "VERSION-CONTROL",
+]);
+
+/** The HTTP/2 connection preface's first line (RFC 9113 §3.4), which an HTTP/1.1 parser sees as a request line. */
+const H2_PREFACE_LINE = "PRI * HTTP/2.0\r\n";
+
+/**
  * Parse a request head: `buf[0..end)` where `end` is where headEnd found
  * CRLFCRLF. Leading empty lines are skipped (RFC 9112 §2.2).
  */
@@ -154,37 +243,53 @@ export function parseRequestHead(buf: Uint8Array, end: number): RequestHead | He
   const text = latin1Slice.call(buf, 0, end + 2);
   let pos = 0;
   while (text.startsWith("\r\n", pos)) pos += 2;
+  if (text.startsWith(H2_PREFACE_LINE, pos)) return new HeadError(505, "HTTP/2 is not supported: use HTTP/1.1", true);
   const eol = text.indexOf("\r\n", pos);
   // request-line = method SP request-target SP HTTP-version (RFC 9112 §3)
   const sp1 = text.indexOf(" ", pos);
   if (sp1 <= pos || sp1 > eol) return new HeadError(400, "malformed request line");
   for (let i = pos; i < sp1; i++) if (!isTchar(text.charCodeAt(i))) return new HeadError(400, "malformed request method");
-  const sp2 = text.indexOf(" ", sp1 + 1);
-  if (sp2 <= sp1 + 1 || sp2 > eol || eol - sp2 !== 9 || !text.startsWith("HTTP/1.", sp2 + 1)) {
-    if (sp2 > sp1 + 1 && sp2 < eol && text.startsWith("HTTP/", sp2 + 1) && /^HTTP\/\d\.\d$/.test(text.slice(sp2 + 1, eol))) return new HeadError(505, "HTTP version not supported");
-    return new HeadError(400, "malformed request line");
-  }
-  const minorCode = text.charCodeAt(eol - 1) - 48;
-  if (minorCode < 0 || minorCode > 9) return new HeadError(400, "malformed HTTP version");
-  for (let i = sp1 + 1; i < sp2; i++) {
-    const c = text.charCodeAt(i);
-    if (c <= 32 || c >= 127) return new HeadError(400, "invalid character in request target");
-  }
   const method = text.slice(pos, sp1);
-  let target = text.slice(sp1 + 1, sp2);
-  let host: string | undefined;
-  if (target.charCodeAt(0) !== 47 /* / */) {
-    // absolute-form (RFC 9112 §3.2.2): its authority replaces Host.
-    const m = /^https?:\/\/([^/?#@]+)([^#]*)$/i.exec(target);
-    if (m) {
-      host = m[1]!;
-      target = m[2] || "/";
-      if (target.charCodeAt(0) === 63 /* ? */) target = `/${target}`;
-    } else if (!(target === "*" && method === "OPTIONS")) {
-      return new HeadError(method === "CONNECT" ? 501 : 400, method === "CONNECT" ? "CONNECT is not supported" : "malformed request target");
+  // Tunnels are not proxied, whatever form the target has (the README's promise).
+  if (method === "CONNECT") return new HeadError(501, "CONNECT is not supported");
+  if (!METHODS.has(method)) return new HeadError(501, "unknown request method");
+  const sp2 = text.indexOf(" ", sp1 + 1);
+  if (sp2 <= sp1 + 1 || sp2 > eol) return new HeadError(400, "malformed request line");
+  // HTTP-version = "HTTP/" DIGIT "." DIGIT, case-sensitive (RFC 9112 §2.3); only 1.0 and 1.1 are spoken.
+  let minor = -1;
+  if (eol - sp2 === 9 && text.startsWith("HTTP/", sp2 + 1) && text.charCodeAt(sp2 + 7) === 46) {
+    const major = text.charCodeAt(sp2 + 6) - 48;
+    const m = text.charCodeAt(sp2 + 8) - 48;
+    if (major >= 0 && major <= 9 && m >= 0 && m <= 9) {
+      if (major !== 1 || m > 1) return new HeadError(505, "HTTP version not supported");
+      minor = m;
     }
   }
-  const req: RequestHead = { names: [], values: [], contentLength: -1, chunked: false, otherCoding: false, connection: "", upgrade: "", method, target, minor: minorCode === 0 ? 0 : 1, host: undefined, absolute: host !== undefined || pos > 0 };
+  if (minor < 0) return new HeadError(400, "malformed HTTP version");
+  for (let i = sp1 + 1; i < sp2; i++) {
+    const c = text.charCodeAt(i);
+    // No fragment in a request-target (RFC 9112 §3.2).
+    if (c <= 32 || c >= 127 || c === 35 /* # */) return new HeadError(400, "invalid character in request target");
+  }
+  const raw = text.slice(sp1 + 1, sp2);
+  let target = raw;
+  let host: string | undefined;
+  if (target.charCodeAt(0) !== 47 /* / */) {
+    const abs = splitAbsolute(target);
+    if (abs === "userinfo") return new HeadError(400, "userinfo in the request target");
+    if (abs) {
+      host = abs.authority;
+      target = abs.target;
+    } else if (!(target === "*" && method === "OPTIONS")) {
+      return new HeadError(400, "malformed request target");
+    }
+  }
+  if (target !== "*") {
+    const normal = normalizeTarget(target);
+    if (normal === undefined) return new HeadError(400, "malformed percent-encoding in request target");
+    target = normal;
+  }
+  const req: RequestHead = { names: [], values: [], contentLength: -1, chunked: false, otherCoding: false, connection: "", upgrade: "", method, target, minor, host: undefined, rewritten: target !== raw || pos > 0 };
   const err = parseFields(text, eol + 2, req, "request");
   if (err) return err;
   let hosts = 0;

@@ -358,7 +358,7 @@ export class Engine {
       this.drop(svc, "no_origin");
       return undefined;
     }
-    // --- per-client limits (issue 15): a new flow counts against the client's, every worker's together.
+    // Per-client limits (source_connections): a new flow counts against the client's, every worker's together.
     let source: SourceKey | undefined;
     if (svc.counter) {
       source = svc.sourceKey(src);
