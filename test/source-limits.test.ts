@@ -14,6 +14,7 @@ import { parseAddress } from "../src/config/address";
 import { udpOrigin } from "./helpers/udp";
 import { httpOrigin } from "./helpers/http";
 import { workdir, writeConfig } from "./helpers/pools";
+import { stall, talk, testCertificate } from "./pipeline.case";
 
 /** One datagram from a new socket on `from` (a new flow) and its reply, or "<timeout>". */
 async function udpFrom(from: string, host: string, port: number, payload: string, timeoutMs = 1500): Promise<string> {
@@ -64,6 +65,45 @@ function hold(host: string, port: number, from: string, preamble: Uint8Array = n
         data(_s, d) {
           got += d.toString();
           if (answered(got)) settle("open");
+        },
+        close() {
+          settle("reset");
+        },
+        connectError(_s, err) {
+          settle((err as { code?: string }).code === "ECONNREFUSED" ? "refused" : "reset");
+        },
+      },
+    }).catch((err) => settle(err?.code === "ECONNREFUSED" ? "refused" : "reset"));
+  });
+}
+
+/** A TLS connection from `from` that proves it reached the origin (an echo) and stays open until close(). */
+function tlsHold(host: string, port: number, from: string, timeoutMs = 3000): Promise<Held> {
+  return new Promise((resolve) => {
+    let sock: Socket<undefined> | undefined;
+    let settled = false;
+    const settle = (outcome: Held["outcome"]) => {
+      if (settled) return;
+      settled = true;
+      clearTimeout(timer);
+      if (outcome !== "open") sock?.terminate();
+      resolve({ outcome, close: () => sock?.end() });
+    };
+    const timer = setTimeout(() => settle("timeout"), timeoutMs);
+    Bun.connect({
+      hostname: host,
+      port,
+      ...{ localAddress: from },
+      tls: { rejectUnauthorized: false, serverName: "edge.test" },
+      socket: {
+        open(s) {
+          sock = s;
+        },
+        handshake(s) {
+          s.write("ping");
+        },
+        data(_s, d) {
+          if (d.toString() === "ping") settle("open");
         },
         close() {
           settle("reset");
@@ -359,6 +399,54 @@ describe("per-client limits", () => {
       expect(await until(async () => (await udpFrom("127.0.0.1", "192.0.2.53", 5320, "later", 500)) === "later", 6000)).toBe(true);
     } finally {
       origin.socket.close();
+      done();
+    }
+  }, 30_000);
+
+  test("the pipeline gives a client's count back once, whatever stage it closes in: a TLS handshake cut by its deadline, a failed handshake, served connections", async () => {
+    const { admin, done } = adminDir();
+    const dir = mkdtempSync(join(tmpdir(), "ep-srclimit-cert-"));
+    const origin = echoOrigin("127.0.0.1");
+    f.servers.push(origin);
+    const A = "192.0.2.201";
+    const accepted = (n: number) => until(async () => new RegExp(`^edgeproxy_connection_cap_active ${n}$`, "m").test(await metrics(admin)));
+    try {
+      const c = testCertificate(dir);
+      f.ep = await EdgeproxyProcess.start([
+        "--admin", admin, "--ports", "7000-7099", "--prefix", "192.0.2.0/25", "--origin", `127.0.0.1:${origin.port}`,
+        "--tls-cert", c.cert, "--tls-key", c.key, "--handshake-timeout", "1s", "--source-connections", "2",
+      ]);
+      // One connection of A's stays open throughout: a second release of anything would take its count away
+      // (counts stop at 0), and the last check below would let a third connection in.
+      const keeper = await tlsHold("192.0.2.1", 7000, A);
+      expect(keeper.outcome).toBe("open");
+      // A TCP connect that never sends a ClientHello: admitted (counted) at accept, held in the handshake stage.
+      const stalled = await stall({ from: A, port: 7001 });
+      // Accepted (and so counted) by edgeproxy, not only by the kernel: else the next SYN races the count (refused after accept).
+      expect(await accepted(2)).toBe(true);
+      expect((await talk({ tls: true, from: A, port: 7002, payload: "x", timeoutMs: 3000 })).kind).toBe("refused");
+      // The handshake deadline resets it; its count goes back at close.
+      expect((await stalled.closed).kind).toBe("reset");
+      // A plaintext request on the TLS port: the handshake fails (reset), its count goes back too.
+      expect(await until(async () => (await talk({ from: A, port: 7003, payload: "GET / HTTP/1.1\r\n\r\n", timeoutMs: 3000 })).kind === "reset")).toBe(true);
+      // Served to the end through the relay, one after another (each once the last one's close has run).
+      for (let i = 0; i < 3; i++) {
+        expect(await accepted(1)).toBe(true);
+        const r = await talk({ tls: true, from: A, port: 7004 + i, payload: "ping", timeoutMs: 3000 });
+        expect([r.kind, r.bytes]).toEqual(["data", "ping"]);
+      }
+      // Every path gave back exactly what it took: with the keeper, one more fills the limit of 2, and a third is refused.
+      expect(await accepted(1)).toBe(true);
+      const again = await stall({ from: A, port: 7010 });
+      expect(await accepted(2)).toBe(true);
+      expect((await talk({ tls: true, from: A, port: 7012, payload: "x", timeoutMs: 3000 })).kind).toBe("refused");
+      const m = await metrics(admin);
+      expect(sum(m, "kernel_source_limited_total", 'limit="connections"')).toBe(2);
+      expect(sum(m, "tls_handshake_errors_total", 'reason="timeout"')).toBe(1);
+      again.socket.terminate();
+      keeper.close();
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
       done();
     }
   }, 30_000);
