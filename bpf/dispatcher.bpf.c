@@ -137,6 +137,8 @@ struct {
 } ep_variant SEC(".maps");
 #endif
 
+#include "sourcelimit.h"
+
 /* The service's access rules allow this client? */
 static __always_inline int allowed(struct bpf_sk_lookup *ctx, __u32 gen, __u32 service)
 {
@@ -247,6 +249,8 @@ int ep_dispatch(struct bpf_sk_lookup *ctx)
 			cnt->denied++;
 		return SK_DROP;
 	}
+	if (source_limited(ctx, service))
+		return SK_DROP;
 
 	slot = ep_socket_slot(service, ctx->protocol == IPPROTO_UDP, ctx->family == AF_INET6);
 	/* Any registered member will do: they share one reuseport group. */

@@ -203,4 +203,82 @@ static inline __u32 ep_member_key(__u32 slot, __u32 member)
 	return slot * EP_SOCKET_MEMBERS + member;
 }
 
+/*
+ * Per-client limits (source_connections, source_rate). A client is its
+ * address cut to a prefix (IPv4 /32, IPv6 /64 by default, per service), so
+ * one host of an IPv6 network cannot dodge a limit by using a new address.
+ */
+
+/*
+ * Processes (workers, and the next process of an upgrade) that count open
+ * connections, each in its own slot of every ep_source_count. A slot is
+ * claimed by putting a socket the process keeps open for its lifetime in
+ * ep_source_owners at the slot's index: a process that dies closes it, the
+ * kernel drops it from the SOCKMAP, and the slot reads as free. The next
+ * process to claim a slot first zeroes every free slot's counts (reclaim), and
+ * every counting process does so every so often, so a crashed worker's
+ * connections are not counted forever.
+ */
+#define EP_SOURCE_OWNERS 32
+
+/* ep_source_conns / ep_source_rate key: a client of a service. */
+struct ep_source_key {
+	__u32 service;
+	__u8 family;     /* AF_INET or AF_INET6 */
+	__u8 prefix_len; /* the service's grouping prefix; addr is masked to it */
+	__u16 reserved;
+	__u8 addr[16];   /* network byte order; IPv4 uses the first 4 bytes */
+};
+
+/* ep_limits: service id -> its per-client limits; all zero: none (the program does nothing more). */
+struct ep_source_limit {
+	__u32 connections; /* open connections per client, whole instance; 0: unlimited */
+	__u8 prefix_v4;    /* grouping prefix length of IPv4 clients (1-32) */
+	__u8 prefix_v6;    /* of IPv6 clients (1-128) */
+	__u16 flags;       /* EP_SOURCE_LIMIT_* */
+	/*
+	 * New connections per client as a GCRA (the token bucket as a virtual
+	 * clock, RFC 2697's idea without the per-token state): one connection
+	 * per interval, and up to tolerance / interval + 1 back to back.
+	 * interval 0: unlimited.
+	 */
+	__u64 rate_interval_ns;
+	__u64 rate_tolerance_ns;
+};
+
+/* The service has sources in ep_limit_exempt (skip the trie walk otherwise). */
+#define EP_SOURCE_LIMIT_EXEMPT 1
+
+/* ep_source_conns value: open connections of one client, per owner slot. */
+struct ep_source_count {
+	__u64 owner[EP_SOURCE_OWNERS]; /* 64-bit: the atomics clang emits for -mcpu=v1 */
+};
+
+/* Per-CPU, per-service: SYNs the program refused because of a per-client limit. */
+struct ep_limit_counters {
+	__u64 connections; /* the client had source_connections open already */
+	__u64 rate;        /* the client exceeded source_rate */
+};
+
+/*
+ * The context of ep_source (BPF_PROG_TYPE_SYSCALL), run by user space with
+ * BPF_PROG_TEST_RUN; the kernel copies it back, `result` filled in.
+ * ADD: add delta (+1 at accept, -1 at close; never below 0) to key's count in
+ * slot `owner`; result: the client's count over all owners afterwards.
+ * RECLAIM: zero the slots whose bits are set in `owner` (a mask: their
+ * processes are gone) in every entry; result: how many entries had a count there.
+ * RATE: charge one new connection to key's rate (source_rate of key.service);
+ * result 1 when the client is over it (for clients a PROXY header names).
+ */
+struct ep_source_op {
+	struct ep_source_key key;
+	__u32 op; /* EP_SOURCE_OP_* */
+	__u32 owner; /* slot; for RECLAIM a mask of slots (EP_SOURCE_OWNERS <= 32) */
+	__s32 delta;
+	__u32 result;
+};
+#define EP_SOURCE_OP_ADD 1
+#define EP_SOURCE_OP_RECLAIM 2
+#define EP_SOURCE_OP_RATE 3
+
 #endif

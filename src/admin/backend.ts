@@ -11,6 +11,8 @@ export interface KernelCounters {
   readonly assignError: bigint;
   /** Refused by the service's access rules (SK_DROP at lookup). */
   readonly denied: bigint;
+  /** SYNs refused at lookup by a per-client limit (source_connections, source_rate). */
+  readonly limited?: { readonly connections: bigint; readonly rate: bigint };
   /*
    * The member selection of the service's TCP groups (ep_migrate, struct
    * ep_reuse_counters): the hashed worker was at its cap and another took
@@ -80,6 +82,8 @@ export interface ServiceSnapshot {
   readonly origins?: readonly OriginStatus[];
   /** HTTP services this process runs: responses by status class, origin connection reuse. */
   readonly http?: HttpStatsSnapshot;
+  /** Services this process runs with per-client limits: connections (udp: flows) it refused at accept, by limit. */
+  readonly sourceLimited?: { readonly connections: number; readonly rate: number };
 }
 
 export interface StatusSnapshot {

@@ -33,8 +33,9 @@ export function sampleStatus(): StatusSnapshot {
         origin: "127.0.0.1:9000",
         bindings: [{ protocol: "tcp", prefix: "192.0.2.0/24", ports: "80" }],
         sockets: [{ protocol: "tcp", family: 4, pid: 4242, fd: 7, cookie: 8193n }],
-        kernel: { lookups: 18_446_744_073_709_551_615n, steered: 100n, missingSocket: 1n, assignError: 2n, denied: 3n, redirected: 4n, full: 5n, migrated: 6n, migratedUnselected: 0n },
+        kernel: { lookups: 18_446_744_073_709_551_615n, steered: 100n, missingSocket: 1n, assignError: 2n, denied: 3n, redirected: 4n, full: 5n, migrated: 6n, migratedUnselected: 0n, limited: { connections: 4n, rate: 5n } },
         connections: stats.snapshot(),
+        sourceLimited: { connections: 6, rate: 7 },
         origins: [
           {
             origin: "127.0.0.1:9000",

@@ -42,6 +42,7 @@ test("every family parses, is typed and has help; counters end in _total", () =>
       "kernel_drops_total",
       "kernel_lookups_total",
       "kernel_migrations_total",
+      "kernel_source_limited_total",
       "kernel_steered_total",
       "kernel_unmatched_lookups_total",
       "origin_active",
@@ -53,6 +54,7 @@ test("every family parses, is typed and has help; counters end in _total", () =>
       "origin_up",
       "process_start_time_seconds",
       "proxy_header_errors_total",
+      "source_limited_total",
       "tls_handshake_errors_total",
       "udp_bytes_total",
       "udp_datagrams_total",
@@ -184,4 +186,16 @@ test("a histogram snapshot without a +Inf bucket gets one", () => {
   const text = renderMetrics({ ...s, services: [{ ...web, connections: { ...web.connections!, duration } }] });
   expect(text).toContain('edgeproxy_connection_duration_seconds_bucket{service="web",le="1"} 1\n');
   expect(text).toContain('edgeproxy_connection_duration_seconds_bucket{service="web",le="+Inf"} 2\n');
+});
+
+test("per-client limits: the kernel's refusals by limit and as a drop reason; refusals at accept per service", () => {
+  const fams = families(renderMetrics(sampleStatus()));
+  expect(value(fams, "edgeproxy_kernel_source_limited_total", { service: "web", limit: "connections" })).toBe("4");
+  expect(value(fams, "edgeproxy_kernel_source_limited_total", { service: "web", limit: "rate" })).toBe("5");
+  expect(value(fams, "edgeproxy_kernel_drops_total", { service: "web", reason: "limited" })).toBe("9");
+  // A snapshot without the figure (a pinned program from before the limits): zero.
+  expect(value(fams, "edgeproxy_kernel_drops_total", { service: "ext", reason: "limited" })).toBe("0");
+  expect(value(fams, "edgeproxy_source_limited_total", { service: "web", limit: "connections" })).toBe("6");
+  expect(value(fams, "edgeproxy_source_limited_total", { service: "web", limit: "rate" })).toBe("7");
+  expect(fams.get("edgeproxy_source_limited_total")!.metrics).toHaveLength(2);
 });

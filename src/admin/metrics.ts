@@ -53,7 +53,12 @@ export function renderMetrics(s: StatusSnapshot): string {
     emit({ reason: "missing_socket" }, svc.kernel.missingSocket);
     emit({ reason: "assign_error" }, svc.kernel.assignError);
     emit({ reason: "denied" }, svc.kernel.denied);
+    emit({ reason: "limited" }, (svc.kernel.limited?.connections ?? 0n) + (svc.kernel.limited?.rate ?? 0n));
     emit({ reason: "full" }, svc.kernel.full);
+  });
+  perService(all, "kernel_source_limited_total", "counter", "SYNs refused at socket lookup by a per-client limit (source_connections, source_rate), by limit.", (svc, emit) => {
+    emit({ limit: "connections" }, svc.kernel.limited?.connections ?? 0n);
+    emit({ limit: "rate" }, svc.kernel.limited?.rate ?? 0n);
   });
   perService(all, "kernel_cap_redirected_total", "counter", "New connections the reuseport selection gave to another worker because the hashed one was at its connection cap (or not serving: restarting).", (svc, emit) =>
     emit({}, svc.kernel.redirected),
@@ -104,6 +109,12 @@ export function renderMetrics(s: StatusSnapshot): string {
     const expired = svc.connections.deadlinesExpired;
     const stages = DEADLINE_STAGES[svc.mode === "http" ? "http" : "tcp"];
     for (const st of [...new Set([...stages, ...Object.keys(expired).sort()])]) emit({ stage: st }, expired[st] ?? 0);
+  });
+
+  const limitedHere = all.filter((svc) => svc.sourceLimited);
+  perService(limitedHere, "source_limited_total", "counter", "Connections (udp: flows) refused after accept by a per-client limit, by limit: clients a PROXY header names, SYNs that raced each other past the kernel's check, UDP flows.", (svc, emit) => {
+    emit({ limit: "connections" }, svc.sourceLimited!.connections);
+    emit({ limit: "rate" }, svc.sourceLimited!.rate);
   });
 
   // One series per endpoint (an origin's address): a name's addresses come and go with DNS.

@@ -105,8 +105,23 @@ describe("parseArgs", () => {
     [["--balance", "random"], /--balance: "random" is not one of/],
     [["--origin", "1.2.3.4:80 weight=0"], /weight=N/],
     [["--origin", "1.2.3.4:90-80"], /port range/],
+    [["--source-connections", "0"], /--source-connections: 0 is not a whole number from 1 to 2147483647/],
+    [["--source-connections", "99999999999999999999"], /--source-connections: 99999999999999999999 is not a whole number from 1 to 2147483647/],
+    [["--source-rate", "2000000"], /--source-rate: 2000000 is not a whole number from 1 to 1000000/],
+    [["--source-rate-burst", "5"], /--source-rate-burst: needs --source-rate/],
+    [["--source-prefix-v6", "129", "--source-rate", "5"], /--source-prefix-v6: 129 is not a whole number from 1 to 128/],
+    [["--source-prefix-v6", "48"], /--source-prefix-v6: groups clients for --source-connections and --source-rate; set one of them/],
+    [["--mode", "udp", "--source-rate", "5"], /--source-rate: applies to tcp and http connections; for udp flows use --source-connections/],
   ])("%p is rejected", (argv, message) => {
     expect(() => parseArgs(argv as string[])).toThrow(message);
+  });
+
+  test("per-client limits: burst defaults to the rate, IPv6 clients grouped by /64 unless told", () => {
+    expect(serve(["--source-connections", "10"]).sourceLimits).toEqual({ connections: 10, prefixV6: 64 });
+    expect(serve(["--source-rate", "20", "--source-prefix-v6", "56"]).sourceLimits).toEqual({ connections: 0, rate: { perSecond: 20, burst: 20 }, prefixV6: 56 });
+    expect(serve(["--source-rate", "20", "--source-rate-burst", "3"]).sourceLimits!.rate).toEqual({ perSecond: 20, burst: 3 });
+    expect(serve(["--mode", "udp", "--source-connections", "4"]).sourceLimits).toEqual({ connections: 4, prefixV6: 64 });
+    expect(serve([]).sourceLimits).toBeUndefined();
   });
 
   test("--mode udp binds udp, flows idle 30 s by default", () => {

@@ -9,6 +9,7 @@ import { parsePorts, type PortRange } from "../config/ports";
 import { DEFAULTS, transportOf, type Balance, type Mode, type OriginConfig, type ServeConfig, type ServiceConfig } from "../config/service";
 import { completeDeadlines, DEADLINE_KEYS, type Deadlines } from "../config/deadlines";
 import { ConfigError } from "../errors";
+import { SOURCE_BOUNDS, sourceLimitsOf } from "../config/sourcelimits";
 
 export type Command =
   | { kind: "help" }
@@ -70,6 +71,12 @@ Options:
                         (default: what the open-file limit allows each worker)
   --max-flows N         at most N UDP flows at once; when full, flows the client sent
                         only one datagram on are evicted first (default: open-file limit)
+  --source-connections N  at most N open connections (udp: flows) per client, all workers
+                        together; a client at its limit is refused in the kernel
+  --source-rate N       at most N new connections per second per client (tcp/http), refused
+                        in the kernel at socket lookup; --source-rate-burst M back to back
+                        (default: N)
+  --source-prefix-v6 L  IPv6 clients of the two limits above are grouped by /L (default ${DEFAULTS.sourcePrefixV6})
   -h, --help            this text
   -V, --version         version
 
@@ -108,6 +115,7 @@ export function parseArgs(argv: readonly string[]): Command {
   let drainTimeoutMs: number | undefined;
   let configFile: string | undefined;
   let admin: ServeConfig["admin"] = { kind: "off" };
+  const source: { connections?: number; rate?: number; burst?: number; prefixV6?: number } = {};
   const seen = new Set<string>();
 
   for (let i = 0; i < args.length; i++) {
@@ -236,6 +244,22 @@ export function parseArgs(argv: readonly string[]): Command {
         once();
         maxFlows = parseCount(value(), flag);
         break;
+      case "--source-connections":
+        once();
+        source.connections = parseCount(value(), flag, SOURCE_BOUNDS.connections);
+        break;
+      case "--source-rate":
+        once();
+        source.rate = parseCount(value(), flag, SOURCE_BOUNDS.rate);
+        break;
+      case "--source-rate-burst":
+        once();
+        source.burst = parseCount(value(), flag, SOURCE_BOUNDS.burst);
+        break;
+      case "--source-prefix-v6":
+        once();
+        source.prefixV6 = parseCount(value(), flag, SOURCE_BOUNDS.prefixV6);
+        break;
       case "--proxy-header-timeout":
       case "--handshake-timeout":
       case "--header-timeout":
@@ -268,6 +292,7 @@ export function parseArgs(argv: readonly string[]): Command {
     mode === "http"
       ? { ...POOL_DEFAULTS.http, firstByteTimeoutMs: firstByteTimeoutMs ?? POOL_DEFAULTS.http.firstByteTimeoutMs, maxBodyBytes: maxBodyBytes ?? POOL_DEFAULTS.http.maxBodyBytes, routes: [] }
       : undefined;
+  const sourceLimits = sourceLimitsOf(source, mode, { connections: "--source-connections", rate: "--source-rate", burst: "--source-rate-burst", prefixV6: "--source-prefix-v6" });
   const service: ServiceConfig = {
     name,
     mode,
@@ -286,6 +311,7 @@ export function parseArgs(argv: readonly string[]): Command {
     acceptProxy,
     tls,
     http,
+    ...(sourceLimits ? { sourceLimits } : {}),
     deadlines: completeDeadlines(deadlines, { mode, tls: tls !== undefined, acceptProxy: acceptProxy.length > 0 }, (k) => k.flag),
   };
   checkService(service, (key) => ({ origins: "--origin", route: "--origin", accept_proxy: "--accept-proxy" })[key] ?? key);

@@ -268,6 +268,7 @@ function status(reg: Registry, pinned: Pinned, emit: (human: string[], json: unk
     bindings: bindings.get(s.id)?.length ?? 0,
     sockets: sockets.filter((k) => k.service === s.id).map(({ protocol, family, pid, fd, cookie }) => ({ protocol, family, pid, fd, cookie })),
     counters: d.counters(s.id),
+    limited: d.limitCounters(s.id),
   }));
   const unmatched = d.counters(0).lookups;
   const rows = services.map((s) => [
@@ -279,12 +280,13 @@ function status(reg: Registry, pinned: Pinned, emit: (human: string[], json: unk
     String(s.counters.steered),
     String(s.counters.missingSocket),
     String(s.counters.denied),
+    String(s.limited.connections + s.limited.rate),
     String(s.counters.assignError),
   ]);
   emit(
     [
       `dispatcher ${pinned.dir} (program tag ${pinned.tag}${pinned.tag === pinned.binaryTag ? "" : `; this edgeproxy's is ${pinned.binaryTag}: 'edgeproxy upgrade-program' switches to it`})`,
-      ...table(["SERVICE", "ID", "BINDINGS", "SOCKETS", "LOOKUPS", "STEERED", "NO-SOCKET", "DENIED", "ASSIGN-ERR"], rows),
+      ...table(["SERVICE", "ID", "BINDINGS", "SOCKETS", "LOOKUPS", "STEERED", "NO-SOCKET", "DENIED", "LIMITED", "ASSIGN-ERR"], rows),
       `lookups that matched no binding: ${unmatched}`,
     ],
     { loaded: true, dir: pinned.dir, tag: pinned.tag, binaryTag: pinned.binaryTag, services, unmatchedLookups: unmatched },

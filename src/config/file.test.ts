@@ -155,6 +155,19 @@ connect_timeout = 3
     expect(fromFile).toStrictEqual(fromCli);
   });
 
+  test("per-client limits: the file's keys and the flags agree", () => {
+    const cli = parseArgs(["--name", "web", "--ports", "80", "--prefix", "192.0.2.0/24", "--source-connections", "8", "--source-rate", "10", "--source-rate-burst", "30", "--source-prefix-v6", "48"]);
+    if (cli.kind !== "serve") throw new Error("expected serve");
+    const file = parseConfig(web(undefined, "source_connections = 8\nsource_rate = 10\nsource_rate_burst = 30\nsource_prefix_v6 = 48"), FILE);
+    expect(file.services[0]!.sourceLimits).toEqual({ connections: 8, rate: { perSecond: 10, burst: 30 }, prefixV6: 48 });
+    expect(file.services[0]).toStrictEqual(cli.config.services[0]!);
+    expect(error(web(undefined, "source_prefix_v6 = 200\nsource_connections = 1"))).toBe('edgeproxy.toml: service "web": source_prefix_v6: 200 is not a whole number from 1 to 128');
+    expect(error(web(undefined, 'source_rate = "fast"'))).toBe('edgeproxy.toml: service "web": source_rate: expected a positive integer, got a string');
+    expect(error(`[[service]]\nname = "dns"\nmode = "udp"\nsource_rate = 5\n[[service.bind]]\nprefixes = "192.0.2.0/24"\nports = 53\n`)).toBe(
+      'edgeproxy.toml: service "dns": source_rate: applies to tcp and http connections; for udp flows use edgeproxy.toml: service "dns": source_connections',
+    );
+  });
+
   test("loadConfig reads the file and token_file", async () => {
     const tokenFile = join(dir, "token");
     writeFileSync(tokenFile, `${TOKEN}\n`);
@@ -269,7 +282,7 @@ describe("errors name the file, the service and the field", () => {
     [web(undefined, 'handshake_timeout = "5s"'), 'edgeproxy.toml: service "web": handshake_timeout: applies to TLS-terminating services (give a certificate and key too)'],
     [web(undefined, 'proxy_header_timeout = "5s"'), 'edgeproxy.toml: service "web": proxy_header_timeout: applies to services that accept PROXY headers (give accept_proxy prefixes too)'],
     [web(undefined, 'mode = "http"\nbody_timeout = "0s"'), 'edgeproxy.toml: service "web": body_timeout: "0s" must be at least 1ms and at most 7 days'],
-    [web(undefined, "xyz = 1"), 'edgeproxy.toml: service "web": unknown field "xyz" (known: name, mode, origin, origins, balance, health, eject, connect_timeout, idle_timeout, proxy_protocol, accept_proxy, tls_cert, tls_key, first_byte_timeout, max_body_size, max_header_size, allow, deny, bind, route, proxy_header_timeout, handshake_timeout, header_timeout, keepalive_timeout, body_timeout)'],
+    [web(undefined, "xyz = 1"), 'edgeproxy.toml: service "web": unknown field "xyz" (known: name, mode, origin, origins, balance, health, eject, connect_timeout, idle_timeout, proxy_protocol, accept_proxy, tls_cert, tls_key, first_byte_timeout, max_body_size, max_header_size, allow, deny, bind, route, source_connections, source_rate, source_rate_burst, source_prefix_v6, proxy_header_timeout, handshake_timeout, header_timeout, keepalive_timeout, body_timeout)'],
     // types and required fields
     [`take_over = "yes"\n${web()}`, "edgeproxy.toml: take_over: expected true or false, got a string"],
     [`max_connections = 0\n${web()}`, "edgeproxy.toml: max_connections: 0 is not a whole number from 1 to 2147483647"],

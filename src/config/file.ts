@@ -12,6 +12,7 @@ import { parseHttp, parsePool, parseTls, POOL_FIELDS } from "./pool-file";
 import { parsePorts } from "./ports";
 import { Fields, isTable } from "./schema";
 import { checkService } from "./validate";
+import { SOURCE_BOUNDS, sourceLimitsOf } from "./sourcelimits";
 import { DEFAULTS, transportOf, type AdminConfig, type BindingConfig, type Mode, type ServeConfig, type ServiceConfig } from "./service";
 
 const NAME = /^[a-zA-Z0-9_.-]{1,64}$/;
@@ -27,6 +28,7 @@ const ADMIN_FIELDS = ["enabled", "socket", "listen", "token", "token_file"];
 const SERVICE_FIELDS = [
   "name", "mode", ...POOL_FIELDS, "connect_timeout", "idle_timeout", "proxy_protocol", "accept_proxy", "tls_cert", "tls_key",
   "first_byte_timeout", "max_body_size", "max_header_size", "allow", "deny", "bind", "route",
+  "source_connections", "source_rate", "source_rate_burst", "source_prefix_v6",
   // config/deadlines.ts DEADLINE_KEYS
   "proxy_header_timeout", "handshake_timeout", "header_timeout", "keepalive_timeout", "body_timeout",
 ];
@@ -220,6 +222,16 @@ function parseService(raw: unknown, index: number, file: string, read: (path: st
   const acceptProxy = prefixes(f, "accept_proxy") ?? [];
   const tls = parseTls({ file: f.string("tls_cert"), where: f.at("tls_cert") }, { file: f.string("tls_key"), where: f.at("tls_key") }, mode, read);
   const http = parseHttp(f, mode);
+  const sourceLimits = sourceLimitsOf(
+    {
+      connections: f.positiveInteger("source_connections", SOURCE_BOUNDS.connections),
+      rate: f.positiveInteger("source_rate", SOURCE_BOUNDS.rate),
+      burst: f.positiveInteger("source_rate_burst", SOURCE_BOUNDS.burst),
+      prefixV6: f.positiveInteger("source_prefix_v6", SOURCE_BOUNDS.prefixV6),
+    },
+    mode,
+    { connections: f.at("source_connections"), rate: f.at("source_rate"), burst: f.at("source_rate_burst"), prefixV6: f.at("source_prefix_v6") },
+  );
   const deadlines = completeDeadlines(
     Object.fromEntries(DEADLINE_KEYS.map((k) => [k.field, f.text(k.key) === undefined ? undefined : duration(k.key, 0)])),
     { mode, tls: tls !== undefined, acceptProxy: acceptProxy.length > 0 },
@@ -231,7 +243,7 @@ function parseService(raw: unknown, index: number, file: string, read: (path: st
   const bindings = binds.map((b, i) => parseBind(b, `${f.where}: bind[${i + 1}]`, transport));
 
   // pool stays a key even when undefined, as on the command line, so both configs compare equal.
-  const service: ServiceConfig = { name, mode, bindings, pool, connectTimeoutMs, idleTimeoutMs, proxyProtocol, access, acceptProxy, tls, http, deadlines };
+  const service: ServiceConfig = { name, mode, bindings, pool, connectTimeoutMs, idleTimeoutMs, proxyProtocol, access, acceptProxy, tls, http, deadlines, ...(sourceLimits ? { sourceLimits } : {}) };
   checkService(service, (key) => f.at(key));
   return service;
 }

@@ -33,6 +33,21 @@ export interface AccessConfig {
   readonly deny: readonly Prefix[];
 }
 
+/**
+ * Per-client limits (source_connections, source_rate, source_prefix_v6). A
+ * client is its address, IPv6 ones cut to prefixV6 bits (a host usually has
+ * a whole /64). Enforced by the BPF program at socket lookup (src/dispatcher)
+ * and, for clients a PROXY header names and for UDP flows, at accept.
+ */
+export interface SourceLimits {
+  /** Open connections (tcp, http) or flows (udp) per client for the whole instance, all workers together; 0: no limit. */
+  readonly connections: number;
+  /** New connections per second per client (tcp, http), `burst` of them back to back; absent: no limit. */
+  readonly rate?: { readonly perSecond: number; readonly burst: number };
+  /** Prefix length IPv6 clients are grouped by (IPv4: one address each). */
+  readonly prefixV6: number;
+}
+
 /** One service as configured: parsed and validated, not yet running. */
 export interface ServiceConfig {
   readonly name: string;
@@ -54,6 +69,8 @@ export interface ServiceConfig {
   readonly http?: HttpConfig;
   /** tcp and http: how long each client stage may take (PROXY header, TLS handshake, and http's request head, keep-alive wait, body gaps). */
   readonly deadlines: Deadlines;
+  /** Absent: no per-client limits. */
+  readonly sourceLimits?: SourceLimits;
 }
 
 /** Where the admin API listens: a unix socket (default), or loopback with a bearer token. */
@@ -89,6 +106,8 @@ export const DEFAULTS = {
   idleTimeoutMs: 300_000,
   udpIdleTimeoutMs: 30_000,
   adminSocket: "/run/edgeproxy/admin.sock",
+  /** IPv6 clients of per-client limits: one /64 (RFC 6177's smallest end-site assignment, a single LAN). */
+  sourcePrefixV6: 64,
 } as const;
 
 /** Every address family a service's bindings use, for its listening sockets. */

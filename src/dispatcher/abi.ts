@@ -17,6 +17,11 @@ export const EP_SERVICE_TAKE_OVER = 1;
 export const EP_VERDICT_ALLOW = 1;
 export const EP_VERDICT_DENY = 2;
 export const EP_STATE_HOSTS = 1;
+export const EP_SOURCE_OWNERS = 32;
+export const EP_SOURCE_OP_ADD = 1;
+export const EP_SOURCE_OP_RECLAIM = 2;
+export const EP_SOURCE_OP_RATE = 3;
+export const EP_SOURCE_LIMIT_EXEMPT = 1;
 export const EP_REUSE_MAX_MEMBERS = 256;
 export const EP_REUSE_MAX_ENTRIES = 65536;
 
@@ -36,6 +41,11 @@ export const sizes = {
   ep_rule: 24,
   ep_owner: 8,
   ep_group: 8,
+  ep_source_key: 24,
+  ep_source_limit: 24,
+  ep_source_count: 8 * EP_SOURCE_OWNERS,
+  ep_limit_counters: 16,
+  ep_source_op: 40,
   ep_reuse_key: 8,
   ep_reuse_group: 8,
   ep_reuse_counters: 32,
@@ -71,6 +81,19 @@ export const offsets = {
   "ep_rule.addr": 8,
   "ep_owner.fd": 4,
   "ep_state.flags": 4,
+  "ep_source_key.family": 4,
+  "ep_source_key.prefix_len": 5,
+  "ep_source_key.addr": 8,
+  "ep_source_limit.prefix_v4": 4,
+  "ep_source_limit.prefix_v6": 5,
+  "ep_source_limit.flags": 6,
+  "ep_source_limit.rate_interval_ns": 8,
+  "ep_source_limit.rate_tolerance_ns": 16,
+  "ep_limit_counters.rate": 8,
+  "ep_source_op.op": 24,
+  "ep_source_op.owner": 28,
+  "ep_source_op.delta": 32,
+  "ep_source_op.result": 36,
   "ep_reuse_key.position": 4,
   "ep_reuse_group.service": 4,
   "ep_reuse_counters.full": 8,

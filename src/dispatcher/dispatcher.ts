@@ -4,6 +4,7 @@ import { ConfigError, EdgeError } from "../errors";
 import { BpfMap, BpfObject, KernelError, possibleCpus, programInfo, type BpfLink, type BpfProgram } from "../ebpf/libbpf";
 import { libc } from "../ebpf/libc";
 import * as abi from "./abi";
+import * as sabi from "./sourceabi";
 import type { Binding, Protocol } from "./binding";
 import { compileBindings, type PortTable } from "./compile";
 import { Selection } from "./selection";
@@ -32,8 +33,14 @@ export interface AppliedBindings {
 export const PROGRAM = "ep_dispatch";
 /** The sk_reuseport program attached to every TCP group: a closing listener's queue migrates, and new connections go to a worker below its cap (bpf/reuseport.h). */
 export const MIGRATE_PROGRAM = "ep_migrate";
-/** Every map of bpf/dispatcher.bpf.c (and bpf/reuseport.h), by its pin name. */
-export const MAPS = ["ep_state", "ep_prefixes", "ep_hosts", "ep_ranges", "ep_sockets", "ep_counters", "ep_service_flags", "ep_access", "ep_services", "ep_bindings", "ep_rules", "ep_owners", "ep_groups", "ep_reuse_members", "ep_reuse_groups", "ep_reuse_listeners", "ep_reuse_counters"] as const;
+/** The syscall program that counts clients' open connections (bpf/sourcelimit.h, ep_source). */
+export const SOURCE_PROGRAM = "ep_source";
+/** Every map of bpf/dispatcher.bpf.c (and bpf/sourcelimit.h, bpf/reuseport.h), by its pin name. */
+export const MAPS = [
+  "ep_state", "ep_prefixes", "ep_hosts", "ep_ranges", "ep_sockets", "ep_counters", "ep_service_flags", "ep_access", "ep_services", "ep_bindings", "ep_rules", "ep_owners", "ep_groups",
+  "ep_limits", "ep_source_conns", "ep_source_rate", "ep_source_owners", "ep_limit_counters", "ep_limit_exempt",
+  "ep_reuse_members", "ep_reuse_groups", "ep_reuse_listeners", "ep_reuse_counters",
+] as const;
 export type MapName = (typeof MAPS)[number];
 const EAGAIN = 11;
 
@@ -62,7 +69,15 @@ export class Dispatcher {
     readonly program?: BpfProgram,
     /** The migrate program's fd when it came from a pin (owned); a loaded object's is `object`'s. */
     private pinnedMigrateFd?: number,
+    /** The same for the ep_source program (absent when the pinned dispatcher predates it). */
+    private pinnedSourceFd?: number,
   ) {}
+
+  /** An fd of the ep_source program (counting clients' connections); undefined if there is none. */
+  get sourceFd(): number | undefined {
+    if (this.object) return this.object.hasProgram(SOURCE_PROGRAM) ? this.object.program(SOURCE_PROGRAM).fd : undefined;
+    return this.pinnedSourceFd;
+  }
 
   /** An fd of the sk_reuseport migrate program, for SO_ATTACH_REUSEPORT_EBPF; undefined if there is none. */
   get migrateFd(): number | undefined {
@@ -137,8 +152,8 @@ export class Dispatcher {
   }
 
   /** A dispatcher over maps opened elsewhere (from pins); takes ownership of their fds. */
-  static fromMaps(maps: Record<MapName, BpfMap>, migrateFd?: number): Dispatcher {
-    return new Dispatcher(maps, undefined, undefined, migrateFd);
+  static fromMaps(maps: Record<MapName, BpfMap>, migrateFd?: number, sourceFd?: number): Dispatcher {
+    return new Dispatcher(maps, undefined, undefined, migrateFd, sourceFd);
   }
 
   /** Attach to the calling process's network namespace. Returns the link (owned here). */
@@ -303,10 +318,48 @@ export class Dispatcher {
     return abi.decodeServiceCounters(v, this.cpus);
   }
 
-  /** Zero a service's counters (a new service must not inherit a removed one's). */
+  /** Zero a service's counters and limits (a new service must not inherit a removed one's). */
   resetCounters(service: number): void {
     this.maps.ep_counters.update(abi.u32(service), new Uint8Array(abi.sizes.ep_service_counters * this.cpus));
     this.selection.resetCounters(service);
+    this.maps.ep_limit_counters.update(abi.u32(service), new Uint8Array(abi.sizes.ep_limit_counters * this.cpus));
+    this.setSourceLimit(service, sabi.NO_SOURCE_LIMIT);
+  }
+
+  /** SYNs the program refused for a per-client limit, summed over CPUs. */
+  limitCounters(service: number): sabi.LimitCounters {
+    const buf = new Uint8Array(abi.sizes.ep_limit_counters * this.cpus);
+    const v = this.maps.ep_limit_counters.lookup(abi.u32(service), buf);
+    if (!v) throw new KernelError(`read limit counters of service ${service}`, 2);
+    return sabi.decodeLimitCounters(v, this.cpus);
+  }
+
+  /** Set a service's per-client limits (ep_limits); NO_SOURCE_LIMIT turns them off. */
+  setSourceLimit(service: number, limit: sabi.SourceLimitEntry): void {
+    try {
+      this.maps.ep_limits.update(abi.u32(service), sabi.encodeSourceLimit(limit));
+    } catch (cause) {
+      throw new DispatcherError(`set per-client limits of service ${service}`, { cause });
+    }
+  }
+
+  /**
+   * The sources the program does not limit for a service (its accept_proxy
+   * load balancers: user space limits the clients their PROXY headers name).
+   */
+  setLimitExempt(service: number, prefixes: readonly Prefix[]): void {
+    const m = this.maps.ep_limit_exempt;
+    try {
+      for (const key of m.keys(abi.sizes.ep_access_key)) if (new DataView(key.buffer).getUint32(8, false) === service) m.delete(key);
+      for (const p of prefixes) m.update(abi.encodeAccessKey(0, service, p), abi.u32(1));
+    } catch (cause) {
+      throw new DispatcherError(`set the load balancers exempt from per-client limits of service ${service}`, { cause });
+    }
+  }
+
+  sourceLimit(service: number): sabi.SourceLimitEntry {
+    const v = this.maps.ep_limits.lookup(abi.u32(service), new Uint8Array(abi.sizes.ep_source_limit));
+    return v ? sabi.decodeSourceLimit(v) : sabi.NO_SOURCE_LIMIT;
   }
 
   /**
@@ -334,5 +387,7 @@ export class Dispatcher {
     else for (const m of Object.values(this.maps)) m.close();
     if (this.pinnedMigrateFd !== undefined) libc.close(this.pinnedMigrateFd);
     this.pinnedMigrateFd = undefined;
+    if (this.pinnedSourceFd !== undefined) libc.close(this.pinnedSourceFd);
+    this.pinnedSourceFd = undefined;
   }
 }

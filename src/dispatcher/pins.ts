@@ -137,6 +137,13 @@ function openMigrate(dir: string): number {
   return objGet(join(dir, "migrate"), "open pinned program ep_migrate");
 }
 
+/** The pinned ep_source program; undefined when the pinned dispatcher predates it. */
+function openSource(dir: string): number | undefined {
+  return existsSync(join(dir, "source")) ? objGet(join(dir, "source"), "open pinned program ep_source") : undefined;
+}
+
+const pinnedDispatcher = (dir: string) => Dispatcher.fromMaps(openMaps(dir), openMigrate(dir), openSource(dir));
+
 const DOWN_HINT = "'edgeproxy down' removes the pinned dispatcher and its steering, then serve or bind anew";
 
 /**
@@ -174,7 +181,7 @@ export function openPinned(bpffs: string, image: Uint8Array, create: boolean, up
         tag = upgraded.to;
       } else checkPinnedMaps(dir, image);
     }
-    return { dispatcher: Dispatcher.fromMaps(openMaps(dir), openMigrate(dir)), dir, tag, binaryTag, created: false, ...(upgraded ? { upgraded } : {}) };
+    return { dispatcher: pinnedDispatcher(dir), dir, tag, binaryTag, created: false, ...(upgraded ? { upgraded } : {}) };
   }
   if (!create) return undefined;
 
@@ -190,6 +197,7 @@ export function openPinned(bpffs: string, image: Uint8Array, create: boolean, up
     for (const m of MAPS) d.maps[m].pin(join(tmp, m));
     d.program!.pinAt(join(tmp, "prog"));
     objPin(d.migrateFd!, join(tmp, "migrate"), "pin program ep_migrate");
+    objPin(d.sourceFd!, join(tmp, "source"), "pin program ep_source");
     // Attach last: until then nothing steers. The pinned link keeps it attached after we exit.
     d.attach().pin(join(tmp, "link"));
     renameSync(tmp, dir);
@@ -199,7 +207,7 @@ export function openPinned(bpffs: string, image: Uint8Array, create: boolean, up
     throw e;
   }
   d.close();
-  return { dispatcher: Dispatcher.fromMaps(openMaps(dir), openMigrate(dir)), dir, tag, binaryTag: tag, created: true };
+  return { dispatcher: pinnedDispatcher(dir), dir, tag, binaryTag: tag, created: true };
 }
 
 /**
@@ -228,7 +236,9 @@ export function upgradeProgram(bpffs: string, image: Uint8Array): ProgramUpgrade
     d = loaded.dispatcher;
     const to = programInfo(d.program!.fd).tag;
     const sameMigrate = pinnedTag(join(dir, "migrate"), "ep_migrate") === programInfo(d.migrateFd!).tag;
-    if (to === from && sameMigrate && !loaded.created.length) return { from, to, created: [], unchanged: true };
+    const source = d.sourceFd;
+    const sameSource = source === undefined || (existsSync(join(dir, "source")) && pinnedTag(join(dir, "source"), "ep_source") === programInfo(source).tag);
+    if (to === from && sameMigrate && sameSource && !loaded.created.length) return { from, to, created: [], unchanged: true };
     switchOver(dir, d, loaded.created, oldProg);
     return { from, to, created: loaded.created.map((m) => m.name), unchanged: false };
   } finally {
@@ -258,15 +268,19 @@ function switchOver(dir: string, d: Dispatcher, created: BpfMap[], oldProg: numb
       renameSync(tmp(m.name), join(dir, m.name));
       placed.push(join(dir, m.name));
     }
-    for (const [name, fd] of [["prog", d.program!.fd], ["migrate", d.migrateFd!]] as const) {
+    const programs: [string, number][] = [["prog", d.program!.fd], ["migrate", d.migrateFd!]];
+    // A program from before ep_source has none: the old pin stays (it counts in maps the program keeps).
+    if (d.sourceFd !== undefined) programs.push(["source", d.sourceFd]);
+    for (const [name, fd] of programs) {
       rmSync(tmp(name), { force: true });
       objPin(fd, tmp(name), `pin the new ${name} at ${tmp(name)}`);
       placed.push(tmp(name));
     }
     linkUpdate(link, d.program!.fd, `switch ${join(dir, "link")} to the new program`);
     switched = true;
-    // migrate first: if "prog" then failed, the link goes back to the program "prog" names.
+    // migrate and source first: if "prog" then failed, the link goes back to the program "prog" names.
     renameSync(tmp("migrate"), join(dir, "migrate"));
+    if (d.sourceFd !== undefined) renameSync(tmp("source"), join(dir, "source"));
     renameSync(tmp("prog"), join(dir, "prog"));
   } catch (e) {
     if (switched) linkUpdate(link, oldProg, `switch ${join(dir, "link")} back to the old program`);

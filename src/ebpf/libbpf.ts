@@ -270,6 +270,40 @@ export class BpfLink {
  */
 export const TEST_RUN_OPTS_SIZE = 80;
 
+/**
+ * One program's BPF_PROG_TEST_RUN with its buffers made once, for a program
+ * user space runs often (BPF_PROG_TYPE_SYSCALL: the kernel runs it on `ctx`
+ * and copies `ctx` back, net/bpf/test_run.c bpf_prog_test_run_syscall).
+ * Each run is then one FFI call and one bpf(2) syscall. The options hold
+ * ctx's address, so ctx has an ArrayBuffer of its own: JSC may move the
+ * storage of a small typed array that has none. Does not own the fd.
+ */
+export class PreparedTestRun {
+  readonly ctx: Uint8Array;
+  private readonly opts: Uint8Array;
+  private readonly view: DataView;
+
+  constructor(
+    private readonly progFd: number,
+    ctxSize: number,
+    private readonly what: string,
+  ) {
+    this.ctx = new Uint8Array(new ArrayBuffer(ctxSize));
+    this.opts = new Uint8Array(new ArrayBuffer(TEST_RUN_OPTS_SIZE));
+    this.view = new DataView(this.opts.buffer);
+    this.view.setBigUint64(0, BigInt(TEST_RUN_OPTS_SIZE), true); // sz
+    this.view.setBigUint64(32, BigInt(ptr(this.ctx)), true); // ctx_in
+    this.view.setUint32(48, ctxSize, true); // ctx_size_in
+  }
+
+  /** Run once on ctx as it is now; the program's return value. */
+  run(): number {
+    const rc = libbpf().bpf_prog_test_run_opts(this.progFd, this.opts);
+    if (rc < 0) throw new KernelError(`run program ${this.what}`, rc, takeLibbpfLog());
+    return this.view.getUint32(56, true); // retval
+  }
+}
+
 /** A program inside a BpfObject; valid while its object is open. */
 export class BpfProgram {
   // Kept referenced while libbpf may write into it (during load).
@@ -366,6 +400,11 @@ export class BpfObject {
       this.programs.set(name, p);
     }
     return p;
+  }
+
+  hasProgram(name: string): boolean {
+    this.assertOpen(`program ${name}`);
+    return this.programs.has(name) || !!libbpf().bpf_object__find_program_by_name(this.handle, cstr(name));
   }
 
   map(name: string): BpfMap {

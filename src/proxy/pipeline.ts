@@ -17,15 +17,17 @@ import type { ServiceStats } from "./stats";
  * the coarse clock's sweep (a number per connection, no timer):
  *
  *   admission (the connection cap; the client check)   at accept
- *   → PROXY header          when the peer is in accept_proxy (proxy_header_timeout)
+ *   → PROXY header          when the peer is in accept_proxy (proxy_header_timeout);
+ *                           the client check then for the client it names
  *   → TLS handshake         when the service terminates TLS (handshake_timeout)
  *   → the protocol          a Session: the relay (tcp), an HTTP connection (http),
  *                           the built-in responder; it keeps its own deadlines
  *
- * The pipeline owns the connection's cap slot from accept to Bun's `close`
- * (the descriptor is gone then, whatever stage it was in), so the slot is
- * given back exactly once on every path: success, deadline, reset, close
- * mid-stage. Sessions never touch the cap.
+ * The pipeline owns the connection's cap slot, and what the client check
+ * took (a per-source count), from accept to Bun's `close` (the descriptor is
+ * gone then, whatever stage it was in), so both are given back exactly once
+ * on every path: success, deadline, reset, close mid-stage. Sessions never
+ * touch either.
  *
  * A PROXY header and TLS on one connection are still refused by
  * config/validate.ts: Bun's TLS listener starts the handshake at accept,
@@ -63,12 +65,19 @@ export interface PipelineOptions {
   readonly deadlines: Deadlines;
   /**
    * The admission check with the client's address (per-source limits hook in
-   * here): at accept with the peer, and again once an accepted PROXY header
-   * names the real client. false: the connection is reset (the check counts
-   * its refusals). The connection cap was taken before. Absent: no check, and
-   * no address parsed at accept for it.
+   * here, proxy/sourcelimit.ts), once per connection: at accept with the peer,
+   * unless the peer is a trusted load balancer (in accept_proxy); then once
+   * its PROXY header names the real client. A header naming none (§2.1
+   * UNKNOWN, §2.2 LOCAL: the balancer's own health check) is not a client and
+   * is not checked. false: the connection is reset (the check counts its
+   * refusals). true: what the check took is given back by `releaseClient`,
+   * once, when the connection closes, whatever stage it is in. The
+   * connection cap was taken before. Absent: no check, and no address parsed
+   * at accept for it.
    */
   readonly admitClient?: (client: Endpoint, when: "accept" | "proxy_header") => boolean;
+  /** The connection of a client `admitClient` admitted closed. */
+  readonly releaseClient?: (client: Endpoint) => void;
 }
 
 const enum Stage {
@@ -90,6 +99,8 @@ class Conn {
   session: Session | undefined;
   header: HeaderReader | undefined;
   ends: Ends | undefined;
+  /** The client admitClient admitted, to release at close. */
+  admitted: Endpoint | undefined;
   constructor(readonly socket: Socket<Conn>) {}
 }
 
@@ -109,9 +120,12 @@ export class Pipeline {
     return this.conns.size;
   }
 
-  /** The one place a client is admitted by address (see PipelineOptions.admitClient). */
-  private admitClient(client: Endpoint, when: "accept" | "proxy_header"): boolean {
-    return this.o.admitClient ? this.o.admitClient(client, when) : true;
+  /** The one place a client is admitted by address (see PipelineOptions.admitClient); `closed` releases it. */
+  private admitClient(c: Conn, client: Endpoint, when: "accept" | "proxy_header"): boolean {
+    if (!this.o.admitClient) return true;
+    if (!this.o.admitClient(client, when)) return false;
+    c.admitted = client;
+    return true;
   }
 
   /** Bun socket handlers for the service's listeners. */
@@ -129,9 +143,11 @@ export class Pipeline {
           c.ends = socketEnds(s);
           // The peer is already gone (Bun no longer knows its address): `close` follows.
           if (!c.ends) return this.reset(c);
-          if (!this.admitClient(c.ends.client, "accept")) return this.reset(c);
         }
-        if (o.acceptProxy.length && mustSendHeader(o.acceptProxy, c.ends!.client)) {
+        const balancer = o.acceptProxy.length > 0 && mustSendHeader(o.acceptProxy, c.ends!.client);
+        // The peer is the client unless it is a trusted load balancer, whose header names the client.
+        if (!balancer && c.ends && !this.admitClient(c, c.ends.client, "accept")) return this.reset(c);
+        if (balancer) {
           c.stage = Stage.Header;
           c.header = new HeaderReader();
           c.deadline = o.clock.now + o.deadlines.proxyHeaderMs;
@@ -191,8 +207,10 @@ export class Pipeline {
       return this.reset(c);
     }
     c.header = undefined;
+    // UNKNOWN and LOCAL hand back the socket's own ends (inbound.ts): the balancer itself, no client to admit.
+    const named = r.ends !== c.ends;
     c.ends = r.ends;
-    if (!this.admitClient(r.ends.client, "proxy_header")) return this.reset(c);
+    if (named && !this.admitClient(c, r.ends.client, "proxy_header")) return this.reset(c);
     this.start(c, r.rest);
   }
 
@@ -208,7 +226,7 @@ export class Pipeline {
     c.socket.terminate();
   }
 
-  /** Bun's `close` (or `error`, whichever comes first): the cap slot goes back, once. */
+  /** Bun's `close` (or `error`, whichever comes first): the cap slot and the client's admission go back, once. */
   private closed(s: Socket<Conn>, error?: Error): void {
     const c = s.data;
     if (!c || c.stage === Stage.Closed) return;
@@ -216,6 +234,8 @@ export class Pipeline {
     c.stage = Stage.Closed;
     this.conns.delete(c);
     this.o.admission.leave();
+    if (c.admitted) this.o.releaseClient?.(c.admitted);
+    c.admitted = undefined;
     if (stage === Stage.Protocol) c.session!.clientClosed(error);
     // The peer closed mid-header.
     else if (stage === Stage.Header && c.header?.started) this.o.stats.proxyHeaderError("truncated");

@@ -7,6 +7,7 @@ import type { DatagramStats } from "./udp/stats";
 import { attachMigrate, type GroupPlan } from "./group";
 import { fstatSync } from "node:fs";
 import { socketCookie } from "../system/sockets";
+import type { SourceLimit } from "./sourcelimit";
 
 /** One listening socket of a service; the dispatcher steers its whole family's bindings here. */
 export interface ServiceSocket {
@@ -38,6 +39,8 @@ export interface DataPlaneService {
   report(): { connections?: ConnectionStats; datagrams?: DatagramStats; origins?: OriginStatus[]; http?: HttpStatsSnapshot };
   /** One line for the shutdown log. */
   summary(): string;
+  /** Per-client limits at accept, when the service has any: what it refused. */
+  readonly sourceLimit?: Pick<SourceLimit, "refused">;
 }
 
 // Bound to an ephemeral loopback port: the address does not matter to

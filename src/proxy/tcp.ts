@@ -12,6 +12,7 @@ import { responder } from "./responder";
 import { NEW_GROUPS, type GroupPlan } from "./group";
 import type { DataPlaneService, ServiceSocket } from "./service";
 import { ServiceStats } from "./stats";
+import type { SourceLimit } from "./sourcelimit";
 
 /** A tcp-mode service: one listener per address family, every steered connection relayed to the origin. */
 export class TcpService implements DataPlaneService {
@@ -28,9 +29,14 @@ export class TcpService implements DataPlaneService {
     admission: Admission,
     /** Absent for the built-in responder. Owned: started on listen, closed with the service. */
     readonly pool?: OriginPool,
+    /** Per-client limits (source_connections, source_rate), checked by the pipeline's admission; absent: none. */
+    readonly sourceLimit?: SourceLimit,
   ) {
     const protocol = pool ? this.relayProtocol(pool) : responder();
-    this.pipeline = new Pipeline({ admission, stats: this.stats, clock, acceptProxy: config.acceptProxy, tls: config.tls !== undefined, deadlines: config.deadlines }, protocol);
+    this.pipeline = new Pipeline(
+      { admission, stats: this.stats, clock, acceptProxy: config.acceptProxy, tls: config.tls !== undefined, deadlines: config.deadlines, ...sourceLimit?.pipelineHooks() },
+      protocol,
+    );
     this.stopSweep = clock.onTick((now) => {
       this.pipeline.sweep(now);
       if (this.closing && this.pipeline.size === 0) this.stopSweep();

@@ -68,8 +68,9 @@ export function serverBackend(server: Server): AdminBackend {
             origin: mine ? origin(server, s.name) : undefined,
             bindings: (bindings.get(s.id) ?? []).map((b) => ({ protocol: b.protocol, prefix: formatPrefix(b.prefix), ports: formatPorts(b) })),
             sockets: sockets.filter((k) => k.service === s.id).map(({ protocol, family, pid, fd, cookie }) => ({ protocol, family, pid, fd, cookie })),
-            kernel: { ...server.dispatcher.counters(s.id), ...server.dispatcher.selection.counters(s.id) },
+            kernel: { ...server.dispatcher.counters(s.id), ...server.dispatcher.selection.counters(s.id), limited: server.dispatcher.limitCounters(s.id) },
             ...mine?.svc.report(),
+            ...(mine?.svc.sourceLimit ? { sourceLimited: { ...mine.svc.sourceLimit.refused } } : {}),
           };
         }),
       };

@@ -23,7 +23,7 @@ export interface ReloadReport {
 const LISTENER_GRACE_MS = 500;
 
 const dataPlaneOf = (s: ServiceConfig) =>
-  JSON.stringify([s.mode, s.pool ?? null, s.http ?? null, s.tls ?? null, s.acceptProxy, s.connectTimeoutMs, s.idleTimeoutMs, s.deadlines, s.proxyProtocol, serviceFamilies(s)]);
+  JSON.stringify([s.mode, s.pool ?? null, s.http ?? null, s.tls ?? null, s.acceptProxy, s.connectTimeoutMs, s.idleTimeoutMs, s.deadlines, s.proxyProtocol, serviceFamilies(s), s.sourceLimits ?? null]);
 const steeringOf = (s: ServiceConfig) => JSON.stringify(storedState(s, 0));
 
 /**
@@ -60,7 +60,7 @@ export async function reload(server: Server): Promise<ReloadReport> {
       server.steering.prune();
       for (const cfg of [...added, ...restarted]) {
         const entry = reg.ensure(cfg.name, next.takeOver);
-        const svc = server.planes.create(cfg, origins);
+        const svc = server.planes.create(cfg, origins, server.sourceLimiting.limiter(cfg, entry.id));
         // A restarted UDP service starts a new group (see the retirement below); other
         // workers reloading after this one join it through the recorded port.
         const old = restarted.includes(cfg) ? server.running.get(cfg.name) : undefined;
@@ -72,6 +72,7 @@ export async function reload(server: Server): Promise<ReloadReport> {
         const state = storedState(cfg, entry.id);
         reg.setBindings(entry.id, state.bindings);
         reg.setRules(entry.id, state.rules);
+        server.sourceLimiting.publish(cfg, entry.id);
       }
       for (const cfg of removed) {
         const id = server.running.get(cfg.name)!.id;

@@ -11,6 +11,7 @@ import { checkEnvironment } from "../system/environment";
 import { refuseSelfReach, serviceBindings } from "./bindings";
 import { cookiesOf, groupPlan, memberOf, registerMembers, withdrawMembers } from "./members";
 import { DataPlanes } from "./services";
+import { SourceLimiting } from "./sourcelimits";
 import { CapSteering } from "./steering";
 import { EP_REUSE_MAX_MEMBERS } from "../dispatcher/abi";
 
@@ -70,6 +71,8 @@ export class Server {
     /** This worker's place in its TCP groups' member selection (steering.ts). */
     readonly steering: CapSteering,
     readonly report: StartReport,
+    /** Per-client limits: published for the program, counted at accept. */
+    readonly sourceLimiting: SourceLimiting,
   ) {}
 
   /**
@@ -105,6 +108,7 @@ export class Server {
         process.stderr.write(`edgeproxy: ${accepting ? "below" : "at"} ${cap}: ${what}\n`);
       });
       const planes = new DataPlanes(new CoarseClock(), admission, maxFlows);
+      const sourceLimiting = new SourceLimiting(pinned.dispatcher, bpffs);
       const before = registry.snapshot(config.services.map((s) => s.name));
       try {
         steering.prune();
@@ -113,7 +117,8 @@ export class Server {
           const state = storedState(cfg, entry.id);
           registry.setBindings(entry.id, state.bindings);
           registry.setRules(entry.id, state.rules);
-          const svc = planes.create(cfg, origins);
+          sourceLimiting.publish(cfg, entry.id);
+          const svc = planes.create(cfg, origins, sourceLimiting.limiter(cfg, entry.id));
           const own = svc.listen(groupPlan(registry, entry.id, svc.protocol, pinned.dispatcher.migrateFd));
           running.set(cfg.name, { id: entry.id, svc, sockets: own });
           registerMembers(registry, entry.id, svc.protocol, own, member, steering);
@@ -127,10 +132,11 @@ export class Server {
           pinDir: pinned.dir,
           createdPins: pinned.created,
           ...(pinned.upgraded ? { programUpgrade: pinned.upgraded } : {}),
-        });
+        }, sourceLimiting);
       } catch (e) {
         for (const { svc } of running.values()) svc.close(true);
         planes.close();
+        sourceLimiting.close();
         try {
           // Put back what was there before this start.
           registry.restore(before);
@@ -153,8 +159,9 @@ export class Server {
   summary(): string[] {
     return [...this.running.values()].map(({ id, svc }) => {
       const k = this.dispatcher.counters(id);
+      const l = this.dispatcher.limitCounters(id);
       return (
-        `service ${svc.config.name}: ${k.lookups} lookups, ${k.steered} steered, ${k.missingSocket} refused without a socket, ${k.denied} denied, ` +
+        `service ${svc.config.name}: ${k.lookups} lookups, ${k.steered} steered, ${k.missingSocket} refused without a socket, ${k.denied} denied, ${l.connections + l.rate} limited, ` +
         `${k.assignError} assign errors; ${svc.summary()}`
       );
     });
@@ -171,9 +178,11 @@ export class Server {
     try {
       this.withdraw();
     } finally {
-      this.dispatcher.close();
       for (const { svc } of this.running.values()) svc.close(true);
       this.planes.close();
+      // After the services: their last releases still count in this slot.
+      this.sourceLimiting.close();
+      this.dispatcher.close();
     }
   }
 
@@ -211,9 +220,10 @@ export class Server {
     const deadline = Date.now() + timeoutMs;
     while (open() > 0 && Date.now() < deadline) await Bun.sleep(Math.min(100, Math.max(1, deadline - Date.now())));
     const cut = open();
-    this.dispatcher.close();
     for (const { svc } of this.running.values()) svc.close(true);
     this.planes.close();
+    this.sourceLimiting.close();
+    this.dispatcher.close();
     return cut;
   }
 }

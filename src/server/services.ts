@@ -10,6 +10,7 @@ import { UdpService } from "../proxy/udp/service";
 import { OriginPool } from "../origin/pool";
 import type { PortRange } from "../config/ports";
 import type { ResolvedOrigins } from "./bindings";
+import type { SourceLimit } from "../proxy/sourcelimit";
 
 /**
  * The edge range origins given as port ranges map into: the service's lowest
@@ -36,19 +37,19 @@ export class DataPlanes {
    * with the addresses resolved at start or reload; it starts checking and
    * re-resolving when the service listens, and closes with it).
    */
-  create(cfg: ServiceConfig, origins: ResolvedOrigins): DataPlaneService {
+  create(cfg: ServiceConfig, origins: ResolvedOrigins, sourceLimit?: SourceLimit): DataPlaneService {
     if (cfg.mode !== "udp" && this.admission.max < 1) {
       throw new ConfigError(`service ${cfg.name}`, "no file descriptors were set aside for TCP connections at startup; restart with max_connections (--max-connections) set");
     }
     // http: a pool per route, made by the service.
-    if (cfg.mode === "http") return new HttpService(cfg, this.clock, this.admission, { edgeRange: edgeRangeOf(cfg), resolved: origins });
+    if (cfg.mode === "http") return new HttpService(cfg, this.clock, this.admission, { edgeRange: edgeRangeOf(cfg), resolved: origins }, sourceLimit);
     const pool = cfg.pool && new OriginPool(cfg.pool, { edgeRange: edgeRangeOf(cfg), resolved: origins, kind: cfg.mode, owner: `service ${cfg.name}` });
-    if (cfg.mode === "tcp") return new TcpService(cfg, this.clock, this.admission, pool);
+    if (cfg.mode === "tcp") return new TcpService(cfg, this.clock, this.admission, pool, sourceLimit);
     if (this.maxFlows < 1) {
       throw new ConfigError(`service ${cfg.name}`, "no file descriptors were set aside for UDP flows at startup; restart with max_flows (--max-flows) set");
     }
     this.udp ??= new UdpPlane(this.maxFlows);
-    return new UdpService(cfg, this.udp, pool);
+    return new UdpService(cfg, this.udp, pool, sourceLimit);
   }
 
   /** Resolves when every data plane runs (the UDP worker has started); rejects if one failed to. */

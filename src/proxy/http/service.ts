@@ -15,6 +15,7 @@ import type { HttpContext } from "./context";
 import { OriginConnections } from "./origins";
 import { HttpRouter } from "./router";
 import { HttpStats } from "./stats";
+import type { SourceLimit } from "../sourcelimit";
 
 /**
  * An http-mode service: one listener per address family (the dispatcher
@@ -38,6 +39,8 @@ export class HttpService implements DataPlaneService {
     admission: Admission,
     /** Edge range and start-time addresses for the pools (kind and owner are set here). */
     poolOptions: Pick<PoolOptions, "edgeRange" | "resolved"> = {},
+    /** Per-client limits (source_connections, source_rate), checked by the pipeline's admission; absent: none. */
+    readonly sourceLimit?: SourceLimit,
   ) {
     // A service made from the command line has no http section: the defaults, no routes.
     const http = config.http ?? { ...POOL_DEFAULTS.http, routes: [] };
@@ -56,7 +59,7 @@ export class HttpService implements DataPlaneService {
     const ctx: HttpContext = { config, http, router, origins, clock, stats: this.stats, httpStats: this.httpStats, proto: config.tls ? "https" : "http", active, draining: false };
     this.ctx = ctx;
     this.pipeline = new Pipeline(
-      { admission, stats: this.stats, clock, acceptProxy: config.acceptProxy, tls: config.tls !== undefined, deadlines: config.deadlines },
+      { admission, stats: this.stats, clock, acceptProxy: config.acceptProxy, tls: config.tls !== undefined, deadlines: config.deadlines, ...sourceLimit?.pipelineHooks() },
       // The HTTP connection as the pipeline's last stage; bytes after a PROXY header are its first.
       { needEnds: false, start: (s, ends, rest) => new HttpConnection(s, ctx, ends).started(rest) },
     );

@@ -27,6 +27,9 @@ import type { ProxyProtocol } from "../../config/service";
 import { proxyV2Header, sppHeader, hasSppHeader, SPP_HEADER_SIZE } from "../proxyheader/encode";
 import { EndpointSet, type PanicCounts, type UdpOrigins, type WorkerEndpoint } from "./origins";
 import { C, dropIndex, ROW, type UdpDropReason } from "./stats";
+import { SourceCounter } from "../../dispatcher/sources";
+import type { SourceKey } from "../../dispatcher/sourceabi";
+import type { SourceCounting } from "../sourcelimit";
 
 const EMSGSIZE = 90;
 /** Batches read from one socket per readiness event, so one busy socket cannot starve the rest. */
@@ -46,18 +49,42 @@ export interface UdpServiceSpec {
   readonly origins?: UdpOrigins;
   readonly proxyProtocol: ProxyProtocol;
   readonly idleMs: number;
+  /** source_connections: flows per client, counted with every process's (absent: no limit). */
+  readonly sourceLimit?: SourceCounting;
 }
 
 class Service {
   readonly kind = "listener";
   retired = false;
   readonly endpoints: EndpointSet | undefined;
+  /** This thread's own counter (its buffers are per thread; the slot and program are the process's). */
+  readonly counter: SourceCounter | undefined;
   constructor(
     readonly spec: UdpServiceSpec,
     readonly row: Float64Array,
   ) {
     const o = spec.origins;
     this.endpoints = o && new EndpointSet(o.balance, o.edgeRange, o.endpoints);
+    this.counter = spec.sourceLimit && new SourceCounter(spec.sourceLimit.progFd, spec.sourceLimit.owner);
+  }
+
+  /**
+   * Add to the client's count; 0 when the kernel refuses (it should not; at
+   * shutdown the program's fd may already be closed): a flow is then let in
+   * uncounted rather than dropping every client's datagrams.
+   */
+  count(key: SourceKey, delta: 1 | -1): number {
+    try {
+      return this.counter!.add(key, delta);
+    } catch {
+      return 0;
+    }
+  }
+
+  /** The client as source_connections counts it. */
+  sourceKey(src: Endpoint): SourceKey {
+    const l = this.spec.sourceLimit!;
+    return { service: l.service, addr: src.addr, prefixLen: src.family === 4 ? 32 : l.prefixV6 };
   }
 }
 
@@ -79,6 +106,8 @@ class Flow {
     readonly endpoint: WorkerEndpoint | undefined,
     /** The origin port it talks to: ejection counts per endpoint port. */
     readonly originPort: number,
+    /** The client's count this flow holds (source_connections), given back at close. */
+    readonly source: SourceKey | undefined,
   ) {}
 }
 
@@ -329,6 +358,16 @@ export class Engine {
       this.drop(svc, "no_origin");
       return undefined;
     }
+    // Per-client limits (source_connections): a new flow counts against the client's, every worker's together.
+    let source: SourceKey | undefined;
+    if (svc.counter) {
+      source = svc.sourceKey(src);
+      if (svc.count(source, 1) > spec.sourceLimit!.connections) {
+        svc.count(source, -1);
+        this.drop(svc, "source_limit");
+        return undefined;
+      }
+    }
     let client = -1;
     let upstream = -1;
     try {
@@ -349,12 +388,13 @@ export class Engine {
     } catch (e) {
       if (client >= 0) closeFd(client);
       if (upstream >= 0) closeFd(upstream);
+      if (source) svc.count(source, -1);
       this.drop(svc, "flow_setup");
       if (svc.row[dropIndex("flow_setup")] === 1) this.log(`service ${spec.name}: ${(e as Error).message}`);
       return undefined;
     }
     const header = spec.proxyProtocol === "v2" ? proxyV2Header(src, dst, "dgram") : spec.proxyProtocol === "spp" ? sppHeader(src, dst) : undefined;
-    const f = new Flow(key, svc, client, upstream, header, spec.proxyProtocol === "spp", this.now, chosen?.endpoint, chosen?.target.port ?? 0);
+    const f = new Flow(key, svc, client, upstream, header, spec.proxyProtocol === "spp", this.now, chosen?.endpoint, chosen?.target.port ?? 0, source);
     if (chosen) chosen.endpoint.active++;
     this.flows.set(key, f);
     this.unconfirmed.set(key, f);
@@ -377,6 +417,7 @@ export class Engine {
       closeFd(f.upstream);
     }
     if (f.endpoint) f.endpoint.active--;
+    if (f.source) f.service.count(f.source, -1);
     bump(f.service.row, C.flowsActive, -1);
     this.settle(f.service);
   }

@@ -21,6 +21,7 @@ import {
 import { joinGroup, NEW_GROUPS, type GroupPlan } from "../group";
 import { LISTEN_ADDRESS, type DataPlaneService, type ServiceSocket } from "../service";
 import type { UdpPlane } from "./plane";
+import type { SourceLimit } from "../sourcelimit";
 import { readRow, ROW, UDP_DROP_REASONS, type DatagramStats } from "./stats";
 
 // The steered socket takes every flow's first datagram: a deep queue absorbs
@@ -39,7 +40,14 @@ export class UdpService implements DataPlaneService {
     private readonly plane: UdpPlane,
     /** Absent for the echo responder. Owned: closed with the service. */
     readonly pool: OriginPool | undefined,
+    /** Per-client limits (source_connections: flows per client); counted on the data plane's thread. */
+    private readonly limit?: SourceLimit,
   ) {}
+
+  /** What the per-client flow limit refused: datagrams that would have opened a flow over it. */
+  get sourceLimit(): { refused: { connections: number; rate: number } } | undefined {
+    return this.limit ? { refused: { connections: this.report().datagrams.drops.source_limit, rate: 0 } } : undefined;
+  }
 
   listen(plan: GroupPlan = NEW_GROUPS): ServiceSocket[] {
     const opened: { fd: number; family: Family }[] = [];
@@ -69,6 +77,7 @@ export class UdpService implements DataPlaneService {
         origins: pool && { balance: pool.config.balance, edgeRange: pool.edgeRange, endpoints: pool.endpoints() },
         proxyProtocol: this.config.proxyProtocol,
         idleMs: this.config.idleTimeoutMs,
+        ...(this.limit?.counting() ? { sourceLimit: this.limit.counting()! } : {}),
       });
       this.slot = slot;
       this.row = this.plane.row(slot);

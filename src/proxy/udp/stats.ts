@@ -22,6 +22,8 @@ export const UDP_DROP_REASONS = [
   "no_destination",
   /** Every origin of the pool was down or ejected. */
   "no_origin",
+  /** It would have made a flow for a client already at source_connections flows (all workers together). */
+  "source_limit",
 ] as const;
 export type UdpDropReason = (typeof UDP_DROP_REASONS)[number];
 
