@@ -129,7 +129,7 @@ describe("edgeproxy command", () => {
       expect(await ep.stop(signal)).toBe(0);
       expect(ep.stderr).toContain(`${signal}: withdrew its services`);
       // The kernel's counters and the data plane's, for the one connection sent.
-      expect(ep.stderr).toMatch(/service default: 1 lookups, 1 steered, 0 refused without a socket, 0 denied, 0 assign errors; 1 connections, 2 bytes in, 2 bytes out, origin errors: none/);
+      expect(ep.stderr).toMatch(/service default: 1 lookups, 1 steered, 0 refused without a socket, 0 denied, 0 limited, 0 assign errors; 1 connections, 2 bytes in, 2 bytes out, origin errors: none/);
       expect(await gone("link", links[0].id)).toBe(true);
       expect(await gone("prog", prog.id)).toBe(true);
       for (const id of prog.map_ids) expect(await gone("map", id)).toBe(true);
