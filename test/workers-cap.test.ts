@@ -187,10 +187,21 @@ describe("connection cap with workers", () => {
       const origin = echoOrigin("127.0.0.1");
       f.servers.push(origin);
       f.ep = await EdgeproxyProcess.start(["--workers", "4", "--admin", admin, "--ports", "7000-7099", "--prefix", "192.0.2.0/24", "--origin", `127.0.0.1:${origin.port}`, "--max-connections", "80"]);
-      const { full } = await fillOne(admin, 20, 80, held);
+      const cap = 20;
+      const { full } = await fillOne(admin, cap, 4 * cap, held);
+      // fillOne stops when one worker reaches its cap; the others may then hold
+      // up to cap - 1. A worker one short of its cap leaves and rejoins the
+      // selection with every newcomer, and a second newcomer the kernel gave it
+      // before it left (selected at the SYN, admitted after the accept) is over
+      // its cap and reset (pipeline.ts, connection_cap_refused_total): that is
+      // a worker without room for what is on its way, not the case under test.
+      // Give each of the three room for every newcomer at once, as above.
+      for (const w of [0, 1, 2, 3].filter((w) => w !== full)) await trim(admin, held, w, cap - 8);
       const before = await totals(admin);
       const redirectedBefore = await metric(admin, "kernel_cap_redirected_total");
+      const capRefusedBefore = await metric(admin, "connection_cap_refused_total");
       expect(await newcomers(300, 2, 7000)).toEqual([]);
+      expect((await metric(admin, "connection_cap_refused_total")) - capRefusedBefore).toBe(0);
       const gained = (await totals(admin)).map((t, i) => t - before[i]!);
       const redirected = (await metric(admin, "kernel_cap_redirected_total")) - redirectedBefore;
       console.log(`300 newcomers with worker ${full} full: gained ${gained.join(", ")}; ${redirected} redirected`);

@@ -1,6 +1,6 @@
 import { expect, test } from "bun:test";
 import { ConfigError, EnvironmentError } from "../errors";
-import { ADMIN_MAX_BODY_BYTES, createAdminApp, HttpError, readBody } from "./api";
+import { ADMIN_LINGER_BYTES, ADMIN_MAX_BODY_BYTES, createAdminApp, HttpError, readBody } from "./api";
 import type { AdminBackend, BindingSnapshot, StatusSnapshot } from "./backend";
 import { sampleStatus } from "./fixture";
 
@@ -180,7 +180,7 @@ test("with a token every route but /healthz needs it", async () => {
   expect((await req("/nope", ok)).status).toBe(404);
 });
 
-test("request bodies: a declared Content-Length over 4 MiB is refused before a byte is read, with 413, one JSON line and Connection: close", async () => {
+test("request bodies: a declared Content-Length over 4 MiB is refused before a byte is read, with 413, one JSON line and Connection: close; then at most the linger is drained", async () => {
   const { backend, app } = setup("0123456789abcdef");
   let pulled = 0;
   const body = new ReadableStream<Uint8Array>({
@@ -197,11 +197,14 @@ test("request bodies: a declared Content-Length over 4 MiB is refused before a b
   } as RequestInit);
   expect(r.status).toBe(413);
   expect(r.headers.get("connection")).toBe("close");
+  // Answered before the body was read: a stream starts one pull on its own; nothing more was asked for.
+  expect(pulled).toBeLessThanOrEqual(1);
   const text = await r.text();
   expect(text).not.toContain("\n");
   expect(JSON.parse(text)).toEqual({ error: `request body larger than ${ADMIN_MAX_BODY_BYTES >> 20} MiB; the admin API takes small JSON objects` });
-  // A stream starts one pull on its own; nothing more was asked for.
-  expect(pulled).toBeLessThanOrEqual(1);
+  // The lingering close (RFC 9112 §9.6) drained and dropped at most ADMIN_LINGER_BYTES (and the chunk crossing it) before the answer ended.
+  expect(pulled).toBeGreaterThan(1);
+  expect(pulled * (64 << 10)).toBeLessThanOrEqual(ADMIN_LINGER_BYTES + (128 << 10));
   expect(backend.bindings.get("web")!.length).toBe(1);
   // Even without the token: the size is checked first, and says nothing about the API.
   const anonymous = await app.request("/status", { method: "POST", body: "x", headers: { "Content-Length": String(5 << 20) } });
@@ -220,9 +223,11 @@ test("request bodies without a length (chunked) are counted as they arrive and r
   });
   const r = await app.request("/services/web/bindings", { method: "POST", body, duplex: "half" } as RequestInit);
   expect(r.status).toBe(413);
-  expect((await json(r)).error).toMatch(/^request body larger than 4 MiB/);
-  // Read no further than the limit and the chunk that crossed it (plus what the stream had queued).
+  // Refused just past the limit: the chunk that crossed it (plus what the stream had queued).
   expect(sent).toBeLessThanOrEqual(ADMIN_MAX_BODY_BYTES + (1 << 20));
+  expect((await json(r)).error).toMatch(/^request body larger than 4 MiB/);
+  // Then the lingering close drained and dropped at most ADMIN_LINGER_BYTES more before the answer ended.
+  expect(sent).toBeLessThanOrEqual(ADMIN_MAX_BODY_BYTES + ADMIN_LINGER_BYTES + (1 << 20));
   expect(backend.bindings.get("web")!.length).toBe(1);
 });
 

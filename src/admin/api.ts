@@ -84,7 +84,9 @@ export async function readBody(req: Request, maxBytes = ADMIN_MAX_BODY_BYTES, ti
       chunks.push(value);
     }
   } catch (e) {
-    reader.cancel().catch(() => {});
+    // Over the limit, the rest is left to the answer's lingering drain (refusal); a stalled body is dropped.
+    if (e instanceof HttpError && e.status === 413) reader.releaseLock();
+    else reader.cancel().catch(() => {});
     throw e;
   } finally {
     clearTimeout(timer);
@@ -127,16 +129,76 @@ export function bodyOf(c: Context): string {
 /**
  * The answer to an error a request caused (HttpError, ConfigError): its
  * status and one-line JSON message; undefined for anything else (a bug).
- * A refused body is not read further: the connection closes after the answer
- * instead of the server reading the rest of it.
+ * A refused body is not read whole: the connection closes after the answer
+ * (a body that is too large gets a short lingering drain first, refusal()).
  */
 export function clientErrorResponse(c: Context, err: Error): Response | undefined {
   if (err instanceof HttpError) {
-    if (err.status === 413 || err.status === 408) c.header("Connection", "close");
+    if (err.status === 413) return refusal(c.req.raw, err);
+    if (err.status === 408) c.header("Connection", "close");
     return c.json({ error: err.message }, err.status);
   }
   if (err instanceof ConfigError) return c.json({ error: oneLine(err.message) }, 400);
   return undefined;
+}
+
+/**
+ * After a 413, at most this much more of the body is read and dropped, for at
+ * most this long, before the connection closes (refusal()).
+ */
+export const ADMIN_LINGER_BYTES = 1 << 20;
+export const ADMIN_LINGER_MS = 1_000;
+
+/**
+ * A 413 that the client gets to read. Bun's server answers every
+ * "Expect: 100-continue" with 100 Continue before a handler runs (it cannot
+ * be turned off, even for a Content-Length over its own maxRequestBodySize),
+ * so a client such as curl is sending the body when the refusal is decided.
+ * Closing at once with the body still arriving makes the client's next write
+ * fail (EPIPE on the unix socket, a reset over TCP) and curl gives up before
+ * reading the answer it already holds (exit 55; the last status it saw is the
+ * interim 100). RFC 9112 §9.6 asks for a lingering close: the answer goes out
+ * first (a stream, so it is written at once), then up to ADMIN_LINGER_BYTES more
+ * of the body are read and dropped, for at most ADMIN_LINGER_MS, and only
+ * then does the answer end and the connection close. Nothing is held: the
+ * bytes drained are discarded as they arrive.
+ */
+function refusal(req: Request, err: HttpError): Response {
+  const answer = new TextEncoder().encode(JSON.stringify({ error: err.message }));
+  const headers = { "Content-Type": "application/json", Connection: "close" };
+  const body = req.body && !req.body.locked ? req.body : null;
+  if (!body) return new Response(answer, { status: err.status, headers });
+  // The drain starts when the answer has been taken (by Bun's server: written), and ends the answer.
+  const stream = new ReadableStream<Uint8Array>({
+    start(out) {
+      out.enqueue(answer);
+    },
+    async pull(out) {
+      await drain(body, ADMIN_LINGER_BYTES, ADMIN_LINGER_MS);
+      out.close();
+    },
+  });
+  return new Response(stream, { status: err.status, headers });
+}
+
+/** Read and drop up to `maxBytes` of `body`, for at most `ms`; then cancel the rest. Never throws. */
+async function drain(body: ReadableStream<Uint8Array>, maxBytes: number, ms: number): Promise<void> {
+  const reader = body.getReader();
+  let timer: Timer | undefined;
+  const deadline = new Promise<{ done: true }>((resolve) => (timer = setTimeout(() => resolve({ done: true }), ms)));
+  let total = 0;
+  try {
+    while (total <= maxBytes) {
+      const r = await Promise.race([reader.read(), deadline]);
+      if (r.done) break;
+      total += r.value?.byteLength ?? 0;
+    }
+  } catch {
+    // The client went away: nothing left to linger for.
+  } finally {
+    clearTimeout(timer);
+    reader.cancel().catch(() => {});
+  }
 }
 
 /** Every route of `app` but /healthz needs `Authorization: Bearer <token>`. */
