@@ -53,9 +53,18 @@ export interface NormalResult {
   samples: string[];
   /** The five slowest successful requests: seconds into the run and latency. */
   slowest: string[];
+  /**
+   * Times this client's own event loop ran late by STALL_MS or more (a 10 ms
+   * timer firing late: the machine or the load core busy elsewhere): requests
+   * in flight then took longer through no fault of the proxy.
+   */
+  stalls: string[];
+  maxLagMs: number;
 }
 
 const CONNECTS_IN_FLIGHT = 100;
+const STALL_MS = 100;
+const LAG_TICK_MS = 10;
 const CONNECT_TIMEOUT_MS = 5000;
 /** Hard bound on a header line count per connection, whatever TRICKLE_MS says. */
 const MAX_LINES = 1000;
@@ -216,6 +225,15 @@ async function normal(host: string, port: number, tls: boolean, rate: number, se
   const timed: { at: number; ms: number }[] = [];
   const samples: string[] = [];
   const pending: Promise<void>[] = [];
+  const stalls: string[] = [];
+  let maxLag = 0;
+  let tick = now();
+  const lag = setInterval(() => {
+    const late = now() - tick - LAG_TICK_MS;
+    tick = now();
+    maxLag = Math.max(maxLag, late);
+    if (late >= STALL_MS && stalls.length < 10) stalls.push(`${((tick - t0) / 1000).toFixed(1)} s: ${late.toFixed(0)} ms`);
+  }, LAG_TICK_MS);
   for (let i = 0; i < n; i++) {
     await sleep(Math.max(0, t0 + (i * 1000) / rate - now()));
     const at = (now() - t0) / 1000;
@@ -233,9 +251,10 @@ async function normal(host: string, port: number, tls: boolean, rate: number, se
     );
   }
   await Promise.all(pending);
+  clearInterval(lag);
   latencies.sort((a, b) => a - b);
   const round = (v: number | null) => (v === null ? null : Math.round(v * 100) / 100);
-  return { sent: n, ok: latencies.length, failed, failedTotal: n - latencies.length, p50Ms: round(percentile(latencies, 50)), p99Ms: round(percentile(latencies, 99)), maxMs: round(latencies.at(-1) ?? null), samples, slowest: timed.sort((a, b) => b.ms - a.ms).slice(0, 5).map((t) => `${t.at.toFixed(1)} s: ${t.ms.toFixed(0)} ms`) };
+  return { sent: n, ok: latencies.length, failed, failedTotal: n - latencies.length, p50Ms: round(percentile(latencies, 50)), p99Ms: round(percentile(latencies, 99)), maxMs: round(latencies.at(-1) ?? null), samples, slowest: timed.sort((a, b) => b.ms - a.ms).slice(0, 5).map((t) => `${t.at.toFixed(1)} s: ${t.ms.toFixed(0)} ms`), stalls, maxLagMs: Math.round(maxLag) };
 }
 
 if (import.meta.main) {

@@ -14,7 +14,7 @@ import type { AttackResult, Hold, NormalResult } from "./hostile";
 import { f, fence, int, table } from "./md";
 import { nginxCommand, ORIGIN, originConfig, type Endpoint } from "./peers";
 import type { BenchContext, PlotSpec, RatioRow, ScenarioResult } from "./scenario";
-import { Child, cpuMicros, median, must, processTree, sleep, waitConnectable } from "./sys";
+import { Child, cpuMicros, median, must, processTree, run, sleep, waitConnectable } from "./sys";
 import { oneWorker } from "./tcp";
 
 /** Attacker connections per attack: well inside the 20,000 open-file limit of each process (the proxy holds one per attacker). */
@@ -217,7 +217,7 @@ export async function slowlorisScenario(ctx: BenchContext): Promise<ScenarioResu
       `The attackers (one \`bun bench/hostile.ts attack\` process, 100 connects in flight) and a normal client (\`bun bench/hostile.ts normal\`: ${RATE} GET requests a second at a steady pace, each on a new connection with \`Connection: close\`, over TLS on the TLS listener; a request fails on a refusal, reset, TLS error, non-200 or no complete response within ${TIMEOUT_MS / 1000} s) run on core ${ctx.loadCore} with the nginx origin (${ORIGIN.host}:${ORIGIN.port}, \`return 200 "ok\\n"\`).`,
     "",
     `Each run: the normal client alone for ${w.baseline} s (baseline), then attackers and normal client together for ${w.attack} s${ctx.quick ? " (quick: shorter than nginx's 60 s client_header_timeout, so nginx's close is not seen; the full run's window is " + windows(false).attack + " s)" : ""}. ` +
-      `Hold: from an attacker's connect to the proxy's FIN or reset; an attacker still open when the window ends counts with the time it was held so far ("≥": a lower bound). Proxy CPU: utime+stime of its processes over the attack, % of one core. One run per proxy and attack: these are deadlines, not rates. ` +
+      `Hold: from an attacker's connect to the proxy's FIN or reset; an attacker still open when the window ends counts with the time it was held so far ("≥": a lower bound). Proxy CPU: utime+stime of its processes over the attack, % of one core. The clients share the load core with each other and the origin, and the machine may be shared: a stall of a second or so makes the ~20 requests then in flight slow at once, and at 20 requests a second that alone sets the p99 (the slowest requests and the client's own stalls are listed under each table). One run per proxy and attack: these are deadlines, not rates. ` +
       `Scenario time: ${f(took, 0)} s (bound: the runner stops it after 3 × its ${slowlorisEstimate(ctx.quick)} s estimate + 60 s).`,
     "",
   ];
@@ -250,6 +250,7 @@ export async function slowlorisScenario(ctx: BenchContext): Promise<ScenarioResu
     for (const r of rows) {
       if (r.during?.samples.length) out.push(`- ${r.proxy}, first failures (seconds into the attack): ${r.during.samples.join("; ")}`);
       if (r.during?.slowest.length) out.push(`- ${r.proxy}, slowest normal requests during the attack (seconds into it: latency): ${r.during.slowest.join("; ")}`);
+      if (r.during?.stalls.length) out.push(`- ${r.proxy}: the normal client's own event loop ran ≥ 100 ms late (seconds into the attack: lateness): ${r.during.stalls.join("; ")}; requests in flight then were slowed on the client's side`);
     }
     out.push("");
     const edge = rows.find((r) => r.proxy.startsWith("edgeproxy"));
@@ -293,9 +294,12 @@ export async function slowlorisScenario(ctx: BenchContext): Promise<ScenarioResu
   out.push("Configurations (the TLS attack's; the slowloris runs are the same without TLS, on port 8080):", "");
   for (const p of list) out.push(`${p.name}:`, "", p.name.startsWith("edgeproxy") ? fence(p.shown(sample, tls), "sh") : p.shown(sample, tls), "");
   out.push(
-    "edgeproxy runs with its defaults (it has no request-head or handshake deadline unless the binary's help lists one: only `--idle-timeout`, 300 s, which every byte restarts). " +
+    "edgeproxy runs with every default. " +
       "nginx runs with every timeout at its default (`client_header_timeout 60s` bounds both the request head and the TLS handshake; `worker_connections 16384` is the benchmark's, as in every scenario: nginx's own default of 512 would run out at 1,000 attackers). " +
       "HAProxy's timeouts are infinite unless its config sets them (it warns at start): `timeout connect 5s`, `timeout client 50s` and `timeout server 50s` are the example of its manual (section 2.6, Examples) and Debian's shipped /etc/haproxy/haproxy.cfg; `timeout http-request 10s` follows the manual's advice for it (\"a few seconds … add 3 or more seconds to cover TCP retransmits\"), the setting it names against slowloris. HAProxy 2.6 has no separate TLS handshake timeout: `timeout client` applies.",
   );
+  // Quoted from the binary under test, so the report stays true whichever deadlines it has.
+  const help = run([ctx.edgeproxy, "--help"]).out.split("\n").filter((l) => /^\s+--\S*(timeout|deadline)\b/i.test(l));
+  out.push("", "The timeouts of the edgeproxy under test, as its `--help` states them:", "", fence(help.join("\n") || "(none listed)"));
   return { title: "Hostile clients: slowloris and unfinished TLS handshakes", markdown: out.join("\n"), ratios, plots, anomalies };
 }
