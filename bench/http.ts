@@ -4,23 +4,25 @@
 // origin connections alive. Run through bench/wrk-scenario.ts: same origin,
 // wrk, core pinning and CPU accounting as the TCP scenario.
 import { join } from "node:path";
-import { nginxCommand, nginxMain, ORIGIN, type Peer } from "./peers";
+import { nginxCommand, nginxMain, ORIGIN, type Endpoint, type Peer } from "./peers";
 import type { Scenario } from "./scenario";
 import { oneWorker, withArgs } from "./tcp";
 import { wrkScenario } from "./wrk-scenario";
 
-export function httpPeers(dir: string, edgeproxy: string): Peer[] {
-  const nginx = (at: { host: string; port: number }) => ({
-    file: "http-proxy.conf",
-    // keepalive 64: idle origin connections per worker, like edgeproxy's pool;
-    // proxy_http_version 1.1 and an empty Connection are what upstream keep-alive needs.
-    text: `${nginxMain(dir, "http-proxy")}http {
+/**
+ * nginx as an HTTP reverse proxy to ORIGIN on `at`, every timeout at nginx's
+ * default; with `tls`, `listen … ssl` with that certificate and key.
+ */
+export function nginxHttpConfig(dir: string, name: string, at: Endpoint, tls?: { cert: string; key: string }): string {
+  // keepalive 64: idle origin connections per worker, like edgeproxy's pool;
+  // proxy_http_version 1.1 and an empty Connection are what upstream keep-alive needs.
+  return `${nginxMain(dir, name)}http {
   access_log off;
-  client_body_temp_path ${dir}/hp-body;
-  proxy_temp_path ${dir}/hp-proxy;
-  fastcgi_temp_path ${dir}/hp-fastcgi;
-  uwsgi_temp_path ${dir}/hp-uwsgi;
-  scgi_temp_path ${dir}/hp-scgi;
+  client_body_temp_path ${dir}/${name}-body;
+  proxy_temp_path ${dir}/${name}-proxy;
+  fastcgi_temp_path ${dir}/${name}-fastcgi;
+  uwsgi_temp_path ${dir}/${name}-uwsgi;
+  scgi_temp_path ${dir}/${name}-scgi;
   keepalive_requests 100000000;
   upstream origin {
     server ${ORIGIN.host}:${ORIGIN.port};
@@ -28,8 +30,8 @@ export function httpPeers(dir: string, edgeproxy: string): Peer[] {
     keepalive_requests 100000000;
   }
   server {
-    listen ${at.host}:${at.port} backlog=4096;
-    location / {
+    listen ${at.host}:${at.port}${tls ? " ssl" : ""} backlog=4096;
+${tls ? `    ssl_certificate ${tls.cert};\n    ssl_certificate_key ${tls.key};\n` : ""}    location / {
       proxy_pass http://origin;
       proxy_http_version 1.1;
       proxy_set_header Connection "";
@@ -41,8 +43,11 @@ export function httpPeers(dir: string, edgeproxy: string): Peer[] {
     }
   }
 }
-`,
-  });
+`;
+}
+
+export function httpPeers(dir: string, edgeproxy: string): Peer[] {
+  const nginx = (at: Endpoint) => ({ file: "http-proxy.conf", text: nginxHttpConfig(dir, "http-proxy", at) });
   const haproxy = (at: { host: string; port: number }) => ({
     file: "haproxy-http.cfg",
     // http-reuse always: idle origin connections are shared between clients, as edgeproxy's are.

@@ -6,6 +6,7 @@ import type { ScenarioName } from "./flags";
 import { httpScenario } from "./http";
 import { idleScenario } from "./idle";
 import { lookupScenario } from "./lookup";
+import { slowlorisEstimate, slowlorisScenario } from "./slowloris";
 import type { Scenario } from "./scenario";
 import { tcpScenario } from "./tcp";
 import { udpScenario } from "./udp";
@@ -14,8 +15,8 @@ import { workersScenario } from "./workers";
 export interface Entry {
   name: ScenarioName;
   what: string;
-  /** Seconds it should take for `runs` runs of `seconds` each (startup, warm-up and teardown included). */
-  estimate: (runs: number, seconds: number) => number;
+  /** Seconds it should take for `runs` runs of `seconds` each (startup, warm-up and teardown included); `quick` for --quick. */
+  estimate: (runs: number, seconds: number, quick: boolean) => number;
   /** The scenario, or why it cannot run in this checkout. */
   load: () => Promise<Scenario | string>;
 }
@@ -32,4 +33,6 @@ export const REGISTRY: Entry[] = [
   { name: "lookup", what: "sk_lookup cost against the number of bindings, connection rate with and without it", estimate: (r) => 15 + 15 * r, load: now(lookupScenario) },
   { name: "idle", what: "memory per idle connection (5,000), time to first connection", estimate: (r) => 10 + 20 * r, load: now(idleScenario) },
   { name: "workers", what: "edgeproxy --workers 2 against 1, keep-alive", estimate: (r, s) => 2 * r * (4 + s), load: now(workersScenario) },
+  // Fixed windows, not --runs × --seconds: each attack lasts long enough to see the peers' deadlines (bench/slowloris.ts).
+  { name: "slowloris", what: "slowloris and unfinished-TLS floods against edgeproxy, HAProxy, nginx with default timeouts", estimate: (_r, _s, quick) => slowlorisEstimate(quick), load: now(slowlorisScenario) },
 ];

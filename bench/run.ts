@@ -33,7 +33,7 @@ const selected = (o: Flags): Entry[] => o.only.map((n: ScenarioName) => REGISTRY
 function plan(o: Flags): number {
   let total = 0;
   for (const e of selected(o)) {
-    const s = e.estimate(o.runs, o.seconds);
+    const s = e.estimate(o.runs, o.seconds, o.quick);
     total += s;
     log(`  ${e.name.padEnd(9)} ~${String(Math.round(s)).padStart(4)} s  ${e.what}`);
   }
@@ -163,7 +163,7 @@ async function inner(o: Flags): Promise<number> {
       await Bun.sleep(1000);
       const idlePct = CpuSnapshot.now().busyMicrosSince(idle0, PROXY_CORE) / 1e4;
       if (idlePct > IDLE_NOISE_PCT) anomalies.push(`before scenario ${e.name}, with nothing of ours running, core ${PROXY_CORE} was ${idlePct.toFixed(0)}% busy for a second: something else on this machine adds to its core CPU figures`);
-      const r = await runOne(e, scenario, ctx, e.estimate(o.runs, o.seconds) * 3 + 60);
+      const r = await runOne(e, scenario, ctx, e.estimate(o.runs, o.seconds, o.quick) * 3 + 60);
       stopped = r.overran;
       log(`scenario ${e.name}: ${r.failure ?? "done"} (${r.seconds.toFixed(0)} s)`);
       const pngs = new Map<string, string>();

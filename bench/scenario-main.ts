@@ -1,6 +1,6 @@
 // Run one scenario of the bench/scenario.ts contract on its own and print its
 // report section: for working on a scenario without the whole suite.
-//   bun bench/scenario-main.ts coverage|lookup|idle [--quick] [--runs N] [--edgeproxy PATH]
+//   bun bench/scenario-main.ts coverage|lookup|idle|slowloris [--quick] [--runs N] [--edgeproxy PATH]
 // Run as root from the repo root, after `bun run build`. Re-executes itself in
 // a private network + mount namespace (bench/netns.ts), like bench/run.ts.
 import { existsSync, mkdtempSync, rmSync } from "node:fs";
@@ -9,11 +9,12 @@ import { join, resolve } from "node:path";
 import { coverageScenario } from "./coverage";
 import { idleScenario } from "./idle";
 import { lookupScenario } from "./lookup";
+import { slowlorisScenario } from "./slowloris";
 import { benchMain, cores, reexec, ROOT, setupNetns } from "./netns";
 import type { BenchContext, Scenario } from "./scenario";
 import { killAll } from "./sys";
 
-const SCENARIOS: Record<string, Scenario> = { coverage: coverageScenario, lookup: lookupScenario, idle: idleScenario };
+const SCENARIOS: Record<string, Scenario> = { coverage: coverageScenario, lookup: lookupScenario, idle: idleScenario, slowloris: slowlorisScenario };
 const USAGE = `usage: bun bench/scenario-main.ts ${Object.keys(SCENARIOS).join("|")} [--quick] [--runs N] [--edgeproxy PATH]`;
 const log = (s: string) => process.stderr.write(`bench: ${s}\n`);
 
