@@ -137,6 +137,21 @@ struct {
 } ep_variant SEC(".maps");
 #endif
 
+/* The client's address as an ep_access_key (the deny/allow rules' and the limits' exemption key). */
+static __always_inline void client_key(struct bpf_sk_lookup *ctx, __u32 gen, __u32 service, struct ep_access_key *key)
+{
+	key->gen = gen;
+	key->family = ctx->family;
+	key->service = bpf_htonl(service);
+	if (ctx->family == AF_INET) {
+		key->prefixlen = EP_ACCESS_KEY_HEADER_BITS + 32;
+		__builtin_memcpy(key->addr, &ctx->remote_ip4, 4);
+	} else {
+		key->prefixlen = EP_ACCESS_KEY_HEADER_BITS + 128;
+		__builtin_memcpy(key->addr, ctx->remote_ip6, 16);
+	}
+}
+
 #include "sourcelimit.h"
 
 /* The service's access rules allow this client? */
@@ -149,16 +164,7 @@ static __always_inline int allowed(struct bpf_sk_lookup *ctx, __u32 gen, __u32 s
 	flags = bpf_map_lookup_elem(&ep_service_flags, &idx);
 	if (!flags || !(*flags & EP_SERVICE_HAS_RULES))
 		return 1;
-	key.gen = gen;
-	key.family = ctx->family;
-	key.service = bpf_htonl(service);
-	if (ctx->family == AF_INET) {
-		key.prefixlen = EP_ACCESS_KEY_HEADER_BITS + 32;
-		__builtin_memcpy(key.addr, &ctx->remote_ip4, 4);
-	} else {
-		key.prefixlen = EP_ACCESS_KEY_HEADER_BITS + 128;
-		__builtin_memcpy(key.addr, ctx->remote_ip6, 16);
-	}
+	client_key(ctx, gen, service, &key);
 	verdict = bpf_map_lookup_elem(&ep_access, &key);
 	if (verdict)
 		return *verdict == EP_VERDICT_ALLOW;

@@ -123,15 +123,8 @@ static __always_inline int limit_exempt(struct bpf_sk_lookup *ctx, __u32 service
 {
 	struct ep_access_key key = {};
 
-	key.family = ctx->family;
-	key.service = bpf_htonl(service);
-	if (ctx->family == AF_INET) {
-		key.prefixlen = EP_ACCESS_KEY_HEADER_BITS + 32;
-		__builtin_memcpy(key.addr, &ctx->remote_ip4, 4);
-	} else {
-		key.prefixlen = EP_ACCESS_KEY_HEADER_BITS + 128;
-		__builtin_memcpy(key.addr, ctx->remote_ip6, 16);
-	}
+	/* Exemptions are not per generation: gen stays 0. */
+	client_key(ctx, 0, service, &key);
 	return bpf_map_lookup_elem(&ep_limit_exempt, &key) != NULL;
 }
 
