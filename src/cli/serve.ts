@@ -4,6 +4,7 @@ import { describeBindings } from "../server/bindings";
 import { serverBackend } from "../server/admin";
 import { describeReload, reload } from "../server/reload";
 import { Server } from "../server/server";
+import { dropUnusedCapabilities } from "../system/capabilities";
 import { announceReady, startSuccessor, untilReady, UPGRADE_ENV } from "./upgrade";
 
 /** Default --drain-timeout. */
@@ -102,6 +103,8 @@ export async function serveInProcess(config: ServeConfig, image: Uint8Array, rol
       upgrade().then(say, (e) => say(`upgrade failed: ${(e as Error).message}`));
     });
   }
+  // Serving: keep only what the data plane still uses (src/system/capabilities.ts).
+  dropUnusedCapabilities(leader ? "serve" : "worker");
   say(`ready (setup ${(performance.now() - t0).toFixed(1)} ms)`);
   ready();
   announceReady();

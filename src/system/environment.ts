@@ -1,4 +1,5 @@
-import { readFileSync } from "node:fs";
+import { accessSync, constants, existsSync, readdirSync, statSync, readFileSync } from "node:fs";
+import { dirname, join } from "node:path";
 import { release } from "node:os";
 import { EnvironmentError } from "../errors";
 import { probeProgramType } from "../ebpf/libbpf";
@@ -56,4 +57,42 @@ export function checkEnvironment(): void {
     throw new EnvironmentError("kernel", `Linux ${release()} does not support BPF sk_lookup programs (CONFIG_BPF_SYSCALL, CONFIG_NET)${hint}`);
   }
   if (probe < 0) throw new EnvironmentError("kernel", `cannot probe for BPF sk_lookup support: ${errnoText(probe)}`);
+}
+
+/**
+ * Pinned state is read and written by whoever runs edgeproxy: every part of
+ * it that exists must be readable and writable by this user (directories
+ * searchable too). Checked before anything is changed, so a root-owned
+ * <bpffs>/edgeproxy met by a non-root user with the capabilities is one line
+ * naming the path and the fix, not an EACCES halfway through a start.
+ */
+export function checkPinAccess(root: string, dir: string): void {
+  const { R_OK, W_OK, X_OK } = constants;
+  const paths = existsSync(root) ? [root, ...(existsSync(dir) ? [dir] : [])] : [dirname(root)];
+  const check = (path: string): void => {
+    const st = statSync(path, { throwIfNoEntry: false });
+    if (!st) return;
+    try {
+      accessSync(path, st.isDirectory() ? R_OK | W_OK | X_OK : R_OK | W_OK);
+    } catch {
+      const uid = process.getuid?.() ?? 0;
+      const gid = process.getgid?.() ?? 0;
+      const owner = `owned by uid ${st.uid}, mode 0${(st.mode & 0o7777).toString(8)}`;
+      const fix = existsSync(root) ? `chown -R ${uid}:${gid} ${root}` : `mkdir ${root} && chown ${uid}:${gid} ${root}`;
+      throw new EnvironmentError("permission", `${path} is not ${st.isDirectory() ? "writable" : "readable and writable"} for uid ${uid} (${owner}): ${fix}, or run edgeproxy as its owner`);
+    }
+  };
+  for (const p of paths) check(p);
+  if (existsSync(dir)) for (const entry of readdirSync(dir)) check(join(dir, entry));
+}
+
+/**
+ * A permission error from the file system (EACCES, EPERM with a path) as one
+ * line naming the path, for whatever a check before did not foresee.
+ */
+export function permissionProblem(e: unknown): EnvironmentError | undefined {
+  const err = e as { code?: string; path?: string; syscall?: string };
+  if (!(e instanceof Error) || (err.code !== "EACCES" && err.code !== "EPERM") || !err.path) return undefined;
+  const uid = process.getuid?.() ?? 0;
+  return new EnvironmentError("permission", `${err.syscall ?? "access"} ${err.path}: ${err.code === "EACCES" ? "permission denied" : "operation not permitted"} for uid ${uid}: make it accessible to this user (chown/chmod), or run edgeproxy as its owner`);
 }
