@@ -4,7 +4,7 @@
 // root and as a non-root user holding only CAP_BPF, CAP_NET_ADMIN and
 // CAP_PERFMON (setpriv, util-linux). Permission problems at start: one line.
 import { describe, expect, test } from "bun:test";
-import { chownSync, mkdirSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { chownSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { EdgeproxyProcess, MAIN, runEdgeproxy } from "./helpers/edgeproxy";
@@ -78,6 +78,17 @@ describe("capabilities once serving", () => {
     f.ep = await EdgeproxyProcess.start(["--workers", "1", "--ports", "7000-7009", "--prefix", "192.0.2.0/24", "--origin", `127.0.0.1:${origin.port}`]);
     expect(caps(f.ep.pid)).toEqual({ eff: BPF, prm: BPF, inh: 0n, amb: 0n });
     await echoes(7003);
+  }, 30_000);
+
+  test("the UDP data plane's thread, which reads datagrams, holds no capability at all", async () => {
+    f.ep = await EdgeproxyProcess.start(["--workers", "1", "--mode", "udp", "--ports", "7000-7009", "--prefix", "192.0.2.0/24", "--origin", "127.0.0.1:9"]);
+    expect(caps(f.ep.pid)).toEqual({ eff: BPF, prm: BPF, inh: 0n, amb: 0n });
+    // capset(2) is per thread: the UDP plane (a Bun Worker thread) drops its own.
+    const threads = readdirSync(`/proc/${f.ep.pid}/task`).map((tid) => ({ comm: readFileSync(`/proc/${f.ep!.pid}/task/${tid}/comm`, "utf8").trim(), tid: Number(tid) }));
+    const udp = threads.filter((t) => t.comm === "Worker");
+    expect(udp).toHaveLength(1);
+    const status = readFileSync(`/proc/${f.ep.pid}/task/${udp[0]!.tid}/status`, "utf8");
+    for (const set of ["CapEff", "CapPrm", "CapInh", "CapAmb"]) expect(status).toMatch(new RegExp(`^${set}:\\s*0+$`, "m"));
   }, 30_000);
 
   test("as root with 2 workers: the supervisor keeps none, each worker CAP_BPF; a killed worker comes back and serves", async () => {

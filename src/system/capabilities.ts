@@ -35,7 +35,11 @@ import { capabilitySymbols } from "./capability-symbols";
  *
  * capset(2) and PR_CAP_AMBIENT change the calling thread only: the JS thread,
  * which makes every bpf(2) call and every spawn, and whose sets
- * /proc/<pid>/status shows.
+ * /proc/<pid>/status shows. The UDP data plane's thread drops every
+ * capability itself when it starts (src/proxy/udp/worker.ts). The runtime's
+ * own helper threads (garbage collector, I/O pool), started before any of
+ * our code runs, keep the sets the process started with: no code of ours
+ * runs there, and Bun offers no way to run a call on them.
  */
 
 const sys = dlopen("libc.so.6", capabilitySymbols).symbols;
@@ -127,6 +131,12 @@ export function spawnWithCapabilities<T>(spawn: () => T): T {
   } finally {
     if (handOff) clearAmbient();
   }
+}
+
+/** For a thread that never needs a capability (the UDP data plane's, which reads hostile datagrams): none, in any set. */
+export function dropAllCapabilities(): void {
+  clearAmbient();
+  setCapabilities(0n, 0n, 0n);
 }
 
 /** Which process this is: its own data plane only (serve), a supervisor, or a supervisor's worker. */

@@ -3,6 +3,7 @@
 // returns to its own event loop (for control messages) only when the main
 // thread signals the wake-up eventfd, when epoll_wait times out, or every
 // YIELD_MS under load.
+import { dropAllCapabilities } from "../../system/capabilities";
 import { drainEventFd, Epoll } from "../../system/epoll";
 import { Engine } from "./engine";
 import type { ToWorker, FromWorker } from "./messages";
@@ -58,6 +59,8 @@ self.onmessage = (event: MessageEvent<ToWorker>) => {
   try {
     switch (m.op) {
       case "init":
+        // This thread reads hostile datagrams and needs no capability (capabilities are per thread: capset(2)).
+        dropAllCapabilities();
         epoll = new Epoll(256);
         wakeFd = m.wakeFd;
         epoll.add(wakeFd);
