@@ -10,6 +10,7 @@ import { join } from "node:path";
 import { EdgeproxyProcess, MAIN, runEdgeproxy } from "./helpers/edgeproxy";
 import { echoOrigin, exchange, text } from "./helpers/net";
 import { proxyFixture } from "./helpers/fixture";
+import { udpExchange, udpText } from "./helpers/udp";
 
 const f = proxyFixture();
 
@@ -17,6 +18,7 @@ const BPF = 1n << 39n;
 const NET_ADMIN = 1n << 12n;
 const PERFMON = 1n << 38n;
 const START = BPF | NET_ADMIN | PERFMON;
+const NET_BIND_SERVICE = 1n << 10n;
 const NOBODY = 65534;
 
 interface Caps {
@@ -80,15 +82,18 @@ describe("capabilities once serving", () => {
     await echoes(7003);
   }, 30_000);
 
-  test("the UDP data plane's thread, which reads datagrams, holds no capability at all", async () => {
-    f.ep = await EdgeproxyProcess.start(["--workers", "1", "--mode", "udp", "--ports", "7000-7009", "--prefix", "192.0.2.0/24", "--origin", "127.0.0.1:9"]);
+  test("the UDP data plane's thread, which reads datagrams, holds only CAP_NET_BIND_SERVICE (root: flows to port 53)", async () => {
+    f.ep = await EdgeproxyProcess.start(["--workers", "1", "--mode", "udp", "--ports", "53,7000-7009", "--prefix", "192.0.2.0/24"]);
     expect(caps(f.ep.pid)).toEqual({ eff: BPF, prm: BPF, inh: 0n, amb: 0n });
     // capset(2) is per thread: the UDP plane (a Bun Worker thread) drops its own.
     const threads = readdirSync(`/proc/${f.ep.pid}/task`).map((tid) => ({ comm: readFileSync(`/proc/${f.ep!.pid}/task/${tid}/comm`, "utf8").trim(), tid: Number(tid) }));
     const udp = threads.filter((t) => t.comm === "Worker");
     expect(udp).toHaveLength(1);
     const status = readFileSync(`/proc/${f.ep.pid}/task/${udp[0]!.tid}/status`, "utf8");
-    for (const set of ["CapEff", "CapPrm", "CapInh", "CapAmb"]) expect(status).toMatch(new RegExp(`^${set}:\\s*0+$`, "m"));
+    const get = (k: string) => BigInt(`0x${new RegExp(`^${k}:\\s*([0-9a-f]+)$`, "m").exec(status)![1]}`);
+    expect({ eff: get("CapEff"), prm: get("CapPrm"), inh: get("CapInh"), amb: get("CapAmb") }).toEqual({ eff: NET_BIND_SERVICE, prm: NET_BIND_SERVICE, inh: 0n, amb: 0n });
+    // It still binds a flow's socket to a port below 1024.
+    expect(udpText(await udpExchange("192.0.2.53", 53, "low port"))).toBe("low port");
   }, 30_000);
 
   test("as root with 2 workers: the supervisor keeps none, each worker CAP_BPF; a killed worker comes back and serves", async () => {

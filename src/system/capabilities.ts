@@ -35,8 +35,10 @@ import { capabilitySymbols } from "./capability-symbols";
  *
  * capset(2) and PR_CAP_AMBIENT change the calling thread only: the JS thread,
  * which makes every bpf(2) call and every spawn, and whose sets
- * /proc/<pid>/status shows. The UDP data plane's thread drops every
- * capability itself when it starts (src/proxy/udp/worker.ts). The runtime's
+ * /proc/<pid>/status shows. The UDP data plane's thread, which reads
+ * datagrams, drops every capability itself when it starts but
+ * CAP_NET_BIND_SERVICE when held (root): it binds each flow's socket to the
+ * client's original destination, whatever its port (src/proxy/udp/worker.ts). The runtime's
  * own helper threads (garbage collector, I/O pool), started before any of
  * our code runs, keep the sets the process started with: no code of ours
  * runs there, and Bun offers no way to run a call on them.
@@ -44,11 +46,13 @@ import { capabilitySymbols } from "./capability-symbols";
 
 const sys = dlopen("libc.so.6", capabilitySymbols).symbols;
 
+export const CAP_NET_BIND_SERVICE = 10;
 export const CAP_NET_ADMIN = 12;
 export const CAP_SYS_ADMIN = 21;
 export const CAP_PERFMON = 38;
 export const CAP_BPF = 39;
 const NAMES = new Map([
+  [CAP_NET_BIND_SERVICE, "CAP_NET_BIND_SERVICE"],
   [CAP_NET_ADMIN, "CAP_NET_ADMIN"],
   [CAP_SYS_ADMIN, "CAP_SYS_ADMIN"],
   [CAP_PERFMON, "CAP_PERFMON"],
@@ -133,10 +137,15 @@ export function spawnWithCapabilities<T>(spawn: () => T): T {
   }
 }
 
-/** For a thread that never needs a capability (the UDP data plane's, which reads hostile datagrams): none, in any set. */
-export function dropAllCapabilities(): void {
+/**
+ * For the calling thread alone: keep only `keep` (those of it it holds), in
+ * effective and permitted; nothing inheritable or ambient.
+ */
+export function keepOnlyCapabilities(keep: bigint): CapabilitySets {
+  const held = capabilities().permitted & keep;
   clearAmbient();
-  setCapabilities(0n, 0n, 0n);
+  setCapabilities(held, held, 0n);
+  return capabilities();
 }
 
 /** Which process this is: its own data plane only (serve), a supervisor, or a supervisor's worker. */
