@@ -223,6 +223,22 @@ describe("permission problems at start", () => {
     expect(p.exitCode).toBe(2);
   });
 
+  test("a non-root user and an admin socket in a root-owned directory: one line naming it and the fix before any worker starts, exit 2", async () => {
+    const bpffs = process.env.EDGEPROXY_BPFFS!;
+    mkdirSync(join(bpffs, "edgeproxy"), { mode: 0o700 });
+    chownSync(join(bpffs, "edgeproxy"), NOBODY, NOBODY);
+    const dir = mkdtempSync(join(tmpdir(), "ep-privs-"));
+    chmodSync(dir, 0o755);
+    try {
+      const socket = join(dir, "run", "admin.sock");
+      const p = Bun.spawnSync([...asNobody(), "--admin", socket, "--prefix", "192.0.2.0/24", "--ports", "7000"], { stderr: "pipe", timeout: 15_000, env: { ...process.env, EDGEPROXY_WORKERS: "2" } });
+      expectOneLine(p.stderr.toString(), new RegExp(`permission: admin socket ${socket}: ${dir} is not writable for uid ${NOBODY} \\(owned by uid 0, mode 0755\\): install -d -o ${NOBODY} -m 0700 ${join(dir, "run")}`));
+      expect(p.exitCode).toBe(2);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
   test("a non-root user missing CAP_NET_ADMIN and CAP_PERFMON: one line naming them, exit 2", async () => {
     const p = Bun.spawnSync([...asNobody("+bpf"), "--prefix", "192.0.2.0/24", "--ports", "7000"], { stderr: "pipe", timeout: 15_000, env: { ...process.env, EDGEPROXY_WORKERS: "2" } });
     expectOneLine(p.stderr.toString(), /privileges: missing CAP_NET_ADMIN, CAP_PERFMON: run as root or grant them/);

@@ -7,7 +7,7 @@ import type { ServeConfig } from "../config/service";
 import { VERSION } from "../version";
 import { loadConfig } from "../config/file";
 import { serveInProcess } from "./serve";
-import { checkEnvironment, checkPinAccess, permissionProblem } from "../system/environment";
+import { checkEnvironment, checkPinAccess, checkSocketDirectory, permissionProblem } from "../system/environment";
 import { bpffsPath, pinDir } from "../dispatcher/pins";
 import { holdAmbientCapabilities } from "../system/capabilities";
 import { refuseSelfReach } from "../server/bindings";
@@ -107,8 +107,13 @@ export async function main(args: readonly string[]): Promise<number> {
     return report(e);
   }
   const argv = [...args];
-  // Whatever this process may exec besides its own workers and successor gets no capability.
-  holdAmbientCapabilities();
+  try {
+    // Whatever this process may exec besides its own workers and successor gets no capability.
+    holdAmbientCapabilities();
+    if (worker === undefined && config.admin.kind === "unix") checkSocketDirectory(config.admin.path);
+  } catch (e) {
+    return report(e);
+  }
   if (worker !== undefined) {
     const index = worker;
     const say = (line: string) => process.stderr.write(`edgeproxy: worker ${index}: ${line}\n`);

@@ -96,3 +96,23 @@ export function permissionProblem(e: unknown): EnvironmentError | undefined {
   const uid = process.getuid?.() ?? 0;
   return new EnvironmentError("permission", `${err.syscall ?? "access"} ${err.path}: ${err.code === "EACCES" ? "permission denied" : "operation not permitted"} for uid ${uid}: make it accessible to this user (chown/chmod), or run edgeproxy as its owner`);
 }
+
+/**
+ * The admin socket's directory must exist or be creatable, and be writable,
+ * for this user: checked before anything starts (a supervisor's workers
+ * included), so it is one line naming the directory and the fix.
+ */
+export function checkSocketDirectory(socket: string): void {
+  const dir = dirname(socket);
+  let at = dir;
+  while (!existsSync(at) && dirname(at) !== at) at = dirname(at);
+  try {
+    accessSync(at, constants.W_OK | constants.X_OK);
+  } catch {
+    const uid = process.getuid?.() ?? 0;
+    const st = statSync(at);
+    const owner = `owned by uid ${st.uid}, mode 0${(st.mode & 0o7777).toString(8)}`;
+    const fix = at === dir ? `chown ${uid} ${dir}` : `install -d -o ${uid} -m 0700 ${dir}`;
+    throw new EnvironmentError("permission", `admin socket ${socket}: ${at} is not writable for uid ${uid} (${owner}): ${fix}, or put the admin socket in a directory this user owns`);
+  }
+}
