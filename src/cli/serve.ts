@@ -73,6 +73,8 @@ export async function serveInProcess(config: ServeConfig, image: Uint8Array, rol
       const backend = { ...serverBackend(server), ...(leader ? { upgrade } : {}) };
       const adminConfig = role.workerAdmin ? { kind: "unix" as const, path: role.workerAdmin } : leader ? config.admin : { kind: "off" as const };
       admin = await startAdminServer(backend, adminConfig, { replace: leader && !!process.env[UPGRADE_ENV] });
+      // Started: keep only what serving still uses (src/system/capabilities.ts).
+      dropUnusedCapabilities(leader ? "serve" : "worker");
     } catch (e) {
       server.close();
       throw e;
@@ -103,8 +105,6 @@ export async function serveInProcess(config: ServeConfig, image: Uint8Array, rol
       upgrade().then(say, (e) => say(`upgrade failed: ${(e as Error).message}`));
     });
   }
-  // Serving: keep only what the data plane still uses (src/system/capabilities.ts).
-  dropUnusedCapabilities(leader ? "serve" : "worker");
   say(`ready (setup ${(performance.now() - t0).toFixed(1)} ms)`);
   ready();
   announceReady();

@@ -1,5 +1,4 @@
 import { dlopen, ptr } from "bun:ffi";
-import { readFileSync } from "node:fs";
 import { EdgeError } from "../errors";
 import { errno, errnoText } from "../ebpf/libc";
 import { capabilitySymbols } from "./capability-symbols";
@@ -67,6 +66,7 @@ export const START_CAPABILITIES = capBit(CAP_BPF) | capBit(CAP_NET_ADMIN) | capB
 // <linux/capability.h>, <linux/prctl.h>
 const LINUX_CAPABILITY_VERSION_3 = 0x20080522;
 const PR_CAP_AMBIENT = 47;
+const PR_CAP_AMBIENT_IS_SET = 1;
 const PR_CAP_AMBIENT_RAISE = 2;
 const PR_CAP_AMBIENT_CLEAR_ALL = 4;
 
@@ -95,8 +95,14 @@ export function capabilities(): CapabilitySets {
   const data = new Uint32Array(6);
   if (sys.capget(ptr(header), ptr(data)) !== 0) fail("capget");
   const word = (i: number) => BigInt(data[i]!) | (BigInt(data[3 + i]!) << 32n);
-  const amb = /^CapAmb:\s*([0-9a-f]+)$/m.exec(readFileSync("/proc/thread-self/status", "utf8"));
-  return { effective: word(0), permitted: word(1), inheritable: word(2), ambient: amb ? BigInt(`0x${amb[1]}`) : 0n };
+  // The ambient set has no capget(2) word: ask per capability, up to the first the kernel does not know (EINVAL).
+  let ambient = 0n;
+  for (let c = 0; c < 64; c++) {
+    const set = sys.prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_IS_SET, c, 0, 0);
+    if (set < 0) break;
+    if (set === 1) ambient |= capBit(c);
+  }
+  return { effective: word(0), permitted: word(1), inheritable: word(2), ambient };
 }
 
 function setCapabilities(effective: bigint, permitted: bigint, inheritable: bigint): void {
