@@ -78,13 +78,6 @@ export interface CapabilitySets {
   readonly ambient: bigint;
 }
 
-/** "CAP_BPF, CAP_PERFMON" (the ones edgeproxy names), or "none". */
-export function describeCapabilities(set: bigint): string {
-  const names: string[] = [];
-  for (let c = 0; c < 64; c++) if (set & capBit(c)) names.push(NAMES.get(c) ?? `cap ${c}`);
-  return names.length ? names.join(", ") : "none";
-}
-
 function fail(what: string): never {
   throw new EdgeError(what, errnoText(errno()), "kernel");
 }

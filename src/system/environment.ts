@@ -4,18 +4,9 @@ import { release } from "node:os";
 import { EnvironmentError } from "../errors";
 import { probeProgramType } from "../ebpf/libbpf";
 import { errnoText } from "../ebpf/libc";
+import { CAP_BPF, CAP_NET_ADMIN, CAP_PERFMON, CAP_SYS_ADMIN, capBit, capabilities } from "./capabilities";
 
-const CAP_NET_ADMIN = 12;
-const CAP_SYS_ADMIN = 21;
-const CAP_PERFMON = 38;
-const CAP_BPF = 39;
 const BPF_PROG_TYPE_SK_LOOKUP = 30;
-
-function effectiveCapabilities(): bigint {
-  const status = readFileSync("/proc/self/status", "utf8");
-  const m = /^CapEff:\s*([0-9a-f]+)$/m.exec(status);
-  return m ? BigInt(`0x${m[1]}`) : 0n;
-}
 
 /** [major, minor] of the running kernel. */
 export function kernelVersion(text = release()): [number, number] {
@@ -38,8 +29,8 @@ export function checkEnvironment(): void {
   if (major < 5 || (major === 5 && minor < 14)) {
     throw new EnvironmentError("kernel", `Linux ${release()} is too old: edgeproxy needs Linux 5.14 or later (BPF sk_lookup, reuseport socket migration)`);
   }
-  const caps = effectiveCapabilities();
-  const has = (c: number) => (caps & (1n << BigInt(c))) !== 0n;
+  const caps = capabilities().effective;
+  const has = (c: number) => (caps & capBit(c)) !== 0n;
   const missing = [
     ...(has(CAP_BPF) || has(CAP_SYS_ADMIN) ? [] : ["CAP_BPF"]),
     ...(has(CAP_NET_ADMIN) ? [] : ["CAP_NET_ADMIN"]),
