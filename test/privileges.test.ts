@@ -66,6 +66,20 @@ async function until<T>(what: string, fn: () => Promise<T | undefined>, ms = 15_
   }
 }
 
+function alive(pid: number): boolean {
+  try {
+    return !/^State:\s+Z/m.test(readFileSync(`/proc/${pid}/status`, "utf8"));
+  } catch {
+    return false;
+  }
+}
+
+/** SIGTERM a process an upgrade started (not our child) and wait until it is gone. */
+async function stopProcess(pid: number): Promise<void> {
+  if (alive(pid)) process.kill(pid, "SIGTERM");
+  await until(`pid ${pid} gone`, async () => (alive(pid) ? undefined : true), 12_000);
+}
+
 function expectOneLine(stderr: string, pattern: RegExp): void {
   expect(stderr).not.toMatch(/^\s+at /m);
   const lines = stderr.trimEnd().split("\n");
@@ -121,7 +135,7 @@ describe("capabilities once serving", () => {
     }
   }, 40_000);
 
-  test("as a non-root user with the three capabilities (ambient): workers keep CAP_BPF, the supervisor only holds them to hand on, nothing ambient; a restarted worker serves", async () => {
+  test("as a non-root user with the three capabilities (ambient): workers keep CAP_BPF, the supervisor only holds them to hand on, nothing ambient; a restarted worker and an upgrade's next supervisor and workers get the same", async () => {
     const bpffs = process.env.EDGEPROXY_BPFFS!;
     mkdirSync(join(bpffs, "edgeproxy"), { mode: 0o700 });
     chownSync(join(bpffs, "edgeproxy"), NOBODY, NOBODY);
@@ -147,6 +161,22 @@ describe("capabilities once serving", () => {
       for (const pid of again) expect(caps(pid)).toEqual({ eff: BPF, prm: BPF, inh: 0n, amb: 0n });
       expect(caps(f.ep.pid)).toEqual({ eff: 0n, prm: START, inh: START, amb: 0n });
       await echoes(7004, 40);
+      // An upgrade: the next supervisor and its workers start with what a start needs and drop the same.
+      const r = await runEdgeproxy(["upgrade", "--admin", admin]);
+      expect(r.stderr).toBe("");
+      const next = Number(/new edgeproxy pid (\d+) serves/.exec(r.stdout)?.[1]);
+      expect(next).toBeGreaterThan(0);
+      try {
+        expect(caps(next)).toEqual({ eff: 0n, prm: START, inh: START, amb: 0n });
+        const nextWorkers = await workerPids(admin);
+        expect(nextWorkers).toHaveLength(2);
+        for (const pid of nextWorkers) expect(caps(pid)).toEqual({ eff: BPF, prm: BPF, inh: 0n, amb: 0n });
+        await echoes(7005, 40);
+        expect(await f.ep.proc.exited).toBe(0);
+        f.ep = undefined;
+      } finally {
+        await stopProcess(next);
+      }
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }
@@ -171,8 +201,7 @@ describe("capabilities once serving", () => {
       await echoes(7005);
       expect(await f.ep.proc.exited).toBe(0);
       f.ep = undefined;
-      process.kill(pid, "SIGTERM");
-      await until("the successor's exit", async () => (readFileSync(`/proc/${pid}/status`, "utf8").match(/^State:\s+Z/m) ? true : undefined), 15_000).catch(() => {});
+      await stopProcess(pid);
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }
