@@ -1,4 +1,4 @@
-import { accessSync, constants, existsSync, readdirSync, statSync, readFileSync } from "node:fs";
+import { accessSync, constants, existsSync, readdirSync, readFileSync, statfsSync, statSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { release } from "node:os";
 import { EnvironmentError } from "../errors";
@@ -50,6 +50,16 @@ export function checkEnvironment(): void {
   if (probe < 0) throw new EnvironmentError("kernel", `cannot probe for BPF sk_lookup support: ${errnoText(probe)}`);
 }
 
+const BPF_FS_MAGIC = 0xcafe4a11; // <linux/magic.h>
+
+function isBpffs(path: string): boolean {
+  try {
+    return statfsSync(path).type === BPF_FS_MAGIC;
+  } catch {
+    return false;
+  }
+}
+
 /**
  * Pinned state is read and written by whoever runs edgeproxy: every part of
  * it that exists must be readable and writable by this user (directories
@@ -59,7 +69,8 @@ export function checkEnvironment(): void {
  */
 export function checkPinAccess(root: string, dir: string): void {
   const { R_OK, W_OK, X_OK } = constants;
-  const paths = existsSync(root) ? [root, ...(existsSync(dir) ? [dir] : [])] : [dirname(root)];
+  // Before the first start only bpffs is there; when it is not mounted yet (ensureBpffs mounts it), its mount point says nothing.
+  const paths = existsSync(root) ? [root, ...(existsSync(dir) ? [dir] : [])] : isBpffs(dirname(root)) ? [dirname(root)] : [];
   const check = (path: string): void => {
     const st = statSync(path, { throwIfNoEntry: false });
     if (!st) return;
