@@ -1,3 +1,4 @@
+import { join } from "node:path";
 import { DEFAULTS } from "../config/service";
 import { ConfigError, EdgeError, EnvironmentError, errorLine } from "../errors";
 import { dispatcherImage } from "../dispatcher/image";
@@ -6,7 +7,9 @@ import type { ServeConfig } from "../config/service";
 import { VERSION } from "../version";
 import { loadConfig } from "../config/file";
 import { serveInProcess } from "./serve";
-import { checkEnvironment } from "../system/environment";
+import { checkEnvironment, checkPinAccess, checkSocketDirectory, permissionProblem } from "../system/environment";
+import { bpffsPath, pinDir } from "../dispatcher/pins";
+import { holdAmbientCapabilities } from "../system/capabilities";
 import { refuseSelfReach } from "../server/bindings";
 import { Supervisor, WORKER_ADMIN_ENV, WORKER_ENV } from "./supervisor";
 import { connectionShare } from "../server/server";
@@ -27,6 +30,7 @@ async function print(text: string): Promise<void> {
 
 /** Exit code for an error: 2 for the operator's input or the environment, 1 for runtime failures. */
 function report(e: unknown): number {
+  e = permissionProblem(e) ?? e;
   if (e instanceof ConfigError || e instanceof EnvironmentError || (e instanceof EdgeError && e.fault === "config")) {
     say(e.message);
     return 2;
@@ -103,6 +107,13 @@ export async function main(args: readonly string[]): Promise<number> {
     return report(e);
   }
   const argv = [...args];
+  try {
+    // Whatever this process may exec besides its own workers and successor gets no capability.
+    holdAmbientCapabilities();
+    if (worker === undefined && config.admin.kind === "unix") checkSocketDirectory(config.admin.path);
+  } catch (e) {
+    return report(e);
+  }
   if (worker !== undefined) {
     const index = worker;
     const say = (line: string) => process.stderr.write(`edgeproxy: worker ${index}: ${line}\n`);
@@ -113,6 +124,8 @@ export async function main(args: readonly string[]): Promise<number> {
     // Checked here too, so a missing privilege or a cap the workers cannot share is one line from the supervisor, not one per worker.
     connectionShare(config.maxConnections, config.workers ?? 1, 0);
     checkEnvironment();
+    const bpffs = bpffsPath(config.bpffs);
+    checkPinAccess(join(bpffs, "edgeproxy"), pinDir(bpffs));
     // And a config that reaches edgeproxy itself: one line here, not one per worker.
     await refuseSelfReach(config.admin, config.services);
     // Said once, by the process that starts the workers, once the config is known to start: more of them than CPUs only share the CPUs.

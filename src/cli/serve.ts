@@ -4,6 +4,7 @@ import { describeBindings } from "../server/bindings";
 import { serverBackend } from "../server/admin";
 import { describeReload, reload } from "../server/reload";
 import { Server } from "../server/server";
+import { dropUnusedCapabilities } from "../system/capabilities";
 import { announceReady, startSuccessor, untilReady, UPGRADE_ENV } from "./upgrade";
 
 /** Default --drain-timeout. */
@@ -72,6 +73,8 @@ export async function serveInProcess(config: ServeConfig, image: Uint8Array, rol
       const backend = { ...serverBackend(server), ...(leader ? { upgrade } : {}) };
       const adminConfig = role.workerAdmin ? { kind: "unix" as const, path: role.workerAdmin } : leader ? config.admin : { kind: "off" as const };
       admin = await startAdminServer(backend, adminConfig, { replace: leader && !!process.env[UPGRADE_ENV] });
+      // Started: keep only what serving still uses (src/system/capabilities.ts).
+      dropUnusedCapabilities(leader ? "serve" : "worker");
     } catch (e) {
       server.close();
       throw e;

@@ -7,6 +7,7 @@ import { startAdminServer, type AdminServer } from "../admin/server";
 import { supervisorApp } from "./supervisor-admin";
 import { announceReady, childEnv, selfCommand, startSuccessor, untilReady, UPGRADE_ENV } from "./upgrade";
 import { DRAIN_TIMEOUT_MS } from "./serve";
+import { dropUnusedCapabilities, spawnWithCapabilities } from "../system/capabilities";
 
 /** Env var naming a worker's index; its presence makes a process a worker. */
 export const WORKER_ENV = "EDGEPROXY_WORKER";
@@ -77,7 +78,8 @@ export class Supervisor {
   private spawn(w: WorkerState): void {
     w.ready = false;
     w.startedAt = Date.now();
-    const proc: Subprocess = Bun.spawn([...selfCommand(), ...this.argv], {
+    // Our own worker: it gets what a start needs, nothing else we run does.
+    const proc: Subprocess = spawnWithCapabilities(() => Bun.spawn([...selfCommand(), ...this.argv], {
       stdio: ["ignore", "inherit", "inherit"],
       env: childEnv({ [WORKER_ENV]: String(w.index), ...(w.admin ? { [WORKER_ADMIN_ENV]: w.admin } : {}), [UPGRADE_ENV]: "" }),
       ipc: (message) => {
@@ -87,7 +89,7 @@ export class Supervisor {
         }
       },
       onExit: (_p, code, signal): void => this.exited(w, proc, code, signal),
-    });
+    }));
     w.proc = proc;
   }
 
@@ -201,6 +203,8 @@ export class Supervisor {
     admin = await startAdminServer({} as never, this.config.admin, { replace: !!process.env[UPGRADE_ENV], app: supervisorApp(this) });
     if (admin.address !== "off") say(`admin API on ${admin.address}`);
     say(`${this.workers.length} workers: pids ${this.workers.map((w) => w.proc!.pid).join(", ")}`);
+    // Serving: a supervisor touches no BPF object and no socket of the data plane.
+    dropUnusedCapabilities("supervisor");
     say(`ready (setup ${(performance.now() - t0).toFixed(1)} ms)`);
     ready();
     announceReady();

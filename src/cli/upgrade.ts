@@ -1,4 +1,5 @@
 import { ConfigError, EdgeError } from "../errors";
+import { spawnWithCapabilities } from "../system/capabilities";
 
 /** Env var that tells a process it was started by an upgrade (it takes the admin socket over). */
 export const UPGRADE_ENV = "EDGEPROXY_UPGRADE";
@@ -31,13 +32,14 @@ export async function startSuccessor(argv: readonly string[], binary?: string): 
   let ready!: () => void;
   const readyP = new Promise<void>((r) => (ready = r));
   try {
-    child = Bun.spawn(cmd, {
+    // Our own successor: it gets what a start needs.
+    child = spawnWithCapabilities(() => Bun.spawn(cmd, {
       stdio: ["ignore", "inherit", "inherit"],
       env: childEnv({ [UPGRADE_ENV]: String(process.pid) }),
       ipc(message) {
         if ((message as { op?: string })?.op === "ready") ready();
       },
-    });
+    }));
   } catch (e) {
     throw new ConfigError("upgrade", `cannot start ${cmd[0]}: ${(e as Error).message}`);
   }

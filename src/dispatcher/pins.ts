@@ -3,6 +3,7 @@ import { join } from "node:path";
 import { ConfigError, EdgeError, EnvironmentError } from "../errors";
 import { BpfMap, linkUpdate, objGet, objPin, programInfo } from "../ebpf/libbpf";
 import { errno, errnoText, libc } from "../ebpf/libc";
+import { checkPinAccess } from "../system/environment";
 import { compareMaps, objectMapDefinitions } from "./compat";
 import { Dispatcher, MAPS, type MapName } from "./dispatcher";
 
@@ -59,6 +60,7 @@ export function pinDir(bpffs: string): string {
 export function withPinLock<T>(bpffs: string, fn: () => T): T {
   ensureBpffs(bpffs);
   const root = join(bpffs, "edgeproxy");
+  checkPinAccess(root, pinDir(bpffs));
   mkdirSync(root, { recursive: true, mode: 0o700 });
   const fd = openSync(root, "r");
   try {

@@ -1,20 +1,12 @@
-import { readFileSync } from "node:fs";
+import { accessSync, constants, existsSync, readdirSync, readFileSync, statfsSync, statSync } from "node:fs";
+import { dirname, join } from "node:path";
 import { release } from "node:os";
 import { EnvironmentError } from "../errors";
 import { probeProgramType } from "../ebpf/libbpf";
 import { errnoText } from "../ebpf/libc";
+import { CAP_BPF, CAP_NET_ADMIN, CAP_PERFMON, CAP_SYS_ADMIN, capBit, capabilities } from "./capabilities";
 
-const CAP_NET_ADMIN = 12;
-const CAP_SYS_ADMIN = 21;
-const CAP_PERFMON = 38;
-const CAP_BPF = 39;
 const BPF_PROG_TYPE_SK_LOOKUP = 30;
-
-function effectiveCapabilities(): bigint {
-  const status = readFileSync("/proc/self/status", "utf8");
-  const m = /^CapEff:\s*([0-9a-f]+)$/m.exec(status);
-  return m ? BigInt(`0x${m[1]}`) : 0n;
-}
 
 /** [major, minor] of the running kernel. */
 export function kernelVersion(text = release()): [number, number] {
@@ -37,8 +29,8 @@ export function checkEnvironment(): void {
   if (major < 5 || (major === 5 && minor < 14)) {
     throw new EnvironmentError("kernel", `Linux ${release()} is too old: edgeproxy needs Linux 5.14 or later (BPF sk_lookup, reuseport socket migration)`);
   }
-  const caps = effectiveCapabilities();
-  const has = (c: number) => (caps & (1n << BigInt(c))) !== 0n;
+  const caps = capabilities().effective;
+  const has = (c: number) => (caps & capBit(c)) !== 0n;
   const missing = [
     ...(has(CAP_BPF) || has(CAP_SYS_ADMIN) ? [] : ["CAP_BPF"]),
     ...(has(CAP_NET_ADMIN) ? [] : ["CAP_NET_ADMIN"]),
@@ -56,4 +48,73 @@ export function checkEnvironment(): void {
     throw new EnvironmentError("kernel", `Linux ${release()} does not support BPF sk_lookup programs (CONFIG_BPF_SYSCALL, CONFIG_NET)${hint}`);
   }
   if (probe < 0) throw new EnvironmentError("kernel", `cannot probe for BPF sk_lookup support: ${errnoText(probe)}`);
+}
+
+const BPF_FS_MAGIC = 0xcafe4a11; // <linux/magic.h>
+
+function isBpffs(path: string): boolean {
+  try {
+    return statfsSync(path).type === BPF_FS_MAGIC;
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * Pinned state is read and written by whoever runs edgeproxy: every part of
+ * it that exists must be readable and writable by this user (directories
+ * searchable too). Checked before anything is changed, so a root-owned
+ * <bpffs>/edgeproxy met by a non-root user with the capabilities is one line
+ * naming the path and the fix, not an EACCES halfway through a start.
+ */
+export function checkPinAccess(root: string, dir: string): void {
+  const { R_OK, W_OK, X_OK } = constants;
+  // Before the first start only bpffs is there; when it is not mounted yet (ensureBpffs mounts it), its mount point says nothing.
+  const paths = existsSync(root) ? [root, ...(existsSync(dir) ? [dir] : [])] : isBpffs(dirname(root)) ? [dirname(root)] : [];
+  const check = (path: string): void => {
+    const st = statSync(path, { throwIfNoEntry: false });
+    if (!st) return;
+    try {
+      accessSync(path, st.isDirectory() ? R_OK | W_OK | X_OK : R_OK | W_OK);
+    } catch {
+      const uid = process.getuid?.() ?? 0;
+      const gid = process.getgid?.() ?? 0;
+      const owner = `owned by uid ${st.uid}, mode 0${(st.mode & 0o7777).toString(8)}`;
+      const fix = existsSync(root) ? `chown -R ${uid}:${gid} ${root}` : `mkdir ${root} && chown ${uid}:${gid} ${root}`;
+      throw new EnvironmentError("permission", `${path} is not ${st.isDirectory() ? "writable" : "readable and writable"} for uid ${uid} (${owner}): ${fix}, or run edgeproxy as its owner`);
+    }
+  };
+  for (const p of paths) check(p);
+  if (existsSync(dir)) for (const entry of readdirSync(dir)) check(join(dir, entry));
+}
+
+/**
+ * A permission error from the file system (EACCES, EPERM with a path) as one
+ * line naming the path, for whatever a check before did not foresee.
+ */
+export function permissionProblem(e: unknown): EnvironmentError | undefined {
+  const err = e as { code?: string; path?: string; syscall?: string };
+  if (!(e instanceof Error) || (err.code !== "EACCES" && err.code !== "EPERM") || !err.path) return undefined;
+  const uid = process.getuid?.() ?? 0;
+  return new EnvironmentError("permission", `${err.syscall ?? "access"} ${err.path}: ${err.code === "EACCES" ? "permission denied" : "operation not permitted"} for uid ${uid}: make it accessible to this user (chown/chmod), or run edgeproxy as its owner`);
+}
+
+/**
+ * The admin socket's directory must exist or be creatable, and be writable,
+ * for this user: checked before anything starts (a supervisor's workers
+ * included), so it is one line naming the directory and the fix.
+ */
+export function checkSocketDirectory(socket: string): void {
+  const dir = dirname(socket);
+  let at = dir;
+  while (!existsSync(at) && dirname(at) !== at) at = dirname(at);
+  try {
+    accessSync(at, constants.W_OK | constants.X_OK);
+  } catch {
+    const uid = process.getuid?.() ?? 0;
+    const st = statSync(at);
+    const owner = `owned by uid ${st.uid}, mode 0${(st.mode & 0o7777).toString(8)}`;
+    const fix = at === dir ? `chown ${uid} ${dir}` : `install -d -o ${uid} -m 0700 ${dir}`;
+    throw new EnvironmentError("permission", `admin socket ${socket}: ${at} is not writable for uid ${uid} (${owner}): ${fix}, or put the admin socket in a directory this user owns`);
+  }
 }

@@ -3,6 +3,7 @@
 // returns to its own event loop (for control messages) only when the main
 // thread signals the wake-up eventfd, when epoll_wait times out, or every
 // YIELD_MS under load.
+import { CAP_NET_BIND_SERVICE, capBit, keepOnlyCapabilities } from "../../system/capabilities";
 import { drainEventFd, Epoll } from "../../system/epoll";
 import { Engine } from "./engine";
 import type { ToWorker, FromWorker } from "./messages";
@@ -58,6 +59,9 @@ self.onmessage = (event: MessageEvent<ToWorker>) => {
   try {
     switch (m.op) {
       case "init":
+        // This thread reads hostile datagrams; of capabilities (per thread, capset(2)) it uses only
+        // CAP_NET_BIND_SERVICE, when held: a flow's socket binds to the original destination, port 53 too.
+        keepOnlyCapabilities(capBit(CAP_NET_BIND_SERVICE));
         epoll = new Epoll(256);
         wakeFd = m.wakeFd;
         epoll.add(wakeFd);
