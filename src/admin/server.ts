@@ -113,6 +113,15 @@ async function startUnix(backend: AdminBackend, path: string, options: { replace
   };
 }
 
+/**
+ * Checked before a serve changes anything: its unix admin socket is not
+ * another live server's (a stale file of a dead one is removed). Throws the
+ * ConfigError startAdminServer would, so a second start is refused first.
+ */
+export async function checkAdminFree(config: AdminConfig): Promise<void> {
+  if (config.kind === "unix") await removeStale(config.path, `admin socket ${config.path}`);
+}
+
 // Remove a socket file left by a process that died; refuse if something still listens on it.
 async function removeStale(path: string, where: string): Promise<void> {
   let st;

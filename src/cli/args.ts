@@ -6,17 +6,31 @@ import { POOL_DEFAULTS, type HealthConfig } from "../config/pool";
 import { healthOf, parseHealthPort, parseTls } from "../config/pool-file";
 import { checkService } from "../config/validate";
 import { parsePorts, type PortRange } from "../config/ports";
-import { DEFAULTS, transportOf, type Balance, type Mode, type OriginConfig, type ServeConfig, type ServiceConfig } from "../config/service";
+import { checkInstance, defaultAdmin, DEFAULTS, MAX_SOCKET_PATH, transportOf, type AdminConfig, type Balance, type Mode, type OriginConfig, type ServeConfig, type ServiceConfig } from "../config/service";
 import { completeDeadlines, DEADLINE_KEYS, type Deadlines } from "../config/deadlines";
 import { ConfigError } from "../errors";
 import { SOURCE_BOUNDS, sourceLimitsOf } from "../config/sourcelimits";
+import { tokenize, type FlagSpec } from "./flags";
 
 export type Command =
   | { kind: "help" }
   | { kind: "version" }
   | { kind: "serve"; config: ServeConfig }
-  /** serve from a config file; --bpffs may still come from the command line. */
-  | { kind: "serve-file"; file: string; bpffs?: string; workers?: number; drainTimeoutMs?: number };
+  /** serve from a config file; the flags of WITH_CONFIG may still come from the command line, over the file's. */
+  | { kind: "serve-file"; file: string; overrides: ServeOverrides };
+
+/** What the command line may set over a config file's settings. */
+export interface ServeOverrides {
+  readonly bpffs?: string;
+  readonly workers?: number;
+  readonly drainTimeoutMs?: number;
+  readonly instance?: string;
+  readonly admin?: AdminConfig;
+  readonly pidFile?: string;
+}
+
+/** Flags that combine with --config (the process's own settings, not a service's). */
+const WITH_CONFIG = ["--config", "--bpffs", "--workers", "--drain-timeout", "--instance", "--admin", "--no-admin", "--pid-file"];
 
 export const USAGE = `Usage: edgeproxy [serve] [options]
 
@@ -28,7 +42,13 @@ steered by a BPF sk_lookup program, and proxy every connection to an origin.
 Options:
   --config FILE         many services from a TOML file (the flags below are the one-service shortcut);
                         SIGHUP or 'edgeproxy reload' re-reads it
+  --instance NAME       this serve's name among the namespace's instances (default: the config
+                        file's base name, else default); control commands take --instance NAME
   --admin PATH          serve the admin API (status, bindings, /metrics) on this unix socket
+                        (default: $EDGEPROXY_RUN_DIR or ${DEFAULTS.runDir}, /<instance>.sock, mode 0600)
+  --no-admin            no admin API (control commands cannot reach this serve)
+  --pid-file PATH       write the serving pid here at ready (an upgrade's successor rewrites it;
+                        removed at exit), for service managers
   --ports LIST          ports and ranges, e.g. 22,80,8000-8999 (repeatable; default ${DEFAULTS.ports})
   --prefix LIST         IPv4/IPv6 prefixes, e.g. 192.0.2.0/24,2001:db8::/64 (repeatable; default ${DEFAULTS.prefix})
   --origin HOST[:PORT]  forward to HOST; without PORT, to the port the client dialled.
@@ -80,12 +100,44 @@ Options:
   -h, --help            this text
   -V, --version         version
 
+Every --flag VALUE may also be written --flag=VALUE.
 Durations (D) are like 500ms, 5s, 2m, 1h, from 1ms to 7 days; counts (N) are whole numbers.
 
 Needs CAP_BPF, CAP_NET_ADMIN and CAP_PERFMON (or root) and Linux 5.9 or later with libbpf.so.1.
 Exit codes: 0 ok, 1 runtime failure, 2 usage, config or environment error.`;
 
 const MODES: readonly Mode[] = ["tcp", "udp", "http"];
+
+/** Every flag of `edgeproxy [serve]` (src/cli/flags.ts: `--flag VALUE` or `--flag=VALUE`). */
+export const SERVE_FLAGS: readonly FlagSpec[] = [
+  { name: "-h" }, { name: "--help" }, { name: "-V" }, { name: "--version" },
+  { name: "--config", value: "FILE" }, { name: "--instance", value: "NAME" },
+  { name: "--admin", value: "PATH" }, { name: "--no-admin" }, { name: "--pid-file", value: "PATH" },
+  { name: "--ports", value: "LIST" }, { name: "--prefix", value: "LIST" }, { name: "--origin", value: "HOST[:PORT]" },
+  { name: "--balance", value: "B" }, { name: "--health-interval", value: "D" }, { name: "--health-timeout", value: "D" },
+  { name: "--health-path", value: "PATH" }, { name: "--health-port", value: "N" }, { name: "--mode", value: "MODE" },
+  { name: "--proxy-protocol", value: "P" }, { name: "--accept-proxy", value: "LIST" }, { name: "--tls-cert", value: "FILE" },
+  { name: "--tls-key", value: "FILE" }, { name: "--first-byte-timeout", value: "D" }, { name: "--max-body-size", value: "SIZE" },
+  { name: "--name", value: "NAME" }, { name: "--take-over" }, { name: "--workers", value: "N" },
+  { name: "--drain-timeout", value: "D" }, { name: "--bpffs", value: "PATH" }, { name: "--connect-timeout", value: "D" },
+  { name: "--idle-timeout", value: "D" }, { name: "--max-connections", value: "N" }, { name: "--max-flows", value: "N" },
+  { name: "--source-connections", value: "N" }, { name: "--source-rate", value: "N" }, { name: "--source-rate-burst", value: "N" },
+  { name: "--source-prefix-v6", value: "L" },
+  ...DEADLINE_KEYS.map((k) => ({ name: k.flag, value: "D" })),
+];
+
+/** A unix socket path from the command line: absolute, and short enough for sun_path. */
+function socketPathOf(path: string, flag: string): string {
+  if (!path.startsWith("/")) throw new ConfigError(flag, `"${path}" is not an absolute path`);
+  if (Buffer.byteLength(path) > MAX_SOCKET_PATH) throw new ConfigError(flag, `"${path}" is longer than ${MAX_SOCKET_PATH} bytes`);
+  return path;
+}
+
+/** --pid-file: absolute, since the process may change directory and systemd's PIDFile= is absolute too. */
+function pidFileOf(path: string, flag: string): string {
+  if (!path.startsWith("/") || path.endsWith("/")) throw new ConfigError(flag, `"${path}" is not an absolute file path`);
+  return path;
+}
 
 /** Parse argv (without the program name). Throws ConfigError with a one-line message. */
 export function parseArgs(argv: readonly string[]): Command {
@@ -114,20 +166,17 @@ export function parseArgs(argv: readonly string[]): Command {
   let workers: number | undefined;
   let drainTimeoutMs: number | undefined;
   let configFile: string | undefined;
-  let admin: ServeConfig["admin"] = { kind: "off" };
+  let admin: AdminConfig | undefined;
+  let noAdmin = false;
+  let instance: string | undefined;
+  let pidFile: string | undefined;
   const source: { connections?: number; rate?: number; burst?: number; prefixV6?: number } = {};
   const seen = new Set<string>();
 
-  for (let i = 0; i < args.length; i++) {
-    const arg = args[i]!;
-    const eq = arg.startsWith("--") ? arg.indexOf("=") : -1;
-    const flag = eq > 0 ? arg.slice(0, eq) : arg;
-    const value = (): string => {
-      if (eq > 0) return arg.slice(eq + 1);
-      const v = args[++i];
-      if (v === undefined || v === "") throw new ConfigError(flag, "needs a value");
-      return v;
-    };
+  for (const token of tokenize(args, SERVE_FLAGS)) {
+    if ("arg" in token) throw new ConfigError(token.arg, "unexpected argument (see --help)");
+    const flag = token.flag;
+    const value = (): string => token.value!;
     const once = () => {
       if (seen.has(flag)) throw new ConfigError(flag, "given twice");
       seen.add(flag);
@@ -206,7 +255,7 @@ export function parseArgs(argv: readonly string[]): Command {
         break;
       case "--admin":
         once();
-        admin = { kind: "unix", path: value() };
+        admin = { kind: "unix", path: socketPathOf(value(), flag) };
         break;
       case "--bpffs":
         once();
@@ -221,8 +270,19 @@ export function parseArgs(argv: readonly string[]): Command {
         drainTimeoutMs = parseDuration(value(), flag);
         break;
       case "--take-over":
-        if (eq > 0) throw new ConfigError(flag, "takes no value");
         takeOver = true;
+        break;
+      case "--instance":
+        once();
+        instance = checkInstance(value(), flag);
+        break;
+      case "--no-admin":
+        once();
+        noAdmin = true;
+        break;
+      case "--pid-file":
+        once();
+        pidFile = pidFileOf(value(), flag);
         break;
       case "--connect-timeout":
         once();
@@ -269,15 +329,17 @@ export function parseArgs(argv: readonly string[]): Command {
         deadlines[DEADLINE_KEYS.find((k) => k.flag === flag)!.field] = parseDuration(value(), flag);
         break;
       default:
-        throw new ConfigError(arg, arg.startsWith("-") ? "unknown option (see --help)" : "unexpected argument (see --help)");
+        throw new Error(`flag ${flag} is in SERVE_FLAGS but not handled`);
     }
   }
+  if (noAdmin && admin) throw new ConfigError("--no-admin", "cannot be combined with --admin");
+  const adminOverride: AdminConfig | undefined = noAdmin ? { kind: "off" } : admin;
   if (configFile !== undefined) {
-    const shortcut = [...seen].filter((f) => !["--config", "--bpffs", "--workers", "--drain-timeout"].includes(f));
+    const shortcut = [...seen].filter((f) => !WITH_CONFIG.includes(f));
     if (shortcut.length || ports.length || prefixes.length || takeOver) {
       throw new ConfigError("--config", `cannot be combined with the one-service flags (${[...shortcut, ...(ports.length ? ["--ports"] : []), ...(prefixes.length ? ["--prefix"] : []), ...(takeOver ? ["--take-over"] : [])].join(", ")}); put them in the file`);
     }
-    return { kind: "serve-file", file: configFile, bpffs, workers, drainTimeoutMs };
+    return { kind: "serve-file", file: configFile, overrides: { bpffs, workers, drainTimeoutMs, instance, admin: adminOverride, pidFile } };
   }
   const transport = transportOf(mode);
   if (transport === "udp" && seen.has("--connect-timeout")) throw new ConfigError("--connect-timeout", "UDP has no connections to time out; use --idle-timeout for flows");
@@ -315,5 +377,19 @@ export function parseArgs(argv: readonly string[]): Command {
     deadlines: completeDeadlines(deadlines, { mode, tls: tls !== undefined, acceptProxy: acceptProxy.length > 0 }, (k) => k.flag),
   };
   checkService(service, (key) => ({ origins: "--origin", route: "--origin", accept_proxy: "--accept-proxy" })[key] ?? key);
-  return { kind: "serve", config: { takeOver, maxConnections, maxFlows, bpffs, admin, services: [service], ...(workers ? { workers } : {}), ...(drainTimeoutMs !== undefined ? { drainTimeoutMs } : {}) } };
+  const instanceName = instance ?? DEFAULTS.instance;
+  return {
+    kind: "serve",
+    config: {
+      instance: instanceName,
+      takeOver,
+      maxConnections,
+      maxFlows,
+      bpffs,
+      // Every serve gets an admin socket by default, so control commands find it (--no-admin: none).
+      admin: adminOverride ?? defaultAdmin(instanceName, "--instance"),
+      ...(pidFile ? { pidFile } : {}),
+      services: [service], ...(workers ? { workers } : {}), ...(drainTimeoutMs !== undefined ? { drainTimeoutMs } : {}),
+    },
+  };
 }

@@ -3,6 +3,8 @@ import { bodyOf, clientErrorResponse, limitBodies, readBodies, renderAdminRefusa
 import { ConfigError, errorLine } from "../errors";
 import { METRICS_CONTENT_TYPE } from "../admin/metrics";
 import type { Supervisor, WorkerState } from "./supervisor";
+import { DRAIN_TIMEOUT_MS } from "./serve";
+import { VERSION } from "../version";
 
 /** What GET /workers (and /status's `workers`) say of one worker. */
 export interface WorkerSnapshot {
@@ -115,7 +117,17 @@ export function supervisorApp(sup: Supervisor): Hono {
     const answers = await Promise.all(live(sup).map(async (w) => ({ res: await ask(w, "/reload", { method: "POST" }) })));
     const bad = answers.find((a) => !a.res.ok);
     if (bad) return c.json(await bad.res.json(), bad.res.status as 400);
-    return c.json(answers.length ? await answers[0]!.res.json() : { reloaded: false });
+    const first: { summary?: string; reloaded?: boolean } = answers.length ? ((await answers[0]!.res.json()) as { summary?: string }) : { reloaded: false };
+    // The workers applied what they can; the supervisor names what needs new processes (workers, ...).
+    const notes = await sup.restartNotes();
+    return c.json(notes ? { ...first, summary: `${first.summary ?? "no change"}${notes}` } : first);
+  });
+  app.get("/instance", (c) =>
+    c.json({ instance: sup.config.instance, pid: process.pid, ...(sup.config.source ? { source: sup.config.source } : {}), workers: sup.workers.length, version: VERSION, startedAt: sup.startedAt }),
+  );
+  app.post("/drain", (c) => {
+    void sup.stop("drain");
+    return c.json({ draining: true, summary: `pid ${process.pid} and its ${sup.workers.length} workers take no new connections; open ones may finish within ${(sup.config.drainTimeoutMs ?? DRAIN_TIMEOUT_MS) / 1000} s, then they exit` });
   });
   app.post("/upgrade", async (c) => {
     const body = upgradeBody(c);
@@ -131,10 +143,12 @@ export function supervisorApp(sup: Supervisor): Hono {
   app.all("*", async (c) => {
     const first = live(sup)[0];
     if (!first) return c.json({ error: "no worker is ready" }, 503);
+    // Forwarded whole: method, path with its query string (DELETE .../bindings?protocol=... carries its binding there), body, content type.
+    const url = new URL(c.req.url);
     const init: RequestInit = { method: c.req.method, headers: { "content-type": c.req.header("content-type") ?? "application/json" } };
     // Read by readBodies with the API's limit: at most ADMIN_MAX_BODY_BYTES held.
     if (c.req.method !== "GET" && c.req.method !== "HEAD") init.body = bodyOf(c);
-    const res = await ask(first, c.req.path, init);
+    const res = await ask(first, `${url.pathname}${url.search}`, init);
     return new Response(res.body, { status: res.status, headers: { "content-type": res.headers.get("content-type") ?? "application/json" } });
   });
   return app;

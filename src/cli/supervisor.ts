@@ -7,6 +7,8 @@ import { startAdminServer, type AdminServer } from "../admin/server";
 import { supervisorApp } from "./supervisor-admin";
 import { announceReady, childEnv, selfCommand, startSuccessor, untilReady, UPGRADE_ENV } from "./upgrade";
 import { DRAIN_TIMEOUT_MS } from "./serve";
+import { announceServing, announceStopping, announceSuccessor, logsOf, removePidFile } from "./supervision";
+import { describeRestart, restartNeeded } from "../config/restart";
 
 /** Env var naming a worker's index; its presence makes a process a worker. */
 export const WORKER_ENV = "EDGEPROXY_WORKER";
@@ -57,10 +59,15 @@ export class Supervisor {
   private wakeStart: (() => void) | undefined;
   readonly startedAt = Date.now() / 1000;
 
+  /** The pid of an upgrade's successor, once it serves. */
+  successor: number | undefined;
+
   constructor(
     readonly config: ServeConfig,
     private readonly argv: readonly string[],
     readonly say: (line: string) => void,
+    /** The config as a restart would read it now, for what a reload cannot apply (config/restart.ts); absent without --config. */
+    private readonly reread?: () => Promise<ServeConfig>,
   ) {
     // Workers' private admin sockets: a directory of this supervisor's own (an upgrade's next supervisor has another).
     this.runtime = config.admin.kind === "off" ? undefined : mkdtempSync(join(tmpdir(), "edgeproxy-"));
@@ -79,7 +86,8 @@ export class Supervisor {
     w.startedAt = Date.now();
     const proc: Subprocess = Bun.spawn([...selfCommand(), ...this.argv], {
       stdio: ["ignore", "inherit", "inherit"],
-      env: childEnv({ [WORKER_ENV]: String(w.index), ...(w.admin ? { [WORKER_ADMIN_ENV]: w.admin } : {}), [UPGRADE_ENV]: "" }),
+      // Only the supervisor talks to the service manager: a worker is never the unit's main process.
+      env: childEnv({ [WORKER_ENV]: String(w.index), ...(w.admin ? { [WORKER_ADMIN_ENV]: w.admin } : {}), [UPGRADE_ENV]: "" }, ["NOTIFY_SOCKET"]),
       ipc: (message) => {
         if ((message as { op?: string })?.op === "ready") {
           w.ready = true;
@@ -151,8 +159,10 @@ export class Supervisor {
   upgrade(binary?: string): Promise<string> {
     this.upgrading ??= startSuccessor(this.argv, binary).then(
       (pid) => {
+        this.successor = pid;
+        for (const line of announceSuccessor(pid)) this.say(line);
         void this.stop("drain");
-        return `new edgeproxy pid ${pid} serves; pid ${process.pid} and its workers drain (at most ${(this.config.drainTimeoutMs ?? DRAIN_TIMEOUT_MS) / 1000} s)`;
+        return `new edgeproxy pid ${pid} serves and logs to ${logsOf(pid)}; pid ${process.pid} and its workers drain (at most ${(this.config.drainTimeoutMs ?? DRAIN_TIMEOUT_MS) / 1000} s)`;
       },
       (e) => {
         this.upgrading = undefined;
@@ -169,12 +179,20 @@ export class Supervisor {
   stop(how: "now" | "drain"): Promise<void> {
     if (this.stopping) return this.stopped!;
     this.stopping = how;
+    // An upgrade's old supervisor is no longer the unit's main process: STOPPING=1 from it would stop the unit.
+    if (this.successor === undefined && !this.starting) for (const line of announceStopping()) this.say(line);
     const grace = how === "drain" ? (this.config.drainTimeoutMs ?? DRAIN_TIMEOUT_MS) + STOP_GRACE_MS : STOP_GRACE_MS;
     this.stopped = this.signalAll(how === "drain" ? "SIGQUIT" : "SIGTERM", grace).then(() => {
       if (this.runtime) rmSync(this.runtime, { recursive: true, force: true });
       this.wakeStopped?.();
     });
     return this.stopped;
+  }
+
+  /** What the file asks that a reload cannot apply: "" or "; not applied, ...". */
+  async restartNotes(): Promise<string> {
+    if (!this.reread) return "";
+    return describeRestart(restartNeeded(this.config, await this.reread().catch(() => this.config)));
   }
 
   /** Run until stopped. Resolves to the exit code. */
@@ -185,7 +203,10 @@ export class Supervisor {
     process.on("SIGINT", () => void this.stop("now"));
     process.on("SIGTERM", () => void this.stop("now"));
     process.on("SIGQUIT", () => void this.stop("drain"));
-    process.on("SIGHUP", () => this.forward("SIGHUP"));
+    process.on("SIGHUP", () => {
+      this.forward("SIGHUP");
+      void this.restartNotes().then((notes) => notes && say(`reload${notes}`));
+    });
     process.on("SIGUSR2", () => {
       say("SIGUSR2: upgrading");
       this.upgrade().then(say, (e) => say(`upgrade failed: ${(e as Error).message}`));
@@ -202,6 +223,8 @@ export class Supervisor {
     if (admin.address !== "off") say(`admin API on ${admin.address}`);
     say(`${this.workers.length} workers: pids ${this.workers.map((w) => w.proc!.pid).join(", ")}`);
     say(`ready (setup ${(performance.now() - t0).toFixed(1)} ms)`);
+    for (const line of announceServing(this.config.pidFile)) say(line);
+    if (this.config.pidFile) process.on("exit", () => removePidFile(this.config.pidFile!));
     ready();
     announceReady();
     const hold = setInterval(() => {}, 1 << 30);
