@@ -123,8 +123,8 @@ export async function serveInProcess(config: ServeConfig, image: Uint8Array, rol
       upgrade().then(say, (e) => say(`upgrade failed: ${(e as Error).message}`));
     });
   }
-  say(`ready (setup ${(performance.now() - t0).toFixed(1)} ms)`);
   if (leader) for (const line of announceServing(config.pidFile)) say(line);
+  say(`ready (setup ${(performance.now() - t0).toFixed(1)} ms)`);
   ready();
   announceReady();
   // Serving holds the event loop open itself: signal handlers do not count as

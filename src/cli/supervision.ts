@@ -126,7 +126,7 @@ export function logsOf(pid: number): string {
   }
   if (/^\/dev\/(pts\/|tty)/.test(target)) return `the terminal ${target}, where Ctrl-C no longer stops it once this process has exited`;
   if (target === "/dev/null") return "nowhere (its stderr is /dev/null)";
-  if (target.startsWith("socket:")) return `its stderr, ${target} (under systemd: the journal)`;
-  if (target.startsWith("pipe:")) return `its stderr, ${target}, as this process's`;
+  // Inherited: the same stderr as the process asked (under systemd, the journal's socket).
+  if (target.startsWith("socket:") || target.startsWith("pipe:")) return `pid ${process.pid}'s stderr (${target})`;
   return target;
 }

@@ -222,8 +222,8 @@ export class Supervisor {
     admin = await startAdminServer({} as never, this.config.admin, { replace: !!process.env[UPGRADE_ENV], app: supervisorApp(this) });
     if (admin.address !== "off") say(`admin API on ${admin.address}`);
     say(`${this.workers.length} workers: pids ${this.workers.map((w) => w.proc!.pid).join(", ")}`);
-    say(`ready (setup ${(performance.now() - t0).toFixed(1)} ms)`);
     for (const line of announceServing(this.config.pidFile)) say(line);
+    say(`ready (setup ${(performance.now() - t0).toFixed(1)} ms)`);
     if (this.config.pidFile) process.on("exit", () => removePidFile(this.config.pidFile!));
     ready();
     announceReady();
