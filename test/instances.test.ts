@@ -151,7 +151,7 @@ describe("control commands without --admin", () => {
 });
 
 describe("under a service manager", () => {
-  test("--pid-file and sd_notify (READY, MAINPID, STOPPING) follow an in-place upgrade of a supervisor", async () => {
+  test.each([1, 2])("--workers %d: --pid-file and sd_notify (READY, MAINPID, STOPPING) follow an in-place upgrade", async (workers) => {
     const dir = mkdtempSync(join(tmpdir(), "ep-notify-"));
     // An abstract name, as systemd may give; the workers must not speak on it.
     const notify = new NotifyReceiver(`@ep-test-notify-${process.pid}-${Date.now()}`);
@@ -161,7 +161,7 @@ describe("under a service manager", () => {
       f.servers.push(origin);
       const pidFile = join(dir, "edgeproxy.pid");
       f.ep = await EdgeproxyProcess.start(
-        ["--workers", "2", "--pid-file", pidFile, "--ports", "7000-7009", "--prefix", "192.0.2.0/24", "--origin", `127.0.0.1:${origin.port}`, "--drain-timeout", "2s"],
+        ["--workers", String(workers), "--pid-file", pidFile, "--ports", "7000-7009", "--prefix", "192.0.2.0/24", "--origin", `127.0.0.1:${origin.port}`, "--drain-timeout", "2s"],
         { NOTIFY_SOCKET: notify.name },
       );
       const first = f.ep.pid;
@@ -171,7 +171,7 @@ describe("under a service manager", () => {
       const up = await runEdgeproxy(["upgrade"]);
       expect(up.code).toBe(0);
       next = successorOf(up.stdout);
-      expect(up.stdout).toContain(`pid ${first} and its workers drain`);
+      expect(up.stdout).toContain(`pid ${first} ${workers > 1 ? "and its workers drain" : "drains"}`);
       // The successor says it serves, and the old supervisor hands the unit over to it.
       await notify.waitFor((m) => m.includes("READY=1") && m.includes(`MAINPID=${next}`));
       await notify.waitFor((m) => m.startsWith(`MAINPID=${next}\n`));
@@ -180,7 +180,7 @@ describe("under a service manager", () => {
       // The old one left without removing the successor's pid file or saying STOPPING=1.
       expect(readFileSync(pidFile, "utf8")).toBe(`${next}\n`);
       expect(notify.drain().filter((m) => m.includes("STOPPING=1"))).toEqual([]);
-      // Only the two leaders ever spoke.
+      // Only the two leaders ever spoke (never a worker).
       const pids = new Set(notify.messages.flatMap((m) => [.../MAINPID=(\d+)/.exec(m)?.slice(1) ?? []]).map(Number));
       expect([...pids].sort()).toEqual([first, next].sort());
 
