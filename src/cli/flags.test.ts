@@ -3,7 +3,7 @@ import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { ConfigError } from "../errors";
-import { parseArgs, SERVE_FLAGS } from "./args";
+import { parseArgs, SERVE_FLAGS, USAGE } from "./args";
 import { CONTROL_FLAGS, parseControl } from "./control";
 import { INSTANCE_FLAGS, parseInstanceCommand, type InstanceCommand } from "./instance-commands";
 import { tokenize } from "./flags";
@@ -73,6 +73,10 @@ const POSITIONAL: Record<string, string[]> = { bind: ["web", "tcp", "192.0.2.0/2
 const INSTANCE_SAMPLES: Record<string, string> = { "--admin": "/run/ep/admin.sock", "--instance": "web", "--binary": "/usr/local/bin/edgeproxy" };
 
 describe("--flag=value parses as --flag value, for every flag", () => {
+  test("every serve flag is in the usage text", () => {
+    expect(SERVE_FLAGS.filter((f) => !USAGE.includes(`${f.name}${f.value ? " " : ""}`)).map((f) => f.name)).toEqual([]);
+  });
+
   test("every serve flag has a sample", () => {
     const missing = SERVE_FLAGS.filter((f) => f.value !== undefined && !(f.name in SERVE_SAMPLES)).map((f) => f.name);
     expect(missing).toEqual([]);
