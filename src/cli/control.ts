@@ -65,7 +65,7 @@ export const CONTROL_FLAGS: Readonly<Record<(typeof CONTROL_COMMANDS)[number], r
   register: [...COMMON, { name: "--pid", value: "PID" }, { name: "--fd", value: "FD" }],
   unregister: COMMON,
   down: COMMON,
-  "upgrade-program": [...COMMON, { name: "--object", value: "FILE" }],
+  "upgrade-program": [...COMMON, { name: "--object", value: "FILE", needs: "an ELF file (a compiled bpf/dispatcher.bpf.c)" }],
 };
 
 /** Parse `edgeproxy <command> ...`. Throws ConfigError (exit 2). */

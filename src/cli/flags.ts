@@ -5,6 +5,8 @@ export interface FlagSpec {
   readonly name: string;
   /** The value's placeholder in messages (e.g. "PATH"); absent for a switch. */
   readonly value?: string;
+  /** What a missing value is called in the message ("needs an ELF file ..."); default "a value (VALUE)". */
+  readonly needs?: string;
 }
 
 export type Token = { readonly flag: string; readonly value?: string } | { readonly arg: string };
@@ -35,7 +37,7 @@ export function tokenize(argv: readonly string[], specs: readonly FlagSpec[], wh
       continue;
     }
     const value = eq > 0 ? arg.slice(eq + 1) : argv[++i];
-    if (value === undefined || value === "") throw new ConfigError(at(flag), `needs a value (${spec.value})`);
+    if (value === undefined || value === "") throw new ConfigError(at(flag), `needs ${spec.needs ?? `a value (${spec.value})`}`);
     out.push({ flag, value });
   }
   return out;
