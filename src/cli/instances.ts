@@ -24,7 +24,7 @@ export function askAdmin(path: string, route: string, init: RequestInit = {}): P
  * dead owner). A serve without GET /instance (an older edgeproxy) is named
  * after its socket file, its pid taken from /status.
  */
-export async function probe(socket: string): Promise<LiveInstance | undefined> {
+export async function probe(socket: string, denied?: string[]): Promise<LiveInstance | undefined> {
   try {
     const res = await askAdmin(socket, "/instance");
     if (res.ok) return { ...((await res.json()) as InstanceIdentity), socket };
@@ -32,17 +32,20 @@ export async function probe(socket: string): Promise<LiveInstance | undefined> {
     if (res.status !== 404) return undefined;
     const status = (await (await askAdmin(socket, "/status")).json()) as { pid: number; version?: string };
     return { instance: socket.replace(/^.*\//, "").replace(/\.sock$/, ""), pid: status.pid, workers: 1, version: status.version, socket };
-  } catch {
+  } catch (e) {
+    // The socket is 0600: another user's serve (or root's, to a user) cannot be asked.
+    if ((e as { code?: string }).code === "EACCES") denied?.push(socket);
     return undefined;
   }
 }
 
 /** Every serve that answers on a socket in the run directory ($EDGEPROXY_RUN_DIR, /run/edgeproxy), by name. */
-export async function liveInstances(dir = runDir()): Promise<LiveInstance[]> {
+export async function liveInstances(dir = runDir(), denied?: string[]): Promise<LiveInstance[]> {
   let names: string[];
   try {
     names = readdirSync(dir);
-  } catch {
+  } catch (e) {
+    if ((e as { code?: string }).code === "EACCES") denied?.push(dir);
     return [];
   }
   const sockets = names
@@ -55,7 +58,7 @@ export async function liveInstances(dir = runDir()): Promise<LiveInstance[]> {
       }
     })
     .slice(0, MAX_SOCKETS);
-  const found = (await Promise.all(sockets.map(probe))).filter((i): i is LiveInstance => i !== undefined);
+  const found = (await Promise.all(sockets.map((s) => probe(s, denied)))).filter((i): i is LiveInstance => i !== undefined);
   // One serve may answer on two paths (a socket file left behind by a hard link, an old default): list it once.
   const seen = new Set<number>();
   return found.filter((i) => !seen.has(i.pid) && (seen.add(i.pid), true)).sort((a, b) => a.instance.localeCompare(b.instance));
@@ -82,9 +85,11 @@ export async function pickInstance(command: string, choice: { admin?: string; in
     const others = live.length ? `live: ${live.map(describeInstance).join(", ")}` : "no instance answers there";
     throw new EdgeError(command, `no live instance named ${choice.instance} in ${dir} (${others})`, fault);
   }
-  const live = await liveInstances(dir);
+  const denied: string[] = [];
+  const live = await liveInstances(dir, denied);
   if (live.length === 1) return { socket: live[0]!.socket, instance: live[0] };
   if (live.length === 0) {
+    if (denied.length) throw new EdgeError(command, `permission denied on ${denied.join(", ")}: run this as the user edgeproxy runs as, or root`, fault);
     throw new EdgeError(command, `no edgeproxy instance answers in ${dir} (is serve running, with its admin API on? --admin PATH for a socket elsewhere)`, fault);
   }
   throw new EdgeError(command, `${live.length} live instances: ${live.map(describeInstance).join(", ")}; choose one with --instance NAME`, "config");
