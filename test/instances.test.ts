@@ -71,6 +71,8 @@ describe("control commands without --admin", () => {
     expect(up.stdout.trim().split("\n")).toHaveLength(1);
     expect(up.stdout).toMatch(new RegExp(`serves and logs to pid ${f.ep.pid}'s stderr \\((pipe|socket):\\[\\d+\\]\\)`));
     try {
+      // The old process says it in its own log too (a terminal that started it learns where the successor went).
+      expect(f.ep.stderr).toContain(`edgeproxy: new edgeproxy pid ${next} serves and logs to`);
       expect(text(await exchange("192.0.2.9", 7003, "after upgrade"))).toBe("after upgrade");
       expect(await gone(f.ep.pid)).toBe(true);
       // The successor took the socket over: the commands now find it.

@@ -65,7 +65,10 @@ export async function serveInProcess(config: ServeConfig, image: Uint8Array, rol
         successor = pid;
         for (const line of announceSuccessor(pid)) say(line);
         onSignal(`upgrade to pid ${pid}`, "drain");
-        return `new edgeproxy pid ${pid} serves and logs to ${logsOf(pid)}; pid ${process.pid} drains (at most ${drainMs / 1000} s)`;
+        // Said here too, however the upgrade was asked: a terminal that started this process learns where its successor went.
+        const line = `new edgeproxy pid ${pid} serves and logs to ${logsOf(pid)}; pid ${process.pid} drains (at most ${drainMs / 1000} s)`;
+        say(line);
+        return line;
       },
       (e) => {
         upgrading = undefined;
@@ -120,7 +123,7 @@ export async function serveInProcess(config: ServeConfig, image: Uint8Array, rol
   if (leader) {
     process.on("SIGUSR2", () => {
       say("SIGUSR2: upgrading");
-      upgrade().then(say, (e) => say(`upgrade failed: ${(e as Error).message}`));
+      upgrade().catch((e) => say(`upgrade failed: ${(e as Error).message}`));
     });
   }
   if (leader) for (const line of announceServing(config.pidFile)) say(line);

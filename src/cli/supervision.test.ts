@@ -4,7 +4,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { NotifyReceiver } from "../../test/helpers/notify";
 import { ConfigError } from "../errors";
-import { checkPidFile, removePidFile, sdNotify, writePidFile } from "./supervision";
+import { checkPidFile, logsOf, removePidFile, sdNotify, writePidFile } from "./supervision";
 
 const dir = mkdtempSync(join(tmpdir(), "ep-supervision-"));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
@@ -41,5 +41,30 @@ describe("pid file", () => {
     expect(() => checkPidFile(join(dir, "no/such/ep.pid"))).toThrow(ConfigError);
     writeFileSync(join(dir, "file"), "");
     expect(() => checkPidFile(join(dir, "file/ep.pid"))).toThrow(ConfigError);
+  });
+});
+
+describe("logsOf: where a successor logs, in words", () => {
+  test("a terminal (a pty, as a foreground serve's), and an inherited pipe", async () => {
+    // script(1) gives its command a pseudo-terminal, as a shell's terminal would.
+    const p = Bun.spawn(["script", "-qfec", "sleep 5", "/dev/null"], { stdin: "pipe", stdout: "ignore", stderr: "ignore" });
+    try {
+      let child = 0;
+      for (let i = 0; i < 100 && !child; i++) {
+        await Bun.sleep(20);
+        child = Number(readFileSync(`/proc/${p.pid}/task/${p.pid}/children`, "utf8").trim().split(" ")[0] || 0);
+      }
+      expect(logsOf(child)).toMatch(/^the terminal \/dev\/pts\/\d+, where Ctrl-C no longer stops it once this process has exited$/);
+    } finally {
+      p.kill("SIGKILL");
+      await p.exited;
+    }
+    const piped = Bun.spawn(["sleep", "5"], { stderr: "pipe" });
+    try {
+      expect(logsOf(piped.pid)).toMatch(/^pid \d+'s stderr \((pipe|socket):\[\d+\]\)$/);
+    } finally {
+      piped.kill("SIGKILL");
+      await piped.exited;
+    }
   });
 });

@@ -162,7 +162,10 @@ export class Supervisor {
         this.successor = pid;
         for (const line of announceSuccessor(pid)) this.say(line);
         void this.stop("drain");
-        return `new edgeproxy pid ${pid} serves and logs to ${logsOf(pid)}; pid ${process.pid} and its workers drain (at most ${(this.config.drainTimeoutMs ?? DRAIN_TIMEOUT_MS) / 1000} s)`;
+        // Said here too, however the upgrade was asked: a terminal that started this process learns where its successor went.
+        const line = `new edgeproxy pid ${pid} serves and logs to ${logsOf(pid)}; pid ${process.pid} and its workers drain (at most ${(this.config.drainTimeoutMs ?? DRAIN_TIMEOUT_MS) / 1000} s)`;
+        this.say(line);
+        return line;
       },
       (e) => {
         this.upgrading = undefined;
@@ -209,7 +212,7 @@ export class Supervisor {
     });
     process.on("SIGUSR2", () => {
       say("SIGUSR2: upgrading");
-      this.upgrade().then(say, (e) => say(`upgrade failed: ${(e as Error).message}`));
+      this.upgrade().catch((e) => say(`upgrade failed: ${(e as Error).message}`));
     });
     const ready = untilReady(() => void this.stop("now"));
     try {
