@@ -23,6 +23,9 @@ async function ask(w: WorkerState, path: string, init: RequestInit = {}): Promis
   return fetch(`http://localhost${path}`, { ...init, unix: w.admin } as RequestInit);
 }
 
+// Headers of one connection, not of the request (RFC 9110 7.6.1), and the ones fetch sets itself.
+const HOP_BY_HOP = new Set(["connection", "keep-alive", "proxy-connection", "te", "trailer", "transfer-encoding", "upgrade", "host", "content-length", "date"]);
+
 const live = (sup: Supervisor) => sup.workers.filter((w) => w.ready && w.admin);
 
 interface WorkerStatus {
@@ -143,13 +146,23 @@ export function supervisorApp(sup: Supervisor): Hono {
   app.all("*", async (c) => {
     const first = live(sup)[0];
     if (!first) return c.json({ error: "no worker is ready" }, 503);
-    // Forwarded whole: method, path with its query string (DELETE .../bindings?protocol=... carries its binding there), body, content type.
+    // Forwarded whole: method, path with its query string (DELETE .../bindings?protocol=... carries its binding there),
+    // headers and body; not the hop-by-hop headers (RFC 9110 7.6.1), the length (recomputed) or the
+    // bearer token (the supervisor checked it; a worker's socket is private).
     const url = new URL(c.req.url);
-    const init: RequestInit = { method: c.req.method, headers: { "content-type": c.req.header("content-type") ?? "application/json" } };
+    const headers = new Headers();
+    c.req.raw.headers.forEach((value, name) => {
+      if (!HOP_BY_HOP.has(name) && name !== "authorization") headers.set(name, value);
+    });
+    const init: RequestInit = { method: c.req.method, headers };
     // Read by readBodies with the API's limit: at most ADMIN_MAX_BODY_BYTES held.
     if (c.req.method !== "GET" && c.req.method !== "HEAD") init.body = bodyOf(c);
     const res = await ask(first, `${url.pathname}${url.search}`, init);
-    return new Response(res.body, { status: res.status, headers: { "content-type": res.headers.get("content-type") ?? "application/json" } });
+    const back = new Headers();
+    res.headers.forEach((value, name) => {
+      if (!HOP_BY_HOP.has(name)) back.set(name, value);
+    });
+    return new Response(res.body, { status: res.status, headers: back });
   });
   return app;
 }
