@@ -109,7 +109,7 @@ describe("control commands", () => {
       [["bind", "echo", "tcp", "192.0.2.0/33", "80"], /prefix length must be 0-32/],
       [["bind", "echo", "tcp", "192.0.2.0/24"], /usage: edgeproxy bind SERVICE tcp\|udp PREFIXES PORTS/],
       [["register", "echo", "--pid", "1"], /needs --pid PID and --fd FD/],
-      [["bind", "echo", "tcp", "192.0.2.0/24", "80", "--bpffs"], /bind --bpffs: needs a path/],
+      [["bind", "echo", "tcp", "192.0.2.0/24", "80", "--bpffs"], /bind --bpffs: needs a value \(PATH\)/],
       [["status", "extra"], /^edgeproxy: status: usage: edgeproxy status\n$/],
       [["unbind", "nope", "tcp", "192.0.2.0/24", "80"], /not loaded in this network namespace/],
     ] as const) {

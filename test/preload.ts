@@ -2,3 +2,15 @@
 // data plane and read its figures from one process, so they run one worker
 // unless they ask for more (--workers N, as test/workers.test.ts does).
 process.env.EDGEPROXY_WORKERS ??= "1";
+
+// Serves get an admin socket in $EDGEPROXY_RUN_DIR (default /run/edgeproxy)
+// by default: tests never touch the machine's. Kernel tests set one of their
+// own per test (TestNetns); this one catches everything else.
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+if (!process.env.EDGEPROXY_RUN_DIR) {
+  const dir = mkdtempSync(join(tmpdir(), "ep-run-"));
+  process.env.EDGEPROXY_RUN_DIR = dir;
+  process.on("exit", () => rmSync(dir, { recursive: true, force: true }));
+}

@@ -246,3 +246,20 @@ test("readBody: small bodies pass whole; a body that stalls is refused with 408"
   expect((e as HttpError).status).toBe(408);
   expect(performance.now() - t0).toBeLessThan(2_000);
 });
+
+test("instance and drain: answered by a leader, 404 in a worker (no identity, no drain)", async () => {
+  const worker = setup();
+  expect((await worker.req("/instance")).status).toBe(404);
+  expect((await worker.send("POST", "/drain")).status).toBe(404);
+  const backend = new FakeBackend();
+  let drained = 0;
+  const leader = createAdminApp(
+    Object.assign(backend, {
+      identity: () => ({ instance: "web", pid: 42, source: "/etc/ep/web.toml", workers: 1 }),
+      drain: () => `pid 42 drains (${++drained})`,
+    }),
+  );
+  expect(await json(leader.request("/instance"))).toEqual({ instance: "web", pid: 42, source: "/etc/ep/web.toml", workers: 1 });
+  expect(await json(leader.request("/drain", { method: "POST" }))).toEqual({ draining: true, summary: "pid 42 drains (1)" });
+  expect((await leader.request("/drain")).status).toBe(404);
+});

@@ -282,6 +282,16 @@ export function createAdminApp(backend: AdminBackend, options: AdminAppOptions =
     }
   });
 
+  app.get("/instance", (c) => {
+    if (!backend.identity) throw new HttpError(404, "a worker: ask its supervisor");
+    return json(c, backend.identity());
+  });
+
+  app.post("/drain", (c) => {
+    if (!backend.drain) throw new HttpError(404, "this process cannot be drained through its admin API (a worker: ask its supervisor)");
+    return json(c, { draining: true, summary: backend.drain() });
+  });
+
   app.notFound((c) => c.json({ error: `no route ${c.req.method} ${c.req.path}` }, 404));
 
   app.onError((err, c) => {

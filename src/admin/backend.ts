@@ -112,6 +112,19 @@ export interface StatusSnapshot {
   };
 }
 
+/** GET /instance: who answers on this admin socket (what control commands find instances by). */
+export interface InstanceIdentity {
+  readonly instance: string;
+  /** The serving process: the supervisor with workers. */
+  readonly pid: number;
+  /** The config file, absent for a flag-started serve. */
+  readonly source?: string;
+  readonly workers: number;
+  readonly version?: string;
+  /** Unix seconds. */
+  readonly startedAt?: number;
+}
+
 /**
  * What the admin API needs from a running edgeproxy. Methods throw
  * ConfigError (src/errors.ts) for bad input, which the API maps to 4xx;
@@ -132,4 +145,8 @@ export interface AdminBackend {
    * start (this one keeps serving). Absent where upgrades are not possible.
    */
   upgrade?(binary?: string): Promise<string>;
+  /** GET /instance; absent in a worker (its supervisor answers). */
+  identity?(): InstanceIdentity;
+  /** POST /drain: stop taking connections, let open ones finish, exit; resolves to a one-line summary. Absent in a worker. */
+  drain?(): string;
 }

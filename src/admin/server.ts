@@ -3,6 +3,7 @@ import { isIPv4, isIPv6 } from "node:net";
 import { dirname } from "node:path";
 import type { AdminConfig } from "../config/service";
 import { ConfigError } from "../errors";
+import { checkSocketDirectory } from "../system/environment";
 import { createAdminApp } from "./api";
 import type { AdminBackend } from "./backend";
 
@@ -52,8 +53,7 @@ export async function startAdminServer(backend: AdminBackend, config: AdminConfi
  */
 async function startUnix(backend: AdminBackend, path: string, options: { replace?: boolean; app?: { fetch(req: Request): Response | Promise<Response> } }): Promise<AdminServer> {
   const where = `admin socket ${path}`;
-  // Only directories we create get 0700; an existing one (/run) is the operator's.
-  mkdirSync(dirname(path), { recursive: true, mode: 0o700 });
+  socketDir(path, where);
   if (options.replace) rmSync(path, { force: true });
   else await removeStale(path, where);
 
@@ -111,6 +111,31 @@ async function startUnix(backend: AdminBackend, path: string, options: { replace
       unlink();
     },
   };
+}
+
+/**
+ * Checked before a serve changes anything: its unix admin socket is not
+ * another live server's (a stale file of a dead one is removed). Throws the
+ * ConfigError startAdminServer would, so a second start is refused first.
+ */
+export async function checkAdminFree(config: AdminConfig): Promise<void> {
+  if (config.kind !== "unix") return;
+  const where = `admin socket ${config.path}`;
+  // Writable for this user (one line naming the directory and the fix), then made if missing.
+  checkSocketDirectory(config.path);
+  socketDir(config.path, where);
+  await removeStale(config.path, where);
+}
+
+const DIR_FIX = "run as root or the directory's owner, give --admin PATH (or [admin] socket) in a writable directory, or --no-admin";
+
+// The socket's directory; only directories we create get 0700, an existing one (/run) is the operator's.
+function socketDir(path: string, where: string): void {
+  try {
+    mkdirSync(dirname(path), { recursive: true, mode: 0o700 });
+  } catch (e) {
+    throw new ConfigError(where, `cannot create ${dirname(path)} (${(e as NodeJS.ErrnoException).code}): ${DIR_FIX}`);
+  }
 }
 
 // Remove a socket file left by a process that died; refuse if something still listens on it.

@@ -6,86 +6,49 @@ import { POOL_DEFAULTS, type HealthConfig } from "../config/pool";
 import { healthOf, parseHealthPort, parseTls } from "../config/pool-file";
 import { checkService } from "../config/validate";
 import { parsePorts, type PortRange } from "../config/ports";
-import { DEFAULTS, transportOf, type Balance, type Mode, type OriginConfig, type ServeConfig, type ServiceConfig } from "../config/service";
+import { checkInstance, defaultAdmin, DEFAULTS, MAX_SOCKET_PATH, transportOf, type AdminConfig, type Balance, type Mode, type OriginConfig, type ServeConfig, type ServiceConfig } from "../config/service";
 import { completeDeadlines, DEADLINE_KEYS, type Deadlines } from "../config/deadlines";
 import { ConfigError } from "../errors";
 import { SOURCE_BOUNDS, sourceLimitsOf } from "../config/sourcelimits";
+import { tokenize } from "./flags";
 
 export type Command =
   | { kind: "help" }
   | { kind: "version" }
   | { kind: "serve"; config: ServeConfig }
-  /** serve from a config file; --bpffs may still come from the command line. */
-  | { kind: "serve-file"; file: string; bpffs?: string; workers?: number; drainTimeoutMs?: number };
+  /** serve from a config file; the flags of WITH_CONFIG may still come from the command line, over the file's. */
+  | { kind: "serve-file"; file: string; overrides: ServeOverrides };
 
-export const USAGE = `Usage: edgeproxy [serve] [options]
+/** What the command line may set over a config file's settings. */
+export interface ServeOverrides {
+  readonly bpffs?: string;
+  readonly workers?: number;
+  readonly drainTimeoutMs?: number;
+  readonly instance?: string;
+  readonly admin?: AdminConfig;
+  readonly pidFile?: string;
+}
 
-Answer on whole port ranges and IP prefixes with one socket per address family,
-steered by a BPF sk_lookup program, and proxy every connection to an origin.
+/** Flags that combine with --config (the process's own settings, not a service's). */
+const WITH_CONFIG = ["--config", "--bpffs", "--workers", "--drain-timeout", "--instance", "--admin", "--no-admin", "--pid-file"];
 
-       edgeproxy [serve] --config edgeproxy.toml
-
-Options:
-  --config FILE         many services from a TOML file (the flags below are the one-service shortcut);
-                        SIGHUP or 'edgeproxy reload' re-reads it
-  --admin PATH          serve the admin API (status, bindings, /metrics) on this unix socket
-  --ports LIST          ports and ranges, e.g. 22,80,8000-8999 (repeatable; default ${DEFAULTS.ports})
-  --prefix LIST         IPv4/IPv6 prefixes, e.g. 192.0.2.0/24,2001:db8::/64 (repeatable; default ${DEFAULTS.prefix})
-  --origin HOST[:PORT]  forward to HOST; without PORT, to the port the client dialled.
-                        Without --origin: a built-in responder (HTTP page naming the
-                        original destination, echo for anything else)
-  --origin 'HOST:PORT weight=N'
-                        repeat --origin for a pool; HOST:LO-HI maps the edge range by offset
-  --balance B           round-robin (default), least-connections or hash (client address)
-  --health-interval D   check origins actively every D (TCP connect; http: GET --health-path)
-  --health-timeout D    a check's timeout (default 2s, at most the interval)
-  --health-path PATH    http: the path checked (default /; 2xx and 3xx pass)
-  --health-port N       the port checked on origins without a fixed port (default: the first
-                        of the origin's range, or of the service's ports if port-preserving)
-  --mode tcp|udp|http   service mode (default tcp). udp keeps every (client, original
-                        destination) pair as a flow with its own origin socket; http proxies
-                        HTTP/1.1 requests with X-Forwarded-* and Forwarded headers
-  --proxy-protocol P    tell the origin the client's address: tcp v1 or v2 (PROXY header at the
-                        start of each origin connection); udp v2 (on a flow's first datagram)
-                        or spp (Cloudflare's Simple Proxy Protocol); default off
-  --accept-proxy LIST   tcp/http: connections from these prefixes (your load balancers) must
-                        start with a PROXY v1/v2 header naming the real client
-  --tls-cert FILE       tcp/http: terminate TLS with this PEM certificate (and --tls-key FILE)
-  --first-byte-timeout D  http: the origin's response must start within D (default 60s)
-  --max-body-size SIZE  http: larger request bodies get 413 (default 1GiB; 100MiB, 512KiB ...)
-  --proxy-header-timeout D  --accept-proxy: the PROXY header must be complete within D (default 5s)
-  --handshake-timeout D TLS: the handshake must be complete within D of accept (default 10s)
-  --header-timeout D    http: a request head must be complete within D of its first byte
-                        (a new connection's first request: of accept) (default 30s)
-  --keepalive-timeout D http: close a connection when no next request starts within D (default 60s)
-  --body-timeout D      http: cut a request body after D without a byte of it (default 60s)
-  --name NAME           service name (default: default)
-  --take-over           also steer ports where another socket already listens
-  --workers N           worker processes sharing each service's sockets, 1-256 (default: one per
-                        CPU; a supervisor restarts any that dies)
-  --drain-timeout D     on upgrade (or SIGQUIT), how long open connections may finish (default 30s)
-  --bpffs PATH          bpffs mount for pinned state (default $EDGEPROXY_BPFFS or /sys/fs/bpf)
-  --connect-timeout D   origin connect timeout (default 5s)
-  --idle-timeout D      close connections idle this long (default 300s; udp flows 30s)
-  --max-connections N   refuse new connections beyond N open ones, all workers together
-                        (default: what the open-file limit allows each worker)
-  --max-flows N         at most N UDP flows at once; when full, flows the client sent
-                        only one datagram on are evicted first (default: open-file limit)
-  --source-connections N  at most N open connections (udp: flows) per client, all workers
-                        together; a client at its limit is refused in the kernel
-  --source-rate N       at most N new connections per second per client (tcp/http), refused
-                        in the kernel at socket lookup; --source-rate-burst M back to back
-                        (default: N)
-  --source-prefix-v6 L  IPv6 clients of the two limits above are grouped by /L (default ${DEFAULTS.sourcePrefixV6})
-  -h, --help            this text
-  -V, --version         version
-
-Durations (D) are like 500ms, 5s, 2m, 1h, from 1ms to 7 days; counts (N) are whole numbers.
-
-Needs CAP_BPF, CAP_NET_ADMIN and CAP_PERFMON (or root) and Linux 5.9 or later with libbpf.so.1.
-Exit codes: 0 ok, 1 runtime failure, 2 usage, config or environment error.`;
+export { SERVE_FLAGS, USAGE } from "./serve-flags";
+import { SERVE_FLAGS } from "./serve-flags";
 
 const MODES: readonly Mode[] = ["tcp", "udp", "http"];
+
+/** A unix socket path from the command line: absolute, and short enough for sun_path. */
+function socketPathOf(path: string, flag: string): string {
+  if (!path.startsWith("/")) throw new ConfigError(flag, `"${path}" is not an absolute path`);
+  if (Buffer.byteLength(path) > MAX_SOCKET_PATH) throw new ConfigError(flag, `"${path}" is longer than ${MAX_SOCKET_PATH} bytes`);
+  return path;
+}
+
+/** --pid-file: absolute, since the process may change directory and systemd's PIDFile= is absolute too. */
+function pidFileOf(path: string, flag: string): string {
+  if (!path.startsWith("/") || path.endsWith("/")) throw new ConfigError(flag, `"${path}" is not an absolute file path`);
+  return path;
+}
 
 /** Parse argv (without the program name). Throws ConfigError with a one-line message. */
 export function parseArgs(argv: readonly string[]): Command {
@@ -114,20 +77,17 @@ export function parseArgs(argv: readonly string[]): Command {
   let workers: number | undefined;
   let drainTimeoutMs: number | undefined;
   let configFile: string | undefined;
-  let admin: ServeConfig["admin"] = { kind: "off" };
+  let admin: AdminConfig | undefined;
+  let noAdmin = false;
+  let instance: string | undefined;
+  let pidFile: string | undefined;
   const source: { connections?: number; rate?: number; burst?: number; prefixV6?: number } = {};
   const seen = new Set<string>();
 
-  for (let i = 0; i < args.length; i++) {
-    const arg = args[i]!;
-    const eq = arg.startsWith("--") ? arg.indexOf("=") : -1;
-    const flag = eq > 0 ? arg.slice(0, eq) : arg;
-    const value = (): string => {
-      if (eq > 0) return arg.slice(eq + 1);
-      const v = args[++i];
-      if (v === undefined || v === "") throw new ConfigError(flag, "needs a value");
-      return v;
-    };
+  for (const token of tokenize(args, SERVE_FLAGS)) {
+    if ("arg" in token) throw new ConfigError(token.arg, "unexpected argument (see --help)");
+    const flag = token.flag;
+    const value = (): string => token.value!;
     const once = () => {
       if (seen.has(flag)) throw new ConfigError(flag, "given twice");
       seen.add(flag);
@@ -206,7 +166,7 @@ export function parseArgs(argv: readonly string[]): Command {
         break;
       case "--admin":
         once();
-        admin = { kind: "unix", path: value() };
+        admin = { kind: "unix", path: socketPathOf(value(), flag) };
         break;
       case "--bpffs":
         once();
@@ -221,8 +181,19 @@ export function parseArgs(argv: readonly string[]): Command {
         drainTimeoutMs = parseDuration(value(), flag);
         break;
       case "--take-over":
-        if (eq > 0) throw new ConfigError(flag, "takes no value");
         takeOver = true;
+        break;
+      case "--instance":
+        once();
+        instance = checkInstance(value(), flag);
+        break;
+      case "--no-admin":
+        once();
+        noAdmin = true;
+        break;
+      case "--pid-file":
+        once();
+        pidFile = pidFileOf(value(), flag);
         break;
       case "--connect-timeout":
         once();
@@ -269,15 +240,17 @@ export function parseArgs(argv: readonly string[]): Command {
         deadlines[DEADLINE_KEYS.find((k) => k.flag === flag)!.field] = parseDuration(value(), flag);
         break;
       default:
-        throw new ConfigError(arg, arg.startsWith("-") ? "unknown option (see --help)" : "unexpected argument (see --help)");
+        throw new Error(`flag ${flag} is in SERVE_FLAGS but not handled`);
     }
   }
+  if (noAdmin && admin) throw new ConfigError("--no-admin", "cannot be combined with --admin");
+  const adminOverride: AdminConfig | undefined = noAdmin ? { kind: "off" } : admin;
   if (configFile !== undefined) {
-    const shortcut = [...seen].filter((f) => !["--config", "--bpffs", "--workers", "--drain-timeout"].includes(f));
+    const shortcut = [...seen].filter((f) => !WITH_CONFIG.includes(f));
     if (shortcut.length || ports.length || prefixes.length || takeOver) {
       throw new ConfigError("--config", `cannot be combined with the one-service flags (${[...shortcut, ...(ports.length ? ["--ports"] : []), ...(prefixes.length ? ["--prefix"] : []), ...(takeOver ? ["--take-over"] : [])].join(", ")}); put them in the file`);
     }
-    return { kind: "serve-file", file: configFile, bpffs, workers, drainTimeoutMs };
+    return { kind: "serve-file", file: configFile, overrides: { bpffs, workers, drainTimeoutMs, instance, admin: adminOverride, pidFile } };
   }
   const transport = transportOf(mode);
   if (transport === "udp" && seen.has("--connect-timeout")) throw new ConfigError("--connect-timeout", "UDP has no connections to time out; use --idle-timeout for flows");
@@ -315,5 +288,19 @@ export function parseArgs(argv: readonly string[]): Command {
     deadlines: completeDeadlines(deadlines, { mode, tls: tls !== undefined, acceptProxy: acceptProxy.length > 0 }, (k) => k.flag),
   };
   checkService(service, (key) => ({ origins: "--origin", route: "--origin", accept_proxy: "--accept-proxy" })[key] ?? key);
-  return { kind: "serve", config: { takeOver, maxConnections, maxFlows, bpffs, admin, services: [service], ...(workers ? { workers } : {}), ...(drainTimeoutMs !== undefined ? { drainTimeoutMs } : {}) } };
+  const instanceName = instance ?? DEFAULTS.instance;
+  return {
+    kind: "serve",
+    config: {
+      instance: instanceName,
+      takeOver,
+      maxConnections,
+      maxFlows,
+      bpffs,
+      // Every serve gets an admin socket by default, so control commands find it (--no-admin: none).
+      admin: adminOverride ?? defaultAdmin(instanceName, "--instance"),
+      ...(pidFile ? { pidFile } : {}),
+      services: [service], ...(workers ? { workers } : {}), ...(drainTimeoutMs !== undefined ? { drainTimeoutMs } : {}),
+    },
+  };
 }

@@ -10,6 +10,9 @@ import { libc } from "../ebpf/libc";
 import { checkEnvironment } from "../system/environment";
 import { socketKind, takeFd } from "../system/sockets";
 import { table } from "./table";
+import { tokenize, type FlagSpec } from "./flags";
+import { checkInstance } from "../config/service";
+import type { StatusView } from "./instances";
 
 /** The tubectl-style commands that act on the namespace's pinned dispatcher. */
 export type ControlCommand =
@@ -24,6 +27,8 @@ export type ControlCommand =
 export interface ControlOptions {
   readonly json: boolean;
   readonly bpffs?: string;
+  /** status: only this live instance's services. */
+  readonly instance?: string;
 }
 
 export const CONTROL_COMMANDS = ["status", "bindings", "bind", "unbind", "register", "unregister", "down", "upgrade-program"] as const;
@@ -38,16 +43,36 @@ export const CONTROL_USAGE = `Commands on the pinned dispatcher of this network 
   edgeproxy down                                     remove all of edgeproxy's kernel state here
   edgeproxy upgrade-program [--object FILE]          switch the pinned dispatcher to this edgeproxy's BPF
                                                      program (or FILE's), keeping its maps and steering
+  status also lists the live instances (serves answering in $EDGEPROXY_RUN_DIR or /run/edgeproxy);
+  status --instance NAME shows only that instance's services.
 Options: --json (machine-readable output), --bpffs PATH, --take-over (bind).
 
-Commands on a running serve, through its admin socket (--admin PATH, default /run/edgeproxy/admin.sock):
+Commands on a running serve (an instance), through its admin socket: the only live instance,
+or --instance NAME (its socket is /run/edgeproxy/NAME.sock by default), or --admin PATH:
   edgeproxy reload                                   re-read the config file
   edgeproxy upgrade [--binary PATH]                  start a successor, then drain
-  edgeproxy health                                   exit 0 if the admin API answers /healthz (probes)`;
+  edgeproxy drain                                    stop taking connections, let open ones finish, exit
+  edgeproxy health                                   exit 0 if the admin API answers /healthz (probes)
+Every --flag VALUE may also be written --flag=VALUE.`;
+
+const COMMON: readonly FlagSpec[] = [{ name: "--json" }, { name: "--bpffs", value: "PATH" }];
+/** Each command's flags (src/cli/flags.ts: `--flag VALUE` or `--flag=VALUE`). */
+export const CONTROL_FLAGS: Readonly<Record<(typeof CONTROL_COMMANDS)[number], readonly FlagSpec[]>> = {
+  status: [...COMMON, { name: "--instance", value: "NAME" }],
+  bindings: COMMON,
+  bind: [...COMMON, { name: "--take-over" }],
+  unbind: COMMON,
+  register: [...COMMON, { name: "--pid", value: "PID" }, { name: "--fd", value: "FD" }],
+  unregister: COMMON,
+  down: COMMON,
+  "upgrade-program": [...COMMON, { name: "--object", value: "FILE", needs: "an ELF file (a compiled bpf/dispatcher.bpf.c)" }],
+};
 
 /** Parse `edgeproxy <command> ...`. Throws ConfigError (exit 2). */
 export function parseControl(argv: readonly string[]): { command: ControlCommand; options: ControlOptions } {
   const [kind, ...rest] = argv as [string, ...string[]];
+  const specs = CONTROL_FLAGS[kind as (typeof CONTROL_COMMANDS)[number]];
+  if (!specs) throw new ConfigError(String(kind), "unknown command (see --help)");
   const positional: string[] = [];
   let json = false;
   let bpffs: string | undefined;
@@ -55,32 +80,23 @@ export function parseControl(argv: readonly string[]): { command: ControlCommand
   let pid: number | undefined;
   let fd: number | undefined;
   let object: string | undefined;
+  let instance: string | undefined;
   // pid_max is at most 2^22 (PID_MAX_LIMIT); a descriptor is a non-negative int.
-  const number = (flag: string, v: string | undefined) => {
-    if (v === undefined) throw new ConfigError(`${kind} ${flag}`, "needs a whole number, got nothing");
-    return parseCount(v, `${kind} ${flag}`, flag === "--pid" ? { min: 1, max: 2 ** 22 } : { min: 0 });
-  };
-  for (let i = 0; i < rest.length; i++) {
-    const a = rest[i]!;
-    if (a === "--json") json = true;
-    else if (a === "--take-over" && kind === "bind") takeOver = true;
-    else if (a === "--bpffs") {
-      bpffs = rest[++i];
-      if (!bpffs) throw new ConfigError(`${kind} --bpffs`, "needs a path");
-    }
-    else if (a === "--pid" && kind === "register") pid = number(a, rest[++i]);
-    else if (a === "--fd" && kind === "register") fd = number(a, rest[++i]);
-    else if (a === "--object" && kind === "upgrade-program") {
-      object = rest[++i];
-      if (!object) throw new ConfigError(`${kind} --object`, "needs an ELF file (a compiled bpf/dispatcher.bpf.c)");
-    }
-    else if (a.startsWith("-")) throw new ConfigError(`${kind} ${a}`, "unknown option (see --help)");
-    else positional.push(a);
+  const number = (flag: string, v: string) => parseCount(v, `${kind} ${flag}`, flag === "--pid" ? { min: 1, max: 2 ** 22 } : { min: 0 });
+  for (const t of tokenize(rest, specs, kind)) {
+    if ("arg" in t) positional.push(t.arg);
+    else if (t.flag === "--json") json = true;
+    else if (t.flag === "--take-over") takeOver = true;
+    else if (t.flag === "--bpffs") bpffs = t.value;
+    else if (t.flag === "--pid") pid = number(t.flag, t.value!);
+    else if (t.flag === "--fd") fd = number(t.flag, t.value!);
+    else if (t.flag === "--object") object = t.value;
+    else if (t.flag === "--instance") instance = checkInstance(t.value!, `${kind} --instance`);
   }
   const arity = (n: number, shape: string) => {
     if (positional.length !== n) throw new ConfigError(kind, `usage: edgeproxy ${kind}${shape ? ` ${shape}` : ""}`);
   };
-  const options = { json, bpffs };
+  const options = { json, bpffs, ...(instance !== undefined ? { instance } : {}) };
   switch (kind) {
     case "status":
     case "bindings":
@@ -122,7 +138,7 @@ export function parseControl(argv: readonly string[]): { command: ControlCommand
 type Out = (line: string) => void;
 
 /** Run a control command; resolves to the exit code. Errors propagate to the CLI's reporter. */
-export function runControl(command: ControlCommand, options: ControlOptions, image: Uint8Array, out: Out): number {
+export function runControl(command: ControlCommand, options: ControlOptions, image: Uint8Array, out: Out, view?: StatusView): number {
   checkEnvironment();
   const bpffs = bpffsPath(options.bpffs);
   const emit = (human: string[], json: unknown) => {
@@ -153,13 +169,14 @@ export function runControl(command: ControlCommand, options: ControlOptions, ima
     const pinned = openPinned(bpffs, image, creates, false);
     if (!pinned) {
       if (command.kind === "status" || command.kind === "bindings") {
-        emit([`edgeproxy is not loaded in this network namespace (${pinDir(bpffs)} does not exist)`], { loaded: false, dir: pinDir(bpffs) });
+        const live = view && command.kind === "status" ? instanceLines(view) : [];
+        emit([`edgeproxy is not loaded in this network namespace (${pinDir(bpffs)} does not exist)`, ...live], { loaded: false, dir: pinDir(bpffs), ...(view ? { instances: view.live } : {}) });
         return 0;
       }
       throw new ConfigError(command.kind, `edgeproxy is not loaded in this network namespace (${pinDir(bpffs)} does not exist)`);
     }
     try {
-      return act(command, new Registry(pinned.dispatcher), pinned, emit);
+      return act(command, new Registry(pinned.dispatcher), pinned, emit, view);
     } catch (e) {
       // A namespace this command just equipped gets nothing half-done.
       if (pinned.created) removePinned(bpffs);
@@ -184,7 +201,7 @@ function readObject(path: string): Uint8Array {
   return bytes;
 }
 
-function act(command: Exclude<ControlCommand, { kind: "down" | "upgrade-program" }>, reg: Registry, pinned: Pinned, emit: (human: string[], json: unknown) => void): number {
+function act(command: Exclude<ControlCommand, { kind: "down" | "upgrade-program" }>, reg: Registry, pinned: Pinned, emit: (human: string[], json: unknown) => void, view?: StatusView): number {
   const named = (name: string) => {
     const s = reg.find(name);
     if (!s) throw new ConfigError(`service ${name}`, "no such service (see edgeproxy status)");
@@ -192,7 +209,7 @@ function act(command: Exclude<ControlCommand, { kind: "down" | "upgrade-program"
   };
   switch (command.kind) {
     case "status":
-      return status(reg, pinned, emit);
+      return status(reg, pinned, emit, view);
     case "bindings": {
       const names = new Map(reg.services().map((s) => [s.id, s.name]));
       const stored = reg.bindings().sort((a, b) => a.service - b.service || a.protocol.localeCompare(b.protocol) || a.prefix.length - b.prefix.length || a.lo - b.lo);
@@ -257,11 +274,20 @@ function act(command: Exclude<ControlCommand, { kind: "down" | "upgrade-program"
   }
 }
 
-function status(reg: Registry, pinned: Pinned, emit: (human: string[], json: unknown) => void): number {
+/** One line per live instance (status), or where none answers. */
+function instanceLines(view: StatusView): string[] {
+  if (!view.live.length) return [`no edgeproxy instance answers in ${view.dir}`];
+  return view.live.map(
+    (i) => `instance ${i.instance}: pid ${i.pid}, ${i.workers} worker(s), ${i.source ? `config ${i.source}` : "started from flags"}, admin socket ${i.socket}`,
+  );
+}
+
+function status(reg: Registry, pinned: Pinned, emit: (human: string[], json: unknown) => void, view?: StatusView): number {
   const d = pinned.dispatcher;
   const sockets = reg.sockets();
   const bindings = reg.bindingsByService();
-  const services = reg.services().map((s) => ({
+  const only = view?.services && new Set(view.services);
+  const services = reg.services().filter((s) => !only || only.has(s.name)).map((s) => ({
     name: s.name,
     id: s.id,
     takeOver: s.takeOver,
@@ -288,8 +314,9 @@ function status(reg: Registry, pinned: Pinned, emit: (human: string[], json: unk
       `dispatcher ${pinned.dir} (program tag ${pinned.tag}${pinned.tag === pinned.binaryTag ? "" : `; this edgeproxy's is ${pinned.binaryTag}: 'edgeproxy upgrade-program' switches to it`})`,
       ...table(["SERVICE", "ID", "BINDINGS", "SOCKETS", "LOOKUPS", "STEERED", "NO-SOCKET", "DENIED", "LIMITED", "ASSIGN-ERR"], rows),
       `lookups that matched no binding: ${unmatched}`,
+      ...(view ? instanceLines(view) : []),
     ],
-    { loaded: true, dir: pinned.dir, tag: pinned.tag, binaryTag: pinned.binaryTag, services, unmatchedLookups: unmatched },
+    { loaded: true, dir: pinned.dir, tag: pinned.tag, binaryTag: pinned.binaryTag, services, unmatchedLookups: unmatched, ...(view ? { instances: view.live } : {}) },
   );
   return 0;
 }

@@ -1,5 +1,4 @@
 import { join } from "node:path";
-import { DEFAULTS } from "../config/service";
 import { ConfigError, EdgeError, EnvironmentError, errorLine } from "../errors";
 import { dispatcherImage } from "../dispatcher/image";
 import { availableParallelism } from "node:os";
@@ -7,13 +6,18 @@ import type { ServeConfig } from "../config/service";
 import { VERSION } from "../version";
 import { loadConfig } from "../config/file";
 import { serveInProcess } from "./serve";
-import { checkEnvironment, checkPinAccess, checkSocketDirectory, permissionProblem } from "../system/environment";
+import { checkEnvironment, checkPinAccess, permissionProblem } from "../system/environment";
 import { bpffsPath, pinDir } from "../dispatcher/pins";
 import { holdAmbientCapabilities } from "../system/capabilities";
 import { refuseSelfReach } from "../server/bindings";
 import { Supervisor, WORKER_ADMIN_ENV, WORKER_ENV } from "./supervisor";
 import { connectionShare } from "../server/server";
-import { parseArgs, USAGE } from "./args";
+import { parseArgs, USAGE, type ServeOverrides } from "./args";
+import { statusView } from "./instances";
+import { checkPidFile } from "./supervision";
+import { checkAdminFree } from "../admin/server";
+import { UPGRADE_ENV } from "./upgrade";
+import { INSTANCE_COMMANDS, parseInstanceCommand, runInstanceCommand, type InstanceCommand } from "./instance-commands";
 import { parseCount, WORKER_BOUNDS } from "../config/numbers";
 import { CONTROL_COMMANDS, CONTROL_USAGE, parseControl, runControl } from "./control";
 
@@ -65,14 +69,20 @@ export async function run(args: readonly string[]): Promise<number> {
 
 /** Run the CLI; resolves to the process exit code. */
 export async function main(args: readonly string[]): Promise<number> {
-  if (args[0] === "reload") return reloadCommand(args.slice(1));
-  if (args[0] === "upgrade") return upgradeCommand(args.slice(1));
-  if (args[0] === "health") return healthCommand(args.slice(1));
+  if ((INSTANCE_COMMANDS as readonly string[]).includes(args[0] ?? "")) {
+    try {
+      const command = args[0] as InstanceCommand;
+      return await runInstanceCommand(command, parseInstanceCommand(command, args.slice(1)), print);
+    } catch (e) {
+      return report(e);
+    }
+  }
   if ((CONTROL_COMMANDS as readonly string[]).includes(args[0] ?? "")) {
     try {
       const { command, options } = parseControl(args);
+      const view = command.kind === "status" ? await statusView(options.instance) : undefined;
       const lines: string[] = [];
-      const code = runControl(command, options, await dispatcherImage(), (line) => lines.push(`${line}\n`));
+      const code = runControl(command, options, await dispatcherImage(), (line) => lines.push(`${line}\n`), view);
       await print(lines.join(""));
       return code;
     } catch (e) {
@@ -110,7 +120,6 @@ export async function main(args: readonly string[]): Promise<number> {
   try {
     // Whatever this process may exec besides its own workers and successor gets no capability.
     holdAmbientCapabilities();
-    if (worker === undefined && config.admin.kind === "unix") checkSocketDirectory(config.admin.path);
   } catch (e) {
     return report(e);
   }
@@ -119,7 +128,15 @@ export async function main(args: readonly string[]): Promise<number> {
     const say = (line: string) => process.stderr.write(`edgeproxy: worker ${index}: ${line}\n`);
     return serveInProcess(config, image, { worker: index, workerAdmin: process.env[WORKER_ADMIN_ENV] || undefined, argv, say, report });
   }
-  if ((config.workers ?? 1) <= 1) return serveInProcess(config, image, { argv, say, report });
+  const reread = command.kind === "serve-file" ? () => fileConfig(command) : undefined;
+  try {
+    // Before anything changes: a pid file we could not write, or an admin socket another serve answers on, is one line and exit 2.
+    if (config.pidFile) checkPidFile(config.pidFile);
+    if (!process.env[UPGRADE_ENV]) await checkAdminFree(config.admin);
+  } catch (e) {
+    return report(e);
+  }
+  if ((config.workers ?? 1) <= 1) return serveInProcess(config, image, { argv, say, report, reread });
   try {
     // Checked here too, so a missing privilege or a cap the workers cannot share is one line from the supervisor, not one per worker.
     connectionShare(config.maxConnections, config.workers ?? 1, 0);
@@ -131,20 +148,23 @@ export async function main(args: readonly string[]): Promise<number> {
     // Said once, by the process that starts the workers, once the config is known to start: more of them than CPUs only share the CPUs.
     const cpus = availableParallelism();
     if ((config.workers ?? 1) > cpus) say(`${config.workers} workers on ${cpus} CPU(s): workers will share CPUs (the default is one per CPU)`);
-    return await new Supervisor(config, argv, say).run();
+    return await new Supervisor(config, argv, say, reread).run();
   } catch (e) {
     return report(e);
   }
 }
 
-/** A config file's settings, with --bpffs, --workers and --drain-timeout from the command line over the file's. */
-async function fileConfig(command: { file: string; bpffs?: string; workers?: number; drainTimeoutMs?: number }): Promise<ServeConfig> {
-  const file = await loadConfig(command.file);
+/** A config file's settings, with the command line's (ServeOverrides) over the file's. */
+export async function fileConfig(command: { file: string; overrides: ServeOverrides }): Promise<ServeConfig> {
+  const o = command.overrides;
+  const file = await loadConfig(command.file, { instance: o.instance });
   return {
     ...file,
-    bpffs: command.bpffs,
-    workers: command.workers ?? file.workers ?? defaultWorkers(),
-    drainTimeoutMs: command.drainTimeoutMs ?? file.drainTimeoutMs,
+    bpffs: o.bpffs,
+    admin: o.admin ?? file.admin,
+    workers: o.workers ?? file.workers ?? defaultWorkers(),
+    drainTimeoutMs: o.drainTimeoutMs ?? file.drainTimeoutMs,
+    ...(o.pidFile ? { pidFile: o.pidFile } : {}),
   };
 }
 
@@ -154,81 +174,4 @@ export function defaultWorkers(): number {
   if (env !== undefined && env !== "") return parseCount(env, "$EDGEPROXY_WORKERS", WORKER_BOUNDS);
   // More CPUs than workers may exist (a 512-CPU host): the default stays within the bound too.
   return Math.min(availableParallelism(), WORKER_BOUNDS.max!);
-}
-
-/**
- * The flags of a command that talks to a running serve through its admin
- * socket: `--admin PATH` (default DEFAULTS.adminSocket) and the command's own
- * `--name VALUE` flags. Throws ConfigError (exit 2) with the usage line.
- */
-function adminFlags(command: string, args: readonly string[], own: readonly string[] = []): { path: string; flags: Map<string, string> } {
-  const usage = `usage: edgeproxy ${command} [--admin PATH]${own.map((f) => ` [--${f} PATH]`).join("")}`;
-  let path: string = DEFAULTS.adminSocket;
-  const flags = new Map<string, string>();
-  for (let i = 0; i < args.length; i++) {
-    const name = args[i]!.replace(/^--/, "");
-    const value = args[i + 1];
-    if (!args[i]!.startsWith("--") || value === undefined || !(name === "admin" || own.includes(name))) throw new ConfigError(`${command} ${args[i]}`, usage);
-    if (name === "admin") path = value;
-    else flags.set(name, value);
-    i++;
-  }
-  return { path, flags };
-}
-
-/** Send `init` to `route` of the admin API on `path`; an unreachable API is an EdgeError of `fault`. */
-async function askAdmin(command: string, path: string, route: string, init: RequestInit, fault: "config" | "internal"): Promise<Response> {
-  try {
-    return await fetch(`http://localhost${route}`, { ...init, unix: path } as RequestInit);
-  } catch (e) {
-    const hint = fault === "config" ? "; is serve running with --admin or [admin]?" : "";
-    throw new EdgeError(command, `no edgeproxy admin API answers on ${path} (${(e as { code?: string }).code ?? (e as Error).message})${hint}`, fault);
-  }
-}
-
-/** `edgeproxy reload [--admin PATH]`: ask the running serve, through its admin socket, to re-read its config. */
-async function reloadCommand(args: readonly string[]): Promise<number> {
-  try {
-    const { path } = adminFlags("reload", args);
-    const res = await askAdmin("reload", path, "/reload", { method: "POST" }, "config");
-    const body = (await res.json().catch(() => ({}))) as { error?: string; summary?: string };
-    if (!res.ok) return report(new ConfigError("reload rejected, nothing changed", body.error ?? `HTTP ${res.status}`));
-    await print(`reloaded${body.summary ? `: ${body.summary}` : ""}\n`);
-    return 0;
-  } catch (e) {
-    return report(e);
-  }
-}
-
-/**
- * `edgeproxy health [--admin PATH]`: GET /healthz on the admin socket, exit 0
- * when it answers ok, else 1. For container health checks and Kubernetes exec
- * probes: the image has no curl, and a probe cannot reach a unix socket itself.
- */
-async function healthCommand(args: readonly string[]): Promise<number> {
-  try {
-    const { path } = adminFlags("health", args);
-    const res = await askAdmin("health", path, "/healthz", { signal: AbortSignal.timeout(2000) }, "internal");
-    if (!res.ok) return report(new EdgeError("health", `admin API on ${path} answered HTTP ${res.status}`, "internal"));
-    await print("ok\n");
-    return 0;
-  } catch (e) {
-    return report(e);
-  }
-}
-
-/** `edgeproxy upgrade [--admin PATH] [--binary PATH]`: ask the running edgeproxy to start its successor and drain. */
-async function upgradeCommand(args: readonly string[]): Promise<number> {
-  try {
-    const { path, flags } = adminFlags("upgrade", args, ["binary"]);
-    const binary = flags.get("binary");
-    const res = await askAdmin("upgrade", path, "/upgrade", { method: "POST", body: JSON.stringify(binary ? { binary } : {}), headers: { "content-type": "application/json" } }, "config");
-    const body = (await res.json().catch(() => ({}))) as { error?: string; summary?: string };
-    // 400: the request was bad (exit 2); otherwise the new process failed (exit 1).
-    if (!res.ok) return report(new EdgeError("upgrade failed, the running edgeproxy keeps serving", body.error ?? `HTTP ${res.status}`, res.status === 400 ? "config" : "internal"));
-    await print(`upgraded: ${body.summary ?? ""}\n`);
-    return 0;
-  } catch (e) {
-    return report(e);
-  }
 }

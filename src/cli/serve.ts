@@ -6,6 +6,9 @@ import { describeReload, reload } from "../server/reload";
 import { Server } from "../server/server";
 import { dropUnusedCapabilities } from "../system/capabilities";
 import { announceReady, startSuccessor, untilReady, UPGRADE_ENV } from "./upgrade";
+import { announceServing, announceStopping, announceSuccessor, logsOf, removePidFile } from "./supervision";
+import { describeRestart, restartNeeded } from "../config/restart";
+import { VERSION } from "../version";
 
 /** Default --drain-timeout. */
 export const DRAIN_TIMEOUT_MS = 30_000;
@@ -19,6 +22,8 @@ export interface ServeRole {
   readonly argv: readonly string[];
   readonly say: (line: string) => void;
   readonly report: (e: unknown) => number;
+  /** The config as a restart would read it now (file and command line), for what a reload cannot apply; absent without --config. */
+  readonly reread?: () => Promise<ServeConfig>;
 }
 
 /**
@@ -51,12 +56,20 @@ export async function serveInProcess(config: ServeConfig, image: Uint8Array, rol
 
   let server: Server;
   let admin: AdminServer;
+  // What the file asks that a reload cannot apply (the leader's to say; a supervisor says it for its workers).
+  const restartNotes = async () => (leader && role.reread ? describeRestart(restartNeeded(config, await role.reread().catch(() => config))) : "");
   let upgrading: Promise<string> | undefined;
+  let successor: number | undefined;
   const upgrade = (binary?: string): Promise<string> => {
     upgrading ??= startSuccessor(role.argv, binary).then(
       (pid) => {
+        successor = pid;
+        for (const line of announceSuccessor(pid)) say(line);
         onSignal(`upgrade to pid ${pid}`, "drain");
-        return `new edgeproxy pid ${pid} serves; pid ${process.pid} drains (at most ${drainMs / 1000} s)`;
+        // Said here too, however the upgrade was asked: a terminal that started this process learns where its successor went.
+        const line = `new edgeproxy pid ${pid} serves and logs to ${logsOf(pid)}; pid ${process.pid} drains (at most ${drainMs / 1000} s)`;
+        say(line);
+        return line;
       },
       (e) => {
         upgrading = undefined;
@@ -70,7 +83,18 @@ export async function serveInProcess(config: ServeConfig, image: Uint8Array, rol
     server = await Server.start(config, image, role.worker ?? 0);
     try {
       await server.planes.started();
-      const backend = { ...serverBackend(server), ...(leader ? { upgrade } : {}) };
+      const base = serverBackend(server);
+      const started = Date.now() / 1000;
+      const leaderOnly = {
+        upgrade,
+        identity: () => ({ instance: config.instance, pid: process.pid, ...(config.source ? { source: config.source } : {}), workers: 1, version: VERSION, startedAt: started }),
+        drain: () => {
+          onSignal("POST /drain", "drain");
+          return `pid ${process.pid} takes no new connections; open ones may finish within ${drainMs / 1000} s, then it exits`;
+        },
+        reload: async () => `${(await base.reload()) ?? ""}${await restartNotes()}`,
+      };
+      const backend = { ...base, ...(leader ? leaderOnly : {}) };
       const adminConfig = role.workerAdmin ? { kind: "unix" as const, path: role.workerAdmin } : leader ? config.admin : { kind: "off" as const };
       admin = await startAdminServer(backend, adminConfig, { replace: leader && !!process.env[UPGRADE_ENV] });
       // Started: keep only what serving still uses (src/system/capabilities.ts).
@@ -95,16 +119,17 @@ export async function serveInProcess(config: ServeConfig, image: Uint8Array, rol
   // SIGHUP re-reads the config file; a bad file changes nothing.
   process.on("SIGHUP", () => {
     reload(server).then(
-      (r) => say(`reloaded ${server.config.source}: ${describeReload(r)}`),
+      async (r) => say(`reloaded ${server.config.source}: ${describeReload(r)}${await restartNotes()}`),
       (e) => say(`reload rejected, nothing changed: ${(e as Error).message}`),
     );
   });
   if (leader) {
     process.on("SIGUSR2", () => {
       say("SIGUSR2: upgrading");
-      upgrade().then(say, (e) => say(`upgrade failed: ${(e as Error).message}`));
+      upgrade().catch((e) => say(`upgrade failed: ${(e as Error).message}`));
     });
   }
+  if (leader) for (const line of announceServing(config.pidFile)) say(line);
   say(`ready (setup ${(performance.now() - t0).toFixed(1)} ms)`);
   ready();
   announceReady();
@@ -114,6 +139,9 @@ export async function serveInProcess(config: ServeConfig, image: Uint8Array, rol
   const hold = setInterval(() => {}, 1 << 30);
   if (!stop) await new Promise<void>((resolve) => (wake = resolve));
   clearInterval(hold);
+  // An upgrade's old process is no longer the unit's main process: STOPPING=1 from it would stop the unit.
+  if (leader && successor === undefined) for (const line of announceStopping()) say(line);
+  if (leader && config.pidFile) process.on("exit", () => removePidFile(config.pidFile!));
   try {
     for (const line of server.summary()) say(line);
   } catch (e) {

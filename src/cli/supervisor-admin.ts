@@ -3,6 +3,8 @@ import { bodyOf, clientErrorResponse, limitBodies, readBodies, renderAdminRefusa
 import { ConfigError, errorLine } from "../errors";
 import { METRICS_CONTENT_TYPE } from "../admin/metrics";
 import type { Supervisor, WorkerState } from "./supervisor";
+import { DRAIN_TIMEOUT_MS } from "./serve";
+import { VERSION } from "../version";
 
 /** What GET /workers (and /status's `workers`) say of one worker. */
 export interface WorkerSnapshot {
@@ -20,6 +22,9 @@ async function ask(w: WorkerState, path: string, init: RequestInit = {}): Promis
   if (!w.admin) throw new Error("the admin API is off");
   return fetch(`http://localhost${path}`, { ...init, unix: w.admin } as RequestInit);
 }
+
+// Headers of one connection, not of the request (RFC 9110 7.6.1), and the ones fetch sets itself.
+const HOP_BY_HOP = new Set(["connection", "keep-alive", "proxy-connection", "te", "trailer", "transfer-encoding", "upgrade", "host", "content-length", "date"]);
 
 const live = (sup: Supervisor) => sup.workers.filter((w) => w.ready && w.admin);
 
@@ -115,7 +120,17 @@ export function supervisorApp(sup: Supervisor): Hono {
     const answers = await Promise.all(live(sup).map(async (w) => ({ res: await ask(w, "/reload", { method: "POST" }) })));
     const bad = answers.find((a) => !a.res.ok);
     if (bad) return c.json(await bad.res.json(), bad.res.status as 400);
-    return c.json(answers.length ? await answers[0]!.res.json() : { reloaded: false });
+    const first: { summary?: string; reloaded?: boolean } = answers.length ? ((await answers[0]!.res.json()) as { summary?: string }) : { reloaded: false };
+    // The workers applied what they can; the supervisor names what needs new processes (workers, ...).
+    const notes = await sup.restartNotes();
+    return c.json(notes ? { ...first, summary: `${first.summary ?? "no change"}${notes}` } : first);
+  });
+  app.get("/instance", (c) =>
+    c.json({ instance: sup.config.instance, pid: process.pid, ...(sup.config.source ? { source: sup.config.source } : {}), workers: sup.workers.length, version: VERSION, startedAt: sup.startedAt }),
+  );
+  app.post("/drain", (c) => {
+    void sup.stop("drain");
+    return c.json({ draining: true, summary: `pid ${process.pid} and its ${sup.workers.length} workers take no new connections; open ones may finish within ${(sup.config.drainTimeoutMs ?? DRAIN_TIMEOUT_MS) / 1000} s, then they exit` });
   });
   app.post("/upgrade", async (c) => {
     const body = upgradeBody(c);
@@ -131,11 +146,23 @@ export function supervisorApp(sup: Supervisor): Hono {
   app.all("*", async (c) => {
     const first = live(sup)[0];
     if (!first) return c.json({ error: "no worker is ready" }, 503);
-    const init: RequestInit = { method: c.req.method, headers: { "content-type": c.req.header("content-type") ?? "application/json" } };
+    // Forwarded whole: method, path with its query string (DELETE .../bindings?protocol=... carries its binding there),
+    // headers and body; not the hop-by-hop headers (RFC 9110 7.6.1), the length (recomputed) or the
+    // bearer token (the supervisor checked it; a worker's socket is private).
+    const url = new URL(c.req.url);
+    const headers = new Headers();
+    c.req.raw.headers.forEach((value, name) => {
+      if (!HOP_BY_HOP.has(name) && name !== "authorization") headers.set(name, value);
+    });
+    const init: RequestInit = { method: c.req.method, headers };
     // Read by readBodies with the API's limit: at most ADMIN_MAX_BODY_BYTES held.
     if (c.req.method !== "GET" && c.req.method !== "HEAD") init.body = bodyOf(c);
-    const res = await ask(first, c.req.path, init);
-    return new Response(res.body, { status: res.status, headers: { "content-type": res.headers.get("content-type") ?? "application/json" } });
+    const res = await ask(first, `${url.pathname}${url.search}`, init);
+    const back = new Headers();
+    res.headers.forEach((value, name) => {
+      if (!HOP_BY_HOP.has(name)) back.set(name, value);
+    });
+    return new Response(res.body, { status: res.status, headers: back });
   });
   return app;
 }

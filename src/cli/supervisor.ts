@@ -8,6 +8,8 @@ import { supervisorApp } from "./supervisor-admin";
 import { announceReady, childEnv, selfCommand, startSuccessor, untilReady, UPGRADE_ENV } from "./upgrade";
 import { DRAIN_TIMEOUT_MS } from "./serve";
 import { dropUnusedCapabilities, spawnWithCapabilities } from "../system/capabilities";
+import { announceServing, announceStopping, announceSuccessor, logsOf, removePidFile } from "./supervision";
+import { describeRestart, restartNeeded } from "../config/restart";
 
 /** Env var naming a worker's index; its presence makes a process a worker. */
 export const WORKER_ENV = "EDGEPROXY_WORKER";
@@ -58,10 +60,15 @@ export class Supervisor {
   private wakeStart: (() => void) | undefined;
   readonly startedAt = Date.now() / 1000;
 
+  /** The pid of an upgrade's successor, once it serves. */
+  successor: number | undefined;
+
   constructor(
     readonly config: ServeConfig,
     private readonly argv: readonly string[],
     readonly say: (line: string) => void,
+    /** The config as a restart would read it now, for what a reload cannot apply (config/restart.ts); absent without --config. */
+    private readonly reread?: () => Promise<ServeConfig>,
   ) {
     // Workers' private admin sockets: a directory of this supervisor's own (an upgrade's next supervisor has another).
     this.runtime = config.admin.kind === "off" ? undefined : mkdtempSync(join(tmpdir(), "edgeproxy-"));
@@ -81,7 +88,8 @@ export class Supervisor {
     // Our own worker: it gets what a start needs, nothing else we run does.
     const proc: Subprocess = spawnWithCapabilities(() => Bun.spawn([...selfCommand(), ...this.argv], {
       stdio: ["ignore", "inherit", "inherit"],
-      env: childEnv({ [WORKER_ENV]: String(w.index), ...(w.admin ? { [WORKER_ADMIN_ENV]: w.admin } : {}), [UPGRADE_ENV]: "" }),
+      // Only the supervisor talks to the service manager: a worker is never the unit's main process.
+      env: childEnv({ [WORKER_ENV]: String(w.index), ...(w.admin ? { [WORKER_ADMIN_ENV]: w.admin } : {}), [UPGRADE_ENV]: "" }, ["NOTIFY_SOCKET"]),
       ipc: (message) => {
         if ((message as { op?: string })?.op === "ready") {
           w.ready = true;
@@ -153,8 +161,13 @@ export class Supervisor {
   upgrade(binary?: string): Promise<string> {
     this.upgrading ??= startSuccessor(this.argv, binary).then(
       (pid) => {
+        this.successor = pid;
+        for (const line of announceSuccessor(pid)) this.say(line);
         void this.stop("drain");
-        return `new edgeproxy pid ${pid} serves; pid ${process.pid} and its workers drain (at most ${(this.config.drainTimeoutMs ?? DRAIN_TIMEOUT_MS) / 1000} s)`;
+        // Said here too, however the upgrade was asked: a terminal that started this process learns where its successor went.
+        const line = `new edgeproxy pid ${pid} serves and logs to ${logsOf(pid)}; pid ${process.pid} and its workers drain (at most ${(this.config.drainTimeoutMs ?? DRAIN_TIMEOUT_MS) / 1000} s)`;
+        this.say(line);
+        return line;
       },
       (e) => {
         this.upgrading = undefined;
@@ -171,12 +184,20 @@ export class Supervisor {
   stop(how: "now" | "drain"): Promise<void> {
     if (this.stopping) return this.stopped!;
     this.stopping = how;
+    // An upgrade's old supervisor is no longer the unit's main process: STOPPING=1 from it would stop the unit.
+    if (this.successor === undefined && !this.starting) for (const line of announceStopping()) this.say(line);
     const grace = how === "drain" ? (this.config.drainTimeoutMs ?? DRAIN_TIMEOUT_MS) + STOP_GRACE_MS : STOP_GRACE_MS;
     this.stopped = this.signalAll(how === "drain" ? "SIGQUIT" : "SIGTERM", grace).then(() => {
       if (this.runtime) rmSync(this.runtime, { recursive: true, force: true });
       this.wakeStopped?.();
     });
     return this.stopped;
+  }
+
+  /** What the file asks that a reload cannot apply: "" or "; not applied, ...". */
+  async restartNotes(): Promise<string> {
+    if (!this.reread) return "";
+    return describeRestart(restartNeeded(this.config, await this.reread().catch(() => this.config)));
   }
 
   /** Run until stopped. Resolves to the exit code. */
@@ -187,10 +208,13 @@ export class Supervisor {
     process.on("SIGINT", () => void this.stop("now"));
     process.on("SIGTERM", () => void this.stop("now"));
     process.on("SIGQUIT", () => void this.stop("drain"));
-    process.on("SIGHUP", () => this.forward("SIGHUP"));
+    process.on("SIGHUP", () => {
+      this.forward("SIGHUP");
+      void this.restartNotes().then((notes) => notes && say(`reload${notes}`));
+    });
     process.on("SIGUSR2", () => {
       say("SIGUSR2: upgrading");
-      this.upgrade().then(say, (e) => say(`upgrade failed: ${(e as Error).message}`));
+      this.upgrade().catch((e) => say(`upgrade failed: ${(e as Error).message}`));
     });
     const ready = untilReady(() => void this.stop("now"));
     try {
@@ -203,9 +227,11 @@ export class Supervisor {
     admin = await startAdminServer({} as never, this.config.admin, { replace: !!process.env[UPGRADE_ENV], app: supervisorApp(this) });
     if (admin.address !== "off") say(`admin API on ${admin.address}`);
     say(`${this.workers.length} workers: pids ${this.workers.map((w) => w.proc!.pid).join(", ")}`);
+    for (const line of announceServing(this.config.pidFile)) say(line);
     // Serving: a supervisor touches no BPF object and no socket of the data plane.
     dropUnusedCapabilities("supervisor");
     say(`ready (setup ${(performance.now() - t0).toFixed(1)} ms)`);
+    if (this.config.pidFile) process.on("exit", () => removePidFile(this.config.pidFile!));
     ready();
     announceReady();
     const hold = setInterval(() => {}, 1 << 30);

@@ -14,10 +14,10 @@ export function selfCommand(binary?: string): string[] {
   return compiled ? [process.execPath] : [process.execPath, Bun.main];
 }
 
-/** Environment for a child edgeproxy: ours, without the IPC channel Bun gave us (the child gets its own). */
-export function childEnv(extra: Record<string, string>): Record<string, string> {
+/** Environment for a child edgeproxy: ours, without the IPC channel Bun gave us (the child gets its own) and without `drop`. */
+export function childEnv(extra: Record<string, string>, drop: readonly string[] = []): Record<string, string> {
   const env: Record<string, string> = {};
-  for (const [k, v] of Object.entries(process.env)) if (v !== undefined && !k.startsWith("NODE_CHANNEL")) env[k] = v;
+  for (const [k, v] of Object.entries(process.env)) if (v !== undefined && !k.startsWith("NODE_CHANNEL") && !drop.includes(k)) env[k] = v;
   return { ...env, ...extra };
 }
 

@@ -8,9 +8,11 @@ import { parseArgs } from "../cli/args";
 import { ConfigError } from "../errors";
 import { parsePrefix } from "./address";
 import { loadConfig, parseConfig } from "./file";
-import { DEFAULTS } from "./service";
+import { DEFAULTS, runDir } from "./service";
 
 const FILE = "edgeproxy.toml";
+// The file's instance is its base name, and its admin socket is named after it.
+const DEFAULT_SOCKET = join(runDir(), "edgeproxy.sock");
 const TOKEN = "0123456789abcdef0123";
 
 /** One service "web" with one bind; extra lines go into the service and the bind. */
@@ -69,6 +71,7 @@ connect_timeout = 3
 `;
     const c = parseConfig(text, FILE);
     expect(c).toStrictEqual({
+      instance: "edgeproxy",
       services: [
         {
           name: "web",
@@ -122,15 +125,15 @@ connect_timeout = 3
     const c = parseConfig(web(), FILE);
     expect(c.takeOver).toBe(false);
     expect(c.maxConnections).toBeUndefined();
-    expect(c.admin).toEqual({ kind: "unix", path: DEFAULTS.adminSocket });
+    expect(c.admin).toEqual({ kind: "unix", path: DEFAULT_SOCKET });
     expect(c.services[0]).toMatchObject({ mode: "tcp", connectTimeoutMs: DEFAULTS.connectTimeoutMs, idleTimeoutMs: DEFAULTS.idleTimeoutMs });
   });
 
   test.each([
-    ["[admin]\n", { kind: "unix", path: DEFAULTS.adminSocket }],
+    ["[admin]\n", { kind: "unix", path: DEFAULT_SOCKET }],
     ['[admin]\nsocket = "/run/ep/admin.sock"\n', { kind: "unix", path: "/run/ep/admin.sock" }],
     ["[admin]\nenabled = false\n", { kind: "off" }],
-    ["[admin]\nenabled = true\n", { kind: "unix", path: DEFAULTS.adminSocket }],
+    ["[admin]\nenabled = true\n", { kind: "unix", path: DEFAULT_SOCKET }],
     [`[admin]\nlisten = "[::1]:9901"\ntoken = "${TOKEN}"\n`, { kind: "tcp", host: "::1", port: 9901, token: TOKEN }],
     [`[admin]\nlisten = "127.0.0.2:9901"\ntoken_file = "/etc/ep/token"\n`, { kind: "tcp", host: "127.0.0.2", port: 9901, token: "from-the-file-0123" }],
   ])("admin %p", (admin, expected) => {
@@ -148,10 +151,12 @@ connect_timeout = 3
       'prefixes = "192.0.2.0/24,2001:db8::/64"\nports = "80,443,8000-8999"',
       'origin = "[2001:db8::1]:8080"\nconnect_timeout = "750ms"\nidle_timeout = "1h"',
     )}`;
-    const { source, admin, ...fromFile } = parseConfig(text, FILE);
-    const { source: _, admin: __, bpffs: ___, ...fromCli } = cli.config; // --bpffs is a command-line-only setting
+    const { source, admin, instance, ...fromFile } = parseConfig(text, FILE);
+    const { source: _, admin: __, bpffs: ___, instance: ____, ...fromCli } = cli.config; // --bpffs is a command-line-only setting
+    expect(instance).toBe("edgeproxy");
+    expect(cli.config.instance).toBe("default");
     expect(source).toBe(FILE);
-    expect(admin).toEqual({ kind: "unix", path: DEFAULTS.adminSocket });
+    expect(admin).toEqual({ kind: "unix", path: DEFAULT_SOCKET });
     expect(fromFile).toStrictEqual(fromCli);
   });
 

@@ -13,17 +13,15 @@ import { parsePorts } from "./ports";
 import { Fields, isTable } from "./schema";
 import { checkService } from "./validate";
 import { SOURCE_BOUNDS, sourceLimitsOf } from "./sourcelimits";
-import { DEFAULTS, transportOf, type AdminConfig, type BindingConfig, type Mode, type ServeConfig, type ServiceConfig } from "./service";
+import { DEFAULTS, defaultAdmin, instanceOf, MAX_SOCKET_PATH, transportOf, type AdminConfig, type BindingConfig, type Mode, type ServeConfig, type ServiceConfig } from "./service";
 
 const NAME = /^[a-zA-Z0-9_.-]{1,64}$/;
 const MODES: readonly Mode[] = ["tcp", "udp", "http"];
 // Dispatcher id 0 means "not bound", so ids 1..EP_MAX_SERVICES-1 are left for services.
 const MAX_SERVICES = EP_MAX_SERVICES - 1;
 const MIN_TOKEN = 16;
-// sun_path is 108 bytes including the terminating NUL.
-const MAX_SOCKET_PATH = 107;
 
-const TOP_FIELDS = ["take_over", "max_connections", "max_flows", "workers", "drain_timeout", "admin", "service"];
+const TOP_FIELDS = ["instance", "take_over", "max_connections", "max_flows", "workers", "drain_timeout", "admin", "service"];
 const ADMIN_FIELDS = ["enabled", "socket", "listen", "token", "token_file"];
 const SERVICE_FIELDS = [
   "name", "mode", ...POOL_FIELDS, "connect_timeout", "idle_timeout", "proxy_protocol", "accept_proxy", "tls_cert", "tls_key",
@@ -41,6 +39,8 @@ const SERVICE_HINTS = { ports: IN_BIND, prefixes: IN_BIND, protocol: IN_BIND, pr
 /** How parseConfig reads files the config points at (token_file); tests pass their own. */
 export interface ParseOptions {
   readonly readFile?: (path: string) => string;
+  /** --instance on the command line, over the file's `instance` (the default admin socket follows it). */
+  readonly instance?: string;
 }
 
 /**
@@ -56,7 +56,8 @@ export function parseConfig(text: string, file: string, options: ParseOptions = 
   const workers = top.positiveInteger("workers", WORKER_BOUNDS);
   const drainText = top.text("drain_timeout");
   const drainTimeoutMs = drainText === undefined ? undefined : parseDuration(drainText, top.at("drain_timeout"));
-  const admin = parseAdmin(top, file, options.readFile ?? ((p) => readFileSync(p, "utf8")));
+  const instance = options.instance ?? instanceOf(top.string("instance"), file, top.at("instance"));
+  const admin = parseAdmin(top, file, options.readFile ?? ((p) => readFileSync(p, "utf8")), instance);
 
   const raw = top.tables("service", "[[service]]");
   if (!raw || raw.length === 0) throw top.missing("service", "add a [[service]] table");
@@ -77,7 +78,7 @@ export function parseConfig(text: string, file: string, options: ParseOptions = 
     if (e instanceof ConfigError) throw new ConfigError(`${file}: ${e.where}`, e.message.slice(e.where.length + 2));
     throw e;
   }
-  return { services, takeOver, maxConnections, maxFlows, admin, source: file, ...(workers ? { workers } : {}), ...(drainTimeoutMs !== undefined ? { drainTimeoutMs } : {}) };
+  return { instance, services, takeOver, maxConnections, maxFlows, admin, source: file, ...(workers ? { workers } : {}), ...(drainTimeoutMs !== undefined ? { drainTimeoutMs } : {}) };
 }
 
 /** Read and parse a config file; an unreadable file is a ConfigError naming it. */
@@ -147,8 +148,8 @@ function errorLine(text: string, message: string): number | undefined {
   return lo;
 }
 
-function parseAdmin(top: Fields, file: string, read: (path: string) => string): AdminConfig {
-  if (!top.has("admin")) return { kind: "unix", path: DEFAULTS.adminSocket };
+function parseAdmin(top: Fields, file: string, read: (path: string) => string, instance: string): AdminConfig {
+  if (!top.has("admin")) return defaultAdmin(instance, top.at("instance"));
   const f = Fields.of(top.value("admin"), `${file}: admin`, ".", ADMIN_FIELDS);
   const set = ["socket", "listen", "token", "token_file"].filter((k) => f.has(k));
   if (f.boolean("enabled") === false) {
@@ -160,7 +161,8 @@ function parseAdmin(top: Fields, file: string, read: (path: string) => string): 
   const listen = f.string("listen");
   if (listen === undefined) {
     if (f.has("token") || f.has("token_file")) throw new ConfigError(f.where, "token and token_file only apply with listen");
-    const path = f.string("socket") ?? DEFAULTS.adminSocket;
+    if (!f.has("socket")) return defaultAdmin(instance, f.at("socket"));
+    const path = f.string("socket")!;
     if (!path.startsWith("/")) throw new ConfigError(f.at("socket"), `"${path}" is not an absolute path`);
     if (Buffer.byteLength(path) > MAX_SOCKET_PATH) throw new ConfigError(f.at("socket"), `"${path}" is longer than ${MAX_SOCKET_PATH} bytes`);
     return { kind: "unix", path };

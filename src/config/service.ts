@@ -1,3 +1,5 @@
+import { basename, join } from "node:path";
+import { ConfigError } from "../errors";
 import type { Prefix } from "./address";
 import type { HttpConfig, PoolConfig, TlsConfig } from "./pool";
 import type { PortRange } from "./ports";
@@ -81,6 +83,13 @@ export type AdminConfig =
 
 /** Everything `edgeproxy serve` needs. */
 export interface ServeConfig {
+  /**
+   * This serve's name among the namespace's instances (--instance, `instance`):
+   * its default admin socket is <run dir>/<instance>.sock, where control
+   * commands find it. Default: the config file's base name without extension,
+   * else "default" (instanceOf).
+   */
+  readonly instance: string;
   readonly services: readonly ServiceConfig[];
   /** Steer ports even where another socket already listens. */
   readonly takeOver: boolean;
@@ -97,6 +106,8 @@ export interface ServeConfig {
   readonly workers?: number;
   /** How long a replaced process may finish its open connections (--drain-timeout, `drain_timeout`); default 30 s. */
   readonly drainTimeoutMs?: number;
+  /** Written with the serving pid at ready, rewritten by an upgrade's successor, removed at exit (--pid-file). */
+  readonly pidFile?: string;
 }
 
 export const DEFAULTS = {
@@ -105,7 +116,9 @@ export const DEFAULTS = {
   connectTimeoutMs: 5_000,
   idleTimeoutMs: 300_000,
   udpIdleTimeoutMs: 30_000,
-  adminSocket: "/run/edgeproxy/admin.sock",
+  /** Where instances' admin sockets live by default ($EDGEPROXY_RUN_DIR overrides it). */
+  runDir: "/run/edgeproxy",
+  instance: "default",
   /** IPv6 clients of per-client limits: one /64 (RFC 6177's smallest end-site assignment, a single LAN). */
   sourcePrefixV6: 64,
 } as const;
@@ -117,3 +130,38 @@ export function serviceFamilies(s: ServiceConfig): (4 | 6)[] {
 
 /** The transport a mode's bindings and sockets use. */
 export const transportOf = (mode: Mode): "tcp" | "udp" => (mode === "udp" ? "udp" : "tcp");
+
+/** Instance names: they name a socket file, so no "/" and nothing hidden. */
+export const INSTANCE_NAME = /^[a-zA-Z0-9_][a-zA-Z0-9_.-]{0,63}$/;
+/** sun_path is 108 bytes including the terminating NUL. */
+export const MAX_SOCKET_PATH = 107;
+
+/** Check an instance name given at `where`; throws a ConfigError. */
+export function checkInstance(name: string, where: string): string {
+  if (!INSTANCE_NAME.test(name)) throw new ConfigError(where, `"${name}": use 1-64 of a-z A-Z 0-9 _ . -, not starting with . or -`);
+  return name;
+}
+
+/** The instance name: given, else the config file's base name without extension, else "default". */
+export function instanceOf(given: string | undefined, file: string | undefined, where: string): string {
+  if (given !== undefined) return checkInstance(given, where);
+  if (file === undefined) return DEFAULTS.instance;
+  const base = basename(file).replace(/\.[^.]*$/, "");
+  if (!INSTANCE_NAME.test(base)) throw new ConfigError(file, `the file's name gives no usable instance name ("${base}"); set instance = "NAME" in it or --instance NAME`);
+  return base;
+}
+
+/** The directory of instances' admin sockets: $EDGEPROXY_RUN_DIR, else /run/edgeproxy. */
+export function runDir(): string {
+  const env = process.env.EDGEPROXY_RUN_DIR;
+  if (env === undefined || env === "") return DEFAULTS.runDir;
+  if (!env.startsWith("/")) throw new ConfigError("$EDGEPROXY_RUN_DIR", `"${env}" is not an absolute path`);
+  return env;
+}
+
+/** An instance's default admin socket: <run dir>/<instance>.sock. */
+export function defaultAdmin(instance: string, where: string): AdminConfig {
+  const path = join(runDir(), `${instance}.sock`);
+  if (Buffer.byteLength(path) > MAX_SOCKET_PATH) throw new ConfigError(where, `the admin socket ${path} would be longer than ${MAX_SOCKET_PATH} bytes; give a shorter instance name or admin socket`);
+  return { kind: "unix", path };
+}

@@ -1,4 +1,4 @@
-import { closeSync, mkdtempSync, openSync, readlinkSync, rmdirSync } from "node:fs";
+import { closeSync, mkdtempSync, openSync, readlinkSync, rmdirSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { libc } from "../../src/ebpf/libc";
@@ -27,6 +27,9 @@ export class TestNetns {
   readonly inode: string;
   /** A bpffs instance of this test's own, passed to children as $EDGEPROXY_BPFFS. */
   bpffs = "";
+  /** A run directory of this test's own for admin sockets, passed to children as $EDGEPROXY_RUN_DIR. */
+  runDir = "";
+  private outerRunDir: string | undefined;
   private shadowed = false;
 
   private constructor(home: number) {
@@ -57,6 +60,10 @@ export class TestNetns {
       sh(["mount", "--bind", ns.bpffs, "/sys/fs/bpf"]);
       ns.shadowed = true;
       process.env.EDGEPROXY_BPFFS = ns.bpffs;
+      // Serves put their admin socket in the run directory by default: never the machine's /run/edgeproxy.
+      ns.runDir = mkdtempSync(join(tmpdir(), "ep-run-"));
+      ns.outerRunDir = process.env.EDGEPROXY_RUN_DIR;
+      process.env.EDGEPROXY_RUN_DIR = ns.runDir;
     } catch (e) {
       ns.leave();
       throw e;
@@ -69,6 +76,11 @@ export class TestNetns {
     if (this.left) return;
     this.left = true;
     if (this.shadowed) Bun.spawnSync(["umount", "/sys/fs/bpf"]);
+    if (this.runDir) {
+      if (this.outerRunDir === undefined) delete process.env.EDGEPROXY_RUN_DIR;
+      else process.env.EDGEPROXY_RUN_DIR = this.outerRunDir;
+      rmSync(this.runDir, { recursive: true, force: true });
+    }
     if (this.bpffs) {
       delete process.env.EDGEPROXY_BPFFS;
       Bun.spawnSync(["umount", this.bpffs]);
