@@ -247,7 +247,8 @@ describe("permission problems at start", () => {
     const bpffs = process.env.EDGEPROXY_BPFFS!;
     mkdirSync(join(bpffs, "edgeproxy"), { mode: 0o700 });
     chownSync(bpffs, NOBODY, NOBODY);
-    const p = Bun.spawnSync([...asNobody(), "--prefix", "192.0.2.0/24", "--ports", "7000"], { stderr: "pipe", timeout: 15_000, env: { ...process.env, EDGEPROXY_WORKERS: "2" } });
+    // --no-admin: the per-test run directory is root's, and this test is about the pins.
+    const p = Bun.spawnSync([...asNobody(), "--no-admin", "--prefix", "192.0.2.0/24", "--ports", "7000"], { stderr: "pipe", timeout: 15_000, env: { ...process.env, EDGEPROXY_WORKERS: "2" } });
     expectOneLine(p.stderr.toString(), new RegExp(`permission: ${join(bpffs, "edgeproxy")} is not writable for uid ${NOBODY} \\(owned by uid 0, mode 0700\\): chown -R ${NOBODY}:${NOBODY} ${join(bpffs, "edgeproxy")}`));
     expect(p.exitCode).toBe(2);
   });
@@ -269,7 +270,7 @@ describe("permission problems at start", () => {
   });
 
   test("a non-root user missing CAP_NET_ADMIN and CAP_PERFMON: one line naming them, exit 2", async () => {
-    const p = Bun.spawnSync([...asNobody("+bpf"), "--prefix", "192.0.2.0/24", "--ports", "7000"], { stderr: "pipe", timeout: 15_000, env: { ...process.env, EDGEPROXY_WORKERS: "2" } });
+    const p = Bun.spawnSync([...asNobody("+bpf"), "--no-admin", "--prefix", "192.0.2.0/24", "--ports", "7000"], { stderr: "pipe", timeout: 15_000, env: { ...process.env, EDGEPROXY_WORKERS: "2" } });
     expectOneLine(p.stderr.toString(), /privileges: missing CAP_NET_ADMIN, CAP_PERFMON: run as root or grant them/);
     expect(p.exitCode).toBe(2);
   });

@@ -122,7 +122,13 @@ export function logsOf(pid: number): string {
   try {
     target = readlinkSync(`/proc/${pid}/fd/2`);
   } catch {
-    return "its stderr (unknown)";
+    // /proc/PID/fd needs ptrace read access (proc(5)): a process that dropped its capabilities
+    // cannot look into a successor that holds more. The successor inherited our stderr.
+    try {
+      target = readlinkSync("/proc/self/fd/2");
+    } catch {
+      return "its stderr (unknown)";
+    }
   }
   if (/^\/dev\/(pts\/|tty)/.test(target)) return `the terminal ${target}, where Ctrl-C no longer stops it once this process has exited`;
   if (target === "/dev/null") return "nowhere (its stderr is /dev/null)";
