@@ -60,8 +60,15 @@ export function renderMetrics(s: StatusSnapshot): string {
     emit({ limit: "connections" }, svc.kernel.limited?.connections ?? 0n);
     emit({ limit: "rate" }, svc.kernel.limited?.rate ?? 0n);
   });
-  perService(all, "kernel_cap_redirected_total", "counter", "New connections the reuseport selection gave to another worker because the hashed one was at its connection cap (or not serving: restarting).", (svc, emit) =>
-    emit({}, svc.kernel.redirected),
+  perService(
+    all,
+    "kernel_cap_redirected_total",
+    "counter",
+    "New connections the reuseport selection gave away from the hashed worker, by tier: 1, to another worker below its soft mark (the hashed one past it, at its cap or restarting); 2, with no worker below its soft mark, to one inside its headroom (cap minus soft mark).",
+    (svc, emit) => {
+      emit({ tier: "1" }, svc.kernel.redirected);
+      emit({ tier: "2" }, svc.kernel.secondTier);
+    },
   );
   perService(all, "kernel_migrations_total", "counter", "Connections queued on a closing listener moved to another worker, by where: one with room, or the kernel's hash (none had room).", (svc, emit) => {
     emit({ to: "room" }, svc.kernel.migrated);

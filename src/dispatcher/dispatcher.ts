@@ -39,7 +39,7 @@ export const SOURCE_PROGRAM = "ep_source";
 export const MAPS = [
   "ep_state", "ep_prefixes", "ep_hosts", "ep_ranges", "ep_sockets", "ep_counters", "ep_service_flags", "ep_access", "ep_services", "ep_bindings", "ep_rules", "ep_owners", "ep_groups",
   "ep_limits", "ep_source_conns", "ep_source_rate", "ep_source_owners", "ep_limit_counters", "ep_limit_exempt",
-  "ep_reuse_members", "ep_reuse_groups", "ep_reuse_listeners", "ep_reuse_counters",
+  "ep_reuse_members", "ep_reuse_groups", "ep_reuse_listeners", "ep_reuse_counters", "ep_reuse_tier_counters",
 ] as const;
 export type MapName = (typeof MAPS)[number];
 const EAGAIN = 11;

@@ -15,24 +15,49 @@ export function connectionCapacity(nofile = openFileLimit()): number {
 }
 
 /**
+ * Connections a worker keeps for what the kernel already gave it when it
+ * leaves the first tier of the selection (bpf/reuseport.h): the SYNs hashed
+ * to it between its soft mark and its update of the map, at most a burst in
+ * flight (its accept queue and the connections one event-loop turn accepts).
+ * 1/16 of the cap, so tier 2 (used only when no worker is below its soft
+ * mark) holds a small part of the instance; at least 1, so a small cap still
+ * leaves tier 1 one connection early; at most 16, a burst of concurrent
+ * newcomers at one worker, above which a larger headroom only unbalances the
+ * workers. A cap of 1 has none: its soft mark is its cap.
+ */
+export function headroom(max: number): number {
+  return max <= 1 ? 0 : Math.max(1, Math.min(16, Math.floor(max / 16)));
+}
+
+/**
  * A cap on open connections for the whole process, so accept() never meets
- * EMFILE: Bun retries a failing accept at once and spins a core. At the cap,
- * `onChange(false)` lets the owner stop steering (the kernel then refuses new
- * connections itself); below `resumeAt` steering comes back with
- * `onChange(true)`. A connection admitted over the cap (already queued in
- * the kernel) is refused by the caller.
+ * EMFILE: Bun retries a failing accept at once and spins a core. Two marks
+ * steer (bpf/reuseport.h, steering.ts): at `soft` (the cap minus its
+ * headroom) `onSoft(false)` takes the process out of the selection's first
+ * tier, so the kernel prefers workers further from their caps, while it still
+ * admits up to the cap; at the cap `onChange(false)` takes it out of the
+ * second too (the kernel then refuses new connections itself when no worker
+ * has room). Below `resumeAt` (under the soft mark, hysteresis) both come
+ * back: `onChange(true)` when it was at its cap, then `onSoft(true)`. A
+ * connection admitted over the cap (already queued in the kernel) is refused
+ * by the caller.
  */
 export class Admission {
   active = 0;
   refused = 0;
   private full = false;
+  private soft = false;
+  /** Past this many open connections the process leaves the first tier. */
+  readonly softMark: number;
   readonly resumeAt: number;
 
   constructor(
     readonly max: number,
     private readonly onChange: (accepting: boolean) => void,
+    private readonly onSoft: (first: boolean) => void = () => {},
   ) {
-    this.resumeAt = max - Math.max(1, Math.floor(max / 20));
+    this.softMark = max - headroom(max);
+    this.resumeAt = Math.max(0, Math.min(max - Math.max(1, Math.floor(max / 20)), this.softMark - 1));
   }
 
   admit(): boolean {
@@ -41,6 +66,10 @@ export class Admission {
       return false;
     }
     this.active++;
+    if (this.active >= this.softMark && !this.soft) {
+      this.soft = true;
+      this.onSoft(false);
+    }
     if (this.active >= this.max && !this.full) {
       this.full = true;
       this.onChange(false);
@@ -50,9 +79,13 @@ export class Admission {
 
   leave(): void {
     this.active--;
-    if (this.full && this.active <= this.resumeAt) {
-      this.full = false;
-      this.onChange(true);
+    if (this.soft && this.active <= this.resumeAt) {
+      this.soft = false;
+      if (this.full) {
+        this.full = false;
+        this.onChange(true);
+      }
+      this.onSoft(true);
     }
   }
 
