@@ -37,10 +37,11 @@ export function headroom(max: number): number {
  * tier, so the kernel prefers workers further from their caps, while it still
  * admits up to the cap; at the cap `onChange(false)` takes it out of the
  * second too (the kernel then refuses new connections itself when no worker
- * has room). Below `resumeAt` (under the soft mark, hysteresis) both come
- * back: `onChange(true)` when it was at its cap, then `onSoft(true)`. A
- * connection admitted over the cap (already queued in the kernel) is refused
- * by the caller.
+ * has room). Each comes back with hysteresis: tier 2 below `resumeAt`
+ * (`onChange(true)`), tier 1 below `firstResumeAt` (`onSoft(true)`), which is
+ * the same mark when that is under the soft mark already (caps from about
+ * 300) and one under the soft mark otherwise. A connection admitted over the
+ * cap (already queued in the kernel) is refused by the caller.
  */
 export class Admission {
   active = 0;
@@ -50,6 +51,7 @@ export class Admission {
   /** Past this many open connections the process leaves the first tier. */
   readonly softMark: number;
   readonly resumeAt: number;
+  readonly firstResumeAt: number;
 
   constructor(
     readonly max: number,
@@ -57,7 +59,8 @@ export class Admission {
     private readonly onSoft: (first: boolean) => void = () => {},
   ) {
     this.softMark = max - headroom(max);
-    this.resumeAt = Math.max(0, Math.min(max - Math.max(1, Math.floor(max / 20)), this.softMark - 1));
+    this.resumeAt = max - Math.max(1, Math.floor(max / 20));
+    this.firstResumeAt = Math.max(0, Math.min(this.resumeAt, this.softMark - 1));
   }
 
   admit(): boolean {
@@ -79,12 +82,12 @@ export class Admission {
 
   leave(): void {
     this.active--;
-    if (this.soft && this.active <= this.resumeAt) {
+    if (this.full && this.active <= this.resumeAt) {
+      this.full = false;
+      this.onChange(true);
+    }
+    if (this.soft && this.active <= this.firstResumeAt) {
       this.soft = false;
-      if (this.full) {
-        this.full = false;
-        this.onChange(true);
-      }
       this.onSoft(true);
     }
   }
