@@ -1,7 +1,9 @@
 // --max-connections with --workers: the cap holds for the instance. A worker
-// at its share leaves the reuseport selection (bpf/dispatcher.bpf.c,
-// ep_migrate), so a newcomer goes to a worker with room and is never reset
-// while one has room; with every worker full the kernel refuses newcomers
+// at its share leaves the reuseport selection (bpf/reuseport.h, ep_migrate),
+// so a newcomer goes to a worker with room and is never reset while one has
+// room; a worker inside its headroom (its share minus a few, admission.ts)
+// already left the selection's first tier, so what the kernel gave it before
+// it left fits; with every worker full the kernel refuses newcomers
 // (counted), and a worker below its resume mark takes connections again.
 import { describe, expect, test } from "bun:test";
 import type { Socket } from "bun";
@@ -242,12 +244,9 @@ describe("connection cap with workers", () => {
       const cap = 20;
       const { full } = await fillOne(admin, cap, 4 * cap, held);
       // fillOne stops when one worker reaches its cap; the others may then hold
-      // up to cap - 1. A worker one short of its cap leaves and rejoins the
-      // selection with every newcomer, and a second newcomer the kernel gave it
-      // before it left (selected at the SYN, admitted after the accept) is over
-      // its cap and reset (pipeline.ts, connection_cap_refused_total): that is
-      // a worker without room for what is on its way, not the case under test.
-      // Give each of the three room for every newcomer at once, as above.
+      // up to cap - 1, inside their headroom (out of tier 1, admission.ts), and
+      // would take no newcomer while another is below its soft mark: not the
+      // spread under test. Give each of the three room for every newcomer at once.
       for (const w of [0, 1, 2, 3].filter((w) => w !== full)) await trim(admin, held, w, cap - 8);
       const before = await totals(admin);
       const redirectedBefore = await metric(admin, "kernel_cap_redirected_total");
