@@ -190,22 +190,22 @@ describe("connection cap with workers", () => {
       f.servers.push(origin);
       const max = 256;
       f.ep = await EdgeproxyProcess.start(["--workers", "2", "--admin", admin, "--ports", "7000-7099", "--prefix", "192.0.2.0/24", "--origin", `127.0.0.1:${origin.port}`, "--max-connections", String(max)]);
-      // Shares of 128; the headroom is max(1, min(16, 128 / 16)) = 8 (admission.ts): one worker at
-      // 124 has room for 4 newcomers, fewer than a burst of 16 gives it by the hash alone.
+      // Shares of 128; the headroom is max(1, min(16, 128 / 8)) = 16 (admission.ts): one worker at
+      // 120 has room for 8 newcomers, fewer than a burst of 32 gives it by the hash alone.
       const share = 128;
-      const { full: inside } = await fillOne(admin, share - 4, max, held);
+      const { full: inside } = await fillOne(admin, share - 8, max, held);
       const other = 1 - inside;
       await trim(admin, held, other, 32);
 
-      // 10 bursts of 16 at once; the other worker has room for all of them.
+      // 10 bursts of 32 at once; the other worker has room for all of them.
       const capRefusedBefore = await metric(admin, "connection_cap_refused_total");
       const tier2Before = await metric(admin, "kernel_cap_redirected_total", 'tier="2"');
       const before = await totals(admin);
       const failures: string[] = [];
-      for (let b = 0; b < 10; b++) failures.push(...(await newcomers(16, 16, 7000)));
+      for (let b = 0; b < 10; b++) failures.push(...(await newcomers(32, 32, 7000)));
       const capRefused = (await metric(admin, "connection_cap_refused_total")) - capRefusedBefore;
       const gained = (await totals(admin)).map((t, i) => t - before[i]!);
-      console.log(`160 newcomers in bursts of 16, worker ${inside} at ${share - 4} of ${share}: gained ${gained.join(", ")}; ${capRefused} reset at the cap; failures: ${failures.length}`);
+      console.log(`320 newcomers in bursts of 32, worker ${inside} at ${share - 8} of ${share}: gained ${gained.join(", ")}; ${capRefused} reset at the cap; failures: ${failures.length}`);
       expect(failures).toEqual([]);
       expect(capRefused).toBe(0);
       // Tier 2 is for when no worker is below its soft mark: not now.

@@ -17,16 +17,18 @@ export function connectionCapacity(nofile = openFileLimit()): number {
 /**
  * Connections a worker keeps for what the kernel already gave it when it
  * leaves the first tier of the selection (bpf/reuseport.h): the SYNs hashed
- * to it between its soft mark and its update of the map, at most a burst in
- * flight (its accept queue and the connections one event-loop turn accepts).
- * 1/16 of the cap, so tier 2 (used only when no worker is below its soft
- * mark) holds a small part of the instance; at least 1, so a small cap still
- * leaves tier 1 one connection early; at most 16, a burst of concurrent
- * newcomers at one worker, above which a larger headroom only unbalances the
- * workers. A cap of 1 has none: its soft mark is its cap.
+ * to it between the one that reaches its soft mark and its update of the map
+ * in admit(), about a burst's share (its accept queue when an event-loop turn
+ * begins). Measured (2 workers, the worker one under its soft mark, bursts of
+ * concurrent newcomers): bursts of 16 gave it at most 8 more, bursts of 32 at
+ * most 13, so a headroom of 8 reset some of a 32-burst and 16 none. 1/8 of
+ * the cap, at most 16: the first tier still covers 7/8 of a small cap (the
+ * range where nothing is reset while another worker is below its soft mark),
+ * and a larger headroom would only unbalance large caps. At least 1; a cap of
+ * 1 has none (its soft mark is its cap).
  */
 export function headroom(max: number): number {
-  return max <= 1 ? 0 : Math.max(1, Math.min(16, Math.floor(max / 16)));
+  return max <= 1 ? 0 : Math.max(1, Math.min(16, Math.floor(max / 8)));
 }
 
 /**
