@@ -64,7 +64,7 @@ export function renderMetrics(s: StatusSnapshot): string {
     all,
     "kernel_cap_redirected_total",
     "counter",
-    "New connections the reuseport selection gave away from the hashed worker, by tier: 1, to another worker below its soft mark (the hashed one past it, at its cap or restarting); 2, with no worker below its soft mark, to one inside its headroom (cap minus soft mark).",
+    "New connections the reuseport selection did not give to the hashed worker's first tier, by tier: 1, the hashed worker was past its soft mark (or restarting) and another below its soft mark took it; 2, no worker was below its soft mark and one inside its headroom (soft mark to cap) took it.",
     (svc, emit) => {
       emit({ tier: "1" }, svc.kernel.redirected);
       emit({ tier: "2" }, svc.kernel.secondTier);
