@@ -153,6 +153,15 @@ int ep_migrate(struct sk_reuseport_md *md)
 
 	if (!sk || sk->protocol != IPPROTO_TCP)
 		return SK_PASS;
+#ifdef EP_TEST_MIGRATE_VARIANT
+	/*
+	 * test/program-upgrade.test.ts: another ep_migrate with the same
+	 * ep_dispatch (so the same dispatcher tag) and the same verdicts: a
+	 * listener with no port and no cookie record is passed below as well.
+	 */
+	if (!sk->src_port && !bpf_get_socket_cookie(sk))
+		return SK_PASS;
+#endif
 	if (sk->src_port) {
 		key.group = ep_reuse_group_id(sk->family == AF_INET6, sk->src_port);
 	} else {
