@@ -56,7 +56,9 @@
  * selector tries the first tier (hash position, then the walk) and only when
  * no worker is below its soft mark the second the same way. While any worker
  * is below its soft mark a worker inside its headroom gets nothing new, and
- * what the kernel had already given it fits in its headroom. A worker below
+ * what the kernel had already given it fits in its headroom unless that is
+ * more than the headroom (a burst's share of one worker: admission.ts says
+ * what was measured). A worker below
  * its soft mark is at position p (tier 1) and EP_REUSE_MAX_MEMBERS + p
  * (tier 2, every worker with room), one inside its headroom only at the
  * second: the key layout is unchanged, and a program that predates the tiers
