@@ -19,9 +19,11 @@ export function connectionCapacity(nofile = openFileLimit()): number {
  * leaves the first tier of the selection (bpf/reuseport.h): the SYNs hashed
  * to it between the one that reaches its soft mark and its update of the map
  * in admit(), about a burst's share (its accept queue when an event-loop turn
- * begins). Measured (2 workers, the worker one under its soft mark, bursts of
- * concurrent newcomers): bursts of 16 gave it at most 8 more, bursts of 32 at
- * most 13, so a headroom of 8 reset some of a 32-burst and 16 none. 1/8 of
+ * begins). Measured (2 workers, the worker one under its soft mark, 15 bursts
+ * of concurrent newcomers each): with a headroom of 8, bursts of 16 gave it at
+ * most 8 more (none reset), bursts of 32 more than 8 (57 reset); with 16,
+ * bursts of 16 none reset, bursts of 32 up to 17 more (7 reset), bursts of 64
+ * at a share of 512 none. So it is about a burst's share per worker. 1/8 of
  * the cap, at most 16: the first tier still covers 7/8 of a small cap (the
  * range where nothing is reset while another worker is below its soft mark),
  * and a larger headroom would only unbalance large caps. At least 1; a cap of
