@@ -3,7 +3,7 @@
 // rendered by headless Chromium (a screenshot in test-output/, the rendered
 // DOM checked); `edgeproxy top --once`; `edgeproxy dashboard`'s forwarder.
 import { describe, expect, test } from "bun:test";
-import { existsSync, mkdirSync, mkdtempSync, rmSync, statSync } from "node:fs";
+import { existsSync, mkdirSync, mkdtempSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { EdgeproxyProcess, MAIN, ROOT, runEdgeproxy } from "./helpers/edgeproxy";
@@ -16,6 +16,7 @@ const OUT = join(ROOT, "test-output");
 const CHROMIUM = Bun.which("chromium") ?? Bun.which("chromium-browser");
 
 const N = 40;
+const M = 5;
 const PAYLOAD = "x".repeat(1000);
 
 /**
@@ -64,7 +65,15 @@ describe("dashboard", () => {
     try {
       const origin = echoOrigin("127.0.0.1");
       f.servers.push(origin);
-      f.ep = await EdgeproxyProcess.start(["--workers", "2", "--admin", admin, "--ports", "7000-7009", "--prefix", "192.0.2.0/24", "--origin", `127.0.0.1:${origin.port}`]);
+      // Two services: "web" to an echo origin, "broken" to a port nobody listens on (its connections are origin errors).
+      const config = join(dir, "edgeproxy.toml");
+      writeFileSync(
+        config,
+        `workers = 2\n[admin]\nsocket = "${admin}"\n\n` +
+          `[[service]]\nname = "web"\norigins = ["127.0.0.1:${origin.port}"]\n[[service.bind]]\nprefixes = ["192.0.2.0/24"]\nports = "7000-7009"\n\n` +
+          `[[service]]\nname = "broken"\norigins = ["127.0.0.1:9"]\n[[service.bind]]\nprefixes = ["192.0.2.0/24"]\nports = "7100"\n`,
+      );
+      f.ep = await EdgeproxyProcess.start(["--config", config]);
 
       // The first request starts the sampler: its first reading is before the traffic.
       const before = await dashboardJson(admin);
@@ -75,16 +84,21 @@ describe("dashboard", () => {
         async (i) => text(await exchange("192.0.2.1", 7000 + (i % 10), PAYLOAD, 5000)) === PAYLOAD,
       );
       expect(results.filter((ok) => !ok)).toHaveLength(0);
+      for (let i = 0; i < M; i++) expect((await exchange("192.0.2.1", 7100, "hello", 5000)).kind).not.toBe("data");
       await Bun.sleep(2_500);
       const v = await dashboardJson(admin);
       expect(v.samples.length).toBeGreaterThanOrEqual(2);
       for (const s of v.samples) expect(s.dt).toBeGreaterThan(0);
-      // The rates integrate back to exactly what was sent: N connections, N * 1000 bytes each way.
+      // The rates integrate back to exactly what was sent: N + M connections, N * 1000 bytes each way and the M "hello"s read before the origin failed.
       const integral = (g: (s: DashboardView["samples"][number]) => number) => v.samples.reduce((a, s) => a + g(s) * s.dt, 0);
-      expect(integral((s) => s.connections)).toBeCloseTo(N, 6);
-      expect(integral((s) => s.bytes)).toBeCloseTo(2 * N * PAYLOAD.length, 3);
+      expect(integral((s) => s.connections)).toBeCloseTo(N + M, 6);
+      expect(integral((s) => s.bytes)).toBeCloseTo(2 * N * PAYLOAD.length + M * "hello".length, 3);
       expect(Math.max(...v.samples.map((s) => s.connections))).toBeGreaterThan(0);
-      expect(integral((s) => Object.values(s.errors).reduce((a, b) => a + b, 0))).toBe(0);
+      // The broken service's connections, as origin errors and nothing else.
+      expect(integral((s) => s.errors.origin)).toBeCloseTo(M, 6);
+      expect(integral((s) => Object.values(s.errors).reduce((a, b) => a + b, 0))).toBeCloseTo(M, 6);
+      expect(v.services.map((s) => s.name)).toEqual(["web", "broken"]);
+      expect(v.services[1]!.totals.errors.origin).toBe(M);
       const svc = v.services[0]!;
       expect(svc.totals.connections).toBe(N);
       expect(svc.bindings).toEqual(["tcp 192.0.2.0/24 7000-7009"]);
@@ -103,7 +117,13 @@ describe("dashboard", () => {
       expect(top.stdout).toContain("CONN/S");
       expect(top.stdout).toMatch(new RegExp(`^${svc.name}\\s+tcp\\s+0\\s+\\S+\\s+\\S+\\s+\\S+\\s+${N}\\s+1/1\\s*$`, "m"));
       expect(top.stdout).toContain(`127.0.0.1:${origin.port}`);
+      expect(top.stdout).toMatch(new RegExp(`^broken\\s+tcp\\s+0\\s+\\S+\\s+\\S+\\s+\\S+\\s+${M}\\s+`, "m"));
       expect(top.stdout).not.toContain("\x1b");
+      // Without --once, stdout not a terminal: one snapshot as well (no escapes, it exits).
+      const piped = await runEdgeproxy(["top", "--admin", admin]);
+      expect(piped.code).toBe(0);
+      expect(piped.stdout).toContain("CONN/S");
+      expect(piped.stdout).not.toContain("\x1b");
 
       // edgeproxy dashboard: the loopback forwarder.
       const fwd = Bun.spawn([process.execPath, MAIN, "dashboard", "--admin", admin], { stdout: "pipe", stderr: "pipe", stdin: "ignore" });
@@ -125,6 +145,7 @@ describe("dashboard", () => {
       expect((await curl(`${base}dashboard.json`, ["-H", "Authorization: Bearer wrong"])).status).toBe(401);
       const viaFwd = JSON.parse((await curl(`${base}dashboard.json`, auth)).body) as DashboardView;
       expect(viaFwd.services[0]!.totals.connections).toBe(N);
+      expect(viaFwd.services[1]!.totals.errors.origin).toBe(M);
       expect((await curl(`${base}metrics`, auth)).body).toContain("edgeproxy_connections_total{");
       for (const method of ["POST", "DELETE", "PUT"]) {
         const res = await curl(`${base}drain`, [...auth, "-X", method]);
@@ -147,7 +168,7 @@ describe("dashboard", () => {
       expect(dom).toContain(`<td class="n">${N}</td>`);
       expect(dom).toMatch(/<path d="M[\d.]+ [\d.]+L/);
       expect(dom).toContain("2 workers");
-      expect(dom).toContain("no errors in the window");
+      expect(dom).toMatch(/<i style="background:#[0-9a-f]+"><\/i>origin<\/span>/);
       expect(dom).toContain("keeps no per-client counters");
       expect(dom).toContain('<span id="err"></span>');
       expect(dom).toContain(">-60 s</text>");

@@ -15,7 +15,7 @@ const STYLE = `
 body{font:13px/1.4 system-ui,sans-serif;margin:0;background:#f6f7f9;color:#1d2330}
 header{background:#1d2330;color:#fff;padding:8px 16px;display:flex;gap:16px;align-items:baseline}
 header h1{font-size:16px;margin:0}#meta{opacity:.8}#err{color:#ffb4a9}
-main{padding:12px 16px;display:grid;grid-template-columns:repeat(auto-fit,minmax(380px,1fr));gap:12px}
+main{padding:12px 16px;display:grid;grid-template-columns:repeat(auto-fit,minmax(520px,1fr));gap:12px}
 section{background:#fff;border:1px solid #dde1e8;border-radius:6px;padding:8px 12px}
 section.wide{grid-column:1/-1}h2{font-size:13px;margin:0 0 6px;color:#4a5366;text-transform:uppercase;letter-spacing:.04em}
 table{border-collapse:collapse;width:100%}th,td{text-align:left;padding:3px 8px 3px 0;border-bottom:1px solid #eef0f4;vertical-align:top}
