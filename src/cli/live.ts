@@ -151,13 +151,14 @@ async function top(socket: string, once: boolean, print: Print): Promise<number>
   await print("\x1b[?1049h\x1b[?25l");
   try {
     for (;;) {
-      await print(`\x1b[H\x1b[2J${renderTop(v).replaceAll("\n", "\r\n")}\r\nq quits`);
+      // Raw mode (libuv's) keeps output processing: "\n" still moves to the line's start.
+      await print(`\x1b[H\x1b[2J${renderTop(v)}\nq quits`);
       const stop = await Promise.race([done.then(() => true), Bun.sleep(1_000).then(() => false)]);
       if (stop) break;
       try {
         v = await view(socket);
       } catch (e) {
-        await print(`\x1b[H\x1b[2J${(e as Error).message}\r\n`);
+        await print(`\x1b[H\x1b[2J${(e as Error).message}\n`);
         break;
       }
     }
