@@ -88,11 +88,19 @@ function render(v) {
     : '<tr><td class="note">no origin pools (external services, or built-in responders only)</td></tr>';
   $("clients").textContent = v.clients.available ? "" : v.clients.note;
 }
+// The samples held here: each poll asks only for the ones after the last (?since=), and the window's worth is kept.
+let held = [], pid = 0;
 async function poll() {
   try {
-    const res = await fetch("dashboard.json", token ? { headers: { Authorization: "Bearer " + token } } : {});
+    const since = held.length ? "?since=" + held[held.length - 1].t : "";
+    const res = await fetch("dashboard.json" + since, token ? { headers: { Authorization: "Bearer " + token } } : {});
     if (!res.ok) throw new Error("HTTP " + res.status + (res.status === 401 ? ": open this page as /#token=YOUR_TOKEN" : ""));
-    render(await res.json());
+    const v = await res.json();
+    if (v.pid !== pid) held = []; // another process (an upgrade): its samples only
+    pid = v.pid;
+    held = held.concat(v.samples).slice(-Math.round(v.windowSeconds / v.intervalSeconds));
+    v.samples = held;
+    render(v);
     $("err").textContent = "";
   } catch (e) { $("err").textContent = "update failed: " + e.message; }
 }
@@ -118,7 +126,10 @@ export function dashboardRoutes(app: Hono, sampler: DashboardSampler): void {
   // The page is not cached: an upgrade may change it.
   app.get("/", (c: Context) => c.html(DASHBOARD_HTML, 200, { "Cache-Control": "no-store" }));
   app.get("/dashboard.json", async (c: Context) => {
+    const since = c.req.query("since");
+    // ?since=T (Unix seconds): only the samples after T. Anything but a number is a 400, as every bad API call.
+    if (since !== undefined && !/^\d+(\.\d+)?$/.test(since)) return c.json({ error: `since must be Unix seconds, not ${JSON.stringify(since.slice(0, 40))}` }, 400);
     await sampler.touch();
-    return c.json(sampler.view(), 200, { "Cache-Control": "no-store" });
+    return c.json(sampler.view(since === undefined ? undefined : Number(since)), 200, { "Cache-Control": "no-store" });
   });
 }

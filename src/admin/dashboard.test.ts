@@ -79,6 +79,9 @@ describe("DashboardSampler", () => {
     expect(v.windowSeconds).toBe(4);
     expect(Object.keys(v.samples[0]!.errors)).toEqual([...ERROR_REASONS]);
     expect(v.services[0]!.rates.connections).toBe(20);
+    // ?since: only what is newer than the last sample the page holds.
+    expect(sampler.view(v.samples[1]!.t).samples).toEqual([v.samples[2]!]);
+    expect(sampler.view(v.samples[2]!.t).samples).toEqual([]);
     expect(v.clients.available).toBe(false);
   });
 
@@ -120,6 +123,10 @@ describe("admin routes", () => {
     const v = (await (await app.request("/dashboard.json")).json()) as DashboardView;
     expect(v.services.map((s) => s.name)).toEqual(["web", "ext"]);
     expect(v.samples).toEqual([]); // one reading so far
+    expect((await app.request("/dashboard.json?since=1700000000.5")).status).toBe(200);
+    const bad = await app.request("/dashboard.json?since=yesterday");
+    expect(bad.status).toBe(400);
+    expect(await bad.json()).toEqual({ error: 'since must be Unix seconds, not "yesterday"' });
   });
 
   test("with a token: the page is open (it holds no figures), its data is not", async () => {
