@@ -3,6 +3,8 @@ import { Hono, type Context } from "hono";
 import { ConfigError, errorLine } from "../errors";
 import type { AdminBackend, ServiceSnapshot } from "./backend";
 import { METRICS_CONTENT_TYPE, renderMetrics } from "./metrics";
+import { DashboardSampler, readStatus } from "./dashboard";
+import { dashboardRoutes } from "./dashboard-page";
 
 /** Options of createAdminApp. */
 export interface AdminAppOptions {
@@ -201,11 +203,11 @@ async function drain(body: ReadableStream<Uint8Array>, maxBytes: number, ms: num
   }
 }
 
-/** Every route of `app` but /healthz needs `Authorization: Bearer <token>`. */
+/** Every route of `app` but /healthz and / (the dashboard's page, which holds no figures) needs `Authorization: Bearer <token>`. */
 export function requireToken(app: Hono, token: string): void {
   const expected = digest(token);
   app.use("*", async (c, next) => {
-    if (c.req.path === "/healthz") return next();
+    if (c.req.path === "/healthz" || (c.req.path === "/" && c.req.method === "GET")) return next();
     const header = c.req.header("authorization") ?? "";
     const match = /^Bearer (.+)$/i.exec(header);
     // Comparing fixed-size digests keeps the time independent of where, and whether lengths, differ.
@@ -237,6 +239,8 @@ export function createAdminApp(backend: AdminBackend, options: AdminAppOptions =
   app.get("/metrics", (c) => c.body(renderMetrics(backend.status()) + renderAdminRefusals(), 200, { "Content-Type": METRICS_CONTENT_TYPE }));
 
   app.get("/status", (c) => json(c, backend.status()));
+
+  dashboardRoutes(app, new DashboardSampler(() => readStatus(backend.status())));
 
   app.get("/services", (c) => json(c, backend.status().services));
 

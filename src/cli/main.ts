@@ -20,6 +20,7 @@ import { UPGRADE_ENV } from "./upgrade";
 import { INSTANCE_COMMANDS, parseInstanceCommand, runInstanceCommand, type InstanceCommand } from "./instance-commands";
 import { parseCount, WORKER_BOUNDS } from "../config/numbers";
 import { CONTROL_COMMANDS, CONTROL_USAGE, parseControl, runControl } from "./control";
+import { LIVE_COMMANDS, LIVE_USAGE, parseLive, runLive, type LiveCommand } from "./live";
 
 const say = (line: string) => process.stderr.write(`edgeproxy: ${line}\n`);
 
@@ -77,6 +78,14 @@ export async function main(args: readonly string[]): Promise<number> {
       return report(e);
     }
   }
+  if ((LIVE_COMMANDS as readonly string[]).includes(args[0] ?? "")) {
+    try {
+      const command = args[0] as LiveCommand;
+      return await runLive(command, parseLive(command, args.slice(1)), print);
+    } catch (e) {
+      return report(e);
+    }
+  }
   if ((CONTROL_COMMANDS as readonly string[]).includes(args[0] ?? "")) {
     try {
       const { command, options } = parseControl(args);
@@ -97,7 +106,7 @@ export async function main(args: readonly string[]): Promise<number> {
     return report(e);
   }
   if (command.kind === "help") {
-    await print(`${USAGE}\n\n${CONTROL_USAGE}\n`);
+    await print(`${USAGE}\n\n${CONTROL_USAGE}\n\n${LIVE_USAGE}\n`);
     return 0;
   }
   if (command.kind === "version") {
