@@ -178,6 +178,12 @@ describe("plot script", () => {
     expect(plotScript(slivers, "/tmp/d.tsv", "/tmp/o.png")).not.toContain("with labels");
   });
 
+  test("a lone cluster's bars stay bars, not slabs: at most 80 px wide", () => {
+    const L = layout({ ...twoModes, series: [1, 2].map((w) => ({ label: `--workers ${w}`, points: [{ x: "keep-alive", y: 40000 * w }] })) });
+    expect(L.barWidth * L.slotPx).toBeLessThanOrEqual(80);
+    expect(L.barPitch).toBeGreaterThan(L.barWidth);
+  });
+
   test("the legend has as many rows as its entries need", () => {
     const L = layout({ ...twoModes, series: Array.from({ length: 9 }, (_, i) => ({ label: `a rather long series name number ${i}`, points: [{ x: "k", y: i + 1 }] })) });
     expect(L.keyCols).toBeGreaterThanOrEqual(1);

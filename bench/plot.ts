@@ -119,10 +119,11 @@ export function layout(spec: PlotSpec): Layout {
   const keyCols = Math.max(1, Math.min(series.length, Math.floor(plotPx / keyEntryPx)));
   const keyRows = Math.ceil(series.length / keyCols);
 
-  // Bars: as wide as the fullest cluster allows (and never wider than a third of a cluster).
+  // Bars: as wide as the fullest cluster allows, never wider than a third of a cluster nor than 80 px (a lone
+  // cluster's bars would otherwise be slabs).
   const perCluster = xLabels(spec).map((x) => series.filter((s) => s.points.some((p) => p.x === x && Number.isFinite(p.y))).length);
   const maxK = Math.max(...perCluster, 1);
-  const barWidth = 0.85 / Math.max(maxK + 1, 3);
+  const barWidth = Math.min(0.85 / Math.max(maxK + 1, 3), 80 / slot);
   const barPitch = barWidth * 1.08;
   const pitchPx = barPitch * slot;
   const valuePx = Math.max(...ys.map((y) => valueText(y).length), 1) * CW;
