@@ -33,39 +33,20 @@ export interface ControlOptions {
 
 export const CONTROL_COMMANDS = ["status", "bindings", "bind", "unbind", "register", "unregister", "down", "upgrade-program"] as const;
 
-export const CONTROL_USAGE = `Commands on the pinned dispatcher of this network namespace (no serve process needed):
-  edgeproxy status                                   services, bindings, sockets (owner pid and fd, cookie), counters
-  edgeproxy bindings                                 every binding
-  edgeproxy bind SERVICE tcp|udp PREFIXES PORTS      steer, e.g. bind echo tcp 127.0.0.1/32 7,77,777
-  edgeproxy unbind SERVICE tcp|udp PREFIXES PORTS    stop steering those
-  edgeproxy register SERVICE --pid PID --fd FD       steer SERVICE to another process's socket
-  edgeproxy unregister SERVICE                       drop SERVICE's sockets (its bindings then refuse)
-  edgeproxy down                                     remove all of edgeproxy's kernel state here
-  edgeproxy upgrade-program [--object FILE]          switch the pinned dispatcher to this edgeproxy's BPF
-                                                     program (or FILE's), keeping its maps and steering
-  status also lists the live instances (serves answering in $EDGEPROXY_RUN_DIR or /run/edgeproxy);
-  status --instance NAME shows only that instance's services.
-Options: --json (machine-readable output), --bpffs PATH, --take-over (bind).
-
-Commands on a running serve (an instance), through its admin socket: the only live instance,
-or --instance NAME (its socket is /run/edgeproxy/NAME.sock by default), or --admin PATH:
-  edgeproxy reload                                   re-read the config file
-  edgeproxy upgrade [--binary PATH]                  start a successor, then drain
-  edgeproxy drain                                    stop taking connections, let open ones finish, exit
-  edgeproxy health                                   exit 0 if the admin API answers /healthz (probes)
-Every --flag VALUE may also be written --flag=VALUE.`;
-
-const COMMON: readonly FlagSpec[] = [{ name: "--json" }, { name: "--bpffs", value: "PATH" }];
-/** Each command's flags (src/cli/flags.ts: `--flag VALUE` or `--flag=VALUE`). */
+const COMMON: readonly FlagSpec[] = [
+  { name: "--json", help: "machine-readable output (one JSON document)" },
+  { name: "--bpffs", value: "PATH", complete: "dir", help: "bpffs mount of the pinned state (default $EDGEPROXY_BPFFS or /sys/fs/bpf)" },
+];
+/** Each command's flags (src/cli/flags.ts: `--flag VALUE` or `--flag=VALUE`; help, man page and completion: src/cli/help.ts). */
 export const CONTROL_FLAGS: Readonly<Record<(typeof CONTROL_COMMANDS)[number], readonly FlagSpec[]>> = {
-  status: [...COMMON, { name: "--instance", value: "NAME" }],
+  status: [...COMMON, { name: "--instance", value: "NAME", help: "only that live instance's services" }],
   bindings: COMMON,
-  bind: [...COMMON, { name: "--take-over" }],
+  bind: [...COMMON, { name: "--take-over", help: "also steer ports where another socket already listens" }],
   unbind: COMMON,
-  register: [...COMMON, { name: "--pid", value: "PID" }, { name: "--fd", value: "FD" }],
+  register: [...COMMON, { name: "--pid", value: "PID", help: "the process holding the socket" }, { name: "--fd", value: "FD", help: "the socket's descriptor in that process" }],
   unregister: COMMON,
   down: COMMON,
-  "upgrade-program": [...COMMON, { name: "--object", value: "FILE", needs: "an ELF file (a compiled bpf/dispatcher.bpf.c)" }],
+  "upgrade-program": [...COMMON, { name: "--object", value: "FILE", needs: "an ELF file (a compiled bpf/dispatcher.bpf.c)", complete: "file", help: "this BPF object instead of the one built into edgeproxy" }],
 };
 
 /** Parse `edgeproxy <command> ...`. Throws ConfigError (exit 2). */
