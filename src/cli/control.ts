@@ -13,10 +13,12 @@ import { table } from "./table";
 import { tokenize, type FlagSpec } from "./flags";
 import { checkInstance } from "../config/service";
 import type { StatusView } from "./instances";
+import { instanceLines, status } from "./status";
+import { jsonReplacer } from "../json";
 
 /** The tubectl-style commands that act on the namespace's pinned dispatcher. */
 export type ControlCommand =
-  | { kind: "status" }
+  | { kind: "status"; service?: string }
   | { kind: "bindings" }
   | { kind: "down" }
   | { kind: "bind" | "unbind"; service: string; protocol: Protocol; prefixes: Prefix[]; ports: PortRange[]; takeOver: boolean }
@@ -80,6 +82,8 @@ export function parseControl(argv: readonly string[]): { command: ControlCommand
   const options = { json, bpffs, ...(instance !== undefined ? { instance } : {}) };
   switch (kind) {
     case "status":
+      if (positional.length > 1) arity(1, "[SERVICE]");
+      return { command: { kind, ...(positional[0] !== undefined ? { service: positional[0] } : {}) }, options };
     case "bindings":
     case "down":
       arity(0, "");
@@ -123,7 +127,7 @@ export function runControl(command: ControlCommand, options: ControlOptions, ima
   checkEnvironment();
   const bpffs = bpffsPath(options.bpffs);
   const emit = (human: string[], json: unknown) => {
-    if (options.json) out(JSON.stringify(json, (_k, v) => (typeof v === "bigint" ? v.toString() : v)));
+    if (options.json) out(JSON.stringify(json, jsonReplacer));
     else for (const l of human) out(l);
   };
 
@@ -190,7 +194,7 @@ function act(command: Exclude<ControlCommand, { kind: "down" | "upgrade-program"
   };
   switch (command.kind) {
     case "status":
-      return status(reg, pinned, emit, view);
+      return status(reg, pinned, emit, view, command.service);
     case "bindings": {
       const names = new Map(reg.services().map((s) => [s.id, s.name]));
       const stored = reg.bindings().sort((a, b) => a.service - b.service || a.protocol.localeCompare(b.protocol) || a.prefix.length - b.prefix.length || a.lo - b.lo);
@@ -253,51 +257,4 @@ function act(command: Exclude<ControlCommand, { kind: "down" | "upgrade-program"
     default:
       return command satisfies never;
   }
-}
-
-/** One line per live instance (status), or where none answers. */
-function instanceLines(view: StatusView): string[] {
-  if (!view.live.length) return [`no edgeproxy instance answers in ${view.dir}`];
-  return view.live.map(
-    (i) => `instance ${i.instance}: pid ${i.pid}, ${i.workers} worker(s), ${i.source ? `config ${i.source}` : "started from flags"}, admin socket ${i.socket}`,
-  );
-}
-
-function status(reg: Registry, pinned: Pinned, emit: (human: string[], json: unknown) => void, view?: StatusView): number {
-  const d = pinned.dispatcher;
-  const sockets = reg.sockets();
-  const bindings = reg.bindingsByService();
-  const only = view?.services && new Set(view.services);
-  const services = reg.services().filter((s) => !only || only.has(s.name)).map((s) => ({
-    name: s.name,
-    id: s.id,
-    takeOver: s.takeOver,
-    bindings: bindings.get(s.id)?.length ?? 0,
-    sockets: sockets.filter((k) => k.service === s.id).map(({ protocol, family, pid, fd, cookie }) => ({ protocol, family, pid, fd, cookie })),
-    counters: d.counters(s.id),
-    limited: d.limitCounters(s.id),
-  }));
-  const unmatched = d.counters(0).lookups;
-  const rows = services.map((s) => [
-    s.name,
-    String(s.id),
-    String(s.bindings),
-    s.sockets.map((k) => `${k.protocol}/${k.family} pid ${k.pid} fd ${k.fd} cookie ${k.cookie}`).join("; ") || "none",
-    String(s.counters.lookups),
-    String(s.counters.steered),
-    String(s.counters.missingSocket),
-    String(s.counters.denied),
-    String(s.limited.connections + s.limited.rate),
-    String(s.counters.assignError),
-  ]);
-  emit(
-    [
-      `dispatcher ${pinned.dir} (program tag ${pinned.tag}${pinned.tag === pinned.binaryTag ? "" : `; this edgeproxy's is ${pinned.binaryTag}: 'edgeproxy upgrade-program' switches to it`})`,
-      ...table(["SERVICE", "ID", "BINDINGS", "SOCKETS", "LOOKUPS", "STEERED", "NO-SOCKET", "DENIED", "LIMITED", "ASSIGN-ERR"], rows),
-      `lookups that matched no binding: ${unmatched}`,
-      ...(view ? instanceLines(view) : []),
-    ],
-    { loaded: true, dir: pinned.dir, tag: pinned.tag, binaryTag: pinned.binaryTag, services, unmatchedLookups: unmatched, ...(view ? { instances: view.live } : {}) },
-  );
-  return 0;
 }
