@@ -34,6 +34,8 @@ export function bashCompletion(): string {
     "_edgeproxy() {",
     '  local cur="${COMP_WORDS[COMP_CWORD]}" prev="" cmd=serve',
     '  ((COMP_CWORD > 0)) && prev="${COMP_WORDS[COMP_CWORD-1]}"',
+    // --flag=VALUE: bash splits at = (COMP_WORDBREAKS), so the flag is one or two words back.
+    '  if [[ "$cur" == "=" ]]; then cur=""; elif [[ "$prev" == "=" ]] && ((COMP_CWORD > 1)); then prev="${COMP_WORDS[COMP_CWORD-2]}"; fi',
     "  COMPREPLY=()",
     `  case "\${COMP_WORDS[1]}" in`,
     `    ${COMMANDS.map((c) => c.name).join("|")}) ((COMP_CWORD > 1)) && cmd="\${COMP_WORDS[1]}" ;;`,

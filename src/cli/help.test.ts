@@ -90,6 +90,9 @@ describe("shell completion", () => {
     expect(bashComplete(["edgeproxy", "--wor"])).toEqual(["--workers"]);
     expect(bashComplete(["edgeproxy", "serve", "--wor"])).toEqual(["--workers"]);
     expect(bashComplete(["edgeproxy", "--mode", ""]).sort()).toEqual(["http", "tcp", "udp"]);
+    // --flag=VALUE, as bash splits it at the =.
+    expect(bashComplete(["edgeproxy", "--mode", "=", "u"])).toEqual(["udp"]);
+    expect(bashComplete(["edgeproxy", "--balance", "="]).sort()).toEqual(["hash", "least-connections", "round-robin"]);
     expect(bashComplete(["edgeproxy", "status", "--"]).sort()).toEqual(["--bpffs", "--help", "--instance", "--json"]);
     expect(bashComplete(["edgeproxy", "upgrade", "--b"])).toEqual(["--binary"]);
     expect(bashComplete(["edgeproxy", "help", "upgrade"]).sort()).toEqual(["upgrade", "upgrade-program"]);

@@ -37,7 +37,7 @@ export const COMMANDS: readonly CommandDef[] = [
     name: "status",
     args: "[SERVICE]",
     summary: "services: bindings, sockets, origins with health, open connections, rates, counters",
-    text: `${PINNED} Also lists the live instances (serves answering in $EDGEPROXY_RUN_DIR or /run/edgeproxy) and, from their admin API, each service's origins with health, open connections and rates; without a live instance the rates are unavailable. SERVICE: only that service.`,
+    text: `${PINNED} Also lists the live instances (serves answering in $EDGEPROXY_RUN_DIR or /run/edgeproxy) and, from their admin API, each service's mode, origins with health, open connections and rates (the instance's once-a-second reading: up to a second old); a service no live instance runs shows what the pins say, the rest '-' (null in --json). SERVICE: only that service. --json: counters are JSON numbers (decimal strings above 2^53).`,
     flags: withHelp(CONTROL_FLAGS.status),
   },
   { name: "bindings", args: "", summary: "every binding (service, protocol, prefix, ports)", text: PINNED, flags: withHelp(CONTROL_FLAGS.bindings) },
