@@ -67,6 +67,8 @@ function zshSpecs(c: CommandDef): string[] {
     const action = f.choices ? `(${f.choices.join(" ")})` : f.complete === "dir" ? "_files -/" : f.complete === "file" ? "_files" : " ";
     const value = f.value ? `:${zdesc(f.value)}:${action}` : "";
     const desc = `[${zdesc(f.help ?? "")}]`;
+    // --flag=: the value may follow in the same word after = or as the next word, as the parser takes it.
+    if (f.value && !f.short) return sq(`${f.name}=${desc}${value}`);
     // Repeatable flags (--origin, --ports, --prefix) may be given again: no exclusion list.
     if (f.short) return `${sq(`(${f.short} ${f.name})`)}{${f.short},${f.name}}${sq(desc + value)}`;
     return sq(`${f.name}${desc}${value}`);
@@ -85,7 +87,8 @@ export function zshCompletion(): string {
     "    return",
     "  fi",
     "  local cmd=serve",
-    `  if (( CURRENT > 2 )) && (( \${+commands[(r)\$words[2]:*]} )); then`,
+    // (I): the index of the command's entry, 0 when $words[2] is not a command (serve's flags follow).
+    `  if (( CURRENT > 2 )) && (( \${commands[(I)\$words[2]:*]} )); then`,
     "    cmd=$words[2]",
     "    shift words",
     "    (( CURRENT-- ))",
@@ -95,7 +98,7 @@ export function zshCompletion(): string {
   for (const c of COMMANDS) {
     const positional = c.name === "help" ? [sq(`1:command:(${COMMANDS.map((x) => x.name).join(" ")})`)] : c.words?.length ? [sq(`1:${c.name}:(${c.words.join(" ")})`)] : [];
     const specs = [...zshSpecs(c), ...positional];
-    lines.push(`    ${c.name}) _arguments -s ${specs.join(" \\\n        ")} ;;`);
+    lines.push(specs.length ? `    ${c.name}) _arguments -s ${specs.join(" \\\n        ")} ;;` : `    ${c.name}) _message 'no more arguments' ;;`);
   }
   lines.push("  esac", "}", '_edgeproxy "$@"', "");
   return lines.join("\n");

@@ -1,5 +1,5 @@
 import { describe, expect, test } from "bun:test";
-import { mkdtempSync, writeFileSync } from "node:fs";
+import { mkdtempSync, readFileSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { COMMANDS } from "./help";
@@ -7,6 +7,25 @@ import { flagLabel } from "./flags";
 import { MIN_KERNEL_TEXT } from "../system/environment";
 
 const MAIN = join(import.meta.dir, "..", "main.ts");
+
+// zsh -f cap.zsh FPATH_DIR OUTFILE LINE...: see the zsh completion test.
+const ZSH_CAPTURE = String.raw`# zsh -f cap.zsh FPATH_DIR OUTFILE LINE...: type each LINE and a Tab into an interactive zsh with
+# compinit, and append the edit buffer after completion to OUTFILE (a widget on ^T writes it).
+zmodload zsh/zpty
+local dir=$1 out=$2; shift 2
+drain() { local chunk; while zpty -r -t z chunk; do :; done }
+zpty z zsh -f -i
+zpty -w z "fpath=($dir \$fpath); autoload -U compinit; compinit -u -D; bindkey '^I' complete-word"
+zpty -w z "show() { print -r -- \"\$BUFFER\" >> $out; BUFFER=''; }; zle -N show; bindkey '^T' show"
+for line in "$@"; do zpty -w -n z "$line"$'\t\C-T'; done
+integer i
+for (( i = 0; i < 200; i++ )); do
+  drain
+  [[ -f $out ]] && (( $(wc -l < $out) >= $# )) && break
+  sleep 0.1
+done
+zpty -d z
+`;
 
 function edgeproxy(...args: string[]): { code: number; out: string; err: string } {
   const p = Bun.spawnSync(["bun", MAIN, ...args], { stdout: "pipe", stderr: "pipe", env: { ...process.env, EDGEPROXY_RUN_DIR: "/nonexistent" } });
@@ -117,9 +136,22 @@ describe("shell completion", () => {
     const p = Bun.spawnSync(["zsh", "-n", script], { stderr: "pipe" });
     expect(p.stderr.toString()).toBe("");
     expect(p.exitCode).toBe(0);
-    // Loaded as compinit would load it: the function defines without an error.
-    const load = Bun.spawnSync(["zsh", "-f", "-c", `fpath=(${dir} $fpath); autoload -Uz compinit; compinit -u -D; autoload -Uz _edgeproxy; whence -w _edgeproxy`], { stdout: "pipe", stderr: "pipe" });
-    expect(load.stderr.toString()).toBe("");
-    expect(load.stdout.toString()).toContain("_edgeproxy: function");
+    // Completed as a user would: typed into an interactive zsh (on zpty's pseudo-terminal) with compinit, Tab, and the edit buffer read back.
+    writeFileSync(join(dir, "cap.zsh"), ZSH_CAPTURE);
+    const lines = ["edgeproxy st", "edgeproxy --wor", "edgeproxy --mode u", "edgeproxy --mode=u", "edgeproxy status --ins", "edgeproxy status --json --bp", "edgeproxy upgrade --bin", "edgeproxy completion z", "edgeproxy help upgrade-p"];
+    const out = join(dir, "buffers.txt");
+    const run = Bun.spawnSync(["timeout", "30", "zsh", "-f", join(dir, "cap.zsh"), dir, out, ...lines], { stdout: "pipe", stderr: "pipe" });
+    expect(run.exitCode).toBe(0);
+    expect(readFileSync(out, "utf8").split("\n").slice(0, -1)).toEqual([
+      "edgeproxy status ",
+      "edgeproxy --workers=",
+      "edgeproxy --mode udp ",
+      "edgeproxy --mode=udp ",
+      "edgeproxy status --instance=",
+      "edgeproxy status --json --bpffs=",
+      "edgeproxy upgrade --binary=",
+      "edgeproxy completion zsh ",
+      "edgeproxy help upgrade-program ",
+    ]);
   }, 60_000);
 });
