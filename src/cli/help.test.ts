@@ -48,6 +48,11 @@ describe("help for every command", () => {
     }, 60_000);
   }
 
+  test("every flag of every command says what it does", () => {
+    const silent = COMMANDS.flatMap((c) => c.flags.filter((f) => !f.help?.trim()).map((f) => `${c.name} ${f.name}`));
+    expect(silent).toEqual([]);
+  });
+
   test("help lists every command; an unknown one is one line, exit 2", () => {
     const all = edgeproxy("help");
     expect(all.code).toBe(0);
