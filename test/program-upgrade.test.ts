@@ -33,7 +33,7 @@ const ep = async (...args: string[]) => {
   return r.stdout;
 };
 const status = async () => JSON.parse(await ep("status", "--json"));
-const service = (s: { services: { name: string }[] }, name: string) => s.services.find((x) => x.name === name) as unknown as { counters: { steered: string; lookups: string }; sockets: unknown[] };
+const service = (s: { services: { name: string }[] }, name: string) => s.services.find((x) => x.name === name) as unknown as { counters: { steered: number; lookups: number }; sockets: unknown[] };
 const pins = () => join(process.env.EDGEPROXY_BPFFS!, "edgeproxy", readlinkSync("/proc/thread-self/ns/net").replace(/\D/g, ""));
 const bpftool = (...args: string[]) => JSON.parse(Bun.spawnSync(["bpftool", "-j", ...args]).stdout.toString());
 

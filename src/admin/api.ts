@@ -1,4 +1,5 @@
 import { createHash, timingSafeEqual } from "node:crypto";
+import { jsonReplacer } from "../json";
 import { Hono, type Context } from "hono";
 import { ConfigError, errorLine } from "../errors";
 import type { AdminBackend, ServiceSnapshot } from "./backend";
@@ -222,8 +223,9 @@ export function requireToken(app: Hono, token: string): void {
 /**
  * The admin HTTP API over an AdminBackend.
  *
- * JSON bodies: kernel counters (bigint) are decimal strings, so a u64 survives
- * any JSON parser; every other count is a JSON number; a histogram's +Inf
+ * JSON bodies (src/json.ts): kernel counters (bigint) are JSON numbers up to
+ * 2^53 and decimal strings above, so a u64 survives any JSON parser; every
+ * other count is a JSON number; a histogram's +Inf
  * bucket bound is the string "+Inf". Errors are `{"error": "<one line>"}`.
  */
 export function createAdminApp(backend: AdminBackend, options: AdminAppOptions = {}): Hono {
@@ -362,8 +364,3 @@ function json(c: Context, value: unknown, status: 200 | 201 = 200): Response {
   return c.body(JSON.stringify(value, jsonReplacer), status, { "Content-Type": "application/json; charset=utf-8" });
 }
 
-function jsonReplacer(_key: string, v: unknown): unknown {
-  if (typeof v === "bigint") return v.toString();
-  if (v === Infinity) return "+Inf";
-  return v;
-}

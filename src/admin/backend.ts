@@ -62,7 +62,7 @@ export interface SocketSnapshot {
   /** The process that registered it and its fd number there (0 when unknown), as seen in its own PID namespace. */
   readonly pid: number;
   readonly fd: number;
-  /** The socket's cookie (SO_COOKIE): what identifies it across namespaces. A decimal string in JSON. */
+  /** The socket's cookie (SO_COOKIE): what identifies it across namespaces. In JSON a number (a string above 2^53: src/json.ts). */
   readonly cookie: bigint;
 }
 

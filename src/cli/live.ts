@@ -8,25 +8,15 @@ import type { DashboardView, ErrorReason } from "../admin/dashboard";
 import { parseCount } from "../config/numbers";
 import { tokenize, type FlagSpec } from "./flags";
 import { askAdmin, pickInstance } from "./instances";
+import { CHOOSE_INSTANCE } from "./instance-commands";
 import { table } from "./table";
 
 export const LIVE_COMMANDS = ["dashboard", "top"] as const;
 export type LiveCommand = (typeof LIVE_COMMANDS)[number];
 
-export const LIVE_USAGE = `Live views of a running serve (the only live instance, --instance NAME or --admin PATH):
-  edgeproxy dashboard [--port N]                     serve the admin API's dashboard on http://127.0.0.1:N/
-                                                     (a free port by default; GET only; Ctrl-C stops it)
-  edgeproxy top [--once]                             services, rates and origin health, refreshed every
-                                                     second (q or Ctrl-C quits); --once, or stdout not a
-                                                     terminal: one snapshot`;
-
-const CHOOSE: readonly FlagSpec[] = [
-  { name: "--admin", value: "PATH" },
-  { name: "--instance", value: "NAME" },
-];
-const FLAGS: Readonly<Record<LiveCommand, readonly FlagSpec[]>> = {
-  dashboard: [...CHOOSE, { name: "--port", value: "PORT" }],
-  top: [...CHOOSE, { name: "--once" }],
+export const LIVE_FLAGS: Readonly<Record<LiveCommand, readonly FlagSpec[]>> = {
+  dashboard: [...CHOOSE_INSTANCE, { name: "--port", value: "PORT", help: "the loopback port (default: a free one)" }],
+  top: [...CHOOSE_INSTANCE, { name: "--once", help: "print one snapshot and exit (as when stdout is not a terminal)" }],
 };
 
 export interface LiveOptions {
@@ -39,7 +29,7 @@ export interface LiveOptions {
 
 /** Parse `edgeproxy dashboard|top [flags]`; ConfigError (exit 2) with the usage line. */
 export function parseLive(command: LiveCommand, args: readonly string[]): LiveOptions {
-  const specs = FLAGS[command];
+  const specs = LIVE_FLAGS[command];
   const usage = `usage: edgeproxy ${command} ${specs.map((s) => `[${s.name}${s.value ? ` ${s.value}` : ""}]`).join(" ")}`;
   const seen = new Set<string>();
   const o: { admin?: string; instance?: string; port: number; once: boolean } = { port: 0, once: false };
