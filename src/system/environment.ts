@@ -2,7 +2,7 @@ import { readFileSync } from "node:fs";
 import { release } from "node:os";
 import { EnvironmentError } from "../errors";
 import { probeProgramType } from "../ebpf/libbpf";
-import { errnoText } from "../ebpf/libc";
+import { errnoText } from "./libc";
 
 const CAP_NET_ADMIN = 12;
 const CAP_SYS_ADMIN = 21;
