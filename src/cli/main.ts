@@ -46,8 +46,12 @@ function report(e: unknown): number {
  */
 function workerReport(e: unknown): number {
   const { line, code } = explain(e);
-  if (process.send) process.send({ op: "failed", line, code, pid: process.pid });
-  else say(line);
+  try {
+    // A worker whose supervisor is gone (it drains on "disconnect") says it itself.
+    if (!process.send || !process.connected || !process.send({ op: "failed", line, code, pid: process.pid })) say(line);
+  } catch {
+    say(line);
+  }
   return code;
 }
 
