@@ -139,8 +139,14 @@ describe("descriptors", () => {
           const start = new Map<number, { n: number; kinds: Map<string, string> }>();
           for (const pid of pids) start.set(pid, { n: await steady(pid), kinds: fdKinds(pid) });
           // 10 reloads per instance (an even number: it ends on the config it started with), each restarting both services.
+          // The first through `edgeproxy reload`, the rest through POST /reload.
           for (let i = 0; i < 10; i++) {
             write(++reloads);
+            if (i === 0) {
+              const r = await runEdgeproxy(["reload", "--admin", w.admin]);
+              expect({ code: r.code, stderr: r.stderr, stdout: r.stdout }).toEqual({ code: 0, stderr: "", stdout: "reloaded: new sockets for t, u; new bindings or rules for t, u\n" });
+              continue;
+            }
             const res = await reload();
             const body = (await res.json()) as { reloaded?: boolean; summary?: string };
             expect(res.status).toBe(200);
