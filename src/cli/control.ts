@@ -6,7 +6,6 @@ import type { Protocol } from "../dispatcher/binding";
 import { readFileSync } from "node:fs";
 import { bpffsPath, openPinned, pinDir, removePinned, upgradeProgram, withPinLock, type Pinned } from "../dispatcher/pins";
 import { Registry } from "../dispatcher/registry";
-import { libc } from "../ebpf/libc";
 import { checkEnvironment } from "../system/environment";
 import { socketKind, takeFd } from "../system/sockets";
 import { table } from "./table";
@@ -241,8 +240,9 @@ function act(command: Exclude<ControlCommand, { kind: "down" | "upgrade-program"
       return 0;
     }
     case "register": {
-      const fd = takeFd(command.pid, command.fd);
+      const taken = takeFd(command.pid, command.fd);
       try {
+        const fd = taken.raw;
         const kind = socketKind(fd, `process ${command.pid} fd ${command.fd}`);
         if (!kind.listening) throw new ConfigError("register", `process ${command.pid} fd ${command.fd} is a TCP socket that is not listening`);
         const svc = reg.ensure(command.service);
@@ -259,7 +259,7 @@ function act(command: Exclude<ControlCommand, { kind: "down" | "upgrade-program"
         });
         return 0;
       } finally {
-        libc.close(fd); // the SOCKMAP holds its own reference
+        taken.close(); // the SOCKMAP holds its own reference
       }
     }
     case "unregister": {

@@ -32,19 +32,35 @@ async function print(text: string): Promise<void> {
   await Bun.write(Bun.stdout, text);
 }
 
-/** Exit code for an error: 2 for the operator's input or the environment, 1 for runtime failures. */
-function report(e: unknown): number {
+/** An error's one line and exit code: 2 for the operator's input or the environment, 1 for runtime failures. */
+function explain(e: unknown): { line: string; code: number } {
   e = permissionProblem(e) ?? e;
-  if (e instanceof ConfigError || e instanceof EnvironmentError || (e instanceof EdgeError && e.fault === "config")) {
-    say(e.message);
-    return 2;
+  if (e instanceof ConfigError || e instanceof EnvironmentError || (e instanceof EdgeError && e.fault === "config")) return { line: e.message, code: 2 };
+  if (e instanceof EdgeError) return { line: e.message, code: 1 };
+  return { line: `internal error: ${errorLine(e)}`, code: 1 };
+}
+
+/** Say an error's line; its exit code. */
+function report(e: unknown): number {
+  const { line, code } = explain(e);
+  say(line);
+  return code;
+}
+
+/**
+ * A worker's report of an error that ends its start: sent to its supervisor,
+ * which says it once for all workers (they usually fail alike), and said here
+ * only when there is no supervisor to tell.
+ */
+function workerReport(e: unknown): number {
+  const { line, code } = explain(e);
+  try {
+    // A worker whose supervisor is gone (it drains on "disconnect") says it itself.
+    if (!process.send || !process.connected || !process.send({ op: "failed", line, code, pid: process.pid })) say(line);
+  } catch {
+    say(line);
   }
-  if (e instanceof EdgeError) {
-    say(e.message);
-    return 1;
-  }
-  say(`internal error: ${errorLine(e)}`);
-  return 1;
+  return code;
 }
 
 /**
@@ -126,7 +142,7 @@ export async function main(args: readonly string[]): Promise<number> {
   if (worker !== undefined) {
     const index = worker;
     const say = (line: string) => process.stderr.write(`edgeproxy: worker ${index}: ${line}\n`);
-    return serveInProcess(config, image, { worker: index, workerAdmin: process.env[WORKER_ADMIN_ENV] || undefined, argv, say, report });
+    return serveInProcess(config, image, { worker: index, workerAdmin: process.env[WORKER_ADMIN_ENV] || undefined, argv, say, report: workerReport });
   }
   const reread = command.kind === "serve-file" ? () => fileConfig(command) : undefined;
   try {

@@ -1,10 +1,10 @@
 import type { ServeConfig } from "../config/service";
 import { startAdminServer, type AdminServer } from "../admin/server";
-import { describeBindings } from "../server/bindings";
 import { serverBackend } from "../server/admin";
 import { describeReload, reload } from "../server/reload";
 import { Server } from "../server/server";
 import { dropUnusedCapabilities } from "../system/capabilities";
+import { describeStartup, startupFacts } from "./startup";
 import { announceReady, startSuccessor, untilReady, UPGRADE_ENV } from "./upgrade";
 import { announceServing, announceStopping, announceSuccessor, logsOf, removePidFile } from "./supervision";
 import { describeRestart, restartNeeded } from "../config/restart";
@@ -106,15 +106,11 @@ export async function serveInProcess(config: ServeConfig, image: Uint8Array, rol
   } catch (e) {
     return role.report(e);
   }
-  for (const line of describeBindings(server.config.services)) say(line);
-  for (const [name, r] of server.running) for (const s of r.sockets) say(`service ${name}: ipv${s.family} socket ${s.address} (fd ${s.fd})`);
-  say(`dispatcher ${server.report.createdPins ? "created and pinned at" : "joined at"} ${server.report.pinDir}`);
-  const upgraded = server.report.programUpgrade;
-  if (upgraded) say(`dispatcher program upgraded from tag ${upgraded.from} to ${upgraded.to} (maps kept${upgraded.created.length ? `; created ${upgraded.created.join(", ")}` : ""})`);
-  say(`at most ${server.report.maxConnections} open connections${server.report.maxFlows ? ` and ${server.report.maxFlows} UDP flows` : ""}`);
-  if (admin.address !== "off" && leader) say(`admin API on ${admin.address}`);
-  if (server.report.skipped.length) {
-    say(`left alone ${server.report.skipped.length} already-listening socket(s): ${server.report.skipped.join(", ")} (--take-over steers them too)`);
+  // A worker's startup is said once for the instance, by its supervisor (with every worker's facts).
+  const facts = startupFacts(server);
+  if (leader) {
+    for (const line of describeStartup([facts])) say(line);
+    if (admin.address !== "off") say(`admin API on ${admin.address}`);
   }
   // SIGHUP re-reads the config file; a bad file changes nothing.
   process.on("SIGHUP", () => {
@@ -129,10 +125,12 @@ export async function serveInProcess(config: ServeConfig, image: Uint8Array, rol
       upgrade().catch((e) => say(`upgrade failed: ${(e as Error).message}`));
     });
   }
-  if (leader) for (const line of announceServing(config.pidFile)) say(line);
-  say(`ready (setup ${(performance.now() - t0).toFixed(1)} ms)`);
+  if (leader) {
+    for (const line of announceServing(config.pidFile)) say(line);
+    say(`ready (setup ${(performance.now() - t0).toFixed(1)} ms)`);
+  }
   ready();
-  announceReady();
+  announceReady(leader ? {} : { startup: facts, setupMs: performance.now() - t0 });
   // Serving holds the event loop open itself: signal handlers do not count as
   // work for Bun, and with nothing else referenced (a UDP-only server's
   // sockets live in an unref'd worker) its loop spins at 100% of a core.

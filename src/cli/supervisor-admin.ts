@@ -2,6 +2,8 @@ import { Hono } from "hono";
 import { bodyOf, clientErrorResponse, limitBodies, readBodies, renderAdminRefusals, requireToken, upgradeBody } from "../admin/api";
 import { ConfigError, errorLine } from "../errors";
 import { METRICS_CONTENT_TYPE } from "../admin/metrics";
+import type { StatusSnapshot } from "../admin/backend";
+import { totalStatus } from "../admin/total";
 import type { Supervisor, WorkerState } from "./supervisor";
 import { DRAIN_TIMEOUT_MS } from "./serve";
 import { VERSION } from "../version";
@@ -110,11 +112,25 @@ export function supervisorApp(sup: Supervisor): Hono {
     const texts = await Promise.all(live(sup).map(async (w) => ({ worker: w.index, text: await (await ask(w, "/metrics")).text() })));
     return c.body(mergeMetrics(texts) + renderAdminRefusals(), 200, { "Content-Type": METRICS_CONTENT_TYPE });
   });
+  // Each worker counts what it handled: /status and /services add every ready worker's figures up, as /metrics does.
+  const total = async (): Promise<StatusSnapshot | undefined> => {
+    const statuses = await Promise.all(live(sup).map(async (w) => (await ask(w, "/status")).json() as Promise<StatusSnapshot>));
+    return statuses.length ? totalStatus(statuses) : undefined;
+  };
   app.get("/status", async (c) => {
-    const first = live(sup)[0];
-    if (!first) return c.json({ error: "no worker is ready" }, 503);
-    const status = (await (await ask(first, "/status")).json()) as Record<string, unknown>;
+    const status = await total();
+    if (!status) return c.json({ error: "no worker is ready" }, 503);
     return c.json({ ...status, pid: process.pid, startedAt: sup.startedAt, workers: await Promise.all(sup.workers.map(snapshot)) });
+  });
+  app.get("/services", async (c) => {
+    const status = await total();
+    return status ? c.json(status.services) : c.json({ error: "no worker is ready" }, 503);
+  });
+  app.get("/services/:name", async (c) => {
+    const status = await total();
+    if (!status) return c.json({ error: "no worker is ready" }, 503);
+    const found = status.services.find((s) => s.name === c.req.param("name"));
+    return found ? c.json(found) : c.json({ error: `no service named ${c.req.param("name")}` }, 404);
   });
   app.post("/reload", async (c) => {
     const answers = await Promise.all(live(sup).map(async (w) => ({ res: await ask(w, "/reload", { method: "POST" }) })));

@@ -10,6 +10,7 @@ import { DRAIN_TIMEOUT_MS } from "./serve";
 import { dropUnusedCapabilities, spawnWithCapabilities } from "../system/capabilities";
 import { announceServing, announceStopping, announceSuccessor, logsOf, removePidFile } from "./supervision";
 import { describeRestart, restartNeeded } from "../config/restart";
+import { describeStartup, type StartupFacts } from "./startup";
 
 /** Env var naming a worker's index; its presence makes a process a worker. */
 export const WORKER_ENV = "EDGEPROXY_WORKER";
@@ -41,6 +42,10 @@ export interface WorkerState {
   backoffMs: number;
   /** Its private admin socket (absent when the admin API is off). */
   readonly admin?: string;
+  /** What it said it serves (with its IPC "ready"): said once for all workers. */
+  startup?: StartupFacts;
+  /** Why it could not start or stop (its IPC "failed"), said by the supervisor. */
+  failure?: { line: string; code: number };
 }
 
 /**
@@ -84,6 +89,7 @@ export class Supervisor {
 
   private spawn(w: WorkerState): void {
     w.ready = false;
+    w.failure = undefined;
     w.startedAt = Date.now();
     // Our own worker: it gets what a start needs, nothing else we run does.
     const proc: Subprocess = spawnWithCapabilities(() => Bun.spawn([...selfCommand(), ...this.argv], {
@@ -91,9 +97,18 @@ export class Supervisor {
       // Only the supervisor talks to the service manager: a worker is never the unit's main process.
       env: childEnv({ [WORKER_ENV]: String(w.index), ...(w.admin ? { [WORKER_ADMIN_ENV]: w.admin } : {}), [UPGRADE_ENV]: "" }, ["NOTIFY_SOCKET"]),
       ipc: (message) => {
-        if ((message as { op?: string })?.op === "ready") {
+        if (w.proc !== proc) return;
+        const m = message as { op?: string; startup?: StartupFacts; line?: unknown; code?: unknown };
+        if (m?.op === "ready") {
           w.ready = true;
+          w.startup = m.startup;
+          // A restarted worker: its sockets and cap are those of the first start; one line says it is back.
+          if (!this.starting) this.say(`worker ${w.index} (pid ${proc.pid}) serves again`);
           this.wakeStart?.();
+        } else if (m?.op === "failed" && typeof m.line === "string") {
+          w.failure = { line: m.line, code: typeof m.code === "number" ? m.code : 1 };
+          // While starting, start() says the first failure once; later, each is this worker's own.
+          if (!this.starting) this.say(`worker ${w.index}: ${m.line}`);
         }
       },
       onExit: (_p, code, signal): void => this.exited(w, proc, code, signal),
@@ -124,8 +139,11 @@ export class Supervisor {
       const dead = this.workers.find((w) => w.proc && (w.proc.exitCode !== null || w.proc.signalCode !== null));
       if (dead || Date.now() > deadline) {
         this.stopping = "now";
+        // Its "failed" message was sent before it exited; give it a moment to arrive.
+        for (let i = 0; dead && !dead.failure && i < 25; i++) await Bun.sleep(20);
         await this.signalAll("SIGTERM");
-        // The worker has said why on stderr (which it shares); its exit code says whose fault.
+        // Workers fail alike (the same config, the same kernel): the first one's reason is said once, with its exit code (whose fault).
+        if (dead?.failure) throw new WorkerStartError(dead.failure.line, dead.failure.code);
         const how = dead && (dead.proc!.signalCode ? `was killed by ${dead.proc!.signalCode}` : `exited with code ${dead.proc!.exitCode}`);
         throw new WorkerStartError(dead ? `worker ${dead.index} ${how} while starting` : "workers were not ready within 60 s", dead?.proc?.exitCode || 1);
       }
@@ -225,6 +243,7 @@ export class Supervisor {
       return e.code;
     }
     admin = await startAdminServer({} as never, this.config.admin, { replace: !!process.env[UPGRADE_ENV], app: supervisorApp(this) });
+    for (const line of describeStartup(this.workers.flatMap((w) => (w.startup ? [w.startup] : [])))) say(line);
     if (admin.address !== "off") say(`admin API on ${admin.address}`);
     say(`${this.workers.length} workers: pids ${this.workers.map((w) => w.proc!.pid).join(", ")}`);
     for (const line of announceServing(this.config.pidFile)) say(line);

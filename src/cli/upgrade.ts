@@ -73,6 +73,6 @@ export function untilReady(giveUp: () => void): () => void {
 }
 
 /** Tell the process that started us (an upgrade's old process, or our supervisor) that we serve now. */
-export function announceReady(): void {
-  if (process.env[UPGRADE_ENV] || process.env.EDGEPROXY_WORKER !== undefined) process.send?.({ op: "ready", pid: process.pid });
+export function announceReady(extra: Record<string, unknown> = {}): void {
+  if (process.env[UPGRADE_ENV] || process.env.EDGEPROXY_WORKER !== undefined) process.send?.({ ...extra, op: "ready", pid: process.pid });
 }

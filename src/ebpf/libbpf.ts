@@ -2,6 +2,7 @@ import { dlopen, JSCallback, FFIType, ptr, type Pointer } from "bun:ffi";
 import { EdgeError, EnvironmentError } from "../errors";
 import { errno, errnoText, libc } from "./libc";
 import { libbpfSymbols } from "./symbols";
+import { Fd } from "../system/fd";
 
 /** A libbpf or bpf(2) call failed. Carries the errno and libbpf's (or the verifier's) log. */
 export class KernelError extends EdgeError {
@@ -71,11 +72,11 @@ function cstr(s: string): Buffer {
  * opened from a bpffs pin (this owns the fd; close() releases it).
  */
 export class BpfMap {
-  private ownedFd: number | undefined;
+  private readonly ownedFd: Fd | undefined;
 
   constructor(
     readonly name: string,
-    private readonly source: { owner: BpfObject; handle: Pointer } | { fd: number },
+    private readonly source: { owner: BpfObject; handle: Pointer } | { fd: Fd },
   ) {
     if ("fd" in source) this.ownedFd = source.fd;
   }
@@ -90,8 +91,7 @@ export class BpfMap {
       this.source.owner.assertOpen(`map ${this.name}`);
       return libbpf().bpf_map__fd(this.source.handle);
     }
-    if (this.ownedFd === undefined) throw new EdgeError(`map ${this.name}`, "used after close", "internal");
-    return this.ownedFd;
+    return this.ownedFd!.raw;
   }
 
   update(key: Uint8Array, value: Uint8Array, flags = 0): void {
@@ -175,17 +175,15 @@ export class BpfMap {
 
   /** Release an fd opened from a pin; maps of an object close with it. Idempotent. */
   close(): void {
-    if (this.ownedFd === undefined) return;
-    libc.close(this.ownedFd);
-    this.ownedFd = undefined;
+    this.ownedFd?.close();
   }
 }
 
-/** bpf_obj_get: an fd for a pinned object. */
-export function objGet(path: string, where: string): number {
+/** bpf_obj_get: an fd for a pinned object; the caller owns it. */
+export function objGet(path: string, where: string): Fd {
   const fd = libbpf().bpf_obj_get(cstr(path));
   if (fd < 0) throw new KernelError(where, fd === -1 ? -errno() : fd, takeLibbpfLog());
-  return fd;
+  return new Fd(fd, where);
 }
 
 /** bpf_obj_pin: pin the object open at fd. */
