@@ -44,6 +44,23 @@ export async function startAdminServer(backend: AdminBackend, config: AdminConfi
   }
 }
 
+/**
+ * Refuse, before a start changes anything, an admin socket another server
+ * answers on (startUnix checks again when it binds). Changes nothing.
+ */
+export async function checkAdminFree(config: AdminConfig): Promise<void> {
+  if (config.kind !== "unix") return;
+  let st;
+  try {
+    st = lstatSync(config.path);
+  } catch {
+    return;
+  }
+  const where = `admin socket ${config.path}`;
+  if (!st.isSocket()) throw new ConfigError(where, "exists and is not a socket; refusing to replace it");
+  if (await answers(config.path)) throw new ConfigError(where, "another server is listening on it (is edgeproxy already running?)");
+}
+
 /*
  * options.replace: the process an upgrade starts takes the socket path over
  * from the running one (which keeps its listener, now unreachable, until it

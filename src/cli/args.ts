@@ -9,6 +9,7 @@ import { parsePorts, type PortRange } from "../config/ports";
 import { DEFAULTS, transportOf, type Balance, type Mode, type OriginConfig, type ServeConfig, type ServiceConfig } from "../config/service";
 import { completeDeadlines, DEADLINE_KEYS, type Deadlines } from "../config/deadlines";
 import { ConfigError } from "../errors";
+import { checkInstanceName } from "../dispatcher/instances";
 import { SOURCE_BOUNDS, sourceLimitsOf } from "../config/sourcelimits";
 
 export type Command =
@@ -16,7 +17,7 @@ export type Command =
   | { kind: "version" }
   | { kind: "serve"; config: ServeConfig }
   /** serve from a config file; --bpffs may still come from the command line. */
-  | { kind: "serve-file"; file: string; bpffs?: string; workers?: number; drainTimeoutMs?: number };
+  | { kind: "serve-file"; file: string; bpffs?: string; workers?: number; drainTimeoutMs?: number; instance?: string; takeOver?: boolean };
 
 export const USAGE = `Usage: edgeproxy [serve] [options]
 
@@ -60,7 +61,9 @@ Options:
   --keepalive-timeout D http: close a connection when no next request starts within D (default 60s)
   --body-timeout D      http: cut a request body after D without a byte of it (default 60s)
   --name NAME           service name (default: default)
-  --take-over           also steer ports where another socket already listens
+  --take-over           also steer ports where another socket already listens, and replace a
+                        running instance whose service names or bindings overlap (it drains and exits)
+  --instance NAME       this serve's instance name (default: the config file's base name, else "default")
   --workers N           worker processes sharing each service's sockets, 1-256 (default: one per
                         CPU; a supervisor restarts any that dies)
   --drain-timeout D     on upgrade (or SIGQUIT), how long open connections may finish (default 30s)
@@ -105,6 +108,7 @@ export function parseArgs(argv: readonly string[]): Command {
   let mode: Mode = "tcp";
   let name = "default";
   let takeOver = false;
+  let instance: string | undefined;
   let connectTimeoutMs: number = DEFAULTS.connectTimeoutMs;
   let idleTimeoutMs: number | undefined;
   let proxyProtocolText = "off";
@@ -224,6 +228,10 @@ export function parseArgs(argv: readonly string[]): Command {
         if (eq > 0) throw new ConfigError(flag, "takes no value");
         takeOver = true;
         break;
+      case "--instance":
+        once();
+        instance = checkInstanceName(value(), flag);
+        break;
       case "--connect-timeout":
         once();
         connectTimeoutMs = parseDuration(value(), flag);
@@ -273,11 +281,11 @@ export function parseArgs(argv: readonly string[]): Command {
     }
   }
   if (configFile !== undefined) {
-    const shortcut = [...seen].filter((f) => !["--config", "--bpffs", "--workers", "--drain-timeout"].includes(f));
-    if (shortcut.length || ports.length || prefixes.length || takeOver) {
-      throw new ConfigError("--config", `cannot be combined with the one-service flags (${[...shortcut, ...(ports.length ? ["--ports"] : []), ...(prefixes.length ? ["--prefix"] : []), ...(takeOver ? ["--take-over"] : [])].join(", ")}); put them in the file`);
+    const shortcut = [...seen].filter((f) => !["--config", "--bpffs", "--workers", "--drain-timeout", "--instance"].includes(f));
+    if (shortcut.length || ports.length || prefixes.length) {
+      throw new ConfigError("--config", `cannot be combined with the one-service flags (${[...shortcut, ...(ports.length ? ["--ports"] : []), ...(prefixes.length ? ["--prefix"] : [])].join(", ")}); put them in the file`);
     }
-    return { kind: "serve-file", file: configFile, bpffs, workers, drainTimeoutMs };
+    return { kind: "serve-file", file: configFile, bpffs, workers, drainTimeoutMs, ...(instance ? { instance } : {}), ...(takeOver ? { takeOver } : {}) };
   }
   const transport = transportOf(mode);
   if (transport === "udp" && seen.has("--connect-timeout")) throw new ConfigError("--connect-timeout", "UDP has no connections to time out; use --idle-timeout for flows");
@@ -315,5 +323,5 @@ export function parseArgs(argv: readonly string[]): Command {
     deadlines: completeDeadlines(deadlines, { mode, tls: tls !== undefined, acceptProxy: acceptProxy.length > 0 }, (k) => k.flag),
   };
   checkService(service, (key) => ({ origins: "--origin", route: "--origin", accept_proxy: "--accept-proxy" })[key] ?? key);
-  return { kind: "serve", config: { takeOver, maxConnections, maxFlows, bpffs, admin, services: [service], ...(workers ? { workers } : {}), ...(drainTimeoutMs !== undefined ? { drainTimeoutMs } : {}) } };
+  return { kind: "serve", config: { instance: instance ?? DEFAULTS.instance, takeOver, maxConnections, maxFlows, bpffs, admin, services: [service], ...(workers ? { workers } : {}), ...(drainTimeoutMs !== undefined ? { drainTimeoutMs } : {}) } };
 }

@@ -4,8 +4,10 @@ import { formatPorts, parsePorts, type PortRange } from "../config/ports";
 import { ConfigError } from "../errors";
 import type { Protocol } from "../dispatcher/binding";
 import { readFileSync } from "node:fs";
-import { bpffsPath, openPinned, pinDir, removePinned, upgradeProgram, withPinLock, type Pinned } from "../dispatcher/pins";
-import { Registry } from "../dispatcher/registry";
+import { bpffsPath, pinDir, removePinned, upgradeProgram, withPinLock } from "../dispatcher/pins";
+import { ControlPlane } from "../dispatcher/controlplane";
+import type { Registry } from "../dispatcher/registry";
+import type { Pinned } from "../dispatcher/pins";
 import { libc } from "../ebpf/libc";
 import { checkEnvironment } from "../system/environment";
 import { socketKind, takeFd } from "../system/sockets";
@@ -16,7 +18,7 @@ export type ControlCommand =
   | { kind: "status" }
   | { kind: "bindings" }
   | { kind: "down" }
-  | { kind: "bind" | "unbind"; service: string; protocol: Protocol; prefixes: Prefix[]; ports: PortRange[]; takeOver: boolean }
+  | { kind: "bind" | "unbind"; service: string; protocol: Protocol; prefixes: Prefix[]; ports: PortRange[]; takeOver: boolean; create: boolean }
   | { kind: "register"; service: string; pid: number; fd: number }
   | { kind: "unregister"; service: string }
   | { kind: "upgrade-program"; object?: string };
@@ -32,13 +34,14 @@ export const CONTROL_USAGE = `Commands on the pinned dispatcher of this network 
   edgeproxy status                                   services, bindings, sockets (owner pid and fd, cookie), counters
   edgeproxy bindings                                 every binding
   edgeproxy bind SERVICE tcp|udp PREFIXES PORTS      steer, e.g. bind echo tcp 127.0.0.1/32 7,77,777
+                                                     (SERVICE must exist; --create makes it)
   edgeproxy unbind SERVICE tcp|udp PREFIXES PORTS    stop steering those
   edgeproxy register SERVICE --pid PID --fd FD       steer SERVICE to another process's socket
   edgeproxy unregister SERVICE                       drop SERVICE's sockets (its bindings then refuse)
   edgeproxy down                                     remove all of edgeproxy's kernel state here
   edgeproxy upgrade-program [--object FILE]          switch the pinned dispatcher to this edgeproxy's BPF
                                                      program (or FILE's), keeping its maps and steering
-Options: --json (machine-readable output), --bpffs PATH, --take-over (bind).
+Options: --json (machine-readable output), --bpffs PATH, --take-over and --create (bind).
 
 Commands on a running serve, through its admin socket (--admin PATH, default /run/edgeproxy/admin.sock):
   edgeproxy reload                                   re-read the config file
@@ -52,6 +55,7 @@ export function parseControl(argv: readonly string[]): { command: ControlCommand
   let json = false;
   let bpffs: string | undefined;
   let takeOver = false;
+  let create = false;
   let pid: number | undefined;
   let fd: number | undefined;
   let object: string | undefined;
@@ -64,6 +68,7 @@ export function parseControl(argv: readonly string[]): { command: ControlCommand
     const a = rest[i]!;
     if (a === "--json") json = true;
     else if (a === "--take-over" && kind === "bind") takeOver = true;
+    else if (a === "--create" && kind === "bind") create = true;
     else if (a === "--bpffs") {
       bpffs = rest[++i];
       if (!bpffs) throw new ConfigError(`${kind} --bpffs`, "needs a path");
@@ -100,6 +105,7 @@ export function parseControl(argv: readonly string[]): { command: ControlCommand
           prefixes: prefixes.split(",").map((p) => parsePrefix(p.trim(), `${kind} prefix`)),
           ports: parsePorts(ports, `${kind} ports`),
           takeOver,
+          create,
         },
         options,
       };
@@ -146,28 +152,24 @@ export function runControl(command: ControlCommand, options: ControlOptions, ima
     return 0;
   }
 
-  const creates = command.kind === "bind" || command.kind === "register";
-  return withPinLock(bpffs, () => {
-    // Never upgrades: a differing pinned program is used as it is (status
-    // shows both tags); serve and upgrade-program switch programs.
-    const pinned = openPinned(bpffs, image, creates, false);
-    if (!pinned) {
-      if (command.kind === "status" || command.kind === "bindings") {
-        emit([`edgeproxy is not loaded in this network namespace (${pinDir(bpffs)} does not exist)`], { loaded: false, dir: pinDir(bpffs) });
-        return 0;
-      }
-      throw new ConfigError(command.kind, `edgeproxy is not loaded in this network namespace (${pinDir(bpffs)} does not exist)`);
-    }
+  const creates = (command.kind === "bind" && command.create) || command.kind === "register";
+  // Never upgrades: a differing pinned program is used as it is (status
+  // shows both tags); serve and upgrade-program switch programs. A namespace
+  // this command just equipped gets nothing half-done (ControlPlane.with).
+  const code = ControlPlane.with(bpffs, image, { create: creates, upgrade: false }, (plane) => {
     try {
-      return act(command, new Registry(pinned.dispatcher), pinned, emit);
-    } catch (e) {
-      // A namespace this command just equipped gets nothing half-done.
-      if (pinned.created) removePinned(bpffs);
-      throw e;
+      return act(command, plane, emit);
     } finally {
-      pinned.dispatcher.close();
+      plane.close();
     }
   });
+  if (code !== undefined) return code;
+  if (command.kind === "status" || command.kind === "bindings") {
+    emit([`edgeproxy is not loaded in this network namespace (${pinDir(bpffs)} does not exist)`], { loaded: false, dir: pinDir(bpffs) });
+    return 0;
+  }
+  if (command.kind === "bind") throw new ConfigError(`service ${command.service}`, "no such service: nothing is pinned in this network namespace; --create makes it");
+  throw new ConfigError(command.kind, `edgeproxy is not loaded in this network namespace (${pinDir(bpffs)} does not exist)`);
 }
 
 function readObject(path: string): Uint8Array {
@@ -184,7 +186,9 @@ function readObject(path: string): Uint8Array {
   return bytes;
 }
 
-function act(command: Exclude<ControlCommand, { kind: "down" | "upgrade-program" }>, reg: Registry, pinned: Pinned, emit: (human: string[], json: unknown) => void): number {
+function act(command: Exclude<ControlCommand, { kind: "down" | "upgrade-program" }>, plane: ControlPlane, emit: (human: string[], json: unknown) => void): number {
+  const reg = plane.registry;
+  const pinned = plane.pinned;
   const named = (name: string) => {
     const s = reg.find(name);
     if (!s) throw new ConfigError(`service ${name}`, "no such service (see edgeproxy status)");
@@ -192,7 +196,7 @@ function act(command: Exclude<ControlCommand, { kind: "down" | "upgrade-program"
   };
   switch (command.kind) {
     case "status":
-      return status(reg, pinned, emit);
+      return status(reg, pinned, plane, emit);
     case "bindings": {
       const names = new Map(reg.services().map((s) => [s.id, s.name]));
       const stored = reg.bindings().sort((a, b) => a.service - b.service || a.protocol.localeCompare(b.protocol) || a.prefix.length - b.prefix.length || a.lo - b.lo);
@@ -203,20 +207,22 @@ function act(command: Exclude<ControlCommand, { kind: "down" | "upgrade-program"
     case "bind":
     case "unbind": {
       const existing = reg.find(command.service);
-      const svc = command.kind === "bind" ? reg.ensure(command.service, command.takeOver || undefined) : named(command.service);
-      const list = command.prefixes.flatMap((prefix) => command.ports.map((r) => ({ service: svc.id, protocol: command.protocol, prefix, lo: r.lo, hi: r.hi })));
-      const before = reg.bindings(svc.id);
-      let changed = 0;
-      for (const b of list) if (command.kind === "bind" ? reg.addBinding(b) : reg.removeBinding(b)) changed++;
-      if (command.kind === "unbind" && changed === 0) throw new ConfigError("unbind", `service ${svc.name} has no such binding (see edgeproxy bindings)`);
-      let skipped: string[];
-      try {
-        skipped = reg.commit().skipped;
-      } catch (e) {
-        reg.setBindings(svc.id, before);
-        if (!existing) reg.remove(svc.id);
-        throw e;
+      if (!existing && !(command.kind === "bind" && command.create)) {
+        throw new ConfigError(`service ${command.service}`, `no such service (see edgeproxy status)${command.kind === "bind" ? "; --create makes it" : ""}`);
       }
+      const wanted = command.prefixes.flatMap((prefix) => command.ports.map((r) => ({ protocol: command.protocol, prefix, lo: r.lo, hi: r.hi })));
+      // Checked before anything is written: another live instance's traffic, and every live instance's admin listener.
+      if (command.kind === "bind") {
+        plane.checkBindingsLocked(undefined, command.service, wanted);
+        plane.checkAdminReachLocked(command.service, wanted);
+      }
+      const { svc, changed, skipped } = plane.transactionLocked([command.service], () => new Set(), () => {
+        const svc = command.kind === "bind" ? reg.ensure(command.service, command.takeOver || undefined) : named(command.service);
+        let changed = 0;
+        for (const b of wanted) if (command.kind === "bind" ? reg.addBinding({ ...b, service: svc.id }) : reg.removeBinding({ ...b, service: svc.id })) changed++;
+        if (command.kind === "unbind" && changed === 0) throw new ConfigError("unbind", `service ${svc.name} has no such binding (see edgeproxy bindings)`);
+        return { svc, changed };
+      });
       const what = `${command.protocol} ${command.prefixes.map(formatPrefix).join(",")} ${command.ports.map(formatPorts).join(",")}`;
       const human = [`${command.kind === "bind" ? "bound" : "unbound"} ${what} ${command.kind === "bind" ? "to" : "from"} service ${svc.name}`];
       if (skipped.length) human.push(`left alone, already listening: ${skipped.join(", ")} (--take-over steers them too)`);
@@ -257,7 +263,8 @@ function act(command: Exclude<ControlCommand, { kind: "down" | "upgrade-program"
   }
 }
 
-function status(reg: Registry, pinned: Pinned, emit: (human: string[], json: unknown) => void): number {
+function status(reg: Registry, pinned: Pinned, plane: ControlPlane, emit: (human: string[], json: unknown) => void): number {
+  const instances = plane.instanceViews().map((r) => ({ name: r.name, pid: r.pid, live: r.live, config: r.config, admin: r.admin, services: r.services, takenOverBy: r.by || undefined }));
   const d = pinned.dispatcher;
   const sockets = reg.sockets();
   const bindings = reg.bindingsByService();
@@ -288,8 +295,9 @@ function status(reg: Registry, pinned: Pinned, emit: (human: string[], json: unk
       `dispatcher ${pinned.dir} (program tag ${pinned.tag}${pinned.tag === pinned.binaryTag ? "" : `; this edgeproxy's is ${pinned.binaryTag}: 'edgeproxy upgrade-program' switches to it`})`,
       ...table(["SERVICE", "ID", "BINDINGS", "SOCKETS", "LOOKUPS", "STEERED", "NO-SOCKET", "DENIED", "LIMITED", "ASSIGN-ERR"], rows),
       `lookups that matched no binding: ${unmatched}`,
+      ...(instances.length ? table(["INSTANCE", "PID", "LIVE", "SERVICES", "CONFIG", "ADMIN"], instances.map((i) => [i.name, String(i.pid), i.live ? "yes" : "no", i.services.join(",") || "-", i.config || "-", i.admin || "-"])) : []),
     ],
-    { loaded: true, dir: pinned.dir, tag: pinned.tag, binaryTag: pinned.binaryTag, services, unmatchedLookups: unmatched },
+    { loaded: true, dir: pinned.dir, tag: pinned.tag, binaryTag: pinned.binaryTag, services, unmatchedLookups: unmatched, instances },
   );
   return 0;
 }

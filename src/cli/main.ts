@@ -8,6 +8,11 @@ import { loadConfig } from "../config/file";
 import { serveInProcess } from "./serve";
 import { checkEnvironment } from "../system/environment";
 import { refuseSelfReach } from "../server/bindings";
+import { checkAdminFree } from "../admin/server";
+import { ControlPlane } from "../dispatcher/controlplane";
+import { bpffsPath } from "../dispatcher/pins";
+import { claimOf, wantedOf } from "../server/instance";
+import { UPGRADE_ENV } from "./upgrade";
 import { Supervisor, WORKER_ADMIN_ENV, WORKER_ENV } from "./supervisor";
 import { connectionShare } from "../server/server";
 import { parseArgs, USAGE } from "./args";
@@ -115,6 +120,9 @@ export async function main(args: readonly string[]): Promise<number> {
     checkEnvironment();
     // And a config that reaches edgeproxy itself: one line here, not one per worker.
     await refuseSelfReach(config.admin, config.services);
+    // And a live instance in the way, or an admin socket in use: refused before a worker changes anything.
+    if (!config.takeOver) ControlPlane.refuseConflict(bpffsPath(config.bpffs), image, claimOf(config, false), wantedOf(config.services));
+    if (!process.env[UPGRADE_ENV]) await checkAdminFree(config.admin);
     // Said once, by the process that starts the workers, once the config is known to start: more of them than CPUs only share the CPUs.
     const cpus = availableParallelism();
     if ((config.workers ?? 1) > cpus) say(`${config.workers} workers on ${cpus} CPU(s): workers will share CPUs (the default is one per CPU)`);
@@ -125,10 +133,12 @@ export async function main(args: readonly string[]): Promise<number> {
 }
 
 /** A config file's settings, with --bpffs, --workers and --drain-timeout from the command line over the file's. */
-async function fileConfig(command: { file: string; bpffs?: string; workers?: number; drainTimeoutMs?: number }): Promise<ServeConfig> {
+async function fileConfig(command: { file: string; bpffs?: string; workers?: number; drainTimeoutMs?: number; instance?: string; takeOver?: boolean }): Promise<ServeConfig> {
   const file = await loadConfig(command.file);
   return {
     ...file,
+    instance: command.instance ?? file.instance,
+    takeOver: file.takeOver || !!command.takeOver,
     bpffs: command.bpffs,
     workers: command.workers ?? file.workers ?? defaultWorkers(),
     drainTimeoutMs: command.drainTimeoutMs ?? file.drainTimeoutMs,
@@ -219,3 +229,4 @@ async function upgradeCommand(args: readonly string[]): Promise<number> {
     return report(e);
   }
 }
+

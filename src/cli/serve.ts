@@ -1,5 +1,8 @@
 import type { ServeConfig } from "../config/service";
-import { startAdminServer, type AdminServer } from "../admin/server";
+import { checkAdminFree, startAdminServer, type AdminServer } from "../admin/server";
+import { ControlPlane } from "../dispatcher/controlplane";
+import { claimOf, wantedOf } from "../server/instance";
+import { bpffsPath } from "../dispatcher/pins";
 import { describeBindings } from "../server/bindings";
 import { serverBackend } from "../server/admin";
 import { describeReload, reload } from "../server/reload";
@@ -66,7 +69,10 @@ export async function serveInProcess(config: ServeConfig, image: Uint8Array, rol
   };
   const t0 = performance.now();
   try {
-    server = await Server.start(config, image, role.worker ?? 0);
+    // Checked before the pinned state is touched: a refused start changes nothing.
+    if (leader && !config.takeOver) ControlPlane.refuseConflict(bpffsPath(config.bpffs), image, claimOf(config, false), wantedOf(config.services));
+    if (leader && !process.env[UPGRADE_ENV]) await checkAdminFree(config.admin);
+    server = await Server.start(config, image, role.worker ?? 0, claimOf(config, !leader));
     try {
       await server.planes.started();
       const backend = { ...serverBackend(server), ...(leader ? { upgrade } : {}) };
@@ -86,6 +92,7 @@ export async function serveInProcess(config: ServeConfig, image: Uint8Array, rol
   if (upgraded) say(`dispatcher program upgraded from tag ${upgraded.from} to ${upgraded.to} (maps kept${upgraded.created.length ? `; created ${upgraded.created.join(", ")}` : ""})`);
   say(`at most ${server.report.maxConnections} open connections${server.report.maxFlows ? ` and ${server.report.maxFlows} UDP flows` : ""}`);
   if (admin.address !== "off" && leader) say(`admin API on ${admin.address}`);
+  say(`instance ${config.instance}${server.report.told.length ? `: took over from instance ${server.report.told.join(", ")}, told to drain and exit` : ""}`);
   if (server.report.skipped.length) {
     say(`left alone ${server.report.skipped.length} already-listening socket(s): ${server.report.skipped.join(", ")} (--take-over steers them too)`);
   }
@@ -102,6 +109,9 @@ export async function serveInProcess(config: ServeConfig, image: Uint8Array, rol
       upgrade().then(say, (e) => say(`upgrade failed: ${(e as Error).message}`));
     });
   }
+  // Another instance may take this one's bindings over (--take-over): it flags
+  // our record, or replaces it (same name); then this one drains and exits.
+  const watch = leader ? watchTakeOver(server, () => !!upgrading, (reason) => onSignal(`${reason}`, "drain")) : undefined;
   say(`ready (setup ${(performance.now() - t0).toFixed(1)} ms)`);
   ready();
   announceReady();
@@ -111,6 +121,7 @@ export async function serveInProcess(config: ServeConfig, image: Uint8Array, rol
   const hold = setInterval(() => {}, 1 << 30);
   if (!stop) await new Promise<void>((resolve) => (wake = resolve));
   clearInterval(hold);
+  if (watch) clearInterval(watch);
   try {
     for (const line of server.summary()) say(line);
   } catch (e) {
@@ -132,4 +143,21 @@ export async function serveInProcess(config: ServeConfig, image: Uint8Array, rol
   }
   say(`${signal}: withdrew its services from the dispatcher and stopped`);
   return 0;
+}
+
+/** How often a leader looks whether another instance took it over. */
+export const TAKE_OVER_POLL_MS = 200;
+
+/** Poll the instance's record; call `leave` once when another instance has taken it over (not during our own upgrade). */
+export function watchTakeOver(server: Server, upgrading: () => boolean, leave: (reason: string) => void): Timer {
+  let left = false;
+  const timer = setInterval(() => {
+    if (left || upgrading()) return;
+    const reason = ControlPlane.toldToLeave(server.report.pinDir, server.claim);
+    if (!reason) return;
+    left = true;
+    leave(reason);
+  }, TAKE_OVER_POLL_MS);
+  timer.unref();
+  return timer;
 }

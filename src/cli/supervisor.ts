@@ -6,7 +6,10 @@ import type { ServeConfig } from "../config/service";
 import { startAdminServer, type AdminServer } from "../admin/server";
 import { supervisorApp } from "./supervisor-admin";
 import { announceReady, childEnv, selfCommand, startSuccessor, untilReady, UPGRADE_ENV } from "./upgrade";
-import { DRAIN_TIMEOUT_MS } from "./serve";
+import { DRAIN_TIMEOUT_MS, TAKE_OVER_POLL_MS } from "./serve";
+import { ControlPlane } from "../dispatcher/controlplane";
+import { bpffsPath, pinDir } from "../dispatcher/pins";
+import { claimOf, INSTANCE_FROM_ENV } from "../server/instance";
 
 /** Env var naming a worker's index; its presence makes a process a worker. */
 export const WORKER_ENV = "EDGEPROXY_WORKER";
@@ -79,7 +82,7 @@ export class Supervisor {
     w.startedAt = Date.now();
     const proc: Subprocess = Bun.spawn([...selfCommand(), ...this.argv], {
       stdio: ["ignore", "inherit", "inherit"],
-      env: childEnv({ [WORKER_ENV]: String(w.index), ...(w.admin ? { [WORKER_ADMIN_ENV]: w.admin } : {}), [UPGRADE_ENV]: "" }),
+      env: childEnv({ [WORKER_ENV]: String(w.index), ...(w.admin ? { [WORKER_ADMIN_ENV]: w.admin } : {}), [UPGRADE_ENV]: "", [INSTANCE_FROM_ENV]: process.env[UPGRADE_ENV] ?? "" }),
       ipc: (message) => {
         if ((message as { op?: string })?.op === "ready") {
           w.ready = true;
@@ -204,12 +207,24 @@ export class Supervisor {
     say(`ready (setup ${(performance.now() - t0).toFixed(1)} ms)`);
     ready();
     announceReady();
+    // The instance's leader: when another instance takes it over (--take-over), every worker drains.
+    const dir = pinDir(bpffsPath(this.config.bpffs));
+    const claim = claimOf(this.config, false);
+    const watch = setInterval(() => {
+      if (this.stopping || this.upgrading) return;
+      const reason = ControlPlane.toldToLeave(dir, claim);
+      if (!reason) return;
+      say(`${reason}: draining its workers`);
+      void this.stop("drain");
+    }, TAKE_OVER_POLL_MS);
+    watch.unref();
     const hold = setInterval(() => {}, 1 << 30);
     await new Promise<void>((resolve) => {
       this.wakeStopped = resolve;
       if (this.stopped) void this.stopped.then(resolve);
     });
     clearInterval(hold);
+    clearInterval(watch);
     // An upgrade's own request may still be being answered.
     await (admin.closeGracefully?.() ?? admin.close());
     say(`${this.stopping === "drain" ? "drained" : "stopped"} ${this.workers.length} workers`);

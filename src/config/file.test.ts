@@ -69,6 +69,7 @@ connect_timeout = 3
 `;
     const c = parseConfig(text, FILE);
     expect(c).toStrictEqual({
+      instance: "edgeproxy",
       services: [
         {
           name: "web",

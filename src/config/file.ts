@@ -3,6 +3,7 @@ import { readFile } from "node:fs/promises";
 import { EP_MAX_SERVICES } from "../dispatcher/abi";
 import { compileBindings } from "../dispatcher/compile";
 import { ConfigError } from "../errors";
+import { checkInstanceName } from "../dispatcher/instances";
 import { serviceBindings } from "../server/bindings";
 import { parseAddress, parsePrefix, type Prefix } from "./address";
 import { completeDeadlines, DEADLINE_KEYS } from "./deadlines";
@@ -13,7 +14,7 @@ import { parsePorts } from "./ports";
 import { Fields, isTable } from "./schema";
 import { checkService } from "./validate";
 import { SOURCE_BOUNDS, sourceLimitsOf } from "./sourcelimits";
-import { DEFAULTS, transportOf, type AdminConfig, type BindingConfig, type Mode, type ServeConfig, type ServiceConfig } from "./service";
+import { DEFAULTS, instanceOfFile, transportOf, type AdminConfig, type BindingConfig, type Mode, type ServeConfig, type ServiceConfig } from "./service";
 
 const NAME = /^[a-zA-Z0-9_.-]{1,64}$/;
 const MODES: readonly Mode[] = ["tcp", "udp", "http"];
@@ -23,7 +24,7 @@ const MIN_TOKEN = 16;
 // sun_path is 108 bytes including the terminating NUL.
 const MAX_SOCKET_PATH = 107;
 
-const TOP_FIELDS = ["take_over", "max_connections", "max_flows", "workers", "drain_timeout", "admin", "service"];
+const TOP_FIELDS = ["instance", "take_over", "max_connections", "max_flows", "workers", "drain_timeout", "admin", "service"];
 const ADMIN_FIELDS = ["enabled", "socket", "listen", "token", "token_file"];
 const SERVICE_FIELDS = [
   "name", "mode", ...POOL_FIELDS, "connect_timeout", "idle_timeout", "proxy_protocol", "accept_proxy", "tls_cert", "tls_key",
@@ -51,6 +52,8 @@ export interface ParseOptions {
 export function parseConfig(text: string, file: string, options: ParseOptions = {}): ServeConfig {
   const top = Fields.of(parseToml(text, file), file, ": ", TOP_FIELDS, TOP_HINTS);
   const takeOver = top.boolean("take_over") ?? false;
+  const named = top.text("instance");
+  const instance = checkInstanceName(named ?? instanceOfFile(file), named === undefined ? `${file}: instance (from the file's name; set instance = "NAME")` : top.at("instance"));
   const maxConnections = top.positiveInteger("max_connections");
   const maxFlows = top.positiveInteger("max_flows");
   const workers = top.positiveInteger("workers", WORKER_BOUNDS);
@@ -77,7 +80,7 @@ export function parseConfig(text: string, file: string, options: ParseOptions = 
     if (e instanceof ConfigError) throw new ConfigError(`${file}: ${e.where}`, e.message.slice(e.where.length + 2));
     throw e;
   }
-  return { services, takeOver, maxConnections, maxFlows, admin, source: file, ...(workers ? { workers } : {}), ...(drainTimeoutMs !== undefined ? { drainTimeoutMs } : {}) };
+  return { instance, services, takeOver, maxConnections, maxFlows, admin, source: file, ...(workers ? { workers } : {}), ...(drainTimeoutMs !== undefined ? { drainTimeoutMs } : {}) };
 }
 
 /** Read and parse a config file; an unreadable file is a ConfigError naming it. */

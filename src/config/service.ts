@@ -81,8 +81,10 @@ export type AdminConfig =
 
 /** Everything `edgeproxy serve` needs. */
 export interface ServeConfig {
+  /** The instance's name (--instance, `instance`): the config file's base name, else "default". */
+  readonly instance: string;
   readonly services: readonly ServiceConfig[];
-  /** Steer ports even where another socket already listens. */
+  /** Steer ports even where another socket already listens, and replace a live instance whose names or bindings overlap (--take-over). */
   readonly takeOver: boolean;
   /** Cap on open connections for the instance, shared by its workers (server.ts, connectionShare); default: what each worker's open-file limit allows. */
   readonly maxConnections?: number;
@@ -106,6 +108,7 @@ export const DEFAULTS = {
   idleTimeoutMs: 300_000,
   udpIdleTimeoutMs: 30_000,
   adminSocket: "/run/edgeproxy/admin.sock",
+  instance: "default",
   /** IPv6 clients of per-client limits: one /64 (RFC 6177's smallest end-site assignment, a single LAN). */
   sourcePrefixV6: 64,
 } as const;
@@ -117,3 +120,10 @@ export function serviceFamilies(s: ServiceConfig): (4 | 6)[] {
 
 /** The transport a mode's bindings and sockets use. */
 export const transportOf = (mode: Mode): "tcp" | "udp" => (mode === "udp" ? "udp" : "tcp");
+
+/** The instance name a config file gives when it names none: its base name without extension. */
+export function instanceOfFile(file: string): string {
+  const base = file.split("/").pop() ?? "";
+  const stem = base.includes(".") ? base.slice(0, base.lastIndexOf(".")) : base;
+  return stem || DEFAULTS.instance;
+}

@@ -1,12 +1,12 @@
 import { loadConfig } from "../config/file";
 import { serviceFamilies, type ServeConfig, type ServiceConfig } from "../config/service";
 import { ConfigError } from "../errors";
-import { withPinLock } from "../dispatcher/pins";
 import { refuseSelfReach } from "./bindings";
 import { NEW_GROUPS } from "../proxy/group";
 import type { Registry } from "../dispatcher/registry";
 import { cookiesOf, groupPlan, registerMembers, withdrawMembers } from "./members";
 import { storedState, type RunningService, type Server } from "./server";
+import { wantedOf } from "./instance";
 
 /** What a reload changed. */
 export interface ReloadReport {
@@ -41,8 +41,9 @@ export async function reload(server: Server): Promise<ReloadReport> {
   const file = server.config.source;
   if (!file) throw new ConfigError("reload", "edgeproxy was started without --config: there is no file to re-read");
   const loaded = await loadConfig(file);
+  if (loaded.instance !== server.config.instance) throw new ConfigError(`reload ${file}`, `instance: "${server.config.instance}" became "${loaded.instance}"; an instance's name changes with a restart, nothing changed`);
   // The descriptor budget is fixed at start, and so is the admin listener (a reload does not move it).
-  const next: ServeConfig = { ...loaded, admin: server.config.admin, bpffs: server.config.bpffs, maxConnections: server.config.maxConnections, maxFlows: server.config.maxFlows };
+  const next: ServeConfig = { ...loaded, instance: server.config.instance, admin: server.config.admin, bpffs: server.config.bpffs, maxConnections: server.config.maxConnections, maxFlows: server.config.maxFlows };
   const origins = await refuseSelfReach(next.admin, next.services);
 
   const reg = server.registry;
@@ -53,13 +54,26 @@ export async function reload(server: Server): Promise<ReloadReport> {
   const restarted = next.services.filter((s) => current.has(s.name) && dataPlaneOf(s) !== dataPlaneOf(current.get(s.name)!));
   const rebound = next.services.filter((s) => current.has(s.name) && steeringOf(s) !== steeringOf(current.get(s.name)!));
 
-  return withPinLock(server.bpffs, () => {
-    const before = reg.snapshot([...next.services, ...removed].map((s) => s.name));
-    const fresh = new Map<string, RunningService>();
+  const plane = server.plane;
+  const fresh = new Map<string, RunningService>();
+  const own = () => new Set([...server.ownInodes(), ...[...fresh.values()].flatMap((r) => r.sockets.map((s) => s.inode))]);
+  return plane.locked(() => {
+    // Checked before anything changes: a new name or binding must not be a live instance's.
+    const conflict = plane.conflictLocked(server.claim, wantedOf(next.services));
+    if (conflict) throw new ConfigError(`reload ${file}`, `refused, nothing changed: ${conflict.line}`);
     try {
+      return plane.transactionLocked([...next.services, ...removed].map((s) => s.name), own, () => change(), true);
+    } catch (e) {
+      for (const r of fresh.values()) r.svc.close(true);
+      throw e;
+    }
+  });
+
+  function change(): ReloadReport {
       server.steering.prune();
       for (const cfg of [...added, ...restarted]) {
         const entry = reg.ensure(cfg.name, next.takeOver);
+        plane.ownLocked(server.claim.name, entry.id);
         const svc = server.planes.create(cfg, origins, server.sourceLimiting.limiter(cfg, entry.id));
         // A restarted UDP service starts a new group (see the retirement below); other
         // workers reloading after this one join it through the recorded port.
@@ -84,8 +98,7 @@ export async function reload(server: Server): Promise<ReloadReport> {
         const r = fresh.get(cfg.name)!;
         registerMembers(reg, r.id, r.svc.protocol, r.sockets, server.member, server.steering);
       }
-      const own = new Set([...server.ownInodes(), ...[...fresh.values()].flatMap((r) => r.sockets.map((s) => s.inode))]);
-      const { skipped } = reg.commit(own);
+      const { skipped } = reg.commit(own());
 
       for (const cfg of restarted) {
         const old = server.running.get(cfg.name)!;
@@ -103,7 +116,10 @@ export async function reload(server: Server): Promise<ReloadReport> {
       for (const cfg of removed) {
         const old = server.running.get(cfg.name)!;
         // Other workers may still serve it until their own reload: they withdraw it last.
-        if (!withdrawMembers(reg, old.id, cookiesOf(old.sockets))) reg.remove(old.id);
+        if (!withdrawMembers(reg, old.id, cookiesOf(old.sockets))) {
+          reg.remove(old.id);
+          plane.ownLocked(server.claim.name, old.id, false);
+        }
         retired.push(old);
         server.running.delete(cfg.name);
       }
@@ -128,13 +144,7 @@ export async function reload(server: Server): Promise<ReloadReport> {
         rebound: rebound.map((s) => s.name),
         skipped,
       };
-    } catch (e) {
-      for (const r of fresh.values()) r.svc.close(true);
-      reg.restore(before);
-      reg.commit(server.ownInodes());
-      throw e;
-    }
-  });
+  }
 }
 
 /**

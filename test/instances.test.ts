@@ -1,0 +1,168 @@
+// Instances (issue 16): every serve is a named instance with an owner record
+// in the pins. A second start of the same instance, or one whose bindings
+// overlap a live instance's, is refused before it changes anything; instances
+// that do not overlap coexist and stop independently; --take-over hands over
+// (the older one drains and exits) with no failed connection.
+import { afterEach, beforeEach, describe, expect, test } from "bun:test";
+import type { TCPSocketListener } from "bun";
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { EdgeproxyProcess, runEdgeproxy } from "./helpers/edgeproxy";
+import { exchange, greeter, text } from "./helpers/net";
+import { TestNetns } from "./helpers/netns";
+
+let ns: TestNetns;
+let dir = "";
+const started: EdgeproxyProcess[] = [];
+const origins: TCPSocketListener<undefined>[] = [];
+
+beforeEach(() => {
+  ns = TestNetns.enter();
+  dir = mkdtempSync(join(tmpdir(), "ep-instances-"));
+});
+
+afterEach(async () => {
+  for (const ep of started.splice(0)) if (ep.proc.exitCode === null) await ep.stop();
+  for (const o of origins.splice(0)) o.stop(true);
+  rmSync(dir, { recursive: true, force: true });
+  ns.leave();
+});
+
+/** An origin that answers every connection with `name`; its port. */
+function origin(name: string): number {
+  const o = greeter("127.0.0.1", 0, name);
+  origins.push(o);
+  return o.port;
+}
+
+async function serve(args: string[]): Promise<EdgeproxyProcess> {
+  const ep = await EdgeproxyProcess.start(args);
+  started.push(ep);
+  return ep;
+}
+
+const flags = (instance: string, name: string, ports: string, to: string) => ["--instance", instance, "--name", name, "--ports", ports, "--prefix", "192.0.2.0/24", "--origin", `127.0.0.1:${origin(to)}`];
+
+const answer = async (port: number) => text(await exchange("192.0.2.1", port, "", 3000));
+
+async function status(): Promise<{ services: { name: string; sockets: { cookie: string }[] }[]; instances: { name: string; pid: number; live: boolean }[] }> {
+  const r = await runEdgeproxy(["status", "--json"]);
+  expect(r.code).toBe(0);
+  return JSON.parse(r.stdout);
+}
+
+/** Connections to `port` one after another until `until` resolves (at most `max`, for at most 20 s): what each got. */
+async function loop(port: number, until: Promise<unknown>, max = 50_000): Promise<string[]> {
+  let done = false;
+  void until.finally(() => (done = true));
+  const got: string[] = [];
+  const deadline = Date.now() + 20_000;
+  while (!done && got.length < max && Date.now() < deadline) got.push(await answer(port));
+  return got;
+}
+
+describe("instances", () => {
+  test("a second start of the same config is refused in one line, before it changes anything: the first keeps serving", async () => {
+    const file = join(dir, "web.toml");
+    writeFileSync(file, `[admin]\nsocket = "${join(dir, "admin.sock")}"\n\n[[service]]\nname = "web"\norigins = ["127.0.0.1:${origin("first")}"]\n[[service.bind]]\nprefixes = "192.0.2.0/24"\nports = "8000-8099"\n`);
+    const first = await serve(["--config", file]);
+    expect(first.stderr).toContain("instance web");
+    const before = await status();
+    const again = runEdgeproxy(["--config", file]);
+    const during = loop(8050, again, 500);
+    const r = await again;
+    expect(r.code).toBe(2);
+    expect(r.stderr.trim().split("\n")).toHaveLength(1);
+    expect(r.stderr).toContain(`instance web (pid ${first.pid}, config ${file}) is running`);
+    expect(new Set(await during)).toEqual(new Set(["first"]));
+    expect(await answer(8099)).toBe("first");
+    const after = await status();
+    expect(after.services).toEqual(before.services.map((s) => ({ ...s, counters: expect.anything() })) as never);
+    expect(after.instances.map((i) => [i.name, i.pid, i.live])).toEqual([["web", first.pid, true]]);
+    expect(await first.stop()).toBe(0);
+  }, 30_000);
+
+  test("overlapping bindings: the second instance is refused naming the first, its pid and the binding; the first's traffic is untouched", async () => {
+    const a = await serve(flags("a", "web", "8000-8999", "a"));
+    const second = runEdgeproxy(flags("b", "api", "8050-8100", "b"));
+    const during = loop(8050, second, 500);
+    const r = await second;
+    expect(r.code).toBe(2);
+    expect(r.stderr.trim().split("\n")).toHaveLength(1);
+    expect(r.stderr.trim()).toBe(
+      `edgeproxy: instance b: refused, nothing changed: instance a (pid ${a.pid}) serves tcp 192.0.2.0/24 ports 8000-8999 (service web), which overlaps tcp 192.0.2.0/24 ports 8050-8100 of service api: stop it first, or start with --take-over to replace it`,
+    );
+    expect(new Set(await during)).toEqual(new Set(["a"]));
+    for (const p of [8000, 8050, 8100, 8999]) expect(await answer(p)).toBe("a");
+    // A service name another live instance serves is refused too, whatever the bindings.
+    const same = await runEdgeproxy(flags("c", "web", "9000", "c"));
+    expect([same.code, same.stderr.trim()]).toEqual([2, `edgeproxy: instance c: refused, nothing changed: instance a (pid ${a.pid}) serves service web already: stop it first, or start with --take-over to replace it`]);
+    expect((await status()).instances.map((i) => i.name)).toEqual(["a"]);
+  }, 30_000);
+
+  test("two instances that do not overlap coexist; stopping either leaves the other untouched", async () => {
+    for (const firstStopped of ["a", "b"]) {
+      const a = await serve(flags("a", "web", "8000-8099", "a"));
+      const b = await serve(flags("b", "api", "9000-9099", "b"));
+      expect([await answer(8000), await answer(9000)]).toEqual(["a", "b"]);
+      expect((await status()).instances.map((i) => [i.name, i.live])).toEqual([["a", true], ["b", true]]);
+      const [gone, kept, keptPort, gonePort] = firstStopped === "a" ? [a, b, 9000, 8000] : [b, a, 8000, 9000];
+      expect(await gone.stop()).toBe(0);
+      expect(await answer(keptPort)).toBe(firstStopped === "a" ? "b" : "a");
+      expect(await answer(gonePort)).toBe("<refused>");
+      const st = await status();
+      expect(st.instances.map((i) => i.name)).toEqual([firstStopped === "a" ? "b" : "a"]);
+      expect(st.services.map((s) => s.name)).toEqual([firstStopped === "a" ? "api" : "web"]);
+      expect(await kept.stop()).toBe(0);
+    }
+  }, 60_000);
+
+  test("--take-over: the older instance is told, drains and exits; no connection fails under a client loop", async () => {
+    for (const [instance, service] of [["default", "default"], ["b", "api"]] as const) {
+      const a = await serve([...flags("default", "default", "8000-8099", "old"), "--drain-timeout", "5s"]);
+      const refused = await runEdgeproxy(flags(instance, service, "8000-8099", "new"));
+      expect(refused.code).toBe(2);
+      let takeOver: Promise<EdgeproxyProcess> | undefined;
+      const exited = (async () => {
+        await Bun.sleep(300);
+        takeOver = serve([...flags(instance, service, "8000-8099", "new"), "--take-over"]);
+        await takeOver;
+        return a.proc.exited;
+      })();
+      const got = await loop(8050, exited.then(() => Bun.sleep(300)));
+      const b = await takeOver!;
+      expect(await exited).toBe(0);
+      expect(a.stderr).toMatch(/took (its bindings )?over: draining/);
+      expect(b.stderr).toContain(`took over from instance default (pid ${a.pid})`);
+      const counts = got.reduce((m, g) => m.set(g, (m.get(g) ?? 0) + 1), new Map<string, number>());
+      console.log(`take-over (${instance}/${service}): ${[...counts].map(([k, v]) => `${k} ${v}`).join(", ")}`);
+      // Every connection was answered, by the old instance and then by the new one.
+      expect([...counts.keys()].sort()).toEqual(["new", "old"]);
+      expect(got.at(-1)).toBe("new");
+      expect((await status()).instances.map((i) => i.name)).toEqual([instance]);
+      expect(await b.stop()).toBe(0);
+    }
+  }, 90_000);
+
+  test("bind on a service that does not exist is an error unless --create", async () => {
+    const missing = await runEdgeproxy(["bind", "wbe", "tcp", "192.0.2.0/24", "80"]);
+    expect([missing.code, missing.stderr.trim()]).toEqual([2, "edgeproxy: service wbe: no such service: nothing is pinned in this network namespace; --create makes it"]);
+    const a = await serve(flags("a", "web", "8000-8099", "a"));
+    const typo = await runEdgeproxy(["bind", "wbe", "tcp", "192.0.2.0/24", "80"]);
+    expect([typo.code, typo.stderr.trim()]).toEqual([2, "edgeproxy: service wbe: no such service (see edgeproxy status); --create makes it"]);
+    expect((await status()).services.map((s) => s.name)).toEqual(["web"]);
+    // Onto another live instance's bindings: refused even with --create.
+    const steal = await runEdgeproxy(["bind", "--create", "other", "tcp", "192.0.2.1/32", "8010"]);
+    expect(steal.code).toBe(2);
+    expect(steal.stderr).toContain(`overlaps tcp 192.0.2.0/24 ports 8000-8099 of service web of instance a (pid ${a.pid})`);
+    const made = await runEdgeproxy(["bind", "--create", "other", "tcp", "192.0.2.0/24", "80"]);
+    expect(made.code).toBe(0);
+    expect((await status()).services.map((s) => s.name)).toEqual(["web", "other"]);
+    expect(await answer(80)).toBe("<refused>");
+    expect(await answer(8010)).toBe("a");
+    // The instance's own service takes more bindings by name.
+    expect((await runEdgeproxy(["bind", "web", "tcp", "192.0.2.0/24", "8100"])).code).toBe(0);
+    expect(await answer(8100)).toBe("a");
+  }, 30_000);
+});
