@@ -46,7 +46,7 @@ function programIds(): { link: number; pinned: number } {
 async function serveWeb(name = "web", ports = "5000-5099"): Promise<EdgeproxyProcess> {
   const origin = echoOrigin("127.0.0.1");
   f.servers.push(origin);
-  return EdgeproxyProcess.start(["--name", name, "--ports", ports, "--prefix", "192.0.2.0/24", "--origin", `127.0.0.1:${origin.port}`]);
+  return EdgeproxyProcess.start(["--instance", name, "--name", name, "--ports", ports, "--prefix", "192.0.2.0/24", "--origin", `127.0.0.1:${origin.port}`]);
 }
 
 /** n exchanges over ports base..base+span-1; the ones that did not come back intact. */
