@@ -165,4 +165,38 @@ describe("instances", () => {
     expect((await runEdgeproxy(["bind", "web", "tcp", "192.0.2.0/24", "8100"])).code).toBe(0);
     expect(await answer(8100)).toBe("a");
   }, 30_000);
+
+  test("bind --take-over is per binding (an unbind takes it away); bind never steers a live instance's TCP admin listener", async () => {
+    const plain = greeter("127.0.0.1", 7100, "plain");
+    origins.push(plain);
+    const file = join(dir, "edge.toml");
+    writeFileSync(join(dir, "token"), "secret-token-0123456789\n");
+    writeFileSync(file, `[admin]\nlisten = "127.0.0.1:9901"\ntoken_file = "${join(dir, "token")}"\n\n[[service]]\nname = "web"\norigins = ["127.0.0.1:${origin("a")}"]\n[[service.bind]]\nprefixes = "192.0.2.0/24"\nports = "8000-8099"\n`);
+    await serve(["--config", file]);
+    const bind = async (...args: string[]) => {
+      const r = await runEdgeproxy(["bind", "web", "tcp", "127.0.0.1/32", ...args]);
+      expect(r.code).toBe(0);
+      return r.stdout;
+    };
+    expect(await bind("7100")).toContain("left alone, already listening");
+    expect(await answer7100()).toBe("plain");
+    await bind("7100", "--take-over");
+    expect(await answer7100()).toBe("a");
+    expect((await runEdgeproxy(["unbind", "web", "tcp", "127.0.0.1/32", "7100"])).code).toBe(0);
+    expect(await answer7100()).toBe("plain");
+    // Not sticky: the service's next binding leaves the listener alone again.
+    expect(await bind("7100")).toContain("left alone, already listening");
+    expect(await answer7100()).toBe("plain");
+    // The admin listener (the instance's record names it) is refused on every change path, --take-over or not.
+    const before = (await status()).services;
+    const r = await runEdgeproxy(["bind", "--create", "x", "tcp", "127.0.0.0/8", "9900-9902", "--take-over"]);
+    expect(r.code).toBe(2);
+    expect(r.stderr.trim()).toMatch(/^edgeproxy: bind x: tcp 127\.0\.0\.0\/8 ports 9900-9902 would steer the admin API of instance edge \(pid \d+\) on 127\.0\.0\.1:9901; .*nothing changed$/);
+    expect((await status()).services).toEqual(before.map((s) => ({ ...s, counters: expect.anything() })) as never);
+    // Still its own: /healthz answers there (fetch's thread is not in this test's netns: a raw exchange).
+    const health = text(await exchange("127.0.0.1", 9901, "GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", 3000));
+    expect(health).toStartWith("HTTP/1.1 200");
+  }, 30_000);
 });
+
+const answer7100 = async () => text(await exchange("127.0.0.1", 7100, "", 3000));

@@ -217,9 +217,9 @@ function act(command: Exclude<ControlCommand, { kind: "down" | "upgrade-program"
         plane.checkAdminReachLocked(command.service, wanted);
       }
       const { svc, changed, skipped } = plane.transactionLocked([command.service], () => new Set(), () => {
-        const svc = command.kind === "bind" ? reg.ensure(command.service, command.takeOver || undefined) : named(command.service);
+        const svc = command.kind === "bind" ? reg.ensure(command.service) : named(command.service);
         let changed = 0;
-        for (const b of wanted) if (command.kind === "bind" ? reg.addBinding({ ...b, service: svc.id }) : reg.removeBinding({ ...b, service: svc.id })) changed++;
+        for (const b of wanted) if (command.kind === "bind" ? reg.addBinding({ ...b, service: svc.id, takeOver: command.takeOver }) : reg.removeBinding({ ...b, service: svc.id })) changed++;
         if (command.kind === "unbind" && changed === 0) throw new ConfigError("unbind", `service ${svc.name} has no such binding (see edgeproxy bindings)`);
         return { svc, changed };
       });
