@@ -122,6 +122,9 @@ connect_timeout = 3
   test("defaults", () => {
     const c = parseConfig(web(), FILE);
     expect(c.takeOver).toBe(false);
+    expect(parseConfig(`instance = "edge-1"\n${web()}`, "/etc/x.toml").instance).toBe("edge-1");
+    expect(parseConfig(web(), "/etc/edgeproxy/site.v2.toml").instance).toBe("site.v2");
+    expect(() => parseConfig(`instance = "a/b"\n${web()}`, FILE)).toThrow('edgeproxy.toml: instance: "a/b": use 1-63 of a-z A-Z 0-9 _ . -');
     expect(c.maxConnections).toBeUndefined();
     expect(c.admin).toEqual({ kind: "unix", path: DEFAULTS.adminSocket });
     expect(c.services[0]).toMatchObject({ mode: "tcp", connectTimeoutMs: DEFAULTS.connectTimeoutMs, idleTimeoutMs: DEFAULTS.idleTimeoutMs });
@@ -149,9 +152,11 @@ connect_timeout = 3
       'prefixes = "192.0.2.0/24,2001:db8::/64"\nports = "80,443,8000-8999"',
       'origin = "[2001:db8::1]:8080"\nconnect_timeout = "750ms"\nidle_timeout = "1h"',
     )}`;
-    const { source, admin, ...fromFile } = parseConfig(text, FILE);
-    const { source: _, admin: __, bpffs: ___, ...fromCli } = cli.config; // --bpffs is a command-line-only setting
+    const { source, admin, instance, ...fromFile } = parseConfig(text, FILE);
+    const { source: _, admin: __, bpffs: ___, instance: cliInstance, ...fromCli } = cli.config; // --bpffs is a command-line-only setting
     expect(source).toBe(FILE);
+    // The instance is named after the file, or "default" without one.
+    expect([instance, cliInstance]).toEqual(["edgeproxy", "default"]);
     expect(admin).toEqual({ kind: "unix", path: DEFAULTS.adminSocket });
     expect(fromFile).toStrictEqual(fromCli);
   });
