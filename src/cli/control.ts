@@ -4,7 +4,7 @@ import { formatPorts, parsePorts, type PortRange } from "../config/ports";
 import { ConfigError } from "../errors";
 import type { Protocol } from "../dispatcher/binding";
 import { readFileSync } from "node:fs";
-import { bpffsPath, pinDir, removePinned, upgradeProgram, withPinLock } from "../dispatcher/pins";
+import { bpffsPath, pinDir } from "../dispatcher/pins";
 import { ControlPlane } from "../dispatcher/controlplane";
 import type { Registry } from "../dispatcher/registry";
 import type { Pinned } from "../dispatcher/pins";
@@ -137,14 +137,14 @@ export function runControl(command: ControlCommand, options: ControlOptions, ima
   };
 
   if (command.kind === "down") {
-    const removed = withPinLock(bpffs, () => removePinned(bpffs));
+    const removed = ControlPlane.removeAll(bpffs);
     emit([removed ? `removed ${pinDir(bpffs)}: nothing is steered here any more` : `nothing pinned for this network namespace (${pinDir(bpffs)})`], { removed, dir: pinDir(bpffs) });
     return 0;
   }
 
   if (command.kind === "upgrade-program") {
     const use = command.object === undefined ? image : readObject(command.object);
-    const u = withPinLock(bpffs, () => upgradeProgram(bpffs, use));
+    const u = ControlPlane.upgradeProgram(bpffs, use);
     const line = u.unchanged
       ? `dispatcher program unchanged (tag ${u.to})`
       : `dispatcher program upgraded from tag ${u.from} to ${u.to} (maps kept${u.created.length ? `; created ${u.created.join(", ")}` : ""})`;
@@ -234,12 +234,14 @@ function act(command: Exclude<ControlCommand, { kind: "down" | "upgrade-program"
       try {
         const kind = socketKind(fd, `process ${command.pid} fd ${command.fd}`);
         if (!kind.listening) throw new ConfigError("register", `process ${command.pid} fd ${command.fd} is a TCP socket that is not listening`);
-        const svc = reg.ensure(command.service);
         const owner = { pid: command.pid, fd: command.fd };
         // A dual-stack IPv6 socket takes IPv4 lookups too (bpf_sk_assign allows it).
         const families: (4 | 6)[] = kind.family === 4 ? [4] : kind.dualStack ? [4, 6] : [6];
-        for (const family of families) reg.setSocket(svc.id, kind.protocol, family, fd, owner);
-        reg.commit();
+        const { svc } = plane.transactionLocked([command.service], () => new Set(), () => {
+          const svc = reg.ensure(command.service);
+          for (const family of families) reg.setSocket(svc.id, kind.protocol, family, fd, owner);
+          return { svc };
+        });
         emit([`service ${svc.name}: ${kind.protocol}/ipv${families.join("+ipv")} socket of process ${command.pid} (fd ${command.fd}) registered`], {
           service: svc.name,
           protocol: kind.protocol,

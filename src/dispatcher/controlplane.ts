@@ -6,7 +6,7 @@ import { EP_SOCKET_MEMBERS } from "./abi";
 import type { Protocol } from "./binding";
 import type { Dispatcher } from "./dispatcher";
 import { InstanceMaps, leaderAlive, sameLeader, TOLD_TO_LEAVE, type InstanceRecord, type Leader } from "./instances";
-import { openPinned, removePinned, withPinLock, type Pinned } from "./pins";
+import { openPinned, removePinned, upgradeProgram, withPinLock, type Pinned, type ProgramUpgrade } from "./pins";
 import { Registry, type RegistrySnapshot } from "./registry";
 
 /*
@@ -127,6 +127,29 @@ export class ControlPlane {
       return;
     }
     if (line) throw new ConfigError(`instance ${claim.name}`, `refused, nothing changed: ${line}`);
+  }
+
+  /** The live instances of the namespace (none when nothing is pinned): for `down`, control commands and health. */
+  static live(bpffs: string, image: Uint8Array): InstanceView[] {
+    return (
+      ControlPlane.with(bpffs, image, { create: false, upgrade: false }, (plane) => {
+        try {
+          return plane.liveInstances();
+        } finally {
+          plane.close();
+        }
+      }) ?? []
+    );
+  }
+
+  /** Remove every pin of the namespace (`down`): steering stops. False when nothing was pinned. */
+  static removeAll(bpffs: string): boolean {
+    return withPinLock(bpffs, () => removePinned(bpffs));
+  }
+
+  /** Switch the pinned program to `image`'s, keeping the maps (pins.ts upgradeProgram), under the lock. */
+  static upgradeProgram(bpffs: string, image: Uint8Array): ProgramUpgrade {
+    return withPinLock(bpffs, () => upgradeProgram(bpffs, image));
   }
 
   /** Run fn holding the pin lock (fn calls the *Locked operations). */
