@@ -118,6 +118,38 @@ describe("instances", () => {
     }
   }, 60_000);
 
+  test("a dead instance's record is recognised (SIGKILL: pid and start time) and removed, with its services, by the next start", async () => {
+    const a = await serve(flags("a", "web", "8000-8099", "a"));
+    a.proc.kill("SIGKILL");
+    await a.proc.exited;
+    // Its pins stay (steering outlives a crash): the ports refuse, nothing else gets them.
+    expect(await answer(8000)).toBe("<refused>");
+    expect((await status()).instances.map((i) => [i.name, i.pid, i.live])).toEqual([["a", a.pid, false]]);
+    const b = await serve(flags("b", "api", "8000-8099", "b"));
+    expect(await answer(8000)).toBe("b");
+    const st = await status();
+    expect(st.instances.map((i) => [i.name, i.pid, i.live])).toEqual([["b", b.pid, true]]);
+    expect(st.services.map((s) => s.name)).toEqual(["api"]);
+  }, 30_000);
+
+  test("a reload that would overlap another live instance is refused in one line; both keep what they had", async () => {
+    const file = (name: string, ports: string, to: string) => {
+      const path = join(dir, `${name}.toml`);
+      writeFileSync(path, `[admin]\nsocket = "${join(dir, `${name}.sock`)}"\n\n[[service]]\nname = "${name}-svc"\norigins = ["127.0.0.1:${origin(to)}"]\n[[service.bind]]\nprefixes = "192.0.2.0/24"\nports = "${ports}"\n`);
+      return path;
+    };
+    const a = await serve(["--config", file("a", "8000-8099", "a")]);
+    await serve(["--config", file("b", "9000-9099", "b")]);
+    const before = await status();
+    file("b", "8050,9000-9099", "b");
+    const r = await runEdgeproxy(["reload", "--admin", join(dir, "b.sock")]);
+    expect(r.code).toBe(2);
+    expect(r.stderr.trim().split("\n")).toHaveLength(1);
+    expect(r.stderr).toContain(`refused, nothing changed: instance a (pid ${a.pid}, config ${join(dir, "a.toml")}) serves tcp 192.0.2.0/24 ports 8000-8099 (service a-svc), which overlaps tcp 192.0.2.0/24 ports 8050 of service b-svc`);
+    expect([await answer(8050), await answer(9000)]).toEqual(["a", "b"]);
+    expect((await status()).services).toEqual(before.services.map((s) => ({ ...s, counters: expect.anything() })) as never);
+  }, 30_000);
+
   test("--take-over: the older instance is told, drains and exits; no connection fails under a client loop", async () => {
     for (const [instance, service] of [["default", "default"], ["b", "api"]] as const) {
       const a = await serve([...flags("default", "default", "8000-8099", "old"), "--drain-timeout", "5s"]);
