@@ -70,80 +70,80 @@ export async function reload(server: Server): Promise<ReloadReport> {
   });
 
   function change(): ReloadReport {
-      server.steering.prune();
-      for (const cfg of [...added, ...restarted]) {
-        const entry = reg.ensure(cfg.name, next.takeOver);
-        plane.ownLocked(server.claim.name, entry.id);
-        const svc = server.planes.create(cfg, origins, server.sourceLimiting.limiter(cfg, entry.id));
-        // A restarted UDP service starts a new group (see the retirement below); other
-        // workers reloading after this one join it through the recorded port.
-        const old = restarted.includes(cfg) ? server.running.get(cfg.name) : undefined;
-        const plan = svc.protocol === "udp" && old && !groupMovedOn(reg, old) ? NEW_GROUPS : groupPlan(reg, entry.id, svc.protocol, server.dispatcher.migrateFd);
-        fresh.set(cfg.name, { id: entry.id, svc, sockets: svc.listen(plan) });
-      }
-      for (const cfg of next.services) {
-        const entry = reg.ensure(cfg.name, next.takeOver);
-        const state = storedState(cfg, entry.id);
-        reg.setBindings(entry.id, state.bindings);
-        reg.setRules(entry.id, state.rules);
-        server.sourceLimiting.publish(cfg, entry.id);
-      }
-      for (const cfg of removed) {
-        const id = server.running.get(cfg.name)!.id;
-        reg.setBindings(id, []);
-        reg.setRules(id, []);
-      }
-      // New services get their sockets before their bindings go live.
-      for (const cfg of added) {
-        const r = fresh.get(cfg.name)!;
-        registerMembers(reg, r.id, r.svc.protocol, r.sockets, server.member, server.steering);
-      }
-      const { skipped } = reg.commit(own());
+    server.steering.prune();
+    for (const cfg of [...added, ...restarted]) {
+      const entry = reg.ensure(cfg.name, next.takeOver);
+      plane.ownLocked(server.claim.name, entry.id);
+      const svc = server.planes.create(cfg, origins, server.sourceLimiting.limiter(cfg, entry.id));
+      // A restarted UDP service starts a new group (see the retirement below); other
+      // workers reloading after this one join it through the recorded port.
+      const old = restarted.includes(cfg) ? server.running.get(cfg.name) : undefined;
+      const plan = svc.protocol === "udp" && old && !groupMovedOn(reg, old) ? NEW_GROUPS : groupPlan(reg, entry.id, svc.protocol, server.dispatcher.migrateFd);
+      fresh.set(cfg.name, { id: entry.id, svc, sockets: svc.listen(plan) });
+    }
+    for (const cfg of next.services) {
+      const entry = reg.ensure(cfg.name, next.takeOver);
+      const state = storedState(cfg, entry.id);
+      reg.setBindings(entry.id, state.bindings);
+      reg.setRules(entry.id, state.rules);
+      server.sourceLimiting.publish(cfg, entry.id);
+    }
+    for (const cfg of removed) {
+      const id = server.running.get(cfg.name)!.id;
+      reg.setBindings(id, []);
+      reg.setRules(id, []);
+    }
+    // New services get their sockets before their bindings go live.
+    for (const cfg of added) {
+      const r = fresh.get(cfg.name)!;
+      registerMembers(reg, r.id, r.svc.protocol, r.sockets, server.member, server.steering);
+    }
+    const { skipped } = reg.commit(own());
 
-      for (const cfg of restarted) {
-        const old = server.running.get(cfg.name)!;
-        const now = fresh.get(cfg.name)!;
-        registerMembers(reg, now.id, now.svc.protocol, now.sockets, server.member, server.steering);
-        // Slots the new sockets do not replace: a family dropped, or a mode changed between tcp and udp.
-        // Only while the entry still holds the old socket (by cookie): another process may have taken it over.
-        for (const s of old.sockets) {
-          if (old.svc.protocol !== now.svc.protocol || !now.sockets.some((n) => n.family === s.family)) {
-            if (reg.dispatcher.socketCookie(now.id, old.svc.protocol, s.family, server.member) === s.cookie) reg.removeSocket(now.id, old.svc.protocol, s.family, server.member);
-          }
+    for (const cfg of restarted) {
+      const old = server.running.get(cfg.name)!;
+      const now = fresh.get(cfg.name)!;
+      registerMembers(reg, now.id, now.svc.protocol, now.sockets, server.member, server.steering);
+      // Slots the new sockets do not replace: a family dropped, or a mode changed between tcp and udp.
+      // Only while the entry still holds the old socket (by cookie): another process may have taken it over.
+      for (const s of old.sockets) {
+        if (old.svc.protocol !== now.svc.protocol || !now.sockets.some((n) => n.family === s.family)) {
+          if (reg.dispatcher.socketCookie(now.id, old.svc.protocol, s.family, server.member) === s.cookie) reg.removeSocket(now.id, old.svc.protocol, s.family, server.member);
         }
       }
-      const retired: RunningService[] = [];
-      for (const cfg of removed) {
-        const old = server.running.get(cfg.name)!;
-        // Other workers may still serve it until their own reload: they withdraw it last.
-        if (!withdrawMembers(reg, old.id, cookiesOf(old.sockets))) {
-          reg.remove(old.id);
-          plane.ownLocked(server.claim.name, old.id, false);
-        }
-        retired.push(old);
-        server.running.delete(cfg.name);
+    }
+    const retired: RunningService[] = [];
+    for (const cfg of removed) {
+      const old = server.running.get(cfg.name)!;
+      // Other workers may still serve it until their own reload: they withdraw it last.
+      if (!withdrawMembers(reg, old.id, cookiesOf(old.sockets))) {
+        reg.remove(old.id);
+        plane.ownLocked(server.claim.name, old.id, false);
       }
-      for (const cfg of restarted) {
-        const old = server.running.get(cfg.name)!;
-        // A replaced TCP listener shares its reuseport group with the new one, which would
-        // give it a share of new connections: it closes now, and the kernel moves what it
-        // had queued to the new listener (ep_migrate). UDP sockets have no queue to move:
-        // the new ones start a group of their own (below) and the old drain theirs.
-        if (old.svc.protocol === "tcp" && fresh.get(cfg.name)!.svc.protocol === "tcp") old.svc.close(false);
-        else retired.push(old);
-      }
-      for (const [name, r] of fresh) server.running.set(name, r);
-      setTimeout(() => {
-        for (const r of retired) r.svc.close(false);
-      }, LISTENER_GRACE_MS).unref();
-      server.config = next;
-      return {
-        added: added.map((s) => s.name),
-        removed: removed.map((s) => s.name),
-        restarted: restarted.map((s) => s.name),
-        rebound: rebound.map((s) => s.name),
-        skipped,
-      };
+      retired.push(old);
+      server.running.delete(cfg.name);
+    }
+    for (const cfg of restarted) {
+      const old = server.running.get(cfg.name)!;
+      // A replaced TCP listener shares its reuseport group with the new one, which would
+      // give it a share of new connections: it closes now, and the kernel moves what it
+      // had queued to the new listener (ep_migrate). UDP sockets have no queue to move:
+      // the new ones start a group of their own (below) and the old drain theirs.
+      if (old.svc.protocol === "tcp" && fresh.get(cfg.name)!.svc.protocol === "tcp") old.svc.close(false);
+      else retired.push(old);
+    }
+    for (const [name, r] of fresh) server.running.set(name, r);
+    setTimeout(() => {
+      for (const r of retired) r.svc.close(false);
+    }, LISTENER_GRACE_MS).unref();
+    server.config = next;
+    return {
+      added: added.map((s) => s.name),
+      removed: removed.map((s) => s.name),
+      restarted: restarted.map((s) => s.name),
+      rebound: rebound.map((s) => s.name),
+      skipped,
+    };
   }
 }
 

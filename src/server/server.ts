@@ -117,7 +117,7 @@ export class Server {
         process.stderr.write(`edgeproxy: ${accepting ? "below" : "at"} ${cap}: ${what}\n`);
       });
       const planes = new DataPlanes(new CoarseClock(), admission, maxFlows);
-      const sourceLimiting = new SourceLimiting(plane.dispatcher, bpffs);
+      const sourceLimiting = new SourceLimiting(plane.dispatcher, (fn) => plane.locked(fn));
       try {
         const { told, skipped } = plane.transactionLocked(config.services.map((s) => s.name), () => inodesOf(running), () => {
           const told = plane.joinLocked(claim, wanted, config.takeOver);
