@@ -51,7 +51,8 @@ export interface InstanceView extends InstanceRecord {
   readonly services: string[];
 }
 
-const overlaps = (a: WantedBinding, b: WantedBinding): boolean =>
+/** Do two bindings share a (protocol, address, port)? */
+export const overlaps = (a: WantedBinding, b: WantedBinding): boolean =>
   a.protocol === b.protocol && a.prefix.family === b.prefix.family && a.lo <= b.hi && b.lo <= a.hi && prefixesMeet(a.prefix, b.prefix);
 
 /** Do two prefixes share an address (one contains the other)? */
