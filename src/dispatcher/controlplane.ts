@@ -1,7 +1,6 @@
 import { formatPrefix, parseAddress, prefixContains, type Prefix } from "../config/address";
 import { formatPorts } from "../config/ports";
 import { ConfigError } from "../errors";
-import type { StoredBinding, StoredRule } from "./abi";
 import { EP_SOCKET_MEMBERS } from "./abi";
 import type { Protocol } from "./binding";
 import type { Dispatcher } from "./dispatcher";
@@ -380,11 +379,6 @@ export class ControlPlane {
       const hit = list.find((b) => b.protocol === "tcp" && b.lo <= port && port <= b.hi && prefixContains(b.prefix, addr));
       if (hit) throw new ConfigError(`bind ${service}`, `${describeBinding(hit)} would steer the admin API of instance ${r.name} (pid ${r.pid}) on ${r.admin}; the admin API must not be reachable from steered ports; nothing changed`);
     }
-  }
-
-  /** The stored form of a service's wanted bindings and rules. */
-  static stored(id: number, bindings: readonly WantedBinding[], rules: readonly Omit<StoredRule, "service">[] = []): { bindings: StoredBinding[]; rules: StoredRule[] } {
-    return { bindings: bindings.map((b) => ({ ...b, service: id })), rules: rules.map((r) => ({ ...r, service: id })) };
   }
 
   close(): void {

@@ -5,7 +5,7 @@ import type { Dispatcher } from "../dispatcher/dispatcher";
 import { bpffsPath, type ProgramUpgrade } from "../dispatcher/pins";
 import { ControlPlane, type InstanceClaim } from "../dispatcher/controlplane";
 import { claimOf, wantedOf } from "./instance";
-import { Registry } from "../dispatcher/registry";
+import type { Registry } from "../dispatcher/registry";
 import { Admission, connectionCapacity, FD_RESERVE, openFileLimit } from "../proxy/admission";
 import { CoarseClock } from "../proxy/clock";
 import type { DataPlaneService, ServiceSocket } from "../proxy/service";
