@@ -1,4 +1,4 @@
-import { chmodSync, lstatSync, mkdirSync, rmSync, unlinkSync } from "node:fs";
+import { chmodSync, existsSync, lstatSync, mkdirSync, rmSync, unlinkSync } from "node:fs";
 import { isIPv4, isIPv6 } from "node:net";
 import { dirname } from "node:path";
 import type { AdminConfig } from "../config/service";
@@ -46,8 +46,8 @@ export async function startAdminServer(backend: AdminBackend, config: AdminConfi
 }
 
 /*
- * options.replace: the process an upgrade starts takes the socket path over
- * from the running one (which keeps its listener, now unreachable, until it
+ * options.replace: the process an upgrade starts (or a --take-over start)
+ * takes the socket path over from the running one (which keeps its listener, now unreachable, until it
  * exits, and never removes a socket file it did not make).
  * options.app: serve this instead of the API over `backend` (a supervisor's).
  */
@@ -117,14 +117,17 @@ async function startUnix(backend: AdminBackend, path: string, options: { replace
  * Checked before a serve changes anything: its unix admin socket is not
  * another live server's (a stale file of a dead one is removed). Throws the
  * ConfigError startAdminServer would, so a second start is refused first.
+ * With --take-over (`takeOver`) the socket is taken over with the instance
+ * it belongs to (startAdminServer's `replace`), so only its directory is checked.
  */
-export async function checkAdminFree(config: AdminConfig): Promise<void> {
+export async function checkAdminFree(config: AdminConfig, options: { takeOver?: boolean } = {}): Promise<void> {
   if (config.kind !== "unix") return;
   const where = `admin socket ${config.path}`;
   // Writable for this user (one line naming the directory and the fix), then made if missing.
   checkSocketDirectory(config.path);
   socketDir(config.path, where);
-  await removeStale(config.path, where);
+  if (!options.takeOver) await removeStale(config.path, where);
+  else if (existsSync(config.path) && !lstatSync(config.path).isSocket()) throw new ConfigError(where, "exists and is not a socket; refusing to replace it");
 }
 
 const DIR_FIX = "run as root or the directory's owner, give --admin PATH (or [admin] socket) in a writable directory, or --no-admin";

@@ -4,8 +4,10 @@ import { formatPorts, parsePorts, type PortRange } from "../config/ports";
 import { ConfigError } from "../errors";
 import type { Protocol } from "../dispatcher/binding";
 import { readFileSync } from "node:fs";
-import { bpffsPath, openPinned, pinDir, removePinned, upgradeProgram, withPinLock, type Pinned } from "../dispatcher/pins";
-import { Registry } from "../dispatcher/registry";
+import { bpffsPath, pinDir } from "../dispatcher/pins";
+import { ControlPlane } from "../dispatcher/controlplane";
+import type { Registry } from "../dispatcher/registry";
+import type { Pinned } from "../dispatcher/pins";
 import { checkEnvironment } from "../system/environment";
 import { socketKind, takeFd } from "../system/sockets";
 import { table } from "./table";
@@ -18,7 +20,7 @@ export type ControlCommand =
   | { kind: "status" }
   | { kind: "bindings" }
   | { kind: "down" }
-  | { kind: "bind" | "unbind"; service: string; protocol: Protocol; prefixes: Prefix[]; ports: PortRange[]; takeOver: boolean }
+  | { kind: "bind" | "unbind"; service: string; protocol: Protocol; prefixes: Prefix[]; ports: PortRange[]; takeOver: boolean; create: boolean }
   | { kind: "register"; service: string; pid: number; fd: number }
   | { kind: "unregister"; service: string }
   | { kind: "upgrade-program"; object?: string };
@@ -36,15 +38,16 @@ export const CONTROL_USAGE = `Commands on the pinned dispatcher of this network 
   edgeproxy status                                   services, bindings, sockets (owner pid and fd, cookie), counters
   edgeproxy bindings                                 every binding
   edgeproxy bind SERVICE tcp|udp PREFIXES PORTS      steer, e.g. bind echo tcp 127.0.0.1/32 7,77,777
+                                                     (SERVICE must exist; --create makes it)
   edgeproxy unbind SERVICE tcp|udp PREFIXES PORTS    stop steering those
   edgeproxy register SERVICE --pid PID --fd FD       steer SERVICE to another process's socket
   edgeproxy unregister SERVICE                       drop SERVICE's sockets (its bindings then refuse)
   edgeproxy down                                     remove all of edgeproxy's kernel state here
   edgeproxy upgrade-program [--object FILE]          switch the pinned dispatcher to this edgeproxy's BPF
                                                      program (or FILE's), keeping its maps and steering
-  status also lists the live instances (serves answering in $EDGEPROXY_RUN_DIR or /run/edgeproxy);
-  status --instance NAME shows only that instance's services.
-Options: --json (machine-readable output), --bpffs PATH, --take-over (bind).
+  status also lists the instances the pins record (live or not) and the serves answering in
+  $EDGEPROXY_RUN_DIR or /run/edgeproxy; status --instance NAME shows only that instance's services.
+Options: --json (machine-readable output), --bpffs PATH, --take-over and --create (bind).
 
 Commands on a running serve (an instance), through its admin socket: the only live instance,
 or --instance NAME (its socket is /run/edgeproxy/NAME.sock by default), or --admin PATH:
@@ -59,7 +62,7 @@ const COMMON: readonly FlagSpec[] = [{ name: "--json" }, { name: "--bpffs", valu
 export const CONTROL_FLAGS: Readonly<Record<(typeof CONTROL_COMMANDS)[number], readonly FlagSpec[]>> = {
   status: [...COMMON, { name: "--instance", value: "NAME" }],
   bindings: COMMON,
-  bind: [...COMMON, { name: "--take-over" }],
+  bind: [...COMMON, { name: "--take-over" }, { name: "--create" }],
   unbind: COMMON,
   register: [...COMMON, { name: "--pid", value: "PID" }, { name: "--fd", value: "FD" }],
   unregister: COMMON,
@@ -76,6 +79,7 @@ export function parseControl(argv: readonly string[]): { command: ControlCommand
   let json = false;
   let bpffs: string | undefined;
   let takeOver = false;
+  let create = false;
   let pid: number | undefined;
   let fd: number | undefined;
   let object: string | undefined;
@@ -86,6 +90,7 @@ export function parseControl(argv: readonly string[]): { command: ControlCommand
     if ("arg" in t) positional.push(t.arg);
     else if (t.flag === "--json") json = true;
     else if (t.flag === "--take-over") takeOver = true;
+    else if (t.flag === "--create") create = true;
     else if (t.flag === "--bpffs") bpffs = t.value;
     else if (t.flag === "--pid") pid = number(t.flag, t.value!);
     else if (t.flag === "--fd") fd = number(t.flag, t.value!);
@@ -115,6 +120,7 @@ export function parseControl(argv: readonly string[]): { command: ControlCommand
           prefixes: prefixes.split(",").map((p) => parsePrefix(p.trim(), `${kind} prefix`)),
           ports: parsePorts(ports, `${kind} ports`),
           takeOver,
+          create,
         },
         options,
       };
@@ -146,14 +152,14 @@ export function runControl(command: ControlCommand, options: ControlOptions, ima
   };
 
   if (command.kind === "down") {
-    const removed = withPinLock(bpffs, () => removePinned(bpffs));
+    const removed = ControlPlane.removeAll(bpffs);
     emit([removed ? `removed ${pinDir(bpffs)}: nothing is steered here any more` : `nothing pinned for this network namespace (${pinDir(bpffs)})`], { removed, dir: pinDir(bpffs) });
     return 0;
   }
 
   if (command.kind === "upgrade-program") {
     const use = command.object === undefined ? image : readObject(command.object);
-    const u = withPinLock(bpffs, () => upgradeProgram(bpffs, use));
+    const u = ControlPlane.upgradeProgram(bpffs, use);
     const line = u.unchanged
       ? `dispatcher program unchanged (tag ${u.to})`
       : `dispatcher program upgraded from tag ${u.from} to ${u.to} (maps kept${u.created.length ? `; created ${u.created.join(", ")}` : ""})`;
@@ -161,29 +167,25 @@ export function runControl(command: ControlCommand, options: ControlOptions, ima
     return 0;
   }
 
-  const creates = command.kind === "bind" || command.kind === "register";
-  return withPinLock(bpffs, () => {
-    // Never upgrades: a differing pinned program is used as it is (status
-    // shows both tags); serve and upgrade-program switch programs.
-    const pinned = openPinned(bpffs, image, creates, false);
-    if (!pinned) {
-      if (command.kind === "status" || command.kind === "bindings") {
-        const live = view && command.kind === "status" ? instanceLines(view) : [];
-        emit([`edgeproxy is not loaded in this network namespace (${pinDir(bpffs)} does not exist)`, ...live], { loaded: false, dir: pinDir(bpffs), ...(view ? { instances: view.live } : {}) });
-        return 0;
-      }
-      throw new ConfigError(command.kind, `edgeproxy is not loaded in this network namespace (${pinDir(bpffs)} does not exist)`);
-    }
+  const creates = (command.kind === "bind" && command.create) || command.kind === "register";
+  // Never upgrades: a differing pinned program is used as it is (status
+  // shows both tags); serve and upgrade-program switch programs. A namespace
+  // this command just equipped gets nothing half-done (ControlPlane.with).
+  const code = ControlPlane.with(bpffs, image, { create: creates, upgrade: false }, (plane) => {
     try {
-      return act(command, new Registry(pinned.dispatcher), pinned, emit, view);
-    } catch (e) {
-      // A namespace this command just equipped gets nothing half-done.
-      if (pinned.created) removePinned(bpffs);
-      throw e;
+      return act(command, plane, emit, view);
     } finally {
-      pinned.dispatcher.close();
+      plane.close();
     }
   });
+  if (code !== undefined) return code;
+  if (command.kind === "status" || command.kind === "bindings") {
+    const live = view && command.kind === "status" ? instanceLines(view) : [];
+    emit([`edgeproxy is not loaded in this network namespace (${pinDir(bpffs)} does not exist)`, ...live], { loaded: false, dir: pinDir(bpffs), ...(view ? { answering: view.live } : {}) });
+    return 0;
+  }
+  if (command.kind === "bind") throw new ConfigError(`service ${command.service}`, "no such service: nothing is pinned in this network namespace; --create makes it");
+  throw new ConfigError(command.kind, `edgeproxy is not loaded in this network namespace (${pinDir(bpffs)} does not exist)`);
 }
 
 function readObject(path: string): Uint8Array {
@@ -200,7 +202,9 @@ function readObject(path: string): Uint8Array {
   return bytes;
 }
 
-function act(command: Exclude<ControlCommand, { kind: "down" | "upgrade-program" }>, reg: Registry, pinned: Pinned, emit: (human: string[], json: unknown) => void, view?: StatusView): number {
+function act(command: Exclude<ControlCommand, { kind: "down" | "upgrade-program" }>, plane: ControlPlane, emit: (human: string[], json: unknown) => void, view?: StatusView): number {
+  const reg = plane.registry;
+  const pinned = plane.pinned;
   const named = (name: string) => {
     const s = reg.find(name);
     if (!s) throw new ConfigError(`service ${name}`, "no such service (see edgeproxy status)");
@@ -208,7 +212,7 @@ function act(command: Exclude<ControlCommand, { kind: "down" | "upgrade-program"
   };
   switch (command.kind) {
     case "status":
-      return status(reg, pinned, emit, view);
+      return status(reg, pinned, plane, emit, view);
     case "bindings": {
       const names = new Map(reg.services().map((s) => [s.id, s.name]));
       const stored = reg.bindings().sort((a, b) => a.service - b.service || a.protocol.localeCompare(b.protocol) || a.prefix.length - b.prefix.length || a.lo - b.lo);
@@ -219,20 +223,22 @@ function act(command: Exclude<ControlCommand, { kind: "down" | "upgrade-program"
     case "bind":
     case "unbind": {
       const existing = reg.find(command.service);
-      const svc = command.kind === "bind" ? reg.ensure(command.service, command.takeOver || undefined) : named(command.service);
-      const list = command.prefixes.flatMap((prefix) => command.ports.map((r) => ({ service: svc.id, protocol: command.protocol, prefix, lo: r.lo, hi: r.hi })));
-      const before = reg.bindings(svc.id);
-      let changed = 0;
-      for (const b of list) if (command.kind === "bind" ? reg.addBinding(b) : reg.removeBinding(b)) changed++;
-      if (command.kind === "unbind" && changed === 0) throw new ConfigError("unbind", `service ${svc.name} has no such binding (see edgeproxy bindings)`);
-      let skipped: string[];
-      try {
-        skipped = reg.commit().skipped;
-      } catch (e) {
-        reg.setBindings(svc.id, before);
-        if (!existing) reg.remove(svc.id);
-        throw e;
+      if (!existing && !(command.kind === "bind" && command.create)) {
+        throw new ConfigError(`service ${command.service}`, `no such service (see edgeproxy status)${command.kind === "bind" ? "; --create makes it" : ""}`);
       }
+      const wanted = command.prefixes.flatMap((prefix) => command.ports.map((r) => ({ protocol: command.protocol, prefix, lo: r.lo, hi: r.hi })));
+      // Checked before anything is written: another live instance's traffic, and every live instance's admin listener.
+      if (command.kind === "bind") {
+        plane.checkBindingsLocked(undefined, command.service, wanted);
+        plane.checkAdminReachLocked(command.service, wanted);
+      }
+      const { svc, changed, skipped } = plane.transactionLocked([command.service], () => new Set(), () => {
+        const svc = command.kind === "bind" ? reg.ensure(command.service) : named(command.service);
+        let changed = 0;
+        for (const b of wanted) if (command.kind === "bind" ? reg.addBinding({ ...b, service: svc.id, takeOver: command.takeOver }) : reg.removeBinding({ ...b, service: svc.id })) changed++;
+        if (command.kind === "unbind" && changed === 0) throw new ConfigError("unbind", `service ${svc.name} has no such binding (see edgeproxy bindings)`);
+        return { svc, changed };
+      });
       const what = `${command.protocol} ${command.prefixes.map(formatPrefix).join(",")} ${command.ports.map(formatPorts).join(",")}`;
       const human = [`${command.kind === "bind" ? "bound" : "unbound"} ${what} ${command.kind === "bind" ? "to" : "from"} service ${svc.name}`];
       if (skipped.length) human.push(`left alone, already listening: ${skipped.join(", ")} (--take-over steers them too)`);
@@ -245,12 +251,14 @@ function act(command: Exclude<ControlCommand, { kind: "down" | "upgrade-program"
         const fd = taken.raw;
         const kind = socketKind(fd, `process ${command.pid} fd ${command.fd}`);
         if (!kind.listening) throw new ConfigError("register", `process ${command.pid} fd ${command.fd} is a TCP socket that is not listening`);
-        const svc = reg.ensure(command.service);
         const owner = { pid: command.pid, fd: command.fd };
         // A dual-stack IPv6 socket takes IPv4 lookups too (bpf_sk_assign allows it).
         const families: (4 | 6)[] = kind.family === 4 ? [4] : kind.dualStack ? [4, 6] : [6];
-        for (const family of families) reg.setSocket(svc.id, kind.protocol, family, fd, owner);
-        reg.commit();
+        const { svc } = plane.transactionLocked([command.service], () => new Set(), () => {
+          const svc = reg.ensure(command.service);
+          for (const family of families) reg.setSocket(svc.id, kind.protocol, family, fd, owner);
+          return { svc };
+        });
         emit([`service ${svc.name}: ${kind.protocol}/ipv${families.join("+ipv")} socket of process ${command.pid} (fd ${command.fd}) registered`], {
           service: svc.name,
           protocol: kind.protocol,
@@ -282,7 +290,12 @@ function instanceLines(view: StatusView): string[] {
   );
 }
 
-function status(reg: Registry, pinned: Pinned, emit: (human: string[], json: unknown) => void, view?: StatusView): number {
+function status(reg: Registry, pinned: Pinned, plane: ControlPlane, emit: (human: string[], json: unknown) => void, view?: StatusView): number {
+  // The instances the pins record (the control plane's truth: live by leader or sockets); with --instance, that one.
+  const instances = plane
+    .instanceViews()
+    .filter((r) => !view?.services || view.live.some((l) => l.instance === r.name))
+    .map((r) => ({ name: r.name, pid: r.pid, live: r.live, config: r.config, admin: r.admin, services: r.services, takenOverBy: r.by || undefined }));
   const d = pinned.dispatcher;
   const sockets = reg.sockets();
   const bindings = reg.bindingsByService();
@@ -314,9 +327,10 @@ function status(reg: Registry, pinned: Pinned, emit: (human: string[], json: unk
       `dispatcher ${pinned.dir} (program tag ${pinned.tag}${pinned.tag === pinned.binaryTag ? "" : `; this edgeproxy's is ${pinned.binaryTag}: 'edgeproxy upgrade-program' switches to it`})`,
       ...table(["SERVICE", "ID", "BINDINGS", "SOCKETS", "LOOKUPS", "STEERED", "NO-SOCKET", "DENIED", "LIMITED", "ASSIGN-ERR"], rows),
       `lookups that matched no binding: ${unmatched}`,
+      ...(instances.length ? table(["INSTANCE", "PID", "LIVE", "SERVICES", "CONFIG", "ADMIN"], instances.map((i) => [i.name, String(i.pid), i.live ? "yes" : "no", i.services.join(",") || "-", i.config || "-", i.admin || "-"])) : []),
       ...(view ? instanceLines(view) : []),
     ],
-    { loaded: true, dir: pinned.dir, tag: pinned.tag, binaryTag: pinned.binaryTag, services, unmatchedLookups: unmatched, ...(view ? { instances: view.live } : {}) },
+    { loaded: true, dir: pinned.dir, tag: pinned.tag, binaryTag: pinned.binaryTag, services, unmatchedLookups: unmatched, instances, ...(view ? { answering: view.live } : {}) },
   );
   return 0;
 }

@@ -10,13 +10,15 @@ import { checkEnvironment, checkPinAccess, permissionProblem } from "../system/e
 import { bpffsPath, pinDir } from "../dispatcher/pins";
 import { holdAmbientCapabilities } from "../system/capabilities";
 import { refuseSelfReach } from "../server/bindings";
+import { ControlPlane } from "../dispatcher/controlplane";
+import { claimOf, wantedOf } from "../server/instance";
 import { Supervisor, WORKER_ADMIN_ENV, WORKER_ENV } from "./supervisor";
 import { connectionShare } from "../server/server";
 import { parseArgs, USAGE, type ServeOverrides } from "./args";
 import { statusView } from "./instances";
 import { checkPidFile } from "./supervision";
 import { checkAdminFree } from "../admin/server";
-import { UPGRADE_ENV } from "./upgrade";
+import { tellSupervisor, UPGRADE_ENV } from "./upgrade";
 import { INSTANCE_COMMANDS, parseInstanceCommand, runInstanceCommand, type InstanceCommand } from "./instance-commands";
 import { parseCount, WORKER_BOUNDS } from "../config/numbers";
 import { CONTROL_COMMANDS, CONTROL_USAGE, parseControl, runControl } from "./control";
@@ -54,12 +56,8 @@ function report(e: unknown): number {
  */
 function workerReport(e: unknown): number {
   const { line, code } = explain(e);
-  try {
-    // A worker whose supervisor is gone (it drains on "disconnect") says it itself.
-    if (!process.send || !process.connected || !process.send({ op: "failed", line, code, pid: process.pid })) say(line);
-  } catch {
-    say(line);
-  }
+  // A worker whose supervisor is gone (it drains on "disconnect") says it itself.
+  if (!tellSupervisor({ op: "failed", line, code })) say(line);
   return code;
 }
 
@@ -146,9 +144,11 @@ export async function main(args: readonly string[]): Promise<number> {
   }
   const reread = command.kind === "serve-file" ? () => fileConfig(command) : undefined;
   try {
-    // Before anything changes: a pid file we could not write, or an admin socket another serve answers on, is one line and exit 2.
+    // Before anything changes: a pid file we could not write, a live instance in the way (not the one an
+    // upgrade replaces, nor with --take-over), or an admin socket another serve answers on, is one line and exit 2.
     if (config.pidFile) checkPidFile(config.pidFile);
-    if (!process.env[UPGRADE_ENV]) await checkAdminFree(config.admin);
+    if (!config.takeOver) ControlPlane.refuseConflict(bpffsPath(config.bpffs), image, claimOf(config, false), wantedOf(config.services));
+    if (!process.env[UPGRADE_ENV]) await checkAdminFree(config.admin, { takeOver: config.takeOver });
   } catch (e) {
     return report(e);
   }
@@ -181,6 +181,7 @@ export async function fileConfig(command: { file: string; overrides: ServeOverri
     workers: o.workers ?? file.workers ?? defaultWorkers(),
     drainTimeoutMs: o.drainTimeoutMs ?? file.drainTimeoutMs,
     ...(o.pidFile ? { pidFile: o.pidFile } : {}),
+    takeOver: file.takeOver || !!o.takeOver,
   };
 }
 

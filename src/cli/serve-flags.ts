@@ -50,7 +50,9 @@ Options:
   --keepalive-timeout D http: close a connection when no next request starts within D (default 60s)
   --body-timeout D      http: cut a request body after D without a byte of it (default 60s)
   --name NAME           service name (default: default)
-  --take-over           also steer ports where another socket already listens
+  --take-over           also steer ports where another socket already listens, and replace a
+                        running instance whose service names or bindings overlap (it drains and
+                        exits); with --config too, over the file's take_over
   --workers N           worker processes sharing each service's sockets, 1-256 (default: one per
                         CPU; a supervisor restarts any that dies)
   --drain-timeout D     on upgrade (or SIGQUIT), how long open connections may finish (default 30s)

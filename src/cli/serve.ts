@@ -1,11 +1,13 @@
 import type { ServeConfig } from "../config/service";
 import { startAdminServer, type AdminServer } from "../admin/server";
+import { ControlPlane } from "../dispatcher/controlplane";
+import { claimOf } from "../server/instance";
 import { serverBackend } from "../server/admin";
 import { describeReload, reload } from "../server/reload";
 import { Server } from "../server/server";
 import { dropUnusedCapabilities } from "../system/capabilities";
 import { describeStartup, startupFacts } from "./startup";
-import { announceReady, startSuccessor, untilReady, UPGRADE_ENV } from "./upgrade";
+import { announceReady, startSuccessor, tellSupervisor, untilReady, UPGRADE_ENV } from "./upgrade";
 import { announceServing, announceStopping, announceSuccessor, logsOf, removePidFile } from "./supervision";
 import { describeRestart, restartNeeded } from "../config/restart";
 import { VERSION } from "../version";
@@ -80,7 +82,7 @@ export async function serveInProcess(config: ServeConfig, image: Uint8Array, rol
   };
   const t0 = performance.now();
   try {
-    server = await Server.start(config, image, role.worker ?? 0);
+    server = await Server.start(config, image, role.worker ?? 0, claimOf(config, !leader));
     try {
       await server.planes.started();
       const base = serverBackend(server);
@@ -96,7 +98,7 @@ export async function serveInProcess(config: ServeConfig, image: Uint8Array, rol
       };
       const backend = { ...base, ...(leader ? leaderOnly : {}) };
       const adminConfig = role.workerAdmin ? { kind: "unix" as const, path: role.workerAdmin } : leader ? config.admin : { kind: "off" as const };
-      admin = await startAdminServer(backend, adminConfig, { replace: leader && !!process.env[UPGRADE_ENV] });
+      admin = await startAdminServer(backend, adminConfig, { replace: leader && (!!process.env[UPGRADE_ENV] || config.takeOver) });
       // Started: keep only what serving still uses (src/system/capabilities.ts).
       dropUnusedCapabilities(leader ? "serve" : "worker");
     } catch (e) {
@@ -125,6 +127,13 @@ export async function serveInProcess(config: ServeConfig, image: Uint8Array, rol
       upgrade().catch((e) => say(`upgrade failed: ${(e as Error).message}`));
     });
   }
+  // Another instance may take this one's bindings over (--take-over): it flags
+  // our record, or replaces it (same name); then this instance drains and exits.
+  // Workers watch (they keep CAP_BPF, which reading the record needs; the
+  // supervisor keeps none) and tell their supervisor, which drains them all.
+  const watch = watchTakeOver(server, () => !!upgrading, (reason) => {
+    if (leader || !tellSupervisor({ op: "leave", reason })) onSignal(reason, "drain");
+  });
   if (leader) {
     for (const line of announceServing(config.pidFile)) say(line);
     say(`ready (setup ${(performance.now() - t0).toFixed(1)} ms)`);
@@ -140,6 +149,7 @@ export async function serveInProcess(config: ServeConfig, image: Uint8Array, rol
   // An upgrade's old process is no longer the unit's main process: STOPPING=1 from it would stop the unit.
   if (leader && successor === undefined) for (const line of announceStopping()) say(line);
   if (leader && config.pidFile) process.on("exit", () => removePidFile(config.pidFile!));
+  clearInterval(watch);
   try {
     for (const line of server.summary()) say(line);
   } catch (e) {
@@ -161,4 +171,21 @@ export async function serveInProcess(config: ServeConfig, image: Uint8Array, rol
   }
   say(`${signal}: withdrew its services from the dispatcher and stopped`);
   return 0;
+}
+
+/** How often a leader looks whether another instance took it over. */
+export const TAKE_OVER_POLL_MS = 200;
+
+/** Poll the instance's record; call `leave` once when another instance has taken it over (not during our own upgrade). */
+export function watchTakeOver(server: Server, upgrading: () => boolean, leave: (reason: string) => void): Timer {
+  let left = false;
+  const timer = setInterval(() => {
+    if (left || upgrading()) return;
+    const reason = ControlPlane.toldToLeave(server.report.pinDir, server.claim);
+    if (!reason) return;
+    left = true;
+    leave(reason);
+  }, TAKE_OVER_POLL_MS);
+  timer.unref();
+  return timer;
 }

@@ -16,6 +16,9 @@ export interface StartupFacts {
   readonly maxConnections: number;
   readonly maxFlows: number;
   readonly skipped: readonly string[];
+  /** The instance served, and the live instances this start took over (--take-over), told to leave. */
+  readonly instance: string;
+  readonly told: readonly string[];
 }
 
 export function startupFacts(server: Server): StartupFacts {
@@ -29,6 +32,8 @@ export function startupFacts(server: Server): StartupFacts {
     maxConnections: r.maxConnections,
     maxFlows: r.maxFlows,
     skipped: r.skipped,
+    instance: server.claim.name,
+    told: r.told,
   };
 }
 
@@ -57,5 +62,8 @@ export function describeStartup(facts: readonly StartupFacts[]): string[] {
   const flows = facts.map((f) => f.maxFlows);
   lines.push(`at most ${total(facts.map((f) => f.maxConnections))} open connections${sum(flows) ? ` and ${total(flows)} UDP flows` : ""}`);
   if (first.skipped.length) lines.push(`left alone ${first.skipped.length} already-listening socket(s): ${first.skipped.join(", ")} (--take-over steers them too)`);
+  // The first worker to join takes the others over; the workers after it find the instance theirs.
+  const told = [...new Set(facts.flatMap((f) => f.told))];
+  lines.push(`instance ${first.instance}${told.length ? `: took over from instance ${told.join(", ")}, told to drain and exit` : ""}`);
   return lines;
 }

@@ -11,6 +11,7 @@ import { dropUnusedCapabilities, spawnWithCapabilities } from "../system/capabil
 import { announceServing, announceStopping, announceSuccessor, logsOf, removePidFile } from "./supervision";
 import { describeRestart, restartNeeded } from "../config/restart";
 import { describeStartup, type StartupFacts } from "./startup";
+import { INSTANCE_FROM_ENV } from "../server/instance";
 
 /** Env var naming a worker's index; its presence makes a process a worker. */
 export const WORKER_ENV = "EDGEPROXY_WORKER";
@@ -95,10 +96,11 @@ export class Supervisor {
     const proc: Subprocess = spawnWithCapabilities(() => Bun.spawn([...selfCommand(), ...this.argv], {
       stdio: ["ignore", "inherit", "inherit"],
       // Only the supervisor talks to the service manager: a worker is never the unit's main process.
-      env: childEnv({ [WORKER_ENV]: String(w.index), ...(w.admin ? { [WORKER_ADMIN_ENV]: w.admin } : {}), [UPGRADE_ENV]: "" }, ["NOTIFY_SOCKET"]),
+      // An upgrade's workers name the instance they replace (its leader, our predecessor).
+      env: childEnv({ [WORKER_ENV]: String(w.index), ...(w.admin ? { [WORKER_ADMIN_ENV]: w.admin } : {}), [UPGRADE_ENV]: "", [INSTANCE_FROM_ENV]: process.env[UPGRADE_ENV] ?? "" }, ["NOTIFY_SOCKET"]),
       ipc: (message) => {
         if (w.proc !== proc) return;
-        const m = message as { op?: string; startup?: StartupFacts; line?: unknown; code?: unknown };
+        const m = message as { op?: string; startup?: StartupFacts; line?: unknown; code?: unknown; reason?: unknown };
         if (m?.op === "ready") {
           w.ready = true;
           w.startup = m.startup;
@@ -109,6 +111,10 @@ export class Supervisor {
           w.failure = { line: m.line, code: typeof m.code === "number" ? m.code : 1 };
           // While starting, start() says the first failure once; later, each is this worker's own.
           if (!this.starting) this.say(`worker ${w.index}: ${m.line}`);
+        } else if (m?.op === "leave" && typeof m.reason === "string") {
+          // Another instance took this one over (--take-over): its workers watch the instance's
+          // record (they keep CAP_BPF; this process keeps none) and the first to see it says so.
+          this.leave(m.reason);
         }
       },
       onExit: (_p, code, signal): void => this.exited(w, proc, code, signal),
@@ -218,6 +224,17 @@ export class Supervisor {
     return describeRestart(restartNeeded(this.config, await this.reread().catch(() => this.config)));
   }
 
+  private leaving: string | undefined;
+
+  /** Told to leave (a worker saw another instance take this one over): drain every worker, once serving. */
+  private leave(reason: string): void {
+    if (this.stopping || this.upgrading || this.leaving) return;
+    this.leaving = reason;
+    if (this.starting) return; // run() acts on it once the start is over.
+    this.say(`${reason}: draining its workers`);
+    void this.stop("drain");
+  }
+
   /** Run until stopped. Resolves to the exit code. */
   async run(): Promise<number> {
     const say = this.say;
@@ -242,7 +259,7 @@ export class Supervisor {
       say(e.message);
       return e.code;
     }
-    admin = await startAdminServer({} as never, this.config.admin, { replace: !!process.env[UPGRADE_ENV], app: supervisorApp(this) });
+    admin = await startAdminServer({} as never, this.config.admin, { replace: !!process.env[UPGRADE_ENV] || this.config.takeOver, app: supervisorApp(this) });
     for (const line of describeStartup(this.workers.flatMap((w) => (w.startup ? [w.startup] : [])))) say(line);
     if (admin.address !== "off") say(`admin API on ${admin.address}`);
     say(`${this.workers.length} workers: pids ${this.workers.map((w) => w.proc!.pid).join(", ")}`);
@@ -253,6 +270,10 @@ export class Supervisor {
     if (this.config.pidFile) process.on("exit", () => removePidFile(this.config.pidFile!));
     ready();
     announceReady();
+    if (this.leaving) {
+      say(`${this.leaving}: draining its workers`);
+      void this.stop("drain");
+    }
     const hold = setInterval(() => {}, 1 << 30);
     await new Promise<void>((resolve) => {
       this.wakeStopped = resolve;

@@ -76,3 +76,17 @@ export function untilReady(giveUp: () => void): () => void {
 export function announceReady(extra: Record<string, unknown> = {}): void {
   if (process.env[UPGRADE_ENV] || process.env.EDGEPROXY_WORKER !== undefined) process.send?.({ ...extra, op: "ready", pid: process.pid });
 }
+
+/**
+ * A worker's message to its supervisor ({op: "failed" | "leave" | ...}):
+ * false when there is no supervisor to tell (not a worker, or it is gone),
+ * and the worker acts on its own.
+ */
+export function tellSupervisor(message: Record<string, unknown>): boolean {
+  if (process.env.EDGEPROXY_WORKER === undefined || !process.send || !process.connected) return false;
+  try {
+    return process.send({ ...message, pid: process.pid });
+  } catch {
+    return false;
+  }
+}

@@ -186,6 +186,16 @@ export function objGet(path: string, where: string): Fd {
   return new Fd(fd, where);
 }
 
+/**
+ * bpf_map_create: a map of no program, for the control plane's own records
+ * (BPF_MAP_TYPE_HASH = 1). The returned map owns its fd.
+ */
+export function createMap(type: number, name: string, keySize: number, valueSize: number, maxEntries: number): BpfMap {
+  const fd = libbpf().bpf_map_create(type, cstr(name), keySize, valueSize, maxEntries, null);
+  if (fd < 0) throw new KernelError(`create map ${name}`, fd === -1 ? -errno() : fd, takeLibbpfLog());
+  return new BpfMap(name, { fd: new Fd(fd, `map ${name}`) });
+}
+
 /** bpf_obj_pin: pin the object open at fd. */
 export function objPin(fd: number, path: string, where: string): void {
   check(where, libbpf().bpf_obj_pin(fd, cstr(path)));

@@ -43,6 +43,7 @@ export const libbpfSymbols = {
   bpf_obj_get_info_by_fd: { args: [i32, ptr, ptr], returns: i32 },
   libbpf_num_possible_cpus: { args: [], returns: i32 },
   bpf_obj_pin: { args: [i32, cstring], returns: i32 },
+  bpf_map_create: { args: [u32, cstring, u32, u32, u32, ptr], returns: i32 },
   bpf_obj_get: { args: [cstring], returns: i32 },
 } as const;
 
