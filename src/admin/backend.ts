@@ -132,4 +132,6 @@ export interface AdminBackend {
    * start (this one keeps serving). Absent where upgrades are not possible.
    */
   upgrade?(binary?: string): Promise<string>;
+  /** Why /healthz must not say ok (the steering is gone, the process stops), or undefined. Absent: always ok. */
+  health?(): string | undefined;
 }

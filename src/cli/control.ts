@@ -6,6 +6,7 @@ import type { Protocol } from "../dispatcher/binding";
 import { readFileSync } from "node:fs";
 import { bpffsPath, openPinned, pinDir, removePinned, upgradeProgram, withPinLock, type Pinned } from "../dispatcher/pins";
 import { Registry } from "../dispatcher/registry";
+import { liveInstances, liveInstancesRaw, type LiveInstance } from "../server/live";
 import { libc } from "../ebpf/libc";
 import { checkEnvironment } from "../system/environment";
 import { socketKind, takeFd } from "../system/sockets";
@@ -15,7 +16,7 @@ import { table } from "./table";
 export type ControlCommand =
   | { kind: "status" }
   | { kind: "bindings" }
-  | { kind: "down" }
+  | { kind: "down"; force: boolean }
   | { kind: "bind" | "unbind"; service: string; protocol: Protocol; prefixes: Prefix[]; ports: PortRange[]; takeOver: boolean }
   | { kind: "register"; service: string; pid: number; fd: number }
   | { kind: "unregister"; service: string }
@@ -35,10 +36,11 @@ export const CONTROL_USAGE = `Commands on the pinned dispatcher of this network 
   edgeproxy unbind SERVICE tcp|udp PREFIXES PORTS    stop steering those
   edgeproxy register SERVICE --pid PID --fd FD       steer SERVICE to another process's socket
   edgeproxy unregister SERVICE                       drop SERVICE's sockets (its bindings then refuse)
-  edgeproxy down                                     remove all of edgeproxy's kernel state here
+  edgeproxy down [--force]                           remove all of edgeproxy's kernel state here (refused
+                                                     while an instance serves; --force: they exit 1)
   edgeproxy upgrade-program [--object FILE]          switch the pinned dispatcher to this edgeproxy's BPF
                                                      program (or FILE's), keeping its maps and steering
-Options: --json (machine-readable output), --bpffs PATH, --take-over (bind).
+Options: --json (machine-readable output), --bpffs PATH, --take-over (bind), --force (down).
 
 Commands on a running serve, through its admin socket (--admin PATH, default /run/edgeproxy/admin.sock):
   edgeproxy reload                                   re-read the config file
@@ -52,6 +54,7 @@ export function parseControl(argv: readonly string[]): { command: ControlCommand
   let json = false;
   let bpffs: string | undefined;
   let takeOver = false;
+  let force = false;
   let pid: number | undefined;
   let fd: number | undefined;
   let object: string | undefined;
@@ -64,6 +67,7 @@ export function parseControl(argv: readonly string[]): { command: ControlCommand
     const a = rest[i]!;
     if (a === "--json") json = true;
     else if (a === "--take-over" && kind === "bind") takeOver = true;
+    else if (a === "--force" && kind === "down") force = true;
     else if (a === "--bpffs") {
       bpffs = rest[++i];
       if (!bpffs) throw new ConfigError(`${kind} --bpffs`, "needs a path");
@@ -84,9 +88,11 @@ export function parseControl(argv: readonly string[]): { command: ControlCommand
   switch (kind) {
     case "status":
     case "bindings":
-    case "down":
       arity(0, "");
       return { command: { kind } as ControlCommand, options };
+    case "down":
+      arity(0, "[--force]");
+      return { command: { kind, force }, options };
     case "bind":
     case "unbind": {
       arity(4, "SERVICE tcp|udp PREFIXES PORTS");
@@ -130,11 +136,7 @@ export function runControl(command: ControlCommand, options: ControlOptions, ima
     else for (const l of human) out(l);
   };
 
-  if (command.kind === "down") {
-    const removed = withPinLock(bpffs, () => removePinned(bpffs));
-    emit([removed ? `removed ${pinDir(bpffs)}: nothing is steered here any more` : `nothing pinned for this network namespace (${pinDir(bpffs)})`], { removed, dir: pinDir(bpffs) });
-    return 0;
-  }
+  if (command.kind === "down") return down(bpffs, image, command.force, emit);
 
   if (command.kind === "upgrade-program") {
     const use = command.object === undefined ? image : readObject(command.object);
@@ -167,6 +169,47 @@ export function runControl(command: ControlCommand, options: ControlOptions, ima
     } finally {
       pinned.dispatcher.close();
     }
+  });
+}
+
+/**
+ * Remove the pinned state. Refused while instances serve through it (they
+ * would go on running with nothing steered to them), naming them; with
+ * `force` removed anyway: each instance notices within a second
+ * (server/watchdog.ts), its health check fails, it drains and exits 1.
+ */
+function down(bpffs: string, image: Uint8Array, force: boolean, emit: (human: string[], json: unknown) => void): number {
+  const dir = pinDir(bpffs);
+  return withPinLock(bpffs, () => {
+    let live: LiveInstance[] = [];
+    let unreadable: string | undefined;
+    try {
+      const pinned = openPinned(bpffs, image, false, false);
+      if (!pinned) {
+        emit([`nothing pinned for this network namespace (${dir})`], { removed: false, dir, instances: [] });
+        return 0;
+      }
+      try {
+        live = liveInstances(new Registry(pinned.dispatcher));
+      } finally {
+        pinned.dispatcher.close();
+      }
+    } catch (e) {
+      // Another version's maps: its sockets and their owners can still be read.
+      try {
+        live = liveInstancesRaw(dir);
+      } catch {
+        unreadable = (e as Error).message;
+      }
+    }
+    if (!force && unreadable) throw new ConfigError("down", `cannot tell which instances serve here (${unreadable}); --force removes ${dir} anyway`);
+    if (!force && live.length) {
+      throw new ConfigError("down", `refused: ${live.length === 1 ? "an instance serves" : "instances serve"} here: ${live.map((l) => l.describe).join(", ")}; stop ${live.length === 1 ? "it" : "them"} first, or --force (they then exit 1 within a second)`);
+    }
+    removePinned(bpffs);
+    const also = live.length ? `; ${live.map((l) => l.describe).join(", ")} will notice within a second and exit 1` : "";
+    emit([`removed ${dir}: nothing is steered here any more${also}`], { removed: true, dir, instances: live.map(({ pid, supervisor, services }) => ({ pid, supervisor, services })) });
+    return 0;
   });
 }
 

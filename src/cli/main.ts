@@ -196,7 +196,11 @@ async function healthCommand(args: readonly string[]): Promise<number> {
   try {
     const { path } = adminFlags("health", args);
     const res = await askAdmin("health", path, "/healthz", { signal: AbortSignal.timeout(2000) }, "internal");
-    if (!res.ok) return report(new EdgeError("health", `admin API on ${path} answered HTTP ${res.status}`, "internal"));
+    if (!res.ok) {
+      // The reason (e.g. "steering lost: …") is one line of text/plain; bounded, a probe's output is a log line.
+      const why = (await res.text().catch(() => "")).split("\n")[0]!.slice(0, 300);
+      return report(new EdgeError("health", `admin API on ${path} answered HTTP ${res.status}${why ? `: ${why}` : ""}`, "internal"));
+    }
     await print("ok\n");
     return 0;
   } catch (e) {

@@ -1,9 +1,12 @@
+import { rmdirSync, rmSync } from "node:fs";
+import { dirname } from "node:path";
 import type { ServeConfig } from "../config/service";
 import { startAdminServer, type AdminServer } from "../admin/server";
 import { describeBindings } from "../server/bindings";
 import { serverBackend } from "../server/admin";
 import { describeReload, reload } from "../server/reload";
 import { Server } from "../server/server";
+import { SteeringWatchdog } from "../server/watchdog";
 import { announceReady, startSuccessor, untilReady, UPGRADE_ENV } from "./upgrade";
 
 /** Default --drain-timeout. */
@@ -44,8 +47,20 @@ export async function serveInProcess(config: ServeConfig, image: Uint8Array, rol
   process.on("SIGINT", () => onSignal("SIGINT", "now"));
   process.on("SIGTERM", () => onSignal("SIGTERM", "now"));
   process.on("SIGQUIT", () => onSignal("SIGQUIT", "drain"));
-  // A worker whose supervisor is gone drains and leaves: nothing would restart or stop it.
-  if (!leader) process.on("disconnect", () => onSignal("supervisor gone", "drain"));
+  // A worker whose supervisor is gone (killed: a crash, not a stop) keeps
+  // serving, so its ports stay steered to its instance's sockets and never
+  // reach another socket; it drains and exits once a newer instance's
+  // sockets join its slots (the watchdog), or on SIGTERM/SIGQUIT.
+  let orphaned = false;
+  let watchdog: SteeringWatchdog | undefined;
+  if (!leader) {
+    process.on("disconnect", () => {
+      if (stop) return;
+      orphaned = true;
+      watchdog?.watchForSuccessor();
+      say(`supervisor gone: keeps serving its ports until a new instance takes them over (then drains and exits), or SIGTERM/SIGQUIT`);
+    });
+  }
   const ready = leader ? untilReady(() => onSignal("the upgrading process went away first", "now")) : () => {};
 
   let server: Server;
@@ -69,7 +84,9 @@ export async function serveInProcess(config: ServeConfig, image: Uint8Array, rol
     server = await Server.start(config, image, role.worker ?? 0);
     try {
       await server.planes.started();
-      const backend = { ...serverBackend(server), ...(leader ? { upgrade } : {}) };
+      watchdog = steeringWatchdog(server, role, (how) => onSignal(how, "drain"), () => orphaned);
+      const dog = watchdog;
+      const backend = { ...serverBackend(server), ...(leader ? { upgrade } : {}), health: () => dog.health() };
       const adminConfig = role.workerAdmin ? { kind: "unix" as const, path: role.workerAdmin } : leader ? config.admin : { kind: "off" as const };
       admin = await startAdminServer(backend, adminConfig, { replace: leader && !!process.env[UPGRADE_ENV] });
     } catch (e) {
@@ -105,12 +122,17 @@ export async function serveInProcess(config: ServeConfig, image: Uint8Array, rol
   say(`ready (setup ${(performance.now() - t0).toFixed(1)} ms)`);
   ready();
   announceReady();
+  watchdog!.start();
+  if (orphaned) watchdog!.watchForSuccessor();
   // Serving holds the event loop open itself: signal handlers do not count as
   // work for Bun, and with nothing else referenced (a UDP-only server's
   // sockets live in an unref'd worker) its loop spins at 100% of a core.
   const hold = setInterval(() => {}, 1 << 30);
   if (!stop) await new Promise<void>((resolve) => (wake = resolve));
   clearInterval(hold);
+  // A loss found from here on is our own withdrawal.
+  const lost = watchdog!.lost;
+  watchdog!.stop();
   try {
     for (const line of server.summary()) say(line);
   } catch (e) {
@@ -123,7 +145,8 @@ export async function serveInProcess(config: ServeConfig, image: Uint8Array, rol
       // An upgrade's own request is still being answered here.
       await (admin.closeGracefully?.() ?? admin.close());
       say(`${signal}: drained${cut ? `; cut ${cut} connection(s) still open at the drain timeout` : ""}; stopped`);
-      return 0;
+      if (orphaned) removeWorkerAdmin(role.workerAdmin);
+      return lost ? 1 : 0;
     }
     admin.close();
     server.close();
@@ -131,5 +154,38 @@ export async function serveInProcess(config: ServeConfig, image: Uint8Array, rol
     return role.report(e);
   }
   say(`${signal}: withdrew its services from the dispatcher and stopped`);
-  return 0;
+  if (orphaned) removeWorkerAdmin(role.workerAdmin);
+  return lost ? 1 : 0;
+}
+
+/**
+ * The instance's steering watchdog (server/watchdog.ts): on a loss, one line,
+ * the supervisor told (it stops the instance, exit 1), and this process
+ * drains; an orphaned worker drains when a newer instance joins its slots.
+ */
+function steeringWatchdog(server: Server, role: ServeRole, drain: (why: string) => void, orphaned: () => boolean): SteeringWatchdog {
+  // role.say names the worker.
+  return new SteeringWatchdog(
+    server,
+    server.report.pinDir,
+    (why) => {
+      role.say(`steering lost: ${why}; new connections to its ports are refused: draining, then exit 1 (a restart steers anew)`);
+      if (role.worker !== undefined && process.connected) process.send?.({ op: "lost", why });
+      drain("steering lost");
+    },
+    () => {
+      if (orphaned()) drain("a new instance took over its ports");
+    },
+  );
+}
+
+/** An orphaned worker's private admin socket, and the supervisor's directory of them once empty (nobody else removes it). */
+function removeWorkerAdmin(path: string | undefined): void {
+  if (!path) return;
+  rmSync(path, { force: true });
+  try {
+    rmdirSync(dirname(path));
+  } catch {
+    // A sibling worker's socket is still there: the last one out removes the directory.
+  }
 }

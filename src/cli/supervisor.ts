@@ -81,10 +81,11 @@ export class Supervisor {
       stdio: ["ignore", "inherit", "inherit"],
       env: childEnv({ [WORKER_ENV]: String(w.index), ...(w.admin ? { [WORKER_ADMIN_ENV]: w.admin } : {}), [UPGRADE_ENV]: "" }),
       ipc: (message) => {
-        if ((message as { op?: string })?.op === "ready") {
+        const m = message as { op?: string; why?: string };
+        if (m?.op === "ready") {
           w.ready = true;
           this.wakeStart?.();
-        }
+        } else if (m?.op === "lost") this.steeringLost(w, String(m.why ?? "unknown"));
       },
       onExit: (_p, code, signal): void => this.exited(w, proc, code, signal),
     });
@@ -104,6 +105,19 @@ export class Supervisor {
     setTimeout(() => {
       if (!this.stopping) this.spawn(w);
     }, pause);
+  }
+
+  /**
+   * The instance's steering is gone (server/watchdog.ts): a worker said so and
+   * drains. The whole instance stops (every worker drains) and run() exits 1:
+   * a restarted worker would pin and steer anew behind `down --force`'s back.
+   */
+  lost: string | undefined;
+  private steeringLost(w: WorkerState, why: string): void {
+    if (this.lost) return;
+    this.lost = why;
+    this.say(`worker ${w.index} lost the steering (${why}): every worker drains, then exit 1`);
+    void this.stop("drain");
   }
 
   /** Start every worker; resolves when all serve, rejects (after stopping them) if one exits first. */
@@ -213,6 +227,6 @@ export class Supervisor {
     // An upgrade's own request may still be being answered.
     await (admin.closeGracefully?.() ?? admin.close());
     say(`${this.stopping === "drain" ? "drained" : "stopped"} ${this.workers.length} workers`);
-    return 0;
+    return this.lost ? 1 : 0;
   }
 }

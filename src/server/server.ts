@@ -13,6 +13,7 @@ import { cookiesOf, groupPlan, memberOf, registerMembers, withdrawMembers } from
 import { DataPlanes } from "./services";
 import { SourceLimiting } from "./sourcelimits";
 import { CapSteering } from "./steering";
+import { pinsAreOurs } from "./watchdog";
 import { EP_REUSE_MAX_MEMBERS } from "../dispatcher/abi";
 
 /** A service this process runs: its registry id, data plane and listening sockets. */
@@ -197,8 +198,10 @@ export class Server {
     withPinLock(this.bpffs, () => {
       for (const { svc, sockets } of this.running.values()) if (svc.protocol === "tcp") this.steering.withdraw(sockets);
       for (const { id, sockets } of this.running.values()) if (!withdrawMembers(this.registry, id, cookiesOf(sockets))) this.registry.remove(id);
-      if (this.registry.services().length === 0) removePinned(this.bpffs);
-      else this.registry.commit();
+      // Only pins whose maps are ours: after ours were removed (down --force), a newer start may have pinned its own.
+      if (this.registry.services().length === 0) {
+        if (pinsAreOurs(this.dispatcher, this.report.pinDir)) removePinned(this.bpffs);
+      } else this.registry.commit();
     });
   }
 
