@@ -72,5 +72,6 @@ export function untilReady(giveUp: () => void): () => void {
 
 /** Tell the process that started us (an upgrade's old process, or our supervisor) that we serve now. */
 export function announceReady(): void {
-  if (process.env[UPGRADE_ENV] || process.env.EDGEPROXY_WORKER !== undefined) process.send?.({ op: "ready", pid: process.pid });
+  // A worker whose supervisor died while it started has nobody to tell (and Bun's send would throw).
+  if ((process.env[UPGRADE_ENV] || process.env.EDGEPROXY_WORKER !== undefined) && process.connected) process.send?.({ op: "ready", pid: process.pid });
 }

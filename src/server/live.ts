@@ -3,6 +3,7 @@ import { join } from "node:path";
 import { decodeOwner, sizes } from "../dispatcher/abi";
 import type { Registry } from "../dispatcher/registry";
 import { BpfMap } from "../ebpf/libbpf";
+import { listeners } from "../system/listeners";
 
 /**
  * A process that serves through the pinned dispatcher right now, as today's
@@ -52,17 +53,29 @@ function byPid(entries: Iterable<{ pid: number; service?: string }>): LiveInstan
   });
 }
 
-/** Every live instance process of the registry, by pid. Call under the pin lock. */
+/**
+ * Every live instance process of the registry, by pid: the owners of open
+ * sockets that listen on their slot's recorded reuseport group port, which
+ * only a serve records (members.ts). A socket put there with `edgeproxy
+ * register` belongs to another program, which has no watchdog to tell; it
+ * is not an instance. Call under the pin lock.
+ */
 export function liveInstances(registry: Registry): LiveInstance[] {
   const names = new Map(registry.services().map((s) => [s.id, s.name]));
-  return byPid(registry.sockets().map((s) => ({ pid: s.pid, service: names.get(s.service) ?? `#${s.service}` })));
+  const ports = new Map([...listeners("tcp"), ...listeners("udp")].map((l) => [l.cookie, l.port]));
+  const served = registry.sockets().filter((s) => {
+    const group = registry.groupPort(s.service, s.protocol, s.family);
+    return group !== undefined && ports.get(s.cookie) === group;
+  });
+  return byPid(served.map((s) => ({ pid: s.pid, service: names.get(s.service) ?? `#${s.service}` })));
 }
 
 /**
  * The same from the two maps alone (ep_owners' keys, each checked for a
  * socket in ep_sockets), for a pinned dispatcher this edgeproxy cannot open
- * whole (another version's incompatible maps): no service names. Throws when
- * even those cannot be read.
+ * whole (another version's incompatible maps): no service names, and every
+ * registered socket counts (its ep_groups may be what is incompatible).
+ * Throws when even those cannot be read.
  */
 export function liveInstancesRaw(dir: string): LiveInstance[] {
   const owners = BpfMap.fromPin(join(dir, "ep_owners"), "ep_owners");

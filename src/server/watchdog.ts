@@ -1,6 +1,6 @@
 import { closeSync, existsSync, openSync } from "node:fs";
 import { join } from "node:path";
-import { EP_SOCKET_MEMBERS } from "../dispatcher/abi";
+import { decodeServiceInfo, EP_SOCKET_MEMBERS, sizes, u32 } from "../dispatcher/abi";
 import { MAPS, type Dispatcher } from "../dispatcher/dispatcher";
 import { netnsInode } from "../dispatcher/pins";
 import type { Registry } from "../dispatcher/registry";
@@ -123,9 +123,10 @@ function missing(w: Watched, dir: string, heldIds: ReadonlyMap<string, number>):
   } catch (e) {
     return `${(e as Error).message}`;
   }
-  const services = new Map(w.registry.services().map((s) => [s.id, s.name]));
   for (const [name, r] of w.running) {
-    if (services.get(r.id) !== name) return `service ${name} is no longer registered in the dispatcher`;
+    // One lookup per service of ours, not a walk of every service.
+    const info = w.dispatcher.maps.ep_services.lookup(u32(r.id), new Uint8Array(sizes.ep_service_info));
+    if (!info || decodeServiceInfo(info).name !== name) return `service ${name} is no longer registered in the dispatcher`;
     for (const s of r.sockets) {
       const slot = `service ${name} ${r.svc.protocol}/ipv${s.family}`;
       if (w.registry.groupPort(r.id, r.svc.protocol, s.family) !== s.port) return `${slot}: the dispatcher records another socket group than ours (port ${s.port})`;
