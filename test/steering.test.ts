@@ -12,6 +12,7 @@ import { dirname, join } from "node:path";
 import { EdgeproxyProcess, runEdgeproxy } from "./helpers/edgeproxy";
 import { echoOrigin, exchange, text } from "./helpers/net";
 import { TestNetns } from "./helpers/netns";
+import { udpExchange, udpText } from "./helpers/udp";
 
 let ns: TestNetns;
 let dir: string;
@@ -84,6 +85,32 @@ function stray(port: number): { listener: TCPSocketListener<undefined>; received
   return { listener, received: () => n };
 }
 
+/** One datagram from a connected socket: the error its socket reports (an ICMP port unreachable: ECONNREFUSED), or what it got. */
+async function udpRefused(host: string, port: number): Promise<string> {
+  let done: (o: string) => void = () => {};
+  const result = new Promise<string>((r) => (done = r));
+  const sock = await Bun.udpSocket({
+    hostname: "127.0.0.1",
+    connect: { hostname: host, port },
+    socket: {
+      data: (_s, data) => done(`data ${Buffer.from(data).toString()}`),
+      // Bun passes the error as the handler's only argument, whatever the types say.
+      error: (...args: unknown[]) => {
+        const e = args.find((a) => a instanceof Error) as { code?: string } | undefined;
+        done(e?.code ?? "error");
+      },
+    },
+  });
+  const timer = setTimeout(() => done("timeout"), 2000);
+  try {
+    sock.send("x");
+    return await result;
+  } finally {
+    clearTimeout(timer);
+    sock.close();
+  }
+}
+
 describe("steering watchdog", () => {
   test("down under a live serve is refused naming it; down --force: the serve notices within 1 s, health fails, it drains and exits 1", async () => {
     const admin = join(dir, "admin.sock");
@@ -148,6 +175,23 @@ describe("steering watchdog", () => {
     const again = await start(args);
     expect(again.stderr).toContain("dispatcher created and pinned at");
     expect(await echoes()).toBe(true);
+  }, 30_000);
+
+  test("a UDP service's SOCKMAP entries deleted by another command (unregister): noticed within 1 s, the serve exits 1", async () => {
+    const ep = await EdgeproxyProcess.start(["--name", "dns", "--mode", "udp", "--ports", "53", "--prefix", "192.0.2.0/24", "--drain-timeout", "1s"]);
+    procs.push(ep);
+    expect(udpText(await udpExchange("192.0.2.53", 53, "before"))).toBe("before");
+    const r = await runEdgeproxy(["unregister", "dns"]);
+    const removedAt = performance.now();
+    expect(r.code).toBe(0);
+    const noticed = await until(() => ep.stderr.includes("steering lost"), 3000);
+    expect(noticed).toBeDefined();
+    console.log(`unregister -> "steering lost" logged: ${(noticed! - removedAt).toFixed(0)} ms`);
+    expect(noticed! - removedAt).toBeLessThan(1000);
+    expect(ep.stderr).toContain("edgeproxy: steering lost: service dns udp/ipv4: no socket registered (its connections are refused)");
+    // Bound with no socket: SK_DROP, which the client sees as a port unreachable.
+    expect(await udpRefused("192.0.2.53", 53)).toBe("ECONNREFUSED");
+    expect(await ep.proc.exited).toBe(1);
   }, 30_000);
 
   test("kill -9 of the supervisor (--workers 2): its workers keep serving, nothing reaches a plain listener on 0.0.0.0, a new instance takes over", async () => {
