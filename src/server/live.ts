@@ -25,14 +25,22 @@ export interface LiveInstance {
   readonly describe: string;
 }
 
-/** The parent of `pid` when it runs the same executable (a worker's supervisor, or an upgrade's predecessor). */
-function sameExeParent(pid: number): number | undefined {
+/**
+ * The supervisor of `pid` when it is a worker (its environment names its
+ * index, EDGEPROXY_WORKER, see cli/supervisor.ts): its parent, or 0 when
+ * that is gone (the worker was reparented). Undefined: not a worker, or
+ * /proc does not say (another PID namespace, no permission).
+ */
+function supervisorOf(pid: number): number | undefined {
   try {
+    if (!readFileSync(`/proc/${pid}/environ`, "utf8").split("\0").some((v) => v.startsWith("EDGEPROXY_WORKER="))) return undefined;
     const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
     // Field 4 (ppid) follows the ")" that ends comm, which may hold spaces.
     const ppid = Number(stat.slice(stat.lastIndexOf(")") + 2).split(" ")[1]);
-    const exe = (p: number) => readFileSync(`/proc/${p}/cmdline`, "utf8").split("\0").slice(0, 2).join(" ");
-    return ppid > 1 && exe(ppid) === exe(pid) ? ppid : undefined;
+    if (ppid <= 1) return 0;
+    const parentIsWorker = readFileSync(`/proc/${ppid}/environ`, "utf8").includes("EDGEPROXY_WORKER=");
+    const program = (p: number) => readFileSync(`/proc/${p}/cmdline`, "utf8").split("\0")[0];
+    return ppid > 1 && !parentIsWorker && program(ppid) === program(pid) ? ppid : 0;
   } catch {
     return undefined;
   }
@@ -47,8 +55,9 @@ function byPid(entries: Iterable<{ pid: number; service?: string }>): LiveInstan
   }
   return [...out].map(([pid, set]) => {
     const services = [...set].sort();
-    const supervisor = sameExeParent(pid);
-    const what = [supervisor ? `worker of pid ${supervisor}` : "", services.length ? `service${services.length > 1 ? "s" : ""} ${services.join(", ")}` : ""].filter(Boolean);
+    const supervisor = supervisorOf(pid);
+    const role = supervisor === undefined ? "" : supervisor ? `worker of pid ${supervisor}` : "worker, its supervisor gone";
+    const what = [role, services.length ? `service${services.length > 1 ? "s" : ""} ${services.join(", ")}` : ""].filter(Boolean);
     return { pid, ...(supervisor ? { supervisor } : {}), services, describe: `pid ${pid}${what.length ? ` (${what.join("; ")})` : ""}` };
   });
 }
