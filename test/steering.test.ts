@@ -145,11 +145,17 @@ describe("steering watchdog", () => {
       expect(health.code).toBe(1);
       expect(health.stderr).toMatch(/answered HTTP 503: steering lost: the pinned dispatcher \S+ was removed/);
       expect((await exchange("192.0.2.1", 7050, "x", 2000)).kind).toBe("refused");
+
+      // A new start while the old one drains pins anew; the old one's exit must leave those pins alone.
+      const next = await start(["--name", "web", "--admin", join(dir, "next.sock")]);
+      expect(next.stderr).toContain("dispatcher created and pinned at");
+      expect(await echoes()).toBe(true);
     } finally {
       held.end();
     }
     expect(await ep.proc.exited).toBe(1);
-    expect(existsSync(join(ns.bpffs, "edgeproxy", ns.inode))).toBe(false);
+    expect(existsSync(join(ns.bpffs, "edgeproxy", ns.inode, "link"))).toBe(true);
+    expect(await echoes()).toBe(true);
   }, 30_000);
 
   test("pins deleted by hand under --workers 2: noticed within 1 s, health fails, the instance exits 1; a restart steers again", async () => {
@@ -182,6 +188,41 @@ describe("steering watchdog", () => {
     const again = await start(args);
     expect(again.stderr).toContain("dispatcher created and pinned at");
     expect(await echoes()).toBe(true);
+  }, 30_000);
+
+  test("pins replaced under a stopped instance (SIGSTOP, rm -rf, a new start, SIGCONT): it notices the maps are not its own, exits 1 and leaves the new pins alone", async () => {
+    const a = await start(["--name", "web", "--admin", join(dir, "a.sock"), "--drain-timeout", "1s"]);
+    expect(await echoes()).toBe(true);
+    a.proc.kill("SIGSTOP"); // our own child, by pid
+    try {
+      rmSync(join(ns.bpffs, "edgeproxy", ns.inode), { recursive: true });
+      const b = await start(["--name", "web", "--admin", join(dir, "b.sock")]);
+      expect(b.stderr).toContain("dispatcher created and pinned at");
+    } finally {
+      a.proc.kill("SIGCONT");
+    }
+    expect(await until(() => a.stderr.includes("steering lost"), 3000)).toBeDefined();
+    expect(a.stderr).toMatch(/edgeproxy: steering lost: map ep_\w+ pinned in \S+ is another map \(id \d+, ours \d+\)/);
+    expect(await a.proc.exited).toBe(1);
+    // A withdrew its services from its own (orphaned) maps; the pins are B's and stay.
+    expect(existsSync(join(ns.bpffs, "edgeproxy", ns.inode, "link"))).toBe(true);
+    expect(await echoes()).toBe(true);
+  }, 30_000);
+
+  test("the link detached by another tool (bpftool link detach), pins in place: noticed within 1 s, the serve exits 1", async () => {
+    const ep = await start(["--drain-timeout", "1s"]);
+    expect(await echoes()).toBe(true);
+    const started = performance.now();
+    const detach = Bun.spawnSync(["bpftool", "link", "detach", "pinned", join(ns.bpffs, "edgeproxy", ns.inode, "link")], { stderr: "pipe" });
+    const returned = performance.now();
+    expect(detach.exitCode).toBe(0);
+    expect(existsSync(join(ns.bpffs, "edgeproxy", ns.inode, "link"))).toBe(true);
+    const noticed = await until(() => ep.stderr.includes("steering lost"), 3000);
+    expect(noticed).toBeDefined();
+    console.log(`bpftool link detach -> "steering lost" logged: at most ${(noticed! - started).toFixed(0)} ms (the command ran ${(returned - started).toFixed(0)} ms)`);
+    expect(noticed! - returned).toBeLessThan(1000);
+    expect(ep.stderr).toMatch(/edgeproxy: steering lost: the sk_lookup link \S+ is detached from this network namespace/);
+    expect(await ep.proc.exited).toBe(1);
   }, 30_000);
 
   test("a UDP service's SOCKMAP entries deleted by another command (unregister): noticed within 1 s, the serve exits 1", async () => {
