@@ -25,8 +25,8 @@ import type { ServiceSocket } from "../proxy/service";
  * steering anew through the one start path, with every check of a start.
  */
 
-/** How often the steering is verified: a loss is noticed within this plus one check. */
-export const WATCH_MS = 500;
+/** How often the steering is verified: a loss is noticed within this plus one check, well inside the second promised (a busy machine delays timers). */
+export const WATCH_MS = 250;
 
 const LOCK_EX = 2;
 const LOCK_NB = 4;
