@@ -104,7 +104,8 @@ export function supervisorApp(sup: Supervisor): Hono {
     const first = live(sup)[0];
     if (!first) return c.text("no worker is ready", 503);
     // A worker checks the steering it shares with the others now (server/watchdog.ts), not at its next tick.
-    const res = await ask(first, "/healthz");
+    // Bounded: a worker that does not answer within a second is not healthy either (onError: 500).
+    const res = await ask(first, "/healthz", { signal: AbortSignal.timeout(1000) });
     return res.ok ? c.text("ok") : c.text(await res.text(), 503);
   });
   app.get("/workers", async (c) => c.json(await Promise.all(sup.workers.map(snapshot))));
