@@ -175,7 +175,9 @@ describe("steering watchdog", () => {
     expect(noticed).toBeDefined();
     console.log(`rm -rf of the pins -> "steering lost" logged: ${(noticed! - removedAt).toFixed(0)} ms`);
     expect(noticed! - removedAt).toBeLessThan(1000);
-    expect(ep.stderr).toMatch(/edgeproxy: worker \d lost the steering \(the pinned dispatcher \S+ was removed\): every worker drains, then exit 1/);
+    // The supervisor's line follows the worker's message to it.
+    const stopping = /edgeproxy: worker \d lost the steering \(the pinned dispatcher \S+ was removed\): every worker drains, then exit 1/;
+    expect(await until(() => stopping.test(ep.stderr), 3000)).toBeDefined();
     expect((await exchange("192.0.2.1", 7050, "x", 2000)).kind).toBe("refused");
     if (ep.proc.exitCode === null) {
       const health = await runEdgeproxy(["health", "--admin", admin]);
