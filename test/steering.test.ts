@@ -124,6 +124,8 @@ describe("steering watchdog", () => {
     // Nothing changed: still served, still healthy.
     expect(await echoes()).toBe(true);
     expect((await runEdgeproxy(["health", "--admin", admin])).code).toBe(0);
+    const steering = async () => ((await (await fetch("http://localhost/status", { unix: admin } as RequestInit)).json()) as { steering: string }).steering;
+    expect(await steering()).toBe("ok");
 
     // An open connection keeps the drain going, so health is asked of a live process.
     const held = await Bun.connect({ hostname: "192.0.2.1", port: 7051, socket: { data() {} } });
@@ -144,6 +146,7 @@ describe("steering watchdog", () => {
       const health = await runEdgeproxy(["health", "--admin", admin]);
       expect(health.code).toBe(1);
       expect(health.stderr).toMatch(/answered HTTP 503: steering lost: the pinned dispatcher \S+ was removed/);
+      expect(await steering()).toMatch(/^steering lost: the pinned dispatcher \S+ was removed$/);
       expect((await exchange("192.0.2.1", 7050, "x", 2000)).kind).toBe("refused");
 
       // A new start while the old one drains pins anew; the old one's exit must leave those pins alone.

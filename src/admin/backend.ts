@@ -93,6 +93,8 @@ export interface StatusSnapshot {
   readonly startedAt: number;
   /** Where the dispatcher is pinned, e.g. /sys/fs/bpf/edgeproxy/4026532177. */
   readonly pinPath: string;
+  /** "ok" while what steers this process's traffic is in place (server/watchdog.ts), else why not; absent where unchecked. */
+  readonly steering?: string;
   readonly services: readonly ServiceSnapshot[];
   /** Lookups that matched no binding (service 0). */
   readonly unmatchedLookups: bigint;

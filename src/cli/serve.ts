@@ -86,7 +86,9 @@ export async function serveInProcess(config: ServeConfig, image: Uint8Array, rol
       await server.planes.started();
       watchdog = steeringWatchdog(server, role, (how) => onSignal(how, "drain"), () => orphaned);
       const dog = watchdog;
-      const backend = { ...serverBackend(server), ...(leader ? { upgrade } : {}), health: () => dog.health() };
+      const base = serverBackend(server);
+      // /healthz and /status tell whether this process's traffic is steered to it, checked when asked.
+      const backend = { ...base, ...(leader ? { upgrade } : {}), health: () => dog.health(), status: () => ({ ...base.status(), steering: dog.health() ?? "ok" }) };
       const adminConfig = role.workerAdmin ? { kind: "unix" as const, path: role.workerAdmin } : leader ? config.admin : { kind: "off" as const };
       admin = await startAdminServer(backend, adminConfig, { replace: leader && !!process.env[UPGRADE_ENV] });
     } catch (e) {
