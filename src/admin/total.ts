@@ -83,6 +83,8 @@ export function totalStatus(statuses: readonly StatusSnapshot[]): StatusSnapshot
   return rest.reduce<StatusSnapshot>(
     (total, s) => ({
       ...total,
+      // The instance is steered only if every worker is: the first worker's reason why not.
+      ...(total.steering !== undefined || s.steering !== undefined ? { steering: [total.steering, s.steering].find((x) => x !== undefined && x !== "ok") ?? "ok" } : {}),
       capacity: addFigures(total.capacity, s.capacity),
       services: [
         ...total.services.map((svc) => addService(svc, s.services.find((x) => x.name === svc.name))),

@@ -5,7 +5,7 @@ import { ConfigError } from "../errors";
 import type { Protocol } from "../dispatcher/binding";
 import { readFileSync } from "node:fs";
 import { bpffsPath, pinDir } from "../dispatcher/pins";
-import { ControlPlane } from "../dispatcher/controlplane";
+import { ControlPlane, describeInstance } from "../dispatcher/controlplane";
 import type { Registry } from "../dispatcher/registry";
 import type { Pinned } from "../dispatcher/pins";
 import { checkEnvironment } from "../system/environment";
@@ -19,7 +19,7 @@ import type { StatusView } from "./instances";
 export type ControlCommand =
   | { kind: "status" }
   | { kind: "bindings" }
-  | { kind: "down" }
+  | { kind: "down"; force: boolean }
   | { kind: "bind" | "unbind"; service: string; protocol: Protocol; prefixes: Prefix[]; ports: PortRange[]; takeOver: boolean; create: boolean }
   | { kind: "register"; service: string; pid: number; fd: number }
   | { kind: "unregister"; service: string }
@@ -42,12 +42,14 @@ export const CONTROL_USAGE = `Commands on the pinned dispatcher of this network 
   edgeproxy unbind SERVICE tcp|udp PREFIXES PORTS    stop steering those
   edgeproxy register SERVICE --pid PID --fd FD       steer SERVICE to another process's socket
   edgeproxy unregister SERVICE                       drop SERVICE's sockets (its bindings then refuse)
-  edgeproxy down                                     remove all of edgeproxy's kernel state here
+  edgeproxy down [--force]                           remove all of edgeproxy's kernel state here (refused
+                                                     while an instance serves; --force: they exit 1)
   edgeproxy upgrade-program [--object FILE]          switch the pinned dispatcher to this edgeproxy's BPF
                                                      program (or FILE's), keeping its maps and steering
   status also lists the instances the pins record (live or not) and the serves answering in
   $EDGEPROXY_RUN_DIR or /run/edgeproxy; status --instance NAME shows only that instance's services.
-Options: --json (machine-readable output), --bpffs PATH, --take-over and --create (bind).
+Options: --json (machine-readable output), --bpffs PATH, --take-over and --create (bind),
+--force (down).
 
 Commands on a running serve (an instance), through its admin socket: the only live instance,
 or --instance NAME (its socket is /run/edgeproxy/NAME.sock by default), or --admin PATH:
@@ -66,7 +68,7 @@ export const CONTROL_FLAGS: Readonly<Record<(typeof CONTROL_COMMANDS)[number], r
   unbind: COMMON,
   register: [...COMMON, { name: "--pid", value: "PID" }, { name: "--fd", value: "FD" }],
   unregister: COMMON,
-  down: COMMON,
+  down: [...COMMON, { name: "--force" }],
   "upgrade-program": [...COMMON, { name: "--object", value: "FILE", needs: "an ELF file (a compiled bpf/dispatcher.bpf.c)" }],
 };
 
@@ -80,6 +82,7 @@ export function parseControl(argv: readonly string[]): { command: ControlCommand
   let bpffs: string | undefined;
   let takeOver = false;
   let create = false;
+  let force = false;
   let pid: number | undefined;
   let fd: number | undefined;
   let object: string | undefined;
@@ -91,6 +94,7 @@ export function parseControl(argv: readonly string[]): { command: ControlCommand
     else if (t.flag === "--json") json = true;
     else if (t.flag === "--take-over") takeOver = true;
     else if (t.flag === "--create") create = true;
+    else if (t.flag === "--force") force = true;
     else if (t.flag === "--bpffs") bpffs = t.value;
     else if (t.flag === "--pid") pid = number(t.flag, t.value!);
     else if (t.flag === "--fd") fd = number(t.flag, t.value!);
@@ -104,9 +108,11 @@ export function parseControl(argv: readonly string[]): { command: ControlCommand
   switch (kind) {
     case "status":
     case "bindings":
-    case "down":
       arity(0, "");
       return { command: { kind } as ControlCommand, options };
+    case "down":
+      arity(0, "[--force]");
+      return { command: { kind, force }, options };
     case "bind":
     case "unbind": {
       arity(4, "SERVICE tcp|udp PREFIXES PORTS");
@@ -151,11 +157,7 @@ export function runControl(command: ControlCommand, options: ControlOptions, ima
     else for (const l of human) out(l);
   };
 
-  if (command.kind === "down") {
-    const removed = ControlPlane.removeAll(bpffs);
-    emit([removed ? `removed ${pinDir(bpffs)}: nothing is steered here any more` : `nothing pinned for this network namespace (${pinDir(bpffs)})`], { removed, dir: pinDir(bpffs) });
-    return 0;
-  }
+  if (command.kind === "down") return down(bpffs, image, command.force, emit);
 
   if (command.kind === "upgrade-program") {
     const use = command.object === undefined ? image : readObject(command.object);
@@ -186,6 +188,25 @@ export function runControl(command: ControlCommand, options: ControlOptions, ima
   }
   if (command.kind === "bind") throw new ConfigError(`service ${command.service}`, "no such service: nothing is pinned in this network namespace; --create makes it");
   throw new ConfigError(command.kind, `edgeproxy is not loaded in this network namespace (${pinDir(bpffs)} does not exist)`);
+}
+
+/**
+ * Remove the pinned state (ControlPlane.down): refused while instances serve
+ * through it, naming them; with `force` removed anyway: each instance notices
+ * within a second (server/watchdog.ts), its health check fails, it drains and
+ * exits 1.
+ */
+function down(bpffs: string, image: Uint8Array, force: boolean, emit: (human: string[], json: unknown) => void): number {
+  const dir = pinDir(bpffs);
+  const { removed, live } = ControlPlane.down(bpffs, image, force);
+  const instances = live.map((r) => ({ name: r.name, pid: r.pid, services: r.services }));
+  if (!removed) {
+    emit([`nothing pinned for this network namespace (${dir})`], { removed: false, dir, instances });
+    return 0;
+  }
+  const also = live.length ? `; ${live.map(describeInstance).join(", ")} will notice within a second and exit 1` : "";
+  emit([`removed ${dir}: nothing is steered here any more${also}`], { removed: true, dir, instances });
+  return 0;
 }
 
 function readObject(path: string): Uint8Array {

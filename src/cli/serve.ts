@@ -1,6 +1,7 @@
+import { rmdirSync, rmSync } from "node:fs";
+import { dirname } from "node:path";
 import type { ServeConfig } from "../config/service";
 import { startAdminServer, type AdminServer } from "../admin/server";
-import { ControlPlane } from "../dispatcher/controlplane";
 import { claimOf } from "../server/instance";
 import { serverBackend } from "../server/admin";
 import { describeReload, reload } from "../server/reload";
@@ -11,6 +12,7 @@ import { announceReady, startSuccessor, tellSupervisor, untilReady, UPGRADE_ENV 
 import { announceServing, announceStopping, announceSuccessor, logsOf, removePidFile } from "./supervision";
 import { describeRestart, restartNeeded } from "../config/restart";
 import { VERSION } from "../version";
+import { SteeringWatchdog } from "../server/watchdog";
 
 /** Default --drain-timeout. */
 export const DRAIN_TIMEOUT_MS = 30_000;
@@ -52,8 +54,20 @@ export async function serveInProcess(config: ServeConfig, image: Uint8Array, rol
   process.on("SIGINT", () => onSignal("SIGINT", "now"));
   process.on("SIGTERM", () => onSignal("SIGTERM", "now"));
   process.on("SIGQUIT", () => onSignal("SIGQUIT", "drain"));
-  // A worker whose supervisor is gone drains and leaves: nothing would restart or stop it.
-  if (!leader) process.on("disconnect", () => onSignal("supervisor gone", "drain"));
+  // A worker whose supervisor is gone (killed: a crash, not a stop) keeps
+  // serving, so its ports stay steered to its instance's sockets and never
+  // reach another socket; it drains and exits once a newer instance's
+  // sockets join its slots (the watchdog), or on SIGTERM/SIGQUIT.
+  let orphaned = false;
+  let watchdog: SteeringWatchdog | undefined;
+  if (!leader) {
+    process.on("disconnect", () => {
+      if (stop) return;
+      orphaned = true;
+      watchdog?.watchForSuccessor();
+      say(`supervisor gone: keeps serving its ports until a new instance takes them over (then drains and exits), or SIGTERM/SIGQUIT`);
+    });
+  }
   const ready = leader ? untilReady(() => onSignal("the upgrading process went away first", "now")) : () => {};
 
   let server: Server;
@@ -85,6 +99,8 @@ export async function serveInProcess(config: ServeConfig, image: Uint8Array, rol
     server = await Server.start(config, image, role.worker ?? 0, claimOf(config, !leader));
     try {
       await server.planes.started();
+      watchdog = steeringWatchdog(server, role, (how) => onSignal(how, "drain"), () => orphaned, () => !!upgrading);
+      const dog = watchdog;
       const base = serverBackend(server);
       const started = Date.now() / 1000;
       const leaderOnly = {
@@ -96,7 +112,8 @@ export async function serveInProcess(config: ServeConfig, image: Uint8Array, rol
         },
         reload: async () => `${(await base.reload()) ?? ""}${await restartNotes()}`,
       };
-      const backend = { ...base, ...(leader ? leaderOnly : {}) };
+      // /healthz and /status tell whether this process's traffic is steered to it, checked when asked.
+      const backend = { ...base, ...(leader ? leaderOnly : {}), health: () => dog.health(), status: () => ({ ...base.status(), steering: dog.health() ?? "ok" }) };
       const adminConfig = role.workerAdmin ? { kind: "unix" as const, path: role.workerAdmin } : leader ? config.admin : { kind: "off" as const };
       admin = await startAdminServer(backend, adminConfig, { replace: leader && (!!process.env[UPGRADE_ENV] || config.takeOver) });
       // Started: keep only what serving still uses (src/system/capabilities.ts).
@@ -127,19 +144,14 @@ export async function serveInProcess(config: ServeConfig, image: Uint8Array, rol
       upgrade().catch((e) => say(`upgrade failed: ${(e as Error).message}`));
     });
   }
-  // Another instance may take this one's bindings over (--take-over): it flags
-  // our record, or replaces it (same name); then this instance drains and exits.
-  // Workers watch (they keep CAP_BPF, which reading the record needs; the
-  // supervisor keeps none) and tell their supervisor, which drains them all.
-  const watch = watchTakeOver(server, () => !!upgrading, (reason) => {
-    if (leader || !tellSupervisor({ op: "leave", reason })) onSignal(reason, "drain");
-  });
   if (leader) {
     for (const line of announceServing(config.pidFile)) say(line);
     say(`ready (setup ${(performance.now() - t0).toFixed(1)} ms)`);
   }
   ready();
   announceReady(leader ? {} : { startup: facts, setupMs: performance.now() - t0 });
+  watchdog!.start();
+  if (orphaned) watchdog!.watchForSuccessor();
   // Serving holds the event loop open itself: signal handlers do not count as
   // work for Bun, and with nothing else referenced (a UDP-only server's
   // sockets live in an unref'd worker) its loop spins at 100% of a core.
@@ -149,7 +161,9 @@ export async function serveInProcess(config: ServeConfig, image: Uint8Array, rol
   // An upgrade's old process is no longer the unit's main process: STOPPING=1 from it would stop the unit.
   if (leader && successor === undefined) for (const line of announceStopping()) say(line);
   if (leader && config.pidFile) process.on("exit", () => removePidFile(config.pidFile!));
-  clearInterval(watch);
+  // A loss found from here on is our own withdrawal.
+  const lost = watchdog!.lost;
+  watchdog!.stop();
   try {
     for (const line of server.summary()) say(line);
   } catch (e) {
@@ -162,7 +176,8 @@ export async function serveInProcess(config: ServeConfig, image: Uint8Array, rol
       // An upgrade's own request is still being answered here.
       await (admin.closeGracefully?.() ?? admin.close());
       say(`${signal}: drained${cut ? `; cut ${cut} connection(s) still open at the drain timeout` : ""}; stopped`);
-      return 0;
+      if (orphaned) removeWorkerAdmin(role.workerAdmin);
+      return lost ? 1 : 0;
     }
     admin.close();
     server.close();
@@ -170,22 +185,48 @@ export async function serveInProcess(config: ServeConfig, image: Uint8Array, rol
     return role.report(e);
   }
   say(`${signal}: withdrew its services from the dispatcher and stopped`);
-  return 0;
+  if (orphaned) removeWorkerAdmin(role.workerAdmin);
+  return lost ? 1 : 0;
 }
 
-/** How often a leader looks whether another instance took it over. */
-export const TAKE_OVER_POLL_MS = 200;
-
-/** Poll the instance's record; call `leave` once when another instance has taken it over (not during our own upgrade). */
-export function watchTakeOver(server: Server, upgrading: () => boolean, leave: (reason: string) => void): Timer {
-  let left = false;
-  const timer = setInterval(() => {
-    if (left || upgrading()) return;
-    const reason = ControlPlane.toldToLeave(server.report.pinDir, server.claim);
-    if (!reason) return;
-    left = true;
-    leave(reason);
-  }, TAKE_OVER_POLL_MS);
-  timer.unref();
-  return timer;
+/**
+ * The instance's steering watchdog (server/watchdog.ts): on a loss, one line,
+ * the supervisor told (it stops the instance, exit 1), and this process
+ * drains; an orphaned worker drains when a newer instance joins its slots.
+ * When another instance takes this one over (--take-over; its record says
+ * so), a single serve drains, and a worker tells its supervisor, which
+ * drains every worker (workers read the record: they keep CAP_BPF, the
+ * supervisor none); not while our own upgrade hands the record over.
+ */
+function steeringWatchdog(server: Server, role: ServeRole, drain: (why: string) => void, orphaned: () => boolean, upgrading: () => boolean): SteeringWatchdog {
+  // role.say names the worker.
+  return new SteeringWatchdog(server, {
+    lost: (why) => {
+      role.say(`steering lost: ${why}; new connections to its ports are refused: draining, then exit 1 (a restart steers anew)`);
+      tellSupervisor({ op: "lost", why });
+      drain("steering lost");
+    },
+    replaced: () => {
+      if (orphaned()) drain("a new instance took over its ports");
+    },
+    leave: (reason) => {
+      if (upgrading()) return false;
+      // An orphaned worker (its supervisor gone) says it as the replacement it is.
+      if (orphaned()) drain("a new instance took over its ports");
+      else if (role.worker === undefined || !tellSupervisor({ op: "leave", reason })) drain(reason);
+      return true;
+    },
+  });
 }
+
+/** An orphaned worker's private admin socket, and the supervisor's directory of them once empty (nobody else removes it). */
+function removeWorkerAdmin(path: string | undefined): void {
+  if (!path) return;
+  rmSync(path, { force: true });
+  try {
+    rmdirSync(dirname(path));
+  } catch {
+    // A sibling worker's socket is still there: the last one out removes the directory.
+  }
+}
+

@@ -106,7 +106,15 @@ export function supervisorApp(sup: Supervisor): Hono {
     sup.say(`admin: ${c.req.method} ${c.req.path}: ${errorLine(err)}`);
     return c.json({ error: "internal error" }, 500);
   });
-  app.get("/healthz", (c) => (sup.workers.some((w) => w.ready) ? c.text("ok") : c.text("no worker is ready", 503)));
+  app.get("/healthz", async (c) => {
+    if (sup.lost) return c.text(`steering lost: ${sup.lost}`, 503);
+    const first = live(sup)[0];
+    if (!first) return c.text("no worker is ready", 503);
+    // A worker checks the steering it shares with the others now (server/watchdog.ts), not at its next tick.
+    // Bounded: a worker that does not answer within a second is not healthy either (onError: 500).
+    const res = await ask(first, "/healthz", { signal: AbortSignal.timeout(1000) });
+    return res.ok ? c.text("ok") : c.text(await res.text(), 503);
+  });
   app.get("/workers", async (c) => c.json(await Promise.all(sup.workers.map(snapshot))));
   app.get("/metrics", async (c) => {
     const texts = await Promise.all(live(sup).map(async (w) => ({ worker: w.index, text: await (await ask(w, "/metrics")).text() })));

@@ -100,7 +100,7 @@ export class Supervisor {
       env: childEnv({ [WORKER_ENV]: String(w.index), ...(w.admin ? { [WORKER_ADMIN_ENV]: w.admin } : {}), [UPGRADE_ENV]: "", [INSTANCE_FROM_ENV]: process.env[UPGRADE_ENV] ?? "" }, ["NOTIFY_SOCKET"]),
       ipc: (message) => {
         if (w.proc !== proc) return;
-        const m = message as { op?: string; startup?: StartupFacts; line?: unknown; code?: unknown; reason?: unknown };
+        const m = message as { op?: string; startup?: StartupFacts; line?: unknown; code?: unknown; reason?: unknown; why?: unknown };
         if (m?.op === "ready") {
           w.ready = true;
           w.startup = m.startup;
@@ -115,7 +115,7 @@ export class Supervisor {
           // Another instance took this one over (--take-over): its workers watch the instance's
           // record (they keep CAP_BPF; this process keeps none) and the first to see it says so.
           this.leave(m.reason);
-        }
+        } else if (m?.op === "lost") this.steeringLost(w, String(m.why ?? "unknown"));
       },
       onExit: (_p, code, signal): void => this.exited(w, proc, code, signal),
     }));
@@ -135,6 +135,19 @@ export class Supervisor {
     setTimeout(() => {
       if (!this.stopping) this.spawn(w);
     }, pause);
+  }
+
+  /**
+   * The instance's steering is gone (server/watchdog.ts): a worker said so and
+   * drains. The whole instance stops (every worker drains) and run() exits 1:
+   * a restarted worker would pin and steer anew behind `down --force`'s back.
+   */
+  lost: string | undefined;
+  private steeringLost(w: WorkerState, why: string): void {
+    if (this.lost) return;
+    this.lost = why;
+    this.say(`worker ${w.index} lost the steering (${why}): every worker drains, then exit 1`);
+    void this.stop("drain");
   }
 
   /** Start every worker; resolves when all serve, rejects (after stopping them) if one exits first. */
@@ -283,6 +296,6 @@ export class Supervisor {
     // An upgrade's own request may still be being answered.
     await (admin.closeGracefully?.() ?? admin.close());
     say(`${this.stopping === "drain" ? "drained" : "stopped"} ${this.workers.length} workers`);
-    return 0;
+    return this.lost ? 1 : 0;
   }
 }

@@ -74,7 +74,8 @@ export function untilReady(giveUp: () => void): () => void {
 
 /** Tell the process that started us (an upgrade's old process, or our supervisor) that we serve now. */
 export function announceReady(extra: Record<string, unknown> = {}): void {
-  if (process.env[UPGRADE_ENV] || process.env.EDGEPROXY_WORKER !== undefined) process.send?.({ ...extra, op: "ready", pid: process.pid });
+  // A worker whose supervisor died while it started has nobody to tell (and Bun's send would throw).
+  if ((process.env[UPGRADE_ENV] || process.env.EDGEPROXY_WORKER !== undefined) && process.connected) process.send?.({ ...extra, op: "ready", pid: process.pid });
 }
 
 /**

@@ -5,8 +5,9 @@ import { EP_SOCKET_MEMBERS } from "./abi";
 import type { Protocol } from "./binding";
 import type { Dispatcher } from "./dispatcher";
 import { InstanceMaps, leaderAlive, sameLeader, TOLD_TO_LEAVE, type InstanceRecord, type Leader } from "./instances";
-import { openPinned, removePinned, upgradeProgram, withPinLock, type Pinned, type ProgramUpgrade } from "./pins";
+import { openPinned, pinDir, removePinned, tryPinLock, upgradeProgram, withPinLock, type Pinned, type ProgramUpgrade } from "./pins";
 import { Registry, type RegistrySnapshot } from "./registry";
+import { heldMapIds, missingSteering, pinsAreOurs, slotCookies, type SteeredService } from "./verify";
 
 /*
  * The one owner of the namespace's pinned state. Every change goes through
@@ -48,6 +49,37 @@ export interface InstanceClaim {
 export interface InstanceView extends InstanceRecord {
   readonly live: boolean;
   readonly services: string[];
+}
+
+/** One look of the steering watchdog (ControlPlane.verifySteering). */
+export interface SteeringCheck {
+  /** What of the steering is missing; undefined: all in place. */
+  readonly lost?: string;
+  /** A socket not known when asked to watch joined our slots: a newer instance's. */
+  readonly replaced: boolean;
+  /** Why this instance must leave (another took it over), if it must. */
+  readonly leave?: string;
+}
+
+/**
+ * "instance web (pid 1234; service web)"; a leader known dead whose workers
+ * still serve: "instance web (pid 1234, its supervisor gone, workers still serve; ...)".
+ */
+export function describeInstance(r: InstanceView): string {
+  const dead = leaderAlive(r) === false ? ", its supervisor gone, workers still serve" : "";
+  const services = r.services.length ? `; service${r.services.length > 1 ? "s" : ""} ${r.services.join(", ")}` : "";
+  return `instance ${r.name} (pid ${r.pid}${dead}${services})`;
+}
+
+/** The records of `dir` whose leader is alive (pins this edgeproxy cannot open whole: no service names, no sockets). */
+function liveLeaders(dir: string): InstanceView[] {
+  const maps = InstanceMaps.openIfPinned(dir);
+  if (!maps) return [];
+  try {
+    return maps.all().filter((r) => leaderAlive(r) !== false).map((r) => ({ ...r, live: true, services: [] }));
+  } finally {
+    maps.close();
+  }
 }
 
 /** Do two bindings share a (protocol, address, port)? */
@@ -142,9 +174,48 @@ export class ControlPlane {
     );
   }
 
-  /** Remove every pin of the namespace (`down`): steering stops. False when nothing was pinned. */
-  static removeAll(bpffs: string): boolean {
-    return withPinLock(bpffs, () => removePinned(bpffs));
+  /**
+   * `down`: remove every pin of the namespace (steering stops), under one
+   * lock with the look at who serves through them. Refused, with one line
+   * naming them, while instances are live (they would go on running with
+   * nothing steered to them), or when this edgeproxy cannot read the pins to
+   * tell; `force` removes anyway (each live instance's watchdog notices within
+   * a second and exits 1). removed: false when nothing was pinned.
+   */
+  static down(bpffs: string, image: Uint8Array, force: boolean): { removed: boolean; live: InstanceView[] } {
+    return withPinLock(bpffs, () => {
+      let live: InstanceView[] = [];
+      let unreadable: string | undefined;
+      try {
+        const pinned = openPinned(bpffs, image, false, false);
+        if (!pinned) return { removed: false, live };
+        try {
+          const maps = InstanceMaps.openIfPinned(pinned.dir);
+          if (maps) {
+            const plane = new ControlPlane(bpffs, pinned, new Registry(pinned.dispatcher), maps);
+            live = plane.liveInstances();
+            maps.close();
+          }
+        } finally {
+          pinned.dispatcher.close();
+        }
+      } catch (e) {
+        // Maps this edgeproxy cannot use (another version's): the instance records are
+        // ours to read still; a live leader among them refuses, as above.
+        try {
+          live = liveLeaders(pinDir(bpffs));
+        } catch {
+          unreadable = (e as Error).message;
+        }
+      }
+      const dir = pinDir(bpffs);
+      if (!force && unreadable) throw new ConfigError("down", `cannot tell which instances serve here (${unreadable}); --force removes ${dir} anyway`);
+      if (!force && live.length) {
+        const them = live.length === 1 ? "it" : "them";
+        throw new ConfigError("down", `refused: ${live.length === 1 ? "an instance serves" : "instances serve"} here: ${live.map(describeInstance).join(", ")}; stop ${them} first, or --force (${live.length === 1 ? "it then exits" : "they then exit"} 1 within a second)`);
+      }
+      return { removed: removePinned(bpffs), live };
+    });
   }
 
   /** Switch the pinned program to `image`'s, keeping the maps (pins.ts upgradeProgram), under the lock. */
@@ -237,6 +308,10 @@ export class ControlPlane {
   conflictLocked(claim: InstanceClaim, wanted: readonly WantedService[]): { record: InstanceRecord; line: string } | undefined {
     for (const r of this.instances.all()) {
       if (this.isMine(claim, r) || !this.isLive(r)) continue;
+      // Its leader (supervisor) is known dead while its orphaned workers still serve: a crash, not a
+      // stop. The same instance started again takes their place (they drain when its sockets join
+      // their reuseport groups), as an upgrade's successor does; no --take-over needed.
+      if (r.name === claim.name && leaderAlive(r) === false) continue;
       const who = `instance ${r.name} (pid ${r.pid}${r.config ? `, config ${r.config}` : ""})`;
       const fix = "stop it first, or start with --take-over to replace it";
       if (r.name === claim.name) return { record: r, line: `${who} is running: ${fix}` };
@@ -320,31 +395,54 @@ export class ControlPlane {
     }
     const r = this.instances.get(claim.name);
     if (r && sameLeader(r, claim.leader) && this.servicesOf(claim.name).length === 0) this.instances.remove(claim.name);
-    if (this.registry.services().length === 0) removePinned(this.bpffs);
-    else this.registry.commit(own);
+    // Only pins whose maps are ours: after ours were removed (down --force), a newer start may have pinned its own.
+    if (this.registry.services().length === 0) {
+      if (pinsAreOurs(this.dispatcher, this.pinned.dir)) removePinned(this.bpffs);
+    } else this.registry.commit(own);
   }
 
   /**
    * Why this instance must leave, or undefined: its record was flagged by
    * an instance that took its bindings over, or now names another leader
-   * (a same-named instance took it over), or is gone (`down`, pins removed).
-   * Read-only and lock-free: polled by the leader.
+   * (a same-named instance took it over, or restarted after its leader
+   * died). Caller holds the lock.
    */
-  static toldToLeave(dir: string, claim: InstanceClaim): string | undefined {
-    let maps: InstanceMaps | undefined;
-    try {
-      maps = InstanceMaps.openIfPinned(dir);
-      if (!maps) return undefined;
-      const r = maps.get(claim.name);
-      if (!r) return undefined;
-      if (r.flags & TOLD_TO_LEAVE) return `instance ${r.by} (pid ${r.byPid}) took its bindings over`;
-      if (!sameLeader(r, claim.leader)) return `another instance ${r.name} (pid ${r.pid}) took over`;
-      return undefined;
-    } catch {
-      return undefined;
-    } finally {
-      maps?.close();
-    }
+  private toldToLeaveLocked(claim: InstanceClaim): string | undefined {
+    const r = this.instances.get(claim.name);
+    if (!r) return undefined;
+    if (r.flags & TOLD_TO_LEAVE) return `instance ${r.by} (pid ${r.byPid}) took its bindings over`;
+    if (!sameLeader(r, claim.leader)) return `another instance ${r.name} (pid ${r.pid}) took over`;
+    return undefined;
+  }
+
+  /** The kernel ids of the maps this plane holds (what verifySteering compares the pins with). */
+  heldMapIds(): Map<string, number> {
+    return heldMapIds(this.dispatcher);
+  }
+
+  /** The socket cookies in `running`'s slots now (a process's and its sibling workers'). */
+  slotCookies(running: ReadonlyMap<string, SteeredService>): Set<bigint> {
+    return slotCookies(this.dispatcher, running);
+  }
+
+  /**
+   * The steering watchdog's look (src/server/watchdog.ts), under the pin lock
+   * when it is free now (undefined when another process holds it: the next
+   * look sees): what of `running`'s steering is missing, whether a socket not
+   * `known` joined its slots, and why `claim`'s instance must leave. Reads
+   * only; the watchdog never opens a pin itself.
+   */
+  verifySteering(running: ReadonlyMap<string, SteeredService>, heldIds: ReadonlyMap<string, number>, claim: InstanceClaim, known?: ReadonlySet<bigint>): SteeringCheck | undefined {
+    const look = tryPinLock(this.bpffs, (): SteeringCheck => {
+      const lost = missingSteering(this.dispatcher, this.registry, this.pinned.dir, heldIds, running);
+      if (lost) return { lost, replaced: false };
+      const leave = this.toldToLeaveLocked(claim);
+      const replaced = !!known && [...this.slotCookies(running)].some((c) => !known.has(c));
+      return { replaced, ...(leave ? { leave } : {}) };
+    });
+    if (look === "busy") return undefined;
+    if (look === "gone") return { lost: `${this.bpffs}/edgeproxy was removed`, replaced: false };
+    return look;
   }
 
   /**

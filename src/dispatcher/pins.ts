@@ -19,6 +19,8 @@ import { Dispatcher, MAPS, type MapName } from "./dispatcher";
 
 const LOCK_EX = 2;
 const LOCK_UN = 8;
+const LOCK_NB = 4;
+const EWOULDBLOCK = 11;
 const MS_NOSUID = 2;
 const MS_NODEV = 4;
 const MS_NOEXEC = 8;
@@ -70,6 +72,35 @@ export function withPinLock<T>(bpffs: string, fn: () => T): T {
   } finally {
     // Closing releases the lock too (flock(2)); unlocking first says so.
     libc.flock(lock.raw, LOCK_UN);
+    lock.close();
+  }
+}
+
+/**
+ * Run fn holding the pin lock if it is free now, without waiting or making
+ * anything (a periodic reader: the steering watchdog): "busy" when another
+ * process holds it (it is changing the pins; the next look will see), "gone"
+ * when <bpffs>/edgeproxy itself was removed.
+ */
+export function tryPinLock<T>(bpffs: string, fn: () => T): T | "busy" | "gone" {
+  const root = join(bpffs, "edgeproxy");
+  let lock: Fd;
+  try {
+    lock = new Fd(openSync(root, "r"), `lock of ${root}`);
+  } catch {
+    return "gone";
+  }
+  try {
+    if (libc.flock(lock.raw, LOCK_EX | LOCK_NB) !== 0) {
+      if (errno() === EWOULDBLOCK) return "busy";
+      throw new EdgeError(`lock ${root}`, errnoText(errno()), "kernel");
+    }
+    try {
+      return fn();
+    } finally {
+      libc.flock(lock.raw, LOCK_UN);
+    }
+  } finally {
     lock.close();
   }
 }

@@ -245,6 +245,21 @@ export function programInfo(fd: number): { id: number; tag: string } {
   return { id: v.getUint32(4, true), tag: Buffer.from(info.subarray(8, 16)).toString("hex") };
 }
 
+/**
+ * A link's kernel id, program id and, for a netns link, the namespace it is
+ * attached to (struct bpf_link_info: type, id, prog_id u32, then a union
+ * aligned to 8 whose netns member is netns_ino, attach_type u32). A netns
+ * link detached by hand (BPF_LINK_DETACH) reports netns_ino 0
+ * (kernel/bpf/net_namespace.c, bpf_netns_link_fill_info).
+ */
+export function linkInfo(fd: number): { type: number; id: number; progId: number; netnsIno: number; attachType: number } {
+  const info = new Uint8Array(256);
+  const len = new Uint32Array([info.length]);
+  check("read link info", libbpf().bpf_obj_get_info_by_fd(fd, info, len));
+  const v = new DataView(info.buffer);
+  return { type: v.getUint32(0, true), id: v.getUint32(4, true), progId: v.getUint32(8, true), netnsIno: v.getUint32(16, true), attachType: v.getUint32(20, true) };
+}
+
 /** A BPF link (here: sk_lookup attached to a network namespace). Owns the link; close() detaches. */
 export class BpfLink {
   private handle: Pointer | null;
