@@ -79,6 +79,8 @@ export async function serveInProcess(config: ServeConfig, image: Uint8Array, rol
   const upgrade = (binary?: string): Promise<string> => {
     upgrading ??= startSuccessor(role.argv, binary).then(
       (pid) => {
+        // The successor answers on the admin path now: kept-alive clients must not go on reading ours.
+        admin?.handOver?.();
         successor = pid;
         for (const line of announceSuccessor(pid)) say(line);
         onSignal(`upgrade to pid ${pid}`, "drain");

@@ -199,6 +199,8 @@ export class Supervisor {
     this.upgrading ??= startSuccessor(this.argv, binary).then(
       (pid) => {
         this.successor = pid;
+        // The successor answers on the admin path now: kept-alive clients must not go on reading ours.
+        this.admin?.handOver?.();
         for (const line of announceSuccessor(pid)) this.say(line);
         void this.stop("drain");
         // Said here too, however the upgrade was asked: a terminal that started this process learns where its successor went.
@@ -214,6 +216,7 @@ export class Supervisor {
     return this.upgrading;
   }
 
+  private admin: AdminServer | undefined;
   private stopped: Promise<void> | undefined;
   private wakeStopped: (() => void) | undefined;
 
@@ -273,6 +276,7 @@ export class Supervisor {
       return e.code;
     }
     admin = await startAdminServer({} as never, this.config.admin, { replace: !!process.env[UPGRADE_ENV] || this.config.takeOver, app: supervisorApp(this) });
+    this.admin = admin;
     for (const line of describeStartup(this.workers.flatMap((w) => (w.startup ? [w.startup] : [])))) say(line);
     if (admin.address !== "off") say(`admin API on ${admin.address}`);
     say(`${this.workers.length} workers: pids ${this.workers.map((w) => w.proc!.pid).join(", ")}`);
