@@ -18,7 +18,11 @@ import { errno, errnoText, libc } from "./libc";
  * - CAP_NET_ADMIN (attach to the netns, SO_RCVBUFFORCE) and CAP_PERFMON (the
  *   verifier's pointer arithmetic) are used while loading and attaching only.
  * - A supervisor serves no traffic and touches no BPF object: it keeps no
- *   effective capability.
+ *   effective capability. What an instance must keep reading in the pins
+ *   while it serves (the steering watchdog, and its instance record, where
+ *   a --take-over tells it to leave) is read by its workers, which hold
+ *   CAP_BPF anyway, and they tell the supervisor over IPC
+ *   (src/server/watchdog.ts), so the supervisor needs none for it.
  *
  * Capabilities reach our own children (workers, an upgrade's successor)
  * through exec: root's, or the binary's file capabilities (setcap), and then
