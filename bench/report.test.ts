@@ -1,34 +1,6 @@
 import { describe, expect, test } from "bun:test";
-import { plotData, plotScript, xLabels } from "./plot";
 import { ratioTable } from "./report";
-import type { PlotSpec } from "./scenario";
 import { cpuRatios } from "./wrk-scenario";
-
-const spec: PlotSpec = {
-  name: "tcp-cpu",
-  title: "it's a title",
-  ylabel: "µs",
-  kind: "bars",
-  series: [
-    { label: "edgeproxy", points: [{ x: "keep-alive", y: 18.4 }, { x: "close", y: 120 }] },
-    { label: "nginx\tstream", points: [{ x: "close", y: 123 }] },
-  ],
-};
-
-describe("plots", () => {
-  test("data: one row per x label in first-seen order, NaN where a series has no point", () => {
-    expect(xLabels(spec)).toEqual(["keep-alive", "close"]);
-    expect(plotData(spec)).toBe("x\tedgeproxy\tnginx stream\nkeep-alive\t18.4\tNaN\nclose\t120\t123\n");
-  });
-  test("script: quotes doubled, one bar clause and one label clause per series", () => {
-    const gp = plotScript(spec, "/tmp/d.tsv", "/tmp/o.png");
-    expect(gp).toContain("set title 'it''s a title'");
-    expect(gp).toContain("set output '/tmp/o.png'");
-    expect(gp.match(/xtic\(1\)/g)).toHaveLength(2);
-    expect(gp.match(/with labels/g)).toHaveLength(2);
-    expect(plotScript({ ...spec, kind: "line", logY: true }, "/tmp/d.tsv", "/tmp/o.png")).toContain("set logscale y");
-  });
-});
 
 describe("ratios", () => {
   const rows = [

@@ -163,13 +163,19 @@ struct ep_group {
  */
 /* Positions per group: one per worker (--workers is at most this). */
 #define EP_REUSE_MAX_MEMBERS 256
-/* ep_reuse_members entries in all: 256 groups of 256 workers. */
+/* Listeners in all (ep_reuse_listeners): 256 groups of 256 workers. */
 #define EP_REUSE_MAX_ENTRIES 65536
+/*
+ * Tiers of the selection (see reuseport.h): a worker below its soft mark is
+ * at position p (tier 1) and p + EP_REUSE_MAX_MEMBERS (tier 2); one inside
+ * its headroom (soft mark to cap) only at the second.
+ */
+#define EP_REUSE_TIERS 2
 
 /* ep_reuse_members key: a listener with room, at its worker's position in its group. */
 struct ep_reuse_key {
 	__u32 group;    /* ep_reuse_group_id() */
-	__u32 position; /* the worker index, < ep_reuse_group.members */
+	__u32 position; /* tier 1: the worker index, < ep_reuse_group.members; tier 2: EP_REUSE_MAX_MEMBERS + the index */
 };
 
 /* ep_reuse_groups: ep_reuse_group_id() -> the group's size and service. */
@@ -184,6 +190,15 @@ struct ep_reuse_counters {
 	__u64 full;                /* every member at its cap: refused (SK_DROP) */
 	__u64 migrated;            /* a closing listener's connection moved to a member with room */
 	__u64 migrated_unselected; /* ... with none having room: left to the kernel's hash */
+};
+
+/*
+ * ep_reuse_tier_counters: per-CPU, per-service. A map of its own, not a field
+ * of ep_reuse_counters: a pinned map keeps its value size (compat.ts), so a
+ * new field would make every older pin unusable.
+ */
+struct ep_reuse_tier_counters {
+	__u64 second; /* no worker below its soft mark: a new connection went to one inside its headroom (tier 2) */
 };
 
 /* A TCP group by its listeners' loopback port (host order) and family. */

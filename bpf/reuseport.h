@@ -48,6 +48,23 @@
  *    socket leaves the SOCKHASH by itself (sock_map_close()) before its queue
  *    migrates, so a closed member is never selected.
  *
+ * Two tiers. A worker leaves at its cap only after it has accepted the
+ * connection that reaches it, and a SYN the kernel gave it meanwhile (hashed
+ * to it, still in its queue) finds it full and is reset by the worker. So a
+ * worker leaves the first tier earlier, at a soft mark (its cap minus a small
+ * headroom, admission.ts), and stays in the second until its cap: the
+ * selector tries the first tier (hash position, then the walk) and only when
+ * no worker is below its soft mark the second the same way. While any worker
+ * is below its soft mark a worker inside its headroom gets nothing new, and
+ * what the kernel had already given it fits in its headroom unless that is
+ * more than the headroom (a burst's share of one worker: admission.ts says
+ * what was measured). A worker below
+ * its soft mark is at position p (tier 1) and EP_REUSE_MAX_MEMBERS + p
+ * (tier 2, every worker with room), one inside its headroom only at the
+ * second: the key layout is unchanged, and a program that predates the tiers
+ * sees a worker inside its headroom as full (it still refuses nothing another
+ * worker below its soft mark can take).
+ *
  * With no member present (every worker of the group at its cap) a new
  * connection is refused here (SK_DROP: the kernel answers the SYN with a
  * reset, counted as `full`), as ep_dispatch refuses one with no socket. A
@@ -58,7 +75,7 @@
  */
 struct {
 	__uint(type, BPF_MAP_TYPE_SOCKHASH);
-	__uint(max_entries, EP_REUSE_MAX_ENTRIES);
+	__uint(max_entries, EP_REUSE_TIERS * EP_REUSE_MAX_ENTRIES);
 	__type(key, struct ep_reuse_key);
 	__type(value, __u64);
 } ep_reuse_members SEC(".maps");
@@ -92,6 +109,40 @@ struct {
 	__type(value, struct ep_reuse_counters);
 } ep_reuse_counters SEC(".maps");
 
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, EP_MAX_SERVICES);
+	__type(key, __u32);
+	__type(value, struct ep_reuse_tier_counters);
+} ep_reuse_tier_counters SEC(".maps");
+
+/*
+ * Select a member of one tier (positions base .. base + members - 1): the
+ * hashed position `first`, else every other one from `start`. 0: the hashed
+ * one, 1: another, -1: none is offered.
+ */
+static __always_inline int ep_reuse_pick(struct sk_reuseport_md *md, struct ep_reuse_key *key, __u32 members, __u32 first, __u32 start, __u32 base)
+{
+	__u32 i, p;
+
+	key->position = base + first;
+	if (bpf_sk_select_reuseport(md, &ep_reuse_members, key, 0) == 0)
+		return 0;
+	if (members < 2)
+		return -1;
+	for (i = 0; i < EP_REUSE_MAX_MEMBERS && i < members; i++) {
+		p = start + i;
+		if (p >= members)
+			p -= members;
+		if (p == first)
+			continue;
+		key->position = base + p;
+		if (bpf_sk_select_reuseport(md, &ep_reuse_members, key, 0) == 0)
+			return 1;
+	}
+	return -1;
+}
+
 SEC("sk_reuseport/migrate")
 int ep_migrate(struct sk_reuseport_md *md)
 {
@@ -99,11 +150,20 @@ int ep_migrate(struct sk_reuseport_md *md)
 	struct ep_reuse_counters *cnt;
 	struct ep_reuse_group *group;
 	struct ep_reuse_key key = {};
-	__u32 members, first, start, i, service;
-	int migrating = md->migrating_sk != NULL;
+	__u32 members, first, start, service;
+	int picked, migrating = md->migrating_sk != NULL;
 
 	if (!sk || sk->protocol != IPPROTO_TCP)
 		return SK_PASS;
+#ifdef EP_TEST_MIGRATE_VARIANT
+	/*
+	 * test/program-upgrade.test.ts: another ep_migrate with the same
+	 * ep_dispatch (so the same dispatcher tag) and the same verdicts: a
+	 * listener with no port and no cookie record is passed below as well.
+	 */
+	if (!sk->src_port && !bpf_get_socket_cookie(sk))
+		return SK_PASS;
+#endif
 	if (sk->src_port) {
 		key.group = ep_reuse_group_id(sk->family == AF_INET6, sk->src_port);
 	} else {
@@ -123,40 +183,41 @@ int ep_migrate(struct sk_reuseport_md *md)
 	service = group->service;
 	cnt = bpf_map_lookup_elem(&ep_reuse_counters, &service);
 	first = md->hash % members;
-	key.position = first;
-	if (bpf_sk_select_reuseport(md, &ep_reuse_members, &key, 0) == 0) {
-		if (cnt && migrating)
-			cnt->migrated++;
+	/*
+	 * The hashed worker is below its soft mark, or the rest from a second
+	 * position drawn uniformly among the OTHER positions, so one worker's
+	 * share spreads evenly (a start drawn over all positions would land its
+	 * own draws on the next one, doubling that neighbour's share).
+	 */
+	start = first;
+	if (members > 1) {
+		start = first + 1 + md->hash / members % (members - 1);
+		if (start >= members)
+			start -= members;
+	}
+	picked = ep_reuse_pick(md, &key, members, first, start, 0);
+	if (picked >= 0) {
+		if (cnt) {
+			if (migrating)
+				cnt->migrated++;
+			else if (picked > 0)
+				cnt->redirected++;
+		}
 		return SK_PASS;
 	}
-	/*
-	 * The hashed worker is at its cap (or restarting): the rest, from a
-	 * second position drawn uniformly among the OTHER positions, so one full
-	 * worker's share spreads evenly (a start drawn over all positions would
-	 * land its own draws on the next one, doubling that neighbour's share).
-	 */
-	if (members < 2)
-		goto none;
-	start = first + 1 + md->hash / members % (members - 1);
-	if (start >= members)
-		start -= members;
-	for (i = 0; i < EP_REUSE_MAX_MEMBERS && i < members; i++) {
-		key.position = start + i;
-		if (key.position >= members)
-			key.position -= members;
-		if (key.position == first)
-			continue;
-		if (bpf_sk_select_reuseport(md, &ep_reuse_members, &key, 0) == 0) {
-			if (cnt) {
-				if (migrating)
-					cnt->migrated++;
-				else
-					cnt->redirected++;
-			}
-			return SK_PASS;
+	/* No worker is below its soft mark: one inside its headroom, with room. */
+	if (ep_reuse_pick(md, &key, members, first, start, EP_REUSE_MAX_MEMBERS) >= 0) {
+		if (migrating) {
+			if (cnt)
+				cnt->migrated++;
+		} else {
+			struct ep_reuse_tier_counters *tier = bpf_map_lookup_elem(&ep_reuse_tier_counters, &service);
+
+			if (tier)
+				tier->second++;
 		}
+		return SK_PASS;
 	}
-none:
 	if (migrating) {
 		if (cnt)
 			cnt->migrated_unselected++;

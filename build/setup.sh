@@ -1,12 +1,15 @@
 #!/usr/bin/env bash
 # Install what building, running and testing edgeproxy needs on Debian 12, as
 # root: clang and the libbpf headers for the BPF object, libbpf1 at run time,
-# iproute2, bpftool, curl and node (its HTTP parser) for the tests, and Bun (from npm). Idempotent.
+# iproute2, bpftool, curl and node (its HTTP parser) for the tests, chromium (the
+# dashboard test renders the admin page headless), man-db and groff-base (the man
+# page test renders edgeproxy.1), zsh (the completion test loads _edgeproxy), and
+# Bun (from npm). Idempotent.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 need=()
-for pkg in clang libbpf-dev libbpf1 iproute2 bpftool linux-libc-dev util-linux ca-certificates curl; do
+for pkg in clang libbpf-dev libbpf1 iproute2 bpftool linux-libc-dev util-linux ca-certificates curl chromium man-db groff-base zsh; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || need+=("$pkg")
 done
 command -v npm >/dev/null || need+=(npm)

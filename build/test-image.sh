@@ -210,6 +210,10 @@ say "serve: supervisor pid $pid: $(grep -E '^(Uid|CapEff)' /proc/"$pid"/status |
 [[ $(awk '/^Uid/ {print $2}' /proc/"$pid"/status) == "$UIDNUM" ]] || fail "not running as uid $UIDNUM"
 hc=$(timeout 30 "${PODMAN[@]}" healthcheck run "$A" 2>&1) || fail "healthcheck: $hc"
 say "health: podman healthcheck run: ${hc:-ok (exit 0)}"
+# The man page and completions the image installs (made by the binary at build time).
+docs=$(timeout 30 "${PODMAN[@]}" exec "$A" sh -c 'head -c 4 /usr/local/share/man/man1/edgeproxy.1; grep -c _edgeproxy /usr/share/bash-completion/completions/edgeproxy; head -1 /usr/share/zsh/vendor-completions/_edgeproxy' 2>&1) || fail "man page or completion missing: $docs"
+[[ $docs == ".TH "*"#compdef edgeproxy"* ]] || fail "man page or completion not as built: $docs"
+say "docs: man page, bash and zsh completion installed"
 [[ -d $PINS ]] || fail "no pins at $PINS"
 say "pins: $(ls "$PINS" | tr '\n' ' ')"
 

@@ -64,8 +64,9 @@ describe("control commands", () => {
 
     const status = JSON.parse(await ep("status", "--json"));
     const svc = status.services.find((s: { name: string }) => s.name === "echo");
-    expect(svc.sockets).toEqual([{ protocol: "tcp", family: 4, pid: echo.pid, fd: echo.fd, cookie: expect.stringMatching(/^[1-9]\d*$/) }]);
-    expect(svc.bindings).toBe(3);
+    expect(svc.sockets).toEqual([{ protocol: "tcp", family: 4, pid: echo.pid, fd: echo.fd, cookie: expect.any(Number) }]);
+    expect(svc.sockets[0].cookie).toBeGreaterThan(0);
+    expect(svc.bindings).toEqual(["7", "77", "777"].map((ports) => ({ protocol: "tcp", prefix: "127.0.0.1/32", ports })));
     expect(BigInt(svc.counters.steered)).toBe(6n); // 3 exchanges + 3 scan hits
     expect(JSON.parse(await ep("bindings", "--json")).map((b: { ports: string }) => b.ports)).toEqual(["7", "77", "777"]);
   }, 30_000);
@@ -110,7 +111,7 @@ describe("control commands", () => {
       [["bind", "echo", "tcp", "192.0.2.0/24"], /usage: edgeproxy bind SERVICE tcp\|udp PREFIXES PORTS/],
       [["register", "echo", "--pid", "1"], /needs --pid PID and --fd FD/],
       [["bind", "echo", "tcp", "192.0.2.0/24", "80", "--bpffs"], /bind --bpffs: needs a value \(PATH\)/],
-      [["status", "extra"], /^edgeproxy: status: usage: edgeproxy status\n$/],
+      [["status", "a", "b"], /^edgeproxy: status: usage: edgeproxy status \[SERVICE\]\n$/],
       [["unbind", "nope", "tcp", "192.0.2.0/24", "80"], /not loaded in this network namespace/],
     ] as const) {
       const r = await runEdgeproxy([...args]);

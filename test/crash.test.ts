@@ -74,12 +74,12 @@ test("SIGKILL under load: steered ports refuse (never reach a stray listener), t
     // The pinned state outlived the process: bindings kept, no socket, refusals counted.
     const st = await runEdgeproxy(["status", "--json"]);
     expect(st.code).toBe(0);
-    const status = JSON.parse(st.stdout) as { loaded: boolean; services: { bindings: number; sockets: unknown[]; counters: { missingSocket: string } }[] };
+    const status = JSON.parse(st.stdout) as { loaded: boolean; services: { bindings: unknown[]; sockets: unknown[]; counters: { missingSocket: number } }[] };
     expect(status.loaded).toBe(true);
     expect(status.services).toHaveLength(1);
-    expect(status.services[0]!.bindings).toBe(2); // 7000-7099 on each prefix
+    expect(status.services[0]!.bindings).toHaveLength(2); // 7000-7099 on each prefix
     expect(status.services[0]!.sockets).toEqual([]);
-    expect(BigInt(status.services[0]!.counters.missingSocket)).toBeGreaterThan(0n);
+    expect(status.services[0]!.counters.missingSocket).toBeGreaterThan(0);
 
     // Restart with the same flags, first from source, then (after another
     // SIGKILL) the compiled binary; a probe runs from each spawn on.

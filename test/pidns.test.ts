@@ -22,7 +22,7 @@ interface Sock {
   family: number;
   pid: number;
   fd: number;
-  cookie: string;
+  cookie: number;
 }
 
 let ns: TestNetns | undefined;

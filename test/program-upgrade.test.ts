@@ -14,6 +14,7 @@ const f = proxyFixture();
 let dir: string;
 let variant: string;
 let incompatible: string;
+let migrateVariant: string;
 
 const compileVariant = (define: string) => compileDispatcherVariant(dir, define);
 
@@ -21,6 +22,7 @@ beforeAll(() => {
   dir = mkdtempSync(join(tmpdir(), "ep-upgrade-"));
   variant = compileVariant("EP_TEST_VARIANT");
   incompatible = compileVariant("EP_TEST_INCOMPATIBLE");
+  migrateVariant = compileVariant("EP_TEST_MIGRATE_VARIANT");
 });
 
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
@@ -31,7 +33,7 @@ const ep = async (...args: string[]) => {
   return r.stdout;
 };
 const status = async () => JSON.parse(await ep("status", "--json"));
-const service = (s: { services: { name: string }[] }, name: string) => s.services.find((x) => x.name === name) as unknown as { counters: { steered: string; lookups: string }; sockets: unknown[] };
+const service = (s: { services: { name: string }[] }, name: string) => s.services.find((x) => x.name === name) as unknown as { counters: { steered: number; lookups: number }; sockets: unknown[] };
 const pins = () => join(process.env.EDGEPROXY_BPFFS!, "edgeproxy", readlinkSync("/proc/thread-self/ns/net").replace(/\D/g, ""));
 const bpftool = (...args: string[]) => JSON.parse(Bun.spawnSync(["bpftool", "-j", ...args]).stdout.toString());
 
@@ -175,6 +177,33 @@ describe("program upgrade", () => {
     expect(programIds()).toEqual(ids);
     expect(readdirSync(pins()).sort()).toEqual(listing);
     expect(await roundTrips(10)).toEqual([]);
+  }, 30_000);
+
+  test("a serve joining pins of a version with the same ep_dispatch but another ep_migrate and a map missing upgrades them", async () => {
+    const first = await serveWeb("a", "5000-5099");
+    try {
+      const tagOf = (pin: string) => bpftool("prog", "show", "pinned", join(pins(), pin)).tag as string;
+      const [dispatch, migrate] = [tagOf("prog"), tagOf("migrate")];
+      // An older version as a new binary meets it: only ep_migrate differs (the reuseport selection),
+      // and a map it uses is not pinned (ep_reuse_tier_counters, which the older one did not have).
+      const up = JSON.parse(await ep("upgrade-program", "--object", migrateVariant, "--json"));
+      expect(up.unchanged).toBe(false);
+      expect([tagOf("prog"), tagOf("migrate") !== migrate]).toEqual([dispatch, true]);
+      rmSync(join(pins(), "ep_reuse_tier_counters"));
+      const st = await runEdgeproxy(["status"]);
+      expect(st.code).toBe(2);
+      expect(st.stderr).toContain("map ep_reuse_tier_counters: not pinned ('edgeproxy upgrade-program' adds it)");
+
+      f.ep = await serveWeb("b", "7000-7099");
+      expect(f.ep.stderr).toContain(`dispatcher program upgraded from tag ${dispatch} to ${dispatch} (maps kept; created ep_reuse_tier_counters)`);
+      expect([tagOf("prog"), tagOf("migrate")]).toEqual([dispatch, migrate]);
+      expect(readdirSync(pins())).toContain("ep_reuse_tier_counters");
+      expect(await roundTrips(10, 5000)).toEqual([]);
+      expect(await roundTrips(10, 7000)).toEqual([]);
+      expect((await status()).tag).toBe(dispatch);
+    } finally {
+      expect(await first.stop()).toBe(0);
+    }
   }, 30_000);
 
   test("control commands use a pinned program of another version; a serve that joins upgrades it and says so", async () => {

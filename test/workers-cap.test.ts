@@ -1,7 +1,9 @@
 // --max-connections with --workers: the cap holds for the instance. A worker
-// at its share leaves the reuseport selection (bpf/dispatcher.bpf.c,
-// ep_migrate), so a newcomer goes to a worker with room and is never reset
-// while one has room; with every worker full the kernel refuses newcomers
+// at its share leaves the reuseport selection (bpf/reuseport.h, ep_migrate),
+// so a newcomer goes to a worker with room and is never reset while one has
+// room; a worker inside its headroom (its share minus a few, admission.ts)
+// already left the selection's first tier, so what the kernel gave it before
+// it left fits; with every worker full the kernel refuses newcomers
 // (counted), and a worker below its resume mark takes connections again.
 import { describe, expect, test } from "bun:test";
 import type { Socket } from "bun";
@@ -179,6 +181,58 @@ describe("connection cap with workers", () => {
     }, 60_000);
   }
 
+  test("a worker inside its headroom takes no newcomer while the other has room: bursts never reset; the instance still fills to exactly --max-connections", async () => {
+    const dir = mkdtempSync(join(tmpdir(), "ep-cap-"));
+    const admin = join(dir, "admin.sock");
+    const held: Held[] = [];
+    try {
+      const origin = echoOrigin("127.0.0.1");
+      f.servers.push(origin);
+      const max = 256;
+      f.ep = await EdgeproxyProcess.start(["--workers", "2", "--admin", admin, "--ports", "7000-7099", "--prefix", "192.0.2.0/24", "--origin", `127.0.0.1:${origin.port}`, "--max-connections", String(max)]);
+      // Shares of 128; the headroom is max(1, min(16, 128 / 8)) = 16 (admission.ts): one worker at
+      // 120 has room for 8 newcomers, fewer than a burst of 32 gives it by the hash alone.
+      const share = 128;
+      const { full: inside } = await fillOne(admin, share - 8, max, held);
+      const other = 1 - inside;
+      await trim(admin, held, other, 32);
+
+      // 10 bursts of 32 at once; the other worker has room for all of them.
+      const capRefusedBefore = await metric(admin, "connection_cap_refused_total");
+      const tier2Before = await metric(admin, "kernel_cap_redirected_total", 'tier="2"');
+      const before = await totals(admin);
+      const failures: string[] = [];
+      for (let b = 0; b < 10; b++) failures.push(...(await newcomers(32, 32, 7000)));
+      const capRefused = (await metric(admin, "connection_cap_refused_total")) - capRefusedBefore;
+      const gained = (await totals(admin)).map((t, i) => t - before[i]!);
+      console.log(`320 newcomers in bursts of 32, worker ${inside} at ${share - 8} of ${share}: gained ${gained.join(", ")}; ${capRefused} reset at the cap; failures: ${failures.length}`);
+      expect(failures).toEqual([]);
+      expect(capRefused).toBe(0);
+      // Tier 2 is for when no worker is below its soft mark: not now.
+      expect(gained[inside]).toBe(0);
+      expect((await metric(admin, "kernel_cap_redirected_total", 'tier="2"')) - tier2Before).toBe(0);
+
+      // The headroom costs no capacity: one at a time, the instance takes exactly --max-connections.
+      const connects = held.length;
+      while (held.length < max) {
+        const s = await hold(7000 + (held.length % 100));
+        expect(s).not.toBe("refused");
+        held.push({ socket: s as Socket, worker: -1 });
+      }
+      expect(await active(admin)).toEqual([share, share]);
+      // Past both soft marks, the last ones went to a worker inside its headroom (tier 2).
+      expect((await metric(admin, "kernel_cap_redirected_total", 'tier="2"')) - tier2Before).toBeGreaterThan(0);
+      const fullBefore = await metric(admin, "kernel_drops_total", 'reason="full"');
+      expect(await hold(7000)).toBe("refused");
+      expect((await metric(admin, "kernel_drops_total", 'reason="full"')) - fullBefore).toBe(1);
+      expect((await metric(admin, "connection_cap_refused_total")) - capRefusedBefore).toBe(0);
+      console.log(`filled to ${max} (${max - connects} more, one at a time); the next refused in the kernel`);
+    } finally {
+      for (const h of held) h.socket.end();
+      rmSync(dir, { recursive: true, force: true });
+    }
+  }, 90_000);
+
   test("a full worker's share spreads over the others (4 workers), not onto one neighbour", async () => {
     const dir = mkdtempSync(join(tmpdir(), "ep-cap-"));
     const admin = join(dir, "admin.sock");
@@ -190,12 +244,9 @@ describe("connection cap with workers", () => {
       const cap = 20;
       const { full } = await fillOne(admin, cap, 4 * cap, held);
       // fillOne stops when one worker reaches its cap; the others may then hold
-      // up to cap - 1. A worker one short of its cap leaves and rejoins the
-      // selection with every newcomer, and a second newcomer the kernel gave it
-      // before it left (selected at the SYN, admitted after the accept) is over
-      // its cap and reset (pipeline.ts, connection_cap_refused_total): that is
-      // a worker without room for what is on its way, not the case under test.
-      // Give each of the three room for every newcomer at once, as above.
+      // up to cap - 1, inside their headroom (out of tier 1, admission.ts), and
+      // would take no newcomer while another is below its soft mark: not the
+      // spread under test. Give each of the three room for every newcomer at once.
       for (const w of [0, 1, 2, 3].filter((w) => w !== full)) await trim(admin, held, w, cap - 8);
       const before = await totals(admin);
       const redirectedBefore = await metric(admin, "kernel_cap_redirected_total");
@@ -230,6 +281,8 @@ describe("connection cap with workers", () => {
       const { full: a } = await fillOne(admin, cap, 3 * cap, held);
       const [b, c] = [0, 1, 2].filter((w) => w !== a) as [number, number];
       await trim(admin, held, c, 5);
+      // B below its soft mark too (fillOne may leave it inside its headroom, out of tier 1), so it is given newcomers.
+      await trim(admin, held, b, cap - 8);
 
       const pids = ((await (await get(admin, "/workers")).json()) as { pid: number }[]).map((w) => w.pid);
       const migratedBefore = await metric(admin, "kernel_migrations_total", 'to="room"');
@@ -269,14 +322,19 @@ describe("connection cap with workers", () => {
     const members = pinned("ep_reuse_members");
     const dump = () => JSON.parse(Bun.spawnSync(["bpftool", "-j", "map", "dump", "pinned", members]).stdout.toString()) as { key: string[] }[];
     const before = dump();
-    expect(before).toHaveLength(2);
-    // Empty one position from outside, as a successor at its cap or a lost race would.
-    const del = Bun.spawnSync(["bpftool", "map", "delete", "pinned", members, "key", "hex", ...before[0]!.key.map((b) => b.replace(/^0x/, ""))]);
-    expect(del.exitCode).toBe(0);
-    expect(dump()).toHaveLength(1);
-    const deadline = Date.now() + 5000;
-    while (dump().length < 2 && Date.now() < deadline) await Bun.sleep(100);
+    // Two workers, each in both tiers (below its soft mark).
+    expect(before).toHaveLength(4);
+    // Empty one position of each tier from outside, as a successor at its cap or a lost race would.
+    const tier = (e: { key: string[] }) => (parseInt(e.key[5]!, 16) & 1 ? 2 : 1); // position 256 + p: byte 5 is 0x01
+    for (const t of [1, 2]) {
+      const entry = before.find((e) => tier(e) === t)!;
+      const del = Bun.spawnSync(["bpftool", "map", "delete", "pinned", members, "key", "hex", ...entry.key.map((b) => b.replace(/^0x/, ""))]);
+      expect(del.exitCode).toBe(0);
+    }
     expect(dump()).toHaveLength(2);
+    const deadline = Date.now() + 5000;
+    while (dump().length < 4 && Date.now() < deadline) await Bun.sleep(100);
+    expect(dump()).toHaveLength(4);
     expect(await newcomers(20, 4, 7000)).toEqual([]);
   }, 30_000);
 

@@ -78,7 +78,7 @@ test("healthz, metrics and status", async () => {
 test("services, one service, its bindings; unknown service is 404", async () => {
   const { req } = setup();
   expect((await json(req("/services"))).map((s: { name: string }) => s.name)).toEqual(["web", "ext"]);
-  expect((await json(req("/services/ext"))).kernel.steered).toBe("9");
+  expect((await json(req("/services/ext"))).kernel.steered).toBe(9);
   expect(await json(req("/services/web/bindings"))).toEqual([{ protocol: "tcp", prefix: "192.0.2.0/24", ports: "80" }]);
   for (const path of ["/services/nope", "/services/nope/bindings"]) {
     const r = await req(path);

@@ -1,8 +1,11 @@
 import { createHash, timingSafeEqual } from "node:crypto";
+import { jsonReplacer } from "../json";
 import { Hono, type Context } from "hono";
 import { ConfigError, errorLine } from "../errors";
 import type { AdminBackend, ServiceSnapshot } from "./backend";
 import { METRICS_CONTENT_TYPE, renderMetrics } from "./metrics";
+import { DashboardSampler, readStatus } from "./dashboard";
+import { dashboardRoutes } from "./dashboard-page";
 
 /** Options of createAdminApp. */
 export interface AdminAppOptions {
@@ -201,11 +204,11 @@ async function drain(body: ReadableStream<Uint8Array>, maxBytes: number, ms: num
   }
 }
 
-/** Every route of `app` but /healthz needs `Authorization: Bearer <token>`. */
+/** Every route of `app` but /healthz and / (the dashboard's page, which holds no figures) needs `Authorization: Bearer <token>`. */
 export function requireToken(app: Hono, token: string): void {
   const expected = digest(token);
   app.use("*", async (c, next) => {
-    if (c.req.path === "/healthz") return next();
+    if (c.req.path === "/healthz" || (c.req.path === "/" && c.req.method === "GET")) return next();
     const header = c.req.header("authorization") ?? "";
     const match = /^Bearer (.+)$/i.exec(header);
     // Comparing fixed-size digests keeps the time independent of where, and whether lengths, differ.
@@ -220,8 +223,9 @@ export function requireToken(app: Hono, token: string): void {
 /**
  * The admin HTTP API over an AdminBackend.
  *
- * JSON bodies: kernel counters (bigint) are decimal strings, so a u64 survives
- * any JSON parser; every other count is a JSON number; a histogram's +Inf
+ * JSON bodies (src/json.ts): kernel counters (bigint) are JSON numbers up to
+ * 2^53 and decimal strings above, so a u64 survives any JSON parser; every
+ * other count is a JSON number; a histogram's +Inf
  * bucket bound is the string "+Inf". Errors are `{"error": "<one line>"}`.
  */
 export function createAdminApp(backend: AdminBackend, options: AdminAppOptions = {}): Hono {
@@ -240,6 +244,8 @@ export function createAdminApp(backend: AdminBackend, options: AdminAppOptions =
   app.get("/metrics", (c) => c.body(renderMetrics(backend.status()) + renderAdminRefusals(), 200, { "Content-Type": METRICS_CONTENT_TYPE }));
 
   app.get("/status", (c) => json(c, backend.status()));
+
+  dashboardRoutes(app, new DashboardSampler(() => readStatus(backend.status())));
 
   app.get("/services", (c) => json(c, backend.status().services));
 
@@ -361,8 +367,3 @@ function json(c: Context, value: unknown, status: 200 | 201 = 200): Response {
   return c.body(JSON.stringify(value, jsonReplacer), status, { "Content-Type": "application/json; charset=utf-8" });
 }
 
-function jsonReplacer(_key: string, v: unknown): unknown {
-  if (typeof v === "bigint") return v.toString();
-  if (v === Infinity) return "+Inf";
-  return v;
-}

@@ -18,12 +18,14 @@ export interface KernelCounters {
    * ep_reuse_counters): the hashed worker was at its cap and another took
    * the connection; every worker was at its cap and the kernel refused it;
    * a closing listener's connection moved to a worker with room, or (none
-   * had room) to the kernel's hash.
+   * had room) to the kernel's hash; no worker was below its soft mark and
+   * one inside its headroom took it (struct ep_reuse_tier_counters).
    */
   readonly redirected: bigint;
   readonly full: bigint;
   readonly migrated: bigint;
   readonly migratedUnselected: bigint;
+  readonly secondTier: bigint;
 }
 
 /** Data-plane figures of one service run by this process. */
@@ -60,7 +62,7 @@ export interface SocketSnapshot {
   /** The process that registered it and its fd number there (0 when unknown), as seen in its own PID namespace. */
   readonly pid: number;
   readonly fd: number;
-  /** The socket's cookie (SO_COOKIE): what identifies it across namespaces. A decimal string in JSON. */
+  /** The socket's cookie (SO_COOKIE): what identifies it across namespaces. In JSON a number (a string above 2^53: src/json.ts). */
   readonly cookie: bigint;
 }
 

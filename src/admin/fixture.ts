@@ -33,7 +33,7 @@ export function sampleStatus(): StatusSnapshot {
         origin: "127.0.0.1:9000",
         bindings: [{ protocol: "tcp", prefix: "192.0.2.0/24", ports: "80" }],
         sockets: [{ protocol: "tcp", family: 4, pid: 4242, fd: 7, cookie: 8193n }],
-        kernel: { lookups: 18_446_744_073_709_551_615n, steered: 100n, missingSocket: 1n, assignError: 2n, denied: 3n, redirected: 4n, full: 5n, migrated: 6n, migratedUnselected: 0n, limited: { connections: 4n, rate: 5n } },
+        kernel: { lookups: 18_446_744_073_709_551_615n, steered: 100n, missingSocket: 1n, assignError: 2n, denied: 3n, redirected: 4n, full: 5n, migrated: 6n, migratedUnselected: 0n, secondTier: 7n, limited: { connections: 4n, rate: 5n } },
         connections: stats.snapshot(),
         sourceLimited: { connections: 6, rate: 7 },
         origins: [
@@ -65,7 +65,7 @@ export function sampleStatus(): StatusSnapshot {
         id: 2,
         bindings: [{ protocol: "udp", prefix: "198.51.100.7/32", ports: "5000-5999" }],
         sockets: [{ protocol: "udp", family: 6, pid: 0, fd: 0, cookie: 8194n }],
-        kernel: { lookups: 10n, steered: 9n, missingSocket: 1n, assignError: 0n, denied: 0n, redirected: 0n, full: 0n, migrated: 0n, migratedUnselected: 0n },
+        kernel: { lookups: 10n, steered: 9n, missingSocket: 1n, assignError: 0n, denied: 0n, redirected: 0n, full: 0n, migrated: 0n, migratedUnselected: 0n, secondTier: 0n },
       },
     ],
   };

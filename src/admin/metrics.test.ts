@@ -98,7 +98,8 @@ test("values match the snapshot, bigints to the last digit", () => {
   expect(value(fams, "edgeproxy_kernel_drops_total", { service: "web", reason: "assign_error" })).toBe("2");
   expect(value(fams, "edgeproxy_kernel_drops_total", { service: "web", reason: "denied" })).toBe("3");
   expect(value(fams, "edgeproxy_kernel_drops_total", { service: "web", reason: "full" })).toBe("5");
-  expect(value(fams, "edgeproxy_kernel_cap_redirected_total", { service: "web" })).toBe("4");
+  expect(value(fams, "edgeproxy_kernel_cap_redirected_total", { service: "web", tier: "1" })).toBe("4");
+  expect(value(fams, "edgeproxy_kernel_cap_redirected_total", { service: "web", tier: "2" })).toBe("7");
   expect(value(fams, "edgeproxy_kernel_migrations_total", { service: "web", to: "room" })).toBe("6");
   expect(value(fams, "edgeproxy_kernel_unmatched_lookups_total")).toBe("9007199254740993");
   expect(value(fams, "edgeproxy_connections_active", { service: "web" })).toBe("2");

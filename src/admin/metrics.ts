@@ -60,8 +60,15 @@ export function renderMetrics(s: StatusSnapshot): string {
     emit({ limit: "connections" }, svc.kernel.limited?.connections ?? 0n);
     emit({ limit: "rate" }, svc.kernel.limited?.rate ?? 0n);
   });
-  perService(all, "kernel_cap_redirected_total", "counter", "New connections the reuseport selection gave to another worker because the hashed one was at its connection cap (or not serving: restarting).", (svc, emit) =>
-    emit({}, svc.kernel.redirected),
+  perService(
+    all,
+    "kernel_cap_redirected_total",
+    "counter",
+    "New connections the reuseport selection did not give to the hashed worker's first tier, by tier: 1, the hashed worker was past its soft mark (or restarting) and another below its soft mark took it; 2, no worker was below its soft mark and one inside its headroom (soft mark to cap) took it.",
+    (svc, emit) => {
+      emit({ tier: "1" }, svc.kernel.redirected);
+      emit({ tier: "2" }, svc.kernel.secondTier);
+    },
   );
   perService(all, "kernel_migrations_total", "counter", "Connections queued on a closing listener moved to another worker, by where: one with room, or the kernel's hash (none had room).", (svc, emit) => {
     emit({ to: "room" }, svc.kernel.migrated);

@@ -14,10 +14,12 @@ import { table } from "./table";
 import { tokenize, type FlagSpec } from "./flags";
 import { checkInstance } from "../config/service";
 import type { StatusView } from "./instances";
+import { instanceLines, status } from "./status";
+import { jsonReplacer } from "../json";
 
 /** The tubectl-style commands that act on the namespace's pinned dispatcher. */
 export type ControlCommand =
-  | { kind: "status" }
+  | { kind: "status"; service?: string }
   | { kind: "bindings" }
   | { kind: "down"; force: boolean }
   | { kind: "bind" | "unbind"; service: string; protocol: Protocol; prefixes: Prefix[]; ports: PortRange[]; takeOver: boolean; create: boolean }
@@ -34,42 +36,24 @@ export interface ControlOptions {
 
 export const CONTROL_COMMANDS = ["status", "bindings", "bind", "unbind", "register", "unregister", "down", "upgrade-program"] as const;
 
-export const CONTROL_USAGE = `Commands on the pinned dispatcher of this network namespace (no serve process needed):
-  edgeproxy status                                   services, bindings, sockets (owner pid and fd, cookie), counters
-  edgeproxy bindings                                 every binding
-  edgeproxy bind SERVICE tcp|udp PREFIXES PORTS      steer, e.g. bind echo tcp 127.0.0.1/32 7,77,777
-                                                     (SERVICE must exist; --create makes it)
-  edgeproxy unbind SERVICE tcp|udp PREFIXES PORTS    stop steering those
-  edgeproxy register SERVICE --pid PID --fd FD       steer SERVICE to another process's socket
-  edgeproxy unregister SERVICE                       drop SERVICE's sockets (its bindings then refuse)
-  edgeproxy down [--force]                           remove all of edgeproxy's kernel state here (refused
-                                                     while an instance serves; --force: they exit 1)
-  edgeproxy upgrade-program [--object FILE]          switch the pinned dispatcher to this edgeproxy's BPF
-                                                     program (or FILE's), keeping its maps and steering
-  status also lists the instances the pins record (live or not) and the serves answering in
-  $EDGEPROXY_RUN_DIR or /run/edgeproxy; status --instance NAME shows only that instance's services.
-Options: --json (machine-readable output), --bpffs PATH, --take-over and --create (bind),
---force (down).
-
-Commands on a running serve (an instance), through its admin socket: the only live instance,
-or --instance NAME (its socket is /run/edgeproxy/NAME.sock by default), or --admin PATH:
-  edgeproxy reload                                   re-read the config file
-  edgeproxy upgrade [--binary PATH]                  start a successor, then drain
-  edgeproxy drain                                    stop taking connections, let open ones finish, exit
-  edgeproxy health                                   exit 0 if the admin API answers /healthz (probes)
-Every --flag VALUE may also be written --flag=VALUE.`;
-
-const COMMON: readonly FlagSpec[] = [{ name: "--json" }, { name: "--bpffs", value: "PATH" }];
-/** Each command's flags (src/cli/flags.ts: `--flag VALUE` or `--flag=VALUE`). */
+const COMMON: readonly FlagSpec[] = [
+  { name: "--json", help: "machine-readable output (one JSON document)" },
+  { name: "--bpffs", value: "PATH", complete: "dir", help: "bpffs mount of the pinned state (default $EDGEPROXY_BPFFS or /sys/fs/bpf)" },
+];
+/** Each command's flags (src/cli/flags.ts: `--flag VALUE` or `--flag=VALUE`; help, man page and completion: src/cli/help.ts). */
 export const CONTROL_FLAGS: Readonly<Record<(typeof CONTROL_COMMANDS)[number], readonly FlagSpec[]>> = {
-  status: [...COMMON, { name: "--instance", value: "NAME" }],
+  status: [...COMMON, { name: "--instance", value: "NAME", help: "only that live instance's services" }],
   bindings: COMMON,
-  bind: [...COMMON, { name: "--take-over" }, { name: "--create" }],
+  bind: [
+    ...COMMON,
+    { name: "--take-over", help: "also steer ports where another socket already listens" },
+    { name: "--create", help: "make SERVICE if the pins have no such service (without it, an unknown name is refused)" },
+  ],
   unbind: COMMON,
-  register: [...COMMON, { name: "--pid", value: "PID" }, { name: "--fd", value: "FD" }],
+  register: [...COMMON, { name: "--pid", value: "PID", help: "the process holding the socket" }, { name: "--fd", value: "FD", help: "the socket's descriptor in that process" }],
   unregister: COMMON,
-  down: [...COMMON, { name: "--force" }],
-  "upgrade-program": [...COMMON, { name: "--object", value: "FILE", needs: "an ELF file (a compiled bpf/dispatcher.bpf.c)" }],
+  down: [...COMMON, { name: "--force", help: "remove it even while instances serve through it (each notices within a second, drains and exits 1)" }],
+  "upgrade-program": [...COMMON, { name: "--object", value: "FILE", needs: "an ELF file (a compiled bpf/dispatcher.bpf.c)", complete: "file", help: "this BPF object instead of the one built into edgeproxy" }],
 };
 
 /** Parse `edgeproxy <command> ...`. Throws ConfigError (exit 2). */
@@ -107,6 +91,8 @@ export function parseControl(argv: readonly string[]): { command: ControlCommand
   const options = { json, bpffs, ...(instance !== undefined ? { instance } : {}) };
   switch (kind) {
     case "status":
+      if (positional.length > 1) arity(1, "[SERVICE]");
+      return { command: { kind, ...(positional[0] !== undefined ? { service: positional[0] } : {}) }, options };
     case "bindings":
       arity(0, "");
       return { command: { kind } as ControlCommand, options };
@@ -153,7 +139,7 @@ export function runControl(command: ControlCommand, options: ControlOptions, ima
   checkEnvironment();
   const bpffs = bpffsPath(options.bpffs);
   const emit = (human: string[], json: unknown) => {
-    if (options.json) out(JSON.stringify(json, (_k, v) => (typeof v === "bigint" ? v.toString() : v)));
+    if (options.json) out(JSON.stringify(json, jsonReplacer));
     else for (const l of human) out(l);
   };
 
@@ -233,7 +219,7 @@ function act(command: Exclude<ControlCommand, { kind: "down" | "upgrade-program"
   };
   switch (command.kind) {
     case "status":
-      return status(reg, pinned, plane, emit, view);
+      return status(reg, pinned, plane.instanceViews(), emit, view, command.service);
     case "bindings": {
       const names = new Map(reg.services().map((s) => [s.id, s.name]));
       const stored = reg.bindings().sort((a, b) => a.service - b.service || a.protocol.localeCompare(b.protocol) || a.prefix.length - b.prefix.length || a.lo - b.lo);
@@ -301,57 +287,4 @@ function act(command: Exclude<ControlCommand, { kind: "down" | "upgrade-program"
     default:
       return command satisfies never;
   }
-}
-
-/** One line per live instance (status), or where none answers. */
-function instanceLines(view: StatusView): string[] {
-  if (!view.live.length) return [`no edgeproxy instance answers in ${view.dir}`];
-  return view.live.map(
-    (i) => `instance ${i.instance}: pid ${i.pid}, ${i.workers} worker(s), ${i.source ? `config ${i.source}` : "started from flags"}, admin socket ${i.socket}`,
-  );
-}
-
-function status(reg: Registry, pinned: Pinned, plane: ControlPlane, emit: (human: string[], json: unknown) => void, view?: StatusView): number {
-  // The instances the pins record (the control plane's truth: live by leader or sockets); with --instance, that one.
-  const instances = plane
-    .instanceViews()
-    .filter((r) => !view?.services || view.live.some((l) => l.instance === r.name))
-    .map((r) => ({ name: r.name, pid: r.pid, live: r.live, config: r.config, admin: r.admin, services: r.services, takenOverBy: r.by || undefined }));
-  const d = pinned.dispatcher;
-  const sockets = reg.sockets();
-  const bindings = reg.bindingsByService();
-  const only = view?.services && new Set(view.services);
-  const services = reg.services().filter((s) => !only || only.has(s.name)).map((s) => ({
-    name: s.name,
-    id: s.id,
-    takeOver: s.takeOver,
-    bindings: bindings.get(s.id)?.length ?? 0,
-    sockets: sockets.filter((k) => k.service === s.id).map(({ protocol, family, pid, fd, cookie }) => ({ protocol, family, pid, fd, cookie })),
-    counters: d.counters(s.id),
-    limited: d.limitCounters(s.id),
-  }));
-  const unmatched = d.counters(0).lookups;
-  const rows = services.map((s) => [
-    s.name,
-    String(s.id),
-    String(s.bindings),
-    s.sockets.map((k) => `${k.protocol}/${k.family} pid ${k.pid} fd ${k.fd} cookie ${k.cookie}`).join("; ") || "none",
-    String(s.counters.lookups),
-    String(s.counters.steered),
-    String(s.counters.missingSocket),
-    String(s.counters.denied),
-    String(s.limited.connections + s.limited.rate),
-    String(s.counters.assignError),
-  ]);
-  emit(
-    [
-      `dispatcher ${pinned.dir} (program tag ${pinned.tag}${pinned.tag === pinned.binaryTag ? "" : `; this edgeproxy's is ${pinned.binaryTag}: 'edgeproxy upgrade-program' switches to it`})`,
-      ...table(["SERVICE", "ID", "BINDINGS", "SOCKETS", "LOOKUPS", "STEERED", "NO-SOCKET", "DENIED", "LIMITED", "ASSIGN-ERR"], rows),
-      `lookups that matched no binding: ${unmatched}`,
-      ...(instances.length ? table(["INSTANCE", "PID", "LIVE", "SERVICES", "CONFIG", "ADMIN"], instances.map((i) => [i.name, String(i.pid), i.live ? "yes" : "no", i.services.join(",") || "-", i.config || "-", i.admin || "-"])) : []),
-      ...(view ? instanceLines(view) : []),
-    ],
-    { loaded: true, dir: pinned.dir, tag: pinned.tag, binaryTag: pinned.binaryTag, services, unmatchedLookups: unmatched, instances, ...(view ? { answering: view.live } : {}) },
-  );
-  return 0;
 }

@@ -6,14 +6,15 @@ import { askAdmin, pickInstance } from "./instances";
 export const INSTANCE_COMMANDS = ["reload", "upgrade", "health", "drain"] as const;
 export type InstanceCommand = (typeof INSTANCE_COMMANDS)[number];
 
-const CHOOSE: readonly FlagSpec[] = [
-  { name: "--admin", value: "PATH" },
-  { name: "--instance", value: "NAME" },
+export const CHOOSE_INSTANCE: readonly FlagSpec[] = [
+  { name: "--admin", value: "PATH", complete: "file", help: "the serve answering on this admin socket" },
+  { name: "--instance", value: "NAME", help: "the live instance of this name (default: the only live one)" },
 ];
+const CHOOSE = CHOOSE_INSTANCE;
 /** Each command's flags (src/cli/flags.ts: `--flag VALUE` or `--flag=VALUE`). */
 export const INSTANCE_FLAGS: Readonly<Record<InstanceCommand, readonly FlagSpec[]>> = {
   reload: CHOOSE,
-  upgrade: [...CHOOSE, { name: "--binary", value: "PATH" }],
+  upgrade: [...CHOOSE, { name: "--binary", value: "PATH", complete: "file", help: "start this executable as the successor (default: the running one's)" }],
   health: CHOOSE,
   drain: CHOOSE,
 };

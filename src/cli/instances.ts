@@ -3,6 +3,7 @@ import { join } from "node:path";
 import { runDir } from "../config/service";
 import { EdgeError } from "../errors";
 import type { InstanceIdentity } from "../admin/backend";
+import type { DashboardView, Rates } from "../admin/dashboard";
 
 /** A serve that answers on an admin socket. */
 export interface LiveInstance extends InstanceIdentity {
@@ -95,23 +96,80 @@ export async function pickInstance(command: string, choice: { admin?: string; in
   throw new EdgeError(command, `${live.length} live instances: ${live.map(describeInstance).join(", ")}; choose one with --instance NAME`, "config");
 }
 
+/** A service as a live instance's /dashboard.json has it: what the pins cannot say. */
+export interface LiveService {
+  readonly instance: string;
+  readonly mode: string;
+  /** Connections (udp: flows) open now. */
+  readonly open: number;
+  readonly origins: DashboardView["services"][number]["origins"];
+  /** Per second, between the instance's last two readings a second apart; undefined when it had only one. */
+  readonly rates?: Rates;
+}
+
 /** What `edgeproxy status` shows of instances: every live one, or the one --instance names and the services it runs. */
 export interface StatusView {
   readonly dir: string;
   readonly live: readonly LiveInstance[];
   /** With --instance: only these services' rows. */
   readonly services?: readonly string[];
+  /** By service name, from the live instances that run them. */
+  readonly readings: ReadonlyMap<string, LiveService>;
 }
 
 export async function statusView(instance: string | undefined): Promise<StatusView> {
   const dir = runDir();
-  if (instance === undefined) return { dir, live: await liveInstances(dir) };
+  if (instance === undefined) {
+    const live = await liveInstances(dir);
+    return { dir, live, readings: await readings(live) };
+  }
   const picked = await pickInstance("status", { instance }, "config");
+  let services: string[];
   try {
     const status = (await (await askAdmin(picked.socket, "/status")).json()) as { services: { name: string; mode?: string }[] };
     // Services listed with a mode are the ones this instance runs (the others share the dispatcher).
-    return { dir, live: [picked.instance!], services: status.services.filter((s) => s.mode !== undefined).map((s) => s.name) };
+    services = status.services.filter((s) => s.mode !== undefined).map((s) => s.name);
   } catch (e) {
     throw new EdgeError("status", `instance ${instance} (${picked.socket}) did not answer GET /status: ${(e as Error).message}`, "internal");
+  }
+  return { dir, live: [picked.instance!], services, readings: await readings([picked.instance!]) };
+}
+
+// The dashboard samples once a second (src/admin/dashboard.ts); a sampler that was idle has one reading after the first ask.
+const SECOND_READING_MS = 1_200;
+
+/** Each live instance's services with open connections, origins and rates (GET /dashboard.json); an instance that does not answer adds none. */
+async function readings(live: readonly LiveInstance[]): Promise<Map<string, LiveService>> {
+  const views = await Promise.all(
+    live.map(async (i) => {
+      let view = await dashboard(i.socket);
+      if (view && !view.samples.length) {
+        await Bun.sleep(SECOND_READING_MS);
+        view = (await dashboard(i.socket)) ?? view;
+      }
+      return { instance: i.instance, view };
+    }),
+  );
+  const out = new Map<string, LiveService>();
+  for (const { instance, view } of views) {
+    for (const s of view?.services ?? []) {
+      // Without a mode: a service the instance does not run (another process's, on the same dispatcher).
+      if (s.mode === undefined) continue;
+      out.set(s.name, { instance, mode: s.mode, open: s.active, origins: s.origins, ...(view!.samples.length ? { rates: s.rates } : {}) });
+    }
+  }
+  return out;
+}
+
+async function dashboard(socket: string): Promise<DashboardView | undefined> {
+  try {
+    const res = await askAdmin(socket, "/dashboard.json");
+    if (!res.ok) {
+      await res.body?.cancel();
+      return undefined; // an edgeproxy without the dashboard: status shows what the pins say
+    }
+    return (await res.json()) as DashboardView;
+  } catch {
+    return undefined;
   }
 }

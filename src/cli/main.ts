@@ -14,14 +14,17 @@ import { ControlPlane } from "../dispatcher/controlplane";
 import { claimOf, wantedOf } from "../server/instance";
 import { Supervisor, WORKER_ADMIN_ENV, WORKER_ENV } from "./supervisor";
 import { connectionShare } from "../server/server";
-import { parseArgs, USAGE, type ServeOverrides } from "./args";
+import { parseArgs, type ServeOverrides } from "./args";
 import { statusView } from "./instances";
 import { checkPidFile } from "./supervision";
 import { checkAdminFree } from "../admin/server";
 import { tellSupervisor, UPGRADE_ENV } from "./upgrade";
 import { INSTANCE_COMMANDS, parseInstanceCommand, runInstanceCommand, type InstanceCommand } from "./instance-commands";
 import { parseCount, WORKER_BOUNDS } from "../config/numbers";
-import { CONTROL_COMMANDS, CONTROL_USAGE, parseControl, runControl } from "./control";
+import { CONTROL_COMMANDS, parseControl, runControl } from "./control";
+import { LIVE_COMMANDS, parseLive, runLive, type LiveCommand } from "./live";
+import { COMMANDS, commandHelp, manPage, overview, wantsHelp } from "./help";
+import { completion } from "./completion";
 
 const say = (line: string) => process.stderr.write(`edgeproxy: ${line}\n`);
 
@@ -83,10 +86,28 @@ export async function run(args: readonly string[]): Promise<number> {
 
 /** Run the CLI; resolves to the process exit code. */
 export async function main(args: readonly string[]): Promise<number> {
+  // Help before any parsing: `COMMAND --help` is help whatever else is on the line.
+  try {
+    const help = helpText(args);
+    if (help !== undefined) {
+      await print(help);
+      return 0;
+    }
+  } catch (e) {
+    return report(e);
+  }
   if ((INSTANCE_COMMANDS as readonly string[]).includes(args[0] ?? "")) {
     try {
       const command = args[0] as InstanceCommand;
       return await runInstanceCommand(command, parseInstanceCommand(command, args.slice(1)), print);
+    } catch (e) {
+      return report(e);
+    }
+  }
+  if ((LIVE_COMMANDS as readonly string[]).includes(args[0] ?? "")) {
+    try {
+      const command = args[0] as LiveCommand;
+      return await runLive(command, parseLive(command, args.slice(1)), print);
     } catch (e) {
       return report(e);
     }
@@ -111,7 +132,7 @@ export async function main(args: readonly string[]): Promise<number> {
     return report(e);
   }
   if (command.kind === "help") {
-    await print(`${USAGE}\n\n${CONTROL_USAGE}\n`);
+    await print(overview());
     return 0;
   }
   if (command.kind === "version") {
@@ -168,6 +189,26 @@ export async function main(args: readonly string[]): Promise<number> {
   } catch (e) {
     return report(e);
   }
+}
+
+/** What `edgeproxy help ...`, `man`, `completion SHELL` and `COMMAND --help` print; undefined for any other command line. */
+function helpText(args: readonly string[]): string | undefined {
+  const [first, ...rest] = args;
+  if (first !== undefined && COMMANDS.some((c) => c.name === first) && wantsHelp(rest)) return commandHelp(first);
+  if (first === "help") {
+    if (rest.length > 1) throw new ConfigError("help", "usage: edgeproxy help [COMMAND]");
+    return rest[0] === undefined ? overview() : commandHelp(rest[0]);
+  }
+  if (first === "man") {
+    if (rest.length) throw new ConfigError("man", "usage: edgeproxy man (takes no arguments)");
+    return manPage();
+  }
+  if (first === "completion") {
+    if (rest.length !== 1) throw new ConfigError("completion", "usage: edgeproxy completion bash|zsh");
+    return completion(rest[0]);
+  }
+  if (first === "version" && !rest.length) return `edgeproxy ${VERSION}\n`;
+  return undefined;
 }
 
 /** A config file's settings, with the command line's (ServeOverrides) over the file's. */

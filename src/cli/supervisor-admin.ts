@@ -7,6 +7,8 @@ import { totalStatus } from "../admin/total";
 import type { Supervisor, WorkerState } from "./supervisor";
 import { DRAIN_TIMEOUT_MS } from "./serve";
 import { VERSION } from "../version";
+import { DashboardSampler, mergeReadings, readStatus, type Reading } from "../admin/dashboard";
+import { dashboardRoutes } from "../admin/dashboard-page";
 
 /** What GET /workers (and /status's `workers`) say of one worker. */
 export interface WorkerSnapshot {
@@ -166,6 +168,7 @@ export function supervisorApp(sup: Supervisor): Hono {
       return c.json({ error: (e as Error).message }, e instanceof ConfigError ? 400 : 502);
     }
   });
+  dashboardRoutes(app, new DashboardSampler(() => workerReadings(sup)));
   // Bindings and services live in the shared dispatcher: any worker answers for all.
   app.all("*", async (c) => {
     const first = live(sup)[0];
@@ -189,4 +192,27 @@ export function supervisorApp(sup: Supervisor): Hono {
     return new Response(res.body, { status: res.status, headers: back });
   });
   return app;
+}
+
+/**
+ * The dashboard's reading: every ready worker's status, summed (kernel
+ * counters from the first only: one dispatcher). A worker that does not
+ * answer within a second is left out of this sample.
+ */
+async function workerReadings(sup: Supervisor): Promise<Reading | undefined> {
+  const statuses = await Promise.all(
+    live(sup).map(async (w) => {
+      try {
+        return (await (await ask(w, "/status", { signal: AbortSignal.timeout(1_000) })).json()) as Parameters<typeof readStatus>[0];
+      } catch {
+        return undefined;
+      }
+    }),
+  );
+  // Kernel counters from the first that answered: a missing worker must not make them dip and jump back.
+  const answered = statuses.filter((s) => s !== undefined);
+  return mergeReadings(
+    answered.map((s, i) => readStatus(s, i === 0)),
+    process.pid,
+  );
 }

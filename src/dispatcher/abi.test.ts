@@ -28,7 +28,7 @@ int main(void) {
     EP_ACCESS_KEY_HEADER_BITS, EP_MAX_ACCESS_RULES, EP_SERVICE_HAS_RULES, EP_SERVICE_DEFAULT_DENY, EP_SERVICE_TAKE_OVER, EP_VERDICT_ALLOW, EP_VERDICT_DENY);
   printf("\\"EP_STATE_HOSTS\\": %d,\\n", EP_STATE_HOSTS);
   printf("\\"EP_SOURCE_OWNERS\\": %d, \\"EP_SOURCE_OP_ADD\\": %d, \\"EP_SOURCE_OP_RECLAIM\\": %d, \\"EP_SOURCE_OP_RATE\\": %d, \\"EP_SOURCE_LIMIT_EXEMPT\\": %d,\\n", EP_SOURCE_OWNERS, EP_SOURCE_OP_ADD, EP_SOURCE_OP_RECLAIM, EP_SOURCE_OP_RATE, EP_SOURCE_LIMIT_EXEMPT);
-  printf("\\"EP_REUSE_MAX_MEMBERS\\": %d, \\"EP_REUSE_MAX_ENTRIES\\": %d, \\"group\\": %u,\\n", EP_REUSE_MAX_MEMBERS, EP_REUSE_MAX_ENTRIES, ep_reuse_group_id(1, 7000));
+  printf("\\"EP_REUSE_MAX_MEMBERS\\": %d, \\"EP_REUSE_MAX_ENTRIES\\": %d, \\"EP_REUSE_TIERS\\": %d, \\"group\\": %u,\\n", EP_REUSE_MAX_MEMBERS, EP_REUSE_MAX_ENTRIES, EP_REUSE_TIERS, ep_reuse_group_id(1, 7000));
   printf("\\"EP_SOCKET_MEMBERS\\": %d, \\"member\\": %u,\\n", EP_SOCKET_MEMBERS, ep_member_key(ep_socket_slot(7, 1, 1), 3));
   printf("\\"slot\\": %u}\\n", ep_socket_slot(7, 1, 1));
   return 0;
@@ -61,6 +61,7 @@ int main(void) {
       EP_SOURCE_LIMIT_EXEMPT: abi.EP_SOURCE_LIMIT_EXEMPT,
       EP_REUSE_MAX_MEMBERS: abi.EP_REUSE_MAX_MEMBERS,
       EP_REUSE_MAX_ENTRIES: abi.EP_REUSE_MAX_ENTRIES,
+      EP_REUSE_TIERS: abi.EP_REUSE_TIERS,
       group: abi.reuseGroupId(6, 7000),
       member: abi.memberKey(abi.socketSlot(7, "udp", 6), 3),
       slot: abi.socketSlot(7, "udp", 6),

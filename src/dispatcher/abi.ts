@@ -24,6 +24,7 @@ export const EP_SOURCE_OP_RATE = 3;
 export const EP_SOURCE_LIMIT_EXEMPT = 1;
 export const EP_REUSE_MAX_MEMBERS = 256;
 export const EP_REUSE_MAX_ENTRIES = 65536;
+export const EP_REUSE_TIERS = 2;
 
 export const IPPROTO_TCP = 6;
 export const IPPROTO_UDP = 17;
@@ -49,6 +50,7 @@ export const sizes = {
   ep_reuse_key: 8,
   ep_reuse_group: 8,
   ep_reuse_counters: 32,
+  ep_reuse_tier_counters: 8,
   // The kernel's sk_lookup context (linux/bpf.h), for BPF_PROG_TEST_RUN.
   bpf_sk_lookup: 72,
 } as const;
@@ -359,8 +361,8 @@ export const decodeGroup = (b: Uint8Array): { port: number } => ({ port: new Dat
 /** ep_reuse_group_id(): a TCP reuseport group by its loopback port and family. */
 export const reuseGroupId = (family: 4 | 6, port: number): number => ((family === 6 ? 1 : 0) << 16) | (port & 0xffff);
 
-/** struct ep_reuse_key */
-export const encodeReuseKey = (group: number, position: number): Uint8Array => twoU32(group, position);
+/** struct ep_reuse_key: tier 1 is the worker's index, tier 2 EP_REUSE_MAX_MEMBERS past it. */
+export const encodeReuseKey = (group: number, position: number, tier: 1 | 2 = 1): Uint8Array => twoU32(group, tier === 2 ? EP_REUSE_MAX_MEMBERS + position : position);
 
 /** struct ep_reuse_group */
 export const encodeReuseGroup = (members: number, service: number): Uint8Array => twoU32(members, service);
@@ -376,11 +378,13 @@ export interface ReuseCounters {
   full: bigint;
   migrated: bigint;
   migratedUnselected: bigint;
+  /** struct ep_reuse_tier_counters.second: new connections given to a worker inside its headroom (no worker below its soft mark). */
+  secondTier: bigint;
 }
 
-export function decodeReuseCounters(perCpu: Uint8Array, cpus: number): ReuseCounters {
+export function decodeReuseCounters(perCpu: Uint8Array, cpus: number): Omit<ReuseCounters, "secondTier"> {
   const v = new DataView(perCpu.buffer, perCpu.byteOffset, perCpu.byteLength);
-  const c: ReuseCounters = { redirected: 0n, full: 0n, migrated: 0n, migratedUnselected: 0n };
+  const c = { redirected: 0n, full: 0n, migrated: 0n, migratedUnselected: 0n };
   for (let cpu = 0; cpu < cpus; cpu++) {
     const o = cpu * sizes.ep_reuse_counters;
     c.redirected += v.getBigUint64(o, le);
@@ -389,4 +393,12 @@ export function decodeReuseCounters(perCpu: Uint8Array, cpus: number): ReuseCoun
     c.migratedUnselected += v.getBigUint64(o + 24, le);
   }
   return c;
+}
+
+/** struct ep_reuse_tier_counters, summed over the per-CPU copies: its `second`. */
+export function decodeReuseTierCounters(perCpu: Uint8Array, cpus: number): bigint {
+  const v = new DataView(perCpu.buffer, perCpu.byteOffset, perCpu.byteLength);
+  let second = 0n;
+  for (let cpu = 0; cpu < cpus; cpu++) second += v.getBigUint64(cpu * sizes.ep_reuse_tier_counters, le);
+  return second;
 }

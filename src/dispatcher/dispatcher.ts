@@ -31,6 +31,12 @@ export interface AppliedBindings {
 }
 
 export const PROGRAM = "ep_dispatch";
+/** The kernel's tags of an object's programs (bpf_prog_info.tag). */
+export interface ProgramTags {
+  readonly dispatch: string;
+  readonly migrate?: string;
+  readonly source?: string;
+}
 /** The sk_reuseport program attached to every TCP group: a closing listener's queue migrates, and new connections go to a worker below its cap (bpf/reuseport.h). */
 export const MIGRATE_PROGRAM = "ep_migrate";
 /** The syscall program that counts clients' open connections (bpf/sourcelimit.h, ep_source). */
@@ -39,7 +45,7 @@ export const SOURCE_PROGRAM = "ep_source";
 export const MAPS = [
   "ep_state", "ep_prefixes", "ep_hosts", "ep_ranges", "ep_sockets", "ep_counters", "ep_service_flags", "ep_access", "ep_services", "ep_bindings", "ep_rules", "ep_owners", "ep_groups",
   "ep_limits", "ep_source_conns", "ep_source_rate", "ep_source_owners", "ep_limit_counters", "ep_limit_exempt",
-  "ep_reuse_members", "ep_reuse_groups", "ep_reuse_listeners", "ep_reuse_counters",
+  "ep_reuse_members", "ep_reuse_groups", "ep_reuse_listeners", "ep_reuse_counters", "ep_reuse_tier_counters",
 ] as const;
 export type MapName = (typeof MAPS)[number];
 const EAGAIN = 11;
@@ -98,11 +104,20 @@ export class Dispatcher {
    * (megabytes of arrays and preallocated hashes) cost most of a load.
    */
   static programTag(image: Uint8Array): string {
+    return Dispatcher.programTags(image).dispatch;
+  }
+
+  /** The same for each of the image's programs: ep_dispatch, and ep_migrate and ep_source when it has them. */
+  static programTags(image: Uint8Array): ProgramTags {
     const d = Dispatcher.loadWith(image, (object) => {
       for (const m of object.maps()) m.setMaxEntries(1);
     });
     try {
-      return programInfo(d.program!.fd).tag;
+      return {
+        dispatch: programInfo(d.program!.fd).tag,
+        ...(d.migrateFd !== undefined ? { migrate: programInfo(d.migrateFd).tag } : {}),
+        ...(d.sourceFd !== undefined ? { source: programInfo(d.sourceFd).tag } : {}),
+      };
     } finally {
       d.close();
     }

@@ -6,7 +6,7 @@ import { BpfMap, linkUpdate, objGet, objPin, programInfo } from "../ebpf/libbpf"
 import { errno, errnoText, libc } from "../ebpf/libc";
 import { checkPinAccess } from "../system/environment";
 import { compareMaps, objectMapDefinitions } from "./compat";
-import { Dispatcher, MAPS, type MapName } from "./dispatcher";
+import { Dispatcher, MAPS, type MapName, type ProgramTags } from "./dispatcher";
 
 /*
  * Pinned state: program, link and maps under <bpffs>/edgeproxy/<netns inode>/,
@@ -106,16 +106,32 @@ export function tryPinLock<T>(bpffs: string, fn: () => T): T | "busy" | "gone" {
 }
 
 // Per image: the embedded one, or an object given to upgrade-program.
-const tags = new WeakMap<Uint8Array, string>();
+const tags = new WeakMap<Uint8Array, ProgramTags>();
 
-/** The tag the kernel gives the image's sk_lookup program (loaded once, with tiny maps, never attached). */
-function tagOf(image: Uint8Array): string {
-  let tag = tags.get(image);
-  if (!tag) {
-    tag = Dispatcher.programTag(image);
-    tags.set(image, tag);
+/** The tags the kernel gives the image's programs (loaded once, with tiny maps, never attached). */
+function tagsOf(image: Uint8Array): ProgramTags {
+  let t = tags.get(image);
+  if (!t) {
+    t = Dispatcher.programTags(image);
+    tags.set(image, t);
   }
-  return tag;
+  return t;
+}
+
+/** The tag of the image's sk_lookup program: the dispatcher's version as status shows it. */
+const tagOf = (image: Uint8Array): string => tagsOf(image).dispatch;
+
+/**
+ * Whether the pinned dispatcher is another version than the image although
+ * its sk_lookup program has the image's tag: a map of the image not pinned
+ * yet, or another ep_migrate or ep_source (a change to the reuseport
+ * selection alone leaves ep_dispatch, and so its tag, as it was).
+ */
+function companionsDiffer(dir: string, image: Uint8Array): boolean {
+  if (MAPS.some((m) => !existsSync(join(dir, m)))) return true;
+  const t = tagsOf(image);
+  if (t.migrate !== undefined && pinnedTag(join(dir, "migrate"), "ep_migrate") !== t.migrate) return true;
+  return t.source !== undefined && (!existsSync(join(dir, "source")) || pinnedTag(join(dir, "source"), "ep_source") !== t.source);
 }
 
 function pinnedTag(path: string, what: string): string {
@@ -210,7 +226,7 @@ export function openPinned(bpffs: string, image: Uint8Array, create: boolean, up
     const binaryTag = tagOf(image);
     let tag = pinnedTag(join(dir, "prog"), "ep_dispatch");
     let upgraded: ProgramUpgrade | undefined;
-    if (tag !== binaryTag) {
+    if (tag !== binaryTag || companionsDiffer(dir, image)) {
       if (upgrade) {
         upgraded = upgradeProgram(bpffs, image);
         tag = upgraded.to;
@@ -226,7 +242,7 @@ export function openPinned(bpffs: string, image: Uint8Array, create: boolean, up
   let tag: string;
   try {
     tag = programInfo(d.program!.fd).tag;
-    tags.set(image, tag);
+    tags.set(image, { dispatch: tag, migrate: programInfo(d.migrateFd!).tag, ...(d.sourceFd !== undefined ? { source: programInfo(d.sourceFd).tag } : {}) });
     mkdirSync(tmp, { mode: 0o700 });
     d.apply([]);
     for (const m of MAPS) d.maps[m].pin(join(tmp, m));

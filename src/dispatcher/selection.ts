@@ -12,9 +12,12 @@ const cookieKey = (cookie: bigint) => new Uint8Array(new BigUint64Array([cookie]
 
 /**
  * A group is named by its listeners' loopback port and family
- * (ep_reuse_group_id()); position p of a group holds worker p's listener
- * while that worker is below its connection cap.
+ * (ep_reuse_group_id()); position p of a group's tier 1 holds worker p's
+ * listener while that worker is below its soft mark, of its tier 2 while
+ * it is below its connection cap (bpf/reuseport.h).
  */
+export type Tier = 1 | 2;
+
 export class Selection {
   constructor(
     private readonly maps: Readonly<Record<MapName, BpfMap>>,
@@ -45,24 +48,24 @@ export class Selection {
    * its own reference). With `ifEmpty` (BPF_NOEXIST) a position another
    * socket holds is left to it: false then.
    */
-  offer(family: 4 | 6, port: number, position: number, fd: number, ifEmpty = false): boolean {
+  offer(family: 4 | 6, port: number, position: number, fd: number, ifEmpty = false, tier: Tier = 1): boolean {
     try {
-      this.maps.ep_reuse_members.update(abi.encodeReuseKey(abi.reuseGroupId(family, port), position), abi.u64(fd), ifEmpty ? BPF_NOEXIST : 0);
+      this.maps.ep_reuse_members.update(abi.encodeReuseKey(abi.reuseGroupId(family, port), position, tier), abi.u64(fd), ifEmpty ? BPF_NOEXIST : 0);
       return true;
     } catch (cause) {
       if (ifEmpty && cause instanceof KernelError && cause.errno === EEXIST) return false;
-      throw new DispatcherError(`offer the ipv${family} listener on port ${port} for selection (position ${position})`, { cause });
+      throw new DispatcherError(`offer the ipv${family} listener on port ${port} for selection (position ${position}, tier ${tier})`, { cause });
     }
   }
 
   /** Empty a position; false when it was empty. */
-  remove(family: 4 | 6, port: number, position: number): boolean {
-    return this.maps.ep_reuse_members.delete(abi.encodeReuseKey(abi.reuseGroupId(family, port), position));
+  remove(family: 4 | 6, port: number, position: number, tier: Tier = 1): boolean {
+    return this.maps.ep_reuse_members.delete(abi.encodeReuseKey(abi.reuseGroupId(family, port), position, tier));
   }
 
   /** The cookie of the listener at the position, or undefined when it is empty. */
-  cookieAt(family: 4 | 6, port: number, position: number): bigint | undefined {
-    const v = this.maps.ep_reuse_members.lookup(abi.encodeReuseKey(abi.reuseGroupId(family, port), position), new Uint8Array(8));
+  cookieAt(family: 4 | 6, port: number, position: number, tier: Tier = 1): bigint | undefined {
+    const v = this.maps.ep_reuse_members.lookup(abi.encodeReuseKey(abi.reuseGroupId(family, port), position, tier), new Uint8Array(8));
     return v && new DataView(v.buffer).getBigUint64(0, true);
   }
 
@@ -88,11 +91,14 @@ export class Selection {
   counters(service: number): abi.ReuseCounters {
     const v = this.maps.ep_reuse_counters.lookup(abi.u32(service), new Uint8Array(abi.sizes.ep_reuse_counters * this.cpus));
     if (!v) throw new KernelError(`read reuseport counters of service ${service}`, 2);
-    return abi.decodeReuseCounters(v, this.cpus);
+    const t = this.maps.ep_reuse_tier_counters.lookup(abi.u32(service), new Uint8Array(abi.sizes.ep_reuse_tier_counters * this.cpus));
+    if (!t) throw new KernelError(`read reuseport tier counters of service ${service}`, 2);
+    return { ...abi.decodeReuseCounters(v, this.cpus), secondTier: abi.decodeReuseTierCounters(t, this.cpus) };
   }
 
   /** Zero a service's counters (a new service must not inherit a removed one's). */
   resetCounters(service: number): void {
     this.maps.ep_reuse_counters.update(abi.u32(service), new Uint8Array(abi.sizes.ep_reuse_counters * this.cpus));
+    this.maps.ep_reuse_tier_counters.update(abi.u32(service), new Uint8Array(abi.sizes.ep_reuse_tier_counters * this.cpus));
   }
 }

@@ -115,7 +115,7 @@ export class Server {
         steering.change(accepting);
         const what = workers > 1 ? (accepting ? "taking new connections again" : "new connections go to the workers with room") : accepting ? "accepting again" : "refusing new connections";
         process.stderr.write(`edgeproxy: ${accepting ? "below" : "at"} ${cap}: ${what}\n`);
-      });
+      }, (first) => steering.soft(first));
       const planes = new DataPlanes(new CoarseClock(), admission, maxFlows);
       const sourceLimiting = new SourceLimiting(plane.dispatcher, (fn) => plane.locked(fn));
       try {

@@ -1,4 +1,4 @@
-import type { Selection } from "../dispatcher/selection";
+import type { Selection, Tier } from "../dispatcher/selection";
 import type { ServiceSocket } from "../proxy/service";
 import { listeners } from "../system/listeners";
 import { socketCookie } from "../system/sockets";
@@ -14,17 +14,22 @@ interface SteeredService {
 /**
  * This worker's place in the member selection of its TCP services' reuseport
  * groups (bpf/reuseport.h, ep_migrate): its listeners are offered at
- * position `position` (its worker index) while it is below its connection
- * cap, and taken out at the cap, so the kernel gives newcomers to a worker
- * with room instead of to this one, which would reset them. The SOCKMAP
+ * position `position` (its worker index) of the first tier while it is
+ * below its soft mark and of the second while it is below its connection
+ * cap (admission.ts), and taken out at each, so the kernel gives newcomers to
+ * a worker with room instead of to this one, which would reset them, and
+ * prefers workers below their soft marks, so what it gave this one before it
+ * left fits in its headroom. The SOCKMAP
  * member entries (ep_sockets) are left alone: any live member of a group
  * reaches the selection, and a worker at its cap still belongs to its group.
  * When no worker of a group has room the selector refuses the newcomer in
  * the kernel (counted as kernel_drops_total{reason="full"}).
  */
 export class CapSteering {
-  /** Below the cap: the listeners are offered. */
+  /** Below the cap: the listeners are offered in tier 2. */
   accepting = true;
+  /** Below the soft mark: the listeners are offered in tier 1 too. */
+  first = true;
   /** Times this worker left the selection at its cap, and came back below its resume mark. */
   left = 0;
   rejoined = 0;
@@ -51,7 +56,9 @@ export class CapSteering {
     for (const s of sockets) {
       this.selection.setGroup(s.family, s.port, this.workers, service);
       this.selection.setListener(s.cookie, s.family, s.port);
-      if (this.accepting && !this.stopped) this.selection.offer(s.family, s.port, this.position, s.fd);
+      if (this.stopped) continue;
+      if (this.first) this.selection.offer(s.family, s.port, this.position, s.fd, false, 1);
+      if (this.accepting) this.selection.offer(s.family, s.port, this.position, s.fd, false, 2);
     }
   }
 
@@ -68,11 +75,14 @@ export class CapSteering {
 
   /** Take our listeners out of the selection (a service withdrawn, a drain): only entries that still hold them. */
   withdraw(sockets: readonly ServiceSocket[]): void {
-    for (const s of sockets) this.takeOut(s);
+    for (const s of sockets) {
+      this.takeOut(s, 1);
+      this.takeOut(s, 2);
+    }
   }
 
-  private takeOut(s: ServiceSocket): void {
-    if (this.selection.cookieAt(s.family, s.port, this.position) === s.cookie) this.selection.remove(s.family, s.port, this.position);
+  private takeOut(s: ServiceSocket, tier: Tier): void {
+    if (this.selection.cookieAt(s.family, s.port, this.position, tier) === s.cookie) this.selection.remove(s.family, s.port, this.position, tier);
   }
 
   private repairTimer: ReturnType<typeof setInterval> | undefined;
@@ -86,7 +96,9 @@ export class CapSteering {
   start(): void {
     this.repairTimer ??= setInterval(() => {
       // Quiet: a failure here is retried in a second, and a cap crossing says why.
-      if (!this.stopped && this.accepting) this.forEachListener((s) => this.offer(s));
+      if (this.stopped) return;
+      if (this.first) this.forEachListener((s) => this.offer(s, 1));
+      if (this.accepting) this.forEachListener((s) => this.offer(s, 2));
     }, REPAIR_MS);
     this.repairTimer.unref();
   }
@@ -99,7 +111,7 @@ export class CapSteering {
 
   /**
    * The connection cap's change callback (Admission's onChange): at the cap
-   * leave the selection, below the resume mark come back. Runs outside the
+   * leave the selection's tier 2, below the resume mark come back. Runs outside the
    * pin lock, so it only touches its own position: leaving removes the entry
    * only while it holds our listener (by cookie); coming back fills the
    * position only when it is empty (BPF_NOEXIST), so a successor that took it
@@ -111,7 +123,14 @@ export class CapSteering {
     this.accepting = accepting;
     if (accepting) this.rejoined++;
     else this.left++;
-    this.forEachListener((s) => (accepting ? this.offer(s) : this.takeOut(s)), accepting ? "rejoin" : "leave");
+    this.forEachListener((s) => (accepting ? this.offer(s, 2) : this.takeOut(s, 2)), accepting ? "rejoin" : "leave");
+  }
+
+  /** The soft mark's callback (Admission's onSoft): the same for tier 1, at the soft mark and below the resume mark. */
+  soft(first: boolean): void {
+    if (this.stopped || first === this.first) return;
+    this.first = first;
+    this.forEachListener((s) => (first ? this.offer(s, 1) : this.takeOut(s, 1)), first ? "rejoin tier 1 of" : "leave tier 1 of");
   }
 
   private forEachListener(fn: (s: ServiceSocket) => void, what?: string): void {
@@ -127,9 +146,9 @@ export class CapSteering {
     }
   }
 
-  /** Fill our position when it is empty (BPF_NOEXIST), with the listener the fd still is (by cookie). */
-  private offer(s: ServiceSocket): void {
-    if (this.selection.cookieAt(s.family, s.port, this.position) !== undefined) return;
-    if (socketCookie(s.fd) === s.cookie) this.selection.offer(s.family, s.port, this.position, s.fd, true);
+  /** Fill our position of a tier when it is empty (BPF_NOEXIST), with the listener the fd still is (by cookie). */
+  private offer(s: ServiceSocket, tier: Tier): void {
+    if (this.selection.cookieAt(s.family, s.port, this.position, tier) !== undefined) return;
+    if (socketCookie(s.fd) === s.cookie) this.selection.offer(s.family, s.port, this.position, s.fd, true, tier);
   }
 }

@@ -8,6 +8,10 @@ import { CAP_BPF, CAP_NET_ADMIN, CAP_PERFMON, CAP_SYS_ADMIN, capBit, capabilitie
 
 const BPF_PROG_TYPE_SK_LOOKUP = 30;
 
+/** The oldest kernel edgeproxy starts on (checkEnvironment; --help and the man page say it too). */
+export const MIN_KERNEL: readonly [number, number] = [5, 14];
+export const MIN_KERNEL_TEXT = `${MIN_KERNEL[0]}.${MIN_KERNEL[1]}`;
+
 /** [major, minor] of the running kernel. */
 export function kernelVersion(text = release()): [number, number] {
   const m = /^(\d+)\.(\d+)/.exec(text);
@@ -26,8 +30,8 @@ export function kernelVersion(text = release()): [number, number] {
  */
 export function checkEnvironment(): void {
   const [major, minor] = kernelVersion();
-  if (major < 5 || (major === 5 && minor < 14)) {
-    throw new EnvironmentError("kernel", `Linux ${release()} is too old: edgeproxy needs Linux 5.14 or later (BPF sk_lookup, reuseport socket migration)`);
+  if (major < MIN_KERNEL[0] || (major === MIN_KERNEL[0] && minor < MIN_KERNEL[1])) {
+    throw new EnvironmentError("kernel", `Linux ${release()} is too old: edgeproxy needs Linux ${MIN_KERNEL_TEXT} or later (BPF sk_lookup, reuseport socket migration)`);
   }
   const caps = capabilities().effective;
   const has = (c: number) => (caps & capBit(c)) !== 0n;
