@@ -20,9 +20,19 @@ export interface SteeredService {
   readonly sockets: readonly { readonly family: 4 | 6; readonly port: number }[];
 }
 
-/** The kernel ids of the maps this process holds, by pin name. */
+/**
+ * Maps the programs only count into: where a connection goes never depends
+ * on them, so another map (or none) pinned under such a name is no loss of
+ * steering. That happens without anyone tampering: pins of a version that
+ * lacked a counters map (ep_reuse_tier_counters came with the two tiers)
+ * get it created by the serve that upgrades them (pins.ts upgradeProgram),
+ * while the processes already serving hold their own.
+ */
+const COUNTERS_ONLY: ReadonlySet<string> = new Set(["ep_counters", "ep_limit_counters", "ep_reuse_counters", "ep_reuse_tier_counters"]);
+
+/** The kernel ids of the maps this process holds that steering depends on, by pin name. */
 export function heldMapIds(d: Dispatcher): Map<string, number> {
-  return new Map(MAPS.map((m) => [m, mapInfo(d.maps[m].fd, `read info of map ${m}`).id]));
+  return new Map(MAPS.filter((m) => !COUNTERS_ONLY.has(m)).map((m) => [m, mapInfo(d.maps[m].fd, `read info of map ${m}`).id]));
 }
 
 function withObj<T>(path: string, what: string, fn: (fd: number) => T): T {
