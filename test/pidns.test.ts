@@ -1,8 +1,9 @@
 // Two edgeproxy instances in separate PID namespaces sharing one network
 // namespace and one bpffs: the container replacement flow (README,
 // "Container image and deployment") without `--pid host`. Both number their
-// processes alike (the supervisor is 1, its workers get the same small pids) and open the same fd
-// numbers, so a process id or fd cannot tell their member entries apart; the
+// processes alike (the supervisor is 1, its workers usually get the same small pids: Bun's thread
+// creation makes the exact numbers vary) and open the same fd numbers, so a process id or fd cannot
+// tell their member entries apart; the
 // socket's cookie can; a record's liveness too (registered sockets, where the
 // leader's pid cannot be checked). The second is refused while the first is
 // live; with --take-over the first is told through its record, drains and
@@ -112,9 +113,13 @@ describe("two instances in separate PID namespaces", () => {
         const takenAt = now();
         b = await startInPidns("b", origin.port, ["--take-over"]);
         ofB = await sockets();
-        // The premise: the two register as the same pids (and fds) in their own namespaces.
+        // The premise, noted rather than asserted: the two usually register as the same pids (and fds)
+        // in their own namespaces, but the workers' pids depend on how many threads Bun has started
+        // in each namespace before forking them, which varies run to run. Every assertion below
+        // holds either way (cookies, not pids, tell the entries apart).
         const pids = (l: Sock[]) => l.map((s) => `${s.pid}/${s.fd}`).sort();
-        expect(pids(ofB)).toEqual(pids(ofA));
+        const same = pids(ofB).join(",") === pids(ofA).join(",");
+        console.log(`pidns take-over: A's sockets ${pids(ofA).join(", ")}, B's ${pids(ofB).join(", ")}: ${same ? "the same pids/fds" : "other pids/fds this run"}`);
         // B's workers took both member entries over: other sockets than A's.
         expect(ofB).toHaveLength(2);
         for (const s of ofB) expect(ofA.map((x) => x.cookie)).not.toContain(s.cookie);
