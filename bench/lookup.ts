@@ -14,7 +14,7 @@ import type { StoredBinding } from "../src/dispatcher/abi";
 import { Dispatcher } from "../src/dispatcher/dispatcher";
 import { dispatcherImage } from "../src/dispatcher/image";
 import { Registry } from "../src/dispatcher/registry";
-import { libc } from "../src/ebpf/libc";
+import type { Fd } from "../src/system/fd";
 import { BpfObject } from "../src/ebpf/libbpf";
 import { takeFd } from "../src/system/sockets";
 import type { BenchContext, PlotSpec, RatioRow, ScenarioResult } from "./scenario";
@@ -167,11 +167,12 @@ export async function lookupScenario(ctx: BenchContext): Promise<ScenarioResult>
   must(["sysctl", "-qw", "net.ipv4.tcp_tw_reuse=1"]);
   const sink = new Child("accept-sink", ["taskset", "-c", String(ctx.proxyCore), process.execPath, join(import.meta.dir, "accept-sink.ts"), String(SERVICES)]);
   const loaded: Loaded[] = [];
-  const fds: number[] = [];
+  const taken: Fd[] = [];
   const empty = emptyProgram(ctx.dir);
   try {
     const listeners = JSON.parse((await sink.waitFor(/^\[.*\]$/m, 10_000))[0]) as { port: number; fd: number }[];
-    for (const l of listeners) fds.push(takeFd(sink.pid, l.fd));
+    for (const l of listeners) taken.push(takeFd(sink.pid, l.fd));
+    const fds = taken.map((t) => t.raw);
     for (const shape of SHAPES) {
       ctx.log(`lookup: loading ${shape.label} binding(s)`);
       loaded.push(load(image, shape, fds));
@@ -226,7 +227,7 @@ export async function lookupScenario(ctx: BenchContext): Promise<ScenarioResult>
   } finally {
     empty.close();
     for (const l of loaded) l.dispatcher.close();
-    for (const fd of fds) libc.close(fd);
+    for (const t of taken) t.close();
     await sink.stop();
     must(["ip", "route", "del", "local", NET, "dev", "lo"]);
     must(["sysctl", "-qw", `net.ipv4.tcp_tw_reuse=${twReuse}`]); // the runner's later scenarios share this netns

@@ -19,7 +19,7 @@
 #    - capabilities: the container as uid 10001 with only CAP_BPF,
 #      CAP_NET_ADMIN and CAP_PERFMON serves; without any one it does not start;
 #    - a steered port range answers; the health check passes;
-#    - replacement: a second container joins the pinned state, the first stops
+#    - replacement: a second container takes the pinned state over (--take-over), the first drains
 #      (SIGQUIT, the image's stop signal) while a client loops: no failure;
 #    - stopping the last container removes the steering and the pins;
 #    - a killed container (SIGKILL) leaves the pins, steered ports refuse, and a
@@ -218,8 +218,9 @@ say "docs: man page, bash and zsh completion installed"
 say "pins: $(ls "$PINS" | tr '\n' ' ')"
 
 # --- replacement: B joins, A drains, a client keeps going --------------------------------
+# B is the same instance as A (same config): without --take-over it is refused while A is live.
 SOCKETS_A=$(sockets_of "$A")
-run ep-b "${CAPS[@]}"; B=$RUN_ID
+run ep-b "${CAPS[@]}" -- serve --config /etc/edgeproxy/edgeproxy.toml --take-over; B=$RUN_ID
 t=$SECONDS
 until_exited_or_ready() { # wait for B's ready line
   local end=$((SECONDS + 30))

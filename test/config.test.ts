@@ -232,7 +232,7 @@ test("a reload that conflicts with bindings made outside the file fails at commi
     const config = (ports: string) => `[admin]\nsocket = "${w.admin}"\n` + service("a", a.port, `prefixes = "192.0.2.0/24"\nports = "${ports}"`);
     writeFileSync(w.file, config("1000-1099"));
     f.ep = await EdgeproxyProcess.start(["--config", w.file]);
-    const other = await runEdgeproxy(["bind", "other", "tcp", "192.0.2.0/24", "3000-3099"]);
+    const other = await runEdgeproxy(["bind", "--create", "other", "tcp", "192.0.2.0/24", "3000-3099"]);
     expect(other.code).toBe(0);
     writeFileSync(w.file, config("1000-1099,3000-3099"));
     const r = await runEdgeproxy(["reload", "--admin", w.admin]);

@@ -119,7 +119,7 @@ describe("control commands", () => {
       expect(r.stderr.trim().split("\n")).toHaveLength(1);
       expect(r.stderr).toMatch(pattern);
     }
-    await ep("bind", "web", "tcp", "192.0.2.0/24", "80");
+    await ep("bind", "--create", "web", "tcp", "192.0.2.0/24", "80");
     const r = await runEdgeproxy(["unbind", "web", "tcp", "192.0.2.0/24", "81"]);
     expect([r.code, r.stderr.trim()]).toEqual([2, "edgeproxy: unbind: service web has no such binding (see edgeproxy bindings)"]);
     const pid = await runEdgeproxy(["register", "web", "--pid", "999999", "--fd", "3"]);
@@ -127,7 +127,7 @@ describe("control commands", () => {
   }, 30_000);
 
   test("a pinned program of another version is used as it is (status shows both tags) until upgrade-program; incompatible maps are refused", async () => {
-    await ep("bind", "web", "tcp", "192.0.2.0/24", "80");
+    await ep("bind", "--create", "web", "tcp", "192.0.2.0/24", "80");
     const ours = JSON.parse(await ep("status", "--json")).tag;
     const pinDir = join(ns.bpffs, "edgeproxy", ns.inode);
     // Stand in for an older edgeproxy: another sk_lookup program at the pin.
@@ -198,7 +198,7 @@ describe("control commands", () => {
 
 test("large --json output arrives whole through a pipe", async () => {
   const ports = Array.from({ length: 3000 }, (_, i) => 10000 + i).join(",");
-  await ep("bind", "big", "tcp", "192.0.2.0/24", ports);
+  await ep("bind", "--create", "big", "tcp", "192.0.2.0/24", ports);
   // A reader that starts late: the pipe fills, and whatever edgeproxy has not flushed when it exits is lost.
   const slow = Bun.spawn(["sh", "-c", `"$0" "$1" bindings --json | (sleep 1; cat)`, process.execPath, MAIN], { stdout: "pipe", stderr: "pipe" });
   const out = await new Response(slow.stdout).text();

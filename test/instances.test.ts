@@ -1,237 +1,235 @@
-// Control commands find the running instance (issue 16 items 5, 8, 9): every
-// serve answers on <run dir>/<instance>.sock by default; reload, upgrade,
-// health, status and drain pick the only live one or take --instance; a pid
-// file and sd_notify follow an in-place upgrade; the supervisor forwards
-// admin requests whole and names what a reload cannot apply.
-import { describe, expect, test } from "bun:test";
-import { existsSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
+// Instances (issue 16): every serve is a named instance with an owner record
+// in the pins. A second start of the same instance, or one whose bindings
+// overlap a live instance's, is refused before it changes anything; instances
+// that do not overlap coexist and stop independently; --take-over hands over
+// (the older one drains and exits) with no failed connection.
+import { afterEach, beforeEach, describe, expect, test } from "bun:test";
+import type { TCPSocketListener } from "bun";
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { EdgeproxyProcess, runEdgeproxy } from "./helpers/edgeproxy";
-import { echoOrigin, exchange, text } from "./helpers/net";
-import { proxyFixture } from "./helpers/fixture";
-import { NotifyReceiver } from "./helpers/notify";
+import { exchange, greeter, text } from "./helpers/net";
+import { TestNetns } from "./helpers/netns";
 
-const f = proxyFixture();
+let ns: TestNetns;
+let dir = "";
+const started: EdgeproxyProcess[] = [];
+const origins: TCPSocketListener<undefined>[] = [];
 
-/** Running (a zombie child of an exited leader counts as gone). */
-function alive(pid: number): boolean {
-  try {
-    return !/^State:\s+Z/m.test(readFileSync(`/proc/${pid}/status`, "utf8"));
-  } catch {
-    return false;
-  }
-}
-
-async function gone(pid: number, ms = 15_000): Promise<boolean> {
-  const deadline = Date.now() + ms;
-  while (alive(pid) && Date.now() < deadline) await Bun.sleep(20);
-  return !alive(pid);
-}
-
-/** Stop an upgrade's successor (not our child: by pid) and wait for it. */
-async function stopPid(pid: number): Promise<void> {
-  if (alive(pid)) process.kill(pid, "SIGTERM");
-  expect(await gone(pid)).toBe(true);
-}
-
-const runDir = () => process.env.EDGEPROXY_RUN_DIR!;
-const successorOf = (stdout: string) => Number(/new edgeproxy pid (\d+) serves/.exec(stdout)?.[1]);
-
-function configFile(dir: string, name: string, top: string, ports: string): string {
-  const path = join(dir, `${name}.toml`);
-  writeFileSync(path, `${top}\n[[service]]\nname = "${name}"\norigin = "127.0.0.1:${ports.split(":")[1]}"\n[[service.bind]]\nprefixes = ["192.0.2.0/24"]\nports = ["${ports.split(":")[0]}"]\n`);
-  return path;
-}
-
-describe("control commands without --admin", () => {
-  test("a flag-started serve: health, status, reload (no file: one line), upgrade, drain find it in the run directory", async () => {
-    const origin = echoOrigin("127.0.0.1");
-    f.servers.push(origin);
-    f.ep = await EdgeproxyProcess.start(["--ports", "7000-7009", "--prefix", "192.0.2.0/24", "--origin", `127.0.0.1:${origin.port}`, "--drain-timeout", "2s"]);
-    const socket = join(runDir(), "default.sock");
-    expect(f.ep.stderr).toContain(`admin API on unix:${socket}`);
-    expect(statSync(socket).mode & 0o777).toBe(0o600);
-
-    expect(await runEdgeproxy(["health"])).toMatchObject({ code: 0, stdout: "ok\n", stderr: "" });
-    const status = await runEdgeproxy(["status"]);
-    expect(status.code).toBe(0);
-    expect(status.stdout).toContain(`instance default: pid ${f.ep.pid}, 1 worker(s), started from flags, admin socket ${socket}`);
-
-    const reload = await runEdgeproxy(["reload"]);
-    expect(reload.code).toBe(2);
-    expect(reload.stderr.trim().split("\n")).toHaveLength(1);
-    expect(reload.stderr).toContain("there is no file to re-read");
-
-    const up = await runEdgeproxy(["upgrade"]);
-    expect(up.stderr).toBe("");
-    expect(up.code).toBe(0);
-    const next = successorOf(up.stdout);
-    // Where the successor runs and where it logs, in one line (here: the pipe the test reads).
-    expect(up.stdout.trim().split("\n")).toHaveLength(1);
-    expect(up.stdout).toMatch(new RegExp(`serves and logs to pid ${f.ep.pid}'s stderr \\((pipe|socket):\\[\\d+\\]\\)`));
-    try {
-      // The old process says it in its own log too (a terminal that started it learns where the successor went).
-      expect(f.ep.stderr).toContain(`edgeproxy: new edgeproxy pid ${next} serves and logs to`);
-      expect(text(await exchange("192.0.2.9", 7003, "after upgrade"))).toBe("after upgrade");
-      expect(await gone(f.ep.pid)).toBe(true);
-      // The successor took the socket over: the commands now find it.
-      expect((await runEdgeproxy(["status", "--json"])).stdout).toContain(`"pid":${next}`);
-      const drain = await runEdgeproxy(["drain"]);
-      expect(drain).toMatchObject({ code: 0, stderr: "" });
-      expect(drain.stdout).toContain(`draining: pid ${next} takes no new connections`);
-      expect(await gone(next)).toBe(true);
-      expect(existsSync(socket)).toBe(false);
-    } finally {
-      await stopPid(next);
-    }
-  }, 60_000);
-
-  test("a config-started serve (its socket named after the file): health, status, reload, upgrade", async () => {
-    const dir = mkdtempSync(join(tmpdir(), "ep-inst-"));
-    try {
-      const origin = echoOrigin("127.0.0.1");
-      f.servers.push(origin);
-      const file = configFile(dir, "web", "", `7000-7009:${origin.port}`);
-      f.ep = await EdgeproxyProcess.start(["--config", file]);
-      const socket = join(runDir(), "web.sock");
-      expect(f.ep.stderr).toContain(`admin API on unix:${socket}`);
-      expect(await runEdgeproxy(["health"])).toMatchObject({ code: 0, stdout: "ok\n" });
-      expect((await runEdgeproxy(["status"])).stdout).toContain(`instance web: pid ${f.ep.pid}, 1 worker(s), config ${file}, admin socket ${socket}`);
-      const reload = await runEdgeproxy(["reload"]);
-      expect(reload).toMatchObject({ code: 0, stdout: "reloaded: no change\n", stderr: "" });
-      const up = await runEdgeproxy(["upgrade"]);
-      expect(up.code).toBe(0);
-      const next = successorOf(up.stdout);
-      try {
-        expect(await gone(f.ep.pid)).toBe(true);
-        expect(text(await exchange("192.0.2.9", 7001, "web"))).toBe("web");
-        expect(await runEdgeproxy(["health", "--instance=web"])).toMatchObject({ code: 0, stdout: "ok\n" });
-      } finally {
-        await stopPid(next);
-      }
-    } finally {
-      rmSync(dir, { recursive: true, force: true });
-    }
-  }, 60_000);
-
-  test("two live instances: a command without --instance lists them in one line, exit 2; --instance picks one", async () => {
-    const origin = echoOrigin("127.0.0.1");
-    f.servers.push(origin);
-    const start = (name: string, ports: string) =>
-      EdgeproxyProcess.start(["--instance", name, "--name", name, "--ports", ports, "--prefix", "192.0.2.0/24", "--origin", `127.0.0.1:${origin.port}`]);
-    f.ep = await start("a", "7000-7009");
-    const b = await start("b", "7100-7109");
-    try {
-      for (const command of ["health", "reload", "upgrade", "drain"]) {
-        const r = await runEdgeproxy([command]);
-        expect(r.code).toBe(2);
-        expect(r.stdout).toBe("");
-        expect(r.stderr).toBe(
-          `edgeproxy: ${command}: 2 live instances: a (pid ${f.ep.pid}, ${join(runDir(), "a.sock")}), b (pid ${b.pid}, ${join(runDir(), "b.sock")}); choose one with --instance NAME\n`,
-        );
-      }
-      expect(await runEdgeproxy(["health", "--instance", "b"])).toMatchObject({ code: 0, stdout: "ok\n" });
-      expect(await runEdgeproxy(["health", "--instance=c"])).toMatchObject({ code: 1 });
-      expect((await runEdgeproxy(["reload", "--instance=a"])).stderr).toContain("there is no file to re-read");
-      // status shows the whole namespace and both instances; --instance only that one's services.
-      const all = await runEdgeproxy(["status"]);
-      expect(all.stdout).toContain(`instance a: pid ${f.ep.pid}`);
-      expect(all.stdout).toContain(`instance b: pid ${b.pid}`);
-      const onlyB = JSON.parse((await runEdgeproxy(["status", "--json", "--instance", "b"])).stdout);
-      expect(onlyB.services.map((s: { name: string }) => s.name)).toEqual(["b"]);
-      expect(onlyB.instances.map((i: { instance: string }) => i.instance)).toEqual(["b"]);
-      // Draining one leaves the other serving.
-      expect((await runEdgeproxy(["drain", "--instance", "b"])).code).toBe(0);
-      expect(await gone(b.pid)).toBe(true);
-      expect(text(await exchange("192.0.2.9", 7005, "a serves"))).toBe("a serves");
-      expect(await runEdgeproxy(["health"])).toMatchObject({ code: 0, stdout: "ok\n" });
-    } finally {
-      await b.stop();
-    }
-  }, 60_000);
+beforeEach(() => {
+  ns = TestNetns.enter();
+  dir = mkdtempSync(join(tmpdir(), "ep-instances-"));
 });
 
-describe("under a service manager", () => {
-  test.each([1, 2])("--workers %d: --pid-file and sd_notify (READY, MAINPID, STOPPING) follow an in-place upgrade", async (workers) => {
-    const dir = mkdtempSync(join(tmpdir(), "ep-notify-"));
-    // An abstract name, as systemd may give; the workers must not speak on it.
-    const notify = new NotifyReceiver(`@ep-test-notify-${process.pid}-${Date.now()}`);
-    let next = 0;
-    try {
-      const origin = echoOrigin("127.0.0.1");
-      f.servers.push(origin);
-      const pidFile = join(dir, "edgeproxy.pid");
-      f.ep = await EdgeproxyProcess.start(
-        ["--workers", String(workers), "--pid-file", pidFile, "--ports", "7000-7009", "--prefix", "192.0.2.0/24", "--origin", `127.0.0.1:${origin.port}`, "--drain-timeout", "2s"],
-        { NOTIFY_SOCKET: notify.name },
-      );
-      const first = f.ep.pid;
-      expect(readFileSync(pidFile, "utf8")).toBe(`${first}\n`);
-      await notify.waitFor((m) => m.includes("READY=1") && m.includes(`MAINPID=${first}`));
-
-      const up = await runEdgeproxy(["upgrade"]);
-      expect(up.code).toBe(0);
-      next = successorOf(up.stdout);
-      expect(up.stdout).toContain(`pid ${first} ${workers > 1 ? "and its workers drain" : "drains"}`);
-      // The successor says it serves, and the old supervisor hands the unit over to it.
-      await notify.waitFor((m) => m.includes("READY=1") && m.includes(`MAINPID=${next}`));
-      await notify.waitFor((m) => m.startsWith(`MAINPID=${next}\n`));
-      expect(readFileSync(pidFile, "utf8")).toBe(`${next}\n`);
-      expect(await gone(first)).toBe(true);
-      // The old one left without removing the successor's pid file or saying STOPPING=1.
-      expect(readFileSync(pidFile, "utf8")).toBe(`${next}\n`);
-      expect(notify.drain().filter((m) => m.includes("STOPPING=1"))).toEqual([]);
-      // Only the two leaders ever spoke (never a worker).
-      const pids = new Set(notify.messages.flatMap((m) => [.../MAINPID=(\d+)/.exec(m)?.slice(1) ?? []]).map(Number));
-      expect([...pids].sort()).toEqual([first, next].sort());
-
-      expect(text(await exchange("192.0.2.9", 7002, "successor"))).toBe("successor");
-      process.kill(next, "SIGTERM");
-      expect(await gone(next)).toBe(true);
-      await notify.waitFor((m) => m.includes("STOPPING=1"));
-      expect(existsSync(pidFile)).toBe(false);
-    } finally {
-      if (next) await stopPid(next);
-      notify.close();
-      rmSync(dir, { recursive: true, force: true });
-    }
-  }, 60_000);
+afterEach(async () => {
+  for (const ep of started.splice(0)) if (ep.proc.exitCode === null) await ep.stop();
+  for (const o of origins.splice(0)) o.stop(true);
+  rmSync(dir, { recursive: true, force: true });
+  ns.leave();
 });
 
-describe("through the supervisor", () => {
-  test("admin requests are forwarded whole (a DELETE's query string); reload names a changed workers count", async () => {
-    const dir = mkdtempSync(join(tmpdir(), "ep-sup-"));
-    try {
-      const origin = echoOrigin("127.0.0.1");
-      f.servers.push(origin);
-      const file = configFile(dir, "web", "workers = 2", `7000-7009:${origin.port}`);
-      f.ep = await EdgeproxyProcess.start(["--config", file]);
-      const socket = join(runDir(), "web.sock");
-      const api = (path: string, init: RequestInit = {}) => fetch(`http://localhost${path}`, { ...init, unix: socket } as RequestInit);
+/** An origin that answers every connection with `name`; its port. */
+function origin(name: string): number {
+  const o = greeter("127.0.0.1", 0, name);
+  origins.push(o);
+  return o.port;
+}
 
-      const add = await api("/services/web/bindings", { method: "POST", body: JSON.stringify({ protocol: "tcp", prefix: "192.0.2.0/24", ports: "7500" }) });
-      expect(add.status).toBe(201);
-      expect(text(await exchange("192.0.2.9", 7500, "added"))).toBe("added");
-      const del = await api("/services/web/bindings?protocol=tcp&prefix=192.0.2.0/24&ports=7500", { method: "DELETE" });
-      expect(del.status).toBe(204);
-      expect((await exchange("192.0.2.9", 7500, "gone", 2000)).kind).toBe("refused");
-      // A GET's query string too: Hono routes ignore it, but it reaches the worker.
-      expect((await api("/services/web?x=1")).status).toBe(200);
+async function serve(args: string[]): Promise<EdgeproxyProcess> {
+  const ep = await EdgeproxyProcess.start(args);
+  started.push(ep);
+  return ep;
+}
 
-      writeFileSync(file, readFileSync(file, "utf8").replace("workers = 2", "workers = 3"));
-      const r = await runEdgeproxy(["reload"]);
-      expect(r).toMatchObject({ code: 0, stderr: "" });
-      expect(r.stdout).toBe("reloaded: no change; not applied, need a restart or 'edgeproxy upgrade': workers 2 → 3\n");
-      const workers = (await (await api("/workers")).json()) as unknown[];
-      expect(workers).toHaveLength(2);
-      // SIGHUP says the same in the log.
-      f.ep.proc.kill("SIGHUP");
-      const deadline = Date.now() + 5_000;
-      while (!f.ep.stderr.includes("workers 2 → 3") && Date.now() < deadline) await Bun.sleep(20);
-      expect(f.ep.stderr).toContain("reload; not applied, need a restart or 'edgeproxy upgrade': workers 2 → 3");
-    } finally {
-      rmSync(dir, { recursive: true, force: true });
+const flags = (instance: string, name: string, ports: string, to: string) => ["--instance", instance, "--name", name, "--ports", ports, "--prefix", "192.0.2.0/24", "--origin", `127.0.0.1:${origin(to)}`];
+
+const answer = async (port: number) => text(await exchange("192.0.2.1", port, "", 3000));
+
+async function status(): Promise<{ services: { name: string; sockets: { cookie: string }[] }[]; instances: { name: string; pid: number; live: boolean }[] }> {
+  const r = await runEdgeproxy(["status", "--json"]);
+  expect(r.code).toBe(0);
+  return JSON.parse(r.stdout);
+}
+
+/** Connections to `port` one after another until `until` resolves (at most `max`, for at most 20 s): what each got. */
+async function loop(port: number, until: Promise<unknown>, max = 50_000): Promise<string[]> {
+  let done = false;
+  void until.finally(() => (done = true));
+  const got: string[] = [];
+  const deadline = Date.now() + 20_000;
+  while (!done && got.length < max && Date.now() < deadline) got.push(await answer(port));
+  return got;
+}
+
+describe("instances", () => {
+  test("a second start of the same config is refused in one line, before it changes anything: the first keeps serving", async () => {
+    const file = join(dir, "web.toml");
+    writeFileSync(file, `[admin]\nsocket = "${join(dir, "admin.sock")}"\n\n[[service]]\nname = "web"\norigins = ["127.0.0.1:${origin("first")}"]\n[[service.bind]]\nprefixes = "192.0.2.0/24"\nports = "8000-8099"\n`);
+    const first = await serve(["--config", file]);
+    expect(first.stderr).toContain("instance web");
+    const before = await status();
+    const again = runEdgeproxy(["--config", file]);
+    const during = loop(8050, again, 500);
+    const r = await again;
+    expect(r.code).toBe(2);
+    expect(r.stderr.trim().split("\n")).toHaveLength(1);
+    expect(r.stderr).toContain(`instance web (pid ${first.pid}, config ${file}) is running`);
+    expect(new Set(await during)).toEqual(new Set(["first"]));
+    expect(await answer(8099)).toBe("first");
+    const after = await status();
+    expect(after.services).toEqual(before.services.map((s) => ({ ...s, counters: expect.anything() })) as never);
+    expect(after.instances.map((i) => [i.name, i.pid, i.live])).toEqual([["web", first.pid, true]]);
+    expect(await first.stop()).toBe(0);
+  }, 30_000);
+
+  test("overlapping bindings: the second instance is refused naming the first, its pid and the binding; the first's traffic is untouched", async () => {
+    const a = await serve(flags("a", "web", "8000-8999", "a"));
+    const second = runEdgeproxy(flags("b", "api", "8050-8100", "b"));
+    const during = loop(8050, second, 500);
+    const r = await second;
+    expect(r.code).toBe(2);
+    expect(r.stderr.trim().split("\n")).toHaveLength(1);
+    expect(r.stderr.trim()).toBe(
+      `edgeproxy: instance b: refused, nothing changed: instance a (pid ${a.pid}) serves tcp 192.0.2.0/24 ports 8000-8999 (service web), which overlaps tcp 192.0.2.0/24 ports 8050-8100 of service api: stop it first, or start with --take-over to replace it`,
+    );
+    expect(new Set(await during)).toEqual(new Set(["a"]));
+    for (const p of [8000, 8050, 8100, 8999]) expect(await answer(p)).toBe("a");
+    // A service name another live instance serves is refused too, whatever the bindings.
+    const same = await runEdgeproxy(flags("c", "web", "9000", "c"));
+    expect([same.code, same.stderr.trim()]).toEqual([2, `edgeproxy: instance c: refused, nothing changed: instance a (pid ${a.pid}) serves service web already: stop it first, or start with --take-over to replace it`]);
+    expect((await status()).instances.map((i) => i.name)).toEqual(["a"]);
+  }, 30_000);
+
+  test("two instances that do not overlap coexist; stopping either leaves the other untouched", async () => {
+    for (const firstStopped of ["a", "b"]) {
+      const a = await serve(flags("a", "web", "8000-8099", "a"));
+      const b = await serve(flags("b", "api", "9000-9099", "b"));
+      expect([await answer(8000), await answer(9000)]).toEqual(["a", "b"]);
+      expect((await status()).instances.map((i) => [i.name, i.live])).toEqual([["a", true], ["b", true]]);
+      const [gone, kept, keptPort, gonePort] = firstStopped === "a" ? [a, b, 9000, 8000] : [b, a, 8000, 9000];
+      expect(await gone.stop()).toBe(0);
+      expect(await answer(keptPort)).toBe(firstStopped === "a" ? "b" : "a");
+      expect(await answer(gonePort)).toBe("<refused>");
+      const st = await status();
+      expect(st.instances.map((i) => i.name)).toEqual([firstStopped === "a" ? "b" : "a"]);
+      expect(st.services.map((s) => s.name)).toEqual([firstStopped === "a" ? "api" : "web"]);
+      expect(await kept.stop()).toBe(0);
     }
   }, 60_000);
+
+  test("a dead instance's record is recognised (SIGKILL: pid and start time) and removed, with its services, by the next start", async () => {
+    const a = await serve(flags("a", "web", "8000-8099", "a"));
+    a.proc.kill("SIGKILL");
+    await a.proc.exited;
+    // Its pins stay (steering outlives a crash): the ports refuse, nothing else gets them.
+    expect(await answer(8000)).toBe("<refused>");
+    expect((await status()).instances.map((i) => [i.name, i.pid, i.live])).toEqual([["a", a.pid, false]]);
+    const b = await serve(flags("b", "api", "8000-8099", "b"));
+    expect(await answer(8000)).toBe("b");
+    const st = await status();
+    expect(st.instances.map((i) => [i.name, i.pid, i.live])).toEqual([["b", b.pid, true]]);
+    expect(st.services.map((s) => s.name)).toEqual(["api"]);
+  }, 30_000);
+
+  test("a reload that would overlap another live instance is refused in one line; both keep what they had", async () => {
+    const file = (name: string, ports: string, to: string) => {
+      const path = join(dir, `${name}.toml`);
+      writeFileSync(path, `[admin]\nsocket = "${join(dir, `${name}.sock`)}"\n\n[[service]]\nname = "${name}-svc"\norigins = ["127.0.0.1:${origin(to)}"]\n[[service.bind]]\nprefixes = "192.0.2.0/24"\nports = "${ports}"\n`);
+      return path;
+    };
+    const a = await serve(["--config", file("a", "8000-8099", "a")]);
+    await serve(["--config", file("b", "9000-9099", "b")]);
+    const before = await status();
+    file("b", "8050,9000-9099", "b");
+    const r = await runEdgeproxy(["reload", "--admin", join(dir, "b.sock")]);
+    expect(r.code).toBe(2);
+    expect(r.stderr.trim().split("\n")).toHaveLength(1);
+    expect(r.stderr).toContain(`refused, nothing changed: instance a (pid ${a.pid}, config ${join(dir, "a.toml")}) serves tcp 192.0.2.0/24 ports 8000-8099 (service a-svc), which overlaps tcp 192.0.2.0/24 ports 8050 of service b-svc`);
+    expect([await answer(8050), await answer(9000)]).toEqual(["a", "b"]);
+    expect((await status()).services).toEqual(before.services.map((s) => ({ ...s, counters: expect.anything() })) as never);
+  }, 30_000);
+
+  test("--take-over: the older instance is told, drains and exits; no connection fails under a client loop", async () => {
+    // The second old instance has a supervisor: its workers read the record (the supervisor keeps no CAP_BPF) and tell it.
+    for (const [instance, service, workers] of [["default", "default", "1"], ["b", "api", "2"]] as const) {
+      const a = await serve([...flags("default", "default", "8000-8099", "old"), "--drain-timeout", "5s", "--workers", workers]);
+      const refused = await runEdgeproxy(flags(instance, service, "8000-8099", "new"));
+      expect(refused.code).toBe(2);
+      let takeOver: Promise<EdgeproxyProcess> | undefined;
+      const exited = (async () => {
+        await Bun.sleep(300);
+        takeOver = serve([...flags(instance, service, "8000-8099", "new"), "--take-over"]);
+        await takeOver;
+        return a.proc.exited;
+      })();
+      const got = await loop(8050, exited.then(() => Bun.sleep(300)));
+      const b = await takeOver!;
+      expect(await exited).toBe(0);
+      expect(a.stderr).toMatch(workers === "1" ? /took (its bindings )?over: draining/ : /took its bindings over: draining its workers/);
+      expect(b.stderr).toContain(`took over from instance default (pid ${a.pid})`);
+      const counts = got.reduce((m, g) => m.set(g, (m.get(g) ?? 0) + 1), new Map<string, number>());
+      console.log(`take-over (${instance}/${service}): ${[...counts].map(([k, v]) => `${k} ${v}`).join(", ")}`);
+      // Every connection was answered, by the old instance and then by the new one.
+      expect([...counts.keys()].sort()).toEqual(["new", "old"]);
+      expect(got.at(-1)).toBe("new");
+      expect((await status()).instances.map((i) => i.name)).toEqual([instance]);
+      expect(await b.stop()).toBe(0);
+    }
+  }, 90_000);
+
+  test("bind on a service that does not exist is an error unless --create", async () => {
+    const missing = await runEdgeproxy(["bind", "wbe", "tcp", "192.0.2.0/24", "80"]);
+    expect([missing.code, missing.stderr.trim()]).toEqual([2, "edgeproxy: service wbe: no such service: nothing is pinned in this network namespace; --create makes it"]);
+    const a = await serve(flags("a", "web", "8000-8099", "a"));
+    const typo = await runEdgeproxy(["bind", "wbe", "tcp", "192.0.2.0/24", "80"]);
+    expect([typo.code, typo.stderr.trim()]).toEqual([2, "edgeproxy: service wbe: no such service (see edgeproxy status); --create makes it"]);
+    expect((await status()).services.map((s) => s.name)).toEqual(["web"]);
+    // Onto another live instance's bindings: refused even with --create.
+    const steal = await runEdgeproxy(["bind", "--create", "other", "tcp", "192.0.2.1/32", "8010"]);
+    expect(steal.code).toBe(2);
+    expect(steal.stderr).toContain(`overlaps tcp 192.0.2.0/24 ports 8000-8099 of service web of instance a (pid ${a.pid})`);
+    const made = await runEdgeproxy(["bind", "--create", "other", "tcp", "192.0.2.0/24", "80"]);
+    expect(made.code).toBe(0);
+    expect((await status()).services.map((s) => s.name)).toEqual(["web", "other"]);
+    expect(await answer(80)).toBe("<refused>");
+    expect(await answer(8010)).toBe("a");
+    // The instance's own service takes more bindings by name.
+    expect((await runEdgeproxy(["bind", "web", "tcp", "192.0.2.0/24", "8100"])).code).toBe(0);
+    expect(await answer(8100)).toBe("a");
+  }, 30_000);
+
+  test("bind --take-over is per binding (an unbind takes it away); bind never steers a live instance's TCP admin listener", async () => {
+    const plain = greeter("127.0.0.1", 7100, "plain");
+    origins.push(plain);
+    const file = join(dir, "edge.toml");
+    writeFileSync(join(dir, "token"), "secret-token-0123456789\n");
+    writeFileSync(file, `[admin]\nlisten = "127.0.0.1:9901"\ntoken_file = "${join(dir, "token")}"\n\n[[service]]\nname = "web"\norigins = ["127.0.0.1:${origin("a")}"]\n[[service.bind]]\nprefixes = "192.0.2.0/24"\nports = "8000-8099"\n`);
+    await serve(["--config", file]);
+    const bind = async (...args: string[]) => {
+      const r = await runEdgeproxy(["bind", "web", "tcp", "127.0.0.1/32", ...args]);
+      expect(r.code).toBe(0);
+      return r.stdout;
+    };
+    expect(await bind("7100")).toContain("left alone, already listening");
+    expect(await answer7100()).toBe("plain");
+    await bind("7100", "--take-over");
+    expect(await answer7100()).toBe("a");
+    expect((await runEdgeproxy(["unbind", "web", "tcp", "127.0.0.1/32", "7100"])).code).toBe(0);
+    expect(await answer7100()).toBe("plain");
+    // Not sticky: the service's next binding leaves the listener alone again.
+    expect(await bind("7100")).toContain("left alone, already listening");
+    expect(await answer7100()).toBe("plain");
+    // The admin listener (the instance's record names it) is refused on every change path, --take-over or not.
+    const before = (await status()).services;
+    const r = await runEdgeproxy(["bind", "--create", "x", "tcp", "127.0.0.0/8", "9900-9902", "--take-over"]);
+    expect(r.code).toBe(2);
+    expect(r.stderr.trim()).toMatch(/^edgeproxy: bind x: tcp 127\.0\.0\.0\/8 ports 9900-9902 would steer the admin API of instance edge \(pid \d+\) on 127\.0\.0\.1:9901; .*nothing changed$/);
+    expect((await status()).services).toEqual(before.map((s) => ({ ...s, counters: expect.anything() })) as never);
+    // Still its own: /healthz answers there (fetch's thread is not in this test's netns: a raw exchange).
+    const health = text(await exchange("127.0.0.1", 9901, "GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", 3000));
+    expect(health).toStartWith("HTTP/1.1 200");
+  }, 30_000);
 });
+
+const answer7100 = async () => text(await exchange("127.0.0.1", 7100, "", 3000));

@@ -38,7 +38,8 @@ interface StatusJson {
     rates: { connections: number; bytes: number; errors: Record<string, number> } | null;
   }[];
   unmatchedLookups: unknown;
-  instances: { instance: string }[];
+  instances: { name: string; live: boolean; services: string[] }[];
+  answering: { instance: string }[];
 }
 
 describe("status", () => {
@@ -56,7 +57,7 @@ describe("status", () => {
     );
     f.ep = await EdgeproxyProcess.start(["--config", config]);
     // A service of the pins only: bound by hand, no process runs it.
-    const bound = await runEdgeproxy(["bind", "ext", "tcp", "198.51.100.0/24", "9000-9001"]);
+    const bound = await runEdgeproxy(["bind", "ext", "tcp", "198.51.100.0/24", "9000-9001", "--create"]);
     expect(bound.stderr).toBe("");
     expect(bound.code).toBe(0);
 
@@ -108,7 +109,9 @@ describe("status", () => {
       const ext = json.services.find((s) => s.name === "ext")!;
       expect(ext.bindings).toEqual([{ protocol: "tcp", prefix: "198.51.100.0/24", ports: "9000-9001" }]);
       expect(ext).toMatchObject({ instance: null, mode: null, open: null, origins: [], rates: null });
-      expect(json.instances.map((i) => i.instance)).toEqual(["edge"]);
+      // The serves answering, and the instances the pins record (ext is no instance's: bound by hand).
+      expect(json.answering.map((i) => i.instance)).toEqual(["edge"]);
+      expect(json.instances.map((i) => [i.name, i.live, i.services])).toEqual([["edge", true, ["web"]]]);
 
       // The table: bindings with prefixes and ports, origins with health, open connections.
       const human = await runEdgeproxy(["status"]);

@@ -7,9 +7,9 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import parsePrometheusTextFormat from "parse-prometheus-text-format";
 import { parseAddress } from "../src/config/address";
-import { libc } from "../src/ebpf/libc";
+import { libc } from "../src/system/libc";
 import { encodeSockaddr } from "../src/system/sockaddr";
-import { bindTo, closeFd, IP_FREEBIND, openUdpSocket, setIntOption, SOL_IP } from "../src/system/udp";
+import { bindTo, IP_FREEBIND, openUdpSocket, setIntOption, SOL_IP } from "../src/system/udp";
 import { EdgeproxyProcess } from "./helpers/edgeproxy";
 import { proxyFixture } from "./helpers/fixture";
 import { exchange, text } from "./helpers/net";
@@ -100,11 +100,12 @@ describe("udp flows", () => {
       let maxActive = 0;
       const deadline = Date.now() + 60_000;
       for (let i = 0; i < SOURCES && Date.now() < deadline; i++) {
-        const fd = openUdpSocket(4, "flood");
+        const sock = openUdpSocket(4, "flood");
+        const fd = sock.raw;
         setIntOption(fd, SOL_IP, IP_FREEBIND, 1, "flood");
         bindTo(fd, { family: 4, addr: Uint8Array.of(198, 18, i >> 8, i & 255), port: 20000 }, "flood");
         libc.sendto(fd, payload, payload.length, 0, dst, dst.length);
-        closeFd(fd);
+        sock.close();
         if (i % 5000 === 4999) {
           maxActive = Math.max(maxActive, await metric(w.admin, "edgeproxy_udp_flows_active"));
           expect(await steady.request(`legit during ${i}`)).toBe(`legit during ${i}`);

@@ -115,6 +115,9 @@ describe("upgrade", () => {
             expect(p.code).toBe(0);
             await Bun.sleep(700);
           }
+          // This test's fetch keeps its admin connection alive across the upgrade, as a monitoring agent would.
+          const statusPid = async () => ((await (await fetch("http://localhost/status", { unix: admin } as RequestInit)).json()) as { pid: number }).pid;
+          const before = await statusPid();
           const r = await runEdgeproxy(["upgrade", "--admin", admin]);
           const pid = Number(/new edgeproxy pid (\d+) serves/.exec(r.stdout)?.[1]);
           if (pid) leaders.push(pid);
@@ -122,6 +125,8 @@ describe("upgrade", () => {
           expect(r.stderr).toBe("");
           expect(r.code).toBe(0);
           expect(pid).toBeGreaterThan(0);
+          // The replaced process closed its kept-alive admin connections: the next request reaches the successor.
+          expect([before, await statusPid()]).toEqual([leaders.at(-2)!, pid]);
         }
         await Bun.sleep(700);
         done = true;

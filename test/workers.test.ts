@@ -1,7 +1,7 @@
 // --workers: N processes share each service's SO_REUSEPORT group; the
 // dispatcher reaches the group through any registered member.
 import { describe, expect, test } from "bun:test";
-import { mkdtempSync, rmSync } from "node:fs";
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { EdgeproxyProcess, runEdgeproxy } from "./helpers/edgeproxy";
@@ -112,6 +112,62 @@ describe("workers", () => {
       expect(ws.every((x) => x.services[0]!.total > 50)).toBe(true);
     } finally {
       w.done();
+    }
+  }, 30_000);
+});
+
+describe("workers: one instance's view", () => {
+  test("/status and /services total every worker (equal to /metrics) after 8 requests; startup lines once", async () => {
+    const dir = mkdtempSync(join(tmpdir(), "ep-workers-"));
+    const admin = join(dir, "admin.sock");
+    try {
+      const origin = echoOrigin("127.0.0.1");
+      f.servers.push(origin);
+      f.ep = await EdgeproxyProcess.start(["--workers", "2", "--admin", admin, "--ports", "7000-7099", "--prefix", "192.0.2.0/24", "--origin", `127.0.0.1:${origin.port}`]);
+      // Startup said once for the instance: the binding, one line per socket naming both workers' fds, the summed cap.
+      const lines = f.ep.stderr.split("\n");
+      const once = (re: RegExp) => expect(lines.filter((l) => re.test(l))).toHaveLength(1);
+      once(/^edgeproxy: service default \(tcp\): tcp 192\.0\.2\.0\/24 ports 7000-7099/);
+      once(/^edgeproxy: service default: ipv4 socket \S+ in each of 2 workers \(fds \d+, \d+\)$/);
+      once(/^edgeproxy: dispatcher (created and pinned|joined) at /);
+      once(/^edgeproxy: at most \d+ \(\d+ \+ \d+ in 2 workers\) open connections$/);
+      once(/^edgeproxy: ready/);
+      expect(lines.filter((l) => /^edgeproxy: worker \d+:/.test(l))).toEqual([]);
+
+      // 8 connections over 8 ports: the kernel's hash spreads them over both workers.
+      expect(await connections(8, 8)).toEqual([]);
+      const ask = async (path: string) => (await fetch(`http://localhost${path}`, { unix: admin } as RequestInit)).json();
+      const ws = await workers(admin);
+      console.log(`connections per worker: ${ws.map((w) => w.services[0]!.total).join(", ")}`);
+      const status = (await ask("/status")) as { services: { name: string; connections: { total: number; active: number } }[]; capacity: { max: number } };
+      const services = (await ask("/services")) as { name: string; connections: { total: number } }[];
+      const one = (await ask("/services/default")) as { connections: { total: number } };
+      const metrics = await (await fetch("http://localhost/metrics", { unix: admin } as RequestInit)).text();
+      const perWorker = [...metrics.matchAll(/^edgeproxy_connections_total\{worker="\d",service="default"\} (\d+)$/gm)].map((m) => Number(m[1]));
+      const caps = [...metrics.matchAll(/^edgeproxy_connection_cap_max\{worker="\d"\} (\d+)$/gm)].map((m) => Number(m[1]));
+      expect(perWorker).toHaveLength(2);
+      expect(perWorker.reduce((a, b) => a + b, 0)).toBe(8);
+      expect(status.services[0]!.connections.total).toBe(8);
+      expect(services[0]!.connections.total).toBe(8);
+      expect(one.connections.total).toBe(8);
+      expect(status.capacity.max).toBe(caps.reduce((a, b) => a + b, 0));
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  }, 30_000);
+
+  test("a start error is said once, not once per worker", async () => {
+    // A bpffs path that is a file: each worker fails to pin its dispatcher there, alike.
+    const dir = mkdtempSync(join(tmpdir(), "ep-notbpffs-"));
+    writeFileSync(join(dir, "file"), "");
+    try {
+      const r = await runEdgeproxy(["--workers", "2", "--bpffs", join(dir, "file"), "--ports", "7000-7099", "--prefix", "192.0.2.0/24", "--origin", "127.0.0.1:9"]);
+      console.log(r.stderr);
+      expect(r.stderr.trim().split("\n")).toHaveLength(1);
+      expect(r.stderr).not.toContain("worker");
+      expect(r.code).toBeGreaterThan(0);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
     }
   }, 30_000);
 });

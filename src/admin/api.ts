@@ -236,7 +236,10 @@ export function createAdminApp(backend: AdminBackend, options: AdminAppOptions =
   if (options.token !== undefined) requireToken(app, options.token);
   readBodies(app);
 
-  app.get("/healthz", (c) => c.text("ok"));
+  app.get("/healthz", (c) => {
+    const bad = backend.health?.();
+    return bad ? c.text(bad, 503) : c.text("ok");
+  });
 
   app.get("/metrics", (c) => c.body(renderMetrics(backend.status()) + renderAdminRefusals(), 200, { "Content-Type": METRICS_CONTENT_TYPE }));
 

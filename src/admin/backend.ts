@@ -95,6 +95,8 @@ export interface StatusSnapshot {
   readonly startedAt: number;
   /** Where the dispatcher is pinned, e.g. /sys/fs/bpf/edgeproxy/4026532177. */
   readonly pinPath: string;
+  /** "ok" while what steers this process's traffic is in place (server/watchdog.ts), else why not; absent where unchecked. */
+  readonly steering?: string;
   readonly services: readonly ServiceSnapshot[];
   /** Lookups that matched no binding (service 0). */
   readonly unmatchedLookups: bigint;
@@ -151,4 +153,6 @@ export interface AdminBackend {
   identity?(): InstanceIdentity;
   /** POST /drain: stop taking connections, let open ones finish, exit; resolves to a one-line summary. Absent in a worker. */
   drain?(): string;
+  /** Why /healthz must not say ok (the steering is gone, the process stops), or undefined. Absent: always ok. */
+  health?(): string | undefined;
 }

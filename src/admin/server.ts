@@ -1,7 +1,7 @@
-import { chmodSync, lstatSync, mkdirSync, rmSync, unlinkSync } from "node:fs";
+import { chmodSync, existsSync, lstatSync, mkdirSync, renameSync, rmSync, unlinkSync } from "node:fs";
 import { isIPv4, isIPv6 } from "node:net";
-import { dirname } from "node:path";
-import type { AdminConfig } from "../config/service";
+import { dirname, join } from "node:path";
+import { MAX_SOCKET_PATH, type AdminConfig } from "../config/service";
 import { ConfigError } from "../errors";
 import { checkSocketDirectory } from "../system/environment";
 import { createAdminApp } from "./api";
@@ -15,6 +15,14 @@ export interface AdminServer {
   close(): void;
   /** Stop taking requests, let the ones under way (an upgrade's answer) finish, then close. */
   closeGracefully?(): Promise<void>;
+  /**
+   * An upgrade's successor serves and has taken the socket path over: stop
+   * answering here (requests under way, the upgrade's own answer, finish;
+   * idle keep-alive connections close, so a client's next request reaches
+   * the successor instead of this process's stale figures). The path is left
+   * to the successor.
+   */
+  handOver?(): void;
 }
 
 // How long a connect to an existing socket file may take before we call its owner alive.
@@ -46,8 +54,8 @@ export async function startAdminServer(backend: AdminBackend, config: AdminConfi
 }
 
 /*
- * options.replace: the process an upgrade starts takes the socket path over
- * from the running one (which keeps its listener, now unreachable, until it
+ * options.replace: the process an upgrade starts (or a --take-over start)
+ * takes the socket path over from the running one (which keeps its listener, now unreachable, until it
  * exits, and never removes a socket file it did not make).
  * options.app: serve this instead of the API over `backend` (a supervisor's).
  */
@@ -60,19 +68,29 @@ async function startUnix(backend: AdminBackend, path: string, options: { replace
   const app = options.app ?? createAdminApp(backend);
   // The umask makes the socket 0600 from bind() on, so no one can connect in between; chmod is a backstop.
   const umask = process.umask(0o177);
+  // Bound under a name of our own, then renamed onto `path` (atomic: the path
+  // never names a socket without a listener): Bun's stop() unlinks the name
+  // it bound, so stopping this server never removes a successor's socket.
+  const own = join(dirname(path), `.edgeproxy-${process.pid}.sock`);
+  const bindAt = Buffer.byteLength(own) <= MAX_SOCKET_PATH ? own : path;
+  if (bindAt !== path) rmSync(bindAt, { force: true });
   let server: ReturnType<typeof Bun.serve>;
   try {
     // Bun applies idleTimeout to unix sockets too (measured); its types only list it for TCP.
-    server = Bun.serve({ unix: path, fetch: app.fetch, ...(ADMIN_SERVE_LIMITS as { maxRequestBodySize: number }) });
+    server = Bun.serve({ unix: bindAt, fetch: app.fetch, ...(ADMIN_SERVE_LIMITS as { maxRequestBodySize: number }) });
   } catch (e) {
     throw new ConfigError(where, `cannot listen: ${(e as Error).message}`);
   } finally {
     process.umask(umask);
   }
-  chmodSync(path, 0o600);
+  chmodSync(bindAt, 0o600);
+  if (bindAt !== path) renameSync(bindAt, path);
   const inode = lstatSync(path).ino;
+  // Stopped under its own name (not the path): safe whoever's socket the path names now.
+  const stopSafely = bindAt !== path;
 
   let closed = false;
+  let handedOver: Promise<void> | undefined;
   const unlink = () => {
     // Bun removes the file on stop; make sure, but never remove a socket another process made since.
     try {
@@ -95,20 +113,32 @@ async function startUnix(backend: AdminBackend, path: string, options: { replace
     close() {
       if (closed) return;
       closed = true;
-      if (replaced()) return;
+      if (replaced()) {
+        if (stopSafely) server.stop(true);
+        return;
+      }
       server.stop(true);
       unlink();
     },
     async closeGracefully() {
+      if (handedOver) return handedOver;
       if (closed) return;
       closed = true;
       if (replaced()) {
+        if (stopSafely) return server.stop(false);
         // Let the answers under way (the upgrade's own) go out first.
         for (let i = 0; i < 100 && server.pendingRequests > 0; i++) await Bun.sleep(10);
         return;
       }
       await server.stop(false);
       unlink();
+    },
+    handOver() {
+      if (closed || !stopSafely || !replaced()) return;
+      closed = true;
+      // The upgrade's own answer is under way (its handler awaits this hand-over's caller): stop(false)
+      // lets the answers go out, and closes the idle kept-alive connections. closeGracefully waits for it.
+      handedOver = server.stop(false);
     },
   };
 }
@@ -117,14 +147,17 @@ async function startUnix(backend: AdminBackend, path: string, options: { replace
  * Checked before a serve changes anything: its unix admin socket is not
  * another live server's (a stale file of a dead one is removed). Throws the
  * ConfigError startAdminServer would, so a second start is refused first.
+ * With --take-over (`takeOver`) the socket is taken over with the instance
+ * it belongs to (startAdminServer's `replace`), so only its directory is checked.
  */
-export async function checkAdminFree(config: AdminConfig): Promise<void> {
+export async function checkAdminFree(config: AdminConfig, options: { takeOver?: boolean } = {}): Promise<void> {
   if (config.kind !== "unix") return;
   const where = `admin socket ${config.path}`;
   // Writable for this user (one line naming the directory and the fix), then made if missing.
   checkSocketDirectory(config.path);
   socketDir(config.path, where);
-  await removeStale(config.path, where);
+  if (!options.takeOver) await removeStale(config.path, where);
+  else if (existsSync(config.path) && !lstatSync(config.path).isSocket()) throw new ConfigError(where, "exists and is not a socket; refusing to replace it");
 }
 
 const DIR_FIX = "run as root or the directory's owner, give --admin PATH (or [admin] socket) in a writable directory, or --no-admin";

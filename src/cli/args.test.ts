@@ -135,4 +135,17 @@ describe("parseArgs", () => {
     expect(parseArgs(["--help"]).kind).toBe("help");
     expect(parseArgs(["-V"]).kind).toBe("version");
   });
+
+  test("--instance names the instance (default: default); with --config it and --take-over go with the file", () => {
+    const flags = parseArgs(["--instance", "edge-2", "--ports", "80"]);
+    expect(flags.kind === "serve" && flags.config.instance).toBe("edge-2");
+    const plain = parseArgs([]);
+    expect(plain.kind === "serve" && plain.config.instance).toBe("default");
+    expect(parseArgs(["--config", "/etc/e.toml", "--instance=b", "--take-over"])).toEqual({
+      kind: "serve-file",
+      file: "/etc/e.toml",
+      overrides: { bpffs: undefined, workers: undefined, drainTimeoutMs: undefined, instance: "b", admin: undefined, pidFile: undefined, takeOver: true },
+    });
+    expect(() => parseArgs(["--instance", "../x"])).toThrow('--instance: "../x": use 1-63 of a-z A-Z 0-9 _ . -');
+  });
 });

@@ -27,10 +27,12 @@ export interface ServeOverrides {
   readonly instance?: string;
   readonly admin?: AdminConfig;
   readonly pidFile?: string;
+  /** --take-over: replace a live instance in the way (a container's replacement says so on its command line). */
+  readonly takeOver?: boolean;
 }
 
 /** Flags that combine with --config (the process's own settings, not a service's). */
-const WITH_CONFIG = ["--config", "--bpffs", "--workers", "--drain-timeout", "--instance", "--admin", "--no-admin", "--pid-file"];
+const WITH_CONFIG = ["--config", "--bpffs", "--workers", "--drain-timeout", "--instance", "--admin", "--no-admin", "--pid-file", "--take-over"];
 
 export { SERVE_FLAGS, USAGE } from "./serve-flags";
 import { SERVE_FLAGS } from "./serve-flags";
@@ -68,6 +70,7 @@ export function parseArgs(argv: readonly string[]): Command {
   let mode: Mode = "tcp";
   let name = "default";
   let takeOver = false;
+  let instance: string | undefined;
   let connectTimeoutMs: number = DEFAULTS.connectTimeoutMs;
   let idleTimeoutMs: number | undefined;
   let proxyProtocolText = "off";
@@ -79,7 +82,6 @@ export function parseArgs(argv: readonly string[]): Command {
   let configFile: string | undefined;
   let admin: AdminConfig | undefined;
   let noAdmin = false;
-  let instance: string | undefined;
   let pidFile: string | undefined;
   const source: { connections?: number; rate?: number; burst?: number; prefixV6?: number } = {};
   const seen = new Set<string>();
@@ -247,10 +249,10 @@ export function parseArgs(argv: readonly string[]): Command {
   const adminOverride: AdminConfig | undefined = noAdmin ? { kind: "off" } : admin;
   if (configFile !== undefined) {
     const shortcut = [...seen].filter((f) => !WITH_CONFIG.includes(f));
-    if (shortcut.length || ports.length || prefixes.length || takeOver) {
-      throw new ConfigError("--config", `cannot be combined with the one-service flags (${[...shortcut, ...(ports.length ? ["--ports"] : []), ...(prefixes.length ? ["--prefix"] : []), ...(takeOver ? ["--take-over"] : [])].join(", ")}); put them in the file`);
+    if (shortcut.length || ports.length || prefixes.length) {
+      throw new ConfigError("--config", `cannot be combined with the one-service flags (${[...shortcut, ...(ports.length ? ["--ports"] : []), ...(prefixes.length ? ["--prefix"] : [])].join(", ")}); put them in the file`);
     }
-    return { kind: "serve-file", file: configFile, overrides: { bpffs, workers, drainTimeoutMs, instance, admin: adminOverride, pidFile } };
+    return { kind: "serve-file", file: configFile, overrides: { bpffs, workers, drainTimeoutMs, instance, admin: adminOverride, pidFile, ...(takeOver ? { takeOver } : {}) } };
   }
   const transport = transportOf(mode);
   if (transport === "udp" && seen.has("--connect-timeout")) throw new ConfigError("--connect-timeout", "UDP has no connections to time out; use --idle-timeout for flows");

@@ -4,9 +4,10 @@ import { formatPorts, parsePorts, type PortRange } from "../config/ports";
 import { ConfigError } from "../errors";
 import type { Protocol } from "../dispatcher/binding";
 import { readFileSync } from "node:fs";
-import { bpffsPath, openPinned, pinDir, removePinned, upgradeProgram, withPinLock, type Pinned } from "../dispatcher/pins";
-import { Registry } from "../dispatcher/registry";
-import { libc } from "../ebpf/libc";
+import { bpffsPath, pinDir } from "../dispatcher/pins";
+import { ControlPlane, describeInstance } from "../dispatcher/controlplane";
+import type { Registry } from "../dispatcher/registry";
+import type { Pinned } from "../dispatcher/pins";
 import { checkEnvironment } from "../system/environment";
 import { socketKind, takeFd } from "../system/sockets";
 import { table } from "./table";
@@ -20,8 +21,8 @@ import { jsonReplacer } from "../json";
 export type ControlCommand =
   | { kind: "status"; service?: string }
   | { kind: "bindings" }
-  | { kind: "down" }
-  | { kind: "bind" | "unbind"; service: string; protocol: Protocol; prefixes: Prefix[]; ports: PortRange[]; takeOver: boolean }
+  | { kind: "down"; force: boolean }
+  | { kind: "bind" | "unbind"; service: string; protocol: Protocol; prefixes: Prefix[]; ports: PortRange[]; takeOver: boolean; create: boolean }
   | { kind: "register"; service: string; pid: number; fd: number }
   | { kind: "unregister"; service: string }
   | { kind: "upgrade-program"; object?: string };
@@ -43,11 +44,15 @@ const COMMON: readonly FlagSpec[] = [
 export const CONTROL_FLAGS: Readonly<Record<(typeof CONTROL_COMMANDS)[number], readonly FlagSpec[]>> = {
   status: [...COMMON, { name: "--instance", value: "NAME", help: "only that live instance's services" }],
   bindings: COMMON,
-  bind: [...COMMON, { name: "--take-over", help: "also steer ports where another socket already listens" }],
+  bind: [
+    ...COMMON,
+    { name: "--take-over", help: "also steer ports where another socket already listens" },
+    { name: "--create", help: "make SERVICE if the pins have no such service (without it, an unknown name is refused)" },
+  ],
   unbind: COMMON,
   register: [...COMMON, { name: "--pid", value: "PID", help: "the process holding the socket" }, { name: "--fd", value: "FD", help: "the socket's descriptor in that process" }],
   unregister: COMMON,
-  down: COMMON,
+  down: [...COMMON, { name: "--force", help: "remove it even while instances serve through it (each notices within a second, drains and exits 1)" }],
   "upgrade-program": [...COMMON, { name: "--object", value: "FILE", needs: "an ELF file (a compiled bpf/dispatcher.bpf.c)", complete: "file", help: "this BPF object instead of the one built into edgeproxy" }],
 };
 
@@ -60,6 +65,8 @@ export function parseControl(argv: readonly string[]): { command: ControlCommand
   let json = false;
   let bpffs: string | undefined;
   let takeOver = false;
+  let create = false;
+  let force = false;
   let pid: number | undefined;
   let fd: number | undefined;
   let object: string | undefined;
@@ -70,6 +77,8 @@ export function parseControl(argv: readonly string[]): { command: ControlCommand
     if ("arg" in t) positional.push(t.arg);
     else if (t.flag === "--json") json = true;
     else if (t.flag === "--take-over") takeOver = true;
+    else if (t.flag === "--create") create = true;
+    else if (t.flag === "--force") force = true;
     else if (t.flag === "--bpffs") bpffs = t.value;
     else if (t.flag === "--pid") pid = number(t.flag, t.value!);
     else if (t.flag === "--fd") fd = number(t.flag, t.value!);
@@ -85,9 +94,11 @@ export function parseControl(argv: readonly string[]): { command: ControlCommand
       if (positional.length > 1) arity(1, "[SERVICE]");
       return { command: { kind, ...(positional[0] !== undefined ? { service: positional[0] } : {}) }, options };
     case "bindings":
-    case "down":
       arity(0, "");
       return { command: { kind } as ControlCommand, options };
+    case "down":
+      arity(0, "[--force]");
+      return { command: { kind, force }, options };
     case "bind":
     case "unbind": {
       arity(4, "SERVICE tcp|udp PREFIXES PORTS");
@@ -101,6 +112,7 @@ export function parseControl(argv: readonly string[]): { command: ControlCommand
           prefixes: prefixes.split(",").map((p) => parsePrefix(p.trim(), `${kind} prefix`)),
           ports: parsePorts(ports, `${kind} ports`),
           takeOver,
+          create,
         },
         options,
       };
@@ -131,15 +143,11 @@ export function runControl(command: ControlCommand, options: ControlOptions, ima
     else for (const l of human) out(l);
   };
 
-  if (command.kind === "down") {
-    const removed = withPinLock(bpffs, () => removePinned(bpffs));
-    emit([removed ? `removed ${pinDir(bpffs)}: nothing is steered here any more` : `nothing pinned for this network namespace (${pinDir(bpffs)})`], { removed, dir: pinDir(bpffs) });
-    return 0;
-  }
+  if (command.kind === "down") return down(bpffs, image, command.force, emit);
 
   if (command.kind === "upgrade-program") {
     const use = command.object === undefined ? image : readObject(command.object);
-    const u = withPinLock(bpffs, () => upgradeProgram(bpffs, use));
+    const u = ControlPlane.upgradeProgram(bpffs, use);
     const line = u.unchanged
       ? `dispatcher program unchanged (tag ${u.to})`
       : `dispatcher program upgraded from tag ${u.from} to ${u.to} (maps kept${u.created.length ? `; created ${u.created.join(", ")}` : ""})`;
@@ -147,29 +155,44 @@ export function runControl(command: ControlCommand, options: ControlOptions, ima
     return 0;
   }
 
-  const creates = command.kind === "bind" || command.kind === "register";
-  return withPinLock(bpffs, () => {
-    // Never upgrades: a differing pinned program is used as it is (status
-    // shows both tags); serve and upgrade-program switch programs.
-    const pinned = openPinned(bpffs, image, creates, false);
-    if (!pinned) {
-      if (command.kind === "status" || command.kind === "bindings") {
-        const live = view && command.kind === "status" ? instanceLines(view) : [];
-        emit([`edgeproxy is not loaded in this network namespace (${pinDir(bpffs)} does not exist)`, ...live], { loaded: false, dir: pinDir(bpffs), ...(view ? { instances: view.live } : {}) });
-        return 0;
-      }
-      throw new ConfigError(command.kind, `edgeproxy is not loaded in this network namespace (${pinDir(bpffs)} does not exist)`);
-    }
+  const creates = (command.kind === "bind" && command.create) || command.kind === "register";
+  // Never upgrades: a differing pinned program is used as it is (status
+  // shows both tags); serve and upgrade-program switch programs. A namespace
+  // this command just equipped gets nothing half-done (ControlPlane.with).
+  const code = ControlPlane.with(bpffs, image, { create: creates, upgrade: false }, (plane) => {
     try {
-      return act(command, new Registry(pinned.dispatcher), pinned, emit, view);
-    } catch (e) {
-      // A namespace this command just equipped gets nothing half-done.
-      if (pinned.created) removePinned(bpffs);
-      throw e;
+      return act(command, plane, emit, view);
     } finally {
-      pinned.dispatcher.close();
+      plane.close();
     }
   });
+  if (code !== undefined) return code;
+  if (command.kind === "status" || command.kind === "bindings") {
+    const live = view && command.kind === "status" ? instanceLines(view) : [];
+    emit([`edgeproxy is not loaded in this network namespace (${pinDir(bpffs)} does not exist)`, ...live], { loaded: false, dir: pinDir(bpffs), ...(view ? { answering: view.live } : {}) });
+    return 0;
+  }
+  if (command.kind === "bind") throw new ConfigError(`service ${command.service}`, "no such service: nothing is pinned in this network namespace; --create makes it");
+  throw new ConfigError(command.kind, `edgeproxy is not loaded in this network namespace (${pinDir(bpffs)} does not exist)`);
+}
+
+/**
+ * Remove the pinned state (ControlPlane.down): refused while instances serve
+ * through it, naming them; with `force` removed anyway: each instance notices
+ * within a second (server/watchdog.ts), its health check fails, it drains and
+ * exits 1.
+ */
+function down(bpffs: string, image: Uint8Array, force: boolean, emit: (human: string[], json: unknown) => void): number {
+  const dir = pinDir(bpffs);
+  const { removed, live } = ControlPlane.down(bpffs, image, force);
+  const instances = live.map((r) => ({ name: r.name, pid: r.pid, services: r.services }));
+  if (!removed) {
+    emit([`nothing pinned for this network namespace (${dir})`], { removed: false, dir, instances });
+    return 0;
+  }
+  const also = live.length ? `; ${live.map(describeInstance).join(", ")} will notice within a second and exit 1` : "";
+  emit([`removed ${dir}: nothing is steered here any more${also}`], { removed: true, dir, instances });
+  return 0;
 }
 
 function readObject(path: string): Uint8Array {
@@ -186,7 +209,9 @@ function readObject(path: string): Uint8Array {
   return bytes;
 }
 
-function act(command: Exclude<ControlCommand, { kind: "down" | "upgrade-program" }>, reg: Registry, pinned: Pinned, emit: (human: string[], json: unknown) => void, view?: StatusView): number {
+function act(command: Exclude<ControlCommand, { kind: "down" | "upgrade-program" }>, plane: ControlPlane, emit: (human: string[], json: unknown) => void, view?: StatusView): number {
+  const reg = plane.registry;
+  const pinned = plane.pinned;
   const named = (name: string) => {
     const s = reg.find(name);
     if (!s) throw new ConfigError(`service ${name}`, "no such service (see edgeproxy status)");
@@ -194,7 +219,7 @@ function act(command: Exclude<ControlCommand, { kind: "down" | "upgrade-program"
   };
   switch (command.kind) {
     case "status":
-      return status(reg, pinned, emit, view, command.service);
+      return status(reg, pinned, plane.instanceViews(), emit, view, command.service);
     case "bindings": {
       const names = new Map(reg.services().map((s) => [s.id, s.name]));
       const stored = reg.bindings().sort((a, b) => a.service - b.service || a.protocol.localeCompare(b.protocol) || a.prefix.length - b.prefix.length || a.lo - b.lo);
@@ -205,20 +230,22 @@ function act(command: Exclude<ControlCommand, { kind: "down" | "upgrade-program"
     case "bind":
     case "unbind": {
       const existing = reg.find(command.service);
-      const svc = command.kind === "bind" ? reg.ensure(command.service, command.takeOver || undefined) : named(command.service);
-      const list = command.prefixes.flatMap((prefix) => command.ports.map((r) => ({ service: svc.id, protocol: command.protocol, prefix, lo: r.lo, hi: r.hi })));
-      const before = reg.bindings(svc.id);
-      let changed = 0;
-      for (const b of list) if (command.kind === "bind" ? reg.addBinding(b) : reg.removeBinding(b)) changed++;
-      if (command.kind === "unbind" && changed === 0) throw new ConfigError("unbind", `service ${svc.name} has no such binding (see edgeproxy bindings)`);
-      let skipped: string[];
-      try {
-        skipped = reg.commit().skipped;
-      } catch (e) {
-        reg.setBindings(svc.id, before);
-        if (!existing) reg.remove(svc.id);
-        throw e;
+      if (!existing && !(command.kind === "bind" && command.create)) {
+        throw new ConfigError(`service ${command.service}`, `no such service (see edgeproxy status)${command.kind === "bind" ? "; --create makes it" : ""}`);
       }
+      const wanted = command.prefixes.flatMap((prefix) => command.ports.map((r) => ({ protocol: command.protocol, prefix, lo: r.lo, hi: r.hi })));
+      // Checked before anything is written: another live instance's traffic, and every live instance's admin listener.
+      if (command.kind === "bind") {
+        plane.checkBindingsLocked(undefined, command.service, wanted);
+        plane.checkAdminReachLocked(command.service, wanted);
+      }
+      const { svc, changed, skipped } = plane.transactionLocked([command.service], () => new Set(), () => {
+        const svc = command.kind === "bind" ? reg.ensure(command.service) : named(command.service);
+        let changed = 0;
+        for (const b of wanted) if (command.kind === "bind" ? reg.addBinding({ ...b, service: svc.id, takeOver: command.takeOver }) : reg.removeBinding({ ...b, service: svc.id })) changed++;
+        if (command.kind === "unbind" && changed === 0) throw new ConfigError("unbind", `service ${svc.name} has no such binding (see edgeproxy bindings)`);
+        return { svc, changed };
+      });
       const what = `${command.protocol} ${command.prefixes.map(formatPrefix).join(",")} ${command.ports.map(formatPorts).join(",")}`;
       const human = [`${command.kind === "bind" ? "bound" : "unbound"} ${what} ${command.kind === "bind" ? "to" : "from"} service ${svc.name}`];
       if (skipped.length) human.push(`left alone, already listening: ${skipped.join(", ")} (--take-over steers them too)`);
@@ -226,16 +253,19 @@ function act(command: Exclude<ControlCommand, { kind: "down" | "upgrade-program"
       return 0;
     }
     case "register": {
-      const fd = takeFd(command.pid, command.fd);
+      const taken = takeFd(command.pid, command.fd);
       try {
+        const fd = taken.raw;
         const kind = socketKind(fd, `process ${command.pid} fd ${command.fd}`);
         if (!kind.listening) throw new ConfigError("register", `process ${command.pid} fd ${command.fd} is a TCP socket that is not listening`);
-        const svc = reg.ensure(command.service);
         const owner = { pid: command.pid, fd: command.fd };
         // A dual-stack IPv6 socket takes IPv4 lookups too (bpf_sk_assign allows it).
         const families: (4 | 6)[] = kind.family === 4 ? [4] : kind.dualStack ? [4, 6] : [6];
-        for (const family of families) reg.setSocket(svc.id, kind.protocol, family, fd, owner);
-        reg.commit();
+        const { svc } = plane.transactionLocked([command.service], () => new Set(), () => {
+          const svc = reg.ensure(command.service);
+          for (const family of families) reg.setSocket(svc.id, kind.protocol, family, fd, owner);
+          return { svc };
+        });
         emit([`service ${svc.name}: ${kind.protocol}/ipv${families.join("+ipv")} socket of process ${command.pid} (fd ${command.fd}) registered`], {
           service: svc.name,
           protocol: kind.protocol,
@@ -244,7 +274,7 @@ function act(command: Exclude<ControlCommand, { kind: "down" | "upgrade-program"
         });
         return 0;
       } finally {
-        libc.close(fd); // the SOCKMAP holds its own reference
+        taken.close(); // the SOCKMAP holds its own reference
       }
     }
     case "unregister": {

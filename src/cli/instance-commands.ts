@@ -62,7 +62,11 @@ export async function runInstanceCommand(command: InstanceCommand, options: Inst
   switch (command) {
     case "health": {
       const res = await ask("/healthz", {});
-      if (!res.ok) throw new EdgeError("health", `admin API on ${socket} answered HTTP ${res.status}: ${(await res.text()).trim()}`, "internal");
+      if (!res.ok) {
+        // The reason (e.g. "steering lost: …") is one line of text/plain; bounded, a probe's output is a log line.
+        const why = (await res.text().catch(() => "")).trim().split("\n")[0]!.slice(0, 300);
+        throw new EdgeError("health", `admin API on ${socket} answered HTTP ${res.status}${why ? `: ${why}` : ""}`, "internal");
+      }
       await print("ok\n");
       return 0;
     }

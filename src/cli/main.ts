@@ -10,13 +10,15 @@ import { checkEnvironment, checkPinAccess, permissionProblem } from "../system/e
 import { bpffsPath, pinDir } from "../dispatcher/pins";
 import { holdAmbientCapabilities } from "../system/capabilities";
 import { refuseSelfReach } from "../server/bindings";
+import { ControlPlane } from "../dispatcher/controlplane";
+import { claimOf, wantedOf } from "../server/instance";
 import { Supervisor, WORKER_ADMIN_ENV, WORKER_ENV } from "./supervisor";
 import { connectionShare } from "../server/server";
 import { parseArgs, type ServeOverrides } from "./args";
 import { statusView } from "./instances";
 import { checkPidFile } from "./supervision";
 import { checkAdminFree } from "../admin/server";
-import { UPGRADE_ENV } from "./upgrade";
+import { tellSupervisor, UPGRADE_ENV } from "./upgrade";
 import { INSTANCE_COMMANDS, parseInstanceCommand, runInstanceCommand, type InstanceCommand } from "./instance-commands";
 import { parseCount, WORKER_BOUNDS } from "../config/numbers";
 import { CONTROL_COMMANDS, parseControl, runControl } from "./control";
@@ -35,19 +37,31 @@ async function print(text: string): Promise<void> {
   await Bun.write(Bun.stdout, text);
 }
 
-/** Exit code for an error: 2 for the operator's input or the environment, 1 for runtime failures. */
-function report(e: unknown): number {
+/** An error's one line and exit code: 2 for the operator's input or the environment, 1 for runtime failures. */
+function explain(e: unknown): { line: string; code: number } {
   e = permissionProblem(e) ?? e;
-  if (e instanceof ConfigError || e instanceof EnvironmentError || (e instanceof EdgeError && e.fault === "config")) {
-    say(e.message);
-    return 2;
-  }
-  if (e instanceof EdgeError) {
-    say(e.message);
-    return 1;
-  }
-  say(`internal error: ${errorLine(e)}`);
-  return 1;
+  if (e instanceof ConfigError || e instanceof EnvironmentError || (e instanceof EdgeError && e.fault === "config")) return { line: e.message, code: 2 };
+  if (e instanceof EdgeError) return { line: e.message, code: 1 };
+  return { line: `internal error: ${errorLine(e)}`, code: 1 };
+}
+
+/** Say an error's line; its exit code. */
+function report(e: unknown): number {
+  const { line, code } = explain(e);
+  say(line);
+  return code;
+}
+
+/**
+ * A worker's report of an error that ends its start: sent to its supervisor,
+ * which says it once for all workers (they usually fail alike), and said here
+ * only when there is no supervisor to tell.
+ */
+function workerReport(e: unknown): number {
+  const { line, code } = explain(e);
+  // A worker whose supervisor is gone (it drains on "disconnect") says it itself.
+  if (!tellSupervisor({ op: "failed", line, code })) say(line);
+  return code;
 }
 
 /**
@@ -147,13 +161,15 @@ export async function main(args: readonly string[]): Promise<number> {
   if (worker !== undefined) {
     const index = worker;
     const say = (line: string) => process.stderr.write(`edgeproxy: worker ${index}: ${line}\n`);
-    return serveInProcess(config, image, { worker: index, workerAdmin: process.env[WORKER_ADMIN_ENV] || undefined, argv, say, report });
+    return serveInProcess(config, image, { worker: index, workerAdmin: process.env[WORKER_ADMIN_ENV] || undefined, argv, say, report: workerReport });
   }
   const reread = command.kind === "serve-file" ? () => fileConfig(command) : undefined;
   try {
-    // Before anything changes: a pid file we could not write, or an admin socket another serve answers on, is one line and exit 2.
+    // Before anything changes: a pid file we could not write, a live instance in the way (not the one an
+    // upgrade replaces, nor with --take-over), or an admin socket another serve answers on, is one line and exit 2.
     if (config.pidFile) checkPidFile(config.pidFile);
-    if (!process.env[UPGRADE_ENV]) await checkAdminFree(config.admin);
+    if (!config.takeOver) ControlPlane.refuseConflict(bpffsPath(config.bpffs), image, claimOf(config, false), wantedOf(config.services));
+    if (!process.env[UPGRADE_ENV]) await checkAdminFree(config.admin, { takeOver: config.takeOver });
   } catch (e) {
     return report(e);
   }
@@ -206,6 +222,7 @@ export async function fileConfig(command: { file: string; overrides: ServeOverri
     workers: o.workers ?? file.workers ?? defaultWorkers(),
     drainTimeoutMs: o.drainTimeoutMs ?? file.drainTimeoutMs,
     ...(o.pidFile ? { pidFile: o.pidFile } : {}),
+    takeOver: file.takeOver || !!o.takeOver,
   };
 }
 

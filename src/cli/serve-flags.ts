@@ -57,7 +57,7 @@ export const SERVE_FLAGS: readonly FlagSpec[] = [
   { name: "--max-body-size", value: "SIZE", help: "http: larger request bodies get 413 (default 1GiB; 100MiB, 512KiB ...)" },
   ...DEADLINE_KEYS.map((k) => ({ name: k.flag, value: "D", help: DEADLINE_HELP[k.flag] ?? `the ${k.key} deadline` })),
   { name: "--name", value: "NAME", help: "service name (default: default)" },
-  { name: "--take-over", help: "also steer ports where another socket already listens" },
+  { name: "--take-over", help: "also steer ports where another socket already listens, and replace a running instance whose service names or bindings overlap (it drains and exits); with --config too, over the file's take_over" },
   { name: "--workers", value: "N", help: "worker processes sharing each service's sockets, 1-256 (default: one per CPU; a supervisor restarts any that dies)" },
   { name: "--drain-timeout", value: "D", help: "on upgrade (or SIGQUIT), how long open connections may finish (default 30s)" },
   { name: "--bpffs", value: "PATH", complete: "dir", help: "bpffs mount for pinned state (default $EDGEPROXY_BPFFS or /sys/fs/bpf)" },

@@ -1,14 +1,18 @@
+import { rmdirSync, rmSync } from "node:fs";
+import { dirname } from "node:path";
 import type { ServeConfig } from "../config/service";
 import { startAdminServer, type AdminServer } from "../admin/server";
-import { describeBindings } from "../server/bindings";
+import { claimOf } from "../server/instance";
 import { serverBackend } from "../server/admin";
 import { describeReload, reload } from "../server/reload";
 import { Server } from "../server/server";
 import { dropUnusedCapabilities } from "../system/capabilities";
-import { announceReady, startSuccessor, untilReady, UPGRADE_ENV } from "./upgrade";
+import { describeStartup, startupFacts } from "./startup";
+import { announceReady, startSuccessor, tellSupervisor, untilReady, UPGRADE_ENV } from "./upgrade";
 import { announceServing, announceStopping, announceSuccessor, logsOf, removePidFile } from "./supervision";
 import { describeRestart, restartNeeded } from "../config/restart";
 import { VERSION } from "../version";
+import { SteeringWatchdog } from "../server/watchdog";
 
 /** Default --drain-timeout. */
 export const DRAIN_TIMEOUT_MS = 30_000;
@@ -50,8 +54,20 @@ export async function serveInProcess(config: ServeConfig, image: Uint8Array, rol
   process.on("SIGINT", () => onSignal("SIGINT", "now"));
   process.on("SIGTERM", () => onSignal("SIGTERM", "now"));
   process.on("SIGQUIT", () => onSignal("SIGQUIT", "drain"));
-  // A worker whose supervisor is gone drains and leaves: nothing would restart or stop it.
-  if (!leader) process.on("disconnect", () => onSignal("supervisor gone", "drain"));
+  // A worker whose supervisor is gone (killed: a crash, not a stop) keeps
+  // serving, so its ports stay steered to its instance's sockets and never
+  // reach another socket; it drains and exits once a newer instance's
+  // sockets join its slots (the watchdog), or on SIGTERM/SIGQUIT.
+  let orphaned = false;
+  let watchdog: SteeringWatchdog | undefined;
+  if (!leader) {
+    process.on("disconnect", () => {
+      if (stop) return;
+      orphaned = true;
+      watchdog?.watchForSuccessor();
+      say(`supervisor gone: keeps serving its ports until a new instance takes them over (then drains and exits), or SIGTERM/SIGQUIT`);
+    });
+  }
   const ready = leader ? untilReady(() => onSignal("the upgrading process went away first", "now")) : () => {};
 
   let server: Server;
@@ -63,6 +79,8 @@ export async function serveInProcess(config: ServeConfig, image: Uint8Array, rol
   const upgrade = (binary?: string): Promise<string> => {
     upgrading ??= startSuccessor(role.argv, binary).then(
       (pid) => {
+        // The successor answers on the admin path now: kept-alive clients must not go on reading ours.
+        admin?.handOver?.();
         successor = pid;
         for (const line of announceSuccessor(pid)) say(line);
         onSignal(`upgrade to pid ${pid}`, "drain");
@@ -80,9 +98,11 @@ export async function serveInProcess(config: ServeConfig, image: Uint8Array, rol
   };
   const t0 = performance.now();
   try {
-    server = await Server.start(config, image, role.worker ?? 0);
+    server = await Server.start(config, image, role.worker ?? 0, claimOf(config, !leader));
     try {
       await server.planes.started();
+      watchdog = steeringWatchdog(server, role, (how) => onSignal(how, "drain"), () => orphaned, () => !!upgrading);
+      const dog = watchdog;
       const base = serverBackend(server);
       const started = Date.now() / 1000;
       const leaderOnly = {
@@ -94,9 +114,10 @@ export async function serveInProcess(config: ServeConfig, image: Uint8Array, rol
         },
         reload: async () => `${(await base.reload()) ?? ""}${await restartNotes()}`,
       };
-      const backend = { ...base, ...(leader ? leaderOnly : {}) };
+      // /healthz and /status tell whether this process's traffic is steered to it, checked when asked.
+      const backend = { ...base, ...(leader ? leaderOnly : {}), health: () => dog.health(), status: () => ({ ...base.status(), steering: dog.health() ?? "ok" }) };
       const adminConfig = role.workerAdmin ? { kind: "unix" as const, path: role.workerAdmin } : leader ? config.admin : { kind: "off" as const };
-      admin = await startAdminServer(backend, adminConfig, { replace: leader && !!process.env[UPGRADE_ENV] });
+      admin = await startAdminServer(backend, adminConfig, { replace: leader && (!!process.env[UPGRADE_ENV] || config.takeOver) });
       // Started: keep only what serving still uses (src/system/capabilities.ts).
       dropUnusedCapabilities(leader ? "serve" : "worker");
     } catch (e) {
@@ -106,15 +127,11 @@ export async function serveInProcess(config: ServeConfig, image: Uint8Array, rol
   } catch (e) {
     return role.report(e);
   }
-  for (const line of describeBindings(server.config.services)) say(line);
-  for (const [name, r] of server.running) for (const s of r.sockets) say(`service ${name}: ipv${s.family} socket ${s.address} (fd ${s.fd})`);
-  say(`dispatcher ${server.report.createdPins ? "created and pinned at" : "joined at"} ${server.report.pinDir}`);
-  const upgraded = server.report.programUpgrade;
-  if (upgraded) say(`dispatcher program upgraded from tag ${upgraded.from} to ${upgraded.to} (maps kept${upgraded.created.length ? `; created ${upgraded.created.join(", ")}` : ""})`);
-  say(`at most ${server.report.maxConnections} open connections${server.report.maxFlows ? ` and ${server.report.maxFlows} UDP flows` : ""}`);
-  if (admin.address !== "off" && leader) say(`admin API on ${admin.address}`);
-  if (server.report.skipped.length) {
-    say(`left alone ${server.report.skipped.length} already-listening socket(s): ${server.report.skipped.join(", ")} (--take-over steers them too)`);
+  // A worker's startup is said once for the instance, by its supervisor (with every worker's facts).
+  const facts = startupFacts(server);
+  if (leader) {
+    for (const line of describeStartup([facts])) say(line);
+    if (admin.address !== "off") say(`admin API on ${admin.address}`);
   }
   // SIGHUP re-reads the config file; a bad file changes nothing.
   process.on("SIGHUP", () => {
@@ -129,10 +146,14 @@ export async function serveInProcess(config: ServeConfig, image: Uint8Array, rol
       upgrade().catch((e) => say(`upgrade failed: ${(e as Error).message}`));
     });
   }
-  if (leader) for (const line of announceServing(config.pidFile)) say(line);
-  say(`ready (setup ${(performance.now() - t0).toFixed(1)} ms)`);
+  if (leader) {
+    for (const line of announceServing(config.pidFile)) say(line);
+    say(`ready (setup ${(performance.now() - t0).toFixed(1)} ms)`);
+  }
   ready();
-  announceReady();
+  announceReady(leader ? {} : { startup: facts, setupMs: performance.now() - t0 });
+  watchdog!.start();
+  if (orphaned) watchdog!.watchForSuccessor();
   // Serving holds the event loop open itself: signal handlers do not count as
   // work for Bun, and with nothing else referenced (a UDP-only server's
   // sockets live in an unref'd worker) its loop spins at 100% of a core.
@@ -142,6 +163,9 @@ export async function serveInProcess(config: ServeConfig, image: Uint8Array, rol
   // An upgrade's old process is no longer the unit's main process: STOPPING=1 from it would stop the unit.
   if (leader && successor === undefined) for (const line of announceStopping()) say(line);
   if (leader && config.pidFile) process.on("exit", () => removePidFile(config.pidFile!));
+  // A loss found from here on is our own withdrawal.
+  const lost = watchdog!.lost;
+  watchdog!.stop();
   try {
     for (const line of server.summary()) say(line);
   } catch (e) {
@@ -154,7 +178,8 @@ export async function serveInProcess(config: ServeConfig, image: Uint8Array, rol
       // An upgrade's own request is still being answered here.
       await (admin.closeGracefully?.() ?? admin.close());
       say(`${signal}: drained${cut ? `; cut ${cut} connection(s) still open at the drain timeout` : ""}; stopped`);
-      return 0;
+      if (orphaned) removeWorkerAdmin(role.workerAdmin);
+      return lost ? 1 : 0;
     }
     admin.close();
     server.close();
@@ -162,5 +187,48 @@ export async function serveInProcess(config: ServeConfig, image: Uint8Array, rol
     return role.report(e);
   }
   say(`${signal}: withdrew its services from the dispatcher and stopped`);
-  return 0;
+  if (orphaned) removeWorkerAdmin(role.workerAdmin);
+  return lost ? 1 : 0;
 }
+
+/**
+ * The instance's steering watchdog (server/watchdog.ts): on a loss, one line,
+ * the supervisor told (it stops the instance, exit 1), and this process
+ * drains; an orphaned worker drains when a newer instance joins its slots.
+ * When another instance takes this one over (--take-over; its record says
+ * so), a single serve drains, and a worker tells its supervisor, which
+ * drains every worker (workers read the record: they keep CAP_BPF, the
+ * supervisor none); not while our own upgrade hands the record over.
+ */
+function steeringWatchdog(server: Server, role: ServeRole, drain: (why: string) => void, orphaned: () => boolean, upgrading: () => boolean): SteeringWatchdog {
+  // role.say names the worker.
+  return new SteeringWatchdog(server, {
+    lost: (why) => {
+      role.say(`steering lost: ${why}; new connections to its ports are refused: draining, then exit 1 (a restart steers anew)`);
+      tellSupervisor({ op: "lost", why });
+      drain("steering lost");
+    },
+    replaced: () => {
+      if (orphaned()) drain("a new instance took over its ports");
+    },
+    leave: (reason) => {
+      if (upgrading()) return false;
+      // An orphaned worker (its supervisor gone) says it as the replacement it is.
+      if (orphaned()) drain("a new instance took over its ports");
+      else if (role.worker === undefined || !tellSupervisor({ op: "leave", reason })) drain(reason);
+      return true;
+    },
+  });
+}
+
+/** An orphaned worker's private admin socket, and the supervisor's directory of them once empty (nobody else removes it). */
+function removeWorkerAdmin(path: string | undefined): void {
+  if (!path) return;
+  rmSync(path, { force: true });
+  try {
+    rmdirSync(dirname(path));
+  } catch {
+    // A sibling worker's socket is still there: the last one out removes the directory.
+  }
+}
+

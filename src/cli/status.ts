@@ -8,6 +8,7 @@
 import type { Rates } from "../admin/dashboard";
 import { formatPrefix } from "../config/address";
 import { formatPorts } from "../config/ports";
+import type { InstanceView } from "../dispatcher/claims";
 import type { Pinned } from "../dispatcher/pins";
 import type { Registry } from "../dispatcher/registry";
 import { ConfigError } from "../errors";
@@ -36,9 +37,17 @@ function si(v: number, unit: string): string {
 
 const errorsPerSecond = (r: Rates) => Object.values(r.errors).reduce((a, b) => a + b, 0);
 
-export function status(reg: Registry, pinned: Pinned, emit: Emit, view: StatusView | undefined, only?: string): number {
+/**
+ * `records`: the instances the pins record (the control plane's truth: live
+ * by leader or sockets, ControlPlane.instanceViews); `view`: the serves
+ * answering on their admin sockets (with --instance, that one).
+ */
+export function status(reg: Registry, pinned: Pinned, records: readonly InstanceView[], emit: Emit, view: StatusView | undefined, only?: string): number {
   const d = pinned.dispatcher;
   if (only !== undefined && !reg.find(only)) throw new ConfigError(`status ${only}`, "no such service (see edgeproxy status)");
+  const instances = records
+    .filter((r) => !view?.services || view.live.some((l) => l.instance === r.name))
+    .map((r) => ({ name: r.name, pid: r.pid, live: r.live, config: r.config, admin: r.admin, services: r.services, takenOverBy: r.by || undefined }));
   const sockets = reg.sockets();
   const bindings = reg.bindingsByService();
   const ofInstance = view?.services && new Set(view.services);
@@ -100,6 +109,9 @@ export function status(reg: Registry, pinned: Pinned, emit: Emit, view: StatusVi
     ...(socketRows.length ? table(["SERVICE", "SOCKET", "PID", "FD", "COOKIE"], socketRows) : ["no sockets registered"]),
     "",
     `lookups that matched no binding: ${unmatched}`,
+    ...(instances.length
+      ? ["", ...table(["INSTANCE", "PID", "LIVE", "SERVICES", "CONFIG", "ADMIN"], instances.map((i) => [i.name, String(i.pid), i.live ? "yes" : "no", i.services.join(",") || "-", i.config || "-", i.admin || "-"]))]
+      : []),
     ...(view ? instanceLines(view) : []),
   ];
   emit(human, {
@@ -109,7 +121,8 @@ export function status(reg: Registry, pinned: Pinned, emit: Emit, view: StatusVi
     binaryTag: pinned.binaryTag,
     services,
     unmatchedLookups: unmatched,
-    ...(view ? { instances: view.live } : {}),
+    instances,
+    ...(view ? { answering: view.live } : {}),
   });
   return 0;
 }

@@ -1,7 +1,8 @@
 import { accessSync, constants, readFileSync, readlinkSync, renameSync, statSync, unlinkSync, writeFileSync } from "node:fs";
 import { dirname } from "node:path";
 import { ptr } from "bun:ffi";
-import { errno, errnoText, libc } from "../ebpf/libc";
+import { errno, errnoText, libc } from "../system/libc";
+import { Fd } from "../system/fd";
 import { ConfigError } from "../errors";
 
 /*
@@ -39,15 +40,16 @@ export function sdNotify(state: string, socket = process.env.NOTIFY_SOCKET): str
   // An abstract name starts with a NUL and has no terminating one: its length is exact.
   if (abstract) addr[2] = 0;
   const length = 2 + name.length + (abstract ? 0 : 1);
-  const fd = libc.socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
-  if (fd < 0) return `socket(AF_UNIX, SOCK_DGRAM): ${errnoText(errno())}`;
+  const rc = libc.socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+  if (rc < 0) return `socket(AF_UNIX, SOCK_DGRAM): ${errnoText(errno())}`;
+  const fd = new Fd(rc, "sd_notify socket");
   try {
     const message = Buffer.from(state);
-    const sent = libc.sendto(fd, ptr(message), message.length, MSG_NOSIGNAL, ptr(addr), length);
+    const sent = libc.sendto(fd.raw, ptr(message), message.length, MSG_NOSIGNAL, ptr(addr), length);
     if (Number(sent) < 0) return `sendto ${socket}: ${errnoText(errno())}`;
     return undefined;
   } finally {
-    libc.close(fd);
+    fd.close();
   }
 }
 

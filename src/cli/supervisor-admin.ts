@@ -2,6 +2,8 @@ import { Hono } from "hono";
 import { bodyOf, clientErrorResponse, limitBodies, readBodies, renderAdminRefusals, requireToken, upgradeBody } from "../admin/api";
 import { ConfigError, errorLine } from "../errors";
 import { METRICS_CONTENT_TYPE } from "../admin/metrics";
+import type { StatusSnapshot } from "../admin/backend";
+import { totalStatus } from "../admin/total";
 import type { Supervisor, WorkerState } from "./supervisor";
 import { DRAIN_TIMEOUT_MS } from "./serve";
 import { VERSION } from "../version";
@@ -106,17 +108,39 @@ export function supervisorApp(sup: Supervisor): Hono {
     sup.say(`admin: ${c.req.method} ${c.req.path}: ${errorLine(err)}`);
     return c.json({ error: "internal error" }, 500);
   });
-  app.get("/healthz", (c) => (sup.workers.some((w) => w.ready) ? c.text("ok") : c.text("no worker is ready", 503)));
+  app.get("/healthz", async (c) => {
+    if (sup.lost) return c.text(`steering lost: ${sup.lost}`, 503);
+    const first = live(sup)[0];
+    if (!first) return c.text("no worker is ready", 503);
+    // A worker checks the steering it shares with the others now (server/watchdog.ts), not at its next tick.
+    // Bounded: a worker that does not answer within a second is not healthy either (onError: 500).
+    const res = await ask(first, "/healthz", { signal: AbortSignal.timeout(1000) });
+    return res.ok ? c.text("ok") : c.text(await res.text(), 503);
+  });
   app.get("/workers", async (c) => c.json(await Promise.all(sup.workers.map(snapshot))));
   app.get("/metrics", async (c) => {
     const texts = await Promise.all(live(sup).map(async (w) => ({ worker: w.index, text: await (await ask(w, "/metrics")).text() })));
     return c.body(mergeMetrics(texts) + renderAdminRefusals(), 200, { "Content-Type": METRICS_CONTENT_TYPE });
   });
+  // Each worker counts what it handled: /status and /services add every ready worker's figures up, as /metrics does.
+  const total = async (): Promise<StatusSnapshot | undefined> => {
+    const statuses = await Promise.all(live(sup).map(async (w) => (await ask(w, "/status")).json() as Promise<StatusSnapshot>));
+    return statuses.length ? totalStatus(statuses) : undefined;
+  };
   app.get("/status", async (c) => {
-    const first = live(sup)[0];
-    if (!first) return c.json({ error: "no worker is ready" }, 503);
-    const status = (await (await ask(first, "/status")).json()) as Record<string, unknown>;
+    const status = await total();
+    if (!status) return c.json({ error: "no worker is ready" }, 503);
     return c.json({ ...status, pid: process.pid, startedAt: sup.startedAt, workers: await Promise.all(sup.workers.map(snapshot)) });
+  });
+  app.get("/services", async (c) => {
+    const status = await total();
+    return status ? c.json(status.services) : c.json({ error: "no worker is ready" }, 503);
+  });
+  app.get("/services/:name", async (c) => {
+    const status = await total();
+    if (!status) return c.json({ error: "no worker is ready" }, 503);
+    const found = status.services.find((s) => s.name === c.req.param("name"));
+    return found ? c.json(found) : c.json({ error: `no service named ${c.req.param("name")}` }, 404);
   });
   app.post("/reload", async (c) => {
     const answers = await Promise.all(live(sup).map(async (w) => ({ res: await ask(w, "/reload", { method: "POST" }) })));

@@ -10,6 +10,8 @@ import { DRAIN_TIMEOUT_MS } from "./serve";
 import { dropUnusedCapabilities, spawnWithCapabilities } from "../system/capabilities";
 import { announceServing, announceStopping, announceSuccessor, logsOf, removePidFile } from "./supervision";
 import { describeRestart, restartNeeded } from "../config/restart";
+import { describeStartup, type StartupFacts } from "./startup";
+import { INSTANCE_FROM_ENV } from "../server/instance";
 
 /** Env var naming a worker's index; its presence makes a process a worker. */
 export const WORKER_ENV = "EDGEPROXY_WORKER";
@@ -41,6 +43,10 @@ export interface WorkerState {
   backoffMs: number;
   /** Its private admin socket (absent when the admin API is off). */
   readonly admin?: string;
+  /** What it said it serves (with its IPC "ready"): said once for all workers. */
+  startup?: StartupFacts;
+  /** Why it could not start or stop (its IPC "failed"), said by the supervisor. */
+  failure?: { line: string; code: number };
 }
 
 /**
@@ -84,17 +90,32 @@ export class Supervisor {
 
   private spawn(w: WorkerState): void {
     w.ready = false;
+    w.failure = undefined;
     w.startedAt = Date.now();
     // Our own worker: it gets what a start needs, nothing else we run does.
     const proc: Subprocess = spawnWithCapabilities(() => Bun.spawn([...selfCommand(), ...this.argv], {
       stdio: ["ignore", "inherit", "inherit"],
       // Only the supervisor talks to the service manager: a worker is never the unit's main process.
-      env: childEnv({ [WORKER_ENV]: String(w.index), ...(w.admin ? { [WORKER_ADMIN_ENV]: w.admin } : {}), [UPGRADE_ENV]: "" }, ["NOTIFY_SOCKET"]),
+      // An upgrade's workers name the instance they replace (its leader, our predecessor).
+      env: childEnv({ [WORKER_ENV]: String(w.index), ...(w.admin ? { [WORKER_ADMIN_ENV]: w.admin } : {}), [UPGRADE_ENV]: "", [INSTANCE_FROM_ENV]: process.env[UPGRADE_ENV] ?? "" }, ["NOTIFY_SOCKET"]),
       ipc: (message) => {
-        if ((message as { op?: string })?.op === "ready") {
+        if (w.proc !== proc) return;
+        const m = message as { op?: string; startup?: StartupFacts; line?: unknown; code?: unknown; reason?: unknown; why?: unknown };
+        if (m?.op === "ready") {
           w.ready = true;
+          w.startup = m.startup;
+          // A restarted worker: its sockets and cap are those of the first start; one line says it is back.
+          if (!this.starting) this.say(`worker ${w.index} (pid ${proc.pid}) serves again`);
           this.wakeStart?.();
-        }
+        } else if (m?.op === "failed" && typeof m.line === "string") {
+          w.failure = { line: m.line, code: typeof m.code === "number" ? m.code : 1 };
+          // While starting, start() says the first failure once; later, each is this worker's own.
+          if (!this.starting) this.say(`worker ${w.index}: ${m.line}`);
+        } else if (m?.op === "leave" && typeof m.reason === "string") {
+          // Another instance took this one over (--take-over): its workers watch the instance's
+          // record (they keep CAP_BPF; this process keeps none) and the first to see it says so.
+          this.leave(m.reason);
+        } else if (m?.op === "lost") this.steeringLost(w, String(m.why ?? "unknown"));
       },
       onExit: (_p, code, signal): void => this.exited(w, proc, code, signal),
     }));
@@ -116,6 +137,19 @@ export class Supervisor {
     }, pause);
   }
 
+  /**
+   * The instance's steering is gone (server/watchdog.ts): a worker said so and
+   * drains. The whole instance stops (every worker drains) and run() exits 1:
+   * a restarted worker would pin and steer anew behind `down --force`'s back.
+   */
+  lost: string | undefined;
+  private steeringLost(w: WorkerState, why: string): void {
+    if (this.lost) return;
+    this.lost = why;
+    this.say(`worker ${w.index} lost the steering (${why}): every worker drains, then exit 1`);
+    void this.stop("drain");
+  }
+
   /** Start every worker; resolves when all serve, rejects (after stopping them) if one exits first. */
   async start(): Promise<void> {
     for (const w of this.workers) this.spawn(w);
@@ -124,8 +158,11 @@ export class Supervisor {
       const dead = this.workers.find((w) => w.proc && (w.proc.exitCode !== null || w.proc.signalCode !== null));
       if (dead || Date.now() > deadline) {
         this.stopping = "now";
+        // Its "failed" message was sent before it exited; give it a moment to arrive.
+        for (let i = 0; dead && !dead.failure && i < 25; i++) await Bun.sleep(20);
         await this.signalAll("SIGTERM");
-        // The worker has said why on stderr (which it shares); its exit code says whose fault.
+        // Workers fail alike (the same config, the same kernel): the first one's reason is said once, with its exit code (whose fault).
+        if (dead?.failure) throw new WorkerStartError(dead.failure.line, dead.failure.code);
         const how = dead && (dead.proc!.signalCode ? `was killed by ${dead.proc!.signalCode}` : `exited with code ${dead.proc!.exitCode}`);
         throw new WorkerStartError(dead ? `worker ${dead.index} ${how} while starting` : "workers were not ready within 60 s", dead?.proc?.exitCode || 1);
       }
@@ -162,6 +199,8 @@ export class Supervisor {
     this.upgrading ??= startSuccessor(this.argv, binary).then(
       (pid) => {
         this.successor = pid;
+        // The successor answers on the admin path now: kept-alive clients must not go on reading ours.
+        this.admin?.handOver?.();
         for (const line of announceSuccessor(pid)) this.say(line);
         void this.stop("drain");
         // Said here too, however the upgrade was asked: a terminal that started this process learns where its successor went.
@@ -177,6 +216,7 @@ export class Supervisor {
     return this.upgrading;
   }
 
+  private admin: AdminServer | undefined;
   private stopped: Promise<void> | undefined;
   private wakeStopped: (() => void) | undefined;
 
@@ -198,6 +238,17 @@ export class Supervisor {
   async restartNotes(): Promise<string> {
     if (!this.reread) return "";
     return describeRestart(restartNeeded(this.config, await this.reread().catch(() => this.config)));
+  }
+
+  private leaving: string | undefined;
+
+  /** Told to leave (a worker saw another instance take this one over): drain every worker, once serving. */
+  private leave(reason: string): void {
+    if (this.stopping || this.upgrading || this.leaving) return;
+    this.leaving = reason;
+    if (this.starting) return; // run() acts on it once the start is over.
+    this.say(`${reason}: draining its workers`);
+    void this.stop("drain");
   }
 
   /** Run until stopped. Resolves to the exit code. */
@@ -224,7 +275,9 @@ export class Supervisor {
       say(e.message);
       return e.code;
     }
-    admin = await startAdminServer({} as never, this.config.admin, { replace: !!process.env[UPGRADE_ENV], app: supervisorApp(this) });
+    admin = await startAdminServer({} as never, this.config.admin, { replace: !!process.env[UPGRADE_ENV] || this.config.takeOver, app: supervisorApp(this) });
+    this.admin = admin;
+    for (const line of describeStartup(this.workers.flatMap((w) => (w.startup ? [w.startup] : [])))) say(line);
     if (admin.address !== "off") say(`admin API on ${admin.address}`);
     say(`${this.workers.length} workers: pids ${this.workers.map((w) => w.proc!.pid).join(", ")}`);
     for (const line of announceServing(this.config.pidFile)) say(line);
@@ -234,6 +287,10 @@ export class Supervisor {
     if (this.config.pidFile) process.on("exit", () => removePidFile(this.config.pidFile!));
     ready();
     announceReady();
+    if (this.leaving) {
+      say(`${this.leaving}: draining its workers`);
+      void this.stop("drain");
+    }
     const hold = setInterval(() => {}, 1 << 30);
     await new Promise<void>((resolve) => {
       this.wakeStopped = resolve;
@@ -243,6 +300,6 @@ export class Supervisor {
     // An upgrade's own request may still be being answered.
     await (admin.closeGracefully?.() ?? admin.close());
     say(`${this.stopping === "drain" ? "drained" : "stopped"} ${this.workers.length} workers`);
-    return 0;
+    return this.lost ? 1 : 0;
   }
 }

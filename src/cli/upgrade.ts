@@ -73,6 +73,21 @@ export function untilReady(giveUp: () => void): () => void {
 }
 
 /** Tell the process that started us (an upgrade's old process, or our supervisor) that we serve now. */
-export function announceReady(): void {
-  if (process.env[UPGRADE_ENV] || process.env.EDGEPROXY_WORKER !== undefined) process.send?.({ op: "ready", pid: process.pid });
+export function announceReady(extra: Record<string, unknown> = {}): void {
+  // A worker whose supervisor died while it started has nobody to tell (and Bun's send would throw).
+  if ((process.env[UPGRADE_ENV] || process.env.EDGEPROXY_WORKER !== undefined) && process.connected) process.send?.({ ...extra, op: "ready", pid: process.pid });
+}
+
+/**
+ * A worker's message to its supervisor ({op: "failed" | "leave" | ...}):
+ * false when there is no supervisor to tell (not a worker, or it is gone),
+ * and the worker acts on its own.
+ */
+export function tellSupervisor(message: Record<string, unknown>): boolean {
+  if (process.env.EDGEPROXY_WORKER === undefined || !process.send || !process.connected) return false;
+  try {
+    return process.send({ ...message, pid: process.pid });
+  } catch {
+    return false;
+  }
 }

@@ -124,6 +124,9 @@ connect_timeout = 3
   test("defaults", () => {
     const c = parseConfig(web(), FILE);
     expect(c.takeOver).toBe(false);
+    expect(parseConfig(`instance = "edge-1"\n${web()}`, "/etc/x.toml").instance).toBe("edge-1");
+    expect(parseConfig(web(), "/etc/edgeproxy/site.v2.toml").instance).toBe("site.v2");
+    expect(() => parseConfig(`instance = "a/b"\n${web()}`, FILE)).toThrow('edgeproxy.toml: instance: "a/b": use 1-63 of a-z A-Z 0-9 _ . -');
     expect(c.maxConnections).toBeUndefined();
     expect(c.admin).toEqual({ kind: "unix", path: DEFAULT_SOCKET });
     expect(c.services[0]).toMatchObject({ mode: "tcp", connectTimeoutMs: DEFAULTS.connectTimeoutMs, idleTimeoutMs: DEFAULTS.idleTimeoutMs });

@@ -91,7 +91,7 @@ export interface ServeConfig {
    */
   readonly instance: string;
   readonly services: readonly ServiceConfig[];
-  /** Steer ports even where another socket already listens. */
+  /** Steer ports even where another socket already listens, and replace a live instance whose names or bindings overlap (--take-over). */
   readonly takeOver: boolean;
   /** Cap on open connections for the instance, shared by its workers (server.ts, connectionShare); default: what each worker's open-file limit allows. */
   readonly maxConnections?: number;
@@ -131,14 +131,18 @@ export function serviceFamilies(s: ServiceConfig): (4 | 6)[] {
 /** The transport a mode's bindings and sockets use. */
 export const transportOf = (mode: Mode): "tcp" | "udp" => (mode === "udp" ? "udp" : "tcp");
 
-/** Instance names: they name a socket file, so no "/" and nothing hidden. */
-export const INSTANCE_NAME = /^[a-zA-Z0-9_][a-zA-Z0-9_.-]{0,63}$/;
+/**
+ * Instance names: they name a socket file, so no "/" and nothing hidden;
+ * at most 63 bytes, as the key of the pinned instance records holds them
+ * NUL-terminated in 64 (src/dispatcher/instances.ts).
+ */
+export const INSTANCE_NAME = /^[a-zA-Z0-9_][a-zA-Z0-9_.-]{0,62}$/;
 /** sun_path is 108 bytes including the terminating NUL. */
 export const MAX_SOCKET_PATH = 107;
 
 /** Check an instance name given at `where`; throws a ConfigError. */
 export function checkInstance(name: string, where: string): string {
-  if (!INSTANCE_NAME.test(name)) throw new ConfigError(where, `"${name}": use 1-64 of a-z A-Z 0-9 _ . -, not starting with . or -`);
+  if (!INSTANCE_NAME.test(name)) throw new ConfigError(where, `"${name}": use 1-63 of a-z A-Z 0-9 _ . -, not starting with . or -`);
   return name;
 }
 

@@ -288,6 +288,8 @@ export interface StoredBinding {
   prefix: Prefix;
   lo: number;
   hi: number;
+  /** Steer it even where another socket already listens (`bind --take-over`): kept in the entry's value, per binding. */
+  takeOver?: boolean;
 }
 
 /** struct ep_binding */

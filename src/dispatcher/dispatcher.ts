@@ -1,8 +1,8 @@
-import { closeSync, openSync } from "node:fs";
+import { openSync } from "node:fs";
 import type { Prefix } from "../config/address";
 import { ConfigError, EdgeError } from "../errors";
 import { BpfMap, BpfObject, KernelError, possibleCpus, programInfo, type BpfLink, type BpfProgram } from "../ebpf/libbpf";
-import { libc } from "../ebpf/libc";
+import { Fd } from "../system/fd";
 import * as abi from "./abi";
 import * as sabi from "./sourceabi";
 import type { Binding, Protocol } from "./binding";
@@ -74,21 +74,21 @@ export class Dispatcher {
     private readonly object?: BpfObject,
     readonly program?: BpfProgram,
     /** The migrate program's fd when it came from a pin (owned); a loaded object's is `object`'s. */
-    private pinnedMigrateFd?: number,
+    private readonly pinnedMigrateFd?: Fd,
     /** The same for the ep_source program (absent when the pinned dispatcher predates it). */
-    private pinnedSourceFd?: number,
+    private readonly pinnedSourceFd?: Fd,
   ) {}
 
   /** An fd of the ep_source program (counting clients' connections); undefined if there is none. */
   get sourceFd(): number | undefined {
     if (this.object) return this.object.hasProgram(SOURCE_PROGRAM) ? this.object.program(SOURCE_PROGRAM).fd : undefined;
-    return this.pinnedSourceFd;
+    return this.pinnedSourceFd?.raw;
   }
 
   /** An fd of the sk_reuseport migrate program, for SO_ATTACH_REUSEPORT_EBPF; undefined if there is none. */
   get migrateFd(): number | undefined {
     if (this.object) return this.object.program(MIGRATE_PROGRAM).fd;
-    return this.pinnedMigrateFd;
+    return this.pinnedMigrateFd?.raw;
   }
 
   /** Create the maps and load the program; nothing steers until attach(). */
@@ -167,7 +167,7 @@ export class Dispatcher {
   }
 
   /** A dispatcher over maps opened elsewhere (from pins); takes ownership of their fds. */
-  static fromMaps(maps: Record<MapName, BpfMap>, migrateFd?: number, sourceFd?: number): Dispatcher {
+  static fromMaps(maps: Record<MapName, BpfMap>, migrateFd?: Fd, sourceFd?: Fd): Dispatcher {
     return new Dispatcher(maps, undefined, undefined, migrateFd, sourceFd);
   }
 
@@ -175,15 +175,15 @@ export class Dispatcher {
   attach(): BpfLink {
     if (this.link) return this.link;
     if (!this.program) throw new EdgeError("attach netns", "a pinned dispatcher is attached already", "internal");
-    let ns: number | undefined;
+    let ns: Fd | undefined;
     try {
-      ns = openSync("/proc/self/ns/net", "r");
-      this.link = this.program.attachNetns(ns);
+      ns = new Fd(openSync("/proc/self/ns/net", "r"), "/proc/self/ns/net");
+      this.link = this.program.attachNetns(ns.raw);
       return this.link;
     } catch (cause) {
       throw new DispatcherError("attach netns", { cause });
     } finally {
-      if (ns !== undefined) closeSync(ns);
+      ns?.close();
     }
   }
 
@@ -400,9 +400,7 @@ export class Dispatcher {
     this.link = undefined;
     if (this.object) this.object.close();
     else for (const m of Object.values(this.maps)) m.close();
-    if (this.pinnedMigrateFd !== undefined) libc.close(this.pinnedMigrateFd);
-    this.pinnedMigrateFd = undefined;
-    if (this.pinnedSourceFd !== undefined) libc.close(this.pinnedSourceFd);
-    this.pinnedSourceFd = undefined;
+    this.pinnedMigrateFd?.close();
+    this.pinnedSourceFd?.close();
   }
 }

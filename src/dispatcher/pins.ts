@@ -1,4 +1,5 @@
-import { existsSync, mkdirSync, readFileSync, renameSync, rmSync, statSync, openSync, closeSync } from "node:fs";
+import { existsSync, mkdirSync, readFileSync, renameSync, rmSync, statSync, openSync } from "node:fs";
+import { Fd } from "../system/fd";
 import { join } from "node:path";
 import { ConfigError, EdgeError, EnvironmentError } from "../errors";
 import { BpfMap, linkUpdate, objGet, objPin, programInfo } from "../ebpf/libbpf";
@@ -18,6 +19,8 @@ import { Dispatcher, MAPS, type MapName, type ProgramTags } from "./dispatcher";
 
 const LOCK_EX = 2;
 const LOCK_UN = 8;
+const LOCK_NB = 4;
+const EWOULDBLOCK = 11;
 const MS_NOSUID = 2;
 const MS_NODEV = 4;
 const MS_NOEXEC = 8;
@@ -62,13 +65,43 @@ export function withPinLock<T>(bpffs: string, fn: () => T): T {
   const root = join(bpffs, "edgeproxy");
   checkPinAccess(root, pinDir(bpffs));
   mkdirSync(root, { recursive: true, mode: 0o700 });
-  const fd = openSync(root, "r");
+  const lock = new Fd(openSync(root, "r"), `lock of ${root}`);
   try {
-    if (libc.flock(fd, LOCK_EX) !== 0) throw new EdgeError("lock pinned state", errnoText(errno()), "kernel");
+    if (libc.flock(lock.raw, LOCK_EX) !== 0) throw new EdgeError("lock pinned state", errnoText(errno()), "kernel");
     return fn();
   } finally {
-    libc.flock(fd, LOCK_UN);
-    closeSync(fd);
+    // Closing releases the lock too (flock(2)); unlocking first says so.
+    libc.flock(lock.raw, LOCK_UN);
+    lock.close();
+  }
+}
+
+/**
+ * Run fn holding the pin lock if it is free now, without waiting or making
+ * anything (a periodic reader: the steering watchdog): "busy" when another
+ * process holds it (it is changing the pins; the next look will see), "gone"
+ * when <bpffs>/edgeproxy itself was removed.
+ */
+export function tryPinLock<T>(bpffs: string, fn: () => T): T | "busy" | "gone" {
+  const root = join(bpffs, "edgeproxy");
+  let lock: Fd;
+  try {
+    lock = new Fd(openSync(root, "r"), `lock of ${root}`);
+  } catch {
+    return "gone";
+  }
+  try {
+    if (libc.flock(lock.raw, LOCK_EX | LOCK_NB) !== 0) {
+      if (errno() === EWOULDBLOCK) return "busy";
+      throw new EdgeError(`lock ${root}`, errnoText(errno()), "kernel");
+    }
+    try {
+      return fn();
+    } finally {
+      libc.flock(lock.raw, LOCK_UN);
+    }
+  } finally {
+    lock.close();
   }
 }
 
@@ -104,9 +137,9 @@ function companionsDiffer(dir: string, image: Uint8Array): boolean {
 function pinnedTag(path: string, what: string): string {
   const fd = objGet(path, `open pinned program ${what}`);
   try {
-    return programInfo(fd).tag;
+    return programInfo(fd.raw).tag;
   } finally {
-    libc.close(fd);
+    fd.close();
   }
 }
 
@@ -151,12 +184,12 @@ function openSomeMaps(dir: string, names: Iterable<string>, optional = false): M
 
 const definitions = (maps: Map<string, BpfMap>) => new Map([...maps].map(([name, m]) => [name, m.definition()]));
 
-function openMigrate(dir: string): number {
+function openMigrate(dir: string): Fd {
   return objGet(join(dir, "migrate"), "open pinned program ep_migrate");
 }
 
 /** The pinned ep_source program; undefined when the pinned dispatcher predates it. */
-function openSource(dir: string): number | undefined {
+function openSource(dir: string): Fd | undefined {
   return existsSync(join(dir, "source")) ? objGet(join(dir, "source"), "open pinned program ep_source") : undefined;
 }
 
@@ -244,7 +277,7 @@ export function upgradeProgram(bpffs: string, image: Uint8Array): ProgramUpgrade
   let pinned = new Map<string, BpfMap>();
   let d: Dispatcher | undefined;
   try {
-    const from = programInfo(oldProg).tag;
+    const from = programInfo(oldProg.raw).tag;
     // Checked before anything is loaded: reuse_fd itself would accept any pin.
     const wanted = objectMapDefinitions(image);
     pinned = openSomeMaps(dir, wanted.keys(), true);
@@ -257,12 +290,12 @@ export function upgradeProgram(bpffs: string, image: Uint8Array): ProgramUpgrade
     const source = d.sourceFd;
     const sameSource = source === undefined || (existsSync(join(dir, "source")) && pinnedTag(join(dir, "source"), "ep_source") === programInfo(source).tag);
     if (to === from && sameMigrate && sameSource && !loaded.created.length) return { from, to, created: [], unchanged: true };
-    switchOver(dir, d, loaded.created, oldProg);
+    switchOver(dir, d, loaded.created, oldProg.raw);
     return { from, to, created: loaded.created.map((m) => m.name), unchanged: false };
   } finally {
     d?.close();
     for (const m of pinned.values()) m.close();
-    libc.close(oldProg);
+    oldProg.close();
   }
 }
 
@@ -294,18 +327,18 @@ function switchOver(dir: string, d: Dispatcher, created: BpfMap[], oldProg: numb
       objPin(fd, tmp(name), `pin the new ${name} at ${tmp(name)}`);
       placed.push(tmp(name));
     }
-    linkUpdate(link, d.program!.fd, `switch ${join(dir, "link")} to the new program`);
+    linkUpdate(link.raw, d.program!.fd, `switch ${join(dir, "link")} to the new program`);
     switched = true;
     // migrate and source first: if "prog" then failed, the link goes back to the program "prog" names.
     renameSync(tmp("migrate"), join(dir, "migrate"));
     if (d.sourceFd !== undefined) renameSync(tmp("source"), join(dir, "source"));
     renameSync(tmp("prog"), join(dir, "prog"));
   } catch (e) {
-    if (switched) linkUpdate(link, oldProg, `switch ${join(dir, "link")} back to the old program`);
+    if (switched) linkUpdate(link.raw, oldProg, `switch ${join(dir, "link")} back to the old program`);
     for (const p of placed) rmSync(p, { force: true });
     throw e;
   } finally {
-    libc.close(link);
+    link.close();
   }
 }
 

@@ -5,6 +5,14 @@ import type { Binding, Protocol } from "./binding";
 import type { Dispatcher, ServiceAccess } from "./dispatcher";
 import { holesForListeners } from "./holes";
 
+/**
+ * ep_bindings' value (the program never reads it): bit 0 says this binding
+ * steers even where another socket already listens (`bind --take-over`). Per
+ * binding, so an unbind takes it away with the binding; a config's
+ * `take_over` is its services' flag (EP_SERVICE_TAKE_OVER), set at every start and reload.
+ */
+const BINDING_TAKE_OVER = 1;
+
 /** A service as stored in ep_services. */
 export interface ServiceEntry {
   readonly id: number;
@@ -91,10 +99,14 @@ export class Registry {
   }
 
   bindings(service?: number): abi.StoredBinding[] {
-    return this.maps.ep_bindings
-      .keys(abi.sizes.ep_binding)
-      .map(abi.decodeBinding)
-      .filter((b) => service === undefined || b.service === service);
+    const out: abi.StoredBinding[] = [];
+    for (const key of this.maps.ep_bindings.keys(abi.sizes.ep_binding)) {
+      const b = abi.decodeBinding(key);
+      if (service !== undefined && b.service !== service) continue;
+      const v = this.maps.ep_bindings.lookup(key, new Uint8Array(4));
+      out.push(v && (new DataView(v.buffer).getUint32(0, true) & BINDING_TAKE_OVER) ? { ...b, takeOver: true } : b);
+    }
+    return out;
   }
 
   /** Every stored binding, grouped by service: one walk of the map (a syscall per key). */
@@ -108,12 +120,13 @@ export class Registry {
     return out;
   }
 
-  /** Add; false when it was there already. One lookup, not a walk of the map. */
+  /** Add (or change its take-over); false when it was there already as it is. One lookup, not a walk of the map. */
   addBinding(b: abi.StoredBinding): boolean {
     const key = abi.encodeBinding(b);
-    const had = this.maps.ep_bindings.lookup(key, new Uint8Array(4)) !== undefined;
-    this.maps.ep_bindings.update(key, abi.u32(0));
-    return !had;
+    const had = this.maps.ep_bindings.lookup(key, new Uint8Array(4));
+    const value = b.takeOver ? BINDING_TAKE_OVER : 0;
+    this.maps.ep_bindings.update(key, abi.u32(value));
+    return !had || new DataView(had.buffer).getUint32(0, true) !== value;
   }
 
   removeBinding(b: abi.StoredBinding): boolean {
@@ -124,7 +137,7 @@ export class Registry {
   setBindings(service: number, list: readonly abi.StoredBinding[]): void {
     const keep = new Set(list.map((b) => abi.encodeBinding(b).toString()));
     for (const b of this.bindings(service)) if (!keep.has(abi.encodeBinding(b).toString())) this.removeBinding(b);
-    for (const b of list) this.maps.ep_bindings.update(abi.encodeBinding(b), abi.u32(0));
+    for (const b of list) this.maps.ep_bindings.update(abi.encodeBinding(b), abi.u32(b.takeOver ? BINDING_TAKE_OVER : 0));
   }
 
   rules(service?: number): abi.StoredRule[] {
@@ -236,13 +249,13 @@ export class Registry {
     const services = this.services();
     const byId = new Map(services.map((s) => [s.id, s]));
     // A hash map hands keys out in no fixed order; sort so errors name services the same way every time.
-    const bindings: Binding[] = this.bindings()
+    const bindings: (Binding & { takeOver: boolean })[] = this.bindings()
       .filter((b) => byId.has(b.service))
       .sort((a, b) => a.service - b.service || a.lo - b.lo || a.hi - b.hi || a.prefix.length - b.prefix.length)
-      .map((b) => ({ protocol: b.protocol, prefix: b.prefix, ports: { lo: b.lo, hi: b.hi }, service: b.service, owner: `service ${byId.get(b.service)!.name}` }));
+      .map((b) => ({ protocol: b.protocol, prefix: b.prefix, ports: { lo: b.lo, hi: b.hi }, service: b.service, owner: `service ${byId.get(b.service)!.name}`, takeOver: !!b.takeOver || byId.get(b.service)!.takeOver }));
     const theirs = [...listeners("tcp"), ...listeners("udp")].filter((l) => !own.has(l.inode));
     const { holes, skipped } = holesForListeners(
-      bindings.filter((b) => !byId.get(b.service)!.takeOver),
+      bindings.filter((b) => !b.takeOver),
       theirs,
     );
     const rules = this.rules();
@@ -251,7 +264,7 @@ export class Registry {
       allow: rules.filter((r) => r.service === s.id && r.verdict === "allow").map((r) => r.prefix),
       deny: rules.filter((r) => r.service === s.id && r.verdict === "deny").map((r) => r.prefix),
     }));
-    this.dispatcher.apply([...bindings, ...holes], access);
+    this.dispatcher.apply([...bindings.map(({ takeOver: _, ...b }) => b), ...holes], access);
     return { skipped };
   }
 }

@@ -2,7 +2,8 @@
 // (bpf/dispatcher.h, EP_SOURCE_OWNERS and struct ep_source_op), for every
 // process of the instance at once.
 import { PreparedTestRun, KernelError } from "../ebpf/libbpf";
-import { bindTo, closeFd, openUdpSocket } from "../system/udp";
+import { bindTo, openUdpSocket } from "../system/udp";
+import type { Fd } from "../system/fd";
 import * as abi from "./abi";
 import * as sabi from "./sourceabi";
 import type { Dispatcher } from "./dispatcher";
@@ -69,7 +70,7 @@ export class SourceOwner {
   private constructor(
     readonly counter: SourceCounter,
     /** Owned: a bound UDP socket nobody sends to; its SOCKMAP entry is the slot's claim. */
-    private liveness: number,
+    private readonly liveness: Fd,
     /** Counts of dead owners zeroed when the slot was claimed. */
     readonly reclaimed: number,
   ) {}
@@ -90,16 +91,18 @@ export class SourceOwner {
     const free = freeSlots(dispatcher);
     if (!free.length) return undefined;
     const counter = new SourceCounter(progFd, free[0]!);
-    const reclaimed = counter.reclaim(free);
-    const fd = openUdpSocket(4, "source-count owner socket");
+    let fd: Fd | undefined;
     try {
-      bindTo(fd, { family: 4, addr: Uint8Array.from([127, 0, 0, 1]), port: 0 }, "source-count owner socket");
-      owners.update(abi.u32(free[0]!), abi.u64(fd));
+      const reclaimed = counter.reclaim(free);
+      fd = openUdpSocket(4, "source-count owner socket");
+      bindTo(fd.raw, { family: 4, addr: Uint8Array.from([127, 0, 0, 1]), port: 0 }, "source-count owner socket");
+      owners.update(abi.u32(free[0]!), abi.u64(fd.raw));
+      return new SourceOwner(counter, fd, reclaimed);
     } catch (e) {
-      closeFd(fd);
+      fd?.close();
+      counter.close();
       throw e instanceof KernelError ? new KernelError(`claim source-count slot ${free[0]}`, -e.errno, e.log) : e;
     }
-    return new SourceOwner(counter, fd, reclaimed);
   }
 
   /**
@@ -115,8 +118,6 @@ export class SourceOwner {
   /** Give the slot up: this process's counts are stale from now on (the next claim zeroes them). */
   close(): void {
     this.counter.close();
-    if (this.liveness < 0) return;
-    closeFd(this.liveness);
-    this.liveness = -1;
+    this.liveness.close();
   }
 }

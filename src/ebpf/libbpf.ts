@@ -2,6 +2,7 @@ import { dlopen, JSCallback, FFIType, ptr, type Pointer } from "bun:ffi";
 import { EdgeError, EnvironmentError } from "../errors";
 import { errno, errnoText, libc } from "./libc";
 import { libbpfSymbols } from "./symbols";
+import { Fd } from "../system/fd";
 
 /** A libbpf or bpf(2) call failed. Carries the errno and libbpf's (or the verifier's) log. */
 export class KernelError extends EdgeError {
@@ -71,11 +72,11 @@ function cstr(s: string): Buffer {
  * opened from a bpffs pin (this owns the fd; close() releases it).
  */
 export class BpfMap {
-  private ownedFd: number | undefined;
+  private readonly ownedFd: Fd | undefined;
 
   constructor(
     readonly name: string,
-    private readonly source: { owner: BpfObject; handle: Pointer } | { fd: number },
+    private readonly source: { owner: BpfObject; handle: Pointer } | { fd: Fd },
   ) {
     if ("fd" in source) this.ownedFd = source.fd;
   }
@@ -90,8 +91,7 @@ export class BpfMap {
       this.source.owner.assertOpen(`map ${this.name}`);
       return libbpf().bpf_map__fd(this.source.handle);
     }
-    if (this.ownedFd === undefined) throw new EdgeError(`map ${this.name}`, "used after close", "internal");
-    return this.ownedFd;
+    return this.ownedFd!.raw;
   }
 
   update(key: Uint8Array, value: Uint8Array, flags = 0): void {
@@ -175,17 +175,25 @@ export class BpfMap {
 
   /** Release an fd opened from a pin; maps of an object close with it. Idempotent. */
   close(): void {
-    if (this.ownedFd === undefined) return;
-    libc.close(this.ownedFd);
-    this.ownedFd = undefined;
+    this.ownedFd?.close();
   }
 }
 
-/** bpf_obj_get: an fd for a pinned object. */
-export function objGet(path: string, where: string): number {
+/** bpf_obj_get: an fd for a pinned object; the caller owns it. */
+export function objGet(path: string, where: string): Fd {
   const fd = libbpf().bpf_obj_get(cstr(path));
   if (fd < 0) throw new KernelError(where, fd === -1 ? -errno() : fd, takeLibbpfLog());
-  return fd;
+  return new Fd(fd, where);
+}
+
+/**
+ * bpf_map_create: a map of no program, for the control plane's own records
+ * (BPF_MAP_TYPE_HASH = 1). The returned map owns its fd.
+ */
+export function createMap(type: number, name: string, keySize: number, valueSize: number, maxEntries: number): BpfMap {
+  const fd = libbpf().bpf_map_create(type, cstr(name), keySize, valueSize, maxEntries, null);
+  if (fd < 0) throw new KernelError(`create map ${name}`, fd === -1 ? -errno() : fd, takeLibbpfLog());
+  return new BpfMap(name, { fd: new Fd(fd, `map ${name}`) });
 }
 
 /** bpf_obj_pin: pin the object open at fd. */
@@ -235,6 +243,21 @@ export function programInfo(fd: number): { id: number; tag: string } {
   check("read program info", libbpf().bpf_obj_get_info_by_fd(fd, info, len));
   const v = new DataView(info.buffer);
   return { id: v.getUint32(4, true), tag: Buffer.from(info.subarray(8, 16)).toString("hex") };
+}
+
+/**
+ * A link's kernel id, program id and, for a netns link, the namespace it is
+ * attached to (struct bpf_link_info: type, id, prog_id u32, then a union
+ * aligned to 8 whose netns member is netns_ino, attach_type u32). A netns
+ * link detached by hand (BPF_LINK_DETACH) reports netns_ino 0
+ * (kernel/bpf/net_namespace.c, bpf_netns_link_fill_info).
+ */
+export function linkInfo(fd: number): { type: number; id: number; progId: number; netnsIno: number; attachType: number } {
+  const info = new Uint8Array(256);
+  const len = new Uint32Array([info.length]);
+  check("read link info", libbpf().bpf_obj_get_info_by_fd(fd, info, len));
+  const v = new DataView(info.buffer);
+  return { type: v.getUint32(0, true), id: v.getUint32(4, true), progId: v.getUint32(8, true), netnsIno: v.getUint32(16, true), attachType: v.getUint32(20, true) };
 }
 
 /** A BPF link (here: sk_lookup attached to a network namespace). Owns the link; close() detaches. */

@@ -1,22 +1,8 @@
-import { dlopen, read } from "bun:ffi";
-import { constants } from "node:os";
+import { dlopen } from "bun:ffi";
 import { libcSymbols } from "./symbols";
 
-/** glibc, opened once. */
+/** glibc's calls for BPF's setup (namespaces, bpffs, its lock, libbpf's log), opened once. */
 export const libc = dlopen("libc.so.6", libcSymbols).symbols;
 
-const errnoNames = new Map<number, string>(
-  Object.entries(constants.errno).map(([name, value]) => [value as number, name]),
-);
-
-/** The calling thread's errno; read it right after the failing call. */
-export function errno(): number {
-  const at = libc.__errno_location();
-  return at === null ? 0 : read.i32(at, 0);
-}
-
-/** "Operation not permitted (EPERM)" for 1. */
-export function errnoText(code: number): string {
-  const n = Math.abs(code);
-  return `${libc.strerror(n)} (${errnoNames.get(n) ?? `errno ${n}`})`;
-}
+// errno belongs to every libc call: src/system/libc.ts has it.
+export { errno, errnoText } from "../system/libc";

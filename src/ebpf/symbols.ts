@@ -1,5 +1,6 @@
-// The native symbol table: libbpf.so.1 and the few libc calls edgeproxy needs.
+// The native symbol table: libbpf.so.1 and the few libc calls BPF's setup needs.
 // Logic-free on purpose: every wrapper with behaviour lives in libbpf.ts / libc.ts.
+// Descriptors, sockets, epoll and eventfd: src/system/symbols.ts.
 import { FFIType } from "bun:ffi";
 
 const { i32, u32, u64, ptr, cstring, function: fn } = FFIType;
@@ -42,37 +43,16 @@ export const libbpfSymbols = {
   bpf_obj_get_info_by_fd: { args: [i32, ptr, ptr], returns: i32 },
   libbpf_num_possible_cpus: { args: [], returns: i32 },
   bpf_obj_pin: { args: [i32, cstring], returns: i32 },
+  bpf_map_create: { args: [u32, cstring, u32, u32, u32, ptr], returns: i32 },
   bpf_obj_get: { args: [cstring], returns: i32 },
 } as const;
 
-/** glibc symbols. */
+/** glibc symbols for BPF's setup (descriptors, sockets and epoll are src/system/symbols.ts's). */
 export const libcSymbols = {
-  __errno_location: { args: [], returns: ptr },
-  strerror: { args: [i32], returns: cstring },
   vsnprintf: { args: [ptr, usize, ptr, ptr], returns: i32 },
   unshare: { args: [i32], returns: i32 },
   setns: { args: [i32, i32], returns: i32 },
   gettid: { args: [], returns: i32 },
-  close: { args: [i32], returns: i32 },
   flock: { args: [i32, i32], returns: i32 },
-  pidfd_open: { args: [i32, u32], returns: i32 },
-  pidfd_getfd: { args: [i32, i32, u32], returns: i32 },
-  getsockopt: { args: [i32, i32, i32, ptr, ptr], returns: i32 },
   mount: { args: [cstring, cstring, cstring, u64, cstring], returns: i32 },
-  // Sockets and epoll for the UDP data plane (Bun.udpSocket reports no original destination).
-  socket: { args: [i32, i32, i32], returns: i32 },
-  bind: { args: [i32, ptr, u32], returns: i32 },
-  connect: { args: [i32, ptr, u32], returns: i32 },
-  setsockopt: { args: [i32, i32, i32, ptr, u32], returns: i32 },
-  getsockname: { args: [i32, ptr, ptr], returns: i32 },
-  send: { args: [i32, ptr, usize, i32], returns: FFIType.i64_fast },
-  recv: { args: [i32, ptr, usize, i32], returns: FFIType.i64_fast },
-  sendto: { args: [i32, ptr, usize, i32, ptr, u32], returns: FFIType.i64_fast },
-  recvmmsg: { args: [i32, ptr, u32, i32, ptr], returns: i32 },
-  epoll_create1: { args: [i32], returns: i32 },
-  epoll_ctl: { args: [i32, i32, i32, ptr], returns: i32 },
-  epoll_wait: { args: [i32, ptr, i32, i32], returns: i32 },
-  eventfd: { args: [u32, i32], returns: i32 },
-  read: { args: [i32, ptr, usize], returns: FFIType.i64_fast },
-  write: { args: [i32, ptr, usize], returns: FFIType.i64_fast },
 } as const;

@@ -4,7 +4,7 @@
 // kernel applies reuseport selection after bpf_sk_assign()
 // (inet_lookup_run_sk_lookup() in net/ipv4/inet_hashtables.c).
 import type { Family } from "../config/address";
-import { errno, errnoText, libc } from "../ebpf/libc";
+import { errno, errnoText, libc } from "../system/libc";
 
 /** Where a service's listeners go: per family, its group's port (0: start a new group), and the migrate program. */
 export interface GroupPlan {

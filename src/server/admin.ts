@@ -4,7 +4,6 @@ import { describePool } from "../config/pool";
 import { formatPorts, parsePorts } from "../config/ports";
 import { ConfigError } from "../errors";
 import type { StoredBinding } from "../dispatcher/abi";
-import { withPinLock } from "../dispatcher/pins";
 import { VERSION } from "../version";
 import { refuseSelfReach } from "./bindings";
 import { describeReload, reload } from "./reload";
@@ -25,20 +24,15 @@ export function serverBackend(server: Server): AdminBackend {
     const p = parsePrefix(prefix, "prefix");
     return parsePorts(String(ports), "ports").map((r) => ({ service: svc.id, protocol, prefix: p, lo: r.lo, hi: r.hi }));
   };
-  // Change a service's stored bindings and rebuild, or put them back.
-  const change = (list: StoredBinding[], edit: (b: StoredBinding) => boolean): number =>
-    withPinLock(server.bpffs, () => {
-      const id = list[0]!.service;
-      const before = reg.bindings(id);
-      const n = list.filter(edit).length;
-      try {
-        reg.commit(server.ownInodes());
-      } catch (e) {
-        reg.setBindings(id, before);
-        throw e;
-      }
-      return n;
+  // Change a service's stored bindings and rebuild, or put them back; added
+  // ones must not overlap another live instance's (checked first, under the lock).
+  const change = (service: string, list: StoredBinding[], edit: (b: StoredBinding) => boolean, adds: boolean): number => {
+    const plane = server.plane;
+    return plane.locked(() => {
+      if (adds) plane.checkBindingsLocked(server.claim.name, service, list);
+      return plane.transactionLocked([service], () => server.ownInodes(), () => ({ n: list.filter(edit).length })).n;
     });
+  };
 
   return {
     status(): StatusSnapshot {
@@ -87,10 +81,10 @@ export function serverBackend(server: Server): AdminBackend {
         return { ...cfg, bindings: stored.filter((b) => b.service === id).map((b) => ({ protocol: b.protocol, prefixes: [b.prefix], ports: [{ lo: b.lo, hi: b.hi }] })) };
       });
       await refuseSelfReach(server.config.admin, services, bindings);
-      change(list, (b) => reg.addBinding(b));
+      change(service, list, (b) => reg.addBinding(b), true);
     },
     removeBinding(service, protocol, prefix, ports) {
-      return change(parse(service, protocol, prefix, ports), (b) => reg.removeBinding(b)) > 0;
+      return change(service, parse(service, protocol, prefix, ports), (b) => reg.removeBinding(b), false) > 0;
     },
     async reload() {
       return describeReload(await reload(server));

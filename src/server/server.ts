@@ -2,8 +2,10 @@ import type { ServeConfig, ServiceConfig } from "../config/service";
 import { ConfigError } from "../errors";
 import type { StoredBinding, StoredRule } from "../dispatcher/abi";
 import type { Dispatcher } from "../dispatcher/dispatcher";
-import { bpffsPath, openPinned, removePinned, withPinLock, type ProgramUpgrade } from "../dispatcher/pins";
-import { Registry } from "../dispatcher/registry";
+import { bpffsPath, type ProgramUpgrade } from "../dispatcher/pins";
+import { ControlPlane, type InstanceClaim } from "../dispatcher/controlplane";
+import { claimOf, wantedOf } from "./instance";
+import type { Registry } from "../dispatcher/registry";
 import { Admission, connectionCapacity, FD_RESERVE, openFileLimit } from "../proxy/admission";
 import { CoarseClock } from "../proxy/clock";
 import type { DataPlaneService, ServiceSocket } from "../proxy/service";
@@ -30,6 +32,8 @@ export interface StartReport {
   readonly maxFlows: number;
   /** Listeners left alone because they were there first. */
   readonly skipped: string[];
+  /** Live instances this start took over (--take-over): told to leave, by name and pid. */
+  readonly told: string[];
   /** Where the dispatcher is pinned, and whether this start created it. */
   readonly pinDir: string;
   readonly createdPins: boolean;
@@ -59,8 +63,10 @@ export class Server {
   readonly startedAt = Date.now() / 1000;
 
   private constructor(
-    readonly dispatcher: Dispatcher,
-    readonly registry: Registry,
+    /** The owner of the pinned state: every change of it goes through here. */
+    readonly plane: ControlPlane,
+    /** The instance this process serves for. */
+    readonly claim: InstanceClaim,
     /** Services this process runs, by name. */
     readonly running: Map<string, RunningService>,
     readonly planes: DataPlanes,
@@ -80,7 +86,7 @@ export class Server {
    * sockets register as member memberOf(worker) of each slot, so workers and
    * the next process of an upgrade share each service's reuseport group.
    */
-  static async start(config: ServeConfig, image: Uint8Array, worker = 0): Promise<Server> {
+  static async start(config: ServeConfig, image: Uint8Array, worker = 0, claim: InstanceClaim = claimOf(config, false)): Promise<Server> {
     const member = memberOf(worker);
     checkEnvironment();
     const bindings = serviceBindings(config.services);
@@ -88,16 +94,19 @@ export class Server {
     const workers = config.workers ?? 1;
     const { maxConnections, maxFlows } = fdBudget({ ...config, maxConnections: connectionShare(config.maxConnections, workers, worker) });
     const bpffs = bpffsPath(config.bpffs);
-    return withPinLock(bpffs, () => {
-      const pinned = openPinned(bpffs, image, true)!;
-      const registry = new Registry(pinned.dispatcher);
+    const wanted = wantedOf(config.services);
+    return ControlPlane.with(bpffs, image, { create: true }, (plane) => {
+      // Checked before anything is written: a refused start leaves every live instance as it was.
+      const conflict = config.takeOver ? undefined : plane.conflictLocked(claim, wanted);
+      if (conflict) throw new ConfigError(`instance ${claim.name}`, `refused, nothing changed: ${conflict.line}`);
+      const registry = plane.registry;
       const running = new Map<string, RunningService>();
       // At its cap this worker leaves its TCP groups' member selection, so the
       // kernel gives newcomers to a worker with room; with none left it refuses
       // them itself (SK_DROP in ep_migrate, kernel_drops_total{reason="full"})
       // instead of queueing them for an accept() that would fail with EMFILE.
       // It acts on the sockets running now, which a reload may have replaced.
-      const steering = new CapSteering(pinned.dispatcher.selection, worker, workers, () => running.values(), (line) => process.stderr.write(`edgeproxy: ${line}\n`));
+      const steering = new CapSteering(plane.dispatcher.selection, worker, workers, () => running.values(), (line) => process.stderr.write(`edgeproxy: ${line}\n`));
       const cap =
         workers === 1
           ? `--max-connections ${maxConnections}`
@@ -108,46 +117,50 @@ export class Server {
         process.stderr.write(`edgeproxy: ${accepting ? "below" : "at"} ${cap}: ${what}\n`);
       }, (first) => steering.soft(first));
       const planes = new DataPlanes(new CoarseClock(), admission, maxFlows);
-      const sourceLimiting = new SourceLimiting(pinned.dispatcher, bpffs);
-      const before = registry.snapshot(config.services.map((s) => s.name));
+      const sourceLimiting = new SourceLimiting(plane.dispatcher, (fn) => plane.locked(fn));
       try {
-        steering.prune();
-        for (const cfg of config.services) {
-          const entry = registry.ensure(cfg.name, config.takeOver);
-          const state = storedState(cfg, entry.id);
-          registry.setBindings(entry.id, state.bindings);
-          registry.setRules(entry.id, state.rules);
-          sourceLimiting.publish(cfg, entry.id);
-          const svc = planes.create(cfg, origins, sourceLimiting.limiter(cfg, entry.id));
-          const own = svc.listen(groupPlan(registry, entry.id, svc.protocol, pinned.dispatcher.migrateFd));
-          running.set(cfg.name, { id: entry.id, svc, sockets: own });
-          registerMembers(registry, entry.id, svc.protocol, own, member, steering);
-        }
-        const { skipped } = registry.commit(inodesOf(running));
+        const { told, skipped } = plane.transactionLocked(config.services.map((s) => s.name), () => inodesOf(running), () => {
+          const told = plane.joinLocked(claim, wanted, config.takeOver);
+          steering.prune();
+          for (const cfg of config.services) {
+            const entry = registry.ensure(cfg.name, config.takeOver);
+            plane.ownLocked(claim.name, entry.id);
+            const state = storedState(cfg, entry.id);
+            registry.setBindings(entry.id, state.bindings);
+            registry.setRules(entry.id, state.rules);
+            sourceLimiting.publish(cfg, entry.id);
+            const svc = planes.create(cfg, origins, sourceLimiting.limiter(cfg, entry.id));
+            const own = svc.listen(groupPlan(registry, entry.id, svc.protocol, plane.dispatcher.migrateFd));
+            running.set(cfg.name, { id: entry.id, svc, sockets: own });
+            registerMembers(registry, entry.id, svc.protocol, own, member, steering);
+          }
+          return { told };
+        });
         steering.start();
-        return new Server(pinned.dispatcher, registry, running, planes, bpffs, config, member, steering, {
+        return new Server(plane, claim, running, planes, bpffs, config, member, steering, {
           skipped,
+          told,
           maxConnections,
           maxFlows,
-          pinDir: pinned.dir,
-          createdPins: pinned.created,
-          ...(pinned.upgraded ? { programUpgrade: pinned.upgraded } : {}),
+          pinDir: plane.pinned.dir,
+          createdPins: plane.pinned.created,
+          ...(plane.pinned.upgraded ? { programUpgrade: plane.pinned.upgraded } : {}),
         }, sourceLimiting);
       } catch (e) {
         for (const { svc } of running.values()) svc.close(true);
         planes.close();
         sourceLimiting.close();
-        try {
-          // Put back what was there before this start.
-          registry.restore(before);
-          if (pinned.created) removePinned(bpffs);
-          else registry.commit();
-        } finally {
-          pinned.dispatcher.close();
-        }
         throw e;
       }
-    });
+    })!;
+  }
+
+  get dispatcher(): Dispatcher {
+    return this.plane.dispatcher;
+  }
+
+  get registry(): Registry {
+    return this.plane.registry;
   }
 
   /** Listening sockets of every running service: ours, not someone else's already-listening ones. */
@@ -182,7 +195,7 @@ export class Server {
       this.planes.close();
       // After the services: their last releases still count in this slot.
       this.sourceLimiting.close();
-      this.dispatcher.close();
+      this.plane.close();
     }
   }
 
@@ -194,11 +207,10 @@ export class Server {
    */
   private withdraw(): void {
     this.steering.stop();
-    withPinLock(this.bpffs, () => {
+    this.plane.locked(() => {
       for (const { svc, sockets } of this.running.values()) if (svc.protocol === "tcp") this.steering.withdraw(sockets);
-      for (const { id, sockets } of this.running.values()) if (!withdrawMembers(this.registry, id, cookiesOf(sockets))) this.registry.remove(id);
-      if (this.registry.services().length === 0) removePinned(this.bpffs);
-      else this.registry.commit();
+      const emptied = [...this.running.values()].filter(({ id, sockets }) => !withdrawMembers(this.registry, id, cookiesOf(sockets))).map((r) => r.id);
+      this.plane.leaveLocked(this.claim, emptied, new Set());
     });
   }
 
@@ -223,7 +235,7 @@ export class Server {
     for (const { svc } of this.running.values()) svc.close(true);
     this.planes.close();
     this.sourceLimiting.close();
-    this.dispatcher.close();
+    this.plane.close();
     return cut;
   }
 }

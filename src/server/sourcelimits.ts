@@ -2,7 +2,6 @@ import type { ServiceConfig } from "../config/service";
 import type { Dispatcher } from "../dispatcher/dispatcher";
 import { SourceOwner } from "../dispatcher/sources";
 import { SourceLimit, sourceLimitEntry } from "../proxy/sourcelimit";
-import { withPinLock } from "../dispatcher/pins";
 
 /*
  * How often a counting process zeroes the counts of processes that are gone
@@ -24,7 +23,8 @@ export class SourceLimiting {
 
   constructor(
     private readonly dispatcher: Dispatcher,
-    private readonly bpffs: string,
+    /** Runs fn under the pin lock (the control plane's). */
+    private readonly locked: <T>(fn: () => T) => T,
   ) {}
 
   /**
@@ -66,7 +66,7 @@ export class SourceLimiting {
     const owner = this.owner;
     if (!owner) return;
     try {
-      const n = withPinLock(this.bpffs, () => owner.sweep(this.dispatcher));
+      const n = this.locked(() => owner.sweep(this.dispatcher));
       if (n) process.stderr.write(`edgeproxy: released ${n} client connection counts of processes that are gone\n`);
     } catch (e) {
       process.stderr.write(`edgeproxy: sweep of client connection counts: ${(e as Error).message}\n`);

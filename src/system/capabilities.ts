@@ -1,7 +1,6 @@
-import { dlopen, ptr } from "bun:ffi";
+import { ptr } from "bun:ffi";
 import { EdgeError } from "../errors";
-import { errno, errnoText } from "../ebpf/libc";
-import { capabilitySymbols } from "./capability-symbols";
+import { errno, errnoText, libc } from "./libc";
 
 /*
  * Least privilege (README "Privileges and requirements"). A start needs
@@ -19,7 +18,11 @@ import { capabilitySymbols } from "./capability-symbols";
  * - CAP_NET_ADMIN (attach to the netns, SO_RCVBUFFORCE) and CAP_PERFMON (the
  *   verifier's pointer arithmetic) are used while loading and attaching only.
  * - A supervisor serves no traffic and touches no BPF object: it keeps no
- *   effective capability.
+ *   effective capability. What an instance must keep reading in the pins
+ *   while it serves (the steering watchdog, and its instance record, where
+ *   a --take-over tells it to leave) is read by its workers, which hold
+ *   CAP_BPF anyway, and they tell the supervisor over IPC
+ *   (src/server/watchdog.ts), so the supervisor needs none for it.
  *
  * Capabilities reach our own children (workers, an upgrade's successor)
  * through exec: root's, or the binary's file capabilities (setcap), and then
@@ -42,8 +45,6 @@ import { capabilitySymbols } from "./capability-symbols";
  * our code runs, keep the sets the process started with: no code of ours
  * runs there, and Bun offers no way to run a call on them.
  */
-
-const sys = dlopen("libc.so.6", capabilitySymbols).symbols;
 
 export const CAP_NET_BIND_SERVICE = 10;
 export const CAP_NET_ADMIN = 12;
@@ -86,12 +87,12 @@ export function capabilities(): CapabilitySets {
   const header = new Uint32Array([LINUX_CAPABILITY_VERSION_3, 0]);
   // Two struct __user_cap_data_struct {effective, permitted, inheritable}: bits 0-31, then 32-63.
   const data = new Uint32Array(6);
-  if (sys.capget(ptr(header), ptr(data)) !== 0) fail("capget");
+  if (libc.capget(ptr(header), ptr(data)) !== 0) fail("capget");
   const word = (i: number) => BigInt(data[i]!) | (BigInt(data[3 + i]!) << 32n);
   // The ambient set has no capget(2) word: ask per capability, up to the first the kernel does not know (EINVAL).
   let ambient = 0n;
   for (let c = 0; c < 64; c++) {
-    const set = sys.prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_IS_SET, c, 0, 0);
+    const set = libc.prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_IS_SET, c, 0, 0);
     if (set < 0) break;
     if (set === 1) ambient |= capBit(c);
   }
@@ -103,11 +104,11 @@ function setCapabilities(effective: bigint, permitted: bigint, inheritable: bigi
   const lo = (v: bigint) => Number(v & 0xffffffffn);
   const hi = (v: bigint) => Number(v >> 32n);
   const data = new Uint32Array([lo(effective), lo(permitted), lo(inheritable), hi(effective), hi(permitted), hi(inheritable)]);
-  if (sys.capset(ptr(header), ptr(data)) !== 0) fail("capset");
+  if (libc.capset(ptr(header), ptr(data)) !== 0) fail("capset");
 }
 
 function clearAmbient(): void {
-  if (sys.prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0) !== 0) fail("clear the ambient capabilities");
+  if (libc.prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0) !== 0) fail("clear the ambient capabilities");
 }
 
 // What our own children can get only through the ambient set (see above).
@@ -128,7 +129,7 @@ export function holdAmbientCapabilities(): void {
 export function spawnWithCapabilities<T>(spawn: () => T): T {
   try {
     for (let c = 0; c < 64; c++) {
-      if (handOff & capBit(c) && sys.prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_RAISE, c, 0, 0) !== 0) fail(`raise ${NAMES.get(c)} for a child`);
+      if (handOff & capBit(c) && libc.prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_RAISE, c, 0, 0) !== 0) fail(`raise ${NAMES.get(c)} for a child`);
     }
     return spawn();
   } finally {

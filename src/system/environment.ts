@@ -3,7 +3,7 @@ import { dirname, join } from "node:path";
 import { release } from "node:os";
 import { EnvironmentError } from "../errors";
 import { probeProgramType } from "../ebpf/libbpf";
-import { errnoText } from "../ebpf/libc";
+import { errnoText } from "./libc";
 import { CAP_BPF, CAP_NET_ADMIN, CAP_PERFMON, CAP_SYS_ADMIN, capBit, capabilities } from "./capabilities";
 
 const BPF_PROG_TYPE_SK_LOOKUP = 30;

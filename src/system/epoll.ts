@@ -2,7 +2,8 @@
 // a file descriptor it did not create, so the UDP data plane runs its own.
 import { ptr, read, type Pointer } from "bun:ffi";
 import { EdgeError } from "../errors";
-import { errno, errnoText, libc } from "../ebpf/libc";
+import { errno, errnoText, libc } from "./libc";
+import { Fd } from "./fd";
 
 const EPOLL_CLOEXEC = 0o2000000;
 const EPOLL_CTL_ADD = 1;
@@ -20,15 +21,14 @@ const DATA_AT = PACKED ? 4 : 8;
 
 /** One epoll instance; the owner of its fd. Only `data` (the watched fd) is kept per event. */
 export class Epoll {
-  private fd: number;
+  private readonly fd: Fd;
   private readonly events: Uint8Array;
   private readonly eventsPtr: Pointer;
   private readonly one = new Uint8Array(EPOLL_EVENT_SIZE);
   private readonly oneView = new DataView(this.one.buffer);
 
   constructor(readonly capacity = 256) {
-    this.fd = libc.epoll_create1(EPOLL_CLOEXEC);
-    if (this.fd < 0) throw new EdgeError("epoll_create1", errnoText(errno()), "kernel");
+    this.fd = Fd.from(libc.epoll_create1(EPOLL_CLOEXEC), "epoll_create1");
     // Its own ArrayBuffer: the address must not move (small typed arrays live in the GC heap).
     this.events = new Uint8Array(new ArrayBuffer(capacity * EPOLL_EVENT_SIZE));
     this.eventsPtr = ptr(this.events);
@@ -43,12 +43,12 @@ export class Epoll {
     this.oneView.setUint32(0, (edge ? EPOLLET : 0) | EPOLLIN, true);
     this.oneView.setUint32(DATA_AT, fd, true);
     this.oneView.setUint32(DATA_AT + 4, 0, true);
-    if (libc.epoll_ctl(this.fd, EPOLL_CTL_ADD, fd, this.one) !== 0) throw new EdgeError(`epoll add fd ${fd}`, errnoText(errno()), "kernel");
+    if (libc.epoll_ctl(this.fd.raw, EPOLL_CTL_ADD, fd, this.one) !== 0) throw new EdgeError(`epoll add fd ${fd}`, errnoText(errno()), "kernel");
   }
 
   /** Wait up to timeoutMs; returns how many events are ready (0 on timeout or signal). */
   wait(timeoutMs: number): number {
-    const n = libc.epoll_wait(this.fd, this.eventsPtr, this.capacity, timeoutMs);
+    const n = libc.epoll_wait(this.fd.raw, this.eventsPtr, this.capacity, timeoutMs);
     if (n < 0) {
       if (errno() === EINTR) return 0;
       throw new EdgeError("epoll_wait", errnoText(errno()), "kernel");
@@ -61,32 +61,36 @@ export class Epoll {
     return read.u32(this.eventsPtr, i * EPOLL_EVENT_SIZE + DATA_AT);
   }
 
+  /** Idempotent. */
   close(): void {
-    if (this.fd < 0) return;
-    libc.close(this.fd);
-    this.fd = -1;
+    this.fd.close();
   }
 }
 
-/** A non-blocking eventfd: one side signals, the epoll side drains. */
+/**
+ * A non-blocking eventfd: one side signals, the epoll side drains. The owner
+ * of its fd; the other thread only reads the number (drainEventFd) and never
+ * closes it.
+ */
 export class EventFd {
-  fd: number;
+  private readonly own = Fd.from(libc.eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC), "eventfd");
   private readonly word = new BigUint64Array([1n]);
 
-  constructor() {
-    this.fd = libc.eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
-    if (this.fd < 0) throw new EdgeError("eventfd", errnoText(errno()), "kernel");
+  /** The number, for the reading side; throws once closed. */
+  get fd(): number {
+    return this.own.raw;
   }
 
+  /** A signal after close is dropped: the reading side has stopped by then. */
   signal(): void {
+    if (this.own.closed) return;
     this.word[0] = 1n;
-    libc.write(this.fd, this.word, 8);
+    libc.write(this.own.raw, this.word, 8);
   }
 
+  /** Idempotent. */
   close(): void {
-    if (this.fd < 0) return;
-    libc.close(this.fd);
-    this.fd = -1;
+    this.own.close();
   }
 }
 

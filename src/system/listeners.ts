@@ -1,5 +1,6 @@
 import type { Family } from "../config/address";
-import { errno, errnoText, libc } from "../ebpf/libc";
+import { errno, errnoText, libc } from "./libc";
+import { Fd } from "./fd";
 import { EdgeError } from "../errors";
 import { AF_INET, AF_INET6 } from "./sockaddr";
 
@@ -36,8 +37,8 @@ const TCP_CLOSE = 7;
 const IPPROTO = { tcp: 6, udp: 17 } as const;
 
 function dump(protocol: "tcp" | "udp", family: Family): Listener[] {
-  const fd = libc.socket(AF_NETLINK, SOCK_DGRAM | SOCK_CLOEXEC, NETLINK_SOCK_DIAG);
-  if (fd < 0) throw new EdgeError("list listening sockets", `netlink socket: ${errnoText(errno())}`, "kernel");
+  const sock = Fd.from(libc.socket(AF_NETLINK, SOCK_DGRAM | SOCK_CLOEXEC, NETLINK_SOCK_DIAG), "list listening sockets: netlink socket");
+  const fd = sock.raw;
   try {
     // struct nlmsghdr (16) + struct inet_diag_req_v2 (56)
     const req = new Uint8Array(72);
@@ -73,7 +74,7 @@ function dump(protocol: "tcp" | "udp", family: Family): Listener[] {
       if (n === 0) return out;
     }
   } finally {
-    libc.close(fd);
+    sock.close();
   }
 }
 

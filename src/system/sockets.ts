@@ -1,5 +1,6 @@
 import { EdgeError } from "../errors";
-import { errno, errnoText, libc } from "../ebpf/libc";
+import { errno, errnoText, libc } from "./libc";
+import { Fd } from "./fd";
 
 import { AF_INET, AF_INET6 } from "./sockaddr";
 import { IPV6_V6ONLY, SOL_IPV6, SOL_SOCKET } from "./udp";
@@ -56,23 +57,24 @@ export function socketKind(fd: number, what = "socket"): SocketKind {
 /**
  * A duplicate, in this process, of file descriptor `fd` of process `pid`
  * (pidfd_open(2) + pidfd_getfd(2), Linux 5.6; needs PTRACE_MODE_ATTACH_REALCREDS
- * on the target: root, or CAP_SYS_PTRACE). The caller closes it.
+ * on the target: root, or CAP_SYS_PTRACE). The caller owns it.
  */
-export function takeFd(pid: number, fd: number): number {
-  const pidfd = libc.pidfd_open(pid, 0);
-  if (pidfd < 0) {
+export function takeFd(pid: number, fd: number): Fd {
+  const rc = libc.pidfd_open(pid, 0);
+  if (rc < 0) {
     const e = errno();
     throw new EdgeError(`process ${pid}`, e === 3 ? "no such process" : errnoText(e), e === 3 ? "config" : "kernel");
   }
+  const pidfd = new Fd(rc, `pidfd of process ${pid}`);
   try {
-    const ours = libc.pidfd_getfd(pidfd, fd, 0);
+    const ours = libc.pidfd_getfd(pidfd.raw, fd, 0);
     if (ours < 0) {
       const e = errno();
       const why = e === 9 ? `has no file descriptor ${fd}` : e === 1 ? `cannot be read from: ${errnoText(e)} (needs root or CAP_SYS_PTRACE)` : errnoText(e);
       throw new EdgeError(`process ${pid}`, why, e === 9 ? "config" : "kernel");
     }
-    return ours;
+    return new Fd(ours, `fd ${fd} of process ${pid}`);
   } finally {
-    libc.close(pidfd);
+    pidfd.close();
   }
 }

@@ -3,7 +3,8 @@
 // ip:port (SO_REUSEADDR) each connected to a different client.
 import type { Family } from "../config/address";
 import { EdgeError, type Fault } from "../errors";
-import { errno, errnoText, libc } from "../ebpf/libc";
+import { errno, errnoText, libc } from "./libc";
+import { Fd } from "./fd";
 import { AF_INET, AF_INET6, SOCKADDR_IN6_SIZE, decodeSockaddr, encodeSockaddr, type Endpoint } from "./sockaddr";
 
 const SOCK_DGRAM = 2;
@@ -36,15 +37,16 @@ export class SocketError extends EdgeError {
 
 const one = new Int32Array([1]);
 
-/** A non-blocking, close-on-exec UDP socket; IPv6 ones are IPv6-only. */
-export function openUdpSocket(family: Family, where: string): number {
-  const fd = libc.socket(family === 4 ? AF_INET : AF_INET6, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-  if (fd < 0) throw new SocketError(`${where}: socket`, errno(), "kernel");
+/** A non-blocking, close-on-exec UDP socket; IPv6 ones are IPv6-only. The caller owns it. */
+export function openUdpSocket(family: Family, where: string): Fd {
+  const rc = libc.socket(family === 4 ? AF_INET : AF_INET6, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  if (rc < 0) throw new SocketError(`${where}: socket`, errno(), "kernel");
+  const fd = new Fd(rc, where);
   if (family === 6) {
     try {
-      setIntOption(fd, SOL_IPV6, IPV6_V6ONLY, 1, where);
+      setIntOption(rc, SOL_IPV6, IPV6_V6ONLY, 1, where);
     } catch (e) {
-      libc.close(fd);
+      fd.close();
       throw e;
     }
   }
@@ -72,8 +74,4 @@ export function localEndpoint(fd: number, where: string): Endpoint {
   const len = new Uint32Array([sa.length]);
   if (libc.getsockname(fd, sa, len) !== 0) throw new SocketError(`${where}: getsockname`, errno(), "kernel");
   return decodeSockaddr(sa)!;
-}
-
-export function closeFd(fd: number): void {
-  libc.close(fd);
 }

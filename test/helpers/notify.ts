@@ -1,5 +1,6 @@
 import { ptr } from "bun:ffi";
-import { errno, errnoText, libc } from "../../src/ebpf/libc";
+import { errno, errnoText, libc } from "../../src/system/libc";
+import { Fd } from "../../src/system/fd";
 
 const AF_UNIX = 1;
 const SOCK_DGRAM = 2;
@@ -12,7 +13,7 @@ const MSG_DONTWAIT = 0x40;
  * for the abstract namespace (as systemd may hand out).
  */
 export class NotifyReceiver {
-  private readonly fd: number;
+  private readonly fd: Fd;
   readonly messages: string[] = [];
 
   constructor(readonly name: string) {
@@ -22,11 +23,10 @@ export class NotifyReceiver {
     addr.set(bytes, 2);
     const abstract = name.startsWith("@");
     if (abstract) addr[2] = 0;
-    this.fd = libc.socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
-    if (this.fd < 0) throw new Error(`socket: ${errnoText(errno())}`);
-    if (libc.bind(this.fd, ptr(addr), 2 + bytes.length + (abstract ? 0 : 1)) !== 0) {
+    this.fd = Fd.from(libc.socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0), "notify socket");
+    if (libc.bind(this.fd.raw, ptr(addr), 2 + bytes.length + (abstract ? 0 : 1)) !== 0) {
       const why = errnoText(errno());
-      libc.close(this.fd);
+      this.fd.close();
       throw new Error(`bind ${name}: ${why}`);
     }
   }
@@ -35,7 +35,7 @@ export class NotifyReceiver {
   drain(): string[] {
     const buf = new Uint8Array(4096);
     for (;;) {
-      const n = Number(libc.recv(this.fd, ptr(buf), buf.length, MSG_DONTWAIT));
+      const n = Number(libc.recv(this.fd.raw, ptr(buf), buf.length, MSG_DONTWAIT));
       if (n < 0) break;
       this.messages.push(Buffer.from(buf.subarray(0, n)).toString());
     }
@@ -54,6 +54,6 @@ export class NotifyReceiver {
   }
 
   close(): void {
-    libc.close(this.fd);
+    this.fd.close();
   }
 }

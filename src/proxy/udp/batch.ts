@@ -4,7 +4,7 @@
 // on flow sockets (without them), and plain send on flow sockets. Every datagram keeps HEADROOM bytes in
 // front of it for a PROXY/SPP header.
 import { ptr, type Pointer } from "bun:ffi";
-import { libc } from "../../ebpf/libc";
+import { libc } from "../../system/libc";
 import { decodeSockaddr, SOCKADDR_IN6_SIZE, type Endpoint } from "../../system/sockaddr";
 import { IP_RECVORIGDSTADDR, IPV6_RECVORIGDSTADDR, SOL_IP, SOL_IPV6 } from "../../system/udp";
 

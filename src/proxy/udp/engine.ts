@@ -6,12 +6,12 @@
 // net/ipv4/udp.c:__udp4_lib_lookup) and, with an origin, a socket connected
 // to the origin. Runs on one thread, driven by the epoll loop in worker.ts.
 import type { Family } from "../../config/address";
-import { errno } from "../../ebpf/libc";
+import { errno } from "../../system/libc";
 import type { Endpoint } from "../../system/sockaddr";
 import type { Epoll } from "../../system/epoll";
+import { Fd } from "../../system/fd";
 import {
   bindTo,
-  closeFd,
   connectTo,
   IP_FREEBIND,
   IPV6_FREEBIND,
@@ -44,6 +44,7 @@ const bump = (row: Float64Array, i: number, n = 1) => {
 export interface UdpServiceSpec {
   readonly slot: number;
   readonly name: string;
+  /** Handed over (released by the main thread): the service's Service here owns them. */
   readonly listeners: readonly { readonly fd: number; readonly family: Family }[];
   /** Absent: echo every datagram back (the built-in responder). */
   readonly origins?: UdpOrigins;
@@ -59,10 +60,13 @@ class Service {
   readonly endpoints: EndpointSet | undefined;
   /** This thread's own counter (its buffers are per thread; the slot and program are the process's). */
   readonly counter: SourceCounter | undefined;
+  /** Its listening sockets, owned from the hand-over until retired. */
+  readonly listeners: readonly Fd[];
   constructor(
     readonly spec: UdpServiceSpec,
     readonly row: Float64Array,
   ) {
+    this.listeners = spec.listeners.map((l) => new Fd(l.fd, `service ${spec.name}: ipv${l.family} listener`));
     const o = spec.origins;
     this.endpoints = o && new EndpointSet(o.balance, o.edgeRange, o.endpoints);
     this.counter = spec.sourceLimit && new SourceCounter(spec.sourceLimit.progFd, spec.sourceLimit.owner);
@@ -95,9 +99,10 @@ class Flow {
   constructor(
     readonly key: string,
     readonly service: Service,
-    readonly client: number,
-    /** -1 for the echo responder. */
-    readonly upstream: number,
+    /** Owned: the socket connected to the client, bound to the address it sent to. */
+    readonly client: Fd,
+    /** Owned: the socket connected to the origin; absent for the echo responder. */
+    readonly upstream: Fd | undefined,
     /** Sent before the first datagram only (PROXY v2) or before each (SPP). */
     public header: Uint8Array | undefined,
     readonly everyDatagram: boolean,
@@ -158,9 +163,9 @@ export class Engine {
     // The main thread zeroed the row when it gave out the slot.
     const svc = new Service(spec, this.counters.subarray(spec.slot * ROW, (spec.slot + 1) * ROW));
     this.services.set(spec.slot, svc);
-    for (const l of spec.listeners) {
-      this.byFd[l.fd] = svc;
-      this.epoll.add(l.fd);
+    for (const l of svc.listeners) {
+      this.byFd[l.raw] = svc;
+      this.epoll.add(l.raw);
     }
   }
 
@@ -175,9 +180,10 @@ export class Engine {
     if (!svc) return;
     if (!svc.retired) {
       svc.retired = true;
-      for (const l of svc.spec.listeners) {
-        this.byFd[l.fd] = undefined;
-        closeFd(l.fd);
+      for (const l of svc.listeners) {
+        if (l.closed) continue;
+        this.byFd[l.raw] = undefined;
+        l.close();
       }
     }
     if (abort) for (const f of [...this.flows.values()]) if (f.service === svc) this.close(f);
@@ -189,7 +195,7 @@ export class Engine {
     const o = this.byFd[fd];
     if (o === undefined) return;
     if (o.kind === "listener") this.fromListener(o, fd);
-    else if (fd === o.client) this.fromClient(o);
+    else if (fd === o.client.raw) this.fromClient(o);
     else this.fromOrigin(o);
   }
 
@@ -252,7 +258,7 @@ export class Engine {
   private fromClient(f: Flow): void {
     const b = this.batch;
     for (let round = 0; round < ROUNDS; round++) {
-      const n = b.recvConnected(f.client);
+      const n = b.recvConnected(f.client.raw);
       if (n < 0) {
         // ICMP port unreachable from the client: it has gone; so has the flow.
         if (errno() === ECONNREFUSED) this.close(f);
@@ -261,7 +267,7 @@ export class Engine {
       for (let i = 0; i < n; i++) this.fromClientAt(f, b.dataAt(i), b.length(i));
       if (n < b.size || this.flows.get(f.key) !== f) return;
     }
-    this.again.push(f.client);
+    this.again.push(f.client.raw);
   }
 
   // A datagram from the flow's client, at `at` in the batch (from the listener or the flow socket).
@@ -273,19 +279,19 @@ export class Engine {
     if (len > MAX_DATAGRAM) return this.drop(svc, "truncated");
     bump(svc.row, C.datagramsFromClients);
     bump(svc.row, C.bytesFromClients, len);
-    if (f.upstream < 0) return this.send(f, f.client, at, len, true);
+    if (!f.upstream) return this.send(f, f.client.raw, at, len, true);
     const h = f.header;
-    if (!h) return this.send(f, f.upstream, at, len, false);
+    if (!h) return this.send(f, f.upstream.raw, at, len, false);
     this.batch.data.set(h, at - h.length);
     // PROXY v2 rides on the flow's first datagram only; SPP on every one.
     if (!f.everyDatagram) f.header = undefined;
-    this.send(f, f.upstream, at - h.length, len + h.length, false);
+    this.send(f, f.upstream.raw, at - h.length, len + h.length, false);
   }
 
   private fromOrigin(f: Flow): void {
     const b = this.batch;
     for (let round = 0; round < ROUNDS; round++) {
-      const n = b.recvConnected(f.upstream);
+      const n = b.recvConnected(f.upstream!.raw);
       if (n < 0) {
         if (errno() === ECONNREFUSED) this.refused(f);
         return;
@@ -308,11 +314,11 @@ export class Engine {
           at += SPP_HEADER_SIZE;
           len -= SPP_HEADER_SIZE;
         }
-        this.send(f, f.client, at, len, true);
+        this.send(f, f.client.raw, at, len, true);
       }
       if (n < b.size || this.flows.get(f.key) !== f) return;
     }
-    this.again.push(f.upstream);
+    this.again.push(f.upstream!.raw);
   }
 
   /** Flow sockets left undrained by their last event (see fromClient); the worker waits without blocking while there are any. */
@@ -368,26 +374,27 @@ export class Engine {
         return undefined;
       }
     }
-    let client = -1;
-    let upstream = -1;
+    let client: Fd | undefined;
+    let upstream: Fd | undefined;
     try {
       client = openUdpSocket(dst.family, "flow socket");
-      setIntOption(client, SOL_SOCKET, SO_REUSEADDR, 1, "flow socket");
+      const c = client.raw;
+      setIntOption(c, SOL_SOCKET, SO_REUSEADDR, 1, "flow socket");
       // The original destination is local (it was routed here), but may not be
       // on any interface (AnyIP routes): freebind makes bind() not care.
-      if (dst.family === 4) setIntOption(client, SOL_IP, IP_FREEBIND, 1, "flow socket");
-      else setIntOption(client, SOL_IPV6, IPV6_FREEBIND, 1, "flow socket");
-      bindTo(client, dst, "flow socket");
-      connectTo(client, src, "flow socket", "client");
+      if (dst.family === 4) setIntOption(c, SOL_IP, IP_FREEBIND, 1, "flow socket");
+      else setIntOption(c, SOL_IPV6, IPV6_FREEBIND, 1, "flow socket");
+      bindTo(c, dst, "flow socket");
+      connectTo(c, src, "flow socket", "client");
       if (chosen) {
         upstream = openUdpSocket(chosen.target.family, "origin socket");
-        connectTo(upstream, chosen.target, "origin socket", "origin");
+        connectTo(upstream.raw, chosen.target, "origin socket", "origin");
       }
-      this.epoll.add(client, true);
-      if (upstream >= 0) this.epoll.add(upstream, true);
+      this.epoll.add(c, true);
+      if (upstream) this.epoll.add(upstream.raw, true);
     } catch (e) {
-      if (client >= 0) closeFd(client);
-      if (upstream >= 0) closeFd(upstream);
+      client?.close();
+      upstream?.close();
       if (source) svc.count(source, -1);
       this.drop(svc, "flow_setup");
       if (svc.row[dropIndex("flow_setup")] === 1) this.log(`service ${spec.name}: ${(e as Error).message}`);
@@ -398,8 +405,8 @@ export class Engine {
     if (chosen) chosen.endpoint.active++;
     this.flows.set(key, f);
     this.unconfirmed.set(key, f);
-    this.byFd[client] = f;
-    if (upstream >= 0) this.byFd[upstream] = f;
+    this.byFd[client.raw] = f;
+    if (upstream) this.byFd[upstream.raw] = f;
     bump(svc.row, C.flowsActive);
     bump(svc.row, C.flowsTotal);
     return f;
@@ -410,11 +417,11 @@ export class Engine {
     this.flows.delete(f.key);
     this.unconfirmed.delete(f.key);
     // close() also takes the fd out of the epoll set (it is never dup'ed).
-    this.byFd[f.client] = undefined;
-    closeFd(f.client);
-    if (f.upstream >= 0) {
-      this.byFd[f.upstream] = undefined;
-      closeFd(f.upstream);
+    this.byFd[f.client.raw] = undefined;
+    f.client.close();
+    if (f.upstream) {
+      this.byFd[f.upstream.raw] = undefined;
+      f.upstream.close();
     }
     if (f.endpoint) f.endpoint.active--;
     if (f.source) f.service.count(f.source, -1);

@@ -1,6 +1,8 @@
 import { EdgeError } from "../../errors";
 import type { EndpointSpec } from "../../origin/pool";
 import { EventFd } from "../../system/epoll";
+import type { Fd } from "../../system/fd";
+import type { Family } from "../../config/address";
 import type { UdpServiceSpec } from "./engine";
 import type { FromWorker, ToWorker } from "./messages";
 import type { PanicCounts } from "./origins";
@@ -65,12 +67,17 @@ export class UdpPlane {
     this.post({ op: "init", wakeFd: this.wake.fd, counters: this.counters.buffer as SharedArrayBuffer, maxFlows });
   }
 
-  /** Hand a service's listening sockets to the worker, which owns them from now on. Returns its counter slot. */
-  add(spec: Omit<UdpServiceSpec, "slot">): number {
+  /**
+   * Hand a service's listening sockets to the worker, which owns them from
+   * now on (released here, adopted there). Returns its counter slot. When it
+   * throws, the sockets are still the caller's.
+   */
+  add(spec: Omit<UdpServiceSpec, "slot" | "listeners"> & { readonly listeners: readonly { readonly fd: Fd; readonly family: Family }[] }): number {
+    if (this.closed) throw new EdgeError("udp data plane", "closed", "internal");
     const slot = this.free.pop();
     if (slot === undefined) throw new Error(`more than ${SLOTS} UDP services`);
     this.counters.fill(0, slot * ROW, (slot + 1) * ROW);
-    this.post({ op: "add", spec: { ...spec, slot } });
+    this.post({ op: "add", spec: { ...spec, slot, listeners: spec.listeners.map(({ fd, family }) => ({ fd: fd.release(), family })) } });
     return slot;
   }
 

@@ -1,12 +1,12 @@
 import { fstatSync } from "node:fs";
 import { socketCookie } from "../../system/sockets";
+import type { Fd } from "../../system/fd";
 import { parseAddress, type Family } from "../../config/address";
 import { serviceFamilies, type ServiceConfig } from "../../config/service";
 import { EdgeError } from "../../errors";
 import type { OriginPool, OriginStatus } from "../../origin/pool";
 import {
   bindTo,
-  closeFd,
   IP_RECVORIGDSTADDR,
   IPV6_RECVORIGDSTADDR,
   localEndpoint,
@@ -50,11 +50,13 @@ export class UdpService implements DataPlaneService {
   }
 
   listen(plan: GroupPlan = NEW_GROUPS): ServiceSocket[] {
-    const opened: { fd: number; family: Family }[] = [];
+    // Owned here until handed over to the data plane's thread, which closes them when the service retires.
+    const opened: { fd: Fd; family: Family }[] = [];
     try {
       const sockets = serviceFamilies(this.config).map((family) => {
-        const fd = openUdpSocket(family, `service ${this.config.name}`);
-        opened.push({ fd, family });
+        const own = openUdpSocket(family, `service ${this.config.name}`);
+        opened.push({ fd: own, family });
+        const fd = own.raw;
         if (family === 4) setIntOption(fd, SOL_IP, IP_RECVORIGDSTADDR, 1, "listener");
         else setIntOption(fd, SOL_IPV6, IPV6_RECVORIGDSTADDR, 1, "listener");
         try {
@@ -99,7 +101,7 @@ export class UdpService implements DataPlaneService {
       }
       return sockets;
     } catch (cause) {
-      for (const { fd } of opened) closeFd(fd);
+      for (const { fd } of opened) fd.close();
       throw new EdgeError(`service ${this.config.name}`, `cannot open a UDP socket: ${(cause as Error).message}`, "kernel", { cause });
     }
   }

@@ -1,0 +1,110 @@
+import { existsSync } from "node:fs";
+import { join } from "node:path";
+import { decodeServiceInfo, EP_SOCKET_MEMBERS, sizes, u32 } from "./abi";
+import type { Protocol } from "./binding";
+import { MAPS, type Dispatcher } from "./dispatcher";
+import { netnsInode } from "./pins";
+import type { Registry } from "./registry";
+import { linkInfo, mapInfo, objGet, programInfo } from "../ebpf/libbpf";
+
+/*
+ * The reads behind the steering watchdog (src/server/watchdog.ts): is what
+ * steers a serving process's traffic still in place? Only ControlPlane calls
+ * these, under the pin lock, so they never see a change half-made.
+ */
+
+/** A service a process runs, as far as its steering is concerned. */
+export interface SteeredService {
+  readonly id: number;
+  readonly svc: { readonly protocol: Protocol };
+  readonly sockets: readonly { readonly family: 4 | 6; readonly port: number }[];
+}
+
+/**
+ * Maps the programs only count into: where a connection goes never depends
+ * on them, so another map (or none) pinned under such a name is no loss of
+ * steering. That happens without anyone tampering: pins of a version that
+ * lacked a counters map (ep_reuse_tier_counters came with the two tiers)
+ * get it created by the serve that upgrades them (pins.ts upgradeProgram),
+ * while the processes already serving hold their own.
+ */
+const COUNTERS_ONLY: ReadonlySet<string> = new Set(["ep_counters", "ep_limit_counters", "ep_reuse_counters", "ep_reuse_tier_counters"]);
+
+/** The kernel ids of the maps this process holds that steering depends on, by pin name. */
+export function heldMapIds(d: Dispatcher): Map<string, number> {
+  return new Map(MAPS.filter((m) => !COUNTERS_ONLY.has(m)).map((m) => [m, mapInfo(d.maps[m].fd, `read info of map ${m}`).id]));
+}
+
+function withObj<T>(path: string, what: string, fn: (fd: number) => T): T {
+  const fd = objGet(path, `open ${what}`);
+  try {
+    return fn(fd.raw);
+  } finally {
+    fd.close();
+  }
+}
+
+/**
+ * Are the maps pinned in `dir` the ones `d` holds? A process whose pins were
+ * removed, and then re-created by another start, holds orphaned maps: it must
+ * not remove the new pins when its own services are gone from them.
+ */
+export function pinsAreOurs(d: Dispatcher, dir: string): boolean {
+  try {
+    return withObj(join(dir, "ep_services"), "pinned map ep_services", (fd) => mapInfo(fd).id) === mapInfo(d.maps.ep_services.fd).id;
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * What is missing of the steering of `running` (undefined: all in place):
+ * the pinned directory, the link attached to this namespace and running the
+ * pinned program, every pinned map being the map this process holds (by
+ * kernel id), each running service still registered under its id, and each
+ * of its slots recording our reuseport group and holding a socket. Any
+ * socket in the slot will do: any member entry reaches the whole group
+ * (members.ts), and an upgrade's successor overwrites ours on purpose.
+ */
+export function missingSteering(d: Dispatcher, registry: Registry, dir: string, heldIds: ReadonlyMap<string, number>, running: ReadonlyMap<string, SteeredService>): string | undefined {
+  if (!existsSync(dir)) return `the pinned dispatcher ${dir} was removed`;
+  try {
+    const progId = withObj(join(dir, "prog"), "pinned program", (fd) => programInfo(fd).id);
+    const link = withObj(join(dir, "link"), "pinned link", (fd) => linkInfo(fd));
+    if (link.netnsIno !== netnsInode()) return `the sk_lookup link ${join(dir, "link")} is detached from this network namespace`;
+    if (link.progId !== progId) return `the sk_lookup link runs program id ${link.progId}, not the pinned ${progId}`;
+    for (const [name, id] of heldIds) {
+      const pinned = withObj(join(dir, name), `pinned map ${name}`, (fd) => mapInfo(fd).id);
+      if (pinned !== id) return `map ${name} pinned in ${dir} is another map (id ${pinned}, ours ${id})`;
+    }
+  } catch (e) {
+    return `${(e as Error).message}`;
+  }
+  for (const [name, r] of running) {
+    // One lookup per service of ours, not a walk of every service.
+    const info = d.maps.ep_services.lookup(u32(r.id), new Uint8Array(sizes.ep_service_info));
+    if (!info || decodeServiceInfo(info).name !== name) return `service ${name} is no longer registered in the dispatcher`;
+    for (const s of r.sockets) {
+      const slot = `service ${name} ${r.svc.protocol}/ipv${s.family}`;
+      if (registry.groupPort(r.id, r.svc.protocol, s.family) !== s.port) return `${slot}: the dispatcher records another socket group than ours (port ${s.port})`;
+      let any = false;
+      for (let m = 0; m < EP_SOCKET_MEMBERS && !any; m++) any = d.hasSocket(r.id, r.svc.protocol, s.family, m);
+      if (!any) return `${slot}: no socket registered (its connections are refused)`;
+    }
+  }
+  return undefined;
+}
+
+/** The cookies registered in `running`'s slots now (ours and our sibling workers'). */
+export function slotCookies(d: Dispatcher, running: ReadonlyMap<string, SteeredService>): Set<bigint> {
+  const out = new Set<bigint>();
+  for (const r of running.values()) {
+    for (const s of r.sockets) {
+      for (let m = 0; m < EP_SOCKET_MEMBERS; m++) {
+        const c = d.socketCookie(r.id, r.svc.protocol, s.family, m);
+        if (c !== undefined) out.add(c);
+      }
+    }
+  }
+  return out;
+}

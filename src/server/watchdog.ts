@@ -1,0 +1,115 @@
+import type { ControlPlane, InstanceClaim, SteeringCheck } from "../dispatcher/controlplane";
+import type { SteeredService } from "../dispatcher/verify";
+
+/*
+ * The truth about steering (issue 16, item 4). The pinned dispatcher can go
+ * while an instance serves: `edgeproxy down --force`, `rm -rf` of the pins,
+ * another tool detaching the link or deleting SOCKMAP entries. The program
+ * then no longer runs (the link went with its last reference) or no longer
+ * finds our sockets, and every new connection and UDP flow on the steered
+ * addresses is refused, while the process itself looks healthy. So every
+ * serving process checks, every WATCH_MS, that what steers its traffic is in
+ * place, through the ControlPlane (the one owner of the pinned state), which
+ * reads under the pin lock (src/dispatcher/verify.ts). The same look reads
+ * the instance's record: another instance that took this one over
+ * (--take-over, or the same instance restarted after its supervisor died)
+ * says so there.
+ *
+ * When the steering is gone, the instance stops: it says so in one line, its
+ * health check fails from then on, it drains (open connections do not need
+ * the steering) and exits 1. It does not put the pins back: `down` and a
+ * deleted pin are someone's deliberate act, which a process re-pinning
+ * behind their back would undo; a restart (systemd's Restart=on-failure)
+ * builds the steering anew through the one start path, with every check of a
+ * start. Workers run it (they keep CAP_BPF; a supervisor keeps none) and tell
+ * their supervisor over IPC.
+ */
+
+/** How often the steering is verified: a loss is noticed within this plus one check, well inside the second promised (a busy machine delays timers). */
+export const WATCH_MS = 250;
+
+/** What the watchdog looks at: a running Server (structurally, so the watchdog needs no Server import). */
+export interface Watched {
+  readonly plane: ControlPlane;
+  readonly claim: InstanceClaim;
+  readonly running: ReadonlyMap<string, SteeredService>;
+}
+
+/** What the watchdog reports, each at most once. */
+export interface WatchdogEvents {
+  /** The steering is gone (then the watchdog stops). */
+  readonly lost: (why: string) => void;
+  /** After watchForSuccessor(): a socket of a newer instance joined our slots (each check while true). */
+  readonly replaced?: () => void;
+  /** Another instance took this one over (its record says so): true once acted on (not while our own upgrade hands over). */
+  readonly leave?: (why: string) => boolean;
+}
+
+export class SteeringWatchdog {
+  lost: string | undefined;
+  private timer: ReturnType<typeof setInterval> | undefined;
+  private readonly heldIds: Map<string, number>;
+  private known: Set<bigint> | undefined;
+  private stopped = false;
+  private left = false;
+
+  constructor(
+    private readonly watched: Watched,
+    private readonly on: WatchdogEvents,
+  ) {
+    this.heldIds = watched.plane.heldMapIds();
+  }
+
+  start(): void {
+    this.timer ??= setInterval(() => this.check(), WATCH_MS);
+    // The serve holds its loop open itself; this timer must not keep a stopped process alive.
+    this.timer.unref();
+  }
+
+  /** No more checks (the process withdraws its services itself: a stop, a drain). */
+  stop(): void {
+    this.stopped = true;
+    clearInterval(this.timer);
+  }
+
+  /**
+   * From now on report (replaced) a socket that joins our slots: the
+   * sockets registered now are ours and our sibling workers', and with our
+   * supervisor gone nothing restarts a sibling, so a new one is a newer
+   * instance's (which joined our reuseport groups, as an upgrade does).
+   */
+  watchForSuccessor(): void {
+    this.known ??= this.watched.plane.slotCookies(this.watched.running);
+  }
+
+  /**
+   * For /healthz: undefined when this process's traffic is steered to it
+   * (checked now), else why not. A stopped watchdog's process is withdrawing
+   * its services (a stop, a drain): not steered either.
+   */
+  health(): string | undefined {
+    const why = this.check();
+    if (why) return `steering lost: ${why}`;
+    return this.stopped ? "stopping: its services are withdrawn" : undefined;
+  }
+
+  /** Check now; the reason the steering is gone, or undefined (in place, or not checkable this instant). */
+  check(): string | undefined {
+    if (this.lost || this.stopped) return this.lost;
+    let result: SteeringCheck | undefined;
+    try {
+      result = this.watched.plane.verifySteering(this.watched.running, this.heldIds, this.watched.claim, this.known);
+    } catch (e) {
+      result = { lost: `checking the steering failed: ${(e as Error).message}`, replaced: false };
+    }
+    if (result?.lost) {
+      this.lost = result.lost;
+      this.stop();
+      this.on.lost(result.lost);
+      return this.lost;
+    }
+    if (result?.leave && !this.left) this.left = this.on.leave?.(result.leave) ?? false;
+    if (result?.replaced) this.on.replaced?.();
+    return this.lost;
+  }
+}
