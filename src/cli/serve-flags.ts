@@ -67,6 +67,9 @@ Options:
                         in the kernel at socket lookup; --source-rate-burst M back to back
                         (default: N)
   --source-prefix-v6 L  IPv6 clients of the two limits above are grouped by /L (default ${DEFAULTS.sourcePrefixV6})
+  --access-log PATH     one JSON line per connection, flow or request to PATH ("-": stdout; default off);
+                        SIGUSR1 reopens it (logrotate)
+  --access-log-sample R the share of lines written, 0 to 1 (default 1)
   -h, --help            this text
   -V, --version         version
 
@@ -90,6 +93,6 @@ export const SERVE_FLAGS: readonly FlagSpec[] = [
   { name: "--drain-timeout", value: "D" }, { name: "--bpffs", value: "PATH" }, { name: "--connect-timeout", value: "D" },
   { name: "--idle-timeout", value: "D" }, { name: "--max-connections", value: "N" }, { name: "--max-flows", value: "N" },
   { name: "--source-connections", value: "N" }, { name: "--source-rate", value: "N" }, { name: "--source-rate-burst", value: "N" },
-  { name: "--source-prefix-v6", value: "L" },
+  { name: "--source-prefix-v6", value: "L" }, { name: "--access-log", value: "PATH" }, { name: "--access-log-sample", value: "R" },
   ...DEADLINE_KEYS.map((k) => ({ name: k.flag, value: "D" })),
 ];

@@ -9,6 +9,7 @@ import { announceReady, startSuccessor, untilReady, UPGRADE_ENV } from "./upgrad
 import { announceServing, announceStopping, announceSuccessor, logsOf, removePidFile } from "./supervision";
 import { describeRestart, restartNeeded } from "../config/restart";
 import { VERSION } from "../version";
+import { reopenAccessLogs } from "../log/access";
 
 /** Default --drain-timeout. */
 export const DRAIN_TIMEOUT_MS = 30_000;
@@ -50,6 +51,8 @@ export async function serveInProcess(config: ServeConfig, image: Uint8Array, rol
   process.on("SIGINT", () => onSignal("SIGINT", "now"));
   process.on("SIGTERM", () => onSignal("SIGTERM", "now"));
   process.on("SIGQUIT", () => onSignal("SIGQUIT", "drain"));
+  // logrotate's postrotate: reopen the access logs (SIGUSR1's default action would end the process).
+  process.on("SIGUSR1", reopenAccessLogs);
   // A worker whose supervisor is gone drains and leaves: nothing would restart or stop it.
   if (!leader) process.on("disconnect", () => onSignal("supervisor gone", "drain"));
   const ready = leader ? untilReady(() => onSignal("the upgrading process went away first", "now")) : () => {};

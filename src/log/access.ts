@@ -1,0 +1,227 @@
+import { closeSync, openSync, write, writeSync } from "node:fs";
+import { formatAddress } from "../config/address";
+import type { AccessLogConfig } from "../config/service";
+import { ConfigError } from "../errors";
+import type { Endpoint } from "../system/sockaddr";
+
+/*
+ * Access and event logs: one JSON object per line, per connection or flow
+ * (tcp, udp) or per request (http), to a file or stdout.
+ *
+ * The data plane only ever appends a string to an in-memory queue: writes
+ * are batched (every FLUSH_MS, or sooner once FLUSH_BYTES are queued) and
+ * asynchronous (fs.write on the thread pool), one write in flight per file.
+ * The queue, written-but-unconfirmed bytes included, is bounded
+ * (access_log_buffer): a line that does not fit is dropped and counted, so a
+ * slow disk or a stalled pipe costs lines, never latency. Several worker
+ * processes append to one file: O_APPEND makes each write land whole at the
+ * end (each write is whole lines), so lines never interleave.
+ *
+ * SIGUSR1 reopens every file (logrotate's `postrotate kill -USR1`); a write
+ * error is one line on stderr (once per error code until a write succeeds),
+ * counted, and the data plane goes on.
+ */
+
+/** How long lines wait to be batched into one write. */
+const FLUSH_MS = 200;
+/** Queued bytes that trigger a write before FLUSH_MS. */
+const FLUSH_BYTES = 64 * 1024;
+
+/** Process-wide counters, for /metrics. */
+export const accessLogStats = { lines: 0, dropped: 0, writeErrors: 0, sampledOut: 0 };
+
+/** One log destination in this process, shared by every service that names it. */
+class LogFile {
+  private fd: number;
+  private queue: string[] = [];
+  /** Queued plus in-flight bytes (what the bound covers). */
+  private bytes = 0;
+  private writing = false;
+  private timer: Timer | undefined;
+  private reopenWanted = false;
+  private lastError = "";
+
+  constructor(
+    readonly path: string,
+    private readonly maxBytes: number,
+  ) {
+    this.fd = openLog(path);
+  }
+
+  push(line: string): void {
+    const n = line.length + 1;
+    if (this.bytes + n > this.maxBytes) {
+      accessLogStats.dropped++;
+      return;
+    }
+    this.queue.push(line);
+    this.bytes += n;
+    accessLogStats.lines++;
+    if (this.writing) return;
+    if (this.bytes >= FLUSH_BYTES) {
+      if (this.timer) clearTimeout(this.timer);
+      this.timer = undefined;
+      setImmediate(this.flush);
+    } else if (!this.timer) {
+      this.timer = setTimeout(this.flush, FLUSH_MS);
+      this.timer.unref();
+    }
+  }
+
+  private readonly flush = (): void => {
+    this.timer = undefined;
+    if (this.writing) return;
+    if (this.reopenWanted) this.reopenNow();
+    if (this.queue.length === 0) return;
+    const data = Buffer.from(`${this.queue.join("\n")}\n`);
+    const n = this.bytes;
+    this.queue = [];
+    this.writing = true;
+    this.writeAll(data, 0, () => {
+      this.writing = false;
+      this.bytes -= n;
+      if (this.reopenWanted) this.reopenNow();
+      if (this.queue.length && !this.timer) setImmediate(this.flush);
+    });
+  };
+
+  private writeAll(data: Buffer, from: number, done: () => void): void {
+    write(this.fd, data, from, data.length - from, null, (err, written) => {
+      if (err) {
+        this.failed(err);
+        return done();
+      }
+      this.lastError = "";
+      if (from + written < data.length) return this.writeAll(data, from + written, done);
+      done();
+    });
+  }
+
+  private failed(err: NodeJS.ErrnoException): void {
+    accessLogStats.writeErrors++;
+    const code = err.code ?? err.message;
+    if (code === this.lastError) return;
+    this.lastError = code;
+    process.stderr.write(`edgeproxy: access log ${this.path}: write failed (${code}); lines are dropped and counted until it works again\n`);
+  }
+
+  /** SIGUSR1: reopen once no write is in flight. */
+  reopen(): void {
+    if (this.path === "-") return;
+    this.reopenWanted = true;
+    if (!this.writing) this.reopenNow();
+  }
+
+  private reopenNow(): void {
+    this.reopenWanted = false;
+    try {
+      const fd = openLog(this.path);
+      closeSync(this.fd);
+      this.fd = fd;
+      this.lastError = "";
+    } catch (e) {
+      accessLogStats.writeErrors++;
+      process.stderr.write(`edgeproxy: access log: reopen failed, still writing to the old file: ${(e as Error).message}\n`);
+    }
+  }
+
+  /** At exit: what is queued, written synchronously (the process is ending; nothing else waits). */
+  drainSync(): void {
+    if (this.timer) clearTimeout(this.timer);
+    if (this.queue.length === 0) return;
+    try {
+      writeSync(this.fd, `${this.queue.join("\n")}\n`);
+    } catch {
+      // Exiting: nothing left to tell.
+    }
+    this.queue = [];
+  }
+}
+
+/** Open a log for appending (created 0640 if absent); "-" is stdout. A ConfigError names the path. */
+function openLog(path: string): number {
+  if (path === "-") return 1;
+  try {
+    return openSync(path, "a", 0o640);
+  } catch (e) {
+    const code = (e as NodeJS.ErrnoException).code;
+    throw new ConfigError("access_log", `cannot open "${path}" for appending: ${code ?? (e as Error).message}`);
+  }
+}
+
+const files = new Map<string, LogFile>();
+let exitHook = false;
+
+function fileFor(config: AccessLogConfig): LogFile {
+  let f = files.get(config.path);
+  if (!f) {
+    f = new LogFile(config.path, config.bufferBytes);
+    files.set(config.path, f);
+    if (!exitHook) {
+      exitHook = true;
+      process.on("exit", () => {
+        for (const f of files.values()) f.drainSync();
+      });
+    }
+  }
+  return f;
+}
+
+/** Check every access log of a config can be opened for appending (before anything starts): a ConfigError if not. */
+export function checkAccessLogs(configs: readonly (AccessLogConfig | undefined)[]): void {
+  for (const c of configs) if (c && c.path !== "-") closeSync(openLog(c.path));
+}
+
+/** SIGUSR1: reopen every log file of this process. */
+export function reopenAccessLogs(): void {
+  for (const f of files.values()) f.reopen();
+}
+
+/** "ip:port", IPv6 in brackets (RFC 3986 §3.2.2). */
+export function formatEndpoint(e: Endpoint): string {
+  const a = formatAddress(e.addr);
+  return e.family === 6 ? `[${a}]:${e.port}` : `${a}:${e.port}`;
+}
+
+/** "ip:port" from Bun's address strings (IPv4-mapped addresses unmapped). */
+export function joinHostPort(host: string, port: number): string {
+  const h = host.startsWith("::ffff:") && host.includes(".") ? host.slice(7) : host;
+  return h.includes(":") ? `[${h}]:${port}` : `${h}:${port}`;
+}
+
+/** A service's log: what its connections, flows and requests call, only when the log is on (absent: off, no cost). */
+export class ServiceLog {
+  private readonly file: LogFile;
+  readonly connect: boolean;
+  private readonly sample: number;
+  /** `,"instance":…,"service":…,` once, not per line. */
+  private readonly prefix: string;
+
+  constructor(
+    readonly service: string,
+    config: AccessLogConfig,
+  ) {
+    this.file = fileFor(config);
+    this.connect = config.connect;
+    this.sample = config.sample;
+    this.prefix = `${config.instance !== undefined ? `,"instance":${JSON.stringify(config.instance)}` : ""},"service":${JSON.stringify(service)},`;
+  }
+
+  /** Is this line to be written (access_log_sample)? Counted when not. */
+  sampled(): boolean {
+    if (this.sample >= 1 || Math.random() < this.sample) return true;
+    accessLogStats.sampledOut++;
+    return false;
+  }
+
+  /** Write one event: `fields` after time, instance and service. */
+  emit(fields: Record<string, unknown>): void {
+    // RFC 3339 in UTC with milliseconds; fields spliced after the prefix (their "{" dropped).
+    this.file.push(`{"time":"${new Date().toISOString()}"${this.prefix}${JSON.stringify(fields).slice(1)}`);
+  }
+}
+
+/** The log of a service, or undefined when its log is off. */
+export function serviceLog(service: string, config: AccessLogConfig | undefined): ServiceLog | undefined {
+  return config ? new ServiceLog(service, config) : undefined;
+}

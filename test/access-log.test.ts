@@ -1,0 +1,79 @@
+// Access logs end to end: edgeproxy with 2 workers in a namespace of each
+// test's own, real traffic, every line parsed with JSON.parse and checked
+// against what the test did.
+import { describe, expect, test } from "bun:test";
+import { mkdtempSync, readFileSync, renameSync, existsSync, chmodSync, mkdirSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { EdgeproxyProcess, runEdgeproxy } from "./helpers/edgeproxy";
+import { echoOrigin, exchange, text } from "./helpers/net";
+import { proxyFixture } from "./helpers/fixture";
+
+const f = proxyFixture();
+const servers = f.servers;
+const WORKERS = ["--workers", "2"];
+const RFC3339_MS = /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$/;
+
+type Line = Record<string, any>;
+
+/** The lines of `file` once `want` of them are there (lines are batched: up to a fifth of a second late), bounded in time. */
+async function linesOf(file: string, want: number, timeoutMs = 5_000): Promise<Line[]> {
+  const until = Date.now() + timeoutMs;
+  for (;;) {
+    const raw = existsSync(file) ? readFileSync(file, "utf8") : "";
+    const lines = raw.split("\n").filter((l) => l !== "").map((l) => JSON.parse(l) as Line);
+    if (lines.length >= want || Date.now() > until) return lines;
+    await Bun.sleep(50);
+  }
+}
+
+function logDir(): string {
+  const dir = mkdtempSync(join(tmpdir(), "edgeproxy-accesslog-"));
+  chmodSync(dir, 0o755);
+  return dir;
+}
+
+describe("access log: tcp", () => {
+  test("a relayed connection: one close line with every field as the test made it", async () => {
+    const origin = echoOrigin("127.0.0.1");
+    servers.push(origin);
+    const log = join(logDir(), "access.log");
+    f.ep = await EdgeproxyProcess.start([...WORKERS, "--ports", "5000-5010", "--prefix", "192.0.2.0/24", "--origin", `127.0.0.1:${origin.port}`, "--access-log", log]);
+    const payload = "x".repeat(1234);
+    expect(text(await exchange("192.0.2.7", 5003, payload, 5000, "192.0.2.99"))).toBe(payload);
+    const [line, ...more] = await linesOf(log, 1);
+    expect(more).toEqual([]);
+    expect(line!.time).toMatch(RFC3339_MS);
+    expect(Math.abs(Date.parse(line!.time) - Date.now())).toBeLessThan(10_000);
+    expect(line).toMatchObject({ instance: "default", service: "default", protocol: "tcp", event: "close", edge: "192.0.2.7:5003", origin: `127.0.0.1:${origin.port}`, bytes_in: 1234, bytes_out: 1234, reason: "client_fin" });
+    expect(line!.client).toMatch(/^192\.0\.2\.99:\d+$/);
+    expect(line!.duration_ms).toBeGreaterThanOrEqual(0);
+    expect(line!.duration_ms).toBeLessThan(5_000);
+    expect(line!.tls_version).toBeUndefined();
+  }, 30_000);
+
+  test("an origin that refuses, and an idle timeout: origin_error and timeout lines", async () => {
+    const origin = echoOrigin("127.0.0.1");
+    const closed = echoOrigin("127.0.0.1");
+    const closedPort = closed.port;
+    closed.stop(true);
+    servers.push(origin);
+    const dir = logDir();
+    const refusedLog = join(dir, "refused.log");
+    f.ep = await EdgeproxyProcess.start([...WORKERS, "--ports", "5000", "--prefix", "192.0.2.0/24", "--origin", `127.0.0.1:${closedPort}`, "--access-log", refusedLog]);
+    expect((await exchange("192.0.2.8", 5000, "hello")).kind).toBe("reset");
+    const [refused] = await linesOf(refusedLog, 1);
+    expect(refused).toMatchObject({ event: "origin_error", reason: "origin_refused", edge: "192.0.2.8:5000", origin: `127.0.0.1:${closedPort}`, bytes_out: 0 });
+    expect(await f.ep.stop()).toBe(0);
+
+    const idleLog = join(dir, "idle.log");
+    f.ep = await EdgeproxyProcess.start([...WORKERS, "--ports", "5000", "--prefix", "192.0.2.0/24", "--origin", `127.0.0.1:${origin.port}`, "--idle-timeout", "300ms", "--access-log", idleLog]);
+    // A client that sends and never closes: the idle timeout ends it.
+    const held = await Bun.connect({ hostname: "192.0.2.9", port: 5000, socket: { data() {}, close() {} } });
+    held.write("ping");
+    const [idle] = await linesOf(idleLog, 1);
+    held.terminate();
+    expect(idle).toMatchObject({ event: "timeout", reason: "idle_timeout", bytes_in: 4, bytes_out: 4 });
+    expect(idle!.duration_ms).toBeGreaterThanOrEqual(250);
+  }, 30_000);
+});
