@@ -8,6 +8,7 @@ import { join } from "node:path";
 import { EdgeproxyProcess, runEdgeproxy } from "./helpers/edgeproxy";
 import { echoOrigin, exchange, text } from "./helpers/net";
 import { proxyFixture } from "./helpers/fixture";
+import { httpOrigin } from "./helpers/http";
 
 const f = proxyFixture();
 const servers = f.servers;
@@ -75,5 +76,58 @@ describe("access log: tcp", () => {
     held.terminate();
     expect(idle).toMatchObject({ event: "timeout", reason: "idle_timeout", bytes_in: 4, bytes_out: 4 });
     expect(idle!.duration_ms).toBeGreaterThanOrEqual(250);
+  }, 30_000);
+});
+
+/** curl (a real third-party client) from `from`; returns its -w figures and the response head. */
+async function curl(args: string[]): Promise<{ sent: number; received: number; head: string; body: string }> {
+  const proc = Bun.spawn(["curl", "-sS", "--max-time", "5", "-D", "-", "-w", "\n%{size_request} %{size_header} %{size_download}", ...args], { stdout: "pipe", stderr: "pipe" });
+  const [out, err, code] = await Promise.all([new Response(proc.stdout).text(), new Response(proc.stderr).text(), proc.exited]);
+  if (code !== 0) throw new Error(`curl ${args.join(" ")}: exit ${code}: ${err}`);
+  const nl = out.lastIndexOf("\n");
+  const [sent, header, download] = out.slice(nl + 1).split(" ").map(Number);
+  const all = out.slice(0, nl);
+  const split = all.indexOf("\r\n\r\n");
+  return { sent: sent!, received: header! + download!, head: all.slice(0, split), body: all.slice(split + 4) };
+}
+
+const idOf = (head: string) => /^x-request-id: (.*)$/im.exec(head)?.[1]?.trim();
+
+describe("access log: http", () => {
+  test("one line per request: method, host, path, status, bytes, origin, times, request id kept or made, forwarded and returned", async () => {
+    const origin = httpOrigin("127.0.0.1", "hello");
+    servers.push(origin.listener);
+    const log = join(logDir(), "http.log");
+    f.ep = await EdgeproxyProcess.start([...WORKERS, "--mode", "http", "--ports", "8080", "--prefix", "192.0.2.0/24", "--origin", `127.0.0.1:${origin.port}`, "--access-log", log]);
+    const kept = await curl(["--interface", "192.0.2.99", "-H", "X-Request-Id: client-id-1", "http://192.0.2.10:8080/a/b?q=1"]);
+    expect(kept.body).toBe("hello");
+    expect(idOf(kept.head)).toBe("client-id-1");
+    const made = await curl(["--interface", "192.0.2.98", "-H", "X-Request-Id: not a sane id", "-d", "12345", "http://192.0.2.11:8080/post"]);
+    const madeId = idOf(made.head)!;
+    expect(madeId).toMatch(/^[0-9a-f]{16}-[0-9a-z]+$/);
+    // The origin saw the kept id as sent, and the made one in place of the client's.
+    expect(origin.seen.map((r) => r.headers.get("x-request-id"))).toEqual([["client-id-1"], [madeId]]);
+    // A head the framing checks refuse: a 400 with its own line.
+    const bad = await exchange("192.0.2.12", 8080, "GET /x HTTP/1.1\r\nHost: a\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n");
+    expect(text(bad)).toStartWith("HTTP/1.1 400");
+
+    const lines = await linesOf(log, 3);
+    expect(lines.length).toBe(3);
+    for (const l of lines) {
+      expect(l.time).toMatch(RFC3339_MS);
+      expect(l).toMatchObject({ instance: "default", service: "default", protocol: "http" });
+      expect(l.duration_ms).toBeGreaterThanOrEqual(0);
+    }
+    const first = lines.find((l) => l.request_id === "client-id-1")!;
+    expect(first).toMatchObject({ method: "GET", host: "192.0.2.10:8080", path: "/a/b", status: 200, origin: `127.0.0.1:${origin.port}`, edge: "192.0.2.10:8080", bytes_in: kept.sent, bytes_out: kept.received });
+    expect(first.client).toMatch(/^192\.0\.2\.99:\d+$/);
+    expect(first.ttfb_ms).toBeGreaterThanOrEqual(0);
+    expect(first.ttfb_ms).toBeLessThanOrEqual(first.duration_ms);
+    const second = lines.find((l) => l.request_id === madeId)!;
+    expect(second).toMatchObject({ method: "POST", host: "192.0.2.11:8080", path: "/post", status: 200, bytes_in: made.sent, bytes_out: made.received });
+    expect(second.client).toMatch(/^192\.0\.2\.98:\d+$/);
+    const refused = lines.find((l) => l.status === 400)!;
+    expect(refused).toMatchObject({ method: null, origin: null, edge: "192.0.2.12:8080", bytes_out: text(bad).length });
+    expect(refused.reason).toBeString();
   }, 30_000);
 });
