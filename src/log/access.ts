@@ -129,6 +129,12 @@ class LogFile {
   drainSync(): void {
     if (this.timer) clearTimeout(this.timer);
     if (this.queue.length === 0) return;
+    // A write still in flight means a stalled destination (a full pipe): exiting must not wait on it.
+    if (this.writing) {
+      accessLogStats.dropped += this.queue.length;
+      this.queue = [];
+      return;
+    }
     try {
       writeSync(this.fd, `${this.queue.join("\n")}\n`);
     } catch {
