@@ -9,6 +9,7 @@ import { EdgeproxyProcess, runEdgeproxy } from "./helpers/edgeproxy";
 import { echoOrigin, exchange, pool, text } from "./helpers/net";
 import { proxyFixture } from "./helpers/fixture";
 import { httpOrigin } from "./helpers/http";
+import { udpExchange, udpOrigin, udpText } from "./helpers/udp";
 
 const f = proxyFixture();
 const servers = f.servers;
@@ -224,4 +225,24 @@ describe("access log: the file", () => {
       closeSync(reader);
     }
   }, 60_000);
+});
+
+describe("access log: udp", () => {
+  test("a flow: one line when it ends (idle timeout) with its ends, origin and bytes each way", async () => {
+    const origin = await udpOrigin();
+    const log = join(logDir(), "udp.log");
+    try {
+      f.ep = await EdgeproxyProcess.start([...WORKERS, "--mode", "udp", "--ports", "5353", "--prefix", "192.0.2.0/24", "--origin", `127.0.0.1:${origin.port}`, "--idle-timeout", "300ms", "--access-log", log]);
+      expect(udpText(await udpExchange("192.0.2.20", 5353, "hello udp"))).toBe("hello udp");
+      const [line, ...more] = await linesOf(log, 1);
+      expect(more).toEqual([]);
+      expect(line!.time).toMatch(RFC3339_MS);
+      expect(line).toMatchObject({ instance: "default", service: "default", protocol: "udp", event: "timeout", reason: "idle_timeout", edge: "192.0.2.20:5353", origin: `127.0.0.1:${origin.port}`, bytes_in: 9, bytes_out: 9 });
+      expect(line!.client).toMatch(/^127\.0\.0\.1:\d+$/);
+      expect(line!.duration_ms).toBeGreaterThanOrEqual(250);
+      expect(line!.duration_ms).toBeLessThan(5_000);
+    } finally {
+      origin.socket.close();
+    }
+  }, 30_000);
 });

@@ -3,6 +3,7 @@ import { formatAddress } from "../config/address";
 import type { AccessLogConfig } from "../config/service";
 import { ConfigError } from "../errors";
 import type { Endpoint } from "../system/sockaddr";
+import type { AccessBatch } from "../proxy/udp/flowlog";
 
 /*
  * Access and event logs: one JSON object per line, per connection or flow
@@ -176,6 +177,18 @@ function fileFor(config: AccessLogConfig): LogFile {
 /** Check every access log of a config can be opened for appending (before anything starts): a ConfigError if not. */
 export function checkAccessLogs(configs: readonly (AccessLogConfig | undefined)[]): void {
   for (const c of configs) if (c && c.path !== "-") closeSync(openLog(c.path));
+}
+
+/** Lines made on the UDP data plane's thread (src/proxy/udp/flowlog.ts), with what it dropped or sampled out. */
+export function appendBatch(batch: AccessBatch): void {
+  accessLogStats.dropped += batch.dropped;
+  accessLogStats.sampledOut += batch.sampledOut;
+  for (const [path, lines] of batch.byPath) {
+    const f = files.get(path);
+    // The service that opened it is gone (a reload) while its flows ran on: those lines are dropped.
+    if (!f) accessLogStats.dropped += lines.length;
+    else for (const line of lines) f.push(line);
+  }
 }
 
 /** SIGUSR1: reopen every log file of this process. */

@@ -30,6 +30,9 @@ import { C, dropIndex, ROW, type UdpDropReason } from "./stats";
 import { SourceCounter } from "../../dispatcher/sources";
 import type { SourceKey } from "../../dispatcher/sourceabi";
 import type { SourceCounting } from "../sourcelimit";
+import type { AccessLogConfig } from "../../config/service";
+import { formatEndpoint } from "../../log/access";
+import { FlowLog, type FlowLogSink } from "./flowlog";
 
 const EMSGSIZE = 90;
 /** Batches read from one socket per readiness event, so one busy socket cannot starve the rest. */
@@ -51,6 +54,16 @@ export interface UdpServiceSpec {
   readonly idleMs: number;
   /** source_connections: flows per client, counted with every process's (absent: no limit). */
   readonly sourceLimit?: SourceCounting;
+  /** The service's access log; absent: off. */
+  readonly accessLog?: AccessLogConfig;
+}
+
+/** What a logged flow remembers for its line (made only when the service's log is on). */
+interface FlowRecord {
+  readonly client: string;
+  readonly edge: string;
+  readonly origin: string | null;
+  readonly startedAt: number;
 }
 
 class Service {
@@ -59,10 +72,13 @@ class Service {
   readonly endpoints: EndpointSet | undefined;
   /** This thread's own counter (its buffers are per thread; the slot and program are the process's). */
   readonly counter: SourceCounter | undefined;
+  readonly log: FlowLog | undefined;
   constructor(
     readonly spec: UdpServiceSpec,
     readonly row: Float64Array,
+    sink: FlowLogSink | undefined,
   ) {
+    this.log = spec.accessLog && sink ? new FlowLog(sink, spec.name, spec.accessLog) : undefined;
     const o = spec.origins;
     this.endpoints = o && new EndpointSet(o.balance, o.edgeRange, o.endpoints);
     this.counter = spec.sourceLimit && new SourceCounter(spec.sourceLimit.progFd, spec.sourceLimit.owner);
@@ -109,6 +125,10 @@ class Flow {
     /** The client's count this flow holds (source_connections), given back at close. */
     readonly source: SourceKey | undefined,
   ) {}
+  // The flow's bytes each way (the access log's).
+  bytesIn = 0;
+  bytesOut = 0;
+  record: FlowRecord | undefined;
 }
 
 const keyOf = (src: Endpoint, dst: Endpoint) => `${src.addr.join(".")}:${src.port}>${dst.addr.join(".")}:${dst.port}`;
@@ -135,6 +155,8 @@ export class Engine {
     private readonly onOrigin: (slot: number, key: string, port: number, ok: boolean) => void = () => {},
     /** Flows opened in panic (no endpoint eligible), per endpoint, since the last report. */
     private readonly onPanics: (slot: number, counts: PanicCounts) => void = () => {},
+    /** Where services' access log lines go (absent: no service logs). */
+    private readonly logSink?: FlowLogSink,
   ) {}
 
   // ICMP port unreachable from the origin: the flow ends, and the pool hears of it.
@@ -144,7 +166,7 @@ export class Engine {
       f.endpoint.refused(f.originPort);
       this.onOrigin(f.service.spec.slot, f.endpoint.key, f.originPort, false);
     }
-    this.close(f);
+    this.close(f, "origin_error", "origin_refused");
   }
 
   /** The shortest idle timeout of the services, for the sweep interval. */
@@ -156,7 +178,7 @@ export class Engine {
 
   add(spec: UdpServiceSpec): void {
     // The main thread zeroed the row when it gave out the slot.
-    const svc = new Service(spec, this.counters.subarray(spec.slot * ROW, (spec.slot + 1) * ROW));
+    const svc = new Service(spec, this.counters.subarray(spec.slot * ROW, (spec.slot + 1) * ROW), this.logSink);
     this.services.set(spec.slot, svc);
     for (const l of spec.listeners) {
       this.byFd[l.fd] = svc;
@@ -180,7 +202,7 @@ export class Engine {
         closeFd(l.fd);
       }
     }
-    if (abort) for (const f of [...this.flows.values()]) if (f.service === svc) this.close(f);
+    if (abort) for (const f of [...this.flows.values()]) if (f.service === svc) this.close(f, "close", "shutdown");
     this.settle(svc);
   }
 
@@ -202,13 +224,13 @@ export class Engine {
     for (const f of this.flows.values()) {
       if (this.now - f.last > f.service.spec.idleMs) {
         bump(f.service.row, C.flowsExpired);
-        this.close(f);
+        this.close(f, "timeout", "idle_timeout");
       }
     }
   }
 
   closeAll(): void {
-    for (const f of [...this.flows.values()]) this.close(f);
+    for (const f of [...this.flows.values()]) this.close(f, "close", "shutdown");
     for (const slot of [...this.services.keys()]) this.retire(slot, true);
   }
 
@@ -255,7 +277,7 @@ export class Engine {
       const n = b.recvConnected(f.client);
       if (n < 0) {
         // ICMP port unreachable from the client: it has gone; so has the flow.
-        if (errno() === ECONNREFUSED) this.close(f);
+        if (errno() === ECONNREFUSED) this.close(f, "close", "client_unreachable");
         return;
       }
       for (let i = 0; i < n; i++) this.fromClientAt(f, b.dataAt(i), b.length(i));
@@ -273,6 +295,7 @@ export class Engine {
     if (len > MAX_DATAGRAM) return this.drop(svc, "truncated");
     bump(svc.row, C.datagramsFromClients);
     bump(svc.row, C.bytesFromClients, len);
+    f.bytesIn += len;
     if (f.upstream < 0) return this.send(f, f.client, at, len, true);
     const h = f.header;
     if (!h) return this.send(f, f.upstream, at, len, false);
@@ -333,6 +356,7 @@ export class Engine {
       if (toClient) {
         bump(f.service.row, C.datagramsFromOrigins);
         bump(f.service.row, C.bytesFromOrigins, length);
+        f.bytesOut += length;
       }
       return;
     }
@@ -347,15 +371,17 @@ export class Engine {
       const victim = this.unconfirmed.values().next().value as Flow | undefined;
       if (!victim) {
         this.drop(svc, "flow_limit");
+        svc.log?.emit({ event: "limited", client: formatEndpoint(src), edge: formatEndpoint(dst), reason: "flow_limit" });
         return undefined;
       }
       bump(victim.service.row, C.flowsEvicted);
-      this.close(victim);
+      this.close(victim, "limited", "evicted");
     }
     const spec = svc.spec;
     const chosen = svc.endpoints?.pick(src.addr, dst.port);
     if (svc.endpoints && !chosen) {
       this.drop(svc, "no_origin");
+      svc.log?.emit({ event: "origin_error", client: formatEndpoint(src), edge: formatEndpoint(dst), reason: "no_origin" });
       return undefined;
     }
     // Per-client limits (source_connections): a new flow counts against the client's, every worker's together.
@@ -365,6 +391,7 @@ export class Engine {
       if (svc.count(source, 1) > spec.sourceLimit!.connections) {
         svc.count(source, -1);
         this.drop(svc, "source_limit");
+        svc.log?.emit({ event: "limited", client: formatEndpoint(src), edge: formatEndpoint(dst), reason: "source_limit" });
         return undefined;
       }
     }
@@ -402,11 +429,29 @@ export class Engine {
     if (upstream >= 0) this.byFd[upstream] = f;
     bump(svc.row, C.flowsActive);
     bump(svc.row, C.flowsTotal);
+    if (svc.log) {
+      f.record = { client: formatEndpoint(src), edge: formatEndpoint(dst), origin: chosen ? formatEndpoint(chosen.target) : null, startedAt: this.now };
+      if (svc.log.connect) svc.log.emit({ event: "connect", client: f.record.client, edge: f.record.edge, origin: f.record.origin });
+    }
     return f;
   }
 
-  private close(f: Flow): void {
+  /** Close a flow; `event` and `why` say why, for its access log line. */
+  private close(f: Flow, event: string, why: string): void {
     if (this.flows.get(f.key) !== f) return;
+    const r = f.record;
+    if (r) {
+      f.service.log!.emit({
+        event,
+        client: r.client,
+        edge: r.edge,
+        origin: r.origin,
+        bytes_in: f.bytesIn,
+        bytes_out: f.bytesOut,
+        duration_ms: Math.round(performance.now() - r.startedAt),
+        reason: why,
+      });
+    }
     this.flows.delete(f.key);
     this.unconfirmed.delete(f.key);
     // close() also takes the fd out of the epoll set (it is never dup'ed).
