@@ -246,3 +246,32 @@ describe("access log: udp", () => {
     }
   }, 30_000);
 });
+
+describe("access log: clients the kernel refuses", () => {
+  test("a deny rule's refusals appear as aggregated lines, at most one per service and reason per second", async () => {
+    const origin = echoOrigin("127.0.0.1");
+    servers.push(origin);
+    const dir = logDir();
+    const log = join(dir, "access.log");
+    const config = join(dir, "edgeproxy.toml");
+    writeFileSync(config, `access_log = "${log}"\nworkers = 2\n[[service]]\nname = "guarded"\norigin = "127.0.0.1:${origin.port}"\ndeny = ["192.0.2.66/32"]\n[[service.bind]]\nprefixes = "192.0.2.0/24"\nports = 5000\n`);
+    f.ep = await EdgeproxyProcess.start(["--config", config]);
+    const attempts = 3;
+    for (let i = 0; i < attempts; i++) expect((await exchange("192.0.2.1", 5000, "x", 300, "192.0.2.66")).kind).not.toBe("data");
+    expect(text(await exchange("192.0.2.1", 5000, "allowed", 5000, "192.0.2.67"))).toBe("allowed");
+    // The aggregate of each second comes a second later.
+    await Bun.sleep(2_500);
+    const lines = await linesOf(log, 2);
+    const kernel = lines.filter((l) => l.source === "kernel");
+    const relayed = lines.filter((l) => l.source === undefined);
+    expect(relayed.map((l) => [l.event, l.client.split(":")[0]])).toEqual([["close", "192.0.2.67"]]);
+    expect(kernel.length).toBeGreaterThanOrEqual(1);
+    for (const l of kernel) expect(l).toMatchObject({ service: "guarded", protocol: "tcp", event: "filtered", reason: "deny_rule" });
+    for (const l of kernel) expect(l.window_ms).toBeGreaterThanOrEqual(900);
+    // Every SYN (retransmissions too) is a refused lookup: at least one per attempt.
+    expect(kernel.reduce((n, l) => n + l.count, 0)).toBeGreaterThanOrEqual(attempts);
+    // At most one line per second: consecutive ones at least 0.9 s apart (the timer's slack).
+    const times = kernel.map((l) => Date.parse(l.time));
+    for (let i = 1; i < times.length; i++) expect(times[i]! - times[i - 1]!).toBeGreaterThanOrEqual(900);
+  }, 30_000);
+});

@@ -10,6 +10,7 @@ import { announceServing, announceStopping, announceSuccessor, logsOf, removePid
 import { describeRestart, restartNeeded } from "../config/restart";
 import { VERSION } from "../version";
 import { reopenAccessLogs } from "../log/access";
+import { kernelRefusals } from "../server/refusals";
 
 /** Default --drain-timeout. */
 export const DRAIN_TIMEOUT_MS = 30_000;
@@ -132,6 +133,8 @@ export async function serveInProcess(config: ServeConfig, image: Uint8Array, rol
       upgrade().catch((e) => say(`upgrade failed: ${(e as Error).message}`));
     });
   }
+  // The kernel's refusals in the access logs: one process per instance (the counters are shared).
+  if ((role.worker ?? 0) === 0) kernelRefusals(server);
   if (leader) for (const line of announceServing(config.pidFile)) say(line);
   say(`ready (setup ${(performance.now() - t0).toFixed(1)} ms)`);
   ready();

@@ -211,6 +211,7 @@ export function joinHostPort(host: string, port: number): string {
 /** A service's log: what its connections, flows and requests call, only when the log is on (absent: off, no cost). */
 export class ServiceLog {
   private readonly file: LogFile;
+  readonly config: AccessLogConfig;
   readonly connect: boolean;
   private readonly sample: number;
   /** `,"instance":…,"service":…,` once, not per line. */
@@ -221,6 +222,7 @@ export class ServiceLog {
     config: AccessLogConfig,
   ) {
     this.file = fileFor(config);
+    this.config = config;
     this.connect = config.connect;
     this.sample = config.sample;
     this.prefix = `${config.instance !== undefined ? `,"instance":${JSON.stringify(config.instance)}` : ""},"service":${JSON.stringify(service)},`;
