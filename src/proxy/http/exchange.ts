@@ -290,9 +290,16 @@ export abstract class Exchange implements OriginUser {
     if (framing === "close" || !this.requestDone || this.ctx.draining) this.keepAlive = false;
     this.resLeft = parsed.contentLength;
     this.resChunks = this.originFraming === "chunked" ? new ChunkedDecoder(MAX_RESPONSE_HEAD) : undefined;
-    if (this.keepAlive && req.minor === 1 && framing === this.originFraming && idField === "" && verbatimResponse(parsed)) {
+    if (this.keepAlive && req.minor === 1 && framing === this.originFraming && verbatimResponse(parsed)) {
       // The origin's head goes on as it came, with the body bytes that came with it: no copy at all.
-      return this.responseVerbatim(whole, whole.length - rest.length, rest);
+      if (idField === "") return this.responseVerbatim(whole, whole.length - rest.length, rest);
+      // With our X-Request-Id put in before the blank line: one copy, not a rebuild of the head.
+      const at = whole.length - rest.length - 2;
+      const spliced = Buffer.allocUnsafe(whole.length + idField.length);
+      spliced.set(whole.subarray(0, at), 0);
+      spliced.write(idField, at, "latin1");
+      spliced.set(whole.subarray(at), at + idField.length);
+      return this.responseVerbatim(spliced, at + idField.length + 2, rest);
     }
     const head = clientResponseHead(parsed, req.minor, framing, this.keepAlive, false, idField);
     if (rest.length && (this.originFraming === "length" || framing === "chunked")) {

@@ -1,4 +1,5 @@
 import type { AccessLogConfig } from "../../config/service";
+import { isoNow } from "../../log/access";
 
 /*
  * The access log of UDP flows, on the UDP data plane's thread. The file and
@@ -68,6 +69,6 @@ export class FlowLog {
 
   emit(fields: Record<string, unknown>): void {
     if (this.config.sample < 1 && Math.random() >= this.config.sample) return this.sink.skipped();
-    this.sink.add(this.config.path, `{"time":"${new Date().toISOString()}"${this.prefix}${JSON.stringify(fields).slice(1)}`);
+    this.sink.add(this.config.path, `{"time":"${isoNow()}"${this.prefix}${JSON.stringify(fields).slice(1)}`);
   }
 }
