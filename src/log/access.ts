@@ -31,10 +31,19 @@ const FLUSH_BYTES = 64 * 1024;
 /** Process-wide counters, for /metrics. */
 export const accessLogStats = { lines: 0, dropped: 0, writeErrors: 0, sampledOut: 0 };
 
+/** Lines are encoded into buffers of this size as they come (the line's string dies young; no join at flush). */
+const CHUNK = 64 * 1024;
+
 /** One log destination in this process, shared by every service that names it. */
 class LogFile {
   private fd: number;
-  private queue: string[] = [];
+  /** The buffer lines are being encoded into, and how much of it is used. */
+  private chunk: Buffer = Buffer.allocUnsafe(CHUNK);
+  private used = 0;
+  /** Filled buffers waiting for the write in flight. */
+  private sealed: Buffer[] = [];
+  /** Written buffers, for reuse. */
+  private spare: Buffer[] = [];
   /** Queued plus in-flight bytes (what the bound covers). */
   private bytes = 0;
   private writing = false;
@@ -50,14 +59,32 @@ class LogFile {
   }
 
   push(line: string): void {
-    const n = line.length + 1;
-    if (this.bytes + n > this.maxBytes) {
+    if (this.bytes + line.length + 1 > this.maxBytes) {
       accessLogStats.dropped++;
       return;
     }
-    this.queue.push(line);
-    this.bytes += n;
+    // UTF-8 takes at most 3 bytes per UTF-16 unit.
+    const worst = line.length * 3 + 1;
+    if (worst > CHUNK - this.used) {
+      this.seal();
+      if (worst > CHUNK) {
+        // A line longer than a buffer (a huge path) goes on its own.
+        const own = Buffer.from(`${line}\n`);
+        this.sealed.push(own);
+        this.bytes += own.length;
+        accessLogStats.lines++;
+        return this.schedule();
+      }
+    }
+    const n = this.chunk.write(line, this.used, "utf8");
+    this.chunk[this.used + n] = 10;
+    this.used += n + 1;
+    this.bytes += n + 1;
     accessLogStats.lines++;
+    this.schedule();
+  }
+
+  private schedule(): void {
     if (this.writing) return;
     if (this.bytes >= FLUSH_BYTES) {
       if (this.timer) clearTimeout(this.timer);
@@ -69,20 +96,37 @@ class LogFile {
     }
   }
 
+  /** The current buffer joins the queue to write. */
+  private seal(): void {
+    if (this.used === 0) return;
+    this.sealed.push(this.chunk.subarray(0, this.used));
+    this.chunk = this.spare.pop() ?? Buffer.allocUnsafe(CHUNK);
+    this.used = 0;
+  }
+
   private readonly flush = (): void => {
     this.timer = undefined;
     if (this.writing) return;
     if (this.reopenWanted) this.reopenNow();
-    if (this.queue.length === 0) return;
-    const data = Buffer.from(`${this.queue.join("\n")}\n`);
-    const n = this.bytes;
-    this.queue = [];
+    this.seal();
+    if (this.sealed.length === 0) return;
+    const bufs = this.sealed;
+    this.sealed = [];
+    // One write: usually one buffer; several only after a slow write.
+    const data = bufs.length === 1 ? bufs[0]! : Buffer.concat(bufs);
     this.writing = true;
     this.writeAll(data, 0, () => {
       this.writing = false;
-      this.bytes -= n;
+      this.bytes -= data.length;
+      // Whole buffers go back for reuse, as many as the bound could ever need.
+      for (const b of bufs) if (b.buffer.byteLength >= CHUNK && this.spare.length * CHUNK < this.maxBytes) this.spare.push(Buffer.from(b.buffer, b.byteOffset, CHUNK));
       if (this.reopenWanted) this.reopenNow();
-      if (this.queue.length && !this.timer) setImmediate(this.flush);
+      // What came in meanwhile waits for a full batch or the timer: a write per completion would cost a thread-pool round trip every few lines.
+      if (this.bytes >= FLUSH_BYTES) setImmediate(this.flush);
+      else if (this.bytes > 0 && !this.timer) {
+        this.timer = setTimeout(this.flush, FLUSH_MS);
+        this.timer.unref();
+      }
     });
   };
 
@@ -129,19 +173,19 @@ class LogFile {
   /** At exit: what is queued, written synchronously (the process is ending; nothing else waits). */
   drainSync(): void {
     if (this.timer) clearTimeout(this.timer);
-    if (this.queue.length === 0) return;
+    this.seal();
+    if (this.sealed.length === 0) return;
     // A write still in flight means a stalled destination (a full pipe): exiting must not wait on it.
     if (this.writing) {
-      accessLogStats.dropped += this.queue.length;
-      this.queue = [];
+      this.sealed = [];
       return;
     }
     try {
-      writeSync(this.fd, `${this.queue.join("\n")}\n`);
+      for (const b of this.sealed) writeSync(this.fd, b);
     } catch {
       // Exiting: nothing left to tell.
     }
-    this.queue = [];
+    this.sealed = [];
   }
 }
 
