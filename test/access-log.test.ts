@@ -275,3 +275,42 @@ describe("access log: clients the kernel refuses", () => {
     for (let i = 1; i < times.length; i++) expect(times[i]! - times[i - 1]!).toBeGreaterThanOrEqual(900);
   }, 30_000);
 });
+
+describe("access log: tcp with TLS terminated", () => {
+  test("openssl s_client through TLS termination: a connect line, then a close line with the TLS version and SNI (access_log_connect)", async () => {
+    const origin = echoOrigin("127.0.0.1");
+    servers.push(origin);
+    const dir = logDir();
+    const [cert, key] = [join(dir, "cert.pem"), join(dir, "key.pem")];
+    const made = Bun.spawnSync(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-days", "1", "-subj", "/CN=edge.test", "-keyout", key, "-out", cert], { stderr: "pipe" });
+    expect(made.exitCode).toBe(0);
+    const log = join(dir, "tls.log");
+    const config = join(dir, "edgeproxy.toml");
+    writeFileSync(config, `instance = "edge1"\naccess_log = "${log}"\naccess_log_connect = true\nworkers = 2\n[[service]]\nname = "tls"\norigin = "127.0.0.1:${origin.port}"\ntls_cert = "${cert}"\ntls_key = "${key}"\n[[service.bind]]\nprefixes = "192.0.2.0/24"\nports = 8443\n`);
+    f.ep = await EdgeproxyProcess.start(["--config", config]);
+    // s_client ends the connection at its stdin's end (without -quiet, which would ignore it): once the echo is back.
+    const client = Bun.spawn(["openssl", "s_client", "-connect", "192.0.2.10:8443", "-servername", "edge.test", "-brief"], { stdin: "pipe", stdout: "pipe", stderr: "pipe" });
+    const timer = setTimeout(() => client.kill("SIGKILL"), 8_000);
+    client.stdin.write("hello tls\n");
+    await client.stdin.flush();
+    const reader = client.stdout.getReader();
+    let out = "";
+    while (!out.includes("hello tls")) {
+      const { value, done } = await reader.read();
+      if (done) break;
+      out += new TextDecoder().decode(value);
+    }
+    await client.stdin.end();
+    await client.exited;
+    clearTimeout(timer);
+    expect(out).toContain("hello tls");
+    const lines = await linesOf(log, 2);
+    expect(lines.map((l) => l.event)).toEqual(["connect", "close"]);
+    const [open, close] = lines as [Line, Line];
+    for (const l of lines) expect(l).toMatchObject({ instance: "edge1", service: "tls", protocol: "tcp", edge: "192.0.2.10:8443", origin: `127.0.0.1:${origin.port}`, tls_version: "TLSv1.3", sni: "edge.test" });
+    expect(open.reason).toBeUndefined();
+    expect(close).toMatchObject({ bytes_in: 10, bytes_out: 10 });
+    expect(close.reason).toMatch(/^client_(fin|close)$/);
+    expect(close.client).toBe(open.client);
+  }, 30_000);
+});
