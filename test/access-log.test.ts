@@ -76,7 +76,8 @@ describe("access log: tcp", () => {
     const [idle] = await linesOf(idleLog, 1);
     held.terminate();
     expect(idle).toMatchObject({ event: "timeout", reason: "idle_timeout", bytes_in: 4, bytes_out: 4 });
-    expect(idle!.duration_ms).toBeGreaterThanOrEqual(250);
+    // Deadlines run on the coarse clock (100 ms ticks): an idle timeout may end up to a tick early.
+    expect(idle!.duration_ms).toBeGreaterThanOrEqual(190);
   }, 30_000);
 });
 

@@ -7,7 +7,6 @@ import { Deadline, EMPTY, Exchange, Phase, concat } from "./exchange";
 import { H2_REFUSAL, errorResponse, extendable, forwardingFields, originRequestHead } from "./headers";
 import { serveLocal } from "./local";
 import { refusalReason } from "./stats";
-import { requestIdOf } from "./reqlog";
 import { HeadError, hasToken, headEnd, hopelessHead, parseRequestHead, type RequestHead } from "./parse";
 
 /*
@@ -146,17 +145,9 @@ export class HttpConnection extends Exchange implements Session {
     this.upgrade = req.upgrade !== "" && hasToken(req.connection, "upgrade") && /^websocket$/i.test(req.upgrade);
     this.local = route.pool === undefined;
     this.phase = this.reqChunks || this.bodyLeft > 0 ? Phase.Body : Phase.Wait;
-    let requestId: string | undefined;
-    let replaceId = false;
-    if (this.rlog) {
-      // Its bytes: the head (raw lacks the blank line's CRLF) and whatever came after it so far.
-      this.rlog.begin(req, raw.length + 2 + rest.length);
-      const r = requestIdOf(req);
-      this.rlog.id = r.id;
-      // Ours goes to the origin in place of a missing or unusable one; a sane one of the client's goes on as it came.
-      if (!r.kept) requestId = r.id;
-      replaceId = r.hadOne && !r.kept;
-    }
+    // Its bytes: the head (raw lacks the blank line's CRLF) and whatever came after it so far.
+    const ids = this.rlog?.request(req, raw.length + 2 + rest.length);
+    const requestId = ids?.send;
     if (!this.local) {
       const pick = route.pool!.pick(this.clientIp, route.pool!.followsEdgePort ? this.localPort : 0);
       if (!pick) {
@@ -167,7 +158,7 @@ export class HttpConnection extends Exchange implements Session {
       pick.member.acquired();
       if (this.rlog) this.rlog.origin = pick.host.includes(":") ? `[${pick.host}]:${pick.port}` : `${pick.host}:${pick.port}`;
       const fwd = { clientIp: this.clientIp, proto: ctx.proto, fallbackHost: req.host === undefined ? this.destination() : "", upgrade: this.upgrade, ...(requestId !== undefined ? { requestId } : {}) };
-      if (!this.upgrade && !replaceId && extendable(req)) {
+      if (!this.upgrade && !ids?.replace && extendable(req)) {
         // The head as it came plus our fields: one copy, no rebuilding.
         const extra = forwardingFields(req, fwd);
         const buf = Buffer.allocUnsafe(raw.length + extra.length);
@@ -304,11 +295,7 @@ export class HttpConnection extends Exchange implements Session {
     this.linger = true;
     this.releaseOrigin("reset");
     const reply = answer ?? errorResponse(status, message, this.rlog?.id !== undefined ? `x-request-id: ${this.rlog.id}\r\n` : "");
-    if (this.rlog) {
-      this.rlog.status = status;
-      this.rlog.bytesOut += reply.length;
-      this.rlog.end(message);
-    }
+    this.rlog?.answered(status, reply.length, message);
     this.toClient.write(this.client, reply);
     this.keepAlive = false;
     this.endClient();
@@ -383,12 +370,8 @@ export class HttpConnection extends Exchange implements Session {
       this.ctx.httpStats.response(408);
       this.releaseOrigin("reset");
       const reply = errorResponse(408, stage === "request_head" ? "request head timeout" : "request body timeout");
-      if (this.rlog) {
-        if (!this.rlog.pending) this.rlog.begin(undefined, this.inbuf.length);
-        this.rlog.status = 408;
-        this.rlog.bytesOut += reply.length;
-        this.rlog.end(`${stage}_timeout`);
-      }
+      if (this.rlog && !this.rlog.pending) this.rlog.begin(undefined, this.inbuf.length);
+      this.rlog?.answered(408, reply.length, `${stage}_timeout`);
       this.toClient.write(this.client, reply);
     }
     this.keepAlive = false;

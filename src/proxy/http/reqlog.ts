@@ -69,6 +69,25 @@ export class RequestLog {
     this.id = undefined;
   }
 
+  /**
+   * A parsed request starts: its id is the client's sane X-Request-Id, else
+   * a new one. `send`: the id to add to the origin's request (absent: the
+   * client's goes on as it came); `replace`: the client's own must be dropped.
+   */
+  request(req: RequestHead, pending: number): { send: string | undefined; replace: boolean } {
+    this.begin(req, pending);
+    const r = requestIdOf(req);
+    this.id = r.id;
+    return { send: r.kept ? undefined : r.id, replace: r.hadOne && !r.kept };
+  }
+
+  /** Our own answer (an error) of `bytes` ends the request. */
+  answered(status: number, bytes: number, reason: string): void {
+    this.status = status;
+    this.bytesOut += bytes;
+    this.end(reason);
+  }
+
   /** Is a request under way (begun, not yet logged)? */
   get pending(): boolean {
     return this.open;

@@ -32,7 +32,7 @@ import type { SourceKey } from "../../dispatcher/sourceabi";
 import type { SourceCounting } from "../sourcelimit";
 import type { AccessLogConfig } from "../../config/service";
 import { formatEndpoint } from "../../log/access";
-import { FlowLog, type FlowLogSink } from "./flowlog";
+import { FlowLog, type FlowLogSink, type FlowRecord } from "./flowlog";
 
 const EMSGSIZE = 90;
 /** Batches read from one socket per readiness event, so one busy socket cannot starve the rest. */
@@ -58,13 +58,7 @@ export interface UdpServiceSpec {
   readonly accessLog?: AccessLogConfig;
 }
 
-/** What a logged flow remembers for its line (made only when the service's log is on). */
-interface FlowRecord {
-  readonly client: string;
-  readonly edge: string;
-  readonly origin: string | null;
-  readonly startedAt: number;
-}
+
 
 class Service {
   readonly kind = "listener";
@@ -439,19 +433,7 @@ export class Engine {
   /** Close a flow; `event` and `why` say why, for its access log line. */
   private close(f: Flow, event: string, why: string): void {
     if (this.flows.get(f.key) !== f) return;
-    const r = f.record;
-    if (r) {
-      f.service.log!.emit({
-        event,
-        client: r.client,
-        edge: r.edge,
-        origin: r.origin,
-        bytes_in: f.bytesIn,
-        bytes_out: f.bytesOut,
-        duration_ms: Math.round(performance.now() - r.startedAt),
-        reason: why,
-      });
-    }
+    if (f.record) f.service.log!.closed(f.record, f.bytesIn, f.bytesOut, event, why);
     this.flows.delete(f.key);
     this.unconfirmed.delete(f.key);
     // close() also takes the fd out of the epoll set (it is never dup'ed).

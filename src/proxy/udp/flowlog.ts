@@ -52,6 +52,14 @@ export class FlowLogSink {
   }
 }
 
+/** What a logged flow remembers for its line (made only when the service's log is on). */
+export interface FlowRecord {
+  readonly client: string;
+  readonly edge: string;
+  readonly origin: string | null;
+  readonly startedAt: number;
+}
+
 /** A UDP service's log on this thread. */
 export class FlowLog {
   private readonly prefix: string;
@@ -65,6 +73,11 @@ export class FlowLog {
 
   get connect(): boolean {
     return this.config.connect;
+  }
+
+  /** A flow's last line. */
+  closed(r: FlowRecord, bytesIn: number, bytesOut: number, event: string, why: string): void {
+    this.emit({ event, client: r.client, edge: r.edge, origin: r.origin, bytes_in: bytesIn, bytes_out: bytesOut, duration_ms: Math.round(performance.now() - r.startedAt), reason: why });
   }
 
   emit(fields: Record<string, unknown>): void {
