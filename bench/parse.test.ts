@@ -6,7 +6,7 @@ import { CLK_TCK } from "./sys";
 
 describe("parseFlags", () => {
   test("defaults: every scenario, 3 runs of 5 s", () => {
-    expect(parseFlags([])).toEqual({ quick: false, build: false, only: ["tcp", "http", "bulk", "udp", "coverage", "lookup", "idle", "workers", "slowloris"], runs: 3, seconds: 5 });
+    expect(parseFlags([])).toEqual({ quick: false, build: false, only: ["tcp", "http", "bulk", "udp", "coverage", "lookup", "idle", "workers", "slowloris", "accesslog"], runs: 3, seconds: 5 });
   });
   test("--quick shortens runs unless told otherwise", () => {
     expect(parseFlags(["--quick"])).toMatchObject({ quick: true, runs: 1, seconds: 2 });

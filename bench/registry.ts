@@ -11,6 +11,7 @@ import type { Scenario } from "./scenario";
 import { tcpScenario } from "./tcp";
 import { udpScenario } from "./udp";
 import { workersScenario } from "./workers";
+import { accesslogScenario } from "./accesslog";
 
 export interface Entry {
   name: ScenarioName;
@@ -35,4 +36,6 @@ export const REGISTRY: Entry[] = [
   { name: "workers", what: "edgeproxy --workers 2 against 1, keep-alive", estimate: (r, s) => 2 * r * (4 + s), load: now(workersScenario) },
   // Fixed windows, not --runs × --seconds: each attack lasts long enough to see the peers' deadlines (bench/slowloris.ts).
   { name: "slowloris", what: "slowloris and unfinished-TLS floods against edgeproxy, HAProxy, nginx with default timeouts", estimate: (_r, _s, quick) => slowlorisEstimate(quick), load: now(slowlorisScenario) },
+  // Per run: 4 variants (tcp and http, log off and on), each as a tcp/http peer.
+  { name: "accesslog", what: "CPU per request with the access log off and on, tcp and http", estimate: (r, s) => 4 * r * (3 + 2 * s), load: now(accesslogScenario) },
 ];

@@ -114,6 +114,8 @@ export interface StatusSnapshot {
     readonly left: number;
     readonly rejoined: number;
   };
+  /** This process's access log counters (src/log/access.ts); absent from snapshots made elsewhere. */
+  readonly accessLog?: { readonly lines: number; readonly dropped: number; readonly writeErrors: number; readonly sampledOut: number };
 }
 
 /** GET /instance: who answers on this admin socket (what control commands find instances by). */

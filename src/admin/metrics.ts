@@ -183,6 +183,18 @@ export function renderMetrics(s: StatusSnapshot): string {
   sample("connection_cap_steering_total", { event: "left" }, s.capacity.left);
   sample("connection_cap_steering_total", { event: "rejoined" }, s.capacity.rejoined);
 
+  if (s.accessLog) {
+    const a = s.accessLog;
+    family("access_log_lines_total", "counter", "Access log lines queued for writing.");
+    sample("access_log_lines_total", {}, a.lines);
+    family("access_log_dropped_total", "counter", "Access log lines dropped because the log's buffer (access_log_buffer) was full: the disk or pipe did not keep up.");
+    sample("access_log_dropped_total", {}, a.dropped);
+    family("access_log_write_errors_total", "counter", "Failed writes (and reopens) of an access log; the lines of a failed write are lost.");
+    sample("access_log_write_errors_total", {}, a.writeErrors);
+    family("access_log_sampled_out_total", "counter", "Access log lines not written because of access_log_sample.");
+    sample("access_log_sampled_out_total", {}, a.sampledOut);
+  }
+
   out.push("");
   return out.join("\n");
 }

@@ -11,6 +11,7 @@ import { completeDeadlines, DEADLINE_KEYS, type Deadlines } from "../config/dead
 import { ConfigError } from "../errors";
 import { SOURCE_BOUNDS, sourceLimitsOf } from "../config/sourcelimits";
 import { tokenize } from "./flags";
+import { checkAccessLogPath, checkSample, completeAccessLog } from "../config/accesslog";
 
 export type Command =
   | { kind: "help" }
@@ -84,6 +85,7 @@ export function parseArgs(argv: readonly string[]): Command {
   let noAdmin = false;
   let pidFile: string | undefined;
   const source: { connections?: number; rate?: number; burst?: number; prefixV6?: number } = {};
+  const accessLog: { path?: string; sample?: number } = {};
   const seen = new Set<string>();
 
   for (const token of tokenize(args, SERVE_FLAGS)) {
@@ -233,6 +235,14 @@ export function parseArgs(argv: readonly string[]): Command {
         once();
         source.prefixV6 = parseCount(value(), flag, SOURCE_BOUNDS.prefixV6);
         break;
+      case "--access-log":
+        once();
+        accessLog.path = checkAccessLogPath(value(), flag);
+        break;
+      case "--access-log-sample":
+        once();
+        accessLog.sample = checkSample(value(), flag);
+        break;
       case "--proxy-header-timeout":
       case "--handshake-timeout":
       case "--header-timeout":
@@ -291,6 +301,8 @@ export function parseArgs(argv: readonly string[]): Command {
   };
   checkService(service, (key) => ({ origins: "--origin", route: "--origin", accept_proxy: "--accept-proxy" })[key] ?? key);
   const instanceName = instance ?? DEFAULTS.instance;
+  if (accessLog.sample !== undefined && accessLog.path === undefined) throw new ConfigError("--access-log-sample", "needs --access-log");
+  const log = completeAccessLog(accessLog, {}, instanceName);
   return {
     kind: "serve",
     config: {
@@ -302,7 +314,7 @@ export function parseArgs(argv: readonly string[]): Command {
       // Every serve gets an admin socket by default, so control commands find it (--no-admin: none).
       admin: adminOverride ?? defaultAdmin(instanceName, "--instance"),
       ...(pidFile ? { pidFile } : {}),
-      services: [service], ...(workers ? { workers } : {}), ...(drainTimeoutMs !== undefined ? { drainTimeoutMs } : {}),
+      services: [log ? { ...service, accessLog: log } : service], ...(workers ? { workers } : {}), ...(drainTimeoutMs !== undefined ? { drainTimeoutMs } : {}),
     },
   };
 }

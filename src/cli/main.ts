@@ -6,6 +6,7 @@ import type { ServeConfig } from "../config/service";
 import { VERSION } from "../version";
 import { loadConfig } from "../config/file";
 import { serveInProcess } from "./serve";
+import { checkAccessLogs } from "../log/access";
 import { checkEnvironment, checkPinAccess, permissionProblem } from "../system/environment";
 import { bpffsPath, pinDir } from "../dispatcher/pins";
 import { holdAmbientCapabilities } from "../system/capabilities";
@@ -169,6 +170,7 @@ export async function main(args: readonly string[]): Promise<number> {
     // upgrade replaces, nor with --take-over), or an admin socket another serve answers on, is one line and exit 2.
     if (config.pidFile) checkPidFile(config.pidFile);
     if (!config.takeOver) ControlPlane.refuseConflict(bpffsPath(config.bpffs), image, claimOf(config, false), wantedOf(config.services));
+    checkAccessLogs(config.services.map((s) => s.accessLog));
     if (!process.env[UPGRADE_ENV]) await checkAdminFree(config.admin, { takeOver: config.takeOver });
   } catch (e) {
     return report(e);

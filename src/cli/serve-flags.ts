@@ -69,6 +69,8 @@ export const SERVE_FLAGS: readonly FlagSpec[] = [
   { name: "--source-rate", value: "N", help: "at most N new connections per second per client (tcp/http), refused in the kernel at socket lookup" },
   { name: "--source-rate-burst", value: "M", help: "--source-rate: M connections back to back (default: N)" },
   { name: "--source-prefix-v6", value: "L", help: `IPv6 clients of the two limits above are grouped by /L (default ${DEFAULTS.sourcePrefixV6})` },
+  { name: "--access-log", value: "PATH", complete: "file", help: 'one JSON line per connection, flow or request to PATH ("-": stdout; default off); SIGUSR1 reopens it (logrotate)' },
+  { name: "--access-log-sample", value: "R", help: "the share of lines written, 0 to 1 (default 1)" },
   { name: "--help", short: "-h", help: "this text" },
   { name: "--version", short: "-V", help: "version" },
 ];

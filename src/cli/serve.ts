@@ -13,6 +13,8 @@ import { announceServing, announceStopping, announceSuccessor, logsOf, removePid
 import { describeRestart, restartNeeded } from "../config/restart";
 import { VERSION } from "../version";
 import { SteeringWatchdog } from "../server/watchdog";
+import { reopenAccessLogs } from "../log/access";
+import { kernelRefusals } from "../server/refusals";
 
 /** Default --drain-timeout. */
 export const DRAIN_TIMEOUT_MS = 30_000;
@@ -54,6 +56,8 @@ export async function serveInProcess(config: ServeConfig, image: Uint8Array, rol
   process.on("SIGINT", () => onSignal("SIGINT", "now"));
   process.on("SIGTERM", () => onSignal("SIGTERM", "now"));
   process.on("SIGQUIT", () => onSignal("SIGQUIT", "drain"));
+  // logrotate's postrotate: reopen the access logs (SIGUSR1's default action would end the process).
+  process.on("SIGUSR1", reopenAccessLogs);
   // A worker whose supervisor is gone (killed: a crash, not a stop) keeps
   // serving, so its ports stay steered to its instance's sockets and never
   // reach another socket; it drains and exits once a newer instance's
@@ -146,6 +150,8 @@ export async function serveInProcess(config: ServeConfig, image: Uint8Array, rol
       upgrade().catch((e) => say(`upgrade failed: ${(e as Error).message}`));
     });
   }
+  // The kernel's refusals in the access logs: one process per instance (the counters are shared).
+  if ((role.worker ?? 0) === 0) kernelRefusals(server);
   if (leader) {
     for (const line of announceServing(config.pidFile)) say(line);
     say(`ready (setup ${(performance.now() - t0).toFixed(1)} ms)`);

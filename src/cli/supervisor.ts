@@ -263,6 +263,8 @@ export class Supervisor {
       this.forward("SIGHUP");
       void this.restartNotes().then((notes) => notes && say(`reload${notes}`));
     });
+    // logrotate: the workers write the access logs; each reopens its own.
+    process.on("SIGUSR1", () => this.forward("SIGUSR1"));
     process.on("SIGUSR2", () => {
       say("SIGUSR2: upgrading");
       this.upgrade().catch((e) => say(`upgrade failed: ${(e as Error).message}`));

@@ -12,16 +12,19 @@ import { parseHttp, parsePool, parseTls, POOL_FIELDS } from "./pool-file";
 import { parsePorts } from "./ports";
 import { Fields, isTable } from "./schema";
 import { checkService } from "./validate";
+import { checkAccessLogPath, checkSample, completeAccessLog, type AccessLogSettings } from "./accesslog";
+import { parseSize } from "./numbers";
 import { SOURCE_BOUNDS, sourceLimitsOf } from "./sourcelimits";
 import { DEFAULTS, defaultAdmin, instanceOf, MAX_SOCKET_PATH, transportOf, type AdminConfig, type BindingConfig, type Mode, type ServeConfig, type ServiceConfig } from "./service";
 
+const ACCESS_LOG_FIELDS = ["access_log", "access_log_sample", "access_log_connect"];
 const NAME = /^[a-zA-Z0-9_.-]{1,64}$/;
 const MODES: readonly Mode[] = ["tcp", "udp", "http"];
 // Dispatcher id 0 means "not bound", so ids 1..EP_MAX_SERVICES-1 are left for services.
 const MAX_SERVICES = EP_MAX_SERVICES - 1;
 const MIN_TOKEN = 16;
 
-const TOP_FIELDS = ["instance", "take_over", "max_connections", "max_flows", "workers", "drain_timeout", "admin", "service"];
+const TOP_FIELDS = ["instance", "take_over", "max_connections", "max_flows", "workers", "drain_timeout", "admin", "service", ...ACCESS_LOG_FIELDS, "access_log_buffer"];
 const ADMIN_FIELDS = ["enabled", "socket", "listen", "token", "token_file"];
 const SERVICE_FIELDS = [
   "name", "mode", ...POOL_FIELDS, "connect_timeout", "idle_timeout", "proxy_protocol", "accept_proxy", "tls_cert", "tls_key",
@@ -29,6 +32,7 @@ const SERVICE_FIELDS = [
   "source_connections", "source_rate", "source_rate_burst", "source_prefix_v6",
   // config/deadlines.ts DEADLINE_KEYS
   "proxy_header_timeout", "handshake_timeout", "header_timeout", "keepalive_timeout", "body_timeout",
+  ...ACCESS_LOG_FIELDS,
 ];
 const BIND_FIELDS = ["protocol", "prefixes", "ports"];
 const IN_SERVICE = "it belongs in a [[service]] table";
@@ -63,7 +67,9 @@ export function parseConfig(text: string, file: string, options: ParseOptions = 
   if (!raw || raw.length === 0) throw top.missing("service", "add a [[service]] table");
   if (raw.length > MAX_SERVICES) throw new ConfigError(top.at("service"), `${raw.length} services; at most ${MAX_SERVICES} are supported`);
   const read = options.readFile ?? ((p: string) => readFileSync(p, "utf8"));
-  const services = raw.map((t, i) => parseService(t, i, file, read));
+  const bufferText = top.text("access_log_buffer");
+  const logDefaults = { ...accessLogSettings(top), ...(bufferText !== undefined ? { bufferBytes: parseSize(bufferText, top.at("access_log_buffer")) } : {}) };
+  const services = raw.map((t, i) => parseService(t, i, file, read, logDefaults, instance));
 
   const seen = new Map<string, number>();
   services.forEach((s, i) => {
@@ -195,7 +201,19 @@ function adminToken(f: Fields, read: (path: string) => string): string {
   return token;
 }
 
-function parseService(raw: unknown, index: number, file: string, read: (path: string) => string): ServiceConfig {
+/** The access_log keys of a table (top level or a service), checked, not yet completed. */
+function accessLogSettings(f: Fields): AccessLogSettings {
+  const path = f.string("access_log");
+  const sample = f.has("access_log_sample") ? checkSample(f.value("access_log_sample"), f.at("access_log_sample")) : undefined;
+  const connect = f.boolean("access_log_connect");
+  return {
+    ...(path !== undefined ? { path: checkAccessLogPath(path, f.at("access_log")) } : {}),
+    ...(sample !== undefined ? { sample } : {}),
+    ...(connect !== undefined ? { connect } : {}),
+  };
+}
+
+function parseService(raw: unknown, index: number, file: string, read: (path: string) => string, logDefaults: AccessLogSettings = {}, instance?: string): ServiceConfig {
   // Name the service in messages as soon as possible, even before its name is checked.
   const rawName = isTable(raw) ? raw.name : undefined;
   const label = typeof rawName === "string" && NAME.test(rawName) ? `service "${rawName}"` : `service[${index + 1}]`;
@@ -245,7 +263,8 @@ function parseService(raw: unknown, index: number, file: string, read: (path: st
   const bindings = binds.map((b, i) => parseBind(b, `${f.where}: bind[${i + 1}]`, transport));
 
   // pool stays a key even when undefined, as on the command line, so both configs compare equal.
-  const service: ServiceConfig = { name, mode, bindings, pool, connectTimeoutMs, idleTimeoutMs, proxyProtocol, access, acceptProxy, tls, http, deadlines, ...(sourceLimits ? { sourceLimits } : {}) };
+  const accessLog = completeAccessLog(accessLogSettings(f), logDefaults, instance);
+  const service: ServiceConfig = { name, mode, bindings, pool, connectTimeoutMs, idleTimeoutMs, proxyProtocol, access, acceptProxy, tls, http, deadlines, ...(sourceLimits ? { sourceLimits } : {}), ...(accessLog ? { accessLog } : {}) };
   checkService(service, (key) => f.at(key));
   return service;
 }

@@ -50,6 +50,20 @@ export interface SourceLimits {
   readonly prefixV6: number;
 }
 
+/** Where a service's access log goes and how (config/accesslog.ts completes it). */
+export interface AccessLogConfig {
+  /** An absolute path, or "-" for stdout. */
+  readonly path: string;
+  /** The share of lines written, 0 to 1 (access_log_sample). */
+  readonly sample: number;
+  /** Also a line when a connection or flow starts (access_log_connect). */
+  readonly connect: boolean;
+  /** Bound on queued bytes per file (access_log_buffer), instance-wide. */
+  readonly bufferBytes: number;
+  /** The serve's instance name, written in every line. */
+  readonly instance?: string;
+}
+
 /** One service as configured: parsed and validated, not yet running. */
 export interface ServiceConfig {
   readonly name: string;
@@ -73,6 +87,8 @@ export interface ServiceConfig {
   readonly deadlines: Deadlines;
   /** Absent: no per-client limits. */
   readonly sourceLimits?: SourceLimits;
+  /** Absent: no access log (the default). */
+  readonly accessLog?: AccessLogConfig;
 }
 
 /** Where the admin API listens: a unix socket (default), or loopback with a bearer token. */

@@ -10,6 +10,7 @@ import { joinGroup, REUSE_PORT, type GroupPlan } from "./group";
 import { HeaderReader, mustSendHeader, socketEnds, type Ends } from "./inbound";
 import { LISTEN_ADDRESS, listenerSocket, type ServiceSocket } from "./service";
 import type { ServiceStats } from "./stats";
+import { formatEndpoint, joinHostPort, type ServiceLog } from "../log/access";
 
 /*
  * The one client pipeline of tcp and http services. Every accepted
@@ -78,6 +79,8 @@ export interface PipelineOptions {
   readonly admitClient?: (client: Endpoint, when: "accept" | "proxy_header") => boolean;
   /** The connection of a client `admitClient` admitted closed. */
   readonly releaseClient?: (client: Endpoint) => void;
+  /** The service's access log (absent: off): the pipeline logs connections that end before the protocol starts. */
+  readonly log?: ServiceLog;
 }
 
 const enum Stage {
@@ -101,6 +104,10 @@ class Conn {
   ends: Ends | undefined;
   /** The client admitClient admitted, to release at close. */
   admitted: Endpoint | undefined;
+  // Access log only (set when the log is on): when it was accepted, and why a stage ended it.
+  startedAt = 0;
+  event: string | undefined;
+  why: string | undefined;
   constructor(readonly socket: Socket<Conn>) {}
 }
 
@@ -113,7 +120,8 @@ export class Pipeline {
     private readonly o: PipelineOptions,
     private readonly protocol: Protocol,
   ) {
-    this.needEnds = protocol.needEnds || o.acceptProxy.length > 0 || o.admitClient !== undefined;
+    // A logged connection's addresses are read at accept: after a close Bun no longer has them.
+    this.needEnds = protocol.needEnds || o.acceptProxy.length > 0 || o.admitClient !== undefined || o.log !== undefined;
   }
 
   get size(): number {
@@ -123,7 +131,10 @@ export class Pipeline {
   /** The one place a client is admitted by address (see PipelineOptions.admitClient); `closed` releases it. */
   private admitClient(c: Conn, client: Endpoint, when: "accept" | "proxy_header"): boolean {
     if (!this.o.admitClient) return true;
-    if (!this.o.admitClient(client, when)) return false;
+    if (!this.o.admitClient(client, when)) {
+      if (this.o.log) this.cause(c, "limited", "source_limit");
+      return false;
+    }
     c.admitted = client;
     return true;
   }
@@ -135,8 +146,12 @@ export class Pipeline {
     return {
       open: (s: Socket<Conn>) => {
         // Over the cap: this one was already queued in the kernel when steering stopped.
-        if (!o.admission.admit()) return void s.terminate();
+        if (!o.admission.admit()) {
+          if (o.log) this.logCapped(s);
+          return void s.terminate();
+        }
         const c = new Conn(s);
+        if (o.log) c.startedAt = performance.now();
         s.data = c;
         conns.add(c);
         if (this.needEnds) {
@@ -169,6 +184,7 @@ export class Pipeline {
         if (!success) {
           // (Bun may report a failure more than once before the reset takes effect: count it once.)
           o.stats.tlsHandshakeError("failed");
+          if (o.log) this.cause(c, "close", "tls_handshake_failed");
           return this.reset(c);
         }
         this.start(c, EMPTY);
@@ -191,6 +207,7 @@ export class Pipeline {
           return void s.end();
         }
         // Mid-header: truncated (counted at `close`). Mid-handshake: a client (or a TCP check) gave up.
+        if (c && o.log) this.cause(c, "close", "client_fin");
         if (c) s.terminate();
       },
       close: (s: Socket<Conn>, error?: Error) => this.closed(s, error),
@@ -204,6 +221,7 @@ export class Pipeline {
     // §2.1: "abort the connection as soon as possible so that the sender ... notice[s]".
     if ("error" in r) {
       this.o.stats.proxyHeaderError(r.error);
+      if (this.o.log) this.cause(c, "close", `proxy_header_${r.error}`);
       return this.reset(c);
     }
     c.header = undefined;
@@ -239,6 +257,36 @@ export class Pipeline {
     if (stage === Stage.Protocol) c.session!.clientClosed(error);
     // The peer closed mid-header.
     else if (stage === Stage.Header && c.header?.started) this.o.stats.proxyHeaderError("truncated");
+    if (stage !== Stage.Protocol && this.o.log) this.logEnded(c, error);
+  }
+
+  /** Why a connection ends before its protocol starts, for its access log line (the first cause wins). */
+  private cause(c: Conn, event: string, why: string): void {
+    c.event ??= event;
+    c.why ??= why;
+  }
+
+  /** The access log line of a connection that ended in a stage (refused, failed, expired, gone). */
+  private logEnded(c: Conn, error?: Error): void {
+    const log = this.o.log!;
+    if (!log.sampled()) return;
+    log.emit({
+      protocol: "tcp",
+      event: c.event ?? "close",
+      ...(c.ends ? { client: formatEndpoint(c.ends.client), edge: formatEndpoint(c.ends.edge) } : {}),
+      bytes_in: 0,
+      bytes_out: 0,
+      duration_ms: Math.round(performance.now() - c.startedAt),
+      reason: c.why ?? (error ? "client_reset" : c.stage === Stage.Closed ? "client_close" : "closed"),
+    });
+  }
+
+  /** A connection over the cap, reset at accept (it has no Conn). */
+  private logCapped(s: Socket<unknown>): void {
+    const log = this.o.log!;
+    if (!log.sampled()) return;
+    const client = s.remoteAddress ? joinHostPort(s.remoteAddress, s.remotePort) : undefined;
+    log.emit({ protocol: "tcp", event: "limited", ...(client ? { client, edge: joinHostPort(s.localAddress, s.localPort) } : {}), bytes_in: 0, bytes_out: 0, duration_ms: 0, reason: "cap" });
   }
 
   /** The deadlines of the stages, and each session's own (the coarse clock's sweep). */
@@ -250,6 +298,7 @@ export class Pipeline {
   }
 
   private expire(c: Conn): void {
+    if (this.o.log) this.cause(c, "timeout", c.stage === Stage.Header ? "proxy_header_timeout" : "tls_handshake_timeout");
     if (c.stage === Stage.Header) {
       this.o.stats.proxyHeaderError("timeout");
       this.o.stats.deadlineExpired("proxy_header");

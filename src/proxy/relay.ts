@@ -4,6 +4,8 @@ import type { CoarseClock } from "./clock";
 import { Outbox } from "./outbox";
 import type { Session } from "./pipeline";
 import { errorClass, type ServiceStats } from "./stats";
+import type { Ends } from "./inbound";
+import { formatEndpoint, type ServiceLog } from "../log/access";
 
 /*
  * One proxied TCP connection: client <-> origin.
@@ -35,6 +37,8 @@ export interface RelayOptions {
   readonly idleTimeoutMs: number;
   readonly clock: CoarseClock;
   readonly stats: ServiceStats;
+  /** The service's access log; absent: off (nothing is recorded for it). */
+  readonly log?: ServiceLog;
 }
 
 interface Direction {
@@ -85,6 +89,16 @@ export class Relay implements Session {
   private readonly deadline: number;
   // performance.now() at accept, for the duration histogram.
   private readonly startedAt: number;
+  // This connection's bytes each way (the access log's; two additions per chunk).
+  private bytesIn = 0;
+  private bytesOut = 0;
+  // Access log only: the ends (set by the tcp service when the log is on), the origin dialled,
+  // TLS as negotiated, and how it ended (the first cause wins).
+  ends: Ends | undefined;
+  tls: { version: string | null; sni: string | undefined } | undefined;
+  private target: string | undefined;
+  private event: string | undefined;
+  private why: string | undefined;
 
   constructor(
     private readonly client: Socket<unknown>,
@@ -100,6 +114,10 @@ export class Relay implements Session {
   connect(target: RelayTarget): void {
     this.member = target.member;
     this.member?.acquired();
+    if (this.options.log) {
+      this.target = target.host.includes(":") ? `[${target.host}]:${target.port}` : `${target.host}:${target.port}`;
+      if (this.options.log.connect) this.logLine("connect");
+    }
     Bun.connect<Peer>({
       hostname: target.host,
       port: target.port,
@@ -118,11 +136,13 @@ export class Relay implements Session {
   sweep(now: number): void {
     if (this.done) return;
     if (this.connecting && now >= this.deadline) {
+      this.cause("origin_error", "origin_connect_timeout");
       this.options.stats.originError("timeout");
       this.member?.failed("timeout");
       this.abort();
     } else if (now - this.lastActive >= this.options.idleTimeoutMs) {
       this.options.stats.idleTimeouts++;
+      this.cause("timeout", "idle_timeout");
       this.finish(false);
     }
   }
@@ -142,6 +162,7 @@ export class Relay implements Session {
     if (this.done) return;
     const kind = errorClass((error as { code?: string })?.code);
     this.options.stats.originError(kind);
+    this.cause("origin_error", `origin_${kind}`);
     this.member?.failed(FAILURES.has(kind) ? (kind as OriginFailure) : "other");
     this.abort();
   }
@@ -167,12 +188,14 @@ export class Relay implements Session {
   fromClient(chunk: Uint8Array): void {
     this.lastActive = this.options.clock.now;
     this.options.stats.bytesFromClients += chunk.length;
+    this.bytesIn += chunk.length;
     this.send(this.up, this.origin, chunk, this.client);
   }
 
   fromOrigin(chunk: Uint8Array): void {
     this.lastActive = this.options.clock.now;
     this.options.stats.bytesFromOrigins += chunk.length;
+    this.bytesOut += chunk.length;
     this.send(this.down, this.client, chunk, this.origin!);
   }
 
@@ -203,6 +226,8 @@ export class Relay implements Session {
     this.lastActive = this.options.clock.now;
     const d = side === "client" ? this.up : this.down;
     d.ended = true;
+    // Who closed first says why the connection ended.
+    this.cause("close", `${side}_fin`);
     const to = side === "client" ? this.origin : this.client;
     if (to && d.out.queued === 0 && !d.shut) {
       d.shut = true;
@@ -217,10 +242,12 @@ export class Relay implements Session {
     if (reset) {
       if (side === "client") this.options.stats.clientResets++;
       else this.options.stats.originError(errorClass((error as { code?: string }).code));
+      this.cause(side === "client" ? "close" : "origin_error", `${side}_reset`);
       this.abort();
       return;
     }
     // A clean close: deliver what is queued for the other side, then close it.
+    this.cause("close", `${side}_close`);
     this.finish(true);
   }
 
@@ -255,5 +282,30 @@ export class Relay implements Session {
     this.member?.released();
     this.options.stats.connectionsActive--;
     this.options.stats.observe((performance.now() - this.startedAt) / 1000);
+    if (this.options.log) this.logLine(this.event ?? "close");
+  }
+
+  /** Record why the connection ends, for its log line: the first cause wins. Also marks "no origin". */
+  cause(event: string, why: string): void {
+    if (!this.options.log) return;
+    this.event ??= event;
+    this.why ??= why;
+  }
+
+  private logLine(event: string): void {
+    const log = this.options.log!;
+    if (!log.sampled()) return;
+    const e = this.ends;
+    log.emit({
+      protocol: "tcp",
+      event,
+      ...(e ? { client: formatEndpoint(e.client), edge: formatEndpoint(e.edge) } : {}),
+      ...(this.target ? { origin: this.target } : {}),
+      bytes_in: this.bytesIn,
+      bytes_out: this.bytesOut,
+      duration_ms: Math.round(performance.now() - this.startedAt),
+      ...(this.tls ? { tls_version: this.tls.version, sni: this.tls.sni ?? null } : {}),
+      ...(event === "connect" ? {} : { reason: this.why ?? "shutdown" }),
+    });
   }
 }

@@ -13,12 +13,15 @@ import { NEW_GROUPS, type GroupPlan } from "./group";
 import type { DataPlaneService, ServiceSocket } from "./service";
 import { ServiceStats } from "./stats";
 import type { SourceLimit } from "./sourcelimit";
+import { serviceLog, type ServiceLog } from "../log/access";
 
 /** A tcp-mode service: one listener per address family, every steered connection relayed to the origin. */
 export class TcpService implements DataPlaneService {
   readonly protocol = "tcp";
   readonly stats = new ServiceStats();
   private readonly pipeline: Pipeline;
+  /** Absent: the access log is off. The built-in responder's connections are not logged. */
+  private readonly log: ServiceLog | undefined;
   private readonly listeners: { family: Family; listener: TCPSocketListener<any> }[] = [];
   private readonly stopSweep: () => void;
   private closing = false;
@@ -32,9 +35,10 @@ export class TcpService implements DataPlaneService {
     /** Per-client limits (source_connections, source_rate), checked by the pipeline's admission; absent: none. */
     readonly sourceLimit?: SourceLimit,
   ) {
+    this.log = pool ? serviceLog(config.name, config.accessLog) : undefined;
     const protocol = pool ? this.relayProtocol(pool) : responder();
     this.pipeline = new Pipeline(
-      { admission, stats: this.stats, clock, acceptProxy: config.acceptProxy, tls: config.tls !== undefined, deadlines: config.deadlines, ...sourceLimit?.pipelineHooks() },
+      { admission, stats: this.stats, clock, acceptProxy: config.acceptProxy, tls: config.tls !== undefined, deadlines: config.deadlines, ...sourceLimit?.pipelineHooks(), ...(this.log ? { log: this.log } : {}) },
       protocol,
     );
     this.stopSweep = clock.onTick((now) => {
@@ -57,7 +61,9 @@ export class TcpService implements DataPlaneService {
 
   /** The relay to an origin of the pool, as the pipeline's last stage. */
   private relayProtocol(pool: OriginPool): Protocol {
-    const options = { connectTimeoutMs: this.config.connectTimeoutMs, idleTimeoutMs: this.config.idleTimeoutMs, clock: this.clock, stats: this.stats };
+    const log = this.log;
+    const options = { connectTimeoutMs: this.config.connectTimeoutMs, idleTimeoutMs: this.config.idleTimeoutMs, clock: this.clock, stats: this.stats, log };
+    const tls = this.config.tls !== undefined;
     const { proxyProtocol } = this.config;
     // Each of Bun's address getters is a syscall or a string: ask only for what the pool uses
     // (the client's address to hash on; the dialled port for port-preserving and port-range origins).
@@ -67,6 +73,10 @@ export class TcpService implements DataPlaneService {
       needEnds: proxyProtocol !== "off",
       start(s: Socket<any>, ends: Ends | undefined, rest: Uint8Array): Session {
         const relay = new Relay(s, options);
+        if (log) {
+          relay.ends = ends;
+          if (tls) relay.tls = { version: s.getTLSVersion() || null, sni: s.getServername() || undefined };
+        }
         if (ends && proxyProtocol === "v1") relay.preamble(proxyV1Header(ends.client, ends.edge));
         if (ends && proxyProtocol === "v2") relay.preamble(proxyV2Header(ends.client, ends.edge, "stream"));
         // Balancing sees the client, and port-preserving and port-range origins the edge port, as a
@@ -76,6 +86,7 @@ export class TcpService implements DataPlaneService {
           : pool.pick(needClient ? s.remoteAddress : "", pool.followsEdgePort ? s.localPort : 0);
         if (!pick) {
           options.stats.originError("no_origin");
+          relay.cause("origin_error", "no_origin");
           relay.abort();
           return relay;
         }

@@ -8,6 +8,7 @@ import { VERSION } from "../version";
 import { refuseSelfReach } from "./bindings";
 import { describeReload, reload } from "./reload";
 import type { Server } from "./server";
+import { accessLogStats } from "../log/access";
 
 function origin(s: Server, name: string): string | undefined {
   const cfg = s.config.services.find((c) => c.name === name);
@@ -45,6 +46,7 @@ export function serverBackend(server: Server): AdminBackend {
         startedAt: server.startedAt,
         pinPath: server.report.pinDir,
         unmatchedLookups: server.dispatcher.counters(0).lookups,
+        accessLog: { ...accessLogStats },
         capacity: {
           max: server.planes.admission.max,
           active: server.planes.admission.active,

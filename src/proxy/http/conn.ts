@@ -39,6 +39,7 @@ export class HttpConnection extends Exchange implements Session {
     this.lastActive = now;
     this.clientAt = now;
     this.ctx.stats.bytesFromClients += chunk.length;
+    if (this.rlog) this.rlog.bytesIn += chunk.length;
     switch (this.phase) {
       case Phase.Head:
         // A later request's head has its time from its first byte (the first request's from accept).
@@ -90,6 +91,7 @@ export class HttpConnection extends Exchange implements Session {
 
   clientClosed(error?: Error): void {
     if (error && this.phase !== Phase.Done && this.phase !== Phase.Head) this.ctx.stats.clientResets++;
+    this.rlog?.end(error ? "client_reset" : "client_close");
     this.release(error !== undefined);
   }
 
@@ -143,6 +145,9 @@ export class HttpConnection extends Exchange implements Session {
     this.upgrade = req.upgrade !== "" && hasToken(req.connection, "upgrade") && /^websocket$/i.test(req.upgrade);
     this.local = route.pool === undefined;
     this.phase = this.reqChunks || this.bodyLeft > 0 ? Phase.Body : Phase.Wait;
+    // Its bytes: the head (raw lacks the blank line's CRLF) and whatever came after it so far.
+    const ids = this.rlog?.request(req, raw.length + 2 + rest.length);
+    const requestId = ids?.send;
     if (!this.local) {
       const pick = route.pool!.pick(this.clientIp, route.pool!.followsEdgePort ? this.localPort : 0);
       if (!pick) {
@@ -151,8 +156,9 @@ export class HttpConnection extends Exchange implements Session {
       }
       this.member = pick.member;
       pick.member.acquired();
-      const fwd = { clientIp: this.clientIp, proto: ctx.proto, fallbackHost: req.host === undefined ? this.destination() : "", upgrade: this.upgrade };
-      if (!this.upgrade && extendable(req)) {
+      if (this.rlog) this.rlog.origin = pick.host.includes(":") ? `[${pick.host}]:${pick.port}` : `${pick.host}:${pick.port}`;
+      const fwd = { clientIp: this.clientIp, proto: ctx.proto, fallbackHost: req.host === undefined ? this.destination() : "", upgrade: this.upgrade, ...(requestId !== undefined ? { requestId } : {}) };
+      if (!this.upgrade && !ids?.replace && extendable(req)) {
         // The head as it came plus our fields: one copy, no rebuilding.
         const extra = forwardingFields(req, fwd);
         const buf = Buffer.allocUnsafe(raw.length + extra.length);
@@ -211,6 +217,10 @@ export class HttpConnection extends Exchange implements Session {
     if (this.closed || this.phase === Phase.Done) return;
     this.ctx.httpStats.response(bytes.status);
     this.res = undefined;
+    if (this.rlog) {
+      this.rlog.status = bytes.status;
+      this.rlog.bytesOut += bytes.data.length;
+    }
     this.toClient.write(this.client, bytes.data) || this.pauseClient();
     this.resDone = true;
     this.exchangeDone();
@@ -225,6 +235,7 @@ export class HttpConnection extends Exchange implements Session {
 
   /** Response complete (and, once the request is too) the exchange is over. */
   protected exchangeDone(): void {
+    this.rlog?.end();
     if (!this.requestDone && !this.local) {
       // The origin answered before the whole body arrived: the rest is not read, the connections close.
       this.keepAlive = false;
@@ -271,6 +282,8 @@ export class HttpConnection extends Exchange implements Session {
   /** A request the framing checks refuse: counted by reason, answered (an HTTP/2 preface in HTTP/2), closed. */
   private refuse(status: number, message: string, h2Preface = false): void {
     this.ctx.httpStats.refused[refusalReason(status, h2Preface)]++;
+    // A head refused before it became a request still gets its line.
+    if (this.rlog && !this.rlog.pending) this.rlog.begin(undefined, this.inbuf.length);
     this.fail(status, message, h2Preface ? H2_REFUSAL : undefined);
   }
 
@@ -281,7 +294,9 @@ export class HttpConnection extends Exchange implements Session {
     this.ctx.httpStats.response(status);
     this.linger = true;
     this.releaseOrigin("reset");
-    this.toClient.write(this.client, answer ?? errorResponse(status, message));
+    const reply = answer ?? errorResponse(status, message, this.rlog?.id !== undefined ? `x-request-id: ${this.rlog.id}\r\n` : "");
+    this.rlog?.answered(status, reply.length, message);
+    this.toClient.write(this.client, reply);
     this.keepAlive = false;
     this.endClient();
   }
@@ -305,6 +320,7 @@ export class HttpConnection extends Exchange implements Session {
 
   /** Reset both sides. */
   abort(): void {
+    this.rlog?.end("reset");
     this.releaseOrigin("reset");
     this.phase = Phase.Done;
     this.client.terminate();
@@ -353,7 +369,10 @@ export class HttpConnection extends Exchange implements Session {
       if (this.res) return this.abort();
       this.ctx.httpStats.response(408);
       this.releaseOrigin("reset");
-      this.toClient.write(this.client, errorResponse(408, stage === "request_head" ? "request head timeout" : "request body timeout"));
+      const reply = errorResponse(408, stage === "request_head" ? "request head timeout" : "request body timeout");
+      if (this.rlog && !this.rlog.pending) this.rlog.begin(undefined, this.inbuf.length);
+      this.rlog?.answered(408, reply.length, `${stage}_timeout`);
+      this.toClient.write(this.client, reply);
     }
     this.keepAlive = false;
     this.inbuf = EMPTY;

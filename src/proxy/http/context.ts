@@ -5,6 +5,7 @@ import type { ServiceStats } from "../stats";
 import type { OriginConnections } from "./origins";
 import type { HttpRouter } from "./router";
 import type { HttpStats } from "./stats";
+import type { ServiceLog } from "../../log/access";
 
 /** What every client connection of one http service shares. */
 export interface HttpContext {
@@ -19,6 +20,8 @@ export interface HttpContext {
   readonly proto: "http" | "https";
   /** Client connections past the pipeline's stages, for a drain (the pipeline sweeps and aborts them). */
   readonly active: Set<{ drainService(): void }>;
+  /** The service's access log; absent: off (nothing is recorded per request). */
+  readonly log?: ServiceLog;
   /** Stopping (an upgrade or SIGQUIT): every response says `Connection: close` and ends its connection. */
   draining: boolean;
 }

@@ -39,6 +39,8 @@ export interface ForwardContext {
   readonly fallbackHost: string;
   /** Keep Upgrade and say Connection: upgrade (a WebSocket handshake). */
   readonly upgrade: boolean;
+  /** An X-Request-Id of ours to send (the client's, if any, is dropped); absent: the head's own goes on as it is. */
+  readonly requestId?: string;
 }
 
 /** The request head for the origin, as latin1 text. Always HTTP/1.1: we speak 1.1 to origins. */
@@ -62,6 +64,9 @@ export function originRequestHead(req: RequestHead, ctx: ForwardContext): string
       case "x-forwarded-proto":
       case "x-forwarded-host":
         continue;
+      case "x-request-id":
+        if (ctx.requestId !== undefined) continue;
+        break;
       case "host":
         sawHost = true;
         // absolute-form's authority wins over Host (RFC 9112 §3.2.2).
@@ -76,6 +81,7 @@ export function originRequestHead(req: RequestHead, ctx: ForwardContext): string
   else if (req.contentLength >= 0) out += `content-length: ${req.contentLength}\r\n`;
   if (ctx.upgrade) out += `upgrade: ${req.upgrade}\r\nconnection: upgrade\r\n`;
   const ip = ctx.clientIp;
+  if (ctx.requestId !== undefined) out += `x-request-id: ${ctx.requestId}\r\n`;
   out += `x-forwarded-for: ${xff ? `${xff}, ${ip}` : ip}\r\n`;
   out += `x-forwarded-proto: ${ctx.proto}\r\nx-forwarded-host: ${host}\r\n`;
   // RFC 7239 §4: one forwarded-element per proxy, appended to the list.
@@ -111,7 +117,7 @@ export function extendable(req: RequestHead): boolean {
 export function forwardingFields(req: RequestHead, ctx: ForwardContext): string {
   const host = req.host!;
   const ip = ctx.clientIp;
-  return `x-forwarded-for: ${ip}\r\nx-forwarded-proto: ${ctx.proto}\r\nx-forwarded-host: ${host}\r\nforwarded: for=${forwardedFor(ip)};proto=${ctx.proto};host=${forwardedValue(host)}\r\n\r\n`;
+  return `${ctx.requestId !== undefined ? `x-request-id: ${ctx.requestId}\r\n` : ""}x-forwarded-for: ${ip}\r\nx-forwarded-proto: ${ctx.proto}\r\nx-forwarded-host: ${host}\r\nforwarded: for=${forwardedFor(ip)};proto=${ctx.proto};host=${forwardedValue(host)}\r\n\r\n`;
 }
 
 /**
@@ -154,7 +160,7 @@ export type ResponseFraming = "none" | "length" | "chunked" | "close";
  * The response head for the client. `framing` is how the body goes on;
  * `keepAlive` whether the client connection stays open after it.
  */
-export function clientResponseHead(res: ResponseHead, clientMinor: number, framing: ResponseFraming, keepAlive: boolean, upgrade: boolean): string {
+export function clientResponseHead(res: ResponseHead, clientMinor: number, framing: ResponseFraming, keepAlive: boolean, upgrade: boolean, extra = ""): string {
   const reason = res.reason;
   let out = `HTTP/1.${clientMinor} ${res.status}${reason ? ` ${reason}` : ""}\r\n`;
   const { names, values, connection } = res;
@@ -163,6 +169,7 @@ export function clientResponseHead(res: ResponseHead, clientMinor: number, frami
     if (hopByHop(name, connection)) continue;
     out += `${name}: ${values[i]}\r\n`;
   }
+  out += extra;
   if (upgrade) return `${out}upgrade: ${res.upgrade}\r\nconnection: upgrade\r\n\r\n`;
   if (framing === "chunked") out += "transfer-encoding: chunked\r\n";
   else if (framing === "length" || (framing === "none" && res.contentLength >= 0 && res.status !== 204 && res.status >= 200)) out += `content-length: ${res.contentLength}\r\n`;
@@ -186,10 +193,10 @@ const STATUS_TEXT: Record<number, string> = {
 };
 
 /** A response of our own: a one-line text body naming the cause; the connection closes after it. */
-export function errorResponse(status: number, message: string): Uint8Array {
+export function errorResponse(status: number, message: string, extra = ""): Uint8Array {
   const body = `${message}\n`;
   return Buffer.from(
-    `HTTP/1.1 ${status} ${STATUS_TEXT[status] ?? "Error"}\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n\r\n${body}`,
+    `HTTP/1.1 ${status} ${STATUS_TEXT[status] ?? "Error"}\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: ${Buffer.byteLength(body)}\r\n${extra}connection: close\r\n\r\n${body}`,
   );
 }
 

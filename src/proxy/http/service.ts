@@ -16,6 +16,7 @@ import { OriginConnections } from "./origins";
 import { HttpRouter } from "./router";
 import { HttpStats } from "./stats";
 import type { SourceLimit } from "../sourcelimit";
+import { serviceLog } from "../../log/access";
 
 /**
  * An http-mode service: one listener per address family (the dispatcher
@@ -56,10 +57,11 @@ export class HttpService implements DataPlaneService {
     }
     const origins = new OriginConnections();
     const active = new Set<{ drainService(): void }>();
-    const ctx: HttpContext = { config, http, router, origins, clock, stats: this.stats, httpStats: this.httpStats, proto: config.tls ? "https" : "http", active, draining: false };
+    const log = serviceLog(config.name, config.accessLog);
+    const ctx: HttpContext = { config, http, router, origins, clock, stats: this.stats, httpStats: this.httpStats, proto: config.tls ? "https" : "http", active, draining: false, ...(log ? { log } : {}) };
     this.ctx = ctx;
     this.pipeline = new Pipeline(
-      { admission, stats: this.stats, clock, acceptProxy: config.acceptProxy, tls: config.tls !== undefined, deadlines: config.deadlines, ...sourceLimit?.pipelineHooks() },
+      { admission, stats: this.stats, clock, acceptProxy: config.acceptProxy, tls: config.tls !== undefined, deadlines: config.deadlines, ...sourceLimit?.pipelineHooks(), ...(log ? { log } : {}) },
       // The HTTP connection as the pipeline's last stage; bytes after a PROXY header are its first.
       { needEnds: false, start: (s, ends, rest) => new HttpConnection(s, ctx, ends).started(rest) },
     );

@@ -30,6 +30,9 @@ import { C, dropIndex, ROW, type UdpDropReason } from "./stats";
 import { SourceCounter } from "../../dispatcher/sources";
 import type { SourceKey } from "../../dispatcher/sourceabi";
 import type { SourceCounting } from "../sourcelimit";
+import type { AccessLogConfig } from "../../config/service";
+import { formatEndpoint } from "../../log/access";
+import { FlowLog, type FlowLogSink, type FlowRecord } from "./flowlog";
 
 const EMSGSIZE = 90;
 /** Batches read from one socket per readiness event, so one busy socket cannot starve the rest. */
@@ -52,7 +55,11 @@ export interface UdpServiceSpec {
   readonly idleMs: number;
   /** source_connections: flows per client, counted with every process's (absent: no limit). */
   readonly sourceLimit?: SourceCounting;
+  /** The service's access log; absent: off. */
+  readonly accessLog?: AccessLogConfig;
 }
+
+
 
 class Service {
   readonly kind = "listener";
@@ -62,11 +69,14 @@ class Service {
   readonly counter: SourceCounter | undefined;
   /** Its listening sockets, owned from the hand-over until retired. */
   readonly listeners: readonly Fd[];
+  readonly log: FlowLog | undefined;
   constructor(
     readonly spec: UdpServiceSpec,
     readonly row: Float64Array,
+    sink: FlowLogSink | undefined,
   ) {
     this.listeners = spec.listeners.map((l) => new Fd(l.fd, `service ${spec.name}: ipv${l.family} listener`));
+    this.log = spec.accessLog && sink ? new FlowLog(sink, spec.name, spec.accessLog) : undefined;
     const o = spec.origins;
     this.endpoints = o && new EndpointSet(o.balance, o.edgeRange, o.endpoints);
     this.counter = spec.sourceLimit && new SourceCounter(spec.sourceLimit.progFd, spec.sourceLimit.owner);
@@ -114,6 +124,10 @@ class Flow {
     /** The client's count this flow holds (source_connections), given back at close. */
     readonly source: SourceKey | undefined,
   ) {}
+  // The flow's bytes each way (the access log's).
+  bytesIn = 0;
+  bytesOut = 0;
+  record: FlowRecord | undefined;
 }
 
 const keyOf = (src: Endpoint, dst: Endpoint) => `${src.addr.join(".")}:${src.port}>${dst.addr.join(".")}:${dst.port}`;
@@ -140,6 +154,8 @@ export class Engine {
     private readonly onOrigin: (slot: number, key: string, port: number, ok: boolean) => void = () => {},
     /** Flows opened in panic (no endpoint eligible), per endpoint, since the last report. */
     private readonly onPanics: (slot: number, counts: PanicCounts) => void = () => {},
+    /** Where services' access log lines go (absent: no service logs). */
+    private readonly logSink?: FlowLogSink,
   ) {}
 
   // ICMP port unreachable from the origin: the flow ends, and the pool hears of it.
@@ -149,7 +165,7 @@ export class Engine {
       f.endpoint.refused(f.originPort);
       this.onOrigin(f.service.spec.slot, f.endpoint.key, f.originPort, false);
     }
-    this.close(f);
+    this.close(f, "origin_error", "origin_refused");
   }
 
   /** The shortest idle timeout of the services, for the sweep interval. */
@@ -161,7 +177,7 @@ export class Engine {
 
   add(spec: UdpServiceSpec): void {
     // The main thread zeroed the row when it gave out the slot.
-    const svc = new Service(spec, this.counters.subarray(spec.slot * ROW, (spec.slot + 1) * ROW));
+    const svc = new Service(spec, this.counters.subarray(spec.slot * ROW, (spec.slot + 1) * ROW), this.logSink);
     this.services.set(spec.slot, svc);
     for (const l of svc.listeners) {
       this.byFd[l.raw] = svc;
@@ -186,7 +202,7 @@ export class Engine {
         l.close();
       }
     }
-    if (abort) for (const f of [...this.flows.values()]) if (f.service === svc) this.close(f);
+    if (abort) for (const f of [...this.flows.values()]) if (f.service === svc) this.close(f, "close", "shutdown");
     this.settle(svc);
   }
 
@@ -208,13 +224,13 @@ export class Engine {
     for (const f of this.flows.values()) {
       if (this.now - f.last > f.service.spec.idleMs) {
         bump(f.service.row, C.flowsExpired);
-        this.close(f);
+        this.close(f, "timeout", "idle_timeout");
       }
     }
   }
 
   closeAll(): void {
-    for (const f of [...this.flows.values()]) this.close(f);
+    for (const f of [...this.flows.values()]) this.close(f, "close", "shutdown");
     for (const slot of [...this.services.keys()]) this.retire(slot, true);
   }
 
@@ -261,7 +277,7 @@ export class Engine {
       const n = b.recvConnected(f.client.raw);
       if (n < 0) {
         // ICMP port unreachable from the client: it has gone; so has the flow.
-        if (errno() === ECONNREFUSED) this.close(f);
+        if (errno() === ECONNREFUSED) this.close(f, "close", "client_unreachable");
         return;
       }
       for (let i = 0; i < n; i++) this.fromClientAt(f, b.dataAt(i), b.length(i));
@@ -279,6 +295,7 @@ export class Engine {
     if (len > MAX_DATAGRAM) return this.drop(svc, "truncated");
     bump(svc.row, C.datagramsFromClients);
     bump(svc.row, C.bytesFromClients, len);
+    f.bytesIn += len;
     if (!f.upstream) return this.send(f, f.client.raw, at, len, true);
     const h = f.header;
     if (!h) return this.send(f, f.upstream.raw, at, len, false);
@@ -339,6 +356,7 @@ export class Engine {
       if (toClient) {
         bump(f.service.row, C.datagramsFromOrigins);
         bump(f.service.row, C.bytesFromOrigins, length);
+        f.bytesOut += length;
       }
       return;
     }
@@ -353,15 +371,17 @@ export class Engine {
       const victim = this.unconfirmed.values().next().value as Flow | undefined;
       if (!victim) {
         this.drop(svc, "flow_limit");
+        svc.log?.emit({ event: "limited", client: formatEndpoint(src), edge: formatEndpoint(dst), reason: "flow_limit" });
         return undefined;
       }
       bump(victim.service.row, C.flowsEvicted);
-      this.close(victim);
+      this.close(victim, "limited", "evicted");
     }
     const spec = svc.spec;
     const chosen = svc.endpoints?.pick(src.addr, dst.port);
     if (svc.endpoints && !chosen) {
       this.drop(svc, "no_origin");
+      svc.log?.emit({ event: "origin_error", client: formatEndpoint(src), edge: formatEndpoint(dst), reason: "no_origin" });
       return undefined;
     }
     // Per-client limits (source_connections): a new flow counts against the client's, every worker's together.
@@ -371,6 +391,7 @@ export class Engine {
       if (svc.count(source, 1) > spec.sourceLimit!.connections) {
         svc.count(source, -1);
         this.drop(svc, "source_limit");
+        svc.log?.emit({ event: "limited", client: formatEndpoint(src), edge: formatEndpoint(dst), reason: "source_limit" });
         return undefined;
       }
     }
@@ -409,11 +430,17 @@ export class Engine {
     if (upstream) this.byFd[upstream.raw] = f;
     bump(svc.row, C.flowsActive);
     bump(svc.row, C.flowsTotal);
+    if (svc.log) {
+      f.record = { client: formatEndpoint(src), edge: formatEndpoint(dst), origin: chosen ? formatEndpoint(chosen.target) : null, startedAt: this.now };
+      if (svc.log.connect) svc.log.emit({ event: "connect", client: f.record.client, edge: f.record.edge, origin: f.record.origin });
+    }
     return f;
   }
 
-  private close(f: Flow): void {
+  /** Close a flow; `event` and `why` say why, for its access log line. */
+  private close(f: Flow, event: string, why: string): void {
     if (this.flows.get(f.key) !== f) return;
+    if (f.record) f.service.log!.closed(f.record, f.bytesIn, f.bytesOut, event, why);
     this.flows.delete(f.key);
     this.unconfirmed.delete(f.key);
     // close() also takes the fd out of the epoll set (it is never dup'ed).

@@ -1,6 +1,7 @@
 import type { EndpointSpec } from "../../origin/pool";
 import type { UdpServiceSpec } from "./engine";
 import type { PanicCounts } from "./origins";
+import type { AccessBatch } from "./flowlog";
 
 /** Main thread → UDP worker. */
 export type ToWorker =
@@ -19,4 +20,6 @@ export type FromWorker =
   | { readonly op: "origin"; readonly slot: number; readonly key: string; readonly port: number; readonly ok: boolean }
   /** Flows opened in panic (no endpoint eligible) per endpoint key, since the last such message. */
   | { readonly op: "panics"; readonly slot: number; readonly counts: PanicCounts }
+  /** Access log lines of UDP flows, for the main thread's writer (src/log/access.ts). */
+  | { readonly op: "access"; readonly batch: AccessBatch }
   | { readonly op: "stopped" };

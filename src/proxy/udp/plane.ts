@@ -7,6 +7,7 @@ import type { UdpServiceSpec } from "./engine";
 import type { FromWorker, ToWorker } from "./messages";
 import type { PanicCounts } from "./origins";
 import { ROW, SLOTS } from "./stats";
+import { appendBatch } from "../../log/access";
 
 // In the compiled binary every module is bundled into one, and the worker is
 // a second entry point that `bun build --compile` (build/build.ts) stores
@@ -57,6 +58,7 @@ export class UdpPlane {
       else if (m.op === "retired") this.free.push(m.slot);
       else if (m.op === "origin") this.originEvents.get(m.slot)?.report(m.key, m.port, m.ok);
       else if (m.op === "panics") this.originEvents.get(m.slot)?.panics(m.counts);
+      else if (m.op === "access") appendBatch(m.batch);
       else if (m.op === "stopped") {
         this.wake.close();
         void this.worker.terminate();

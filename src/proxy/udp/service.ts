@@ -21,6 +21,7 @@ import {
 import { joinGroup, NEW_GROUPS, type GroupPlan } from "../group";
 import { LISTEN_ADDRESS, type DataPlaneService, type ServiceSocket } from "../service";
 import type { UdpPlane } from "./plane";
+import { serviceLog } from "../../log/access";
 import type { SourceLimit } from "../sourcelimit";
 import { readRow, ROW, UDP_DROP_REASONS, type DatagramStats } from "./stats";
 
@@ -80,6 +81,8 @@ export class UdpService implements DataPlaneService {
         proxyProtocol: this.config.proxyProtocol,
         idleMs: this.config.idleTimeoutMs,
         ...(this.limit?.counting() ? { sourceLimit: this.limit.counting()! } : {}),
+        // The UDP thread makes the lines; this thread's writer (opened here) writes them.
+        ...(this.config.accessLog && serviceLog(this.config.name, this.config.accessLog) ? { accessLog: this.config.accessLog } : {}),
       });
       this.slot = slot;
       this.row = this.plane.row(slot);

@@ -7,6 +7,7 @@ import { CAP_NET_BIND_SERVICE, capBit, keepOnlyCapabilities } from "../../system
 import { drainEventFd, Epoll } from "../../system/epoll";
 import { Engine } from "./engine";
 import type { ToWorker, FromWorker } from "./messages";
+import { FlowLogSink } from "./flowlog";
 
 declare const self: Worker;
 
@@ -19,6 +20,8 @@ let wakeFd = -1;
 let running = false;
 
 const post = (m: FromWorker) => self.postMessage(m);
+/** Access log lines of every UDP service, posted in batches when the loop yields. */
+const logSink = new FlowLogSink();
 
 function sweepEvery(): number {
   // A quarter of the shortest idle timeout, so flows end at most 25% late.
@@ -47,6 +50,7 @@ async function loop(): Promise<void> {
       nextSweep = e.now + sweepEvery();
     }
     if (woken || n === 0 || e.now - yielded > YIELD_MS) {
+      if (logSink.pending) post({ op: "access", batch: logSink.take() });
       // setImmediate, not setTimeout(0): a timer is clamped to 1 ms, a stall every YIELD_MS under load.
       await new Promise((r) => setImmediate(r));
       yielded = performance.now();
@@ -73,6 +77,7 @@ self.onmessage = (event: MessageEvent<ToWorker>) => {
           (slot) => post({ op: "retired", slot }),
           (slot, key, port, ok) => post({ op: "origin", slot, key, port, ok }),
           (slot, counts) => post({ op: "panics", slot, counts }),
+          logSink,
         );
         running = true;
         post({ op: "started" });
@@ -90,6 +95,7 @@ self.onmessage = (event: MessageEvent<ToWorker>) => {
       case "stop":
         running = false;
         engine?.closeAll();
+        if (logSink.pending) post({ op: "access", batch: logSink.take() });
         epoll?.close();
         post({ op: "stopped" });
         break;

@@ -1,0 +1,86 @@
+// Scenario `accesslog`: what the access log costs. edgeproxy tcp and http,
+// each with the access log off and on (one JSON line per connection, per
+// request), side by side in one run through bench/load.ts (same origin, wrk,
+// core pinning and CPU accounting as the tcp and http scenarios), and the
+// ratio on/off of CPU per request on the proxy core. Target: ≤ 1.10×.
+import { existsSync, readFileSync, statSync } from "node:fs";
+import { join } from "node:path";
+import { httpPeers } from "./http";
+import { loadScenario, MODES, summarize, type LoadOptions } from "./load";
+import { f, int, table, times } from "./md";
+import { front, peers, type Peer } from "./peers";
+import type { BenchContext, RatioRow, Scenario, ScenarioResult } from "./scenario";
+import { oneWorker, withArgs } from "./tcp";
+import { MODE_LABEL } from "./wrk-scenario";
+
+/** The access log may cost at most this much more CPU per request. */
+const TARGET = 1.1;
+
+/** Does this binary have --access-log? */
+const hasAccessLog = (binary: string): boolean => {
+  const r = Bun.spawnSync([binary, "--help"], { stdout: "pipe", stderr: "pipe" });
+  return /--access-log\b/.test(r.stdout.toString() + r.stderr.toString());
+};
+
+export const accesslogScenario: Scenario = async (ctx: BenchContext): Promise<ScenarioResult> => {
+  const title = "Access log: CPU per request with the log off and on";
+  if (!hasAccessLog(ctx.edgeproxy)) return { title, markdown: "This edgeproxy has no --access-log: nothing measured.", ratios: [], plots: [], anomalies: ["accesslog: the binary has no --access-log"] };
+  const logs = { tcp: join(ctx.dir, "access-tcp.log"), http: join(ctx.dir, "access-http.log") };
+  const one = oneWorker(ctx.edgeproxy);
+  const tcp = peers(ctx.dir, ctx.edgeproxy).find((p) => p.name.startsWith("edgeproxy"))!;
+  const http = httpPeers(ctx.dir, ctx.edgeproxy).find((p) => p.name.startsWith("edgeproxy"))!;
+  const variants = (p: Peer, kind: "tcp" | "http"): Peer[] => [
+    withArgs({ ...p, name: `edgeproxy ${kind}` }, one, " (log off)"),
+    withArgs({ ...p, name: `edgeproxy ${kind}` }, [...one, "--access-log", logs[kind]], " (log on)"),
+  ];
+  const all = [...variants(tcp, "tcp"), ...variants(http, "http")];
+  const opts: LoadOptions = { runs: ctx.runs, seconds: ctx.seconds, warmupSeconds: 1, connections: 50, proxyCore: ctx.proxyCore, loadCore: ctx.loadCore };
+  ctx.log(`accesslog: ${opts.runs} run(s) × ${opts.seconds} s per variant and mode, ${all.length} variants`);
+  const load = await loadScenario(ctx.dir, ctx.edgeproxy, opts, ctx.log, all);
+  const sums = summarize(load.samples);
+  const at = (peer: string, mode: string) => sums.find((s) => s.peer === peer && s.mode === mode);
+
+  const rows: string[][] = [];
+  const ratios: RatioRow[] = [];
+  const anomalies = [...load.anomalies];
+  for (const kind of ["tcp", "http"] as const) {
+    for (const mode of MODES) {
+      const off = at(`edgeproxy ${kind} (log off)`, mode);
+      const on = at(`edgeproxy ${kind} (log on)`, mode);
+      if (!off || !on) continue;
+      const ratio = on.coreUs / off.coreUs;
+      rows.push([kind, MODE_LABEL[mode], f(off.coreUs), f(on.coreUs), times(ratio), f(off.proxyUs), f(on.proxyUs), int(off.rps), int(on.rps), ratio <= TARGET ? "met" : "missed"]);
+      ratios.push({
+        scenario: `Access log ${kind.toUpperCase()} ${MODE_LABEL[mode]}`,
+        metric: "CPU µs/request on the proxy core, log on",
+        unit: "µs",
+        better: "lower",
+        edgeproxy: on.coreUs,
+        best: { peer: "edgeproxy, log off", value: off.coreUs },
+        target: { text: `≤ ${TARGET}× log off`, met: ratio <= TARGET },
+      });
+      if (ratio > TARGET) anomalies.push(`accesslog: ${kind} ${mode}: ${times(ratio)} the CPU per request with the log on (target ≤ ${TARGET}×)`);
+    }
+  }
+  const written = (Object.entries(logs) as [string, string][]).map(([kind, path]) => {
+    if (!existsSync(path)) return `${kind}: no log file`;
+    const text = readFileSync(path, "utf8");
+    const n = text.length ? text.split("\n").length - 1 : 0;
+    return `${kind}: ${int(n)} lines, ${f(statSync(path).size / 1e6)} MB`;
+  });
+  const markdown = [
+    `The tcp and http scenarios' setup (wrk \`-t1 -c${opts.connections}\` on core ${opts.loadCore} → edgeproxy \`--workers 1\` alone on core ${opts.proxyCore} → nginx origin), ` +
+      `${opts.runs} run(s) × ${opts.seconds} s per variant and mode, variants round-robin within each run, medians. ` +
+      "Log on: `--access-log FILE` on the same disk as the scratch directory: a line per connection (tcp: so keep-alive writes a line per wrk connection, one connection per request a line per request) and a line per request (http). " +
+      `core µs/req: busy time of the proxy core per request (as in the tcp scenario); process µs/req: the edgeproxy process's utime+stime. Target: log on ≤ ${TARGET}× log off.`,
+    "",
+    table(["service", "mode", "core µs/req off", "core µs/req on", "on/off", "process µs/req off", "process µs/req on", "req/s off", "req/s on", `≤ ${TARGET}×`], rows),
+    "",
+    `Lines written over the whole scenario (warm-ups included): ${written.join("; ")}.`,
+    "",
+    "Commands (run 1):",
+    "",
+    ...all.map((p, i) => `- **${p.name}**: \`${p.command(front(1, i)).join(" ")}\``),
+  ].join("\n");
+  return { title, markdown, ratios, plots: [], anomalies };
+};

@@ -1,0 +1,306 @@
+import { closeSync, openSync, write, writeSync } from "node:fs";
+import { formatAddress } from "../config/address";
+import type { AccessLogConfig } from "../config/service";
+import { ConfigError } from "../errors";
+import type { Endpoint } from "../system/sockaddr";
+import type { AccessBatch } from "../proxy/udp/flowlog";
+
+/*
+ * Access and event logs: one JSON object per line, per connection or flow
+ * (tcp, udp) or per request (http), to a file or stdout.
+ *
+ * The data plane only ever appends a string to an in-memory queue: writes
+ * are batched (every FLUSH_MS, or sooner once FLUSH_BYTES are queued) and
+ * asynchronous (fs.write on the thread pool), one write in flight per file.
+ * The queue, written-but-unconfirmed bytes included, is bounded
+ * (access_log_buffer): a line that does not fit is dropped and counted, so a
+ * slow disk or a stalled pipe costs lines, never latency. Several worker
+ * processes append to one file: O_APPEND makes each write land whole at the
+ * end (each write is whole lines), so lines never interleave.
+ *
+ * SIGUSR1 reopens every file (logrotate's `postrotate kill -USR1`); a write
+ * error is one line on stderr (once per error code until a write succeeds),
+ * counted, and the data plane goes on.
+ */
+
+/** How long lines wait to be batched into one write. */
+const FLUSH_MS = 200;
+/** Queued bytes that trigger a write before FLUSH_MS. */
+const FLUSH_BYTES = 64 * 1024;
+
+/** Process-wide counters, for /metrics. */
+export const accessLogStats = { lines: 0, dropped: 0, writeErrors: 0, sampledOut: 0 };
+
+/** Lines are encoded into buffers of this size as they come (the line's string dies young; no join at flush). */
+const CHUNK = 64 * 1024;
+
+/** One log destination in this process, shared by every service that names it. */
+class LogFile {
+  private fd: number;
+  /** The buffer lines are being encoded into, and how much of it is used. */
+  private chunk: Buffer = Buffer.allocUnsafe(CHUNK);
+  private used = 0;
+  /** Filled buffers waiting for the write in flight. */
+  private sealed: Buffer[] = [];
+  /** Written buffers, for reuse. */
+  private spare: Buffer[] = [];
+  /** Queued plus in-flight bytes (what the bound covers). */
+  private bytes = 0;
+  private writing = false;
+  private timer: Timer | undefined;
+  private reopenWanted = false;
+  private lastError = "";
+
+  constructor(
+    readonly path: string,
+    private readonly maxBytes: number,
+  ) {
+    this.fd = openLog(path);
+  }
+
+  push(line: string): void {
+    if (this.bytes + line.length + 1 > this.maxBytes) {
+      accessLogStats.dropped++;
+      return;
+    }
+    // UTF-8 takes at most 3 bytes per UTF-16 unit.
+    const worst = line.length * 3 + 1;
+    if (worst > CHUNK - this.used) {
+      this.seal();
+      if (worst > CHUNK) {
+        // A line longer than a buffer (a huge path) goes on its own.
+        const own = Buffer.from(`${line}\n`);
+        this.sealed.push(own);
+        this.bytes += own.length;
+        accessLogStats.lines++;
+        return this.schedule();
+      }
+    }
+    const n = this.chunk.write(line, this.used, "utf8");
+    this.chunk[this.used + n] = 10;
+    this.used += n + 1;
+    this.bytes += n + 1;
+    accessLogStats.lines++;
+    this.schedule();
+  }
+
+  private schedule(): void {
+    if (this.writing) return;
+    if (this.bytes >= FLUSH_BYTES) {
+      if (this.timer) clearTimeout(this.timer);
+      this.timer = undefined;
+      setImmediate(this.flush);
+    } else if (!this.timer) {
+      this.timer = setTimeout(this.flush, FLUSH_MS);
+      this.timer.unref();
+    }
+  }
+
+  /** The current buffer joins the queue to write. */
+  private seal(): void {
+    if (this.used === 0) return;
+    this.sealed.push(this.chunk.subarray(0, this.used));
+    this.chunk = this.spare.pop() ?? Buffer.allocUnsafe(CHUNK);
+    this.used = 0;
+  }
+
+  private readonly flush = (): void => {
+    this.timer = undefined;
+    if (this.writing) return;
+    if (this.reopenWanted) this.reopenNow();
+    this.seal();
+    if (this.sealed.length === 0) return;
+    const bufs = this.sealed;
+    this.sealed = [];
+    // One write: usually one buffer; several only after a slow write.
+    const data = bufs.length === 1 ? bufs[0]! : Buffer.concat(bufs);
+    this.writing = true;
+    this.writeAll(data, 0, () => {
+      this.writing = false;
+      this.bytes -= data.length;
+      // Whole buffers go back for reuse, as many as the bound could ever need.
+      for (const b of bufs) if (b.buffer.byteLength >= CHUNK && this.spare.length * CHUNK < this.maxBytes) this.spare.push(Buffer.from(b.buffer, b.byteOffset, CHUNK));
+      if (this.reopenWanted) this.reopenNow();
+      // What came in meanwhile waits for a full batch or the timer: a write per completion would cost a thread-pool round trip every few lines.
+      if (this.bytes >= FLUSH_BYTES) setImmediate(this.flush);
+      else if (this.bytes > 0 && !this.timer) {
+        this.timer = setTimeout(this.flush, FLUSH_MS);
+        this.timer.unref();
+      }
+    });
+  };
+
+  private writeAll(data: Buffer, from: number, done: () => void): void {
+    write(this.fd, data, from, data.length - from, null, (err, written) => {
+      if (err) {
+        this.failed(err);
+        return done();
+      }
+      this.lastError = "";
+      if (from + written < data.length) return this.writeAll(data, from + written, done);
+      done();
+    });
+  }
+
+  private failed(err: NodeJS.ErrnoException): void {
+    accessLogStats.writeErrors++;
+    const code = err.code ?? err.message;
+    if (code === this.lastError) return;
+    this.lastError = code;
+    process.stderr.write(`edgeproxy: access log ${this.path}: write failed (${code}); lines are dropped and counted until it works again\n`);
+  }
+
+  /** SIGUSR1: reopen once no write is in flight. */
+  reopen(): void {
+    if (this.path === "-") return;
+    this.reopenWanted = true;
+    if (!this.writing) this.reopenNow();
+  }
+
+  private reopenNow(): void {
+    this.reopenWanted = false;
+    try {
+      const fd = openLog(this.path);
+      closeSync(this.fd);
+      this.fd = fd;
+      this.lastError = "";
+    } catch (e) {
+      accessLogStats.writeErrors++;
+      process.stderr.write(`edgeproxy: access log: reopen failed, still writing to the old file: ${(e as Error).message}\n`);
+    }
+  }
+
+  /** At exit: what is queued, written synchronously (the process is ending; nothing else waits). */
+  drainSync(): void {
+    if (this.timer) clearTimeout(this.timer);
+    this.seal();
+    if (this.sealed.length === 0) return;
+    // A write still in flight means a stalled destination (a full pipe): exiting must not wait on it.
+    if (this.writing) {
+      this.sealed = [];
+      return;
+    }
+    try {
+      for (const b of this.sealed) writeSync(this.fd, b);
+    } catch {
+      // Exiting: nothing left to tell.
+    }
+    this.sealed = [];
+  }
+}
+
+/** Open a log for appending (created 0640 if absent); "-" is stdout. A ConfigError names the path. */
+function openLog(path: string): number {
+  if (path === "-") return 1;
+  try {
+    return openSync(path, "a", 0o640);
+  } catch (e) {
+    const code = (e as NodeJS.ErrnoException).code;
+    throw new ConfigError("access_log", `cannot open "${path}" for appending: ${code ?? (e as Error).message}`);
+  }
+}
+
+const files = new Map<string, LogFile>();
+let exitHook = false;
+
+function fileFor(config: AccessLogConfig): LogFile {
+  let f = files.get(config.path);
+  if (!f) {
+    f = new LogFile(config.path, config.bufferBytes);
+    files.set(config.path, f);
+    if (!exitHook) {
+      exitHook = true;
+      process.on("exit", () => {
+        for (const f of files.values()) f.drainSync();
+      });
+    }
+  }
+  return f;
+}
+
+/** Check every access log of a config can be opened for appending (before anything starts): a ConfigError if not. */
+export function checkAccessLogs(configs: readonly (AccessLogConfig | undefined)[]): void {
+  for (const c of configs) if (c && c.path !== "-") closeSync(openLog(c.path));
+}
+
+/** Lines made on the UDP data plane's thread (src/proxy/udp/flowlog.ts), with what it dropped or sampled out. */
+export function appendBatch(batch: AccessBatch): void {
+  accessLogStats.dropped += batch.dropped;
+  accessLogStats.sampledOut += batch.sampledOut;
+  for (const [path, lines] of batch.byPath) {
+    const f = files.get(path);
+    // The service that opened it is gone (a reload) while its flows ran on: those lines are dropped.
+    if (!f) accessLogStats.dropped += lines.length;
+    else for (const line of lines) f.push(line);
+  }
+}
+
+/** SIGUSR1: reopen every log file of this process. */
+export function reopenAccessLogs(): void {
+  for (const f of files.values()) f.reopen();
+}
+
+/** "ip:port", IPv6 in brackets (RFC 3986 §3.2.2). */
+export function formatEndpoint(e: Endpoint): string {
+  const a = formatAddress(e.addr);
+  return e.family === 6 ? `[${a}]:${e.port}` : `${a}:${e.port}`;
+}
+
+/** "ip:port" from Bun's address strings (IPv4-mapped addresses unmapped). */
+export function joinHostPort(host: string, port: number): string {
+  const h = host.startsWith("::ffff:") && host.includes(".") ? host.slice(7) : host;
+  return h.includes(":") ? `[${h}]:${port}` : `${h}:${port}`;
+}
+
+// The time of a line, made once per millisecond: under load many lines share one.
+let isoMs = 0;
+let isoText = "";
+
+/** Now, in RFC 3339 (UTC, milliseconds). */
+export function isoNow(): string {
+  const ms = Date.now();
+  if (ms !== isoMs) {
+    isoMs = ms;
+    isoText = new Date(ms).toISOString();
+  }
+  return isoText;
+}
+
+/** A service's log: what its connections, flows and requests call, only when the log is on (absent: off, no cost). */
+export class ServiceLog {
+  private readonly file: LogFile;
+  readonly config: AccessLogConfig;
+  readonly connect: boolean;
+  private readonly sample: number;
+  /** `,"instance":…,"service":…,` once, not per line. */
+  private readonly prefix: string;
+
+  constructor(
+    readonly service: string,
+    config: AccessLogConfig,
+  ) {
+    this.file = fileFor(config);
+    this.config = config;
+    this.connect = config.connect;
+    this.sample = config.sample;
+    this.prefix = `${config.instance !== undefined ? `,"instance":${JSON.stringify(config.instance)}` : ""},"service":${JSON.stringify(service)},`;
+  }
+
+  /** Is this line to be written (access_log_sample)? Counted when not. */
+  sampled(): boolean {
+    if (this.sample >= 1 || Math.random() < this.sample) return true;
+    accessLogStats.sampledOut++;
+    return false;
+  }
+
+  /** Write one event: `fields` after time, instance and service. */
+  emit(fields: Record<string, unknown>): void {
+    // RFC 3339 in UTC with milliseconds; fields spliced after the prefix (their "{" dropped).
+    this.file.push(`{"time":"${isoNow()}"${this.prefix}${JSON.stringify(fields).slice(1)}`);
+  }
+}
+
+/** The log of a service, or undefined when its log is off. */
+export function serviceLog(service: string, config: AccessLogConfig | undefined): ServiceLog | undefined {
+  return config ? new ServiceLog(service, config) : undefined;
+}

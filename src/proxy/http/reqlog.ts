@@ -1,0 +1,123 @@
+import { randomBytes } from "node:crypto";
+import { formatEndpoint, type ServiceLog } from "../../log/access";
+import type { Ends } from "../inbound";
+import type { RequestHead } from "./parse";
+
+/*
+ * The access log of one http client connection: one line per request
+ * (src/log/access.ts). Made only when the service's log is on; the
+ * connection holds none otherwise, so a request costs nothing for it.
+ */
+
+/** An X-Request-Id we keep as the client sent it: short, and characters that need no quoting anywhere (UUIDs, base64, ULIDs). */
+const SANE_ID = /^[A-Za-z0-9._~:+/=-]{1,128}$/;
+/** Generated ids: this process's random prefix and a counter, unique without a random draw per request. */
+const PREFIX = randomBytes(8).toString("hex");
+let counter = 0;
+
+/** The request's id: the client's when it sent exactly one sane X-Request-Id (`kept`), else a new one. */
+export function requestIdOf(req: RequestHead): { id: string; kept: boolean; hadOne: boolean } {
+  let given: string | undefined;
+  let n = 0;
+  for (let i = 0; i < req.names.length; i++) {
+    if (req.names[i] === "x-request-id") {
+      n++;
+      given = req.values[i];
+    }
+  }
+  if (n === 1 && SANE_ID.test(given!)) return { id: given!, kept: true, hadOne: true };
+  return { id: `${PREFIX}-${(++counter).toString(36)}`, kept: false, hadOne: n > 0 };
+}
+
+export class RequestLog {
+  /** The connection's bytes each way so far. */
+  bytesIn = 0;
+  bytesOut = 0;
+  /** A request is under way and not yet logged. */
+  private open = false;
+  private req: RequestHead | undefined;
+  private startedAt = 0;
+  private inAt = 0;
+  private outAt = 0;
+  private firstByteAt = 0;
+  /** The status we or the origin answered with (0: none yet). */
+  status = 0;
+  origin: string | undefined;
+  /** This request's X-Request-Id. */
+  id: string | undefined;
+
+  constructor(
+    private readonly log: ServiceLog,
+    private readonly client: string | undefined,
+    private readonly edge: string | undefined,
+  ) {}
+
+  static of(log: ServiceLog, ends: Ends | undefined): RequestLog {
+    return new RequestLog(log, ends && formatEndpoint(ends.client), ends && formatEndpoint(ends.edge));
+  }
+
+  /** A request starts (its head is parsed: `req`; or a head we refuse: undefined). `pending`: bytes already read that belong to it or later ones. */
+  begin(req: RequestHead | undefined, pending: number): void {
+    this.open = true;
+    this.req = req;
+    this.startedAt = performance.now();
+    this.inAt = this.bytesIn - pending;
+    this.outAt = this.bytesOut;
+    this.firstByteAt = 0;
+    this.status = 0;
+    this.origin = undefined;
+    this.id = undefined;
+  }
+
+  /**
+   * A parsed request starts: its id is the client's sane X-Request-Id, else
+   * a new one. `send`: the id to add to the origin's request (absent: the
+   * client's goes on as it came); `replace`: the client's own must be dropped.
+   */
+  request(req: RequestHead, pending: number): { send: string | undefined; replace: boolean } {
+    this.begin(req, pending);
+    const r = requestIdOf(req);
+    this.id = r.id;
+    return { send: r.kept ? undefined : r.id, replace: r.hadOne && !r.kept };
+  }
+
+  /** Our own answer (an error) of `bytes` ends the request. */
+  answered(status: number, bytes: number, reason: string): void {
+    this.status = status;
+    this.bytesOut += bytes;
+    this.end(reason);
+  }
+
+  /** Is a request under way (begun, not yet logged)? */
+  get pending(): boolean {
+    return this.open;
+  }
+
+  firstByte(): void {
+    if (this.open && this.firstByteAt === 0) this.firstByteAt = performance.now();
+  }
+
+  /** The request is over: its line (once). `reason`: why it ended otherwise than with a whole response. */
+  end(reason?: string): void {
+    if (!this.open) return;
+    this.open = false;
+    if (!this.log.sampled()) return;
+    const req = this.req;
+    const q = req ? req.target.indexOf("?") : -1;
+    this.log.emit({
+      protocol: "http",
+      ...(this.client ? { client: this.client, edge: this.edge } : {}),
+      method: req?.method ?? null,
+      host: req?.host ?? null,
+      path: req ? (q < 0 ? req.target : req.target.slice(0, q)) : null,
+      status: this.status,
+      bytes_in: this.bytesIn - this.inAt,
+      bytes_out: this.bytesOut - this.outAt,
+      origin: this.origin ?? null,
+      ttfb_ms: this.firstByteAt ? Math.round((this.firstByteAt - this.startedAt) * 10) / 10 : null,
+      duration_ms: Math.round((performance.now() - this.startedAt) * 10) / 10,
+      request_id: this.id ?? null,
+      ...(reason ? { reason } : {}),
+    });
+  }
+}
