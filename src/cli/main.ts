@@ -166,10 +166,14 @@ export async function main(args: readonly string[]): Promise<number> {
   }
   const reread = command.kind === "serve-file" ? () => fileConfig(command) : undefined;
   try {
+    // Privileges first: without them nothing below can be read, and the missing ones are what to fix.
+    checkEnvironment();
+    const bpffs = bpffsPath(config.bpffs);
+    checkPinAccess(join(bpffs, "edgeproxy"), pinDir(bpffs));
     // Before anything changes: a pid file we could not write, a live instance in the way (not the one an
     // upgrade replaces, nor with --take-over), or an admin socket another serve answers on, is one line and exit 2.
     if (config.pidFile) checkPidFile(config.pidFile);
-    if (!config.takeOver) ControlPlane.refuseConflict(bpffsPath(config.bpffs), image, claimOf(config, false), wantedOf(config.services));
+    if (!config.takeOver) ControlPlane.refuseConflict(bpffs, image, claimOf(config, false), wantedOf(config.services));
     checkAccessLogs(config.services.map((s) => s.accessLog));
     if (!process.env[UPGRADE_ENV]) await checkAdminFree(config.admin, { takeOver: config.takeOver });
   } catch (e) {
@@ -177,11 +181,8 @@ export async function main(args: readonly string[]): Promise<number> {
   }
   if ((config.workers ?? 1) <= 1) return serveInProcess(config, image, { argv, say, report, reread });
   try {
-    // Checked here too, so a missing privilege or a cap the workers cannot share is one line from the supervisor, not one per worker.
+    // Checked here too, so a cap the workers cannot share is one line from the supervisor, not one per worker.
     connectionShare(config.maxConnections, config.workers ?? 1, 0);
-    checkEnvironment();
-    const bpffs = bpffsPath(config.bpffs);
-    checkPinAccess(join(bpffs, "edgeproxy"), pinDir(bpffs));
     // And a config that reaches edgeproxy itself: one line here, not one per worker.
     await refuseSelfReach(config.admin, config.services);
     // Said once, by the process that starts the workers, once the config is known to start: more of them than CPUs only share the CPUs.
