@@ -58,6 +58,8 @@ const SERVE_SAMPLES: Record<string, { value: string; with?: string[] }> = {
   "--header-timeout": { value: "3s", with: ["--mode", "http"] },
   "--keepalive-timeout": { value: "3s", with: ["--mode", "http"] },
   "--body-timeout": { value: "3s", with: ["--mode", "http"] },
+  "--access-log": { value: "-" },
+  "--access-log-sample": { value: "0.5", with: ["--access-log", "-"] },
 };
 
 const CONTROL_SAMPLES: Record<string, { value: string; with: string[] }> = {
