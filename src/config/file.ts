@@ -24,9 +24,9 @@ const MODES: readonly Mode[] = ["tcp", "udp", "http"];
 const MAX_SERVICES = EP_MAX_SERVICES - 1;
 const MIN_TOKEN = 16;
 
-const TOP_FIELDS = ["instance", "take_over", "max_connections", "max_flows", "workers", "drain_timeout", "admin", "service", ...ACCESS_LOG_FIELDS, "access_log_buffer"];
-const ADMIN_FIELDS = ["enabled", "socket", "listen", "token", "token_file"];
-const SERVICE_FIELDS = [
+export const TOP_FIELDS = ["instance", "take_over", "max_connections", "max_flows", "workers", "drain_timeout", "admin", "service", ...ACCESS_LOG_FIELDS, "access_log_buffer"];
+export const ADMIN_FIELDS = ["enabled", "socket", "listen", "token", "token_file"];
+export const SERVICE_FIELDS = [
   "name", "mode", ...POOL_FIELDS, "connect_timeout", "idle_timeout", "proxy_protocol", "accept_proxy", "tls_cert", "tls_key",
   "first_byte_timeout", "max_body_size", "max_header_size", "allow", "deny", "bind", "route",
   "source_connections", "source_rate", "source_rate_burst", "source_prefix_v6",
@@ -34,7 +34,7 @@ const SERVICE_FIELDS = [
   "proxy_header_timeout", "handshake_timeout", "header_timeout", "keepalive_timeout", "body_timeout",
   ...ACCESS_LOG_FIELDS,
 ];
-const BIND_FIELDS = ["protocol", "prefixes", "ports"];
+export const BIND_FIELDS = ["protocol", "prefixes", "ports"];
 const IN_SERVICE = "it belongs in a [[service]] table";
 const IN_BIND = "it belongs in a [[service.bind]] table";
 const TOP_HINTS = { name: IN_SERVICE, origin: IN_SERVICE, mode: IN_SERVICE, bind: IN_SERVICE, ports: IN_BIND, prefixes: IN_BIND, services: "the tables are [[service]]" };

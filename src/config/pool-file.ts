@@ -6,9 +6,9 @@ import type { Mode } from "./service";
 
 /** The keys of a [[service]] or [[service.route]] table that make its pool. */
 export const POOL_FIELDS = ["origin", "origins", "balance", "health", "eject"];
-const HEALTH_FIELDS = ["interval", "timeout", "rise", "fall", "path", "port"];
-const EJECT_FIELDS = ["failures", "duration", "base_duration"];
-const ROUTE_FIELDS = ["host", "path", ...POOL_FIELDS];
+export const HEALTH_FIELDS = ["interval", "timeout", "rise", "fall", "path", "port"];
+export const EJECT_FIELDS = ["failures", "duration", "base_duration"];
+export const ROUTE_FIELDS = ["host", "path", ...POOL_FIELDS];
 // RFC 3986 §3.2.2 reg-name, lower-cased, or an IP literal, with an optional port.
 const ROUTE_HOST = /^(\[[0-9a-f:.]+\]|[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*\.?)(:\d{1,5})?$/;
 // RFC 3986 §3.3 path characters, less those Hono's router path syntax gives a
