@@ -101,7 +101,8 @@ export function parsePrefix(text: string, where = "prefix"): Prefix {
 }
 
 export function formatAddress(addr: Uint8Array): string {
-  if (addr.length === 4) return addr.join(".");
+  // Four interpolations, not Array.prototype.join over a typed array: this runs per access log line.
+  if (addr.length === 4) return `${addr[0]}.${addr[1]}.${addr[2]}.${addr[3]}`;
   const groups: number[] = [];
   for (let i = 0; i < 16; i += 2) groups.push((addr[i]! << 8) | addr[i + 1]!);
   // RFC 5952: compress the longest run (length >= 2) of zero groups.

@@ -48,6 +48,8 @@ class LogFile {
   private bytes = 0;
   private writing = false;
   private timer: Timer | undefined;
+  /** A flush is queued with setImmediate: the lines that come before it runs queue no other. */
+  private immediate = false;
   private reopenWanted = false;
   private lastError = "";
 
@@ -85,10 +87,11 @@ class LogFile {
   }
 
   private schedule(): void {
-    if (this.writing) return;
+    if (this.writing || this.immediate) return;
     if (this.bytes >= FLUSH_BYTES) {
       if (this.timer) clearTimeout(this.timer);
       this.timer = undefined;
+      this.immediate = true;
       setImmediate(this.flush);
     } else if (!this.timer) {
       this.timer = setTimeout(this.flush, FLUSH_MS);
@@ -106,6 +109,7 @@ class LogFile {
 
   private readonly flush = (): void => {
     this.timer = undefined;
+    this.immediate = false;
     if (this.writing) return;
     if (this.reopenWanted) this.reopenNow();
     this.seal();
@@ -122,8 +126,12 @@ class LogFile {
       for (const b of bufs) if (b.buffer.byteLength >= CHUNK && this.spare.length * CHUNK < this.maxBytes) this.spare.push(Buffer.from(b.buffer, b.byteOffset, CHUNK));
       if (this.reopenWanted) this.reopenNow();
       // What came in meanwhile waits for a full batch or the timer: a write per completion would cost a thread-pool round trip every few lines.
-      if (this.bytes >= FLUSH_BYTES) setImmediate(this.flush);
-      else if (this.bytes > 0 && !this.timer) {
+      if (this.bytes >= FLUSH_BYTES) {
+        if (!this.immediate) {
+          this.immediate = true;
+          setImmediate(this.flush);
+        }
+      } else if (this.bytes > 0 && !this.timer) {
         this.timer = setTimeout(this.flush, FLUSH_MS);
         this.timer.unref();
       }
@@ -240,10 +248,31 @@ export function reopenAccessLogs(): void {
   for (const f of files.values()) f.reopen();
 }
 
+// Endpoints formatted so far: an edge Endpoint is shared by its connections
+// (src/proxy/inbound.ts), so its text is made once, not per line.
+const endpointText = new WeakMap<Endpoint, string>();
+
 /** "ip:port", IPv6 in brackets (RFC 3986 §3.2.2). */
 export function formatEndpoint(e: Endpoint): string {
+  let t = endpointText.get(e);
+  if (t !== undefined) return t;
   const a = formatAddress(e.addr);
-  return e.family === 6 ? `[${a}]:${e.port}` : `${a}:${e.port}`;
+  t = e.family === 6 ? `[${a}]:${e.port}` : `${a}:${e.port}`;
+  endpointText.set(e, t);
+  return t;
+}
+
+// What JSON (RFC 8259 §7) escapes in a string: quote, backslash, controls; and lone surrogates (JSON.stringify's well-formed output).
+const NEEDS_ESCAPE = /["\\\u0000-\u001f\ud800-\udfff]/;
+
+/** `s` as a JSON string: most values (paths, hosts, ids) need no escape and are quoted as they are. */
+export function jsonString(s: string): string {
+  return NEEDS_ESCAPE.test(s) ? JSON.stringify(s) : `"${s}"`;
+}
+
+/** A JSON string, or null. */
+export function jsonOrNull(s: string | null | undefined): string {
+  return s == null ? "null" : jsonString(s);
 }
 
 /** "ip:port" from Bun's address strings (IPv4-mapped addresses unmapped). */
@@ -297,6 +326,16 @@ export class ServiceLog {
   emit(fields: Record<string, unknown>): void {
     // RFC 3339 in UTC with milliseconds; fields spliced after the prefix (their "{" dropped).
     this.file.push(`{"time":"${isoNow()}"${this.prefix}${JSON.stringify(fields).slice(1)}`);
+  }
+
+  /**
+   * Write one line whose fields the caller built: `body` is JSON members
+   * and the closing brace (`"protocol":"tcp",…}`), every string in it
+   * through jsonString unless known to need no escape. The per-connection and
+   * per-request lines use this: no object, no JSON.stringify walk per line.
+   */
+  line(body: string): void {
+    this.file.push(`{"time":"${isoNow()}"${this.prefix}${body}`);
   }
 }
 

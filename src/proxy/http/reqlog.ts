@@ -1,5 +1,5 @@
 import { randomBytes } from "node:crypto";
-import { formatEndpoint, type ServiceLog } from "../../log/access";
+import { formatEndpoint, jsonOrNull, jsonString, type ServiceLog } from "../../log/access";
 import type { Ends } from "../inbound";
 import type { RequestHead } from "./parse";
 
@@ -104,20 +104,15 @@ export class RequestLog {
     if (!this.log.sampled()) return;
     const req = this.req;
     const q = req ? req.target.indexOf("?") : -1;
-    this.log.emit({
-      protocol: "http",
-      ...(this.client ? { client: this.client, edge: this.edge } : {}),
-      method: req?.method ?? null,
-      host: req?.host ?? null,
-      path: req ? (q < 0 ? req.target : req.target.slice(0, q)) : null,
-      status: this.status,
-      bytes_in: this.bytesIn - this.inAt,
-      bytes_out: this.bytesOut - this.outAt,
-      origin: this.origin ?? null,
-      ttfb_ms: this.firstByteAt ? Math.round((this.firstByteAt - this.startedAt) * 10) / 10 : null,
-      duration_ms: Math.round((performance.now() - this.startedAt) * 10) / 10,
-      request_id: this.id ?? null,
-      ...(reason ? { reason } : {}),
-    });
+    // Built by hand in the order the fields always had (ServiceLog.line); what the client sent goes through jsonString.
+    let body = `"protocol":"http"`;
+    if (this.client) body += `,"client":"${this.client}","edge":"${this.edge}"`;
+    if (req) body += `,"method":${jsonString(req.method)},"host":${jsonOrNull(req.host)},"path":${jsonString(q < 0 ? req.target : req.target.slice(0, q))}`;
+    else body += `,"method":null,"host":null,"path":null`;
+    body += `,"status":${this.status},"bytes_in":${this.bytesIn - this.inAt},"bytes_out":${this.bytesOut - this.outAt},"origin":${jsonOrNull(this.origin)}`;
+    body += `,"ttfb_ms":${this.firstByteAt ? Math.round((this.firstByteAt - this.startedAt) * 10) / 10 : null}`;
+    body += `,"duration_ms":${Math.round((performance.now() - this.startedAt) * 10) / 10},"request_id":${jsonOrNull(this.id)}`;
+    if (reason) body += `,"reason":${jsonString(reason)}`;
+    this.log.line(`${body}}`);
   }
 }
