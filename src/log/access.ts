@@ -295,6 +295,16 @@ export function jsonString(s: string): string {
   return NEEDS_ESCAPE.test(s) ? JSON.stringify(s) : `"${s}"`;
 }
 
+/**
+ * A non-negative duration in ms rounded to 0.1, as JSON.stringify(Math.round(x * 10) / 10)
+ * writes it ("12", "12.3"), from integers: double-to-string is the slow part of a number.
+ */
+export function tenths(ms: number): string {
+  const r = Math.round(ms * 10);
+  const d = r % 10;
+  return d === 0 ? `${r / 10}` : `${(r - d) / 10}.${d}`;
+}
+
 /** A JSON string, or null. */
 export function jsonOrNull(s: string | null | undefined): string {
   return s == null ? "null" : jsonString(s);

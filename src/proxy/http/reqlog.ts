@@ -1,5 +1,5 @@
 import { randomBytes } from "node:crypto";
-import { formatEndpoint, jsonOrNull, jsonString, type ServiceLog } from "../../log/access";
+import { formatEndpoint, jsonOrNull, jsonString, tenths, type ServiceLog } from "../../log/access";
 import type { Ends } from "../inbound";
 import type { RequestHead } from "./parse";
 
@@ -110,8 +110,8 @@ export class RequestLog {
     if (req) body += `,"method":${jsonString(req.method)},"host":${jsonOrNull(req.host)},"path":${jsonString(q < 0 ? req.target : req.target.slice(0, q))}`;
     else body += `,"method":null,"host":null,"path":null`;
     body += `,"status":${this.status},"bytes_in":${this.bytesIn - this.inAt},"bytes_out":${this.bytesOut - this.outAt},"origin":${jsonOrNull(this.origin)}`;
-    body += `,"ttfb_ms":${this.firstByteAt ? Math.round((this.firstByteAt - this.startedAt) * 10) / 10 : null}`;
-    body += `,"duration_ms":${Math.round((performance.now() - this.startedAt) * 10) / 10},"request_id":${jsonOrNull(this.id)}`;
+    body += `,"ttfb_ms":${this.firstByteAt ? tenths(this.firstByteAt - this.startedAt) : "null"}`;
+    body += `,"duration_ms":${tenths(performance.now() - this.startedAt)},"request_id":${jsonOrNull(this.id)}`;
     if (reason) body += `,"reason":${jsonString(reason)}`;
     this.log.line(`${body}}`);
   }
