@@ -30,17 +30,25 @@ function endpoint(address: string | undefined, port: number): Endpoint | undefin
  * (formatEndpoint's memo, src/log/access.ts) instead of per connection.
  */
 const EDGE_CACHE_MAX = 4096;
-const edges = new Map<string, Endpoint>();
+// By address text as Bun gives it, then port: no key string made per connection.
+const edges = new Map<string, Map<number, Endpoint>>();
+let edgeCount = 0;
 
 function edgeEndpoint(address: string | undefined, port: number): Endpoint | undefined {
   if (!address) return undefined;
-  const key = `${address} ${port}`;
-  let e = edges.get(key);
-  if (e) return e;
-  e = endpoint(address, port);
+  let byPort = edges.get(address);
+  const known = byPort?.get(port);
+  if (known) return known;
+  const e = endpoint(address, port);
   if (!e) return undefined;
-  if (edges.size >= EDGE_CACHE_MAX) edges.clear();
-  edges.set(key, e);
+  if (edgeCount >= EDGE_CACHE_MAX) {
+    edges.clear();
+    edgeCount = 0;
+    byPort = undefined;
+  }
+  if (!byPort) edges.set(address, (byPort = new Map()));
+  byPort.set(port, e);
+  edgeCount++;
   return e;
 }
 
