@@ -1,5 +1,5 @@
 import { describe, expect, test } from "bun:test";
-import { formatEndpoint, jsonOrNull, jsonString, tenths } from "./access";
+import { formatEndpoint, jsonInner, jsonOrNull, jsonString, tenths } from "./access";
 
 // The hand-built lines (relay.ts, reqlog.ts, flowlog.ts) must read exactly as JSON.stringify wrote them.
 describe("access log line pieces", () => {
@@ -7,6 +7,7 @@ describe("access log line pieces", () => {
     for (const s of ["", "/index.html", "GET", 'a"b', "a\\b", "tab\there", "nl\n", "\u0000\u001f\u007f", "é/ü", "😀", "\ud800x", "x\udc00", "0123456789abcdef-1z"]) {
       expect(jsonString(s)).toBe(JSON.stringify(s));
       expect(JSON.parse(jsonString(s))).toBe(s);
+      expect(`"${jsonInner(s)}"`).toBe(JSON.stringify(s));
     }
     expect(jsonOrNull(undefined)).toBe("null");
     expect(jsonOrNull(null)).toBe("null");

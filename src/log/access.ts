@@ -305,6 +305,11 @@ export function tenths(ms: number): string {
   return d === 0 ? `${r / 10}` : `${(r - d) / 10}.${d}`;
 }
 
+/** `s` escaped for inside a JSON string's quotes: itself (no new string) when nothing needs escaping, as is usual. */
+export function jsonInner(s: string): string {
+  return NEEDS_ESCAPE.test(s) ? JSON.stringify(s).slice(1, -1) : s;
+}
+
 /** A JSON string, or null. */
 export function jsonOrNull(s: string | null | undefined): string {
   return s == null ? "null" : jsonString(s);
