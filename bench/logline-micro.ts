@@ -30,12 +30,12 @@ const tcpLine = (i: number): void => {
   const e = socketEnds(sock)!;
   (log as any).tcpLine?.(e, i) ?? relayLike(e, i);
 };
-import { formatEndpoint, jsonString } from "../src/log/access";
+import { formatEndpoint, jsonInner } from "../src/log/access";
 function relayLike(e: any, i: number): void {
   if (!log.sampled()) return;
   // The shape of relay.ts's logLine (emit() before; line() now).
   if (process.env.EMIT) log.emit({ protocol: "tcp", event: "close", client: formatEndpoint(e.client), edge: formatEndpoint(e.edge), origin: "127.0.0.1:9000", bytes_in: 100 + i, bytes_out: 2000, duration_ms: 3, reason: "client_closed" });
-  else log.line(`"protocol":"tcp","event":"close","client":"${formatEndpoint(e.client)}","edge":"${formatEndpoint(e.edge)}","origin":${jsonString("127.0.0.1:9000")},"bytes_in":${100 + i},"bytes_out":${2000},"duration_ms":${3},"reason":${jsonString("client_closed")}}`);
+  else log.line(`"protocol":"tcp","event":"close","client":"${formatEndpoint(e.client)}","edge":"${formatEndpoint(e.edge)}","origin":"${jsonInner("127.0.0.1:9000")}","bytes_in":${100 + i},"bytes_out":${2000},"duration_ms":${3},"reason":"${jsonInner("client_closed")}"}`);
 }
 const ends = socketEnds(sock)!;
 // http keep-alive: one request on a connection whose RequestLog exists.
