@@ -115,9 +115,10 @@ export class RequestLog {
     const bytesIn = this.bytesIn - this.inAt;
     const bytesOut = this.bytesOut - this.outAt;
     if (req && req.host != null && this.origin != null && this.id != null && !reason) {
-      // The usual request: one template, so one string to flatten when it is written.
+      // The usual request: one template, so one string to flatten when it is written. The method is a token
+      // (parse.ts checks tchar, RFC 9110 §5.6.2: no quote, backslash or control) and the id SANE_ID's or ours: neither needs escaping.
       this.log.line(
-        `"protocol":"http"${this.endsText},"method":"${jsonInner(req.method)}","host":"${jsonInner(req.host)}","path":"${jsonInner(path)}","status":${this.status},"bytes_in":${bytesIn},"bytes_out":${bytesOut},"origin":"${jsonInner(this.origin)}","ttfb_ms":${ttfb},"duration_ms":${duration},"request_id":"${jsonInner(this.id)}"}`,
+        `"protocol":"http"${this.endsText},"method":"${req.method}","host":"${jsonInner(req.host)}","path":"${jsonInner(path)}","status":${this.status},"bytes_in":${bytesIn},"bytes_out":${bytesOut},"origin":"${jsonInner(this.origin)}","ttfb_ms":${ttfb},"duration_ms":${duration},"request_id":"${this.id}"}`,
       );
       return;
     }
