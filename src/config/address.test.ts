@@ -33,3 +33,31 @@ describe("addresses", () => {
     expect(prefixContains(parsePrefix("192.0.2.0/24"), parseAddress("::1")!)).toBe(false);
   });
 });
+
+// parseIPv4 scans characters (it runs per accepted connection): it accepts exactly what the split-and-match reading did.
+test("IPv4 parsing accepts exactly dotted quads of 0-255 without leading zeros", () => {
+  const reference = (text: string): number[] | undefined => {
+    const parts = text.split(".");
+    if (parts.length !== 4) return undefined;
+    const out: number[] = [];
+    for (const p of parts) {
+      if (!/^\d{1,3}$/.test(p) || (p.length > 1 && p[0] === "0")) return undefined;
+      if (Number(p) > 255) return undefined;
+      out.push(Number(p));
+    }
+    return out;
+  };
+  const cases = ["0.0.0.0", "192.0.2.10", "255.255.255.255", "256.0.0.1", "01.2.3.4", "1.2.3", "1.2.3.4.5", "1..3.4", ".1.2.3", "1.2.3.", "1.2.3.4 ", "1.2.3.a", "1000.1.1.1", "00.1.1.1", "0.10.100.199", "١.2.3.4", ""];
+  const alphabet = "0123459.a";
+  for (let i = 0; i < 20000; i++) {
+    let s = "";
+    const n = 1 + Math.floor(Math.random() * 15);
+    for (let j = 0; j < n; j++) s += alphabet[Math.floor(Math.random() * alphabet.length)];
+    cases.push(s);
+  }
+  for (const c of cases) {
+    const got = parseAddress(c);
+    const want = reference(c);
+    expect([c, got ? [...got] : undefined]).toEqual([c, want]);
+  }
+});

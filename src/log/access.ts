@@ -1,4 +1,4 @@
-import { closeSync, openSync, write, writeSync } from "node:fs";
+import { closeSync, openSync, write, writeSync, writev } from "node:fs";
 import { formatAddress } from "../config/address";
 import type { AccessLogConfig } from "../config/service";
 import { ConfigError } from "../errors";
@@ -48,6 +48,8 @@ class LogFile {
   private bytes = 0;
   private writing = false;
   private timer: Timer | undefined;
+  /** A flush is queued with setImmediate: the lines that come before it runs queue no other. */
+  private immediate = false;
   private reopenWanted = false;
   private lastError = "";
 
@@ -59,24 +61,36 @@ class LogFile {
   }
 
   push(line: string): void {
-    if (this.bytes + line.length + 1 > this.maxBytes) {
+    this.push2("", line);
+  }
+
+  /**
+   * Append `head` + `body` as one line. Two writes into the buffer, not a
+   * concatenation: the head (time and service, the same string for a
+   * millisecond) is flat already, and flattening a rope of both costs more
+   * than the line's encoding.
+   */
+  push2(head: string, body: string): void {
+    const length = head.length + body.length;
+    if (this.bytes + length + 1 > this.maxBytes) {
       accessLogStats.dropped++;
       return;
     }
     // UTF-8 takes at most 3 bytes per UTF-16 unit.
-    const worst = line.length * 3 + 1;
+    const worst = length * 3 + 1;
     if (worst > CHUNK - this.used) {
       this.seal();
       if (worst > CHUNK) {
         // A line longer than a buffer (a huge path) goes on its own.
-        const own = Buffer.from(`${line}\n`);
+        const own = Buffer.from(`${head}${body}\n`);
         this.sealed.push(own);
         this.bytes += own.length;
         accessLogStats.lines++;
         return this.schedule();
       }
     }
-    const n = this.chunk.write(line, this.used, "utf8");
+    let n = head.length === 0 ? 0 : this.chunk.write(head, this.used, "utf8");
+    n += this.chunk.write(body, this.used + n, "utf8");
     this.chunk[this.used + n] = 10;
     this.used += n + 1;
     this.bytes += n + 1;
@@ -85,10 +99,11 @@ class LogFile {
   }
 
   private schedule(): void {
-    if (this.writing) return;
+    if (this.writing || this.immediate) return;
     if (this.bytes >= FLUSH_BYTES) {
       if (this.timer) clearTimeout(this.timer);
       this.timer = undefined;
+      this.immediate = true;
       setImmediate(this.flush);
     } else if (!this.timer) {
       this.timer = setTimeout(this.flush, FLUSH_MS);
@@ -106,28 +121,46 @@ class LogFile {
 
   private readonly flush = (): void => {
     this.timer = undefined;
+    this.immediate = false;
     if (this.writing) return;
     if (this.reopenWanted) this.reopenNow();
     this.seal();
     if (this.sealed.length === 0) return;
     const bufs = this.sealed;
     this.sealed = [];
-    // One write: usually one buffer; several only after a slow write.
-    const data = bufs.length === 1 ? bufs[0]! : Buffer.concat(bufs);
+    // One write: usually one buffer; several (a writev, not a copy into one) after a slow write or a burst.
+    let total = 0;
+    for (const b of bufs) total += b.length;
     this.writing = true;
-    this.writeAll(data, 0, () => {
+    const after = () => {
       this.writing = false;
-      this.bytes -= data.length;
+      this.bytes -= total;
       // Whole buffers go back for reuse, as many as the bound could ever need.
       for (const b of bufs) if (b.buffer.byteLength >= CHUNK && this.spare.length * CHUNK < this.maxBytes) this.spare.push(Buffer.from(b.buffer, b.byteOffset, CHUNK));
       if (this.reopenWanted) this.reopenNow();
       // What came in meanwhile waits for a full batch or the timer: a write per completion would cost a thread-pool round trip every few lines.
-      if (this.bytes >= FLUSH_BYTES) setImmediate(this.flush);
-      else if (this.bytes > 0 && !this.timer) {
+      if (this.bytes >= FLUSH_BYTES) {
+        if (!this.immediate) {
+          this.immediate = true;
+          setImmediate(this.flush);
+        }
+      } else if (this.bytes > 0 && !this.timer) {
         this.timer = setTimeout(this.flush, FLUSH_MS);
         this.timer.unref();
       }
-    });
+    };
+    if (bufs.length === 1) this.writeAll(bufs[0]!, 0, after);
+    else
+      writev(this.fd, bufs, null, (err, written) => {
+        if (err) {
+          this.failed(err);
+          return after();
+        }
+        this.lastError = "";
+        // Short (a full pipe, a full disk): the rest goes as one buffer, as before.
+        if (written < total) return this.writeAll(Buffer.concat(bufs).subarray(written), 0, after);
+        after();
+      });
   };
 
   private writeAll(data: Buffer, from: number, done: () => void): void {
@@ -240,10 +273,46 @@ export function reopenAccessLogs(): void {
   for (const f of files.values()) f.reopen();
 }
 
+// Endpoints formatted so far: an edge Endpoint is shared by its connections
+// (src/proxy/inbound.ts), so its text is made once, not per line.
+const endpointText = new WeakMap<Endpoint, string>();
+
 /** "ip:port", IPv6 in brackets (RFC 3986 §3.2.2). */
 export function formatEndpoint(e: Endpoint): string {
+  let t = endpointText.get(e);
+  if (t !== undefined) return t;
   const a = formatAddress(e.addr);
-  return e.family === 6 ? `[${a}]:${e.port}` : `${a}:${e.port}`;
+  t = e.family === 6 ? `[${a}]:${e.port}` : `${a}:${e.port}`;
+  endpointText.set(e, t);
+  return t;
+}
+
+// What JSON (RFC 8259 §7) escapes in a string: quote, backslash, controls; and lone surrogates (JSON.stringify's well-formed output).
+const NEEDS_ESCAPE = /["\\\u0000-\u001f\ud800-\udfff]/;
+
+/** `s` as a JSON string: most values (paths, hosts, ids) need no escape and are quoted as they are. */
+export function jsonString(s: string): string {
+  return NEEDS_ESCAPE.test(s) ? JSON.stringify(s) : `"${s}"`;
+}
+
+/**
+ * A non-negative duration in ms rounded to 0.1, as JSON.stringify(Math.round(x * 10) / 10)
+ * writes it ("12", "12.3"), from integers: double-to-string is the slow part of a number.
+ */
+export function tenths(ms: number): string {
+  const r = Math.round(ms * 10);
+  const d = r % 10;
+  return d === 0 ? `${r / 10}` : `${(r - d) / 10}.${d}`;
+}
+
+/** `s` escaped for inside a JSON string's quotes: itself (no new string) when nothing needs escaping, as is usual. */
+export function jsonInner(s: string): string {
+  return NEEDS_ESCAPE.test(s) ? JSON.stringify(s).slice(1, -1) : s;
+}
+
+/** A JSON string, or null. */
+export function jsonOrNull(s: string | null | undefined): string {
+  return s == null ? "null" : jsonString(s);
 }
 
 /** "ip:port" from Bun's address strings (IPv4-mapped addresses unmapped). */
@@ -298,6 +367,24 @@ export class ServiceLog {
     // RFC 3339 in UTC with milliseconds; fields spliced after the prefix (their "{" dropped).
     this.file.push(`{"time":"${isoNow()}"${this.prefix}${JSON.stringify(fields).slice(1)}`);
   }
+
+  /**
+   * Write one line whose fields the caller built: `body` is JSON members
+   * and the closing brace (`"protocol":"tcp",…}`), every string in it
+   * through jsonString unless known to need no escape. The per-connection and
+   * per-request lines use this: no object, no JSON.stringify walk per line.
+   */
+  line(body: string): void {
+    const ms = Date.now();
+    if (ms !== this.headMs) {
+      this.headMs = ms;
+      this.head = `{"time":"${isoNow()}"${this.prefix}`;
+    }
+    this.file.push2(this.head, body);
+  }
+  /** `{"time":…,"service":…,` for the millisecond headMs. */
+  private head = "";
+  private headMs = -1;
 }
 
 /** The log of a service, or undefined when its log is off. */

@@ -23,10 +23,39 @@ function endpoint(address: string | undefined, port: number): Endpoint | undefin
   return addr ? unmapEndpoint({ family: addr.length === 4 ? 4 : 6, addr, port }) : undefined;
 }
 
+/*
+ * The edge end of accepted sockets, parsed once per address and port: a
+ * listener's connections share a few (many with sk_lookup ranges, hence the
+ * bound), and one Endpoint object per edge lets its text be formatted once
+ * (formatEndpoint's memo, src/log/access.ts) instead of per connection.
+ */
+const EDGE_CACHE_MAX = 4096;
+// By address text as Bun gives it, then port: no key string made per connection.
+const edges = new Map<string, Map<number, Endpoint>>();
+let edgeCount = 0;
+
+function edgeEndpoint(address: string | undefined, port: number): Endpoint | undefined {
+  if (!address) return undefined;
+  let byPort = edges.get(address);
+  const known = byPort?.get(port);
+  if (known) return known;
+  const e = endpoint(address, port);
+  if (!e) return undefined;
+  if (edgeCount >= EDGE_CACHE_MAX) {
+    edges.clear();
+    edgeCount = 0;
+    byPort = undefined;
+  }
+  if (!byPort) edges.set(address, (byPort = new Map()));
+  byPort.set(port, e);
+  edgeCount++;
+  return e;
+}
+
 /** The socket's own ends; undefined when Bun no longer knows them (the peer is already gone). */
 export function socketEnds(s: Socket<any>): Ends | undefined {
   const client = endpoint(s.remoteAddress, s.remotePort);
-  const edge = endpoint(s.localAddress, s.localPort);
+  const edge = edgeEndpoint(s.localAddress, s.localPort);
   return client && edge ? { client, edge } : undefined;
 }
 

@@ -1,5 +1,5 @@
 import type { AccessLogConfig } from "../../config/service";
-import { isoNow } from "../../log/access";
+import { isoNow, jsonString } from "../../log/access";
 
 /*
  * The access log of UDP flows, on the UDP data plane's thread. The file and
@@ -77,7 +77,11 @@ export class FlowLog {
 
   /** A flow's last line. */
   closed(r: FlowRecord, bytesIn: number, bytesOut: number, event: string, why: string): void {
-    this.emit({ event, client: r.client, edge: r.edge, origin: r.origin, bytes_in: bytesIn, bytes_out: bytesOut, duration_ms: Math.round(performance.now() - r.startedAt), reason: why });
+    if (this.config.sample < 1 && Math.random() >= this.config.sample) return this.sink.skipped();
+    // Built by hand in the order the fields always had (no object, no JSON.stringify walk per flow): event and reason are our codes, addresses need no escape.
+    const origin = r.origin === null ? "null" : `"${r.origin}"`;
+    const body = `"event":${jsonString(event)},"client":"${r.client}","edge":"${r.edge}","origin":${origin},"bytes_in":${bytesIn},"bytes_out":${bytesOut},"duration_ms":${Math.round(performance.now() - r.startedAt)},"reason":${jsonString(why)}}`;
+    this.sink.add(this.config.path, `{"time":"${isoNow()}"${this.prefix}${body}`);
   }
 
   emit(fields: Record<string, unknown>): void {

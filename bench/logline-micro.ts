@@ -1,0 +1,69 @@
+// Microbenchmark: ns per access log line, builders + writer (to /dev/null),
+// for the tcp relay line (with the socket-ends parse and format it costs per
+// connection) and the http request line. Run: bun bench/logline-micro.ts [N]
+import { accessLogStats, serviceLog } from "../src/log/access";
+import { socketEnds } from "../src/proxy/inbound";
+import { RequestLog } from "../src/proxy/http/reqlog";
+import type { RequestHead } from "../src/proxy/http/parse";
+
+const N = Number(process.argv[2] ?? 1e6);
+const log = serviceLog("bench", { path: "/dev/null", sample: 1, connect: false, bufferBytes: 64 << 20 })!;
+// What Bun's socket tells: address strings (an IPv4 client on a dual-stack listener is "::ffff:…").
+const sock = { remoteAddress: "::ffff:192.0.2.10", remotePort: 40000, localAddress: "192.0.2.1", localPort: 8080 } as any;
+const req = { method: "GET", target: "/index.html?x=1", host: "example.com", names: ["host", "user-agent"], values: ["example.com", "wrk"] } as unknown as RequestHead;
+
+async function run(name: string, one: (i: number) => void): Promise<void> {
+  const batch = 500;
+  const t0 = Bun.nanoseconds();
+  const cpu0 = process.cpuUsage();
+  for (let i = 0; i < N; ) {
+    for (let j = 0; j < batch; j++, i++) one(i);
+    await new Promise((r) => setImmediate(r)); // let the writer's flush run, as the event loop would
+  }
+  const ns = (Bun.nanoseconds() - t0) / N;
+  const c = process.cpuUsage(cpu0);
+  console.log(`${name.padEnd(34)} ${ns.toFixed(0).padStart(5)} ns/line wall, ${(((c.user + c.system) * 1000) / N).toFixed(0).padStart(5)} ns/line cpu`);
+}
+
+// tcp: one connection = ends from the socket + the relay's close line (relay.ts's shape).
+const tcpLine = (i: number): void => {
+  const e = socketEnds(sock)!;
+  (log as any).tcpLine?.(e, i) ?? relayLike(e, i);
+};
+import { formatEndpoint, jsonInner } from "../src/log/access";
+function relayLike(e: any, i: number): void {
+  if (!log.sampled()) return;
+  // The shape of relay.ts's logLine (emit() before; line() now).
+  if (process.env.EMIT) log.emit({ protocol: "tcp", event: "close", client: formatEndpoint(e.client), edge: formatEndpoint(e.edge), origin: "127.0.0.1:9000", bytes_in: 100 + i, bytes_out: 2000, duration_ms: 3, reason: "client_closed" });
+  else log.line(`"protocol":"tcp","event":"close","client":"${formatEndpoint(e.client)}","edge":"${formatEndpoint(e.edge)}","origin":"${jsonInner("127.0.0.1:9000")}","bytes_in":${100 + i},"bytes_out":${2000},"duration_ms":${3},"reason":"${jsonInner("client_closed")}"}`);
+}
+const ends = socketEnds(sock)!;
+// http keep-alive: one request on a connection whose RequestLog exists.
+const rl = RequestLog.of(log, ends);
+const httpReq = (i: number): void => {
+  rl.request(req, 0);
+  rl.bytesIn += 80;
+  rl.origin = "127.0.0.1:9000";
+  rl.status = 200;
+  rl.firstByte();
+  rl.bytesOut += 200 + (i & 7);
+  rl.end();
+};
+// http one connection per request: the RequestLog is made per connection too.
+const httpConn = (i: number): void => {
+  const r = RequestLog.of(log, socketEnds(sock));
+  r.request(req, 0);
+  r.status = 200;
+  r.origin = "127.0.0.1:9000";
+  r.end();
+};
+
+// The writer alone: one ready line per call.
+const ready = `"protocol":"http","client":"192.0.2.10:40000","edge":"192.0.2.1:8080","method":"GET","host":"example.com","path":"/index.html","status":200,"bytes_in":80,"bytes_out":200,"origin":"127.0.0.1:9000","ttfb_ms":0,"duration_ms":0.1,"request_id":"0123456789abcdef-1"}`;
+for (let round = 0; round < 2; round++) {
+  await run("writer only (log.line)", () => log.line(ready));
+  await run("tcp conn (ends + close line)", tcpLine);
+  await run("http request (keep-alive)", httpReq);
+  await run("http conn (ends + request line)", httpConn);
+}
+console.log(`lines ${accessLogStats.lines} dropped ${accessLogStats.dropped}`);

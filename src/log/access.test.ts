@@ -1,0 +1,33 @@
+import { describe, expect, test } from "bun:test";
+import { formatEndpoint, jsonInner, jsonOrNull, jsonString, tenths } from "./access";
+
+// The hand-built lines (relay.ts, reqlog.ts, flowlog.ts) must read exactly as JSON.stringify wrote them.
+describe("access log line pieces", () => {
+  test("jsonString is JSON.stringify for plain, escaped, control, non-ASCII and lone-surrogate strings", () => {
+    for (const s of ["", "/index.html", "GET", 'a"b', "a\\b", "tab\there", "nl\n", "\u0000\u001f\u007f", "é/ü", "😀", "\ud800x", "x\udc00", "0123456789abcdef-1z"]) {
+      expect(jsonString(s)).toBe(JSON.stringify(s));
+      expect(JSON.parse(jsonString(s))).toBe(s);
+      expect(`"${jsonInner(s)}"`).toBe(JSON.stringify(s));
+    }
+    expect(jsonOrNull(undefined)).toBe("null");
+    expect(jsonOrNull(null)).toBe("null");
+  });
+
+  test("tenths writes what JSON.stringify(Math.round(x * 10) / 10) does", () => {
+    for (const x of [0, 0.04, 0.05, 0.1, 0.15, 0.96, 1, 9.95, 12.34, 99.99, 1234.56, 86400000.07, 3.14159]) {
+      expect(tenths(x)).toBe(JSON.stringify(Math.round(x * 10) / 10));
+    }
+    for (let i = 0; i < 10000; i++) {
+      const x = Math.random() * 10 ** (i % 8);
+      expect(tenths(x)).toBe(JSON.stringify(Math.round(x * 10) / 10));
+    }
+  });
+
+  test("formatEndpoint: the same text, made once per endpoint object", () => {
+    const v4 = { family: 4 as const, addr: new Uint8Array([192, 0, 2, 10]), port: 40000 };
+    const v6 = { family: 6 as const, addr: new Uint8Array([0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1]), port: 443 };
+    expect(formatEndpoint(v4)).toBe("192.0.2.10:40000");
+    expect(formatEndpoint(v4)).toBe("192.0.2.10:40000");
+    expect(formatEndpoint(v6)).toBe("[2001:db8::1]:443");
+  });
+});
