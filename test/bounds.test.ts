@@ -10,6 +10,7 @@ import { join } from "node:path";
 import parsePrometheusTextFormat from "parse-prometheus-text-format";
 import { EdgeproxyProcess, runEdgeproxy } from "./helpers/edgeproxy";
 import { proxyFixture } from "./helpers/fixture";
+import { expectOneLine } from "./helpers/oneline";
 
 const f = proxyFixture();
 
@@ -18,14 +19,6 @@ function workdir() {
   return { dir, file: join(dir, "edgeproxy.toml"), admin: join(dir, "admin.sock"), done: () => rmSync(dir, { recursive: true, force: true }) };
 }
 
-/** One line starting "edgeproxy: ", matching `pattern`, and no stack frame anywhere. */
-function expectOneLine(stderr: string, pattern: RegExp): void {
-  expect(stderr).not.toMatch(/^\s+at /m);
-  const lines = stderr.trimEnd().split("\n");
-  expect(lines).toHaveLength(1);
-  expect(lines[0]).toMatch(/^edgeproxy: /);
-  expect(lines[0]).toMatch(pattern);
-}
 
 describe("every flag and environment number is bounded: one line, exit 2", () => {
   test.each([

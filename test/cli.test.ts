@@ -7,6 +7,7 @@ import { TestNetns } from "./helpers/netns";
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { expectOneLine } from "./helpers/oneline";
 
 let ns: TestNetns;
 
@@ -33,12 +34,6 @@ async function gone(kind: "link" | "prog" | "map", id: number): Promise<boolean>
   return false;
 }
 
-function expectOneLine(stderr: string, pattern: RegExp): void {
-  const lines = stderr.trimEnd().split("\n");
-  expect(lines).toHaveLength(1);
-  expect(lines[0]).toMatch(/^edgeproxy: /);
-  expect(lines[0]).toMatch(pattern);
-}
 
 describe("edgeproxy command", () => {
   test.each([

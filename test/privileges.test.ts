@@ -11,6 +11,7 @@ import { builtBinary, EdgeproxyProcess, MAIN, runEdgeproxy } from "./helpers/edg
 import { echoOrigin, exchange, text } from "./helpers/net";
 import { proxyFixture } from "./helpers/fixture";
 import { udpExchange, udpText } from "./helpers/udp";
+import { expectOneLine } from "./helpers/oneline";
 
 const f = proxyFixture();
 
@@ -80,13 +81,6 @@ async function stopProcess(pid: number): Promise<void> {
   await until(`pid ${pid} gone`, async () => (alive(pid) ? undefined : true), 12_000);
 }
 
-function expectOneLine(stderr: string, pattern: RegExp): void {
-  expect(stderr).not.toMatch(/^\s+at /m);
-  const lines = stderr.trimEnd().split("\n");
-  expect(lines).toHaveLength(1);
-  expect(lines[0]).toMatch(/^edgeproxy: /);
-  expect(lines[0]).toMatch(pattern);
-}
 
 describe("capabilities once serving", () => {
   test("as root: a single serve keeps CAP_BPF only, nothing inheritable or ambient, and serves", async () => {
