@@ -63,6 +63,26 @@ async function metric(admin: string, name: string, labels = "", worker?: number)
 const pinned = (map: string) => join(process.env.EDGEPROXY_BPFFS!, "edgeproxy", readlinkSync("/proc/thread-self/ns/net").replace(/\D/g, ""), map);
 
 /** n short exchanges, `width` at a time: the ones that did not echo. */
+
+/**
+ * An edgeproxy with `o.workers` workers sharing `o.max` connections, an admin
+ * socket and an echo origin, for `body`; the connections it holds are ended
+ * and the admin directory removed after it, whatever happens.
+ */
+async function withCapped(o: { workers: number; max: number; prefix?: string }, body: (admin: string, held: Held[]) => Promise<void>): Promise<void> {
+  const dir = mkdtempSync(join(tmpdir(), "ep-cap-"));
+  const admin = join(dir, "admin.sock");
+  const held: Held[] = [];
+  try {
+    const origin = echoOrigin("127.0.0.1");
+    f.servers.push(origin);
+    f.ep = await EdgeproxyProcess.start(["--workers", String(o.workers), "--admin", admin, "--ports", "7000-7099", "--prefix", o.prefix ?? "192.0.2.0/24", "--origin", `127.0.0.1:${origin.port}`, "--max-connections", String(o.max)]);
+    await body(admin, held);
+  } finally {
+    for (const h of held) h.socket.end();
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
 async function newcomers(n: number, width: number, base: number, host = "192.0.2.1"): Promise<string[]> {
   const r = await pool(
     Array.from({ length: n }, (_, i) => i),
@@ -118,13 +138,7 @@ describe("connection cap with workers", () => {
     [6, "2001:db8::1", "2001:db8::/64"],
   ] as const) {
     test(`ipv${family}: a worker at its share leaves the selection: no reset while the other has room; both full: refused in the kernel; then back`, async () => {
-      const dir = mkdtempSync(join(tmpdir(), "ep-cap-"));
-      const admin = join(dir, "admin.sock");
-      const held: Held[] = [];
-      try {
-        const origin = echoOrigin("127.0.0.1");
-        f.servers.push(origin);
-        f.ep = await EdgeproxyProcess.start(["--workers", "2", "--admin", admin, "--ports", "7000-7099", "--prefix", prefix, "--origin", `127.0.0.1:${origin.port}`, "--max-connections", "40"]);
+      await withCapped({ workers: 2, max: 40, prefix }, async (admin, held) => {
         // The cap is the instance's: each worker has half of it.
         const caps = [await metric(admin, "connection_cap_max", "", 0), await metric(admin, "connection_cap_max", "", 1)];
         expect(caps).toEqual([20, 20]);
@@ -174,22 +188,13 @@ describe("connection cap with workers", () => {
         expect(await metric(admin, "connection_cap_steering_total", 'event="rejoined"', full)).toBeGreaterThanOrEqual(1);
         // 2 at a time: the worker has room for 5.
         expect(await newcomers(50, 2, 7000, host)).toEqual([]);
-      } finally {
-        for (const h of held) h.socket.end();
-        rmSync(dir, { recursive: true, force: true });
-      }
+      });
     }, 60_000);
   }
 
   test("a worker inside its headroom takes no newcomer while the other has room: bursts never reset; the instance still fills to exactly --max-connections", async () => {
-    const dir = mkdtempSync(join(tmpdir(), "ep-cap-"));
-    const admin = join(dir, "admin.sock");
-    const held: Held[] = [];
-    try {
-      const origin = echoOrigin("127.0.0.1");
-      f.servers.push(origin);
-      const max = 256;
-      f.ep = await EdgeproxyProcess.start(["--workers", "2", "--admin", admin, "--ports", "7000-7099", "--prefix", "192.0.2.0/24", "--origin", `127.0.0.1:${origin.port}`, "--max-connections", String(max)]);
+    const max = 256;
+    await withCapped({ workers: 2, max }, async (admin, held) => {
       // Shares of 128; the headroom is max(1, min(16, 128 / 8)) = 16 (admission.ts): one worker at
       // 120 has room for 8 newcomers, fewer than a burst of 32 gives it by the hash alone.
       const share = 128;
@@ -227,20 +232,11 @@ describe("connection cap with workers", () => {
       expect((await metric(admin, "kernel_drops_total", 'reason="full"')) - fullBefore).toBe(1);
       expect((await metric(admin, "connection_cap_refused_total")) - capRefusedBefore).toBe(0);
       console.log(`filled to ${max} (${max - connects} more, one at a time); the next refused in the kernel`);
-    } finally {
-      for (const h of held) h.socket.end();
-      rmSync(dir, { recursive: true, force: true });
-    }
+    });
   }, 90_000);
 
   test("a full worker's share spreads over the others (4 workers), not onto one neighbour", async () => {
-    const dir = mkdtempSync(join(tmpdir(), "ep-cap-"));
-    const admin = join(dir, "admin.sock");
-    const held: Held[] = [];
-    try {
-      const origin = echoOrigin("127.0.0.1");
-      f.servers.push(origin);
-      f.ep = await EdgeproxyProcess.start(["--workers", "4", "--admin", admin, "--ports", "7000-7099", "--prefix", "192.0.2.0/24", "--origin", `127.0.0.1:${origin.port}`, "--max-connections", "80"]);
+    await withCapped({ workers: 4, max: 80 }, async (admin, held) => {
       const cap = 20;
       const { full } = await fillOne(admin, cap, 4 * cap, held);
       // fillOne stops when one worker reaches its cap; the others may then hold
@@ -262,20 +258,11 @@ describe("connection cap with workers", () => {
       const others = gained.filter((_, i) => i !== full);
       expect(Math.max(...others)).toBeLessThan(135);
       expect(Math.min(...others)).toBeGreaterThan(65);
-    } finally {
-      for (const h of held) h.socket.end();
-      rmSync(dir, { recursive: true, force: true });
-    }
+    });
   }, 60_000);
 
   test("a killed worker's queue goes to the worker with room, never to the full one; its listener record is pruned", async () => {
-    const dir = mkdtempSync(join(tmpdir(), "ep-cap-"));
-    const admin = join(dir, "admin.sock");
-    const held: Held[] = [];
-    try {
-      const origin = echoOrigin("127.0.0.1");
-      f.servers.push(origin);
-      f.ep = await EdgeproxyProcess.start(["--workers", "3", "--admin", admin, "--ports", "7000-7099", "--prefix", "192.0.2.0/24", "--origin", `127.0.0.1:${origin.port}`, "--max-connections", "90"]);
+    await withCapped({ workers: 3, max: 90 }, async (admin, held) => {
       const cap = 30;
       // Fill one worker (A) to its share; C keeps room for every newcomer below at once.
       const { full: a } = await fillOne(admin, cap, 3 * cap, held);
@@ -309,10 +296,7 @@ describe("connection cap with workers", () => {
       }
       const records = JSON.parse(Bun.spawnSync(["bpftool", "-j", "map", "dump", "pinned", pinned("ep_reuse_listeners")]).stdout.toString()) as unknown[];
       expect(records).toHaveLength(3);
-    } finally {
-      for (const h of held) h.socket.end();
-      rmSync(dir, { recursive: true, force: true });
-    }
+    });
   }, 60_000);
 
   test("a worker below its cap puts its emptied position back within seconds", async () => {
