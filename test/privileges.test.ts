@@ -82,6 +82,20 @@ async function stopProcess(pid: number): Promise<void> {
 }
 
 
+
+/** Both workers hold `want`, and so does the one the supervisor starts after one is killed. */
+async function workersAndRestartHold(admin: string, want: ReturnType<typeof caps>): Promise<void> {
+  const pids = await workerPids(admin);
+  expect(pids).toHaveLength(2);
+  for (const pid of pids) expect(caps(pid)).toEqual(want);
+  process.kill(pids[0]!, "SIGKILL");
+  const again = await until("a restarted worker", async () => {
+    const now = await workerPids(admin);
+    return now.length === 2 && !now.includes(pids[0]!) ? now : undefined;
+  });
+  for (const pid of again) expect(caps(pid)).toEqual(want);
+}
+
 describe("capabilities once serving", () => {
   test("as root: a single serve keeps CAP_BPF only, nothing inheritable or ambient, and serves", async () => {
     const origin = echoOrigin("127.0.0.1");
@@ -113,16 +127,8 @@ describe("capabilities once serving", () => {
       f.servers.push(origin);
       f.ep = await EdgeproxyProcess.start(["--workers", "2", "--admin", admin, "--ports", "7000-7009", "--prefix", "192.0.2.0/24", "--origin", `127.0.0.1:${origin.port}`]);
       expect(caps(f.ep.pid)).toEqual({ eff: 0n, prm: 0n, inh: 0n, amb: 0n });
-      const pids = await workerPids(admin);
-      expect(pids).toHaveLength(2);
-      for (const pid of pids) expect(caps(pid)).toEqual({ eff: BPF, prm: BPF, inh: 0n, amb: 0n });
       // Root's exec gives a worker what a start needs although its supervisor holds none.
-      process.kill(pids[0]!, "SIGKILL");
-      const again = await until("a restarted worker", async () => {
-        const now = await workerPids(admin);
-        return now.length === 2 && !now.includes(pids[0]!) ? now : undefined;
-      });
-      for (const pid of again) expect(caps(pid)).toEqual({ eff: BPF, prm: BPF, inh: 0n, amb: 0n });
+      await workersAndRestartHold(admin, { eff: BPF, prm: BPF, inh: 0n, amb: 0n });
       await echoes(7001, 40);
     } finally {
       rmSync(dir, { recursive: true, force: true });
@@ -219,15 +225,7 @@ describe("file capabilities (setcap, as the container image does)", () => {
       const nobody = ["setpriv", `--reuid=${NOBODY}`, `--regid=${NOBODY}`, "--clear-groups", "--inh-caps=-all", binary];
       f.ep = await EdgeproxyProcess.start(["--workers", "2", "--admin", admin, "--ports", "7000-7009", "--prefix", "192.0.2.0/24", "--origin", `127.0.0.1:${origin.port}`], {}, nobody);
       expect(caps(f.ep.pid)).toEqual({ eff: 0n, prm: 0n, inh: 0n, amb: 0n });
-      const pids = await workerPids(admin);
-      expect(pids).toHaveLength(2);
-      for (const pid of pids) expect(caps(pid)).toEqual({ eff: BPF, prm: BPF, inh: 0n, amb: 0n });
-      process.kill(pids[0]!, "SIGKILL");
-      const again = await until("a restarted worker", async () => {
-        const now = await workerPids(admin);
-        return now.length === 2 && !now.includes(pids[0]!) ? now : undefined;
-      });
-      for (const pid of again) expect(caps(pid)).toEqual({ eff: BPF, prm: BPF, inh: 0n, amb: 0n });
+      await workersAndRestartHold(admin, { eff: BPF, prm: BPF, inh: 0n, amb: 0n });
       await echoes(7006, 40);
     } finally {
       rmSync(dir, { recursive: true, force: true });
