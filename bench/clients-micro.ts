@@ -1,6 +1,7 @@
 // Microbenchmark: ns per busiest-clients update (src/proxy/clients.ts), what
 // the pipeline adds per accepted connection: a tracked address (a hit), an
-// untracked one (Space-Saving's replace: a scan of the counters), and Bun's
+// untracked one (Space-Saving's replace: a scan of the counters), the bytes
+// added at close, and Bun's
 // remoteAddress getter the pipeline reads the address with (on a real
 // loopback socket). Also the heap a million hits leave (none expected).
 // Run: bun bench/clients-micro.ts [N]
@@ -31,6 +32,8 @@ const t3 = new ClientTracker(clock);
 bench("miss: every address new (replace the least counted)", N, (i) => t3.seen(distinct[i & 0xffff]!));
 const t4 = new ClientTracker(clock);
 bench("mixed: 1 in 5 from one address, the rest new", N, (i) => t4.seen(i % 5 === 0 ? few[0]! : distinct[i & 0xffff]!));
+
+bench(`close: bytes to a tracked address (of ${CLIENT_COUNTERS})`, N, (i) => t2.closed(full[i & (CLIENT_COUNTERS - 1)]!, 1500));
 
 // Heap after a million hits: no allocation per tracked address.
 const t5 = new ClientTracker(clock);

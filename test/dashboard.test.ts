@@ -107,12 +107,13 @@ describe("dashboard", () => {
       expect(svc.totals.connections).toBe(N);
       expect(svc.bindings).toEqual(["tcp 192.0.2.0/24 7000-7009"]);
       expect(svc.origins).toEqual([{ origin: `127.0.0.1:${origin.port}`, healthy: true, up: 1, endpoints: 1, active: 0 }]);
-      // Both workers' counts added up per address (fewer addresses than counters: exact), busiest first.
+      // Both workers' counts added up per address (fewer addresses than counters: exact), busiest first;
+      // bytes both ways of the connections that closed (the broken service's clients sent none).
       expect(v.clients.available).toBe(true);
       expect(v.clients.top).toEqual([
-        { address: A, connections: FROM_A, refused: 0, error: 0 },
-        { address: B, connections: N - FROM_A, refused: 0, error: 0 },
-        { address: "192.0.2.1", connections: M, refused: 0, error: 0 },
+        { address: A, connections: FROM_A, refused: 0, error: 0, bytes: FROM_A * 2 * PAYLOAD.length },
+        { address: B, connections: N - FROM_A, refused: 0, error: 0, bytes: (N - FROM_A) * 2 * PAYLOAD.length },
+        { address: "192.0.2.1", connections: M, refused: 0, error: 0, bytes: 0 },
       ]);
       expect(v.clients.note).toContain("each of 2 workers");
 
@@ -130,7 +131,7 @@ describe("dashboard", () => {
       expect(top.stdout).toContain(`127.0.0.1:${origin.port}`);
       expect(top.stdout).toMatch(new RegExp(`^broken\\s+tcp\\s+0\\s+\\S+\\s+\\S+\\s+\\S+\\s+${M}\\s+`, "m"));
       expect(top.stdout).not.toContain("\x1b");
-      expect(top.stdout).toMatch(new RegExp(`^CLIENT\\s+CONNECTIONS.*\n${A.replaceAll(".", "\\.")}\\s+${FROM_A}\\s*\n${B.replaceAll(".", "\\.")}\\s+${N - FROM_A}\\s*\n192\\.0\\.2\\.1\\s+${M}\\s*$`, "m"));
+      expect(top.stdout).toMatch(new RegExp(`^CLIENT\\s+CONNECTIONS.*\n${A.replaceAll(".", "\\.")}\\s+${FROM_A}\\s+56\\.0kB\n${B.replaceAll(".", "\\.")}\\s+${N - FROM_A}\\s+24\\.0kB\n192\\.0\\.2\\.1\\s+${M}\\s+0B$`, "m"));
       // Without --once, stdout not a terminal: one snapshot as well (no escapes, it exits).
       const piped = await runEdgeproxy(["top", "--admin", admin]);
       expect(piped.code).toBe(0);
@@ -203,6 +204,7 @@ describe("dashboard", () => {
       expect(dom).toContain("<th>client address</th>");
       const rows = [...dom.matchAll(/<tr><td>(192\.0\.2\.\d+)<\/td><td class="n">(\d+)<\/td>/g)].map((m) => [m[1], Number(m[2])]);
       expect(rows).toEqual([[A, FROM_A], [B, N - FROM_A], ["192.0.2.1", M]]);
+      expect(dom).toContain(`<td class="n">56.0kB</td>`);
       expect(dom).toContain("counted at accept by each of 2 workers");
       expect(dom).toContain('<span id="err"></span>');
       expect(dom).toContain(">-60 s</text>");

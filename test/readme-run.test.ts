@@ -215,7 +215,7 @@ const COMMANDS: Record<string, Step> = {
     run: (_, c) =>
       ok(c, (d) => {
         expect(d.stdout).toContain("CONN/S");
-        expect(d.stdout).toMatch(/^192\.0\.2\.7\s+1\s*$/m); // the busiest client: the one connection above
+        expect(d.stdout).toMatch(/^192\.0\.2\.7\s+1\s+12B$/m); // the busiest client: the one connection above, "hello\n" each way
       }),
   },
   "edgeproxy help serve": HELP_SERVE,

@@ -127,7 +127,7 @@ describe("status", () => {
       expect(out).toMatch(/^ext\s+tcp\s+198\.51\.100\.0\/24\s+9000-9001$/m);
       expect(out).toMatch(new RegExp(`^web\\s+127\\.0\\.0\\.1:${origin.port}\\s+healthy\\s+1/1\\s+2$`, "m"));
       expect(out).toMatch(/^web\s+127\.0\.0\.1:9\s+DOWN\s+0\/1\s+0$/m);
-      expect(out).toMatch(/^instance edge: busiest clients \(new connections, last \d+ s\):\nCLIENT\s+CONNECTIONS\s+±\s+REFUSED\n192\.0\.2\.1\s+6\s*\n[\da-f:]+\s+1\s*$/m);
+      expect(out).toMatch(/^instance edge: busiest clients \(new connections, last \d+ s\):\nCLIENT\s+CONNECTIONS\s+±\s+REFUSED\s+BYTES\n192\.0\.2\.1\s+6\s+1\.00kB\n[\da-f:]+\s+1\s+0B$/m);
 
       // One service.
       const one = await runEdgeproxy(["status", "web", "--json"]);

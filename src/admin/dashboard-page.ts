@@ -87,9 +87,9 @@ function render(v) {
       (o.healthy ? "healthy" : "down") + '</td><td class="n">' + o.up + "/" + o.endpoints + '</td><td class="n">' + o.active + '</td></tr>').join("")
     : '<tr><td class="note">no origin pools (external services, or built-in responders only)</td></tr>';
   const top = v.clients.top || [];
-  $("clients").innerHTML = top.length ? '<tr><th>client address</th><th class="n">connections</th><th class="n">±</th><th class="n">refused</th></tr>' +
+  $("clients").innerHTML = top.length ? '<tr><th>client address</th><th class="n">connections</th><th class="n">±</th><th class="n">refused</th><th class="n">bytes</th></tr>' +
     top.map((c) => '<tr><td>' + esc(c.address) + '</td><td class="n">' + c.connections + '</td><td class="n">' + (c.error ? c.error : "") +
-      '</td><td class="n">' + (c.refused ? c.refused : "") + '</td></tr>').join("")
+      '</td><td class="n">' + (c.refused ? c.refused : "") + '</td><td class="n">' + si(c.bytes || 0, "B") + '</td></tr>').join("")
     : v.clients.available ? '<tr><td class="note">no connections in the window</td></tr>' : "";
   $("clients-note").textContent = v.clients.note;
 }

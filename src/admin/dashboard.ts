@@ -204,7 +204,7 @@ export function clientsNote(c: ClientsSnapshot | undefined, workers: number): st
   if (!c) return "this edgeproxy does not track client addresses";
   return (
     `new tcp and http connections per client address over the last ${c.windowSeconds} s, counted at accept by ${workers > 1 ? `each of ${workers} workers` : "the process"} ` +
-    `(the ${c.counters} busiest addresses each; "±" is how much a count may be over: a newcomer inherits the count of the address it displaced). ` +
+    `(the ${c.counters} busiest addresses each; "±" is how much a count may be over: a newcomer inherits the count of the address it displaced; bytes, both ways, of its connections that closed in the window). ` +
     "Clients the kernel refused never reach accept and are counted per service, not per address: see errors by reason."
   );
 }

@@ -120,8 +120,8 @@ export function clientLines(c: DashboardView["clients"], rows: number): string[]
   return [
     `busiest clients (new connections, last ${c.windowSeconds} s):`,
     ...table(
-      ["CLIENT", "CONNECTIONS", "±", "REFUSED"],
-      c.top.slice(0, rows).map((x) => [x.address, String(x.connections), x.error ? String(x.error) : "", x.refused ? String(x.refused) : ""]),
+      ["CLIENT", "CONNECTIONS", "±", "REFUSED", "BYTES"],
+      c.top.slice(0, rows).map((x) => [x.address, String(x.connections), x.error ? String(x.error) : "", x.refused ? String(x.refused) : "", si(x.bytes ?? 0, "B")]),
     ),
   ];
 }

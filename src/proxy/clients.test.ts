@@ -12,14 +12,17 @@ describe("ClientTracker", () => {
     t.seen("2001:db8::1");
     t.refused("192.0.2.20");
     t.refused("198.51.100.1"); // not tracked: nothing
+    t.closed("::ffff:192.0.2.10", 300);
+    t.closed("::ffff:192.0.2.10", 200);
+    t.closed("198.51.100.1", 999); // not tracked: nothing
     c.now += 2_000;
     expect(t.snapshot()).toEqual({
       windowSeconds: 2,
       counters: 4,
       top: [
-        { address: "192.0.2.10", connections: 5, refused: 0, error: 0 },
-        { address: "192.0.2.20", connections: 3, refused: 1, error: 0 },
-        { address: "2001:db8::1", connections: 1, refused: 0, error: 0 },
+        { address: "192.0.2.10", connections: 5, refused: 0, error: 0, bytes: 500 },
+        { address: "192.0.2.20", connections: 3, refused: 1, error: 0, bytes: 0 },
+        { address: "2001:db8::1", connections: 1, refused: 0, error: 0, bytes: 0 },
       ],
     });
   });
@@ -51,7 +54,8 @@ describe("ClientTracker", () => {
     c.now = 10_500; // the first generation becomes the previous one
     t.seen("192.0.2.2");
     t.seen("192.0.2.2");
-    expect(t.snapshot().top.map((r) => [r.address, r.connections])).toEqual([["192.0.2.2", 2], ["192.0.2.1", 1]]);
+    t.closed("192.0.2.1", 70); // accepted in the previous generation: its bytes go there
+    expect(t.snapshot().top.map((r) => [r.address, r.connections, r.bytes])).toEqual([["192.0.2.2", 2, 0], ["192.0.2.1", 1, 70]]);
     c.now = 21_000; // rotated by the snapshot itself: 192.0.2.1's generation is dropped
     const s = t.snapshot();
     expect(s.top.map((r) => [r.address, r.connections])).toEqual([["192.0.2.2", 2]]);
@@ -61,14 +65,14 @@ describe("ClientTracker", () => {
   });
 
   test("mergeClients adds workers' counts per address, busiest first, longest window", () => {
-    const a = { windowSeconds: 30, counters: 64, top: [{ address: "192.0.2.1", connections: 5, refused: 1, error: 0 }, { address: "192.0.2.2", connections: 4, refused: 0, error: 0 }] };
-    const b = { windowSeconds: 40, counters: 64, top: [{ address: "192.0.2.2", connections: 3, refused: 0, error: 1 }] };
+    const a = { windowSeconds: 30, counters: 64, top: [{ address: "192.0.2.1", connections: 5, refused: 1, error: 0, bytes: 10 }, { address: "192.0.2.2", connections: 4, refused: 0, error: 0, bytes: 20 }] };
+    const b = { windowSeconds: 40, counters: 64, top: [{ address: "192.0.2.2", connections: 3, refused: 0, error: 1, bytes: 5 }] };
     expect(mergeClients([a, undefined, b])).toEqual({
       windowSeconds: 40,
       counters: 64,
       top: [
-        { address: "192.0.2.2", connections: 7, refused: 0, error: 1 },
-        { address: "192.0.2.1", connections: 5, refused: 1, error: 0 },
+        { address: "192.0.2.2", connections: 7, refused: 0, error: 1, bytes: 25 },
+        { address: "192.0.2.1", connections: 5, refused: 1, error: 0, bytes: 10 },
       ],
     });
     expect(mergeClients([undefined])).toBeUndefined();

@@ -23,6 +23,12 @@
  * per service, not per source (src/log/kernel.ts says why), so they are not
  * here. Refusals by this process's own admission check (per-client limits
  * at accept) are counted for tracked addresses.
+ *
+ * Bytes (both ways) are added when a connection closes, to its address if
+ * that is still tracked (in the current or the previous generation): the
+ * bytes of its connections that ended in the window, while it was listed.
+ * The ranking is by connections only (Space-Saving's guarantees are for
+ * the count it ranks by).
  */
 
 /** Addresses tracked per generation (per process: each worker has its own). */
@@ -39,6 +45,8 @@ export interface ClientCount {
   readonly connections: number;
   /** Of them, refused by this process's per-client limits. */
   readonly refused: number;
+  /** Bytes both ways of its connections that closed in the window while it was tracked. */
+  readonly bytes: number;
   /** How much `connections` may be over the truth (Space-Saving's overestimate; 0: exact). */
   readonly error: number;
 }
@@ -57,6 +65,7 @@ class Generation {
   readonly counts: Float64Array;
   readonly errors: Float64Array;
   readonly refused: Float64Array;
+  readonly bytes: Float64Array;
   readonly index = new Map<string, number>();
   size = 0;
 
@@ -68,6 +77,7 @@ class Generation {
     this.counts = new Float64Array(capacity);
     this.errors = new Float64Array(capacity);
     this.refused = new Float64Array(capacity);
+    this.bytes = new Float64Array(capacity);
   }
 
   clear(start: number): void {
@@ -75,6 +85,7 @@ class Generation {
     this.counts.fill(0);
     this.errors.fill(0);
     this.refused.fill(0);
+    this.bytes.fill(0);
     this.index.clear();
     this.size = 0;
     this.start = start;
@@ -102,12 +113,21 @@ class Generation {
     this.errors[m] = counts[m]!;
     counts[m]!++;
     this.refused[m] = 0;
+    this.bytes[m] = 0;
     this.index.set(address, m);
   }
 
   refuse(address: string): void {
     const i = this.index.get(address);
     if (i !== undefined) this.refused[i]!++;
+  }
+
+  /** Add `n` bytes to `address` if tracked here; false if not. */
+  addBytes(address: string, n: number): boolean {
+    const i = this.index.get(address);
+    if (i === undefined) return false;
+    this.bytes[i]! += n;
+    return true;
   }
 }
 
@@ -152,10 +172,15 @@ export class ClientTracker {
     this.current.refuse(address);
   }
 
+  /** A connection of `address` (as given to `seen`) closed after `n` bytes both ways. */
+  closed(address: string, n: number): void {
+    if (n > 0 && !this.current.addBytes(address, n)) this.previous.addBytes(address, n);
+  }
+
   snapshot(rows = CLIENT_ROWS): ClientsSnapshot {
     const now = this.clock.now;
     if (now >= this.rotateAt) this.rotate(now);
-    const all = new Map<string, { connections: number; refused: number; error: number }>();
+    const all = new Map<string, Counts>();
     for (const g of [this.previous, this.current]) {
       for (let i = 0; i < g.size; i++) {
         const address = plain(g.keys[i]!);
@@ -164,14 +189,17 @@ export class ClientTracker {
           have.connections += g.counts[i]!;
           have.refused += g.refused[i]!;
           have.error += g.errors[i]!;
-        } else all.set(address, { connections: g.counts[i]!, refused: g.refused[i]!, error: g.errors[i]! });
+          have.bytes += g.bytes[i]!;
+        } else all.set(address, { connections: g.counts[i]!, refused: g.refused[i]!, error: g.errors[i]!, bytes: g.bytes[i]! });
       }
     }
     return { windowSeconds: Math.max(0, Math.round((now - this.previous.start) / 1000)), counters: this.capacity, top: topOf(all, rows) };
   }
 }
 
-function topOf(all: Map<string, { connections: number; refused: number; error: number }>, rows: number): ClientCount[] {
+type Counts = { connections: number; refused: number; error: number; bytes: number };
+
+function topOf(all: Map<string, Counts>, rows: number): ClientCount[] {
   return [...all]
     .map(([address, c]) => ({ address, ...c }))
     .sort((a, b) => b.connections - a.connections || a.address.localeCompare(b.address))
@@ -188,7 +216,7 @@ function topOf(all: Map<string, { connections: number; refused: number; error: n
 export function mergeClients(snapshots: readonly (ClientsSnapshot | undefined)[], rows = CLIENT_ROWS): ClientsSnapshot | undefined {
   const present = snapshots.filter((s): s is ClientsSnapshot => s !== undefined);
   if (!present.length) return undefined;
-  const all = new Map<string, { connections: number; refused: number; error: number }>();
+  const all = new Map<string, Counts>();
   for (const s of present) {
     for (const c of s.top) {
       const have = all.get(c.address);
@@ -196,7 +224,8 @@ export function mergeClients(snapshots: readonly (ClientsSnapshot | undefined)[]
         have.connections += c.connections;
         have.refused += c.refused;
         have.error += c.error;
-      } else all.set(c.address, { connections: c.connections, refused: c.refused, error: c.error });
+        have.bytes += c.bytes;
+      } else all.set(c.address, { connections: c.connections, refused: c.refused, error: c.error, bytes: c.bytes });
     }
   }
   return { windowSeconds: Math.max(...present.map((s) => s.windowSeconds)), counters: present[0]!.counters, top: topOf(all, rows) };

@@ -46,6 +46,8 @@ export interface Session {
   clientClosed(error?: Error): void;
   /** The session's own deadlines (idle, origin, and http's head, keep-alive and body), once per clock tick. */
   sweep(now: number): void;
+  /** Bytes both ways so far (the busiest-clients tracker's, read at close); absent: not counted. */
+  bytes?(): number;
   /** Reset now (the service is shutting down). */
   abort(): void;
 }
@@ -107,6 +109,8 @@ class Conn {
   ends: Ends | undefined;
   /** The client admitClient admitted, to release at close. */
   admitted: Endpoint | undefined;
+  /** The address the busiest-clients tracker counted it under (its bytes go there at close). */
+  tracked: string | undefined;
   // Access log only (set when the log is on): when it was accepted, and why a stage ended it.
   startedAt = 0;
   event: string | undefined;
@@ -171,6 +175,7 @@ export class Pipeline {
           // Gone already (no address): `close` follows.
           if (tracked) o.clients.seen(tracked);
           else tracked = undefined;
+          c.tracked = tracked;
         }
         if (!balancer && c.ends && !this.admitClient(c, c.ends.client, "accept", tracked)) return this.reset(c);
         if (balancer) {
@@ -240,7 +245,7 @@ export class Pipeline {
     const named = r.ends !== c.ends;
     c.ends = r.ends;
     let tracked: string | undefined;
-    if (named && this.o.clients) this.o.clients.seen((tracked = formatAddress(r.ends.client.addr)));
+    if (named && this.o.clients) this.o.clients.seen((c.tracked = tracked = formatAddress(r.ends.client.addr)));
     if (named && !this.admitClient(c, r.ends.client, "proxy_header", tracked)) return this.reset(c);
     this.start(c, r.rest);
   }
@@ -267,7 +272,10 @@ export class Pipeline {
     this.o.admission.leave();
     if (c.admitted) this.o.releaseClient?.(c.admitted);
     c.admitted = undefined;
-    if (stage === Stage.Protocol) c.session!.clientClosed(error);
+    if (stage === Stage.Protocol) {
+      c.session!.clientClosed(error);
+      if (c.tracked !== undefined) this.o.clients!.closed(c.tracked, c.session!.bytes?.() ?? 0);
+    }
     // The peer closed mid-header.
     else if (stage === Stage.Header && c.header?.started) this.o.stats.proxyHeaderError("truncated");
     if (stage !== Stage.Protocol && this.o.log) this.logEnded(c, error);
