@@ -17,6 +17,10 @@ const CHROMIUM = Bun.which("chromium") ?? Bun.which("chromium-browser");
 
 const N = 40;
 const M = 5;
+// The busiest clients: N connections from two source addresses, A more than B; the broken service's M from 192.0.2.1.
+const A = "192.0.2.101";
+const B = "192.0.2.102";
+const FROM_A = 28;
 const PAYLOAD = "x".repeat(1000);
 
 /**
@@ -81,10 +85,10 @@ describe("dashboard", () => {
       const results = await pool(
         Array.from({ length: N }, (_, i) => i),
         8,
-        async (i) => text(await exchange("192.0.2.1", 7000 + (i % 10), PAYLOAD, 5000)) === PAYLOAD,
+        async (i) => text(await exchange("192.0.2.1", 7000 + (i % 10), PAYLOAD, 5000, i < FROM_A ? A : B)) === PAYLOAD,
       );
       expect(results.filter((ok) => !ok)).toHaveLength(0);
-      for (let i = 0; i < M; i++) expect((await exchange("192.0.2.1", 7100, "", 5000)).kind).not.toBe("data");
+      for (let i = 0; i < M; i++) expect((await exchange("192.0.2.1", 7100, "", 5000, "192.0.2.1")).kind).not.toBe("data");
       await Bun.sleep(2_500);
       const v = await dashboardJson(admin);
       expect(v.samples.length).toBeGreaterThanOrEqual(2);
@@ -103,7 +107,15 @@ describe("dashboard", () => {
       expect(svc.totals.connections).toBe(N);
       expect(svc.bindings).toEqual(["tcp 192.0.2.0/24 7000-7009"]);
       expect(svc.origins).toEqual([{ origin: `127.0.0.1:${origin.port}`, healthy: true, up: 1, endpoints: 1, active: 0 }]);
-      expect(v.clients.available).toBe(false);
+      // Both workers' counts added up per address (fewer addresses than counters: exact), busiest first;
+      // bytes both ways of the connections that closed (the broken service's clients sent none).
+      expect(v.clients.available).toBe(true);
+      expect(v.clients.top).toEqual([
+        { address: A, connections: FROM_A, refused: 0, error: 0, bytes: FROM_A * 2 * PAYLOAD.length },
+        { address: B, connections: N - FROM_A, refused: 0, error: 0, bytes: (N - FROM_A) * 2 * PAYLOAD.length },
+        { address: "192.0.2.1", connections: M, refused: 0, error: 0, bytes: 0 },
+      ]);
+      expect(v.clients.note).toContain("each of 2 workers");
 
       // The page: self-contained (no URL it would load), served without a token on the unix socket.
       const page = await (await fetch("http://localhost/", { unix: admin } as RequestInit)).text();
@@ -119,6 +131,7 @@ describe("dashboard", () => {
       expect(top.stdout).toContain(`127.0.0.1:${origin.port}`);
       expect(top.stdout).toMatch(new RegExp(`^broken\\s+tcp\\s+0\\s+\\S+\\s+\\S+\\s+\\S+\\s+${M}\\s+`, "m"));
       expect(top.stdout).not.toContain("\x1b");
+      expect(top.stdout).toMatch(new RegExp(`^CLIENT\\s+CONNECTIONS.*\n${A.replaceAll(".", "\\.")}\\s+${FROM_A}\\s+56\\.0kB\n${B.replaceAll(".", "\\.")}\\s+${N - FROM_A}\\s+24\\.0kB\n192\\.0\\.2\\.1\\s+${M}\\s+0B$`, "m"));
       // Without --once, stdout not a terminal: one snapshot as well (no escapes, it exits).
       const piped = await runEdgeproxy(["top", "--admin", admin]);
       expect(piped.code).toBe(0);
@@ -187,7 +200,12 @@ describe("dashboard", () => {
       expect(dom).toMatch(/<path d="M[\d.]+ [\d.]+L/);
       expect(dom).toContain("2 workers");
       expect(dom).toMatch(/<i style="background:#[0-9a-f]+"><\/i>origin<\/span>/);
-      expect(dom).toContain("keeps no per-client counters");
+      // The busiest clients' table, in order.
+      expect(dom).toContain("<th>client address</th>");
+      const rows = [...dom.matchAll(/<tr><td>(192\.0\.2\.\d+)<\/td><td class="n">(\d+)<\/td>/g)].map((m) => [m[1], Number(m[2])]);
+      expect(rows).toEqual([[A, FROM_A], [B, N - FROM_A], ["192.0.2.1", M]]);
+      expect(dom).toContain(`<td class="n">56.0kB</td>`);
+      expect(dom).toContain("counted at accept by each of 2 workers");
       expect(dom).toContain('<span id="err"></span>');
       expect(dom).toContain(">-60 s</text>");
 

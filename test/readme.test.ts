@@ -1,6 +1,4 @@
 import { expect, test } from "bun:test";
-import { readFileSync } from "node:fs";
-import { join } from "node:path";
 import { parseArgs, SERVE_FLAGS } from "../src/cli/args";
 import { completion } from "../src/cli/completion";
 import { CONTROL_COMMANDS, parseControl } from "../src/cli/control";
@@ -10,6 +8,7 @@ import { LIVE_COMMANDS, parseLive, type LiveCommand } from "../src/cli/live";
 import { ADMIN_FIELDS, BIND_FIELDS, parseConfig, SERVICE_FIELDS, TOP_FIELDS } from "../src/config/file";
 import { EJECT_FIELDS, HEALTH_FIELDS, ROUTE_FIELDS } from "../src/config/pool-file";
 import { fdBudget } from "../src/server/server";
+import { invocations, README, readmeBlocks } from "./helpers/readme";
 
 /*
  * The README's examples, checked with the project's own parsers, so they
@@ -22,97 +21,14 @@ import { fdBudget } from "../src/server/server";
  * A block preceded by `<!-- fragment ... -->` (toml) is only syntax- and
  * key-checked; one preceded by `<!-- synopsis ... -->` (sh, with placeholders)
  * is skipped. Both are counted, so a new marker is a deliberate change here.
+ * test/readme-run.test.ts runs the command lines in a network namespace.
  */
 
-const README = readFileSync(join(import.meta.dir, "..", "README.md"), "utf8");
-/** Debian's default soft RLIMIT_NOFILE: what an operator who copies the example has. */
-const DEFAULT_NOFILE = 1024;
-
-interface Block {
-  readonly lang: string;
-  readonly line: number;
-  readonly text: string;
-  readonly marker?: string;
-}
-
-function blocks(md: string): Block[] {
-  const lines = md.split("\n");
-  const out: Block[] = [];
-  for (let i = 0; i < lines.length; i++) {
-    const open = /^```(\w*)\s*$/.exec(lines[i]!);
-    if (!open) continue;
-    const start = i;
-    const body: string[] = [];
-    for (i++; i < lines.length && !/^```\s*$/.test(lines[i]!); i++) body.push(lines[i]!);
-    const prev = lines.slice(0, start).reverse().find((l) => l.trim() !== "");
-    const marker = prev ? /^<!--\s*(\w+)/.exec(prev.trim())?.[1] : undefined;
-    out.push({ lang: open[1]!, line: start + 1, text: body.join("\n"), ...(marker ? { marker } : {}) });
-  }
-  return out;
-}
-
-const all = blocks(README);
+const all = readmeBlocks();
 const toml = all.filter((b) => b.lang === "toml");
 const sh = all.filter((b) => b.lang === "sh");
-
-/** Split a shell line into words: '…' and "…" quoting, # comments, and command separators (&&, ||, ;, |) as their own words. */
-function shellWords(line: string): string[] {
-  const words: string[] = [];
-  let cur: string | undefined;
-  for (let i = 0; i < line.length; i++) {
-    const c = line[i]!;
-    if (c === "'" || c === '"') {
-      const end = line.indexOf(c, i + 1);
-      if (end < 0) throw new Error(`unterminated quote in: ${line}`);
-      cur = (cur ?? "") + line.slice(i + 1, end);
-      i = end;
-    } else if (c === " " || c === "\t") {
-      if (cur !== undefined) words.push(cur);
-      cur = undefined;
-    } else if (c === "#" && cur === undefined) {
-      break;
-    } else if (c === "&" || c === "|" || c === ";" || c === ">" || c === "<") {
-      if (cur !== undefined) words.push(cur);
-      cur = undefined;
-      const two = line.slice(i, i + 2);
-      const op = two === "&&" || two === "||" ? two : c;
-      words.push(op);
-      i += op.length - 1;
-    } else {
-      cur = (cur ?? "") + c;
-    }
-  }
-  if (cur !== undefined) words.push(cur);
-  return words;
-}
-
-const SEPARATORS = new Set(["&&", "||", ";", "|", "&"]);
-
-/** Every edgeproxy invocation of a block (its arguments), with the README line it starts on. */
-function invocations(b: Block): { line: number; args: string[] }[] {
-  const out: { line: number; args: string[] }[] = [];
-  const lines = b.text.split("\n");
-  for (let i = 0; i < lines.length; i++) {
-    const first = i;
-    let text = lines[i]!;
-    while (/\\\s*$/.test(text) && i + 1 < lines.length) text = text.replace(/\\\s*$/, " ") + lines[++i]!;
-    const words = shellWords(text);
-    // Commands: runs of words between separators; a redirection ends a command's arguments.
-    let cmd: string[] = [];
-    const flush = () => {
-      const redirect = cmd.findIndex((w) => w === ">" || w === "<");
-      const argv = redirect < 0 ? cmd : cmd.slice(0, redirect);
-      if (argv[0] === "edgeproxy" || argv[0] === "./edgeproxy") out.push({ line: b.line + 1 + first, args: argv.slice(1) });
-      cmd = [];
-    };
-    for (const w of words) {
-      if (SEPARATORS.has(w)) flush();
-      else cmd.push(w);
-    }
-    flush();
-  }
-  return out;
-}
+/** Debian's default soft RLIMIT_NOFILE: what an operator who copies the example has. */
+const DEFAULT_NOFILE = 1024;
 
 /** Parse a command line as src/cli/main.ts does, without running it. */
 function parseCommandLine(args: readonly string[]): void {

@@ -40,6 +40,7 @@ interface StatusJson {
   unmatchedLookups: unknown;
   instances: { name: string; live: boolean; services: string[] }[];
   answering: { instance: string }[];
+  clients: Record<string, { available: boolean; top: { address: string; connections: number }[] }>;
 }
 
 describe("status", () => {
@@ -112,6 +113,8 @@ describe("status", () => {
       // The serves answering, and the instances the pins record (ext is no instance's: bound by hand).
       expect(json.answering.map((i) => i.instance)).toEqual(["edge"]);
       expect(json.instances.map((i) => [i.name, i.live, i.services])).toEqual([["edge", true, ["web"]]]);
+      // The instance's busiest clients (both workers' counts): 5 exchanges and one held connection from 192.0.2.1, one over IPv6 (from the source address the kernel picks).
+      expect(json.clients.edge!.top.map((c) => [c.address, c.connections])).toEqual([["192.0.2.1", 6], [expect.stringContaining(":"), 1]]);
 
       // The table: bindings with prefixes and ports, origins with health, open connections.
       const human = await runEdgeproxy(["status"]);
@@ -124,6 +127,7 @@ describe("status", () => {
       expect(out).toMatch(/^ext\s+tcp\s+198\.51\.100\.0\/24\s+9000-9001$/m);
       expect(out).toMatch(new RegExp(`^web\\s+127\\.0\\.0\\.1:${origin.port}\\s+healthy\\s+1/1\\s+2$`, "m"));
       expect(out).toMatch(/^web\s+127\.0\.0\.1:9\s+DOWN\s+0\/1\s+0$/m);
+      expect(out).toMatch(/^instance edge: busiest clients \(new connections, last \d+ s\):\nCLIENT\s+CONNECTIONS\s+±\s+REFUSED\s+BYTES\n192\.0\.2\.1\s+6\s+1\.00kB\n[\da-f:]+\s+1\s+0B$/m);
 
       // One service.
       const one = await runEdgeproxy(["status", "web", "--json"]);
@@ -131,6 +135,7 @@ describe("status", () => {
       expect((JSON.parse(one.stdout) as StatusJson).services.map((s) => s.name)).toEqual(["web"]);
       const oneHuman = await runEdgeproxy(["status", "ext"]);
       expect(oneHuman.stdout).not.toMatch(/^web\s/m);
+      expect(oneHuman.stdout).not.toContain("busiest clients"); // instance-wide: not a service's
       expect(oneHuman.stdout).toMatch(/^ext\s+tcp\s+198\.51\.100\.0\/24/m);
       for (const [args, pattern] of [
         [["status", "nope"], /^edgeproxy: status nope: no such service \(see edgeproxy status\)\n$/],

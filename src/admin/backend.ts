@@ -2,6 +2,7 @@ import type { Mode } from "../config/service";
 import type { OriginStatus } from "../origin/pool";
 import type { HttpStatsSnapshot } from "../proxy/http/stats";
 import type { DatagramStats } from "../proxy/udp/stats";
+import type { ClientsSnapshot } from "../proxy/clients";
 
 /** Kernel-side counters of one service (struct ep_service_counters, summed over CPUs). */
 export interface KernelCounters {
@@ -116,6 +117,8 @@ export interface StatusSnapshot {
   };
   /** This process's access log counters (src/log/access.ts); absent from snapshots made elsewhere. */
   readonly accessLog?: { readonly lines: number; readonly dropped: number; readonly writeErrors: number; readonly sampledOut: number };
+  /** This process's busiest client addresses (src/proxy/clients.ts); absent from snapshots made elsewhere. */
+  readonly clients?: ClientsSnapshot;
 }
 
 /** GET /instance: who answers on this admin socket (what control commands find instances by). */

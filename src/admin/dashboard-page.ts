@@ -86,7 +86,12 @@ function render(v) {
     origins.map(([n, o]) => '<tr><td>' + esc(n) + '</td><td>' + esc(o.origin) + '</td><td class="' + (o.healthy ? "up" : "down") + '">' +
       (o.healthy ? "healthy" : "down") + '</td><td class="n">' + o.up + "/" + o.endpoints + '</td><td class="n">' + o.active + '</td></tr>').join("")
     : '<tr><td class="note">no origin pools (external services, or built-in responders only)</td></tr>';
-  $("clients").textContent = v.clients.available ? "" : v.clients.note;
+  const top = v.clients.top || [];
+  $("clients").innerHTML = top.length ? '<tr><th>client address</th><th class="n">connections</th><th class="n">±</th><th class="n">refused</th><th class="n">bytes</th></tr>' +
+    top.map((c) => '<tr><td>' + esc(c.address) + '</td><td class="n">' + c.connections + '</td><td class="n">' + (c.error ? c.error : "") +
+      '</td><td class="n">' + (c.refused ? c.refused : "") + '</td><td class="n">' + si(c.bytes || 0, "B") + '</td></tr>').join("")
+    : v.clients.available ? '<tr><td class="note">no connections in the window</td></tr>' : "";
+  $("clients-note").textContent = v.clients.note;
 }
 // The samples held here: each poll asks only for the ones after the last (?since=), and the window's worth is kept.
 let held = [], pid = 0;
@@ -117,7 +122,7 @@ export const DASHBOARD_HTML = `<!doctype html>
 <section><h2>Bytes per second</h2><div id="c-bytes"></div></section>
 <section><h2>Errors per second, by reason</h2><div id="c-err"></div></section>
 <section><h2>Origins</h2><table id="origins"></table></section>
-<section class="wide"><h2>Busiest clients</h2><div id="clients" class="note"></div></section>
+<section class="wide"><h2>Busiest clients</h2><table id="clients"></table><div id="clients-note" class="note"></div></section>
 </main><script>${SCRIPT}</script></body></html>
 `;
 

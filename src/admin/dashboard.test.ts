@@ -57,6 +57,26 @@ describe("readStatus", () => {
     expect(a.services[0]!.totals.connections).toBe(7);
     expect(mergeReadings([], 1)).toBeUndefined();
   });
+
+  test("the busiest clients: workers' lists added up per address; the view lists them, top prints them", async () => {
+    const top = (rows: [string, number][]) => ({ windowSeconds: 60, counters: 64, top: rows.map(([address, connections]) => ({ address, connections, refused: 0, error: 0, bytes: 1500 * connections })) });
+    const a = readStatus({ ...sampleStatus(), clients: top([["192.0.2.1", 5], ["192.0.2.2", 1]]) });
+    const b = readStatus({ ...sampleStatus(), clients: top([["192.0.2.2", 7]]) }, false);
+    const m = mergeReadings([a, b], 99)!;
+    expect(m.clients!.top.map((c) => [c.address, c.connections])).toEqual([["192.0.2.2", 8], ["192.0.2.1", 5]]);
+    const sampler = new DashboardSampler(() => m);
+    await sampler.sample();
+    const v = sampler.view();
+    expect(v.clients.available).toBe(true);
+    expect(v.clients.top).toEqual(m.clients!.top);
+    expect(v.clients.note).toContain("each of 2 workers");
+    expect(renderTop(v)).toMatch(/^busiest clients \(new connections, last 60 s\):\nCLIENT\s+CONNECTIONS\s+±\s+REFUSED\s+BYTES\n192\.0\.2\.2\s+8\s+12\.0kB\n192\.0\.2\.1\s+5\s+7\.50kB$/m);
+    // A process without the tracker (an older worker): said so, not an empty list.
+    const old = new DashboardSampler(() => readStatus(sampleStatus()));
+    await old.sample();
+    expect(old.view().clients).toEqual({ available: false, note: "this edgeproxy does not track client addresses" });
+    expect(renderTop(old.view())).toContain("busiest clients: unavailable");
+  });
 });
 
 describe("DashboardSampler", () => {

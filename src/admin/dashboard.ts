@@ -1,12 +1,14 @@
 /*
  * The live view's data: GET /dashboard.json. A sampler reads the counters a
  * status snapshot already has once a second into a bounded ring (600 samples,
- * 10 minutes) and answers with per-second rates: nothing is counted twice and
- * nothing per client is tracked. It runs only while someone looks: the first
+ * 10 minutes) and answers with per-second rates: nothing is counted twice.
+ * The busiest clients are the status's too (a bounded tracker updated at
+ * accept, src/proxy/clients.ts), shown as the latest reading has them. It runs only while someone looks: the first
  * request starts it, and it stops after DASHBOARD_IDLE_MS without one, so an
  * instance nobody watches pays nothing.
  */
 import type { StatusSnapshot } from "./backend";
+import { CLIENT_ROWS, mergeClients, type ClientCount, type ClientsSnapshot } from "../proxy/clients";
 
 /** One sample a second, ten minutes of them. */
 export const DASHBOARD_INTERVAL_MS = 1_000;
@@ -55,6 +57,8 @@ export interface Reading {
   readonly services: readonly ServiceReading[];
   /** Instance-wide: every service, and the cap's refusals. */
   readonly totals: Totals;
+  /** The busiest client addresses (summed over workers); absent from a process without the tracker. */
+  readonly clients?: ClientsSnapshot;
 }
 
 // A counter as the status has it: a number, a kernel bigint, or (status JSON, a worker's answer) its decimal string.
@@ -123,7 +127,7 @@ export function readStatus(s: StatusLike, kernel = true): Reading {
     };
   });
   totals.errors.cap = n(s.capacity?.refused);
-  return { version: s.version, pid: s.pid, workers: 1, services, totals };
+  return { version: s.version, pid: s.pid, workers: 1, services, totals, ...(s.clients ? { clients: s.clients } : {}) };
 }
 
 /**
@@ -152,7 +156,11 @@ export function mergeReadings(readings: readonly Reading[], pid: number): Readin
       });
     }
   }
-  return { version: first.version, pid, workers: readings.length, services: [...byName.values()], totals };
+  const clients = mergeClients(
+    readings.map((r) => r.clients),
+    Math.max(0, ...readings.map((r) => r.clients?.top.length ?? 0)),
+  );
+  return { version: first.version, pid, workers: readings.length, services: [...byName.values()], totals, ...(clients ? { clients } : {}) };
 }
 
 /** Per-second rates over one interval. */
@@ -181,12 +189,25 @@ export interface DashboardView {
   /** Oldest first; at most DASHBOARD_SAMPLES - 1 (those after ?since= when given). */
   readonly samples: readonly RatePoint[];
   readonly services: readonly (Omit<ServiceReading, "totals"> & { totals: Totals; rates: Rates })[];
-  /** Per-client figures are not kept: the page says so. */
-  readonly clients: { readonly available: false; readonly note: string };
+  /** The busiest client addresses by new connections (at most CLIENT_ROWS), and what the figures mean. */
+  readonly clients: {
+    readonly available: boolean;
+    readonly note: string;
+    /** How long the counts cover, seconds. */
+    readonly windowSeconds?: number;
+    readonly top?: readonly ClientCount[];
+  };
 }
 
-export const CLIENTS_NOTE =
-  "edgeproxy keeps no per-client counters (a tracker of every address would be a resource clients control); per-client limits are enforced in the kernel without a list to show.";
+/** What the busiest-clients figures are, and are not (the page and `top` show it). */
+export function clientsNote(c: ClientsSnapshot | undefined, workers: number): string {
+  if (!c) return "this edgeproxy does not track client addresses";
+  return (
+    `new tcp and http connections per client address over the last ${c.windowSeconds} s, counted at accept by ${workers > 1 ? `each of ${workers} workers` : "the process"} ` +
+    `(the ${c.counters} busiest addresses each; "±" is how much a count may be over: a newcomer inherits the count of the address it displaced; bytes, both ways, of its connections that closed in the window). ` +
+    "Clients the kernel refused never reach accept and are counted per service, not per address: see errors by reason."
+  );
+}
 
 // Counters only grow, but a worker that restarted counts from zero again: a drop is no traffic, not negative traffic.
 function rates(a: Totals, b: Totals, dt: number): Rates {
@@ -286,7 +307,9 @@ export class DashboardSampler {
       reasons: ERROR_REASONS,
       samples,
       services,
-      clients: { available: false, note: CLIENTS_NOTE },
+      clients: last?.clients
+        ? { available: true, note: clientsNote(last.clients, last.workers), windowSeconds: last.clients.windowSeconds, top: last.clients.top.slice(0, CLIENT_ROWS) }
+        : { available: false, note: clientsNote(undefined, 0) },
     };
   }
 }

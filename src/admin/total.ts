@@ -4,6 +4,7 @@
 // with one series per worker, so that /status and /metrics agree.
 import type { OriginStatus } from "../origin/pool";
 import type { ServiceSnapshot, StatusSnapshot } from "./backend";
+import { CLIENT_COUNTERS, mergeClients } from "../proxy/clients";
 
 // What is the same in every worker (one dispatcher, one config) is taken
 // from the first: names, ids, bindings, registered sockets, kernel counters.
@@ -80,7 +81,8 @@ function addService(a: ServiceSnapshot, b: ServiceSnapshot | undefined): Service
 export function totalStatus(statuses: readonly StatusSnapshot[]): StatusSnapshot {
   const [first, ...rest] = statuses;
   if (!first) throw new Error("totalStatus: no status to add up");
-  return rest.reduce<StatusSnapshot>(
+  const clients = mergeClients(statuses.map((s) => s.clients), 2 * CLIENT_COUNTERS);
+  const total = rest.reduce<StatusSnapshot>(
     (total, s) => ({
       ...total,
       // The instance is steered only if every worker is: the first worker's reason why not.
@@ -94,4 +96,5 @@ export function totalStatus(statuses: readonly StatusSnapshot[]): StatusSnapshot
     }),
     first,
   );
+  return clients ? { ...total, clients } : total;
 }

@@ -115,13 +115,15 @@ export interface StatusView {
   readonly services?: readonly string[];
   /** By service name, from the live instances that run them. */
   readonly readings: ReadonlyMap<string, LiveService>;
+  /** By instance name: its busiest client addresses (instance-wide, not per service). */
+  readonly clients: ReadonlyMap<string, DashboardView["clients"]>;
 }
 
 export async function statusView(instance: string | undefined): Promise<StatusView> {
   const dir = runDir();
   if (instance === undefined) {
     const live = await liveInstances(dir);
-    return { dir, live, readings: await readings(live) };
+    return { dir, live, ...(await readings(live)) };
   }
   const picked = await pickInstance("status", { instance }, "config");
   let services: string[];
@@ -132,14 +134,14 @@ export async function statusView(instance: string | undefined): Promise<StatusVi
   } catch (e) {
     throw new EdgeError("status", `instance ${instance} (${picked.socket}) did not answer GET /status: ${(e as Error).message}`, "internal");
   }
-  return { dir, live: [picked.instance!], services, readings: await readings([picked.instance!]) };
+  return { dir, live: [picked.instance!], services, ...(await readings([picked.instance!])) };
 }
 
 // The dashboard samples once a second (src/admin/dashboard.ts); a sampler that was idle has one reading after the first ask.
 const SECOND_READING_MS = 1_200;
 
 /** Each live instance's services with open connections, origins and rates (GET /dashboard.json); an instance that does not answer adds none. */
-async function readings(live: readonly LiveInstance[]): Promise<Map<string, LiveService>> {
+async function readings(live: readonly LiveInstance[]): Promise<Pick<StatusView, "readings" | "clients">> {
   const views = await Promise.all(
     live.map(async (i) => {
       let view = await dashboard(i.socket);
@@ -151,14 +153,16 @@ async function readings(live: readonly LiveInstance[]): Promise<Map<string, Live
     }),
   );
   const out = new Map<string, LiveService>();
+  const clients = new Map<string, DashboardView["clients"]>();
   for (const { instance, view } of views) {
+    if (view?.clients) clients.set(instance, view.clients);
     for (const s of view?.services ?? []) {
       // Without a mode: a service the instance does not run (another process's, on the same dispatcher).
       if (s.mode === undefined) continue;
       out.set(s.name, { instance, mode: s.mode, open: s.active, origins: s.origins, ...(view!.samples.length ? { rates: s.rates } : {}) });
     }
   }
-  return out;
+  return { readings: out, clients };
 }
 
 async function dashboard(socket: string): Promise<DashboardView | undefined> {

@@ -109,7 +109,21 @@ export function renderTop(v: DashboardView): string {
     lines.push("");
     lines.push(...table(["SERVICE", "ORIGIN", "HEALTH", "ENDPOINTS UP", "OPEN"], origins));
   }
+  lines.push("", ...clientLines(v.clients, 10));
   return lines.join("\n") + "\n";
+}
+
+/** The busiest clients, at most `rows` of them, under a heading that says over what window. */
+export function clientLines(c: DashboardView["clients"], rows: number): string[] {
+  if (!c.available || !c.top) return [`busiest clients: unavailable (${c.note})`];
+  if (!c.top.length) return [`busiest clients: no connections in the last ${c.windowSeconds} s`];
+  return [
+    `busiest clients (new connections, last ${c.windowSeconds} s):`,
+    ...table(
+      ["CLIENT", "CONNECTIONS", "±", "REFUSED", "BYTES"],
+      c.top.slice(0, rows).map((x) => [x.address, String(x.connections), x.error ? String(x.error) : "", x.refused ? String(x.refused) : "", si(x.bytes ?? 0, "B")]),
+    ),
+  ];
 }
 
 async function top(socket: string, once: boolean, print: Print): Promise<number> {

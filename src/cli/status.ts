@@ -14,6 +14,7 @@ import type { Registry } from "../dispatcher/registry";
 import { ConfigError } from "../errors";
 import type { StatusView } from "./instances";
 import { table } from "./table";
+import { clientLines } from "./live";
 
 type Emit = (human: string[], json: unknown) => void;
 
@@ -113,6 +114,8 @@ export function status(reg: Registry, pinned: Pinned, records: readonly Instance
       ? ["", ...table(["INSTANCE", "PID", "LIVE", "SERVICES", "CONFIG", "ADMIN"], instances.map((i) => [i.name, String(i.pid), i.live ? "yes" : "no", i.services.join(",") || "-", i.config || "-", i.admin || "-"]))]
       : []),
     ...(view ? instanceLines(view) : []),
+    // Instance-wide figures: shown when no service was asked for.
+    ...(view && only === undefined ? [...view.clients].flatMap(([name, c]) => ["", ...clientLines(c, 5).map((l, i) => (i === 0 ? `instance ${name}: ${l}` : l))]) : []),
   ];
   emit(human, {
     loaded: true,
@@ -122,7 +125,7 @@ export function status(reg: Registry, pinned: Pinned, records: readonly Instance
     services,
     unmatchedLookups: unmatched,
     instances,
-    ...(view ? { answering: view.live } : {}),
+    ...(view ? { answering: view.live, clients: Object.fromEntries(view.clients) } : {}),
   });
   return 0;
 }

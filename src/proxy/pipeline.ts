@@ -1,5 +1,5 @@
 import type { Socket, TCPSocketListener } from "bun";
-import type { Family, Prefix } from "../config/address";
+import { formatAddress, type Family, type Prefix } from "../config/address";
 import type { Deadlines } from "../config/deadlines";
 import { serviceFamilies, type ServiceConfig } from "../config/service";
 import { EdgeError } from "../errors";
@@ -11,6 +11,7 @@ import { HeaderReader, mustSendHeader, socketEnds, type Ends } from "./inbound";
 import { LISTEN_ADDRESS, listenerSocket, type ServiceSocket } from "./service";
 import type { ServiceStats } from "./stats";
 import { formatEndpoint, joinHostPort, type ServiceLog } from "../log/access";
+import type { ClientTracker } from "./clients";
 
 /*
  * The one client pipeline of tcp and http services. Every accepted
@@ -45,6 +46,8 @@ export interface Session {
   clientClosed(error?: Error): void;
   /** The session's own deadlines (idle, origin, and http's head, keep-alive and body), once per clock tick. */
   sweep(now: number): void;
+  /** Bytes both ways so far (the busiest-clients tracker's, read at close); absent: not counted. */
+  bytes?(): number;
   /** Reset now (the service is shutting down). */
   abort(): void;
 }
@@ -81,6 +84,8 @@ export interface PipelineOptions {
   readonly releaseClient?: (client: Endpoint) => void;
   /** The service's access log (absent: off): the pipeline logs connections that end before the protocol starts. */
   readonly log?: ServiceLog;
+  /** The process's busiest-clients tracker (proxy/clients.ts): every accepted client counted once, by address. */
+  readonly clients?: ClientTracker;
 }
 
 const enum Stage {
@@ -104,6 +109,8 @@ class Conn {
   ends: Ends | undefined;
   /** The client admitClient admitted, to release at close. */
   admitted: Endpoint | undefined;
+  /** The address the busiest-clients tracker counted it under (its bytes go there at close). */
+  tracked: string | undefined;
   // Access log only (set when the log is on): when it was accepted, and why a stage ended it.
   startedAt = 0;
   event: string | undefined;
@@ -129,9 +136,10 @@ export class Pipeline {
   }
 
   /** The one place a client is admitted by address (see PipelineOptions.admitClient); `closed` releases it. */
-  private admitClient(c: Conn, client: Endpoint, when: "accept" | "proxy_header"): boolean {
+  private admitClient(c: Conn, client: Endpoint, when: "accept" | "proxy_header", tracked: string | undefined): boolean {
     if (!this.o.admitClient) return true;
     if (!this.o.admitClient(client, when)) {
+      if (tracked !== undefined) this.o.clients!.refused(tracked);
       if (this.o.log) this.cause(c, "limited", "source_limit");
       return false;
     }
@@ -161,7 +169,15 @@ export class Pipeline {
         }
         const balancer = o.acceptProxy.length > 0 && mustSendHeader(o.acceptProxy, c.ends!.client);
         // The peer is the client unless it is a trusted load balancer, whose header names the client.
-        if (!balancer && c.ends && !this.admitClient(c, c.ends.client, "accept")) return this.reset(c);
+        let tracked: string | undefined;
+        if (o.clients && !balancer) {
+          tracked = s.remoteAddress;
+          // Gone already (no address): `close` follows.
+          if (tracked) o.clients.seen(tracked);
+          else tracked = undefined;
+          c.tracked = tracked;
+        }
+        if (!balancer && c.ends && !this.admitClient(c, c.ends.client, "accept", tracked)) return this.reset(c);
         if (balancer) {
           c.stage = Stage.Header;
           c.header = new HeaderReader();
@@ -228,7 +244,9 @@ export class Pipeline {
     // UNKNOWN and LOCAL hand back the socket's own ends (inbound.ts): the balancer itself, no client to admit.
     const named = r.ends !== c.ends;
     c.ends = r.ends;
-    if (named && !this.admitClient(c, r.ends.client, "proxy_header")) return this.reset(c);
+    let tracked: string | undefined;
+    if (named && this.o.clients) this.o.clients.seen((c.tracked = tracked = formatAddress(r.ends.client.addr)));
+    if (named && !this.admitClient(c, r.ends.client, "proxy_header", tracked)) return this.reset(c);
     this.start(c, r.rest);
   }
 
@@ -254,7 +272,10 @@ export class Pipeline {
     this.o.admission.leave();
     if (c.admitted) this.o.releaseClient?.(c.admitted);
     c.admitted = undefined;
-    if (stage === Stage.Protocol) c.session!.clientClosed(error);
+    if (stage === Stage.Protocol) {
+      c.session!.clientClosed(error);
+      if (c.tracked !== undefined) this.o.clients!.closed(c.tracked, c.session!.bytes?.() ?? 0);
+    }
     // The peer closed mid-header.
     else if (stage === Stage.Header && c.header?.started) this.o.stats.proxyHeaderError("truncated");
     if (stage !== Stage.Protocol && this.o.log) this.logEnded(c, error);

@@ -185,6 +185,10 @@ export class Relay implements Session {
     this.sideClosed("client", error);
   }
 
+  bytes(): number {
+    return this.bytesIn + this.bytesOut;
+  }
+
   fromClient(chunk: Uint8Array): void {
     this.lastActive = this.options.clock.now;
     this.options.stats.bytesFromClients += chunk.length;

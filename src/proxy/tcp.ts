@@ -14,6 +14,7 @@ import type { DataPlaneService, ServiceSocket } from "./service";
 import { ServiceStats } from "./stats";
 import type { SourceLimit } from "./sourcelimit";
 import { serviceLog, type ServiceLog } from "../log/access";
+import type { ClientTracker } from "./clients";
 
 /** A tcp-mode service: one listener per address family, every steered connection relayed to the origin. */
 export class TcpService implements DataPlaneService {
@@ -34,11 +35,13 @@ export class TcpService implements DataPlaneService {
     readonly pool?: OriginPool,
     /** Per-client limits (source_connections, source_rate), checked by the pipeline's admission; absent: none. */
     readonly sourceLimit?: SourceLimit,
+    /** The process's busiest-clients tracker; absent: not counted. */
+    clients?: ClientTracker,
   ) {
     this.log = pool ? serviceLog(config.name, config.accessLog) : undefined;
     const protocol = pool ? this.relayProtocol(pool) : responder();
     this.pipeline = new Pipeline(
-      { admission, stats: this.stats, clock, acceptProxy: config.acceptProxy, tls: config.tls !== undefined, deadlines: config.deadlines, ...sourceLimit?.pipelineHooks(), ...(this.log ? { log: this.log } : {}) },
+      { admission, stats: this.stats, clock, acceptProxy: config.acceptProxy, tls: config.tls !== undefined, deadlines: config.deadlines, ...sourceLimit?.pipelineHooks(), ...(this.log ? { log: this.log } : {}), ...(clients ? { clients } : {}) },
       protocol,
     );
     this.stopSweep = clock.onTick((now) => {

@@ -9,6 +9,7 @@ import { refuseSelfReach } from "./bindings";
 import { describeReload, reload } from "./reload";
 import type { Server } from "./server";
 import { accessLogStats } from "../log/access";
+import { CLIENT_COUNTERS } from "../proxy/clients";
 
 function origin(s: Server, name: string): string | undefined {
   const cfg = s.config.services.find((c) => c.name === name);
@@ -47,6 +48,8 @@ export function serverBackend(server: Server): AdminBackend {
         pinPath: server.report.pinDir,
         unmatchedLookups: server.dispatcher.counters(0).lookups,
         accessLog: { ...accessLogStats },
+        // Every tracked address (two generations): a supervisor merges its workers' lists before cutting them short.
+        clients: server.planes.clients.snapshot(2 * CLIENT_COUNTERS),
         capacity: {
           max: server.planes.admission.max,
           active: server.planes.admission.active,

@@ -11,6 +11,7 @@ import { OriginPool } from "../origin/pool";
 import type { PortRange } from "../config/ports";
 import type { ResolvedOrigins } from "./bindings";
 import type { SourceLimit } from "../proxy/sourcelimit";
+import { ClientTracker } from "../proxy/clients";
 
 /**
  * The edge range origins given as port ranges map into: the service's lowest
@@ -24,13 +25,17 @@ export function edgeRangeOf(cfg: ServiceConfig): PortRange | undefined {
 /** What services share in one process: the clock, the TCP connection cap, the UDP data plane. */
 export class DataPlanes {
   private udp: UdpPlane | undefined;
+  /** The busiest client addresses of this process's tcp and http services (udp flows are made in the UDP thread: not counted). */
+  readonly clients: ClientTracker;
 
   constructor(
     readonly clock: CoarseClock,
     readonly admission: Admission,
     /** The process's cap on UDP flows (0: none were budgeted at start). */
     readonly maxFlows: number,
-  ) {}
+  ) {
+    this.clients = new ClientTracker(clock);
+  }
 
   /**
    * A service's data plane, not yet listening, with its origin pool (seeded
@@ -42,9 +47,9 @@ export class DataPlanes {
       throw new ConfigError(`service ${cfg.name}`, "no file descriptors were set aside for TCP connections at startup; restart with max_connections (--max-connections) set");
     }
     // http: a pool per route, made by the service.
-    if (cfg.mode === "http") return new HttpService(cfg, this.clock, this.admission, { edgeRange: edgeRangeOf(cfg), resolved: origins }, sourceLimit);
+    if (cfg.mode === "http") return new HttpService(cfg, this.clock, this.admission, { edgeRange: edgeRangeOf(cfg), resolved: origins }, sourceLimit, this.clients);
     const pool = cfg.pool && new OriginPool(cfg.pool, { edgeRange: edgeRangeOf(cfg), resolved: origins, kind: cfg.mode, owner: `service ${cfg.name}` });
-    if (cfg.mode === "tcp") return new TcpService(cfg, this.clock, this.admission, pool, sourceLimit);
+    if (cfg.mode === "tcp") return new TcpService(cfg, this.clock, this.admission, pool, sourceLimit, this.clients);
     if (this.maxFlows < 1) {
       throw new ConfigError(`service ${cfg.name}`, "no file descriptors were set aside for UDP flows at startup; restart with max_flows (--max-flows) set");
     }

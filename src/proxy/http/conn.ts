@@ -39,6 +39,7 @@ export class HttpConnection extends Exchange implements Session {
     this.lastActive = now;
     this.clientAt = now;
     this.ctx.stats.bytesFromClients += chunk.length;
+    this.clientBytes += chunk.length;
     if (this.rlog) this.rlog.bytesIn += chunk.length;
     switch (this.phase) {
       case Phase.Head:
@@ -87,6 +88,10 @@ export class HttpConnection extends Exchange implements Session {
       case Phase.Done:
         return void this.client.end();
     }
+  }
+
+  bytes(): number {
+    return this.clientBytes + this.originBytes;
   }
 
   clientClosed(error?: Error): void {

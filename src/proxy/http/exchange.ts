@@ -55,6 +55,9 @@ function withHead(head: string, body: Uint8Array): Uint8Array {
 /** One client connection's state and its origin side; HttpConnection adds the client side. */
 export abstract class Exchange implements OriginUser {
   protected phase = Phase.Head;
+  /** This connection's bytes from its client and from its origins (the busiest-clients tracker's, at close). */
+  protected clientBytes = 0;
+  protected originBytes = 0;
   protected inbuf: Uint8Array = EMPTY;
   protected scanFrom = 0;
   protected req: RequestHead | undefined;
@@ -174,6 +177,7 @@ export abstract class Exchange implements OriginUser {
   originData(c: OriginConn, chunk: Uint8Array): void {
     this.lastActive = this.ctx.clock.now;
     this.ctx.stats.bytesFromOrigins += chunk.length;
+    this.originBytes += chunk.length;
     if (!this.gotByte) {
       this.gotByte = true;
       this.deadlineKind = Deadline.None;

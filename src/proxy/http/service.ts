@@ -1,3 +1,4 @@
+import type { ClientTracker } from "../clients";
 import type { TCPSocketListener } from "bun";
 import type { Family } from "../../config/address";
 import { POOL_DEFAULTS, type PoolConfig } from "../../config/pool";
@@ -42,6 +43,8 @@ export class HttpService implements DataPlaneService {
     poolOptions: Pick<PoolOptions, "edgeRange" | "resolved"> = {},
     /** Per-client limits (source_connections, source_rate), checked by the pipeline's admission; absent: none. */
     readonly sourceLimit?: SourceLimit,
+    /** The process's busiest-clients tracker; absent: not counted. */
+    clients?: ClientTracker,
   ) {
     // A service made from the command line has no http section: the defaults, no routes.
     const http = config.http ?? { ...POOL_DEFAULTS.http, routes: [] };
@@ -61,7 +64,7 @@ export class HttpService implements DataPlaneService {
     const ctx: HttpContext = { config, http, router, origins, clock, stats: this.stats, httpStats: this.httpStats, proto: config.tls ? "https" : "http", active, draining: false, ...(log ? { log } : {}) };
     this.ctx = ctx;
     this.pipeline = new Pipeline(
-      { admission, stats: this.stats, clock, acceptProxy: config.acceptProxy, tls: config.tls !== undefined, deadlines: config.deadlines, ...sourceLimit?.pipelineHooks(), ...(log ? { log } : {}) },
+      { admission, stats: this.stats, clock, acceptProxy: config.acceptProxy, tls: config.tls !== undefined, deadlines: config.deadlines, ...sourceLimit?.pipelineHooks(), ...(log ? { log } : {}), ...(clients ? { clients } : {}) },
       // The HTTP connection as the pipeline's last stage; bytes after a PROXY header are its first.
       { needEnds: false, start: (s, ends, rest) => new HttpConnection(s, ctx, ends).started(rest) },
     );
