@@ -198,9 +198,13 @@ export function tlsSection(o: { unit: string; plot: string; title: string; ctx: 
     const c = p.config?.(tlsFront(1, index));
     if (c) out.push(`${c.file} (run 1):`, "", fence(c.text), "");
   }
-  const plots: PlotSpec[] = [
+  const all: PlotSpec[] = [
     { name: `${o.plot}-cpu`, title: `${o.title}: CPU µs per ${unit} on the proxy core (median of ${ctx.runs}; lower is better)`, ylabel: `µs per ${unit}`, kind: "bars", series: sums.map((s) => ({ label: s.peer, points: [{ x: o.title, y: s.coreUs }] })) },
     { name: `${o.plot}-rate`, title: `${o.title}: ${unit}s per second (median of ${ctx.runs})`, ylabel: `${unit}s/s`, kind: "bars", series: sums.map((s) => ({ label: s.peer, points: [{ x: o.title, y: s.rate }] })) },
   ];
+  // Only the peers measured (gnuplot refuses a plot without a value).
+  const plots = all
+    .map((p) => ({ ...p, series: p.series.filter((x) => x.points.some((pt) => Number.isFinite(pt.y))) }))
+    .filter((p) => p.series.length > 0);
   return { markdown: out.join("\n"), plots, sums };
 }
