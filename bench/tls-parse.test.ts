@@ -142,7 +142,9 @@ describe("TLS scenarios' ratios", () => {
     expect(bestPeerRow("TLS", "rate", "/s", "higher", sums, "rate")?.best).toEqual({ peer: "haproxy (mode http, ssl)", value: 1200 });
   });
   test("edgeproxy unmeasured (no h2): the row stays, with no ratio and no target", () => {
-    const none = tlsSummary([sample("edgeproxy http+tls", 1, NaN, 0), sample("nginx http ssl", 1, 50, 20000)]);
+    // sideBySide gives a run that measured nothing NaN for both, not a rate of 0.
+    const none = tlsSummary([sample("edgeproxy http+tls", 1, NaN, NaN), sample("nginx http ssl", 1, 50, 20000)]);
+    expect(ratioTable([bestPeerRow("HTTP/2 over TLS", "requests/s", "/s", "higher", none, "rate")!])).toContain("| – | nginx http ssl: 20,000 /s | – |");
     const row = bestPeerRow("HTTP/2 over TLS", "CPU µs/request on the proxy core", "µs", "lower", none, "coreUs")!;
     expect(ratioTable([row])).toContain("| HTTP/2 over TLS | CPU µs/request on the proxy core (lower is better) | – | nginx http ssl: 50.0 µs | – | – | – |");
     expect(bestPeerRow("x", "y", "µs", "lower", tlsSummary([sample("nginx", 1, 5, 5)]), "coreUs")).toBeUndefined();

@@ -111,7 +111,7 @@ export async function sideBySide(ctx: BenchContext, peers: readonly Peer[], step
             ...load,
             peer: peer.name,
             run: r,
-            rate: load.units / load.seconds,
+            rate: load.units > 0 ? load.units / load.seconds : NaN,
             coreUs: per(c1.busyMicrosSince(c0, ctx.proxyCore)),
             procUs: per(p1 - p0),
             machineUs: per(c1.busyMicrosSince(c0, "all")),
