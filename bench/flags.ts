@@ -1,11 +1,11 @@
 // `bun run bench` flags. Pure, so bench/flags.test.ts can check every case.
 
 /** Every scenario `--only` accepts, in the order a full run measures them. */
-export const SCENARIO_NAMES = ["tcp", "http", "bulk", "udp", "coverage", "lookup", "idle", "workers", "slowloris", "accesslog"] as const;
+export const SCENARIO_NAMES = ["tcp", "http", "bulk", "udp", "coverage", "lookup", "idle", "workers", "slowloris", "accesslog", "tls-handshake", "h2"] as const;
 export type ScenarioName = (typeof SCENARIO_NAMES)[number];
 
 export const USAGE =
-  "usage: bun run bench [--quick] [--build] [--only tcp,http,bulk,udp,coverage,lookup,idle,workers,slowloris,accesslog] [--runs N] [--seconds N]\n" +
+  "usage: bun run bench [--quick] [--build] [--only tcp,http,bulk,udp,coverage,lookup,idle,workers,slowloris,accesslog,tls-handshake,h2] [--runs N] [--seconds N]\n" +
   "       (--udp and --http are kept as shorthands for --only udp and --only http)";
 
 export interface Flags {

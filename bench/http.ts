@@ -9,11 +9,27 @@ import type { Scenario } from "./scenario";
 import { oneWorker, withArgs } from "./tcp";
 import { wrkScenario } from "./wrk-scenario";
 
+/** TLS for nginxHttpConfig: certificate and key; `protocols` sets ssl_protocols, `http2` adds ALPN h2, `noResumption` turns the session cache and tickets off. */
+export interface NginxTls {
+  cert: string;
+  key: string;
+  protocols?: string;
+  http2?: boolean;
+  noResumption?: boolean;
+}
+
 /**
  * nginx as an HTTP reverse proxy to ORIGIN on `at`, every timeout at nginx's
  * default; with `tls`, `listen … ssl` with that certificate and key.
  */
-export function nginxHttpConfig(dir: string, name: string, at: Endpoint, tls?: { cert: string; key: string }): string {
+export function nginxHttpConfig(dir: string, name: string, at: Endpoint, tls?: NginxTls): string {
+  // `listen … http2` is nginx 1.22's form (`http2 on` came in 1.25.1). ssl_session_cache off tells clients
+  // sessions cannot be reused; ssl_session_tickets off issues no tickets (ngx_http_ssl_module docs).
+  const ssl = !tls
+    ? ""
+    : `    ssl_certificate ${tls.cert};\n    ssl_certificate_key ${tls.key};\n` +
+      (tls.protocols ? `    ssl_protocols ${tls.protocols};\n` : "") +
+      (tls.noResumption ? "    ssl_session_cache off;\n    ssl_session_tickets off;\n" : "");
   // keepalive 64: idle origin connections per worker, like edgeproxy's pool;
   // proxy_http_version 1.1 and an empty Connection are what upstream keep-alive needs.
   return `${nginxMain(dir, name)}http {
@@ -30,8 +46,8 @@ export function nginxHttpConfig(dir: string, name: string, at: Endpoint, tls?: {
     keepalive_requests 100000000;
   }
   server {
-    listen ${at.host}:${at.port}${tls ? " ssl" : ""} backlog=4096;
-${tls ? `    ssl_certificate ${tls.cert};\n    ssl_certificate_key ${tls.key};\n` : ""}    location / {
+    listen ${at.host}:${at.port}${tls ? " ssl" : ""}${tls?.http2 ? " http2" : ""} backlog=4096;
+${ssl}    location / {
       proxy_pass http://origin;
       proxy_http_version 1.1;
       proxy_set_header Connection "";

@@ -6,7 +6,7 @@ import { CLK_TCK } from "./sys";
 
 describe("parseFlags", () => {
   test("defaults: every scenario, 3 runs of 5 s", () => {
-    expect(parseFlags([])).toEqual({ quick: false, build: false, only: ["tcp", "http", "bulk", "udp", "coverage", "lookup", "idle", "workers", "slowloris", "accesslog"], runs: 3, seconds: 5 });
+    expect(parseFlags([])).toEqual({ quick: false, build: false, only: ["tcp", "http", "bulk", "udp", "coverage", "lookup", "idle", "workers", "slowloris", "accesslog", "tls-handshake", "h2"], runs: 3, seconds: 5 });
   });
   test("--quick shortens runs unless told otherwise", () => {
     expect(parseFlags(["--quick"])).toMatchObject({ quick: true, runs: 1, seconds: 2 });
@@ -17,6 +17,7 @@ describe("parseFlags", () => {
     expect(parseFlags(["--only=workers"]).only).toEqual(["workers"]);
     expect(parseFlags(["--udp", "--http"]).only).toEqual(["http", "udp"]);
     expect(parseFlags(["--http", "--only", "tcp"]).only).toEqual(["tcp", "http"]);
+    expect(parseFlags(["--only", "h2,tls-handshake"]).only).toEqual(["tls-handshake", "h2"]);
   });
   test("bad input is one line naming it", () => {
     expect(() => parseFlags(["--fast"])).toThrow('unknown argument "--fast"');

@@ -2,9 +2,13 @@
 // front it (edgeproxy, HAProxy mode tcp, nginx stream), with their configs.
 // Every proxy gets one worker (one process / one thread) so CPU per request
 // compares like with like.
-import { existsSync, writeFileSync } from "node:fs";
+import { existsSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
+import { inPrivateNetns } from "./netns";
 import { Child, run } from "./sys";
+
+/** Where edgeproxy pins its dispatcher in the benchmark's bpffs (mounted by setupNetns). */
+const PINS = "/sys/fs/bpf/edgeproxy";
 
 export interface Endpoint {
   readonly host: string;
@@ -135,6 +139,9 @@ export function startPeer(peer: Peer, at: Endpoint, core: number, dir: string): 
 export async function stopPeer(proc: Child, name: string, r: number, anomalies: string[]): Promise<void> {
   const end = await proc.stop();
   const clean = !end.forced && (end.code === 0 || (!name.startsWith("edgeproxy") && end.signal === "SIGTERM"));
+  // An edgeproxy that died keeps its pins (by design: steered ports refuse until a restart), which would steer the
+  // whole /24 to nothing and make every later peer unreachable. Only the benchmark's own bpffs (private mount namespace).
+  if (!clean && name.startsWith("edgeproxy") && inPrivateNetns() && existsSync(PINS)) rmSync(PINS, { recursive: true, force: true });
   if (!clean) anomalies.push(`${name} run ${r}: after SIGTERM: exit ${end.code}, signal ${end.signal}${end.forced ? " (needed SIGKILL)" : ""}; output:\n${proc.text.trim() || "(none)"}`);
   // The shutdown summary counts errors ("0 assign errors", "origin errors: none"); it is not one.
   else if (name.startsWith("edgeproxy") && proc.text.split("\n").some((l) => /error|warn/i.test(l) && !/^edgeproxy: service \S+: \d+ lookups/.test(l)))

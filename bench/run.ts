@@ -45,6 +45,7 @@ function plan(o: Flags): number {
 function ensurePeers(build: boolean): void {
   const want: [string, string][] = [
     ["nginx", "nginx"], ["haproxy", "haproxy"], ["wrk", "wrk"], ["iperf3", "iperf3"], ["gnuplot", "gnuplot-nox"],
+    ["h2load", "nghttp2-client"], ["openssl", "openssl"],
     ["ip", "iproute2"], ["unshare", "util-linux"], ["taskset", "util-linux"], ["getconf", "libc-bin"],
   ];
   if (build) want.push(["clang", "clang"]);
@@ -87,6 +88,8 @@ function machine(): Machine {
       wrk: first(["wrk", "-v"]),
       iperf3: first(["iperf3", "--version"]),
       gnuplot: first(["gnuplot", "--version"]),
+      h2load: first(["h2load", "--version"]),
+      openssl: first(["openssl", "version"]),
     },
   };
 }
@@ -124,6 +127,10 @@ async function inner(o: Flags): Promise<number> {
   }
   becomeSubreaper();
   const dir = mkdtempSync(join(tmpdir(), "edgeproxy-bench-"));
+  // Admin sockets in the scratch directory: the default /run/edgeproxy is shared with the host (a unix socket path
+  // crosses network namespaces), so an edgeproxy serving there would refuse to start ours ("another server is listening").
+  process.env.EDGEPROXY_RUN_DIR = join(dir, "run");
+  mkdirSync(process.env.EDGEPROXY_RUN_DIR);
   const cleanup = () => {
     killAll();
     rmSync(dir, { recursive: true, force: true });

@@ -7,15 +7,16 @@
 // requests at a steady rate. Per proxy: how long the proxy lets an attacker
 // hold a connection, how many normal requests fail, the normal p50/p99.
 // The clients are bench/hostile.ts processes on the load core.
-import { readFileSync, writeFileSync } from "node:fs";
+import { writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { nginxHttpConfig } from "./http";
 import type { AttackResult, Hold, NormalResult } from "./hostile";
 import { f, fence, int, table } from "./md";
 import { nginxCommand, ORIGIN, originConfig, type Endpoint } from "./peers";
 import type { BenchContext, PlotSpec, RatioRow, ScenarioResult } from "./scenario";
-import { Child, cpuMicros, median, must, processTree, run, sleep, waitConnectable } from "./sys";
+import { Child, cpuMicros, median, processTree, run, sleep, waitConnectable } from "./sys";
 import { oneWorker } from "./tcp";
+import { makeCert, type Tls } from "./tls-peers";
 
 /** Attacker connections per attack: well inside the 20,000 open-file limit of each process (the proxy holds one per attacker). */
 const ATTACKERS = 1_000;
@@ -49,13 +50,6 @@ export const slowlorisEstimate = (quick: boolean): number => {
   const w = windows(quick);
   return ATTACKS.length * 3 * (w.attack + w.baseline + 6) + 5;
 };
-
-interface Tls {
-  cert: string;
-  key: string;
-  /** Certificate and key in one file, as HAProxy's `crt` wants them. */
-  pem: string;
-}
 
 interface Proxy {
   name: string;
@@ -110,14 +104,6 @@ function proxies(ctx: BenchContext): Proxy[] {
       },
     },
   ];
-}
-
-/** A throwaway self-signed P-256 certificate (the one test/tls.test.ts makes), in `dir`. */
-function makeCert(dir: string): Tls {
-  const t: Tls = { cert: join(dir, "slow-cert.pem"), key: join(dir, "slow-key.pem"), pem: join(dir, "slow-haproxy.pem") };
-  must(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-days", "1", "-subj", "/CN=bench.test", "-keyout", t.key, "-out", t.cert]);
-  writeFileSync(t.pem, readFileSync(t.cert, "utf8") + readFileSync(t.key, "utf8"));
-  return t;
 }
 
 interface Measured {
@@ -189,7 +175,7 @@ export async function slowlorisScenario(ctx: BenchContext): Promise<ScenarioResu
   const t0 = performance.now();
   const w = windows(ctx.quick);
   const anomalies: string[] = [];
-  const tls = makeCert(ctx.dir);
+  const tls = makeCert(ctx.dir, "slow");
   const list = proxies(ctx);
   ctx.log(`slowloris: ${ATTACKS.length} attacks × ${list.length} proxies × (${w.baseline} s baseline + ${w.attack} s attack); bounded at ~${slowlorisEstimate(ctx.quick)} s`);
   writeFileSync(join(ctx.dir, "slow-origin.conf"), originConfig(ctx.dir));

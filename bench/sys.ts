@@ -41,7 +41,8 @@ export class Child {
     readonly cmd: string[],
     opts: { cwd?: string } = {},
   ) {
-    this.proc = Bun.spawn(cmd, { cwd: opts.cwd, stdin: "ignore", stdout: "pipe", stderr: "pipe" });
+    // env: Bun.spawn otherwise passes the environment the process started with, not what the runner set since (EDGEPROXY_RUN_DIR).
+    this.proc = Bun.spawn(cmd, { cwd: opts.cwd, env: process.env, stdin: "ignore", stdout: "pipe", stderr: "pipe" });
     live.add(this);
     void this.proc.exited.then(() => live.delete(this));
     void this.collect(this.proc.stdout);

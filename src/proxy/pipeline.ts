@@ -203,6 +203,9 @@ export class Pipeline {
           if (o.log) this.cause(c, "close", "tls_handshake_failed");
           return this.reset(c);
         }
+        // A client may close right after its handshake (openssl s_time -new does): Bun then no longer knows its
+        // address, which the session reads as it starts. Nothing to serve; `close` follows, as at accept.
+        if (!s.remoteAddress) return this.reset(c);
         this.start(c, EMPTY);
       },
       data: (s: Socket<Conn>, chunk: Uint8Array) => {
