@@ -138,7 +138,7 @@ export function describeBindings(services: readonly ServiceConfig[]): string[] {
   return services.map((s) =>
     `service ${s.name} (${s.mode}): ${s.bindings.map((b) => `${b.protocol} ${b.prefixes.map(formatPrefix).join(",")} ports ${b.ports.map(formatPorts).join(",")}`).join("; ")} -> ${
       describePool(s.pool)
-    }${s.http?.routes.length ? ` (+${s.http.routes.length} routes)` : ""}`,
+    }${s.http?.routes.length ? ` (+${s.http.routes.length} routes)` : ""}${s.sniRoutes ? ` (+${s.sniRoutes.length} sni routes)` : ""}`,
   );
 }
 
