@@ -172,6 +172,8 @@ describe("routing by SNI to TLS origins, TLS untouched", () => {
     expect(m).toContain('edgeproxy_sni_parse_errors_total{service="edge",reason="truncated"} 1');
     // Not a handshake of ours that failed.
     expect(m).toContain('edgeproxy_tls_handshake_errors_total{service="edge",reason="timeout"} 0');
+    expect(await f.ep.stop()).toBe(0);
+    expect(f.ep.stderr).toContain("sni routes: 1 1, default 0, ClientHellos refused: too_long 1, truncated 1, timeout 1");
   }, 30_000);
 
   test("not TLS goes to the default origins; PROXY v2 to the origin, then the ClientHello as sent; access log sni and route; no origins of its own: reset", async () => {

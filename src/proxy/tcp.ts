@@ -130,7 +130,15 @@ export class TcpService implements DataPlaneService {
     const s = this.stats;
     const errors = [...s.originErrors].map(([kind, n]) => `${kind} ${n}`).join(", ") || "none";
     const list = (m: Map<string, number>, what: string) => (m.size ? `, ${what}: ${[...m].map(([reason, n]) => `${reason} ${n}`).join(", ")}` : "");
-    return `${s.connectionsTotal} connections, ${s.bytesFromClients} bytes in, ${s.bytesFromOrigins} bytes out, origin errors: ${errors}${list(s.proxyHeaderErrors, "PROXY header errors")}${list(s.tlsHandshakeErrors, "TLS handshake errors")}${list(s.deadlinesExpired, "deadlines expired")}`;
+    return `${s.connectionsTotal} connections, ${s.bytesFromClients} bytes in, ${s.bytesFromOrigins} bytes out, origin errors: ${errors}${list(s.proxyHeaderErrors, "PROXY header errors")}${list(s.tlsHandshakeErrors, "TLS handshake errors")}${list(s.deadlinesExpired, "deadlines expired")}${this.sniSummary()}`;
+  }
+
+  /** ", sni routes: 1 2, default 4, ClientHellos refused: timeout 1" (refusals only when there were some). */
+  private sniSummary(): string {
+    if (!this.sni) return "";
+    const { routes, parseErrors, noRoute } = this.sni.stats;
+    const refused = Object.entries(parseErrors).filter(([, n]) => n > 0);
+    return `, sni routes: ${routes.map((r) => `${r.route} ${r.connections}`).join(", ")}${noRoute ? `, no route ${noRoute}` : ""}${refused.length ? `, ClientHellos refused: ${refused.map(([r, n]) => `${r} ${n}`).join(", ")}` : ""}`;
   }
 
   /** Connections in any stage (each holds a cap slot): what a drain waits for. */
