@@ -186,7 +186,7 @@ describe("routing by SNI to TLS origins, TLS untouched", () => {
     writeFileSync(
       file,
       `access_log = "${log}"\n[admin]\nsocket = "${admin}"\n` +
-        `[[service]]\nname = "mixed"\norigin = "127.0.0.1:${d.listener.port}"\nproxy_protocol = "v2"\n[[service.bind]]\nprefixes = ["192.0.2.0/24"]\nports = ["8443"]\n` +
+        `[[service]]\nname = "mixed"\norigin = "127.0.0.1:${d.listener.port}"\nproxy_protocol = "v2"\naccept_proxy = ["192.0.2.200/32"]\n[[service.bind]]\nprefixes = ["192.0.2.0/24"]\nports = ["8443"]\n` +
         route(["a.example"], a.listener.port) +
         `[[service]]\nname = "strict"\n[[service.bind]]\nprefixes = ["192.0.2.0/24"]\nports = ["9443"]\n` +
         route(["a.example"], a.listener.port),
@@ -199,7 +199,11 @@ describe("routing by SNI to TLS origins, TLS untouched", () => {
     const hello = JSON.parse(text(await exchange("192.0.2.11", 8443, OPENSSL_A))) as Seen;
     expect(hello).toMatchObject({ version: 2, header: { destination: "192.0.2.11" } });
     expect(Buffer.from(hello.payload, "latin1").equals(Buffer.from(OPENSSL_A))).toBe(true);
-    expect([a.accepted(), d.accepted()]).toEqual([1, 1]);
+    // From a trusted load balancer: its PROXY header first (the client it names goes on to the origin), then the ClientHello.
+    const proxied = JSON.parse(text(await exchange("192.0.2.10", 8443, Buffer.concat([Buffer.from("PROXY TCP4 203.0.113.9 192.0.2.13 4444 8443\r\n"), OPENSSL_A]), 5000, "192.0.2.200"))) as Seen;
+    expect(proxied).toMatchObject({ version: 2, header: { source: "203.0.113.9", sourcePort: 4444, destination: "192.0.2.13" } });
+    expect(Buffer.from(proxied.payload, "latin1").equals(Buffer.from(OPENSSL_A))).toBe(true);
+    expect([a.accepted(), d.accepted()]).toEqual([2, 1]);
 
     // A service with routes only: an unmatched connection is reset, counted; a matched one goes through.
     expect((await exchange("192.0.2.12", 9443, "not tls", 5000)).kind).toBe("reset");
@@ -214,6 +218,7 @@ describe("routing by SNI to TLS origins, TLS untouched", () => {
     const lines = readFileSync(log, "utf8").trim().split("\n").map((l) => JSON.parse(l));
     expect(lines.find((l) => l.service === "mixed" && l.edge === "192.0.2.11:8443")).toMatchObject({ sni: "a.example", route: "1" });
     expect(lines.find((l) => l.edge === "192.0.2.10:8443")).toMatchObject({ sni: null, route: "default" });
+    expect(lines.find((l) => l.edge === "192.0.2.13:8443")).toMatchObject({ client: "203.0.113.9:4444", sni: "a.example", route: "1" });
     expect(lines.find((l) => l.service === "strict" && l.reason === "no_route")).toMatchObject({ sni: null, route: null });
   }, 30_000);
 
