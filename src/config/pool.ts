@@ -118,6 +118,11 @@ export function formatOrigin(o: OriginConfig): string {
   return o.weight === 1 ? where : `${where} weight=${o.weight}`;
 }
 
+/** A service's own pool in one line; a tcp service with sni routes and none resets what no route takes. */
+export function describeServicePool(s: { readonly pool?: PoolConfig; readonly sniRoutes?: readonly SniRouteConfig[] }): string {
+  return !s.pool && s.sniRoutes ? "none (connections no sni route takes are reset)" : describePool(s.pool);
+}
+
 /** One line for logs and status: "a, b (least-connections)". */
 export function describePool(p: PoolConfig | undefined): string {
   if (!p) return "built-in responder";
