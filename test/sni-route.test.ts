@@ -121,6 +121,15 @@ describe("routing by SNI to TLS origins, TLS untouched", () => {
     const bytes = Number(/edgeproxy_sni_route_bytes_total\{service="edge",route="1",sni="a.example",direction="client_to_origin"\} (\d+)/.exec(m)?.[1]);
     expect(bytes).toBeGreaterThan(700);
     expect(m).toMatch(/edgeproxy_sni_parse_errors_total\{service="edge",reason="malformed"\} 0/);
+
+    // A reload with a.example moved to origin B: new connections follow it.
+    writeFileSync(
+      file,
+      `[admin]\nsocket = "${admin}"\n[[service]]\nname = "edge"\norigin = "127.0.0.1:${d.listener.port}"\n[[service.bind]]\nprefixes = ["192.0.2.0/24"]\nports = ["8443"]\n` +
+        route(["a.example", "*.b.example"], b.listener.port),
+    );
+    expect((await runEdgeproxy(["reload", "--admin", admin])).code).toBe(0);
+    expect(await curl("a.example")).toEqual({ subject: "*.b.example", body: "origin b" });
   }, 60_000);
 
   test("half a ClientHello is cut at handshake_timeout; too long and truncated ones are reset at once; no origin is dialled for any", async () => {
