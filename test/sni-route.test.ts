@@ -140,7 +140,9 @@ describe("routing by SNI to TLS origins, TLS untouched", () => {
     writeFileSync(
       file,
       `[admin]\nsocket = "${admin}"\n[[service]]\nname = "edge"\norigin = "127.0.0.1:${d.listener.port}"\nhandshake_timeout = "2s"\n[[service.bind]]\nprefixes = ["192.0.2.0/24"]\nports = ["8443"]\n` +
-        route(["a.example"], a.listener.port),
+        route(["a.example"], a.listener.port) +
+        // Nothing listens on port 1: a route's origin that refuses.
+        route(["dead.example"], 1),
     );
     f.ep = await EdgeproxyProcess.start(["serve", "--config", file]);
 
@@ -173,16 +175,21 @@ describe("routing by SNI to TLS origins, TLS untouched", () => {
     expect([a.accepted(), d.accepted()]).toEqual([0, 0]);
     // A real client afterwards.
     expect(await sClient("a.example")).toEqual({ subject: "a.example", body: "origin a" });
+    // A route's refusing origin is ejected after three connect failures, as a service's own would be (eject defaults).
+    for (let i = 0; i < 3; i++) expect(await sClient("dead.example")).toEqual({ subject: undefined, body: undefined });
 
     const m = await metrics(admin);
     expect(m).toContain('edgeproxy_deadline_expired_total{service="edge",stage="tls_handshake"} 1');
     expect(m).toContain('edgeproxy_sni_parse_errors_total{service="edge",reason="timeout"} 1');
     expect(m).toContain('edgeproxy_sni_parse_errors_total{service="edge",reason="too_long"} 1');
     expect(m).toContain('edgeproxy_sni_parse_errors_total{service="edge",reason="truncated"} 1');
+    expect(m).toContain('edgeproxy_origin_ejections_total{service="edge",origin="127.0.0.1:1",address="127.0.0.1"} 1');
+    expect(m).toContain('edgeproxy_origin_errors_total{service="edge",class="refused"} 3');
+    expect(m).toContain('edgeproxy_sni_route_connections_total{service="edge",route="2",sni="dead.example"} 3');
     // Not a handshake of ours that failed.
     expect(m).toContain('edgeproxy_tls_handshake_errors_total{service="edge",reason="timeout"} 0');
     expect(await f.ep.stop()).toBe(0);
-    expect(f.ep.stderr).toContain("sni routes: 1 1, default 0, ClientHellos refused: too_long 1, truncated 1, timeout 1");
+    expect(f.ep.stderr).toContain("sni routes: 1 1, 2 3, default 0, ClientHellos refused: too_long 1, truncated 1, timeout 1");
   }, 30_000);
 
   test("not TLS goes to the default origins; PROXY v2 to the origin, then the ClientHello as sent; access log sni and route; no origins of its own: reset", async () => {
