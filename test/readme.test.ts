@@ -7,6 +7,7 @@ import { INSTANCE_COMMANDS, parseInstanceCommand, type InstanceCommand } from ".
 import { LIVE_COMMANDS, parseLive, type LiveCommand } from "../src/cli/live";
 import { ADMIN_FIELDS, BIND_FIELDS, parseConfig, SERVICE_FIELDS, TOP_FIELDS } from "../src/config/file";
 import { EJECT_FIELDS, HEALTH_FIELDS, ROUTE_FIELDS } from "../src/config/pool-file";
+import { SNI_ROUTE_FIELDS } from "../src/config/sni";
 import { fdBudget } from "../src/server/server";
 import { invocations, README, readmeBlocks } from "./helpers/readme";
 
@@ -61,7 +62,7 @@ test("the README opens with the two commands (CI and the brief require them)", (
 test("every toml block parses with the config parser and fits the default open-file limit", () => {
   expect(toml.length).toBeGreaterThanOrEqual(2);
   const fragments = toml.filter((b) => b.marker === "fragment");
-  const known = new Set([...TOP_FIELDS, ...SERVICE_FIELDS, ...ADMIN_FIELDS, ...BIND_FIELDS, ...HEALTH_FIELDS, ...EJECT_FIELDS, ...ROUTE_FIELDS]);
+  const known = new Set([...TOP_FIELDS, ...SERVICE_FIELDS, ...ADMIN_FIELDS, ...BIND_FIELDS, ...HEALTH_FIELDS, ...EJECT_FIELDS, ...ROUTE_FIELDS, ...SNI_ROUTE_FIELDS]);
   for (const b of toml) {
     const where = `README.md:${b.line}`;
     if (b.marker === "fragment") {
@@ -120,6 +121,7 @@ test("the configuration reference lists exactly the keys the parser knows", () =
     ...EJECT_FIELDS.map((k) => `eject.${k}`),
     ...BIND_FIELDS.map((k) => `bind.${k}`),
     ...ROUTE_FIELDS.map((k) => `route.${k}`),
+    ...SNI_ROUTE_FIELDS.map((k) => `route.${k}`),
   ]);
   expect([...documented].filter((k) => !known.has(k)).sort()).toEqual([]);
   expect([...known].filter((k) => !documented.has(k)).sort()).toEqual([]);

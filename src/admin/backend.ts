@@ -49,6 +49,17 @@ export interface ConnectionStats {
   readonly duration: { readonly buckets: readonly { le: number; count: number }[]; readonly sum: number; readonly count: number };
 }
 
+/** tcp services with sni routes: per route (and "default", the service's own origins), and why connections matched none or were refused. */
+export interface SniSnapshot {
+  readonly routes: readonly { readonly route: string; readonly sni: string; readonly connections: number; readonly bytesFromClients: number; readonly bytesFromOrigins: number }[];
+  /** Connections sent to the service's own origins, by why: no_sni, unknown_name, not_tls. */
+  readonly unmatched: Readonly<Record<string, number>>;
+  /** ClientHellos refused (connection reset), by reason (proxy/sni/hello.ts HelloError). */
+  readonly parseErrors: Readonly<Record<string, number>>;
+  /** Unmatched connections reset because the service has no origins of its own. */
+  readonly noRoute: number;
+}
+
 export interface BindingSnapshot {
   readonly protocol: "tcp" | "udp";
   /** "192.0.2.0/24" */
@@ -83,6 +94,8 @@ export interface ServiceSnapshot {
   readonly datagrams?: DatagramStats;
   /** Services this process runs with an origin pool: each origin's endpoints, health and load. */
   readonly origins?: readonly OriginStatus[];
+  /** tcp services with sni routes this process runs. */
+  readonly sni?: SniSnapshot;
   /** HTTP services this process runs: responses by status class, origin connection reuse. */
   readonly http?: HttpStatsSnapshot;
   /** Services this process runs with per-client limits: connections (udp: flows) it refused at accept, by limit. */

@@ -3,6 +3,7 @@ import parse, { type ParsedFamily } from "parse-prometheus-text-format";
 import type { StatusSnapshot } from "./backend";
 import { sampleStatus } from "./fixture";
 import { renderMetrics } from "./metrics";
+import { SniRouteStats, SniStats } from "../proxy/sni/stats";
 
 function families(text: string): Map<string, ParsedFamily> {
   return new Map(parse(text).map((f) => [f.name, f]));
@@ -199,4 +200,37 @@ test("per-client limits: the kernel's refusals by limit and as a drop reason; re
   expect(value(fams, "edgeproxy_source_limited_total", { service: "web", limit: "connections" })).toBe("6");
   expect(value(fams, "edgeproxy_source_limited_total", { service: "web", limit: "rate" })).toBe("7");
   expect(fams.get("edgeproxy_source_limited_total")!.metrics).toHaveLength(2);
+});
+
+test("sni routes: per route (and default) connections and bytes, unmatched by why, parse errors by reason, no_route", () => {
+  const base = sampleStatus();
+  const routes = [new SniRouteStats("1", "a.example,*.b.example"), new SniRouteStats("default", "")];
+  routes[0]!.connections = 3;
+  routes[0]!.bytesFromClients = 517;
+  routes[0]!.bytesFromOrigins = 4000;
+  routes[1]!.connections = 2;
+  const sni = new SniStats(routes);
+  sni.unmatched.unknown_name = 1;
+  sni.unmatched.not_tls = 1;
+  sni.parseErrors.timeout = 4;
+  sni.parseErrors.too_long = 1;
+  sni.noRoute = 6;
+  const status: StatusSnapshot = { ...base, services: base.services.map((s, i) => (i === 0 ? { ...s, sni: sni.snapshot() } : s)) };
+  const text = renderMetrics(status);
+  const fams = families(text);
+  expect(value(fams, "edgeproxy_sni_route_connections_total", { service: "web", route: "1", sni: "a.example,*.b.example" })).toBe("3");
+  // An empty label is no label (exposition format): the default route has route only.
+  expect(text).toContain('edgeproxy_sni_route_connections_total{service="web",route="default",sni=""} 2');
+  expect(value(fams, "edgeproxy_sni_route_bytes_total", { service: "web", route: "1", sni: "a.example,*.b.example", direction: "client_to_origin" })).toBe("517");
+  expect(value(fams, "edgeproxy_sni_route_bytes_total", { service: "web", route: "1", sni: "a.example,*.b.example", direction: "origin_to_client" })).toBe("4000");
+  expect(value(fams, "edgeproxy_sni_unmatched_total", { service: "web", reason: "unknown_name" })).toBe("1");
+  expect(value(fams, "edgeproxy_sni_unmatched_total", { service: "web", reason: "no_sni" })).toBe("0");
+  expect(value(fams, "edgeproxy_sni_unmatched_total", { service: "web", reason: "not_tls" })).toBe("1");
+  expect(value(fams, "edgeproxy_sni_no_route_total", { service: "web" })).toBe("6");
+  expect(value(fams, "edgeproxy_sni_parse_errors_total", { service: "web", reason: "timeout" })).toBe("4");
+  expect(value(fams, "edgeproxy_sni_parse_errors_total", { service: "web", reason: "too_long" })).toBe("1");
+  // Every reason from the start, at 0: rate() has a series before the first refusal.
+  expect(fams.get("edgeproxy_sni_parse_errors_total")!.metrics.map((m) => m.labels!.reason)).toEqual(["too_long", "truncated", "bad_record", "not_client_hello", "malformed", "bad_server_name", "timeout"]);
+  // Services without sni routes have no such series.
+  expect(renderMetrics(base)).not.toContain("edgeproxy_sni_");
 });

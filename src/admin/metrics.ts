@@ -2,7 +2,9 @@ import { UDP_DROP_REASONS, type DatagramStats } from "../proxy/udp/stats";
 import type { OriginStatus } from "../origin/pool";
 import { REFUSAL_REASONS, type HttpStatsSnapshot } from "../proxy/http/stats";
 import { DEADLINE_STAGES } from "../config/deadlines";
-import type { ConnectionStats, ServiceSnapshot, StatusSnapshot } from "./backend";
+import type { ConnectionStats, ServiceSnapshot, SniSnapshot, StatusSnapshot } from "./backend";
+import { HELLO_ERRORS } from "../proxy/sni/hello";
+import { UNMATCHED } from "../proxy/sni/stats";
 
 /** The Content-Type of renderMetrics' output. */
 export const METRICS_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8";
@@ -117,6 +119,28 @@ export function renderMetrics(s: StatusSnapshot): string {
     const stages = DEADLINE_STAGES[svc.mode === "http" ? "http" : "tcp"];
     for (const st of [...new Set([...stages, ...Object.keys(expired).sort()])]) emit({ stage: st }, expired[st] ?? 0);
   });
+
+  // tcp services with sni routes (proxy/sni/): route "default" is the service's own origins.
+  const sni = all.filter((svc): svc is ServiceSnapshot & { sni: SniSnapshot } => !!svc.sni);
+  // Only where some service has sni routes: a family without samples is noise to every other instance.
+  if (sni.length) {
+    perService(sni, "sni_route_connections_total", "counter", "Connections a tcp service routed by the TLS server name in their ClientHello, by route (its number in the config, or default: the service's own origins) and the route's names.", (svc, emit) => {
+      for (const r of svc.sni.routes) emit({ route: r.route, sni: r.sni }, r.connections);
+    });
+    perService(sni, "sni_route_bytes_total", "counter", "Bytes relayed on connections routed by TLS server name, by route and direction (the ClientHello included).", (svc, emit) => {
+      for (const r of svc.sni.routes) {
+        emit({ route: r.route, sni: r.sni, direction: "client_to_origin" }, r.bytesFromClients);
+        emit({ route: r.route, sni: r.sni, direction: "origin_to_client" }, r.bytesFromOrigins);
+      }
+    });
+    perService(sni, "sni_unmatched_total", "counter", "Connections no sni route took, sent to the service's own origins, by why: no_sni (no server_name), unknown_name, not_tls (the first bytes are not a TLS handshake record).", (svc, emit) => {
+      for (const r of UNMATCHED) emit({ reason: r }, svc.sni.unmatched[r] ?? 0);
+    });
+    perService(sni, "sni_no_route_total", "counter", "Connections no sni route took, reset because the service has no origins of its own.", (svc, emit) => emit({}, svc.sni.noRoute));
+    perService(sni, "sni_parse_errors_total", "counter", "ClientHellos refused on services with sni routes (connection reset), by reason: too_long (more than 16 KiB + 5 bytes), truncated (client FIN), bad_record, not_client_hello, malformed, bad_server_name, timeout (handshake_timeout).", (svc, emit) => {
+      for (const r of HELLO_ERRORS) emit({ reason: r }, svc.sni.parseErrors[r] ?? 0);
+    });
+  }
 
   const limitedHere = all.filter((svc) => svc.sourceLimited);
   perService(limitedHere, "source_limited_total", "counter", "Connections (udp: flows) refused after accept by a per-client limit, by limit: clients a PROXY header names, SYNs that raced each other past the kernel's check, UDP flows.", (svc, emit) => {

@@ -4,6 +4,7 @@ import type { StatusSnapshot } from "./backend";
 import { sampleStatus } from "./fixture";
 import { renderMetrics } from "./metrics";
 import { addFigures, totalStatus } from "./total";
+import { SniRouteStats, SniStats } from "../proxy/sni/stats";
 
 /** Another worker's status: the same services, other figures. */
 function secondWorker(): StatusSnapshot {
@@ -74,6 +75,23 @@ describe("totalStatus", () => {
     expect(t.services[0]!.origins![0]!.endpoints[0]!.up).toBe(true);
     expect(t.services[0]!.origins![1]!.weight).toBe(3);
     expect(totalStatus([a])).toBe(a);
+  });
+
+  test("sni routing figures add up per route, the routes' names taken once", () => {
+    const worker = (n: number): StatusSnapshot => {
+      const s = sampleStatus();
+      const routes = [new SniRouteStats("1", "a.example"), new SniRouteStats("default", "")];
+      routes[0]!.connections = n;
+      routes[0]!.bytesFromClients = 100 * n;
+      const sni = new SniStats(routes);
+      sni.parseErrors.timeout = n;
+      sni.unmatched.no_sni = 1;
+      return { ...s, services: s.services.map((svc, i) => (i === 0 ? { ...svc, sni: sni.snapshot() } : svc)) };
+    };
+    const t = totalStatus([worker(2), worker(3)]).services[0]!.sni!;
+    expect(t.routes[0]).toEqual({ route: "1", sni: "a.example", connections: 5, bytesFromClients: 500, bytesFromOrigins: 0 });
+    expect(t.routes[1]!.route).toBe("default");
+    expect([t.parseErrors.timeout, t.unmatched.no_sni, t.noRoute]).toEqual([5, 2, 0]);
   });
 
   test("addFigures: records key by key, missing keys kept, non-numbers from the first", () => {

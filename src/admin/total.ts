@@ -72,6 +72,7 @@ function addService(a: ServiceSnapshot, b: ServiceSnapshot | undefined): Service
     ...(a.connections ? { connections: addFigures(a.connections, b.connections) } : {}),
     ...(a.datagrams ? { datagrams: addFigures(a.datagrams, b.datagrams) } : {}),
     ...(a.http ? { http: addFigures(a.http, b.http) } : {}),
+    ...(a.sni ? { sni: addFigures(a.sni, b.sni) } : {}),
     ...(a.sourceLimited ? { sourceLimited: addFigures(a.sourceLimited, b.sourceLimited) } : {}),
     ...(a.origins && b.origins ? { origins: addOrigins(a.origins, b.origins) } : {}),
   };

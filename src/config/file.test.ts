@@ -230,6 +230,47 @@ describe("pools, routes, http and TLS", () => {
     expect(s.tls!.cert).toContain("BEGIN CERTIFICATE");
   });
 
+  test("sni routes (tcp): names lower-cased without a trailing dot, a pool each, handshake_timeout allowed", () => {
+    const text =
+      web(undefined, 'origin = "10.0.0.9:443"\nhandshake_timeout = "3s"') +
+      '[[service.route]]\nsni = ["A.Example.", "*.b.example"]\norigin = "10.0.0.1:443"\n' +
+      '[[service.route]]\nsni = "c.example"\norigins = ["10.0.0.2:443", "10.0.0.3:443"]\nbalance = "least-connections"\n[service.route.health]\ninterval = "2s"\n';
+    const s = parseConfig(text, FILE).services[0]!;
+    expect(s.sniRoutes!.map((r) => [r.names, r.pool.origins.length, r.pool.balance])).toEqual([
+      [["a.example", "*.b.example"], 1, "round-robin"],
+      [["c.example"], 2, "least-connections"],
+    ]);
+    expect(s.sniRoutes![1]!.pool.health!.intervalMs).toBe(2000);
+    expect(s.deadlines.handshakeMs).toBe(3000);
+    // Without routes: none, and handshake_timeout is refused as before.
+    expect(parseConfig(web(undefined, 'origin = "10.0.0.9:443"'), FILE).services[0]!.sniRoutes).toBeUndefined();
+    // No origins of its own: unmatched connections are reset.
+    expect(parseConfig(web() + '[[service.route]]\nsni = "a.example"\norigin = "10.0.0.1:443"\n', FILE).services[0]!.pool).toBeUndefined();
+  });
+
+  test.each([
+    ['[[service.route]]\norigin = "10.0.0.1:443"\n', 'edgeproxy.toml: service "web": route[1]: missing required field "sni" (the TLS server names this route takes, like ["a.example", "*.b.example"])'],
+    ['[[service.route]]\nsni = []\norigin = "10.0.0.1:443"\n', 'edgeproxy.toml: service "web": route[1].sni: must not be empty'],
+    ['[[service.route]]\nsni = "a.example"\n', 'edgeproxy.toml: service "web": route[1]: missing required field "origins" (an sni route sends its connections to origins of its own)'],
+    ['[[service.route]]\nsni = "a b"\norigin = "10.0.0.1:443"\n', 'edgeproxy.toml: service "web": route[1].sni: "a b" is not a host name, or "*." and a host name'],
+    ['[[service.route]]\nsni = "a.*.example"\norigin = "10.0.0.1:443"\n', 'edgeproxy.toml: service "web": route[1].sni: "a.*.example" is not a host name, or "*." and a host name'],
+    ['[[service.route]]\nsni = "*"\norigin = "10.0.0.1:443"\n', 'edgeproxy.toml: service "web": route[1].sni: "*" is not a host name, or "*." and a host name'],
+    ['[[service.route]]\nsni = ["a.example", "A.example."]\norigin = "10.0.0.1:443"\n', 'edgeproxy.toml: service "web": route[1].sni: "A.example." is already in this route'],
+    ['[[service.route]]\nsni = "*.a.example"\norigin = "10.0.0.1:443"\n[[service.route]]\nsni = "*.A.example"\norigin = "10.0.0.2:443"\n', 'edgeproxy.toml: service "web": route[2].sni: "*.A.example" is already route[1]\'s'],
+    ['[[service.route]]\nhost = "a.example"\norigin = "10.0.0.1:443"\n', 'edgeproxy.toml: service "web": route[1]: unknown field "host" (host and path route http services; a tcp service\'s routes match the TLS server name (sni))'],
+  ])("sni route error %#", (route, expected) => {
+    expect(error(web() + route)).toBe(expected);
+  });
+
+  test("sni routes and TLS termination, or an http service with sni: one line each", () => {
+    expect(error(web(undefined, 'tls_cert = "/tls/cert.pem"\ntls_key = "/tls/key.pem"') + '[[service.route]]\nsni = "a.example"\norigin = "10.0.0.1:443"\n', read)).toBe(
+      'edgeproxy.toml: service "web": route: sni routes pass TLS through to their origins; they cannot be combined with tls_cert/tls_key (TLS termination)',
+    );
+    expect(error(web(undefined, 'mode = "http"') + '[[service.route]]\nsni = "a.example"\norigin = "10.0.0.1:443"\n')).toBe(
+      'edgeproxy.toml: service "web": route[1]: unknown field "sni" (sni routes are for tcp services, which pass TLS through; an http service routes by host and path)',
+    );
+  });
+
   test("client deadlines: defaults, and every key set", () => {
     expect(parseConfig(web(), FILE).services[0]!.deadlines).toEqual(DEADLINE_DEFAULTS);
     const keys = 'proxy_header_timeout = "3s"\nhandshake_timeout = "4s"\nheader_timeout = "5s"\nkeepalive_timeout = "6s"\nbody_timeout = "7s"';
@@ -330,7 +371,7 @@ describe("errors name the file, the service and the field", () => {
     [web(undefined, 'proxy_protocol = "spp"'), 'edgeproxy.toml: service "web": proxy_protocol: spp: tcp services take v1 or v2'],
     [web(undefined, 'proxy_protocol = "v3"'), 'edgeproxy.toml: service "web": proxy_protocol: "v3" is not one of off, v1, v2, spp'],
     [web('protocol = "udp"\nprefixes = "192.0.2.0/24"\nports = 80', 'mode = "udp"\nconnect_timeout = "1s"'), 'edgeproxy.toml: service "web": connect_timeout: UDP has no connections to time out; use idle_timeout for flows'],
-    [web(undefined, 'route = []'), 'edgeproxy.toml: service "web": route: is for http services; this one is tcp'],
+    [web('protocol = "udp"\nprefixes = "192.0.2.0/24"\nports = 80', 'mode = "udp"\nroute = []'), 'edgeproxy.toml: service "web": route: routes http services (by host and path) and tcp services (by TLS server name); this one is udp'],
     [web(undefined, 'mode = "sctp"'), 'edgeproxy.toml: service "web": mode: "sctp" is not one of tcp, udp, http'],
     // admin
     [`[admin]\nlisten = "0.0.0.0:9901"\ntoken = "${TOKEN}"\n${web()}`, 'edgeproxy.toml: admin.listen: "0.0.0.0:9901" must be a loopback address (127.0.0.0/8 or [::1]); the admin API is not for the network'],

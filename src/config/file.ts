@@ -9,6 +9,7 @@ import { completeDeadlines, DEADLINE_KEYS } from "./deadlines";
 import { WORKER_BOUNDS } from "./numbers";
 import { parseDuration, parseEndpoint, parseProxyProtocol } from "./origin";
 import { parseHttp, parsePool, parseTls, POOL_FIELDS } from "./pool-file";
+import { parseSniRoutes } from "./sni";
 import { parsePorts } from "./ports";
 import { Fields, isTable } from "./schema";
 import { checkService } from "./validate";
@@ -242,6 +243,7 @@ function parseService(raw: unknown, index: number, file: string, read: (path: st
   const acceptProxy = prefixes(f, "accept_proxy") ?? [];
   const tls = parseTls({ file: f.string("tls_cert"), where: f.at("tls_cert") }, { file: f.string("tls_key"), where: f.at("tls_key") }, mode, read);
   const http = parseHttp(f, mode);
+  const sniRoutes = mode === "tcp" ? parseSniRoutes(f.tables("route", "[[service.route]]") ?? [], f.where) : undefined;
   const sourceLimits = sourceLimitsOf(
     {
       connections: f.positiveInteger("source_connections", SOURCE_BOUNDS.connections),
@@ -254,7 +256,8 @@ function parseService(raw: unknown, index: number, file: string, read: (path: st
   );
   const deadlines = completeDeadlines(
     Object.fromEntries(DEADLINE_KEYS.map((k) => [k.field, f.text(k.key) === undefined ? undefined : duration(k.key, 0)])),
-    { mode, tls: tls !== undefined, acceptProxy: acceptProxy.length > 0 },
+    // sni routes read the ClientHello under the handshake deadline (proxy/sni/session.ts).
+    { mode, tls: tls !== undefined || sniRoutes !== undefined, acceptProxy: acceptProxy.length > 0 },
     (k) => f.at(k.key),
   );
 
@@ -264,7 +267,7 @@ function parseService(raw: unknown, index: number, file: string, read: (path: st
 
   // pool stays a key even when undefined, as on the command line, so both configs compare equal.
   const accessLog = completeAccessLog(accessLogSettings(f), logDefaults, instance);
-  const service: ServiceConfig = { name, mode, bindings, pool, connectTimeoutMs, idleTimeoutMs, proxyProtocol, access, acceptProxy, tls, http, deadlines, ...(sourceLimits ? { sourceLimits } : {}), ...(accessLog ? { accessLog } : {}) };
+  const service: ServiceConfig = { name, mode, bindings, pool, connectTimeoutMs, idleTimeoutMs, proxyProtocol, access, acceptProxy, tls, http, deadlines, ...(sniRoutes ? { sniRoutes } : {}), ...(sourceLimits ? { sourceLimits } : {}), ...(accessLog ? { accessLog } : {}) };
   checkService(service, (key) => f.at(key));
   return service;
 }

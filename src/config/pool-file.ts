@@ -97,7 +97,7 @@ export function ejectOf(e: { failures?: number; durationMs?: number; baseMs?: nu
 /** [[service.route]] tables (http only), ordered most specific first. */
 function parseRoutes(raw: readonly unknown[], where: string): RouteConfig[] {
   const routes = raw.map((r, i) => {
-    const f = Fields.of(r, `${where}: route[${i + 1}]`, ".", ROUTE_FIELDS);
+    const f = Fields.of(r, `${where}: route[${i + 1}]`, ".", ROUTE_FIELDS, { sni: "sni routes are for tcp services, which pass TLS through; an http service routes by host and path" });
     const hostText = f.string("host");
     // Requests' Host is compared without a trailing dot (an absolute name is the same host).
     const host = hostText?.toLowerCase().replace(/\.(?=(:\d+)?$)/, "");
@@ -128,9 +128,11 @@ function sortRoutes(routes: readonly RouteConfig[]): RouteConfig[] {
 
 /** http options of a [[service]]: first_byte_timeout, max_body_size, max_header_size, routes. */
 export function parseHttp(f: Fields, mode: Mode): HttpConfig | undefined {
-  const keys = ["first_byte_timeout", "max_body_size", "max_header_size", "route"];
+  // A tcp service's routes are sni routes (config/sni.ts).
+  const keys = ["first_byte_timeout", "max_body_size", "max_header_size", ...(mode === "tcp" ? [] : ["route"])];
   if (mode !== "http") {
     const stray = keys.find((k) => f.has(k));
+    if (stray === "route") throw new ConfigError(f.at(stray), `routes http services (by host and path) and tcp services (by TLS server name); this one is ${mode}`);
     if (stray) throw new ConfigError(f.at(stray), `is for http services; this one is ${mode}`);
     return undefined;
   }

@@ -66,6 +66,16 @@ export interface RouteConfig {
   readonly pool?: PoolConfig;
 }
 
+/**
+ * tcp: connections whose TLS ClientHello names one of `names` (server_name,
+ * RFC 6066 §3) go to this pool, TLS untouched (proxy/sni/).
+ */
+export interface SniRouteConfig {
+  /** Lower case without a trailing dot; "*.b.example" matches exactly one label more than b.example. Unique across a service's routes. */
+  readonly names: readonly string[];
+  readonly pool: PoolConfig;
+}
+
 /** http-mode limits. */
 export interface HttpConfig {
   /** The first byte of the origin's response must come within this (504 otherwise). */
@@ -96,9 +106,9 @@ export const POOL_DEFAULTS = {
   resolveMs: 30_000,
 } as const;
 
-/** Every pool a service uses: its routes' and its own. */
-export function poolsOf(s: { readonly pool?: PoolConfig; readonly http?: HttpConfig }): PoolConfig[] {
-  return [...(s.http?.routes ?? []).flatMap((r) => (r.pool ? [r.pool] : [])), ...(s.pool ? [s.pool] : [])];
+/** Every pool a service uses: its routes' (http or sni) and its own. */
+export function poolsOf(s: { readonly pool?: PoolConfig; readonly http?: HttpConfig; readonly sniRoutes?: readonly SniRouteConfig[] }): PoolConfig[] {
+  return [...(s.http?.routes ?? []).flatMap((r) => (r.pool ? [r.pool] : [])), ...(s.sniRoutes ?? []).map((r) => r.pool), ...(s.pool ? [s.pool] : [])];
 }
 
 /** "10.0.0.1:80", "[2001:db8::1]:3000-4000", "origin.internal" (port-preserving), with " weight=N" when not 1. */
@@ -106,6 +116,11 @@ export function formatOrigin(o: OriginConfig): string {
   const host = o.host.includes(":") ? `[${o.host}]` : o.host;
   const where = o.ports ? `${host}:${o.ports.lo}-${o.ports.hi}` : o.port !== undefined ? `${host}:${o.port}` : `${o.host} (port-preserving)`;
   return o.weight === 1 ? where : `${where} weight=${o.weight}`;
+}
+
+/** A service's own pool in one line; a tcp service with sni routes and none resets what no route takes. */
+export function describeServicePool(s: { readonly pool?: PoolConfig; readonly sniRoutes?: readonly SniRouteConfig[] }): string {
+  return !s.pool && s.sniRoutes ? "none (connections no sni route takes are reset)" : describePool(s.pool);
 }
 
 /** One line for logs and status: "a, b (least-connections)". */

@@ -1,11 +1,11 @@
 import { basename, join } from "node:path";
 import { ConfigError } from "../errors";
 import type { Prefix } from "./address";
-import type { HttpConfig, PoolConfig, TlsConfig } from "./pool";
+import type { HttpConfig, PoolConfig, SniRouteConfig, TlsConfig } from "./pool";
 import type { PortRange } from "./ports";
 import type { Deadlines } from "./deadlines";
 
-export type { Balance, EjectConfig, HealthConfig, HttpConfig, OriginConfig, PoolConfig, RouteConfig, TlsConfig } from "./pool";
+export type { Balance, EjectConfig, HealthConfig, HttpConfig, OriginConfig, PoolConfig, RouteConfig, SniRouteConfig, TlsConfig } from "./pool";
 
 /** tcp and udp relay bytes and datagrams; http proxies requests. */
 export type Mode = "tcp" | "udp" | "http";
@@ -83,6 +83,12 @@ export interface ServiceConfig {
   readonly tls?: TlsConfig;
   /** http mode only. */
   readonly http?: HttpConfig;
+  /**
+   * tcp mode only ([[service.route]] with sni): route by the ClientHello's
+   * server name without terminating TLS; unmatched connections go to `pool`.
+   * Absent: no ClientHello is read.
+   */
+  readonly sniRoutes?: readonly SniRouteConfig[];
   /** tcp and http: how long each client stage may take (PROXY header, TLS handshake, and http's request head, keep-alive wait, body gaps). */
   readonly deadlines: Deadlines;
   /** Absent: no per-client limits. */

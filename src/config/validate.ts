@@ -11,6 +11,8 @@ export function checkService(s: ServiceConfig, at: (key: string) => string): voi
   if (s.mode === "udp" && s.acceptProxy.length) throw new ConfigError(at("accept_proxy"), "PROXY headers are accepted on tcp and http services only");
   // The tcp data plane terminates TLS in Bun's listener, whose handshake starts at accept, before a PROXY header could be read.
   if (s.mode !== "udp" && s.tls && s.acceptProxy.length) throw new ConfigError(at("accept_proxy"), `cannot be combined with TLS termination on a ${s.mode} service yet (the PROXY header precedes the handshake)`);
+  // Routing by SNI reads the ClientHello and forwards it: the origin, not edgeproxy, completes the handshake.
+  if (s.sniRoutes && s.tls) throw new ConfigError(at("route"), "sni routes pass TLS through to their origins; they cannot be combined with tls_cert/tls_key (TLS termination)");
   const ranged = poolsOf(s).flatMap((p) => p.origins).filter((o) => o.ports);
   if (ranged.length === 0) return;
   // Spectrum's port-range mapping: edge LO-HI to origin LO'-HI' by offset, so

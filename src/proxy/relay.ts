@@ -86,7 +86,8 @@ export class Relay implements Session {
   private done = false;
   private connecting = true;
   lastActive: number;
-  private readonly deadline: number;
+  /** The origin connect's deadline; none before connect() (an sni route is still being read). */
+  private deadline = Infinity;
   // performance.now() at accept, for the duration histogram.
   private readonly startedAt: number;
   // This connection's bytes each way (the access log's; two additions per chunk).
@@ -96,6 +97,10 @@ export class Relay implements Session {
   // TLS as negotiated, and how it ended (the first cause wins).
   ends: Ends | undefined;
   tls: { version: string | null; sni: string | undefined } | undefined;
+  /** SNI routing (proxy/sni/): the route taken ("1".., "default") and the ClientHello's name; for the log. */
+  routed: { route: string | null; sni: string | null } | undefined;
+  /** SNI routing: the route's byte counters, kept with the service's. */
+  routeStats: { bytesFromClients: number; bytesFromOrigins: number } | undefined;
   private target: string | undefined;
   private event: string | undefined;
   private why: string | undefined;
@@ -106,7 +111,6 @@ export class Relay implements Session {
   ) {
     this.startedAt = performance.now();
     this.lastActive = options.clock.now;
-    this.deadline = options.clock.now + options.connectTimeoutMs;
     options.stats.connectionsActive++;
     options.stats.connectionsTotal++;
   }
@@ -114,6 +118,7 @@ export class Relay implements Session {
   connect(target: RelayTarget): void {
     this.member = target.member;
     this.member?.acquired();
+    this.deadline = this.options.clock.now + this.options.connectTimeoutMs;
     if (this.options.log) {
       this.target = target.host.includes(":") ? `[${target.host}]:${target.port}` : `${target.host}:${target.port}`;
       if (this.options.log.connect) this.logLine("connect");
@@ -193,6 +198,7 @@ export class Relay implements Session {
     this.lastActive = this.options.clock.now;
     this.options.stats.bytesFromClients += chunk.length;
     this.bytesIn += chunk.length;
+    if (this.routeStats) this.routeStats.bytesFromClients += chunk.length;
     this.send(this.up, this.origin, chunk, this.client);
   }
 
@@ -200,6 +206,7 @@ export class Relay implements Session {
     this.lastActive = this.options.clock.now;
     this.options.stats.bytesFromOrigins += chunk.length;
     this.bytesOut += chunk.length;
+    if (this.routeStats) this.routeStats.bytesFromOrigins += chunk.length;
     this.send(this.down, this.client, chunk, this.origin!);
   }
 
@@ -271,6 +278,11 @@ export class Relay implements Session {
     this.client.end();
   }
 
+  /** Close both sides with FIN now (nothing is queued yet: an sni route's client left before sending a byte). */
+  end(): void {
+    this.finish(true);
+  }
+
   /** Close both sides with RST. */
   abort(): void {
     if (this.done) return;
@@ -301,7 +313,7 @@ export class Relay implements Session {
     if (!log.sampled()) return;
     const e = this.ends;
     const duration = Math.round(performance.now() - this.startedAt);
-    if (e && this.target && !this.tls && event !== "connect") {
+    if (e && this.target && !this.tls && !this.routed && event !== "connect") {
       // The usual line as one template (one string to flatten when written); addresses and numbers need no escape.
       log.line(
         `"protocol":"tcp","event":"${event}","client":"${formatEndpoint(e.client)}","edge":"${formatEndpoint(e.edge)}","origin":"${jsonInner(this.target)}","bytes_in":${this.bytesIn},"bytes_out":${this.bytesOut},"duration_ms":${duration},"reason":"${jsonInner(this.why ?? "shutdown")}"}`,
@@ -314,6 +326,7 @@ export class Relay implements Session {
     if (this.target) body += `,"origin":${jsonString(this.target)}`;
     body += `,"bytes_in":${this.bytesIn},"bytes_out":${this.bytesOut},"duration_ms":${duration}`;
     if (this.tls) body += `,"tls_version":${jsonOrNull(this.tls.version)},"sni":${jsonOrNull(this.tls.sni)}`;
+    if (this.routed) body += `,"sni":${jsonOrNull(this.routed.sni)},"route":${jsonOrNull(this.routed.route)}`;
     if (event !== "connect") body += `,"reason":${jsonString(this.why ?? "shutdown")}`;
     log.line(`${body}}`);
   }

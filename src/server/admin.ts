@@ -1,6 +1,6 @@
 import type { AdminBackend, StatusSnapshot } from "../admin/backend";
 import { formatPrefix, parsePrefix } from "../config/address";
-import { describePool } from "../config/pool";
+import { describeServicePool } from "../config/pool";
 import { formatPorts, parsePorts } from "../config/ports";
 import { ConfigError } from "../errors";
 import type { StoredBinding } from "../dispatcher/abi";
@@ -13,7 +13,7 @@ import { CLIENT_COUNTERS } from "../proxy/clients";
 
 function origin(s: Server, name: string): string | undefined {
   const cfg = s.config.services.find((c) => c.name === name);
-  return cfg && describePool(cfg.pool);
+  return cfg && describeServicePool(cfg);
 }
 
 /** The admin API's view of a running server. */

@@ -1,6 +1,6 @@
 import { lookup } from "node:dns/promises";
 import { dialledAddress, formatAddress, formatPrefix, parseAddress, prefixContains } from "../config/address";
-import { describePool, formatOrigin, poolsOf } from "../config/pool";
+import { describeServicePool, formatOrigin, poolsOf } from "../config/pool";
 import { formatPorts, type PortRange } from "../config/ports";
 import { transportOf, type AdminConfig, type OriginConfig, type ServiceConfig } from "../config/service";
 import { formatBinding, type Binding } from "../dispatcher/binding";
@@ -137,8 +137,8 @@ function firstSteered(ranges: readonly { start: number; service: number }[], lo:
 export function describeBindings(services: readonly ServiceConfig[]): string[] {
   return services.map((s) =>
     `service ${s.name} (${s.mode}): ${s.bindings.map((b) => `${b.protocol} ${b.prefixes.map(formatPrefix).join(",")} ports ${b.ports.map(formatPorts).join(",")}`).join("; ")} -> ${
-      describePool(s.pool)
-    }${s.http?.routes.length ? ` (+${s.http.routes.length} routes)` : ""}`,
+      describeServicePool(s)
+    }${s.http?.routes.length ? ` (+${s.http.routes.length} routes)` : ""}${s.sniRoutes ? ` (+${s.sniRoutes.length} sni routes)` : ""}`,
   );
 }
 

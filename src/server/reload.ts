@@ -23,7 +23,7 @@ export interface ReloadReport {
 const LISTENER_GRACE_MS = 500;
 
 const dataPlaneOf = (s: ServiceConfig) =>
-  JSON.stringify([s.mode, s.pool ?? null, s.http ?? null, s.tls ?? null, s.acceptProxy, s.connectTimeoutMs, s.idleTimeoutMs, s.deadlines, s.proxyProtocol, serviceFamilies(s), s.sourceLimits ?? null]);
+  JSON.stringify([s.mode, s.pool ?? null, s.http ?? null, s.sniRoutes ?? null, s.tls ?? null, s.acceptProxy, s.connectTimeoutMs, s.idleTimeoutMs, s.deadlines, s.proxyProtocol, serviceFamilies(s), s.sourceLimits ?? null]);
 const steeringOf = (s: ServiceConfig) => JSON.stringify(storedState(s, 0));
 
 /**

@@ -49,7 +49,10 @@ export class DataPlanes {
     // http: a pool per route, made by the service.
     if (cfg.mode === "http") return new HttpService(cfg, this.clock, this.admission, { edgeRange: edgeRangeOf(cfg), resolved: origins }, sourceLimit, this.clients);
     const pool = cfg.pool && new OriginPool(cfg.pool, { edgeRange: edgeRangeOf(cfg), resolved: origins, kind: cfg.mode, owner: `service ${cfg.name}` });
-    if (cfg.mode === "tcp") return new TcpService(cfg, this.clock, this.admission, pool, sourceLimit, this.clients);
+    if (cfg.mode === "tcp") {
+      const routes = (cfg.sniRoutes ?? []).map((r, i) => new OriginPool(r.pool, { edgeRange: edgeRangeOf(cfg), resolved: origins, kind: "tcp", owner: `service ${cfg.name} route ${i + 1} (${r.names.join(", ")})` }));
+      return new TcpService(cfg, this.clock, this.admission, pool, sourceLimit, routes, this.clients);
+    }
     if (this.maxFlows < 1) {
       throw new ConfigError(`service ${cfg.name}`, "no file descriptors were set aside for UDP flows at startup; restart with max_flows (--max-flows) set");
     }
