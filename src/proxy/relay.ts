@@ -6,6 +6,7 @@ import type { Session } from "./pipeline";
 import { errorClass, type ServiceStats } from "./stats";
 import type { Ends } from "./inbound";
 import { formatEndpoint, jsonInner, jsonOrNull, jsonString, type ServiceLog } from "../log/access";
+import { OriginTlsError, type OriginTls } from "../origin/tls";
 
 /*
  * One proxied TCP connection: client <-> origin.
@@ -30,6 +31,9 @@ export interface RelayTarget {
   readonly member?: Member;
 }
 
+/** Where a target came from, for TLS: the origin as configured (its name is the SNI). */
+const originHostOf = (t: RelayTarget) => t.member?.origin.host ?? t.host;
+
 const FAILURES: ReadonlySet<string> = new Set<OriginFailure>(["refused", "timeout", "unreachable", "reset"]);
 
 export interface RelayOptions {
@@ -39,6 +43,8 @@ export interface RelayOptions {
   readonly stats: ServiceStats;
   /** The service's access log; absent: off (nothing is recorded for it). */
   readonly log?: ServiceLog;
+  /** origin_tls: the pool's TLS to its origins; absent: plain TCP. */
+  readonly originTls?: OriginTls;
 }
 
 interface Direction {
@@ -77,6 +83,27 @@ export const originHandlers = {
   },
 };
 
+/**
+ * The same over TLS (origin_tls): `open` is only the TCP connect; the relay
+ * starts at `handshake`, on the pool's verdict. Until then a close or an
+ * error is a failed connect (passive ejection counts it).
+ */
+export const tlsOriginHandlers = {
+  ...originHandlers,
+  open(s: Socket<Peer>) {
+    s.data.relay.originTcpOpen();
+  },
+  handshake(s: Socket<Peer>, success: boolean, error: Error | null) {
+    s.data.relay.originHandshake(s, success, error);
+  },
+  close(s: Socket<Peer>, error?: Error) {
+    s.data.relay.originTlsClosed(error);
+  },
+  error(s: Socket<Peer>, error: Error) {
+    s.data.relay.originTlsClosed(error);
+  },
+};
+
 /** The pipeline's last stage of a tcp service (the pipeline owns the client's cap slot). */
 export class Relay implements Session {
   private origin: Socket<Peer> | undefined;
@@ -85,6 +112,8 @@ export class Relay implements Session {
   private readonly down: Direction = { out: new Outbox(), ended: false, shut: false };
   private done = false;
   private connecting = true;
+  // origin_tls: the TCP connect is done and the handshake is under way.
+  private handshaking = false;
   lastActive: number;
   private readonly deadline: number;
   // performance.now() at accept, for the duration histogram.
@@ -118,13 +147,20 @@ export class Relay implements Session {
       this.target = target.host.includes(":") ? `[${target.host}]:${target.port}` : `${target.host}:${target.port}`;
       if (this.options.log.connect) this.logLine("connect");
     }
-    Bun.connect<Peer>({
-      hostname: target.host,
-      port: target.port,
-      allowHalfOpen: true,
-      data: { relay: this, side: "origin" },
-      socket: originHandlers,
-    }).catch((e) => this.originFailed(e));
+    const tls = this.options.originTls;
+    try {
+      Bun.connect<Peer>({
+        hostname: target.host,
+        port: target.port,
+        allowHalfOpen: true,
+        data: { relay: this, side: "origin" },
+        ...(tls ? { tls: tls.options(originHostOf(target)) } : {}),
+        socket: tls ? tlsOriginHandlers : originHandlers,
+      }).catch((e) => this.originFailed(e));
+    } catch (e) {
+      // Bun refuses some TLS options synchronously (a key not matching its certificate; the config checks that).
+      this.originFailed(e);
+    }
   }
 
   /** Bytes the origin gets before anything from the client (a PROXY header); call before connect(). */
@@ -136,7 +172,9 @@ export class Relay implements Session {
   sweep(now: number): void {
     if (this.done) return;
     if (this.connecting && now >= this.deadline) {
-      this.cause("origin_error", "origin_connect_timeout");
+      // connect_timeout covers the TLS handshake too: a handshake still under way is a TLS failure as well.
+      if (this.handshaking) this.options.stats.originTlsError("timeout");
+      this.cause("origin_error", this.handshaking ? "origin_tls_timeout" : "origin_connect_timeout", true);
       this.options.stats.originError("timeout");
       this.member?.failed("timeout");
       this.abort();
@@ -158,11 +196,38 @@ export class Relay implements Session {
     this.flush(this.up, s, this.client);
   }
 
+  originTcpOpen(): void {
+    this.handshaking = true;
+  }
+
+  /** origin_tls: the handshake finished (well or not); the pool's OriginTls judges it. */
+  originHandshake(s: Socket<Peer>, success: boolean, error: Error | null): void {
+    if (this.done) return void s.terminate();
+    const refused = this.options.originTls!.verdict(success, error);
+    if (refused) return this.originFailed(refused);
+    this.handshaking = false;
+    this.originOpen(s);
+  }
+
+  /** origin_tls: the origin socket closed; before the handshake finished, that is a failed connect. */
+  originTlsClosed(error?: Error): void {
+    if (this.done) return;
+    if (this.connecting) return this.originFailed(new OriginTlsError("protocol", (error as { code?: string } | undefined)?.code ?? "closed during the handshake"));
+    this.sideClosed("origin", error);
+  }
+
   originFailed(error: unknown): void {
     if (this.done) return;
+    if (error instanceof OriginTlsError) {
+      this.options.stats.originTlsError(error.reason);
+      this.options.stats.originError("tls");
+      this.cause("origin_error", `origin_tls_${error.reason}`, true);
+      this.member?.failed("tls");
+      return this.abort();
+    }
     const kind = errorClass((error as { code?: string })?.code);
     this.options.stats.originError(kind);
-    this.cause("origin_error", `origin_${kind}`);
+    this.cause("origin_error", `origin_${kind}`, true);
     this.member?.failed(FAILURES.has(kind) ? (kind as OriginFailure) : "other");
     this.abort();
   }
@@ -285,9 +350,18 @@ export class Relay implements Session {
     if (this.options.log) this.logLine(this.event ?? "close");
   }
 
-  /** Record why the connection ends, for its log line: the first cause wins. Also marks "no origin". */
-  cause(event: string, why: string): void {
+  /**
+   * Record why the connection ends, for its log line: the first cause wins,
+   * except that a failed origin connect (`force`) is always the reason: a
+   * client's FIN while the connect (or TLS handshake) was under way did not end it.
+   */
+  cause(event: string, why: string, force = false): void {
     if (!this.options.log) return;
+    if (force) {
+      this.event = event;
+      this.why = why;
+      return;
+    }
     this.event ??= event;
     this.why ??= why;
   }

@@ -62,7 +62,7 @@ export class TcpService implements DataPlaneService {
   /** The relay to an origin of the pool, as the pipeline's last stage. */
   private relayProtocol(pool: OriginPool): Protocol {
     const log = this.log;
-    const options = { connectTimeoutMs: this.config.connectTimeoutMs, idleTimeoutMs: this.config.idleTimeoutMs, clock: this.clock, stats: this.stats, log };
+    const options = { connectTimeoutMs: this.config.connectTimeoutMs, idleTimeoutMs: this.config.idleTimeoutMs, clock: this.clock, stats: this.stats, log, ...(pool.tls ? { originTls: pool.tls } : {}) };
     const tls = this.config.tls !== undefined;
     const { proxyProtocol } = this.config;
     // Each of Bun's address getters is a syscall or a string: ask only for what the pool uses

@@ -9,6 +9,7 @@ import { clientResponseHead, verbatimResponse, type ResponseFraming } from "./he
 import type { OriginConn, OriginUser } from "./origins";
 import { HeadError, hasToken, headEnd, parseResponseHead, type RequestHead, type ResponseHead } from "./parse";
 import { RequestLog } from "./reqlog";
+import { OriginTlsError } from "../../origin/tls";
 
 /*
  * The state of one client connection's current exchange, and its origin
@@ -161,6 +162,7 @@ export abstract class Exchange implements OriginUser {
     if (c !== this.origin) return;
     const cause = originCause(error);
     this.ctx.stats.originError(cause.kind);
+    if (error instanceof OriginTlsError) this.ctx.stats.originTlsError(error.reason);
     this.member?.failed(cause.kind);
     this.fail(502, `origin ${c.host}:${c.port}: ${cause.text}`);
   }
@@ -218,7 +220,7 @@ export abstract class Exchange implements OriginUser {
         this.ctx.httpStats.retries++;
         c.destroy(false);
         this.toOrigin.clear();
-        this.attach(this.ctx.origins.get(c.host, c.port, this, true));
+        this.attach(this.ctx.origins.get(c.host, c.port, this, true, c.tlsTarget));
         return this.sendOrigin(this.headBytes);
       }
       const cause = error ? originCause(error) : { kind: "reset" as const, text: "closed the connection before responding" };

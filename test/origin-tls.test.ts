@@ -1,0 +1,341 @@
+// TLS to origins (origin_tls: Spectrum's Full (strict) = verify, Full =
+// insecure), end to end through the real kernel path, each test in a
+// namespace of its own. The origins are Bun TLS listeners and openssl
+// s_server with certificates signed by a CA openssl makes for this file; a
+// second CA stands for "not trusted".
+import { afterAll, beforeAll, describe, expect, test } from "bun:test";
+import type { TCPSocketListener } from "bun";
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { EdgeproxyProcess, runEdgeproxy } from "./helpers/edgeproxy";
+import { proxyFixture } from "./helpers/fixture";
+import { exchange, text } from "./helpers/net";
+import { dnsServer, scrape, workdir, writeConfig } from "./helpers/pools";
+
+const f = proxyFixture();
+let dir = "";
+const pem = (name: string) => join(dir, name);
+
+function sh(cmd: string[]): void {
+  const r = Bun.spawnSync(cmd, { stderr: "pipe", cwd: dir });
+  if (r.exitCode !== 0) throw new Error(`${cmd.join(" ")}: ${r.stderr.toString()}`);
+}
+
+beforeAll(() => {
+  dir = mkdtempSync(join(tmpdir(), "ep-origintls-"));
+  const ca = (name: string) => sh(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-days", "1", "-subj", `/CN=${name}`, "-keyout", `${name}.key`, "-out", `${name}.pem`]);
+  const leaf = (name: string, signer: string, san: string) => {
+    sh(["openssl", "req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-subj", `/CN=${name}`, "-keyout", `${name}.key`, "-out", `${name}.csr`]);
+    writeFileSync(pem(`${name}.ext`), `subjectAltName=${san}\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth,clientAuth\n`);
+    sh(["openssl", "x509", "-req", "-in", `${name}.csr`, "-CA", `${signer}.pem`, "-CAkey", `${signer}.key`, "-CAcreateserial", "-days", "1", "-extfile", `${name}.ext`, "-out", `${name}.pem`]);
+  };
+  ca("ca");
+  ca("otherca");
+  // The origin's certificate names origin.test and the address 127.0.0.1 (not 127.0.0.2).
+  leaf("origin", "ca", "DNS:origin.test,DNS:origin.tls.test,IP:127.0.0.1");
+  leaf("client", "ca", "DNS:edge.client");
+});
+
+afterAll(() => rmSync(dir, { recursive: true, force: true }));
+
+/** A TLS origin that greets each connection with the SNI it got ("-": none) and the peer certificate's CN, then closes. */
+function tlsGreeter(host: string, port = 0): TCPSocketListener<undefined> {
+  return Bun.listen({
+    hostname: host,
+    port,
+    tls: { cert: readFileSync(pem("origin.pem"), "utf8"), key: readFileSync(pem("origin.key"), "utf8") },
+    socket: {
+      handshake(s) {
+        s.end(`hello sni=${s.getServername() || "-"}`);
+      },
+      data() {},
+    },
+  });
+}
+
+/**
+ * A keep-alive HTTP/1.1 origin over TLS: every request gets 200 with the
+ * SNI and the number of the TLS connection it came on.
+ */
+function tlsHttpOrigin(host: string) {
+  let conns = 0;
+  const listener = Bun.listen<{ id: number; buf: string }>({
+    hostname: host,
+    port: 0,
+    tls: { cert: readFileSync(pem("origin.pem"), "utf8"), key: readFileSync(pem("origin.key"), "utf8") },
+    socket: {
+      open(s) {
+        s.data = { id: ++conns, buf: "" };
+      },
+      data(s, d) {
+        s.data.buf += d.toString("latin1");
+        let end: number;
+        while ((end = s.data.buf.indexOf("\r\n\r\n")) >= 0) {
+          s.data.buf = s.data.buf.slice(end + 4);
+          const body = `conn=${s.data.id} sni=${s.getServername() || "-"}`;
+          s.write(`HTTP/1.1 200 OK\r\nContent-Length: ${body.length}\r\nContent-Type: text/plain\r\n\r\n${body}`);
+        }
+      },
+    },
+  });
+  return { listener, connections: () => conns };
+}
+
+/** A listener that accepts and never answers the handshake. */
+function silent(host: string): TCPSocketListener<undefined> {
+  return Bun.listen({ hostname: host, port: 0, socket: { data() {} } });
+}
+
+// curl, not our parser, reads the reply.
+async function curl(url: string, ...extra: string[]): Promise<{ status: string; body: string }> {
+  const p = Bun.spawn(["curl", "-s", "--max-time", "8", "-w", "\n%{http_code}", ...extra, url], { stdout: "pipe", stderr: "pipe" });
+  const out = await new Response(p.stdout).text();
+  await p.exited;
+  const nl = out.lastIndexOf("\n");
+  return { status: out.slice(nl + 1), body: out.slice(0, nl) };
+}
+
+const tcpAsk = async (port: number, payload = "") => exchange("192.0.2.1", port, payload, 6000);
+
+describe("origin_tls, tcp services", () => {
+  test("verify with the right origin_ca: relayed; no SNI to an IP origin, origin_sni sent when set", async () => {
+    const o = tlsGreeter("127.0.0.1");
+    f.servers.push(o);
+    f.ep = await EdgeproxyProcess.start(["--ports", "7000", "--prefix", "192.0.2.0/24", "--origin", `127.0.0.1:${o.port}`, "--origin-tls", "verify", "--origin-ca", pem("ca.pem")]);
+    // RFC 6066 §3: no IP literal in SNI; the certificate is checked against the address (IP SAN 127.0.0.1).
+    expect(text(await tcpAsk(7000))).toBe("hello sni=-");
+    expect(await f.ep.stop()).toBe(0);
+    f.ep = await EdgeproxyProcess.start(["--ports", "7000", "--prefix", "192.0.2.0/24", "--origin", `127.0.0.1:${o.port}`, "--origin-tls", "verify", "--origin-ca", pem("ca.pem"), "--origin-sni", "origin.test"]);
+    expect(text(await tcpAsk(7000))).toBe("hello sni=origin.test");
+  }, 30_000);
+
+  test("an origin given by name: its name is the SNI and what is verified", async () => {
+    const w = workdir();
+    const resolv = join(w.dir, "resolv.conf");
+    let mounted = false;
+    const dns = await dnsServer("origin.tls.test", { answer: ["127.0.0.1"], ttl: 30 });
+    try {
+      // Only this test's mount namespace (bun test runs under unshare --mount) sees it.
+      writeFileSync(resolv, "nameserver 127.0.0.1\noptions timeout:1 attempts:1\n");
+      const m = Bun.spawnSync(["mount", "--bind", resolv, "/etc/resolv.conf"], { stderr: "pipe" });
+      expect(m.stderr.toString()).toBe("");
+      mounted = true;
+      const o = tlsGreeter("127.0.0.1");
+      f.servers.push(o);
+      writeConfig(w, { origins: [`origin.tls.test:${o.port}`], ports: "7000", extra: `origin_tls = "verify"\norigin_ca = "${pem("ca.pem")}"` });
+      f.ep = await EdgeproxyProcess.start(["serve", "--config", w.file]);
+      expect(text(await tcpAsk(7000))).toBe("hello sni=origin.tls.test");
+    } finally {
+      dns.socket.close();
+      if (mounted) Bun.spawnSync(["umount", "/etc/resolv.conf"]);
+      w.done();
+    }
+  }, 30_000);
+
+  test("a wrong CA is refused: the client is reset, counted by reason, and the access log says why; repeated, the origin is ejected", async () => {
+    const w = workdir();
+    try {
+      const o = tlsGreeter("127.0.0.1");
+      f.servers.push(o);
+      const log = join(w.dir, "access.log");
+      writeConfig(w, { origins: [`127.0.0.1:${o.port}`], ports: "7000", extra: `origin_tls = "verify"\norigin_ca = "${pem("otherca.pem")}"\naccess_log = "${log}"\neject = { failures = 3, base_duration = "10s" }` });
+      f.ep = await EdgeproxyProcess.start(["serve", "--config", w.file]);
+      for (let i = 0; i < 3; i++) {
+        const r = await tcpAsk(7000, "x");
+        expect(r.kind).toBe("reset");
+        expect(text(r)).toBe("");
+      }
+      const m = await scrape(w.admin);
+      expect(m("edgeproxy_origin_tls_handshake_errors_total", { reason: "verify" })).toBe(3);
+      expect(m("edgeproxy_origin_tls_handshake_errors_total", { reason: "name" })).toBe(0);
+      expect(m("edgeproxy_origin_errors_total", { class: "tls" })).toBe(3);
+      // Three failed handshakes in a row are three failed connects: passive ejection.
+      expect(m("edgeproxy_origin_ejections_total", { origin: `127.0.0.1:${o.port}`, address: "127.0.0.1" })).toBe(1);
+      expect(f.ep.stderr).toMatch(/ejected for 10000ms after 3 failed connects \(last: tls\)/);
+      let lines: { reason?: string }[] = [];
+      for (let i = 0; i < 50 && lines.length < 3; i++) {
+        await Bun.sleep(100);
+        lines = readFileSync(log, "utf8").trim().split("\n").filter(Boolean).map((l) => JSON.parse(l));
+      }
+      expect(lines.map((l) => l.reason)).toEqual(["origin_tls_verify", "origin_tls_verify", "origin_tls_verify"]);
+    } finally {
+      w.done();
+    }
+  }, 30_000);
+
+  test("a wrong name: refused in verify (reason name), accepted in insecure; insecure also takes an untrusted CA", async () => {
+    const o = tlsGreeter("127.0.0.1");
+    f.servers.push(o);
+    const admin = join(dir, "admin-name.sock");
+    f.ep = await EdgeproxyProcess.start(["--ports", "7000", "--prefix", "192.0.2.0/24", "--origin", `127.0.0.1:${o.port}`, "--origin-tls", "verify", "--origin-ca", pem("ca.pem"), "--origin-sni", "wrong.test", "--admin", admin]);
+    expect((await tcpAsk(7000)).kind).toBe("reset");
+    const m = await scrape(admin);
+    expect(m("edgeproxy_origin_tls_handshake_errors_total", { service: "default", reason: "name" })).toBe(1);
+    expect(await f.ep.stop()).toBe(0);
+    // Spectrum's Full: encrypted, but any certificate is accepted (no origin_ca: the built-in store would not trust ours either).
+    f.ep = await EdgeproxyProcess.start(["--ports", "7000", "--prefix", "192.0.2.0/24", "--origin", `127.0.0.1:${o.port}`, "--origin-tls", "insecure", "--origin-sni", "wrong.test"]);
+    expect(text(await tcpAsk(7000))).toBe("hello sni=wrong.test");
+  }, 30_000);
+
+  test("the built-in store does not trust a private CA: verify without origin_ca refuses", async () => {
+    const o = tlsGreeter("127.0.0.1");
+    f.servers.push(o);
+    f.ep = await EdgeproxyProcess.start(["--ports", "7000", "--prefix", "192.0.2.0/24", "--origin", `127.0.0.1:${o.port}`, "--origin-tls", "verify"]);
+    expect((await tcpAsk(7000)).kind).toBe("reset");
+  }, 30_000);
+
+  test("a client certificate for an origin that requires one (openssl s_server -Verify 1)", async () => {
+    const port = 19443;
+    const server = Bun.spawn(["openssl", "s_server", "-accept", `127.0.0.1:${port}`, "-cert", pem("origin.pem"), "-key", pem("origin.key"), "-CAfile", pem("ca.pem"), "-Verify", "1", "-verify_return_error", "-rev", "-quiet"], { stdout: "pipe", stderr: "pipe" });
+    try {
+      for (let i = 0; i < 50; i++) {
+        const r = await exchange("127.0.0.1", port, "", 500);
+        if (r.kind !== "refused") break;
+        await Bun.sleep(100);
+      }
+      const base = ["--ports", "7000", "--prefix", "192.0.2.0/24", "--origin", `127.0.0.1:${port}`, "--origin-tls", "verify", "--origin-ca", pem("ca.pem")];
+      f.ep = await EdgeproxyProcess.start([...base, "--origin-cert", pem("client.pem"), "--origin-key", pem("client.key")]);
+      // s_server -rev answers each line reversed: only over a handshake it accepted.
+      const ok = await tcpAsk(7000, "hello origin\n");
+      expect(text(ok)).toContain("nigiro olleh");
+      expect(await f.ep.stop()).toBe(0);
+      f.ep = await EdgeproxyProcess.start(base);
+      const refused = await tcpAsk(7000, "hello origin\n");
+      expect(text(refused)).not.toContain("nigiro olleh");
+    } finally {
+      server.kill("SIGKILL");
+      await server.exited;
+    }
+  }, 30_000);
+
+  test("connect_timeout covers the handshake: an origin that never answers it is a TLS timeout", async () => {
+    const o = silent("127.0.0.1");
+    f.servers.push(o);
+    const admin = join(dir, "admin-timeout.sock");
+    f.ep = await EdgeproxyProcess.start(["--ports", "7000", "--prefix", "192.0.2.0/24", "--origin", `127.0.0.1:${o.port}`, "--origin-tls", "verify", "--origin-ca", pem("ca.pem"), "--connect-timeout", "1s", "--admin", admin]);
+    const t0 = Date.now();
+    const r = await tcpAsk(7000, "x");
+    const took = Date.now() - t0;
+    expect(r.kind).toBe("reset");
+    expect(took).toBeGreaterThanOrEqual(900);
+    expect(took).toBeLessThan(4000);
+    const m = await scrape(admin);
+    expect(m("edgeproxy_origin_tls_handshake_errors_total", { service: "default", reason: "timeout" })).toBe(1);
+    expect(m("edgeproxy_origin_errors_total", { service: "default", class: "timeout" })).toBe(1);
+  }, 30_000);
+
+  test("active health checks do the handshake: an untrusted origin goes down, a trusted one stays up", async () => {
+    const w = workdir();
+    try {
+      const good = tlsGreeter("127.0.0.1");
+      f.servers.push(good);
+      writeConfig(w, { origins: [`127.0.0.1:${good.port}`], ports: "7000", extra: `origin_tls = "verify"\norigin_ca = "${pem("otherca.pem")}"\nhealth = { interval = "200ms", timeout = "150ms", fall = 2, rise = 2 }` });
+      f.ep = await EdgeproxyProcess.start(["serve", "--config", w.file]);
+      const labels = { origin: `127.0.0.1:${good.port}`, address: "127.0.0.1" };
+      let up: number | undefined = 1;
+      for (let i = 0; i < 40 && up !== 0; i++) {
+        await Bun.sleep(100);
+        up = (await scrape(w.admin))("edgeproxy_origin_up", labels);
+      }
+      expect(up).toBe(0);
+      expect(f.ep.stderr).toMatch(/down: check failed \(TLS handshake failed \(verify: UNABLE_TO_VERIFY_LEAF_SIGNATURE\)\)/);
+      expect(await f.ep.stop()).toBe(0);
+      writeConfig(w, { origins: [`127.0.0.1:${good.port}`], ports: "7000", extra: `origin_tls = "verify"\norigin_ca = "${pem("ca.pem")}"\nhealth = { interval = "200ms", timeout = "150ms", fall = 2, rise = 2 }` });
+      f.ep = await EdgeproxyProcess.start(["serve", "--config", w.file]);
+      await Bun.sleep(1000);
+      expect((await scrape(w.admin))("edgeproxy_origin_up", labels)).toBe(1);
+      expect(f.ep.stderr).not.toContain("check failed");
+    } finally {
+      w.done();
+    }
+  }, 30_000);
+});
+
+describe("origin_tls, http services", () => {
+  test("verify with the right CA: curl gets the origin's answers, on one kept-alive TLS connection", async () => {
+    const o = tlsHttpOrigin("127.0.0.1");
+    f.servers.push(o.listener);
+    const admin = join(dir, "admin-http.sock");
+    f.ep = await EdgeproxyProcess.start(["--mode", "http", "--ports", "8080", "--prefix", "192.0.2.0/24", "--origin", `127.0.0.1:${o.listener.port}`, "--origin-tls", "verify", "--origin-ca", pem("ca.pem"), "--origin-sni", "origin.test", "--admin", admin]);
+    const bodies: string[] = [];
+    for (let i = 0; i < 5; i++) {
+      const r = await curl("http://192.0.2.1:8080/x");
+      expect(r.status).toBe("200");
+      bodies.push(r.body);
+    }
+    // Five requests from five client connections, one origin TLS connection.
+    expect(bodies).toEqual(Array(5).fill("conn=1 sni=origin.test"));
+    expect(o.connections()).toBe(1);
+    const m = await scrape(admin);
+    expect(m("edgeproxy_http_origin_connections_total", { service: "default", how: "opened" })).toBe(1);
+    expect(m("edgeproxy_http_origin_connections_total", { service: "default", how: "reused" })).toBe(4);
+  }, 30_000);
+
+  test("a wrong CA is 502, counted; a handshake timeout is 504", async () => {
+    const o = tlsHttpOrigin("127.0.0.1");
+    const quiet = silent("127.0.0.1");
+    f.servers.push(o.listener, quiet);
+    const admin = join(dir, "admin-http2.sock");
+    f.ep = await EdgeproxyProcess.start(["--mode", "http", "--ports", "8080", "--prefix", "192.0.2.0/24", "--origin", `127.0.0.1:${o.listener.port}`, "--origin-tls", "verify", "--origin-ca", pem("otherca.pem"), "--admin", admin]);
+    const r = await curl("http://192.0.2.1:8080/");
+    expect(r.status).toBe("502");
+    expect(r.body).toContain("TLS handshake failed (verify: UNABLE_TO_VERIFY_LEAF_SIGNATURE)");
+    let m = await scrape(admin);
+    expect(m("edgeproxy_origin_tls_handshake_errors_total", { service: "default", reason: "verify" })).toBe(1);
+    expect(m("edgeproxy_origin_errors_total", { service: "default", class: "tls" })).toBe(1);
+    expect(await f.ep.stop()).toBe(0);
+
+    f.ep = await EdgeproxyProcess.start(["--mode", "http", "--ports", "8080", "--prefix", "192.0.2.0/24", "--origin", `127.0.0.1:${quiet.port}`, "--origin-tls", "insecure", "--connect-timeout", "1s", "--admin", admin]);
+    const t = await curl("http://192.0.2.1:8080/");
+    expect(t.status).toBe("504");
+    expect(t.body).toContain("origin TLS handshake timeout");
+    m = await scrape(admin);
+    expect(m("edgeproxy_origin_tls_handshake_errors_total", { service: "default", reason: "timeout" })).toBe(1);
+  }, 30_000);
+
+  test("per route: a route's origin_* keys over its service's (one route plain, one TLS to the same address)", async () => {
+    const w = workdir();
+    try {
+      const o = tlsHttpOrigin("127.0.0.1");
+      f.servers.push(o.listener);
+      writeFileSync(
+        w.file,
+        `[admin]\nsocket = "${w.admin}"\n\n[[service]]\nname = "p"\nmode = "http"\norigin_tls = "verify"\norigin_ca = "${pem("ca.pem")}"\norigin_sni = "origin.test"\n` +
+          `[[service.route]]\npath = "/strict"\norigin = "127.0.0.1:${o.listener.port}"\n` +
+          `[[service.route]]\npath = "/wrongname"\norigin = "127.0.0.1:${o.listener.port}"\norigin_sni = "other.test"\n` +
+          `[[service.route]]\npath = "/full"\norigin = "127.0.0.1:${o.listener.port}"\norigin_sni = "other.test"\norigin_tls = "insecure"\n` +
+          `[[service.bind]]\nprefixes = ["192.0.2.0/24"]\nports = "8080"\n`,
+      );
+      f.ep = await EdgeproxyProcess.start(["serve", "--config", w.file]);
+      expect(await curl("http://192.0.2.1:8080/strict")).toEqual({ status: "200", body: "conn=1 sni=origin.test" });
+      expect((await curl("http://192.0.2.1:8080/wrongname")).status).toBe("502");
+      const full = await curl("http://192.0.2.1:8080/full");
+      expect(full.status).toBe("200");
+      // Not the strict route's kept-alive connection: its own, with its own SNI.
+      expect(full.body).toMatch(/^conn=\d+ sni=other\.test$/);
+      expect((await scrape(w.admin))("edgeproxy_origin_tls_handshake_errors_total", { reason: "name" })).toBe(1);
+    } finally {
+      w.done();
+    }
+  }, 30_000);
+});
+
+describe("origin_tls configuration errors: one line, exit 2", () => {
+  test.each([
+    [["--origin-tls", "strict"], /^edgeproxy: --origin-tls: "strict" is not one of off, verify, insecure$/],
+    [["--origin-ca", "/nonexistent.pem"], /^edgeproxy: --origin-ca: needs origin_tls = "verify" or "insecure"$/],
+    [["--origin-tls", "verify", "--origin-ca", "/nonexistent.pem"], /^edgeproxy: --origin-ca: cannot read "\/nonexistent.pem": ENOENT$/],
+    [["--origin-tls", "verify", "--origin-sni", "127.0.0.1"], /^edgeproxy: --origin-sni: "127.0.0.1" is not a host name/],
+    [["--origin-tls", "verify", "--origin-cert", "CLIENT"], /^edgeproxy: --origin-key: is needed with origin_cert$/],
+    [["--origin-tls", "verify", "--origin-cert", "CLIENT", "--origin-key", "OTHERKEY"], /^edgeproxy: --origin-key: ".*otherca.key" does not go with ".*client.pem"/],
+    [["--origin-tls", "verify", "--proxy-protocol", "v2"], /^edgeproxy: --proxy-protocol: v2 cannot be combined with origin_tls yet/],
+  ])("%p", async (flags, message) => {
+    const args = flags.map((a) => (a === "CLIENT" ? pem("client.pem") : a === "OTHERKEY" ? pem("otherca.key") : a));
+    const r = await runEdgeproxy(["--ports", "7000", "--prefix", "192.0.2.0/24", "--origin", "127.0.0.1:9", ...args]);
+    expect(r.code).toBe(2);
+    const lines = r.stderr.trim().split("\n");
+    expect(lines.length).toBe(1);
+    expect(lines[0]).toMatch(message);
+  });
+});
