@@ -209,6 +209,31 @@ describe("origin_tls, tcp services", () => {
     }
   }, 30_000);
 
+  test("proxy_protocol v2, then TLS on the same connection: HAProxy (accept-proxy ssl) sees the client and our SNI", async () => {
+    const port = 19444;
+    writeFileSync(pem("combined.pem"), readFileSync(pem("origin.pem"), "utf8") + readFileSync(pem("origin.key"), "utf8"));
+    writeFileSync(
+      pem("haproxy.cfg"),
+      `defaults\n  mode http\n  timeout connect 2s\n  timeout client 5s\n  timeout server 5s\n` +
+        `frontend f\n  bind 127.0.0.1:${port} accept-proxy ssl crt ${pem("combined.pem")}\n` +
+        `  http-request return status 200 content-type text/plain lf-string "src=%[src] sni=%[ssl_fc_sni]"\n`,
+    );
+    const haproxy = Bun.spawn(["haproxy", "-db", "-f", pem("haproxy.cfg")], { stdout: "pipe", stderr: "pipe" });
+    try {
+      for (let i = 0; i < 50; i++) {
+        if ((await exchange("127.0.0.1", port, "", 500)).kind !== "refused") break;
+        await Bun.sleep(100);
+      }
+      f.ep = await EdgeproxyProcess.start(["--ports", "7000", "--prefix", "192.0.2.0/24", "--origin", `127.0.0.1:${port}`, "--proxy-protocol", "v2", "--origin-tls", "verify", "--origin-ca", pem("ca.pem"), "--origin-sni", "origin.test"]);
+      const r = await exchange("192.0.2.1", 7000, "GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", 6000, "192.0.2.77");
+      expect(text(r)).toMatch(/^HTTP\/1\.1 200/);
+      expect(text(r)).toContain("src=192.0.2.77 sni=origin.test");
+    } finally {
+      haproxy.kill("SIGKILL");
+      await haproxy.exited;
+    }
+  }, 30_000);
+
   test("connect_timeout covers the handshake: an origin that never answers it is a TLS timeout", async () => {
     const o = silent("127.0.0.1");
     f.servers.push(o);
@@ -329,7 +354,6 @@ describe("origin_tls configuration errors: one line, exit 2", () => {
     [["--origin-tls", "verify", "--origin-sni", "127.0.0.1"], /^edgeproxy: --origin-sni: "127.0.0.1" is not a host name/],
     [["--origin-tls", "verify", "--origin-cert", "CLIENT"], /^edgeproxy: --origin-key: is needed with origin_cert$/],
     [["--origin-tls", "verify", "--origin-cert", "CLIENT", "--origin-key", "OTHERKEY"], /^edgeproxy: --origin-key: ".*otherca.key" does not go with ".*client.pem"/],
-    [["--origin-tls", "verify", "--proxy-protocol", "v2"], /^edgeproxy: --proxy-protocol: v2 cannot be combined with origin_tls yet/],
   ])("%p", async (flags, message) => {
     const args = flags.map((a) => (a === "CLIENT" ? pem("client.pem") : a === "OTHERKEY" ? pem("otherca.key") : a));
     const r = await runEdgeproxy(["--ports", "7000", "--prefix", "192.0.2.0/24", "--origin", "127.0.0.1:9", ...args]);

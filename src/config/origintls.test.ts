@@ -83,7 +83,6 @@ describe("origin_tls", () => {
     [`origin = "127.0.0.1:443"\norigin_tls = "verify"\norigin_cert = "${CA}"\norigin_key = "${OTHER_KEY}"`, "tcp", /origin_key: ".*other.key" does not go with ".*ca.pem"/],
     [`origin_tls = "verify"`, "tcp", /service "web": origin_tls: applies to origins/],
     [`origin = "127.0.0.1:443"\norigin_tls = "verify"`, "udp", /origin_tls: udp origins get datagrams; there is no TLS to them/],
-    [`origin = "127.0.0.1:443"\norigin_tls = "verify"\nproxy_protocol = "v1"`, "tcp", /proxy_protocol: v1 cannot be combined with origin_tls yet/],
     [`origin = "127.0.0.1:443"\n[[service.route]]\npath = "/a"\norigin_tls = "verify"`, "http", /route\[1\]\.origin_tls: applies to a pool: set origin or origins too$/],
     [`origin = "127.0.0.1:443"\n[[service.route]]\npath = "/a"\norigin = "127.0.0.2:443"\norigin_sni = "a.example"`, "http", /route\[1\]\.origin_sni: needs origin_tls/],
   ])("%#: %p", (lines, mode, message) => {

@@ -56,7 +56,7 @@ interface Direction {
   shut: boolean;
 }
 
-type Peer = { relay: Relay; side: "client" | "origin" };
+type Peer = { relay: Relay; side: "client" | "origin"; upgraded?: boolean };
 
 /** Handlers for the origin-side sockets (shared by every relay). */
 export const originHandlers = {
@@ -91,7 +91,7 @@ export const originHandlers = {
 export const tlsOriginHandlers = {
   ...originHandlers,
   open(s: Socket<Peer>) {
-    s.data.relay.originTcpOpen();
+    s.data.relay.originTcpOpen(s);
   },
   handshake(s: Socket<Peer>, success: boolean, error: Error | null) {
     s.data.relay.originHandshake(s, success, error);
@@ -101,6 +101,30 @@ export const tlsOriginHandlers = {
   },
   error(s: Socket<Peer>, error: Error) {
     s.data.relay.originTlsClosed(error);
+  },
+};
+
+/**
+ * origin_tls with a PROXY header (proxy_protocol): the header goes in the
+ * clear on the TCP connection, then the same connection is upgraded to TLS
+ * (as HAProxy's `send-proxy` with `ssl` does: the receiver reads the header
+ * before its handshake). The raw socket only opens, writes and upgrades; from
+ * then on the TLS socket (tlsOriginHandlers) carries everything, and the raw
+ * one's events (ciphertext, its close) are not ours.
+ */
+const clearThenTlsHandlers = {
+  open(s: Socket<Peer>) {
+    s.data.relay.originClearOpen(s);
+  },
+  data() {},
+  close(s: Socket<Peer>, error?: Error) {
+    if (!s.data.upgraded) s.data.relay.originTlsClosed(error);
+  },
+  error(s: Socket<Peer>, error: Error) {
+    if (!s.data.upgraded) s.data.relay.originTlsClosed(error);
+  },
+  connectError(s: Socket<Peer>, error: Error) {
+    s.data.relay.originFailed(error);
   },
 };
 
@@ -149,6 +173,11 @@ export class Relay implements Session {
     }
     const tls = this.options.originTls;
     try {
+      if (tls && this.clearPreamble) {
+        this.tlsTarget = target;
+        Bun.connect<Peer>({ hostname: target.host, port: target.port, allowHalfOpen: true, data: { relay: this, side: "origin" }, socket: clearThenTlsHandlers }).catch((e) => this.originFailed(e));
+        return;
+      }
       Bun.connect<Peer>({
         hostname: target.host,
         port: target.port,
@@ -163,9 +192,29 @@ export class Relay implements Session {
     }
   }
 
-  /** Bytes the origin gets before anything from the client (a PROXY header); call before connect(). */
+  /** Bytes the origin gets before anything from the client (a PROXY header); call before connect(). With origin_tls they go in the clear, before the handshake. */
   preamble(bytes: Uint8Array): void {
-    this.up.out.write(undefined, bytes);
+    if (this.options.originTls) this.clearPreamble = bytes;
+    else this.up.out.write(undefined, bytes);
+  }
+
+  private clearPreamble: Uint8Array | undefined;
+  private tlsTarget: RelayTarget | undefined;
+
+  /** origin_tls after a PROXY header: the TCP connect is done; write the header, then start TLS on the same connection. */
+  originClearOpen(raw: Socket<Peer>): void {
+    if (this.done) return void raw.terminate();
+    this.handshaking = true;
+    const header = this.clearPreamble!;
+    // A fresh socket's send buffer takes a PROXY header (at most 536 bytes, v2 with TLVs) whole.
+    if (raw.write(header) !== header.length) return this.originFailed(new Error("could not write the PROXY header"));
+    raw.data.upgraded = true;
+    this.pending = raw;
+    try {
+      raw.upgradeTLS<Peer>({ data: { relay: this, side: "origin" }, tls: this.options.originTls!.options(originHostOf(this.tlsTarget!)), socket: tlsOriginHandlers });
+    } catch (e) {
+      this.originFailed(e);
+    }
   }
 
   /** Called by the sweep timer. */
@@ -196,9 +245,14 @@ export class Relay implements Session {
     this.flush(this.up, s, this.client);
   }
 
-  originTcpOpen(): void {
+  originTcpOpen(s: Socket<Peer>): void {
+    if (this.done) return void s.terminate();
     this.handshaking = true;
+    this.pending = s;
   }
+
+  // origin_tls: the origin socket while its handshake is under way, so that an abort (the connect deadline) closes it too.
+  private pending: Socket<Peer> | undefined;
 
   /** origin_tls: the handshake finished (well or not); the pool's OriginTls judges it. */
   originHandshake(s: Socket<Peer>, success: boolean, error: Error | null): void {
@@ -206,6 +260,7 @@ export class Relay implements Session {
     const refused = this.options.originTls!.verdict(success, error);
     if (refused) return this.originFailed(refused);
     this.handshaking = false;
+    this.pending = undefined;
     this.originOpen(s);
   }
 
@@ -328,7 +383,7 @@ export class Relay implements Session {
       if (this.origin && this.up.out.queued) this.origin.write(this.up.out.take());
       if (this.down.out.queued) this.client.write(this.down.out.take());
     }
-    this.origin?.end();
+    (this.origin ?? this.pending)?.end();
     this.client.end();
   }
 
@@ -336,7 +391,7 @@ export class Relay implements Session {
   abort(): void {
     if (this.done) return;
     this.release();
-    this.origin?.terminate();
+    (this.origin ?? this.pending)?.terminate();
     this.client.terminate();
   }
 
