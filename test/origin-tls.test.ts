@@ -82,9 +82,11 @@ function tlsHttpOrigin(host: string) {
   return { listener, connections: () => conns };
 }
 
-/** A listener that accepts and never answers the handshake. */
-function silent(host: string): TCPSocketListener<undefined> {
-  return Bun.listen({ hostname: host, port: 0, socket: { data() {} } });
+/** A listener that accepts and never answers the handshake; counts connections open now. */
+function silent(host: string): TCPSocketListener<undefined> & { open: number } {
+  const counts = { open: 0 };
+  const l = Bun.listen({ hostname: host, port: 0, socket: { open: () => void counts.open++, close: () => void counts.open--, data() {} } });
+  return Object.assign(l, { get open() { return counts.open; } });
 }
 
 // curl, not our parser, reads the reply.
@@ -248,6 +250,9 @@ describe("origin_tls, tcp services", () => {
     const m = await scrape(admin);
     expect(m("edgeproxy_origin_tls_handshake_errors_total", { service: "default", reason: "timeout" })).toBe(1);
     expect(m("edgeproxy_origin_errors_total", { service: "default", class: "timeout" })).toBe(1);
+    // The half-done origin connection is closed with the client's, not left to the origin.
+    for (let i = 0; i < 6 && o.open > 0; i++) await Bun.sleep(50);
+    expect(o.open).toBe(0);
   }, 30_000);
 
   test("active health checks do the handshake: an untrusted origin goes down, a trusted one stays up", async () => {
@@ -275,6 +280,29 @@ describe("origin_tls, tcp services", () => {
       w.done();
     }
   }, 30_000);
+});
+
+describe("origin_tls, cost", () => {
+  // A measurement, printed; what is asserted is only that every connection got through.
+  test("tcp: 200 connections one after another, plain origin vs origin_tls verify (a full handshake each)", async () => {
+    const plain = Bun.listen({ hostname: "127.0.0.1", port: 0, socket: { open: (s) => void s.end("hello"), data() {} } });
+    const o = tlsGreeter("127.0.0.1");
+    f.servers.push(plain, o);
+    const rate = async (port: number) => {
+      const t0 = performance.now();
+      let ok = 0;
+      for (let i = 0; i < 200; i++) if (text(await tcpAsk(port)).startsWith("hello")) ok++;
+      return { ok, perSecond: Math.round(200 / ((performance.now() - t0) / 1000)) };
+    };
+    f.ep = await EdgeproxyProcess.start(["--ports", "7000", "--prefix", "192.0.2.0/24", "--origin", `127.0.0.1:${plain.port}`]);
+    const a = await rate(7000);
+    expect(await f.ep.stop()).toBe(0);
+    f.ep = await EdgeproxyProcess.start(["--ports", "7000", "--prefix", "192.0.2.0/24", "--origin", `127.0.0.1:${o.port}`, "--origin-tls", "verify", "--origin-ca", pem("ca.pem")]);
+    const b = await rate(7000);
+    console.log(`origin_tls cost: plain origin ${a.perSecond} connections/s, TLS origin (ECDSA P-256, verify) ${b.perSecond} connections/s, sequential, one client`);
+    expect(a.ok).toBe(200);
+    expect(b.ok).toBe(200);
+  }, 60_000);
 });
 
 describe("origin_tls, http services", () => {
