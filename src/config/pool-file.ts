@@ -113,15 +113,15 @@ export interface RouteDefaults {
 }
 
 /** [[service.route]] tables (http only), ordered most specific first. */
-function parseRoutes(raw: readonly unknown[], where: string, defaults: RouteDefaults | undefined): RouteConfig[] {
+function parseRoutes(raw: readonly unknown[], where: string, defaults: RouteDefaults): RouteConfig[] {
   const routes = raw.map((r, i) => {
     const f = Fields.of(r, `${where}: route[${i + 1}]`, ".", ROUTE_FIELDS);
     // Each origin_* key a route sets replaces its service's; messages name where each came from.
     const own = originTlsSettings(f);
     const ownKey = ORIGIN_TLS_FIELDS.find((k) => f.has(k));
     if (ownKey && !f.has("origin") && !f.has("origins")) throw new ConfigError(f.at(ownKey), "applies to a pool: set origin or origins too");
-    const tlsAt: OriginTlsWhere = (k) => (f.has(k) || !defaults ? f.at(k) : defaults.tlsAt(k));
-    const tls = completeOriginTls(mergeOriginTls(defaults?.tls ?? {}, own), "http", tlsAt, defaults?.read ?? ((p) => { throw new ConfigError(p, "no file reader"); }));
+    const tlsAt: OriginTlsWhere = (k) => (f.has(k) ? f.at(k) : defaults.tlsAt(k));
+    const tls = completeOriginTls(mergeOriginTls(defaults.tls, own), "http", tlsAt, defaults.read);
     const hostText = f.string("host");
     // Requests' Host is compared without a trailing dot (an absolute name is the same host).
     const host = hostText?.toLowerCase().replace(/\.(?=(:\d+)?$)/, "");
@@ -151,7 +151,7 @@ function sortRoutes(routes: readonly RouteConfig[]): RouteConfig[] {
 }
 
 /** http options of a [[service]]: first_byte_timeout, max_body_size, max_header_size, routes. */
-export function parseHttp(f: Fields, mode: Mode, defaults?: RouteDefaults): HttpConfig | undefined {
+export function parseHttp(f: Fields, mode: Mode, defaults: RouteDefaults): HttpConfig | undefined {
   const keys = ["first_byte_timeout", "max_body_size", "max_header_size", "route"];
   if (mode !== "http") {
     const stray = keys.find((k) => f.has(k));
