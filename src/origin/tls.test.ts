@@ -15,9 +15,9 @@ describe("OriginTls", () => {
   });
 
   test("options are made once per origin host; verify rejects unauthorized, insecure does not", () => {
-    const v = new OriginTls({ mode: "verify", ca: "CA", cert: "C", key: "K" });
+    const v = new OriginTls({ mode: "verify", cert: "C", key: "K" });
     expect(v.options("a.example")).toBe(v.options("a.example"));
-    expect(v.options("a.example")).toEqual({ ca: "CA", cert: "C", key: "K", serverName: "a.example", rejectUnauthorized: true });
+    expect(v.options("a.example")).toEqual({ cert: "C", key: "K", serverName: "a.example", rejectUnauthorized: true });
     expect(new OriginTls({ mode: "insecure" }).options("a.example").rejectUnauthorized).toBe(false);
     expect(new OriginTls({ mode: "verify" }).id).not.toBe(new OriginTls({ mode: "verify" }).id);
   });
