@@ -202,9 +202,20 @@ describe("origin_tls, tcp services", () => {
       const ok = await tcpAsk(7000, "hello origin\n");
       expect(text(ok)).toContain("nigiro olleh");
       expect(await f.ep.stop()).toBe(0);
-      f.ep = await EdgeproxyProcess.start(base);
-      const refused = await tcpAsk(7000, "hello origin\n");
-      expect(text(refused)).not.toContain("nigiro olleh");
+      const admin = join(dir, "admin-mtls.sock");
+      f.ep = await EdgeproxyProcess.start([...base, "--admin", admin]);
+      // Without one: TLS 1.3 refuses after our side of the handshake (an alert, certificate_required),
+      // and that is still a failed connect, counted as a TLS protocol failure.
+      for (let i = 0; i < 3; i++) {
+        const refused = await tcpAsk(7000, "hello origin\n");
+        expect(refused.kind).toBe("reset");
+        expect(text(refused)).toBe("");
+      }
+      const m = await scrape(admin);
+      expect(m("edgeproxy_origin_tls_handshake_errors_total", { service: "default", reason: "protocol" })).toBe(3);
+      expect(m("edgeproxy_origin_errors_total", { service: "default", class: "tls" })).toBe(3);
+      // Our handshake finished each time, yet none counted as a working connect: three in a row eject.
+      expect(m("edgeproxy_origin_ejections_total", { service: "default", origin: `127.0.0.1:${port}`, address: "127.0.0.1" })).toBe(1);
     } finally {
       server.kill("SIGKILL");
       await server.exited;
@@ -323,6 +334,31 @@ describe("origin_tls, http services", () => {
     const m = await scrape(admin);
     expect(m("edgeproxy_http_origin_connections_total", { service: "default", how: "opened" })).toBe(1);
     expect(m("edgeproxy_http_origin_connections_total", { service: "default", how: "reused" })).toBe(4);
+  }, 30_000);
+
+  test("a client certificate for an origin that requires one (openssl s_server -www -Verify 1); without it, 502 naming the alert", async () => {
+    const port = 19445;
+    const server = Bun.spawn(["openssl", "s_server", "-accept", `127.0.0.1:${port}`, "-cert", pem("origin.pem"), "-key", pem("origin.key"), "-CAfile", pem("ca.pem"), "-Verify", "1", "-verify_return_error", "-www", "-quiet"], { stdout: "pipe", stderr: "pipe" });
+    try {
+      for (let i = 0; i < 50; i++) {
+        if ((await exchange("127.0.0.1", port, "", 500)).kind !== "refused") break;
+        await Bun.sleep(100);
+      }
+      const base = ["--mode", "http", "--ports", "8080", "--prefix", "192.0.2.0/24", "--origin", `127.0.0.1:${port}`, "--origin-tls", "verify", "--origin-ca", pem("ca.pem")];
+      f.ep = await EdgeproxyProcess.start([...base, "--origin-cert", pem("client.pem"), "--origin-key", pem("client.key")]);
+      const ok = await curl("http://192.0.2.1:8080/");
+      expect(ok.status).toBe("200");
+      // s_server -www describes the session: our client certificate's subject is in it.
+      expect(ok.body).toContain("edge.client");
+      expect(await f.ep.stop()).toBe(0);
+      f.ep = await EdgeproxyProcess.start(base);
+      const refused = await curl("http://192.0.2.1:8080/");
+      expect(refused.status).toBe("502");
+      expect(refused.body).toContain("TLS handshake failed (protocol: TLSV1_ALERT_CERTIFICATE_REQUIRED)");
+    } finally {
+      server.kill("SIGKILL");
+      await server.exited;
+    }
   }, 30_000);
 
   test("a wrong CA is 502, counted; a handshake timeout is 504", async () => {

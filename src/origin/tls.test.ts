@@ -1,5 +1,5 @@
 import { describe, expect, test } from "bun:test";
-import { OriginTls, OriginTlsError, reasonOf } from "./tls";
+import { detailOf, lateRefusal, OriginTls, OriginTlsError, reasonOf } from "./tls";
 
 const err = (code: string) => Object.assign(new Error(code), { code });
 
@@ -44,5 +44,14 @@ describe("OriginTls", () => {
     expect(i.verdict(true, err("UNABLE_TO_VERIFY_LEAF_SIGNATURE"))).toBeUndefined();
     expect(i.verdict(false, err("ERR_TLS_CERT_ALTNAME_INVALID"))).toBeUndefined();
     expect(i.verdict(false, err("EPROTO"))!.reason).toBe("protocol");
+  });
+
+  test("an alert after our handshake is a late refusal, named by BoringSSL's reason; other errors are not", () => {
+    const alert = Object.assign(new Error("error:1000045c:SSL routines:OPENSSL_internal:TLSV1_ALERT_CERTIFICATE_REQUIRED"), { code: "EPROTO" });
+    expect(detailOf(alert)).toBe("TLSV1_ALERT_CERTIFICATE_REQUIRED");
+    expect(lateRefusal(alert)).toEqual(new OriginTlsError("protocol", "TLSV1_ALERT_CERTIFICATE_REQUIRED"));
+    expect(lateRefusal(err("ECONNRESET"))).toBeUndefined();
+    expect(lateRefusal(undefined)).toBeUndefined();
+    expect(detailOf(err("UNABLE_TO_GET_ISSUER_CERT"))).toBe("UNABLE_TO_GET_ISSUER_CERT");
   });
 });

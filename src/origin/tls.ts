@@ -45,6 +45,24 @@ const NAME_CODES = new Set(["ERR_TLS_CERT_ALTNAME_INVALID"]);
 // X.509 path validation results (OpenSSL's X509_V_ERR_* names, as node spells them).
 const VERIFY_CODES = /^(UNABLE_TO_|CERT_|DEPTH_ZERO_SELF_SIGNED_CERT|SELF_SIGNED_CERT_IN_CHAIN|INVALID_CA|PATH_LENGTH_EXCEEDED|INVALID_PURPOSE|CERT_UNTRUSTED|CERT_REJECTED|HOSTNAME_MISMATCH|ERR_TLS_CERT)/;
 
+/** What names a TLS error best: BoringSSL's reason (TLSV1_ALERT_CERTIFICATE_REQUIRED, WRONG_VERSION_NUMBER) for EPROTO, else the code. */
+export function detailOf(error: unknown): string {
+  const e = error as { code?: string; message?: string } | undefined;
+  const reason = e?.code === "EPROTO" ? /:([A-Z0-9_]+)$/.exec(e.message ?? "")?.[1] : undefined;
+  return reason ?? e?.code ?? e?.message ?? "handshake failed";
+}
+
+/**
+ * An error on an origin TLS connection after our side of the handshake but
+ * before the origin's first byte that is the origin refusing it: a TLS
+ * alert (EPROTO). With TLS 1.3 the server checks a client certificate after
+ * the client has finished (RFC 8446 §4.4.2, §6.2: certificate_required), so a
+ * refused client certificate arrives as such an alert, not in the handshake.
+ */
+export function lateRefusal(error: unknown): OriginTlsError | undefined {
+  return (error as { code?: string } | undefined)?.code === "EPROTO" ? new OriginTlsError("protocol", detailOf(error)) : undefined;
+}
+
 /** The reason a handshake error is counted under. */
 export function reasonOf(error: unknown): OriginTlsReason {
   const code = (error as { code?: string } | undefined)?.code ?? "";
@@ -108,7 +126,6 @@ export class OriginTls {
     const reason = error ? reasonOf(error) : "protocol";
     if (!this.verify && reason !== "protocol") return undefined;
     if (success && !this.verify) return undefined;
-    const code = (error as { code?: string } | undefined)?.code ?? "";
-    return new OriginTlsError(reason, code || (error as Error | undefined)?.message || "handshake failed");
+    return new OriginTlsError(reason, detailOf(error));
   }
 }

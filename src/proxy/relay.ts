@@ -6,7 +6,7 @@ import type { Session } from "./pipeline";
 import { errorClass, type ServiceStats } from "./stats";
 import type { Ends } from "./inbound";
 import { formatEndpoint, jsonInner, jsonOrNull, jsonString, type ServiceLog } from "../log/access";
-import { OriginTlsError, type OriginTls } from "../origin/tls";
+import { lateRefusal, OriginTlsError, type OriginTls } from "../origin/tls";
 
 /*
  * One proxied TCP connection: client <-> origin.
@@ -240,7 +240,7 @@ export class Relay implements Session {
       return;
     }
     this.connecting = false;
-    this.member?.succeeded();
+    if (!this.tlsUnconfirmed) this.member?.succeeded();
     this.origin = s;
     this.flush(this.up, s, this.client);
   }
@@ -261,14 +261,34 @@ export class Relay implements Session {
     if (refused) return this.originFailed(refused);
     this.handshaking = false;
     this.pending = undefined;
+    this.tlsUnconfirmed = true;
     this.originOpen(s);
   }
 
-  /** origin_tls: the origin socket closed; before the handshake finished, that is a failed connect. */
+  /**
+   * origin_tls: the origin socket closed; before the handshake finished, that
+   * is a failed connect; after it but before the origin's first byte, a TLS
+   * alert is the origin refusing the handshake (lateRefusal).
+   */
   originTlsClosed(error?: Error): void {
     if (this.done) return;
     if (this.connecting) return this.originFailed(new OriginTlsError("protocol", (error as { code?: string } | undefined)?.code ?? "closed during the handshake"));
+    if (this.tlsUnconfirmed) {
+      const refused = lateRefusal(error);
+      if (refused) return this.originFailed(refused);
+      this.tlsConfirmed();
+    }
     this.sideClosed("origin", error);
+  }
+
+  // origin_tls: our handshake is done but the origin has not answered yet. A TLS 1.3 server may still
+  // refuse it (a client certificate is checked after the client's Finished), so the connect's success
+  // is told to passive ejection at the origin's first byte, or at a close without an alert.
+  private tlsUnconfirmed = false;
+
+  private tlsConfirmed(): void {
+    this.tlsUnconfirmed = false;
+    this.member?.succeeded();
   }
 
   originFailed(error: unknown): void {
@@ -313,6 +333,7 @@ export class Relay implements Session {
   }
 
   fromOrigin(chunk: Uint8Array): void {
+    if (this.tlsUnconfirmed) this.tlsConfirmed();
     this.lastActive = this.options.clock.now;
     this.options.stats.bytesFromOrigins += chunk.length;
     this.bytesOut += chunk.length;

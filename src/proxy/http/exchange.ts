@@ -9,7 +9,7 @@ import { clientResponseHead, verbatimResponse, type ResponseFraming } from "./he
 import type { OriginConn, OriginUser } from "./origins";
 import { HeadError, hasToken, headEnd, parseResponseHead, type RequestHead, type ResponseHead } from "./parse";
 import { RequestLog } from "./reqlog";
-import { OriginTlsError } from "../../origin/tls";
+import { lateRefusal, OriginTlsError } from "../../origin/tls";
 
 /*
  * The state of one client connection's current exchange, and its origin
@@ -152,7 +152,8 @@ export abstract class Exchange implements OriginUser {
   }
 
   originOpen(c: OriginConn): void {
-    this.member?.succeeded();
+    // Over TLS, at the first byte (originData): a TLS 1.3 origin may still refuse the handshake (lateRefusal).
+    if (!c.tls) this.member?.succeeded();
     this.deadlineKind = Deadline.None;
     if (this.toOrigin.flush(c.socket!)) this.resumeClient();
     if (this.requestDone && !this.gotByte) this.setDeadline(Deadline.FirstByte, this.ctx.http.firstByteTimeoutMs);
@@ -178,6 +179,7 @@ export abstract class Exchange implements OriginUser {
     this.ctx.stats.bytesFromOrigins += chunk.length;
     if (!this.gotByte) {
       this.gotByte = true;
+      if (c.tls) this.member?.succeeded();
       this.deadlineKind = Deadline.None;
       this.rlog?.firstByte();
     }
@@ -214,6 +216,9 @@ export abstract class Exchange implements OriginUser {
       return this.exchangeDone();
     }
     if (!this.gotByte) {
+      // A new TLS connection the origin refused after our handshake (a TLS 1.3 client certificate check): a failed connect.
+      const refused = c.tls && c.uses === 1 ? lateRefusal(error) : undefined;
+      if (refused) return this.originFailed(c, refused);
       // A kept-alive connection the origin closed while we picked it: send again, once (RFC 9112 §9.3.1).
       if (c.uses > 1 && !this.retried && this.requestDone && this.bodyless && idempotent(this.req!.method)) {
         this.retried = true;
