@@ -3,100 +3,17 @@
 // namespace of its own. The origins are Bun TLS listeners and openssl
 // s_server with certificates signed by a CA openssl makes for this file; a
 // second CA stands for "not trusted".
-import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import type { TCPSocketListener } from "bun";
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { describe, expect, test } from "bun:test";
+import { readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { EdgeproxyProcess, runEdgeproxy } from "./helpers/edgeproxy";
 import { proxyFixture } from "./helpers/fixture";
 import { exchange, text } from "./helpers/net";
+import { originCertificates, pem, silent, tlsGreeter } from "./helpers/origintls";
 import { dnsServer, scrape, workdir, writeConfig } from "./helpers/pools";
 
 const f = proxyFixture();
-let dir = "";
-const pem = (name: string) => join(dir, name);
-
-function sh(cmd: string[]): void {
-  const r = Bun.spawnSync(cmd, { stderr: "pipe", cwd: dir });
-  if (r.exitCode !== 0) throw new Error(`${cmd.join(" ")}: ${r.stderr.toString()}`);
-}
-
-beforeAll(() => {
-  dir = mkdtempSync(join(tmpdir(), "ep-origintls-"));
-  const ca = (name: string) => sh(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-days", "1", "-subj", `/CN=${name}`, "-keyout", `${name}.key`, "-out", `${name}.pem`]);
-  const leaf = (name: string, signer: string, san: string) => {
-    sh(["openssl", "req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-subj", `/CN=${name}`, "-keyout", `${name}.key`, "-out", `${name}.csr`]);
-    writeFileSync(pem(`${name}.ext`), `subjectAltName=${san}\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth,clientAuth\n`);
-    sh(["openssl", "x509", "-req", "-in", `${name}.csr`, "-CA", `${signer}.pem`, "-CAkey", `${signer}.key`, "-CAcreateserial", "-days", "1", "-extfile", `${name}.ext`, "-out", `${name}.pem`]);
-  };
-  ca("ca");
-  ca("otherca");
-  // The origin's certificate names origin.test and the address 127.0.0.1 (not 127.0.0.2).
-  leaf("origin", "ca", "DNS:origin.test,DNS:origin.tls.test,IP:127.0.0.1");
-  leaf("client", "ca", "DNS:edge.client");
-});
-
-afterAll(() => rmSync(dir, { recursive: true, force: true }));
-
-/** A TLS origin that greets each connection with the SNI it got ("-": none) and the peer certificate's CN, then closes. */
-function tlsGreeter(host: string, port = 0): TCPSocketListener<undefined> {
-  return Bun.listen({
-    hostname: host,
-    port,
-    tls: { cert: readFileSync(pem("origin.pem"), "utf8"), key: readFileSync(pem("origin.key"), "utf8") },
-    socket: {
-      handshake(s) {
-        s.end(`hello sni=${s.getServername() || "-"}`);
-      },
-      data() {},
-    },
-  });
-}
-
-/**
- * A keep-alive HTTP/1.1 origin over TLS: every request gets 200 with the
- * SNI and the number of the TLS connection it came on.
- */
-function tlsHttpOrigin(host: string) {
-  let conns = 0;
-  const listener = Bun.listen<{ id: number; buf: string }>({
-    hostname: host,
-    port: 0,
-    tls: { cert: readFileSync(pem("origin.pem"), "utf8"), key: readFileSync(pem("origin.key"), "utf8") },
-    socket: {
-      open(s) {
-        s.data = { id: ++conns, buf: "" };
-      },
-      data(s, d) {
-        s.data.buf += d.toString("latin1");
-        let end: number;
-        while ((end = s.data.buf.indexOf("\r\n\r\n")) >= 0) {
-          s.data.buf = s.data.buf.slice(end + 4);
-          const body = `conn=${s.data.id} sni=${s.getServername() || "-"}`;
-          s.write(`HTTP/1.1 200 OK\r\nContent-Length: ${body.length}\r\nContent-Type: text/plain\r\n\r\n${body}`);
-        }
-      },
-    },
-  });
-  return { listener, connections: () => conns };
-}
-
-/** A listener that accepts and never answers the handshake; counts connections open now. */
-function silent(host: string): TCPSocketListener<undefined> & { open: number } {
-  const counts = { open: 0 };
-  const l = Bun.listen({ hostname: host, port: 0, socket: { open: () => void counts.open++, close: () => void counts.open--, data() {} } });
-  return Object.assign(l, { get open() { return counts.open; } });
-}
-
-// curl, not our parser, reads the reply.
-async function curl(url: string, ...extra: string[]): Promise<{ status: string; body: string }> {
-  const p = Bun.spawn(["curl", "-s", "--max-time", "8", "-w", "\n%{http_code}", ...extra, url], { stdout: "pipe", stderr: "pipe" });
-  const out = await new Response(p.stdout).text();
-  await p.exited;
-  const nl = out.lastIndexOf("\n");
-  return { status: out.slice(nl + 1), body: out.slice(0, nl) };
-}
+originCertificates();
 
 const tcpAsk = async (port: number, payload = "") => exchange("192.0.2.1", port, payload, 6000);
 
@@ -169,7 +86,7 @@ describe("origin_tls, tcp services", () => {
   test("a wrong name: refused in verify (reason name), accepted in insecure; insecure also takes an untrusted CA", async () => {
     const o = tlsGreeter("127.0.0.1");
     f.servers.push(o);
-    const admin = join(dir, "admin-name.sock");
+    const admin = pem("admin-name.sock");
     f.ep = await EdgeproxyProcess.start(["--ports", "7000", "--prefix", "192.0.2.0/24", "--origin", `127.0.0.1:${o.port}`, "--origin-tls", "verify", "--origin-ca", pem("ca.pem"), "--origin-sni", "wrong.test", "--admin", admin]);
     expect((await tcpAsk(7000)).kind).toBe("reset");
     const m = await scrape(admin);
@@ -202,7 +119,7 @@ describe("origin_tls, tcp services", () => {
       const ok = await tcpAsk(7000, "hello origin\n");
       expect(text(ok)).toContain("nigiro olleh");
       expect(await f.ep.stop()).toBe(0);
-      const admin = join(dir, "admin-mtls.sock");
+      const admin = pem("admin-mtls.sock");
       f.ep = await EdgeproxyProcess.start([...base, "--admin", admin]);
       // Without one: TLS 1.3 refuses after our side of the handshake (an alert, certificate_required),
       // and that is still a failed connect, counted as a TLS protocol failure.
@@ -250,7 +167,7 @@ describe("origin_tls, tcp services", () => {
   test("connect_timeout covers the handshake: an origin that never answers it is a TLS timeout", async () => {
     const o = silent("127.0.0.1");
     f.servers.push(o);
-    const admin = join(dir, "admin-timeout.sock");
+    const admin = pem("admin-timeout.sock");
     f.ep = await EdgeproxyProcess.start(["--ports", "7000", "--prefix", "192.0.2.0/24", "--origin", `127.0.0.1:${o.port}`, "--origin-tls", "verify", "--origin-ca", pem("ca.pem"), "--connect-timeout", "1s", "--admin", admin]);
     const t0 = Date.now();
     const r = await tcpAsk(7000, "x");
@@ -314,100 +231,6 @@ describe("origin_tls, cost", () => {
     expect(a.ok).toBe(200);
     expect(b.ok).toBe(200);
   }, 60_000);
-});
-
-describe("origin_tls, http services", () => {
-  test("verify with the right CA: curl gets the origin's answers, on one kept-alive TLS connection", async () => {
-    const o = tlsHttpOrigin("127.0.0.1");
-    f.servers.push(o.listener);
-    const admin = join(dir, "admin-http.sock");
-    f.ep = await EdgeproxyProcess.start(["--mode", "http", "--ports", "8080", "--prefix", "192.0.2.0/24", "--origin", `127.0.0.1:${o.listener.port}`, "--origin-tls", "verify", "--origin-ca", pem("ca.pem"), "--origin-sni", "origin.test", "--admin", admin]);
-    const bodies: string[] = [];
-    for (let i = 0; i < 5; i++) {
-      const r = await curl("http://192.0.2.1:8080/x");
-      expect(r.status).toBe("200");
-      bodies.push(r.body);
-    }
-    // Five requests from five client connections, one origin TLS connection.
-    expect(bodies).toEqual(Array(5).fill("conn=1 sni=origin.test"));
-    expect(o.connections()).toBe(1);
-    const m = await scrape(admin);
-    expect(m("edgeproxy_http_origin_connections_total", { service: "default", how: "opened" })).toBe(1);
-    expect(m("edgeproxy_http_origin_connections_total", { service: "default", how: "reused" })).toBe(4);
-  }, 30_000);
-
-  test("a client certificate for an origin that requires one (openssl s_server -www -Verify 1); without it, 502 naming the alert", async () => {
-    const port = 19445;
-    const server = Bun.spawn(["openssl", "s_server", "-accept", `127.0.0.1:${port}`, "-cert", pem("origin.pem"), "-key", pem("origin.key"), "-CAfile", pem("ca.pem"), "-Verify", "1", "-verify_return_error", "-www", "-quiet"], { stdout: "pipe", stderr: "pipe" });
-    try {
-      for (let i = 0; i < 50; i++) {
-        if ((await exchange("127.0.0.1", port, "", 500)).kind !== "refused") break;
-        await Bun.sleep(100);
-      }
-      const base = ["--mode", "http", "--ports", "8080", "--prefix", "192.0.2.0/24", "--origin", `127.0.0.1:${port}`, "--origin-tls", "verify", "--origin-ca", pem("ca.pem")];
-      f.ep = await EdgeproxyProcess.start([...base, "--origin-cert", pem("client.pem"), "--origin-key", pem("client.key")]);
-      const ok = await curl("http://192.0.2.1:8080/");
-      expect(ok.status).toBe("200");
-      // s_server -www describes the session: our client certificate's subject is in it.
-      expect(ok.body).toContain("edge.client");
-      expect(await f.ep.stop()).toBe(0);
-      f.ep = await EdgeproxyProcess.start(base);
-      const refused = await curl("http://192.0.2.1:8080/");
-      expect(refused.status).toBe("502");
-      expect(refused.body).toContain("TLS handshake failed (protocol: TLSV1_ALERT_CERTIFICATE_REQUIRED)");
-    } finally {
-      server.kill("SIGKILL");
-      await server.exited;
-    }
-  }, 30_000);
-
-  test("a wrong CA is 502, counted; a handshake timeout is 504", async () => {
-    const o = tlsHttpOrigin("127.0.0.1");
-    const quiet = silent("127.0.0.1");
-    f.servers.push(o.listener, quiet);
-    const admin = join(dir, "admin-http2.sock");
-    f.ep = await EdgeproxyProcess.start(["--mode", "http", "--ports", "8080", "--prefix", "192.0.2.0/24", "--origin", `127.0.0.1:${o.listener.port}`, "--origin-tls", "verify", "--origin-ca", pem("otherca.pem"), "--admin", admin]);
-    const r = await curl("http://192.0.2.1:8080/");
-    expect(r.status).toBe("502");
-    expect(r.body).toContain("TLS handshake failed (verify: UNABLE_TO_VERIFY_LEAF_SIGNATURE)");
-    let m = await scrape(admin);
-    expect(m("edgeproxy_origin_tls_handshake_errors_total", { service: "default", reason: "verify" })).toBe(1);
-    expect(m("edgeproxy_origin_errors_total", { service: "default", class: "tls" })).toBe(1);
-    expect(await f.ep.stop()).toBe(0);
-
-    f.ep = await EdgeproxyProcess.start(["--mode", "http", "--ports", "8080", "--prefix", "192.0.2.0/24", "--origin", `127.0.0.1:${quiet.port}`, "--origin-tls", "insecure", "--connect-timeout", "1s", "--admin", admin]);
-    const t = await curl("http://192.0.2.1:8080/");
-    expect(t.status).toBe("504");
-    expect(t.body).toContain("origin TLS handshake timeout");
-    m = await scrape(admin);
-    expect(m("edgeproxy_origin_tls_handshake_errors_total", { service: "default", reason: "timeout" })).toBe(1);
-  }, 30_000);
-
-  test("per route: a route's origin_* keys over its service's (one route plain, one TLS to the same address)", async () => {
-    const w = workdir();
-    try {
-      const o = tlsHttpOrigin("127.0.0.1");
-      f.servers.push(o.listener);
-      writeFileSync(
-        w.file,
-        `[admin]\nsocket = "${w.admin}"\n\n[[service]]\nname = "p"\nmode = "http"\norigin_tls = "verify"\norigin_ca = "${pem("ca.pem")}"\norigin_sni = "origin.test"\n` +
-          `[[service.route]]\npath = "/strict"\norigin = "127.0.0.1:${o.listener.port}"\n` +
-          `[[service.route]]\npath = "/wrongname"\norigin = "127.0.0.1:${o.listener.port}"\norigin_sni = "other.test"\n` +
-          `[[service.route]]\npath = "/full"\norigin = "127.0.0.1:${o.listener.port}"\norigin_sni = "other.test"\norigin_tls = "insecure"\n` +
-          `[[service.bind]]\nprefixes = ["192.0.2.0/24"]\nports = "8080"\n`,
-      );
-      f.ep = await EdgeproxyProcess.start(["serve", "--config", w.file]);
-      expect(await curl("http://192.0.2.1:8080/strict")).toEqual({ status: "200", body: "conn=1 sni=origin.test" });
-      expect((await curl("http://192.0.2.1:8080/wrongname")).status).toBe("502");
-      const full = await curl("http://192.0.2.1:8080/full");
-      expect(full.status).toBe("200");
-      // Not the strict route's kept-alive connection: its own, with its own SNI.
-      expect(full.body).toMatch(/^conn=\d+ sni=other\.test$/);
-      expect((await scrape(w.admin))("edgeproxy_origin_tls_handshake_errors_total", { reason: "name" })).toBe(1);
-    } finally {
-      w.done();
-    }
-  }, 30_000);
 });
 
 describe("origin_tls configuration errors: one line, exit 2", () => {
