@@ -105,3 +105,39 @@ describe("origin_tls, http services", () => {
     }
   }, 30_000);
 });
+
+describe("origin_tls, http health checks", () => {
+  test("the GET goes over TLS, verified: up with the right CA, down with a wrong one", async () => {
+    const w = workdir();
+    try {
+      const o = tlsHttpOrigin("127.0.0.1");
+      f.servers.push(o.listener);
+      const config = (ca: string) =>
+        writeFileSync(
+          w.file,
+          `[admin]\nsocket = "${w.admin}"\n\n[[service]]\nname = "p"\nmode = "http"\norigin = "127.0.0.1:${o.listener.port}"\norigin_tls = "verify"\norigin_ca = "${pem(ca)}"\norigin_sni = "origin.test"\n` +
+            `health = { interval = "200ms", timeout = "150ms", fall = 2, rise = 2, path = "/healthz" }\n[[service.bind]]\nprefixes = ["192.0.2.0/24"]\nports = "8080"\n`,
+        );
+      const labels = { origin: `127.0.0.1:${o.listener.port}`, address: "127.0.0.1" };
+      config("ca.pem");
+      f.ep = await EdgeproxyProcess.start(["serve", "--config", w.file]);
+      await Bun.sleep(1000);
+      expect((await scrape(w.admin))("edgeproxy_origin_up", labels)).toBe(1);
+      expect(f.ep.stderr).not.toContain("check failed");
+      // The checks reached the origin as HTTP over TLS: its connections grew with them (no client traffic was sent).
+      expect(o.connections()).toBeGreaterThanOrEqual(2);
+      expect(await f.ep.stop()).toBe(0);
+      config("otherca.pem");
+      f.ep = await EdgeproxyProcess.start(["serve", "--config", w.file]);
+      let up: number | undefined = 1;
+      for (let i = 0; i < 40 && up !== 0; i++) {
+        await Bun.sleep(100);
+        up = (await scrape(w.admin))("edgeproxy_origin_up", labels);
+      }
+      expect(up).toBe(0);
+      expect(f.ep.stderr).toContain("check failed (TLS handshake failed (verify: UNABLE_TO_VERIFY_LEAF_SIGNATURE))");
+    } finally {
+      w.done();
+    }
+  }, 30_000);
+});
