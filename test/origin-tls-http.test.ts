@@ -141,3 +141,37 @@ describe("origin_tls, http health checks", () => {
     }
   }, 30_000);
 });
+
+describe("origin_tls, http cost", () => {
+  // A measurement, printed; asserted: no errors, and the kept-alive origin connections stay few under load.
+  test("wrk, 8 connections for 3 s: plain origin vs TLS origin (verify), keep-alive to the origin", async () => {
+    const run = async (plain: boolean) => {
+      const o = tlsHttpOrigin("127.0.0.1", plain);
+      f.servers.push(o.listener);
+      const admin = pem(`admin-wrk-${plain}.sock`);
+      const tls = plain ? [] : ["--origin-tls", "verify", "--origin-ca", pem("ca.pem"), "--origin-sni", "origin.test"];
+      f.ep = await EdgeproxyProcess.start(["--mode", "http", "--ports", "8080", "--prefix", "192.0.2.0/24", "--origin", `127.0.0.1:${o.listener.port}`, ...tls, "--admin", admin]);
+      const p = Bun.spawn(["wrk", "-t1", "-c8", "-d3s", "http://192.0.2.1:8080/"], { stdout: "pipe", stderr: "pipe" });
+      const kill = setTimeout(() => p.kill("SIGKILL"), 20_000);
+      const out = await new Response(p.stdout).text();
+      await p.exited;
+      clearTimeout(kill);
+      const m = await scrape(admin);
+      const opened = m("edgeproxy_http_origin_connections_total", { service: "default", how: "opened" })!;
+      const reused = m("edgeproxy_http_origin_connections_total", { service: "default", how: "reused" })!;
+      expect(await f.ep.stop()).toBe(0);
+      f.ep = undefined;
+      expect(out).not.toContain("Non-2xx");
+      expect(out).not.toContain("Socket errors");
+      return { perSecond: Number(/Requests\/sec:\s+([\d.]+)/.exec(out)?.[1] ?? 0), opened, reused, originConns: o.connections() };
+    };
+    const a = await run(true);
+    const b = await run(false);
+    console.log(`origin_tls http cost (wrk -c8, 3 s): plain origin ${Math.round(a.perSecond)} req/s (${a.opened} origin connections opened, ${a.reused} reused), TLS origin ${Math.round(b.perSecond)} req/s (${b.opened} opened, ${b.reused} reused)`);
+    expect(b.perSecond).toBeGreaterThan(0);
+    // Eight clients at a time need about eight origin connections, whatever the number of requests.
+    expect(b.opened).toBeLessThanOrEqual(16);
+    expect(b.reused).toBeGreaterThan(100 * b.opened);
+    expect(b.originConns).toBe(b.opened);
+  }, 60_000);
+});

@@ -52,15 +52,15 @@ export function tlsGreeter(host: string, port = 0): TCPSocketListener<undefined>
 }
 
 /**
- * A keep-alive HTTP/1.1 origin over TLS: every request gets 200 with the
- * SNI and the number of the TLS connection it came on.
+ * A keep-alive HTTP/1.1 origin over TLS (`plain`: the same without TLS):
+ * every request gets 200 with the SNI and the number of the connection it came on.
  */
-export function tlsHttpOrigin(host: string) {
+export function tlsHttpOrigin(host: string, plain = false) {
   let conns = 0;
   const listener = Bun.listen<{ id: number; buf: string }>({
     hostname: host,
     port: 0,
-    tls: { cert: readFileSync(pem("origin.pem"), "utf8"), key: readFileSync(pem("origin.key"), "utf8") },
+    ...(plain ? {} : { tls: { cert: readFileSync(pem("origin.pem"), "utf8"), key: readFileSync(pem("origin.key"), "utf8") } }),
     socket: {
       open(s) {
         s.data = { id: ++conns, buf: "" };
