@@ -43,6 +43,8 @@ export interface ConnectionStats {
   readonly proxyHeaderErrors: Readonly<Record<string, number>>;
   /** TLS-terminating services: handshakes that failed or did not finish in time, by reason: failed, timeout. */
   readonly tlsHandshakeErrors: Readonly<Record<string, number>>;
+  /** origin_tls: handshakes with origins that failed, by reason: verify, name, protocol, timeout. Absent in snapshots from older processes. */
+  readonly originTlsErrors?: Readonly<Record<string, number>>;
   /** Connections closed at a client stage's deadline, by stage: proxy_header, tls_handshake, request_head, keepalive, request_body. */
   readonly deadlinesExpired: Readonly<Record<string, number>>;
   /** Connection durations in seconds, cumulative Prometheus-style buckets (le ascending, last is +Inf). */

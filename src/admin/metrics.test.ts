@@ -52,6 +52,7 @@ test("every family parses, is typed and has help; counters end in _total", () =>
       "origin_panic_total",
       "origin_port_state_evictions_total",
       "origin_resolve_failures_total",
+      "origin_tls_handshake_errors_total",
       "origin_up",
       "process_start_time_seconds",
       "proxy_header_errors_total",

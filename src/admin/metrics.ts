@@ -15,9 +15,11 @@ type Kind = "counter" | "gauge" | "histogram";
 
 // Classes every proxied service reports, even at zero, so rate() has a series from the start.
 // no_origin: the pool had no endpoint at all (a name resolving to nothing); down or ejected ones are tried in panic.
-const ORIGIN_ERROR_CLASSES = ["refused", "timeout", "reset", "unreachable", "other", "no_origin"];
+// tls: a handshake with the origin refused (origin_tls; by reason in origin_tls_handshake_errors_total).
+const ORIGIN_ERROR_CLASSES = ["refused", "timeout", "reset", "unreachable", "tls", "other", "no_origin"];
 const PROXY_HEADER_ERRORS = ["signature", "malformed", "too_long", "truncated", "timeout"];
 const TLS_HANDSHAKE_ERRORS = ["failed", "timeout"];
+const ORIGIN_TLS_ERRORS = ["verify", "name", "protocol", "timeout"];
 
 /** Render a status snapshot in the Prometheus text exposition format 0.0.4. */
 export function renderMetrics(s: StatusSnapshot): string {
@@ -112,6 +114,11 @@ export function renderMetrics(s: StatusSnapshot): string {
   perService(proxied, "tls_handshake_errors_total", "counter", "TLS handshakes that failed or did not finish in time (connection reset), by reason.", (svc, emit) => {
     const errors = svc.connections.tlsHandshakeErrors;
     for (const r of [...new Set([...TLS_HANDSHAKE_ERRORS, ...Object.keys(errors).sort()])]) emit({ reason: r }, errors[r] ?? 0);
+  });
+
+  perService(proxied, "origin_tls_handshake_errors_total", "counter", "TLS handshakes with origins (origin_tls) that failed, by reason: verify (certificate chain), name (certificate names), protocol, timeout (connect_timeout). Also counted as origin errors, class tls (timeout: class timeout).", (svc, emit) => {
+    const errors = svc.connections.originTlsErrors ?? {};
+    for (const r of [...new Set([...ORIGIN_TLS_ERRORS, ...Object.keys(errors).sort()])]) emit({ reason: r }, errors[r] ?? 0);
   });
 
   perService(proxied, "deadline_expired_total", "counter", "Connections closed because a client stage did not finish in time, by stage.", (svc, emit) => {

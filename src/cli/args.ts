@@ -12,6 +12,7 @@ import { ConfigError } from "../errors";
 import { SOURCE_BOUNDS, sourceLimitsOf } from "../config/sourcelimits";
 import { tokenize } from "./flags";
 import { checkAccessLogPath, checkSample, completeAccessLog } from "../config/accesslog";
+import { completeOriginTls, type OriginTlsSettings } from "../config/origintls";
 
 export type Command =
   | { kind: "help" }
@@ -65,6 +66,7 @@ export function parseArgs(argv: readonly string[]): Command {
   const acceptProxy: Prefix[] = [];
   let tlsCert: string | undefined;
   let tlsKey: string | undefined;
+  const originTls: { -readonly [K in keyof OriginTlsSettings]: OriginTlsSettings[K] } = {};
   let firstByteTimeoutMs: number | undefined;
   let maxBodyBytes: number | undefined;
   const deadlines: Partial<Record<keyof Deadlines, number>> = {};
@@ -143,6 +145,26 @@ export function parseArgs(argv: readonly string[]): Command {
       case "--tls-key":
         once();
         tlsKey = value();
+        break;
+      case "--origin-tls":
+        once();
+        originTls.mode = value();
+        break;
+      case "--origin-ca":
+        once();
+        originTls.caFile = value();
+        break;
+      case "--origin-sni":
+        once();
+        originTls.sni = value();
+        break;
+      case "--origin-cert":
+        once();
+        originTls.certFile = value();
+        break;
+      case "--origin-key":
+        once();
+        originTls.keyFile = value();
         break;
       case "--first-byte-timeout":
         once();
@@ -272,6 +294,9 @@ export function parseArgs(argv: readonly string[]): Command {
   if (health.path !== undefined && mode !== "http") throw new ConfigError("--health-path", `${mode} pools are checked by TCP connect; --health-path is for --mode http`);
   if ((balance || checks) && origins.length === 0) throw new ConfigError(balance ? "--balance" : "--health-interval", "applies to a pool: give --origin too");
   for (const flag of ["--first-byte-timeout", "--max-body-size"]) if (seen.has(flag) && mode !== "http") throw new ConfigError(flag, `is for --mode http`);
+  const flagOf = { origin_tls: "--origin-tls", origin_ca: "--origin-ca", origin_sni: "--origin-sni", origin_cert: "--origin-cert", origin_key: "--origin-key" } as const;
+  const originTlsConfig = completeOriginTls(originTls, mode, (k) => flagOf[k], (p) => readFileSync(p, "utf8"));
+  if (originTlsConfig && origins.length === 0) throw new ConfigError("--origin-tls", "applies to origins: give --origin too");
   const tls = parseTls({ file: tlsCert, where: "--tls-cert" }, { file: tlsKey, where: "--tls-key" }, mode, (p) => readFileSync(p, "utf8"));
   const http =
     mode === "http"
@@ -288,7 +313,7 @@ export function parseArgs(argv: readonly string[]): Command {
         ports: ports.length ? ports : parsePorts(DEFAULTS.ports),
       },
     ],
-    pool: origins.length ? poolOf(origins, { balance, health: checks }) : undefined,
+    pool: origins.length ? poolOf(origins, { balance, health: checks, tls: originTlsConfig }) : undefined,
     connectTimeoutMs,
     idleTimeoutMs: idleTimeoutMs ?? (transport === "udp" ? DEFAULTS.udpIdleTimeoutMs : DEFAULTS.idleTimeoutMs),
     proxyProtocol,
@@ -299,7 +324,7 @@ export function parseArgs(argv: readonly string[]): Command {
     ...(sourceLimits ? { sourceLimits } : {}),
     deadlines: completeDeadlines(deadlines, { mode, tls: tls !== undefined, acceptProxy: acceptProxy.length > 0 }, (k) => k.flag),
   };
-  checkService(service, (key) => ({ origins: "--origin", route: "--origin", accept_proxy: "--accept-proxy" })[key] ?? key);
+  checkService(service, (key) => ({ origins: "--origin", route: "--origin", accept_proxy: "--accept-proxy", proxy_protocol: "--proxy-protocol" })[key] ?? key);
   const instanceName = instance ?? DEFAULTS.instance;
   if (accessLog.sample !== undefined && accessLog.path === undefined) throw new ConfigError("--access-log-sample", "needs --access-log");
   const log = completeAccessLog(accessLog, {}, instanceName);

@@ -14,6 +14,11 @@ const cert = join(dir, "cert.pem");
 const key = join(dir, "key.pem");
 writeFileSync(cert, "-----BEGIN CERTIFICATE-----\nx\n-----END CERTIFICATE-----\n");
 writeFileSync(key, "-----BEGIN PRIVATE KEY-----\nx\n-----END PRIVATE KEY-----\n");
+// The origin TLS flags parse their files (createSecureContext): a real self-signed pair from openssl.
+const realCert = join(dir, "real-cert.pem");
+const realKey = join(dir, "real-key.pem");
+const made = Bun.spawnSync(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-days", "1", "-subj", "/CN=flags.test", "-keyout", realKey, "-out", realCert], { stderr: "pipe" });
+if (made.exitCode !== 0) throw new Error(`openssl req: ${made.stderr.toString()}`);
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
 
 /**
@@ -39,6 +44,11 @@ const SERVE_SAMPLES: Record<string, { value: string; with?: string[] }> = {
   "--accept-proxy": { value: "10.0.0.0/8" },
   "--tls-cert": { value: cert, with: ["--tls-key", key] },
   "--tls-key": { value: key, with: ["--tls-cert", cert] },
+  "--origin-tls": { value: "verify", with: ["--origin", "127.0.0.1:9000"] },
+  "--origin-ca": { value: realCert, with: ["--origin", "127.0.0.1:9000", "--origin-tls", "verify"] },
+  "--origin-sni": { value: "origin.example", with: ["--origin", "127.0.0.1:9000", "--origin-tls", "verify"] },
+  "--origin-cert": { value: realCert, with: ["--origin", "127.0.0.1:9000", "--origin-tls", "verify", "--origin-key", realKey] },
+  "--origin-key": { value: realKey, with: ["--origin", "127.0.0.1:9000", "--origin-tls", "verify", "--origin-cert", realCert] },
   "--first-byte-timeout": { value: "10s", with: ["--mode", "http"] },
   "--max-body-size": { value: "1MiB", with: ["--mode", "http"] },
   "--name": { value: "web" },

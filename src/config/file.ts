@@ -8,7 +8,9 @@ import { parseAddress, parsePrefix, type Prefix } from "./address";
 import { completeDeadlines, DEADLINE_KEYS } from "./deadlines";
 import { WORKER_BOUNDS } from "./numbers";
 import { parseDuration, parseEndpoint, parseProxyProtocol } from "./origin";
-import { parseHttp, parsePool, parseTls, POOL_FIELDS } from "./pool-file";
+import { originTlsSettings, parseHttp, parsePool, parseTls, POOL_FIELDS } from "./pool-file";
+import { completeOriginTls, ORIGIN_TLS_FIELDS, type OriginTlsWhere } from "./origintls";
+import { poolsOf } from "./pool";
 import { parseSniRoutes } from "./sni";
 import { parsePorts } from "./ports";
 import { Fields, isTable } from "./schema";
@@ -228,7 +230,10 @@ function parseService(raw: unknown, index: number, file: string, read: (path: st
   if (!MODES.includes(mode)) throw new ConfigError(f.at("mode"), `"${mode}" is not one of ${MODES.join(", ")}`);
   const transport = transportOf(mode);
 
-  const pool = parsePool(f, mode);
+  // origin_tls and its keys: the service's pool's, and the default of its routes'.
+  const originTls = originTlsSettings(f);
+  const tlsAt: OriginTlsWhere = (k) => f.at(k);
+  const pool = parsePool(f, mode, completeOriginTls(originTls, mode, tlsAt, read));
   const duration = (key: string, fallback: number) => {
     const t = f.text(key);
     return t === undefined ? fallback : parseDuration(t, f.at(key));
@@ -242,7 +247,7 @@ function parseService(raw: unknown, index: number, file: string, read: (path: st
   const access = { allow: prefixes(f, "allow") ?? [], deny: prefixes(f, "deny") ?? [] };
   const acceptProxy = prefixes(f, "accept_proxy") ?? [];
   const tls = parseTls({ file: f.string("tls_cert"), where: f.at("tls_cert") }, { file: f.string("tls_key"), where: f.at("tls_key") }, mode, read);
-  const http = parseHttp(f, mode);
+  const http = parseHttp(f, mode, { tls: originTls, tlsAt, read });
   const sniRoutes = mode === "tcp" ? parseSniRoutes(f.tables("route", "[[service.route]]") ?? [], f.where) : undefined;
   const sourceLimits = sourceLimitsOf(
     {
@@ -268,6 +273,8 @@ function parseService(raw: unknown, index: number, file: string, read: (path: st
   // pool stays a key even when undefined, as on the command line, so both configs compare equal.
   const accessLog = completeAccessLog(accessLogSettings(f), logDefaults, instance);
   const service: ServiceConfig = { name, mode, bindings, pool, connectTimeoutMs, idleTimeoutMs, proxyProtocol, access, acceptProxy, tls, http, deadlines, ...(sniRoutes ? { sniRoutes } : {}), ...(sourceLimits ? { sourceLimits } : {}), ...(accessLog ? { accessLog } : {}) };
+  const tlsKey = ORIGIN_TLS_FIELDS.find((k) => f.has(k));
+  if (tlsKey && poolsOf(service).length === 0) throw new ConfigError(f.at(tlsKey), "applies to origins: set origin or origins (or routes with origins)");
   checkService(service, (key) => f.at(key));
   return service;
 }

@@ -78,5 +78,5 @@ export function parseBalance(text: string, where: string): Balance {
 
 /** A pool from its origins, with the defaults for what is not given. */
 export function poolOf(origins: OriginConfig[], parts: Partial<Omit<PoolConfig, "origins">> = {}): PoolConfig {
-  return { origins, balance: parts.balance ?? POOL_DEFAULTS.balance, health: parts.health, eject: parts.eject ?? POOL_DEFAULTS.eject };
+  return { origins, balance: parts.balance ?? POOL_DEFAULTS.balance, health: parts.health, eject: parts.eject ?? POOL_DEFAULTS.eject, ...(parts.tls ? { tls: parts.tls } : {}) };
 }

@@ -1,11 +1,12 @@
 import { ConfigError } from "../errors";
 import { parseBalance, parseDuration, parseOrigin, parseSize, poolOf } from "./origin";
-import { POOL_DEFAULTS, type EjectConfig, type HealthConfig, type HttpConfig, type PoolConfig, type RouteConfig, type TlsConfig } from "./pool";
+import { completeOriginTls, mergeOriginTls, ORIGIN_TLS_FIELDS, type OriginTlsSettings, type OriginTlsWhere } from "./origintls";
+import { POOL_DEFAULTS, type EjectConfig, type HealthConfig, type HttpConfig, type OriginTlsConfig, type PoolConfig, type RouteConfig, type TlsConfig } from "./pool";
 import { Fields } from "./schema";
 import type { Mode } from "./service";
 
 /** The keys of a [[service]] or [[service.route]] table that make its pool. */
-export const POOL_FIELDS = ["origin", "origins", "balance", "health", "eject"];
+export const POOL_FIELDS = ["origin", "origins", "balance", "health", "eject", ...ORIGIN_TLS_FIELDS];
 export const HEALTH_FIELDS = ["interval", "timeout", "rise", "fall", "path", "port"];
 export const EJECT_FIELDS = ["failures", "duration", "base_duration"];
 export const ROUTE_FIELDS = ["host", "path", ...POOL_FIELDS];
@@ -15,8 +16,17 @@ const ROUTE_HOST = /^(\[[0-9a-f:.]+\]|[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([
 // meaning to (: * ( ) — a prefix is literal); no query, no fragment, no dot segments.
 const ROUTE_PATH = /^\/([A-Za-z0-9\-._~!$&'+,;=@%]+\/?)*$/;
 
-/** A pool from origin/origins, balance, [health] and [eject]; undefined when the table names no origin. */
-export function parsePool(f: Fields, mode: Mode): PoolConfig | undefined {
+/** The origin_tls keys a table sets (not yet checked: completeOriginTls does that). */
+export function originTlsSettings(f: Fields): OriginTlsSettings {
+  return { mode: f.string("origin_tls"), caFile: f.string("origin_ca"), sni: f.string("origin_sni"), certFile: f.string("origin_cert"), keyFile: f.string("origin_key") };
+}
+
+/**
+ * A pool from origin/origins, balance, [health], [eject] and the completed
+ * origin TLS settings `tls` (its own table's, or a route's over its
+ * service's); undefined when the table names no origin.
+ */
+export function parsePool(f: Fields, mode: Mode, tls?: OriginTlsConfig): PoolConfig | undefined {
   if (f.has("origin") && f.has("origins")) throw new ConfigError(f.where, "set origin (one) or origins (a pool), not both");
   const key = f.has("origins") ? "origins" : "origin";
   const texts = f.has("origins") ? f.list("origins")! : f.has("origin") ? [f.string("origin")!] : [];
@@ -33,6 +43,7 @@ export function parsePool(f: Fields, mode: Mode): PoolConfig | undefined {
       balance: balanceText === undefined ? undefined : parseBalance(balanceText, f.at("balance")),
       health: f.has("health") ? parseHealth(Fields.of(f.value("health"), f.at("health"), ".", HEALTH_FIELDS), mode) : undefined,
       eject: f.has("eject") ? parseEject(Fields.of(f.value("eject"), f.at("eject"), ".", EJECT_FIELDS)) : undefined,
+      tls,
     },
   );
 }
@@ -94,10 +105,23 @@ export function ejectOf(e: { failures?: number; durationMs?: number; baseMs?: nu
   return { failures: e.failures ?? d.failures, durationMs, baseMs };
 }
 
+/** What routes inherit from their service: its origin TLS keys, and where they were given. */
+export interface RouteDefaults {
+  readonly tls: OriginTlsSettings;
+  readonly tlsAt: OriginTlsWhere;
+  readonly read: (path: string) => string;
+}
+
 /** [[service.route]] tables (http only), ordered most specific first. */
-function parseRoutes(raw: readonly unknown[], where: string): RouteConfig[] {
+function parseRoutes(raw: readonly unknown[], where: string, defaults: RouteDefaults): RouteConfig[] {
   const routes = raw.map((r, i) => {
     const f = Fields.of(r, `${where}: route[${i + 1}]`, ".", ROUTE_FIELDS, { sni: "sni routes are for tcp services, which pass TLS through; an http service routes by host and path" });
+    // Each origin_* key a route sets replaces its service's; messages name where each came from.
+    const own = originTlsSettings(f);
+    const ownKey = ORIGIN_TLS_FIELDS.find((k) => f.has(k));
+    if (ownKey && !f.has("origin") && !f.has("origins")) throw new ConfigError(f.at(ownKey), "applies to a pool: set origin or origins too");
+    const tlsAt: OriginTlsWhere = (k) => (f.has(k) ? f.at(k) : defaults.tlsAt(k));
+    const tls = completeOriginTls(mergeOriginTls(defaults.tls, own), "http", tlsAt, defaults.read);
     const hostText = f.string("host");
     // Requests' Host is compared without a trailing dot (an absolute name is the same host).
     const host = hostText?.toLowerCase().replace(/\.(?=(:\d+)?$)/, "");
@@ -107,7 +131,7 @@ function parseRoutes(raw: readonly unknown[], where: string): RouteConfig[] {
     const path = f.string("path") ?? "/";
     if (!ROUTE_PATH.test(path) || /(^|\/)\.\.?(\/|$)/.test(path)) throw new ConfigError(f.at("path"), `"${path}" is not an absolute path prefix (like /api/)`);
     if (host === undefined && !f.has("path")) throw new ConfigError(f.where, "a route needs host, path or both");
-    const route: RouteConfig = { host, path: path.length > 1 ? path.replace(/\/$/, "") : path, pool: parsePool(f, "http") };
+    const route: RouteConfig = { host, path: path.length > 1 ? path.replace(/\/$/, "") : path, pool: parsePool(f, "http", tls) };
     return route;
   });
   const key = (r: RouteConfig) => `${r.host ?? "*"} ${r.path}`;
@@ -127,7 +151,7 @@ function sortRoutes(routes: readonly RouteConfig[]): RouteConfig[] {
 }
 
 /** http options of a [[service]]: first_byte_timeout, max_body_size, max_header_size, routes. */
-export function parseHttp(f: Fields, mode: Mode): HttpConfig | undefined {
+export function parseHttp(f: Fields, mode: Mode, defaults: RouteDefaults): HttpConfig | undefined {
   // A tcp service's routes are sni routes (config/sni.ts).
   const keys = ["first_byte_timeout", "max_body_size", "max_header_size", ...(mode === "tcp" ? [] : ["route"])];
   if (mode !== "http") {
@@ -148,7 +172,7 @@ export function parseHttp(f: Fields, mode: Mode): HttpConfig | undefined {
     firstByteTimeoutMs: t === undefined ? d.firstByteTimeoutMs : parseDuration(t, f.at("first_byte_timeout")),
     maxBodyBytes: size("max_body_size", d.maxBodyBytes),
     maxHeaderBytes,
-    routes: parseRoutes(f.tables("route", "[[service.route]]") ?? [], f.where),
+    routes: parseRoutes(f.tables("route", "[[service.route]]") ?? [], f.where, defaults),
   };
 }
 

@@ -47,10 +47,34 @@ export interface EjectConfig {
   readonly baseMs: number;
 }
 
+/** verify: Spectrum's Full (strict), the chain and the name checked; insecure: Full, encrypted but anything accepted. */
+export type OriginTlsMode = "verify" | "insecure";
+
+/** TLS to a pool's origins (origin_tls, config/origintls.ts); PEM texts read when the config is parsed. */
+export interface OriginTlsConfig {
+  readonly mode: OriginTlsMode;
+  /** origin_ca: the trusted CAs; absent: Bun's built-in Mozilla store. */
+  readonly caFile?: string;
+  readonly ca?: string;
+  /**
+   * origin_sni: the name sent (SNI) and verified; absent: the origin's host
+   * name when it is a name, none for an IP literal (RFC 6066 §3), whose
+   * certificate is then verified against the address.
+   */
+  readonly sni?: string;
+  /** origin_cert / origin_key: a client certificate for origins that ask for one. */
+  readonly certFile?: string;
+  readonly keyFile?: string;
+  readonly cert?: string;
+  readonly key?: string;
+}
+
 /** Where a service (or an HTTP route) sends traffic. */
 export interface PoolConfig {
   readonly origins: readonly OriginConfig[];
   readonly balance: Balance;
+  /** Absent: plain TCP to the origins (origin_tls = "off", the default). */
+  readonly tls?: OriginTlsConfig;
   /** Absent: no active checks (passive ejection still applies). */
   readonly health?: HealthConfig;
   readonly eject: EjectConfig;
@@ -127,5 +151,6 @@ export function describeServicePool(s: { readonly pool?: PoolConfig; readonly sn
 export function describePool(p: PoolConfig | undefined): string {
   if (!p) return "built-in responder";
   const list = p.origins.map(formatOrigin).join(", ");
-  return p.origins.length > 1 ? `${list} (${p.balance})` : list;
+  const tls = p.tls ? `, TLS ${p.tls.mode}` : "";
+  return `${p.origins.length > 1 ? `${list} (${p.balance})` : list}${tls}`;
 }

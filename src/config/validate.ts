@@ -13,6 +13,8 @@ export function checkService(s: ServiceConfig, at: (key: string) => string): voi
   if (s.mode !== "udp" && s.tls && s.acceptProxy.length) throw new ConfigError(at("accept_proxy"), `cannot be combined with TLS termination on a ${s.mode} service yet (the PROXY header precedes the handshake)`);
   // Routing by SNI reads the ClientHello and forwards it: the origin, not edgeproxy, completes the handshake.
   if (s.sniRoutes && s.tls) throw new ConfigError(at("route"), "sni routes pass TLS through to their origins; they cannot be combined with tls_cert/tls_key (TLS termination)");
+  // The client's own TLS goes through unread: wrapping it in a second TLS session to the origin is not what sni routing is for.
+  if (s.sniRoutes && s.pool?.tls) throw new ConfigError(at("origin_tls"), "sni routes pass the client's TLS through to the origins; origin_tls cannot be combined with them");
   const ranged = poolsOf(s).flatMap((p) => p.origins).filter((o) => o.ports);
   if (ranged.length === 0) return;
   // Spectrum's port-range mapping: edge LO-HI to origin LO'-HI' by offset, so

@@ -3,6 +3,7 @@
 // HAProxy's `check inter/rise/fall` (configuration.txt, section 5.2).
 import type { Socket } from "bun";
 import type { HealthConfig } from "../config/pool";
+import type { ConnectTls, OriginTls } from "./tls";
 
 /** What a pool's checks speak. udp origins get a TCP connect to the same port: UDP has no handshake to test. */
 export type PoolKind = "tcp" | "udp" | "http";
@@ -14,6 +15,8 @@ export interface ProbeTarget {
   readonly port: number;
   /** The Host header of an HTTP check: the origin's configured name. */
   readonly hostHeader: string;
+  /** origin_tls: the check does the handshake, judged as live traffic's (OriginTls.verdict), before it passes or sends its GET. */
+  readonly tls?: { readonly options: ConnectTls; readonly verdict: Pick<OriginTls, "verdict"> };
 }
 
 /** One check's result: pass or fail, and why it failed. */
@@ -25,7 +28,7 @@ export interface ProbeResult {
 // The most of a response an HTTP check reads: the status line is all it needs.
 const MAX_STATUS_BYTES = 4096;
 
-/** One check: TCP connect, or GET `path` expecting a 2xx or 3xx status (RFC 9110 section 15). Bounded by timeoutMs. */
+/** One check: TCP connect (and TLS handshake), or GET `path` expecting a 2xx or 3xx status (RFC 9110 section 15). Bounded by timeoutMs. */
 export function probe(kind: PoolKind, t: ProbeTarget, path: string, timeoutMs: number): Promise<ProbeResult> {
   return new Promise((resolve) => {
     let done = false;
@@ -38,16 +41,31 @@ export function probe(kind: PoolKind, t: ProbeTarget, path: string, timeoutMs: n
       sock?.terminate();
       resolve({ pass, detail });
     };
-    const timer = setTimeout(() => finish(false, `no ${kind === "http" ? "response" : "connection"} within ${timeoutMs}ms`), timeoutMs);
+    let connected = false;
+    const timer = setTimeout(
+      () => finish(false, `no ${kind === "http" ? "response" : t.tls && connected ? "TLS handshake" : "connection"} within ${timeoutMs}ms`),
+      timeoutMs,
+    );
     const host = t.hostHeader.includes(":") ? `[${t.hostHeader}]` : t.hostHeader;
+    const ready = (s: Socket<undefined>) => {
+      if (kind !== "http") return finish(true, t.tls ? "TLS handshake done" : "connected");
+      s.write(`GET ${path} HTTP/1.1\r\nHost: ${host}:${t.port}\r\nUser-Agent: edgeproxy-health-check\r\nConnection: close\r\n\r\n`);
+    };
     Bun.connect<undefined>({
       hostname: t.address,
       port: t.port,
+      ...(t.tls ? { tls: t.tls.options } : {}),
       socket: {
         open(s) {
           sock = s;
-          if (kind !== "http") return finish(true, "connected");
-          s.write(`GET ${path} HTTP/1.1\r\nHost: ${host}:${t.port}\r\nUser-Agent: edgeproxy-health-check\r\nConnection: close\r\n\r\n`);
+          connected = true;
+          // With TLS, `open` is the TCP connect; the check goes on at the handshake.
+          if (!t.tls) ready(s);
+        },
+        handshake(s, success, error) {
+          const refused = t.tls?.verdict.verdict(success, error);
+          if (refused) return finish(false, refused.message);
+          ready(s);
         },
         data(_s, chunk) {
           head += chunk.toString("latin1");

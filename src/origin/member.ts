@@ -7,7 +7,7 @@ import { PortEjections } from "./eject";
 import { HealthState, type HealthChecker, type ProbeResult } from "./health";
 
 /** What failed when talking to an origin, for passive ejection and metrics. */
-export type OriginFailure = "refused" | "timeout" | "unreachable" | "reset" | "other";
+export type OriginFailure = "refused" | "timeout" | "unreachable" | "reset" | "tls" | "other";
 
 /** One endpoint port of a pool as the data plane sees it: tell it how its connections go. */
 export interface Member {

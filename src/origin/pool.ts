@@ -5,6 +5,7 @@ import { choose, originPort } from "./balance";
 import { HealthChecker, type PoolKind } from "./health";
 import { PoolMember, type Member, type MemberOwner } from "./member";
 import { NameWatcher, type DnsApi } from "./resolver";
+import { OriginTls } from "./tls";
 
 /*
  * A pool's unit is the endpoint: one address of one configured origin (a
@@ -125,12 +126,15 @@ export class OriginPool implements MemberOwner {
    * and callers need not read it (with Bun sockets, a getsockname(2)).
    */
   readonly followsEdgePort: boolean;
+  /** TLS to the origins (origin_tls); absent: plain TCP. */
+  readonly tls: OriginTls | undefined;
 
   constructor(
     readonly config: PoolConfig,
     private readonly options: PoolOptions = {},
   ) {
     this.followsEdgePort = config.origins.some((o) => o.port === undefined);
+    this.tls = config.tls && new OriginTls(config.tls);
     this.log = options.log ?? ((line) => process.stderr.write(`edgeproxy: ${line}\n`));
     this.groups = config.origins.map((origin) => ({ origin, members: [] }));
     for (const g of this.groups) {
@@ -329,7 +333,10 @@ export class OriginPool implements MemberOwner {
     const h = this.config.health;
     const port = this.checkPort(m.origin);
     if (!h || port === undefined || m.checker) return;
-    m.checker = new HealthChecker(this.options.kind ?? "tcp", { address: m.address, port, hostHeader: m.origin.host }, h, (r) => m.checked(r));
+    // With origin_tls a check does the handshake too, verified as live traffic's is: a port that
+    // accepts but whose certificate is refused would fail every connection sent to it.
+    const tls = this.tls && { options: this.tls.options(m.origin.host), verdict: this.tls };
+    m.checker = new HealthChecker(this.options.kind ?? "tcp", { address: m.address, port, hostHeader: m.origin.host, ...(tls ? { tls } : {}) }, h, (r) => m.checked(r));
     m.checker.start();
   }
 }

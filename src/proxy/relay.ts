@@ -6,6 +6,8 @@ import type { Session } from "./pipeline";
 import { errorClass, type ServiceStats } from "./stats";
 import type { Ends } from "./inbound";
 import { formatEndpoint, jsonInner, jsonOrNull, jsonString, type ServiceLog } from "../log/access";
+import { lateRefusal, OriginTlsError, type OriginTls } from "../origin/tls";
+import { clearThenTlsHandlers, originHandlers, tlsOriginHandlers, type Peer } from "./relay-handlers";
 
 /*
  * One proxied TCP connection: client <-> origin.
@@ -30,6 +32,9 @@ export interface RelayTarget {
   readonly member?: Member;
 }
 
+/** Where a target came from, for TLS: the origin as configured (its name is the SNI). */
+const originHostOf = (t: RelayTarget) => t.member?.origin.host ?? t.host;
+
 const FAILURES: ReadonlySet<string> = new Set<OriginFailure>(["refused", "timeout", "unreachable", "reset"]);
 
 export interface RelayOptions {
@@ -39,6 +44,8 @@ export interface RelayOptions {
   readonly stats: ServiceStats;
   /** The service's access log; absent: off (nothing is recorded for it). */
   readonly log?: ServiceLog;
+  /** origin_tls: the pool's TLS to its origins; absent: plain TCP. */
+  readonly originTls?: OriginTls;
 }
 
 interface Direction {
@@ -50,33 +57,6 @@ interface Direction {
   shut: boolean;
 }
 
-type Peer = { relay: Relay; side: "client" | "origin" };
-
-/** Handlers for the origin-side sockets (shared by every relay). */
-export const originHandlers = {
-  open(s: Socket<Peer>) {
-    s.data.relay.originOpen(s);
-  },
-  data(s: Socket<Peer>, chunk: Buffer) {
-    s.data.relay.fromOrigin(chunk);
-  },
-  drain(s: Socket<Peer>) {
-    s.data.relay.drained("origin");
-  },
-  end(s: Socket<Peer>) {
-    s.data.relay.ended("origin");
-  },
-  close(s: Socket<Peer>, error?: Error) {
-    s.data.relay.sideClosed("origin", error);
-  },
-  error(s: Socket<Peer>, error: Error) {
-    s.data.relay.sideClosed("origin", error);
-  },
-  connectError(s: Socket<Peer>, error: Error) {
-    s.data.relay.originFailed(error);
-  },
-};
-
 /** The pipeline's last stage of a tcp service (the pipeline owns the client's cap slot). */
 export class Relay implements Session {
   private origin: Socket<Peer> | undefined;
@@ -85,6 +65,8 @@ export class Relay implements Session {
   private readonly down: Direction = { out: new Outbox(), ended: false, shut: false };
   private done = false;
   private connecting = true;
+  // origin_tls: the TCP connect is done and the handshake is under way.
+  private handshaking = false;
   lastActive: number;
   /** The origin connect's deadline; none before connect() (an sni route is still being read). */
   private deadline = Infinity;
@@ -123,25 +105,59 @@ export class Relay implements Session {
       this.target = target.host.includes(":") ? `[${target.host}]:${target.port}` : `${target.host}:${target.port}`;
       if (this.options.log.connect) this.logLine("connect");
     }
-    Bun.connect<Peer>({
-      hostname: target.host,
-      port: target.port,
-      allowHalfOpen: true,
-      data: { relay: this, side: "origin" },
-      socket: originHandlers,
-    }).catch((e) => this.originFailed(e));
+    const tls = this.options.originTls;
+    try {
+      if (tls && this.clearPreamble) {
+        this.tlsTarget = target;
+        Bun.connect<Peer>({ hostname: target.host, port: target.port, allowHalfOpen: true, data: { relay: this, side: "origin" }, socket: clearThenTlsHandlers }).catch((e) => this.originFailed(e));
+        return;
+      }
+      Bun.connect<Peer>({
+        hostname: target.host,
+        port: target.port,
+        allowHalfOpen: true,
+        data: { relay: this, side: "origin" },
+        ...(tls ? { tls: tls.options(originHostOf(target)) } : {}),
+        socket: tls ? tlsOriginHandlers : originHandlers,
+      }).catch((e) => this.originFailed(e));
+    } catch (e) {
+      // Bun refuses some TLS options synchronously (a key not matching its certificate; the config checks that).
+      this.originFailed(e);
+    }
   }
 
-  /** Bytes the origin gets before anything from the client (a PROXY header); call before connect(). */
+  /** Bytes the origin gets before anything from the client (a PROXY header); call before connect(). With origin_tls they go in the clear, before the handshake. */
   preamble(bytes: Uint8Array): void {
-    this.up.out.write(undefined, bytes);
+    if (this.options.originTls) this.clearPreamble = bytes;
+    else this.up.out.write(undefined, bytes);
+  }
+
+  private clearPreamble: Uint8Array | undefined;
+  private tlsTarget: RelayTarget | undefined;
+
+  /** origin_tls after a PROXY header: the TCP connect is done; write the header, then start TLS on the same connection. */
+  originClearOpen(raw: Socket<Peer>): void {
+    if (this.done) return void raw.terminate();
+    this.handshaking = true;
+    const header = this.clearPreamble!;
+    // A fresh socket's send buffer takes a PROXY header (at most 536 bytes, v2 with TLVs) whole.
+    if (raw.write(header) !== header.length) return this.originFailed(new Error("could not write the PROXY header"));
+    raw.data.upgraded = true;
+    this.pending = raw;
+    try {
+      raw.upgradeTLS<Peer>({ data: { relay: this, side: "origin" }, tls: this.options.originTls!.options(originHostOf(this.tlsTarget!)), socket: tlsOriginHandlers });
+    } catch (e) {
+      this.originFailed(e);
+    }
   }
 
   /** Called by the sweep timer. */
   sweep(now: number): void {
     if (this.done) return;
     if (this.connecting && now >= this.deadline) {
-      this.cause("origin_error", "origin_connect_timeout");
+      // connect_timeout covers the TLS handshake too: a handshake still under way is a TLS failure as well.
+      if (this.handshaking) this.options.stats.originTlsError("timeout");
+      this.cause("origin_error", this.handshaking ? "origin_tls_timeout" : "origin_connect_timeout", true);
       this.options.stats.originError("timeout");
       this.member?.failed("timeout");
       this.abort();
@@ -158,16 +174,69 @@ export class Relay implements Session {
       return;
     }
     this.connecting = false;
-    this.member?.succeeded();
+    if (!this.tlsUnconfirmed) this.member?.succeeded();
     this.origin = s;
     this.flush(this.up, s, this.client);
   }
 
+  originTcpOpen(s: Socket<Peer>): void {
+    if (this.done) return void s.terminate();
+    this.handshaking = true;
+    this.pending = s;
+  }
+
+  // origin_tls: the origin socket while its handshake is under way, so that an abort (the connect deadline) closes it too.
+  private pending: Socket<Peer> | undefined;
+
+  /** origin_tls: the handshake finished (well or not); the pool's OriginTls judges it. */
+  originHandshake(s: Socket<Peer>, success: boolean, error: Error | null): void {
+    if (this.done) return void s.terminate();
+    const refused = this.options.originTls!.verdict(success, error);
+    if (refused) return this.originFailed(refused);
+    this.handshaking = false;
+    this.pending = undefined;
+    this.tlsUnconfirmed = true;
+    this.originOpen(s);
+  }
+
+  /**
+   * origin_tls: the origin socket closed; before the handshake finished, that
+   * is a failed connect; after it but before the origin's first byte, a TLS
+   * alert is the origin refusing the handshake (lateRefusal).
+   */
+  originTlsClosed(error?: Error): void {
+    if (this.done) return;
+    if (this.connecting) return this.originFailed(new OriginTlsError("protocol", (error as { code?: string } | undefined)?.code ?? "closed during the handshake"));
+    if (this.tlsUnconfirmed) {
+      const refused = lateRefusal(error);
+      if (refused) return this.originFailed(refused);
+      this.tlsConfirmed();
+    }
+    this.sideClosed("origin", error);
+  }
+
+  // origin_tls: our handshake is done but the origin has not answered yet. A TLS 1.3 server may still
+  // refuse it (a client certificate is checked after the client's Finished), so the connect's success
+  // is told to passive ejection at the origin's first byte, or at a close without an alert.
+  private tlsUnconfirmed = false;
+
+  private tlsConfirmed(): void {
+    this.tlsUnconfirmed = false;
+    this.member?.succeeded();
+  }
+
   originFailed(error: unknown): void {
     if (this.done) return;
+    if (error instanceof OriginTlsError) {
+      this.options.stats.originTlsError(error.reason);
+      this.options.stats.originError("tls");
+      this.cause("origin_error", `origin_tls_${error.reason}`, true);
+      this.member?.failed("tls");
+      return this.abort();
+    }
     const kind = errorClass((error as { code?: string })?.code);
     this.options.stats.originError(kind);
-    this.cause("origin_error", `origin_${kind}`);
+    this.cause("origin_error", `origin_${kind}`, true);
     this.member?.failed(FAILURES.has(kind) ? (kind as OriginFailure) : "other");
     this.abort();
   }
@@ -203,6 +272,7 @@ export class Relay implements Session {
   }
 
   fromOrigin(chunk: Uint8Array): void {
+    if (this.tlsUnconfirmed) this.tlsConfirmed();
     this.lastActive = this.options.clock.now;
     this.options.stats.bytesFromOrigins += chunk.length;
     this.bytesOut += chunk.length;
@@ -274,7 +344,7 @@ export class Relay implements Session {
       if (this.origin && this.up.out.queued) this.origin.write(this.up.out.take());
       if (this.down.out.queued) this.client.write(this.down.out.take());
     }
-    this.origin?.end();
+    (this.origin ?? this.pending)?.end();
     this.client.end();
   }
 
@@ -287,7 +357,7 @@ export class Relay implements Session {
   abort(): void {
     if (this.done) return;
     this.release();
-    this.origin?.terminate();
+    (this.origin ?? this.pending)?.terminate();
     this.client.terminate();
   }
 
@@ -301,9 +371,18 @@ export class Relay implements Session {
     if (this.options.log) this.logLine(this.event ?? "close");
   }
 
-  /** Record why the connection ends, for its log line: the first cause wins. Also marks "no origin". */
-  cause(event: string, why: string): void {
+  /**
+   * Record why the connection ends, for its log line: the first cause wins,
+   * except that a failed origin connect (`force`) is always the reason: a
+   * client's FIN while the connect (or TLS handshake) was under way did not end it.
+   */
+  cause(event: string, why: string, force = false): void {
     if (!this.options.log) return;
+    if (force) {
+      this.event = event;
+      this.why = why;
+      return;
+    }
     this.event ??= event;
     this.why ??= why;
   }

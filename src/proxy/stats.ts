@@ -23,6 +23,8 @@ export class ServiceStats {
   readonly proxyHeaderErrors = new Map<string, number>();
   /** TLS handshakes that failed or did not finish in time (tls services): failed, timeout. */
   readonly tlsHandshakeErrors = new Map<string, number>();
+  /** TLS handshakes with origins (origin_tls) that failed, by reason: verify, name, protocol, timeout. */
+  readonly originTlsErrors = new Map<string, number>();
   /** Connections closed because a client stage's deadline passed (see config/deadlines.ts), by stage. */
   readonly deadlinesExpired = new Map<DeadlineStage, number>();
   /** Connection durations: per-bucket (not cumulative) counts; the last slot is +Inf. */
@@ -36,6 +38,10 @@ export class ServiceStats {
 
   tlsHandshakeError(reason: "failed" | "timeout"): void {
     this.tlsHandshakeErrors.set(reason, (this.tlsHandshakeErrors.get(reason) ?? 0) + 1);
+  }
+
+  originTlsError(reason: string): void {
+    this.originTlsErrors.set(reason, (this.originTlsErrors.get(reason) ?? 0) + 1);
   }
 
   deadlineExpired(stage: DeadlineStage): void {
@@ -75,6 +81,7 @@ export class ServiceStats {
       idleTimeouts: this.idleTimeouts,
       proxyHeaderErrors: Object.fromEntries(this.proxyHeaderErrors),
       tlsHandshakeErrors: Object.fromEntries(this.tlsHandshakeErrors),
+      originTlsErrors: Object.fromEntries(this.originTlsErrors),
       deadlinesExpired: Object.fromEntries(this.deadlinesExpired),
       duration: { buckets, sum: this.durationSum, count: this.durationCount },
     };

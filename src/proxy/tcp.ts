@@ -85,7 +85,7 @@ export class TcpService implements DataPlaneService {
   /** The relay to an origin of the pool, as the pipeline's last stage. */
   private relayProtocol(pool: OriginPool | undefined, sni: SniRouting | undefined): Protocol {
     const log = this.log;
-    const options = { connectTimeoutMs: this.config.connectTimeoutMs, idleTimeoutMs: this.config.idleTimeoutMs, clock: this.clock, stats: this.stats, log };
+    const options = { connectTimeoutMs: this.config.connectTimeoutMs, idleTimeoutMs: this.config.idleTimeoutMs, clock: this.clock, stats: this.stats, log, ...(pool?.tls ? { originTls: pool.tls } : {}) };
     const tls = this.config.tls !== undefined;
     const { proxyProtocol } = this.config;
     const stats = this.stats;

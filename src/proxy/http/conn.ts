@@ -173,7 +173,8 @@ export class HttpConnection extends Exchange implements Session {
       } else {
         this.headBytes = Buffer.from(originRequestHead(req, fwd), "latin1");
       }
-      this.attach(ctx.origins.get(pick.host, pick.port, this));
+      const tls = route.pool!.tls;
+      this.attach(ctx.origins.get(pick.host, pick.port, this, false, tls && { tls, originHost: pick.member.origin.host }));
       this.sendOrigin(this.headBytes);
     }
     if (this.phase === Phase.Body) {
@@ -353,7 +354,10 @@ export class HttpConnection extends Exchange implements Session {
       if (kind === Deadline.Linger) return void this.client.end();
       this.ctx.stats.originError("timeout");
       if (kind === Deadline.Connect) this.member?.failed("timeout");
-      return this.fail(504, kind === Deadline.Connect ? "origin connect timeout" : "origin first byte timeout");
+      // connect_timeout covers an origin TLS handshake too.
+      const inTls = kind === Deadline.Connect && this.origin?.handshaking === true;
+      if (inTls) this.ctx.stats.originTlsError("timeout");
+      return this.fail(504, kind === Deadline.Connect ? (inTls ? "origin TLS handshake timeout" : "origin connect timeout") : "origin first byte timeout");
     }
     if (now - this.lastActive >= this.ctx.config.idleTimeoutMs) {
       this.ctx.stats.idleTimeouts++;

@@ -6,6 +6,7 @@ import type { OriginConnections } from "./origins";
 import type { HttpRouter } from "./router";
 import type { HttpStats } from "./stats";
 import type { ServiceLog } from "../../log/access";
+import { OriginTlsError } from "../../origin/tls";
 
 /** What every client connection of one http service shares. */
 export interface HttpContext {
@@ -40,7 +41,8 @@ const IDEMPOTENT = new Set(["GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"])
 export const idempotent = (method: string) => IDEMPOTENT.has(method);
 
 /** Class of a socket error, for metrics and ejection, and a phrase for the 502 body. */
-export function originCause(error: unknown): { kind: "refused" | "timeout" | "unreachable" | "reset" | "other"; text: string } {
+export function originCause(error: unknown): { kind: "refused" | "timeout" | "unreachable" | "reset" | "tls" | "other"; text: string } {
+  if (error instanceof OriginTlsError) return { kind: "tls", text: error.message };
   const code = (error as { code?: string } | undefined)?.code ?? "";
   switch (code) {
     case "ECONNREFUSED":

@@ -9,6 +9,7 @@ import { clientResponseHead, verbatimResponse, type ResponseFraming } from "./he
 import type { OriginConn, OriginUser } from "./origins";
 import { HeadError, hasToken, headEnd, parseResponseHead, type RequestHead, type ResponseHead } from "./parse";
 import { RequestLog } from "./reqlog";
+import { lateRefusal, OriginTlsError } from "../../origin/tls";
 
 /*
  * The state of one client connection's current exchange, and its origin
@@ -154,7 +155,8 @@ export abstract class Exchange implements OriginUser {
   }
 
   originOpen(c: OriginConn): void {
-    this.member?.succeeded();
+    // Over TLS, at the first byte (originData): a TLS 1.3 origin may still refuse the handshake (lateRefusal).
+    if (!c.tls) this.member?.succeeded();
     this.deadlineKind = Deadline.None;
     if (this.toOrigin.flush(c.socket!)) this.resumeClient();
     if (this.requestDone && !this.gotByte) this.setDeadline(Deadline.FirstByte, this.ctx.http.firstByteTimeoutMs);
@@ -164,6 +166,7 @@ export abstract class Exchange implements OriginUser {
     if (c !== this.origin) return;
     const cause = originCause(error);
     this.ctx.stats.originError(cause.kind);
+    if (error instanceof OriginTlsError) this.ctx.stats.originTlsError(error.reason);
     this.member?.failed(cause.kind);
     this.fail(502, `origin ${c.host}:${c.port}: ${cause.text}`);
   }
@@ -180,6 +183,7 @@ export abstract class Exchange implements OriginUser {
     this.originBytes += chunk.length;
     if (!this.gotByte) {
       this.gotByte = true;
+      if (c.tls) this.member?.succeeded();
       this.deadlineKind = Deadline.None;
       this.rlog?.firstByte();
     }
@@ -216,13 +220,16 @@ export abstract class Exchange implements OriginUser {
       return this.exchangeDone();
     }
     if (!this.gotByte) {
+      // A new TLS connection the origin refused after our handshake (a TLS 1.3 client certificate check): a failed connect.
+      const refused = c.tls && c.uses === 1 ? lateRefusal(error) : undefined;
+      if (refused) return this.originFailed(c, refused);
       // A kept-alive connection the origin closed while we picked it: send again, once (RFC 9112 §9.3.1).
       if (c.uses > 1 && !this.retried && this.requestDone && this.bodyless && idempotent(this.req!.method)) {
         this.retried = true;
         this.ctx.httpStats.retries++;
         c.destroy(false);
         this.toOrigin.clear();
-        this.attach(this.ctx.origins.get(c.host, c.port, this, true));
+        this.attach(this.ctx.origins.get(c.host, c.port, this, true, c.tlsTarget));
         return this.sendOrigin(this.headBytes);
       }
       const cause = error ? originCause(error) : { kind: "reset" as const, text: "closed the connection before responding" };

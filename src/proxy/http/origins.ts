@@ -1,4 +1,5 @@
 import type { Socket } from "bun";
+import { OriginTlsError, type OriginTls } from "../../origin/tls";
 
 /*
  * Connections to origins, kept alive between requests (RFC 9112 §9.3) and
@@ -6,6 +7,12 @@ import type { Socket } from "bun";
  * An idle connection the origin closes is dropped as soon as its FIN or RST
  * arrives; one that dies unnoticed in between is what the caller's single
  * retry covers.
+ *
+ * With origin_tls a connection is "open" only once its handshake passed the
+ * pool's verdict (OriginTls.verdict): the exchange's connect deadline covers
+ * the handshake, and a refused one is a failed connect. Kept-alive TLS
+ * connections are reused like plain ones, keyed by the pool's TLS settings
+ * and SNI too, so two routes to one address with different TLS never share.
  */
 
 /** Idle connections kept per origin address:port; more are closed when released. */
@@ -23,11 +30,19 @@ export interface OriginUser {
   originClosed(c: OriginConn, error?: Error): void;
 }
 
+/** The pool's origin TLS and the origin's configured host (its name is the SNI). */
+export interface OriginTlsTarget {
+  readonly tls: OriginTls;
+  readonly originHost: string;
+}
+
 export class OriginConn {
   socket: Socket<OriginConn> | undefined;
   user: OriginUser | undefined;
-  /** Connected (the socket is usable). */
+  /** Connected (the socket is usable): over TLS, the handshake passed. */
   open = false;
+  /** origin_tls: the TCP connect is done and the handshake under way (a connect timeout now is a TLS timeout). */
+  handshaking = false;
   /** Closed, failed or given up: never handed out again. */
   dead = false;
   /** Requests sent over it so far, the current one included. */
@@ -39,7 +54,13 @@ export class OriginConn {
     readonly key: string,
     readonly host: string,
     readonly port: number,
+    /** origin_tls: what get() was given, for a retry on a fresh connection. */
+    readonly tlsTarget?: OriginTlsTarget,
   ) {}
+
+  get tls(): OriginTls | undefined {
+    return this.tlsTarget?.tls;
+  }
 
   /** Give the connection up: FIN (graceful) or RST. Its events stop reaching the user. */
   destroy(graceful: boolean): void {
@@ -85,6 +106,38 @@ const handlers = {
   },
 };
 
+/** origin_tls: `open` is the TCP connect only; the connection is usable at a handshake the pool accepts. */
+const tlsHandlers = {
+  ...handlers,
+  open(s: Socket<OriginConn>) {
+    const c = s.data;
+    c.socket = s;
+    c.handshaking = true;
+    if (c.dead || !c.user) return void s.end();
+  },
+  handshake(s: Socket<OriginConn>, success: boolean, error: Error | null) {
+    const c = s.data;
+    c.handshaking = false;
+    if (c.dead) return void s.terminate();
+    const refused = c.tls!.verdict(success, error);
+    if (refused) {
+      // failed() first: terminate() runs the close handler at once, which would report a plain close.
+      failed(c, refused);
+      return void s.terminate();
+    }
+    handlers.open(s);
+  },
+  close(s: Socket<OriginConn>, error?: Error) {
+    const c = s.data;
+    // Closed before the handshake passed: a failed connect, not a connection that ended.
+    if (!c.open && !c.dead) return failed(c, new OriginTlsError("protocol", (error as { code?: string } | undefined)?.code ?? "closed during the handshake"));
+    closed(c, error);
+  },
+  error(s: Socket<OriginConn>, error: Error) {
+    tlsHandlers.close(s, error);
+  },
+};
+
 function failed(c: OriginConn, error: unknown): void {
   const user = c.user;
   c.user = undefined;
@@ -108,9 +161,14 @@ export class OriginConnections {
   opened = 0;
   reused = 0;
 
-  /** A connection to host:port for `user`: an idle one, unless `fresh`, else a new one (not yet open). */
-  get(host: string, port: number, user: OriginUser, fresh = false): OriginConn {
-    const key = `${host}|${port}`;
+  /**
+   * A connection to host:port for `user`: an idle one, unless `fresh`, else a
+   * new one (not yet open). `tls`: the pool's origin TLS and the origin's
+   * configured host (its name is the SNI).
+   */
+  get(host: string, port: number, user: OriginUser, fresh = false, tls?: OriginTlsTarget): OriginConn {
+    const options = tls?.tls.options(tls.originHost);
+    const key = tls ? `${host}|${port}|tls${tls.tls.id}|${options!.serverName}` : `${host}|${port}`;
     const list = fresh ? undefined : this.idle.get(key);
     while (list?.length) {
       const c = list.pop()!;
@@ -120,12 +178,20 @@ export class OriginConnections {
       this.reused++;
       return c;
     }
-    const c = new OriginConn(this, key, host, port);
+    const c = new OriginConn(this, key, host, port, tls);
     c.user = user;
     this.opened++;
-    Bun.connect<OriginConn>({ hostname: host, port, data: c, socket: { ...handlers, binaryType: "uint8array" } }).catch((e) => {
-      if (!c.dead) failed(c, e);
-    });
+    const socket = { ...(tls ? tlsHandlers : handlers), binaryType: "uint8array" as const };
+    try {
+      Bun.connect<OriginConn>({ hostname: host, port, data: c, ...(options ? { tls: options } : {}), socket }).catch((e) => {
+        if (!c.dead) failed(c, e);
+      });
+    } catch (e) {
+      // Bun refuses some TLS options synchronously (a key not matching its certificate; the config checks that).
+      queueMicrotask(() => {
+        if (!c.dead) failed(c, e);
+      });
+    }
     return c;
   }
 
