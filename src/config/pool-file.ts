@@ -128,7 +128,7 @@ function sortRoutes(routes: readonly RouteConfig[]): RouteConfig[] {
 
 /** http options of a [[service]]: first_byte_timeout, max_body_size, max_header_size, routes. */
 export function parseHttp(f: Fields, mode: Mode): HttpConfig | undefined {
-  const keys = ["first_byte_timeout", "max_body_size", "max_header_size", "route"];
+  const keys = ["first_byte_timeout", "max_body_size", "max_header_size", "http2", "http2_max_concurrent_streams", "route"];
   if (mode !== "http") {
     const stray = keys.find((k) => f.has(k));
     if (stray) throw new ConfigError(f.at(stray), `is for http services; this one is ${mode}`);
@@ -142,10 +142,14 @@ export function parseHttp(f: Fields, mode: Mode): HttpConfig | undefined {
   };
   const maxHeaderBytes = size("max_header_size", d.maxHeaderBytes);
   if (maxHeaderBytes < 1024 || maxHeaderBytes > 1 << 20) throw new ConfigError(f.at("max_header_size"), "must be 1KiB-1MiB");
+  // Far above the default, one client's streams are what the connection cap was meant to bound.
+  const streams = f.positiveInteger("http2_max_concurrent_streams", { max: 1000 }) ?? d.http2MaxConcurrentStreams;
   return {
     firstByteTimeoutMs: t === undefined ? d.firstByteTimeoutMs : parseDuration(t, f.at("first_byte_timeout")),
     maxBodyBytes: size("max_body_size", d.maxBodyBytes),
     maxHeaderBytes,
+    http2: f.boolean("http2") ?? d.http2,
+    http2MaxConcurrentStreams: streams,
     routes: parseRoutes(f.tables("route", "[[service.route]]") ?? [], f.where),
   };
 }

@@ -11,6 +11,7 @@ import { openListeners, Pipeline } from "../pipeline";
 import type { DataPlaneService, ServiceSocket } from "../service";
 import { ServiceStats } from "../stats";
 import { HttpConnection } from "./conn";
+import { H2Connection } from "./h2";
 import type { HttpContext } from "./context";
 import { OriginConnections } from "./origins";
 import { HttpRouter } from "./router";
@@ -63,7 +64,8 @@ export class HttpService implements DataPlaneService {
     this.pipeline = new Pipeline(
       { admission, stats: this.stats, clock, acceptProxy: config.acceptProxy, tls: config.tls !== undefined, deadlines: config.deadlines, ...sourceLimit?.pipelineHooks(), ...(log ? { log } : {}) },
       // The HTTP connection as the pipeline's last stage; bytes after a PROXY header are its first.
-      { needEnds: false, start: (s, ends, rest) => new HttpConnection(s, ctx, ends).started(rest) },
+      // The one place HTTP/2 branches off: the TLS handshake's ALPN chose h2 (RFC 7301; offered by openListeners).
+      { needEnds: false, start: (s, ends, rest) => (http.http2 && s.alpnProtocol === "h2" ? new H2Connection(s, ctx, ends) : new HttpConnection(s, ctx, ends)).started(rest) },
     );
     this.stopSweep = clock.onTick((now) => {
       this.pipeline.sweep(now);
