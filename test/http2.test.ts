@@ -163,7 +163,7 @@ describe("HTTP/2 defences", () => {
 
 describe("HTTP/2 flow control", () => {
   /** An origin answering every request with `size` bytes (pattern i & 0xff), written as its socket takes them; counts what the kernel accepted. */
-  function bigOrigin(size: number) {
+  function bigOrigin(size: number, holdMs = 0) {
     const state = { accepted: 0, uploads: [] as number[] };
     const chunk = Buffer.alloc(64 * 1024);
     for (let i = 0; i < chunk.length; i++) chunk[i] = i & 0xff;
@@ -171,7 +171,14 @@ describe("HTTP/2 flow control", () => {
       hostname: "127.0.0.1",
       port: 0,
       socket: {
-        open: (s) => void (s.data = { left: 0, buf: "", body: 0, need: -1 }),
+        open: (s) => {
+          s.data = { left: 0, buf: "", body: 0, need: -1 };
+          // A slow origin: reads nothing for a while.
+          if (holdMs) {
+            s.pause();
+            setTimeout(() => s.resume(), holdMs);
+          }
+        },
         data(s, d) {
           const st = s.data;
           if (st.need < 0) {
@@ -238,5 +245,20 @@ describe("HTTP/2 flow control", () => {
     const r = JSON.parse((await run(["node", join(import.meta.dir, "helpers/h2client.mjs"), "https://192.0.2.10:8443/up", "0", String(8 << 20)], 40_000)).out.trim());
     expect(r).toMatchObject({ status: 200, bytes: 10 });
     expect(o.state.uploads).toEqual([8 << 20]);
+  }, 60_000);
+
+  test("an origin that does not read holds the client back (the stream paused, its window not reopened): bounded memory, then the upload arrives whole", async () => {
+    const o = bigOrigin(10, 3000);
+    f.servers.push(o.listener);
+    await start(o.listener.port);
+    const before = f.ep!.rssKiB();
+    const client = run(["node", join(import.meta.dir, "helpers/h2client.mjs"), "https://192.0.2.10:8443/up", "0", String(64 << 20)], 40_000);
+    await Bun.sleep(2500);
+    const rss = f.ep!.rssKiB();
+    const r = JSON.parse((await client).out.trim());
+    console.log(`upload held: edgeproxy RSS +${rss - before} KiB; then ${JSON.stringify(r)}`);
+    expect(rss - before).toBeLessThan(32 * 1024);
+    expect(r).toMatchObject({ status: 200, bytes: 10 });
+    expect(o.state.uploads).toEqual([64 << 20]);
   }, 60_000);
 });
