@@ -1,7 +1,7 @@
 // HTTP/2 by ALPN on TLS http services, end to end in a namespace of each test's own: real clients
 // (curl, h2load, node's TLS with raw frames) against edgeproxy, HTTP/1.1 origins behind it.
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import { mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { EdgeproxyProcess } from "./helpers/edgeproxy";
@@ -111,6 +111,29 @@ describe("HTTP/2 by ALPN (http services with TLS)", () => {
     // The origin saw a bounded number of connections: streams share the keep-alive pool.
     expect(o.connections()).toBeLessThanOrEqual(8 * 10 + 8);
     console.log(`h2load 5 s, 8 connections x 10 streams: ${ok} requests (${Math.round(ok! / 5)}/s), origin connections ${o.connections()}`);
+  }, 40_000);
+});
+
+describe("HTTP/2 config", () => {
+  test("a route without a pool gets the built-in responder over HTTP/2; http2 = false offers only http/1.1; http2_max_concurrent_streams is announced", async () => {
+    const o = httpOrigin("127.0.0.1", "pooled");
+    f.servers.push(o.listener);
+    const file = join(dir, "h2.toml");
+    const service = (name: string, port: number, extra: string) =>
+      `[[service]]\nname = "${name}"\nmode = "http"\norigin = "127.0.0.1:${o.port}"\ntls_cert = "${certFile}"\ntls_key = "${keyFile}"\n${extra}\n` +
+      `[[service.bind]]\nprefixes = ["192.0.2.0/24"]\nports = ["${port}"]\n\n[[service.route]]\npath = "/about"\n\n`;
+    writeFileSync(file, `[admin]\nsocket = "${join(dir, "h2cfg.sock")}"\n\n${service("on", 8443, "http2_max_concurrent_streams = 7\n")}${service("off", 9443, "http2 = false\n")}`);
+    f.ep = await EdgeproxyProcess.start(["serve", "--config", file]);
+    const about = await curl("--http2", "-H", "accept: application/json", "-w", "\n%{http_version}", "https://edge.test:8443/about");
+    const [json, version] = about.out.split("\n");
+    expect(version).toBe("2");
+    expect(JSON.parse(json!)).toMatchObject({ service: "edgeproxy", method: "GET", path: "/about" });
+    expect((await curl("--http2", "-w", "\n%{http_version}", "https://edge.test:8443/x")).out).toBe("pooled\n2");
+    // The SETTINGS frame says 7 (nghttp's -v prints the server's SETTINGS).
+    const settings = await run(["nghttp", "-nv", "https://192.0.2.10:8443/x"], 15_000);
+    expect(settings.out).toMatch(/SETTINGS_MAX_CONCURRENT_STREAMS\(0x03\):7\b/);
+    const off = await run(["curl", "-sk", "--max-time", "10", "--resolve", "edge.test:9443:192.0.2.10", "--http2", "-w", "\n%{http_version}", "https://edge.test:9443/x"], 15_000);
+    expect(off.out).toBe("pooled\n1.1");
   }, 40_000);
 });
 

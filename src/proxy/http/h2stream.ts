@@ -7,6 +7,7 @@ import { HIGH_WATER, MAX_RESPONSE_HEAD, idempotent, originCause } from "./contex
 import { Deadline, EMPTY, concat } from "./exchange";
 import type { H2Connection } from "./h2";
 import { originRequestHead } from "./headers";
+import { localResponse } from "./local";
 import type { OriginConn, OriginUser } from "./origins";
 import { HeadError, hasToken, headEnd, parseResponseHead, type RequestHead, type ResponseHead } from "./parse";
 import { RequestLog } from "./reqlog";
@@ -140,7 +141,11 @@ export class H2Stream implements OriginUser {
     const q = path.indexOf("?");
     const route = ctx.router.match(req.host, ctx.router.byPort ? this.conn.localPort : 0, q < 0 ? path : path.slice(0, q));
     const ids = this.rlog?.request(req, 0);
-    if (route.pool === undefined) return this.fail(404, "no route for this request (the built-in responder does not serve HTTP/2)");
+    if (route.pool === undefined) {
+      // The built-in responder: its answer once the request (and any body, not read) is in.
+      this.requestDone = true;
+      return void localResponse(req, this.conn.client, ctx).then((res) => this.localAnswered(res));
+    }
     const pick = route.pool.pick(this.conn.clientIp, route.pool.followsEdgePort ? this.conn.localPort : 0);
     if (!pick) {
       ctx.stats.originError("no_origin");
@@ -156,6 +161,44 @@ export class H2Stream implements OriginUser {
     if (ends) return this.requestComplete();
     st.on("data", (chunk: Buffer) => this.bodyData(chunk));
     st.on("end", () => this.bodyEnd());
+  }
+
+  private async localAnswered(res: Response): Promise<void> {
+    if (this.done) return;
+    const body = this.req!.method === "HEAD" ? EMPTY : new Uint8Array(await res.arrayBuffer());
+    if (this.done) return;
+    const headers: http2.OutgoingHttpHeaders = { ":status": res.status };
+    res.headers.forEach((v, k) => {
+      if (!HOP.has(k) && k !== "content-length") headers[k] = v;
+    });
+    headers["content-length"] = this.req!.method === "HEAD" ? (res.headers.get("content-length") ?? "0") : body.length;
+    this.conn.ctx.httpStats.response(res.status);
+    if (this.rlog) {
+      this.rlog.status = res.status;
+      this.rlog.bytesOut += body.length;
+    }
+    this.responded = true;
+    try {
+      this.stream.respond(headers, { endStream: body.length === 0 });
+      if (body.length) this.stream.end(body);
+    } catch {
+      // The stream is gone already.
+    }
+    this.finish();
+    this.stopRequest();
+  }
+
+  /**
+   * Our response is complete but the client is still sending a body nobody
+   * will read: RST_STREAM NO_ERROR (RFC 9113 §8.1), after the response's
+   * frames, so its window is not held open.
+   */
+  private stopRequest(): void {
+    const st = this.stream;
+    if (st.closed || st.endAfterHeaders || st.readableEnded) return;
+    const stop = () => void (st.closed || st.close(constants.NGHTTP2_NO_ERROR));
+    if (st.writableFinished) stop();
+    else st.once("finish", stop);
   }
 
   // ---- the request body ----
@@ -394,8 +437,7 @@ export class H2Stream implements OriginUser {
       this.originReusable = false;
       this.releaseOrigin("reset");
       this.finish();
-      if (!this.stream.closed) this.stream.close(constants.NGHTTP2_NO_ERROR);
-      return;
+      return this.stopRequest();
     }
     this.releaseOrigin(this.originReusable ? "reuse" : "close");
     this.finish();
@@ -443,8 +485,8 @@ export class H2Stream implements OriginUser {
     if (this.rlog && !this.rlog.pending) this.rlog.begin(this.req, 0);
     this.rlog?.answered(status, body.length, message);
     this.finish();
-    // Stop reading a body we will not forward.
-    if (!this.requestDone && !this.stream.closed) this.stream.close(constants.NGHTTP2_NO_ERROR);
+    // Stop a body we will not forward.
+    this.stopRequest();
   }
 
   private originBroken(why: string): void {
