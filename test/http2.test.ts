@@ -184,6 +184,27 @@ describe("HTTP/2 defences", () => {
   }, 40_000);
 });
 
+describe("HTTP/2 deadlines", () => {
+  test("no preface and SETTINGS within header_timeout: GOAWAY, counted; a client that said SETTINGS but asks nothing is closed at keepalive_timeout", async () => {
+    const o = httpOrigin("127.0.0.1", "x");
+    f.servers.push(o.listener);
+    const admin = await start(o.port, "--header-timeout", "1s", "--keepalive-timeout", "3s");
+    const silent = JSON.parse((await run(["node", ATTACK, "192.0.2.10", "8443", "silent", "0"], 20_000)).out.trim());
+    expect(silent).toMatchObject({ closed: true, goaway: { last: 0, code: 0, debug: "settings_timeout" } });
+    expect(silent.ms).toBeGreaterThan(800);
+    expect(silent.ms).toBeLessThan(5000);
+    const quiet = JSON.parse((await run(["node", ATTACK, "192.0.2.10", "8443", "settings", "0"], 20_000)).out.trim());
+    expect(quiet).toMatchObject({ closed: true, goaway: { last: 0, code: 0, debug: "idle" } });
+    // Past header_timeout (it said SETTINGS), closed at keepalive_timeout.
+    expect(quiet.ms).toBeGreaterThan(2500);
+    expect(quiet.ms).toBeLessThan(8000);
+    const m = await metrics(admin);
+    expect(metric(m, 'http2_sessions_closed_total{service="default",reason="settings_timeout"}')).toBe(1);
+    expect(metric(m, 'deadline_expired_total{service="default",stage="request_head"}')).toBe(1);
+    expect(metric(m, 'deadline_expired_total{service="default",stage="keepalive"}')).toBe(1);
+  }, 40_000);
+});
+
 describe("HTTP/2 flow control", () => {
   /** An origin answering every request with `size` bytes (pattern i & 0xff), written as its socket takes them; counts what the kernel accepted. */
   function bigOrigin(size: number, holdMs = 0) {

@@ -2,6 +2,8 @@
 // node h2attack.mjs <host> <port> <kind> <count>
 //   reset:        HEADERS then RST_STREAM(CANCEL) on new streams, as fast as the socket takes them (CVE-2023-44487)
 //   continuation: one HEADERS without END_HEADERS, then CONTINUATION frames of 16 KiB (a CONTINUATION flood)
+//   silent:       TLS with ALPN h2, then nothing (not even the preface)
+//   settings:     the preface and SETTINGS, then no request
 //   hpack:        one header block that adds a 4000-byte field to the HPACK table, then refers to it
 //                 `count` times (an HPACK bomb: a few KiB on the wire, count × 4 KB decoded)
 // Prints one JSON line: { goaway: {last, code, debug} | null, closed, framesIn, sent, ms }.
@@ -42,6 +44,7 @@ let framesIn = 0;
 let done = false;
 const s = tls.connect({ host, port: Number(portText), ALPNProtocols: ["h2"], rejectUnauthorized: false, servername: "edge.test" }, () => {
   if (s.alpnProtocol !== "h2") return finish(`alpn ${s.alpnProtocol}`);
+  if (kind === "silent") return;
   s.write(Buffer.concat([Buffer.from("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"), frame(SETTINGS, 0, 0, Buffer.alloc(0))]));
   if (kind === "reset") {
     let id = 1;
@@ -91,7 +94,7 @@ s.on("data", (d) => {
 });
 s.on("error", () => {});
 s.on("close", () => finish());
-setTimeout(() => finish("timeout"), 15_000);
+setTimeout(() => finish("timeout"), Number(process.env.H2_ATTACK_MS ?? 15_000));
 function finish(why) {
   if (done) return;
   done = true;
