@@ -205,6 +205,28 @@ describe("HTTP/2 deadlines", () => {
   }, 40_000);
 });
 
+describe("HTTP/2 drain", () => {
+  test("SIGQUIT (drain) with a stream in flight: GOAWAY, the response still completes, then edgeproxy exits 0", async () => {
+    // An origin that answers 1.5 s after the request.
+    const slow = Bun.listen({
+      hostname: "127.0.0.1",
+      port: 0,
+      socket: { data: (s) => void setTimeout(() => s.write("HTTP/1.1 200 OK\r\ncontent-length: 4\r\n\r\nlate"), 1500) },
+    });
+    f.servers.push(slow);
+    await start(slow.port);
+    const client = run(["node", join(import.meta.dir, "helpers/h2client.mjs"), "https://192.0.2.10:8443/slow", "0"], 20_000);
+    // node's start and the request: in flight at the origin by then.
+    await Bun.sleep(800);
+    f.ep!.proc.kill("SIGQUIT");
+    const r = JSON.parse((await client).out.trim());
+    expect(r).toMatchObject({ status: 200, bytes: 4, goaway: 0 });
+    expect(r.ms).toBeGreaterThan(1000);
+    expect(await f.ep!.proc.exited).toBe(0);
+    expect(f.ep!.stderr).toMatch(/drain/i);
+  }, 30_000);
+});
+
 describe("HTTP/2 flow control", () => {
   /** An origin answering every request with `size` bytes (pattern i & 0xff), written as its socket takes them; counts what the kernel accepted. */
   function bigOrigin(size: number, holdMs = 0) {

@@ -1,7 +1,8 @@
 // An HTTP/2 client in real node (node:http2): node h2client.mjs <url> <holdMs> [uploadBytes]
 // One request; the response body is not read for holdMs (the client's stream window stays shut),
 // then read whole. With uploadBytes, a POST of that many bytes (pattern i & 0xff), sent as node's
-// flow control allows, with its content-length. Prints one JSON line: { status, version, bytes, sha256, ms } or { error }.
+// flow control allows, with its content-length. Prints one JSON line: { status, bytes, sha256, goaway, ms } or { error }
+// (goaway: the error code of a GOAWAY the server sent, or null).
 import http2 from "node:http2";
 import { createHash } from "node:crypto";
 
@@ -9,13 +10,15 @@ const [url, holdText, uploadText] = process.argv.slice(2);
 const hold = Number(holdText);
 const upload = Number(uploadText ?? 0);
 const t0 = Date.now();
+let goaway = null;
 const out = (o) => {
-  console.log(JSON.stringify({ ...o, ms: Date.now() - t0 }));
+  console.log(JSON.stringify({ ...o, goaway, ms: Date.now() - t0 }));
   process.exit(0);
 };
 const u = new URL(url);
 const session = http2.connect(url, { rejectUnauthorized: false, servername: "edge.test" });
 session.on("error", (e) => out({ error: e.message }));
+session.on("goaway", (code) => void (goaway = code));
 const req = session.request({ ":method": upload ? "POST" : "GET", ":path": u.pathname, ...(upload ? { "content-length": upload } : {}) }, { endStream: !upload });
 if (upload) {
   const chunk = Buffer.alloc(64 * 1024);
