@@ -208,16 +208,23 @@ describe("HTTP/2 deadlines", () => {
 describe("HTTP/2 drain", () => {
   test("SIGQUIT (drain) with a stream in flight: GOAWAY, the response still completes, then edgeproxy exits 0", async () => {
     // An origin that answers 1.5 s after the request.
+    let arrived!: () => void;
+    const atOrigin = new Promise<void>((r) => (arrived = r));
     const slow = Bun.listen({
       hostname: "127.0.0.1",
       port: 0,
-      socket: { data: (s) => void setTimeout(() => s.write("HTTP/1.1 200 OK\r\ncontent-length: 4\r\n\r\nlate"), 1500) },
+      socket: {
+        data: (s) => {
+          arrived();
+          setTimeout(() => s.write("HTTP/1.1 200 OK\r\ncontent-length: 4\r\n\r\nlate"), 1500);
+        },
+      },
     });
     f.servers.push(slow);
     await start(slow.port);
     const client = run(["node", join(import.meta.dir, "helpers/h2client.mjs"), "https://192.0.2.10:8443/slow", "0"], 20_000);
-    // node's start and the request: in flight at the origin by then.
-    await Bun.sleep(800);
+    // The stream in flight at the origin, then the drain.
+    await atOrigin;
     f.ep!.proc.kill("SIGQUIT");
     const r = JSON.parse((await client).out.trim());
     expect(r).toMatchObject({ status: 200, bytes: 4, goaway: 0 });

@@ -1,11 +1,12 @@
 import type { Socket } from "bun";
 import http2 from "node:http2";
-import { Duplex } from "node:stream";
+import type { Duplex } from "node:stream";
 import { formatAddress, unmapAddress } from "../../config/address";
 import type { Ends } from "../inbound";
 import type { Session } from "../pipeline";
 import { LINGER_MS, type HttpContext } from "./context";
 import { H2Stream } from "./h2stream";
+import { SocketDuplex } from "./h2socket";
 import type { H2CloseReason } from "./stats";
 
 /*
@@ -44,69 +45,6 @@ const MAX_SESSION_MEMORY_MB = 10;
 const HEADER_TABLE_SIZE = 4096;
 /** Header fields per request at most (bounds the decoded list by count as well as by bytes). */
 const MAX_HEADER_PAIRS = 256;
-
-
-/**
- * The Bun socket as the node stream node:http2 reads and writes. Reading is
- * paused at the socket when node's stream buffer is full (push() false) and
- * resumed by _read; a partial write holds its callback until `drain`, which
- * is node's backpressure on everything the session sends.
- */
-class SocketDuplex extends Duplex {
-  private rest: Uint8Array | undefined;
-  private written: ((e?: Error) => void) | undefined;
-  paused = false;
-  constructor(
-    private readonly s: Socket<any>,
-    private readonly hangUp: () => void,
-  ) {
-    super();
-  }
-  _read(): void {
-    if (!this.paused) return;
-    this.paused = false;
-    this.s.resume();
-  }
-  feed(chunk: Uint8Array): void {
-    if (!this.push(chunk) && !this.paused) {
-      this.paused = true;
-      this.s.pause();
-    }
-  }
-  _write(chunk: Buffer, _enc: string, cb: (e?: Error) => void): void {
-    const n = this.s.write(chunk);
-    // n < 0: the socket is closing; its close handler ends the session.
-    if (n === chunk.length || n < 0) return cb();
-    this.rest = chunk.subarray(n);
-    this.written = cb;
-  }
-  /** A write of the codec's is partly sent: nothing of ours may go in between. */
-  get busy(): boolean {
-    return this.rest !== undefined;
-  }
-  drain(): void {
-    if (!this.rest) return;
-    const n = this.s.write(this.rest);
-    if (n >= 0 && n < this.rest.length) {
-      this.rest = this.rest.subarray(n);
-      return;
-    }
-    const cb = this.written!;
-    this.rest = undefined;
-    this.written = undefined;
-    cb();
-  }
-  // The codec is done with the connection. Not at once: it ends its stream before it emits
-  // the session's error, and the GOAWAY for that is ours to write first.
-  _final(cb: () => void): void {
-    setImmediate(this.hangUp);
-    cb();
-  }
-  _destroy(e: Error | null, cb: (e: Error | null) => void): void {
-    setImmediate(this.hangUp);
-    cb(e);
-  }
-}
 
 /** An HTTP/2 client connection (see above), the pipeline's last stage. */
 export class H2Connection implements Session {
@@ -195,18 +133,30 @@ export class H2Connection implements Session {
   private clientEnded = false;
 
   /**
-   * The session is over: close after what is written, but half-close first
-   * and keep reading (and dropping) for LINGER_MS. Closing with the client's
-   * frames unread would send an RST that destroys our GOAWAY in flight
-   * (RFC 9113 §6.8, RFC 9112 §9.6 for the same problem in HTTP/1.1).
+   * The session is over: close after what is written, but not before the
+   * client's FIN (or LINGER_MS): closing with the client's frames unread
+   * sends an RST that destroys our last frames in flight (RFC 9113 §6.8,
+   * RFC 9112 §9.6 for the same problem in HTTP/1.1). What still comes is
+   * read and dropped. No FIN of ours first: with shutdown() right after the
+   * last write, a client now and then saw the close but not the response (the
+   * drain test, about 1 run in 10); end() flushes first. A client that got
+   * GOAWAY closes once its streams are done (RFC 9113 §6.8).
    */
   private hangUp(): void {
     if (this.lingerUntil !== 0) return;
-    if (this.clientEnded) return void this.client.end();
+    // Both bounded by LINGER_MS: our last frames (a GOAWAY) going out, then the wait for the client's FIN.
     this.lingerUntil = this.ctx.clock.now + LINGER_MS;
-    this.client.shutdown();
+    this.duplex.whenFlushed(() => this.linger());
+  }
+
+  /** Everything is sent: close at the client's FIN (or LINGER_MS); read on, dropping it, meanwhile. */
+  private linger(): void {
+    this.flushed = true;
+    if (this.clientEnded) return void this.client.end();
     if (this.duplex.paused) this.client.resume();
   }
+
+  private flushed = false;
 
   clientDrain(): void {
     this.duplex.drain();
@@ -214,7 +164,10 @@ export class H2Connection implements Session {
 
   clientEnd(): void {
     this.clientEnded = true;
-    if (this.lingerUntil !== 0) return void this.client.end();
+    if (this.lingerUntil !== 0) {
+      if (this.flushed) this.client.end();
+      return;
+    }
     this.duplex.push(null);
   }
 
@@ -237,7 +190,8 @@ export class H2Connection implements Session {
   }
 
   sweep(now: number): void {
-    if (this.lingerUntil !== 0 && now >= this.lingerUntil) return void this.client.end();
+    // A client that reads nothing of our last frames, or never sends its FIN: closed anyway.
+    if (this.lingerUntil !== 0 && now >= this.lingerUntil) return void (this.flushed ? this.client.end() : this.client.terminate());
     if (this.closed) return;
     for (const st of this.streams) st.sweep(now);
     const d = this.ctx.config.deadlines;
@@ -290,13 +244,11 @@ export class H2Connection implements Session {
   }
 
   /**
-   * A GOAWAY frame written by us on the socket we own: node:http2's own
+   * A GOAWAY frame of ours, after what the codec wrote: node:http2's own
    * goaway() is queued and lost when the session is destroyed at once, and
-   * its errors (floods, bad HPACK) close without one. Only between frames:
-   * when a write of the codec's is still partial, the connection just closes.
+   * its errors (floods, bad HPACK) close without one.
    */
   private sayGoaway(code: number, debug: string): void {
-    if (this.duplex.busy) return;
     const text = Buffer.from(debug, "latin1");
     const f = Buffer.alloc(17 + text.length);
     f.writeUIntBE(8 + text.length, 0, 3);
@@ -304,7 +256,7 @@ export class H2Connection implements Session {
     f.writeUInt32BE(this.lastStreamId & 0x7fffffff, 9);
     f.writeUInt32BE(code, 13);
     text.copy(f, 17);
-    this.client.write(f);
+    this.duplex.writeNow(f);
   }
 
   /** The highest stream id the client opened (GOAWAY's last-stream-id: §6.8). */
