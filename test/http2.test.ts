@@ -167,6 +167,8 @@ describe("HTTP/2 defences", () => {
     expect(res.goaway!.last).toBeLessThan(2 * 300);
     expect(metric(m, 'http2_streams_total{service="default"}')).toBeLessThan(300);
     expect(metric(m, 'http2_sessions_closed_total{service="default",reason="rapid_reset"}')).toBe(1);
+    expect(await f.ep!.stop()).toBe(0);
+    expect(f.ep!.stderr).toMatch(/HTTP\/2: 2 sessions, \d+ streams, closed: rapid_reset 1/);
     expect(metric(m, 'http2_stream_resets_total{service="default"}')).toBeGreaterThan(200);
   }, 40_000);
 

@@ -99,7 +99,9 @@ export class HttpService implements DataPlaneService {
     const classes = [1, 2, 3, 4, 5].map((c) => `${c}xx ${h.byClass[c]}`).join(", ");
     const errors = [...s.originErrors].map(([kind, n]) => `${kind} ${n}`).join(", ") || "none";
     const list = (m: Map<string, number>, what: string) => (m.size ? `, ${what}: ${[...m].map(([reason, n]) => `${reason} ${n}`).join(", ")}` : "");
-    return `${s.connectionsTotal} connections, ${h.requests} requests (${classes}), origin errors: ${errors}${list(s.proxyHeaderErrors, "PROXY header errors")}${list(s.tlsHandshakeErrors, "TLS handshake errors")}${list(s.deadlinesExpired, "deadlines expired")}`;
+    const closed = Object.entries(h.h2.closed).filter(([, n]) => n > 0);
+    const h2 = h.h2.sessions ? `, HTTP/2: ${h.h2.sessions} sessions, ${h.h2.streams} streams${closed.length ? `, closed: ${closed.map(([r, n]) => `${r} ${n}`).join(", ")}` : ""}` : "";
+    return `${s.connectionsTotal} connections, ${h.requests} requests (${classes})${h2}, origin errors: ${errors}${list(s.proxyHeaderErrors, "PROXY header errors")}${list(s.tlsHandshakeErrors, "TLS handshake errors")}${list(s.deadlinesExpired, "deadlines expired")}`;
   }
 
   /** Connections in any stage (each holds a cap slot): what a drain waits for. */
