@@ -137,6 +137,15 @@ describe("HTTP/2 config", () => {
   }, 40_000);
 });
 
+describe("HTTP/2 flags", () => {
+  test("--no-http2: ALPN offers only http/1.1, curl --http2 falls back", async () => {
+    const o = httpOrigin("127.0.0.1", "pooled");
+    f.servers.push(o.listener);
+    await start(o.port, "--no-http2");
+    expect((await curl("--http2", "-w", "\n%{http_version}", "https://edge.test:8443/x")).out).toBe("pooled\n1.1");
+  }, 20_000);
+});
+
 describe("HTTP/2 defences", () => {
   /** Run an attack; the session must close (GOAWAY or not), edgeproxy's RSS grow less than `rssKiB`. */
   async function attack(kind: string, count: number, rssKiB: number) {

@@ -47,6 +47,7 @@ describe("parseArgs", () => {
     expect(s.acceptProxy.map((p) => p.family)).toEqual([4, 6]);
     expect(serve(["--origin", "10.0.0.1", "--health-interval", "1s", "--health-port", "7001"]).pool!.health!.port).toBe(7001);
     expect(serve(["--origin", "10.0.0.1:80"]).http).toBeUndefined();
+    expect(serve(["--mode", "http", "--origin", "10.0.0.1:80", "--no-http2", "--http2-max-concurrent-streams", "8"]).http).toMatchObject({ http2: false, http2MaxConcurrentStreams: 8 });
   });
 
   test("repeated --origin makes a pool", () => {
@@ -86,6 +87,9 @@ describe("parseArgs", () => {
     [["--health-interval", "1s", "--health-path", "/h", "--origin", "10.0.0.1:80"], /--health-path is for --mode http/],
     [["--balance", "hash"], /--balance: applies to a pool/],
     [["--max-body-size", "1MiB"], /--max-body-size: is for --mode http/],
+    [["--no-http2"], /--no-http2: is for --mode http/],
+    [["--mode", "http", "--http2-max-concurrent-streams", "0"], /--http2-max-concurrent-streams: /],
+    [["--mode", "http", "--http2-max-concurrent-streams", "1001"], /--http2-max-concurrent-streams: /],
     [["--mode", "http", "--max-body-size", "lots"], /not a size/],
     [["--origin", "10.0.0.1:3000-3100", "--ports", "1000-2000"], /differ in size/],
     [["--origin", "10.0.0.1:3000-3100", "--ports", "1000-1100,2000"], /one edge port range/],

@@ -41,6 +41,7 @@ const SERVE_SAMPLES: Record<string, { value: string; with?: string[] }> = {
   "--tls-key": { value: key, with: ["--tls-cert", cert] },
   "--first-byte-timeout": { value: "10s", with: ["--mode", "http"] },
   "--max-body-size": { value: "1MiB", with: ["--mode", "http"] },
+  "--http2-max-concurrent-streams": { value: "10", with: ["--mode", "http"] },
   "--name": { value: "web" },
   "--workers": { value: "3" },
   "--drain-timeout": { value: "10s" },
