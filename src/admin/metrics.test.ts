@@ -35,6 +35,10 @@ test("every family parses, is typed and has help; counters end in _total", () =>
       "connections_active",
       "connections_total",
       "deadline_expired_total",
+      "http2_sessions_closed_total",
+      "http2_sessions_total",
+      "http2_stream_resets_total",
+      "http2_streams_total",
       "http_origin_connections_total",
       "http_requests_refused_total",
       "http_responses_total",
@@ -80,7 +84,7 @@ test("every sample line is well formed", () => {
   const line = new RegExp(String.raw`^[a-zA-Z_:][a-zA-Z0-9_:]*(?:\{${label}(?:,${label})*\})? (\S+)$`);
   for (const l of renderMetrics(sampleStatus()).trimEnd().split("\n")) {
     if (l.startsWith("# ")) {
-      expect(l).toMatch(/^# (HELP|TYPE) edgeproxy_[a-z_]+ \S/);
+      expect(l).toMatch(/^# (HELP|TYPE) edgeproxy_[a-z0-9_]+ \S/);
       continue;
     }
     const m = line.exec(l);

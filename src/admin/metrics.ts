@@ -1,6 +1,6 @@
 import { UDP_DROP_REASONS, type DatagramStats } from "../proxy/udp/stats";
 import type { OriginStatus } from "../origin/pool";
-import { REFUSAL_REASONS, type HttpStatsSnapshot } from "../proxy/http/stats";
+import { H2_CLOSE_REASONS, REFUSAL_REASONS, type HttpStatsSnapshot } from "../proxy/http/stats";
 import { DEADLINE_STAGES } from "../config/deadlines";
 import type { ConnectionStats, ServiceSnapshot, SniSnapshot, StatusSnapshot } from "./backend";
 import { HELLO_ERRORS } from "../proxy/sni/hello";
@@ -201,6 +201,14 @@ export function renderMetrics(s: StatusSnapshot): string {
   perService(http, "http_origin_connections_total", "counter", "Requests sent to origins, by how the origin connection was got.", (svc, emit) => {
     emit({ how: "opened" }, svc.http.originConnectionsOpened);
     emit({ how: "reused" }, svc.http.originConnectionsReused);
+  });
+  perService(http, "http2_sessions_total", "counter", "HTTP/2 sessions (TLS connections whose ALPN chose h2).", (svc, emit) => emit({}, svc.http.h2?.sessions ?? 0));
+  perService(http, "http2_streams_total", "counter", "HTTP/2 streams taken as requests.", (svc, emit) => emit({}, svc.http.h2?.streams ?? 0));
+  perService(http, "http2_stream_resets_total", "counter", "HTTP/2 streams the client reset before their response was complete (what the rapid-reset budget counts).", (svc, emit) =>
+    emit({}, svc.http.h2?.streamResets ?? 0),
+  );
+  perService(http, "http2_sessions_closed_total", "counter", "HTTP/2 sessions ended for cause, by reason: rapid_reset (GOAWAY ENHANCE_YOUR_CALM), flood, protocol (incl. header lists over the limit), settings_timeout, idle.", (svc, emit) => {
+    for (const r of H2_CLOSE_REASONS) emit({ reason: r }, svc.http.h2?.closed[r] ?? 0);
   });
   family("connection_cap_max", "gauge", "The cap on open proxied connections for the process.");
   sample("connection_cap_max", {}, s.capacity.max);

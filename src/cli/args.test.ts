@@ -43,10 +43,11 @@ describe("parseArgs", () => {
     const s = serve(["--mode", "http", "--origin", "10.0.0.1:80", "--health-interval", "500ms", "--health-path", "/healthz", "--max-body-size", "100MiB", "--accept-proxy", "10.1.0.0/16,2001:db8::/32"]);
     expect(s.mode).toBe("http");
     expect(s.pool!.health).toEqual({ intervalMs: 500, timeoutMs: 500, rise: 2, fall: 3, path: "/healthz" });
-    expect(s.http).toEqual({ firstByteTimeoutMs: 60_000, maxBodyBytes: 100 * 1024 ** 2, maxHeaderBytes: 16 * 1024, routes: [] });
+    expect(s.http).toEqual({ firstByteTimeoutMs: 60_000, maxBodyBytes: 100 * 1024 ** 2, maxHeaderBytes: 16 * 1024, http2: true, http2MaxConcurrentStreams: 100, routes: [] });
     expect(s.acceptProxy.map((p) => p.family)).toEqual([4, 6]);
     expect(serve(["--origin", "10.0.0.1", "--health-interval", "1s", "--health-port", "7001"]).pool!.health!.port).toBe(7001);
     expect(serve(["--origin", "10.0.0.1:80"]).http).toBeUndefined();
+    expect(serve(["--mode", "http", "--origin", "10.0.0.1:80", "--no-http2", "--http2-max-concurrent-streams", "8"]).http).toMatchObject({ http2: false, http2MaxConcurrentStreams: 8 });
   });
 
   test("repeated --origin makes a pool", () => {
@@ -86,6 +87,9 @@ describe("parseArgs", () => {
     [["--health-interval", "1s", "--health-path", "/h", "--origin", "10.0.0.1:80"], /--health-path is for --mode http/],
     [["--balance", "hash"], /--balance: applies to a pool/],
     [["--max-body-size", "1MiB"], /--max-body-size: is for --mode http/],
+    [["--no-http2"], /--no-http2: is for --mode http/],
+    [["--mode", "http", "--http2-max-concurrent-streams", "0"], /--http2-max-concurrent-streams: /],
+    [["--mode", "http", "--http2-max-concurrent-streams", "1001"], /--http2-max-concurrent-streams: /],
     [["--mode", "http", "--max-body-size", "lots"], /not a size/],
     [["--origin", "10.0.0.1:3000-3100", "--ports", "1000-2000"], /differ in size/],
     [["--origin", "10.0.0.1:3000-3100", "--ports", "1000-1100,2000"], /one edge port range/],

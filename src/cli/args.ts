@@ -69,6 +69,8 @@ export function parseArgs(argv: readonly string[]): Command {
   const originTls: { -readonly [K in keyof OriginTlsSettings]: OriginTlsSettings[K] } = {};
   let firstByteTimeoutMs: number | undefined;
   let maxBodyBytes: number | undefined;
+  let noHttp2 = false;
+  let http2Streams: number | undefined;
   const deadlines: Partial<Record<keyof Deadlines, number>> = {};
   let mode: Mode = "tcp";
   let name = "default";
@@ -173,6 +175,14 @@ export function parseArgs(argv: readonly string[]): Command {
       case "--max-body-size":
         once();
         maxBodyBytes = parseSize(value(), flag);
+        break;
+      case "--no-http2":
+        once();
+        noHttp2 = true;
+        break;
+      case "--http2-max-concurrent-streams":
+        once();
+        http2Streams = parseCount(value(), flag, { min: 1, max: 1000 });
         break;
       case "--mode": {
         once();
@@ -293,14 +303,21 @@ export function parseArgs(argv: readonly string[]): Command {
   if (checks && !seen.has("--health-interval")) throw new ConfigError(["--health-timeout", "--health-path", "--health-port"].find((x) => seen.has(x))!, "needs --health-interval");
   if (health.path !== undefined && mode !== "http") throw new ConfigError("--health-path", `${mode} pools are checked by TCP connect; --health-path is for --mode http`);
   if ((balance || checks) && origins.length === 0) throw new ConfigError(balance ? "--balance" : "--health-interval", "applies to a pool: give --origin too");
-  for (const flag of ["--first-byte-timeout", "--max-body-size"]) if (seen.has(flag) && mode !== "http") throw new ConfigError(flag, `is for --mode http`);
+  for (const flag of ["--first-byte-timeout", "--max-body-size", "--no-http2", "--http2-max-concurrent-streams"]) if (seen.has(flag) && mode !== "http") throw new ConfigError(flag, `is for --mode http`);
   const flagOf = { origin_tls: "--origin-tls", origin_ca: "--origin-ca", origin_sni: "--origin-sni", origin_cert: "--origin-cert", origin_key: "--origin-key" } as const;
   const originTlsConfig = completeOriginTls(originTls, mode, (k) => flagOf[k], (p) => readFileSync(p, "utf8"));
   if (originTlsConfig && origins.length === 0) throw new ConfigError("--origin-tls", "applies to origins: give --origin too");
   const tls = parseTls({ file: tlsCert, where: "--tls-cert" }, { file: tlsKey, where: "--tls-key" }, mode, (p) => readFileSync(p, "utf8"));
   const http =
     mode === "http"
-      ? { ...POOL_DEFAULTS.http, firstByteTimeoutMs: firstByteTimeoutMs ?? POOL_DEFAULTS.http.firstByteTimeoutMs, maxBodyBytes: maxBodyBytes ?? POOL_DEFAULTS.http.maxBodyBytes, routes: [] }
+      ? {
+          ...POOL_DEFAULTS.http,
+          firstByteTimeoutMs: firstByteTimeoutMs ?? POOL_DEFAULTS.http.firstByteTimeoutMs,
+          maxBodyBytes: maxBodyBytes ?? POOL_DEFAULTS.http.maxBodyBytes,
+          http2: !noHttp2,
+          http2MaxConcurrentStreams: http2Streams ?? POOL_DEFAULTS.http.http2MaxConcurrentStreams,
+          routes: [],
+        }
       : undefined;
   const sourceLimits = sourceLimitsOf(source, mode, { connections: "--source-connections", rate: "--source-rate", burst: "--source-rate-burst", prefixV6: "--source-prefix-v6" });
   const service: ServiceConfig = {

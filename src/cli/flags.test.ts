@@ -51,6 +51,7 @@ const SERVE_SAMPLES: Record<string, { value: string; with?: string[] }> = {
   "--origin-key": { value: realKey, with: ["--origin", "127.0.0.1:9000", "--origin-tls", "verify", "--origin-cert", realCert] },
   "--first-byte-timeout": { value: "10s", with: ["--mode", "http"] },
   "--max-body-size": { value: "1MiB", with: ["--mode", "http"] },
+  "--http2-max-concurrent-streams": { value: "10", with: ["--mode", "http"] },
   "--name": { value: "web" },
   "--workers": { value: "3" },
   "--drain-timeout": { value: "10s" },

@@ -60,6 +60,8 @@ export const SERVE_FLAGS: readonly FlagSpec[] = [
   { name: "--origin-key", value: "FILE", complete: "file", help: "the PEM private key of --origin-cert" },
   { name: "--first-byte-timeout", value: "D", help: "http: the origin's response must start within D (default 60s)" },
   { name: "--max-body-size", value: "SIZE", help: "http: larger request bodies get 413 (default 1GiB; 100MiB, 512KiB ...)" },
+  { name: "--no-http2", help: "http with TLS: offer only http/1.1 by ALPN (default: h2, then http/1.1)" },
+  { name: "--http2-max-concurrent-streams", value: "N", help: "http: HTTP/2 streams open at once per connection, 1-1000 (default 100)" },
   ...DEADLINE_KEYS.map((k) => ({ name: k.flag, value: "D", help: DEADLINE_HELP[k.flag] ?? `the ${k.key} deadline` })),
   { name: "--name", value: "NAME", help: "service name (default: default)" },
   { name: "--take-over", help: "also steer ports where another socket already listens, and replace a running instance whose service names or bindings overlap (it drains and exits); with --config too, over the file's take_over" },

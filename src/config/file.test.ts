@@ -228,6 +228,16 @@ describe("pools, routes, http and TLS", () => {
     expect(s.http!.maxBodyBytes).toBe(10 * 1024 * 1024);
     expect(s.http!.firstByteTimeoutMs).toBe(5000);
     expect(s.tls!.cert).toContain("BEGIN CERTIFICATE");
+    expect([s.http!.http2, s.http!.http2MaxConcurrentStreams]).toEqual([true, 100]);
+  });
+
+  test("http2 and http2_max_concurrent_streams: set, and bad values named", () => {
+    const http = (keys: string) => parseConfig(web(undefined, `mode = "http"\n${keys}`), FILE).services[0]!.http!;
+    expect(http("http2 = false\nhttp2_max_concurrent_streams = 7")).toMatchObject({ http2: false, http2MaxConcurrentStreams: 7 });
+    expect(() => http('http2 = "yes"')).toThrow(/http2: .*true or false/);
+    expect(() => http("http2_max_concurrent_streams = 0")).toThrow(/http2_max_concurrent_streams/);
+    expect(() => http("http2_max_concurrent_streams = 5000")).toThrow(/http2_max_concurrent_streams/);
+    expect(() => parseConfig(web(undefined, "http2 = false"), FILE)).toThrow(/http2: is for http services/);
   });
 
   test("sni routes (tcp): names lower-cased without a trailing dot, a pool each, handshake_timeout allowed", () => {
@@ -331,7 +341,7 @@ describe("errors name the file, the service and the field", () => {
     [web(undefined, 'handshake_timeout = "5s"'), 'edgeproxy.toml: service "web": handshake_timeout: applies to TLS-terminating services (give a certificate and key too)'],
     [web(undefined, 'proxy_header_timeout = "5s"'), 'edgeproxy.toml: service "web": proxy_header_timeout: applies to services that accept PROXY headers (give accept_proxy prefixes too)'],
     [web(undefined, 'mode = "http"\nbody_timeout = "0s"'), 'edgeproxy.toml: service "web": body_timeout: "0s" must be at least 1ms and at most 7 days'],
-    [web(undefined, "xyz = 1"), 'edgeproxy.toml: service "web": unknown field "xyz" (known: name, mode, origin, origins, balance, health, eject, origin_tls, origin_ca, origin_sni, origin_cert, origin_key, connect_timeout, idle_timeout, proxy_protocol, accept_proxy, tls_cert, tls_key, first_byte_timeout, max_body_size, max_header_size, allow, deny, bind, route, source_connections, source_rate, source_rate_burst, source_prefix_v6, proxy_header_timeout, handshake_timeout, header_timeout, keepalive_timeout, body_timeout, access_log, access_log_sample, access_log_connect)'],
+    [web(undefined, "xyz = 1"), 'edgeproxy.toml: service "web": unknown field "xyz" (known: name, mode, origin, origins, balance, health, eject, origin_tls, origin_ca, origin_sni, origin_cert, origin_key, connect_timeout, idle_timeout, proxy_protocol, accept_proxy, tls_cert, tls_key, first_byte_timeout, max_body_size, max_header_size, http2, http2_max_concurrent_streams, allow, deny, bind, route, source_connections, source_rate, source_rate_burst, source_prefix_v6, proxy_header_timeout, handshake_timeout, header_timeout, keepalive_timeout, body_timeout, access_log, access_log_sample, access_log_connect)'],
     // types and required fields
     [`take_over = "yes"\n${web()}`, "edgeproxy.toml: take_over: expected true or false, got a string"],
     [`max_connections = 0\n${web()}`, "edgeproxy.toml: max_connections: 0 is not a whole number from 1 to 2147483647"],

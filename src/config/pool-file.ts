@@ -153,7 +153,7 @@ function sortRoutes(routes: readonly RouteConfig[]): RouteConfig[] {
 /** http options of a [[service]]: first_byte_timeout, max_body_size, max_header_size, routes. */
 export function parseHttp(f: Fields, mode: Mode, defaults: RouteDefaults): HttpConfig | undefined {
   // A tcp service's routes are sni routes (config/sni.ts).
-  const keys = ["first_byte_timeout", "max_body_size", "max_header_size", ...(mode === "tcp" ? [] : ["route"])];
+  const keys = ["first_byte_timeout", "max_body_size", "max_header_size", "http2", "http2_max_concurrent_streams", ...(mode === "tcp" ? [] : ["route"])];
   if (mode !== "http") {
     const stray = keys.find((k) => f.has(k));
     if (stray === "route") throw new ConfigError(f.at(stray), `routes http services (by host and path) and tcp services (by TLS server name); this one is ${mode}`);
@@ -168,10 +168,14 @@ export function parseHttp(f: Fields, mode: Mode, defaults: RouteDefaults): HttpC
   };
   const maxHeaderBytes = size("max_header_size", d.maxHeaderBytes);
   if (maxHeaderBytes < 1024 || maxHeaderBytes > 1 << 20) throw new ConfigError(f.at("max_header_size"), "must be 1KiB-1MiB");
+  // Far above the default, one client's streams are what the connection cap was meant to bound.
+  const streams = f.positiveInteger("http2_max_concurrent_streams", { max: 1000 }) ?? d.http2MaxConcurrentStreams;
   return {
     firstByteTimeoutMs: t === undefined ? d.firstByteTimeoutMs : parseDuration(t, f.at("first_byte_timeout")),
     maxBodyBytes: size("max_body_size", d.maxBodyBytes),
     maxHeaderBytes,
+    http2: f.boolean("http2") ?? d.http2,
+    http2MaxConcurrentStreams: streams,
     routes: parseRoutes(f.tables("route", "[[service.route]]") ?? [], f.where, defaults),
   };
 }

@@ -108,6 +108,10 @@ export interface HttpConfig {
   readonly maxBodyBytes: number;
   /** Request line plus headers at most this long (431 otherwise). */
   readonly maxHeaderBytes: number;
+  /** Offer HTTP/2 by ALPN when the service terminates TLS (RFC 9113 §3.2). */
+  readonly http2: boolean;
+  /** SETTINGS_MAX_CONCURRENT_STREAMS we announce (RFC 9113 §6.5.2); also sizes the rapid-reset budget. */
+  readonly http2MaxConcurrentStreams: number;
   /** Most specific first: longer host (with port before without), then longer path; the service's own pool is the last, catch-all route. */
   readonly routes: readonly RouteConfig[];
 }
@@ -125,7 +129,7 @@ export const POOL_DEFAULTS = {
   balance: "round-robin" as Balance,
   health: { intervalMs: 5_000, timeoutMs: 2_000, rise: 2, fall: 3, path: "/" },
   eject: { failures: 3, durationMs: 30_000, baseMs: 1_000 },
-  http: { firstByteTimeoutMs: 60_000, maxBodyBytes: 1 << 30, maxHeaderBytes: 16 * 1024 },
+  http: { firstByteTimeoutMs: 60_000, maxBodyBytes: 1 << 30, maxHeaderBytes: 16 * 1024, http2: true, http2MaxConcurrentStreams: 100 },
   /** Names whose answer carries no TTL (/etc/hosts) are looked up again this often. */
   resolveMs: 30_000,
 } as const;

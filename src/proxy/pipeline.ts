@@ -342,6 +342,14 @@ export class Pipeline {
   }
 }
 
+/** ALPN protocol list in its wire form (RFC 7301 §3.1: length-prefixed names; Bun takes no other). */
+const H2_AND_HTTP1 = Buffer.from("\x02h2\x08http/1.1", "latin1");
+
+/** What ALPN a TLS listener offers: h2 then http/1.1 for http services with http2 on; nothing otherwise. */
+function alpn(config: ServiceConfig): { ALPNProtocols?: Buffer } {
+  return config.mode === "http" && (config.http?.http2 ?? true) ? { ALPNProtocols: H2_AND_HTTP1 } : {};
+}
+
 /**
  * Open a service's listeners, one per address family its prefixes use, each
  * in the plan's SO_REUSEPORT group, with the pipeline's handlers (TLS
@@ -353,7 +361,7 @@ export function openListeners(
   socket: object,
   into: { family: Family; listener: TCPSocketListener<any> }[],
 ): ServiceSocket[] {
-  const tls = config.tls ? { tls: { cert: config.tls.cert, key: config.tls.key } } : {};
+  const tls = config.tls ? { tls: { cert: config.tls.cert, key: config.tls.key, ...alpn(config) } } : {};
   try {
     return serviceFamilies(config).map((family) => {
       const listener = joinGroup(family, plan, (port) =>

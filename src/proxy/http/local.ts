@@ -12,21 +12,25 @@ import type { RequestHead } from "./parse";
 
 const app = responderApp();
 
-/** The responder's answer to `req`, as bytes ready for the client (Content-Length framed). */
-export async function serveLocal(req: RequestHead, client: Socket<unknown>, ctx: HttpContext): Promise<{ data: Uint8Array; status: number }> {
+/** The responder's answer to `req` (HTTP/1.1 and HTTP/2 alike). */
+export async function localResponse(req: RequestHead, client: Socket<unknown>, ctx: HttpContext): Promise<Response> {
   const headers = new Headers();
   for (let i = 0; i < req.names.length; i++) headers.append(req.names[i]!, req.values[i]!);
   const url = `${ctx.proto}://${req.host || "edgeproxy"}${req.target.startsWith("/") ? req.target : "/"}`;
-  let res: Response;
   try {
-    res = await app.fetch(new Request(url, { method: req.method, headers }), {
+    return await app.fetch(new Request(url, { method: req.method, headers }), {
       destination: formatHostPort(unmapAddress(client.localAddress), client.localPort),
       client: formatHostPort(unmapAddress(client.remoteAddress), client.remotePort),
     });
   } catch {
     // A URL or method the Request constructor refuses: the client's.
-    res = new Response("bad request\n", { status: 400 });
+    return new Response("bad request\n", { status: 400 });
   }
+}
+
+/** The responder's answer to `req`, as bytes ready for the client (Content-Length framed). */
+export async function serveLocal(req: RequestHead, client: Socket<unknown>, ctx: HttpContext): Promise<{ data: Uint8Array; status: number }> {
+  const res = await localResponse(req, client, ctx);
   const body = req.method === "HEAD" ? new Uint8Array() : new Uint8Array(await res.arrayBuffer());
   const close = req.minor === 1 ? req.connection.includes("close") : !req.connection.includes("keep-alive");
   let head = `HTTP/1.${req.minor} ${res.status} ${res.statusText || "OK"}\r\n`;

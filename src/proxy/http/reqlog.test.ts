@@ -4,7 +4,7 @@ import type { RequestHead } from "./parse";
 import { RequestLog } from "./reqlog";
 
 // The request line is built by hand (no object, no JSON.stringify per line): it must be valid JSON with every field, in the order they always had.
-const ORDER = ["protocol", "client", "edge", "method", "host", "path", "status", "bytes_in", "bytes_out", "origin", "ttfb_ms", "duration_ms", "request_id"];
+const ORDER = ["protocol", "client", "edge", "method", "host", "path", "status", "bytes_in", "bytes_out", "origin", "ttfb_ms", "duration_ms", "request_id", "http_version"];
 
 function capture(): { log: ServiceLog; lines: string[] } {
   const lines: string[] = [];

@@ -50,14 +50,18 @@ export class RequestLog {
     private readonly log: ServiceLog,
     private readonly client: string | undefined,
     private readonly edge: string | undefined,
+    /** The client's HTTP version, "1.1" (1.0 requests say so themselves) or "2": the line's http_version. */
+    version: "1.1" | "2" = "1.1",
   ) {
+    this.versionText = `,"http_version":"${version}"`;
     this.endsText = client ? `,"client":"${client}","edge":"${edge}"` : "";
   }
   /** The client and edge members, the same for every request of the connection: made once. */
   private readonly endsText: string;
+  private readonly versionText: string;
 
-  static of(log: ServiceLog, ends: Ends | undefined): RequestLog {
-    return new RequestLog(log, ends && formatEndpoint(ends.client), ends && formatEndpoint(ends.edge));
+  static of(log: ServiceLog, ends: Ends | undefined, version: "1.1" | "2" = "1.1"): RequestLog {
+    return new RequestLog(log, ends && formatEndpoint(ends.client), ends && formatEndpoint(ends.edge), version);
   }
 
   /** A request starts (its head is parsed: `req`; or a head we refuse: undefined). `pending`: bytes already read that belong to it or later ones. */
@@ -118,13 +122,13 @@ export class RequestLog {
       // The usual request: one template, so one string to flatten when it is written. The method is a token
       // (parse.ts checks tchar, RFC 9110 §5.6.2: no quote, backslash or control) and the id SANE_ID's or ours: neither needs escaping.
       this.log.line(
-        `"protocol":"http"${this.endsText},"method":"${req.method}","host":"${jsonInner(req.host)}","path":"${jsonInner(path)}","status":${this.status},"bytes_in":${bytesIn},"bytes_out":${bytesOut},"origin":"${jsonInner(this.origin)}","ttfb_ms":${ttfb},"duration_ms":${duration},"request_id":"${this.id}"}`,
+        `"protocol":"http"${this.endsText},"method":"${req.method}","host":"${jsonInner(req.host)}","path":"${jsonInner(path)}","status":${this.status},"bytes_in":${bytesIn},"bytes_out":${bytesOut},"origin":"${jsonInner(this.origin)}","ttfb_ms":${ttfb},"duration_ms":${duration},"request_id":"${this.id}"${this.versionText}}`,
       );
       return;
     }
     const what = req ? `"method":${jsonString(req.method)},"host":${jsonOrNull(req.host)},"path":${jsonString(path)}` : `"method":null,"host":null,"path":null`;
     this.log.line(
-      `"protocol":"http"${this.endsText},${what},"status":${this.status},"bytes_in":${bytesIn},"bytes_out":${bytesOut},"origin":${jsonOrNull(this.origin)},"ttfb_ms":${ttfb},"duration_ms":${duration},"request_id":${jsonOrNull(this.id)}${reason ? `,"reason":${jsonString(reason)}` : ""}}`,
+      `"protocol":"http"${this.endsText},${what},"status":${this.status},"bytes_in":${bytesIn},"bytes_out":${bytesOut},"origin":${jsonOrNull(this.origin)},"ttfb_ms":${ttfb},"duration_ms":${duration},"request_id":${jsonOrNull(this.id)}${this.versionText}${reason ? `,"reason":${jsonString(reason)}` : ""}}`,
     );
   }
 }

@@ -12,6 +12,7 @@ import { openListeners, Pipeline } from "../pipeline";
 import type { DataPlaneService, ServiceSocket } from "../service";
 import { ServiceStats } from "../stats";
 import { HttpConnection } from "./conn";
+import { H2Connection } from "./h2";
 import type { HttpContext } from "./context";
 import { OriginConnections } from "./origins";
 import { HttpRouter } from "./router";
@@ -66,7 +67,8 @@ export class HttpService implements DataPlaneService {
     this.pipeline = new Pipeline(
       { admission, stats: this.stats, clock, acceptProxy: config.acceptProxy, tls: config.tls !== undefined, deadlines: config.deadlines, ...sourceLimit?.pipelineHooks(), ...(log ? { log } : {}), ...(clients ? { clients } : {}) },
       // The HTTP connection as the pipeline's last stage; bytes after a PROXY header are its first.
-      { needEnds: false, start: (s, ends, rest) => new HttpConnection(s, ctx, ends).started(rest) },
+      // The one place HTTP/2 branches off: the TLS handshake's ALPN chose h2 (RFC 7301; offered by openListeners).
+      { needEnds: false, start: (s, ends, rest) => (http.http2 && s.alpnProtocol === "h2" ? new H2Connection(s, ctx, ends) : new HttpConnection(s, ctx, ends)).started(rest) },
     );
     this.stopSweep = clock.onTick((now) => {
       this.pipeline.sweep(now);
@@ -100,7 +102,9 @@ export class HttpService implements DataPlaneService {
     const classes = [1, 2, 3, 4, 5].map((c) => `${c}xx ${h.byClass[c]}`).join(", ");
     const errors = [...s.originErrors].map(([kind, n]) => `${kind} ${n}`).join(", ") || "none";
     const list = (m: Map<string, number>, what: string) => (m.size ? `, ${what}: ${[...m].map(([reason, n]) => `${reason} ${n}`).join(", ")}` : "");
-    return `${s.connectionsTotal} connections, ${h.requests} requests (${classes}), origin errors: ${errors}${list(s.proxyHeaderErrors, "PROXY header errors")}${list(s.tlsHandshakeErrors, "TLS handshake errors")}${list(s.deadlinesExpired, "deadlines expired")}`;
+    const closed = Object.entries(h.h2.closed).filter(([, n]) => n > 0);
+    const h2 = h.h2.sessions ? `, HTTP/2: ${h.h2.sessions} sessions, ${h.h2.streams} streams${closed.length ? `, closed: ${closed.map(([r, n]) => `${r} ${n}`).join(", ")}` : ""}` : "";
+    return `${s.connectionsTotal} connections, ${h.requests} requests (${classes})${h2}, origin errors: ${errors}${list(s.proxyHeaderErrors, "PROXY header errors")}${list(s.tlsHandshakeErrors, "TLS handshake errors")}${list(s.deadlinesExpired, "deadlines expired")}`;
   }
 
   /** Connections in any stage (each holds a cap slot): what a drain waits for. */

@@ -22,6 +22,25 @@ export function refusalReason(status: number, h2Preface = false): RefusalReason 
   }
 }
 
+/**
+ * Why an HTTP/2 session was ended by us or its codec (h2.ts): rapid_reset (more
+ * client resets than the budget, GOAWAY ENHANCE_YOUR_CALM), flood (node:http2's
+ * own flood detection: control frames, CONTINUATION, empty frames), protocol
+ * (malformed frames, HPACK errors, header lists over the limit),
+ * settings_timeout (no preface and SETTINGS in time), idle (idle_timeout).
+ */
+export const H2_CLOSE_REASONS = ["rapid_reset", "flood", "protocol", "settings_timeout", "idle"] as const;
+export type H2CloseReason = (typeof H2_CLOSE_REASONS)[number];
+
+/** HTTP/2 counters of a service. */
+export interface H2StatsSnapshot {
+  readonly sessions: number;
+  readonly streams: number;
+  /** Streams the client reset before their response was complete. */
+  readonly streamResets: number;
+  readonly closed: Readonly<Record<H2CloseReason, number>>;
+}
+
 /** Requests answered, by status class, and how origin connections were got. */
 export interface HttpStatsSnapshot {
   /** "1xx" (interim responses passed on) … "5xx"; our own error responses included. */
@@ -34,6 +53,7 @@ export interface HttpStatsSnapshot {
   readonly retries: number;
   /** Requests refused by the framing checks, by reason. */
   readonly refused: Readonly<Record<RefusalReason, number>>;
+  readonly h2: H2StatsSnapshot;
 }
 
 /** Per-service HTTP counters (connection and origin-error counts are in ServiceStats). */
@@ -44,6 +64,8 @@ export class HttpStats {
   readonly byClass = new Float64Array(6);
   readonly refused: Record<RefusalReason, number> = { malformed: 0, too_large: 0, version: 0, unsupported: 0, http2: 0 };
 
+  readonly h2 = { sessions: 0, streams: 0, streamResets: 0, closed: { rapid_reset: 0, flood: 0, protocol: 0, settings_timeout: 0, idle: 0 } as Record<H2CloseReason, number> };
+
   response(status: number): void {
     this.byClass[Math.min(5, Math.floor(status / 100))]!++;
   }
@@ -51,6 +73,6 @@ export class HttpStats {
   snapshot(opened: number, reused: number): HttpStatsSnapshot {
     const responses: Record<string, number> = {};
     for (let c = 1; c <= 5; c++) responses[`${c}xx`] = this.byClass[c]!;
-    return { responses, requests: this.requests, originConnectionsOpened: opened, originConnectionsReused: reused, retries: this.retries, refused: { ...this.refused } };
+    return { responses, requests: this.requests, originConnectionsOpened: opened, originConnectionsReused: reused, retries: this.retries, refused: { ...this.refused }, h2: { ...this.h2, closed: { ...this.h2.closed } } };
   }
 }

@@ -1,0 +1,283 @@
+import type http2 from "node:http2";
+import { constants } from "node:http2";
+import type { Member } from "../../origin/pool";
+import { Outbox } from "../outbox";
+import { ChunkedDecoder } from "./chunked";
+import { HIGH_WATER, MAX_RESPONSE_HEAD, idempotent, originCause } from "./context";
+import { Deadline, EMPTY, concat } from "./exchange";
+import type { H2Connection } from "./h2";
+import { h2ResponseHeaders } from "./h2fields";
+import type { OriginConn, OriginUser } from "./origins";
+import { HeadError, hasToken, headEnd, parseResponseHead, type RequestHead, type ResponseHead } from "./parse";
+import { RequestLog } from "./reqlog";
+
+/*
+ * The origin side of an HTTP/2 stream's exchange (the client side is
+ * H2Stream, h2stream.ts): the HTTP/1.1 origin connection's events and the
+ * response, parsed as exchange.ts does for HTTP/1.1 clients and sent on as
+ * HTTP/2 fields and DATA.
+ *
+ * Flow control: the client's windows are node:http2's; a stream write that
+ * returns false (the client's window or our buffer is full) pauses the
+ * origin socket until the stream's `drain`. The other way, the stream is
+ * paused while the origin connection's queue is full, so its window is not
+ * reopened and the client waits (RFC 9113 §5.2).
+ */
+
+/** One stream's exchange state and its origin side; H2Stream adds the client side. */
+export abstract class H2Exchange implements OriginUser {
+  readonly id: number;
+  protected req: RequestHead | undefined;
+  protected origin: OriginConn | undefined;
+  protected member: Member | undefined;
+  protected readonly toOrigin = new Outbox();
+  protected headBytes: Uint8Array = EMPTY;
+  /** The request body goes to the origin chunked (no content-length was given). */
+  protected chunkedUp = false;
+  protected requestDone = false;
+  protected retried = false;
+  protected paused = false;
+  protected originPaused = false;
+  // The response.
+  protected resBuf: Uint8Array = EMPTY;
+  protected res: ResponseHead | undefined;
+  protected framing: "none" | "length" | "chunked" | "close" = "none";
+  protected resLeft = 0;
+  protected resChunks: ChunkedDecoder | undefined;
+  protected gotByte = false;
+  protected responded = false;
+  protected done = false;
+  protected deadline = 0;
+  protected deadlineKind = Deadline.None;
+  /** The last time the client sent body bytes, or we let it send again. */
+  protected bodyAt: number;
+  protected readonly rlog: RequestLog | undefined;
+
+  constructor(
+    protected readonly conn: H2Connection,
+    protected readonly stream: http2.ServerHttp2Stream,
+  ) {
+    this.id = stream.id ?? 0;
+    this.bodyAt = conn.ctx.clock.now;
+    if (conn.ctx.log) this.rlog = RequestLog.of(conn.ctx.log, conn.ends, "2");
+  }
+
+  protected sendOrigin(bytes: Uint8Array): void {
+    if (!this.origin) return;
+    const s = this.origin.open ? this.origin.socket : undefined;
+    if (this.toOrigin.write(s, bytes)) return;
+    if ((s || this.toOrigin.queued >= HIGH_WATER) && !this.paused) {
+      this.paused = true;
+      this.stream.pause();
+    }
+  }
+
+  protected resumeStream(): void {
+    if (!this.paused) return;
+    this.paused = false;
+    this.bodyAt = this.conn.ctx.clock.now;
+    this.stream.resume();
+  }
+
+  // ---- the origin ----
+
+  protected attach(c: OriginConn): void {
+    this.origin = c;
+    if (!c.open) this.setDeadline(Deadline.Connect, this.conn.ctx.config.connectTimeoutMs);
+  }
+
+  originOpen(c: OriginConn): void {
+    this.member?.succeeded();
+    this.deadlineKind = Deadline.None;
+    if (this.toOrigin.flush(c.socket!)) this.resumeStream();
+    if (this.requestDone && !this.gotByte) this.setDeadline(Deadline.FirstByte, this.conn.ctx.http.firstByteTimeoutMs);
+  }
+
+  originFailed(c: OriginConn, error: unknown): void {
+    if (c !== this.origin) return;
+    const cause = originCause(error);
+    this.conn.ctx.stats.originError(cause.kind);
+    this.member?.failed(cause.kind);
+    this.fail(502, `origin ${c.host}:${c.port}: ${cause.text}`);
+  }
+
+  originDrain(c: OriginConn): void {
+    if (c === this.origin && this.toOrigin.flush(c.socket!)) this.resumeStream();
+  }
+
+  originData(c: OriginConn, chunk: Uint8Array): void {
+    const ctx = this.conn.ctx;
+    this.conn.streamActive();
+    ctx.stats.bytesFromOrigins += chunk.length;
+    if (!this.gotByte) {
+      this.gotByte = true;
+      this.deadlineKind = Deadline.None;
+      this.rlog?.firstByte();
+    }
+    if (this.res) return this.responseBody(chunk);
+    this.resBuf = concat(this.resBuf, chunk);
+    this.responseHead(c);
+  }
+
+  originEnd(c: OriginConn): void {
+    this.originGone(c, undefined);
+  }
+
+  originClosed(c: OriginConn, error?: Error): void {
+    this.originGone(c, error);
+  }
+
+  protected originGone(c: OriginConn, error: Error | undefined): void {
+    if (c !== this.origin || this.done) return;
+    const ctx = this.conn.ctx;
+    if (this.res && this.framing === "close") {
+      this.resComplete = true;
+      this.originReusable = false;
+      return this.exchangeDone();
+    }
+    if (!this.gotByte) {
+      // A kept-alive connection the origin closed as we took it: once more on a new one (RFC 9112 §9.3.1).
+      if (c.uses > 1 && !this.retried && this.requestDone && this.req!.contentLength <= 0 && !this.chunkedUp && idempotent(this.req!.method)) {
+        this.retried = true;
+        ctx.httpStats.retries++;
+        c.destroy(false);
+        this.toOrigin.clear();
+        this.attach(ctx.origins.get(c.host, c.port, this, true));
+        return this.sendOrigin(this.headBytes);
+      }
+      const cause = error ? originCause(error) : { kind: "reset" as const, text: "closed the connection before responding" };
+      ctx.stats.originError(cause.kind);
+      return this.fail(502, `origin ${c.host}:${c.port}: ${cause.text}`);
+    }
+    ctx.stats.originError(error ? originCause(error).kind : "reset");
+    this.reset(constants.NGHTTP2_INTERNAL_ERROR);
+  }
+
+  // ---- the response ----
+
+  protected resComplete = false;
+  protected originReusable = false;
+
+  protected responseHead(c: OriginConn): void {
+    const end = headEnd(this.resBuf);
+    if (end < 0) {
+      if (this.resBuf.length > MAX_RESPONSE_HEAD) this.originBroken(`response head larger than ${MAX_RESPONSE_HEAD} bytes`);
+      return;
+    }
+    const parsed = parseResponseHead(this.resBuf, end);
+    const rest = end + 4 === this.resBuf.length ? EMPTY : this.resBuf.subarray(end + 4);
+    this.resBuf = EMPTY;
+    if (parsed instanceof HeadError) return this.originBroken(parsed.reason);
+    const ctx = this.conn.ctx;
+    if (parsed.status < 200) {
+      // No upgrade over HTTP/2 (§8.6); interim responses are dropped (the final one follows).
+      if (parsed.status === 101) return this.originBroken("101 Switching Protocols without an upgrade request");
+      ctx.httpStats.response(parsed.status);
+      if (rest.length) this.originData(c, rest);
+      return;
+    }
+    this.res = parsed;
+    ctx.httpStats.response(parsed.status);
+    if (this.rlog) this.rlog.status = parsed.status;
+    const req = this.req!;
+    if (req.method === "HEAD" || parsed.status === 204 || parsed.status === 304) this.framing = "none";
+    else if (parsed.chunked) this.framing = "chunked";
+    else if (parsed.otherCoding || parsed.contentLength < 0) this.framing = "close";
+    else this.framing = "length";
+    this.originReusable = parsed.minor === 1 && !hasToken(parsed.connection, "close") && this.framing !== "close";
+    this.resLeft = parsed.contentLength;
+    this.resChunks = this.framing === "chunked" ? new ChunkedDecoder(MAX_RESPONSE_HEAD) : undefined;
+    const headers = h2ResponseHeaders(parsed, this.framing === "length" || this.framing === "none", this.rlog?.id);
+    const empty = this.framing === "none" || (this.framing === "length" && this.resLeft === 0);
+    try {
+      this.stream.respond(headers, { endStream: empty });
+    } catch (e) {
+      // A field node:http2 refuses to send (a connection-specific one we did not know).
+      return this.originBroken(`response head not sendable in HTTP/2: ${(e as Error).message}`);
+    }
+    this.responded = true;
+    if (this.rlog) this.rlog.bytesOut += end + 4;
+    if (empty) {
+      this.resComplete = true;
+      return this.exchangeDone();
+    }
+    if (rest.length) this.responseBody(rest);
+  }
+
+  protected responseBody(chunk: Uint8Array): void {
+    if (this.done) return;
+    switch (this.framing) {
+      case "length": {
+        const n = Math.min(this.resLeft, chunk.length);
+        this.resLeft -= n;
+        this.sendClient(n === chunk.length ? chunk : chunk.subarray(0, n));
+        if (this.resLeft === 0) this.responseEnded();
+        return;
+      }
+      case "chunked": {
+        const d = this.resChunks!;
+        const n = d.feed(chunk, 0, (data) => this.sendClient(data));
+        if (n < 0) return this.originBroken(`malformed chunked response body: ${d.error}`);
+        if (d.done) this.responseEnded();
+        return;
+      }
+      case "close":
+        return this.sendClient(chunk);
+    }
+  }
+
+  protected sendClient(data: Uint8Array): void {
+    if (!data.length) return;
+    if (this.rlog) this.rlog.bytesOut += data.length;
+    if (this.stream.write(data)) return;
+    // The client's window (or node's buffer) is full: the origin waits.
+    const s = this.origin?.socket;
+    if (s && !this.originPaused) {
+      this.originPaused = true;
+      s.pause();
+      this.stream.once("drain", () => {
+        if (!this.originPaused) return;
+        this.originPaused = false;
+        this.origin?.socket?.resume();
+      });
+    }
+  }
+
+  protected responseEnded(): void {
+    this.resComplete = true;
+    this.stream.end();
+    this.exchangeDone();
+  }
+
+  /** The response is complete; once the request is too, the origin connection goes back. */
+  protected releaseOrigin(how: "reuse" | "close" | "reset"): void {
+    const c = this.origin;
+    this.origin = undefined;
+    this.deadlineKind = Deadline.None;
+    if (c) {
+      if (how === "reuse" && this.toOrigin.queued === 0) {
+        if (this.originPaused) c.socket?.resume();
+        this.conn.ctx.origins.release(c, this.conn.ctx.clock.now);
+      } else c.destroy(how !== "reset");
+    }
+    this.originPaused = false;
+    this.toOrigin.clear();
+    this.member?.released();
+    this.member = undefined;
+  }
+
+  protected originBroken(why: string): void {
+    this.conn.ctx.stats.originError("protocol");
+    this.fail(502, `origin ${this.origin?.host}:${this.origin?.port}: ${why}`);
+  }
+
+  /** RST_STREAM with `code`; the origin connection is reset (it may be mid-request). */
+  protected setDeadline(kind: Deadline, ms: number): void {
+    this.deadlineKind = kind;
+    this.deadline = this.conn.ctx.clock.now + ms;
+  }
+
+  protected abstract exchangeDone(): void;
+  protected abstract fail(status: number, message: string): void;
+  protected abstract reset(code: number): void;
+}
