@@ -3,7 +3,8 @@ import { readFileSync } from "node:fs";
 import { parseBalance, parseDuration, parseOrigin, parseProxyProtocol, parseSize, poolOf } from "../config/origin";
 import { parseCount, WORKER_BOUNDS } from "../config/numbers";
 import { POOL_DEFAULTS, type HealthConfig } from "../config/pool";
-import { healthOf, parseHealthPort, parseTls } from "../config/pool-file";
+import { healthOf, parseHealthPort } from "../config/pool-file";
+import { parseTls, type CertificateFiles } from "../config/tls";
 import { checkService } from "../config/validate";
 import { parsePorts, type PortRange } from "../config/ports";
 import { checkInstance, defaultAdmin, DEFAULTS, MAX_SOCKET_PATH, transportOf, type AdminConfig, type Balance, type Mode, type OriginConfig, type ServeConfig, type ServiceConfig } from "../config/service";
@@ -63,8 +64,11 @@ export function parseArgs(argv: readonly string[]): Command {
   let balance: Balance | undefined;
   const health: { -readonly [K in keyof HealthConfig]?: HealthConfig[K] } = {};
   const acceptProxy: Prefix[] = [];
-  let tlsCert: string | undefined;
-  let tlsKey: string | undefined;
+  // --tls-cert and --tls-key in pairs, in order: the n-th key belongs to the n-th certificate.
+  const tlsCerts: string[] = [];
+  const tlsKeys: string[] = [];
+  let tlsMinVersion: string | undefined;
+  let tlsCiphers: string | undefined;
   let firstByteTimeoutMs: number | undefined;
   let maxBodyBytes: number | undefined;
   const deadlines: Partial<Record<keyof Deadlines, number>> = {};
@@ -137,12 +141,18 @@ export function parseArgs(argv: readonly string[]): Command {
         for (const p of value().split(",")) acceptProxy.push(parsePrefix(p.trim(), flag));
         break;
       case "--tls-cert":
-        once();
-        tlsCert = value();
+        tlsCerts.push(value());
         break;
       case "--tls-key":
+        tlsKeys.push(value());
+        break;
+      case "--tls-min-version":
         once();
-        tlsKey = value();
+        tlsMinVersion = value();
+        break;
+      case "--tls-ciphers":
+        once();
+        tlsCiphers = value();
         break;
       case "--first-byte-timeout":
         once();
@@ -272,7 +282,17 @@ export function parseArgs(argv: readonly string[]): Command {
   if (health.path !== undefined && mode !== "http") throw new ConfigError("--health-path", `${mode} pools are checked by TCP connect; --health-path is for --mode http`);
   if ((balance || checks) && origins.length === 0) throw new ConfigError(balance ? "--balance" : "--health-interval", "applies to a pool: give --origin too");
   for (const flag of ["--first-byte-timeout", "--max-body-size"]) if (seen.has(flag) && mode !== "http") throw new ConfigError(flag, `is for --mode http`);
-  const tls = parseTls({ file: tlsCert, where: "--tls-cert" }, { file: tlsKey, where: "--tls-key" }, mode, (p) => readFileSync(p, "utf8"));
+  if (tlsCerts.length !== tlsKeys.length) {
+    const [missing, other] = tlsCerts.length > tlsKeys.length ? ["--tls-key", "--tls-cert"] : ["--tls-cert", "--tls-key"];
+    throw new ConfigError(missing, `is needed with each ${other} (give them in pairs: ${tlsCerts.length} certificates, ${tlsKeys.length} keys)`);
+  }
+  const pairs: CertificateFiles[] = tlsCerts.map((cert, i) => ({ cert, key: tlsKeys[i], certWhere: "--tls-cert", keyWhere: "--tls-key" }));
+  const tls = parseTls(
+    { pairs, ...(tlsMinVersion !== undefined ? { minVersion: { value: tlsMinVersion, where: "--tls-min-version" } } : {}), ...(tlsCiphers !== undefined ? { ciphers: { value: tlsCiphers, where: "--tls-ciphers" } } : {}) },
+    mode,
+    (p) => readFileSync(p, "utf8"),
+    (line) => process.stderr.write(`edgeproxy: ${line}\n`),
+  );
   const http =
     mode === "http"
       ? { ...POOL_DEFAULTS.http, firstByteTimeoutMs: firstByteTimeoutMs ?? POOL_DEFAULTS.http.firstByteTimeoutMs, maxBodyBytes: maxBodyBytes ?? POOL_DEFAULTS.http.maxBodyBytes, routes: [] }

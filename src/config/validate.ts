@@ -9,8 +9,6 @@ import type { ServiceConfig } from "./service";
  */
 export function checkService(s: ServiceConfig, at: (key: string) => string): void {
   if (s.mode === "udp" && s.acceptProxy.length) throw new ConfigError(at("accept_proxy"), "PROXY headers are accepted on tcp and http services only");
-  // The tcp data plane terminates TLS in Bun's listener, whose handshake starts at accept, before a PROXY header could be read.
-  if (s.mode !== "udp" && s.tls && s.acceptProxy.length) throw new ConfigError(at("accept_proxy"), `cannot be combined with TLS termination on a ${s.mode} service yet (the PROXY header precedes the handshake)`);
   const ranged = poolsOf(s).flatMap((p) => p.origins).filter((o) => o.ports);
   if (ranged.length === 0) return;
   // Spectrum's port-range mapping: edge LO-HI to origin LO'-HI' by offset, so

@@ -14,12 +14,16 @@ import type { DataPlaneService, ServiceSocket } from "./service";
 import { ServiceStats } from "./stats";
 import type { SourceLimit } from "./sourcelimit";
 import { serviceLog, type ServiceLog } from "../log/access";
+import { CertStore } from "./tls/certstore";
+import type { CertificateConfig } from "../config/tls";
 
 /** A tcp-mode service: one listener per address family, every steered connection relayed to the origin. */
 export class TcpService implements DataPlaneService {
   readonly protocol = "tcp";
   readonly stats = new ServiceStats();
   private readonly pipeline: Pipeline;
+  /** TLS-terminating: the certificates (owned: its file poll stops with the service). */
+  private readonly certs: CertStore | undefined;
   /** Absent: the access log is off. The built-in responder's connections are not logged. */
   private readonly log: ServiceLog | undefined;
   private readonly listeners: { family: Family; listener: TCPSocketListener<any> }[] = [];
@@ -37,8 +41,10 @@ export class TcpService implements DataPlaneService {
   ) {
     this.log = pool ? serviceLog(config.name, config.accessLog) : undefined;
     const protocol = pool ? this.relayProtocol(pool) : responder();
+    // tcp offers no ALPN protocol: what runs inside is the origin's business.
+    this.certs = config.tls ? new CertStore(config.tls, `service ${config.name}`, this.stats, []) : undefined;
     this.pipeline = new Pipeline(
-      { admission, stats: this.stats, clock, acceptProxy: config.acceptProxy, tls: config.tls !== undefined, deadlines: config.deadlines, ...sourceLimit?.pipelineHooks(), ...(this.log ? { log: this.log } : {}) },
+      { admission, stats: this.stats, clock, acceptProxy: config.acceptProxy, ...(this.certs ? { tls: this.certs } : {}), deadlines: config.deadlines, ...sourceLimit?.pipelineHooks(), ...(this.log ? { log: this.log } : {}) },
       protocol,
     );
     this.stopSweep = clock.onTick((now) => {
@@ -97,6 +103,11 @@ export class TcpService implements DataPlaneService {
     };
   }
 
+  /** New certificates from a reloaded config, for new handshakes. */
+  reloadCertificates(certs: readonly CertificateConfig[]): void {
+    this.certs?.replace(certs);
+  }
+
   report() {
     return { connections: this.stats.snapshot(), ...(this.pool ? { origins: this.pool.snapshot() } : {}) };
   }
@@ -120,6 +131,7 @@ export class TcpService implements DataPlaneService {
    */
   close(abort = false): void {
     this.closing = true;
+    this.certs?.close();
     this.pool?.close();
     for (const { listener } of this.listeners.splice(0)) listener.stop(false);
     if (abort) this.pipeline.abort();
