@@ -47,7 +47,7 @@ export interface ConnectionStats {
   /** Certificate reloads by result: ok, failed. */
   readonly tlsCertificateReloads?: Readonly<Record<string, number>>;
   /** The certificates served (name: the first of its names), notAfter in Unix seconds (not added up over workers). */
-  readonly tlsCertificates?: readonly { readonly name: string; readonly notAfter: number }[];
+  readonly tlsCertificates?: readonly { readonly name: string; readonly file: string; readonly notAfter: number }[];
   /** Connections closed at a client stage's deadline, by stage: proxy_header, tls_handshake, request_head, keepalive, request_body. */
   readonly deadlinesExpired: Readonly<Record<string, number>>;
   /** Connection durations in seconds, cumulative Prometheus-style buckets (le ascending, last is +Inf). */

@@ -123,8 +123,8 @@ export function renderMetrics(s: StatusSnapshot): string {
     const n = svc.connections!.tlsCertificateReloads ?? {};
     for (const r of RELOAD_RESULTS) emit({ result: r }, n[r] ?? 0);
   });
-  perService(terminating, "tls_certificate_expiry_seconds", "gauge", "When each served certificate expires (its notAfter), in Unix seconds; name: its first DNS name.", (svc, emit) => {
-    for (const c of svc.connections!.tlsCertificates ?? []) emit({ name: c.name }, c.notAfter);
+  perService(terminating, "tls_certificate_expiry_seconds", "gauge", "When each served certificate expires (its notAfter), in Unix seconds; name: its first DNS name, file: its certificate file.", (svc, emit) => {
+    for (const c of svc.connections!.tlsCertificates ?? []) emit({ name: c.name, file: c.file }, c.notAfter);
   });
 
   perService(proxied, "deadline_expired_total", "counter", "Connections closed because a client stage did not finish in time, by stage.", (svc, emit) => {

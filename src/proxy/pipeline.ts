@@ -11,7 +11,7 @@ import { HeaderReader, mustSendHeader, socketEnds, type Ends } from "./inbound";
 import { LISTEN_ADDRESS, listenerSocket, type ServiceSocket } from "./service";
 import type { ServiceStats } from "./stats";
 import { formatEndpoint, joinHostPort, type ServiceLog } from "../log/access";
-import type { CertStore, SniMatch } from "./tls/certstore";
+import type { CertStore } from "./tls/certstore";
 import { peekHeader } from "./tls/peek";
 
 /*
@@ -118,8 +118,6 @@ class Conn {
   ends: Ends | undefined;
   /** The client admitClient admitted, to release at close. */
   admitted: Endpoint | undefined;
-  /** How the client's SNI matched a certificate (set by the serverName handler). */
-  sni: SniMatch = "none";
   /** Retries of a PROXY header peek before TLS (backoff). */
   peeks = 0;
   // Access log only (set when the log is on): when it was accepted, and why a stage ended it.
@@ -207,7 +205,9 @@ export class Pipeline {
           if (o.log) this.cause(c, "close", "tls_handshake_failed");
           return this.reset(c);
         }
-        o.stats.tlsHandshake(c.sni);
+        // Counted by how the SNI name matched (the serverName handler's socket carries no Conn yet).
+        const name = s.getServername();
+        o.stats.tlsHandshake(typeof name === "string" && name ? o.tls!.pick(name).match : "none");
         this.start(c, EMPTY);
       },
       // The raw socket of an upgraded connection sees the ciphertext: only Conn.socket's events count.
@@ -245,11 +245,7 @@ export class Pipeline {
         ...h,
         open: () => {},
         // RFC 6066 §3: the client's server_name picks the certificate; undefined keeps the default (the first).
-        serverName: (s: Socket<Conn>, name: string) => {
-          const { context, match } = store.pick(name);
-          if (s.data) s.data.sni = match;
-          return context;
-        },
+        serverName: (_s: Socket<Conn>, name: string) => store.pick(name).context,
       };
     }
     return h;

@@ -28,7 +28,7 @@ export class ServiceStats {
   /** Certificate reloads (files changed, or `reload`), by result: ok, failed (the previous certificate kept). */
   readonly tlsCertificateReloads = new Map<string, number>();
   /** The certificates served now (tls/certstore.ts sets it): first name, notAfter in Unix seconds. */
-  tlsCertificates: readonly { readonly name: string; readonly notAfter: number }[] = [];
+  tlsCertificates: readonly { readonly name: string; readonly file: string; readonly notAfter: number }[] = [];
   /** Connections closed because a client stage's deadline passed (see config/deadlines.ts), by stage. */
   readonly deadlinesExpired = new Map<DeadlineStage, number>();
   /** Connection durations: per-bucket (not cumulative) counts; the last slot is +Inf. */

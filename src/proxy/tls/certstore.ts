@@ -112,7 +112,7 @@ export class CertStore {
     this.slots = slots;
     this.exact = exact;
     this.wildcard = wildcard;
-    this.stats.tlsCertificates = this.certs.map((c) => ({ name: c.names[0] ?? c.certFile, notAfter: c.notAfter }));
+    this.stats.tlsCertificates = this.certs.map((c) => ({ name: c.names[0] ?? "", file: c.certFile, notAfter: c.notAfter }));
     const ALPNProtocols = alpnWire(this.alpn);
     return { secureContext: slots[0]!.context, ...(ALPNProtocols ? { ALPNProtocols } : {}) };
   }
@@ -150,11 +150,13 @@ export class CertStore {
       }
     });
     if (!changed) return;
+    const previous = this.certs;
     this.certs = next;
     try {
       this.options = this.build();
       this.stats.tlsCertificateReload("ok");
     } catch (e) {
+      this.certs = previous;
       this.stats.tlsCertificateReload("failed");
       this.say(`${this.owner}: certificates not reloaded, still serving the previous ones: ${(e as Error).message}`);
     }
