@@ -3,13 +3,14 @@
 # root: clang and the libbpf headers for the BPF object, libbpf1 at run time,
 # iproute2, bpftool, curl and node (its HTTP parser) for the tests, chromium (the
 # dashboard test renders the admin page headless), man-db and groff-base (the man
-# page test renders edgeproxy.1), zsh (the completion test loads _edgeproxy), and
-# Bun (from npm). Idempotent.
+# page test renders edgeproxy.1), zsh (the completion test loads _edgeproxy),
+# openssl, haproxy and testssl.sh (the TLS tests: s_client, a balancer sending
+# PROXY v2 before TLS, the policy graded), and Bun (from npm). Idempotent.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 need=()
-for pkg in clang libbpf-dev libbpf1 iproute2 bpftool linux-libc-dev util-linux ca-certificates curl chromium man-db groff-base zsh; do
+for pkg in clang libbpf-dev libbpf1 iproute2 bpftool linux-libc-dev util-linux ca-certificates curl chromium man-db groff-base zsh openssl haproxy testssl.sh; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || need+=("$pkg")
 done
 command -v npm >/dev/null || need+=(npm)
