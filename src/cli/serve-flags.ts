@@ -6,7 +6,7 @@ import { flagLines, type FlagSpec } from "./flags";
 // The help of the deadline flags, by flag (their names come from DEADLINE_KEYS, as the TOML keys do).
 const DEADLINE_HELP: Readonly<Record<string, string>> = {
   "--proxy-header-timeout": "--accept-proxy: the PROXY header must be complete within D (default 5s)",
-  "--handshake-timeout": "TLS: the handshake must be complete within D of accept (default 10s)",
+  "--handshake-timeout": "TLS: the handshake must be complete within D of accept (after a PROXY header: of its end) (default 10s)",
   "--header-timeout": "http: a request head must be complete within D of its first byte (a new connection's first request: of accept) (default 30s)",
   "--keepalive-timeout": "http: close a connection when no next request starts within D (default 60s)",
   "--body-timeout": "http: cut a request body after D without a byte of it (default 60s)",
