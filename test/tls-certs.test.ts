@@ -141,6 +141,35 @@ describe("certificates by SNI", () => {
   }, 60_000);
 });
 
+test("reload: rewritten files are served at once to new handshakes, on the same sockets; a reload with a bad file changes nothing", async () => {
+  const o = headerOrigin();
+  f.servers.push(o.listener);
+  const live = { cert: join(dir, "r.crt"), key: join(dir, "r.key") };
+  makeCert("r", "before.example", ["before.example"], "ec", live);
+  const file = join(dir, "reload.toml");
+  const admin = join(dir, "reload.sock");
+  writeFileSync(file, `[admin]\nsocket = "${admin}"\n[[service]]\nname = "r"\norigin = "127.0.0.1:${o.listener.port}"\ntls_cert = "${live.cert}"\ntls_key = "${live.key}"\n[[service.bind]]\nprefixes = ["192.0.2.0/24"]\nports = ["8443"]\n`);
+  f.ep = await EdgeproxyProcess.start(["serve", "--config", file]);
+  expect((await sClient(8443, [])).subject).toBe("before.example");
+  const sockets = async () => JSON.stringify(((await (await fetch("http://localhost/services", { unix: admin } as RequestInit)).json()) as { sockets: unknown }[]).map((s) => s.sockets));
+  const before = await sockets();
+  const next = { cert: join(dir, "r2.crt"), key: join(dir, "r2.key") };
+  makeCert("r2", "after.example", ["after.example"], "ec", next);
+  renameSync(next.key, live.key);
+  renameSync(next.cert, live.cert);
+  const r = await runEdgeproxy(["reload", "--admin", admin]);
+  expect(r.code).toBe(0);
+  // At once (no file poll needed), on the same listening sockets.
+  expect((await sClient(8443, [])).subject).toBe("after.example");
+  expect(await sockets()).toBe(before);
+  // A reload that finds a broken file is refused as a whole, one line; the running certificate stays.
+  writeFileSync(live.key, "-----BEGIN PRIVATE KEY-----\nbroken\n-----END PRIVATE KEY-----\n");
+  const bad = await runEdgeproxy(["reload", "--admin", admin]);
+  expect(bad.code).not.toBe(0);
+  expect(bad.stderr).toMatch(/tls_key: "[^"]*r\.key": not a valid private key/);
+  expect((await sClient(8443, [])).subject).toBe("after.example");
+}, 60_000);
+
 describe("policy", () => {
   test("defaults: TLS 1.1 refused, static RSA and CBC suites refused, the server's order wins; tls_min_version 1.3 refuses 1.2", async () => {
     const o = headerOrigin();

@@ -76,6 +76,8 @@ export class CertStore {
 
   /** New certificates from a reloaded config (already read and checked by the config parser). */
   replace(certs: readonly CertificateConfig[]): void {
+    const same = certs.length === this.certs.length && certs.every((c, i) => c.cert === this.certs[i]!.cert && c.key === this.certs[i]!.key);
+    if (same) return;
     this.certs = [...certs];
     this.stamps.clear();
     this.failed.clear();
