@@ -1,6 +1,6 @@
 import { afterAll, expect, test } from "bun:test";
 import { X509Certificate } from "node:crypto";
-import { certificateNames, parseTls, TLS_DEFAULTS, type TlsConfig } from "../../config/tls";
+import { certificateNames, parseTls, readCertificate, TLS_DEFAULTS, type TlsConfig } from "../../config/tls";
 import { testPem } from "../../config/tls-fixture";
 import { ServiceStats } from "../stats";
 import { alpnWire, CertStore } from "./certstore";
@@ -79,4 +79,14 @@ test("parseTls: pairs, policy and the files checked", () => {
   ];
   for (const [s, message] of bad) expect(() => parseTls(s, "tcp", read)).toThrow(message);
   expect(() => parseTls({ pairs: [first] }, "udp", read)).toThrow("udp has no TLS");
+});
+
+test("an expired certificate is a warning line, not an error", () => {
+  const lines: string[] = [];
+  const c = readCertificate("/first.crt", "/first.key", read, { cert: "tls_cert", key: "tls_key" }, (l) => lines.push(l), Date.now() + 365 * 86400e3);
+  expect(c.names).toEqual(["first.example"]);
+  expect(lines).toHaveLength(1);
+  expect(lines[0]).toMatch(/^tls_cert: warning: "\/first\.crt" \(first\.example\) expired on \d{4}-/);
+  readCertificate("/first.crt", "/first.key", read, { cert: "tls_cert", key: "tls_key" }, (l) => lines.push(l));
+  expect(lines).toHaveLength(1);
 });
