@@ -4,12 +4,13 @@
 # iproute2, bpftool, curl and node (its HTTP parser) for the tests, chromium (the
 # dashboard test renders the admin page headless), man-db and groff-base (the man
 # page test renders edgeproxy.1), zsh (the completion test loads _edgeproxy),
-# nghttp2-client (h2load: the HTTP/2 tests and the h2 benchmark), and Bun (from npm). Idempotent.
+# nghttp2-client (h2load: the HTTP/2 tests and the h2 benchmark), openssl, haproxy and testssl.sh (the TLS
+# tests: s_client, a balancer sending PROXY v2 before TLS, the policy graded), and Bun (from npm). Idempotent.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 need=()
-for pkg in clang libbpf-dev libbpf1 iproute2 bpftool linux-libc-dev util-linux ca-certificates curl chromium man-db groff-base zsh nghttp2-client; do
+for pkg in clang libbpf-dev libbpf1 iproute2 bpftool linux-libc-dev util-linux ca-certificates curl chromium man-db groff-base zsh nghttp2-client openssl haproxy testssl.sh; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || need+=("$pkg")
 done
 command -v npm >/dev/null || need+=(npm)

@@ -10,6 +10,8 @@ import type { Socket, TCPSocketListener } from "bun";
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { connect as netConnect } from "node:net";
+import { connect as tlsConnect } from "node:tls";
 import { EdgeproxyProcess } from "./helpers/edgeproxy";
 import type { ProxyFixture } from "./helpers/fixture";
 
@@ -88,6 +90,38 @@ export function talk(o: { tls?: boolean; from?: string; payload?: string | Uint8
   });
 }
 
+/**
+ * A balancer's client: a PROXY header, then TLS on the same connection (node's
+ * client; the header and the ClientHello in one segment), `payload`, FIN,
+ * collect until the peer closes.
+ */
+export function talkProxiedTls(o: { from: string; header: string; payload: string; timeoutMs?: number }): Promise<Talk> {
+  const t0 = performance.now();
+  return new Promise((resolve) => {
+    const chunks: Buffer[] = [];
+    let settled = false;
+    const settle = (kind: Talk["kind"]) => {
+      if (settled) return;
+      settled = true;
+      clearTimeout(timer);
+      raw.destroy();
+      resolve({ kind, bytes: Buffer.concat(chunks).toString("latin1"), ms: performance.now() - t0 });
+    };
+    const timer = setTimeout(() => settle("timeout"), o.timeoutMs ?? 8000);
+    const raw = netConnect({ host: HOST, port: PORT, localAddress: o.from }, () => {
+      raw.cork();
+      raw.write(o.header);
+      const t = tlsConnect({ socket: raw, rejectUnauthorized: false, servername: "edge.test" });
+      process.nextTick(() => raw.uncork());
+      t.on("secureConnect", () => t.end(o.payload));
+      t.on("data", (d: Buffer) => chunks.push(d));
+      t.on("end", () => settle("data"));
+      t.on("error", () => settle("reset"));
+    });
+    raw.on("error", (e: { code?: string }) => settle(e.code === "ECONNREFUSED" ? "refused" : "reset"));
+  });
+}
+
 /** A connection that sends `first` (maybe nothing), then holds still; `closed` says how and when the peer ended it. */
 export function stall(o: { from?: string; first?: string | Uint8Array; port?: number } = {}): Promise<{ socket: Socket<any>; closed: Promise<Talk> }> {
   const t0 = performance.now();
@@ -159,6 +193,7 @@ export function pipelineCases(f: ProxyFixture, subject: PipelineSubject): void {
 
   const stages = [
     {
+      label: "tls_handshake",
       stage: "tls_handshake",
       args: (dir: string) => {
         const c = testCertificate(dir);
@@ -170,17 +205,30 @@ export function pipelineCases(f: ProxyFixture, subject: PipelineSubject): void {
       errors: "edgeproxy_tls_handshake_errors_total",
     },
     {
+      label: "proxy_header",
       stage: "proxy_header",
-      args: () => ["--accept-proxy", `${LB}/32`, "--proxy-header-timeout", "2s"],
+      args: (_dir: string) => ["--accept-proxy", `${LB}/32`, "--proxy-header-timeout", "2s"],
       // Half a PROXY v1 header from the balancer, then nothing.
       stall: () => stall({ from: LB, first: "PROXY TCP4 203.0.113" }),
       normal: () => talk({ from: LB, payload: `PROXY TCP4 203.0.113.7 ${HOST} 5555 ${PORT}\r\n${subject.request}` }),
       errors: "edgeproxy_proxy_header_errors_total",
     },
+    {
+      // The PROXY header of a balancer, then TLS on the same connection: the header stage (read by peeking) and its deadline.
+      label: "proxy_header then TLS",
+      stage: "proxy_header",
+      args: (dir: string) => {
+        const c = testCertificate(dir);
+        return ["--accept-proxy", `${LB}/32`, "--proxy-header-timeout", "2s", "--tls-cert", c.cert, "--tls-key", c.key];
+      },
+      stall: () => stall({ from: LB, first: "PROXY TCP4 203.0.113" }),
+      normal: () => talkProxiedTls({ from: LB, header: `PROXY TCP4 203.0.113.7 ${HOST} 5555 ${PORT}\r\n`, payload: subject.request }),
+      errors: "edgeproxy_proxy_header_errors_total",
+    },
   ] as const;
 
   describe(`client pipeline (${subject.mode})`, () => {
-    test.each(stages)("$stage: stalled clients hold cap slots until the deadline closes them, counted; then normal clients are served again", async (st) => {
+    test.each(stages)("$label: stalled clients hold cap slots until the deadline closes them, counted; then normal clients are served again", async (st) => {
       const dir = mkdtempSync(join(tmpdir(), "ep-pipe-cert-"));
       try {
         const { admin } = await start(st.args(dir));
@@ -212,7 +260,7 @@ export function pipelineCases(f: ProxyFixture, subject: PipelineSubject): void {
       }
     }, 30_000);
 
-    test.each(stages)("$stage: the cap slot comes back exactly once on every path (success, reset, FIN, refused mid-stage)", async (st) => {
+    test.each(stages)("$label: the cap slot comes back exactly once on every path (success, reset, FIN, refused mid-stage)", async (st) => {
       const dir = mkdtempSync(join(tmpdir(), "ep-pipe-cert-"));
       try {
         const { admin } = await start(st.args(dir));

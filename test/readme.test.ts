@@ -5,7 +5,7 @@ import { CONTROL_COMMANDS, parseControl } from "../src/cli/control";
 import { commandHelp, COMMANDS, manPage, wantsHelp } from "../src/cli/help";
 import { INSTANCE_COMMANDS, parseInstanceCommand, type InstanceCommand } from "../src/cli/instance-commands";
 import { LIVE_COMMANDS, parseLive, type LiveCommand } from "../src/cli/live";
-import { ADMIN_FIELDS, BIND_FIELDS, parseConfig, SERVICE_FIELDS, TOP_FIELDS } from "../src/config/file";
+import { ADMIN_FIELDS, BIND_FIELDS, CERTIFICATE_FIELDS, parseConfig, SERVICE_FIELDS, TOP_FIELDS } from "../src/config/file";
 import { EJECT_FIELDS, HEALTH_FIELDS, ROUTE_FIELDS } from "../src/config/pool-file";
 import { SNI_ROUTE_FIELDS } from "../src/config/sni";
 import { fdBudget } from "../src/server/server";
@@ -62,7 +62,7 @@ test("the README opens with the two commands (CI and the brief require them)", (
 test("every toml block parses with the config parser and fits the default open-file limit", () => {
   expect(toml.length).toBeGreaterThanOrEqual(2);
   const fragments = toml.filter((b) => b.marker === "fragment");
-  const known = new Set([...TOP_FIELDS, ...SERVICE_FIELDS, ...ADMIN_FIELDS, ...BIND_FIELDS, ...HEALTH_FIELDS, ...EJECT_FIELDS, ...ROUTE_FIELDS, ...SNI_ROUTE_FIELDS]);
+  const known = new Set([...TOP_FIELDS, ...SERVICE_FIELDS, ...ADMIN_FIELDS, ...BIND_FIELDS, ...HEALTH_FIELDS, ...EJECT_FIELDS, ...ROUTE_FIELDS, ...SNI_ROUTE_FIELDS, ...CERTIFICATE_FIELDS]);
   for (const b of toml) {
     const where = `README.md:${b.line}`;
     if (b.marker === "fragment") {
@@ -80,8 +80,8 @@ test("every toml block parses with the config parser and fits the default open-f
     }
     expect(() => fdBudget(config, DEFAULT_NOFILE)).not.toThrow();
   }
-  // No fragments today; a new one is a deliberate change to this count.
-  expect(fragments.length).toBe(0);
+  // One fragment (the TLS section's certificates: a whole config would need the files); a new one is a deliberate change to this count.
+  expect(fragments.length).toBe(1);
 });
 
 test("every edgeproxy command line in the sh blocks parses", () => {
@@ -122,6 +122,7 @@ test("the configuration reference lists exactly the keys the parser knows", () =
     ...BIND_FIELDS.map((k) => `bind.${k}`),
     ...ROUTE_FIELDS.map((k) => `route.${k}`),
     ...SNI_ROUTE_FIELDS.map((k) => `route.${k}`),
+    ...CERTIFICATE_FIELDS.map((k) => `certificate.${k}`),
   ]);
   expect([...documented].filter((k) => !known.has(k)).sort()).toEqual([]);
   expect([...known].filter((k) => !documented.has(k)).sort()).toEqual([]);

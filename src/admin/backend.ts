@@ -45,6 +45,12 @@ export interface ConnectionStats {
   readonly tlsHandshakeErrors: Readonly<Record<string, number>>;
   /** origin_tls: handshakes with origins that failed, by reason: verify, name, protocol, timeout. Absent in snapshots from older processes. */
   readonly originTlsErrors?: Readonly<Record<string, number>>;
+  /** TLS-terminating services: handshakes completed, by SNI match: exact, wildcard, default, none. */
+  readonly tlsHandshakes?: Readonly<Record<string, number>>;
+  /** Certificate reloads by result: ok, failed. */
+  readonly tlsCertificateReloads?: Readonly<Record<string, number>>;
+  /** The certificates served (name: the first of its names), notAfter in Unix seconds (not added up over workers). */
+  readonly tlsCertificates?: readonly { readonly name: string; readonly file: string; readonly notAfter: number }[];
   /** Connections closed at a client stage's deadline, by stage: proxy_header, tls_handshake, request_head, keepalive, request_body. */
   readonly deadlinesExpired: Readonly<Record<string, number>>;
   /** Connection durations in seconds, cumulative Prometheus-style buckets (le ascending, last is +Inf). */

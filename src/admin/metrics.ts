@@ -20,6 +20,8 @@ const ORIGIN_ERROR_CLASSES = ["refused", "timeout", "reset", "unreachable", "tls
 const PROXY_HEADER_ERRORS = ["signature", "malformed", "too_long", "truncated", "timeout"];
 const TLS_HANDSHAKE_ERRORS = ["failed", "timeout"];
 const ORIGIN_TLS_ERRORS = ["verify", "name", "protocol", "timeout"];
+const SNI_MATCHES = ["exact", "wildcard", "default", "none"];
+const RELOAD_RESULTS = ["ok", "failed"];
 
 /** Render a status snapshot in the Prometheus text exposition format 0.0.4. */
 export function renderMetrics(s: StatusSnapshot): string {
@@ -119,6 +121,18 @@ export function renderMetrics(s: StatusSnapshot): string {
   perService(proxied, "origin_tls_handshake_errors_total", "counter", "TLS handshakes with origins (origin_tls) that failed, by reason: verify (certificate chain), name (certificate names), protocol, timeout (connect_timeout). Also counted as origin errors, class tls (timeout: class timeout).", (svc, emit) => {
     const errors = svc.connections.originTlsErrors ?? {};
     for (const r of [...new Set([...ORIGIN_TLS_ERRORS, ...Object.keys(errors).sort()])]) emit({ reason: r }, errors[r] ?? 0);
+  });
+  const terminating = proxied.filter((svc) => svc.connections!.tlsCertificates?.length);
+  perService(terminating, "tls_handshakes_total", "counter", "TLS handshakes completed, by how the client's SNI matched a certificate: exact, wildcard, default (an unknown name: the first certificate), none (no SNI).", (svc, emit) => {
+    const n = svc.connections!.tlsHandshakes ?? {};
+    for (const m of SNI_MATCHES) emit({ sni: m }, n[m] ?? 0);
+  });
+  perService(terminating, "tls_certificate_reloads_total", "counter", "Certificate reloads (changed files, or reload), by result; failed: the previous certificate is still served.", (svc, emit) => {
+    const n = svc.connections!.tlsCertificateReloads ?? {};
+    for (const r of RELOAD_RESULTS) emit({ result: r }, n[r] ?? 0);
+  });
+  perService(terminating, "tls_certificate_expiry_seconds", "gauge", "When each served certificate expires (its notAfter), in Unix seconds; name: its first DNS name, file: its certificate file.", (svc, emit) => {
+    for (const c of svc.connections!.tlsCertificates ?? []) emit({ name: c.name, file: c.file }, c.notAfter);
   });
 
   perService(proxied, "deadline_expired_total", "counter", "Connections closed because a client stage did not finish in time, by stage.", (svc, emit) => {

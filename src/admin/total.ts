@@ -8,8 +8,8 @@ import { CLIENT_COUNTERS, mergeClients } from "../proxy/clients";
 
 // What is the same in every worker (one dispatcher, one config) is taken
 // from the first: names, ids, bindings, registered sockets, kernel counters.
-// Histogram bounds (`le`) are positions, not counts.
-const POSITIONS = new Set(["le"]);
+// Histogram bounds (`le`) and certificate expiry times (`notAfter`) are positions, not counts.
+const POSITIONS = new Set(["le", "notAfter"]);
 
 /**
  * a + b for per-worker figures of one shape: numbers add up (except bucket

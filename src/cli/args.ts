@@ -3,7 +3,8 @@ import { readFileSync } from "node:fs";
 import { parseBalance, parseDuration, parseOrigin, parseProxyProtocol, parseSize, poolOf } from "../config/origin";
 import { parseCount, WORKER_BOUNDS } from "../config/numbers";
 import { POOL_DEFAULTS, type HealthConfig } from "../config/pool";
-import { healthOf, parseHealthPort, parseTls } from "../config/pool-file";
+import { healthOf, parseHealthPort } from "../config/pool-file";
+import { parseTls, type CertificateFiles } from "../config/tls";
 import { checkService } from "../config/validate";
 import { parsePorts, type PortRange } from "../config/ports";
 import { checkInstance, defaultAdmin, DEFAULTS, MAX_SOCKET_PATH, transportOf, type AdminConfig, type Balance, type Mode, type OriginConfig, type ServeConfig, type ServiceConfig } from "../config/service";
@@ -64,8 +65,11 @@ export function parseArgs(argv: readonly string[]): Command {
   let balance: Balance | undefined;
   const health: { -readonly [K in keyof HealthConfig]?: HealthConfig[K] } = {};
   const acceptProxy: Prefix[] = [];
-  let tlsCert: string | undefined;
-  let tlsKey: string | undefined;
+  // --tls-cert and --tls-key in pairs, in order: the n-th key belongs to the n-th certificate.
+  const tlsCerts: string[] = [];
+  const tlsKeys: string[] = [];
+  let tlsMinVersion: string | undefined;
+  let tlsCiphers: string | undefined;
   const originTls: { -readonly [K in keyof OriginTlsSettings]: OriginTlsSettings[K] } = {};
   let firstByteTimeoutMs: number | undefined;
   let maxBodyBytes: number | undefined;
@@ -141,12 +145,18 @@ export function parseArgs(argv: readonly string[]): Command {
         for (const p of value().split(",")) acceptProxy.push(parsePrefix(p.trim(), flag));
         break;
       case "--tls-cert":
-        once();
-        tlsCert = value();
+        tlsCerts.push(value());
         break;
       case "--tls-key":
+        tlsKeys.push(value());
+        break;
+      case "--tls-min-version":
         once();
-        tlsKey = value();
+        tlsMinVersion = value();
+        break;
+      case "--tls-ciphers":
+        once();
+        tlsCiphers = value();
         break;
       case "--origin-tls":
         once();
@@ -307,7 +317,17 @@ export function parseArgs(argv: readonly string[]): Command {
   const flagOf = { origin_tls: "--origin-tls", origin_ca: "--origin-ca", origin_sni: "--origin-sni", origin_cert: "--origin-cert", origin_key: "--origin-key" } as const;
   const originTlsConfig = completeOriginTls(originTls, mode, (k) => flagOf[k], (p) => readFileSync(p, "utf8"));
   if (originTlsConfig && origins.length === 0) throw new ConfigError("--origin-tls", "applies to origins: give --origin too");
-  const tls = parseTls({ file: tlsCert, where: "--tls-cert" }, { file: tlsKey, where: "--tls-key" }, mode, (p) => readFileSync(p, "utf8"));
+  if (tlsCerts.length !== tlsKeys.length) {
+    const [missing, other] = tlsCerts.length > tlsKeys.length ? ["--tls-key", "--tls-cert"] : ["--tls-cert", "--tls-key"];
+    throw new ConfigError(missing, `is needed with each ${other} (give them in pairs: ${tlsCerts.length} certificates, ${tlsKeys.length} keys)`);
+  }
+  const pairs: CertificateFiles[] = tlsCerts.map((cert, i) => ({ cert, key: tlsKeys[i], certWhere: "--tls-cert", keyWhere: "--tls-key" }));
+  const tls = parseTls(
+    { pairs, ...(tlsMinVersion !== undefined ? { minVersion: { value: tlsMinVersion, where: "--tls-min-version" } } : {}), ...(tlsCiphers !== undefined ? { ciphers: { value: tlsCiphers, where: "--tls-ciphers" } } : {}) },
+    mode,
+    (p) => readFileSync(p, "utf8"),
+    (line) => process.stderr.write(`edgeproxy: ${line}\n`),
+  );
   const http =
     mode === "http"
       ? {

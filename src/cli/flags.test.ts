@@ -7,13 +7,15 @@ import { parseArgs, SERVE_FLAGS, USAGE } from "./args";
 import { CONTROL_FLAGS, parseControl } from "./control";
 import { INSTANCE_FLAGS, parseInstanceCommand, type InstanceCommand } from "./instance-commands";
 import { tokenize } from "./flags";
+import { testPem } from "../config/tls-fixture";
 
-// parseTls only checks the PEM labels: these stand in for a certificate and key.
+// parseTls checks the key is the certificate's: a real pair.
 const dir = mkdtempSync(join(tmpdir(), "ep-flags-"));
 const cert = join(dir, "cert.pem");
 const key = join(dir, "key.pem");
-writeFileSync(cert, "-----BEGIN CERTIFICATE-----\nx\n-----END CERTIFICATE-----\n");
-writeFileSync(key, "-----BEGIN PRIVATE KEY-----\nx\n-----END PRIVATE KEY-----\n");
+const pem = testPem();
+writeFileSync(cert, pem.cert);
+writeFileSync(key, pem.key);
 // The origin TLS flags parse their files (createSecureContext): a real self-signed pair from openssl.
 const realCert = join(dir, "real-cert.pem");
 const realKey = join(dir, "real-key.pem");
@@ -43,6 +45,8 @@ const SERVE_SAMPLES: Record<string, { value: string; with?: string[] }> = {
   "--proxy-protocol": { value: "v2" },
   "--accept-proxy": { value: "10.0.0.0/8" },
   "--tls-cert": { value: cert, with: ["--tls-key", key] },
+  "--tls-min-version": { value: "1.3", with: ["--tls-cert", cert, "--tls-key", key] },
+  "--tls-ciphers": { value: "ECDHE-RSA-AES128-GCM-SHA256", with: ["--tls-cert", cert, "--tls-key", key] },
   "--tls-key": { value: key, with: ["--tls-cert", cert] },
   "--origin-tls": { value: "verify", with: ["--origin", "127.0.0.1:9000"] },
   "--origin-ca": { value: realCert, with: ["--origin", "127.0.0.1:9000", "--origin-tls", "verify"] },

@@ -6,7 +6,7 @@ import { flagLines, type FlagSpec } from "./flags";
 // The help of the deadline flags, by flag (their names come from DEADLINE_KEYS, as the TOML keys do).
 const DEADLINE_HELP: Readonly<Record<string, string>> = {
   "--proxy-header-timeout": "--accept-proxy: the PROXY header must be complete within D (default 5s)",
-  "--handshake-timeout": "TLS: the handshake must be complete within D of accept (default 10s)",
+  "--handshake-timeout": "TLS: the handshake must be complete within D of accept (after a PROXY header: of its end) (default 10s)",
   "--header-timeout": "http: a request head must be complete within D of its first byte (a new connection's first request: of accept) (default 30s)",
   "--keepalive-timeout": "http: close a connection when no next request starts within D (default 60s)",
   "--body-timeout": "http: cut a request body after D without a byte of it (default 60s)",
@@ -51,8 +51,10 @@ export const SERVE_FLAGS: readonly FlagSpec[] = [
     help: "tell the origin the client's address: tcp v1 or v2 (PROXY header at the start of each origin connection); udp v2 (on a flow's first datagram) or spp (Cloudflare's Simple Proxy Protocol); default off",
   },
   { name: "--accept-proxy", value: "LIST", help: "tcp/http: connections from these prefixes (your load balancers) must start with a PROXY v1/v2 header naming the real client" },
-  { name: "--tls-cert", value: "FILE", complete: "file", help: "tcp/http: terminate TLS with this PEM certificate (and --tls-key FILE)" },
-  { name: "--tls-key", value: "FILE", complete: "file", help: "the PEM private key of --tls-cert" },
+  { name: "--tls-cert", value: "FILE", complete: "file", help: "tcp/http: terminate TLS with this PEM certificate chain (and --tls-key FILE). Repeat the pair for more certificates, chosen by the client's SNI; the first is for clients without SNI or naming none. Changed files are reloaded" },
+  { name: "--tls-key", value: "FILE", complete: "file", help: "the PEM private key of the --tls-cert in the same position" },
+  { name: "--tls-min-version", value: "V", choices: ["1.2", "1.3"], help: "the oldest TLS version accepted: 1.2 (default) or 1.3" },
+  { name: "--tls-ciphers", value: "LIST", help: "TLS 1.2 cipher suites, OpenSSL syntax, in the server's order of preference (default: ECDHE with AES-GCM or ChaCha20-Poly1305 only)" },
   { name: "--origin-tls", value: "MODE", choices: ["off", "verify", "insecure"], help: "tcp/http: TLS to the origins: verify (certificate chain and name checked, Spectrum's Full (strict)), insecure (encrypted, any certificate: Full) or off (default)" },
   { name: "--origin-ca", value: "FILE", complete: "file", help: "--origin-tls verify: trust these PEM CA certificates (default: the built-in Mozilla store)" },
   { name: "--origin-sni", value: "NAME", help: "--origin-tls: the name sent as SNI and verified (default: the origin's host name; none for an IP address, which the certificate must then name)" },

@@ -11,7 +11,7 @@ import type { Mode } from "./service";
 export interface Deadlines {
   /** accept_proxy: the PROXY header complete within this from accept. */
   readonly proxyHeaderMs: number;
-  /** tls: the TLS handshake complete within this from accept. */
+  /** tls: the TLS handshake complete within this from accept (after a balancer's PROXY header: from its end). */
   readonly handshakeMs: number;
   /**
    * http: a request head complete within this from its first byte; a new

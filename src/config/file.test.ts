@@ -1,3 +1,4 @@
+import { testPem } from "./tls-fixture";
 import { DEADLINE_DEFAULTS } from "./deadlines";
 import { poolOf } from "./origin";
 import { afterAll, describe, expect, test } from "bun:test";
@@ -188,7 +189,8 @@ connect_timeout = 3
 });
 
 describe("pools, routes, http and TLS", () => {
-  const PEM = { "/tls/cert.pem": "-----BEGIN CERTIFICATE-----\nAA==\n-----END CERTIFICATE-----\n", "/tls/key.pem": "-----BEGIN PRIVATE KEY-----\nAA==\n-----END PRIVATE KEY-----\n" } as Record<string, string>;
+  const pem = testPem();
+  const PEM = { "/tls/cert.pem": pem.cert, "/tls/key.pem": pem.key } as Record<string, string>;
   const read = (path: string) => {
     if (PEM[path] === undefined) throw Object.assign(new Error("no"), { code: "ENOENT" });
     return PEM[path]!;
@@ -227,7 +229,7 @@ describe("pools, routes, http and TLS", () => {
     expect(s.http!.routes[1]!.pool!.health!.path).toBe("/up");
     expect(s.http!.maxBodyBytes).toBe(10 * 1024 * 1024);
     expect(s.http!.firstByteTimeoutMs).toBe(5000);
-    expect(s.tls!.cert).toContain("BEGIN CERTIFICATE");
+    expect(s.tls!.certificates[0]!.cert).toContain("BEGIN CERTIFICATE");
     expect([s.http!.http2, s.http!.http2MaxConcurrentStreams]).toEqual([true, 100]);
   });
 
@@ -285,10 +287,8 @@ describe("pools, routes, http and TLS", () => {
     expect(parseConfig(web(), FILE).services[0]!.deadlines).toEqual(DEADLINE_DEFAULTS);
     const keys = 'proxy_header_timeout = "3s"\nhandshake_timeout = "4s"\nheader_timeout = "5s"\nkeepalive_timeout = "6s"\nbody_timeout = "7s"';
     const text = web(undefined, `mode = "http"\naccept_proxy = "10.0.0.0/8"\ntls_cert = "/tls/cert.pem"\ntls_key = "/tls/key.pem"\n${keys}`);
-    // (PROXY header + TLS is refused for now: set each on a service of its own.)
-    expect(() => parseConfig(text, FILE, { readFile: read })).toThrow(/accept_proxy: cannot be combined with TLS/);
-    const http = parseConfig(web(undefined, `mode = "http"\ntls_cert = "/tls/cert.pem"\ntls_key = "/tls/key.pem"\n${keys.split("\n").slice(1).join("\n")}`), FILE, { readFile: read }).services[0]!;
-    expect(http.deadlines).toEqual({ proxyHeaderMs: DEADLINE_DEFAULTS.proxyHeaderMs, handshakeMs: 4000, headerMs: 5000, keepaliveMs: 6000, bodyMs: 7000 });
+    const http = parseConfig(text, FILE, { readFile: read }).services[0]!;
+    expect(http.deadlines).toEqual({ proxyHeaderMs: 3000, handshakeMs: 4000, headerMs: 5000, keepaliveMs: 6000, bodyMs: 7000 });
     expect(parseConfig(web(undefined, 'accept_proxy = "10.0.0.0/8"\nproxy_header_timeout = "3s"'), FILE).services[0]!.deadlines.proxyHeaderMs).toBe(3000);
   });
 
@@ -341,7 +341,7 @@ describe("errors name the file, the service and the field", () => {
     [web(undefined, 'handshake_timeout = "5s"'), 'edgeproxy.toml: service "web": handshake_timeout: applies to TLS-terminating services (give a certificate and key too)'],
     [web(undefined, 'proxy_header_timeout = "5s"'), 'edgeproxy.toml: service "web": proxy_header_timeout: applies to services that accept PROXY headers (give accept_proxy prefixes too)'],
     [web(undefined, 'mode = "http"\nbody_timeout = "0s"'), 'edgeproxy.toml: service "web": body_timeout: "0s" must be at least 1ms and at most 7 days'],
-    [web(undefined, "xyz = 1"), 'edgeproxy.toml: service "web": unknown field "xyz" (known: name, mode, origin, origins, balance, health, eject, origin_tls, origin_ca, origin_sni, origin_cert, origin_key, connect_timeout, idle_timeout, proxy_protocol, accept_proxy, tls_cert, tls_key, first_byte_timeout, max_body_size, max_header_size, http2, http2_max_concurrent_streams, allow, deny, bind, route, source_connections, source_rate, source_rate_burst, source_prefix_v6, proxy_header_timeout, handshake_timeout, header_timeout, keepalive_timeout, body_timeout, access_log, access_log_sample, access_log_connect)'],
+    [web(undefined, "xyz = 1"), 'edgeproxy.toml: service "web": unknown field "xyz" (known: name, mode, origin, origins, balance, health, eject, origin_tls, origin_ca, origin_sni, origin_cert, origin_key, connect_timeout, idle_timeout, proxy_protocol, accept_proxy, tls_cert, tls_key, certificate, tls_min_version, tls_ciphers, first_byte_timeout, max_body_size, max_header_size, http2, http2_max_concurrent_streams, allow, deny, bind, route, source_connections, source_rate, source_rate_burst, source_prefix_v6, proxy_header_timeout, handshake_timeout, header_timeout, keepalive_timeout, body_timeout, access_log, access_log_sample, access_log_connect)'],
     // types and required fields
     [`take_over = "yes"\n${web()}`, "edgeproxy.toml: take_over: expected true or false, got a string"],
     [`max_connections = 0\n${web()}`, "edgeproxy.toml: max_connections: 0 is not a whole number from 1 to 2147483647"],

@@ -8,10 +8,11 @@ import { parseAddress, parsePrefix, type Prefix } from "./address";
 import { completeDeadlines, DEADLINE_KEYS } from "./deadlines";
 import { WORKER_BOUNDS } from "./numbers";
 import { parseDuration, parseEndpoint, parseProxyProtocol } from "./origin";
-import { originTlsSettings, parseHttp, parsePool, parseTls, POOL_FIELDS } from "./pool-file";
+import { originTlsSettings, parseHttp, parsePool, POOL_FIELDS } from "./pool-file";
 import { completeOriginTls, ORIGIN_TLS_FIELDS, type OriginTlsWhere } from "./origintls";
 import { poolsOf } from "./pool";
 import { parseSniRoutes } from "./sni";
+import { parseTls, type CertificateFiles } from "./tls";
 import { parsePorts } from "./ports";
 import { Fields, isTable } from "./schema";
 import { checkService } from "./validate";
@@ -30,7 +31,7 @@ const MIN_TOKEN = 16;
 export const TOP_FIELDS = ["instance", "take_over", "max_connections", "max_flows", "workers", "drain_timeout", "admin", "service", ...ACCESS_LOG_FIELDS, "access_log_buffer"];
 export const ADMIN_FIELDS = ["enabled", "socket", "listen", "token", "token_file"];
 export const SERVICE_FIELDS = [
-  "name", "mode", ...POOL_FIELDS, "connect_timeout", "idle_timeout", "proxy_protocol", "accept_proxy", "tls_cert", "tls_key",
+  "name", "mode", ...POOL_FIELDS, "connect_timeout", "idle_timeout", "proxy_protocol", "accept_proxy", "tls_cert", "tls_key", "certificate", "tls_min_version", "tls_ciphers",
   "first_byte_timeout", "max_body_size", "max_header_size", "http2", "http2_max_concurrent_streams", "allow", "deny", "bind", "route",
   "source_connections", "source_rate", "source_rate_burst", "source_prefix_v6",
   // config/deadlines.ts DEADLINE_KEYS
@@ -38,6 +39,7 @@ export const SERVICE_FIELDS = [
   ...ACCESS_LOG_FIELDS,
 ];
 export const BIND_FIELDS = ["protocol", "prefixes", "ports"];
+export const CERTIFICATE_FIELDS = ["cert", "key"];
 const IN_SERVICE = "it belongs in a [[service]] table";
 const IN_BIND = "it belongs in a [[service.bind]] table";
 const TOP_HINTS = { name: IN_SERVICE, origin: IN_SERVICE, mode: IN_SERVICE, bind: IN_SERVICE, ports: IN_BIND, prefixes: IN_BIND, services: "the tables are [[service]]" };
@@ -246,7 +248,7 @@ function parseService(raw: unknown, index: number, file: string, read: (path: st
   const proxyProtocol = parseProxyProtocol(f.string("proxy_protocol") ?? "off", mode, f.at("proxy_protocol"));
   const access = { allow: prefixes(f, "allow") ?? [], deny: prefixes(f, "deny") ?? [] };
   const acceptProxy = prefixes(f, "accept_proxy") ?? [];
-  const tls = parseTls({ file: f.string("tls_cert"), where: f.at("tls_cert") }, { file: f.string("tls_key"), where: f.at("tls_key") }, mode, read);
+  const tls = parseTls(tlsSettings(f), mode, read, (line) => process.stderr.write(`edgeproxy: ${line}\n`));
   const http = parseHttp(f, mode, { tls: originTls, tlsAt, read });
   const sniRoutes = mode === "tcp" ? parseSniRoutes(f.tables("route", "[[service.route]]") ?? [], f.where) : undefined;
   const sourceLimits = sourceLimitsOf(
@@ -277,6 +279,24 @@ function parseService(raw: unknown, index: number, file: string, read: (path: st
   if (tlsKey && poolsOf(service).length === 0) throw new ConfigError(f.at(tlsKey), "applies to origins: set origin or origins (or routes with origins)");
   checkService(service, (key) => f.at(key));
   return service;
+}
+
+/** tls_cert/tls_key (one certificate, listed first), then each [[service.certificate]]; tls_min_version, tls_ciphers. */
+function tlsSettings(f: Fields) {
+  const pairs: CertificateFiles[] = [];
+  if (f.has("tls_cert") || f.has("tls_key")) pairs.push({ cert: f.string("tls_cert"), key: f.string("tls_key"), certWhere: f.at("tls_cert"), keyWhere: f.at("tls_key") });
+  (f.tables("certificate", "[[service.certificate]]") ?? []).forEach((t, i) => {
+    const c = Fields.of(t, `${f.where}: certificate[${i + 1}]`, ".", CERTIFICATE_FIELDS);
+    const cert = c.string("cert");
+    const key = c.string("key");
+    if (cert === undefined) throw c.missing("cert");
+    if (key === undefined) throw c.missing("key");
+    pairs.push({ cert, key, certWhere: c.at("cert"), keyWhere: c.at("key") });
+  });
+  // tls_min_version = 1.3 (a TOML float) and "1.3" alike.
+  const minVersion = f.has("tls_min_version") ? { value: f.text("tls_min_version")!, where: f.at("tls_min_version") } : undefined;
+  const ciphers = f.has("tls_ciphers") ? { value: f.string("tls_ciphers")!, where: f.at("tls_ciphers") } : undefined;
+  return { pairs, ...(minVersion ? { minVersion } : {}), ...(ciphers ? { ciphers } : {}) };
 }
 
 function parseBind(raw: unknown, where: string, transport: "tcp" | "udp"): BindingConfig {

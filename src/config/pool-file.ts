@@ -1,7 +1,7 @@
 import { ConfigError } from "../errors";
 import { parseBalance, parseDuration, parseOrigin, parseSize, poolOf } from "./origin";
 import { completeOriginTls, mergeOriginTls, ORIGIN_TLS_FIELDS, type OriginTlsSettings, type OriginTlsWhere } from "./origintls";
-import { POOL_DEFAULTS, type EjectConfig, type HealthConfig, type HttpConfig, type OriginTlsConfig, type PoolConfig, type RouteConfig, type TlsConfig } from "./pool";
+import { POOL_DEFAULTS, type EjectConfig, type HealthConfig, type HttpConfig, type OriginTlsConfig, type PoolConfig, type RouteConfig } from "./pool";
 import { Fields } from "./schema";
 import type { Mode } from "./service";
 
@@ -177,30 +177,5 @@ export function parseHttp(f: Fields, mode: Mode, defaults: RouteDefaults): HttpC
     http2: f.boolean("http2") ?? d.http2,
     http2MaxConcurrentStreams: streams,
     routes: parseRoutes(f.tables("route", "[[service.route]]") ?? [], f.where, defaults),
-  };
-}
-
-/** tls_cert and tls_key: both or neither; PEM files read now, so a bad path fails the config, not the first handshake. */
-export function parseTls(cert: { file?: string; where: string }, key: { file?: string; where: string }, mode: Mode, read: (path: string) => string): TlsConfig | undefined {
-  if (cert.file === undefined && key.file === undefined) return undefined;
-  if (mode === "udp") throw new ConfigError(cert.file !== undefined ? cert.where : key.where, "TLS terminates tcp and http services; udp has no TLS (DTLS is not supported)");
-  if (cert.file === undefined) throw new ConfigError(cert.where, "is needed with the key");
-  if (key.file === undefined) throw new ConfigError(key.where, "is needed with the certificate");
-  const pem = (file: string, where: string, label: RegExp, what: string) => {
-    let text: string;
-    try {
-      text = read(file);
-    } catch (e) {
-      const code = (e as { code?: string }).code;
-      throw new ConfigError(where, `cannot read "${file}": ${code ?? (e as Error).message}`);
-    }
-    if (!label.test(text)) throw new ConfigError(where, `"${file}" holds no PEM ${what}`);
-    return text;
-  };
-  return {
-    certFile: cert.file,
-    keyFile: key.file,
-    cert: pem(cert.file, cert.where, /-----BEGIN CERTIFICATE-----/, "certificate"),
-    key: pem(key.file, key.where, /-----BEGIN ([A-Z]+ )?PRIVATE KEY-----/, "private key"),
   };
 }

@@ -116,13 +116,7 @@ export interface HttpConfig {
   readonly routes: readonly RouteConfig[];
 }
 
-/** TLS termination: PEM texts read when the config is parsed. */
-export interface TlsConfig {
-  readonly certFile: string;
-  readonly keyFile: string;
-  readonly cert: string;
-  readonly key: string;
-}
+export type { TlsConfig } from "./tls";
 
 export const POOL_DEFAULTS = {
   weight: 1,

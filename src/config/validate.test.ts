@@ -9,13 +9,10 @@ const base = (): ServiceConfig => {
   if (c.kind !== "serve") throw new Error(c.kind);
   return c.config.services[0]!;
 };
-const tls = { certFile: "c.pem", keyFile: "k.pem", cert: "", key: "" };
-
-test("tcp: accept_proxy with TLS termination is refused (the PROXY header would precede the handshake); either alone is fine", () => {
+test("tcp and http: accept_proxy with TLS termination is accepted (the PROXY header, then the handshake)", () => {
   const at = (k: string) => k;
   const lb = [parsePrefix("10.0.0.0/8")];
-  expect(() => checkService({ ...base(), tls, acceptProxy: lb }, at)).toThrow("accept_proxy: cannot be combined with TLS termination on a tcp service yet");
-  expect(() => checkService({ ...base(), tls }, at)).not.toThrow();
-  expect(() => checkService({ ...base(), acceptProxy: lb }, at)).not.toThrow();
-  expect(() => checkService({ ...base(), mode: "http", tls, acceptProxy: lb }, at)).toThrow("accept_proxy: cannot be combined with TLS termination on a http service yet");
+  const tls = { certificates: [], minVersion: "1.2" as const, ciphers: "" };
+  expect(() => checkService({ ...base(), tls, acceptProxy: lb }, at)).not.toThrow();
+  expect(() => checkService({ ...base(), mode: "http", tls, acceptProxy: lb }, at)).not.toThrow();
 });

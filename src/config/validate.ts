@@ -9,8 +9,6 @@ import type { ServiceConfig } from "./service";
  */
 export function checkService(s: ServiceConfig, at: (key: string) => string): void {
   if (s.mode === "udp" && s.acceptProxy.length) throw new ConfigError(at("accept_proxy"), "PROXY headers are accepted on tcp and http services only");
-  // The tcp data plane terminates TLS in Bun's listener, whose handshake starts at accept, before a PROXY header could be read.
-  if (s.mode !== "udp" && s.tls && s.acceptProxy.length) throw new ConfigError(at("accept_proxy"), `cannot be combined with TLS termination on a ${s.mode} service yet (the PROXY header precedes the handshake)`);
   // Routing by SNI reads the ClientHello and forwards it: the origin, not edgeproxy, completes the handshake.
   if (s.sniRoutes && s.tls) throw new ConfigError(at("route"), "sni routes pass TLS through to their origins; they cannot be combined with tls_cert/tls_key (TLS termination)");
   // The client's own TLS goes through unread: wrapping it in a second TLS session to the origin is not what sni routing is for.

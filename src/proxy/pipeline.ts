@@ -12,6 +12,8 @@ import { LISTEN_ADDRESS, listenerSocket, type ServiceSocket } from "./service";
 import type { ServiceStats } from "./stats";
 import { formatEndpoint, joinHostPort, type ServiceLog } from "../log/access";
 import type { ClientTracker } from "./clients";
+import type { CertStore } from "./tls/certstore";
+import { peekHeader } from "./tls/peek";
 
 /*
  * The one client pipeline of tcp and http services. Every accepted
@@ -31,9 +33,20 @@ import type { ClientTracker } from "./clients";
  * on every path: success, deadline, reset, close mid-stage. Sessions never
  * touch either.
  *
- * A PROXY header and TLS on one connection are still refused by
- * config/validate.ts: Bun's TLS listener starts the handshake at accept,
- * before a header could be read.
+ * TLS is this pipeline's stage, not the listener's: listeners are plain, and
+ * the stage upgrades the accepted socket in place (Bun's server-side
+ * `upgradeTLS`) at accept, or after the PROXY header of a trusted balancer
+ * (then TLS comes after the header on one connection). The SNI handler
+ * picks the certificate per handshake (tls/certstore.ts), so a reloaded
+ * certificate, the first one included, serves the next handshake. After the
+ * upgrade the connection has two Bun sockets on one descriptor: the TLS one
+ * (`Conn.socket`, what sessions get) and the raw one, whose events carry
+ * ciphertext and are ignored (only its close counts).
+ *
+ * A balancer's PROXY header before TLS is read with recv(MSG_PEEK) on the
+ * paused socket (tls/peek.ts), and exactly its bytes are taken: Bun's reads
+ * would take the ClientHello's first bytes with it (HAProxy sends both in one
+ * segment), and a TLS socket cannot be handed bytes already read.
  */
 
 /** What a protocol runs on a connection that passed every stage. */
@@ -65,7 +78,8 @@ export interface PipelineOptions {
   readonly stats: ServiceStats;
   readonly clock: CoarseClock;
   readonly acceptProxy: readonly Prefix[];
-  readonly tls: boolean;
+  /** TLS-terminating services: their certificates (the pipeline's TLS stage picks one per handshake). */
+  readonly tls?: CertStore;
   readonly deadlines: Deadlines;
   /**
    * The admission check with the client's address (per-source limits hook in
@@ -111,11 +125,14 @@ class Conn {
   admitted: Endpoint | undefined;
   /** The address the busiest-clients tracker counted it under (its bytes go there at close). */
   tracked: string | undefined;
+  /** Retries of a PROXY header peek before TLS (backoff). */
+  peeks = 0;
   // Access log only (set when the log is on): when it was accepted, and why a stage ended it.
   startedAt = 0;
   event: string | undefined;
   why: string | undefined;
-  constructor(readonly socket: Socket<Conn>) {}
+  /** The accepted socket; after the TLS upgrade, the TLS socket on the same descriptor. */
+  constructor(public socket: Socket<Conn>) {}
 }
 
 export class Pipeline {
@@ -147,11 +164,12 @@ export class Pipeline {
     return true;
   }
 
-  /** Bun socket handlers for the service's listeners. */
-  handlers() {
+  /** Bun socket handlers for the service's listeners (`extra`: binaryType, for the TLS sockets too). */
+  handlers(extra: object = {}) {
     const o = this.o;
     const conns = this.conns;
-    return {
+    const h = {
+      ...extra,
       open: (s: Socket<Conn>) => {
         // Over the cap: this one was already queued in the kernel when steering stopped.
         if (!o.admission.admit()) {
@@ -182,43 +200,49 @@ export class Pipeline {
           c.stage = Stage.Header;
           c.header = new HeaderReader();
           c.deadline = o.clock.now + o.deadlines.proxyHeaderMs;
+          if (o.tls) {
+            // Read by peeking (see above): Bun must not read the socket until TLS has it.
+            s.pause();
+            this.peek(c);
+          }
           return;
         }
-        if (o.tls) {
-          // Bun calls `open` at accept only when a `handshake` handler exists; without one, after the handshake.
-          c.stage = Stage.Handshake;
-          c.deadline = o.clock.now + o.deadlines.handshakeMs;
-          return;
-        }
+        if (o.tls) return this.upgrade(c);
         this.start(c, EMPTY);
       },
       // On a server, `success` is whether the handshake completed (a plaintext client gets false);
       // the authorization error concerns client certificates, which are not asked for.
       handshake: (s: Socket<Conn>, success: boolean) => {
         const c = s.data;
-        if (c?.stage !== Stage.Handshake) return;
+        if (c?.stage !== Stage.Handshake || s !== c.socket) return;
         if (!success) {
           // (Bun may report a failure more than once before the reset takes effect: count it once.)
           o.stats.tlsHandshakeError("failed");
           if (o.log) this.cause(c, "close", "tls_handshake_failed");
           return this.reset(c);
         }
+        // Counted by how the SNI name matched (the serverName handler's socket carries no Conn yet).
+        const name = s.getServername();
+        o.stats.tlsHandshake(typeof name === "string" && name ? o.tls!.pick(name).match : "none");
         // A client may close right after its handshake (openssl s_time -new does): Bun then no longer knows its
         // address, which the session reads as it starts. Nothing to serve; `close` follows, as at accept.
         if (!s.remoteAddress) return this.reset(c);
         this.start(c, EMPTY);
       },
+      // The raw socket of an upgraded connection sees the ciphertext: only Conn.socket's events count.
       data: (s: Socket<Conn>, chunk: Uint8Array) => {
         const c = s.data;
-        if (c?.stage === Stage.Protocol) return c.session!.clientData(chunk);
-        if (c?.stage === Stage.Header) this.headerData(c, chunk);
+        if (!c || s !== c.socket) return;
+        if (c.stage === Stage.Protocol) return c.session!.clientData(chunk);
+        if (c.stage === Stage.Header) this.headerData(c, chunk);
       },
       drain: (s: Socket<Conn>) => {
         const c = s.data;
-        if (c?.stage === Stage.Protocol) c.session!.clientDrain();
+        if (c?.stage === Stage.Protocol && s === c.socket) c.session!.clientDrain();
       },
       end: (s: Socket<Conn>) => {
         const c = s.data;
+        if (c && s !== c.socket) return;
         if (c?.stage === Stage.Protocol) return c.session!.clientEnd();
         if (c?.stage === Stage.Header && !c.header!.started) {
           // A balancer's TCP health check connects and closes without a byte: not an error.
@@ -229,14 +253,66 @@ export class Pipeline {
         if (c && o.log) this.cause(c, "close", "client_fin");
         if (c) s.terminate();
       },
+      // Either socket's close (the raw one's comes first): the descriptor is gone.
       close: (s: Socket<Conn>, error?: Error) => this.closed(s, error),
       error: (s: Socket<Conn>, error: Error) => this.closed(s, error),
     };
+    const store = o.tls;
+    if (store) {
+      // The TLS sockets' handlers: the same, but `open` (admission happened at accept), and SNI.
+      this.tlsHandlers = {
+        ...h,
+        open: () => {},
+        // RFC 6066 §3: the client's server_name picks the certificate; undefined keeps the default (the first).
+        serverName: (_s: Socket<Conn>, name: string) => store.pick(name).context,
+      };
+    }
+    return h;
+  }
+
+  private tlsHandlers: object | undefined;
+
+  /** The TLS stage: upgrade the plain socket in place; the handshake deadline runs from now. */
+  private upgrade(c: Conn, paused = false): void {
+    c.stage = Stage.Handshake;
+    c.deadline = this.o.clock.now + this.o.deadlines.handshakeMs;
+    let tls: Socket<Conn>;
+    try {
+      tls = (c.socket as any).upgradeTLS({ isServer: true, data: c, tls: this.o.tls!.options, socket: this.tlsHandlers })[1];
+    } catch {
+      this.o.stats.tlsHandshakeError("failed");
+      if (this.o.log) this.cause(c, "close", "tls_handshake_failed");
+      return this.reset(c);
+    }
+    c.socket = tls;
+    // A socket paused for the PROXY header peek: TLS reads from here on.
+    if (paused) tls.resume();
+  }
+
+  /** A balancer's PROXY header before TLS, by peeking; retried with backoff until the header deadline. */
+  private peek(c: Conn): void {
+    if (c.stage !== Stage.Header) return;
+    const r = peekHeader(c.socket, c.ends!);
+    if (r === "more") {
+      const delay = Math.min(1 << c.peeks++, 50);
+      setTimeout(() => this.peek(c), delay);
+      return;
+    }
+    if (r === "eof") {
+      // A balancer's TCP health check: connected and closed without a byte.
+      c.stage = Stage.Ending;
+      return void c.socket.end();
+    }
+    this.headerDone(c, r);
   }
 
   private headerData(c: Conn, chunk: Uint8Array): void {
     const r = c.header!.feed(chunk, c.ends!);
     if (r === "more") return;
+    this.headerDone(c, r);
+  }
+
+  private headerDone(c: Conn, r: { error: string } | { ends: Ends; rest: Uint8Array }): void {
     // §2.1: "abort the connection as soon as possible so that the sender ... notice[s]".
     if ("error" in r) {
       this.o.stats.proxyHeaderError(r.error);
@@ -250,6 +326,8 @@ export class Pipeline {
     let tracked: string | undefined;
     if (named && this.o.clients) this.o.clients.seen((c.tracked = tracked = formatAddress(r.ends.client.addr)));
     if (named && !this.admitClient(c, r.ends.client, "proxy_header", tracked)) return this.reset(c);
+    // With TLS the header was peeked (the socket is paused) and nothing after it taken.
+    if (this.o.tls) return this.upgrade(c, true);
     this.start(c, r.rest);
   }
 
@@ -281,6 +359,7 @@ export class Pipeline {
     }
     // The peer closed mid-header.
     else if (stage === Stage.Header && c.header?.started) this.o.stats.proxyHeaderError("truncated");
+    c.header = undefined;
     if (stage !== Stage.Protocol && this.o.log) this.logEnded(c, error);
   }
 
@@ -342,18 +421,10 @@ export class Pipeline {
   }
 }
 
-/** ALPN protocol list in its wire form (RFC 7301 §3.1: length-prefixed names; Bun takes no other). */
-const H2_AND_HTTP1 = Buffer.from("\x02h2\x08http/1.1", "latin1");
-
-/** What ALPN a TLS listener offers: h2 then http/1.1 for http services with http2 on; nothing otherwise. */
-function alpn(config: ServiceConfig): { ALPNProtocols?: Buffer } {
-  return config.mode === "http" && (config.http?.http2 ?? true) ? { ALPNProtocols: H2_AND_HTTP1 } : {};
-}
-
 /**
  * Open a service's listeners, one per address family its prefixes use, each
- * in the plan's SO_REUSEPORT group, with the pipeline's handlers (TLS
- * terminated in the listener when configured).
+ * in the plan's SO_REUSEPORT group, with the pipeline's handlers (plain:
+ * TLS is the pipeline's stage).
  */
 export function openListeners(
   config: ServiceConfig,
@@ -361,11 +432,10 @@ export function openListeners(
   socket: object,
   into: { family: Family; listener: TCPSocketListener<any> }[],
 ): ServiceSocket[] {
-  const tls = config.tls ? { tls: { cert: config.tls.cert, key: config.tls.key, ...alpn(config) } } : {};
   try {
     return serviceFamilies(config).map((family) => {
       const listener = joinGroup(family, plan, (port) =>
-        Bun.listen<any>({ hostname: LISTEN_ADDRESS[family], port, ...REUSE_PORT, allowHalfOpen: true, socket: socket as any, ...tls }),
+        Bun.listen<any>({ hostname: LISTEN_ADDRESS[family], port, ...REUSE_PORT, allowHalfOpen: true, socket: socket as any }),
       );
       into.push({ family, listener });
       return listenerSocket(family, listener, plan);

@@ -1,3 +1,4 @@
+import type { CertificateConfig } from "../config/tls";
 import type { ConnectionStats } from "../admin/backend";
 import type { Family } from "../config/address";
 import type { ServiceConfig } from "../config/service";
@@ -41,6 +42,8 @@ export interface DataPlaneService {
   summary(): string;
   /** Per-client limits at accept, when the service has any: what it refused. */
   readonly sourceLimit?: Pick<SourceLimit, "refused">;
+  /** TLS-terminating services: a reload's certificates, for new handshakes (no new sockets). */
+  reloadCertificates?(certs: readonly CertificateConfig[]): void;
 }
 
 // Bound to an ephemeral loopback port: the address does not matter to

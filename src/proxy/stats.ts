@@ -25,6 +25,12 @@ export class ServiceStats {
   readonly tlsHandshakeErrors = new Map<string, number>();
   /** TLS handshakes with origins (origin_tls) that failed, by reason: verify, name, protocol, timeout. */
   readonly originTlsErrors = new Map<string, number>();
+  /** TLS handshakes completed, by how the client's SNI matched a certificate: exact, wildcard, default (unknown name), none (no SNI). */
+  readonly tlsHandshakes = new Map<string, number>();
+  /** Certificate reloads (files changed, or `reload`), by result: ok, failed (the previous certificate kept). */
+  readonly tlsCertificateReloads = new Map<string, number>();
+  /** The certificates served now (tls/certstore.ts sets it): first name, notAfter in Unix seconds. */
+  tlsCertificates: readonly { readonly name: string; readonly file: string; readonly notAfter: number }[] = [];
   /** Connections closed because a client stage's deadline passed (see config/deadlines.ts), by stage. */
   readonly deadlinesExpired = new Map<DeadlineStage, number>();
   /** Connection durations: per-bucket (not cumulative) counts; the last slot is +Inf. */
@@ -42,6 +48,14 @@ export class ServiceStats {
 
   originTlsError(reason: string): void {
     this.originTlsErrors.set(reason, (this.originTlsErrors.get(reason) ?? 0) + 1);
+  }
+
+  tlsHandshake(match: string): void {
+    this.tlsHandshakes.set(match, (this.tlsHandshakes.get(match) ?? 0) + 1);
+  }
+
+  tlsCertificateReload(result: "ok" | "failed"): void {
+    this.tlsCertificateReloads.set(result, (this.tlsCertificateReloads.get(result) ?? 0) + 1);
   }
 
   deadlineExpired(stage: DeadlineStage): void {
@@ -82,6 +96,9 @@ export class ServiceStats {
       proxyHeaderErrors: Object.fromEntries(this.proxyHeaderErrors),
       tlsHandshakeErrors: Object.fromEntries(this.tlsHandshakeErrors),
       originTlsErrors: Object.fromEntries(this.originTlsErrors),
+      tlsHandshakes: Object.fromEntries(this.tlsHandshakes),
+      tlsCertificateReloads: Object.fromEntries(this.tlsCertificateReloads),
+      tlsCertificates: this.tlsCertificates.map((c) => ({ ...c })),
       deadlinesExpired: Object.fromEntries(this.deadlinesExpired),
       duration: { buckets, sum: this.durationSum, count: this.durationCount },
     };

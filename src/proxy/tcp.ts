@@ -19,12 +19,16 @@ import type { SniRouteConfig } from "../config/pool";
 import { SniRouter } from "./sni/router";
 import { SniSession, type RunningSniRoute, type SniRouting } from "./sni/session";
 import { SniRouteStats, SniStats } from "./sni/stats";
+import { CertStore } from "./tls/certstore";
+import type { CertificateConfig } from "../config/tls";
 
 /** A tcp-mode service: one listener per address family, every steered connection relayed to the origin. */
 export class TcpService implements DataPlaneService {
   readonly protocol = "tcp";
   readonly stats = new ServiceStats();
   private readonly pipeline: Pipeline;
+  /** TLS-terminating: the certificates (owned: its file poll stops with the service). */
+  private readonly certs: CertStore | undefined;
   /** Absent: the access log is off. The built-in responder's connections are not logged. */
   private readonly log: ServiceLog | undefined;
   private readonly listeners: { family: Family; listener: TCPSocketListener<any> }[] = [];
@@ -51,8 +55,10 @@ export class TcpService implements DataPlaneService {
     this.log = relays ? serviceLog(config.name, config.accessLog) : undefined;
     this.sni = config.sniRoutes && this.sniRouting(config.sniRoutes, pool);
     const protocol = relays ? this.relayProtocol(pool, this.sni) : responder();
+    // tcp offers no ALPN protocol: what runs inside is the origin's business.
+    this.certs = config.tls ? new CertStore(config.tls, `service ${config.name}`, this.stats, []) : undefined;
     this.pipeline = new Pipeline(
-      { admission, stats: this.stats, clock, acceptProxy: config.acceptProxy, tls: config.tls !== undefined, deadlines: config.deadlines, ...sourceLimit?.pipelineHooks(), ...(this.log ? { log: this.log } : {}), ...(clients ? { clients } : {}) },
+      { admission, stats: this.stats, clock, acceptProxy: config.acceptProxy, ...(this.certs ? { tls: this.certs } : {}), deadlines: config.deadlines, ...sourceLimit?.pipelineHooks(), ...(this.log ? { log: this.log } : {}), ...(clients ? { clients } : {}) },
       protocol,
     );
     this.stopSweep = clock.onTick((now) => {
@@ -124,6 +130,11 @@ export class TcpService implements DataPlaneService {
     };
   }
 
+  /** New certificates from a reloaded config, for new handshakes. */
+  reloadCertificates(certs: readonly CertificateConfig[]): void {
+    this.certs?.replace(certs);
+  }
+
   report() {
     const origins = [this.pool, ...this.routePools].flatMap((p) => p?.snapshot() ?? []);
     return { connections: this.stats.snapshot(), ...(origins.length ? { origins } : {}), ...(this.sni ? { sni: this.sni.stats.snapshot() } : {}) };
@@ -156,6 +167,7 @@ export class TcpService implements DataPlaneService {
    */
   close(abort = false): void {
     this.closing = true;
+    this.certs?.close();
     this.pool?.close();
     for (const p of this.routePools) p.close();
     for (const { listener } of this.listeners.splice(0)) listener.stop(false);

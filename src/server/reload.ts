@@ -22,8 +22,10 @@ export interface ReloadReport {
 /** How long a replaced listener keeps accepting what the kernel already queued for it. */
 const LISTENER_GRACE_MS = 500;
 
+// Certificates are swapped in place (new handshakes only): only the policy and which files restarts a service.
+const tlsOf = (s: ServiceConfig) => (s.tls ? { ...s.tls, certificates: s.tls.certificates.map((c) => [c.certFile, c.keyFile]) } : null);
 const dataPlaneOf = (s: ServiceConfig) =>
-  JSON.stringify([s.mode, s.pool ?? null, s.http ?? null, s.sniRoutes ?? null, s.tls ?? null, s.acceptProxy, s.connectTimeoutMs, s.idleTimeoutMs, s.deadlines, s.proxyProtocol, serviceFamilies(s), s.sourceLimits ?? null]);
+  JSON.stringify([s.mode, s.pool ?? null, s.http ?? null, s.sniRoutes ?? null, tlsOf(s), s.acceptProxy, s.connectTimeoutMs, s.idleTimeoutMs, s.deadlines, s.proxyProtocol, serviceFamilies(s), s.sourceLimits ?? null]);
 const steeringOf = (s: ServiceConfig) => JSON.stringify(storedState(s, 0));
 
 /**
@@ -133,6 +135,11 @@ export async function reload(server: Server): Promise<ReloadReport> {
       else retired.push(old);
     }
     for (const [name, r] of fresh) server.running.set(name, r);
+    // Services kept as they were take the re-read certificates (the parser checked them) for new handshakes.
+    for (const cfg of next.services) {
+      if (!cfg.tls || fresh.has(cfg.name)) continue;
+      server.running.get(cfg.name)?.svc.reloadCertificates?.(cfg.tls.certificates);
+    }
     setTimeout(() => {
       for (const r of retired) r.svc.close(false);
     }, LISTENER_GRACE_MS).unref();

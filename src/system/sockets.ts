@@ -31,6 +31,27 @@ export function socketCookie(fd: number, what = "socket"): bigint {
   return value[0]!;
 }
 
+const IPPROTO_TCP = 6;
+const TCP_INFO = 11;
+/** include/net/tcp_states.h: the peer's FIN has come (and states past it). */
+const TCP_CLOSE_WAIT = 8;
+const TCP_LAST_ACK = 9;
+const TCP_CLOSE = 7;
+
+/**
+ * Has the peer of a TCP socket finished sending (its FIN came, or the
+ * connection is gone)? Read from TCP_INFO's tcpi_state: for a socket whose
+ * unread bytes a peek keeps seeing, the only way to tell "more is coming"
+ * from "that was all". An error reading it counts as closed.
+ */
+export function peerClosed(fd: number): boolean {
+  const info = new Uint8Array(8);
+  const len = new Uint32Array([info.length]);
+  if (libc.getsockopt(fd, IPPROTO_TCP, TCP_INFO, info, len) !== 0) return true;
+  const state = info[0]!;
+  return state === TCP_CLOSE_WAIT || state === TCP_LAST_ACK || state === TCP_CLOSE;
+}
+
 /** What kind of socket is open at fd. */
 export interface SocketKind {
   readonly protocol: "tcp" | "udp";

@@ -19,6 +19,13 @@ import { HttpRouter } from "./router";
 import { HttpStats } from "./stats";
 import type { SourceLimit } from "../sourcelimit";
 import { serviceLog } from "../../log/access";
+import { CertStore } from "../tls/certstore";
+import type { CertificateConfig } from "../../config/tls";
+
+/** The ALPN protocols an http service offers (RFC 7301), in the server's order: h2 first unless http2 = false. */
+export function httpAlpn(http: { readonly http2: boolean } | undefined): readonly string[] {
+  return (http?.http2 ?? true) ? ["h2", "http/1.1"] : ["http/1.1"];
+}
 
 /**
  * An http-mode service: one listener per address family (the dispatcher
@@ -35,6 +42,8 @@ export class HttpService implements DataPlaneService {
   private readonly stopSweep: () => void;
   private closing = false;
   private readonly pipeline: Pipeline;
+  /** TLS-terminating: the certificates (owned: its file poll stops with the service). */
+  private readonly certs: CertStore | undefined;
 
   constructor(
     readonly config: ServiceConfig,
@@ -64,8 +73,9 @@ export class HttpService implements DataPlaneService {
     const log = serviceLog(config.name, config.accessLog);
     const ctx: HttpContext = { config, http, router, origins, clock, stats: this.stats, httpStats: this.httpStats, proto: config.tls ? "https" : "http", active, draining: false, ...(log ? { log } : {}) };
     this.ctx = ctx;
+    this.certs = config.tls ? new CertStore(config.tls, `service ${config.name}`, this.stats, httpAlpn(config.http)) : undefined;
     this.pipeline = new Pipeline(
-      { admission, stats: this.stats, clock, acceptProxy: config.acceptProxy, tls: config.tls !== undefined, deadlines: config.deadlines, ...sourceLimit?.pipelineHooks(), ...(log ? { log } : {}), ...(clients ? { clients } : {}) },
+      { admission, stats: this.stats, clock, acceptProxy: config.acceptProxy, ...(this.certs ? { tls: this.certs } : {}), deadlines: config.deadlines, ...sourceLimit?.pipelineHooks(), ...(log ? { log } : {}), ...(clients ? { clients } : {}) },
       // The HTTP connection as the pipeline's last stage; bytes after a PROXY header are its first.
       // The one place HTTP/2 branches off: the TLS handshake's ALPN chose h2 (RFC 7301; offered by openListeners).
       { needEnds: false, start: (s, ends, rest) => (http.http2 && s.alpnProtocol === "h2" ? new H2Connection(s, ctx, ends) : new HttpConnection(s, ctx, ends)).started(rest) },
@@ -84,11 +94,16 @@ export class HttpService implements DataPlaneService {
   listen(plan: GroupPlan = NEW_GROUPS): ServiceSocket[] {
     for (const p of this.pools.values()) void p.start();
     try {
-      return openListeners(this.config, plan, { ...this.pipeline.handlers(), binaryType: "uint8array" }, this.listeners);
+      return openListeners(this.config, plan, this.pipeline.handlers({ binaryType: "uint8array" }), this.listeners);
     } catch (e) {
       this.close();
       throw e;
     }
+  }
+
+  /** New certificates from a reloaded config, for new handshakes. */
+  reloadCertificates(certs: readonly CertificateConfig[]): void {
+    this.certs?.replace(certs);
   }
 
   report() {
@@ -115,6 +130,7 @@ export class HttpService implements DataPlaneService {
   /** Stop accepting; with `abort`, reset every open connection too. Idempotent. */
   close(abort = false): void {
     this.closing = true;
+    this.certs?.close();
     for (const { listener } of this.listeners.splice(0)) listener.stop(false);
     if (abort) this.pipeline.abort();
     else {
