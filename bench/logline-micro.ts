@@ -30,16 +30,17 @@ const tcpLine = (i: number): void => {
   const e = socketEnds(sock)!;
   (log as any).tcpLine?.(e, i) ?? relayLike(e, i);
 };
-import { formatEndpoint, jsonInner } from "../src/log/access";
+import { endpointString, formatEndpoint, jsonInner } from "../src/log/access";
+import { formatAddress } from "../src/config/address";
 function relayLike(e: any, i: number): void {
   if (!log.sampled()) return;
   // The shape of relay.ts's logLine (emit() before; line() now).
   if (process.env.EMIT) log.emit({ protocol: "tcp", event: "close", client: formatEndpoint(e.client), edge: formatEndpoint(e.edge), origin: "127.0.0.1:9000", bytes_in: 100 + i, bytes_out: 2000, duration_ms: 3, reason: "client_closed" });
-  else log.line(`"protocol":"tcp","event":"close","client":"${formatEndpoint(e.client)}","edge":"${formatEndpoint(e.edge)}","origin":"${jsonInner("127.0.0.1:9000")}","bytes_in":${100 + i},"bytes_out":${2000},"duration_ms":${3},"reason":"${jsonInner("client_closed")}"}`);
+  else log.line(`"protocol":"tcp","event":"close","client":"${endpointString(e.client)}","edge":"${formatEndpoint(e.edge)}","origin":"${jsonInner("127.0.0.1:9000")}","bytes_in":${100 + i},"bytes_out":${2000},"duration_ms":${3},"reason":"${jsonInner("client_closed")}"}`);
 }
 const ends = socketEnds(sock)!;
 // http keep-alive: one request on a connection whose RequestLog exists.
-const rl = RequestLog.of(log, ends);
+const rl = RequestLog.of(log, ends, "1.1", "192.0.2.10");
 const httpReq = (i: number): void => {
   rl.request(req, 0);
   rl.bytesIn += 80;
@@ -51,7 +52,8 @@ const httpReq = (i: number): void => {
 };
 // http one connection per request: the RequestLog is made per connection too.
 const httpConn = (i: number): void => {
-  const r = RequestLog.of(log, socketEnds(sock));
+  const e = socketEnds(sock)!;
+  const r = RequestLog.of(log, e, "1.1", formatAddress(e.client.addr));
   r.request(req, 0);
   r.status = 200;
   r.origin = "127.0.0.1:9000";

@@ -5,7 +5,7 @@ import { Outbox } from "./outbox";
 import type { Session } from "./pipeline";
 import { errorClass, type ServiceStats } from "./stats";
 import type { Ends } from "./inbound";
-import { formatEndpoint, jsonInner, jsonOrNull, jsonString, type ServiceLog } from "../log/access";
+import { endpointString, formatEndpoint, jsonInner, jsonOrNull, jsonString, type ServiceLog } from "../log/access";
 import { lateRefusal, OriginTlsError, type OriginTls } from "../origin/tls";
 import { clearThenTlsHandlers, originHandlers, tlsOriginHandlers, type Peer } from "./relay-handlers";
 
@@ -395,13 +395,13 @@ export class Relay implements Session {
     if (e && this.target && !this.tls && !this.routed && event !== "connect") {
       // The usual line as one template (one string to flatten when written); addresses and numbers need no escape.
       log.line(
-        `"protocol":"tcp","event":"${event}","client":"${formatEndpoint(e.client)}","edge":"${formatEndpoint(e.edge)}","origin":"${jsonInner(this.target)}","bytes_in":${this.bytesIn},"bytes_out":${this.bytesOut},"duration_ms":${duration},"reason":"${jsonInner(this.why ?? "shutdown")}"}`,
+        `"protocol":"tcp","event":"${event}","client":"${endpointString(e.client)}","edge":"${formatEndpoint(e.edge)}","origin":"${jsonInner(this.target)}","bytes_in":${this.bytesIn},"bytes_out":${this.bytesOut},"duration_ms":${duration},"reason":"${jsonInner(this.why ?? "shutdown")}"}`,
       );
       return;
     }
     // Built by hand, in the order the fields always had (ServiceLog.line): addresses and numbers need no escape.
     let body = `"protocol":"tcp","event":"${event}"`;
-    if (e) body += `,"client":"${formatEndpoint(e.client)}","edge":"${formatEndpoint(e.edge)}"`;
+    if (e) body += `,"client":"${endpointString(e.client)}","edge":"${formatEndpoint(e.edge)}"`;
     if (this.target) body += `,"origin":${jsonString(this.target)}`;
     body += `,"bytes_in":${this.bytesIn},"bytes_out":${this.bytesOut},"duration_ms":${duration}`;
     if (this.tls) body += `,"tls_version":${jsonOrNull(this.tls.version)},"sni":${jsonOrNull(this.tls.sni)}`;

@@ -151,8 +151,7 @@ export class HttpConnection extends Exchange implements Session {
     this.local = route.pool === undefined;
     this.phase = this.reqChunks || this.bodyLeft > 0 ? Phase.Body : Phase.Wait;
     // Its bytes: the head (raw lacks the blank line's CRLF) and whatever came after it so far.
-    const ids = this.rlog?.request(req, raw.length + 2 + rest.length);
-    const requestId = ids?.send;
+    const requestId = this.rlog?.request(req, raw.length + 2 + rest.length);
     if (!this.local) {
       const pick = route.pool!.pick(this.clientIp, route.pool!.followsEdgePort ? this.localPort : 0);
       if (!pick) {
@@ -163,7 +162,7 @@ export class HttpConnection extends Exchange implements Session {
       pick.member.acquired();
       if (this.rlog) this.rlog.origin = pick.host.includes(":") ? `[${pick.host}]:${pick.port}` : `${pick.host}:${pick.port}`;
       const fwd = { clientIp: this.clientIp, proto: ctx.proto, fallbackHost: req.host === undefined ? this.destination() : "", upgrade: this.upgrade, ...(requestId !== undefined ? { requestId } : {}) };
-      if (!this.upgrade && !ids?.replace && extendable(req)) {
+      if (!this.upgrade && !this.rlog?.replaceId && extendable(req)) {
         // The head as it came plus our fields: one copy, no rebuilding.
         const extra = forwardingFields(req, fwd);
         const buf = Buffer.allocUnsafe(raw.length + extra.length);

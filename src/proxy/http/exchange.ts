@@ -125,7 +125,7 @@ export abstract class Exchange implements OriginUser {
     this.headFrom = ctx.clock.now;
     this.clientAt = ctx.clock.now;
     this.clientIp = ends ? formatAddress(ends.client.addr) : unmapAddress(client.remoteAddress);
-    if (ctx.log) this.rlog = RequestLog.of(ctx.log, ends);
+    if (ctx.log) this.rlog = RequestLog.of(ctx.log, ends, "1.1", this.clientIp);
     ctx.active.add(this);
     ctx.stats.connectionsActive++;
     ctx.stats.connectionsTotal++;

@@ -49,7 +49,7 @@ export class H2Stream extends H2Exchange {
     if (cl > ctx.http.maxBodyBytes) return this.refuse(413, `request body larger than ${ctx.http.maxBodyBytes} bytes`);
     const q = path.indexOf("?");
     const route = ctx.router.match(req.host, ctx.router.byPort ? this.conn.localPort : 0, q < 0 ? path : path.slice(0, q));
-    const ids = this.rlog?.request(req, 0);
+    const requestId = this.rlog?.request(req, 0);
     if (route.pool === undefined) {
       // The built-in responder: its answer once the request (and any body, not read) is in.
       this.requestDone = true;
@@ -63,7 +63,7 @@ export class H2Stream extends H2Exchange {
     this.member = pick.member;
     pick.member.acquired();
     if (this.rlog) this.rlog.origin = pick.host.includes(":") ? `[${pick.host}]:${pick.port}` : `${pick.host}:${pick.port}`;
-    const fwd = { clientIp: this.conn.clientIp, proto: ctx.proto, fallbackHost: req.host === undefined ? this.conn.destination() : "", upgrade: false, ...(ids?.send !== undefined ? { requestId: ids.send } : {}) };
+    const fwd = { clientIp: this.conn.clientIp, proto: ctx.proto, fallbackHost: req.host === undefined ? this.conn.destination() : "", upgrade: false, ...(requestId !== undefined ? { requestId } : {}) };
     this.headBytes = Buffer.from(originRequestHead(req, fwd), "latin1");
     this.attach(ctx.origins.get(pick.host, pick.port, this));
     this.sendOrigin(this.headBytes);

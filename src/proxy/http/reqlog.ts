@@ -15,20 +15,6 @@ const SANE_ID = /^[A-Za-z0-9._~:+/=-]{1,128}$/;
 const PREFIX = randomBytes(8).toString("hex");
 let counter = 0;
 
-/** The request's id: the client's when it sent exactly one sane X-Request-Id (`kept`), else a new one. */
-export function requestIdOf(req: RequestHead): { id: string; kept: boolean; hadOne: boolean } {
-  let given: string | undefined;
-  let n = 0;
-  for (let i = 0; i < req.names.length; i++) {
-    if (req.names[i] === "x-request-id") {
-      n++;
-      given = req.values[i];
-    }
-  }
-  if (n === 1 && SANE_ID.test(given!)) return { id: given!, kept: true, hadOne: true };
-  return { id: `${PREFIX}-${(++counter).toString(36)}`, kept: false, hadOne: n > 0 };
-}
-
 export class RequestLog {
   /** The connection's bytes each way so far. */
   bytesIn = 0;
@@ -60,8 +46,12 @@ export class RequestLog {
   private readonly endsText: string;
   private readonly versionText: string;
 
-  static of(log: ServiceLog, ends: Ends | undefined, version: "1.1" | "2" = "1.1"): RequestLog {
-    return new RequestLog(log, ends && formatEndpoint(ends.client), ends && formatEndpoint(ends.edge), version);
+  /** `clientIp`: the connection's formatAddress(ends.client.addr) when made already (not formatted twice). */
+  static of(log: ServiceLog, ends: Ends | undefined, version: "1.1" | "2", clientIp?: string): RequestLog {
+    if (!ends) return new RequestLog(log, undefined, undefined, version);
+    const c = ends.client;
+    const client = clientIp === undefined ? formatEndpoint(c) : c.family === 6 ? `[${clientIp}]:${c.port}` : `${clientIp}:${c.port}`;
+    return new RequestLog(log, client, formatEndpoint(ends.edge), version);
   }
 
   /** A request starts (its head is parsed: `req`; or a head we refuse: undefined). `pending`: bytes already read that belong to it or later ones. */
@@ -79,15 +69,31 @@ export class RequestLog {
 
   /**
    * A parsed request starts: its id is the client's sane X-Request-Id, else
-   * a new one. `send`: the id to add to the origin's request (absent: the
-   * client's goes on as it came); `replace`: the client's own must be dropped.
+   * a new one. Returns the id to add to the origin's request (undefined: the
+   * client's goes on as it came); replaceId: the client's own must be dropped.
    */
-  request(req: RequestHead, pending: number): { send: string | undefined; replace: boolean } {
+  request(req: RequestHead, pending: number): string | undefined {
     this.begin(req, pending);
-    const r = requestIdOf(req);
-    this.id = r.id;
-    return { send: r.kept ? undefined : r.id, replace: r.hadOne && !r.kept };
+    // requestIdOf's decision, without its result object (one per request, with the log on).
+    let given: string | undefined;
+    let n = 0;
+    const names = req.names;
+    for (let i = 0; i < names.length; i++) {
+      if (names[i] === "x-request-id") {
+        n++;
+        given = req.values[i];
+      }
+    }
+    if (n === 1 && SANE_ID.test(given!)) {
+      this.id = given;
+      this.replaceId = false;
+      return undefined;
+    }
+    this.replaceId = n > 0;
+    return (this.id = `${PREFIX}-${(++counter).toString(36)}`);
   }
+  /** The request's own X-Request-Id (none sane, or several) must be dropped for ours (set by request()). */
+  replaceId = false;
 
   /** Our own answer (an error) of `bytes` ends the request. */
   answered(status: number, bytes: number, reason: string): void {
