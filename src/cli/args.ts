@@ -6,7 +6,7 @@ import { POOL_DEFAULTS, type HealthConfig } from "../config/pool";
 import { healthOf, parseHealthPort, parseTls } from "../config/pool-file";
 import { checkService } from "../config/validate";
 import { parsePorts, type PortRange } from "../config/ports";
-import { checkInstance, defaultAdmin, DEFAULTS, MAX_SOCKET_PATH, transportOf, type AdminConfig, type Balance, type Mode, type OriginConfig, type ServeConfig, type ServiceConfig } from "../config/service";
+import { checkInstance, defaultAdmin, DEFAULTS, ENGINES, type Engine, MAX_SOCKET_PATH, transportOf, type AdminConfig, type Balance, type Mode, type OriginConfig, type ServeConfig, type ServiceConfig } from "../config/service";
 import { completeDeadlines, DEADLINE_KEYS, type Deadlines } from "../config/deadlines";
 import { ConfigError } from "../errors";
 import { SOURCE_BOUNDS, sourceLimitsOf } from "../config/sourcelimits";
@@ -63,6 +63,7 @@ export function parseArgs(argv: readonly string[]): Command {
   let balance: Balance | undefined;
   const health: { -readonly [K in keyof HealthConfig]?: HealthConfig[K] } = {};
   const acceptProxy: Prefix[] = [];
+  let engine: Engine | undefined;
   let tlsCert: string | undefined;
   let tlsKey: string | undefined;
   let firstByteTimeoutMs: number | undefined;
@@ -207,6 +208,13 @@ export function parseArgs(argv: readonly string[]): Command {
         once();
         idleTimeoutMs = parseDuration(value(), flag);
         break;
+      case "--engine": {
+        once();
+        const e = value();
+        if (!ENGINES.includes(e as Engine)) throw new ConfigError(flag, `"${e}" is not one of ${ENGINES.join(", ")}`);
+        engine = e as Engine;
+        break;
+      }
       case "--proxy-protocol":
         once();
         proxyProtocolText = value();
@@ -298,8 +306,9 @@ export function parseArgs(argv: readonly string[]): Command {
     http,
     ...(sourceLimits ? { sourceLimits } : {}),
     deadlines: completeDeadlines(deadlines, { mode, tls: tls !== undefined, acceptProxy: acceptProxy.length > 0 }, (k) => k.flag),
+    ...(engine ? { engine } : {}),
   };
-  checkService(service, (key) => ({ origins: "--origin", route: "--origin", accept_proxy: "--accept-proxy" })[key] ?? key);
+  checkService(service, (key) => ({ origins: "--origin", route: "--origin", accept_proxy: "--accept-proxy", engine: "--engine" })[key] ?? key);
   const instanceName = instance ?? DEFAULTS.instance;
   if (accessLog.sample !== undefined && accessLog.path === undefined) throw new ConfigError("--access-log-sample", "needs --access-log");
   const log = completeAccessLog(accessLog, {}, instanceName);

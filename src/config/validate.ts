@@ -1,7 +1,7 @@
 import { ConfigError } from "../errors";
 import { formatPorts } from "./ports";
 import { poolsOf } from "./pool";
-import type { ServiceConfig } from "./service";
+import { epollUnsupported, type ServiceConfig } from "./service";
 
 /**
  * Checks that span several fields of one service, shared by the command line
@@ -11,6 +11,10 @@ export function checkService(s: ServiceConfig, at: (key: string) => string): voi
   if (s.mode === "udp" && s.acceptProxy.length) throw new ConfigError(at("accept_proxy"), "PROXY headers are accepted on tcp and http services only");
   // The tcp data plane terminates TLS in Bun's listener, whose handshake starts at accept, before a PROXY header could be read.
   if (s.mode !== "udp" && s.tls && s.acceptProxy.length) throw new ConfigError(at("accept_proxy"), `cannot be combined with TLS termination on a ${s.mode} service yet (the PROXY header precedes the handshake)`);
+  if (s.engine === "epoll") {
+    const why = epollUnsupported(s);
+    if (why) throw new ConfigError(at("engine"), `"epoll" ${why}; use "bun"`);
+  }
   const ranged = poolsOf(s).flatMap((p) => p.origins).filter((o) => o.ports);
   if (ranged.length === 0) return;
   // Spectrum's port-range mapping: edge LO-HI to origin LO'-HI' by offset, so

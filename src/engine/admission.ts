@@ -1,0 +1,43 @@
+// The process's connection cap (src/proxy/admission.ts) as the data plane's
+// thread takes it: the count lives in shared memory, so connections on Bun's
+// sockets and on the engine share one cap. Crossing a mark upwards or
+// downwards posts one message; the main thread then re-steers
+// (Admission.recheck), since the steering map belongs to it.
+
+/** What the main thread's Admission shares with the engine. */
+export interface AdmissionShare {
+  /** Int32 [active, refused]. */
+  readonly shared: SharedArrayBuffer;
+  readonly max: number;
+  readonly softMark: number;
+  readonly resumeAt: number;
+  readonly firstResumeAt: number;
+}
+
+export class EngineAdmission {
+  private readonly counts: Int32Array;
+
+  constructor(
+    private readonly share: AdmissionShare,
+    private readonly onMark: () => void,
+  ) {
+    this.counts = new Int32Array(share.shared);
+  }
+
+  admit(): boolean {
+    const n = Atomics.add(this.counts, 0, 1) + 1;
+    if (n > this.share.max) {
+      Atomics.sub(this.counts, 0, 1);
+      Atomics.add(this.counts, 1, 1);
+      return false;
+    }
+    // Atomics.add hands out every value once, so each mark is crossed by exactly one admit.
+    if (n === this.share.softMark || n === this.share.max) this.onMark();
+    return true;
+  }
+
+  leave(): void {
+    const n = Atomics.sub(this.counts, 0, 1) - 1;
+    if (n === this.share.resumeAt || n === this.share.firstResumeAt) this.onMark();
+  }
+}

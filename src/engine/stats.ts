@@ -1,0 +1,58 @@
+// A tcp service's counters on the engine: one row of doubles in shared
+// memory, written by the data plane's thread and read by the main thread
+// (status, metrics) into the same ConnectionStats shape as the Bun path's
+// ServiceStats, so the admin API and /metrics do not change.
+import type { ConnectionStats } from "../admin/backend";
+import { DURATION_BUCKETS } from "../proxy/stats";
+
+export const ORIGIN_ERRORS = ["refused", "timeout", "reset", "unreachable", "other", "no_origin"] as const;
+export type OriginErrorKind = (typeof ORIGIN_ERRORS)[number];
+
+/** Slots of the row. */
+export const T = {
+  active: 0,
+  total: 1,
+  bytesIn: 2,
+  bytesOut: 3,
+  clientResets: 4,
+  idleTimeouts: 5,
+  /** Connections refused at accept because the process is at its connection cap. */
+  capRefused: 6,
+  durationSum: 7,
+  durationCount: 8,
+  /** ORIGIN_ERRORS.length slots. */
+  originErrors: 9,
+  /** DURATION_BUCKETS.length + 1 slots, per bucket (not cumulative); the last is +Inf. */
+  duration: 9 + ORIGIN_ERRORS.length,
+} as const;
+
+export const TCP_ROW = T.duration + DURATION_BUCKETS.length + 1;
+
+export const BOUNDS = Float64Array.from(DURATION_BUCKETS);
+
+/** The row in the admin API's shape, with cumulative buckets. */
+export function readTcpRow(r: Float64Array): ConnectionStats {
+  const buckets: { le: number; count: number }[] = [];
+  let cumulative = 0;
+  for (let i = 0; i <= BOUNDS.length; i++) {
+    cumulative += r[T.duration + i]!;
+    buckets.push({ le: i < BOUNDS.length ? BOUNDS[i]! : Infinity, count: cumulative });
+  }
+  const originErrors: Record<string, number> = {};
+  ORIGIN_ERRORS.forEach((k, i) => {
+    if (r[T.originErrors + i]! > 0) originErrors[k] = r[T.originErrors + i]!;
+  });
+  return {
+    active: r[T.active]!,
+    total: r[T.total]!,
+    bytesFromClients: r[T.bytesIn]!,
+    bytesFromOrigins: r[T.bytesOut]!,
+    originErrors,
+    clientResets: r[T.clientResets]!,
+    idleTimeouts: r[T.idleTimeouts]!,
+    proxyHeaderErrors: {},
+    tlsHandshakeErrors: {},
+    deadlinesExpired: {},
+    duration: { buckets, sum: r[T.durationSum]!, count: r[T.durationCount]! },
+  };
+}
