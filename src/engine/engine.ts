@@ -18,7 +18,7 @@ import { AcceptAddress, acceptFrom, EAGAIN, EINTR, localAddress, resetOnClose, s
 import { formatEndpoint } from "../log/access";
 import { proxyV1Header, proxyV2Header } from "../proxy/proxyheader/encode";
 import { FlowLog, type FlowLogSink } from "../proxy/udp/flowlog";
-import { EndpointSet, type UdpOrigins } from "../proxy/udp/origins";
+import { EndpointSet, type PanicCounts, type UdpOrigins } from "../proxy/udp/origins";
 import { EngineAdmission, type AdmissionShare } from "./admission";
 import { Pair } from "./pair";
 import { BOUNDS, ORIGIN_ERRORS, T, type OriginErrorKind } from "./stats";
@@ -78,6 +78,18 @@ export class EngineService {
     this.needEdge = spec.needEdge || addresses;
   }
 
+  private lastActive = "";
+
+  /** Tell the main thread the endpoints' open connections when they changed, and the panics since the last call. */
+  report(to: (slot: number, active: [string, number][], panics: PanicCounts) => void): void {
+    const active = this.endpoints.activeCounts();
+    const key = active.map(([, n]) => n).join(",");
+    const panics = this.endpoints.takePanics();
+    if (key === this.lastActive && panics.length === 0) return;
+    this.lastActive = key;
+    to(this.spec.slot, active, panics);
+  }
+
   bump(i: number, n = 1): void {
     this.row[i] = this.row[i]! + n;
   }
@@ -123,6 +135,8 @@ export class TcpEngine {
   /** Descriptors of ended pairs, closed after the current batch of events (a later event of the batch may name them). */
   private toClose: number[] = [];
   private readonly peer = new AcceptAddress();
+  /** Services that sent a connection in panic during this batch. */
+  private readonly panicked = new Set<EngineService>();
   private admission: EngineAdmission | undefined;
   /** Origin sockaddrs, encoded once per endpoint and port. */
   private readonly sockaddrs = new Map<string, Uint8Array>();
@@ -133,6 +147,8 @@ export class TcpEngine {
     private readonly sink: FlowLogSink,
     /** An origin port failed a connect (failure) or connected after failing (undefined): the pool's passive ejection. */
     private readonly onOrigin: (slot: number, key: string, port: number, failure: OriginFailure | undefined) => void,
+    /** A service's open connections per endpoint (when changed) and its panic connections, each sweep. */
+    private readonly onCounts: (slot: number, active: [string, number][], panics: PanicCounts) => void,
     /** The connection count crossed one of the admission marks: the main thread re-steers. */
     private readonly onAdmission: () => void,
     private readonly log: (line: string) => void,
@@ -192,6 +208,10 @@ export class TcpEngine {
   /** After a batch of events: close what ended in it. */
   endBatch(): void {
     if (this.toClose.length) this.flushCloses();
+    if (this.panicked.size) {
+      for (const svc of this.panicked) svc.report(this.onCounts);
+      this.panicked.clear();
+    }
   }
 
   private flushCloses(): void {
@@ -248,6 +268,8 @@ export class TcpEngine {
       return this.finish(p, true);
     }
     const { endpoint, target } = chosen;
+    // Panic (nothing eligible) is told at the end of this batch, not at the next sweep: the pool logs it and counts it.
+    if (endpoint.panics > 0) this.panicked.add(svc);
     endpoint.active++;
     p.endpoint = endpoint;
     p.originPort = target.port;
@@ -256,8 +278,11 @@ export class TcpEngine {
     if (o < 0) return this.originFailed(p, "socket", -o);
     p.o = o;
     this.byFd[o] = p;
-    this.epoll.watch(c, CONN_EVENTS);
-    this.epoll.watch(o, CONN_EVENTS);
+    if (!this.epoll.tryWatch(c, CONN_EVENTS) || !this.epoll.tryWatch(o, CONN_EVENTS)) {
+      // The kernel is out of memory for epoll items: this connection cannot be served, the loop goes on.
+      p.cause("close", "epoll_add_failed");
+      return this.finish(p, true);
+    }
     if (client && edge && svc.spec.proxyProtocol !== "off") this.preamble(p, svc.spec.proxyProtocol === "v1" ? proxyV1Header(client, edge) : proxyV2Header(client, edge, "stream"));
     const rc = startConnect(o, this.sockaddr(target));
     if (rc < 0) this.originFailed(p, "connect", -rc);
@@ -290,12 +315,13 @@ export class TcpEngine {
   }
 
   /** The origin connect failed: `code` is errno when known, else read from the socket (SO_ERROR). */
-  originFailed(p: Pair, _stage: "socket" | "connect" | "timeout", code = p.o >= 0 ? socketError(p.o) : 0): void {
-    const kind = _stage === "timeout" ? "timeout" : failureOf(code);
+  originFailed(p: Pair, stage: "socket" | "connect" | "timeout", code = p.o >= 0 ? socketError(p.o) : 0): void {
+    const kind = stage === "timeout" ? "timeout" : stage === "socket" ? "other" : failureOf(code);
     p.svc.originError(kind);
-    p.cause("origin_error", _stage === "timeout" ? "origin_connect_timeout" : `origin_${kind}`);
+    p.cause("origin_error", stage === "timeout" ? "origin_connect_timeout" : `origin_${kind}`);
     const e = p.endpoint;
-    if (e) {
+    // A socket this process could not make (EMFILE, ENOBUFS) says nothing about the origin.
+    if (e && stage !== "socket") {
       e.refused(p.originPort);
       this.onOrigin(p.svc.spec.slot, e.key, p.originPort, kind === "no_origin" ? "other" : (kind as OriginFailure));
     }
@@ -354,6 +380,7 @@ export class TcpEngine {
           this.epoll.watch(l.raw, EPOLLIN);
         }
       }
+      svc.report(this.onCounts);
       const idle = svc.spec.idleTimeoutMs;
       for (const p of svc.pairs) {
         if (p.connecting) {

@@ -175,8 +175,10 @@ export class Pair {
   private shutIfFlushed(d: Direction): void {
     if (d.buf >= 0 || d.shut) return;
     d.shut = true;
+    // The other direction is done too: close(2) sends this FIN itself (each
+    // side's EOF was read, so no unread bytes turn it into an RST), a call fewer.
+    if ((d === this.up ? this.down : this.up).shut) return this.engine.finish(this, false);
     shutdownWrite(d === this.up ? this.o : this.c);
-    if (this.up.shut && this.down.shut) this.engine.finish(this, false);
   }
 
   /** A recv on `side` failed (ECONNRESET and the like): reset the other side too. */

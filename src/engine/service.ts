@@ -74,6 +74,10 @@ export class EngineTcpService implements DataPlaneService {
             if (failure) m?.failed(failure);
             else m?.succeeded();
           },
+          counts: (active, panics) => {
+            for (const [key, n] of active) pool.setActive(key, n);
+            for (const [key, n] of panics) pool.panics(key, n);
+          },
         },
       );
       const slot = this.slot;

@@ -56,6 +56,14 @@ export class Epoll {
     if (libc.epoll_ctl(this.fd.raw, EPOLL_CTL_ADD, fd, this.one) !== 0) throw new EdgeError(`epoll add fd ${fd}`, errnoText(errno()), "kernel");
   }
 
+  /** watch(), but false instead of an exception (ENOMEM, ENOSPC: max_user_watches): for per-connection calls. */
+  tryWatch(fd: number, events: number): boolean {
+    this.oneView.setUint32(0, events >>> 0, true);
+    this.oneView.setUint32(DATA_AT, fd, true);
+    this.oneView.setUint32(DATA_AT + 4, 0, true);
+    return libc.epoll_ctl(this.fd.raw, EPOLL_CTL_ADD, fd, this.one) === 0;
+  }
+
   /**
    * Stop watching fd. Only needed while another descriptor still refers to
    * the same open file: close(2) of the last one removes it by itself (epoll(7), Q6).

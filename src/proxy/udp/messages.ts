@@ -30,6 +30,8 @@ export type FromWorker =
   | { readonly op: "access"; readonly batch: AccessBatch }
   /** A tcp origin port failed a connect (failure), or connected again after failing (no failure). */
   | { readonly op: "tcp-origin"; readonly slot: number; readonly key: string; readonly port: number; readonly failure?: OriginFailure }
+  /** A tcp service's open connections per endpoint key (when they changed), and connections sent in panic since the last. */
+  | { readonly op: "tcp-active"; readonly slot: number; readonly active: [key: string, n: number][]; readonly panics: PanicCounts }
   /** The engine's connections crossed an admission mark: re-steer (Admission.recheck). */
   | { readonly op: "admission" }
   | { readonly op: "stopped" };

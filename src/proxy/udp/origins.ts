@@ -113,6 +113,11 @@ export class EndpointSet {
     return { endpoint: e, target: { family: e.family, addr: e.addr, port: originPort(e.spec, dstPort, this.edgeRange) } };
   }
 
+  /** Open flows (tcp engine: connections) per endpoint key. */
+  activeCounts(): [key: string, n: number][] {
+    return this.list.map((e) => [e.key, e.active]);
+  }
+
   /** Flows opened in panic since the last call, per endpoint key (for the main thread's counts); empty when none. */
   takePanics(): PanicCounts {
     const out: PanicCounts = [];

@@ -15,6 +15,8 @@ import type { OriginFailure } from "../../origin/pool";
 export interface TcpOriginEvents {
   /** Origin port `port` of endpoint `key` failed a connect (failure), or connected after failing. */
   report(key: string, port: number, failure: OriginFailure | undefined): void;
+  /** Open connections per endpoint key, and connections sent in panic, as the engine counts them. */
+  counts(active: [key: string, n: number][], panics: PanicCounts): void;
 }
 
 // In the compiled binary every module is bundled into one, and the worker is
@@ -73,6 +75,7 @@ export class UdpPlane {
       else if (m.op === "access") appendBatch(m.batch);
       else if (m.op === "tcp-origin") this.tcpEvents.get(m.slot)?.report(m.key, m.port, m.failure);
       else if (m.op === "admission") this.onAdmission();
+      else if (m.op === "tcp-active") this.tcpEvents.get(m.slot)?.counts(m.active, m.panics);
       else if (m.op === "stopped") {
         this.wake.close();
         void this.worker.terminate();

@@ -108,6 +108,7 @@ self.onmessage = (event: MessageEvent<ToWorker>) => {
           epoll!,
           logSink,
           (slot, key, port, failure) => post({ op: "tcp-origin", slot, key, port, ...(failure ? { failure } : {}) }),
+          (slot, active, panics) => post({ op: "tcp-active", slot, active, panics }),
           () => post({ op: "admission" }),
           (line) => post({ op: "log", line }),
         );
