@@ -203,6 +203,67 @@ describe("tcp engine (epoll)", () => {
     client.end();
   }, 40_000);
 
+  test("more stalled connections than the buffer pool has buffers: others are still served, and every stalled byte arrives later", async () => {
+    // 72 connections whose origin does not read (more than the 64 pool buffers), then an echo.
+    const stalled = 72;
+    // Small socket buffers in this test's namespace (per-netns sysctls), so each connection stalls within a few hundred KiB.
+    for (const [k, v] of [["net.ipv4.tcp_wmem", "4096 16384 65536"], ["net.ipv4.tcp_rmem", "4096 65536 131072"]]) {
+      expect(Bun.spawnSync(["sysctl", "-qw", `${k}=${v}`]).exitCode).toBe(0);
+    }
+    const each = 4 * 1024 * 1024;
+    const payload = randomBytes(each);
+    const want = createHash("sha256").update(payload).digest("hex");
+    const paused: Socket<{ hash: ReturnType<typeof createHash>; n: number }>[] = [];
+    const done: string[] = [];
+    servers.push(
+      Bun.listen<{ hash: ReturnType<typeof createHash>; n: number; stall: boolean }>({
+        hostname: "127.0.0.1",
+        port: 0,
+        socket: {
+          open(s) {
+            s.data = { hash: createHash("sha256"), n: 0, stall: false };
+          },
+          data(s, d) {
+            if (s.data.n === 0 && d[0] === 0x21) {
+              // "!": an echo request, answered at once.
+              return void s.end(d);
+            }
+            if (s.data.n === 0) {
+              s.data.stall = true;
+              paused.push(s as never);
+              s.pause();
+            }
+            s.data.hash.update(d);
+            s.data.n += d.length;
+            if (s.data.n === each) done.push(s.data.hash.digest("hex"));
+          },
+        },
+      }),
+    );
+    f.ep = await start(servers[0]!.port);
+    const clients: Socket<{ off: number }>[] = [];
+    for (let i = 0; i < stalled; i++) {
+      const pump = (s: Socket<{ off: number }>) => {
+        while (s.data.off < each) {
+          const n = s.write(payload.subarray(s.data.off, Math.min(each, s.data.off + 65536)));
+          if (n <= 0) return;
+          s.data.off += n;
+        }
+      };
+      clients.push(await Bun.connect<{ off: number }>({ hostname: "192.0.2.9", port: 5010, data: { off: 0 }, socket: { open: pump, drain: pump, data() {} } }));
+    }
+    await until(() => paused.length === stalled, 10_000, "every stalled connection at the origin");
+    await Bun.sleep(1000);
+    expect(clients.some((c) => c.data.off < each)).toBe(true); // the kernel buffers on the way are full: stalled for real
+    const r = await exchange("192.0.2.9", 5011, "!echo", 5000);
+    expect(r.kind).toBe("data");
+    expect(Buffer.from((r as { bytes: Uint8Array }).bytes).toString()).toBe("!echo");
+    for (const s of paused) s.resume();
+    await until(() => done.length === stalled, 30_000, `all ${stalled} transfers (have ${done.length})`);
+    expect(new Set(done)).toEqual(new Set([want]));
+    for (const c of clients) c.end();
+  }, 60_000);
+
   test("idle deadline: a silent connection is closed after --idle-timeout", async () => {
     const origin = echoOrigin("127.0.0.1");
     servers.push(origin);

@@ -14,6 +14,7 @@
 // directions are shut.
 // Resets: a reset (recv/send error) on one side becomes an RST on the other
 // (SO_LINGER 0 close).
+import { ptr } from "bun:ffi";
 import { EPOLLERR, EPOLLHUP, EPOLLIN, EPOLLOUT, EPOLLRDHUP } from "../system/epoll";
 import { EAGAIN, EINTR, recvInto, resetOnClose, sendFrom, shutdownWrite } from "../system/tcp";
 import type { WorkerEndpoint } from "../proxy/udp/origins";
@@ -22,8 +23,9 @@ import type { EngineService, TcpEngine } from "./engine";
 import { T } from "./stats";
 
 export class Direction {
-  /** Pool buffer with bytes not yet sent (-1: none). */
+  /** Bytes not yet sent: [off, len) of pool buffer `buf`, or of `own` when the pool ran low (buf -1). len 0: none. */
   buf = -1;
+  own: Uint8Array | undefined;
   off = 0;
   len = 0;
   /** The source may have unread bytes (edge-triggered: set by an event, cleared by a short read). */
@@ -88,7 +90,7 @@ export class Pair {
     const dst = fd === this.c ? this.down : this.up;
     if (ev & (EPOLLRDHUP | EPOLLHUP | EPOLLERR)) src.finSeen = true;
     if (ev & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR)) src.readable = true;
-    if (ev & EPOLLOUT && dst.buf >= 0) this.flush(dst);
+    if (ev & EPOLLOUT && dst.len > 0) this.flush(dst);
     if (!this.done && src.readable) this.pump(src);
   }
 
@@ -99,7 +101,7 @@ export class Pair {
     const size = pool.size;
     const src = d === this.up ? this.c : this.o;
     const dst = d === this.up ? this.o : this.c;
-    while (d.readable && !d.eof && d.buf < 0 && !this.done) {
+    while (d.readable && !d.eof && d.len === 0 && !this.done) {
       // Before the origin connects, one buffer of the client's bytes is held; then the client waits.
       const b = pool.acquire();
       if (b < 0) return e.waitForBuffer(this);
@@ -115,23 +117,13 @@ export class Pair {
         }
         // A short read drained the socket (as nginx reads it), unless a FIN is pending: then read on to the 0.
         if (n < size && !d.finSeen) d.readable = false;
-        if (this.connecting) {
-          d.buf = b;
-          d.off = 0;
-          d.len = n;
-          return;
-        }
+        if (this.connecting) return this.hold(d, b, 0, n);
         const s = sendFrom(dst, pool.address(b), n);
         if (s === n) {
           pool.release(b);
           continue;
         }
-        if (s >= 0 || s === -EAGAIN) {
-          d.buf = b;
-          d.off = s > 0 ? s : 0;
-          d.len = n;
-          return;
-        }
+        if (s >= 0 || s === -EAGAIN) return this.hold(d, b, s > 0 ? s : 0, n);
         pool.release(b);
         return this.broken(d === this.up ? "origin" : "client");
       }
@@ -154,14 +146,13 @@ export class Pair {
 
   /** Send what the direction holds; then read on. */
   flush(d: Direction): void {
-    if (d.buf >= 0) {
+    if (d.len > 0) {
       const pool = this.engine.pool;
       const dst = d === this.up ? this.o : this.c;
       const rest = d.len - d.off;
-      const s = sendFrom(dst, pool.address(d.buf, d.off), rest);
+      const s = sendFrom(dst, d.buf >= 0 ? pool.address(d.buf, d.off) : ptr(d.own!, d.off), rest);
       if (s === rest) {
-        pool.release(d.buf);
-        d.buf = -1;
+        this.drop(d);
         this.engine.bufferFreed();
       } else if (s >= 0 || s === -EAGAIN) {
         if (s > 0) d.off += s;
@@ -173,7 +164,7 @@ export class Pair {
   }
 
   private shutIfFlushed(d: Direction): void {
-    if (d.buf >= 0 || d.shut) return;
+    if (d.len > 0 || d.shut) return;
     d.shut = true;
     // The other direction is done too: close(2) sends this FIN itself (each
     // side's EOF was read, so no unread bytes turn it into an RST), a call fewer.
@@ -200,7 +191,42 @@ export class Pair {
     for (const d of [this.up, this.down]) {
       if (d.buf >= 0) pool.release(d.buf);
       d.buf = -1;
+      d.own = undefined;
+      d.len = d.off = 0;
     }
+  }
+
+  /**
+   * Keep bytes [off, len) of pool buffer b until the destination takes them.
+   * While a quarter of the pool is free the buffer itself is kept; below
+   * that the bytes move to an allocation of their own size and the buffer
+   * goes back, so connections that stall (a slow or hostile reader) cannot
+   * drain the pool and stop everyone else's reads. What a connection holds is
+   * bounded either way: at most one read per direction.
+   */
+  hold(d: Direction, b: number, off: number, len: number): void {
+    const pool = this.engine.pool;
+    if (pool.count - pool.inUse >= pool.count >> 2) {
+      d.buf = b;
+      d.off = off;
+      d.len = len;
+      return;
+    }
+    // Its own ArrayBuffer, so its address is stable for send(2) (see BufferPool).
+    d.own = new Uint8Array(new ArrayBuffer(len - off));
+    d.own.set(pool.view(b, off, len));
+    pool.release(b);
+    d.buf = -1;
+    d.off = 0;
+    d.len = len - off;
+    this.engine.spilled(len - off);
+  }
+
+  private drop(d: Direction): void {
+    if (d.buf >= 0) this.engine.pool.release(d.buf);
+    d.buf = -1;
+    d.own = undefined;
+    d.len = d.off = 0;
   }
 
   /** Close with an RST: SO_LINGER 0 on both before the engine closes them. */
