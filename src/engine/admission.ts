@@ -6,13 +6,16 @@
 
 /** What the main thread's Admission shares with the engine. */
 export interface AdmissionShare {
-  /** Int32 [active, refused]. */
+  /** Int32 [active, refused, steered]: `steered` is set by the main thread once it has re-steered after a mark. */
   readonly shared: SharedArrayBuffer;
   readonly max: number;
   readonly softMark: number;
   readonly resumeAt: number;
   readonly firstResumeAt: number;
 }
+
+/** The longest the engine waits for the main thread to re-steer after a mark. */
+const STEER_WAIT_MS = 20;
 
 export class EngineAdmission {
   private readonly counts: Int32Array;
@@ -32,12 +35,25 @@ export class EngineAdmission {
       return false;
     }
     // Atomics.add hands out every value once, so each mark is crossed by exactly one admit.
-    if (n === this.share.softMark || n === this.share.max) this.onMark();
+    if (n === this.share.softMark || n === this.share.max) this.mark();
     return true;
   }
 
   leave(): void {
     const n = Atomics.sub(this.counts, 0, 1) - 1;
-    if (n === this.share.resumeAt || n === this.share.firstResumeAt) this.onMark();
+    if (n === this.share.resumeAt || n === this.share.firstResumeAt) this.mark();
+  }
+
+  /**
+   * Tell the main thread and wait (bounded) until it has re-steered: on Bun's
+   * path admission and steering are one step, and without the wait the kernel
+   * would keep steering SYNs here for a message's latency after the cap was
+   * reached, which this process would then have to reset. Marks are crossed
+   * rarely (hysteresis), so the wait costs nothing per connection.
+   */
+  private mark(): void {
+    Atomics.store(this.counts, 2, 0);
+    this.onMark();
+    Atomics.wait(this.counts, 2, 0, STEER_WAIT_MS);
   }
 }

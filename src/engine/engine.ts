@@ -8,6 +8,7 @@
 // PROXY header to send).
 import type { Family } from "../config/address";
 import type { AccessLogConfig, ProxyProtocol } from "../config/service";
+import type { EjectConfig } from "../config/pool";
 import type { OriginFailure } from "../origin/pool";
 import { BufferPool } from "../system/buffers";
 import { EPOLLET, EPOLLIN, EPOLLOUT, EPOLLRDHUP, type Epoll } from "../system/epoll";
@@ -52,6 +53,8 @@ export interface TcpEngineSpec {
   readonly needEdge: boolean;
   readonly connectTimeoutMs: number;
   readonly idleTimeoutMs: number;
+  /** The pool's passive ejection rule, applied here too at once (WorkerEndpoint.connectFailed). */
+  readonly eject: EjectConfig;
   readonly proxyProtocol: ProxyProtocol;
   readonly accessLog?: AccessLogConfig;
   readonly admission: AdmissionShare;
@@ -311,7 +314,9 @@ export class TcpEngine {
   originConnected(p: Pair): void {
     p.connecting = false;
     const e = p.endpoint;
-    if (e && e.failing.delete(p.originPort)) this.onOrigin(p.svc.spec.slot, e.key, p.originPort, undefined);
+    if (!e) return;
+    e.connected(p.originPort);
+    if (e.failing.delete(p.originPort)) this.onOrigin(p.svc.spec.slot, e.key, p.originPort, undefined);
   }
 
   /** The origin connect failed: `code` is errno when known, else read from the socket (SO_ERROR). */
@@ -323,6 +328,7 @@ export class TcpEngine {
     // A socket this process could not make (EMFILE, ENOBUFS) says nothing about the origin.
     if (e && stage !== "socket") {
       e.refused(p.originPort);
+      e.connectFailed(p.originPort, p.svc.spec.eject);
       this.onOrigin(p.svc.spec.slot, e.key, p.originPort, kind === "no_origin" ? "other" : (kind as OriginFailure));
     }
     this.finish(p, true);

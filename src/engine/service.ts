@@ -53,7 +53,7 @@ export class EngineTcpService implements DataPlaneService {
       // The access log's writer is opened here (this thread writes the lines the engine makes).
       const logOn = cfg.accessLog !== undefined && serviceLog(cfg.name, cfg.accessLog) !== undefined;
       this.admission.recheck();
-      this.plane.onAdmission = () => this.admission.recheck();
+      this.plane.onAdmission = () => this.admission.steeredForEngine();
       this.slot = this.plane.addTcp(
         {
           name: cfg.name,
@@ -64,6 +64,7 @@ export class EngineTcpService implements DataPlaneService {
           needEdge: pool.followsEdgePort,
           connectTimeoutMs: cfg.connectTimeoutMs,
           idleTimeoutMs: cfg.idleTimeoutMs,
+          eject: pool.config.eject,
           proxyProtocol: cfg.proxyProtocol,
           ...(logOn ? { accessLog: cfg.accessLog } : {}),
           admission: this.admission.share(),

@@ -54,7 +54,7 @@ export class Admission {
    * the engine (src/engine/admission.ts) count in the same cap, and tell this
    * thread when they cross a mark (recheck).
    */
-  private readonly counts = new Int32Array(new SharedArrayBuffer(8));
+  private readonly counts = new Int32Array(new SharedArrayBuffer(12));
   private full = false;
   private soft = false;
   /** Past this many open connections the process leaves the first tier. */
@@ -99,6 +99,13 @@ export class Admission {
   leave(): void {
     Atomics.sub(this.counts, 0, 1);
     this.recheck();
+  }
+
+  /** The engine crossed a mark: steer by the count now, then let it go on (src/engine/admission.ts). */
+  steeredForEngine(): void {
+    this.recheck();
+    Atomics.store(this.counts, 2, 1);
+    Atomics.notify(this.counts, 2);
   }
 
   /** Steer by the count as it is now (after an admit or leave here, or a mark the engine crossed). */
