@@ -14,8 +14,13 @@ export interface AdmissionShare {
   readonly firstResumeAt: number;
 }
 
-/** The longest the engine waits for the main thread to re-steer after a mark. */
-const STEER_WAIT_MS = 20;
+/**
+ * The longest the engine waits for the main thread to re-steer after a mark.
+ * Long enough for a main thread slowed by a loaded machine (20 ms was not:
+ * the full worker then kept taking a killed worker's migrated queue and reset
+ * it); a wait happens only at a crossing, so it is no per-connection cost.
+ */
+const STEER_WAIT_MS = 250;
 
 export class EngineAdmission {
   private readonly counts: Int32Array;
