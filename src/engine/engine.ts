@@ -23,6 +23,9 @@ import { EndpointSet, type PanicCounts, type UdpOrigins } from "../proxy/udp/ori
 import { EngineAdmission, type AdmissionShare } from "./admission";
 import { Pair } from "./pair";
 import { BOUNDS, ORIGIN_ERRORS, T, type OriginErrorKind } from "./stats";
+import { SourceCounter } from "../dispatcher/sources";
+import type { SourceKey } from "../dispatcher/sourceabi";
+import type { SourceCounting } from "../proxy/sourcelimit";
 
 /** Accepts per listener per wakeup: bounded, so one busy listener cannot starve the relays. */
 const ACCEPT_BATCH = 64;
@@ -58,6 +61,8 @@ export interface TcpEngineSpec {
   readonly proxyProtocol: ProxyProtocol;
   readonly accessLog?: AccessLogConfig;
   readonly admission: AdmissionShare;
+  /** source_connections, counted with every process's in the program's map (absent: not counted here). */
+  readonly sourceLimit?: SourceCounting;
 }
 
 export class EngineService {
@@ -70,16 +75,19 @@ export class EngineService {
   readonly needPeer: boolean;
   readonly needEdge: boolean;
   readonly pairs = new Set<Pair>();
+  /** This thread's own counter (its buffers are per thread; the owner slot and program are the process's). */
+  readonly counter: SourceCounter | undefined;
   constructor(
     readonly spec: TcpEngineSpec,
     sink: FlowLogSink,
   ) {
+    this.counter = spec.sourceLimit && new SourceCounter(spec.sourceLimit.progFd, spec.sourceLimit.owner);
     this.row = new Float64Array(spec.row);
     this.listeners = spec.listeners.map((l) => new Fd(l.fd, `service ${spec.name}: ipv${l.family} listener`));
     this.endpoints = new EndpointSet(spec.origins.balance, spec.origins.edgeRange, spec.origins.endpoints);
     this.log = spec.accessLog ? new FlowLog(sink, spec.name, spec.accessLog, "tcp") : undefined;
     const addresses = this.log !== undefined || spec.proxyProtocol !== "off";
-    this.needPeer = spec.needClient || addresses;
+    this.needPeer = spec.needClient || addresses || this.counter !== undefined;
     this.needEdge = spec.needEdge || addresses;
   }
 
@@ -93,6 +101,19 @@ export class EngineService {
     if (key === this.lastActive && panics.length === 0) return;
     this.lastActive = key;
     to(this.spec.slot, active, panics);
+  }
+
+  /**
+   * Add to the client's count; 0 when the kernel refuses (it should not; at
+   * shutdown the program's fd may be closed already): the connection is then
+   * let in uncounted rather than refusing every client (as SourceLimit does).
+   */
+  count(key: SourceKey, delta: 1 | -1): number {
+    try {
+      return this.counter!.add(key, delta);
+    } catch {
+      return 0;
+    }
   }
 
   bump(i: number, n = 1): void {
@@ -254,12 +275,29 @@ export class TcpEngine {
       libc.close(c);
       return;
     }
+    const client = svc.needPeer ? decodeSockaddr(this.peer.bytes) : undefined;
+    // source_connections: the program refuses SYNs of a client at its limit; this counts the ones that got through
+    // (+1 here, -1 at close) and refuses the few that raced each other's accept (proxy/sourcelimit.ts).
+    const limit = svc.spec.sourceLimit;
+    let source: SourceKey | undefined;
+    if (limit && client) {
+      source = { service: limit.service, addr: client.addr, prefixLen: client.family === 4 ? 32 : limit.prefixV6 };
+      if (svc.count(source, 1) > limit.connections) {
+        svc.count(source, -1);
+        svc.bump(T.sourceRefused);
+        this.admission!.leave();
+        if (svc.log) svc.log.emit({ event: "limited", client: formatEndpoint(client), bytes_in: 0, bytes_out: 0, duration_ms: 0, reason: "source_limit" });
+        resetOnClose(c);
+        libc.close(c);
+        return;
+      }
+    }
     svc.bump(T.active);
     svc.bump(T.total);
     const p = new Pair(this, svc, c, this.now);
     this.byFd[c] = p;
     svc.pairs.add(p);
-    const client = svc.needPeer ? decodeSockaddr(this.peer.bytes) : undefined;
+    if (source) p.source = source;
     let edge: Endpoint | undefined;
     if (svc.needEdge) {
       const at = localAddress(c);
@@ -379,6 +417,7 @@ export class TcpEngine {
     svc.bump(T.durationSum, seconds);
     svc.bump(T.durationCount);
     if (p.endpoint) p.endpoint.active--;
+    if (p.source) svc.count(p.source, -1);
     if (svc.log && p.record) svc.log.closed(p.record, p.bytesIn, p.bytesOut, p.event ?? "close", p.why ?? "shutdown");
     if (this.waiters.length) this.bufferFreed();
     if (svc.retired && svc.pairs.size === 0) this.services.delete(svc.spec.slot);

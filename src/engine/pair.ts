@@ -21,6 +21,7 @@ import type { WorkerEndpoint } from "../proxy/udp/origins";
 import type { FlowRecord } from "../proxy/udp/flowlog";
 import type { EngineService, TcpEngine } from "./engine";
 import { T } from "./stats";
+import type { SourceKey } from "../dispatcher/sourceabi";
 
 export class Direction {
   /** Bytes not yet sent: [off, len) of pool buffer `buf`, or of `own` when the pool ran low (buf -1). len 0: none. */
@@ -56,6 +57,8 @@ export class Pair {
   bytesOut = 0;
   endpoint: WorkerEndpoint | undefined;
   originPort = 0;
+  /** The client's count this connection holds (source_connections), given back at close. */
+  source: SourceKey | undefined;
   /** Access log only. */
   record: FlowRecord | undefined;
   event: string | undefined;

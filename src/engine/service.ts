@@ -19,6 +19,7 @@ import { socketCookie } from "../system/sockets";
 import { openTcpListener } from "../system/tcp";
 import { localEndpoint } from "../system/udp";
 import { ORIGIN_ERRORS, readTcpRow, T, TCP_ROW } from "./stats";
+import type { SourceLimit } from "../proxy/sourcelimit";
 
 export class EngineTcpService implements DataPlaneService {
   readonly protocol = "tcp";
@@ -32,7 +33,14 @@ export class EngineTcpService implements DataPlaneService {
     private readonly admission: Admission,
     /** Owned: started on listen, closed with the service. */
     readonly pool: OriginPool,
+    /** Per-client limits; source_connections is counted on the engine's thread. */
+    private readonly limit?: SourceLimit,
   ) {}
+
+  /** What the per-client limit refused at accept (the program refuses the rest in the kernel). */
+  get sourceLimit(): { refused: { connections: number; rate: number } } | undefined {
+    return this.limit ? { refused: { connections: this.row[T.sourceRefused]!, rate: 0 } } : undefined;
+  }
 
   listen(plan: GroupPlan = NEW_GROUPS): ServiceSocket[] {
     const opened: { fd: Fd; family: Family }[] = [];
@@ -68,6 +76,7 @@ export class EngineTcpService implements DataPlaneService {
           proxyProtocol: cfg.proxyProtocol,
           ...(logOn ? { accessLog: cfg.accessLog } : {}),
           admission: this.admission.share(),
+          ...(this.limit?.counting() ? { sourceLimit: this.limit.counting()! } : {}),
         },
         {
           report: (key, port, failure) => {

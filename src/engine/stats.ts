@@ -20,10 +20,12 @@ export const T = {
   capRefused: 6,
   durationSum: 7,
   durationCount: 8,
+  /** Connections reset at accept because their client was at source_connections. */
+  sourceRefused: 9,
   /** ORIGIN_ERRORS.length slots. */
-  originErrors: 9,
+  originErrors: 10,
   /** DURATION_BUCKETS.length + 1 slots, per bucket (not cumulative); the last is +Inf. */
-  duration: 9 + ORIGIN_ERRORS.length,
+  duration: 10 + ORIGIN_ERRORS.length,
 } as const;
 
 export const TCP_ROW = T.duration + DURATION_BUCKETS.length + 1;

@@ -45,7 +45,7 @@ export class DataPlanes {
     // http: a pool per route, made by the service.
     if (cfg.mode === "http") return new HttpService(cfg, this.clock, this.admission, { edgeRange: edgeRangeOf(cfg), resolved: origins }, sourceLimit);
     const pool = cfg.pool && new OriginPool(cfg.pool, { edgeRange: edgeRangeOf(cfg), resolved: origins, kind: cfg.mode, owner: `service ${cfg.name}` });
-    if (cfg.mode === "tcp" && pool && engineOf(cfg) === "epoll") return new EngineTcpService(cfg, this.dataPlane(), this.admission, pool);
+    if (cfg.mode === "tcp" && pool && engineOf(cfg) === "epoll") return new EngineTcpService(cfg, this.dataPlane(), this.admission, pool, sourceLimit);
     if (cfg.mode === "tcp") return new TcpService(cfg, this.clock, this.admission, pool, sourceLimit);
     if (this.maxFlows < 1) {
       throw new ConfigError(`service ${cfg.name}`, "no file descriptors were set aside for UDP flows at startup; restart with max_flows (--max-flows) set");
