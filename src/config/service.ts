@@ -196,11 +196,10 @@ export type Engine = "bun" | "epoll";
 export const ENGINES: readonly Engine[] = ["bun", "epoll"];
 
 /** Why a service cannot run on the epoll engine yet; undefined when it can. */
-export function epollUnsupported(s: Pick<ServiceConfig, "mode" | "pool" | "tls" | "acceptProxy">): string | undefined {
+export function epollUnsupported(s: Pick<ServiceConfig, "mode" | "pool" | "tls">): string | undefined {
   if (s.mode !== "tcp") return `runs tcp services only (this one is ${s.mode})`;
   if (!s.pool) return "needs origins (the built-in responder runs on Bun's sockets)";
   if (s.tls) return "does not terminate TLS yet";
-  if (s.acceptProxy.length) return "does not read PROXY headers yet (accept_proxy)";
   return undefined;
 }
 

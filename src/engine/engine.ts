@@ -6,7 +6,9 @@
 // ADDs, then recv/send per chunk and close; getsockname only when the edge
 // address is needed (origins that follow the edge port, the access log, a
 // PROXY header to send).
-import type { Family } from "../config/address";
+import type { Family, Prefix } from "../config/address";
+import { mustSendHeader } from "../proxy/inbound";
+import { expireHeader, startHeader } from "./header";
 import type { AccessLogConfig, ProxyProtocol } from "../config/service";
 import type { EjectConfig } from "../config/pool";
 import type { OriginFailure } from "../origin/pool";
@@ -22,7 +24,7 @@ import { FlowLog, type FlowLogSink } from "../proxy/udp/flowlog";
 import { EndpointSet, type PanicCounts, type UdpOrigins } from "../proxy/udp/origins";
 import { EngineAdmission, type AdmissionShare } from "./admission";
 import { Pair } from "./pair";
-import { BOUNDS, ORIGIN_ERRORS, T, type OriginErrorKind } from "./stats";
+import { BOUNDS, ORIGIN_ERRORS, SOURCE_RATE_AT, T, type OriginErrorKind } from "./stats";
 import { SourceCounter } from "../dispatcher/sources";
 import type { SourceKey } from "../dispatcher/sourceabi";
 import type { SourceCounting } from "../proxy/sourcelimit";
@@ -61,6 +63,10 @@ export interface TcpEngineSpec {
   readonly proxyProtocol: ProxyProtocol;
   readonly accessLog?: AccessLogConfig;
   readonly admission: AdmissionShare;
+  /** accept_proxy: peers whose connections start with a PROXY header (empty: none). */
+  readonly acceptProxy: readonly Prefix[];
+  /** The PROXY header complete within this from accept (proxy_header_timeout). */
+  readonly proxyHeaderMs: number;
   /** source_connections, counted with every process's in the program's map (absent: not counted here). */
   readonly sourceLimit?: SourceCounting;
 }
@@ -74,6 +80,7 @@ export class EngineService {
   /** The peer's address is read at accept (accept4 fills it in; no extra call). */
   readonly needPeer: boolean;
   readonly needEdge: boolean;
+  readonly acceptProxy: readonly Prefix[];
   readonly pairs = new Set<Pair>();
   /** This thread's own counter (its buffers are per thread; the owner slot and program are the process's). */
   readonly counter: SourceCounter | undefined;
@@ -86,7 +93,8 @@ export class EngineService {
     this.listeners = spec.listeners.map((l) => new Fd(l.fd, `service ${spec.name}: ipv${l.family} listener`));
     this.endpoints = new EndpointSet(spec.origins.balance, spec.origins.edgeRange, spec.origins.endpoints);
     this.log = spec.accessLog ? new FlowLog(sink, spec.name, spec.accessLog, "tcp") : undefined;
-    const addresses = this.log !== undefined || spec.proxyProtocol !== "off";
+    this.acceptProxy = spec.acceptProxy;
+    const addresses = this.log !== undefined || spec.proxyProtocol !== "off" || spec.acceptProxy.length > 0;
     this.needPeer = spec.needClient || addresses || this.counter !== undefined;
     this.needEdge = spec.needEdge || addresses;
   }
@@ -113,6 +121,15 @@ export class EngineService {
       return this.counter!.add(key, delta);
     } catch {
       return 0;
+    }
+  }
+
+  /** The named client is over source_rate (charged here); false when it cannot be checked. */
+  rateExceeded(key: SourceKey): boolean {
+    try {
+      return this.counter !== undefined && this.counter.rateExceeded(key);
+    } catch {
+      return false;
     }
   }
 
@@ -152,6 +169,13 @@ function failureOf(code: number): OriginErrorKind {
 }
 
 const EMPTY = new Uint8Array(0);
+
+function concat(a: Uint8Array, b: Uint8Array): Uint8Array {
+  const out = new Uint8Array(a.length + b.length);
+  out.set(a);
+  out.set(b, a.length);
+  return out;
+}
 
 export class TcpEngine {
   readonly pool = new BufferPool(BUFFER_COUNT, BUFFER_SIZE);
@@ -276,17 +300,15 @@ export class TcpEngine {
       return;
     }
     const client = svc.needPeer ? decodeSockaddr(this.peer.bytes) : undefined;
+    // A trusted load balancer's connection starts with a PROXY header naming the client (header.ts).
+    const balancer = client !== undefined && svc.acceptProxy.length > 0 && mustSendHeader(svc.acceptProxy, client);
     // source_connections: the program refuses SYNs of a client at its limit; this counts the ones that got through
     // (+1 here, -1 at close) and refuses the few that raced each other's accept (proxy/sourcelimit.ts).
-    const limit = svc.spec.sourceLimit;
-    let source: SourceKey | undefined;
-    if (limit && client) {
-      source = { service: limit.service, addr: client.addr, prefixLen: client.family === 4 ? 32 : limit.prefixV6 };
-      if (svc.count(source, 1) > limit.connections) {
-        svc.count(source, -1);
-        svc.bump(T.sourceRefused);
+    let source: SourceKey | undefined | null;
+    if (client && !balancer) {
+      source = this.admitSource(svc, client);
+      if (source === null) {
         this.admission!.leave();
-        if (svc.log) svc.log.emit({ event: "limited", client: formatEndpoint(client), bytes_in: 0, bytes_out: 0, duration_ms: 0, reason: "source_limit" });
         resetOnClose(c);
         libc.close(c);
         return;
@@ -304,6 +326,41 @@ export class TcpEngine {
       edge = at && decodeSockaddr(at);
     }
     if (svc.log && client && edge) p.record = { client: formatEndpoint(client), edge: formatEndpoint(edge), origin: null, startedAt: performance.now() };
+    if (balancer && edge) {
+      if (!this.epoll.tryWatch(c, CONN_EVENTS)) return this.finish(p, true);
+      return startHeader(p, { client, edge }, this.now + svc.spec.proxyHeaderMs);
+    }
+    this.dial(p, client, edge, undefined);
+  }
+
+  /**
+   * Count a client against source_connections: its key, undefined when not
+   * counted, null when it is over the limit (refused: counted and logged).
+   * `named`: the client a PROXY header named, rate-charged here (the program
+   * charged its load balancer, which is exempt).
+   */
+  admitSource(svc: EngineService, client: Endpoint, named = false): SourceKey | undefined | null {
+    const limit = svc.spec.sourceLimit;
+    if (!limit) return undefined;
+    const key: SourceKey = { service: limit.service, addr: client.addr, prefixLen: client.family === 4 ? 32 : limit.prefixV6 };
+    if (named && svc.rateExceeded(key)) svc.bump(SOURCE_RATE_AT);
+    else if (svc.count(key, 1) > limit.connections) {
+      svc.count(key, -1);
+      svc.bump(T.sourceRefused);
+    } else return key;
+    if (svc.log) svc.log.emit({ event: "limited", client: formatEndpoint(client), bytes_in: 0, bytes_out: 0, duration_ms: 0, reason: "source_limit" });
+    return null;
+  }
+
+  /**
+   * Pick the origin for the client (the socket's peer or the PROXY header's)
+   * and connect to it; `rest`: bytes that followed a PROXY header. The client
+   * socket is watched already when `rest` is given (the header stage did it).
+   */
+  dial(p: Pair, client: Endpoint | undefined, edge: Endpoint | undefined, rest: Uint8Array | undefined): void {
+    const svc = p.svc;
+    const c = p.c;
+    p.connectDeadline = this.now + svc.spec.connectTimeoutMs;
     const chosen = svc.endpoints.pick(client?.addr ?? EMPTY, edge?.port ?? 0);
     if (!chosen) {
       svc.originError("no_origin");
@@ -321,12 +378,14 @@ export class TcpEngine {
     if (o < 0) return this.originFailed(p, "socket", -o);
     p.o = o;
     this.byFd[o] = p;
-    if (!this.epoll.tryWatch(c, CONN_EVENTS) || !this.epoll.tryWatch(o, CONN_EVENTS)) {
+    if ((!rest && !this.epoll.tryWatch(c, CONN_EVENTS)) || !this.epoll.tryWatch(o, CONN_EVENTS)) {
       // The kernel is out of memory for epoll items: this connection cannot be served, the loop goes on.
       p.cause("close", "epoll_add_failed");
       return this.finish(p, true);
     }
-    if (client && edge && svc.spec.proxyProtocol !== "off") this.preamble(p, svc.spec.proxyProtocol === "v1" ? proxyV1Header(client, edge) : proxyV2Header(client, edge, "stream"));
+    const header = client && edge && svc.spec.proxyProtocol !== "off" ? (svc.spec.proxyProtocol === "v1" ? proxyV1Header(client, edge) : proxyV2Header(client, edge, "stream")) : undefined;
+    const first = header && rest?.length ? concat(header, rest) : (header ?? (rest?.length ? rest : undefined));
+    if (first) this.preamble(p, first);
     const rc = startConnect(o, this.sockaddr(target));
     if (rc < 0) this.originFailed(p, "connect", -rc);
   }
@@ -437,7 +496,9 @@ export class TcpEngine {
       svc.report(this.onCounts);
       const idle = svc.spec.idleTimeoutMs;
       for (const p of svc.pairs) {
-        if (p.connecting) {
+        if (p.header) {
+          if (now >= p.headerDeadline) expireHeader(p);
+        } else if (p.connecting) {
           if (now >= p.connectDeadline) this.originFailed(p, "timeout");
         } else if (now - p.lastActive >= idle) {
           svc.bump(T.idleTimeouts);

@@ -22,6 +22,8 @@ import type { FlowRecord } from "../proxy/udp/flowlog";
 import type { EngineService, TcpEngine } from "./engine";
 import { T } from "./stats";
 import type { SourceKey } from "../dispatcher/sourceabi";
+import type { Ends, HeaderReader } from "../proxy/inbound";
+import { headerEvent } from "./header";
 
 export class Direction {
   /** Bytes not yet sent: [off, len) of pool buffer `buf`, or of `own` when the pool ran low (buf -1). len 0: none. */
@@ -52,11 +54,17 @@ export class Pair {
   /** Waiting in the engine's queue for a free buffer. */
   waiting = false;
   lastActive: number;
-  readonly connectDeadline: number;
+  /** Set when the origin is dialled (after a PROXY header, if any). */
+  connectDeadline: number;
   bytesIn = 0;
   bytesOut = 0;
   endpoint: WorkerEndpoint | undefined;
   originPort = 0;
+  /** The PROXY-header stage (header.ts): the reader while the header is incomplete, and its deadline. */
+  header: HeaderReader | undefined;
+  headerDeadline = 0;
+  /** The connection's ends: the socket's, then the PROXY header's. */
+  ends: Ends | undefined;
   /** The client's count this connection holds (source_connections), given back at close. */
   source: SourceKey | undefined;
   /** Access log only. */
@@ -83,6 +91,7 @@ export class Pair {
   /** An epoll event on one of the pair's descriptors. */
   event_(fd: number, ev: number): void {
     if (this.done) return;
+    if (this.header) return headerEvent(this, ev);
     if (fd === this.o && this.connecting) {
       if (ev & (EPOLLERR | EPOLLHUP)) return this.engine.originFailed(this, "connect");
       if (!(ev & EPOLLOUT)) return;

@@ -18,7 +18,7 @@ import type { Fd } from "../system/fd";
 import { socketCookie } from "../system/sockets";
 import { openTcpListener } from "../system/tcp";
 import { localEndpoint } from "../system/udp";
-import { ORIGIN_ERRORS, readTcpRow, T, TCP_ROW } from "./stats";
+import { ORIGIN_ERRORS, readTcpRow, SOURCE_RATE_AT, T, TCP_ROW } from "./stats";
 import type { SourceLimit } from "../proxy/sourcelimit";
 
 export class EngineTcpService implements DataPlaneService {
@@ -39,7 +39,7 @@ export class EngineTcpService implements DataPlaneService {
 
   /** What the per-client limit refused at accept (the program refuses the rest in the kernel). */
   get sourceLimit(): { refused: { connections: number; rate: number } } | undefined {
-    return this.limit ? { refused: { connections: this.row[T.sourceRefused]!, rate: 0 } } : undefined;
+    return this.limit ? { refused: { connections: this.row[T.sourceRefused]!, rate: this.row[SOURCE_RATE_AT]! } } : undefined;
   }
 
   listen(plan: GroupPlan = NEW_GROUPS): ServiceSocket[] {
@@ -73,6 +73,8 @@ export class EngineTcpService implements DataPlaneService {
           connectTimeoutMs: cfg.connectTimeoutMs,
           idleTimeoutMs: cfg.idleTimeoutMs,
           eject: pool.config.eject,
+          acceptProxy: cfg.acceptProxy,
+          proxyHeaderMs: cfg.deadlines.proxyHeaderMs,
           proxyProtocol: cfg.proxyProtocol,
           ...(logOn ? { accessLog: cfg.accessLog } : {}),
           admission: this.admission.share(),
@@ -119,6 +121,8 @@ export class EngineTcpService implements DataPlaneService {
   summary(): string {
     const s = this.report().connections;
     const errors = ORIGIN_ERRORS.filter((k) => s.originErrors[k]).map((k) => `${k} ${s.originErrors[k]}`).join(", ") || "none";
-    return `${s.total} connections, ${s.bytesFromClients} bytes in, ${s.bytesFromOrigins} bytes out, origin errors: ${errors}, refused at the cap: ${this.row[T.capRefused]} (engine epoll)`;
+    // As Bun's path words it (src/proxy/tcp.ts), then what only the engine counts.
+    const list = (m: Readonly<Record<string, number>>, what: string) => (Object.keys(m).length ? `, ${what}: ${Object.entries(m).map(([reason, n]) => `${reason} ${n}`).join(", ")}` : "");
+    return `${s.total} connections, ${s.bytesFromClients} bytes in, ${s.bytesFromOrigins} bytes out, origin errors: ${errors}${list(s.proxyHeaderErrors, "PROXY header errors")}${list(s.deadlinesExpired, "deadlines expired")}, refused at the cap: ${this.row[T.capRefused]} (engine epoll)`;
   }
 }

@@ -28,7 +28,15 @@ export const T = {
   duration: 10 + ORIGIN_ERRORS.length,
 } as const;
 
-export const TCP_ROW = T.duration + DURATION_BUCKETS.length + 1;
+/** Inbound PROXY headers refused (accept_proxy), by reason; then the proxy_header deadline's expiries. */
+export const PROXY_HEADER_ERRORS = ["signature", "malformed", "too_long", "truncated", "timeout"] as const;
+export const PROXY_ERRORS_AT = T.duration + DURATION_BUCKETS.length + 1;
+export const PROXY_DEADLINE_AT = PROXY_ERRORS_AT + PROXY_HEADER_ERRORS.length;
+
+/** Connections refused after a PROXY header because the client it names is over source_rate. */
+export const SOURCE_RATE_AT = PROXY_DEADLINE_AT + 1;
+
+export const TCP_ROW = SOURCE_RATE_AT + 1;
 
 export const BOUNDS = Float64Array.from(DURATION_BUCKETS);
 
@@ -52,9 +60,9 @@ export function readTcpRow(r: Float64Array): ConnectionStats {
     originErrors,
     clientResets: r[T.clientResets]!,
     idleTimeouts: r[T.idleTimeouts]!,
-    proxyHeaderErrors: {},
+    proxyHeaderErrors: Object.fromEntries(PROXY_HEADER_ERRORS.map((k, i) => [k, r[PROXY_ERRORS_AT + i]!]).filter(([, n]) => (n as number) > 0)),
     tlsHandshakeErrors: {},
-    deadlinesExpired: {},
+    deadlinesExpired: r[PROXY_DEADLINE_AT]! > 0 ? { proxy_header: r[PROXY_DEADLINE_AT]! } : {},
     duration: { buckets, sum: r[T.durationSum]!, count: r[T.durationCount]! },
   };
 }
