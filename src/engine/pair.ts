@@ -19,7 +19,8 @@ import { EPOLLERR, EPOLLHUP, EPOLLIN, EPOLLOUT, EPOLLRDHUP } from "../system/epo
 import { EAGAIN, EINTR, recvInto, resetOnClose, sendFrom, shutdownWrite } from "../system/tcp";
 import type { WorkerEndpoint } from "../proxy/udp/origins";
 import type { FlowRecord } from "../proxy/udp/flowlog";
-import type { EngineService, TcpEngine } from "./engine";
+import type { TcpEngine } from "./engine";
+import type { EngineService } from "./spec";
 import { T } from "./stats";
 import type { SourceKey } from "../dispatcher/sourceabi";
 import type { Ends, HeaderReader } from "../proxy/inbound";
