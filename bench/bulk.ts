@@ -13,7 +13,7 @@ import { peers, startPeer, stopPeer, type Endpoint } from "./peers";
 import { CpuSnapshot } from "./procstat";
 import type { BenchContext, Scenario, ScenarioResult } from "./scenario";
 import { Child, cpuMicros, median, processTree, sleep } from "./sys";
-import { oneWorker, spliceVariants, withArgs } from "./tcp";
+import { engineVariants, oneWorker, spliceVariants, withArgs } from "./tcp";
 import { variantName } from "./wrk-scenario";
 
 const IPERF_ORIGIN: Endpoint = { host: "127.0.0.1", port: 5201 };
@@ -110,8 +110,11 @@ async function transfer(cmd: string[], seconds: number, pids: number[]): Promise
 }
 
 export const bulkScenario: Scenario = async (ctx: BenchContext): Promise<ScenarioResult> => {
-  const all = spliceVariants(
-    peers(ctx.dir, ctx.edgeproxy, IPERF_ORIGIN).map((p) => (p.name.startsWith("edgeproxy") ? withArgs(p, oneWorker(ctx.edgeproxy)) : p)),
+  const all = engineVariants(
+    spliceVariants(
+      peers(ctx.dir, ctx.edgeproxy, IPERF_ORIGIN).map((p) => (p.name.startsWith("edgeproxy") ? withArgs(p, oneWorker(ctx.edgeproxy)) : p)),
+      ctx.edgeproxy,
+    ),
     ctx.edgeproxy,
   );
   ctx.log(`bulk: ${ctx.runs} run(s) × ${ctx.seconds} s per peer and direction, ${all.length} peers`);

@@ -82,7 +82,10 @@ export async function reexec(script: string, args: string[], core: number, limit
  */
 export function setupNetns(): string[] {
   if (readlinkSync("/proc/self/ns/net") === process.env[IN_NETNS]) throw new Error("not in a private network namespace; refusing to run");
-  const setup = ["ip link set lo up", "ip route add local 192.0.2.0/24 dev lo", "echo 10000 65535 > /proc/sys/net/ipv4/ip_local_port_range", "mount -t bpf bpf /sys/fs/bpf"];
+  // tcp_tw_reuse=1: one-connection-per-request runs reuse the load generator's
+  // TIME_WAIT ports at once; without it a proxy that correctly lets the client
+  // close first measures wrk's own port search (issue 19).
+  const setup = ["ip link set lo up", "ip route add local 192.0.2.0/24 dev lo", "echo 10000 65535 > /proc/sys/net/ipv4/ip_local_port_range", "sysctl -qw net.ipv4.tcp_tw_reuse=1", "mount -t bpf bpf /sys/fs/bpf"];
   if (existsSync("/proc/sys/net/ipv6")) setup.splice(2, 0, "ip -6 route add local 2001:db8::/64 dev lo");
   for (const c of setup) must(["sh", "-c", c]);
   return setup;
@@ -96,6 +99,8 @@ export interface Features {
   upgradeProgram: boolean;
   /** `--splice auto|off`: kernel splicing of TCP relays (sockmap). */
   splice: boolean;
+  /** `--engine bun|epoll`: the tcp data plane (src/engine/). */
+  engine: boolean;
 }
 
 /**
@@ -114,6 +119,7 @@ export function features(binary: string, probe: boolean): Features {
     upgrade: has("upgrade", ["--admin", "/nonexistent/edgeproxy-probe.sock"]),
     upgradeProgram: has("upgrade-program", ["--object", "/nonexistent/edgeproxy-probe.o"]),
     splice: /--splice\b/.test(help),
+    engine: /--engine\b/.test(help),
   };
 }
 

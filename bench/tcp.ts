@@ -25,16 +25,23 @@ export function spliceVariants(list: Peer[], edgeproxy: string): Peer[] {
   return list.flatMap((p) => (p.name.startsWith("edgeproxy") ? [withArgs(p, ["--splice", "off"], " (splice off)"), withArgs(p, ["--splice", "auto"], " (splice auto)")] : [p]));
 }
 
+/** The edgeproxy entries of `list` once more with `--engine epoll` (the raw-socket engine) when the binary has it. */
+export function engineVariants(list: Peer[], edgeproxy: string): Peer[] {
+  if (!features(edgeproxy, false).engine) return list;
+  return list.flatMap((p) => (p.name.startsWith("edgeproxy") ? [p, withArgs(p, ["--engine", "epoll"], " (epoll)")] : [p]));
+}
+
 export const tcpScenario: Scenario = (ctx: BenchContext) => {
   const base = peers(ctx.dir, ctx.edgeproxy).map((p) => (p.name.startsWith("edgeproxy") ? withArgs(p, oneWorker(ctx.edgeproxy)) : p));
   return wrkScenario(ctx, {
     kind: "TCP",
     plot: "tcp",
     title: "TCP proxy: CPU per request",
-    peers: spliceVariants(base, ctx.edgeproxy),
+    peers: engineVariants(spliceVariants(base, ctx.edgeproxy), ctx.edgeproxy),
     method:
       "Each proxy passes bytes through unchanged (L4). One worker each: edgeproxy `--workers 1` (one Bun process), HAProxy `nbthread 1`, nginx `worker_processes 1`. " +
       "edgeproxy answers on every port of the /24 (the realistic configuration), not just the one wrk dials." +
+      (features(ctx.edgeproxy, false).engine ? " edgeproxy runs twice: on Bun's sockets (the default) and `--engine epoll` (raw sockets on an epoll loop, src/engine/)." : "") +
       (features(ctx.edgeproxy, false).splice ? " edgeproxy runs twice: `--splice off` (user-space relay) and `--splice auto` (kernel splicing where it applies)." : ""),
   });
 };

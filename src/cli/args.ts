@@ -7,7 +7,7 @@ import { healthOf, parseHealthPort } from "../config/pool-file";
 import { parseTls, type CertificateFiles } from "../config/tls";
 import { checkService } from "../config/validate";
 import { parsePorts, type PortRange } from "../config/ports";
-import { checkInstance, defaultAdmin, DEFAULTS, MAX_SOCKET_PATH, transportOf, type AdminConfig, type Balance, type Mode, type OriginConfig, type ServeConfig, type ServiceConfig } from "../config/service";
+import { checkInstance, defaultAdmin, DEFAULTS, ENGINES, type Engine, MAX_SOCKET_PATH, transportOf, type AdminConfig, type Balance, type Mode, type OriginConfig, type ServeConfig, type ServiceConfig } from "../config/service";
 import { completeDeadlines, DEADLINE_KEYS, type Deadlines } from "../config/deadlines";
 import { ConfigError } from "../errors";
 import { SOURCE_BOUNDS, sourceLimitsOf } from "../config/sourcelimits";
@@ -71,6 +71,7 @@ export function parseArgs(argv: readonly string[]): Command {
   let tlsMinVersion: string | undefined;
   let tlsCiphers: string | undefined;
   const originTls: { -readonly [K in keyof OriginTlsSettings]: OriginTlsSettings[K] } = {};
+  let engine: Engine | undefined;
   let firstByteTimeoutMs: number | undefined;
   let maxBodyBytes: number | undefined;
   let noHttp2 = false;
@@ -249,6 +250,13 @@ export function parseArgs(argv: readonly string[]): Command {
         once();
         idleTimeoutMs = parseDuration(value(), flag);
         break;
+      case "--engine": {
+        once();
+        const e = value();
+        if (!ENGINES.includes(e as Engine)) throw new ConfigError(flag, `"${e}" is not one of ${ENGINES.join(", ")}`);
+        engine = e as Engine;
+        break;
+      }
       case "--proxy-protocol":
         once();
         proxyProtocolText = value();
@@ -360,8 +368,9 @@ export function parseArgs(argv: readonly string[]): Command {
     http,
     ...(sourceLimits ? { sourceLimits } : {}),
     deadlines: completeDeadlines(deadlines, { mode, tls: tls !== undefined, acceptProxy: acceptProxy.length > 0 }, (k) => k.flag),
+    ...(engine ? { engine } : {}),
   };
-  checkService(service, (key) => ({ origins: "--origin", route: "--origin", accept_proxy: "--accept-proxy", proxy_protocol: "--proxy-protocol" })[key] ?? key);
+  checkService(service, (key) => ({ origins: "--origin", route: "--origin", accept_proxy: "--accept-proxy", proxy_protocol: "--proxy-protocol", engine: "--engine" })[key] ?? key);
   const instanceName = instance ?? DEFAULTS.instance;
   if (accessLog.sample !== undefined && accessLog.path === undefined) throw new ConfigError("--access-log-sample", "needs --access-log");
   const log = completeAccessLog(accessLog, {}, instanceName);

@@ -60,6 +60,7 @@ const SERVE_SAMPLES: Record<string, { value: string; with?: string[] }> = {
   "--workers": { value: "3" },
   "--drain-timeout": { value: "10s" },
   "--bpffs": { value: "/sys/fs/bpf" },
+  "--engine": { value: "epoll", with: ["--origin", "127.0.0.1:80"] },
   "--connect-timeout": { value: "2s" },
   "--idle-timeout": { value: "1m" },
   "--max-connections": { value: "1000" },

@@ -19,7 +19,7 @@ import { checkService } from "./validate";
 import { checkAccessLogPath, checkSample, completeAccessLog, type AccessLogSettings } from "./accesslog";
 import { parseSize } from "./numbers";
 import { SOURCE_BOUNDS, sourceLimitsOf } from "./sourcelimits";
-import { DEFAULTS, defaultAdmin, instanceOf, MAX_SOCKET_PATH, transportOf, type AdminConfig, type BindingConfig, type Mode, type ServeConfig, type ServiceConfig } from "./service";
+import { DEFAULTS, defaultAdmin, ENGINES, type Engine, instanceOf, MAX_SOCKET_PATH, transportOf, type AdminConfig, type BindingConfig, type Mode, type ServeConfig, type ServiceConfig } from "./service";
 
 const ACCESS_LOG_FIELDS = ["access_log", "access_log_sample", "access_log_connect"];
 const NAME = /^[a-zA-Z0-9_.-]{1,64}$/;
@@ -31,7 +31,7 @@ const MIN_TOKEN = 16;
 export const TOP_FIELDS = ["instance", "take_over", "max_connections", "max_flows", "workers", "drain_timeout", "admin", "service", ...ACCESS_LOG_FIELDS, "access_log_buffer"];
 export const ADMIN_FIELDS = ["enabled", "socket", "listen", "token", "token_file"];
 export const SERVICE_FIELDS = [
-  "name", "mode", ...POOL_FIELDS, "connect_timeout", "idle_timeout", "proxy_protocol", "accept_proxy", "tls_cert", "tls_key", "certificate", "tls_min_version", "tls_ciphers",
+  "name", "mode", "engine", ...POOL_FIELDS, "connect_timeout", "idle_timeout", "proxy_protocol", "accept_proxy", "tls_cert", "tls_key", "certificate", "tls_min_version", "tls_ciphers",
   "first_byte_timeout", "max_body_size", "max_header_size", "http2", "http2_max_concurrent_streams", "allow", "deny", "bind", "route",
   "source_connections", "source_rate", "source_rate_burst", "source_prefix_v6",
   // config/deadlines.ts DEADLINE_KEYS
@@ -274,7 +274,10 @@ function parseService(raw: unknown, index: number, file: string, read: (path: st
 
   // pool stays a key even when undefined, as on the command line, so both configs compare equal.
   const accessLog = completeAccessLog(accessLogSettings(f), logDefaults, instance);
-  const service: ServiceConfig = { name, mode, bindings, pool, connectTimeoutMs, idleTimeoutMs, proxyProtocol, access, acceptProxy, tls, http, deadlines, ...(sniRoutes ? { sniRoutes } : {}), ...(sourceLimits ? { sourceLimits } : {}), ...(accessLog ? { accessLog } : {}) };
+  const engineText = f.string("engine");
+  if (engineText !== undefined && !ENGINES.includes(engineText as Engine)) throw new ConfigError(f.at("engine"), `"${engineText}" is not one of ${ENGINES.join(", ")}`);
+  const engine = engineText as Engine | undefined;
+  const service: ServiceConfig = { name, mode, bindings, pool, connectTimeoutMs, idleTimeoutMs, proxyProtocol, access, acceptProxy, tls, http, deadlines, ...(sniRoutes ? { sniRoutes } : {}), ...(sourceLimits ? { sourceLimits } : {}), ...(accessLog ? { accessLog } : {}), ...(engine ? { engine } : {}) };
   const tlsKey = ORIGIN_TLS_FIELDS.find((k) => f.has(k));
   if (tlsKey && poolsOf(service).length === 0) throw new ConfigError(f.at(tlsKey), "applies to origins: set origin or origins (or routes with origins)");
   checkService(service, (key) => f.at(key));

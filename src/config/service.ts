@@ -95,6 +95,8 @@ export interface ServiceConfig {
   readonly sourceLimits?: SourceLimits;
   /** Absent: no access log (the default). */
   readonly accessLog?: AccessLogConfig;
+  /** tcp: the data plane it runs on (`engine`, --engine); absent: the process default (engineOf). */
+  readonly engine?: Engine;
 }
 
 /** Where the admin API listens: a unix socket (default), or loopback with a bearer token. */
@@ -190,4 +192,32 @@ export function defaultAdmin(instance: string, where: string): AdminConfig {
   const path = join(runDir(), `${instance}.sock`);
   if (Buffer.byteLength(path) > MAX_SOCKET_PATH) throw new ConfigError(where, `the admin socket ${path} would be longer than ${MAX_SOCKET_PATH} bytes; give a shorter instance name or admin socket`);
   return { kind: "unix", path };
+}
+
+/**
+ * A tcp service's data plane: "bun" (Bun's sockets, src/proxy/tcp.ts) or
+ * "epoll" (raw descriptors on the data plane thread's epoll loop, src/engine/).
+ */
+export type Engine = "bun" | "epoll";
+export const ENGINES: readonly Engine[] = ["bun", "epoll"];
+
+/** Why a service cannot run on the epoll engine yet; undefined when it can. */
+export function epollUnsupported(s: Pick<ServiceConfig, "mode" | "pool" | "tls" | "sniRoutes">): string | undefined {
+  if (s.mode !== "tcp") return `runs tcp services only (this one is ${s.mode})`;
+  if (!s.pool) return "needs origins (the built-in responder runs on Bun's sockets)";
+  if (s.tls) return "does not terminate TLS yet";
+  if (s.sniRoutes) return "does not route by SNI yet";
+  if (s.pool.tls) return "does not speak TLS to origins yet (origin_tls)";
+  return undefined;
+}
+
+/**
+ * The engine a service runs on: its own setting, else $EDGEPROXY_ENGINE
+ * ("bun" or "epoll"; for running the test suite on either) where the service
+ * can run on it, else "bun", the default until the engine has passed every
+ * test and measured faster.
+ */
+export function engineOf(s: ServiceConfig): Engine {
+  if (s.engine) return s.engine;
+  return process.env.EDGEPROXY_ENGINE === "epoll" && epollUnsupported(s) === undefined ? "epoll" : "bun";
 }

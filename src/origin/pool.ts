@@ -209,6 +209,12 @@ export class OriginPool implements MemberOwner {
     return this.members.find((m) => m.key === key)?.at(port);
   }
 
+  /** Another thread's count of open connections to the endpoint with this key (the tcp engine's, src/engine/). */
+  setActive(key: string, n: number): void {
+    const m = this.members.find((x) => x.key === key);
+    if (m) m.active = n;
+  }
+
   /** Another thread sent `n` connections (flows) to the endpoint with this key in panic. */
   panics(key: string, n: number): void {
     const m = this.members.find((x) => x.key === key);

@@ -1,4 +1,5 @@
 import { readFileSync } from "node:fs";
+import type { AdmissionShare } from "../engine/admission";
 
 /** File descriptors kept for everything but connections: the runtime, listeners, BPF objects, logs. */
 export const FD_RESERVE = 100;
@@ -48,8 +49,12 @@ export function headroom(max: number): number {
  * cap (already queued in the kernel) is refused by the caller.
  */
 export class Admission {
-  active = 0;
-  refused = 0;
+  /**
+   * [active, refused], shared with the data plane's thread: tcp services on
+   * the engine (src/engine/admission.ts) count in the same cap, and tell this
+   * thread when they cross a mark (recheck).
+   */
+  private readonly counts = new Int32Array(new SharedArrayBuffer(12));
   private full = false;
   private soft = false;
   /** Past this many open connections the process leaves the first tier. */
@@ -67,30 +72,58 @@ export class Admission {
     this.firstResumeAt = Math.max(0, Math.min(this.resumeAt, this.softMark - 1));
   }
 
+  get active(): number {
+    return Atomics.load(this.counts, 0);
+  }
+
+  get refused(): number {
+    return Atomics.load(this.counts, 1);
+  }
+
+  /** What the engine's thread needs to count in this cap. */
+  share(): AdmissionShare {
+    return { shared: this.counts.buffer as SharedArrayBuffer, max: this.max, softMark: this.softMark, resumeAt: this.resumeAt, firstResumeAt: this.firstResumeAt };
+  }
+
   admit(): boolean {
-    if (this.active >= this.max) {
-      this.refused++;
+    const n = Atomics.add(this.counts, 0, 1) + 1;
+    if (n > this.max) {
+      Atomics.sub(this.counts, 0, 1);
+      Atomics.add(this.counts, 1, 1);
       return false;
     }
-    this.active++;
-    if (this.active >= this.softMark && !this.soft) {
-      this.soft = true;
-      this.onSoft(false);
-    }
-    if (this.active >= this.max && !this.full) {
-      this.full = true;
-      this.onChange(false);
-    }
+    this.recheck();
     return true;
   }
 
   leave(): void {
-    this.active--;
-    if (this.full && this.active <= this.resumeAt) {
+    Atomics.sub(this.counts, 0, 1);
+    this.recheck();
+  }
+
+  /** The engine crossed a mark: steer by the count now, then let it go on (src/engine/admission.ts). */
+  steeredForEngine(): void {
+    this.recheck();
+    Atomics.store(this.counts, 2, 1);
+    Atomics.notify(this.counts, 2);
+  }
+
+  /** Steer by the count as it is now (after an admit or leave here, or a mark the engine crossed). */
+  recheck(): void {
+    const n = this.active;
+    if (n >= this.softMark && !this.soft) {
+      this.soft = true;
+      this.onSoft(false);
+    }
+    if (n >= this.max && !this.full) {
+      this.full = true;
+      this.onChange(false);
+    }
+    if (this.full && n <= this.resumeAt) {
       this.full = false;
       this.onChange(true);
     }
-    if (this.soft && this.active <= this.firstResumeAt) {
+    if (this.soft && n <= this.firstResumeAt) {
       this.soft = false;
       this.onSoft(true);
     }

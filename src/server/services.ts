@@ -1,4 +1,5 @@
-import type { ServiceConfig } from "../config/service";
+import { engineOf, type ServiceConfig } from "../config/service";
+import { EngineTcpService } from "../engine/service";
 import { ConfigError } from "../errors";
 import type { Admission } from "../proxy/admission";
 import type { CoarseClock } from "../proxy/clock";
@@ -49,6 +50,7 @@ export class DataPlanes {
     // http: a pool per route, made by the service.
     if (cfg.mode === "http") return new HttpService(cfg, this.clock, this.admission, { edgeRange: edgeRangeOf(cfg), resolved: origins }, sourceLimit, this.clients);
     const pool = cfg.pool && new OriginPool(cfg.pool, { edgeRange: edgeRangeOf(cfg), resolved: origins, kind: cfg.mode, owner: `service ${cfg.name}` });
+    if (cfg.mode === "tcp" && pool && engineOf(cfg) === "epoll") return new EngineTcpService(cfg, this.dataPlane(), this.admission, pool, sourceLimit);
     if (cfg.mode === "tcp") {
       const routes = (cfg.sniRoutes ?? []).map((r, i) => new OriginPool(r.pool, { edgeRange: edgeRangeOf(cfg), resolved: origins, kind: "tcp", owner: `service ${cfg.name} route ${i + 1} (${r.names.join(", ")})` }));
       return new TcpService(cfg, this.clock, this.admission, pool, sourceLimit, routes, this.clients);
@@ -56,8 +58,12 @@ export class DataPlanes {
     if (this.maxFlows < 1) {
       throw new ConfigError(`service ${cfg.name}`, "no file descriptors were set aside for UDP flows at startup; restart with max_flows (--max-flows) set");
     }
-    this.udp ??= new UdpPlane(this.maxFlows);
-    return new UdpService(cfg, this.udp, pool, sourceLimit);
+    return new UdpService(cfg, this.dataPlane(), pool, sourceLimit);
+  }
+
+  /** The process's data plane thread: UDP services and tcp services on the engine share its one epoll loop. */
+  private dataPlane(): UdpPlane {
+    return (this.udp ??= new UdpPlane(this.maxFlows));
   }
 
   /** Resolves when every data plane runs (the UDP worker has started); rejects if one failed to. */

@@ -7,8 +7,13 @@ import { Fd } from "./fd";
 
 const EPOLL_CLOEXEC = 0o2000000;
 const EPOLL_CTL_ADD = 1;
-const EPOLLIN = 0x001;
-const EPOLLET = 1 << 31;
+const EPOLL_CTL_DEL = 2;
+export const EPOLLIN = 0x001;
+export const EPOLLOUT = 0x004;
+export const EPOLLERR = 0x008;
+export const EPOLLHUP = 0x010;
+export const EPOLLRDHUP = 0x2000;
+export const EPOLLET = 1 << 31;
 const EFD_NONBLOCK = 0o4000;
 const EFD_CLOEXEC = 0o2000000;
 const EINTR = 4;
@@ -40,10 +45,31 @@ export class Epoll {
    * reader must drain fd until it would block (epoll(7)).
    */
   add(fd: number, edge = false): void {
-    this.oneView.setUint32(0, (edge ? EPOLLET : 0) | EPOLLIN, true);
+    this.watch(fd, (edge ? EPOLLET : 0) | EPOLLIN);
+  }
+
+  /** Watch fd for `events` (EPOLLIN | EPOLLOUT | EPOLLET ...); events report fd as their data. */
+  watch(fd: number, events: number): void {
+    this.oneView.setUint32(0, events >>> 0, true);
     this.oneView.setUint32(DATA_AT, fd, true);
     this.oneView.setUint32(DATA_AT + 4, 0, true);
     if (libc.epoll_ctl(this.fd.raw, EPOLL_CTL_ADD, fd, this.one) !== 0) throw new EdgeError(`epoll add fd ${fd}`, errnoText(errno()), "kernel");
+  }
+
+  /** watch(), but false instead of an exception (ENOMEM, ENOSPC: max_user_watches): for per-connection calls. */
+  tryWatch(fd: number, events: number): boolean {
+    this.oneView.setUint32(0, events >>> 0, true);
+    this.oneView.setUint32(DATA_AT, fd, true);
+    this.oneView.setUint32(DATA_AT + 4, 0, true);
+    return libc.epoll_ctl(this.fd.raw, EPOLL_CTL_ADD, fd, this.one) === 0;
+  }
+
+  /**
+   * Stop watching fd. Only needed while another descriptor still refers to
+   * the same open file: close(2) of the last one removes it by itself (epoll(7), Q6).
+   */
+  remove(fd: number): void {
+    libc.epoll_ctl(this.fd.raw, EPOLL_CTL_DEL, fd, this.one);
   }
 
   /** Wait up to timeoutMs; returns how many events are ready (0 on timeout or signal). */
@@ -59,6 +85,11 @@ export class Epoll {
   /** The fd of ready event i (0 ≤ i < the count wait returned). */
   fdAt(i: number): number {
     return read.u32(this.eventsPtr, i * EPOLL_EVENT_SIZE + DATA_AT);
+  }
+
+  /** The event bits of ready event i. */
+  eventsAt(i: number): number {
+    return read.u32(this.eventsPtr, i * EPOLL_EVENT_SIZE);
   }
 
   /** Idempotent. */

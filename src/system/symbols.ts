@@ -22,6 +22,10 @@ export const systemSymbols = {
   socket: { args: [i32, i32, i32], returns: i32 },
   bind: { args: [i32, ptr, u32], returns: i32 },
   connect: { args: [i32, ptr, u32], returns: i32 },
+  // The TCP engine (src/engine/): its listeners, accepts and half-closes.
+  listen: { args: [i32, i32], returns: i32 },
+  accept4: { args: [i32, ptr, ptr, i32], returns: i32 },
+  shutdown: { args: [i32, i32], returns: i32 },
   getsockopt: { args: [i32, i32, i32, ptr, ptr], returns: i32 },
   setsockopt: { args: [i32, i32, i32, ptr, u32], returns: i32 },
   getsockname: { args: [i32, ptr, ptr], returns: i32 },

@@ -67,8 +67,9 @@ export class FlowLog {
     private readonly sink: FlowLogSink,
     service: string,
     private readonly config: AccessLogConfig,
+    protocol: "udp" | "tcp" = "udp",
   ) {
-    this.prefix = `${config.instance !== undefined ? `,"instance":${JSON.stringify(config.instance)}` : ""},"service":${JSON.stringify(service)},"protocol":"udp",`;
+    this.prefix = `${config.instance !== undefined ? `,"instance":${JSON.stringify(config.instance)}` : ""},"service":${JSON.stringify(service)},"protocol":"${protocol}",`;
   }
 
   get connect(): boolean {

@@ -2,6 +2,8 @@ import type { EndpointSpec } from "../../origin/pool";
 import type { UdpServiceSpec } from "./engine";
 import type { PanicCounts } from "./origins";
 import type { AccessBatch } from "./flowlog";
+import type { TcpEngineSpec } from "../../engine/engine";
+import type { OriginFailure } from "../../origin/pool";
 
 /** Main thread → UDP worker. */
 export type ToWorker =
@@ -9,6 +11,10 @@ export type ToWorker =
   | { readonly op: "add"; readonly spec: UdpServiceSpec }
   | { readonly op: "retire"; readonly slot: number; readonly abort: boolean }
   | { readonly op: "origins"; readonly slot: number; readonly endpoints: readonly EndpointSpec[] }
+  /** tcp services on the engine (src/engine/), on the same loop. */
+  | { readonly op: "tcp-add"; readonly spec: TcpEngineSpec }
+  | { readonly op: "tcp-retire"; readonly slot: number; readonly abort: boolean }
+  | { readonly op: "tcp-origins"; readonly slot: number; readonly endpoints: readonly EndpointSpec[] }
   | { readonly op: "stop" };
 
 /** UDP worker → main thread. */
@@ -22,4 +28,10 @@ export type FromWorker =
   | { readonly op: "panics"; readonly slot: number; readonly counts: PanicCounts }
   /** Access log lines of UDP flows, for the main thread's writer (src/log/access.ts). */
   | { readonly op: "access"; readonly batch: AccessBatch }
+  /** A tcp origin port failed a connect (failure), or connected again after failing (no failure). */
+  | { readonly op: "tcp-origin"; readonly slot: number; readonly key: string; readonly port: number; readonly failure?: OriginFailure }
+  /** A tcp service's open connections per endpoint key (when they changed), and connections sent in panic since the last. */
+  | { readonly op: "tcp-active"; readonly slot: number; readonly active: [key: string, n: number][]; readonly panics: PanicCounts }
+  /** The engine's connections crossed an admission mark: re-steer (Admission.recheck). */
+  | { readonly op: "admission" }
   | { readonly op: "stopped" };

@@ -6,7 +6,8 @@ import { formatAddress, parseAddress, type Family } from "../../config/address";
 import type { Balance } from "../../config/pool";
 import type { PortRange } from "../../config/ports";
 import { choose, originPort, type Weighted } from "../../origin/balance";
-import { MAX_PORT_STATES } from "../../origin/eject";
+import { Ejection, MAX_PORT_STATES } from "../../origin/eject";
+import type { EjectConfig } from "../../config/pool";
 import type { EndpointSpec } from "../../origin/pool";
 import type { Endpoint } from "../../system/sockaddr";
 
@@ -48,13 +49,39 @@ export class WorkerEndpoint implements Weighted {
   /** The main thread's new view of this endpoint. */
   set(spec: EndpointSpec): void {
     this.spec = spec;
+    // The pool has heard every failure this thread reported before this view: it decides from here.
+    this.local = undefined;
     this.weight = spec.weight;
     this.ejected = new Set(spec.ejectedPorts);
   }
 
   /** New flows to origin port `port` may come here. */
   eligible(port: number): boolean {
-    return this.spec.healthy && !this.ejected.has(port);
+    return this.spec.healthy && !this.ejected.has(port) && !(this.local !== undefined && this.local.get(port)?.out(Date.now()));
+  }
+
+  /**
+   * The tcp engine's own count of consecutive connect failures per port, by
+   * the pool's rule (origin/eject.ts): the port is out here at the failure
+   * that ejects it, not a message later, when the main thread's next view
+   * (which replaces this) arrives.
+   */
+  private local: Map<number, Ejection> | undefined;
+
+  /** A connect to origin port `port` failed on this thread. */
+  connectFailed(port: number, cfg: EjectConfig): void {
+    this.local ??= new Map();
+    let e = this.local.get(port);
+    if (!e) {
+      if (this.local.size >= MAX_PORT_STATES) this.local.clear();
+      this.local.set(port, (e = new Ejection()));
+    }
+    e.failed(Date.now(), cfg);
+  }
+
+  /** A connect to origin port `port` succeeded on this thread. */
+  connected(port: number): void {
+    this.local?.get(port)?.succeeded();
   }
 
   /** A refusal from origin `port` was reported. */
@@ -111,6 +138,11 @@ export class EndpointSet {
       e.panics++;
     }
     return { endpoint: e, target: { family: e.family, addr: e.addr, port: originPort(e.spec, dstPort, this.edgeRange) } };
+  }
+
+  /** Open flows (tcp engine: connections) per endpoint key. */
+  activeCounts(): [key: string, n: number][] {
+    return this.list.map((e) => [e.key, e.active]);
   }
 
   /** Flows opened in panic since the last call, per endpoint key (for the main thread's counts); empty when none. */

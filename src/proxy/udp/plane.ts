@@ -8,6 +8,16 @@ import type { FromWorker, ToWorker } from "./messages";
 import type { PanicCounts } from "./origins";
 import { ROW, SLOTS } from "./stats";
 import { appendBatch } from "../../log/access";
+import type { TcpEngineSpec } from "../../engine/engine";
+import type { OriginFailure } from "../../origin/pool";
+
+/** What a tcp service on the engine hears from the data plane's thread. */
+export interface TcpOriginEvents {
+  /** Origin port `port` of endpoint `key` failed a connect (failure), or connected after failing. */
+  report(key: string, port: number, failure: OriginFailure | undefined): void;
+  /** Open connections per endpoint key, and connections sent in panic, as the engine counts them. */
+  counts(active: [key: string, n: number][], panics: PanicCounts): void;
+}
 
 // In the compiled binary every module is bundled into one, and the worker is
 // a second entry point that `bun build --compile` (build/build.ts) stores
@@ -35,6 +45,10 @@ export class UdpPlane {
   private readonly free = Array.from({ length: SLOTS }, (_, i) => SLOTS - 1 - i);
   private closed = false;
   private readonly originEvents = new Map<number, OriginEvents>();
+  private readonly tcpEvents = new Map<number, TcpOriginEvents>();
+  private nextTcpSlot = 0;
+  /** Called when the engine's connections cross an admission mark (the process's Admission.recheck). */
+  onAdmission: () => void = () => {};
   /** Settles when the worker has its epoll loop running, or failed to start. */
   readonly started: Promise<void>;
 
@@ -59,6 +73,9 @@ export class UdpPlane {
       else if (m.op === "origin") this.originEvents.get(m.slot)?.report(m.key, m.port, m.ok);
       else if (m.op === "panics") this.originEvents.get(m.slot)?.panics(m.counts);
       else if (m.op === "access") appendBatch(m.batch);
+      else if (m.op === "tcp-origin") this.tcpEvents.get(m.slot)?.report(m.key, m.port, m.failure);
+      else if (m.op === "admission") this.onAdmission();
+      else if (m.op === "tcp-active") this.tcpEvents.get(m.slot)?.counts(m.active, m.panics);
       else if (m.op === "stopped") {
         this.wake.close();
         void this.worker.terminate();
@@ -81,6 +98,28 @@ export class UdpPlane {
     this.counters.fill(0, slot * ROW, (slot + 1) * ROW);
     this.post({ op: "add", spec: { ...spec, slot, listeners: spec.listeners.map(({ fd, family }) => ({ fd: fd.release(), family })) } });
     return slot;
+  }
+
+  /**
+   * Hand a tcp service's listening sockets to the engine on this plane's
+   * thread (released here, owned there). Returns its slot.
+   */
+  addTcp(spec: Omit<TcpEngineSpec, "slot" | "listeners"> & { readonly listeners: readonly { readonly fd: Fd; readonly family: Family }[] }, events: TcpOriginEvents): number {
+    if (this.closed) throw new EdgeError("data plane", "closed", "internal");
+    const slot = this.nextTcpSlot++;
+    this.tcpEvents.set(slot, events);
+    this.post({ op: "tcp-add", spec: { ...spec, slot, listeners: spec.listeners.map(({ fd, family }) => ({ fd: fd.release(), family })) } });
+    return slot;
+  }
+
+  setTcpOrigins(slot: number, endpoints: readonly EndpointSpec[]): void {
+    this.post({ op: "tcp-origins", slot, endpoints });
+  }
+
+  /** Close a tcp service's listeners; with `abort` reset its connections, else they run until done or idle. */
+  retireTcp(slot: number, abort: boolean): void {
+    this.tcpEvents.delete(slot);
+    this.post({ op: "tcp-retire", slot, abort });
   }
 
   /** Hear a service's origin refusals and first answers (its pool's passive ejection), and its panic flows. */

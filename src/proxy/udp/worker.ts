@@ -8,6 +8,7 @@ import { drainEventFd, Epoll } from "../../system/epoll";
 import { Engine } from "./engine";
 import type { ToWorker, FromWorker } from "./messages";
 import { FlowLogSink } from "./flowlog";
+import { TcpEngine } from "../../engine/engine";
 
 declare const self: Worker;
 
@@ -15,6 +16,10 @@ const YIELD_MS = 20;
 const IDLE_WAIT_MS = 250;
 
 let engine: Engine | undefined;
+/** tcp services on the engine: made at the first one, on this loop. */
+let tcp: TcpEngine | undefined;
+/** The engine's coarse clock: connect and idle deadlines are honoured to within this. */
+const TCP_SWEEP_MS = 100;
 let epoll: Epoll | undefined;
 let wakeFd = -1;
 let running = false;
@@ -25,7 +30,8 @@ const logSink = new FlowLogSink();
 
 function sweepEvery(): number {
   // A quarter of the shortest idle timeout, so flows end at most 25% late.
-  return Math.max(10, Math.min(1000, engine!.minIdleMs / 4));
+  const udp = Math.max(10, Math.min(1000, engine!.minIdleMs / 4));
+  return tcp?.hasServices ? Math.min(udp, TCP_SWEEP_MS) : udp;
 }
 
 async function loop(): Promise<void> {
@@ -36,17 +42,22 @@ async function loop(): Promise<void> {
   while (running) {
     const n = ep.wait(e.pending ? 0 : Math.max(0, Math.min(IDLE_WAIT_MS, Math.ceil(nextSweep - e.now))));
     e.now = performance.now();
+    const t = tcp;
+    if (t) t.now = e.now;
     let woken = false;
     for (let i = 0; i < n; i++) {
       const fd = ep.fdAt(i);
       if (fd === wakeFd) {
         drainEventFd(fd);
         woken = true;
-      } else e.ready(fd);
+      } else if (t?.owns(fd)) t.ready(fd, ep.eventsAt(i));
+      else e.ready(fd);
     }
+    t?.endBatch();
     if (e.pending) e.resume();
     if (e.now >= nextSweep) {
       e.sweep();
+      t?.sweep(e.now);
       nextSweep = e.now + sweepEvery();
     }
     if (woken || n === 0 || e.now - yielded > YIELD_MS) {
@@ -92,8 +103,26 @@ self.onmessage = (event: MessageEvent<ToWorker>) => {
       case "retire":
         engine!.retire(m.slot, m.abort);
         break;
+      case "tcp-add":
+        tcp ??= new TcpEngine(
+          epoll!,
+          logSink,
+          (slot, key, port, failure) => post({ op: "tcp-origin", slot, key, port, ...(failure ? { failure } : {}) }),
+          (slot, active, panics) => post({ op: "tcp-active", slot, active, panics }),
+          () => post({ op: "admission" }),
+          (line) => post({ op: "log", line }),
+        );
+        tcp.add(m.spec);
+        break;
+      case "tcp-origins":
+        tcp?.setOrigins(m.slot, m.endpoints);
+        break;
+      case "tcp-retire":
+        tcp?.retire(m.slot, m.abort);
+        break;
       case "stop":
         running = false;
+        tcp?.closeAll();
         engine?.closeAll();
         if (logSink.pending) post({ op: "access", batch: logSink.take() });
         epoll?.close();

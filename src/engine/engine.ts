@@ -1,0 +1,412 @@
+// The TCP engine: tcp services' listeners and relayed connections as raw
+// descriptors on the data plane's epoll loop (the same loop, Epoll and
+// thread as the UDP plane: src/proxy/udp/worker.ts). Per connection it makes
+// the calls nginx's stream proxy makes: accept4 (the peer's address comes
+// with it, no getpeername), socket + connect to the origin, two epoll_ctl
+// ADDs, then recv/send per chunk and close; getsockname only when the edge
+// address is needed (origins that follow the edge port, the access log, a
+// PROXY header to send).
+import { mustSendHeader } from "../proxy/inbound";
+import { expireHeader, startHeader } from "./header";
+import type { OriginFailure } from "../origin/pool";
+import { BufferPool } from "../system/buffers";
+import { EPOLLET, EPOLLIN, EPOLLOUT, EPOLLRDHUP, type Epoll } from "../system/epoll";
+import type { Fd } from "../system/fd";
+import { libc } from "../system/libc";
+import { decodeSockaddr, encodeSockaddr, type Endpoint } from "../system/sockaddr";
+import { AcceptAddress, acceptFrom, EAGAIN, EINTR, localAddress, resetOnClose, socketError, startConnect, tcpSocket } from "../system/tcp";
+import { formatEndpoint } from "../log/access";
+import { proxyV1Header, proxyV2Header } from "../proxy/proxyheader/encode";
+import type { FlowLogSink } from "../proxy/udp/flowlog";
+import type { PanicCounts, UdpOrigins } from "../proxy/udp/origins";
+import { EngineAdmission } from "./admission";
+import { Pair } from "./pair";
+import { BOUNDS, SOURCE_RATE_AT, T, type OriginErrorKind } from "./stats";
+import type { SourceKey } from "../dispatcher/sourceabi";
+import { EngineService, type TcpEngineSpec } from "./spec";
+
+export type { TcpEngineSpec } from "./spec";
+
+/** Accepts per listener per wakeup: bounded, so one busy listener cannot starve the relays. */
+const ACCEPT_BATCH = 64;
+/**
+ * Relay buffers: 256 KiB each, 64 of them in one 16 MiB slab. A recv asks
+ * for a whole buffer: bulk transfers take a quarter of the recv/send calls
+ * (and ~20% less CPU per byte) of 64 KiB ones, and a small read touches only
+ * the pages it fills. Buffers stay out only while a send is partial (and only
+ * while the pool has room: Pair.hold), so a few are resident in practice.
+ */
+export const BUFFER_SIZE = 256 * 1024;
+export const BUFFER_COUNT = 64;
+const ECONNABORTED = 103;
+const CONN_EVENTS = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET;
+
+/** What the data plane's thread is told about a tcp service on the engine. */
+class Listener {
+  paused = false;
+  constructor(
+    readonly svc: EngineService,
+    readonly fd: Fd,
+  ) {}
+}
+
+function failureOf(code: number): OriginErrorKind {
+  switch (code) {
+    case 111:
+      return "refused"; // ECONNREFUSED
+    case 110:
+      return "timeout"; // ETIMEDOUT
+    case 104:
+    case 32:
+      return "reset"; // ECONNRESET, EPIPE
+    case 113:
+    case 101:
+    case 99:
+      return "unreachable"; // EHOSTUNREACH, ENETUNREACH, EADDRNOTAVAIL
+    default:
+      return "other";
+  }
+}
+
+const EMPTY = new Uint8Array(0);
+
+function concat(a: Uint8Array, b: Uint8Array): Uint8Array {
+  const out = new Uint8Array(a.length + b.length);
+  out.set(a);
+  out.set(b, a.length);
+  return out;
+}
+
+export class TcpEngine {
+  readonly pool = new BufferPool(BUFFER_COUNT, BUFFER_SIZE);
+  private readonly byFd: (Pair | Listener | undefined)[] = [];
+  private readonly services = new Map<number, EngineService>();
+  private readonly waiters: Pair[] = [];
+  /** Descriptors of ended pairs, closed after the current batch of events (a later event of the batch may name them). */
+  private toClose: number[] = [];
+  private readonly peer = new AcceptAddress();
+  /** Services that sent a connection in panic during this batch. */
+  private readonly panicked = new Set<EngineService>();
+  private admission: EngineAdmission | undefined;
+  /** Origin sockaddrs, encoded once per endpoint and port. */
+  private readonly sockaddrs = new Map<string, Uint8Array>();
+  now = performance.now();
+
+  constructor(
+    private readonly epoll: Epoll,
+    private readonly sink: FlowLogSink,
+    /** An origin port failed a connect (failure) or connected after failing (undefined): the pool's passive ejection. */
+    private readonly onOrigin: (slot: number, key: string, port: number, failure: OriginFailure | undefined) => void,
+    /** A service's open connections per endpoint (when changed) and its panic connections, each sweep. */
+    private readonly onCounts: (slot: number, active: [string, number][], panics: PanicCounts) => void,
+    /** The connection count crossed one of the admission marks: the main thread re-steers. */
+    private readonly onAdmission: () => void,
+    private readonly log: (line: string) => void,
+  ) {}
+
+  get hasServices(): boolean {
+    return this.services.size > 0;
+  }
+
+  owns(fd: number): boolean {
+    return this.byFd[fd] !== undefined;
+  }
+
+  add(spec: TcpEngineSpec): void {
+    this.admission ??= new EngineAdmission(spec.admission, this.onAdmission);
+    const svc = new EngineService(spec, this.sink);
+    this.services.set(spec.slot, svc);
+    for (const fd of svc.listeners) {
+      this.byFd[fd.raw] = new Listener(svc, fd);
+      // Level-triggered: a batch left unaccepted (ACCEPT_BATCH) is reported again.
+      this.epoll.watch(fd.raw, EPOLLIN);
+    }
+  }
+
+  setOrigins(slot: number, endpoints: UdpOrigins["endpoints"]): void {
+    this.services.get(slot)?.endpoints.update(endpoints);
+  }
+
+  /** Close a service's listeners; with `abort` reset its connections too, else they run until done or idle. */
+  retire(slot: number, abort: boolean): void {
+    const svc = this.services.get(slot);
+    if (!svc) return;
+    if (!svc.retired) {
+      svc.retired = true;
+      for (const l of svc.listeners) {
+        if (l.closed) continue;
+        this.byFd[l.raw] = undefined;
+        l.close();
+      }
+    }
+    if (abort) for (const p of [...svc.pairs]) this.finish(p, true);
+    this.flushCloses();
+    if (svc.pairs.size === 0) this.services.delete(slot);
+  }
+
+  closeAll(): void {
+    for (const slot of [...this.services.keys()]) this.retire(slot, true);
+  }
+
+  /** An event for a descriptor this engine owns. */
+  ready(fd: number, ev: number): void {
+    const x = this.byFd[fd];
+    if (x instanceof Pair) x.event_(fd, ev);
+    else if (x) this.accept(x);
+  }
+
+  /** After a batch of events: close what ended in it. */
+  endBatch(): void {
+    if (this.toClose.length) this.flushCloses();
+    if (this.panicked.size) {
+      for (const svc of this.panicked) svc.report(this.onCounts);
+      this.panicked.clear();
+    }
+  }
+
+  private flushCloses(): void {
+    const fds = this.toClose;
+    this.toClose = [];
+    for (const fd of fds) {
+      this.byFd[fd] = undefined;
+      // The last descriptor of the socket: close(2) also takes it out of the epoll set.
+      libc.close(fd);
+    }
+  }
+
+  private accept(l: Listener): void {
+    const svc = l.svc;
+    for (let i = 0; i < ACCEPT_BATCH; i++) {
+      const c = acceptFrom(l.fd.raw, svc.needPeer ? this.peer : undefined);
+      if (c < 0) {
+        if (c === -EAGAIN) return;
+        if (c === -ECONNABORTED || c === -EINTR) continue;
+        // EMFILE, ENFILE, ENOBUFS: the listener stays ready; stop watching it until the next sweep instead of spinning.
+        this.log(`service ${svc.spec.name}: accept: errno ${-c}; pausing the listener for a sweep interval`);
+        l.paused = true;
+        this.epoll.remove(l.fd.raw);
+        return;
+      }
+      this.start(svc, c);
+    }
+  }
+
+  private start(svc: EngineService, c: number): void {
+    if (!this.admission!.admit()) {
+      // Queued in the kernel before steering stopped: refused with an RST.
+      svc.bump(T.capRefused);
+      resetOnClose(c);
+      libc.close(c);
+      return;
+    }
+    const client = svc.needPeer ? decodeSockaddr(this.peer.bytes) : undefined;
+    // A trusted load balancer's connection starts with a PROXY header naming the client (header.ts).
+    const balancer = client !== undefined && svc.acceptProxy.length > 0 && mustSendHeader(svc.acceptProxy, client);
+    // source_connections: the program refuses SYNs of a client at its limit; this counts the ones that got through
+    // (+1 here, -1 at close) and refuses the few that raced each other's accept (proxy/sourcelimit.ts).
+    let source: SourceKey | undefined | null;
+    if (client && !balancer) {
+      source = this.admitSource(svc, client);
+      if (source === null) {
+        this.admission!.leave();
+        resetOnClose(c);
+        libc.close(c);
+        return;
+      }
+    }
+    svc.bump(T.active);
+    svc.bump(T.total);
+    const p = new Pair(this, svc, c, this.now);
+    this.byFd[c] = p;
+    svc.pairs.add(p);
+    if (source) p.source = source;
+    let edge: Endpoint | undefined;
+    if (svc.needEdge) {
+      const at = localAddress(c);
+      edge = at && decodeSockaddr(at);
+    }
+    if (svc.log && client && edge) p.record = { client: formatEndpoint(client), edge: formatEndpoint(edge), origin: null, startedAt: performance.now() };
+    if (balancer && edge) {
+      if (!this.epoll.tryWatch(c, CONN_EVENTS)) return this.finish(p, true);
+      return startHeader(p, { client, edge }, this.now + svc.spec.proxyHeaderMs);
+    }
+    this.dial(p, client, edge, undefined);
+  }
+
+  /**
+   * Count a client against source_connections: its key, undefined when not
+   * counted, null when it is over the limit (refused: counted and logged).
+   * `named`: the client a PROXY header named, rate-charged here (the program
+   * charged its load balancer, which is exempt).
+   */
+  admitSource(svc: EngineService, client: Endpoint, named = false): SourceKey | undefined | null {
+    const limit = svc.spec.sourceLimit;
+    if (!limit) return undefined;
+    const key: SourceKey = { service: limit.service, addr: client.addr, prefixLen: client.family === 4 ? 32 : limit.prefixV6 };
+    if (named && svc.rateExceeded(key)) svc.bump(SOURCE_RATE_AT);
+    else if (svc.count(key, 1) > limit.connections) {
+      svc.count(key, -1);
+      svc.bump(T.sourceRefused);
+    } else return key;
+    if (svc.log) svc.log.emit({ event: "limited", client: formatEndpoint(client), bytes_in: 0, bytes_out: 0, duration_ms: 0, reason: "source_limit" });
+    return null;
+  }
+
+  /**
+   * Pick the origin for the client (the socket's peer or the PROXY header's)
+   * and connect to it; `rest`: bytes that followed a PROXY header. The client
+   * socket is watched already when `rest` is given (the header stage did it).
+   */
+  dial(p: Pair, client: Endpoint | undefined, edge: Endpoint | undefined, rest: Uint8Array | undefined): void {
+    const svc = p.svc;
+    const c = p.c;
+    p.connectDeadline = this.now + svc.spec.connectTimeoutMs;
+    const chosen = svc.endpoints.pick(client?.addr ?? EMPTY, edge?.port ?? 0);
+    if (!chosen) {
+      svc.originError("no_origin");
+      p.cause("origin_error", "no_origin");
+      return this.finish(p, true);
+    }
+    const { endpoint, target } = chosen;
+    // Panic (nothing eligible) is told at the end of this batch, not at the next sweep: the pool logs it and counts it.
+    if (endpoint.panics > 0) this.panicked.add(svc);
+    endpoint.active++;
+    p.endpoint = endpoint;
+    p.originPort = target.port;
+    if (p.record) p.record = { ...p.record, origin: formatEndpoint(target) };
+    const o = tcpSocket(target.family);
+    if (o < 0) return this.originFailed(p, "socket", -o);
+    p.o = o;
+    this.byFd[o] = p;
+    if ((!rest && !this.epoll.tryWatch(c, CONN_EVENTS)) || !this.epoll.tryWatch(o, CONN_EVENTS)) {
+      // The kernel is out of memory for epoll items: this connection cannot be served, the loop goes on.
+      p.cause("close", "epoll_add_failed");
+      return this.finish(p, true);
+    }
+    const header = client && edge && svc.spec.proxyProtocol !== "off" ? (svc.spec.proxyProtocol === "v1" ? proxyV1Header(client, edge) : proxyV2Header(client, edge, "stream")) : undefined;
+    const first = header && rest?.length ? concat(header, rest) : (header ?? (rest?.length ? rest : undefined));
+    if (first) this.preamble(p, first);
+    const rc = startConnect(o, this.sockaddr(target));
+    if (rc < 0) this.originFailed(p, "connect", -rc);
+  }
+
+  private sockaddr(t: Endpoint): Uint8Array {
+    const key = `${t.addr.join(".")}|${t.port}`;
+    let sa = this.sockaddrs.get(key);
+    if (!sa) {
+      if (this.sockaddrs.size >= 4096) this.sockaddrs.clear();
+      this.sockaddrs.set(key, (sa = encodeSockaddr(t)));
+    }
+    return sa;
+  }
+
+  /** Bytes the origin gets first (a PROXY header), held in the client direction's buffer until the connect completes. */
+  private preamble(p: Pair, bytes: Uint8Array): void {
+    const b = this.pool.acquire();
+    if (b < 0) return this.finish(p, true);
+    this.pool.view(b, 0, bytes.length).set(bytes);
+    p.hold(p.up, b, 0, bytes.length);
+  }
+
+  originConnected(p: Pair): void {
+    p.connecting = false;
+    const e = p.endpoint;
+    if (!e) return;
+    e.connected(p.originPort);
+    if (e.failing.delete(p.originPort)) this.onOrigin(p.svc.spec.slot, e.key, p.originPort, undefined);
+  }
+
+  /** The origin connect failed: `code` is errno when known, else read from the socket (SO_ERROR). */
+  originFailed(p: Pair, stage: "socket" | "connect" | "timeout", code = p.o >= 0 ? socketError(p.o) : 0): void {
+    const kind = stage === "timeout" ? "timeout" : stage === "socket" ? "other" : failureOf(code);
+    p.svc.originError(kind);
+    p.cause("origin_error", stage === "timeout" ? "origin_connect_timeout" : `origin_${kind}`);
+    const e = p.endpoint;
+    // A socket this process could not make (EMFILE, ENOBUFS) says nothing about the origin.
+    if (e && stage !== "socket") {
+      e.refused(p.originPort);
+      e.connectFailed(p.originPort, p.svc.spec.eject);
+      this.onOrigin(p.svc.spec.slot, e.key, p.originPort, kind === "no_origin" ? "other" : (kind as OriginFailure));
+    }
+    this.finish(p, true);
+  }
+
+  /** Unsent bytes moved out of the pool (it ran low): counted, for the profile and metrics. */
+  spilled(bytes: number): void {
+    this.spills++;
+    this.spilledBytes += bytes;
+  }
+
+  spills = 0;
+  spilledBytes = 0;
+
+  waitForBuffer(p: Pair): void {
+    if (p.waiting) return;
+    p.waiting = true;
+    this.waiters.push(p);
+  }
+
+  /** A buffer came back: a pair waiting for one reads again. */
+  bufferFreed(): void {
+    while (this.waiters.length && this.pool.inUse < this.pool.count) {
+      const p = this.waiters.shift()!;
+      p.waiting = false;
+      if (p.done) continue;
+      if (p.up.readable) p.pump(p.up);
+      if (!p.done && p.down.readable && !p.connecting) p.pump(p.down);
+    }
+  }
+
+  /** End a pair: with `reset`, RST to both peers (SO_LINGER 0), else FIN. Its descriptors close after the batch. */
+  finish(p: Pair, reset: boolean): void {
+    if (p.done) return;
+    p.done = true;
+    if (reset) p.armReset();
+    p.releaseBuffers();
+    this.toClose.push(p.c);
+    if (p.o >= 0) this.toClose.push(p.o);
+    const svc = p.svc;
+    svc.pairs.delete(p);
+    this.admission!.leave();
+    svc.bump(T.active, -1);
+    const seconds = (this.now - p.startedAt) / 1000;
+    let i = 0;
+    while (i < BOUNDS.length && seconds > BOUNDS[i]!) i++;
+    svc.bump(T.duration + i);
+    svc.bump(T.durationSum, seconds);
+    svc.bump(T.durationCount);
+    if (p.endpoint) p.endpoint.active--;
+    if (p.source) svc.count(p.source, -1);
+    if (svc.log && p.record) svc.log.closed(p.record, p.bytesIn, p.bytesOut, p.event ?? "close", p.why ?? "shutdown");
+    if (this.waiters.length) this.bufferFreed();
+    if (svc.retired && svc.pairs.size === 0) this.services.delete(svc.spec.slot);
+  }
+
+  /** Deadlines: the origin connect and the idle timeout, on the loop's coarse clock. */
+  sweep(now: number): void {
+    this.now = now;
+    for (const svc of this.services.values()) {
+      for (const l of svc.listeners) {
+        const x = l.closed ? undefined : this.byFd[l.raw];
+        if (x instanceof Listener && x.paused) {
+          x.paused = false;
+          this.epoll.watch(l.raw, EPOLLIN);
+        }
+      }
+      svc.report(this.onCounts);
+      const idle = svc.spec.idleTimeoutMs;
+      for (const p of svc.pairs) {
+        if (p.header) {
+          if (now >= p.headerDeadline) expireHeader(p);
+        } else if (p.connecting) {
+          if (now >= p.connectDeadline) this.originFailed(p, "timeout");
+        } else if (now - p.lastActive >= idle) {
+          svc.bump(T.idleTimeouts);
+          p.cause("timeout", "idle_timeout");
+          this.finish(p, false);
+        }
+      }
+    }
+    this.flushCloses();
+  }
+}

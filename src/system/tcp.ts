@@ -1,0 +1,118 @@
+// TCP sockets as raw descriptors through bun:ffi, for the engine's event
+// loop (src/engine/): listeners, accepts, non-blocking connects, half-close
+// and reset. Each call returns what the kernel said; the owner decides.
+import type { Pointer } from "bun:ffi";
+import type { Family } from "../config/address";
+import { errno, libc } from "./libc";
+import { Fd } from "./fd";
+import { AF_INET, AF_INET6, SOCKADDR_IN6_SIZE, encodeSockaddr, type Endpoint } from "./sockaddr";
+import { bindTo, IPV6_V6ONLY, setIntOption, SocketError, SOL_IPV6, SOL_SOCKET, SO_REUSEPORT } from "./udp";
+
+const SOCK_STREAM = 1;
+export const SOCK_NONBLOCK = 0o4000;
+export const SOCK_CLOEXEC = 0o2000000;
+const SO_LINGER = 13;
+const SHUT_WR = 1;
+/** send(2): no SIGPIPE when the peer is gone; EPIPE instead. */
+export const MSG_NOSIGNAL = 0x4000;
+export const EAGAIN = 11;
+export const EINTR = 4;
+export const EINPROGRESS = 115;
+/** The kernel's backlog bound (net.core.somaxconn) applies; the same as Bun's listeners ask. */
+const BACKLOG = 4096;
+
+/** A non-blocking, close-on-exec TCP listener on `at`, in its SO_REUSEPORT group. The caller owns it. */
+export function openTcpListener(at: Endpoint, where: string): Fd {
+  const rc = libc.socket(at.family === 4 ? AF_INET : AF_INET6, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  if (rc < 0) throw new SocketError(`${where}: socket`, errno(), "kernel");
+  const fd = new Fd(rc, where);
+  try {
+    if (at.family === 6) setIntOption(rc, SOL_IPV6, IPV6_V6ONLY, 1, where);
+    setIntOption(rc, SOL_SOCKET, SO_REUSEPORT, 1, where);
+    bindTo(rc, at, where);
+    if (libc.listen(rc, BACKLOG) !== 0) throw new SocketError(`${where}: listen`, errno(), "kernel");
+    return fd;
+  } catch (e) {
+    fd.close();
+    throw e;
+  }
+}
+
+/** A new non-blocking TCP socket for a connect; -errno when socket(2) failed. */
+export function tcpSocket(family: Family): number {
+  const rc = libc.socket(family === 4 ? AF_INET : AF_INET6, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  return rc < 0 ? -errno() : rc;
+}
+
+/** Start a non-blocking connect: 0 (connected or in progress) or -errno. */
+export function startConnect(fd: number, sockaddr: Uint8Array): number {
+  if (libc.connect(fd, sockaddr, sockaddr.length) === 0) return 0;
+  const e = errno();
+  return e === EINPROGRESS ? 0 : -e;
+}
+
+export { encodeSockaddr };
+
+/** Room for one peer address from accept4 (sockaddr_in6 holds either family). */
+export class AcceptAddress {
+  readonly bytes = new Uint8Array(new ArrayBuffer(SOCKADDR_IN6_SIZE));
+  readonly len = new Uint32Array(new ArrayBuffer(4));
+}
+
+/** accept4 (non-blocking, close-on-exec): the new fd, or -errno (EAGAIN: none queued). */
+export function acceptFrom(listener: number, peer: AcceptAddress | undefined): number {
+  let rc: number;
+  if (peer) {
+    peer.len[0] = SOCKADDR_IN6_SIZE;
+    rc = libc.accept4(listener, peer.bytes, peer.len, SOCK_NONBLOCK | SOCK_CLOEXEC);
+  } else rc = libc.accept4(listener, null, null, SOCK_NONBLOCK | SOCK_CLOEXEC);
+  return rc < 0 ? -errno() : rc;
+}
+
+/** recv into [at, at+len): bytes read, 0 at the peer's FIN, or -errno. */
+export function recvInto(fd: number, at: number, len: number): number {
+  const n = Number(libc.recv(fd, at as Pointer, len, 0));
+  return n < 0 ? -errno() : n;
+}
+
+/** send from [at, at+len): bytes taken, or -errno. */
+export function sendFrom(fd: number, at: number, len: number): number {
+  const n = Number(libc.send(fd, at as Pointer, len, MSG_NOSIGNAL));
+  return n < 0 ? -errno() : n;
+}
+
+/** Our FIN: no more bytes to this peer (a half-close; RFC 9293 §3.6). */
+export function shutdownWrite(fd: number): void {
+  libc.shutdown(fd, SHUT_WR);
+}
+
+const LINGER_ZERO = new Int32Array(new ArrayBuffer(8)); // struct linger { l_onoff = 1, l_linger = 0 }
+LINGER_ZERO[0] = 1;
+
+/**
+ * Make the next close(2) send an RST instead of a FIN (SO_LINGER on with a
+ * zero timeout, socket(7)): how a reset from one peer is passed to the other.
+ */
+export function resetOnClose(fd: number): void {
+  libc.setsockopt(fd, SOL_SOCKET, SO_LINGER, LINGER_ZERO, 8);
+}
+
+const soError = new Int32Array(new ArrayBuffer(4));
+const soErrorLen = new Uint32Array(new ArrayBuffer(4));
+const SO_ERROR = 4;
+
+/** The socket's pending error (SO_ERROR), e.g. why a connect failed; 0 for none. */
+export function socketError(fd: number): number {
+  soErrorLen[0] = 4;
+  if (libc.getsockopt(fd, SOL_SOCKET, SO_ERROR, soError, soErrorLen) !== 0) return errno();
+  return soError[0]!;
+}
+
+const local = new AcceptAddress();
+
+/** The local address of a connected socket (getsockname): with sk_lookup, the address the client dialled. */
+export function localAddress(fd: number): Uint8Array | undefined {
+  local.len[0] = SOCKADDR_IN6_SIZE;
+  if (libc.getsockname(fd, local.bytes, local.len) !== 0) return undefined;
+  return local.bytes;
+}
