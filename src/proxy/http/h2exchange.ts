@@ -1,6 +1,7 @@
 import type http2 from "node:http2";
 import { constants } from "node:http2";
 import type { Member } from "../../origin/pool";
+import { lateRefusal, OriginTlsError } from "../../origin/tls";
 import { Outbox } from "../outbox";
 import { ChunkedDecoder } from "./chunked";
 import { HIGH_WATER, MAX_RESPONSE_HEAD, idempotent, originCause } from "./context";
@@ -87,7 +88,8 @@ export abstract class H2Exchange implements OriginUser {
   }
 
   originOpen(c: OriginConn): void {
-    this.member?.succeeded();
+    // Over TLS, at the first byte (originData): a TLS 1.3 origin may still refuse the handshake (lateRefusal).
+    if (!c.tls) this.member?.succeeded();
     this.deadlineKind = Deadline.None;
     if (this.toOrigin.flush(c.socket!)) this.resumeStream();
     if (this.requestDone && !this.gotByte) this.setDeadline(Deadline.FirstByte, this.conn.ctx.http.firstByteTimeoutMs);
@@ -97,6 +99,7 @@ export abstract class H2Exchange implements OriginUser {
     if (c !== this.origin) return;
     const cause = originCause(error);
     this.conn.ctx.stats.originError(cause.kind);
+    if (error instanceof OriginTlsError) this.conn.ctx.stats.originTlsError(error.reason);
     this.member?.failed(cause.kind);
     this.fail(502, `origin ${c.host}:${c.port}: ${cause.text}`);
   }
@@ -111,6 +114,7 @@ export abstract class H2Exchange implements OriginUser {
     ctx.stats.bytesFromOrigins += chunk.length;
     if (!this.gotByte) {
       this.gotByte = true;
+      if (c.tls) this.member?.succeeded();
       this.deadlineKind = Deadline.None;
       this.rlog?.firstByte();
     }
@@ -136,13 +140,16 @@ export abstract class H2Exchange implements OriginUser {
       return this.exchangeDone();
     }
     if (!this.gotByte) {
+      // A new TLS connection the origin refused after our handshake (a TLS 1.3 client certificate check): a failed connect.
+      const refused = c.tls && c.uses === 1 ? lateRefusal(error) : undefined;
+      if (refused) return this.originFailed(c, refused);
       // A kept-alive connection the origin closed as we took it: once more on a new one (RFC 9112 §9.3.1).
       if (c.uses > 1 && !this.retried && this.requestDone && this.req!.contentLength <= 0 && !this.chunkedUp && idempotent(this.req!.method)) {
         this.retried = true;
         ctx.httpStats.retries++;
         c.destroy(false);
         this.toOrigin.clear();
-        this.attach(ctx.origins.get(c.host, c.port, this, true));
+        this.attach(ctx.origins.get(c.host, c.port, this, true, c.tlsTarget));
         return this.sendOrigin(this.headBytes);
       }
       const cause = error ? originCause(error) : { kind: "reset" as const, text: "closed the connection before responding" };

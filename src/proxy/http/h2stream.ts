@@ -65,7 +65,9 @@ export class H2Stream extends H2Exchange {
     if (this.rlog) this.rlog.origin = pick.host.includes(":") ? `[${pick.host}]:${pick.port}` : `${pick.host}:${pick.port}`;
     const fwd = { clientIp: this.conn.clientIp, proto: ctx.proto, fallbackHost: req.host === undefined ? this.conn.destination() : "", upgrade: false, ...(requestId !== undefined ? { requestId } : {}) };
     this.headBytes = Buffer.from(originRequestHead(req, fwd), "latin1");
-    this.attach(ctx.origins.get(pick.host, pick.port, this));
+    // The route's pool's origin_tls, as HTTP/1.1 clients get it (conn.ts): same keep-alive connections.
+    const tls = route.pool.tls;
+    this.attach(ctx.origins.get(pick.host, pick.port, this, false, tls && { tls, originHost: pick.member.origin.host }));
     this.sendOrigin(this.headBytes);
     if (ends) return this.requestComplete();
     st.on("data", (chunk: Buffer) => this.bodyData(chunk));
@@ -230,7 +232,10 @@ export class H2Stream extends H2Exchange {
       this.deadlineKind = Deadline.None;
       ctx.stats.originError("timeout");
       if (kind === Deadline.Connect) this.member?.failed("timeout");
-      this.fail(504, kind === Deadline.Connect ? "origin connect timeout" : "origin first byte timeout");
+      // connect_timeout covers an origin TLS handshake too (as conn.ts says it).
+      const inTls = kind === Deadline.Connect && this.origin?.handshaking === true;
+      if (inTls) ctx.stats.originTlsError("timeout");
+      this.fail(504, kind === Deadline.Connect ? (inTls ? "origin TLS handshake timeout" : "origin connect timeout") : "origin first byte timeout");
     }
   }
 }
