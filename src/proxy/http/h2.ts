@@ -125,9 +125,13 @@ export class H2Connection implements Session {
     return this;
   }
 
+  /** Bytes the client sent (the busiest-clients tracker's, with what it was sent: `bytes`). */
+  private received = 0;
+
   clientData(chunk: Uint8Array): void {
     this.lastActive = this.ctx.clock.now;
     this.ctx.stats.bytesFromClients += chunk.length;
+    this.received += chunk.length;
     // Lingering: what still comes is read and dropped (see hangUp).
     if (!this.closed && this.lingerUntil === 0) this.duplex.feed(chunk);
   }
@@ -166,6 +170,11 @@ export class H2Connection implements Session {
     this.duplex.drain();
   }
 
+  /** Bytes both ways (the session's frames, as the TLS socket took them), for the busiest-clients tracker. */
+  bytes(): number {
+    return this.received + this.duplex.sent;
+  }
+
   clientEnd(): void {
     this.clientEnded = true;
     if (this.lingerUntil !== 0) {
@@ -173,6 +182,13 @@ export class H2Connection implements Session {
       return;
     }
     this.duplex.push(null);
+    // The client's FIN: no frame can follow, so no new stream. node:http2 does not end the session
+    // for it (measured: the connection stayed open until keepalive_timeout, counted active): close
+    // it as a drain does, letting open streams finish (the client may still read, RFC 9293 §3.6).
+    if (!this.closing && !this.closed) {
+      this.closing = true;
+      this.session.close();
+    }
   }
 
   clientClosed(error?: Error): void {
