@@ -2,12 +2,13 @@ import { readFileSync, statSync } from "node:fs";
 import { createSecureContext } from "node:tls";
 import { nodeVersion, readCertificate, type CertificateConfig, type TlsConfig } from "../../config/tls";
 import type { ServiceStats } from "../stats";
+import { ServerNames } from "./names";
 
 /*
  * The certificates of one TLS-terminating service, owned by the service
  * (one per worker): a secure context per certificate, chosen per handshake
- * by the client's SNI (RFC 6066 §3). Exact names beat wildcards; a wildcard
- * "*.b.example" stands for exactly one whole left-most label (RFC 6125
+ * by the client's SNI (RFC 6066 §3), by the names rule routing by SNI
+ * follows too (tls/names.ts: exact names beat one-label wildcards, RFC 6125
  * §6.4.3); a client without SNI, or naming none of the names, gets the first
  * certificate. Certificates with the same names and different key types
  * (RSA and ECDSA) share one context: BoringSSL then picks the pair the
@@ -38,9 +39,8 @@ export function alpnWire(protocols: readonly string[]): Buffer | undefined {
 
 export class CertStore {
   private slots: Slot[] = [];
-  private exact = new Map<string, Slot>();
-  /** "b.example" for "*.b.example". */
-  private wildcard = new Map<string, Slot>();
+  /** Each certificate's names (tls/names.ts: exact, then one-label wildcards), to its slot; the first certificate keeps a name. */
+  private names = new ServerNames<Slot>();
   private certs: CertificateConfig[];
   /** Per file: the stamp last loaded, and the stamp last said to be bad (said once). */
   private stamps = new Map<string, string>();
@@ -65,13 +65,9 @@ export class CertStore {
 
   /** The context for a client's SNI name, and how it matched (serverName handler: once per handshake with SNI). */
   pick(name: string): { context: object | undefined; match: SniMatch } {
-    const n = name.toLowerCase().replace(/\.$/, "");
-    const e = this.exact.get(n);
-    if (e) return { context: e === this.slots[0] ? undefined : e.context, match: "exact" };
-    const dot = n.indexOf(".");
-    const w = dot > 0 ? this.wildcard.get(n.slice(dot + 1)) : undefined;
-    if (w) return { context: w === this.slots[0] ? undefined : w.context, match: "wildcard" };
-    return { context: undefined, match: "default" };
+    const m = this.names.match(name);
+    if (!m) return { context: undefined, match: "default" };
+    return { context: m.value === this.slots[0] ? undefined : m.value.context, match: m.how };
   }
 
   /** New certificates from a reloaded config (already read and checked by the config parser). */
@@ -101,19 +97,10 @@ export class CertStore {
       else groups.push([c]);
     }
     const slots = groups.map((g) => ({ certs: g, context: (createSecureContext({ ...policy, cert: g.map((c) => c.cert), key: g.map((c) => c.key) }) as unknown as { context: object }).context }));
-    const exact = new Map<string, Slot>();
-    const wildcard = new Map<string, Slot>();
-    for (const s of slots) {
-      for (const n of s.certs[0]!.names) {
-        // Only a whole left-most "*" label is a wildcard (RFC 6125 §6.4.3); "f*.example" matches nothing.
-        if (n.startsWith("*.")) {
-          if (!wildcard.has(n.slice(2))) wildcard.set(n.slice(2), s);
-        } else if (!n.includes("*") && !exact.has(n)) exact.set(n, s);
-      }
-    }
+    const names = new ServerNames<Slot>();
+    for (const s of slots) for (const n of s.certs[0]!.names) names.add(n, s);
     this.slots = slots;
-    this.exact = exact;
-    this.wildcard = wildcard;
+    this.names = names;
     this.stats.tlsCertificates = this.certs.map((c) => ({ name: c.names[0] ?? "", file: c.certFile, notAfter: c.notAfter }));
     const ALPNProtocols = alpnWire(this.alpn);
     return { secureContext: slots[0]!.context, ...(ALPNProtocols ? { ALPNProtocols } : {}) };
