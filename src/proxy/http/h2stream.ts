@@ -1,5 +1,7 @@
 import type http2 from "node:http2";
 import { constants } from "node:http2";
+import { requestOrigin } from "./context";
+import { joinHostPort } from "../../log/access";
 import { H2Exchange } from "./h2exchange";
 import type { H2Connection } from "./h2";
 import { h2Local, h2Request } from "./h2fields";
@@ -55,19 +57,13 @@ export class H2Stream extends H2Exchange {
       this.requestDone = true;
       return void localResponse(req, this.conn.client, ctx).then((res) => this.localAnswered(res));
     }
-    const pick = route.pool.pick(this.conn.clientIp, route.pool.followsEdgePort ? this.conn.localPort : 0);
-    if (!pick) {
-      ctx.stats.originError("no_origin");
-      return this.fail(503, "no healthy origin");
-    }
-    this.member = pick.member;
-    pick.member.acquired();
-    if (this.rlog) this.rlog.origin = pick.host.includes(":") ? `[${pick.host}]:${pick.port}` : `${pick.host}:${pick.port}`;
+    const to = requestOrigin(ctx, route.pool, this.conn.clientIp, () => this.conn.localPort, this);
+    if (!to) return this.fail(503, "no healthy origin");
+    this.member = to.member;
+    this.attach(to.conn);
+    if (this.rlog) this.rlog.origin = joinHostPort(to.conn.host, to.conn.port);
     const fwd = { clientIp: this.conn.clientIp, proto: ctx.proto, fallbackHost: req.host === undefined ? this.conn.destination() : "", upgrade: false, ...(requestId !== undefined ? { requestId } : {}) };
     this.headBytes = Buffer.from(originRequestHead(req, fwd), "latin1");
-    // The route's pool's origin_tls, as HTTP/1.1 clients get it (conn.ts): same keep-alive connections.
-    const tls = route.pool.tls;
-    this.attach(ctx.origins.get(pick.host, pick.port, this, false, tls && { tls, originHost: pick.member.origin.host }));
     this.sendOrigin(this.headBytes);
     if (ends) return this.requestComplete();
     st.on("data", (chunk: Buffer) => this.bodyData(chunk));
