@@ -7,7 +7,7 @@ import { renameSync } from "node:fs";
 import { join } from "node:path";
 import { EdgeproxyProcess } from "./helpers/edgeproxy";
 import { proxyFixture } from "./helpers/fixture";
-import { originCertificates, pem, tlsHttpOrigin } from "./helpers/origintls";
+import { originCertificates, pem, silent, tlsHttpOrigin } from "./helpers/origintls";
 import { scrape } from "./helpers/pools";
 
 const f = proxyFixture();
@@ -61,6 +61,12 @@ function h2Session(url: string, servername: string) {
       clearTimeout(kill);
     },
   };
+}
+
+/** A process-wide (unlabelled) series. */
+async function processMetric(admin: string, name: string): Promise<number> {
+  const text = await (await fetch("http://localhost/metrics", { unix: admin } as RequestInit)).text();
+  return Number(new RegExp(`^edgeproxy_${name} (\\d+)`, "m").exec(text)?.[1] ?? NaN);
 }
 
 async function until(what: string, ok: () => Promise<boolean>, ms = 10_000): Promise<void> {
@@ -118,4 +124,29 @@ describe("TLS at both ends, HTTP/2 in front", () => {
     // Each session's frames both ways (preface, SETTINGS, HEADERS, DATA; TLS plaintext): counted, where they were 0.
     for (const r of h2Clients) expect(r.bytes).toBeGreaterThan(100);
   }, 60_000);
+});
+
+describe("HTTP/2 streams and the connection cap", () => {
+  test("streams past a session's first take a cap slot each for their origin connection; over the cap: 503, counted, slots given back", async () => {
+    edgeCertificate("edge.test");
+    // An origin that accepts and never answers: each stream holds its origin connection until first_byte_timeout.
+    const quiet = silent("127.0.0.1");
+    f.servers.push(quiet);
+    const admin = pem("admin-cap.sock");
+    f.ep = await EdgeproxyProcess.start([
+      "--mode", "http", "--ports", "8443", "--prefix", "192.0.2.0/24", "--origin", `127.0.0.1:${quiet.port}`, "--first-byte-timeout", "2s",
+      "--max-connections", "4", "--tls-cert", pem("edge.pem"), "--tls-key", pem("edge.key"), "--admin", admin,
+    ]);
+    const client = run(["node", join(import.meta.dir, "helpers/h2streams.mjs"), "https://192.0.2.10:8443", "10"], 20_000);
+    // The session's slot covers its first origin connection; 3 more slots, 3 more origin connections.
+    await until("4 origin connections are open", async () => quiet.open === 4, 5_000);
+    await Bun.sleep(300);
+    expect(quiet.open).toBe(4);
+    const outcomes = JSON.parse((await client).out.trim()) as { status?: number; rst?: number }[];
+    // 4 held to first_byte_timeout, 6 refused at once.
+    expect(outcomes.filter((o) => o.status === 504)).toHaveLength(4);
+    expect(outcomes.filter((o) => o.status === 503)).toHaveLength(6);
+    expect(await processMetric(admin, "connection_cap_refused_total")).toBe(6);
+    await until("every slot is back", async () => (await processMetric(admin, "connection_cap_active")) === 0, 5_000);
+  }, 30_000);
 });

@@ -1,5 +1,6 @@
 import type { HttpConfig, ServiceConfig } from "../../config/service";
 import type { Member, OriginPool } from "../../origin/pool";
+import type { Admission } from "../admission";
 import type { CoarseClock } from "../clock";
 import type { ServiceStats } from "../stats";
 import type { OriginConn, OriginConnections, OriginUser } from "./origins";
@@ -19,6 +20,13 @@ export interface HttpContext {
   readonly stats: ServiceStats;
   readonly httpStats: HttpStats;
   readonly proto: "http" | "https";
+  /**
+   * The process's connection cap (admission.ts), which budgets two descriptors
+   * per client connection (it and one origin connection). An HTTP/2 session's
+   * streams each hold an origin connection: those past its first take a slot
+   * of their own (h2.ts holdOrigin), so accept() still never meets EMFILE.
+   */
+  readonly admission: Admission;
   /** Client connections past the pipeline's stages, for a drain (the pipeline sweeps and aborts them). */
   readonly active: Set<{ drainService(): void }>;
   /** The service's access log; absent: off (nothing is recorded per request). */

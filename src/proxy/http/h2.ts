@@ -242,6 +242,27 @@ export class H2Connection implements Session {
     if (this.streams.size === 0) this.idleFrom = now;
   }
 
+  /** Streams holding an origin connection now; those past the first hold a cap slot each (HttpContext.admission). */
+  private originsHeld = 0;
+
+  /**
+   * A stream is about to take an origin connection: false when the connection
+   * cap has no slot for it (the stream is answered 503, counted in
+   * connection_cap_refused_total).
+   * Without this, one client connection could hold http2_max_concurrent_streams
+   * origin descriptors where the cap budgets one.
+   */
+  holdOrigin(): boolean {
+    if (this.originsHeld > 0 && !this.ctx.admission.admit()) return false;
+    this.originsHeld++;
+    return true;
+  }
+
+  /** A stream gave its origin connection up (once per holdOrigin that returned true). */
+  releaseOrigin(): void {
+    if (--this.originsHeld > 0) this.ctx.admission.leave();
+  }
+
   /** The client reset a stream before its response was complete: the rapid-reset count (CVE-2023-44487). */
   clientReset(): void {
     if (this.closing || this.closed) return;

@@ -271,7 +271,14 @@ export abstract class H2Exchange implements OriginUser {
     this.toOrigin.clear();
     this.member?.released();
     this.member = undefined;
+    if (this.holdsOrigin) {
+      this.holdsOrigin = false;
+      this.conn.releaseOrigin();
+    }
   }
+
+  /** This stream counts in its session's origin connections (H2Connection.holdOrigin), until releaseOrigin. */
+  protected holdsOrigin = false;
 
   protected originBroken(why: string): void {
     this.conn.ctx.stats.originError("protocol");

@@ -57,6 +57,9 @@ export class H2Stream extends H2Exchange {
       this.requestDone = true;
       return void localResponse(req, this.conn.client, ctx).then((res) => this.localAnswered(res));
     }
+    // 503, not RST_STREAM REFUSED_STREAM: node's client answered Bun's RST_STREAM here (even a turn later) with GOAWAY PROTOCOL_ERROR, ending the session (measured).
+    if (!this.conn.holdOrigin()) return this.fail(503, "connection cap reached");
+    this.holdsOrigin = true;
     const to = requestOrigin(ctx, route.pool, this.conn.clientIp, () => this.conn.localPort, this);
     if (!to) return this.fail(503, "no healthy origin");
     this.member = to.member;
