@@ -15,7 +15,9 @@ import { ServerNames } from "./names";
  * client's signature algorithms allow.
  *
  * Reloaded from the config (`reload`) and when the files change (their
- * inode, size and mtime, polled every POLL_MS: no cost per connection);
+ * inode, size and mtime, polled every POLL_MS: no cost per connection; one
+ * timer per process and one stat per distinct file per poll, however many
+ * services share a certificate file: pollAll);
  * only new handshakes see a change. A file that fails to load keeps the
  * previous certificate and is said once, in one line, until it changes again.
  */
@@ -29,6 +31,31 @@ interface Slot {
   readonly certs: readonly CertificateConfig[];
   /** Bun's native secure context (tls.createSecureContext(...).context). */
   readonly context: object;
+}
+
+/** The file's identity and version (dev, inode, size, mtime), or "missing". */
+function stampOf(file: string): string {
+  const st = statSync(file, { throwIfNoEntry: false });
+  return st ? `${st.dev}:${st.ino}:${st.size}:${st.mtimeMs}` : "missing";
+}
+
+/** Every open store of this process, polled by one timer. */
+const open = new Set<CertStore>();
+let timer: ReturnType<typeof setInterval> | undefined;
+
+/**
+ * One poll of every open store: each distinct file is stat'ed once (a
+ * thousand services on one wildcard certificate cost two stats per POLL_MS,
+ * not two thousand). `stat` is for tests.
+ */
+export function pollAll(stat: (file: string) => string = stampOf): void {
+  const seen = new Map<string, string>();
+  const once = (file: string) => {
+    let st = seen.get(file);
+    if (st === undefined) seen.set(file, (st = stat(file)));
+    return st;
+  };
+  for (const store of open) store.poll(once);
 }
 
 /** ALPN protocol names in the wire format (RFC 7301 §3.1: length-prefixed), as Bun's ALPNProtocols wants. */
@@ -45,7 +72,6 @@ export class CertStore {
   /** Per file: the stamp last loaded, and the stamp last said to be bad (said once). */
   private stamps = new Map<string, string>();
   private failed = new Map<string, string>();
-  private readonly timer: ReturnType<typeof setInterval>;
   /** upgradeTLS's `tls` option for new connections: the first certificate's context and the ALPN list. */
   options: { secureContext: object; ALPNProtocols?: Buffer };
 
@@ -59,8 +85,11 @@ export class CertStore {
     this.certs = [...config.certificates];
     this.options = this.build();
     for (const c of this.certs) this.stampNow(c);
-    this.timer = setInterval(() => this.poll(), POLL_MS);
-    this.timer.unref();
+    open.add(this);
+    if (!timer) {
+      timer = setInterval(() => pollAll(), POLL_MS);
+      timer.unref();
+    }
   }
 
   /** The context for a client's SNI name, and how it matched (serverName handler: once per handshake with SNI). */
@@ -83,7 +112,11 @@ export class CertStore {
   }
 
   close(): void {
-    clearInterval(this.timer);
+    open.delete(this);
+    if (open.size === 0 && timer) {
+      clearInterval(timer);
+      timer = undefined;
+    }
   }
 
   /** Contexts from `this.certs`: same names, different key types → one context; otherwise one each. */
@@ -106,21 +139,16 @@ export class CertStore {
     return { secureContext: slots[0]!.context, ...(ALPNProtocols ? { ALPNProtocols } : {}) };
   }
 
-  private stampOf(file: string): string {
-    const st = statSync(file, { throwIfNoEntry: false });
-    return st ? `${st.dev}:${st.ino}:${st.size}:${st.mtimeMs}` : "missing";
-  }
-
   private stampNow(c: CertificateConfig): void {
-    this.stamps.set(c.certFile, this.stampOf(c.certFile));
-    this.stamps.set(c.keyFile, this.stampOf(c.keyFile));
+    this.stamps.set(c.certFile, stampOf(c.certFile));
+    this.stamps.set(c.keyFile, stampOf(c.keyFile));
   }
 
-  /** Reload the certificates whose files changed; a bad one keeps the old and is said once per change. */
-  private poll(): void {
+  /** Reload the certificates whose files changed; a bad one keeps the old and is said once per change. (pollAll's) */
+  poll(stat: (file: string) => string): void {
     let changed = false;
     const next = this.certs.map((c) => {
-      const stamps = [this.stampOf(c.certFile), this.stampOf(c.keyFile)];
+      const stamps = [stat(c.certFile), stat(c.keyFile)];
       if (stamps[0] === this.stamps.get(c.certFile) && stamps[1] === this.stamps.get(c.keyFile)) return c;
       const id = stamps.join("|");
       if (this.failed.get(c.certFile) === id) return c;
