@@ -95,7 +95,11 @@ export class H2Connection implements Session {
     } as http2.ServerOptions);
     const s = this.session;
     s.on("stream", (stream: http2.ServerHttp2Stream, _h: unknown, _f: unknown, raw: string[]) => {
-      if (this.closing || this.closed) return void stream.close(http2.constants.NGHTTP2_REFUSED_STREAM);
+      if (this.closing || this.closed) {
+        // Bun's stream emits 'error' for the close: unheard, it would be an uncaught exception (the worker exits 1).
+        stream.on("error", () => {});
+        return void stream.close(http2.constants.NGHTTP2_REFUSED_STREAM);
+      }
       this.gotSettings = true;
       const st = new H2Stream(this, stream, raw);
       if (st.id > this.lastStreamId) this.lastStreamId = st.id;
