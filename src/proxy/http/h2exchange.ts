@@ -8,8 +8,9 @@ import { HIGH_WATER, MAX_RESPONSE_HEAD, idempotent, originCause } from "./contex
 import { Deadline, EMPTY, concat } from "./exchange";
 import type { H2Connection } from "./h2";
 import { h2ResponseHeaders } from "./h2fields";
+import { originFraming, originReusable } from "./headers";
 import type { OriginConn, OriginUser } from "./origins";
-import { HeadError, hasToken, headEnd, parseResponseHead, type RequestHead, type ResponseHead } from "./parse";
+import { HeadError, headEnd, parseResponseHead, type RequestHead, type ResponseHead } from "./parse";
 import { RequestLog } from "./reqlog";
 
 /*
@@ -187,11 +188,8 @@ export abstract class H2Exchange implements OriginUser {
     ctx.httpStats.response(parsed.status);
     if (this.rlog) this.rlog.status = parsed.status;
     const req = this.req!;
-    if (req.method === "HEAD" || parsed.status === 204 || parsed.status === 304) this.framing = "none";
-    else if (parsed.chunked) this.framing = "chunked";
-    else if (parsed.otherCoding || parsed.contentLength < 0) this.framing = "close";
-    else this.framing = "length";
-    this.originReusable = parsed.minor === 1 && !hasToken(parsed.connection, "close") && this.framing !== "close";
+    this.framing = originFraming(req.method, parsed);
+    this.originReusable = originReusable(parsed, this.framing);
     this.resLeft = parsed.contentLength;
     this.resChunks = this.framing === "chunked" ? new ChunkedDecoder(MAX_RESPONSE_HEAD) : undefined;
     const headers = h2ResponseHeaders(parsed, this.framing === "length" || this.framing === "none", this.rlog?.id);
