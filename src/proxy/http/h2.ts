@@ -189,10 +189,8 @@ export class H2Connection implements Session {
     // The client's FIN: no frame can follow, so no new stream. node:http2 does not end the session
     // for it (measured: the connection stayed open until keepalive_timeout, counted active): close
     // it as a drain does, letting open streams finish (the client may still read, RFC 9293 §3.6).
-    if (!this.closing && !this.closed) {
-      this.closing = true;
-      this.session.close();
-    }
+    // Not `closing`: streams the codec has yet to take from what came before the FIN are served.
+    if (!this.closing && !this.closed && !this.session.closed) this.session.close();
   }
 
   clientClosed(error?: Error): void {
