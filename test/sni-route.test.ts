@@ -216,10 +216,14 @@ describe("routing by SNI to TLS origins, TLS untouched", () => {
     expect(hello).toMatchObject({ version: 2, header: { destination: "192.0.2.11" } });
     expect(Buffer.from(hello.payload, "latin1").equals(Buffer.from(OPENSSL_A))).toBe(true);
     // From a trusted load balancer: its PROXY header first (the client it names goes on to the origin), then the ClientHello.
-    const proxied = JSON.parse(text(await exchange("192.0.2.10", 8443, Buffer.concat([Buffer.from("PROXY TCP4 203.0.113.9 192.0.2.13 4444 8443\r\n"), OPENSSL_A]), 5000, "192.0.2.200"))) as Seen;
+    const proxiedOut = await exchange("192.0.2.10", 8443, Buffer.concat([Buffer.from("PROXY TCP4 203.0.113.9 192.0.2.13 4444 8443\r\n"), OPENSSL_A]), 5000, "192.0.2.200");
+    const proxied = JSON.parse(text(proxiedOut)) as Seen;
     expect(proxied).toMatchObject({ version: 2, header: { source: "203.0.113.9", sourcePort: 4444, destination: "192.0.2.13" } });
     expect(Buffer.from(proxied.payload, "latin1").equals(Buffer.from(OPENSSL_A))).toBe(true);
     expect([a.accepted(), d.accepted()]).toEqual([2, 1]);
+    // The busiest clients count the header's client, with the relay's bytes both ways (the ClientHello in, the origin's answer out).
+    const view = (await (await fetch("http://localhost/dashboard.json", { unix: admin } as RequestInit)).json()) as { clients: { top: { address: string; connections: number; bytes: number }[] } };
+    expect(view.clients.top.find((r) => r.address === "203.0.113.9")).toMatchObject({ connections: 1, bytes: OPENSSL_A.length + (proxiedOut.kind === "data" ? proxiedOut.bytes.length : NaN) });
 
     // A service with routes only: an unmatched connection is reset, counted; a matched one goes through.
     expect((await exchange("192.0.2.12", 9443, "not tls", 5000)).kind).toBe("reset");

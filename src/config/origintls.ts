@@ -6,6 +6,7 @@ import { ConfigError } from "../errors";
 import { parseAddress } from "./address";
 import type { OriginTlsConfig, OriginTlsMode } from "./pool";
 import type { Mode } from "./service";
+import { readPem } from "./tls";
 
 export const ORIGIN_TLS_FIELDS = ["origin_tls", "origin_ca", "origin_sni", "origin_cert", "origin_key"];
 const MODES: readonly (OriginTlsMode | "off")[] = ["off", "verify", "insecure"];
@@ -52,18 +53,7 @@ export function completeOriginTls(s: OriginTlsSettings, mode: Mode, at: OriginTl
   if ((s.certFile === undefined) !== (s.keyFile === undefined)) {
     throw new ConfigError(at(s.certFile === undefined ? "origin_cert" : "origin_key"), s.certFile === undefined ? "is needed with origin_key" : "is needed with origin_cert");
   }
-  const pem = (file: string, where: string, label: RegExp, what: string) => {
-    let text: string;
-    try {
-      text = read(file);
-    } catch (e) {
-      throw new ConfigError(where, `cannot read "${file}": ${(e as { code?: string }).code ?? (e as Error).message}`);
-    }
-    if (!label.test(text)) throw new ConfigError(where, `"${file}" holds no PEM ${what}`);
-    return text;
-  };
-  const CERT = /-----BEGIN CERTIFICATE-----/;
-  const ca = s.caFile === undefined ? undefined : pem(s.caFile, at("origin_ca"), CERT, "certificate");
+  const ca = s.caFile === undefined ? undefined : readPem(read, s.caFile, at("origin_ca"), "certificate");
   if (ca !== undefined) {
     try {
       createSecureContext({ ca });
@@ -73,8 +63,8 @@ export function completeOriginTls(s: OriginTlsSettings, mode: Mode, at: OriginTl
   }
   let client: { cert: string; key: string } | undefined;
   if (s.certFile !== undefined && s.keyFile !== undefined) {
-    const cert = pem(s.certFile, at("origin_cert"), CERT, "certificate");
-    const key = pem(s.keyFile, at("origin_key"), /-----BEGIN ([A-Z]+ )?PRIVATE KEY-----/, "private key");
+    const cert = readPem(read, s.certFile, at("origin_cert"), "certificate");
+    const key = readPem(read, s.keyFile, at("origin_key"), "private key");
     // Bun.connect throws at every connect on a mismatched pair: refuse it here, once.
     try {
       createSecureContext({ cert, key });

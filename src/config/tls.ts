@@ -111,6 +111,25 @@ function parseCiphers(list: string, where: string): string {
   return entries.join(":");
 }
 
+/** PEM labels (RFC 7468 §5, §10, §11): a certificate; a private key (PKCS #8, or the traditional RSA/EC forms). */
+const PEM_LABEL = { certificate: /-----BEGIN CERTIFICATE-----/, "private key": /-----BEGIN ([A-Z]+ )?PRIVATE KEY-----/ } as const;
+
+/**
+ * A PEM file's text, for the service's certificates and the origin TLS files
+ * alike: unreadable, or holding no block of `what`, is a ConfigError at `at`
+ * naming the file. (Whether the TLS library takes it is the caller's check.)
+ */
+export function readPem(read: (path: string) => string, file: string, at: string, what: keyof typeof PEM_LABEL): string {
+  let text: string;
+  try {
+    text = read(file);
+  } catch (e) {
+    throw new ConfigError(at, `cannot read "${file}": ${(e as { code?: string }).code ?? (e as Error).message}`);
+  }
+  if (!PEM_LABEL[what].test(text)) throw new ConfigError(at, `"${file}" holds no PEM ${what}`);
+  return text;
+}
+
 /**
  * Read and check one certificate and key pair: both files readable, PEM,
  * the key the certificate's, usable together by the TLS library. Throws a
@@ -125,19 +144,8 @@ export function readCertificate(
   warn: (line: string) => void = () => {},
   now = Date.now(),
 ): CertificateConfig {
-  const pem = (file: string, at: string, label: RegExp, what: string) => {
-    let text: string;
-    try {
-      text = read(file);
-    } catch (e) {
-      const code = (e as { code?: string }).code;
-      throw new ConfigError(at, `cannot read "${file}": ${code ?? (e as Error).message}`);
-    }
-    if (!label.test(text)) throw new ConfigError(at, `"${file}" holds no PEM ${what}`);
-    return text;
-  };
-  const cert = pem(certFile, where.cert, /-----BEGIN CERTIFICATE-----/, "certificate");
-  const key = pem(keyFile, where.key, /-----BEGIN ([A-Z]+ )?PRIVATE KEY-----/, "private key");
+  const cert = readPem(read, certFile, where.cert, "certificate");
+  const key = readPem(read, keyFile, where.key, "private key");
   let x509: X509Certificate;
   try {
     x509 = new X509Certificate(cert);

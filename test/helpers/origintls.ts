@@ -83,7 +83,8 @@ export function tlsHttpOrigin(host: string, plain = false) {
 export function silent(host: string): TCPSocketListener<undefined> & { open: number } {
   const counts = { open: 0 };
   const l = Bun.listen({ hostname: host, port: 0, socket: { open: () => void counts.open++, close: () => void counts.open--, data() {} } });
-  return Object.assign(l, { get open() { return counts.open; } });
+  // (Object.assign would copy the getter's value once: define it.)
+  return Object.defineProperty(l, "open", { get: () => counts.open }) as TCPSocketListener<undefined> & { open: number };
 }
 
 // curl, not our parser, reads the reply.

@@ -2,7 +2,8 @@ import { formatAddress } from "../../config/address";
 import type { DeadlineStage } from "../../config/deadlines";
 import type { Session } from "../pipeline";
 import { ChunkedDecoder, reframe } from "./chunked";
-import { HIGH_WATER, LINGER_MS } from "./context";
+import { HIGH_WATER, LINGER_MS, requestOrigin } from "./context";
+import { joinHostPort } from "../../log/access";
 import { Deadline, EMPTY, Exchange, Phase, concat } from "./exchange";
 import { H2_REFUSAL, errorResponse, extendable, forwardingFields, originRequestHead } from "./headers";
 import { serveLocal } from "./local";
@@ -153,14 +154,11 @@ export class HttpConnection extends Exchange implements Session {
     // Its bytes: the head (raw lacks the blank line's CRLF) and whatever came after it so far.
     const requestId = this.rlog?.request(req, raw.length + 2 + rest.length);
     if (!this.local) {
-      const pick = route.pool!.pick(this.clientIp, route.pool!.followsEdgePort ? this.localPort : 0);
-      if (!pick) {
-        ctx.stats.originError("no_origin");
-        return this.fail(503, "no healthy origin");
-      }
-      this.member = pick.member;
-      pick.member.acquired();
-      if (this.rlog) this.rlog.origin = pick.host.includes(":") ? `[${pick.host}]:${pick.port}` : `${pick.host}:${pick.port}`;
+      const to = requestOrigin(ctx, route.pool!, this.clientIp, () => this.localPort, this);
+      if (!to) return this.fail(503, "no healthy origin");
+      this.member = to.member;
+      this.attach(to.conn);
+      if (this.rlog) this.rlog.origin = joinHostPort(to.conn.host, to.conn.port);
       const fwd = { clientIp: this.clientIp, proto: ctx.proto, fallbackHost: req.host === undefined ? this.destination() : "", upgrade: this.upgrade, ...(requestId !== undefined ? { requestId } : {}) };
       if (!this.upgrade && !this.rlog?.replaceId && extendable(req)) {
         // The head as it came plus our fields: one copy, no rebuilding.
@@ -172,8 +170,6 @@ export class HttpConnection extends Exchange implements Session {
       } else {
         this.headBytes = Buffer.from(originRequestHead(req, fwd), "latin1");
       }
-      const tls = route.pool!.tls;
-      this.attach(ctx.origins.get(pick.host, pick.port, this, false, tls && { tls, originHost: pick.member.origin.host }));
       this.sendOrigin(this.headBytes);
     }
     if (this.phase === Phase.Body) {

@@ -1,8 +1,9 @@
 import type { HttpConfig, ServiceConfig } from "../../config/service";
-import type { OriginPool } from "../../origin/pool";
+import type { Member, OriginPool } from "../../origin/pool";
+import type { Admission } from "../admission";
 import type { CoarseClock } from "../clock";
 import type { ServiceStats } from "../stats";
-import type { OriginConnections } from "./origins";
+import type { OriginConn, OriginConnections, OriginUser } from "./origins";
 import type { HttpRouter } from "./router";
 import type { HttpStats } from "./stats";
 import type { ServiceLog } from "../../log/access";
@@ -19,6 +20,13 @@ export interface HttpContext {
   readonly stats: ServiceStats;
   readonly httpStats: HttpStats;
   readonly proto: "http" | "https";
+  /**
+   * The process's connection cap (admission.ts), which budgets two descriptors
+   * per client connection (it and one origin connection). An HTTP/2 session's
+   * streams each hold an origin connection: those past its first take a slot
+   * of their own (h2.ts holdOrigin), so accept() still never meets EMFILE.
+   */
+  readonly admission: Admission;
   /** Client connections past the pipeline's stages, for a drain (the pipeline sweeps and aborts them). */
   readonly active: Set<{ drainService(): void }>;
   /** The service's access log; absent: off (nothing is recorded per request). */
@@ -59,4 +67,22 @@ export function originCause(error: unknown): { kind: "refused" | "timeout" | "un
     default:
       return { kind: "other", text: code || (error as Error | undefined)?.message || "unknown error" };
   }
+}
+
+/**
+ * The origin of `pool` one request goes to, for HTTP/1.1 and HTTP/2 alike:
+ * picked by the client (and the edge port for pools that follow it), counted
+ * as acquired, and a connection to it for `user` (kept-alive or new, with the
+ * pool's origin_tls). undefined: no healthy origin (counted; the caller
+ * answers 503).
+ */
+export function requestOrigin(ctx: HttpContext, pool: OriginPool, clientIp: string, edgePort: () => number, user: OriginUser): { member: Member; conn: OriginConn } | undefined {
+  const pick = pool.pick(clientIp, pool.followsEdgePort ? edgePort() : 0);
+  if (!pick) {
+    ctx.stats.originError("no_origin");
+    return undefined;
+  }
+  pick.member.acquired();
+  const tls = pool.tls;
+  return { member: pick.member, conn: ctx.origins.get(pick.host, pick.port, user, false, tls && { tls, originHost: pick.member.origin.host }) };
 }

@@ -5,9 +5,9 @@ import type { Ends } from "../inbound";
 import { Outbox } from "../outbox";
 import { ChunkedDecoder } from "./chunked";
 import { HIGH_WATER, MAX_RESPONSE_HEAD, idempotent, originCause, type HttpContext } from "./context";
-import { clientResponseHead, verbatimResponse, type ResponseFraming } from "./headers";
+import { clientResponseHead, originFraming, originReusable, verbatimResponse, type ResponseFraming } from "./headers";
 import type { OriginConn, OriginUser } from "./origins";
-import { HeadError, hasToken, headEnd, parseResponseHead, type RequestHead, type ResponseHead } from "./parse";
+import { HeadError, headEnd, parseResponseHead, type RequestHead, type ResponseHead } from "./parse";
 import { RequestLog } from "./reqlog";
 import { lateRefusal, OriginTlsError } from "../../origin/tls";
 
@@ -289,12 +289,8 @@ export abstract class Exchange implements OriginUser {
     // The response says which request it answers (the access log's X-Request-Id), unless the origin said so itself.
     const idField = this.rlog ? this.requestIdField(parsed) : "";
     // Message body length, RFC 9112 §6.3.
-    if (req.method === "HEAD" || parsed.status === 204 || parsed.status === 304) this.originFraming = "none";
-    else if (parsed.chunked) this.originFraming = "chunked";
-    else if (parsed.otherCoding) this.originFraming = "close";
-    else if (parsed.contentLength >= 0) this.originFraming = "length";
-    else this.originFraming = "close";
-    this.originReusable = parsed.minor === 1 && !hasToken(parsed.connection, "close") && this.originFraming !== "close";
+    this.originFraming = originFraming(req.method, parsed);
+    this.originReusable = originReusable(parsed, this.originFraming);
     // An HTTP/1.0 client cannot take chunked: decode, and frame by close.
     this.decodeForClient = this.originFraming === "chunked" && req.minor === 0;
     const framing = this.decodeForClient ? "close" : this.originFraming;

@@ -95,7 +95,11 @@ export class H2Connection implements Session {
     } as http2.ServerOptions);
     const s = this.session;
     s.on("stream", (stream: http2.ServerHttp2Stream, _h: unknown, _f: unknown, raw: string[]) => {
-      if (this.closing || this.closed) return void stream.close(http2.constants.NGHTTP2_REFUSED_STREAM);
+      if (this.closing || this.closed) {
+        // Bun's stream emits 'error' for the close: unheard, it would be an uncaught exception (the worker exits 1).
+        stream.on("error", () => {});
+        return void stream.close(http2.constants.NGHTTP2_REFUSED_STREAM);
+      }
       this.gotSettings = true;
       const st = new H2Stream(this, stream, raw);
       if (st.id > this.lastStreamId) this.lastStreamId = st.id;
@@ -125,9 +129,13 @@ export class H2Connection implements Session {
     return this;
   }
 
+  /** Bytes the client sent (the busiest-clients tracker's, with what it was sent: `bytes`). */
+  private received = 0;
+
   clientData(chunk: Uint8Array): void {
     this.lastActive = this.ctx.clock.now;
     this.ctx.stats.bytesFromClients += chunk.length;
+    this.received += chunk.length;
     // Lingering: what still comes is read and dropped (see hangUp).
     if (!this.closed && this.lingerUntil === 0) this.duplex.feed(chunk);
   }
@@ -166,6 +174,11 @@ export class H2Connection implements Session {
     this.duplex.drain();
   }
 
+  /** Bytes both ways (the session's frames, as the TLS socket took them), for the busiest-clients tracker. */
+  bytes(): number {
+    return this.received + this.duplex.sent;
+  }
+
   clientEnd(): void {
     this.clientEnded = true;
     if (this.lingerUntil !== 0) {
@@ -173,6 +186,11 @@ export class H2Connection implements Session {
       return;
     }
     this.duplex.push(null);
+    // The client's FIN: no frame can follow, so no new stream. node:http2 does not end the session
+    // for it (measured: the connection stayed open until keepalive_timeout, counted active): close
+    // it as a drain does, letting open streams finish (the client may still read, RFC 9293 §3.6).
+    // Not `closing`: streams the codec has yet to take from what came before the FIN are served.
+    if (!this.closing && !this.closed && !this.session.closed) this.session.close();
   }
 
   clientClosed(error?: Error): void {
@@ -224,6 +242,27 @@ export class H2Connection implements Session {
     const now = this.ctx.clock.now;
     this.lastActive = now;
     if (this.streams.size === 0) this.idleFrom = now;
+  }
+
+  /** Streams holding an origin connection now; those past the first hold a cap slot each (HttpContext.admission). */
+  private originsHeld = 0;
+
+  /**
+   * A stream is about to take an origin connection: false when the connection
+   * cap has no slot for it (the stream is answered 503, counted in
+   * connection_cap_refused_total).
+   * Without this, one client connection could hold http2_max_concurrent_streams
+   * origin descriptors where the cap budgets one.
+   */
+  holdOrigin(): boolean {
+    if (this.originsHeld > 0 && !this.ctx.admission.admit()) return false;
+    this.originsHeld++;
+    return true;
+  }
+
+  /** A stream gave its origin connection up (once per holdOrigin that returned true). */
+  releaseOrigin(): void {
+    if (--this.originsHeld > 0) this.ctx.admission.leave();
   }
 
   /** The client reset a stream before its response was complete: the rapid-reset count (CVE-2023-44487). */

@@ -1,14 +1,16 @@
 import type http2 from "node:http2";
 import { constants } from "node:http2";
 import type { Member } from "../../origin/pool";
+import { lateRefusal, OriginTlsError } from "../../origin/tls";
 import { Outbox } from "../outbox";
 import { ChunkedDecoder } from "./chunked";
 import { HIGH_WATER, MAX_RESPONSE_HEAD, idempotent, originCause } from "./context";
 import { Deadline, EMPTY, concat } from "./exchange";
 import type { H2Connection } from "./h2";
 import { h2ResponseHeaders } from "./h2fields";
+import { originFraming, originReusable } from "./headers";
 import type { OriginConn, OriginUser } from "./origins";
-import { HeadError, hasToken, headEnd, parseResponseHead, type RequestHead, type ResponseHead } from "./parse";
+import { HeadError, headEnd, parseResponseHead, type RequestHead, type ResponseHead } from "./parse";
 import { RequestLog } from "./reqlog";
 
 /*
@@ -87,7 +89,8 @@ export abstract class H2Exchange implements OriginUser {
   }
 
   originOpen(c: OriginConn): void {
-    this.member?.succeeded();
+    // Over TLS, at the first byte (originData): a TLS 1.3 origin may still refuse the handshake (lateRefusal).
+    if (!c.tls) this.member?.succeeded();
     this.deadlineKind = Deadline.None;
     if (this.toOrigin.flush(c.socket!)) this.resumeStream();
     if (this.requestDone && !this.gotByte) this.setDeadline(Deadline.FirstByte, this.conn.ctx.http.firstByteTimeoutMs);
@@ -97,6 +100,7 @@ export abstract class H2Exchange implements OriginUser {
     if (c !== this.origin) return;
     const cause = originCause(error);
     this.conn.ctx.stats.originError(cause.kind);
+    if (error instanceof OriginTlsError) this.conn.ctx.stats.originTlsError(error.reason);
     this.member?.failed(cause.kind);
     this.fail(502, `origin ${c.host}:${c.port}: ${cause.text}`);
   }
@@ -111,6 +115,7 @@ export abstract class H2Exchange implements OriginUser {
     ctx.stats.bytesFromOrigins += chunk.length;
     if (!this.gotByte) {
       this.gotByte = true;
+      if (c.tls) this.member?.succeeded();
       this.deadlineKind = Deadline.None;
       this.rlog?.firstByte();
     }
@@ -136,13 +141,16 @@ export abstract class H2Exchange implements OriginUser {
       return this.exchangeDone();
     }
     if (!this.gotByte) {
+      // A new TLS connection the origin refused after our handshake (a TLS 1.3 client certificate check): a failed connect.
+      const refused = c.tls && c.uses === 1 ? lateRefusal(error) : undefined;
+      if (refused) return this.originFailed(c, refused);
       // A kept-alive connection the origin closed as we took it: once more on a new one (RFC 9112 §9.3.1).
       if (c.uses > 1 && !this.retried && this.requestDone && this.req!.contentLength <= 0 && !this.chunkedUp && idempotent(this.req!.method)) {
         this.retried = true;
         ctx.httpStats.retries++;
         c.destroy(false);
         this.toOrigin.clear();
-        this.attach(ctx.origins.get(c.host, c.port, this, true));
+        this.attach(ctx.origins.get(c.host, c.port, this, true, c.tlsTarget));
         return this.sendOrigin(this.headBytes);
       }
       const cause = error ? originCause(error) : { kind: "reset" as const, text: "closed the connection before responding" };
@@ -180,11 +188,8 @@ export abstract class H2Exchange implements OriginUser {
     ctx.httpStats.response(parsed.status);
     if (this.rlog) this.rlog.status = parsed.status;
     const req = this.req!;
-    if (req.method === "HEAD" || parsed.status === 204 || parsed.status === 304) this.framing = "none";
-    else if (parsed.chunked) this.framing = "chunked";
-    else if (parsed.otherCoding || parsed.contentLength < 0) this.framing = "close";
-    else this.framing = "length";
-    this.originReusable = parsed.minor === 1 && !hasToken(parsed.connection, "close") && this.framing !== "close";
+    this.framing = originFraming(req.method, parsed);
+    this.originReusable = originReusable(parsed, this.framing);
     this.resLeft = parsed.contentLength;
     this.resChunks = this.framing === "chunked" ? new ChunkedDecoder(MAX_RESPONSE_HEAD) : undefined;
     const headers = h2ResponseHeaders(parsed, this.framing === "length" || this.framing === "none", this.rlog?.id);
@@ -264,7 +269,14 @@ export abstract class H2Exchange implements OriginUser {
     this.toOrigin.clear();
     this.member?.released();
     this.member = undefined;
+    if (this.holdsOrigin) {
+      this.holdsOrigin = false;
+      this.conn.releaseOrigin();
+    }
   }
+
+  /** This stream counts in its session's origin connections (H2Connection.holdOrigin), until releaseOrigin. */
+  protected holdsOrigin = false;
 
   protected originBroken(why: string): void {
     this.conn.ctx.stats.originError("protocol");

@@ -29,6 +29,8 @@ export class SocketDuplex extends Duplex {
   /** Called once everything is sent (hangUp waits for it). */
   private onFlushed: (() => void) | undefined;
   paused = false;
+  /** Bytes the socket took (what the client was sent: frames, TLS records' plaintext). */
+  sent = 0;
 
   constructor(
     private readonly s: Socket<any>,
@@ -83,6 +85,7 @@ export class SocketDuplex extends Duplex {
     this.outBytes = 0;
     const n = this.s.write(buf);
     // n < 0: the socket is closing; its close handler ends the session.
+    if (n > 0) this.sent += n;
     if (n >= 0 && n < buf.length) this.rest = buf.subarray(n);
     this.settle();
   }
@@ -91,6 +94,7 @@ export class SocketDuplex extends Duplex {
   drain(): void {
     if (this.rest === undefined) return;
     const n = this.s.write(this.rest);
+    if (n > 0) this.sent += n;
     if (n >= 0 && n < this.rest.length) {
       this.rest = this.rest.subarray(n);
       return;

@@ -1,5 +1,7 @@
 import type http2 from "node:http2";
 import { constants } from "node:http2";
+import { requestOrigin } from "./context";
+import { joinHostPort } from "../../log/access";
 import { H2Exchange } from "./h2exchange";
 import type { H2Connection } from "./h2";
 import { h2Local, h2Request } from "./h2fields";
@@ -55,17 +57,16 @@ export class H2Stream extends H2Exchange {
       this.requestDone = true;
       return void localResponse(req, this.conn.client, ctx).then((res) => this.localAnswered(res));
     }
-    const pick = route.pool.pick(this.conn.clientIp, route.pool.followsEdgePort ? this.conn.localPort : 0);
-    if (!pick) {
-      ctx.stats.originError("no_origin");
-      return this.fail(503, "no healthy origin");
-    }
-    this.member = pick.member;
-    pick.member.acquired();
-    if (this.rlog) this.rlog.origin = pick.host.includes(":") ? `[${pick.host}]:${pick.port}` : `${pick.host}:${pick.port}`;
+    // 503, not RST_STREAM REFUSED_STREAM: node's client answered Bun's RST_STREAM here (even a turn later) with GOAWAY PROTOCOL_ERROR, ending the session (measured).
+    if (!this.conn.holdOrigin()) return this.fail(503, "connection cap reached");
+    this.holdsOrigin = true;
+    const to = requestOrigin(ctx, route.pool, this.conn.clientIp, () => this.conn.localPort, this);
+    if (!to) return this.fail(503, "no healthy origin");
+    this.member = to.member;
+    this.attach(to.conn);
+    if (this.rlog) this.rlog.origin = joinHostPort(to.conn.host, to.conn.port);
     const fwd = { clientIp: this.conn.clientIp, proto: ctx.proto, fallbackHost: req.host === undefined ? this.conn.destination() : "", upgrade: false, ...(requestId !== undefined ? { requestId } : {}) };
     this.headBytes = Buffer.from(originRequestHead(req, fwd), "latin1");
-    this.attach(ctx.origins.get(pick.host, pick.port, this));
     this.sendOrigin(this.headBytes);
     if (ends) return this.requestComplete();
     st.on("data", (chunk: Buffer) => this.bodyData(chunk));
@@ -230,7 +231,10 @@ export class H2Stream extends H2Exchange {
       this.deadlineKind = Deadline.None;
       ctx.stats.originError("timeout");
       if (kind === Deadline.Connect) this.member?.failed("timeout");
-      this.fail(504, kind === Deadline.Connect ? "origin connect timeout" : "origin first byte timeout");
+      // connect_timeout covers an origin TLS handshake too (as conn.ts says it).
+      const inTls = kind === Deadline.Connect && this.origin?.handshaking === true;
+      if (inTls) ctx.stats.originTlsError("timeout");
+      this.fail(504, kind === Deadline.Connect ? (inTls ? "origin TLS handshake timeout" : "origin connect timeout") : "origin first byte timeout");
     }
   }
 }

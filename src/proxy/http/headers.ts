@@ -157,6 +157,23 @@ export function verbatimResponse(res: ResponseHead): boolean {
 export type ResponseFraming = "none" | "length" | "chunked" | "close";
 
 /**
+ * How an origin's response body is delimited (RFC 9112 §6.3), for HTTP/1.1
+ * and HTTP/2 clients alike: none (a HEAD, 204, 304), chunked, a length, or
+ * the origin's close (another transfer coding, or no length).
+ */
+export function originFraming(method: string, res: ResponseHead): ResponseFraming {
+  if (method === "HEAD" || res.status === 204 || res.status === 304) return "none";
+  if (res.chunked) return "chunked";
+  if (res.otherCoding || res.contentLength < 0) return "close";
+  return "length";
+}
+
+/** Whether the origin connection may carry another request after this response (RFC 9112 §9.3). */
+export function originReusable(res: ResponseHead, framing: ResponseFraming): boolean {
+  return res.minor === 1 && !hasToken(res.connection, "close") && framing !== "close";
+}
+
+/**
  * The response head for the client. `framing` is how the body goes on;
  * `keepAlive` whether the client connection stays open after it.
  */

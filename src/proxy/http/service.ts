@@ -71,7 +71,7 @@ export class HttpService implements DataPlaneService {
     const origins = new OriginConnections();
     const active = new Set<{ drainService(): void }>();
     const log = serviceLog(config.name, config.accessLog);
-    const ctx: HttpContext = { config, http, router, origins, clock, stats: this.stats, httpStats: this.httpStats, proto: config.tls ? "https" : "http", active, draining: false, ...(log ? { log } : {}) };
+    const ctx: HttpContext = { config, http, router, origins, clock, stats: this.stats, httpStats: this.httpStats, proto: config.tls ? "https" : "http", admission, active, draining: false, ...(log ? { log } : {}) };
     this.ctx = ctx;
     this.certs = config.tls ? new CertStore(config.tls, `service ${config.name}`, this.stats, httpAlpn(config.http)) : undefined;
     this.pipeline = new Pipeline(

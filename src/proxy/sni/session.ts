@@ -130,6 +130,11 @@ export class SniSession implements Session {
     this.refuse("truncated");
   }
 
+  /** The relay's bytes both ways (the busiest-clients tracker's): held bytes count once routed and forwarded. */
+  bytes(): number {
+    return this.relay.bytes();
+  }
+
   clientClosed(error?: Error): void {
     if (this.state === State.Reading) this.state = State.Done;
     this.relay.clientClosed(error);

@@ -3,7 +3,7 @@ import { X509Certificate } from "node:crypto";
 import { certificateNames, parseTls, readCertificate, TLS_DEFAULTS, type TlsConfig } from "../../config/tls";
 import { testPem } from "../../config/tls-fixture";
 import { ServiceStats } from "../stats";
-import { alpnWire, CertStore } from "./certstore";
+import { alpnWire, CertStore, pollAll } from "./certstore";
 
 // PEMs by (made-up) path, read by parseTls as files would be.
 const files = new Map<string, string>();
@@ -89,4 +89,18 @@ test("an expired certificate is a warning line, not an error", () => {
   expect(lines[0]).toMatch(/^tls_cert: warning: "\/first\.crt" \(first\.example\) expired on \d{4}-/);
   readCertificate("/first.crt", "/first.key", read, { cert: "tls_cert", key: "tls_key" }, (l) => lines.push(l));
   expect(lines).toHaveLength(1);
+});
+
+test("polling: one stat per distinct file per poll, however many stores share it; nothing reloaded when no stamp changed", () => {
+  const stats = new ServiceStats();
+  const many = Array.from({ length: 50 }, () => new CertStore(config, "test", stats, [], () => {}));
+  try {
+    const calls: string[] = [];
+    // The made-up paths do not exist: "missing", as each store stamped them at start.
+    pollAll((f) => (calls.push(f), "missing"));
+    expect(calls.sort()).toEqual(config.certificates.flatMap((c) => [c.certFile, c.keyFile]).sort());
+    expect(stats.tlsCertificateReloads.size).toBe(0);
+  } finally {
+    for (const s of many) s.close();
+  }
 });

@@ -2,19 +2,22 @@ import { readFileSync, statSync } from "node:fs";
 import { createSecureContext } from "node:tls";
 import { nodeVersion, readCertificate, type CertificateConfig, type TlsConfig } from "../../config/tls";
 import type { ServiceStats } from "../stats";
+import { ServerNames } from "./names";
 
 /*
  * The certificates of one TLS-terminating service, owned by the service
  * (one per worker): a secure context per certificate, chosen per handshake
- * by the client's SNI (RFC 6066 §3). Exact names beat wildcards; a wildcard
- * "*.b.example" stands for exactly one whole left-most label (RFC 6125
+ * by the client's SNI (RFC 6066 §3), by the names rule routing by SNI
+ * follows too (tls/names.ts: exact names beat one-label wildcards, RFC 6125
  * §6.4.3); a client without SNI, or naming none of the names, gets the first
  * certificate. Certificates with the same names and different key types
  * (RSA and ECDSA) share one context: BoringSSL then picks the pair the
  * client's signature algorithms allow.
  *
  * Reloaded from the config (`reload`) and when the files change (their
- * inode, size and mtime, polled every POLL_MS: no cost per connection);
+ * inode, size and mtime, polled every POLL_MS: no cost per connection; one
+ * timer per process and one stat per distinct file per poll, however many
+ * services share a certificate file: pollAll);
  * only new handshakes see a change. A file that fails to load keeps the
  * previous certificate and is said once, in one line, until it changes again.
  */
@@ -30,6 +33,31 @@ interface Slot {
   readonly context: object;
 }
 
+/** The file's identity and version (dev, inode, size, mtime), or "missing". */
+function stampOf(file: string): string {
+  const st = statSync(file, { throwIfNoEntry: false });
+  return st ? `${st.dev}:${st.ino}:${st.size}:${st.mtimeMs}` : "missing";
+}
+
+/** Every open store of this process, polled by one timer. */
+const open = new Set<CertStore>();
+let timer: ReturnType<typeof setInterval> | undefined;
+
+/**
+ * One poll of every open store: each distinct file is stat'ed once (a
+ * thousand services on one wildcard certificate cost two stats per POLL_MS,
+ * not two thousand). `stat` is for tests.
+ */
+export function pollAll(stat: (file: string) => string = stampOf): void {
+  const seen = new Map<string, string>();
+  const once = (file: string) => {
+    let st = seen.get(file);
+    if (st === undefined) seen.set(file, (st = stat(file)));
+    return st;
+  };
+  for (const store of open) store.poll(once);
+}
+
 /** ALPN protocol names in the wire format (RFC 7301 §3.1: length-prefixed), as Bun's ALPNProtocols wants. */
 export function alpnWire(protocols: readonly string[]): Buffer | undefined {
   if (protocols.length === 0) return undefined;
@@ -38,14 +66,12 @@ export function alpnWire(protocols: readonly string[]): Buffer | undefined {
 
 export class CertStore {
   private slots: Slot[] = [];
-  private exact = new Map<string, Slot>();
-  /** "b.example" for "*.b.example". */
-  private wildcard = new Map<string, Slot>();
+  /** Each certificate's names (tls/names.ts: exact, then one-label wildcards), to its slot; the first certificate keeps a name. */
+  private names = new ServerNames<Slot>();
   private certs: CertificateConfig[];
   /** Per file: the stamp last loaded, and the stamp last said to be bad (said once). */
   private stamps = new Map<string, string>();
   private failed = new Map<string, string>();
-  private readonly timer: ReturnType<typeof setInterval>;
   /** upgradeTLS's `tls` option for new connections: the first certificate's context and the ALPN list. */
   options: { secureContext: object; ALPNProtocols?: Buffer };
 
@@ -59,19 +85,18 @@ export class CertStore {
     this.certs = [...config.certificates];
     this.options = this.build();
     for (const c of this.certs) this.stampNow(c);
-    this.timer = setInterval(() => this.poll(), POLL_MS);
-    this.timer.unref();
+    open.add(this);
+    if (!timer) {
+      timer = setInterval(() => pollAll(), POLL_MS);
+      timer.unref();
+    }
   }
 
   /** The context for a client's SNI name, and how it matched (serverName handler: once per handshake with SNI). */
   pick(name: string): { context: object | undefined; match: SniMatch } {
-    const n = name.toLowerCase().replace(/\.$/, "");
-    const e = this.exact.get(n);
-    if (e) return { context: e === this.slots[0] ? undefined : e.context, match: "exact" };
-    const dot = n.indexOf(".");
-    const w = dot > 0 ? this.wildcard.get(n.slice(dot + 1)) : undefined;
-    if (w) return { context: w === this.slots[0] ? undefined : w.context, match: "wildcard" };
-    return { context: undefined, match: "default" };
+    const m = this.names.match(name);
+    if (!m) return { context: undefined, match: "default" };
+    return { context: m.value === this.slots[0] ? undefined : m.value.context, match: m.how };
   }
 
   /** New certificates from a reloaded config (already read and checked by the config parser). */
@@ -87,7 +112,11 @@ export class CertStore {
   }
 
   close(): void {
-    clearInterval(this.timer);
+    open.delete(this);
+    if (open.size === 0 && timer) {
+      clearInterval(timer);
+      timer = undefined;
+    }
   }
 
   /** Contexts from `this.certs`: same names, different key types → one context; otherwise one each. */
@@ -101,39 +130,25 @@ export class CertStore {
       else groups.push([c]);
     }
     const slots = groups.map((g) => ({ certs: g, context: (createSecureContext({ ...policy, cert: g.map((c) => c.cert), key: g.map((c) => c.key) }) as unknown as { context: object }).context }));
-    const exact = new Map<string, Slot>();
-    const wildcard = new Map<string, Slot>();
-    for (const s of slots) {
-      for (const n of s.certs[0]!.names) {
-        // Only a whole left-most "*" label is a wildcard (RFC 6125 §6.4.3); "f*.example" matches nothing.
-        if (n.startsWith("*.")) {
-          if (!wildcard.has(n.slice(2))) wildcard.set(n.slice(2), s);
-        } else if (!n.includes("*") && !exact.has(n)) exact.set(n, s);
-      }
-    }
+    const names = new ServerNames<Slot>();
+    for (const s of slots) for (const n of s.certs[0]!.names) names.add(n, s);
     this.slots = slots;
-    this.exact = exact;
-    this.wildcard = wildcard;
+    this.names = names;
     this.stats.tlsCertificates = this.certs.map((c) => ({ name: c.names[0] ?? "", file: c.certFile, notAfter: c.notAfter }));
     const ALPNProtocols = alpnWire(this.alpn);
     return { secureContext: slots[0]!.context, ...(ALPNProtocols ? { ALPNProtocols } : {}) };
   }
 
-  private stampOf(file: string): string {
-    const st = statSync(file, { throwIfNoEntry: false });
-    return st ? `${st.dev}:${st.ino}:${st.size}:${st.mtimeMs}` : "missing";
-  }
-
   private stampNow(c: CertificateConfig): void {
-    this.stamps.set(c.certFile, this.stampOf(c.certFile));
-    this.stamps.set(c.keyFile, this.stampOf(c.keyFile));
+    this.stamps.set(c.certFile, stampOf(c.certFile));
+    this.stamps.set(c.keyFile, stampOf(c.keyFile));
   }
 
-  /** Reload the certificates whose files changed; a bad one keeps the old and is said once per change. */
-  private poll(): void {
+  /** Reload the certificates whose files changed; a bad one keeps the old and is said once per change. (pollAll's) */
+  poll(stat: (file: string) => string): void {
     let changed = false;
     const next = this.certs.map((c) => {
-      const stamps = [this.stampOf(c.certFile), this.stampOf(c.keyFile)];
+      const stamps = [stat(c.certFile), stat(c.keyFile)];
       if (stamps[0] === this.stamps.get(c.certFile) && stamps[1] === this.stamps.get(c.keyFile)) return c;
       const id = stamps.join("|");
       if (this.failed.get(c.certFile) === id) return c;
