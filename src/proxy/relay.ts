@@ -4,8 +4,8 @@ import type { CoarseClock } from "./clock";
 import { Outbox } from "./outbox";
 import type { Session } from "./pipeline";
 import { errorClass, type ServiceStats } from "./stats";
-import type { Ends } from "./inbound";
-import { endpointString, formatEndpoint, jsonInner, jsonOrNull, jsonString, type ServiceLog } from "../log/access";
+import type { EndNames } from "./inbound";
+import { jsonInner, jsonOrNull, jsonString, type ServiceLog } from "../log/access";
 import { lateRefusal, OriginTlsError, type OriginTls } from "../origin/tls";
 import { clearThenTlsHandlers, originHandlers, tlsOriginHandlers, type Peer } from "./relay-handlers";
 
@@ -75,9 +75,9 @@ export class Relay implements Session {
   // This connection's bytes each way (the access log's; two additions per chunk).
   private bytesIn = 0;
   private bytesOut = 0;
-  // Access log only: the ends (set by the tcp service when the log is on), the origin dialled,
+  // Access log only: the ends as text (set by the tcp service when the log is on), the origin dialled,
   // TLS as negotiated, and how it ended (the first cause wins).
-  ends: Ends | undefined;
+  names: EndNames | undefined;
   tls: { version: string | null; sni: string | undefined } | undefined;
   /** SNI routing (proxy/sni/): the route taken ("1".., "default") and the ClientHello's name; for the log. */
   routed: { route: string | null; sni: string | null } | undefined;
@@ -390,18 +390,18 @@ export class Relay implements Session {
   private logLine(event: string): void {
     const log = this.options.log!;
     if (!log.sampled()) return;
-    const e = this.ends;
+    const e = this.names;
     const duration = Math.round(performance.now() - this.startedAt);
     if (e && this.target && !this.tls && !this.routed && event !== "connect") {
       // The usual line as one template (one string to flatten when written); addresses and numbers need no escape.
       log.line(
-        `"protocol":"tcp","event":"${event}","client":"${endpointString(e.client)}","edge":"${formatEndpoint(e.edge)}","origin":"${jsonInner(this.target)}","bytes_in":${this.bytesIn},"bytes_out":${this.bytesOut},"duration_ms":${duration},"reason":"${jsonInner(this.why ?? "shutdown")}"}`,
+        `"protocol":"tcp","event":"${event}","client":"${e.client}","edge":"${e.edge}","origin":"${jsonInner(this.target)}","bytes_in":${this.bytesIn},"bytes_out":${this.bytesOut},"duration_ms":${duration},"reason":"${jsonInner(this.why ?? "shutdown")}"}`,
       );
       return;
     }
     // Built by hand, in the order the fields always had (ServiceLog.line): addresses and numbers need no escape.
     let body = `"protocol":"tcp","event":"${event}"`;
-    if (e) body += `,"client":"${endpointString(e.client)}","edge":"${formatEndpoint(e.edge)}"`;
+    if (e) body += `,"client":"${e.client}","edge":"${e.edge}"`;
     if (this.target) body += `,"origin":${jsonString(this.target)}`;
     body += `,"bytes_in":${this.bytesIn},"bytes_out":${this.bytesOut},"duration_ms":${duration}`;
     if (this.tls) body += `,"tls_version":${jsonOrNull(this.tls.version)},"sni":${jsonOrNull(this.tls.sni)}`;

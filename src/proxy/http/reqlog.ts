@@ -1,6 +1,6 @@
 import { randomBytes } from "node:crypto";
 import { formatEndpoint, jsonInner, jsonOrNull, jsonString, tenths, type ServiceLog } from "../../log/access";
-import type { Ends } from "../inbound";
+import type { EndNames, Ends } from "../inbound";
 import type { RequestHead } from "./parse";
 
 /*
@@ -46,9 +46,12 @@ export class RequestLog {
   private readonly endsText: string;
   private readonly versionText: string;
 
-  /** `clientIp`: the connection's formatAddress(ends.client.addr) when made already (not formatted twice). */
-  static of(log: ServiceLog, ends: Ends | undefined, version: "1.1" | "2", clientIp?: string): RequestLog {
-    if (!ends) return new RequestLog(log, undefined, undefined, version);
+  /**
+   * `clientIp`: the connection's formatAddress(ends.client.addr) when made already (not formatted twice);
+   * `names`: the socket's ends as text, when `ends` were not parsed (the pipeline's socketNames).
+   */
+  static of(log: ServiceLog, ends: Ends | undefined, version: "1.1" | "2", clientIp?: string, names?: EndNames): RequestLog {
+    if (!ends) return new RequestLog(log, names?.client, names?.edge, version);
     const c = ends.client;
     const client = clientIp === undefined ? formatEndpoint(c) : c.family === 6 ? `[${clientIp}]:${c.port}` : `${clientIp}:${c.port}`;
     return new RequestLog(log, client, formatEndpoint(ends.edge), version);
