@@ -160,7 +160,7 @@ export class HttpConnection extends Exchange implements Session {
       }
       this.member = pick.member;
       pick.member.acquired();
-      if (this.rlog) this.rlog.origin = pick.host.includes(":") ? `[${pick.host}]:${pick.port}` : `${pick.host}:${pick.port}`;
+      this.rlog?.originAt(pick.host, pick.port);
       const fwd = { clientIp: this.clientIp, proto: ctx.proto, fallbackHost: req.host === undefined ? this.destination() : "", upgrade: this.upgrade, ...(requestId !== undefined ? { requestId } : {}) };
       if (!this.upgrade && !this.rlog?.replaceId && extendable(req)) {
         // The head as it came plus our fields: one copy, no rebuilding.

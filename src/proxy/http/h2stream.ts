@@ -62,7 +62,7 @@ export class H2Stream extends H2Exchange {
     }
     this.member = pick.member;
     pick.member.acquired();
-    if (this.rlog) this.rlog.origin = pick.host.includes(":") ? `[${pick.host}]:${pick.port}` : `${pick.host}:${pick.port}`;
+    this.rlog?.originAt(pick.host, pick.port);
     const fwd = { clientIp: this.conn.clientIp, proto: ctx.proto, fallbackHost: req.host === undefined ? this.conn.destination() : "", upgrade: false, ...(requestId !== undefined ? { requestId } : {}) };
     this.headBytes = Buffer.from(originRequestHead(req, fwd), "latin1");
     this.attach(ctx.origins.get(pick.host, pick.port, this));
