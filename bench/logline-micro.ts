@@ -1,8 +1,8 @@
 // Microbenchmark: ns per access log line, builders + writer (to /dev/null),
-// for the tcp relay line (with the socket-ends parse and format it costs per
+// for the tcp relay line (with the socket-ends reading it costs per
 // connection) and the http request line. Run: bun bench/logline-micro.ts [N]
 import { accessLogStats, serviceLog } from "../src/log/access";
-import { socketEnds } from "../src/proxy/inbound";
+import { socketNames, type EndNames } from "../src/proxy/inbound";
 import { RequestLog } from "../src/proxy/http/reqlog";
 import type { RequestHead } from "../src/proxy/http/parse";
 
@@ -25,38 +25,34 @@ async function run(name: string, one: (i: number) => void): Promise<void> {
   console.log(`${name.padEnd(34)} ${ns.toFixed(0).padStart(5)} ns/line wall, ${(((c.user + c.system) * 1000) / N).toFixed(0).padStart(5)} ns/line cpu`);
 }
 
-// tcp: one connection = ends from the socket + the relay's close line (relay.ts's shape).
-const tcpLine = (i: number): void => {
-  const e = socketEnds(sock)!;
-  (log as any).tcpLine?.(e, i) ?? relayLike(e, i);
-};
-import { endpointString, formatEndpoint, jsonInner } from "../src/log/access";
-import { formatAddress } from "../src/config/address";
-function relayLike(e: any, i: number): void {
+// tcp: one connection = its ends as Bun's text (pipeline.ts, socketNames) + the relay's close line (relay.ts's shape).
+const tcpLine = (i: number): void => relayLike(socketNames(sock)!, i);
+function relayLike(e: EndNames, i: number): void {
   if (!log.sampled()) return;
-  // The shape of relay.ts's logLine (emit() before; line() now).
-  if (process.env.EMIT) log.emit({ protocol: "tcp", event: "close", client: formatEndpoint(e.client), edge: formatEndpoint(e.edge), origin: "127.0.0.1:9000", bytes_in: 100 + i, bytes_out: 2000, duration_ms: 3, reason: "client_closed" });
-  else log.line(`"protocol":"tcp","event":"close","client":"${endpointString(e.client)}","edge":"${formatEndpoint(e.edge)}","origin":"${jsonInner("127.0.0.1:9000")}","bytes_in":${100 + i},"bytes_out":${2000},"duration_ms":${3},"reason":"${jsonInner("client_closed")}"}`);
+  const target = "127.0.0.1:9000";
+  const why = "client_closed";
+  const w = log.begin(200 + 5 + e.client.length + e.edge.length + 6 * (target.length + why.length))!;
+  w.raw('"protocol":"tcp","event":"').raw("close").raw('","client":"').raw(e.client).raw('","edge":"').raw(e.edge).raw('","origin":"').text(target);
+  w.raw('","bytes_in":').int(100 + i).raw(',"bytes_out":').int(2000).raw(',"duration_ms":').int(3).raw(',"reason":"').text(why).raw('"}');
+  log.finish();
 }
-const ends = socketEnds(sock)!;
 // http keep-alive: one request on a connection whose RequestLog exists.
-const rl = RequestLog.of(log, ends, "1.1", "192.0.2.10");
+const rl = RequestLog.of(log, undefined, "1.1", "192.0.2.10", socketNames(sock));
 const httpReq = (i: number): void => {
   rl.request(req, 0);
   rl.bytesIn += 80;
-  rl.origin = "127.0.0.1:9000";
+  rl.originAt("127.0.0.1", 9000);
   rl.status = 200;
   rl.firstByte();
   rl.bytesOut += 200 + (i & 7);
   rl.end();
 };
-// http one connection per request: the RequestLog is made per connection too.
+// http one connection per request: the RequestLog is made per connection too (exchange.ts reads remoteAddress anyway).
 const httpConn = (i: number): void => {
-  const e = socketEnds(sock)!;
-  const r = RequestLog.of(log, e, "1.1", formatAddress(e.client.addr));
+  const r = RequestLog.of(log, undefined, "1.1", sock.remoteAddress, socketNames(sock));
   r.request(req, 0);
   r.status = 200;
-  r.origin = "127.0.0.1:9000";
+  r.originAt("127.0.0.1", 9000);
   r.end();
 };
 

@@ -1,5 +1,5 @@
 import { describe, expect, test } from "bun:test";
-import { formatEndpoint, jsonInner, jsonOrNull, jsonString, tenths } from "./access";
+import { formatEndpoint, jsonInner, jsonOrNull, jsonString, LineWriter, tenths } from "./access";
 
 // The hand-built lines (relay.ts, reqlog.ts, flowlog.ts) must read exactly as JSON.stringify wrote them.
 describe("access log line pieces", () => {
@@ -29,5 +29,35 @@ describe("access log line pieces", () => {
     expect(formatEndpoint(v4)).toBe("192.0.2.10:40000");
     expect(formatEndpoint(v4)).toBe("192.0.2.10:40000");
     expect(formatEndpoint(v6)).toBe("[2001:db8::1]:443");
+  });
+});
+
+describe("LineWriter (lines written in place)", () => {
+  const w = new LineWriter();
+  const written = (f: (w: LineWriter) => void): string => {
+    w.buf = Buffer.alloc(4096);
+    w.p = 0;
+    f(w);
+    return w.buf.toString("utf8", 0, w.p);
+  };
+
+  test("int writes what a template does", () => {
+    const values = [0, 1, 9, 10, 11, 99, 100, 101, 999, 1000, 65535, 123456789, 2 ** 32, Number.MAX_SAFE_INTEGER, -1, 1.5, NaN, 2 ** 60];
+    for (let i = 0; i < 2000; i++) values.push(Math.floor(Math.random() * 10 ** Math.floor(Math.random() * 15)));
+    for (const n of values) expect(written((w) => w.int(n))).toBe(`${n}`);
+  });
+
+  test("tenths writes what tenths() does", () => {
+    const values = [0, 0.04, 0.05, 0.95, 1, 9.96, 10, 12.34, 99.99, 100.05, 123456.7];
+    for (let i = 0; i < 2000; i++) values.push(Math.random() * 10 ** Math.floor(Math.random() * 7));
+    for (const ms of values) expect(written((w) => w.tenths(ms))).toBe(tenths(ms));
+  });
+
+  test("text writes what jsonInner does, up to `end`; raw copies ASCII", () => {
+    for (const s of ["", "plain/path", 'q"uote', "back\\slash", "ctl\u0000\u001f", "del\u007f", "é€", "😀", "lone\ud800", "x".repeat(300)]) {
+      expect(written((w) => w.text(s))).toBe(jsonInner(s));
+      expect(written((w) => w.text(`${s}?tail`, s.length))).toBe(jsonInner(s));
+    }
+    expect(written((w) => w.raw('"a":').int(1).raw(',"b":"').text("c").raw('"}'))).toBe('"a":1,"b":"c"}');
   });
 });

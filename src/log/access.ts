@@ -1,9 +1,10 @@
 import { closeSync, openSync, write, writeSync, writev } from "node:fs";
-import { formatAddress } from "../config/address";
 import type { AccessLogConfig } from "../config/service";
 import { ConfigError } from "../errors";
-import type { Endpoint } from "../system/sockaddr";
 import type { AccessBatch } from "../proxy/udp/flowlog";
+import { LineWriter } from "./line";
+
+export { endpointString, formatEndpoint, jsonInner, jsonOrNull, jsonString, joinHostPort, LineWriter, tenths } from "./line";
 
 /*
  * Access and event logs: one JSON object per line, per connection or flow
@@ -35,6 +36,7 @@ export const accessLogStats = { lines: 0, dropped: 0, writeErrors: 0, sampledOut
 const CHUNK = 64 * 1024;
 
 const NO_HEAD = new Uint8Array(0);
+
 
 /** One log destination in this process, shared by every service that names it. */
 class LogFile {
@@ -98,6 +100,42 @@ class LogFile {
     this.chunk[this.used + n] = 10;
     this.used += n + 1;
     this.bytes += n + 1;
+    accessLogStats.lines++;
+    this.schedule();
+  }
+
+  private readonly writer = new LineWriter();
+  /** Where the line begun by begin() starts in `chunk`. */
+  private lineFrom = 0;
+
+  /**
+   * Begin a line of `head` and at most `worst` more bytes, written in place
+   * by the caller through the writer, then finish(): or undefined when it
+   * could not fit a buffer (the caller makes it a string, push2).
+   */
+  begin(head: Uint8Array, worst: number): LineWriter | undefined {
+    const most = head.length + worst + 1;
+    if (most > CHUNK) return undefined;
+    if (most > CHUNK - this.used) this.seal();
+    const w = this.writer;
+    w.buf = this.chunk;
+    this.lineFrom = this.used;
+    if (head.length !== 0) this.chunk.set(head, this.used);
+    w.p = this.used + head.length;
+    return w;
+  }
+
+  /** The line begun is complete: kept, or dropped and counted if the bound has no room for it. */
+  finish(): void {
+    const w = this.writer;
+    const n = w.p - this.lineFrom + 1;
+    if (this.bytes + n > this.maxBytes) {
+      accessLogStats.dropped++;
+      return;
+    }
+    this.chunk[w.p] = 10;
+    this.used += n;
+    this.bytes += n;
     accessLogStats.lines++;
     this.schedule();
   }
@@ -277,62 +315,7 @@ export function reopenAccessLogs(): void {
   for (const f of files.values()) f.reopen();
 }
 
-// Endpoints formatted so far: an edge Endpoint is shared by its connections
-// (src/proxy/inbound.ts), so its text is made once, not per line.
-const endpointText = new WeakMap<Endpoint, string>();
 
-/** "ip:port", IPv6 in brackets (RFC 3986 §3.2.2), remembered per Endpoint object: for endpoints shared by many connections (edges). */
-export function formatEndpoint(e: Endpoint): string {
-  let t = endpointText.get(e);
-  if (t !== undefined) return t;
-  t = endpointString(e);
-  endpointText.set(e, t);
-  return t;
-}
-
-/**
- * "ip:port" made each time: for a client's endpoint, an object of its own
- * connection that is formatted once, where a WeakMap entry (a weak-table
- * insert and its sweep) would cost more than the formatting.
- */
-export function endpointString(e: Endpoint): string {
-  const a = formatAddress(e.addr);
-  return e.family === 6 ? `[${a}]:${e.port}` : `${a}:${e.port}`;
-}
-
-// What JSON (RFC 8259 §7) escapes in a string: quote, backslash, controls; and lone surrogates (JSON.stringify's well-formed output).
-const NEEDS_ESCAPE = /["\\\u0000-\u001f\ud800-\udfff]/;
-
-/** `s` as a JSON string: most values (paths, hosts, ids) need no escape and are quoted as they are. */
-export function jsonString(s: string): string {
-  return NEEDS_ESCAPE.test(s) ? JSON.stringify(s) : `"${s}"`;
-}
-
-/**
- * A non-negative duration in ms rounded to 0.1, as JSON.stringify(Math.round(x * 10) / 10)
- * writes it ("12", "12.3"), from integers: double-to-string is the slow part of a number.
- */
-export function tenths(ms: number): string {
-  const r = Math.round(ms * 10);
-  const d = r % 10;
-  return d === 0 ? `${r / 10}` : `${(r - d) / 10}.${d}`;
-}
-
-/** `s` escaped for inside a JSON string's quotes: itself (no new string) when nothing needs escaping, as is usual. */
-export function jsonInner(s: string): string {
-  return NEEDS_ESCAPE.test(s) ? JSON.stringify(s).slice(1, -1) : s;
-}
-
-/** A JSON string, or null. */
-export function jsonOrNull(s: string | null | undefined): string {
-  return s == null ? "null" : jsonString(s);
-}
-
-/** "ip:port" from Bun's address strings (IPv4-mapped addresses unmapped). */
-export function joinHostPort(host: string, port: number): string {
-  const h = host.startsWith("::ffff:") && host.includes(".") ? host.slice(7) : host;
-  return h.includes(":") ? `[${h}]:${port}` : `${h}:${port}`;
-}
 
 // The time of a line, made once per millisecond: under load many lines share one.
 let isoMs = 0;
@@ -388,12 +371,30 @@ export class ServiceLog {
    * per-request lines use this: no object, no JSON.stringify walk per line.
    */
   line(body: string): void {
+    this.file.push2(this.headNow(), body);
+  }
+
+  /**
+   * Begin a line written in place (LineWriter): the caller writes its members
+   * and closing brace, at most `worst` bytes, then calls finish(). Undefined
+   * when that could not fit a buffer: the caller makes the line a string (line()).
+   */
+  begin(worst: number): LineWriter | undefined {
+    return this.file.begin(this.headNow(), worst);
+  }
+
+  /** The line begun is complete. */
+  finish(): void {
+    this.file.finish();
+  }
+
+  private headNow(): Uint8Array {
     const ms = Date.now();
     if (ms !== this.headMs) {
       this.headMs = ms;
       this.head = Buffer.from(`{"time":"${isoNow()}"${this.prefix}`);
     }
-    this.file.push2(this.head, body);
+    return this.head;
   }
   /** `{"time":…,"service":…,` for the millisecond headMs, UTF-8 encoded once for every line of that millisecond. */
   private head: Uint8Array = NO_HEAD;

@@ -1,6 +1,7 @@
 import type { Socket } from "bun";
 import { parseAddress, prefixContains, unmapAddress, type Prefix } from "../config/address";
 import type { Endpoint } from "../system/sockaddr";
+import { endpointString, formatEndpoint, joinHostPort } from "../log/access";
 import { unmapEndpoint } from "./proxyheader/encode";
 import { parseProxyHeader } from "./proxyheader/parse";
 
@@ -57,6 +58,51 @@ export function socketEnds(s: Socket<any>): Ends | undefined {
   const client = endpoint(s.remoteAddress, s.remotePort);
   const edge = edgeEndpoint(s.localAddress, s.localPort);
   return client && edge ? { client, edge } : undefined;
+}
+
+/**
+ * Both ends as the access log writes them ("ip:port"), for connections whose
+ * ends nothing else needs parsed (no PROXY header to read or send, no
+ * per-source limit): the log takes Bun's address text as it is, with no
+ * Endpoint parse (≈ 1.5 µs a connection).
+ */
+export interface EndNames {
+  readonly client: string;
+  readonly edge: string;
+}
+
+// The edge's text by Bun's address text, then port: shared by a listener's connections (bounded as `edges`).
+const edgeNames = new Map<string, Map<number, string>>();
+let edgeNameCount = 0;
+
+function edgeName(address: string, port: number): string {
+  let byPort = edgeNames.get(address);
+  const known = byPort?.get(port);
+  if (known !== undefined) return known;
+  const name = joinHostPort(address, port);
+  if (edgeNameCount >= EDGE_CACHE_MAX) {
+    edgeNames.clear();
+    edgeNameCount = 0;
+    byPort = undefined;
+  }
+  if (!byPort) edgeNames.set(address, (byPort = new Map()));
+  byPort.set(port, name);
+  edgeNameCount++;
+  return name;
+}
+
+/** The socket's ends as text; undefined when Bun no longer knows them (the peer is already gone). */
+export function socketNames(s: Socket<any>): EndNames | undefined {
+  const client = s.remoteAddress;
+  if (!client) return undefined;
+  const edge = s.localAddress;
+  if (!edge) return undefined;
+  return { client: joinHostPort(client, s.remotePort), edge: edgeName(edge, s.localPort) };
+}
+
+/** Parsed ends (a PROXY header's, or the socket's when parsed anyway) as the log writes them. */
+export function endNames(e: Ends): EndNames {
+  return { client: endpointString(e.client), edge: formatEndpoint(e.edge) };
 }
 
 /** Is the client one whose connections must begin with a PROXY header? */

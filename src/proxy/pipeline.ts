@@ -7,7 +7,7 @@ import type { Endpoint } from "../system/sockaddr";
 import type { Admission } from "./admission";
 import type { CoarseClock } from "./clock";
 import { joinGroup, REUSE_PORT, type GroupPlan } from "./group";
-import { HeaderReader, mustSendHeader, socketEnds, type Ends } from "./inbound";
+import { HeaderReader, mustSendHeader, socketEnds, socketNames, type EndNames, type Ends } from "./inbound";
 import { LISTEN_ADDRESS, listenerSocket, type ServiceSocket } from "./service";
 import type { ServiceStats } from "./stats";
 import { formatEndpoint, joinHostPort, type ServiceLog } from "../log/access";
@@ -69,8 +69,11 @@ export interface Session {
 export interface Protocol {
   /** Does `start` use the connection's addresses even without a PROXY header (a PROXY header to send, hashing)? */
   readonly needEnds: boolean;
-  /** `ends`: the PROXY header's addresses, or the socket's when computed; `rest`: bytes after the PROXY header. */
-  start(socket: Socket<any>, ends: Ends | undefined, rest: Uint8Array): Session;
+  /**
+   * `ends`: the PROXY header's addresses, or the socket's when computed; `rest`: bytes after the PROXY header;
+   * `names`: with the access log on and `ends` not computed, the socket's ends as text (for the log only).
+   */
+  start(socket: Socket<any>, ends: Ends | undefined, rest: Uint8Array, names?: EndNames): Session;
 }
 
 export interface PipelineOptions {
@@ -121,6 +124,8 @@ class Conn {
   session: Session | undefined;
   header: HeaderReader | undefined;
   ends: Ends | undefined;
+  /** Access log only, when `ends` is not computed: the socket's ends as text. */
+  names: EndNames | undefined;
   /** The client admitClient admitted, to release at close. */
   admitted: Endpoint | undefined;
   /** The address the busiest-clients tracker counted it under (its bytes go there at close). */
@@ -144,8 +149,9 @@ export class Pipeline {
     private readonly o: PipelineOptions,
     private readonly protocol: Protocol,
   ) {
-    // A logged connection's addresses are read at accept: after a close Bun no longer has them.
-    this.needEnds = protocol.needEnds || o.acceptProxy.length > 0 || o.admitClient !== undefined || o.log !== undefined;
+    // Parsed ends for what decides on them; a logged connection's are read at accept too (after a close Bun
+    // no longer has them), as text when nothing else needs them parsed (see open).
+    this.needEnds = protocol.needEnds || o.acceptProxy.length > 0 || o.admitClient !== undefined;
   }
 
   get size(): number {
@@ -184,6 +190,10 @@ export class Pipeline {
           c.ends = socketEnds(s);
           // The peer is already gone (Bun no longer knows its address): `close` follows.
           if (!c.ends) return this.reset(c);
+        } else if (o.log) {
+          // The log alone needs the ends: as Bun's text, unparsed (inbound.ts, socketNames).
+          c.names = socketNames(s);
+          if (!c.names) return this.reset(c);
         }
         const balancer = o.acceptProxy.length > 0 && mustSendHeader(o.acceptProxy, c.ends!.client);
         // The peer is the client unless it is a trusted load balancer, whose header names the client.
@@ -333,7 +343,7 @@ export class Pipeline {
 
   private start(c: Conn, rest: Uint8Array): void {
     c.stage = Stage.Protocol;
-    c.session = this.protocol.start(c.socket, c.ends, rest);
+    c.session = this.protocol.start(c.socket, c.ends, rest, c.names);
   }
 
   /** Reset a connection in a stage; counted by the caller, its slot given back at `close`. */
@@ -376,7 +386,7 @@ export class Pipeline {
     log.emit({
       protocol: "tcp",
       event: c.event ?? "close",
-      ...(c.ends ? { client: formatEndpoint(c.ends.client), edge: formatEndpoint(c.ends.edge) } : {}),
+      ...(c.ends ? { client: formatEndpoint(c.ends.client), edge: formatEndpoint(c.ends.edge) } : c.names ? { client: c.names.client, edge: c.names.edge } : {}),
       bytes_in: 0,
       bytes_out: 0,
       duration_ms: Math.round(performance.now() - c.startedAt),

@@ -4,7 +4,7 @@ import type { ServiceConfig } from "../config/service";
 import type { OriginPool } from "../origin/pool";
 import type { Admission } from "./admission";
 import type { CoarseClock } from "./clock";
-import type { Ends } from "./inbound";
+import { endNames, type EndNames, type Ends } from "./inbound";
 import { openListeners, Pipeline, type Protocol, type Session } from "./pipeline";
 import { proxyV1Header, proxyV2Header } from "./proxyheader/encode";
 import { Relay } from "./relay";
@@ -114,10 +114,11 @@ export class TcpService implements DataPlaneService {
     return {
       // `ends` is parsed only when a PROXY header is sent (or accepted); plain connections skip the address parsing.
       needEnds: proxyProtocol !== "off",
-      start(s: Socket<any>, ends: Ends | undefined, rest: Uint8Array): Session {
+      start(s: Socket<any>, ends: Ends | undefined, rest: Uint8Array, names?: EndNames): Session {
         const relay = new Relay(s, options);
         if (log) {
-          relay.ends = ends;
+          // As text once: the line is written after the close, when Bun no longer knows the socket's ends.
+          relay.names = ends ? endNames(ends) : names;
           if (tls) relay.tls = { version: s.getTLSVersion() || null, sni: s.getServername() || undefined };
         }
         if (ends && proxyProtocol === "v1") relay.preamble(proxyV1Header(ends.client, ends.edge));

@@ -3,7 +3,6 @@ import type { DeadlineStage } from "../../config/deadlines";
 import type { Session } from "../pipeline";
 import { ChunkedDecoder, reframe } from "./chunked";
 import { HIGH_WATER, LINGER_MS, requestOrigin } from "./context";
-import { joinHostPort } from "../../log/access";
 import { Deadline, EMPTY, Exchange, Phase, concat } from "./exchange";
 import { H2_REFUSAL, errorResponse, extendable, forwardingFields, originRequestHead } from "./headers";
 import { serveLocal } from "./local";
@@ -158,7 +157,7 @@ export class HttpConnection extends Exchange implements Session {
       if (!to) return this.fail(503, "no healthy origin");
       this.member = to.member;
       this.attach(to.conn);
-      if (this.rlog) this.rlog.origin = joinHostPort(to.conn.host, to.conn.port);
+      this.rlog?.originAt(to.conn.host, to.conn.port);
       const fwd = { clientIp: this.clientIp, proto: ctx.proto, fallbackHost: req.host === undefined ? this.destination() : "", upgrade: this.upgrade, ...(requestId !== undefined ? { requestId } : {}) };
       if (!this.upgrade && !this.rlog?.replaceId && extendable(req)) {
         // The head as it came plus our fields: one copy, no rebuilding.

@@ -1,7 +1,7 @@
 import type { Socket } from "bun";
 import { formatAddress, unmapAddress } from "../../config/address";
 import type { Member } from "../../origin/pool";
-import type { Ends } from "../inbound";
+import type { EndNames, Ends } from "../inbound";
 import { Outbox } from "../outbox";
 import { ChunkedDecoder } from "./chunked";
 import { HIGH_WATER, MAX_RESPONSE_HEAD, idempotent, originCause, type HttpContext } from "./context";
@@ -120,12 +120,14 @@ export abstract class Exchange implements OriginUser {
     protected readonly ctx: HttpContext,
     /** Both ends as a trusted load balancer's PROXY header named them (accept_proxy); else the socket's. */
     protected readonly ends?: Ends,
+    /** With the access log on and `ends` not computed: the socket's ends as text, for the log. */
+    names?: EndNames,
   ) {
     this.lastActive = ctx.clock.now;
     this.headFrom = ctx.clock.now;
     this.clientAt = ctx.clock.now;
     this.clientIp = ends ? formatAddress(ends.client.addr) : unmapAddress(client.remoteAddress);
-    if (ctx.log) this.rlog = RequestLog.of(ctx.log, ends, "1.1", this.clientIp);
+    if (ctx.log) this.rlog = RequestLog.of(ctx.log, ends, "1.1", this.clientIp, names);
     ctx.active.add(this);
     ctx.stats.connectionsActive++;
     ctx.stats.connectionsTotal++;

@@ -2,7 +2,7 @@ import type { Socket } from "bun";
 import http2 from "node:http2";
 import type { Duplex } from "node:stream";
 import { formatAddress, unmapAddress } from "../../config/address";
-import type { Ends } from "../inbound";
+import type { EndNames, Ends } from "../inbound";
 import type { Session } from "../pipeline";
 import { LINGER_MS, type HttpContext } from "./context";
 import { H2Stream } from "./h2stream";
@@ -73,6 +73,8 @@ export class H2Connection implements Session {
     readonly client: Socket<any>,
     readonly ctx: HttpContext,
     readonly ends?: Ends,
+    /** With the access log on and `ends` not computed: the socket's ends as text, for the log. */
+    readonly names?: EndNames,
   ) {
     const now = ctx.clock.now;
     this.startedAt = this.lastActive = this.idleFrom = this.resetWindow = now;

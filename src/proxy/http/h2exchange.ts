@@ -61,7 +61,7 @@ export abstract class H2Exchange implements OriginUser {
   ) {
     this.id = stream.id ?? 0;
     this.bodyAt = conn.ctx.clock.now;
-    if (conn.ctx.log) this.rlog = RequestLog.of(conn.ctx.log, conn.ends, "2");
+    if (conn.ctx.log) this.rlog = RequestLog.of(conn.ctx.log, conn.ends, "2", undefined, conn.names);
   }
 
   protected sendOrigin(bytes: Uint8Array): void {

@@ -1,7 +1,6 @@
 import type http2 from "node:http2";
 import { constants } from "node:http2";
 import { requestOrigin } from "./context";
-import { joinHostPort } from "../../log/access";
 import { H2Exchange } from "./h2exchange";
 import type { H2Connection } from "./h2";
 import { h2Local, h2Request } from "./h2fields";
@@ -64,7 +63,7 @@ export class H2Stream extends H2Exchange {
     if (!to) return this.fail(503, "no healthy origin");
     this.member = to.member;
     this.attach(to.conn);
-    if (this.rlog) this.rlog.origin = joinHostPort(to.conn.host, to.conn.port);
+    this.rlog?.originAt(to.conn.host, to.conn.port);
     const fwd = { clientIp: this.conn.clientIp, proto: ctx.proto, fallbackHost: req.host === undefined ? this.conn.destination() : "", upgrade: false, ...(requestId !== undefined ? { requestId } : {}) };
     this.headBytes = Buffer.from(originRequestHead(req, fwd), "latin1");
     this.sendOrigin(this.headBytes);

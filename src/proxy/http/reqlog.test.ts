@@ -1,33 +1,64 @@
 import { expect, test } from "bun:test";
-import type { ServiceLog } from "../../log/access";
+import { LineWriter, type ServiceLog } from "../../log/access";
 import type { RequestHead } from "./parse";
 import { RequestLog } from "./reqlog";
 
 // The request line is built by hand (no object, no JSON.stringify per line): it must be valid JSON with every field, in the order they always had.
 const ORDER = ["protocol", "client", "edge", "method", "host", "path", "status", "bytes_in", "bytes_out", "origin", "ttfb_ms", "duration_ms", "request_id", "http_version"];
 
-function capture(): { log: ServiceLog; lines: string[] } {
+// Either way a line is made: written in place (ServiceLog.begin, the usual request) or as a string (line(): the
+// others, and the usual one when it would not fit a buffer).
+function capture(inPlace = true): { log: ServiceLog; lines: string[] } {
   const lines: string[] = [];
-  return { log: { sampled: () => true, line: (b: string) => void lines.push(`{${b}`) } as unknown as ServiceLog, lines };
+  const w = new LineWriter();
+  const log = {
+    sampled: () => true,
+    line: (b: string) => void lines.push(`{${b}`),
+    begin: (worst: number) => {
+      if (!inPlace) return undefined;
+      w.buf = Buffer.alloc(worst);
+      w.p = 0;
+      return w;
+    },
+    finish: () => void lines.push(`{${w.buf.toString("utf8", 0, w.p)}`),
+  };
+  return { log: log as unknown as ServiceLog, lines };
 }
 const head = (over: Partial<RequestHead>): RequestHead => ({ method: "GET", target: "/a/b?q=1", host: "example.com", names: [], values: [], ...over }) as unknown as RequestHead;
 
-test("the usual request: every field, in order, path without its query", () => {
-  const { log, lines } = capture();
-  const r = new RequestLog(log, "192.0.2.10:40000", "192.0.2.1:80");
-  r.request(head({}), 0);
-  r.bytesIn += 50;
-  r.origin = "[2001:db8::5]:8080";
-  r.status = 200;
-  r.firstByte();
-  r.bytesOut += 120;
-  r.end();
-  const l = JSON.parse(lines[0]!);
-  expect(Object.keys(l)).toEqual(ORDER);
-  expect(l).toMatchObject({ protocol: "http", client: "192.0.2.10:40000", edge: "192.0.2.1:80", method: "GET", host: "example.com", path: "/a/b", status: 200, bytes_in: 50, bytes_out: 120, origin: "[2001:db8::5]:8080" });
-  expect(typeof l.ttfb_ms).toBe("number");
-  expect(typeof l.request_id).toBe("string");
-});
+for (const inPlace of [true, false]) {
+  test(`the usual request: every field, in order, path without its query (${inPlace ? "written in place" : "as a string"})`, () => {
+    const { log, lines } = capture(inPlace);
+    const r = new RequestLog(log, "192.0.2.10:40000", "192.0.2.1:80");
+    r.request(head({}), 0);
+    r.bytesIn += 50;
+    r.origin = "[2001:db8::5]:8080";
+    r.status = 200;
+    r.firstByte();
+    r.bytesOut += 120;
+    r.end();
+    const l = JSON.parse(lines[0]!);
+    expect(Object.keys(l)).toEqual(ORDER);
+    expect(l).toMatchObject({ protocol: "http", client: "192.0.2.10:40000", edge: "192.0.2.1:80", method: "GET", host: "example.com", path: "/a/b", status: 200, bytes_in: 50, bytes_out: 120, origin: "[2001:db8::5]:8080" });
+    expect(typeof l.ttfb_ms).toBe("number");
+    expect(typeof l.request_id).toBe("string");
+  });
+
+  test(`a usual request with hostile host and path: escaped as JSON.stringify would (${inPlace ? "written in place" : "as a string"})`, () => {
+    const { log, lines } = capture(inPlace);
+    const r = new RequestLog(log, undefined, undefined, "2");
+    const target = '/p"\\\u0001\u007fé€😀\ud800?x="';
+    const host = "h\u0000\"é";
+    r.request(head({ target, host }), 0);
+    r.origin = "127.0.0.1:9000";
+    r.status = 204;
+    r.end();
+    expect(lines[0]).toContain(`"path":${JSON.stringify(target.slice(0, target.indexOf("?")))}`);
+    expect(lines[0]).toContain(`"host":${JSON.stringify(host)}`);
+    const l = JSON.parse(lines[0]!);
+    expect(l).toMatchObject({ host, path: target.slice(0, target.indexOf("?")), status: 204, ttfb_ms: null, http_version: "2" });
+  });
+}
 
 test("hostile values are escaped; absent ones are null; a reason comes last", () => {
   const { log, lines } = capture();

@@ -1,6 +1,6 @@
 import { randomBytes } from "node:crypto";
-import { formatEndpoint, jsonInner, jsonOrNull, jsonString, tenths, type ServiceLog } from "../../log/access";
-import type { Ends } from "../inbound";
+import { formatEndpoint, jsonOrNull, jsonString, tenths, type ServiceLog } from "../../log/access";
+import type { EndNames, Ends } from "../inbound";
 import type { RequestHead } from "./parse";
 
 /*
@@ -14,6 +14,8 @@ const SANE_ID = /^[A-Za-z0-9._~:+/=-]{1,128}$/;
 /** Generated ids: this process's random prefix and a counter, unique without a random draw per request. */
 const PREFIX = randomBytes(8).toString("hex");
 let counter = 0;
+/** The usual line's bytes besides its texts: member names and punctuation (≈ 130) and five numbers (at most 20 each). */
+const LINE_FIXED = 256;
 
 export class RequestLog {
   /** The connection's bytes each way so far. */
@@ -46,9 +48,12 @@ export class RequestLog {
   private readonly endsText: string;
   private readonly versionText: string;
 
-  /** `clientIp`: the connection's formatAddress(ends.client.addr) when made already (not formatted twice). */
-  static of(log: ServiceLog, ends: Ends | undefined, version: "1.1" | "2", clientIp?: string): RequestLog {
-    if (!ends) return new RequestLog(log, undefined, undefined, version);
+  /**
+   * `clientIp`: the connection's formatAddress(ends.client.addr) when made already (not formatted twice);
+   * `names`: the socket's ends as text, when `ends` were not parsed (the pipeline's socketNames).
+   */
+  static of(log: ServiceLog, ends: Ends | undefined, version: "1.1" | "2", clientIp?: string, names?: EndNames): RequestLog {
+    if (!ends) return new RequestLog(log, names?.client, names?.edge, version);
     const c = ends.client;
     const client = clientIp === undefined ? formatEndpoint(c) : c.family === 6 ? `[${clientIp}]:${c.port}` : `${clientIp}:${c.port}`;
     return new RequestLog(log, client, formatEndpoint(ends.edge), version);
@@ -95,6 +100,19 @@ export class RequestLog {
   /** The request's own X-Request-Id (none sane, or several) must be dropped for ours (set by request()). */
   replaceId = false;
 
+  /** The request goes to origin `host`:`port`; its text is made once per origin the connection uses, not per request. */
+  originAt(host: string, port: number): void {
+    if (host !== this.originHost || port !== this.originPort) {
+      this.originHost = host;
+      this.originPort = port;
+      this.originText = host.includes(":") ? `[${host}]:${port}` : `${host}:${port}`;
+    }
+    this.origin = this.originText;
+  }
+  private originHost = "";
+  private originPort = -1;
+  private originText = "";
+
   /** Our own answer (an error) of `bytes` ends the request. */
   answered(status: number, bytes: number, reason: string): void {
     this.status = status;
@@ -117,24 +135,34 @@ export class RequestLog {
     this.open = false;
     if (!this.log.sampled()) return;
     const req = this.req;
-    const q = req ? req.target.indexOf("?") : -1;
-    // Built by hand in the order the fields always had (ServiceLog.line); what the client sent goes through jsonInner.
-    const path = req ? (q < 0 ? req.target : req.target.slice(0, q)) : "";
-    const ttfb = this.firstByteAt ? tenths(this.firstByteAt - this.startedAt) : "null";
-    const duration = tenths(performance.now() - this.startedAt);
     const bytesIn = this.bytesIn - this.inAt;
     const bytesOut = this.bytesOut - this.outAt;
+    const now = performance.now();
     if (req && req.host != null && this.origin != null && this.id != null && !reason) {
-      // The usual request: one template, so one string to flatten when it is written. The method is a token
-      // (parse.ts checks tchar, RFC 9110 §5.6.2: no quote, backslash or control) and the id SANE_ID's or ours: neither needs escaping.
-      this.log.line(
-        `"protocol":"http"${this.endsText},"method":"${req.method}","host":"${jsonInner(req.host)}","path":"${jsonInner(path)}","status":${this.status},"bytes_in":${bytesIn},"bytes_out":${bytesOut},"origin":"${jsonInner(this.origin)}","ttfb_ms":${ttfb},"duration_ms":${duration},"request_id":"${this.id}"${this.versionText}}`,
-      );
-      return;
+      // The usual request, written in place (LineWriter), in the order the fields always had: no string for the
+      // line, none for its numbers or the path. The method is a token (parse.ts checks tchar, RFC 9110 §5.6.2: no
+      // quote, backslash or control) and the id SANE_ID's or ours: neither needs escaping; what the client sent
+      // does (text). The path is the target up to its query.
+      const q = req.target.indexOf("?");
+      const pathEnd = q < 0 ? req.target.length : q;
+      const worst = LINE_FIXED + this.endsText.length + this.versionText.length + req.method.length + this.id.length + 6 * (req.host.length + pathEnd + this.origin.length);
+      const w = this.log.begin(worst);
+      if (w) {
+        w.raw('"protocol":"http"').raw(this.endsText).raw(',"method":"').raw(req.method).raw('","host":"').text(req.host).raw('","path":"').text(req.target, pathEnd);
+        w.raw('","status":').int(this.status).raw(',"bytes_in":').int(bytesIn).raw(',"bytes_out":').int(bytesOut).raw(',"origin":"').text(this.origin).raw('","ttfb_ms":');
+        if (this.firstByteAt) w.tenths(this.firstByteAt - this.startedAt);
+        else w.raw("null");
+        w.raw(',"duration_ms":').tenths(now - this.startedAt).raw(',"request_id":"').raw(this.id).raw('"').raw(this.versionText).raw("}");
+        return this.log.finish();
+      }
     }
+    // Anything else (and a line too long for a buffer) as a string, built by hand in the same order (ServiceLog.line).
+    const q = req ? req.target.indexOf("?") : -1;
+    const path = req ? (q < 0 ? req.target : req.target.slice(0, q)) : "";
+    const ttfb = this.firstByteAt ? tenths(this.firstByteAt - this.startedAt) : "null";
     const what = req ? `"method":${jsonString(req.method)},"host":${jsonOrNull(req.host)},"path":${jsonString(path)}` : `"method":null,"host":null,"path":null`;
     this.log.line(
-      `"protocol":"http"${this.endsText},${what},"status":${this.status},"bytes_in":${bytesIn},"bytes_out":${bytesOut},"origin":${jsonOrNull(this.origin)},"ttfb_ms":${ttfb},"duration_ms":${duration},"request_id":${jsonOrNull(this.id)}${this.versionText}${reason ? `,"reason":${jsonString(reason)}` : ""}}`,
+      `"protocol":"http"${this.endsText},${what},"status":${this.status},"bytes_in":${bytesIn},"bytes_out":${bytesOut},"origin":${jsonOrNull(this.origin)},"ttfb_ms":${ttfb},"duration_ms":${tenths(now - this.startedAt)},"request_id":${jsonOrNull(this.id)}${this.versionText}${reason ? `,"reason":${jsonString(reason)}` : ""}}`,
     );
   }
 }

@@ -78,7 +78,7 @@ export class HttpService implements DataPlaneService {
       { admission, stats: this.stats, clock, acceptProxy: config.acceptProxy, ...(this.certs ? { tls: this.certs } : {}), deadlines: config.deadlines, ...sourceLimit?.pipelineHooks(), ...(log ? { log } : {}), ...(clients ? { clients } : {}) },
       // The HTTP connection as the pipeline's last stage; bytes after a PROXY header are its first.
       // The one place HTTP/2 branches off: the TLS handshake's ALPN chose h2 (RFC 7301; offered by openListeners).
-      { needEnds: false, start: (s, ends, rest) => (http.http2 && s.alpnProtocol === "h2" ? new H2Connection(s, ctx, ends) : new HttpConnection(s, ctx, ends)).started(rest) },
+      { needEnds: false, start: (s, ends, rest, names) => (http.http2 && s.alpnProtocol === "h2" ? new H2Connection(s, ctx, ends, names) : new HttpConnection(s, ctx, ends, names)).started(rest) },
     );
     this.stopSweep = clock.onTick((now) => {
       this.pipeline.sweep(now);

@@ -1,0 +1,135 @@
+/*
+ * The pieces of an access log line (src/log/access.ts): JSON text made by
+ * hand (RFC 8259), as JSON.stringify would write it, and the writer that puts
+ * a line's bytes straight into the log's buffer.
+ */
+import { formatAddress } from "../config/address";
+import type { Endpoint } from "../system/sockaddr";
+
+// Endpoints formatted so far: an edge Endpoint is shared by its connections
+// (src/proxy/inbound.ts), so its text is made once, not per line.
+const endpointText = new WeakMap<Endpoint, string>();
+
+/** "ip:port", IPv6 in brackets (RFC 3986 §3.2.2), remembered per Endpoint object: for endpoints shared by many connections (edges). */
+export function formatEndpoint(e: Endpoint): string {
+  let t = endpointText.get(e);
+  if (t !== undefined) return t;
+  t = endpointString(e);
+  endpointText.set(e, t);
+  return t;
+}
+
+/**
+ * "ip:port" made each time: for a client's endpoint, an object of its own
+ * connection that is formatted once, where a WeakMap entry (a weak-table
+ * insert and its sweep) would cost more than the formatting.
+ */
+export function endpointString(e: Endpoint): string {
+  const a = formatAddress(e.addr);
+  return e.family === 6 ? `[${a}]:${e.port}` : `${a}:${e.port}`;
+}
+
+// What JSON (RFC 8259 §7) escapes in a string: quote, backslash, controls; and lone surrogates (JSON.stringify's well-formed output).
+const NEEDS_ESCAPE = /["\\\u0000-\u001f\ud800-\udfff]/;
+
+/** `s` as a JSON string: most values (paths, hosts, ids) need no escape and are quoted as they are. */
+export function jsonString(s: string): string {
+  return NEEDS_ESCAPE.test(s) ? JSON.stringify(s) : `"${s}"`;
+}
+
+/**
+ * A non-negative duration in ms rounded to 0.1, as JSON.stringify(Math.round(x * 10) / 10)
+ * writes it ("12", "12.3"), from integers: double-to-string is the slow part of a number.
+ */
+export function tenths(ms: number): string {
+  const r = Math.round(ms * 10);
+  const d = r % 10;
+  return d === 0 ? `${r / 10}` : `${(r - d) / 10}.${d}`;
+}
+
+/** `s` escaped for inside a JSON string's quotes: itself (no new string) when nothing needs escaping, as is usual. */
+export function jsonInner(s: string): string {
+  return NEEDS_ESCAPE.test(s) ? JSON.stringify(s).slice(1, -1) : s;
+}
+
+/** A JSON string, or null. */
+export function jsonOrNull(s: string | null | undefined): string {
+  return s == null ? "null" : jsonString(s);
+}
+
+/** "ip:port" from Bun's address strings (IPv4-mapped addresses unmapped). */
+export function joinHostPort(host: string, port: number): string {
+  const h = host.startsWith("::ffff:") && host.includes(".") ? host.slice(7) : host;
+  return h.includes(":") ? `[${h}]:${port}` : `${h}:${port}`;
+}
+
+/**
+ * Writes one line's members straight into the log's buffer (ServiceLog.begin):
+ * no string for the line, no rope of its pieces to flatten, no string per
+ * number. A line made as a string costs its flattened copy (≈ 300 bytes per
+ * http request, a malloc and a free) plus the UTF-8 encoding call; this
+ * copies printable ASCII byte by byte in JIT-compiled code and sends only
+ * what needs escaping or is not ASCII the slow way.
+ */
+export class LineWriter {
+  buf: Buffer = Buffer.alloc(0);
+  /** Where the next byte goes. */
+  p = 0;
+
+  /** Text known to need no JSON escaping and to be ASCII: constants, tokens, our ids, addresses. */
+  raw(s: string): this {
+    const b = this.buf;
+    let p = this.p;
+    for (let i = 0; i < s.length; i++) b[p++] = s.charCodeAt(i);
+    this.p = p;
+    return this;
+  }
+
+  /**
+   * `s` up to `end` for inside a JSON string's quotes (RFC 8259 §7):
+   * printable ASCII as it is, anything else through jsonInner. At most 6
+   * bytes per UTF-16 unit.
+   */
+  text(s: string, end = s.length): this {
+    const b = this.buf;
+    let p = this.p;
+    for (let i = 0; i < end; i++) {
+      const c = s.charCodeAt(i);
+      if (c < 0x20 || c === 0x22 || c === 0x5c || c > 0x7e) {
+        this.p += b.write(jsonInner(end === s.length ? s : s.slice(0, end)), this.p, "utf8");
+        return this;
+      }
+      b[p++] = c;
+    }
+    this.p = p;
+    return this;
+  }
+
+  /** A non-negative integer as JSON writes it; anything else as a template would (`${n}`). */
+  int(n: number): this {
+    if (!(n >= 0 && n <= Number.MAX_SAFE_INTEGER && Number.isInteger(n))) return this.raw(`${n}`);
+    let len = 1;
+    for (let x = n; x >= 10; x = Math.floor(x / 10)) len++;
+    const b = this.buf;
+    let p = (this.p += len);
+    do {
+      const q = Math.floor(n / 10);
+      b[--p] = 48 + (n - q * 10);
+      n = q;
+    } while (n > 0);
+    return this;
+  }
+
+  /** A duration in ms rounded to 0.1, as tenths() writes it. */
+  tenths(ms: number): this {
+    const r = Math.round(ms * 10);
+    if (!(r >= 0 && r <= Number.MAX_SAFE_INTEGER)) return this.raw(tenths(ms));
+    const d = r % 10;
+    this.int((r - d) / 10);
+    if (d !== 0) {
+      this.buf[this.p++] = 46;
+      this.buf[this.p++] = 48 + d;
+    }
+    return this;
+  }
+}
