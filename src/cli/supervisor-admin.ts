@@ -24,7 +24,11 @@ export interface WorkerSnapshot {
 
 async function ask(w: WorkerState, path: string, init: RequestInit = {}): Promise<Response> {
   if (!w.admin) throw new Error("the admin API is off");
-  return fetch(`http://localhost${path}`, { ...init, unix: w.admin } as RequestInit);
+  // A new connection per question: a pooled one may be the one the worker's server is closing as idle at that
+  // very moment (Bun.serve's idle timeout), and fetch would fail on it (seen: a reload answered 500 under load).
+  const headers = new Headers(init.headers);
+  headers.set("connection", "close");
+  return fetch(`http://localhost${path}`, { ...init, headers, unix: w.admin } as RequestInit);
 }
 
 // Headers of one connection, not of the request (RFC 9110 7.6.1), and the ones fetch sets itself.
