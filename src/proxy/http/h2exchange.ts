@@ -26,6 +26,18 @@ import { RequestLog } from "./reqlog";
  * reopened and the client waits (RFC 9113 §5.2).
  */
 
+/** Bytes past the response head that are small get copied. */
+const COPY_TAIL = 1024;
+
+/**
+ * `buf` from `at` on. A small tail is copied: a view (subarray) of a small
+ * socket chunk makes JSC give the chunk an ArrayBuffer of its own first
+ * (measured: 2% of the CPU of a proxied h2 request, the tail being a 3-byte body).
+ */
+function tail(buf: Uint8Array, at: number): Uint8Array {
+  return buf.length - at <= COPY_TAIL ? buf.slice(at) : buf.subarray(at);
+}
+
 /** One stream's exchange state and its origin side; H2Stream adds the client side. */
 export abstract class H2Exchange implements OriginUser {
   readonly id: number;
@@ -173,7 +185,7 @@ export abstract class H2Exchange implements OriginUser {
       return;
     }
     const parsed = parseResponseHead(this.resBuf, end);
-    const rest = end + 4 === this.resBuf.length ? EMPTY : this.resBuf.subarray(end + 4);
+    const rest = end + 4 === this.resBuf.length ? EMPTY : tail(this.resBuf, end + 4);
     this.resBuf = EMPTY;
     if (parsed instanceof HeadError) return this.originBroken(parsed.reason);
     const ctx = this.conn.ctx;
