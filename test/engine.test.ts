@@ -5,8 +5,8 @@
 import { describe, expect, test } from "bun:test";
 import type { Socket } from "bun";
 import { createHash, randomBytes } from "node:crypto";
-import { EdgeproxyProcess } from "./helpers/edgeproxy";
-import { echoOrigin, exchange } from "./helpers/net";
+import { EdgeproxyProcess, runEdgeproxy } from "./helpers/edgeproxy";
+import { echoOrigin, exchange, text } from "./helpers/net";
 import { proxyFixture } from "./helpers/fixture";
 
 const f = proxyFixture();
@@ -288,6 +288,32 @@ describe("tcp engine (epoll)", () => {
     expect(f.ep.stderr).toMatch(/origin errors: refused 1/);
     f.ep = undefined;
   }, 20_000);
+
+  test("busiest clients: the engine's connections are in the live view (connections, bytes both ways); behind a balancer's PROXY header, the client it names", async () => {
+    const origin = echoOrigin("127.0.0.1");
+    servers.push(origin);
+    f.ep = await start(origin.port, ["--accept-proxy", "192.0.2.200/32"]);
+    for (let i = 0; i < 3; i++) expect(text(await exchange("192.0.2.1", 5010, "x".repeat(100), 5000, "192.0.2.7"))).toBe("x".repeat(100));
+    expect(text(await exchange("2001:db8::1", 5011, "y".repeat(50), 5000))).toBe("y".repeat(50));
+    // A trusted balancer's connection: the client its header names is counted, the balancer is not.
+    expect(text(await exchange("192.0.2.1", 5012, `PROXY TCP4 198.51.100.9 192.0.2.1 40000 5012\r\n${"z".repeat(10)}`, 5000, "192.0.2.200"))).toBe("z".repeat(10));
+    type Top = { address: string; connections: number; bytes: number }[];
+    let top: Top = [];
+    // The live view is the instance's once-a-second reading (src/admin/dashboard.ts).
+    const end = Date.now() + 10_000;
+    while (top.length < 3 && Date.now() < end) {
+      const r = await runEdgeproxy(["status", "--json"]);
+      expect(r.code).toBe(0);
+      const clients = (JSON.parse(r.stdout) as { clients: Record<string, { top: Top }> }).clients;
+      top = Object.values(clients)[0]?.top ?? [];
+      if (top.length < 3) await Bun.sleep(300);
+    }
+    expect(top.map(({ address, connections, bytes }) => [address, connections, bytes])).toEqual([
+      ["192.0.2.7", 3, 600],
+      [expect.stringContaining(":"), 1, 100],
+      ["198.51.100.9", 1, 20],
+    ]);
+  }, 30_000);
 
   test("--engine epoll with what it cannot run yet is one clear line, exit 2", async () => {
     const p = Bun.spawnSync([process.execPath, "src/main.ts", "--engine", "epoll", "--mode", "http", "--origin", "127.0.0.1:80"], { stderr: "pipe" });
