@@ -315,6 +315,52 @@ describe("tcp engine (epoll)", () => {
     ]);
   }, 30_000);
 
+  test("SIGQUIT drains: no new connection, open relays go on both ways and end with their FIN; one still open at --drain-timeout is cut; exit 0", async () => {
+    const origin = echoOrigin("127.0.0.1");
+    servers.push(origin);
+    f.ep = await start(origin.port, ["--drain-timeout", "1500ms"]);
+    type Conn = { s: Socket; got: string; closedAt: number; error: string | undefined };
+    const open = async (port: number): Promise<Conn> => {
+      const c = { got: "", closedAt: 0, error: undefined } as Conn;
+      c.s = await Bun.connect({
+        hostname: "192.0.2.1",
+        port,
+        allowHalfOpen: true,
+        socket: {
+          data: (_s, d) => void (c.got += Buffer.from(d).toString()),
+          end: (s) => void s.end(),
+          close: (_s, err) => {
+            c.closedAt = performance.now();
+            c.error = err ? ((err as { code?: string }).code ?? err.message) : undefined;
+          },
+        },
+      });
+      c.s.write("a");
+      await until(() => c.got === "a", 3000, `the first echo on port ${port}`);
+      return c;
+    };
+    const finishing = await open(5020);
+    const held = await open(5021);
+    const quitAt = performance.now();
+    f.ep.proc.kill("SIGQUIT");
+    await until(() => f.ep!.stderr.includes("SIGQUIT: draining"), 3000, "the drain to start");
+    // Both directions still relay on the open connection; its FIN still ends it cleanly.
+    finishing.s.write("b");
+    await until(() => finishing.got === "ab", 3000, "the echo after SIGQUIT");
+    finishing.s.end();
+    await until(() => finishing.closedAt > 0, 3000, "the relay's end");
+    expect(finishing.error).toBeUndefined();
+    expect(finishing.closedAt - quitAt).toBeLessThan(1200);
+    // New connections are not taken (the only process left its group and the selection).
+    expect((await exchange("192.0.2.1", 5022, "x", 2000)).kind).not.toBe("data");
+    // The one left open is cut at the deadline, not before, and the process says so.
+    expect(await f.ep.proc.exited).toBe(0);
+    await until(() => held.closedAt > 0, 3000, "the held connection's end");
+    expect(held.closedAt - quitAt).toBeGreaterThan(1300);
+    expect(f.ep.stderr).toMatch(/SIGQUIT: drained; cut 1 connection\(s\) still open at the drain timeout; stopped/);
+    f.ep = undefined;
+  }, 20_000);
+
   test("--engine epoll with what it cannot run yet is one clear line, exit 2", async () => {
     const p = Bun.spawnSync([process.execPath, "src/main.ts", "--engine", "epoll", "--mode", "http", "--origin", "127.0.0.1:80"], { stderr: "pipe" });
     expect(p.exitCode).toBe(2);
