@@ -8,8 +8,14 @@ import { formatAddress } from "../config/address";
 import { CLIENT_COUNTERS, ClientTracker, type ClientsSnapshot } from "../proxy/clients";
 import { AF_INET } from "../system/sockaddr";
 
-/** A snapshot goes to the main thread at most this often while clients come and go; the dashboard reads once a second. */
-const REPORT_MS = 250;
+/**
+ * A snapshot goes to the main thread at most this often (each sweep) while
+ * clients come and go: Bun's accepts count at once and the dashboard reads
+ * once a second, so the engine's must not lag much more than a sweep. A
+ * snapshot of 128 addresses costs ~0.1-0.2 ms (measured): ~0.1-0.2% of a
+ * core at most.
+ */
+const REPORT_MS = 100;
 /** And at least this often while it lists anyone, so the window's rotation shows. */
 const REFRESH_MS = 5_000;
 
