@@ -5,8 +5,8 @@
 import { describe, expect, test } from "bun:test";
 import type { Socket } from "bun";
 import { createHash, randomBytes } from "node:crypto";
-import { EdgeproxyProcess } from "./helpers/edgeproxy";
-import { echoOrigin, exchange } from "./helpers/net";
+import { EdgeproxyProcess, runEdgeproxy } from "./helpers/edgeproxy";
+import { echoOrigin, exchange, text } from "./helpers/net";
 import { proxyFixture } from "./helpers/fixture";
 
 const f = proxyFixture();
@@ -286,6 +286,78 @@ describe("tcp engine (epoll)", () => {
     expect(r.kind).toBe("reset");
     expect(await f.ep.stop()).toBe(0);
     expect(f.ep.stderr).toMatch(/origin errors: refused 1/);
+    f.ep = undefined;
+  }, 20_000);
+
+  test("busiest clients: the engine's connections are in the live view (connections, bytes both ways); behind a balancer's PROXY header, the client it names", async () => {
+    const origin = echoOrigin("127.0.0.1");
+    servers.push(origin);
+    f.ep = await start(origin.port, ["--accept-proxy", "192.0.2.200/32"]);
+    for (let i = 0; i < 3; i++) expect(text(await exchange("192.0.2.1", 5010, "x".repeat(100), 5000, "192.0.2.7"))).toBe("x".repeat(100));
+    expect(text(await exchange("2001:db8::1", 5011, "y".repeat(50), 5000))).toBe("y".repeat(50));
+    // A trusted balancer's connection: the client its header names is counted, the balancer is not.
+    expect(text(await exchange("192.0.2.1", 5012, `PROXY TCP4 198.51.100.9 192.0.2.1 40000 5012\r\n${"z".repeat(10)}`, 5000, "192.0.2.200"))).toBe("z".repeat(10));
+    type Top = { address: string; connections: number; bytes: number }[];
+    let top: Top = [];
+    // The live view is the instance's once-a-second reading (src/admin/dashboard.ts).
+    const end = Date.now() + 10_000;
+    while (top.length < 3 && Date.now() < end) {
+      const r = await runEdgeproxy(["status", "--json"]);
+      expect(r.code).toBe(0);
+      const clients = (JSON.parse(r.stdout) as { clients: Record<string, { top: Top }> }).clients;
+      top = Object.values(clients)[0]?.top ?? [];
+      if (top.length < 3) await Bun.sleep(300);
+    }
+    expect(top.map(({ address, connections, bytes }) => [address, connections, bytes])).toEqual([
+      ["192.0.2.7", 3, 600],
+      [expect.stringContaining(":"), 1, 100],
+      ["198.51.100.9", 1, 20],
+    ]);
+  }, 30_000);
+
+  test("SIGQUIT drains: no new connection, open relays go on both ways and end with their FIN; one still open at --drain-timeout is cut; exit 0", async () => {
+    const origin = echoOrigin("127.0.0.1");
+    servers.push(origin);
+    f.ep = await start(origin.port, ["--drain-timeout", "1500ms"]);
+    type Conn = { s: Socket; got: string; closedAt: number; error: string | undefined };
+    const open = async (port: number): Promise<Conn> => {
+      const c = { got: "", closedAt: 0, error: undefined } as Conn;
+      c.s = await Bun.connect({
+        hostname: "192.0.2.1",
+        port,
+        allowHalfOpen: true,
+        socket: {
+          data: (_s, d) => void (c.got += Buffer.from(d).toString()),
+          end: (s) => void s.end(),
+          close: (_s, err) => {
+            c.closedAt = performance.now();
+            c.error = err ? ((err as { code?: string }).code ?? err.message) : undefined;
+          },
+        },
+      });
+      c.s.write("a");
+      await until(() => c.got === "a", 3000, `the first echo on port ${port}`);
+      return c;
+    };
+    const finishing = await open(5020);
+    const held = await open(5021);
+    const quitAt = performance.now();
+    f.ep.proc.kill("SIGQUIT");
+    await until(() => f.ep!.stderr.includes("SIGQUIT: draining"), 3000, "the drain to start");
+    // Both directions still relay on the open connection; its FIN still ends it cleanly.
+    finishing.s.write("b");
+    await until(() => finishing.got === "ab", 3000, "the echo after SIGQUIT");
+    finishing.s.end();
+    await until(() => finishing.closedAt > 0, 3000, "the relay's end");
+    expect(finishing.error).toBeUndefined();
+    expect(finishing.closedAt - quitAt).toBeLessThan(1200);
+    // New connections are not taken (the only process left its group and the selection).
+    expect((await exchange("192.0.2.1", 5022, "x", 2000)).kind).not.toBe("data");
+    // The one left open is cut at the deadline, not before, and the process says so.
+    expect(await f.ep.proc.exited).toBe(0);
+    await until(() => held.closedAt > 0, 3000, "the held connection's end");
+    expect(held.closedAt - quitAt).toBeGreaterThan(1300);
+    expect(f.ep.stderr).toMatch(/SIGQUIT: drained; cut 1 connection\(s\) still open at the drain timeout; stopped/);
     f.ep = undefined;
   }, 20_000);
 

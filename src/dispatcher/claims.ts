@@ -43,6 +43,12 @@ export interface InstanceView extends InstanceRecord {
 export interface SteeringCheck {
   /** What of the steering is missing; undefined: all in place. */
   readonly lost?: string;
+  /**
+   * `lost` is a slot recording another reuseport group than ours, which is
+   * also what a sibling worker's reload looks like for the moment until our
+   * own reload joins its new group: act on it only if it persists.
+   */
+  readonly settling?: boolean;
   /** A socket not known when asked to watch joined our slots: a newer instance's. */
   readonly replaced: boolean;
   /** Why this instance must leave (another took it over), if it must. */

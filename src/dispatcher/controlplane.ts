@@ -359,7 +359,7 @@ export class ControlPlane {
   verifySteering(running: ReadonlyMap<string, SteeredService>, heldIds: ReadonlyMap<string, number>, claim: InstanceClaim, known?: ReadonlySet<bigint>): SteeringCheck | undefined {
     const look = tryPinLock(this.bpffs, (): SteeringCheck => {
       const lost = missingSteering(this.dispatcher, this.registry, this.pinned.dir, heldIds, running);
-      if (lost) return { lost, replaced: false };
+      if (lost) return { lost: lost.why, replaced: false, ...(lost.settling ? { settling: true } : {}) };
       const leave = this.toldToLeaveLocked(claim);
       const replaced = !!known && [...this.slotCookies(running)].some((c) => !known.has(c));
       return { replaced, ...(leave ? { leave } : {}) };

@@ -66,7 +66,27 @@ export function pinsAreOurs(d: Dispatcher, dir: string): boolean {
  * socket in the slot will do: any member entry reaches the whole group
  * (members.ts), and an upgrade's successor overwrites ours on purpose.
  */
-export function missingSteering(d: Dispatcher, registry: Registry, dir: string, heldIds: ReadonlyMap<string, number>, running: ReadonlyMap<string, SteeredService>): string | undefined {
+export function missingSteering(d: Dispatcher, registry: Registry, dir: string, heldIds: ReadonlyMap<string, number>, running: ReadonlyMap<string, SteeredService>): { why: string; settling?: true } | undefined {
+  const why = missingPins(dir, heldIds);
+  if (why) return { why };
+  for (const [name, r] of running) {
+    // One lookup per service of ours, not a walk of every service.
+    const info = d.maps.ep_services.lookup(u32(r.id), new Uint8Array(sizes.ep_service_info));
+    if (!info || decodeServiceInfo(info).name !== name) return { why: `service ${name} is no longer registered in the dispatcher` };
+    for (const s of r.sockets) {
+      const slot = `service ${name} ${r.svc.protocol}/ipv${s.family}`;
+      // A sibling worker that reloaded first moved a restarted UDP service to a new group (reload.ts): transient.
+      if (registry.groupPort(r.id, r.svc.protocol, s.family) !== s.port) return { why: `${slot}: the dispatcher records another socket group than ours (port ${s.port})`, settling: true };
+      let any = false;
+      for (let m = 0; m < EP_SOCKET_MEMBERS && !any; m++) any = d.hasSocket(r.id, r.svc.protocol, s.family, m);
+      if (!any) return { why: `${slot}: no socket registered (its connections are refused)` };
+    }
+  }
+  return undefined;
+}
+
+/** The pins: the directory, the link in this namespace running the pinned program, the maps this process holds. */
+function missingPins(dir: string, heldIds: ReadonlyMap<string, number>): string | undefined {
   if (!existsSync(dir)) return `the pinned dispatcher ${dir} was removed`;
   try {
     const progId = withObj(join(dir, "prog"), "pinned program", (fd) => programInfo(fd).id);
@@ -79,18 +99,6 @@ export function missingSteering(d: Dispatcher, registry: Registry, dir: string, 
     }
   } catch (e) {
     return `${(e as Error).message}`;
-  }
-  for (const [name, r] of running) {
-    // One lookup per service of ours, not a walk of every service.
-    const info = d.maps.ep_services.lookup(u32(r.id), new Uint8Array(sizes.ep_service_info));
-    if (!info || decodeServiceInfo(info).name !== name) return `service ${name} is no longer registered in the dispatcher`;
-    for (const s of r.sockets) {
-      const slot = `service ${name} ${r.svc.protocol}/ipv${s.family}`;
-      if (registry.groupPort(r.id, r.svc.protocol, s.family) !== s.port) return `${slot}: the dispatcher records another socket group than ours (port ${s.port})`;
-      let any = false;
-      for (let m = 0; m < EP_SOCKET_MEMBERS && !any; m++) any = d.hasSocket(r.id, r.svc.protocol, s.family, m);
-      if (!any) return `${slot}: no socket registered (its connections are refused)`;
-    }
   }
   return undefined;
 }

@@ -24,6 +24,7 @@ import { Pair } from "./pair";
 import { BOUNDS, SOURCE_RATE_AT, T, type OriginErrorKind } from "./stats";
 import type { SourceKey } from "../dispatcher/sourceabi";
 import { EngineService, type TcpEngineSpec } from "./spec";
+import { EngineClients } from "./clients";
 
 export type { TcpEngineSpec } from "./spec";
 
@@ -88,6 +89,8 @@ export class TcpEngine {
   /** Services that sent a connection in panic during this batch. */
   private readonly panicked = new Set<EngineService>();
   private admission: EngineAdmission | undefined;
+  /** The busiest clients of this thread's connections, for the process's live view. */
+  readonly clients = new EngineClients(this);
   /** Origin sockaddrs, encoded once per endpoint and port. */
   private readonly sockaddrs = new Map<string, Uint8Array>();
   now = performance.now();
@@ -177,7 +180,8 @@ export class TcpEngine {
   private accept(l: Listener): void {
     const svc = l.svc;
     for (let i = 0; i < ACCEPT_BATCH; i++) {
-      const c = acceptFrom(l.fd.raw, svc.needPeer ? this.peer : undefined);
+      // The peer's address always: the busiest-clients count needs it (accept4 writes it, no extra call).
+      const c = acceptFrom(l.fd.raw, this.peer);
       if (c < 0) {
         if (c === -EAGAIN) return;
         if (c === -ECONNABORTED || c === -EINTR) continue;
@@ -202,12 +206,15 @@ export class TcpEngine {
     const client = svc.needPeer ? decodeSockaddr(this.peer.bytes) : undefined;
     // A trusted load balancer's connection starts with a PROXY header naming the client (header.ts).
     const balancer = client !== undefined && svc.acceptProxy.length > 0 && mustSendHeader(svc.acceptProxy, client);
+    // The peer is the client unless it is a trusted load balancer, whose header names the client (header.ts counts that one).
+    const tracked = balancer ? undefined : this.clients.seenPeer(this.peer.bytes);
     // source_connections: the program refuses SYNs of a client at its limit; this counts the ones that got through
     // (+1 here, -1 at close) and refuses the few that raced each other's accept (proxy/sourcelimit.ts).
     let source: SourceKey | undefined | null;
     if (client && !balancer) {
       source = this.admitSource(svc, client);
       if (source === null) {
+        this.clients.refused(tracked!);
         this.admission!.leave();
         resetOnClose(c);
         libc.close(c);
@@ -220,6 +227,7 @@ export class TcpEngine {
     this.byFd[c] = p;
     svc.pairs.add(p);
     if (source) p.source = source;
+    p.tracked = tracked;
     let edge: Endpoint | undefined;
     if (svc.needEdge) {
       const at = localAddress(c);
@@ -286,6 +294,11 @@ export class TcpEngine {
     const header = client && edge && svc.spec.proxyProtocol !== "off" ? (svc.spec.proxyProtocol === "v1" ? proxyV1Header(client, edge) : proxyV2Header(client, edge, "stream")) : undefined;
     const first = header && rest?.length ? concat(header, rest) : (header ?? (rest?.length ? rest : undefined));
     if (first) this.preamble(p, first);
+    // What followed the PROXY header is the client's, counted as its other bytes are (Bun's path: relay.clientData).
+    if (rest?.length) {
+      p.bytesIn += rest.length;
+      svc.bump(T.bytesIn, rest.length);
+    }
     const rc = startConnect(o, this.sockaddr(target));
     if (rc < 0) this.originFailed(p, "connect", -rc);
   }
@@ -377,6 +390,7 @@ export class TcpEngine {
     svc.bump(T.durationCount);
     if (p.endpoint) p.endpoint.active--;
     if (p.source) svc.count(p.source, -1);
+    if (p.tracked !== undefined) this.clients.closed(p.tracked, p.bytesIn + p.bytesOut);
     if (svc.log && p.record) svc.log.closed(p.record, p.bytesIn, p.bytesOut, p.event ?? "close", p.why ?? "shutdown");
     if (this.waiters.length) this.bufferFreed();
     if (svc.retired && svc.pairs.size === 0) this.services.delete(svc.spec.slot);

@@ -4,6 +4,7 @@
 // proxy_header_timeout; only then is the client admitted (per-client limits,
 // for the client it names) and the origin dialled. The parsing is the Bun
 // path's (HeaderReader, src/proxy/inbound.ts).
+import { formatAddress } from "../config/address";
 import { HeaderReader, type Ends } from "../proxy/inbound";
 import { EAGAIN, EINTR, recvInto } from "../system/tcp";
 import { EPOLLERR, EPOLLHUP, EPOLLIN, EPOLLRDHUP } from "../system/epoll";
@@ -64,12 +65,16 @@ export function headerEvent(p: Pair, ev: number): void {
       p.header = undefined;
       // UNKNOWN and LOCAL hand back the socket's own ends: the balancer itself, no client to admit.
       if (r.ends !== p.ends) {
+        const tracked = formatAddress(r.ends.client.addr);
+        e.clients.seen(tracked);
         const source = e.admitSource(p.svc, r.ends.client, true);
         if (source === null) {
+          e.clients.refused(tracked);
           p.cause("limited", "source_limit");
           return e.finish(p, true);
         }
         if (source) p.source = source;
+        p.tracked = tracked;
       }
       p.ends = r.ends;
       // More of the client's bytes may wait in the socket (edge-triggered: no new event for them): read on once connected.

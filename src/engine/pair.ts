@@ -68,6 +68,8 @@ export class Pair {
   ends: Ends | undefined;
   /** The client's count this connection holds (source_connections), given back at close. */
   source: SourceKey | undefined;
+  /** The client's address as the busiest-clients count has it (undefined: not counted, e.g. a balancer's header was not read yet). */
+  tracked: string | undefined;
   /** Access log only. */
   record: FlowRecord | undefined;
   event: string | undefined;

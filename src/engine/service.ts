@@ -106,13 +106,22 @@ export class EngineTcpService implements DataPlaneService {
     return this.row[T.active]!;
   }
 
+  /**
+   * Close the listeners (the kernel moves their queues to the group's other
+   * members: ep_migrate); with `abort` reset the open connections too, else
+   * they run until done or idle. close(true) after close(false) is a drain's
+   * deadline: it cuts what is still open, as Bun's path does.
+   */
   close(abort = false): void {
     this.unsubscribe();
     this.pool.close();
-    if (this.slot < 0) return;
+    if (this.slot < 0 || (this.retired && !abort)) return;
+    this.retired = true;
     this.plane.retireTcp(this.slot, abort);
-    this.slot = -1;
+    if (abort) this.slot = -1;
   }
+
+  private retired = false;
 
   report() {
     return { connections: readTcpRow(this.row), origins: this.pool.snapshot() };

@@ -47,7 +47,7 @@ export class EngineService {
   readonly listeners: Fd[];
   readonly endpoints: EndpointSet;
   readonly log: FlowLog | undefined;
-  /** The peer's address is read at accept (accept4 fills it in; no extra call). */
+  /** The peer's address is decoded at accept (accept4 always fills it in, for the busiest-clients count; no extra call). */
   readonly needPeer: boolean;
   readonly needEdge: boolean;
   readonly acceptProxy: readonly Prefix[];

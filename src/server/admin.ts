@@ -49,7 +49,7 @@ export function serverBackend(server: Server): AdminBackend {
         unmatchedLookups: server.dispatcher.counters(0).lookups,
         accessLog: { ...accessLogStats },
         // Every tracked address (two generations): a supervisor merges its workers' lists before cutting them short.
-        clients: server.planes.clients.snapshot(2 * CLIENT_COUNTERS),
+        clients: server.planes.clientsSnapshot(2 * CLIENT_COUNTERS),
         capacity: {
           max: server.planes.admission.max,
           active: server.planes.admission.active,

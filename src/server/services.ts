@@ -12,7 +12,7 @@ import { OriginPool } from "../origin/pool";
 import type { PortRange } from "../config/ports";
 import type { ResolvedOrigins } from "./bindings";
 import type { SourceLimit } from "../proxy/sourcelimit";
-import { ClientTracker } from "../proxy/clients";
+import { ClientTracker, mergeClients, type ClientsSnapshot } from "../proxy/clients";
 
 /**
  * The edge range origins given as port ranges map into: the service's lowest
@@ -26,7 +26,7 @@ export function edgeRangeOf(cfg: ServiceConfig): PortRange | undefined {
 /** What services share in one process: the clock, the TCP connection cap, the UDP data plane. */
 export class DataPlanes {
   private udp: UdpPlane | undefined;
-  /** The busiest client addresses of this process's tcp and http services (udp flows are made in the UDP thread: not counted). */
+  /** The busiest client addresses of this process's tcp and http services on Bun's sockets (the engine's are merged in by clientsSnapshot; udp flows are not counted). */
   readonly clients: ClientTracker;
 
   constructor(
@@ -64,6 +64,11 @@ export class DataPlanes {
   /** The process's data plane thread: UDP services and tcp services on the engine share its one epoll loop. */
   private dataPlane(): UdpPlane {
     return (this.udp ??= new UdpPlane(this.maxFlows));
+  }
+
+  /** The process's busiest clients: Bun's sockets' and the engine's (which counts on the data plane's thread). */
+  clientsSnapshot(rows: number): ClientsSnapshot {
+    return mergeClients([this.clients.snapshot(rows), this.udp?.engineClients], rows)!;
   }
 
   /** Resolves when every data plane runs (the UDP worker has started); rejects if one failed to. */

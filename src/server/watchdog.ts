@@ -27,6 +27,15 @@ import type { SteeredService } from "../dispatcher/verify";
 
 /** How often the steering is verified: a loss is noticed within this plus one check, well inside the second promised (a busy machine delays timers). */
 export const WATCH_MS = 250;
+/**
+ * A slot recording another group than ours is acted on only after this:
+ * with workers, the one that reloads first moves a restarted UDP service to
+ * a new group, and a sibling's look until its own reload joins it (a few
+ * ms; longer on a loaded machine) would otherwise take the whole instance
+ * down (test/descriptors.test.ts, --workers 2). A real takeover is still
+ * noticed within about a second and a quarter.
+ */
+const SETTLE_MS = 1_000;
 
 /** What the watchdog looks at: a running Server (structurally, so the watchdog needs no Server import). */
 export interface Watched {
@@ -93,6 +102,16 @@ export class SteeringWatchdog {
     return this.stopped ? "stopping: its services are withdrawn" : undefined;
   }
 
+  /** A settling finding first seen at `since`. */
+  private settling: { why: string; since: number } | undefined;
+
+  /** The settling finding `why` has held for SETTLE_MS (a sibling worker's reload is over well within it). */
+  private persisted(why: string): boolean {
+    const now = performance.now();
+    if (this.settling?.why !== why) this.settling = { why, since: now };
+    return now - this.settling.since >= SETTLE_MS;
+  }
+
   /** Check now; the reason the steering is gone, or undefined (in place, or not checkable this instant). */
   check(): string | undefined {
     if (this.lost || this.stopped) return this.lost;
@@ -102,6 +121,9 @@ export class SteeringWatchdog {
     } catch (e) {
       result = { lost: `checking the steering failed: ${(e as Error).message}`, replaced: false };
     }
+    if (result?.lost && result.settling && !this.persisted(result.lost)) return undefined;
+    // A clean look ends a settling finding; a busy lock (undefined) says nothing either way.
+    if (result && !result.lost) this.settling = undefined;
     if (result?.lost) {
       this.lost = result.lost;
       this.stop();

@@ -4,6 +4,7 @@ import type { PanicCounts } from "./origins";
 import type { AccessBatch } from "./flowlog";
 import type { TcpEngineSpec } from "../../engine/engine";
 import type { OriginFailure } from "../../origin/pool";
+import type { ClientsSnapshot } from "../clients";
 
 /** Main thread → UDP worker. */
 export type ToWorker =
@@ -32,6 +33,8 @@ export type FromWorker =
   | { readonly op: "tcp-origin"; readonly slot: number; readonly key: string; readonly port: number; readonly failure?: OriginFailure }
   /** A tcp service's open connections per endpoint key (when they changed), and connections sent in panic since the last. */
   | { readonly op: "tcp-active"; readonly slot: number; readonly active: [key: string, n: number][]; readonly panics: PanicCounts }
+  /** The engine's busiest clients (every tracked address), for the process's live view. */
+  | { readonly op: "tcp-clients"; readonly clients: ClientsSnapshot }
   /** The engine's connections crossed an admission mark: re-steer (Admission.recheck). */
   | { readonly op: "admission" }
   | { readonly op: "stopped" };

@@ -10,6 +10,7 @@ import { ROW, SLOTS } from "./stats";
 import { appendBatch } from "../../log/access";
 import type { TcpEngineSpec } from "../../engine/engine";
 import type { OriginFailure } from "../../origin/pool";
+import type { ClientsSnapshot } from "../clients";
 
 /** What a tcp service on the engine hears from the data plane's thread. */
 export interface TcpOriginEvents {
@@ -47,6 +48,8 @@ export class UdpPlane {
   private readonly originEvents = new Map<number, OriginEvents>();
   private readonly tcpEvents = new Map<number, TcpOriginEvents>();
   private nextTcpSlot = 0;
+  /** The engine's busiest clients as it last sent them (undefined: no tcp service on the engine has had one). */
+  engineClients: ClientsSnapshot | undefined;
   /** Called when the engine's connections cross an admission mark (the process's Admission.recheck). */
   onAdmission: () => void = () => {};
   /** Settles when the worker has its epoll loop running, or failed to start. */
@@ -76,6 +79,7 @@ export class UdpPlane {
       else if (m.op === "tcp-origin") this.tcpEvents.get(m.slot)?.report(m.key, m.port, m.failure);
       else if (m.op === "admission") this.onAdmission();
       else if (m.op === "tcp-active") this.tcpEvents.get(m.slot)?.counts(m.active, m.panics);
+      else if (m.op === "tcp-clients") this.engineClients = m.clients;
       else if (m.op === "stopped") {
         this.wake.close();
         void this.worker.terminate();

@@ -57,7 +57,11 @@ async function loop(): Promise<void> {
     if (e.pending) e.resume();
     if (e.now >= nextSweep) {
       e.sweep();
-      t?.sweep(e.now);
+      if (t) {
+        t.sweep(e.now);
+        const clients = t.clients.due(e.now);
+        if (clients) post({ op: "tcp-clients", clients });
+      }
       nextSweep = e.now + sweepEvery();
     }
     if (woken || n === 0 || e.now - yielded > YIELD_MS) {
