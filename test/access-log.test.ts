@@ -5,6 +5,7 @@ import { describe, expect, test } from "bun:test";
 import { chmodSync, closeSync, constants, existsSync, mkdtempSync, openSync, readFileSync, readSync, renameSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { writeCert } from "./helpers/certs";
 import { EdgeproxyProcess, runEdgeproxy } from "./helpers/edgeproxy";
 import { echoOrigin, exchange, pool, text } from "./helpers/net";
 import { proxyFixture } from "./helpers/fixture";
@@ -282,9 +283,7 @@ describe("access log: tcp with TLS terminated", () => {
     const origin = echoOrigin("127.0.0.1");
     servers.push(origin);
     const dir = logDir();
-    const [cert, key] = [join(dir, "cert.pem"), join(dir, "key.pem")];
-    const made = Bun.spawnSync(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-days", "1", "-subj", "/CN=edge.test", "-keyout", key, "-out", cert], { stderr: "pipe" });
-    expect(made.exitCode).toBe(0);
+    const { cert, key } = writeCert(dir, { cn: "edge.test" });
     const log = join(dir, "tls.log");
     const config = join(dir, "edgeproxy.toml");
     writeFileSync(config, `instance = "edge1"\naccess_log = "${log}"\naccess_log_connect = true\nworkers = 2\n[[service]]\nname = "tls"\norigin = "127.0.0.1:${origin.port}"\ntls_cert = "${cert}"\ntls_key = "${key}"\n[[service.bind]]\nprefixes = "192.0.2.0/24"\nports = 8443\n`);

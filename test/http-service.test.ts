@@ -7,6 +7,7 @@ import { afterEach, describe, expect, test } from "bun:test";
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { writeCert } from "./helpers/certs";
 import { EdgeproxyProcess } from "./helpers/edgeproxy";
 import { proxyFixture } from "./helpers/fixture";
 import { httpOrigin, inProcessService, parseReply, poolOf, rawClient } from "./helpers/http";
@@ -159,8 +160,7 @@ describe("http service", () => {
   test("TLS termination: a test certificate, X-Forwarded-Proto https, curl sees the origin's answer", async () => {
     const dir = mkdtempSync(join(tmpdir(), "ep-tls-"));
     try {
-      const gen = Bun.spawnSync(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-days", "1", "-subj", "/CN=secure.example", "-addext", "subjectAltName=DNS:secure.example", "-keyout", join(dir, "key.pem"), "-out", join(dir, "cert.pem")], { stderr: "pipe" });
-      expect(gen.exitCode).toBe(0);
+      writeCert(dir, { cn: "secure.example", names: ["secure.example"] });
       const o = httpOrigin("127.0.0.1", "secret");
       f.servers.push(o.listener);
       // Through the real path: edgeproxy steers 192.0.2.0/24 port 8443 to its TLS listener.

@@ -1,36 +1,21 @@
 // HTTP/2 by ALPN on TLS http services, end to end in a namespace of each test's own: real clients
 // (curl, h2load, node's TLS with raw frames) against edgeproxy, HTTP/1.1 origins behind it.
-import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { describe, expect, test } from "bun:test";
+import { readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
+import { certFiles } from "./helpers/certs";
 import { EdgeproxyProcess } from "./helpers/edgeproxy";
 import { proxyFixture } from "./helpers/fixture";
 import { httpOrigin } from "./helpers/http";
 
 const f = proxyFixture();
-let dir = "";
-let certFile = "";
-let keyFile = "";
+const certs = certFiles({ prefix: "ep-h2-", cn: "edge.test" });
 const ATTACK = join(import.meta.dir, "helpers/h2attack.mjs");
-
-beforeAll(() => {
-  dir = mkdtempSync(join(tmpdir(), "ep-h2-"));
-  certFile = join(dir, "cert.pem");
-  keyFile = join(dir, "key.pem");
-  const r = Bun.spawnSync(
-    ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-days", "1", "-subj", "/CN=edge.test", "-keyout", keyFile, "-out", certFile],
-    { stderr: "pipe" },
-  );
-  if (r.exitCode !== 0) throw new Error(`openssl req: ${r.stderr.toString()}`);
-});
-
-afterAll(() => rmSync(dir, { recursive: true, force: true }));
 
 /** An http service with TLS on 192.0.2.0/24 port 8443, its admin socket, to `origin`. */
 async function start(origin: number, ...extra: string[]) {
-  const admin = join(dir, `admin-${Math.random().toString(36).slice(2)}.sock`);
-  f.ep = await EdgeproxyProcess.start(["--mode", "http", "--ports", "8443", "--prefix", "192.0.2.0/24", "--origin", `127.0.0.1:${origin}`, "--tls-cert", certFile, "--tls-key", keyFile, "--admin", admin, ...extra]);
+  const admin = join(certs.dir, `admin-${Math.random().toString(36).slice(2)}.sock`);
+  f.ep = await EdgeproxyProcess.start(["--mode", "http", "--ports", "8443", "--prefix", "192.0.2.0/24", "--origin", `127.0.0.1:${origin}`, "--tls-cert", certs.cert, "--tls-key", certs.key, "--admin", admin, ...extra]);
   return admin;
 }
 
@@ -52,7 +37,7 @@ describe("HTTP/2 by ALPN (http services with TLS)", () => {
   test("curl --http2 speaks HTTP/2 (ALPN h2) to the origin's answer; --http1.1 still HTTP/1.1; same forwarding fields, access log with http_version", async () => {
     const o = httpOrigin("127.0.0.1", "from-origin");
     f.servers.push(o.listener);
-    const log = join(dir, "h2-access.log");
+    const log = join(certs.dir, "h2-access.log");
     const admin = await start(o.port, "--access-log", log);
     const h2 = await curl("--http2", "-w", "\n%{http_version}", "-H", "cookie: a=1", "-H", "cookie: b=2", "https://edge.test:8443/p?q=1");
     expect(h2.out).toBe("from-origin\n2");
@@ -118,11 +103,11 @@ describe("HTTP/2 config", () => {
   test("a route without a pool gets the built-in responder over HTTP/2; http2 = false offers only http/1.1; http2_max_concurrent_streams is announced", async () => {
     const o = httpOrigin("127.0.0.1", "pooled");
     f.servers.push(o.listener);
-    const file = join(dir, "h2.toml");
+    const file = join(certs.dir, "h2.toml");
     const service = (name: string, port: number, extra: string) =>
-      `[[service]]\nname = "${name}"\nmode = "http"\norigin = "127.0.0.1:${o.port}"\ntls_cert = "${certFile}"\ntls_key = "${keyFile}"\n${extra}\n` +
+      `[[service]]\nname = "${name}"\nmode = "http"\norigin = "127.0.0.1:${o.port}"\ntls_cert = "${certs.cert}"\ntls_key = "${certs.key}"\n${extra}\n` +
       `[[service.bind]]\nprefixes = ["192.0.2.0/24"]\nports = ["${port}"]\n\n[[service.route]]\npath = "/about"\n\n`;
-    writeFileSync(file, `[admin]\nsocket = "${join(dir, "h2cfg.sock")}"\n\n${service("on", 8443, "http2_max_concurrent_streams = 7\n")}${service("off", 9443, "http2 = false\n")}`);
+    writeFileSync(file, `[admin]\nsocket = "${join(certs.dir, "h2cfg.sock")}"\n\n${service("on", 8443, "http2_max_concurrent_streams = 7\n")}${service("off", 9443, "http2 = false\n")}`);
     f.ep = await EdgeproxyProcess.start(["serve", "--config", file]);
     const about = await curl("--http2", "-H", "accept: application/json", "-w", "\n%{http_version}", "https://edge.test:8443/about");
     const [json, version] = about.out.split("\n");

@@ -12,6 +12,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { connect as netConnect } from "node:net";
 import { connect as tlsConnect } from "node:tls";
+import { writeCert } from "./helpers/certs";
 import { EdgeproxyProcess } from "./helpers/edgeproxy";
 import type { ProxyFixture } from "./helpers/fixture";
 
@@ -168,13 +169,6 @@ export async function until(what: string, ok: () => Promise<boolean>, ms = 5000)
 }
 
 /** A throwaway TLS certificate for edge.test. */
-export function testCertificate(dir: string): { cert: string; key: string } {
-  const cert = join(dir, "cert.pem");
-  const key = join(dir, "key.pem");
-  const r = Bun.spawnSync(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-days", "1", "-subj", "/CN=edge.test", "-keyout", key, "-out", cert], { stderr: "pipe" });
-  if (r.exitCode !== 0) throw new Error(`openssl req: ${r.stderr.toString()}`);
-  return { cert, key };
-}
 
 export function pipelineCases(f: ProxyFixture, subject: PipelineSubject): void {
   const CAP = 4;
@@ -196,7 +190,7 @@ export function pipelineCases(f: ProxyFixture, subject: PipelineSubject): void {
       label: "tls_handshake",
       stage: "tls_handshake",
       args: (dir: string) => {
-        const c = testCertificate(dir);
+        const c = writeCert(dir, { cn: "edge.test" });
         return ["--tls-cert", c.cert, "--tls-key", c.key, "--handshake-timeout", "2s"];
       },
       // A TCP connect that never sends a ClientHello.
@@ -218,7 +212,7 @@ export function pipelineCases(f: ProxyFixture, subject: PipelineSubject): void {
       label: "proxy_header then TLS",
       stage: "proxy_header",
       args: (dir: string) => {
-        const c = testCertificate(dir);
+        const c = writeCert(dir, { cn: "edge.test" });
         return ["--accept-proxy", `${LB}/32`, "--proxy-header-timeout", "2s", "--tls-cert", c.cert, "--tls-key", c.key];
       },
       stall: () => stall({ from: LB, first: "PROXY TCP4 203.0.113" }),

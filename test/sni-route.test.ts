@@ -1,12 +1,12 @@
 // Routing by TLS server name without terminating TLS ([[service.route]] sni):
 // real clients (openssl s_client, curl) reach TLS origins with different
 // certificates through edgeproxy, which only reads the ClientHello.
-import { afterAll, beforeAll, describe, expect, test } from "bun:test";
+import { beforeAll, describe, expect, test } from "bun:test";
 import type { TCPSocketListener } from "bun";
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { OPENSSL_A } from "../src/proxy/sni/hello.fixtures";
+import { certFiles } from "./helpers/certs";
 import { EdgeproxyProcess, runEdgeproxy } from "./helpers/edgeproxy";
 import { proxyFixture } from "./helpers/fixture";
 import { exchange, text } from "./helpers/net";
@@ -14,22 +14,16 @@ import { expectOneLine } from "./helpers/oneline";
 import { headerOrigin, type Seen } from "./helpers/proxyheaders";
 
 const f = proxyFixture();
-let dir = "";
+const certs = certFiles({ prefix: "ep-sni-", pair: false });
 const pem: Record<string, { cert: string; key: string; certFile: string; keyFile: string }> = {};
 
 beforeAll(() => {
-  dir = mkdtempSync(join(tmpdir(), "ep-sni-"));
   // One self-signed certificate per origin: the subject a client sees says which origin completed its handshake.
   for (const [name, cn] of [["a", "a.example"], ["b", "*.b.example"], ["default", "default.example"]] as const) {
-    const certFile = join(dir, `${name}.pem`);
-    const keyFile = join(dir, `${name}.key`);
-    const r = Bun.spawnSync(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-days", "1", "-subj", `/CN=${cn}`, "-keyout", keyFile, "-out", certFile], { stderr: "pipe" });
-    if (r.exitCode !== 0) throw new Error(`openssl req: ${r.stderr.toString()}`);
+    const { cert: certFile, key: keyFile } = certs.make(name, { cn });
     pem[name] = { cert: readFileSync(certFile, "utf8"), key: readFileSync(keyFile, "utf8"), certFile, keyFile };
   }
 });
-
-afterAll(() => rmSync(dir, { recursive: true, force: true }));
 
 /** A TLS origin with `name`'s certificate: answers any request with "origin NAME" and closes; counts connections. */
 function tlsOrigin(name: string): { listener: TCPSocketListener<undefined>; accepted: () => number } {
@@ -87,8 +81,8 @@ describe("routing by SNI to TLS origins, TLS untouched", () => {
     const a = tlsOrigin("a");
     const b = tlsOrigin("b");
     const d = tlsOrigin("default");
-    const admin = join(dir, "admin1.sock");
-    const file = join(dir, "sni.toml");
+    const admin = join(certs.dir, "admin1.sock");
+    const file = join(certs.dir, "sni.toml");
     writeFileSync(
       file,
       `[admin]\nsocket = "${admin}"\n[[service]]\nname = "edge"\norigin = "127.0.0.1:${d.listener.port}"\n[[service.bind]]\nprefixes = ["192.0.2.0/24"]\nports = ["8443"]\n` +
@@ -135,8 +129,8 @@ describe("routing by SNI to TLS origins, TLS untouched", () => {
   test("half a ClientHello is cut at handshake_timeout; too long and truncated ones are reset at once; no origin is dialled for any", async () => {
     const a = tlsOrigin("a");
     const d = tlsOrigin("default");
-    const admin = join(dir, "admin2.sock");
-    const file = join(dir, "stall.toml");
+    const admin = join(certs.dir, "admin2.sock");
+    const file = join(certs.dir, "stall.toml");
     writeFileSync(
       file,
       `[admin]\nsocket = "${admin}"\n[[service]]\nname = "edge"\norigin = "127.0.0.1:${d.listener.port}"\nhandshake_timeout = "2s"\n[[service.bind]]\nprefixes = ["192.0.2.0/24"]\nports = ["8443"]\n` +
@@ -196,9 +190,9 @@ describe("routing by SNI to TLS origins, TLS untouched", () => {
     const a = headerOrigin();
     const d = headerOrigin();
     f.servers.push(a.listener, d.listener);
-    const admin = join(dir, "admin3.sock");
-    const log = join(dir, "access.log");
-    const file = join(dir, "plain.toml");
+    const admin = join(certs.dir, "admin3.sock");
+    const log = join(certs.dir, "access.log");
+    const file = join(certs.dir, "plain.toml");
     writeFileSync(
       file,
       `access_log = "${log}"\n[admin]\nsocket = "${admin}"\n` +
@@ -243,7 +237,7 @@ describe("routing by SNI to TLS origins, TLS untouched", () => {
   }, 30_000);
 
   test("sni routes with tls_cert: refused at start in one line", async () => {
-    const file = join(dir, "bad.toml");
+    const file = join(certs.dir, "bad.toml");
     writeFileSync(
       file,
       `[[service]]\nname = "edge"\norigin = "127.0.0.1:1"\ntls_cert = "${pem.a!.certFile}"\ntls_key = "${pem.a!.keyFile}"\n[[service.bind]]\nprefixes = ["192.0.2.0/24"]\nports = ["8443"]\n` + route(["a.example"], 2),

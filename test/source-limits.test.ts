@@ -6,6 +6,7 @@ import type { Socket } from "bun";
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { writeCert } from "./helpers/certs";
 import { EdgeproxyProcess, runEdgeproxy } from "./helpers/edgeproxy";
 import { proxyFixture } from "./helpers/fixture";
 import { echoOrigin, exchange, text } from "./helpers/net";
@@ -14,7 +15,7 @@ import { parseAddress } from "../src/config/address";
 import { udpOrigin } from "./helpers/udp";
 import { httpOrigin } from "./helpers/http";
 import { workdir, writeConfig } from "./helpers/pools";
-import { stall, talk, testCertificate } from "./pipeline.case";
+import { stall, talk } from "./pipeline.case";
 
 /** One datagram from a new socket on `from` (a new flow) and its reply, or "<timeout>". */
 async function udpFrom(from: string, host: string, port: number, payload: string, timeoutMs = 1500): Promise<string> {
@@ -411,7 +412,7 @@ describe("per-client limits", () => {
     const A = "192.0.2.201";
     const accepted = (n: number) => until(async () => new RegExp(`^edgeproxy_connection_cap_active ${n}$`, "m").test(await metrics(admin)));
     try {
-      const c = testCertificate(dir);
+      const c = writeCert(dir, { cn: "edge.test" });
       f.ep = await EdgeproxyProcess.start([
         "--admin", admin, "--ports", "7000-7099", "--prefix", "192.0.2.0/25", "--origin", `127.0.0.1:${origin.port}`,
         "--tls-cert", c.cert, "--tls-key", c.key, "--handshake-timeout", "1s", "--source-connections", "2",

@@ -4,30 +4,16 @@
 // and static RSA (-s), the server's cipher order (-P) and vulnerabilities
 // including LUCKY13 and the CBC ones (-U). -S (server defaults) is left out:
 // its chain-of-trust lines are "NOT ok" for any self-signed test certificate.
-import { afterAll, beforeAll, expect, test } from "bun:test";
-import { existsSync, mkdtempSync, rmSync } from "node:fs";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
+import { expect, test } from "bun:test";
+import { existsSync } from "node:fs";
+import { certFiles } from "./helpers/certs";
 import { EdgeproxyProcess } from "./helpers/edgeproxy";
 import { proxyFixture } from "./helpers/fixture";
 import { httpOrigin } from "./helpers/http";
 
 const f = proxyFixture();
-let dir = "";
-
-function makeCert(name: string, type: "ec" | "rsa"): { cert: string; key: string } {
-  const cert = join(dir, `${name}.crt`);
-  const key = join(dir, `${name}.key`);
-  const alg = type === "rsa" ? ["-newkey", "rsa:2048"] : ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256"];
-  const r = Bun.spawnSync(["openssl", "req", "-x509", ...alg, "-nodes", "-days", "2", "-subj", "/CN=edge.test", "-addext", "subjectAltName=DNS:edge.test", "-keyout", key, "-out", cert], { stderr: "pipe" });
-  if (r.exitCode !== 0) throw new Error(`openssl req: ${r.stderr.toString()}`);
-  return { cert, key };
-}
-
-beforeAll(() => {
-  dir = mkdtempSync(join(tmpdir(), "ep-testssl-"));
-});
-afterAll(() => rmSync(dir, { recursive: true, force: true }));
+const certs = certFiles({ prefix: "ep-testssl-", pair: false });
+const makeCert = (name: string, type: "ec" | "rsa") => certs.make(name, { cn: "edge.test", names: ["edge.test"], type });
 
 const TESTSSL = "/usr/bin/testssl";
 // testssl runs hundreds of openssl handshakes; on two shared cores that takes 1-3 minutes.

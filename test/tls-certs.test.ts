@@ -1,12 +1,12 @@
 // Several certificates per service chosen by SNI, hot reload of changed
 // files, the TLS policy, and a PROXY v2 header before TLS on one connection
 // (HAProxy send-proxy-v2). Real clients: openssl s_client, curl, HAProxy.
-import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import { mkdtempSync, renameSync, rmSync, writeFileSync } from "node:fs";
+import { beforeAll, describe, expect, test } from "bun:test";
+import { renameSync, writeFileSync } from "node:fs";
 import { connect as netConnect } from "node:net";
 import { connect as tlsConnect } from "node:tls";
-import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { certFiles } from "./helpers/certs";
 import { EdgeproxyProcess, runEdgeproxy } from "./helpers/edgeproxy";
 import { proxyFixture } from "./helpers/fixture";
 import { httpOrigin } from "./helpers/http";
@@ -14,26 +14,17 @@ import { expectOneLine } from "./helpers/oneline";
 import { headerOrigin, type Seen } from "./helpers/proxyheaders";
 
 const f = proxyFixture();
-let dir = "";
-const files = (name: string) => ({ cert: join(dir, `${name}.crt`), key: join(dir, `${name}.key`) });
-
-/** A self-signed certificate `name`.crt/.key: CN, optional SAN DNS names, ec (P-256) or rsa. */
-function makeCert(name: string, cn: string, san: string[], type: "ec" | "rsa" = "ec", into = files(name)): void {
-  const alg = type === "rsa" ? ["-newkey", "rsa:2048"] : ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256"];
-  const ext = san.length ? ["-addext", `subjectAltName=${san.map((n) => `DNS:${n}`).join(",")}`] : [];
-  const r = Bun.spawnSync(["openssl", "req", "-x509", ...alg, "-nodes", "-days", "2", "-subj", `/CN=${cn}`, ...ext, "-keyout", into.key, "-out", into.cert], { stderr: "pipe" });
-  if (r.exitCode !== 0) throw new Error(`openssl req: ${r.stderr.toString()}`);
-}
+// Certificates `name`.crt/.key: CN, SAN DNS names (none: "cnonly"), ec (P-256) or rsa.
+const certs = certFiles({ prefix: "ep-tlscerts-", pair: false });
+const files = (name: string) => ({ cert: join(certs.dir, `${name}.crt`), key: join(certs.dir, `${name}.key`) });
 
 beforeAll(() => {
-  dir = mkdtempSync(join(tmpdir(), "ep-tlscerts-"));
-  makeCert("first", "first.example", ["first.example"]);
-  makeCert("a-rsa", "a.example", ["a.example"], "rsa");
-  makeCert("a-ec", "a.example", ["a.example"]);
-  makeCert("wild", "wild", ["*.w.example"]);
-  makeCert("cnonly", "cn.example", []);
+  certs.make("first", { cn: "first.example", names: ["first.example"] });
+  certs.make("a-rsa", { cn: "a.example", names: ["a.example"], type: "rsa" });
+  certs.make("a-ec", { cn: "a.example", names: ["a.example"] });
+  certs.make("wild", { cn: "wild", names: ["*.w.example"] });
+  certs.make("cnonly", { cn: "cn.example" });
 });
-afterAll(() => rmSync(dir, { recursive: true, force: true }));
 
 interface Hello {
   ok: boolean;
@@ -78,8 +69,8 @@ describe("certificates by SNI", () => {
   test("exact names, a wildcard of one label, RSA and ECDSA for one name; no SNI or an unknown name get the first; counted by match", async () => {
     const o = headerOrigin();
     f.servers.push(o.listener);
-    const file = join(dir, "sni.toml");
-    const admin = join(dir, "sni.sock");
+    const file = join(certs.dir, "sni.toml");
+    const admin = join(certs.dir, "sni.sock");
     const cert = (n: string) => `[[service.certificate]]\ncert = "${files(n).cert}"\nkey = "${files(n).key}"\n`;
     writeFileSync(
       file,
@@ -116,14 +107,12 @@ describe("certificates by SNI", () => {
   test("a changed file is served to new handshakes without a restart; a broken one keeps the previous certificate and says so in one line", async () => {
     const o = headerOrigin();
     f.servers.push(o.listener);
-    const live = { cert: join(dir, "live.crt"), key: join(dir, "live.key") };
-    makeCert("live", "old.example", ["old.example"], "ec", live);
-    const admin = join(dir, "live.sock");
+    const live = certs.make("live", { cn: "old.example", names: ["old.example"] });
+    const admin = join(certs.dir, "live.sock");
     f.ep = await EdgeproxyProcess.start(["--ports", "8443", "--prefix", "192.0.2.0/24", "--origin", `127.0.0.1:${o.listener.port}`, "--tls-cert", live.cert, "--tls-key", live.key, "--admin", admin]);
     expect((await sClient(8443, ["-noservername"])).subject).toBe("old.example");
     // As certbot and cert-manager do: new files renamed into place.
-    const next = { cert: join(dir, "next.crt"), key: join(dir, "next.key") };
-    makeCert("next", "new.example", ["new.example"], "rsa", next);
+    const next = certs.make("next", { cn: "new.example", names: ["new.example"], type: "rsa" });
     renameSync(next.key, live.key);
     renameSync(next.cert, live.cert);
     await until("the new certificate is served", async () => (await sClient(8443, ["-noservername"])).subject === "new.example");
@@ -144,17 +133,15 @@ describe("certificates by SNI", () => {
 test("reload: rewritten files are served at once to new handshakes, on the same sockets; a reload with a bad file changes nothing", async () => {
   const o = headerOrigin();
   f.servers.push(o.listener);
-  const live = { cert: join(dir, "r.crt"), key: join(dir, "r.key") };
-  makeCert("r", "before.example", ["before.example"], "ec", live);
-  const file = join(dir, "reload.toml");
-  const admin = join(dir, "reload.sock");
+  const live = certs.make("r", { cn: "before.example", names: ["before.example"] });
+  const file = join(certs.dir, "reload.toml");
+  const admin = join(certs.dir, "reload.sock");
   writeFileSync(file, `[admin]\nsocket = "${admin}"\n[[service]]\nname = "r"\norigin = "127.0.0.1:${o.listener.port}"\ntls_cert = "${live.cert}"\ntls_key = "${live.key}"\n[[service.bind]]\nprefixes = ["192.0.2.0/24"]\nports = ["8443"]\n`);
   f.ep = await EdgeproxyProcess.start(["serve", "--config", file]);
   expect((await sClient(8443, [])).subject).toBe("before.example");
   const sockets = async () => JSON.stringify(((await (await fetch("http://localhost/services", { unix: admin } as RequestInit)).json()) as { sockets: unknown }[]).map((s) => s.sockets));
   const before = await sockets();
-  const next = { cert: join(dir, "r2.crt"), key: join(dir, "r2.key") };
-  makeCert("r2", "after.example", ["after.example"], "ec", next);
+  const next = certs.make("r2", { cn: "after.example", names: ["after.example"] });
   renameSync(next.key, live.key);
   renameSync(next.cert, live.cert);
   const r = await runEdgeproxy(["reload", "--admin", admin]);
@@ -252,7 +239,7 @@ describe("PROXY header, then TLS", () => {
   }, 30_000);
 
   async function haproxy(cfg: string): Promise<{ stop: () => Promise<void> }> {
-    const file = join(dir, `haproxy-${Math.random().toString(36).slice(2)}.cfg`);
+    const file = join(certs.dir, `haproxy-${Math.random().toString(36).slice(2)}.cfg`);
     writeFileSync(file, cfg);
     const p = Bun.spawn(["haproxy", "-db", "-f", file], { stdin: "ignore", stdout: "pipe", stderr: "pipe" });
     // Ready when its frontend accepts.

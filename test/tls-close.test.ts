@@ -2,32 +2,15 @@
 // connect, handshake, close, as a full-handshake benchmark does) must cost the
 // server one handshake, not its life: by the time Bun reports the handshake
 // done, such a client may be gone, and the session must not be made for it.
-import { afterAll, beforeAll, expect, test } from "bun:test";
-import { mkdtempSync, rmSync } from "node:fs";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
+import { expect, test } from "bun:test";
+import { certFiles } from "./helpers/certs";
 import { EdgeproxyProcess } from "./helpers/edgeproxy";
 import { proxyFixture } from "./helpers/fixture";
 import { httpOrigin } from "./helpers/http";
 import { echoOrigin } from "./helpers/net";
 
 const f = proxyFixture();
-let dir = "";
-let certFile = "";
-let keyFile = "";
-
-beforeAll(() => {
-  dir = mkdtempSync(join(tmpdir(), "ep-tls-close-"));
-  certFile = join(dir, "cert.pem");
-  keyFile = join(dir, "key.pem");
-  const r = Bun.spawnSync(
-    ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-days", "1", "-subj", "/CN=edge.test", "-keyout", keyFile, "-out", certFile],
-    { stderr: "pipe" },
-  );
-  if (r.exitCode !== 0) throw new Error(`openssl req: ${r.stderr.toString()}`);
-});
-
-afterAll(() => rmSync(dir, { recursive: true, force: true }));
+const certs = certFiles({ prefix: "ep-tls-close-", cn: "edge.test" });
 
 /** `openssl s_time -new` for `seconds` (4 at once, so handshakes overlap); the connections each completed. */
 async function sTime(host: string, port: number, seconds: number): Promise<number[]> {
@@ -45,7 +28,7 @@ for (const mode of ["http", "tcp"] as const) {
   test(`${mode}: clients closing right after the handshake (s_time -new, 2 s) leave edgeproxy serving`, async () => {
     const origin = mode === "http" ? httpOrigin("127.0.0.1", "o") : { listener: echoOrigin("127.0.0.1") };
     f.servers.push(origin.listener);
-    f.ep = await EdgeproxyProcess.start(["--mode", mode, "--ports", "8443", "--prefix", "192.0.2.0/24", "--origin", `127.0.0.1:${origin.listener.port}`, "--tls-cert", certFile, "--tls-key", keyFile]);
+    f.ep = await EdgeproxyProcess.start(["--mode", mode, "--ports", "8443", "--prefix", "192.0.2.0/24", "--origin", `127.0.0.1:${origin.listener.port}`, "--tls-cert", certs.cert, "--tls-key", certs.key]);
     const counts = await sTime("192.0.2.10", 8443, 2);
     // Every s_time got handshakes through (it stops at the first failed connection).
     for (const n of counts) expect(n).toBeGreaterThan(10);

@@ -5,6 +5,7 @@
 import { describe, expect, test } from "bun:test";
 import { renameSync } from "node:fs";
 import { join } from "node:path";
+import { writeCert } from "./helpers/certs";
 import { EdgeproxyProcess } from "./helpers/edgeproxy";
 import { proxyFixture } from "./helpers/fixture";
 import { originCertificates, pem, silent, tlsHttpOrigin } from "./helpers/origintls";
@@ -15,8 +16,7 @@ originCertificates();
 
 /** A self-signed edge certificate for `cn`, written to tmp files then renamed over `edge.pem`/`edge.key` (a new inode). */
 function edgeCertificate(cn: string): void {
-  const r = Bun.spawnSync(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-days", "1", "-subj", `/CN=${cn}`, "-keyout", pem("edge.key.new"), "-out", pem("edge.pem.new")], { stderr: "pipe" });
-  if (r.exitCode !== 0) throw new Error(`openssl req: ${r.stderr.toString()}`);
+  writeCert({ cert: pem("edge.pem.new"), key: pem("edge.key.new") }, { cn });
   renameSync(pem("edge.key.new"), pem("edge.key"));
   renameSync(pem("edge.pem.new"), pem("edge.pem"));
 }

@@ -1,33 +1,18 @@
 // TLS termination for tcp services, with a certificate openssl makes for
 // each test; passthrough (no certificate configured) stays the default.
-import { afterAll, beforeAll, describe, expect, test } from "bun:test";
+import { describe, expect, test } from "bun:test";
 import { createHash, randomBytes, X509Certificate } from "node:crypto";
-import { mkdtempSync, readFileSync, rmSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { writeFileSync } from "node:fs";
+import { certFiles } from "./helpers/certs";
 import { EdgeproxyProcess, runEdgeproxy } from "./helpers/edgeproxy";
 import { proxyFixture } from "./helpers/fixture";
 import { echoOrigin, exchange, text } from "./helpers/net";
 import { headerOrigin, type Seen } from "./helpers/proxyheaders";
 
 const f = proxyFixture();
-let dir = "";
-let certFile = "";
-let keyFile = "";
-
-beforeAll(() => {
-  dir = mkdtempSync(join(tmpdir(), "ep-tls-"));
-  certFile = join(dir, "cert.pem");
-  keyFile = join(dir, "key.pem");
-  const r = Bun.spawnSync(
-    ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-days", "1", "-subj", "/CN=edge.test", "-keyout", keyFile, "-out", certFile],
-    { stderr: "pipe" },
-  );
-  if (r.exitCode !== 0) throw new Error(`openssl req: ${r.stderr.toString()}`);
-});
-
-afterAll(() => rmSync(dir, { recursive: true, force: true }));
+const certs = certFiles({ prefix: "ep-tls-", cn: "edge.test" });
 
 type TlsOutcome = { kind: "data" | "reset" | "timeout"; bytes: Buffer; peerCert?: string; authorized?: boolean };
 
@@ -92,13 +77,13 @@ function tlsExchange(host: string, port: number, payload: Uint8Array | string, t
   });
 }
 
-const fingerprint = () => new X509Certificate(readFileSync(certFile)).fingerprint256;
+const fingerprint = () => new X509Certificate(readFileSync(certs.cert)).fingerprint256;
 
 describe("TLS termination (--tls-cert, --tls-key)", () => {
   test("the handshake presents our certificate (IPv4 and IPv6); the origin gets plaintext", async () => {
     const o = headerOrigin();
     f.servers.push(o.listener);
-    f.ep = await EdgeproxyProcess.start(["--ports", "8400-8500", "--prefix", "192.0.2.0/24,2001:db8::/64", "--origin", `127.0.0.1:${o.listener.port}`, "--tls-cert", certFile, "--tls-key", keyFile]);
+    f.ep = await EdgeproxyProcess.start(["--ports", "8400-8500", "--prefix", "192.0.2.0/24,2001:db8::/64", "--origin", `127.0.0.1:${o.listener.port}`, "--tls-cert", certs.cert, "--tls-key", certs.key]);
     const a = await tlsExchange("192.0.2.10", 8443, "hello over tls");
     expect(a.kind).toBe("data");
     expect(a.peerCert).toBe(fingerprint());
@@ -112,7 +97,7 @@ describe("TLS termination (--tls-cert, --tls-key)", () => {
   test("bulk both ways through TLS with backpressure: 2 MiB echoed intact", async () => {
     const origin = echoOrigin("127.0.0.1");
     f.servers.push(origin);
-    f.ep = await EdgeproxyProcess.start(["--ports", "8443", "--prefix", "192.0.2.0/24", "--origin", `127.0.0.1:${origin.port}`, "--tls-cert", certFile, "--tls-key", keyFile]);
+    f.ep = await EdgeproxyProcess.start(["--ports", "8443", "--prefix", "192.0.2.0/24", "--origin", `127.0.0.1:${origin.port}`, "--tls-cert", certs.cert, "--tls-key", certs.key]);
     const payload = randomBytes(2 << 20);
     const r = await tlsExchange("192.0.2.10", 8443, payload, 20_000);
     expect(r.kind).toBe("data");
@@ -123,7 +108,7 @@ describe("TLS termination (--tls-cert, --tls-key)", () => {
   test("openssl s_client completes the handshake and sees CN=edge.test", async () => {
     const origin = echoOrigin("127.0.0.1");
     f.servers.push(origin);
-    f.ep = await EdgeproxyProcess.start(["--ports", "8443", "--prefix", "192.0.2.0/24", "--origin", `127.0.0.1:${origin.port}`, "--tls-cert", certFile, "--tls-key", keyFile, "--idle-timeout", "1s"]);
+    f.ep = await EdgeproxyProcess.start(["--ports", "8443", "--prefix", "192.0.2.0/24", "--origin", `127.0.0.1:${origin.port}`, "--tls-cert", certs.cert, "--tls-key", certs.key, "--idle-timeout", "1s"]);
     // The child joins this thread's namespace, as edgeproxy does. -ign_eof keeps it reading after
     // its stdin ends; edgeproxy's 1 s idle timeout then closes the connection, and s_client exits.
     const p = Bun.spawn(["openssl", "s_client", "-connect", "192.0.2.33:8443", "-servername", "edge.test", "-ign_eof"], {
@@ -137,15 +122,15 @@ describe("TLS termination (--tls-cert, --tls-key)", () => {
     expect(out).toContain("ping from s_client");
     expect(out).toMatch(/subject=\s*CN\s*=\s*edge\.test/);
     // s_client prints the certificate the server presented: ours, byte for byte.
-    expect(out).toContain(readFileSync(certFile, "utf8").trim());
+    expect(out).toContain(readFileSync(certs.cert, "utf8").trim());
     void stderr;
   }, 30_000);
 
   test("the origin is dialled only after the handshake: a plaintext client and a silent one cost no origin connection; the silent one is reset after the timeout", async () => {
     const o = headerOrigin();
     f.servers.push(o.listener);
-    const admin = join(dir, "admin.sock");
-    f.ep = await EdgeproxyProcess.start(["--ports", "8443", "--prefix", "192.0.2.0/24", "--origin", `127.0.0.1:${o.listener.port}`, "--tls-cert", certFile, "--tls-key", keyFile, "--handshake-timeout", "3s", "--admin", admin]);
+    const admin = join(certs.dir, "admin.sock");
+    f.ep = await EdgeproxyProcess.start(["--ports", "8443", "--prefix", "192.0.2.0/24", "--origin", `127.0.0.1:${o.listener.port}`, "--tls-cert", certs.cert, "--tls-key", certs.key, "--handshake-timeout", "3s", "--admin", admin]);
     const plain = await exchange("192.0.2.10", 8443, "GET / HTTP/1.1\r\nHost: x\r\n\r\n", 5000);
     expect(plain.kind === "data" || plain.kind === "reset").toBe(true);
     // A TLS alert at most (content type 21), never bytes from the origin.
@@ -180,7 +165,7 @@ describe("TLS termination (--tls-cert, --tls-key)", () => {
   test("PROXY v2 to the origin with TLS terminated: the header, then the plaintext", async () => {
     const o = headerOrigin();
     f.servers.push(o.listener);
-    f.ep = await EdgeproxyProcess.start(["--ports", "8443", "--prefix", "192.0.2.0/24", "--origin", `127.0.0.1:${o.listener.port}`, "--tls-cert", certFile, "--tls-key", keyFile, "--proxy-protocol", "v2"]);
+    f.ep = await EdgeproxyProcess.start(["--ports", "8443", "--prefix", "192.0.2.0/24", "--origin", `127.0.0.1:${o.listener.port}`, "--tls-cert", certs.cert, "--tls-key", certs.key, "--proxy-protocol", "v2"]);
     const r = await tlsExchange("192.0.2.10", 8443, "inside");
     const seen = JSON.parse(r.bytes.toString()) as Seen;
     expect(seen.header).toMatchObject({ destination: "192.0.2.10", destinationPort: 8443, transport: "stream" });
@@ -194,7 +179,7 @@ describe("passthrough (the default)", () => {
     const origin = Bun.listen({
       hostname: "127.0.0.1",
       port: 0,
-      tls: { cert: readFileSync(certFile, "utf8"), key: readFileSync(keyFile, "utf8") },
+      tls: { cert: readFileSync(certs.cert, "utf8"), key: readFileSync(certs.key, "utf8") },
       allowHalfOpen: true,
       socket: {
         data(s, d) {
@@ -225,13 +210,13 @@ describe("from a config file", () => {
     const o = headerOrigin();
     const echo = echoOrigin("127.0.0.1");
     f.servers.push(o.listener, echo);
-    const file = join(dir, "edgeproxy.toml");
-    const admin = join(dir, "file-admin.sock");
+    const file = join(certs.dir, "edgeproxy.toml");
+    const admin = join(certs.dir, "file-admin.sock");
     const config = (pp: string) =>
       `[admin]\nsocket = "${admin}"\n` +
       `[[service]]\nname = "edge"\norigin = "127.0.0.1:${o.listener.port}"\nproxy_protocol = "${pp}"\naccept_proxy = ["192.0.2.200/32"]\n` +
       `[[service.bind]]\nprefixes = ["192.0.2.0/25"]\nports = ["7000"]\n` +
-      `[[service]]\nname = "secure"\norigin = "127.0.0.1:${echo.port}"\ntls_cert = "${certFile}"\ntls_key = "${keyFile}"\n` +
+      `[[service]]\nname = "secure"\norigin = "127.0.0.1:${echo.port}"\ntls_cert = "${certs.cert}"\ntls_key = "${certs.key}"\n` +
       `[[service.bind]]\nprefixes = ["192.0.2.0/25"]\nports = ["8443"]\n`;
     writeFileSync(file, config("v1"));
     f.ep = await EdgeproxyProcess.start(["serve", "--config", file]);

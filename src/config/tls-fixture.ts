@@ -5,7 +5,8 @@ import { join } from "node:path";
 /**
  * For unit tests: a real self-signed certificate and its key, PEM (openssl
  * makes them once per call; config parsing checks the key is the
- * certificate's). `names`: its subjectAltName DNS names; 
+ * certificate's). `names`: its subjectAltName DNS names; `type`: P-256 or
+ * RSA 2048 key. test/helpers/certs.ts writes these to files for kernel tests.
  */
 export function testPem(o: { cn?: string; names?: string[]; type?: "ec" | "rsa"; days?: number } = {}): { cert: string; key: string } {
   const dir = mkdtempSync(join(tmpdir(), "ep-pem-"));

@@ -6,6 +6,7 @@ import type { TCPSocketListener } from "bun";
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { writeCert } from "./certs";
 
 let dir = "";
 /** A file of this test file's certificate directory: ca.pem, otherca.pem, origin.pem/.key (origin.test, origin.tls.test, IP 127.0.0.1), client.pem/.key. */
@@ -20,7 +21,8 @@ function sh(cmd: string[]): void {
 export function originCertificates(): void {
 beforeAll(() => {
   dir = mkdtempSync(join(tmpdir(), "ep-origintls-"));
-  const ca = (name: string) => sh(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-days", "1", "-subj", `/CN=${name}`, "-keyout", `${name}.key`, "-out", `${name}.pem`]);
+  // A CA is a self-signed certificate (openssl req -x509 marks it CA:TRUE); its leaves are signed by it, below.
+  const ca = (name: string) => writeCert({ cert: pem(`${name}.pem`), key: pem(`${name}.key`) }, { cn: name });
   const leaf = (name: string, signer: string, san: string) => {
     sh(["openssl", "req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-subj", `/CN=${name}`, "-keyout", `${name}.key`, "-out", `${name}.csr`]);
     writeFileSync(pem(`${name}.ext`), `subjectAltName=${san}\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth,clientAuth\n`);
