@@ -152,6 +152,8 @@ function accept(): void {
 }
 
 process.on("SIGTERM", () => process.exit(0));
+// The bench waits for this line before it sends load (bench/load.ts).
+console.log(`epoll-relay: ready on ${values.listen}`);
 let yielded = performance.now();
 for (;;) {
   const n = ep.wait(-1);

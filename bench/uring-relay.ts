@@ -256,6 +256,8 @@ function completion(tag: number, res: number, flags: number): void {
 // SIGTERM (the bench's stop) ends the process with exit 0: its handler runs when the loop yields, which it does
 // when a wait is interrupted (the signal makes io_uring_enter return EINTR) and every YIELD_MS under load.
 process.on("SIGTERM", () => process.exit(0));
+// The bench waits for this line before it sends load (bench/load.ts).
+console.log(`uring-relay: ready on ${values.listen}`);
 const YIELD_MS = 20;
 armAccept();
 let yielded = performance.now();

@@ -216,7 +216,7 @@ export class Ring {
    * Submit what was prepared and wait for at least `wait` completions: one
    * io_uring_enter(2). With `reap` (IORING_ENTER_GETEVENTS) the deferred
    * completion work runs even when `wait` is 0 (DEFER_TASKRUN posts CQEs only
-   * then). Returns the number submitted; EINTR is not an error.
+   * then). Returns the number submitted, or -1 when a signal interrupted the wait (EINTR).
    */
   enter(wait: number, reap = true): number {
     Atomics.store(this.ring, this.sqTailAt, this.sqTail);
@@ -225,7 +225,7 @@ export class Ring {
     const rc = Number(libc.syscall(SYS_IO_URING_ENTER, this.fd.raw, n, wait, reap ? IORING_ENTER_GETEVENTS : 0, 0, 0));
     if (rc < 0) {
       const e = errno();
-      if (e === EINTR) return 0;
+      if (e === EINTR) return -1;
       throw new EdgeError("io_uring_enter", errnoText(e), "kernel");
     }
     this.pending -= rc;
