@@ -37,6 +37,8 @@ class Dir {
   off = 0;
   len = 0;
   readable = false;
+  /** EPOLLRDHUP came: a short read no longer means drained, read on to the 0 (as the engine's Pair does). */
+  finSeen = false;
   eof = false;
   shut = false;
 }
@@ -79,7 +81,7 @@ function pump(x: Conn, d: Dir): void {
     if (b < 0) return; // the pool is the bound; a later event reads on
     const n = recvInto(src, pool.address(b), SIZE);
     if (n > 0) {
-      if (n < SIZE) d.readable = false;
+      if (n < SIZE && !d.finSeen) d.readable = false;
       const s = x.connecting ? 0 : sendFrom(dst, pool.address(b), n);
       if (s === n) {
         pool.release(b);
@@ -131,6 +133,7 @@ function event(x: Conn, fd: number, ev: number): void {
   }
   const src = fd === x.c ? x.up : x.down;
   const dst = fd === x.c ? x.down : x.up;
+  if (ev & (EPOLLRDHUP | EPOLLHUP | EPOLLERR)) src.finSeen = true;
   if (ev & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR)) src.readable = true;
   if (ev & EPOLLOUT && dst.len > 0) flush(x, dst);
   if (!x.done && src.readable) pump(x, src);
@@ -156,7 +159,8 @@ process.on("SIGTERM", () => process.exit(0));
 console.log(`epoll-relay: ready on ${values.listen}`);
 let yielded = performance.now();
 for (;;) {
-  const n = ep.wait(-1);
+  // Bounded: a signal may land on another of Bun's threads and not interrupt this wait.
+  const n = ep.wait(100);
   for (let i = 0; i < n; i++) {
     const fd = ep.fdAt(i);
     if (fd === listener.raw) accept();
@@ -173,7 +177,8 @@ for (;;) {
     toClose = [];
   }
   if (n === 0 || performance.now() - yielded > 20) {
-    await new Promise((r) => setImmediate(r));
+    // Idle: a timer turn, which also runs signal handlers (an immediate does not); busy: an immediate, no 1 ms clamp.
+    await new Promise((r) => (n === 0 ? setTimeout(r, 0) : setImmediate(r)));
     yielded = performance.now();
   }
 }

@@ -253,17 +253,20 @@ function completion(tag: number, res: number, flags: number): void {
   maybeClose(s, x);
 }
 
-// SIGTERM (the bench's stop) ends the process with exit 0: its handler runs when the loop yields, which it does
-// when a wait is interrupted (the signal makes io_uring_enter return EINTR) and every YIELD_MS under load.
+// SIGTERM (the bench's stop) ends the process with exit 0: its handler runs when the loop yields to Bun's event
+// loop through a timer, which it does when a wait ends without completions (interrupted, or IDLE_MS passed: the
+// signal may land on another of Bun's threads); under load it yields every YIELD_MS through an immediate.
 process.on("SIGTERM", () => process.exit(0));
 // The bench waits for this line before it sends load (bench/load.ts).
 console.log(`uring-relay: ready on ${values.listen}`);
 const YIELD_MS = 20;
+const IDLE_MS = 100;
 armAccept();
 let yielded = performance.now();
 for (;;) {
-  if (ring.enter(1) < 0 || performance.now() - yielded > YIELD_MS) {
-    await new Promise((r) => setImmediate(r));
+  const idle = ring.enter(1, true, IDLE_MS) < 0;
+  if (idle || performance.now() - yielded > YIELD_MS) {
+    await new Promise((r) => (idle ? setTimeout(r, 0) : setImmediate(r)));
     yielded = performance.now();
   }
   const n = ring.ready();

@@ -38,6 +38,9 @@ const checks: [string, number][] = [
   ["offsetof(struct io_uring_buf_reg, ring_addr)", U.BUF_REG.ringAddr],
   ["offsetof(struct io_uring_buf_reg, ring_entries)", U.BUF_REG.ringEntries],
   ["offsetof(struct io_uring_buf_reg, bgid)", U.BUF_REG.bgid],
+  ["sizeof(struct io_uring_getevents_arg)", U.GETEVENTS_ARG.size],
+  ["offsetof(struct io_uring_getevents_arg, ts)", U.GETEVENTS_ARG.ts],
+  ["sizeof(struct __kernel_timespec)", 16],
   ["sizeof(struct io_uring_buf)", U.BUF.size],
   ["offsetof(struct io_uring_buf, addr)", U.BUF.addr],
   ["offsetof(struct io_uring_buf, len)", U.BUF.len],
@@ -53,6 +56,8 @@ const checks: [string, number][] = [
       "IORING_FEAT_SINGLE_MMAP",
       "IORING_FEAT_NODROP",
       "IORING_ENTER_GETEVENTS",
+      "IORING_ENTER_EXT_ARG",
+      "IORING_FEAT_EXT_ARG",
       "IORING_OFF_SQ_RING",
       "IORING_OFF_SQES",
       "IORING_REGISTER_PBUF_RING",
@@ -84,6 +89,16 @@ describe("io_uring layouts", () => {
 });
 
 describe("Ring on loopback", () => {
+  test("a timed wait with nothing in flight ends at its timeout (IORING_ENTER_EXT_ARG)", () => {
+    const ring = new U.Ring(8);
+    const t0 = performance.now();
+    expect(ring.enter(1, true, 50)).toBe(-1);
+    const took = performance.now() - t0;
+    expect(took).toBeGreaterThanOrEqual(45);
+    expect(took).toBeLessThan(2000);
+    ring.close();
+  });
+
   test("multishot accept, multishot recv into provided buffers, send, EOF", async () => {
     const ring = new U.Ring(64);
     const pool = new BufferPool(8, 4096);

@@ -34,6 +34,9 @@ export const BUF_REG = { size: 40, ringAddr: 0, ringEntries: 8, bgid: 12 } as co
 /** struct io_uring_buf (16 bytes); the ring's tail overlays entry 0's resv (struct io_uring_buf_ring). */
 export const BUF = { size: 16, addr: 0, len: 8, bid: 12, tail: 14 } as const;
 
+/** struct io_uring_getevents_arg (IORING_ENTER_EXT_ARG: a wait with a timeout). */
+export const GETEVENTS_ARG = { size: 24, ts: 16 } as const;
+
 /** enum io_uring_op: the opcodes used. */
 export const OP = { NOP: 0, ACCEPT: 13, ASYNC_CANCEL: 14, CONNECT: 16, CLOSE: 19, SEND: 26, RECV: 27, SHUTDOWN: 34 } as const;
 
@@ -44,6 +47,8 @@ export const IORING_SETUP_DEFER_TASKRUN = 1 << 13;
 export const IORING_FEAT_SINGLE_MMAP = 1 << 0;
 export const IORING_FEAT_NODROP = 1 << 1;
 export const IORING_ENTER_GETEVENTS = 1 << 0;
+export const IORING_ENTER_EXT_ARG = 1 << 3;
+export const IORING_FEAT_EXT_ARG = 1 << 8;
 export const IORING_OFF_SQ_RING = 0;
 export const IORING_OFF_SQES = 0x10000000;
 export const IORING_REGISTER_PBUF_RING = 22;
@@ -66,6 +71,7 @@ const MAP_PRIVATE = 0x02;
 const MAP_ANONYMOUS = 0x20;
 const MAP_POPULATE = 0x8000;
 const EINTR = 4;
+const ETIME = 62;
 const PAGE = 4096;
 const TWO32 = 2 ** 32;
 
@@ -108,15 +114,21 @@ export class Ring {
   private cqTail = 0;
   /** io_uring_enter calls made (for the profile). */
   enters = 0;
+  /** The timed wait's io_uring_getevents_arg and its __kernel_timespec, in one buffer of their own. */
+  private readonly waitArg = new BigInt64Array(new ArrayBuffer(GETEVENTS_ARG.size + 16));
+  private readonly waitArgAt: number;
 
   constructor(entries: number) {
+    this.waitArgAt = ptr(this.waitArg);
+    this.waitArg[GETEVENTS_ARG.ts / 8] = BigInt(this.waitArgAt + GETEVENTS_ARG.size);
     const params = new Uint32Array(new ArrayBuffer(PARAMS.size));
     params[PARAMS.flags / 4] = IORING_SETUP_SUBMIT_ALL | IORING_SETUP_COOP_TASKRUN | IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN;
     const rc = Number(libc.syscall(SYS_IO_URING_SETUP, entries, ptr(params), 0, 0, 0, 0));
     this.fd = Fd.from(rc, "io_uring_setup");
     try {
       const features = params[PARAMS.features / 4]!;
-      if (!(features & IORING_FEAT_SINGLE_MMAP) || !(features & IORING_FEAT_NODROP)) throw new EdgeError("io_uring", "the kernel lacks IORING_FEAT_SINGLE_MMAP or NODROP (Linux ≥ 5.5)", "kernel");
+      if (!(features & IORING_FEAT_SINGLE_MMAP) || !(features & IORING_FEAT_NODROP) || !(features & IORING_FEAT_EXT_ARG))
+        throw new EdgeError("io_uring", "the kernel lacks IORING_FEAT_SINGLE_MMAP, NODROP or EXT_ARG (Linux ≥ 5.11)", "kernel");
       const sq = (k: keyof typeof SQ_OFF) => params[(PARAMS.sqOff + SQ_OFF[k]) / 4]!;
       const cq = (k: keyof typeof CQ_OFF) => params[(PARAMS.cqOff + CQ_OFF[k]) / 4]!;
       this.sqEntries = params[PARAMS.sqEntries / 4]!;
@@ -216,16 +228,29 @@ export class Ring {
    * Submit what was prepared and wait for at least `wait` completions: one
    * io_uring_enter(2). With `reap` (IORING_ENTER_GETEVENTS) the deferred
    * completion work runs even when `wait` is 0 (DEFER_TASKRUN posts CQEs only
-   * then). Returns the number submitted, or -1 when a signal interrupted the wait (EINTR).
+   * then). `timeoutMs` bounds the wait (IORING_ENTER_EXT_ARG). Returns the
+   * number submitted, or -1 when nothing was and the wait ended without its
+   * completions (a signal: EINTR; the timeout: ETIME).
    */
-  enter(wait: number, reap = true): number {
+  enter(wait: number, reap = true, timeoutMs = -1): number {
     Atomics.store(this.ring, this.sqTailAt, this.sqTail);
     const n = this.pending;
     this.enters++;
-    const rc = Number(libc.syscall(SYS_IO_URING_ENTER, this.fd.raw, n, wait, reap ? IORING_ENTER_GETEVENTS : 0, 0, 0));
+    let flags = reap ? IORING_ENTER_GETEVENTS : 0;
+    let arg = 0;
+    let argSize = 0;
+    if (timeoutMs >= 0 && wait > 0) {
+      const ts = GETEVENTS_ARG.size / 8;
+      this.waitArg[ts] = BigInt(Math.floor(timeoutMs / 1000));
+      this.waitArg[ts + 1] = BigInt((timeoutMs % 1000) * 1_000_000);
+      flags |= IORING_ENTER_EXT_ARG;
+      arg = this.waitArgAt;
+      argSize = GETEVENTS_ARG.size;
+    }
+    const rc = Number(libc.syscall(SYS_IO_URING_ENTER, this.fd.raw, n, wait, flags, arg, argSize));
     if (rc < 0) {
       const e = errno();
-      if (e === EINTR) return -1;
+      if (e === EINTR || e === ETIME) return -1;
       throw new EdgeError("io_uring_enter", errnoText(e), "kernel");
     }
     this.pending -= rc;
