@@ -2,8 +2,10 @@
 // edgeproxy (--mode tcp), HAProxy mode tcp, nginx stream and the direct path,
 // measured by bench/wrk-scenario.ts. When the binary has --splice, edgeproxy
 // runs twice, with kernel splicing off and on (auto), as two rows.
+import { existsSync, readFileSync } from "node:fs";
+import { join } from "node:path";
 import { features } from "./netns";
-import { peers, type Peer } from "./peers";
+import { ORIGIN, peers, type Peer } from "./peers";
 import type { BenchContext, Scenario } from "./scenario";
 import { wrkScenario } from "./wrk-scenario";
 
@@ -31,17 +33,44 @@ export function engineVariants(list: Peer[], edgeproxy: string): Peer[] {
   return list.flatMap((p) => (p.name.startsWith("edgeproxy") ? [p, withArgs(p, ["--engine", "epoll"], " (epoll)")] : [p]));
 }
 
+/** io_uring is usable here: the syscalls exist and kernel.io_uring_disabled lets every process use them. */
+export function ioUringEnabled(): boolean {
+  const knob = "/proc/sys/kernel/io_uring_disabled";
+  return !existsSync(knob) || readFileSync(knob, "utf8").trim() === "0";
+}
+
+/**
+ * The standalone relays of issue 19's epoll-versus-io_uring comparison
+ * (bench/uring-relay.ts, bench/epoll-relay.ts): the same primitives and relay
+ * contract, one on io_uring (multishot accept and recv into provided buffers,
+ * one io_uring_enter per loop turn) and one on epoll, so the pair isolates the
+ * event mechanism. Named "edgeproxy (…)": they are ours, and ratio rows compare
+ * them with the peers. Not the engine: no steering, stats, deadlines or log.
+ */
+export function relayPeers(): Peer[] {
+  if (!ioUringEnabled()) return [];
+  const relay = (file: string, label: string): Peer => ({
+    name: `edgeproxy (${label})`,
+    proxied: true,
+    command: (at) => [process.execPath, join(import.meta.dir, file), "--listen", `${at.host}:${at.port}`, "--origin", `${ORIGIN.host}:${ORIGIN.port}`],
+  });
+  return [relay("epoll-relay.ts", "epoll relay"), relay("uring-relay.ts", "io_uring relay")];
+}
+
 export const tcpScenario: Scenario = (ctx: BenchContext) => {
   const base = peers(ctx.dir, ctx.edgeproxy).map((p) => (p.name.startsWith("edgeproxy") ? withArgs(p, oneWorker(ctx.edgeproxy)) : p));
   return wrkScenario(ctx, {
     kind: "TCP",
     plot: "tcp",
     title: "TCP proxy: CPU per request",
-    peers: engineVariants(spliceVariants(base, ctx.edgeproxy), ctx.edgeproxy),
+    peers: [...engineVariants(spliceVariants(base, ctx.edgeproxy), ctx.edgeproxy), ...relayPeers()],
     method:
       "Each proxy passes bytes through unchanged (L4). One worker each: edgeproxy `--workers 1` (one Bun process), HAProxy `nbthread 1`, nginx `worker_processes 1`. " +
       "edgeproxy answers on every port of the /24 (the realistic configuration), not just the one wrk dials." +
       (features(ctx.edgeproxy, false).engine ? " edgeproxy runs twice: on Bun's sockets (the default) and `--engine epoll` (raw sockets on an epoll loop, src/engine/)." : "") +
+      (ioUringEnabled()
+        ? " Two standalone relays on the same primitives, `edgeproxy (epoll relay)` (bench/epoll-relay.ts) and `edgeproxy (io_uring relay)` (bench/uring-relay.ts: multishot accept, multishot recv into a provided-buffer ring, one io_uring_enter per loop turn), compare the event mechanisms alone: neither has the engine's steering, stats, deadlines or log."
+        : "") +
       (features(ctx.edgeproxy, false).splice ? " edgeproxy runs twice: `--splice off` (user-space relay) and `--splice auto` (kernel splicing where it applies)." : ""),
   });
 };

@@ -39,6 +39,11 @@ export const systemSymbols = {
   eventfd: { args: [u32, i32], returns: i32 },
   read: { args: [i32, ptr, usize], returns: FFIType.i64_fast },
   write: { args: [i32, ptr, usize], returns: FFIType.i64_fast },
+  // io_uring (uring.ts): syscall(2) for io_uring_setup/enter/register (glibc has no wrappers), mmap(2) for its rings.
+  // syscall is variadic; its integer arguments are passed as fixed ones (the same registers on x86_64 and aarch64 Linux).
+  syscall: { args: [FFIType.i64, FFIType.i64, FFIType.i64, FFIType.i64, FFIType.i64, FFIType.i64, FFIType.i64], returns: FFIType.i64_fast },
+  mmap: { args: [u64, usize, i32, i32, i32, FFIType.i64], returns: FFIType.i64_fast },
+  munmap: { args: [u64, usize], returns: i32 },
   // Capability sets (capabilities.ts): capget(2), capset(2), prctl(2) for the ambient set.
   capget: { args: [ptr, ptr], returns: i32 },
   capset: { args: [ptr, ptr], returns: i32 },
