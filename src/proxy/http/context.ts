@@ -8,6 +8,7 @@ import type { HttpRouter } from "./router";
 import type { HttpStats } from "./stats";
 import type { ServiceLog } from "../../log/access";
 import { OriginTlsError } from "../../origin/tls";
+import { HeadError, headEnd, parseResponseHead, type ResponseHead } from "./parse";
 
 /** What every client connection of one http service shares. */
 export interface HttpContext {
@@ -40,6 +41,27 @@ export const HIGH_WATER = 256 * 1024;
 
 /** An origin's response head may be at most this long. */
 export const MAX_RESPONSE_HEAD = 64 * 1024;
+
+const NO_BYTES = new Uint8Array(0);
+/** Tails up to this size are copied, not viewed (readResponseHead). */
+const COPY_TAIL = 1024;
+
+/**
+ * The origin's response head at the start of `buf`, for the HTTP/1.1 and HTTP/2 exchanges alike:
+ * undefined while it is incomplete and within MAX_RESPONSE_HEAD; a HeadError when it is larger or
+ * malformed; else the head, its length with the blank line, and the bytes after it. A small tail is
+ * copied: a view (subarray) of a small socket chunk makes JSC give the chunk an ArrayBuffer of its
+ * own first (measured: 2% of the CPU of a proxied h2 request, the tail being a 3-byte body).
+ */
+export function readResponseHead(buf: Uint8Array): undefined | HeadError | { head: ResponseHead; headLength: number; rest: Uint8Array } {
+  const end = headEnd(buf);
+  if (end < 0) return buf.length > MAX_RESPONSE_HEAD ? new HeadError(502, `response head larger than ${MAX_RESPONSE_HEAD} bytes`) : undefined;
+  const head = parseResponseHead(buf, end);
+  if (head instanceof HeadError) return head;
+  const at = end + 4;
+  const rest = at === buf.length ? NO_BYTES : buf.length - at <= COPY_TAIL ? buf.slice(at) : buf.subarray(at);
+  return { head, headLength: at, rest };
+}
 
 /** After our own error response, how long a client may go on sending before the connection is closed (RFC 9112 §9.6 lingering close). */
 export const LINGER_MS = 2_000;

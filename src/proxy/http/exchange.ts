@@ -4,10 +4,10 @@ import type { Member } from "../../origin/pool";
 import type { EndNames, Ends } from "../inbound";
 import { Outbox } from "../outbox";
 import { ChunkedDecoder } from "./chunked";
-import { HIGH_WATER, MAX_RESPONSE_HEAD, idempotent, originCause, type HttpContext } from "./context";
+import { HIGH_WATER, MAX_RESPONSE_HEAD, idempotent, originCause, readResponseHead, type HttpContext } from "./context";
 import { clientResponseHead, originFraming, originReusable, verbatimResponse, type ResponseFraming } from "./headers";
 import type { OriginConn, OriginUser } from "./origins";
-import { HeadError, headEnd, parseResponseHead, type RequestHead, type ResponseHead } from "./parse";
+import { HeadError, type RequestHead, type ResponseHead } from "./parse";
 import { RequestLog } from "./reqlog";
 import { lateRefusal, OriginTlsError } from "../../origin/tls";
 
@@ -252,16 +252,12 @@ export abstract class Exchange implements OriginUser {
   protected resDone = false;
 
   protected responseHead(c: OriginConn): void {
-    const end = headEnd(this.resBuf);
-    if (end < 0) {
-      if (this.resBuf.length > MAX_RESPONSE_HEAD) this.originBroken(`response head larger than ${MAX_RESPONSE_HEAD} bytes`);
-      return;
-    }
-    const parsed = parseResponseHead(this.resBuf, end);
     const whole = this.resBuf;
-    const rest = end + 4 === whole.length ? EMPTY : whole.subarray(end + 4);
+    const r = readResponseHead(whole);
+    if (r === undefined) return;
+    if (r instanceof HeadError) return this.originBroken(r.reason);
     this.resBuf = EMPTY;
-    if (parsed instanceof HeadError) return this.originBroken(parsed.reason);
+    const { head: parsed, rest, headLength } = r;
     const req = this.req!;
     if (parsed.status < 200) {
       if (parsed.status === 101) {
@@ -301,9 +297,9 @@ export abstract class Exchange implements OriginUser {
     this.resChunks = this.originFraming === "chunked" ? new ChunkedDecoder(MAX_RESPONSE_HEAD) : undefined;
     if (this.keepAlive && req.minor === 1 && framing === this.originFraming && verbatimResponse(parsed)) {
       // The origin's head goes on as it came, with the body bytes that came with it: no copy at all.
-      if (idField === "") return this.responseVerbatim(whole, whole.length - rest.length, rest);
+      if (idField === "") return this.responseVerbatim(whole, headLength, rest);
       // With our X-Request-Id put in before the blank line: one copy, not a rebuild of the head.
-      const at = whole.length - rest.length - 2;
+      const at = headLength - 2;
       const spliced = Buffer.allocUnsafe(whole.length + idField.length);
       spliced.set(whole.subarray(0, at), 0);
       spliced.write(idField, at, "latin1");

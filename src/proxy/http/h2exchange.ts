@@ -4,13 +4,13 @@ import type { Member } from "../../origin/pool";
 import { lateRefusal, OriginTlsError } from "../../origin/tls";
 import { Outbox } from "../outbox";
 import { ChunkedDecoder } from "./chunked";
-import { HIGH_WATER, MAX_RESPONSE_HEAD, idempotent, originCause } from "./context";
+import { HIGH_WATER, MAX_RESPONSE_HEAD, idempotent, originCause, readResponseHead } from "./context";
 import { Deadline, EMPTY, concat } from "./exchange";
 import type { H2Connection } from "./h2";
 import { h2ResponseHeaders } from "./h2fields";
 import { originFraming, originReusable } from "./headers";
 import type { OriginConn, OriginUser } from "./origins";
-import { HeadError, headEnd, parseResponseHead, type RequestHead, type ResponseHead } from "./parse";
+import { HeadError, type RequestHead, type ResponseHead } from "./parse";
 import { RequestLog } from "./reqlog";
 
 /*
@@ -27,17 +27,6 @@ import { RequestLog } from "./reqlog";
  */
 
 /** Bytes past the response head that are small get copied. */
-const COPY_TAIL = 1024;
-
-/**
- * `buf` from `at` on. A small tail is copied: a view (subarray) of a small
- * socket chunk makes JSC give the chunk an ArrayBuffer of its own first
- * (measured: 2% of the CPU of a proxied h2 request, the tail being a 3-byte body).
- */
-function tail(buf: Uint8Array, at: number): Uint8Array {
-  return buf.length - at <= COPY_TAIL ? buf.slice(at) : buf.subarray(at);
-}
-
 /** One stream's exchange state and its origin side; H2Stream adds the client side. */
 export abstract class H2Exchange implements OriginUser {
   readonly id: number;
@@ -179,15 +168,11 @@ export abstract class H2Exchange implements OriginUser {
   protected originReusable = false;
 
   protected responseHead(c: OriginConn): void {
-    const end = headEnd(this.resBuf);
-    if (end < 0) {
-      if (this.resBuf.length > MAX_RESPONSE_HEAD) this.originBroken(`response head larger than ${MAX_RESPONSE_HEAD} bytes`);
-      return;
-    }
-    const parsed = parseResponseHead(this.resBuf, end);
-    const rest = end + 4 === this.resBuf.length ? EMPTY : tail(this.resBuf, end + 4);
+    const r = readResponseHead(this.resBuf);
+    if (r === undefined) return;
+    if (r instanceof HeadError) return this.originBroken(r.reason);
     this.resBuf = EMPTY;
-    if (parsed instanceof HeadError) return this.originBroken(parsed.reason);
+    const { head: parsed, rest, headLength } = r;
     const ctx = this.conn.ctx;
     if (parsed.status < 200) {
       // No upgrade over HTTP/2 (§8.6); interim responses are dropped (the final one follows).
@@ -213,7 +198,7 @@ export abstract class H2Exchange implements OriginUser {
       return this.originBroken(`response head not sendable in HTTP/2: ${(e as Error).message}`);
     }
     this.responded = true;
-    if (this.rlog) this.rlog.bytesOut += end + 4;
+    if (this.rlog) this.rlog.bytesOut += headLength;
     if (empty) {
       this.resComplete = true;
       return this.exchangeDone();
