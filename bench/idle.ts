@@ -101,15 +101,35 @@ async function idleOnce(ctx: BenchContext, peer: Peer, anomalies: string[]): Pro
   }
 }
 
-/** spawn -> first connection accepted on the peer's address (for edgeproxy: steered by the program). */
-async function firstConnection(ctx: BenchContext, peer: Peer, anomalies: string[]): Promise<number> {
+/** "edgeproxy: start +12.3 ms: modules evaluated" ($EDGEPROXY_START_TRACE, src/system/starttrace.ts): phase -> ms since the runtime started. */
+export function startPhases(text: string): Map<string, number> {
+  return new Map([...text.matchAll(/^edgeproxy: start \+([\d.]+) ms: (.+)$/gm)].map((m) => [m[2]!, Number(m[1])]));
+}
+
+/**
+ * spawn -> first connection accepted on the peer's address (for edgeproxy:
+ * steered by the program); `phases` gets a single edgeproxy's startup phases
+ * ($EDGEPROXY_START_TRACE: one stderr line each, no other effect).
+ */
+async function firstConnection(ctx: BenchContext, peer: Peer, anomalies: string[], phases?: Map<string, number>[]): Promise<number> {
   const origin = new Child("origin", ["taskset", "-c", String(ctx.loadCore), process.execPath, HOLD, "origin", ORIGIN.host, String(ORIGIN.port)]);
   let proxy: Child | undefined;
   try {
     await origin.waitFor(/^listening$/m, 10_000);
+    const traced = phases !== undefined;
+    if (traced) process.env.EDGEPROXY_START_TRACE = "1";
     const t0 = performance.now();
-    proxy = peer.start!(ctx, peer.at!);
-    return (await waitConnectable(peer.at!.host, peer.at!.port, 15_000, 1)) - t0;
+    try {
+      proxy = peer.start!(ctx, peer.at!);
+    } finally {
+      if (traced) delete process.env.EDGEPROXY_START_TRACE;
+    }
+    const ms = (await waitConnectable(peer.at!.host, peer.at!.port, 15_000, 1)) - t0;
+    if (traced) {
+      await proxy.waitFor(/^edgeproxy: start \+[\d.]+ ms: ready$/m, 10_000).catch(() => undefined);
+      phases.push(startPhases(proxy.text));
+    }
+    return ms;
   } catch (e) {
     anomalies.push(`first connection, ${peer.name}: ${(e as Error).message.slice(0, 400)}`);
     return NaN;
@@ -138,7 +158,9 @@ export async function idleScenario(ctx: BenchContext): Promise<ScenarioResult> {
   }
   const firstPeers = [...peers(ctx, 1), peers(ctx, 2)[0]!];
   const first = new Map<string, number[]>(firstPeers.map((p) => [p.name, []]));
-  for (let i = 0; i < Math.max(3, ctx.runs); i++) for (const p of firstPeers) first.get(p.name)!.push(await firstConnection(ctx, p, anomalies));
+  const phases: Map<string, number>[] = [];
+  for (let i = 0; i < Math.max(3, ctx.runs); i++) for (const [k, p] of firstPeers.entries()) first.get(p.name)!.push(await firstConnection(ctx, p, anomalies, k === 0 ? phases : undefined));
+  const phaseNames = [...new Set(phases.flatMap((m) => [...m.keys()]))];
 
   const med = (name: string, f: (r: IdleRun) => number) => median((runs.get(name) ?? []).map(f));
   const direct = med(list[0]!.name, (r) => r.kernelKiB);
@@ -170,6 +192,16 @@ export async function idleScenario(ctx: BenchContext): Promise<ScenarioResult> {
     "| proxy | spawn → first connection, ms |",
     "| --- | --- |",
     ...firstMed.map((f) => `| ${f.p.name} | ${fmt(f.ms)} |`),
+    "",
+    `Where ${firstPeers[0]!.name}'s start goes ($EDGEPROXY_START_TRACE=1 in the same runs: each phase's end in ms since its runtime started, and the phase's own ms; median of ${phases.length}). The exec and the runtime's own start before its time origin are not in it: the first connection's time above minus "steered from here".`,
+    "",
+    "| phase | ends at, ms | own, ms |",
+    "| --- | --- | --- |",
+    ...phaseNames.map((name, i) => {
+      const at = median(phases.map((m) => m.get(name) ?? NaN).filter(Number.isFinite));
+      const own = median(phases.map((m) => (m.get(name) ?? NaN) - (i ? (m.get(phaseNames[i - 1]!) ?? NaN) : 0)).filter(Number.isFinite));
+      return `| ${name} | ${fmt(at)} | ${fmt(own)} |`;
+    }),
   ];
   const ratios: RatioRow[] = [
     { scenario: "Idle connections (5,000)", metric: "proxy RSS per idle connection", unit: "B", better: "lower", edgeproxy: edge.rss, best: { peer: bestRss.p.name, value: bestRss.rss } },

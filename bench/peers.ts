@@ -79,15 +79,22 @@ export function originConfig(dir: string): string {
 /** Command line for an nginx with config `file` in `dir`. */
 export const nginxCommand = (dir: string, file: string) => ["nginx", "-p", dir, "-e", join(dir, "nginx-startup.log"), "-c", join(dir, file)];
 
-/** The TCP proxies, each forwarding to `origin` (the HTTP origin unless told otherwise). */
-export function peers(dir: string, edgeproxy: string, origin: Endpoint = ORIGIN): Peer[] {
+/**
+ * The TCP proxies, each forwarding to `origin` (the HTTP origin unless told
+ * otherwise). `bufferBytes`: the bulk scenario's tuning of the peers' relay
+ * buffer, the knob each one documents for it (nginx stream
+ * `proxy_buffer_size`, default 16k; HAProxy `tune.bufsize`, default 16384),
+ * set to what edgeproxy's engine reads at once (src/engine/engine.ts
+ * BUFFER_SIZE); undefined: their defaults (small exchanges need no more).
+ */
+export function peers(dir: string, edgeproxy: string, origin: Endpoint = ORIGIN, bufferBytes?: number): Peer[] {
   const moduleLine = streamModuleLine();
   const stream = (at: Endpoint) => ({
     file: "stream.conf",
     text: `${moduleLine}${nginxMain(dir, "stream")}stream {
   server {
     listen ${at.host}:${at.port} backlog=4096;
-    proxy_pass ${origin.host}:${origin.port};
+    proxy_pass ${origin.host}:${origin.port};${bufferBytes ? `\n    proxy_buffer_size ${bufferBytes / 1024}k;` : ""}
   }
 }
 `,
@@ -98,7 +105,7 @@ export function peers(dir: string, edgeproxy: string, origin: Endpoint = ORIGIN)
     file: "haproxy.cfg",
     text: `global
   nbthread 1
-  maxconn 8000
+  maxconn 8000${bufferBytes ? `\n  tune.bufsize ${bufferBytes}` : ""}
 defaults
   mode tcp
   timeout connect 5s

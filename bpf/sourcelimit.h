@@ -184,16 +184,22 @@ struct reclaim_ctx {
 
 static long reclaim_one(struct bpf_map *map, struct ep_source_key *key, struct ep_source_count *c, struct reclaim_ctx *rc)
 {
-	int touched = 0;
+	__u32 mask = rc->mask;
+	__u64 any = 0;
 
+	/*
+	 * One branch per slot (writing 0 over a 0 changes nothing): testing the
+	 * count as well gave the verifier two per slot, ~13,000 processed
+	 * instructions and ~100 ms of a cold start's program load; now ~2,800.
+	 */
 	for (int i = 0; i < EP_SOURCE_OWNERS; i++) {
 		/* Their owners are gone, so nothing else writes these slots. */
-		if ((rc->mask & (1U << i)) && c->owner[i]) {
+		if (mask & (1U << i)) {
+			any |= c->owner[i];
 			c->owner[i] = 0;
-			touched = 1;
 		}
 	}
-	rc->touched += touched;
+	rc->touched += any != 0;
 	return 0;
 }
 

@@ -35,5 +35,9 @@ function gitRevision(): string {
 }
 const rev = process.env.EDGEPROXY_REVISION || gitRevision();
 const version = rev ? `${pkg.version}+${rev}` : pkg.version;
-run(["bun", "build", "--compile", "--minify", "--sourcemap", `--define`, `EDGEPROXY_VERSION=${JSON.stringify(version)}`, "src/main.ts", "src/proxy/udp/worker.ts", "--outfile", "edgeproxy"]);
+// --bytecode: the bundle's modules are compiled to JavaScriptCore bytecode at
+// build time instead of parsed and compiled at every start: module evaluation
+// 118 -> 37 ms on a loaded 2-core VM (EDGEPROXY_START_TRACE=1, "modules
+// evaluated"); --format=esm because the entry uses top-level await.
+run(["bun", "build", "--compile", "--bytecode", "--format=esm", "--minify", "--sourcemap", `--define`, `EDGEPROXY_VERSION=${JSON.stringify(version)}`, "src/main.ts", "src/proxy/udp/worker.ts", "--outfile", "edgeproxy"]);
 console.log(`build: ./edgeproxy ${version}`);

@@ -4,7 +4,6 @@ import { dirname, join } from "node:path";
 import { MAX_SOCKET_PATH, type AdminConfig } from "../config/service";
 import { ConfigError } from "../errors";
 import { checkSocketDirectory } from "../system/environment";
-import { createAdminApp } from "./api";
 import type { AdminBackend } from "./backend";
 
 /** A running admin server. */
@@ -41,6 +40,17 @@ const PROBE_TIMEOUT_MS = 1_000;
  */
 const ADMIN_SERVE_LIMITS = { idleTimeout: 10, maxRequestBodySize: 128 << 20 } as const;
 
+/**
+ * The admin API's app (Hono, /metrics, the dashboard), evaluated when a
+ * server starts, not at process start: serve starts its admin server after
+ * its services are steered, so the API's modules are not on the way to the
+ * first steered connection ($EDGEPROXY_START_TRACE).
+ */
+async function adminApp(backend: AdminBackend, options: { token?: string } = {}): Promise<{ fetch(req: Request): Response | Promise<Response> }> {
+  const { createAdminApp } = await import("./api");
+  return createAdminApp(backend, options);
+}
+
 /** Serve the admin API as `config` says. Throws ConfigError for an unusable address. */
 export async function startAdminServer(backend: AdminBackend, config: AdminConfig, options: { replace?: boolean; app?: { fetch(req: Request): Response | Promise<Response> } } = {}): Promise<AdminServer> {
   switch (config.kind) {
@@ -65,7 +75,7 @@ async function startUnix(backend: AdminBackend, path: string, options: { replace
   if (options.replace) rmSync(path, { force: true });
   else await removeStale(path, where);
 
-  const app = options.app ?? createAdminApp(backend);
+  const app = options.app ?? (await adminApp(backend));
   // The umask makes the socket 0600 from bind() on, so no one can connect in between; chmod is a backstop.
   const umask = process.umask(0o177);
   // Bound under a name of our own, then renamed onto `path` (atomic: the path
@@ -217,7 +227,7 @@ async function startTcp(backend: AdminBackend, host: string, port: number, token
   if (!hostname) throw new ConfigError(where, "the TCP admin API listens on loopback only (127.0.0.0/8 or ::1)");
   if (!token) throw new ConfigError(where, "the TCP admin API needs a token");
 
-  const app = options.app ?? createAdminApp(backend, { token });
+  const app = options.app ?? (await adminApp(backend, { token }));
   let server: ReturnType<typeof Bun.serve>;
   try {
     // An upgrade's new process listens beside the old one until the old one exits.

@@ -26,6 +26,7 @@ import { CONTROL_COMMANDS, parseControl, runControl } from "./control";
 import { LIVE_COMMANDS, parseLive, runLive, type LiveCommand } from "./live";
 import { COMMANDS, commandHelp, manPage, overview, wantsHelp } from "./help";
 import { completion } from "./completion";
+import { startPhase } from "../system/starttrace";
 
 const say = (line: string) => process.stderr.write(`edgeproxy: ${line}\n`);
 
@@ -149,6 +150,7 @@ export async function main(args: readonly string[]): Promise<number> {
     const index = process.env[WORKER_ENV];
     worker = index === undefined || index === "" ? undefined : parseCount(index, `$${WORKER_ENV}`, { min: 0, max: WORKER_BOUNDS.max! - 1 });
     image = await dispatcherImage();
+    startPhase("config parsed, BPF image read");
   } catch (e) {
     return report(e);
   }
@@ -176,6 +178,7 @@ export async function main(args: readonly string[]): Promise<number> {
     if (!config.takeOver) ControlPlane.refuseConflict(bpffs, image, claimOf(config, false), wantedOf(config.services));
     checkAccessLogs(config.services.map((s) => s.accessLog));
     if (!process.env[UPGRADE_ENV]) await checkAdminFree(config.admin, { takeOver: config.takeOver });
+    startPhase("environment, pins, pid file, access logs and admin socket checked");
   } catch (e) {
     return report(e);
   }

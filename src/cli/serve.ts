@@ -14,6 +14,7 @@ import { describeRestart, restartNeeded } from "../config/restart";
 import { VERSION } from "../version";
 import { SteeringWatchdog } from "../server/watchdog";
 import { reopenAccessLogs } from "../log/access";
+import { startPhase } from "../system/starttrace";
 import { kernelRefusals } from "../server/refusals";
 
 /** Default --drain-timeout. */
@@ -105,6 +106,7 @@ export async function serveInProcess(config: ServeConfig, image: Uint8Array, rol
     server = await Server.start(config, image, role.worker ?? 0, claimOf(config, !leader));
     try {
       await server.planes.started();
+      startPhase("data planes started");
       watchdog = steeringWatchdog(server, role, (how) => onSignal(how, "drain"), () => orphaned, () => !!upgrading);
       const dog = watchdog;
       const base = serverBackend(server);
@@ -123,6 +125,7 @@ export async function serveInProcess(config: ServeConfig, image: Uint8Array, rol
       const adminConfig = role.workerAdmin ? { kind: "unix" as const, path: role.workerAdmin } : leader ? config.admin : { kind: "off" as const };
       admin = await startAdminServer(backend, adminConfig, { replace: leader && (!!process.env[UPGRADE_ENV] || config.takeOver) });
       // Started: keep only what serving still uses (src/system/capabilities.ts).
+      startPhase("admin API started");
       dropUnusedCapabilities(leader ? "serve" : "worker");
     } catch (e) {
       server.close();
@@ -156,6 +159,7 @@ export async function serveInProcess(config: ServeConfig, image: Uint8Array, rol
     for (const line of announceServing(config.pidFile)) say(line);
     say(`ready (setup ${(performance.now() - t0).toFixed(1)} ms)`);
   }
+  startPhase("ready");
   ready();
   announceReady(leader ? {} : { startup: facts, setupMs: performance.now() - t0 });
   watchdog!.start();

@@ -4,7 +4,6 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type { ServeConfig } from "../config/service";
 import { startAdminServer, type AdminServer } from "../admin/server";
-import { supervisorApp } from "./supervisor-admin";
 import { announceReady, childEnv, selfCommand, startSuccessor, untilReady, UPGRADE_ENV } from "./upgrade";
 import { DRAIN_TIMEOUT_MS } from "./serve";
 import { dropUnusedCapabilities, spawnWithCapabilities } from "../system/capabilities";
@@ -277,6 +276,8 @@ export class Supervisor {
       say(e.message);
       return e.code;
     }
+    // Evaluated here, once the workers serve (as serve's admin/api.ts): not on the way to the first steered connection.
+    const { supervisorApp } = await import("./supervisor-admin");
     admin = await startAdminServer({} as never, this.config.admin, { replace: !!process.env[UPGRADE_ENV] || this.config.takeOver, app: supervisorApp(this) });
     this.admin = admin;
     for (const line of describeStartup(this.workers.flatMap((w) => (w.startup ? [w.startup] : [])))) say(line);

@@ -16,6 +16,7 @@ import { DataPlanes } from "./services";
 import { SourceLimiting } from "./sourcelimits";
 import { CapSteering } from "./steering";
 import { EP_REUSE_MAX_MEMBERS } from "../dispatcher/abi";
+import { startPhase } from "../system/starttrace";
 
 /** A service this process runs: its registry id, data plane and listening sockets. */
 export interface RunningService {
@@ -95,7 +96,9 @@ export class Server {
     const { maxConnections, maxFlows } = fdBudget({ ...config, maxConnections: connectionShare(config.maxConnections, workers, worker) });
     const bpffs = bpffsPath(config.bpffs);
     const wanted = wantedOf(config.services);
+    startPhase("server checks done");
     return ControlPlane.with(bpffs, image, { create: true }, (plane) => {
+      startPhase(plane.pinned.created ? "dispatcher loaded (verifier), pinned and attached" : "pinned dispatcher opened");
       // Checked before anything is written: a refused start leaves every live instance as it was.
       const conflict = config.takeOver ? undefined : plane.conflictLocked(claim, wanted);
       if (conflict) throw new ConfigError(`instance ${claim.name}`, `refused, nothing changed: ${conflict.line}`);
@@ -133,6 +136,7 @@ export class Server {
             const own = svc.listen(groupPlan(registry, entry.id, svc.protocol, plane.dispatcher.migrateFd));
             running.set(cfg.name, { id: entry.id, svc, sockets: own });
             registerMembers(registry, entry.id, svc.protocol, own, member, steering);
+            startPhase(`service ${cfg.name}: listening and registered (steered from here)`);
           }
           return { told };
         });

@@ -1,5 +1,5 @@
 import type { Socket } from "bun";
-import http2 from "node:http2";
+import type http2 from "node:http2";
 import type { Duplex } from "node:stream";
 import { formatAddress, unmapAddress } from "../../config/address";
 import type { EndNames, Ends } from "../inbound";
@@ -8,6 +8,11 @@ import { LINGER_MS, type HttpContext } from "./context";
 import { H2Stream } from "./h2stream";
 import { SocketDuplex } from "./h2socket";
 import type { H2CloseReason } from "./stats";
+import { H2_REFUSED_STREAM } from "./h2codes";
+
+/** node:http2, evaluated on the first HTTP/2 connection, not at every start (h2codes.ts says why). */
+let http2Module: typeof http2 | undefined;
+const loadHttp2 = (): typeof http2 => (http2Module ??= require("node:http2") as typeof http2);
 
 /*
  * HTTP/2 (RFC 9113) on a TLS connection whose ALPN chose "h2". The codec is
@@ -87,7 +92,7 @@ export class H2Connection implements Session {
     this.budget = resetBudget(maxStreams);
     this.duplex = new SocketDuplex(client, () => this.hangUp());
     const maxHeaderListSize = ctx.http.maxHeaderBytes;
-    this.session = (http2 as unknown as { performServerHandshake(d: Duplex, o: http2.ServerOptions): http2.ServerHttp2Session }).performServerHandshake(this.duplex, {
+    this.session = (loadHttp2() as unknown as { performServerHandshake(d: Duplex, o: http2.ServerOptions): http2.ServerHttp2Session }).performServerHandshake(this.duplex, {
       settings: { maxConcurrentStreams: maxStreams, maxHeaderListSize, headerTableSize: HEADER_TABLE_SIZE, enablePush: false },
       maxHeaderListSize,
       maxSessionMemory: MAX_SESSION_MEMORY_MB,
@@ -100,7 +105,7 @@ export class H2Connection implements Session {
       if (this.closing || this.closed) {
         // Bun's stream emits 'error' for the close: unheard, it would be an uncaught exception (the worker exits 1).
         stream.on("error", () => {});
-        return void stream.close(http2.constants.NGHTTP2_REFUSED_STREAM);
+        return void stream.close(H2_REFUSED_STREAM);
       }
       this.gotSettings = true;
       const st = new H2Stream(this, stream, raw);

@@ -1,5 +1,5 @@
 import type http2 from "node:http2";
-import { constants } from "node:http2";
+import { H2_INTERNAL_ERROR } from "./h2codes";
 import type { Member } from "../../origin/pool";
 import { lateRefusal, OriginTlsError } from "../../origin/tls";
 import { Outbox } from "../outbox";
@@ -159,7 +159,7 @@ export abstract class H2Exchange implements OriginUser {
       return this.fail(502, `origin ${c.host}:${c.port}: ${cause.text}`);
     }
     ctx.stats.originError(error ? originCause(error).kind : "reset");
-    this.reset(constants.NGHTTP2_INTERNAL_ERROR);
+    this.reset(H2_INTERNAL_ERROR);
   }
 
   // ---- the response ----

@@ -1,5 +1,5 @@
 import type http2 from "node:http2";
-import { constants } from "node:http2";
+import { H2_INTERNAL_ERROR, H2_NO_ERROR, H2_PROTOCOL_ERROR } from "./h2codes";
 import { requestOrigin } from "./context";
 import { H2Exchange } from "./h2exchange";
 import type { H2Connection } from "./h2";
@@ -100,7 +100,7 @@ export class H2Stream extends H2Exchange {
   private stopRequest(): void {
     const st = this.stream;
     if (st.closed || st.endAfterHeaders || st.readableEnded) return;
-    const stop = () => void (st.closed || st.close(constants.NGHTTP2_NO_ERROR));
+    const stop = () => void (st.closed || st.close(H2_NO_ERROR));
     if (st.writableFinished) stop();
     else st.once("finish", stop);
   }
@@ -117,7 +117,7 @@ export class H2Stream extends H2Exchange {
     const max = this.conn.ctx.http.maxBodyBytes;
     if (this.bodyBytes > max) return this.refuse(413, `request body larger than ${max} bytes`);
     // §8.1.1: DATA beyond the stated content-length makes the request malformed.
-    if (this.req!.contentLength >= 0 && this.bodyBytes > this.req!.contentLength) return this.reset(constants.NGHTTP2_PROTOCOL_ERROR);
+    if (this.req!.contentLength >= 0 && this.bodyBytes > this.req!.contentLength) return this.reset(H2_PROTOCOL_ERROR);
     if (this.chunkedUp) this.sendOrigin(Buffer.from(`${chunk.length.toString(16)}\r\n`, "latin1"));
     this.sendOrigin(chunk);
     if (this.chunkedUp) this.sendOrigin(CRLF);
@@ -125,7 +125,7 @@ export class H2Stream extends H2Exchange {
 
   private bodyEnd(): void {
     if (this.done) return;
-    if (this.req!.contentLength >= 0 && this.bodyBytes !== this.req!.contentLength) return this.reset(constants.NGHTTP2_PROTOCOL_ERROR);
+    if (this.req!.contentLength >= 0 && this.bodyBytes !== this.req!.contentLength) return this.reset(H2_PROTOCOL_ERROR);
     if (this.chunkedUp) this.sendOrigin(LAST_CHUNK);
     this.requestComplete();
   }
@@ -160,7 +160,7 @@ export class H2Stream extends H2Exchange {
   /** Our own answer (if no response started; else the stream is reset). */
   protected fail(status: number, message: string): void {
     if (this.done) return;
-    if (this.responded) return this.reset(constants.NGHTTP2_INTERNAL_ERROR);
+    if (this.responded) return this.reset(H2_INTERNAL_ERROR);
     this.conn.ctx.httpStats.response(status);
     this.releaseOrigin("reset");
     const body = `${message}\n`;
@@ -187,7 +187,7 @@ export class H2Stream extends H2Exchange {
     if (!this.stream.closed) this.stream.close(code);
     // A reset the client provoked (a malformed body) costs it as its own would: the
     // "MadeYouReset" variant of rapid reset (CVE-2025-8671) is bounded by the same budget.
-    if (code === constants.NGHTTP2_PROTOCOL_ERROR) this.conn.clientReset();
+    if (code === H2_PROTOCOL_ERROR) this.conn.clientReset();
   }
 
   /** The client reset the stream (or the session went) before the exchange was over. */
