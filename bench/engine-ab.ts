@@ -7,17 +7,17 @@
 //   bun bench/engine-ab.ts --bin LABEL=PATH [--bin ...] [--runs N] [--seconds S] [--syscalls | --perf DIR] [--no-haproxy]
 // Run as root from the repo root; re-executes itself in a private network +
 // mount namespace (bench/netns.ts), like bench/run.ts.
-import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { loadScenario, MODES, summarize, wrkCommand, type Mode } from "./load";
 import { f, int, table } from "./md";
 import { front, nginxCommand, ORIGIN, originConfig, peers, startPeer, type Peer } from "./peers";
 import { benchMain, cores, reexec, setupNetns } from "./netns";
-import { Child, httpStatus, killAll, processTree, run, sleep, waitConnectable } from "./sys";
+import { Child, CLK_TCK, httpStatus, killAll, processTree, run, sleep, waitConnectable } from "./sys";
 import { withArgs } from "./tcp";
 
-const USAGE = "usage: bun bench/engine-ab.ts --bin LABEL=PATH [--bin ...] [--runs N] [--seconds S] [--syscalls | --perf DIR] [--no-haproxy] [--jsc OPTION=VALUE]";
+const USAGE = "usage: bun bench/engine-ab.ts --bin LABEL=PATH [--bin ...] [--runs N] [--seconds S] [--syscalls | --perf DIR] [--no-haproxy] [--jsc OPTION=VALUE] [--warmup S] [--idle S]";
 const log = (s: string) => process.stderr.write(`engine-ab: ${s}\n`);
 
 interface Options {
@@ -28,10 +28,14 @@ interface Options {
   perf: string | undefined;
   haproxy: boolean;
   jsc: string[];
+  /** --idle S: CPU per thread of each of our peers over S seconds with no load. */
+  idle: number;
+  /** Warm-up seconds per mode, off the books. */
+  warmup: number;
 }
 
 function parse(argv: string[]): Options {
-  const o: Options = { bins: [], runs: 3, seconds: 4, syscalls: false, perf: undefined, haproxy: true, jsc: [] };
+  const o: Options = { bins: [], runs: 3, seconds: 4, syscalls: false, perf: undefined, haproxy: true, jsc: [], warmup: 1, idle: 0 };
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i]!;
     if (a === "--bin") {
@@ -44,9 +48,12 @@ function parse(argv: string[]): Options {
     else if (a === "--perf") o.perf = resolve(argv[++i] ?? "");
     else if (a === "--no-haproxy") o.haproxy = false;
     else if (a === "--jsc") o.jsc.push(argv[++i] ?? "");
+    else if (a === "--warmup") o.warmup = Number(argv[++i]);
+    else if (a === "--idle") o.idle = Number(argv[++i]);
     else throw new Error(`unknown argument ${a}`);
   }
   if (!o.bins.length) throw new Error("name at least one --bin");
+  if (!(o.warmup >= 1 && o.warmup <= 30)) throw new Error("--warmup 1-30");
   if (!(o.runs >= 1 && o.runs <= 10) || !(o.seconds >= 1 && o.seconds <= 30)) throw new Error("--runs 1-10, --seconds 1-30");
   return o;
 }
@@ -86,7 +93,8 @@ async function profile(o: Options, dir: string, all: Peer[]): Promise<void> {
         });
         if (peer.name.startsWith("edgeproxy")) await proc.waitFor(/ready/, 10_000);
         if ((await httpStatus(at.host, at.port)) !== 200) throw new Error(`${peer.name}: no 200 through it`);
-        run(wrkCommand(at, "keep-alive", 1, CONNECTIONS, loadCore), 20_000);
+        // The same warm-up as bench/load.ts: each mode for a second, off the books.
+        for (const mode of MODES) run(wrkCommand(at, mode, o.warmup, CONNECTIONS, loadCore), 60_000);
         const pids = processTree(proc.pid).filter((p) => p !== proc.pid || !peer.name.startsWith("nginx"));
         for (const mode of MODES) {
           const wrk = wrkCommand(at, mode, o.seconds, CONNECTIONS, loadCore);
@@ -120,6 +128,38 @@ async function profile(o: Options, dir: string, all: Peer[]): Promise<void> {
   if (!o.perf) process.stdout.write(`${table(["peer", "mode", "requests", "syscalls/req", ...CALLS], rows)}\n`);
 }
 
+/** Each thread's utime+stime (µs) of `pid`, by thread name. */
+function threadCpu(pid: number): Map<string, number> {
+  const out = new Map<string, number>();
+  for (const t of readdirSync(`/proc/${pid}/task`)) {
+    const stat = readFileSync(`/proc/${pid}/task/${t}/stat`, "utf8");
+    const name = stat.slice(stat.indexOf("(") + 1, stat.lastIndexOf(")"));
+    const f = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+    const us = ((Number(f[11]) + Number(f[12])) / CLK_TCK) * 1e6;
+    out.set(`${name} ${t}`, us);
+  }
+  return out;
+}
+
+/** With no load: CPU per thread over o.idle seconds (what a serving process spends per second regardless of requests). */
+async function idle(o: Options, dir: string, ours: Peer[]): Promise<void> {
+  for (const [index, peer] of ours.entries()) {
+    const at = front(1, index);
+    const proc = startPeer(peer, at, proxyCore, dir)!;
+    try {
+      await proc.waitFor(/ready/, 10_000);
+      await sleep(2000);
+      const a = threadCpu(proc.pid);
+      await sleep(o.idle * 1000);
+      const b = threadCpu(proc.pid);
+      const rows = [...b].map(([k, v]) => [k, f((v - (a.get(k) ?? 0)) / 1000 / o.idle, 2)]);
+      process.stdout.write(`${peer.name}, idle, ms of CPU per second per thread:\n${table(["thread", "ms/s"], rows)}\n\n`);
+    } finally {
+      await proc.stop();
+    }
+  }
+}
+
 await benchMain(
   "engine-ab",
   USAGE,
@@ -133,11 +173,15 @@ await benchMain(
     mkdirSync(process.env.EDGEPROXY_RUN_DIR);
     try {
       const all = thePeers(o, dir);
+      if (o.idle > 0) {
+        await idle(o, dir, all.filter((p) => p.name.startsWith("edgeproxy")));
+        return 0;
+      }
       if (o.syscalls || o.perf) {
         await profile(o, dir, all);
         return 0;
       }
-      const load = await loadScenario(dir, o.bins[0]![1], { runs: o.runs, seconds: o.seconds, warmupSeconds: 1, connections: CONNECTIONS, proxyCore, loadCore }, log, all);
+      const load = await loadScenario(dir, o.bins[0]![1], { runs: o.runs, seconds: o.seconds, warmupSeconds: o.warmup, connections: CONNECTIONS, proxyCore, loadCore }, log, all);
       const sums = summarize(load.samples);
       const rows = sums.map((s) => [s.peer, s.mode, f(s.coreUs), f(s.proxyUs), `${f(s.proxyUsMin)}–${f(s.proxyUsMax)}`, int(s.rps), int(s.errors)]);
       process.stdout.write(`${table(["peer", "mode", "core µs/req", "process µs/req", "process min–max", "req/s", "errors"], rows)}\n\nPer run (core / process µs per request):\n\n`);
