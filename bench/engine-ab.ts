@@ -3,8 +3,10 @@
 // one or more edgeproxy binaries on `--engine epoll`, side by side in one run
 // (an A/B of engine changes against the peers), or, with --syscalls, system
 // calls per request counted by perf's syscall tracepoints over the same wrk
-// run, or, with --perf DIR, a `perf record -e cpu-clock -g` of each peer.
-//   bun bench/engine-ab.ts --bin LABEL=PATH [--bin ...] [--runs N] [--seconds S] [--syscalls | --perf DIR] [--no-haproxy]
+// run, or, with --perf DIR, a `perf record -e cpu-clock -g` of each peer
+// (--jsc K=V sets BUN_JSC_K=V for ours, their output lands in DIR), or, with
+// --idle S, our peers' CPU per thread with no load.
+//   bun bench/engine-ab.ts --bin LABEL=PATH [--bin ...] [--runs N] [--seconds S] [--warmup S] [--syscalls | --perf DIR | --idle S] [--no-haproxy] [--jsc K=V]
 // Run as root from the repo root; re-executes itself in a private network +
 // mount namespace (bench/netns.ts), like bench/run.ts.
 import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
