@@ -91,8 +91,8 @@ export class TcpEngine {
   private admission: EngineAdmission | undefined;
   /** The busiest clients of this thread's connections, for the process's live view. */
   readonly clients = new EngineClients(this);
-  /** Origin sockaddrs, encoded once per endpoint and port. */
-  private readonly sockaddrs = new Map<string, Uint8Array>();
+  /** Origin sockaddrs per endpoint address and port (sockaddr()); weak, so a removed endpoint's go with it. */
+  private readonly sockaddrs = new WeakMap<Uint8Array, Map<number, Uint8Array>>();
   now = performance.now();
 
   constructor(
@@ -303,12 +303,19 @@ export class TcpEngine {
     if (rc < 0) this.originFailed(p, "connect", -rc);
   }
 
+  /**
+   * The origin's sockaddr, encoded once per endpoint and port. Keyed by the
+   * endpoint's address bytes (the same array for the endpoint's life, see
+   * WorkerEndpoint.addr) and then the port: no key text built per connection.
+   */
   private sockaddr(t: Endpoint): Uint8Array {
-    const key = `${t.addr.join(".")}|${t.port}`;
-    let sa = this.sockaddrs.get(key);
+    let ports = this.sockaddrs.get(t.addr);
+    if (!ports) this.sockaddrs.set(t.addr, (ports = new Map()));
+    let sa = ports.get(t.port);
     if (!sa) {
-      if (this.sockaddrs.size >= 4096) this.sockaddrs.clear();
-      this.sockaddrs.set(key, (sa = encodeSockaddr(t)));
+      // Origins that follow the edge port can name every port: bounded per endpoint.
+      if (ports.size >= 4096) ports.clear();
+      ports.set(t.port, (sa = encodeSockaddr(t)));
     }
     return sa;
   }

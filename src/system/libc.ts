@@ -7,10 +7,17 @@ export const libc = dlopen("libc.so.6", systemSymbols).symbols;
 
 const errnoNames = new Map<number, string>(Object.entries(constants.errno).map(([name, value]) => [value as number, name]));
 
+/**
+ * errno's address: thread-local, so fixed for the thread that evaluates this
+ * module, and every thread (each Bun Worker) evaluates its own copy of it.
+ * Asked once instead of at every failed call (an EAGAIN per short accept batch,
+ * an EINPROGRESS per origin connect on the engine).
+ */
+const errnoAt = libc.__errno_location();
+
 /** The calling thread's errno; read it right after the failing call. */
 export function errno(): number {
-  const at = libc.__errno_location();
-  return at === null ? 0 : read.i32(at, 0);
+  return errnoAt === null ? 0 : read.i32(errnoAt, 0);
 }
 
 /** "Operation not permitted (EPERM)" for 1. */
