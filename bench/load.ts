@@ -41,6 +41,7 @@ export interface Sample extends WrkResult {
 export interface LoadOptions {
   runs: number;
   seconds: number;
+  /** Load in the mode about to be measured, before each measured window (not counted). */
   warmupSeconds: number;
   connections: number;
   proxyCore: number;
@@ -117,10 +118,13 @@ export async function loadScenario(dir: string, edgeproxy: string, o: LoadOption
           if (proc && peer.name.startsWith("edgeproxy")) await proc.waitFor(/ready/, 10_000);
           const status = await httpStatus(target.host, target.port);
           if (status !== 200) anomalies.push(`${peer.name}: a plain GET through it returned status ${status || "none"} before the load`);
-          // Warm up (JIT, caches, connection pools) off the books.
-          runWrk(wrkCommand(target, "keep-alive", o.warmupSeconds, o.connections, o.loadCore), o.warmupSeconds);
           const proxyPids = proc ? processTree(proc.pid) : [];
           for (const mode of MODES) {
+            // Warm up off the books, in the mode about to be measured: caches, connection pools and
+            // edgeproxy's JIT, which compiles the code a mode runs when it first runs it (≈ 0.2–0.4 s
+            // of a compiler thread's CPU in the first 2–3 s of load; a one-connection-per-request
+            // window after only a keep-alive warm-up paid for compiling the accept and close paths).
+            runWrk(wrkCommand(target, mode, o.warmupSeconds, o.connections, o.loadCore), o.warmupSeconds);
             const cmd = wrkCommand(target, mode, o.seconds, o.connections, o.loadCore);
             const p0 = cpuMicros(proxyPids);
             const o0 = cpuMicros(originPids);

@@ -51,14 +51,14 @@ export function cpuRatios(kind: string, rows: readonly { peer: string; mode: str
 }
 
 export async function wrkScenario(ctx: BenchContext, spec: WrkSpec): Promise<ScenarioResult> {
-  const opts: LoadOptions = { runs: ctx.runs, seconds: ctx.seconds, warmupSeconds: 1, connections: 50, proxyCore: ctx.proxyCore, loadCore: ctx.loadCore };
+  const opts: LoadOptions = { runs: ctx.runs, seconds: ctx.seconds, warmupSeconds: 2, connections: 50, proxyCore: ctx.proxyCore, loadCore: ctx.loadCore };
   ctx.log(`${spec.kind}: ${opts.runs} run(s) × ${opts.seconds} s per peer and mode, ${spec.peers.length} peers`);
   const load = await loadScenario(ctx.dir, ctx.edgeproxy, opts, ctx.log, spec.peers);
   const sums = summarize(load.samples);
   const out: string[] = [];
   out.push(
     `wrk (\`-t1 -c${opts.connections}\`, core ${opts.loadCore}) → proxy (core ${opts.proxyCore}, alone on it) → nginx origin \`return 200 "ok"\` (1 worker, core ${opts.loadCore}, shared with wrk). ` +
-      `${opts.runs} run(s) × ${opts.seconds} s per peer and mode after a ${opts.warmupSeconds} s keep-alive warm-up; peers round-robin within each run; medians. ${spec.method}`,
+      `${opts.runs} run(s) × ${opts.seconds} s per peer and mode after a ${opts.warmupSeconds} s warm-up in the same mode; peers round-robin within each run; medians. ${spec.method}`,
     "",
     "How each number was made, per wrk run, divided by the requests wrk completed:",
     "",
