@@ -114,6 +114,13 @@ export class LineWriter {
     return this;
   }
 
+  /** Bytes made once (a connection's constant members): one copy, not a loop over their characters. */
+  bytes(b: Uint8Array): this {
+    this.buf.set(b, this.p);
+    this.p += b.length;
+    return this;
+  }
+
   /**
    * `s` up to `end` for inside a JSON string's quotes (RFC 8259 §7):
    * printable ASCII as it is, anything else through jsonInner. At most 6
