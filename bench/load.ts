@@ -41,6 +41,7 @@ export interface Sample extends WrkResult {
 export interface LoadOptions {
   runs: number;
   seconds: number;
+  /** Load in the mode about to be measured, before each measured window (not counted). */
   warmupSeconds: number;
   connections: number;
   proxyCore: number;
@@ -117,12 +118,13 @@ export async function loadScenario(dir: string, edgeproxy: string, o: LoadOption
           if (proc && peer.name.startsWith("edgeproxy")) await proc.waitFor(/ready/, 10_000);
           const status = await httpStatus(target.host, target.port);
           if (status !== 200) anomalies.push(`${peer.name}: a plain GET through it returned status ${status || "none"} before the load`);
-          // Warm up (JIT, caches, connection pools) off the books, in each mode: a JIT runtime compiles the
-          // accept/connect/close path only once connections churn, and ~5% of a 4 s per-connection run went
-          // to that one-time compile (perf: JSC's JITWorker thread, issue 19) when only keep-alive warmed up.
-          for (const mode of MODES) runWrk(wrkCommand(target, mode, o.warmupSeconds, o.connections, o.loadCore), o.warmupSeconds);
           const proxyPids = proc ? processTree(proc.pid) : [];
           for (const mode of MODES) {
+            // Warm up off the books, in the mode about to be measured: caches, connection pools and
+            // edgeproxy's JIT, which compiles the code a mode runs when it first runs it: JSC's JITWorker
+            // thread took 8–12% of the proxy's CPU in a per-connection run after a 1 s keep-alive-only
+            // warm-up, 1.5% after 6 s of that mode (bench/profiles/tcp.md, issue 19).
+            runWrk(wrkCommand(target, mode, o.warmupSeconds, o.connections, o.loadCore), o.warmupSeconds);
             const cmd = wrkCommand(target, mode, o.seconds, o.connections, o.loadCore);
             const p0 = cpuMicros(proxyPids);
             const o0 = cpuMicros(originPids);

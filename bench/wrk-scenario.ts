@@ -60,7 +60,7 @@ export async function wrkScenario(ctx: BenchContext, spec: WrkSpec): Promise<Sce
   const out: string[] = [];
   out.push(
     `wrk (\`-t1 -c${opts.connections}\`, core ${opts.loadCore}) → proxy (core ${opts.proxyCore}, alone on it) → nginx origin \`return 200 "ok"\` (1 worker, core ${opts.loadCore}, shared with wrk). ` +
-      `${opts.runs} run(s) × ${opts.seconds} s per peer and mode after a ${opts.warmupSeconds} s warm-up in each mode; peers round-robin within each run; medians. ${spec.method}`,
+      `${opts.runs} run(s) × ${opts.seconds} s per peer and mode after a ${opts.warmupSeconds} s warm-up in the same mode; peers round-robin within each run; medians. ${spec.method}`,
     "",
     "How each number was made, per wrk run, divided by the requests wrk completed:",
     "",

@@ -82,6 +82,22 @@ describe("access log: tcp", () => {
   }, 30_000);
 });
 
+describe("access log: tcp behind a trusted load balancer", () => {
+  // The client a PROXY header names is the line's client on both data planes (issue 17), not the balancer.
+  for (const engine of ["bun", "epoll"]) {
+    test(`--engine ${engine}: the client and edge the header named`, async () => {
+      const origin = echoOrigin("127.0.0.1");
+      servers.push(origin);
+      const log = join(logDir(), "access.log");
+      f.ep = await EdgeproxyProcess.start([...WORKERS, "--engine", engine, "--ports", "5012", "--prefix", "192.0.2.0/24", "--origin", `127.0.0.1:${origin.port}`, "--accept-proxy", "192.0.2.200/32", "--access-log", log]);
+      expect(text(await exchange("192.0.2.1", 5012, `PROXY TCP4 198.51.100.9 192.0.2.1 40000 5012\r\nhello`, 5000, "192.0.2.200"))).toBe("hello");
+      const [line, ...more] = await linesOf(log, 1);
+      expect(more).toEqual([]);
+      expect(line).toMatchObject({ protocol: "tcp", event: "close", client: "198.51.100.9:40000", edge: "192.0.2.1:5012", origin: `127.0.0.1:${origin.port}`, bytes_in: 5, bytes_out: 5 });
+    }, 30_000);
+  }
+});
+
 /** curl (a real third-party client) from `from`; returns its -w figures and the response head. */
 async function curl(args: string[]): Promise<{ sent: number; received: number; head: string; body: string }> {
   const proc = Bun.spawn(["curl", "-sS", "--max-time", "5", "-D", "-", "-w", "\n%{size_request} %{size_header} %{size_download}", ...args], { stdout: "pipe", stderr: "pipe" });

@@ -16,6 +16,7 @@ import { libc } from "../system/libc";
 import { decodeSockaddr, encodeSockaddr, type Endpoint } from "../system/sockaddr";
 import { AcceptAddress, acceptFrom, EAGAIN, EINTR, localAddress, resetOnClose, socketError, startConnect, tcpSocket } from "../system/tcp";
 import { formatEndpoint } from "../log/access";
+import { endpointString, SockaddrTexts } from "../log/line";
 import { proxyV1Header, proxyV2Header } from "../proxy/proxyheader/encode";
 import type { FlowLogSink } from "../proxy/udp/flowlog";
 import type { PanicCounts, UdpOrigins } from "../proxy/udp/origins";
@@ -91,6 +92,8 @@ export class TcpEngine {
   private admission: EngineAdmission | undefined;
   /** The busiest clients of this thread's connections, for the process's live view. */
   readonly clients = new EngineClients(this);
+  /** Edge addresses as log text, by address and port (the access log). */
+  private readonly edgeTexts = new SockaddrTexts();
   /** Origin sockaddrs per endpoint address and port (sockaddr()); weak, so a removed endpoint's go with it. */
   private readonly sockaddrs = new WeakMap<Uint8Array, Map<number, Uint8Array>>();
   now = performance.now();
@@ -232,8 +235,10 @@ export class TcpEngine {
     if (svc.needEdge) {
       const at = localAddress(c);
       edge = at && decodeSockaddr(at);
+      // The client's text made once for its own endpoint; the edge's remembered by address (SockaddrTexts).
+      const edgeText = svc.log && client && at ? this.edgeTexts.text(at) : undefined;
+      if (edgeText !== undefined) p.record = { client: endpointString(client!), edge: edgeText, origin: null, startedAt: performance.now() };
     }
-    if (svc.log && client && edge) p.record = { client: formatEndpoint(client), edge: formatEndpoint(edge), origin: null, startedAt: performance.now() };
     if (balancer && edge) {
       if (!this.epoll.tryWatch(c, CONN_EVENTS)) return this.finish(p, true);
       return startHeader(p, { client, edge }, this.now + svc.spec.proxyHeaderMs);
@@ -281,7 +286,7 @@ export class TcpEngine {
     endpoint.active++;
     p.endpoint = endpoint;
     p.originPort = target.port;
-    if (p.record) p.record = { ...p.record, origin: formatEndpoint(target) };
+    if (p.record) p.record.origin = formatEndpoint(target);
     const o = tcpSocket(target.family);
     if (o < 0) return this.originFailed(p, "socket", -o);
     p.o = o;

@@ -4,6 +4,7 @@
 // proxy_header_timeout; only then is the client admitted (per-client limits,
 // for the client it names) and the origin dialled. The parsing is the Bun
 // path's (HeaderReader, src/proxy/inbound.ts).
+import { endpointString } from "../log/line";
 import { formatAddress } from "../config/address";
 import { HeaderReader, type Ends } from "../proxy/inbound";
 import { EAGAIN, EINTR, recvInto } from "../system/tcp";
@@ -75,6 +76,11 @@ export function headerEvent(p: Pair, ev: number): void {
         }
         if (source) p.source = source;
         p.tracked = tracked;
+        // The log names the client the header named, as Bun's path does (issue 17: "from an accepted PROXY header").
+        if (p.record) {
+          p.record.client = endpointString(r.ends.client);
+          p.record.edge = endpointString(r.ends.edge);
+        }
       }
       p.ends = r.ends;
       // More of the client's bytes may wait in the socket (edge-triggered: no new event for them): read on once connected.

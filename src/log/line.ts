@@ -4,7 +4,7 @@
  * a line's bytes straight into the log's buffer.
  */
 import { formatAddress } from "../config/address";
-import type { Endpoint } from "../system/sockaddr";
+import { decodeSockaddr, type Endpoint } from "../system/sockaddr";
 
 // Endpoints formatted so far: an edge Endpoint is shared by its connections
 // (src/proxy/inbound.ts), so its text is made once, not per line.
@@ -27,6 +27,35 @@ export function formatEndpoint(e: Endpoint): string {
 export function endpointString(e: Endpoint): string {
   const a = formatAddress(e.addr);
   return e.family === 6 ? `[${a}]:${e.port}` : `${a}:${e.port}`;
+}
+
+/**
+ * "ip:port" of a struct sockaddr_in / sockaddr_in6 (src/system/sockaddr.ts),
+ * remembered per address and port: the edge of an accepted connection (its
+ * original destination, getsockname) is one of the few a service answers on,
+ * but comes as new bytes each time, so neither an Endpoint nor a WeakMap
+ * entry per connection. Bounded: emptied when full.
+ */
+export class SockaddrTexts {
+  private readonly v4 = new Map<number, string>();
+  constructor(private readonly max = 4096) {}
+
+  text(buf: Uint8Array): string | undefined {
+    if (buf[0] === 2 && buf[1] === 0) {
+      // AF_INET (host order u16 = 2); sin_port at 2 and sin_addr at 4, network order.
+      const port = (buf[2]! << 8) | buf[3]!;
+      const key = (((buf[4]! << 24) | (buf[5]! << 16) | (buf[6]! << 8) | buf[7]!) >>> 0) * 65536 + port;
+      let t = this.v4.get(key);
+      if (t === undefined) {
+        if (this.v4.size >= this.max) this.v4.clear();
+        t = `${buf[4]}.${buf[5]}.${buf[6]}.${buf[7]}:${port}`;
+        this.v4.set(key, t);
+      }
+      return t;
+    }
+    const e = decodeSockaddr(buf);
+    return e && endpointString(e);
+  }
 }
 
 // What JSON (RFC 8259 §7) escapes in a string: quote, backslash, controls; and lone surrogates (JSON.stringify's well-formed output).
@@ -82,6 +111,13 @@ export class LineWriter {
     let p = this.p;
     for (let i = 0; i < s.length; i++) b[p++] = s.charCodeAt(i);
     this.p = p;
+    return this;
+  }
+
+  /** Bytes made once (a connection's constant members): one copy, not a loop over their characters. */
+  bytes(b: Uint8Array): this {
+    this.buf.set(b, this.p);
+    this.p += b.length;
     return this;
   }
 

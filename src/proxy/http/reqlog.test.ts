@@ -44,6 +44,20 @@ for (const inPlace of [true, false]) {
     expect(typeof l.request_id).toBe("string");
   });
 
+  test(`a connection's later requests: the same members (the constant ones are encoded once from the second) (${inPlace ? "written in place" : "as a string"})`, () => {
+    const { log, lines } = capture(inPlace);
+    const r = new RequestLog(log, "[2001:db8::10]:40000", "192.0.2.1:80", "1.1");
+    for (let i = 0; i < 4; i++) {
+      r.request(head({ method: i % 2 ? "POST" : "GET" }), 0);
+      r.origin = "127.0.0.1:9000";
+      r.status = 200 + i;
+      r.end();
+    }
+    const parsed = lines.map((l) => JSON.parse(l));
+    expect(parsed.map((l) => Object.keys(l))).toEqual([ORDER, ORDER, ORDER, ORDER]);
+    expect(parsed.map((l) => [l.client, l.edge, l.method, l.status, l.http_version])).toEqual([0, 1, 2, 3].map((i) => ["[2001:db8::10]:40000", "192.0.2.1:80", i % 2 ? "POST" : "GET", 200 + i, "1.1"]));
+  });
+
   test(`a usual request with hostile host and path: escaped as JSON.stringify would (${inPlace ? "written in place" : "as a string"})`, () => {
     const { log, lines } = capture(inPlace);
     const r = new RequestLog(log, undefined, undefined, "2");

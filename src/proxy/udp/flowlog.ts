@@ -54,9 +54,11 @@ export class FlowLogSink {
 
 /** What a logged flow remembers for its line (made only when the service's log is on). */
 export interface FlowRecord {
-  readonly client: string;
-  readonly edge: string;
-  readonly origin: string | null;
+  /** The socket's peer, or the client a trusted balancer's PROXY header named (the tcp engine's header stage). */
+  client: string;
+  edge: string;
+  /** Set once the origin is chosen (the tcp engine chooses it after the record is made). */
+  origin: string | null;
   readonly startedAt: number;
 }
 

@@ -1,0 +1,18 @@
+import { describe, expect, test } from "bun:test";
+import { encodeSockaddr } from "../system/sockaddr";
+import { endpointString, SockaddrTexts } from "./line";
+
+describe("SockaddrTexts", () => {
+  test("IPv4 and IPv6 sockaddrs as endpointString writes them, remembered within its bound", () => {
+    const texts = new SockaddrTexts(2);
+    const v4 = { family: 4 as const, addr: new Uint8Array([192, 0, 2, 7]), port: 5003 };
+    const v6 = { family: 6 as const, addr: new Uint8Array([0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1]), port: 443 };
+    expect(texts.text(encodeSockaddr(v4))).toBe("192.0.2.7:5003");
+    expect(texts.text(encodeSockaddr(v4))).toBe(endpointString(v4));
+    expect(texts.text(encodeSockaddr(v6))).toBe("[2001:db8::1]:443");
+    // Port and address both key it; past its bound it starts over, still right.
+    for (let port = 1; port <= 5; port++) expect(texts.text(encodeSockaddr({ ...v4, port }))).toBe(`192.0.2.7:${port}`);
+    expect(texts.text(encodeSockaddr({ ...v4, addr: new Uint8Array([255, 255, 255, 255]), port: 65535 }))).toBe("255.255.255.255:65535");
+    expect(texts.text(new Uint8Array(28))).toBeUndefined();
+  });
+});
