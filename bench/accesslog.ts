@@ -70,7 +70,7 @@ export const accesslogScenario: Scenario = async (ctx: BenchContext): Promise<Sc
   });
   const markdown = [
     `The tcp and http scenarios' setup (wrk \`-t1 -c${opts.connections}\` on core ${opts.loadCore} → edgeproxy \`--workers 1\` alone on core ${opts.proxyCore} → nginx origin), ` +
-      `${opts.runs} run(s) × ${opts.seconds} s per variant and mode, each after a ${opts.warmupSeconds} s warm-up in the same mode (edgeproxy's JIT compiles a mode's code in its first 2–3 s: a one-off, not a per-request cost), variants round-robin within each run, medians. ` +
+      `${opts.runs} run(s) × ${opts.seconds} s per variant and mode, each after a ${opts.warmupSeconds} s warm-up in the same mode (edgeproxy's JIT compiles a mode's code when it first runs: a one-off, not a per-request cost), variants round-robin within each run, medians. ` +
       "Log on: `--access-log FILE` on the same disk as the scratch directory: a line per connection (tcp: so keep-alive writes a line per wrk connection, one connection per request a line per request) and a line per request (http). " +
       `core µs/req: busy time of the proxy core per request (as in the tcp scenario); process µs/req: the edgeproxy process's utime+stime. Target: log on ≤ ${TARGET}× log off.`,
     "",
