@@ -33,11 +33,14 @@ import type { SourceCounting } from "../sourcelimit";
 import type { AccessLogConfig } from "../../config/service";
 import { formatEndpoint } from "../../log/access";
 import { FlowLog, type FlowLogSink, type FlowRecord } from "./flowlog";
+import { SendRing } from "./sendring";
 
 const EMSGSIZE = 90;
 /** Batches read from one socket per readiness event, so one busy socket cannot starve the rest. */
 const ROUNDS = 8;
 const ECONNREFUSED = 111;
+/** The send ring's staging area: a turn's datagrams are copied here until its flush. */
+const STAGE_BYTES = 256 * 1024;
 
 const bump = (row: Float64Array, i: number, n = 1) => {
   row[i] = row[i]! + n;
@@ -134,7 +137,9 @@ const keyOf = (src: Endpoint, dst: Endpoint) => `${src.addr.join(".")}:${src.por
 
 /** Flows, the sockets they own, and the forwarding between them. */
 export class Engine {
-  private readonly batch = new DatagramBatch(16);
+  private readonly batch: DatagramBatch;
+  /** The turn's sends, submitted together at flush(); absent: each datagram is sent with send(2) at once. */
+  private readonly sendRing: SendRing<Flow> | undefined;
   private readonly byFd: (Service | Flow | undefined)[] = [];
   private readonly flows = new Map<string, Flow>();
   /** Flows the client has sent one datagram on, oldest first: evicted first when the cap is full. */
@@ -156,7 +161,27 @@ export class Engine {
     private readonly onPanics: (slot: number, counts: PanicCounts) => void = () => {},
     /** Where services' access log lines go (absent: no service logs). */
     private readonly logSink?: FlowLogSink,
-  ) {}
+    /** Submit sends through io_uring, a turn at a time (false, or io_uring unavailable: send(2) per datagram). */
+    useRing = true,
+  ) {
+    let ring: SendRing<Flow> | undefined;
+    let batch = new DatagramBatch(16, useRing ? STAGE_BYTES : 0);
+    if (useRing) {
+      try {
+        ring = new SendRing<Flow>(batch.data, batch.dataPtr, batch.stageAt, STAGE_BYTES, (f, toClient, length, res) => this.sent(f, toClient, length, res));
+      } catch (e) {
+        this.log(`udp data plane: io_uring unavailable, sending datagram by datagram: ${(e as Error).message}`);
+        batch = new DatagramBatch(16);
+      }
+    }
+    this.batch = batch;
+    this.sendRing = ring;
+  }
+
+  /** Submit the sends queued this turn (the worker calls it before it waits again). */
+  flush(): void {
+    this.sendRing?.flush();
+  }
 
   // ICMP port unreachable from the origin: the flow ends, and the pool hears of it.
   private refused(f: Flow): void {
@@ -232,6 +257,8 @@ export class Engine {
   closeAll(): void {
     for (const f of [...this.flows.values()]) this.close(f, "close", "shutdown");
     for (const slot of [...this.services.keys()]) this.retire(slot, true);
+    this.sendRing?.flush();
+    this.sendRing?.close();
   }
 
   private drop(svc: Service, reason: UdpDropReason): void {
@@ -350,9 +377,16 @@ export class Engine {
     for (const fd of fds) this.ready(fd);
   }
 
-  // Send `length` bytes at `at` in the batch to fd; count it, or why the kernel refused it.
+  // Send `length` bytes at `at` in the batch to fd: queued for the turn's flush, or at once without the ring.
   private send(f: Flow, fd: number, at: number, length: number, toClient: boolean): void {
-    if (this.batch.sendAt(fd, at, length) >= 0) {
+    if (this.sendRing) return this.sendRing.queue(fd, at, length, f, toClient);
+    const n = this.batch.sendAt(fd, at, length);
+    this.sent(f, toClient, length, n >= 0 ? n : -errno());
+  }
+
+  // A send's result (bytes, or -errno): count it, or why the kernel refused it.
+  private sent(f: Flow, toClient: boolean, length: number, res: number): void {
+    if (res >= 0) {
       if (toClient) {
         bump(f.service.row, C.datagramsFromOrigins);
         bump(f.service.row, C.bytesFromOrigins, length);
@@ -360,9 +394,12 @@ export class Engine {
       }
       return;
     }
-    const e = errno();
-    if (e === ECONNREFUSED && !toClient) return this.refused(f);
-    this.drop(f.service, e === EMSGSIZE ? "too_big" : "send_failed");
+    // The flow may have ended earlier in the same flush (a refusal): its own later failures are moot.
+    if (-res === ECONNREFUSED && !toClient) {
+      if (this.flows.get(f.key) === f) this.refused(f);
+      return;
+    }
+    this.drop(f.service, -res === EMSGSIZE ? "too_big" : "send_failed");
   }
 
   private open(svc: Service, key: string, src: Endpoint, dst: Endpoint): Flow | undefined {
@@ -439,6 +476,9 @@ export class Engine {
 
   /** Close a flow; `event` and `why` say why, for its access log line. */
   private close(f: Flow, event: string, why: string): void {
+    // Queued sends name descriptors by number: none may outlive its socket (the number would be reused).
+    // The flush may itself end this flow (a refusal), hence the check after it.
+    this.sendRing?.flush();
     if (this.flows.get(f.key) !== f) return;
     if (f.record) f.service.log!.closed(f.record, f.bytesIn, f.bytesOut, event, why);
     this.flows.delete(f.key);
