@@ -180,7 +180,12 @@ export class Engine {
 
   /** Submit the sends queued this turn (the worker calls it before it waits again). */
   flush(): void {
-    this.sendRing?.flush();
+    const r = this.sendRing;
+    if (!r) return;
+    const failures = r.failures;
+    r.flush();
+    // Counted per datagram (send_failed); said once, the first time.
+    if (failures === 0 && r.failures > 0) this.log(`udp data plane: io_uring refused a batch of sends (counted as send_failed): ${r.lastFailure}`);
   }
 
   // ICMP port unreachable from the origin: the flow ends, and the pool hears of it.
@@ -257,7 +262,7 @@ export class Engine {
   closeAll(): void {
     for (const f of [...this.flows.values()]) this.close(f, "close", "shutdown");
     for (const slot of [...this.services.keys()]) this.retire(slot, true);
-    this.sendRing?.flush();
+    this.flush();
     this.sendRing?.close();
   }
 
@@ -478,7 +483,7 @@ export class Engine {
   private close(f: Flow, event: string, why: string): void {
     // Queued sends name descriptors by number: none may outlive its socket (the number would be reused).
     // The flush may itself end this flow (a refusal), hence the check after it.
-    this.sendRing?.flush();
+    this.flush();
     if (this.flows.get(f.key) !== f) return;
     if (f.record) f.service.log!.closed(f.record, f.bytesIn, f.bytesOut, event, why);
     this.flows.delete(f.key);

@@ -17,6 +17,7 @@
 import { Ring, OP } from "../../system/uring";
 
 const MSG_DONTWAIT = 0x40;
+const EIO = 5;
 /** SQEs per turn by default: a flush when they are all used. */
 const ENTRIES = 256;
 /** How long flush() waits for completions that were not inline (none are expected; see above). */
@@ -30,12 +31,17 @@ export class SendRing<T> {
   private readonly owners: (T | undefined)[] = [];
   private readonly lengths: Int32Array;
   private readonly toClient: Uint8Array;
+  /** Which of the flush's sends have been reported. */
+  private readonly reported: Uint8Array;
   private count = 0;
   /** Bytes of the staging area in use. */
   private used = 0;
   /** Sends and flushes (io_uring_enter calls) made, for the profile. */
   sends = 0;
   flushes = 0;
+  /** Flushes the kernel refused (their unsent datagrams reported as EIO), and the last refusal. */
+  failures = 0;
+  lastFailure = "";
 
   /**
    * `data` is the pinned buffer sends copy from and stage in; bytes
@@ -54,6 +60,7 @@ export class SendRing<T> {
   ) {
     this.lengths = new Int32Array(entries);
     this.toClient = new Uint8Array(entries);
+    this.reported = new Uint8Array(entries);
     this.ring = new Ring(entries);
   }
 
@@ -89,24 +96,50 @@ export class SendRing<T> {
     this.sends += n;
     this.flushes++;
     const r = this.ring;
-    r.enter(0, true);
+    const got = this.reported;
+    got.fill(0, 0, n);
     let done = 0;
-    const deadline = performance.now() + STRAGGLER_MS;
-    for (;;) {
-      const k = r.ready();
-      for (let j = 0; j < k; j++) {
-        const c = r.cqe(j);
-        const i = r.tagOf(c);
+    try {
+      r.enter(0, true);
+      const deadline = performance.now() + STRAGGLER_MS;
+      for (;;) {
+        done += this.reap(got);
+        if (done >= n) return;
+        if (performance.now() > deadline) throw new Error(`${n - done} of ${n} sends not completed within ${STRAGGLER_MS} ms`);
+        r.enter(n - done, true, STRAGGLER_MS);
+      }
+    } catch (e) {
+      // The kernel refused the submission (EAGAIN, ENOMEM: io_uring_enter(2)): none of what it did not take may go
+      // later with stale bytes; what it did not complete is reported failed.
+      r.discard();
+      done += this.reap(got);
+      this.failures++;
+      this.lastFailure = (e as Error).message;
+      for (let i = 0; i < n && done < n; i++) {
+        if (got[i]) continue;
+        done++;
         const owner = this.owners[i]!;
         this.owners[i] = undefined;
-        this.result(owner, this.toClient[i] === 1, this.lengths[i]!, r.resOf(c));
+        this.result(owner, this.toClient[i] === 1, this.lengths[i]!, -EIO);
       }
-      r.advance(k);
-      done += k;
-      if (done >= n) return;
-      if (performance.now() > deadline) throw new Error(`udp send ring: ${n - done} of ${n} sends not completed within ${STRAGGLER_MS} ms`);
-      r.enter(n - done, true, STRAGGLER_MS);
     }
+  }
+
+  // Report the completions posted so far; returns how many.
+  private reap(got: Uint8Array): number {
+    const r = this.ring;
+    const k = r.ready();
+    for (let j = 0; j < k; j++) {
+      const c = r.cqe(j);
+      const i = r.tagOf(c);
+      if (got[i]) continue;
+      got[i] = 1;
+      const owner = this.owners[i]!;
+      this.owners[i] = undefined;
+      this.result(owner, this.toClient[i] === 1, this.lengths[i]!, r.resOf(c));
+    }
+    r.advance(k);
+    return k;
   }
 
   close(): void {
