@@ -6,6 +6,7 @@
 // (bench/udp.ts); measured side by side at once, both see the same noise and
 // the ratio B/A is steady (an A/A control shows its spread).
 //   bun bench/udp-pair.ts PAIRS SECONDS A B      (A, B: an edgeproxy binary, or "nginx")
+// $UDP_LOAD_WARMUP_MS lengthens the load's uncounted warm-up (0.5 s).
 // Prints, per pair and as medians, B/A of the proxy's CPU per exchange
 // (utime+stime of its every process, /proc/PID/stat) and, for edgeproxy, of
 // its data-plane thread alone (the thread named "Worker").
