@@ -56,14 +56,23 @@ export interface UdpReport {
   opts: UdpOptions;
 }
 
+/**
+ * $EDGEPROXY_BENCH_UDP_AB names a second edgeproxy binary (say, one built
+ * from the commit before a change) measured as one more peer in the same
+ * runs, interleaved with the others: an A/B side by side on a noisy machine.
+ */
+const AB_BINARY = process.env.EDGEPROXY_BENCH_UDP_AB;
+
 function udpPeers(dir: string, edgeproxy: string, edgeArgs: string[]): UdpPeer[] {
   const moduleLine = streamModuleLine();
+  const edge = (name: string, binary: string): UdpPeer => ({
+    name,
+    command: () => [binary, "--mode", "udp", "--ports", "1-65535", "--prefix", "192.0.2.0/24", "--origin", `${UDP_ORIGIN.host}:${UDP_ORIGIN.port}`, ...edgeArgs],
+  });
   return [
     { name: "direct (no proxy)" },
-    {
-      name: "edgeproxy udp",
-      command: () => [edgeproxy, "--mode", "udp", "--ports", "1-65535", "--prefix", "192.0.2.0/24", "--origin", `${UDP_ORIGIN.host}:${UDP_ORIGIN.port}`, ...edgeArgs],
-    },
+    edge("edgeproxy udp", edgeproxy),
+    ...(AB_BINARY ? [edge("edgeproxy udp (A/B: $EDGEPROXY_BENCH_UDP_AB)", AB_BINARY)] : []),
     {
       name: "nginx stream udp",
       command: () => nginxCommand(dir, "stream-udp.conf"),
@@ -174,7 +183,7 @@ export const udpScenario: Scenario = async (ctx: BenchContext): Promise<Scenario
   const u = await measureUdp(ctx.dir, ctx.edgeproxy, o, ctx.log);
   const rows = summarizeUdp(u.samples);
   const nginx = rows.find((r) => r.peer.startsWith("nginx"));
-  const edge = rows.find((r) => r.peer.startsWith("edgeproxy"));
+  const edge = rows.find((r) => r.peer === "edgeproxy udp");
   const out = [
     `bench/udp-load.ts (${o.flows} connected sockets, one ${o.size}-byte request outstanding each, core ${o.loadCore}) → proxy (core ${o.proxyCore}, alone on it) → Bun echo origin (core ${o.loadCore}). ` +
       `${o.runs} run(s) × ${o.seconds} s per peer after 0.5 s of warm-up; medians. One exchange is one datagram each way through the proxy, so CPU per datagram is half the CPU per exchange. ` +

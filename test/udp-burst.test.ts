@@ -1,7 +1,9 @@
 // UDP bursts: flow sockets are edge-triggered and drained in batches
 // (src/proxy/udp/engine.ts), so a burst larger than one batch, or than the
 // batches one event may read, must still arrive whole and in order, both
-// ways. The origin echoes each datagram and, on "burst N", sends N numbered
+// ways. A loop turn's sends are staged and submitted together
+// (src/proxy/udp/sendring.ts), so datagrams of many flows and of different
+// sizes share one submission: each must reach its own peer, intact, in order. The origin echoes each datagram and, on "burst N", sends N numbered
 // datagrams of its own at once.
 import { describe, expect, test } from "bun:test";
 import { EdgeproxyProcess } from "./helpers/edgeproxy";
@@ -47,6 +49,35 @@ describe("udp bursts", () => {
     }
     expect(got).toEqual(Array.from({ length: BURST }, (_, i) => `reply ${i}`));
     c.close();
+    origin.socket.close();
+  }, 20_000);
+
+  test("20 flows each send 8 datagrams of different sizes at once: every one reaches the origin intact and in order per flow, and every echo its own client", async () => {
+    const origin = await udpOrigin("127.0.0.1");
+    f.ep = await EdgeproxyProcess.start(["--mode", "udp", "--ports", "53", "--prefix", "192.0.2.0/24", "--origin", `127.0.0.1:${origin.port}`]);
+    const clients = await Promise.all(Array.from({ length: 20 }, () => UdpClient.connect("192.0.2.53", 53)));
+    // Every flow exists before the burst (its first exchange), so the burst goes through the flows' own sockets.
+    for (const [k, c] of clients.entries()) expect(await c.request(`hello ${k}`)).toBe(`hello ${k}`);
+    const payload = (k: number, i: number) => `flow ${k} datagram ${i} `.padEnd(1 + ((k * 8 + i) * 97) % 1400, String.fromCharCode(97 + ((k + i) % 26)));
+    for (let i = 0; i < 8; i++) for (const [k, c] of clients.entries()) c.send(payload(k, i));
+    for (const [k, c] of clients.entries()) {
+      const got: string[] = [];
+      for (let i = 0; i < 8; i++) {
+        const d = await c.next(3000);
+        if (!d) break;
+        got.push(Buffer.from(d).toString());
+      }
+      expect(got).toEqual(Array.from({ length: 8 }, (_, i) => payload(k, i)));
+    }
+    // At the origin: per source port (one per flow), the flow's datagrams in order.
+    const byPort = new Map<number, string[]>();
+    for (const d of origin.received) byPort.set(d.port, [...(byPort.get(d.port) ?? []), Buffer.from(d.bytes).toString()]);
+    expect(byPort.size).toBe(20);
+    for (const seen of byPort.values()) {
+      const k = Number(/^hello (\d+)$/.exec(seen[0]!)?.[1]);
+      expect(seen).toEqual([`hello ${k}`, ...Array.from({ length: 8 }, (_, i) => payload(k, i))]);
+    }
+    for (const c of clients) c.close();
     origin.socket.close();
   }, 20_000);
 });

@@ -257,6 +257,17 @@ export class Ring {
     return rc;
   }
 
+  /**
+   * Forget the SQEs prepared and not consumed by the kernel (after an enter
+   * failed): the tail goes back to the kernel's head, so the next enter
+   * submits none of them.
+   */
+  discard(): void {
+    this.sqTail = Atomics.load(this.ring, this.sqHeadAt);
+    Atomics.store(this.ring, this.sqTailAt, this.sqTail);
+    this.pending = 0;
+  }
+
   /** Completions ready now (after an enter): read them with the cqe* accessors, then advance(). */
   ready(): number {
     this.cqTail = Atomics.load(this.ring, this.cqTailAt);

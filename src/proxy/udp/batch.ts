@@ -38,8 +38,10 @@ const splitPtr = (v: DataView, at: number, p: number) => {
 
 /** Buffers for up to `size` datagrams. One per thread; reused for every socket. */
 export class DatagramBatch {
-  /** Datagram i's payload starts at dataAt(i) in `data`. */
+  /** Datagram i's payload starts at dataAt(i) in `data`; `stageBytes` after the datagrams are the send ring's (stageAt). */
   readonly data: Uint8Array;
+  /** Where the staging area starts in `data`. */
+  readonly stageAt: number;
   private readonly names: Uint8Array;
   private readonly controls: Uint8Array;
   private readonly recvHdr: Uint8Array;
@@ -51,13 +53,18 @@ export class DatagramBatch {
   /** The headers the last receive filled: rh or the connected ones. */
   private last: DataView;
   private readonly connView: DataView;
-  private readonly dataPtr: number;
+  /** The address of `data`. */
+  readonly dataPtr: number;
   private readonly recvPtr: Pointer;
   private readonly cv: DataView;
   private used = 0;
 
-  constructor(readonly size = 16) {
-    this.data = pinned(size * SLOT);
+  constructor(
+    readonly size = 16,
+    readonly stageBytes = 0,
+  ) {
+    this.stageAt = size * SLOT;
+    this.data = pinned(size * SLOT + stageBytes);
     this.names = pinned(size * NAME);
     this.controls = pinned(size * CONTROL);
     this.recvHdr = pinned(size * MMSG);

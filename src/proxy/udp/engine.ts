@@ -5,7 +5,6 @@
 // connected UDP sockets win the lookup before sk_lookup runs,
 // net/ipv4/udp.c:__udp4_lib_lookup) and, with an origin, a socket connected
 // to the origin. Runs on one thread, driven by the epoll loop in worker.ts.
-import type { Family } from "../../config/address";
 import { errno } from "../../system/libc";
 import type { Endpoint } from "../../system/sockaddr";
 import type { Epoll } from "../../system/epoll";
@@ -23,118 +22,34 @@ import {
   SOL_SOCKET,
 } from "../../system/udp";
 import { DatagramBatch, MAX_DATAGRAM } from "./batch";
-import type { ProxyProtocol } from "../../config/service";
 import { proxyV2Header, sppHeader, hasSppHeader, SPP_HEADER_SIZE } from "../proxyheader/encode";
-import { EndpointSet, type PanicCounts, type UdpOrigins, type WorkerEndpoint } from "./origins";
+import type { PanicCounts, UdpOrigins } from "./origins";
 import { C, dropIndex, ROW, type UdpDropReason } from "./stats";
-import { SourceCounter } from "../../dispatcher/sources";
 import type { SourceKey } from "../../dispatcher/sourceabi";
-import type { SourceCounting } from "../sourcelimit";
-import type { AccessLogConfig } from "../../config/service";
 import { formatEndpoint } from "../../log/access";
-import { FlowLog, type FlowLogSink, type FlowRecord } from "./flowlog";
+import type { FlowLogSink } from "./flowlog";
+import { Flow, keyOf, Service, type UdpServiceSpec } from "./flow";
+import { SendRing } from "./sendring";
+
+export type { UdpServiceSpec } from "./flow";
 
 const EMSGSIZE = 90;
 /** Batches read from one socket per readiness event, so one busy socket cannot starve the rest. */
 const ROUNDS = 8;
 const ECONNREFUSED = 111;
+/** The send ring's staging area: a turn's datagrams are copied here until its flush. */
+const STAGE_BYTES = 256 * 1024;
 
 const bump = (row: Float64Array, i: number, n = 1) => {
   row[i] = row[i]! + n;
 };
 
-/** What the worker is told about a service. */
-export interface UdpServiceSpec {
-  readonly slot: number;
-  readonly name: string;
-  /** Handed over (released by the main thread): the service's Service here owns them. */
-  readonly listeners: readonly { readonly fd: number; readonly family: Family }[];
-  /** Absent: echo every datagram back (the built-in responder). */
-  readonly origins?: UdpOrigins;
-  readonly proxyProtocol: ProxyProtocol;
-  readonly idleMs: number;
-  /** source_connections: flows per client, counted with every process's (absent: no limit). */
-  readonly sourceLimit?: SourceCounting;
-  /** The service's access log; absent: off. */
-  readonly accessLog?: AccessLogConfig;
-}
-
-
-
-class Service {
-  readonly kind = "listener";
-  retired = false;
-  readonly endpoints: EndpointSet | undefined;
-  /** This thread's own counter (its buffers are per thread; the slot and program are the process's). */
-  readonly counter: SourceCounter | undefined;
-  /** Its listening sockets, owned from the hand-over until retired. */
-  readonly listeners: readonly Fd[];
-  readonly log: FlowLog | undefined;
-  constructor(
-    readonly spec: UdpServiceSpec,
-    readonly row: Float64Array,
-    sink: FlowLogSink | undefined,
-  ) {
-    this.listeners = spec.listeners.map((l) => new Fd(l.fd, `service ${spec.name}: ipv${l.family} listener`));
-    this.log = spec.accessLog && sink ? new FlowLog(sink, spec.name, spec.accessLog) : undefined;
-    const o = spec.origins;
-    this.endpoints = o && new EndpointSet(o.balance, o.edgeRange, o.endpoints);
-    this.counter = spec.sourceLimit && new SourceCounter(spec.sourceLimit.progFd, spec.sourceLimit.owner);
-  }
-
-  /**
-   * Add to the client's count; 0 when the kernel refuses (it should not; at
-   * shutdown the program's fd may already be closed): a flow is then let in
-   * uncounted rather than dropping every client's datagrams.
-   */
-  count(key: SourceKey, delta: 1 | -1): number {
-    try {
-      return this.counter!.add(key, delta);
-    } catch {
-      return 0;
-    }
-  }
-
-  /** The client as source_connections counts it. */
-  sourceKey(src: Endpoint): SourceKey {
-    const l = this.spec.sourceLimit!;
-    return { service: l.service, addr: src.addr, prefixLen: src.family === 4 ? 32 : l.prefixV6 };
-  }
-}
-
-class Flow {
-  readonly kind = "flow";
-  /** From the client; a second one confirms the flow. */
-  datagrams = 0;
-  constructor(
-    readonly key: string,
-    readonly service: Service,
-    /** Owned: the socket connected to the client, bound to the address it sent to. */
-    readonly client: Fd,
-    /** Owned: the socket connected to the origin; absent for the echo responder. */
-    readonly upstream: Fd | undefined,
-    /** Sent before the first datagram only (PROXY v2) or before each (SPP). */
-    public header: Uint8Array | undefined,
-    readonly everyDatagram: boolean,
-    public last: number,
-    /** The pool endpoint whose flow count this flow holds. */
-    readonly endpoint: WorkerEndpoint | undefined,
-    /** The origin port it talks to: ejection counts per endpoint port. */
-    readonly originPort: number,
-    /** The client's count this flow holds (source_connections), given back at close. */
-    readonly source: SourceKey | undefined,
-  ) {}
-  // The flow's bytes each way (the access log's).
-  bytesIn = 0;
-  bytesOut = 0;
-  record: FlowRecord | undefined;
-}
-
-const keyOf = (src: Endpoint, dst: Endpoint) => `${src.addr.join(".")}:${src.port}>${dst.addr.join(".")}:${dst.port}`;
 
 /** Flows, the sockets they own, and the forwarding between them. */
 export class Engine {
-  private readonly batch = new DatagramBatch(16);
+  private readonly batch: DatagramBatch;
+  /** The turn's sends, submitted together at flush(); absent: each datagram is sent with send(2) at once. */
+  private readonly sendRing: SendRing<Flow> | undefined;
   private readonly byFd: (Service | Flow | undefined)[] = [];
   private readonly flows = new Map<string, Flow>();
   /** Flows the client has sent one datagram on, oldest first: evicted first when the cap is full. */
@@ -156,7 +71,32 @@ export class Engine {
     private readonly onPanics: (slot: number, counts: PanicCounts) => void = () => {},
     /** Where services' access log lines go (absent: no service logs). */
     private readonly logSink?: FlowLogSink,
-  ) {}
+    /** Submit sends through io_uring, a turn at a time (false, or io_uring unavailable: send(2) per datagram). */
+    useRing = true,
+  ) {
+    let ring: SendRing<Flow> | undefined;
+    let batch = new DatagramBatch(16, useRing ? STAGE_BYTES : 0);
+    if (useRing) {
+      try {
+        ring = new SendRing<Flow>(batch.data, batch.dataPtr, batch.stageAt, STAGE_BYTES, (f, toClient, length, res) => this.sent(f, toClient, length, res));
+      } catch (e) {
+        this.log(`udp data plane: io_uring unavailable, sending datagram by datagram: ${(e as Error).message}`);
+        batch = new DatagramBatch(16);
+      }
+    }
+    this.batch = batch;
+    this.sendRing = ring;
+  }
+
+  /** Submit the sends queued this turn (the worker calls it before it waits again). */
+  flush(): void {
+    const r = this.sendRing;
+    if (!r) return;
+    const failures = r.failures;
+    r.flush();
+    // Counted per datagram (send_failed); said once, the first time.
+    if (failures === 0 && r.failures > 0) this.log(`udp data plane: io_uring refused a batch of sends (counted as send_failed): ${r.lastFailure}`);
+  }
 
   // ICMP port unreachable from the origin: the flow ends, and the pool hears of it.
   private refused(f: Flow): void {
@@ -232,6 +172,8 @@ export class Engine {
   closeAll(): void {
     for (const f of [...this.flows.values()]) this.close(f, "close", "shutdown");
     for (const slot of [...this.services.keys()]) this.retire(slot, true);
+    this.flush();
+    this.sendRing?.close();
   }
 
   private drop(svc: Service, reason: UdpDropReason): void {
@@ -350,9 +292,16 @@ export class Engine {
     for (const fd of fds) this.ready(fd);
   }
 
-  // Send `length` bytes at `at` in the batch to fd; count it, or why the kernel refused it.
+  // Send `length` bytes at `at` in the batch to fd: queued for the turn's flush, or at once without the ring.
   private send(f: Flow, fd: number, at: number, length: number, toClient: boolean): void {
-    if (this.batch.sendAt(fd, at, length) >= 0) {
+    if (this.sendRing) return this.sendRing.queue(fd, at, length, f, toClient);
+    const n = this.batch.sendAt(fd, at, length);
+    this.sent(f, toClient, length, n >= 0 ? n : -errno());
+  }
+
+  // A send's result (bytes, or -errno): count it, or why the kernel refused it.
+  private sent(f: Flow, toClient: boolean, length: number, res: number): void {
+    if (res >= 0) {
       if (toClient) {
         bump(f.service.row, C.datagramsFromOrigins);
         bump(f.service.row, C.bytesFromOrigins, length);
@@ -360,9 +309,12 @@ export class Engine {
       }
       return;
     }
-    const e = errno();
-    if (e === ECONNREFUSED && !toClient) return this.refused(f);
-    this.drop(f.service, e === EMSGSIZE ? "too_big" : "send_failed");
+    // The flow may have ended earlier in the same flush (a refusal): its own later failures are moot.
+    if (-res === ECONNREFUSED && !toClient) {
+      if (this.flows.get(f.key) === f) this.refused(f);
+      return;
+    }
+    this.drop(f.service, -res === EMSGSIZE ? "too_big" : "send_failed");
   }
 
   private open(svc: Service, key: string, src: Endpoint, dst: Endpoint): Flow | undefined {
@@ -439,6 +391,9 @@ export class Engine {
 
   /** Close a flow; `event` and `why` say why, for its access log line. */
   private close(f: Flow, event: string, why: string): void {
+    // Queued sends name descriptors by number: none may outlive its socket (the number would be reused).
+    // The flush may itself end this flow (a refusal), hence the check after it.
+    this.flush();
     if (this.flows.get(f.key) !== f) return;
     if (f.record) f.service.log!.closed(f.record, f.bytesIn, f.bytesOut, event, why);
     this.flows.delete(f.key);

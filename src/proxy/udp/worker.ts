@@ -55,6 +55,8 @@ async function loop(): Promise<void> {
     }
     t?.endBatch();
     if (e.pending) e.resume();
+    // The turn's sends, in one io_uring_enter, before any wait.
+    e.flush();
     if (e.now >= nextSweep) {
       e.sweep();
       if (t) {
