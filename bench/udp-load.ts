@@ -4,7 +4,7 @@ export {};
 //   bun bench/udp-load.ts HOST PORT FLOWS SECONDS [SIZE]
 // Sockets send from loopback (never from the steered prefix). A request lost
 // for 200 ms is counted and resent, so one drop does not stall a flow.
-const [host, portText, flowsText, secondsText, sizeText = "64"] = process.argv.slice(2);
+const [host, portText, flowsText, secondsText, sizeText = "64", warmupText] = process.argv.slice(2);
 if (!host || !portText || !flowsText || !secondsText) {
   console.error("usage: bun bench/udp-load.ts HOST PORT FLOWS SECONDS [SIZE]");
   process.exit(2);
@@ -53,8 +53,8 @@ const resend = setInterval(() => {
     }
   });
 }, 50);
-// Half a second of warm-up off the books ($UDP_LOAD_WARMUP_MS: longer, e.g. to leave a JIT's compiles out).
-await Bun.sleep(Number(process.env.UDP_LOAD_WARMUP_MS) || 500);
+// Warm-up off the books: the 6th argument in ms, else $UDP_LOAD_WARMUP_MS, else half a second.
+await Bun.sleep(Number(warmupText) || Number(process.env.UDP_LOAD_WARMUP_MS) || 500);
 counting = true;
 const t0 = performance.now();
 // The bench samples the proxy's CPU when it reads this line.

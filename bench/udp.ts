@@ -21,6 +21,8 @@ export interface UdpOptions {
   seconds: number;
   flows: number;
   size: number;
+  /** Load before the counted window, off the books: edgeproxy's JIT compiles the datagram path in its first seconds of traffic. */
+  warmupMs: number;
   proxyCore: number;
   loadCore: number;
 }
@@ -93,7 +95,7 @@ function udpPeers(dir: string, edgeproxy: string, edgeArgs: string[]): UdpPeer[]
 }
 
 const loadCommand = (at: Endpoint, o: UdpOptions) => [
-  "taskset", "-c", String(o.loadCore), process.execPath, join(import.meta.dir, "udp-load.ts"), at.host, String(at.port), String(o.flows), String(o.seconds), String(o.size),
+  "taskset", "-c", String(o.loadCore), process.execPath, join(import.meta.dir, "udp-load.ts"), at.host, String(at.port), String(o.flows), String(o.seconds), String(o.size), String(o.warmupMs),
 ];
 
 /** Every peer in turn, `o.runs` times; the samples and what was run. */
@@ -178,7 +180,7 @@ export function summarizeUdp(samples: readonly UdpSample[]) {
 
 /** Scenario 4 for `bun run bench`: UDP exchanges through edgeproxy and nginx stream udp. */
 export const udpScenario: Scenario = async (ctx: BenchContext): Promise<ScenarioResult> => {
-  const o: UdpOptions = { runs: ctx.runs, seconds: ctx.seconds, flows: 50, size: 64, proxyCore: ctx.proxyCore, loadCore: ctx.loadCore };
+  const o: UdpOptions = { runs: ctx.runs, seconds: ctx.seconds, flows: 50, size: 64, warmupMs: ctx.quick ? 500 : 5000, proxyCore: ctx.proxyCore, loadCore: ctx.loadCore };
   ctx.log(`UDP: ${o.runs} run(s) × ${o.seconds} s per peer, ${o.flows} flows`);
   const u = await measureUdp(ctx.dir, ctx.edgeproxy, o, ctx.log);
   const rows = summarizeUdp(u.samples);
@@ -186,7 +188,7 @@ export const udpScenario: Scenario = async (ctx: BenchContext): Promise<Scenario
   const edge = rows.find((r) => r.peer === "edgeproxy udp");
   const out = [
     `bench/udp-load.ts (${o.flows} connected sockets, one ${o.size}-byte request outstanding each, core ${o.loadCore}) → proxy (core ${o.proxyCore}, alone on it) → Bun echo origin (core ${o.loadCore}). ` +
-      `${o.runs} run(s) × ${o.seconds} s per peer after 0.5 s of warm-up; medians. One exchange is one datagram each way through the proxy, so CPU per datagram is half the CPU per exchange. ` +
+      `${o.runs} run(s) × ${o.seconds} s per peer after ${o.warmupMs / 1000} s of warm-up (the tcp and http scenarios' 5 s: Bun's JIT compiles the datagram path for several seconds of traffic, ≈ 9% of the process's samples between 3 and 6 s, bench/profiles/udp.md); medians. One exchange is one datagram each way through the proxy, so CPU per datagram is half the CPU per exchange. ` +
       "CPU is read from when the load generator starts counting to when it prints its result (a few ms longer than its count window, the same for every peer): " +
       `**core** = busy time of core ${o.proxyCore} from /proc/stat; **process** = utime+stime of the proxy's processes; **machine** = busy time of every core. ` +
       "Ratio: core CPU to nginx stream udp's (lower is better). Lost: requests unanswered for 200 ms (resent).",
