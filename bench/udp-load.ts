@@ -1,12 +1,12 @@
 export {};
 // Closed-loop UDP load: FLOWS connected sockets (each its own flow), each with
 // one request outstanding, for SECONDS; prints one JSON line.
-//   bun bench/udp-load.ts HOST PORT FLOWS SECONDS [SIZE]
+//   bun bench/udp-load.ts HOST PORT FLOWS SECONDS [SIZE] [WARMUP_MS]
 // Sockets send from loopback (never from the steered prefix). A request lost
 // for 200 ms is counted and resent, so one drop does not stall a flow.
 const [host, portText, flowsText, secondsText, sizeText = "64", warmupText] = process.argv.slice(2);
 if (!host || !portText || !flowsText || !secondsText) {
-  console.error("usage: bun bench/udp-load.ts HOST PORT FLOWS SECONDS [SIZE]");
+  console.error("usage: bun bench/udp-load.ts HOST PORT FLOWS SECONDS [SIZE] [WARMUP_MS]");
   process.exit(2);
 }
 const flows = Number(flowsText);
