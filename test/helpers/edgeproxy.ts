@@ -5,6 +5,8 @@ import { join } from "node:path";
 
 export const ROOT = join(import.meta.dir, "../..");
 export const MAIN = join(ROOT, "src/main.ts");
+/** The engine a plain tcp service with origins gets (engine = "auto"): epoll, unless the suite runs with $EDGEPROXY_ENGINE=bun. */
+export const DEFAULT_ENGINE: "epoll" | "bun" = process.env.EDGEPROXY_ENGINE === "bun" ? "bun" : "epoll";
 
 /** An edgeproxy process started by a test (in the test's namespace). */
 export class EdgeproxyProcess {
