@@ -372,7 +372,7 @@ export function parseArgs(argv: readonly string[]): Command {
     deadlines: completeDeadlines(deadlines, { mode, tls: tls !== undefined, acceptProxy: acceptProxy.length > 0 }, (k) => k.flag),
     ...(tcpEngine ? { engine: tcpEngine } : {}),
   };
-  checkService(service, (key) => ({ origins: "--origin", route: "--origin", accept_proxy: "--accept-proxy", proxy_protocol: "--proxy-protocol", engine: "--engine" })[key] ?? key);
+  checkService(service, (key) => ({ origins: "--origin", route: "--origin", accept_proxy: "--accept-proxy", proxy_protocol: "--proxy-protocol" })[key] ?? key);
   const instanceName = instance ?? DEFAULTS.instance;
   if (accessLog.sample !== undefined && accessLog.path === undefined) throw new ConfigError("--access-log-sample", "needs --access-log");
   const log = completeAccessLog(accessLog, {}, instanceName);
