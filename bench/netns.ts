@@ -101,6 +101,8 @@ export interface Features {
   splice: boolean;
   /** `--engine bun|epoll`: the tcp data plane (src/engine/). */
   engine: boolean;
+  /** `--engine auto`, the default: tcp relays run on the engine unless told `--engine bun`. */
+  engineAuto: boolean;
 }
 
 /**
@@ -120,6 +122,7 @@ export function features(binary: string, probe: boolean): Features {
     upgradeProgram: has("upgrade-program", ["--object", "/nonexistent/edgeproxy-probe.o"]),
     splice: /--splice\b/.test(help),
     engine: /--engine\b/.test(help),
+    engineAuto: /--engine\b[^-]*"auto" \(default/.test(help),
   };
 }
 

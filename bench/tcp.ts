@@ -27,10 +27,26 @@ export function spliceVariants(list: Peer[], edgeproxy: string): Peer[] {
   return list.flatMap((p) => (p.name.startsWith("edgeproxy") ? [withArgs(p, ["--splice", "off"], " (splice off)"), withArgs(p, ["--splice", "auto"], " (splice auto)")] : [p]));
 }
 
-/** The edgeproxy entries of `list` once more with `--engine epoll` (the raw-socket engine) when the binary has it. */
+/**
+ * The edgeproxy entries of `list` once more on the other tcp data plane when
+ * the binary has --engine: `--engine bun` (Bun's sockets) where the default
+ * is the raw-socket engine (engine = "auto"), `--engine epoll` for binaries
+ * from before, whose default was Bun's sockets.
+ */
 export function engineVariants(list: Peer[], edgeproxy: string): Peer[] {
-  if (!features(edgeproxy, false).engine) return list;
-  return list.flatMap((p) => (p.name.startsWith("edgeproxy") ? [p, withArgs(p, ["--engine", "epoll"], " (epoll)")] : [p]));
+  const f = features(edgeproxy, false);
+  if (!f.engine) return list;
+  const other = f.engineAuto ? "bun" : "epoll";
+  return list.flatMap((p) => (p.name.startsWith("edgeproxy") ? [p, withArgs(p, ["--engine", other], ` (${other})`)] : [p]));
+}
+
+/** What the method text says of engineVariants' pair. */
+export function engineMethod(edgeproxy: string): string {
+  const f = features(edgeproxy, false);
+  if (!f.engine) return "";
+  return f.engineAuto
+    ? " edgeproxy runs twice: by default (tcp relays on the raw-socket engine, an epoll loop, src/engine/) and `--engine bun` (Bun's sockets, what TLS services run on)."
+    : " edgeproxy runs twice: on Bun's sockets (this binary's default) and `--engine epoll` (raw sockets on an epoll loop, src/engine/).";
 }
 
 /** io_uring is usable here: the syscalls exist and kernel.io_uring_disabled lets every process use them. */
@@ -67,7 +83,7 @@ export const tcpScenario: Scenario = (ctx: BenchContext) => {
     method:
       "Each proxy passes bytes through unchanged (L4). One worker each: edgeproxy `--workers 1` (one Bun process), HAProxy `nbthread 1`, nginx `worker_processes 1`. " +
       "edgeproxy answers on every port of the /24 (the realistic configuration), not just the one wrk dials." +
-      (features(ctx.edgeproxy, false).engine ? " edgeproxy runs twice: on Bun's sockets (the default) and `--engine epoll` (raw sockets on an epoll loop, src/engine/)." : "") +
+      engineMethod(ctx.edgeproxy) +
       (ioUringEnabled()
         ? " Two standalone relays on the same primitives, `edgeproxy (epoll relay)` (bench/epoll-relay.ts) and `edgeproxy (io_uring relay)` (bench/uring-relay.ts: multishot accept, multishot recv into a provided-buffer ring, one io_uring_enter per loop turn), compare the event mechanisms alone: neither has the engine's steering, stats, deadlines or log."
         : "") +

@@ -6,7 +6,7 @@ import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import parsePrometheusTextFormat from "parse-prometheus-text-format";
-import { EdgeproxyProcess, runEdgeproxy } from "./helpers/edgeproxy";
+import { DEFAULT_ENGINE, EdgeproxyProcess, runEdgeproxy } from "./helpers/edgeproxy";
 import { proxyFixture } from "./helpers/fixture";
 import { exchange, text } from "./helpers/net";
 
@@ -295,6 +295,42 @@ test("connections of a service replaced by reload still get their idle timeout",
     for (let i = 0; i < 150 && !closedAt; i++) await Bun.sleep(20);
     expect(closedAt).toBeGreaterThan(0); // closed by the idle timeout, under the old service's settings
     expect(closedAt - t0).toBeLessThan(2500);
+  } finally {
+    w.done();
+  }
+}, 30_000);
+
+test("a reload that changes a service's engine gives it new sockets on the other data plane; /status says which; an open connection goes on", async () => {
+  const w = workdir();
+  try {
+    const a = namedOrigin("A");
+    const config = (engine: string) => `[admin]\nsocket = "${w.admin}"\n` + service("a", a.port, 'prefixes = "192.0.2.0/24"\nports = "1000-1099"', `engine = "${engine}"`);
+    const engineNow = async () => ((await (await admin(w.admin, "/status")).json()) as { services: { name: string; engine?: string }[] }).services.find((s) => s.name === "a")?.engine;
+    writeFileSync(w.file, config("epoll"));
+    f.ep = await EdgeproxyProcess.start(["--config", w.file]);
+    expect(await engineNow()).toBe("epoll");
+    let got = "";
+    const held = await Bun.connect({ hostname: "192.0.2.1", port: 1000, socket: { data: (_s, d) => void (got += Buffer.from(d).toString()) } });
+    held.write("1");
+    for (let i = 0; i < 150 && got !== "A:1"; i++) await Bun.sleep(20);
+    expect(got).toBe("A:1");
+
+    writeFileSync(w.file, config("bun"));
+    const r = await runEdgeproxy(["reload", "--admin", w.admin]);
+    expect(r.code).toBe(0);
+    expect(r.stdout).toContain("new sockets for a");
+    expect(await engineNow()).toBe("bun");
+    // The relay the engine started still runs there; new connections are Bun's.
+    held.write("2");
+    for (let i = 0; i < 150 && got !== "A:12"; i++) await Bun.sleep(20);
+    expect(got).toBe("A:12");
+    expect(await who("192.0.2.1", 1001)).toBe("A");
+    // auto on a plain relay is the engine again (unless this suite runs with $EDGEPROXY_ENGINE=bun): moved back.
+    writeFileSync(w.file, config("auto"));
+    expect((await runEdgeproxy(["reload", "--admin", w.admin])).code).toBe(0);
+    expect(await engineNow()).toBe(DEFAULT_ENGINE);
+    expect(await who("192.0.2.1", 1002)).toBe("A");
+    held.end();
   } finally {
     w.done();
   }

@@ -6,7 +6,7 @@ import { describe, expect, test } from "bun:test";
 import { existsSync, mkdirSync, mkdtempSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { EdgeproxyProcess, MAIN, ROOT, runEdgeproxy } from "./helpers/edgeproxy";
+import { DEFAULT_ENGINE, EdgeproxyProcess, MAIN, ROOT, runEdgeproxy } from "./helpers/edgeproxy";
 import { echoOrigin, exchange, pool, text } from "./helpers/net";
 import { proxyFixture } from "./helpers/fixture";
 import type { DashboardView } from "../src/admin/dashboard";
@@ -106,6 +106,8 @@ describe("dashboard", () => {
       const svc = v.services[0]!;
       expect(svc.totals.connections).toBe(N);
       expect(svc.bindings).toEqual(["tcp 192.0.2.0/24 7000-7009"]);
+      // Which data plane serves it, from the workers' /status (engine = "auto": epoll for a plain tcp relay).
+      expect(v.services.map((s) => [s.mode, s.engine])).toEqual([["tcp", DEFAULT_ENGINE], ["tcp", DEFAULT_ENGINE]]);
       expect(svc.origins).toEqual([{ origin: `127.0.0.1:${origin.port}`, healthy: true, up: 1, endpoints: 1, active: 0 }]);
       // Both workers' counts added up per address (fewer addresses than counters: exact), busiest first;
       // bytes both ways of the connections that closed (the broken service's clients sent none).
@@ -127,9 +129,9 @@ describe("dashboard", () => {
       expect(top.stderr).toBe("");
       expect(top.code).toBe(0);
       expect(top.stdout).toContain("CONN/S");
-      expect(top.stdout).toMatch(new RegExp(`^${svc.name}\\s+tcp\\s+0\\s+\\S+\\s+\\S+\\s+\\S+\\s+${N}\\s+1/1\\s*$`, "m"));
+      expect(top.stdout).toMatch(new RegExp(`^${svc.name}\\s+tcp/${DEFAULT_ENGINE}\\s+0\\s+\\S+\\s+\\S+\\s+\\S+\\s+${N}\\s+1/1\\s*$`, "m"));
       expect(top.stdout).toContain(`127.0.0.1:${origin.port}`);
-      expect(top.stdout).toMatch(new RegExp(`^broken\\s+tcp\\s+0\\s+\\S+\\s+\\S+\\s+\\S+\\s+${M}\\s+`, "m"));
+      expect(top.stdout).toMatch(new RegExp(`^broken\\s+tcp/${DEFAULT_ENGINE}\\s+0\\s+\\S+\\s+\\S+\\s+\\S+\\s+${M}\\s+`, "m"));
       expect(top.stdout).not.toContain("\x1b");
       expect(top.stdout).toMatch(new RegExp(`^CLIENT\\s+CONNECTIONS.*\n${A.replaceAll(".", "\\.")}\\s+${FROM_A}\\s+56\\.0kB\n${B.replaceAll(".", "\\.")}\\s+${N - FROM_A}\\s+24\\.0kB\n192\\.0\\.2\\.1\\s+${M}\\s+0B$`, "m"));
       // Without --once, stdout not a terminal: one snapshot as well (no escapes, it exits).
@@ -195,7 +197,7 @@ describe("dashboard", () => {
       expect(statSync(shot).size).toBeGreaterThan(20_000);
       // What the browser rendered: the service row with its totals, chart lines drawn from the samples, no error.
       const dom = await chromium(full!, ["--dump-dom"]);
-      expect(dom).toContain(`<td>${svc.name}</td><td>tcp</td>`);
+      expect(dom).toContain(`<td>${svc.name}</td><td>tcp/${DEFAULT_ENGINE}</td>`);
       expect(dom).toContain(`<td class="n">${N}</td>`);
       expect(dom).toMatch(/<path d="M[\d.]+ [\d.]+L/);
       expect(dom).toContain("2 workers");

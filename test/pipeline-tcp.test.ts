@@ -1,4 +1,4 @@
-// The client pipeline's shared suite (pipeline.case.ts) against a tcp service relaying to an echo origin.
+// The client pipeline's shared suite (pipeline.case.ts) against a tcp service relaying to an echo origin, on the default engine (auto).
 import { proxyFixture } from "./helpers/fixture";
 import { echoOrigin } from "./helpers/net";
 import { pipelineCases } from "./pipeline.case";

@@ -13,6 +13,7 @@ import { join } from "node:path";
 import { connect as netConnect } from "node:net";
 import { connect as tlsConnect } from "node:tls";
 import { writeCert } from "./helpers/certs";
+import type { Engine } from "../src/config/service";
 import { EdgeproxyProcess } from "./helpers/edgeproxy";
 import type { ProxyFixture } from "./helpers/fixture";
 
@@ -25,6 +26,8 @@ export interface PipelineSubject {
   readonly request: string;
   /** …and what the answer starts with. */
   readonly answer: string;
+  /** tcp: the data plane (--engine); absent, the default (auto: the engine where it serves the stage, Bun's sockets for TLS). */
+  readonly engine?: Engine;
 }
 
 export const HOST = "192.0.2.10";
@@ -180,7 +183,7 @@ export function pipelineCases(f: ProxyFixture, subject: PipelineSubject): void {
     f.servers.push(origin);
     f.ep = await EdgeproxyProcess.start([
       "--mode", subject.mode, "--ports", "7000-7999", "--prefix", "192.0.2.0/25",
-      "--origin", `127.0.0.1:${origin.port}`, "--admin", admin, "--max-connections", String(CAP), ...extra,
+      "--origin", `127.0.0.1:${origin.port}`, "--admin", admin, "--max-connections", String(CAP), ...(subject.engine ? ["--engine", subject.engine] : []), ...extra,
     ]);
     return { admin, dir };
   }
@@ -221,7 +224,7 @@ export function pipelineCases(f: ProxyFixture, subject: PipelineSubject): void {
     },
   ] as const;
 
-  describe(`client pipeline (${subject.mode})`, () => {
+  describe(`client pipeline (${subject.mode}${subject.engine ? `, engine ${subject.engine}` : ""})`, () => {
     test.each(stages)("$label: stalled clients hold cap slots until the deadline closes them, counted; then normal clients are served again", async (st) => {
       const dir = mkdtempSync(join(tmpdir(), "ep-pipe-cert-"));
       try {

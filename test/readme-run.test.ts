@@ -13,7 +13,7 @@ import type { Subprocess } from "bun";
 import { mkdtempSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { builtBinary } from "./helpers/edgeproxy";
+import { builtBinary, DEFAULT_ENGINE } from "./helpers/edgeproxy";
 import { exchange, text } from "./helpers/net";
 import { TEST_V4, TestNetns, ip } from "./helpers/netns";
 import { commandLines, readmeBlocks, type Block } from "./helpers/readme";
@@ -224,8 +224,8 @@ const COMMANDS: Record<string, Step> = {
   "edgeproxy status web --json": {
     run: (_, c) =>
       ok(c, (d) => {
-        const s = JSON.parse(d.stdout) as { services: { name: string; mode: string; bindings: { ports: string }[] }[] };
-        expect(s.services.map((x) => [x.name, x.mode, x.bindings.map((b) => b.ports)])).toEqual([["web", "tcp", ["80"]]]);
+        const s = JSON.parse(d.stdout) as { services: { name: string; mode: string; engine: string | null; bindings: { ports: string }[] }[] };
+        expect(s.services.map((x) => [x.name, x.mode, x.engine, x.bindings.map((b) => b.ports)])).toEqual([["web", "tcp", DEFAULT_ENGINE, ["80"]]]);
       }),
   },
   "edgeproxy dashboard --port 9902": {
@@ -242,7 +242,8 @@ const COMMANDS: Record<string, Step> = {
       expect(await r.stop("SIGINT")).toBe(0);
     },
   },
-  "edgeproxy top --once": { run: (_, c) => ok(c, (d) => expect(d.stdout).toMatch(/^web\s+tcp\s+0\s/m)) },
+  // MODE says which engine serves the tcp service (engine = "auto": the epoll engine for a plain relay).
+  "edgeproxy top --once": { run: (_, c) => ok(c, (d) => expect(d.stdout).toMatch(new RegExp(`^web\\s+tcp/${DEFAULT_ENGINE}\\s+0\\s`, "m"))) },
   "edgeproxy completion bash > /etc/bash_completion.d/edgeproxy": {
     // Into the test's directory, not the machine's /etc; then bash reads it and completes edgeproxy with it.
     run: async (ctx, c) => {

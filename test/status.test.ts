@@ -8,7 +8,7 @@ import { mkdtempSync, writeFileSync } from "node:fs";
 import { connect, type Socket } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { EdgeproxyProcess, runEdgeproxy } from "./helpers/edgeproxy";
+import { DEFAULT_ENGINE, EdgeproxyProcess, runEdgeproxy } from "./helpers/edgeproxy";
 import { echoOrigin, exchange, text } from "./helpers/net";
 import { proxyFixture } from "./helpers/fixture";
 
@@ -33,6 +33,7 @@ interface StatusJson {
     limited: Record<string, unknown>;
     instance: string | null;
     mode: string | null;
+    engine: string | null;
     open: number | null;
     origins: { origin: string; healthy: boolean; up: number; endpoints: number; active: number }[];
     rates: { connections: number; bytes: number; errors: Record<string, number> } | null;
@@ -94,6 +95,7 @@ describe("status", () => {
       ]);
       expect(web.instance).toBe("edge");
       expect(web.mode).toBe("tcp");
+      expect(web.engine).toBe(DEFAULT_ENGINE);
       expect(web.open).toBe(2);
       expect(web.origins).toEqual([
         { origin: `127.0.0.1:${origin.port}`, healthy: true, up: 1, endpoints: 1, active: 2 },
@@ -109,7 +111,7 @@ describe("status", () => {
       expect(web.counters.lookups as number).toBeGreaterThanOrEqual(web.counters.steered as number);
       const ext = json.services.find((s) => s.name === "ext")!;
       expect(ext.bindings).toEqual([{ protocol: "tcp", prefix: "198.51.100.0/24", ports: "9000-9001" }]);
-      expect(ext).toMatchObject({ instance: null, mode: null, open: null, origins: [], rates: null });
+      expect(ext).toMatchObject({ instance: null, mode: null, engine: null, open: null, origins: [], rates: null });
       // The serves answering, and the instances the pins record (ext is no instance's: bound by hand).
       expect(json.answering.map((i) => i.instance)).toEqual(["edge"]);
       expect(json.instances.map((i) => [i.name, i.live, i.services])).toEqual([["edge", true, ["web"]]]);
@@ -120,7 +122,7 @@ describe("status", () => {
       const human = await runEdgeproxy(["status"]);
       expect(human.code).toBe(0);
       const out = human.stdout;
-      expect(out).toMatch(/^web\s+tcp\s+edge\s+2\s+\S+\s+\S+B\s+\S+\s+1\/2\s+\d+\s+\d+/m);
+      expect(out).toMatch(new RegExp(`^web\\s+tcp/${DEFAULT_ENGINE}\\s+edge\\s+2\\s+\\S+\\s+\\S+B\\s+\\S+\\s+1/2\\s+\\d+\\s+\\d+`, "m"));
       expect(out).toMatch(/^ext\s+external\s+-\s+-\s+-\s+-\s+-\s+-\s+/m);
       expect(out).toContain("unavailable");
       expect(out).toMatch(/^web\s+tcp\s+2001:db8::\/64\s+7100$/m);

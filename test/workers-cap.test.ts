@@ -10,7 +10,7 @@ import type { Socket } from "bun";
 import { mkdtempSync, readlinkSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { EdgeproxyProcess, runEdgeproxy } from "./helpers/edgeproxy";
+import { EdgeproxyProcess, runEdgeproxy, stopAll } from "./helpers/edgeproxy";
 import { proxyFixture } from "./helpers/fixture";
 import { echoOrigin, exchange, pool, text } from "./helpers/net";
 
@@ -276,7 +276,7 @@ describe("connection cap with workers", () => {
       const totalA = (await totals(admin))[a]!;
       // B stops: the newcomers selected for it queue on its listener (handshake done, never
       // accepted); killed, its queue moves. A is full, so the selection puts all of it on C.
-      process.kill(pids[b]!, "SIGSTOP");
+      await stopAll(pids[b]!);
       const load = newcomers(20, 20, 7000);
       await Bun.sleep(300);
       process.kill(pids[b]!, "SIGKILL");

@@ -4,7 +4,7 @@ import { describe, expect, test } from "bun:test";
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { EdgeproxyProcess, runEdgeproxy } from "./helpers/edgeproxy";
+import { EdgeproxyProcess, runEdgeproxy, stopAll } from "./helpers/edgeproxy";
 import { echoOrigin, exchange, greeter, pool, text } from "./helpers/net";
 import { workdir, writeConfig } from "./helpers/pools";
 import { proxyFixture } from "./helpers/fixture";
@@ -68,7 +68,7 @@ describe("workers", () => {
       // queue to the other worker (the migrate program). Connections a worker
       // has already accepted die with it; these were all still queued.
       const victim = before[0]!.pid;
-      process.kill(victim, "SIGSTOP");
+      await stopAll(victim);
       const load = connections(200, 32);
       await Bun.sleep(300);
       process.kill(victim, "SIGKILL");

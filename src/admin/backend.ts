@@ -1,4 +1,4 @@
-import type { Mode } from "../config/service";
+import type { Engine, Mode } from "../config/service";
 import type { OriginStatus } from "../origin/pool";
 import type { HttpStatsSnapshot } from "../proxy/http/stats";
 import type { DatagramStats } from "../proxy/udp/stats";
@@ -91,6 +91,8 @@ export interface ServiceSnapshot {
   readonly id: number;
   /** Absent for services this process does not run (registered external sockets). */
   readonly mode?: Mode;
+  /** tcp services this process runs: the data plane serving them ("epoll": src/engine/, "bun": Bun's sockets; config/service.ts completeEngine). */
+  readonly engine?: Engine;
   /** "127.0.0.1:9000", "10.0.0.1 (port-preserving)", "built-in responder", or absent. */
   readonly origin?: string;
   readonly bindings: readonly BindingSnapshot[];

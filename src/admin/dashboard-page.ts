@@ -77,7 +77,7 @@ function render(v) {
   $("services").innerHTML = '<tr><th>service</th><th>mode</th><th>bindings</th><th class="n">open</th><th class="n">conn/s</th><th class="n">bytes/s</th><th class="n">errors/s</th><th class="n">connections</th></tr>' +
     v.services.map((s) => {
       const e = Object.values(s.rates.errors).reduce((a, b) => a + b, 0);
-      return '<tr><td>' + esc(s.name) + '</td><td>' + esc(s.mode || "external") + '</td><td>' + s.bindings.map(esc).join("<br>") +
+      return '<tr><td>' + esc(s.name) + '</td><td>' + esc(s.mode ? (s.engine ? s.mode + "/" + s.engine : s.mode) : "external") + '</td><td>' + s.bindings.map(esc).join("<br>") +
         '</td><td class="n">' + s.active + '</td><td class="n">' + si(s.rates.connections, "") + '</td><td class="n">' + si(s.rates.bytes, "B") +
         '</td><td class="n">' + si(e, "") + '</td><td class="n">' + s.totals.connections + '</td></tr>';
     }).join("");

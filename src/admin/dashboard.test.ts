@@ -179,7 +179,7 @@ describe("edgeproxy top / dashboard", () => {
     const out = renderTop(view());
     expect(out).toContain("edgeproxy 1.2.3-test  pid 4242  2 workers  22:13:20 UTC");
     expect(out).toContain("last 1 s: 12.5 conn/s  2.50MB/s  3 errors/s");
-    expect(out).toMatch(/^web\s+tcp\s+2\s+12\.5\s+2\.50MB\s+3\s+7\s+1\/2$/m);
+    expect(out).toMatch(/^web\s+tcp\/epoll\s+2\s+12\.5\s+2\.50MB\s+3\s+7\s+1\/2$/m);
     expect(out).toMatch(/^ext\s+external\s+0\s+/m);
     expect(out).toContain("errors/s by reason (last 1 s): denied 3");
     expect(out).toMatch(/^web\s+127\.0\.0\.1:9000\s+DOWN\s+0\/1\s+2$/m);

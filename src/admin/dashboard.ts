@@ -40,6 +40,8 @@ export interface Totals {
 export interface ServiceReading {
   readonly name: string;
   readonly mode?: string;
+  /** tcp services: "epoll" or "bun", the data plane serving them. */
+  readonly engine?: string;
   readonly origin?: string;
   readonly bindings: readonly string[];
   readonly origins: readonly { origin: string; healthy: boolean; up: number; endpoints: number; active: number }[];
@@ -119,6 +121,7 @@ export function readStatus(s: StatusLike, kernel = true): Reading {
     return {
       name: svc.name,
       ...(svc.mode ? { mode: String(svc.mode) } : {}),
+      ...(svc.engine ? { engine: String(svc.engine) } : {}),
       ...(svc.origin ? { origin: String(svc.origin) } : {}),
       bindings: svc.bindings.map((b) => `${b.protocol} ${b.prefix} ${b.ports}`),
       origins,

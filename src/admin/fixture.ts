@@ -30,6 +30,7 @@ export function sampleStatus(): StatusSnapshot {
         name: "web",
         id: 1,
         mode: "tcp",
+        engine: "epoll",
         origin: "127.0.0.1:9000",
         bindings: [{ protocol: "tcp", prefix: "192.0.2.0/24", ports: "80" }],
         sockets: [{ protocol: "tcp", family: 4, pid: 4242, fd: 7, cookie: 8193n }],

@@ -60,6 +60,7 @@ test("every family parses, is typed and has help; counters end in _total", () =>
       "origin_up",
       "process_start_time_seconds",
       "proxy_header_errors_total",
+      "service_engine",
       "source_limited_total",
       "tls_certificate_expiry_seconds",
       "tls_certificate_reloads_total",
@@ -100,6 +101,9 @@ test("values match the snapshot, bigints to the last digit", () => {
   const fams = families(renderMetrics(sampleStatus()));
   expect(value(fams, "edgeproxy_build_info", { version: "1.2.3-test" })).toBe("1");
   expect(value(fams, "edgeproxy_process_start_time_seconds")).toBe("1700000000");
+  // Which data plane serves the tcp service; none for the service this process does not run.
+  expect(value(fams, "edgeproxy_service_engine", { service: "web", engine: "epoll" })).toBe("1");
+  expect(fams.get("edgeproxy_service_engine")!.metrics).toHaveLength(1);
   expect(value(fams, "edgeproxy_kernel_lookups_total", { service: "web" })).toBe("18446744073709551615");
   expect(value(fams, "edgeproxy_kernel_lookups_total", { service: "ext" })).toBe("10");
   expect(value(fams, "edgeproxy_kernel_steered_total", { service: "web" })).toBe("100");

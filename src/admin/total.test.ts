@@ -50,8 +50,8 @@ describe("totalStatus", () => {
     const workers = [sampleStatus(), secondWorker()];
     const total = samples(renderMetrics(totalStatus(workers)));
     const merged = samples(mergeMetrics(workers.map((s, i) => ({ worker: i, text: renderMetrics(s) }))));
-    // Some-worker flags (OR, not a sum) and the start time are not counts.
-    const flags = /^edgeproxy_(connection_cap_accepting|origin_up|process_start_time_seconds)/;
+    // Some-worker flags (OR, not a sum), the start time and which engine serves a service are not counts.
+    const flags = /^edgeproxy_(connection_cap_accepting|origin_up|process_start_time_seconds|service_engine)/;
     let compared = 0;
     for (const [key, value] of merged) {
       if (flags.test(key)) continue;

@@ -7,7 +7,7 @@ import { healthOf, parseHealthPort } from "../config/pool-file";
 import { parseTls, type CertificateFiles } from "../config/tls";
 import { checkService } from "../config/validate";
 import { parsePorts, type PortRange } from "../config/ports";
-import { checkInstance, defaultAdmin, DEFAULTS, ENGINES, type Engine, MAX_SOCKET_PATH, transportOf, type AdminConfig, type Balance, type Mode, type OriginConfig, type ServeConfig, type ServiceConfig } from "../config/service";
+import { checkInstance, completeEngine, defaultAdmin, DEFAULTS, ENGINE_SETTINGS, type EngineSetting, MAX_SOCKET_PATH, transportOf, type AdminConfig, type Balance, type Mode, type OriginConfig, type ServeConfig, type ServiceConfig } from "../config/service";
 import { completeDeadlines, DEADLINE_KEYS, type Deadlines } from "../config/deadlines";
 import { ConfigError } from "../errors";
 import { SOURCE_BOUNDS, sourceLimitsOf } from "../config/sourcelimits";
@@ -71,7 +71,7 @@ export function parseArgs(argv: readonly string[]): Command {
   let tlsMinVersion: string | undefined;
   let tlsCiphers: string | undefined;
   const originTls: { -readonly [K in keyof OriginTlsSettings]: OriginTlsSettings[K] } = {};
-  let engine: Engine | undefined;
+  let engine: EngineSetting | undefined;
   let firstByteTimeoutMs: number | undefined;
   let maxBodyBytes: number | undefined;
   let noHttp2 = false;
@@ -253,8 +253,8 @@ export function parseArgs(argv: readonly string[]): Command {
       case "--engine": {
         once();
         const e = value();
-        if (!ENGINES.includes(e as Engine)) throw new ConfigError(flag, `"${e}" is not one of ${ENGINES.join(", ")}`);
-        engine = e as Engine;
+        if (!ENGINE_SETTINGS.includes(e as EngineSetting)) throw new ConfigError(flag, `"${e}" is not one of ${ENGINE_SETTINGS.join(", ")}`);
+        engine = e as EngineSetting;
         break;
       }
       case "--proxy-protocol":
@@ -348,6 +348,8 @@ export function parseArgs(argv: readonly string[]): Command {
         }
       : undefined;
   const sourceLimits = sourceLimitsOf(source, mode, { connections: "--source-connections", rate: "--source-rate", burst: "--source-rate-burst", prefixV6: "--source-prefix-v6" });
+  const pool = origins.length ? poolOf(origins, { balance, health: checks, tls: originTlsConfig }) : undefined;
+  const tcpEngine = completeEngine(engine, { mode, pool, tls, sniRoutes: undefined }, "--engine");
   const service: ServiceConfig = {
     name,
     mode,
@@ -358,7 +360,7 @@ export function parseArgs(argv: readonly string[]): Command {
         ports: ports.length ? ports : parsePorts(DEFAULTS.ports),
       },
     ],
-    pool: origins.length ? poolOf(origins, { balance, health: checks, tls: originTlsConfig }) : undefined,
+    pool,
     connectTimeoutMs,
     idleTimeoutMs: idleTimeoutMs ?? (transport === "udp" ? DEFAULTS.udpIdleTimeoutMs : DEFAULTS.idleTimeoutMs),
     proxyProtocol,
@@ -368,9 +370,9 @@ export function parseArgs(argv: readonly string[]): Command {
     http,
     ...(sourceLimits ? { sourceLimits } : {}),
     deadlines: completeDeadlines(deadlines, { mode, tls: tls !== undefined, acceptProxy: acceptProxy.length > 0 }, (k) => k.flag),
-    ...(engine ? { engine } : {}),
+    ...(tcpEngine ? { engine: tcpEngine } : {}),
   };
-  checkService(service, (key) => ({ origins: "--origin", route: "--origin", accept_proxy: "--accept-proxy", proxy_protocol: "--proxy-protocol", engine: "--engine" })[key] ?? key);
+  checkService(service, (key) => ({ origins: "--origin", route: "--origin", accept_proxy: "--accept-proxy", proxy_protocol: "--proxy-protocol" })[key] ?? key);
   const instanceName = instance ?? DEFAULTS.instance;
   if (accessLog.sample !== undefined && accessLog.path === undefined) throw new ConfigError("--access-log-sample", "needs --access-log");
   const log = completeAccessLog(accessLog, {}, instanceName);

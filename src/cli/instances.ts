@@ -100,6 +100,8 @@ export async function pickInstance(command: string, choice: { admin?: string; in
 export interface LiveService {
   readonly instance: string;
   readonly mode: string;
+  /** tcp services: the data plane serving them, "epoll" or "bun". */
+  readonly engine?: string;
   /** Connections (udp: flows) open now. */
   readonly open: number;
   readonly origins: DashboardView["services"][number]["origins"];
@@ -159,7 +161,7 @@ async function readings(live: readonly LiveInstance[]): Promise<Pick<StatusView,
     for (const s of view?.services ?? []) {
       // Without a mode: a service the instance does not run (another process's, on the same dispatcher).
       if (s.mode === undefined) continue;
-      out.set(s.name, { instance, mode: s.mode, open: s.active, origins: s.origins, ...(view!.samples.length ? { rates: s.rates } : {}) });
+      out.set(s.name, { instance, mode: s.mode, ...(s.engine ? { engine: s.engine } : {}), open: s.active, origins: s.origins, ...(view!.samples.length ? { rates: s.rates } : {}) });
     }
   }
   return { readings: out, clients };

@@ -91,7 +91,7 @@ export function renderTop(v: DashboardView): string {
       ["SERVICE", "MODE", "OPEN", "CONN/S", "BYTES/S", "ERR/S", "CONNECTIONS", "ORIGINS UP"],
       v.services.map((s) => [
         s.name,
-        s.mode ?? "external",
+        s.mode ? (s.engine ? `${s.mode}/${s.engine}` : s.mode) : "external",
         String(s.active),
         si(s.rates.connections, ""),
         si(s.rates.bytes, "B"),

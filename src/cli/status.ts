@@ -71,6 +71,8 @@ export function status(reg: Registry, pinned: Pinned, records: readonly Instance
         // What a live instance running the service says; null: none does (another process's socket, or no serve running).
         instance: live?.instance ?? null,
         mode: live?.mode ?? null,
+        // tcp services: "epoll" (src/engine/) or "bun" (Bun's sockets); null for the others and where no instance says.
+        engine: live?.engine ?? null,
         open: live?.open ?? null,
         origins: live?.origins ?? [],
         rates: live?.rates ?? null,
@@ -80,7 +82,7 @@ export function status(reg: Registry, pinned: Pinned, records: readonly Instance
   const dash = "-";
   const summary = services.map((s) => [
     s.name,
-    s.mode ?? "external",
+    s.mode ? (s.engine ? `${s.mode}/${s.engine}` : s.mode) : "external",
     s.instance ?? dash,
     s.open === null ? dash : String(s.open),
     s.rates ? si(s.rates.connections, "") : dash,

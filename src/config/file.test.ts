@@ -98,6 +98,8 @@ connect_timeout = 3
           acceptProxy: [],
           tls: undefined,
           http: undefined,
+          // The default (auto) with origins and no TLS; $EDGEPROXY_ENGINE=bun, the escape hatch, says bun.
+          engine: process.env.EDGEPROXY_ENGINE === "bun" ? "bun" : "epoll",
         },
         {
           name: "ssh.bastion",
@@ -112,6 +114,8 @@ connect_timeout = 3
           acceptProxy: [],
           tls: undefined,
           http: undefined,
+          // No origin: the built-in responder, on Bun's sockets.
+          engine: "bun",
         },
       ],
       takeOver: true,
@@ -240,6 +244,53 @@ describe("pools, routes, http and TLS", () => {
     expect(() => http("http2_max_concurrent_streams = 0")).toThrow(/http2_max_concurrent_streams/);
     expect(() => http("http2_max_concurrent_streams = 5000")).toThrow(/http2_max_concurrent_streams/);
     expect(() => parseConfig(web(undefined, "http2 = false"), FILE)).toThrow(/http2: is for http services/);
+  });
+
+  test("engine: auto (the default) is epoll wherever the engine serves the service, else bun; $EDGEPROXY_ENGINE=bun is the escape hatch; an explicit epoll it cannot serve is one line", () => {
+    const saved = process.env.EDGEPROXY_ENGINE;
+    const engine = (service: string, extra = "") => parseConfig(web(undefined, service) + extra, FILE, { readFile: read }).services[0]!.engine;
+    const tls = 'tls_cert = "/tls/cert.pem"\ntls_key = "/tls/key.pem"';
+    try {
+      delete process.env.EDGEPROXY_ENGINE;
+      expect(engine('origin = "10.0.0.1:80"')).toBe("epoll");
+      expect(engine('origin = "10.0.0.1:80"\nengine = "auto"')).toBe("epoll");
+      expect(engine('origin = "10.0.0.1:80"\nengine = "bun"')).toBe("bun");
+      expect(engine('origin = "10.0.0.1:80"\nengine = "epoll"')).toBe("epoll");
+      // What the engine does not serve stays on Bun's sockets without a word.
+      expect(engine("")).toBe("bun"); // the built-in responder
+      expect(engine(`origin = "10.0.0.1:443"\n${tls}`)).toBe("bun");
+      expect(engine('origin = "10.0.0.1:443"\norigin_tls = "insecure"')).toBe("bun");
+      expect(engine('origin = "10.0.0.9:443"', '[[service.route]]\nsni = "a.example"\norigin = "10.0.0.1:443"\n')).toBe("bun");
+      // http and udp have one data plane each: no engine to say.
+      expect(engine('mode = "http"\norigin = "10.0.0.1:80"')).toBeUndefined();
+      expect(parseConfig(web('protocol = "udp"\nprefixes = "192.0.2.0/24"\nports = 53', 'mode = "udp"\norigin = "10.0.0.1:53"'), FILE).services[0]!.engine).toBeUndefined();
+      expect(error(web(undefined, `origin = "10.0.0.1:443"\nengine = "epoll"\n${tls}`), read)).toBe('edgeproxy.toml: service "web": engine: "epoll" does not terminate TLS yet; use "auto" or "bun"');
+      expect(error(web(undefined, 'mode = "http"\norigin = "10.0.0.1:80"\nengine = "epoll"'))).toBe('edgeproxy.toml: service "web": engine: "epoll" runs tcp services only (this one is http); use "auto" or "bun"');
+      expect(error(web(undefined, 'origin = "10.0.0.1:80"\nengine = "uring"'))).toBe('edgeproxy.toml: service "web": engine: "uring" is not one of auto, epoll, bun');
+      // The flag completes the same way.
+      const flag = (...more: string[]) => {
+        const r = parseArgs(["--ports", "80", "--prefix", "192.0.2.0/24", ...more]);
+        return r.kind === "serve" ? r.config.services[0]!.engine : r.kind;
+      };
+      expect(flag("--origin", "10.0.0.1:80")).toBe("epoll");
+      expect(flag("--origin", "10.0.0.1:80", "--engine", "bun")).toBe("bun");
+      expect(flag()).toBe("bun");
+      expect(() => flag("--origin", "10.0.0.1:80", "--engine", "uring")).toThrow('--engine: "uring" is not one of auto, epoll, bun');
+      // The process default: bun forces Bun's sockets; a service's own setting still wins.
+      process.env.EDGEPROXY_ENGINE = "bun";
+      expect(engine('origin = "10.0.0.1:80"')).toBe("bun");
+      expect(engine('origin = "10.0.0.1:80"\nengine = "auto"')).toBe("bun");
+      expect(engine('origin = "10.0.0.1:80"\nengine = "epoll"')).toBe("epoll");
+      expect(flag("--origin", "10.0.0.1:80")).toBe("bun");
+      process.env.EDGEPROXY_ENGINE = "epoll";
+      expect(engine('origin = "10.0.0.1:80"')).toBe("epoll");
+      expect(engine(`origin = "10.0.0.1:443"\n${tls}`)).toBe("bun");
+      process.env.EDGEPROXY_ENGINE = "fast";
+      expect(error(web(undefined, 'origin = "10.0.0.1:80"'))).toBe('$EDGEPROXY_ENGINE: "fast" is not one of auto, epoll, bun');
+    } finally {
+      if (saved === undefined) delete process.env.EDGEPROXY_ENGINE;
+      else process.env.EDGEPROXY_ENGINE = saved;
+    }
   });
 
   test("sni routes (tcp): names lower-cased without a trailing dot, a pool each, handshake_timeout allowed", () => {

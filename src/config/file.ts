@@ -19,7 +19,7 @@ import { checkService } from "./validate";
 import { checkAccessLogPath, checkSample, completeAccessLog, type AccessLogSettings } from "./accesslog";
 import { parseSize } from "./numbers";
 import { SOURCE_BOUNDS, sourceLimitsOf } from "./sourcelimits";
-import { DEFAULTS, defaultAdmin, ENGINES, type Engine, instanceOf, MAX_SOCKET_PATH, transportOf, type AdminConfig, type BindingConfig, type Mode, type ServeConfig, type ServiceConfig } from "./service";
+import { completeEngine, DEFAULTS, defaultAdmin, ENGINE_SETTINGS, type EngineSetting, instanceOf, MAX_SOCKET_PATH, transportOf, type AdminConfig, type BindingConfig, type Mode, type ServeConfig, type ServiceConfig } from "./service";
 
 const ACCESS_LOG_FIELDS = ["access_log", "access_log_sample", "access_log_connect"];
 const NAME = /^[a-zA-Z0-9_.-]{1,64}$/;
@@ -275,8 +275,8 @@ function parseService(raw: unknown, index: number, file: string, read: (path: st
   // pool stays a key even when undefined, as on the command line, so both configs compare equal.
   const accessLog = completeAccessLog(accessLogSettings(f), logDefaults, instance);
   const engineText = f.string("engine");
-  if (engineText !== undefined && !ENGINES.includes(engineText as Engine)) throw new ConfigError(f.at("engine"), `"${engineText}" is not one of ${ENGINES.join(", ")}`);
-  const engine = engineText as Engine | undefined;
+  if (engineText !== undefined && !ENGINE_SETTINGS.includes(engineText as EngineSetting)) throw new ConfigError(f.at("engine"), `"${engineText}" is not one of ${ENGINE_SETTINGS.join(", ")}`);
+  const engine = completeEngine(engineText as EngineSetting | undefined, { mode, pool, tls, sniRoutes }, f.at("engine"));
   const service: ServiceConfig = { name, mode, bindings, pool, connectTimeoutMs, idleTimeoutMs, proxyProtocol, access, acceptProxy, tls, http, deadlines, ...(sniRoutes ? { sniRoutes } : {}), ...(sourceLimits ? { sourceLimits } : {}), ...(accessLog ? { accessLog } : {}), ...(engine ? { engine } : {}) };
   const tlsKey = ORIGIN_TLS_FIELDS.find((k) => f.has(k));
   if (tlsKey && poolsOf(service).length === 0) throw new ConfigError(f.at(tlsKey), "applies to origins: set origin or origins (or routes with origins)");

@@ -95,7 +95,7 @@ export interface ServiceConfig {
   readonly sourceLimits?: SourceLimits;
   /** Absent: no access log (the default). */
   readonly accessLog?: AccessLogConfig;
-  /** tcp: the data plane it runs on (`engine`, --engine); absent: the process default (engineOf). */
+  /** tcp: the data plane it runs on, completed by completeEngine (`engine`, --engine, $EDGEPROXY_ENGINE); absent for http and udp. */
   readonly engine?: Engine;
 }
 
@@ -199,7 +199,11 @@ export function defaultAdmin(instance: string, where: string): AdminConfig {
  * "epoll" (raw descriptors on the data plane thread's epoll loop, src/engine/).
  */
 export type Engine = "bun" | "epoll";
-export const ENGINES: readonly Engine[] = ["bun", "epoll"];
+/** What `engine` / --engine / $EDGEPROXY_ENGINE may say: an engine, or "auto" (the default: epoll where it can serve the service). */
+export type EngineSetting = "auto" | Engine;
+export const ENGINE_SETTINGS: readonly EngineSetting[] = ["auto", "epoll", "bun"];
+/** The process default for services that leave `engine` out or say "auto"; "bun" is the escape hatch back to Bun's sockets. */
+export const ENGINE_ENV = "EDGEPROXY_ENGINE";
 
 /** Why a service cannot run on the epoll engine yet; undefined when it can. */
 export function epollUnsupported(s: Pick<ServiceConfig, "mode" | "pool" | "tls" | "sniRoutes">): string | undefined {
@@ -212,12 +216,23 @@ export function epollUnsupported(s: Pick<ServiceConfig, "mode" | "pool" | "tls" 
 }
 
 /**
- * The engine a service runs on: its own setting, else $EDGEPROXY_ENGINE
- * ("bun" or "epoll"; for running the test suite on either) where the service
- * can run on it, else "bun", the default until the engine has passed every
- * test and measured faster.
+ * The engine a tcp service runs on, completed once where its config is
+ * parsed (file.ts, args.ts); undefined for http and udp services, which have
+ * one data plane each. `setting` is the service's own (`engine`, --engine);
+ * absent or "auto", the process default $EDGEPROXY_ENGINE decides, itself
+ * "auto" when unset: epoll wherever epollUnsupported() finds nothing against
+ * it (it measures less CPU per request than Bun's sockets, bench/profiles/tcp.md),
+ * else bun (TLS, sni routes, origin_tls, the built-in responder). An explicit
+ * "epoll" the engine cannot serve is the config's error (`at`); so is an
+ * $EDGEPROXY_ENGINE that names no setting.
  */
-export function engineOf(s: ServiceConfig): Engine {
-  if (s.engine) return s.engine;
-  return process.env.EDGEPROXY_ENGINE === "epoll" && epollUnsupported(s) === undefined ? "epoll" : "bun";
+export function completeEngine(setting: EngineSetting | undefined, s: Pick<ServiceConfig, "mode" | "pool" | "tls" | "sniRoutes">, at: string): Engine | undefined {
+  const why = epollUnsupported(s);
+  if (setting === "epoll" && why) throw new ConfigError(at, `"epoll" ${why}; use "auto" or "bun"`);
+  if (s.mode !== "tcp") return undefined;
+  if (setting === "epoll" || setting === "bun") return setting;
+  const env = process.env[ENGINE_ENV];
+  if (env !== undefined && env !== "" && !ENGINE_SETTINGS.includes(env as EngineSetting)) throw new ConfigError(`$${ENGINE_ENV}`, `"${env}" is not one of ${ENGINE_SETTINGS.join(", ")}`);
+  if (env === "bun") return "bun";
+  return why ? "bun" : "epoll";
 }

@@ -1,7 +1,7 @@
 import { ConfigError } from "../errors";
 import { formatPorts } from "./ports";
 import { poolsOf } from "./pool";
-import { epollUnsupported, type ServiceConfig } from "./service";
+import type { ServiceConfig } from "./service";
 
 /**
  * Checks that span several fields of one service, shared by the command line
@@ -13,10 +13,6 @@ export function checkService(s: ServiceConfig, at: (key: string) => string): voi
   if (s.sniRoutes && s.tls) throw new ConfigError(at("route"), "sni routes pass TLS through to their origins; they cannot be combined with tls_cert/tls_key (TLS termination)");
   // The client's own TLS goes through unread: wrapping it in a second TLS session to the origin is not what sni routing is for.
   if (s.sniRoutes && s.pool?.tls) throw new ConfigError(at("origin_tls"), "sni routes pass the client's TLS through to the origins; origin_tls cannot be combined with them");
-  if (s.engine === "epoll") {
-    const why = epollUnsupported(s);
-    if (why) throw new ConfigError(at("engine"), `"epoll" ${why}; use "bun"`);
-  }
   const ranged = poolsOf(s).flatMap((p) => p.origins).filter((o) => o.ports);
   if (ranged.length === 0) return;
   // Spectrum's port-range mapping: edge LO-HI to origin LO'-HI' by offset, so

@@ -64,6 +64,7 @@ export function serverBackend(server: Server): AdminBackend {
             name: s.name,
             id: s.id,
             mode: mine?.svc.config.mode,
+            ...(mine?.svc.config.engine ? { engine: mine.svc.config.engine } : {}),
             origin: mine ? origin(server, s.name) : undefined,
             bindings: (bindings.get(s.id) ?? []).map((b) => ({ protocol: b.protocol, prefix: formatPrefix(b.prefix), ports: formatPorts(b) })),
             sockets: sockets.filter((k) => k.service === s.id).map(({ protocol, family, pid, fd, cookie }) => ({ protocol, family, pid, fd, cookie })),

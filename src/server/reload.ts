@@ -25,7 +25,7 @@ const LISTENER_GRACE_MS = 500;
 // Certificates are swapped in place (new handshakes only): only the policy and which files restarts a service.
 const tlsOf = (s: ServiceConfig) => (s.tls ? { ...s.tls, certificates: s.tls.certificates.map((c) => [c.certFile, c.keyFile]) } : null);
 const dataPlaneOf = (s: ServiceConfig) =>
-  JSON.stringify([s.mode, s.pool ?? null, s.http ?? null, s.sniRoutes ?? null, tlsOf(s), s.acceptProxy, s.connectTimeoutMs, s.idleTimeoutMs, s.deadlines, s.proxyProtocol, serviceFamilies(s), s.sourceLimits ?? null]);
+  JSON.stringify([s.mode, s.engine ?? null, s.pool ?? null, s.http ?? null, s.sniRoutes ?? null, tlsOf(s), s.acceptProxy, s.connectTimeoutMs, s.idleTimeoutMs, s.deadlines, s.proxyProtocol, serviceFamilies(s), s.sourceLimits ?? null]);
 const steeringOf = (s: ServiceConfig) => JSON.stringify(storedState(s, 0));
 
 /**

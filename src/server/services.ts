@@ -1,4 +1,4 @@
-import { engineOf, type ServiceConfig } from "../config/service";
+import type { ServiceConfig } from "../config/service";
 import { EngineTcpService } from "../engine/service";
 import { ConfigError } from "../errors";
 import type { Admission } from "../proxy/admission";
@@ -50,7 +50,7 @@ export class DataPlanes {
     // http: a pool per route, made by the service.
     if (cfg.mode === "http") return new HttpService(cfg, this.clock, this.admission, { edgeRange: edgeRangeOf(cfg), resolved: origins }, sourceLimit, this.clients);
     const pool = cfg.pool && new OriginPool(cfg.pool, { edgeRange: edgeRangeOf(cfg), resolved: origins, kind: cfg.mode, owner: `service ${cfg.name}` });
-    if (cfg.mode === "tcp" && pool && engineOf(cfg) === "epoll") return new EngineTcpService(cfg, this.dataPlane(), this.admission, pool, sourceLimit);
+    if (cfg.mode === "tcp" && pool && cfg.engine === "epoll") return new EngineTcpService(cfg, this.dataPlane(), this.admission, pool, sourceLimit);
     if (cfg.mode === "tcp") {
       const routes = (cfg.sniRoutes ?? []).map((r, i) => new OriginPool(r.pool, { edgeRange: edgeRangeOf(cfg), resolved: origins, kind: "tcp", owner: `service ${cfg.name} route ${i + 1} (${r.names.join(", ")})` }));
       return new TcpService(cfg, this.clock, this.admission, pool, sourceLimit, routes, this.clients);

@@ -1,10 +1,12 @@
 import type { Subprocess } from "bun";
-import { copyFileSync, chmodSync, mkdtempSync, readFileSync } from "node:fs";
+import { copyFileSync, chmodSync, mkdtempSync, readdirSync, readFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 
 export const ROOT = join(import.meta.dir, "../..");
 export const MAIN = join(ROOT, "src/main.ts");
+/** The engine a plain tcp service with origins gets (engine = "auto"): epoll, unless the suite runs with $EDGEPROXY_ENGINE=bun. */
+export const DEFAULT_ENGINE: "epoll" | "bun" = process.env.EDGEPROXY_ENGINE === "bun" ? "bun" : "epoll";
 
 /** An edgeproxy process started by a test (in the test's namespace). */
 export class EdgeproxyProcess {
@@ -78,4 +80,31 @@ export function builtBinary(): { dir: string; binary: string } {
   copyFileSync(join(ROOT, "edgeproxy"), binary);
   chmodSync(binary, 0o755);
   return { dir, binary };
+}
+
+/**
+ * SIGSTOP `pid` and wait until every thread of it is stopped (state T in
+ * /proc/PID/task/TID/stat, proc(5)). kill(2) only queues the signal: the
+ * thread that takes it starts the group stop when it next runs, and until
+ * then the others run on. With the engine the listeners belong to the data
+ * plane's thread, not the one the signal wakes, so on a loaded machine it
+ * went on accepting newcomers for a few ms after kill() returned; the kill
+ * then reset those instead of leaving them queued to migrate.
+ */
+export async function stopAll(pid: number): Promise<void> {
+  process.kill(pid, "SIGSTOP");
+  // A thread that exits between the listing and its read is gone, not running.
+  const state = (t: string) => {
+    try {
+      return readFileSync(`/proc/${pid}/task/${t}/stat`, "utf8").replace(/^.*\) /, "")[0];
+    } catch {
+      return "T";
+    }
+  };
+  const states = () => readdirSync(`/proc/${pid}/task`).map(state);
+  const deadline = Date.now() + 5000;
+  while (states().some((s) => s !== "T")) {
+    if (Date.now() > deadline) throw new Error(`pid ${pid} not stopped in 5 s: thread states ${states().join("")}`);
+    await Bun.sleep(1);
+  }
 }
