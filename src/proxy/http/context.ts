@@ -10,12 +10,18 @@ import type { ServiceLog } from "../../log/access";
 import { OriginTlsError } from "../../origin/tls";
 import { HeadError, headEnd, parseResponseHead, type ResponseHead } from "./parse";
 
+/**
+ * What a request needs of a route's pool: the main thread's OriginPool, or
+ * the engine thread's copy of its endpoints (src/engine/httppool.ts).
+ */
+export type RoutePool = Pick<OriginPool, "pick" | "followsEdgePort" | "tls">;
+
 /** What every client connection of one http service shares. */
 export interface HttpContext {
   readonly config: ServiceConfig;
   readonly http: HttpConfig;
   /** Routes straight to the running pools. */
-  readonly router: HttpRouter<OriginPool>;
+  readonly router: HttpRouter<RoutePool>;
   readonly origins: OriginConnections;
   readonly clock: CoarseClock;
   readonly stats: ServiceStats;
@@ -98,7 +104,7 @@ export function originCause(error: unknown): { kind: "refused" | "timeout" | "un
  * pool's origin_tls). undefined: no healthy origin (counted; the caller
  * answers 503).
  */
-export function requestOrigin(ctx: HttpContext, pool: OriginPool, clientIp: string, edgePort: () => number, user: OriginUser): { member: Member; conn: OriginConn } | undefined {
+export function requestOrigin(ctx: HttpContext, pool: RoutePool, clientIp: string, edgePort: () => number, user: OriginUser): { member: Member; conn: OriginConn } | undefined {
   const pick = pool.pick(clientIp, pool.followsEdgePort ? edgePort() : 0);
   if (!pick) {
     ctx.stats.originError("no_origin");
