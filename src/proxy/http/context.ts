@@ -23,7 +23,8 @@ export interface HttpContext {
   /** Routes straight to the running pools. */
   readonly router: HttpRouter<RoutePool>;
   readonly origins: OriginConnections;
-  readonly clock: CoarseClock;
+  /** The coarse clock (its `now`): the service's CoarseClock, or the engine loop's. */
+  readonly clock: Pick<CoarseClock, "now">;
   readonly stats: ServiceStats;
   readonly httpStats: HttpStats;
   readonly proto: "http" | "https";
@@ -33,7 +34,7 @@ export interface HttpContext {
    * streams each hold an origin connection: those past its first take a slot
    * of their own (h2.ts holdOrigin), so accept() still never meets EMFILE.
    */
-  readonly admission: Admission;
+  readonly admission: Pick<Admission, "admit" | "leave">;
   /** Client connections past the pipeline's stages, for a drain (the pipeline sweeps and aborts them). */
   readonly active: Set<{ drainService(): void }>;
   /** The service's access log; absent: off (nothing is recorded per request). */

@@ -1,0 +1,379 @@
+// http services on the engine: their listeners, client connections and
+// origin connections as raw descriptors on the data plane's epoll loop (the
+// loop the UDP plane and the tcp engine share: src/proxy/udp/worker.ts), and
+// the HTTP/1.1 code of Bun's path unchanged on top (HttpConnection, the
+// keep-alive OriginConnections), over EngineSocket (httpsocket.ts). What the
+// main thread keeps: the OriginPools (health checks, DNS, ejection), the
+// access log's files, the metrics (this thread posts its counters).
+import { ptr } from "bun:ffi";
+import type { Family } from "../config/address";
+import type { PoolConfig } from "../config/pool";
+import type { ServiceConfig } from "../config/service";
+import { POOL_DEFAULTS } from "../config/pool";
+import { ServiceLog } from "../log/access";
+import type { OriginFailure } from "../origin/member";
+import { HttpConnection } from "../proxy/http/conn";
+import type { HttpContext, RoutePool } from "../proxy/http/context";
+import { originEvents, OriginConnections, type OriginConn } from "../proxy/http/origins";
+import { HttpRouter } from "../proxy/http/router";
+import { HttpStats, type HttpStatsSnapshot } from "../proxy/http/stats";
+import { ServiceStats } from "../proxy/stats";
+import type { ConnectionStats } from "../admin/backend";
+import type { FlowLogSink } from "../proxy/udp/flowlog";
+import type { PanicCounts, UdpOrigins } from "../proxy/udp/origins";
+import { EPOLLET, EPOLLIN, EPOLLOUT, EPOLLRDHUP, type Epoll } from "../system/epoll";
+import { Fd } from "../system/fd";
+import { libc } from "../system/libc";
+import { decodeSockaddr, encodeSockaddr, type Endpoint } from "../system/sockaddr";
+import { AcceptAddress, acceptFrom, EAGAIN, EINTR, localAddress, resetOnClose, startConnect, tcpSocket } from "../system/tcp";
+import { EngineAdmission, type AdmissionShare } from "./admission";
+import { EnginePool } from "./httppool";
+import { EngineSocket, errnoError, type SocketLoop } from "./httpsocket";
+import { workerLogLines } from "./httplog";
+import { parseAddress } from "../config/address";
+
+const ACCEPT_BATCH = 64;
+const ECONNABORTED = 103;
+const CONN_EVENTS = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET;
+/** One read's room: as Bun's sockets read (64 KiB). */
+const READ_SIZE = 64 * 1024;
+const EMPTY = new Uint8Array(0);
+
+/** What the main thread tells the engine about an http service (one structured clone: the pools in `pools` are the ones `config` names). */
+export interface HttpEngineSpec {
+  readonly slot: number;
+  readonly name: string;
+  readonly listeners: readonly { readonly fd: number; readonly family: Family }[];
+  readonly config: ServiceConfig;
+  /** The service's distinct pools, with their endpoints now; `setOrigins` names them by index. */
+  readonly pools: readonly { readonly config: PoolConfig; readonly origins: UdpOrigins; readonly followsEdgePort: boolean }[];
+  readonly admission: AdmissionShare;
+  /** The access log is on (its file is the main thread's: lines go through the sink). */
+  readonly log: boolean;
+}
+
+/** What the engine posts about an http service: its counters, and its endpoints' open connections and panics per pool. */
+export interface HttpEngineReport {
+  readonly connections: ConnectionStats;
+  readonly http: HttpStatsSnapshot;
+  readonly pools: readonly { readonly active: [string, number][]; readonly panics: PanicCounts }[];
+  /** Retired and every connection closed: the last report. */
+  readonly gone: boolean;
+}
+
+class HttpListener {
+  paused = false;
+  constructor(
+    readonly svc: EngineHttp,
+    readonly fd: Fd,
+  ) {}
+}
+
+/** One http service on the engine's thread. */
+class EngineHttp {
+  readonly ctx: HttpContext;
+  readonly pools: EnginePool[];
+  readonly listeners: Fd[];
+  readonly conns = new Set<HttpConnection>();
+  /** Origin sockets still connecting: one given up (a connect deadline) is closed by the sweep. */
+  readonly connecting = new Map<EngineSocket, OriginConn>();
+  retired = false;
+  private lastReport = "";
+
+  constructor(
+    readonly spec: HttpEngineSpec,
+    engine: HttpEngine,
+    report: (slot: number, key: string, port: number, failure: OriginFailure | undefined) => void,
+  ) {
+    const config = spec.config;
+    const http = config.http ?? { ...POOL_DEFAULTS.http, routes: [] };
+    this.pools = spec.pools.map((p) => new EnginePool(p.origins, p.followsEdgePort, p.config.eject, (key, port, failure) => report(spec.slot, key, port, failure)));
+    const byConfig = new Map(spec.pools.map((p, i) => [p.config, this.pools[i]!]));
+    const router = new HttpRouter<RoutePool>(http.routes, config.pool, (p) => byConfig.get(p)!);
+    const log = spec.log && config.accessLog ? new ServiceLog(config.name, config.accessLog, workerLogLines(engine.sink, config.accessLog.path)) : undefined;
+    this.ctx = {
+      config,
+      http,
+      router,
+      origins: new OriginConnections((c) => engine.connectOrigin(this, c)),
+      clock: engine.clock,
+      stats: new ServiceStats(),
+      httpStats: new HttpStats(),
+      proto: "http",
+      admission: engine.admission!,
+      active: new Set(),
+      draining: false,
+      ...(log ? { log } : {}),
+    };
+    this.listeners = spec.listeners.map((l) => new Fd(l.fd, `service ${spec.name}: ipv${l.family} listener`));
+  }
+
+  /** Its counters, when they changed since the last call (or `force`). */
+  report(force: boolean): HttpEngineReport | undefined {
+    const gone = this.retired && this.conns.size === 0;
+    const r: HttpEngineReport = {
+      connections: this.ctx.stats.snapshot(),
+      http: this.ctx.httpStats.snapshot(this.ctx.origins.opened, this.ctx.origins.reused),
+      pools: this.pools.map((p) => ({ active: p.endpoints.activeCounts(), panics: p.endpoints.takePanics() })),
+      gone,
+    };
+    const key = JSON.stringify(r);
+    if (!force && key === this.lastReport && !r.pools.some((p) => p.panics.length)) return undefined;
+    this.lastReport = key;
+    return r;
+  }
+}
+
+export class HttpEngine implements SocketLoop {
+  readonly readBuf = new Uint8Array(new ArrayBuffer(READ_SIZE));
+  readonly readAt = ptr(this.readBuf);
+  readonly clock = { now: performance.now() };
+  admission: EngineAdmission | undefined;
+  private readonly byFd: (EngineSocket | HttpListener | undefined)[] = [];
+  private readonly services = new Map<number, EngineHttp>();
+  private readonly peer = new AcceptAddress();
+  private laters: EngineSocket[] = [];
+  private deferred: (() => void)[] = [];
+  private toClose: EngineSocket[] = [];
+  private readonly sockaddrs = new Map<string, { sa: Uint8Array; target: Endpoint }>();
+
+  constructor(
+    private readonly epoll: Epoll,
+    readonly sink: FlowLogSink,
+    private readonly onOrigin: (slot: number, key: string, port: number, failure: OriginFailure | undefined) => void,
+    private readonly onReport: (slot: number, report: HttpEngineReport) => void,
+    private readonly onAdmission: () => void,
+    private readonly log: (line: string) => void,
+  ) {}
+
+  get hasServices(): boolean {
+    return this.services.size > 0;
+  }
+
+  /** Work left for after this batch (a resumed read, a deferred event): the loop must not block. */
+  get pending(): boolean {
+    return this.laters.length > 0 || this.deferred.length > 0;
+  }
+
+  owns(fd: number): boolean {
+    return this.byFd[fd] !== undefined;
+  }
+
+  add(spec: HttpEngineSpec): void {
+    this.admission ??= new EngineAdmission(spec.admission, this.onAdmission);
+    const svc = new EngineHttp(spec, this, this.onOrigin);
+    this.services.set(spec.slot, svc);
+    for (const fd of svc.listeners) {
+      this.byFd[fd.raw] = new HttpListener(svc, fd);
+      this.epoll.watch(fd.raw, EPOLLIN);
+    }
+  }
+
+  setOrigins(slot: number, pool: number, origins: UdpOrigins["endpoints"]): void {
+    this.services.get(slot)?.pools[pool]?.endpoints.update(origins);
+  }
+
+  /** Close a service's listeners; with `abort` reset its connections, else they close between requests (a drain). */
+  retire(slot: number, abort: boolean): void {
+    const svc = this.services.get(slot);
+    if (!svc) return;
+    if (!svc.retired) {
+      svc.retired = true;
+      for (const l of svc.listeners) {
+        if (l.closed) continue;
+        this.byFd[l.raw] = undefined;
+        l.close();
+      }
+    }
+    if (abort) for (const c of [...svc.conns]) c.abort();
+    else {
+      svc.ctx.draining = true;
+      for (const c of [...svc.ctx.active]) c.drainService();
+    }
+    this.endBatch();
+    this.gone(svc);
+  }
+
+  closeAll(): void {
+    for (const slot of [...this.services.keys()]) this.retire(slot, true);
+  }
+
+  ready(fd: number, ev: number): void {
+    const x = this.byFd[fd];
+    if (x instanceof EngineSocket) x.event(ev);
+    else if (x) this.accept(x);
+  }
+
+  later(s: EngineSocket): void {
+    this.laters.push(s);
+  }
+
+  defer(fn: () => void): void {
+    this.deferred.push(fn);
+  }
+
+  closed(s: EngineSocket): void {
+    this.toClose.push(s);
+  }
+
+  /** After a batch of events: resumed reads and deferred events (bounded rounds: the rest after the next wait), then the closes. */
+  endBatch(): void {
+    for (let round = 0; round < 16 && (this.laters.length || this.deferred.length); round++) {
+      const fns = this.deferred;
+      this.deferred = [];
+      for (const fn of fns) fn();
+      const ls = this.laters;
+      this.laters = [];
+      for (const s of ls) if (!s.done) s.read();
+    }
+    if (this.toClose.length) {
+      const list = this.toClose;
+      this.toClose = [];
+      for (const s of list) {
+        if (this.byFd[s.fd] === s) this.byFd[s.fd] = undefined;
+        libc.close(s.fd);
+      }
+    }
+  }
+
+  private accept(l: HttpListener): void {
+    const svc = l.svc;
+    for (let i = 0; i < ACCEPT_BATCH; i++) {
+      const c = acceptFrom(l.fd.raw, this.peer);
+      if (c < 0) {
+        if (c === -EAGAIN) return;
+        if (c === -ECONNABORTED || c === -EINTR) continue;
+        this.log(`service ${svc.spec.name}: accept: errno ${-c}; pausing the listener for a sweep interval`);
+        l.paused = true;
+        this.epoll.remove(l.fd.raw);
+        return;
+      }
+      this.start(svc, c);
+    }
+  }
+
+  private start(svc: EngineHttp, c: number): void {
+    if (!this.admission!.admit()) {
+      // Queued in the kernel before steering stopped: refused with an RST.
+      resetOnClose(c);
+      libc.close(c);
+      return;
+    }
+    const peer = decodeSockaddr(this.peer.bytes);
+    const s = new EngineSocket(this, c, peer);
+    this.byFd[c] = s;
+    if (!this.epoll.tryWatch(c, CONN_EVENTS)) {
+      this.byFd[c] = undefined;
+      this.admission!.leave();
+      resetOnClose(c);
+      libc.close(c);
+      return;
+    }
+    let ends: { client: Endpoint; edge: Endpoint } | undefined;
+    if (svc.ctx.log && peer) {
+      const at = localAddress(c);
+      const edge = at && decodeSockaddr(at);
+      if (edge) ends = { client: peer, edge };
+    }
+    const conn = new HttpConnection(s, svc.ctx, ends);
+    svc.conns.add(conn);
+    s.events = {
+      data: (chunk) => conn.clientData(chunk),
+      drain: () => conn.clientDrain(),
+      end: () => conn.clientEnd(),
+      close: (error) => {
+        conn.clientClosed(error);
+        svc.conns.delete(conn);
+        this.admission!.leave();
+        if (svc.retired) this.gone(svc);
+      },
+    };
+    conn.started(EMPTY);
+  }
+
+  /** The OriginConnections' connector: a non-blocking connect on a raw descriptor; its events go to `c` (originEvents). */
+  connectOrigin(svc: EngineHttp, c: OriginConn): void {
+    const to = this.target(c.host, c.port);
+    const fd = to ? tcpSocket(to.target.family) : -22;
+    // Failures are told after this call returns (as Bun's are): the exchange has not attached `c` yet.
+    if (fd < 0) return this.defer(() => c.dead || originEvents.failed(c, errnoError(-fd, "socket")));
+    const s = new EngineSocket(this, fd, to!.target);
+    s.connecting = true;
+    this.byFd[fd] = s;
+    svc.connecting.set(s, c);
+    s.events = {
+      connected: (error) => {
+        svc.connecting.delete(s);
+        if (error) return void (c.dead || originEvents.failed(c, error));
+        originEvents.open(c, s);
+      },
+      data: (chunk) => originEvents.data(c, chunk),
+      drain: () => originEvents.drain(c),
+      end: () => originEvents.end(c),
+      close: (error) => originEvents.closed(c, error),
+    };
+    if (!this.epoll.tryWatch(fd, CONN_EVENTS)) {
+      s.terminate();
+      svc.connecting.delete(s);
+      return this.defer(() => c.dead || originEvents.failed(c, errnoError(12, "epoll_ctl")));
+    }
+    const rc = startConnect(fd, to!.sa);
+    if (rc < 0) {
+      s.terminate();
+      svc.connecting.delete(s);
+      this.defer(() => c.dead || originEvents.failed(c, errnoError(-rc, "connect")));
+    }
+  }
+
+  private target(host: string, port: number): { sa: Uint8Array; target: Endpoint } | undefined {
+    const key = `${host}|${port}`;
+    let t = this.sockaddrs.get(key);
+    if (!t) {
+      const addr = parseAddress(host);
+      if (!addr) return undefined;
+      const target: Endpoint = { family: addr.length === 4 ? 4 : 6, addr, port };
+      if (this.sockaddrs.size >= 4096) this.sockaddrs.clear();
+      this.sockaddrs.set(key, (t = { sa: encodeSockaddr(target), target }));
+    }
+    return t;
+  }
+
+  /** A retired service with no connection left: its origin connections close, its last report goes. */
+  private gone(svc: EngineHttp): void {
+    if (!svc.retired || svc.conns.size > 0 || !this.services.has(svc.spec.slot)) return;
+    svc.ctx.origins.close();
+    this.services.delete(svc.spec.slot);
+    this.onReport(svc.spec.slot, svc.report(true)!);
+  }
+
+  /** Counters that changed since the last post (the loop calls this when it yields). */
+  flushReports(): void {
+    for (const svc of this.services.values()) {
+      const r = svc.report(false);
+      if (r) this.onReport(svc.spec.slot, r);
+    }
+  }
+
+  /** Every deadline of every connection (HttpConnection.sweep), idle origin connections, listeners paused on EMFILE. */
+  sweep(now: number): void {
+    this.clock.now = now;
+    for (const svc of this.services.values()) {
+      for (const l of svc.listeners) {
+        const x = l.closed ? undefined : this.byFd[l.raw];
+        if (x instanceof HttpListener && x.paused) {
+          x.paused = false;
+          this.epoll.watch(l.raw, EPOLLIN);
+        }
+      }
+      for (const c of svc.conns) c.sweep(now);
+      // A connect the exchange gave up (its deadline): the descriptor goes now, not when the kernel gives up.
+      for (const [s, c] of svc.connecting) {
+        if (!c.dead) continue;
+        svc.connecting.delete(s);
+        s.terminate();
+      }
+      svc.ctx.origins.sweep(now);
+    }
+    this.endBatch();
+  }
+}
