@@ -38,6 +38,8 @@ const CONN_EVENTS = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET;
 /** One read's room: as Bun's sockets read (64 KiB). */
 const READ_SIZE = 64 * 1024;
 const EMPTY = new Uint8Array(0);
+/** About the longest the counters posted to the main thread lag this thread's (see `dirty`). */
+export const REPORT_MS = 1;
 
 /** What the main thread tells the engine about an http service (one structured clone: the pools in `pools` are the ones `config` names). */
 export interface HttpEngineSpec {
@@ -198,7 +200,17 @@ export class HttpEngine implements SocketLoop {
     for (const slot of [...this.services.keys()]) this.retire(slot, true);
   }
 
+  /**
+   * Events came since the counters were last posted: they are posted at the
+   * end of a batch REPORT_MS after the last post, or when the loop yields
+   * (it waits at most REPORT_MS while dirty), so /metrics lags the traffic
+   * by about that, not by a sweep. Posts are at most one per REPORT_MS.
+   */
+  dirty = false;
+  private reportedAt = 0;
+
   ready(fd: number, ev: number): void {
+    this.dirty = true;
     const x = this.byFd[fd];
     if (x instanceof EngineSocket) x.event(ev);
     else if (x) this.accept(x);
@@ -234,6 +246,7 @@ export class HttpEngine implements SocketLoop {
         libc.close(s.fd);
       }
     }
+    if (this.dirty && this.clock.now - this.reportedAt >= REPORT_MS) this.flushReports();
   }
 
   private accept(l: HttpListener): void {
@@ -348,6 +361,8 @@ export class HttpEngine implements SocketLoop {
 
   /** Counters that changed since the last post (the loop calls this when it yields). */
   flushReports(): void {
+    this.dirty = false;
+    this.reportedAt = this.clock.now;
     for (const svc of this.services.values()) {
       const r = svc.report(false);
       if (r) this.onReport(svc.spec.slot, r);
