@@ -362,10 +362,10 @@ describe("tcp engine (epoll)", () => {
   }, 20_000);
 
   test("--engine epoll with what it cannot run yet is one clear line, exit 2", async () => {
-    const p = Bun.spawnSync([process.execPath, "src/main.ts", "--engine", "epoll", "--mode", "http", "--origin", "127.0.0.1:80"], { stderr: "pipe" });
+    const p = Bun.spawnSync([process.execPath, "src/main.ts", "--engine", "epoll", "--mode", "udp", "--origin", "127.0.0.1:80"], { stderr: "pipe" });
     expect(p.exitCode).toBe(2);
     const err = p.stderr.toString().trim();
     expect(err.split("\n")).toHaveLength(1);
-    expect(err).toContain('--engine: "epoll" runs tcp services only');
+    expect(err).toContain('--engine: "epoll" runs tcp and http services only');
   });
 });
