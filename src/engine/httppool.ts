@@ -11,19 +11,18 @@ import type { RoutePool } from "../proxy/http/context";
 import { EndpointSet, type UdpOrigins, type WorkerEndpoint } from "../proxy/udp/origins";
 
 const NO_ADDRESS = new Uint8Array(0);
+const MAX_MEMBERS = 4096;
 
 /** What a pool's member reports are told to (the main thread's pool.member(key, port)). */
 export type OriginReport = (key: string, port: number, failure: OriginFailure | undefined) => void;
 
 class EngineMember implements Member {
-  readonly address: string;
   constructor(
     private readonly pool: EnginePool,
     private readonly endpoint: WorkerEndpoint,
     readonly port: number,
-  ) {
-    this.address = formatAddress(endpoint.addr);
-  }
+    readonly address: string,
+  ) {}
 
   /** Read only with origin_tls, which the engine refuses (config/service.ts epollUnsupported). */
   get origin(): OriginConfig {
@@ -55,6 +54,13 @@ export class EnginePool implements RoutePool {
   readonly tls = undefined;
   readonly endpoints: EndpointSet;
   private readonly hash: boolean;
+  /**
+   * The member per endpoint and origin port, made once (a pick per request
+   * must not format an address): bounded, cleared when full (port-preserving
+   * origins have a port per edge port).
+   */
+  private readonly members = new Map<WorkerEndpoint, Map<number, EngineMember>>();
+  private memberCount = 0;
 
   constructor(
     origins: UdpOrigins,
@@ -66,11 +72,28 @@ export class EnginePool implements RoutePool {
     this.hash = origins.balance === "hash";
   }
 
+  /** The main thread's new view of the endpoints (members of endpoints gone are dropped). */
+  update(endpoints: UdpOrigins["endpoints"]): void {
+    this.endpoints.update(endpoints);
+    this.members.clear();
+    this.memberCount = 0;
+  }
+
   pick(client: string, edgePort: number): Pick | undefined {
     const chosen = this.endpoints.pick(this.hash ? (parseAddress(client) ?? NO_ADDRESS) : NO_ADDRESS, edgePort);
     if (!chosen) return undefined;
     const { endpoint, target } = chosen;
-    const member = new EngineMember(this, endpoint, target.port);
+    let ports = this.members.get(endpoint);
+    let member = ports?.get(target.port);
+    if (!member) {
+      if (this.memberCount >= MAX_MEMBERS) {
+        this.members.clear();
+        this.memberCount = 0;
+      }
+      if (!ports || !this.members.has(endpoint)) this.members.set(endpoint, (ports = new Map()));
+      ports.set(target.port, (member = new EngineMember(this, endpoint, target.port, formatAddress(endpoint.addr))));
+      this.memberCount++;
+    }
     return { host: member.address, port: target.port, member };
   }
 }

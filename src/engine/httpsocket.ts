@@ -64,6 +64,8 @@ export class EngineSocket implements HttpSocket {
     readonly fd: number,
     /** The peer (accept4's address; the origin's target). */
     private readonly peer: Endpoint | undefined,
+    /** The service whose connection it is (its counters are reported when it has events). */
+    readonly svc: { touched: boolean },
   ) {}
 
   /** An epoll event for the descriptor. */

@@ -73,6 +73,11 @@ export class DataPlanes {
     return mergeClients([this.clients.snapshot(rows), this.udp?.engineClients], rows)!;
   }
 
+  /** Resolves when the data plane's thread has posted its latest counters (or soon if it does not answer): before a final summary. */
+  async sync(): Promise<void> {
+    await this.udp?.sync();
+  }
+
   /** Resolves when every data plane runs (the UDP worker has started); rejects if one failed to. */
   async started(): Promise<void> {
     await this.udp?.started;

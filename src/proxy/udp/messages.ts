@@ -5,7 +5,7 @@ import type { AccessBatch } from "./flowlog";
 import type { TcpEngineSpec } from "../../engine/engine";
 import type { OriginFailure } from "../../origin/pool";
 import type { ClientsSnapshot } from "../clients";
-import type { HttpEngineReport, HttpEngineSpec } from "../../engine/http";
+import type { HttpEngineSpec } from "../../engine/http";
 
 /** Main thread → UDP worker. */
 export type ToWorker =
@@ -21,6 +21,8 @@ export type ToWorker =
   | { readonly op: "http-add"; readonly spec: HttpEngineSpec }
   | { readonly op: "http-retire"; readonly slot: number; readonly abort: boolean }
   | { readonly op: "http-origins"; readonly slot: number; readonly pool: number; readonly endpoints: readonly EndpointSpec[] }
+  /** Post every counter the main thread may not have yet (the http engine's), then "synced". */
+  | { readonly op: "sync"; readonly id: number }
   | { readonly op: "stop" };
 
 /** UDP worker → main thread. */
@@ -44,6 +46,7 @@ export type FromWorker =
   | { readonly op: "admission" }
   /** An http service's origin port failed a connect (failure), or connected again after failing. */
   | { readonly op: "http-origin"; readonly slot: number; readonly key: string; readonly port: number; readonly failure?: OriginFailure }
-  /** An http service's counters, when they changed. */
-  | { readonly op: "http-report"; readonly slot: number; readonly report: HttpEngineReport }
+  /** An http service's counters (an HttpEngineReport as JSON: a string posts at a fraction of an object's structured clone). */
+  | { readonly op: "http-report"; readonly slot: number; readonly report: string }
+  | { readonly op: "synced"; readonly id: number }
   | { readonly op: "stopped" };

@@ -59,6 +59,8 @@ export class UdpPlane {
   private nextTcpSlot = 0;
   private readonly httpEvents = new Map<number, HttpEngineEvents>();
   private nextHttpSlot = 0;
+  private readonly syncs = new Map<number, () => void>();
+  private nextSync = 0;
   /** The engine's busiest clients as it last sent them (undefined: no tcp service on the engine has had one). */
   engineClients: ClientsSnapshot | undefined;
   /** Called when the engine's connections cross an admission mark (the process's Admission.recheck). */
@@ -93,8 +95,12 @@ export class UdpPlane {
       else if (m.op === "tcp-clients") this.engineClients = m.clients;
       else if (m.op === "http-origin") this.httpEvents.get(m.slot)?.report(m.key, m.port, m.failure);
       else if (m.op === "http-report") {
-        this.httpEvents.get(m.slot)?.counters(m.report);
-        if (m.report.gone) this.httpEvents.delete(m.slot);
+        const report = JSON.parse(m.report) as HttpEngineReport;
+        this.httpEvents.get(m.slot)?.counters(report);
+        if (report.gone) this.httpEvents.delete(m.slot);
+      } else if (m.op === "synced") {
+        this.syncs.get(m.id)?.();
+        this.syncs.delete(m.id);
       } else if (m.op === "stopped") {
         this.wake.close();
         void this.worker.terminate();
@@ -160,6 +166,27 @@ export class UdpPlane {
   /** Close an http service's listeners; with `abort` reset its connections, else they close between requests. */
   retireHttp(slot: number, abort: boolean): void {
     this.post({ op: "http-retire", slot, abort });
+  }
+
+  /**
+   * Resolves once the thread has posted the counters the main thread may not
+   * have yet (http services on the engine post theirs at most REPORT_MS
+   * late), or after `ms`: what a final summary waits for.
+   */
+  sync(ms = 200): Promise<void> {
+    if (this.closed) return Promise.resolve();
+    const id = this.nextSync++;
+    return new Promise<void>((resolve) => {
+      const timer = setTimeout(() => {
+        this.syncs.delete(id);
+        resolve();
+      }, ms);
+      this.syncs.set(id, () => {
+        clearTimeout(timer);
+        resolve();
+      });
+      this.post({ op: "sync", id });
+    });
   }
 
   /** Hear a service's origin refusals and first answers (its pool's passive ejection), and its panic flows. */

@@ -150,6 +150,13 @@ self.onmessage = (event: MessageEvent<ToWorker>) => {
       case "http-retire":
         http?.retire(m.slot, m.abort);
         break;
+      case "sync":
+        if (http) {
+          http.dirty = true;
+          http.flushReports();
+        }
+        post({ op: "synced", id: m.id });
+        break;
       case "stop":
         running = false;
         http?.closeAll();
