@@ -7,7 +7,7 @@
 // with large bodies, and the refusal of what it cannot run yet.
 import { describe, expect, test } from "bun:test";
 import { createHash, randomBytes } from "node:crypto";
-import { EdgeproxyProcess } from "./helpers/edgeproxy";
+import { EdgeproxyProcess, runEdgeproxy } from "./helpers/edgeproxy";
 import { proxyFixture } from "./helpers/fixture";
 import { httpOrigin } from "./helpers/http";
 
@@ -92,6 +92,30 @@ describe("http on the engine (epoll)", () => {
       origin.kill();
     }
   }, 60_000);
+
+  test("busiest clients: the engine's http connections are in the live view, with their bytes both ways", async () => {
+    const o = httpOrigin("127.0.0.1", "hello");
+    servers.push(o.listener);
+    f.ep = await start(`127.0.0.1:${o.port}`);
+    for (let i = 0; i < 3; i++) {
+      const r = await run(["curl", "-sS", "--max-time", "5", "--interface", "192.0.2.7", "-o", "/dev/null", "-w", "%{http_code}", "http://192.0.2.1:80/"], 10_000);
+      expect(r.out).toBe("200");
+    }
+    type Top = { address: string; connections: number; bytes: number }[];
+    let top: Top = [];
+    const end = Date.now() + 10_000;
+    while (top.length < 1 && Date.now() < end) {
+      const r = await runEdgeproxy(["status", "--json"]);
+      expect(r.code).toBe(0);
+      top = Object.values((JSON.parse(r.stdout) as { clients: Record<string, { top: Top }> }).clients)[0]?.top ?? [];
+      if (top.length < 1) await Bun.sleep(300);
+    }
+    expect(top.length).toBe(1);
+    expect(top[0]!.address).toBe("192.0.2.7");
+    expect(top[0]!.connections).toBe(3);
+    // Each connection's request and response (a few hundred bytes both ways), counted at close.
+    expect(top[0]!.bytes).toBeGreaterThan(3 * 100);
+  }, 30_000);
 
   test("--engine epoll on an http service with what it cannot run yet is one clear line, exit 2", async () => {
     for (const [more, want] of [

@@ -27,6 +27,7 @@ import { libc } from "../system/libc";
 import { decodeSockaddr, encodeSockaddr, type Endpoint } from "../system/sockaddr";
 import { AcceptAddress, acceptFrom, EAGAIN, EINTR, localAddress, resetOnClose, startConnect, tcpSocket } from "../system/tcp";
 import { EngineAdmission, type AdmissionShare } from "./admission";
+import { EngineClients } from "./clients";
 import { EnginePool } from "./httppool";
 import { EngineSocket, errnoError, type SocketLoop } from "./httpsocket";
 import { workerLogLines } from "./httplog";
@@ -130,6 +131,8 @@ export class HttpEngine implements SocketLoop {
   readonly readAt = ptr(this.readBuf);
   readonly clock = { now: performance.now() };
   admission: EngineAdmission | undefined;
+  /** The busiest clients of this thread's http connections, for the process's live view (as the tcp engine's). */
+  readonly clients = new EngineClients(this.clock);
   private readonly byFd: (EngineSocket | HttpListener | undefined)[] = [];
   private readonly services = new Map<number, EngineHttp>();
   private readonly peer = new AcceptAddress();
@@ -298,6 +301,7 @@ export class HttpEngine implements SocketLoop {
       if (edge) ends = { client: peer, edge };
     }
     const conn = new HttpConnection(s, svc.ctx, ends);
+    const tracked = this.clients.seenPeer(this.peer.bytes);
     svc.conns.add(conn);
     s.events = {
       data: (chunk) => conn.clientData(chunk),
@@ -305,6 +309,7 @@ export class HttpEngine implements SocketLoop {
       end: () => conn.clientEnd(),
       close: (error) => {
         conn.clientClosed(error);
+        this.clients.closed(tracked, conn.bytes());
         svc.conns.delete(conn);
         this.admission!.leave();
         if (svc.retired) this.gone(svc);

@@ -70,7 +70,7 @@ export class DataPlanes {
 
   /** The process's busiest clients: Bun's sockets' and the engine's (which counts on the data plane's thread). */
   clientsSnapshot(rows: number): ClientsSnapshot {
-    return mergeClients([this.clients.snapshot(rows), this.udp?.engineClients], rows)!;
+    return mergeClients([this.clients.snapshot(rows), this.udp?.engineClients, this.udp?.engineHttpClients], rows)!;
   }
 
   /** Resolves when the data plane's thread has posted its latest counters (or soon if it does not answer): before a final summary. */

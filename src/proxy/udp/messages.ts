@@ -48,5 +48,7 @@ export type FromWorker =
   | { readonly op: "http-origin"; readonly slot: number; readonly key: string; readonly port: number; readonly failure?: OriginFailure }
   /** An http service's counters (an HttpEngineReport as JSON: a string posts at a fraction of an object's structured clone). */
   | { readonly op: "http-report"; readonly slot: number; readonly report: string }
+  /** The busiest clients of the http engine's connections. */
+  | { readonly op: "http-clients"; readonly clients: ClientsSnapshot }
   | { readonly op: "synced"; readonly id: number }
   | { readonly op: "stopped" };

@@ -63,6 +63,8 @@ export class UdpPlane {
   private nextSync = 0;
   /** The engine's busiest clients as it last sent them (undefined: no tcp service on the engine has had one). */
   engineClients: ClientsSnapshot | undefined;
+  /** The same for http services on the engine. */
+  engineHttpClients: ClientsSnapshot | undefined;
   /** Called when the engine's connections cross an admission mark (the process's Admission.recheck). */
   onAdmission: () => void = () => {};
   /** Settles when the worker has its epoll loop running, or failed to start. */
@@ -98,7 +100,8 @@ export class UdpPlane {
         const report = JSON.parse(m.report) as HttpEngineReport;
         this.httpEvents.get(m.slot)?.counters(report);
         if (report.gone) this.httpEvents.delete(m.slot);
-      } else if (m.op === "synced") {
+      } else if (m.op === "http-clients") this.engineHttpClients = m.clients;
+      else if (m.op === "synced") {
         this.syncs.get(m.id)?.();
         this.syncs.delete(m.id);
       } else if (m.op === "stopped") {

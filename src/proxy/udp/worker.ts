@@ -69,7 +69,11 @@ async function loop(): Promise<void> {
         const clients = t.clients.due(e.now);
         if (clients) post({ op: "tcp-clients", clients });
       }
-      h?.sweep(e.now);
+      if (h) {
+        h.sweep(e.now);
+        const clients = h.clients.due(e.now);
+        if (clients) post({ op: "http-clients", clients });
+      }
       nextSweep = e.now + sweepEvery();
     }
     if (woken || n === 0 || e.now - yielded > YIELD_MS) {
