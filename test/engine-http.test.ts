@@ -6,10 +6,12 @@
 // is the engine that serves, keep-alive both sides, backpressure both ways
 // with large bodies, and the refusal of what it cannot run yet.
 import { describe, expect, test } from "bun:test";
+import type { Socket } from "bun";
 import { createHash, randomBytes } from "node:crypto";
 import { EdgeproxyProcess, runEdgeproxy } from "./helpers/edgeproxy";
 import { proxyFixture } from "./helpers/fixture";
 import { httpOrigin } from "./helpers/http";
+import { exchange, text } from "./helpers/net";
 
 const f = proxyFixture();
 const servers = f.servers;
@@ -117,9 +119,47 @@ describe("http on the engine (epoll)", () => {
     expect(top[0]!.bytes).toBeGreaterThan(3 * 100);
   }, 30_000);
 
+  test("accept_proxy: the header names the client; a balancer silent past --proxy-header-timeout is reset, counted as a deadline", async () => {
+    const o = httpOrigin("127.0.0.1", "hi");
+    servers.push(o.listener);
+    f.ep = await start(`127.0.0.1:${o.port}`, ["--accept-proxy", "192.0.2.200/32", "--proxy-header-timeout", "500ms"]);
+    const via = text(await exchange("192.0.2.9", 80, "PROXY TCP4 203.0.113.7 192.0.2.9 5555 80\r\nGET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n", 5000, "192.0.2.200"));
+    expect(via).toStartWith("HTTP/1.1 200");
+    expect(o.seen[0]!.headers.get("x-forwarded-for")).toEqual(["203.0.113.7"]);
+    // A balancer that starts a header and stalls (no FIN): reset at the deadline.
+    const t0 = performance.now();
+    const how = await new Promise<string>((resolve) => {
+      const timer = setTimeout(() => resolve("still open"), 5000);
+      const options = {
+        hostname: "192.0.2.9",
+        port: 80,
+        localAddress: "192.0.2.200",
+        socket: {
+          open: (s: Socket) => void s.write("PROXY TCP4 "),
+          data: () => {},
+          close: (_s: Socket, err?: Error) => {
+            clearTimeout(timer);
+            resolve(err ? "reset" : "closed");
+          },
+        },
+      };
+      // localAddress: Bun.connect binds the client there (as helpers/net.ts exchange does); its types omit it.
+      void Bun.connect(options as unknown as Parameters<typeof Bun.connect>[0]);
+    });
+    const ms = performance.now() - t0;
+    expect(how).toBe("reset");
+    // Within the deadline and a sweep (100 ms) of it, with a margin for a loaded machine.
+    expect(ms).toBeGreaterThan(400);
+    expect(ms).toBeLessThan(2500);
+    // Counted as Bun's pipeline counts it: a deadline and a PROXY header error (the status' connection counters).
+    const admin = (JSON.parse((await runEdgeproxy(["status", "--json"])).stdout) as { instances: { admin: string }[] }).instances[0]!.admin;
+    const metrics = await (await fetch("http://localhost/metrics", { unix: admin } as RequestInit)).text();
+    expect(metrics).toMatch(/^edgeproxy_deadline_expired_total\{service="default",stage="proxy_header"\} 1$/m);
+  }, 30_000);
+
   test("--engine epoll on an http service with what it cannot run yet is one clear line, exit 2", async () => {
     for (const [more, want] of [
-      [["--accept-proxy", "10.0.0.0/8"], '--engine: "epoll" does not read PROXY headers on http services yet (accept_proxy); use "bun"'],
+      [["--origin-tls", "verify"], '--engine: "epoll" does not speak TLS to origins yet (origin_tls)'],
       [["--source-connections", "10"], '--engine: "epoll" does not apply per-client limits on http services yet'],
     ] as const) {
       const p = Bun.spawnSync([process.execPath, "src/main.ts", "--engine", "epoll", "--mode", "http", "--origin", "127.0.0.1:80", ...more], { stderr: "pipe" });

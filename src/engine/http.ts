@@ -13,6 +13,7 @@ import { POOL_DEFAULTS } from "../config/pool";
 import { ServiceLog } from "../log/access";
 import type { OriginFailure } from "../origin/member";
 import { HttpConnection } from "../proxy/http/conn";
+import { HeaderReader, mustSendHeader, type Ends } from "../proxy/inbound";
 import type { HttpContext, RoutePool } from "../proxy/http/context";
 import { originEvents, OriginConnections, type OriginConn } from "../proxy/http/origins";
 import { HttpRouter } from "../proxy/http/router";
@@ -31,7 +32,7 @@ import { EngineClients } from "./clients";
 import { EnginePool } from "./httppool";
 import { EngineSocket, errnoError, type SocketLoop } from "./httpsocket";
 import { workerLogLines } from "./httplog";
-import { parseAddress } from "../config/address";
+import { formatAddress, parseAddress } from "../config/address";
 
 const ACCEPT_BATCH = 64;
 const ECONNABORTED = 103;
@@ -78,6 +79,8 @@ export class EngineHttp {
   readonly pools: EnginePool[];
   readonly listeners: Fd[];
   readonly conns = new Set<HttpConnection>();
+  /** Connections of a trusted balancer whose PROXY header is not complete yet (accept_proxy), with their deadline. */
+  readonly headers = new Map<EngineSocket, { reader: HeaderReader; own: Ends; deadline: number }>();
   /** Origin sockets still connecting: one given up (a connect deadline) is closed by the sweep. */
   readonly connecting = new Map<EngineSocket, OriginConn>();
   retired = false;
@@ -114,7 +117,7 @@ export class EngineHttp {
 
   /** Its counters now. */
   report(): HttpEngineReport {
-    const gone = this.retired && this.conns.size === 0;
+    const gone = this.retired && this.conns.size === 0 && this.headers.size === 0;
     const r: HttpEngineReport = {
       connections: this.ctx.stats.snapshot(),
       http: this.ctx.httpStats.snapshot(this.ctx.origins.opened, this.ctx.origins.reused),
@@ -191,7 +194,10 @@ export class HttpEngine implements SocketLoop {
       }
     }
     svc.touched = this.dirty = true;
-    if (abort) for (const c of [...svc.conns]) c.abort();
+    if (abort) {
+      for (const c of [...svc.conns]) c.abort();
+      for (const s of [...svc.headers.keys()]) s.terminate();
+    }
     else {
       svc.ctx.draining = true;
       for (const c of [...svc.ctx.active]) c.drainService();
@@ -294,14 +300,22 @@ export class HttpEngine implements SocketLoop {
       libc.close(c);
       return;
     }
-    let ends: { client: Endpoint; edge: Endpoint } | undefined;
-    if (svc.ctx.log && peer) {
+    // A trusted load balancer's connection starts with a PROXY header naming the client (the pipeline's header stage);
+    // the balancer is not a client of the busiest-clients count, the client its header names is.
+    const balancer = peer !== undefined && svc.ctx.config.acceptProxy.length > 0 && mustSendHeader(svc.ctx.config.acceptProxy, peer);
+    let ends: Ends | undefined;
+    if ((svc.ctx.log || balancer) && peer) {
       const at = localAddress(c);
       const edge = at && decodeSockaddr(at);
       if (edge) ends = { client: peer, edge };
     }
+    if (balancer && ends) return this.startHeader(svc, s, ends);
+    this.serve(svc, s, ends, this.clients.seenPeer(this.peer.bytes), EMPTY);
+  }
+
+  /** The client's HTTP connection over `s` (after its PROXY header, if any: `ends` then are the header's, `rest` what followed it). */
+  private serve(svc: EngineHttp, s: EngineSocket, ends: Ends | undefined, tracked: string | undefined, rest: Uint8Array): void {
     const conn = new HttpConnection(s, svc.ctx, ends);
-    const tracked = this.clients.seenPeer(this.peer.bytes);
     svc.conns.add(conn);
     s.events = {
       data: (chunk) => conn.clientData(chunk),
@@ -309,13 +323,48 @@ export class HttpEngine implements SocketLoop {
       end: () => conn.clientEnd(),
       close: (error) => {
         conn.clientClosed(error);
-        this.clients.closed(tracked, conn.bytes());
+        if (tracked !== undefined) this.clients.closed(tracked, conn.bytes());
         svc.conns.delete(conn);
         this.admission!.leave();
         if (svc.retired) this.gone(svc);
       },
     };
-    conn.started(EMPTY);
+    conn.started(rest);
+  }
+
+  /**
+   * The PROXY-header stage (accept_proxy): the header complete within
+   * proxy_header_timeout, else the connection is reset (§2.1: "abort the
+   * connection as soon as possible"); counted as Bun's pipeline counts it.
+   */
+  private startHeader(svc: EngineHttp, s: EngineSocket, own: Ends): void {
+    const reader = new HeaderReader();
+    svc.headers.set(s, { reader, own, deadline: this.clock.now + svc.ctx.config.deadlines.proxyHeaderMs });
+    const refuse = (reason: string) => {
+      svc.ctx.stats.proxyHeaderError(reason);
+      s.terminate();
+    };
+    s.events = {
+      data: (chunk) => {
+        const r = reader.feed(chunk, own);
+        if (r === "more") return;
+        if ("error" in r) return refuse(r.error);
+        svc.headers.delete(s);
+        // UNKNOWN and LOCAL hand back the socket's own ends: the balancer itself.
+        let tracked: string | undefined;
+        if (r.ends !== own) this.clients.seen((tracked = formatAddress(r.ends.client.addr)));
+        // The rest of this read is the client's first bytes; more may follow in this same read loop.
+        this.serve(svc, s, r.ends, tracked, r.rest.length ? r.rest : EMPTY);
+      },
+      drain: () => {},
+      // A balancer's TCP health check connects and closes without a byte: not an error.
+      end: () => (reader.started ? refuse("truncated") : s.end()),
+      close: () => {
+        svc.headers.delete(s);
+        this.admission!.leave();
+        if (svc.retired) this.gone(svc);
+      },
+    };
   }
 
   /** The OriginConnections' connector: a non-blocking connect on a raw descriptor; its events go to `c` (originEvents). */
@@ -367,7 +416,7 @@ export class HttpEngine implements SocketLoop {
 
   /** A retired service with no connection left: its origin connections close, its last report goes. */
   private gone(svc: EngineHttp): void {
-    if (!svc.retired || svc.conns.size > 0 || !this.services.has(svc.spec.slot)) return;
+    if (!svc.retired || svc.conns.size > 0 || svc.headers.size > 0 || !this.services.has(svc.spec.slot)) return;
     svc.ctx.origins.close();
     this.services.delete(svc.spec.slot);
     this.onReport(svc.spec.slot, JSON.stringify(svc.report()));
@@ -393,6 +442,14 @@ export class HttpEngine implements SocketLoop {
           x.paused = false;
           this.epoll.watch(l.raw, EPOLLIN);
         }
+      }
+      for (const [s, h] of svc.headers) {
+        if (now < h.deadline) continue;
+        svc.headers.delete(s);
+        svc.ctx.stats.proxyHeaderError("timeout");
+        svc.ctx.stats.deadlineExpired("proxy_header");
+        svc.touched = this.dirty = true;
+        s.terminate();
       }
       if (svc.conns.size) {
         // A deadline may expire in this sweep: counted, so reported.
