@@ -160,7 +160,6 @@ describe("http on the engine (epoll)", () => {
   test("--engine epoll on an http service with what it cannot run yet is one clear line, exit 2", async () => {
     for (const [more, want] of [
       [["--origin-tls", "verify"], '--engine: "epoll" does not speak TLS to origins yet (origin_tls)'],
-      [["--source-connections", "10"], '--engine: "epoll" does not apply per-client limits on http services yet'],
     ] as const) {
       const p = Bun.spawnSync([process.execPath, "src/main.ts", "--engine", "epoll", "--mode", "http", "--origin", "127.0.0.1:80", ...more], { stderr: "pipe" });
       expect(p.exitCode).toBe(2);

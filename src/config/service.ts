@@ -202,7 +202,7 @@ export type Engine = "bun" | "epoll";
 export const ENGINES: readonly Engine[] = ["bun", "epoll"];
 
 /** Why a service cannot run on the epoll engine yet; undefined when it can. */
-export function epollUnsupported(s: Pick<ServiceConfig, "mode" | "pool" | "tls" | "sniRoutes" | "http" | "acceptProxy" | "sourceLimits">): string | undefined {
+export function epollUnsupported(s: Pick<ServiceConfig, "mode" | "pool" | "tls" | "sniRoutes" | "http">): string | undefined {
   if (s.mode === "http") return httpEpollUnsupported(s);
   if (s.mode !== "tcp") return `runs tcp and http services only (this one is ${s.mode})`;
   if (!s.pool) return "needs origins (the built-in responder runs on Bun's sockets)";
@@ -213,12 +213,11 @@ export function epollUnsupported(s: Pick<ServiceConfig, "mode" | "pool" | "tls" 
 }
 
 /** http services on the engine: plain HTTP/1.1 to plain origins (src/engine/http.ts); what it lacks yet, one reason. */
-function httpEpollUnsupported(s: Pick<ServiceConfig, "pool" | "tls" | "http" | "sourceLimits">): string | undefined {
+function httpEpollUnsupported(s: Pick<ServiceConfig, "pool" | "tls" | "http">): string | undefined {
   if (s.tls) return "does not terminate TLS (nor HTTP/2) on http services yet";
   const routes = s.http?.routes ?? [];
   if (!s.pool || routes.some((r) => !r.pool)) return "needs origins on every route of an http service (the built-in responder runs on Bun's sockets)";
   if (s.pool.tls || routes.some((r) => r.pool?.tls)) return "does not speak TLS to origins yet (origin_tls)";
-  if (s.sourceLimits) return "does not apply per-client limits on http services yet (source_connections, source_rate)";
   return undefined;
 }
 

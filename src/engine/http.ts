@@ -29,6 +29,9 @@ import { decodeSockaddr, encodeSockaddr, type Endpoint } from "../system/sockadd
 import { AcceptAddress, acceptFrom, EAGAIN, EINTR, localAddress, resetOnClose, startConnect, tcpSocket } from "../system/tcp";
 import { EngineAdmission, type AdmissionShare } from "./admission";
 import { EngineClients } from "./clients";
+import { SourceCounter } from "../dispatcher/sources";
+import type { SourceKey } from "../dispatcher/sourceabi";
+import type { SourceCounting } from "../proxy/sourcelimit";
 import { EnginePool } from "./httppool";
 import { EngineSocket, errnoError, type SocketLoop } from "./httpsocket";
 import { workerLogLines } from "./httplog";
@@ -54,6 +57,8 @@ export interface HttpEngineSpec {
   readonly admission: AdmissionShare;
   /** The access log is on (its file is the main thread's: lines go through the sink). */
   readonly log: boolean;
+  /** source_connections, counted with every process's in the program's map (absent: not counted here). */
+  readonly sourceLimit?: SourceCounting;
 }
 
 /** What the engine posts about an http service: its counters, and its endpoints' open connections and panics per pool. */
@@ -61,6 +66,8 @@ export interface HttpEngineReport {
   readonly connections: ConnectionStats;
   readonly http: HttpStatsSnapshot;
   readonly pools: readonly { readonly active: [string, number][]; readonly panics: PanicCounts }[];
+  /** Connections refused here by a per-client limit (the program refuses the rest in the kernel). */
+  readonly sourceRefused: { readonly connections: number; readonly rate: number };
   /** Retired and every connection closed: the last report. */
   readonly gone: boolean;
 }
@@ -84,6 +91,9 @@ export class EngineHttp {
   /** Origin sockets still connecting: one given up (a connect deadline) is closed by the sweep. */
   readonly connecting = new Map<EngineSocket, OriginConn>();
   retired = false;
+  /** This thread's own per-client counter (its buffers are per thread; the owner slot and program are the process's). */
+  readonly counter: SourceCounter | undefined;
+  readonly sourceRefused = { connections: 0, rate: 0 };
   /** Something of it changed since its last report (an event, a sweep with connections). */
   touched = false;
 
@@ -113,6 +123,41 @@ export class EngineHttp {
       ...(log ? { log } : {}),
     };
     this.listeners = spec.listeners.map((l) => new Fd(l.fd, `service ${spec.name}: ipv${l.family} listener`));
+    this.counter = spec.sourceLimit && new SourceCounter(spec.sourceLimit.progFd, spec.sourceLimit.owner);
+  }
+
+  /**
+   * Count a connection of `client` against source_connections (as the tcp
+   * engine's admitSource): its key, undefined when not counted, null when
+   * it is over the limit (refused, counted). `named`: a PROXY header's
+   * client, rate-charged here (the program charged its balancer, exempt).
+   * A count the kernel refuses lets the connection in uncounted.
+   */
+  admitSource(client: Endpoint, named: boolean): SourceKey | undefined | null {
+    const limit = this.spec.sourceLimit;
+    if (!limit || !this.counter) return undefined;
+    const key: SourceKey = { service: limit.service, addr: client.addr, prefixLen: client.family === 4 ? 32 : limit.prefixV6 };
+    try {
+      if (named && this.counter.rateExceeded(key)) {
+        this.sourceRefused.rate++;
+        return null;
+      }
+      if (this.counter.add(key, 1) <= limit.connections) return key;
+      this.counter.add(key, -1);
+    } catch {
+      return undefined;
+    }
+    this.sourceRefused.connections++;
+    return null;
+  }
+
+  releaseSource(key: SourceKey | undefined): void {
+    if (!key) return;
+    try {
+      this.counter!.add(key, -1);
+    } catch {
+      // The program's map is gone (shutdown): nothing left to give back to.
+    }
   }
 
   /** Its counters now. */
@@ -122,6 +167,7 @@ export class EngineHttp {
       connections: this.ctx.stats.snapshot(),
       http: this.ctx.httpStats.snapshot(this.ctx.origins.opened, this.ctx.origins.reused),
       pools: this.pools.map((p) => ({ active: p.endpoints.activeCounts(), panics: p.endpoints.takePanics() })),
+      sourceRefused: { ...this.sourceRefused },
       gone,
     };
     this.touched = false;
@@ -310,11 +356,18 @@ export class HttpEngine implements SocketLoop {
       if (edge) ends = { client: peer, edge };
     }
     if (balancer && ends) return this.startHeader(svc, s, ends);
-    this.serve(svc, s, ends, this.clients.seenPeer(this.peer.bytes), EMPTY);
+    const tracked = this.clients.seenPeer(this.peer.bytes);
+    const source = peer && svc.counter ? svc.admitSource(peer, false) : undefined;
+    if (source === null) {
+      // No events are set yet: the close reports nothing, so the cap's slot is given back here.
+      this.admission!.leave();
+      return this.limited(s, tracked);
+    }
+    this.serve(svc, s, ends, tracked, EMPTY, source);
   }
 
   /** The client's HTTP connection over `s` (after its PROXY header, if any: `ends` then are the header's, `rest` what followed it). */
-  private serve(svc: EngineHttp, s: EngineSocket, ends: Ends | undefined, tracked: string | undefined, rest: Uint8Array): void {
+  private serve(svc: EngineHttp, s: EngineSocket, ends: Ends | undefined, tracked: string | undefined, rest: Uint8Array, source: SourceKey | undefined): void {
     const conn = new HttpConnection(s, svc.ctx, ends);
     svc.conns.add(conn);
     s.events = {
@@ -324,6 +377,7 @@ export class HttpEngine implements SocketLoop {
       close: (error) => {
         conn.clientClosed(error);
         if (tracked !== undefined) this.clients.closed(tracked, conn.bytes());
+        svc.releaseSource(source);
         svc.conns.delete(conn);
         this.admission!.leave();
         if (svc.retired) this.gone(svc);
@@ -352,9 +406,14 @@ export class HttpEngine implements SocketLoop {
         svc.headers.delete(s);
         // UNKNOWN and LOCAL hand back the socket's own ends: the balancer itself.
         let tracked: string | undefined;
-        if (r.ends !== own) this.clients.seen((tracked = formatAddress(r.ends.client.addr)));
+        let source: SourceKey | undefined | null;
+        if (r.ends !== own) {
+          this.clients.seen((tracked = formatAddress(r.ends.client.addr)));
+          source = svc.admitSource(r.ends.client, true);
+          if (source === null) return this.limited(s, tracked);
+        }
         // The rest of this read is the client's first bytes; more may follow in this same read loop.
-        this.serve(svc, s, r.ends, tracked, r.rest.length ? r.rest : EMPTY);
+        this.serve(svc, s, r.ends, tracked, r.rest.length ? r.rest : EMPTY, source ?? undefined);
       },
       drain: () => {},
       // A balancer's TCP health check connects and closes without a byte: not an error.
@@ -365,6 +424,12 @@ export class HttpEngine implements SocketLoop {
         if (svc.retired) this.gone(svc);
       },
     };
+  }
+
+  /** A client over a per-client limit: reset (as Bun's pipeline and the tcp engine do), counted (admitSource). */
+  private limited(s: EngineSocket, tracked: string): void {
+    this.clients.refused(tracked);
+    s.terminate();
   }
 
   /** The OriginConnections' connector: a non-blocking connect on a raw descriptor; its events go to `c` (originEvents). */

@@ -18,6 +18,7 @@ import type { DataPlaneService, ServiceSocket } from "../proxy/service";
 import { ServiceStats } from "../proxy/stats";
 import type { UdpPlane } from "../proxy/udp/plane";
 import type { Fd } from "../system/fd";
+import type { SourceLimit } from "../proxy/sourcelimit";
 import type { HttpEngineReport } from "./http";
 import { openEngineListeners } from "./listeners";
 
@@ -36,6 +37,8 @@ export class EngineHttpService implements DataPlaneService {
     private readonly admission: Admission,
     /** Edge range and start-time addresses for the pools (kind and owner are set here). */
     poolOptions: Pick<PoolOptions, "edgeRange" | "resolved"> = {},
+    /** Per-client limits; source_connections is counted on the engine's thread. */
+    private readonly limit?: SourceLimit,
   ) {
     const http = config.http ?? { ...POOL_DEFAULTS.http, routes: [] };
     const add = (p: PoolConfig, owner: string) => {
@@ -45,7 +48,12 @@ export class EngineHttpService implements DataPlaneService {
     };
     http.routes.forEach((r, i) => r.pool && add(r.pool, `service ${config.name} route ${i + 1} (${r.host ?? ""}${r.path})`));
     if (config.pool) add(config.pool, `service ${config.name}`);
-    this.last = { connections: new ServiceStats().snapshot(), http: new HttpStats().snapshot(0, 0), pools: [], gone: false };
+    this.last = { connections: new ServiceStats().snapshot(), http: new HttpStats().snapshot(0, 0), pools: [], sourceRefused: { connections: 0, rate: 0 }, gone: false };
+  }
+
+  /** What the per-client limit refused at accept (the program refuses the rest in the kernel), as the engine last posted. */
+  get sourceLimit(): { refused: { connections: number; rate: number } } | undefined {
+    return this.limit ? { refused: { ...this.last.sourceRefused } } : undefined;
   }
 
   listen(plan: GroupPlan = NEW_GROUPS): ServiceSocket[] {
@@ -65,6 +73,7 @@ export class EngineHttpService implements DataPlaneService {
           pools: this.pools.map((p, i) => ({ config: this.configs[i]!, followsEdgePort: p.followsEdgePort, origins: { balance: p.config.balance, edgeRange: p.edgeRange, endpoints: p.endpoints() } })),
           admission: this.admission.share(),
           log,
+          ...(this.limit?.counting() ? { sourceLimit: this.limit.counting()! } : {}),
         },
         {
           report: (key, port, failure) => {

@@ -49,7 +49,7 @@ export class DataPlanes {
       throw new ConfigError(`service ${cfg.name}`, "no file descriptors were set aside for TCP connections at startup; restart with max_connections (--max-connections) set");
     }
     // http: a pool per route, made by the service.
-    if (cfg.mode === "http" && engineOf(cfg) === "epoll") return new EngineHttpService(cfg, this.dataPlane(), this.admission, { edgeRange: edgeRangeOf(cfg), resolved: origins });
+    if (cfg.mode === "http" && engineOf(cfg) === "epoll") return new EngineHttpService(cfg, this.dataPlane(), this.admission, { edgeRange: edgeRangeOf(cfg), resolved: origins }, sourceLimit);
     if (cfg.mode === "http") return new HttpService(cfg, this.clock, this.admission, { edgeRange: edgeRangeOf(cfg), resolved: origins }, sourceLimit, this.clients);
     const pool = cfg.pool && new OriginPool(cfg.pool, { edgeRange: edgeRangeOf(cfg), resolved: origins, kind: cfg.mode, owner: `service ${cfg.name}` });
     if (cfg.mode === "tcp" && pool && engineOf(cfg) === "epoll") return new EngineTcpService(cfg, this.dataPlane(), this.admission, pool, sourceLimit);
