@@ -395,6 +395,7 @@ export class HttpEngine implements SocketLoop {
     const reader = new HeaderReader();
     svc.headers.set(s, { reader, own, deadline: this.clock.now + svc.ctx.config.deadlines.proxyHeaderMs });
     const refuse = (reason: string) => {
+      svc.headers.delete(s);
       svc.ctx.stats.proxyHeaderError(reason);
       s.terminate();
     };
@@ -419,7 +420,8 @@ export class HttpEngine implements SocketLoop {
       // A balancer's TCP health check connects and closes without a byte: not an error.
       end: () => (reader.started ? refuse("truncated") : s.end()),
       close: () => {
-        svc.headers.delete(s);
+        // Still in the stage (nothing counted it yet): a half header cut by the balancer's RST is a truncated one, as on Bun's path.
+        if (svc.headers.delete(s) && reader.started) svc.ctx.stats.proxyHeaderError("truncated");
         this.admission!.leave();
         if (svc.retired) this.gone(svc);
       },
