@@ -12,6 +12,10 @@ import { EPOLLERR, EPOLLHUP, EPOLLIN, EPOLLOUT, EPOLLRDHUP } from "../system/epo
 import { decodeSockaddr, type Endpoint } from "../system/sockaddr";
 import { EAGAIN, EINTR, localAddress, recvInto, resetOnClose, sendFrom, shutdownWrite, socketError } from "../system/tcp";
 import type { HttpSocket } from "../proxy/http/socket";
+import { libc } from "../system/libc";
+
+/** A sockaddr of family AF_UNSPEC (0): connect(2) to it dissolves the association (connect(2), "AF_UNSPEC"). */
+const UNSPEC = new Uint8Array(16);
 
 /** What a socket tells its owner (a client connection or an origin connection). */
 export interface SocketEvents {
@@ -157,7 +161,12 @@ export class EngineSocket implements HttpSocket {
 
   terminate(): void {
     if (this.done) return;
-    resetOnClose(this.fd);
+    // The RST now, not at close(2) after the batch (the descriptor's number stays ours until then:
+    // a later event of the batch may name it): connect(2) to AF_UNSPEC disconnects a TCP socket,
+    // with an RST where its state needs one (tcp_disconnect). So the peer hears of the abort before
+    // anything this batch still sends elsewhere, as with Bun's terminate (a 502 to the client after
+    // its origin connection was cut; the origin sees the cut first).
+    if (libc.connect(this.fd, UNSPEC, UNSPEC.length) !== 0) resetOnClose(this.fd);
     this.finish(undefined);
   }
 

@@ -9,7 +9,7 @@ import { Engine } from "./engine";
 import type { ToWorker, FromWorker } from "./messages";
 import { FlowLogSink } from "./flowlog";
 import { TcpEngine } from "../../engine/engine";
-import { HttpEngine, REPORT_MS } from "../../engine/http";
+import { HttpEngine } from "../../engine/http";
 
 declare const self: Worker;
 
@@ -43,7 +43,7 @@ async function loop(): Promise<void> {
   let yielded = performance.now();
   let nextSweep = yielded + sweepEvery();
   while (running) {
-    const n = ep.wait(e.pending || http?.pending ? 0 : Math.max(0, Math.min(http?.dirty ? REPORT_MS : IDLE_WAIT_MS, Math.ceil(nextSweep - e.now))));
+    const n = ep.wait(e.pending || http?.pending ? 0 : Math.max(0, Math.min(IDLE_WAIT_MS, Math.ceil(nextSweep - e.now))));
     e.now = performance.now();
     const t = tcp;
     if (t) t.now = e.now;
