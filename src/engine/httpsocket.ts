@@ -62,6 +62,8 @@ export class EngineSocket implements HttpSocket {
   private wantDrain = false;
   done = false;
   private local: Endpoint | undefined;
+  /** The peer's address as text when the engine made it already (accept: the busiest-clients count's). */
+  remoteText: string | undefined;
 
   constructor(
     private readonly loop: SocketLoop,
@@ -187,7 +189,7 @@ export class EngineSocket implements HttpSocket {
   }
 
   get remoteAddress(): string {
-    return this.peer ? formatAddress(this.peer.addr) : "";
+    return this.remoteText ?? (this.peer ? formatAddress(this.peer.addr) : "");
   }
 
   get remotePort(): number {
