@@ -6,7 +6,8 @@
 import { join } from "node:path";
 import { nginxCommand, nginxMain, ORIGIN, type Endpoint, type Peer } from "./peers";
 import type { Scenario } from "./scenario";
-import { oneWorker, withArgs } from "./tcp";
+import { engineVariants, oneWorker, withArgs } from "./tcp";
+import { features } from "./netns";
 import { wrkScenario } from "./wrk-scenario";
 
 /** TLS for nginxHttpConfig: certificate and key; `protocols` sets ssl_protocols, `http2` adds ALPN h2, `noResumption` turns the session cache and tickets off. */
@@ -106,8 +107,13 @@ export const httpScenario: Scenario = (ctx) =>
     kind: "HTTP",
     plot: "http",
     title: "HTTP proxy (L7): CPU per request",
-    peers: httpPeers(ctx.dir, ctx.edgeproxy).map((p) => (p.name.startsWith("edgeproxy") ? withArgs(p, oneWorker(ctx.edgeproxy)) : p)),
+    // edgeproxy twice where it has the engine: Bun's sockets and `--engine epoll` (http on raw sockets, src/engine/http.ts).
+    peers: engineVariants(
+      httpPeers(ctx.dir, ctx.edgeproxy).map((p) => (p.name.startsWith("edgeproxy") ? withArgs(p, oneWorker(ctx.edgeproxy)) : p)),
+      ctx.edgeproxy,
+    ),
     method:
       "Each proxy parses the request, adds X-Forwarded-For/-Proto/-Host and Forwarded, and keeps origin connections alive (nginx `keepalive 64`, HAProxy `http-reuse always`, edgeproxy's pool). " +
-      "One worker each: edgeproxy `--mode http --workers 1`, HAProxy `nbthread 1`, nginx `worker_processes 1`.",
+      "One worker each: edgeproxy `--mode http --workers 1`, HAProxy `nbthread 1`, nginx `worker_processes 1`." +
+      (features(ctx.edgeproxy, false).engine ? " edgeproxy runs twice: on Bun's sockets (the default) and `--engine epoll` (the same HTTP code on raw sockets on the data plane's epoll loop, src/engine/http.ts)." : ""),
   });

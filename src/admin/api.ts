@@ -241,13 +241,22 @@ export function createAdminApp(backend: AdminBackend, options: AdminAppOptions =
     return bad ? c.text(bad, 503) : c.text("ok");
   });
 
-  app.get("/metrics", (c) => c.body(renderMetrics(backend.status()) + renderAdminRefusals(), 200, { "Content-Type": METRICS_CONTENT_TYPE }));
+  app.get("/metrics", async (c) => {
+    await backend.fresh?.();
+    return c.body(renderMetrics(backend.status()) + renderAdminRefusals(), 200, { "Content-Type": METRICS_CONTENT_TYPE });
+  });
 
-  app.get("/status", (c) => json(c, backend.status()));
+  app.get("/status", async (c) => {
+    await backend.fresh?.();
+    return json(c, backend.status());
+  });
 
   dashboardRoutes(app, new DashboardSampler(() => readStatus(backend.status())));
 
-  app.get("/services", (c) => json(c, backend.status().services));
+  app.get("/services", async (c) => {
+    await backend.fresh?.();
+    return json(c, backend.status().services);
+  });
 
   app.get("/services/:name", (c) => json(c, service(backend, c.req.param("name"))));
 

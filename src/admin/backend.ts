@@ -164,6 +164,12 @@ export interface InstanceIdentity {
  */
 export interface AdminBackend {
   status(): StatusSnapshot;
+  /**
+   * Resolves once the counters status() reads are current: the data plane's
+   * thread posts some a little late (http services on the engine), so a
+   * read first asks it for them (bounded). Absent: always current.
+   */
+  fresh?(): Promise<void>;
   /** Add (protocol, prefix, ports) to a service; idempotent. Throws ConfigError on bad input or unknown service. */
   addBinding(service: string, protocol: string, prefix: string, ports: string): void | Promise<void>;
   /** Remove a binding; false when it was not there. */

@@ -349,7 +349,7 @@ export function parseArgs(argv: readonly string[]): Command {
       : undefined;
   const sourceLimits = sourceLimitsOf(source, mode, { connections: "--source-connections", rate: "--source-rate", burst: "--source-rate-burst", prefixV6: "--source-prefix-v6" });
   const pool = origins.length ? poolOf(origins, { balance, health: checks, tls: originTlsConfig }) : undefined;
-  const tcpEngine = completeEngine(engine, { mode, pool, tls, sniRoutes: undefined }, "--engine");
+  const completedEngine = completeEngine(engine, { mode, pool, tls, sniRoutes: undefined, http }, "--engine");
   const service: ServiceConfig = {
     name,
     mode,
@@ -370,7 +370,7 @@ export function parseArgs(argv: readonly string[]): Command {
     http,
     ...(sourceLimits ? { sourceLimits } : {}),
     deadlines: completeDeadlines(deadlines, { mode, tls: tls !== undefined, acceptProxy: acceptProxy.length > 0 }, (k) => k.flag),
-    ...(tcpEngine ? { engine: tcpEngine } : {}),
+    ...(completedEngine ? { engine: completedEngine } : {}),
   };
   checkService(service, (key) => ({ origins: "--origin", route: "--origin", accept_proxy: "--accept-proxy", proxy_protocol: "--proxy-protocol" })[key] ?? key);
   const instanceName = instance ?? DEFAULTS.instance;

@@ -176,6 +176,8 @@ export async function serveInProcess(config: ServeConfig, image: Uint8Array, rol
   // A loss found from here on is our own withdrawal.
   const lost = watchdog!.lost;
   watchdog!.stop();
+  // The data plane's thread posts some counters a little late (http on the engine): the summary waits for them (bounded).
+  await server.planes.sync();
   try {
     for (const line of server.summary()) say(line);
   } catch (e) {

@@ -261,11 +261,13 @@ describe("pools, routes, http and TLS", () => {
       expect(engine(`origin = "10.0.0.1:443"\n${tls}`)).toBe("bun");
       expect(engine('origin = "10.0.0.1:443"\norigin_tls = "insecure"')).toBe("bun");
       expect(engine('origin = "10.0.0.9:443"', '[[service.route]]\nsni = "a.example"\norigin = "10.0.0.1:443"\n')).toBe("bun");
-      // http and udp have one data plane each: no engine to say.
-      expect(engine('mode = "http"\norigin = "10.0.0.1:80"')).toBeUndefined();
+      // http: Bun's sockets unless epoll is asked for (plain HTTP/1.1 on the engine is opt-in); udp has one data plane.
+      expect(engine('mode = "http"\norigin = "10.0.0.1:80"')).toBe("bun");
+      expect(engine('mode = "http"\norigin = "10.0.0.1:80"\nengine = "epoll"')).toBe("epoll");
       expect(parseConfig(web('protocol = "udp"\nprefixes = "192.0.2.0/24"\nports = 53', 'mode = "udp"\norigin = "10.0.0.1:53"'), FILE).services[0]!.engine).toBeUndefined();
       expect(error(web(undefined, `origin = "10.0.0.1:443"\nengine = "epoll"\n${tls}`), read)).toBe('edgeproxy.toml: service "web": engine: "epoll" does not terminate TLS yet; use "auto" or "bun"');
-      expect(error(web(undefined, 'mode = "http"\norigin = "10.0.0.1:80"\nengine = "epoll"'))).toBe('edgeproxy.toml: service "web": engine: "epoll" runs tcp services only (this one is http); use "auto" or "bun"');
+      expect(error(web(undefined, `mode = "http"\norigin = "10.0.0.1:443"\nengine = "epoll"\n${tls}`), read)).toBe('edgeproxy.toml: service "web": engine: "epoll" does not terminate TLS (nor HTTP/2) on http services yet; use "auto" or "bun"');
+      expect(error(web('protocol = "udp"\nprefixes = "192.0.2.0/24"\nports = 53', 'mode = "udp"\norigin = "10.0.0.1:53"\nengine = "epoll"'))).toBe('edgeproxy.toml: service "web": engine: "epoll" runs tcp and http services only (this one is udp); use "auto" or "bun"');
       expect(error(web(undefined, 'origin = "10.0.0.1:80"\nengine = "uring"'))).toBe('edgeproxy.toml: service "web": engine: "uring" is not one of auto, epoll, bun');
       // The flag completes the same way.
       const flag = (...more: string[]) => {
@@ -284,6 +286,7 @@ describe("pools, routes, http and TLS", () => {
       expect(flag("--origin", "10.0.0.1:80")).toBe("bun");
       process.env.EDGEPROXY_ENGINE = "epoll";
       expect(engine('origin = "10.0.0.1:80"')).toBe("epoll");
+      expect(engine('mode = "http"\norigin = "10.0.0.1:80"')).toBe("epoll");
       expect(engine(`origin = "10.0.0.1:443"\n${tls}`)).toBe("bun");
       process.env.EDGEPROXY_ENGINE = "fast";
       expect(error(web(undefined, 'origin = "10.0.0.1:80"'))).toBe('$EDGEPROXY_ENGINE: "fast" is not one of auto, epoll, bun');

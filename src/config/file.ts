@@ -276,7 +276,7 @@ function parseService(raw: unknown, index: number, file: string, read: (path: st
   const accessLog = completeAccessLog(accessLogSettings(f), logDefaults, instance);
   const engineText = f.string("engine");
   if (engineText !== undefined && !ENGINE_SETTINGS.includes(engineText as EngineSetting)) throw new ConfigError(f.at("engine"), `"${engineText}" is not one of ${ENGINE_SETTINGS.join(", ")}`);
-  const engine = completeEngine(engineText as EngineSetting | undefined, { mode, pool, tls, sniRoutes }, f.at("engine"));
+  const engine = completeEngine(engineText as EngineSetting | undefined, { mode, pool, tls, sniRoutes, http }, f.at("engine"));
   const service: ServiceConfig = { name, mode, bindings, pool, connectTimeoutMs, idleTimeoutMs, proxyProtocol, access, acceptProxy, tls, http, deadlines, ...(sniRoutes ? { sniRoutes } : {}), ...(sourceLimits ? { sourceLimits } : {}), ...(accessLog ? { accessLog } : {}), ...(engine ? { engine } : {}) };
   const tlsKey = ORIGIN_TLS_FIELDS.find((k) => f.has(k));
   if (tlsKey && poolsOf(service).length === 0) throw new ConfigError(f.at(tlsKey), "applies to origins: set origin or origins (or routes with origins)");

@@ -95,7 +95,7 @@ export interface ServiceConfig {
   readonly sourceLimits?: SourceLimits;
   /** Absent: no access log (the default). */
   readonly accessLog?: AccessLogConfig;
-  /** tcp: the data plane it runs on, completed by completeEngine (`engine`, --engine, $EDGEPROXY_ENGINE); absent for http and udp. */
+  /** tcp and http: the data plane it runs on, completed by completeEngine (`engine`, --engine, $EDGEPROXY_ENGINE); absent for udp. */
   readonly engine?: Engine;
 }
 
@@ -206,8 +206,9 @@ export const ENGINE_SETTINGS: readonly EngineSetting[] = ["auto", "epoll", "bun"
 export const ENGINE_ENV = "EDGEPROXY_ENGINE";
 
 /** Why a service cannot run on the epoll engine yet; undefined when it can. */
-export function epollUnsupported(s: Pick<ServiceConfig, "mode" | "pool" | "tls" | "sniRoutes">): string | undefined {
-  if (s.mode !== "tcp") return `runs tcp services only (this one is ${s.mode})`;
+export function epollUnsupported(s: Pick<ServiceConfig, "mode" | "pool" | "tls" | "sniRoutes" | "http">): string | undefined {
+  if (s.mode === "http") return httpEpollUnsupported(s);
+  if (s.mode !== "tcp") return `runs tcp and http services only (this one is ${s.mode})`;
   if (!s.pool) return "needs origins (the built-in responder runs on Bun's sockets)";
   if (s.tls) return "does not terminate TLS yet";
   if (s.sniRoutes) return "does not route by SNI yet";
@@ -215,24 +216,37 @@ export function epollUnsupported(s: Pick<ServiceConfig, "mode" | "pool" | "tls" 
   return undefined;
 }
 
+/** http services on the engine: plain HTTP/1.1 to plain origins (src/engine/http.ts); what it lacks yet, one reason. */
+function httpEpollUnsupported(s: Pick<ServiceConfig, "pool" | "tls" | "http">): string | undefined {
+  if (s.tls) return "does not terminate TLS (nor HTTP/2) on http services yet";
+  const routes = s.http?.routes ?? [];
+  if (!s.pool || routes.some((r) => !r.pool)) return "needs origins on every route of an http service (the built-in responder runs on Bun's sockets)";
+  if (s.pool.tls || routes.some((r) => r.pool?.tls)) return "does not speak TLS to origins yet (origin_tls)";
+  return undefined;
+}
+
 /**
- * The engine a tcp service runs on, completed once where its config is
- * parsed (file.ts, args.ts); undefined for http and udp services, which have
- * one data plane each. `setting` is the service's own (`engine`, --engine);
- * absent or "auto", the process default $EDGEPROXY_ENGINE decides, itself
- * "auto" when unset: epoll wherever epollUnsupported() finds nothing against
- * it (it measures less CPU per request than Bun's sockets, bench/profiles/tcp.md),
- * else bun (TLS, sni routes, origin_tls, the built-in responder). An explicit
- * "epoll" the engine cannot serve is the config's error (`at`); so is an
- * $EDGEPROXY_ENGINE that names no setting.
+ * The engine a tcp or http service runs on, completed once where its config
+ * is parsed (file.ts, args.ts); undefined for udp, which has one data plane.
+ * `setting` is the service's own (`engine`, --engine); absent or "auto", the
+ * process default $EDGEPROXY_ENGINE decides, itself "auto" when unset:
+ * - tcp: epoll wherever epollUnsupported() finds nothing against it (it
+ *   measures less CPU per request than Bun's sockets, bench/profiles/tcp.md),
+ *   else bun (TLS, sni routes, origin_tls, the built-in responder);
+ * - http: bun, Bun's sockets with TLS and HTTP/2, unless "epoll" is asked for
+ *   (by the service or $EDGEPROXY_ENGINE): plain HTTP/1.1 on the engine does
+ *   not yet measure clearly better (bench/README.md), so it is not the default.
+ * An explicit "epoll" the engine cannot serve is the config's error (`at`);
+ * so is an $EDGEPROXY_ENGINE that names no setting.
  */
-export function completeEngine(setting: EngineSetting | undefined, s: Pick<ServiceConfig, "mode" | "pool" | "tls" | "sniRoutes">, at: string): Engine | undefined {
+export function completeEngine(setting: EngineSetting | undefined, s: Pick<ServiceConfig, "mode" | "pool" | "tls" | "sniRoutes" | "http">, at: string): Engine | undefined {
   const why = epollUnsupported(s);
   if (setting === "epoll" && why) throw new ConfigError(at, `"epoll" ${why}; use "auto" or "bun"`);
-  if (s.mode !== "tcp") return undefined;
+  if (s.mode !== "tcp" && s.mode !== "http") return undefined;
   if (setting === "epoll" || setting === "bun") return setting;
   const env = process.env[ENGINE_ENV];
   if (env !== undefined && env !== "" && !ENGINE_SETTINGS.includes(env as EngineSetting)) throw new ConfigError(`$${ENGINE_ENV}`, `"${env}" is not one of ${ENGINE_SETTINGS.join(", ")}`);
-  if (env === "bun") return "bun";
-  return why ? "bun" : "epoll";
+  if (env === "bun" || why) return "bun";
+  if (s.mode === "http") return env === "epoll" ? "epoll" : "bun";
+  return "epoll";
 }

@@ -1,23 +1,18 @@
 // A tcp-mode service on the engine (engine = "epoll"): its listeners are
-// made here with socket/bind/listen through bun:ffi, in the service's
-// SO_REUSEPORT group, so their descriptors go straight into the SOCKMAP
-// (no lookup in /proc), then handed to the data plane's thread, whose loop
+// made here (listeners.ts), then handed to the data plane's thread, whose loop
 // accepts and relays (engine.ts, pair.ts). Health checks, ejection and DNS
 // stay on this thread with the pool; the engine gets each change.
-import { fstatSync } from "node:fs";
-import { parseAddress, type Family } from "../config/address";
-import { serviceFamilies, type ServiceConfig } from "../config/service";
+import type { Family } from "../config/address";
+import type { ServiceConfig } from "../config/service";
 import { EdgeError } from "../errors";
 import type { OriginPool } from "../origin/pool";
 import type { Admission } from "../proxy/admission";
-import { attachMigrate, joinGroup, NEW_GROUPS, type GroupPlan } from "../proxy/group";
-import { LISTEN_ADDRESS, type DataPlaneService, type ServiceSocket } from "../proxy/service";
+import { NEW_GROUPS, type GroupPlan } from "../proxy/group";
+import type { DataPlaneService, ServiceSocket } from "../proxy/service";
 import type { UdpPlane } from "../proxy/udp/plane";
 import { serviceLog } from "../log/access";
 import type { Fd } from "../system/fd";
-import { socketCookie } from "../system/sockets";
-import { openTcpListener } from "../system/tcp";
-import { localEndpoint } from "../system/udp";
+import { openEngineListeners } from "./listeners";
 import { ORIGIN_ERRORS, readTcpRow, SOURCE_RATE_AT, T, TCP_ROW } from "./stats";
 import type { SourceLimit } from "../proxy/sourcelimit";
 
@@ -45,17 +40,7 @@ export class EngineTcpService implements DataPlaneService {
   listen(plan: GroupPlan = NEW_GROUPS): ServiceSocket[] {
     const opened: { fd: Fd; family: Family }[] = [];
     try {
-      const where = `service ${this.config.name}: listener`;
-      const sockets = serviceFamilies(this.config).map((family) => {
-        const addr = parseAddress(LISTEN_ADDRESS[family])!;
-        const own = joinGroup(family, plan, (port) => openTcpListener({ family, addr, port }, where));
-        opened.push({ fd: own, family });
-        const fd = own.raw;
-        attachMigrate(fd, plan);
-        const port = localEndpoint(fd, where).port;
-        const host = family === 6 ? `[${LISTEN_ADDRESS[family]}]` : LISTEN_ADDRESS[family];
-        return { family, fd, inode: fstatSync(fd).ino, cookie: socketCookie(fd, "listener"), port, address: `${host}:${port}` };
-      });
+      const sockets = openEngineListeners(this.config, plan, opened);
       const pool = this.pool;
       const cfg = this.config;
       // The access log's writer is opened here (this thread writes the lines the engine makes).

@@ -331,9 +331,22 @@ export function isoNow(): string {
   return isoText;
 }
 
+/**
+ * Where a ServiceLog's lines go: the process's file writer (LogFile), or on
+ * the data plane's thread a sink whose batches the main thread writes
+ * (src/engine/httplog.ts). `skipped`: a line sampled out, counted there.
+ */
+export interface LogLines {
+  push(line: string): void;
+  push2(head: Uint8Array, body: string): void;
+  begin(head: Uint8Array, worst: number): LineWriter | undefined;
+  finish(): void;
+  skipped?(): void;
+}
+
 /** A service's log: what its connections, flows and requests call, only when the log is on (absent: off, no cost). */
 export class ServiceLog {
-  private readonly file: LogFile;
+  private readonly file: LogLines;
   readonly config: AccessLogConfig;
   readonly connect: boolean;
   private readonly sample: number;
@@ -343,8 +356,9 @@ export class ServiceLog {
   constructor(
     readonly service: string,
     config: AccessLogConfig,
+    file?: LogLines,
   ) {
-    this.file = fileFor(config);
+    this.file = file ?? fileFor(config);
     this.config = config;
     this.connect = config.connect;
     this.sample = config.sample;
@@ -354,7 +368,8 @@ export class ServiceLog {
   /** Is this line to be written (access_log_sample)? Counted when not. */
   sampled(): boolean {
     if (this.sample >= 1 || Math.random() < this.sample) return true;
-    accessLogStats.sampledOut++;
+    if (this.file.skipped) this.file.skipped();
+    else accessLogStats.sampledOut++;
     return false;
   }
 

@@ -1,4 +1,5 @@
-import type { Socket } from "bun";
+/** Any socket whose write() returns what the kernel took (Bun's, or the engine's: src/proxy/http/socket.ts). */
+type Writable = { write(bytes: Uint8Array): number };
 
 /**
  * Bytes a socket has not taken yet. Bun's write() returns how much the kernel
@@ -10,7 +11,7 @@ export class Outbox {
   queued = 0;
 
   /** Write now if nothing is waiting, else queue. True when everything went out. */
-  write(to: Socket<any> | undefined, chunk: Uint8Array): boolean {
+  write(to: Writable | undefined, chunk: Uint8Array): boolean {
     if (to && this.queued === 0) {
       const n = to.write(chunk);
       // n < 0: the socket is closing; its close handler ends the connection.
@@ -23,7 +24,7 @@ export class Outbox {
   }
 
   /** Write what is queued, in order. True when the queue is empty. */
-  flush(to: Socket<any>): boolean {
+  flush(to: Writable): boolean {
     while (this.chunks.length) {
       const chunk = this.chunks[0]!;
       const n = to.write(chunk);

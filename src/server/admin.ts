@@ -37,6 +37,7 @@ export function serverBackend(server: Server): AdminBackend {
   };
 
   return {
+    fresh: () => server.planes.sync(),
     status(): StatusSnapshot {
       const sockets = reg.sockets();
       const bindings = reg.bindingsByService();

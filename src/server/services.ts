@@ -1,4 +1,5 @@
 import type { ServiceConfig } from "../config/service";
+import { EngineHttpService } from "../engine/httpservice";
 import { EngineTcpService } from "../engine/service";
 import { ConfigError } from "../errors";
 import type { Admission } from "../proxy/admission";
@@ -48,6 +49,7 @@ export class DataPlanes {
       throw new ConfigError(`service ${cfg.name}`, "no file descriptors were set aside for TCP connections at startup; restart with max_connections (--max-connections) set");
     }
     // http: a pool per route, made by the service.
+    if (cfg.mode === "http" && cfg.engine === "epoll") return new EngineHttpService(cfg, this.dataPlane(), this.admission, { edgeRange: edgeRangeOf(cfg), resolved: origins }, sourceLimit);
     if (cfg.mode === "http") return new HttpService(cfg, this.clock, this.admission, { edgeRange: edgeRangeOf(cfg), resolved: origins }, sourceLimit, this.clients);
     const pool = cfg.pool && new OriginPool(cfg.pool, { edgeRange: edgeRangeOf(cfg), resolved: origins, kind: cfg.mode, owner: `service ${cfg.name}` });
     if (cfg.mode === "tcp" && pool && cfg.engine === "epoll") return new EngineTcpService(cfg, this.dataPlane(), this.admission, pool, sourceLimit);
@@ -68,7 +70,12 @@ export class DataPlanes {
 
   /** The process's busiest clients: Bun's sockets' and the engine's (which counts on the data plane's thread). */
   clientsSnapshot(rows: number): ClientsSnapshot {
-    return mergeClients([this.clients.snapshot(rows), this.udp?.engineClients], rows)!;
+    return mergeClients([this.clients.snapshot(rows), this.udp?.engineClients, this.udp?.engineHttpClients], rows)!;
+  }
+
+  /** Resolves when the data plane's thread has posted its latest counters (or soon if it does not answer): before a final summary. */
+  async sync(): Promise<void> {
+    await this.udp?.sync();
   }
 
   /** Resolves when every data plane runs (the UDP worker has started); rejects if one failed to. */

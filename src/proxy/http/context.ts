@@ -10,14 +10,21 @@ import type { ServiceLog } from "../../log/access";
 import { OriginTlsError } from "../../origin/tls";
 import { HeadError, headEnd, parseResponseHead, type ResponseHead } from "./parse";
 
+/**
+ * What a request needs of a route's pool: the main thread's OriginPool, or
+ * the engine thread's copy of its endpoints (src/engine/httppool.ts).
+ */
+export type RoutePool = Pick<OriginPool, "pick" | "followsEdgePort" | "tls">;
+
 /** What every client connection of one http service shares. */
 export interface HttpContext {
   readonly config: ServiceConfig;
   readonly http: HttpConfig;
   /** Routes straight to the running pools. */
-  readonly router: HttpRouter<OriginPool>;
+  readonly router: HttpRouter<RoutePool>;
   readonly origins: OriginConnections;
-  readonly clock: CoarseClock;
+  /** The coarse clock (its `now`): the service's CoarseClock, or the engine loop's. */
+  readonly clock: Pick<CoarseClock, "now">;
   readonly stats: ServiceStats;
   readonly httpStats: HttpStats;
   readonly proto: "http" | "https";
@@ -27,7 +34,7 @@ export interface HttpContext {
    * streams each hold an origin connection: those past its first take a slot
    * of their own (h2.ts holdOrigin), so accept() still never meets EMFILE.
    */
-  readonly admission: Admission;
+  readonly admission: Pick<Admission, "admit" | "leave">;
   /** Client connections past the pipeline's stages, for a drain (the pipeline sweeps and aborts them). */
   readonly active: Set<{ drainService(): void }>;
   /** The service's access log; absent: off (nothing is recorded per request). */
@@ -98,7 +105,7 @@ export function originCause(error: unknown): { kind: "refused" | "timeout" | "un
  * pool's origin_tls). undefined: no healthy origin (counted; the caller
  * answers 503).
  */
-export function requestOrigin(ctx: HttpContext, pool: OriginPool, clientIp: string, edgePort: () => number, user: OriginUser): { member: Member; conn: OriginConn } | undefined {
+export function requestOrigin(ctx: HttpContext, pool: RoutePool, clientIp: string, edgePort: () => number, user: OriginUser): { member: Member; conn: OriginConn } | undefined {
   const pick = pool.pick(clientIp, pool.followsEdgePort ? edgePort() : 0);
   if (!pick) {
     ctx.stats.originError("no_origin");

@@ -1,4 +1,3 @@
-import type { Socket } from "bun";
 import { formatAddress, unmapAddress } from "../../config/address";
 import type { Member } from "../../origin/pool";
 import type { EndNames, Ends } from "../inbound";
@@ -9,6 +8,7 @@ import { clientResponseHead, originFraming, originReusable, verbatimResponse, ty
 import type { OriginConn, OriginUser } from "./origins";
 import { HeadError, type RequestHead, type ResponseHead } from "./parse";
 import { RequestLog } from "./reqlog";
+import type { HttpSocket } from "./socket";
 import { lateRefusal, OriginTlsError } from "../../origin/tls";
 
 /*
@@ -116,7 +116,7 @@ export abstract class Exchange implements OriginUser {
   }
 
   constructor(
-    protected readonly client: Socket<any>,
+    protected readonly client: HttpSocket,
     protected readonly ctx: HttpContext,
     /** Both ends as a trusted load balancer's PROXY header named them (accept_proxy); else the socket's. */
     protected readonly ends?: Ends,

@@ -1,4 +1,4 @@
-import type { Socket } from "bun";
+import type { HttpSocket } from "./socket";
 import { unmapAddress } from "../../config/address";
 import { formatHostPort, responderApp } from "../responder";
 import type { HttpContext } from "./context";
@@ -13,7 +13,7 @@ import type { RequestHead } from "./parse";
 const app = responderApp();
 
 /** The responder's answer to `req` (HTTP/1.1 and HTTP/2 alike). */
-export async function localResponse(req: RequestHead, client: Socket<unknown>, ctx: HttpContext): Promise<Response> {
+export async function localResponse(req: RequestHead, client: HttpSocket, ctx: HttpContext): Promise<Response> {
   const headers = new Headers();
   for (let i = 0; i < req.names.length; i++) headers.append(req.names[i]!, req.values[i]!);
   const url = `${ctx.proto}://${req.host || "edgeproxy"}${req.target.startsWith("/") ? req.target : "/"}`;
@@ -29,7 +29,7 @@ export async function localResponse(req: RequestHead, client: Socket<unknown>, c
 }
 
 /** The responder's answer to `req`, as bytes ready for the client (Content-Length framed). */
-export async function serveLocal(req: RequestHead, client: Socket<unknown>, ctx: HttpContext): Promise<{ data: Uint8Array; status: number }> {
+export async function serveLocal(req: RequestHead, client: HttpSocket, ctx: HttpContext): Promise<{ data: Uint8Array; status: number }> {
   const res = await localResponse(req, client, ctx);
   const body = req.method === "HEAD" ? new Uint8Array() : new Uint8Array(await res.arrayBuffer());
   const close = req.minor === 1 ? req.connection.includes("close") : !req.connection.includes("keep-alive");

@@ -1,5 +1,6 @@
 import type { Socket } from "bun";
 import { OriginTlsError, type OriginTls } from "../../origin/tls";
+import type { HttpSocket } from "./socket";
 
 /*
  * Connections to origins, kept alive between requests (RFC 9112 §9.3) and
@@ -40,7 +41,7 @@ export interface OriginTlsTarget {
 }
 
 export class OriginConn {
-  socket: Socket<OriginConn> | undefined;
+  socket: HttpSocket | undefined;
   user: OriginUser | undefined;
   /** Connected (the socket is usable): over TLS, the handshake passed. */
   open = false;
@@ -80,28 +81,19 @@ export class OriginConn {
 
 const handlers = {
   open(s: Socket<OriginConn>) {
-    const c = s.data;
-    c.socket = s;
-    c.open = true;
-    if (c.dead || !c.user) return void s.end();
-    c.user.originOpen(c);
+    originEvents.open(s.data, s);
   },
   connectError(s: Socket<OriginConn>, error: Error) {
     failed(s.data, error);
   },
   data(s: Socket<OriginConn>, chunk: Uint8Array) {
-    const c = s.data;
-    if (c.user) return c.user.originData(c, chunk);
-    // Bytes on an idle connection answer no request: it can no longer be trusted.
-    c.destroy(false);
+    originEvents.data(s.data, chunk);
   },
   drain(s: Socket<OriginConn>) {
-    s.data.user?.originDrain(s.data);
+    originEvents.drain(s.data);
   },
   end(s: Socket<OriginConn>) {
-    const c = s.data;
-    if (c.user) return c.user.originEnd(c);
-    c.destroy(true);
+    originEvents.end(s.data);
   },
   close(s: Socket<OriginConn>, error?: Error) {
     closed(s.data, error);
@@ -163,8 +155,57 @@ function closed(c: OriginConn, error?: Error): void {
   user?.originClosed(c, error);
 }
 
+/**
+ * The transport's events for an origin connection (`c` is the socket's
+ * OriginConn): what a connector calls. Bun's handlers below are these; the
+ * engine's descriptors call them too (src/engine/httpsocket.ts).
+ */
+export const originEvents = {
+  open(c: OriginConn, socket: HttpSocket): void {
+    c.socket = socket;
+    c.open = true;
+    if (c.dead || !c.user) return void socket.end();
+    c.user.originOpen(c);
+  },
+  failed,
+  data(c: OriginConn, chunk: Uint8Array): void {
+    if (c.user) return c.user.originData(c, chunk);
+    // Bytes on an idle connection answer no request: it can no longer be trusted.
+    c.destroy(false);
+  },
+  drain(c: OriginConn): void {
+    c.user?.originDrain(c);
+  },
+  end(c: OriginConn): void {
+    if (c.user) return c.user.originEnd(c);
+    c.destroy(true);
+  },
+  closed,
+};
+
+/** Opens the connection `c` names (c.host, c.port; with `tls` over TLS) and reports through originEvents. */
+export type OriginConnector = (c: OriginConn, tls: ReturnType<OriginTls["options"]> | undefined) => void;
+
+/** Bun's sockets. */
+const bunConnector: OriginConnector = (c, options) => {
+  const socket = { ...(options ? tlsHandlers : handlers), binaryType: "uint8array" as const };
+  try {
+    Bun.connect<OriginConn>({ hostname: c.host, port: c.port, data: c, ...(options ? { tls: options } : {}), socket }).catch((e) => {
+      if (!c.dead) failed(c, e);
+    });
+  } catch (e) {
+    // Bun refuses some TLS options synchronously (a key not matching its certificate; the config checks that).
+    queueMicrotask(() => {
+      if (!c.dead) failed(c, e);
+    });
+  }
+};
+
 /** The keep-alive connections of one service, by origin address:port. */
 export class OriginConnections {
+  /** `connect`: the transport (Bun's sockets unless the engine's). */
+  constructor(private readonly connect: OriginConnector = bunConnector) {}
+
   private readonly idle = new Map<string, OriginConn[]>();
   opened = 0;
   reused = 0;
@@ -200,17 +241,7 @@ export class OriginConnections {
     this.opened++;
     this.live++;
     this.inUse();
-    const socket = { ...(tls ? tlsHandlers : handlers), binaryType: "uint8array" as const };
-    try {
-      Bun.connect<OriginConn>({ hostname: host, port, data: c, ...(options ? { tls: options } : {}), socket }).catch((e) => {
-        if (!c.dead) failed(c, e);
-      });
-    } catch (e) {
-      // Bun refuses some TLS options synchronously (a key not matching its certificate; the config checks that).
-      queueMicrotask(() => {
-        if (!c.dead) failed(c, e);
-      });
-    }
+    this.connect(c, options);
     return c;
   }
 

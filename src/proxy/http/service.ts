@@ -13,7 +13,7 @@ import type { DataPlaneService, ServiceSocket } from "../service";
 import { ServiceStats } from "../stats";
 import { HttpConnection } from "./conn";
 import { H2Connection } from "./h2";
-import type { HttpContext } from "./context";
+import type { HttpContext, RoutePool } from "./context";
 import { OriginConnections } from "./origins";
 import { HttpRouter } from "./router";
 import { HttpStats } from "./stats";
@@ -62,9 +62,9 @@ export class HttpService implements DataPlaneService {
       if (r.pool && !this.pools.has(r.pool)) this.pools.set(r.pool, new OriginPool(r.pool, { ...poolOptions, kind: "http", owner: `service ${config.name} route ${i + 1} (${r.host ?? ""}${r.path})` }));
     });
     if (config.pool && !this.pools.has(config.pool)) this.pools.set(config.pool, new OriginPool(config.pool, { ...poolOptions, kind: "http", owner: `service ${config.name}` }));
-    let router: HttpRouter<OriginPool>;
+    let router: HttpRouter<RoutePool>;
     try {
-      router = new HttpRouter(http.routes, config.pool, (p) => this.pools.get(p)!);
+      router = new HttpRouter<RoutePool>(http.routes, config.pool, (p) => this.pools.get(p)!);
     } catch (cause) {
       throw new EdgeError(`service ${config.name}`, `bad route: ${(cause as Error).message}`, "config", { cause });
     }

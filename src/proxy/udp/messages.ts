@@ -5,6 +5,7 @@ import type { AccessBatch } from "./flowlog";
 import type { TcpEngineSpec } from "../../engine/engine";
 import type { OriginFailure } from "../../origin/pool";
 import type { ClientsSnapshot } from "../clients";
+import type { HttpEngineSpec } from "../../engine/http";
 
 /** Main thread → UDP worker. */
 export type ToWorker =
@@ -16,6 +17,12 @@ export type ToWorker =
   | { readonly op: "tcp-add"; readonly spec: TcpEngineSpec }
   | { readonly op: "tcp-retire"; readonly slot: number; readonly abort: boolean }
   | { readonly op: "tcp-origins"; readonly slot: number; readonly endpoints: readonly EndpointSpec[] }
+  /** http services on the engine (src/engine/http.ts), on the same loop; origins per pool index. */
+  | { readonly op: "http-add"; readonly spec: HttpEngineSpec }
+  | { readonly op: "http-retire"; readonly slot: number; readonly abort: boolean }
+  | { readonly op: "http-origins"; readonly slot: number; readonly pool: number; readonly endpoints: readonly EndpointSpec[] }
+  /** Post every counter the main thread may not have yet (the http engine's), then "synced". */
+  | { readonly op: "sync"; readonly id: number }
   | { readonly op: "stop" };
 
 /** UDP worker → main thread. */
@@ -37,4 +44,11 @@ export type FromWorker =
   | { readonly op: "tcp-clients"; readonly clients: ClientsSnapshot }
   /** The engine's connections crossed an admission mark: re-steer (Admission.recheck). */
   | { readonly op: "admission" }
+  /** An http service's origin port failed a connect (failure), or connected again after failing. */
+  | { readonly op: "http-origin"; readonly slot: number; readonly key: string; readonly port: number; readonly failure?: OriginFailure }
+  /** An http service's counters (an HttpEngineReport as JSON: a string posts at a fraction of an object's structured clone). */
+  | { readonly op: "http-report"; readonly slot: number; readonly report: string }
+  /** The busiest clients of the http engine's connections. */
+  | { readonly op: "http-clients"; readonly clients: ClientsSnapshot }
+  | { readonly op: "synced"; readonly id: number }
   | { readonly op: "stopped" };

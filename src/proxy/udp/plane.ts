@@ -11,6 +11,15 @@ import { appendBatch } from "../../log/access";
 import type { TcpEngineSpec } from "../../engine/engine";
 import type { OriginFailure } from "../../origin/pool";
 import type { ClientsSnapshot } from "../clients";
+import type { HttpEngineReport, HttpEngineSpec } from "../../engine/http";
+
+/** What an http service on the engine hears from the data plane's thread. */
+export interface HttpEngineEvents {
+  /** Origin port `port` of endpoint `key` failed a connect (failure), or connected after failing. */
+  report(key: string, port: number, failure: OriginFailure | undefined): void;
+  /** Its counters and its endpoints' open connections, when they changed. */
+  counters(report: HttpEngineReport): void;
+}
 
 /** What a tcp service on the engine hears from the data plane's thread. */
 export interface TcpOriginEvents {
@@ -48,8 +57,14 @@ export class UdpPlane {
   private readonly originEvents = new Map<number, OriginEvents>();
   private readonly tcpEvents = new Map<number, TcpOriginEvents>();
   private nextTcpSlot = 0;
+  private readonly httpEvents = new Map<number, HttpEngineEvents>();
+  private nextHttpSlot = 0;
+  private readonly syncs = new Map<number, () => void>();
+  private nextSync = 0;
   /** The engine's busiest clients as it last sent them (undefined: no tcp service on the engine has had one). */
   engineClients: ClientsSnapshot | undefined;
+  /** The same for http services on the engine. */
+  engineHttpClients: ClientsSnapshot | undefined;
   /** Called when the engine's connections cross an admission mark (the process's Admission.recheck). */
   onAdmission: () => void = () => {};
   /** Settles when the worker has its epoll loop running, or failed to start. */
@@ -80,7 +95,16 @@ export class UdpPlane {
       else if (m.op === "admission") this.onAdmission();
       else if (m.op === "tcp-active") this.tcpEvents.get(m.slot)?.counts(m.active, m.panics);
       else if (m.op === "tcp-clients") this.engineClients = m.clients;
-      else if (m.op === "stopped") {
+      else if (m.op === "http-origin") this.httpEvents.get(m.slot)?.report(m.key, m.port, m.failure);
+      else if (m.op === "http-report") {
+        const report = JSON.parse(m.report) as HttpEngineReport;
+        this.httpEvents.get(m.slot)?.counters(report);
+        if (report.gone) this.httpEvents.delete(m.slot);
+      } else if (m.op === "http-clients") this.engineHttpClients = m.clients;
+      else if (m.op === "synced") {
+        this.syncs.get(m.id)?.();
+        this.syncs.delete(m.id);
+      } else if (m.op === "stopped") {
         this.wake.close();
         void this.worker.terminate();
       }
@@ -124,6 +148,48 @@ export class UdpPlane {
   retireTcp(slot: number, abort: boolean): void {
     this.tcpEvents.delete(slot);
     this.post({ op: "tcp-retire", slot, abort });
+  }
+
+  /**
+   * Hand an http service's listening sockets to the engine on this plane's
+   * thread (released here, owned there). Returns its slot.
+   */
+  addHttp(spec: Omit<HttpEngineSpec, "slot" | "listeners"> & { readonly listeners: readonly { readonly fd: Fd; readonly family: Family }[] }, events: HttpEngineEvents): number {
+    if (this.closed) throw new EdgeError("data plane", "closed", "internal");
+    const slot = this.nextHttpSlot++;
+    this.httpEvents.set(slot, events);
+    this.post({ op: "http-add", spec: { ...spec, slot, listeners: spec.listeners.map(({ fd, family }) => ({ fd: fd.release(), family })) } });
+    return slot;
+  }
+
+  setHttpOrigins(slot: number, pool: number, endpoints: readonly EndpointSpec[]): void {
+    this.post({ op: "http-origins", slot, pool, endpoints });
+  }
+
+  /** Close an http service's listeners; with `abort` reset its connections, else they close between requests. */
+  retireHttp(slot: number, abort: boolean): void {
+    this.post({ op: "http-retire", slot, abort });
+  }
+
+  /**
+   * Resolves once the thread has posted the counters the main thread may not
+   * have yet (http services on the engine post theirs at most REPORT_MS
+   * late), or after `ms`: what a final summary waits for.
+   */
+  sync(ms = 200): Promise<void> {
+    if (this.closed) return Promise.resolve();
+    const id = this.nextSync++;
+    return new Promise<void>((resolve) => {
+      const timer = setTimeout(() => {
+        this.syncs.delete(id);
+        resolve();
+      }, ms);
+      this.syncs.set(id, () => {
+        clearTimeout(timer);
+        resolve();
+      });
+      this.post({ op: "sync", id });
+    });
   }
 
   /** Hear a service's origin refusals and first answers (its pool's passive ejection), and its panic flows. */

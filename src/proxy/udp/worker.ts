@@ -9,6 +9,7 @@ import { Engine } from "./engine";
 import type { ToWorker, FromWorker } from "./messages";
 import { FlowLogSink } from "./flowlog";
 import { TcpEngine } from "../../engine/engine";
+import { HttpEngine } from "../../engine/http";
 
 declare const self: Worker;
 
@@ -18,6 +19,8 @@ const IDLE_WAIT_MS = 250;
 let engine: Engine | undefined;
 /** tcp services on the engine: made at the first one, on this loop. */
 let tcp: TcpEngine | undefined;
+/** http services on the engine: made at the first one, on this loop. */
+let http: HttpEngine | undefined;
 /** The engine's coarse clock: connect and idle deadlines are honoured to within this. */
 const TCP_SWEEP_MS = 100;
 let epoll: Epoll | undefined;
@@ -31,7 +34,7 @@ const logSink = new FlowLogSink();
 function sweepEvery(): number {
   // A quarter of the shortest idle timeout, so flows end at most 25% late.
   const udp = Math.max(10, Math.min(1000, engine!.minIdleMs / 4));
-  return tcp?.hasServices ? Math.min(udp, TCP_SWEEP_MS) : udp;
+  return tcp?.hasServices || http?.hasServices ? Math.min(udp, TCP_SWEEP_MS) : udp;
 }
 
 async function loop(): Promise<void> {
@@ -40,10 +43,12 @@ async function loop(): Promise<void> {
   let yielded = performance.now();
   let nextSweep = yielded + sweepEvery();
   while (running) {
-    const n = ep.wait(e.pending ? 0 : Math.max(0, Math.min(IDLE_WAIT_MS, Math.ceil(nextSweep - e.now))));
+    const n = ep.wait(e.pending || http?.pending ? 0 : Math.max(0, Math.min(IDLE_WAIT_MS, Math.ceil(nextSweep - e.now))));
     e.now = performance.now();
     const t = tcp;
     if (t) t.now = e.now;
+    const h = http;
+    if (h) h.clock.now = e.now;
     let woken = false;
     for (let i = 0; i < n; i++) {
       const fd = ep.fdAt(i);
@@ -51,9 +56,11 @@ async function loop(): Promise<void> {
         drainEventFd(fd);
         woken = true;
       } else if (t?.owns(fd)) t.ready(fd, ep.eventsAt(i));
+      else if (h?.owns(fd)) h.ready(fd, ep.eventsAt(i));
       else e.ready(fd);
     }
     t?.endBatch();
+    h?.endBatch();
     if (e.pending) e.resume();
     // The turn's sends, in one io_uring_enter, before any wait.
     e.flush();
@@ -64,9 +71,15 @@ async function loop(): Promise<void> {
         const clients = t.clients.due(e.now);
         if (clients) post({ op: "tcp-clients", clients });
       }
+      if (h) {
+        h.sweep(e.now);
+        const clients = h.clients.due(e.now);
+        if (clients) post({ op: "http-clients", clients });
+      }
       nextSweep = e.now + sweepEvery();
     }
     if (woken || n === 0 || e.now - yielded > YIELD_MS) {
+      h?.flushReports();
       if (logSink.pending) post({ op: "access", batch: logSink.take() });
       // setImmediate, not setTimeout(0): a timer is clamped to 1 ms, a stall every YIELD_MS under load.
       await new Promise((r) => setImmediate(r));
@@ -126,8 +139,33 @@ self.onmessage = (event: MessageEvent<ToWorker>) => {
       case "tcp-retire":
         tcp?.retire(m.slot, m.abort);
         break;
+      case "http-add":
+        http ??= new HttpEngine(
+          epoll!,
+          logSink,
+          (slot, key, port, failure) => post({ op: "http-origin", slot, key, port, ...(failure ? { failure } : {}) }),
+          (slot, report) => post({ op: "http-report", slot, report }),
+          () => post({ op: "admission" }),
+          (line) => post({ op: "log", line }),
+        );
+        http.add(m.spec);
+        break;
+      case "http-origins":
+        http?.setOrigins(m.slot, m.pool, m.endpoints);
+        break;
+      case "http-retire":
+        http?.retire(m.slot, m.abort);
+        break;
+      case "sync":
+        if (http) {
+          http.dirty = true;
+          http.flushReports();
+        }
+        post({ op: "synced", id: m.id });
+        break;
       case "stop":
         running = false;
+        http?.closeAll();
         tcp?.closeAll();
         engine?.closeAll();
         if (logSink.pending) post({ op: "access", batch: logSink.take() });

@@ -1,0 +1,403 @@
+// http services on the engine: their listeners, client connections and
+// origin connections as raw descriptors on the data plane's epoll loop (the
+// loop the UDP plane and the tcp engine share: src/proxy/udp/worker.ts), and
+// the HTTP/1.1 code of Bun's path unchanged on top (HttpConnection, the
+// keep-alive OriginConnections), over EngineSocket (httpsocket.ts). What the
+// main thread keeps: the OriginPools (health checks, DNS, ejection), the
+// access log's files, the metrics (this thread posts its counters).
+import { ptr } from "bun:ffi";
+import type { OriginFailure } from "../origin/member";
+import { HttpConnection } from "../proxy/http/conn";
+import { HeaderReader, mustSendHeader, type Ends } from "../proxy/inbound";
+import { originEvents, type OriginConn } from "../proxy/http/origins";
+import type { FlowLogSink } from "../proxy/udp/flowlog";
+import type { UdpOrigins } from "../proxy/udp/origins";
+import { EPOLLET, EPOLLIN, EPOLLOUT, EPOLLRDHUP, type Epoll } from "../system/epoll";
+import { Fd } from "../system/fd";
+import { libc } from "../system/libc";
+import { decodeSockaddr, encodeSockaddr, type Endpoint } from "../system/sockaddr";
+import { AcceptAddress, acceptFrom, EAGAIN, EINTR, localAddress, resetOnClose, startConnect, tcpSocket } from "../system/tcp";
+import { EngineAdmission } from "./admission";
+import { EngineClients } from "./clients";
+import type { SourceKey } from "../dispatcher/sourceabi";
+import { EngineSocket, errnoError, type SocketLoop } from "./httpsocket";
+import { EngineHttp, type HttpEngineReport, type HttpEngineSpec } from "./httpspec";
+
+export type { HttpEngineReport, HttpEngineSpec } from "./httpspec";
+import { formatAddress, parseAddress } from "../config/address";
+
+const ACCEPT_BATCH = 64;
+const ECONNABORTED = 103;
+const CONN_EVENTS = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET;
+/** One read's room: as Bun's sockets read (64 KiB). */
+const READ_SIZE = 64 * 1024;
+const EMPTY = new Uint8Array(0);
+
+/** A listener of an http service; paused (out of the epoll set) for a sweep after accept failed with EMFILE and the like. */
+class HttpListener {
+  paused = false;
+  constructor(
+    readonly svc: EngineHttp,
+    readonly fd: Fd,
+  ) {}
+}
+
+export class HttpEngine implements SocketLoop {
+  readonly readBuf = new Uint8Array(new ArrayBuffer(READ_SIZE));
+  readonly readAt = ptr(this.readBuf);
+  readonly clock = { now: performance.now() };
+  admission: EngineAdmission | undefined;
+  /** The busiest clients of this thread's http connections, for the process's live view (as the tcp engine's). */
+  readonly clients = new EngineClients(this.clock);
+  private readonly byFd: (EngineSocket | HttpListener | undefined)[] = [];
+  private readonly services = new Map<number, EngineHttp>();
+  private readonly peer = new AcceptAddress();
+  private laters: EngineSocket[] = [];
+  private deferred: (() => void)[] = [];
+  private toClose: EngineSocket[] = [];
+  private readonly sockaddrs = new Map<string, { sa: Uint8Array; target: Endpoint }>();
+
+  constructor(
+    private readonly epoll: Epoll,
+    readonly sink: FlowLogSink,
+    private readonly onOrigin: (slot: number, key: string, port: number, failure: OriginFailure | undefined) => void,
+    /** `report`: an HttpEngineReport as JSON. */
+    private readonly onReport: (slot: number, report: string) => void,
+    private readonly onAdmission: () => void,
+    private readonly log: (line: string) => void,
+  ) {}
+
+  get hasServices(): boolean {
+    return this.services.size > 0;
+  }
+
+  /** Work left for after this batch (a resumed read, a deferred event): the loop must not block. */
+  get pending(): boolean {
+    return this.laters.length > 0 || this.deferred.length > 0;
+  }
+
+  owns(fd: number): boolean {
+    return this.byFd[fd] !== undefined;
+  }
+
+  add(spec: HttpEngineSpec): void {
+    this.admission ??= new EngineAdmission(spec.admission, this.onAdmission);
+    const svc = new EngineHttp(spec, this, this.onOrigin);
+    this.services.set(spec.slot, svc);
+    for (const fd of svc.listeners) {
+      this.byFd[fd.raw] = new HttpListener(svc, fd);
+      this.epoll.watch(fd.raw, EPOLLIN);
+    }
+  }
+
+  setOrigins(slot: number, pool: number, origins: UdpOrigins["endpoints"]): void {
+    this.services.get(slot)?.pools[pool]?.update(origins);
+  }
+
+  /** Close a service's listeners; with `abort` reset its connections, else they close between requests (a drain). */
+  retire(slot: number, abort: boolean): void {
+    const svc = this.services.get(slot);
+    if (!svc) return;
+    if (!svc.retired) {
+      svc.retired = true;
+      for (const l of svc.listeners) {
+        if (l.closed) continue;
+        this.byFd[l.raw] = undefined;
+        l.close();
+      }
+    }
+    svc.touched = this.dirty = true;
+    if (abort) {
+      for (const c of [...svc.conns]) c.abort();
+      for (const s of [...svc.headers.keys()]) s.terminate();
+    }
+    else {
+      svc.ctx.draining = true;
+      for (const c of [...svc.ctx.active]) c.drainService();
+    }
+    this.endBatch();
+    this.gone(svc);
+  }
+
+  closeAll(): void {
+    for (const slot of [...this.services.keys()]) this.retire(slot, true);
+  }
+
+  /**
+   * Events came since the counters were last posted. They are posted when
+   * the loop yields (every YIELD_MS under load; idle, at its next wait's
+   * end, within a sweep interval: worker.ts), and whenever the main thread asks (UdpPlane.sync: every
+   * admin read and the shutdown summary), so reads are exact and a loaded
+   * loop pays ~50 posts a second (~10 µs each on this thread, a JSON text;
+   * a structured clone of the object took 45 µs, measured).
+   */
+  dirty = false;
+
+  ready(fd: number, ev: number): void {
+    this.dirty = true;
+    const x = this.byFd[fd];
+    if (x instanceof EngineSocket) {
+      x.svc.touched = true;
+      x.event(ev);
+    } else if (x) {
+      x.svc.touched = true;
+      this.accept(x);
+    }
+  }
+
+  later(s: EngineSocket): void {
+    this.laters.push(s);
+  }
+
+  defer(fn: () => void): void {
+    this.deferred.push(fn);
+  }
+
+  closed(s: EngineSocket): void {
+    this.toClose.push(s);
+  }
+
+  /** After a batch of events: resumed reads and deferred events (bounded rounds: the rest after the next wait), then the closes. */
+  endBatch(): void {
+    for (let round = 0; round < 16 && (this.laters.length || this.deferred.length); round++) {
+      const fns = this.deferred;
+      this.deferred = [];
+      for (const fn of fns) fn();
+      const ls = this.laters;
+      this.laters = [];
+      for (const s of ls) if (!s.done) s.read();
+    }
+    if (this.toClose.length) {
+      const list = this.toClose;
+      this.toClose = [];
+      for (const s of list) {
+        if (this.byFd[s.fd] === s) this.byFd[s.fd] = undefined;
+        libc.close(s.fd);
+      }
+    }
+  }
+
+  private accept(l: HttpListener): void {
+    const svc = l.svc;
+    for (let i = 0; i < ACCEPT_BATCH; i++) {
+      const c = acceptFrom(l.fd.raw, this.peer);
+      if (c < 0) {
+        if (c === -EAGAIN) return;
+        if (c === -ECONNABORTED || c === -EINTR) continue;
+        this.log(`service ${svc.spec.name}: accept: errno ${-c}; pausing the listener for a sweep interval`);
+        l.paused = true;
+        this.epoll.remove(l.fd.raw);
+        return;
+      }
+      this.start(svc, c);
+    }
+  }
+
+  private start(svc: EngineHttp, c: number): void {
+    if (!this.admission!.admit()) {
+      // Queued in the kernel before steering stopped: refused with an RST.
+      resetOnClose(c);
+      libc.close(c);
+      return;
+    }
+    // The peer as an Endpoint only where something needs more than its address text (the log's
+    // ends, a balancer's check, the per-client count): an allocation fewer per connection.
+    const peer = svc.needPeer ? decodeSockaddr(this.peer.bytes) : undefined;
+    const s = new EngineSocket(this, c, peer, svc);
+    this.byFd[c] = s;
+    if (!this.epoll.tryWatch(c, CONN_EVENTS)) {
+      this.byFd[c] = undefined;
+      this.admission!.leave();
+      resetOnClose(c);
+      libc.close(c);
+      return;
+    }
+    // A trusted load balancer's connection starts with a PROXY header naming the client (the pipeline's header stage);
+    // the balancer is not a client of the busiest-clients count, the client its header names is.
+    const balancer = peer !== undefined && svc.ctx.config.acceptProxy.length > 0 && mustSendHeader(svc.ctx.config.acceptProxy, peer);
+    let ends: Ends | undefined;
+    if ((svc.ctx.log || balancer) && peer) {
+      const at = localAddress(c);
+      const edge = at && decodeSockaddr(at);
+      if (edge) ends = { client: peer, edge };
+    }
+    if (balancer && ends) return this.startHeader(svc, s, ends);
+    const tracked = this.clients.seenPeer(this.peer.bytes);
+    // The client's address as text once: the count's, and the exchange's clientIp (unmapped there).
+    s.remoteText = tracked;
+    const source = peer && svc.counter ? svc.admitSource(peer, false) : undefined;
+    if (source === null) {
+      // No events are set yet: the close reports nothing, so the cap's slot is given back here.
+      this.admission!.leave();
+      return this.limited(s, tracked);
+    }
+    this.serve(svc, s, ends, tracked, EMPTY, source);
+  }
+
+  /** The client's HTTP connection over `s` (after its PROXY header, if any: `ends` then are the header's, `rest` what followed it). */
+  private serve(svc: EngineHttp, s: EngineSocket, ends: Ends | undefined, tracked: string | undefined, rest: Uint8Array, source: SourceKey | undefined): void {
+    const conn = new HttpConnection(s, svc.ctx, ends);
+    svc.conns.add(conn);
+    s.events = {
+      data: (chunk) => conn.clientData(chunk),
+      drain: () => conn.clientDrain(),
+      end: () => conn.clientEnd(),
+      close: (error) => {
+        conn.clientClosed(error);
+        if (tracked !== undefined) this.clients.closed(tracked, conn.bytes());
+        svc.releaseSource(source);
+        svc.conns.delete(conn);
+        this.admission!.leave();
+        if (svc.retired) this.gone(svc);
+      },
+    };
+    conn.started(rest);
+  }
+
+  /**
+   * The PROXY-header stage (accept_proxy): the header complete within
+   * proxy_header_timeout, else the connection is reset (§2.1: "abort the
+   * connection as soon as possible"); counted as Bun's pipeline counts it.
+   */
+  private startHeader(svc: EngineHttp, s: EngineSocket, own: Ends): void {
+    const reader = new HeaderReader();
+    svc.headers.set(s, { reader, own, deadline: this.clock.now + svc.ctx.config.deadlines.proxyHeaderMs });
+    const refuse = (reason: string) => {
+      svc.headers.delete(s);
+      svc.ctx.stats.proxyHeaderError(reason);
+      s.terminate();
+    };
+    s.events = {
+      data: (chunk) => {
+        const r = reader.feed(chunk, own);
+        if (r === "more") return;
+        if ("error" in r) return refuse(r.error);
+        svc.headers.delete(s);
+        // UNKNOWN and LOCAL hand back the socket's own ends: the balancer itself.
+        let tracked: string | undefined;
+        let source: SourceKey | undefined | null;
+        if (r.ends !== own) {
+          this.clients.seen((tracked = formatAddress(r.ends.client.addr)));
+          source = svc.admitSource(r.ends.client, true);
+          if (source === null) return this.limited(s, tracked);
+        }
+        // The rest of this read is the client's first bytes; more may follow in this same read loop.
+        this.serve(svc, s, r.ends, tracked, r.rest.length ? r.rest : EMPTY, source ?? undefined);
+      },
+      drain: () => {},
+      // A balancer's TCP health check connects and closes without a byte: not an error.
+      end: () => (reader.started ? refuse("truncated") : s.end()),
+      close: () => {
+        // Still in the stage (nothing counted it yet): a half header cut by the balancer's RST is a truncated one, as on Bun's path.
+        if (svc.headers.delete(s) && reader.started) svc.ctx.stats.proxyHeaderError("truncated");
+        this.admission!.leave();
+        if (svc.retired) this.gone(svc);
+      },
+    };
+  }
+
+  /** A client over a per-client limit: reset (as Bun's pipeline and the tcp engine do), counted (admitSource). */
+  private limited(s: EngineSocket, tracked: string): void {
+    this.clients.refused(tracked);
+    s.terminate();
+  }
+
+  /** The OriginConnections' connector: a non-blocking connect on a raw descriptor; its events go to `c` (originEvents). */
+  connectOrigin(svc: EngineHttp, c: OriginConn): void {
+    const to = this.target(c.host, c.port);
+    const fd = to ? tcpSocket(to.target.family) : -22;
+    // Failures are told after this call returns (as Bun's are): the exchange has not attached `c` yet.
+    if (fd < 0) return this.defer(() => c.dead || originEvents.failed(c, errnoError(-fd, "socket")));
+    const s = new EngineSocket(this, fd, to!.target, svc);
+    s.connecting = true;
+    this.byFd[fd] = s;
+    svc.connecting.set(s, c);
+    s.events = {
+      connected: (error) => {
+        svc.connecting.delete(s);
+        if (error) return void (c.dead || originEvents.failed(c, error));
+        originEvents.open(c, s);
+      },
+      data: (chunk) => originEvents.data(c, chunk),
+      drain: () => originEvents.drain(c),
+      end: () => originEvents.end(c),
+      close: (error) => originEvents.closed(c, error),
+    };
+    if (!this.epoll.tryWatch(fd, CONN_EVENTS)) {
+      s.terminate();
+      svc.connecting.delete(s);
+      return this.defer(() => c.dead || originEvents.failed(c, errnoError(12, "epoll_ctl")));
+    }
+    const rc = startConnect(fd, to!.sa);
+    if (rc < 0) {
+      s.terminate();
+      svc.connecting.delete(s);
+      this.defer(() => c.dead || originEvents.failed(c, errnoError(-rc, "connect")));
+    }
+  }
+
+  private target(host: string, port: number): { sa: Uint8Array; target: Endpoint } | undefined {
+    const key = `${host}|${port}`;
+    let t = this.sockaddrs.get(key);
+    if (!t) {
+      const addr = parseAddress(host);
+      if (!addr) return undefined;
+      const target: Endpoint = { family: addr.length === 4 ? 4 : 6, addr, port };
+      if (this.sockaddrs.size >= 4096) this.sockaddrs.clear();
+      this.sockaddrs.set(key, (t = { sa: encodeSockaddr(target), target }));
+    }
+    return t;
+  }
+
+  /** A retired service with no connection left: its origin connections close, its last report goes. */
+  private gone(svc: EngineHttp): void {
+    if (!svc.retired || svc.conns.size > 0 || svc.headers.size > 0 || !this.services.has(svc.spec.slot)) return;
+    svc.ctx.origins.close();
+    this.services.delete(svc.spec.slot);
+    this.onReport(svc.spec.slot, JSON.stringify(svc.report()));
+  }
+
+  /** Counters that changed since the last post (the loop calls this when it yields). */
+  flushReports(): void {
+    if (!this.dirty) return;
+    this.dirty = false;
+    for (const svc of this.services.values()) {
+      if (svc.touched) this.onReport(svc.spec.slot, JSON.stringify(svc.report()));
+    }
+  }
+
+  /** Every deadline of every connection (HttpConnection.sweep), idle origin connections, listeners paused on EMFILE. */
+  sweep(now: number): void {
+    this.clock.now = now;
+    for (const svc of this.services.values()) {
+      for (const l of svc.listeners) {
+        const x = l.closed ? undefined : this.byFd[l.raw];
+        if (x instanceof HttpListener && x.paused) {
+          x.paused = false;
+          this.epoll.watch(l.raw, EPOLLIN);
+        }
+      }
+      for (const [s, h] of svc.headers) {
+        if (now < h.deadline) continue;
+        svc.headers.delete(s);
+        svc.ctx.stats.proxyHeaderError("timeout");
+        svc.ctx.stats.deadlineExpired("proxy_header");
+        svc.touched = this.dirty = true;
+        s.terminate();
+      }
+      if (svc.conns.size) {
+        // A deadline may expire in this sweep: counted, so reported.
+        svc.touched = this.dirty = true;
+        for (const c of svc.conns) c.sweep(now);
+      }
+      // A connect the exchange gave up (its deadline): the descriptor goes now, not when the kernel gives up.
+      for (const [s, c] of svc.connecting) {
+        if (!c.dead) continue;
+        svc.connecting.delete(s);
+        s.terminate();
+      }
+      svc.ctx.origins.sweep(now);
+    }
+    this.endBatch();
+  }
+}
