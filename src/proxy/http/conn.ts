@@ -158,7 +158,7 @@ export class HttpConnection extends Exchange implements Session {
       this.member = to.member;
       this.attach(to.conn);
       this.rlog?.originAt(to.conn.host, to.conn.port);
-      const fwd = { clientIp: this.clientIp, proto: ctx.proto, fallbackHost: req.host === undefined ? this.destination() : "", upgrade: this.upgrade, ...(requestId !== undefined ? { requestId } : {}) };
+      const fwd = { clientIp: this.clientIp, proto: ctx.proto, fallbackHost: req.host === undefined ? this.destination() : "", upgrade: this.upgrade, requestId };
       if (!this.upgrade && !this.rlog?.replaceId && extendable(req)) {
         // The head as it came plus our fields: one copy, no rebuilding.
         const extra = forwardingFields(req, fwd);

@@ -64,7 +64,7 @@ export class H2Stream extends H2Exchange {
     this.member = to.member;
     this.attach(to.conn);
     this.rlog?.originAt(to.conn.host, to.conn.port);
-    const fwd = { clientIp: this.conn.clientIp, proto: ctx.proto, fallbackHost: req.host === undefined ? this.conn.destination() : "", upgrade: false, ...(requestId !== undefined ? { requestId } : {}) };
+    const fwd = { clientIp: this.conn.clientIp, proto: ctx.proto, fallbackHost: req.host === undefined ? this.conn.destination() : "", upgrade: false, requestId };
     this.headBytes = Buffer.from(originRequestHead(req, fwd), "latin1");
     this.sendOrigin(this.headBytes);
     if (ends) return this.requestComplete();

@@ -40,7 +40,8 @@ export interface ForwardContext {
   /** Keep Upgrade and say Connection: upgrade (a WebSocket handshake). */
   readonly upgrade: boolean;
   /** An X-Request-Id of ours to send (the client's, if any, is dropped); absent: the head's own goes on as it is. */
-  readonly requestId?: string;
+  /** undefined: none to add. The exchanges always pass it, so every request's object has one shape (no spread per request). */
+  readonly requestId?: string | undefined;
 }
 
 /** The request head for the origin, as latin1 text. Always HTTP/1.1: we speak 1.1 to origins. */
