@@ -6,7 +6,7 @@
 import { join } from "node:path";
 import { nginxCommand, nginxMain, ORIGIN, type Endpoint, type Peer } from "./peers";
 import type { Scenario } from "./scenario";
-import { engineVariants, oneWorker, withArgs } from "./tcp";
+import { oneWorker, withArgs } from "./tcp";
 import { features } from "./netns";
 import { wrkScenario } from "./wrk-scenario";
 
@@ -107,13 +107,16 @@ export const httpScenario: Scenario = (ctx) =>
     kind: "HTTP",
     plot: "http",
     title: "HTTP proxy (L7): CPU per request",
-    // edgeproxy twice where it has the engine: Bun's sockets and `--engine epoll` (http on raw sockets, src/engine/http.ts).
-    peers: engineVariants(
-      httpPeers(ctx.dir, ctx.edgeproxy).map((p) => (p.name.startsWith("edgeproxy") ? withArgs(p, oneWorker(ctx.edgeproxy)) : p)),
-      ctx.edgeproxy,
-    ),
+    // edgeproxy twice where http runs on the engine: its default (Bun's sockets for http) and `--engine epoll`
+    // (http on raw sockets, src/engine/http.ts). Not engineVariants: that adds `--engine bun` where the tcp
+    // default is the engine, which for http is the default again.
+    peers: httpPeers(ctx.dir, ctx.edgeproxy).flatMap((p) => {
+      if (!p.name.startsWith("edgeproxy")) return [p];
+      const one = withArgs(p, oneWorker(ctx.edgeproxy));
+      return features(ctx.edgeproxy, false).httpEngine ? [one, withArgs(one, ["--engine", "epoll"], " (epoll)")] : [one];
+    }),
     method:
       "Each proxy parses the request, adds X-Forwarded-For/-Proto/-Host and Forwarded, and keeps origin connections alive (nginx `keepalive 64`, HAProxy `http-reuse always`, edgeproxy's pool). " +
       "One worker each: edgeproxy `--mode http --workers 1`, HAProxy `nbthread 1`, nginx `worker_processes 1`." +
-      (features(ctx.edgeproxy, false).engine ? " edgeproxy runs twice: on Bun's sockets (the default) and `--engine epoll` (the same HTTP code on raw sockets on the data plane's epoll loop, src/engine/http.ts)." : ""),
+      (features(ctx.edgeproxy, false).httpEngine ? " edgeproxy runs twice: on Bun's sockets (the default) and `--engine epoll` (the same HTTP code on raw sockets on the data plane's epoll loop, src/engine/http.ts)." : ""),
   });

@@ -103,6 +103,8 @@ export interface Features {
   engine: boolean;
   /** `--engine auto`, the default: tcp relays run on the engine unless told `--engine bun`. */
   engineAuto: boolean;
+  /** http services can run on the engine (`--engine epoll` with --mode http). */
+  httpEngine: boolean;
 }
 
 /**
@@ -123,6 +125,7 @@ export function features(binary: string, probe: boolean): Features {
     splice: /--splice\b/.test(help),
     engine: /--engine\b/.test(help),
     engineAuto: /--engine\b[^-]*"auto" \(default/.test(help),
+    httpEngine: /--engine\b.*plain-HTTP\/1\.1/.test(help),
   };
 }
 
