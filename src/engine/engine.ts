@@ -16,7 +16,7 @@ import { libc } from "../system/libc";
 import { decodeSockaddr, encodeSockaddr, type Endpoint } from "../system/sockaddr";
 import { AcceptAddress, acceptFrom, EAGAIN, EINTR, localAddress, resetOnClose, socketError, startConnect, tcpSocket } from "../system/tcp";
 import { formatEndpoint } from "../log/access";
-import { endpointString, SockaddrTexts } from "../log/line";
+import { sockaddrString, SockaddrTexts } from "../log/line";
 import { proxyV1Header, proxyV2Header } from "../proxy/proxyheader/encode";
 import type { FlowLogSink } from "../proxy/udp/flowlog";
 import type { PanicCounts, UdpOrigins } from "../proxy/udp/origins";
@@ -232,12 +232,16 @@ export class TcpEngine {
     if (source) p.source = source;
     p.tracked = tracked;
     let edge: Endpoint | undefined;
-    if (svc.needEdge) {
+    if (svc.needEdge || svc.log) {
       const at = localAddress(c);
-      edge = at && decodeSockaddr(at);
-      // The client's text made once for its own endpoint; the edge's remembered by address (SockaddrTexts).
-      const edgeText = svc.log && client && at ? this.edgeTexts.text(at) : undefined;
-      if (edgeText !== undefined) p.record = { client: endpointString(client!), edge: edgeText, origin: null, startedAt: performance.now() };
+      if (at && svc.needEdge) edge = decodeSockaddr(at);
+      // The log's texts straight from the sockaddr bytes (no Endpoint for it): the client's made for
+      // its own connection, the edge's remembered by address (SockaddrTexts).
+      if (at && svc.log) {
+        const clientText = sockaddrString(this.peer.bytes);
+        const edgeText = this.edgeTexts.text(at);
+        if (clientText !== undefined && edgeText !== undefined) p.record = { client: clientText, edge: edgeText, origin: null, startedAt: performance.now() };
+      }
     }
     if (balancer && edge) {
       if (!this.epoll.tryWatch(c, CONN_EVENTS)) return this.finish(p, true);

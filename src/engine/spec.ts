@@ -64,9 +64,10 @@ export class EngineService {
     this.endpoints = new EndpointSet(spec.origins.balance, spec.origins.edgeRange, spec.origins.endpoints);
     this.log = spec.accessLog ? new FlowLog(sink, spec.name, spec.accessLog, "tcp") : undefined;
     this.acceptProxy = spec.acceptProxy;
-    const addresses = this.log !== undefined || spec.proxyProtocol !== "off" || spec.acceptProxy.length > 0;
-    this.needPeer = spec.needClient || addresses || this.counter !== undefined;
-    this.needEdge = spec.needEdge || addresses;
+    // Decoded Endpoints where something reads them; the access log takes its text from the sockaddr bytes (engine.ts).
+    const proxied = spec.proxyProtocol !== "off" || spec.acceptProxy.length > 0;
+    this.needPeer = spec.needClient || proxied || this.counter !== undefined;
+    this.needEdge = spec.needEdge || proxied;
   }
 
   private lastActive = "";

@@ -1,6 +1,6 @@
 import { describe, expect, test } from "bun:test";
 import { encodeSockaddr } from "../system/sockaddr";
-import { endpointString, SockaddrTexts } from "./line";
+import { endpointString, sockaddrString, SockaddrTexts } from "./line";
 
 describe("SockaddrTexts", () => {
   test("IPv4 and IPv6 sockaddrs as endpointString writes them, remembered within its bound", () => {
@@ -14,5 +14,9 @@ describe("SockaddrTexts", () => {
     for (let port = 1; port <= 5; port++) expect(texts.text(encodeSockaddr({ ...v4, port }))).toBe(`192.0.2.7:${port}`);
     expect(texts.text(encodeSockaddr({ ...v4, addr: new Uint8Array([255, 255, 255, 255]), port: 65535 }))).toBe("255.255.255.255:65535");
     expect(texts.text(new Uint8Array(28))).toBeUndefined();
+    // Made each time, as endpointString writes them.
+    expect(sockaddrString(encodeSockaddr({ ...v4, port: 40000 }))).toBe("192.0.2.7:40000");
+    expect(sockaddrString(encodeSockaddr(v6))).toBe(endpointString(v6));
+    expect(sockaddrString(new Uint8Array(28))).toBeUndefined();
   });
 });

@@ -53,9 +53,15 @@ export class SockaddrTexts {
       }
       return t;
     }
-    const e = decodeSockaddr(buf);
-    return e && endpointString(e);
+    return sockaddrString(buf);
   }
+}
+
+/** "ip:port" of a struct sockaddr_in / sockaddr_in6 made each time (a client's: its own port), IPv4 without decoding it into an Endpoint. */
+export function sockaddrString(buf: Uint8Array): string | undefined {
+  if (buf[0] === 2 && buf[1] === 0) return `${buf[4]}.${buf[5]}.${buf[6]}.${buf[7]}:${(buf[2]! << 8) | buf[3]!}`;
+  const e = decodeSockaddr(buf);
+  return e && endpointString(e);
 }
 
 // What JSON (RFC 8259 §7) escapes in a string: quote, backslash, controls; and lone surrogates (JSON.stringify's well-formed output).
