@@ -98,6 +98,65 @@ describe("access log: tcp behind a trusted load balancer", () => {
   }
 });
 
+/** A balancer's connection from 192.0.2.200 that sends `header` and stays open: how it ended ("reset", "closed"), or "open" after `ms`. */
+function balancerConn(port: number, header: string, ms = 3000): { outcome: Promise<string>; close(): void } {
+  let sock: { end(): void } | undefined;
+  const outcome = new Promise<string>((resolve) => {
+    const timer = setTimeout(() => resolve("open"), ms);
+    const options = {
+      hostname: "192.0.2.1",
+      port,
+      localAddress: "192.0.2.200",
+      socket: {
+        open: (s: { write(t: string): void; end(): void }) => {
+          sock = s;
+          s.write(header);
+        },
+        data: () => {},
+        close: (_s: unknown, err?: Error) => {
+          clearTimeout(timer);
+          resolve(err ? "reset" : "closed");
+        },
+      },
+    };
+    // localAddress: Bun.connect binds the client there (as helpers/net.ts exchange does); its types omit it.
+    void Bun.connect(options as unknown as Parameters<typeof Bun.connect>[0]);
+  });
+  return { outcome, close: () => sock?.end() };
+}
+
+describe("access log: connections that end before their protocol starts, behind a trusted load balancer", () => {
+  // The named client over its per-client limit: one line, naming it (the tcp engine wrote two, the second naming the
+  // balancer; the http engine none); a header past its deadline: one timeout line. As Bun's pipeline writes them.
+  for (const [mode, engine] of [["tcp", "bun"], ["tcp", "epoll"], ["http", "bun"], ["http", "epoll"]] as const) {
+    test(`${mode} on ${engine}: a limited named client and a late header, one line each`, async () => {
+      const origin = mode === "tcp" ? echoOrigin("127.0.0.1") : httpOrigin("127.0.0.1", "hi").listener;
+      servers.push(origin);
+      const log = join(logDir(), "access.log");
+      f.ep = await EdgeproxyProcess.start([
+        "--mode", mode, "--engine", engine, "--ports", "5012", "--prefix", "192.0.2.0/24", "--origin", `127.0.0.1:${origin.port}`,
+        "--accept-proxy", "192.0.2.200/32", "--source-connections", "1", "--proxy-header-timeout", "500ms", "--access-log", log,
+      ]);
+      const held = balancerConn(5012, "PROXY TCP4 198.51.100.7 192.0.2.1 40001 5012\r\n", 1000);
+      expect(await held.outcome).toBe("open");
+      expect(await balancerConn(5012, "PROXY TCP4 198.51.100.7 192.0.2.1 40002 5012\r\n").outcome).toBe("reset");
+      expect(await balancerConn(5012, "PROXY TCP4 ").outcome).toBe("reset");
+      await linesOf(log, 2);
+      // Any more lines come in the same batches as these (a fifth of a second).
+      await Bun.sleep(300);
+      const all = await linesOf(log, 2);
+      held.close();
+      const limited = all.filter((l) => l.event === "limited");
+      expect(limited).toHaveLength(1);
+      expect(limited[0]).toMatchObject({ protocol: "tcp", client: "198.51.100.7:40002", edge: "192.0.2.1:5012", reason: "source_limit" });
+      const late = all.filter((l) => l.event === "timeout");
+      expect(late).toHaveLength(1);
+      expect(late[0]).toMatchObject({ protocol: "tcp", reason: "proxy_header_timeout", edge: "192.0.2.1:5012" });
+      expect(late[0]!.client).toStartWith("192.0.2.200:");
+    }, 30_000);
+  }
+});
+
 /** curl (a real third-party client) from `from`; returns its -w figures and the response head. */
 async function curl(args: string[]): Promise<{ sent: number; received: number; head: string; body: string }> {
   const proc = Bun.spawn(["curl", "-sS", "--max-time", "5", "-D", "-", "-w", "\n%{size_request} %{size_header} %{size_download}", ...args], { stdout: "pipe", stderr: "pipe" });

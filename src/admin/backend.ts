@@ -91,7 +91,7 @@ export interface ServiceSnapshot {
   readonly id: number;
   /** Absent for services this process does not run (registered external sockets). */
   readonly mode?: Mode;
-  /** tcp services this process runs: the data plane serving them ("epoll": src/engine/, "bun": Bun's sockets; config/service.ts completeEngine). */
+  /** tcp and http services this process runs: the data plane serving them ("epoll": src/engine/, "bun": Bun's sockets; config/service.ts completeEngine). */
   readonly engine?: Engine;
   /** "127.0.0.1:9000", "10.0.0.1 (port-preserving)", "built-in responder", or absent. */
   readonly origin?: string;

@@ -40,7 +40,7 @@ export interface Totals {
 export interface ServiceReading {
   readonly name: string;
   readonly mode?: string;
-  /** tcp services: "epoll" or "bun", the data plane serving them. */
+  /** tcp and http services: "epoll" or "bun", the data plane serving them. */
   readonly engine?: string;
   readonly origin?: string;
   readonly bindings: readonly string[];

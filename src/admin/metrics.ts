@@ -49,8 +49,8 @@ export function renderMetrics(s: StatusSnapshot): string {
   sample("process_start_time_seconds", {}, s.startedAt);
 
   const all = s.services;
-  // Which data plane serves each tcp service (engine = "auto" picks per service; config/service.ts completeEngine).
-  perService(all.filter((svc) => svc.engine), "service_engine", "gauge", "Always 1 for a tcp service this process runs; the engine label says which data plane serves it: epoll (raw sockets, src/engine/) or bun (Bun's sockets).", (svc, emit) =>
+  // Which data plane serves each tcp and http service (engine = "auto" picks per service; config/service.ts completeEngine).
+  perService(all.filter((svc) => svc.engine), "service_engine", "gauge", "Always 1 for a tcp or http service this process runs; the engine label says which data plane serves it: epoll (raw sockets, src/engine/) or bun (Bun's sockets).", (svc, emit) =>
     emit({ engine: svc.engine! }, 1),
   );
   perService(all, "kernel_lookups_total", "counter", "Socket lookups the dispatcher matched to the service.", (svc, emit) =>

@@ -100,7 +100,7 @@ export async function pickInstance(command: string, choice: { admin?: string; in
 export interface LiveService {
   readonly instance: string;
   readonly mode: string;
-  /** tcp services: the data plane serving them, "epoll" or "bun". */
+  /** tcp and http services: the data plane serving them, "epoll" or "bun". */
   readonly engine?: string;
   /** Connections (udp: flows) open now. */
   readonly open: number;

@@ -71,7 +71,7 @@ export function status(reg: Registry, pinned: Pinned, records: readonly Instance
         // What a live instance running the service says; null: none does (another process's socket, or no serve running).
         instance: live?.instance ?? null,
         mode: live?.mode ?? null,
-        // tcp services: "epoll" (src/engine/) or "bun" (Bun's sockets); null for the others and where no instance says.
+        // tcp and http services: "epoll" (src/engine/) or "bun" (Bun's sockets); null for udp and where no instance says.
         engine: live?.engine ?? null,
         open: live?.open ?? null,
         origins: live?.origins ?? [],

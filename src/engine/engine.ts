@@ -265,7 +265,8 @@ export class TcpEngine {
       svc.count(key, -1);
       svc.bump(T.sourceRefused);
     } else return key;
-    if (svc.log) svc.log.emit({ event: "limited", client: formatEndpoint(client), bytes_in: 0, bytes_out: 0, duration_ms: 0, reason: "source_limit" });
+    // A client a PROXY header named is refused on a Pair, whose line (finish) says so: one line per connection.
+    if (svc.log && !named) svc.log.emit({ event: "limited", client: formatEndpoint(client), bytes_in: 0, bytes_out: 0, duration_ms: 0, reason: "source_limit" });
     return null;
   }
 

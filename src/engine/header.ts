@@ -68,6 +68,12 @@ export function headerEvent(p: Pair, ev: number): void {
       if (r.ends !== p.ends) {
         const tracked = formatAddress(r.ends.client.addr);
         e.clients.seen(tracked);
+        // The log names the client the header named, as Bun's path does (issue 17: "from an accepted PROXY header"),
+        // its refusal by a per-client limit too (the connection's one line, at finish).
+        if (p.record) {
+          p.record.client = endpointString(r.ends.client);
+          p.record.edge = endpointString(r.ends.edge);
+        }
         const source = e.admitSource(p.svc, r.ends.client, true);
         if (source === null) {
           e.clients.refused(tracked);
@@ -76,11 +82,6 @@ export function headerEvent(p: Pair, ev: number): void {
         }
         if (source) p.source = source;
         p.tracked = tracked;
-        // The log names the client the header named, as Bun's path does (issue 17: "from an accepted PROXY header").
-        if (p.record) {
-          p.record.client = endpointString(r.ends.client);
-          p.record.edge = endpointString(r.ends.edge);
-        }
       }
       p.ends = r.ends;
       // More of the client's bytes may wait in the socket (edge-triggered: no new event for them): read on once connected.

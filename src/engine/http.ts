@@ -21,7 +21,7 @@ import { EngineAdmission } from "./admission";
 import { EngineClients } from "./clients";
 import type { SourceKey } from "../dispatcher/sourceabi";
 import { EngineSocket, errnoError, type SocketLoop } from "./httpsocket";
-import { EngineHttp, type HttpEngineReport, type HttpEngineSpec } from "./httpspec";
+import { EngineHttp, type HeaderStage, type HttpEngineReport, type HttpEngineSpec } from "./httpspec";
 
 export type { HttpEngineReport, HttpEngineSpec } from "./httpspec";
 import { formatAddress, parseAddress } from "../config/address";
@@ -229,6 +229,7 @@ export class HttpEngine implements SocketLoop {
     if (source === null) {
       // No events are set yet: the close reports nothing, so the cap's slot is given back here.
       this.admission!.leave();
+      svc.logEnded(ends, performance.now(), "limited", "source_limit");
       return this.limited(s, tracked);
     }
     this.serve(svc, s, ends, tracked, EMPTY, source);
@@ -261,9 +262,12 @@ export class HttpEngine implements SocketLoop {
    */
   private startHeader(svc: EngineHttp, s: EngineSocket, own: Ends): void {
     const reader = new HeaderReader();
-    svc.headers.set(s, { reader, own, deadline: this.clock.now + svc.ctx.config.deadlines.proxyHeaderMs });
+    const st: HeaderStage = { reader, ends: own, deadline: this.clock.now + svc.ctx.config.deadlines.proxyHeaderMs, startedAt: performance.now() };
+    svc.headers.set(s, st);
     const refuse = (reason: string) => {
       svc.headers.delete(s);
+      st.event ??= "close";
+      st.why ??= `proxy_header_${reason}`;
       svc.ctx.stats.proxyHeaderError(reason);
       s.terminate();
     };
@@ -279,17 +283,28 @@ export class HttpEngine implements SocketLoop {
         if (r.ends !== own) {
           this.clients.seen((tracked = formatAddress(r.ends.client.addr)));
           source = svc.admitSource(r.ends.client, true);
-          if (source === null) return this.limited(s, tracked);
+          if (source === null) {
+            // Its line names the client the header named (as Bun's pipeline's).
+            st.ends = r.ends;
+            st.event = "limited";
+            st.why = "source_limit";
+            return this.limited(s, tracked);
+          }
         }
         // The rest of this read is the client's first bytes; more may follow in this same read loop.
         this.serve(svc, s, r.ends, tracked, r.rest.length ? r.rest : EMPTY, source ?? undefined);
       },
       drain: () => {},
       // A balancer's TCP health check connects and closes without a byte: not an error.
-      end: () => (reader.started ? refuse("truncated") : s.end()),
-      close: () => {
+      end: () => {
+        if (!reader.started) return s.end();
+        st.why = "client_fin";
+        refuse("truncated");
+      },
+      close: (error) => {
         // Still in the stage (nothing counted it yet): a half header cut by the balancer's RST is a truncated one, as on Bun's path.
         if (svc.headers.delete(s) && reader.started) svc.ctx.stats.proxyHeaderError("truncated");
+        svc.logEnded(st.ends, st.startedAt, st.event ?? "close", st.why ?? (error ? "client_reset" : "client_close"));
         this.admission!.leave();
         if (svc.retired) this.gone(svc);
       },
@@ -380,6 +395,8 @@ export class HttpEngine implements SocketLoop {
       for (const [s, h] of svc.headers) {
         if (now < h.deadline) continue;
         svc.headers.delete(s);
+        h.event ??= "timeout";
+        h.why ??= "proxy_header_timeout";
         svc.ctx.stats.proxyHeaderError("timeout");
         svc.ctx.stats.deadlineExpired("proxy_header");
         svc.touched = this.dirty = true;

@@ -10,7 +10,7 @@ import { POOL_DEFAULTS, type PoolConfig } from "../config/pool";
 import type { ServiceConfig } from "../config/service";
 import type { SourceKey } from "../dispatcher/sourceabi";
 import { SourceCounter } from "../dispatcher/sources";
-import { ServiceLog } from "../log/access";
+import { formatEndpoint, ServiceLog } from "../log/access";
 import type { OriginFailure } from "../origin/member";
 import type { HttpConnection } from "../proxy/http/conn";
 import type { HttpContext, RoutePool } from "../proxy/http/context";
@@ -56,6 +56,18 @@ export interface HttpEngineReport {
 }
 
 
+/** A connection in the PROXY-header stage: its reader, deadline, and what its access log line says if it ends there. */
+export interface HeaderStage {
+  readonly reader: HeaderReader;
+  /** The socket's own ends (the balancer's), then the ones its header named. */
+  ends: Ends;
+  readonly deadline: number;
+  readonly startedAt: number;
+  /** Why it ended in the stage (the first cause wins); absent: the peer closed. */
+  event?: string;
+  why?: string;
+}
+
 /** One http service on the engine's thread. */
 export class EngineHttp {
   readonly ctx: HttpContext;
@@ -63,7 +75,7 @@ export class EngineHttp {
   readonly listeners: Fd[];
   readonly conns = new Set<HttpConnection>();
   /** Connections of a trusted balancer whose PROXY header is not complete yet (accept_proxy), with their deadline. */
-  readonly headers = new Map<EngineSocket, { reader: HeaderReader; own: Ends; deadline: number }>();
+  readonly headers = new Map<EngineSocket, HeaderStage>();
   /** Origin sockets still connecting: one given up (a connect deadline) is closed by the sweep. */
   readonly connecting = new Map<EngineSocket, OriginConn>();
   retired = false;
@@ -128,6 +140,17 @@ export class EngineHttp {
     }
     this.sourceRefused.connections++;
     return null;
+  }
+
+  /**
+   * The access log line of a connection that ended before its HTTP started
+   * (a per-client limit, a bad or late PROXY header, a balancer's health
+   * check), as Bun's pipeline writes it (proxy/pipeline.ts logEnded).
+   */
+  logEnded(ends: Ends | undefined, startedAt: number, event: string, why: string): void {
+    const log = this.ctx.log;
+    if (!log || !log.sampled()) return;
+    log.emit({ protocol: "tcp", event, ...(ends ? { client: formatEndpoint(ends.client), edge: formatEndpoint(ends.edge) } : {}), bytes_in: 0, bytes_out: 0, duration_ms: Math.round(performance.now() - startedAt), reason: why });
   }
 
   releaseSource(key: SourceKey | undefined): void {

@@ -4,10 +4,13 @@
 // io_uring is unavailable): the same datagrams, order and counters.
 import { afterEach, describe, expect, test } from "bun:test";
 import type { udp } from "bun";
-import { Epoll } from "../../system/epoll";
-import { bindTo, IP_RECVORIGDSTADDR, localEndpoint, openUdpSocket, setIntOption, SO_REUSEADDR, SOL_IP, SOL_SOCKET } from "../../system/udp";
+import { Epoll, EPOLLERR } from "../../system/epoll";
+import { bindTo, connectTo, IP_RECVORIGDSTADDR, localEndpoint, openUdpSocket, setIntOption, SO_REUSEADDR, SOL_IP, SOL_SOCKET } from "../../system/udp";
 import { Engine } from "./engine";
-import { C, ROW } from "./stats";
+import { C, dropIndex, ROW } from "./stats";
+import { libc } from "../../system/libc";
+
+const MSG_DONTWAIT = 0x40;
 
 const cleanup: (() => void)[] = [];
 afterEach(() => {
@@ -77,4 +80,106 @@ describe("udp engine", () => {
       expect(logged).toEqual([]);
     });
   }
+});
+
+// A flow whose origin refuses (ICMP port unreachable, loopback): the refusal
+// closes the flow while the loop is still forwarding a burst of its client's
+// datagrams. Nothing of the rest may go to the flow's descriptors: their
+// numbers are free for the next socket (the tcp and http engines accept on
+// this thread too), and reading them from the closed Fd threw, which stopped
+// the data plane's loop.
+describe("udp engine, an origin refusing in the middle of a burst", () => {
+  const LO = new Uint8Array([127, 0, 0, 1]);
+  const listen = () => {
+    const l = openUdpSocket(4, "test listener");
+    setIntOption(l.raw, SOL_SOCKET, SO_REUSEADDR, 1, "test listener");
+    setIntOption(l.raw, SOL_IP, IP_RECVORIGDSTADDR, 1, "test listener");
+    bindTo(l.raw, { family: 4, addr: LO, port: 0 }, "test listener");
+    return { port: localEndpoint(l.raw, "test listener").port, fd: l.release() };
+  };
+  const client = async (port: number) => {
+    const s = await Bun.udpSocket({ hostname: "127.0.0.1", connect: { hostname: "127.0.0.1", port } });
+    cleanup.push(() => s.close());
+    return s;
+  };
+
+  async function setup(useRing: boolean) {
+    const epoll = new Epoll(64);
+    const counters = new Float64Array(2 * ROW);
+    const engine = new Engine(epoll, counters, 100, () => {}, () => {}, undefined, undefined, undefined, useRing);
+    cleanup.push(() => epoll.close(), () => engine.closeAll());
+    // A port with no socket: the origin's host answers ICMP port unreachable.
+    const gone = openUdpSocket(4, "test origin");
+    bindTo(gone.raw, { family: 4, addr: LO, port: 0 }, "test origin");
+    const originPort = localEndpoint(gone.raw, "test origin").port;
+    gone.close();
+    const refusing = listen();
+    const origins = { balance: "round-robin" as const, endpoints: [{ key: "o", address: "127.0.0.1", port: originPort, weight: 1, healthy: true, ejectedPorts: [] }] };
+    engine.add({ slot: 0, name: "refused", listeners: [{ fd: refusing.fd, family: 4 }], origins, proxyProtocol: "off", idleMs: 10_000 });
+    const echo = listen();
+    engine.add({ slot: 1, name: "echo", listeners: [{ fd: echo.fd, family: 4 }], proxyProtocol: "off", idleMs: 10_000 });
+    // One turn of the worker's loop without its flush. Events with EPOLLERR are left out: the origin
+    // socket's pending refusal is to meet the burst's first send, not a read.
+    const turn = () => {
+      const n = epoll.wait(50);
+      engine.now = performance.now();
+      for (let i = 0; i < n; i++) if (!(epoll.eventsAt(i) & EPOLLERR)) engine.ready(epoll.fdAt(i));
+      if (engine.pending) engine.resume();
+    };
+    const victim = await client(refusing.port);
+    // The flow's first datagram goes out; the origin's host refuses it (the error waits on the origin socket).
+    victim.send("prime");
+    await Bun.sleep(20);
+    turn();
+    engine.flush();
+    await Bun.sleep(20);
+    expect(counters[C.flowsActive]).toBe(1);
+    return { engine, counters, victim, echo, turn, row: (slot: number, i: number) => counters[slot * ROW + i] };
+  }
+
+  test("send(2) per datagram: the burst's first send is refused, the flow ends, the rest are dropped and counted; the loop goes on", async () => {
+    const { victim, turn, row } = await setup(false);
+    for (let i = 0; i < 5; i++) victim.send(`burst ${i}`);
+    await Bun.sleep(20);
+    turn();
+    expect(row(0, C.flowsActive)).toBe(0);
+    expect(row(0, dropIndex("origin_refused"))).toBe(5);
+  });
+
+  test("through the send ring: a flush for room that ends the flow leaves nothing queued for its descriptors (their numbers go to the next sockets)", async () => {
+    const { engine, victim, echo, turn, row } = await setup(true);
+    // Another flow fills the send ring's staging area first (in event order), so a flush for room comes
+    // in the middle of the victim's burst, after its first send (refused) was queued.
+    const filler = await client(echo.port);
+    filler.send("hello");
+    await Bun.sleep(20);
+    turn();
+    engine.flush();
+    // 7000 bytes: each fits its receive buffer's 8 KiB allocation, so 20 fit a socket's default buffer. The staging
+    // area (256 KiB) takes the filler's 20 and the victim's first 17; its 18th and last is queued after a flush.
+    const big = (tag: string) => tag.padEnd(7000, ".");
+    for (let i = 0; i < 20; i++) filler.send(big(`filler ${i}`));
+    await Bun.sleep(20);
+    for (let i = 0; i < 18; i++) victim.send(big(`victim ${i}`));
+    await Bun.sleep(20);
+    turn();
+    expect(row(0, C.flowsActive)).toBe(0);
+    // New sockets take the lowest free numbers: the flow's. Whatever is still queued for those goes to them.
+    const sink = openUdpSocket(4, "test sink");
+    cleanup.push(() => sink.close());
+    bindTo(sink.raw, { family: 4, addr: LO, port: 0 }, "test sink");
+    const sinkPort = localEndpoint(sink.raw, "test sink").port;
+    for (let i = 0; i < 4; i++) {
+      const s = openUdpSocket(4, "test socket");
+      cleanup.push(() => s.close());
+      connectTo(s.raw, { family: 4, addr: LO, port: sinkPort }, "test socket");
+    }
+    engine.flush();
+    await Bun.sleep(20);
+    const got = new Uint8Array(9000);
+    const n = Number(libc.recv(sink.raw, got, got.length, MSG_DONTWAIT));
+    // Before: the victim's 18th datagram, sent through a socket of the test's.
+    expect(n < 0 ? "" : Buffer.from(got.subarray(0, Math.min(n, 12))).toString()).toBe("");
+    expect(row(0, dropIndex("origin_refused"))).toBeGreaterThanOrEqual(1);
+  });
 });

@@ -222,8 +222,12 @@ export class Engine {
         if (errno() === ECONNREFUSED) this.close(f, "close", "client_unreachable");
         return;
       }
-      for (let i = 0; i < n; i++) this.fromClientAt(f, b.dataAt(i), b.length(i));
-      if (n < b.size || this.flows.get(f.key) !== f) return;
+      for (let i = 0; i < n; i++) {
+        // A send's refusal may have ended the flow (its sockets closed): the rest of the batch is dropped.
+        if (f.ended) return this.dropRest(f, n - i);
+        this.fromClientAt(f, b.dataAt(i), b.length(i));
+      }
+      if (n < b.size || f.ended) return;
     }
     this.again.push(f.client.raw);
   }
@@ -259,6 +263,7 @@ export class Engine {
       // Only an answer after a refusal is news to the pool: a message per new flow would cost the main thread on every flow.
       if (f.endpoint?.failing.delete(f.originPort)) this.onOrigin(f.service.spec.slot, f.endpoint.key, f.originPort, true);
       for (let i = 0; i < n; i++) {
+        if (f.ended) return this.dropRest(f, n - i);
         let len = b.length(i);
         if (len > MAX_DATAGRAM) {
           this.drop(f.service, "truncated");
@@ -275,7 +280,7 @@ export class Engine {
         }
         this.send(f, f.client.raw, at, len, true);
       }
-      if (n < b.size || this.flows.get(f.key) !== f) return;
+      if (n < b.size || f.ended) return;
     }
     this.again.push(f.upstream!.raw);
   }
@@ -294,7 +299,16 @@ export class Engine {
 
   // Send `length` bytes at `at` in the batch to fd: queued for the turn's flush, or at once without the ring.
   private send(f: Flow, fd: number, at: number, length: number, toClient: boolean): void {
-    if (this.sendRing) return this.sendRing.queue(fd, at, length, f, toClient);
+    const r = this.sendRing;
+    if (r) {
+      // A flush for room reports results, and a refusal among them ends its flow, this one too: then fd is
+      // closed and its number free for the next socket (this thread's tcp and http engines accept too).
+      if (!r.fits(length)) {
+        this.flush();
+        if (f.ended) return this.dropRest(f, 1);
+      }
+      return r.queue(fd, at, length, f, toClient);
+    }
     const n = this.batch.sendAt(fd, at, length);
     this.sent(f, toClient, length, n >= 0 ? n : -errno());
   }
@@ -309,9 +323,10 @@ export class Engine {
       }
       return;
     }
-    // The flow may have ended earlier in the same flush (a refusal): its own later failures are moot.
+    // The flow may have ended earlier in the same flush (a refusal): its later refused datagrams are counted only.
     if (-res === ECONNREFUSED && !toClient) {
-      if (this.flows.get(f.key) === f) this.refused(f);
+      if (f.ended) this.drop(f.service, "origin_refused");
+      else this.refused(f);
       return;
     }
     this.drop(f.service, -res === EMSGSIZE ? "too_big" : "send_failed");
@@ -394,7 +409,8 @@ export class Engine {
     // Queued sends name descriptors by number: none may outlive its socket (the number would be reused).
     // The flush may itself end this flow (a refusal), hence the check after it.
     this.flush();
-    if (this.flows.get(f.key) !== f) return;
+    if (f.ended) return;
+    f.ended = true;
     if (f.record) f.service.log!.closed(f.record, f.bytesIn, f.bytesOut, event, why);
     this.flows.delete(f.key);
     this.unconfirmed.delete(f.key);
@@ -409,6 +425,11 @@ export class Engine {
     if (f.source) f.service.count(f.source, -1);
     bump(f.service.row, C.flowsActive, -1);
     this.settle(f.service);
+  }
+
+  // Datagrams of a flow that ended while they were being forwarded (its origin refused): not sent, counted.
+  private dropRest(f: Flow, count: number): void {
+    bump(f.service.row, dropIndex("origin_refused"), count);
   }
 
   private settle(svc: Service): void {

@@ -71,7 +71,17 @@ export class SendRing<T> {
     return this.count;
   }
 
-  /** Queue `length` bytes at `at` in data for connected socket fd; flushes first when the turn's room is used up. */
+  /** `length` more bytes can be queued without a flush first. */
+  fits(length: number): boolean {
+    return this.count < this.entries && this.used + length <= this.stageBytes;
+  }
+
+  /**
+   * Queue `length` bytes at `at` in data for connected socket fd; flushes
+   * first when the turn's room is used up. That flush reports results, which
+   * may close descriptors (fd among them): a caller that cannot tell flushes
+   * first itself (fits()) and checks its descriptor is still open.
+   */
   queue(fd: number, at: number, length: number, owner: T, toClient: boolean): void {
     if (this.count === this.entries || this.used + length > this.stageBytes) this.flush();
     const to = this.stageAt + this.used;
