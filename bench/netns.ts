@@ -125,7 +125,7 @@ export function features(binary: string, probe: boolean): Features {
     splice: /--splice\b/.test(help),
     engine: /--engine\b/.test(help),
     engineAuto: /--engine\b[^-]*"auto" \(default/.test(help),
-    httpEngine: /--engine\b.*plain-HTTP\/1\.1/.test(help),
+    httpEngine: /--engine\b[\s\S]{0,400}plain-HTTP\/1\.1/.test(help), // the help text wraps
   };
 }
 
