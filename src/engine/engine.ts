@@ -14,7 +14,7 @@ import { EPOLLET, EPOLLIN, EPOLLOUT, EPOLLRDHUP, type Epoll } from "../system/ep
 import type { Fd } from "../system/fd";
 import { libc } from "../system/libc";
 import { decodeSockaddr, encodeSockaddr, type Endpoint } from "../system/sockaddr";
-import { AcceptAddress, acceptFrom, EAGAIN, EINTR, localAddress, resetOnClose, socketError, startConnect, tcpSocket } from "../system/tcp";
+import { AcceptAddress, acceptBatch, localAddress, resetOnClose, socketError, startConnect, tcpSocket } from "../system/tcp";
 import { formatEndpoint } from "../log/access";
 import { sockaddrString, SockaddrTexts } from "../log/line";
 import { proxyV1Header, proxyV2Header } from "../proxy/proxyheader/encode";
@@ -29,8 +29,6 @@ import { EngineClients } from "./clients";
 
 export type { TcpEngineSpec } from "./spec";
 
-/** Accepts per listener per wakeup: bounded, so one busy listener cannot starve the relays. */
-const ACCEPT_BATCH = 64;
 /**
  * Relay buffers: 256 KiB each, 64 of them in one 16 MiB slab. A recv asks
  * for a whole buffer: bulk transfers take a quarter of the recv/send calls
@@ -40,7 +38,6 @@ const ACCEPT_BATCH = 64;
  */
 export const BUFFER_SIZE = 256 * 1024;
 export const BUFFER_COUNT = 64;
-const ECONNABORTED = 103;
 const CONN_EVENTS = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET;
 
 /** What the data plane's thread is told about a tcp service on the engine. */
@@ -124,7 +121,7 @@ export class TcpEngine {
     this.services.set(spec.slot, svc);
     for (const fd of svc.listeners) {
       this.byFd[fd.raw] = new Listener(svc, fd);
-      // Level-triggered: a batch left unaccepted (ACCEPT_BATCH) is reported again.
+      // Level-triggered: a batch left unaccepted (system/tcp.ts ACCEPT_BATCH) is reported again.
       this.epoll.watch(fd.raw, EPOLLIN);
     }
   }
@@ -181,21 +178,13 @@ export class TcpEngine {
   }
 
   private accept(l: Listener): void {
-    const svc = l.svc;
-    for (let i = 0; i < ACCEPT_BATCH; i++) {
-      // The peer's address always: the busiest-clients count needs it (accept4 writes it, no extra call).
-      const c = acceptFrom(l.fd.raw, this.peer);
-      if (c < 0) {
-        if (c === -EAGAIN) return;
-        if (c === -ECONNABORTED || c === -EINTR) continue;
-        // EMFILE, ENFILE, ENOBUFS: the listener stays ready; stop watching it until the next sweep instead of spinning.
-        this.log(`service ${svc.spec.name}: accept: errno ${-c}; pausing the listener for a sweep interval`);
-        l.paused = true;
-        this.epoll.remove(l.fd.raw);
-        return;
-      }
-      this.start(svc, c);
-    }
+    // The peer's address always: the busiest-clients count needs it (accept4 writes it, no extra call).
+    const err = acceptBatch(l.fd.raw, this.peer, (c) => this.start(l.svc, c));
+    if (err === 0) return;
+    // EMFILE, ENFILE, ENOBUFS: the listener stays ready; stop watching it until the next sweep instead of spinning.
+    this.log(`service ${l.svc.spec.name}: accept: errno ${err}; pausing the listener for a sweep interval`);
+    l.paused = true;
+    this.epoll.remove(l.fd.raw);
   }
 
   private start(svc: EngineService, c: number): void {

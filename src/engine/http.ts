@@ -16,7 +16,7 @@ import { EPOLLET, EPOLLIN, EPOLLOUT, EPOLLRDHUP, type Epoll } from "../system/ep
 import { Fd } from "../system/fd";
 import { libc } from "../system/libc";
 import { decodeSockaddr, encodeSockaddr, type Endpoint } from "../system/sockaddr";
-import { AcceptAddress, acceptFrom, EAGAIN, EINTR, localAddress, resetOnClose, startConnect, tcpSocket } from "../system/tcp";
+import { AcceptAddress, acceptBatch, localAddress, resetOnClose, startConnect, tcpSocket } from "../system/tcp";
 import { EngineAdmission } from "./admission";
 import { EngineClients } from "./clients";
 import type { SourceKey } from "../dispatcher/sourceabi";
@@ -26,8 +26,6 @@ import { EngineHttp, type HeaderStage, type HttpEngineReport, type HttpEngineSpe
 export type { HttpEngineReport, HttpEngineSpec } from "./httpspec";
 import { formatAddress, parseAddress } from "../config/address";
 
-const ACCEPT_BATCH = 64;
-const ECONNABORTED = 103;
 const CONN_EVENTS = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET;
 /** One read's room: as Bun's sockets read (64 KiB). */
 const READ_SIZE = 64 * 1024;
@@ -178,19 +176,13 @@ export class HttpEngine implements SocketLoop {
   }
 
   private accept(l: HttpListener): void {
-    const svc = l.svc;
-    for (let i = 0; i < ACCEPT_BATCH; i++) {
-      const c = acceptFrom(l.fd.raw, this.peer);
-      if (c < 0) {
-        if (c === -EAGAIN) return;
-        if (c === -ECONNABORTED || c === -EINTR) continue;
-        this.log(`service ${svc.spec.name}: accept: errno ${-c}; pausing the listener for a sweep interval`);
-        l.paused = true;
-        this.epoll.remove(l.fd.raw);
-        return;
-      }
-      this.start(svc, c);
-    }
+    // The peer's address always: the busiest-clients count needs it (accept4 writes it, no extra call).
+    const err = acceptBatch(l.fd.raw, this.peer, (c) => this.start(l.svc, c));
+    if (err === 0) return;
+    // EMFILE, ENFILE, ENOBUFS: the listener stays ready; stop watching it until the next sweep instead of spinning.
+    this.log(`service ${l.svc.spec.name}: accept: errno ${err}; pausing the listener for a sweep interval`);
+    l.paused = true;
+    this.epoll.remove(l.fd.raw);
   }
 
   private start(svc: EngineHttp, c: number): void {

@@ -69,6 +69,28 @@ export function acceptFrom(listener: number, peer: AcceptAddress | undefined): n
   return rc < 0 ? -errno() : rc;
 }
 
+/** Accepts per listener per wakeup: bounded, so one busy listener cannot starve the connections already open. */
+export const ACCEPT_BATCH = 64;
+const ECONNABORTED = 103;
+
+/**
+ * Accept up to ACCEPT_BATCH connections from a level-triggered listener
+ * (what is left is reported again), each handed to `start` with its peer's
+ * address in `peer` (accept4 writes it: no getpeername). ECONNABORTED and
+ * EINTR skip one; EAGAIN ends the batch (0). Any other errno (EMFILE, ENFILE,
+ * ENOBUFS) is returned: the listener stays ready, so the caller stops
+ * watching it for a while instead of spinning.
+ */
+export function acceptBatch(listener: number, peer: AcceptAddress, start: (fd: number) => void): number {
+  for (let i = 0; i < ACCEPT_BATCH; i++) {
+    const c = acceptFrom(listener, peer);
+    if (c >= 0) start(c);
+    else if (c === -EAGAIN) return 0;
+    else if (c !== -ECONNABORTED && c !== -EINTR) return -c;
+  }
+  return 0;
+}
+
 /** recv into [at, at+len): bytes read, 0 at the peer's FIN, or -errno. */
 export function recvInto(fd: number, at: number, len: number): number {
   const n = Number(libc.recv(fd, at as Pointer, len, 0));
