@@ -11,7 +11,7 @@ import { expireHeader, startHeader } from "./header";
 import type { OriginFailure } from "../origin/pool";
 import { BufferPool } from "../system/buffers";
 import { EPOLLET, EPOLLIN, EPOLLOUT, EPOLLRDHUP, type Epoll } from "../system/epoll";
-import type { Fd } from "../system/fd";
+import { closeListeners, type Fd } from "../system/fd";
 import { libc } from "../system/libc";
 import { decodeSockaddr, encodeSockaddr, type Endpoint } from "../system/sockaddr";
 import { AcceptAddress, acceptBatch, localAddress, resetOnClose, socketError, startConnect, tcpSocket } from "../system/tcp";
@@ -136,11 +136,7 @@ export class TcpEngine {
     if (!svc) return;
     if (!svc.retired) {
       svc.retired = true;
-      for (const l of svc.listeners) {
-        if (l.closed) continue;
-        this.byFd[l.raw] = undefined;
-        l.close();
-      }
+      closeListeners(svc.listeners, this.byFd);
     }
     if (abort) for (const p of [...svc.pairs]) this.finish(p, true);
     this.flushCloses();

@@ -13,7 +13,7 @@ import { originEvents, type OriginConn } from "../proxy/http/origins";
 import type { FlowLogSink } from "../proxy/udp/flowlog";
 import type { UdpOrigins } from "../proxy/udp/origins";
 import { EPOLLET, EPOLLIN, EPOLLOUT, EPOLLRDHUP, type Epoll } from "../system/epoll";
-import { Fd } from "../system/fd";
+import { closeListeners, Fd } from "../system/fd";
 import { libc } from "../system/libc";
 import { decodeSockaddr, encodeSockaddr, type Endpoint } from "../system/sockaddr";
 import { AcceptAddress, acceptBatch, localAddress, resetOnClose, startConnect, tcpSocket } from "../system/tcp";
@@ -98,11 +98,7 @@ export class HttpEngine implements SocketLoop {
     if (!svc) return;
     if (!svc.retired) {
       svc.retired = true;
-      for (const l of svc.listeners) {
-        if (l.closed) continue;
-        this.byFd[l.raw] = undefined;
-        l.close();
-      }
+      closeListeners(svc.listeners, this.byFd);
     }
     svc.touched = this.dirty = true;
     if (abort) {

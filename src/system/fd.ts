@@ -78,3 +78,16 @@ export class Fd {
     return this.#raw < 0 ? `${this.what} (closed)` : `${this.what} (fd ${this.#raw})`;
   }
 }
+
+/**
+ * Close a retiring service's listeners on a data-plane thread and drop them
+ * from that thread's fd → owner table (the tcp, http and UDP engines' retire):
+ * each once, whatever was closed before.
+ */
+export function closeListeners(listeners: readonly Fd[], byFd: unknown[]): void {
+  for (const l of listeners) {
+    if (l.closed) continue;
+    byFd[l.raw] = undefined;
+    l.close();
+  }
+}

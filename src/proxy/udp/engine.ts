@@ -8,7 +8,7 @@
 import { errno } from "../../system/libc";
 import type { Endpoint } from "../../system/sockaddr";
 import type { Epoll } from "../../system/epoll";
-import { Fd } from "../../system/fd";
+import { closeListeners, Fd } from "../../system/fd";
 import {
   bindTo,
   connectTo,
@@ -136,11 +136,7 @@ export class Engine {
     if (!svc) return;
     if (!svc.retired) {
       svc.retired = true;
-      for (const l of svc.listeners) {
-        if (l.closed) continue;
-        this.byFd[l.raw] = undefined;
-        l.close();
-      }
+      closeListeners(svc.listeners, this.byFd);
     }
     if (abort) for (const f of [...this.flows.values()]) if (f.service === svc) this.close(f, "close", "shutdown");
     this.settle(svc);
