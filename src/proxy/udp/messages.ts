@@ -29,6 +29,8 @@ export type ToWorker =
 export type FromWorker =
   | { readonly op: "started" }
   | { readonly op: "log"; readonly line: string }
+  /** The data-plane loop threw: nothing serves this process's engine and UDP sockets any more. */
+  | { readonly op: "fatal"; readonly line: string }
   | { readonly op: "retired"; readonly slot: number }
   /** An origin endpoint's port refused a flow (ICMP port unreachable), or answered again after that: passive ejection's input. */
   | { readonly op: "origin"; readonly slot: number; readonly key: string; readonly port: number; readonly ok: boolean }

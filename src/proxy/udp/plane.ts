@@ -87,6 +87,10 @@ export class UdpPlane {
       const m = event.data;
       if (m.op === "started") started();
       else if (m.op === "log") process.stderr.write(`edgeproxy: ${m.line}\n`);
+      else if (m.op === "fatal") {
+        process.stderr.write(`edgeproxy: ${m.line.replace(/\s*\n\s*/g, " ")}\n`);
+        process.exit(70); // EX_SOFTWARE
+      }
       else if (m.op === "retired") this.free.push(m.slot);
       else if (m.op === "origin") this.originEvents.get(m.slot)?.report(m.key, m.port, m.ok);
       else if (m.op === "panics") this.originEvents.get(m.slot)?.panics(m.counts);

@@ -111,7 +111,9 @@ self.onmessage = (event: MessageEvent<ToWorker>) => {
         );
         running = true;
         post({ op: "started" });
-        void loop().catch((err) => post({ op: "log", line: `udp data plane stopped: ${(err as Error).stack ?? err}` }));
+        // A loop that threw leaves sockets the kernel still steers to with nobody reading them: the process
+        // must go (one line), so its supervisor or service manager restarts it and queued connections migrate.
+        void loop().catch((err) => post({ op: "fatal", line: `data plane thread stopped: ${(err as Error).message ?? err} (an internal error; exiting so this process is restarted)` }));
         break;
       case "add":
         engine!.add(m.spec);
