@@ -6,6 +6,7 @@
 # per request (utime+stime of the proxy ÷ wrk's requests) and B/A.
 #   bench/pair.sh BINARY tcp|http keep-alive|close N [B's extra args...]
 #   e.g. bench/pair.sh ./edgeproxy http keep-alive 3 --access-log /tmp/a.log
+# $BOTH: args for both runs (e.g. BOTH="--engine epoll").
 # 5 s of warm-up in the measured mode, then 5 s measured (WARM, SECS).
 set -euo pipefail
 if [ "${1:-}" = --inner ]; then
@@ -20,7 +21,7 @@ if [ "${1:-}" = --inner ]; then
   printf 'worker_processes 1;\ndaemon off;\npid %s.pid;\nerror_log %s.err;\nevents { worker_connections 4096; }\nhttp { access_log off; server { listen 127.0.0.1:9000 reuseport backlog=4096; keepalive_requests 1000000; location / { return 200 "ok\\n"; } } }\n' "$OUT" "$OUT" > "$OUT.conf"
   taskset -c 1 nginx -c "$OUT.conf" & NG=$!
   sleep 0.3
-  taskset -c 0 "$BIN" --mode "$MODE" --ports 8080 --prefix 192.0.2.0/24 --origin 127.0.0.1:9000 --workers 1 "$@" 2> "$OUT.stderr" & EP=$!
+  taskset -c 0 "$BIN" --mode "$MODE" --ports 8080 --prefix 192.0.2.0/24 --origin 127.0.0.1:9000 --workers 1 ${BOTH:-} "$@" 2> "$OUT.stderr" & EP=$!
   for _ in $(seq 1 200); do grep -q ready "$OUT.stderr" 2>/dev/null && break; sleep 0.05; done
   taskset -c 1 wrk -t1 -c50 -d"${WARM:-5}" "${H[@]}" http://192.0.2.5:8080/ > /dev/null
   read -r u0 s0 < <(awk '{print $14, $15}' /proc/$EP/stat)

@@ -172,11 +172,12 @@ async function curl(args: string[]): Promise<{ sent: number; received: number; h
 const idOf = (head: string) => /^x-request-id: (.*)$/im.exec(head)?.[1]?.trim();
 
 describe("access log: http", () => {
-  test("one line per request: method, host, path, status, bytes, origin, times, request id kept or made, forwarded and returned", async () => {
+  // On Bun's sockets (the lines written on the main thread) and on the engine (written on the data plane's thread, posted as bytes).
+  for (const engine of ["bun", "epoll"]) test(`--engine ${engine}: one line per request: method, host, path, status, bytes, origin, times, request id kept or made, forwarded and returned`, async () => {
     const origin = httpOrigin("127.0.0.1", "hello");
     servers.push(origin.listener);
-    const log = join(logDir(), "http.log");
-    f.ep = await EdgeproxyProcess.start([...WORKERS, "--mode", "http", "--ports", "8080", "--prefix", "192.0.2.0/24", "--origin", `127.0.0.1:${origin.port}`, "--access-log", log]);
+    const log = join(logDir(), `http-${engine}.log`);
+    f.ep = await EdgeproxyProcess.start([...WORKERS, "--mode", "http", "--engine", engine, "--ports", "8080", "--prefix", "192.0.2.0/24", "--origin", `127.0.0.1:${origin.port}`, "--access-log", log]);
     const kept = await curl(["--interface", "192.0.2.99", "-H", "X-Request-Id: client-id-1", "http://192.0.2.10:8080/a/b?q=1"]);
     expect(kept.body).toBe("hello");
     expect(idOf(kept.head)).toBe("client-id-1");

@@ -4,6 +4,21 @@
 // downwards posts one message; the main thread then re-steers
 // (Admission.recheck), since the steering map belongs to it.
 
+import { type SockaddrTexts, sockaddrString } from "../log/line";
+import { localAddress } from "../system/tcp";
+
+/**
+ * The access log's line for a connection refused at the cap, as Bun's path
+ * writes it (pipeline.ts logCapped): `peer` the accepted sockaddr, `fd` the
+ * connection (its edge asked of the kernel: only at the cap, no cost per connection).
+ */
+export function capLine(peer: Uint8Array, fd: number, edges: SockaddrTexts): Record<string, unknown> {
+  const at = localAddress(fd);
+  const client = sockaddrString(peer);
+  const edge = at && edges.text(at);
+  return { event: "limited", ...(client && edge ? { client, edge } : {}), bytes_in: 0, bytes_out: 0, duration_ms: 0, reason: "cap" };
+}
+
 /** What the main thread's Admission shares with the engine. */
 export interface AdmissionShare {
   /** Int32 [active, refused, steered]: `steered` is set by the main thread once it has re-steered after a mark. */

@@ -17,6 +17,7 @@ import { decodeSockaddr, encodeSockaddr, type Endpoint } from "../system/sockadd
 import { AcceptAddress, acceptBatch, localAddress, resetOnClose, socketError, startConnect, tcpSocket } from "../system/tcp";
 import { formatEndpoint } from "../log/access";
 import { sockaddrString, SockaddrTexts } from "../log/line";
+import { capLine } from "./admission";
 import { proxyV1Header, proxyV2Header } from "../proxy/proxyheader/encode";
 import type { FlowLogSink } from "../proxy/udp/flowlog";
 import type { PanicCounts, UdpOrigins } from "../proxy/udp/origins";
@@ -187,6 +188,7 @@ export class TcpEngine {
     if (!this.admission!.admit()) {
       // Queued in the kernel before steering stopped: refused with an RST.
       svc.bump(T.capRefused);
+      if (svc.log) svc.log.emit(capLine(this.peer.bytes, c, this.edgeTexts));
       resetOnClose(c);
       libc.close(c);
       return;

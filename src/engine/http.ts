@@ -8,7 +8,8 @@
 import { ptr } from "bun:ffi";
 import type { OriginFailure } from "../origin/member";
 import { HttpConnection } from "../proxy/http/conn";
-import { HeaderReader, mustSendHeader, type Ends } from "../proxy/inbound";
+import { endNames, HeaderReader, mustSendHeader, type EndNames, type Ends } from "../proxy/inbound";
+import { sockaddrString, SockaddrTexts } from "../log/line";
 import { originEvents, type OriginConn } from "../proxy/http/origins";
 import type { FlowLogSink } from "../proxy/udp/flowlog";
 import type { UdpOrigins } from "../proxy/udp/origins";
@@ -17,7 +18,7 @@ import { closeListeners, Fd } from "../system/fd";
 import { libc } from "../system/libc";
 import { decodeSockaddr, encodeSockaddr, type Endpoint } from "../system/sockaddr";
 import { AcceptAddress, acceptBatch, localAddress, resetOnClose, startConnect, tcpSocket } from "../system/tcp";
-import { EngineAdmission } from "./admission";
+import { capLine, EngineAdmission } from "./admission";
 import { EngineClients } from "./clients";
 import type { SourceKey } from "../dispatcher/sourceabi";
 import { EngineSocket, errnoError, type SocketLoop } from "./httpsocket";
@@ -50,6 +51,8 @@ export class HttpEngine implements SocketLoop {
   private readonly byFd: (EngineSocket | HttpListener | undefined)[] = [];
   private readonly services = new Map<number, EngineHttp>();
   private readonly peer = new AcceptAddress();
+  /** Edge addresses as log text, by address and port (the access log). */
+  private readonly edgeTexts = new SockaddrTexts();
   private laters: EngineSocket[] = [];
   private deferred: (() => void)[] = [];
   private toClose: EngineSocket[] = [];
@@ -184,6 +187,8 @@ export class HttpEngine implements SocketLoop {
   private start(svc: EngineHttp, c: number): void {
     if (!this.admission!.admit()) {
       // Queued in the kernel before steering stopped: refused with an RST.
+      const log = svc.ctx.log;
+      if (log && log.sampled()) log.emit({ protocol: "tcp", ...capLine(this.peer.bytes, c, this.edgeTexts) });
       resetOnClose(c);
       libc.close(c);
       return;
@@ -203,13 +208,20 @@ export class HttpEngine implements SocketLoop {
     // A trusted load balancer's connection starts with a PROXY header naming the client (the pipeline's header stage);
     // the balancer is not a client of the busiest-clients count, the client its header names is.
     const balancer = peer !== undefined && svc.ctx.config.acceptProxy.length > 0 && mustSendHeader(svc.ctx.config.acceptProxy, peer);
-    let ends: Ends | undefined;
-    if ((svc.ctx.log || balancer) && peer) {
+    if (balancer) {
       const at = localAddress(c);
       const edge = at && decodeSockaddr(at);
-      if (edge) ends = { client: peer, edge };
+      if (edge) return this.startHeader(svc, s, { client: peer, edge });
     }
-    if (balancer && ends) return this.startHeader(svc, s, ends);
+    // The log alone needs the ends as text: made from the sockaddr bytes, the edge's remembered per address
+    // (no Endpoint objects, no weak-map entry per connection), as the tcp engine's.
+    let names: EndNames | undefined;
+    if (svc.ctx.log) {
+      const at = localAddress(c);
+      const client = sockaddrString(this.peer.bytes);
+      const edge = at && this.edgeTexts.text(at);
+      if (client !== undefined && edge !== undefined) names = { client, edge };
+    }
     const tracked = this.clients.seenPeer(this.peer.bytes);
     // The client's address as text once: the count's, and the exchange's clientIp (unmapped there).
     s.remoteText = tracked;
@@ -217,15 +229,15 @@ export class HttpEngine implements SocketLoop {
     if (source === null) {
       // No events are set yet: the close reports nothing, so the cap's slot is given back here.
       this.admission!.leave();
-      svc.logEnded(ends, performance.now(), "limited", "source_limit");
+      svc.logEnded(names, performance.now(), "limited", "source_limit");
       return this.limited(s, tracked);
     }
-    this.serve(svc, s, ends, tracked, EMPTY, source);
+    this.serve(svc, s, undefined, tracked, EMPTY, source, names);
   }
 
   /** The client's HTTP connection over `s` (after its PROXY header, if any: `ends` then are the header's, `rest` what followed it). */
-  private serve(svc: EngineHttp, s: EngineSocket, ends: Ends | undefined, tracked: string | undefined, rest: Uint8Array, source: SourceKey | undefined): void {
-    const conn = new HttpConnection(s, svc.ctx, ends);
+  private serve(svc: EngineHttp, s: EngineSocket, ends: Ends | undefined, tracked: string | undefined, rest: Uint8Array, source: SourceKey | undefined, names?: EndNames): void {
+    const conn = new HttpConnection(s, svc.ctx, ends, names);
     svc.conns.add(conn);
     s.events = {
       data: (chunk) => conn.clientData(chunk),
@@ -292,7 +304,7 @@ export class HttpEngine implements SocketLoop {
       close: (error) => {
         // Still in the stage (nothing counted it yet): a half header cut by the balancer's RST is a truncated one, as on Bun's path.
         if (svc.headers.delete(s) && reader.started) svc.ctx.stats.proxyHeaderError("truncated");
-        svc.logEnded(st.ends, st.startedAt, st.event ?? "close", st.why ?? (error ? "client_reset" : "client_close"));
+        svc.logEnded(endNames(st.ends), st.startedAt, st.event ?? "close", st.why ?? (error ? "client_reset" : "client_close"));
         this.admission!.leave();
         if (svc.retired) this.gone(svc);
       },

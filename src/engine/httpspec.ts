@@ -10,14 +10,14 @@ import { POOL_DEFAULTS, type PoolConfig } from "../config/pool";
 import type { ServiceConfig } from "../config/service";
 import type { SourceKey } from "../dispatcher/sourceabi";
 import { SourceCounter } from "../dispatcher/sources";
-import { formatEndpoint, ServiceLog } from "../log/access";
+import { ServiceLog } from "../log/access";
 import type { OriginFailure } from "../origin/member";
 import type { HttpConnection } from "../proxy/http/conn";
 import type { HttpContext, RoutePool } from "../proxy/http/context";
 import { OriginConnections, type OriginConn } from "../proxy/http/origins";
 import { HttpRouter } from "../proxy/http/router";
 import { HttpStats, type HttpStatsSnapshot } from "../proxy/http/stats";
-import type { HeaderReader, Ends } from "../proxy/inbound";
+import type { EndNames, HeaderReader, Ends } from "../proxy/inbound";
 import type { SourceCounting } from "../proxy/sourcelimit";
 import { ServiceStats } from "../proxy/stats";
 import type { PanicCounts, UdpOrigins } from "../proxy/udp/origins";
@@ -147,10 +147,10 @@ export class EngineHttp {
    * (a per-client limit, a bad or late PROXY header, a balancer's health
    * check), as Bun's pipeline writes it (proxy/pipeline.ts logEnded).
    */
-  logEnded(ends: Ends | undefined, startedAt: number, event: string, why: string): void {
+  logEnded(names: EndNames | undefined, startedAt: number, event: string, why: string): void {
     const log = this.ctx.log;
     if (!log || !log.sampled()) return;
-    log.emit({ protocol: "tcp", event, ...(ends ? { client: formatEndpoint(ends.client), edge: formatEndpoint(ends.edge) } : {}), bytes_in: 0, bytes_out: 0, duration_ms: Math.round(performance.now() - startedAt), reason: why });
+    log.emit({ protocol: "tcp", event, ...(names ? { client: names.client, edge: names.edge } : {}), bytes_in: 0, bytes_out: 0, duration_ms: Math.round(performance.now() - startedAt), reason: why });
   }
 
   releaseSource(key: SourceKey | undefined): void {

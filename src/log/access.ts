@@ -45,7 +45,7 @@ class LogFile {
   private chunk: Buffer = Buffer.allocUnsafe(CHUNK);
   private used = 0;
   /** Filled buffers waiting for the write in flight. */
-  private sealed: Buffer[] = [];
+  private sealed: Uint8Array[] = [];
   /** Written buffers, for reuse. */
   private spare: Buffer[] = [];
   /** Queued plus in-flight bytes (what the bound covers). */
@@ -101,6 +101,26 @@ class LogFile {
     this.used += n + 1;
     this.bytes += n + 1;
     accessLogStats.lines++;
+    this.schedule();
+  }
+
+  /**
+   * Whole lines another thread wrote (its transferred buffers, `lines[i]`
+   * lines in `chunks[i]`): queued as they are, no copy; a buffer the bound
+   * has no room for is dropped and its lines counted.
+   */
+  pushChunks(chunks: readonly Uint8Array[], lines: readonly number[]): void {
+    this.seal();
+    for (let i = 0; i < chunks.length; i++) {
+      const c = chunks[i]!;
+      if (this.bytes + c.length > this.maxBytes) {
+        accessLogStats.dropped += lines[i]!;
+        continue;
+      }
+      this.sealed.push(c);
+      this.bytes += c.length;
+      accessLogStats.lines += lines[i]!;
+    }
     this.schedule();
   }
 
@@ -205,7 +225,7 @@ class LogFile {
       });
   };
 
-  private writeAll(data: Buffer, from: number, done: () => void): void {
+  private writeAll(data: Uint8Array, from: number, done: () => void): void {
     write(this.fd, data, from, data.length - from, null, (err, written) => {
       if (err) {
         this.failed(err);
@@ -298,15 +318,15 @@ export function checkAccessLogs(configs: readonly (AccessLogConfig | undefined)[
   for (const c of configs) if (c && c.path !== "-") closeSync(openLog(c.path));
 }
 
-/** Lines made on the UDP data plane's thread (src/proxy/udp/flowlog.ts), with what it dropped or sampled out. */
+/** Lines made on the data plane's thread (src/proxy/udp/flowlog.ts), with what it dropped or sampled out. */
 export function appendBatch(batch: AccessBatch): void {
   accessLogStats.dropped += batch.dropped;
   accessLogStats.sampledOut += batch.sampledOut;
-  for (const [path, lines] of batch.byPath) {
+  for (const [path, chunks, lines] of batch.byPath) {
     const f = files.get(path);
     // The service that opened it is gone (a reload) while its flows ran on: those lines are dropped.
-    if (!f) accessLogStats.dropped += lines.length;
-    else for (const line of lines) f.push(line);
+    if (!f) for (const n of lines) accessLogStats.dropped += n;
+    else f.pushChunks(chunks, lines);
   }
 }
 

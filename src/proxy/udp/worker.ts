@@ -28,8 +28,13 @@ let wakeFd = -1;
 let running = false;
 
 const post = (m: FromWorker) => self.postMessage(m);
-/** Access log lines of every UDP service, posted in batches when the loop yields. */
+/** Access log lines of every service on this thread, posted in batches when the loop yields. */
 const logSink = new FlowLogSink();
+/** The batch's buffers are transferred, not copied. */
+function postAccess(): void {
+  const batch = logSink.take();
+  self.postMessage({ op: "access", batch } satisfies FromWorker, FlowLogSink.transfer(batch));
+}
 
 function sweepEvery(): number {
   // A quarter of the shortest idle timeout, so flows end at most 25% late.
@@ -80,7 +85,7 @@ async function loop(): Promise<void> {
     }
     if (woken || n === 0 || e.now - yielded > YIELD_MS) {
       h?.flushReports();
-      if (logSink.pending) post({ op: "access", batch: logSink.take() });
+      if (logSink.pending) postAccess();
       // setImmediate, not setTimeout(0): a timer is clamped to 1 ms, a stall every YIELD_MS under load.
       await new Promise((r) => setImmediate(r));
       yielded = performance.now();
@@ -170,7 +175,7 @@ self.onmessage = (event: MessageEvent<ToWorker>) => {
         http?.closeAll();
         tcp?.closeAll();
         engine?.closeAll();
-        if (logSink.pending) post({ op: "access", batch: logSink.take() });
+        if (logSink.pending) postAccess();
         epoll?.close();
         post({ op: "stopped" });
         break;
