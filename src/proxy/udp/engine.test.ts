@@ -22,6 +22,8 @@ async function echoThrough(useRing: boolean) {
   const counters = new Float64Array(ROW);
   const logged: string[] = [];
   const engine = new Engine(epoll, counters, 100, (l) => logged.push(l), () => {}, undefined, undefined, undefined, useRing);
+  // No ring before the first UDP service: a thread serving only tcp or http never sets one up.
+  expect(engine.ringSends).toBeUndefined();
   cleanup.push(() => epoll.close(), () => engine.closeAll());
   const listener = openUdpSocket(4, "test listener");
   // The flow's socket binds to the same address and port (the original destination): both need SO_REUSEADDR.
@@ -65,13 +67,16 @@ async function echoThrough(useRing: boolean) {
   // A burst on the flow's own socket, more than one receive batch (16), of different sizes.
   for (let i = 0; i < 40; i++) send(`burst ${i} `.padEnd(1 + i * 37, "z"));
   await until(41);
-  return { got, want, counters, logged };
+  return { got, want, counters, logged, ringSends: engine.ringSends };
 }
 
 describe("udp engine", () => {
   for (const useRing of [true, false]) {
     test(`echo through a flow, ${useRing ? "sends through the io_uring send ring" : "send(2) per datagram"}: every datagram back in order, counted`, async () => {
-      const { got, want, counters, logged } = await echoThrough(useRing);
+      const { got, want, counters, logged, ringSends } = await echoThrough(useRing);
+      // Every echo went through the ring (or none had one).
+      if (useRing) expect(ringSends).toBe(41);
+      else expect(ringSends).toBeUndefined();
       expect(got).toEqual(want);
       expect(counters[C.flowsTotal]).toBe(1);
       expect(counters[C.datagramsFromClients]).toBe(41);

@@ -47,9 +47,9 @@ const bump = (row: Float64Array, i: number, n = 1) => {
 
 /** Flows, the sockets they own, and the forwarding between them. */
 export class Engine {
-  private readonly batch: DatagramBatch;
+  private batch: DatagramBatch;
   /** The turn's sends, submitted together at flush(); absent: each datagram is sent with send(2) at once. */
-  private readonly sendRing: SendRing<Flow> | undefined;
+  private sendRing: SendRing<Flow> | undefined;
   private readonly byFd: (Service | Flow | undefined)[] = [];
   private readonly flows = new Map<string, Flow>();
   /** Flows the client has sent one datagram on, oldest first: evicted first when the cap is full. */
@@ -74,18 +74,27 @@ export class Engine {
     /** Submit sends through io_uring, a turn at a time (false, or io_uring unavailable: send(2) per datagram). */
     useRing = true,
   ) {
-    let ring: SendRing<Flow> | undefined;
-    let batch = new DatagramBatch(16, useRing ? STAGE_BYTES : 0);
-    if (useRing) {
-      try {
-        ring = new SendRing<Flow>(batch.data, batch.dataPtr, batch.stageAt, STAGE_BYTES, (f, toClient, length, res) => this.sent(f, toClient, length, res));
-      } catch (e) {
-        this.log(`udp data plane: io_uring unavailable, sending datagram by datagram: ${(e as Error).message}`);
-        batch = new DatagramBatch(16);
-      }
+    this.ringWanted = useRing;
+    this.batch = new DatagramBatch(16);
+  }
+
+  /** The send ring is still to be set up (at the first UDP service: a thread serving only tcp or http never needs it, nor says it is missing). */
+  private ringWanted: boolean;
+
+  /** Datagrams sent through the ring so far (undefined: no ring, yet or at all). */
+  get ringSends(): number | undefined {
+    return this.sendRing?.sends;
+  }
+
+  private setUpRing(): void {
+    this.ringWanted = false;
+    const batch = new DatagramBatch(16, STAGE_BYTES);
+    try {
+      this.sendRing = new SendRing<Flow>(batch.data, batch.dataPtr, batch.stageAt, STAGE_BYTES, (f, toClient, length, res) => this.sent(f, toClient, length, res));
+      this.batch = batch;
+    } catch (e) {
+      this.log(`udp data plane: io_uring unavailable, sending datagram by datagram: ${(e as Error).message}`);
     }
-    this.batch = batch;
-    this.sendRing = ring;
   }
 
   /** Submit the sends queued this turn (the worker calls it before it waits again). */
@@ -116,6 +125,7 @@ export class Engine {
   }
 
   add(spec: UdpServiceSpec): void {
+    if (this.ringWanted) this.setUpRing();
     // The main thread zeroed the row when it gave out the slot.
     const svc = new Service(spec, this.counters.subarray(spec.slot * ROW, (spec.slot + 1) * ROW), this.logSink);
     this.services.set(spec.slot, svc);
