@@ -1,8 +1,8 @@
 import { closeSync, openSync, write, writeSync, writev } from "node:fs";
 import type { AccessLogConfig } from "../config/service";
 import { ConfigError } from "../errors";
-import type { AccessBatch } from "../proxy/udp/flowlog";
 import { LineWriter } from "./line";
+import { RingReader, type RingRead } from "./ring";
 
 export { endpointString, formatEndpoint, jsonInner, jsonOrNull, jsonString, joinHostPort, LineWriter, tenths } from "./line";
 
@@ -56,6 +56,9 @@ class LogFile {
   private immediate = false;
   private reopenWanted = false;
   private lastError = "";
+  /** The data plane thread's rings of lines for this file (src/log/ring.ts), read on a timer or a nudge. */
+  private readonly rings: RingReader[] = [];
+  private poller: Timer | undefined;
 
   constructor(
     readonly path: string,
@@ -104,26 +107,6 @@ class LogFile {
     this.schedule();
   }
 
-  /**
-   * Whole lines another thread wrote (its transferred buffers, `lines[i]`
-   * lines in `chunks[i]`): queued as they are, no copy; a buffer the bound
-   * has no room for is dropped and its lines counted.
-   */
-  pushChunks(chunks: readonly Uint8Array[], lines: readonly number[]): void {
-    this.seal();
-    for (let i = 0; i < chunks.length; i++) {
-      const c = chunks[i]!;
-      if (this.bytes + c.length > this.maxBytes) {
-        accessLogStats.dropped += lines[i]!;
-        continue;
-      }
-      this.sealed.push(c);
-      this.bytes += c.length;
-      accessLogStats.lines += lines[i]!;
-    }
-    this.schedule();
-  }
-
   private readonly writer = new LineWriter();
   /** Where the line begun by begin() starts in `chunk`. */
   private lineFrom = 0;
@@ -160,6 +143,31 @@ class LogFile {
     this.schedule();
   }
 
+  /** Lines of the data plane thread, in a ring: written with this file's own, at least every FLUSH_MS. */
+  attach(ring: RingReader): void {
+    this.rings.push(ring);
+    if (!this.poller) {
+      this.poller = setInterval(this.poll, FLUSH_MS);
+      this.poller.unref();
+    }
+  }
+
+  /** Read the rings now if no write is in flight (the timer; the writer's nudge when a ring is a quarter full). */
+  readonly poll = (): void => {
+    this.countRings();
+    if (!this.writing && !this.immediate) this.flush();
+  };
+
+  /** The rings' lines written, dropped and sampled out, into the process's counters. */
+  private countRings(): void {
+    for (const r of this.rings) {
+      const c = r.counts();
+      accessLogStats.lines += c.lines;
+      accessLogStats.dropped += c.dropped;
+      accessLogStats.sampledOut += c.sampledOut;
+    }
+  }
+
   private schedule(): void {
     if (this.writing || this.immediate) return;
     if (this.bytes >= FLUSH_BYTES) {
@@ -187,18 +195,34 @@ class LogFile {
     if (this.writing) return;
     if (this.reopenWanted) this.reopenNow();
     this.seal();
-    if (this.sealed.length === 0) return;
-    const bufs = this.sealed;
+    // The rings' unread lines go in the same write, straight from the shared memory; their space is given back once written.
+    let reads: [RingReader, RingRead][] | undefined;
+    for (const r of this.rings) {
+      const got = r.read();
+      if (got) (reads ??= []).push([r, got]);
+    }
+    if (this.sealed.length === 0 && !reads) return;
+    const own = this.sealed;
     this.sealed = [];
+    let ownBytes = 0;
+    for (const b of own) ownBytes += b.length;
+    let bufs: Uint8Array[] = own;
+    let total = ownBytes;
+    if (reads) {
+      bufs = [...own];
+      for (const [, got] of reads) {
+        bufs.push(...got.views);
+        total += got.bytes;
+      }
+    }
     // One write: usually one buffer; several (a writev, not a copy into one) after a slow write or a burst.
-    let total = 0;
-    for (const b of bufs) total += b.length;
     this.writing = true;
     const after = () => {
       this.writing = false;
-      this.bytes -= total;
+      this.bytes -= ownBytes;
+      if (reads) for (const [r, got] of reads) r.release(got);
       // Whole buffers go back for reuse, as many as the bound could ever need.
-      for (const b of bufs) if (b.buffer.byteLength >= CHUNK && this.spare.length * CHUNK < this.maxBytes) this.spare.push(Buffer.from(b.buffer, b.byteOffset, CHUNK));
+      for (const b of own) if (b.buffer.byteLength >= CHUNK && this.spare.length * CHUNK < this.maxBytes) this.spare.push(Buffer.from(b.buffer, b.byteOffset, CHUNK));
       if (this.reopenWanted) this.reopenNow();
       // What came in meanwhile waits for a full batch or the timer: a write per completion would cost a thread-pool round trip every few lines.
       if (this.bytes >= FLUSH_BYTES) {
@@ -268,8 +292,8 @@ class LogFile {
   /** At exit: what is queued, written synchronously (the process is ending; nothing else waits). */
   drainSync(): void {
     if (this.timer) clearTimeout(this.timer);
+    if (this.poller) clearInterval(this.poller);
     this.seal();
-    if (this.sealed.length === 0) return;
     // A write still in flight means a stalled destination (a full pipe): exiting must not wait on it.
     if (this.writing) {
       this.sealed = [];
@@ -277,6 +301,10 @@ class LogFile {
     }
     try {
       for (const b of this.sealed) writeSync(this.fd, b);
+      for (const r of this.rings) {
+        const got = r.read();
+        if (got) for (const v of got.views) writeSync(this.fd, v);
+      }
     } catch {
       // Exiting: nothing left to tell.
     }
@@ -318,16 +346,26 @@ export function checkAccessLogs(configs: readonly (AccessLogConfig | undefined)[
   for (const c of configs) if (c && c.path !== "-") closeSync(openLog(c.path));
 }
 
-/** Lines made on the data plane's thread (src/proxy/udp/flowlog.ts), with what it dropped or sampled out. */
-export function appendBatch(batch: AccessBatch): void {
-  accessLogStats.dropped += batch.dropped;
-  accessLogStats.sampledOut += batch.sampledOut;
-  for (const [path, chunks, lines] of batch.byPath) {
-    const f = files.get(path);
-    // The service that opened it is gone (a reload) while its flows ran on: those lines are dropped.
-    if (!f) for (const n of lines) accessLogStats.dropped += n;
-    else f.pushChunks(chunks, lines);
+/**
+ * The data plane thread's ring of lines for `config`'s file (src/log/ring.ts),
+ * read with this process's own lines for it from now on. The file is opened
+ * here if no service of this process has opened it yet.
+ */
+export function attachRing(config: AccessLogConfig, memory: SharedArrayBuffer): void {
+  let f: LogFile;
+  try {
+    f = fileFor(config);
+  } catch (e) {
+    // Opened at start (checkAccessLogs); gone since: the thread's lines for it are dropped (its ring fills, counted there).
+    process.stderr.write(`edgeproxy: ${(e as Error).message}\n`);
+    return;
   }
+  f.attach(new RingReader(memory));
+}
+
+/** A ring of `path` is a quarter full: write it now. */
+export function nudgeRing(path: string): void {
+  files.get(path)?.poll();
 }
 
 /** SIGUSR1: reopen every log file of this process. */

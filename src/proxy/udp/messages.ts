@@ -1,7 +1,7 @@
 import type { EndpointSpec } from "../../origin/pool";
 import type { UdpServiceSpec } from "./engine";
 import type { PanicCounts } from "./origins";
-import type { AccessBatch } from "./flowlog";
+import type { AccessLogConfig } from "../../config/service";
 import type { TcpEngineSpec } from "../../engine/engine";
 import type { OriginFailure } from "../../origin/pool";
 import type { ClientsSnapshot } from "../clients";
@@ -36,8 +36,10 @@ export type FromWorker =
   | { readonly op: "origin"; readonly slot: number; readonly key: string; readonly port: number; readonly ok: boolean }
   /** Flows opened in panic (no endpoint eligible) per endpoint key, since the last such message. */
   | { readonly op: "panics"; readonly slot: number; readonly counts: PanicCounts }
-  /** Access log lines of UDP flows, for the main thread's writer (src/log/access.ts). */
-  | { readonly op: "access"; readonly batch: AccessBatch }
+  /** The ring of a log path's lines on this thread (src/log/ring.ts), for the main thread's writer of that file (src/log/access.ts); once per path. */
+  | { readonly op: "access-ring"; readonly config: AccessLogConfig; readonly memory: SharedArrayBuffer }
+  /** A ring is a quarter full: read it now, not at the writer's next timer. */
+  | { readonly op: "access-nudge"; readonly path: string }
   /** A tcp origin port failed a connect (failure), or connected again after failing (no failure). */
   | { readonly op: "tcp-origin"; readonly slot: number; readonly key: string; readonly port: number; readonly failure?: OriginFailure }
   /** A tcp service's open connections per endpoint key (when they changed), and connections sent in panic since the last. */

@@ -7,7 +7,7 @@ import type { UdpServiceSpec } from "./engine";
 import type { FromWorker, ToWorker } from "./messages";
 import type { PanicCounts } from "./origins";
 import { ROW, SLOTS } from "./stats";
-import { appendBatch } from "../../log/access";
+import { attachRing, nudgeRing } from "../../log/access";
 import type { TcpEngineSpec } from "../../engine/engine";
 import type { OriginFailure } from "../../origin/pool";
 import type { ClientsSnapshot } from "../clients";
@@ -94,7 +94,8 @@ export class UdpPlane {
       else if (m.op === "retired") this.free.push(m.slot);
       else if (m.op === "origin") this.originEvents.get(m.slot)?.report(m.key, m.port, m.ok);
       else if (m.op === "panics") this.originEvents.get(m.slot)?.panics(m.counts);
-      else if (m.op === "access") appendBatch(m.batch);
+      else if (m.op === "access-ring") attachRing(m.config, m.memory);
+      else if (m.op === "access-nudge") nudgeRing(m.path);
       else if (m.op === "tcp-origin") this.tcpEvents.get(m.slot)?.report(m.key, m.port, m.failure);
       else if (m.op === "admission") this.onAdmission();
       else if (m.op === "tcp-active") this.tcpEvents.get(m.slot)?.counts(m.active, m.panics);

@@ -28,13 +28,11 @@ let wakeFd = -1;
 let running = false;
 
 const post = (m: FromWorker) => self.postMessage(m);
-/** Access log lines of every service on this thread, posted in batches when the loop yields. */
-const logSink = new FlowLogSink();
-/** The batch's buffers are transferred, not copied. */
-function postAccess(): void {
-  const batch = logSink.take();
-  self.postMessage({ op: "access", batch } satisfies FromWorker, FlowLogSink.transfer(batch));
-}
+/** Access log lines of every service on this thread, in rings the main thread reads (src/log/ring.ts). */
+const logSink = new FlowLogSink(
+  (config, memory) => post({ op: "access-ring", config, memory }),
+  (path) => post({ op: "access-nudge", path }),
+);
 
 function sweepEvery(): number {
   // A quarter of the shortest idle timeout, so flows end at most 25% late.
@@ -85,7 +83,6 @@ async function loop(): Promise<void> {
     }
     if (woken || n === 0 || e.now - yielded > YIELD_MS) {
       h?.flushReports();
-      if (logSink.pending) postAccess();
       // setImmediate, not setTimeout(0): a timer is clamped to 1 ms, a stall every YIELD_MS under load.
       await new Promise((r) => setImmediate(r));
       yielded = performance.now();
@@ -175,8 +172,7 @@ self.onmessage = (event: MessageEvent<ToWorker>) => {
         http?.closeAll();
         tcp?.closeAll();
         engine?.closeAll();
-        if (logSink.pending) postAccess();
-        epoll?.close();
+          epoll?.close();
         post({ op: "stopped" });
         break;
     }

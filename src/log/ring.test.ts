@@ -1,0 +1,101 @@
+import { describe, expect, test } from "bun:test";
+import { newRingMemory, ringBytes, RingReader, RingWriter } from "./ring";
+
+const enc = new TextEncoder();
+const head = enc.encode('{"n":');
+
+/** Write line `n` (`{"n":N,"pad":"xxx…"}`, its length varying with n) through the writer; false when the ring dropped it. */
+function writeLine(w: RingWriter, n: number, padLen = (n * 7919) % 300): boolean {
+  const lw = w.begin(head, 40 + padLen);
+  if (!lw) throw new Error("line refused");
+  lw.int(n).raw(',"pad":"').raw("x".repeat(padLen)).raw('"}');
+  const before = lw.p;
+  w.finish();
+  return before >= 0;
+}
+
+/** Everything unread, as text, given back to the writer. */
+function drain(r: RingReader): string {
+  const got = r.read();
+  if (!got) return "";
+  const text = got.views.map((v) => Buffer.from(v).toString("utf8")).join("");
+  expect(text.length).toBe(got.bytes);
+  r.release(got);
+  return text;
+}
+
+describe("log ring (data plane thread → main thread)", () => {
+  test("ringBytes: the bound rounded down to a power of two, from 64 KiB", () => {
+    expect(ringBytes(1024 * 1024)).toBe(1 << 20);
+    expect(ringBytes(1024 * 1024 + 5)).toBe(1 << 20);
+    expect(ringBytes(3 << 20)).toBe(2 << 20);
+    expect(ringBytes(1000)).toBe(1 << 16);
+  });
+
+  test("lines of every length through many laps, read at uneven times: all arrive whole and in order", () => {
+    const memory = newRingMemory(1 << 16);
+    const w = new RingWriter(memory, () => {});
+    const r = new RingReader(memory);
+    let text = "";
+    let n = 0;
+    for (let round = 0; round < 400; round++) {
+      const burst = 1 + ((round * 37) % 60);
+      for (let i = 0; i < burst; i++) writeLine(w, n++);
+      text += drain(r);
+    }
+    const lines = text.split("\n");
+    expect(lines.pop()).toBe("");
+    expect(lines.length).toBe(n);
+    lines.forEach((l, i) => expect(JSON.parse(l).n).toBe(i));
+    expect(r.counts()).toEqual({ lines: n, dropped: 0, sampledOut: 0 });
+    // The writer went round the ring many times (64 KiB).
+    expect(text.length).toBeGreaterThan(20 * (1 << 16));
+  });
+
+  test("full: lines are dropped and counted, never torn; room given back lets lines in again; one nudge per read", () => {
+    const memory = newRingMemory(1 << 16);
+    let nudges = 0;
+    const w = new RingWriter(memory, () => nudges++);
+    const r = new RingReader(memory);
+    for (let n = 0; n < 2000; n++) writeLine(w, n, 100);
+    expect(nudges).toBe(1);
+    const c = r.counts();
+    expect(c.lines + c.dropped).toBe(2000);
+    expect(c.dropped).toBeGreaterThan(1000);
+    const kept = drain(r).split("\n").slice(0, -1);
+    expect(kept.length).toBe(c.lines);
+    kept.forEach((l, i) => expect(JSON.parse(l).n).toBe(i));
+    writeLine(w, 5000);
+    expect(JSON.parse(drain(r)).n).toBe(5000);
+    for (let n = 0; n < 300; n++) writeLine(w, n, 100);
+    expect(nudges).toBe(2);
+  });
+
+  test("a line longer than an eighth of the ring is refused (the caller counts it dropped)", () => {
+    const w = new RingWriter(newRingMemory(1 << 16), () => {});
+    expect(w.begin(head, 9000)).toBeUndefined();
+    expect(w.begin(head, 100)).toBeDefined();
+  });
+
+  test("across threads: a worker writes 200,000 lines while this thread reads; every line arrives once, whole, in order", async () => {
+    const memory = newRingMemory(1 << 16);
+    const r = new RingReader(memory);
+    const worker = new Worker(new URL("./ring.fixture.ts", import.meta.url).href);
+    const done = new Promise<void>((resolve) => (worker.onmessage = () => resolve()));
+    worker.postMessage({ memory, lines: 200_000 });
+    let text = "";
+    let finished = false;
+    void done.then(() => (finished = true));
+    const deadline = Date.now() + 30_000;
+    while (!finished && Date.now() < deadline) {
+      text += drain(r);
+      await Bun.sleep(0);
+    }
+    text += drain(r);
+    worker.terminate();
+    const lines = text.split("\n").slice(0, -1);
+    expect(lines.length).toBe(200_000);
+    for (let i = 0; i < lines.length; i += 997) expect(JSON.parse(lines[i]!).n).toBe(i);
+    expect(lines.every((l, i) => l.startsWith(`{"n":${i},`))).toBe(true);
+  }, 40_000);
+});
