@@ -152,7 +152,7 @@ class LogFile {
     }
   }
 
-  /** Read the rings now if no write is in flight (the timer; the writer's nudge when a ring is a quarter full). */
+  /** Read the rings now if no write is in flight (the timer; the writer's nudge when a ring is half full). */
   readonly poll = (): void => {
     this.countRings();
     if (!this.writing && !this.immediate) this.flush();
@@ -363,7 +363,7 @@ export function attachRing(config: AccessLogConfig, memory: SharedArrayBuffer): 
   f.attach(new RingReader(memory));
 }
 
-/** A ring of `path` is a quarter full: write it now. */
+/** A ring of `path` is half full: write it now. */
 export function nudgeRing(path: string): void {
   files.get(path)?.poll();
 }

@@ -74,13 +74,13 @@ export class RingWriter {
 
   constructor(
     readonly memory: SharedArrayBuffer,
-    /** Asks the reader to come now (the ring passed a quarter full). */
+    /** Asks the reader to come now (the ring passed half full). */
     private readonly nudge: () => void,
   ) {
     this.size = sizeOf(memory);
     this.mask = this.size - 1;
     this.maxLine = this.size / 8;
-    this.nudgeAt = this.size / 4;
+    this.nudgeAt = this.size / 2;
     this.h = new Int32Array(memory, 0, HEADER_BYTES / 4);
     this.data = Buffer.from(memory, HEADER_BYTES, this.size);
   }

@@ -15,7 +15,7 @@ import { newRingMemory, ringBytes, RingWriter } from "../../log/ring";
  * as UTF-8 bytes where they are made (the LineWriter, as the main thread's
  * log does) into one shared ring per log path (src/log/ring.ts), which the
  * main thread writes to the file it owns. `announce` hands the main thread a
- * new path's ring (once); `nudge` asks it to read a ring a quarter full.
+ * new path's ring (once); `nudge` asks it to read a ring half full.
  */
 export class FlowLogSink {
   private readonly rings = new Map<string, RingWriter>();

@@ -38,7 +38,7 @@ export type FromWorker =
   | { readonly op: "panics"; readonly slot: number; readonly counts: PanicCounts }
   /** The ring of a log path's lines on this thread (src/log/ring.ts), for the main thread's writer of that file (src/log/access.ts); once per path. */
   | { readonly op: "access-ring"; readonly config: AccessLogConfig; readonly memory: SharedArrayBuffer }
-  /** A ring is a quarter full: read it now, not at the writer's next timer. */
+  /** A ring is half full: read it now, not at the writer's next timer. */
   | { readonly op: "access-nudge"; readonly path: string }
   /** A tcp origin port failed a connect (failure), or connected again after failing (no failure). */
   | { readonly op: "tcp-origin"; readonly slot: number; readonly key: string; readonly port: number; readonly failure?: OriginFailure }

@@ -163,7 +163,7 @@ self.onmessage = (event: MessageEvent<ToWorker>) => {
       case "sync":
         if (http) {
           http.dirty = true;
-          http.flushReports();
+          http.flushReports(true);
         }
         post({ op: "synced", id: m.id });
         break;
