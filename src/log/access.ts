@@ -159,7 +159,7 @@ class LogFile {
   };
 
   /** The rings' lines written, dropped and sampled out, into the process's counters. */
-  private countRings(): void {
+  countRings(): void {
     for (const r of this.rings) {
       const c = r.counts();
       accessLogStats.lines += c.lines;
@@ -366,6 +366,12 @@ export function attachRing(config: AccessLogConfig, memory: SharedArrayBuffer): 
 /** A ring of `path` is half full: write it now. */
 export function nudgeRing(path: string): void {
   files.get(path)?.poll();
+}
+
+/** The process's counters, the data plane thread's lines counted up to now (a read of /metrics or status). */
+export function accessLogCounts(): typeof accessLogStats {
+  for (const f of files.values()) f.countRings();
+  return { ...accessLogStats };
 }
 
 /** SIGUSR1: reopen every log file of this process. */

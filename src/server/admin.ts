@@ -8,7 +8,7 @@ import { VERSION } from "../version";
 import { refuseSelfReach } from "./bindings";
 import { describeReload, reload } from "./reload";
 import type { Server } from "./server";
-import { accessLogStats } from "../log/access";
+import { accessLogCounts } from "../log/access";
 import { CLIENT_COUNTERS } from "../proxy/clients";
 
 function origin(s: Server, name: string): string | undefined {
@@ -48,7 +48,7 @@ export function serverBackend(server: Server): AdminBackend {
         startedAt: server.startedAt,
         pinPath: server.report.pinDir,
         unmatchedLookups: server.dispatcher.counters(0).lookups,
-        accessLog: { ...accessLogStats },
+        accessLog: accessLogCounts(),
         // Every tracked address (two generations): a supervisor merges its workers' lists before cutting them short.
         clients: server.planes.clientsSnapshot(2 * CLIENT_COUNTERS),
         capacity: {
