@@ -106,25 +106,70 @@ export function hopelessHead(buf: Uint8Array, from: number): string | undefined 
 const latin1Slice = (Buffer.prototype as unknown as { latin1Slice(this: Uint8Array, start: number, end: number): string }).latin1Slice;
 
 /** Field lines from `pos` up to `text.length` (each ending CRLF) into m; the framing fields interpreted. */
+/**
+ * Field names this proxy meets on nearly every message (RFC 9110 §16.3.1's
+ * registry, the common ones), by length: a name is compared with these
+ * case-insensitively in place and the constant returned, so the usual head
+ * makes no string per field name (a slice and its lowercase copy cost most
+ * of a head's parse: bench/profiles/http.md).
+ */
+const KNOWN_NAMES: readonly (readonly string[])[] = (() => {
+  const names = [
+    "host", "user-agent", "accept", "accept-encoding", "accept-language", "connection", "content-length", "content-type",
+    "transfer-encoding", "upgrade", "date", "server", "cache-control", "etag", "last-modified", "expires", "vary",
+    "location", "set-cookie", "cookie", "authorization", "referer", "origin", "content-encoding", "keep-alive",
+    "x-request-id", "x-forwarded-for", "x-forwarded-proto", "x-forwarded-host", "forwarded", "via", "accept-ranges",
+    "if-modified-since", "if-none-match", "range", "pragma", "te", "expect", "age", "content-range", "x-real-ip",
+    "sec-websocket-key", "sec-websocket-version", "sec-websocket-accept", "sec-websocket-protocol", "sec-websocket-extensions",
+  ];
+  const byLength: string[][] = [];
+  for (const n of names) (byLength[n.length] ??= []).push(n);
+  return byLength;
+})();
+
+/**
+ * The lowercase name of the field at text[from, to) (tchar only, checked by
+ * the caller): a constant for a known name, else a new string. `| 0x20`
+ * lowercases a letter and keeps "-" and digits; among tchar it maps only
+ * letters onto letters, so the comparison is exact.
+ */
+function fieldName(text: string, from: number, to: number): string {
+  const candidates = KNOWN_NAMES[to - from];
+  if (candidates !== undefined) {
+    for (let c = 0; c < candidates.length; c++) {
+      const known = candidates[c]!;
+      let k = 0;
+      while (k < known.length && (text.charCodeAt(from + k) | 0x20) === known.charCodeAt(k)) k++;
+      if (k === known.length) return known;
+    }
+  }
+  return text.slice(from, to).toLowerCase();
+}
+
 function parseFields(text: string, pos: number, m: Message, who: "request" | "response"): HeadError | undefined {
   const status = who === "request" ? 400 : 502;
   let te = "";
   let sawTe = false;
+  // One pass per line: the name's characters up to the colon, the value's up to the CR, each checked as it is
+  // passed (no separate search for the line's end). charCodeAt past the end is NaN, which no check accepts.
   while (pos < text.length) {
-    const eol = text.indexOf("\r\n", pos);
-    const first = text.charCodeAt(pos);
+    let c = text.charCodeAt(pos);
     // obs-fold (RFC 9112 §5.2): a server may reject it; a proxy must not pass it on as is.
-    if (first === 32 || first === 9) return new HeadError(status, `${who} header line folding (obs-fold) is not accepted`);
+    if (c === 32 || c === 9) return new HeadError(status, `${who} header line folding (obs-fold) is not accepted`);
     let i = pos;
-    while (i < eol && isTchar(text.charCodeAt(i))) i++;
+    while (isTchar(c)) c = text.charCodeAt(++i);
     // No whitespace between name and colon (RFC 9112 §5.1: MUST reject with 400).
-    if (i === pos || i === eol || text.charCodeAt(i) !== 58) return new HeadError(status, `malformed ${who} header line`);
-    const name = text.slice(pos, i).toLowerCase();
+    if (i === pos || c !== 58) return new HeadError(status, `malformed ${who} header line`);
+    const name = fieldName(text, pos, i);
     let v = i + 1;
-    while (v < eol && (text.charCodeAt(v) === 32 || text.charCodeAt(v) === 9)) v++;
+    c = text.charCodeAt(v);
+    while (c === 32 || c === 9) c = text.charCodeAt(++v);
+    let eol = v;
+    while (isFieldChar(c)) c = text.charCodeAt(++eol);
+    // The value ends at CRLF; any other stop is a character no field value may hold (a bare CR or LF, a control).
+    if (c !== 13 || text.charCodeAt(eol + 1) !== 10) return new HeadError(status, `invalid character in ${who} header ${name}`);
     let e = eol;
     while (e > v && (text.charCodeAt(e - 1) === 32 || text.charCodeAt(e - 1) === 9)) e--;
-    for (let k = v; k < e; k++) if (!isFieldChar(text.charCodeAt(k))) return new HeadError(status, `invalid character in ${who} header ${name}`);
     const value = text.slice(v, e);
     m.names.push(name);
     m.values.push(value);
