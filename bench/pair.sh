@@ -6,7 +6,7 @@
 # per request (utime+stime of the proxy ÷ wrk's requests) and B/A.
 #   bench/pair.sh BINARY tcp|http keep-alive|close N [B's extra args...]
 #   e.g. bench/pair.sh ./edgeproxy http keep-alive 3 --access-log /tmp/a.log
-# $BOTH: args for both runs (e.g. BOTH="--engine epoll").
+# $BOTH: args for both runs (e.g. BOTH="--engine epoll"); $BIN_B: another binary for B (an A/B of two builds).
 # 5 s of warm-up in the measured mode, then 5 s measured (WARM, SECS).
 set -euo pipefail
 if [ "${1:-}" = --inner ]; then
@@ -35,12 +35,13 @@ if [ "${1:-}" = --inner ]; then
 fi
 [ $# -ge 4 ] || { echo "usage: bench/pair.sh BINARY tcp|http keep-alive|close N [B's extra args...]" >&2; exit 2; }
 BIN=$(readlink -f "$1") MODE=$2 LOAD=$3 N=$4; shift 4
+[ -z "${BIN_B:-}" ] || BIN_B=$(readlink -f "$BIN_B")
 DIR=$(mktemp -d /tmp/edgeproxy-pair-XXXXXX)
 SELF=$(readlink -f "$0")
 for i in $(seq 1 "$N"); do
   unshare --net --mount --propagation private "$SELF" --inner "$BIN" "$MODE" "$LOAD" "$DIR/a" > "$DIR/a.out" &
   A=$!
-  unshare --net --mount --propagation private "$SELF" --inner "$BIN" "$MODE" "$LOAD" "$DIR/b" "$@" > "$DIR/b.out" &
+  unshare --net --mount --propagation private "$SELF" --inner "${BIN_B:-$BIN}" "$MODE" "$LOAD" "$DIR/b" "$@" > "$DIR/b.out" &
   B=$!
   wait $A $B
   read -r ra ua < "$DIR/a.out"; read -r rb ub < "$DIR/b.out"
