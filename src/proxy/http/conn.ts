@@ -4,7 +4,7 @@ import type { Session } from "../pipeline";
 import { ChunkedDecoder, reframe } from "./chunked";
 import { HIGH_WATER, LINGER_MS, requestOrigin } from "./context";
 import { Deadline, EMPTY, Exchange, Phase, concat } from "./exchange";
-import { H2_REFUSAL, errorResponse, extendable, forwardingFields, originRequestHead } from "./headers";
+import { ConnectionForwarding, H2_REFUSAL, errorResponse, extendable, originRequestHead } from "./headers";
 import { serveLocal } from "./local";
 import { refusalReason } from "./stats";
 import { HeadError, hasToken, headEnd, hopelessHead, parseRequestHead, type RequestHead } from "./parse";
@@ -25,6 +25,8 @@ import { HeadError, hasToken, headEnd, hopelessHead, parseRequestHead, type Requ
 export class HttpConnection extends Exchange implements Session {
   /** Close by shutdown and a wait for the client's FIN, not at once. */
   private linger = false;
+  /** The forwarding fields of this connection's extendable requests, made once per Host. */
+  private forwarding: ConnectionForwarding | undefined;
 
   /** The pipeline hands over: `rest` are the bytes that came after a PROXY header. */
   started(rest: Uint8Array): this {
@@ -161,7 +163,7 @@ export class HttpConnection extends Exchange implements Session {
       const fwd = { clientIp: this.clientIp, proto: ctx.proto, fallbackHost: req.host === undefined ? this.destination() : "", upgrade: this.upgrade, requestId };
       if (!this.upgrade && !this.rlog?.replaceId && extendable(req)) {
         // The head as it came plus our fields: one copy, no rebuilding.
-        const extra = forwardingFields(req, fwd);
+        const extra = (this.forwarding ??= new ConnectionForwarding()).fields(req, fwd);
         const buf = Buffer.allocUnsafe(raw.length + extra.length);
         buf.set(raw, 0);
         buf.write(extra, raw.length, "latin1");

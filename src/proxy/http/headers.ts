@@ -116,9 +116,31 @@ export function extendable(req: RequestHead): boolean {
 
 /** The fields we add to an extendable request, and the blank line that ends the head. */
 export function forwardingFields(req: RequestHead, ctx: ForwardContext): string {
-  const host = req.host!;
-  const ip = ctx.clientIp;
-  return `${ctx.requestId !== undefined ? `x-request-id: ${ctx.requestId}\r\n` : ""}x-forwarded-for: ${ip}\r\nx-forwarded-proto: ${ctx.proto}\r\nx-forwarded-host: ${host}\r\nforwarded: for=${forwardedFor(ip)};proto=${ctx.proto};host=${forwardedValue(host)}\r\n\r\n`;
+  const tail = forwardingTail(req.host!, ctx.clientIp, ctx.proto);
+  return ctx.requestId !== undefined ? `x-request-id: ${ctx.requestId}\r\n${tail}` : tail;
+}
+
+function forwardingTail(host: string, ip: string, proto: string): string {
+  return `x-forwarded-for: ${ip}\r\nx-forwarded-proto: ${proto}\r\nx-forwarded-host: ${host}\r\nforwarded: for=${forwardedFor(ip)};proto=${proto};host=${forwardedValue(host)}\r\n\r\n`;
+}
+
+/**
+ * forwardingFields for the requests of one client connection: its client and
+ * scheme are fixed, and its requests mostly name one Host, so the text
+ * (with Forwarded's quoting checks) is made once per Host, not per request.
+ */
+export class ConnectionForwarding {
+  private host: string | undefined;
+  private text = "";
+
+  fields(req: RequestHead, ctx: ForwardContext): string {
+    const host = req.host!;
+    if (host !== this.host) {
+      this.host = host;
+      this.text = forwardingTail(host, ctx.clientIp, ctx.proto);
+    }
+    return ctx.requestId !== undefined ? `x-request-id: ${ctx.requestId}\r\n${this.text}` : this.text;
+  }
 }
 
 /**
