@@ -223,7 +223,7 @@ export class OriginConnections {
    */
   get(host: string, port: number, user: OriginUser, fresh = false, tls?: OriginTlsTarget): OriginConn {
     const options = tls?.tls.options(tls.originHost);
-    const key = tls ? `${host}|${port}|tls${tls.tls.id}|${options!.serverName}` : `${host}|${port}`;
+    const key = tls ? `${host}|${port}|tls${tls.tls.id}|${options!.serverName}` : this.plainKey(host, port);
     const list = fresh ? undefined : this.idle.get(key);
     while (list?.length) {
       const c = list.pop()!;
@@ -244,6 +244,23 @@ export class OriginConnections {
     this.connect(c, options);
     return c;
   }
+
+  /**
+   * The idle lists' key of a plain origin, the same string object while the
+   * requests go to one origin: no new string to build and hash per request
+   * (a Map lookup by a fresh template string cost ~2% of a keep-alive request).
+   */
+  private plainKey(host: string, port: number): string {
+    if (host !== this.keyHost || port !== this.keyPort) {
+      this.keyHost = host;
+      this.keyPort = port;
+      this.keyText = `${host}|${port}`;
+    }
+    return this.keyText;
+  }
+  private keyHost = "";
+  private keyPort = -1;
+  private keyText = "";
 
   private inUse(): void {
     const busy = this.live - this.idleTotal;
