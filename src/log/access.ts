@@ -427,6 +427,7 @@ export class ServiceLog {
     this.connect = config.connect;
     this.sample = config.sample;
     this.prefix = `${config.instance !== undefined ? `,"instance":${JSON.stringify(config.instance)}` : ""},"service":${JSON.stringify(service)},`;
+    this.head = new LineHead(this.prefix);
   }
 
   /** Is this line to be written (access_log_sample)? Counted when not. */
@@ -468,16 +469,25 @@ export class ServiceLog {
   }
 
   private headNow(): Uint8Array {
-    const ms = Date.now();
-    if (ms !== this.headMs) {
-      this.headMs = ms;
-      this.head = Buffer.from(`{"time":"${isoNow()}"${this.prefix}`);
-    }
-    return this.head;
+    return this.head.now();
   }
-  /** `{"time":…,"service":…,` for the millisecond headMs, UTF-8 encoded once for every line of that millisecond. */
-  private head: Uint8Array = NO_HEAD;
-  private headMs = -1;
+  private readonly head: LineHead;
+}
+
+/** A line's head, `{"time":"…"` and a constant prefix (instance, service…), UTF-8 encoded once for every line of a millisecond. */
+export class LineHead {
+  private bytes: Uint8Array = NO_HEAD;
+  private ms = -1;
+  constructor(private readonly prefix: string) {}
+
+  now(): Uint8Array {
+    const ms = Date.now();
+    if (ms !== this.ms) {
+      this.ms = ms;
+      this.bytes = Buffer.from(`{"time":"${isoNow()}"${this.prefix}`);
+    }
+    return this.bytes;
+  }
 }
 
 /** The log of a service, or undefined when its log is off. */

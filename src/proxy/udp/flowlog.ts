@@ -1,5 +1,5 @@
 import type { AccessLogConfig } from "../../config/service";
-import { isoNow } from "../../log/access";
+import { LineHead } from "../../log/access";
 import type { LineWriter } from "../../log/line";
 import { newRingMemory, ringBytes, RingWriter } from "../../log/ring";
 
@@ -84,14 +84,14 @@ export interface FlowRecord {
 
 /** A UDP service's log on this thread (and the tcp engine's). */
 export class FlowLog {
-  private readonly prefix: string;
+  private readonly head: LineHead;
   constructor(
     private readonly sink: FlowLogSink,
     service: string,
     private readonly config: AccessLogConfig,
     protocol: "udp" | "tcp" = "udp",
   ) {
-    this.prefix = `${config.instance !== undefined ? `,"instance":${JSON.stringify(config.instance)}` : ""},"service":${JSON.stringify(service)},"protocol":"${protocol}",`;
+    this.head = new LineHead(`${config.instance !== undefined ? `,"instance":${JSON.stringify(config.instance)}` : ""},"service":${JSON.stringify(service)},"protocol":"${protocol}",`);
   }
 
   get connect(): boolean {
@@ -121,17 +121,10 @@ export class FlowLog {
     this.sink.add(this.config, JSON.stringify(fields).slice(1), this.headNow());
   }
 
-  /** `{"time":…,"service":…,"protocol":…,` for the millisecond headMs, UTF-8 encoded once for every line of it. */
+  /** `{"time":…,"service":…,"protocol":…,`, encoded once per millisecond. */
   private headNow(): Uint8Array {
-    const ms = Date.now();
-    if (ms !== this.headMs) {
-      this.headMs = ms;
-      this.head = Buffer.from(`{"time":"${isoNow()}"${this.prefix}`);
-    }
-    return this.head;
+    return this.head.now();
   }
-  private head: Uint8Array = EMPTY;
-  private headMs = -1;
 }
 
 /** The fixed text of a closed() line: its member names and punctuation, and three numbers of at most 20 digits. */
