@@ -10,7 +10,9 @@ export { endpointString, formatEndpoint, jsonInner, jsonOrNull, jsonString, join
  * Access and event logs: one JSON object per line, per connection or flow
  * (tcp, udp) or per request (http), to a file or stdout.
  *
- * The data plane only ever appends a string to an in-memory queue: writes
+ * The data plane only ever appends a line to an in-memory queue (on the
+ * main thread, this file's; on the data plane's thread, a shared ring per
+ * file, src/log/ring.ts, read here with the file's own): writes
  * are batched (every FLUSH_MS, or sooner once FLUSH_BYTES are queued) and
  * asynchronous (fs.write on the thread pool), one write in flight per file.
  * The queue, written-but-unconfirmed bytes included, is bounded

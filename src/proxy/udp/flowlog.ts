@@ -4,10 +4,11 @@ import type { LineWriter } from "../../log/line";
 import { newRingMemory, ringBytes, RingWriter } from "../../log/ring";
 
 /*
- * The access log of UDP flows, on the UDP data plane's thread. The file and
- * its bounded writer belong to the main thread (src/log/access.ts): lines
- * are made here, held in a bounded batch, and posted to it whenever the
- * epoll loop yields (worker.ts), a message per batch, not per line.
+ * The access log on the data plane's thread (UDP flows, the tcp engine's
+ * connections; the http engine's requests through httplog.ts). The file and
+ * its writer belong to the main thread (src/log/access.ts): lines are written
+ * here, in place, into a ring per file that the main thread reads
+ * (src/log/ring.ts): no message per line or per batch.
  */
 
 /**
