@@ -60,14 +60,22 @@ const COPY_TAIL = 1024;
  * copied: a view (subarray) of a small socket chunk makes JSC give the chunk an ArrayBuffer of its
  * own first (measured: 2% of the CPU of a proxied h2 request, the tail being a 3-byte body).
  */
-export function readResponseHead(buf: Uint8Array): undefined | HeadError | { head: ResponseHead; headLength: number; rest: Uint8Array } {
+export function readResponseHead(buf: Uint8Array): undefined | HeadError | { head: ResponseHead; headLength: number } {
   const end = headEnd(buf);
   if (end < 0) return buf.length > MAX_RESPONSE_HEAD ? new HeadError(502, `response head larger than ${MAX_RESPONSE_HEAD} bytes`) : undefined;
   const head = parseResponseHead(buf, end);
   if (head instanceof HeadError) return head;
-  const at = end + 4;
-  const rest = at === buf.length ? NO_BYTES : buf.length - at <= COPY_TAIL ? buf.slice(at) : buf.subarray(at);
-  return { head, headLength: at, rest };
+  return { head, headLength: end + 4 };
+}
+
+/**
+ * The bytes of `buf` after its head (`headLength`), for the paths that keep
+ * or forward them apart from the head; the verbatim path sends them with the
+ * head from `buf` itself and makes no tail (a small one is a copy: a new
+ * buffer per response).
+ */
+export function tailAfter(buf: Uint8Array, headLength: number): Uint8Array {
+  return headLength === buf.length ? NO_BYTES : buf.length - headLength <= COPY_TAIL ? buf.slice(headLength) : buf.subarray(headLength);
 }
 
 /** After our own error response, how long a client may go on sending before the connection is closed (RFC 9112 §9.6 lingering close). */

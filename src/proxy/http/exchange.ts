@@ -3,7 +3,7 @@ import type { Member } from "../../origin/pool";
 import type { EndNames, Ends } from "../inbound";
 import { Outbox } from "../outbox";
 import { ChunkedDecoder } from "./chunked";
-import { HIGH_WATER, MAX_RESPONSE_HEAD, idempotent, originCause, readResponseHead, type HttpContext } from "./context";
+import { HIGH_WATER, MAX_RESPONSE_HEAD, idempotent, originCause, readResponseHead, tailAfter, type HttpContext } from "./context";
 import { clientResponseHead, originFraming, originReusable, verbatimResponse, type ResponseFraming } from "./headers";
 import type { OriginConn, OriginUser } from "./origins";
 import { HeadError, type RequestHead, type ResponseHead } from "./parse";
@@ -257,9 +257,10 @@ export abstract class Exchange implements OriginUser {
     if (r === undefined) return;
     if (r instanceof HeadError) return this.originBroken(r.reason);
     this.resBuf = EMPTY;
-    const { head: parsed, rest, headLength } = r;
+    const { head: parsed, headLength } = r;
     const req = this.req!;
     if (parsed.status < 200) {
+      const rest = tailAfter(whole, headLength);
       if (parsed.status === 101) {
         if (!this.upgrade) return this.originBroken("101 Switching Protocols without an upgrade request");
         this.ctx.httpStats.response(101);
@@ -297,7 +298,7 @@ export abstract class Exchange implements OriginUser {
     this.resChunks = this.originFraming === "chunked" ? new ChunkedDecoder(MAX_RESPONSE_HEAD) : undefined;
     if (this.keepAlive && req.minor === 1 && framing === this.originFraming && verbatimResponse(parsed)) {
       // The origin's head goes on as it came, with the body bytes that came with it: no copy at all.
-      if (idField === "") return this.responseVerbatim(whole, headLength, rest);
+      if (idField === "") return this.responseVerbatim(whole, headLength);
       // With our X-Request-Id put in before the blank line: one copy, not a rebuild of the head.
       const at = headLength - 2;
       // Copied whole, its tail moved up in place and the field written into the gap: no view objects
@@ -306,8 +307,9 @@ export abstract class Exchange implements OriginUser {
       spliced.set(whole, 0);
       spliced.copyWithin(at + idField.length, at, whole.length);
       spliced.write(idField, at, "latin1");
-      return this.responseVerbatim(spliced, at + idField.length + 2, rest);
+      return this.responseVerbatim(spliced, at + idField.length + 2);
     }
+    const rest = tailAfter(whole, headLength);
     const head = clientResponseHead(parsed, req.minor, framing, this.keepAlive, false, idField);
     if (rest.length && (this.originFraming === "length" || framing === "chunked")) {
       // The head and the body bytes that came with it in one write: one syscall, not two.
@@ -340,16 +342,17 @@ export abstract class Exchange implements OriginUser {
     return id === undefined || res.names.includes("x-request-id") ? "" : `x-request-id: ${id}\r\n`;
   }
 
-  /** Send `whole[0..headLen)` (the origin's head) and as much of `rest` as belongs to this response, in one write. */
-  protected responseVerbatim(whole: Uint8Array, headLen: number, rest: Uint8Array): void {
+  /** Send `whole[0..headLen)` (the origin's head) and as much of the bytes after it as belong to this response, in one write. */
+  protected responseVerbatim(whole: Uint8Array, headLen: number): void {
     let n = 0;
     let done = this.originFraming === "none";
+    const after = whole.length - headLen;
     if (this.originFraming === "length") {
-      n = Math.min(this.resLeft, rest.length);
+      n = Math.min(this.resLeft, after);
       this.resLeft -= n;
       done = this.resLeft === 0;
-    } else if (this.originFraming === "chunked" && rest.length) {
-      n = this.resChunks!.feed(rest, 0);
+    } else if (this.originFraming === "chunked" && after > 0) {
+      n = this.resChunks!.feed(whole, headLen);
       if (n < 0) return this.originBroken(`malformed chunked response body: ${this.resChunks!.error}`);
       done = this.resChunks!.done;
     }

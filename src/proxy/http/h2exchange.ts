@@ -4,7 +4,7 @@ import type { Member } from "../../origin/pool";
 import { lateRefusal, OriginTlsError } from "../../origin/tls";
 import { Outbox } from "../outbox";
 import { ChunkedDecoder } from "./chunked";
-import { HIGH_WATER, MAX_RESPONSE_HEAD, idempotent, originCause, readResponseHead } from "./context";
+import { HIGH_WATER, MAX_RESPONSE_HEAD, idempotent, originCause, readResponseHead, tailAfter } from "./context";
 import { Deadline, EMPTY, concat } from "./exchange";
 import type { H2Connection } from "./h2";
 import { h2ResponseHeaders } from "./h2fields";
@@ -168,11 +168,13 @@ export abstract class H2Exchange implements OriginUser {
   protected originReusable = false;
 
   protected responseHead(c: OriginConn): void {
-    const r = readResponseHead(this.resBuf);
+    const buf = this.resBuf;
+    const r = readResponseHead(buf);
     if (r === undefined) return;
     if (r instanceof HeadError) return this.originBroken(r.reason);
     this.resBuf = EMPTY;
-    const { head: parsed, rest, headLength } = r;
+    const { head: parsed, headLength } = r;
+    const rest = tailAfter(buf, headLength);
     const ctx = this.conn.ctx;
     if (parsed.status < 200) {
       // No upgrade over HTTP/2 (§8.6); interim responses are dropped (the final one follows).
