@@ -5,14 +5,20 @@
 // lines are.
 import type { AccessLogConfig } from "../config/service";
 import type { LogLines } from "../log/access";
+import type { RingWriter } from "../log/ring";
 import type { FlowLogSink } from "../proxy/udp/flowlog";
 
+const EMPTY = new Uint8Array(0);
+
 export function workerLogLines(sink: FlowLogSink, config: AccessLogConfig): LogLines {
+  // The file's ring, looked up at the service's first line and kept: none per line.
+  let ring: RingWriter | undefined;
+  const r = () => (ring ??= sink.ring(config));
   return {
-    push: (line) => sink.add(config, line),
-    push2: (head, body) => sink.add(config, body, head),
-    begin: (head, worst) => sink.begin(config, head, worst),
-    finish: () => sink.finish(),
-    skipped: () => sink.skipped(config),
+    push: (line) => r().add(line, EMPTY),
+    push2: (head, body) => r().add(body, head),
+    begin: (head, worst) => r().begin(head, worst),
+    finish: () => ring!.finish(),
+    skipped: () => r().skipped(),
   };
 }

@@ -135,6 +135,14 @@ export class RingWriter {
     if (((head - (Atomics.load(this.h, TAIL) >>> 0)) >>> 0) >= this.nudgeAt && Atomics.compareExchange(this.h, NUDGED, 0, 1) === 0) this.nudge();
   }
 
+  /** A line made as a string (rare lines): one too long for the ring is dropped and counted. */
+  add(line: string, head: Uint8Array): void {
+    const w = this.begin(head, line.length * 3);
+    if (!w) return this.dropped();
+    w.p += w.buf.write(line, w.p, "utf8");
+    this.finish();
+  }
+
   dropped(): void {
     Atomics.add(this.h, DROPPED, 1);
   }

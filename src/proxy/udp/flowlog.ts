@@ -1,6 +1,5 @@
 import type { AccessLogConfig } from "../../config/service";
 import { LineHead } from "../../log/access";
-import type { LineWriter } from "../../log/line";
 import { newRingMemory, ringBytes, RingWriter } from "../../log/ring";
 
 /*
@@ -20,15 +19,17 @@ import { newRingMemory, ringBytes, RingWriter } from "../../log/ring";
  */
 export class FlowLogSink {
   private readonly rings = new Map<string, RingWriter>();
-  /** The ring of the line begun. */
-  private open: RingWriter | undefined;
 
   constructor(
     private readonly announce: (config: AccessLogConfig, memory: SharedArrayBuffer) => void,
     private readonly nudge: (path: string) => void,
   ) {}
 
-  private ring(config: AccessLogConfig): RingWriter {
+  /**
+   * The ring of `config`'s file, made and announced at its first use (a
+   * service that never logs costs nothing). Callers keep it: no lookup per line.
+   */
+  ring(config: AccessLogConfig): RingWriter {
     let r = this.rings.get(config.path);
     if (!r) {
       const path = config.path;
@@ -38,40 +39,7 @@ export class FlowLogSink {
     }
     return r;
   }
-
-  /**
-   * Begin a line of `head` and at most `worst` more bytes for `config`'s
-   * file, written by the caller through the writer, then finish(); undefined
-   * when it could not fit the ring (the caller makes it a string: add).
-   */
-  begin(config: AccessLogConfig, head: Uint8Array, worst: number): LineWriter | undefined {
-    const r = this.ring(config);
-    const w = r.begin(head, worst);
-    if (w) this.open = r;
-    return w;
-  }
-
-  /** The line begun is complete: kept, or dropped and counted when its ring is full. */
-  finish(): void {
-    this.open!.finish();
-    this.open = undefined;
-  }
-
-  /** A line made as a string (rare lines); one too long for the ring is dropped and counted. */
-  add(config: AccessLogConfig, line: string, head: Uint8Array = EMPTY): void {
-    const w = this.begin(config, head, line.length * 3);
-    if (!w) return this.ring(config).dropped();
-    w.p += w.buf.write(line, w.p, "utf8");
-    this.finish();
-  }
-
-  /** A line sampled out (access_log_sample), counted with its file's. */
-  skipped(config: AccessLogConfig): void {
-    this.ring(config).skipped();
-  }
 }
-
-const EMPTY = new Uint8Array(0);
 
 /** What a logged flow remembers for its line (made only when the service's log is on). */
 export interface FlowRecord {
@@ -86,6 +54,7 @@ export interface FlowRecord {
 /** A UDP service's log on this thread (and the tcp engine's). */
 export class FlowLog {
   private readonly head: LineHead;
+  private ringOf: RingWriter | undefined;
   constructor(
     private readonly sink: FlowLogSink,
     service: string,
@@ -95,31 +64,36 @@ export class FlowLog {
     this.head = new LineHead(`${config.instance !== undefined ? `,"instance":${JSON.stringify(config.instance)}` : ""},"service":${JSON.stringify(service)},"protocol":"${protocol}",`);
   }
 
+  private get ring(): RingWriter {
+    return (this.ringOf ??= this.sink.ring(this.config));
+  }
+
   get connect(): boolean {
     return this.config.connect;
   }
 
   /** A flow's last line. */
   closed(r: FlowRecord, bytesIn: number, bytesOut: number, event: string, why: string): void {
-    if (this.config.sample < 1 && Math.random() >= this.config.sample) return this.sink.skipped(this.config);
+    if (this.config.sample < 1 && Math.random() >= this.config.sample) return this.ring.skipped();
     // Written in place, in the order the fields always had: addresses (our text of the kernel's bytes) need no escape,
     // event and reason are our codes (escaped anyway). Text at most 6 bytes per UTF-16 unit, numbers at most 20.
     const origin = r.origin;
     const worst = LINE_FIXED + r.client.length + r.edge.length + (origin === null ? 0 : origin.length) + 6 * (event.length + why.length);
-    const w = this.sink.begin(this.config, this.headNow(), worst);
+    const ring = this.ring;
+    const w = ring.begin(this.headNow(), worst);
     if (!w) return this.emit({ event, client: r.client, edge: r.edge, origin, bytes_in: bytesIn, bytes_out: bytesOut, duration_ms: Math.round(performance.now() - r.startedAt), reason: why }, true);
     w.raw('"event":"').text(event).raw('","client":"').raw(r.client).raw('","edge":"').raw(r.edge);
     if (origin === null) w.raw('","origin":null');
     else w.raw('","origin":"').raw(origin).raw('"');
     w.raw(',"bytes_in":').int(bytesIn).raw(',"bytes_out":').int(bytesOut).raw(',"duration_ms":').int(Math.round(performance.now() - r.startedAt));
     w.raw(',"reason":"').text(why).raw('"}');
-    this.sink.finish();
+    ring.finish();
   }
 
   /** One event from its fields (rare lines: connect, limited). `sampled`: the caller has sampled it. */
   emit(fields: Record<string, unknown>, sampled = false): void {
-    if (!sampled && this.config.sample < 1 && Math.random() >= this.config.sample) return this.sink.skipped(this.config);
-    this.sink.add(this.config, JSON.stringify(fields).slice(1), this.headNow());
+    if (!sampled && this.config.sample < 1 && Math.random() >= this.config.sample) return this.ring.skipped();
+    this.ring.add(JSON.stringify(fields).slice(1), this.headNow());
   }
 
   /** `{"time":…,"service":…,"protocol":…,`, encoded once per millisecond. */
