@@ -1,5 +1,6 @@
-import { describe, expect, test } from "bun:test";
-import { formatEndpoint, jsonInner, jsonOrNull, jsonString, LineWriter, tenths } from "./access";
+import { describe, expect, spyOn, test } from "bun:test";
+import { accessLogCounts, attachRing, formatEndpoint, jsonInner, jsonOrNull, jsonString, LineWriter, tenths } from "./access";
+import { newRingMemory, ringBytes, RingWriter } from "./ring";
 
 // The hand-built lines (relay.ts, reqlog.ts, flowlog.ts) must read exactly as JSON.stringify wrote them.
 describe("access log line pieces", () => {
@@ -59,5 +60,26 @@ describe("LineWriter (lines written in place)", () => {
       expect(written((w) => w.text(`${s}?tail`, s.length))).toBe(jsonInner(s));
     }
     expect(written((w) => w.raw('"a":').int(1).raw(',"b":"').text("c").raw('"}'))).toBe('"a":1,"b":"c"}');
+  });
+});
+
+describe("the data plane thread's rings (attachRing)", () => {
+  test("a ring whose file cannot be opened: its lines are counted as dropped in the process's counters, not lost from them", () => {
+    const config = { path: "/nonexistent-edgeproxy-dir/a.log", sample: 1, connect: false, bufferBytes: 1 << 16, instance: "i" };
+    const memory = newRingMemory(ringBytes(config.bufferBytes));
+    const w = new RingWriter(memory, () => {});
+    const before = accessLogCounts();
+    const err = spyOn(process.stderr, "write").mockImplementation(() => true);
+    try {
+      attachRing(config, memory);
+    } finally {
+      err.mockRestore();
+    }
+    for (let i = 0; i < 2000; i++) w.add(`"n":${i},"pad":"${"x".repeat(100)}"}`, new TextEncoder().encode("{"));
+    w.skipped();
+    const after = accessLogCounts();
+    expect(after.dropped - before.dropped).toBe(2000);
+    expect(after.lines - before.lines).toBe(0);
+    expect(after.sampledOut - before.sampledOut).toBe(1);
   });
 });

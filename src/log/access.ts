@@ -358,12 +358,17 @@ export function attachRing(config: AccessLogConfig, memory: SharedArrayBuffer): 
   try {
     f = fileFor(config);
   } catch (e) {
-    // Opened at start (checkAccessLogs); gone since: the thread's lines for it are dropped (its ring fills, counted there).
-    process.stderr.write(`edgeproxy: ${(e as Error).message}\n`);
+    // Opened at start (checkAccessLogs); gone since: the thread's lines for it are dropped. Its ring is kept (bounded,
+    // one per path) only to count them: what it holds and what the writer drops once it is full (accessLogCounts).
+    process.stderr.write(`edgeproxy: ${(e as Error).message}; its lines from the data plane thread are dropped and counted\n`);
+    unwritable.push(new RingReader(memory));
     return;
   }
   f.attach(new RingReader(memory));
 }
+
+/** Rings whose file could not be opened (attachRing): never read, their lines counted as dropped. */
+const unwritable: RingReader[] = [];
 
 /** A ring of `path` is half full: write it now. */
 export function nudgeRing(path: string): void {
@@ -373,6 +378,11 @@ export function nudgeRing(path: string): void {
 /** The process's counters, the data plane thread's lines counted up to now (a read of /metrics or status). */
 export function accessLogCounts(): typeof accessLogStats {
   for (const f of files.values()) f.countRings();
+  for (const r of unwritable) {
+    const c = r.counts();
+    accessLogStats.dropped += c.lines + c.dropped;
+    accessLogStats.sampledOut += c.sampledOut;
+  }
   return { ...accessLogStats };
 }
 
