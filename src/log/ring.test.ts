@@ -9,9 +9,9 @@ function writeLine(w: RingWriter, n: number, padLen = (n * 7919) % 300): boolean
   const lw = w.begin(head, 40 + padLen);
   if (!lw) throw new Error("line refused");
   lw.int(n).raw(',"pad":"').raw("x".repeat(padLen)).raw('"}');
-  const before = lw.p;
+  const kept = !w.overflowing;
   w.finish();
-  return before >= 0;
+  return kept;
 }
 
 /** Everything unread, as text, given back to the writer. */
@@ -40,7 +40,7 @@ describe("log ring (data plane thread → main thread)", () => {
     let n = 0;
     for (let round = 0; round < 400; round++) {
       const burst = 1 + ((round * 37) % 60);
-      for (let i = 0; i < burst; i++) writeLine(w, n++);
+      for (let i = 0; i < burst; i++) expect(writeLine(w, n++)).toBe(true);
       text += drain(r);
     }
     const lines = text.split("\n");
@@ -57,9 +57,11 @@ describe("log ring (data plane thread → main thread)", () => {
     let nudges = 0;
     const w = new RingWriter(memory, () => nudges++);
     const r = new RingReader(memory);
-    for (let n = 0; n < 2000; n++) writeLine(w, n, 100);
+    let written = 0;
+    for (let n = 0; n < 2000; n++) if (writeLine(w, n, 100)) written++;
     expect(nudges).toBe(1);
     const c = r.counts();
+    expect(c.lines).toBe(written);
     expect(c.lines + c.dropped).toBe(2000);
     expect(c.dropped).toBeGreaterThan(1000);
     const kept = drain(r).split("\n").slice(0, -1);
