@@ -192,6 +192,8 @@ class LogFile {
   }
 
   private readonly flush = (): void => {
+    // Run early (poll: the rings' timer or a nudge), the pending timer is spent too: left, schedule() would add a second.
+    if (this.timer) clearTimeout(this.timer);
     this.timer = undefined;
     this.immediate = false;
     if (this.writing) return;
