@@ -172,7 +172,7 @@ async function curl(args: string[]): Promise<{ sent: number; received: number; h
 const idOf = (head: string) => /^x-request-id: (.*)$/im.exec(head)?.[1]?.trim();
 
 describe("access log: http", () => {
-  // On Bun's sockets (the lines written on the main thread) and on the engine (written on the data plane's thread, posted as bytes).
+  // On Bun's sockets (the lines written on the main thread) and on the engine (written on the data plane's thread into a ring the main thread reads, src/log/ring.ts).
   for (const engine of ["bun", "epoll"]) test(`--engine ${engine}: one line per request: method, host, path, status, bytes, origin, times, request id kept or made, forwarded and returned`, async () => {
     const origin = httpOrigin("127.0.0.1", "hello");
     servers.push(origin.listener);

@@ -13,7 +13,8 @@ export { endpointString, formatEndpoint, jsonInner, jsonOrNull, jsonString, join
  * The data plane only ever appends a line to an in-memory queue (on the
  * main thread, this file's; on the data plane's thread, a shared ring per
  * file, src/log/ring.ts, read here with the file's own): writes
- * are batched (every FLUSH_MS, or sooner once FLUSH_BYTES are queued) and
+ * are batched (every FLUSH_MS, or sooner once FLUSH_BYTES are queued or a
+ * ring is half full) and
  * asynchronous (fs.write on the thread pool), one write in flight per file.
  * The queue, written-but-unconfirmed bytes included, is bounded
  * (access_log_buffer): a line that does not fit is dropped and counted, so a
@@ -411,8 +412,8 @@ export function isoNow(): string {
 
 /**
  * Where a ServiceLog's lines go: the process's file writer (LogFile), or on
- * the data plane's thread a sink whose batches the main thread writes
- * (src/engine/httplog.ts). `skipped`: a line sampled out, counted there.
+ * the data plane's thread its file's shared ring, which the main thread
+ * reads (src/engine/httplog.ts, src/log/ring.ts). `skipped`: a line sampled out, counted there.
  */
 export interface LogLines {
   push(line: string): void;
