@@ -137,7 +137,10 @@ export class RingWriter {
 
   /** A line made as a string (rare lines): one too long for the ring is dropped and counted. */
   add(line: string, head: Uint8Array): void {
-    const w = this.begin(head, line.length * 3);
+    // UTF-8 takes at most 3 bytes per UTF-16 unit; a line that bound refuses is measured (long ASCII paths fit).
+    let worst = line.length * 3;
+    if (head.length + worst >= this.maxLine) worst = Buffer.byteLength(line);
+    const w = this.begin(head, worst);
     if (!w) return this.dropped();
     w.p += w.buf.write(line, w.p, "utf8");
     this.finish();

@@ -49,10 +49,13 @@ describe("FlowLogSink (the data plane thread's log lines, as bytes in a ring per
     const log = new FlowLog(sink, "s", config("/a.log", 1, 1 << 16), "tcp");
     log.emit({ event: "limited", client: "192.0.2.1:1", reason: "cap" });
     log.emit({ event: "limited", client: "x".repeat(40_000) });
+    // Longer than an eighth of the ring at 3 bytes a character, but not in UTF-8: kept.
+    log.emit({ event: "limited", client: "y".repeat(5_000) });
     const got = lines("/a.log");
-    expect(got.length).toBe(1);
+    expect(got.length).toBe(2);
+    expect(JSON.parse(got[1]!).client).toBe("y".repeat(5_000));
     expect(JSON.parse(got[0]!)).toMatchObject({ service: "s", protocol: "tcp", event: "limited", reason: "cap" });
-    expect(readers.get("/a.log")!.counts()).toEqual({ lines: 1, dropped: 1, sampledOut: 0 });
+    expect(readers.get("/a.log")!.counts()).toEqual({ lines: 2, dropped: 1, sampledOut: 0 });
   });
 
   test("bounded by access_log_buffer: lines beyond the ring are dropped and counted, the reader nudged once; sampling is counted", () => {
