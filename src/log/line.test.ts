@@ -14,6 +14,15 @@ describe("SockaddrTexts", () => {
     for (let port = 1; port <= 5; port++) expect(texts.text(encodeSockaddr({ ...v4, port }))).toBe(`192.0.2.7:${port}`);
     expect(texts.text(encodeSockaddr({ ...v4, addr: new Uint8Array([255, 255, 255, 255]), port: 65535 }))).toBe("255.255.255.255:65535");
     expect(texts.text(new Uint8Array(28))).toBeUndefined();
+    // IPv6 too: the port and every address byte key it.
+    for (let i = 0; i < 5; i++) {
+      const addr = v6.addr.slice();
+      addr[i * 3] = 0xff - i;
+      const e = { ...v6, addr, port: 443 + (i % 2) };
+      expect(texts.text(encodeSockaddr(e))).toBe(endpointString(e));
+      expect(texts.text(encodeSockaddr(e))).toBe(endpointString(e));
+    }
+    expect(texts.text(encodeSockaddr({ ...v6, port: 8443 }))).toBe("[2001:db8::1]:8443");
     // Made each time, as endpointString writes them.
     expect(sockaddrString(encodeSockaddr({ ...v4, port: 40000 }))).toBe("192.0.2.7:40000");
     expect(sockaddrString(encodeSockaddr(v6))).toBe(endpointString(v6));

@@ -38,6 +38,7 @@ export function endpointString(e: Endpoint): string {
  */
 export class SockaddrTexts {
   private readonly v4 = new Map<number, string>();
+  private readonly v6 = new Map<string, string>();
   constructor(private readonly max = 4096) {}
 
   text(buf: Uint8Array): string | undefined {
@@ -53,7 +54,20 @@ export class SockaddrTexts {
       }
       return t;
     }
-    return sockaddrString(buf);
+    if (buf[0] === 10 && buf[1] === 0) {
+      // AF_INET6 (10): sin6_port at 2, sin6_addr at 8..24, keyed as nine UTF-16 units (no decode, no IPv6 text per connection).
+      const u = (i: number) => (buf[i]! << 8) | buf[i + 1]!;
+      const key = String.fromCharCode(u(2), u(8), u(10), u(12), u(14), u(16), u(18), u(20), u(22));
+      let t = this.v6.get(key);
+      if (t === undefined) {
+        t = sockaddrString(buf);
+        if (t === undefined) return undefined;
+        if (this.v6.size >= this.max) this.v6.clear();
+        this.v6.set(key, t);
+      }
+      return t;
+    }
+    return undefined;
   }
 }
 
