@@ -172,7 +172,7 @@ self.onmessage = (event: MessageEvent<ToWorker>) => {
         http?.closeAll();
         tcp?.closeAll();
         engine?.closeAll();
-          epoll?.close();
+        epoll?.close();
         post({ op: "stopped" });
         break;
     }
