@@ -44,7 +44,6 @@ const bump = (row: Float64Array, i: number, n = 1) => {
   row[i] = row[i]! + n;
 };
 
-
 /** Flows, the sockets they own, and the forwarding between them. */
 export class Engine {
   /**
