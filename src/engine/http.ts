@@ -130,7 +130,7 @@ export class HttpEngine implements SocketLoop {
    * shutdown summary), so reads are exact (a JSON text: a structured clone
    * of the object took 45 µs against ~10, measured).
    */
-  dirty = false;
+  private dirty = false;
   /** A service retired or went: its report goes at the next yield, not after REPORT_MS. */
   private urgent = false;
   private reportedAt = -Infinity;
@@ -377,13 +377,13 @@ export class HttpEngine implements SocketLoop {
     this.onReport(svc.spec.slot, JSON.stringify(svc.report()));
   }
 
-  /** Counters that changed since the last post (the loop calls this when it yields). */
-  flushReports(now = false): void {
-    if (!this.dirty) return;
+  /** Counters that changed since the last post (the loop calls this when it yields); `force`: now, unthrottled (a sync). */
+  flushReports(force = false): void {
+    if (!this.dirty && !force) return;
     // Under load at most every REPORT_MS: each post wakes the main thread, which on a shared core runs
     // before this loop does again (~100–300 µs a post measured in situ, not the ~10 µs of the post itself).
     const t = performance.now();
-    if (!now && !this.urgent && t - this.reportedAt < REPORT_MS) return;
+    if (!force && !this.urgent && t - this.reportedAt < REPORT_MS) return;
     this.reportedAt = t;
     this.urgent = false;
     this.dirty = false;

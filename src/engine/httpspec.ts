@@ -55,7 +55,6 @@ export interface HttpEngineReport {
   readonly gone: boolean;
 }
 
-
 /** A connection in the PROXY-header stage: its reader, deadline, and what its access log line says if it ends there. */
 export interface HeaderStage {
   readonly reader: HeaderReader;

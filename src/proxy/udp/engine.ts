@@ -44,10 +44,13 @@ const bump = (row: Float64Array, i: number, n = 1) => {
   row[i] = row[i]! + n;
 };
 
-
 /** Flows, the sockets they own, and the forwarding between them. */
 export class Engine {
-  private batch: DatagramBatch;
+  /**
+   * The receive buffers (~1 MiB pinned), with the send ring's staging area when there is a ring: made at the
+   * first UDP service (setUp), so a thread serving only tcp or http holds neither, nor says io_uring is missing.
+   */
+  private batch!: DatagramBatch;
   /** The turn's sends, submitted together at flush(); absent: each datagram is sent with send(2) at once. */
   private sendRing: SendRing<Flow> | undefined;
   private readonly byFd: (Service | Flow | undefined)[] = [];
@@ -72,29 +75,27 @@ export class Engine {
     /** Where services' access log lines go (absent: no service logs). */
     private readonly logSink?: FlowLogSink,
     /** Submit sends through io_uring, a turn at a time (false, or io_uring unavailable: send(2) per datagram). */
-    useRing = true,
-  ) {
-    this.ringWanted = useRing;
-    this.batch = new DatagramBatch(16);
-  }
-
-  /** The send ring is still to be set up (at the first UDP service: a thread serving only tcp or http never needs it, nor says it is missing). */
-  private ringWanted: boolean;
+    private readonly useRing = true,
+  ) {}
 
   /** Datagrams sent through the ring so far (undefined: no ring, yet or at all). */
   get ringSends(): number | undefined {
     return this.sendRing?.sends;
   }
 
-  private setUpRing(): void {
-    this.ringWanted = false;
-    const batch = new DatagramBatch(16, STAGE_BYTES);
-    try {
-      this.sendRing = new SendRing<Flow>(batch.data, batch.dataPtr, batch.stageAt, STAGE_BYTES, (f, toClient, length, res) => this.sent(f, toClient, length, res));
-      this.batch = batch;
-    } catch (e) {
-      this.log(`udp data plane: io_uring unavailable, sending datagram by datagram: ${(e as Error).message}`);
+  /** The buffers and, when wanted and available, the send ring: once, at the first UDP service. */
+  private setUp(): void {
+    if (this.useRing) {
+      const batch = new DatagramBatch(16, STAGE_BYTES);
+      try {
+        this.sendRing = new SendRing<Flow>(batch.data, batch.dataPtr, batch.stageAt, STAGE_BYTES, (f, toClient, length, res) => this.sent(f, toClient, length, res));
+        this.batch = batch;
+        return;
+      } catch (e) {
+        this.log(`udp data plane: io_uring unavailable, sending datagram by datagram: ${(e as Error).message}`);
+      }
     }
+    this.batch = new DatagramBatch(16);
   }
 
   /** Submit the sends queued this turn (the worker calls it before it waits again). */
@@ -125,7 +126,7 @@ export class Engine {
   }
 
   add(spec: UdpServiceSpec): void {
-    if (this.ringWanted) this.setUpRing();
+    if (!this.batch) this.setUp();
     // The main thread zeroed the row when it gave out the slot.
     const svc = new Service(spec, this.counters.subarray(spec.slot * ROW, (spec.slot + 1) * ROW), this.logSink);
     this.services.set(spec.slot, svc);

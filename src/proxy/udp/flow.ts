@@ -26,8 +26,7 @@ export interface UdpServiceSpec {
   readonly accessLog?: AccessLogConfig;
 }
 
-
-
+/** A UDP service on this thread: its listening sockets (owned), origins, per-client counter and access log. */
 export class Service {
   readonly kind = "listener";
   retired = false;
@@ -69,6 +68,7 @@ export class Service {
   }
 }
 
+/** One client's flow: the two sockets it owns and what it holds (an endpoint's count, a client's count). */
 export class Flow {
   readonly kind = "flow";
   /** From the client; a second one confirms the flow. */

@@ -72,25 +72,32 @@ export class UdpPlane {
 
   constructor(readonly maxFlows: number) {
     this.worker = new Worker(WORKER_ENTRY);
+    let running = false;
     let started = () => {};
     let failed = (_: Error) => {};
     this.started = new Promise<void>((resolve, reject) => {
       started = resolve;
       failed = reject;
     });
+    // A data plane that stopped after it started leaves sockets the kernel still steers to with nobody
+    // reading them: one line, and the process goes (EX_SOFTWARE), so its supervisor restarts it.
+    const fatal = (line: string) => {
+      process.stderr.write(`edgeproxy: ${line.replace(/\s*\n\s*/g, " ")}\n`);
+      process.exit(70);
+    };
     this.worker.onerror = (e) => {
       const err = new EdgeError("udp data plane", `worker failed: ${e.message}`, "internal");
+      if (running) return fatal(`${err.message} (an internal error; exiting so this process is restarted)`);
       failed(err);
       process.stderr.write(`edgeproxy: ${err.message}\n`);
     };
     this.worker.onmessage = (event: MessageEvent<FromWorker>) => {
       const m = event.data;
-      if (m.op === "started") started();
-      else if (m.op === "log") process.stderr.write(`edgeproxy: ${m.line}\n`);
-      else if (m.op === "fatal") {
-        process.stderr.write(`edgeproxy: ${m.line.replace(/\s*\n\s*/g, " ")}\n`);
-        process.exit(70); // EX_SOFTWARE
-      }
+      if (m.op === "started") {
+        running = true;
+        started();
+      } else if (m.op === "log") process.stderr.write(`edgeproxy: ${m.line}\n`);
+      else if (m.op === "fatal") fatal(m.line);
       else if (m.op === "retired") this.free.push(m.slot);
       else if (m.op === "origin") this.originEvents.get(m.slot)?.report(m.key, m.port, m.ok);
       else if (m.op === "panics") this.originEvents.get(m.slot)?.panics(m.counts);
@@ -110,6 +117,7 @@ export class UdpPlane {
         this.syncs.get(m.id)?.();
         this.syncs.delete(m.id);
       } else if (m.op === "stopped") {
+        running = false;
         this.wake.close();
         void this.worker.terminate();
       }

@@ -161,10 +161,7 @@ self.onmessage = (event: MessageEvent<ToWorker>) => {
         http?.retire(m.slot, m.abort);
         break;
       case "sync":
-        if (http) {
-          http.dirty = true;
-          http.flushReports(true);
-        }
+        http?.flushReports(true);
         post({ op: "synced", id: m.id });
         break;
       case "stop":
@@ -172,7 +169,7 @@ self.onmessage = (event: MessageEvent<ToWorker>) => {
         http?.closeAll();
         tcp?.closeAll();
         engine?.closeAll();
-          epoll?.close();
+        epoll?.close();
         post({ op: "stopped" });
         break;
     }
