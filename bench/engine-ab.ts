@@ -9,14 +9,13 @@
 //   bun bench/engine-ab.ts --bin LABEL=PATH [--bin ...] [--runs N] [--seconds S] [--warmup S] [--syscalls | --perf DIR | --idle S] [--no-haproxy] [--jsc K=V]
 // Run as root from the repo root; re-executes itself in a private network +
 // mount namespace (bench/netns.ts), like bench/run.ts.
-import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { readdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join, resolve } from "node:path";
 import { loadScenario, MODES, summarize, wrkCommand, type Mode } from "./load";
 import { f, int, table } from "./md";
 import { front, nginxCommand, ORIGIN, originConfig, peers, startPeer, type Peer } from "./peers";
 import { benchMain, cores, reexec, setupNetns } from "./netns";
-import { Child, CLK_TCK, httpStatus, killAll, processTree, run, sleep, waitConnectable } from "./sys";
+import { Child, CLK_TCK, httpStatus, inScratch, processTree, run, sleep, waitConnectable } from "./sys";
 import { withArgs } from "./tcp";
 
 const USAGE = "usage: bun bench/engine-ab.ts --bin LABEL=PATH [--bin ...] [--runs N] [--seconds S] [--syscalls | --perf DIR] [--no-haproxy] [--jsc OPTION=VALUE] [--warmup S] [--idle S]";
@@ -169,11 +168,7 @@ await benchMain(
   (_o, argv) => reexec(import.meta.path, argv, loadCore, 30 * 60_000, log),
   async (o) => {
     setupNetns();
-    const dir = mkdtempSync(join(tmpdir(), "edgeproxy-engine-ab-"));
-    // Its own admin sockets and pins: other edgeproxies may run on this machine.
-    process.env.EDGEPROXY_RUN_DIR = join(dir, "run");
-    mkdirSync(process.env.EDGEPROXY_RUN_DIR);
-    try {
+    return inScratch("edgeproxy-engine-ab-", async (dir) => {
       const all = thePeers(o, dir);
       if (o.idle > 0) {
         await idle(o, dir, all.filter((p) => p.name.startsWith("edgeproxy")));
@@ -191,9 +186,6 @@ await benchMain(
       process.stdout.write(`${table(["peer", "mode", ...Array.from({ length: o.runs }, (_, r) => `run ${r + 1}`)], per)}\n`);
       if (load.anomalies.length) process.stdout.write(`anomalies:\n${load.anomalies.map((a) => `  - ${a}`).join("\n")}\n`);
       return 0;
-    } finally {
-      killAll();
-      rmSync(dir, { recursive: true, force: true });
-    }
+    });
   },
 );

@@ -3,8 +3,7 @@
 //   bun bench/scenario-main.ts coverage|lookup|idle|slowloris [--quick] [--runs N] [--edgeproxy PATH]
 // Run as root from the repo root, after `bun run build`. Re-executes itself in
 // a private network + mount namespace (bench/netns.ts), like bench/run.ts.
-import { existsSync, mkdtempSync, rmSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { existsSync } from "node:fs";
 import { join, resolve } from "node:path";
 import { coverageScenario } from "./coverage";
 import { idleScenario } from "./idle";
@@ -12,7 +11,7 @@ import { lookupScenario } from "./lookup";
 import { slowlorisScenario } from "./slowloris";
 import { benchMain, cores, reexec, ROOT, setupNetns } from "./netns";
 import type { BenchContext, Scenario } from "./scenario";
-import { killAll } from "./sys";
+import { inScratch } from "./sys";
 
 const SCENARIOS: Record<string, Scenario> = { coverage: coverageScenario, lookup: lookupScenario, idle: idleScenario, slowloris: slowlorisScenario };
 const USAGE = `usage: bun bench/scenario-main.ts ${Object.keys(SCENARIOS).join("|")} [--quick] [--runs N] [--edgeproxy PATH]`;
@@ -51,18 +50,14 @@ await benchMain(
   (_o, argv) => reexec(import.meta.path, argv, loadCore, 15 * 60_000, log),
   async (o) => {
     setupNetns();
-    const dir = mkdtempSync(join(tmpdir(), "edgeproxy-scenario-"));
-    const ctx: BenchContext = { dir, edgeproxy: o.edgeproxy, quick: o.quick, runs: o.runs ?? (o.quick ? 1 : 3), seconds: o.quick ? 1 : 2, proxyCore, loadCore, log };
-    try {
+    return inScratch("edgeproxy-scenario-", async (dir) => {
+      const ctx: BenchContext = { dir, edgeproxy: o.edgeproxy, quick: o.quick, runs: o.runs ?? (o.quick ? 1 : 3), seconds: o.quick ? 1 : 2, proxyCore, loadCore, log };
       const r = await SCENARIOS[o.name]!(ctx);
       process.stdout.write(`## ${r.title}\n\n${r.markdown}\n`);
       process.stdout.write(`\nratios:\n${r.ratios.map((x) => `  ${JSON.stringify(x)}`).join("\n")}\n`);
       process.stdout.write(`plots:\n${r.plots.map((p) => `  ${JSON.stringify(p)}`).join("\n")}\n`);
       if (r.anomalies.length) process.stdout.write(`anomalies:\n${r.anomalies.map((a) => `  - ${a}`).join("\n")}\n`);
       return 0;
-    } finally {
-      killAll();
-      rmSync(dir, { recursive: true, force: true });
-    }
+    });
   },
 );

@@ -1,6 +1,8 @@
 // Process and /proc helpers for the benchmark: bounded child processes,
 // CPU time, memory and listening-socket accounting.
-import { readdirSync, readFileSync, readlinkSync } from "node:fs";
+import { mkdirSync, mkdtempSync, readdirSync, readFileSync, readlinkSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 
 export const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 
@@ -25,6 +27,25 @@ const live = new Set<Child>();
 /** SIGKILL every child process this benchmark started that is still running. */
 export function killAll(): void {
   for (const c of live) if (!c.exited) c.proc.kill("SIGKILL");
+}
+
+/**
+ * Run `fn` with a scratch directory of its own, then stop every child and
+ * remove the directory. The edgeproxies it starts keep their admin sockets
+ * and pins in it (EDGEPROXY_RUN_DIR): the default /run/edgeproxy is shared
+ * with the host (a unix socket path crosses network namespaces), so one
+ * serving there would refuse to start ours, or be talked to by our CLI.
+ */
+export async function inScratch<T>(prefix: string, fn: (dir: string) => Promise<T>): Promise<T> {
+  const dir = mkdtempSync(join(tmpdir(), prefix));
+  try {
+    process.env.EDGEPROXY_RUN_DIR = join(dir, "run");
+    mkdirSync(process.env.EDGEPROXY_RUN_DIR);
+    return await fn(dir);
+  } finally {
+    killAll();
+    rmSync(dir, { recursive: true, force: true });
+  }
 }
 
 /**

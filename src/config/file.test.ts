@@ -290,6 +290,9 @@ describe("pools, routes, http and TLS", () => {
       expect(engine(`origin = "10.0.0.1:443"\n${tls}`)).toBe("bun");
       process.env.EDGEPROXY_ENGINE = "fast";
       expect(error(web(undefined, 'origin = "10.0.0.1:80"'))).toBe('$EDGEPROXY_ENGINE: "fast" is not one of auto, epoll, bun');
+      // Also where no service would have used it: a udp service, a tcp one with its own engine.
+      expect(error(web('protocol = "udp"\nprefixes = "192.0.2.0/24"\nports = 53', 'mode = "udp"\norigin = "10.0.0.1:53"'))).toBe('$EDGEPROXY_ENGINE: "fast" is not one of auto, epoll, bun');
+      expect(error(web(undefined, 'origin = "10.0.0.1:80"\nengine = "bun"'))).toBe('$EDGEPROXY_ENGINE: "fast" is not one of auto, epoll, bun');
     } finally {
       if (saved === undefined) delete process.env.EDGEPROXY_ENGINE;
       else process.env.EDGEPROXY_ENGINE = saved;

@@ -242,10 +242,11 @@ function httpEpollUnsupported(s: Pick<ServiceConfig, "pool" | "tls" | "http">): 
 export function completeEngine(setting: EngineSetting | undefined, s: Pick<ServiceConfig, "mode" | "pool" | "tls" | "sniRoutes" | "http">, at: string): Engine | undefined {
   const why = epollUnsupported(s);
   if (setting === "epoll" && why) throw new ConfigError(at, `"epoll" ${why}; use "auto" or "bun"`);
-  if (s.mode !== "tcp" && s.mode !== "http") return undefined;
-  if (setting === "epoll" || setting === "bun") return setting;
+  // Checked for every service, whatever its mode or setting: a misspelt escape hatch is never silently ignored.
   const env = process.env[ENGINE_ENV];
   if (env !== undefined && env !== "" && !ENGINE_SETTINGS.includes(env as EngineSetting)) throw new ConfigError(`$${ENGINE_ENV}`, `"${env}" is not one of ${ENGINE_SETTINGS.join(", ")}`);
+  if (s.mode !== "tcp" && s.mode !== "http") return undefined;
+  if (setting === "epoll" || setting === "bun") return setting;
   if (env === "bun" || why) return "bun";
   if (s.mode === "http") return env === "epoll" ? "epoll" : "bun";
   return "epoll";

@@ -160,15 +160,15 @@ export class HttpConnection extends Exchange implements Session {
       this.member = to.member;
       this.attach(to.conn);
       this.rlog?.originAt(to.conn.host, to.conn.port);
-      const fwd = { clientIp: this.clientIp, proto: ctx.proto, fallbackHost: req.host === undefined ? this.destination() : "", upgrade: this.upgrade, requestId };
       if (!this.upgrade && !this.rlog?.replaceId && extendable(req)) {
         // The head as it came plus our fields: one copy, no rebuilding.
-        const extra = (this.forwarding ??= new ConnectionForwarding()).fields(req, fwd);
+        const extra = (this.forwarding ??= new ConnectionForwarding(this.clientIp, ctx.proto)).fields(req.host!, requestId);
         const buf = Buffer.allocUnsafe(raw.length + extra.length);
         buf.set(raw, 0);
         buf.write(extra, raw.length, "latin1");
         this.headBytes = buf;
       } else {
+        const fwd = { clientIp: this.clientIp, proto: ctx.proto, fallbackHost: req.host === undefined ? this.destination() : "", upgrade: this.upgrade, requestId };
         this.headBytes = Buffer.from(originRequestHead(req, fwd), "latin1");
       }
       this.sendOrigin(this.headBytes);

@@ -1,5 +1,5 @@
 import { describe, expect, test } from "bun:test";
-import { clientResponseHead, ConnectionForwarding, errorResponse, extendable, forwardedFor, forwardingFields, originRequestHead, verbatimResponse } from "./headers";
+import { clientResponseHead, ConnectionForwarding, errorResponse, extendable, forwardedFor, originRequestHead, verbatimResponse } from "./headers";
 import { HeadError, headEnd, parseRequestHead, parseResponseHead, type RequestHead, type ResponseHead } from "./parse";
 
 const req = (s: string) => {
@@ -44,16 +44,20 @@ describe("forwarding headers (RFC 7239, X-Forwarded-*)", () => {
   test("the fast path (head as it came plus our fields) only for heads with nothing to strip or merge", () => {
     const plain = req("GET / HTTP/1.1\r\nHost: a\r\nAccept: */*\r\n\r\n");
     expect(extendable(plain)).toBe(true);
-    expect(forwardingFields(plain, ctx)).toBe("x-forwarded-for: 192.0.2.1\r\nx-forwarded-proto: http\r\nx-forwarded-host: a\r\nforwarded: for=192.0.2.1;proto=http;host=a\r\n\r\n");
-    // A connection's requests: the text made once per Host is forwardingFields' own, with or without a request id.
-    const conn = new ConnectionForwarding();
-    const v6 = { ...ctx, clientIp: "2001:db8::1" };
-    for (const [head, c] of [["GET / HTTP/1.1\r\nHost: a\r\n\r\n", ctx], ["GET / HTTP/1.1\r\nHost: a\r\n\r\n", { ...ctx, requestId: "id-1" }], ["GET / HTTP/1.1\r\nHost: b:8080\r\n\r\n", ctx], ["GET / HTTP/1.1\r\nHost: [2001:db8::9]:80\r\n\r\n", ctx], ["GET / HTTP/1.1\r\nHost: a\r\n\r\n", { ...ctx, requestId: "id-2" }]] as const) {
-      expect(conn.fields(req(head), c)).toBe(forwardingFields(req(head), c));
+    const conn = new ConnectionForwarding(ctx.clientIp, ctx.proto);
+    expect(conn.fields("a", undefined)).toBe("x-forwarded-for: 192.0.2.1\r\nx-forwarded-proto: http\r\nx-forwarded-host: a\r\nforwarded: for=192.0.2.1;proto=http;host=a\r\n\r\n");
+    // A connection's requests: the text kept from an earlier Host is never given to another, with or without a request id;
+    // it is what a fresh one (nothing kept) makes.
+    for (const [host, id] of [["a", "id-1"], ["b:8080", undefined], ["[2001:db8::9]:80", undefined], ["a", "id-2"], ["a", undefined]] as const) {
+      const got = conn.fields(host, id);
+      expect(got).toBe(new ConnectionForwarding(ctx.clientIp, ctx.proto).fields(host, id));
+      expect(got).toContain(`x-forwarded-host: ${host}\r\n`);
+      expect(got.startsWith("x-request-id: ")).toBe(id !== undefined);
     }
-    const conn6 = new ConnectionForwarding();
-    expect(conn6.fields(plain, v6)).toBe(forwardingFields(plain, v6));
-    expect(conn6.fields(plain, v6)).toContain('forwarded: for="[2001:db8::1]";proto=http;host=a');
+    expect(conn.fields("[2001:db8::9]:80", undefined)).toContain('host="[2001:db8::9]:80"\r\n');
+    const conn6 = new ConnectionForwarding("2001:db8::1", "https");
+    expect(conn6.fields("a", undefined)).toContain('x-forwarded-for: 2001:db8::1\r\nx-forwarded-proto: https\r\n');
+    expect(conn6.fields("a", undefined)).toContain('forwarded: for="[2001:db8::1]";proto=https;host=a');
     for (const extra of ["Connection: close", "Keep-Alive: 5", "TE: trailers", "X-Forwarded-For: 1.2.3.4", "Forwarded: for=1.2.3.4", "Transfer-Encoding: chunked"]) {
       expect(extendable(req(`POST / HTTP/1.1\r\nHost: a\r\n${extra}\r\n\r\n`))).toBe(false);
     }

@@ -114,32 +114,31 @@ export function extendable(req: RequestHead): boolean {
   return true;
 }
 
-/** The fields we add to an extendable request, and the blank line that ends the head. */
-export function forwardingFields(req: RequestHead, ctx: ForwardContext): string {
-  const tail = forwardingTail(req.host!, ctx.clientIp, ctx.proto);
-  return ctx.requestId !== undefined ? `x-request-id: ${ctx.requestId}\r\n${tail}` : tail;
-}
-
-function forwardingTail(host: string, ip: string, proto: string): string {
-  return `x-forwarded-for: ${ip}\r\nx-forwarded-proto: ${proto}\r\nx-forwarded-host: ${host}\r\nforwarded: for=${forwardedFor(ip)};proto=${proto};host=${forwardedValue(host)}\r\n\r\n`;
-}
-
 /**
- * forwardingFields for the requests of one client connection: its client and
- * scheme are fixed, and its requests mostly name one Host, so the text
- * (with Forwarded's quoting checks) is made once per Host, not per request.
+ * The fields we add to the extendable requests of one client connection
+ * (the blank line that ends the head included). Its client and scheme are
+ * fixed when it is made (a PROXY header is read before the connection is),
+ * so they are the constructor's, not each request's: no later request can
+ * be given a text made for another client. Its requests mostly name one
+ * Host, so the text (with Forwarded's quoting checks) is made once per Host.
  */
 export class ConnectionForwarding {
   private host: string | undefined;
   private text = "";
 
-  fields(req: RequestHead, ctx: ForwardContext): string {
-    const host = req.host!;
+  constructor(
+    private readonly clientIp: string,
+    private readonly proto: "http" | "https",
+  ) {}
+
+  /** `host`: the request's Host (an extendable request has one); `requestId`: ours to send, if any. */
+  fields(host: string, requestId: string | undefined): string {
     if (host !== this.host) {
+      const ip = this.clientIp;
       this.host = host;
-      this.text = forwardingTail(host, ctx.clientIp, ctx.proto);
+      this.text = `x-forwarded-for: ${ip}\r\nx-forwarded-proto: ${this.proto}\r\nx-forwarded-host: ${host}\r\nforwarded: for=${forwardedFor(ip)};proto=${this.proto};host=${forwardedValue(host)}\r\n\r\n`;
     }
-    return ctx.requestId !== undefined ? `x-request-id: ${ctx.requestId}\r\n${this.text}` : this.text;
+    return requestId !== undefined ? `x-request-id: ${requestId}\r\n${this.text}` : this.text;
   }
 }
 

@@ -195,3 +195,76 @@ describe("chunked bodies (RFC 9112 §7.1)", () => {
     expect(d.error).not.toBe("");
   });
 });
+
+describe("field lines: names compared in place, one pass per line", () => {
+  const head = (fields: string) => `POST / HTTP/1.1\r\nHost: a\r\n${fields}\r\n`;
+  const reason = (s: string) => {
+    const r = req(s);
+    return r instanceof HeadError ? `${r.status} ${r.reason}` : "ok";
+  };
+
+  test("a known name in any case is the known name; a name one character off is its own, lower-cased", () => {
+    const r = ok(head("CONTENT-LENGTH: 3\r\ncOnTeNt-TyPe: x\r\nX-REQUEST-IE: y\r\nX-Request-Idd: z\r\n"));
+    expect(r.names).toEqual(["host", "content-length", "content-type", "x-request-ie", "x-request-idd"]);
+    expect(r.contentLength).toBe(3);
+  });
+
+  // Names of a known name's length that differ from it in a character only a sloppy `| 0x20` on both sides, or a
+  // case fold of non-letters, would confuse: none may be taken for the known name (and so none may frame the body).
+  test.each([
+    ["Content_Length", "content_length"], // "_" | 0x20 is DEL, "-" | 0x20 is "-"
+    ["Content^Length", "content^length"], // "^" | 0x20 is "~"
+    ["Content~Length", "content~length"],
+    ["Content.Length", "content.length"], // "." is "\x0e" | 0x20
+    ["Transfer`Encoding", "transfer`encoding"], // "`" is "@" | 0x20
+    ["Transfer|Encoding", "transfer|encoding"], // "|" is "\\" | 0x20
+    ["Hos~", "hos~"],
+    ["Hos^", "hos^"],
+  ])("%s is not a known name", (raw, lower) => {
+    const r = ok(head(`${raw}: 5\r\n`));
+    expect(r.names).toEqual(["host", lower]);
+    expect([r.contentLength, r.chunked, r.host]).toEqual([-1, false, "a"]);
+  });
+
+  test.each([
+    ["@ in a name", "Hos@: a\r\n"],
+    ["[ in a name", "Content[Length: 5\r\n"],
+    ["{ in a name", "Content{Length: 5\r\n"],
+    ["\\ in a name", "Transfer\\Encoding: chunked\r\n"],
+    ["NUL in a name", "Ho\0st: b\r\n"],
+    ["bare CR in a name", "X\ry: 1\r\n"],
+    ["bare LF in a name", "X\ny: 1\r\n"],
+    ["missing colon", "X-Thing value\r\n"],
+    ["empty name", ": value\r\n"],
+    ["space before colon", "X-Thing : value\r\n"],
+  ])("malformed: %s", (_what, fields) => {
+    expect(reason(head(fields))).toBe("400 malformed request header line");
+  });
+
+  test.each([
+    ["bare CR in a value", "X: a\rb\r\n"],
+    ["bare CR ending a value", "X: ab\r\r\n"],
+    ["bare LF in a value", "X: a\nb\r\n"],
+    ["NUL in a value", "X: a\0b\r\n"],
+    ["DEL in a value", "X: a\x7fb\r\n"],
+    ["a control in the trailing OWS", "X: a \x01\r\n"],
+  ])("invalid character: %s", (_what, fields) => {
+    expect(reason(head(fields))).toBe("400 invalid character in request header x");
+  });
+
+  test("obs-fold is refused, not joined", () => {
+    expect(reason(head("X: a\r\n\tb\r\n"))).toBe("400 request header line folding (obs-fold) is not accepted");
+  });
+
+  test("OWS around a value is not part of it; inner blanks and obs-text are; the last line and empty values parse", () => {
+    const r = ok(head("A: \t v  1 \t\r\nB:\r\nC:   \r\nD: caf\xe9\r\nE:x\r\n"));
+    expect(r.names).toEqual(["host", "a", "b", "c", "d", "e"]);
+    expect(r.values).toEqual(["a", "v  1", "", "", "caf\xe9", "x"]);
+  });
+
+  test("the same from a response: the origin's fault", () => {
+    const res = (s: string) => parseResponseHead(Buffer.from(s, "latin1"), headEnd(Buffer.from(s, "latin1")));
+    expect((res("HTTP/1.1 200 OK\r\nContent-Length: 1\r\nX: a\rb\r\n\r\n") as HeadError).reason).toBe("invalid character in response header x");
+    expect((res("HTTP/1.1 200 OK\r\nContent_Length: 1\r\n\r\n") as { names: string[]; contentLength: number }).contentLength).toBe(-1);
+  });
+});

@@ -105,7 +105,6 @@ export function hopelessHead(buf: Uint8Array, from: number): string | undefined 
 // Buffer's latin1Slice works on any Uint8Array and takes a range: no subarray view, no TextDecoder.
 const latin1Slice = (Buffer.prototype as unknown as { latin1Slice(this: Uint8Array, start: number, end: number): string }).latin1Slice;
 
-/** Field lines from `pos` up to `text.length` (each ending CRLF) into m; the framing fields interpreted. */
 /**
  * Field names this proxy meets on nearly every message (RFC 9110 §16.3.1's
  * registry, the common ones), by length: a name is compared with these
@@ -123,15 +122,22 @@ const KNOWN_NAMES: readonly (readonly string[])[] = (() => {
     "sec-websocket-key", "sec-websocket-version", "sec-websocket-accept", "sec-websocket-protocol", "sec-websocket-extensions",
   ];
   const byLength: string[][] = [];
-  for (const n of names) (byLength[n.length] ??= []).push(n);
+  for (const n of names) {
+    // fieldName's `| 0x20` comparison is exact only for these characters (see there): a name with another would
+    // match a wrong name ("~" under "^") or never match ("_" | 0x20 is DEL), so one that slips in fails at load.
+    if (!/^[a-z-]+$/.test(n)) throw new Error(`KNOWN_NAMES: "${n}" has a character other than a-z and "-"`);
+    (byLength[n.length] ??= []).push(n);
+  }
   return byLength;
 })();
 
 /**
  * The lowercase name of the field at text[from, to) (tchar only, checked by
- * the caller): a constant for a known name, else a new string. `| 0x20`
- * lowercases a letter and keeps "-" and digits; among tchar it maps only
- * letters onto letters, so the comparison is exact.
+ * the caller): a constant for a known name, else a new string. The known
+ * names hold only a-z and "-"; the tchar c with `c | 0x20` equal to one of
+ * those are exactly that character and its upper case ("-" | 0x20 is "-",
+ * and CR, the only other c with c | 0x20 == "-", is no tchar), so the
+ * comparison is exact.
  */
 function fieldName(text: string, from: number, to: number): string {
   const candidates = KNOWN_NAMES[to - from];
@@ -146,6 +152,7 @@ function fieldName(text: string, from: number, to: number): string {
   return text.slice(from, to).toLowerCase();
 }
 
+/** Field lines from `pos` up to `text.length` (each ending CRLF) into m; the framing fields interpreted. */
 function parseFields(text: string, pos: number, m: Message, who: "request" | "response"): HeadError | undefined {
   const status = who === "request" ? 400 : 502;
   let te = "";
