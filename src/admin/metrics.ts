@@ -244,7 +244,7 @@ export function renderMetrics(s: StatusSnapshot): string {
     const a = s.accessLog;
     family("access_log_lines_total", "counter", "Access log lines queued for writing.");
     sample("access_log_lines_total", {}, a.lines);
-    family("access_log_dropped_total", "counter", "Access log lines dropped because the log's buffer (access_log_buffer) was full: the disk or pipe did not keep up.");
+    family("access_log_dropped_total", "counter", "Access log lines dropped: the log's buffer or ring (access_log_buffer) was full (the disk or pipe did not keep up), a line was longer than the ring takes, or the file could not be opened.");
     sample("access_log_dropped_total", {}, a.dropped);
     family("access_log_write_errors_total", "counter", "Failed writes (and reopens) of an access log; the lines of a failed write are lost.");
     sample("access_log_write_errors_total", {}, a.writeErrors);

@@ -42,6 +42,19 @@ export class SourceCounter {
     return this.run.run() === 1;
   }
 
+  /**
+   * add(), and 0 when the kernel refuses the call (it should not; at shutdown
+   * the program's fd may be closed already): the data plane then lets the
+   * connection or flow in uncounted rather than refusing every client.
+   */
+  addOrZero(key: sabi.SourceKey, delta: 1 | -1): number {
+    try {
+      return this.add(key, delta);
+    } catch {
+      return 0;
+    }
+  }
+
   /** Stop counting (the program's fd is about to close; later connection closes are not counted). */
   close(): void {
     this.closed = true;

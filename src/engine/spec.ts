@@ -82,17 +82,9 @@ export class EngineService {
     to(this.spec.slot, active, panics);
   }
 
-  /**
-   * Add to the client's count; 0 when the kernel refuses (it should not; at
-   * shutdown the program's fd may be closed already): the connection is then
-   * let in uncounted rather than refusing every client (as SourceLimit does).
-   */
+  /** Add to the client's count (SourceCounter.addOrZero: 0 when the kernel refuses). */
   count(key: SourceKey, delta: 1 | -1): number {
-    try {
-      return this.counter!.add(key, delta);
-    } catch {
-      return 0;
-    }
+    return this.counter!.addOrZero(key, delta);
   }
 
   /** The named client is over source_rate (charged here); false when it cannot be checked. */

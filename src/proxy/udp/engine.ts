@@ -104,6 +104,13 @@ export class Engine {
     if (!r) return;
     const failures = r.failures;
     r.flush();
+    if (r.broken) {
+      // Sends the kernel may still hold: the ring goes, and every later datagram is sent by send(2).
+      this.log(`udp data plane: io_uring left sends uncompleted (${r.lastFailure}; counted as send_failed): sending datagram by datagram from now on`);
+      r.close();
+      this.sendRing = undefined;
+      return;
+    }
     // Counted per datagram (send_failed); said once, the first time.
     if (failures === 0 && r.failures > 0) this.log(`udp data plane: io_uring refused a batch of sends (counted as send_failed): ${r.lastFailure}`);
   }

@@ -48,17 +48,9 @@ export class Service {
     this.counter = spec.sourceLimit && new SourceCounter(spec.sourceLimit.progFd, spec.sourceLimit.owner);
   }
 
-  /**
-   * Add to the client's count; 0 when the kernel refuses (it should not; at
-   * shutdown the program's fd may already be closed): a flow is then let in
-   * uncounted rather than dropping every client's datagrams.
-   */
+  /** Add to the client's count (SourceCounter.addOrZero: 0 when the kernel refuses). */
   count(key: SourceKey, delta: 1 | -1): number {
-    try {
-      return this.counter!.add(key, delta);
-    } catch {
-      return 0;
-    }
+    return this.counter!.addOrZero(key, delta);
   }
 
   /** The client as source_connections counts it. */

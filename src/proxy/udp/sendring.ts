@@ -45,6 +45,8 @@ export class SendRing<T> {
   /** Flushes the kernel refused (their unsent datagrams reported as EIO), and the last refusal. */
   failures = 0;
   lastFailure = "";
+  /** A flush ended with sends not completed: the owner must stop using the ring (close it, send directly). */
+  broken = false;
 
   /**
    * `data` is the pinned buffer sends copy from and stage in; bytes
@@ -128,6 +130,9 @@ export class SendRing<T> {
       done += this.reap(got);
       this.failures++;
       this.lastFailure = (e as Error).message;
+      // Sends not completed may still be the kernel's: a late completion would be credited to the next turn's
+      // tag, and their bytes in the staging area would be overwritten under them. The ring is not used again.
+      if (done < n) this.broken = true;
       for (let i = 0; i < n && done < n; i++) {
         if (got[i]) continue;
         done++;
