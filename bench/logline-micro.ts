@@ -37,7 +37,7 @@ function relayLike(e: EndNames, i: number): void {
   log.finish();
 }
 // http keep-alive: one request on a connection whose RequestLog exists.
-const rl = RequestLog.of(log, undefined, "1.1", "192.0.2.10", socketNames(sock));
+const rl = RequestLog.of(log, false, undefined, "1.1", "192.0.2.10", socketNames(sock));
 const httpReq = (i: number): void => {
   rl.request(req, 0);
   rl.bytesIn += 80;
@@ -49,7 +49,7 @@ const httpReq = (i: number): void => {
 };
 // http one connection per request: the RequestLog is made per connection too (exchange.ts reads remoteAddress anyway).
 const httpConn = (i: number): void => {
-  const r = RequestLog.of(log, undefined, "1.1", sock.remoteAddress, socketNames(sock));
+  const r = RequestLog.of(log, false, undefined, "1.1", sock.remoteAddress, socketNames(sock));
   r.request(req, 0);
   r.status = 200;
   r.originAt("127.0.0.1", 9000);

@@ -173,11 +173,11 @@ const idOf = (head: string) => /^x-request-id: (.*)$/im.exec(head)?.[1]?.trim();
 
 describe("access log: http", () => {
   // On Bun's sockets (the lines written on the main thread) and on the engine (written on the data plane's thread into a ring the main thread reads, src/log/ring.ts).
-  for (const engine of ["bun", "epoll"]) test(`--engine ${engine}: one line per request: method, host, path, status, bytes, origin, times, request id kept or made, forwarded and returned`, async () => {
+  for (const engine of ["bun", "epoll"]) test(`--engine ${engine}: one line per request: method, host, path, status, bytes, origin, times, request id kept or made, forwarded and (--request-id-in-response) returned`, async () => {
     const origin = httpOrigin("127.0.0.1", "hello");
     servers.push(origin.listener);
     const log = join(logDir(), `http-${engine}.log`);
-    f.ep = await EdgeproxyProcess.start([...WORKERS, "--mode", "http", "--engine", engine, "--ports", "8080", "--prefix", "192.0.2.0/24", "--origin", `127.0.0.1:${origin.port}`, "--access-log", log]);
+    f.ep = await EdgeproxyProcess.start([...WORKERS, "--mode", "http", "--engine", engine, "--ports", "8080", "--prefix", "192.0.2.0/24", "--origin", `127.0.0.1:${origin.port}`, "--access-log", log, "--request-id-in-response"]);
     const kept = await curl(["--interface", "192.0.2.99", "-H", "X-Request-Id: client-id-1", "http://192.0.2.10:8080/a/b?q=1"]);
     expect(kept.body).toBe("hello");
     expect(idOf(kept.head)).toBe("client-id-1");
@@ -208,6 +208,25 @@ describe("access log: http", () => {
     const refused = lines.find((l) => l.status === 400)!;
     expect(refused).toMatchObject({ method: null, origin: null, edge: "192.0.2.12:8080", bytes_out: text(bad).length });
     expect(refused.reason).toBeString();
+  }, 30_000);
+
+  // As nginx, HAProxy and Envoy do by default: the id goes to the origin and into the line, not back to the client.
+  for (const engine of ["bun", "epoll"]) test(`--engine ${engine}: by default the request id goes to the origin and the line, not into the response`, async () => {
+    const origin = httpOrigin("127.0.0.1", "hello");
+    servers.push(origin.listener);
+    const log = join(logDir(), `http-default-id-${engine}.log`);
+    f.ep = await EdgeproxyProcess.start([...WORKERS, "--mode", "http", "--engine", engine, "--ports", "8080", "--prefix", "192.0.2.0/24", "--origin", `127.0.0.1:${origin.port}`, "--access-log", log]);
+    const plain = await curl(["--interface", "192.0.2.97", "http://192.0.2.10:8080/plain"]);
+    const kept = await curl(["--interface", "192.0.2.97", "-H", "X-Request-Id: client-id-2", "http://192.0.2.10:8080/kept"]);
+    expect(plain.body).toBe("hello");
+    expect(idOf(plain.head)).toBeUndefined();
+    expect(idOf(kept.head)).toBeUndefined();
+    const [made, given] = origin.seen.map((r) => r.headers.get("x-request-id"));
+    expect(made![0]).toMatch(/^[0-9a-f]{16}-[0-9a-z]+$/);
+    expect(given).toEqual(["client-id-2"]);
+    const lines = await linesOf(log, 2);
+    expect(lines.find((l) => l.path === "/plain")!.request_id).toBe(made![0]);
+    expect(lines.find((l) => l.path === "/kept")!.request_id).toBe("client-id-2");
   }, 30_000);
 });
 

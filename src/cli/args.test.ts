@@ -43,7 +43,7 @@ describe("parseArgs", () => {
     const s = serve(["--mode", "http", "--origin", "10.0.0.1:80", "--health-interval", "500ms", "--health-path", "/healthz", "--max-body-size", "100MiB", "--accept-proxy", "10.1.0.0/16,2001:db8::/32"]);
     expect(s.mode).toBe("http");
     expect(s.pool!.health).toEqual({ intervalMs: 500, timeoutMs: 500, rise: 2, fall: 3, path: "/healthz" });
-    expect(s.http).toEqual({ firstByteTimeoutMs: 60_000, maxBodyBytes: 100 * 1024 ** 2, maxHeaderBytes: 16 * 1024, http2: true, http2MaxConcurrentStreams: 100, routes: [] });
+    expect(s.http).toEqual({ firstByteTimeoutMs: 60_000, maxBodyBytes: 100 * 1024 ** 2, maxHeaderBytes: 16 * 1024, http2: true, http2MaxConcurrentStreams: 100, requestIdInResponse: false, routes: [] });
     expect(s.acceptProxy.map((p) => p.family)).toEqual([4, 6]);
     expect(serve(["--origin", "10.0.0.1", "--health-interval", "1s", "--health-port", "7001"]).pool!.health!.port).toBe(7001);
     expect(serve(["--origin", "10.0.0.1:80"]).http).toBeUndefined();

@@ -75,6 +75,7 @@ export function parseArgs(argv: readonly string[]): Command {
   let firstByteTimeoutMs: number | undefined;
   let maxBodyBytes: number | undefined;
   let noHttp2 = false;
+  let requestIdInResponse = false;
   let http2Streams: number | undefined;
   const deadlines: Partial<Record<keyof Deadlines, number>> = {};
   let mode: Mode = "tcp";
@@ -190,6 +191,10 @@ export function parseArgs(argv: readonly string[]): Command {
       case "--no-http2":
         once();
         noHttp2 = true;
+        break;
+      case "--request-id-in-response":
+        once();
+        requestIdInResponse = true;
         break;
       case "--http2-max-concurrent-streams":
         once();
@@ -321,7 +326,7 @@ export function parseArgs(argv: readonly string[]): Command {
   if (checks && !seen.has("--health-interval")) throw new ConfigError(["--health-timeout", "--health-path", "--health-port"].find((x) => seen.has(x))!, "needs --health-interval");
   if (health.path !== undefined && mode !== "http") throw new ConfigError("--health-path", `${mode} pools are checked by TCP connect; --health-path is for --mode http`);
   if ((balance || checks) && origins.length === 0) throw new ConfigError(balance ? "--balance" : "--health-interval", "applies to a pool: give --origin too");
-  for (const flag of ["--first-byte-timeout", "--max-body-size", "--no-http2", "--http2-max-concurrent-streams"]) if (seen.has(flag) && mode !== "http") throw new ConfigError(flag, `is for --mode http`);
+  for (const flag of ["--first-byte-timeout", "--max-body-size", "--no-http2", "--http2-max-concurrent-streams", "--request-id-in-response"]) if (seen.has(flag) && mode !== "http") throw new ConfigError(flag, `is for --mode http`);
   const flagOf = { origin_tls: "--origin-tls", origin_ca: "--origin-ca", origin_sni: "--origin-sni", origin_cert: "--origin-cert", origin_key: "--origin-key" } as const;
   const originTlsConfig = completeOriginTls(originTls, mode, (k) => flagOf[k], (p) => readFileSync(p, "utf8"));
   if (originTlsConfig && origins.length === 0) throw new ConfigError("--origin-tls", "applies to origins: give --origin too");
@@ -344,6 +349,7 @@ export function parseArgs(argv: readonly string[]): Command {
           maxBodyBytes: maxBodyBytes ?? POOL_DEFAULTS.http.maxBodyBytes,
           http2: !noHttp2,
           http2MaxConcurrentStreams: http2Streams ?? POOL_DEFAULTS.http.http2MaxConcurrentStreams,
+          requestIdInResponse,
           routes: [],
         }
       : undefined;

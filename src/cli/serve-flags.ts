@@ -63,6 +63,7 @@ export const SERVE_FLAGS: readonly FlagSpec[] = [
   { name: "--first-byte-timeout", value: "D", help: "http: the origin's response must start within D (default 60s)" },
   { name: "--max-body-size", value: "SIZE", help: "http: larger request bodies get 413 (default 1GiB; 100MiB, 512KiB ...)" },
   { name: "--no-http2", help: "http with TLS: offer only http/1.1 by ALPN (default: h2, then http/1.1)" },
+  { name: "--request-id-in-response", help: "http: also return each request's X-Request-Id (the access log's request_id) to the client (default: to the origin only)" },
   { name: "--http2-max-concurrent-streams", value: "N", help: "http: HTTP/2 streams open at once per connection, 1-1000 (default 100)" },
   ...DEADLINE_KEYS.map((k) => ({ name: k.flag, value: "D", help: DEADLINE_HELP[k.flag] ?? `the ${k.key} deadline` })),
   { name: "--name", value: "NAME", help: "service name (default: default)" },

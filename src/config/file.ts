@@ -32,7 +32,7 @@ export const TOP_FIELDS = ["instance", "take_over", "max_connections", "max_flow
 export const ADMIN_FIELDS = ["enabled", "socket", "listen", "token", "token_file"];
 export const SERVICE_FIELDS = [
   "name", "mode", "engine", ...POOL_FIELDS, "connect_timeout", "idle_timeout", "proxy_protocol", "accept_proxy", "tls_cert", "tls_key", "certificate", "tls_min_version", "tls_ciphers",
-  "first_byte_timeout", "max_body_size", "max_header_size", "http2", "http2_max_concurrent_streams", "allow", "deny", "bind", "route",
+  "first_byte_timeout", "max_body_size", "max_header_size", "http2", "http2_max_concurrent_streams", "request_id_in_response", "allow", "deny", "bind", "route",
   "source_connections", "source_rate", "source_rate_burst", "source_prefix_v6",
   // config/deadlines.ts DEADLINE_KEYS
   "proxy_header_timeout", "handshake_timeout", "header_timeout", "keepalive_timeout", "body_timeout",

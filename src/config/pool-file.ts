@@ -150,10 +150,10 @@ function sortRoutes(routes: readonly RouteConfig[]): RouteConfig[] {
   return [...routes].sort((a, b) => rank(a) - rank(b) || b.path.length - a.path.length);
 }
 
-/** http options of a [[service]]: first_byte_timeout, max_body_size, max_header_size, routes. */
+/** http options of a [[service]]: first_byte_timeout, max_body_size, max_header_size, http2, request_id_in_response, routes. */
 export function parseHttp(f: Fields, mode: Mode, defaults: RouteDefaults): HttpConfig | undefined {
   // A tcp service's routes are sni routes (config/sni.ts).
-  const keys = ["first_byte_timeout", "max_body_size", "max_header_size", "http2", "http2_max_concurrent_streams", ...(mode === "tcp" ? [] : ["route"])];
+  const keys = ["first_byte_timeout", "max_body_size", "max_header_size", "http2", "http2_max_concurrent_streams", "request_id_in_response", ...(mode === "tcp" ? [] : ["route"])];
   if (mode !== "http") {
     const stray = keys.find((k) => f.has(k));
     if (stray === "route") throw new ConfigError(f.at(stray), `routes http services (by host and path) and tcp services (by TLS server name); this one is ${mode}`);
@@ -176,6 +176,7 @@ export function parseHttp(f: Fields, mode: Mode, defaults: RouteDefaults): HttpC
     maxHeaderBytes,
     http2: f.boolean("http2") ?? d.http2,
     http2MaxConcurrentStreams: streams,
+    requestIdInResponse: f.boolean("request_id_in_response") ?? d.requestIdInResponse,
     routes: parseRoutes(f.tables("route", "[[service.route]]") ?? [], f.where, defaults),
   };
 }

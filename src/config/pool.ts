@@ -112,6 +112,12 @@ export interface HttpConfig {
   readonly http2: boolean;
   /** SETTINGS_MAX_CONCURRENT_STREAMS we announce (RFC 9113 §6.5.2); also sizes the rapid-reset budget. */
   readonly http2MaxConcurrentStreams: number;
+  /**
+   * Also return the request's X-Request-Id (the access log's request_id) to the client. Off by default, as in
+   * nginx, HAProxy and Envoy (`always_set_request_id_in_response`): the id always goes to the origin, and
+   * putting it in every response costs a copy of each response head.
+   */
+  readonly requestIdInResponse: boolean;
   /** Most specific first: longer host (with port before without), then longer path; the service's own pool is the last, catch-all route. */
   readonly routes: readonly RouteConfig[];
 }
@@ -123,7 +129,7 @@ export const POOL_DEFAULTS = {
   balance: "round-robin" as Balance,
   health: { intervalMs: 5_000, timeoutMs: 2_000, rise: 2, fall: 3, path: "/" },
   eject: { failures: 3, durationMs: 30_000, baseMs: 1_000 },
-  http: { firstByteTimeoutMs: 60_000, maxBodyBytes: 1 << 30, maxHeaderBytes: 16 * 1024, http2: true, http2MaxConcurrentStreams: 100 },
+  http: { firstByteTimeoutMs: 60_000, maxBodyBytes: 1 << 30, maxHeaderBytes: 16 * 1024, http2: true, http2MaxConcurrentStreams: 100, requestIdInResponse: false },
   /** Names whose answer carries no TTL (/etc/hosts) are looked up again this often. */
   resolveMs: 30_000,
 } as const;

@@ -296,7 +296,7 @@ export class HttpConnection extends Exchange implements Session {
     this.ctx.httpStats.response(status);
     this.linger = true;
     this.releaseOrigin("reset");
-    const reply = answer ?? errorResponse(status, message, this.rlog?.id !== undefined ? `x-request-id: ${this.rlog.id}\r\n` : "");
+    const reply = answer ?? errorResponse(status, message, this.rlog?.returnedId !== undefined ? `x-request-id: ${this.rlog.returnedId}\r\n` : "");
     this.rlog?.answered(status, reply.length, message);
     this.toClient.write(this.client, reply);
     this.keepAlive = false;

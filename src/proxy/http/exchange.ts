@@ -127,7 +127,7 @@ export abstract class Exchange implements OriginUser {
     this.headFrom = ctx.clock.now;
     this.clientAt = ctx.clock.now;
     this.clientIp = ends ? formatAddress(ends.client.addr) : unmapAddress(client.remoteAddress);
-    if (ctx.log) this.rlog = RequestLog.of(ctx.log, ends, "1.1", this.clientIp, names);
+    if (ctx.log) this.rlog = RequestLog.of(ctx.log, ctx.http.requestIdInResponse, ends, "1.1", this.clientIp, names);
     ctx.active.add(this);
     ctx.stats.connectionsActive++;
     ctx.stats.connectionsTotal++;
@@ -285,7 +285,7 @@ export abstract class Exchange implements OriginUser {
     this.resDone = false;
     this.ctx.httpStats.response(parsed.status);
     if (this.rlog) this.rlog.status = parsed.status;
-    // The response says which request it answers (the access log's X-Request-Id), unless the origin said so itself.
+    // With request_id_in_response, the response says which request it answers (the access log's X-Request-Id), unless the origin said so itself.
     const idField = this.rlog ? this.requestIdField(parsed) : "";
     // Message body length, RFC 9112 §6.3.
     this.originFraming = originFraming(req.method, parsed);
@@ -336,9 +336,9 @@ export abstract class Exchange implements OriginUser {
     if (rest.length) this.responseBody(rest);
   }
 
-  /** The X-Request-Id field for the client's response head: "" without one, or when the origin's response has its own. */
+  /** The X-Request-Id field for the client's response head: "" without one (request_id_in_response off), or when the origin's response has its own. */
   protected requestIdField(res: ResponseHead): string {
-    const id = this.rlog?.id;
+    const id = this.rlog?.returnedId;
     return id === undefined || res.names.includes("x-request-id") ? "" : `x-request-id: ${id}\r\n`;
   }
 

@@ -62,7 +62,7 @@ export abstract class H2Exchange implements OriginUser {
   ) {
     this.id = stream.id ?? 0;
     this.bodyAt = conn.ctx.clock.now;
-    if (conn.ctx.log) this.rlog = RequestLog.of(conn.ctx.log, conn.ends, "2", undefined, conn.names);
+    if (conn.ctx.log) this.rlog = RequestLog.of(conn.ctx.log, conn.ctx.http.requestIdInResponse, conn.ends, "2", undefined, conn.names);
   }
 
   protected sendOrigin(bytes: Uint8Array): void {
@@ -191,7 +191,7 @@ export abstract class H2Exchange implements OriginUser {
     this.originReusable = originReusable(parsed, this.framing);
     this.resLeft = parsed.contentLength;
     this.resChunks = this.framing === "chunked" ? new ChunkedDecoder(MAX_RESPONSE_HEAD) : undefined;
-    const headers = h2ResponseHeaders(parsed, this.framing === "length" || this.framing === "none", this.rlog?.id);
+    const headers = h2ResponseHeaders(parsed, this.framing === "length" || this.framing === "none", this.rlog?.returnedId);
     const empty = this.framing === "none" || (this.framing === "length" && this.resLeft === 0);
     try {
       this.stream.respond(headers, { endStream: empty });

@@ -164,7 +164,7 @@ export class H2Stream extends H2Exchange {
     this.conn.ctx.httpStats.response(status);
     this.releaseOrigin("reset");
     const body = `${message}\n`;
-    const id = this.rlog?.id;
+    const id = this.rlog?.returnedId;
     try {
       this.stream.respond({ ":status": status, "content-type": "text/plain; charset=utf-8", "content-length": Buffer.byteLength(body), ...(id !== undefined ? { "x-request-id": id } : {}) });
       this.stream.end(body);

@@ -40,6 +40,8 @@ export class RequestLog {
     private readonly edge: string | undefined,
     /** The client's HTTP version, "1.1" (1.0 requests say so themselves) or "2": the line's http_version. */
     version: "1.1" | "2" = "1.1",
+    /** The service's request_id_in_response: the client's response carries the id too (returnedId). */
+    private readonly returnId = false,
   ) {
     this.versionText = `,"http_version":"${version}"`;
     this.endsText = client ? `,"client":"${client}","edge":"${edge}"` : "";
@@ -61,11 +63,11 @@ export class RequestLog {
    * `clientIp`: the connection's formatAddress(ends.client.addr) when made already (not formatted twice);
    * `names`: the socket's ends as text, when `ends` were not parsed (the pipeline's socketNames).
    */
-  static of(log: ServiceLog, ends: Ends | undefined, version: "1.1" | "2", clientIp?: string, names?: EndNames): RequestLog {
-    if (!ends) return new RequestLog(log, names?.client, names?.edge, version);
+  static of(log: ServiceLog, returnId: boolean, ends: Ends | undefined, version: "1.1" | "2", clientIp?: string, names?: EndNames): RequestLog {
+    if (!ends) return new RequestLog(log, names?.client, names?.edge, version, returnId);
     const c = ends.client;
     const client = clientIp === undefined ? formatEndpoint(c) : c.family === 6 ? `[${clientIp}]:${c.port}` : `${clientIp}:${c.port}`;
-    return new RequestLog(log, client, formatEndpoint(ends.edge), version);
+    return new RequestLog(log, client, formatEndpoint(ends.edge), version, returnId);
   }
 
   /** A request starts (its head is parsed: `req`; or a head we refuse: undefined). `pending`: bytes already read that belong to it or later ones. */
@@ -106,6 +108,11 @@ export class RequestLog {
     this.replaceId = n > 0;
     return (this.id = `${PREFIX}-${(++counter).toString(36)}`);
   }
+  /** The id for the client's response (our answers' and the origin's, unless it has its own): with request_id_in_response only. */
+  get returnedId(): string | undefined {
+    return this.returnId ? this.id : undefined;
+  }
+
   /** The request's own X-Request-Id (none sane, or several) must be dropped for ours (set by request()). */
   replaceId = false;
 
