@@ -1,7 +1,9 @@
 import type { Socket } from "bun";
 import { parseAddress, prefixContains, unmapAddress, type Prefix } from "../config/address";
-import type { Endpoint } from "../system/sockaddr";
-import { endpointString, formatEndpoint, joinHostPort } from "../log/access";
+import { decodeSockaddr, type Endpoint } from "../system/sockaddr";
+import { endpointString, formatEndpoint } from "../log/access";
+import { sockaddrString, SockaddrTexts } from "../log/line";
+import { localAddress, peerAddress } from "../system/tcp";
 import { unmapEndpoint } from "./proxyheader/encode";
 import { parseProxyHeader } from "./proxyheader/parse";
 
@@ -63,41 +65,51 @@ export function socketEnds(s: Socket<any>): Ends | undefined {
 /**
  * Both ends as the access log writes them ("ip:port"), for connections whose
  * ends nothing else needs parsed (no PROXY header to read or send, no
- * per-source limit): the log takes Bun's address text as it is, with no
- * Endpoint parse (≈ 1.5 µs a connection).
+ * per-source limit): the log takes the text of the kernel's sockaddr bytes
+ * (socketNames), with no Endpoint parse (≈ 1.5 µs a connection).
  */
 export interface EndNames {
   readonly client: string;
   readonly edge: string;
+  /** The client's IPv4 address alone, when socketNames read it (the HTTP code's clientIp, without asking Bun again). */
+  readonly clientIp?: string | undefined;
 }
 
-// The edge's text by Bun's address text, then port: shared by a listener's connections (bounded as `edges`).
-const edgeNames = new Map<string, Map<number, string>>();
-let edgeNameCount = 0;
+// The edge's text by its sockaddr bytes: one of the few a service answers on (bounded, line.ts).
+const edgeTexts = new SockaddrTexts();
 
-function edgeName(address: string, port: number): string {
-  let byPort = edgeNames.get(address);
-  const known = byPort?.get(port);
-  if (known !== undefined) return known;
-  const name = joinHostPort(address, port);
-  if (edgeNameCount >= EDGE_CACHE_MAX) {
-    edgeNames.clear();
-    edgeNameCount = 0;
-    byPort = undefined;
-  }
-  if (!byPort) edgeNames.set(address, (byPort = new Map()));
-  byPort.set(port, name);
-  edgeNameCount++;
-  return name;
-}
-
-/** The socket's ends as text; undefined when Bun no longer knows them (the peer is already gone). */
+/**
+ * The socket's ends as text, from one getpeername(2) and one getsockname(2)
+ * on its descriptor; undefined when the peer is already gone. Not Bun's
+ * getters: each of remoteAddress, remotePort, localAddress and localPort is
+ * a syscall of its own (four per connection, measured with perf stat), and
+ * the client's address is asked again by the HTTP code (clientIp).
+ */
 export function socketNames(s: Socket<any>): EndNames | undefined {
-  const client = s.remoteAddress;
-  if (!client) return undefined;
-  const edge = s.localAddress;
-  if (!edge) return undefined;
-  return { client: joinHostPort(client, s.remotePort), edge: edgeName(edge, s.localPort) };
+  const fd = (s as unknown as { fd: number }).fd;
+  const peer = peerAddress(fd);
+  if (!peer) return undefined;
+  const v4 = peer[0] === 2 && peer[1] === 0;
+  const client = v4 ? sockaddrString(peer) : mappedOrV6(peer);
+  if (client === undefined) return undefined;
+  const clientIp = v4 ? `${peer[4]}.${peer[5]}.${peer[6]}.${peer[7]}` : undefined;
+  const local = localAddress(fd);
+  if (!local) return undefined;
+  const edge = local[0] === 10 && isMappedSockaddr(local) ? mappedOrV6(local) : edgeTexts.text(local);
+  if (edge === undefined) return undefined;
+  return { client, edge, clientIp };
+}
+
+/** A sockaddr_in6's "ip:port", an IPv4-mapped one's (a dual-stack listener's IPv4 peer) as IPv4: the text Bun's getters gave. */
+function mappedOrV6(buf: Uint8Array): string | undefined {
+  const e = decodeSockaddr(buf);
+  return e && endpointString(unmapEndpoint(e));
+}
+
+/** Is a sockaddr_in6's address IPv4-mapped (::ffff:a.b.c.d, RFC 4291 §2.5.5.2)? sin6_addr is at 8..24. */
+function isMappedSockaddr(buf: Uint8Array): boolean {
+  for (let i = 8; i < 18; i++) if (buf[i] !== 0) return false;
+  return buf[18] === 0xff && buf[19] === 0xff;
 }
 
 /** Parsed ends (a PROXY header's, or the socket's when parsed anyway) as the log writes them. */

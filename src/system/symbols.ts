@@ -29,6 +29,7 @@ export const systemSymbols = {
   getsockopt: { args: [i32, i32, i32, ptr, ptr], returns: i32 },
   setsockopt: { args: [i32, i32, i32, ptr, u32], returns: i32 },
   getsockname: { args: [i32, ptr, ptr], returns: i32 },
+  getpeername: { args: [i32, ptr, ptr], returns: i32 },
   send: { args: [i32, ptr, usize, i32], returns: FFIType.i64_fast },
   recv: { args: [i32, ptr, usize, i32], returns: FFIType.i64_fast },
   sendto: { args: [i32, ptr, usize, i32, ptr, u32], returns: FFIType.i64_fast },

@@ -131,10 +131,21 @@ export function socketError(fd: number): number {
 }
 
 const local = new AcceptAddress();
+const peer = new AcceptAddress();
 
-/** The local address of a connected socket (getsockname): with sk_lookup, the address the client dialled. */
+/**
+ * The local address of a connected socket (getsockname): with sk_lookup, the address the client dialled.
+ * The bytes are this module's, valid until the next call.
+ */
 export function localAddress(fd: number): Uint8Array | undefined {
   local.len[0] = SOCKADDR_IN6_SIZE;
   if (libc.getsockname(fd, local.bytes, local.len) !== 0) return undefined;
   return local.bytes;
+}
+
+/** The peer of a connected socket (getpeername); undefined once it is gone (ENOTCONN). Valid until the next call. */
+export function peerAddress(fd: number): Uint8Array | undefined {
+  peer.len[0] = SOCKADDR_IN6_SIZE;
+  if (libc.getpeername(fd, peer.bytes, peer.len) !== 0) return undefined;
+  return peer.bytes;
 }

@@ -126,7 +126,7 @@ export abstract class Exchange implements OriginUser {
     this.lastActive = ctx.clock.now;
     this.headFrom = ctx.clock.now;
     this.clientAt = ctx.clock.now;
-    this.clientIp = ends ? formatAddress(ends.client.addr) : unmapAddress(client.remoteAddress);
+    this.clientIp = ends ? formatAddress(ends.client.addr) : (names?.clientIp ?? unmapAddress(client.remoteAddress));
     if (ctx.log) this.rlog = RequestLog.of(ctx.log, ctx.http.requestIdInResponse, ends, "1.1", this.clientIp, names);
     ctx.active.add(this);
     ctx.stats.connectionsActive++;

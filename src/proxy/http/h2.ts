@@ -83,7 +83,7 @@ export class H2Connection implements Session {
   ) {
     const now = ctx.clock.now;
     this.startedAt = this.lastActive = this.idleFrom = this.resetWindow = now;
-    this.clientIp = ends ? formatAddress(ends.client.addr) : unmapAddress(client.remoteAddress);
+    this.clientIp = ends ? formatAddress(ends.client.addr) : (names?.clientIp ?? unmapAddress(client.remoteAddress));
     ctx.active.add(this);
     ctx.stats.connectionsActive++;
     ctx.stats.connectionsTotal++;
