@@ -162,11 +162,7 @@ export class HttpConnection extends Exchange implements Session {
       this.rlog?.originAt(to.conn.host, to.conn.port);
       if (!this.upgrade && !this.rlog?.replaceId && extendable(req)) {
         // The head as it came plus our fields: one copy, no rebuilding.
-        const extra = (this.forwarding ??= new ConnectionForwarding(this.clientIp, ctx.proto)).fields(req.host!, requestId);
-        const buf = Buffer.allocUnsafe(raw.length + extra.length);
-        buf.set(raw, 0);
-        buf.write(extra, raw.length, "latin1");
-        this.headBytes = buf;
+        this.headBytes = (this.forwarding ??= new ConnectionForwarding(this.clientIp, ctx.proto)).head(raw, req.host!, requestId);
       } else {
         const fwd = { clientIp: this.clientIp, proto: ctx.proto, fallbackHost: req.host === undefined ? this.destination() : "", upgrade: this.upgrade, requestId };
         this.headBytes = Buffer.from(originRequestHead(req, fwd), "latin1");

@@ -42,22 +42,27 @@ describe("forwarding headers (RFC 7239, X-Forwarded-*)", () => {
   });
 
   test("the fast path (head as it came plus our fields) only for heads with nothing to strip or merge", () => {
+    // Our fields alone: the head of an empty request as text.
+    const fieldsOf = (c: ConnectionForwarding, host: string, id: string | undefined) => c.head(new Uint8Array(0), host, id).toString("latin1");
     const plain = req("GET / HTTP/1.1\r\nHost: a\r\nAccept: */*\r\n\r\n");
     expect(extendable(plain)).toBe(true);
     const conn = new ConnectionForwarding(ctx.clientIp, ctx.proto);
-    expect(conn.fields("a", undefined)).toBe("x-forwarded-for: 192.0.2.1\r\nx-forwarded-proto: http\r\nx-forwarded-host: a\r\nforwarded: for=192.0.2.1;proto=http;host=a\r\n\r\n");
+    expect(fieldsOf(conn, "a", undefined)).toBe("x-forwarded-for: 192.0.2.1\r\nx-forwarded-proto: http\r\nx-forwarded-host: a\r\nforwarded: for=192.0.2.1;proto=http;host=a\r\n\r\n");
     // A connection's requests: the text kept from an earlier Host is never given to another, with or without a request id;
     // it is what a fresh one (nothing kept) makes.
     for (const [host, id] of [["a", "id-1"], ["b:8080", undefined], ["[2001:db8::9]:80", undefined], ["a", "id-2"], ["a", undefined]] as const) {
-      const got = conn.fields(host, id);
-      expect(got).toBe(new ConnectionForwarding(ctx.clientIp, ctx.proto).fields(host, id));
+      const got = fieldsOf(conn, host, id);
+      expect(got).toBe(fieldsOf(new ConnectionForwarding(ctx.clientIp, ctx.proto), host, id));
       expect(got).toContain(`x-forwarded-host: ${host}\r\n`);
       expect(got.startsWith("x-request-id: ")).toBe(id !== undefined);
     }
-    expect(conn.fields("[2001:db8::9]:80", undefined)).toContain('host="[2001:db8::9]:80"\r\n');
+    expect(fieldsOf(conn, "[2001:db8::9]:80", undefined)).toContain('host="[2001:db8::9]:80"\r\n');
     const conn6 = new ConnectionForwarding("2001:db8::1", "https");
-    expect(conn6.fields("a", undefined)).toContain('x-forwarded-for: 2001:db8::1\r\nx-forwarded-proto: https\r\n');
-    expect(conn6.fields("a", undefined)).toContain('forwarded: for="[2001:db8::1]";proto=https;host=a');
+    expect(fieldsOf(conn6, "a", undefined)).toContain('x-forwarded-for: 2001:db8::1\r\nx-forwarded-proto: https\r\n');
+    expect(fieldsOf(conn6, "a", undefined)).toContain('forwarded: for="[2001:db8::1]";proto=https;host=a');
+    // With the request as it came in front: its bytes, then the id, then the forwarding fields.
+    const raw = Buffer.from("GET / HTTP/1.1\r\nhost: a\r\n", "latin1");
+    expect(conn.head(raw, "a", "id-3").toString("latin1")).toBe(`GET / HTTP/1.1\r\nhost: a\r\nx-request-id: id-3\r\n${fieldsOf(conn, "a", undefined)}`);
     for (const extra of ["Connection: close", "Keep-Alive: 5", "TE: trailers", "X-Forwarded-For: 1.2.3.4", "Forwarded: for=1.2.3.4", "Transfer-Encoding: chunked"]) {
       expect(extendable(req(`POST / HTTP/1.1\r\nHost: a\r\n${extra}\r\n\r\n`))).toBe(false);
     }

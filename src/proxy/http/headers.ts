@@ -122,23 +122,43 @@ export function extendable(req: RequestHead): boolean {
  * be given a text made for another client. Its requests mostly name one
  * Host, so the text (with Forwarded's quoting checks) is made once per Host.
  */
+const ID_FIELD = Buffer.from("x-request-id: ", "latin1");
+
 export class ConnectionForwarding {
   private host: string | undefined;
-  private text = "";
+  private fields: Uint8Array = ID_FIELD;
 
   constructor(
     private readonly clientIp: string,
     private readonly proto: "http" | "https",
   ) {}
 
-  /** `host`: the request's Host (an extendable request has one); `requestId`: ours to send, if any. */
-  fields(host: string, requestId: string | undefined): string {
+  /**
+   * The origin's head: `raw` (the request as it came, up to the CRLF of its
+   * last field) and our fields, in one buffer. `host`: the request's Host (an
+   * extendable request has one); `requestId`: ours to send, if any (ASCII:
+   * ours, or a client's that SANE_ID passed). The fields are bytes made once
+   * per Host: a request copies them, no string is built or encoded for it.
+   */
+  head(raw: Uint8Array, host: string, requestId: string | undefined): Buffer {
     if (host !== this.host) {
       const ip = this.clientIp;
       this.host = host;
-      this.text = `x-forwarded-for: ${ip}\r\nx-forwarded-proto: ${this.proto}\r\nx-forwarded-host: ${host}\r\nforwarded: for=${forwardedFor(ip)};proto=${this.proto};host=${forwardedValue(host)}\r\n\r\n`;
+      this.fields = Buffer.from(`x-forwarded-for: ${ip}\r\nx-forwarded-proto: ${this.proto}\r\nx-forwarded-host: ${host}\r\nforwarded: for=${forwardedFor(ip)};proto=${this.proto};host=${forwardedValue(host)}\r\n\r\n`, "latin1");
     }
-    return requestId !== undefined ? `x-request-id: ${requestId}\r\n${this.text}` : this.text;
+    const fields = this.fields;
+    const out = Buffer.allocUnsafe(raw.length + (requestId === undefined ? 0 : ID_FIELD.length + requestId.length + 2) + fields.length);
+    out.set(raw, 0);
+    let at = raw.length;
+    if (requestId !== undefined) {
+      out.set(ID_FIELD, at);
+      at += ID_FIELD.length;
+      at += out.write(requestId, at, "latin1");
+      out[at++] = 13;
+      out[at++] = 10;
+    }
+    out.set(fields, at);
+    return out;
   }
 }
 
