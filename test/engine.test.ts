@@ -9,7 +9,7 @@ tcpRelayCases(proxyFixture(), "epoll");
 
 test("--engine epoll with what it cannot run yet is one clear line, exit 2", async () => {
   for (const [args, why] of [
-    [["--mode", "udp", "--origin", "127.0.0.1:80"], "runs tcp and http services only"],
+    [["--mode", "udp", "--origin", "127.0.0.1:80"], "is for tcp and http services; a udp service has one data plane of its own"],
     [["--origin", "127.0.0.1:443", "--origin-tls", "insecure"], "does not speak TLS to origins yet"],
   ] as const) {
     const p = Bun.spawnSync([process.execPath, "src/main.ts", "--engine", "epoll", ...args], { stderr: "pipe" });

@@ -267,7 +267,9 @@ describe("pools, routes, http and TLS", () => {
       expect(parseConfig(web('protocol = "udp"\nprefixes = "192.0.2.0/24"\nports = 53', 'mode = "udp"\norigin = "10.0.0.1:53"'), FILE).services[0]!.engine).toBeUndefined();
       expect(error(web(undefined, `origin = "10.0.0.1:443"\nengine = "epoll"\n${tls}`), read)).toBe('edgeproxy.toml: service "web": engine: "epoll" does not terminate TLS yet; use "auto" or "bun"');
       expect(error(web(undefined, `mode = "http"\norigin = "10.0.0.1:443"\nengine = "epoll"\n${tls}`), read)).toBe('edgeproxy.toml: service "web": engine: "epoll" does not terminate TLS (nor HTTP/2) on http services yet; use "auto" or "bun"');
-      expect(error(web('protocol = "udp"\nprefixes = "192.0.2.0/24"\nports = 53', 'mode = "udp"\norigin = "10.0.0.1:53"\nengine = "epoll"'))).toBe('edgeproxy.toml: service "web": engine: "epoll" runs tcp and http services only (this one is udp); use "auto" or "bun"');
+      expect(error(web('protocol = "udp"\nprefixes = "192.0.2.0/24"\nports = 53', 'mode = "udp"\norigin = "10.0.0.1:53"\nengine = "epoll"'))).toBe('edgeproxy.toml: service "web": engine: "epoll" is for tcp and http services; a udp service has one data plane of its own: leave it out or say "auto"');
+      expect(error(web('protocol = "udp"\nprefixes = "192.0.2.0/24"\nports = 53', 'mode = "udp"\norigin = "10.0.0.1:53"\nengine = "bun"'))).toBe('edgeproxy.toml: service "web": engine: "bun" is for tcp and http services; a udp service has one data plane of its own: leave it out or say "auto"');
+      expect(parseConfig(web('protocol = "udp"\nprefixes = "192.0.2.0/24"\nports = 53', 'mode = "udp"\norigin = "10.0.0.1:53"\nengine = "auto"'), FILE).services[0]!.engine).toBeUndefined();
       expect(error(web(undefined, 'origin = "10.0.0.1:80"\nengine = "uring"'))).toBe('edgeproxy.toml: service "web": engine: "uring" is not one of auto, epoll, bun');
       // The flag completes the same way.
       const flag = (...more: string[]) => {

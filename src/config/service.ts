@@ -240,6 +240,8 @@ function httpEpollUnsupported(s: Pick<ServiceConfig, "pool" | "tls" | "http">): 
  * so is an $EDGEPROXY_ENGINE that names no setting.
  */
 export function completeEngine(setting: EngineSetting | undefined, s: Pick<ServiceConfig, "mode" | "pool" | "tls" | "sniRoutes" | "http">, at: string): Engine | undefined {
+  // Either engine named for a udp service would be ignored (it has one data plane): the operator's mistake, said so.
+  if ((setting === "epoll" || setting === "bun") && s.mode !== "tcp" && s.mode !== "http") throw new ConfigError(at, `"${setting}" is for tcp and http services; a ${s.mode} service has one data plane of its own: leave it out or say "auto"`);
   const why = epollUnsupported(s);
   if (setting === "epoll" && why) throw new ConfigError(at, `"epoll" ${why}; use "auto" or "bun"`);
   // Checked for every service, whatever its mode or setting: a misspelt escape hatch is never silently ignored.
