@@ -4,7 +4,7 @@
  * a line's bytes straight into the log's buffer.
  */
 import { formatAddress } from "../config/address";
-import { decodeSockaddr, type Endpoint } from "../system/sockaddr";
+import { decodeSockaddr, SockaddrMemo, type Endpoint } from "../system/sockaddr";
 
 // Endpoints formatted so far: an edge Endpoint is shared by its connections
 // (src/proxy/inbound.ts), so its text is made once, not per line.
@@ -30,44 +30,17 @@ export function endpointString(e: Endpoint): string {
 }
 
 /**
- * "ip:port" of a struct sockaddr_in / sockaddr_in6 (src/system/sockaddr.ts),
- * remembered per address and port: the edge of an accepted connection (its
- * original destination, getsockname) is one of the few a service answers on,
- * but comes as new bytes each time, so neither an Endpoint nor a WeakMap
- * entry per connection. Bounded: emptied when full.
+ * "ip:port" of a struct sockaddr_in / sockaddr_in6, remembered per address
+ * and port (SockaddrMemo): for edges, one of the few a service answers on,
+ * whose text is then neither made nor kept in a WeakMap per connection.
  */
-export class SockaddrTexts {
-  private readonly v4 = new Map<number, string>();
-  private readonly v6 = new Map<string, string>();
-  constructor(private readonly max = 4096) {}
+export class SockaddrTexts extends SockaddrMemo<string> {
+  constructor(max?: number) {
+    super(sockaddrString, max);
+  }
 
   text(buf: Uint8Array): string | undefined {
-    if (buf[0] === 2 && buf[1] === 0) {
-      // AF_INET (host order u16 = 2); sin_port at 2 and sin_addr at 4, network order.
-      const port = (buf[2]! << 8) | buf[3]!;
-      const key = (((buf[4]! << 24) | (buf[5]! << 16) | (buf[6]! << 8) | buf[7]!) >>> 0) * 65536 + port;
-      let t = this.v4.get(key);
-      if (t === undefined) {
-        if (this.v4.size >= this.max) this.v4.clear();
-        t = `${buf[4]}.${buf[5]}.${buf[6]}.${buf[7]}:${port}`;
-        this.v4.set(key, t);
-      }
-      return t;
-    }
-    if (buf[0] === 10 && buf[1] === 0) {
-      // AF_INET6 (10): sin6_port at 2, sin6_addr at 8..24, keyed as nine UTF-16 units (no decode, no IPv6 text per connection).
-      const u = (i: number) => (buf[i]! << 8) | buf[i + 1]!;
-      const key = String.fromCharCode(u(2), u(8), u(10), u(12), u(14), u(16), u(18), u(20), u(22));
-      let t = this.v6.get(key);
-      if (t === undefined) {
-        t = sockaddrString(buf);
-        if (t === undefined) return undefined;
-        if (this.v6.size >= this.max) this.v6.clear();
-        this.v6.set(key, t);
-      }
-      return t;
-    }
-    return undefined;
+    return this.get(buf);
   }
 }
 

@@ -1,8 +1,8 @@
 import type { Socket } from "bun";
-import { parseAddress, prefixContains, unmapAddress, type Prefix } from "../config/address";
-import { decodeSockaddr, type Endpoint } from "../system/sockaddr";
+import { prefixContains, type Prefix } from "../config/address";
+import { decodeSockaddr, SockaddrMemo, type Endpoint } from "../system/sockaddr";
 import { endpointString, formatEndpoint } from "../log/access";
-import { sockaddrString, SockaddrTexts } from "../log/line";
+import { sockaddrString } from "../log/line";
 import { localAddress, peerAddress } from "../system/tcp";
 import { unmapEndpoint } from "./proxyheader/encode";
 import { parseProxyHeader } from "./proxyheader/parse";
@@ -21,45 +21,30 @@ export interface Ends {
   readonly edge: Endpoint;
 }
 
-function endpoint(address: string | undefined, port: number): Endpoint | undefined {
-  const addr = address ? parseAddress(unmapAddress(address)) : undefined;
-  return addr ? unmapEndpoint({ family: addr.length === 4 ? 4 : 6, addr, port }) : undefined;
+// The edge's Endpoint by its sockaddr bytes: a listener's connections share a few (many with sk_lookup ranges,
+// hence the bound), and one object per edge lets its text be formatted once (formatEndpoint's memo) instead of
+// per connection.
+const edges = new SockaddrMemo<Endpoint>(unmappedEndpoint);
+
+/** A sockaddr's Endpoint, an IPv4-mapped IPv6 one (a dual-stack listener's IPv4 peer) as IPv4. */
+function unmappedEndpoint(buf: Uint8Array): Endpoint | undefined {
+  const e = decodeSockaddr(buf);
+  return e && unmapEndpoint(e);
 }
 
-/*
- * The edge end of accepted sockets, parsed once per address and port: a
- * listener's connections share a few (many with sk_lookup ranges, hence the
- * bound), and one Endpoint object per edge lets its text be formatted once
- * (formatEndpoint's memo, src/log/access.ts) instead of per connection.
+/**
+ * The socket's own ends, from one getpeername(2) and one getsockname(2) on
+ * its descriptor (Bun's four getters are a syscall each, and their text would
+ * be parsed back into bytes); undefined when the peer is already gone.
  */
-const EDGE_CACHE_MAX = 4096;
-// By address text as Bun gives it, then port: no key string made per connection.
-const edges = new Map<string, Map<number, Endpoint>>();
-let edgeCount = 0;
-
-function edgeEndpoint(address: string | undefined, port: number): Endpoint | undefined {
-  if (!address) return undefined;
-  let byPort = edges.get(address);
-  const known = byPort?.get(port);
-  if (known) return known;
-  const e = endpoint(address, port);
-  if (!e) return undefined;
-  if (edgeCount >= EDGE_CACHE_MAX) {
-    edges.clear();
-    edgeCount = 0;
-    byPort = undefined;
-  }
-  if (!byPort) edges.set(address, (byPort = new Map()));
-  byPort.set(port, e);
-  edgeCount++;
-  return e;
-}
-
-/** The socket's own ends; undefined when Bun no longer knows them (the peer is already gone). */
 export function socketEnds(s: Socket<any>): Ends | undefined {
-  const client = endpoint(s.remoteAddress, s.remotePort);
-  const edge = edgeEndpoint(s.localAddress, s.localPort);
-  return client && edge ? { client, edge } : undefined;
+  const fd = (s as unknown as { fd: number }).fd;
+  const peer = peerAddress(fd);
+  const client = peer && unmappedEndpoint(peer);
+  if (!client) return undefined;
+  const local = localAddress(fd);
+  const edge = local && edges.get(local);
+  return edge ? { client, edge } : undefined;
 }
 
 /**
@@ -75,8 +60,8 @@ export interface EndNames {
   readonly clientIp?: string | undefined;
 }
 
-// The edge's text by its sockaddr bytes: one of the few a service answers on (bounded, line.ts).
-const edgeTexts = new SockaddrTexts();
+// The edge's text by its sockaddr bytes: one of the few a service answers on (bounded).
+const edgeTexts = new SockaddrMemo<string>(sockaddrName);
 
 /**
  * The socket's ends as text, from one getpeername(2) and one getsockname(2)
@@ -90,26 +75,19 @@ export function socketNames(s: Socket<any>): EndNames | undefined {
   const peer = peerAddress(fd);
   if (!peer) return undefined;
   const v4 = peer[0] === 2 && peer[1] === 0;
-  const client = v4 ? sockaddrString(peer) : mappedOrV6(peer);
+  const client = v4 ? sockaddrString(peer) : sockaddrName(peer);
   if (client === undefined) return undefined;
   const clientIp = v4 ? `${peer[4]}.${peer[5]}.${peer[6]}.${peer[7]}` : undefined;
   const local = localAddress(fd);
-  if (!local) return undefined;
-  const edge = local[0] === 10 && isMappedSockaddr(local) ? mappedOrV6(local) : edgeTexts.text(local);
+  const edge = local && edgeTexts.get(local);
   if (edge === undefined) return undefined;
   return { client, edge, clientIp };
 }
 
-/** A sockaddr_in6's "ip:port", an IPv4-mapped one's (a dual-stack listener's IPv4 peer) as IPv4: the text Bun's getters gave. */
-function mappedOrV6(buf: Uint8Array): string | undefined {
-  const e = decodeSockaddr(buf);
-  return e && endpointString(unmapEndpoint(e));
-}
-
-/** Is a sockaddr_in6's address IPv4-mapped (::ffff:a.b.c.d, RFC 4291 §2.5.5.2)? sin6_addr is at 8..24. */
-function isMappedSockaddr(buf: Uint8Array): boolean {
-  for (let i = 8; i < 18; i++) if (buf[i] !== 0) return false;
-  return buf[18] === 0xff && buf[19] === 0xff;
+/** A sockaddr's "ip:port", an IPv4-mapped IPv6 one's as IPv4: the text Bun's getters gave. */
+function sockaddrName(buf: Uint8Array): string | undefined {
+  const e = unmappedEndpoint(buf);
+  return e && endpointString(e);
 }
 
 /** Parsed ends (a PROXY header's, or the socket's when parsed anyway) as the log writes them. */

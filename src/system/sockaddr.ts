@@ -35,3 +35,48 @@ export function decodeSockaddr(buf: Uint8Array, offset = 0): Endpoint | undefine
   if (family === AF_INET6) return { family: 6, port, addr: buf.slice(offset + 8, offset + 24) };
   return undefined;
 }
+
+/**
+ * Values made from a struct sockaddr_in / sockaddr_in6 (by `make`),
+ * remembered per address and port: the edge of an accepted connection (its
+ * original destination, getsockname) is one of the few a service answers on,
+ * but comes as new bytes each time. Keyed without decoding: IPv4 as a number,
+ * IPv6 as nine UTF-16 units. Bounded: a family's map is emptied when full.
+ */
+export class SockaddrMemo<T> {
+  private readonly v4 = new Map<number, T>();
+  private readonly v6 = new Map<string, T>();
+  constructor(
+    private readonly make: (buf: Uint8Array) => T | undefined,
+    private readonly max = 4096,
+  ) {}
+
+  get(buf: Uint8Array): T | undefined {
+    if (buf[0] === AF_INET && buf[1] === 0) {
+      // sa_family in host order (little-endian here); sin_port at 2 and sin_addr at 4, network order.
+      const key = (((buf[4]! << 24) | (buf[5]! << 16) | (buf[6]! << 8) | buf[7]!) >>> 0) * 65536 + ((buf[2]! << 8) | buf[3]!);
+      let v = this.v4.get(key);
+      if (v === undefined) {
+        v = this.make(buf);
+        if (v === undefined) return undefined;
+        if (this.v4.size >= this.max) this.v4.clear();
+        this.v4.set(key, v);
+      }
+      return v;
+    }
+    if (buf[0] === AF_INET6 && buf[1] === 0) {
+      // sin6_port at 2, sin6_addr at 8..24.
+      const u = (i: number) => (buf[i]! << 8) | buf[i + 1]!;
+      const key = String.fromCharCode(u(2), u(8), u(10), u(12), u(14), u(16), u(18), u(20), u(22));
+      let v = this.v6.get(key);
+      if (v === undefined) {
+        v = this.make(buf);
+        if (v === undefined) return undefined;
+        if (this.v6.size >= this.max) this.v6.clear();
+        this.v6.set(key, v);
+      }
+      return v;
+    }
+    return undefined;
+  }
+}
