@@ -14,6 +14,11 @@ const SANE_ID = /^[A-Za-z0-9._~:+/=-]{1,128}$/;
 /** Generated ids: this process's random prefix and a counter, unique without a random draw per request. */
 const PREFIX = randomBytes(8).toString("hex");
 let counter = 0;
+/** The line's http_version member, and the usual line's end after the request id's text. */
+const VERSION_11 = ',"http_version":"1.1"';
+const VERSION_2 = ',"http_version":"2"';
+const TAIL_11 = Buffer.from(`"${VERSION_11}}`, "latin1");
+const TAIL_2 = Buffer.from(`"${VERSION_2}}`, "latin1");
 /** The usual line's bytes besides its texts: member names and punctuation (≈ 130) and five numbers (at most 20 each). */
 const LINE_FIXED = 256;
 
@@ -43,20 +48,19 @@ export class RequestLog {
     /** The service's request_id_in_response: the client's response carries the id too (returnedId). */
     private readonly returnId = false,
   ) {
-    this.versionText = `,"http_version":"${version}"`;
-    this.endsText = client ? `,"client":"${client}","edge":"${edge}"` : "";
+    this.versionText = version === "2" ? VERSION_2 : VERSION_11;
+    this.tail = version === "2" ? TAIL_2 : TAIL_11;
   }
   /**
-   * The usual line's members up to the method's value, and after the request
-   * id: the same for every request of the connection, encoded once its second
-   * request is logged (two encodings cost more than one line's character
-   * loop, so a one-request connection never makes them).
+   * The usual line's members up to the method's value: the same for every
+   * request of the connection, encoded once its second request is logged (an
+   * encoding costs more than one line's character loop, so a one-request
+   * connection never makes it). `tail`: the members after the request id,
+   * one per HTTP version (module constants).
    */
   private lead: Uint8Array | undefined;
-  private tail: Uint8Array | undefined;
+  private readonly tail: Uint8Array;
   private lines = 0;
-  /** The client and edge members, the same for every request of the connection: made once. */
-  private readonly endsText: string;
   private readonly versionText: string;
 
   /**
@@ -129,6 +133,11 @@ export class RequestLog {
   private originPort = -1;
   private originText = "";
 
+  /** The client and edge members (none when the socket's ends were unknown). */
+  private endsText(): string {
+    return this.client ? `,"client":"${this.client}","edge":"${this.edge}"` : "";
+  }
+
   /** Our own answer (an error) of `bytes` ends the request. */
   answered(status: number, bytes: number, reason: string): void {
     this.status = status;
@@ -161,25 +170,23 @@ export class RequestLog {
       // does (text). The path is the target up to its query.
       const q = req.target.indexOf("?");
       const pathEnd = q < 0 ? req.target.length : q;
-      const worst = LINE_FIXED + this.endsText.length + this.versionText.length + req.method.length + this.id.length + 6 * (req.host.length + pathEnd + this.origin.length);
+      const worst = LINE_FIXED + (this.client?.length ?? 0) + (this.edge?.length ?? 0) + this.versionText.length + req.method.length + this.id.length + 6 * (req.host.length + pathEnd + this.origin.length);
       const w = this.log.begin(worst);
       if (w) {
         if (this.lead) w.bytes(this.lead);
         else {
-          w.raw('"protocol":"http"').raw(this.endsText).raw(',"method":"');
           // Addresses and our constants: ASCII, nothing to escape.
-          if (++this.lines === 2) {
-            this.lead = Buffer.from(`"protocol":"http"${this.endsText},"method":"`, "latin1");
-            this.tail = Buffer.from(`"${this.versionText}}`, "latin1");
-          }
+          w.raw('"protocol":"http"');
+          if (this.client) w.raw(',"client":"').raw(this.client).raw('","edge":"').raw(this.edge!).raw('"');
+          w.raw(',"method":"');
+          if (++this.lines === 2) this.lead = Buffer.from(`"protocol":"http"${this.endsText()},"method":"`, "latin1");
         }
         w.raw(req.method).raw('","host":"').text(req.host).raw('","path":"').text(req.target, pathEnd);
         w.raw('","status":').int(this.status).raw(',"bytes_in":').int(bytesIn).raw(',"bytes_out":').int(bytesOut).raw(',"origin":"').text(this.origin).raw('","ttfb_ms":');
         if (this.firstByteAt) w.tenths(this.firstByteAt - this.startedAt);
         else w.raw("null");
         w.raw(',"duration_ms":').tenths(now - this.startedAt).raw(',"request_id":"').raw(this.id);
-        if (this.tail) w.bytes(this.tail);
-        else w.raw('"').raw(this.versionText).raw("}");
+        w.bytes(this.tail);
         return this.log.finish();
       }
     }
@@ -189,7 +196,7 @@ export class RequestLog {
     const ttfb = this.firstByteAt ? tenths(this.firstByteAt - this.startedAt) : "null";
     const what = req ? `"method":${jsonString(req.method)},"host":${jsonOrNull(req.host)},"path":${jsonString(path)}` : `"method":null,"host":null,"path":null`;
     this.log.line(
-      `"protocol":"http"${this.endsText},${what},"status":${this.status},"bytes_in":${bytesIn},"bytes_out":${bytesOut},"origin":${jsonOrNull(this.origin)},"ttfb_ms":${ttfb},"duration_ms":${tenths(now - this.startedAt)},"request_id":${jsonOrNull(this.id)}${this.versionText}${reason ? `,"reason":${jsonString(reason)}` : ""}}`,
+      `"protocol":"http"${this.endsText()},${what},"status":${this.status},"bytes_in":${bytesIn},"bytes_out":${bytesOut},"origin":${jsonOrNull(this.origin)},"ttfb_ms":${ttfb},"duration_ms":${tenths(now - this.startedAt)},"request_id":${jsonOrNull(this.id)}${this.versionText}${reason ? `,"reason":${jsonString(reason)}` : ""}}`,
     );
   }
 }
