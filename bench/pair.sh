@@ -7,7 +7,7 @@
 #   bench/pair.sh BINARY tcp|http keep-alive|close N [B's extra args...]
 #   e.g. bench/pair.sh ./edgeproxy http keep-alive 3 --access-log /tmp/a.log
 # $BOTH: args for both runs (e.g. BOTH="--engine epoll"); $BIN_B: another binary for B (an A/B of two builds).
-# 5 s of warm-up in the measured mode, then 5 s measured (WARM, SECS).
+# 5 s of warm-up in the measured mode, then 5 s measured (WARM, SECS); cores: PROXY_CORE (0) and LOAD_CORE (1).
 set -euo pipefail
 if [ "${1:-}" = --inner ]; then
   shift; BIN=$1 MODE=$2 LOAD=$3 OUT=$4; shift 4
@@ -17,15 +17,18 @@ if [ "${1:-}" = --inner ]; then
   echo 10000 65535 > /proc/sys/net/ipv4/ip_local_port_range
   mount -t bpf bpf /sys/fs/bpf
   mount -t tmpfs tmpfs /run
+  # Each variant's run directory is the /run just mounted for it: a caller's (the bench's) would be shared by both.
+  unset EDGEPROXY_RUN_DIR
   H=(); [ "$LOAD" = close ] && H=(-H "Connection: close")
   printf 'worker_processes 1;\ndaemon off;\npid %s.pid;\nerror_log %s.err;\nevents { worker_connections 4096; }\nhttp { access_log off; server { listen 127.0.0.1:9000 reuseport backlog=4096; keepalive_requests 1000000; location / { return 200 "ok\\n"; } } }\n' "$OUT" "$OUT" > "$OUT.conf"
-  taskset -c 1 nginx -c "$OUT.conf" & NG=$!
+  P=${PROXY_CORE:-0} L=${LOAD_CORE:-1}
+  taskset -c "$L" nginx -c "$OUT.conf" & NG=$!
   sleep 0.3
-  taskset -c 0 "$BIN" --mode "$MODE" --ports 8080 --prefix 192.0.2.0/24 --origin 127.0.0.1:9000 --workers 1 ${BOTH:-} "$@" 2> "$OUT.stderr" & EP=$!
+  taskset -c "$P" "$BIN" --mode "$MODE" --ports 8080 --prefix 192.0.2.0/24 --origin 127.0.0.1:9000 --workers 1 ${BOTH:-} "$@" 2> "$OUT.stderr" & EP=$!
   for _ in $(seq 1 200); do grep -q ready "$OUT.stderr" 2>/dev/null && break; sleep 0.05; done
-  taskset -c 1 wrk -t1 -c50 -d"${WARM:-5}" "${H[@]}" http://192.0.2.5:8080/ > /dev/null
+  taskset -c "$L" wrk -t1 -c50 -d"${WARM:-5}" "${H[@]}" http://192.0.2.5:8080/ > /dev/null
   read -r u0 s0 < <(awk '{print $14, $15}' /proc/$EP/stat)
-  taskset -c 1 wrk -t1 -c50 -d"${SECS:-5}" "${H[@]}" http://192.0.2.5:8080/ > "$OUT.wrk"
+  taskset -c "$L" wrk -t1 -c50 -d"${SECS:-5}" "${H[@]}" http://192.0.2.5:8080/ > "$OUT.wrk"
   read -r u1 s1 < <(awk '{print $14, $15}' /proc/$EP/stat)
   req=$(awk '/requests in/{print $1}' "$OUT.wrk")
   tick=$(getconf CLK_TCK)
@@ -47,4 +50,4 @@ for i in $(seq 1 "$N"); do
   read -r ra ua < "$DIR/a.out"; read -r rb ub < "$DIR/b.out"
   printf 'pair %d: A %.2f µs/req (%d req), B %.2f µs/req (%d req), B/A %.3f\n' "$i" "$ua" "$ra" "$ub" "$rb" "$(echo "$ub / $ua" | bc -l)"
 done
-rm -rf "$DIR"
+[ -n "${KEEP:-}" ] || rm -rf "$DIR"

@@ -1,6 +1,7 @@
 import { describe, expect, test } from "bun:test";
 import { parseFlags } from "./flags";
 import { parseIperf3 } from "./iperf";
+import { parsePairs } from "./paired";
 import { CpuSnapshot, parseProcStat } from "./procstat";
 import { CLK_TCK } from "./sys";
 
@@ -86,5 +87,13 @@ describe("procNetTcpAddress", () => {
     const { procNetTcpAddress } = await import("./bulk");
     expect(procNetTcpAddress({ host: "127.0.0.1", port: 5201 })).toBe("0100007F:1451");
     expect(procNetTcpAddress({ host: "192.0.2.201", port: 8080 })).toBe("C90200C0:1F90");
+  });
+});
+
+describe("parsePairs (bench/pair.sh's output)", () => {
+  test("each pair's A, B and B/A; other lines left out", () => {
+    const out = "pair 1: A 19.30 µs/req (126972 req), B 24.51 µs/req (102798 req), B/A 1.270\nsomething else\npair 2: A 50.30 µs/req (42943 req), B 57.01 µs/req (41393 req), B/A 1.134\n";
+    expect(parsePairs(out)).toEqual({ a: [19.3, 50.3], b: [24.51, 57.01], ratios: [1.27, 1.134] });
+    expect(parsePairs("usage: bench/pair.sh ...")).toEqual({ a: [], b: [], ratios: [] });
   });
 });
