@@ -166,8 +166,9 @@ export class RequestLog {
     if (req && req.host != null && this.origin != null && this.id != null && !reason) {
       // The usual request, written in place (LineWriter), in the order the fields always had: no string for the
       // line, none for its numbers or the path. The method is a token (parse.ts checks tchar, RFC 9110 §5.6.2: no
-      // quote, backslash or control) and the id SANE_ID's or ours: neither needs escaping; what the client sent
-      // does (text). The path is the target up to its query.
+      // quote, backslash or control), the id SANE_ID's or ours, the origin a configured name or an IP address
+      // (config/origin.ts checks both) and its port: none needs escaping; what the client sent does (text). The
+      // path is the target up to its query.
       const q = req.target.indexOf("?");
       const pathEnd = q < 0 ? req.target.length : q;
       const worst = LINE_FIXED + (this.client?.length ?? 0) + (this.edge?.length ?? 0) + this.versionText.length + req.method.length + this.id.length + 6 * (req.host.length + pathEnd + this.origin.length);
@@ -182,7 +183,7 @@ export class RequestLog {
           if (++this.lines === 2) this.lead = Buffer.from(`"protocol":"http"${this.endsText()},"method":"`, "latin1");
         }
         w.raw(req.method).raw('","host":"').text(req.host).raw('","path":"').text(req.target, pathEnd);
-        w.raw('","status":').int(this.status).raw(',"bytes_in":').int(bytesIn).raw(',"bytes_out":').int(bytesOut).raw(',"origin":"').text(this.origin).raw('","ttfb_ms":');
+        w.raw('","status":').int(this.status).raw(',"bytes_in":').int(bytesIn).raw(',"bytes_out":').int(bytesOut).raw(',"origin":"').raw(this.origin).raw('","ttfb_ms":');
         if (this.firstByteAt) w.tenths(this.firstByteAt - this.startedAt);
         else w.raw("null");
         w.raw(',"duration_ms":').tenths(now - this.startedAt).raw(',"request_id":"').raw(this.id);
