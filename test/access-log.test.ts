@@ -55,6 +55,26 @@ describe("access log: tcp", () => {
     expect(line!.tls_version).toBeUndefined();
   }, 30_000);
 
+  // The engine makes an origin's text once per endpoint and port (engine.ts origin()): an origin that follows the
+  // edge port gets each port's own, and the client's address text (remembered per address, clients.ts) its own port.
+  test("an origin that follows the edge port: each line names the port its connection reached", async () => {
+    const ports = [5020, 5021];
+    for (const port of ports) servers.push(echoOrigin("127.0.0.1", port));
+    const log = join(logDir(), "access.log");
+    f.ep = await EdgeproxyProcess.start([...WORKERS, "--ports", "5020-5021", "--prefix", "192.0.2.0/24", "--origin", "127.0.0.1", "--access-log", log]);
+    const sent = [5020, 5021, 5020, 5021];
+    for (const [i, port] of sent.entries()) expect(text(await exchange("192.0.2.7", port, `p${i}`, 5000, "192.0.2.99"))).toBe(`p${i}`);
+    const lines = await linesOf(log, sent.length);
+    expect(lines).toHaveLength(sent.length);
+    const byEdge = (port: number) => lines.filter((l) => l.edge === `192.0.2.7:${port}`);
+    for (const port of ports) {
+      expect(byEdge(port)).toHaveLength(2);
+      for (const l of byEdge(port)) expect(l).toMatchObject({ event: "close", origin: `127.0.0.1:${port}`, bytes_in: 2, bytes_out: 2, reason: "client_fin" });
+    }
+    for (const l of lines) expect(l.client).toMatch(/^192\.0\.2\.99:\d+$/);
+    expect(new Set(lines.map((l) => l.client)).size).toBe(sent.length);
+  }, 30_000);
+
   test("an origin that refuses, and an idle timeout: origin_error and timeout lines", async () => {
     const origin = echoOrigin("127.0.0.1");
     const closed = echoOrigin("127.0.0.1");

@@ -19,6 +19,9 @@ const REPORT_MS = 100;
 /** And at least this often while it lists anyone, so the window's rotation shows. */
 const REFRESH_MS = 5_000;
 
+/** IPv4 peer texts remembered (v4Text): 4096 short strings, ~200 KiB at most. */
+const V4_TEXTS = 4096;
+
 export class EngineClients {
   private readonly tracker: ClientTracker;
   private dirty = false;
@@ -36,11 +39,29 @@ export class EngineClients {
    */
   seenPeer(sockaddr: Uint8Array): string {
     // The address straight from the sockaddr's bytes: no decoded Endpoint per connection.
-    const address =
-      sockaddr[0]! + (sockaddr[1]! << 8) === AF_INET ? `${sockaddr[4]}.${sockaddr[5]}.${sockaddr[6]}.${sockaddr[7]}` : formatAddress(sockaddr.subarray(8, 24));
+    const address = sockaddr[0]! + (sockaddr[1]! << 8) === AF_INET ? this.v4Text(sockaddr) : formatAddress(sockaddr.subarray(8, 24));
     this.seen(address);
     return address;
   }
+
+  /**
+   * An IPv4 peer's text, the same string each time for an address seen
+   * lately: no string is built per connection, and the tracker's Map finds
+   * a string whose hash is known. Bounded: cleared when full (a scan of many
+   * addresses then builds texts again, as before).
+   */
+  private v4Text(sockaddr: Uint8Array): string {
+    const key = ((sockaddr[4]! << 24) | (sockaddr[5]! << 16) | (sockaddr[6]! << 8) | sockaddr[7]!) >>> 0;
+    let text = this.v4Texts.get(key);
+    if (text === undefined) {
+      if (this.v4Texts.size >= V4_TEXTS) this.v4Texts.clear();
+      text = `${sockaddr[4]}.${sockaddr[5]}.${sockaddr[6]}.${sockaddr[7]}`;
+      this.v4Texts.set(key, text);
+    }
+    return text;
+  }
+
+  private readonly v4Texts = new Map<number, string>();
 
   /** A new connection from `address` (a PROXY header's client). */
   seen(address: string): void {

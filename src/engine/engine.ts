@@ -16,7 +16,7 @@ import { libc } from "../system/libc";
 import { decodeSockaddr, encodeSockaddr, type Endpoint } from "../system/sockaddr";
 import { AcceptAddress, acceptBatch, localAddress, resetOnClose, socketError, startConnect, tcpSocket } from "../system/tcp";
 import { formatEndpoint } from "../log/access";
-import { sockaddrString, SockaddrTexts } from "../log/line";
+import { endpointString, sockaddrString, SockaddrTexts } from "../log/line";
 import { capLine } from "./admission";
 import { proxyV1Header, proxyV2Header } from "../proxy/proxyheader/encode";
 import type { FlowLogSink } from "../proxy/udp/flowlog";
@@ -70,6 +70,12 @@ function failureOf(code: number): OriginErrorKind {
 
 const EMPTY = new Uint8Array(0);
 
+/** An origin address as the engine uses it: connect(2)'s sockaddr and the access log's text. */
+interface Origin {
+  readonly sockaddr: Uint8Array;
+  readonly text: string;
+}
+
 function concat(a: Uint8Array, b: Uint8Array): Uint8Array {
   const out = new Uint8Array(a.length + b.length);
   out.set(a);
@@ -79,7 +85,13 @@ function concat(a: Uint8Array, b: Uint8Array): Uint8Array {
 
 export class TcpEngine {
   readonly pool = new BufferPool(BUFFER_COUNT, BUFFER_SIZE);
-  private readonly byFd: (Pair | Listener | undefined)[] = [];
+  /**
+   * Pairs and listeners by descriptor, in two arrays: each holds one class,
+   * so the per-event lookup stays monomorphic (one array of both made the
+   * JIT's `instanceof` check fail and recompile under connection churn).
+   */
+  private readonly byFd: (Pair | undefined)[] = [];
+  private readonly listenerByFd: (Listener | undefined)[] = [];
   private readonly services = new Map<number, EngineService>();
   private readonly waiters: Pair[] = [];
   /** Descriptors of ended pairs, closed after the current batch of events (a later event of the batch may name them). */
@@ -92,8 +104,8 @@ export class TcpEngine {
   readonly clients = new EngineClients(this);
   /** Edge addresses as log text, by address and port (the access log). */
   private readonly edgeTexts = new SockaddrTexts();
-  /** Origin sockaddrs per endpoint address and port (sockaddr()); weak, so a removed endpoint's go with it. */
-  private readonly sockaddrs = new WeakMap<Uint8Array, Map<number, Uint8Array>>();
+  /** Origin sockaddrs and log texts per endpoint address and port (origin()); weak, so a removed endpoint's go with it. */
+  private readonly origins = new WeakMap<Uint8Array, Map<number, Origin>>();
   now = performance.now();
 
   constructor(
@@ -113,7 +125,7 @@ export class TcpEngine {
   }
 
   owns(fd: number): boolean {
-    return this.byFd[fd] !== undefined;
+    return this.byFd[fd] !== undefined || this.listenerByFd[fd] !== undefined;
   }
 
   add(spec: TcpEngineSpec): void {
@@ -121,7 +133,7 @@ export class TcpEngine {
     const svc = new EngineService(spec, this.sink);
     this.services.set(spec.slot, svc);
     for (const fd of svc.listeners) {
-      this.byFd[fd.raw] = new Listener(svc, fd);
+      this.listenerByFd[fd.raw] = new Listener(svc, fd);
       // Level-triggered: a batch left unaccepted (system/tcp.ts ACCEPT_BATCH) is reported again.
       this.epoll.watch(fd.raw, EPOLLIN);
     }
@@ -137,7 +149,7 @@ export class TcpEngine {
     if (!svc) return;
     if (!svc.retired) {
       svc.retired = true;
-      closeListeners(svc.listeners, this.byFd);
+      closeListeners(svc.listeners, this.listenerByFd);
     }
     if (abort) for (const p of [...svc.pairs]) this.finish(p, true);
     this.flushCloses();
@@ -150,9 +162,10 @@ export class TcpEngine {
 
   /** An event for a descriptor this engine owns. */
   ready(fd: number, ev: number): void {
-    const x = this.byFd[fd];
-    if (x instanceof Pair) x.event_(fd, ev);
-    else if (x) this.accept(x);
+    const p = this.byFd[fd];
+    if (p !== undefined) return p.event_(fd, ev);
+    const l = this.listenerByFd[fd];
+    if (l !== undefined) this.accept(l);
   }
 
   /** After a batch of events: close what ended in it. */
@@ -227,7 +240,8 @@ export class TcpEngine {
       if (at && svc.log) {
         const clientText = sockaddrString(this.peer.bytes);
         const edgeText = this.edgeTexts.text(at);
-        if (clientText !== undefined && edgeText !== undefined) p.record = { client: clientText, edge: edgeText, origin: null, startedAt: performance.now() };
+        // The pair's start (the loop's clock at this batch) is the line's too: no clock read per connection.
+        if (clientText !== undefined && edgeText !== undefined) p.record = { client: clientText, edge: edgeText, origin: null, startedAt: p.startedAt };
       }
     }
     if (balancer && edge) {
@@ -278,7 +292,8 @@ export class TcpEngine {
     endpoint.active++;
     p.endpoint = endpoint;
     p.originPort = target.port;
-    if (p.record) p.record.origin = formatEndpoint(target);
+    const origin = this.origin(target);
+    if (p.record) p.record.origin = origin.text;
     const o = tcpSocket(target.family);
     if (o < 0) return this.originFailed(p, "socket", -o);
     p.o = o;
@@ -296,25 +311,27 @@ export class TcpEngine {
       p.bytesIn += rest.length;
       svc.bump(T.bytesIn, rest.length);
     }
-    const rc = startConnect(o, this.sockaddr(target));
+    const rc = startConnect(o, origin.sockaddr);
     if (rc < 0) this.originFailed(p, "connect", -rc);
   }
 
   /**
-   * The origin's sockaddr, encoded once per endpoint and port. Keyed by the
-   * endpoint's address bytes (the same array for the endpoint's life, see
-   * WorkerEndpoint.addr) and then the port: no key text built per connection.
+   * The origin's sockaddr and log text, made once per endpoint and port.
+   * Keyed by the endpoint's address bytes (the same array for the endpoint's
+   * life, see WorkerEndpoint.addr) and then the port: no key text built per
+   * connection. (`target` is a new object per pick, so formatEndpoint's
+   * WeakMap would miss and insert once per connection.)
    */
-  private sockaddr(t: Endpoint): Uint8Array {
-    let ports = this.sockaddrs.get(t.addr);
-    if (!ports) this.sockaddrs.set(t.addr, (ports = new Map()));
-    let sa = ports.get(t.port);
-    if (!sa) {
+  private origin(t: Endpoint): Origin {
+    let ports = this.origins.get(t.addr);
+    if (!ports) this.origins.set(t.addr, (ports = new Map()));
+    let o = ports.get(t.port);
+    if (!o) {
       // Origins that follow the edge port can name every port: bounded per endpoint.
       if (ports.size >= 4096) ports.clear();
-      ports.set(t.port, (sa = encodeSockaddr(t)));
+      ports.set(t.port, (o = { sockaddr: encodeSockaddr(t), text: endpointString(t) }));
     }
-    return sa;
+    return o;
   }
 
   /** Bytes the origin gets first (a PROXY header), held in the client direction's buffer until the connect completes. */
@@ -330,7 +347,7 @@ export class TcpEngine {
     const e = p.endpoint;
     if (!e) return;
     e.connected(p.originPort);
-    if (e.failing.delete(p.originPort)) this.onOrigin(p.svc.spec.slot, e.key, p.originPort, undefined);
+    if (e.failing.size > 0 && e.failing.delete(p.originPort)) this.onOrigin(p.svc.spec.slot, e.key, p.originPort, undefined);
   }
 
   /** The origin connect failed: `code` is errno when known, else read from the socket (SO_ERROR). */
@@ -405,8 +422,8 @@ export class TcpEngine {
     this.now = now;
     for (const svc of this.services.values()) {
       for (const l of svc.listeners) {
-        const x = l.closed ? undefined : this.byFd[l.raw];
-        if (x instanceof Listener && x.paused) {
+        const x = l.closed ? undefined : this.listenerByFd[l.raw];
+        if (x?.paused) {
           x.paused = false;
           this.epoll.watch(l.raw, EPOLLIN);
         }
