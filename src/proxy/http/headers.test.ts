@@ -120,6 +120,9 @@ describe("hop-by-hop fields (RFC 9110 §7.6.1)", () => {
 
   test("verbatim only with nothing hop-by-hop but Connection: keep-alive", () => {
     expect(verbatimResponse(res("HTTP/1.1 200 OK\r\nConnection: keep-alive\r\nContent-Length: 2\r\n\r\n"))).toBe(true);
+    expect(verbatimResponse(res("HTTP/1.1 200 OK\r\nConnection: Keep-Alive\r\nContent-Length: 2\r\n\r\n"))).toBe(true);
+    expect(verbatimResponse(res("HTTP/1.1 200 OK\r\nConnection: keep-alive\r\nConnection: Keep-Alive\r\nContent-Length: 2\r\n\r\n"))).toBe(true);
+    expect(verbatimResponse(res("HTTP/1.1 200 OK\r\nConnection: keep-alive\r\nConnection: x\r\nContent-Length: 2\r\n\r\n"))).toBe(false);
     expect(verbatimResponse(res("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"))).toBe(true);
     expect(verbatimResponse(res("HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 2\r\n\r\n"))).toBe(false);
     expect(verbatimResponse(res("HTTP/1.1 200 OK\r\nKeep-Alive: timeout=5\r\nContent-Length: 2\r\n\r\n"))).toBe(false);

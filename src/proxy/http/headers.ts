@@ -159,7 +159,8 @@ export function verbatimResponse(res: ResponseHead): boolean {
         if (++lengths > 1 || values[i] !== String(res.contentLength)) return false;
         break;
       case "connection":
-        if (values[i]!.toLowerCase() !== "keep-alive") return false;
+        // One field "keep-alive" in any case is the parse's constant (lowerConnection): no lowercase copy made here.
+        if (res.connection !== "keep-alive" && values[i]!.toLowerCase() !== "keep-alive") return false;
         break;
       case "transfer-encoding":
         if (values[i]!.toLowerCase() !== "chunked" || names.includes("content-length") || names.indexOf("transfer-encoding") !== i || names.lastIndexOf("transfer-encoding") !== i) return false;
