@@ -117,12 +117,14 @@ export class HttpConnection extends Exchange implements Session {
       }
       if (end + 4 > max) return this.refuse(431, `request head larger than ${max} bytes`);
       const parsed = parseRequestHead(this.inbuf, end);
-      const raw = this.inbuf.subarray(0, end + 2);
-      const rest = end + 4 === this.inbuf.length ? EMPTY : this.inbuf.subarray(end + 4);
+      // No view of the head itself: a subarray of a small socket chunk makes JSC give the chunk an
+      // ArrayBuffer of its own first (a malloc and a copy, ≈ 220 ns per request measured).
+      const head = this.inbuf;
+      const rest = end + 4 === head.length ? EMPTY : head.subarray(end + 4);
       this.inbuf = EMPTY;
       this.scanFrom = 0;
       if (parsed instanceof HeadError) return this.refuse(parsed.status, parsed.reason, parsed.h2Preface);
-      this.startRequest(parsed, raw, rest);
+      this.startRequest(parsed, head, end + 2, rest);
     }
   }
 
@@ -132,8 +134,8 @@ export class HttpConnection extends Exchange implements Session {
     return a.includes(":") ? `[${a}]:${this.localPort}` : `${a}:${this.localPort}`;
   }
 
-  /** `raw`: the head as received, up to the CRLF of its last field line. */
-  private startRequest(req: RequestHead, raw: Uint8Array, rest: Uint8Array): void {
+  /** `head`: starts with the head as received; `rawLength`: its length up to the CRLF of its last field line. */
+  private startRequest(req: RequestHead, head: Uint8Array, rawLength: number, rest: Uint8Array): void {
     const ctx = this.ctx;
     ctx.httpStats.requests++;
     this.req = req;
@@ -153,7 +155,7 @@ export class HttpConnection extends Exchange implements Session {
     this.local = route.pool === undefined;
     this.phase = this.reqChunks || this.bodyLeft > 0 ? Phase.Body : Phase.Wait;
     // Its bytes: the head (raw lacks the blank line's CRLF) and whatever came after it so far.
-    const requestId = this.rlog?.request(req, raw.length + 2 + rest.length);
+    const requestId = this.rlog?.request(req, rawLength + 2 + rest.length);
     if (!this.local) {
       const to = requestOrigin(ctx, route.pool!, this.clientIp, () => this.localPort, this);
       if (!to) return this.fail(503, "no healthy origin");
@@ -162,7 +164,7 @@ export class HttpConnection extends Exchange implements Session {
       this.rlog?.originAt(to.conn.host, to.conn.port);
       if (!this.upgrade && !this.rlog?.replaceId && extendable(req)) {
         // The head as it came plus our fields: one copy, no rebuilding.
-        this.headBytes = (this.forwarding ??= new ConnectionForwarding(this.clientIp, ctx.proto)).head(raw, req.host!, requestId);
+        this.headBytes = (this.forwarding ??= new ConnectionForwarding(this.clientIp, ctx.proto)).head(head, rawLength, req.host!, requestId);
       } else {
         const fwd = { clientIp: this.clientIp, proto: ctx.proto, fallbackHost: req.host === undefined ? this.destination() : "", upgrade: this.upgrade, requestId };
         this.headBytes = Buffer.from(originRequestHead(req, fwd), "latin1");

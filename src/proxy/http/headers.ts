@@ -134,22 +134,24 @@ export class ConnectionForwarding {
   ) {}
 
   /**
-   * The origin's head: `raw` (the request as it came, up to the CRLF of its
-   * last field) and our fields, in one buffer. `host`: the request's Host (an
+   * The origin's head: `raw`'s first `rawLength` bytes (the request as it
+   * came, up to the CRLF of its last field; `raw` may go on) and our fields,
+   * in one buffer. `host`: the request's Host (an
    * extendable request has one); `requestId`: ours to send, if any (ASCII:
    * ours, or a client's that SANE_ID passed). The fields are bytes made once
    * per Host: a request copies them, no string is built or encoded for it.
    */
-  head(raw: Uint8Array, host: string, requestId: string | undefined): Buffer {
+  head(raw: Uint8Array, rawLength: number, host: string, requestId: string | undefined): Buffer {
     if (host !== this.host) {
       const ip = this.clientIp;
       this.host = host;
       this.fields = Buffer.from(`x-forwarded-for: ${ip}\r\nx-forwarded-proto: ${this.proto}\r\nx-forwarded-host: ${host}\r\nforwarded: for=${forwardedFor(ip)};proto=${this.proto};host=${forwardedValue(host)}\r\n\r\n`, "latin1");
     }
     const fields = this.fields;
-    const out = Buffer.allocUnsafe(raw.length + (requestId === undefined ? 0 : ID_FIELD.length + requestId.length + 2) + fields.length);
-    out.set(raw, 0);
-    let at = raw.length;
+    const out = Buffer.allocUnsafe(rawLength + (requestId === undefined ? 0 : ID_FIELD.length + requestId.length + 2) + fields.length);
+    // The whole chunk when it fits (what follows the head is then overwritten by our fields), else the head's view.
+    out.set(raw.length <= out.length ? raw : raw.subarray(0, rawLength), 0);
+    let at = rawLength;
     if (requestId !== undefined) {
       out.set(ID_FIELD, at);
       at += ID_FIELD.length;
@@ -179,7 +181,8 @@ export function verbatimResponse(res: ResponseHead): boolean {
         if (++lengths > 1 || values[i] !== String(res.contentLength)) return false;
         break;
       case "connection":
-        if (values[i]!.toLowerCase() !== "keep-alive") return false;
+        // One field "keep-alive" in any case is the parse's constant (lowerConnection): no lowercase copy made here.
+        if (res.connection !== "keep-alive" && values[i]!.toLowerCase() !== "keep-alive") return false;
         break;
       case "transfer-encoding":
         if (values[i]!.toLowerCase() !== "chunked" || names.includes("content-length") || names.indexOf("transfer-encoding") !== i || names.lastIndexOf("transfer-encoding") !== i) return false;

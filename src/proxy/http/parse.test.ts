@@ -147,6 +147,20 @@ describe("request heads (RFC 9112)", () => {
     expect(hasToken("upgrade", "upgrade")).toBe(true);
     expect(hasToken("", "close")).toBe(false);
   });
+
+  test("Connection values lower-cased, the common ones in any case too, lists joined", () => {
+    const conn = (v: string) => ok(`GET / HTTP/1.1\r\nHost: a\r\n${v}\r\n\r\n`).connection;
+    expect(conn("Connection: Keep-Alive")).toBe("keep-alive");
+    expect(conn("Connection: CLOSE")).toBe("close");
+    expect(conn("Connection: close")).toBe("close");
+    // One character off, or longer: not the constant.
+    expect(conn("Connection: keep-alivE2")).toBe("keep-alive2");
+    expect(conn("Connection: kEEp_alive")).toBe("keep_alive");
+    expect(conn("Connection: Upgrade")).toBe("upgrade");
+    expect(conn("Connection: Keep-Alive\r\nConnection: Upgrade")).toBe("keep-alive,upgrade");
+    // The value as sent stays in values.
+    expect(ok("GET / HTTP/1.1\r\nHost: a\r\nConnection: Keep-Alive\r\n\r\n").values[1]).toBe("Keep-Alive");
+  });
 });
 
 describe("response heads", () => {

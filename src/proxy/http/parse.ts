@@ -194,7 +194,7 @@ function parseFields(text: string, pos: number, m: Message, who: "request" | "re
         te = te ? `${te},${value}` : value;
         break;
       case "connection":
-        m.connection = m.connection ? `${m.connection},${value.toLowerCase()}` : value.toLowerCase();
+        m.connection = m.connection ? `${m.connection},${lowerConnection(text, v, e, value)}` : lowerConnection(text, v, e, value);
         break;
       case "upgrade":
         m.upgrade = value;
@@ -209,6 +209,23 @@ function parseFields(text: string, pos: number, m: Message, who: "request" | "re
     m.otherCoding = !m.chunked || codings.length > 1;
   }
   return undefined;
+}
+
+/** Whether text[at, at + known.length) is `known` (a-z and "-" only) in any case: fieldName's comparison (CR, the other c with c | 0x20 == "-", is in no field value). */
+function isLower(text: string, at: number, known: string): boolean {
+  for (let k = 0; k < known.length; k++) if ((text.charCodeAt(at + k) | 0x20) !== known.charCodeAt(k)) return false;
+  return true;
+}
+
+/**
+ * A Connection value (text[v, e), `value`) in lowercase: the two common
+ * ones as constants, so no string is made (a slice's lowercase copy is a
+ * malloc per message: bench/profiles/http.md), else a lowercase copy.
+ */
+function lowerConnection(text: string, v: number, e: number, value: string): string {
+  if (e - v === 10 && isLower(text, v, "keep-alive")) return "keep-alive";
+  if (e - v === 5 && isLower(text, v, "close")) return "close";
+  return value.toLowerCase();
 }
 
 const isOws = (c: number) => c === 32 || c === 9;
