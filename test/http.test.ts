@@ -81,6 +81,24 @@ describe("http proxy", () => {
     expect(o.connections()).toBeLessThanOrEqual(2);
   }, 30_000);
 
+  test("pipelined requests in one read: the origin gets each head as sent plus our fields, whatever length follows it", async () => {
+    const o = httpOrigin("127.0.0.1", "hi");
+    servers.push(o.listener);
+    f.ep = await proxy(`127.0.0.1:${o.port}`);
+    // The first head is followed by more bytes than our fields add (a 2 KB field next): its head alone is copied;
+    // the second by fewer (a short request): the read's bytes are copied whole and our fields written over the rest.
+    const big = "y".repeat(2048);
+    const r = await get("192.0.2.30", 80, `GET /1 HTTP/1.1\r\nHost: a\r\nX-One: 1\r\n\r\nGET /2 HTTP/1.1\r\nHost: a\r\nX-Big: ${big}\r\n\r\nGET /3 HTTP/1.1\r\nHost: a\r\nX-Three: 3\r\nConnection: close\r\n\r\n`);
+    expect(r.raw.split("hi").length - 1).toBe(3);
+    expect(o.seen.map((s) => s.target)).toEqual(["/1", "/2", "/3"]);
+    const fwd = ["x-forwarded-for", "x-forwarded-proto", "x-forwarded-host", "forwarded"];
+    expect([...o.seen[0]!.headers.keys()]).toEqual(["host", "x-one", ...fwd]);
+    expect([...o.seen[1]!.headers.keys()]).toEqual(["host", "x-big", ...fwd]);
+    expect(o.seen[1]!.headers.get("x-big")).toEqual([big]);
+    expect(o.seen[2]!.headers.get("x-three")).toEqual(["3"]);
+    for (const s of o.seen) expect(s.headers.get("x-forwarded-for")).toEqual(["192.0.2.30"]);
+  }, 20_000);
+
   test("an idle origin connection the origin closed is dropped, and a request on a dead one is retried", async () => {
     // Closes every connection after one answer, without saying so: the next request on it must be retried.
     let n = 0;
