@@ -56,6 +56,12 @@ class LogFile {
   private immediate = false;
   private reopenWanted = false;
   private lastError = "";
+  /** Since when (ms) no service of the running config names this path; 0 while one does (retainAccessLogs). */
+  unnamedSince = 0;
+  /** When the last write started (ms): an unnamed file's descriptor closes once it has been idle long enough. */
+  private wroteAt = Date.now();
+  /** The descriptor was closed (closeIfIdle): the next write opens the path again. */
+  private closed = false;
   /** The data plane thread's rings of lines for this file (src/log/ring.ts), read on a timer or a nudge. */
   private readonly rings: RingReader[] = [];
   private poller: Timer | undefined;
@@ -237,6 +243,9 @@ class LogFile {
         this.timer.unref();
       }
     };
+    // An idle unnamed file (closeIfIdle) that gets a line after all: a connection of a service a reload removed.
+    if (this.closed && !this.openAgain()) return after();
+    this.wroteAt = Date.now();
     if (bufs.length === 1) this.writeAll(bufs[0]!, 0, after);
     else
       writev(this.fd, bufs, null, (err, written) => {
@@ -280,6 +289,8 @@ class LogFile {
 
   private reopenNow(): void {
     this.reopenWanted = false;
+    // Closed: the next write opens the path anyway.
+    if (this.closed) return;
     try {
       const fd = openLog(this.path);
       closeSync(this.fd);
@@ -291,16 +302,51 @@ class LogFile {
     }
   }
 
+  /**
+   * Close the descriptor of a file no service of the running config names
+   * (retainAccessLogs) once nothing waits to be written and nothing was for
+   * `idleMs`: after a reload moved the log elsewhere, the old file is let go
+   * (a logrotated or deleted file's space is freed) instead of held open for
+   * the life of the process. True when closed. A line that still comes (a
+   * removed service's connection ending late) opens the path again.
+   */
+  closeIfIdle(now: number, idleMs: number): boolean {
+    if (this.closed) return true;
+    if (this.path === "-" || this.unnamedSince === 0 || this.writing || this.immediate || this.timer || this.used > 0 || this.sealed.length > 0) return false;
+    if (now - Math.max(this.wroteAt, this.unnamedSince) < idleMs || this.rings.some((r) => r.unread)) return false;
+    closeSync(this.fd);
+    this.closed = true;
+    return true;
+  }
+
+  /** Open a closed file's path again (a line came after closeIfIdle); a failure is counted and said like a write's. */
+  private openAgain(): boolean {
+    try {
+      this.fd = openLog(this.path);
+      this.closed = false;
+      return true;
+    } catch (e) {
+      accessLogStats.writeErrors++;
+      const why = (e as Error).message;
+      if (why !== this.lastError) {
+        this.lastError = why;
+        process.stderr.write(`edgeproxy: ${why}; lines are dropped and counted until it works again\n`);
+      }
+      return false;
+    }
+  }
+
   /** At exit: what is queued, written synchronously (the process is ending; nothing else waits). */
   drainSync(): void {
     if (this.timer) clearTimeout(this.timer);
     if (this.poller) clearInterval(this.poller);
     this.seal();
     // A write still in flight means a stalled destination (a full pipe): exiting must not wait on it.
-    if (this.writing) {
+    if (this.writing || (this.closed && (this.sealed.length > 0 || this.rings.some((r) => r.unread)) && !this.openAgain())) {
       this.sealed = [];
       return;
     }
+    if (this.closed) return;
     try {
       for (const b of this.sealed) writeSync(this.fd, b);
       for (const r of this.rings) {
@@ -384,6 +430,42 @@ export function accessLogCounts(): typeof accessLogStats {
     accessLogStats.sampledOut += c.sampledOut;
   }
   return { ...accessLogStats };
+}
+
+/** How long a log file no service names any more waits, idle, before its descriptor is closed. */
+const UNNAMED_IDLE_MS = 60_000;
+let sweeper: Timer | undefined;
+
+/**
+ * After a reload (and at start): `paths` are the access logs the running
+ * config names. Every other file of this process is let go once idle
+ * (LogFile.closeIfIdle, checked every few seconds until none is left open).
+ */
+export function retainAccessLogs(paths: Iterable<string>, idleMs = UNNAMED_IDLE_MS): void {
+  const named = new Set(paths);
+  const now = Date.now();
+  for (const f of files.values()) {
+    if (named.has(f.path)) f.unnamedSince = 0;
+    else if (f.unnamedSince === 0) f.unnamedSince = now;
+  }
+  unnamedIdleMs = idleMs;
+  if (!sweeper && sweepAccessLogs()) {
+    sweeper = setInterval(() => {
+      if (!sweepAccessLogs()) {
+        clearInterval(sweeper);
+        sweeper = undefined;
+      }
+    }, Math.min(idleMs, 5_000) || 1);
+    sweeper.unref();
+  }
+}
+let unnamedIdleMs = UNNAMED_IDLE_MS;
+
+/** Close the idle unnamed files; true while an unnamed file is still open (the sweep goes on). */
+export function sweepAccessLogs(now = Date.now()): boolean {
+  let open = false;
+  for (const f of files.values()) if (f.unnamedSince !== 0 && !f.closeIfIdle(now, unnamedIdleMs)) open = true;
+  return open;
 }
 
 /** SIGUSR1: reopen every log file of this process. */
