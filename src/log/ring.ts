@@ -197,6 +197,11 @@ export class RingReader {
     return { views, bytes, to: head };
   }
 
+  /** Are there lines not read yet? */
+  get unread(): boolean {
+    return Atomics.load(this.h, HEAD) !== Atomics.load(this.h, TAIL);
+  }
+
   /** The bytes of a read are written: the writer may reuse them. */
   release(r: RingRead): void {
     Atomics.store(this.h, TAIL, r.to | 0);

@@ -199,8 +199,8 @@ export class Pipeline {
         // The peer is the client unless it is a trusted load balancer, whose header names the client.
         let tracked: string | undefined;
         if (o.clients && !balancer) {
-          // The address socketNames read already, if it did (IPv4): Bun's getter would ask the kernel again.
-          tracked = c.names?.clientIp ?? s.remoteAddress;
+          // The address socketNames or socketEnds read already: Bun's getter would ask the kernel again.
+          tracked = c.names?.clientIp ?? (c.ends ? formatAddress(c.ends.client.addr) : s.remoteAddress);
           // Gone already (no address): `close` follows.
           if (tracked) o.clients.seen(tracked);
           else tracked = undefined;

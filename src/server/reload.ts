@@ -1,6 +1,7 @@
 import { loadConfig } from "../config/file";
 import { serviceFamilies, type ServeConfig, type ServiceConfig } from "../config/service";
 import { ConfigError } from "../errors";
+import { retainAccessLogs } from "../log/file";
 import { refuseSelfReach } from "./bindings";
 import { NEW_GROUPS } from "../proxy/group";
 import type { Registry } from "../dispatcher/registry";
@@ -144,6 +145,8 @@ export async function reload(server: Server): Promise<ReloadReport> {
       for (const r of retired) r.svc.close(false);
     }, LISTENER_GRACE_MS).unref();
     server.config = next;
+    // Log files no service names any more are let go once their last lines are written and they go idle.
+    retainAccessLogs(next.services.flatMap((s) => (s.accessLog ? [s.accessLog.path] : [])));
     return {
       added: added.map((s) => s.name),
       removed: removed.map((s) => s.name),

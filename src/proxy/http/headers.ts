@@ -114,6 +114,9 @@ export function extendable(req: RequestHead): boolean {
   return true;
 }
 
+const ID_FIELD = Buffer.from("x-request-id: ", "latin1");
+const NO_FIELDS = new Uint8Array(0);
+
 /**
  * The fields we add to the extendable requests of one client connection
  * (the blank line that ends the head included). Its client and scheme are
@@ -122,11 +125,10 @@ export function extendable(req: RequestHead): boolean {
  * be given a text made for another client. Its requests mostly name one
  * Host, so the text (with Forwarded's quoting checks) is made once per Host.
  */
-const ID_FIELD = Buffer.from("x-request-id: ", "latin1");
-
 export class ConnectionForwarding {
   private host: string | undefined;
-  private fields: Uint8Array = ID_FIELD;
+  /** Our forwarding fields for `host` and the blank line, as bytes (set with `host`). */
+  private fields: Uint8Array = NO_FIELDS;
 
   constructor(
     private readonly clientIp: string,
