@@ -107,16 +107,21 @@ export const httpScenario: Scenario = (ctx) =>
     kind: "HTTP",
     plot: "http",
     title: "HTTP proxy (L7): CPU per request",
-    // edgeproxy twice where http runs on the engine: its default (Bun's sockets for http) and `--engine epoll`
-    // (http on raw sockets, src/engine/http.ts). Not engineVariants: that adds `--engine bun` where the tcp
-    // default is the engine, which for http is the default again.
+    // edgeproxy twice where http runs on the engine: its default and the other data plane. A binary whose http
+    // default is the engine (its help says so) runs `--engine bun` beside it; an older one `--engine epoll`.
     peers: httpPeers(ctx.dir, ctx.edgeproxy).flatMap((p) => {
       if (!p.name.startsWith("edgeproxy")) return [p];
       const one = withArgs(p, oneWorker(ctx.edgeproxy));
-      return features(ctx.edgeproxy, false).httpEngine ? [one, withArgs(one, ["--engine", "epoll"], " (epoll)")] : [one];
+      const f = features(ctx.edgeproxy, false);
+      if (!f.httpEngine) return [one];
+      return [one, f.httpEngineDefault ? withArgs(one, ["--engine", "bun"], " (bun)") : withArgs(one, ["--engine", "epoll"], " (epoll)")];
     }),
     method:
       "Each proxy parses the request, adds X-Forwarded-For/-Proto/-Host and Forwarded, and keeps origin connections alive (nginx `keepalive 64`, HAProxy `http-reuse always`, edgeproxy's pool). " +
       "One worker each: edgeproxy `--mode http --workers 1`, HAProxy `nbthread 1`, nginx `worker_processes 1`." +
-      (features(ctx.edgeproxy, false).httpEngine ? " edgeproxy runs twice: on Bun's sockets (the default) and `--engine epoll` (the same HTTP code on raw sockets on the data plane's epoll loop, src/engine/http.ts)." : ""),
+      (!features(ctx.edgeproxy, false).httpEngine
+        ? ""
+        : features(ctx.edgeproxy, false).httpEngineDefault
+          ? " edgeproxy runs twice: by default (plain HTTP/1.1 on raw sockets on the data plane's epoll loop, src/engine/http.ts) and `--engine bun` (the same HTTP code on Bun's sockets, what TLS and HTTP/2 services run on)."
+          : " edgeproxy runs twice: on Bun's sockets (this binary's default) and `--engine epoll` (the same HTTP code on raw sockets on the data plane's epoll loop, src/engine/http.ts)."),
   });

@@ -105,6 +105,8 @@ export interface Features {
   engineAuto: boolean;
   /** http services can run on the engine (`--engine epoll` with --mode http). */
   httpEngine: boolean;
+  /** Plain http services run on the engine by default (not only with --engine epoll). */
+  httpEngineDefault: boolean;
 }
 
 /**
@@ -126,6 +128,8 @@ export function features(binary: string, probe: boolean): Features {
     engine: /--engine\b/.test(help),
     engineAuto: /--engine\b[^-]*"auto" \(default/.test(help),
     httpEngine: /--engine\b[\s\S]{0,400}plain-HTTP\/1\.1/.test(help), // the help text wraps
+    // "auto (default: epoll where it serves the service" (http on the engine too); older binaries said "http on bun".
+    httpEngineDefault: /--engine\b[\s\S]{0,200}default: epoll where it serves/.test(help),
   };
 }
 

@@ -71,7 +71,7 @@ export const SERVE_FLAGS: readonly FlagSpec[] = [
   { name: "--workers", value: "N", help: "worker processes sharing each service's sockets, 1-256 (default: one per CPU; a supervisor restarts any that dies)" },
   { name: "--drain-timeout", value: "D", help: "on upgrade (or SIGQUIT), how long open connections may finish (default 30s)" },
   { name: "--bpffs", value: "PATH", complete: "dir", help: "bpffs mount for pinned state (default $EDGEPROXY_BPFFS or /sys/fs/bpf)" },
-  { name: "--engine", value: "E", help: 'data plane: "auto" (default: tcp on epoll where it serves the service, http on bun; $EDGEPROXY_ENGINE sets the default), "epoll" (raw sockets on an epoll loop; tcp and plain-HTTP/1.1 services with origins, no TLS yet) or "bun" (Bun\'s sockets)' },
+  { name: "--engine", value: "E", help: 'data plane: "auto" (default: epoll where it serves the service, else bun; $EDGEPROXY_ENGINE sets the default), "epoll" (raw sockets on an epoll loop; tcp and plain-HTTP/1.1 services with origins, no TLS yet) or "bun" (Bun\'s sockets: TLS, HTTP/2, sni routes)' },
   { name: "--connect-timeout", value: "D", help: "origin connect timeout (default 5s)" },
   { name: "--idle-timeout", value: "D", help: "close connections idle this long (default 300s; udp flows 30s)" },
   { name: "--max-connections", value: "N", help: "refuse new connections beyond N open ones, all workers together (default: what the open-file limit allows each worker)" },

@@ -261,8 +261,8 @@ describe("pools, routes, http and TLS", () => {
       expect(engine(`origin = "10.0.0.1:443"\n${tls}`)).toBe("bun");
       expect(engine('origin = "10.0.0.1:443"\norigin_tls = "insecure"')).toBe("bun");
       expect(engine('origin = "10.0.0.9:443"', '[[service.route]]\nsni = "a.example"\norigin = "10.0.0.1:443"\n')).toBe("bun");
-      // http: Bun's sockets unless epoll is asked for (plain HTTP/1.1 on the engine is opt-in); udp has one data plane.
-      expect(engine('mode = "http"\norigin = "10.0.0.1:80"')).toBe("bun");
+      // http: plain HTTP/1.1 to origins on the engine too (TLS and HTTP/2 stay on Bun's sockets); udp has one data plane.
+      expect(engine('mode = "http"\norigin = "10.0.0.1:80"')).toBe(process.env.EDGEPROXY_ENGINE === "bun" ? "bun" : "epoll");
       expect(engine('mode = "http"\norigin = "10.0.0.1:80"\nengine = "epoll"')).toBe("epoll");
       expect(parseConfig(web('protocol = "udp"\nprefixes = "192.0.2.0/24"\nports = 53', 'mode = "udp"\norigin = "10.0.0.1:53"'), FILE).services[0]!.engine).toBeUndefined();
       expect(error(web(undefined, `origin = "10.0.0.1:443"\nengine = "epoll"\n${tls}`), read)).toBe('edgeproxy.toml: service "web": engine: "epoll" does not terminate TLS yet; use "auto" or "bun"');

@@ -230,12 +230,11 @@ function httpEpollUnsupported(s: Pick<ServiceConfig, "pool" | "tls" | "http">): 
  * is parsed (file.ts, args.ts); undefined for udp, which has one data plane.
  * `setting` is the service's own (`engine`, --engine); absent or "auto", the
  * process default $EDGEPROXY_ENGINE decides, itself "auto" when unset:
- * - tcp: epoll wherever epollUnsupported() finds nothing against it (it
- *   measures less CPU per request than Bun's sockets, bench/profiles/tcp.md),
- *   else bun (TLS, sni routes, origin_tls, the built-in responder);
- * - http: bun, Bun's sockets with TLS and HTTP/2, unless "epoll" is asked for
- *   (by the service or $EDGEPROXY_ENGINE): plain HTTP/1.1 on the engine does
- *   not yet measure clearly better (bench/README.md), so it is not the default.
+ * epoll wherever epollUnsupported() finds nothing against it, else bun
+ * (TLS, HTTP/2, sni routes, origin_tls, the built-in responder). The engine
+ * measures less CPU per request than Bun's sockets for both: tcp
+ * (bench/profiles/tcp.md) and plain HTTP/1.1 (bench/profiles/http.md: 0.92–0.95×
+ * keep-alive, 0.93–0.98× one connection per request, paired, log off and on).
  * An explicit "epoll" the engine cannot serve is the config's error (`at`);
  * so is an $EDGEPROXY_ENGINE that names no setting.
  */
@@ -249,7 +248,5 @@ export function completeEngine(setting: EngineSetting | undefined, s: Pick<Servi
   if (env !== undefined && env !== "" && !ENGINE_SETTINGS.includes(env as EngineSetting)) throw new ConfigError(`$${ENGINE_ENV}`, `"${env}" is not one of ${ENGINE_SETTINGS.join(", ")}`);
   if (s.mode !== "tcp" && s.mode !== "http") return undefined;
   if (setting === "epoll" || setting === "bun") return setting;
-  if (env === "bun" || why) return "bun";
-  if (s.mode === "http") return env === "epoll" ? "epoll" : "bun";
-  return "epoll";
+  return env === "bun" || why ? "bun" : "epoll";
 }
