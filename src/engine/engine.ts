@@ -13,7 +13,7 @@ import { BufferPool } from "../system/buffers";
 import { EPOLLET, EPOLLIN, EPOLLOUT, EPOLLRDHUP, type Epoll } from "../system/epoll";
 import { closeListeners, type Fd } from "../system/fd";
 import { libc } from "../system/libc";
-import { decodeSockaddr, encodeSockaddr, type Endpoint } from "../system/sockaddr";
+import { AF_INET, decodeSockaddr, encodeSockaddr, type Endpoint } from "../system/sockaddr";
 import { AcceptAddress, acceptBatch, localAddress, resetOnClose, socketError, startConnect, tcpSocket } from "../system/tcp";
 import { formatEndpoint } from "../log/access";
 import { endpointString, sockaddrString, SockaddrTexts } from "../log/line";
@@ -74,6 +74,16 @@ const EMPTY = new Uint8Array(0);
 interface Origin {
   readonly sockaddr: Uint8Array;
   readonly text: string;
+}
+
+/**
+ * "ip:port" of the accepted peer (sockaddr_in or sockaddr_in6, its port at
+ * bytes 2-3, network order) from `address`, its address's text: as
+ * sockaddrString writes it (IPv6 in brackets), one number made, not five.
+ */
+export function peerText(address: string, sockaddr: Uint8Array): string {
+  const port = (sockaddr[2]! << 8) | sockaddr[3]!;
+  return sockaddr[0]! + (sockaddr[1]! << 8) === AF_INET ? `${address}:${port}` : `[${address}]:${port}`;
 }
 
 function concat(a: Uint8Array, b: Uint8Array): Uint8Array {
@@ -236,9 +246,10 @@ export class TcpEngine {
       const at = localAddress(c);
       if (at && svc.needEdge) edge = decodeSockaddr(at);
       // The log's texts straight from the sockaddr bytes (no Endpoint for it): the client's made for
-      // its own connection, the edge's remembered by address (SockaddrTexts).
+      // its own connection (its address text the one the busiest-clients count remembers, plus the
+      // port), the edge's remembered by address (SockaddrTexts).
       if (at && svc.log) {
-        const clientText = sockaddrString(this.peer.bytes);
+        const clientText = tracked === undefined ? sockaddrString(this.peer.bytes) : peerText(tracked, this.peer.bytes);
         const edgeText = this.edgeTexts.text(at);
         // The pair's start (the loop's clock at this batch) is the line's too: no clock read per connection.
         if (clientText !== undefined && edgeText !== undefined) p.record = { client: clientText, edge: edgeText, origin: null, startedAt: p.startedAt };
@@ -412,7 +423,7 @@ export class TcpEngine {
     if (p.endpoint) p.endpoint.active--;
     if (p.source) svc.count(p.source, -1);
     if (p.tracked !== undefined) this.clients.closed(p.tracked, p.bytesIn + p.bytesOut);
-    if (svc.log && p.record) svc.log.closed(p.record, p.bytesIn, p.bytesOut, p.event ?? "close", p.why ?? "shutdown");
+    if (svc.log && p.record) svc.log.closed(p.record, p.bytesIn, p.bytesOut, p.event ?? "close", p.why ?? "shutdown", this.now);
     if (this.waiters.length) this.bufferFreed();
     if (svc.retired && svc.pairs.size === 0) this.services.delete(svc.spec.slot);
   }
