@@ -1,9 +1,8 @@
 import { describe, expect, test } from "bun:test";
-import { EngineClients } from "./clients";
+import { EngineClients, peerText } from "./clients";
 import { encodeSockaddr } from "../system/sockaddr";
 import { parseAddress } from "../config/address";
 import { sockaddrString } from "../log/line";
-import { peerText } from "./engine";
 
 /** accept4's sockaddr for `addr`:`port`, in the 28-byte room the engine reads it from (AcceptAddress). */
 function peer(addr: string, port: number): Uint8Array {
