@@ -1,7 +1,8 @@
 import { describe, expect, test } from "bun:test";
-import { EngineClients } from "./clients";
+import { EngineClients, peerText } from "./clients";
 import { encodeSockaddr } from "../system/sockaddr";
 import { parseAddress } from "../config/address";
+import { sockaddrString } from "../log/line";
 
 /** accept4's sockaddr for `addr`:`port`, in the 28-byte room the engine reads it from (AcceptAddress). */
 function peer(addr: string, port: number): Uint8Array {
@@ -33,5 +34,16 @@ describe("EngineClients.seenPeer", () => {
     // A byte that differs only in the high octets is another address, not a remembered one.
     expect(c.seenPeer(peer("199.51.0.1", 9))).toBe("199.51.0.1");
     expect(c.seenPeer(peer("198.51.0.1", 9))).toBe("198.51.0.1");
+  });
+});
+
+describe("peerText (the access log's client)", () => {
+  test("the same text as sockaddrString, from the address text the count remembers", () => {
+    const c = new EngineClients({ now: 0 });
+    for (const [addr, port] of [["192.0.2.99", 40000], ["10.0.0.1", 1], ["255.255.255.255", 65535], ["2001:db8::5", 443], ["::1", 8080], ["2001:db8:0:1:2:3:4:5", 0]] as const) {
+      const sa = peer(addr, port);
+      expect(peerText(c.seenPeer(sa), sa)).toBe(sockaddrString(sa)!);
+    }
+    expect(peerText(c.seenPeer(peer("2001:db8::5", 443)), peer("2001:db8::5", 443))).toBe("[2001:db8::5]:443");
   });
 });

@@ -19,6 +19,16 @@ const REPORT_MS = 100;
 /** And at least this often while it lists anyone, so the window's rotation shows. */
 const REFRESH_MS = 5_000;
 
+/**
+ * "ip:port" of the accepted peer (sockaddr_in or sockaddr_in6, its port at
+ * bytes 2-3, network order) from `address`, its address's text: as
+ * sockaddrString writes it (IPv6 in brackets), one number made, not five.
+ */
+export function peerText(address: string, sockaddr: Uint8Array): string {
+  const port = (sockaddr[2]! << 8) | sockaddr[3]!;
+  return sockaddr[0]! + (sockaddr[1]! << 8) === AF_INET ? `${address}:${port}` : `[${address}]:${port}`;
+}
+
 /** IPv4 peer texts remembered (v4Text): 4096 short strings, ~200 KiB at most. */
 const V4_TEXTS = 4096;
 

@@ -13,20 +13,21 @@ import { BufferPool } from "../system/buffers";
 import { EPOLLET, EPOLLIN, EPOLLOUT, EPOLLRDHUP, type Epoll } from "../system/epoll";
 import { closeListeners, type Fd } from "../system/fd";
 import { libc } from "../system/libc";
-import { decodeSockaddr, encodeSockaddr, type Endpoint } from "../system/sockaddr";
+import { decodeSockaddr, type Endpoint } from "../system/sockaddr";
 import { AcceptAddress, acceptBatch, localAddress, resetOnClose, socketError, startConnect, tcpSocket } from "../system/tcp";
 import { formatEndpoint } from "../log/access";
-import { endpointString, sockaddrString, SockaddrTexts } from "../log/line";
+import { sockaddrString, SockaddrTexts } from "../log/line";
 import { capLine } from "./admission";
 import { proxyV1Header, proxyV2Header } from "../proxy/proxyheader/encode";
 import type { FlowLogSink } from "../proxy/udp/flowlog";
 import type { PanicCounts, UdpOrigins } from "../proxy/udp/origins";
 import { EngineAdmission } from "./admission";
 import { Pair } from "./pair";
-import { BOUNDS, SOURCE_RATE_AT, T, type OriginErrorKind } from "./stats";
+import { BOUNDS, failureOf, SOURCE_RATE_AT, T } from "./stats";
+import { OriginAddresses } from "./origins";
 import type { SourceKey } from "../dispatcher/sourceabi";
 import { EngineService, type TcpEngineSpec } from "./spec";
-import { EngineClients } from "./clients";
+import { EngineClients, peerText } from "./clients";
 
 export type { TcpEngineSpec } from "./spec";
 
@@ -50,31 +51,7 @@ class Listener {
   ) {}
 }
 
-function failureOf(code: number): OriginErrorKind {
-  switch (code) {
-    case 111:
-      return "refused"; // ECONNREFUSED
-    case 110:
-      return "timeout"; // ETIMEDOUT
-    case 104:
-    case 32:
-      return "reset"; // ECONNRESET, EPIPE
-    case 113:
-    case 101:
-    case 99:
-      return "unreachable"; // EHOSTUNREACH, ENETUNREACH, EADDRNOTAVAIL
-    default:
-      return "other";
-  }
-}
-
 const EMPTY = new Uint8Array(0);
-
-/** An origin address as the engine uses it: connect(2)'s sockaddr and the access log's text. */
-interface Origin {
-  readonly sockaddr: Uint8Array;
-  readonly text: string;
-}
 
 function concat(a: Uint8Array, b: Uint8Array): Uint8Array {
   const out = new Uint8Array(a.length + b.length);
@@ -104,8 +81,8 @@ export class TcpEngine {
   readonly clients = new EngineClients(this);
   /** Edge addresses as log text, by address and port (the access log). */
   private readonly edgeTexts = new SockaddrTexts();
-  /** Origin sockaddrs and log texts per endpoint address and port (origin()); weak, so a removed endpoint's go with it. */
-  private readonly origins = new WeakMap<Uint8Array, Map<number, Origin>>();
+  /** Origin sockaddrs and log texts, per endpoint and port. */
+  private readonly origins = new OriginAddresses();
   now = performance.now();
 
   constructor(
@@ -236,9 +213,10 @@ export class TcpEngine {
       const at = localAddress(c);
       if (at && svc.needEdge) edge = decodeSockaddr(at);
       // The log's texts straight from the sockaddr bytes (no Endpoint for it): the client's made for
-      // its own connection, the edge's remembered by address (SockaddrTexts).
+      // its own connection (its address text the one the busiest-clients count remembers, plus the
+      // port), the edge's remembered by address (SockaddrTexts).
       if (at && svc.log) {
-        const clientText = sockaddrString(this.peer.bytes);
+        const clientText = tracked === undefined ? sockaddrString(this.peer.bytes) : peerText(tracked, this.peer.bytes);
         const edgeText = this.edgeTexts.text(at);
         // The pair's start (the loop's clock at this batch) is the line's too: no clock read per connection.
         if (clientText !== undefined && edgeText !== undefined) p.record = { client: clientText, edge: edgeText, origin: null, startedAt: p.startedAt };
@@ -292,7 +270,7 @@ export class TcpEngine {
     endpoint.active++;
     p.endpoint = endpoint;
     p.originPort = target.port;
-    const origin = this.origin(target);
+    const origin = this.origins.get(target);
     if (p.record) p.record.origin = origin.text;
     const o = tcpSocket(target.family);
     if (o < 0) return this.originFailed(p, "socket", -o);
@@ -313,25 +291,6 @@ export class TcpEngine {
     }
     const rc = startConnect(o, origin.sockaddr);
     if (rc < 0) this.originFailed(p, "connect", -rc);
-  }
-
-  /**
-   * The origin's sockaddr and log text, made once per endpoint and port.
-   * Keyed by the endpoint's address bytes (the same array for the endpoint's
-   * life, see WorkerEndpoint.addr) and then the port: no key text built per
-   * connection. (`target` is a new object per pick, so formatEndpoint's
-   * WeakMap would miss and insert once per connection.)
-   */
-  private origin(t: Endpoint): Origin {
-    let ports = this.origins.get(t.addr);
-    if (!ports) this.origins.set(t.addr, (ports = new Map()));
-    let o = ports.get(t.port);
-    if (!o) {
-      // Origins that follow the edge port can name every port: bounded per endpoint.
-      if (ports.size >= 4096) ports.clear();
-      ports.set(t.port, (o = { sockaddr: encodeSockaddr(t), text: endpointString(t) }));
-    }
-    return o;
   }
 
   /** Bytes the origin gets first (a PROXY header), held in the client direction's buffer until the connect completes. */
@@ -412,7 +371,7 @@ export class TcpEngine {
     if (p.endpoint) p.endpoint.active--;
     if (p.source) svc.count(p.source, -1);
     if (p.tracked !== undefined) this.clients.closed(p.tracked, p.bytesIn + p.bytesOut);
-    if (svc.log && p.record) svc.log.closed(p.record, p.bytesIn, p.bytesOut, p.event ?? "close", p.why ?? "shutdown");
+    if (svc.log && p.record) svc.log.closed(p.record, p.bytesIn, p.bytesOut, p.event ?? "close", p.why ?? "shutdown", this.now);
     if (this.waiters.length) this.bufferFreed();
     if (svc.retired && svc.pairs.size === 0) this.services.delete(svc.spec.slot);
   }

@@ -8,6 +8,25 @@ import { DURATION_BUCKETS } from "../proxy/stats";
 export const ORIGIN_ERRORS = ["refused", "timeout", "reset", "unreachable", "other", "no_origin"] as const;
 export type OriginErrorKind = (typeof ORIGIN_ERRORS)[number];
 
+/** The origin error a failed connect's errno counts as. */
+export function failureOf(code: number): OriginErrorKind {
+  switch (code) {
+    case 111:
+      return "refused"; // ECONNREFUSED
+    case 110:
+      return "timeout"; // ETIMEDOUT
+    case 104:
+    case 32:
+      return "reset"; // ECONNRESET, EPIPE
+    case 113:
+    case 101:
+    case 99:
+      return "unreachable"; // EHOSTUNREACH, ENETUNREACH, EADDRNOTAVAIL
+    default:
+      return "other";
+  }
+}
+
 /** Slots of the row. */
 export const T = {
   active: 0,

@@ -72,8 +72,8 @@ export class FlowLog {
     return this.config.connect;
   }
 
-  /** A flow's last line. */
-  closed(r: FlowRecord, bytesIn: number, bytesOut: number, event: string, why: string): void {
+  /** A flow's last line; `now`: the caller's clock reading when it has one (the tcp engine's loop), same clock as startedAt. */
+  closed(r: FlowRecord, bytesIn: number, bytesOut: number, event: string, why: string, now = performance.now()): void {
     if (this.config.sample < 1 && Math.random() >= this.config.sample) return this.ring.skipped();
     // Written in place, in the order the fields always had: addresses (our text of the kernel's bytes) need no escape,
     // event and reason are our codes (escaped anyway). Text at most 6 bytes per UTF-16 unit, numbers at most 20.
@@ -81,11 +81,11 @@ export class FlowLog {
     const worst = LINE_FIXED + r.client.length + r.edge.length + (origin === null ? 0 : origin.length) + 6 * (event.length + why.length);
     const ring = this.ring;
     const w = ring.begin(this.headNow(), worst);
-    if (!w) return this.emit({ event, client: r.client, edge: r.edge, origin, bytes_in: bytesIn, bytes_out: bytesOut, duration_ms: Math.round(performance.now() - r.startedAt), reason: why }, true);
+    if (!w) return this.emit({ event, client: r.client, edge: r.edge, origin, bytes_in: bytesIn, bytes_out: bytesOut, duration_ms: Math.round(now - r.startedAt), reason: why }, true);
     w.raw('"event":"').text(event).raw('","client":"').raw(r.client).raw('","edge":"').raw(r.edge);
     if (origin === null) w.raw('","origin":null');
     else w.raw('","origin":"').raw(origin).raw('"');
-    w.raw(',"bytes_in":').int(bytesIn).raw(',"bytes_out":').int(bytesOut).raw(',"duration_ms":').int(Math.round(performance.now() - r.startedAt));
+    w.raw(',"bytes_in":').int(bytesIn).raw(',"bytes_out":').int(bytesOut).raw(',"duration_ms":').int(Math.round(now - r.startedAt));
     w.raw(',"reason":"').text(why).raw('"}');
     ring.finish();
   }
