@@ -54,29 +54,24 @@ export class SockaddrMemo<T> {
   get(buf: Uint8Array): T | undefined {
     if (buf[0] === AF_INET && buf[1] === 0) {
       // sa_family in host order (little-endian here); sin_port at 2 and sin_addr at 4, network order.
-      const key = (((buf[4]! << 24) | (buf[5]! << 16) | (buf[6]! << 8) | buf[7]!) >>> 0) * 65536 + ((buf[2]! << 8) | buf[3]!);
-      let v = this.v4.get(key);
-      if (v === undefined) {
-        v = this.make(buf);
-        if (v === undefined) return undefined;
-        if (this.v4.size >= this.max) this.v4.clear();
-        this.v4.set(key, v);
-      }
-      return v;
+      return this.memo(this.v4, (((buf[4]! << 24) | (buf[5]! << 16) | (buf[6]! << 8) | buf[7]!) >>> 0) * 65536 + ((buf[2]! << 8) | buf[3]!), buf);
     }
     if (buf[0] === AF_INET6 && buf[1] === 0) {
       // sin6_port at 2, sin6_addr at 8..24.
       const u = (i: number) => (buf[i]! << 8) | buf[i + 1]!;
-      const key = String.fromCharCode(u(2), u(8), u(10), u(12), u(14), u(16), u(18), u(20), u(22));
-      let v = this.v6.get(key);
-      if (v === undefined) {
-        v = this.make(buf);
-        if (v === undefined) return undefined;
-        if (this.v6.size >= this.max) this.v6.clear();
-        this.v6.set(key, v);
-      }
-      return v;
+      return this.memo(this.v6, String.fromCharCode(u(2), u(8), u(10), u(12), u(14), u(16), u(18), u(20), u(22)), buf);
     }
     return undefined;
+  }
+
+  private memo<K>(map: Map<K, T>, key: K, buf: Uint8Array): T | undefined {
+    let v = map.get(key);
+    if (v === undefined) {
+      v = this.make(buf);
+      if (v === undefined) return undefined;
+      if (map.size >= this.max) map.clear();
+      map.set(key, v);
+    }
+    return v;
   }
 }
