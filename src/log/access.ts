@@ -35,7 +35,8 @@ export function isoNow(): string {
 export interface LogLines {
   push(line: string): void;
   push2(head: Uint8Array, body: string): void;
-  begin(head: Uint8Array, worst: number): LineWriter | undefined;
+  /** Undefined: too long to write in place (made a string instead); null: dropped and counted already (a full ring). */
+  begin(head: Uint8Array, worst: number): LineWriter | undefined | null;
   finish(): void;
   skipped?(): void;
 }
@@ -90,8 +91,9 @@ export class ServiceLog {
    * Begin a line written in place (LineWriter): the caller writes its members
    * and closing brace, at most `worst` bytes, then calls finish(). Undefined
    * when that could not fit a buffer: the caller makes the line a string (line()).
+   * Null: the line is dropped and counted already (its ring is full): nothing to make.
    */
-  begin(worst: number): LineWriter | undefined {
+  begin(worst: number): LineWriter | undefined | null {
     return this.file.begin(this.headNow(), worst);
   }
 

@@ -7,11 +7,12 @@ const head = enc.encode('{"n":');
 /** Write line `n` (`{"n":N,"pad":"xxx…"}`, its length varying with n) through the writer; false when the ring dropped it. */
 function writeLine(w: RingWriter, n: number, padLen = (n * 7919) % 300): boolean {
   const lw = w.begin(head, 40 + padLen);
+  // Null: full, dropped and counted, nothing to write.
+  if (lw === null) return false;
   if (!lw) throw new Error("line refused");
   lw.int(n).raw(',"pad":"').raw("x".repeat(padLen)).raw('"}');
-  const kept = !w.overflowing;
   w.finish();
-  return kept;
+  return true;
 }
 
 /** Everything unread, as text, given back to the writer. */
@@ -60,9 +61,11 @@ describe("log ring (data plane thread → main thread)", () => {
     let written = 0;
     for (let n = 0; n < 2000; n++) if (writeLine(w, n, 100)) written++;
     expect(nudges).toBe(1);
+    // Full: no writer to make a line with (nothing is formatted for a line that cannot be kept), and it is counted.
+    expect(w.begin(head, 100)).toBeNull();
     const c = r.counts();
     expect(c.lines).toBe(written);
-    expect(c.lines + c.dropped).toBe(2000);
+    expect(c.lines + c.dropped).toBe(2001);
     expect(c.dropped).toBeGreaterThan(1000);
     const kept = drain(r).split("\n").slice(0, -1);
     expect(kept.length).toBe(c.lines);

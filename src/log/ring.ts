@@ -62,9 +62,6 @@ export class RingWriter {
   /** Where the line begun starts (its pad skipped), and the head after the pad. */
   private from = 0;
   private headAfterPad = 0;
-  /** The line begun does not fit: it is written here and dropped (a line is made whole before it can be dropped). */
-  private overflow = false;
-  private scratch: Buffer | undefined;
   private readonly size: number;
   private readonly mask: number;
   /** The longest line it takes (longer ones are dropped and counted). */
@@ -85,8 +82,15 @@ export class RingWriter {
     this.data = Buffer.from(memory, HEADER_BYTES, this.size);
   }
 
-  /** Begin a line of `head` and at most `worst` more bytes; the caller writes it through the writer, then finish(). */
-  begin(head: Uint8Array, worst: number): LineWriter | undefined {
+  /**
+   * Begin a line of `head` and at most `worst` more bytes; the caller writes
+   * it through the writer, then finish(). Undefined: longer than the ring
+   * takes (the caller counts it). Null: the ring is full, the line is
+   * dropped and counted here, and nothing is to be made: a reader that
+   * falls behind (a slow disk) costs the writer no formatting of lines
+   * that cannot be kept.
+   */
+  begin(head: Uint8Array, worst: number): LineWriter | undefined | null {
     const most = head.length + worst + 1;
     if (most > this.maxLine) return undefined;
     const w = this.writer;
@@ -95,18 +99,14 @@ export class RingWriter {
     const off = at & this.mask;
     const pad = off + most > this.size ? this.size - off : 0;
     if (((at - tail) >>> 0) + pad + most > this.size) {
-      this.overflow = true;
-      w.buf = this.scratch ??= Buffer.allocUnsafe(this.maxLine);
-      w.buf.set(head, 0);
-      w.p = head.length;
-      return w;
+      Atomics.add(this.h, DROPPED, 1);
+      return null;
     }
     if (pad !== 0) {
       // The reader is past the previous lap's end (the check above), so this WRAP is the only one it can need.
       Atomics.store(this.h, WRAP, off);
       at = (at + pad) >>> 0;
     }
-    this.overflow = false;
     this.headAfterPad = at;
     this.from = at & this.mask;
     w.buf = this.data;
@@ -115,17 +115,8 @@ export class RingWriter {
     return w;
   }
 
-  /** The line begun will be dropped at finish(): the ring had no room for it. */
-  get overflowing(): boolean {
-    return this.overflow;
-  }
-
-  /** The line begun is complete: published, or dropped and counted when the ring had no room. */
+  /** The line begun is complete: published. */
   finish(): void {
-    if (this.overflow) {
-      Atomics.add(this.h, DROPPED, 1);
-      return;
-    }
     const w = this.writer;
     this.data[w.p] = 10;
     const n = w.p + 1 - this.from;
@@ -141,6 +132,7 @@ export class RingWriter {
     let worst = line.length * 3;
     if (head.length + worst >= this.maxLine) worst = Buffer.byteLength(line);
     const w = this.begin(head, worst);
+    if (w === null) return;
     if (!w) return this.dropped();
     w.p += w.buf.write(line, w.p, "utf8");
     this.finish();

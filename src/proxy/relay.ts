@@ -399,6 +399,7 @@ export class Relay implements Session {
       // and numbers need no escape. Text at most 6 bytes per UTF-16 unit, numbers at most 20, the rest fixed.
       const why = this.why ?? "shutdown";
       const w = log.begin(LINE_FIXED + event.length + e.client.length + e.edge.length + 6 * (this.target.length + why.length));
+      if (w === null) return;
       if (w) {
         w.raw('"protocol":"tcp","event":"').raw(event).raw('","client":"').raw(e.client).raw('","edge":"').raw(e.edge).raw('","origin":"').text(this.target);
         w.raw('","bytes_in":').int(this.bytesIn).raw(',"bytes_out":').int(this.bytesOut).raw(',"duration_ms":').int(duration).raw(',"reason":"').text(why).raw('"}');

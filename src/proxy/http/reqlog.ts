@@ -173,6 +173,7 @@ export class RequestLog {
       const pathEnd = q < 0 ? req.target.length : q;
       const worst = LINE_FIXED + (this.client?.length ?? 0) + (this.edge?.length ?? 0) + this.versionText.length + req.method.length + this.id.length + 6 * (req.host.length + pathEnd + this.origin.length);
       const w = this.log.begin(worst);
+      if (w === null) return;
       if (w) {
         if (this.lead) w.bytes(this.lead);
         else {

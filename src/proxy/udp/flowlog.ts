@@ -81,6 +81,8 @@ export class FlowLog {
     const worst = LINE_FIXED + r.client.length + r.edge.length + (origin === null ? 0 : origin.length) + 6 * (event.length + why.length);
     const ring = this.ring;
     const w = ring.begin(this.headNow(), worst);
+    // Null: the ring is full, the line dropped and counted already.
+    if (w === null) return;
     if (!w) return this.emit({ event, client: r.client, edge: r.edge, origin, bytes_in: bytesIn, bytes_out: bytesOut, duration_ms: Math.round(now - r.startedAt), reason: why }, true);
     w.raw('"event":"').text(event).raw('","client":"').raw(r.client).raw('","edge":"').raw(r.edge);
     if (origin === null) w.raw('","origin":null');
