@@ -47,11 +47,13 @@ describe("socketNames", () => {
     const { names, parsed } = await accepted("::1", "::1");
     expect(names).toMatchObject(parsed as object);
     expect((names as { client: string }).client).toMatch(/^\[::1\]:\d+$/);
+    expect((names as { clientIp: string }).clientIp).toBe("::1");
   });
 
   test("IPv4 on a dual-stack listener: unmapped, the same text as the parsed ends", async () => {
     const { names, parsed } = await accepted("::", "127.0.0.1");
     expect(names).toMatchObject(parsed as object);
     expect((names as { client: string }).client).toMatch(/^127\.0\.0\.1:\d+$/);
+    expect((names as { clientIp: string }).clientIp).toBe("127.0.0.1");
   });
 });

@@ -1,5 +1,5 @@
 import type { Socket } from "bun";
-import { prefixContains, type Prefix } from "../config/address";
+import { formatAddress, prefixContains, type Prefix } from "../config/address";
 import { decodeSockaddr, SockaddrMemo, type Endpoint } from "../system/sockaddr";
 import { endpointString, formatEndpoint } from "../log/access";
 import { sockaddrString } from "../log/line";
@@ -56,7 +56,7 @@ export function socketEnds(s: Socket<any>): Ends | undefined {
 export interface EndNames {
   readonly client: string;
   readonly edge: string;
-  /** The client's IPv4 address alone, when socketNames read it (the HTTP code's clientIp, without asking Bun again). */
+  /** The client's address alone, when socketNames read it (the HTTP code's clientIp, without asking Bun again). */
   readonly clientIp?: string | undefined;
 }
 
@@ -74,10 +74,19 @@ export function socketNames(s: Socket<any>): EndNames | undefined {
   const fd = (s as unknown as { fd: number }).fd;
   const peer = peerAddress(fd);
   if (!peer) return undefined;
-  const v4 = peer[0] === 2 && peer[1] === 0;
-  const client = v4 ? sockaddrString(peer) : sockaddrName(peer);
+  let client: string | undefined;
+  let clientIp: string | undefined;
+  if (peer[0] === 2 && peer[1] === 0) {
+    client = sockaddrString(peer);
+    clientIp = `${peer[4]}.${peer[5]}.${peer[6]}.${peer[7]}`;
+  } else {
+    // IPv6, or an IPv4 peer of a dual-stack listener (unmapped, as Bun's getters and unmapAddress give it).
+    const e = unmappedEndpoint(peer);
+    if (!e) return undefined;
+    client = endpointString(e);
+    clientIp = formatAddress(e.addr);
+  }
   if (client === undefined) return undefined;
-  const clientIp = v4 ? `${peer[4]}.${peer[5]}.${peer[6]}.${peer[7]}` : undefined;
   const local = localAddress(fd);
   const edge = local && edgeTexts.get(local);
   if (edge === undefined) return undefined;
