@@ -240,30 +240,27 @@ describe("field lines: names compared in place, one pass per line", () => {
     expect([r.contentLength, r.chunked, r.host]).toEqual([-1, false, "a"]);
   });
 
+  const malformed = "400 malformed request header line";
+  const invalid = "400 invalid character in request header x";
   test.each([
-    ["@ in a name", "Hos@: a\r\n"],
-    ["[ in a name", "Content[Length: 5\r\n"],
-    ["{ in a name", "Content{Length: 5\r\n"],
-    ["\\ in a name", "Transfer\\Encoding: chunked\r\n"],
-    ["NUL in a name", "Ho\0st: b\r\n"],
-    ["bare CR in a name", "X\ry: 1\r\n"],
-    ["bare LF in a name", "X\ny: 1\r\n"],
-    ["missing colon", "X-Thing value\r\n"],
-    ["empty name", ": value\r\n"],
-    ["space before colon", "X-Thing : value\r\n"],
-  ])("malformed: %s", (_what, fields) => {
-    expect(reason(head(fields))).toBe("400 malformed request header line");
-  });
-
-  test.each([
-    ["bare CR in a value", "X: a\rb\r\n"],
-    ["bare CR ending a value", "X: ab\r\r\n"],
-    ["bare LF in a value", "X: a\nb\r\n"],
-    ["NUL in a value", "X: a\0b\r\n"],
-    ["DEL in a value", "X: a\x7fb\r\n"],
-    ["a control in the trailing OWS", "X: a \x01\r\n"],
-  ])("invalid character: %s", (_what, fields) => {
-    expect(reason(head(fields))).toBe("400 invalid character in request header x");
+    ["@ in a name", "Hos@: a\r\n", malformed],
+    ["[ in a name", "Content[Length: 5\r\n", malformed],
+    ["{ in a name", "Content{Length: 5\r\n", malformed],
+    ["\\ in a name", "Transfer\\Encoding: chunked\r\n", malformed],
+    ["NUL in a name", "Ho\0st: b\r\n", malformed],
+    ["bare CR in a name", "X\ry: 1\r\n", malformed],
+    ["bare LF in a name", "X\ny: 1\r\n", malformed],
+    ["missing colon", "X-Thing value\r\n", malformed],
+    ["empty name", ": value\r\n", malformed],
+    ["space before colon", "X-Thing : value\r\n", malformed],
+    ["bare CR in a value", "X: a\rb\r\n", invalid],
+    ["bare CR ending a value", "X: ab\r\r\n", invalid],
+    ["bare LF in a value", "X: a\nb\r\n", invalid],
+    ["NUL in a value", "X: a\0b\r\n", invalid],
+    ["DEL in a value", "X: a\x7fb\r\n", invalid],
+    ["a control in the trailing OWS", "X: a \x01\r\n", invalid],
+  ])("refused: %s", (_what, fields, why) => {
+    expect(reason(head(fields))).toBe(why);
   });
 
   test("obs-fold is refused, not joined", () => {
