@@ -1,5 +1,5 @@
 import type { Socket } from "bun";
-import { formatAddress, prefixContains, type Prefix } from "../config/address";
+import { formatAddress, prefixContains, unmapAddress, type Prefix } from "../config/address";
 import { decodeSockaddr, SockaddrMemo, type Endpoint } from "../system/sockaddr";
 import { endpointString, formatEndpoint } from "../log/access";
 import { sockaddrString } from "../log/line";
@@ -97,6 +97,17 @@ export function socketNames(s: Socket<any>): EndNames | undefined {
 function sockaddrName(buf: Uint8Array): string | undefined {
   const e = unmappedEndpoint(buf);
   return e && endpointString(e);
+}
+
+/**
+ * The client's address alone (X-Forwarded-For, the busiest clients): from
+ * the ends or names the pipeline read already, else Bun's getter (the engine's
+ * sockets, whose getter reads bytes it holds); "" when the peer is gone.
+ */
+export function clientAddress(ends: Ends | undefined, names: EndNames | undefined, s: { readonly remoteAddress: string | undefined }): string {
+  if (ends) return formatAddress(ends.client.addr);
+  if (names?.clientIp !== undefined) return names.clientIp;
+  return s.remoteAddress ? unmapAddress(s.remoteAddress) : "";
 }
 
 /** Parsed ends (a PROXY header's, or the socket's when parsed anyway) as the log writes them. */

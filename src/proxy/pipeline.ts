@@ -7,7 +7,7 @@ import type { Endpoint } from "../system/sockaddr";
 import type { Admission } from "./admission";
 import type { CoarseClock } from "./clock";
 import { joinGroup, REUSE_PORT, type GroupPlan } from "./group";
-import { HeaderReader, mustSendHeader, socketEnds, socketNames, type EndNames, type Ends } from "./inbound";
+import { clientAddress, HeaderReader, mustSendHeader, socketEnds, socketNames, type EndNames, type Ends } from "./inbound";
 import { LISTEN_ADDRESS, listenerSocket, type ServiceSocket } from "./service";
 import type { ServiceStats } from "./stats";
 import { formatEndpoint, joinHostPort, type ServiceLog } from "../log/access";
@@ -200,7 +200,7 @@ export class Pipeline {
         let tracked: string | undefined;
         if (o.clients && !balancer) {
           // The address socketNames or socketEnds read already: Bun's getter would ask the kernel again.
-          tracked = c.names?.clientIp ?? (c.ends ? formatAddress(c.ends.client.addr) : s.remoteAddress);
+          tracked = clientAddress(c.ends, c.names, s);
           // Gone already (no address): `close` follows.
           if (tracked) o.clients.seen(tracked);
           else tracked = undefined;

@@ -1,6 +1,5 @@
-import { formatAddress, unmapAddress } from "../../config/address";
 import type { Member } from "../../origin/pool";
-import type { EndNames, Ends } from "../inbound";
+import { clientAddress, type EndNames, type Ends } from "../inbound";
 import { Outbox } from "../outbox";
 import { ChunkedDecoder } from "./chunked";
 import { HIGH_WATER, MAX_RESPONSE_HEAD, idempotent, originCause, readResponseHead, tailAfter, type HttpContext } from "./context";
@@ -126,7 +125,7 @@ export abstract class Exchange implements OriginUser {
     this.lastActive = ctx.clock.now;
     this.headFrom = ctx.clock.now;
     this.clientAt = ctx.clock.now;
-    this.clientIp = ends ? formatAddress(ends.client.addr) : (names?.clientIp ?? unmapAddress(client.remoteAddress));
+    this.clientIp = clientAddress(ends, names, client);
     if (ctx.log) this.rlog = RequestLog.of(ctx.log, ctx.http.requestIdInResponse, ends, "1.1", this.clientIp, names);
     ctx.active.add(this);
     ctx.stats.connectionsActive++;

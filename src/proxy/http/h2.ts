@@ -1,8 +1,8 @@
 import type { Socket } from "bun";
 import type http2 from "node:http2";
 import type { Duplex } from "node:stream";
-import { formatAddress, unmapAddress } from "../../config/address";
-import type { EndNames, Ends } from "../inbound";
+import { formatAddress } from "../../config/address";
+import { clientAddress, type EndNames, type Ends } from "../inbound";
 import type { Session } from "../pipeline";
 import { LINGER_MS, type HttpContext } from "./context";
 import { H2Stream } from "./h2stream";
@@ -83,7 +83,7 @@ export class H2Connection implements Session {
   ) {
     const now = ctx.clock.now;
     this.startedAt = this.lastActive = this.idleFrom = this.resetWindow = now;
-    this.clientIp = ends ? formatAddress(ends.client.addr) : (names?.clientIp ?? unmapAddress(client.remoteAddress));
+    this.clientIp = clientAddress(ends, names, client);
     ctx.active.add(this);
     ctx.stats.connectionsActive++;
     ctx.stats.connectionsTotal++;
