@@ -155,7 +155,8 @@ export class HttpConnection extends Exchange implements Session {
     this.local = route.pool === undefined;
     this.phase = this.reqChunks || this.bodyLeft > 0 ? Phase.Body : Phase.Wait;
     // Its bytes: the head (raw lacks the blank line's CRLF) and whatever came after it so far.
-    const requestId = this.rlog?.request(req, rawLength + 2 + rest.length);
+    // Whether an id of ours goes to the origin (the rlog's, as bytes or text).
+    const addId = this.rlog?.request(req, rawLength + 2 + rest.length) ?? false;
     if (!this.local) {
       const to = requestOrigin(ctx, route.pool!, this.clientIp, () => this.localPort, this);
       if (!to) return this.fail(503, "no healthy origin");
@@ -164,9 +165,9 @@ export class HttpConnection extends Exchange implements Session {
       this.rlog?.originAt(to.conn.host, to.conn.port);
       if (!this.upgrade && !this.rlog?.replaceId && extendable(req)) {
         // The head as it came plus our fields: one copy, no rebuilding.
-        this.headBytes = (this.forwarding ??= new ConnectionForwarding(this.clientIp, ctx.proto)).head(head, rawLength, req.host!, requestId);
+        this.headBytes = (this.forwarding ??= new ConnectionForwarding(this.clientIp, ctx.proto)).head(head, rawLength, req.host!, addId ? this.rlog : undefined);
       } else {
-        const fwd = { clientIp: this.clientIp, proto: ctx.proto, fallbackHost: req.host === undefined ? this.destination() : "", upgrade: this.upgrade, requestId };
+        const fwd = { clientIp: this.clientIp, proto: ctx.proto, fallbackHost: req.host === undefined ? this.destination() : "", upgrade: this.upgrade, requestId: addId ? this.rlog!.id : undefined };
         this.headBytes = Buffer.from(originRequestHead(req, fwd), "latin1");
       }
       this.sendOrigin(this.headBytes);

@@ -50,7 +50,7 @@ export class H2Stream extends H2Exchange {
     if (cl > ctx.http.maxBodyBytes) return this.refuse(413, `request body larger than ${ctx.http.maxBodyBytes} bytes`);
     const q = path.indexOf("?");
     const route = ctx.router.match(req.host, ctx.router.byPort ? this.conn.localPort : 0, q < 0 ? path : path.slice(0, q));
-    const requestId = this.rlog?.request(req, 0);
+    const addId = this.rlog?.request(req, 0) ?? false;
     if (route.pool === undefined) {
       // The built-in responder: its answer once the request (and any body, not read) is in.
       this.requestDone = true;
@@ -64,7 +64,7 @@ export class H2Stream extends H2Exchange {
     this.member = to.member;
     this.attach(to.conn);
     this.rlog?.originAt(to.conn.host, to.conn.port);
-    const fwd = { clientIp: this.conn.clientIp, proto: ctx.proto, fallbackHost: req.host === undefined ? this.conn.destination() : "", upgrade: false, requestId };
+    const fwd = { clientIp: this.conn.clientIp, proto: ctx.proto, fallbackHost: req.host === undefined ? this.conn.destination() : "", upgrade: false, requestId: addId ? this.rlog!.id : undefined };
     this.headBytes = Buffer.from(originRequestHead(req, fwd), "latin1");
     this.sendOrigin(this.headBytes);
     if (ends) return this.requestComplete();

@@ -43,7 +43,9 @@ describe("forwarding headers (RFC 7239, X-Forwarded-*)", () => {
 
   test("the fast path (head as it came plus our fields) only for heads with nothing to strip or merge", () => {
     // Our fields alone: the head of an empty request as text.
-    const fieldsOf = (c: ConnectionForwarding, host: string, id: string | undefined) => c.head(new Uint8Array(0), 0, host, id).toString("latin1");
+    // An id as the request log writes it (RequestIdBytes), from its text.
+    const ofText = (id: string | undefined) => id === undefined ? undefined : { idLength: id.length, writeId: (b: Uint8Array, at: number) => at + Buffer.from(b.buffer, b.byteOffset, b.byteLength).write(id, at, "latin1") };
+    const fieldsOf = (c: ConnectionForwarding, host: string, id: string | undefined) => c.head(new Uint8Array(0), 0, host, ofText(id)).toString("latin1");
     const plain = req("GET / HTTP/1.1\r\nHost: a\r\nAccept: */*\r\n\r\n");
     expect(extendable(plain)).toBe(true);
     const conn = new ConnectionForwarding(ctx.clientIp, ctx.proto);
@@ -62,11 +64,11 @@ describe("forwarding headers (RFC 7239, X-Forwarded-*)", () => {
     expect(fieldsOf(conn6, "a", undefined)).toContain('forwarded: for="[2001:db8::1]";proto=https;host=a');
     // With the request as it came in front: its bytes, then the id, then the forwarding fields; bytes after the head left out.
     const raw = Buffer.from("GET / HTTP/1.1\r\nhost: a\r\n", "latin1");
-    expect(conn.head(raw, raw.length, "a", "id-3").toString("latin1")).toBe(`GET / HTTP/1.1\r\nhost: a\r\nx-request-id: id-3\r\n${fieldsOf(conn, "a", undefined)}`);
+    expect(conn.head(raw, raw.length, "a", ofText("id-3")).toString("latin1")).toBe(`GET / HTTP/1.1\r\nhost: a\r\nx-request-id: id-3\r\n${fieldsOf(conn, "a", undefined)}`);
     const withBody = Buffer.concat([raw, Buffer.from("\r\nnext request bytes")]);
     expect(conn.head(withBody, raw.length, "a", undefined).toString("latin1")).toBe(`GET / HTTP/1.1\r\nhost: a\r\n${fieldsOf(conn, "a", undefined)}`);
     const withMore = Buffer.concat([raw, Buffer.alloc(1000, 0x78)]);
-    expect(conn.head(withMore, raw.length, "a", "id-4").toString("latin1")).toBe(`GET / HTTP/1.1\r\nhost: a\r\nx-request-id: id-4\r\n${fieldsOf(conn, "a", undefined)}`);
+    expect(conn.head(withMore, raw.length, "a", ofText("id-4")).toString("latin1")).toBe(`GET / HTTP/1.1\r\nhost: a\r\nx-request-id: id-4\r\n${fieldsOf(conn, "a", undefined)}`);
     for (const extra of ["Connection: close", "Keep-Alive: 5", "TE: trailers", "X-Forwarded-For: 1.2.3.4", "Forwarded: for=1.2.3.4", "Transfer-Encoding: chunked"]) {
       expect(extendable(req(`POST / HTTP/1.1\r\nHost: a\r\n${extra}\r\n\r\n`))).toBe(false);
     }

@@ -117,6 +117,12 @@ export function extendable(req: RequestHead): boolean {
 const ID_FIELD = Buffer.from("x-request-id: ", "latin1");
 const NO_FIELDS = new Uint8Array(0);
 
+/** An X-Request-Id of ours, written as ASCII bytes (RequestLog's): its length, and the write that returns where it ends. */
+export interface RequestIdBytes {
+  readonly idLength: number;
+  writeId(b: Uint8Array, at: number): number;
+}
+
 /**
  * The fields we add to the extendable requests of one client connection
  * (the blank line that ends the head included). Its client and scheme are
@@ -139,25 +145,25 @@ export class ConnectionForwarding {
    * The origin's head: `raw`'s first `rawLength` bytes (the request as it
    * came, up to the CRLF of its last field; `raw` may go on) and our fields,
    * in one buffer. `host`: the request's Host (an
-   * extendable request has one); `requestId`: ours to send, if any (ASCII:
-   * ours, or a client's that SANE_ID passed). The fields are bytes made once
-   * per Host: a request copies them, no string is built or encoded for it.
+   * extendable request has one); `requestId`: ours to send, if any, written
+   * as bytes (RequestLog.writeId: no string for it). The fields are bytes made
+   * once per Host: a request copies them, no string is built or encoded for it.
    */
-  head(raw: Uint8Array, rawLength: number, host: string, requestId: string | undefined): Buffer {
+  head(raw: Uint8Array, rawLength: number, host: string, requestId: RequestIdBytes | undefined): Buffer {
     if (host !== this.host) {
       const ip = this.clientIp;
       this.host = host;
       this.fields = Buffer.from(`x-forwarded-for: ${ip}\r\nx-forwarded-proto: ${this.proto}\r\nx-forwarded-host: ${host}\r\nforwarded: for=${forwardedFor(ip)};proto=${this.proto};host=${forwardedValue(host)}\r\n\r\n`, "latin1");
     }
     const fields = this.fields;
-    const out = Buffer.allocUnsafe(rawLength + (requestId === undefined ? 0 : ID_FIELD.length + requestId.length + 2) + fields.length);
+    const out = Buffer.allocUnsafe(rawLength + (requestId === undefined ? 0 : ID_FIELD.length + requestId.idLength + 2) + fields.length);
     // The whole chunk when it fits (what follows the head is then overwritten by our fields), else the head's view.
     out.set(raw.length <= out.length ? raw : raw.subarray(0, rawLength), 0);
     let at = rawLength;
     if (requestId !== undefined) {
       out.set(ID_FIELD, at);
       at += ID_FIELD.length;
-      at += out.write(requestId, at, "latin1");
+      at = requestId.writeId(out, at);
       out[at++] = 13;
       out[at++] = 10;
     }

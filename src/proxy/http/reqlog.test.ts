@@ -87,3 +87,30 @@ test("hostile values are escaped; absent ones are null; a reason comes last", ()
   const b = JSON.parse(lines[1]!);
   expect(b).toMatchObject({ method: null, host: null, path: null, request_id: null, status: 431, bytes_out: 5 });
 });
+
+test("our ids: the bytes written to the origin and the line are the id's text, unique, across base-36 digit counts", () => {
+  const { log, lines } = capture();
+  const r = new RequestLog(log, undefined, undefined);
+  const seen = new Set<string>();
+  // 1,300 requests: the counter's base-36 text grows a digit at 36 and at 1,296 (module-wide, so from wherever it stands).
+  for (let i = 0; i < 1300; i++) {
+    expect(r.request(head({}), 0)).toBe(true);
+    const b = Buffer.alloc(r.idLength + 2, 0x2a);
+    expect(r.writeId(b, 1)).toBe(1 + r.idLength);
+    const id = r.id!;
+    expect(id).toMatch(/^[0-9a-f]{16}-[0-9a-z]+$/);
+    expect(b.toString("latin1")).toBe(`*${id}*`);
+    expect(seen.has(id)).toBe(false);
+    seen.add(id);
+    r.origin = "127.0.0.1:9000";
+    r.status = 200;
+    r.end();
+    expect(JSON.parse(lines[i]!).request_id).toBe(id);
+  }
+  // A sane id of the client's is kept: none of ours to add, and the line says the client's.
+  expect(r.request(head({ names: ["x-request-id"], values: ["abc-123"] }), 0)).toBe(false);
+  expect(r.id).toBe("abc-123");
+  r.origin = "127.0.0.1:9000";
+  r.end();
+  expect(JSON.parse(lines.at(-1)!).request_id).toBe("abc-123");
+});

@@ -11,8 +11,15 @@ import type { RequestHead } from "./parse";
 
 /** An X-Request-Id we keep as the client sent it: short, and characters that need no quoting anywhere (UUIDs, base64, ULIDs). */
 const SANE_ID = /^[A-Za-z0-9._~:+/=-]{1,128}$/;
-/** Generated ids: this process's random prefix and a counter, unique without a random draw per request. */
-const PREFIX = randomBytes(8).toString("hex");
+/**
+ * Generated ids: this process's random prefix and a counter in base 36,
+ * unique without a random draw per request. The usual request writes its id
+ * as bytes (into the origin's head and the line, writeId) and never makes
+ * it a string: a string per request, its rope flattened twice, was ~0.15 µs
+ * and its share of the GC as much again (bench/README.md, "Access log cost").
+ */
+const PREFIX = `${randomBytes(8).toString("hex")}-`;
+const PREFIX_BYTES = Buffer.from(PREFIX, "latin1");
 let counter = 0;
 /** The line's http_version member, and the usual line's end after the request id's text. */
 const VERSION_11 = ',"http_version":"1.1"';
@@ -36,8 +43,12 @@ export class RequestLog {
   /** The status we or the origin answered with (0: none yet). */
   status = 0;
   origin: string | undefined;
-  /** This request's X-Request-Id. */
-  id: string | undefined;
+  /** The client's X-Request-Id we keep (request()). */
+  private given: string | undefined;
+  /** Our generated id's number (0: none), its base-36 digits, and its text once asked for (id). */
+  private seq = 0;
+  private seqDigits = 0;
+  private seqText: string | undefined;
 
   constructor(
     private readonly log: ServiceLog,
@@ -84,15 +95,42 @@ export class RequestLog {
     this.firstByteAt = 0;
     this.status = 0;
     this.origin = undefined;
-    this.id = undefined;
+    this.given = undefined;
+    this.seq = 0;
+    this.seqText = undefined;
+  }
+
+  /** This request's X-Request-Id: the client's we keep, or ours (its text made here, on demand). */
+  get id(): string | undefined {
+    return this.given ?? (this.seq === 0 ? undefined : (this.seqText ??= PREFIX + this.seq.toString(36)));
+  }
+
+  /** The length of ours (request() returned true): what writeId writes. */
+  get idLength(): number {
+    return PREFIX_BYTES.length + this.seqDigits;
+  }
+
+  /** Writes our id (request() returned true) into `b` at `at` as ASCII bytes: where it ends. */
+  writeId(b: Uint8Array, at: number): number {
+    b.set(PREFIX_BYTES, at);
+    let n = this.seq;
+    const end = at + PREFIX_BYTES.length + this.seqDigits;
+    for (let p = end; p > end - this.seqDigits; ) {
+      const q = Math.floor(n / 36);
+      const d = n - q * 36;
+      b[--p] = d < 10 ? 48 + d : 87 + d;
+      n = q;
+    }
+    return end;
   }
 
   /**
    * A parsed request starts: its id is the client's sane X-Request-Id, else
-   * a new one. Returns the id to add to the origin's request (undefined: the
-   * client's goes on as it came); replaceId: the client's own must be dropped.
+   * a new one. Returns whether ours must be added to the origin's request
+   * (writeId, or id as text; false: the client's goes on as it came);
+   * replaceId: the client's own must be dropped.
    */
-  request(req: RequestHead, pending: number): string | undefined {
+  request(req: RequestHead, pending: number): boolean {
     this.begin(req, pending);
     // requestIdOf's decision, without its result object (one per request, with the log on).
     let given: string | undefined;
@@ -105,12 +143,16 @@ export class RequestLog {
       }
     }
     if (n === 1 && SANE_ID.test(given!)) {
-      this.id = given;
+      this.given = given;
       this.replaceId = false;
-      return undefined;
+      return false;
     }
     this.replaceId = n > 0;
-    return (this.id = `${PREFIX}-${(++counter).toString(36)}`);
+    const seq = (this.seq = ++counter);
+    let digits = 1;
+    for (let x = seq; x >= 36; x = Math.floor(x / 36)) digits++;
+    this.seqDigits = digits;
+    return true;
   }
   /** The id for the client's response (our answers' and the origin's, unless it has its own): with request_id_in_response only. */
   get returnedId(): string | undefined {
@@ -163,7 +205,8 @@ export class RequestLog {
     const bytesIn = this.bytesIn - this.inAt;
     const bytesOut = this.bytesOut - this.outAt;
     const now = performance.now();
-    if (req && req.host != null && this.origin != null && this.id != null && !reason) {
+    const given = this.given;
+    if (req && req.host != null && this.origin != null && (given !== undefined || this.seq !== 0) && !reason) {
       // The usual request, written in place (LineWriter), in the order the fields always had: no string for the
       // line, none for its numbers or the path. The method is a token (parse.ts checks tchar, RFC 9110 §5.6.2: no
       // quote, backslash or control), the id SANE_ID's or ours, the origin a configured name or an IP address
@@ -171,7 +214,7 @@ export class RequestLog {
       // path is the target up to its query.
       const q = req.target.indexOf("?");
       const pathEnd = q < 0 ? req.target.length : q;
-      const worst = LINE_FIXED + (this.client?.length ?? 0) + (this.edge?.length ?? 0) + this.versionText.length + req.method.length + this.id.length + 6 * (req.host.length + pathEnd + this.origin.length);
+      const worst = LINE_FIXED + (this.client?.length ?? 0) + (this.edge?.length ?? 0) + this.versionText.length + req.method.length + (given?.length ?? this.idLength) + 6 * (req.host.length + pathEnd + this.origin.length);
       const w = this.log.begin(worst);
       if (w === null) return;
       if (w) {
@@ -187,7 +230,9 @@ export class RequestLog {
         w.raw('","status":').int(this.status).raw(',"bytes_in":').int(bytesIn).raw(',"bytes_out":').int(bytesOut).raw(',"origin":"').raw(this.origin).raw('","ttfb_ms":');
         if (this.firstByteAt) w.tenths(this.firstByteAt - this.startedAt);
         else w.raw("null");
-        w.raw(',"duration_ms":').tenths(now - this.startedAt).raw(',"request_id":"').raw(this.id);
+        w.raw(',"duration_ms":').tenths(now - this.startedAt).raw(',"request_id":"');
+        if (given !== undefined) w.raw(given);
+        else w.p = this.writeId(w.buf, w.p);
         w.bytes(this.tail);
         return this.log.finish();
       }
