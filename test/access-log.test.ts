@@ -230,6 +230,30 @@ describe("access log: http", () => {
     expect(refused.reason).toBeString();
   }, 30_000);
 
+  // The engine reads request times from its loop's clock (one reading per wake), Bun's sockets from performance.now(): both must measure the origin's delays.
+  for (const engine of ["bun", "epoll"]) test(`--engine ${engine}: ttfb_ms and duration_ms measure a slow origin (first byte after 300 ms, the rest 200 ms later)`, async () => {
+    const slow = Bun.listen({
+      hostname: "127.0.0.1",
+      port: 0,
+      socket: {
+        data(s) {
+          setTimeout(() => {
+            s.write("HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\nfirst");
+            setTimeout(() => s.write("-last"), 200);
+          }, 300);
+        },
+      },
+    });
+    servers.push(slow);
+    const log = join(logDir(), `http-times-${engine}.log`);
+    f.ep = await EdgeproxyProcess.start([...WORKERS, "--mode", "http", "--engine", engine, "--ports", "8080", "--prefix", "192.0.2.0/24", "--origin", `127.0.0.1:${slow.port}`, "--access-log", log]);
+    expect((await curl(["--interface", "192.0.2.96", "http://192.0.2.10:8080/slow"])).body).toBe("first-last");
+    const [line] = await linesOf(log, 1);
+    expect(line!.ttfb_ms).toBeGreaterThanOrEqual(290);
+    expect(line!.duration_ms).toBeGreaterThanOrEqual(line!.ttfb_ms + 190);
+    expect(line!.duration_ms).toBeLessThan(5_000);
+  }, 30_000);
+
   // As nginx, HAProxy and Envoy do by default: the id goes to the origin and into the line, not back to the client.
   for (const engine of ["bun", "epoll"]) test(`--engine ${engine}: by default the request id goes to the origin and the line, not into the response`, async () => {
     const origin = httpOrigin("127.0.0.1", "hello");

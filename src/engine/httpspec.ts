@@ -96,7 +96,7 @@ export class EngineHttp {
     this.pools = spec.pools.map((p) => new EnginePool(p.origins, p.followsEdgePort, p.config.eject, (key, port, failure) => report(spec.slot, key, port, failure)));
     const byConfig = new Map(spec.pools.map((p, i) => [p.config, this.pools[i]!]));
     const router = new HttpRouter<RoutePool>(http.routes, config.pool, (p) => byConfig.get(p)!);
-    const log = spec.log && config.accessLog ? new ServiceLog(config.name, config.accessLog, workerLogLines(engine.sink, config.accessLog)) : undefined;
+    const log = spec.log && config.accessLog ? new ServiceLog(config.name, config.accessLog, workerLogLines(engine.sink, config.accessLog), engine.clock) : undefined;
     this.ctx = {
       config,
       http,

@@ -54,6 +54,15 @@ export class ServiceLog {
     readonly service: string,
     config: AccessLogConfig,
     file?: LogLines,
+    /**
+     * A clock set at each wake of the loop that runs the lines' connections
+     * (the engine's, performance.now() ms): request times are read from it, as
+     * nginx's $request_time and HAProxy's timers read the time cached per loop
+     * iteration, instead of a clock call per read (three per request). Absent
+     * (Bun's sockets, whose coarse clock ticks every 100 ms): each read calls
+     * performance.now().
+     */
+    readonly loopClock?: { readonly now: number },
   ) {
     this.file = file ?? fileFor(config);
     this.config = config;

@@ -59,6 +59,7 @@ export class RequestLog {
     /** The service's request_id_in_response: the client's response carries the id too (returnedId). */
     private readonly returnId = false,
   ) {
+    this.clock = log.loopClock;
     this.versionText = version === "2" ? VERSION_2 : VERSION_11;
     this.tail = version === "2" ? TAIL_2 : TAIL_11;
   }
@@ -70,6 +71,12 @@ export class RequestLog {
    * one per HTTP version (module constants).
    */
   private lead: Uint8Array | undefined;
+  /** The log's loop clock (ServiceLog.loopClock), if it has one. */
+  private readonly clock: { readonly now: number } | undefined;
+  private now(): number {
+    const c = this.clock;
+    return c === undefined ? performance.now() : c.now;
+  }
   private readonly tail: Uint8Array;
   private lines = 0;
   private readonly versionText: string;
@@ -89,7 +96,7 @@ export class RequestLog {
   begin(req: RequestHead | undefined, pending: number): void {
     this.open = true;
     this.req = req;
-    this.startedAt = performance.now();
+    this.startedAt = this.now();
     this.inAt = this.bytesIn - pending;
     this.outAt = this.bytesOut;
     this.firstByteAt = 0;
@@ -193,7 +200,7 @@ export class RequestLog {
   }
 
   firstByte(): void {
-    if (this.open && this.firstByteAt === 0) this.firstByteAt = performance.now();
+    if (this.open && this.firstByteAt === 0) this.firstByteAt = this.now();
   }
 
   /** The request is over: its line (once). `reason`: why it ended otherwise than with a whole response. */
@@ -204,7 +211,7 @@ export class RequestLog {
     const req = this.req;
     const bytesIn = this.bytesIn - this.inAt;
     const bytesOut = this.bytesOut - this.outAt;
-    const now = performance.now();
+    const now = this.now();
     const given = this.given;
     if (req && req.host != null && this.origin != null && (given !== undefined || this.seq !== 0) && !reason) {
       // The usual request, written in place (LineWriter), in the order the fields always had: no string for the
