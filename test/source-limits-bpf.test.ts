@@ -130,6 +130,9 @@ test("owners: each process's slot counts toward one total; a dead owner's counts
   owners.push(c);
   expect(c.reclaimed).toBe(1);
   expect(c.counter.owner).toBe(b.counter.owner);
+  // a's own count is kept (only the dead slot is cleared): 1 + 1, then back.
+  expect(a.counter.add(k, 1)).toBe(2);
+  expect(a.counter.add(k, -1)).toBe(1);
   expect(a.counter.add(k, -1)).toBe(0);
   // The periodic sweep does the same without a claim: c dies holding a count, a sweeps it.
   expect(c.counter.add(k, 1)).toBe(1);
