@@ -88,6 +88,33 @@ test("source_connections: counts added by ep_source, read at lookup; exact at th
   expect(c.add(key("192.0.2.99"), -1)).toBe(0);
 });
 
+/** `addr` with bit `bit` (0 = the first, most significant) flipped. */
+const flipped = (addr: Uint8Array, bit: number) => {
+  const a = Uint8Array.from(addr);
+  a[bit >> 3]! ^= 0x80 >> (bit & 7);
+  return a;
+};
+const fromAddr = (r: Uint8Array) => dispatcher.testLookup({ protocol: "tcp", local: parseAddress(r.length === 4 ? "192.0.2.1" : "2001:db8::1")!, localPort: 80, remote: r, remotePort: 40000 }, 1).verdict;
+
+// The program masks a client's address to the grouping prefix itself (bpf/sourcelimit.h source_key) and must
+// find the count user space made under its own masking (sourceabi.ts): checked at the prefix's edge, byte-aligned or not.
+for (const [base, prefix] of [["198.51.100.77", 1], ["198.51.100.77", 20], ["198.51.100.77", 24], ["198.51.100.77", 31], ["2001:db8:aaaa:bbbb:cccc:dddd:eeee:ffff", 1], ["2001:db8:aaaa:bbbb:cccc:dddd:eeee:ffff", 33], ["2001:db8:aaaa:bbbb:cccc:dddd:eeee:ffff", 60], ["2001:db8:aaaa:bbbb:cccc:dddd:eeee:ffff", 64], ["2001:db8:aaaa:bbbb:cccc:dddd:eeee:ffff", 100], ["2001:db8:aaaa:bbbb:cccc:dddd:eeee:ffff", 127]] as const) {
+  test(`source_connections per ${base}/${prefix}: the last bit inside the prefix makes another client, the first bit after it and the last bit of the address do not`, () => {
+    const v4 = !base.includes(":");
+    limit({ connections: 1, ...(v4 ? { prefixV4: prefix } : { prefixV6: prefix }) });
+    const owner = SourceOwner.claim(dispatcher)!;
+    owners.push(owner);
+    const addr = parseAddress(base)!;
+    const bits = addr.length * 8;
+    expect(owner.counter.add({ service: 1, addr, prefixLen: prefix }, 1)).toBe(1);
+    expect(fromAddr(addr)).toBe(SK_DROP);
+    expect(fromAddr(flipped(addr, prefix - 1))).toBe(SK_PASS);
+    expect(fromAddr(flipped(addr, prefix))).toBe(SK_DROP);
+    expect(fromAddr(flipped(addr, bits - 1))).toBe(SK_DROP);
+    expect(fromAddr(flipped(flipped(addr, prefix), bits - 1))).toBe(SK_DROP);
+  });
+}
+
 test("owners: each process's slot counts toward one total; a dead owner's counts are reclaimed by the next claim", () => {
   const a = SourceOwner.claim(dispatcher)!;
   const b = SourceOwner.claim(dispatcher)!;
@@ -103,6 +130,9 @@ test("owners: each process's slot counts toward one total; a dead owner's counts
   owners.push(c);
   expect(c.reclaimed).toBe(1);
   expect(c.counter.owner).toBe(b.counter.owner);
+  // a's own count is kept (only the dead slot is cleared): 1 + 1, then back.
+  expect(a.counter.add(k, 1)).toBe(2);
+  expect(a.counter.add(k, -1)).toBe(1);
   expect(a.counter.add(k, -1)).toBe(0);
   // The periodic sweep does the same without a claim: c dies holding a count, a sweeps it.
   expect(c.counter.add(k, 1)).toBe(1);

@@ -7,6 +7,7 @@ import { errno, errnoText, libc } from "../ebpf/libc";
 import { checkPinAccess } from "../system/environment";
 import { compareMaps, objectMapDefinitions } from "./compat";
 import { Dispatcher, MAPS, type MapName, type ProgramTags } from "./dispatcher";
+import { IMAGE_PIN, pinnedPrograms, recordedImage, recordImage, type PinnedPrograms } from "./identity";
 
 /*
  * Pinned state: program, link and maps under <bpffs>/edgeproxy/<netns inode>/,
@@ -143,6 +144,11 @@ function pinnedTag(path: string, what: string): string {
   }
 }
 
+/** The ids of a dispatcher's loaded programs, as identity.ts records them. */
+function loadedPrograms(d: Dispatcher, tag: string): PinnedPrograms {
+  return { dispatch: programInfo(d.program!.fd).id, migrate: programInfo(d.migrateFd!).id, source: d.sourceFd !== undefined ? programInfo(d.sourceFd).id : 0, tag };
+}
+
 /** A dispatcher opened from, or created as, pins. */
 export interface Pinned {
   readonly dispatcher: Dispatcher;
@@ -223,14 +229,22 @@ function checkPinnedMaps(dir: string, image: Uint8Array): void {
 export function openPinned(bpffs: string, image: Uint8Array, create: boolean, upgrade = create): Pinned | undefined {
   const dir = pinDir(bpffs);
   if (existsSync(dir)) {
+    const programs = pinnedPrograms(dir);
+    // This edgeproxy's own programs, by the record beside them (identity.ts): no load needed to compare tags.
+    if (MAPS.every((m) => existsSync(join(dir, m))) && recordedImage(dir, image, programs)) {
+      return { dispatcher: pinnedDispatcher(dir), dir, tag: programs.tag, binaryTag: programs.tag, created: false };
+    }
     const binaryTag = tagOf(image);
-    let tag = pinnedTag(join(dir, "prog"), "ep_dispatch");
+    let tag = programs.tag;
     let upgraded: ProgramUpgrade | undefined;
     if (tag !== binaryTag || companionsDiffer(dir, image)) {
       if (upgrade) {
         upgraded = upgradeProgram(bpffs, image);
         tag = upgraded.to;
       } else checkPinnedMaps(dir, image);
+    } else if (upgrade) {
+      // The same programs, found by their tags (pins made before the record, or by an edgeproxy without it): recorded, so the next start need not load them.
+      recordImage(dir, image, programs);
     }
     return { dispatcher: pinnedDispatcher(dir), dir, tag, binaryTag, created: false, ...(upgraded ? { upgraded } : {}) };
   }
@@ -249,6 +263,7 @@ export function openPinned(bpffs: string, image: Uint8Array, create: boolean, up
     d.program!.pinAt(join(tmp, "prog"));
     objPin(d.migrateFd!, join(tmp, "migrate"), "pin program ep_migrate");
     objPin(d.sourceFd!, join(tmp, "source"), "pin program ep_source");
+    recordImage(tmp, image, loadedPrograms(d, tag), join(tmp, IMAGE_PIN));
     // Attach last: until then nothing steers. The pinned link keeps it attached after we exit.
     d.attach().pin(join(tmp, "link"));
     renameSync(tmp, dir);
@@ -289,8 +304,13 @@ export function upgradeProgram(bpffs: string, image: Uint8Array): ProgramUpgrade
     const sameMigrate = pinnedTag(join(dir, "migrate"), "ep_migrate") === programInfo(d.migrateFd!).tag;
     const source = d.sourceFd;
     const sameSource = source === undefined || (existsSync(join(dir, "source")) && pinnedTag(join(dir, "source"), "ep_source") === programInfo(source).tag);
-    if (to === from && sameMigrate && sameSource && !loaded.created.length) return { from, to, created: [], unchanged: true };
+    if (to === from && sameMigrate && sameSource && !loaded.created.length) {
+      recordImage(dir, image, pinnedPrograms(dir));
+      return { from, to, created: [], unchanged: true };
+    }
     switchOver(dir, d, loaded.created, oldProg.raw);
+    // After the switch: a record written before would name programs that are not pinned yet.
+    recordImage(dir, image, loadedPrograms(d, to));
     return { from, to, created: loaded.created.map((m) => m.name), unchanged: false };
   } finally {
     d?.close();

@@ -343,6 +343,11 @@ export class BpfProgram {
     return libbpf().bpf_program__fd(this.handle);
   }
 
+  /** The verifier's log level for the next load (kernel's BPF_LOG_LEVEL1 1, LEVEL2 2, BPF_LOG_STATS 4: "processed N insns", "verification time"). */
+  setLogLevel(level: number): void {
+    check(`set the log level of program ${this.name}`, libbpf().bpf_program__set_log_level(this.handle, level));
+  }
+
   /** With log level 0 libbpf asks the verifier for a log only when a load fails. */
   captureVerifierLog(size = 1 << 20): void {
     this.logBuf = new Uint8Array(size);
