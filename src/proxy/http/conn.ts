@@ -163,8 +163,8 @@ export class HttpConnection extends Exchange implements Session {
       this.attach(to.conn);
       this.rlog?.originAt(to.conn.host, to.conn.port);
       if (!this.upgrade && !this.rlog?.replaceId && extendable(req)) {
-        // The head as it came plus our fields: one copy, no rebuilding.
-        this.headBytes = (this.forwarding ??= new ConnectionForwarding(this.clientIp, ctx.proto)).head(head, rawLength, req.host!, requestId);
+        // The head as it came (its Connection line cut out) plus our fields: one copy, no rebuilding.
+        this.headBytes = (this.forwarding ??= new ConnectionForwarding(this.clientIp, ctx.proto)).head(head, rawLength, req.host!, requestId, req.connectionAt, req.connectionEnd);
       } else {
         const fwd = { clientIp: this.clientIp, proto: ctx.proto, fallbackHost: req.host === undefined ? this.destination() : "", upgrade: this.upgrade, requestId };
         this.headBytes = Buffer.from(originRequestHead(req, fwd), "latin1");

@@ -3,7 +3,7 @@ import { clientAddress, type EndNames, type Ends } from "../inbound";
 import { Outbox } from "../outbox";
 import { ChunkedDecoder } from "./chunked";
 import { HIGH_WATER, MAX_RESPONSE_HEAD, idempotent, originCause, readResponseHead, tailAfter, type HttpContext } from "./context";
-import { clientResponseHead, originFraming, originReusable, verbatimResponse, type ResponseFraming } from "./headers";
+import { clientResponseHead, closingResponse, originFraming, originReusable, verbatimResponse, type ResponseFraming } from "./headers";
 import type { OriginConn, OriginUser } from "./origins";
 import { HeadError, type RequestHead, type ResponseHead } from "./parse";
 import { RequestLog } from "./reqlog";
@@ -307,6 +307,12 @@ export abstract class Exchange implements OriginUser {
       spliced.copyWithin(at + idField.length, at, whole.length);
       spliced.write(idField, at, "latin1");
       return this.responseVerbatim(spliced, at + idField.length + 2);
+    }
+    if (!this.keepAlive && req.minor === 1 && framing === this.originFraming && framing !== "close" && verbatimResponse(parsed)) {
+      // The client's last response (it said close, or we drain), framed by length or chunks (responseVerbatim's):
+      // the origin's head with "connection: close" in place of its keep-alive, in one copy.
+      const closing = closingResponse(whole, headLength, parsed, idField);
+      if (closing) return this.responseVerbatim(closing, headLength + closing.length - whole.length);
     }
     const rest = tailAfter(whole, headLength);
     const head = clientResponseHead(parsed, req.minor, framing, this.keepAlive, false, idField);
