@@ -15,6 +15,8 @@ const SO_LINGER = 13;
 const SHUT_WR = 1;
 /** send(2): no SIGPIPE when the peer is gone; EPIPE instead. */
 export const MSG_NOSIGNAL = 0x4000;
+/** send(2): more follows; the kernel holds a partial segment (as TCP_CORK) until then, or until our FIN goes with it. */
+export const MSG_MORE = 0x8000;
 export const EAGAIN = 11;
 export const EINTR = 4;
 export const EINPROGRESS = 115;
@@ -97,9 +99,9 @@ export function recvInto(fd: number, at: number, len: number): number {
   return n < 0 ? -errno() : n;
 }
 
-/** send from [at, at+len): bytes taken, or -errno. */
-export function sendFrom(fd: number, at: number, len: number): number {
-  const n = Number(libc.send(fd, at as Pointer, len, MSG_NOSIGNAL));
+/** send from [at, at+len): bytes taken, or -errno. `more`: MSG_MORE (see there). */
+export function sendFrom(fd: number, at: number, len: number, more = false): number {
+  const n = Number(libc.send(fd, at as Pointer, len, more ? MSG_NOSIGNAL | MSG_MORE : MSG_NOSIGNAL));
   return n < 0 ? -errno() : n;
 }
 

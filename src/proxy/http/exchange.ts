@@ -139,9 +139,10 @@ export abstract class Exchange implements OriginUser {
     if (s || this.toOrigin.queued >= HIGH_WATER) this.pauseClient();
   }
 
-  protected sendClient(bytes: Uint8Array): void {
+  /** `last`: the response's last bytes on a connection that ends after it (the socket may send them with its FIN: HttpSocket.writeLast). */
+  protected sendClient(bytes: Uint8Array, last = false): void {
     if (this.rlog) this.rlog.bytesOut += bytes.length;
-    if (this.toClient.write(this.client, bytes)) return;
+    if (this.toClient.write(this.client, bytes, last)) return;
     if (this.origin?.socket && !this.originPaused) {
       this.originPaused = true;
       this.origin.socket.pause();
@@ -326,15 +327,17 @@ export abstract class Exchange implements OriginUser {
         n = this.resChunks!.feed(rest, 0);
         if (n < 0) return this.originBroken(`malformed chunked response body: ${this.resChunks!.error}`);
       }
-      this.sendClient(withHead(head, rest.subarray(0, n)));
-      if (this.originFraming === "length" ? this.resLeft === 0 : this.resChunks!.done) {
+      const done = this.originFraming === "length" ? this.resLeft === 0 : this.resChunks!.done;
+      this.sendClient(withHead(head, rest.subarray(0, n)), done && !this.keepAlive);
+      if (done) {
         this.resDone = true;
         this.exchangeDone();
       }
       return;
     }
-    this.sendClient(withHead(head, EMPTY));
-    if (this.originFraming === "none" || (this.originFraming === "length" && this.resLeft === 0)) {
+    const done = this.originFraming === "none" || (this.originFraming === "length" && this.resLeft === 0);
+    this.sendClient(withHead(head, EMPTY), done && !this.keepAlive);
+    if (done) {
       this.resDone = true;
       return this.exchangeDone();
     }
@@ -361,7 +364,7 @@ export abstract class Exchange implements OriginUser {
       if (n < 0) return this.originBroken(`malformed chunked response body: ${this.resChunks!.error}`);
       done = this.resChunks!.done;
     }
-    this.sendClient(headLen + n === whole.length ? whole : whole.subarray(0, headLen + n));
+    this.sendClient(headLen + n === whole.length ? whole : whole.subarray(0, headLen + n), done && !this.keepAlive);
     if (done) {
       this.resDone = true;
       this.exchangeDone();
@@ -373,7 +376,7 @@ export abstract class Exchange implements OriginUser {
       case "length": {
         const n = Math.min(this.resLeft, chunk.length);
         this.resLeft -= n;
-        this.sendClient(n === chunk.length ? chunk : chunk.subarray(0, n));
+        this.sendClient(n === chunk.length ? chunk : chunk.subarray(0, n), this.resLeft === 0 && !this.keepAlive);
         if (this.resLeft === 0) {
           this.resDone = true;
           this.exchangeDone();
@@ -384,7 +387,7 @@ export abstract class Exchange implements OriginUser {
         const d = this.resChunks!;
         const n = d.feed(chunk, 0, this.decodeForClient ? (data) => this.sendClient(data) : undefined);
         if (n < 0) return this.originBroken(`malformed chunked response body: ${d.error}`);
-        if (!this.decodeForClient) this.sendClient(n === chunk.length ? chunk : chunk.subarray(0, n));
+        if (!this.decodeForClient) this.sendClient(n === chunk.length ? chunk : chunk.subarray(0, n), d.done && !this.keepAlive);
         if (d.done) {
           this.resDone = true;
           this.exchangeDone();
