@@ -76,15 +76,15 @@ export const ACCEPT_BATCH = 64;
 const ECONNABORTED = 103;
 
 /**
- * Accept up to ACCEPT_BATCH connections from a level-triggered listener
+ * Accept up to ACCEPT_BATCH (or `max`) connections from a level-triggered listener
  * (what is left is reported again), each handed to `start` with its peer's
  * address in `peer` (accept4 writes it: no getpeername). ECONNABORTED and
  * EINTR skip one; EAGAIN ends the batch (0). Any other errno (EMFILE, ENFILE,
  * ENOBUFS) is returned: the listener stays ready, so the caller stops
  * watching it for a while instead of spinning.
  */
-export function acceptBatch(listener: number, peer: AcceptAddress, start: (fd: number) => void): number {
-  for (let i = 0; i < ACCEPT_BATCH; i++) {
+export function acceptBatch(listener: number, peer: AcceptAddress, start: (fd: number) => void, max = ACCEPT_BATCH): number {
+  for (let i = 0; i < max; i++) {
     const c = acceptFrom(listener, peer);
     if (c >= 0) start(c);
     else if (c === -EAGAIN) return 0;
