@@ -1,5 +1,5 @@
 import { describe, expect, test } from "bun:test";
-import { clientResponseHead, closingResponse, ConnectionForwarding, errorResponse, extendable, forwardedFor, originRequestHead, verbatimResponse } from "./headers";
+import { clientResponseHead, closingResponse, ConnectionForwarding, errorResponse, extendable, forwardedFor, forwardingFor, originRequestHead, verbatimResponse } from "./headers";
 import { HeadError, headEnd, parseRequestHead, parseResponseHead, type RequestHead, type ResponseHead } from "./parse";
 
 const req = (s: string) => {
@@ -74,6 +74,17 @@ describe("forwarding headers (RFC 7239, X-Forwarded-*)", () => {
     expect(extendable(req("GET http://a/ HTTP/1.1\r\nHost: a\r\n\r\n"))).toBe(false);
     expect(extendable(req("GET /a/../b HTTP/1.1\r\nHost: a\r\n\r\n"))).toBe(false);
     expect(extendable(req("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\n"))).toBe(true);
+  });
+
+  test("forwardingFor: one per client address and scheme, its text that client's", () => {
+    const a = forwardingFor("192.0.2.77", "http");
+    expect(forwardingFor("192.0.2.77", "http")).toBe(a);
+    expect(forwardingFor("192.0.2.78", "http")).not.toBe(a);
+    expect(forwardingFor("192.0.2.77", "https")).not.toBe(a);
+    const text = (f: ConnectionForwarding) => f.head(new Uint8Array(0), 0, "h", undefined).toString("latin1");
+    expect(text(forwardingFor("192.0.2.78", "http"))).toBe(text(new ConnectionForwarding("192.0.2.78", "http")));
+    expect(text(forwardingFor("192.0.2.77", "https"))).toBe(text(new ConnectionForwarding("192.0.2.77", "https")));
+    expect(text(a)).toContain("x-forwarded-for: 192.0.2.77\r\n");
   });
 
   test("one connection per request: a Connection field of just close or keep-alive is cut out, the rest goes as it came", () => {

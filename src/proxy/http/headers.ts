@@ -225,6 +225,28 @@ export function verbatimResponse(res: ResponseHead): boolean {
 
 const CLOSE_FIELD = Buffer.from("connection: close\r\n", "latin1");
 
+/** Shared ConnectionForwardings kept (forwardingFor): a few hundred bytes each. */
+const MAX_FORWARDINGS = 1024;
+const forwardings = { http: new Map<string, ConnectionForwarding>(), https: new Map<string, ConnectionForwarding>() };
+
+/**
+ * The ConnectionForwarding of client `clientIp` over `proto`, shared by all
+ * of that client's connections on this thread: with one connection per
+ * request, one made per connection was its text built and encoded per
+ * request (≈ 0.56 µs, measured in one Bun process). Its text depends on the
+ * client, scheme and Host only, which the key and head()'s Host check cover.
+ * Bounded: cleared when full (a scan of many addresses makes them anew).
+ */
+export function forwardingFor(clientIp: string, proto: "http" | "https"): ConnectionForwarding {
+  const m = forwardings[proto];
+  let f = m.get(clientIp);
+  if (f === undefined) {
+    if (m.size >= MAX_FORWARDINGS) m.clear();
+    m.set(clientIp, (f = new ConnectionForwarding(clientIp, proto)));
+  }
+  return f;
+}
+
 /**
  * A verbatim response (verbatimResponse) whose client connection closes
  * after it: `whole` (the origin's head, `headLength` bytes with the blank
