@@ -132,8 +132,9 @@ const copyRange = (from: Uint8Array, to: Uint8Array, at: number, start: number, 
 const NO_FIELDS = new Uint8Array(0);
 
 /**
- * The fields we add to the extendable requests of one client connection
- * (the blank line that ends the head included). Its client and scheme are
+ * The fields we add to the extendable requests of one client (the blank
+ * line that ends the head included), shared by its connections on a thread
+ * (forwardingFor). Its client and scheme are
  * fixed when it is made (a PROXY header is read before the connection is),
  * so they are the constructor's, not each request's: no later request can
  * be given a text made for another client. Its requests mostly name one
@@ -154,8 +155,10 @@ export class ConnectionForwarding {
    * came, up to the CRLF of its last field; `raw` may go on) and our fields,
    * in one buffer. `host`: the request's Host (an
    * extendable request has one); `requestId`: ours to send, if any (ASCII:
-   * ours, or a client's that SANE_ID passed). The fields are bytes made once
-   * per Host: a request copies them, no string is built or encoded for it.
+   * ours, or a client's that SANE_ID passed); `cutFrom`, `cutTo`: a line of
+   * `raw` left out (the request's Connection field: RequestHead.connectionAt
+   * and connectionEnd), -1 for none. The fields are bytes made once per
+   * Host: a request copies them, no string is built or encoded for it.
    */
   head(raw: Uint8Array, rawLength: number, host: string, requestId: string | undefined, cutFrom = -1, cutTo = -1): Buffer {
     if (host !== this.host) {
