@@ -17,7 +17,7 @@ import { EPOLLET, EPOLLIN, EPOLLOUT, EPOLLRDHUP, type Epoll } from "../system/ep
 import { closeListeners, Fd } from "../system/fd";
 import { libc } from "../system/libc";
 import { decodeSockaddr, encodeSockaddr, type Endpoint } from "../system/sockaddr";
-import { ACCEPT_BATCH, AcceptAddress, acceptBatch, localAddress, resetOnClose, startConnect, tcpSocket } from "../system/tcp";
+import { AcceptAddress, acceptBatch, AcceptPace, localAddress, resetOnClose, startConnect, tcpSocket } from "../system/tcp";
 import { capLine, EngineAdmission } from "./admission";
 import { EngineClients } from "./clients";
 import type { SourceKey } from "../dispatcher/sourceabi";
@@ -33,27 +33,12 @@ const READ_SIZE = 64 * 1024;
 /** Shortest time between two counter posts under load (flushReports). */
 const REPORT_MS = 250;
 const EMPTY = new Uint8Array(0);
-/**
- * A listener is level-triggered: what one readiness leaves in its queue is
- * reported by the next wait, which then does not block. So it is accepted
- * from one connection at a time (as nginx's default, multi_accept off): no
- * accept4 ends in EAGAIN, which costs the kernel a socket inode and file made
- * and freed (do_accept allocates before it looks at the queue; 0.6 per
- * connection with batches, one connection per request). Measured: 0.95–0.97
- * of the CPU per request of a batch of 64 (a batch of 4 is no better than 64).
- * But one per wait would bound the accept rate by the loop's turns, slow
- * when each turn is full of other events (a flood of connections next to
- * busy ones): a listener ready for ACCEPT_STREAK turns in a row is taken
- * ACCEPT_BATCH at a time until a turn finds it empty.
- */
-const ACCEPT_STREAK = 8;
 
 /** A listener of an http service; paused (out of the epoll set) for a sweep after accept failed with EMFILE and the like. */
 class HttpListener {
   paused = false;
-  /** The loop's turn (HttpEngine.turn) at its last readiness, and how many turns in a row it was ready (ACCEPT_STREAK). */
-  readyTurn = -1;
-  streak = 0;
+  /** How many connections a readiness takes (one, or a batch once it stays ready). */
+  readonly pace = new AcceptPace();
   constructor(
     readonly svc: EngineHttp,
     readonly fd: Fd,
@@ -73,7 +58,7 @@ export class HttpEngine implements SocketLoop {
   /** Edge addresses as log text, by address and port (the access log). */
   private readonly edgeTexts = new SockaddrTexts();
   private laters: EngineSocket[] = [];
-  /** Batches of events ended (endBatch): a listener's streak of readiness counts them. */
+  /** Batches of events ended (endBatch): the listeners' AcceptPace counts them. */
   private turn = 0;
   private deferred: (() => void)[] = [];
   private toClose: EngineSocket[] = [];
@@ -201,9 +186,7 @@ export class HttpEngine implements SocketLoop {
 
   private accept(l: HttpListener): void {
     // The peer's address always: the busiest-clients count needs it (accept4 writes it, no extra call).
-    l.streak = l.readyTurn === this.turn - 1 ? l.streak + 1 : 0;
-    l.readyTurn = this.turn;
-    const err = acceptBatch(l.fd.raw, this.peer, (c) => this.start(l.svc, c), l.streak >= ACCEPT_STREAK ? ACCEPT_BATCH : 1);
+    const err = acceptBatch(l.fd.raw, this.peer, (c) => this.start(l.svc, c), l.pace.batch(this.turn));
     if (err === 0) return;
     // EMFILE, ENFILE, ENOBUFS: the listener stays ready; stop watching it until the next sweep instead of spinning.
     this.log(`service ${l.svc.spec.name}: accept: errno ${err}; pausing the listener for a sweep interval`);
