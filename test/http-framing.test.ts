@@ -23,6 +23,8 @@ interface Want {
   readonly body?: string;
   readonly host?: string;
   readonly admin?: boolean;
+  /** Fields the origin must not get (besides Connection, which it never gets: RFC 9110 §7.6.1). */
+  readonly absent?: string[];
 }
 
 interface Case {
@@ -136,6 +138,11 @@ const CASES: Case[] = [
     origin: [ok("/one")],
     cutOff: true,
   },
+  // ---- one connection per request: the Connection line is cut out of a head otherwise sent as it came ----
+  { name: "Connection: close before Host, with a body", send: `POST /t HTTP/1.1\r\nConnection: close\r\n${H}Content-Length: 5\r\n\r\nhello`, status: 200, origin: [post("/t", "hello")] },
+  { name: "Connection: CLOSE, chunked body", send: `POST /t HTTP/1.1\r\n${H}Connection: CLOSE\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n`, status: 200, origin: [post("/t", "hello")] },
+  { name: "Connection: keep-alive then close on the next request", send: `GET /one HTTP/1.1\r\nConnection: keep-alive\r\n${H}\r\nGET /two HTTP/1.1\r\n${H}Connection: close\r\n\r\n`, status: 200, origin: [ok("/one"), ok("/two")] },
+  { name: "Connection: close, X-Hop: the field it names is cut too", send: `GET / HTTP/1.1\r\n${H}Connection: close, X-Hop\r\nX-Hop: secret\r\n\r\n`, status: 200, origin: [ok("/", { absent: ["x-hop"] })] },
   { name: "leading empty line", send: `\r\nGET /lead HTTP/1.1\r\n${H}Connection: close\r\n\r\n`, status: 200, origin: [ok("/lead")] },
   { name: "HTTP/1.0 without Host", send: "GET /old HTTP/1.0\r\n\r\n", status: 200, origin: [ok("/old")] },
   { name: "OPTIONS *", send: `OPTIONS * HTTP/1.1\r\n${H}Connection: close\r\n\r\n`, status: 200, origin: [{ method: "OPTIONS", url: "*" }] },
@@ -212,6 +219,7 @@ function compare(got: NodeRequest[], want: Want[], ports: number[]): string[] {
     if (cl.length > 1 || (cl.length === 1 && !/^\d+$/.test(cl[0]!))) out.push(`#${i} content-length ${JSON.stringify(cl)}`);
     if (te.length > 1 || (te.length === 1 && te[0] !== "chunked") || (te.length && cl.length)) out.push(`#${i} transfer-encoding ${JSON.stringify(te)} with content-length ${JSON.stringify(cl)}`);
     if (g.trailers.length) out.push(`#${i} trailers reached the origin: ${JSON.stringify(g.trailers)}`);
+    for (const name of ["connection", ...(w.absent ?? [])]) if (headerValues(g, name).length) out.push(`#${i} ${name} reached the origin: ${JSON.stringify(headerValues(g, name))}`);
   }
   return out;
 }

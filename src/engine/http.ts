@@ -17,7 +17,7 @@ import { EPOLLET, EPOLLIN, EPOLLOUT, EPOLLRDHUP, type Epoll } from "../system/ep
 import { closeListeners, Fd } from "../system/fd";
 import { libc } from "../system/libc";
 import { decodeSockaddr, encodeSockaddr, type Endpoint } from "../system/sockaddr";
-import { AcceptAddress, acceptBatch, localAddress, resetOnClose, startConnect, tcpSocket } from "../system/tcp";
+import { AcceptAddress, acceptBatch, AcceptPace, localAddress, resetOnClose, startConnect, tcpSocket } from "../system/tcp";
 import { capLine, EngineAdmission } from "./admission";
 import { EngineClients } from "./clients";
 import type { SourceKey } from "../dispatcher/sourceabi";
@@ -37,6 +37,8 @@ const EMPTY = new Uint8Array(0);
 /** A listener of an http service; paused (out of the epoll set) for a sweep after accept failed with EMFILE and the like. */
 class HttpListener {
   paused = false;
+  /** How many connections a readiness takes (one, or a batch once it stays ready). */
+  readonly pace = new AcceptPace();
   constructor(
     readonly svc: EngineHttp,
     readonly fd: Fd,
@@ -56,6 +58,8 @@ export class HttpEngine implements SocketLoop {
   /** Edge addresses as log text, by address and port (the access log). */
   private readonly edgeTexts = new SockaddrTexts();
   private laters: EngineSocket[] = [];
+  /** Batches of events ended (endBatch): the listeners' AcceptPace counts them. */
+  private turn = 0;
   private deferred: (() => void)[] = [];
   private toClose: EngineSocket[] = [];
   private readonly sockaddrs = new Map<string, { sa: Uint8Array; target: Endpoint }>();
@@ -161,6 +165,7 @@ export class HttpEngine implements SocketLoop {
 
   /** After a batch of events: resumed reads and deferred events (bounded rounds: the rest after the next wait), then the closes. */
   endBatch(): void {
+    this.turn++;
     for (let round = 0; round < 16 && (this.laters.length || this.deferred.length); round++) {
       const fns = this.deferred;
       this.deferred = [];
@@ -181,7 +186,7 @@ export class HttpEngine implements SocketLoop {
 
   private accept(l: HttpListener): void {
     // The peer's address always: the busiest-clients count needs it (accept4 writes it, no extra call).
-    const err = acceptBatch(l.fd.raw, this.peer, (c) => this.start(l.svc, c));
+    const err = acceptBatch(l.fd.raw, this.peer, (c) => this.start(l.svc, c), l.pace.batch(this.turn));
     if (err === 0) return;
     // EMFILE, ENFILE, ENOBUFS: the listener stays ready; stop watching it until the next sweep instead of spinning.
     this.log(`service ${l.svc.spec.name}: accept: errno ${err}; pausing the listener for a sweep interval`);

@@ -60,6 +60,8 @@ export class EngineSocket implements HttpSocket {
   private eof = false;
   private shut = false;
   private wantDrain = false;
+  /** Bytes may be held for our FIN (writeLast). */
+  private corked = false;
   done = false;
   private local: Endpoint | undefined;
   /** The peer's address as text when the engine made it already (accept: the busiest-clients count's). */
@@ -125,19 +127,33 @@ export class EngineSocket implements HttpSocket {
     }
   }
 
-  write(bytes: Uint8Array): number {
+  write(bytes: Uint8Array, more = false): number {
     if (this.done || this.shut) return -1;
     if (bytes.length === 0) return 0;
-    const n = sendFrom(this.fd, ptr(bytes), bytes.length);
+    const n = sendFrom(this.fd, ptr(bytes), bytes.length, more);
     if (n === bytes.length) return n;
     if (n >= 0 || n === -EAGAIN) {
       this.wantDrain = true;
       return n > 0 ? n : 0;
     }
-    if (n === -EINTR) return this.write(bytes);
+    if (n === -EINTR) return this.write(bytes, more);
     // The peer is gone (EPIPE, ECONNRESET): closed with the error, as Bun reports it; the Outbox takes -1 as "closing".
     this.fail(-n, "send");
     return -1;
+  }
+
+  /**
+   * The response before the connection's end (HttpSocket.writeLast): sent
+   * with MSG_MORE, so the kernel holds a short one until end() or
+   * shutdown() (which follow before the loop runs again) sends our FIN in
+   * the same segment. One packet and one ACK fewer per connection, and the
+   * client's FIN comes after ours, so the TIME_WAIT is set up on its
+   * processing, not in our close (bench/profiles/http.md).
+   */
+  writeLast(bytes: Uint8Array): number {
+    const n = this.write(bytes, true);
+    if (n > 0) this.corked = true;
+    return n;
   }
 
   pause(): void {
@@ -158,6 +174,9 @@ export class EngineSocket implements HttpSocket {
 
   /** FIN and close (unread input makes the kernel send an RST instead: the exchange lingers first when that matters). */
   end(): void {
+    // Held bytes (writeLast) go now with the FIN, not at close(2) after the batch: there, input that
+    // came meanwhile would turn the FIN into an RST and the held response would never be sent.
+    if (this.corked) this.shutdown();
     this.finish(undefined);
   }
 

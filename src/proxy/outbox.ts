@@ -1,5 +1,5 @@
 /** Any socket whose write() returns what the kernel took (Bun's, or the engine's: src/proxy/http/socket.ts). */
-type Writable = { write(bytes: Uint8Array): number };
+type Writable = { write(bytes: Uint8Array): number; writeLast?(bytes: Uint8Array): number };
 
 /**
  * Bytes a socket has not taken yet. Bun's write() returns how much the kernel
@@ -10,10 +10,10 @@ export class Outbox {
   private chunks: Uint8Array[] = [];
   queued = 0;
 
-  /** Write now if nothing is waiting, else queue. True when everything went out. */
-  write(to: Writable | undefined, chunk: Uint8Array): boolean {
+  /** Write now if nothing is waiting, else queue. True when everything went out. `last`: the socket's writeLast, if it has one. */
+  write(to: Writable | undefined, chunk: Uint8Array, last = false): boolean {
     if (to && this.queued === 0) {
-      const n = to.write(chunk);
+      const n = last && to.writeLast ? to.writeLast(chunk) : to.write(chunk);
       // n < 0: the socket is closing; its close handler ends the connection.
       if (n === chunk.length || n < 0) return true;
       chunk = chunk.subarray(n);

@@ -4,7 +4,7 @@ import type { Session } from "../pipeline";
 import { ChunkedDecoder, reframe } from "./chunked";
 import { HIGH_WATER, LINGER_MS, requestOrigin } from "./context";
 import { Deadline, EMPTY, Exchange, Phase, concat } from "./exchange";
-import { ConnectionForwarding, H2_REFUSAL, errorResponse, extendable, originRequestHead } from "./headers";
+import { type ConnectionForwarding, H2_REFUSAL, errorResponse, extendable, forwardingFor, originRequestHead } from "./headers";
 import { serveLocal } from "./local";
 import { refusalReason } from "./stats";
 import { HeadError, hasToken, headEnd, hopelessHead, parseRequestHead, type RequestHead } from "./parse";
@@ -25,7 +25,7 @@ import { HeadError, hasToken, headEnd, hopelessHead, parseRequestHead, type Requ
 export class HttpConnection extends Exchange implements Session {
   /** Close by shutdown and a wait for the client's FIN, not at once. */
   private linger = false;
-  /** The forwarding fields of this connection's extendable requests, made once per Host. */
+  /** The forwarding fields of this connection's extendable requests (its client's, shared: forwardingFor). */
   private forwarding: ConnectionForwarding | undefined;
 
   /** The pipeline hands over: `rest` are the bytes that came after a PROXY header. */
@@ -164,8 +164,8 @@ export class HttpConnection extends Exchange implements Session {
       this.attach(to.conn);
       this.rlog?.originAt(to.conn.host, to.conn.port);
       if (!this.upgrade && !this.rlog?.replaceId && extendable(req)) {
-        // The head as it came plus our fields: one copy, no rebuilding.
-        this.headBytes = (this.forwarding ??= new ConnectionForwarding(this.clientIp, ctx.proto)).head(head, rawLength, req.host!, addId ? this.rlog : undefined);
+        // The head as it came (its Connection line cut out) plus our fields: one copy, no rebuilding.
+        this.headBytes = (this.forwarding ??= forwardingFor(this.clientIp, ctx.proto)).head(head, rawLength, req.host!, addId ? this.rlog : undefined, req.connectionAt, req.connectionEnd);
       } else {
         const fwd = { clientIp: this.clientIp, proto: ctx.proto, fallbackHost: req.host === undefined ? this.destination() : "", upgrade: this.upgrade, requestId: addId ? this.rlog!.id : undefined };
         this.headBytes = Buffer.from(originRequestHead(req, fwd), "latin1");

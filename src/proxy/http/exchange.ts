@@ -3,7 +3,7 @@ import { clientAddress, type EndNames, type Ends } from "../inbound";
 import { Outbox } from "../outbox";
 import { ChunkedDecoder } from "./chunked";
 import { HIGH_WATER, MAX_RESPONSE_HEAD, idempotent, originCause, readResponseHead, tailAfter, type HttpContext } from "./context";
-import { clientResponseHead, originFraming, originReusable, verbatimResponse, type ResponseFraming } from "./headers";
+import { clientResponseHead, closingResponse, originFraming, originReusable, verbatimResponse, type ResponseFraming } from "./headers";
 import type { OriginConn, OriginUser } from "./origins";
 import { HeadError, type RequestHead, type ResponseHead } from "./parse";
 import { RequestLog } from "./reqlog";
@@ -139,9 +139,10 @@ export abstract class Exchange implements OriginUser {
     if (s || this.toOrigin.queued >= HIGH_WATER) this.pauseClient();
   }
 
-  protected sendClient(bytes: Uint8Array): void {
+  /** `last`: the response's last bytes on a connection that ends after it (the socket may send them with its FIN: HttpSocket.writeLast). */
+  protected sendClient(bytes: Uint8Array, last = false): void {
     if (this.rlog) this.rlog.bytesOut += bytes.length;
-    if (this.toClient.write(this.client, bytes)) return;
+    if (this.toClient.write(this.client, bytes, last)) return;
     if (this.origin?.socket && !this.originPaused) {
       this.originPaused = true;
       this.origin.socket.pause();
@@ -308,6 +309,12 @@ export abstract class Exchange implements OriginUser {
       spliced.write(idField, at, "latin1");
       return this.responseVerbatim(spliced, at + idField.length + 2);
     }
+    if (!this.keepAlive && req.minor === 1 && framing === this.originFraming && framing !== "close" && verbatimResponse(parsed)) {
+      // The client's last response (it said close, or we drain), framed by length or chunks (responseVerbatim's):
+      // the origin's head with "connection: close" in place of its keep-alive, in one copy.
+      const closing = closingResponse(whole, headLength, parsed, idField);
+      if (closing) return this.responseVerbatim(closing, headLength + closing.length - whole.length);
+    }
     const rest = tailAfter(whole, headLength);
     const head = clientResponseHead(parsed, req.minor, framing, this.keepAlive, false, idField);
     if (rest.length && (this.originFraming === "length" || framing === "chunked")) {
@@ -320,15 +327,17 @@ export abstract class Exchange implements OriginUser {
         n = this.resChunks!.feed(rest, 0);
         if (n < 0) return this.originBroken(`malformed chunked response body: ${this.resChunks!.error}`);
       }
-      this.sendClient(withHead(head, rest.subarray(0, n)));
-      if (this.originFraming === "length" ? this.resLeft === 0 : this.resChunks!.done) {
+      const done = this.originFraming === "length" ? this.resLeft === 0 : this.resChunks!.done;
+      this.sendClient(withHead(head, rest.subarray(0, n)), done && !this.keepAlive);
+      if (done) {
         this.resDone = true;
         this.exchangeDone();
       }
       return;
     }
-    this.sendClient(withHead(head, EMPTY));
-    if (this.originFraming === "none" || (this.originFraming === "length" && this.resLeft === 0)) {
+    const done = this.originFraming === "none" || (this.originFraming === "length" && this.resLeft === 0);
+    this.sendClient(withHead(head, EMPTY), done && !this.keepAlive);
+    if (done) {
       this.resDone = true;
       return this.exchangeDone();
     }
@@ -355,7 +364,7 @@ export abstract class Exchange implements OriginUser {
       if (n < 0) return this.originBroken(`malformed chunked response body: ${this.resChunks!.error}`);
       done = this.resChunks!.done;
     }
-    this.sendClient(headLen + n === whole.length ? whole : whole.subarray(0, headLen + n));
+    this.sendClient(headLen + n === whole.length ? whole : whole.subarray(0, headLen + n), done && !this.keepAlive);
     if (done) {
       this.resDone = true;
       this.exchangeDone();
@@ -367,7 +376,7 @@ export abstract class Exchange implements OriginUser {
       case "length": {
         const n = Math.min(this.resLeft, chunk.length);
         this.resLeft -= n;
-        this.sendClient(n === chunk.length ? chunk : chunk.subarray(0, n));
+        this.sendClient(n === chunk.length ? chunk : chunk.subarray(0, n), this.resLeft === 0 && !this.keepAlive);
         if (this.resLeft === 0) {
           this.resDone = true;
           this.exchangeDone();
@@ -378,7 +387,7 @@ export abstract class Exchange implements OriginUser {
         const d = this.resChunks!;
         const n = d.feed(chunk, 0, this.decodeForClient ? (data) => this.sendClient(data) : undefined);
         if (n < 0) return this.originBroken(`malformed chunked response body: ${d.error}`);
-        if (!this.decodeForClient) this.sendClient(n === chunk.length ? chunk : chunk.subarray(0, n));
+        if (!this.decodeForClient) this.sendClient(n === chunk.length ? chunk : chunk.subarray(0, n), d.done && !this.keepAlive);
         if (d.done) {
           this.resDone = true;
           this.exchangeDone();

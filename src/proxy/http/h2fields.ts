@@ -66,7 +66,7 @@ export function h2Request(raw: readonly string[], bodyFollows: boolean): { req: 
   if (/[\s\x00-\x1f\x7f]/.test(path)) return { status: 400, message: "malformed :path" };
   const chunked = bodyFollows && cl < 0;
   return {
-    req: { method, target: path, minor: 1, host: authority ?? host, rewritten: true, names, values, contentLength: cl, chunked, otherCoding: false, connection: "", upgrade: "" },
+    req: { method, target: path, minor: 1, host: authority ?? host, rewritten: true, names, values, contentLength: cl, chunked, otherCoding: false, connection: "", upgrade: "", connectionAt: -1, connectionEnd: -1 },
     bytes,
   };
 }

@@ -1,6 +1,9 @@
 import { describe, expect, test } from "bun:test";
-import { clientResponseHead, ConnectionForwarding, errorResponse, extendable, forwardedFor, originRequestHead, verbatimResponse } from "./headers";
+import { clientResponseHead, closingResponse, ConnectionForwarding, errorResponse, extendable, forwardedFor, forwardingFor, originRequestHead, verbatimResponse } from "./headers";
 import { HeadError, headEnd, parseRequestHead, parseResponseHead, type RequestHead, type ResponseHead } from "./parse";
+
+// An id as the request log writes it (RequestIdBytes), from its text.
+const ofText = (id: string | undefined) => (id === undefined ? undefined : { idLength: id.length, writeId: (b: Uint8Array, at: number) => at + Buffer.from(b.buffer, b.byteOffset, b.byteLength).write(id, at, "latin1") });
 
 const req = (s: string) => {
   const b = Buffer.from(s);
@@ -43,8 +46,6 @@ describe("forwarding headers (RFC 7239, X-Forwarded-*)", () => {
 
   test("the fast path (head as it came plus our fields) only for heads with nothing to strip or merge", () => {
     // Our fields alone: the head of an empty request as text.
-    // An id as the request log writes it (RequestIdBytes), from its text.
-    const ofText = (id: string | undefined) => id === undefined ? undefined : { idLength: id.length, writeId: (b: Uint8Array, at: number) => at + Buffer.from(b.buffer, b.byteOffset, b.byteLength).write(id, at, "latin1") };
     const fieldsOf = (c: ConnectionForwarding, host: string, id: string | undefined) => c.head(new Uint8Array(0), 0, host, ofText(id)).toString("latin1");
     const plain = req("GET / HTTP/1.1\r\nHost: a\r\nAccept: */*\r\n\r\n");
     expect(extendable(plain)).toBe(true);
@@ -69,13 +70,50 @@ describe("forwarding headers (RFC 7239, X-Forwarded-*)", () => {
     expect(conn.head(withBody, raw.length, "a", undefined).toString("latin1")).toBe(`GET / HTTP/1.1\r\nhost: a\r\n${fieldsOf(conn, "a", undefined)}`);
     const withMore = Buffer.concat([raw, Buffer.alloc(1000, 0x78)]);
     expect(conn.head(withMore, raw.length, "a", ofText("id-4")).toString("latin1")).toBe(`GET / HTTP/1.1\r\nhost: a\r\nx-request-id: id-4\r\n${fieldsOf(conn, "a", undefined)}`);
-    for (const extra of ["Connection: close", "Keep-Alive: 5", "TE: trailers", "X-Forwarded-For: 1.2.3.4", "Forwarded: for=1.2.3.4", "Transfer-Encoding: chunked"]) {
+    for (const extra of ["Connection: close, x-hop", "Connection: close\r\nConnection: close", "Connection: upgrade", "Connection: ", "Keep-Alive: 5", "TE: trailers", "X-Forwarded-For: 1.2.3.4", "Forwarded: for=1.2.3.4", "Transfer-Encoding: chunked"]) {
       expect(extendable(req(`POST / HTTP/1.1\r\nHost: a\r\n${extra}\r\n\r\n`))).toBe(false);
     }
     expect(extendable(req("GET / HTTP/1.0\r\nHost: a\r\n\r\n"))).toBe(false);
     expect(extendable(req("GET http://a/ HTTP/1.1\r\nHost: a\r\n\r\n"))).toBe(false);
     expect(extendable(req("GET /a/../b HTTP/1.1\r\nHost: a\r\n\r\n"))).toBe(false);
     expect(extendable(req("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\n"))).toBe(true);
+  });
+
+  test("forwardingFor: one per client address and scheme, its text that client's", () => {
+    const a = forwardingFor("192.0.2.77", "http");
+    expect(forwardingFor("192.0.2.77", "http")).toBe(a);
+    expect(forwardingFor("192.0.2.78", "http")).not.toBe(a);
+    expect(forwardingFor("192.0.2.77", "https")).not.toBe(a);
+    const text = (f: ConnectionForwarding) => f.head(new Uint8Array(0), 0, "h", undefined).toString("latin1");
+    expect(text(forwardingFor("192.0.2.78", "http"))).toBe(text(new ConnectionForwarding("192.0.2.78", "http")));
+    expect(text(forwardingFor("192.0.2.77", "https"))).toBe(text(new ConnectionForwarding("192.0.2.77", "https")));
+    expect(text(a)).toContain("x-forwarded-for: 192.0.2.77\r\n");
+  });
+
+  test("one connection per request: a Connection field of just close or keep-alive is cut out, the rest goes as it came", () => {
+    const conn = new ConnectionForwarding(ctx.clientIp, ctx.proto);
+    const ours = conn.head(new Uint8Array(0), 0, "a", undefined).toString("latin1");
+    for (const value of ["close", "Close", "CLOSE", "keep-alive", "Keep-Alive"]) {
+      for (const [before, after] of [["", "Accept: */*\r\n"], ["Accept: */*\r\n", ""], ["X-A: 1\r\n", "X-B: 2\r\n"]]) {
+        const text = `GET /p HTTP/1.1\r\nHost: a\r\n${before}Connection: ${value}\r\n${after}\r\n`;
+        const r = req(text);
+        expect(extendable(r)).toBe(true);
+        const b = Buffer.from(text, "latin1");
+        const want = `GET /p HTTP/1.1\r\nHost: a\r\n${before}${after}`;
+        // The request alone, with a body or the next request after it (the chunk's bytes past the head are not copied).
+        for (const tail of ["", "hello", "x".repeat(2000)]) {
+          const chunk = Buffer.concat([b, Buffer.from(tail)]);
+          expect(conn.head(chunk, text.length - 2, "a", undefined, r.connectionAt, r.connectionEnd).toString("latin1")).toBe(want + ours);
+          expect(conn.head(chunk, text.length - 2, "a", ofText("id-5"), r.connectionAt, r.connectionEnd).toString("latin1")).toBe(`${want}x-request-id: id-5\r\n${ours}`);
+        }
+        // What the rebuilt head says, field for field (names aside, which the rebuild lower-cases).
+        const spliced = req(conn.head(b, text.length - 2, "a", undefined, r.connectionAt, r.connectionEnd).toString("latin1"));
+        const rebuilt = req(originRequestHead(r, ctx));
+        expect(spliced.names).toEqual(rebuilt.names);
+        expect(spliced.values).toEqual(rebuilt.values);
+        expect(spliced.connection).toBe("");
+      }
+    }
   });
 
   test("one Content-Length reaches the origin: lists, repeats and leading zeros re-stated (RFC 9110 §8.6)", () => {
@@ -139,6 +177,46 @@ describe("hop-by-hop fields (RFC 9110 §7.6.1)", () => {
     expect(verbatimResponse(res("HTTP/1.1 200 OK\r\nKeep-Alive: timeout=5\r\nContent-Length: 2\r\n\r\n"))).toBe(false);
     expect(verbatimResponse(res("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Length: 2\r\n\r\n"))).toBe(false);
     expect(verbatimResponse(res("HTTP/1.0 200 OK\r\nContent-Length: 2\r\n\r\n"))).toBe(false);
+  });
+
+  test("a closing verbatim response: its keep-alive replaced by close in place, or close added; the same fields as rebuilt", () => {
+    const ka = "Connection: keep-alive\r\n";
+    const heads = [
+      `HTTP/1.1 200 OK\r\nServer: nginx\r\nContent-Type: text/plain\r\nContent-Length: 3\r\n${ka}\r\n`,
+      `HTTP/1.1 200 OK\r\n${ka.toUpperCase()}Content-Length: 3\r\nX-B: 2\r\n\r\n`,
+      "HTTP/1.1 404 Not Found\r\nContent-Length: 3\r\nConnection: Keep-Alive\r\nX-B: 2\r\n\r\n",
+      "HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\n",
+      "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nConnection: keep-alive\r\n\r\n",
+    ];
+    for (const head of heads) {
+      for (const extra of ["", "x-request-id: r-1\r\n"]) {
+        for (const body of ["", "ok\n", "3\r\nok\n\r\n0\r\n\r\n"]) {
+          const whole = Buffer.from(head + body, "latin1");
+          const r = res(head);
+          expect(verbatimResponse(r)).toBe(true);
+          const out = closingResponse(whole, head.length, r, extra)!;
+          const headLength = head.length + out.length - whole.length;
+          expect(out.subarray(headLength).toString("latin1")).toBe(body);
+          const got = res(out.subarray(0, headLength).toString("latin1"));
+          const framing = r.chunked ? "chunked" : "length";
+          const want = res(clientResponseHead(r, 1, framing, false, false, extra));
+          expect(got.status).toBe(r.status);
+          expect(got.reason).toBe(r.reason);
+          expect(got.connection).toBe("close");
+          expect(got.names.filter((n) => n === "connection")).toHaveLength(1);
+          // As the rebuild: the same fields, our Connection and extra where it puts them (order aside).
+          const fields = (m: ResponseHead) => m.names.map((n, i) => `${n}: ${m.values[i]}`).sort();
+          expect(fields(got)).toEqual(fields(want));
+          // The origin's own lines as they came, in their order.
+          const kept = head.split("\r\n").slice(1, -2).filter((l) => !/^connection:/i.test(l));
+          const gotLines = out.subarray(0, headLength).toString("latin1").split("\r\n");
+          expect(gotLines.filter((l) => kept.includes(l))).toEqual(kept);
+        }
+      }
+    }
+    // Two Connection fields: no splice (the head is rebuilt).
+    const two = "HTTP/1.1 200 OK\r\nConnection: keep-alive\r\nConnection: keep-alive\r\nContent-Length: 0\r\n\r\n";
+    expect(closingResponse(Buffer.from(two), two.length, res(two), "")).toBeUndefined();
   });
 
   test("our own errors: one line, length-framed, closing", () => {

@@ -36,6 +36,14 @@ export interface Message {
   connection: string;
   /** The Upgrade field's value ("" when absent). */
   upgrade: string;
+  /**
+   * Where the Connection field's line starts in the head as received: -1
+   * without one, -2 with more than one. With `connectionEnd` (where the next
+   * line starts) it lets a head go on with that line cut out or replaced
+   * (headers.ts), the rest copied as it came.
+   */
+  connectionAt: number;
+  connectionEnd: number;
 }
 
 export interface RequestHead extends Message {
@@ -195,6 +203,8 @@ function parseFields(text: string, pos: number, m: Message, who: "request" | "re
         break;
       case "connection":
         m.connection = m.connection ? `${m.connection},${lowerConnection(text, v, e, value)}` : lowerConnection(text, v, e, value);
+        m.connectionAt = m.connectionAt === -1 ? pos : -2;
+        m.connectionEnd = eol + 2;
         break;
       case "upgrade":
         m.upgrade = value;
@@ -358,7 +368,7 @@ export function parseRequestHead(buf: Uint8Array, end: number): RequestHead | He
     if (normal === undefined) return new HeadError(400, "malformed percent-encoding in request target");
     target = normal;
   }
-  const req: RequestHead = { names: [], values: [], contentLength: -1, chunked: false, otherCoding: false, connection: "", upgrade: "", method, target, minor, host: undefined, rewritten: target !== raw || pos > 0 };
+  const req: RequestHead = { names: [], values: [], contentLength: -1, chunked: false, otherCoding: false, connection: "", upgrade: "", connectionAt: -1, connectionEnd: -1, method, target, minor, host: undefined, rewritten: target !== raw || pos > 0 };
   const err = parseFields(text, eol + 2, req, "request");
   if (err) return err;
   let hosts = 0;
@@ -394,7 +404,7 @@ export function parseResponseHead(buf: Uint8Array, end: number): ResponseHead | 
   }
   const reason = eol > 13 ? text.slice(13, eol) : "";
   for (let i = 0; i < reason.length; i++) if (!isFieldChar(reason.charCodeAt(i))) return new HeadError(502, "malformed origin reason phrase");
-  const res: ResponseHead = { names: [], values: [], contentLength: -1, chunked: false, otherCoding: false, connection: "", upgrade: "", status, reason, minor: minor === 0 ? 0 : 1 };
+  const res: ResponseHead = { names: [], values: [], contentLength: -1, chunked: false, otherCoding: false, connection: "", upgrade: "", connectionAt: -1, connectionEnd: -1, status, reason, minor: minor === 0 ? 0 : 1 };
   const err = parseFields(text, eol + 2, res, "response");
   if (err) return err;
   // RFC 9112 §6.3 rule 3: with Transfer-Encoding, Content-Length is ignored (and removed on forwarding).

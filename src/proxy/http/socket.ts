@@ -10,6 +10,13 @@
 export interface HttpSocket {
   /** Bytes the kernel took (0..length): the rest waits in the caller's Outbox until a drain; < 0: closing. */
   write(bytes: Uint8Array): number;
+  /**
+   * As write, for the last bytes before the caller's end() or shutdown(),
+   * which it calls before returning to the event loop: the transport may
+   * hold them to go out with the FIN, in one segment (the engine's: MSG_MORE).
+   * Optional (Bun's sockets have no such call: write is used).
+   */
+  writeLast?(bytes: Uint8Array): number;
   /** Flush and close: FIN, then the descriptor closes (the close event follows). */
   end(): void;
   /** FIN only (SHUT_WR): reading goes on. */
