@@ -1,4 +1,4 @@
-import { existsSync } from "node:fs";
+import { existsSync, statSync } from "node:fs";
 import { join } from "node:path";
 import { decodeServiceInfo, EP_SOCKET_MEMBERS, sizes, u32 } from "./abi";
 import type { Protocol } from "./binding";
@@ -69,20 +69,93 @@ export function pinsAreOurs(d: Dispatcher, dir: string): boolean {
 export function missingSteering(d: Dispatcher, registry: Registry, dir: string, heldIds: ReadonlyMap<string, number>, running: ReadonlyMap<string, SteeredService>): { why: string; settling?: true } | undefined {
   const why = missingPins(dir, heldIds);
   if (why) return { why };
+  return missingServices(d, registry, running);
+}
+
+/** The services part of missingSteering: maps this process holds, looked up (no pin opened). */
+export function missingServices(d: Dispatcher, registry: Registry, running: ReadonlyMap<string, SteeredService>): { why: string; settling?: true } | undefined {
   for (const [name, r] of running) {
     // One lookup per service of ours, not a walk of every service.
     const info = d.maps.ep_services.lookup(u32(r.id), new Uint8Array(sizes.ep_service_info));
     if (!info || decodeServiceInfo(info).name !== name) return { why: `service ${name} is no longer registered in the dispatcher` };
     for (const s of r.sockets) {
-      const slot = `service ${name} ${r.svc.protocol}/ipv${s.family}`;
+      const slot = () => `service ${name} ${r.svc.protocol}/ipv${s.family}`;
       // A sibling worker that reloaded first moved a restarted UDP service to a new group (reload.ts): transient.
-      if (registry.groupPort(r.id, r.svc.protocol, s.family) !== s.port) return { why: `${slot}: the dispatcher records another socket group than ours (port ${s.port})`, settling: true };
+      if (registry.groupPort(r.id, r.svc.protocol, s.family) !== s.port) return { why: `${slot()}: the dispatcher records another socket group than ours (port ${s.port})`, settling: true };
       let any = false;
       for (let m = 0; m < EP_SOCKET_MEMBERS && !any; m++) any = d.hasSocket(r.id, r.svc.protocol, s.family, m);
-      if (!any) return { why: `${slot}: no socket registered (its connections are refused)` };
+      if (!any) return { why: `${slot()}: no socket registered (its connections are refused)` };
     }
   }
   return undefined;
+}
+
+/**
+ * What names a pin without opening it: stat(2), where BPF_OBJ_GET would make
+ * a descriptor (and the look its info and close). bpffs makes a new inode
+ * for every pin (kernel/bpf/inode.c, bpf_mkobj_ops: bpf_get_inode, numbered
+ * by get_next_ino()) and an inode's object never changes, so the same device,
+ * inode number and change time at a path is the same pinned object; another
+ * pin there, even of the same object, shows as another stamp. The change
+ * time guards against an inode number reused after a wrap.
+ */
+function stampOf(path: string): string | undefined {
+  const s = statSync(path, { bigint: true, throwIfNoEntry: false });
+  return s ? `${s.dev}:${s.ino}:${s.ctimeNs}` : undefined;
+}
+
+/**
+ * The steering watchdog's cheap look: the pins as the last full look
+ * (missingSteering, under the pin lock) found them in place, by stamp. A
+ * look that finds every stamp as it was, the link still attached here
+ * running the pinned program, and the services and sockets registered
+ * (missingServices) says the steering is in place without the lock or
+ * opening any pin but the link; anything else is for a full look to judge.
+ * It can only say "in place": a loss is always named by a full look. The
+ * link is opened at every look: a detach (BPF_LINK_DETACH) or another
+ * program on it (BPF_LINK_UPDATE) leaves its pin as it was.
+ */
+export class PinWatch {
+  private readonly paths: string[];
+  /** Stamps of `paths` (same order) before the last full look that found all in place, and the program pinned then. */
+  private seen: { stamps: (string | undefined)[]; progId: number } | undefined;
+  /** The namespace this process serves (a process never changes it): a stat of /proc/self/ns/net less per look. */
+  private readonly netns = netnsInode();
+
+  constructor(
+    private readonly dir: string,
+    heldIds: ReadonlyMap<string, number>,
+  ) {
+    this.paths = [join(dir, "prog"), ...[...heldIds.keys()].map((name) => join(dir, name))];
+  }
+
+  /** The stamps now: taken before a full look, so a pin replaced after its read shows as a changed stamp. */
+  stamps(): (string | undefined)[] {
+    return this.paths.map(stampOf);
+  }
+
+  /** The full look that followed stamps() found everything in place. */
+  verified(stamps: (string | undefined)[]): void {
+    try {
+      // The program pinned now: if it is not the stamped one, the stamp differs at the next look and a full look follows.
+      this.seen = { stamps, progId: withObj(this.paths[0]!, "pinned program", (fd) => programInfo(fd).id) };
+    } catch {
+      this.seen = undefined;
+    }
+  }
+
+  /** Is the steering in place as the last full look found it? false: look fully (also when nothing was verified yet). */
+  unchanged(): boolean {
+    const seen = this.seen;
+    if (!seen) return false;
+    for (let i = 0; i < this.paths.length; i++) if (stampOf(this.paths[i]!) !== seen.stamps[i]) return false;
+    try {
+      const link = withObj(join(this.dir, "link"), "pinned link", (fd) => linkInfo(fd));
+      return link.netnsIno === this.netns && link.progId === seen.progId;
+    } catch {
+      return false;
+    }
+  }
 }
 
 /** The pins: the directory, the link in this namespace running the pinned program, the maps this process holds. */

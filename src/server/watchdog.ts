@@ -1,5 +1,5 @@
 import type { ControlPlane, InstanceClaim, SteeringCheck } from "../dispatcher/controlplane";
-import type { SteeredService } from "../dispatcher/verify";
+import type { PinWatch, SteeredService } from "../dispatcher/verify";
 
 /*
  * The truth about steering (issue 16, item 4). The pinned dispatcher can go
@@ -9,8 +9,11 @@ import type { SteeredService } from "../dispatcher/verify";
  * finds our sockets, and every new connection and UDP flow on the steered
  * addresses is refused, while the process itself looks healthy. So every
  * serving process checks, every WATCH_MS, that what steers its traffic is in
- * place, through the ControlPlane (the one owner of the pinned state), which
- * reads under the pin lock (src/dispatcher/verify.ts). The same look reads
+ * place, through the ControlPlane (the one owner of the pinned state): a
+ * cheap look that stats the pins (opening only the link) while they are the
+ * objects the last full look verified, and the full look, under the pin
+ * lock, whenever anything differs (src/dispatcher/verify.ts, PinWatch); a
+ * loss is always named by a full look. The same look reads
  * the instance's record: another instance that took this one over
  * (--take-over, or the same instance restarted after its supervisor died)
  * says so there.
@@ -58,6 +61,8 @@ export class SteeringWatchdog {
   lost: string | undefined;
   private timer: ReturnType<typeof setInterval> | undefined;
   private readonly heldIds: Map<string, number>;
+  /** The pins as the last full look verified them: most looks only stat them (ControlPlane.verifySteering). */
+  private readonly pins: PinWatch;
   private known: Set<bigint> | undefined;
   private stopped = false;
   private left = false;
@@ -67,6 +72,7 @@ export class SteeringWatchdog {
     private readonly on: WatchdogEvents,
   ) {
     this.heldIds = watched.plane.heldMapIds();
+    this.pins = watched.plane.pinWatch(this.heldIds);
   }
 
   start(): void {
@@ -117,7 +123,7 @@ export class SteeringWatchdog {
     if (this.lost || this.stopped) return this.lost;
     let result: SteeringCheck | undefined;
     try {
-      result = this.watched.plane.verifySteering(this.watched.running, this.heldIds, this.watched.claim, this.known);
+      result = this.watched.plane.verifySteering(this.watched.running, this.heldIds, this.watched.claim, this.known, this.pins);
     } catch (e) {
       result = { lost: `checking the steering failed: ${(e as Error).message}`, replaced: false };
     }
