@@ -91,6 +91,11 @@ export class EngineClients {
     this.dirty = true;
   }
 
+  /** No copy will be due until a connection is seen, refused or closed: nothing changed since the last, and it listed no one. */
+  get idle(): boolean {
+    return !this.dirty && !this.listed;
+  }
+
   /** Every tracked address (both generations), when the main thread's copy is due; else undefined. */
   due(now: number): ClientsSnapshot | undefined {
     const since = now - this.reportedAt;

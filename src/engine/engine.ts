@@ -101,6 +101,19 @@ export class TcpEngine {
     return this.services.size > 0;
   }
 
+  /**
+   * Right after a sweep: nothing for the next one to do until an event
+   * comes. No connection open (no deadline to watch), so every count
+   * changed by the last close went in this sweep (EngineService.report),
+   * and no busiest-clients copy due (EngineClients.idle). A listener paused
+   * on EMFILE was resumed by the sweep itself. The worker then waits for
+   * events alone (worker.ts).
+   */
+  get idle(): boolean {
+    for (const svc of this.services.values()) if (svc.pairs.size) return false;
+    return this.clients.idle;
+  }
+
   owns(fd: number): boolean {
     return this.byFd[fd] !== undefined || this.listenerByFd[fd] !== undefined;
   }

@@ -2,7 +2,9 @@
 // sockets it did not create, so this thread blocks in epoll_wait(2) and
 // returns to its own event loop (for control messages) only when the main
 // thread signals the wake-up eventfd, when epoll_wait times out, or every
-// YIELD_MS under load.
+// YIELD_MS under load. Idle (no flow, no connection, nothing to report,
+// every message handled) it waits without a timeout: an idle instance costs
+// no wake-ups here.
 import { CAP_NET_BIND_SERVICE, capBit, keepOnlyCapabilities } from "../../system/capabilities";
 import { drainEventFd, Epoll } from "../../system/epoll";
 import { Engine } from "./engine";
@@ -26,6 +28,17 @@ const TCP_SWEEP_MS = 100;
 let epoll: Epoll | undefined;
 let wakeFd = -1;
 let running = false;
+/** How many messages the main thread has posted (UdpPlane.post counts each before sending it), and how many were handled here. */
+let posted: Int32Array | undefined;
+let handled = 0;
+/**
+ * The last sweep left nothing for the next one: no flow or connection (no
+ * deadline), nothing to report, no http service on the engine (its
+ * connections' deadlines and pooled origin connections are swept in
+ * src/engine/http.ts, which cannot tell it is idle yet). An event or a
+ * message ends it.
+ */
+let idle = false;
 
 const post = (m: FromWorker) => self.postMessage(m);
 /** Access log lines of every service on this thread, in rings the main thread reads (src/log/ring.ts). */
@@ -46,7 +59,10 @@ async function loop(): Promise<void> {
   let yielded = performance.now();
   let nextSweep = yielded + sweepEvery();
   while (running) {
-    const n = ep.wait(e.pending || http?.pending ? 0 : Math.max(0, Math.min(IDLE_WAIT_MS, Math.ceil(nextSweep - e.now))));
+    // A message posted but not yet delivered to this thread's loop: yield until it is (never block on it).
+    const unheard = posted !== undefined && Atomics.load(posted, 0) !== handled;
+    const n = ep.wait(e.pending || http?.pending ? 0 : unheard ? 1 : idle ? -1 : Math.max(0, Math.min(IDLE_WAIT_MS, Math.ceil(nextSweep - e.now))));
+    if (n > 0) idle = false;
     e.now = performance.now();
     const t = tcp;
     if (t) t.now = e.now;
@@ -80,6 +96,7 @@ async function loop(): Promise<void> {
         if (clients) post({ op: "http-clients", clients });
       }
       nextSweep = e.now + sweepEvery();
+      idle = e.idle && (t === undefined || t.idle) && !h?.hasServices;
     }
     if (woken || n === 0 || e.now - yielded > YIELD_MS) {
       h?.flushReports();
@@ -92,9 +109,13 @@ async function loop(): Promise<void> {
 
 self.onmessage = (event: MessageEvent<ToWorker>) => {
   const m = event.data;
+  handled++;
+  // A message changes what a sweep has to do (a service, its origins, a retirement): the loop sweeps again before idling.
+  idle = false;
   try {
     switch (m.op) {
       case "init":
+        posted = new Int32Array(m.posted);
         // This thread reads hostile datagrams; of capabilities (per thread, capset(2)) it uses only
         // CAP_NET_BIND_SERVICE, when held: a flow's socket binds to the original destination, port 53 too.
         keepOnlyCapabilities(capBit(CAP_NET_BIND_SERVICE));
