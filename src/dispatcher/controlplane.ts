@@ -350,8 +350,8 @@ export class ControlPlane {
   }
 
   /** What the watchdog's cheap looks compare the pins with (verifySteering's `watch`). */
-  pinWatch(heldIds: ReadonlyMap<string, number>): PinWatch {
-    return new PinWatch(this.pinned.dir, heldIds);
+  pinWatch(): PinWatch {
+    return new PinWatch(this.pinned.dir);
   }
 
   /**
@@ -361,7 +361,7 @@ export class ControlPlane {
    * never opens a pin itself.
    *
    * With `watch`, first a cheap look without the lock: every pin still the
-   * object the last full look verified (by stat, PinWatch), the link still
+   * object the last full look verified (no inotify event since, PinWatch), the link still
    * attached here running the pinned program, our services and sockets
    * registered, no takeover recorded, no new socket in our slots: in place,
    * and that is all a look without the lock may conclude (a change half-made
@@ -373,13 +373,13 @@ export class ControlPlane {
   verifySteering(running: ReadonlyMap<string, SteeredService>, heldIds: ReadonlyMap<string, number>, claim: InstanceClaim, known?: ReadonlySet<bigint>, watch?: PinWatch): SteeringCheck | undefined {
     if (watch?.unchanged() && !missingServices(this.dispatcher, this.registry, running) && !this.toldToLeaveLocked(claim) && !this.joined(running, known)) return { replaced: false };
     const look = tryPinLock(this.bpffs, (): SteeringCheck => {
-      // Before the look, so a pin replaced after the look read it shows as changed at the next cheap look.
-      const stamps = watch?.stamps();
+      // Before the look, so a pin replaced after the look read it is an event for the next cheap look.
+      const stamp = watch?.begin();
       const lost = missingSteering(this.dispatcher, this.registry, this.pinned.dir, heldIds, running);
       if (lost) return { lost: lost.why, replaced: false, ...(lost.settling ? { settling: true } : {}) };
       const leave = this.toldToLeaveLocked(claim);
       const replaced = this.joined(running, known);
-      if (stamps && !leave && !replaced) watch!.verified(stamps);
+      if (!leave && !replaced) watch?.verified(stamp);
       return { replaced, ...(leave ? { leave } : {}) };
     });
     if (look === "busy") return undefined;

@@ -6,6 +6,7 @@ import { MAPS, type Dispatcher } from "./dispatcher";
 import { netnsInode } from "./pins";
 import type { Registry } from "./registry";
 import { linkInfo, mapInfo, objGet, programInfo } from "../ebpf/libbpf";
+import { IN_CREATE, IN_DELETE, IN_DELETE_SELF, IN_MOVE_SELF, IN_MOVED_FROM, IN_MOVED_TO, PathWatch } from "../system/inotify";
 
 /*
  * The reads behind the steering watchdog (src/server/watchdog.ts): is what
@@ -90,55 +91,61 @@ export function missingServices(d: Dispatcher, registry: Registry, running: Read
   return undefined;
 }
 
-/**
- * What names a pin without opening it: stat(2), where BPF_OBJ_GET would make
- * a descriptor (and the look its info and close). bpffs makes a new inode
- * for every pin (kernel/bpf/inode.c, bpf_mkobj_ops: bpf_get_inode, numbered
- * by get_next_ino()) and an inode's object never changes, so the same device,
- * inode number and change time at a path is the same pinned object; another
- * pin there, even of the same object, shows as another stamp. The change
- * time guards against an inode number reused after a wrap.
- */
-function stampOf(path: string): string | undefined {
-  const s = statSync(path, { bigint: true, throwIfNoEntry: false });
-  return s ? `${s.dev}:${s.ino}:${s.ctimeNs}` : undefined;
-}
+/** What inotify reports of the pin directory: a pin made, removed or renamed there, or the directory itself gone or moved. */
+const PIN_EVENTS = IN_CREATE | IN_DELETE | IN_MOVED_FROM | IN_MOVED_TO | IN_DELETE_SELF | IN_MOVE_SELF;
 
 /**
- * The steering watchdog's cheap look: the pins as the last full look
- * (missingSteering, under the pin lock) found them in place, by stamp. A
- * look that finds every stamp as it was, the link still attached here
- * running the pinned program, and the services and sockets registered
- * (missingServices) says the steering is in place without the lock or
- * opening any pin but the link; anything else is for a full look to judge.
- * It can only say "in place": a loss is always named by a full look. The
- * link is opened at every look: a detach (BPF_LINK_DETACH) or another
- * program on it (BPF_LINK_UPDATE) leaves its pin as it was.
+ * The steering watchdog's cheap look. A pin is removed or replaced only
+ * through its directory: an unlink, a new pin (BPF_OBJ_PIN makes a dentry
+ * there through vfs_mkobj, kernel/bpf/inode.c), a rename; each an inotify
+ * event on the directory (fsnotify is in the VFS, bpffs included; checked
+ * by test/steering.test.ts). So while no event came since the last full
+ * look found all in place, every pin is still the object it verified, and
+ * the look needs no pin opened but the link: a detach (BPF_LINK_DETACH) or
+ * another program on it (BPF_LINK_UPDATE) leaves its pin as it was, so its
+ * namespace and program are read at every look. A stat of the directory's
+ * path catches what no event on it tells: a bpffs mounted over it, its
+ * parent renamed or replaced. Anything else (an event, a changed stat, no
+ * watch at all) is for a full look (missingSteering, under the pin lock),
+ * which alone names a loss: a look without the lock can only say "in place".
  */
 export class PinWatch {
-  private readonly paths: string[];
-  /** Stamps of `paths` (same order) before the last full look that found all in place, and the program pinned then. */
-  private seen: { stamps: (string | undefined)[]; progId: number } | undefined;
+  /** undefined: inotify could not watch the directory; every look is then a full one. */
+  private readonly events: PathWatch | undefined;
+  /** The directory (device, inode) and the program pinned when the last full look found all in place. */
+  private seen: { dir: string; progId: number } | undefined;
   /** The namespace this process serves (a process never changes it): a stat of /proc/self/ns/net less per look. */
   private readonly netns = netnsInode();
+  private readonly link: string;
 
-  constructor(
-    private readonly dir: string,
-    heldIds: ReadonlyMap<string, number>,
-  ) {
-    this.paths = [join(dir, "prog"), ...[...heldIds.keys()].map((name) => join(dir, name))];
-  }
-
-  /** The stamps now: taken before a full look, so a pin replaced after its read shows as a changed stamp. */
-  stamps(): (string | undefined)[] {
-    return this.paths.map(stampOf);
-  }
-
-  /** The full look that followed stamps() found everything in place. */
-  verified(stamps: (string | undefined)[]): void {
+  constructor(private readonly dir: string) {
+    this.link = join(dir, "link");
+    let events: PathWatch | undefined;
     try {
-      // The program pinned now: if it is not the stamped one, the stamp differs at the next look and a full look follows.
-      this.seen = { stamps, progId: withObj(this.paths[0]!, "pinned program", (fd) => programInfo(fd).id) };
+      events = new PathWatch(dir, PIN_EVENTS);
+    } catch {
+      events = undefined;
+    }
+    this.events = events;
+  }
+
+  /**
+   * Before a full look: forget the events queued (the look sees what they
+   * were about; what comes after is queued for the next cheap look) and
+   * stamp the directory.
+   */
+  begin(): string | undefined {
+    if (!this.events) return undefined;
+    this.events.changed();
+    return dirStamp(this.dir);
+  }
+
+  /** The full look that followed begin() found everything in place. */
+  verified(stamp: string | undefined): void {
+    if (stamp === undefined) return;
+    try {
+      // The program pinned now: if it is another than the one the look saw, its pin made an event after begin().
+      this.seen = { dir: stamp, progId: withObj(join(this.dir, "prog"), "pinned program", (fd) => programInfo(fd).id) };
     } catch {
       this.seen = undefined;
     }
@@ -147,15 +154,26 @@ export class PinWatch {
   /** Is the steering in place as the last full look found it? false: look fully (also when nothing was verified yet). */
   unchanged(): boolean {
     const seen = this.seen;
-    if (!seen) return false;
-    for (let i = 0; i < this.paths.length; i++) if (stampOf(this.paths[i]!) !== seen.stamps[i]) return false;
+    if (!seen || this.events!.changed()) return (this.seen = undefined), false;
+    if (dirStamp(this.dir) !== seen.dir) return (this.seen = undefined), false;
     try {
-      const link = withObj(join(this.dir, "link"), "pinned link", (fd) => linkInfo(fd));
+      const link = withObj(this.link, "pinned link", (fd) => linkInfo(fd));
       return link.netnsIno === this.netns && link.progId === seen.progId;
     } catch {
       return false;
     }
   }
+
+  close(): void {
+    this.events?.close();
+    this.seen = undefined;
+  }
+}
+
+/** The directory at `path` as (device, inode), or undefined when there is none. */
+function dirStamp(path: string): string | undefined {
+  const s = statSync(path, { throwIfNoEntry: false });
+  return s ? `${s.dev}:${s.ino}` : undefined;
 }
 
 /** The pins: the directory, the link in this namespace running the pinned program, the maps this process holds. */

@@ -10,10 +10,12 @@ import type { PinWatch, SteeredService } from "../dispatcher/verify";
  * addresses is refused, while the process itself looks healthy. So every
  * serving process checks, every WATCH_MS, that what steers its traffic is in
  * place, through the ControlPlane (the one owner of the pinned state): a
- * cheap look that stats the pins (opening only the link) while they are the
- * objects the last full look verified, and the full look, under the pin
- * lock, whenever anything differs (src/dispatcher/verify.ts, PinWatch); a
- * loss is always named by a full look. The same look reads
+ * cheap look (no inotify event on the pin directory since the last full
+ * look: the pins are the objects it verified; the link opened for its
+ * namespace and program; our services' entries looked up), and the full
+ * look, under the pin lock, whenever anything differs
+ * (src/dispatcher/verify.ts, PinWatch); a loss is always named by a full
+ * look. The same look reads
  * the instance's record: another instance that took this one over
  * (--take-over, or the same instance restarted after its supervisor died)
  * says so there.
@@ -61,7 +63,7 @@ export class SteeringWatchdog {
   lost: string | undefined;
   private timer: ReturnType<typeof setInterval> | undefined;
   private readonly heldIds: Map<string, number>;
-  /** The pins as the last full look verified them: most looks only stat them (ControlPlane.verifySteering). */
+  /** The pins as the last full look verified them: most looks only ask inotify whether they changed (ControlPlane.verifySteering). */
   private readonly pins: PinWatch;
   private known: Set<bigint> | undefined;
   private stopped = false;
@@ -72,7 +74,7 @@ export class SteeringWatchdog {
     private readonly on: WatchdogEvents,
   ) {
     this.heldIds = watched.plane.heldMapIds();
-    this.pins = watched.plane.pinWatch(this.heldIds);
+    this.pins = watched.plane.pinWatch();
   }
 
   start(): void {
@@ -85,6 +87,7 @@ export class SteeringWatchdog {
   stop(): void {
     this.stopped = true;
     clearInterval(this.timer);
+    this.pins.close();
   }
 
   /**
