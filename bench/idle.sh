@@ -7,7 +7,8 @@
 #   bench/idle.sh BINARY_A BINARY_B [edgeproxy args...]
 #   e.g. bench/idle.sh /work/main/edgeproxy ./edgeproxy --mode http --workers 2
 # Default args: --ports 8080 --prefix 192.0.2.0/24 --origin 127.0.0.1:9000 (given args are added).
-# VERBOSE=1: per-thread figures too.
+# VERBOSE=1: per-thread figures too. POKE=1: one request (tcp/http: a connection to 192.0.2.5:8080 with a GET, no origin
+# listening; udp: a datagram) right after ready, so what starts at a first connection (an access log's ring) runs too.
 set -euo pipefail
 if [ "${1:-}" = --inner ]; then
   shift; BIN=$1 OUT=$2; shift 2
@@ -18,6 +19,10 @@ if [ "${1:-}" = --inner ]; then
   unset EDGEPROXY_RUN_DIR
   "$BIN" --ports 8080 --prefix 192.0.2.0/24 --origin 127.0.0.1:9000 "$@" 2> "$OUT.stderr" > "$OUT.stdout" & EP=$!
   for _ in $(seq 1 200); do grep -q ready "$OUT.stderr" 2>/dev/null && break; sleep 0.05; done
+  if [ -n "${POKE:-}" ]; then
+    timeout 3 bash -c 'exec 3<>/dev/tcp/192.0.2.5/8080 && printf "GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n" >&3 && cat <&3 > /dev/null' 2> /dev/null || true
+    timeout 1 bash -c 'echo x > /dev/udp/192.0.2.5/8080' 2> /dev/null || true
+  fi
   sleep "${WARM:-3}"
   tree() { local p=$1; echo "$p"; for c in $(cat /proc/$p/task/*/children 2>/dev/null); do tree "$c"; done; }
   snap() { for p in $(tree $EP); do for t in /proc/$p/task/*; do

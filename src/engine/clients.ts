@@ -91,9 +91,9 @@ export class EngineClients {
     this.dirty = true;
   }
 
-  /** No copy will be due until a connection is seen, refused or closed: nothing changed since the last, and it listed no one. */
-  get idle(): boolean {
-    return !this.dirty && !this.listed;
+  /** When the next copy is due (due() then gives it) if no connection is seen, refused or closed before: Infinity for never. */
+  get dueAt(): number {
+    return this.dirty ? this.reportedAt + REPORT_MS : this.listed ? this.reportedAt + REFRESH_MS : Infinity;
   }
 
   /** Every tracked address (both generations), when the main thread's copy is due; else undefined. */

@@ -32,13 +32,15 @@ let running = false;
 let posted: Int32Array | undefined;
 let handled = 0;
 /**
- * The last sweep left nothing for the next one: no flow or connection (no
- * deadline), nothing to report, no http service on the engine (its
- * connections' deadlines and pooled origin connections are swept in
- * src/engine/http.ts, which cannot tell it is idle yet). An event or a
- * message ends it.
+ * The last sweep left no deadline for the next one: no flow or connection,
+ * no http service on the engine (its connections' deadlines and pooled
+ * origin connections are swept in src/engine/http.ts, which cannot tell it
+ * is idle yet). Then the time the next sweep is due for all the same (the
+ * busiest-clients copy of tcp services, EngineClients.dueAt; Infinity:
+ * none, wait for events alone). undefined: sweep at the interval. An event
+ * or a message ends it.
  */
-let idle = false;
+let idleUntil: number | undefined;
 
 const post = (m: FromWorker) => self.postMessage(m);
 /** Access log lines of every service on this thread, in rings the main thread reads (src/log/ring.ts). */
@@ -61,8 +63,14 @@ async function loop(): Promise<void> {
   while (running) {
     // A message posted but not yet delivered to this thread's loop: yield until it is (never block on it).
     const unheard = posted !== undefined && Atomics.load(posted, 0) !== handled;
-    const n = ep.wait(e.pending || http?.pending ? 0 : unheard ? 1 : idle ? -1 : Math.max(0, Math.min(IDLE_WAIT_MS, Math.ceil(nextSweep - e.now))));
-    if (n > 0) idle = false;
+    const until = idleUntil ?? nextSweep;
+    const n = ep.wait(
+      e.pending || http?.pending ? 0
+      : unheard ? 1
+      : until === Infinity ? -1
+      : Math.max(0, idleUntil === undefined ? Math.min(IDLE_WAIT_MS, Math.ceil(until - e.now)) : Math.ceil(until - e.now)),
+    );
+    if (n > 0) idleUntil = undefined;
     e.now = performance.now();
     const t = tcp;
     if (t) t.now = e.now;
@@ -83,7 +91,7 @@ async function loop(): Promise<void> {
     if (e.pending) e.resume();
     // The turn's sends, in one io_uring_enter, before any wait.
     e.flush();
-    if (e.now >= nextSweep) {
+    if (e.now >= nextSweep && (idleUntil === undefined || e.now >= idleUntil)) {
       e.sweep();
       if (t) {
         t.sweep(e.now);
@@ -96,7 +104,7 @@ async function loop(): Promise<void> {
         if (clients) post({ op: "http-clients", clients });
       }
       nextSweep = e.now + sweepEvery();
-      idle = e.idle && (t === undefined || t.idle) && !h?.hasServices;
+      idleUntil = e.idle && (t === undefined || t.idle) && !h?.hasServices ? (t?.clients.dueAt ?? Infinity) : undefined;
     }
     if (woken || n === 0 || e.now - yielded > YIELD_MS) {
       h?.flushReports();
@@ -111,7 +119,7 @@ self.onmessage = (event: MessageEvent<ToWorker>) => {
   const m = event.data;
   handled++;
   // A message changes what a sweep has to do (a service, its origins, a retirement): the loop sweeps again before idling.
-  idle = false;
+  idleUntil = undefined;
   try {
     switch (m.op) {
       case "init":
