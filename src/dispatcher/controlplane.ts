@@ -361,9 +361,10 @@ export class ControlPlane {
    * never opens a pin itself.
    *
    * With `watch`, first a cheap look without the lock: every pin still the
-   * object the last full look verified (no inotify event since, PinWatch), the link still
-   * attached here running the pinned program, our services and sockets
-   * registered, no takeover recorded, no new socket in our slots: in place,
+   * object the last full look verified (nothing changed in their directory
+   * since, PinWatch), the link still attached here running the pinned program, our
+   * services and sockets registered, no takeover recorded, no new socket in
+   * our slots: in place,
    * and that is all a look without the lock may conclude (a change half-made
    * by another process can only look like a loss, which the full look then
    * judges). Otherwise, and without `watch`, the full look: under the pin
@@ -374,12 +375,12 @@ export class ControlPlane {
     if (watch?.unchanged() && !missingServices(this.dispatcher, this.registry, running) && !this.toldToLeaveLocked(claim) && !this.joined(running, known)) return { replaced: false };
     const look = tryPinLock(this.bpffs, (): SteeringCheck => {
       // Before the look, so a pin replaced after the look read it is an event for the next cheap look.
-      const stamp = watch?.begin();
+      const began = watch?.begin() ?? false;
       const lost = missingSteering(this.dispatcher, this.registry, this.pinned.dir, heldIds, running);
       if (lost) return { lost: lost.why, replaced: false, ...(lost.settling ? { settling: true } : {}) };
       const leave = this.toldToLeaveLocked(claim);
       const replaced = this.joined(running, known);
-      if (!leave && !replaced) watch?.verified(stamp);
+      if (!leave && !replaced) watch?.verified(began);
       return { replaced, ...(leave ? { leave } : {}) };
     });
     if (look === "busy") return undefined;

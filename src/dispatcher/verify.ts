@@ -1,4 +1,4 @@
-import { existsSync, statSync } from "node:fs";
+import { existsSync } from "node:fs";
 import { join } from "node:path";
 import { decodeServiceInfo, EP_SOCKET_MEMBERS, sizes, u32 } from "./abi";
 import type { Protocol } from "./binding";
@@ -99,22 +99,25 @@ const PIN_EVENTS = IN_CREATE | IN_DELETE | IN_MOVED_FROM | IN_MOVED_TO | IN_DELE
  * through its directory: an unlink, a new pin (BPF_OBJ_PIN makes a dentry
  * there through vfs_mkobj, kernel/bpf/inode.c), a rename; each an inotify
  * event on the directory (fsnotify is in the VFS, bpffs included; checked
- * by test/steering.test.ts). So while no event came since the last full
- * look found all in place, every pin is still the object it verified, and
- * the look needs no pin opened but the link: a detach (BPF_LINK_DETACH) or
- * another program on it (BPF_LINK_UPDATE) leaves its pin as it was, so its
- * namespace and program are read at every look. A stat of the directory's
- * path catches what no event on it tells: a bpffs mounted over it, its
- * parent renamed or replaced. Anything else (an event, a changed stat, no
- * watch at all) is for a full look (missingSteering, under the pin lock),
- * which alone names a loss: a look without the lock can only say "in place".
+ * by test/steering.test.ts), and what no event on it tells (a bpffs
+ * mounted over it, a parent renamed) shows as its path naming another
+ * inode (PathWatch.changed). So while nothing changed since the last full
+ * look found all in place, every pin is still the object it verified. The
+ * link's pin stays as it was when the link is detached (BPF_LINK_DETACH)
+ * or given another program (BPF_LINK_UPDATE): so at every look the link is
+ * opened for its namespace and program (BPF_PROG_QUERY on the namespace
+ * would spare the descriptor but needs CAP_NET_ADMIN, which a serving
+ * process no longer holds). Anything else (a change, the link elsewhere or
+ * running another program, no watch at all) is for a full look
+ * (missingSteering, under the pin lock), which alone names a loss: a look
+ * without the lock can only say "in place".
  */
 export class PinWatch {
   /** undefined: inotify could not watch the directory; every look is then a full one. */
   private readonly events: PathWatch | undefined;
-  /** The directory (device, inode) and the program pinned when the last full look found all in place. */
-  private seen: { dir: string; progId: number } | undefined;
-  /** The namespace this process serves (a process never changes it): a stat of /proc/self/ns/net less per look. */
+  /** The program pinned when the last full look found all in place. */
+  private progId: number | undefined;
+  /** This process's network namespace (a process never changes it): a stat of /proc/self/ns/net less per look. */
   private readonly netns = netnsInode();
   private readonly link: string;
 
@@ -130,35 +133,33 @@ export class PinWatch {
   }
 
   /**
-   * Before a full look: forget the events queued (the look sees what they
-   * were about; what comes after is queued for the next cheap look) and
-   * stamp the directory.
+   * Before a full look: forget what changed until now (the look sees it;
+   * what comes after is for the next cheap look). false: no watch.
    */
-  begin(): string | undefined {
-    if (!this.events) return undefined;
+  begin(): boolean {
+    if (!this.events) return false;
     this.events.changed();
-    return dirStamp(this.dir);
+    return true;
   }
 
-  /** The full look that followed begin() found everything in place. */
-  verified(stamp: string | undefined): void {
-    if (stamp === undefined) return;
+  /** The full look that followed begin() (true) found everything in place. */
+  verified(began: boolean): void {
+    if (!began) return;
     try {
-      // The program pinned now: if it is another than the one the look saw, its pin made an event after begin().
-      this.seen = { dir: stamp, progId: withObj(join(this.dir, "prog"), "pinned program", (fd) => programInfo(fd).id) };
+      // The program pinned now: if it is another than the one the look saw, its pin was an event after begin().
+      this.progId = withObj(join(this.dir, "prog"), "pinned program", (fd) => programInfo(fd).id);
     } catch {
-      this.seen = undefined;
+      this.progId = undefined;
     }
   }
 
   /** Is the steering in place as the last full look found it? false: look fully (also when nothing was verified yet). */
   unchanged(): boolean {
-    const seen = this.seen;
-    if (!seen || this.events!.changed()) return (this.seen = undefined), false;
-    if (dirStamp(this.dir) !== seen.dir) return (this.seen = undefined), false;
+    const progId = this.progId;
+    if (progId === undefined || this.events!.changed()) return (this.progId = undefined), false;
     try {
       const link = withObj(this.link, "pinned link", (fd) => linkInfo(fd));
-      return link.netnsIno === this.netns && link.progId === seen.progId;
+      return link.netnsIno === this.netns && link.progId === progId;
     } catch {
       return false;
     }
@@ -166,14 +167,8 @@ export class PinWatch {
 
   close(): void {
     this.events?.close();
-    this.seen = undefined;
+    this.progId = undefined;
   }
-}
-
-/** The directory at `path` as (device, inode), or undefined when there is none. */
-function dirStamp(path: string): string | undefined {
-  const s = statSync(path, { throwIfNoEntry: false });
-  return s ? `${s.dev}:${s.ino}` : undefined;
 }
 
 /** The pins: the directory, the link in this namespace running the pinned program, the maps this process holds. */

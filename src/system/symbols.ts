@@ -41,6 +41,7 @@ export const systemSymbols = {
   // inotify (inotify.ts): the steering watchdog's pins.
   inotify_init1: { args: [i32], returns: i32 },
   inotify_add_watch: { args: [i32, ptr, u32], returns: i32 },
+  statx: { args: [i32, ptr, i32, u32, ptr], returns: i32 },
   read: { args: [i32, ptr, usize], returns: FFIType.i64_fast },
   write: { args: [i32, ptr, usize], returns: FFIType.i64_fast },
   // io_uring (uring.ts): syscall(2) for io_uring_setup/enter/register (glibc has no wrappers), mmap(2) for its rings.
