@@ -1,5 +1,6 @@
 import type { ControlPlane, InstanceClaim, SteeringCheck } from "../dispatcher/controlplane";
 import type { PinWatch, SteeredService } from "../dispatcher/verify";
+import { every } from "./housekeeping";
 
 /*
  * The truth about steering (issue 16, item 4). The pinned dispatcher can go
@@ -61,7 +62,7 @@ export interface WatchdogEvents {
 
 export class SteeringWatchdog {
   lost: string | undefined;
-  private timer: ReturnType<typeof setInterval> | undefined;
+  private stopTimer: (() => void) | undefined;
   private readonly heldIds: Map<string, number>;
   /** The pins as the last full look verified them: most looks only ask inotify whether they changed (ControlPlane.verifySteering). */
   private readonly pins: PinWatch;
@@ -78,15 +79,14 @@ export class SteeringWatchdog {
   }
 
   start(): void {
-    this.timer ??= setInterval(() => this.check(), WATCH_MS);
-    // The serve holds its loop open itself; this timer must not keep a stopped process alive.
-    this.timer.unref();
+    // On the process's housekeeping timer (housekeeping.ts), which never keeps a stopped process alive (the serve holds its loop open itself).
+    this.stopTimer ??= every(WATCH_MS, () => this.check());
   }
 
   /** No more checks (the process withdraws its services itself: a stop, a drain). */
   stop(): void {
     this.stopped = true;
-    clearInterval(this.timer);
+    this.stopTimer?.();
     this.pins.close();
   }
 
