@@ -216,6 +216,26 @@ describe("steering watchdog", () => {
     expect(await echoes()).toBe(true);
   }, 30_000);
 
+  test("one map's pin replaced by another map while the serve runs (rm, bpftool map create): noticed within 1 s, the serve exits 1", async () => {
+    // The watchdog's cheap look only stats the pins (PinWatch): a new pin at the same path is a new inode, so a full look.
+    const ep = await start(["--drain-timeout", "1s"]);
+    expect(await echoes()).toBe(true);
+    const pin = join(ns.bpffs, "edgeproxy", ns.inode, "ep_groups");
+    // Let the watchdog verify the pins first: the replacement must be found by its cheap look, not its first full one.
+    await Bun.sleep(600);
+    const started = performance.now();
+    rmSync(pin);
+    const made = Bun.spawnSync(["bpftool", "map", "create", pin, "type", "hash", "key", "4", "value", "4", "entries", "1", "name", "ep_groups"], { stderr: "pipe" });
+    const returned = performance.now();
+    expect(made.exitCode).toBe(0);
+    const noticed = await until(() => ep.stderr.includes("steering lost"), 3000);
+    expect(noticed).toBeDefined();
+    console.log(`ep_groups pin replaced -> "steering lost" logged: at most ${(noticed! - started).toFixed(0)} ms (bpftool ran ${(returned - started).toFixed(0)} ms)`);
+    expect(noticed! - returned).toBeLessThan(1000);
+    expect(ep.stderr).toMatch(/edgeproxy: steering lost: map ep_groups pinned in \S+ is another map \(id \d+, ours \d+\)/);
+    expect(await ep.proc.exited).toBe(1);
+  }, 30_000);
+
   test("the link detached by another tool (bpftool link detach), pins in place: noticed within 1 s, the serve exits 1", async () => {
     const ep = await start(["--drain-timeout", "1s"]);
     expect(await echoes()).toBe(true);

@@ -284,6 +284,24 @@ export function tcpRelayCases(f: ProxyFixture, engine: Engine): void {
       expect(after).toBeLessThan(2000);
     }, 20_000);
 
+    test("idle deadline after the data plane idled: a connection that comes to an idle instance is still closed after --idle-timeout", async () => {
+      // The engine's thread waits for events alone once nothing is open (src/proxy/udp/worker.ts): the sweep must resume with the connection.
+      const origin = echoOrigin("127.0.0.1");
+      servers.push(origin);
+      f.ep = await start(origin.port, ["--idle-timeout", "400ms"]);
+      await Bun.sleep(700);
+      expect(text(await exchange("192.0.2.9", 5005, "awake", 5000))).toBe("awake");
+      await Bun.sleep(700);
+      const t0 = performance.now();
+      let closedAt = 0;
+      await Bun.connect({ hostname: "192.0.2.9", port: 5005, socket: { data() {}, close: () => void (closedAt = performance.now()) } });
+      await until(() => closedAt > 0, 5000, "the idle close");
+      const after = closedAt - t0;
+      // Deadlines are kept on a coarse clock, honoured to within its 100 ms tick (src/proxy/clock.ts, worker.ts).
+      expect(after).toBeGreaterThanOrEqual(290);
+      expect(after).toBeLessThan(2000);
+    }, 20_000);
+
     test("an origin that refuses: the client is reset, the origin error is counted", async () => {
       const probe = Bun.listen({ hostname: "127.0.0.1", port: 0, socket: { data() {} } });
       const port = probe.port;

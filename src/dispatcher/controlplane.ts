@@ -6,7 +6,7 @@ import { InstanceMaps, leaderAlive, sameLeader, TOLD_TO_LEAVE, type InstanceReco
 import { describeBinding, describeInstance, liveLeaders, overlaps, type InstanceClaim, type InstanceView, type SteeringCheck, type WantedBinding, type WantedService } from "./claims";
 import { openPinned, pinDir, removePinned, tryPinLock, upgradeProgram, withPinLock, type Pinned, type ProgramUpgrade } from "./pins";
 import { Registry, type RegistrySnapshot } from "./registry";
-import { heldMapIds, missingSteering, pinsAreOurs, slotCookies, type SteeredService } from "./verify";
+import { heldMapIds, missingServices, missingSteering, PinWatch, pinsAreOurs, slotCookies, type SteeredService } from "./verify";
 
 /*
  * The one owner of the namespace's pinned state. Every change goes through
@@ -349,24 +349,50 @@ export class ControlPlane {
     return slotCookies(this.dispatcher, running);
   }
 
+  /** What the watchdog's cheap looks compare the pins with (verifySteering's `watch`). */
+  pinWatch(): PinWatch {
+    return new PinWatch(this.pinned.dir);
+  }
+
   /**
-   * The steering watchdog's look (src/server/watchdog.ts), under the pin lock
-   * when it is free now (undefined when another process holds it: the next
-   * look sees): what of `running`'s steering is missing, whether a socket not
-   * `known` joined its slots, and why `claim`'s instance must leave. Reads
-   * only; the watchdog never opens a pin itself.
+   * The steering watchdog's look (src/server/watchdog.ts): what of
+   * `running`'s steering is missing, whether a socket not `known` joined its
+   * slots, and why `claim`'s instance must leave. Reads only; the watchdog
+   * never opens a pin itself.
+   *
+   * With `watch`, first a cheap look without the lock: every pin still the
+   * object the last full look verified (nothing changed in their directory
+   * since, PinWatch), the link still attached here running the pinned program, our
+   * services and sockets registered, no takeover recorded, no new socket in
+   * our slots: in place,
+   * and that is all a look without the lock may conclude (a change half-made
+   * by another process can only look like a loss, which the full look then
+   * judges). Otherwise, and without `watch`, the full look: under the pin
+   * lock when it is free now (undefined when another process holds it: the
+   * next look sees), opening every pin.
    */
-  verifySteering(running: ReadonlyMap<string, SteeredService>, heldIds: ReadonlyMap<string, number>, claim: InstanceClaim, known?: ReadonlySet<bigint>): SteeringCheck | undefined {
+  verifySteering(running: ReadonlyMap<string, SteeredService>, heldIds: ReadonlyMap<string, number>, claim: InstanceClaim, known?: ReadonlySet<bigint>, watch?: PinWatch): SteeringCheck | undefined {
+    if (watch?.unchanged() && !missingServices(this.dispatcher, this.registry, running) && !this.toldToLeaveLocked(claim) && !this.joined(running, known)) return { replaced: false };
     const look = tryPinLock(this.bpffs, (): SteeringCheck => {
+      // Before the look, so a pin replaced after the look read it is an event for the next cheap look.
+      const began = watch?.begin() ?? false;
       const lost = missingSteering(this.dispatcher, this.registry, this.pinned.dir, heldIds, running);
       if (lost) return { lost: lost.why, replaced: false, ...(lost.settling ? { settling: true } : {}) };
       const leave = this.toldToLeaveLocked(claim);
-      const replaced = !!known && [...this.slotCookies(running)].some((c) => !known.has(c));
+      const replaced = this.joined(running, known);
+      if (!leave && !replaced) watch?.verified(began);
       return { replaced, ...(leave ? { leave } : {}) };
     });
     if (look === "busy") return undefined;
     if (look === "gone") return { lost: `${this.bpffs}/edgeproxy was removed`, replaced: false };
     return look;
+  }
+
+  /** A socket not `known` is in `running`'s slots (false when nothing is known). */
+  private joined(running: ReadonlyMap<string, SteeredService>, known: ReadonlySet<bigint> | undefined): boolean {
+    if (!known) return false;
+    for (const c of this.slotCookies(running)) if (!known.has(c)) return true;
+    return false;
   }
 
   /**

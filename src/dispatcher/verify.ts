@@ -6,6 +6,7 @@ import { MAPS, type Dispatcher } from "./dispatcher";
 import { netnsInode } from "./pins";
 import type { Registry } from "./registry";
 import { linkInfo, mapInfo, objGet, programInfo } from "../ebpf/libbpf";
+import { IN_CREATE, IN_DELETE, IN_DELETE_SELF, IN_MOVE_SELF, IN_MOVED_FROM, IN_MOVED_TO, PathWatch } from "../system/inotify";
 
 /*
  * The reads behind the steering watchdog (src/server/watchdog.ts): is what
@@ -69,20 +70,105 @@ export function pinsAreOurs(d: Dispatcher, dir: string): boolean {
 export function missingSteering(d: Dispatcher, registry: Registry, dir: string, heldIds: ReadonlyMap<string, number>, running: ReadonlyMap<string, SteeredService>): { why: string; settling?: true } | undefined {
   const why = missingPins(dir, heldIds);
   if (why) return { why };
+  return missingServices(d, registry, running);
+}
+
+/** The services part of missingSteering: maps this process holds, looked up (no pin opened). */
+export function missingServices(d: Dispatcher, registry: Registry, running: ReadonlyMap<string, SteeredService>): { why: string; settling?: true } | undefined {
   for (const [name, r] of running) {
     // One lookup per service of ours, not a walk of every service.
     const info = d.maps.ep_services.lookup(u32(r.id), new Uint8Array(sizes.ep_service_info));
     if (!info || decodeServiceInfo(info).name !== name) return { why: `service ${name} is no longer registered in the dispatcher` };
     for (const s of r.sockets) {
-      const slot = `service ${name} ${r.svc.protocol}/ipv${s.family}`;
+      const slot = () => `service ${name} ${r.svc.protocol}/ipv${s.family}`;
       // A sibling worker that reloaded first moved a restarted UDP service to a new group (reload.ts): transient.
-      if (registry.groupPort(r.id, r.svc.protocol, s.family) !== s.port) return { why: `${slot}: the dispatcher records another socket group than ours (port ${s.port})`, settling: true };
+      if (registry.groupPort(r.id, r.svc.protocol, s.family) !== s.port) return { why: `${slot()}: the dispatcher records another socket group than ours (port ${s.port})`, settling: true };
       let any = false;
       for (let m = 0; m < EP_SOCKET_MEMBERS && !any; m++) any = d.hasSocket(r.id, r.svc.protocol, s.family, m);
-      if (!any) return { why: `${slot}: no socket registered (its connections are refused)` };
+      if (!any) return { why: `${slot()}: no socket registered (its connections are refused)` };
     }
   }
   return undefined;
+}
+
+/** What inotify reports of the pin directory: a pin made, removed or renamed there, or the directory itself gone or moved. */
+const PIN_EVENTS = IN_CREATE | IN_DELETE | IN_MOVED_FROM | IN_MOVED_TO | IN_DELETE_SELF | IN_MOVE_SELF;
+
+/**
+ * The steering watchdog's cheap look. A pin is removed or replaced only
+ * through its directory: an unlink, a new pin (BPF_OBJ_PIN makes a dentry
+ * there through vfs_mkobj, kernel/bpf/inode.c), a rename; each an inotify
+ * event on the directory (fsnotify is in the VFS, bpffs included; checked
+ * by test/steering.test.ts), and what no event on it tells (a bpffs
+ * mounted over it, a parent renamed) shows as its path naming another
+ * inode (PathWatch.changed). So while nothing changed since the last full
+ * look found all in place, every pin is still the object it verified. The
+ * link's pin stays as it was when the link is detached (BPF_LINK_DETACH)
+ * or given another program (BPF_LINK_UPDATE): so at every look the link is
+ * opened for its namespace and program (BPF_PROG_QUERY on the namespace
+ * would spare the descriptor but needs CAP_NET_ADMIN, which a serving
+ * process no longer holds). Anything else (a change, the link elsewhere or
+ * running another program, no watch at all) is for a full look
+ * (missingSteering, under the pin lock), which alone names a loss: a look
+ * without the lock can only say "in place".
+ */
+export class PinWatch {
+  /** undefined: inotify could not watch the directory; every look is then a full one. */
+  private readonly events: PathWatch | undefined;
+  /** The program pinned when the last full look found all in place. */
+  private progId: number | undefined;
+  /** This process's network namespace (a process never changes it): a stat of /proc/self/ns/net less per look. */
+  private readonly netns = netnsInode();
+  private readonly link: string;
+
+  constructor(private readonly dir: string) {
+    this.link = join(dir, "link");
+    let events: PathWatch | undefined;
+    try {
+      events = new PathWatch(dir, PIN_EVENTS);
+    } catch {
+      events = undefined;
+    }
+    this.events = events;
+  }
+
+  /**
+   * Before a full look: forget what changed until now (the look sees it;
+   * what comes after is for the next cheap look). false: no watch.
+   */
+  begin(): boolean {
+    if (!this.events) return false;
+    this.events.changed();
+    return true;
+  }
+
+  /** The full look that followed begin() (true) found everything in place. */
+  verified(began: boolean): void {
+    if (!began) return;
+    try {
+      // The program pinned now: if it is another than the one the look saw, its pin was an event after begin().
+      this.progId = withObj(join(this.dir, "prog"), "pinned program", (fd) => programInfo(fd).id);
+    } catch {
+      this.progId = undefined;
+    }
+  }
+
+  /** Is the steering in place as the last full look found it? false: look fully (also when nothing was verified yet). */
+  unchanged(): boolean {
+    const progId = this.progId;
+    if (progId === undefined || this.events!.changed()) return (this.progId = undefined), false;
+    try {
+      const link = withObj(this.link, "pinned link", (fd) => linkInfo(fd));
+      return link.netnsIno === this.netns && link.progId === progId;
+    } catch {
+      return false;
+    }
+  }
+
+  close(): void {
+    this.events?.close();
+    this.progId = undefined;
+  }
 }
 
 /** The pins: the directory, the link in this namespace running the pinned program, the maps this process holds. */

@@ -91,6 +91,11 @@ export class EngineClients {
     this.dirty = true;
   }
 
+  /** When the next copy is due (due() then gives it) if no connection is seen, refused or closed before: Infinity for never. */
+  get dueAt(): number {
+    return this.dirty ? this.reportedAt + REPORT_MS : this.listed ? this.reportedAt + REFRESH_MS : Infinity;
+  }
+
   /** Every tracked address (both generations), when the main thread's copy is due; else undefined. */
   due(now: number): ClientsSnapshot | undefined {
     const since = now - this.reportedAt;

@@ -101,6 +101,19 @@ export class TcpEngine {
     return this.services.size > 0;
   }
 
+  /**
+   * Right after a sweep: nothing for the next one to do until an event
+   * comes but the busiest-clients copy (clients.dueAt). No connection open
+   * (no deadline to watch), so every count changed by the last close went
+   * in this sweep (EngineService.report); a listener paused on EMFILE was
+   * resumed by the sweep itself. The worker then waits for events, or
+   * until the copy is due (worker.ts).
+   */
+  get idle(): boolean {
+    for (const svc of this.services.values()) if (svc.pairs.size) return false;
+    return true;
+  }
+
   owns(fd: number): boolean {
     return this.byFd[fd] !== undefined || this.listenerByFd[fd] !== undefined;
   }

@@ -37,7 +37,12 @@ const REASONS: readonly [keyof Refusals, string, string][] = [
  * reason whose counter moved. `services` is read at every tick (a reload
  * changes them). Returns the stop function.
  */
-export function startKernelRefusals(services: () => Iterable<{ readonly id: number; readonly config: ServiceConfig }>, read: (id: number) => Refusals): () => void {
+export function startKernelRefusals(
+  services: () => Iterable<{ readonly id: number; readonly config: ServiceConfig }>,
+  read: (id: number) => Refusals,
+  /** Runs the tick every `ms` until the returned function is called (a serve's: its one housekeeping timer). */
+  schedule: (ms: number, fn: () => void) => () => void = interval,
+): () => void {
   const last = new Map<string, { id: number; counts: Refusals; at: number; log: ServiceLog }>();
   let lastTick = -Infinity;
   const tick = () => {
@@ -66,7 +71,12 @@ export function startKernelRefusals(services: () => Iterable<{ readonly id: numb
     for (const name of last.keys()) if (!seen.has(name)) last.delete(name);
   };
   tick();
-  const timer = setInterval(tick, TICK_MS);
+  return schedule(TICK_MS, tick);
+}
+
+/** A timer of its own, never holding the process open. */
+function interval(ms: number, fn: () => void): () => void {
+  const timer = setInterval(fn, ms);
   timer.unref();
   return () => clearInterval(timer);
 }

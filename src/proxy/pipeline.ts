@@ -186,6 +186,8 @@ export class Pipeline {
         if (o.log) c.startedAt = performance.now();
         s.data = c;
         conns.add(c);
+        // A connection to sweep: the coarse clock ticks again if it had stopped (clock.ts).
+        o.clock.wake();
         if (this.needEnds) {
           c.ends = socketEnds(s);
           // The peer is already gone (Bun no longer knows its address): `close` follows.

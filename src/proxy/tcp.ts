@@ -64,6 +64,8 @@ export class TcpService implements DataPlaneService {
     this.stopSweep = clock.onTick((now) => {
       this.pipeline.sweep(now);
       if (this.closing && this.pipeline.size === 0) this.stopSweep();
+      // No connection, no deadline: the clock may stop until the next one (Pipeline's open wakes it).
+      return this.pipeline.size > 0;
     });
   }
 

@@ -1,4 +1,5 @@
 import { startKernelRefusals } from "../log/kernel";
+import { every } from "./housekeeping";
 import type { Server } from "./server";
 
 /** Aggregated access log lines of the clients the kernel refused for `server`'s services (src/log/kernel.ts). */
@@ -11,5 +12,6 @@ export function kernelRefusals(server: Server): () => void {
       const l = d.limitCounters(id);
       return { denied: c.denied, missingSocket: c.missingSocket, full: d.selection.counters(id).full, limitedConnections: l.connections, limitedRate: l.rate };
     },
+    every,
   );
 }

@@ -2,6 +2,7 @@ import type { Selection, Tier } from "../dispatcher/selection";
 import type { ServiceSocket } from "../proxy/service";
 import { listeners } from "../system/listeners";
 import { socketCookie } from "../system/sockets";
+import { every } from "./housekeeping";
 
 const REPAIR_MS = 1000;
 
@@ -85,7 +86,7 @@ export class CapSteering {
     if (this.selection.cookieAt(s.family, s.port, this.position, tier) === s.cookie) this.selection.remove(s.family, s.port, this.position, tier);
   }
 
-  private repairTimer: ReturnType<typeof setInterval> | undefined;
+  private stopRepair: (() => void) | undefined;
 
   /**
    * Every second, below the cap, fill our positions that are empty. change()
@@ -94,19 +95,19 @@ export class CapSteering {
    * put ours back. One map lookup per listener.
    */
   start(): void {
-    this.repairTimer ??= setInterval(() => {
+    // On the process's housekeeping timer (housekeeping.ts): its wake-ups shared with the watchdog's.
+    this.stopRepair ??= every(REPAIR_MS, () => {
       // Quiet: a failure here is retried in a second, and a cap crossing says why.
       if (this.stopped) return;
       if (this.first) this.forEachListener((s) => this.offer(s, 1));
       if (this.accepting) this.forEachListener((s) => this.offer(s, 2));
-    }, REPAIR_MS);
-    this.repairTimer.unref();
+    });
   }
 
   /** No more offers: the listeners are closing (drain, stop). */
   stop(): void {
     this.stopped = true;
-    clearInterval(this.repairTimer);
+    this.stopRepair?.();
   }
 
   /**

@@ -1,5 +1,6 @@
 import type { ControlPlane, InstanceClaim, SteeringCheck } from "../dispatcher/controlplane";
-import type { SteeredService } from "../dispatcher/verify";
+import type { PinWatch, SteeredService } from "../dispatcher/verify";
+import { every } from "./housekeeping";
 
 /*
  * The truth about steering (issue 16, item 4). The pinned dispatcher can go
@@ -9,8 +10,13 @@ import type { SteeredService } from "../dispatcher/verify";
  * finds our sockets, and every new connection and UDP flow on the steered
  * addresses is refused, while the process itself looks healthy. So every
  * serving process checks, every WATCH_MS, that what steers its traffic is in
- * place, through the ControlPlane (the one owner of the pinned state), which
- * reads under the pin lock (src/dispatcher/verify.ts). The same look reads
+ * place, through the ControlPlane (the one owner of the pinned state): a
+ * cheap look (no inotify event on the pin directory since the last full
+ * look: the pins are the objects it verified; the link opened for its
+ * namespace and program; our services' entries looked up), and the full
+ * look, under the pin lock, whenever anything differs
+ * (src/dispatcher/verify.ts, PinWatch); a loss is always named by a full
+ * look. The same look reads
  * the instance's record: another instance that took this one over
  * (--take-over, or the same instance restarted after its supervisor died)
  * says so there.
@@ -56,8 +62,10 @@ export interface WatchdogEvents {
 
 export class SteeringWatchdog {
   lost: string | undefined;
-  private timer: ReturnType<typeof setInterval> | undefined;
+  private stopTimer: (() => void) | undefined;
   private readonly heldIds: Map<string, number>;
+  /** The pins as the last full look verified them: most looks only ask inotify whether they changed (ControlPlane.verifySteering). */
+  private readonly pins: PinWatch;
   private known: Set<bigint> | undefined;
   private stopped = false;
   private left = false;
@@ -67,18 +75,19 @@ export class SteeringWatchdog {
     private readonly on: WatchdogEvents,
   ) {
     this.heldIds = watched.plane.heldMapIds();
+    this.pins = watched.plane.pinWatch();
   }
 
   start(): void {
-    this.timer ??= setInterval(() => this.check(), WATCH_MS);
-    // The serve holds its loop open itself; this timer must not keep a stopped process alive.
-    this.timer.unref();
+    // On the process's housekeeping timer (housekeeping.ts), which never keeps a stopped process alive (the serve holds its loop open itself).
+    this.stopTimer ??= every(WATCH_MS, () => this.check());
   }
 
   /** No more checks (the process withdraws its services itself: a stop, a drain). */
   stop(): void {
     this.stopped = true;
-    clearInterval(this.timer);
+    this.stopTimer?.();
+    this.pins.close();
   }
 
   /**
@@ -117,7 +126,7 @@ export class SteeringWatchdog {
     if (this.lost || this.stopped) return this.lost;
     let result: SteeringCheck | undefined;
     try {
-      result = this.watched.plane.verifySteering(this.watched.running, this.heldIds, this.watched.claim, this.known);
+      result = this.watched.plane.verifySteering(this.watched.running, this.heldIds, this.watched.claim, this.known, this.pins);
     } catch (e) {
       result = { lost: `checking the steering failed: ${(e as Error).message}`, replaced: false };
     }

@@ -1,5 +1,5 @@
 // The native symbol table of the system calls edgeproxy makes itself:
-// descriptors, sockets, epoll, eventfd, pidfd, capabilities. Logic-free on
+// descriptors, sockets, epoll, eventfd, inotify, pidfd, capabilities. Logic-free on
 // purpose: the wrappers with behaviour live in libc.ts (errno), fd.ts
 // (ownership), capabilities.ts and their users; BPF's own libc calls stay in
 // src/ebpf/symbols.ts.
@@ -38,6 +38,10 @@ export const systemSymbols = {
   epoll_ctl: { args: [i32, i32, i32, ptr], returns: i32 },
   epoll_wait: { args: [i32, ptr, i32, i32], returns: i32 },
   eventfd: { args: [u32, i32], returns: i32 },
+  // inotify (inotify.ts): the steering watchdog's pins.
+  inotify_init1: { args: [i32], returns: i32 },
+  inotify_add_watch: { args: [i32, ptr, u32], returns: i32 },
+  statx: { args: [i32, ptr, i32, u32, ptr], returns: i32 },
   read: { args: [i32, ptr, usize], returns: FFIType.i64_fast },
   write: { args: [i32, ptr, usize], returns: FFIType.i64_fast },
   // io_uring (uring.ts): syscall(2) for io_uring_setup/enter/register (glibc has no wrappers), mmap(2) for its rings.

@@ -299,6 +299,11 @@ export class Engine {
     this.again.push(f.upstream!.raw);
   }
 
+  /** No flow open: a sweep has nothing to expire (the worker then waits for events alone, worker.ts). */
+  get idle(): boolean {
+    return this.flows.size === 0;
+  }
+
   /** Flow sockets left undrained by their last event (see fromClient); the worker waits without blocking while there are any. */
   get pending(): boolean {
     return this.again.length > 0;

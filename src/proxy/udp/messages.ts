@@ -9,7 +9,7 @@ import type { HttpEngineSpec } from "../../engine/http";
 
 /** Main thread → UDP worker. */
 export type ToWorker =
-  | { readonly op: "init"; readonly wakeFd: number; readonly counters: SharedArrayBuffer; readonly maxFlows: number }
+  | { readonly op: "init"; readonly wakeFd: number; readonly counters: SharedArrayBuffer; readonly maxFlows: number; readonly posted: SharedArrayBuffer }
   | { readonly op: "add"; readonly spec: UdpServiceSpec }
   | { readonly op: "retire"; readonly slot: number; readonly abort: boolean }
   | { readonly op: "origins"; readonly slot: number; readonly endpoints: readonly EndpointSpec[] }

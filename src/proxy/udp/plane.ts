@@ -51,6 +51,8 @@ export class UdpPlane {
   private readonly worker: Worker;
   private readonly wake = new EventFd();
   private readonly counters = new Float64Array(new SharedArrayBuffer(SLOTS * ROW * 8));
+  /** Messages posted to the thread so far: it blocks in epoll_wait without a timeout only when it has handled as many (worker.ts). */
+  private readonly posted = new Int32Array(new SharedArrayBuffer(4));
   // Lowest slot first, so rows stay near the start of the shared buffer.
   private readonly free = Array.from({ length: SLOTS }, (_, i) => SLOTS - 1 - i);
   private closed = false;
@@ -124,7 +126,7 @@ export class UdpPlane {
     };
     // The process ends when its servers do; the worker never holds it open.
     this.worker.unref();
-    this.post({ op: "init", wakeFd: this.wake.fd, counters: this.counters.buffer as SharedArrayBuffer, maxFlows });
+    this.post({ op: "init", wakeFd: this.wake.fd, counters: this.counters.buffer as SharedArrayBuffer, maxFlows, posted: this.posted.buffer as SharedArrayBuffer });
   }
 
   /**
@@ -228,6 +230,8 @@ export class UdpPlane {
 
   private post(m: ToWorker): void {
     if (this.closed) return;
+    // Counted before it is sent: the thread never sees a message it was not told of.
+    Atomics.add(this.posted, 0, 1);
     this.worker.postMessage(m);
     this.wake.signal();
   }

@@ -2,7 +2,9 @@
 // sockets it did not create, so this thread blocks in epoll_wait(2) and
 // returns to its own event loop (for control messages) only when the main
 // thread signals the wake-up eventfd, when epoll_wait times out, or every
-// YIELD_MS under load.
+// YIELD_MS under load. Idle (no flow, no connection, nothing to report,
+// every message handled) it waits without a timeout: an idle instance costs
+// no wake-ups here.
 import { CAP_NET_BIND_SERVICE, capBit, keepOnlyCapabilities } from "../../system/capabilities";
 import { drainEventFd, Epoll } from "../../system/epoll";
 import { Engine } from "./engine";
@@ -26,6 +28,19 @@ const TCP_SWEEP_MS = 100;
 let epoll: Epoll | undefined;
 let wakeFd = -1;
 let running = false;
+/** How many messages the main thread has posted (UdpPlane.post counts each before sending it), and how many were handled here. */
+let posted: Int32Array | undefined;
+let handled = 0;
+/**
+ * The last sweep left no deadline for the next one: no flow or connection,
+ * no http service on the engine (its connections' deadlines and pooled
+ * origin connections are swept in src/engine/http.ts, which cannot tell it
+ * is idle yet). Then the time the next sweep is due for all the same (the
+ * busiest-clients copy of tcp services, EngineClients.dueAt; Infinity:
+ * none, wait for events alone). undefined: sweep at the interval. An event
+ * or a message ends it.
+ */
+let idleUntil: number | undefined;
 
 const post = (m: FromWorker) => self.postMessage(m);
 /** Access log lines of every service on this thread, in rings the main thread reads (src/log/ring.ts). */
@@ -46,7 +61,16 @@ async function loop(): Promise<void> {
   let yielded = performance.now();
   let nextSweep = yielded + sweepEvery();
   while (running) {
-    const n = ep.wait(e.pending || http?.pending ? 0 : Math.max(0, Math.min(IDLE_WAIT_MS, Math.ceil(nextSweep - e.now))));
+    // A message posted but not yet delivered to this thread's loop: yield until it is (never block on it).
+    const unheard = posted !== undefined && Atomics.load(posted, 0) !== handled;
+    const until = idleUntil ?? nextSweep;
+    const n = ep.wait(
+      e.pending || http?.pending ? 0
+      : unheard ? 1
+      : until === Infinity ? -1
+      : Math.max(0, idleUntil === undefined ? Math.min(IDLE_WAIT_MS, Math.ceil(until - e.now)) : Math.ceil(until - e.now)),
+    );
+    if (n > 0) idleUntil = undefined;
     e.now = performance.now();
     const t = tcp;
     if (t) t.now = e.now;
@@ -67,7 +91,7 @@ async function loop(): Promise<void> {
     if (e.pending) e.resume();
     // The turn's sends, in one io_uring_enter, before any wait.
     e.flush();
-    if (e.now >= nextSweep) {
+    if (e.now >= nextSweep && (idleUntil === undefined || e.now >= idleUntil)) {
       e.sweep();
       if (t) {
         t.sweep(e.now);
@@ -80,6 +104,7 @@ async function loop(): Promise<void> {
         if (clients) post({ op: "http-clients", clients });
       }
       nextSweep = e.now + sweepEvery();
+      idleUntil = e.idle && (t === undefined || t.idle) && !h?.hasServices ? (t?.clients.dueAt ?? Infinity) : undefined;
     }
     if (woken || n === 0 || e.now - yielded > YIELD_MS) {
       h?.flushReports();
@@ -92,9 +117,13 @@ async function loop(): Promise<void> {
 
 self.onmessage = (event: MessageEvent<ToWorker>) => {
   const m = event.data;
+  handled++;
+  // A message changes what a sweep has to do (a service, its origins, a retirement): the loop sweeps again before idling.
+  idleUntil = undefined;
   try {
     switch (m.op) {
       case "init":
+        posted = new Int32Array(m.posted);
         // This thread reads hostile datagrams; of capabilities (per thread, capset(2)) it uses only
         // CAP_NET_BIND_SERVICE, when held: a flow's socket binds to the original destination, port 53 too.
         keepOnlyCapabilities(capBit(CAP_NET_BIND_SERVICE));
