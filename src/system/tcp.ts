@@ -94,8 +94,8 @@ const ACCEPT_STREAK = 8;
  * 0.996–1.017).
  */
 export class AcceptPace {
-  /** The loop's turn at the last readiness, and how many turns in a row it was ready. */
-  private readyTurn = -1;
+  /** The loop's turn at the last readiness (none yet: not the turn before the first), and how many turns in a row it was ready. */
+  private readyTurn = -2;
   private streak = 0;
 
   /** The batch for a readiness in loop turn `turn` (the engine counts a turn per batch of events). */
