@@ -202,4 +202,21 @@ describe("http client deadlines", () => {
       w.done();
     }
   }, 30_000);
+
+  test("a silent connection to an instance whose data plane went idle (nothing open: it waits for events alone) still gets the head deadline", async () => {
+    const w = await start(["--header-timeout", "1s"]);
+    try {
+      // No connection yet: the engine's thread stops sweeping (HttpEngine.idle, src/proxy/udp/worker.ts); the first one must start it again.
+      await Bun.sleep(700);
+      const silent = await stall();
+      const s = await silent.closed;
+      expect(s.ms).toBeGreaterThan(900);
+      expect(s.ms).toBeLessThan(2500);
+      const m = await metrics(w.admin);
+      expect(expired(m, "request_head")).toBe(1);
+      expect(m.get("edgeproxy_connection_cap_active")).toBe(0);
+    } finally {
+      w.done();
+    }
+  }, 30_000);
 });

@@ -83,6 +83,24 @@ export class HttpEngine implements SocketLoop {
     return this.laters.length > 0 || this.deferred.length > 0;
   }
 
+  /**
+   * Nothing for a sweep to do: no connection, PROXY header, connect or
+   * pooled origin connection with a deadline, no paused listener to resume,
+   * no counts unsent (flushReports may hold them back REPORT_MS). The data
+   * plane thread then waits for events alone (src/proxy/udp/worker.ts).
+   */
+  get idle(): boolean {
+    if (this.dirty || this.pending || this.toClose.length) return false;
+    for (const svc of this.services.values()) {
+      if (svc.conns.size || svc.headers.size || svc.connecting.size || !svc.ctx.origins.empty) return false;
+      for (const l of svc.listeners) {
+        const x = l.closed ? undefined : this.byFd[l.raw];
+        if (x instanceof HttpListener && x.paused) return false;
+      }
+    }
+    return true;
+  }
+
   owns(fd: number): boolean {
     return this.byFd[fd] !== undefined;
   }

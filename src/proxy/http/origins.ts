@@ -307,6 +307,11 @@ export class OriginConnections {
     }
   }
 
+  /** No connection (idle, in use or connecting): nothing for sweep() to expire. */
+  get empty(): boolean {
+    return this.live === 0;
+  }
+
   get idleCount(): number {
     let n = 0;
     for (const list of this.idle.values()) n += list.length;

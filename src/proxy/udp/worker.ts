@@ -33,10 +33,9 @@ let posted: Int32Array | undefined;
 let handled = 0;
 /**
  * The last sweep left no deadline for the next one: no flow or connection,
- * no http service on the engine (its connections' deadlines and pooled
- * origin connections are swept in src/engine/http.ts, which cannot tell it
- * is idle yet). Then the time the next sweep is due for all the same (the
- * busiest-clients copy of tcp services, EngineClients.dueAt; Infinity:
+ * no http connection, header, connect or pooled origin connection
+ * (HttpEngine.idle). Then the time the next sweep is due for all the same (the
+ * busiest-clients copy of tcp and http services, EngineClients.dueAt; Infinity:
  * none, wait for events alone). undefined: sweep at the interval. An event
  * or a message ends it.
  */
@@ -104,7 +103,7 @@ async function loop(): Promise<void> {
         if (clients) post({ op: "http-clients", clients });
       }
       nextSweep = e.now + sweepEvery();
-      idleUntil = e.idle && (t === undefined || t.idle) && !h?.hasServices ? (t?.clients.dueAt ?? Infinity) : undefined;
+      idleUntil = e.idle && (t === undefined || t.idle) && (h === undefined || h.idle) ? Math.min(t?.clients.dueAt ?? Infinity, h?.clients.dueAt ?? Infinity) : undefined;
     }
     if (woken || n === 0 || e.now - yielded > YIELD_MS) {
       h?.flushReports();
