@@ -87,6 +87,8 @@ export class HttpService implements DataPlaneService {
         origins.close();
         this.stopSweep();
       }
+      // No connection and no pooled origin connection: no deadline, the clock may stop until the next one (Pipeline's open wakes it).
+      return this.pipeline.size > 0 || !origins.empty;
     });
   }
 
