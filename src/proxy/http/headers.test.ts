@@ -90,6 +90,19 @@ describe("forwarding headers (RFC 7239, X-Forwarded-*)", () => {
     expect(text(a)).toContain("x-forwarded-for: 192.0.2.77\r\n");
   });
 
+  test("a client's long Host (up to max_header_size) is forwarded right but its fields are not kept in the shared entry", () => {
+    const f = new ConnectionForwarding("192.0.2.79", "http");
+    const fresh = (host: string) => new ConnectionForwarding("192.0.2.79", "http").head(new Uint8Array(0), 0, host, undefined).toString("latin1");
+    const head = (host: string) => f.head(new Uint8Array(0), 0, host, undefined).toString("latin1");
+    const long = `${"a".repeat(16_000)}.example`;
+    expect(head("short.example")).toBe(fresh("short.example"));
+    // Each request with the long Host gets its own fields, and the kept ones stay the short Host's (16 KB not held per client).
+    expect(head(long)).toBe(fresh(long));
+    expect(head(long)).toBe(fresh(long));
+    expect((f as unknown as { host: string }).host).toBe("short.example");
+    expect(head("short.example")).toBe(fresh("short.example"));
+  });
+
   test("one connection per request: a Connection field of just close or keep-alive is cut out, the rest goes as it came", () => {
     const conn = new ConnectionForwarding(ctx.clientIp, ctx.proto);
     const ours = conn.head(new Uint8Array(0), 0, "a", undefined).toString("latin1");

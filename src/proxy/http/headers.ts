@@ -130,6 +130,8 @@ const bufferCopy = Buffer.prototype.copy as unknown as (this: Uint8Array, target
 /** `from[start, end)` into `to` at `at`. */
 const copyRange = (from: Uint8Array, to: Uint8Array, at: number, start: number, end: number) => bufferCopy.call(from, to, at, start, end);
 const NO_FIELDS = new Uint8Array(0);
+/** The longest Host whose forwarding fields a ConnectionForwarding keeps: a DNS name (253, RFC 1035 §2.3.4) and a port. */
+const MAX_KEPT_HOST = 260;
 
 /** An X-Request-Id of ours, written as ASCII bytes (RequestLog's): its length, and the write that returns where it ends. */
 export interface RequestIdBytes {
@@ -168,12 +170,17 @@ export class ConnectionForwarding {
    * encoded for it.
    */
   head(raw: Uint8Array, rawLength: number, host: string, requestId: RequestIdBytes | undefined, cutFrom = -1, cutTo = -1): Buffer {
+    let fields = this.fields;
     if (host !== this.host) {
       const ip = this.clientIp;
-      this.host = host;
-      this.fields = Buffer.from(`x-forwarded-for: ${ip}\r\nx-forwarded-proto: ${this.proto}\r\nx-forwarded-host: ${host}\r\nforwarded: for=${forwardedFor(ip)};proto=${this.proto};host=${forwardedValue(host)}\r\n\r\n`, "latin1");
+      fields = Buffer.from(`x-forwarded-for: ${ip}\r\nx-forwarded-proto: ${this.proto}\r\nx-forwarded-host: ${host}\r\nforwarded: for=${forwardedFor(ip)};proto=${this.proto};host=${forwardedValue(host)}\r\n\r\n`, "latin1");
+      // Kept for the next request only for a Host of a name's length: the client chooses it (up to
+      // max_header_size), and kept fields live as long as the client's entry (forwardingFor), MAX_FORWARDINGS of them.
+      if (host.length <= MAX_KEPT_HOST) {
+        this.host = host;
+        this.fields = fields;
+      }
     }
-    const fields = this.fields;
     const cut = cutFrom < 0 ? 0 : cutTo - cutFrom;
     const length = rawLength - cut;
     const out = Buffer.allocUnsafe(length + (requestId === undefined ? 0 : ID_FIELD.length + requestId.idLength + 2) + fields.length);
@@ -194,6 +201,9 @@ export class ConnectionForwarding {
       out[at++] = 13;
       out[at++] = 10;
     }
+    // Our fields end the buffer exactly: anything short of that would send the origin the rest of `raw` (a
+    // pipelined request's bytes) or of the pool's memory after our blank line.
+    if (at + fields.length !== out.length) throw new Error(`origin head: ${out.length - at - fields.length} bytes unaccounted for (request id ${requestId?.idLength} long)`);
     out.set(fields, at);
     return out;
   }
@@ -235,7 +245,7 @@ export function verbatimResponse(res: ResponseHead): boolean {
 
 const CLOSE_FIELD = Buffer.from("connection: close\r\n", "latin1");
 
-/** Shared ConnectionForwardings kept (forwardingFor): a few hundred bytes each. */
+/** Shared ConnectionForwardings kept (forwardingFor): at most ~1 KiB each (their fields, for a Host of at most MAX_KEPT_HOST). */
 const MAX_FORWARDINGS = 1024;
 const forwardings = { http: new Map<string, ConnectionForwarding>(), https: new Map<string, ConnectionForwarding>() };
 
