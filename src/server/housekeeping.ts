@@ -21,7 +21,8 @@ const chores = new Set<Chore>();
 let timer: Timer | undefined;
 
 function tick(): void {
-  for (const c of chores) {
+  // A snapshot: a chore added by a chore joins at the next tick (its first run one period later, as every() says).
+  for (const c of [...chores]) {
     if (++c.n % c.ticks !== 0) continue;
     try {
       c.fn();
