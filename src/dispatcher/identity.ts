@@ -100,10 +100,11 @@ export function recordedImage(dir: string, image: Uint8Array, p: PinnedPrograms)
 /**
  * Record that the programs pinned in dir now are `image`'s (call under the
  * pin lock, right after they were loaded from it or found equal to it by
- * their tags). Creates and pins the map when it is not there; `pinAt` pins
- * it elsewhere instead (a directory renamed into place afterwards).
+ * their tags; for a new namespace, in the directory about to be renamed into
+ * place). Creates and pins the map when it is not there.
  */
-export function recordImage(dir: string, image: Uint8Array, p: PinnedPrograms, pinAt = join(dir, IMAGE_PIN)): void {
+export function recordImage(dir: string, image: Uint8Array, p: PinnedPrograms): void {
+  const pinAt = join(dir, IMAGE_PIN);
   let map = existsSync(pinAt) ? BpfMap.fromPin(pinAt, IMAGE_PIN) : undefined;
   if (map && !isRecordMap(map)) {
     // Not a map this code made (the update would copy its value size from our buffer): replaced.

@@ -7,7 +7,7 @@ import { errno, errnoText, libc } from "../ebpf/libc";
 import { checkPinAccess } from "../system/environment";
 import { compareMaps, objectMapDefinitions } from "./compat";
 import { Dispatcher, MAPS, type MapName, type ProgramTags } from "./dispatcher";
-import { IMAGE_PIN, pinnedPrograms, recordedImage, recordImage, type PinnedPrograms } from "./identity";
+import { pinnedPrograms, recordedImage, recordImage, type PinnedPrograms } from "./identity";
 
 /*
  * Pinned state: program, link and maps under <bpffs>/edgeproxy/<netns inode>/,
@@ -263,7 +263,7 @@ export function openPinned(bpffs: string, image: Uint8Array, create: boolean, up
     d.program!.pinAt(join(tmp, "prog"));
     objPin(d.migrateFd!, join(tmp, "migrate"), "pin program ep_migrate");
     objPin(d.sourceFd!, join(tmp, "source"), "pin program ep_source");
-    recordImage(tmp, image, loadedPrograms(d, tag), join(tmp, IMAGE_PIN));
+    recordImage(tmp, image, loadedPrograms(d, tag));
     // Attach last: until then nothing steers. The pinned link keeps it attached after we exit.
     d.attach().pin(join(tmp, "link"));
     renameSync(tmp, dir);
