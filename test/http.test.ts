@@ -109,6 +109,8 @@ describe("http proxy", () => {
     }
     times.sort((a, b) => a - b);
     expect(times[10]!).toBeLessThan(100);
+    // Not some paths only: a held segment waits for the 200 ms probe; at most 2 of 20 that slow (a loaded machine's stall).
+    expect(times.filter((t) => t >= 200).length).toBeLessThanOrEqual(2);
     // The response side, parsed by node's http client (llhttp): the origin's lines in their order, one Connection: close.
     const script = `const http = require("node:http");
       (async () => {

@@ -217,7 +217,7 @@ describe("steering watchdog", () => {
   }, 30_000);
 
   test("one map's pin replaced by another map while the serve runs (rm, bpftool map create): noticed within 1 s, the serve exits 1", async () => {
-    // The watchdog's cheap look only stats the pins (PinWatch): a new pin at the same path is a new inode, so a full look.
+    // The watchdog's cheap look asks inotify whether the pin directory changed (PinWatch): the rm and the new pin are events, so a full look.
     const ep = await start(["--drain-timeout", "1s"]);
     expect(await echoes()).toBe(true);
     const pin = join(ns.bpffs, "edgeproxy", ns.inode, "ep_groups");
