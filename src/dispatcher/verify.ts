@@ -126,8 +126,10 @@ export class PinWatch {
     let events: PathWatch | undefined;
     try {
       events = new PathWatch(dir, PIN_EVENTS);
-    } catch {
+    } catch (e) {
+      // Still correct (every look a full one, under the pin lock), but dearer: said once, with the likely cause.
       events = undefined;
+      process.stderr.write(`edgeproxy: steering watchdog: cannot watch ${dir} with inotify (${(e as Error).message}); every check reads the pins under their lock (fs.inotify.max_user_instances may be too low)\n`);
     }
     this.events = events;
   }
@@ -156,7 +158,7 @@ export class PinWatch {
   /** Is the steering in place as the last full look found it? false: look fully (also when nothing was verified yet). */
   unchanged(): boolean {
     const progId = this.progId;
-    if (progId === undefined || this.events!.changed()) return (this.progId = undefined), false;
+    if (progId === undefined || this.events === undefined || this.events.changed()) return (this.progId = undefined), false;
     try {
       const link = withObj(this.link, "pinned link", (fd) => linkInfo(fd));
       return link.netnsIno === this.netns && link.progId === progId;
