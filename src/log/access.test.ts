@@ -1,5 +1,8 @@
 import { describe, expect, spyOn, test } from "bun:test";
-import { accessLogCounts, attachRing, formatEndpoint, jsonInner, jsonOrNull, jsonString, LineWriter, tenths } from "./access";
+import { mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { accessLogCounts, attachRing, formatEndpoint, jsonInner, jsonOrNull, jsonString, LineWriter, nudgeRing, tenths } from "./access";
 import { newRingMemory, ringBytes, RingWriter } from "./ring";
 
 // The hand-built lines (relay.ts, reqlog.ts, flowlog.ts) must read exactly as JSON.stringify wrote them.
@@ -81,5 +84,41 @@ describe("the data plane thread's rings (attachRing)", () => {
     expect(after.dropped - before.dropped).toBe(2000);
     expect(after.lines - before.lines).toBe(0);
     expect(after.sampledOut - before.sampledOut).toBe(1);
+  });
+
+  test("an idle ring stops its reader's timer: the next line nudges once and is written at once", async () => {
+    const dir = mkdtempSync(join(tmpdir(), "ep-ringsleep-"));
+    try {
+      const path = join(dir, "a.log");
+      const config = { path, sample: 1, connect: false, bufferBytes: 1 << 16 };
+      const memory = newRingMemory(ringBytes(config.bufferBytes));
+      let nudges = 0;
+      // As the data plane thread's sink does (src/proxy/udp/flowlog.ts): a nudge becomes nudgeRing on the main thread, a message later.
+      const w = new RingWriter(memory, () => {
+        nudges++;
+        setImmediate(() => nudgeRing(path));
+      });
+      const head = new TextEncoder().encode("{");
+      const has = (text: string) => readFileSync(path, "utf8").includes(text);
+      attachRing(config, memory);
+      // Awake: the timer reads the line, nothing asks.
+      w.add('"n":1}', head);
+      expect(nudges).toBe(0);
+      for (let i = 0; i < 50 && !has('"n":1'); i++) await Bun.sleep(20);
+      expect(has('"n":1')).toBe(true);
+      // Three periods (FLUSH_MS, 200 ms) with no line: the timer stopped, and the next line asks for a read.
+      await Bun.sleep(700);
+      w.add('"n":2}', head);
+      w.add('"n":3}', head);
+      expect(nudges).toBe(1);
+      // Written on the nudge, not a period later.
+      const at = performance.now();
+      for (let i = 0; i < 50 && !has('"n":3'); i++) await Bun.sleep(5);
+      expect(has('"n":3')).toBe(true);
+      expect(performance.now() - at).toBeLessThan(150);
+      expect(readFileSync(path, "utf8")).toBe('{"n":1}\n{"n":2}\n{"n":3}\n');
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 });

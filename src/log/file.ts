@@ -12,7 +12,8 @@ import { RingReader, type RingRead } from "./ring";
  * main thread, this file's; on the data plane's thread, a shared ring per
  * file, src/log/ring.ts, read here with the file's own): writes
  * are batched (every FLUSH_MS, or sooner once FLUSH_BYTES are queued or a
- * ring is half full) and
+ * ring is half full; rings that stay empty for a period stop the timer until
+ * their next line, so an idle process wakes for none) and
  * asynchronous (fs.write on the thread pool), one write in flight per file.
  * The queue, written-but-unconfirmed bytes included, is bounded
  * (access_log_buffer): a line that does not fit is dropped and counted, so a
@@ -149,17 +150,39 @@ class LogFile {
     this.schedule();
   }
 
-  /** Lines of the data plane thread, in a ring: written with this file's own, at least every FLUSH_MS. */
+  /** Lines of the data plane thread, in a ring: written with this file's own, at least every FLUSH_MS while they come. */
   attach(ring: RingReader): void {
     this.rings.push(ring);
-    if (!this.poller) {
-      this.poller = setInterval(this.poll, FLUSH_MS);
-      this.poller.unref();
-    }
+    this.awake();
   }
 
-  /** Read the rings now if no write is in flight (the timer; the writer's nudge when a ring is half full). */
+  /** The rings are read every FLUSH_MS from now on. */
+  private awake(): void {
+    if (this.poller) return;
+    for (const r of this.rings) r.wake();
+    this.poller = setInterval(this.tick, FLUSH_MS);
+    this.poller.unref();
+  }
+
+  /**
+   * The timer: the rings read, or, when all of them are empty and nothing
+   * is being written, the timer stopped until a writer's next line nudges
+   * (RingReader.sleep): an idle data plane costs the main thread no wake-up.
+   */
+  private readonly tick = (): void => {
+    this.poll();
+    if (this.writing || this.immediate || this.rings.some((r) => r.unread)) return;
+    if (!this.rings.every((r) => r.sleep())) {
+      for (const r of this.rings) r.wake();
+      return;
+    }
+    clearInterval(this.poller);
+    this.poller = undefined;
+  };
+
+  /** Read the rings now if no write is in flight (the timer; a writer's nudge: a ring half full, or a line after a sleep). */
   readonly poll = (): void => {
+    this.awake();
     this.countRings();
     if (!this.writing && !this.immediate) this.flush();
   };
@@ -416,7 +439,7 @@ export function attachRing(config: AccessLogConfig, memory: SharedArrayBuffer): 
 /** Rings whose file could not be opened (attachRing): never read, their lines counted as dropped. */
 const unwritable: RingReader[] = [];
 
-/** A ring of `path` is half full: write it now. */
+/** A ring of `path` is half full, or got a line while its reader slept: write it now. */
 export function nudgeRing(path: string): void {
   files.get(path)?.poll();
 }

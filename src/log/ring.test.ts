@@ -82,6 +82,83 @@ describe("log ring (data plane thread → main thread)", () => {
     expect(w.begin(head, 100)).toBeDefined();
   });
 
+  test("a sleeping reader is nudged by the next line, once; one that finds a line unread stays awake", () => {
+    const memory = newRingMemory(1 << 16);
+    let nudges = 0;
+    const w = new RingWriter(memory, () => nudges++);
+    const r = new RingReader(memory);
+    // Awake (the timer reads): small lines ask for nothing.
+    writeLine(w, 0);
+    expect(nudges).toBe(0);
+    // A line unread: no sleep.
+    expect(r.sleep()).toBe(false);
+    writeLine(w, 1);
+    expect(nudges).toBe(0);
+    expect(drain(r).split("\n").length).toBe(3);
+    expect(r.sleep()).toBe(true);
+    writeLine(w, 2);
+    writeLine(w, 3);
+    expect(nudges).toBe(1);
+    drain(r);
+    // Woken by its timer's restart instead (another ring's nudge): lines ask for nothing again.
+    expect(r.sleep()).toBe(true);
+    r.wake();
+    writeLine(w, 4);
+    expect(nudges).toBe(1);
+  });
+
+  test("across threads, a reader that sleeps whenever the ring is empty and waits for the nudge: no line is left behind", async () => {
+    const memory = newRingMemory(1 << 16);
+    const r = new RingReader(memory);
+    const worker = new Worker(new URL("./ring.fixture.ts", import.meta.url).href);
+    let finished = false;
+    let nudged: (() => void) | undefined;
+    let nudges = 0;
+    let stuck = false;
+    worker.onmessage = (e) => {
+      if (e.data === "done" || e.data === "stuck") finished = true;
+      if (e.data === "stuck") stuck = true;
+      else if (e.data === "nudge") nudges++;
+      nudged?.();
+    };
+    const lines = 5_000;
+    worker.postMessage({ memory, lines, pauseEvery: 20 });
+    let text = "";
+    let sleeps = 0;
+    const deadline = Date.now() + 30_000;
+    while (!finished && Date.now() < deadline) {
+      const got = drain(r);
+      text += got;
+      if (got || !r.sleep()) {
+        await Bun.sleep(0);
+        continue;
+      }
+      sleeps++;
+      // Asleep: only a nudge (or the writer's end) wakes this reader. A lost wake-up: the writer waits for a read
+      // that never comes and says it is stuck.
+      const woke = await new Promise<boolean>((resolve) => {
+        const t = setTimeout(() => resolve(false), 10_000);
+        nudged = () => {
+          clearTimeout(t);
+          resolve(true);
+        };
+        if (finished) nudged();
+      });
+      nudged = undefined;
+      expect(woke).toBe(true);
+      r.wake();
+    }
+    text += drain(r);
+    worker.terminate();
+    expect(stuck).toBe(false);
+    const got = text.split("\n").slice(0, -1);
+    expect(got.length).toBe(lines);
+    expect(got.every((l, i) => l.startsWith(`{"n":${i},`))).toBe(true);
+    // The reader did sleep, and the writer's nudges woke it.
+    expect(sleeps).toBeGreaterThan(10);
+    expect(nudges).toBeGreaterThan(10);
+  }, 40_000);
+
   test("across threads: a worker writes 200,000 lines while this thread reads; every line arrives once, whole, in order", async () => {
     const memory = newRingMemory(1 << 16);
     const r = new RingReader(memory);

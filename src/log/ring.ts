@@ -40,6 +40,7 @@ const LINES = 3; // lines written (writer), read as a difference
 const DROPPED = 4; // lines dropped: ring full or line too long (writer)
 const SAMPLED_OUT = 5; // lines sampled out (writer)
 const NUDGED = 6; // 1: the writer has asked for a read since the last one
+const ASLEEP = 7; // 1: the reader stopped its timer (an idle ring): the next line asks for a read
 const HEADER_BYTES = 64;
 
 /** A ring's memory: its header and `bytes` (ringBytes) of lines. */
@@ -71,7 +72,7 @@ export class RingWriter {
 
   constructor(
     readonly memory: SharedArrayBuffer,
-    /** Asks the reader to come now (the ring passed half full). */
+    /** Asks the reader to come now: the ring passed half full, or a line came while the reader slept. */
     private readonly nudge: () => void,
   ) {
     this.size = sizeOf(memory);
@@ -124,6 +125,10 @@ export class RingWriter {
     Atomics.store(this.h, HEAD, head | 0);
     Atomics.add(this.h, LINES, 1);
     if (((head - (Atomics.load(this.h, TAIL) >>> 0)) >>> 0) >= this.nudgeAt && Atomics.compareExchange(this.h, NUDGED, 0, 1) === 0) this.nudge();
+    // The reader sleeps (RingReader.sleep): this line wakes it, once. HEAD is stored above before ASLEEP is loaded
+    // here, and the reader stores ASLEEP before it loads HEAD: with sequentially consistent atomics one of the two
+    // sees the other's store, so a line is never left unread with the reader asleep.
+    else if (Atomics.load(this.h, ASLEEP) !== 0 && Atomics.compareExchange(this.h, ASLEEP, 1, 0) === 1) this.nudge();
   }
 
   /** A line made as a string (rare lines): one too long for the ring is dropped and counted. */
@@ -192,6 +197,23 @@ export class RingReader {
   /** Are there lines not read yet? */
   get unread(): boolean {
     return Atomics.load(this.h, HEAD) !== Atomics.load(this.h, TAIL);
+  }
+
+  /**
+   * The reader stops reading on a timer: true when the ring is empty and
+   * the writer will nudge at its next line (finish); false, and still
+   * awake, when a line is unread (it came as the reader looked).
+   */
+  sleep(): boolean {
+    Atomics.store(this.h, ASLEEP, 1);
+    if (!this.unread) return true;
+    this.wake();
+    return false;
+  }
+
+  /** Reading on a timer again: no nudge wanted for each line. */
+  wake(): void {
+    Atomics.store(this.h, ASLEEP, 0);
   }
 
   /** The bytes of a read are written: the writer may reuse them. */
