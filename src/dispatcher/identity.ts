@@ -5,9 +5,9 @@
 // 2-core machine, several times that on a busy one). The record only says
 // "same" when it is sure: anything else falls back to the tags (pins.ts).
 import { createHash } from "node:crypto";
-import { existsSync, rmSync } from "node:fs";
+import { existsSync } from "node:fs";
 import { join } from "node:path";
-import { BpfMap, createMap, objGet, programInfo } from "../ebpf/libbpf";
+import { BpfMap, pinnedOrCreated, programInfo, withPinned } from "../ebpf/libbpf";
 
 /*
  * ep_image: one entry (key u32 0), RECORD_SIZE bytes, little endian:
@@ -49,12 +49,7 @@ export interface PinnedPrograms {
 }
 
 function infoOf(path: string, what: string): { id: number; tag: string } {
-  const fd = objGet(path, `open pinned program ${what}`);
-  try {
-    return programInfo(fd.raw);
-  } finally {
-    fd.close();
-  }
+  return withPinned(path, `pinned program ${what}`, programInfo);
 }
 
 export function pinnedPrograms(dir: string): PinnedPrograms {
@@ -104,19 +99,11 @@ export function recordedImage(dir: string, image: Uint8Array, p: PinnedPrograms)
  * place). Creates and pins the map when it is not there.
  */
 export function recordImage(dir: string, image: Uint8Array, p: PinnedPrograms): void {
-  const pinAt = join(dir, IMAGE_PIN);
-  let map = existsSync(pinAt) ? BpfMap.fromPin(pinAt, IMAGE_PIN) : undefined;
-  if (map && !isRecordMap(map)) {
-    // Not a map this code made (the update would copy its value size from our buffer): replaced.
-    map.close();
-    map = undefined;
-    rmSync(pinAt);
-  }
-  const created = !map;
-  map ??= createMap(BPF_MAP_TYPE_ARRAY, IMAGE_PIN, 4, RECORD_SIZE, 1);
+  // A pinned map of another shape is not one this code made (the update would copy its value size from our buffer):
+  // replaced. A new one is pinned zeroed for a moment: ids of 0 match no programs (recordedImage).
+  const map = pinnedOrCreated(join(dir, IMAGE_PIN), IMAGE_PIN, BPF_MAP_TYPE_ARRAY, 4, RECORD_SIZE, 1, isRecordMap);
   try {
     map.update(KEY, encode(image, p));
-    if (created) map.pin(pinAt);
   } finally {
     map.close();
   }

@@ -1,6 +1,6 @@
 import { existsSync, readFileSync, statSync } from "node:fs";
 import { join } from "node:path";
-import { BpfMap, createMap } from "../ebpf/libbpf";
+import { BpfMap, pinnedOrCreated } from "../ebpf/libbpf";
 import { EP_MAX_SERVICES } from "./abi";
 
 /*
@@ -180,16 +180,7 @@ export class InstanceMaps {
 const u32 = (n: number) => new Uint8Array(new Uint32Array([n]).buffer);
 
 function openOrCreate(dir: string, name: string, keySize: number, valueSize: number, maxEntries: number): BpfMap {
-  const path = join(dir, name);
-  if (existsSync(path)) return BpfMap.fromPin(path, name);
-  const map = createMap(BPF_MAP_TYPE_HASH, name, keySize, valueSize, maxEntries);
-  try {
-    map.pin(path);
-    return map;
-  } catch (e) {
-    map.close();
-    throw e;
-  }
+  return pinnedOrCreated(join(dir, name), name, BPF_MAP_TYPE_HASH, keySize, valueSize, maxEntries);
 }
 
 /** The inode of this process's PID namespace. */

@@ -2,7 +2,7 @@ import { existsSync, mkdirSync, readFileSync, renameSync, rmSync, statSync, open
 import { Fd } from "../system/fd";
 import { join } from "node:path";
 import { ConfigError, EdgeError, EnvironmentError } from "../errors";
-import { BpfMap, linkUpdate, objGet, objPin, programInfo } from "../ebpf/libbpf";
+import { BpfMap, linkUpdate, objGet, objPin, programInfo, withPinned } from "../ebpf/libbpf";
 import { errno, errnoText, libc } from "../ebpf/libc";
 import { checkPinAccess } from "../system/environment";
 import { compareMaps, objectMapDefinitions } from "./compat";
@@ -136,12 +136,7 @@ function companionsDiffer(dir: string, image: Uint8Array): boolean {
 }
 
 function pinnedTag(path: string, what: string): string {
-  const fd = objGet(path, `open pinned program ${what}`);
-  try {
-    return programInfo(fd.raw).tag;
-  } finally {
-    fd.close();
-  }
+  return withPinned(path, `pinned program ${what}`, (fd) => programInfo(fd).tag);
 }
 
 /** The ids of a dispatcher's loaded programs, as identity.ts records them. */

@@ -5,7 +5,7 @@ import type { Protocol } from "./binding";
 import { MAPS, type Dispatcher } from "./dispatcher";
 import { netnsInode } from "./pins";
 import type { Registry } from "./registry";
-import { linkInfo, mapInfo, objGet, programInfo } from "../ebpf/libbpf";
+import { linkInfo, mapInfo, programInfo, withPinned } from "../ebpf/libbpf";
 import { IN_CREATE, IN_DELETE, IN_DELETE_SELF, IN_MOVE_SELF, IN_MOVED_FROM, IN_MOVED_TO, PathWatch } from "../system/inotify";
 
 /*
@@ -36,15 +36,6 @@ export function heldMapIds(d: Dispatcher): Map<string, number> {
   return new Map(MAPS.filter((m) => !COUNTERS_ONLY.has(m)).map((m) => [m, mapInfo(d.maps[m].fd, `read info of map ${m}`).id]));
 }
 
-function withObj<T>(path: string, what: string, fn: (fd: number) => T): T {
-  const fd = objGet(path, `open ${what}`);
-  try {
-    return fn(fd.raw);
-  } finally {
-    fd.close();
-  }
-}
-
 /**
  * Are the maps pinned in `dir` the ones `d` holds? A process whose pins were
  * removed, and then re-created by another start, holds orphaned maps: it must
@@ -52,7 +43,7 @@ function withObj<T>(path: string, what: string, fn: (fd: number) => T): T {
  */
 export function pinsAreOurs(d: Dispatcher, dir: string): boolean {
   try {
-    return withObj(join(dir, "ep_services"), "pinned map ep_services", (fd) => mapInfo(fd).id) === mapInfo(d.maps.ep_services.fd).id;
+    return withPinned(join(dir, "ep_services"), "pinned map ep_services", (fd) => mapInfo(fd).id) === mapInfo(d.maps.ep_services.fd).id;
   } catch {
     return false;
   }
@@ -149,7 +140,7 @@ export class PinWatch {
     if (!began) return;
     try {
       // The program pinned now: if it is another than the one the look saw, its pin was an event after begin().
-      this.progId = withObj(join(this.dir, "prog"), "pinned program", (fd) => programInfo(fd).id);
+      this.progId = withPinned(join(this.dir, "prog"), "pinned program", (fd) => programInfo(fd).id);
     } catch {
       this.progId = undefined;
     }
@@ -160,7 +151,7 @@ export class PinWatch {
     const progId = this.progId;
     if (progId === undefined || this.events === undefined || this.events.changed()) return (this.progId = undefined), false;
     try {
-      const link = withObj(this.link, "pinned link", (fd) => linkInfo(fd));
+      const link = withPinned(this.link, "pinned link", (fd) => linkInfo(fd));
       return link.netnsIno === this.netns && link.progId === progId;
     } catch {
       return false;
@@ -177,12 +168,12 @@ export class PinWatch {
 function missingPins(dir: string, heldIds: ReadonlyMap<string, number>): string | undefined {
   if (!existsSync(dir)) return `the pinned dispatcher ${dir} was removed`;
   try {
-    const progId = withObj(join(dir, "prog"), "pinned program", (fd) => programInfo(fd).id);
-    const link = withObj(join(dir, "link"), "pinned link", (fd) => linkInfo(fd));
+    const progId = withPinned(join(dir, "prog"), "pinned program", (fd) => programInfo(fd).id);
+    const link = withPinned(join(dir, "link"), "pinned link", (fd) => linkInfo(fd));
     if (link.netnsIno !== netnsInode()) return `the sk_lookup link ${join(dir, "link")} is detached from this network namespace`;
     if (link.progId !== progId) return `the sk_lookup link runs program id ${link.progId}, not the pinned ${progId}`;
     for (const [name, id] of heldIds) {
-      const pinned = withObj(join(dir, name), `pinned map ${name}`, (fd) => mapInfo(fd).id);
+      const pinned = withPinned(join(dir, name), `pinned map ${name}`, (fd) => mapInfo(fd).id);
       if (pinned !== id) return `map ${name} pinned in ${dir} is another map (id ${pinned}, ours ${id})`;
     }
   } catch (e) {

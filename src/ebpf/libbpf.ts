@@ -1,4 +1,5 @@
 import { dlopen, JSCallback, FFIType, ptr, type Pointer } from "bun:ffi";
+import { existsSync, rmSync } from "node:fs";
 import { EdgeError, EnvironmentError } from "../errors";
 import { errno, errnoText, libc } from "./libc";
 import { libbpfSymbols } from "./symbols";
@@ -186,6 +187,16 @@ export function objGet(path: string, where: string): Fd {
   return new Fd(fd, where);
 }
 
+/** Open the object pinned at `path`, read it through `fn`, close it: for a look at a pin (its info), not a descriptor to keep. */
+export function withPinned<T>(path: string, what: string, fn: (fd: number) => T): T {
+  const fd = objGet(path, `open ${what}`);
+  try {
+    return fn(fd.raw);
+  } finally {
+    fd.close();
+  }
+}
+
 /**
  * bpf_map_create: a map of no program, for the control plane's own records
  * (BPF_MAP_TYPE_HASH = 1). The returned map owns its fd.
@@ -194,6 +205,29 @@ export function createMap(type: number, name: string, keySize: number, valueSize
   const fd = libbpf().bpf_map_create(type, cstr(name), keySize, valueSize, maxEntries, null);
   if (fd < 0) throw new KernelError(`create map ${name}`, fd === -1 ? -errno() : fd, takeLibbpfLog());
   return new BpfMap(name, { fd: new Fd(fd, `map ${name}`) });
+}
+
+/**
+ * The control plane's record map pinned at `path`, or one created
+ * (createMap) and pinned there when none is. `fits`: whether a pinned map is
+ * one this code made; one that is not (another shape) is unpinned and
+ * replaced. The caller owns the returned map.
+ */
+export function pinnedOrCreated(path: string, name: string, type: number, keySize: number, valueSize: number, maxEntries: number, fits?: (m: BpfMap) => boolean): BpfMap {
+  if (existsSync(path)) {
+    const pinned = BpfMap.fromPin(path, name);
+    if (!fits || fits(pinned)) return pinned;
+    pinned.close();
+    rmSync(path);
+  }
+  const map = createMap(type, name, keySize, valueSize, maxEntries);
+  try {
+    map.pin(path);
+    return map;
+  } catch (e) {
+    map.close();
+    throw e;
+  }
 }
 
 /** bpf_obj_pin: pin the object open at fd. */
