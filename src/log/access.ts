@@ -1,9 +1,11 @@
 import type { AccessLogConfig } from "../config/service";
-import { accessLogStats, fileFor, NO_HEAD } from "./file";
+import { accessLogStats, NO_HEAD } from "./file";
+import { fileFor } from "./files";
 import type { LineWriter } from "./line";
 
 export { endpointString, formatEndpoint, jsonInner, jsonOrNull, jsonString, joinHostPort, LineWriter, tenths } from "./line";
-export { accessLogCounts, accessLogStats, attachRing, checkAccessLogs, nudgeRing, reopenAccessLogs } from "./file";
+export { accessLogStats } from "./file";
+export { accessLogCounts, attachRing, checkAccessLogs, nudgeRing, reopenAccessLogs } from "./files";
 
 /*
  * Access and event logs: one JSON object per line, per connection or flow

@@ -1,7 +1,7 @@
 import { loadConfig } from "../config/file";
 import { serviceFamilies, type ServeConfig, type ServiceConfig } from "../config/service";
 import { ConfigError } from "../errors";
-import { retainAccessLogs } from "../log/file";
+import { retainAccessLogs } from "../log/files";
 import { refuseSelfReach } from "./bindings";
 import { NEW_GROUPS } from "../proxy/group";
 import type { Registry } from "../dispatcher/registry";

@@ -4,7 +4,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type { AccessLogConfig } from "../config/service";
 import { serviceLog } from "./access";
-import { retainAccessLogs, sweepAccessLogs } from "./file";
+import { retainAccessLogs, sweepAccessLogs } from "./files";
 
 /** This process's descriptors open on `path` (/proc/self/fd). */
 const openOn = (path: string): number =>
