@@ -9,7 +9,7 @@
 // Nothing is attached or pinned: every load is closed again.
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
-import { BpfObject } from "../src/ebpf/libbpf";
+import { BpfObject } from "../src/ebpf/object";
 import { median } from "./sys";
 
 const PROGRAMS = ["ep_dispatch", "ep_migrate", "ep_source"];

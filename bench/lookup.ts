@@ -15,7 +15,7 @@ import { Dispatcher } from "../src/dispatcher/dispatcher";
 import { dispatcherImage } from "../src/dispatcher/image";
 import { Registry } from "../src/dispatcher/registry";
 import type { Fd } from "../src/system/fd";
-import { BpfObject } from "../src/ebpf/libbpf";
+import { BpfObject } from "../src/ebpf/object";
 import { takeFd } from "../src/system/sockets";
 import type { BenchContext, PlotSpec, RatioRow, ScenarioResult } from "./scenario";
 import { multiarch } from "./netns";

@@ -3,7 +3,8 @@ import { afterAll, beforeAll, expect, test } from "bun:test";
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { BpfObject, KernelError } from "../src/ebpf/libbpf";
+import { KernelError } from "../src/ebpf/libbpf";
+import { BpfObject } from "../src/ebpf/object";
 import { TestNetns } from "./helpers/netns";
 
 let dir: string;

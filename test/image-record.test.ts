@@ -10,7 +10,7 @@ import { Dispatcher } from "../src/dispatcher/dispatcher";
 import { IMAGE_PIN } from "../src/dispatcher/identity";
 import { dispatcherImage } from "../src/dispatcher/image";
 import { openPinned, pinDir, upgradeProgram, withPinLock, type Pinned } from "../src/dispatcher/pins";
-import { BpfMap } from "../src/ebpf/libbpf";
+import { BpfMap } from "../src/ebpf/map";
 import { compileDispatcherVariant } from "./helpers/bpf";
 import { TestNetns } from "./helpers/netns";
 

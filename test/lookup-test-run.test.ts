@@ -8,7 +8,7 @@ import type { Binding } from "../src/dispatcher/binding";
 import * as abi from "../src/dispatcher/abi";
 import { Dispatcher } from "../src/dispatcher/dispatcher";
 import { dispatcherImage } from "../src/dispatcher/image";
-import { programInfo } from "../src/ebpf/libbpf";
+import { programInfo } from "../src/ebpf/object";
 import { greeter } from "./helpers/net";
 import { TestNetns } from "./helpers/netns";
 

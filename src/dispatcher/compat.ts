@@ -1,6 +1,7 @@
 // Can a program use maps that are already pinned? The check that guards a
 // program upgrade over the namespace's pinned maps (pins.ts).
-import { BpfObject, type MapDefinition } from "../ebpf/libbpf";
+import { type MapDefinition } from "../ebpf/map";
+import { BpfObject } from "../ebpf/object";
 
 /*
  * bpf_map__reuse_fd() does not compare anything: libbpf copies the reused

@@ -1,7 +1,9 @@
 import { openSync } from "node:fs";
 import type { Prefix } from "../config/address";
 import { ConfigError, EdgeError } from "../errors";
-import { BpfMap, BpfObject, KernelError, possibleCpus, programInfo, type BpfLink, type BpfProgram } from "../ebpf/libbpf";
+import { KernelError, possibleCpus } from "../ebpf/libbpf";
+import { BpfMap } from "../ebpf/map";
+import { BpfObject, programInfo, type BpfLink, type BpfProgram } from "../ebpf/object";
 import { Fd } from "../system/fd";
 import * as abi from "./abi";
 import * as sabi from "./sourceabi";

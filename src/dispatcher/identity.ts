@@ -7,7 +7,8 @@
 import { createHash } from "node:crypto";
 import { existsSync } from "node:fs";
 import { join } from "node:path";
-import { BpfMap, pinnedOrCreated, programInfo, withPinned } from "../ebpf/libbpf";
+import { BpfMap, pinnedOrCreated, withPinned } from "../ebpf/map";
+import { programInfo } from "../ebpf/object";
 
 /*
  * ep_image: one entry (key u32 0), RECORD_SIZE bytes, little endian:

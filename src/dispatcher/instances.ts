@@ -1,6 +1,6 @@
 import { existsSync, readFileSync, statSync } from "node:fs";
 import { join } from "node:path";
-import { BpfMap, pinnedOrCreated } from "../ebpf/libbpf";
+import { BpfMap, pinnedOrCreated } from "../ebpf/map";
 import { EP_MAX_SERVICES } from "./abi";
 
 /*

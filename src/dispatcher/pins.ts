@@ -2,7 +2,8 @@ import { existsSync, mkdirSync, readFileSync, renameSync, rmSync, statSync, open
 import { Fd } from "../system/fd";
 import { join } from "node:path";
 import { ConfigError, EdgeError, EnvironmentError } from "../errors";
-import { BpfMap, linkUpdate, objGet, objPin, programInfo, withPinned } from "../ebpf/libbpf";
+import { BpfMap, objGet, objPin, withPinned } from "../ebpf/map";
+import { linkUpdate, programInfo } from "../ebpf/object";
 import { errno, errnoText, libc } from "../ebpf/libc";
 import { checkPinAccess } from "../system/environment";
 import { compareMaps, objectMapDefinitions } from "./compat";

@@ -1,7 +1,8 @@
 // The member selection of edgeproxy's TCP reuseport groups (bpf/reuseport.h,
 // ep_migrate): which workers' listeners are offered for new connections, the
 // groups' sizes, the listeners' groups by cookie, and the selector's counters.
-import { KernelError, type BpfMap } from "../ebpf/libbpf";
+import { KernelError } from "../ebpf/libbpf";
+import { type BpfMap } from "../ebpf/map";
 import * as abi from "./abi";
 import { DispatcherError, type MapName } from "./dispatcher";
 

@@ -1,7 +1,8 @@
 // Counting clients' open connections in the dispatcher's shared map
 // (bpf/dispatcher.h, EP_SOURCE_OWNERS and struct ep_source_op), for every
 // process of the instance at once.
-import { PreparedTestRun, KernelError } from "../ebpf/libbpf";
+import { KernelError } from "../ebpf/libbpf";
+import { PreparedTestRun } from "../ebpf/object";
 import { bindTo, openUdpSocket } from "../system/udp";
 import type { Fd } from "../system/fd";
 import * as abi from "./abi";

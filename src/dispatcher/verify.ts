@@ -5,7 +5,8 @@ import type { Protocol } from "./binding";
 import { MAPS, type Dispatcher } from "./dispatcher";
 import { netnsInode } from "./pins";
 import type { Registry } from "./registry";
-import { linkInfo, mapInfo, programInfo, withPinned } from "../ebpf/libbpf";
+import { mapInfo, withPinned } from "../ebpf/map";
+import { linkInfo, programInfo } from "../ebpf/object";
 import { IN_CREATE, IN_DELETE, IN_DELETE_SELF, IN_MOVE_SELF, IN_MOVED_FROM, IN_MOVED_TO, PathWatch } from "../system/inotify";
 
 /*

@@ -1,5 +1,5 @@
 // The native symbol table: libbpf.so.1 and the few libc calls BPF's setup needs.
-// Logic-free on purpose: every wrapper with behaviour lives in libbpf.ts / libc.ts.
+// Logic-free on purpose: every wrapper with behaviour lives in libbpf.ts, map.ts, object.ts / libc.ts.
 // Descriptors, sockets, epoll and eventfd: src/system/symbols.ts.
 import { FFIType } from "bun:ffi";
 

@@ -2,7 +2,7 @@ import { expect, test } from "bun:test";
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { TEST_RUN_OPTS_SIZE } from "./libbpf";
+import { TEST_RUN_OPTS_SIZE } from "./object";
 
 // BpfProgram.testRun fills struct bpf_test_run_opts by offset: check them against libbpf's header.
 test("struct bpf_test_run_opts layout matches libbpf's bpf.h", () => {
