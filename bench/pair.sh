@@ -6,9 +6,43 @@
 # per request (utime+stime of the proxy ÷ wrk's requests) and B/A.
 #   bench/pair.sh BINARY tcp|http keep-alive|close N [B's extra args...]
 #   e.g. bench/pair.sh ./edgeproxy http keep-alive 3 --access-log /tmp/a.log
+# BINARY `nginx`: nginx is the proxy (http: bench/http.ts's reverse proxy; tcp: stream), and B's
+# `--access-log PATH` turns on nginx's own access log with the fields of ours (JSON, `buffer=64k`
+# as its docs advise for busy logs): what a log costs the reference proxy, in the same harness.
 # $BOTH: args for both runs (e.g. BOTH="--engine epoll"); $BIN_B: another binary for B (an A/B of two builds).
 # 5 s of warm-up in the measured mode, then 5 s measured (WARM, SECS); cores: PROXY_CORE (0) and LOAD_CORE (1).
+# $DELAY_MS: each wrk connection waits that long before each request (wrk's script delay()), so both variants
+# get about the same request rate (connections ÷ delay) well below saturation: CPU per request at a fixed
+# load, not at the most each variant can take (where any per-request cost also lowers the batching).
 set -euo pipefail
+# utime and stime of process $1 and its children (nginx's worker is the master's child), in ticks.
+cpu_of() {
+  local u=0 s=0 p
+  for p in $1 $(cat /proc/$1/task/*/children 2>/dev/null); do
+    read -r pu ps < <(awk '{print $14, $15}' /proc/$p/stat)
+    u=$((u + pu)) s=$((s + ps))
+  done
+  echo "$u $s"
+}
+# nginx as the proxy on 192.0.2.5:8080 (listening on the wildcard, so $server_addr costs a getsockname as
+# our edge does), with its access log when the args say `--access-log PATH`.
+nginx_proxy() {
+  local out=$1 mode=$2 log=off; shift 2
+  [ "${1:-}" = --access-log ] && log="$2 edge buffer=64k"
+  local fmt="log_format edge escape=json '{\"time\":\"\$time_iso8601\",\"service\":\"bench\",\"protocol\":\"$mode\",\"client\":\"\$remote_addr:\$remote_port\",\"edge\":\"\$server_addr:\$server_port\","
+  if [ "$mode" = http ]; then
+    fmt+="\"method\":\"\$request_method\",\"host\":\"\$host\",\"path\":\"\$uri\",\"status\":\$status,\"bytes_in\":\$request_length,\"bytes_out\":\$bytes_sent,\"origin\":\"\$upstream_addr\",\"ttfb_ms\":\"\$upstream_header_time\",\"duration_ms\":\"\$request_time\",\"request_id\":\"\$request_id\",\"http_version\":\"\$server_protocol\"}';"
+    printf 'worker_processes 1;\ndaemon off;\npid %s.proxy.pid;\nerror_log %s.proxy.err;\nevents { worker_connections 4096; }\nhttp { %s access_log %s; keepalive_requests 100000000; upstream o { server 127.0.0.1:9000; keepalive 64; keepalive_requests 100000000; } server { listen 8080 reuseport backlog=4096; location / { proxy_pass http://o; proxy_http_version 1.1; proxy_set_header Connection ""; proxy_set_header Host $http_host; proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for; proxy_set_header X-Forwarded-Proto $scheme; proxy_set_header X-Request-Id $request_id; } } }\n' "$out" "$out" "$fmt" "$log" > "$out.proxy.conf"
+  else
+    fmt+="\"origin\":\"\$upstream_addr\",\"bytes_in\":\$bytes_received,\"bytes_out\":\$bytes_sent,\"duration_ms\":\"\$session_time\",\"status\":\$status}';"
+    printf '%sworker_processes 1;\ndaemon off;\npid %s.proxy.pid;\nerror_log %s.proxy.err;\nevents { worker_connections 4096; }\nstream { %s access_log %s; server { listen 8080 reuseport backlog=4096; proxy_pass 127.0.0.1:9000; } }\n' "$(stream_module)" "$out" "$out" "$fmt" "$log" > "$out.proxy.conf"
+  fi
+}
+# Debian's nginx loads the stream module dynamically.
+stream_module() {
+  nginx -V 2>&1 | grep -q -- '--with-stream=dynamic' || return 0
+  for d in /usr/lib/nginx/modules /usr/share/nginx/modules; do [ -f $d/ngx_stream_module.so ] && { echo "load_module $d/ngx_stream_module.so;"; return; }; done
+}
 if [ "${1:-}" = --inner ]; then
   shift; BIN=$1 MODE=$2 LOAD=$3 OUT=$4; shift 4
   ip link set lo up
@@ -20,16 +54,23 @@ if [ "${1:-}" = --inner ]; then
   # Each variant's run directory is the /run just mounted for it: a caller's (the bench's) would be shared by both.
   unset EDGEPROXY_RUN_DIR
   H=(); [ "$LOAD" = close ] && H=(-H "Connection: close")
+  if [ -n "${DELAY_MS:-}" ]; then echo "function delay() return $DELAY_MS end" > "$OUT.lua"; H+=(-s "$OUT.lua"); fi
   printf 'worker_processes 1;\ndaemon off;\npid %s.pid;\nerror_log %s.err;\nevents { worker_connections 4096; }\nhttp { access_log off; server { listen 127.0.0.1:9000 reuseport backlog=4096; keepalive_requests 1000000; location / { return 200 "ok\\n"; } } }\n' "$OUT" "$OUT" > "$OUT.conf"
   P=${PROXY_CORE:-0} L=${LOAD_CORE:-1}
   taskset -c "$L" nginx -c "$OUT.conf" & NG=$!
   sleep 0.3
-  taskset -c "$P" "$BIN" --mode "$MODE" --ports 8080 --prefix 192.0.2.0/24 --origin 127.0.0.1:9000 --workers 1 ${BOTH:-} "$@" 2> "$OUT.stderr" & EP=$!
-  for _ in $(seq 1 200); do grep -q ready "$OUT.stderr" 2>/dev/null && break; sleep 0.05; done
+  if [ "$BIN" = nginx ]; then
+    nginx_proxy "$OUT" "$MODE" "$@"
+    taskset -c "$P" nginx -c "$OUT.proxy.conf" & EP=$!
+    for _ in $(seq 1 100); do (exec 3<>/dev/tcp/192.0.2.5/8080) 2>/dev/null && break; sleep 0.05; done
+  else
+    taskset -c "$P" "$BIN" --mode "$MODE" --ports 8080 --prefix 192.0.2.0/24 --origin 127.0.0.1:9000 --workers 1 ${BOTH:-} "$@" 2> "$OUT.stderr" & EP=$!
+    for _ in $(seq 1 200); do grep -q ready "$OUT.stderr" 2>/dev/null && break; sleep 0.05; done
+  fi
   taskset -c "$L" wrk -t1 -c50 -d"${WARM:-5}" "${H[@]}" http://192.0.2.5:8080/ > /dev/null
-  read -r u0 s0 < <(awk '{print $14, $15}' /proc/$EP/stat)
+  read -r u0 s0 < <(cpu_of $EP)
   taskset -c "$L" wrk -t1 -c50 -d"${SECS:-5}" "${H[@]}" http://192.0.2.5:8080/ > "$OUT.wrk"
-  read -r u1 s1 < <(awk '{print $14, $15}' /proc/$EP/stat)
+  read -r u1 s1 < <(cpu_of $EP)
   req=$(awk '/requests in/{print $1}' "$OUT.wrk")
   tick=$(getconf CLK_TCK)
   echo "$req $(echo "($u1 + $s1 - $u0 - $s0) * 1000000 / $tick / $req" | bc -l)"
@@ -37,8 +78,9 @@ if [ "${1:-}" = --inner ]; then
   exit 0
 fi
 [ $# -ge 4 ] || { echo "usage: bench/pair.sh BINARY tcp|http keep-alive|close N [B's extra args...]" >&2; exit 2; }
-BIN=$(readlink -f "$1") MODE=$2 LOAD=$3 N=$4; shift 4
-[ -z "${BIN_B:-}" ] || BIN_B=$(readlink -f "$BIN_B")
+BIN=$1 MODE=$2 LOAD=$3 N=$4; shift 4
+[ "$BIN" = nginx ] || BIN=$(readlink -f "$BIN")
+[ -z "${BIN_B:-}" ] || [ "$BIN_B" = nginx ] || BIN_B=$(readlink -f "$BIN_B")
 DIR=$(mktemp -d /tmp/edgeproxy-pair-XXXXXX)
 SELF=$(readlink -f "$0")
 for i in $(seq 1 "$N"); do

@@ -1,4 +1,4 @@
-// Two edgeproxy variants at the same time (bench/pair.sh): each in its own
+// Two variants of a proxy at the same time (bench/pair.sh): each in its own
 // netns, both proxies on the proxy core, both loads and origins on the load
 // core, so the shared machine's noise hits both alike. What one variant costs
 // against the other is then read per pair (B/A of process CPU per request),
@@ -35,12 +35,14 @@ export function parsePairs(out: string): { a: number[]; b: number[]; ratios: num
 
 /**
  * `pairs` pairs of `binary` in `mode` (tcp|http) under `load` (keep-alive|close): A with `both`, B with `both` and `bArgs`.
- * Bounded: pair.sh's runs are timed (WARM + SECS each), and the whole call is killed after a generous deadline.
+ * `binary` "nginx": nginx is the proxy (pair.sh), `--access-log PATH` in `bArgs` its own log. `delayMs`: each wrk
+ * connection waits that long before each request (pair.sh's DELAY_MS), a fixed request rate instead of the most
+ * each variant takes. Bounded: pair.sh's runs are timed (WARM + SECS each), and the whole call is killed after a generous deadline.
  */
-export async function pairedRun(binary: string, mode: "tcp" | "http", load: "keep-alive" | "close", pairs: number, bArgs: string[], cores: { proxy: number; load: number }, seconds = 5): Promise<PairedRun> {
+export async function pairedRun(binary: string, mode: "tcp" | "http", load: "keep-alive" | "close", pairs: number, bArgs: string[], cores: { proxy: number; load: number }, seconds = 5, delayMs?: number): Promise<PairedRun> {
   const script = join(import.meta.dir, "pair.sh");
   const proc = Bun.spawn([script, binary, mode, load, String(pairs), ...bArgs], {
-    env: { ...process.env, PROXY_CORE: String(cores.proxy), LOAD_CORE: String(cores.load), WARM: String(seconds), SECS: String(seconds) },
+    env: { ...process.env, PROXY_CORE: String(cores.proxy), LOAD_CORE: String(cores.load), WARM: String(seconds), SECS: String(seconds), ...(delayMs !== undefined ? { DELAY_MS: String(delayMs) } : {}) },
     stdout: "pipe",
     stderr: "pipe",
   });

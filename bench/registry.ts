@@ -39,7 +39,7 @@ export const REGISTRY: Entry[] = [
   // Fixed windows, not --runs × --seconds: each attack lasts long enough to see the peers' deadlines (bench/slowloris.ts).
   { name: "slowloris", what: "slowloris and unfinished-TLS floods against edgeproxy, HAProxy, nginx with default timeouts", estimate: (_r, _s, quick) => slowlorisEstimate(quick), load: now(slowlorisScenario) },
   // Per run: 4 variants (tcp and http, log off and on), each as a tcp/http peer.
-  { name: "accesslog", what: "CPU per request with the access log off and on, tcp and http", estimate: (r, s) => 4 * r * (3 + 2 * s) + 4 * Math.max(3, r) * (3 + 2 * s), load: now(accesslogScenario) },
+  { name: "accesslog", what: "CPU per request with the access log off and on, tcp and http, saturated and at a fixed rate; nginx's own log for reference", estimate: (r, s) => 4 * r * (3 + 2 * s) + 16 * Math.max(3, r) * (3 + 2 * s), load: now(accesslogScenario) },
   // Per run: 3 TLS peers (edgeproxy, HAProxy, nginx), each with checks, a 1 s warm-up and the measured run (bench/tls-run.ts).
   { name: "tls-handshake", what: "full TLS handshakes/s (ECDSA P-256, openssl s_time -new): edgeproxy, HAProxy, nginx", estimate: (r, s) => tlsHandshakeEstimate(r, s), load: now(tlsHandshakeScenario) },
   { name: "h2", what: "HTTP/2 over TLS (h2load -c16 -m10): edgeproxy, HAProxy, nginx", estimate: (r, s) => h2Estimate(r, s), load: now(h2Scenario) },
