@@ -98,7 +98,11 @@ const fromAddr = (r: Uint8Array) => dispatcher.testLookup({ protocol: "tcp", loc
 
 // The program masks a client's address to the grouping prefix itself (bpf/sourcelimit.h source_key) and must
 // find the count user space made under its own masking (sourceabi.ts): checked at the prefix's edge, byte-aligned or not.
-for (const [base, prefix] of [["198.51.100.77", 1], ["198.51.100.77", 20], ["198.51.100.77", 24], ["198.51.100.77", 31], ["2001:db8:aaaa:bbbb:cccc:dddd:eeee:ffff", 1], ["2001:db8:aaaa:bbbb:cccc:dddd:eeee:ffff", 33], ["2001:db8:aaaa:bbbb:cccc:dddd:eeee:ffff", 60], ["2001:db8:aaaa:bbbb:cccc:dddd:eeee:ffff", 64], ["2001:db8:aaaa:bbbb:cccc:dddd:eeee:ffff", 100], ["2001:db8:aaaa:bbbb:cccc:dddd:eeee:ffff", 127]] as const) {
+// The ends too: a whole address (/32, /128: each address its own; IPv4's is the only one a config sets), the word edges of
+// IPv6 (/32, /96), and /0 (every client one), which config never sets (source_prefix_v6 is 1–128) but the map value holds.
+const V4 = "198.51.100.77";
+const V6 = "2001:db8:aaaa:bbbb:cccc:dddd:eeee:ffff";
+for (const [base, prefix] of [[V4, 0], [V4, 1], [V4, 20], [V4, 24], [V4, 31], [V4, 32], [V6, 0], [V6, 1], [V6, 32], [V6, 33], [V6, 60], [V6, 64], [V6, 96], [V6, 100], [V6, 127], [V6, 128]] as const) {
   test(`source_connections per ${base}/${prefix}: the last bit inside the prefix makes another client, the first bit after it and the last bit of the address do not`, () => {
     const v4 = !base.includes(":");
     limit({ connections: 1, ...(v4 ? { prefixV4: prefix } : { prefixV6: prefix }) });
@@ -108,10 +112,16 @@ for (const [base, prefix] of [["198.51.100.77", 1], ["198.51.100.77", 20], ["198
     const bits = addr.length * 8;
     expect(owner.counter.add({ service: 1, addr, prefixLen: prefix }, 1)).toBe(1);
     expect(fromAddr(addr)).toBe(SK_DROP);
-    expect(fromAddr(flipped(addr, prefix - 1))).toBe(SK_PASS);
-    expect(fromAddr(flipped(addr, prefix))).toBe(SK_DROP);
-    expect(fromAddr(flipped(addr, bits - 1))).toBe(SK_DROP);
-    expect(fromAddr(flipped(flipped(addr, prefix), bits - 1))).toBe(SK_DROP);
+    // Inside the prefix (none at /0): another client.
+    if (prefix > 0) expect(fromAddr(flipped(addr, prefix - 1))).toBe(SK_PASS);
+    if (prefix < bits) {
+      // After it (none for a whole address): the same client.
+      expect(fromAddr(flipped(addr, prefix))).toBe(SK_DROP);
+      expect(fromAddr(flipped(addr, bits - 1))).toBe(SK_DROP);
+      expect(fromAddr(flipped(flipped(addr, prefix), bits - 1))).toBe(SK_DROP);
+    } else expect(fromAddr(flipped(addr, bits - 1))).toBe(SK_PASS);
+    // /0: any address at all is the one client.
+    if (prefix === 0) expect(fromAddr(parseAddress(v4 ? "10.0.0.1" : "fe80::1")!)).toBe(SK_DROP);
   });
 }
 
