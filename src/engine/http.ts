@@ -221,8 +221,8 @@ export class HttpEngine implements SocketLoop {
       libc.close(c);
       return;
     }
-    // The peer as an Endpoint only where something needs more than its address text (the log's
-    // ends, a balancer's check, the per-client count): an allocation fewer per connection.
+    // The peer as an Endpoint only where something needs more than its address text (a balancer's
+    // check, the per-client count): an allocation fewer per connection.
     const peer = svc.needPeer ? decodeSockaddr(this.peer.bytes) : undefined;
     const s = new EngineSocket(this, c, peer, svc);
     this.byFd[c] = s;

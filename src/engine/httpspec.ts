@@ -113,7 +113,9 @@ export class EngineHttp {
     };
     this.listeners = spec.listeners.map((l) => new Fd(l.fd, `service ${spec.name}: ipv${l.family} listener`));
     this.counter = spec.sourceLimit && new SourceCounter(spec.sourceLimit.progFd, spec.sourceLimit.owner);
-    this.needPeer = spec.log || config.acceptProxy.length > 0 || this.counter !== undefined;
+    // Not for the log: it names the ends from the sockaddr bytes (http.ts), and the engine serves no built-in
+    // responder (the one reader of a client's port, local.ts, runs on Bun's sockets: config/service.ts).
+    this.needPeer = config.acceptProxy.length > 0 || this.counter !== undefined;
   }
 
   /**
