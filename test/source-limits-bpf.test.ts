@@ -103,13 +103,14 @@ const fromAddr = (r: Uint8Array) => dispatcher.testLookup({ protocol: "tcp", loc
 const V4 = "198.51.100.77";
 const V6 = "2001:db8:aaaa:bbbb:cccc:dddd:eeee:ffff";
 for (const [base, prefix] of [[V4, 0], [V4, 1], [V4, 20], [V4, 24], [V4, 31], [V4, 32], [V6, 0], [V6, 1], [V6, 32], [V6, 33], [V6, 60], [V6, 64], [V6, 96], [V6, 100], [V6, 127], [V6, 128]] as const) {
-  test(`source_connections per ${base}/${prefix}: the last bit inside the prefix makes another client, the first bit after it and the last bit of the address do not`, () => {
+  const bits = base.includes(":") ? 128 : 32;
+  const what = prefix === 0 ? "every address is the one client" : prefix === bits ? "each address is its own client: its last bit makes another" : "the last bit inside the prefix makes another client, the first bit after it and the last bit of the address do not";
+  test(`source_connections per ${base}/${prefix}: ${what}`, () => {
     const v4 = !base.includes(":");
     limit({ connections: 1, ...(v4 ? { prefixV4: prefix } : { prefixV6: prefix }) });
     const owner = SourceOwner.claim(dispatcher)!;
     owners.push(owner);
     const addr = parseAddress(base)!;
-    const bits = addr.length * 8;
     expect(owner.counter.add({ service: 1, addr, prefixLen: prefix }, 1)).toBe(1);
     expect(fromAddr(addr)).toBe(SK_DROP);
     // Inside the prefix (none at /0): another client.
