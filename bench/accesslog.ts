@@ -70,8 +70,7 @@ export const accesslogScenario: Scenario = async (ctx: BenchContext): Promise<Sc
   }
   // The same four, paired (bench/paired.ts): log off and on at once on the same cores, B/A of process CPU per
   // request per pair. Sequential runs of one variant differ by ±15% here; pairs by a few percent. Each as much as
-  // wrk takes (saturated: a per-request cost also lowers the batching, so it counts ~1.7×, see the text) and at a
-  // fixed rate (each wrk connection waits DELAY_MS before each request: both variants serve the same requests per
+  // wrk takes (saturated: a per-request cost also lowers the batching) and at a fixed rate (each wrk connection waits DELAY_MS before each request: both variants serve the same requests per
   // second, well below saturation, as an edge mostly runs); and nginx's own JSON log, with the same fields, in the
   // same harness: what a log costs the reference proxy (not judged).
   const pairs = Math.max(3, ctx.runs);
