@@ -164,7 +164,14 @@ export function createMap(type: number, name: string, keySize: number, valueSize
 export function pinnedOrCreated(path: string, name: string, type: number, keySize: number, valueSize: number, maxEntries: number, fits?: (m: BpfMap) => boolean): BpfMap {
   if (existsSync(path)) {
     const pinned = BpfMap.fromPin(path, name);
-    if (!fits || fits(pinned)) return pinned;
+    let ours: boolean;
+    try {
+      ours = !fits || fits(pinned);
+    } catch (e) {
+      pinned.close();
+      throw e;
+    }
+    if (ours) return pinned;
     pinned.close();
     rmSync(path);
   }
