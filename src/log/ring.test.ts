@@ -159,6 +159,44 @@ describe("log ring (data plane thread → main thread)", () => {
     expect(nudges).toBeGreaterThan(10);
   }, 40_000);
 
+  test("the race itself: a writer that writes the moment the ring is empty, a reader that sleeps whenever it is: no wake-up lost", async () => {
+    const memory = newRingMemory(1 << 16);
+    const flag = new SharedArrayBuffer(4);
+    const f = new Int32Array(flag);
+    const r = new RingReader(memory);
+    const worker = new Worker(new URL("./ring-race.fixture.ts", import.meta.url).href);
+    let said = "";
+    worker.onmessage = (e) => (said = e.data);
+    const lines = 20_000;
+    worker.postMessage({ memory, flag, lines });
+    let read = 0;
+    let sleeps = 0;
+    let lost = 0;
+    const deadline = Date.now() + 10_000;
+    while (read < lines && lost === 0 && Date.now() < deadline) {
+      const got = r.read();
+      if (got) {
+        r.release(got);
+        read += got.bytes / 2;
+        continue;
+      }
+      if (!r.sleep()) continue;
+      sleeps++;
+      // Asleep: only the writer's nudge wakes this reader; 200 ms without one while a line waits is a lost wake-up.
+      if (Atomics.wait(f, 0, 0, 200) === "timed-out" && r.unread) lost++;
+      Atomics.store(f, 0, 0);
+      r.wake();
+    }
+    // The worker's messages (its end, or "stuck") come once this thread yields.
+    await Bun.sleep(50);
+    worker.terminate();
+    expect(lost).toBe(0);
+    expect(said).not.toStartWith("stuck");
+    expect(read).toBe(lines);
+    // The reader slept often, inside the writer's stream of lines.
+    expect(sleeps).toBeGreaterThan(lines / 10);
+  }, 20_000);
+
   test("across threads: a worker writes 200,000 lines while this thread reads; every line arrives once, whole, in order", async () => {
     const memory = newRingMemory(1 << 16);
     const r = new RingReader(memory);
