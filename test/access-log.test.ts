@@ -230,6 +230,46 @@ describe("access log: http", () => {
     expect(refused.reason).toBeString();
   }, 30_000);
 
+  // access_log_sample draws per request when it begins; on the engine a connection's ends are made (a getsockname for the
+  // edge) only at its first request sampled in, which may be a later one of a kept-alive connection: its lines must
+  // still name both ends, IPv4 and IPv6.
+  for (const engine of ["bun", "epoll"]) test(`--engine ${engine}: --access-log-sample 0.5: about half the requests of kept-alive connections have lines, each naming its client and edge`, async () => {
+    const origin = httpOrigin("127.0.0.1", "ok");
+    servers.push(origin.listener);
+    const log = join(logDir(), `sample-${engine}.log`);
+    f.ep = await EdgeproxyProcess.start([...WORKERS, "--mode", "http", "--engine", engine, "--ports", "8080", "--prefix", "192.0.2.0/24", "--prefix", "2001:db8::/64", "--origin", `127.0.0.1:${origin.port}`, "--access-log", log, "--access-log-sample", "0.5"]);
+    const N = 40;
+    // One curl, one connection: its URLs go over it one after another (keep-alive).
+    const run = async (iface: string | undefined, host: string) => {
+      // Each URL its own -o (one applies to one URL).
+      const urls = Array.from({ length: N }, (_, i) => ["-o", "/dev/null", `http://${host}:8080/r${i}`]).flat();
+      const proc = Bun.spawn(["curl", "-sS", "--max-time", "10", ...(iface ? ["--interface", iface] : []), "-w", "%{num_connects}\n", ...urls], { stdout: "pipe", stderr: "pipe" });
+      const [out, code] = await Promise.all([new Response(proc.stdout).text(), proc.exited]);
+      expect(code).toBe(0);
+      // One connect, then reuse.
+      expect(out.trim().split("\n").map(Number).reduce((a, b) => a + b, 0)).toBe(1);
+    };
+    await run("192.0.2.97", "192.0.2.13");
+    // IPv6 binds only to an address the host has (no AnyIP bind without IPV6_FREEBIND): the kernel picks the source.
+    await run(undefined, "[2001:db8::13]");
+    // Binomial(40, 0.5) per connection: outside 5–35 with probability ~1e-7.
+    await Bun.sleep(500);
+    const lines = await linesOf(log, 2 * N, 1_000);
+    const v4 = lines.filter((l) => l.edge === "192.0.2.13:8080");
+    const v6 = lines.filter((l) => l.edge === "[2001:db8::13]:8080");
+    expect(v4.length + v6.length).toBe(lines.length);
+    for (const [got, client] of [[v4, /^192\.0\.2\.97:(\d+)$/], [v6, /^\[[0-9a-f:]+\]:(\d+)$/]] as const) {
+      expect(got.length).toBeGreaterThanOrEqual(5);
+      expect(got.length).toBeLessThanOrEqual(35);
+      for (const l of got) {
+        expect(l.client).toMatch(client);
+        expect(l).toMatchObject({ method: "GET", status: 200, origin: `127.0.0.1:${origin.port}` });
+      }
+      // One connection: one client port on all its lines.
+      expect(new Set(got.map((l) => l.client)).size).toBe(1);
+    }
+  }, 30_000);
+
   // The engine reads request times from its loop's clock (one reading per wake), Bun's sockets from performance.now(): both must measure the origin's delays.
   for (const engine of ["bun", "epoll"]) test(`--engine ${engine}: ttfb_ms and duration_ms measure a slow origin (first byte after 300 ms, the rest 200 ms later)`, async () => {
     const slow = Bun.listen({

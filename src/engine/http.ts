@@ -8,15 +8,15 @@
 import { ptr } from "bun:ffi";
 import type { OriginFailure } from "../origin/member";
 import { HttpConnection } from "../proxy/http/conn";
-import { endNames, HeaderReader, mustSendHeader, type EndNames, type Ends } from "../proxy/inbound";
-import { sockaddrString, SockaddrTexts } from "../log/line";
+import { endNames, HeaderReader, mustSendHeader, type EndNames, type EndNamesOrMaker, type Ends } from "../proxy/inbound";
+import { SockaddrTexts } from "../log/line";
 import { originEvents, type OriginConn } from "../proxy/http/origins";
 import type { FlowLogSink } from "../proxy/udp/flowlog";
 import type { UdpOrigins } from "../proxy/udp/origins";
 import { EPOLLET, EPOLLIN, EPOLLOUT, EPOLLRDHUP, type Epoll } from "../system/epoll";
 import { closeListeners, Fd } from "../system/fd";
 import { libc } from "../system/libc";
-import { decodeSockaddr, encodeSockaddr, type Endpoint } from "../system/sockaddr";
+import { AF_INET, decodeSockaddr, encodeSockaddr, type Endpoint } from "../system/sockaddr";
 import { AcceptAddress, acceptBatch, AcceptPace, localAddress, resetOnClose, startConnect, tcpSocket } from "../system/tcp";
 import { capLine, EngineAdmission } from "./admission";
 import { EngineClients } from "./clients";
@@ -241,30 +241,36 @@ export class HttpEngine implements SocketLoop {
       const edge = at && decodeSockaddr(at);
       if (edge) return this.startHeader(svc, s, { client: peer, edge });
     }
-    // The log alone needs the ends as text: made from the sockaddr bytes, the edge's remembered per address
-    // (no Endpoint objects, no weak-map entry per connection), as the tcp engine's.
-    let names: EndNames | undefined;
-    if (svc.ctx.log) {
-      const at = localAddress(c);
-      const client = sockaddrString(this.peer.bytes);
-      const edge = at && this.edgeTexts.text(at);
-      if (client !== undefined && edge !== undefined) names = { client, edge };
-    }
     const tracked = this.clients.seenPeer(this.peer.bytes);
     // The client's address as text once: the count's, and the exchange's clientIp (unmapped there).
     s.remoteText = tracked;
+    // The log alone needs the ends as text, and only for a line sampled in (RequestLog.begin): made then, the
+    // client's from its address text and port (no Endpoint, no string per connection before), the edge's from a
+    // getsockname(2) remembered per address (the shared accept buffer holds the next peer by then).
+    let names: (() => EndNames | undefined) | undefined;
+    if (svc.ctx.log) {
+      const b = this.peer.bytes;
+      const v6 = b[0]! + (b[1]! << 8) !== AF_INET;
+      const port = (b[2]! << 8) | b[3]!;
+      names = () => {
+        if (s.done) return undefined;
+        const at = localAddress(c);
+        const edge = at && this.edgeTexts.text(at);
+        return edge === undefined ? undefined : { client: v6 ? `[${tracked}]:${port}` : `${tracked}:${port}`, edge };
+      };
+    }
     const source = peer && svc.counter ? svc.admitSource(peer, false) : undefined;
     if (source === null) {
       // No events are set yet: the close reports nothing, so the cap's slot is given back here.
       this.admission!.leave();
-      svc.logEnded(names, performance.now(), "limited", "source_limit");
+      svc.logEnded(names?.(), performance.now(), "limited", "source_limit");
       return this.limited(s, tracked);
     }
     this.serve(svc, s, undefined, tracked, EMPTY, source, names);
   }
 
   /** The client's HTTP connection over `s` (after its PROXY header, if any: `ends` then are the header's, `rest` what followed it). */
-  private serve(svc: EngineHttp, s: EngineSocket, ends: Ends | undefined, tracked: string | undefined, rest: Uint8Array, source: SourceKey | undefined, names?: EndNames): void {
+  private serve(svc: EngineHttp, s: EngineSocket, ends: Ends | undefined, tracked: string | undefined, rest: Uint8Array, source: SourceKey | undefined, names?: EndNamesOrMaker): void {
     const conn = new HttpConnection(s, svc.ctx, ends, names);
     svc.conns.add(conn);
     s.events = {

@@ -60,6 +60,14 @@ export interface EndNames {
   readonly clientIp?: string | undefined;
 }
 
+/**
+ * The ends as text, or how to make them when a line first wants them (the
+ * http engine: a getsockname(2) for the edge only for a connection with a
+ * line sampled in, access_log_sample). The maker is called while the socket
+ * is open, at most once; undefined: the ends are gone (the socket closed).
+ */
+export type EndNamesOrMaker = EndNames | (() => EndNames | undefined);
+
 // The edge's text by its sockaddr bytes: one of the few a service answers on (bounded).
 const edgeTexts = new SockaddrMemo<string>(sockaddrName);
 
@@ -104,9 +112,9 @@ function sockaddrName(buf: Uint8Array): string | undefined {
  * the ends or names the pipeline read already, else Bun's getter (the engine's
  * sockets, whose getter reads bytes it holds); "" when the peer is gone.
  */
-export function clientAddress(ends: Ends | undefined, names: EndNames | undefined, s: { readonly remoteAddress: string | undefined }): string {
+export function clientAddress(ends: Ends | undefined, names: EndNamesOrMaker | undefined, s: { readonly remoteAddress: string | undefined }): string {
   if (ends) return formatAddress(ends.client.addr);
-  if (names?.clientIp !== undefined) return names.clientIp;
+  if (typeof names === "object" && names.clientIp !== undefined) return names.clientIp;
   return s.remoteAddress ? unmapAddress(s.remoteAddress) : "";
 }
 

@@ -1,5 +1,5 @@
 import type { Member } from "../../origin/pool";
-import { clientAddress, type EndNames, type Ends } from "../inbound";
+import { clientAddress, type EndNamesOrMaker, type Ends } from "../inbound";
 import { Outbox } from "../outbox";
 import { ChunkedDecoder } from "./chunked";
 import { HIGH_WATER, MAX_RESPONSE_HEAD, idempotent, originCause, readResponseHead, tailAfter, type HttpContext } from "./context";
@@ -120,7 +120,7 @@ export abstract class Exchange implements OriginUser {
     /** Both ends as a trusted load balancer's PROXY header named them (accept_proxy); else the socket's. */
     protected readonly ends?: Ends,
     /** With the access log on and `ends` not computed: the socket's ends as text, for the log. */
-    names?: EndNames,
+    names?: EndNamesOrMaker,
   ) {
     this.lastActive = ctx.clock.now;
     this.headFrom = ctx.clock.now;

@@ -1,6 +1,6 @@
 import { randomBytes } from "node:crypto";
 import { formatEndpoint, jsonOrNull, jsonString, tenths, type ServiceLog } from "../../log/access";
-import type { EndNames, Ends } from "../inbound";
+import type { EndNamesOrMaker, Ends } from "../inbound";
 import type { RequestHead } from "./parse";
 
 /*
@@ -52,12 +52,14 @@ export class RequestLog {
 
   constructor(
     private readonly log: ServiceLog,
-    private readonly client: string | undefined,
-    private readonly edge: string | undefined,
+    private client: string | undefined,
+    private edge: string | undefined,
     /** The client's HTTP version, "1.1" (1.0 requests say so themselves) or "2": the line's http_version. */
     version: "1.1" | "2" = "1.1",
     /** The service's request_id_in_response: the client's response carries the id too (returnedId). */
     private readonly returnId = false,
+    /** How to make client and edge, when not given: called at the first request whose line is sampled in. */
+    private makeEnds?: () => { readonly client: string; readonly edge: string } | undefined,
   ) {
     this.clock = log.loopClock;
     this.versionText = version === "2" ? VERSION_2 : VERSION_11;
@@ -85,15 +87,33 @@ export class RequestLog {
    * `clientIp`: the connection's formatAddress(ends.client.addr) when made already (not formatted twice);
    * `names`: the socket's ends as text, when `ends` were not parsed (the pipeline's socketNames).
    */
-  static of(log: ServiceLog, returnId: boolean, ends: Ends | undefined, version: "1.1" | "2", clientIp?: string, names?: EndNames): RequestLog {
+  static of(log: ServiceLog, returnId: boolean, ends: Ends | undefined, version: "1.1" | "2", clientIp?: string, names?: EndNamesOrMaker): RequestLog {
+    if (typeof names === "function") return new RequestLog(log, undefined, undefined, version, returnId, names);
     if (!ends) return new RequestLog(log, names?.client, names?.edge, version, returnId);
     const c = ends.client;
     const client = clientIp === undefined ? formatEndpoint(c) : c.family === 6 ? `[${clientIp}]:${c.port}` : `${clientIp}:${c.port}`;
     return new RequestLog(log, client, formatEndpoint(ends.edge), version, returnId);
   }
 
+  /**
+   * Whether the request under way is to be logged (access_log_sample), drawn
+   * when it begins: a request sampled out costs no line and, on the engine,
+   * its connection no getsockname(2) for the edge (makeEnds).
+   */
+  private sampledIn = false;
+
   /** A request starts (its head is parsed: `req`; or a head we refuse: undefined). `pending`: bytes already read that belong to it or later ones. */
   begin(req: RequestHead | undefined, pending: number): void {
+    this.sampledIn = this.log.sampled();
+    if (this.sampledIn && this.makeEnds) {
+      // The socket is open while a request begins (its head came, or a deadline or our answer ends it before we close).
+      const made = this.makeEnds();
+      this.makeEnds = undefined;
+      if (made) {
+        this.client = made.client;
+        this.edge = made.edge;
+      }
+    }
     this.open = true;
     this.req = req;
     this.startedAt = this.now();
@@ -207,7 +227,7 @@ export class RequestLog {
   end(reason?: string): void {
     if (!this.open) return;
     this.open = false;
-    if (!this.log.sampled()) return;
+    if (!this.sampledIn) return;
     const req = this.req;
     const bytesIn = this.bytesIn - this.inAt;
     const bytesOut = this.bytesOut - this.outAt;
