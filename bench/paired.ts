@@ -11,26 +11,29 @@ export interface PairedRun {
   readonly a: number[];
   readonly b: number[];
   readonly ratios: number[];
+  /** Requests A's and B's wrk got answered, per pair (a fixed rate must give both about as many). */
+  readonly aRequests: number[];
+  readonly bRequests: number[];
   /** pair.sh's output when it printed no pair (for the anomaly). */
   readonly failure?: string;
 }
 
 /** One pair line of pair.sh: "pair 1: A 19.30 µs/req (126972 req), B 24.51 µs/req (102798 req), B/A 1.270". */
-const PAIR_LINE = /^pair \d+: A ([\d.]+) µs\/req \(\d+ req\), B ([\d.]+) µs\/req \(\d+ req\), B\/A ([\d.]+)$/;
+const PAIR_LINE = /^pair \d+: A ([\d.]+) µs\/req \((\d+) req\), B ([\d.]+) µs\/req \((\d+) req\), B\/A ([\d.]+)$/;
 
 /** Parse pair.sh's output: the pairs it printed (lines it could not measure are left out). */
-export function parsePairs(out: string): { a: number[]; b: number[]; ratios: number[] } {
-  const a: number[] = [];
-  const b: number[] = [];
-  const ratios: number[] = [];
+export function parsePairs(out: string): Omit<PairedRun, "failure"> {
+  const got = { a: [] as number[], b: [] as number[], ratios: [] as number[], aRequests: [] as number[], bRequests: [] as number[] };
   for (const line of out.split("\n")) {
     const m = PAIR_LINE.exec(line.trim());
     if (!m) continue;
-    a.push(Number(m[1]));
-    b.push(Number(m[2]));
-    ratios.push(Number(m[3]));
+    got.a.push(Number(m[1]));
+    got.aRequests.push(Number(m[2]));
+    got.b.push(Number(m[3]));
+    got.bRequests.push(Number(m[4]));
+    got.ratios.push(Number(m[5]));
   }
-  return { a, b, ratios };
+  return got;
 }
 
 /**

@@ -91,9 +91,9 @@ describe("procNetTcpAddress", () => {
 });
 
 describe("parsePairs (bench/pair.sh's output)", () => {
-  test("each pair's A, B and B/A; other lines left out", () => {
-    const out = "pair 1: A 19.30 µs/req (126972 req), B 24.51 µs/req (102798 req), B/A 1.270\nsomething else\npair 2: A 50.30 µs/req (42943 req), B 57.01 µs/req (41393 req), B/A 1.134\n";
-    expect(parsePairs(out)).toEqual({ a: [19.3, 50.3], b: [24.51, 57.01], ratios: [1.27, 1.134] });
-    expect(parsePairs("usage: bench/pair.sh ...")).toEqual({ a: [], b: [], ratios: [] });
+  test("each pair's A, B, B/A and requests; other lines (a pair not measured) left out", () => {
+    const out = "pair 1: A 19.30 µs/req (126972 req), B 24.51 µs/req (102798 req), B/A 1.270\nsomething else\npair 2: not measured (a variant failed, said above)\npair 3: A 50.30 µs/req (42943 req), B 57.01 µs/req (41393 req), B/A 1.134\n";
+    expect(parsePairs(out)).toEqual({ a: [19.3, 50.3], b: [24.51, 57.01], ratios: [1.27, 1.134], aRequests: [126972, 42943], bRequests: [102798, 41393] });
+    expect(parsePairs("usage: bench/pair.sh ...")).toEqual({ a: [], b: [], ratios: [], aRequests: [], bRequests: [] });
   });
 });
