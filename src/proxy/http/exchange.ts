@@ -9,48 +9,13 @@ import { HeadError, type RequestHead, type ResponseHead } from "./parse";
 import { RequestLog } from "./reqlog";
 import type { HttpSocket } from "./socket";
 import { lateRefusal, OriginTlsError } from "../../origin/tls";
+import { Deadline, EMPTY, Phase, concat, withHead } from "./state";
 
 /*
  * The state of one client connection's current exchange, and its origin
  * side: origin connection events and the response, streamed to the client.
  * The client side (requests, endings, timeouts) is HttpConnection (conn.ts).
  */
-
-/** Where a client connection is in its current exchange. */
-export const enum Phase {
-  /** Reading a request head. */
-  Head,
-  /** Forwarding the request body. */
-  Body,
-  /** The request is sent; the response is on its way (later requests wait in `inbuf`). */
-  Wait,
-  /** After a 101: bytes both ways. */
-  Tunnel,
-  /** Closing: input is discarded. */
-  Done,
-}
-
-/** Which deadline the sweep checks for a connection. */
-export const enum Deadline {
-  None,
-  Connect,
-  FirstByte,
-  Linger,
-}
-
-/** No bytes (shared, never written to). */
-export const EMPTY = new Uint8Array(0);
-
-/** `a` then `b`; `b` itself when `a` is empty (the common case: no copy). */
-export const concat = (a: Uint8Array, b: Uint8Array) => (a.length ? Buffer.concat([a, b]) : b);
-
-/** A latin1 head followed by `body`, in one buffer. */
-function withHead(head: string, body: Uint8Array): Uint8Array {
-  const buf = Buffer.allocUnsafe(head.length + body.length);
-  buf.write(head, 0, "latin1");
-  if (body.length) buf.set(body, head.length);
-  return buf;
-}
 
 /** One client connection's state and its origin side; HttpConnection adds the client side. */
 export abstract class Exchange implements OriginUser {

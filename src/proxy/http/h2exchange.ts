@@ -5,7 +5,7 @@ import { lateRefusal, OriginTlsError } from "../../origin/tls";
 import { Outbox } from "../outbox";
 import { ChunkedDecoder } from "./chunked";
 import { HIGH_WATER, MAX_RESPONSE_HEAD, idempotent, originCause, readResponseHead, tailAfter } from "./context";
-import { Deadline, EMPTY, concat } from "./exchange";
+import { Deadline, EMPTY, concat } from "./state";
 import type { H2Connection } from "./h2";
 import { h2ResponseHeaders } from "./h2fields";
 import { originFraming, originReusable } from "./headers";

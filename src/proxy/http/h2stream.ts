@@ -6,7 +6,7 @@ import type { H2Connection } from "./h2";
 import { h2Local, h2Request } from "./h2fields";
 import { originRequestHead } from "./headers";
 import { localResponse } from "./local";
-import { Deadline } from "./exchange";
+import { Deadline } from "./state";
 import { refusalReason } from "./stats";
 
 const CRLF = Buffer.from("\r\n");
