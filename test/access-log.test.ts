@@ -75,6 +75,29 @@ describe("access log: tcp", () => {
     expect(new Set(lines.map((l) => l.client)).size).toBe(sent.length);
   }, 30_000);
 
+  // Sampling is drawn once per connection when it starts (a connection sampled out costs the engine no getsockname for
+  // its edge): the connections with a line still name both ends and their bytes.
+  test("--access-log-sample 0.5: about half the connections have a close line, each with its ends and bytes", async () => {
+    const origin = echoOrigin("127.0.0.1");
+    servers.push(origin);
+    const log = join(logDir(), "access.log");
+    f.ep = await EdgeproxyProcess.start([...WORKERS, "--ports", "5030", "--prefix", "192.0.2.0/24", "--origin", `127.0.0.1:${origin.port}`, "--access-log", log, "--access-log-sample", "0.5"]);
+    const N = 40;
+    for (let i = 0; i < N; i++) expect(text(await exchange("192.0.2.7", 5030, `c${i}`, 5000, "192.0.2.99"))).toBe(`c${i}`);
+    await Bun.sleep(500);
+    const lines = await linesOf(log, N, 1_000);
+    // Binomial(40, 0.5): outside 5–35 with probability ~1e-7.
+    expect(lines.length).toBeGreaterThanOrEqual(5);
+    expect(lines.length).toBeLessThanOrEqual(35);
+    for (const l of lines) {
+      expect(l).toMatchObject({ protocol: "tcp", event: "close", edge: "192.0.2.7:5030", origin: `127.0.0.1:${origin.port}`, reason: "client_fin" });
+      expect(l.client).toMatch(/^192\.0\.2\.99:\d+$/);
+      expect(l.bytes_in).toBe(l.bytes_out);
+      expect(l.bytes_in).toBeGreaterThanOrEqual(2);
+    }
+    expect(new Set(lines.map((l) => l.client)).size).toBe(lines.length);
+  }, 30_000);
+
   test("an origin that refuses, and an idle timeout: origin_error and timeout lines", async () => {
     const origin = echoOrigin("127.0.0.1");
     const closed = echoOrigin("127.0.0.1");

@@ -222,13 +222,15 @@ export class TcpEngine {
     if (source) p.source = source;
     p.tracked = tracked;
     let edge: Endpoint | undefined;
-    if (svc.needEdge || svc.log) {
+    // A connection sampled out of the log (access_log_sample, drawn now) costs it nothing more: no getsockname.
+    const logged = svc.log !== undefined && svc.log.sampledIn();
+    if (svc.needEdge || logged) {
       const at = localAddress(c);
       if (at && svc.needEdge) edge = decodeSockaddr(at);
       // The log's texts straight from the sockaddr bytes (no Endpoint for it): the client's made for
       // its own connection (its address text the one the busiest-clients count remembers, plus the
       // port), the edge's remembered by address (SockaddrTexts).
-      if (at && svc.log) {
+      if (at && logged) {
         const clientText = tracked === undefined ? sockaddrString(this.peer.bytes) : peerText(tracked, this.peer.bytes);
         const edgeText = this.edgeTexts.text(at);
         // The pair's start (the loop's clock at this batch) is the line's too: no clock read per connection.

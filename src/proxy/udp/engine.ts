@@ -416,9 +416,9 @@ export class Engine {
     if (upstream) this.byFd[upstream.raw] = f;
     bump(svc.row, C.flowsActive);
     bump(svc.row, C.flowsTotal);
-    if (svc.log) {
+    if (svc.log?.sampledIn()) {
       f.record = { client: formatEndpoint(src), edge: formatEndpoint(dst), origin: chosen ? formatEndpoint(chosen.target) : null, startedAt: this.now };
-      if (svc.log.connect) svc.log.emit({ event: "connect", client: f.record.client, edge: f.record.edge, origin: f.record.origin });
+      if (svc.log.connect) svc.log.emit({ event: "connect", client: f.record.client, edge: f.record.edge, origin: f.record.origin }, true);
     }
     return f;
   }

@@ -63,9 +63,11 @@ describe("FlowLogSink (the data plane thread's log lines, as bytes in a ring per
     const log = new FlowLog(sink, "s", config("/a.log", 1, 1 << 16));
     const r = { client: "192.0.2.1:4000", edge: "192.0.2.5:80", origin: "127.0.0.1:9000", startedAt: 0 };
     for (let i = 0; i < 2_000; i++) log.closed(r, i, 1, "close", "x".repeat(100));
+    // Sampled out: drawn when a flow starts (no record, so no last line), and a rare line's own draw.
     const off = new FlowLog(sink, "s", config("/a.log", 0, 1 << 16));
-    off.closed(r, 1, 1, "close", "x");
+    expect(off.sampledIn()).toBe(false);
     off.emit({ event: "connect" });
+    expect(log.sampledIn()).toBe(true);
     expect(nudged).toEqual(["/a.log"]);
     const kept = lines("/a.log");
     kept.forEach((l, i) => expect(JSON.parse(l).bytes_in).toBe(i));

@@ -72,9 +72,24 @@ export class FlowLog {
     return this.config.connect;
   }
 
-  /** A flow's last line; `now`: the caller's clock reading when it has one (the tcp engine's loop), same clock as startedAt. */
+  /**
+   * Is a flow (a UDP flow, a tcp engine connection) starting now to be
+   * logged (access_log_sample)? Drawn once per flow, when it starts: its
+   * lines (connect, last) are in or out together, and a flow sampled out
+   * costs no record, no ends text and, on the tcp engine, no getsockname(2)
+   * for its edge. Counted when not.
+   */
+  sampledIn(): boolean {
+    if (this.config.sample >= 1 || Math.random() < this.config.sample) return true;
+    this.ring.skipped();
+    return false;
+  }
+
+  /**
+   * A flow's last line (its record made when sampledIn() said so); `now`: the caller's clock reading when it has
+   * one (the tcp engine's loop), same clock as startedAt.
+   */
   closed(r: FlowRecord, bytesIn: number, bytesOut: number, event: string, why: string, now = performance.now()): void {
-    if (this.config.sample < 1 && Math.random() >= this.config.sample) return this.ring.skipped();
     // Written in place, in the order the fields always had: addresses (our text of the kernel's bytes) need no escape,
     // event and reason are our codes (escaped anyway). Text at most 6 bytes per UTF-16 unit, numbers at most 20.
     const origin = r.origin;
