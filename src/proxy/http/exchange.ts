@@ -3,7 +3,7 @@ import { clientAddress, type EndNamesOrMaker, type Ends } from "../inbound";
 import { Outbox } from "../outbox";
 import { ChunkedDecoder } from "./chunked";
 import { HIGH_WATER, MAX_RESPONSE_HEAD, idempotent, originCause, readResponseHead, tailAfter, type HttpContext } from "./context";
-import { clientResponseHead, closingResponse, originFraming, originReusable, verbatimResponse, type ResponseFraming } from "./headers";
+import { clientResponseHead, closingResponse, originFraming, originReusable, verbatimResponse, withFields, type ResponseFraming } from "./headers";
 import type { OriginConn, OriginUser } from "./origins";
 import { HeadError, type RequestHead, type ResponseHead } from "./parse";
 import { RequestLog } from "./reqlog";
@@ -265,14 +265,7 @@ export abstract class Exchange implements OriginUser {
       // The origin's head goes on as it came, with the body bytes that came with it: no copy at all.
       if (idField === "") return this.responseVerbatim(whole, headLength);
       // With our X-Request-Id put in before the blank line: one copy, not a rebuild of the head.
-      const at = headLength - 2;
-      // Copied whole, its tail moved up in place and the field written into the gap: no view objects
-      // (two subarray()s cost more than the copies: ≈ 176 vs 103 ns per response in one Bun process).
-      const spliced = Buffer.allocUnsafe(whole.length + idField.length);
-      spliced.set(whole, 0);
-      spliced.copyWithin(at + idField.length, at, whole.length);
-      spliced.write(idField, at, "latin1");
-      return this.responseVerbatim(spliced, at + idField.length + 2);
+      return this.responseVerbatim(withFields(whole, headLength, idField), headLength + idField.length);
     }
     if (!this.keepAlive && req.minor === 1 && framing === this.originFraming && framing !== "close" && verbatimResponse(parsed)) {
       // The client's last response (it said close, or we drain), framed by length or chunks (responseVerbatim's):

@@ -1,5 +1,5 @@
 import { describe, expect, test } from "bun:test";
-import { clientResponseHead, closingResponse, ConnectionForwarding, errorResponse, extendable, forwardedFor, forwardingFor, originRequestHead, verbatimResponse } from "./headers";
+import { clientResponseHead, closingResponse, ConnectionForwarding, errorResponse, extendable, forwardedFor, forwardingFor, originRequestHead, verbatimResponse, withFields } from "./headers";
 import { HeadError, headEnd, parseRequestHead, parseResponseHead, type RequestHead, type ResponseHead } from "./parse";
 
 // An id as the request log writes it (RequestIdBytes), from its text.
@@ -230,6 +230,17 @@ describe("hop-by-hop fields (RFC 9110 §7.6.1)", () => {
     // Two Connection fields: no splice (the head is rebuilt).
     const two = "HTTP/1.1 200 OK\r\nConnection: keep-alive\r\nConnection: keep-alive\r\nContent-Length: 0\r\n\r\n";
     expect(closingResponse(Buffer.from(two), two.length, res(two), "")).toBeUndefined();
+  });
+
+  test("a kept-alive verbatim response with our fields: the origin's head as it came, the fields before its blank line, the body after", () => {
+    const head = "HTTP/1.1 200 OK\r\nServer: nginx\r\nContent-Length: 3\r\n\r\n";
+    for (const body of ["", "ok\n", "ok\nHTTP/1.1 200 OK\r\n"]) {
+      const extra = "x-request-id: r-1\r\n";
+      const out = withFields(Buffer.from(head + body, "latin1"), head.length, extra).toString("latin1");
+      expect(out).toBe(`HTTP/1.1 200 OK\r\nServer: nginx\r\nContent-Length: 3\r\n${extra}\r\n${body}`);
+      const got = res(out.slice(0, head.length + extra.length));
+      expect(got.values[got.names.indexOf("x-request-id")]).toBe("r-1");
+    }
   });
 
   test("our own errors: one line, length-framed, closing", () => {

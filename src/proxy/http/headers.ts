@@ -268,6 +268,23 @@ export function forwardingFor(clientIp: string, proto: "http" | "https"): Connec
 }
 
 /**
+ * A verbatim response (verbatimResponse) going on as it came, with `extra`
+ * (whole field lines: our X-Request-Id) added before its blank line: one copy,
+ * no rebuild. `whole` is the origin's head (`headLength` bytes with the blank
+ * line) and what came after it; the result's head is `extra.length` longer.
+ */
+export function withFields(whole: Uint8Array, headLength: number, extra: string): Buffer {
+  const blank = headLength - 2;
+  const out = Buffer.allocUnsafe(whole.length + extra.length);
+  // Copied whole, then its tail moved up in place: no view objects (two subarray()s cost more than the copies:
+  // ≈ 176 vs 103 ns per response in one Bun process).
+  out.set(whole, 0);
+  out.copyWithin(blank + extra.length, blank, whole.length);
+  out.write(extra, blank, "latin1");
+  return out;
+}
+
+/**
  * A verbatim response (verbatimResponse) whose client connection closes
  * after it: `whole` (the origin's head, `headLength` bytes with the blank
  * line, and what came after it) with its Connection field (keep-alive: ours
