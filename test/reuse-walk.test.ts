@@ -4,48 +4,35 @@
 // position to one that is present, however many empty ones lie between, and
 // none goes to an empty position's listener. workers-cap.test.ts has the same
 // with edgeproxy's workers, where at most one of them is full at a time.
-import { afterEach, beforeEach, expect, test } from "bun:test";
+import { expect, test } from "bun:test";
 import type { TCPSocketListener } from "bun";
-import { Dispatcher } from "../src/dispatcher/dispatcher";
 import { dispatcherImage } from "../src/dispatcher/image";
 import { attachMigrate, REUSE_PORT } from "../src/proxy/group";
 import { exchange, text } from "./helpers/net";
-import { TestNetns } from "./helpers/netns";
+import { dispatcherFixture } from "./helpers/fixture";
 
 const image = await dispatcherImage();
 const MEMBERS = 4;
-let ns: TestNetns;
-let dispatcher: Dispatcher;
-let listeners: TCPSocketListener<undefined>[] = [];
 
-beforeEach(() => {
-  ns = TestNetns.enter();
-  dispatcher = Dispatcher.load(image);
-});
-
-afterEach(() => {
-  for (const l of listeners.splice(0)) l.stop(true);
-  dispatcher.close();
-  ns.leave();
-});
+const fx = dispatcherFixture(image);
 
 const fdOf = (l: TCPSocketListener<undefined>) => (l as unknown as { fd: number }).fd;
 
 /** MEMBERS listeners in one group on one port, each answering its index, with ep_migrate attached. */
 function group(): number {
   const listen = (i: number, port: number) => Bun.listen({ hostname: "127.0.0.1", port, ...REUSE_PORT, socket: { open: (s) => void s.end(`m${i}`), data() {} } });
-  listeners = [listen(0, 0)];
-  const port = listeners[0]!.port;
-  for (let i = 1; i < MEMBERS; i++) listeners.push(listen(i, port));
-  attachMigrate(fdOf(listeners[0]!), { port: () => port, migrateFd: dispatcher.migrateFd });
-  dispatcher.selection.setGroup(4, port, MEMBERS, 1);
+  fx.listeners.push(listen(0, 0));
+  const port = fx.listeners[0]!.port;
+  for (let i = 1; i < MEMBERS; i++) fx.listeners.push(listen(i, port));
+  attachMigrate(fdOf(fx.listeners[0]!), { port: () => port, migrateFd: fx.d.migrateFd });
+  fx.d.selection.setGroup(4, port, MEMBERS, 1);
   return port;
 }
 
 for (const present of [[0], [3], [1, 3], [0, 1, 2]]) {
   test(`positions ${present.join(", ")} of ${MEMBERS} present: every newcomer goes to one of them`, async () => {
     const port = group();
-    for (const p of present) dispatcher.selection.offer(4, port, p, fdOf(listeners[p]!));
+    for (const p of present) fx.d.selection.offer(4, port, p, fdOf(fx.listeners[p]!));
     const got = new Map<string, number>();
     for (let i = 0; i < 120; i++) {
       const name = text(await exchange("127.0.0.1", port, "", 3000));
@@ -53,12 +40,12 @@ for (const present of [[0], [3], [1, 3], [0, 1, 2]]) {
     }
     // Each client port hashes to some first position: the absent ones walked on (counted as redirected).
     expect([...got.keys()].sort()).toEqual(present.map((p) => `m${p}`));
-    expect(dispatcher.selection.counters(1).redirected).toBeGreaterThan(0n);
+    expect(fx.d.selection.counters(1).redirected).toBeGreaterThan(0n);
   });
 }
 
 test("no position present: refused in the kernel (counted as full)", async () => {
   const port = group();
   expect(text(await exchange("127.0.0.1", port, "", 3000))).toMatch(/^<(refused|reset)>$/);
-  expect(dispatcher.selection.counters(1).full).toBeGreaterThan(0n);
+  expect(fx.d.selection.counters(1).full).toBeGreaterThan(0n);
 });

@@ -1,51 +1,41 @@
 // Per-client limits in the dispatcher (issue 15): the sk_lookup checks and the
 // ep_source counting program, run in the real kernel (BPF_PROG_TEST_RUN) in a
 // namespace of the test's own. End-to-end traffic: test/source-limits.test.ts.
-import { afterEach, beforeEach, expect, test } from "bun:test";
-import type { TCPSocketListener } from "bun";
+import { expect, test } from "bun:test";
 import { parseAddress, parsePrefix } from "../src/config/address";
 import * as abi from "../src/dispatcher/abi";
 import * as sabi from "../src/dispatcher/sourceabi";
-import { Dispatcher } from "../src/dispatcher/dispatcher";
 import { dispatcherImage } from "../src/dispatcher/image";
 import { SourceCounter, SourceOwner } from "../src/dispatcher/sources";
 import { greeter } from "./helpers/net";
-import { TestNetns } from "./helpers/netns";
+import { dispatcherFixture } from "./helpers/fixture";
 
 const image = await dispatcherImage();
-let ns: TestNetns;
-let dispatcher: Dispatcher;
-const listeners: TCPSocketListener<any>[] = [];
 const owners: SourceOwner[] = [];
-
-beforeEach(() => {
-  ns = TestNetns.enter();
-  dispatcher = Dispatcher.load(image);
-  const l = greeter("127.0.0.1", 0, "s1");
-  const l6 = greeter("::1", 0, "s1");
-  listeners.push(l, l6);
-  dispatcher.setSocket(1, "tcp", 4, (l as unknown as { fd: number }).fd);
-  dispatcher.setSocket(1, "tcp", 6, (l6 as unknown as { fd: number }).fd);
-  dispatcher.apply([
-    { protocol: "tcp", prefix: parsePrefix("192.0.2.0/24"), ports: { lo: 80, hi: 80 }, service: 1, owner: "s1" },
-    { protocol: "tcp", prefix: parsePrefix("2001:db8::/64"), ports: { lo: 80, hi: 80 }, service: 1, owner: "s1" },
-  ]);
-});
-
-afterEach(() => {
-  for (const o of owners.splice(0)) o.close();
-  dispatcher.close();
-  for (const l of listeners.splice(0)) l.stop(true);
-  ns.leave();
+const fx = dispatcherFixture(image, {
+  setup: (d) => {
+    const l = greeter("127.0.0.1", 0, "s1");
+    const l6 = greeter("::1", 0, "s1");
+    fx.listeners.push(l, l6);
+    d.setSocket(1, "tcp", 4, (l as unknown as { fd: number }).fd);
+    d.setSocket(1, "tcp", 6, (l6 as unknown as { fd: number }).fd);
+    d.apply([
+      { protocol: "tcp", prefix: parsePrefix("192.0.2.0/24"), ports: { lo: 80, hi: 80 }, service: 1, owner: "s1" },
+      { protocol: "tcp", prefix: parsePrefix("2001:db8::/64"), ports: { lo: 80, hi: 80 }, service: 1, owner: "s1" },
+    ]);
+  },
+  teardown: () => {
+    for (const o of owners.splice(0)) o.close();
+  },
 });
 
 const from = (remote: string) => {
   const r = parseAddress(remote)!;
-  return dispatcher.testLookup({ protocol: "tcp", local: parseAddress(r.length === 4 ? "192.0.2.1" : "2001:db8::1")!, localPort: 80, remote: r, remotePort: 40000 }, 1).verdict;
+  return fx.d.testLookup({ protocol: "tcp", local: parseAddress(r.length === 4 ? "192.0.2.1" : "2001:db8::1")!, localPort: 80, remote: r, remotePort: 40000 }, 1).verdict;
 };
 const SK_PASS = 1;
 const SK_DROP = 0;
-const limit = (x: Partial<sabi.SourceLimitEntry>) => dispatcher.setSourceLimit(1, { ...sabi.NO_SOURCE_LIMIT, prefixV6: 64, ...x });
+const limit = (x: Partial<sabi.SourceLimitEntry>) => fx.d.setSourceLimit(1, { ...sabi.NO_SOURCE_LIMIT, prefixV6: 64, ...x });
 const key = (addr: string, prefixLen = 64): sabi.SourceKey => ({ service: 1, addr: parseAddress(addr)!, prefixLen: parseAddress(addr)!.length === 4 ? 32 : prefixLen });
 
 test("source_rate: a burst, then refusals in the program (counted), per IPv6 /64; another /64 and IPv4 clients unaffected", () => {
@@ -57,8 +47,8 @@ test("source_rate: a burst, then refusals in the program (counted), per IPv6 /64
   expect(from("2001:db8:1:2:abcd::9")).toBe(SK_DROP);
   expect(from("2001:db8:1:3::1")).toBe(SK_PASS);
   expect(from("198.51.100.7")).toBe(SK_PASS);
-  expect(dispatcher.limitCounters(1)).toEqual({ connections: 0n, rate: 1n });
-  expect(dispatcher.counters(1).steered).toBe(5n);
+  expect(fx.d.limitCounters(1)).toEqual({ connections: 0n, rate: 1n });
+  expect(fx.d.counters(1).steered).toBe(5n);
   // No limit configured: nothing is refused.
   limit({});
   expect(from("2001:db8:1:2::1")).toBe(SK_PASS);
@@ -71,7 +61,7 @@ test("source_prefix_v6 /128: each address is its own client", () => {
 
 test("source_connections: counts added by ep_source, read at lookup; exact at the limit; released counts let the client in", () => {
   limit({ connections: 2 });
-  const owner = SourceOwner.claim(dispatcher)!;
+  const owner = SourceOwner.claim(fx.d)!;
   owners.push(owner);
   const c = owner.counter;
   expect(c.add(key("192.0.2.50"), 1)).toBe(1);
@@ -79,7 +69,7 @@ test("source_connections: counts added by ep_source, read at lookup; exact at th
   expect(c.add(key("192.0.2.50"), 1)).toBe(2);
   expect(from("192.0.2.50")).toBe(SK_DROP);
   expect(from("192.0.2.51")).toBe(SK_PASS);
-  expect(dispatcher.limitCounters(1)).toEqual({ connections: 1n, rate: 0n });
+  expect(fx.d.limitCounters(1)).toEqual({ connections: 1n, rate: 0n });
   expect(c.add(key("192.0.2.50"), -1)).toBe(1);
   expect(from("192.0.2.50")).toBe(SK_PASS);
   // Never below zero, and a release of a client never counted makes no entry.
@@ -94,7 +84,7 @@ const flipped = (addr: Uint8Array, bit: number) => {
   a[bit >> 3]! ^= 0x80 >> (bit & 7);
   return a;
 };
-const fromAddr = (r: Uint8Array) => dispatcher.testLookup({ protocol: "tcp", local: parseAddress(r.length === 4 ? "192.0.2.1" : "2001:db8::1")!, localPort: 80, remote: r, remotePort: 40000 }, 1).verdict;
+const fromAddr = (r: Uint8Array) => fx.d.testLookup({ protocol: "tcp", local: parseAddress(r.length === 4 ? "192.0.2.1" : "2001:db8::1")!, localPort: 80, remote: r, remotePort: 40000 }, 1).verdict;
 
 // The program masks a client's address to the grouping prefix itself (bpf/sourcelimit.h source_key) and must
 // find the count user space made under its own masking (sourceabi.ts): checked at the prefix's edge, byte-aligned or not.
@@ -108,7 +98,7 @@ for (const [base, prefix] of [[V4, 0], [V4, 1], [V4, 20], [V4, 24], [V4, 31], [V
   test(`source_connections per ${base}/${prefix}: ${what}`, () => {
     const v4 = !base.includes(":");
     limit({ connections: 1, ...(v4 ? { prefixV4: prefix } : { prefixV6: prefix }) });
-    const owner = SourceOwner.claim(dispatcher)!;
+    const owner = SourceOwner.claim(fx.d)!;
     owners.push(owner);
     const addr = parseAddress(base)!;
     expect(owner.counter.add({ service: 1, addr, prefixLen: prefix }, 1)).toBe(1);
@@ -127,8 +117,8 @@ for (const [base, prefix] of [[V4, 0], [V4, 1], [V4, 20], [V4, 24], [V4, 31], [V
 }
 
 test("owners: each process's slot counts toward one total; a dead owner's counts are reclaimed by the next claim", () => {
-  const a = SourceOwner.claim(dispatcher)!;
-  const b = SourceOwner.claim(dispatcher)!;
+  const a = SourceOwner.claim(fx.d)!;
+  const b = SourceOwner.claim(fx.d)!;
   owners.push(a, b);
   expect(a.counter.owner).not.toBe(b.counter.owner);
   const k = key("2001:db8:7:7::1");
@@ -137,7 +127,7 @@ test("owners: each process's slot counts toward one total; a dead owner's counts
   expect(b.counter.add(k, 1)).toBe(3);
   // b's process dies: its socket leaves ep_source_owners, its slot is free and its counts reclaimed at the next claim.
   b.close();
-  const c = SourceOwner.claim(dispatcher)!;
+  const c = SourceOwner.claim(fx.d)!;
   owners.push(c);
   expect(c.reclaimed).toBe(1);
   expect(c.counter.owner).toBe(b.counter.owner);
@@ -147,17 +137,17 @@ test("owners: each process's slot counts toward one total; a dead owner's counts
   expect(a.counter.add(k, -1)).toBe(0);
   // The periodic sweep does the same without a claim: c dies holding a count, a sweeps it.
   expect(c.counter.add(k, 1)).toBe(1);
-  expect(a.sweep(dispatcher)).toBe(0); // c is alive: its slot is not free
+  expect(a.sweep(fx.d)).toBe(0); // c is alive: its slot is not free
   c.close();
-  expect(a.sweep(dispatcher)).toBe(1);
+  expect(a.sweep(fx.d)).toBe(1);
   expect(a.counter.add(k, 1)).toBe(1);
 });
 
 test("cost: one acquire or release is one syscall; what the limits add to a lookup (reported, bounded loosely)", () => {
-  const lookupNs = () => dispatcher.testLookup({ protocol: "tcp", local: parseAddress("192.0.2.1")!, localPort: 80, remote: parseAddress("10.0.0.1")!, remotePort: 1 }, 20_000).nsPerRun;
+  const lookupNs = () => fx.d.testLookup({ protocol: "tcp", local: parseAddress("192.0.2.1")!, localPort: 80, remote: parseAddress("10.0.0.1")!, remotePort: 1 }, 20_000).nsPerRun;
   const none = lookupNs();
   limit({ connections: 1_000_000 });
-  const owner = SourceOwner.claim(dispatcher)!;
+  const owner = SourceOwner.claim(fx.d)!;
   owners.push(owner);
   const c = owner.counter;
   c.add(key("10.0.0.1"), 1);
@@ -176,7 +166,7 @@ test("cost: one acquire or release is one syscall; what the limits add to a look
   // A full count map (16,384 clients) swept once, as each counting process does every 10 s.
   for (let i = 0; i < 16_384; i++) c.add(key(`10.${1 + (i >> 16)}.${(i >> 8) & 255}.${i & 255}`), 1);
   const s0 = Bun.nanoseconds();
-  owner.sweep(dispatcher);
+  owner.sweep(fx.d);
   const sweepUs = (Bun.nanoseconds() - s0) / 1000;
   console.log(`sweep of a full ep_source_conns: ${sweepUs.toFixed(0)} µs`);
   console.log(`ep_source: ${ns.toFixed(0)} ns per acquire or release (user space, one syscall); sk_lookup per run: ${none} ns without limits, ${withCount} ns with source_connections, ${withBoth} ns with source_connections and source_rate`);

@@ -1,5 +1,6 @@
 import { afterEach, beforeEach, expect } from "bun:test";
 import type { TCPSocketListener } from "bun";
+import { Dispatcher } from "../../src/dispatcher/dispatcher";
 import type { EdgeproxyProcess } from "./edgeproxy";
 import { TestNetns } from "./netns";
 
@@ -29,4 +30,43 @@ export function proxyFixture(): ProxyFixture {
     }
   });
   return f;
+}
+
+/** Per-test state of a dispatcher test: the program loaded in the test's own namespace, and the listeners it steers to. */
+export interface DispatcherFixture {
+  readonly d: Dispatcher;
+  readonly listeners: TCPSocketListener<any>[];
+}
+
+/**
+ * Every test of the calling file runs in a namespace of its own with
+ * `image` loaded (Dispatcher.load) and `setup` run; afterwards `teardown`,
+ * the listeners stopped, the dispatcher closed, the namespace left.
+ */
+export function dispatcherFixture(image: Uint8Array, hooks: { setup?: (d: Dispatcher) => void; teardown?: () => void } = {}): DispatcherFixture {
+  let ns: TestNetns | undefined;
+  let d: Dispatcher | undefined;
+  const listeners: TCPSocketListener<any>[] = [];
+  beforeEach(() => {
+    ns = TestNetns.enter();
+    d = Dispatcher.load(image);
+    hooks.setup?.(d);
+  });
+  afterEach(() => {
+    try {
+      hooks.teardown?.();
+    } finally {
+      for (const l of listeners.splice(0)) l.stop(true);
+      d?.close();
+      d = undefined;
+      ns?.leave();
+    }
+  });
+  return {
+    get d(): Dispatcher {
+      if (!d) throw new Error("dispatcherFixture: used outside a test");
+      return d;
+    },
+    listeners,
+  };
 }
