@@ -10,7 +10,7 @@
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { BpfObject } from "../src/ebpf/object";
-import { median } from "./sys";
+import { cliOptions, median, requireRoot } from "./sys";
 
 const PROGRAMS = ["ep_dispatch", "ep_migrate", "ep_source"];
 const USAGE = "usage: bun bench/bpf-load.ts [--runs N] [OBJECT.o ...]";
@@ -60,17 +60,8 @@ function verifierStats(image: Uint8Array): Map<string, { insns: number; us: numb
   }
 }
 
-let opts: { runs: number; objects: string[] };
-try {
-  opts = parse(process.argv.slice(2));
-} catch (e) {
-  console.error(`bpf-load: ${(e as Error).message}\n${USAGE}`);
-  process.exit(2);
-}
-if (process.getuid?.() !== 0) {
-  console.error("bpf-load: run as root (it loads BPF programs and creates maps)");
-  process.exit(2);
-}
+const opts = cliOptions("bpf-load", USAGE, parse);
+requireRoot("bpf-load", "it loads BPF programs and creates maps");
 const images = opts.objects.map((path) => ({ path, image: new Uint8Array(readFileSync(path)) }));
 const loads = new Map<string, number[]>(images.map((i) => [i.path, []]));
 const stats = new Map<string, Map<string, { insns: number; us: number[] }>>(images.map((i) => [i.path, new Map()]));

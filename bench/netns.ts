@@ -8,7 +8,7 @@ import { dlopen, FFIType } from "bun:ffi";
 import { existsSync, readFileSync, readlinkSync, realpathSync } from "node:fs";
 import { arch, cpus } from "node:os";
 import { join } from "node:path";
-import { must, processTree, run, which } from "./sys";
+import { cliOptions, must, processTree, requireRoot, run, which } from "./sys";
 
 export const ROOT = join(import.meta.dir, "..");
 const IN_NETNS = "EDGEPROXY_BENCH_NETNS";
@@ -26,18 +26,9 @@ export const inPrivateNetns = (): boolean => Boolean(process.env[IN_NETNS]);
  */
 export async function benchMain<O>(name: string, usage: string, parse: (argv: string[]) => O, outer: (o: O, argv: string[]) => Promise<number>, inner: (o: O) => Promise<number>): Promise<never> {
   const argv = process.argv.slice(2);
-  let o: O;
-  try {
-    o = parse(argv);
-  } catch (e) {
-    console.error(`${name}: ${(e as Error).message}\n${usage}`);
-    process.exit(2);
-  }
+  const o = cliOptions(name, usage, parse, argv);
   if (inPrivateNetns()) process.exit(await inner(o));
-  if (process.getuid?.() !== 0) {
-    console.error(`${name}: run as root (it creates a network namespace and attaches BPF inside it)`);
-    process.exit(2);
-  }
+  requireRoot(name, "it creates a network namespace and attaches BPF inside it");
   process.exit(await outer(o, argv));
 }
 

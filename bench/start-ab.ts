@@ -12,7 +12,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { startPhases } from "./idle";
 import { cores, setupNetns } from "./netns";
-import { Child, median, must, waitConnectable } from "./sys";
+import { Child, cliOptions, median, must, requireRoot, waitConnectable } from "./sys";
 
 const USAGE = "usage: sudo bun bench/start-ab.ts [--runs N] [--warm] [--workers N] LABEL=BINARY ...";
 const MARK = "EDGEPROXY_START_AB_HOST_NETNS";
@@ -135,16 +135,7 @@ if (argv[0] === "--inner") {
     process.exit(1);
   }
 }
-let opts: Options;
-try {
-  opts = parse(argv);
-} catch (e) {
-  console.error(`start-ab: ${(e as Error).message}\n${USAGE}`);
-  process.exit(2);
-}
-if (process.getuid?.() !== 0) {
-  console.error("start-ab: run as root (every start gets a network namespace and bpffs of its own)");
-  process.exit(2);
-}
+const opts = cliOptions("start-ab", USAGE, parse, argv);
+requireRoot("start-ab", "every start gets a network namespace and bpffs of its own");
 must(["which", "unshare", "taskset"]);
 process.exit(await outer(opts));

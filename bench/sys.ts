@@ -6,6 +6,23 @@ import { join } from "node:path";
 
 export const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 
+/** A script's flags by `parse`; a bad one: its message and `usage` on stderr, exit 2 (never a stack trace). */
+export function cliOptions<O>(name: string, usage: string, parse: (argv: string[]) => O, argv = process.argv.slice(2)): O {
+  try {
+    return parse(argv);
+  } catch (e) {
+    console.error(`${name}: ${(e as Error).message}\n${usage}`);
+    process.exit(2);
+  }
+}
+
+/** Exit 2 with one line unless running as root; `why`: what the script does that needs it. */
+export function requireRoot(name: string, why: string): void {
+  if (process.getuid?.() === 0) return;
+  console.error(`${name}: run as root (${why})`);
+  process.exit(2);
+}
+
 /** Run a command to completion (bounded); returns stdout+stderr text and exit code. */
 export function run(cmd: string[], timeoutMs = 60_000): { code: number; out: string } {
   const p = Bun.spawnSync(cmd, { stdout: "pipe", stderr: "pipe", timeout: timeoutMs });
