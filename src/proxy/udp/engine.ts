@@ -8,30 +8,16 @@
 import { errno } from "../../system/libc";
 import type { Endpoint } from "../../system/sockaddr";
 import type { Epoll } from "../../system/epoll";
-import { closeListeners, Fd } from "../../system/fd";
-import {
-  bindTo,
-  connectTo,
-  IP_FREEBIND,
-  IPV6_FREEBIND,
-  openUdpSocket,
-  setIntOption,
-  SO_REUSEADDR,
-  SOL_IP,
-  SOL_IPV6,
-  SOL_SOCKET,
-} from "../../system/udp";
+import { closeListeners } from "../../system/fd";
 import { DatagramBatch, MAX_DATAGRAM } from "./batch";
-import { proxyV2Header, sppHeader, hasSppHeader, SPP_HEADER_SIZE } from "../proxyheader/encode";
+import { hasSppHeader, SPP_HEADER_SIZE } from "../proxyheader/encode";
 import type { PanicCounts, UdpOrigins } from "./origins";
-import { C, dropIndex, ROW, type UdpDropReason } from "./stats";
-import type { SourceKey } from "../../dispatcher/sourceabi";
+import { bump, C, dropIndex, ROW, type UdpDropReason } from "./stats";
 import { formatEndpoint } from "../../log/access";
 import type { FlowLogSink } from "./flowlog";
 import { Flow, keyOf, Service, type UdpServiceSpec } from "./flow";
+import { endFlow, openFlow } from "./flowlife";
 import { SendRing } from "./sendring";
-
-export type { UdpServiceSpec } from "./flow";
 
 const EMSGSIZE = 90;
 /** Batches read from one socket per readiness event, so one busy socket cannot starve the rest. */
@@ -39,10 +25,6 @@ const ROUNDS = 8;
 const ECONNREFUSED = 111;
 /** The send ring's staging area: a turn's datagrams are copied here until its flush. */
 const STAGE_BYTES = 256 * 1024;
-
-const bump = (row: Float64Array, i: number, n = 1) => {
-  row[i] = row[i]! + n;
-};
 
 /** Flows, the sockets they own, and the forwarding between them. */
 export class Engine {
@@ -363,63 +345,12 @@ export class Engine {
       bump(victim.service.row, C.flowsEvicted);
       this.close(victim, "limited", "evicted");
     }
-    const spec = svc.spec;
-    const chosen = svc.endpoints?.pick(src.addr, dst.port);
-    if (svc.endpoints && !chosen) {
-      this.drop(svc, "no_origin");
-      svc.log?.emit({ event: "origin_error", client: formatEndpoint(src), edge: formatEndpoint(dst), reason: "no_origin" });
-      return undefined;
-    }
-    // Per-client limits (source_connections): a new flow counts against the client's, every worker's together.
-    let source: SourceKey | undefined;
-    if (svc.counter) {
-      source = svc.sourceKey(src);
-      if (svc.count(source, 1) > spec.sourceLimit!.connections) {
-        svc.count(source, -1);
-        this.drop(svc, "source_limit");
-        svc.log?.emit({ event: "limited", client: formatEndpoint(src), edge: formatEndpoint(dst), reason: "source_limit" });
-        return undefined;
-      }
-    }
-    let client: Fd | undefined;
-    let upstream: Fd | undefined;
-    try {
-      client = openUdpSocket(dst.family, "flow socket");
-      const c = client.raw;
-      setIntOption(c, SOL_SOCKET, SO_REUSEADDR, 1, "flow socket");
-      // The original destination is local (it was routed here), but may not be
-      // on any interface (AnyIP routes): freebind makes bind() not care.
-      if (dst.family === 4) setIntOption(c, SOL_IP, IP_FREEBIND, 1, "flow socket");
-      else setIntOption(c, SOL_IPV6, IPV6_FREEBIND, 1, "flow socket");
-      bindTo(c, dst, "flow socket");
-      connectTo(c, src, "flow socket", "client");
-      if (chosen) {
-        upstream = openUdpSocket(chosen.target.family, "origin socket");
-        connectTo(upstream.raw, chosen.target, "origin socket", "origin");
-      }
-      this.epoll.add(c, true);
-      if (upstream) this.epoll.add(upstream.raw, true);
-    } catch (e) {
-      client?.close();
-      upstream?.close();
-      if (source) svc.count(source, -1);
-      this.drop(svc, "flow_setup");
-      if (svc.row[dropIndex("flow_setup")] === 1) this.log(`service ${spec.name}: ${(e as Error).message}`);
-      return undefined;
-    }
-    const header = spec.proxyProtocol === "v2" ? proxyV2Header(src, dst, "dgram") : spec.proxyProtocol === "spp" ? sppHeader(src, dst) : undefined;
-    const f = new Flow(key, svc, client, upstream, header, spec.proxyProtocol === "spp", this.now, chosen?.endpoint, chosen?.target.port ?? 0, source);
-    if (chosen) chosen.endpoint.active++;
+    const f = openFlow(svc, key, src, dst, this.now, this.epoll, this.log);
+    if (!f) return undefined;
     this.flows.set(key, f);
     this.unconfirmed.set(key, f);
-    this.byFd[client.raw] = f;
-    if (upstream) this.byFd[upstream.raw] = f;
-    bump(svc.row, C.flowsActive);
-    bump(svc.row, C.flowsTotal);
-    if (svc.log?.sampledIn()) {
-      f.record = { client: formatEndpoint(src), edge: formatEndpoint(dst), origin: chosen ? formatEndpoint(chosen.target) : null, startedAt: this.now };
-      if (svc.log.connect) svc.log.emit({ event: "connect", client: f.record.client, edge: f.record.edge, origin: f.record.origin }, true);
-    }
+    this.byFd[f.client.raw] = f;
+    if (f.upstream) this.byFd[f.upstream.raw] = f;
     return f;
   }
 
@@ -429,20 +360,11 @@ export class Engine {
     // The flush may itself end this flow (a refusal), hence the check after it.
     this.flush();
     if (f.ended) return;
-    f.ended = true;
-    if (f.record) f.service.log!.closed(f.record, f.bytesIn, f.bytesOut, event, why);
     this.flows.delete(f.key);
     this.unconfirmed.delete(f.key);
-    // close() also takes the fd out of the epoll set (it is never dup'ed).
     this.byFd[f.client.raw] = undefined;
-    f.client.close();
-    if (f.upstream) {
-      this.byFd[f.upstream.raw] = undefined;
-      f.upstream.close();
-    }
-    if (f.endpoint) f.endpoint.active--;
-    if (f.source) f.service.count(f.source, -1);
-    bump(f.service.row, C.flowsActive, -1);
+    if (f.upstream) this.byFd[f.upstream.raw] = undefined;
+    endFlow(f, event, why);
     this.settle(f.service);
   }
 

@@ -83,7 +83,7 @@ export class Flow {
     /** The client's count this flow holds (source_connections), given back at close. */
     readonly source: SourceKey | undefined,
   ) {}
-  /** Closed (Engine.close): its sockets are gone, their numbers free for the next socket. */
+  /** Closed (Engine.close, endFlow in flowlife.ts): its sockets are gone, their numbers free for the next socket. */
   ended = false;
   // The flow's bytes each way (the access log's).
   bytesIn = 0;

@@ -1,5 +1,5 @@
 import type { EndpointSpec } from "../../origin/pool";
-import type { UdpServiceSpec } from "./engine";
+import type { UdpServiceSpec } from "./flow";
 import type { PanicCounts } from "./origins";
 import type { AccessLogConfig } from "../../config/service";
 import type { TcpEngineSpec } from "../../engine/engine";

@@ -3,7 +3,7 @@ import type { EndpointSpec } from "../../origin/pool";
 import { EventFd } from "../../system/epoll";
 import type { Fd } from "../../system/fd";
 import type { Family } from "../../config/address";
-import type { UdpServiceSpec } from "./engine";
+import type { UdpServiceSpec } from "./flow";
 import type { FromWorker, ToWorker } from "./messages";
 import type { PanicCounts } from "./origins";
 import { ROW, SLOTS } from "./stats";

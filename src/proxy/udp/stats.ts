@@ -45,6 +45,11 @@ export const SLOTS = 1024;
 
 export const dropIndex = (r: UdpDropReason) => C.drops + UDP_DROP_REASONS.indexOf(r);
 
+/** Add n to counter i of a row (the data plane's thread, the only writer). */
+export const bump = (row: Float64Array, i: number, n = 1) => {
+  row[i] = row[i]! + n;
+};
+
 /** A UDP service's figures, as the admin API reports them. */
 export interface DatagramStats {
   readonly flowsActive: number;
