@@ -3,7 +3,7 @@ import { Hono } from "hono";
 import { unmapAddress } from "../config/address";
 import { VERSION } from "../version";
 import { Outbox } from "./outbox";
-import type { Protocol, Session } from "./pipeline";
+import type { Protocol, Session } from "./pipelineapi";
 
 /*
  * The embedded default service: an HTTP request gets a small page (JSON with

@@ -1,11 +1,13 @@
+import type { TCPSocketListener } from "bun";
 import type { CertificateConfig } from "../config/tls";
 import type { ConnectionStats } from "../admin/backend";
 import type { Family } from "../config/address";
-import type { ServiceConfig } from "../config/service";
+import { serviceFamilies, type ServiceConfig } from "../config/service";
+import { EdgeError } from "../errors";
 import type { OriginStatus } from "../origin/pool";
 import type { HttpStatsSnapshot } from "./http/stats";
 import type { DatagramStats } from "./udp/stats";
-import { attachMigrate, type GroupPlan } from "./group";
+import { attachMigrate, joinGroup, REUSE_PORT, type GroupPlan } from "./group";
 import { fstatSync } from "node:fs";
 import { socketCookie } from "../system/sockets";
 import type { SourceLimit } from "./sourcelimit";
@@ -55,4 +57,28 @@ export function listenerSocket(family: Family, listener: { hostname: string; por
   const fd = (listener as unknown as { fd: number }).fd;
   attachMigrate(fd, plan);
   return { family, fd, inode: fstatSync(fd).ino, cookie: socketCookie(fd, "listener"), port: listener.port, address: `${family === 6 ? `[${listener.hostname}]` : listener.hostname}:${listener.port}` };
+}
+
+/**
+ * Open a service's listeners, one per address family its prefixes use, each
+ * in the plan's SO_REUSEPORT group, with the pipeline's handlers (plain:
+ * TLS is the pipeline's stage).
+ */
+export function openListeners(
+  config: ServiceConfig,
+  plan: GroupPlan,
+  socket: object,
+  into: { family: Family; listener: TCPSocketListener<any> }[],
+): ServiceSocket[] {
+  try {
+    return serviceFamilies(config).map((family) => {
+      const listener = joinGroup(family, plan, (port) =>
+        Bun.listen<any>({ hostname: LISTEN_ADDRESS[family], port, ...REUSE_PORT, allowHalfOpen: true, socket: socket as any }),
+      );
+      into.push({ family, listener });
+      return listenerSocket(family, listener, plan);
+    });
+  } catch (cause) {
+    throw new EdgeError(`service ${config.name}`, `cannot open a listening socket: ${(cause as Error).message}`, "kernel", { cause });
+  }
 }

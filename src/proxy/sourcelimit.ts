@@ -2,7 +2,7 @@ import type { SourceLimits } from "../config/service";
 import { EP_SOURCE_LIMIT_EXEMPT, NO_SOURCE_LIMIT, type SourceLimitEntry, type SourceKey } from "../dispatcher/sourceabi";
 import type { SourceCounter } from "../dispatcher/sources";
 import type { Endpoint } from "../system/sockaddr";
-import type { PipelineOptions } from "./pipeline";
+import type { PipelineOptions } from "./pipelineapi";
 
 /** A service's per-client limits as the BPF program takes them (struct ep_source_limit). */
 export function sourceLimitEntry(l: SourceLimits | undefined, exempt: boolean): SourceLimitEntry {

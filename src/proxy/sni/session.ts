@@ -1,6 +1,6 @@
 import type { OriginPool } from "../../origin/pool";
 import type { CoarseClock } from "../clock";
-import type { Session } from "../pipeline";
+import type { Session } from "../pipelineapi";
 import type { Relay } from "../relay";
 import type { ServiceStats } from "../stats";
 import { ClientHelloReader, type HelloError, type HelloVerdict } from "./hello";
