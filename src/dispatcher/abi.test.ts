@@ -3,6 +3,7 @@ import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import * as abi from "./abi";
+import { reuseGroupId } from "./reuseabi";
 import * as sabi from "./sourceabi";
 
 // Compile a host program against the real header and compare what it prints.
@@ -62,7 +63,7 @@ int main(void) {
       EP_REUSE_MAX_MEMBERS: abi.EP_REUSE_MAX_MEMBERS,
       EP_REUSE_MAX_ENTRIES: abi.EP_REUSE_MAX_ENTRIES,
       EP_REUSE_TIERS: abi.EP_REUSE_TIERS,
-      group: abi.reuseGroupId(6, 7000),
+      group: reuseGroupId(6, 7000),
       member: abi.memberKey(abi.socketSlot(7, "udp", 6), 3),
       slot: abi.socketSlot(7, "udp", 6),
     });

@@ -1,5 +1,7 @@
-// TypeScript mirrors of bpf/dispatcher.h. abi.test.ts checks every size,
-// offset and constant here against the header compiled by a C compiler.
+// TypeScript mirrors of bpf/dispatcher.h (its per-client limit structs are
+// sourceabi.ts's, its SO_REUSEPORT group structs reuseabi.ts's). abi.test.ts
+// checks every size, offset and constant here against the header compiled by
+// a C compiler.
 import type { Prefix } from "../config/address";
 import type { Protocol } from "./binding";
 import { AF_INET, AF_INET6 } from "../system/sockaddr";
@@ -128,7 +130,8 @@ export function encodePrefixKey(gen: number, protocol: Protocol, prefix: Prefix)
 /** Generation byte of an encoded struct ep_prefix_key. */
 export const prefixKeyGen = (key: Uint8Array): number => key[4]!;
 
-function twoU32(a: number, b: number): Uint8Array {
+/** Two little-endian u32s: the 8-byte structs (here and in reuseabi.ts). */
+export function twoU32(a: number, b: number): Uint8Array {
   const out = new Uint8Array(8);
   const v = new DataView(out.buffer);
   v.setUint32(0, a, le);
@@ -351,54 +354,4 @@ export const encodeOwner = (pid: number, fd: number): Uint8Array => twoU32(pid, 
 export function decodeOwner(b: Uint8Array): { pid: number; fd: number } {
   const v = new DataView(b.buffer, b.byteOffset);
   return { pid: v.getUint32(0, le), fd: v.getUint32(4, le) };
-}
-
-/** struct ep_group */
-export const encodeGroup = (port: number): Uint8Array => twoU32(port, 0);
-
-export const decodeGroup = (b: Uint8Array): { port: number } => ({ port: new DataView(b.buffer, b.byteOffset).getUint32(0, le) });
-
-/** ep_reuse_group_id(): a TCP reuseport group by its loopback port and family. */
-export const reuseGroupId = (family: 4 | 6, port: number): number => ((family === 6 ? 1 : 0) << 16) | (port & 0xffff);
-
-/** struct ep_reuse_key: tier 1 is the worker's index, tier 2 EP_REUSE_MAX_MEMBERS past it. */
-export const encodeReuseKey = (group: number, position: number, tier: 1 | 2 = 1): Uint8Array => twoU32(group, tier === 2 ? EP_REUSE_MAX_MEMBERS + position : position);
-
-/** struct ep_reuse_group */
-export const encodeReuseGroup = (members: number, service: number): Uint8Array => twoU32(members, service);
-
-export function decodeReuseGroup(b: Uint8Array): { members: number; service: number } {
-  const v = new DataView(b.buffer, b.byteOffset);
-  return { members: v.getUint32(0, le), service: v.getUint32(4, le) };
-}
-
-/** struct ep_reuse_counters, summed over the per-CPU copies. */
-export interface ReuseCounters {
-  redirected: bigint;
-  full: bigint;
-  migrated: bigint;
-  migratedUnselected: bigint;
-  /** struct ep_reuse_tier_counters.second: new connections given to a worker inside its headroom (no worker below its soft mark). */
-  secondTier: bigint;
-}
-
-export function decodeReuseCounters(perCpu: Uint8Array, cpus: number): Omit<ReuseCounters, "secondTier"> {
-  const v = new DataView(perCpu.buffer, perCpu.byteOffset, perCpu.byteLength);
-  const c = { redirected: 0n, full: 0n, migrated: 0n, migratedUnselected: 0n };
-  for (let cpu = 0; cpu < cpus; cpu++) {
-    const o = cpu * sizes.ep_reuse_counters;
-    c.redirected += v.getBigUint64(o, le);
-    c.full += v.getBigUint64(o + 8, le);
-    c.migrated += v.getBigUint64(o + 16, le);
-    c.migratedUnselected += v.getBigUint64(o + 24, le);
-  }
-  return c;
-}
-
-/** struct ep_reuse_tier_counters, summed over the per-CPU copies: its `second`. */
-export function decodeReuseTierCounters(perCpu: Uint8Array, cpus: number): bigint {
-  const v = new DataView(perCpu.buffer, perCpu.byteOffset, perCpu.byteLength);
-  let second = 0n;
-  for (let cpu = 0; cpu < cpus; cpu++) second += v.getBigUint64(cpu * sizes.ep_reuse_tier_counters, le);
-  return second;
 }

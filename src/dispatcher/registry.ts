@@ -1,6 +1,7 @@
 import { ConfigError } from "../errors";
 import { listeners } from "../system/listeners";
 import * as abi from "./abi";
+import { decodeGroup, encodeGroup } from "./reuseabi";
 import type { Binding, Protocol } from "./binding";
 import type { Dispatcher, ServiceAccess } from "./dispatcher";
 import { holesForListeners } from "./holes";
@@ -193,12 +194,12 @@ export class Registry {
   /** The loopback port of the slot's reuseport group, if one was recorded. */
   groupPort(service: number, protocol: Protocol, family: 4 | 6): number | undefined {
     const v = this.maps.ep_groups.lookup(abi.u32(abi.socketSlot(service, protocol, family)), new Uint8Array(abi.sizes.ep_group));
-    return v && abi.decodeGroup(v).port;
+    return v && decodeGroup(v).port;
   }
 
   /** Record the port of the slot's reuseport group. */
   setGroupPort(service: number, protocol: Protocol, family: 4 | 6, port: number): void {
-    this.maps.ep_groups.update(abi.u32(abi.socketSlot(service, protocol, family)), abi.encodeGroup(port));
+    this.maps.ep_groups.update(abi.u32(abi.socketSlot(service, protocol, family)), encodeGroup(port));
   }
 
   /** Ports recorded for other slots of the same protocol and family: a new group must not join one of them. */
@@ -209,7 +210,7 @@ export class Registry {
       const slot = new DataView(key.buffer).getUint32(0, true);
       if (slot === mine || (slot & 3) !== (mine & 3)) continue;
       const v = this.maps.ep_groups.lookup(key, new Uint8Array(abi.sizes.ep_group));
-      if (v) out.add(abi.decodeGroup(v).port);
+      if (v) out.add(decodeGroup(v).port);
     }
     return out;
   }

@@ -4,6 +4,7 @@
 import { KernelError } from "../ebpf/libbpf";
 import { type BpfMap } from "../ebpf/map";
 import * as abi from "./abi";
+import { decodeReuseCounters, decodeReuseGroup, decodeReuseTierCounters, encodeReuseGroup, encodeReuseKey, type ReuseCounters, reuseGroupId } from "./reuseabi";
 import { DispatcherError, type MapName } from "./dispatcher";
 
 const EEXIST = 17;
@@ -28,20 +29,20 @@ export class Selection {
   /** Record a TCP group's size (its registrant's worker count) and service, which the selector needs. */
   setGroup(family: 4 | 6, port: number, members: number, service: number): void {
     try {
-      this.maps.ep_reuse_groups.update(abi.u32(abi.reuseGroupId(family, port)), abi.encodeReuseGroup(members, service));
+      this.maps.ep_reuse_groups.update(abi.u32(reuseGroupId(family, port)), encodeReuseGroup(members, service));
     } catch (cause) {
       throw new DispatcherError(`record the reuseport group of ipv${family} port ${port} (service ${service})`, { cause });
     }
   }
 
   group(family: 4 | 6, port: number): { members: number; service: number } | undefined {
-    const v = this.maps.ep_reuse_groups.lookup(abi.u32(abi.reuseGroupId(family, port)), new Uint8Array(abi.sizes.ep_reuse_group));
-    return v && abi.decodeReuseGroup(v);
+    const v = this.maps.ep_reuse_groups.lookup(abi.u32(reuseGroupId(family, port)), new Uint8Array(abi.sizes.ep_reuse_group));
+    return v && decodeReuseGroup(v);
   }
 
   /** Forget a group: its port may go to another service's group later. */
   removeGroup(family: 4 | 6, port: number): void {
-    this.maps.ep_reuse_groups.delete(abi.u32(abi.reuseGroupId(family, port)));
+    this.maps.ep_reuse_groups.delete(abi.u32(reuseGroupId(family, port)));
   }
 
   /**
@@ -51,7 +52,7 @@ export class Selection {
    */
   offer(family: 4 | 6, port: number, position: number, fd: number, ifEmpty = false, tier: Tier = 1): boolean {
     try {
-      this.maps.ep_reuse_members.update(abi.encodeReuseKey(abi.reuseGroupId(family, port), position, tier), abi.u64(fd), ifEmpty ? BPF_NOEXIST : 0);
+      this.maps.ep_reuse_members.update(encodeReuseKey(reuseGroupId(family, port), position, tier), abi.u64(fd), ifEmpty ? BPF_NOEXIST : 0);
       return true;
     } catch (cause) {
       if (ifEmpty && cause instanceof KernelError && cause.errno === EEXIST) return false;
@@ -61,19 +62,19 @@ export class Selection {
 
   /** Empty a position; false when it was empty. */
   remove(family: 4 | 6, port: number, position: number, tier: Tier = 1): boolean {
-    return this.maps.ep_reuse_members.delete(abi.encodeReuseKey(abi.reuseGroupId(family, port), position, tier));
+    return this.maps.ep_reuse_members.delete(encodeReuseKey(reuseGroupId(family, port), position, tier));
   }
 
   /** The cookie of the listener at the position, or undefined when it is empty. */
   cookieAt(family: 4 | 6, port: number, position: number, tier: Tier = 1): bigint | undefined {
-    const v = this.maps.ep_reuse_members.lookup(abi.encodeReuseKey(abi.reuseGroupId(family, port), position, tier), new Uint8Array(8));
+    const v = this.maps.ep_reuse_members.lookup(encodeReuseKey(reuseGroupId(family, port), position, tier), new Uint8Array(8));
     return v && new DataView(v.buffer).getBigUint64(0, true);
   }
 
   /** Record which group the listener with this cookie is in: a migration finds its group by it. */
   setListener(cookie: bigint, family: 4 | 6, port: number): void {
     try {
-      this.maps.ep_reuse_listeners.update(cookieKey(cookie), abi.u32(abi.reuseGroupId(family, port)));
+      this.maps.ep_reuse_listeners.update(cookieKey(cookie), abi.u32(reuseGroupId(family, port)));
     } catch (cause) {
       throw new DispatcherError(`record the group of the ipv${family} listener on port ${port}`, { cause });
     }
@@ -89,12 +90,12 @@ export class Selection {
   }
 
   /** The selector's counters of a service, summed over CPUs. */
-  counters(service: number): abi.ReuseCounters {
+  counters(service: number): ReuseCounters {
     const v = this.maps.ep_reuse_counters.lookup(abi.u32(service), new Uint8Array(abi.sizes.ep_reuse_counters * this.cpus));
     if (!v) throw new KernelError(`read reuseport counters of service ${service}`, 2);
     const t = this.maps.ep_reuse_tier_counters.lookup(abi.u32(service), new Uint8Array(abi.sizes.ep_reuse_tier_counters * this.cpus));
     if (!t) throw new KernelError(`read reuseport tier counters of service ${service}`, 2);
-    return { ...abi.decodeReuseCounters(v, this.cpus), secondTier: abi.decodeReuseTierCounters(t, this.cpus) };
+    return { ...decodeReuseCounters(v, this.cpus), secondTier: decodeReuseTierCounters(t, this.cpus) };
   }
 
   /** Zero a service's counters (a new service must not inherit a removed one's). */
