@@ -1,6 +1,6 @@
 import { openSync } from "node:fs";
 import type { Prefix } from "../config/address";
-import { ConfigError, EdgeError } from "../errors";
+import { EdgeError } from "../errors";
 import { KernelError, possibleCpus } from "../ebpf/libbpf";
 import { BpfMap } from "../ebpf/map";
 import { BpfObject, programInfo, type BpfLink, type BpfProgram } from "../ebpf/object";
@@ -8,7 +8,7 @@ import { Fd } from "../system/fd";
 import * as abi from "./abi";
 import * as sabi from "./sourceabi";
 import type { Binding, Protocol } from "./binding";
-import { compileBindings, type PortTable } from "./compile";
+import { applyGeneration, type AppliedBindings, type ServiceAccess } from "./generation";
 import { Selection } from "./selection";
 
 /** A dispatcher step failed; `cause` has the kernel's or libbpf's reason. */
@@ -17,19 +17,6 @@ export class DispatcherError extends EdgeError {
     const c = options.cause;
     super(where, c instanceof Error ? c.message : String(c), c instanceof EdgeError ? c.fault : "kernel", options);
   }
-}
-
-/** A service's source-address rules (see AccessConfig). */
-export interface ServiceAccess {
-  readonly service: number;
-  readonly allow: readonly Prefix[];
-  readonly deny: readonly Prefix[];
-}
-
-/** What apply() installed. */
-export interface AppliedBindings {
-  readonly tables: PortTable[];
-  readonly gen: number;
 }
 
 export const PROGRAM = "ep_dispatch";
@@ -51,15 +38,6 @@ export const MAPS = [
 ] as const;
 export type MapName = (typeof MAPS)[number];
 const EAGAIN = 11;
-
-/*
- * From how many full-length prefixes (/32, /128) on the program looks them up
- * in ep_hosts before the trie. A trie walk grows with the number of entries
- * (about 15 ns with one, 60 ns with 1,000 in bench/lookup.ts) while a hash
- * lookup costs about the same always (20-30 ns), so below this the hash
- * would only add its cost to every lookup.
- */
-const HOSTS_MIN = 32;
 
 /**
  * The sk_lookup dispatcher's maps and the operations on them. The maps come
@@ -195,92 +173,13 @@ export class Dispatcher {
     this.link = undefined;
   }
 
-  private currentGen(): number {
-    const v = this.maps.ep_state.lookup(abi.u32(0), new Uint8Array(abi.sizes.ep_state));
-    return v ? abi.decodeState(v).gen : 0;
-  }
-
   /**
-   * Replace every binding and access rule at once. The new trie entries, port
-   * tables and rules are written under the idle generation, then one write of
-   * ep_state switches lookups over; a failure before the switch removes what
-   * was written and leaves the live generation untouched.
+   * Replace every binding and access rule at once: written under the idle
+   * generation, then switched to in one write (generation.ts); a failure
+   * leaves the live generation untouched.
    */
   apply(bindings: readonly Binding[], access: readonly ServiceAccess[] = []): AppliedBindings {
-    for (const b of [...bindings, ...access]) {
-      if (b.service < 0 || b.service >= abi.EP_MAX_SERVICES) {
-        throw new ConfigError("bindings", `service id ${b.service} is outside 0-${abi.EP_MAX_SERVICES - 1}`);
-      }
-    }
-    const tables = compileBindings(bindings);
-    const total = tables.reduce((n, t) => n + t.ranges.length, 0);
-    if (total > abi.EP_RANGES_PER_GEN) {
-      throw new ConfigError("bindings", `they compile to ${total} port ranges, more than the ${abi.EP_RANGES_PER_GEN} the dispatcher holds`);
-    }
-    const m = this.maps;
-    const live = this.currentGen();
-    const gen = live ^ 1;
-    try {
-      this.dropGeneration(gen);
-      // Every port table in one batch (a syscall per entry cost ~3 µs each,
-      // 100,000 bindings about a third of a second); then the trie entries
-      // that point at them, which LPM tries only take one at a time.
-      const base = gen * abi.EP_RANGES_PER_GEN;
-      const keys = Uint32Array.from({ length: total }, (_, i) => base + i);
-      m.ep_ranges.updateBatch(new Uint8Array(keys.buffer), abi.encodePortRanges(tables.flatMap((t) => t.ranges)), total);
-      let next = base;
-      const hostKeys: Uint8Array[] = [];
-      const hostValues: Uint8Array[] = [];
-      for (const t of tables) {
-        const key = abi.encodePrefixKey(gen, t.protocol, t.prefix);
-        const value = abi.encodePrefixTable(next, t.ranges.length);
-        m.ep_prefixes.update(key, value);
-        if (t.prefix.length === t.prefix.addr.length * 8) {
-          hostKeys.push(key);
-          hostValues.push(value);
-        }
-        next += t.ranges.length;
-      }
-      // Many full-length prefixes: also put them in the exact-match hash the
-      // program then tries first (bpf/dispatcher.h, EP_STATE_HOSTS).
-      const hosts = hostKeys.length >= HOSTS_MIN ? hostKeys.length : 0;
-      if (hosts) m.ep_hosts.updateBatch(Buffer.concat(hostKeys), Buffer.concat(hostValues), hosts);
-      const flags = new Map<number, number>();
-      for (const a of access) {
-        if (!a.allow.length && !a.deny.length) continue;
-        flags.set(a.service, abi.EP_SERVICE_HAS_RULES | (a.allow.length ? abi.EP_SERVICE_DEFAULT_DENY : 0));
-        // Deny is written last: the same prefix in both lists denies.
-        for (const p of a.allow) m.ep_access.update(abi.encodeAccessKey(gen, a.service, p), abi.u32(abi.EP_VERDICT_ALLOW));
-        for (const p of a.deny) m.ep_access.update(abi.encodeAccessKey(gen, a.service, p), abi.u32(abi.EP_VERDICT_DENY));
-      }
-      // All of the generation's flags in one batch: one syscall instead of 1,023.
-      const flagKeys = new Uint32Array(abi.EP_MAX_SERVICES - 1);
-      const flagValues = new Uint32Array(abi.EP_MAX_SERVICES - 1);
-      for (let s = 1; s < abi.EP_MAX_SERVICES; s++) {
-        flagKeys[s - 1] = gen * abi.EP_MAX_SERVICES + s;
-        flagValues[s - 1] = flags.get(s) ?? 0;
-      }
-      m.ep_service_flags.updateBatch(new Uint8Array(flagKeys.buffer), new Uint8Array(flagValues.buffer), flagKeys.length);
-      m.ep_state.update(abi.u32(0), abi.encodeState(gen, hosts ? abi.EP_STATE_HOSTS : 0));
-    } catch (cause) {
-      try {
-        this.dropGeneration(gen);
-      } catch {
-        // The live generation is intact either way; stale idle entries are dropped by the next apply.
-      }
-      throw new DispatcherError("apply bindings", { cause });
-    }
-    this.dropGeneration(live);
-    return { tables, gen };
-  }
-
-  private dropGeneration(gen: number): void {
-    for (const map of [this.maps.ep_prefixes, this.maps.ep_hosts]) {
-      for (const key of map.keys(abi.sizes.ep_prefix_key)) if (abi.prefixKeyGen(key) === gen) map.delete(key);
-    }
-    for (const key of this.maps.ep_access.keys(abi.sizes.ep_access_key)) {
-      if (abi.accessKeyGen(key) === gen) this.maps.ep_access.delete(key);
-    }
+    return applyGeneration(this.maps, bindings, access);
   }
 
   /**

@@ -3,7 +3,8 @@ import { listeners } from "../system/listeners";
 import * as abi from "./abi";
 import { decodeGroup, encodeGroup } from "./reuseabi";
 import type { Binding, Protocol } from "./binding";
-import type { Dispatcher, ServiceAccess } from "./dispatcher";
+import type { Dispatcher } from "./dispatcher";
+import type { ServiceAccess } from "./generation";
 import { holesForListeners } from "./holes";
 
 /**
