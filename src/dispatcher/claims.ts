@@ -1,12 +1,13 @@
 import { formatPrefix, type Prefix } from "../config/address";
 import { formatPorts } from "../config/ports";
 import type { Protocol } from "./binding";
-import { InstanceMaps, leaderAlive, type InstanceRecord, type Leader } from "./instances";
+import { InstanceMaps, leaderAlive, sameLeader, TOLD_TO_LEAVE, type InstanceRecord, type Leader } from "./instances";
 
 /*
  * What the control plane (controlplane.ts) is asked and answers: the
  * bindings and services an instance wants, who asks (its claim), an
- * instance's view, one steering look; and the overlap rule.
+ * instance's view, one steering look; the overlap rule, and the rules that
+ * read a claim against the instance records.
  */
 
 /** A binding as an instance wants it, before it has a service id. */
@@ -91,3 +92,26 @@ function prefixesMeet(a: Prefix, b: Prefix): boolean {
 }
 
 export const describeBinding = (b: WantedBinding): string => `${b.protocol} ${formatPrefix(b.prefix)} ports ${formatPorts(b)}`;
+
+/** Is `r` the claimant's own record: its leader's, or its upgrade predecessor's (same PID namespace)? */
+export function isMine(claim: InstanceClaim, r: InstanceRecord): boolean {
+  if (r.name !== claim.name) return false;
+  if (sameLeader(r, claim.leader)) return true;
+  return claim.predecessor !== undefined && r.pid === claim.predecessor && r.pidns === claim.leader.pidns;
+}
+
+/** The record a claimant writes of itself (ControlPlane.joinLocked), nothing flagged. */
+export const claimRecord = (claim: InstanceClaim): InstanceRecord => ({ name: claim.name, ...claim.leader, flags: 0, byPid: 0, by: "", config: claim.config ?? "", admin: claim.admin ?? "" });
+
+/**
+ * Why the claimant must leave, going by its name's record `r`, or undefined:
+ * the record was flagged by an instance that took its bindings over, or now
+ * names another leader (a same-named instance took it over, or restarted
+ * after its leader died). Read under the lock, or as a cheap look's guess.
+ */
+export function toldToLeave(claim: InstanceClaim, r: InstanceRecord | undefined): string | undefined {
+  if (!r) return undefined;
+  if (r.flags & TOLD_TO_LEAVE) return `instance ${r.by} (pid ${r.byPid}) took its bindings over`;
+  if (!sameLeader(r, claim.leader)) return `another instance ${r.name} (pid ${r.pid}) took over`;
+  return undefined;
+}

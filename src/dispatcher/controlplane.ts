@@ -3,10 +3,10 @@ import { ConfigError } from "../errors";
 import { EP_SOCKET_MEMBERS } from "./abi";
 import type { Dispatcher } from "./dispatcher";
 import { InstanceMaps, leaderAlive, sameLeader, TOLD_TO_LEAVE, type InstanceRecord } from "./instances";
-import { describeBinding, describeInstance, liveLeaders, overlaps, type InstanceClaim, type InstanceView, type SteeringCheck, type WantedBinding, type WantedService } from "./claims";
-import { openPinned, pinDir, removePinned, tryPinLock, upgradeProgram, withPinLock, type Pinned, type ProgramUpgrade } from "./pins";
+import { claimRecord, describeBinding, describeInstance, isMine, liveLeaders, overlaps, type InstanceClaim, type InstanceView, type SteeringCheck, type WantedBinding, type WantedService } from "./claims";
+import { openPinned, pinDir, removePinned, upgradeProgram, withPinLock, type Pinned, type ProgramUpgrade } from "./pins";
 import { Registry, type RegistrySnapshot } from "./registry";
-import { heldMapIds, missingServices, missingSteering, PinWatch, pinsAreOurs, slotCookies, type SteeredService } from "./verify";
+import { heldMapIds, PinWatch, pinsAreOurs, slotCookies, steeringLook, type SteeredService } from "./verify";
 
 /*
  * The one owner of the namespace's pinned state. Every change goes through
@@ -218,12 +218,6 @@ export class ControlPlane {
     return this.instanceViews().filter((r) => r.live);
   }
 
-  private isMine(claim: InstanceClaim, r: InstanceRecord): boolean {
-    if (r.name !== claim.name) return false;
-    if (sameLeader(r, claim.leader)) return true;
-    return claim.predecessor !== undefined && r.pid === claim.predecessor && r.pidns === claim.leader.pidns;
-  }
-
   /**
    * The one line that refuses `claim` wanting `wanted`, or undefined: a live
    * instance (not this one, nor the one it upgrades) of the same name, or one
@@ -231,7 +225,7 @@ export class ControlPlane {
    */
   conflictLocked(claim: InstanceClaim, wanted: readonly WantedService[]): { record: InstanceRecord; line: string } | undefined {
     for (const r of this.instances.all()) {
-      if (this.isMine(claim, r) || !this.isLive(r)) continue;
+      if (isMine(claim, r) || !this.isLive(r)) continue;
       // Its leader (supervisor) is known dead while its orphaned workers still serve: a crash, not a
       // stop. The same instance started again takes their place (they drain when its sockets join
       // their reuseport groups), as an upgrade's successor does; no --take-over needed.
@@ -271,8 +265,8 @@ export class ControlPlane {
       this.takeOverLocked(claim, c.record, wanted);
       told.push(`${c.record.name} (pid ${c.record.pid})`);
     }
-    for (const r of this.instances.all()) if (!this.isMine(claim, r) && !this.isLive(r)) this.removeInstanceLocked(r.name);
-    this.putRecord(claim);
+    for (const r of this.instances.all()) if (!isMine(claim, r) && !this.isLive(r)) this.removeInstanceLocked(r.name);
+    this.instances.put(claimRecord(claim));
     return told;
   }
 
@@ -284,12 +278,8 @@ export class ControlPlane {
       else for (const b of this.registry.bindings(s.id)) if (all.some((x) => overlaps(x, b))) this.registry.removeBinding(b);
     }
     // Same name: this record replaces it (the leaver sees another leader in it); else flag it.
-    if (r.name === claim.name) this.putRecord(claim);
+    if (r.name === claim.name) this.instances.put(claimRecord(claim));
     else this.instances.put({ ...r, flags: r.flags | TOLD_TO_LEAVE, byPid: claim.leader.pid, by: claim.name });
-  }
-
-  private putRecord(claim: InstanceClaim): void {
-    this.instances.put({ name: claim.name, ...claim.leader, flags: 0, byPid: 0, by: "", config: claim.config ?? "", admin: claim.admin ?? "" });
   }
 
   /** Forget an instance: its record, and its services that no socket serves any more. */
@@ -325,20 +315,6 @@ export class ControlPlane {
     } else this.registry.commit(own);
   }
 
-  /**
-   * Why this instance must leave, or undefined: its record was flagged by
-   * an instance that took its bindings over, or now names another leader
-   * (a same-named instance took it over, or restarted after its leader
-   * died). Caller holds the lock.
-   */
-  private toldToLeaveLocked(claim: InstanceClaim): string | undefined {
-    const r = this.instances.get(claim.name);
-    if (!r) return undefined;
-    if (r.flags & TOLD_TO_LEAVE) return `instance ${r.by} (pid ${r.byPid}) took its bindings over`;
-    if (!sameLeader(r, claim.leader)) return `another instance ${r.name} (pid ${r.pid}) took over`;
-    return undefined;
-  }
-
   /** The kernel ids of the maps this plane holds (what verifySteering compares the pins with). */
   heldMapIds(): Map<string, number> {
     return heldMapIds(this.dispatcher);
@@ -354,45 +330,9 @@ export class ControlPlane {
     return new PinWatch(this.pinned.dir);
   }
 
-  /**
-   * The steering watchdog's look (src/server/watchdog.ts): what of
-   * `running`'s steering is missing, whether a socket not `known` joined its
-   * slots, and why `claim`'s instance must leave. Reads only; the watchdog
-   * never opens a pin itself.
-   *
-   * With `watch`, first a cheap look without the lock: every pin still the
-   * object the last full look verified (nothing changed in their directory
-   * since, PinWatch), the link still attached here running the pinned program, our
-   * services and sockets registered, no takeover recorded, no new socket in
-   * our slots: in place,
-   * and that is all a look without the lock may conclude (a change half-made
-   * by another process can only look like a loss, which the full look then
-   * judges). Otherwise, and without `watch`, the full look: under the pin
-   * lock when it is free now (undefined when another process holds it: the
-   * next look sees), opening every pin.
-   */
+  /** The steering watchdog's look (verify.ts steeringLook, which says what it reads and when it takes the lock). */
   verifySteering(running: ReadonlyMap<string, SteeredService>, heldIds: ReadonlyMap<string, number>, claim: InstanceClaim, known?: ReadonlySet<bigint>, watch?: PinWatch): SteeringCheck | undefined {
-    if (watch?.unchanged() && !missingServices(this.dispatcher, this.registry, running) && !this.toldToLeaveLocked(claim) && !this.joined(running, known)) return { replaced: false };
-    const look = tryPinLock(this.bpffs, (): SteeringCheck => {
-      // Before the look, so a pin replaced after the look read it is an event for the next cheap look.
-      const began = watch?.begin() ?? false;
-      const lost = missingSteering(this.dispatcher, this.registry, this.pinned.dir, heldIds, running);
-      if (lost) return { lost: lost.why, replaced: false, ...(lost.settling ? { settling: true } : {}) };
-      const leave = this.toldToLeaveLocked(claim);
-      const replaced = this.joined(running, known);
-      if (!leave && !replaced) watch?.verified(began);
-      return { replaced, ...(leave ? { leave } : {}) };
-    });
-    if (look === "busy") return undefined;
-    if (look === "gone") return { lost: `${this.bpffs}/edgeproxy was removed`, replaced: false };
-    return look;
-  }
-
-  /** A socket not `known` is in `running`'s slots (false when nothing is known). */
-  private joined(running: ReadonlyMap<string, SteeredService>, known: ReadonlySet<bigint> | undefined): boolean {
-    if (!known) return false;
-    for (const c of this.slotCookies(running)) if (!known.has(c)) return true;
-    return false;
+    return steeringLook(this, running, heldIds, claim, known, watch);
   }
 
   /**

@@ -3,8 +3,10 @@ import { join } from "node:path";
 import { decodeServiceInfo, EP_SOCKET_MEMBERS, sizes, u32 } from "./abi";
 import type { Protocol } from "./binding";
 import { MAPS, type Dispatcher } from "./dispatcher";
-import { netnsInode } from "./pins";
+import { netnsInode, tryPinLock } from "./pins";
 import type { Registry } from "./registry";
+import { toldToLeave, type InstanceClaim, type SteeringCheck } from "./claims";
+import type { ControlPlane } from "./controlplane";
 import { mapInfo, withPinned } from "../ebpf/map";
 import { linkInfo, programInfo } from "../ebpf/object";
 import { IN_CREATE, IN_DELETE, IN_DELETE_SELF, IN_MOVE_SELF, IN_MOVED_FROM, IN_MOVED_TO, PathWatch } from "../system/inotify";
@@ -12,7 +14,8 @@ import { IN_CREATE, IN_DELETE, IN_DELETE_SELF, IN_MOVE_SELF, IN_MOVED_FROM, IN_M
 /*
  * The reads behind the steering watchdog (src/server/watchdog.ts): is what
  * steers a serving process's traffic still in place? Only ControlPlane calls
- * these, under the pin lock, so they never see a change half-made.
+ * these, under the pin lock, so they never see a change half-made; the
+ * look itself (steeringLook, at the end) takes the lock for its full look.
  */
 
 /** A service a process runs, as far as its steering is concerned. */
@@ -195,4 +198,53 @@ export function slotCookies(d: Dispatcher, running: ReadonlyMap<string, SteeredS
     }
   }
   return out;
+}
+
+/**
+ * The steering watchdog's look (src/server/watchdog.ts, through
+ * ControlPlane.verifySteering): what of `running`'s steering is missing,
+ * whether a socket not `known` joined its slots, and why `claim`'s instance
+ * must leave. Reads only; the watchdog never opens a pin itself.
+ *
+ * With `watch`, first a cheap look without the lock: every pin still the
+ * object the last full look verified (nothing changed in their directory
+ * since, PinWatch), the link still attached here running the pinned program, our
+ * services and sockets registered, no takeover recorded, no new socket in
+ * our slots: in place,
+ * and that is all a look without the lock may conclude (a change half-made
+ * by another process can only look like a loss, which the full look then
+ * judges). Otherwise, and without `watch`, the full look: under the pin
+ * lock when it is free now (undefined when another process holds it: the
+ * next look sees), opening every pin.
+ */
+export function steeringLook(
+  plane: Pick<ControlPlane, "bpffs" | "dispatcher" | "registry" | "pinned" | "instances">,
+  running: ReadonlyMap<string, SteeredService>,
+  heldIds: ReadonlyMap<string, number>,
+  claim: InstanceClaim,
+  known?: ReadonlySet<bigint>,
+  watch?: PinWatch,
+): SteeringCheck | undefined {
+  const d = plane.dispatcher;
+  if (watch?.unchanged() && !missingServices(d, plane.registry, running) && !toldToLeave(claim, plane.instances.get(claim.name)) && !joined(d, running, known)) return { replaced: false };
+  const look = tryPinLock(plane.bpffs, (): SteeringCheck => {
+    // Before the look, so a pin replaced after the look read it is an event for the next cheap look.
+    const began = watch?.begin() ?? false;
+    const lost = missingSteering(d, plane.registry, plane.pinned.dir, heldIds, running);
+    if (lost) return { lost: lost.why, replaced: false, ...(lost.settling ? { settling: true } : {}) };
+    const leave = toldToLeave(claim, plane.instances.get(claim.name));
+    const replaced = joined(d, running, known);
+    if (!leave && !replaced) watch?.verified(began);
+    return { replaced, ...(leave ? { leave } : {}) };
+  });
+  if (look === "busy") return undefined;
+  if (look === "gone") return { lost: `${plane.bpffs}/edgeproxy was removed`, replaced: false };
+  return look;
+}
+
+/** A socket not `known` is in `running`'s slots (false when nothing is known). */
+function joined(d: Dispatcher, running: ReadonlyMap<string, SteeredService>, known: ReadonlySet<bigint> | undefined): boolean {
+  if (!known) return false;
+  for (const c of slotCookies(d, running)) if (!known.has(c)) return true;
+  return false;
 }
