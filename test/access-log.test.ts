@@ -1,40 +1,21 @@
-// Access logs end to end: edgeproxy with 2 workers in a namespace of each
-// test's own, real traffic, every line parsed with JSON.parse and checked
-// against what the test did.
+// Access logs end to end, tcp, udp and the kernel's refusals: edgeproxy with 2
+// workers in a namespace of each test's own, real traffic, every line parsed
+// with JSON.parse and checked against what the test did. http requests:
+// access-log-http.test.ts; the file itself (reopen, errors, a stalled
+// destination): access-log-file.test.ts.
 import { describe, expect, test } from "bun:test";
-import { chmodSync, closeSync, constants, existsSync, mkdtempSync, openSync, readFileSync, readSync, renameSync, writeFileSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { writeFileSync } from "node:fs";
 import { join } from "node:path";
+import { RFC3339_MS, WORKERS, linesOf, logDir, type Line } from "./helpers/accesslog";
 import { writeCert } from "./helpers/certs";
-import { EdgeproxyProcess, runEdgeproxy } from "./helpers/edgeproxy";
-import { echoOrigin, exchange, pool, text } from "./helpers/net";
+import { EdgeproxyProcess } from "./helpers/edgeproxy";
+import { echoOrigin, exchange, text } from "./helpers/net";
 import { proxyFixture } from "./helpers/fixture";
 import { httpOrigin } from "./helpers/http";
 import { udpExchange, udpOrigin, udpText } from "./helpers/udp";
 
 const f = proxyFixture();
 const servers = f.servers;
-const WORKERS = ["--workers", "2"];
-const RFC3339_MS = /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$/;
-
-type Line = Record<string, any>;
-
-/** The lines of `file` once `want` of them are there (lines are batched: up to a fifth of a second late), bounded in time. */
-async function linesOf(file: string, want: number, timeoutMs = 5_000): Promise<Line[]> {
-  const until = Date.now() + timeoutMs;
-  for (;;) {
-    const raw = existsSync(file) ? readFileSync(file, "utf8") : "";
-    const lines = raw.split("\n").filter((l) => l !== "").map((l) => JSON.parse(l) as Line);
-    if (lines.length >= want || Date.now() > until) return lines;
-    await Bun.sleep(50);
-  }
-}
-
-function logDir(): string {
-  const dir = mkdtempSync(join(tmpdir(), "edgeproxy-accesslog-"));
-  chmodSync(dir, 0o755);
-  return dir;
-}
 
 describe("access log: tcp", () => {
   test("a relayed connection: one close line with every field as the test made it", async () => {
@@ -198,237 +179,6 @@ describe("access log: connections that end before their protocol starts, behind 
       expect(late[0]!.client).toStartWith("192.0.2.200:");
     }, 30_000);
   }
-});
-
-/** curl (a real third-party client) from `from`; returns its -w figures and the response head. */
-async function curl(args: string[]): Promise<{ sent: number; received: number; head: string; body: string }> {
-  const proc = Bun.spawn(["curl", "-sS", "--max-time", "5", "-D", "-", "-w", "\n%{size_request} %{size_header} %{size_download}", ...args], { stdout: "pipe", stderr: "pipe" });
-  const [out, err, code] = await Promise.all([new Response(proc.stdout).text(), new Response(proc.stderr).text(), proc.exited]);
-  if (code !== 0) throw new Error(`curl ${args.join(" ")}: exit ${code}: ${err}`);
-  const nl = out.lastIndexOf("\n");
-  const [sent, header, download] = out.slice(nl + 1).split(" ").map(Number);
-  const all = out.slice(0, nl);
-  const split = all.indexOf("\r\n\r\n");
-  return { sent: sent!, received: header! + download!, head: all.slice(0, split), body: all.slice(split + 4) };
-}
-
-const idOf = (head: string) => /^x-request-id: (.*)$/im.exec(head)?.[1]?.trim();
-
-describe("access log: http", () => {
-  // On Bun's sockets (the lines written on the main thread) and on the engine (written on the data plane's thread into a ring the main thread reads, src/log/ring.ts).
-  for (const engine of ["bun", "epoll"]) test(`--engine ${engine}: one line per request: method, host, path, status, bytes, origin, times, request id kept or made, forwarded and (--request-id-in-response) returned`, async () => {
-    const origin = httpOrigin("127.0.0.1", "hello");
-    servers.push(origin.listener);
-    const log = join(logDir(), `http-${engine}.log`);
-    f.ep = await EdgeproxyProcess.start([...WORKERS, "--mode", "http", "--engine", engine, "--ports", "8080", "--prefix", "192.0.2.0/24", "--origin", `127.0.0.1:${origin.port}`, "--access-log", log, "--request-id-in-response"]);
-    const kept = await curl(["--interface", "192.0.2.99", "-H", "X-Request-Id: client-id-1", "http://192.0.2.10:8080/a/b?q=1"]);
-    expect(kept.body).toBe("hello");
-    expect(idOf(kept.head)).toBe("client-id-1");
-    const made = await curl(["--interface", "192.0.2.98", "-H", "X-Request-Id: not a sane id", "-d", "12345", "http://192.0.2.11:8080/post"]);
-    const madeId = idOf(made.head)!;
-    expect(madeId).toMatch(/^[0-9a-f]{16}-[0-9a-z]+$/);
-    // The origin saw the kept id as sent, and the made one in place of the client's.
-    expect(origin.seen.map((r) => r.headers.get("x-request-id"))).toEqual([["client-id-1"], [madeId]]);
-    // A head the framing checks refuse: a 400 with its own line.
-    const bad = await exchange("192.0.2.12", 8080, "GET /x HTTP/1.1\r\nHost: a\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n");
-    expect(text(bad)).toStartWith("HTTP/1.1 400");
-
-    const lines = await linesOf(log, 3);
-    expect(lines.length).toBe(3);
-    for (const l of lines) {
-      expect(l.time).toMatch(RFC3339_MS);
-      expect(l).toMatchObject({ instance: "default", service: "default", protocol: "http" });
-      expect(l.duration_ms).toBeGreaterThanOrEqual(0);
-    }
-    const first = lines.find((l) => l.request_id === "client-id-1")!;
-    expect(first).toMatchObject({ method: "GET", host: "192.0.2.10:8080", path: "/a/b", status: 200, origin: `127.0.0.1:${origin.port}`, edge: "192.0.2.10:8080", bytes_in: kept.sent, bytes_out: kept.received });
-    expect(first.client).toMatch(/^192\.0\.2\.99:\d+$/);
-    expect(first.ttfb_ms).toBeGreaterThanOrEqual(0);
-    expect(first.ttfb_ms).toBeLessThanOrEqual(first.duration_ms);
-    const second = lines.find((l) => l.request_id === madeId)!;
-    expect(second).toMatchObject({ method: "POST", host: "192.0.2.11:8080", path: "/post", status: 200, bytes_in: made.sent, bytes_out: made.received });
-    expect(second.client).toMatch(/^192\.0\.2\.98:\d+$/);
-    const refused = lines.find((l) => l.status === 400)!;
-    expect(refused).toMatchObject({ method: null, origin: null, edge: "192.0.2.12:8080", bytes_out: text(bad).length });
-    expect(refused.reason).toBeString();
-  }, 30_000);
-
-  // access_log_sample draws per request when it begins; on the engine a connection's ends are made (a getsockname for the
-  // edge) only at its first request sampled in, which may be a later one of a kept-alive connection: its lines must
-  // still name both ends, IPv4 and IPv6.
-  for (const engine of ["bun", "epoll"]) test(`--engine ${engine}: --access-log-sample 0.5: about half the requests of kept-alive connections have lines, each naming its client and edge`, async () => {
-    const origin = httpOrigin("127.0.0.1", "ok");
-    servers.push(origin.listener);
-    const log = join(logDir(), `sample-${engine}.log`);
-    f.ep = await EdgeproxyProcess.start([...WORKERS, "--mode", "http", "--engine", engine, "--ports", "8080", "--prefix", "192.0.2.0/24", "--prefix", "2001:db8::/64", "--origin", `127.0.0.1:${origin.port}`, "--access-log", log, "--access-log-sample", "0.5"]);
-    const N = 40;
-    // One curl, one connection: its URLs go over it one after another (keep-alive).
-    const run = async (iface: string | undefined, host: string) => {
-      // Each URL its own -o (one applies to one URL).
-      const urls = Array.from({ length: N }, (_, i) => ["-o", "/dev/null", `http://${host}:8080/r${i}`]).flat();
-      const proc = Bun.spawn(["curl", "-sS", "--max-time", "10", ...(iface ? ["--interface", iface] : []), "-w", "%{num_connects}\n", ...urls], { stdout: "pipe", stderr: "pipe" });
-      const [out, code] = await Promise.all([new Response(proc.stdout).text(), proc.exited]);
-      expect(code).toBe(0);
-      // One connect, then reuse.
-      expect(out.trim().split("\n").map(Number).reduce((a, b) => a + b, 0)).toBe(1);
-    };
-    await run("192.0.2.97", "192.0.2.13");
-    // IPv6 binds only to an address the host has (no AnyIP bind without IPV6_FREEBIND): the kernel picks the source.
-    await run(undefined, "[2001:db8::13]");
-    // Binomial(40, 0.5) per connection: outside 5–35 with probability ~1e-7.
-    await Bun.sleep(500);
-    const lines = await linesOf(log, 2 * N, 1_000);
-    const v4 = lines.filter((l) => l.edge === "192.0.2.13:8080");
-    const v6 = lines.filter((l) => l.edge === "[2001:db8::13]:8080");
-    expect(v4.length + v6.length).toBe(lines.length);
-    for (const [got, client] of [[v4, /^192\.0\.2\.97:(\d+)$/], [v6, /^\[[0-9a-f:]+\]:(\d+)$/]] as const) {
-      expect(got.length).toBeGreaterThanOrEqual(5);
-      expect(got.length).toBeLessThanOrEqual(35);
-      for (const l of got) {
-        expect(l.client).toMatch(client);
-        expect(l).toMatchObject({ method: "GET", status: 200, origin: `127.0.0.1:${origin.port}` });
-      }
-      // One connection: one client port on all its lines.
-      expect(new Set(got.map((l) => l.client)).size).toBe(1);
-    }
-  }, 30_000);
-
-  // The engine reads request times from its loop's clock (one reading per wake), Bun's sockets from performance.now(): both must measure the origin's delays.
-  for (const engine of ["bun", "epoll"]) test(`--engine ${engine}: ttfb_ms and duration_ms measure a slow origin (first byte after 300 ms, the rest 200 ms later)`, async () => {
-    const slow = Bun.listen({
-      hostname: "127.0.0.1",
-      port: 0,
-      socket: {
-        data(s) {
-          setTimeout(() => {
-            s.write("HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\nfirst");
-            setTimeout(() => s.write("-last"), 200);
-          }, 300);
-        },
-      },
-    });
-    servers.push(slow);
-    const log = join(logDir(), `http-times-${engine}.log`);
-    f.ep = await EdgeproxyProcess.start([...WORKERS, "--mode", "http", "--engine", engine, "--ports", "8080", "--prefix", "192.0.2.0/24", "--origin", `127.0.0.1:${slow.port}`, "--access-log", log]);
-    expect((await curl(["--interface", "192.0.2.96", "http://192.0.2.10:8080/slow"])).body).toBe("first-last");
-    const [line] = await linesOf(log, 1);
-    expect(line!.ttfb_ms).toBeGreaterThanOrEqual(290);
-    expect(line!.duration_ms).toBeGreaterThanOrEqual(line!.ttfb_ms + 190);
-    expect(line!.duration_ms).toBeLessThan(5_000);
-  }, 30_000);
-
-  // As nginx, HAProxy and Envoy do by default: the id goes to the origin and into the line, not back to the client.
-  for (const engine of ["bun", "epoll"]) test(`--engine ${engine}: by default the request id goes to the origin and the line, not into the response`, async () => {
-    const origin = httpOrigin("127.0.0.1", "hello");
-    servers.push(origin.listener);
-    const log = join(logDir(), `http-default-id-${engine}.log`);
-    f.ep = await EdgeproxyProcess.start([...WORKERS, "--mode", "http", "--engine", engine, "--ports", "8080", "--prefix", "192.0.2.0/24", "--origin", `127.0.0.1:${origin.port}`, "--access-log", log]);
-    const plain = await curl(["--interface", "192.0.2.97", "http://192.0.2.10:8080/plain"]);
-    const kept = await curl(["--interface", "192.0.2.97", "-H", "X-Request-Id: client-id-2", "http://192.0.2.10:8080/kept"]);
-    expect(plain.body).toBe("hello");
-    expect(idOf(plain.head)).toBeUndefined();
-    expect(idOf(kept.head)).toBeUndefined();
-    const [made, given] = origin.seen.map((r) => r.headers.get("x-request-id"));
-    expect(made![0]).toMatch(/^[0-9a-f]{16}-[0-9a-z]+$/);
-    expect(given).toEqual(["client-id-2"]);
-    const lines = await linesOf(log, 2);
-    expect(lines.find((l) => l.path === "/plain")!.request_id).toBe(made![0]);
-    expect(lines.find((l) => l.path === "/kept")!.request_id).toBe("client-id-2");
-  }, 30_000);
-});
-
-/** Every worker's value of a counter in the supervisor's merged /metrics, summed. */
-async function counter(admin: string, name: string): Promise<number> {
-  const text = await (await fetch("http://localhost/metrics", { unix: admin } as RequestInit)).text();
-  return text
-    .split("\n")
-    .filter((l) => l.startsWith(`edgeproxy_${name}{`) || l.startsWith(`edgeproxy_${name} `))
-    .reduce((sum, l) => sum + Number(l.slice(l.lastIndexOf(" ") + 1)), 0);
-}
-
-describe("access log: the file", () => {
-  test("SIGUSR1 reopens it: after logrotate's rename, new lines land in the new file", async () => {
-    const origin = echoOrigin("127.0.0.1");
-    servers.push(origin);
-    const log = join(logDir(), "access.log");
-    f.ep = await EdgeproxyProcess.start([...WORKERS, "--ports", "5000", "--prefix", "192.0.2.0/24", "--origin", `127.0.0.1:${origin.port}`, "--access-log", log]);
-    expect(text(await exchange("192.0.2.1", 5000, "before"))).toBe("before");
-    expect((await linesOf(log, 1)).length).toBe(1);
-    renameSync(log, `${log}.1`);
-    process.kill(f.ep.pid, "SIGUSR1");
-    // The supervisor forwards it; give the workers a moment to reopen.
-    await Bun.sleep(300);
-    // Several connections, so both workers (the kernel's reuseport hash picks) are likely to write.
-    for (let i = 2; i < 10; i++) expect(text(await exchange(`192.0.2.${i}`, 5000, "after"))).toBe("after");
-    const fresh = await linesOf(log, 8);
-    expect(fresh.length).toBe(8);
-    expect(fresh.every((l) => l.bytes_in === 5)).toBe(true);
-    const old = await linesOf(`${log}.1`, 1);
-    expect(old.map((l) => l.bytes_in)).toEqual([6]);
-    expect(f.ep.stderr).not.toMatch(/access log/);
-  }, 30_000);
-
-  test("an unwritable path at start: one line, exit 2; a write error later: one line per worker, counted, traffic unaffected", async () => {
-    const r = await runEdgeproxy([...WORKERS, "--ports", "5000", "--prefix", "192.0.2.0/24", "--origin", "127.0.0.1:1", "--access-log", "/nonexistent-dir/access.log"]);
-    expect(r.code).toBe(2);
-    expect(r.stderr.trim().split("\n")).toEqual(['edgeproxy: access_log: cannot open "/nonexistent-dir/access.log" for appending: ENOENT']);
-
-    const origin = echoOrigin("127.0.0.1");
-    servers.push(origin);
-    const admin = join(logDir(), "admin.sock");
-    // /dev/full opens, and every write to it fails with ENOSPC.
-    f.ep = await EdgeproxyProcess.start([...WORKERS, "--admin", admin, "--ports", "5000", "--prefix", "192.0.2.0/24", "--origin", `127.0.0.1:${origin.port}`, "--access-log", "/dev/full"]);
-    for (let i = 1; i < 30; i++) expect(text(await exchange(`192.0.2.${i}`, 5000, "still served"))).toBe("still served");
-    await Bun.sleep(600);
-    expect(await counter(admin, "access_log_write_errors_total")).toBeGreaterThanOrEqual(1);
-    const complaints = f.ep.stderr.split("\n").filter((l) => l.includes("access log"));
-    expect(complaints.length).toBeGreaterThanOrEqual(1);
-    expect(complaints.length).toBeLessThanOrEqual(2);
-    expect(complaints[0]).toMatch(/access log \/dev\/full: write failed \(ENOSPC\)/);
-  }, 30_000);
-
-  test("a stalled destination: the bounded buffer drops lines and counts them; connections are not slowed", async () => {
-    const origin = echoOrigin("127.0.0.1");
-    servers.push(origin);
-    const dir = logDir();
-    const fifo = join(dir, "stalled.fifo");
-    expect(Bun.spawnSync(["mkfifo", fifo]).exitCode).toBe(0);
-    // A reader that never reads: writes block once the pipe's 64 KiB are full.
-    const reader = openSync(fifo, constants.O_RDONLY | constants.O_NONBLOCK);
-    const admin = join(dir, "admin.sock");
-    const config = join(dir, "edgeproxy.toml");
-    writeFileSync(config, `access_log = "${fifo}"\naccess_log_buffer = "16KiB"\nworkers = 2\nadmin = { socket = "${admin}" }\n[[service]]\nname = "stalled"\norigin = "127.0.0.1:${origin.port}"\n[[service.bind]]\nprefixes = "192.0.2.0/24"\nports = 5000\n`);
-    try {
-      f.ep = await EdgeproxyProcess.start(["--config", config]);
-      const N = 1000;
-      const t0 = performance.now();
-      const outcomes = await pool(Array.from({ length: N }, (_, i) => i), 32, async (i) => text(await exchange(`192.0.2.${1 + (i % 250)}`, 5000, "x")));
-      const elapsed = performance.now() - t0;
-      expect(outcomes.filter((o) => o !== "x")).toEqual([]);
-      // 1000 loopback connections take well under this even on a busy 2-core host; a blocked event loop would take the 5 s timeouts.
-      expect(elapsed).toBeLessThan(20_000);
-      await Bun.sleep(500);
-      const lines = await counter(admin, "access_log_lines_total");
-      const dropped = await counter(admin, "access_log_dropped_total");
-      // Each line is ~250 bytes: 1000 of them are far more than the pipe and two 16 KiB buffers hold.
-      expect(dropped).toBeGreaterThan(100);
-      expect(lines + dropped).toBe(N);
-    } finally {
-      // Let any write in flight finish, so the workers exit promptly.
-      const buf = Buffer.alloc(1 << 16);
-      const until = Date.now() + 2_000;
-      while (Date.now() < until) {
-        try {
-          if (readSync(reader, buf) <= 0) break;
-        } catch {
-          await Bun.sleep(20);
-        }
-      }
-      if (f.ep) expect(await f.ep.stop()).toBe(0);
-      f.ep = undefined;
-      closeSync(reader);
-    }
-  }, 60_000);
 });
 
 describe("access log: udp", () => {
