@@ -1,6 +1,7 @@
 // Per-client limits in the dispatcher (issue 15): the sk_lookup checks and the
 // ep_source counting program, run in the real kernel (BPF_PROG_TEST_RUN) in a
-// namespace of the test's own. End-to-end traffic: test/source-limits.test.ts.
+// namespace of the test's own. End-to-end traffic: test/source-limits.test.ts and
+// test/source-limits-protocols.test.ts.
 import { expect, test } from "bun:test";
 import { parseAddress, parsePrefix } from "../src/config/address";
 import * as abi from "../src/dispatcher/abi";
