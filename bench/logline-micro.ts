@@ -4,7 +4,7 @@
 import { accessLogStats, serviceLog } from "../src/log/access";
 import { socketNames, type EndNames } from "../src/proxy/inbound";
 import { RequestLog } from "../src/proxy/http/reqlog";
-import type { RequestHead } from "../src/proxy/http/parse";
+import type { RequestHead } from "../src/proxy/http/message";
 
 const N = Number(process.argv[2] ?? 1e6);
 const log = serviceLog("bench", { path: "/dev/null", sample: 1, connect: false, bufferBytes: 64 << 20 })!;

@@ -8,7 +8,9 @@ import { Deadline, EMPTY, Phase, concat } from "./state";
 import { type ConnectionForwarding, H2_REFUSAL, errorResponse, extendable, forwardingFor, originRequestHead } from "./headers";
 import { serveLocal } from "./local";
 import { refusalReason } from "./stats";
-import { HeadError, hasToken, headEnd, hopelessHead, parseRequestHead, type RequestHead } from "./parse";
+import { hasToken } from "./fields";
+import { HeadError, type RequestHead } from "./message";
+import { headEnd, hopelessHead, parseRequestHead } from "./parse";
 
 /*
  * One client connection of an http service: a sequence of request/response

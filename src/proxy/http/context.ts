@@ -8,7 +8,8 @@ import type { HttpRouter } from "./router";
 import type { HttpStats } from "./stats";
 import type { ServiceLog } from "../../log/access";
 import { OriginTlsError } from "../../origin/tls";
-import { HeadError, headEnd, parseResponseHead, type ResponseHead } from "./parse";
+import { HeadError, type ResponseHead } from "./message";
+import { headEnd, parseResponseHead } from "./parse";
 
 /**
  * What a request needs of a route's pool: the main thread's OriginPool, or

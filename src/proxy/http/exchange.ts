@@ -5,7 +5,7 @@ import { ChunkedDecoder } from "./chunked";
 import { HIGH_WATER, MAX_RESPONSE_HEAD, idempotent, originCause, readResponseHead, tailAfter, type HttpContext } from "./context";
 import { clientResponseHead, closingResponse, originFraming, originReusable, verbatimResponse, withFields, type ResponseFraming } from "./headers";
 import type { OriginConn, OriginUser } from "./origins";
-import { HeadError, type RequestHead, type ResponseHead } from "./parse";
+import { HeadError, type RequestHead, type ResponseHead } from "./message";
 import { RequestLog } from "./reqlog";
 import type { HttpSocket } from "./socket";
 import { lateRefusal, OriginTlsError } from "../../origin/tls";

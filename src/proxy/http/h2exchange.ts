@@ -10,7 +10,7 @@ import type { H2Connection } from "./h2";
 import { h2ResponseHeaders } from "./h2fields";
 import { originFraming, originReusable } from "./headers";
 import type { OriginConn, OriginUser } from "./origins";
-import { HeadError, type RequestHead, type ResponseHead } from "./parse";
+import { HeadError, type RequestHead, type ResponseHead } from "./message";
 import { RequestLog } from "./reqlog";
 
 /*

@@ -1,5 +1,6 @@
 import type http2 from "node:http2";
-import { hasToken, type RequestHead, type ResponseHead } from "./parse";
+import { hasToken } from "./fields";
+import type { RequestHead, ResponseHead } from "./message";
 
 /*
  * Field sections between HTTP/2 (RFC 9113 §8.2, §8.3) and the HTTP/1.1

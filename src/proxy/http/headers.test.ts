@@ -1,6 +1,7 @@
 import { describe, expect, test } from "bun:test";
 import { clientResponseHead, closingResponse, ConnectionForwarding, errorResponse, extendable, forwardedFor, forwardingFor, originRequestHead, verbatimResponse, withFields } from "./headers";
-import { HeadError, headEnd, parseRequestHead, parseResponseHead, type RequestHead, type ResponseHead } from "./parse";
+import { HeadError, type RequestHead, type ResponseHead } from "./message";
+import { headEnd, parseRequestHead, parseResponseHead } from "./parse";
 
 // An id as the request log writes it (RequestIdBytes), from its text.
 const ofText = (id: string | undefined) => (id === undefined ? undefined : { idLength: id.length, writeId: (b: Uint8Array, at: number) => at + Buffer.from(b.buffer, b.byteOffset, b.byteLength).write(id, at, "latin1") });

@@ -1,4 +1,5 @@
-import { hasToken, type RequestHead, type ResponseHead } from "./parse";
+import { hasToken } from "./fields";
+import type { RequestHead, ResponseHead } from "./message";
 
 /*
  * Heads as the proxy sends them on: hop-by-hop fields removed (RFC 9110

@@ -2,7 +2,7 @@ import type { HttpSocket } from "./socket";
 import { unmapAddress } from "../../config/address";
 import { formatHostPort, responderApp } from "../responder";
 import type { HttpContext } from "./context";
-import type { RequestHead } from "./parse";
+import type { RequestHead } from "./message";
 
 /*
  * Routes without a pool (and services without one) answer with the built-in

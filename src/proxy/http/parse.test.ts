@@ -1,6 +1,8 @@
 import { describe, expect, test } from "bun:test";
 import { ChunkedDecoder } from "./chunked";
-import { HeadError, hasToken, headEnd, hopelessHead, parseRequestHead, parseResponseHead, type RequestHead } from "./parse";
+import { hasToken } from "./fields";
+import { HeadError, type RequestHead } from "./message";
+import { headEnd, hopelessHead, parseRequestHead, parseResponseHead } from "./parse";
 
 const req = (s: string) => {
   const b = Buffer.from(s, "latin1");

@@ -1,6 +1,6 @@
 import { expect, test } from "bun:test";
 import { LineWriter, type ServiceLog } from "../../log/access";
-import type { RequestHead } from "./parse";
+import type { RequestHead } from "./message";
 import { RequestLog } from "./reqlog";
 
 // The request line is built by hand (no object, no JSON.stringify per line): it must be valid JSON with every field, in the order they always had.

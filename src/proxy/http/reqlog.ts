@@ -1,7 +1,7 @@
 import { randomBytes } from "node:crypto";
 import { formatEndpoint, jsonOrNull, jsonString, tenths, type ServiceLog } from "../../log/access";
 import type { EndNamesOrMaker, Ends } from "../inbound";
-import type { RequestHead } from "./parse";
+import type { RequestHead } from "./message";
 
 /*
  * The access log of one http client connection: one line per request
