@@ -3,7 +3,7 @@ import { clientAddress, type EndNamesOrMaker, type Ends } from "../inbound";
 import { Outbox } from "../outbox";
 import { ChunkedDecoder } from "./chunked";
 import { HIGH_WATER, MAX_RESPONSE_HEAD, idempotent, originCause, readResponseHead, tailAfter, type HttpContext } from "./context";
-import { clientResponseHead, closingResponse, originFraming, originReusable, verbatimResponse, withFields, type ResponseFraming } from "./headers";
+import { clientResponseHead, closingResponse, originFraming, originReusable, verbatimResponse, withFields, type ResponseFraming } from "./response";
 import type { OriginConn, OriginUser } from "./origins";
 import { HeadError, type RequestHead, type ResponseHead } from "./message";
 import { RequestLog } from "./reqlog";

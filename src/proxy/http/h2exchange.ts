@@ -8,7 +8,7 @@ import { HIGH_WATER, MAX_RESPONSE_HEAD, idempotent, originCause, readResponseHea
 import { Deadline, EMPTY, concat } from "./state";
 import type { H2Connection } from "./h2";
 import { h2ResponseHeaders } from "./h2fields";
-import { originFraming, originReusable } from "./headers";
+import { originFraming, originReusable } from "./response";
 import type { OriginConn, OriginUser } from "./origins";
 import { HeadError, type RequestHead, type ResponseHead } from "./message";
 import { RequestLog } from "./reqlog";

@@ -1,5 +1,6 @@
 import { describe, expect, test } from "bun:test";
-import { clientResponseHead, closingResponse, ConnectionForwarding, errorResponse, extendable, forwardedFor, forwardingFor, originRequestHead, verbatimResponse, withFields } from "./headers";
+import { ConnectionForwarding, extendable, forwardedFor, forwardingFor, originRequestHead } from "./headers";
+import { clientResponseHead, closingResponse, errorResponse, verbatimResponse, withFields } from "./response";
 import { HeadError, type RequestHead, type ResponseHead } from "./message";
 import { headEnd, parseRequestHead, parseResponseHead } from "./parse";
 

@@ -32,7 +32,7 @@ export interface Message {
    * Where the Connection field's line starts in the head as received: -1
    * without one, -2 with more than one. With `connectionEnd` (where the next
    * line starts) it lets a head go on with that line cut out or replaced
-   * (headers.ts), the rest copied as it came.
+   * (headers.ts, response.ts), the rest copied as it came.
    */
   connectionAt: number;
   connectionEnd: number;
