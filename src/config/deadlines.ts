@@ -45,7 +45,7 @@ export const DEADLINE_DEFAULTS: Deadlines = {
   headerMs: 30_000,
   // nginx: keepalive_timeout 75 s; HAProxy: timeout http-keep-alive. 60 s keeps a browser's idle connection for a page's lifetime.
   keepaliveMs: 60_000,
-  // nginx: client_body_timeout 60 s, a gap between two reads (see conn.ts for why a gap, not a rate).
+  // nginx: client_body_timeout 60 s, a gap between two reads (see src/proxy/http/endings.ts sweep for why a gap, not a rate).
   bodyMs: 60_000,
 };
 

@@ -14,7 +14,7 @@ import { Deadline, EMPTY, Phase, concat, withHead } from "./state";
 /*
  * The state of one client connection's current exchange, and its origin
  * side: origin connection events and the response, streamed to the client.
- * The client side (requests, endings, timeouts) is HttpConnection (conn.ts).
+ * The client side: HttpConnection (conn.ts), its endings and timeouts endings.ts's.
  */
 
 /** One client connection's state and its origin side; HttpConnection adds the client side. */

@@ -230,7 +230,7 @@ export class H2Stream extends H2Exchange {
       this.deadlineKind = Deadline.None;
       ctx.stats.originError("timeout");
       if (kind === Deadline.Connect) this.member?.failed("timeout");
-      // connect_timeout covers an origin TLS handshake too (as conn.ts says it).
+      // connect_timeout covers an origin TLS handshake too (as endings.ts says it).
       const inTls = kind === Deadline.Connect && this.origin?.handshaking === true;
       if (inTls) ctx.stats.originTlsError("timeout");
       this.fail(504, kind === Deadline.Connect ? (inTls ? "origin TLS handshake timeout" : "origin connect timeout") : "origin first byte timeout");

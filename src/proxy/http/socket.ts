@@ -1,6 +1,6 @@
 /*
- * What the HTTP/1.1 exchange (conn.ts, exchange.ts) and the origin
- * keep-alive pool (origins.ts) need of a stream socket, so one HTTP
+ * What the HTTP/1.1 exchange (conn.ts, endings.ts, exchange.ts) and the
+ * origin keep-alive pool (origins.ts) need of a stream socket, so one HTTP
  * implementation runs over either transport: Bun's sockets (a Socket<T>
  * satisfies this as it is) or the engine's raw descriptors on the data
  * plane's thread (src/engine/httpsocket.ts). The events go the other way:

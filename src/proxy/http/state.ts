@@ -1,7 +1,7 @@
 /*
  * What an HTTP client connection's code shares across HTTP/1.1 (exchange.ts,
- * conn.ts) and HTTP/2 (h2exchange.ts, h2stream.ts): where a connection is in
- * its exchange, which deadline applies, and the byte helpers.
+ * endings.ts, conn.ts) and HTTP/2 (h2exchange.ts, h2stream.ts): where a
+ * connection is in its exchange, which deadline applies, and the byte helpers.
  */
 
 /** Where a client connection is in its current exchange. */
