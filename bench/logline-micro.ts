@@ -8,8 +8,13 @@ import type { RequestHead } from "../src/proxy/http/message";
 
 const N = Number(process.argv[2] ?? 1e6);
 const log = serviceLog("bench", { path: "/dev/null", sample: 1, connect: false, bufferBytes: 64 << 20 })!;
-// What Bun's socket tells: address strings (an IPv4 client on a dual-stack listener is "::ffff:…").
-const sock = { remoteAddress: "::ffff:192.0.2.10", remotePort: 40000, localAddress: "192.0.2.1", localPort: 8080 } as any;
+// A real accepted socket on loopback: socketNames reads its ends from the descriptor (getpeername, getsockname).
+let accepted: any;
+const server = Bun.listen({ hostname: "127.0.0.1", port: 0, socket: { open: (s) => void (accepted = s), data() {} } });
+const client = await Bun.connect({ hostname: "127.0.0.1", port: server.port, socket: { data() {} } });
+for (let i = 0; i < 1000 && !accepted; i++) await Bun.sleep(1);
+if (!accepted) throw new Error("logline-micro: no connection accepted on loopback");
+const sock = accepted;
 const req = { method: "GET", target: "/index.html?x=1", host: "example.com", names: ["host", "user-agent"], values: ["example.com", "wrk"] } as unknown as RequestHead;
 
 async function run(name: string, one: (i: number) => void): Promise<void> {
@@ -65,3 +70,5 @@ for (let round = 0; round < 2; round++) {
   await run("http conn (ends + request line)", httpConn);
 }
 console.log(`lines ${accessLogStats.lines} dropped ${accessLogStats.dropped}`);
+client.end();
+server.stop(true);
