@@ -64,6 +64,17 @@ describe("LineWriter (lines written in place)", () => {
     }
     expect(written((w) => w.raw('"a":').int(1).raw(',"b":"').text("c").raw('"}'))).toBe('"a":1,"b":"c"}');
   });
+
+  test("texts either side of the native copy's threshold: the same bytes, escapes anywhere in them, nothing past `end`", () => {
+    for (const n of [1, 22, 23, 24, 25, 64, 300]) {
+      const plain = "/p".repeat(n).slice(0, n);
+      for (const s of [plain, `"${plain.slice(1)}`, `${plain.slice(1)}\\`, `${plain.slice(0, n >> 1)}é${plain.slice(n >> 1)}`, `${plain}\u0001`]) {
+        expect(written((w) => w.text(s))).toBe(jsonInner(s));
+        expect(written((w) => w.raw("<").text(`${s}?q=${plain}`, s.length).raw(">"))).toBe(`<${jsonInner(s)}>`);
+      }
+      expect(written((w) => w.raw("[").raw(plain).raw("]"))).toBe(`[${plain}]`);
+    }
+  });
 });
 
 describe("the data plane thread's rings (attachRing)", () => {

@@ -86,12 +86,23 @@ export function joinHostPort(host: string, port: number): string {
 }
 
 /**
+ * From this many characters a text is copied by one native call
+ * (Buffer#latin1Write: ≈ 20 ns, then memcpy's speed) rather than the loop
+ * (≈ 1.4 ns a character). Measured (bun, this machine): 200 characters
+ * 290 ns by the loop against 26 ns; 14 characters 17 ns against 19 ns.
+ */
+const NATIVE_FROM = 24;
+/** Buffer#latin1Write: Bun's and Node's (not in @types/node); the unit tests check its bytes on the bun the build pins. */
+type Latin1Buffer = Buffer & { latin1Write(s: string, offset: number, length?: number): number };
+
+/**
  * Writes one line's members straight into the log's buffer (ServiceLog.begin):
  * no string for the line, no rope of its pieces to flatten, no string per
  * number. A line made as a string costs its flattened copy (≈ 300 bytes per
  * http request, a malloc and a free) plus the UTF-8 encoding call; this
- * copies printable ASCII byte by byte in JIT-compiled code and sends only
- * what needs escaping or is not ASCII the slow way.
+ * copies a short printable ASCII text byte by byte in JIT-compiled code, a
+ * long one (NATIVE_FROM) in one native copy, and sends only what needs
+ * escaping or is not ASCII the slow way.
  */
 export class LineWriter {
   buf: Buffer = Buffer.alloc(0);
@@ -100,6 +111,10 @@ export class LineWriter {
 
   /** Text known to need no JSON escaping and to be ASCII: constants, tokens, our ids, addresses. */
   raw(s: string): this {
+    if (s.length >= NATIVE_FROM) {
+      this.p += (this.buf as Latin1Buffer).latin1Write(s, this.p);
+      return this;
+    }
     const b = this.buf;
     let p = this.p;
     for (let i = 0; i < s.length; i++) b[p++] = s.charCodeAt(i);
@@ -120,6 +135,18 @@ export class LineWriter {
    * bytes per UTF-16 unit.
    */
   text(s: string, end = s.length): this {
+    if (end >= NATIVE_FROM) {
+      // The check alone first: a text with nothing to escape (the usual path or host) is then one copy.
+      for (let i = 0; i < end; i++) {
+        const c = s.charCodeAt(i);
+        if (c < 0x20 || c === 0x22 || c === 0x5c || c > 0x7e) {
+          this.p += this.buf.write(jsonInner(end === s.length ? s : s.slice(0, end)), this.p, "utf8");
+          return this;
+        }
+      }
+      this.p += (this.buf as Latin1Buffer).latin1Write(s, this.p, end);
+      return this;
+    }
     const b = this.buf;
     let p = this.p;
     for (let i = 0; i < end; i++) {
