@@ -36,7 +36,7 @@ describe("access log: tcp", () => {
     expect(line!.tls_version).toBeUndefined();
   }, 30_000);
 
-  // The engine makes an origin's text once per endpoint and port (engine.ts origin()): an origin that follows the
+  // The engine makes an origin's text once per endpoint and port (origins.ts, at dial.ts's pick): an origin that follows the
   // edge port gets each port's own, and the client's address text (remembered per address, clients.ts) its own port.
   test("an origin that follows the edge port: each line names the port its connection reached", async () => {
     const ports = [5020, 5021];

@@ -5,25 +5,26 @@
 // with it, no getpeername), socket + connect to the origin, two epoll_ctl
 // ADDs, then recv/send per chunk and close; getsockname only when the edge
 // address is needed (origins that follow the edge port, the access log, a
-// PROXY header to send).
+// PROXY header to send). The origin side (pick, connect, its outcome) is
+// dial.ts's; a trusted balancer's PROXY header, header.ts's; the relay, pair.ts's.
 import { mustSendHeader } from "../proxy/inbound";
 import { expireHeader, startHeader } from "./header";
 import type { OriginFailure } from "../origin/pool";
+import { CONN_EVENTS, dial, originFailed } from "./dial";
 import { BufferPool } from "../system/buffers";
-import { EPOLLET, EPOLLIN, EPOLLOUT, EPOLLRDHUP, type Epoll } from "../system/epoll";
+import { EPOLLIN, type Epoll } from "../system/epoll";
 import { closeListeners, type Fd } from "../system/fd";
 import { libc } from "../system/libc";
 import { decodeSockaddr, type Endpoint } from "../system/sockaddr";
-import { AcceptAddress, acceptBatch, localAddress, resetOnClose, socketError, startConnect, tcpSocket } from "../system/tcp";
+import { AcceptAddress, acceptBatch, localAddress, resetOnClose } from "../system/tcp";
 import { formatEndpoint } from "../log/access";
 import { sockaddrString, SockaddrTexts } from "../log/line";
 import { capLine } from "./admission";
-import { proxyV1Header, proxyV2Header } from "../proxy/proxyheader/encode";
 import type { FlowLogSink } from "../proxy/udp/flowlog";
 import type { PanicCounts, UdpOrigins } from "../proxy/udp/origins";
 import { EngineAdmission } from "./admission";
 import { Pair } from "./pair";
-import { BOUNDS, failureOf, SOURCE_RATE_AT, T } from "./stats";
+import { BOUNDS, SOURCE_RATE_AT, T } from "./stats";
 import { OriginAddresses } from "./origins";
 import type { SourceKey } from "../dispatcher/sourceabi";
 import { EngineService, type TcpEngineSpec } from "./spec";
@@ -40,7 +41,6 @@ export type { TcpEngineSpec } from "./spec";
  */
 export const BUFFER_SIZE = 256 * 1024;
 export const BUFFER_COUNT = 64;
-const CONN_EVENTS = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET;
 
 /** What the data plane's thread is told about a tcp service on the engine. */
 class Listener {
@@ -51,15 +51,6 @@ class Listener {
   ) {}
 }
 
-const EMPTY = new Uint8Array(0);
-
-function concat(a: Uint8Array, b: Uint8Array): Uint8Array {
-  const out = new Uint8Array(a.length + b.length);
-  out.set(a);
-  out.set(b, a.length);
-  return out;
-}
-
 export class TcpEngine {
   readonly pool = new BufferPool(BUFFER_COUNT, BUFFER_SIZE);
   /**
@@ -67,29 +58,29 @@ export class TcpEngine {
    * so the per-event lookup stays monomorphic (one array of both made the
    * JIT's `instanceof` check fail and recompile under connection churn).
    */
-  private readonly byFd: (Pair | undefined)[] = [];
+  readonly byFd: (Pair | undefined)[] = [];
   private readonly listenerByFd: (Listener | undefined)[] = [];
   private readonly services = new Map<number, EngineService>();
   private readonly waiters: Pair[] = [];
   /** Descriptors of ended pairs, closed after the current batch of events (a later event of the batch may name them). */
   private toClose: number[] = [];
   private readonly peer = new AcceptAddress();
-  /** Services that sent a connection in panic during this batch. */
-  private readonly panicked = new Set<EngineService>();
+  /** Services that sent a connection in panic during this batch (dial.ts adds them). */
+  readonly panicked = new Set<EngineService>();
   private admission: EngineAdmission | undefined;
   /** The busiest clients of this thread's connections, for the process's live view. */
   readonly clients = new EngineClients(this);
   /** Edge addresses as log text, by address and port (the access log). */
   private readonly edgeTexts = new SockaddrTexts();
-  /** Origin sockaddrs and log texts, per endpoint and port. */
-  private readonly origins = new OriginAddresses();
+  /** Origin sockaddrs and log texts, per endpoint and port (dial.ts). */
+  readonly origins = new OriginAddresses();
   now = performance.now();
 
   constructor(
-    private readonly epoll: Epoll,
+    readonly epoll: Epoll,
     private readonly sink: FlowLogSink,
     /** An origin port failed a connect (failure) or connected after failing (undefined): the pool's passive ejection. */
-    private readonly onOrigin: (slot: number, key: string, port: number, failure: OriginFailure | undefined) => void,
+    readonly onOrigin: (slot: number, key: string, port: number, failure: OriginFailure | undefined) => void,
     /** A service's open connections per endpoint (when changed) and its panic connections, each sweep. */
     private readonly onCounts: (slot: number, active: [string, number][], panics: PanicCounts) => void,
     /** The connection count crossed one of the admission marks: the main thread re-steers. */
@@ -241,7 +232,7 @@ export class TcpEngine {
       if (!this.epoll.tryWatch(c, CONN_EVENTS)) return this.finish(p, true);
       return startHeader(p, { client, edge }, this.now + svc.spec.proxyHeaderMs);
     }
-    this.dial(p, client, edge, undefined);
+    dial(this, p, client, edge, undefined);
   }
 
   /**
@@ -262,81 +253,6 @@ export class TcpEngine {
     // A client a PROXY header named is refused on a Pair, whose line (finish) says so: one line per connection.
     if (svc.log && !named) svc.log.emit({ event: "limited", client: formatEndpoint(client), bytes_in: 0, bytes_out: 0, duration_ms: 0, reason: "source_limit" });
     return null;
-  }
-
-  /**
-   * Pick the origin for the client (the socket's peer or the PROXY header's)
-   * and connect to it; `rest`: bytes that followed a PROXY header. The client
-   * socket is watched already when `rest` is given (the header stage did it).
-   */
-  dial(p: Pair, client: Endpoint | undefined, edge: Endpoint | undefined, rest: Uint8Array | undefined): void {
-    const svc = p.svc;
-    const c = p.c;
-    p.connectDeadline = this.now + svc.spec.connectTimeoutMs;
-    const chosen = svc.endpoints.pick(client?.addr ?? EMPTY, edge?.port ?? 0);
-    if (!chosen) {
-      svc.originError("no_origin");
-      p.cause("origin_error", "no_origin");
-      return this.finish(p, true);
-    }
-    const { endpoint, target } = chosen;
-    // Panic (nothing eligible) is told at the end of this batch, not at the next sweep: the pool logs it and counts it.
-    if (endpoint.panics > 0) this.panicked.add(svc);
-    endpoint.active++;
-    p.endpoint = endpoint;
-    p.originPort = target.port;
-    const origin = this.origins.get(target);
-    if (p.record) p.record.origin = origin.text;
-    const o = tcpSocket(target.family);
-    if (o < 0) return this.originFailed(p, "socket", -o);
-    p.o = o;
-    this.byFd[o] = p;
-    if ((!rest && !this.epoll.tryWatch(c, CONN_EVENTS)) || !this.epoll.tryWatch(o, CONN_EVENTS)) {
-      // The kernel is out of memory for epoll items: this connection cannot be served, the loop goes on.
-      p.cause("close", "epoll_add_failed");
-      return this.finish(p, true);
-    }
-    const header = client && edge && svc.spec.proxyProtocol !== "off" ? (svc.spec.proxyProtocol === "v1" ? proxyV1Header(client, edge) : proxyV2Header(client, edge, "stream")) : undefined;
-    const first = header && rest?.length ? concat(header, rest) : (header ?? (rest?.length ? rest : undefined));
-    if (first) this.preamble(p, first);
-    // What followed the PROXY header is the client's, counted as its other bytes are (Bun's path: relay.clientData).
-    if (rest?.length) {
-      p.bytesIn += rest.length;
-      svc.bump(T.bytesIn, rest.length);
-    }
-    const rc = startConnect(o, origin.sockaddr);
-    if (rc < 0) this.originFailed(p, "connect", -rc);
-  }
-
-  /** Bytes the origin gets first (a PROXY header), held in the client direction's buffer until the connect completes. */
-  private preamble(p: Pair, bytes: Uint8Array): void {
-    const b = this.pool.acquire();
-    if (b < 0) return this.finish(p, true);
-    this.pool.view(b, 0, bytes.length).set(bytes);
-    p.hold(p.up, b, 0, bytes.length);
-  }
-
-  originConnected(p: Pair): void {
-    p.connecting = false;
-    const e = p.endpoint;
-    if (!e) return;
-    e.connected(p.originPort);
-    if (e.failing.size > 0 && e.failing.delete(p.originPort)) this.onOrigin(p.svc.spec.slot, e.key, p.originPort, undefined);
-  }
-
-  /** The origin connect failed: `code` is errno when known, else read from the socket (SO_ERROR). */
-  originFailed(p: Pair, stage: "socket" | "connect" | "timeout", code = p.o >= 0 ? socketError(p.o) : 0): void {
-    const kind = stage === "timeout" ? "timeout" : stage === "socket" ? "other" : failureOf(code);
-    p.svc.originError(kind);
-    p.cause("origin_error", stage === "timeout" ? "origin_connect_timeout" : `origin_${kind}`);
-    const e = p.endpoint;
-    // A socket this process could not make (EMFILE, ENOBUFS) says nothing about the origin.
-    if (e && stage !== "socket") {
-      e.refused(p.originPort);
-      e.connectFailed(p.originPort, p.svc.spec.eject);
-      this.onOrigin(p.svc.spec.slot, e.key, p.originPort, kind === "no_origin" ? "other" : (kind as OriginFailure));
-    }
-    this.finish(p, true);
   }
 
   /** Unsent bytes moved out of the pool (it ran low): counted, for the profile and metrics. */
@@ -408,7 +324,7 @@ export class TcpEngine {
         if (p.header) {
           if (now >= p.headerDeadline) expireHeader(p);
         } else if (p.connecting) {
-          if (now >= p.connectDeadline) this.originFailed(p, "timeout");
+          if (now >= p.connectDeadline) originFailed(this, p, "timeout");
         } else if (now - p.lastActive >= idle) {
           svc.bump(T.idleTimeouts);
           p.cause("timeout", "idle_timeout");

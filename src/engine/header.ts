@@ -9,6 +9,7 @@ import { formatAddress } from "../config/address";
 import { HeaderReader, type Ends } from "../proxy/inbound";
 import { EAGAIN, EINTR, recvInto } from "../system/tcp";
 import { EPOLLERR, EPOLLHUP, EPOLLIN, EPOLLRDHUP } from "../system/epoll";
+import { dial } from "./dial";
 import type { Pair } from "./pair";
 import { PROXY_DEADLINE_AT, PROXY_ERRORS_AT, PROXY_HEADER_ERRORS } from "./stats";
 
@@ -88,7 +89,7 @@ export function headerEvent(p: Pair, ev: number): void {
       p.up.readable = true;
       if (ev & (EPOLLRDHUP | EPOLLHUP | EPOLLERR)) p.up.finSeen = true;
       // The rest is copied by dial (into the pool) before this buffer goes back.
-      return e.dial(p, r.ends.client, r.ends.edge, r.rest.length ? r.rest.slice() : new Uint8Array(0));
+      return dial(e, p, r.ends.client, r.ends.edge, r.rest.length ? r.rest.slice() : new Uint8Array(0));
     }
   } finally {
     pool.release(b);

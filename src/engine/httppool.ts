@@ -2,7 +2,7 @@
 // main thread last sent (health checks, DNS and ejection decisions stay there
 // with the OriginPool), picked with the same balancing code and panic rule
 // (EndpointSet), and reports back of every connect that failed or succeeded
-// (the pool's passive ejection), as the tcp engine does (engine.ts).
+// (the pool's passive ejection), as the tcp engine does (dial.ts).
 import { parseAddress, formatAddress } from "../config/address";
 import type { EjectConfig, OriginConfig } from "../config/pool";
 import type { Member, OriginFailure } from "../origin/member";

@@ -25,6 +25,7 @@ import { T } from "./stats";
 import type { SourceKey } from "../dispatcher/sourceabi";
 import type { Ends, HeaderReader } from "../proxy/inbound";
 import { headerEvent } from "./header";
+import { originConnected, originFailed } from "./dial";
 
 export class Direction {
   /** Bytes not yet sent: [off, len) of pool buffer `buf`, or of `own` when the pool ran low (buf -1). len 0: none. */
@@ -100,9 +101,9 @@ export class Pair {
     if (this.done) return;
     if (this.header) return headerEvent(this, ev);
     if (fd === this.o && this.connecting) {
-      if (ev & (EPOLLERR | EPOLLHUP)) return this.engine.originFailed(this, "connect");
+      if (ev & (EPOLLERR | EPOLLHUP)) return originFailed(this.engine, this, "connect");
       if (!(ev & EPOLLOUT)) return;
-      this.engine.originConnected(this);
+      originConnected(this.engine, this);
       this.flush(this.up);
     }
     const src = fd === this.c ? this.up : this.down;
