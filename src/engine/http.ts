@@ -4,30 +4,30 @@
 // the HTTP/1.1 code of Bun's path unchanged on top (HttpConnection, the
 // keep-alive OriginConnections), over EngineSocket (httpsocket.ts). What the
 // main thread keeps: the OriginPools (health checks, DNS, ejection), the
-// access log's files, the metrics (this thread posts its counters).
+// access log's files, the metrics (this thread posts its counters). A trusted
+// balancer's PROXY header is httpheader.ts's stage; origin connects, httpconnect.ts's.
 import { ptr } from "bun:ffi";
 import type { OriginFailure } from "../origin/member";
 import { HttpConnection } from "../proxy/http/conn";
-import { endNames, HeaderReader, mustSendHeader, type EndNames, type EndNamesOrMaker, type Ends } from "../proxy/inbound";
+import { mustSendHeader, type EndNames, type EndNamesOrMaker, type Ends } from "../proxy/inbound";
 import { SockaddrTexts } from "../log/line";
-import { originEvents, type OriginConn } from "../proxy/http/origins";
 import type { FlowLogSink } from "../proxy/udp/flowlog";
 import type { UdpOrigins } from "../proxy/udp/origins";
-import { EPOLLET, EPOLLIN, EPOLLOUT, EPOLLRDHUP, type Epoll } from "../system/epoll";
+import { EPOLLIN, type Epoll } from "../system/epoll";
 import { closeListeners, Fd } from "../system/fd";
 import { libc } from "../system/libc";
-import { AF_INET, decodeSockaddr, encodeSockaddr, type Endpoint } from "../system/sockaddr";
-import { AcceptAddress, acceptBatch, AcceptPace, localAddress, resetOnClose, startConnect, tcpSocket } from "../system/tcp";
+import { AF_INET, decodeSockaddr } from "../system/sockaddr";
+import { AcceptAddress, acceptBatch, AcceptPace, localAddress, resetOnClose } from "../system/tcp";
 import { capLine, EngineAdmission } from "./admission";
 import { EngineClients } from "./clients";
 import type { SourceKey } from "../dispatcher/sourceabi";
-import { EngineSocket, errnoError, type SocketLoop } from "./httpsocket";
-import { EngineHttp, type HeaderStage, type HttpEngineReport, type HttpEngineSpec } from "./httpspec";
+import { CONN_EVENTS, OriginTargets } from "./httpconnect";
+import { startHeader, expireHeader } from "./httpheader";
+import { EngineSocket, type SocketLoop } from "./httpsocket";
+import { EngineHttp, type HttpEngineReport, type HttpEngineSpec } from "./httpspec";
 
 export type { HttpEngineReport, HttpEngineSpec } from "./httpspec";
-import { formatAddress, parseAddress } from "../config/address";
 
-const CONN_EVENTS = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET;
 /** One read's room: as Bun's sockets read (64 KiB). */
 const READ_SIZE = 64 * 1024;
 /** Shortest time between two counter posts under load (flushReports). */
@@ -52,7 +52,7 @@ export class HttpEngine implements SocketLoop {
   admission: EngineAdmission | undefined;
   /** The busiest clients of this thread's http connections, for the process's live view (as the tcp engine's). */
   readonly clients = new EngineClients(this.clock);
-  private readonly byFd: (EngineSocket | HttpListener | undefined)[] = [];
+  readonly byFd: (EngineSocket | HttpListener | undefined)[] = [];
   private readonly services = new Map<number, EngineHttp>();
   private readonly peer = new AcceptAddress();
   /** Edge addresses as log text, by address and port (the access log). */
@@ -62,10 +62,11 @@ export class HttpEngine implements SocketLoop {
   private turn = 0;
   private deferred: (() => void)[] = [];
   private toClose: EngineSocket[] = [];
-  private readonly sockaddrs = new Map<string, { sa: Uint8Array; target: Endpoint }>();
+  /** Origins' sockaddrs, by host and port (httpconnect.ts). */
+  readonly targets = new OriginTargets();
 
   constructor(
-    private readonly epoll: Epoll,
+    readonly epoll: Epoll,
     readonly sink: FlowLogSink,
     private readonly onOrigin: (slot: number, key: string, port: number, failure: OriginFailure | undefined) => void,
     /** `report`: an HttpEngineReport as JSON. */
@@ -233,13 +234,13 @@ export class HttpEngine implements SocketLoop {
       libc.close(c);
       return;
     }
-    // A trusted load balancer's connection starts with a PROXY header naming the client (the pipeline's header stage);
+    // A trusted load balancer's connection starts with a PROXY header naming the client (the pipeline's header stage: httpheader.ts);
     // the balancer is not a client of the busiest-clients count, the client its header names is.
     const balancer = peer !== undefined && svc.ctx.config.acceptProxy.length > 0 && mustSendHeader(svc.ctx.config.acceptProxy, peer);
     if (balancer) {
       const at = localAddress(c);
       const edge = at && decodeSockaddr(at);
-      if (edge) return this.startHeader(svc, s, { client: peer, edge });
+      if (edge) return startHeader(this, svc, s, { client: peer, edge });
     }
     const tracked = this.clients.seenPeer(this.peer.bytes);
     // The client's address as text once: the count's, and the exchange's clientIp (unmapped there).
@@ -269,8 +270,8 @@ export class HttpEngine implements SocketLoop {
     this.serve(svc, s, undefined, tracked, EMPTY, source, names);
   }
 
-  /** The client's HTTP connection over `s` (after its PROXY header, if any: `ends` then are the header's, `rest` what followed it). */
-  private serve(svc: EngineHttp, s: EngineSocket, ends: Ends | undefined, tracked: string | undefined, rest: Uint8Array, source: SourceKey | undefined, names?: EndNamesOrMaker): void {
+  /** The client's HTTP connection over `s` (after its PROXY header, if any: `ends` then are the header's, `rest` what followed it: httpheader.ts). */
+  serve(svc: EngineHttp, s: EngineSocket, ends: Ends | undefined, tracked: string | undefined, rest: Uint8Array, source: SourceKey | undefined, names?: EndNamesOrMaker): void {
     const conn = new HttpConnection(s, svc.ctx, ends, names);
     svc.conns.add(conn);
     s.events = {
@@ -289,117 +290,14 @@ export class HttpEngine implements SocketLoop {
     conn.started(rest);
   }
 
-  /**
-   * The PROXY-header stage (accept_proxy): the header complete within
-   * proxy_header_timeout, else the connection is reset (§2.1: "abort the
-   * connection as soon as possible"); counted as Bun's pipeline counts it.
-   */
-  private startHeader(svc: EngineHttp, s: EngineSocket, own: Ends): void {
-    const reader = new HeaderReader();
-    const st: HeaderStage = { reader, ends: own, deadline: this.clock.now + svc.ctx.config.deadlines.proxyHeaderMs, startedAt: performance.now() };
-    svc.headers.set(s, st);
-    const refuse = (reason: string) => {
-      svc.headers.delete(s);
-      st.event ??= "close";
-      st.why ??= `proxy_header_${reason}`;
-      svc.ctx.stats.proxyHeaderError(reason);
-      s.terminate();
-    };
-    s.events = {
-      data: (chunk) => {
-        const r = reader.feed(chunk, own);
-        if (r === "more") return;
-        if ("error" in r) return refuse(r.error);
-        svc.headers.delete(s);
-        // UNKNOWN and LOCAL hand back the socket's own ends: the balancer itself.
-        let tracked: string | undefined;
-        let source: SourceKey | undefined | null;
-        if (r.ends !== own) {
-          this.clients.seen((tracked = formatAddress(r.ends.client.addr)));
-          source = svc.admitSource(r.ends.client, true);
-          if (source === null) {
-            // Its line names the client the header named (as Bun's pipeline's).
-            st.ends = r.ends;
-            st.event = "limited";
-            st.why = "source_limit";
-            return this.limited(s, tracked);
-          }
-        }
-        // The rest of this read is the client's first bytes; more may follow in this same read loop.
-        this.serve(svc, s, r.ends, tracked, r.rest.length ? r.rest : EMPTY, source ?? undefined);
-      },
-      drain: () => {},
-      // A balancer's TCP health check connects and closes without a byte: not an error.
-      end: () => {
-        if (!reader.started) return s.end();
-        st.why = "client_fin";
-        refuse("truncated");
-      },
-      close: (error) => {
-        // Still in the stage (nothing counted it yet): a half header cut by the balancer's RST is a truncated one, as on Bun's path.
-        if (svc.headers.delete(s) && reader.started) svc.ctx.stats.proxyHeaderError("truncated");
-        svc.logEnded(endNames(st.ends), st.startedAt, st.event ?? "close", st.why ?? (error ? "client_reset" : "client_close"));
-        this.admission!.leave();
-        if (svc.retired) this.gone(svc);
-      },
-    };
-  }
-
   /** A client over a per-client limit: reset (as Bun's pipeline and the tcp engine do), counted (admitSource). */
-  private limited(s: EngineSocket, tracked: string): void {
+  limited(s: EngineSocket, tracked: string): void {
     this.clients.refused(tracked);
     s.terminate();
   }
 
-  /** The OriginConnections' connector: a non-blocking connect on a raw descriptor; its events go to `c` (originEvents). */
-  connectOrigin(svc: EngineHttp, c: OriginConn): void {
-    const to = this.target(c.host, c.port);
-    const fd = to ? tcpSocket(to.target.family) : -22;
-    // Failures are told after this call returns (as Bun's are): the exchange has not attached `c` yet.
-    if (fd < 0) return this.defer(() => c.dead || originEvents.failed(c, errnoError(-fd, "socket")));
-    const s = new EngineSocket(this, fd, to!.target, svc);
-    s.connecting = true;
-    this.byFd[fd] = s;
-    svc.connecting.set(s, c);
-    s.events = {
-      connected: (error) => {
-        svc.connecting.delete(s);
-        if (error) return void (c.dead || originEvents.failed(c, error));
-        originEvents.open(c, s);
-      },
-      data: (chunk) => originEvents.data(c, chunk),
-      drain: () => originEvents.drain(c),
-      end: () => originEvents.end(c),
-      close: (error) => originEvents.closed(c, error),
-    };
-    if (!this.epoll.tryWatch(fd, CONN_EVENTS)) {
-      s.terminate();
-      svc.connecting.delete(s);
-      return this.defer(() => c.dead || originEvents.failed(c, errnoError(12, "epoll_ctl")));
-    }
-    const rc = startConnect(fd, to!.sa);
-    if (rc < 0) {
-      s.terminate();
-      svc.connecting.delete(s);
-      this.defer(() => c.dead || originEvents.failed(c, errnoError(-rc, "connect")));
-    }
-  }
-
-  private target(host: string, port: number): { sa: Uint8Array; target: Endpoint } | undefined {
-    const key = `${host}|${port}`;
-    let t = this.sockaddrs.get(key);
-    if (!t) {
-      const addr = parseAddress(host);
-      if (!addr) return undefined;
-      const target: Endpoint = { family: addr.length === 4 ? 4 : 6, addr, port };
-      if (this.sockaddrs.size >= 4096) this.sockaddrs.clear();
-      this.sockaddrs.set(key, (t = { sa: encodeSockaddr(target), target }));
-    }
-    return t;
-  }
-
   /** A retired service with no connection left: its origin connections close, its last report goes. */
-  private gone(svc: EngineHttp): void {
+  gone(svc: EngineHttp): void {
     if (!svc.retired || svc.conns.size > 0 || svc.headers.size > 0 || !this.services.has(svc.spec.slot)) return;
     svc.ctx.origins.close();
     this.services.delete(svc.spec.slot);
@@ -434,13 +332,8 @@ export class HttpEngine implements SocketLoop {
       }
       for (const [s, h] of svc.headers) {
         if (now < h.deadline) continue;
-        svc.headers.delete(s);
-        h.event ??= "timeout";
-        h.why ??= "proxy_header_timeout";
-        svc.ctx.stats.proxyHeaderError("timeout");
-        svc.ctx.stats.deadlineExpired("proxy_header");
         svc.touched = this.dirty = true;
-        s.terminate();
+        expireHeader(svc, s, h);
       }
       if (svc.conns.size) {
         // A deadline may expire in this sweep: counted, so reported.

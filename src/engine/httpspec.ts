@@ -25,6 +25,7 @@ import type { AdmissionShare } from "./admission";
 import { Fd } from "../system/fd";
 import type { Endpoint } from "../system/sockaddr";
 import type { HttpEngine } from "./http";
+import { connectOrigin } from "./httpconnect";
 import { EnginePool } from "./httppool";
 import { workerLogLines } from "./httplog";
 import type { EngineSocket } from "./httpsocket";
@@ -101,7 +102,7 @@ export class EngineHttp {
       config,
       http,
       router,
-      origins: new OriginConnections((c) => engine.connectOrigin(this, c)),
+      origins: new OriginConnections((c) => connectOrigin(engine, this, c)),
       clock: engine.clock,
       stats: new ServiceStats(),
       httpStats: new HttpStats(),
