@@ -30,7 +30,7 @@ async function run(name: string, one: (i: number) => void): Promise<void> {
   console.log(`${name.padEnd(34)} ${ns.toFixed(0).padStart(5)} ns/line wall, ${(((c.user + c.system) * 1000) / N).toFixed(0).padStart(5)} ns/line cpu`);
 }
 
-// tcp: one connection = its ends as Bun's text (pipeline.ts, socketNames) + the relay's close line (relay.ts's shape).
+// tcp: one connection = its ends as Bun's text (pipeline.ts, socketNames) + the relay's close line (relay-log.ts's shape).
 const tcpLine = (i: number): void => relayLike(socketNames(sock)!, i);
 function relayLike(e: EndNames, i: number): void {
   if (!log.sampled()) return;

@@ -5,7 +5,7 @@ import { join } from "node:path";
 import { accessLogCounts, attachRing, formatEndpoint, jsonInner, jsonOrNull, jsonString, LineWriter, nudgeRing, tenths } from "./access";
 import { newRingMemory, ringBytes, RingWriter } from "./ring";
 
-// The hand-built lines (relay.ts, reqlog.ts, flowlog.ts) must read exactly as JSON.stringify wrote them.
+// The hand-built lines (relay-log.ts, reqlog.ts, flowlog.ts) must read exactly as JSON.stringify wrote them.
 describe("access log line pieces", () => {
   test("jsonString is JSON.stringify for plain, escaped, control, non-ASCII and lone-surrogate strings", () => {
     for (const s of ["", "/index.html", "GET", 'a"b', "a\\b", "tab\there", "nl\n", "\u0000\u001f\u007f", "é/ü", "😀", "\ud800x", "x\udc00", "0123456789abcdef-1z"]) {

@@ -1,13 +1,13 @@
 import type { Socket } from "bun";
 import type { Member, OriginFailure } from "../origin/pool";
-import type { CoarseClock } from "./clock";
 import { Outbox } from "./outbox";
 import type { Session } from "./pipeline";
-import { errorClass, type ServiceStats } from "./stats";
+import { errorClass } from "./stats";
 import type { EndNames } from "./inbound";
-import { jsonInner, jsonOrNull, jsonString, type ServiceLog } from "../log/access";
-import { lateRefusal, OriginTlsError, type OriginTls } from "../origin/tls";
+import { lateRefusal, OriginTlsError } from "../origin/tls";
 import { clearThenTlsHandlers, originHandlers, tlsOriginHandlers, type Peer } from "./relay-handlers";
+import { relayLine } from "./relay-log";
+import type { RelayOptions, RelayTarget } from "./relay-options";
 
 /*
  * One proxied TCP connection: client <-> origin.
@@ -20,35 +20,16 @@ import { clearThenTlsHandlers, originHandlers, tlsOriginHandlers, type Peer } fr
  * queue is flushed; the pair closes when both directions are done.
  * Resets: an RST (close with an error) on one side becomes terminate(),
  * which sends an RST, on the other.
+ * Its access log line is relay-log.ts's; what it is given, relay-options.ts's.
  */
 
 /** Queued bytes above which the sending side is paused. */
 const HIGH_WATER = 256 * 1024;
-/** The usual access log line's bytes besides its texts: member names and punctuation (≈ 110) and three numbers (at most 20 each). */
-const LINE_FIXED = 200;
-
-export interface RelayTarget {
-  readonly host: string;
-  readonly port: number;
-  /** The pool endpoint: told of the connection and of how its connect went. */
-  readonly member?: Member;
-}
 
 /** Where a target came from, for TLS: the origin as configured (its name is the SNI). */
 const originHostOf = (t: RelayTarget) => t.member?.origin.host ?? t.host;
 
 const FAILURES: ReadonlySet<string> = new Set<OriginFailure>(["refused", "timeout", "unreachable", "reset"]);
-
-export interface RelayOptions {
-  readonly connectTimeoutMs: number;
-  readonly idleTimeoutMs: number;
-  readonly clock: CoarseClock;
-  readonly stats: ServiceStats;
-  /** The service's access log; absent: off (nothing is recorded for it). */
-  readonly log?: ServiceLog;
-  /** origin_tls: the pool's TLS to its origins; absent: plain TCP. */
-  readonly originTls?: OriginTls;
-}
 
 interface Direction {
   /** Bytes waiting for the destination to drain (or, client->origin, to connect). */
@@ -72,11 +53,11 @@ export class Relay implements Session {
   lastActive: number;
   /** The origin connect's deadline; none before connect() (an sni route is still being read). */
   private deadline = Infinity;
-  // performance.now() at accept, for the duration histogram.
-  private readonly startedAt: number;
+  // performance.now() at accept, for the duration histogram (and the log line's, relay-log.ts).
+  readonly startedAt: number;
   // This connection's bytes each way (the access log's; two additions per chunk).
-  private bytesIn = 0;
-  private bytesOut = 0;
+  bytesIn = 0;
+  bytesOut = 0;
   // Access log only: the ends as text (set by the tcp service when the log is on), the origin dialled,
   // TLS as negotiated, and how it ended (the first cause wins).
   names: EndNames | undefined;
@@ -85,9 +66,9 @@ export class Relay implements Session {
   routed: { route: string | null; sni: string | null } | undefined;
   /** SNI routing: the route's byte counters, kept with the service's. */
   routeStats: { bytesFromClients: number; bytesFromOrigins: number } | undefined;
-  private target: string | undefined;
+  target: string | undefined;
   private event: string | undefined;
-  private why: string | undefined;
+  why: string | undefined;
 
   constructor(
     private readonly client: Socket<unknown>,
@@ -105,7 +86,7 @@ export class Relay implements Session {
     this.deadline = this.options.clock.now + this.options.connectTimeoutMs;
     if (this.options.log) {
       this.target = target.host.includes(":") ? `[${target.host}]:${target.port}` : `${target.host}:${target.port}`;
-      if (this.options.log.connect) this.logLine("connect");
+      if (this.options.log.connect) relayLine(this, this.options.log, "connect");
     }
     const tls = this.options.originTls;
     try {
@@ -370,7 +351,7 @@ export class Relay implements Session {
     this.member?.released();
     this.options.stats.connectionsActive--;
     this.options.stats.observe((performance.now() - this.startedAt) / 1000);
-    if (this.options.log) this.logLine(this.event ?? "close");
+    if (this.options.log) relayLine(this, this.options.log, this.event ?? "close");
   }
 
   /**
@@ -387,37 +368,5 @@ export class Relay implements Session {
     }
     this.event ??= event;
     this.why ??= why;
-  }
-
-  private logLine(event: string): void {
-    const log = this.options.log!;
-    if (!log.sampled()) return;
-    const e = this.names;
-    const duration = Math.round(performance.now() - this.startedAt);
-    if (e && this.target && !this.tls && !this.routed && event !== "connect") {
-      // The usual line, written in place (LineWriter: no string for it); addresses (the kernel's text), the event
-      // and numbers need no escape. Text at most 6 bytes per UTF-16 unit, numbers at most 20, the rest fixed.
-      const why = this.why ?? "shutdown";
-      const w = log.begin(LINE_FIXED + event.length + e.client.length + e.edge.length + 6 * (this.target.length + why.length));
-      if (w === null) return;
-      if (w) {
-        w.raw('"protocol":"tcp","event":"').raw(event).raw('","client":"').raw(e.client).raw('","edge":"').raw(e.edge).raw('","origin":"').text(this.target);
-        w.raw('","bytes_in":').int(this.bytesIn).raw(',"bytes_out":').int(this.bytesOut).raw(',"duration_ms":').int(duration).raw(',"reason":"').text(why).raw('"}');
-        return log.finish();
-      }
-      log.line(
-        `"protocol":"tcp","event":"${event}","client":"${e.client}","edge":"${e.edge}","origin":"${jsonInner(this.target)}","bytes_in":${this.bytesIn},"bytes_out":${this.bytesOut},"duration_ms":${duration},"reason":"${jsonInner(this.why ?? "shutdown")}"}`,
-      );
-      return;
-    }
-    // Built by hand, in the order the fields always had (ServiceLog.line): addresses and numbers need no escape.
-    let body = `"protocol":"tcp","event":"${event}"`;
-    if (e) body += `,"client":"${e.client}","edge":"${e.edge}"`;
-    if (this.target) body += `,"origin":${jsonString(this.target)}`;
-    body += `,"bytes_in":${this.bytesIn},"bytes_out":${this.bytesOut},"duration_ms":${duration}`;
-    if (this.tls) body += `,"tls_version":${jsonOrNull(this.tls.version)},"sni":${jsonOrNull(this.tls.sni)}`;
-    if (this.routed) body += `,"sni":${jsonOrNull(this.routed.sni)},"route":${jsonOrNull(this.routed.route)}`;
-    if (event !== "connect") body += `,"reason":${jsonString(this.why ?? "shutdown")}`;
-    log.line(`${body}}`);
   }
 }
