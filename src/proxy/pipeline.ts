@@ -6,10 +6,6 @@ import { formatEndpoint, joinHostPort } from "../log/access";
 import { peekHeader } from "./tls/peek";
 import type { PipelineOptions, Protocol, Session } from "./pipelineapi";
 
-// Where they were, for the importers that still name this module (relay.ts, http/*).
-export type { PipelineOptions, Protocol, Session } from "./pipelineapi";
-export { openListeners } from "./service";
-
 /*
  * The one client pipeline of tcp and http services. Every accepted
  * connection goes through the same stages, each with a deadline checked by

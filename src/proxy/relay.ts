@@ -1,7 +1,7 @@
 import type { Socket } from "bun";
 import type { Member, OriginFailure } from "../origin/pool";
 import { Outbox } from "./outbox";
-import type { Session } from "./pipeline";
+import type { Session } from "./pipelineapi";
 import { errorClass } from "./stats";
 import type { EndNames } from "./inbound";
 import { lateRefusal, OriginTlsError } from "../origin/tls";

@@ -1,5 +1,5 @@
 import { formatAddress } from "../../config/address";
-import type { Session } from "../pipeline";
+import type { Session } from "../pipelineapi";
 import { ChunkedDecoder, reframe } from "./chunked";
 import { HIGH_WATER, requestOrigin } from "./context";
 import { ConnectionEndings } from "./endings";

@@ -3,7 +3,7 @@ import type http2 from "node:http2";
 import type { Duplex } from "node:stream";
 import { formatAddress } from "../../config/address";
 import { clientAddress, type EndNames, type Ends } from "../inbound";
-import type { Session } from "../pipeline";
+import type { Session } from "../pipelineapi";
 import { LINGER_MS, type HttpContext } from "./context";
 import { H2Stream } from "./h2stream";
 import { SocketDuplex } from "./h2socket";
