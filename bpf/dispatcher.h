@@ -1,8 +1,10 @@
 /* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
 /*
  * Every struct shared by the sk_lookup dispatcher and edgeproxy's TypeScript
- * control library. src/dispatcher/abi.ts mirrors these layouts by name, and
- * src/dispatcher/abi.test.ts checks the sizes and offsets against this file.
+ * control library. src/dispatcher/abi.ts mirrors these layouts by name (its
+ * sizes and offsets; the encoders of the SO_REUSEPORT and per-client limit
+ * structs are in reuseabi.ts and sourceabi.ts beside it, on those offsets),
+ * and src/dispatcher/abi.test.ts checks them against this file.
  */
 #ifndef EDGEPROXY_DISPATCHER_H
 #define EDGEPROXY_DISPATCHER_H
