@@ -110,9 +110,12 @@ describe("capabilities once serving", () => {
     expect(caps(f.ep.pid)).toEqual({ eff: BPF, prm: BPF, inh: 0n, amb: 0n });
     // capset(2) is per thread: the UDP plane (a Bun Worker thread) drops its own.
     const threads = readdirSync(`/proc/${f.ep.pid}/task`).map((tid) => ({ tid: Number(tid), comm: readFileSync(`/proc/${f.ep!.pid}/task/${tid}/comm`, "utf8").trim(), ...caps(f.ep!.pid, Number(tid)) }));
+    // A thread the plane starts (JSC's heap collector) inherits its name until it sets its own, and its
+    // capabilities for good: so every thread named "Worker" now (at least the plane's) must hold only that.
     const udp = threads.filter((t) => t.comm === "Worker");
     if (udp.length !== 1) console.log(threads);
-    expect(udp.map(({ eff, prm, inh, amb }) => ({ eff, prm, inh, amb }))).toEqual([{ eff: NET_BIND_SERVICE, prm: NET_BIND_SERVICE, inh: 0n, amb: 0n }]);
+    expect(udp.length).toBeGreaterThanOrEqual(1);
+    for (const t of udp) expect({ eff: t.eff, prm: t.prm, inh: t.inh, amb: t.amb }).toEqual({ eff: NET_BIND_SERVICE, prm: NET_BIND_SERVICE, inh: 0n, amb: 0n });
     // It still binds a flow's socket to a port below 1024 (UDP: a datagram may be lost, so up to 3 tries).
     let got = "";
     for (let i = 0; i < 3 && got !== "low port"; i++) got = udpText(await udpExchange("192.0.2.53", 53, "low port"));
