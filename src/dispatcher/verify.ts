@@ -109,7 +109,7 @@ const PIN_EVENTS = IN_CREATE | IN_DELETE | IN_MOVED_FROM | IN_MOVED_TO | IN_DELE
  */
 export class PinWatch {
   /** undefined: inotify could not watch the directory; every look is then a full one. */
-  private readonly events: PathWatch | undefined;
+  private events: PathWatch | undefined;
   /** The program pinned when the last full look found all in place. */
   private progId: number | undefined;
   /** This process's network namespace (a process never changes it): a stat of /proc/self/ns/net less per look. */
@@ -118,22 +118,34 @@ export class PinWatch {
 
   constructor(private readonly dir: string) {
     this.link = join(dir, "link");
-    let events: PathWatch | undefined;
     try {
-      events = new PathWatch(dir, PIN_EVENTS);
+      this.events = new PathWatch(dir, PIN_EVENTS);
     } catch (e) {
       // Still correct (every look a full one, under the pin lock), but dearer: said once, with the likely cause.
-      events = undefined;
       process.stderr.write(`edgeproxy: steering watchdog: cannot watch ${dir} with inotify (${(e as Error).message}); every check reads the pins under their lock (fs.inotify.max_user_instances may be too low)\n`);
     }
-    this.events = events;
   }
 
   /**
    * Before a full look: forget what changed until now (the look sees it;
    * what comes after is for the next cheap look). false: no watch.
+   *
+   * A directory replaced at the path (removed and made again, renamed
+   * away and another put there, a bpffs mounted over it) is watched no
+   * more: no event of the new one comes. So the path is watched afresh
+   * here, before the full look that vouches for what it names, and the
+   * looks after it can be cheap again. Likewise a watch inotify refused
+   * is asked for again (quietly: said once, above).
    */
   begin(): boolean {
+    if (!this.events || this.events.moved()) {
+      this.events?.close();
+      try {
+        this.events = new PathWatch(this.dir, PIN_EVENTS);
+      } catch {
+        this.events = undefined;
+      }
+    }
     if (!this.events) return false;
     this.events.changed();
     return true;

@@ -37,13 +37,30 @@ test("PathWatch: a parent renamed (no event on the watched directory) is a chang
     expect(w.changed()).toBe(false);
     renameSync(join(root, "a"), join(root, "c"));
     expect(w.changed()).toBe(true); // the path names nothing
+    expect(w.moved()).toBe(true);
     mkdirSync(dir, { recursive: true });
     expect(w.changed()).toBe(true); // the path names another directory than the one watched
     expect(w.changed()).toBe(true); // for as long as it does
+    expect(w.moved()).toBe(true); // a new watch is needed: no event of the new directory comes to this one
   } finally {
     w.close();
     rmSync(root, { recursive: true, force: true });
   }
+});
+
+test("PathWatch.moved: false while the path names the watched inode, whatever happens inside it; reads no event", () => {
+  const dir = mkdtempSync(join(tmpdir(), "ep-inotify-"));
+  const w = new PathWatch(dir, MASK);
+  try {
+    expect(w.moved()).toBe(false);
+    writeFileSync(join(dir, "a"), "x");
+    expect(w.moved()).toBe(false);
+    expect(w.changed()).toBe(true); // the event is still there for changed()
+  } finally {
+    w.close();
+    rmSync(dir, { recursive: true, force: true });
+  }
+  expect(w.moved()).toBe(true); // closed
 });
 
 test("PathWatch of a path that does not exist: one clear error", () => {

@@ -75,7 +75,16 @@ export class PathWatch {
     if (this.fd.closed) return true;
     let any = false;
     while (Number(libc.read(this.fd.raw, this.buf, this.buf.length)) > 0) any = true;
-    if (any) return true;
+    return any || this.moved();
+  }
+
+  /**
+   * Does the path name another inode than the watched one now, or none (or
+   * is the watch closed)? Then no event will tell of what happens at the
+   * path: a new watch is needed there. Reads no event.
+   */
+  moved(): boolean {
+    if (this.fd.closed) return true;
     const s = this.stat;
     if (libc.statx(AT_FDCWD, this.cpath, 0, STATX_INO, s) !== 0) return true;
     const w = this.inode;

@@ -35,6 +35,8 @@ export function proxyFixture(): ProxyFixture {
 /** Per-test state of a dispatcher test: the program loaded in the test's own namespace, and the listeners it steers to. */
 export interface DispatcherFixture {
   readonly d: Dispatcher;
+  /** The test's namespace (its bpffs too). */
+  readonly ns: TestNetns;
   readonly listeners: TCPSocketListener<any>[];
 }
 
@@ -66,6 +68,10 @@ export function dispatcherFixture(image: Uint8Array, hooks: { setup?: (d: Dispat
     get d(): Dispatcher {
       if (!d) throw new Error("dispatcherFixture: used outside a test");
       return d;
+    },
+    get ns(): TestNetns {
+      if (!ns) throw new Error("dispatcherFixture: used outside a test");
+      return ns;
     },
     listeners,
   };
