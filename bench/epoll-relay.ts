@@ -7,29 +7,16 @@
 // while a send is partial (and is not read meanwhile: backpressure).
 //
 // bun bench/epoll-relay.ts --listen 192.0.2.10:8080 --origin 127.0.0.1:9000
-import { parseArgs } from "node:util";
 import { BufferPool } from "../src/system/buffers";
-import { EPOLLERR, EPOLLET, EPOLLHUP, EPOLLIN, EPOLLOUT, EPOLLRDHUP, Epoll } from "../src/system/epoll";
-import { libc } from "../src/system/libc";
-import { encodeSockaddr } from "../src/system/sockaddr";
-import { acceptFrom, EAGAIN, EINTR, openTcpListener, recvInto, resetOnClose, sendFrom, shutdownWrite, startConnect, tcpSocket } from "../src/system/tcp";
+import { EPOLLERR, EPOLLET, EPOLLHUP, EPOLLIN, EPOLLOUT, EPOLLRDHUP } from "../src/system/epoll";
+import { relayArgs } from "./relay-args";
+import { PairLoop } from "./relay-loop";
+import { EAGAIN, EINTR, recvInto, resetOnClose, sendFrom, shutdownWrite } from "../src/system/tcp";
 
-const { values } = parseArgs({ options: { listen: { type: "string" }, origin: { type: "string" } } });
-function endpoint(s: string | undefined, what: string) {
-  const m = /^(\d+)\.(\d+)\.(\d+)\.(\d+):(\d+)$/.exec(s ?? "");
-  if (!m) {
-    console.error(`epoll-relay: --${what} wants IPv4:port, got ${JSON.stringify(s)}`);
-    process.exit(2);
-  }
-  return { family: 4 as const, addr: new Uint8Array(m.slice(1, 5).map(Number)), port: Number(m[5]) };
-}
-const at = endpoint(values.listen, "listen");
-const originSa = encodeSockaddr(endpoint(values.origin, "origin"));
+const { listen: at, listenText, origin } = relayArgs("epoll-relay");
 const SIZE = 16384;
 const pool = new BufferPool(1024, SIZE);
-const ep = new Epoll(256);
-const listener = openTcpListener(at, "epoll relay listener");
-ep.watch(listener.raw, EPOLLIN);
+const loop = new PairLoop<Conn>("epoll-relay", at, origin);
 const CONN = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET;
 
 class Dir {
@@ -52,8 +39,6 @@ class Conn {
     readonly o: number,
   ) {}
 }
-const byFd: (Conn | undefined)[] = [];
-let toClose: number[] = [];
 
 function finish(x: Conn, rst: boolean): void {
   if (x.done) return;
@@ -63,7 +48,8 @@ function finish(x: Conn, rst: boolean): void {
     resetOnClose(x.o);
   }
   for (const d of [x.up, x.down]) if (d.buf >= 0) pool.release(d.buf);
-  toClose.push(x.c, x.o);
+  loop.close(x.c);
+  loop.close(x.o);
 }
 
 function shutIfFlushed(x: Conn, d: Dir): void {
@@ -139,46 +125,9 @@ function event(x: Conn, fd: number, ev: number): void {
   if (!x.done && src.readable) pump(x, src);
 }
 
-function accept(): void {
-  for (let i = 0; i < 64; i++) {
-    const c = acceptFrom(listener.raw, undefined);
-    if (c < 0) return;
-    const o = tcpSocket(4);
-    if (o < 0) {
-      libc.close(c);
-      continue;
-    }
-    const x = new Conn(c, o);
-    byFd[c] = byFd[o] = x;
-    if (!ep.tryWatch(c, CONN) || !ep.tryWatch(o, CONN) || startConnect(o, originSa) < 0) finish(x, true);
-  }
-}
-
-process.on("SIGTERM", () => process.exit(0));
-// The bench waits for this line before it sends load (bench/load.ts).
-console.log(`epoll-relay: ready on ${values.listen}`);
-let yielded = performance.now();
-for (;;) {
-  // Bounded: a signal may land on another of Bun's threads and not interrupt this wait.
-  const n = ep.wait(100);
-  for (let i = 0; i < n; i++) {
-    const fd = ep.fdAt(i);
-    if (fd === listener.raw) accept();
-    else {
-      const x = byFd[fd];
-      if (x) event(x, fd, ep.eventsAt(i));
-    }
-  }
-  if (toClose.length) {
-    for (const fd of toClose) {
-      byFd[fd] = undefined;
-      libc.close(fd);
-    }
-    toClose = [];
-  }
-  if (n === 0 || performance.now() - yielded > 20) {
-    // Idle: a timer turn, which also runs signal handlers (an immediate does not); busy: an immediate, no 1 ms clamp.
-    await new Promise((r) => (n === 0 ? setTimeout(r, 0) : setImmediate(r)));
-    yielded = performance.now();
-  }
-}
+// The bench waits for the ready line before it sends load (bench/load.ts).
+await loop.run(
+  listenText,
+  () => loop.accept((c, o) => new Conn(c, o), CONN, CONN, (x) => finish(x, true)),
+  event,
+);

@@ -27,30 +27,20 @@ import { dlopen, FFIType } from "bun:ffi";
 import { readFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { parseArgs } from "node:util";
 import { BpfObject } from "../src/ebpf/object";
-import { EPOLLERR, EPOLLET, EPOLLHUP, EPOLLIN, EPOLLOUT, EPOLLRDHUP, Epoll } from "../src/system/epoll";
+import { EPOLLERR, EPOLLET, EPOLLHUP, EPOLLOUT, EPOLLRDHUP } from "../src/system/epoll";
 import { libc } from "../src/system/libc";
-import { encodeSockaddr } from "../src/system/sockaddr";
+import { relayArgs } from "./relay-args";
+import { PairLoop } from "./relay-loop";
 import { socketCookie } from "../src/system/sockets";
-import { acceptFrom, openTcpListener, resetOnClose, shutdownWrite, socketError, startConnect, tcpSocket } from "../src/system/tcp";
+import { resetOnClose, shutdownWrite, socketError } from "../src/system/tcp";
 
 const BPF_SK_SKB_VERDICT = 38; // enum bpf_attach_type
 const SOL_SOCKET = 1, SO_RCVLOWAT = 18, IPPROTO_TCP = 6, TCP_INFO = 11, SIOCOUTQ = 0x5411;
 const bpf = dlopen("libbpf.so.1", { bpf_prog_attach: { args: [FFIType.i32, FFIType.i32, FFIType.u32, FFIType.u32], returns: FFIType.i32 } }).symbols;
 const sys = dlopen("libc.so.6", { ioctl: { args: [FFIType.i32, FFIType.u64, FFIType.ptr], returns: FFIType.i32 } }).symbols;
 
-const { values } = parseArgs({ options: { listen: { type: "string" }, origin: { type: "string" } } });
-function endpoint(s: string | undefined, what: string) {
-  const m = /^(\d+)\.(\d+)\.(\d+)\.(\d+):(\d+)$/.exec(s ?? "");
-  if (!m) {
-    console.error(`sockmap-relay: --${what} wants IPv4:port, got ${JSON.stringify(s)}`);
-    process.exit(2);
-  }
-  return { family: 4 as const, addr: new Uint8Array(m.slice(1, 5).map(Number)), port: Number(m[5]) };
-}
-const at = endpoint(values.listen, "listen");
-const originSa = encodeSockaddr(endpoint(values.origin, "origin"));
+const { listen: at, listenText, origin } = relayArgs("sockmap-relay");
 
 // The program, built here (the bench machine has clang; build.ts builds only bpf/*.bpf.c into the binary).
 const object = join(tmpdir(), `sockmap-relay-${process.pid}.bpf.o`);
@@ -69,9 +59,7 @@ if (bpf.bpf_prog_attach(obj.program("splice_verdict").fd, socks.fd, BPF_SK_SKB_V
   process.exit(1);
 }
 
-const ep = new Epoll(256);
-const listener = openTcpListener(at, "sockmap relay listener");
-ep.watch(listener.raw, EPOLLIN);
+const loop = new PairLoop<Pair>("sockmap-relay", at, origin);
 // Only the FIN and errors: the verdict's data-ready wake-ups (EPOLLIN) are not asked for, so they wake nobody.
 const CONN = EPOLLRDHUP | EPOLLET;
 
@@ -100,8 +88,6 @@ class Pair {
     readonly o: number,
   ) {}
 }
-const byFd: (Pair | undefined)[] = [];
-let toClose: number[] = [];
 const waiting = new Set<Pair>();
 
 function put(fd: number): void {
@@ -130,7 +116,8 @@ function finish(x: Pair, rst: boolean): void {
   // The SOCKMAP entries go with the sockets' close (sock_map_close); the cookies' do not.
   if (x.cCookie) unlink(x.cCookie);
   if (x.oCookie) unlink(x.oCookie);
-  toClose.push(x.c, x.o);
+  loop.close(x.c);
+  loop.close(x.o);
 }
 
 /** Has every byte `from` received been handed to `to` (written to its send queue or acknowledged)? */
@@ -194,46 +181,14 @@ function event(x: Pair, fd: number, ev: number): void {
   }
 }
 
-function accept(): void {
-  for (let i = 0; i < 64; i++) {
-    const c = acceptFrom(listener.raw, undefined);
-    if (c < 0) return;
-    const o = tcpSocket(4);
-    if (o < 0) {
-      libc.close(c);
-      continue;
-    }
-    const x = new Pair(c, o);
-    byFd[c] = byFd[o] = x;
-    if (!ep.tryWatch(c, CONN) || !ep.tryWatch(o, CONN | EPOLLOUT) || startConnect(o, originSa) < 0) finish(x, true);
-  }
-}
 
-process.on("SIGTERM", () => process.exit(0));
-// The bench waits for this line before it sends load.
-console.log(`sockmap-relay: ready on ${values.listen}`);
-let yielded = performance.now();
-for (;;) {
-  // Bounded: a signal may land on another of Bun's threads; 1 ms while a FIN waits for its bytes to be handed over.
-  const n = ep.wait(waiting.size ? 1 : 100);
-  for (let i = 0; i < n; i++) {
-    const fd = ep.fdAt(i);
-    if (fd === listener.raw) accept();
-    else {
-      const x = byFd[fd];
-      if (x) event(x, fd, ep.eventsAt(i));
-    }
-  }
-  if (waiting.size) for (const x of [...waiting]) passFins(x);
-  if (toClose.length) {
-    for (const fd of toClose) {
-      byFd[fd] = undefined;
-      libc.close(fd);
-    }
-    toClose = [];
-  }
-  if (n === 0 || performance.now() - yielded > 20) {
-    await new Promise((r) => (n === 0 ? setTimeout(r, 0) : setImmediate(r)));
-    yielded = performance.now();
-  }
-}
+await loop.run(
+  listenText,
+  () => loop.accept((c, o) => new Pair(c, o), CONN, CONN | EPOLLOUT, (x) => finish(x, true)),
+  event,
+  // A FIN waiting for its bytes to be handed over is looked at again every millisecond.
+  () => {
+    if (waiting.size) for (const x of [...waiting]) passFins(x);
+  },
+  () => (waiting.size ? 1 : 100),
+);

@@ -22,24 +22,14 @@
 //
 // bun bench/uring-relay.ts --listen 192.0.2.10:8080 --origin 127.0.0.1:9000
 import { ptr } from "bun:ffi";
-import { parseArgs } from "node:util";
 import { BufferPool } from "../src/system/buffers";
 import { libc } from "../src/system/libc";
+import { relayArgs } from "./relay-args";
 import { encodeSockaddr } from "../src/system/sockaddr";
 import { MSG_NOSIGNAL, openTcpListener, resetOnClose, SOCK_CLOEXEC, SOCK_NONBLOCK, tcpSocket } from "../src/system/tcp";
 import * as U from "../src/system/uring";
 
-const { values } = parseArgs({ options: { listen: { type: "string" }, origin: { type: "string" }, buffers: { type: "string", default: "1024" }, "buffer-size": { type: "string", default: "16384" } } });
-function endpoint(s: string | undefined, what: string) {
-  const m = /^(\d+)\.(\d+)\.(\d+)\.(\d+):(\d+)$/.exec(s ?? "");
-  if (!m) {
-    console.error(`uring-relay: --${what} wants IPv4:port, got ${JSON.stringify(s)}`);
-    process.exit(2);
-  }
-  return { family: 4 as const, addr: new Uint8Array(m.slice(1, 5).map(Number)), port: Number(m[5]) };
-}
-const at = endpoint(values.listen, "listen");
-const origin = endpoint(values.origin, "origin");
+const { listen: at, listenText, origin, values } = relayArgs("uring-relay", { buffers: { type: "string", default: "1024" }, "buffer-size": { type: "string", default: "16384" } });
 const BUFFERS = Number(values.buffers);
 const SIZE = Number(values["buffer-size"]);
 
@@ -258,7 +248,7 @@ function completion(tag: number, res: number, flags: number): void {
 // signal may land on another of Bun's threads); under load it yields every YIELD_MS through an immediate.
 process.on("SIGTERM", () => process.exit(0));
 // The bench waits for this line before it sends load (bench/load.ts).
-console.log(`uring-relay: ready on ${values.listen}`);
+console.log(`uring-relay: ready on ${listenText}`);
 const YIELD_MS = 20;
 const IDLE_MS = 100;
 armAccept();
