@@ -14,25 +14,13 @@ import { proxyFixture } from "./helpers/fixture";
 import { echoOrigin } from "./helpers/net";
 import { proxyV1Header } from "../src/proxy/proxyheader/encode";
 import { parseAddress } from "../src/config/address";
-import { udpOrigin } from "./helpers/udp";
+import { udpExchange, udpOrigin, udpText } from "./helpers/udp";
 import { httpOrigin } from "./helpers/http";
 import { type Held, adminDir, hold, metrics, sum, until } from "./helpers/sourcelimits";
 import { stall, talk } from "./pipeline.case";
 
-/** One datagram from a new socket on `from` (a new flow) and its reply, or "<timeout>". */
-async function udpFrom(from: string, host: string, port: number, payload: string, timeoutMs = 1500): Promise<string> {
-  let done: (s: string) => void = () => {};
-  const result = new Promise<string>((r) => (done = r));
-  const sock = await Bun.udpSocket({ hostname: from, connect: { hostname: host, port }, socket: { data: (_s, d) => done(Buffer.from(d).toString()) } });
-  const timer = setTimeout(() => done("<timeout>"), timeoutMs);
-  try {
-    sock.send(payload);
-    return await result;
-  } finally {
-    clearTimeout(timer);
-    sock.close();
-  }
-}
+/** One datagram from a new socket on `from` (a new flow) and its reply's text, or "<timeout>". */
+const udpFrom = async (from: string, host: string, port: number, payload: string, timeoutMs = 1500): Promise<string> => udpText(await udpExchange(host, port, payload, timeoutMs, from));
 
 const f = proxyFixture();
 

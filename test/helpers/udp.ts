@@ -12,13 +12,14 @@ export type UdpOutcome = { kind: "data"; bytes: Uint8Array } | { kind: "timeout"
  * Send one datagram from a socket *connected* to host:port and wait for the
  * first reply. The kernel delivers a connected socket only datagrams from
  * the address it is connected to, so a reply proves the proxy answered from
- * the exact ip:port the client sent to.
+ * the exact ip:port the client sent to. `from`: the client's address (a new
+ * socket each call, so a new flow), loopback by default.
  */
-export async function udpExchange(host: string, port: number, payload: Uint8Array | string, timeoutMs = 3000): Promise<UdpOutcome> {
+export async function udpExchange(host: string, port: number, payload: Uint8Array | string, timeoutMs = 3000, from = clientAddress(host)): Promise<UdpOutcome> {
   let done: (o: UdpOutcome) => void = () => {};
   const result = new Promise<UdpOutcome>((r) => (done = r));
   const sock = await Bun.udpSocket({
-    hostname: clientAddress(host),
+    hostname: from,
     connect: { hostname: host, port },
     socket: {
       data(_s, data) {
