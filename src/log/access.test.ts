@@ -75,6 +75,16 @@ describe("LineWriter (lines written in place)", () => {
       expect(written((w) => w.raw("[").raw(plain).raw("]"))).toBe(`[${plain}]`);
     }
   });
+
+  test("a long text past the buffer's end (a caller's worst-case bound wrong) is cut there, as the loop's writes are: no throw on the data plane", () => {
+    const small = new LineWriter();
+    small.buf = Buffer.alloc(30);
+    small.p = 20;
+    expect(() => small.text("/p".repeat(20)).raw("x".repeat(40))).not.toThrow();
+    expect(small.buf.toString("latin1", 20)).toBe("/p/p/p/p/p");
+    small.p = 35; // past the end already (the short loop moves on without writing)
+    expect(() => small.raw("y".repeat(30)).text("z".repeat(30))).not.toThrow();
+  });
 });
 
 describe("the data plane thread's rings (attachRing)", () => {

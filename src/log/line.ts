@@ -96,6 +96,17 @@ const NATIVE_FROM = 24;
 type Latin1Buffer = Buffer & { latin1Write(s: string, offset: number, length?: number): number };
 
 /**
+ * `s` up to `end` at `at` by one native copy: at most what the buffer holds
+ * from there (latin1Write throws past its end, where the loop's writes are
+ * dropped: a caller's wrong worst-case bound must not throw on the data
+ * plane). The bytes written.
+ */
+function native(buf: Buffer, s: string, at: number, end: number): number {
+  const room = buf.length - at;
+  return room > 0 ? (buf as Latin1Buffer).latin1Write(s, at, end < room ? end : room) : 0;
+}
+
+/**
  * Writes one line's members straight into the log's buffer (ServiceLog.begin):
  * no string for the line, no rope of its pieces to flatten, no string per
  * number. A line made as a string costs its flattened copy (≈ 300 bytes per
@@ -112,7 +123,7 @@ export class LineWriter {
   /** Text known to need no JSON escaping and to be ASCII: constants, tokens, our ids, addresses. */
   raw(s: string): this {
     if (s.length >= NATIVE_FROM) {
-      this.p += (this.buf as Latin1Buffer).latin1Write(s, this.p);
+      this.p += native(this.buf, s, this.p, s.length);
       return this;
     }
     const b = this.buf;
@@ -144,7 +155,7 @@ export class LineWriter {
           return this;
         }
       }
-      this.p += (this.buf as Latin1Buffer).latin1Write(s, this.p, end);
+      this.p += native(this.buf, s, this.p, end);
       return this;
     }
     const b = this.buf;
