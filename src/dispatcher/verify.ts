@@ -115,14 +115,25 @@ export class PinWatch {
   /** This process's network namespace (a process never changes it): a stat of /proc/self/ns/net less per look. */
   private readonly netns = netnsInode();
   private readonly link: string;
+  private closed = false;
+  /** Whether a refused watch was said (once per process: the checks go on correct, only dearer). */
+  private said = false;
 
   constructor(private readonly dir: string) {
     this.link = join(dir, "link");
+    this.watch();
+  }
+
+  /** Watch the directory the path names now; undefined (said once) when inotify refuses. */
+  private watch(): void {
     try {
-      this.events = new PathWatch(dir, PIN_EVENTS);
+      this.events = new PathWatch(this.dir, PIN_EVENTS);
     } catch (e) {
+      this.events = undefined;
       // Still correct (every look a full one, under the pin lock), but dearer: said once, with the likely cause.
-      process.stderr.write(`edgeproxy: steering watchdog: cannot watch ${dir} with inotify (${(e as Error).message}); every check reads the pins under their lock (fs.inotify.max_user_instances may be too low)\n`);
+      if (this.said) return;
+      this.said = true;
+      process.stderr.write(`edgeproxy: steering watchdog: cannot watch ${this.dir} with inotify (${(e as Error).message}); every check reads the pins under their lock (fs.inotify.max_user_instances may be too low)\n`);
     }
   }
 
@@ -135,16 +146,15 @@ export class PinWatch {
    * more: no event of the new one comes. So the path is watched afresh
    * here, before the full look that vouches for what it names, and the
    * looks after it can be cheap again. Likewise a watch inotify refused
-   * is asked for again (quietly: said once, above).
+   * is asked for again (said the first time it is refused).
    */
   begin(): boolean {
+    // Only verified() after this look may vouch again: not what an earlier look found.
+    this.progId = undefined;
+    if (this.closed) return false;
     if (!this.events || this.events.moved()) {
       this.events?.close();
-      try {
-        this.events = new PathWatch(this.dir, PIN_EVENTS);
-      } catch {
-        this.events = undefined;
-      }
+      this.watch();
     }
     if (!this.events) return false;
     this.events.changed();
@@ -175,7 +185,9 @@ export class PinWatch {
   }
 
   close(): void {
+    this.closed = true;
     this.events?.close();
+    this.events = undefined;
     this.progId = undefined;
   }
 }
