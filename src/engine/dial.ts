@@ -57,7 +57,11 @@ export function dial(engine: TcpEngine, p: Pair, client: Endpoint | undefined, e
   }
   const header = client && edge && svc.spec.proxyProtocol !== "off" ? (svc.spec.proxyProtocol === "v1" ? proxyV1Header(client, edge) : proxyV2Header(client, edge, "stream")) : undefined;
   const first = header && rest?.length ? concat(header, rest) : (header ?? (rest?.length ? rest : undefined));
-  if (first) preamble(engine, p, first);
+  if (first) {
+    preamble(engine, p, first);
+    // No buffer to hold it in: the pair is finished, and no connect may start for it.
+    if (p.done) return;
+  }
   // What followed the PROXY header is the client's, counted as its other bytes are (Bun's path: relay.clientData).
   if (rest?.length) {
     p.bytesIn += rest.length;
@@ -70,7 +74,10 @@ export function dial(engine: TcpEngine, p: Pair, client: Endpoint | undefined, e
 /** Bytes the origin gets first (a PROXY header), held in the client direction's buffer until the connect completes. */
 function preamble(engine: TcpEngine, p: Pair, bytes: Uint8Array): void {
   const b = engine.pool.acquire();
-  if (b < 0) return engine.finish(p, true);
+  if (b < 0) {
+    p.cause("close", "buffers_exhausted");
+    return engine.finish(p, true);
+  }
   engine.pool.view(b, 0, bytes.length).set(bytes);
   p.hold(p.up, b, 0, bytes.length);
 }
