@@ -24,7 +24,7 @@
 //
 // bun bench/sockmap-relay.ts --listen 192.0.2.10:8080 --origin 127.0.0.1:9000
 import { dlopen, FFIType } from "bun:ffi";
-import { readFileSync } from "node:fs";
+import { readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { BpfObject } from "../src/ebpf/object";
@@ -50,7 +50,9 @@ if (cc.exitCode !== 0) {
   console.error(`sockmap-relay: clang failed: ${cc.stderr.toString().trim()}`);
   process.exit(1);
 }
-const obj = BpfObject.open(new Uint8Array(readFileSync(object)));
+const image = new Uint8Array(readFileSync(object));
+rmSync(object);
+const obj = BpfObject.open(image);
 obj.load();
 const socks = obj.map("splice_socks");
 const peers = obj.map("splice_peer");

@@ -30,10 +30,19 @@ printf 'worker_processes 1;\ndaemon off;\npid %s/o.pid;\nerror_log %s/o.err;\nev
 stream() { printf '%s\nworker_processes 1;\ndaemon off;\npid %s/%s.pid;\nerror_log %s/%s.err;\nevents { worker_connections 4096; }\nstream { server { listen 192.0.2.6:8081 reuseport backlog=4096; proxy_pass 127.0.0.1:%s; %s } }\n' "$SM" $D $1 $D $1 $2 "$3" > $D/$1.conf; }
 stream s 9000 ""
 stream sb 5201 "proxy_buffer_size 64k;"
+# Our children, by pid, while they run (stop() takes a pid off the list once it has exited).
 PIDS=()
-cleanup() { kill "${PIDS[@]}" 2>/dev/null || true; wait 2>/dev/null || true; }
-trap cleanup EXIT
-start() { # name, then the command; waits until host:port ($HP) answers
+stop() { # pids: SIGTERM, then up to 5 s for each to exit, then SIGKILL
+  local p left
+  for p in "$@"; do kill "$p" 2>/dev/null || true; done
+  for p in "$@"; do
+    for _ in $(seq 1 50); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
+    kill -0 "$p" 2>/dev/null && kill -KILL "$p" 2>/dev/null
+    left=(); for q in "${PIDS[@]}"; do [ "$q" != "$p" ] && left+=("$q"); done; PIDS=("${left[@]}")
+  done
+}
+trap 'stop "${PIDS[@]}"' EXIT
+start() { # name, then the command
   local name=$1; shift
   taskset -c 0 "$@" > $D/$name.out 2>&1 & PIDS+=($!)
   eval "PID_$name=$!"
@@ -48,6 +57,7 @@ up 192.0.2.6:8081; up 192.0.2.5:8080; up 192.0.2.10:8082
 cpu_of() { local t=0 p; for p in $1 $(cat /proc/$1/task/*/children 2>/dev/null); do t=$((t + $(awk '{print $14+$15}' /proc/$p/stat))); done; echo $t; }
 busy() { awk -v c="$1" '$1==c {print $2+$3+$4+$7+$8}' /proc/stat; }
 tick=$(getconf CLK_TCK)
+cores=$(nproc)
 per() { echo "$1 * 1000000 / $tick / $2" | bc -l; }
 echo "| load | proxy | round | requests | process µs/req | proxy core µs/req | machine µs/req |"
 echo "| --- | --- | ---: | ---: | ---: | ---: | ---: |"
@@ -62,13 +72,14 @@ for LOAD in keep-alive close; do
       taskset -c 1 wrk -t1 -c50 -d"$SECS" "${H[@]}" http://$host:$port/ > $D/w
       c1=$(cpu_of $pid); m1=$(busy cpu); k1=$(busy cpu0)
       req=$(awk '/requests in/{print $1}' $D/w)
+      [ "${req:-0}" -gt 0 ] || { echo "sockmap.sh: $name answered no request ($LOAD, round $r): $(tr '\n' ' ' < $D/w)" >&2; continue; }
       bad=$(grep -E "Non-2xx|Socket errors" $D/w | tr -s ' ' | tr '\n' ' ' || true)
       printf '| %s | %s | %d | %d | %.2f | %.2f | %.2f |%s\n' $LOAD $name $r "$req" "$(per $((c1 - c0)) "$req")" "$(per $((k1 - k0)) "$req")" "$(per $((m1 - m0)) "$req")" "${bad:+ $bad}"
     done
   done
 done
 # Bulk: the proxies again, now in front of iperf3 (nginx with its bulk buffer).
-kill $PID_nginx $PID_edgeproxy $PID_sockmap 2>/dev/null || true
+stop $PID_nginx $PID_edgeproxy $PID_sockmap
 taskset -c 1 iperf3 -s -B 127.0.0.1 -p 5201 > $D/iperf-s.out 2>&1 & PIDS+=($!)
 start nginx nginx -c $D/sb.conf
 start edgeproxy "$BIN" --mode tcp --ports 8080 --prefix 192.0.2.5/32 --origin 127.0.0.1:5201 --workers 1
@@ -85,7 +96,7 @@ for r in $(seq 1 "$ROUNDS"); do
       m0=$(busy cpu); t0=$(date +%s%N)
       g=$(taskset -c 1 timeout 30 iperf3 -c $host -p $port -t "$SECS" -J "${R[@]}" | python3 -c 'import json,sys; print("%.1f" % (json.load(sys.stdin)["end"]["sum_received"]["bits_per_second"]/1e9))' 2>/dev/null || echo failed)
       m1=$(busy cpu); t1=$(date +%s%N)
-      printf '| %s | %s | %d | %s | %.0f |\n' $dir $name $r "$g" "$(echo "($m1 - $m0) * 100 / $tick / (($t1 - $t0) / 1000000000) / 2" | bc -l)"
+      printf '| %s | %s | %d | %s | %.0f |\n' $dir $name $r "$g" "$(echo "($m1 - $m0) * 100 / $tick / (($t1 - $t0) / 1000000000) / $cores" | bc -l)"
     done
   done
 done
