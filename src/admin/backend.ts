@@ -43,6 +43,12 @@ export interface ConnectionStats {
   readonly proxyHeaderErrors: Readonly<Record<string, number>>;
   /** TLS-terminating services: handshakes that failed or did not finish in time, by reason: failed, timeout. */
   readonly tlsHandshakeErrors: Readonly<Record<string, number>>;
+  /**
+   * Connections reset because this process lacked a resource for them, by reason: buffers (the tcp
+   * engine's buffer pool was empty when a PROXY header had to be held), epoll (the kernel refused to
+   * watch the socket: fs.epoll.max_user_watches, or memory). Absent in snapshots from older processes.
+   */
+  readonly localResourceResets?: Readonly<Record<string, number>>;
   /** origin_tls: handshakes with origins that failed, by reason: verify, name, protocol, timeout. Absent in snapshots from older processes. */
   readonly originTlsErrors?: Readonly<Record<string, number>>;
   /** TLS-terminating services: handshakes completed, by SNI match: exact, wildcard, default, none. */

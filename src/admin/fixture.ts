@@ -12,6 +12,7 @@ export function sampleStatus(): StatusSnapshot {
   stats.idleTimeouts = 3;
   stats.proxyHeaderError("malformed");
   stats.proxyHeaderError("malformed");
+  stats.localResourceReset("epoll");
   for (let i = 0; i < 4; i++) stats.tlsHandshakeError("failed");
   stats.deadlineExpired("tls_handshake");
   stats.originError("refused");

@@ -50,6 +50,7 @@ test("every family parses, is typed and has help; counters end in _total", () =>
       "kernel_source_limited_total",
       "kernel_steered_total",
       "kernel_unmatched_lookups_total",
+      "local_resource_resets_total",
       "origin_active",
       "origin_ejections_total",
       "origin_errors_total",
@@ -133,6 +134,9 @@ test("values match the snapshot, bigints to the last digit", () => {
   expect(value(fams, "edgeproxy_client_resets_total", { service: "web" })).toBe("1");
   expect(value(fams, "edgeproxy_idle_timeouts_total", { service: "web" })).toBe("3");
   expect(value(fams, "edgeproxy_proxy_header_errors_total", { service: "web", reason: "malformed" })).toBe("2");
+  // Every resource is a series from the start (a reset for want of one is rare: an alert wants the 0).
+  expect(value(fams, "edgeproxy_local_resource_resets_total", { service: "web", resource: "epoll" })).toBe("1");
+  expect(value(fams, "edgeproxy_local_resource_resets_total", { service: "web", resource: "buffers" })).toBe("0");
   expect(value(fams, "edgeproxy_proxy_header_errors_total", { service: "web", reason: "timeout" })).toBe("0");
   expect(value(fams, "edgeproxy_tls_handshake_errors_total", { service: "web", reason: "failed" })).toBe("4");
   expect(value(fams, "edgeproxy_tls_handshake_errors_total", { service: "web", reason: "timeout" })).toBe("0");

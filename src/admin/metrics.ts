@@ -2,6 +2,7 @@ import { UDP_DROP_REASONS, type DatagramStats } from "../proxy/udp/stats";
 import type { OriginStatus } from "../origin/pool";
 import { H2_CLOSE_REASONS, REFUSAL_REASONS, type HttpStatsSnapshot } from "../proxy/http/stats";
 import { DEADLINE_STAGES } from "../config/deadlines";
+import { LOCAL_RESOURCES } from "../proxy/stats";
 import type { ConnectionStats, ServiceSnapshot, SniSnapshot, StatusSnapshot } from "./backend";
 import { HELLO_ERRORS } from "../proxy/sni/hello";
 import { UNMATCHED } from "../proxy/sni/stats";
@@ -116,6 +117,10 @@ export function renderMetrics(s: StatusSnapshot): string {
   perService(proxied, "proxy_header_errors_total", "counter", "Inbound PROXY headers refused (connection reset), by reason.", (svc, emit) => {
     const errors = svc.connections.proxyHeaderErrors;
     for (const r of [...new Set([...PROXY_HEADER_ERRORS, ...Object.keys(errors).sort()])]) emit({ reason: r }, errors[r] ?? 0);
+  });
+  perService(proxied, "local_resource_resets_total", "counter", "Connections reset because this process lacked a resource for them, by resource: buffers (the tcp engine's buffer pool was empty when a PROXY header had to be held), epoll (the kernel refused to watch the socket: fs.epoll.max_user_watches, or memory).", (svc, emit) => {
+    const resets = svc.connections.localResourceResets ?? {};
+    for (const r of LOCAL_RESOURCES) emit({ resource: r }, resets[r] ?? 0);
   });
   perService(proxied, "tls_handshake_errors_total", "counter", "TLS handshakes that failed or did not finish in time (connection reset), by reason.", (svc, emit) => {
     const errors = svc.connections.tlsHandshakeErrors;

@@ -10,7 +10,7 @@ import { EPOLLET, EPOLLIN, EPOLLOUT, EPOLLRDHUP } from "../system/epoll";
 import { socketError, startConnect, tcpSocket } from "../system/tcp";
 import type { TcpEngine } from "./engine";
 import type { Pair } from "./pair";
-import { failureOf, T } from "./stats";
+import { failureOf, localResourceSlot, T } from "./stats";
 
 /** A relayed connection's descriptors, client and origin: watched edge-triggered for input and output once (pair.ts). */
 export const CONN_EVENTS = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET;
@@ -53,6 +53,7 @@ export function dial(engine: TcpEngine, p: Pair, client: Endpoint | undefined, e
   if ((!rest && !engine.epoll.tryWatch(c, CONN_EVENTS)) || !engine.epoll.tryWatch(o, CONN_EVENTS)) {
     // The kernel is out of memory for epoll items: this connection cannot be served, the loop goes on.
     p.cause("close", "epoll_add_failed");
+    svc.bump(localResourceSlot("epoll"));
     return engine.finish(p, true);
   }
   const header = client && edge && svc.spec.proxyProtocol !== "off" ? (svc.spec.proxyProtocol === "v1" ? proxyV1Header(client, edge) : proxyV2Header(client, edge, "stream")) : undefined;
@@ -76,6 +77,7 @@ function preamble(engine: TcpEngine, p: Pair, bytes: Uint8Array): void {
   const b = engine.pool.acquire();
   if (b < 0) {
     p.cause("close", "buffers_exhausted");
+    p.svc.bump(localResourceSlot("buffers"));
     return engine.finish(p, true);
   }
   engine.pool.view(b, 0, bytes.length).set(bytes);

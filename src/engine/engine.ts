@@ -24,7 +24,7 @@ import type { FlowLogSink } from "../proxy/udp/flowlog";
 import type { PanicCounts, UdpOrigins } from "../proxy/udp/origins";
 import { EngineAdmission } from "./admission";
 import { Pair } from "./pair";
-import { BOUNDS, SOURCE_RATE_AT, T } from "./stats";
+import { BOUNDS, localResourceSlot, SOURCE_RATE_AT, T } from "./stats";
 import { OriginAddresses } from "./origins";
 import type { SourceKey } from "../dispatcher/sourceabi";
 import { EngineService, type TcpEngineSpec } from "./spec";
@@ -229,7 +229,11 @@ export class TcpEngine {
       }
     }
     if (balancer && edge) {
-      if (!this.epoll.tryWatch(c, CONN_EVENTS)) return this.finish(p, true);
+      if (!this.epoll.tryWatch(c, CONN_EVENTS)) {
+        p.cause("close", "epoll_add_failed");
+        svc.bump(localResourceSlot("epoll"));
+        return this.finish(p, true);
+      }
       return startHeader(p, { client, edge }, this.now + svc.spec.proxyHeaderMs);
     }
     dial(this, p, client, edge, undefined);

@@ -11,7 +11,7 @@ import { EAGAIN, EINTR, recvInto } from "../system/tcp";
 import { EPOLLERR, EPOLLHUP, EPOLLIN, EPOLLRDHUP } from "../system/epoll";
 import { dial } from "./dial";
 import type { Pair } from "./pair";
-import { PROXY_DEADLINE_AT, PROXY_ERRORS_AT, PROXY_HEADER_ERRORS } from "./stats";
+import { localResourceSlot, PROXY_DEADLINE_AT, PROXY_ERRORS_AT, PROXY_HEADER_ERRORS } from "./stats";
 
 /** Bytes read per call while the header is incomplete: a v2 header is at most 16 + 65535 bytes, v1 at most 107. */
 const HEADER_READ = 4096;
@@ -44,7 +44,12 @@ export function headerEvent(p: Pair, ev: number): void {
   const e = p.engine;
   const pool = e.pool;
   const b = pool.acquire();
-  if (b < 0) return e.finish(p, true);
+  if (b < 0) {
+    // No buffer to read the header into: reset, said in the log and counted (the pool is the engine's bound).
+    p.cause("close", "buffers_exhausted");
+    p.svc.bump(localResourceSlot("buffers"));
+    return e.finish(p, true);
+  }
   try {
     for (;;) {
       const n = recvInto(p.c, pool.address(b), HEADER_READ);

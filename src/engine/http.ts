@@ -228,6 +228,8 @@ export class HttpEngine implements SocketLoop {
     const s = new EngineSocket(this, c, peer, svc);
     this.byFd[c] = s;
     if (!this.epoll.tryWatch(c, CONN_EVENTS)) {
+      // The kernel would not watch it (fs.epoll.max_user_watches, or memory): reset, counted.
+      svc.ctx.stats.localResourceReset("epoll");
       this.byFd[c] = undefined;
       this.admission!.leave();
       resetOnClose(c);

@@ -57,6 +57,7 @@ export function connectOrigin(engine: HttpEngine, svc: EngineHttp, c: OriginConn
     close: (error) => originEvents.closed(c, error),
   };
   if (!engine.epoll.tryWatch(fd, CONN_EVENTS)) {
+    svc.ctx.stats.localResourceReset("epoll");
     s.terminate();
     svc.connecting.delete(s);
     return engine.defer(() => c.dead || originEvents.failed(c, errnoError(12, "epoll_ctl")));

@@ -3,7 +3,7 @@
 // (status, metrics) into the same ConnectionStats shape as the Bun path's
 // ServiceStats, so the admin API and /metrics do not change.
 import type { ConnectionStats } from "../admin/backend";
-import { DURATION_BUCKETS } from "../proxy/stats";
+import { DURATION_BUCKETS, LOCAL_RESOURCES, type LocalResource } from "../proxy/stats";
 
 export const ORIGIN_ERRORS = ["refused", "timeout", "reset", "unreachable", "other", "no_origin"] as const;
 export type OriginErrorKind = (typeof ORIGIN_ERRORS)[number];
@@ -55,7 +55,13 @@ export const PROXY_DEADLINE_AT = PROXY_ERRORS_AT + PROXY_HEADER_ERRORS.length;
 /** Connections refused after a PROXY header because the client it names is over source_rate. */
 export const SOURCE_RATE_AT = PROXY_DEADLINE_AT + 1;
 
-export const TCP_ROW = SOURCE_RATE_AT + 1;
+/** Connections reset for want of a local resource, one slot per LOCAL_RESOURCES entry. */
+export const LOCAL_RESOURCE_AT = SOURCE_RATE_AT + 1;
+
+/** The row slot that counts a reset for want of `what`. */
+export const localResourceSlot = (what: LocalResource): number => LOCAL_RESOURCE_AT + LOCAL_RESOURCES.indexOf(what);
+
+export const TCP_ROW = LOCAL_RESOURCE_AT + LOCAL_RESOURCES.length;
 
 export const BOUNDS = Float64Array.from(DURATION_BUCKETS);
 
@@ -82,6 +88,7 @@ export function readTcpRow(r: Float64Array): ConnectionStats {
     proxyHeaderErrors: Object.fromEntries(PROXY_HEADER_ERRORS.map((k, i) => [k, r[PROXY_ERRORS_AT + i]!]).filter(([, n]) => (n as number) > 0)),
     tlsHandshakeErrors: {},
     deadlinesExpired: r[PROXY_DEADLINE_AT]! > 0 ? { proxy_header: r[PROXY_DEADLINE_AT]! } : {},
+    localResourceResets: Object.fromEntries(LOCAL_RESOURCES.map((k, i) => [k, r[LOCAL_RESOURCE_AT + i]!]).filter(([, n]) => (n as number) > 0)),
     duration: { buckets, sum: r[T.durationSum]!, count: r[T.durationCount]! },
   };
 }

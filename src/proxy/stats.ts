@@ -10,6 +10,13 @@ export const DURATION_BUCKETS: readonly number[] = [
 const BOUNDS = Float64Array.from(DURATION_BUCKETS);
 
 /** Per-service data-plane counters, read by status and metrics. */
+/**
+ * What a connection can be reset for lacking, on this process's side: the tcp engine's buffer pool
+ * (buffers) or an epoll registration the kernel refused (epoll). local_resource_resets_total.
+ */
+export const LOCAL_RESOURCES = ["buffers", "epoll"] as const;
+export type LocalResource = (typeof LOCAL_RESOURCES)[number];
+
 export class ServiceStats {
   connectionsActive = 0;
   connectionsTotal = 0;
@@ -25,6 +32,8 @@ export class ServiceStats {
   readonly tlsHandshakeErrors = new Map<string, number>();
   /** TLS handshakes with origins (origin_tls) that failed, by reason: verify, name, protocol, timeout. */
   readonly originTlsErrors = new Map<string, number>();
+  /** Connections reset because this process lacked a resource for them (LOCAL_RESOURCES). */
+  readonly localResourceResets = new Map<LocalResource, number>();
   /** TLS handshakes completed, by how the client's SNI matched a certificate: exact, wildcard, default (unknown name), none (no SNI). */
   readonly tlsHandshakes = new Map<string, number>();
   /** Certificate reloads (files changed, or `reload`), by result: ok, failed (the previous certificate kept). */
@@ -44,6 +53,10 @@ export class ServiceStats {
 
   tlsHandshakeError(reason: "failed" | "timeout"): void {
     this.tlsHandshakeErrors.set(reason, (this.tlsHandshakeErrors.get(reason) ?? 0) + 1);
+  }
+
+  localResourceReset(reason: LocalResource): void {
+    this.localResourceResets.set(reason, (this.localResourceResets.get(reason) ?? 0) + 1);
   }
 
   originTlsError(reason: string): void {
@@ -96,6 +109,7 @@ export class ServiceStats {
       proxyHeaderErrors: Object.fromEntries(this.proxyHeaderErrors),
       tlsHandshakeErrors: Object.fromEntries(this.tlsHandshakeErrors),
       originTlsErrors: Object.fromEntries(this.originTlsErrors),
+      localResourceResets: Object.fromEntries(this.localResourceResets),
       tlsHandshakes: Object.fromEntries(this.tlsHandshakes),
       tlsCertificateReloads: Object.fromEntries(this.tlsCertificateReloads),
       tlsCertificates: this.tlsCertificates.map((c) => ({ ...c })),
