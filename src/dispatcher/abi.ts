@@ -139,6 +139,12 @@ export function twoU32(a: number, b: number): Uint8Array {
   return out;
 }
 
+/** twoU32's reverse: the two u32s of an 8-byte struct (at its own offset in a larger buffer too). */
+export function readTwoU32(b: Uint8Array): [number, number] {
+  const v = new DataView(b.buffer, b.byteOffset);
+  return [v.getUint32(0, le), v.getUint32(4, le)];
+}
+
 /** struct ep_prefix_table */
 export const encodePrefixTable = (first: number, count: number): Uint8Array => twoU32(first, count);
 
@@ -195,8 +201,8 @@ export function encodeState(gen: number, flags = 0): Uint8Array {
 }
 
 export function decodeState(b: Uint8Array): { gen: number; flags: number } {
-  const v = new DataView(b.buffer, b.byteOffset);
-  return { gen: v.getUint32(0, le), flags: v.getUint32(4, le) };
+  const [gen, flags] = readTwoU32(b);
+  return { gen, flags };
 }
 
 /** struct ep_service_counters, summed over the per-CPU copies of a PERCPU_ARRAY value. */
@@ -352,6 +358,6 @@ export function decodeRule(b: Uint8Array): StoredRule {
 export const encodeOwner = (pid: number, fd: number): Uint8Array => twoU32(pid, fd);
 
 export function decodeOwner(b: Uint8Array): { pid: number; fd: number } {
-  const v = new DataView(b.buffer, b.byteOffset);
-  return { pid: v.getUint32(0, le), fd: v.getUint32(4, le) };
+  const [pid, fd] = readTwoU32(b);
+  return { pid, fd };
 }

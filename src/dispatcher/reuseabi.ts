@@ -2,7 +2,7 @@
 // socket slot's group (ep_groups) and the reuseport selection's groups,
 // members and counters (ep_reuse_*). Sizes, offsets and constants are in
 // abi.ts, checked by abi.test.ts.
-import { EP_REUSE_MAX_MEMBERS, sizes, twoU32 } from "./abi";
+import { EP_REUSE_MAX_MEMBERS, readTwoU32, sizes, twoU32 } from "./abi";
 
 const le = true;
 
@@ -21,8 +21,8 @@ export const encodeReuseKey = (group: number, position: number, tier: 1 | 2 = 1)
 export const encodeReuseGroup = (members: number, service: number): Uint8Array => twoU32(members, service);
 
 export function decodeReuseGroup(b: Uint8Array): { members: number; service: number } {
-  const v = new DataView(b.buffer, b.byteOffset);
-  return { members: v.getUint32(0, le), service: v.getUint32(4, le) };
+  const [members, service] = readTwoU32(b);
+  return { members, service };
 }
 
 /** struct ep_reuse_counters, summed over the per-CPU copies. */
