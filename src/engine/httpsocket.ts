@@ -12,7 +12,7 @@ import { EPOLLERR, EPOLLHUP, EPOLLIN, EPOLLOUT, EPOLLRDHUP } from "../system/epo
 import { decodeSockaddr, type Endpoint } from "../system/sockaddr";
 import { EAGAIN, EINTR, localAddress, recvInto, resetOnClose, sendFrom, shutdownWrite, socketError } from "../system/tcp";
 import type { HttpSocket } from "../proxy/http/socket";
-import { libc } from "../system/libc";
+import { errnoName, libc } from "../system/libc";
 
 /** A sockaddr of family AF_UNSPEC (0): connect(2) to it dissolves the association (connect(2), "AF_UNSPEC"). */
 const UNSPEC = new Uint8Array(16);
@@ -41,11 +41,9 @@ export interface SocketLoop {
   closed(s: EngineSocket): void;
 }
 
-// errno → the code Bun's errors carry, which the HTTP code classifies (context.ts originCause).
-const CODES: Record<number, string> = { 111: "ECONNREFUSED", 110: "ETIMEDOUT", 104: "ECONNRESET", 32: "EPIPE", 113: "EHOSTUNREACH", 101: "ENETUNREACH", 99: "EADDRNOTAVAIL" };
-
 export function errnoError(errno: number, what: string): Error {
-  const code = CODES[errno] ?? `errno ${errno}`;
+  // The name Bun's errors carry as their code (ECONNREFUSED…), which the HTTP code classifies (context.ts originCause).
+  const code = errnoName(errno) ?? `errno ${errno}`;
   return Object.assign(new Error(`${what}: ${code}`), { code });
 }
 

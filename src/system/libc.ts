@@ -20,6 +20,9 @@ export function errno(): number {
   return errnoAt === null ? 0 : read.i32(errnoAt, 0);
 }
 
+/** "EPERM" for 1 (os.constants.errno's names); undefined for a number it does not name. */
+export const errnoName = (code: number): string | undefined => errnoNames.get(Math.abs(code));
+
 /** "Operation not permitted (EPERM)" for 1. */
 export function errnoText(code: number): string {
   const n = Math.abs(code);
