@@ -7,7 +7,9 @@ import type { OriginFailure } from "../origin/pool";
 import { proxyV1Header, proxyV2Header } from "../proxy/proxyheader/encode";
 import type { Endpoint } from "../system/sockaddr";
 import { EPOLLET, EPOLLIN, EPOLLOUT, EPOLLRDHUP } from "../system/epoll";
+import { errnoName } from "../system/libc";
 import { socketError, startConnect, tcpSocket } from "../system/tcp";
+import { isLocalError } from "../proxy/stats";
 import type { TcpEngine } from "./engine";
 import type { Pair } from "./pair";
 import { failureOf, localResourceSlot, T } from "./stats";
@@ -98,8 +100,8 @@ export function originFailed(engine: TcpEngine, p: Pair, stage: "socket" | "conn
   p.svc.originError(kind);
   p.cause("origin_error", stage === "timeout" ? "origin_connect_timeout" : `origin_${kind}`);
   const e = p.endpoint;
-  // A socket this process could not make (EMFILE, ENOBUFS) says nothing about the origin.
-  if (e && stage !== "socket") {
+  // A socket this process could not make, or memory it lacked (EMFILE, ENOBUFS: isLocalError), says nothing about the origin.
+  if (e && stage !== "socket" && !isLocalError(errnoName(code))) {
     e.refused(p.originPort);
     e.connectFailed(p.originPort, p.svc.spec.eject);
     engine.onOrigin(p.svc.spec.slot, e.key, p.originPort, kind === "no_origin" ? "other" : (kind as OriginFailure));

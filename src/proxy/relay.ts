@@ -2,7 +2,7 @@ import type { Socket } from "bun";
 import type { Member, OriginFailure } from "../origin/pool";
 import { Outbox } from "./outbox";
 import type { Session } from "./pipelineapi";
-import { errorClass } from "./stats";
+import { errorClass, isLocalError } from "./stats";
 import type { EndNames } from "./inbound";
 import { lateRefusal, OriginTlsError } from "../origin/tls";
 import { clearThenTlsHandlers, originHandlers, tlsOriginHandlers, type Peer } from "./relay-handlers";
@@ -217,10 +217,12 @@ export class Relay implements Session {
       this.member?.failed("tls");
       return this.abort();
     }
-    const kind = errorClass((error as { code?: string })?.code);
+    const code = (error as { code?: string })?.code;
+    const kind = errorClass(code);
     this.options.stats.originError(kind);
     this.cause("origin_error", `origin_${kind}`, true);
-    this.member?.failed(FAILURES.has(kind) ? (kind as OriginFailure) : "other");
+    // A descriptor or memory this process lacked says nothing of the origin: no failure toward its ejection.
+    if (!isLocalError(code)) this.member?.failed(FAILURES.has(kind) ? (kind as OriginFailure) : "other");
     this.abort();
   }
 

@@ -119,8 +119,15 @@ export class ServiceStats {
   }
 }
 
+/**
+ * Errors that are this process's, not the origin's: out of descriptors or memory (socket(2), an epoll
+ * registration, a buffer). Counted as class other, but never a failure of the origin toward its ejection:
+ * an overloaded proxy must not eject healthy origins (the tcp engine's originFailed, stage "socket", likewise).
+ */
+export const isLocalError = (code: string | undefined): boolean => code === "EMFILE" || code === "ENFILE" || code === "ENOBUFS" || code === "ENOMEM";
+
 /** Map a socket error code to a coarse class for metrics. */
-export function errorClass(code: string | undefined): string {
+export function errorClass(code: string | undefined): "refused" | "reset" | "timeout" | "unreachable" | "other" {
   switch (code) {
     case "ECONNREFUSED":
       return "refused";

@@ -2,7 +2,7 @@ import type { HttpConfig, ServiceConfig } from "../../config/service";
 import type { Member, OriginPool } from "../../origin/pool";
 import type { Admission } from "../admission";
 import type { CoarseClock } from "../clock";
-import type { ServiceStats } from "../stats";
+import { errorClass, isLocalError, type ServiceStats } from "../stats";
 import type { OriginConn, OriginConnections, OriginUser } from "./origins";
 import type { HttpRouter } from "./router";
 import type { HttpStats } from "./stats";
@@ -86,24 +86,26 @@ export const LINGER_MS = 2_000;
 const IDEMPOTENT = new Set(["GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"]);
 export const idempotent = (method: string) => IDEMPOTENT.has(method);
 
-/** Class of a socket error, for metrics and ejection, and a phrase for the 502 body. */
-export function originCause(error: unknown): { kind: "refused" | "timeout" | "unreachable" | "reset" | "tls" | "other"; text: string } {
+/**
+ * Class of a socket error (errorClass, as the tcp relay's), for metrics and ejection, and a phrase for
+ * the 502 body; `local`: this process's lack, not the origin's doing (isLocalError).
+ */
+export function originCause(error: unknown): { kind: "refused" | "timeout" | "unreachable" | "reset" | "tls" | "other"; text: string; local?: true } {
   if (error instanceof OriginTlsError) return { kind: "tls", text: error.message };
   const code = (error as { code?: string } | undefined)?.code ?? "";
-  switch (code) {
-    case "ECONNREFUSED":
-      return { kind: "refused", text: "connection refused" };
-    case "ECONNRESET":
-    case "EPIPE":
-      return { kind: "reset", text: "connection reset" };
-    case "ETIMEDOUT":
-      return { kind: "timeout", text: "connect timed out" };
-    case "EHOSTUNREACH":
-    case "ENETUNREACH":
-    case "EADDRNOTAVAIL":
-      return { kind: "unreachable", text: `unreachable (${code})` };
+  if (isLocalError(code)) return { kind: "other", text: `this proxy is out of resources (${code})`, local: true };
+  const kind = errorClass(code);
+  switch (kind) {
+    case "refused":
+      return { kind, text: "connection refused" };
+    case "reset":
+      return { kind, text: "connection reset" };
+    case "timeout":
+      return { kind, text: "connect timed out" };
+    case "unreachable":
+      return { kind, text: `unreachable (${code})` };
     default:
-      return { kind: "other", text: code || (error as Error | undefined)?.message || "unknown error" };
+      return { kind, text: code || (error as Error | undefined)?.message || "unknown error" };
   }
 }
 

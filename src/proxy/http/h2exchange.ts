@@ -102,7 +102,8 @@ export abstract class H2Exchange implements OriginUser {
     const cause = originCause(error);
     this.conn.ctx.stats.originError(cause.kind);
     if (error instanceof OriginTlsError) this.conn.ctx.stats.originTlsError(error.reason);
-    this.member?.failed(cause.kind);
+    // A descriptor or memory this process lacked says nothing of the origin: no failure toward its ejection.
+    if (!cause.local) this.member?.failed(cause.kind);
     this.fail(502, `origin ${c.host}:${c.port}: ${cause.text}`);
   }
 
