@@ -1,6 +1,6 @@
 import { expect, test } from "bun:test";
 import { LOCAL_RESOURCES } from "../proxy/stats";
-import { localResourceSlot, readTcpRow, SOURCE_RATE_AT, TCP_ROW } from "./stats";
+import { failureOf, localResourceSlot, readTcpRow, SOURCE_RATE_AT, TCP_ROW } from "./stats";
 
 test("the row's local-resource slots: one per resource after the others, read back by name (what local_resource_resets_total shows)", () => {
   expect(localResourceSlot("buffers")).toBe(SOURCE_RATE_AT + 1);
@@ -11,4 +11,8 @@ test("the row's local-resource slots: one per resource after the others, read ba
   row[localResourceSlot("buffers")] = 2;
   row[localResourceSlot("epoll")] = 1;
   expect(readTcpRow(row).localResourceResets).toEqual({ buffers: 2, epoll: 1 });
+});
+
+test("failureOf: a connect's errno as the class the Bun path's errorClass gives its code", () => {
+  expect([111, 110, 104, 32, 113, 101, 99, 24, 0].map(failureOf)).toEqual(["refused", "timeout", "reset", "reset", "unreachable", "unreachable", "unreachable", "other", "other"]);
 });

@@ -3,29 +3,14 @@
 // (status, metrics) into the same ConnectionStats shape as the Bun path's
 // ServiceStats, so the admin API and /metrics do not change.
 import type { ConnectionStats } from "../admin/backend";
-import { DURATION_BUCKETS, LOCAL_RESOURCES, type LocalResource } from "../proxy/stats";
+import { DURATION_BUCKETS, errorClass, LOCAL_RESOURCES, type LocalResource } from "../proxy/stats";
+import { errnoName } from "../system/libc";
 
 export const ORIGIN_ERRORS = ["refused", "timeout", "reset", "unreachable", "other", "no_origin"] as const;
 export type OriginErrorKind = (typeof ORIGIN_ERRORS)[number];
 
-/** The origin error a failed connect's errno counts as. */
-export function failureOf(code: number): OriginErrorKind {
-  switch (code) {
-    case 111:
-      return "refused"; // ECONNREFUSED
-    case 110:
-      return "timeout"; // ETIMEDOUT
-    case 104:
-    case 32:
-      return "reset"; // ECONNRESET, EPIPE
-    case 113:
-    case 101:
-    case 99:
-      return "unreachable"; // EHOSTUNREACH, ENETUNREACH, EADDRNOTAVAIL
-    default:
-      return "other";
-  }
-}
+/** The origin error a failed connect's errno counts as (errorClass, by the errno's name). */
+export const failureOf = (code: number): OriginErrorKind => errorClass(errnoName(code));
 
 /** Slots of the row. */
 export const T = {
