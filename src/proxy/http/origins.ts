@@ -84,7 +84,10 @@ const handlers = {
     originEvents.open(s.data, s);
   },
   connectError(s: Socket<OriginConn>, error: Error) {
-    failed(s.data, error);
+    // Bun reports a connect that fails at once (EADDRNOTAVAIL, EMFILE) inside Bun.connect, before the caller
+    // of OriginConnections.get holds the connection, which would then ignore it and wait for its connect
+    // deadline: its user hears of it a microtask later, as from the engine's connector (engine.defer).
+    failed(s.data, error, true);
   },
   data(s: Socket<OriginConn>, chunk: Uint8Array) {
     originEvents.data(s.data, chunk);
@@ -135,14 +138,16 @@ const tlsHandlers = {
   },
 };
 
-function failed(c: OriginConn, error: unknown): void {
+/** `c` failed to connect: out of the pool now; its user told now or, `later`, a microtask later (once). */
+function failed(c: OriginConn, error: unknown, later = false): void {
   const user = c.user;
   c.user = undefined;
   if (!c.dead) {
     c.dead = true;
     c.pool.forget(c);
   }
-  user?.originFailed(c, error);
+  if (user && later) queueMicrotask(() => user.originFailed(c, error));
+  else user?.originFailed(c, error);
 }
 
 function closed(c: OriginConn, error?: Error): void {
