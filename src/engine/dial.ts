@@ -9,7 +9,7 @@ import type { Endpoint } from "../system/sockaddr";
 import { EPOLLET, EPOLLIN, EPOLLOUT, EPOLLRDHUP } from "../system/epoll";
 import { errnoName } from "../system/libc";
 import { socketError, startConnect, tcpSocket } from "../system/tcp";
-import { isLocalError } from "../proxy/stats";
+import { localResourceOf } from "../proxy/stats";
 import type { TcpEngine } from "./engine";
 import type { Pair } from "./pair";
 import { failureOf, localResourceSlot, T } from "./stats";
@@ -98,10 +98,12 @@ export function originConnected(engine: TcpEngine, p: Pair): void {
 export function originFailed(engine: TcpEngine, p: Pair, stage: "socket" | "connect" | "timeout", code = p.o >= 0 ? socketError(p.o) : 0): void {
   const kind = stage === "timeout" ? "timeout" : stage === "socket" ? "other" : failureOf(code);
   p.svc.originError(kind);
-  p.cause("origin_error", stage === "timeout" ? "origin_connect_timeout" : `origin_${kind}`);
+  // A descriptor, memory or local port this host lacked (EMFILE, ENOBUFS, EADDRNOTAVAIL: localResourceOf) says nothing about the origin.
+  const local = stage === "timeout" ? undefined : localResourceOf(errnoName(code));
+  if (local) p.svc.bump(localResourceSlot(local));
+  p.cause("origin_error", local ? `local_${local}` : stage === "timeout" ? "origin_connect_timeout" : `origin_${kind}`);
   const e = p.endpoint;
-  // A socket this process could not make, or memory it lacked (EMFILE, ENOBUFS: isLocalError), says nothing about the origin.
-  if (e && stage !== "socket" && !isLocalError(errnoName(code))) {
+  if (e && stage !== "socket" && !local) {
     e.refused(p.originPort);
     e.connectFailed(p.originPort, p.svc.spec.eject);
     engine.onOrigin(p.svc.spec.slot, e.key, p.originPort, kind === "no_origin" ? "other" : (kind as OriginFailure));

@@ -14,5 +14,5 @@ test("the row's local-resource slots: one per resource after the others, read ba
 });
 
 test("failureOf: a connect's errno as the class the Bun path's errorClass gives its code", () => {
-  expect([111, 110, 104, 32, 113, 101, 99, 24, 0].map(failureOf)).toEqual(["refused", "timeout", "reset", "reset", "unreachable", "unreachable", "unreachable", "other", "other"]);
+  expect([111, 110, 104, 32, 113, 101, 99, 24, 0].map(failureOf)).toEqual(["refused", "timeout", "reset", "reset", "unreachable", "unreachable", "other", "other", "other"]);
 });

@@ -2,7 +2,7 @@ import type { Socket } from "bun";
 import type { Member, OriginFailure } from "../origin/pool";
 import { Outbox } from "./outbox";
 import type { Session } from "./pipelineapi";
-import { errorClass, isLocalError } from "./stats";
+import { errorClass, localResourceOf } from "./stats";
 import type { EndNames } from "./inbound";
 import { lateRefusal, OriginTlsError } from "../origin/tls";
 import { clearThenTlsHandlers, originHandlers, tlsOriginHandlers, type Peer } from "./relay-handlers";
@@ -220,9 +220,11 @@ export class Relay implements Session {
     const code = (error as { code?: string })?.code;
     const kind = errorClass(code);
     this.options.stats.originError(kind);
-    this.cause("origin_error", `origin_${kind}`, true);
-    // A descriptor or memory this process lacked says nothing of the origin: no failure toward its ejection.
-    if (!isLocalError(code)) this.member?.failed(FAILURES.has(kind) ? (kind as OriginFailure) : "other");
+    // A descriptor, memory or local port this host lacked says nothing of the origin: no failure toward its ejection.
+    const local = localResourceOf(code);
+    if (local) this.options.stats.localResourceReset(local);
+    this.cause("origin_error", local ? `local_${local}` : `origin_${kind}`, true);
+    if (!local) this.member?.failed(FAILURES.has(kind) ? (kind as OriginFailure) : "other");
     this.abort();
   }
 

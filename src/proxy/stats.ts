@@ -11,10 +11,12 @@ const BOUNDS = Float64Array.from(DURATION_BUCKETS);
 
 /** Per-service data-plane counters, read by status and metrics. */
 /**
- * What a connection can be reset for lacking, on this process's side: the tcp engine's buffer pool
- * (buffers) or an epoll registration the kernel refused (epoll). local_resource_resets_total.
+ * What a connection (or an http request) can fail for lacking on this host's side, not the origin's:
+ * the tcp engine's buffer pool (buffers), an epoll registration the kernel refused (epoll), a
+ * descriptor (descriptors: EMFILE, ENFILE), kernel memory (memory: ENOMEM, ENOBUFS), or a free local
+ * port towards the origin (ports: EADDRNOTAVAIL). local_resource_resets_total.
  */
-export const LOCAL_RESOURCES = ["buffers", "epoll"] as const;
+export const LOCAL_RESOURCES = ["buffers", "epoll", "descriptors", "memory", "ports"] as const;
 export type LocalResource = (typeof LOCAL_RESOURCES)[number];
 
 export class ServiceStats {
@@ -120,11 +122,27 @@ export class ServiceStats {
 }
 
 /**
- * Errors that are this process's, not the origin's: out of descriptors or memory (socket(2), an epoll
- * registration, a buffer). Counted as class other, but never a failure of the origin toward its ejection:
- * an overloaded proxy must not eject healthy origins (the tcp engine's originFailed, stage "socket", likewise).
+ * The local resource a socket error's code says this process or host lacked (socket(2), an epoll
+ * registration, a connect's port), undefined when the error is the origin's or the network's. Counted
+ * as class other and in local_resource_resets_total, but never a failure of the origin toward its
+ * ejection: an overloaded proxy must not eject healthy origins. A connect(2) fails with EADDRNOTAVAIL when no ephemeral port is
+ * free towards that origin (connect(2): "all port numbers in the ephemeral port range are currently in
+ * use"; net.ipv4.ip_local_port_range), which says nothing about the origin: no address of ours is bound.
  */
-export const isLocalError = (code: string | undefined): boolean => code === "EMFILE" || code === "ENFILE" || code === "ENOBUFS" || code === "ENOMEM";
+export function localResourceOf(code: string | undefined): LocalResource | undefined {
+  switch (code) {
+    case "EMFILE":
+    case "ENFILE":
+      return "descriptors";
+    case "ENOMEM":
+    case "ENOBUFS":
+      return "memory";
+    case "EADDRNOTAVAIL":
+      return "ports";
+    default:
+      return undefined;
+  }
+}
 
 /** Map a socket error code to a coarse class for metrics. */
 export function errorClass(code: string | undefined): "refused" | "reset" | "timeout" | "unreachable" | "other" {
@@ -138,7 +156,6 @@ export function errorClass(code: string | undefined): "refused" | "reset" | "tim
       return "timeout";
     case "EHOSTUNREACH":
     case "ENETUNREACH":
-    case "EADDRNOTAVAIL":
       return "unreachable";
     default:
       return "other";

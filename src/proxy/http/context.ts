@@ -2,7 +2,7 @@ import type { HttpConfig, ServiceConfig } from "../../config/service";
 import type { Member, OriginPool } from "../../origin/pool";
 import type { Admission } from "../admission";
 import type { CoarseClock } from "../clock";
-import { errorClass, isLocalError, type ServiceStats } from "../stats";
+import { errorClass, localResourceOf, type LocalResource, type ServiceStats } from "../stats";
 import type { OriginConn, OriginConnections, OriginUser } from "./origins";
 import type { HttpRouter } from "./router";
 import type { HttpStats } from "./stats";
@@ -86,14 +86,19 @@ export const LINGER_MS = 2_000;
 const IDEMPOTENT = new Set(["GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"]);
 export const idempotent = (method: string) => IDEMPOTENT.has(method);
 
-/**
- * Class of a socket error (errorClass, as the tcp relay's), for metrics and ejection, and a phrase for
- * the 502 body; `local`: this process's lack, not the origin's doing (isLocalError).
- */
-export function originCause(error: unknown): { kind: "refused" | "timeout" | "unreachable" | "reset" | "tls" | "other"; text: string; local?: true } {
+/** Why an origin connection failed: its class (origin_errors_total), a phrase for the 502 body, and `local`: the resource this host lacked, when it is not the origin's doing (localResourceOf). */
+export interface OriginCause {
+  readonly kind: "refused" | "timeout" | "unreachable" | "reset" | "tls" | "other";
+  readonly text: string;
+  readonly local?: LocalResource;
+}
+
+/** Class of a socket error (errorClass, as the tcp relay's), for metrics and ejection, and a phrase for the 502 body. */
+export function originCause(error: unknown): OriginCause {
   if (error instanceof OriginTlsError) return { kind: "tls", text: error.message };
   const code = (error as { code?: string } | undefined)?.code ?? "";
-  if (isLocalError(code)) return { kind: "other", text: `this proxy is out of resources (${code})`, local: true };
+  const local = localResourceOf(code);
+  if (local) return { kind: "other", text: `this proxy is out of ${local === "ports" ? "local ports to the origin" : "resources"} (${code})`, local };
   const kind = errorClass(code);
   switch (kind) {
     case "refused":
@@ -108,6 +113,27 @@ export function originCause(error: unknown): { kind: "refused" | "timeout" | "un
       return { kind, text: code || (error as Error | undefined)?.message || "unknown error" };
   }
 }
+
+/**
+ * An origin connection's failure, counted: origin_errors_total by class, the origin TLS handshake's
+ * reason, and a local lack's resource (local_resource_resets_total). Its cause for the 502 and, unless
+ * `local`, for the member's passive ejection.
+ */
+export function countOriginFailure(stats: ServiceStats, error: unknown): OriginCause {
+  const cause = originCause(error);
+  stats.originError(cause.kind);
+  if (error instanceof OriginTlsError) stats.originTlsError(error.reason);
+  if (cause.local) stats.localResourceReset(cause.local);
+  return cause;
+}
+
+/** An origin connection that closed, with `error` or none (a close before the response ended: class reset), counted as countOriginFailure does. */
+export function countOriginClose(stats: ServiceStats, error: unknown): OriginCause {
+  if (error) return countOriginFailure(stats, error);
+  stats.originError("reset");
+  return CLOSED_EARLY;
+}
+const CLOSED_EARLY: OriginCause = { kind: "reset", text: "closed the connection before responding" };
 
 /**
  * The origin of `pool` one request goes to, for HTTP/1.1 and HTTP/2 alike:

@@ -2,13 +2,13 @@ import type { Member } from "../../origin/pool";
 import { clientAddress, type EndNamesOrMaker, type Ends } from "../inbound";
 import { Outbox } from "../outbox";
 import { ChunkedDecoder } from "./chunked";
-import { HIGH_WATER, MAX_RESPONSE_HEAD, idempotent, originCause, readResponseHead, tailAfter, type HttpContext } from "./context";
+import { HIGH_WATER, MAX_RESPONSE_HEAD, idempotent, countOriginClose, countOriginFailure, readResponseHead, tailAfter, type HttpContext } from "./context";
 import { clientResponseHead, closingResponse, originFraming, originReusable, verbatimResponse, withFields, type ResponseFraming } from "./response";
 import type { OriginConn, OriginUser } from "./origins";
 import { HeadError, type RequestHead, type ResponseHead } from "./message";
 import { RequestLog } from "./reqlog";
 import type { HttpSocket } from "./socket";
-import { lateRefusal, OriginTlsError } from "../../origin/tls";
+import { lateRefusal } from "../../origin/tls";
 import { Deadline, EMPTY, Phase, concat, withHead } from "./state";
 
 /*
@@ -131,10 +131,8 @@ export abstract class Exchange implements OriginUser {
 
   originFailed(c: OriginConn, error: unknown): void {
     if (c !== this.origin) return;
-    const cause = originCause(error);
-    this.ctx.stats.originError(cause.kind);
-    if (error instanceof OriginTlsError) this.ctx.stats.originTlsError(error.reason);
-    // A descriptor or memory this process lacked says nothing of the origin: no failure toward its ejection.
+    const cause = countOriginFailure(this.ctx.stats, error);
+    // A descriptor, memory or local port this host lacked says nothing of the origin: no failure toward its ejection.
     if (!cause.local) this.member?.failed(cause.kind);
     this.fail(502, `origin ${c.host}:${c.port}: ${cause.text}`);
   }
@@ -200,12 +198,11 @@ export abstract class Exchange implements OriginUser {
         this.attach(this.ctx.origins.get(c.host, c.port, this, true, c.tlsTarget));
         return this.sendOrigin(this.headBytes);
       }
-      const cause = error ? originCause(error) : { kind: "reset" as const, text: "closed the connection before responding" };
-      this.ctx.stats.originError(cause.kind);
+      const cause = countOriginClose(this.ctx.stats, error);
       return this.fail(502, `origin ${c.host}:${c.port}: ${cause.text}`);
     }
     // Mid-response: the client must not mistake a truncated body for a whole one.
-    this.ctx.stats.originError(error ? originCause(error).kind : "reset");
+    countOriginClose(this.ctx.stats, error);
     this.abort();
   }
 

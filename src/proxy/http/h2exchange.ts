@@ -1,10 +1,10 @@
 import type http2 from "node:http2";
 import { H2_INTERNAL_ERROR } from "./h2codes";
 import type { Member } from "../../origin/pool";
-import { lateRefusal, OriginTlsError } from "../../origin/tls";
+import { lateRefusal } from "../../origin/tls";
 import { Outbox } from "../outbox";
 import { ChunkedDecoder } from "./chunked";
-import { HIGH_WATER, MAX_RESPONSE_HEAD, idempotent, originCause, readResponseHead, tailAfter } from "./context";
+import { HIGH_WATER, MAX_RESPONSE_HEAD, idempotent, countOriginClose, countOriginFailure, readResponseHead, tailAfter } from "./context";
 import { Deadline, EMPTY, concat } from "./state";
 import type { H2Connection } from "./h2";
 import { h2ResponseHeaders } from "./h2fields";
@@ -99,10 +99,8 @@ export abstract class H2Exchange implements OriginUser {
 
   originFailed(c: OriginConn, error: unknown): void {
     if (c !== this.origin) return;
-    const cause = originCause(error);
-    this.conn.ctx.stats.originError(cause.kind);
-    if (error instanceof OriginTlsError) this.conn.ctx.stats.originTlsError(error.reason);
-    // A descriptor or memory this process lacked says nothing of the origin: no failure toward its ejection.
+    const cause = countOriginFailure(this.conn.ctx.stats, error);
+    // A descriptor, memory or local port this host lacked says nothing of the origin: no failure toward its ejection.
     if (!cause.local) this.member?.failed(cause.kind);
     this.fail(502, `origin ${c.host}:${c.port}: ${cause.text}`);
   }
@@ -155,11 +153,10 @@ export abstract class H2Exchange implements OriginUser {
         this.attach(ctx.origins.get(c.host, c.port, this, true, c.tlsTarget));
         return this.sendOrigin(this.headBytes);
       }
-      const cause = error ? originCause(error) : { kind: "reset" as const, text: "closed the connection before responding" };
-      ctx.stats.originError(cause.kind);
+      const cause = countOriginClose(ctx.stats, error);
       return this.fail(502, `origin ${c.host}:${c.port}: ${cause.text}`);
     }
-    ctx.stats.originError(error ? originCause(error).kind : "reset");
+    countOriginClose(ctx.stats, error);
     this.reset(H2_INTERNAL_ERROR);
   }
 
