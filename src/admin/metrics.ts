@@ -118,7 +118,7 @@ export function renderMetrics(s: StatusSnapshot): string {
     const errors = svc.connections.proxyHeaderErrors;
     for (const r of [...new Set([...PROXY_HEADER_ERRORS, ...Object.keys(errors).sort()])]) emit({ reason: r }, errors[r] ?? 0);
   });
-  perService(proxied, "local_resource_resets_total", "counter", "Connections reset because this process lacked a resource for them, by resource: buffers (the tcp engine's buffer pool was empty when a PROXY header had to be held), epoll (the kernel refused to watch the socket: fs.epoll.max_user_watches, or memory).", (svc, emit) => {
+  perService(proxied, "local_resource_resets_total", "counter", "Connections reset (or http requests answered 502) because this host lacked a resource for them, by resource: buffers (the tcp engine's buffer pool was empty when a PROXY header had to be held), epoll (the kernel refused to watch the socket: fs.epoll.max_user_watches, or memory), descriptors (EMFILE, ENFILE), memory (ENOMEM, ENOBUFS), ports (no free local port towards the origin: EADDRNOTAVAIL, net.ipv4.ip_local_port_range). None counts against the origin.", (svc, emit) => {
     const resets = svc.connections.localResourceResets ?? {};
     for (const r of LOCAL_RESOURCES) emit({ resource: r }, resets[r] ?? 0);
   });
