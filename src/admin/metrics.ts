@@ -2,7 +2,7 @@ import { UDP_DROP_REASONS, type DatagramStats } from "../proxy/udp/stats";
 import type { OriginStatus } from "../origin/pool";
 import { H2_CLOSE_REASONS, REFUSAL_REASONS, type HttpStatsSnapshot } from "../proxy/http/stats";
 import { DEADLINE_STAGES } from "../config/deadlines";
-import { LOCAL_RESOURCES } from "../proxy/stats";
+import { LOCAL_RESOURCES } from "../system/lack";
 import type { ConnectionStats, ServiceSnapshot, SniSnapshot, StatusSnapshot } from "./backend";
 import { HELLO_ERRORS } from "../proxy/sni/hello";
 import { UNMATCHED } from "../proxy/sni/stats";

@@ -9,7 +9,7 @@ import type { Endpoint } from "../system/sockaddr";
 import { EPOLLET, EPOLLIN, EPOLLOUT, EPOLLRDHUP } from "../system/epoll";
 import { errnoName } from "../system/libc";
 import { socketError, startConnect, tcpSocket } from "../system/tcp";
-import { localResourceOf } from "../proxy/stats";
+import { localResourceOf } from "../system/lack";
 import type { TcpEngine } from "./engine";
 import type { Pair } from "./pair";
 import { failureOf, localResourceSlot, T } from "./stats";

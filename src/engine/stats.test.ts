@@ -1,5 +1,5 @@
 import { expect, test } from "bun:test";
-import { LOCAL_RESOURCES } from "../proxy/stats";
+import { LOCAL_RESOURCES } from "../system/lack";
 import { failureOf, localResourceSlot, readTcpRow, SOURCE_RATE_AT, TCP_ROW } from "./stats";
 
 test("the row's local-resource slots: one per resource after the others, read back by name (what local_resource_resets_total shows)", () => {

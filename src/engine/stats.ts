@@ -3,7 +3,8 @@
 // (status, metrics) into the same ConnectionStats shape as the Bun path's
 // ServiceStats, so the admin API and /metrics do not change.
 import type { ConnectionStats } from "../admin/backend";
-import { DURATION_BUCKETS, errorClass, LOCAL_RESOURCES, type LocalResource } from "../proxy/stats";
+import { DURATION_BUCKETS, errorClass } from "../proxy/stats";
+import { LOCAL_RESOURCES, type LocalResource } from "../system/lack";
 import { errnoName } from "../system/libc";
 
 export const ORIGIN_ERRORS = ["refused", "timeout", "reset", "unreachable", "other", "no_origin"] as const;

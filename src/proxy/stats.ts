@@ -1,5 +1,6 @@
 import type { ConnectionStats } from "../admin/backend";
 import type { DeadlineStage } from "../config/deadlines";
+import type { LocalResource } from "../system/lack";
 
 /** Upper bounds in seconds of the connection-duration histogram's buckets (+Inf is implicit). */
 export const DURATION_BUCKETS: readonly number[] = [
@@ -10,15 +11,6 @@ export const DURATION_BUCKETS: readonly number[] = [
 const BOUNDS = Float64Array.from(DURATION_BUCKETS);
 
 /** Per-service data-plane counters, read by status and metrics. */
-/**
- * What a connection (or an http request) can fail for lacking on this host's side, not the origin's:
- * the tcp engine's buffer pool (buffers), an epoll registration the kernel refused (epoll), a
- * descriptor (descriptors: EMFILE, ENFILE), kernel memory (memory: ENOMEM, ENOBUFS), or a free local
- * port towards the origin (ports: EADDRNOTAVAIL). local_resource_resets_total.
- */
-export const LOCAL_RESOURCES = ["buffers", "epoll", "descriptors", "memory", "ports"] as const;
-export type LocalResource = (typeof LOCAL_RESOURCES)[number];
-
 export class ServiceStats {
   connectionsActive = 0;
   connectionsTotal = 0;
@@ -121,28 +113,6 @@ export class ServiceStats {
   }
 }
 
-/**
- * The local resource a socket error's code says this process or host lacked (socket(2), an epoll
- * registration, a connect's port), undefined when the error is the origin's or the network's. Counted
- * as class other and in local_resource_resets_total, but never a failure of the origin toward its
- * ejection: an overloaded proxy must not eject healthy origins. A connect(2) fails with EADDRNOTAVAIL when no ephemeral port is
- * free towards that origin (connect(2): "all port numbers in the ephemeral port range are currently in
- * use"; net.ipv4.ip_local_port_range), which says nothing about the origin: no address of ours is bound.
- */
-export function localResourceOf(code: string | undefined): LocalResource | undefined {
-  switch (code) {
-    case "EMFILE":
-    case "ENFILE":
-      return "descriptors";
-    case "ENOMEM":
-    case "ENOBUFS":
-      return "memory";
-    case "EADDRNOTAVAIL":
-      return "ports";
-    default:
-      return undefined;
-  }
-}
 
 /** Map a socket error code to a coarse class for metrics. */
 export function errorClass(code: string | undefined): "refused" | "reset" | "timeout" | "unreachable" | "other" {
