@@ -3,7 +3,8 @@
 // that address and port) is this host's lack, not the origin's: the
 // connection is reset (tcp) or answered 502 (http), counted in
 // local_resource_resets_total{resource="ports"} and origin_errors_total
-// {class="other"}, and the origin is never ejected, even with failures = 1.
+// {class="other"}, and the origin is never ejected, even with failures = 1,
+// nor taken down by active checks that could not connect for that reason.
 // Each test in a namespace of its own, whose port range (a per-netns sysctl)
 // it narrows to two ports once edgeproxy listens.
 import { describe, expect, test } from "bun:test";
@@ -90,6 +91,40 @@ describe("no local port towards the origin (EADDRNOTAVAIL)", () => {
     } finally {
       release();
       origin.stop(true);
+      w.done();
+    }
+  });
+
+  test("active checks that find no local port are no verdict: the origin stays up with fall = 1", async () => {
+    const w = workdir();
+    const held: Held[] = [];
+    try {
+      f.servers.push(holdingOrigin("o", ORIGIN_PORT));
+      writeConfig(w, { origins: [`127.0.0.1:${ORIGIN_PORT}`], ports: "7000", extra: `health = { interval = "100ms", timeout = "100ms", fall = 1, rise = 1 }` });
+      f.ep = await EdgeproxyProcess.start(["serve", "--config", w.file]);
+      narrowPortRange();
+      // The test itself takes both ports towards the origin (the checks' own connects come and go: retried).
+      for (let i = 0; i < 40 && held.length < 2; i++) {
+        try {
+          held.push(await hold("127.0.0.1", ORIGIN_PORT, 500));
+        } catch {
+          await Bun.sleep(50);
+        }
+      }
+      expect(held.length).toBe(2);
+      type Status = { origins: { endpoints: { lastCheck?: string; up: boolean }[] }[] };
+      let check = "";
+      for (let i = 0; i < 40 && !check.startsWith("skipped"); i++) {
+        await Bun.sleep(100);
+        const st = (await (await fetch("http://localhost/services/p", { unix: w.admin } as RequestInit)).json()) as Status;
+        check = st.origins[0]?.endpoints[0]?.lastCheck ?? "";
+      }
+      expect(check).toBe("skipped: EADDRNOTAVAIL: this host is out of ports, no verdict on the origin");
+      // Several checks later, still up.
+      await Bun.sleep(500);
+      expect((await scrape(w.admin))("edgeproxy_origin_up")).toBe(1);
+    } finally {
+      for (const h of held) h.close();
       w.done();
     }
   });

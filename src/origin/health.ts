@@ -3,6 +3,7 @@
 // HAProxy's `check inter/rise/fall` (configuration.txt, section 5.2).
 import type { Socket } from "bun";
 import type { HealthConfig } from "../config/pool";
+import { localResourceOf, type LocalResource } from "../system/lack";
 import type { ConnectTls, OriginTls } from "./tls";
 
 /** What a pool's checks speak. udp origins get a TCP connect to the same port: UDP has no handshake to test. */
@@ -23,6 +24,8 @@ export interface ProbeTarget {
 export interface ProbeResult {
   readonly pass: boolean;
   readonly detail: string;
+  /** No verdict: the check could not be made for want of this host's own resource (localResourceOf), which says nothing of the origin. */
+  readonly local?: LocalResource;
 }
 
 // The most of a response an HTTP check reads: the status line is all it needs.
@@ -39,7 +42,8 @@ export function probe(kind: PoolKind, t: ProbeTarget, path: string, timeoutMs: n
       done = true;
       clearTimeout(timer);
       sock?.terminate();
-      resolve({ pass, detail });
+      const local = pass ? undefined : localResourceOf(detail);
+      resolve(local ? { pass, detail: `${detail}: this host is out of ${local}, no verdict on the origin`, local } : { pass, detail });
     };
     let connected = false;
     const timer = setTimeout(

@@ -128,8 +128,9 @@ export class PoolMember implements Weighted {
   }
 
   checked(r: ProbeResult): void {
-    this.lastCheck = `${r.pass ? "pass" : "fail"}: ${r.detail}`;
-    if (!this.health?.record(r.pass)) return;
+    this.lastCheck = `${r.pass ? "pass" : r.local ? "skipped" : "fail"}: ${r.detail}`;
+    // A check this host could not make (out of ports or descriptors) moves the origin neither way.
+    if (r.local || !this.health?.record(r.pass)) return;
     const up = this.health.healthy;
     this.pool.changed(`${this.describe()} ${up ? "up" : "down"}: check ${r.pass ? "passed" : `failed (${r.detail})`}`);
   }
