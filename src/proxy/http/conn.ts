@@ -62,6 +62,7 @@ export class HttpConnection extends ConnectionEndings implements Session {
   }
 
   clientDrain(): void {
+    const held = this.held;
     if (!this.toClient.flush(this.client)) return;
     if (this.endAfterFlush) return this.endClient();
     if (this.originPaused && this.origin?.socket) {
@@ -69,12 +70,20 @@ export class HttpConnection extends ConnectionEndings implements Session {
       this.origin.socket.resume();
     }
     if (this.phase === Phase.Tunnel && this.tunnelDown) this.client.shutdown();
+    // Pipelined requests held while the client did not read its answers (readHeads): their turn now.
+    if (held) {
+      this.headFrom = this.ctx.clock.now;
+      this.resumeClient();
+      this.nextRequests();
+    }
   }
 
   clientEnd(): void {
     this.clientEnded = true;
     switch (this.phase) {
       case Phase.Head:
+        // Pipelined requests held for a client that is behind on reading are still answered (clientDrain).
+        if (this.held) return;
         // Between requests, a FIN is a goodbye; mid-head, the request is abandoned.
         return this.endClient();
       case Phase.Body:
@@ -108,6 +117,7 @@ export class HttpConnection extends ConnectionEndings implements Session {
   private readHeads(): void {
     const max = this.ctx.http.maxHeaderBytes;
     while (this.phase === Phase.Head && this.inbuf.length) {
+      if (this.held) return this.pauseClient();
       const end = headEnd(this.inbuf, this.scanFrom);
       if (end < 0) {
         if (this.inbuf.length > max) return this.refuse(431, `request head larger than ${max} bytes`);
@@ -251,8 +261,13 @@ export class HttpConnection extends ConnectionEndings implements Session {
     this.served = true;
     this.waitFrom = this.headFrom = this.ctx.clock.now;
     this.resumeClient();
+    this.nextRequests();
+  }
+
+  /** The pipelined requests in `inbuf`, then, after the client's FIN, the end. */
+  private nextRequests(): void {
     if (this.inbuf.length) this.readHeads();
-    if (!this.clientEnded) return;
+    if (!this.clientEnded || this.held) return;
     // The client's FIN came while an earlier request was answered: nothing more will arrive.
     if (this.phase === Phase.Head) this.endClient();
     else if (this.phase === Phase.Body) {

@@ -1,5 +1,5 @@
 import type { DeadlineStage } from "../../config/deadlines";
-import { LINGER_MS } from "./context";
+import { HIGH_WATER, LINGER_MS } from "./context";
 import { Exchange } from "./exchange";
 import { refusalReason } from "./stats";
 import { Deadline, EMPTY, Phase } from "./state";
@@ -16,6 +16,19 @@ import { H2_REFUSAL, errorResponse } from "./response";
 export abstract class ConnectionEndings extends Exchange {
   /** Close by shutdown and a wait for the client's FIN, not at once. */
   private linger = false;
+
+  /**
+   * Requests wait in `inbuf` while HIGH_WATER or more of our answers wait
+   * for the client: RFC 9112 §9.3.2 lets a client pipeline requests, not
+   * make us buffer the answers of ones it never reads (each small answer
+   * would free its origin connection and let the next request in, without
+   * bound). The client is paused; HttpConnection.clientDrain takes them up
+   * again; till then the stall is the client's, under idle_timeout (as a
+   * download it does not read), not a head deadline.
+   */
+  protected get held(): boolean {
+    return this.phase === Phase.Head && this.inbuf.length > 0 && this.toClient.queued >= HIGH_WATER;
+  }
 
   /** Done with the origin connection: back to the pool, closed (FIN), or reset (it may be mid-request). */
   protected releaseOrigin(how: "reuse" | "close" | "reset"): void {
@@ -84,7 +97,7 @@ export abstract class ConnectionEndings extends Exchange {
   sweep(now: number): void {
     if (this.closed) return;
     const d = this.ctx.config.deadlines;
-    if (this.phase === Phase.Head) {
+    if (this.phase === Phase.Head && !this.held) {
       // Waiting for a next request (nothing of it yet, our answer written out): keep-alive.
       // Else a head is coming (or a new connection's first one is due): the head deadline.
       if (this.inbuf.length === 0 && this.served) {
