@@ -7,6 +7,7 @@ import type { Socket } from "bun";
 import { EdgeproxyProcess } from "./helpers/edgeproxy";
 import { proxyFixture } from "./helpers/fixture";
 import { httpOrigin } from "./helpers/http";
+import { exchange, text } from "./helpers/net";
 import { scrape, workdir, writeConfig } from "./helpers/pools";
 
 const f = proxyFixture();
@@ -102,6 +103,44 @@ describe("a client that does not read its answers (slow read)", () => {
       expect(m("edgeproxy_idle_timeouts_total")).toBe(1);
     } finally {
       s?.terminate();
+      w.done();
+    }
+  }, 30_000);
+});
+
+describe("an origin that sends more than its framing says", () => {
+  // A body to a HEAD, with a 204 or 304, or past its Content-Length (RFC 9112 §6.3: the response ended before it).
+  // Too long for one read: its rest is still on the way when the response is done.
+  const tail = "y".repeat(300_000) + "HTTP/1.1 200 OK\r\ncontent-length: 6\r\n\r\nPOISON";
+  const cases = [
+    { name: "a body to a HEAD", first: "HEAD /1", answer: `HTTP/1.1 200 OK\r\ncontent-length: ${tail.length}\r\n\r\n${tail}`, head: `HTTP/1.1 200 OK\r\ncontent-length: ${tail.length}\r\n\r\n` },
+    { name: "a body with a 204", first: "GET /1", answer: `HTTP/1.1 204 No Content\r\n\r\n${tail}`, head: "HTTP/1.1 204 No Content\r\n\r\n" },
+    { name: "a body with a 304", first: "GET /1", answer: `HTTP/1.1 304 Not Modified\r\netag: "a"\r\n\r\n${tail}`, head: `HTTP/1.1 304 Not Modified\r\netag: "a"\r\n\r\n` },
+    { name: "more than its Content-Length", first: "GET /1", answer: `HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nhi${tail}`, head: "HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nhi" },
+  ];
+  test.each(ENGINES.flatMap((e) => cases.map((c) => [e, c.name, c] as const)))("%s, %s: its connection is not reused, the pipelined next request gets its own answer", async (engine, _name, c) => {
+    let conns = 0;
+    const o = Bun.listen<{ id: number }>({
+      hostname: "127.0.0.1",
+      port: 0,
+      socket: {
+        open: (s) => void (s.data = { id: ++conns }),
+        data(s, d) {
+          // One request per write here (the proxy sends the next only after this answer).
+          const t = Buffer.from(d).toString("latin1");
+          s.write(t.includes(" /1 ") ? c.answer : `HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n${s.data.id}!`);
+        },
+      },
+    });
+    f.servers.push(o);
+    const w = await start(engine, o.port);
+    try {
+      const r = await exchange("192.0.2.1", 80, `${c.first} HTTP/1.1\r\nHost: a\r\n\r\nGET /2 HTTP/1.1\r\nHost: a\r\n\r\n`, 10_000);
+      expect(r.kind).toBe("data");
+      // What the client got: the first response as framed, then the second's own answer, on a new origin connection.
+      expect(text(r)).toBe(`${c.head}HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n2!`);
+      expect(conns).toBe(2);
+    } finally {
       w.done();
     }
   }, 30_000);

@@ -286,6 +286,7 @@ export abstract class Exchange implements OriginUser {
       const done = this.originFraming === "length" ? this.resLeft === 0 : this.resChunks!.done;
       this.sendClient(withHead(head, rest.subarray(0, n)), done && !this.keepAlive);
       if (done) {
+        this.overran(rest.length - n);
         this.resDone = true;
         this.exchangeDone();
       }
@@ -294,6 +295,7 @@ export abstract class Exchange implements OriginUser {
     const done = this.originFraming === "none" || (this.originFraming === "length" && this.resLeft === 0);
     this.sendClient(withHead(head, EMPTY), done && !this.keepAlive);
     if (done) {
+      this.overran(rest.length);
       this.resDone = true;
       return this.exchangeDone();
     }
@@ -322,6 +324,7 @@ export abstract class Exchange implements OriginUser {
     }
     this.sendClient(headLen + n === whole.length ? whole : whole.subarray(0, headLen + n), done && !this.keepAlive);
     if (done) {
+      this.overran(after - n);
       this.resDone = true;
       this.exchangeDone();
     }
@@ -334,6 +337,7 @@ export abstract class Exchange implements OriginUser {
         this.resLeft -= n;
         this.sendClient(n === chunk.length ? chunk : chunk.subarray(0, n), this.resLeft === 0 && !this.keepAlive);
         if (this.resLeft === 0) {
+          this.overran(chunk.length - n);
           this.resDone = true;
           this.exchangeDone();
         }
@@ -345,6 +349,7 @@ export abstract class Exchange implements OriginUser {
         if (n < 0) return this.originBroken(`malformed chunked response body: ${d.error}`);
         if (!this.decodeForClient) this.sendClient(n === chunk.length ? chunk : chunk.subarray(0, n), d.done && !this.keepAlive);
         if (d.done) {
+          this.overran(chunk.length - n);
           this.resDone = true;
           this.exchangeDone();
         }
@@ -353,6 +358,17 @@ export abstract class Exchange implements OriginUser {
       case "close":
         return this.sendClient(chunk);
     }
+  }
+
+  /**
+   * `extra` bytes came after the end of a response: a body the origin sent
+   * to a HEAD or with a 204 or 304, or more than its Content-Length. Its
+   * framing and ours disagree (RFC 9112 §6.3), so its connection is not
+   * reused: what is still on the way would be read as the next request's
+   * response (a desync), the pipelined one taking it at once.
+   */
+  private overran(extra: number): void {
+    if (extra > 0) this.originReusable = false;
   }
 
   /** The origin broke HTTP: 502 if nothing was sent yet, else the client is reset. */
