@@ -40,7 +40,7 @@ function splitResponses(raw: Buffer): { bodies: string[]; statuses: number[]; re
 }
 
 describe("a client that does not read its answers (slow read)", () => {
-  test.each(ENGINES)("%s: pipelined requests wait while its answers pile up (bounded memory, the origin asked no further); once it reads, every answer comes, in order", async (engine) => {
+  test.each(ENGINES.flatMap((e) => [[e, ""], [e, ", its FIN after them (RFC 9112 §9.6: still answered), then the close"]] as const))("%s: pipelined requests wait while its answers pile up (bounded memory, the origin asked no further); once it reads, every answer comes, in order%s", async (engine, fin) => {
     // 2,000 small requests in one go, 16 KiB answers: 32 MB of answers, far more than the socket buffers hold.
     const N = 2000;
     const pad = "x".repeat(16 * 1024);
@@ -56,6 +56,7 @@ describe("a client that does not read its answers (slow read)", () => {
       s.pause();
       const reqs = Buffer.from(Array.from({ length: N }, (_, i) => `GET /${i} HTTP/1.1\r\nHost: a\r\n\r\n`).join(""));
       expect(s.write(reqs)).toBe(reqs.length);
+      if (fin) s.shutdown();
       // Not reading for two seconds: the proxy must stop taking requests on, not buffer their answers.
       await Bun.sleep(2000);
       const asked = o.seen.length;
@@ -73,6 +74,10 @@ describe("a client that does not read its answers (slow read)", () => {
       expect(got.bodies.map((b) => b.slice(0, b.indexOf("x")))).toEqual(Array.from({ length: N }, (_, i) => `/${i}`));
       expect(got.rest).toBe(0);
       expect(o.seen.length).toBe(N);
+      if (fin) {
+        for (let i = 0; i < 40 && !closed; i++) await Bun.sleep(50);
+        expect(closed).toBe(true);
+      }
     } finally {
       s?.terminate();
       w.done();
