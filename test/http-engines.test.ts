@@ -3,6 +3,8 @@
 // descriptors) and Bun's sockets (engine = "bun"), which share the HTTP code
 // of src/proxy/http/. Each case runs on each engine, in a namespace of its own.
 import { describe, expect, test } from "bun:test";
+import { writeFileSync } from "node:fs";
+import { join } from "node:path";
 import type { Socket } from "bun";
 import { EdgeproxyProcess } from "./helpers/edgeproxy";
 import { proxyFixture } from "./helpers/fixture";
@@ -145,6 +147,34 @@ describe("an origin that sends more than its framing says", () => {
       // What the client got: the first response as framed, then the second's own answer, on a new origin connection.
       expect(text(r)).toBe(`${c.head}HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n2!`);
       expect(conns).toBe(2);
+    } finally {
+      w.done();
+    }
+  }, 30_000);
+});
+
+describe("an origin that answers before the request body is all sent", () => {
+  test.each(ENGINES)("%s: a client that sends its whole body before it reads gets the answer, not a reset (RFC 9112 §9.6: close by half-close and read on)", async (engine) => {
+    // Reads no more after the head (the proxy's reads from the client stop too: backpressure), then answers 401.
+    const o = Bun.listen({
+      hostname: "127.0.0.1",
+      port: 0,
+      socket: {
+        data(s, d) {
+          if (!Buffer.from(d).includes("POST /up ")) return;
+          s.pause();
+          setTimeout(() => s.write("HTTP/1.1 401 Unauthorized\r\ncontent-length: 4\r\n\r\nnope"), 500);
+        },
+      },
+    });
+    f.servers.push(o);
+    const w = await start(engine, o.port);
+    try {
+      // A client that writes its whole body before it reads (as many do): the answer must wait for it, not a reset.
+      const body = Buffer.alloc(16 << 20, 122);
+      const r = await exchange("192.0.2.1", 80, Buffer.concat([Buffer.from(`POST /up HTTP/1.1\r\nHost: a\r\nContent-Length: ${body.length}\r\n\r\n`), body]), 10_000);
+      expect(r.kind).toBe("data");
+      expect(text(r)).toBe("HTTP/1.1 401 Unauthorized\r\ncontent-length: 4\r\nconnection: close\r\n\r\nnope");
     } finally {
       w.done();
     }

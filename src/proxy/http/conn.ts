@@ -250,8 +250,11 @@ export class HttpConnection extends ConnectionEndings implements Session {
     this.rlog?.end();
     if (!this.requestDone && !this.local) {
       // The origin answered before the whole body arrived: the rest is not read, the connections close.
+      // The client is still sending it: closed at once, the unread bytes would make our close an RST that
+      // destroys the answer in flight. Half-close and read on instead (RFC 9112 §9.6).
       this.keepAlive = false;
       this.originReusable = false;
+      this.linger = true;
     }
     this.deadlineKind = Deadline.None;
     this.releaseOrigin(this.originReusable ? "reuse" : this.requestDone ? "close" : "reset");

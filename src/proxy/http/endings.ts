@@ -15,7 +15,7 @@ import { H2_REFUSAL, errorResponse } from "./response";
 /** A client connection's endings and deadlines (see above); HttpConnection adds the client's requests. */
 export abstract class ConnectionEndings extends Exchange {
   /** Close by shutdown and a wait for the client's FIN, not at once. */
-  private linger = false;
+  protected linger = false;
 
   /**
    * Requests wait in `inbuf` while HIGH_WATER or more of our answers wait
