@@ -180,3 +180,40 @@ describe("an origin that answers before the request body is all sent", () => {
     }
   }, 30_000);
 });
+
+describe("a client that half-closes", () => {
+  test.each(ENGINES)("%s: its FIN right after an upgrade request reaches the origin once the tunnel opens; the origin's answer and close follow", async (engine) => {
+    const seen: string[] = [];
+    // A tunnel origin: 101, then on the client's FIN (half-open) one last message and its own FIN.
+    const o = Bun.listen<{ got: string }>({
+      hostname: "127.0.0.1",
+      port: 0,
+      allowHalfOpen: true,
+      socket: {
+        open: (s) => void (s.data = { got: "" }),
+        data(s, d) {
+          const t = Buffer.from(d).toString("latin1");
+          if (!s.data.got && t.startsWith("GET /ws ")) s.write("HTTP/1.1 101 Switching Protocols\r\nupgrade: websocket\r\nconnection: upgrade\r\n\r\nhello");
+          s.data.got += t;
+        },
+        end(s) {
+          seen.push("fin");
+          s.write("bye");
+          s.end();
+        },
+      },
+    });
+    f.servers.push(o);
+    const w = await start(engine, o.port);
+    try {
+      const t0 = Date.now();
+      const r = await exchange("192.0.2.1", 80, "GET /ws HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n", 5000);
+      expect(text(r)).toBe("HTTP/1.1 101 Switching Protocols\r\nupgrade: websocket\r\nconnection: upgrade\r\n\r\nhellobye");
+      expect(r.kind).toBe("data");
+      expect(seen).toEqual(["fin"]);
+      expect(Date.now() - t0).toBeLessThan(2000);
+    } finally {
+      w.done();
+    }
+  }, 30_000);
+});

@@ -235,6 +235,12 @@ export abstract class Exchange implements OriginUser {
         const early = this.inbuf;
         this.inbuf = EMPTY;
         if (early.length) this.sendOrigin(early);
+        if (this.clientEnded) {
+          // The client's FIN came while the 101 was awaited (HttpConnection.clientEnd held it): the tunnel's
+          // way up is over already, and the origin must hear so, as clientEnd tells it in a tunnel.
+          this.tunnelUp = true;
+          if (this.toOrigin.queued === 0) c.socket?.shutdown();
+        }
         this.resumeClient();
         return;
       }
