@@ -8,7 +8,7 @@ import { join } from "node:path";
 import type { Socket } from "bun";
 import { EdgeproxyProcess } from "./helpers/edgeproxy";
 import { proxyFixture } from "./helpers/fixture";
-import { httpOrigin } from "./helpers/http";
+import { httpOrigin, rawClient } from "./helpers/http";
 import { exchange, text } from "./helpers/net";
 import { scrape, workdir, writeConfig } from "./helpers/pools";
 
@@ -213,6 +213,44 @@ describe("a client that half-closes", () => {
       expect(seen).toEqual(["fin"]);
       expect(Date.now() - t0).toBeLessThan(2000);
     } finally {
+      w.done();
+    }
+  }, 30_000);
+});
+
+describe("small writes that follow unacknowledged ones", () => {
+  // Nagle's algorithm holds a small segment until the last is acknowledged, and the peer's delayed ACK waits
+  // ~40 ms for it: a pipelined answer after the first, a request body after its head (TCP_NODELAY, tcp(7)).
+  test.each(ENGINES)("%s: five pipelined answers and a body sent after its head each take milliseconds, not a delayed ACK", async (engine) => {
+    const o = httpOrigin("127.0.0.1", "o");
+    f.servers.push(o.listener);
+    const w = await start(engine, o.port);
+    const c = await rawClient("192.0.2.1", 80);
+    try {
+      const median = (a: number[]) => a.sort((x, y) => x - y)[a.length >> 1]!;
+      const pipelined: number[] = [];
+      const posts: number[] = [];
+      for (let i = 0; i < 20; i++) {
+        let before = c.text.length;
+        let t0 = performance.now();
+        c.send("GET /a HTTP/1.1\r\nHost: a\r\n\r\n".repeat(5));
+        await c.until((t) => t.slice(before).split("HTTP/1.1 200").length === 6 && t.endsWith("o"));
+        pipelined.push(performance.now() - t0);
+        before = c.text.length;
+        t0 = performance.now();
+        c.send("POST /p HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\n");
+        // The head reaches the origin alone; the body follows as a write of its own.
+        await Bun.sleep(2);
+        c.send("hello");
+        await c.until((t) => t.length > before && t.endsWith("o"));
+        posts.push(performance.now() - t0);
+      }
+      expect(o.seen.length).toBe(120);
+      expect(o.seen.filter((r) => r.method === "POST").every((r) => r.body === "hello")).toBe(true);
+      expect(median(pipelined)).toBeLessThan(20);
+      expect(median(posts)).toBeLessThan(20);
+    } finally {
+      c.close();
       w.done();
     }
   }, 30_000);

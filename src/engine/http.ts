@@ -17,7 +17,7 @@ import { EPOLLIN, type Epoll } from "../system/epoll";
 import { closeListeners, Fd } from "../system/fd";
 import { libc } from "../system/libc";
 import { AF_INET, decodeSockaddr } from "../system/sockaddr";
-import { AcceptAddress, acceptBatch, AcceptPace, localAddress, resetOnClose } from "../system/tcp";
+import { AcceptAddress, acceptBatch, AcceptPace, localAddress, noDelay, resetOnClose } from "../system/tcp";
 import { capLine, EngineAdmission } from "./admission";
 import { EngineClients } from "./clients";
 import type { SourceKey } from "../dispatcher/sourceabi";
@@ -225,6 +225,8 @@ export class HttpEngine implements SocketLoop {
     // The peer as an Endpoint only where something needs more than its address text (a balancer's
     // check, the per-client count): an allocation fewer per connection.
     const peer = svc.needPeer ? decodeSockaddr(this.peer.bytes) : undefined;
+    // Pipelined answers go one after another, each before the client acknowledged the last: no Nagle wait (as Bun's accepts).
+    noDelay(c);
     const s = new EngineSocket(this, c, peer, svc);
     this.byFd[c] = s;
     if (!this.epoll.tryWatch(c, CONN_EVENTS)) {

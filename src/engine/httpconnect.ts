@@ -7,7 +7,7 @@ import { parseAddress } from "../config/address";
 import { originEvents, type OriginConn } from "../proxy/http/origins";
 import { encodeSockaddr, type Endpoint } from "../system/sockaddr";
 import { EPOLLET, EPOLLIN, EPOLLOUT, EPOLLRDHUP } from "../system/epoll";
-import { startConnect, tcpSocket } from "../system/tcp";
+import { noDelay, startConnect, tcpSocket } from "../system/tcp";
 import type { HttpEngine } from "./http";
 import { EngineSocket, errnoError } from "./httpsocket";
 import type { EngineHttp } from "./httpspec";
@@ -41,6 +41,8 @@ export function connectOrigin(engine: HttpEngine, svc: EngineHttp, c: OriginConn
   const fd = to ? tcpSocket(to.target.family) : -22;
   // Failures are told after this call returns (as Bun's are): the exchange has not attached `c` yet.
   if (fd < 0) return engine.defer(() => c.dead || originEvents.failed(c, errnoError(-fd, "socket")));
+  // A request's body goes right after its head, unacknowledged yet: no Nagle wait (as Bun's connects).
+  noDelay(fd);
   const s = new EngineSocket(engine, fd, to!.target, svc);
   s.connecting = true;
   engine.byFd[fd] = s;

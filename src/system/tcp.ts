@@ -142,6 +142,21 @@ export function shutdownWrite(fd: number): void {
   libc.shutdown(fd, SHUT_WR);
 }
 
+const IPPROTO_TCP = 6;
+const TCP_NODELAY = 1;
+const ONE = new Int32Array([1]);
+
+/**
+ * Send small segments at once (TCP_NODELAY, tcp(7)): no Nagle wait for the
+ * peer's ACK of the previous one, which its delayed ACK holds back ~40 ms.
+ * For request/response traffic, where a write follows an unacknowledged one
+ * (pipelined answers, a body after its head); Bun sets it on its sockets.
+ * Best effort: a socket without it is slower, not wrong.
+ */
+export function noDelay(fd: number): void {
+  libc.setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, ONE, 4);
+}
+
 const LINGER_ZERO = new Int32Array(new ArrayBuffer(8)); // struct linger { l_onoff = 1, l_linger = 0 }
 LINGER_ZERO[0] = 1;
 
