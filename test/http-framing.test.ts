@@ -162,6 +162,7 @@ const CASES: Case[] = [
   { name: "HTTP/1.0 keep-alive, then a second request", send: "GET /k1 HTTP/1.0\r\nConnection: keep-alive\r\n\r\nGET /k2 HTTP/1.0\r\n\r\n", status: 200, origin: [ok("/k1"), ok("/k2")] },
   { name: "HTTP/1.0 without keep-alive: what follows is not read", send: "GET /k1 HTTP/1.0\r\n\r\nGET /k2 HTTP/1.0\r\n\r\n", status: 200, origin: [ok("/k1")] },
   { name: "an Upgrade other than websocket is dropped, the request served", send: `GET /u HTTP/1.1\r\n${H}Connection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\nHTTP2-Settings: AAMAAABkAAQAAP__\r\n\r\n`, status: 200, origin: [ok("/u", { absent: ["upgrade", "http2-settings"] })] },
+  { name: "Upgrade in an HTTP/1.0 request is ignored (RFC 9110 §7.8)", send: "GET /w HTTP/1.0\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n", status: 200, origin: [ok("/w", { absent: ["upgrade"] })] },
   { name: "an overlong chunk extension line", send: `POST /t HTTP/1.1\r\n${H}Transfer-Encoding: chunked\r\n\r\n1;${"e".repeat(5000)}\r\nx\r\n0\r\n\r\n`, status: 413 },
 ];
 

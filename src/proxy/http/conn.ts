@@ -161,8 +161,9 @@ export class HttpConnection extends ConnectionEndings implements Session {
     if (req.contentLength > ctx.http.maxBodyBytes) return this.refuse(413, `request body larger than ${ctx.http.maxBodyBytes} bytes`);
     const q = req.target.indexOf("?");
     const route = ctx.router.match(req.host, ctx.router.byPort ? this.localPort : 0, q < 0 ? req.target : req.target.slice(0, q));
-    // Only WebSocket is tunnelled (RFC 6455 §4.1); other Upgrade offers are dropped as hop-by-hop.
-    this.upgrade = req.upgrade !== "" && hasToken(req.connection, "upgrade") && /^websocket$/i.test(req.upgrade);
+    // Only WebSocket is tunnelled (RFC 6455 §4.1); other Upgrade offers are dropped as hop-by-hop, and so is
+    // one in an HTTP/1.0 request, which a server must ignore (RFC 9110 §7.8: a 1.0 hop may have passed it on).
+    this.upgrade = req.minor === 1 && req.upgrade !== "" && hasToken(req.connection, "upgrade") && /^websocket$/i.test(req.upgrade);
     this.local = route.pool === undefined;
     this.phase = this.reqChunks || this.bodyLeft > 0 ? Phase.Body : Phase.Wait;
     // Its bytes: the head (raw lacks the blank line's CRLF) and whatever came after it so far.
