@@ -255,3 +255,41 @@ describe("small writes that follow unacknowledged ones", () => {
     }
   }, 30_000);
 });
+
+describe("Expect: 100-continue (RFC 9110 §10.1.1), curl against node's http server", () => {
+  const SERVER = `const s = require("http").createServer((q, r) => { let n = 0; q.on("data", (d) => (n += d.length)); q.on("end", () => r.end(q.method + " " + n)); });
+    if (process.argv[1] === "refuse") s.on("checkContinue", (q, r) => { r.writeHead(401, { "content-length": 4 }); r.end("nope"); });
+    s.listen(0, "127.0.0.1", () => console.log(s.address().port));`;
+  test.each(ENGINES.flatMap((e) => [[e, "accept"], [e, "refuse"]] as const))("%s, an origin that %ss: the interim 100 or the final answer reaches the client at once, the body only when asked for", async (engine, how) => {
+    const node = Bun.spawn(["node", "-e", SERVER, how], { stdout: "pipe", stderr: "pipe" });
+    try {
+      const line = await node.stdout.getReader().read();
+      const port = Number(new TextDecoder().decode(line.value).trim());
+      const w = await start(engine, port);
+      try {
+        const file = join(w.dir, "body");
+        writeFileSync(file, Buffer.alloc(2 << 20, 97));
+        const t0 = Date.now();
+        // curl asks (Expect: 100-continue for a large body) and waits up to 5 s for the 100 before it sends anyway.
+        const p = Bun.spawn(["curl", "-sv", "--max-time", "10", "--expect100-timeout", "5", "--data-binary", `@${file}`, "http://192.0.2.1/up"], { stdout: "pipe", stderr: "pipe" });
+        const [out, err] = await Promise.all([new Response(p.stdout).text(), new Response(p.stderr).text()]);
+        expect(await p.exited).toBe(0);
+        expect(err).toContain("> Expect: 100-continue");
+        if (how === "accept") {
+          expect(err).toContain("< HTTP/1.1 100 Continue");
+          expect(out).toBe(`POST ${2 << 20}`);
+        } else {
+          expect(err).not.toContain("< HTTP/1.1 100");
+          expect(err).toContain("< HTTP/1.1 401 Unauthorized");
+          expect(out).toBe("nope");
+        }
+        // Not curl's wait for a 100 that never came.
+        expect(Date.now() - t0).toBeLessThan(3000);
+      } finally {
+        w.done();
+      }
+    } finally {
+      node.kill();
+    }
+  }, 30_000);
+});
