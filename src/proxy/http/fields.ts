@@ -185,6 +185,27 @@ function contentLength(value: string, seen: number): number {
   return any ? n : -1;
 }
 
+/**
+ * The tokens of a comma-separated, lower-case list (a Connection value: its
+ * options, RFC 9110 §7.6.1), split where hasToken splits (comma, SP, HTAB);
+ * undefined for "". Made once per message for the field-by-field check of
+ * which fields it names: hasToken per field scans the whole list each time,
+ * which a head of a long Connection list and thousands of fields turned into
+ * 136 ms of one thread's time per 15 KB head (both within max_header_size).
+ */
+export function connectionTokens(list: string): ReadonlySet<string> | undefined {
+  if (!list) return undefined;
+  const tokens = new Set<string>();
+  let from = 0;
+  for (let i = 0; i <= list.length; i++) {
+    const c = i < list.length ? list.charCodeAt(i) : 44;
+    if (c !== 44 && c !== 32 && c !== 9) continue;
+    if (i > from) tokens.add(list.slice(from, i));
+    from = i + 1;
+  }
+  return tokens;
+}
+
 /** True when a comma-separated, lower-case list contains `token`. */
 export function hasToken(list: string, token: string): boolean {
   if (!list) return false;

@@ -1,5 +1,5 @@
 import type http2 from "node:http2";
-import { hasToken } from "./fields";
+import { connectionTokens } from "./fields";
 import type { RequestHead, ResponseHead } from "./message";
 
 /*
@@ -79,10 +79,11 @@ export function h2Request(raw: readonly string[], bodyFollows: boolean): { req: 
  */
 export function h2ResponseHeaders(res: ResponseHead, keepLength: boolean, requestId: string | undefined): http2.OutgoingHttpHeaders {
   const headers: http2.OutgoingHttpHeaders = { ":status": res.status };
-  const { names, values, connection } = res;
+  const { names, values } = res;
+  const tokens = connectionTokens(res.connection);
   for (let i = 0; i < names.length; i++) {
     const name = names[i]!;
-    if (HOP.has(name) || (connection !== "" && hasToken(connection, name))) continue;
+    if (HOP.has(name) || (tokens !== undefined && tokens.has(name))) continue;
     if (name === "content-length" && !keepLength) continue;
     const had = headers[name];
     headers[name] = had === undefined ? values[i]! : Array.isArray(had) ? [...had, values[i]!] : [had as string, values[i]!];

@@ -3,6 +3,7 @@ import { ConnectionForwarding, extendable, forwardedFor, forwardingFor, originRe
 import { clientResponseHead, closingResponse, errorResponse, verbatimResponse, withFields } from "./response";
 import { HeadError, type RequestHead, type ResponseHead } from "./message";
 import { headEnd, parseRequestHead, parseResponseHead } from "./parse";
+import { connectionTokens, hasToken } from "./fields";
 
 // An id as the request log writes it (RequestIdBytes), from its text.
 const ofText = (id: string | undefined) => (id === undefined ? undefined : { idLength: id.length, writeId: (b: Uint8Array, at: number) => at + Buffer.from(b.buffer, b.byteOffset, b.byteLength).write(id, at, "latin1") });
@@ -249,4 +250,13 @@ describe("hop-by-hop fields (RFC 9110 §7.6.1)", () => {
     const e = Buffer.from(errorResponse(502, "origin 10.0.0.1:80: connection refused")).toString();
     expect(e).toBe("HTTP/1.1 502 Bad Gateway\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: 39\r\nconnection: close\r\n\r\norigin 10.0.0.1:80: connection refused\n");
   });
+});
+
+test("connectionTokens splits where hasToken does: the same answer for every name", () => {
+  for (const list of ["", "close", "keep-alive, x-a", "x-a,,x-b", " x-a ,\tx-b\t", "a b", "closex,xclose", ","]) {
+    const tokens = connectionTokens(list);
+    for (const name of ["close", "keep-alive", "x-a", "x-b", "a", "b", "closex", "xclose", "x"]) expect(tokens?.has(name) ?? false).toBe(hasToken(list, name));
+  }
+  expect(connectionTokens("")).toBeUndefined();
+  expect([...connectionTokens(" x-a ,\tx-b,,")!]).toEqual(["x-a", "x-b"]);
 });

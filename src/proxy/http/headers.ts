@@ -1,4 +1,4 @@
-import { hasToken } from "./fields";
+import { connectionTokens } from "./fields";
 import type { RequestHead } from "./message";
 
 /*
@@ -11,9 +11,9 @@ import type { RequestHead } from "./message";
 // still sent by old clients) and the framing fields, which we set ourselves.
 const HOP_BY_HOP = new Set(["connection", "keep-alive", "proxy-connection", "te", "trailer", "transfer-encoding", "upgrade", "content-length"]);
 
-/** Whether field `name` of a message with Connection tokens `connection` stops at this hop. */
-export function hopByHop(name: string, connection: string): boolean {
-  return HOP_BY_HOP.has(name) || (connection !== "" && hasToken(connection, name));
+/** Whether field `name` of a message whose Connection names `tokens` (connectionTokens) stops at this hop. */
+export function hopByHop(name: string, tokens: ReadonlySet<string> | undefined): boolean {
+  return HOP_BY_HOP.has(name) || (tokens !== undefined && tokens.has(name));
 }
 
 // token (RFC 9110 §5.6.2), for RFC 7239 values that need no quotes.
@@ -52,10 +52,11 @@ export function originRequestHead(req: RequestHead, ctx: ForwardContext): string
   let xff = "";
   let fwd = "";
   let sawHost = false;
-  const { names, values, connection } = req;
+  const { names, values } = req;
+  const tokens = connectionTokens(req.connection);
   for (let i = 0; i < names.length; i++) {
     const name = names[i]!;
-    if (hopByHop(name, connection)) continue;
+    if (hopByHop(name, tokens)) continue;
     switch (name) {
       case "x-forwarded-for":
         xff = xff ? `${xff}, ${values[i]}` : values[i]!;

@@ -1,5 +1,5 @@
 import { copyRange, hopByHop } from "./headers";
-import { hasToken } from "./fields";
+import { connectionTokens, hasToken } from "./fields";
 import type { ResponseHead } from "./message";
 
 /*
@@ -126,10 +126,11 @@ export function originReusable(res: ResponseHead, framing: ResponseFraming): boo
 export function clientResponseHead(res: ResponseHead, clientMinor: number, framing: ResponseFraming, keepAlive: boolean, upgrade: boolean, extra = ""): string {
   const reason = res.reason;
   let out = `HTTP/1.${clientMinor} ${res.status}${reason ? ` ${reason}` : ""}\r\n`;
-  const { names, values, connection } = res;
+  const { names, values } = res;
+  const tokens = connectionTokens(res.connection);
   for (let i = 0; i < names.length; i++) {
     const name = names[i]!;
-    if (hopByHop(name, connection)) continue;
+    if (hopByHop(name, tokens)) continue;
     out += `${name}: ${values[i]}\r\n`;
   }
   out += extra;
