@@ -111,6 +111,11 @@ export class HttpEngine implements SocketLoop {
     const svc = new EngineHttp(spec, this, this.onOrigin);
     this.services.set(spec.slot, svc);
     for (const fd of svc.listeners) {
+      // Pipelined answers go one after another, each before the client acknowledged the last: no Nagle wait (as
+      // Bun's accepts). Set on the listener, once: an accepted socket is a clone of it and keeps its TCP_NODELAY
+      // (inet_csk_clone_lock copies the listener's tcp_sock), where a setsockopt per accept cost 1.3% of a
+      // one-connection-per-request run (bench/pair.sh).
+      noDelay(fd.raw);
       this.byFd[fd.raw] = new HttpListener(svc, fd);
       this.epoll.watch(fd.raw, EPOLLIN);
     }
@@ -225,8 +230,6 @@ export class HttpEngine implements SocketLoop {
     // The peer as an Endpoint only where something needs more than its address text (a balancer's
     // check, the per-client count): an allocation fewer per connection.
     const peer = svc.needPeer ? decodeSockaddr(this.peer.bytes) : undefined;
-    // Pipelined answers go one after another, each before the client acknowledged the last: no Nagle wait (as Bun's accepts).
-    noDelay(c);
     const s = new EngineSocket(this, c, peer, svc);
     this.byFd[c] = s;
     if (!this.epoll.tryWatch(c, CONN_EVENTS)) {
