@@ -180,7 +180,9 @@ export abstract class Exchange implements OriginUser {
   /** The origin connection ended mid-exchange. */
   protected originGone(c: OriginConn, error: Error | undefined): void {
     if (c !== this.origin) return;
-    if (this.res && this.originFraming === "close" && !this.decodeForClient) {
+    // A body delimited by the close ends at the origin's FIN; a reset cuts it short, and a
+    // truncated body must not reach the client as a whole one (RFC 9112 §8).
+    if (this.res && this.originFraming === "close" && !this.decodeForClient && !error) {
       this.originReusable = false;
       this.resDone = true;
       return this.exchangeDone();
@@ -201,9 +203,11 @@ export abstract class Exchange implements OriginUser {
       const cause = countOriginClose(this.ctx.stats, error);
       return this.fail(502, `origin ${c.host}:${c.port}: ${cause.text}`);
     }
-    // Mid-response: the client must not mistake a truncated body for a whole one.
-    countOriginClose(this.ctx.stats, error);
-    this.abort();
+    // Bytes came, but no response began for the client (a head cut short, or only an interim 1xx):
+    // it can still get a 502 (fail answers it so), not a reset.
+    // Mid-response: the client must not mistake a truncated body for a whole one (fail resets it).
+    const cause = countOriginClose(this.ctx.stats, error);
+    this.fail(502, `origin ${c.host}:${c.port}: ${cause.text}`);
   }
 
   protected get bodyless(): boolean {

@@ -1,5 +1,4 @@
 import type http2 from "node:http2";
-import { H2_INTERNAL_ERROR } from "./h2codes";
 import type { Member } from "../../origin/pool";
 import { lateRefusal } from "../../origin/tls";
 import { Outbox } from "../outbox";
@@ -135,7 +134,8 @@ export abstract class H2Exchange implements OriginUser {
   protected originGone(c: OriginConn, error: Error | undefined): void {
     if (c !== this.origin || this.done) return;
     const ctx = this.conn.ctx;
-    if (this.res && this.framing === "close") {
+    // A body delimited by the close ends at the origin's FIN; a reset cuts it short (RFC 9112 §8).
+    if (this.res && this.framing === "close" && !error) {
       this.resComplete = true;
       this.originReusable = false;
       return this.exchangeDone();
@@ -156,8 +156,10 @@ export abstract class H2Exchange implements OriginUser {
       const cause = countOriginClose(ctx.stats, error);
       return this.fail(502, `origin ${c.host}:${c.port}: ${cause.text}`);
     }
-    countOriginClose(ctx.stats, error);
-    this.reset(H2_INTERNAL_ERROR);
+    // Bytes came, but no response began for the client (a head cut short, or only an interim 1xx): a 502 still;
+    // mid-response, the stream is reset (fail does), so a truncated body is not taken for a whole one.
+    const cause = countOriginClose(ctx.stats, error);
+    this.fail(502, `origin ${c.host}:${c.port}: ${cause.text}`);
   }
 
   // ---- the response ----

@@ -1,0 +1,201 @@
+// An origin that misbehaves, on both engines of an http service: it closes
+// (FIN) or resets (RST) before or in the middle of its response, answers
+// garbage, a truncated or oversized head, an interim response and then
+// nothing, or stalls mid-body. Each time curl (not our parser) must get a
+// timely, truthful outcome (a 502 before anything was sent, else a cut
+// connection, never a truncated body passed off as whole), the origin error
+// is counted in its class, and the proxy ends with no connection open and no
+// descriptor more than it started with.
+import { describe, expect, test } from "bun:test";
+import type { Socket } from "bun";
+import { readdirSync } from "node:fs";
+import { join } from "node:path";
+import { linesOf, logDir } from "./helpers/accesslog";
+import { EdgeproxyProcess } from "./helpers/edgeproxy";
+import { proxyFixture } from "./helpers/fixture";
+import { scrape, workdir, writeConfig } from "./helpers/pools";
+
+const f = proxyFixture();
+const ORIGIN_PORT = 9000;
+
+type Behaviour = (s: Socket<{ buf: string }>) => void;
+
+const HEAD_100 = "HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n";
+
+/** What the origin does once it has a whole request head, by the request's path. */
+const BEHAVIOURS: Record<string, Behaviour> = {
+  "/ok": (s) => void s.write("HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"),
+  "/fin-before": (s) => void s.end(),
+  "/rst-before": (s) => void s.terminate(),
+  "/fin-mid": (s) => {
+    s.write(`${HEAD_100}0123456789`);
+    setTimeout(() => s.end(), 100);
+  },
+  "/rst-mid": (s) => {
+    s.write(`${HEAD_100}0123456789`);
+    setTimeout(() => s.terminate(), 100);
+  },
+  // A body framed by the origin's close (no length, not chunked): an RST is no end of it (RFC 9112 §8).
+  "/rst-close-framed": (s) => {
+    s.write("HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n0123456789");
+    setTimeout(() => s.terminate(), 100);
+  },
+  "/fin-close-framed": (s) => {
+    s.write("HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n0123456789");
+    setTimeout(() => s.end(), 100);
+  },
+  "/garbage": (s) => void s.write("garbage garbage\r\n\r\n"),
+  "/truncated-head": (s) => void s.end("HTTP/1.1 200 OK\r\nContent-Le"),
+  "/interim-fin": (s) => void s.end("HTTP/1.1 103 Early Hints\r\nLink: </a.css>; rel=preload\r\n\r\n"),
+  "/oversized-head": (s) => void s.write(`HTTP/1.1 200 OK\r\nx-a: ${"a".repeat(70_000)}`),
+  "/bad-chunk": (s) => void s.write("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\nzz\r\n"),
+};
+
+/** An origin that reads one request head per connection and does what its path says. */
+function scriptedOrigin() {
+  return Bun.listen<{ buf: string }>({
+    hostname: "127.0.0.1",
+    port: ORIGIN_PORT,
+    socket: {
+      open: (s) => void (s.data = { buf: "" }),
+      data(s, d) {
+        s.data.buf += d.toString("latin1");
+        const end = s.data.buf.indexOf("\r\n\r\n");
+        if (end < 0) return;
+        const path = s.data.buf.split(" ")[1]!;
+        s.data.buf = s.data.buf.slice(end + 4);
+        (BEHAVIOURS[path] ?? BEHAVIOURS["/ok"]!)(s);
+      },
+    },
+  });
+}
+
+interface CurlResult {
+  /** curl's exit code: 0, 18 (partial body), 52 (empty reply), 56 (receive failure: reset), 28 (its own timeout). */
+  exit: number;
+  code: string;
+  body: string;
+  ms: number;
+}
+
+async function curl(path: string, maxSeconds = 8): Promise<CurlResult> {
+  const t0 = performance.now();
+  const p = Bun.spawn(["curl", "-s", "--max-time", `${maxSeconds}`, "-w", "\n%{http_code}", `http://192.0.2.1:7000${path}`], { stdout: "pipe", stderr: "pipe" });
+  const out = await new Response(p.stdout).text();
+  const exit = await p.exited;
+  const nl = out.lastIndexOf("\n");
+  return { exit, code: out.slice(nl + 1), body: out.slice(0, nl), ms: performance.now() - t0 };
+}
+
+const fdCount = (pid: number) => readdirSync(`/proc/${pid}/fd`).length;
+
+/** Until `cond` holds (checked every 50 ms), at most `ms`. */
+async function until(cond: () => Promise<boolean> | boolean, ms: number): Promise<boolean> {
+  const end = Date.now() + ms;
+  for (;;) {
+    if (await cond()) return true;
+    if (Date.now() > end) return false;
+    await Bun.sleep(50);
+  }
+}
+
+describe.each(["epoll", "bun"] as const)("an origin that misbehaves (http, engine %s)", (engine) => {
+  async function start(extra = ""): Promise<{ w: ReturnType<typeof workdir>; log: string }> {
+    const w = workdir();
+    const log = join(logDir(), "access.log");
+    writeConfig(w, {
+      mode: "http",
+      origins: [`127.0.0.1:${ORIGIN_PORT}`],
+      ports: "7000",
+      extra: `engine = "${engine}"\naccess_log = "${log}"\nidle_timeout = "1500ms"\nfirst_byte_timeout = "1s"\neject = { failures = 1, base_duration = "30s", duration = "30s" }\n${extra}`,
+    });
+    f.ep = await EdgeproxyProcess.start(["serve", "--config", w.file]);
+    return { w, log };
+  }
+
+  /** After a first request (what the proxy keeps open: its idle origin connection, the admin's), its descriptor count. */
+  async function baseline(w: ReturnType<typeof workdir>): Promise<number> {
+    expect((await curl("/ok")).code).toBe("200");
+    await scrape(w.admin);
+    return fdCount(f.ep!.pid);
+  }
+
+  /** Every connection closed, and the descriptors back to `fds` (an origin connection kept alive aside). */
+  async function settled(w: ReturnType<typeof workdir>, fds: number): Promise<void> {
+    const active = async () => (await scrape(w.admin))("edgeproxy_connections_active");
+    expect(await until(async () => (await active()) === 0, 3000)).toBe(true);
+    const ok = await until(() => fdCount(f.ep!.pid) <= fds, 3000);
+    if (!ok) console.log(`descriptors: ${fds} before, now:\n${Bun.spawnSync(["ls", "-l", `/proc/${f.ep!.pid}/fd`]).stdout}`);
+    expect(ok).toBe(true);
+  }
+
+  test("closed or reset before any response byte: 502 at once, counted as a reset; the origin is not ejected for it", async () => {
+    f.servers.push(scriptedOrigin());
+    const { w, log } = await start();
+    try {
+      // A first request opens what the proxy keeps open (its origin connection stays idle for the next).
+      const fds = await baseline(w);
+      for (const path of ["/fin-before", "/rst-before"]) {
+        const r = await curl(path);
+        expect({ path, code: r.code, body: r.body }).toEqual({ path, code: "502", body: expect.stringContaining(`origin 127.0.0.1:${ORIGIN_PORT}:`) });
+        expect(r.ms).toBeLessThan(1000);
+      }
+      const m = await scrape(w.admin);
+      expect(m("edgeproxy_origin_errors_total", { class: "reset" })).toBe(2);
+      expect(m("edgeproxy_origin_ejections_total")).toBe(0);
+      expect((await curl("/ok")).code).toBe("200");
+      await settled(w, fds);
+      const lines = (await linesOf(log, 4)).filter((l) => l.path === "/fin-before" || l.path === "/rst-before");
+      expect(lines.map((l) => l.status)).toEqual([502, 502]);
+    } finally {
+      w.done();
+    }
+  });
+
+  test("garbage, a truncated head, a 1xx then FIN, an oversized head, a malformed chunk: 502 before the response began, a cut after; counted", async () => {
+    f.servers.push(scriptedOrigin());
+    const { w } = await start();
+    try {
+      const fds = await baseline(w);
+      const got: Record<string, string> = {};
+      for (const path of ["/garbage", "/truncated-head", "/interim-fin", "/oversized-head", "/bad-chunk"]) {
+        const r = await curl(path);
+        got[path] = `${r.code} ${r.exit}`;
+        expect(r.ms).toBeLessThan(1000);
+      }
+      // The chunked response began (its head went on): the client sees the cut, not a clean end (curl 18 or 56).
+      expect(got).toEqual({ "/garbage": "502 0", "/truncated-head": "502 0", "/interim-fin": "502 0", "/oversized-head": "502 0", "/bad-chunk": expect.stringMatching(/^(200 (18|56)|000 56)$/) });
+      const m = await scrape(w.admin);
+      expect(m("edgeproxy_origin_errors_total", { class: "protocol" })).toBe(3);
+      expect(m("edgeproxy_origin_errors_total", { class: "reset" })).toBe(2);
+      await settled(w, fds);
+    } finally {
+      w.done();
+    }
+  });
+
+  test("closed or reset mid-body: the client sees the cut, never a whole response; a close-framed body ends clean only at a FIN", async () => {
+    f.servers.push(scriptedOrigin());
+    const { w } = await start();
+    try {
+      const fds = await baseline(w);
+      const got: Record<string, string> = {};
+      for (const path of ["/fin-mid", "/rst-mid", "/rst-close-framed", "/fin-close-framed"]) {
+        const r = await curl(path);
+        got[path] = `${r.code} ${r.exit} ${r.body}`;
+        expect(r.ms).toBeLessThan(1000);
+      }
+      expect(got).toEqual({
+        "/fin-mid": expect.stringMatching(/^200 (18|56) 0123456789$/),
+        "/rst-mid": expect.stringMatching(/^200 (18|56) 0123456789$/),
+        "/rst-close-framed": expect.stringMatching(/^200 (18|56) 0123456789$/),
+        "/fin-close-framed": "200 0 0123456789",
+      });
+      const m = await scrape(w.admin);
+      expect(m("edgeproxy_origin_errors_total", { class: "reset" })).toBe(3);
+      await settled(w, fds);
+    } finally {
+      w.done();
+    }
+  });
+});
