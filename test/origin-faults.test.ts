@@ -13,6 +13,7 @@ import { join } from "node:path";
 import { linesOf, logDir } from "./helpers/accesslog";
 import { EdgeproxyProcess } from "./helpers/edgeproxy";
 import { proxyFixture } from "./helpers/fixture";
+import { ip } from "./helpers/netns";
 import { scrape, workdir, writeConfig } from "./helpers/pools";
 
 const f = proxyFixture();
@@ -44,6 +45,10 @@ const BEHAVIOURS: Record<string, Behaviour> = {
     s.write("HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n0123456789");
     setTimeout(() => s.end(), 100);
   },
+  // Nothing at all, an interim response then nothing, or a body that stops: deadlines.
+  "/silent": () => {},
+  "/interim-stall": (s) => void s.write("HTTP/1.1 103 Early Hints\r\nLink: </a.css>; rel=preload\r\n\r\n"),
+  "/stall-mid": (s) => void s.write(`${HEAD_100}0123456789`),
   "/garbage": (s) => void s.write("garbage garbage\r\n\r\n"),
   "/truncated-head": (s) => void s.end("HTTP/1.1 200 OK\r\nContent-Le"),
   "/interim-fin": (s) => void s.end("HTTP/1.1 103 Early Hints\r\nLink: </a.css>; rel=preload\r\n\r\n"),
@@ -78,9 +83,9 @@ interface CurlResult {
   ms: number;
 }
 
-async function curl(path: string, maxSeconds = 8): Promise<CurlResult> {
+async function curl(path: string, maxSeconds = 8, port = 7000): Promise<CurlResult> {
   const t0 = performance.now();
-  const p = Bun.spawn(["curl", "-s", "--max-time", `${maxSeconds}`, "-w", "\n%{http_code}", `http://192.0.2.1:7000${path}`], { stdout: "pipe", stderr: "pipe" });
+  const p = Bun.spawn(["curl", "-s", "--max-time", `${maxSeconds}`, "-w", "\n%{http_code}", `http://192.0.2.1:${port}${path}`], { stdout: "pipe", stderr: "pipe" });
   const out = await new Response(p.stdout).text();
   const exit = await p.exited;
   const nl = out.lastIndexOf("\n");
@@ -100,13 +105,13 @@ async function until(cond: () => Promise<boolean> | boolean, ms: number): Promis
 }
 
 describe.each(["epoll", "bun"] as const)("an origin that misbehaves (http, engine %s)", (engine) => {
-  async function start(extra = ""): Promise<{ w: ReturnType<typeof workdir>; log: string }> {
+  async function start(extra = "", origin = `127.0.0.1:${ORIGIN_PORT}`): Promise<{ w: ReturnType<typeof workdir>; log: string }> {
     const w = workdir();
     const log = join(logDir(), "access.log");
     writeConfig(w, {
       mode: "http",
-      origins: [`127.0.0.1:${ORIGIN_PORT}`],
-      ports: "7000",
+      origins: [origin],
+      ports: "7000-7003",
       extra: `engine = "${engine}"\naccess_log = "${log}"\nidle_timeout = "1500ms"\nfirst_byte_timeout = "1s"\neject = { failures = 1, base_duration = "30s", duration = "30s" }\n${extra}`,
     });
     f.ep = await EdgeproxyProcess.start(["serve", "--config", w.file]);
@@ -193,6 +198,63 @@ describe.each(["epoll", "bun"] as const)("an origin that misbehaves (http, engin
       });
       const m = await scrape(w.admin);
       expect(m("edgeproxy_origin_errors_total", { class: "reset" })).toBe(3);
+      await settled(w, fds);
+    } finally {
+      w.done();
+    }
+  });
+
+  test("an origin that never answers the SYN: 504 at connect_timeout, blamed on it, and the given-up connect's descriptor closed then", async () => {
+    // A veth whose peer is down swallows every packet: SYNs to 198.51.100.2 go nowhere.
+    ip("link", "add", "blackhole0", "type", "veth", "peer", "name", "blackhole1");
+    ip("link", "set", "blackhole0", "up");
+    ip("addr", "add", "198.51.100.1/24", "dev", "blackhole0");
+    ip("neigh", "add", "198.51.100.2", "lladdr", "02:00:00:00:00:02", "dev", "blackhole0");
+    const { w, log } = await start('connect_timeout = "400ms"', "198.51.100.2:80");
+    try {
+      await scrape(w.admin);
+      const fds = fdCount(f.ep!.pid);
+      const rs = await Promise.all([7000, 7001, 7002].map((port) => curl("/", 8, port)));
+      for (const r of rs) {
+        expect(`${r.code} ${r.body}`).toBe("504 origin connect timeout\n");
+        expect(r.ms).toBeGreaterThan(300);
+        expect(r.ms).toBeLessThan(3000);
+      }
+      const m = await scrape(w.admin);
+      expect(m("edgeproxy_origin_errors_total", { class: "timeout" })).toBe(3);
+      expect(m("edgeproxy_origin_ejections_total")).toBeGreaterThanOrEqual(1);
+      // The kernel would retry each SYN for minutes (net.ipv4.tcp_syn_retries): the engine closes a connect its
+      // exchange gave up at once. Bun's sockets cannot: Bun.connect gives no handle on a connect under way, so
+      // its descriptor stays until the kernel gives up (about 2 min); only the connections are checked there.
+      if (engine === "epoll") await settled(w, fds);
+      else expect(await until(async () => (await scrape(w.admin))("edgeproxy_connections_active") === 0, 3000)).toBe(true);
+      const lines = await linesOf(log, 3);
+      expect(lines.map((l) => `${l.status} ${l.reason}`)).toEqual(["504 origin connect timeout", "504 origin connect timeout", "504 origin connect timeout"]);
+    } finally {
+      w.done();
+    }
+  });
+
+  test("an origin that stalls: 504 at first_byte_timeout with nothing sent or only a 1xx; cut at idle_timeout mid-body; counted", async () => {
+    f.servers.push(scriptedOrigin());
+    const { w } = await start();
+    try {
+      const fds = await baseline(w);
+      const [silent, interim, mid] = await Promise.all([curl("/silent", 8, 7000), curl("/interim-stall", 8, 7001), curl("/stall-mid", 8, 7002)]);
+      expect(`${silent.code} ${silent.body}`).toBe("504 origin first byte timeout\n");
+      expect(silent.ms).toBeGreaterThan(800);
+      expect(silent.ms).toBeLessThan(3000);
+      expect(`${mid.code} ${mid.exit} ${mid.body}`).toMatch(/^200 (18|56) 0123456789$/);
+      expect(mid.ms).toBeGreaterThan(1200);
+      expect(mid.ms).toBeLessThan(4000);
+      // An interim response is not the response: the final one is still due at first_byte_timeout (a 504, not a cut at idle_timeout).
+      expect(`${interim.code} ${interim.exit} ${interim.body}`).toBe("504 0 origin first byte timeout\n");
+      expect(interim.ms).toBeGreaterThan(800);
+      expect(interim.ms).toBeLessThan(3000);
+      const m = await scrape(w.admin);
+      expect(m("edgeproxy_origin_errors_total", { class: "timeout" })).toBe(2);
+      expect(m("edgeproxy_idle_timeouts_total")).toBe(1);
+      expect(m("edgeproxy_origin_ejections_total")).toBe(0);
       await settled(w, fds);
     } finally {
       w.done();

@@ -222,7 +222,8 @@ export class HttpConnection extends ConnectionEndings implements Session {
   private requestComplete(): void {
     this.requestDone = true;
     if (this.local) return void serveLocal(this.req!, this.client, this.ctx).then((bytes) => this.localAnswered(bytes));
-    if (this.origin?.open && !this.gotByte) this.setDeadline(Deadline.FirstByte, this.ctx.http.firstByteTimeoutMs);
+    // The response is due (an interim 1xx, as after 100-continue, is not it: exchange.ts responseHead).
+    if (this.origin?.open && !this.res) this.setDeadline(Deadline.FirstByte, this.ctx.http.firstByteTimeoutMs);
     if (this.res && this.resDone) this.exchangeDone();
   }
 

@@ -251,10 +251,14 @@ export abstract class Exchange implements OriginUser {
       // Interim responses (100-continue, 103) go on, except to an HTTP/1.0 client (RFC 9110 §15.2).
       this.ctx.httpStats.response(parsed.status);
       if (req.minor === 1) this.sendClient(Buffer.from(clientResponseHead(parsed, 1, "none", true, false), "latin1"));
+      // An interim response is not the response (RFC 9110 §15.2): the final one is still due within
+      // first_byte_timeout (of this, or of the request's end: requestComplete), not only at idle_timeout.
+      if (this.requestDone) this.setDeadline(Deadline.FirstByte, this.ctx.http.firstByteTimeoutMs);
       if (rest.length) this.originData(c, rest);
       return;
     }
     this.res = parsed;
+    this.deadlineKind = Deadline.None;
     this.resDone = false;
     this.ctx.httpStats.response(parsed.status);
     if (this.rlog) this.rlog.status = parsed.status;

@@ -180,10 +180,13 @@ export abstract class H2Exchange implements OriginUser {
       // No upgrade over HTTP/2 (§8.6); interim responses are dropped (the final one follows).
       if (parsed.status === 101) return this.originBroken("101 Switching Protocols without an upgrade request");
       ctx.httpStats.response(parsed.status);
+      // Not the response (RFC 9110 §15.2): the final one is still due within first_byte_timeout (as exchange.ts).
+      if (this.requestDone) this.setDeadline(Deadline.FirstByte, ctx.http.firstByteTimeoutMs);
       if (rest.length) this.originData(c, rest);
       return;
     }
     this.res = parsed;
+    this.deadlineKind = Deadline.None;
     ctx.httpStats.response(parsed.status);
     if (this.rlog) this.rlog.status = parsed.status;
     const req = this.req!;

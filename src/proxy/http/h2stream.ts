@@ -132,7 +132,8 @@ export class H2Stream extends H2Exchange {
 
   private requestComplete(): void {
     this.requestDone = true;
-    if (this.origin?.open && !this.gotByte) this.setDeadline(Deadline.FirstByte, this.conn.ctx.http.firstByteTimeoutMs);
+    // The response is due (an interim 1xx is not it: h2exchange.ts responseHead).
+    if (this.origin?.open && !this.res) this.setDeadline(Deadline.FirstByte, this.conn.ctx.http.firstByteTimeoutMs);
     if (this.res && this.resComplete) this.exchangeDone();
   }
 
