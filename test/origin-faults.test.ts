@@ -8,7 +8,7 @@
 // descriptor more than it started with.
 import { describe, expect, test } from "bun:test";
 import type { Socket } from "bun";
-import { readdirSync } from "node:fs";
+import { readdirSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { linesOf, logDir } from "./helpers/accesslog";
 import { EdgeproxyProcess } from "./helpers/edgeproxy";
@@ -19,7 +19,9 @@ import { scrape, workdir, writeConfig } from "./helpers/pools";
 const f = proxyFixture();
 const ORIGIN_PORT = 9000;
 
-type Behaviour = (s: Socket<{ buf: string }>) => void;
+type Behaviour = (s: Socket<Conn>) => void;
+/** An origin connection's unparsed bytes; `deaf`: what comes after the head is not read (an upload's body). */
+type Conn = { buf: string; deaf: boolean };
 
 const HEAD_100 = "HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n";
 
@@ -49,6 +51,11 @@ const BEHAVIOURS: Record<string, Behaviour> = {
   "/silent": () => {},
   "/interim-stall": (s) => void s.write("HTTP/1.1 103 Early Hints\r\nLink: </a.css>; rel=preload\r\n\r\n"),
   "/stall-mid": (s) => void s.write(`${HEAD_100}0123456789`),
+  // During an upload (the body is not read): a FIN, an RST, an early answer then FIN, or no more reading at all.
+  "/up-fin": (s) => void s.end(),
+  "/up-rst": (s) => void s.terminate(),
+  "/up-early": (s) => void s.end("HTTP/1.1 413 Payload Too Large\r\nContent-Length: 4\r\nConnection: close\r\n\r\nbig!"),
+  "/up-stall": (s) => void s.pause(),
   "/garbage": (s) => void s.write("garbage garbage\r\n\r\n"),
   "/truncated-head": (s) => void s.end("HTTP/1.1 200 OK\r\nContent-Le"),
   "/interim-fin": (s) => void s.end("HTTP/1.1 103 Early Hints\r\nLink: </a.css>; rel=preload\r\n\r\n"),
@@ -58,17 +65,19 @@ const BEHAVIOURS: Record<string, Behaviour> = {
 
 /** An origin that reads one request head per connection and does what its path says. */
 function scriptedOrigin() {
-  return Bun.listen<{ buf: string }>({
+  return Bun.listen<Conn>({
     hostname: "127.0.0.1",
     port: ORIGIN_PORT,
     socket: {
-      open: (s) => void (s.data = { buf: "" }),
+      open: (s) => void (s.data = { buf: "", deaf: false }),
       data(s, d) {
+        if (s.data.deaf) return;
         s.data.buf += d.toString("latin1");
         const end = s.data.buf.indexOf("\r\n\r\n");
         if (end < 0) return;
         const path = s.data.buf.split(" ")[1]!;
         s.data.buf = s.data.buf.slice(end + 4);
+        s.data.deaf = path.startsWith("/up-");
         (BEHAVIOURS[path] ?? BEHAVIOURS["/ok"]!)(s);
       },
     },
@@ -83,9 +92,11 @@ interface CurlResult {
   ms: number;
 }
 
-async function curl(path: string, maxSeconds = 8, port = 7000): Promise<CurlResult> {
+/** curl asks for `path` at edge port `port`; with `upload`, it POSTs that file (no Expect: 100-continue). */
+async function curl(path: string, maxSeconds = 8, port = 7000, upload?: string): Promise<CurlResult> {
   const t0 = performance.now();
-  const p = Bun.spawn(["curl", "-s", "--max-time", `${maxSeconds}`, "-w", "\n%{http_code}", `http://192.0.2.1:${port}${path}`], { stdout: "pipe", stderr: "pipe" });
+  const up = upload ? ["-H", "Expect:", "--data-binary", `@${upload}`] : [];
+  const p = Bun.spawn(["curl", "-s", "--max-time", `${maxSeconds}`, ...up, "-w", "\n%{http_code}", `http://192.0.2.1:${port}${path}`], { stdout: "pipe", stderr: "pipe" });
   const out = await new Response(p.stdout).text();
   const exit = await p.exited;
   const nl = out.lastIndexOf("\n");
@@ -253,6 +264,38 @@ describe.each(["epoll", "bun"] as const)("an origin that misbehaves (http, engin
       expect(interim.ms).toBeLessThan(3000);
       const m = await scrape(w.admin);
       expect(m("edgeproxy_origin_errors_total", { class: "timeout" })).toBe(2);
+      expect(m("edgeproxy_idle_timeouts_total")).toBe(1);
+      expect(m("edgeproxy_origin_ejections_total")).toBe(0);
+      await settled(w, fds);
+    } finally {
+      w.done();
+    }
+  });
+
+  test("an origin that fails during an upload: 502 at once on its FIN or RST, its early answer reaches the client, one that stops reading is cut at idle_timeout", async () => {
+    f.servers.push(scriptedOrigin());
+    const { w } = await start();
+    const body = join(w.dir, "body");
+    writeFileSync(body, Buffer.alloc(32 * 1024 * 1024, "a"));
+    try {
+      const fds = await baseline(w);
+      const got: Record<string, string> = {};
+      const ms: Record<string, number> = {};
+      for (const path of ["/up-fin", "/up-rst", "/up-early", "/up-stall"]) {
+        const r = await curl(path, 8, 7000, body);
+        got[path] = `${r.code} ${r.body.split("\n")[0]}`;
+        ms[path] = r.ms;
+      }
+      expect(got).toEqual({
+        "/up-fin": expect.stringMatching(/^502 origin 127\.0\.0\.1:9000: /),
+        "/up-rst": expect.stringMatching(/^502 origin 127\.0\.0\.1:9000: /),
+        "/up-early": "413 big!",
+        "/up-stall": "000 ",
+      });
+      for (const path of ["/up-fin", "/up-rst", "/up-early"]) expect(ms[path]!).toBeLessThan(1000);
+      expect(ms["/up-stall"]!).toBeGreaterThan(1200);
+      expect(ms["/up-stall"]!).toBeLessThan(4000);
+      const m = await scrape(w.admin);
       expect(m("edgeproxy_idle_timeouts_total")).toBe(1);
       expect(m("edgeproxy_origin_ejections_total")).toBe(0);
       await settled(w, fds);

@@ -45,6 +45,7 @@ export function connectOrigin(engine: HttpEngine, svc: EngineHttp, c: OriginConn
   noDelay(fd);
   const s = new EngineSocket(engine, fd, to!.target, svc);
   s.connecting = true;
+  s.readFirst = true;
   engine.byFd[fd] = s;
   svc.connecting.set(s, c);
   s.events = {

@@ -61,6 +61,10 @@ export class EngineSocket implements HttpSocket {
   /** Bytes may be held for our FIN (writeLast). */
   private corked = false;
   done = false;
+  /** An origin's socket: a failed send reads what the peer sent before it closes (sendFailed). */
+  readFirst = false;
+  /** A send failed with this errno while the peer's last bytes are read: the socket closes with it after them. */
+  private sendErrno = 0;
   private local: Endpoint | undefined;
   /** The peer's address as text when the engine made it already (accept: the busiest-clients count's). */
   remoteText: string | undefined;
@@ -111,6 +115,7 @@ export class EngineSocket implements HttpSocket {
         continue;
       }
       if (n === 0) {
+        if (this.sendErrno) return this.fail(this.sendErrno, "send");
         this.eof = true;
         this.readable = false;
         this.events?.end();
@@ -136,8 +141,23 @@ export class EngineSocket implements HttpSocket {
     }
     if (n === -EINTR) return this.write(bytes, more);
     // The peer is gone (EPIPE, ECONNRESET): closed with the error, as Bun reports it; the Outbox takes -1 as "closing".
-    this.fail(-n, "send");
+    this.sendFailed(-n);
     return -1;
+  }
+
+  /**
+   * A send failed: the peer is gone. An origin may have answered before it went (an early 413 or 401 to
+   * an upload it would not read, then its close, which the unread bytes make an RST): its answer waits in
+   * the receive queue and is read first, as Bun's sockets do, then the socket closes with the error.
+   * Otherwise the client got a 502 "connection reset" for an origin that had answered. A client's socket,
+   * or one paused (its reader is slow), closes at once.
+   */
+  private sendFailed(errno: number): void {
+    if (!this.readFirst || this.paused || this.done) return this.fail(errno, "send");
+    this.shut = true;
+    this.sendErrno = errno;
+    this.readable = this.finSeen = true;
+    this.loop.later(this);
   }
 
   /**
