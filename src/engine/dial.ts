@@ -101,7 +101,7 @@ export function originFailed(engine: TcpEngine, p: Pair, stage: "socket" | "conn
   // A descriptor, memory or local port this host lacked (EMFILE, ENOBUFS, EADDRNOTAVAIL: localResourceOf) says nothing about the origin.
   const local = stage === "timeout" ? undefined : localResourceOf(errnoName(code));
   if (local) p.svc.bump(localResourceSlot(local));
-  p.cause("origin_error", local ? `local_${local}` : stage === "timeout" ? "origin_connect_timeout" : `origin_${kind}`);
+  p.cause("origin_error", local ? `local_${local}` : stage === "timeout" ? "origin_connect_timeout" : `origin_${kind}`, true);
   const e = p.endpoint;
   if (e && stage !== "socket" && !local) {
     e.refused(p.originPort);

@@ -90,8 +90,17 @@ export class Pair {
     this.connectDeadline = startedAt + svc.spec.connectTimeoutMs;
   }
 
-  /** Why it ends, for the log line: the first cause wins. */
-  cause(event: string, why: string): void {
+  /**
+   * Why it ends, for the log line: the first cause wins, except that a failed origin connect (`force`)
+   * is always the reason (as on Bun's path, relay.ts): a client's FIN while the connect was under way
+   * (a client that only reads) did not end the connection.
+   */
+  cause(event: string, why: string, force = false): void {
+    if (force) {
+      this.event = event;
+      this.why = why;
+      return;
+    }
     this.event ??= event;
     this.why ??= why;
   }
