@@ -9,12 +9,18 @@ type Writable = { write(bytes: Uint8Array): number; writeLast?(bytes: Uint8Array
 export class Outbox {
   private chunks: Uint8Array[] = [];
   queued = 0;
+  /**
+   * A write returned < 0: the peer is gone (it reset the connection). Bun's sockets then report an end
+   * and a close without error, as for a FIN; this tells the two apart.
+   */
+  failed = false;
 
   /** Write now if nothing is waiting, else queue. True when everything went out. `last`: the socket's writeLast, if it has one. */
   write(to: Writable | undefined, chunk: Uint8Array, last = false): boolean {
     if (to && this.queued === 0) {
       const n = last && to.writeLast ? to.writeLast(chunk) : to.write(chunk);
       // n < 0: the socket is closing; its close handler ends the connection.
+      if (n < 0) this.failed = true;
       if (n === chunk.length || n < 0) return true;
       chunk = chunk.subarray(n);
     }
@@ -28,7 +34,10 @@ export class Outbox {
     while (this.chunks.length) {
       const chunk = this.chunks[0]!;
       const n = to.write(chunk);
-      if (n < 0) return false;
+      if (n < 0) {
+        this.failed = true;
+        return false;
+      }
       if (n < chunk.length) {
         this.chunks[0] = chunk.subarray(n);
         this.queued -= n;

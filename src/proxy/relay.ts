@@ -32,6 +32,13 @@ const originHostOf = (t: RelayTarget) => t.member?.origin.host ?? t.host;
 
 const FAILURES: ReadonlySet<string> = new Set<OriginFailure>(["refused", "timeout", "unreachable", "reset"]);
 
+/**
+ * A side a send to failed (Outbox.failed) reset the connection; Bun reports that as an end and a close
+ * without error, as it does a FIN. Without this, an origin's reset reached the client as a clean FIN (a
+ * truncated stream taken for whole) and was counted nowhere.
+ */
+const SEND_FAILED = Object.assign(new Error("send failed: the peer reset the connection"), { code: "ECONNRESET" });
+
 interface Direction {
   /** Bytes waiting for the destination to drain (or, client->origin, to connect). */
   readonly out: Outbox;
@@ -292,6 +299,7 @@ export class Relay implements Session {
 
   ended(side: "client" | "origin"): void {
     if (this.done) return;
+    if (this.sendFailed(side)) return this.sideClosed(side, SEND_FAILED);
     this.lastActive = this.options.clock.now;
     const d = side === "client" ? this.up : this.down;
     d.ended = true;
@@ -305,8 +313,14 @@ export class Relay implements Session {
     this.maybeFinish();
   }
 
+  /** A send to `side` failed (SEND_FAILED). */
+  private sendFailed(side: "client" | "origin"): boolean {
+    return (side === "client" ? this.down : this.up).out.failed;
+  }
+
   sideClosed(side: "client" | "origin", error?: Error): void {
     if (this.done) return;
+    if (!error && this.sendFailed(side)) error = SEND_FAILED;
     const reset = error !== undefined;
     if (reset) {
       if (side === "client") this.options.stats.clientResets++;
