@@ -21,7 +21,11 @@ const ORIGIN_PORT = 9000;
 
 type Behaviour = (s: Socket<Conn>) => void;
 /** An origin connection's unparsed bytes; `deaf`: what comes after the head is not read (an upload's body). */
-type Conn = { buf: string; deaf: boolean };
+type Conn = { buf: string; deaf: boolean; more?: () => void };
+
+/** The size of /big's body: far more than the sockets' buffers hold. */
+const BIG = 256 * 1024 * 1024;
+const MIB = Buffer.alloc(1024 * 1024, "a");
 
 const HEAD_100 = "HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n";
 
@@ -47,6 +51,19 @@ const BEHAVIOURS: Record<string, Behaviour> = {
     s.write("HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n0123456789");
     setTimeout(() => s.end(), 100);
   },
+  // A long body, sent as fast as it is taken.
+  "/big": (s) => {
+    s.write(`HTTP/1.1 200 OK\r\nContent-Length: ${BIG}\r\n\r\n`);
+    let left = BIG;
+    s.data.more = () => {
+      while (left > 0) {
+        const n = s.write(left < MIB.length ? MIB.subarray(0, left) : MIB);
+        if (n <= 0) return;
+        left -= n;
+      }
+    };
+    s.data.more();
+  },
   // Nothing at all, an interim response then nothing, or a body that stops: deadlines.
   "/silent": () => {},
   "/interim-stall": (s) => void s.write("HTTP/1.1 103 Early Hints\r\nLink: </a.css>; rel=preload\r\n\r\n"),
@@ -63,13 +80,15 @@ const BEHAVIOURS: Record<string, Behaviour> = {
   "/bad-chunk": (s) => void s.write("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\nzz\r\n"),
 };
 
-/** An origin that reads one request head per connection and does what its path says. */
-function scriptedOrigin() {
+/** An origin that reads one request head per connection and does what its path says; `closed`: how a connection ended ("close", or the error's code). */
+function scriptedOrigin(closed?: (how: string) => void) {
   return Bun.listen<Conn>({
     hostname: "127.0.0.1",
     port: ORIGIN_PORT,
     socket: {
       open: (s) => void (s.data = { buf: "", deaf: false }),
+      drain: (s) => s.data.more?.(),
+      close: (_s, err) => closed?.(err ? ((err as { code?: string }).code ?? err.message) : "close"),
       data(s, d) {
         if (s.data.deaf) return;
         s.data.buf += d.toString("latin1");
@@ -77,7 +96,7 @@ function scriptedOrigin() {
         if (end < 0) return;
         const path = s.data.buf.split(" ")[1]!;
         s.data.buf = s.data.buf.slice(end + 4);
-        s.data.deaf = path.startsWith("/up-");
+        s.data.deaf = path.startsWith("/up-") || path === "/big";
         (BEHAVIOURS[path] ?? BEHAVIOURS["/ok"]!)(s);
       },
     },
@@ -299,6 +318,39 @@ describe.each(["epoll", "bun"] as const)("an origin that misbehaves (http, engin
       expect(m("edgeproxy_idle_timeouts_total")).toBe(1);
       expect(m("edgeproxy_origin_ejections_total")).toBe(0);
       await settled(w, fds);
+    } finally {
+      w.done();
+    }
+  });
+
+  test("a client that resets mid-download: counted as a client reset, its log line says so, the origin connection is reset", async () => {
+    let originSaw = "";
+    f.servers.push(scriptedOrigin((err) => (originSaw = err)));
+    const { w, log } = await start();
+    try {
+      const fds = await baseline(w);
+      let got = 0;
+      await new Promise<void>((done) => {
+        void Bun.connect({
+          hostname: "192.0.2.1",
+          port: 7000,
+          socket: {
+            open: (s) => void s.write("GET /big HTTP/1.1\r\nHost: a\r\n\r\n"),
+            data(s, d) {
+              got += d.length;
+              if (got > 4 * 1024 * 1024) s.terminate();
+            },
+            close: () => done(),
+          },
+        });
+      });
+      expect(await until(() => originSaw !== "", 3000)).toBe(true);
+      expect(originSaw).toBe("ECONNRESET");
+      const m = await scrape(w.admin);
+      expect(m("edgeproxy_client_resets_total")).toBe(1);
+      await settled(w, fds);
+      const line = (await linesOf(log, 2)).find((l) => l.path === "/big");
+      expect(line?.reason).toBe("client_reset");
     } finally {
       w.done();
     }

@@ -107,9 +107,12 @@ export class HttpConnection extends ConnectionEndings implements Session {
   }
 
   clientClosed(error?: Error): void {
-    if (error && this.phase !== Phase.Done && this.phase !== Phase.Head) this.ctx.stats.clientResets++;
-    this.rlog?.end(error ? "client_reset" : "client_close");
-    this.release(error !== undefined);
+    // A send to the client failed: it reset the connection, though Bun's sockets report that as an end and a
+    // close without error, as for a FIN (Outbox.failed).
+    const reset = error !== undefined || this.toClient.failed;
+    if (reset && this.phase !== Phase.Done && this.phase !== Phase.Head) this.ctx.stats.clientResets++;
+    this.rlog?.end(reset ? "client_reset" : "client_close");
+    this.release(reset);
   }
 
   // ---- requests ----
