@@ -73,6 +73,9 @@ const BEHAVIOURS: Record<string, Behaviour> = {
   "/up-rst": (s) => void s.terminate(),
   "/up-early": (s) => void s.end("HTTP/1.1 413 Payload Too Large\r\nContent-Length: 4\r\nConnection: close\r\n\r\nbig!"),
   "/up-stall": (s) => void s.pause(),
+  // More than the framing says, in the same read: a second response after the first, a body to a HEAD.
+  "/extra": (s) => void s.write("HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nokHTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nevil"),
+  "/head-body": (s) => void s.write("HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nbody"),
   "/garbage": (s) => void s.write("garbage garbage\r\n\r\n"),
   "/truncated-head": (s) => void s.end("HTTP/1.1 200 OK\r\nContent-Le"),
   "/interim-fin": (s) => void s.end("HTTP/1.1 103 Early Hints\r\nLink: </a.css>; rel=preload\r\n\r\n"),
@@ -112,9 +115,9 @@ interface CurlResult {
 }
 
 /** curl asks for `path` at edge port `port`; with `upload`, it POSTs that file (no Expect: 100-continue). */
-async function curl(path: string, maxSeconds = 8, port = 7000, upload?: string): Promise<CurlResult> {
+async function curl(path: string, maxSeconds = 8, port = 7000, upload?: string, head = false): Promise<CurlResult> {
   const t0 = performance.now();
-  const up = upload ? ["-H", "Expect:", "--data-binary", `@${upload}`] : [];
+  const up = upload ? ["-H", "Expect:", "--data-binary", `@${upload}`] : head ? ["-I"] : [];
   const p = Bun.spawn(["curl", "-s", "--max-time", `${maxSeconds}`, ...up, "-w", "\n%{http_code}", `http://192.0.2.1:${port}${path}`], { stdout: "pipe", stderr: "pipe" });
   const out = await new Response(p.stdout).text();
   const exit = await p.exited;
@@ -351,6 +354,25 @@ describe.each(["epoll", "bun"] as const)("an origin that misbehaves (http, engin
       await settled(w, fds);
       const line = (await linesOf(log, 2)).find((l) => l.path === "/big");
       expect(line?.reason).toBe("client_reset");
+    } finally {
+      w.done();
+    }
+  });
+
+  test("an origin that sends more than its framing says: the client gets the response, the extra bytes are dropped and the connection is not reused", async () => {
+    f.servers.push(scriptedOrigin());
+    const { w } = await start();
+    try {
+      const fds = await baseline(w);
+      expect(`${(await curl("/extra")).body}`).toBe("ok");
+      expect((await curl("/ok")).body).toBe("ok");
+      const head = await curl("/head-body", 8, 7000, undefined, true);
+      expect({ code: head.code, exit: head.exit }).toEqual({ code: "200", exit: 0 });
+      expect((await curl("/ok")).body).toBe("ok");
+      // /extra and /head-body each went on the connection kept from the request before, which then closed.
+      const m = await scrape(w.admin);
+      expect({ opened: m("edgeproxy_http_origin_connections_total", { how: "opened" }), reused: m("edgeproxy_http_origin_connections_total", { how: "reused" }) }).toEqual({ opened: 3, reused: 2 });
+      await settled(w, fds);
     } finally {
       w.done();
     }

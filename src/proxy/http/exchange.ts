@@ -299,20 +299,12 @@ export abstract class Exchange implements OriginUser {
       }
       const done = this.originFraming === "length" ? this.resLeft === 0 : this.resChunks!.done;
       this.sendClient(withHead(head, rest.subarray(0, n)), done && !this.keepAlive);
-      if (done) {
-        this.overran(rest.length - n);
-        this.resDone = true;
-        this.exchangeDone();
-      }
+      if (done) this.responseDone(rest.length - n);
       return;
     }
     const done = this.originFraming === "none" || (this.originFraming === "length" && this.resLeft === 0);
     this.sendClient(withHead(head, EMPTY), done && !this.keepAlive);
-    if (done) {
-      this.overran(rest.length);
-      this.resDone = true;
-      return this.exchangeDone();
-    }
+    if (done) return this.responseDone(rest.length);
     if (rest.length) this.responseBody(rest);
   }
 
@@ -337,11 +329,20 @@ export abstract class Exchange implements OriginUser {
       done = this.resChunks!.done;
     }
     this.sendClient(headLen + n === whole.length ? whole : whole.subarray(0, headLen + n), done && !this.keepAlive);
-    if (done) {
-      this.overran(after - n);
-      this.resDone = true;
-      this.exchangeDone();
-    }
+    if (done) this.responseDone(after - n);
+  }
+
+  /**
+   * The response is complete. `extra` bytes came after it in the same read: an origin that sent more
+   * than its framing said (a wrong Content-Length, a body to a HEAD or a 204) cannot be trusted with
+   * another request, whose response those bytes would be taken for, or begin (RFC 9112 §6.3: never
+   * forward such data as a separate response). They are dropped and its connection closes, as
+   * nginx's does ("upstream sent more data than specified").
+   */
+  protected responseDone(extra: number): void {
+    if (extra > 0) this.originReusable = false;
+    this.resDone = true;
+    this.exchangeDone();
   }
 
   protected responseBody(chunk: Uint8Array): void {
@@ -350,11 +351,7 @@ export abstract class Exchange implements OriginUser {
         const n = Math.min(this.resLeft, chunk.length);
         this.resLeft -= n;
         this.sendClient(n === chunk.length ? chunk : chunk.subarray(0, n), this.resLeft === 0 && !this.keepAlive);
-        if (this.resLeft === 0) {
-          this.overran(chunk.length - n);
-          this.resDone = true;
-          this.exchangeDone();
-        }
+        if (this.resLeft === 0) this.responseDone(chunk.length - n);
         return;
       }
       case "chunked": {
@@ -362,11 +359,7 @@ export abstract class Exchange implements OriginUser {
         const n = d.feed(chunk, 0, this.decodeForClient ? (data) => this.sendClient(data) : undefined);
         if (n < 0) return this.originBroken(`malformed chunked response body: ${d.error}`);
         if (!this.decodeForClient) this.sendClient(n === chunk.length ? chunk : chunk.subarray(0, n), d.done && !this.keepAlive);
-        if (d.done) {
-          this.overran(chunk.length - n);
-          this.resDone = true;
-          this.exchangeDone();
-        }
+        if (d.done) this.responseDone(chunk.length - n);
         return;
       }
       case "close":
@@ -374,16 +367,6 @@ export abstract class Exchange implements OriginUser {
     }
   }
 
-  /**
-   * `extra` bytes came after the end of a response: a body the origin sent
-   * to a HEAD or with a 204 or 304, or more than its Content-Length. Its
-   * framing and ours disagree (RFC 9112 §6.3), so its connection is not
-   * reused: what is still on the way would be read as the next request's
-   * response (a desync), the pipelined one taking it at once.
-   */
-  private overran(extra: number): void {
-    if (extra > 0) this.originReusable = false;
-  }
 
   /** The origin broke HTTP: 502 if nothing was sent yet, else the client is reset. */
   protected originBroken(why: string): void {

@@ -205,6 +205,8 @@ export abstract class H2Exchange implements OriginUser {
     this.responded = true;
     if (this.rlog) this.rlog.bytesOut += headLength;
     if (empty) {
+      // Bytes after a response that has no more (as exchange.ts responseDone): its connection is not reused.
+      if (rest.length) this.originReusable = false;
       this.resComplete = true;
       return this.exchangeDone();
     }
@@ -218,14 +220,14 @@ export abstract class H2Exchange implements OriginUser {
         const n = Math.min(this.resLeft, chunk.length);
         this.resLeft -= n;
         this.sendClient(n === chunk.length ? chunk : chunk.subarray(0, n));
-        if (this.resLeft === 0) this.responseEnded();
+        if (this.resLeft === 0) this.responseEnded(chunk.length - n);
         return;
       }
       case "chunked": {
         const d = this.resChunks!;
         const n = d.feed(chunk, 0, (data) => this.sendClient(data));
         if (n < 0) return this.originBroken(`malformed chunked response body: ${d.error}`);
-        if (d.done) this.responseEnded();
+        if (d.done) this.responseEnded(chunk.length - n);
         return;
       }
       case "close":
@@ -250,7 +252,9 @@ export abstract class H2Exchange implements OriginUser {
     }
   }
 
-  protected responseEnded(): void {
+  /** `extra`: bytes after the response in the same read; its connection is then not reused (exchange.ts responseDone). */
+  protected responseEnded(extra: number): void {
+    if (extra > 0) this.originReusable = false;
     this.resComplete = true;
     this.stream.end();
     this.exchangeDone();
