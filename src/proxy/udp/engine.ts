@@ -23,6 +23,7 @@ const EMSGSIZE = 90;
 /** Batches read from one socket per readiness event, so one busy socket cannot starve the rest. */
 const ROUNDS = 8;
 const ECONNREFUSED = 111;
+const EAGAIN = 11;
 /** The send ring's staging area: a turn's datagrams are copied here until its flush. */
 const STAGE_BYTES = 256 * 1024;
 
@@ -211,11 +212,15 @@ export class Engine {
   // one still full after that waits in `again` for the next loop turn.
   private fromClient(f: Flow): void {
     const b = this.batch;
+    let errors = 0;
     for (let round = 0; round < ROUNDS; round++) {
       const n = b.recvConnected(f.client.raw);
       if (n < 0) {
+        const e = errno();
         // ICMP port unreachable from the client: it has gone; so has the flow.
-        if (errno() === ECONNREFUSED) this.close(f, "close", "client_unreachable");
+        if (e === ECONNREFUSED) this.close(f, "close", "client_unreachable");
+        // Another ICMP error (unreachable, prohibited): see fromOrigin.
+        else if (e !== EAGAIN && errors++ === 0) continue;
         return;
       }
       for (let i = 0; i < n; i++) {
@@ -249,10 +254,16 @@ export class Engine {
 
   private fromOrigin(f: Flow): void {
     const b = this.batch;
+    let errors = 0;
     for (let round = 0; round < ROUNDS; round++) {
       const n = b.recvConnected(f.upstream!.raw);
       if (n < 0) {
-        if (errno() === ECONNREFUSED) this.refused(f);
+        const e = errno();
+        if (e === ECONNREFUSED) this.refused(f);
+        // Another ICMP error the path reported (host unreachable, a filter's "prohibited": udp(7)) comes
+        // ahead of datagrams queued before it, and this read consumed it: read on (once: an error that
+        // stays must not spin), or they would wait for a later arrival (edge-triggered: no other event tells of them).
+        else if (e !== EAGAIN && errors++ === 0) continue;
         return;
       }
       f.last = this.now;
