@@ -4,9 +4,12 @@
 // of datagrams queued before it: those must still reach the client (the
 // flow sockets are edge-triggered: no later event would tell of them).
 // edgeproxy is stopped (SIGSTOP) while the origin's reply and the ICMP error
-// are queued, so both are there when it reads.
+// (made here, on a raw socket) are queued, so both are there when it reads.
 import { describe, expect, test } from "bun:test";
+import { ptr } from "bun:ffi";
 import { readdirSync, readFileSync } from "node:fs";
+import { libc } from "../src/system/libc";
+import { encodeSockaddr } from "../src/system/sockaddr";
 import { EdgeproxyProcess } from "./helpers/edgeproxy";
 import { proxyFixture } from "./helpers/fixture";
 import { scrape, workdir, writeConfig } from "./helpers/pools";
@@ -15,28 +18,36 @@ import { UdpClient, udpOrigin, type Received } from "./helpers/udp";
 const f = proxyFixture();
 const ORIGIN_PORT = 9000;
 
+/** The Internet checksum (RFC 1071) of `b` (even length). */
+function checksum(b: Buffer): number {
+  let sum = 0;
+  for (let i = 0; i < b.length; i += 2) sum += b.readUInt16BE(i);
+  while (sum > 0xffff) sum = (sum >>> 16) + (sum & 0xffff);
+  return ~sum & 0xffff;
+}
+
 /**
  * An ICMP destination unreachable, code 13 (communication administratively prohibited, RFC 1812
  * §5.2.7.1: what a filtering firewall sends), to the socket 127.0.0.1:`from` that sent a datagram
- * to 127.0.0.1:`to`: it embeds that datagram's IP and UDP headers (RFC 792). Sent with a raw
- * socket (python3: Bun has none).
+ * to 127.0.0.1:`to`: it embeds that datagram's IP and UDP headers (RFC 792). Sent on a raw socket.
  */
 function icmpProhibited(from: number, to: number): void {
-  const py = `
-import socket, struct, sys
-def csum(b):
-    s = sum(struct.unpack('!%dH' % (len(b) // 2), b)); s = (s >> 16) + (s & 0xffff); s += s >> 16
-    return ~s & 0xffff
-lo = socket.inet_aton('127.0.0.1')
-ip = struct.pack('!BBHHHBBH4s4s', 0x45, 0, 32, 0, 0, 64, 17, 0, lo, lo)
-ip = ip[:10] + struct.pack('!H', csum(ip)) + ip[12:]
-icmp = struct.pack('!BBHI', 3, 13, 0, 0) + ip + struct.pack('!HHHH', int(sys.argv[1]), int(sys.argv[2]), 12, 0)
-icmp = icmp[:2] + struct.pack('!H', csum(icmp)) + icmp[4:]
-socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP).sendto(icmp, ('127.0.0.1', 0))
-`;
-  const p = Bun.spawnSync(["python3", "-c", py, String(from), String(to)], { stderr: "pipe" });
-  expect(p.stderr.toString()).toBe("");
-  expect(p.exitCode).toBe(0);
+  const ip = Buffer.from([0x45, 0, 0, 32, 0, 0, 0, 0, 64, 17, 0, 0, 127, 0, 0, 1, 127, 0, 0, 1]);
+  ip.writeUInt16BE(checksum(ip), 10);
+  const udp = Buffer.alloc(8);
+  udp.writeUInt16BE(from, 0);
+  udp.writeUInt16BE(to, 2);
+  udp.writeUInt16BE(12, 4);
+  const icmp = Buffer.concat([Buffer.from([3, 13, 0, 0, 0, 0, 0, 0]), ip, udp]);
+  icmp.writeUInt16BE(checksum(icmp), 2);
+  const fd = libc.socket(2 /* AF_INET */, 3 /* SOCK_RAW */, 1 /* IPPROTO_ICMP */);
+  expect(fd).toBeGreaterThanOrEqual(0);
+  try {
+    const to4 = encodeSockaddr({ family: 4, addr: new Uint8Array([127, 0, 0, 1]), port: 0 });
+    expect(Number(libc.sendto(fd, ptr(icmp), icmp.length, 0, ptr(to4), to4.length))).toBe(icmp.length);
+  } finally {
+    libc.close(fd);
+  }
 }
 
 /** Until every thread of `pid` is stopped (SIGSTOP takes effect asynchronously), at most 2 s. */
