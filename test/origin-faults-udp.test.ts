@@ -7,10 +7,9 @@
 // (made here, on a raw socket) are queued, so both are there when it reads.
 import { describe, expect, test } from "bun:test";
 import { ptr } from "bun:ffi";
-import { readdirSync, readFileSync } from "node:fs";
 import { libc } from "../src/system/libc";
 import { encodeSockaddr } from "../src/system/sockaddr";
-import { EdgeproxyProcess } from "./helpers/edgeproxy";
+import { EdgeproxyProcess, sigstop } from "./helpers/edgeproxy";
 import { proxyFixture } from "./helpers/fixture";
 import { scrape, workdir, writeConfig } from "./helpers/pools";
 import { UdpClient, udpOrigin, type Received } from "./helpers/udp";
@@ -50,16 +49,6 @@ function icmpProhibited(from: number, to: number): void {
   }
 }
 
-/** Until every thread of `pid` is stopped (SIGSTOP takes effect asynchronously), at most 2 s. */
-async function stopped(pid: number): Promise<void> {
-  const state = (tid: string) => /\) (\w)/.exec(readFileSync(`/proc/${pid}/task/${tid}/stat`, "utf8"))?.[1];
-  for (let i = 0; i < 100; i++) {
-    if (readdirSync(`/proc/${pid}/task`).every((t) => state(t) === "T")) return;
-    await Bun.sleep(20);
-  }
-  throw new Error(`edgeproxy ${pid} did not stop`);
-}
-
 describe("a udp origin behind a filter that reports an ICMP error", () => {
   test("datagrams the origin sent before the error still reach the client; the flow goes on", async () => {
     const w = workdir();
@@ -71,8 +60,7 @@ describe("a udp origin behind a filter that reports an ICMP error", () => {
       f.ep = await EdgeproxyProcess.start(["serve", "--config", w.file]);
       expect(await c.request("first", 2000)).toBe("r1");
       // The flow's origin socket (its address as the origin saw it) gets a reply, then the error, while edgeproxy is stopped.
-      process.kill(f.ep.pid, "SIGSTOP");
-      await stopped(f.ep.pid);
+      await sigstop(f.ep.pid);
       try {
         origin.socket.send("r2", flow!.port, flow!.address);
         await Bun.sleep(50);

@@ -56,8 +56,10 @@ export class Outbox {
     return all;
   }
 
+  /** Nothing queued: for a new socket too (an exchange's next origin connection), so `failed` is cleared. */
   clear(): void {
     this.chunks = [];
     this.queued = 0;
+    this.failed = false;
   }
 }

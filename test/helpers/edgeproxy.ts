@@ -59,6 +59,20 @@ export class EdgeproxyProcess {
   }
 }
 
+/**
+ * SIGSTOP `pid` and wait until every thread of it is stopped (the signal takes effect asynchronously),
+ * at most 2 s: what arrives meanwhile is all there at its next read (SIGCONT resumes it).
+ */
+export async function sigstop(pid: number): Promise<void> {
+  process.kill(pid, "SIGSTOP");
+  const state = (tid: string) => /\) (\w)/.exec(readFileSync(`/proc/${pid}/task/${tid}/stat`, "utf8"))?.[1];
+  for (let i = 0; i < 100; i++) {
+    if (readdirSync(`/proc/${pid}/task`).every((t) => state(t) === "T")) return;
+    await Bun.sleep(20);
+  }
+  throw new Error(`process ${pid} did not stop`);
+}
+
 /** Run edgeproxy to completion (for flag errors); never lets it serve for long. */
 export async function runEdgeproxy(args: string[], env: Record<string, string> = {}): Promise<{ code: number; stdout: string; stderr: string }> {
   const proc = Bun.spawn([process.execPath, MAIN, ...args], { stdin: "ignore", stdout: "pipe", stderr: "pipe", env: { ...process.env, ...env } });

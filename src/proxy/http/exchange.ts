@@ -161,6 +161,8 @@ export abstract class Exchange implements OriginUser {
 
   originEnd(c: OriginConn): void {
     if (this.phase === Phase.Tunnel) {
+      // A send to the origin failed: it reset, though Bun reports that as an end, as for a FIN (Outbox.failed).
+      if (this.toOrigin.failed) return this.abort();
       this.tunnelDown = true;
       if (this.toClient.queued === 0) this.client.shutdown();
       if (this.tunnelUp) this.endClient();
@@ -171,7 +173,7 @@ export abstract class Exchange implements OriginUser {
 
   originClosed(c: OriginConn, error?: Error): void {
     if (this.phase === Phase.Tunnel) {
-      if (error) return this.abort();
+      if (error || this.toOrigin.failed) return this.abort();
       return this.endClient();
     }
     this.originGone(c, error);
