@@ -75,6 +75,8 @@ const BEHAVIOURS: Record<string, Behaviour> = {
   "/up-stall": (s) => void s.pause(),
   // More than the framing says, in the same read: a second response after the first, a body to a HEAD.
   "/extra": (s) => void s.write("HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nokHTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nevil"),
+  // Both framings: Transfer-Encoding wins, Content-Length is dropped (RFC 9112 §6.3 rule 3).
+  "/cl-te": (s) => void s.write("HTTP/1.1 200 OK\r\nContent-Length: 2\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n"),
   "/head-body": (s) => void s.write("HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nbody"),
   "/garbage": (s) => void s.write("garbage garbage\r\n\r\n"),
   "/truncated-head": (s) => void s.end("HTTP/1.1 200 OK\r\nContent-Le"),
@@ -369,9 +371,10 @@ describe.each(["epoll", "bun"] as const)("an origin that misbehaves (http, engin
       const head = await curl("/head-body", 8, 7000, undefined, true);
       expect({ code: head.code, exit: head.exit }).toEqual({ code: "200", exit: 0 });
       expect((await curl("/ok")).body).toBe("ok");
-      // /extra and /head-body each went on the connection kept from the request before, which then closed.
+      expect((await curl("/cl-te")).body).toBe("hello");
+      // /extra and /head-body each went on the connection kept from the request before, which then closed; /cl-te's stays.
       const m = await scrape(w.admin);
-      expect({ opened: m("edgeproxy_http_origin_connections_total", { how: "opened" }), reused: m("edgeproxy_http_origin_connections_total", { how: "reused" }) }).toEqual({ opened: 3, reused: 2 });
+      expect({ opened: m("edgeproxy_http_origin_connections_total", { how: "opened" }), reused: m("edgeproxy_http_origin_connections_total", { how: "reused" }) }).toEqual({ opened: 3, reused: 3 });
       await settled(w, fds);
     } finally {
       w.done();
