@@ -11,6 +11,8 @@ import { refusalReason } from "./stats";
 
 const CRLF = Buffer.from("\r\n");
 const LAST_CHUNK = Buffer.from("0\r\n\r\n");
+/** What a stream whose response was cut short is destroyed with (reset()): its RST_STREAM is INTERNAL_ERROR. */
+const CUT_SHORT = new Error("the response was cut short");
 
 /*
  * One HTTP/2 stream (RFC 9113 §8) as one HTTP/1.1 exchange with an origin
@@ -185,7 +187,10 @@ export class H2Stream extends H2Exchange {
     this.rlog?.end("reset");
     this.releaseOrigin("reset");
     this.finish();
-    if (!this.stream.closed) this.stream.close(code);
+    // Bun's node:http2 ends a stream whose response began with END_STREAM on close(code), not RST_STREAM
+    // (seen with nghttp -v): a response cut short (no content-length when chunked or framed by the origin's
+    // close) would reach the client as a whole one. destroy(error) sends RST_STREAM INTERNAL_ERROR.
+    if (!this.stream.closed) code === H2_INTERNAL_ERROR && this.responded ? this.stream.destroy(CUT_SHORT) : this.stream.close(code);
     // A reset the client provoked (a malformed body) costs it as its own would: the
     // "MadeYouReset" variant of rapid reset (CVE-2025-8671) is bounded by the same budget.
     if (code === H2_PROTOCOL_ERROR) this.conn.clientReset();
