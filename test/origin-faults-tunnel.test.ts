@@ -83,4 +83,40 @@ describe.each(["epoll", "bun"] as const)("an origin that resets a relayed stream
       w.done();
     }
   });
+
+  test("http: a WebSocket tunnel whose origin closed, then resets the client's next bytes: the client is reset at once", async () => {
+    const w = workdir();
+    const upgraded = "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n";
+    // Answers the upgrade, then closes (FIN): the client's later bytes draw an RST.
+    f.servers.push(Bun.listen({ hostname: "127.0.0.1", port: ORIGIN_PORT, socket: { data: (s, d) => void (d.includes("\r\n\r\n") && (s.write(upgraded), setTimeout(() => s.end(), 100))) } }));
+    try {
+      writeConfig(w, { mode: "http", origins: [`127.0.0.1:${ORIGIN_PORT}`], ports: "7000", extra: `engine = "${engine}"\nidle_timeout = "20s"` });
+      f.ep = await EdgeproxyProcess.start(["serve", "--config", w.file]);
+      let got = "";
+      let fin = false;
+      let closed: (how: string) => void = () => {};
+      const done = new Promise<string>((r) => (closed = r));
+      const s: Socket = await Bun.connect({
+        hostname: "192.0.2.1",
+        port: 7000,
+        allowHalfOpen: true,
+        socket: { data: (_s, d) => void (got += d.toString("latin1")), end: () => void (fin = true), close: (_s, err) => closed(err ? "reset" : "fin") },
+      });
+      s.write("GET /ws HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n");
+      for (let i = 0; i < 100 && !fin; i++) await Bun.sleep(20);
+      expect(got).toContain("101 Switching Protocols");
+      expect(fin).toBe(true);
+      // The tunnel is half-closed: the client still sends; the origin's socket is gone and answers with an RST.
+      for (let i = 0; i < 5; i++) {
+        s.write("more");
+        await Bun.sleep(100);
+      }
+      const timer = setTimeout(() => closed("open"), 3000);
+      expect(await done).toBe("reset");
+      clearTimeout(timer);
+      s.terminate();
+    } finally {
+      w.done();
+    }
+  });
 });

@@ -85,15 +85,14 @@ const BEHAVIOURS: Record<string, Behaviour> = {
   "/bad-chunk": (s) => void s.write("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\nzz\r\n"),
 };
 
-/** An origin that reads one request head per connection and does what its path says; `closed`: how a connection ended ("close", or the error's code). */
-function scriptedOrigin(closed?: (how: string) => void) {
+/** An origin that reads one request head per connection and does what its path says. */
+function scriptedOrigin() {
   return Bun.listen<Conn>({
     hostname: "127.0.0.1",
     port: ORIGIN_PORT,
     socket: {
       open: (s) => void (s.data = { buf: "", deaf: false }),
       drain: (s) => s.data.more?.(),
-      close: (_s, err) => closed?.(err ? ((err as { code?: string }).code ?? err.message) : "close"),
       data(s, d) {
         if (s.data.deaf) return;
         s.data.buf += d.toString("latin1");
@@ -328,9 +327,8 @@ describe.each(["epoll", "bun"] as const)("an origin that misbehaves (http, engin
     }
   });
 
-  test("a client that resets mid-download: counted as a client reset, its log line says so, the origin connection is reset", async () => {
-    let originSaw = "";
-    f.servers.push(scriptedOrigin((err) => (originSaw = err)));
+  test("a client that resets mid-download: counted as a client reset, its log line says so", async () => {
+    f.servers.push(scriptedOrigin());
     const { w, log } = await start();
     try {
       const fds = await baseline(w);
@@ -349,8 +347,6 @@ describe.each(["epoll", "bun"] as const)("an origin that misbehaves (http, engin
           },
         });
       });
-      expect(await until(() => originSaw !== "", 3000)).toBe(true);
-      expect(originSaw).toBe("ECONNRESET");
       const m = await scrape(w.admin);
       expect(m("edgeproxy_client_resets_total")).toBe(1);
       await settled(w, fds);

@@ -150,10 +150,11 @@ export class EngineSocket implements HttpSocket {
    * an upload it would not read, then its close, which the unread bytes make an RST): its answer waits in
    * the receive queue and is read first, as Bun's sockets do, then the socket closes with the error.
    * Otherwise the client got a 502 "connection reset" for an origin that had answered. A client's socket,
-   * or one paused (its reader is slow), closes at once.
+   * one paused (its reader is slow), or one whose FIN was read (nothing more to read: read() would not
+   * run, and the socket would never close) closes at once.
    */
   private sendFailed(errno: number): void {
-    if (!this.readFirst || this.paused || this.done) return this.fail(errno, "send");
+    if (!this.readFirst || this.paused || this.eof || this.done) return this.fail(errno, "send");
     this.shut = true;
     this.sendErrno = errno;
     this.readable = this.finSeen = true;
