@@ -1,6 +1,6 @@
 import type { DeadlineStage } from "../../config/deadlines";
 import { HIGH_WATER, LINGER_MS } from "./context";
-import { Exchange } from "./exchange";
+import { ResponseExchange } from "./responding";
 import { refusalReason } from "./stats";
 import { Deadline, EMPTY, Phase } from "./state";
 import { H2_REFUSAL, errorResponse } from "./response";
@@ -13,7 +13,7 @@ import { H2_REFUSAL, errorResponse } from "./response";
  */
 
 /** A client connection's endings and deadlines (see above); HttpConnection adds the client's requests. */
-export abstract class ConnectionEndings extends Exchange {
+export abstract class ConnectionEndings extends ResponseExchange {
   /** Close by shutdown and a wait for the client's FIN, not at once. */
   protected linger = false;
 
