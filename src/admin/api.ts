@@ -362,6 +362,9 @@ function bindingInput(body: unknown): BindingInput {
     throw new HttpError(400, "expected a JSON object {protocol, prefix, ports}");
   }
   const o = body as Record<string, unknown>;
+  // As in a config file, an unknown field is an error: a misspelt one must not be dropped unnoticed.
+  const unknown = Object.keys(o).find((k) => k !== "protocol" && k !== "prefix" && k !== "ports");
+  if (unknown !== undefined) throw new HttpError(400, `unknown field "${unknown}" (known: protocol, prefix, ports)`);
   const field = (k: keyof BindingInput): string => {
     const v = o[k];
     // A single port may come as a JSON number.

@@ -23,6 +23,16 @@ export function serverBackend(server: Server): AdminBackend {
     if (protocol !== "tcp" && protocol !== "udp") throw new ConfigError("protocol", `"${protocol}" is not tcp or udp`);
     const svc = reg.find(service);
     if (!svc) throw new ConfigError(`service ${service}`, "no such service");
+    // The registry is the namespace's, shared by every instance: this API edits only the services this
+    // instance runs. Another instance's (or a registered socket's) are changed through their own owner.
+    const mine = server.running.get(service);
+    if (!mine || mine.id !== svc.id) {
+      const owner = server.plane.instances.ownerOf(svc.id);
+      const whose = owner === undefined ? "no instance's (edgeproxy bind/unbind changes it)" : `instance ${owner}'s (its own admin API changes it: --instance ${owner})`;
+      throw new ConfigError(`service ${service}`, `not served by instance ${server.claim.name}: it is ${whose}; nothing changed`);
+    }
+    // A service binds its mode's protocol only, as in a config file (a udp binding of a tcp service would steer to no socket).
+    if (protocol !== mine.svc.protocol) throw new ConfigError(`service ${service}: protocol`, `a ${mine.svc.protocol} service binds ${mine.svc.protocol} only; nothing changed`);
     const p = parsePrefix(prefix, "prefix");
     return parsePorts(String(ports), "ports").map((r) => ({ service: svc.id, protocol, prefix: p, lo: r.lo, hi: r.hi }));
   };

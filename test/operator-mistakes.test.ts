@@ -1,0 +1,90 @@
+// Operator mistakes against running instances: each is refused in one line
+// (exit 2, or a 4xx from the admin API) and leaves what runs exactly as it was.
+import { afterEach, beforeEach, describe, expect, test } from "bun:test";
+import type { TCPSocketListener } from "bun";
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { EdgeproxyProcess, runEdgeproxy } from "./helpers/edgeproxy";
+import { exchange, greeter, text } from "./helpers/net";
+import { TestNetns } from "./helpers/netns";
+
+let ns: TestNetns;
+let dir = "";
+const started: EdgeproxyProcess[] = [];
+const origins: TCPSocketListener<undefined>[] = [];
+
+beforeEach(() => {
+  ns = TestNetns.enter();
+  dir = mkdtempSync(join(tmpdir(), "ep-mistakes-"));
+});
+
+afterEach(async () => {
+  for (const ep of started.splice(0)) if (ep.proc.exitCode === null) await ep.stop();
+  for (const o of origins.splice(0)) o.stop(true);
+  rmSync(dir, { recursive: true, force: true });
+  ns.leave();
+});
+
+function origin(name: string): number {
+  const o = greeter("127.0.0.1", 0, name);
+  origins.push(o);
+  return o.port;
+}
+
+async function serve(args: string[]): Promise<EdgeproxyProcess> {
+  const ep = await EdgeproxyProcess.start(args);
+  started.push(ep);
+  return ep;
+}
+
+const flags = (instance: string, ports: string, to: string) => ["--instance", instance, "--name", instance, "--ports", ports, "--prefix", "192.0.2.0/24", "--origin", `127.0.0.1:${origin(to)}`, "--workers", "1"];
+const answer = async (port: number) => text(await exchange("192.0.2.1", port, "", 3000));
+
+/** A request to instance `name`'s admin socket. */
+function admin(name: string, method: string, path: string, body?: unknown): Promise<Response> {
+  return fetch(`http://edgeproxy${path}`, {
+    method,
+    unix: join(ns.runDir, `${name}.sock`),
+    ...(body === undefined ? {} : { body: JSON.stringify(body), headers: { "Content-Type": "application/json" } }),
+  } as RequestInit);
+}
+
+async function bindingsOf(service: string): Promise<string[]> {
+  const r = await runEdgeproxy(["bindings", "--json"]);
+  expect(r.code).toBe(0);
+  const all = JSON.parse(r.stdout) as { service: string; protocol: string; prefix: string; ports: string }[];
+  return all.filter((b) => b.service === service).map((b) => `${b.protocol} ${b.prefix} ${b.ports}`);
+}
+
+describe("the admin API changes only its own instance's services", () => {
+  test("instance a's API cannot add to, or withdraw, instance b's bindings: 400 naming the owner, b keeps serving", async () => {
+    await serve(flags("a", "8000-8099", "from-a"));
+    await serve(flags("b", "9000-9099", "from-b"));
+    expect(await answer(9050)).toBe("from-b");
+    const before = await bindingsOf("b");
+
+    const withdraw = await admin("a", "DELETE", `/services/b/bindings?${new URLSearchParams({ protocol: "tcp", prefix: "192.0.2.0/24", ports: "9000-9099" })}`);
+    expect(withdraw.status).toBe(400);
+    const { error } = (await withdraw.json()) as { error: string };
+    expect(error).toBe("service b: not served by instance a: it is instance b's (its own admin API changes it: --instance b); nothing changed");
+    expect((await admin("a", "DELETE", "/services/b/bindings", { protocol: "tcp", prefix: "192.0.2.0/24", ports: "9000-9099" })).status).toBe(400);
+    expect((await admin("a", "POST", "/services/b/bindings", { protocol: "tcp", prefix: "192.0.2.0/24", ports: "7000" })).status).toBe(400);
+
+    expect(await bindingsOf("b")).toEqual(before);
+    expect(await answer(9050)).toBe("from-b");
+    expect(await answer(8050)).toBe("from-a");
+    // b's own API still does it.
+    expect((await admin("b", "POST", "/services/b/bindings", { protocol: "tcp", prefix: "192.0.2.0/24", ports: "7000" })).status).toBe(201);
+    expect(await answer(7000)).toBe("from-b");
+  });
+
+  test("a udp binding of a tcp service is refused, as in a config file, and nothing changes", async () => {
+    await serve(flags("a", "8000-8099", "from-a"));
+    const before = await bindingsOf("a");
+    const r = await admin("a", "POST", "/services/a/bindings", { protocol: "udp", prefix: "192.0.2.0/24", ports: "7001" });
+    expect(r.status).toBe(400);
+    expect(((await r.json()) as { error: string }).error).toBe("service a: protocol: a tcp service binds tcp only; nothing changed");
+    expect(await bindingsOf("a")).toEqual(before);
+  });
+});
