@@ -88,3 +88,50 @@ describe("the admin API changes only its own instance's services", () => {
     expect(await bindingsOf("a")).toEqual(before);
   });
 });
+
+/**
+ * Start edgeproxy with the startup trace, send `signal` the moment it says it
+ * reached `phase`, and wait for ready or exit (15 s). What it wrote, and how it ended if it did.
+ */
+async function signalWhileStarting(args: string[], signal: NodeJS.Signals, phase: string): Promise<{ proc: Bun.Subprocess<"ignore", "pipe", "pipe">; stderr: () => string; exit?: string }> {
+  const proc = Bun.spawn([process.execPath, join(import.meta.dir, "../src/main.ts"), ...args], { stdin: "ignore", stdout: "pipe", stderr: "pipe", env: { ...process.env, EDGEPROXY_START_TRACE: "1" } });
+  let err = "";
+  let sent = false;
+  const reading = (async () => {
+    const decoder = new TextDecoder();
+    for await (const chunk of proc.stderr) {
+      err += decoder.decode(chunk);
+      if (!sent && err.includes(phase)) {
+        sent = true;
+        proc.kill(signal);
+      }
+    }
+  })();
+  const deadline = Date.now() + 15_000;
+  while (!err.includes("edgeproxy: ready") && proc.exitCode === null && proc.signalCode === null && Date.now() < deadline) await Bun.sleep(10);
+  expect(sent).toBe(true);
+  if (proc.exitCode !== null || proc.signalCode !== null) {
+    await reading;
+    return { proc, stderr: () => err, exit: `${proc.exitCode ?? proc.signalCode}` };
+  }
+  return { proc, stderr: () => err };
+}
+
+describe("signals while starting", () => {
+  for (const workers of ["1", "2"]) {
+    test(`SIGHUP after the dispatcher is pinned, before ready (--workers ${workers}): held, and the reload done once ready; nothing dies half-started`, async () => {
+      const file = join(dir, "web.toml");
+      await Bun.write(file, `[[service]]\nname = "web"\norigin = "127.0.0.1:${origin("web")}"\n[[service.bind]]\nprefixes = ["192.0.2.0/24"]\nports = ["8000"]\n`);
+      const r = await signalWhileStarting(["--config", file, "--workers", workers], "SIGHUP", "dispatcher loaded");
+      // Before: killed by SIGHUP (one worker: the process; two: a worker, failing the start) with its pins left behind.
+      expect(r.exit).toBeUndefined();
+      expect(await answer(8000)).toBe("web");
+      const deadline = Date.now() + 5000;
+      while (!r.stderr().includes("reloaded") && Date.now() < deadline) await Bun.sleep(20);
+      expect(r.stderr()).toContain(`reloaded ${file}: no change`);
+      r.proc.kill("SIGTERM");
+      expect(await r.proc.exited).toBe(0);
+      expect((await runEdgeproxy(["status"])).stdout).toContain("is not loaded");
+    });
+  }
+});

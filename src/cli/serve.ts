@@ -59,6 +59,22 @@ export async function serveInProcess(config: ServeConfig, image: Uint8Array, rol
   process.on("SIGQUIT", () => onSignal("SIGQUIT", "drain"));
   // logrotate's postrotate: reopen the access logs (SIGUSR1's default action would end the process).
   process.on("SIGUSR1", reopenAccessLogs);
+  // A reload (SIGHUP: `systemctl reload` just after a start) or upgrade (SIGUSR2) asked while starting is
+  // held until ready, then done: the signals' default action would end the process half-started, its
+  // dispatcher pinned and its service registered with no socket (a crash, not a refusal).
+  let serving = false;
+  const held = new Set<"SIGHUP" | "SIGUSR2">();
+  const onReload = () =>
+    reload(server).then(
+      async (r) => say(`reloaded ${server.config.source}: ${describeReload(r)}${await restartNotes()}`),
+      (e) => say(`reload rejected, nothing changed: ${(e as Error).message}`),
+    );
+  const onUpgrade = () => {
+    say("SIGUSR2: upgrading");
+    upgrade().catch((e) => say(`upgrade failed: ${(e as Error).message}`));
+  };
+  process.on("SIGHUP", () => (serving ? void onReload() : held.add("SIGHUP")));
+  if (leader) process.on("SIGUSR2", () => (serving ? onUpgrade() : held.add("SIGUSR2")));
   // A worker whose supervisor is gone (killed: a crash, not a stop) keeps
   // serving, so its ports stay steered to its instance's sockets and never
   // reach another socket; it drains and exits once a newer instance's
@@ -140,19 +156,6 @@ export async function serveInProcess(config: ServeConfig, image: Uint8Array, rol
     for (const line of describeStartup([facts])) say(line);
     if (admin.address !== "off") say(`admin API on ${admin.address}`);
   }
-  // SIGHUP re-reads the config file; a bad file changes nothing.
-  process.on("SIGHUP", () => {
-    reload(server).then(
-      async (r) => say(`reloaded ${server.config.source}: ${describeReload(r)}${await restartNotes()}`),
-      (e) => say(`reload rejected, nothing changed: ${(e as Error).message}`),
-    );
-  });
-  if (leader) {
-    process.on("SIGUSR2", () => {
-      say("SIGUSR2: upgrading");
-      upgrade().catch((e) => say(`upgrade failed: ${(e as Error).message}`));
-    });
-  }
   // The kernel's refusals in the access logs: one process per instance (the counters are shared).
   if ((role.worker ?? 0) === 0) kernelRefusals(server);
   if (leader) {
@@ -161,6 +164,13 @@ export async function serveInProcess(config: ServeConfig, image: Uint8Array, rol
   }
   startPhase("ready");
   ready();
+  // SIGHUP re-reads the config file (a bad file changes nothing); SIGUSR2 upgrades. Held ones now.
+  serving = true;
+  if (!stop && held.has("SIGHUP")) {
+    say("SIGHUP while starting: reloading now");
+    void onReload();
+  }
+  if (!stop && held.has("SIGUSR2")) onUpgrade();
   announceReady(leader ? {} : { startup: facts, setupMs: performance.now() - t0 });
   watchdog!.start();
   if (orphaned) watchdog!.watchForSuccessor();

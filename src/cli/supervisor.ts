@@ -46,6 +46,8 @@ export interface WorkerState {
   startup?: StartupFacts;
   /** Why it could not start or stop (its IPC "failed"), said by the supervisor. */
   failure?: { line: string; code: number };
+  /** Signals forwarded while it was starting (SIGHUP, SIGUSR1), sent once it says ready. */
+  held?: Set<NodeJS.Signals>;
 }
 
 /**
@@ -90,6 +92,8 @@ export class Supervisor {
   private spawn(w: WorkerState): void {
     w.ready = false;
     w.failure = undefined;
+    // A new process reads the file afresh: what was held for the one before is done.
+    w.held = undefined;
     w.startedAt = Date.now();
     // Our own worker: it gets what a start needs, nothing else we run does.
     const proc: Subprocess = spawnWithCapabilities(() => Bun.spawn([...selfCommand(), ...this.argv], {
@@ -102,6 +106,8 @@ export class Supervisor {
         const m = message as { op?: string; startup?: StartupFacts; line?: unknown; code?: unknown; reason?: unknown; why?: unknown };
         if (m?.op === "ready") {
           w.ready = true;
+          for (const signal of w.held ?? []) proc.kill(signal);
+          w.held = undefined;
           w.startup = m.startup;
           // A restarted worker: its sockets and cap are those of the first start; one line says it is back.
           if (!this.starting) this.say(`worker ${w.index} (pid ${proc.pid}) serves again`);
@@ -189,8 +195,16 @@ export class Supervisor {
     clearTimeout(timer);
   }
 
+  /**
+   * Send `signal` to every worker; one still starting gets it once it says ready: before its handlers
+   * are in, SIGHUP's and SIGUSR1's default action would end it (a start that fails, or a restart).
+   */
   forward(signal: NodeJS.Signals): void {
-    for (const w of this.workers) if (w.proc && w.proc.exitCode === null) w.proc.kill(signal);
+    for (const w of this.workers) {
+      if (!w.proc || w.proc.exitCode !== null) continue;
+      if (w.ready) w.proc.kill(signal);
+      else (w.held ??= new Set()).add(signal);
+    }
   }
 
   /** Start the next supervisor (and its workers) and, once it serves, drain ours. */
