@@ -135,3 +135,39 @@ describe("signals while starting", () => {
     });
   }
 });
+
+describe("read-only mounts", () => {
+  const serveFlags = ["--instance", "a", "--ports", "8000", "--prefix", "192.0.2.0/24", "--workers", "1"];
+  const sh = (...cmd: string[]) => expect(Bun.spawnSync(cmd).exitCode).toBe(0);
+
+  test("a read-only bpffs: one line naming the mount and the remount, not a chown that cannot help; exit 2", async () => {
+    sh("mount", "-o", "remount,ro", ns.bpffs);
+    try {
+      for (const args of [serveFlags, ["bind", "web", "tcp", "192.0.2.0/24", "80", "--create"]]) {
+        const r = await runEdgeproxy(args);
+        expect(r.code).toBe(2);
+        expect(r.stderr.trim().split("\n")).toHaveLength(1);
+        expect(r.stderr).toContain(`is on a read-only mount (EROFS), no owner or mode makes it writable: mount -o remount,rw ${ns.bpffs}`);
+        expect(r.stderr).not.toContain("chown");
+      }
+    } finally {
+      sh("mount", "-o", "remount,rw", ns.bpffs);
+    }
+  });
+
+  test("an admin socket directory on a read-only mount: one line naming it; exit 2, nothing pinned", async () => {
+    const ro = join(dir, "ro");
+    sh("mkdir", ro);
+    sh("mount", "-t", "tmpfs", "-o", "ro", "tmpfs", ro);
+    try {
+      const r = await runEdgeproxy(serveFlags, { EDGEPROXY_RUN_DIR: ro });
+      expect(r.code).toBe(2);
+      expect(r.stderr.trim().split("\n")).toHaveLength(1);
+      expect(r.stderr).toContain(`admin socket ${ro}/a.sock: ${ro} is on a read-only mount (EROFS)`);
+      expect(r.stderr).not.toContain("chown");
+      expect((await runEdgeproxy(["status"])).stdout).toContain("is not loaded");
+    } finally {
+      sh("umount", ro);
+    }
+  });
+});

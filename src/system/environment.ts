@@ -80,7 +80,9 @@ export function checkPinAccess(root: string, dir: string): void {
     if (!st) return;
     try {
       accessSync(path, st.isDirectory() ? R_OK | W_OK | X_OK : R_OK | W_OK);
-    } catch {
+    } catch (e) {
+      // No owner or mode makes a read-only mount writable: chown would fail too (access(2): EROFS).
+      if ((e as NodeJS.ErrnoException).code === "EROFS") throw readOnly(path, `mount -o remount,rw ${dirname(root)}, or point --bpffs / $EDGEPROXY_BPFFS at a writable bpffs`);
       const uid = process.getuid?.() ?? 0;
       const gid = process.getgid?.() ?? 0;
       const owner = `owned by uid ${st.uid}, mode 0${(st.mode & 0o7777).toString(8)}`;
@@ -90,6 +92,11 @@ export function checkPinAccess(root: string, dir: string): void {
   };
   for (const p of paths) check(p);
   if (existsSync(dir)) for (const entry of readdirSync(dir)) check(join(dir, entry));
+}
+
+/** `path` is on a read-only mount (EROFS): one line naming it and `fix`. */
+function readOnly(path: string, fix: string): EnvironmentError {
+  return new EnvironmentError("permission", `${path} is on a read-only mount (EROFS), no owner or mode makes it writable: ${fix}`);
 }
 
 /**
@@ -114,7 +121,8 @@ export function checkSocketDirectory(socket: string): void {
   while (!existsSync(at) && dirname(at) !== at) at = dirname(at);
   try {
     accessSync(at, constants.W_OK | constants.X_OK);
-  } catch {
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === "EROFS") throw readOnly(`admin socket ${socket}: ${at}`, "put the admin socket on a writable file system ($EDGEPROXY_RUN_DIR or --admin PATH)");
     const uid = process.getuid?.() ?? 0;
     const st = statSync(at);
     const owner = `owned by uid ${st.uid}, mode 0${(st.mode & 0o7777).toString(8)}`;
