@@ -5,9 +5,11 @@ import type { TCPSocketListener } from "bun";
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { EdgeproxyProcess, runEdgeproxy } from "./helpers/edgeproxy";
+import { EdgeproxyProcess, MAIN, runEdgeproxy } from "./helpers/edgeproxy";
+import { connect, type Socket } from "node:net";
 import { exchange, greeter, text } from "./helpers/net";
 import { TestNetns } from "./helpers/netns";
+import { parseReply, rawClient } from "./helpers/http";
 
 let ns: TestNetns;
 let dir = "";
@@ -171,3 +173,42 @@ describe("read-only mounts", () => {
     }
   });
 });
+
+describe("out of descriptors", () => {
+  test("idle clients filling the descriptor table through the admin TCP listener: the steering check skips its look, never calls the steering lost", async () => {
+    const file = join(dir, "web.toml");
+    const token = "0123456789abcdef0123";
+    await Bun.write(file, `[admin]\nlisten = "127.0.0.1:9901"\ntoken = "${token}"\n\n[[service]]\nname = "web"\norigin = "127.0.0.1:${origin("web")}"\n[[service.bind]]\nprefixes = ["192.0.2.0/24"]\nports = ["8000"]\n`);
+    // 400 descriptors, so a few hundred connections (which need no token) use them all up.
+    const ep = await serveWith(["--config", file, "--workers", "1"], ["sh", "-c", 'ulimit -n 400 && exec "$0" "$@"', process.execPath, MAIN]);
+    expect(await answer(8000)).toBe("web");
+    const flood: Socket[] = [];
+    try {
+      for (let i = 0; i < 500; i++) flood.push(connect(9901, "127.0.0.1").on("error", () => {}));
+      // Several watchdog ticks (250 ms) while nothing can be opened. Before: "steering lost: <bpffs>/edgeproxy was removed", drained, exit 1.
+      await Bun.sleep(2000);
+      expect(ep.proc.exitCode).toBeNull();
+      expect(ep.stderr).not.toContain("steering lost");
+      expect(ep.stderr).toContain("steering check skipped: this process is out of descriptors");
+    } finally {
+      for (const s of flood) s.destroy();
+    }
+    // The flood gone, it serves and says healthy (the listener's pause after EMFILE is a sweep interval).
+    const deadline = Date.now() + 10_000;
+    let last = "";
+    while (Date.now() < deadline && (last = await answer(8000).catch(() => "")) !== "web") await Bun.sleep(100);
+    expect(last).toBe("web");
+    // (fetch's own thread is not in the test's namespace: a raw client on this thread.)
+    const client = await rawClient("127.0.0.1", 9901);
+    client.send("GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    const health = parseReply(await client.until((t) => t.includes("\r\n\r\n")));
+    expect(health.status).toBe(200);
+    expect(ep.stderr).not.toContain("steering lost");
+  });
+});
+
+async function serveWith(args: string[], command: string[]): Promise<EdgeproxyProcess> {
+  const ep = await EdgeproxyProcess.start(args, {}, command);
+  started.push(ep);
+  return ep;
+}

@@ -82,15 +82,18 @@ export function withPinLock<T>(bpffs: string, fn: () => T): T {
  * Run fn holding the pin lock if it is free now, without waiting or making
  * anything (a periodic reader: the steering watchdog): "busy" when another
  * process holds it (it is changing the pins; the next look will see), "gone"
- * when <bpffs>/edgeproxy itself was removed.
+ * when <bpffs>/edgeproxy itself was removed; any other failure to open it is thrown.
  */
 export function tryPinLock<T>(bpffs: string, fn: () => T): T | "busy" | "gone" {
   const root = join(bpffs, "edgeproxy");
   let lock: Fd;
   try {
     lock = new Fd(openSync(root, "r"), `lock of ${root}`);
-  } catch {
-    return "gone";
+  } catch (e) {
+    // Only a path that is not there is gone: an open refused for this process's own lack (EMFILE) says nothing of the pins.
+    const code = (e as NodeJS.ErrnoException).code;
+    if (code === "ENOENT" || code === "ENOTDIR") return "gone";
+    throw e;
   }
   try {
     if (libc.flock(lock.raw, LOCK_EX | LOCK_NB) !== 0) {

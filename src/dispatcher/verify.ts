@@ -9,6 +9,7 @@ import { toldToLeave, type InstanceClaim, type SteeringCheck } from "./claims";
 import type { ControlPlane } from "./controlplane";
 import { mapInfo, withPinned } from "../ebpf/map";
 import { linkInfo, programInfo } from "../ebpf/object";
+import { localResourceOfError } from "../system/lack";
 import { IN_CREATE, IN_DELETE, IN_DELETE_SELF, IN_MOVE_SELF, IN_MOVED_FROM, IN_MOVED_TO, PathWatch } from "../system/inotify";
 
 /*
@@ -205,6 +206,8 @@ function missingPins(dir: string, heldIds: ReadonlyMap<string, number>): string 
       if (pinned !== id) return `map ${name} pinned in ${dir} is another map (id ${pinned}, ours ${id})`;
     }
   } catch (e) {
+    // A pin this process could not open for its own lack (EMFILE, ENOMEM) is no finding about the pins: the caller skips the look.
+    if (localResourceOfError(e)) throw e;
     return `${(e as Error).message}`;
   }
   return undefined;

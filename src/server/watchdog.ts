@@ -1,6 +1,7 @@
 import type { ControlPlane, InstanceClaim, SteeringCheck } from "../dispatcher/controlplane";
 import type { PinWatch, SteeredService } from "../dispatcher/verify";
 import { every } from "./housekeeping";
+import { localResourceOfError } from "../system/lack";
 
 /*
  * The truth about steering (issue 16, item 4). The pinned dispatcher can go
@@ -69,6 +70,8 @@ export class SteeringWatchdog {
   private known: Set<bigint> | undefined;
   private stopped = false;
   private left = false;
+  /** The last look could not be made for lack of descriptors or memory (said once until a look is made). */
+  private lacking = false;
 
   constructor(
     private readonly watched: Watched,
@@ -128,8 +131,17 @@ export class SteeringWatchdog {
     try {
       result = this.watched.plane.verifySteering(this.watched.running, this.heldIds, this.watched.claim, this.known, this.pins);
     } catch (e) {
-      result = { lost: `checking the steering failed: ${(e as Error).message}`, replaced: false };
+      // Out of descriptors or memory (an admin client flood, a burst of connections): this look could not
+      // be made, which says nothing about the steering. No verdict, said once per spell; the next tick looks again.
+      const lack = localResourceOfError(e);
+      if (!lack) result = { lost: `checking the steering failed: ${(e as Error).message}`, replaced: false };
+      else if (!this.lacking) {
+        this.lacking = true;
+        process.stderr.write(`edgeproxy: steering check skipped: this process is out of ${lack} (${(e as Error).message}); checking again every tick\n`);
+      }
+      if (lack) return this.lost;
     }
+    this.lacking = false;
     if (result?.lost && result.settling && !this.persisted(result.lost)) return undefined;
     // A clean look ends a settling finding; a busy lock (undefined) says nothing either way.
     if (result && !result.lost) this.settling = undefined;

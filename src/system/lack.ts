@@ -35,3 +35,17 @@ export function localResourceOf(code: string | undefined): LocalResource | undef
       return undefined;
   }
 }
+
+// errno(3) numbers of the codes localResourceOf knows, for errors that carry only the number (KernelError from bpf(2)).
+const ERRNO_CODES: Readonly<Record<number, string>> = { 12: "ENOMEM", 23: "ENFILE", 24: "EMFILE", 99: "EADDRNOTAVAIL", 105: "ENOBUFS" };
+
+/**
+ * localResourceOf for a thrown error: a Node error's `code`, or the errno a kernel error carries
+ * (positive, or negative as Node's `errno`). A look this process could not make for lack of a
+ * descriptor or memory says nothing about what it looked at.
+ */
+export function localResourceOfError(e: unknown): LocalResource | undefined {
+  const err = e as { code?: unknown; errno?: unknown } | null;
+  if (typeof err?.code === "string") return localResourceOf(err.code);
+  return typeof err?.errno === "number" ? localResourceOf(ERRNO_CODES[Math.abs(err.errno)]) : undefined;
+}
