@@ -212,3 +212,32 @@ async function serveWith(args: string[], command: string[]): Promise<EdgeproxyPr
   started.push(ep);
   return ep;
 }
+
+describe("while draining", () => {
+  test("a draining process takes no binding or reload: 4xx, nothing changed, no 201 for a change its withdrawal undoes", async () => {
+    const file = join(dir, "web.toml");
+    await Bun.write(file, `[[service]]\nname = "web"\n[[service.bind]]\nprefixes = ["192.0.2.0/24"]\nports = ["8000"]\n`);
+    const ep = await serve(["--config", file, "--workers", "1", "--drain-timeout", "5s"]);
+    // An open connection (the built-in responder echoes) keeps the drain going.
+    const held = await rawClient("192.0.2.1", 8000);
+    held.send("hold\n");
+    expect(await held.until((t) => t.includes("hold"))).toContain("hold");
+    const sock = join(ns.runDir, "web.sock");
+    const call = (method: string, path: string, body?: unknown) =>
+      fetch(`http://edgeproxy${path}`, { method, unix: sock, ...(body === undefined ? {} : { body: JSON.stringify(body) }) } as RequestInit);
+    expect((await call("POST", "/drain")).status).toBe(200);
+    const reloaded = await call("POST", "/reload");
+    expect(reloaded.status).toBe(400);
+    expect(((await reloaded.json()) as { error: string }).error).toBe(`admin: pid ${ep.pid} is draining (POST /drain): nothing changed`);
+    const bound = await call("POST", "/services/web/bindings", { protocol: "tcp", prefix: "192.0.2.0/24", ports: "8001" });
+    expect(bound.status).toBeGreaterThanOrEqual(400);
+    expect(bound.status).toBeLessThan(500);
+    ep.proc.kill("SIGHUP");
+    const deadline = Date.now() + 3000;
+    while (!ep.stderr.includes("SIGHUP: not reloaded") && Date.now() < deadline) await Bun.sleep(20);
+    expect(ep.stderr).toContain("SIGHUP: not reloaded, this process is stopping (POST /drain)");
+    expect(ep.stderr).not.toContain(`reloaded ${file}`);
+    held.close();
+    expect(await ep.proc.exited).toBe(0);
+  });
+});

@@ -12,6 +12,7 @@ import { announceReady, startSuccessor, tellSupervisor, untilReady, UPGRADE_ENV 
 import { announceServing, announceStopping, announceSuccessor, logsOf, removePidFile } from "./supervision";
 import { describeRestart, restartNeeded } from "../config/restart";
 import { VERSION } from "../version";
+import { ConfigError } from "../errors";
 import { SteeringWatchdog } from "../server/watchdog";
 import { reopenAccessLogs } from "../log/access";
 import { startPhase } from "../system/starttrace";
@@ -73,7 +74,11 @@ export async function serveInProcess(config: ServeConfig, image: Uint8Array, rol
     say("SIGUSR2: upgrading");
     upgrade().catch((e) => say(`upgrade failed: ${(e as Error).message}`));
   };
-  process.on("SIGHUP", () => (serving ? void onReload() : held.add("SIGHUP")));
+  process.on("SIGHUP", () => {
+    if (stop) say(`SIGHUP: not reloaded, this process is stopping (${signal})`);
+    else if (serving) void onReload();
+    else held.add("SIGHUP");
+  });
   if (leader) process.on("SIGUSR2", () => (serving ? onUpgrade() : held.add("SIGUSR2")));
   // A worker whose supervisor is gone (killed: a crash, not a stop) keeps
   // serving, so its ports stay steered to its instance's sockets and never
@@ -137,7 +142,17 @@ export async function serveInProcess(config: ServeConfig, image: Uint8Array, rol
         reload: async () => `${(await base.reload()) ?? ""}${await restartNotes()}`,
       };
       // /healthz and /status tell whether this process's traffic is steered to it, checked when asked.
-      const backend = { ...base, ...(leader ? leaderOnly : {}), health: () => dog.health(), status: () => ({ ...base.status(), steering: dog.health() ?? "ok" }) };
+      // A stopping process withdraws its services as it goes: a binding or reload it took now would be
+      // undone by its own withdrawal (a 201 for a change that does not last), so none is taken.
+      const stopping = () => {
+        if (stop) throw new ConfigError("admin", `pid ${process.pid} is ${stop === "drain" ? "draining" : "stopping"} (${signal}): nothing changed`);
+      };
+      const changes = {
+        addBinding: (...a: Parameters<typeof base.addBinding>) => (stopping(), base.addBinding(...a)),
+        removeBinding: (...a: Parameters<typeof base.removeBinding>) => (stopping(), base.removeBinding(...a)),
+      };
+      const reloads = { reload: async () => (stopping(), (leader ? leaderOnly : base).reload()) };
+      const backend = { ...base, ...(leader ? leaderOnly : {}), ...changes, ...reloads, health: () => dog.health(), status: () => ({ ...base.status(), steering: dog.health() ?? "ok" }) };
       const adminConfig = role.workerAdmin ? { kind: "unix" as const, path: role.workerAdmin } : leader ? config.admin : { kind: "off" as const };
       admin = await startAdminServer(backend, adminConfig, { replace: leader && (!!process.env[UPGRADE_ENV] || config.takeOver) });
       // Started: keep only what serving still uses (src/system/capabilities.ts).
