@@ -241,3 +241,18 @@ describe("while draining", () => {
     expect(await ep.proc.exited).toBe(0);
   });
 });
+
+describe("pid files", () => {
+  test("a second instance given the first's --pid-file is refused in one line; the file keeps naming the first", async () => {
+    const pidFile = join(dir, "edgeproxy.pid");
+    const a = await serve([...flags("a", "8000-8099", "from-a"), "--pid-file", pidFile]);
+    expect((await Bun.file(pidFile).text()).trim()).toBe(String(a.pid));
+    // Before: b wrote its pid over a's (a's service manager would follow b) and removed the file when it stopped.
+    const r = await runEdgeproxy([...flags("b", "9000-9099", "from-b"), "--pid-file", pidFile]);
+    expect(r.code).toBe(2);
+    expect(r.stderr.trim().split("\n")).toHaveLength(1);
+    expect(r.stderr).toContain(`--pid-file: ${pidFile} names pid ${a.pid}, the leader of live instance a: each instance needs a pid file of its own (nothing changed)`);
+    expect((await Bun.file(pidFile).text()).trim()).toBe(String(a.pid));
+    expect(await answer(8050)).toBe("from-a");
+  });
+});

@@ -12,12 +12,13 @@ import { bpffsPath, pinDir } from "../dispatcher/pins";
 import { holdAmbientCapabilities } from "../system/capabilities";
 import { refuseSelfReach } from "../server/bindings";
 import { ControlPlane } from "../dispatcher/controlplane";
+import { pidnsInode } from "../dispatcher/instances";
 import { claimOf, wantedOf } from "../server/instance";
 import { Supervisor, WORKER_ADMIN_ENV, WORKER_ENV } from "./supervisor";
 import { connectionShare } from "../server/server";
 import { parseArgs, type ServeOverrides } from "./args";
 import { statusView } from "./instances";
-import { checkPidFile } from "./supervision";
+import { checkPidFile, refuseOthersPidFile } from "./supervision";
 import { checkAdminFree } from "../admin/server";
 import { tellSupervisor, UPGRADE_ENV } from "./upgrade";
 import { INSTANCE_COMMANDS, parseInstanceCommand, runInstanceCommand, type InstanceCommand } from "./instance-commands";
@@ -175,6 +176,17 @@ export async function main(args: readonly string[]): Promise<number> {
     // Before anything changes: a pid file we could not write, a live instance in the way (not the one an
     // upgrade replaces, nor with --take-over), or an admin socket another serve answers on, is one line and exit 2.
     if (config.pidFile) checkPidFile(config.pidFile);
+    if (config.pidFile && !config.takeOver && !process.env[UPGRADE_ENV]) {
+      // Pins it cannot read here are for the start itself to say (as refuseConflict leaves them).
+      const live = (() => {
+        try {
+          return ControlPlane.live(bpffs, image);
+        } catch {
+          return [];
+        }
+      })();
+      refuseOthersPidFile(config.pidFile, config.instance, live, pidnsInode());
+    }
     if (!config.takeOver) ControlPlane.refuseConflict(bpffs, image, claimOf(config, false), wantedOf(config.services));
     checkAccessLogs(config.services.map((s) => s.accessLog));
     if (!process.env[UPGRADE_ENV]) await checkAdminFree(config.admin, { takeOver: config.takeOver });

@@ -65,6 +65,23 @@ export function checkPidFile(path: string): void {
   }
 }
 
+/**
+ * A pid file that names the leader of another live instance is that instance's: writing ours over it
+ * would have its service manager follow (and, once we exit, lose) the wrong process. Refused before
+ * anything changes. An upgrade's successor and a --take-over rewrite it on purpose (not checked then);
+ * a pid file naming no live leader (a crash, a reused pid) is taken.
+ */
+export function refuseOthersPidFile(path: string, instance: string, live: readonly { name: string; pid: number; pidns: bigint; live: boolean }[], pidns: bigint): void {
+  let pid: number;
+  try {
+    pid = Number(readFileSync(path, "utf8").trim());
+  } catch {
+    return;
+  }
+  const owner = live.find((i) => i.live && i.name !== instance && i.pid === pid && i.pidns === pidns);
+  if (owner) throw new ConfigError("--pid-file", `${path} names pid ${pid}, the leader of live instance ${owner.name}: each instance needs a pid file of its own (nothing changed)`);
+}
+
 /** Write `pid` to `path` atomically (a reader never sees a partial file): a temporary file, then rename(2). */
 export function writePidFile(path: string, pid = process.pid): void {
   const tmp = `${path}.${process.pid}.tmp`;
