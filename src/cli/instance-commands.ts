@@ -41,6 +41,9 @@ export function parseInstanceCommand(command: InstanceCommand, args: readonly st
 
 type Print = (text: string) => Promise<void>;
 
+/** How long a POST's answer may take. */
+const answerLimit = (command: InstanceCommand) => (command === "upgrade" ? 90_000 : 30_000);
+
 /** Run one; resolves to the exit code, throws (ConfigError, EdgeError) for the CLI's reporter. */
 export async function runInstanceCommand(command: InstanceCommand, options: InstanceOptions, print: Print): Promise<number> {
   // A probe that finds no serve fails (exit 1); the others are the operator's to fix (exit 2).
@@ -50,13 +53,15 @@ export async function runInstanceCommand(command: InstanceCommand, options: Inst
     try {
       return await askAdmin(socket, route, init);
     } catch (e) {
+      // AbortSignal.timeout: the request went in, its answer did not come (a DOMException, whose code is 23).
+      if ((e as Error).name === "TimeoutError") throw new EdgeError(command, `the admin API on ${socket} took the request but did not answer within ${answerLimit(command) / 1000} s; it may still be applying it: see its log`, "internal");
       const hint = fault === "config" ? "; is serve running with its admin API on?" : "";
       throw new EdgeError(command, `no edgeproxy admin API answers on ${socket} (${(e as { code?: string }).code ?? (e as Error).message})${hint}`, fault);
     }
   };
   const post = (route: string, body: unknown = {}) =>
     // The upgrade's answer waits for the successor (up to a minute); the others are quick.
-    ask(route, { method: "POST", body: JSON.stringify(body), headers: { "content-type": "application/json" }, signal: AbortSignal.timeout(command === "upgrade" ? 90_000 : 30_000) });
+    ask(route, { method: "POST", body: JSON.stringify(body), headers: { "content-type": "application/json" }, signal: AbortSignal.timeout(answerLimit(command)) });
   const answer = async (res: Response) => (await res.json().catch(() => ({}))) as { error?: string; summary?: string };
 
   switch (command) {

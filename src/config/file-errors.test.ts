@@ -142,6 +142,14 @@ describe("errors name the file, the service and the field", () => {
     await expect(loadConfig(dir)).rejects.toThrow(new ConfigError(dir, "cannot read config file: is a directory (EISDIR)"));
   });
 
+  test("loadConfig: a device never ends and a FIFO holds a reload: refused before reading", async () => {
+    await expect(loadConfig("/dev/zero")).rejects.toThrow(new ConfigError("/dev/zero", "cannot read config file: not a regular file (a device or socket)"));
+    const fifo = join(dir, "fifo.toml");
+    expect(Bun.spawnSync(["mkfifo", fifo]).exitCode).toBe(0);
+    // Before: the read waited for a writer, forever (a reload never answered, and every later one waited too).
+    await expect(loadConfig(fifo, { reread: true })).rejects.toThrow(new ConfigError(fifo, "cannot re-read config file: a FIFO (a reload reads a regular file)"));
+  });
+
   test("loadConfig passes parse errors through with the file name", async () => {
     const file = join(dir, "bad.toml");
     writeFileSync(file, web('prefixes = "192.0.2.0/24"\nports = "70000"'));

@@ -1,5 +1,5 @@
 import { readFileSync } from "node:fs";
-import { readFile } from "node:fs/promises";
+import { readFile, stat } from "node:fs/promises";
 import { EP_MAX_SERVICES } from "../dispatcher/abi";
 import { compileBindings } from "../dispatcher/compile";
 import { ConfigError } from "../errors";
@@ -50,6 +50,8 @@ export interface ParseOptions {
   readonly readFile?: (path: string) => string;
   /** --instance on the command line, over the file's `instance` (the default admin socket follows it). */
   readonly instance?: string;
+  /** A running serve re-reads its file (reload): a FIFO is refused, its read would hold the reload until someone writes. */
+  readonly reread?: boolean;
 }
 
 /**
@@ -92,12 +94,22 @@ export function parseConfig(text: string, file: string, options: ParseOptions = 
   return { instance, services, takeOver, maxConnections, maxFlows, admin, source: file, ...(workers ? { workers } : {}), ...(drainTimeoutMs !== undefined ? { drainTimeoutMs } : {}) };
 }
 
+/** The largest config file read: thousands of services take a few MiB. */
+const MAX_CONFIG_BYTES = 64 << 20;
+
 /** Read and parse a config file; an unreadable file is a ConfigError naming it. */
 export async function loadConfig(file: string, options: ParseOptions = {}): Promise<ServeConfig> {
   let text: string;
   try {
+    // A device such as /dev/zero never ends, a file has a bound; a FIFO (`--config <(...)`) is read once at
+    // start, but a reload's read of it would wait for a writer, holding the reload (and the next ones) forever.
+    const st = await stat(file);
+    if (st.isFile() && st.size > MAX_CONFIG_BYTES) throw new ConfigError(file, `cannot read config file: ${st.size} bytes, more than ${MAX_CONFIG_BYTES >> 20} MiB`);
+    if (st.isFIFO() && options.reread) throw new ConfigError(file, "cannot re-read config file: a FIFO (a reload reads a regular file)");
+    if (!st.isFile() && !st.isDirectory() && !st.isFIFO()) throw new ConfigError(file, "cannot read config file: not a regular file (a device or socket)");
     text = await readFile(file, "utf8");
   } catch (e) {
+    if (e instanceof ConfigError) throw e;
     throw new ConfigError(file, `cannot read config file: ${ioReason(e)}`);
   }
   return parseConfig(text, file, options);

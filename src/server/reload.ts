@@ -43,7 +43,7 @@ const steeringOf = (s: ServiceConfig) => JSON.stringify(storedState(s, 0));
 export async function reload(server: Server): Promise<ReloadReport> {
   const file = server.config.source;
   if (!file) throw new ConfigError("reload", "edgeproxy was started without --config: there is no file to re-read");
-  const loaded = await loadConfig(file);
+  const loaded = await loadConfig(file, { reread: true });
   if (loaded.instance !== server.config.instance) throw new ConfigError(`reload ${file}`, `instance: "${server.config.instance}" became "${loaded.instance}"; an instance's name changes with a restart, nothing changed`);
   // The descriptor budget is fixed at start, and so is the admin listener (a reload does not move it).
   const next: ServeConfig = { ...loaded, instance: server.config.instance, admin: server.config.admin, bpffs: server.config.bpffs, maxConnections: server.config.maxConnections, maxFlows: server.config.maxFlows };
