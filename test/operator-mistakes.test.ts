@@ -256,3 +256,27 @@ describe("pid files", () => {
     expect(await answer(8050)).toBe("from-a");
   });
 });
+
+describe("SIGTERM while draining", () => {
+  for (const workers of ["1", "2"]) {
+    test(`stops at once, cutting what is open, instead of waiting out the drain timeout (--workers ${workers})`, async () => {
+      const ep = await serve(["--instance", "a", "--ports", "8000", "--prefix", "192.0.2.0/24", "--workers", workers, "--drain-timeout", "30s"]);
+      const held = await rawClient("192.0.2.1", 8000);
+      held.send("hold\n");
+      expect(await held.until((t) => t.includes("hold"))).toContain("hold");
+      ep.proc.kill("SIGQUIT");
+      const deadline = Date.now() + 5000;
+      while (!ep.stderr.includes("draining: no new connections") && Date.now() < deadline) await Bun.sleep(20);
+      expect(ep.stderr).toContain("draining: no new connections");
+      // Before: the SIGTERM was taken as already stopping, and the process waited for the held connection up to 30 s.
+      const t0 = Date.now();
+      ep.proc.kill("SIGTERM");
+      const code = await Promise.race([ep.proc.exited, Bun.sleep(5000).then(() => "still running")]);
+      expect(code).toBe(0);
+      expect(Date.now() - t0).toBeLessThan(5000);
+      expect(ep.stderr).toContain("SIGTERM while draining (SIGQUIT): cutting the open connections now");
+      expect(await held.until(() => false, 2000)).toBe("hold\n");
+      expect(held.closed).toBe(true);
+    });
+  }
+});

@@ -51,10 +51,18 @@ export async function serveInProcess(config: ServeConfig, image: Uint8Array, rol
   let signal: string | undefined;
   let wake: (() => void) | undefined;
   const onSignal = (name: string, how: "now" | "drain") => {
+    // SIGTERM/SIGINT during a drain stop at once, as they would have before it: what is open is cut.
+    if (stop === "drain" && how === "now" && !hurried) {
+      hurried = true;
+      say(`${name} while draining (${signal}): cutting the open connections now`);
+      hurry?.();
+    }
     signal ??= name;
     stop ??= how;
     wake?.();
   };
+  let hurried = false;
+  let hurry: (() => void) | undefined;
   process.on("SIGINT", () => onSignal("SIGINT", "now"));
   process.on("SIGTERM", () => onSignal("SIGTERM", "now"));
   process.on("SIGQUIT", () => onSignal("SIGQUIT", "drain"));
@@ -211,10 +219,12 @@ export async function serveInProcess(config: ServeConfig, image: Uint8Array, rol
   try {
     if (stop === "drain") {
       say(`${signal}: draining: no new connections; open ones may finish within ${drainMs / 1000} s`);
+      hurry = () => server.hurry();
+      if (hurried) hurry();
       const cut = await server.drain(drainMs);
       // An upgrade's own request is still being answered here.
       await (admin.closeGracefully?.() ?? admin.close());
-      say(`${signal}: drained${cut ? `; cut ${cut} connection(s) still open at the drain timeout` : ""}; stopped`);
+      say(`${signal}: drained${cut ? `; cut ${cut} connection(s) still open ${hurried ? "when told to stop now" : "at the drain timeout"}` : ""}; stopped`);
       if (orphaned) removeWorkerAdmin(role.workerAdmin);
       return lost ? 1 : 0;
     }

@@ -235,7 +235,15 @@ export class Supervisor {
 
   /** Stop every worker: at once (SIGTERM) or by draining (SIGQUIT). */
   stop(how: "now" | "drain"): Promise<void> {
-    if (this.stopping) return this.stopped!;
+    if (this.stopping) {
+      // SIGTERM/SIGINT during a drain stop at once: the workers cut what is still open.
+      if (this.stopping === "drain" && how === "now") {
+        this.stopping = "now";
+        this.say("stopping now: the draining workers cut their open connections");
+        for (const w of this.workers) if (w.proc && w.proc.exitCode === null) w.proc.kill("SIGTERM");
+      }
+      return this.stopped!;
+    }
     this.stopping = how;
     // An upgrade's old supervisor is no longer the unit's main process: STOPPING=1 from it would stop the unit.
     if (this.successor === undefined && !this.starting) for (const line of announceStopping()) this.say(line);

@@ -218,6 +218,13 @@ export class Server {
     });
   }
 
+  private hurried = false;
+
+  /** A drain under way ends now (SIGTERM/SIGINT while draining): what is still open is cut. */
+  hurry(): void {
+    this.hurried = true;
+  }
+
   /**
    * Stop accepting and let open connections finish: the listeners close
    * first, so they leave their reuseport groups and the kernel moves what
@@ -234,7 +241,7 @@ export class Server {
     this.closed = true;
     const open = () => [...this.running.values()].reduce((n, { svc }) => n + svc.openCount(), 0);
     const deadline = Date.now() + timeoutMs;
-    while (open() > 0 && Date.now() < deadline) await Bun.sleep(Math.min(100, Math.max(1, deadline - Date.now())));
+    while (open() > 0 && Date.now() < deadline && !this.hurried) await Bun.sleep(Math.min(100, Math.max(1, deadline - Date.now())));
     const cut = open();
     for (const { svc } of this.running.values()) svc.close(true);
     this.planes.close();
