@@ -8,7 +8,7 @@ import { proxyV1Header, proxyV2Header } from "../proxy/proxyheader/encode";
 import type { Endpoint } from "../system/sockaddr";
 import { EPOLLET, EPOLLIN, EPOLLOUT, EPOLLRDHUP } from "../system/epoll";
 import { errnoName } from "../system/libc";
-import { socketError, startConnect, tcpSocket } from "../system/tcp";
+import { noDelay, socketError, startConnect, tcpSocket } from "../system/tcp";
 import { localResourceOf } from "../system/lack";
 import type { TcpEngine } from "./engine";
 import type { Pair } from "./pair";
@@ -50,6 +50,8 @@ export function dial(engine: TcpEngine, p: Pair, client: Endpoint | undefined, e
   if (p.record) p.record.origin = origin.text;
   const o = tcpSocket(target.family);
   if (o < 0) return originFailed(engine, p, "socket", -o);
+  // What the client sends in two writes goes on in two without waiting for the origin's delayed ACK (listeners.ts).
+  noDelay(o);
   p.o = o;
   engine.byFd[o] = p;
   if ((!rest && !engine.epoll.tryWatch(c, CONN_EVENTS)) || !engine.epoll.tryWatch(o, CONN_EVENTS)) {

@@ -17,7 +17,7 @@ import { EPOLLIN, type Epoll } from "../system/epoll";
 import { closeListeners, Fd } from "../system/fd";
 import { libc } from "../system/libc";
 import { AF_INET, decodeSockaddr } from "../system/sockaddr";
-import { AcceptAddress, acceptBatch, AcceptPace, localAddress, noDelay, resetOnClose } from "../system/tcp";
+import { AcceptAddress, acceptBatch, AcceptPace, localAddress, resetOnClose } from "../system/tcp";
 import { capLine, EngineAdmission } from "./admission";
 import { EngineClients } from "./clients";
 import type { SourceKey } from "../dispatcher/sourceabi";
@@ -111,11 +111,6 @@ export class HttpEngine implements SocketLoop {
     const svc = new EngineHttp(spec, this, this.onOrigin);
     this.services.set(spec.slot, svc);
     for (const fd of svc.listeners) {
-      // Pipelined answers go one after another, each before the client acknowledged the last: no Nagle wait (as
-      // Bun's accepts). Set on the listener, once: an accepted socket is a clone of it and keeps its TCP_NODELAY
-      // (inet_csk_clone_lock copies the listener's tcp_sock), where a setsockopt per accept cost 1.3% of a
-      // one-connection-per-request run (bench/pair.sh).
-      noDelay(fd.raw);
       this.byFd[fd.raw] = new HttpListener(svc, fd);
       this.epoll.watch(fd.raw, EPOLLIN);
     }

@@ -149,8 +149,10 @@ const ONE = new Int32Array([1]);
 /**
  * Send small segments at once (TCP_NODELAY, tcp(7)): no Nagle wait for the
  * peer's ACK of the previous one, which its delayed ACK holds back ~40 ms.
- * For request/response traffic, where a write follows an unacknowledged one
- * (pipelined answers, a body after its head); Bun sets it on its sockets.
+ * For every relayed or proxied stream, where a write can follow an
+ * unacknowledged one (a request in two writes, pipelined answers, a body
+ * after its head); Bun sets it on its sockets, nginx (tcp_nodelay) and
+ * HAProxy on theirs. Set on a listener, it holds for what it accepts.
  * Best effort: a socket without it is slower, not wrong.
  */
 export function noDelay(fd: number): void {
