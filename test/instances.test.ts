@@ -3,44 +3,15 @@
 // overlap a live instance's, is refused before it changes anything; instances
 // that do not overlap coexist and stop independently; --take-over hands over
 // (the older one drains and exits) with no failed connection.
-import { afterEach, beforeEach, describe, expect, test } from "bun:test";
-import type { TCPSocketListener } from "bun";
-import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { describe, expect, test } from "bun:test";
+import { writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { EdgeproxyProcess, runEdgeproxy } from "./helpers/edgeproxy";
 import { exchange, greeter, text } from "./helpers/net";
-import { TestNetns } from "./helpers/netns";
+import { instancesFixture } from "./helpers/instances";
 
-let ns: TestNetns;
-let dir = "";
-const started: EdgeproxyProcess[] = [];
-const origins: TCPSocketListener<undefined>[] = [];
-
-beforeEach(() => {
-  ns = TestNetns.enter();
-  dir = mkdtempSync(join(tmpdir(), "ep-instances-"));
-});
-
-afterEach(async () => {
-  for (const ep of started.splice(0)) if (ep.proc.exitCode === null) await ep.stop();
-  for (const o of origins.splice(0)) o.stop(true);
-  rmSync(dir, { recursive: true, force: true });
-  ns.leave();
-});
-
-/** An origin that answers every connection with `name`; its port. */
-function origin(name: string): number {
-  const o = greeter("127.0.0.1", 0, name);
-  origins.push(o);
-  return o.port;
-}
-
-async function serve(args: string[]): Promise<EdgeproxyProcess> {
-  const ep = await EdgeproxyProcess.start(args);
-  started.push(ep);
-  return ep;
-}
+const fx = instancesFixture("ep-instances-");
+const { origin, serve, origins } = fx;
 
 const flags = (instance: string, name: string, ports: string, to: string) => ["--instance", instance, "--name", name, "--ports", ports, "--prefix", "192.0.2.0/24", "--origin", `127.0.0.1:${origin(to)}`];
 
@@ -64,8 +35,8 @@ async function loop(port: number, until: Promise<unknown>, max = 50_000): Promis
 
 describe("instances", () => {
   test("a second start of the same config is refused in one line, before it changes anything: the first keeps serving", async () => {
-    const file = join(dir, "web.toml");
-    writeFileSync(file, `[admin]\nsocket = "${join(dir, "admin.sock")}"\n\n[[service]]\nname = "web"\norigins = ["127.0.0.1:${origin("first")}"]\n[[service.bind]]\nprefixes = "192.0.2.0/24"\nports = "8000-8099"\n`);
+    const file = join(fx.dir, "web.toml");
+    writeFileSync(file, `[admin]\nsocket = "${join(fx.dir, "admin.sock")}"\n\n[[service]]\nname = "web"\norigins = ["127.0.0.1:${origin("first")}"]\n[[service.bind]]\nprefixes = "192.0.2.0/24"\nports = "8000-8099"\n`);
     const first = await serve(["--config", file]);
     expect(first.stderr).toContain("instance web");
     const before = await status();
@@ -134,18 +105,18 @@ describe("instances", () => {
 
   test("a reload that would overlap another live instance is refused in one line; both keep what they had", async () => {
     const file = (name: string, ports: string, to: string) => {
-      const path = join(dir, `${name}.toml`);
-      writeFileSync(path, `[admin]\nsocket = "${join(dir, `${name}.sock`)}"\n\n[[service]]\nname = "${name}-svc"\norigins = ["127.0.0.1:${origin(to)}"]\n[[service.bind]]\nprefixes = "192.0.2.0/24"\nports = "${ports}"\n`);
+      const path = join(fx.dir, `${name}.toml`);
+      writeFileSync(path, `[admin]\nsocket = "${join(fx.dir, `${name}.sock`)}"\n\n[[service]]\nname = "${name}-svc"\norigins = ["127.0.0.1:${origin(to)}"]\n[[service.bind]]\nprefixes = "192.0.2.0/24"\nports = "${ports}"\n`);
       return path;
     };
     const a = await serve(["--config", file("a", "8000-8099", "a")]);
     await serve(["--config", file("b", "9000-9099", "b")]);
     const before = await status();
     file("b", "8050,9000-9099", "b");
-    const r = await runEdgeproxy(["reload", "--admin", join(dir, "b.sock")]);
+    const r = await runEdgeproxy(["reload", "--admin", join(fx.dir, "b.sock")]);
     expect(r.code).toBe(2);
     expect(r.stderr.trim().split("\n")).toHaveLength(1);
-    expect(r.stderr).toContain(`refused, nothing changed: instance a (pid ${a.pid}, config ${join(dir, "a.toml")}) serves tcp 192.0.2.0/24 ports 8000-8099 (service a-svc), which overlaps tcp 192.0.2.0/24 ports 8050 of service b-svc`);
+    expect(r.stderr).toContain(`refused, nothing changed: instance a (pid ${a.pid}, config ${join(fx.dir, "a.toml")}) serves tcp 192.0.2.0/24 ports 8000-8099 (service a-svc), which overlaps tcp 192.0.2.0/24 ports 8050 of service b-svc`);
     expect([await answer(8050), await answer(9000)]).toEqual(["a", "b"]);
     expect((await status()).services).toEqual(before.services.map((s) => ({ ...s, counters: expect.anything() })) as never);
   }, 30_000);
@@ -202,9 +173,9 @@ describe("instances", () => {
   test("bind --take-over is per binding (an unbind takes it away); bind never steers a live instance's TCP admin listener", async () => {
     const plain = greeter("127.0.0.1", 7100, "plain");
     origins.push(plain);
-    const file = join(dir, "edge.toml");
-    writeFileSync(join(dir, "token"), "secret-token-0123456789\n");
-    writeFileSync(file, `[admin]\nlisten = "127.0.0.1:9901"\ntoken_file = "${join(dir, "token")}"\n\n[[service]]\nname = "web"\norigins = ["127.0.0.1:${origin("a")}"]\n[[service.bind]]\nprefixes = "192.0.2.0/24"\nports = "8000-8099"\n`);
+    const file = join(fx.dir, "edge.toml");
+    writeFileSync(join(fx.dir, "token"), "secret-token-0123456789\n");
+    writeFileSync(file, `[admin]\nlisten = "127.0.0.1:9901"\ntoken_file = "${join(fx.dir, "token")}"\n\n[[service]]\nname = "web"\norigins = ["127.0.0.1:${origin("a")}"]\n[[service.bind]]\nprefixes = "192.0.2.0/24"\nports = "8000-8099"\n`);
     await serve(["--config", file]);
     const bind = async (...args: string[]) => {
       const r = await runEdgeproxy(["bind", "web", "tcp", "127.0.0.1/32", ...args]);

@@ -1,44 +1,15 @@
 // Operator mistakes against running instances: each is refused in one line
 // (exit 2, or a 4xx from the admin API) and leaves what runs exactly as it was.
-import { afterEach, beforeEach, describe, expect, test } from "bun:test";
-import type { TCPSocketListener } from "bun";
-import { mkdtempSync, rmSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { describe, expect, test } from "bun:test";
 import { join } from "node:path";
 import { EdgeproxyProcess, MAIN, runEdgeproxy } from "./helpers/edgeproxy";
 import { connect, type Socket } from "node:net";
-import { exchange, greeter, text } from "./helpers/net";
-import { TestNetns } from "./helpers/netns";
+import { exchange, text } from "./helpers/net";
+import { instancesFixture } from "./helpers/instances";
 import { parseReply, rawClient } from "./helpers/http";
 
-let ns: TestNetns;
-let dir = "";
-const started: EdgeproxyProcess[] = [];
-const origins: TCPSocketListener<undefined>[] = [];
-
-beforeEach(() => {
-  ns = TestNetns.enter();
-  dir = mkdtempSync(join(tmpdir(), "ep-mistakes-"));
-});
-
-afterEach(async () => {
-  for (const ep of started.splice(0)) if (ep.proc.exitCode === null) await ep.stop();
-  for (const o of origins.splice(0)) o.stop(true);
-  rmSync(dir, { recursive: true, force: true });
-  ns.leave();
-});
-
-function origin(name: string): number {
-  const o = greeter("127.0.0.1", 0, name);
-  origins.push(o);
-  return o.port;
-}
-
-async function serve(args: string[]): Promise<EdgeproxyProcess> {
-  const ep = await EdgeproxyProcess.start(args);
-  started.push(ep);
-  return ep;
-}
+const fx = instancesFixture("ep-mistakes-");
+const { origin, serve, started } = fx;
 
 const flags = (instance: string, ports: string, to: string) => ["--instance", instance, "--name", instance, "--ports", ports, "--prefix", "192.0.2.0/24", "--origin", `127.0.0.1:${origin(to)}`, "--workers", "1"];
 const answer = async (port: number) => text(await exchange("192.0.2.1", port, "", 3000));
@@ -47,7 +18,7 @@ const answer = async (port: number) => text(await exchange("192.0.2.1", port, ""
 function admin(name: string, method: string, path: string, body?: unknown): Promise<Response> {
   return fetch(`http://edgeproxy${path}`, {
     method,
-    unix: join(ns.runDir, `${name}.sock`),
+    unix: join(fx.ns.runDir, `${name}.sock`),
     ...(body === undefined ? {} : { body: JSON.stringify(body), headers: { "Content-Type": "application/json" } }),
   } as RequestInit);
 }
@@ -122,7 +93,7 @@ async function signalWhileStarting(args: string[], signal: NodeJS.Signals, phase
 describe("signals while starting", () => {
   for (const workers of ["1", "2"]) {
     test(`SIGHUP after the dispatcher is pinned, before ready (--workers ${workers}): held, and the reload done once ready; nothing dies half-started`, async () => {
-      const file = join(dir, "web.toml");
+      const file = join(fx.dir, "web.toml");
       await Bun.write(file, `[[service]]\nname = "web"\norigin = "127.0.0.1:${origin("web")}"\n[[service.bind]]\nprefixes = ["192.0.2.0/24"]\nports = ["8000"]\n`);
       const r = await signalWhileStarting(["--config", file, "--workers", workers], "SIGHUP", "dispatcher loaded");
       // Before: killed by SIGHUP (one worker: the process; two: a worker, failing the start) with its pins left behind.
@@ -143,22 +114,22 @@ describe("read-only mounts", () => {
   const sh = (...cmd: string[]) => expect(Bun.spawnSync(cmd).exitCode).toBe(0);
 
   test("a read-only bpffs: one line naming the mount and the remount, not a chown that cannot help; exit 2", async () => {
-    sh("mount", "-o", "remount,ro", ns.bpffs);
+    sh("mount", "-o", "remount,ro", fx.ns.bpffs);
     try {
       for (const args of [serveFlags, ["bind", "web", "tcp", "192.0.2.0/24", "80", "--create"]]) {
         const r = await runEdgeproxy(args);
         expect(r.code).toBe(2);
         expect(r.stderr.trim().split("\n")).toHaveLength(1);
-        expect(r.stderr).toContain(`is on a read-only mount (EROFS), no owner or mode makes it writable: mount -o remount,rw ${ns.bpffs}`);
+        expect(r.stderr).toContain(`is on a read-only mount (EROFS), no owner or mode makes it writable: mount -o remount,rw ${fx.ns.bpffs}`);
         expect(r.stderr).not.toContain("chown");
       }
     } finally {
-      sh("mount", "-o", "remount,rw", ns.bpffs);
+      sh("mount", "-o", "remount,rw", fx.ns.bpffs);
     }
   });
 
   test("an admin socket directory on a read-only mount: one line naming it; exit 2, nothing pinned", async () => {
-    const ro = join(dir, "ro");
+    const ro = join(fx.dir, "ro");
     sh("mkdir", ro);
     sh("mount", "-t", "tmpfs", "-o", "ro", "tmpfs", ro);
     try {
@@ -176,7 +147,7 @@ describe("read-only mounts", () => {
 
 describe("out of descriptors", () => {
   test("idle clients filling the descriptor table through the admin TCP listener: the steering check skips its look, never calls the steering lost", async () => {
-    const file = join(dir, "web.toml");
+    const file = join(fx.dir, "web.toml");
     const token = "0123456789abcdef0123";
     await Bun.write(file, `[admin]\nlisten = "127.0.0.1:9901"\ntoken = "${token}"\n\n[[service]]\nname = "web"\norigin = "127.0.0.1:${origin("web")}"\n[[service.bind]]\nprefixes = ["192.0.2.0/24"]\nports = ["8000"]\n`);
     // 400 descriptors, so a few hundred connections (which need no token) use them all up.
@@ -215,14 +186,14 @@ async function serveWith(args: string[], command: string[]): Promise<EdgeproxyPr
 
 describe("while draining", () => {
   test("a draining process takes no binding or reload: 4xx, nothing changed, no 201 for a change its withdrawal undoes", async () => {
-    const file = join(dir, "web.toml");
+    const file = join(fx.dir, "web.toml");
     await Bun.write(file, `[[service]]\nname = "web"\n[[service.bind]]\nprefixes = ["192.0.2.0/24"]\nports = ["8000"]\n`);
     const ep = await serve(["--config", file, "--workers", "1", "--drain-timeout", "5s"]);
     // An open connection (the built-in responder echoes) keeps the drain going.
     const held = await rawClient("192.0.2.1", 8000);
     held.send("hold\n");
     expect(await held.until((t) => t.includes("hold"))).toContain("hold");
-    const sock = join(ns.runDir, "web.sock");
+    const sock = join(fx.ns.runDir, "web.sock");
     const call = (method: string, path: string, body?: unknown) =>
       fetch(`http://edgeproxy${path}`, { method, unix: sock, ...(body === undefined ? {} : { body: JSON.stringify(body) }) } as RequestInit);
     expect((await call("POST", "/drain")).status).toBe(200);
@@ -244,7 +215,7 @@ describe("while draining", () => {
 
 describe("pid files", () => {
   test("a second instance given the first's --pid-file is refused in one line; the file keeps naming the first", async () => {
-    const pidFile = join(dir, "edgeproxy.pid");
+    const pidFile = join(fx.dir, "edgeproxy.pid");
     const a = await serve([...flags("a", "8000-8099", "from-a"), "--pid-file", pidFile]);
     expect((await Bun.file(pidFile).text()).trim()).toBe(String(a.pid));
     // Before: b wrote its pid over a's (a's service manager would follow b) and removed the file when it stopped.

@@ -6,7 +6,6 @@
 // accepted did connect), the access log line must say what happened, and
 // the proxy must end with no connection open and no descriptor more.
 import { describe, expect, test } from "bun:test";
-import { readdirSync } from "node:fs";
 import { join } from "node:path";
 import { linesOf, logDir } from "./helpers/accesslog";
 import { EdgeproxyProcess } from "./helpers/edgeproxy";
@@ -14,21 +13,11 @@ import { proxyFixture } from "./helpers/fixture";
 import { exchange } from "./helpers/net";
 import { ip } from "./helpers/netns";
 import { scrape, workdir, writeConfig } from "./helpers/pools";
+import { fdCount, until } from "./helpers/wait";
 
 const f = proxyFixture();
 const ORIGIN_PORT = 9000;
 
-const fdCount = (pid: number) => readdirSync(`/proc/${pid}/fd`).length;
-
-/** Until `cond` holds (checked every 50 ms), at most `ms`. */
-async function until(cond: () => Promise<boolean> | boolean, ms: number): Promise<boolean> {
-  const end = Date.now() + ms;
-  for (;;) {
-    if (await cond()) return true;
-    if (Date.now() > end) return false;
-    await Bun.sleep(50);
-  }
-}
 
 describe.each(["epoll", "bun"] as const)("an origin that misbehaves (tcp, engine %s)", (engine) => {
   async function start(origin: string, extra = "", eject = 'eject = { failures = 1, base_duration = "30s", duration = "30s" }'): Promise<{ w: ReturnType<typeof workdir>; log: string; fds: number }> {

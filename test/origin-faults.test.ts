@@ -8,13 +8,14 @@
 // descriptor more than it started with.
 import { describe, expect, test } from "bun:test";
 import type { Socket } from "bun";
-import { readdirSync, writeFileSync } from "node:fs";
+import { writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { linesOf, logDir } from "./helpers/accesslog";
 import { EdgeproxyProcess } from "./helpers/edgeproxy";
 import { proxyFixture } from "./helpers/fixture";
 import { ip } from "./helpers/netns";
 import { scrape, workdir, writeConfig } from "./helpers/pools";
+import { fdCount, until } from "./helpers/wait";
 
 const f = proxyFixture();
 const ORIGIN_PORT = 9000;
@@ -126,17 +127,6 @@ async function curl(path: string, maxSeconds = 8, port = 7000, upload?: string, 
   return { exit, code: out.slice(nl + 1), body: out.slice(0, nl), ms: performance.now() - t0 };
 }
 
-const fdCount = (pid: number) => readdirSync(`/proc/${pid}/fd`).length;
-
-/** Until `cond` holds (checked every 50 ms), at most `ms`. */
-async function until(cond: () => Promise<boolean> | boolean, ms: number): Promise<boolean> {
-  const end = Date.now() + ms;
-  for (;;) {
-    if (await cond()) return true;
-    if (Date.now() > end) return false;
-    await Bun.sleep(50);
-  }
-}
 
 describe.each(["epoll", "bun"] as const)("an origin that misbehaves (http, engine %s)", (engine) => {
   async function start(extra = "", origin = `127.0.0.1:${ORIGIN_PORT}`): Promise<{ w: ReturnType<typeof workdir>; log: string }> {

@@ -16,7 +16,8 @@ import { proxyV1Header } from "../src/proxy/proxyheader/encode";
 import { parseAddress } from "../src/config/address";
 import { udpExchange, udpOrigin, udpText } from "./helpers/udp";
 import { httpOrigin } from "./helpers/http";
-import { type Held, adminDir, hold, metrics, sum, until } from "./helpers/sourcelimits";
+import { type Held, adminDir, hold, metrics, sum } from "./helpers/sourcelimits";
+import { until } from "./helpers/wait";
 import { stall, talk } from "./pipeline.case";
 
 /** One datagram from a new socket on `from` (a new flow) and its reply's text, or "<timeout>". */

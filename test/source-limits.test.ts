@@ -8,7 +8,8 @@ import { EdgeproxyProcess, runEdgeproxy } from "./helpers/edgeproxy";
 import { proxyFixture } from "./helpers/fixture";
 import { echoOrigin, exchange, text } from "./helpers/net";
 import { workdir, writeConfig } from "./helpers/pools";
-import { type Held, adminDir, hold, metrics, sum, until } from "./helpers/sourcelimits";
+import { type Held, adminDir, hold, metrics, sum } from "./helpers/sourcelimits";
+import { until } from "./helpers/wait";
 
 const f = proxyFixture();
 

@@ -69,12 +69,3 @@ export function adminDir(): { admin: string; done: () => void } {
   return { admin: join(dir, "admin.sock"), done: () => rmSync(dir, { recursive: true, force: true }) };
 }
 
-/** Wait until `ok()` or `ms` pass. */
-export async function until(ok: () => Promise<boolean>, ms = 3000): Promise<boolean> {
-  const deadline = Date.now() + ms;
-  while (Date.now() < deadline) {
-    if (await ok()) return true;
-    await Bun.sleep(20);
-  }
-  return ok();
-}
