@@ -5,7 +5,7 @@ import { EdgeproxyProcess } from "./helpers/edgeproxy";
 import { proxyFixture } from "./helpers/fixture";
 import { httpOrigin, parseReply, rawClient } from "./helpers/http";
 import { exchange, text } from "./helpers/net";
-import { ip } from "./helpers/netns";
+import { blackhole } from "./helpers/netns";
 
 const f = proxyFixture();
 const servers = f.servers;
@@ -241,10 +241,7 @@ describe("http proxy", () => {
   }, 20_000);
 
   test("504 after --connect-timeout when the origin never answers the SYN", async () => {
-    ip("link", "add", "blackhole0", "type", "veth", "peer", "name", "blackhole1");
-    ip("link", "set", "blackhole0", "up");
-    ip("addr", "add", "198.51.100.1/24", "dev", "blackhole0");
-    ip("neigh", "add", "198.51.100.2", "lladdr", "02:00:00:00:00:02", "dev", "blackhole0");
+    blackhole();
     f.ep = await proxy("198.51.100.2:80", "--connect-timeout", "400ms");
     const t0 = performance.now();
     const r = await get("192.0.2.4", 80, "GET / HTTP/1.1\r\nHost: a\r\n\r\n");

@@ -11,7 +11,7 @@ import { linesOf, logDir } from "./helpers/accesslog";
 import { EdgeproxyProcess } from "./helpers/edgeproxy";
 import { proxyFixture } from "./helpers/fixture";
 import { exchange } from "./helpers/net";
-import { ip } from "./helpers/netns";
+import { blackhole } from "./helpers/netns";
 import { scrape, workdir, writeConfig } from "./helpers/pools";
 import { fdCount, until } from "./helpers/wait";
 
@@ -86,11 +86,7 @@ describe.each(["epoll", "bun"] as const)("an origin that misbehaves (tcp, engine
   });
 
   test("an origin that never answers the SYN: reset at connect_timeout, counted, ejected; the engine closes the connect then", async () => {
-    // A veth whose peer is down swallows every packet: SYNs to 198.51.100.2 go nowhere.
-    ip("link", "add", "blackhole0", "type", "veth", "peer", "name", "blackhole1");
-    ip("link", "set", "blackhole0", "up");
-    ip("addr", "add", "198.51.100.1/24", "dev", "blackhole0");
-    ip("neigh", "add", "198.51.100.2", "lladdr", "02:00:00:00:00:02", "dev", "blackhole0");
+    blackhole(); // SYNs to 198.51.100.2 go nowhere (helpers/netns.ts)
     const { w, log, fds } = await start("198.51.100.2:80", 'connect_timeout = "400ms"');
     try {
       const t0 = performance.now();

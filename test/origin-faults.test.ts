@@ -13,7 +13,7 @@ import { join } from "node:path";
 import { linesOf, logDir } from "./helpers/accesslog";
 import { EdgeproxyProcess } from "./helpers/edgeproxy";
 import { proxyFixture } from "./helpers/fixture";
-import { ip } from "./helpers/netns";
+import { blackhole } from "./helpers/netns";
 import { scrape, workdir, writeConfig } from "./helpers/pools";
 import { fdCount, until } from "./helpers/wait";
 
@@ -229,11 +229,7 @@ describe.each(["epoll", "bun"] as const)("an origin that misbehaves (http, engin
   });
 
   test("an origin that never answers the SYN: 504 at connect_timeout, blamed on it, and the given-up connect's descriptor closed then", async () => {
-    // A veth whose peer is down swallows every packet: SYNs to 198.51.100.2 go nowhere.
-    ip("link", "add", "blackhole0", "type", "veth", "peer", "name", "blackhole1");
-    ip("link", "set", "blackhole0", "up");
-    ip("addr", "add", "198.51.100.1/24", "dev", "blackhole0");
-    ip("neigh", "add", "198.51.100.2", "lladdr", "02:00:00:00:00:02", "dev", "blackhole0");
+    blackhole(); // SYNs to 198.51.100.2 go nowhere (helpers/netns.ts)
     const { w, log } = await start('connect_timeout = "400ms"', "198.51.100.2:80");
     try {
       await scrape(w.admin);

@@ -4,7 +4,7 @@ import type { Socket } from "bun";
 import { EdgeproxyProcess } from "./helpers/edgeproxy";
 import { echoOrigin, exchange, text } from "./helpers/net";
 import { proxyFixture } from "./helpers/fixture";
-import { ip } from "./helpers/netns";
+import { blackhole } from "./helpers/netns";
 
 const f = proxyFixture();
 const servers = f.servers;
@@ -91,11 +91,7 @@ describe("streaming", () => {
   }, 20_000);
 
   test("connect timeout: an origin that never answers the SYN gets the client reset after --connect-timeout", async () => {
-    // A veth whose peer is down swallows every packet: SYNs to 198.51.100.2 go nowhere.
-    ip("link", "add", "blackhole0", "type", "veth", "peer", "name", "blackhole1");
-    ip("link", "set", "blackhole0", "up");
-    ip("addr", "add", "198.51.100.1/24", "dev", "blackhole0");
-    ip("neigh", "add", "198.51.100.2", "lladdr", "02:00:00:00:00:02", "dev", "blackhole0");
+    blackhole(); // SYNs to 198.51.100.2 go nowhere (helpers/netns.ts)
     f.ep = await proxy("198.51.100.2:80", "--connect-timeout", "400ms");
     const c = client("192.0.2.1", 1500);
     const r = await c.closed;

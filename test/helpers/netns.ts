@@ -105,3 +105,17 @@ export async function inNetns<T>(fn: (ns: TestNetns) => Promise<T>): Promise<T> 
 export function ip(...args: string[]): void {
   sh(["ip", ...args]);
 }
+
+/**
+ * An address in the calling test's namespace whose packets go nowhere: a
+ * veth whose peer is down, with a static neighbour entry so no ARP fails
+ * first. A connect to it is never answered (its SYNs vanish), as with a
+ * firewall that drops. Its address (198.51.100.2, RFC 5737 TEST-NET-2).
+ */
+export function blackhole(): string {
+  ip("link", "add", "blackhole0", "type", "veth", "peer", "name", "blackhole1");
+  ip("link", "set", "blackhole0", "up");
+  ip("addr", "add", "198.51.100.1/24", "dev", "blackhole0");
+  ip("neigh", "add", "198.51.100.2", "lladdr", "02:00:00:00:00:02", "dev", "blackhole0");
+  return "198.51.100.2";
+}
