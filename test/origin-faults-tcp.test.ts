@@ -13,7 +13,7 @@ import { proxyFixture } from "./helpers/fixture";
 import { exchange } from "./helpers/net";
 import { blackhole } from "./helpers/netns";
 import { scrape, workdir, writeConfig } from "./helpers/pools";
-import { fdCount, until } from "./helpers/wait";
+import { fdCount, settled as settledAt, until } from "./helpers/wait";
 
 const f = proxyFixture();
 const ORIGIN_PORT = 9000;
@@ -33,12 +33,7 @@ describe.each(["epoll", "bun"] as const)("an origin that misbehaves (tcp, engine
     return { w, log, fds: fdCount(f.ep.pid) };
   }
 
-  async function settled(w: ReturnType<typeof workdir>, fds: number): Promise<void> {
-    expect(await until(async () => (await scrape(w.admin))("edgeproxy_connections_active") === 0, 3000)).toBe(true);
-    const ok = await until(() => fdCount(f.ep!.pid) <= fds, 3000);
-    if (!ok) console.log(`descriptors: ${fds} before, now:\n${Bun.spawnSync(["ls", "-l", `/proc/${f.ep!.pid}/fd`]).stdout}`);
-    expect(ok).toBe(true);
-  }
+  const settled = (w: ReturnType<typeof workdir>, fds: number) => settledAt(w.admin, f.ep!.pid, fds);
 
   test("accepted then reset at once: the client is reset, counted as a reset", async () => {
     f.servers.push(Bun.listen({ hostname: "127.0.0.1", port: ORIGIN_PORT, socket: { open: (s) => void s.terminate(), data() {} } }));

@@ -15,7 +15,7 @@ import { EdgeproxyProcess } from "./helpers/edgeproxy";
 import { proxyFixture } from "./helpers/fixture";
 import { blackhole } from "./helpers/netns";
 import { scrape, workdir, writeConfig } from "./helpers/pools";
-import { fdCount, until } from "./helpers/wait";
+import { fdCount, settled as settledAt, until } from "./helpers/wait";
 
 const f = proxyFixture();
 const ORIGIN_PORT = 9000;
@@ -150,13 +150,7 @@ describe.each(["epoll", "bun"] as const)("an origin that misbehaves (http, engin
   }
 
   /** Every connection closed, and the descriptors back to `fds` (an origin connection kept alive aside). */
-  async function settled(w: ReturnType<typeof workdir>, fds: number): Promise<void> {
-    const active = async () => (await scrape(w.admin))("edgeproxy_connections_active");
-    expect(await until(async () => (await active()) === 0, 3000)).toBe(true);
-    const ok = await until(() => fdCount(f.ep!.pid) <= fds, 3000);
-    if (!ok) console.log(`descriptors: ${fds} before, now:\n${Bun.spawnSync(["ls", "-l", `/proc/${f.ep!.pid}/fd`]).stdout}`);
-    expect(ok).toBe(true);
-  }
+  const settled = (w: ReturnType<typeof workdir>, fds: number) => settledAt(w.admin, f.ep!.pid, fds);
 
   test("closed or reset before any response byte: 502 at once, counted as a reset; the origin is not ejected for it", async () => {
     f.servers.push(scriptedOrigin());
