@@ -36,7 +36,9 @@ describe.each(["epoll", "bun"] as const)("an origin that misbehaves (tcp, engine
   const settled = (w: ReturnType<typeof workdir>, fds: number) => settledAt(w.admin, f.ep!.pid, fds);
 
   test("accepted then reset at once: the client is reset, counted as a reset", async () => {
-    f.servers.push(Bun.listen({ hostname: "127.0.0.1", port: ORIGIN_PORT, socket: { open: (s) => void s.terminate(), data() {} } }));
+    // A close with unread bytes is an RST (RFC 9293 §3.6.1, RFC 2525 §2.17): the origin stops reading, lets the client's
+    // bytes arrive, then closes. A close at accept could be a plain FIN when nothing had arrived yet (seen under load).
+    f.servers.push(Bun.listen({ hostname: "127.0.0.1", port: ORIGIN_PORT, socket: { open: (s) => void (s.pause(), setTimeout(() => s.terminate(), 150)), data() {} } }));
     // Not ejected for it here: whether the RST comes before the connect is seen done (a failed connect, ejected) is a race.
     const { w, fds } = await start(`127.0.0.1:${ORIGIN_PORT}`, "", "eject = { failures = 100 }");
     try {
