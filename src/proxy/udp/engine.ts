@@ -1,3 +1,4 @@
+import { constants } from "node:os";
 // The UDP data plane: flows keyed by (client ip:port, original destination
 // ip:port), each with a socket bound to the original destination and
 // connected to the client (so replies leave from the address the client sent
@@ -19,11 +20,10 @@ import { Flow, keyOf, Service, type UdpServiceSpec } from "./flow";
 import { endFlow, openFlow } from "./flowlife";
 import { SendRing } from "./sendring";
 
-const EMSGSIZE = 90;
+const { EAGAIN, ECONNREFUSED, EMSGSIZE } = constants.errno;
+
 /** Batches read from one socket per readiness event, so one busy socket cannot starve the rest. */
 const ROUNDS = 8;
-const ECONNREFUSED = 111;
-const EAGAIN = 11;
 /** The send ring's staging area: a turn's datagrams are copied here until its flush. */
 const STAGE_BYTES = 256 * 1024;
 
