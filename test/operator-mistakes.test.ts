@@ -251,3 +251,23 @@ describe("SIGTERM while draining", () => {
     });
   }
 });
+
+describe("a config file turned FIFO", () => {
+  test("SIGHUP to a supervisor: the reload is refused and the re-read for its restart notes does not wait for a writer", async () => {
+    const file = join(fx.dir, "web.toml");
+    await Bun.write(file, `[[service]]\nname = "web"\n[[service.bind]]\nprefixes = ["192.0.2.0/24"]\nports = ["8000"]\n`);
+    const ep = await serve(["--config", file, "--workers", "2"]);
+    expect(Bun.spawnSync(["sh", "-c", `rm "$0" && mkfifo "$0"`, file]).exitCode).toBe(0);
+    ep.proc.kill("SIGHUP");
+    const deadline = Date.now() + 5000;
+    while ((ep.stderr.match(/reload rejected/g) ?? []).length < 2 && Date.now() < deadline) await Bun.sleep(20);
+    expect(ep.stderr).toContain("cannot re-read config file: a FIFO");
+    // Before: the supervisor's own re-read (restart notes) waited on the FIFO for a writer; a writer now would be read by it.
+    const writer = Bun.spawn(["sh", "-c", 'exec 3>"$0"; sleep 1', file], { stdout: "ignore", stderr: "ignore" });
+    const opened = await Promise.race([writer.exited.then(() => "opened"), Bun.sleep(3000).then(() => "no reader")]);
+    if (opened !== "opened") writer.kill();
+    expect(opened).toBe("no reader");
+    ep.proc.kill("SIGTERM");
+    expect(await ep.proc.exited).toBe(0);
+  });
+});

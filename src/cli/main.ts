@@ -167,7 +167,8 @@ export async function main(args: readonly string[]): Promise<number> {
     const say = (line: string) => process.stderr.write(`edgeproxy: worker ${index}: ${line}\n`);
     return serveInProcess(config, image, { worker: index, workerAdmin: process.env[WORKER_ADMIN_ENV] || undefined, argv, say, report: workerReport });
   }
-  const reread = command.kind === "serve-file" ? () => fileConfig(command) : undefined;
+  // A running serve's re-read (what a reload cannot apply): a FIFO is refused there, as reload() refuses it.
+  const reread = command.kind === "serve-file" ? () => fileConfig(command, true) : undefined;
   try {
     // Privileges first: without them nothing below can be read, and the missing ones are what to fix.
     checkEnvironment();
@@ -230,9 +231,9 @@ function helpText(args: readonly string[]): string | undefined {
 }
 
 /** A config file's settings, with the command line's (ServeOverrides) over the file's. */
-export async function fileConfig(command: { file: string; overrides: ServeOverrides }): Promise<ServeConfig> {
+export async function fileConfig(command: { file: string; overrides: ServeOverrides }, reread = false): Promise<ServeConfig> {
   const o = command.overrides;
-  const file = await loadConfig(command.file, { instance: o.instance });
+  const file = await loadConfig(command.file, { instance: o.instance, reread });
   return {
     ...file,
     bpffs: o.bpffs,
