@@ -1,3 +1,5 @@
+import { errnoName } from "./libc";
+
 /*
  * What this host can lack for a connection, as opposed to what an origin or
  * the network did: counted per service in local_resource_resets_total, and
@@ -36,9 +38,6 @@ export function localResourceOf(code: string | undefined): LocalResource | undef
   }
 }
 
-// errno(3) numbers of the codes localResourceOf knows, for errors that carry only the number (KernelError from bpf(2)).
-const ERRNO_CODES: Readonly<Record<number, string>> = { 12: "ENOMEM", 23: "ENFILE", 24: "EMFILE", 99: "EADDRNOTAVAIL", 105: "ENOBUFS" };
-
 /**
  * localResourceOf for a thrown error: a Node error's `code`, or the errno a kernel error carries
  * (positive, or negative as Node's `errno`). A look this process could not make for lack of a
@@ -47,5 +46,5 @@ const ERRNO_CODES: Readonly<Record<number, string>> = { 12: "ENOMEM", 23: "ENFIL
 export function localResourceOfError(e: unknown): LocalResource | undefined {
   const err = e as { code?: unknown; errno?: unknown } | null;
   if (typeof err?.code === "string") return localResourceOf(err.code);
-  return typeof err?.errno === "number" ? localResourceOf(ERRNO_CODES[Math.abs(err.errno)]) : undefined;
+  return typeof err?.errno === "number" ? localResourceOf(errnoName(err.errno)) : undefined;
 }
