@@ -37,6 +37,15 @@ describe("pid file", () => {
     removePidFile(path, 1234);
     expect(existsSync(path)).toBe(false);
   });
+  test("a FIFO or a device is no pid file: read neither at start nor at exit (a FIFO's read waits for a writer, /dev/zero's never ends)", () => {
+    const fifo = join(dir, "fifo.pid");
+    expect(Bun.spawnSync(["mkfifo", fifo]).exitCode).toBe(0);
+    // In a child, bounded: a read that hangs would hold this thread for good.
+    const script = `const s = require(${JSON.stringify(import.meta.dir + "/supervision")}); for (const p of ${JSON.stringify([fifo, "/dev/zero"])}) { s.refuseOthersPidFile(p, "b", [{ name: "a", pid: 1, pidns: 1n, live: true }], 1n); s.removePidFile(p, 1); } console.log("done");`;
+    const r = Bun.spawnSync([process.execPath, "-e", script], { timeout: 5000 });
+    expect(r.stdout.toString()).toBe("done\n");
+    expect(existsSync(fifo)).toBe(true);
+  });
   test("a missing or unwritable directory is refused at start", () => {
     expect(() => checkPidFile(join(dir, "no/such/ep.pid"))).toThrow(ConfigError);
     writeFileSync(join(dir, "file"), "");

@@ -72,12 +72,8 @@ export function checkPidFile(path: string): void {
  * a pid file naming no live leader (a crash, a reused pid) is taken.
  */
 export function refuseOthersPidFile(path: string, instance: string, live: readonly { name: string; pid: number; pidns: bigint; live: boolean }[], pidns: bigint): void {
-  let pid: number;
-  try {
-    pid = Number(readFileSync(path, "utf8").trim());
-  } catch {
-    return;
-  }
+  const pid = pidInFile(path);
+  if (pid === undefined) return;
   const owner = live.find((i) => i.live && i.name !== instance && i.pid === pid && i.pidns === pidns);
   if (owner) throw new ConfigError("--pid-file", `${path} names pid ${pid}, the leader of live instance ${owner.name}: each instance needs a pid file of its own (nothing changed)`);
 }
@@ -99,9 +95,23 @@ export function writePidFile(path: string, pid = process.pid): void {
 /** Remove the pid file at exit, unless it names another process by now (an upgrade's successor). */
 export function removePidFile(path: string, pid = process.pid): void {
   try {
-    if (readFileSync(path, "utf8").trim() === String(pid)) unlinkSync(path);
+    if (pidInFile(path) === pid) unlinkSync(path);
   } catch {
-    // Gone already, or unreadable: nothing of ours to remove.
+    // Gone already: nothing of ours to remove.
+  }
+}
+
+/**
+ * The pid a pid file names; undefined when it is missing, unreadable or not a regular file: a FIFO's
+ * read would wait for a writer (a start, or an exit, that never ends) and a device's (/dev/zero) never ends.
+ */
+function pidInFile(path: string): number | undefined {
+  try {
+    if (!statSync(path).isFile()) return undefined;
+    const pid = Number(readFileSync(path, "utf8").trim());
+    return Number.isSafeInteger(pid) && pid > 0 ? pid : undefined;
+  } catch {
+    return undefined;
   }
 }
 
