@@ -118,7 +118,8 @@ test("bad input is 400 with a one-line error", async () => {
     [{ protocol: "tcp", prefix: "10.0.0.0/8" }, '"ports"'],
     [{ ...BINDING, prefix: 5 }, '"prefix"'],
     [{ ...BINDING, protocol: "sctp" }, "binding: unknown protocol sctp"],
-    [{ ...BINDING, port: "80" }, 'unknown field "port" (known: protocol, prefix, ports)'],
+    [{ ...BINDING, port: "80" }, 'binding: unknown field "port" (did you mean "ports"?)'],
+    [{ ...BINDING, owner: "b" }, 'binding: unknown field "owner" (known: protocol, prefix, ports)'],
   ];
   for (const [body, message] of cases) {
     const r = await send("POST", "/services/web/bindings", body);

@@ -2,6 +2,7 @@ import { createHash, timingSafeEqual } from "node:crypto";
 import { jsonReplacer } from "../json";
 import { Hono, type Context } from "hono";
 import { ConfigError, errorLine } from "../errors";
+import { Fields } from "../config/schema";
 import type { AdminBackend, ServiceSnapshot } from "./backend";
 import { METRICS_CONTENT_TYPE, renderMetrics } from "./metrics";
 import { DashboardSampler, readStatus } from "./dashboard";
@@ -362,9 +363,8 @@ function bindingInput(body: unknown): BindingInput {
     throw new HttpError(400, "expected a JSON object {protocol, prefix, ports}");
   }
   const o = body as Record<string, unknown>;
-  // As in a config file, an unknown field is an error: a misspelt one must not be dropped unnoticed.
-  const unknown = Object.keys(o).find((k) => k !== "protocol" && k !== "prefix" && k !== "ports");
-  if (unknown !== undefined) throw new HttpError(400, `unknown field "${unknown}" (known: protocol, prefix, ports)`);
+  // As in a config file (its own check, with its "did you mean"), an unknown field is an error: a misspelt one must not be dropped unnoticed.
+  Fields.of(o, "binding", ".", ["protocol", "prefix", "ports"]);
   const field = (k: keyof BindingInput): string => {
     const v = o[k];
     // A single port may come as a JSON number.
