@@ -259,7 +259,8 @@ export function tcpRelayCases(f: ProxyFixture, engine: Engine): void {
         };
         clients.push(await Bun.connect<{ off: number }>({ hostname: "192.0.2.9", port: 5010, data: { off: 0 }, socket: { open: pump, drain: pump, data() {} } }));
       }
-      await until(() => paused.length === stalled, 10_000, "every stalled connection at the origin");
+      // Generous: 72 connections each pumping 4 MiB through one core; alone this takes ~1 s, on a loaded machine it once took over 10 s.
+      await until(() => paused.length === stalled, 20_000, "every stalled connection at the origin");
       await Bun.sleep(1000);
       expect(clients.some((c) => c.data.off < each)).toBe(true); // the kernel buffers on the way are full: stalled for real
       const r = await exchange("192.0.2.9", 5011, "!echo", 5000);
